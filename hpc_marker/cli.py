@@ -1,0 +1,212 @@
+"""The `hpcmarker` command line: a thin click layer over launch, status, cancel and collect.
+
+User errors become one-line messages (exit 2 for bad input, 1 for a cluster that refused);
+no stack traces. Every option can also come from an HPCMARKER_<COMMAND>_<OPTION> variable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from . import __version__
+from .engines import ENGINE_NAMES, EngineOptions
+from .runs import RunNotFound, resolve_run
+
+
+class InputError(click.ClickException):
+    """Bad input: exit code 2, nothing submitted."""
+
+    exit_code = 2
+
+
+def _run_paths(run: str | None):
+    try:
+        return resolve_run(run)
+    except RunNotFound as exc:
+        raise InputError(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "HPCMARKER"})
+@click.version_option(__version__, prog_name="hpcmarker")
+def cli() -> None:
+    """Convert folders of PDFs to Markdown on a Slurm GPU cluster (or locally, without Slurm)."""
+
+
+def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path | None,
+                    paginate: bool) -> EngineOptions:
+    extra = {}
+    if marker_config is not None:
+        try:
+            extra = EngineOptions.load_extra_config(marker_config)
+        except ValueError as exc:
+            raise InputError(f"--marker-config {exc}") from None
+    langs = tuple(x.strip() for x in (languages or "").split(",") if x.strip())
+    return EngineOptions(paginate=paginate, force_ocr=force_ocr, languages=langs, extra_config=extra)
+
+
+@cli.command()
+@click.option("--pdfs", required=True, type=click.Path(path_type=Path), help="Folder to scan for PDFs (recursively).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the Markdown (and the run folder).")
+@click.option("--gpus", default=1, show_default=True, type=int, help="GPUs = array tasks (at most one per work item).")
+@click.option("--partition", help="Slurm partition (default: the cluster's default partition).")
+@click.option("--template", default="generic", show_default=True, help="sbatch template (see the templates/ folder).")
+@click.option("--engine", type=click.Choice(ENGINE_NAMES), default="marker", show_default=True)
+@click.option("--workers-per-gpu", default=1, show_default=True, type=int, help="Worker processes per task.")
+@click.option("--cpus-per-task", default=4, show_default=True, type=int, help="CPUs each array task asks for.")
+@click.option("--mem", help="Memory per task, as sbatch --mem takes it (e.g. 32G).")
+@click.option("--time", "time_limit", default="04:00:00", show_default=True, help="Time limit per task.")
+@click.option("--force-ocr", is_flag=True, help="OCR every page (marker).")
+@click.option("--languages", help="Comma-separated languages for OCR (marker versions that take them).")
+@click.option("--marker-config", type=click.Path(path_type=Path), help="JSON file of extra marker settings.")
+@click.option("--paginate/--no-paginate", default=True, show_default=True, help="Page separators in the Markdown.")
+@click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True,
+              help="auto: Slurm when sbatch is on PATH, else this machine.")
+@click.option("--run-id", help="Name the run (default: a timestamp).")
+@click.option("--dry-run", is_flag=True, help="Do everything but submit; print the sbatch scripts.")
+def submit(pdfs, out, gpus, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
+           force_ocr, languages, marker_config, paginate, executor, run_id, dry_run) -> None:
+    """Scan PDFS, plan, and submit the conversion array and its collector."""
+    from .launch import LaunchError, SubmitRequest, dry_run_text, prepare_run, submit_run
+    from .slurm import SlurmError
+
+    request = SubmitRequest(
+        pdfs=pdfs, out=out, gpus=gpus, engine=engine,
+        engine_options=_engine_options(force_ocr, languages, marker_config, paginate),
+        partition=partition, template=template, workers_per_gpu=workers_per_gpu, cpus_per_task=cpus_per_task,
+        mem=mem, time_limit=time_limit, executor=executor, run_id=run_id)
+    try:
+        prepared = prepare_run(request, create=not dry_run)
+    except LaunchError as exc:
+        raise InputError(str(exc)) from None
+    if dry_run:
+        click.echo(dry_run_text(prepared), nl=False)
+        return
+    plan, record = prepared.plan, prepared.record
+    click.echo(f"run {record.run_id}: {len(plan.items)} PDFs, {plan.total_pages} pages, "
+               f"{record.tasks} tasks ({record.executor}); run folder {prepared.paths.root}")
+    unreadable = [p for p in prepared.scanned if p.error]
+    for pdf in unreadable:
+        click.echo(f"  will fail: {pdf.relpath}: {pdf.error}", err=True)
+    try:
+        record = submit_run(prepared, progress=_print_progress if record.executor == "local" else None)
+    except SlurmError as exc:
+        raise click.ClickException(f"{exc} (script: {prepared.paths.scripts})") from None
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted: run {record.run_id} stopped") from None
+    if record.executor == "slurm":
+        click.echo(f"submitted: array {record.jobs['convert'][0].split('_')[0]} "
+                   f"({record.tasks} tasks), collector {record.jobs['collect'][0]}")
+        click.echo(f"follow it with: hpcmarker status {record.run_id}")
+    else:
+        summary = json.loads(prepared.paths.summary.read_text())
+        click.echo(f"done: {summary['ok']} ok, {summary['failed']} failed; Markdown in {record.out_dir}")
+        for failure in summary["failures"]:
+            click.echo(f"  failed: {failure['pdf']}: {failure['error']}", err=True)
+
+
+_last_progress: list[float] = [0.0]
+
+
+def _print_progress(paths) -> None:
+    if time.time() - _last_progress[0] < 5:
+        return
+    _last_progress[0] = time.time()
+    from .status import load_status
+
+    s = load_status(paths)
+    click.echo(f"  {s.ok + s.failed}/{s.items} items, {s.pages_done}/{s.pages} pages", err=True)
+
+
+@cli.command()
+@click.option("--pdfs", required=True, type=click.Path(path_type=Path))
+@click.option("--gpus", default=1, show_default=True, type=int)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def plan(pdfs, gpus, fmt) -> None:
+    """Print the plan (tasks, their work items and pages) without submitting."""
+    from .plan import make_plan, work_items
+    from .scan import ScanError, scan_pdfs
+
+    if gpus < 1:
+        raise InputError(f"--gpus {gpus}: must be at least 1")
+    try:
+        scanned = scan_pdfs(pdfs)
+    except ScanError as exc:
+        raise InputError(f"--pdfs {exc}") from None
+    the_plan = make_plan(work_items(scanned), gpus)
+    if fmt == "json":
+        data = the_plan.to_json()
+        data.update(pdfs=str(pdfs.resolve()), gpus=gpus, imbalance=round(the_plan.imbalance(), 4))
+        click.echo(json.dumps(data, indent=1, ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(the_plan.items)} PDFs, {the_plan.total_pages} pages on {len(the_plan.tasks)} tasks "
+                        f"(busiest / ideal = {the_plan.imbalance():.3f})", title_justify="left")
+    for column in ("task", "pdf", "pages", "range"):
+        table.add_column(column, justify="right" if column in ("task", "pages") else "left")
+    for task in the_plan.tasks:
+        for item in task.items:
+            table.add_row(str(task.index), item.pdf, str(item.pages), item.page_label())
+        table.add_row(str(task.index), "[bold]total", f"[bold]{task.pages}", "", end_section=True)
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("run", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(run, as_json) -> None:
+    """Where RUN (default: the latest) stands: per task state and progress, rate, ETA."""
+    from .slurm import SlurmError
+    from .status import load_status, status_table
+
+    paths = _run_paths(run)
+    try:
+        result = load_status(paths)
+    except SlurmError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=1))
+    else:
+        Console().print(status_table(result))
+
+
+@cli.command()
+@click.argument("run", required=False)
+def cancel(run) -> None:
+    """Cancel every job of RUN (default: the latest)."""
+    from .cancel import CancelError, cancel_run
+    from .slurm import SlurmError
+
+    paths = _run_paths(run)
+    try:
+        ids = cancel_run(paths)
+    except (SlurmError, CancelError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"cancelled run {paths.run_id}: {', '.join(ids) or 'no jobs'}")
+
+
+@cli.command()
+@click.argument("run", required=False)
+def collect(run) -> None:
+    """Merge RUN's manifests and logs by hand (the collector job does the same)."""
+    from .collect import collect_run
+
+    paths = _run_paths(run)
+    summary = collect_run(str(paths.root))
+    click.echo(f"wrote {paths.manifest_csv} and {paths.summary}")
+    if summary["torn_manifest_lines"]:
+        click.echo(f"{len(summary['torn_manifest_lines'])} torn manifest lines reported", err=True)
+
+
+def main() -> None:
+    cli(prog_name="hpcmarker")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Engines: what converts one work item (a PDF or a page range of it) to Markdown.
+
+`create_engine(name, options)` is the only way the rest of hpcmarker gets an engine;
+`check_engine(name, options)` is the cheap preflight `submit` runs before anything is submitted.
+"""
+
+from __future__ import annotations
+
+from .base import ConvertedDocument, Engine, EngineError, EngineOptions, EngineUnavailable
+
+ENGINE_NAMES = ("marker", "text")
+
+
+def _engine_class(name: str) -> type:
+    if name == "text":
+        from .text import TextEngine
+
+        return TextEngine
+    if name == "marker":
+        from .marker import MarkerEngine
+
+        return MarkerEngine
+    raise EngineUnavailable(f"unknown engine {name!r}; valid engines: {', '.join(ENGINE_NAMES)}")
+
+
+def check_engine(name: str, options: EngineOptions) -> None:
+    """Raise EngineUnavailable with a one-line reason when `name` cannot run with `options` here."""
+    _engine_class(name).check(options)
+
+
+def create_engine(name: str, options: EngineOptions) -> Engine:
+    """Build an engine once per worker process (models are loaded here, not per item)."""
+    return _engine_class(name)(options)
+
+
+__all__ = [
+    "ENGINE_NAMES",
+    "ConvertedDocument",
+    "Engine",
+    "EngineError",
+    "EngineOptions",
+    "EngineUnavailable",
+    "check_engine",
+    "create_engine",
+]

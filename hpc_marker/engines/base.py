@@ -1,0 +1,95 @@
+"""The engine contract: options in, one converted document out.
+
+An engine never writes files; `hpc_marker.output` owns the output layout so every engine
+produces the same tree and manifest records.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+# marker's paginated Markdown puts this between pages: "\n\n{<page index>}" + 48 dashes + "\n\n".
+PAGE_SEPARATOR = "-" * 48
+
+
+def page_marker(page_index: int) -> str:
+    """The separator marker writes before a page when paginate_output is on (0-based index)."""
+    return "\n\n{" + str(page_index) + "}" + PAGE_SEPARATOR + "\n\n"
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot run here (not installed, option not supported, caches missing)."""
+
+
+class EngineError(Exception):
+    """Converting one work item failed; the message is a one-line reason for the manifest."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What the user chose for conversion; every engine reads the fields it understands."""
+
+    paginate: bool = True
+    force_ocr: bool = False
+    languages: tuple[str, ...] = ()
+    extra_config: dict[str, Any] = field(default_factory=dict)
+    threads: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "paginate": self.paginate,
+            "force_ocr": self.force_ocr,
+            "languages": list(self.languages),
+            "extra_config": self.extra_config,
+            "threads": self.threads,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EngineOptions:
+        return cls(
+            paginate=bool(data.get("paginate", True)),
+            force_ocr=bool(data.get("force_ocr", False)),
+            languages=tuple(data.get("languages", ())),
+            extra_config=dict(data.get("extra_config", {})),
+            threads=int(data.get("threads", 1)),
+        )
+
+    @staticmethod
+    def load_extra_config(path: Path) -> dict[str, Any]:
+        """Read a JSON file of extra engine settings; raise ValueError with a one-line reason."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read ({exc.strerror})") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: must hold a JSON object of settings")
+        return data
+
+
+@dataclass
+class ConvertedDocument:
+    """One converted work item. `images` maps file names (as referenced in the Markdown) to bytes."""
+
+    markdown: str
+    images: dict[str, bytes] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """Constructed once per worker process; `convert` is called once per work item."""
+
+    name: str
+
+    @classmethod
+    def check(cls, options: EngineOptions) -> None:
+        """Cheap preflight: raise EngineUnavailable naming what is missing."""
+
+    def __init__(self, options: EngineOptions) -> None: ...
+
+    def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
+        """Convert `pages` (0-based page indices; None = whole PDF) of `pdf`; raise EngineError."""

@@ -1,0 +1,60 @@
+"""The `text` engine: the PDF's own text layer through pdftext; no models, no GPU.
+
+Output is paginated exactly the way marker paginates Markdown, so documents from either
+engine have the same shape and a page range converted alone is a slice of the whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable, page_marker
+
+
+class TextEngine:
+    name = "text"
+
+    @classmethod
+    def check(cls, options: EngineOptions) -> None:
+        try:
+            import pdftext.extraction  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - a base dependency
+            raise EngineUnavailable(f"engine 'text' needs pdftext ({exc})") from None
+        if options.force_ocr:
+            raise EngineUnavailable("engine 'text' reads the text layer only; --force-ocr needs --engine marker")
+        if options.extra_config:
+            raise EngineUnavailable(
+                "engine 'text' takes no extra settings; --marker-config needs --engine marker"
+            )
+
+    def __init__(self, options: EngineOptions) -> None:
+        self.check(options)
+        self.options = options
+
+    def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
+        from pdftext.extraction import paginated_plain_text_output
+        from pdftext.schema import PdfPasswordError
+
+        page_ids = list(pages) if pages is not None else None
+        try:
+            texts = paginated_plain_text_output(str(pdf), sort=True, hyphens=False, page_range=page_ids)
+        except PdfPasswordError:
+            raise EngineError("encrypted: a password is required to open it") from None
+        except Exception as exc:  # pdfium raises many kinds; each becomes one manifest line
+            raise EngineError(f"{type(exc).__name__}: {_first_line(exc)}") from None
+        if page_ids is None:
+            page_ids = list(range(len(texts)))
+        if self.options.paginate:
+            markdown = "".join(page_marker(i) + text for i, text in zip(page_ids, texts))
+        else:
+            markdown = "\n\n".join(texts)
+        metadata = {
+            "engine": self.name,
+            "page_stats": [{"page_id": i, "text_chars": len(t)} for i, t in zip(page_ids, texts)],
+        }
+        return ConvertedDocument(markdown=markdown + "\n", metadata=metadata)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "no detail"

@@ -1,0 +1,225 @@
+"""Launch: scan → plan → render → submit, for one run.
+
+`prepare_run` does everything that does not touch the scheduler and returns the rendered
+scripts; `submit_run` sends them (Slurm through submitit, or submitit's local executor where
+there is no Slurm). `--dry-run` stops after `prepare_run` and prints the same scripts.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import slurm
+from .collect import collect_run
+from .engines import EngineOptions, check_engine
+from .plan import Plan, make_plan, work_items
+from .render import ROLES, Raw, render_role, template_folder
+from .runs import RUNS_SUBDIR, RunPaths, RunRecord, new_run_id, register_run
+from .scan import ScanError, ScannedPdf, scan_pdfs
+from .task import run_task
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class LaunchError(Exception):
+    """Bad input or an unusable cluster setting: nothing was submitted."""
+
+
+@dataclass
+class SubmitRequest:
+    pdfs: Path
+    out: Path
+    gpus: int
+    engine: str = "marker"
+    engine_options: EngineOptions = field(default_factory=EngineOptions)
+    partition: str | None = None
+    template: str = "generic"
+    workers_per_gpu: int = 1
+    cpus_per_task: int = 4
+    mem: str | None = None
+    time_limit: str = "04:00:00"
+    executor: str = "auto"  # auto, slurm, local
+    run_id: str | None = None
+
+
+@dataclass
+class PreparedRun:
+    paths: RunPaths
+    record: RunRecord
+    plan: Plan
+    scanned: list[ScannedPdf]
+    scripts: dict[str, str]  # role -> script text
+
+
+def parse_time_limit(text: str) -> int:
+    """Slurm time formats (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) to whole minutes (at least 1)."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not match:
+        raise LaunchError(f"--time {text!r}: use minutes, HH:MM:SS or D-HH:MM:SS")
+    days, a, b, c = (int(x) if x else None for x in match.groups())
+    if days is not None:  # D-H[:M[:S]]
+        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+    elif c is not None:  # H:M:S
+        seconds = a * 3600 + b * 60 + c
+    elif b is not None:  # M:S
+        seconds = a * 60 + b
+    else:  # M
+        seconds = a * 60
+    return max(1, -(-seconds // 60))
+
+
+def choose_executor(requested: str) -> str:
+    if requested == "auto":
+        return "slurm" if slurm.slurm_available() else "local"
+    if requested == "slurm" and not slurm.slurm_available():
+        raise LaunchError("--executor slurm: sbatch is not on PATH")
+    return requested
+
+
+def _check_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".hpcmarker-write-test-"):
+            pass
+    except OSError as exc:
+        raise LaunchError(f"--out {out}: cannot write there ({exc.strerror})") from None
+
+
+def _check_cluster(request: SubmitRequest) -> str | None:
+    """Validate partition and GPUs against the live cluster; return the partition to use."""
+    if request.gpus < 1:
+        raise LaunchError(f"--gpus {request.gpus}: a Slurm run needs at least one GPU")
+    try:
+        known = slurm.partitions()
+    except slurm.SlurmError as exc:
+        raise LaunchError(f"cannot reach Slurm: {exc}") from None
+    partition = request.partition or slurm.default_partition()
+    if request.partition and request.partition not in known:
+        raise LaunchError(f"--partition {request.partition}: no such partition; "
+                          f"partitions here: {', '.join(sorted(known)) or '(none)'}")
+    if partition and "gpu" not in known.get(partition, ""):
+        raise LaunchError(f"partition {partition!r} has no GPUs (GRES {known.get(partition) or 'none'}); "
+                          "choose another with --partition")
+    return partition
+
+
+def script_contexts(paths: RunPaths, record: RunRecord, python: str) -> dict[str, dict]:
+    """The variables each role's template sees. Pure."""
+    convert_out, convert_err = slurm.job_log_paths(paths.jobs, array=True)
+    collect_out, collect_err = slurm.job_log_paths(paths.jobs, array=False)
+    command = Raw(shlex.join(slurm.submitit_command(python, paths.jobs)))
+    common = dict(run_id=record.run_id, run_dir=str(paths.root), comment=f"hpcmarker:{record.run_id}",
+                  partition=record.partition, setup=[], command=command)
+    return {
+        "convert": dict(common, job_name=f"hpcmarker-{record.run_id}-convert", tasks=record.tasks,
+                        array=f"0-{record.tasks - 1}", gres="gpu:1", cpus_per_task=record.cpus_per_task,
+                        mem=record.mem, time=record.time_limit, signal="USR2@90",
+                        stdout=convert_out, stderr=convert_err),
+        "collect": dict(common, job_name=f"hpcmarker-{record.run_id}-collect", time="00:30:00",
+                        stdout=collect_out, stderr=collect_err),
+    }
+
+
+def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
+    """Scan, plan, create the run folder (if `create`) and render its scripts."""
+    executor = choose_executor(request.executor)
+    if request.workers_per_gpu < 1:
+        raise LaunchError(f"--workers-per-gpu {request.workers_per_gpu}: must be at least 1")
+    if request.gpus < 0:
+        raise LaunchError(f"--gpus {request.gpus}: must not be negative")
+    parse_time_limit(request.time_limit)
+    try:
+        template_folder(request.template)
+        check_engine(request.engine, request.engine_options)
+    except Exception as exc:  # TemplateError, EngineUnavailable: one line each
+        raise LaunchError(str(exc)) from None
+    partition = _check_cluster(request) if executor == "slurm" else request.partition
+    pdfs = request.pdfs.resolve()
+    try:
+        scanned = scan_pdfs(pdfs)
+    except ScanError as exc:
+        raise LaunchError(f"--pdfs {exc}") from None
+    out = request.out.resolve()
+    _check_out_dir(out)
+
+    run_id = request.run_id or new_run_id()
+    if not RUN_ID_PATTERN.match(run_id):
+        raise LaunchError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-'")
+    paths = RunPaths(out / RUNS_SUBDIR / run_id)
+    if create and paths.root.exists():
+        raise LaunchError(f"run {run_id} already exists at {paths.root}")
+    plan = make_plan(work_items(scanned), max(1, request.gpus))
+    record = RunRecord(
+        run_id=run_id, created=time.time(), pdfs_root=str(pdfs), out_dir=str(out), engine=request.engine,
+        engine_options=request.engine_options.to_json(), executor=executor, tasks=len(plan.tasks),
+        gpus=request.gpus, workers_per_gpu=request.workers_per_gpu, cpus_per_task=request.cpus_per_task,
+        mem=request.mem, template=request.template, partition=partition, time_limit=request.time_limit,
+    )
+    contexts = script_contexts(paths, record, python=sys.executable)
+    try:
+        scripts = {role: render_role(request.template, role, contexts[role]) for role in ROLES}
+    except Exception as exc:
+        raise LaunchError(str(exc)) from None
+    if create:
+        paths.create()
+        plan.save(paths.plan)
+        paths.save_record(record)
+        for role, text in scripts.items():
+            (paths.scripts / f"{role}.sbatch").write_text(text)
+    return PreparedRun(paths=paths, record=record, plan=plan, scanned=scanned, scripts=scripts)
+
+
+def submit_run(prepared: PreparedRun, progress=None) -> RunRecord:
+    """Send the prepared run to its executor and record the job ids."""
+    record, paths = prepared.record, prepared.paths
+    register_run(paths)
+    if record.executor == "slurm":
+        jobs = _submit_slurm(prepared)
+    else:
+        from .local import submit_local
+
+        jobs = submit_local(paths, record, progress=progress)
+    record.jobs = jobs
+    record.submitted = time.time()
+    paths.save_record(record)
+    return record
+
+
+def _submit_slurm(prepared: PreparedRun) -> dict[str, list[str]]:
+    record, paths = prepared.record, prepared.paths
+    timeout_min = parse_time_limit(record.time_limit)
+    convert = slurm.TemplateSlurmExecutor(paths.jobs, prepared.scripts["convert"],
+                                          array_size=record.tasks, timeout_min=timeout_min)
+    calls = [functools.partial(run_task, str(paths.root), i) for i in range(record.tasks)]
+    tasks = convert.submit_array(calls)
+    array_id = tasks[0].job_id.split("_")[0]
+    collect = slurm.TemplateSlurmExecutor(paths.jobs, prepared.scripts["collect"], timeout_min=30,
+                                          dependency=f"afterany:{array_id}")
+    collector = collect.submit(collect_run, str(paths.root))
+    return {"convert": [job.job_id for job in tasks], "collect": [collector.job_id]}
+
+
+def dry_run_text(prepared: PreparedRun) -> str:
+    """What `submit --dry-run` prints: each role's header line, then its script byte for byte."""
+    parts = []
+    for role in ROLES:
+        dependency = "--dependency=afterany:<convert job id> " if role == "collect" else ""
+        parts.append(f"### hpcmarker dry-run: {role} (sent as: sbatch {dependency}{role}.sbatch)\n")
+        parts.append(prepared.scripts[role])
+    return "".join(parts)
+
+
+def split_dry_run(text: str) -> dict[str, str]:
+    """Inverse of dry_run_text: role -> script text."""
+    scripts: dict[str, str] = {}
+    pieces = re.split(r"^### hpcmarker dry-run: (\w+) \(.*\)\n", text, flags=re.M)
+    for role, body in zip(pieces[1::2], pieces[2::2]):
+        scripts[role] = body
+    return scripts

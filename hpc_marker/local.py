@@ -1,0 +1,115 @@
+"""Local: the same run on this machine through submitit's local executor (no Slurm).
+
+Each task is its own process with its own CUDA_VISIBLE_DEVICES (taken from the caller's
+CUDA_VISIBLE_DEVICES when set, else 0..N-1; empty with --gpus 0); the collector runs when
+the tasks are over. `submit_local` waits for the run, so one command gives Markdown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+import submitit
+
+from .collect import collect_run
+from .launch import LaunchError, parse_time_limit
+from .runs import RunPaths, RunRecord
+from .task import run_task
+
+
+def local_devices(gpus: int, visible: str | None) -> list[int]:
+    """Device index for each GPU slot: the caller's CUDA_VISIBLE_DEVICES, else 0..gpus-1."""
+    if gpus < 1:
+        return []
+    if visible:
+        try:
+            return [int(x) for x in visible.split(",") if x.strip()]
+        except ValueError:
+            raise LaunchError(f"CUDA_VISIBLE_DEVICES={visible!r}: local runs need device numbers") from None
+    return list(range(gpus))
+
+
+def submit_local(paths: RunPaths, record: RunRecord,
+                 progress: Callable[[RunPaths], None] | None = None) -> dict[str, list[str]]:
+    devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    timeout_min = parse_time_limit(record.time_limit)
+    jobs = []
+    for index in range(record.tasks):
+        executor = submitit.LocalExecutor(folder=paths.jobs)
+        if devices:
+            executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1,
+                                       visible_gpus=[devices[index % len(devices)]])
+        else:
+            executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
+        jobs.append(executor.submit(run_task, str(paths.root), index))
+    ids = {"convert": [job.job_id for job in jobs], "collect": []}
+    record.jobs = ids
+    paths.save_record(record)  # so `hpcmarker cancel` can find the processes meanwhile
+    try:
+        while not all(job.done() for job in jobs):
+            if progress:
+                progress(paths)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for job in jobs:
+            terminate_tree(int(job.job_id))
+        raise
+    collector = submitit.LocalExecutor(folder=paths.jobs)
+    collector.update_parameters(timeout_min=30)
+    job = collector.submit(collect_run, str(paths.root))
+    ids["collect"] = [job.job_id]
+    job.result()
+    return ids
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (Linux /proc)."""
+    tree, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        tree.append(current)
+        frontier.extend(_children(current))
+    return tree
+
+
+def terminate_tree(pid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM `pid` and its descendants, then SIGKILL whatever is left after `grace_s`."""
+    tree = process_tree(pid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for member in tree:
+            try:
+                os.kill(member, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace_s
+        while sig == signal.SIGTERM and time.time() < deadline and any(_alive(p) for p in tree):
+            time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat")
+    try:
+        return state.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,157 @@
+"""Slurm: submitting rendered scripts through submitit, and asking Slurm about a run's jobs.
+
+`TemplateSlurmExecutor` is submitit's SlurmExecutor with two changes: the script text is the
+one hpcmarker rendered from its templates (so `--dry-run` prints exactly what is sent), and
+dependencies travel on the `sbatch` command line, not in the script. Every Slurm command is
+an argv list; nothing goes through a shell.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core import core, utils
+from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+QUERY_TIMEOUT_S = 30
+
+
+class SlurmError(Exception):
+    """Slurm refused or could not be asked; the message says which command and why."""
+
+
+def slurm_available() -> bool:
+    return shutil.which("sbatch") is not None
+
+
+def submitit_command(python: str, folder: Path) -> list[str]:
+    """The command a job runs: submitit's runner on the pickled call in `folder`."""
+    return [python, "-u", "-m", "submitit.core._submit", str(folder)]
+
+
+class TemplateSlurmExecutor(submitit.SlurmExecutor):
+    """Submits `script` (already rendered) as is; `array_size` > 0 submits it as an array."""
+
+    def __init__(self, folder: Path, script: str, *, array_size: int = 0, timeout_min: int = 60,
+                 dependency: str | None = None) -> None:
+        super().__init__(folder=folder)
+        self.script = script
+        self.array_size = array_size
+        self.timeout_min = timeout_min
+        self.dependency = dependency
+
+    def _make_submission_file_text(self, command: str, uid: str) -> str:
+        return self.script
+
+    def _make_submission_command(self, submission_file_path: Path) -> list[str]:
+        argv = ["sbatch"]
+        if self.dependency:
+            argv.append(f"--dependency={self.dependency}")
+        return [*argv, str(submission_file_path)]
+
+    def _submit_command(self, command: str) -> core.Job[Any]:
+        try:
+            return super()._submit_command(command)
+        except utils.FailedJobError as exc:
+            argv = self._make_submission_command(Path("<script>"))
+            detail = str(exc).strip().splitlines()
+            raise SlurmError(f"{shlex.join(argv)} failed: {detail[-1] if detail else 'no message'}") from None
+
+    def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list[core.Job[Any]]:
+        if not self.array_size:
+            return core.PicklingExecutor._internal_process_submissions(self, delayed_submissions)
+        if len(delayed_submissions) != self.array_size:
+            raise ValueError(f"script declares {self.array_size} array tasks, got {len(delayed_submissions)}")
+        folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pickles = []
+        for delayed in delayed_submissions:
+            path = folder / f"{uuid.uuid4().hex}.pkl"
+            delayed.set_timeout(self.timeout_min, self.max_num_timeout)
+            delayed.dump(path)
+            pickles.append(path)
+        first = self._submit_command(self._submitit_command_str)
+        jobs: list[core.Job[Any]] = [
+            SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{index}", tasks=[0])
+            for index in range(self.array_size)
+        ]
+        for job, path in zip(jobs, pickles):
+            job.paths.move_temporary_file(path, "submitted_pickle")
+        return jobs
+
+
+def job_log_paths(folder: Path, array: bool) -> tuple[str, str]:
+    """stdout/stderr patterns as submitit expects them for a job (or array task) in `folder`."""
+    paths = utils.JobPaths(folder=folder)
+    out, err = str(paths.stdout), str(paths.stderr)
+    if array:
+        out, err = out.replace("%j", "%A_%a"), err.replace("%j", "%A_%a")
+    return out.replace("%t", "0"), err.replace("%t", "0")
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S, check=False)
+    except FileNotFoundError:
+        raise SlurmError(f"{argv[0]}: not found on PATH (is this a Slurm login node?)") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"{shlex.join(argv)}: no answer within {QUERY_TIMEOUT_S}s (slurmctld down?)") from None
+    if done.returncode != 0:
+        message = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}").splitlines()[-1]
+        raise SlurmError(f"{shlex.join(argv)}: {message}")
+    return done.stdout
+
+
+def partitions() -> dict[str, str]:
+    """Partition name -> its GRES list, as sinfo reports them ('(null)' when none)."""
+    out = _run(["sinfo", "--noheader", "--format=%P|%G"])
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        name, _, gres = line.partition("|")
+        name = name.strip().rstrip("*")
+        if name:
+            found[name] = ",".join(x for x in (found.get(name, ""), gres.strip()) if x)
+    return found
+
+
+def default_partition() -> str | None:
+    out = _run(["sinfo", "--noheader", "--format=%P"])
+    for line in out.splitlines():
+        if line.strip().endswith("*"):
+            return line.strip().rstrip("*")
+    return None
+
+
+def job_states(job_ids: list[str]) -> dict[str, str]:
+    """State of each job (and array task, as '<id>_<i>') from sacct, in one query."""
+    base_ids = sorted({jid.split("_")[0] for jid in job_ids})
+    if not base_ids:
+        return {}
+    argv = ["sacct", "-o", "JobID,State,NodeList", "--parsable2"]
+    for jid in base_ids:
+        argv += ["-j", jid]
+    info = SlurmInfoWatcher().read_info(_run(argv))
+    return {jid: stats.get("State", "UNKNOWN").split(" ")[0] for jid, stats in info.items()}
+
+
+def queued_jobs(job_ids: list[str]) -> list[str]:
+    """Job ids (array tasks expanded where pending) still in squeue."""
+    base_ids = sorted({jid.split("_")[0] for jid in job_ids})
+    if not base_ids:
+        return []
+    # Not `--jobs`: squeue rejects ids that have already left its memory.
+    out = _run(["squeue", "--me", "--noheader", "--format=%i"])
+    wanted = set(base_ids)
+    return [line.strip() for line in out.splitlines() if line.strip().split("_")[0] in wanted]
+
+
+def cancel_jobs(job_ids: list[str]) -> None:
+    base_ids = sorted({jid.split("_")[0] for jid in job_ids})
+    if base_ids:
+        _run(["scancel", *base_ids])

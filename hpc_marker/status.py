@@ -1,0 +1,158 @@
+"""Status: where a run stands, from its manifests and the scheduler's job states.
+
+`summarize` is pure (record, plan, manifest records, job states, now) -> RunStatus;
+`load_status` gathers those inputs; `status_table` draws them with rich.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from rich.table import Table
+
+from . import slurm
+from .manifest import ManifestRecord, latest_by_item, read_manifests
+from .plan import Plan
+from .runs import RunPaths, RunRecord
+
+ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
+
+
+@dataclass
+class TaskStatus:
+    task: int
+    job_id: str
+    state: str
+    items: int
+    ok: int
+    failed: int
+    pending: int
+    pages: int
+    pages_done: int
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    run_dir: str
+    executor: str
+    state: str
+    items: int
+    ok: int
+    failed: int
+    pending: int
+    pages: int
+    pages_done: int
+    elapsed_seconds: float | None
+    pages_per_second: float | None
+    eta_seconds: float | None
+    collector: str
+    tasks: list[TaskStatus] = field(default_factory=list)
+    torn_manifest_lines: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def run_state(task_states: list[str], collector_state: str, collected: bool) -> str:
+    """One word for the whole run. Pure."""
+    if collected:
+        return "finished"
+    if any(s == "RUNNING" for s in task_states):
+        return "running"
+    if task_states and all(s == "CANCELLED" for s in task_states):
+        return "cancelled"
+    if any(s in ACTIVE_STATES for s in task_states):
+        return "pending" if all(s in {"PENDING", "UNKNOWN"} for s in task_states) else "running"
+    if collector_state in ACTIVE_STATES:
+        return "collecting"
+    return "stopped"
+
+
+def summarize(record: RunRecord, plan: Plan, records: list[ManifestRecord], states: dict[str, str],
+              now: float, collected: bool = False, torn: list[str] | None = None) -> RunStatus:
+    latest = latest_by_item(records)
+    task_ids = record.jobs.get("convert", [])
+    tasks = []
+    for task in plan.tasks:
+        done = [latest[i.item_id] for i in task.items if i.item_id in latest]
+        ok = [r for r in done if r.status == "ok"]
+        job_id = task_ids[task.index] if task.index < len(task_ids) else "-"
+        tasks.append(TaskStatus(
+            task=task.index, job_id=job_id, state=states.get(job_id, "UNKNOWN"), items=len(task.items),
+            ok=len(ok), failed=len(done) - len(ok), pending=len(task.items) - len(done),
+            pages=task.pages, pages_done=sum(r.pages for r in done)))
+    pages_done = sum(t.pages_done for t in tasks)
+    first = min((r.started for r in records), default=None)
+    last = max((r.finished for r in records), default=None)
+    active = any(t.state in ACTIVE_STATES for t in tasks)
+    elapsed = ((now if active else (last or now)) - first) if first is not None else None
+    rate = pages_done / elapsed if elapsed and pages_done else None
+    remaining = plan.total_pages - pages_done
+    collect_ids = record.jobs.get("collect", [])
+    collector = states.get(collect_ids[0], "UNKNOWN") if collect_ids else "-"
+    return RunStatus(
+        run_id=record.run_id, run_dir="", executor=record.executor,
+        state=run_state([t.state for t in tasks], collector, collected),
+        items=sum(t.items for t in tasks), ok=sum(t.ok for t in tasks), failed=sum(t.failed for t in tasks),
+        pending=sum(t.pending for t in tasks), pages=plan.total_pages, pages_done=pages_done,
+        elapsed_seconds=round(elapsed, 1) if elapsed is not None else None,
+        pages_per_second=round(rate, 2) if rate else None,
+        eta_seconds=round(remaining / rate, 1) if rate and remaining > 0 and active else None,
+        collector=collector, tasks=tasks, torn_manifest_lines=list(torn or []))
+
+
+def _local_states(record: RunRecord, plan: Plan, records: list[ManifestRecord], collected: bool) -> dict[str, str]:
+    from .local import _alive
+
+    latest = latest_by_item(records)
+    states = {}
+    for role, ids in record.jobs.items():
+        for index, job_id in enumerate(ids):
+            if job_id.isdigit() and _alive(int(job_id)):
+                states[job_id] = "RUNNING"
+            elif role == "collect" and collected:
+                states[job_id] = "COMPLETED"
+            elif role == "convert" and all(i.item_id in latest for i in plan.tasks[index].items):
+                states[job_id] = "COMPLETED"
+            else:
+                states[job_id] = "CANCELLED" if record.cancelled else "FAILED"
+    return states
+
+
+def load_status(paths: RunPaths) -> RunStatus:
+    record = paths.load_record()
+    plan = Plan.load(paths.plan)
+    read = read_manifests(paths.manifests)
+    if record.executor == "slurm":
+        ids = [jid for ids in record.jobs.values() for jid in ids]
+        states = slurm.job_states(ids)
+    else:
+        states = _local_states(record, plan, read.records, paths.summary.exists())
+    status = summarize(record, plan, read.records, states, time.time(),
+                       collected=paths.summary.exists(), torn=read.torn_lines)
+    status.run_dir = str(paths.root)
+    return status
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def status_table(status: RunStatus) -> Table:
+    table = Table(title=f"run {status.run_id} ({status.executor}): {status.state}", title_justify="left")
+    for column in ("task", "job", "state", "done", "failed", "pending", "pages"):
+        table.add_column(column, justify="right" if column not in ("job", "state") else "left")
+    for t in status.tasks:
+        table.add_row(str(t.task), t.job_id, t.state, str(t.ok), str(t.failed), str(t.pending),
+                      f"{t.pages_done}/{t.pages}")
+    rate = f"{status.pages_per_second:.2f} pages/s" if status.pages_per_second else "- pages/s"
+    table.caption = (f"{status.ok} ok, {status.failed} failed, {status.pending} pending of {status.items} items; "
+                     f"{status.pages_done}/{status.pages} pages; {rate}; elapsed {_duration(status.elapsed_seconds)}; "
+                     f"ETA {_duration(status.eta_seconds)}; collector {status.collector}")
+    table.caption_justify = "left"
+    return table
