@@ -9,8 +9,10 @@ manifest (a requeued task) are not converted again.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import socket
 import sys
 import time
@@ -46,7 +48,24 @@ _ENGINE = None
 _ENGINE_SPEC: tuple[str, dict] | None = None
 
 
+class TaskStopped(BaseException):
+    """SIGTERM (scancel, preemption, a local cancel): stop now, leave the rest for a resume."""
+
+
+def _raise_stopped(signum: int, _frame) -> None:
+    raise TaskStopped(signal.Signals(signum).name)
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGTERM this worker when its task process dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _init_worker(engine_name: str, options: dict, threads: int) -> None:
+    _die_with_parent()
     cap_threads(threads)
     global _ENGINE, _ENGINE_SPEC
     _ENGINE = None
@@ -126,6 +145,8 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                    initargs=(record.engine, options, threads))
 
+    # submitit bypasses SIGTERM (it waits for USR2); a cancelled task must stop instead.
+    signal.signal(signal.SIGTERM, _raise_stopped)
     pool = new_pool()
     inflight: dict[Future, tuple[WorkItem, float]] = {}
     try:
@@ -171,6 +192,10 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
                 inflight.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = new_pool()
+    except TaskStopped as stop:
+        _log(task_index, f"stopped by {stop}: {len(todo) + len(inflight)} items left unconverted")
+        _stop_workers(pool)
+        raise SystemExit(128 + signal.SIGTERM) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -178,6 +203,15 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
                         pages=sum(i.pages for i in task.items), seconds=round(time.time() - start, 3))
     _log(task_index, f"done: {result}")
     return result
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public accessor
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=5)
 
 
 if __name__ == "__main__":  # debugging aid: python -m hpc_marker.task RUN_DIR INDEX

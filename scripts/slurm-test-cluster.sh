@@ -88,7 +88,9 @@ need_root() {
 # really that executable, plus any process of that executable whose command
 # line or environment mentions our folder (covers lost pid files).
 daemon_pids() {
-    local name="$1" exe="/usr/sbin/$1" pid p
+    local name="$1" exe pid p
+    # Debian installs /usr/sbin/slurmctld etc. as alternatives symlinks to *-wlm.
+    exe="$(readlink -f "/usr/sbin/$name")"
     local -A seen=()
     if [[ -r "$RUN/$name.pid" ]]; then
         pid="$(tr -dc '0-9' <"$RUN/$name.pid" || true)"
@@ -103,7 +105,13 @@ daemon_pids() {
             seen[${p#/proc/}]=1
         fi
     done
-    [[ ${#seen[@]} -gt 0 ]] && printf '%s\n' "${!seen[@]}"
+    # Report only the top of each process tree (slurmctld forks slurmscriptd).
+    local ppid
+    for pid in "${!seen[@]}"; do
+        ppid="$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)"
+        [[ -n "$ppid" && -n "${seen[$ppid]:-}" ]] && continue
+        echo "$pid"
+    done
     return 0
 }
 
@@ -275,6 +283,7 @@ SlurmdLogFile=$LOGDIR/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 PlugStackConfig=$DIR/plugstack.conf
+MailProg=/bin/true
 
 # No cgroups: plain process tracking, no task binding.
 ProctrackType=proctrack/linuxproc
@@ -303,6 +312,8 @@ Waittime=0
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$DBD_PORT
+# For connections to slurmdbd the munge socket is taken from here, not AuthInfo.
+AccountingStoragePass=$MUNGE_SOCKET
 AccountingStorageTRES=gres/gpu
 
 GresTypes=gpu
@@ -373,7 +384,7 @@ start_mariadbd() {
         --datadir="$DATADIR" --socket="$DB_SOCKET" --pid-file="$RUN/mariadbd.pid" \
         --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
         --log-error="$LOGDIR/mariadb.log" \
-        --innodb-buffer-pool-size=256M --innodb-lock-wait-timeout=900 \
+        --innodb-buffer-pool-size=1G --innodb-lock-wait-timeout=900 \
         --innodb-flush-log-at-trx-commit=2 --max-connections=100
     wait_for "mariadbd" "$TIMEOUT" db_ok
 }
@@ -429,7 +440,7 @@ ensure() {
             log "$name: running but not answering, restarting"
             stop_daemon "$name"
         else
-            log "$name: already running (pid $(daemon_pids "$name" | tr '\n' ' '))"
+            log "$name: already running (pid $(daemon_pids "$name" | paste -sd' '))"
             return 0
         fi
     else
@@ -497,22 +508,44 @@ cmd_down() {
     [[ -d "$DIR" ]] || { log "nothing to stop ($DIR does not exist)"; return 0; }
     exec 9>"$DIR/.lock"
     flock -w $((TIMEOUT * 6)) 9 || die "another '$0 up/down' holds $DIR/.lock"
-    if is_running slurmctld && timeout 10 scontrol ping >/dev/null 2>&1; then
-        timeout 10 scancel --user=root >/dev/null 2>&1 || true
+    if is_running slurmctld && ctld_ok; then
+        if [[ -n "$(timeout 10 squeue -h -o %i 2>/dev/null)" ]]; then
+            log "cancelling all jobs"
+            timeout 10 scancel --user=root >/dev/null 2>&1 || true
+            local t
+            for ((t = 0; t < 40; t++)); do
+                [[ -z "$(timeout 10 squeue -h -o %i 2>/dev/null)" ]] && break
+                sleep 0.5
+            done
+        fi
     fi
     local i
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
         stop_daemon "${DAEMONS[i]}"
     done
-    # Job steps left behind by slurmd (their environment names our SLURM_CONF).
-    local p left=()
+    # Job steps left behind by slurmd (their environment names our SLURM_CONF),
+    # with all their descendants (the jobs' processes).
+    local p stepd left=()
+    stepd="$(readlink -f /usr/sbin/slurmstepd)"
     for p in /proc/[0-9]*; do
-        [[ "$(readlink "$p/exe" 2>/dev/null || true)" == /usr/sbin/slurmstepd ]] || continue
+        [[ "$(readlink "$p/exe" 2>/dev/null || true)" == "$stepd" ]] || continue
+        grep -qazxF -- "SLURM_CONF=$SLURM_CONF" "$p/environ" 2>/dev/null || continue
         left+=("${p#/proc/}")
     done
     if ((${#left[@]})); then
-        log "killing leftover slurmstepd: ${left[*]}"
-        kill -KILL "${left[@]}" 2>/dev/null || true
+        local all=("${left[@]}") frontier=("${left[@]}") next c
+        while ((${#frontier[@]})); do
+            next=()
+            for p in "${frontier[@]}"; do
+                for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do
+                    next+=("$c")
+                done
+            done
+            all+=("${next[@]}")
+            frontier=("${next[@]}")
+        done
+        log "killing leftover job steps and their processes: ${all[*]}"
+        kill -KILL "${all[@]}" 2>/dev/null || true
     fi
     log "stopped"
 }
@@ -520,9 +553,9 @@ cmd_down() {
 cmd_status() {
     local ok=0 name pids
     for name in "${DAEMONS[@]}"; do
-        pids="$(daemon_pids "$name" | tr '\n' ' ')"
+        pids="$(daemon_pids "$name" | paste -sd' ')"
         if [[ -n "$pids" ]]; then
-            printf '%-10s up   (pid %s)\n' "$name" "${pids% }"
+            printf '%-10s up   (pid %s)\n' "$name" "$pids"
         else
             printf '%-10s DOWN\n' "$name"
             ok=1

@@ -1,0 +1,300 @@
+"""The `marker` engine: marker-pdf's Python API in-process, for marker 1.10.x and 2.0.x.
+
+Owns: mapping EngineOptions onto marker's own config (through marker's ConfigParser, the
+way `marker_single` does), validating every key against the installed marker's config
+keys, the offline-cache preflight (`missing_cache_pieces`), loading models once per
+worker and turning one rendered document into a ConvertedDocument. marker is imported
+lazily, so hpc_marker imports without it. Version notes: docs/marker-versions.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import os
+import shutil
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable
+
+INSTALL_HINT = "engine 'marker' needs marker-pdf: pip install \"hpc-marker[marker]\""
+SUPPORTED = ((1, 10), (2, 0))  # (major, minor) series this module was written against
+# Keys hpcmarker sets itself (from EngineOptions or per work item) or that write files.
+RESERVED = {
+    "output_format": "hpcmarker always renders Markdown",
+    "page_range": "hpcmarker sets it per work item",
+    "paginate_output": "use the paginate option",
+    "force_ocr": "use the force_ocr option",
+    "languages": "use the languages option",
+    "output_dir": "engines never write files",
+    "config_json": "pass the settings themselves",
+    "debug": "engines never write files",
+}
+
+
+def marker_version() -> str | None:
+    """The installed marker-pdf version, or None."""
+    try:
+        return metadata.version("marker-pdf")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _series(version: str) -> tuple[int, int]:
+    parts = (version.split(".") + ["0"])[:2]
+    return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else 'no detail'}"
+
+
+def _require_marker() -> str:
+    version = marker_version()
+    if version is None:
+        raise EngineUnavailable(INSTALL_HINT)
+    if _series(version) not in SUPPORTED:
+        wanted = ", ".join(f"{a}.{b}.x" for a, b in SUPPORTED)
+        raise EngineUnavailable(f"engine 'marker' supports marker-pdf {wanted}; installed: {version}")
+    return version
+
+
+def marker_config_keys() -> tuple[set[str], dict[str, Any]]:
+    """marker's own valid keys: every Annotated attribute of its builders, processors,
+    converters, providers, renderers and services (bare and `ClassName_attr`, as its
+    ConfigCrawler collects them), and the click options of `ConfigParser.common_options`."""
+    version = _require_marker()
+    try:
+        from marker.config.crawler import crawler
+        from marker.config.parser import ConfigParser
+    except Exception as exc:
+        raise EngineUnavailable(f"marker-pdf {version} is installed but does not import: {_one_line(exc)}") from None
+
+    def _target() -> None: ...
+
+    params = getattr(ConfigParser.common_options(_target), "__click_params__", [])
+    return set(crawler.attr_set), {p.name: p for p in params}
+
+
+def _validate(options: EngineOptions, version: str) -> None:
+    attrs, cli = marker_config_keys()
+    if options.languages and "languages" not in attrs:
+        raise EngineUnavailable(
+            f"option 'languages' is not supported by marker-pdf {version} (surya detects languages itself); drop it"
+        )
+    valid = attrs | set(cli)
+    for key, value in options.extra_config.items():
+        if key in RESERVED:
+            raise EngineUnavailable(f"marker setting {key!r} cannot be set in extra config: {RESERVED[key]}")
+        if key not in valid:
+            near = difflib.get_close_matches(key, sorted(valid), n=5)
+            hint = f"; close matches: {', '.join(near)}" if near else ""
+            raise EngineUnavailable(
+                f"unknown marker setting {key!r} for marker-pdf {version} ({len(valid)} valid keys, "
+                f"see `marker_single config --help`){hint}"
+            )
+        choices = getattr(getattr(cli.get(key), "type", None), "choices", None)
+        if choices and value not in choices:
+            raise EngineUnavailable(
+                f"marker setting {key!r}={value!r} is not valid for marker-pdf {version}; valid: {', '.join(choices)}"
+            )
+
+
+def page_range_string(pages: range) -> str:
+    """Our 0-based `range` in marker's `--page_range` syntax ("0,5-10,20"; 0-based, ends inclusive)."""
+    if len(pages) == 0:
+        raise EngineError("empty page range")
+    if pages.step == 1:
+        return str(pages[0]) if len(pages) == 1 else f"{pages[0]}-{pages[-1]}"
+    return ",".join(str(i) for i in pages)
+
+
+def cli_options(options: EngineOptions, pages: range | None = None) -> dict[str, Any]:
+    """The kwargs marker's click CLI would hand to ConfigParser for these options."""
+    cli: dict[str, Any] = {
+        "output_format": "markdown",
+        "paginate_output": options.paginate,
+        "force_ocr": options.force_ocr,
+    }
+    if options.languages:
+        cli["languages"] = ",".join(options.languages)
+    if pages is not None:
+        cli["page_range"] = page_range_string(pages)
+    cli.update(options.extra_config)
+    return cli
+
+
+def build_marker_config(options: EngineOptions, pages: range | None = None) -> dict[str, Any]:
+    """marker's config dict, made by marker's own ConfigParser.generate_config_dict."""
+    version = _require_marker()
+    _validate(options, version)
+    from marker.config.parser import ConfigParser
+
+    _, cli = marker_config_keys()
+    config = ConfigParser(cli_options(options, pages)).generate_config_dict()
+    # Like --config_json: plain settings go in as given, so falsy values survive
+    # (marker 1.10's generate_config_dict drops every falsy CLI value).
+    config.update({k: v for k, v in options.extra_config.items() if k not in cli})
+    config.setdefault("pdftext_workers", max(1, min(options.threads, 4)))
+    return config
+
+
+def _s3_piece(checkpoint: str, cache_dir: str) -> str | None:
+    """surya's own test for a cached s3:// checkpoint: manifest.json and every file it lists."""
+    local = Path(cache_dir) / checkpoint.removeprefix("s3://")
+    try:
+        files = json.loads((local / "manifest.json").read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"model {checkpoint} ({local}/manifest.json)"
+    missing = [f for f in files if not (local / f).exists()]
+    return f"model {checkpoint} ({local}/{missing[0]})" if missing else None
+
+
+def _hub_piece(repo: str, subfolder: str = "", filename: str | None = None) -> str | None:
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    try:
+        if filename:
+            hf_hub_download(repo, filename, local_files_only=True)
+            return None
+        root = snapshot_download(repo, allow_patterns=[f"{subfolder}/*"] if subfolder else None, local_files_only=True)
+        if not subfolder or (Path(root) / subfolder).is_dir():
+            return None
+    except Exception:
+        pass
+    where = "/".join(x for x in (repo, subfolder or filename or "") if x)
+    return f"Hugging Face model {where} (HF cache, HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')})"
+
+
+def _checkpoint_piece(checkpoint: str, cache_dir: str) -> str | None:
+    if checkpoint.startswith("s3://"):
+        return _s3_piece(checkpoint, cache_dir)
+    if checkpoint.startswith("hf://"):
+        parts = checkpoint[len("hf://") :].split("/")
+        return _hub_piece("/".join(parts[:2]), "/".join(parts[2:]))
+    return None if os.path.isdir(checkpoint) else _hub_piece(checkpoint)
+
+
+def _vlm_pieces(s: Any) -> list[str]:
+    """marker 2.x: the surya VLM runs in a server (vllm in docker, llama-server, or SURYA_INFERENCE_URL)."""
+    if s.SURYA_INFERENCE_URL:
+        url = s.SURYA_INFERENCE_URL.rstrip("/").removesuffix("/v1")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                return [] if reply.status == 200 else [f"inference server SURYA_INFERENCE_URL={url} (unhealthy)"]
+        except Exception:
+            return [f"inference server SURYA_INFERENCE_URL={url} (not reachable)"]
+    try:
+        from surya.inference import _autodetect_backend
+
+        backend = _autodetect_backend()
+    except Exception:
+        backend = s.SURYA_INFERENCE_BACKEND or "llamacpp"
+    if backend == "vllm":
+        pieces = [] if shutil.which("docker") else ["docker (vllm backend; or set SURYA_INFERENCE_URL)"]
+        hub = Path(os.path.expanduser(s.DOCKER_HF_CACHE_PATH), "hub", "models--" + s.SURYA_MODEL_CHECKPOINT.replace("/", "--"))
+        return pieces + ([] if hub.is_dir() else [f"VLM weights {s.SURYA_MODEL_CHECKPOINT} ({hub})"])
+    binary = s.LLAMA_CPP_BINARY
+    pieces = [] if os.path.isfile(binary) or shutil.which(binary) else [f"{binary} binary (llamacpp backend; or set SURYA_INFERENCE_URL)"]
+    local = (s.SURYA_GGUF_LOCAL_MODEL_PATH, s.SURYA_GGUF_LOCAL_MMPROJ_PATH)
+    if all(local):
+        return pieces + [f"GGUF file {p}" for p in local if not os.path.isfile(p)]
+    for name in (s.SURYA_GGUF_MODEL_FILE, s.SURYA_GGUF_MMPROJ_FILE):
+        pieces += [p for p in [_hub_piece(s.SURYA_GGUF_REPO, filename=name)] if p]
+    return pieces
+
+
+def missing_cache_pieces() -> list[str]:
+    """What marker would download at first use and is not on this node (font, weights, servers)."""
+    version = _require_marker()
+    from marker.settings import settings as marker_settings
+    from surya.settings import settings as s
+
+    missing = [] if os.path.isfile(marker_settings.FONT_PATH) else [f"font {marker_settings.FONT_PATH}"]
+    if _series(version)[0] == 1:
+        checkpoints = [s.LAYOUT_MODEL_CHECKPOINT, s.RECOGNITION_MODEL_CHECKPOINT, s.FOUNDATION_MODEL_CHECKPOINT,
+                       s.TABLE_REC_MODEL_CHECKPOINT, s.DETECTOR_MODEL_CHECKPOINT, s.OCR_ERROR_MODEL_CHECKPOINT]
+    else:
+        checkpoints = [s.FAST_LAYOUT_MODEL_CHECKPOINT, s.FAST_ORDER_MODEL_CHECKPOINT, s.OCR_ERROR_MODEL_CHECKPOINT]
+    for checkpoint in dict.fromkeys(checkpoints):
+        piece = _checkpoint_piece(checkpoint, s.MODEL_CACHE_DIR)
+        missing += [piece] if piece else []
+    return missing if _series(version)[0] == 1 else missing + _vlm_pieces(s)
+
+
+class MarkerEngine:
+    name = "marker"
+
+    @classmethod
+    def check(cls, options: EngineOptions) -> None:
+        _validate(options, _require_marker())
+
+    def __init__(self, options: EngineOptions) -> None:
+        self.options = options
+        self.version = _require_marker()
+        self.config = build_marker_config(options)
+        missing = missing_cache_pieces()
+        if missing:
+            raise EngineUnavailable(
+                f"marker-pdf {self.version} cache incomplete on this node, missing: {'; '.join(missing)}"
+            )
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # cache verified: never ask the hub (servers inherit it)
+        import torch
+        from marker.config.parser import ConfigParser
+        from marker.models import create_model_dict
+
+        torch.set_num_threads(max(1, options.threads))
+        parser = ConfigParser(cli_options(options))
+        try:
+            self.models = create_model_dict()  # 1.x loads weights here; 2.x builds thin server clients
+            self.converter = parser.get_converter_cls()(
+                config=self.config,
+                artifact_dict=self.models,
+                processor_list=parser.get_processors(),
+                renderer=parser.get_renderer(),
+                llm_service=parser.get_llm_service(),
+            )
+        except Exception as exc:
+            raise EngineUnavailable(f"marker-pdf {self.version} failed to load: {_one_line(exc)}") from None
+
+    def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
+        try:
+            if pages is None:
+                self.converter.config.pop("page_range", None)
+            else:
+                from marker.util import parse_range_str
+
+                self.converter.config["page_range"] = parse_range_str(page_range_string(pages))
+            rendered = self.converter(str(pdf))
+            return document_from_rendered(rendered)
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError(_one_line(exc)) from None
+
+    def close(self) -> None:
+        """marker 2.x: stop an inference server this process spawned (no-op on 1.x)."""
+        from marker import models
+
+        if hasattr(models, "shutdown_models"):
+            models.shutdown_models(getattr(self, "models", {}))
+
+
+def document_from_rendered(rendered: Any) -> ConvertedDocument:
+    """marker's MarkdownOutput -> ConvertedDocument; images encoded like marker's save_output."""
+    from marker.output import convert_if_not_rgb, text_from_rendered
+    from marker.settings import settings
+
+    markdown, _ext, images = text_from_rendered(rendered)
+    encoded: dict[str, bytes] = {}
+    for name, image in images.items():
+        buffer = io.BytesIO()
+        convert_if_not_rgb(image).save(buffer, settings.OUTPUT_IMAGE_FORMAT)
+        encoded[name] = buffer.getvalue()
+    meta = json.loads(json.dumps(rendered.metadata, default=str))
+    return ConvertedDocument(markdown=markdown, images=encoded, metadata=meta)

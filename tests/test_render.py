@@ -1,0 +1,63 @@
+"""Templates: snapshot of every shipped template role, quoting, unknown variables."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hpc_marker.launch import script_contexts
+from hpc_marker.render import ROLES, TemplateError, available_templates, render_role
+from hpc_marker.runs import RunPaths, RunRecord
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+UPDATE = os.environ.get("HPCMARKER_UPDATE_SNAPSHOTS") == "1"
+
+
+def sample_contexts(run_dir: str = "/scratch/alice/md/.hpcmarker/runs/20260101-000000-abcd") -> dict:
+    record = RunRecord(run_id="20260101-000000-abcd", created=0.0, pdfs_root="/data/pdfs",
+                       out_dir="/scratch/alice/md", engine="text", engine_options={}, executor="slurm",
+                       tasks=4, gpus=4, workers_per_gpu=1, cpus_per_task=4, template="generic",
+                       partition="gpu", mem="32G")
+    return script_contexts(RunPaths(Path(run_dir)), record, python="/opt/venv/bin/python")
+
+
+@pytest.mark.parametrize("template", sorted(available_templates()))
+@pytest.mark.parametrize("role", ROLES)
+def test_shipped_templates_match_snapshots(template, role):
+    text = render_role(template, role, sample_contexts()[role])
+    snapshot = SNAPSHOTS / f"{template}-{role}.sbatch"
+    if UPDATE or not snapshot.exists():
+        snapshot.write_text(text)
+    assert text == snapshot.read_text(), (
+        f"{template}/{role} rendering changed; if intended, re-record with "
+        "HPCMARKER_UPDATE_SNAPSHOTS=1 pytest tests/test_render.py and review the diff")
+    assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+
+
+def test_hostile_paths_are_quoted_and_nothing_runs(tmp_path):
+    evil = tmp_path / "x'; touch PWNED; echo '$(touch PWNED2) `touch PWNED3`"
+    text = render_role("generic", "convert", sample_contexts(str(evil))["convert"])
+    # run the script's shell text with every external command replaced by a harmless echo
+    script = text.replace("#!/bin/bash", "#!/bin/bash\nset -u\nfunction srun { :; }")
+    done = subprocess.run(["bash", "-c", script.replace("/opt/venv/bin/python", "echo")],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.glob("PWNED*"))
+    assert str(evil) in done.stdout  # the path arrived intact, as one argument
+
+
+def test_unknown_variable_is_an_error_listing_valid_ones(tmp_path, monkeypatch):
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "convert.sbatch.j2").write_text("#!/bin/bash\n#SBATCH --account={{ acount }}\n")
+    monkeypatch.setenv("HPCMARKER_TEMPLATE_PATH", str(tmp_path))
+    with pytest.raises(TemplateError, match="'acount' is undefined; valid variables: .*cpus_per_task"):
+        render_role("custom", "convert", sample_contexts()["convert"])
+
+
+def test_unknown_template_lists_available():
+    with pytest.raises(TemplateError, match="unknown template 'nope'; available templates: .*generic"):
+        render_role("nope", "convert", {})

@@ -1,0 +1,90 @@
+"""Scan and plan: what counts as a PDF, page counts, page-aware balancing."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+from conftest import CORPUS, make_bad_pdfs
+
+from hpc_marker.plan import Plan, WorkItem, make_plan, static_chunks, work_items
+from hpc_marker.scan import ScanError, find_pdfs, scan_pdfs
+
+
+def test_scan_finds_pdfs_in_any_case_recursively_and_counts_pages(sample_pdfs):
+    (sample_pdfs / "en" / "upref.pdf").rename(sample_pdfs / "en" / "UPREF.PDF")
+    (sample_pdfs / "notes.txt").write_text("not a pdf")
+    scanned = scan_pdfs(sample_pdfs)
+    by_path = {s.relpath: s for s in scanned}
+    assert set(by_path) == {"en/UPREF.PDF", "en/ltxtable.pdf", "en/ltnews07.pdf", "zh/example-single.pdf",
+                            "zh/upzhkinsoku-doc.pdf", "zh/6-7b.pdf"}
+    assert by_path["en/UPREF.PDF"].pages == 2
+    assert by_path["zh/example-single.pdf"].pages == 3
+    assert all(s.error is None for s in scanned)
+
+
+def test_scan_follows_symlinks_once_detects_loops_and_duplicates(sample_pdfs):
+    os.symlink(sample_pdfs / "en", sample_pdfs / "zh" / "link-to-en")
+    os.symlink(sample_pdfs, sample_pdfs / "en" / "loop")  # a loop back to the top
+    os.symlink(sample_pdfs / "en" / "upref.pdf", sample_pdfs / "same-file.pdf")
+    relpaths = [rel for rel, _ in find_pdfs(sample_pdfs)]
+    assert len(relpaths) == 6, relpaths  # each file once, whatever its names
+    assert len(set(relpaths)) == len(relpaths)
+
+
+def test_scan_errors_are_clear(tmp_path):
+    with pytest.raises(ScanError, match="no such folder"):
+        scan_pdfs(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ScanError, match="no PDF files found"):
+        scan_pdfs(tmp_path / "empty")
+
+
+def test_bad_pdfs_are_scanned_with_a_one_line_reason(tmp_path):
+    expected = make_bad_pdfs(tmp_path / "bad")
+    scanned = {s.relpath: s for s in scan_pdfs(tmp_path / "bad")}
+    for name, fragment in expected.items():
+        assert scanned[name].pages == 0
+        assert fragment in scanned[name].error
+        assert "\n" not in scanned[name].error
+
+
+def test_scan_matches_corpus_page_counts():
+    if not CORPUS.is_dir():
+        pytest.skip("shared corpus not present")
+    with (CORPUS.parent / "pages.csv").open() as fh:
+        expected = {row["path"]: int(row["pages"]) for row in csv.DictReader(fh)}
+    scanned = {s.relpath: s.pages for s in scan_pdfs(CORPUS, workers=2)}
+    assert scanned == expected
+
+
+def _items(pages: list[int]) -> list[WorkItem]:
+    return [WorkItem(f"{i:06d}", f"f{i}.pdf", 0, p) for i, p in enumerate(pages)]
+
+
+def test_plan_balances_pages_not_files():
+    # 17 PDFs on 4 GPUs: static chunking gives 5+5+5+2 files whatever their pages.
+    items = _items([100, 1, 1, 1, 1, 90, 1, 1, 1, 1, 80, 1, 1, 1, 1, 70, 1])
+    plan = make_plan(items, 4)
+    assert sorted(len(t.items) for t in static_chunks(items, 4).tasks) == [2, 5, 5, 5]
+    assert [t.pages for t in plan.tasks] != [t.pages for t in static_chunks(items, 4).tasks]
+    assert max(t.pages for t in plan.tasks) == 100  # the largest PDF alone sets the bound
+    assert plan.imbalance() < static_chunks(items, 4).imbalance()
+    assert sorted(i.item_id for i in plan.items) == sorted(i.item_id for i in items)
+
+
+def test_plan_never_has_more_tasks_than_items_and_round_trips(tmp_path):
+    plan = make_plan(_items([3, 4]), 8)
+    assert len(plan.tasks) == 2
+    plan.save(tmp_path / "plan.json")
+    assert Plan.load(tmp_path / "plan.json") == plan
+
+
+def test_plan_of_corpus_beats_static_chunking():
+    if not CORPUS.is_dir():
+        pytest.skip("shared corpus not present")
+    items = work_items(scan_pdfs(CORPUS, workers=2))
+    for gpus in (4, 8):
+        assert make_plan(items, gpus).imbalance() < static_chunks(items, gpus).imbalance()
+    assert make_plan(items, 4).imbalance() < 1.45  # 516 of 1495 pages sit in one PDF
