@@ -67,9 +67,9 @@ class Plan:
     def total_pages(self) -> int:
         return sum(task.pages for task in self.tasks)
 
-    def imbalance(self) -> float:
-        """Busiest task's pages over the ideal share (1.0 is perfect)."""
-        ideal = self.total_pages / len(self.tasks) if self.tasks else 0
+    def imbalance(self, gpus: int | None = None) -> float:
+        """Busiest task's pages over the ideal share total/gpus (default: one GPU per task); 1.0 is perfect."""
+        ideal = self.total_pages / (gpus or len(self.tasks)) if self.tasks else 0
         return max(t.pages for t in self.tasks) / ideal if ideal else 1.0
 
     def to_json(self) -> dict:

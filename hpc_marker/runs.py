@@ -99,6 +99,7 @@ class RunPaths:
         """Make the run folder tree, private to the user."""
         for folder in (self.root, self.scripts, self.jobs, self.manifests, self.logs):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            folder.chmod(0o700)  # mkdir's mode is filtered by the umask
 
     def load_record(self) -> RunRecord:
         return RunRecord(**json.loads(self.record.read_text()))

@@ -86,5 +86,5 @@ def test_plan_of_corpus_beats_static_chunking():
         pytest.skip("shared corpus not present")
     items = work_items(scan_pdfs(CORPUS, workers=2))
     for gpus in (4, 8):
-        assert make_plan(items, gpus).imbalance() < static_chunks(items, gpus).imbalance()
+        assert make_plan(items, gpus).imbalance(gpus) < static_chunks(items, gpus).imbalance(gpus)
     assert make_plan(items, 4).imbalance() < 1.45  # 516 of 1495 pages sit in one PDF

@@ -156,7 +156,7 @@ def _s3_piece(checkpoint: str, cache_dir: str) -> str | None:
 
 
 def _hub_piece(repo: str, subfolder: str = "", filename: str | None = None) -> str | None:
-    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
 
     try:
         if filename:
@@ -168,7 +168,7 @@ def _hub_piece(repo: str, subfolder: str = "", filename: str | None = None) -> s
     except Exception:
         pass
     where = "/".join(x for x in (repo, subfolder or filename or "") if x)
-    return f"Hugging Face model {where} (HF cache, HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')})"
+    return f"Hugging Face model {where} (HF cache {constants.HF_HUB_CACHE})"
 
 
 def _checkpoint_piece(checkpoint: str, cache_dir: str) -> str | None:
