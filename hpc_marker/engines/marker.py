@@ -195,12 +195,15 @@ def _vlm_pieces(s: Any) -> list[str]:
         backend = _autodetect_backend()
     except Exception:
         backend = s.SURYA_INFERENCE_BACKEND or "llamacpp"
+    or_url = "or set SURYA_INFERENCE_URL"
     if backend == "vllm":
-        pieces = [] if shutil.which("docker") else ["docker (vllm backend; or set SURYA_INFERENCE_URL)"]
-        hub = Path(os.path.expanduser(s.DOCKER_HF_CACHE_PATH), "hub", "models--" + s.SURYA_MODEL_CHECKPOINT.replace("/", "--"))
+        pieces = [] if shutil.which("docker") else [f"docker (vllm backend; {or_url})"]
+        repo_dir = "models--" + s.SURYA_MODEL_CHECKPOINT.replace("/", "--")
+        hub = Path(os.path.expanduser(s.DOCKER_HF_CACHE_PATH), "hub", repo_dir)
         return pieces + ([] if hub.is_dir() else [f"VLM weights {s.SURYA_MODEL_CHECKPOINT} ({hub})"])
     binary = s.LLAMA_CPP_BINARY
-    pieces = [] if os.path.isfile(binary) or shutil.which(binary) else [f"{binary} binary (llamacpp backend; or set SURYA_INFERENCE_URL)"]
+    found = os.path.isfile(binary) or shutil.which(binary)
+    pieces = [] if found else [f"{binary} binary (llamacpp backend; {or_url})"]
     local = (s.SURYA_GGUF_LOCAL_MODEL_PATH, s.SURYA_GGUF_LOCAL_MMPROJ_PATH)
     if all(local):
         return pieces + [f"GGUF file {p}" for p in local if not os.path.isfile(p)]

@@ -1,0 +1,384 @@
+"""MarkerEngine at marker-pdf's real boundary, without model weights (marker 1.10.x and 2.0.x).
+
+Tests marked `marker` skip when marker-pdf is not installed; the install-hint and page-range
+tests run everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from hpc_marker.engines import check_engine, create_engine
+from hpc_marker.engines import marker as engine_mod
+from hpc_marker.engines.base import EngineError, EngineOptions, EngineUnavailable, page_marker
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_pdf(path: Path, pages: int = 3) -> Path:
+    """A small text PDF (Helvetica, one line per page), written by hand: no PDF library needed."""
+    objs = ["<< /Type /Catalog /Pages 2 0 R >>", "", "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    kids = []
+    for i in range(pages):
+        text = f"BT /F1 18 Tf 72 720 Td (Page {i} hello marker) Tj ET"
+        objs.append(f"<< /Length {len(text)} >>\nstream\n{text}\nendstream")
+        objs.append(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {len(objs)} 0 R >>"
+        )
+        kids.append(len(objs))
+    objs[1] = f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {pages} >>"
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for n, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(bytes(out))
+    return path
+
+
+def build_text_document(filepath: str, config: dict):
+    """What marker's build_document does minus the models: pdftext lines straight into pages."""
+    from marker.builders.document import DocumentBuilder
+    from marker.providers.pdf import PdfProvider
+
+    provider = PdfProvider(filepath, config)
+    document = DocumentBuilder(config).build_document(provider)
+    for page in document.pages:
+        for provided in provider.page_lines[page.page_id]:
+            line = page.add_full_block(provided.line)
+            for span in provided.spans:
+                line.add_structure(page.add_full_block(span))
+            page.add_structure(line)
+    return document
+
+
+@pytest.fixture
+def marker_pkg():
+    return pytest.importorskip("marker")
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch, marker_pkg):
+    """Point every cache marker/surya read at an empty temp dir (as the env vars would)."""
+    import huggingface_hub.constants
+    from marker.settings import settings as marker_settings
+    from surya.settings import settings as surya_settings
+
+    monkeypatch.setattr(marker_settings, "FONT_PATH", str(tmp_path / "fonts" / "GoNotoCurrent-Regular.ttf"))
+    monkeypatch.setattr(surya_settings, "MODEL_CACHE_DIR", str(tmp_path / "models"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    if hasattr(surya_settings, "SURYA_INFERENCE_URL"):  # marker 2.x
+        monkeypatch.setattr(surya_settings, "SURYA_INFERENCE_URL", None)
+        monkeypatch.setattr(surya_settings, "SURYA_INFERENCE_BACKEND", "llamacpp")
+        monkeypatch.setattr(surya_settings, "LLAMA_CPP_BINARY", str(tmp_path / "bin" / "llama-server"))
+    return tmp_path
+
+
+# --- runs without marker -------------------------------------------------------------
+
+
+def test_check_without_marker_gives_install_hint(monkeypatch):
+    real_version = metadata.version
+
+    def version(name: str) -> str:
+        if name == "marker-pdf":
+            raise metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(engine_mod.metadata, "version", version)
+    for name in ("marker", "marker.config", "marker.config.crawler", "surya"):
+        monkeypatch.setitem(sys.modules, name, None)  # any import of marker now fails
+    hint = 'engine \'marker\' needs marker-pdf: pip install "hpc-marker[marker]"'
+    for call in (
+        lambda: check_engine("marker", EngineOptions()),
+        lambda: create_engine("marker", EngineOptions(force_ocr=True)),
+        engine_mod.missing_cache_pieces,
+    ):
+        with pytest.raises(EngineUnavailable) as info:
+            call()
+        assert str(info.value) == hint
+
+
+def test_module_imports_without_marker():
+    code = "import sys; sys.modules['marker'] = sys.modules['surya'] = None; import hpc_marker.engines.marker"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_page_range_string_matches_marker_syntax():
+    assert engine_mod.page_range_string(range(3, 7)) == "3-6"
+    assert engine_mod.page_range_string(range(5, 6)) == "5"
+    assert engine_mod.page_range_string(range(0, 6, 2)) == "0,2,4"
+    with pytest.raises(EngineError):
+        engine_mod.page_range_string(range(2, 2))
+
+
+# --- marker installed ----------------------------------------------------------------
+
+
+@pytest.mark.marker
+def test_options_match_what_marker_cli_makes(marker_pkg):
+    """Our config equals what `marker_single x.pdf --paginate_output --force_ocr --page_range 1-2` builds."""
+    import click
+    from click.testing import CliRunner
+    from marker.config.parser import ConfigParser
+    from marker.config.printer import CustomClickPrinter
+
+    captured: dict = {}
+
+    @click.command(cls=CustomClickPrinter)
+    @click.argument("fpath")
+    @ConfigParser.common_options
+    def cli(fpath, **kwargs):
+        captured.update(ConfigParser(kwargs).generate_config_dict())
+
+    result = CliRunner().invoke(cli, ["x.pdf", "--paginate_output", "--force_ocr", "--page_range", "1-2"])
+    assert result.exit_code == 0, result.output
+    ours = engine_mod.build_marker_config(EngineOptions(paginate=True, force_ocr=True), range(1, 3))
+    for key in ("output_format", "paginate_output", "force_ocr", "page_range"):
+        assert ours[key] == captured[key], key
+    assert ours["page_range"] == [1, 2]
+
+
+@pytest.mark.marker
+def test_config_is_applied_by_marker_classes(marker_pkg, tmp_path):
+    from marker.config.crawler import crawler
+    from marker.providers.pdf import PdfProvider
+    from marker.renderers.markdown import MarkdownRenderer
+
+    pdf = make_pdf(tmp_path / "doc.pdf", pages=4)
+    extra = {"extract_images": False, "MarkdownRenderer_page_separator": "=" * 10}
+    config = engine_mod.build_marker_config(EngineOptions(paginate=True, force_ocr=True, extra_config=extra), range(1, 3))
+    assert set(config) - {"output_format"} <= crawler.attr_set  # every key is one marker applies
+    assert config["extract_images"] is False  # falsy values survive (1.10's CLI drops them)
+    provider = PdfProvider(str(pdf), config)
+    assert list(provider.page_range) == [1, 2] and provider.force_ocr is True
+    renderer = MarkdownRenderer(config)
+    assert renderer.paginate_output is True and renderer.page_separator == "=" * 10
+    assert renderer.extract_images is False
+
+
+@pytest.mark.marker
+def test_languages_follow_installed_marker(marker_pkg):
+    from marker.config.crawler import crawler
+
+    options = EngineOptions(languages=("de", "en"))
+    if "languages" in crawler.attr_set:
+        engine_mod.MarkerEngine.check(options)
+    else:
+        with pytest.raises(EngineUnavailable, match=r"'languages'.*marker-pdf \d"):
+            engine_mod.MarkerEngine.check(options)
+
+
+@pytest.mark.marker
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"paginate_outptu": True}, "paginate_outptu"),
+        ({"no_such_setting_at_all": 1}, "no_such_setting_at_all"),
+        ({"page_range": "0-3"}, "page_range"),
+        ({"output_format": "json"}, "output_format"),
+        ({"mode": "turbo"}, "mode"),  # 1.10: unknown key; 2.0: not one of balanced/fast
+    ],
+)
+def test_bad_extra_config_is_unavailable(marker_pkg, extra, named):
+    with pytest.raises(EngineUnavailable) as info:
+        check_engine("marker", EngineOptions(extra_config=extra))
+    message = str(info.value)
+    assert repr(named) in message and "\n" not in message
+    if named == "paginate_outptu":
+        assert metadata.version("marker-pdf") in message and "paginate_output" in message
+
+
+@pytest.mark.marker
+def test_valid_extra_config_passes_and_follows_the_version(marker_pkg):
+    check_engine("marker", EngineOptions(extra_config={"disable_image_extraction": True, "MarkdownRenderer_html_tables_in_markdown": True}))
+    v1 = metadata.version("marker-pdf").startswith("1.")
+    valid, gone = ("row_split_threshold", "ocr_full_page") if v1 else ("ocr_full_page", "row_split_threshold")
+    check_engine("marker", EngineOptions(extra_config={valid: 0.5}))
+    with pytest.raises(EngineUnavailable, match=gone):
+        check_engine("marker", EngineOptions(extra_config={gone: 0.5}))
+
+
+@pytest.mark.marker
+def test_missing_cache_raises_fast_and_names_piece(empty_caches):
+    engine_mod.MarkerEngine.check(EngineOptions())  # imports marker before the clock starts
+    start = time.monotonic()
+    with pytest.raises(EngineUnavailable) as info:
+        create_engine("marker", EngineOptions())
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(empty_caches / "fonts" / "GoNotoCurrent-Regular.ttf") in message
+    if metadata.version("marker-pdf").startswith("1."):
+        assert str(empty_caches / "models" / "layout") in message
+    else:
+        assert "surya_layout2" in message and str(empty_caches / "models" / "ocr_error_detection") in message
+        assert "llama-server" in message
+
+
+@pytest.mark.marker
+def test_cache_env_vars_move_caches(marker_pkg, tmp_path):
+    """FONT_PATH, MODEL_CACHE_DIR and HF_HOME are read at import; no download is attempted."""
+    script = textwrap.dedent(
+        """
+        import json, time
+        import marker.config.crawler, marker.settings, surya.settings
+        from hpc_marker.engines.base import EngineOptions, EngineUnavailable
+        from hpc_marker.engines.marker import MarkerEngine
+        start = time.monotonic()
+        try:
+            MarkerEngine(EngineOptions())
+            print(json.dumps({"error": None}))
+        except EngineUnavailable as exc:
+            print(json.dumps({"error": str(exc), "seconds": time.monotonic() - start}))
+        """
+    )
+    env = {
+        "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "FONT_PATH": str(tmp_path / "f" / "font.ttf"),
+        "MODEL_CACHE_DIR": str(tmp_path / "models"), "HF_HOME": str(tmp_path / "hf"),
+        "SURYA_INFERENCE_BACKEND": "llamacpp", "LLAMA_CPP_BINARY": str(tmp_path / "none"),
+    }
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["error"] and result["seconds"] < 5
+    assert str(tmp_path / "f" / "font.ttf") in result["error"]
+    assert str(tmp_path / "models") in result["error"]
+    if not metadata.version("marker-pdf").startswith("1."):
+        assert str(tmp_path / "hf" / "hub") in result["error"]  # HF_HOME moves the rf-detr/GGUF cache
+    assert "Retrying" not in run.stderr and "Downloading" not in run.stderr
+
+
+def _fake_hub(hub: Path, repo: str, files: list[str]) -> None:
+    root = hub / ("models--" + repo.replace("/", "--"))
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text("0" * 40)
+    for name in files:
+        path = root / "snapshots" / ("0" * 40) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+
+@pytest.mark.marker
+def test_complete_cache_is_accepted_and_a_hole_is_named(empty_caches, monkeypatch):
+    from surya.settings import settings as s
+
+    Path(empty_caches / "fonts").mkdir()
+    (empty_caches / "fonts" / "GoNotoCurrent-Regular.ttf").write_bytes(b"font")
+    if hasattr(s, "SURYA_INFERENCE_URL"):  # 2.x
+        checkpoints = [s.OCR_ERROR_MODEL_CHECKPOINT]
+        _fake_hub(empty_caches / "hf", "datalab-to/surya_layout2", ["config.json", "order/config.json"])
+        _fake_hub(empty_caches / "hf", s.SURYA_GGUF_REPO, [s.SURYA_GGUF_MODEL_FILE, s.SURYA_GGUF_MMPROJ_FILE])
+        (empty_caches / "bin").mkdir()
+        (empty_caches / "bin" / "llama-server").write_text("#!/bin/sh\n")
+    else:
+        checkpoints = [s.LAYOUT_MODEL_CHECKPOINT, s.RECOGNITION_MODEL_CHECKPOINT, s.FOUNDATION_MODEL_CHECKPOINT,
+                       s.TABLE_REC_MODEL_CHECKPOINT, s.DETECTOR_MODEL_CHECKPOINT, s.OCR_ERROR_MODEL_CHECKPOINT]
+    for checkpoint in checkpoints:
+        local = empty_caches / "models" / checkpoint.removeprefix("s3://")
+        local.mkdir(parents=True, exist_ok=True)
+        (local / "manifest.json").write_text(json.dumps({"files": ["config.json", "model.safetensors"]}))
+        (local / "config.json").write_text("{}")
+        (local / "model.safetensors").write_bytes(b"w")
+    assert engine_mod.missing_cache_pieces() == []
+    hole = empty_caches / "models" / checkpoints[-1].removeprefix("s3://") / "model.safetensors"
+    hole.unlink()
+    assert engine_mod.missing_cache_pieces() == [f"model {checkpoints[-1]} ({hole})"]
+
+
+@pytest.mark.marker
+def test_pagination_separator_is_markers(marker_pkg, tmp_path):
+    """marker's own MarkdownRenderer on a page-ranged document writes page_marker(page_id)."""
+    from marker.renderers.markdown import MarkdownRenderer
+
+    pdf = make_pdf(tmp_path / "doc.pdf", pages=4)
+    config = engine_mod.build_marker_config(EngineOptions(paginate=True), range(1, 3))
+    markdown = MarkdownRenderer(config)(build_text_document(str(pdf), config)).markdown
+    assert markdown == page_marker(1) + "Page 1 hello marker" + page_marker(2) + "Page 2 hello marker"
+
+
+@pytest.mark.marker
+def test_engine_converts_through_marker_converter(empty_caches, monkeypatch, tmp_path):
+    """Full __init__ + convert with marker's real PdfConverter and renderer; only the models are fakes."""
+    import marker.models
+    import torch
+    from marker.renderers.markdown import MarkdownOutput
+    from PIL import Image
+
+    monkeypatch.setattr(engine_mod, "missing_cache_pieces", lambda: [])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # __init__ sets it (setdefault); keep it test-local
+    (empty_caches / "fonts").mkdir()
+    (empty_caches / "fonts" / "GoNotoCurrent-Regular.ttf").write_bytes(b"font")
+    fake_models = dict.fromkeys(
+        ["layout_model", "recognition_model", "table_rec_model", "detection_model", "ocr_error_model",
+         "fast_layout_model", "inference_manager"], object()
+    )
+    monkeypatch.setattr(marker.models, "create_model_dict", lambda: dict(fake_models))
+    threads = torch.get_num_threads()
+    try:
+        engine = create_engine("marker", EngineOptions(paginate=True, threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(engine.converter, "build_document", lambda fp: build_text_document(fp, engine.converter.config))
+    pdf = make_pdf(tmp_path / "doc.pdf", pages=4)
+    doc = engine.convert(pdf, range(2, 4))
+    assert doc.markdown == page_marker(2) + "Page 2 hello marker" + page_marker(3) + "Page 3 hello marker"
+    assert [p["page_id"] for p in doc.metadata["page_stats"]] == [2, 3]
+    json.dumps(doc.metadata)
+    assert engine.convert(pdf, None).markdown.count("hello marker") == 4
+
+    rendered = MarkdownOutput(markdown="![](_page_0_Picture_1.jpeg)", images={"_page_0_Picture_1.jpeg": Image.new("RGBA", (4, 4))}, metadata={})
+    assert engine_mod.document_from_rendered(rendered).images["_page_0_Picture_1.jpeg"][:2] == b"\xff\xd8"
+
+    def broken(fp):
+        raise ValueError("cannot parse xref\nsecond line")
+
+    monkeypatch.setattr(engine.converter, "build_document", broken)
+    with pytest.raises(EngineError) as info:
+        engine.convert(pdf, range(0, 1))
+    assert str(info.value) == "ValueError: cannot parse xref"
+
+
+@pytest.mark.marker
+def test_inference_url_replaces_local_vlm(empty_caches, monkeypatch):
+    """marker 2.x: with SURYA_INFERENCE_URL (e.g. a `vllm serve` in the job) only its /health is probed."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from surya.settings import settings as s
+
+    if not hasattr(s, "SURYA_INFERENCE_URL"):
+        pytest.skip("marker 1.x runs its models in-process")
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(s, "SURYA_INFERENCE_URL", f"http://127.0.0.1:{server.server_port}/v1")
+        pieces = engine_mod.missing_cache_pieces()
+        assert not any("llama" in p or "gguf" in p or "SURYA_INFERENCE_URL" in p for p in pieces)
+    finally:
+        server.shutdown()
+        server.server_close()
+    pieces = engine_mod.missing_cache_pieces()
+    assert any(f"127.0.0.1:{server.server_port} (not reachable)" in p for p in pieces)
