@@ -56,7 +56,9 @@ def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path 
 @click.option("--gpus", default=1, show_default=True, type=int, help="GPUs = array tasks (at most one per work item).")
 @click.option("--partition", help="Slurm partition (default: the cluster's default partition).")
 @click.option("--template", default="generic", show_default=True, help="sbatch template (see the templates/ folder).")
-@click.option("--engine", type=click.Choice(ENGINE_NAMES), default="marker", show_default=True)
+@click.option("--engine", type=click.Choice(ENGINE_NAMES), default="marker", show_default=True,
+              help="marker; text (the text layer, no models); benchmark (a benchmark tool: text output "
+                   "at a fixed cost per page, HPCMARKER_BENCH_SECONDS_PER_PAGE).")
 @click.option("--workers-per-gpu", default=1, show_default=True, type=int, help="Worker processes per task.")
 @click.option("--cpus-per-task", default=4, show_default=True, type=int, help="CPUs each array task asks for.")
 @click.option("--mem", help="Memory per task, as sbatch --mem takes it (e.g. 32G).")
@@ -68,28 +70,45 @@ def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path 
 @click.option("--executor", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True,
               help="auto: Slurm when sbatch is on PATH, else this machine.")
 @click.option("--run-id", help="Name the run (default: a timestamp).")
+@click.option("--split-pages", type=int, help="Split PDFs longer than this into page ranges "
+              "(default: a quarter of total pages / GPUs, at least 16; 0: never split).")
+@click.option("--steal/--no-steal", default=True, show_default=True,
+              help="Tasks that run out of work take over other tasks' unfinished items.")
+@click.option("--lease-seconds", default=120.0, show_default=True, type=float,
+              help="A claimed item whose task stops renewing its claim this long is taken over.")
+@click.option("--plan-strategy", type=click.Choice(["pages", "static"]), default="pages", show_default=True,
+              help="static: marker's chunk_convert sharding (files in listing order, no split, no "
+                   "stealing), for comparison.")
+@click.option("--force", is_flag=True, help="Also convert PDFs whose outputs are complete and up to date.")
 @click.option("--dry-run", is_flag=True, help="Do everything but submit; print the sbatch scripts.")
 def submit(pdfs, out, gpus, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
-           force_ocr, languages, marker_config, paginate, executor, run_id, dry_run) -> None:
+           force_ocr, languages, marker_config, paginate, executor, run_id, split_pages, steal, lease_seconds,
+           plan_strategy, force, dry_run) -> None:
     """Scan PDFS, plan, and submit the conversion array and its collector."""
-    from .launch import LaunchError, SubmitRequest, dry_run_text, prepare_run, submit_run
+    from .launch import LaunchError, NothingToDo, SubmitRequest, dry_run_text, prepare_run, submit_run
     from .slurm import SlurmError
 
     request = SubmitRequest(
         pdfs=pdfs, out=out, gpus=gpus, engine=engine,
         engine_options=_engine_options(force_ocr, languages, marker_config, paginate),
         partition=partition, template=template, workers_per_gpu=workers_per_gpu, cpus_per_task=cpus_per_task,
-        mem=mem, time_limit=time_limit, executor=executor, run_id=run_id)
+        mem=mem, time_limit=time_limit, executor=executor, run_id=run_id, split_pages=split_pages, steal=steal,
+        lease_seconds=lease_seconds, strategy=plan_strategy, force=force)
     try:
         prepared = prepare_run(request, create=not dry_run)
+    except NothingToDo as exc:
+        click.echo(str(exc))
+        return
     except LaunchError as exc:
         raise InputError(str(exc)) from None
     if dry_run:
         click.echo(dry_run_text(prepared), nl=False)
         return
     plan, record = prepared.plan, prepared.record
-    click.echo(f"run {record.run_id}: {len(plan.items)} PDFs, {plan.total_pages} pages, "
-               f"{record.tasks} tasks ({record.executor}); run folder {prepared.paths.root}")
+    if prepared.up_to_date:
+        click.echo(f"skipping {len(prepared.up_to_date)} PDFs whose outputs are up to date (--force redoes them)")
+    click.echo(f"run {record.run_id}: {len(prepared.scanned)} PDFs ({len(plan.items)} work items), "
+               f"{plan.total_pages} pages, {record.tasks} tasks ({record.executor}); run folder {prepared.paths.root}")
     unreadable = [p for p in prepared.scanned if p.error]
     for pdf in unreadable:
         click.echo(f"  will fail: {pdf.relpath}: {pdf.error}", err=True)
@@ -126,8 +145,9 @@ def _print_progress(paths) -> None:
 @cli.command()
 @click.option("--pdfs", required=True, type=click.Path(path_type=Path))
 @click.option("--gpus", default=1, show_default=True, type=int)
+@click.option("--split-pages", type=int, help="As for submit (default derived; 0: never split).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def plan(pdfs, gpus, fmt) -> None:
+def plan(pdfs, gpus, split_pages, fmt) -> None:
     """Print the plan (tasks, their work items and pages) without submitting."""
     from .plan import make_plan, work_items
     from .scan import ScanError, scan_pdfs
@@ -138,7 +158,7 @@ def plan(pdfs, gpus, fmt) -> None:
         scanned = scan_pdfs(pdfs)
     except ScanError as exc:
         raise InputError(f"--pdfs {exc}") from None
-    the_plan = make_plan(work_items(scanned), gpus)
+    the_plan = make_plan(work_items(scanned), gpus, split_pages=split_pages)
     if fmt == "json":
         data = the_plan.to_json()
         data.update(pdfs=str(pdfs.resolve()), gpus=gpus, imbalance=round(the_plan.imbalance(), 4))
@@ -189,6 +209,45 @@ def cancel(run) -> None:
     except (SlurmError, CancelError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"cancelled run {paths.run_id}: {', '.join(ids) or 'no jobs'}")
+
+
+def _resume(run: str | None, retry_failed: bool, include_poison: bool = False) -> None:
+    from .launch import LaunchError
+    from .resume import resume_run
+    from .slurm import SlurmError
+
+    paths = _run_paths(run)
+    try:
+        result = resume_run(paths, retry_failed=retry_failed, include_poison=include_poison)
+    except LaunchError as exc:
+        raise InputError(str(exc)) from None
+    except SlurmError as exc:
+        raise click.ClickException(str(exc)) from None
+    if retry_failed:
+        click.echo(f"reopened {result.reopened} failed items"
+                   + (f"; {len(result.poison)} poison items kept as failed (--include-poison retries them)"
+                      if result.poison else ""))
+    if not result.tasks:
+        click.echo(f"run {paths.run_id}: nothing left to convert; collected")
+        return
+    click.echo(f"run {paths.run_id}: {result.unfinished} unfinished items; resubmitted tasks "
+               f"{','.join(map(str, result.tasks))} as {', '.join(result.jobs['convert'])}, "
+               f"collector {', '.join(result.jobs['collect'])}")
+
+
+@cli.command()
+@click.argument("run", required=False)
+def resume(run) -> None:
+    """Submit only what RUN (default: the latest) has not finished; nothing done is redone."""
+    _resume(run, retry_failed=False)
+
+
+@cli.command()
+@click.argument("run", required=False)
+@click.option("--include-poison", is_flag=True, help="Also retry items that already failed 3 times.")
+def retry(run, include_poison) -> None:
+    """Re-run RUN's failed items (and whatever is unfinished); poison items keep their error."""
+    _resume(run, retry_failed=True, include_poison=include_poison)
 
 
 @cli.command()

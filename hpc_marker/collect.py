@@ -1,7 +1,10 @@
 """Collect: merge a run's task manifests into manifest.csv and summary.json, gather its logs.
 
 The collector job runs this when the array is over (`afterany`); `hpcmarker collect` runs the
-same code by hand. Torn manifest lines and items with no record are reported, not fatal.
+same code by hand. It also finishes what killed tasks left: a committed output not yet renamed
+into place, a split PDF whose parts are all done but not merged, a committed item whose manifest
+line was never written (taken from its `done` marker), and staging folders nobody will commit.
+Torn manifest lines and items with no record are reported, not fatal.
 """
 
 from __future__ import annotations
@@ -16,9 +19,57 @@ from pathlib import Path
 import pandas as pd
 from submitit.core.utils import JobPaths
 
+from .claims import ClaimBoard
+from .finish import final_dir, merge_id, merge_if_complete, place_committed
 from .manifest import ManifestRecord, latest_by_item, read_manifests
-from .plan import Plan
-from .runs import RunPaths
+from .plan import Plan, items_by_document
+from .runs import RunPaths, RunRecord
+
+_RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
+MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
+
+
+def finish_leftovers(paths: RunPaths, record: RunRecord, plan: Plan, recorded: set[str]) -> tuple[list[ManifestRecord], int]:
+    """Place committed outputs, merge complete split PDFs, recover records from done markers,
+    remove orphaned staging folders. Returns (recovered records, documents merged here)."""
+    board = ClaimBoard(paths.claims, owner=f"collector:{os.getpid()}", lease_s=record.lease_seconds)
+    recovered: list[ManifestRecord] = []
+    referenced: set[str] = set()
+    for item in plan.items:
+        done = board.done_record(item.item_id)
+        if not done or done.get("status") == "unknown":
+            continue
+        if done.get("staging"):
+            referenced.add(Path(done["staging"]).name)
+            if done.get("status") == "ok":
+                place_committed(Path(done["staging"]), final_dir(paths, record, item))
+        if item.item_id not in recorded:
+            try:
+                recovered.append(ManifestRecord(**{k: v for k, v in done.items() if k in _RECORD_FIELDS}))
+            except TypeError:  # a marker without a whole record: the item stays "missing" in the summary
+                print(f"[hpcmarker collect] warning: done marker of {item.item_id} holds no manifest record",
+                      flush=True)
+    merged = 0
+    for parts in items_by_document(plan).values():
+        if parts[0].is_part and merge_if_complete(paths, record, parts, board):
+            merged += 1
+    horizon = time.time() - 2 * record.lease_seconds
+    for leftover in paths.staging.iterdir() if paths.staging.exists() else []:
+        if leftover.name not in referenced and leftover.stat().st_mtime < horizon:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return recovered, merged
+
+
+def document_counts(plan: Plan, latest: dict[str, ManifestRecord], board: ClaimBoard) -> dict:
+    docs = items_by_document(plan)
+    ok = failed = 0
+    for doc_id, items in docs.items():
+        statuses = [latest[i.item_id].status if i.item_id in latest else None for i in items]
+        if any(s not in (None, "ok") for s in statuses):
+            failed += 1
+        elif all(s == "ok" for s in statuses) and (not items[0].is_part or board.is_done(merge_id(doc_id))):
+            ok += 1
+    return {"documents": len(docs), "documents_ok": ok, "documents_failed": failed}
 
 
 def summarize_records(plan: Plan, records: list[ManifestRecord], torn: list[str]) -> dict:
@@ -48,7 +99,8 @@ def summarize_records(plan: Plan, records: list[ManifestRecord], torn: list[str]
         "items": len(planned), "ok": len(ok), "failed": len(failed),
         "missing": sorted(planned - set(latest)), "pages": plan.total_pages, "pages_ok": pages_ok,
         "wall_seconds": round(wall, 3), "pages_per_second": round(pages_ok / wall, 3) if wall else None,
-        "failures": [{"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "error": r.error}
+        "failures": [{"item_id": r.item_id, "pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}",
+                      "error": r.error}
                      for r in sorted(failed, key=lambda r: r.pdf)],
         "torn_manifest_lines": torn, "tasks": tasks,
     }
@@ -73,10 +125,17 @@ def collect_run(run_dir: str) -> dict:
     record = paths.load_record()
     plan = Plan.load(paths.plan)
     read = read_manifests(paths.manifests)
+    recovered, merged = finish_leftovers(paths, record, plan, {r.item_id for r in read.records})
+    read.records.extend(recovered)
     frame = pd.DataFrame([asdict(r) for r in read.records], columns=list(ManifestRecord.__dataclass_fields__))
     frame = frame.sort_values(["pdf", "page_start", "finished"], kind="stable")
     frame.to_csv(paths.manifest_csv, index=False)
     summary = summarize_records(plan, read.records, read.torn_lines)
+    board = ClaimBoard(paths.claims, owner="collector", lease_s=record.lease_seconds)
+    summary.update(document_counts(plan, latest_by_item(read.records), board))
+    summary["poison"] = [{"pdf": f["pdf"], "pages": f["pages"], "error": f["error"]} for f, item_id in
+                         ((f, f["item_id"]) for f in summary["failures"]) if board.attempts(item_id) + 1 >= MAX_ATTEMPTS]
+    summary.update(recovered_records=len(recovered), merged_by_collector=merged)
     summary.update(run_id=record.run_id, engine=record.engine, collected=time.time(),
                    logs=[p.name for p in gather_logs(paths, record.jobs.get("convert", []))])
     tmp = paths.summary.with_suffix(".json.tmp")

@@ -8,6 +8,7 @@ there is no Slurm). `--dry-run` stops after `prepare_run` and prints the same sc
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shlex
 import sys
@@ -19,7 +20,8 @@ from pathlib import Path
 from . import slurm
 from .collect import collect_run
 from .engines import EngineOptions, check_engine
-from .plan import Plan, make_plan, work_items
+from .output import document_dir, document_stem
+from .plan import Plan, make_plan, static_chunks, work_items
 from .render import ROLES, Raw, render_role, template_folder
 from .runs import RUNS_SUBDIR, RunPaths, RunRecord, new_run_id, register_run
 from .scan import ScanError, ScannedPdf, scan_pdfs
@@ -30,6 +32,10 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 class LaunchError(Exception):
     """Bad input or an unusable cluster setting: nothing was submitted."""
+
+
+class NothingToDo(LaunchError):
+    """Every PDF already has an up-to-date output."""
 
 
 @dataclass
@@ -47,6 +53,14 @@ class SubmitRequest:
     time_limit: str = "04:00:00"
     executor: str = "auto"  # auto, slurm, local
     run_id: str | None = None
+    split_pages: int | None = None  # None: derived; 0: never split
+    steal: bool = True
+    lease_seconds: float = 120.0
+    strategy: str = "pages"  # "pages", or "static": marker's chunking (no split, no stealing), for comparison
+    force: bool = False  # convert PDFs whose outputs are already complete and up to date
+
+
+STRATEGIES = ("pages", "static")
 
 
 @dataclass
@@ -56,6 +70,7 @@ class PreparedRun:
     plan: Plan
     scanned: list[ScannedPdf]
     scripts: dict[str, str]  # role -> script text
+    up_to_date: list[str] = field(default_factory=list)  # PDFs skipped: their outputs are current
 
 
 def parse_time_limit(text: str) -> int:
@@ -110,16 +125,18 @@ def _check_cluster(request: SubmitRequest) -> str | None:
     return partition
 
 
-def script_contexts(paths: RunPaths, record: RunRecord, python: str) -> dict[str, dict]:
-    """The variables each role's template sees. Pure."""
+def script_contexts(paths: RunPaths, record: RunRecord, python: str,
+                    task_indices: list[int] | None = None) -> dict[str, dict]:
+    """The variables each role's template sees (for all tasks, or only `task_indices`). Pure."""
+    indices = task_indices if task_indices is not None else list(range(record.tasks))
     convert_out, convert_err = slurm.job_log_paths(paths.jobs, array=True)
     collect_out, collect_err = slurm.job_log_paths(paths.jobs, array=False)
     command = Raw(shlex.join(slurm.submitit_command(python, paths.jobs)))
     common = dict(run_id=record.run_id, run_dir=str(paths.root), comment=f"hpcmarker:{record.run_id}",
                   partition=record.partition, setup=[], command=command)
     return {
-        "convert": dict(common, job_name=f"hpcmarker-{record.run_id}-convert", tasks=record.tasks,
-                        array=f"0-{record.tasks - 1}", gres="gpu:1", cpus_per_task=record.cpus_per_task,
+        "convert": dict(common, job_name=f"hpcmarker-{record.run_id}-convert", tasks=len(indices),
+                        array=slurm.array_spec(indices), gres="gpu:1", cpus_per_task=record.cpus_per_task,
                         mem=record.mem, time=record.time_limit, signal="USR2@90",
                         stdout=convert_out, stderr=convert_err),
         "collect": dict(common, job_name=f"hpcmarker-{record.run_id}-collect", time="00:30:00",
@@ -148,6 +165,10 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         raise LaunchError(f"--pdfs {exc}") from None
     out = request.out.resolve()
     _check_out_dir(out)
+    up_to_date = [] if request.force else [pdf.relpath for pdf in scanned if output_is_current(out, pdf)]
+    todo = [pdf for pdf in scanned if pdf.relpath not in set(up_to_date)]
+    if not todo:
+        raise NothingToDo(f"all {len(scanned)} PDFs already have up-to-date outputs in {out} (--force redoes them)")
 
     run_id = request.run_id or new_run_id()
     if not RUN_ID_PATTERN.match(run_id):
@@ -155,12 +176,20 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     paths = RunPaths(out / RUNS_SUBDIR / run_id)
     if create and paths.root.exists():
         raise LaunchError(f"run {run_id} already exists at {paths.root}")
-    plan = make_plan(work_items(scanned), max(1, request.gpus))
+    if request.strategy not in STRATEGIES:
+        raise LaunchError(f"--plan-strategy {request.strategy!r}: choose from {', '.join(STRATEGIES)}")
+    items = work_items(todo)
+    if request.strategy == "static":
+        plan = static_chunks(items, max(1, request.gpus))
+    else:
+        plan = make_plan(items, max(1, request.gpus), split_pages=request.split_pages)
     record = RunRecord(
         run_id=run_id, created=time.time(), pdfs_root=str(pdfs), out_dir=str(out), engine=request.engine,
         engine_options=request.engine_options.to_json(), executor=executor, tasks=len(plan.tasks),
         gpus=request.gpus, workers_per_gpu=request.workers_per_gpu, cpus_per_task=request.cpus_per_task,
         mem=request.mem, template=request.template, partition=partition, time_limit=request.time_limit,
+        steal=request.steal and request.strategy != "static", lease_seconds=request.lease_seconds,
+        split_pages=request.split_pages,
     )
     contexts = script_contexts(paths, record, python=sys.executable)
     try:
@@ -173,7 +202,21 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         paths.save_record(record)
         for role, text in scripts.items():
             (paths.scripts / f"{role}.sbatch").write_text(text)
-    return PreparedRun(paths=paths, record=record, plan=plan, scanned=scanned, scripts=scripts)
+    return PreparedRun(paths=paths, record=record, plan=plan, scanned=todo, scripts=scripts, up_to_date=up_to_date)
+
+
+def output_is_current(out: Path, pdf: ScannedPdf) -> bool:
+    """The PDF's document exists, whole, and was made from this very file (size and mtime)."""
+    folder = document_dir(out, pdf.relpath)
+    meta = folder / f"{document_stem(pdf.relpath)}_meta.json"
+    if not (folder / f"{document_stem(pdf.relpath)}.md").is_file() or not meta.is_file():
+        return False
+    try:
+        source = json.loads(meta.read_text(encoding="utf-8")).get("hpcmarker_source", {})
+        stat = pdf.path.stat()
+    except (OSError, ValueError, AttributeError):
+        return False
+    return source.get("size") == stat.st_size and source.get("mtime_ns") == stat.st_mtime_ns
 
 
 def submit_run(prepared: PreparedRun, progress=None) -> RunRecord:
@@ -196,7 +239,7 @@ def _submit_slurm(prepared: PreparedRun) -> dict[str, list[str]]:
     record, paths = prepared.record, prepared.paths
     timeout_min = parse_time_limit(record.time_limit)
     convert = slurm.TemplateSlurmExecutor(paths.jobs, prepared.scripts["convert"],
-                                          array_size=record.tasks, timeout_min=timeout_min)
+                                          array_indices=list(range(record.tasks)), timeout_min=timeout_min)
     calls = [functools.partial(run_task, str(paths.root), i) for i in range(record.tasks)]
     tasks = convert.submit_array(calls)
     array_id = tasks[0].job_id.split("_")[0]

@@ -33,12 +33,13 @@ def local_devices(gpus: int, visible: str | None) -> list[int]:
     return list(range(gpus))
 
 
-def submit_local(paths: RunPaths, record: RunRecord,
-                 progress: Callable[[RunPaths], None] | None = None) -> dict[str, list[str]]:
+def submit_local(paths: RunPaths, record: RunRecord, progress: Callable[[RunPaths], None] | None = None,
+                 indices: list[int] | None = None) -> dict[str, list[str]]:
+    """Run the tasks (all, or `indices`) and then the collector here; returns their job ids."""
     devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
     timeout_min = parse_time_limit(record.time_limit)
     jobs = []
-    for index in range(record.tasks):
+    for index in indices if indices is not None else range(record.tasks):
         executor = submitit.LocalExecutor(folder=paths.jobs)
         if devices:
             executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1,
@@ -47,8 +48,9 @@ def submit_local(paths: RunPaths, record: RunRecord,
             executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
         jobs.append(executor.submit(run_task, str(paths.root), index))
     ids = {"convert": [job.job_id for job in jobs], "collect": []}
-    record.jobs = ids
-    paths.save_record(record)  # so `hpcmarker cancel` can find the processes meanwhile
+    if indices is None:
+        record.jobs = ids
+        paths.save_record(record)  # so `hpcmarker cancel` can find the processes meanwhile
     try:
         while not all(job.done() for job in jobs):
             if progress:

@@ -1,8 +1,11 @@
-"""Output layout: where a work item's Markdown goes, written so a crash never leaves a
-half-written document under its final name.
+"""Output layout and crash-safe writing: staging folders renamed into place, merged parts.
 
-`OUT/<relative path without .pdf>/<stem>.md` plus `<stem>_meta.json` and the images the
-Markdown references, so two PDFs with the same name in different folders never collide.
+A document lives at `OUT/<relative path without .pdf>/<stem>.md` with `<stem>_meta.json` and
+the images the Markdown references, so two PDFs with the same name in different folders never
+collide. Every document (and every part of a split PDF) is first written whole into a staging
+folder, then renamed into its final place: a task killed at any instant never leaves a
+half-written document under a final name. Parts of a split PDF live under the run folder and
+become one document only when all of them are there (`merge_parts`).
 """
 
 from __future__ import annotations
@@ -21,34 +24,33 @@ def document_dir(out_root: Path, relpath: str) -> Path:
     return Path(out_root).joinpath(*rel.with_suffix("").parts)
 
 
+def document_stem(relpath: str) -> str:
+    return PurePosixPath(relpath).with_suffix("").name
+
+
 def markdown_path(out_root: Path, relpath: str) -> Path:
-    folder = document_dir(out_root, relpath)
-    return folder / f"{folder.name}.md"
+    return document_dir(out_root, relpath) / f"{document_stem(relpath)}.md"
 
 
-def write_document(out_root: Path, relpath: str, doc: ConvertedDocument) -> Path:
-    """Write `doc` into a temporary sibling folder, then rename it into place. Returns the .md path."""
-    final = document_dir(out_root, relpath)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stem = final.name
-    staging = final.parent / f".{stem}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+def stage_document(staging_root: Path, name: str, stem: str, doc: ConvertedDocument) -> Path:
+    """Write `doc` whole into a new folder under `staging_root`; returns that folder."""
+    staging = Path(staging_root) / f"{name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
     try:
         (staging / f"{stem}.md").write_text(doc.markdown, encoding="utf-8")
         (staging / f"{stem}_meta.json").write_text(
-            json.dumps(doc.metadata, indent=1, ensure_ascii=False, default=str), encoding="utf-8"
-        )
-        for name, data in doc.images.items():
-            target = staging / PurePosixPath(name).name
-            target.write_bytes(data)
-        _replace_dir(staging, final)
+            json.dumps(doc.metadata, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+        for image_name, data in doc.images.items():
+            (staging / PurePosixPath(image_name).name).write_bytes(data)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return final / f"{stem}.md"
+    return staging
 
 
-def _replace_dir(staging: Path, final: Path) -> None:
+def commit_staged(staging: Path, final: Path) -> None:
+    """Rename a staged folder into its final place, replacing an older version."""
+    final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(final, old)
@@ -56,3 +58,42 @@ def _replace_dir(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, final)
+
+
+def write_document(out_root: Path, relpath: str, doc: ConvertedDocument, staging_root: Path | None = None) -> Path:
+    """Stage and commit `doc` as the document for `relpath`; returns its .md path."""
+    final = document_dir(out_root, relpath)
+    stem = document_stem(relpath)
+    staging = stage_document(staging_root or final.parent, f".{stem}.partial", stem, doc)
+    commit_staged(staging, final)
+    return final / f"{stem}.md"
+
+
+def read_document(folder: Path, stem: str) -> ConvertedDocument:
+    markdown = (folder / f"{stem}.md").read_text(encoding="utf-8")
+    meta_path = folder / f"{stem}_meta.json"
+    metadata = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+    skip = {f"{stem}.md", f"{stem}_meta.json"}
+    images = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name not in skip}
+    return ConvertedDocument(markdown=markdown, images=images, metadata=metadata)
+
+
+def merge_documents(parts: list[ConvertedDocument]) -> ConvertedDocument:
+    """Parts in page order -> one document: Markdown concatenated (page separators carry the
+    PDF's own page numbers), list-valued metadata (page stats, table of contents) joined,
+    other metadata from the first part, images united (their names carry page numbers)."""
+    metadata: dict = {}
+    images: dict[str, bytes] = {}
+    for part in parts:
+        for key, value in part.metadata.items():
+            if isinstance(value, list):
+                metadata.setdefault(key, [])
+                metadata[key] = metadata[key] + value
+            else:
+                metadata.setdefault(key, value)
+        images.update(part.images)
+    return ConvertedDocument(markdown="".join(p.markdown for p in parts), images=images, metadata=metadata)
+
+
+def merge_parts(part_dirs: list[Path], stem: str) -> ConvertedDocument:
+    return merge_documents([read_document(folder, stem) for folder in part_dirs])

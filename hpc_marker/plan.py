@@ -1,18 +1,23 @@
 """Plan: the assignment of work items to array tasks.
 
-Pure functions over typed records. Tasks are balanced by pages, not by file count:
-items are placed longest first on the least-loaded task (LPT), which keeps the busiest task
-close to total/tasks unless one PDF alone is larger than that.
+Pure functions over typed records. Tasks are balanced by pages, not by file count: a PDF
+longer than the split threshold becomes page-range parts, then items are placed longest
+first on the least-loaded task (LPT). The default threshold is a quarter of the ideal share
+(total pages / tasks), at least MIN_SPLIT_PAGES, which keeps the busiest task within a few
+percent of the ideal and leaves items small enough for work stealing to even out the rest.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .scan import ScannedPdf
+
+MIN_SPLIT_PAGES = 16
 
 
 @dataclass(frozen=True)
@@ -24,14 +29,17 @@ class WorkItem:
     page_start: int
     page_stop: int
     scan_error: str | None = None
+    doc_id: str = ""  # the PDF's id; parts of one PDF share it
+    part: int = 0
+    parts: int = 1
+
+    @property
+    def is_part(self) -> bool:
+        return self.parts > 1
 
     @property
     def pages(self) -> int:
         return self.page_stop - self.page_start
-
-    @property
-    def is_whole(self) -> bool:
-        return self.page_start == 0
 
     def page_label(self) -> str:
         """1-based, inclusive, as people count pages: '1-81', or '-' for an unreadable PDF."""
@@ -107,15 +115,43 @@ def work_items(scanned: list[ScannedPdf]) -> list[WorkItem]:
             page_start=0,
             page_stop=pdf.pages,
             scan_error=pdf.error,
+            doc_id=f"{n:06d}",
         )
         for n, pdf in enumerate(scanned)
     ]
 
 
-def make_plan(items: list[WorkItem], max_tasks: int) -> Plan:
-    """Balance `items` over at most `max_tasks` tasks (never more tasks than items)."""
+def default_split_pages(total_pages: int, tasks: int) -> int:
+    return max(MIN_SPLIT_PAGES, math.ceil(total_pages / max(1, tasks) / 4))
+
+
+def split_items(items: list[WorkItem], max_pages: int) -> list[WorkItem]:
+    """PDFs longer than `max_pages` become equal page-range parts (0 = never split)."""
+    if max_pages <= 0:
+        return list(items)
+    out: list[WorkItem] = []
+    for item in items:
+        if item.pages <= max_pages:
+            out.append(item)
+            continue
+        doc_id = item.doc_id or item.item_id
+        n = math.ceil(item.pages / max_pages)
+        size = math.ceil(item.pages / n)
+        starts = list(range(item.page_start, item.page_stop, size))
+        for k, start in enumerate(starts):
+            out.append(WorkItem(item_id=f"{doc_id}.p{k:03d}", pdf=item.pdf, page_start=start,
+                                page_stop=min(start + size, item.page_stop), doc_id=doc_id,
+                                part=k, parts=len(starts)))
+    return out
+
+
+def make_plan(items: list[WorkItem], max_tasks: int, split_pages: int | None = None) -> Plan:
+    """Split large PDFs (threshold: `split_pages`, default derived; 0 = never) and balance the
+    items over at most `max_tasks` tasks (never more tasks than items)."""
     if max_tasks < 1:
         raise ValueError("a plan needs at least one task")
+    total = sum(item.pages for item in items)
+    items = split_items(items, default_split_pages(total, max_tasks) if split_pages is None else split_pages)
     n_tasks = min(max_tasks, len(items)) or 1
     tasks = [TaskPlan(index=i) for i in range(n_tasks)]
     heap = [(0, i) for i in range(n_tasks)]
@@ -136,3 +172,23 @@ def static_chunks(items: list[WorkItem], chunks: int) -> Plan:
     size = -(-len(items) // chunks)
     tasks = [TaskPlan(index=i, items=items[i * size : (i + 1) * size]) for i in range(chunks)]
     return Plan(tasks=[t for t in tasks if t.items])
+
+
+def claim_order(plan: Plan, task_index: int, steal: bool = True) -> list[WorkItem]:
+    """The order in which a task tries items: its own share first, then (stealing) other
+    tasks' items, the most loaded task first, each from its tail (its owner works from the head)."""
+    own = list(plan.tasks[task_index].items)
+    if not steal:
+        return own
+    others = sorted((t for t in plan.tasks if t.index != task_index), key=lambda t: (-t.pages, t.index))
+    return own + [item for task in others for item in reversed(task.items)]
+
+
+def items_by_document(plan: Plan) -> dict[str, list[WorkItem]]:
+    """doc_id -> its work items in page order."""
+    docs: dict[str, list[WorkItem]] = {}
+    for item in plan.items:
+        docs.setdefault(item.doc_id or item.item_id, []).append(item)
+    for items in docs.values():
+        items.sort(key=lambda it: it.page_start)
+    return docs

@@ -6,6 +6,9 @@ A run lives in `OUT/.hpcmarker/runs/<run-id>/`:
   scripts/     the rendered sbatch scripts, exactly as submitted
   jobs/        submitit's folder (pickles, per-job logs)
   manifests/   task-<i>.jsonl, one JSON line per work item
+  claims/      who converts which item, and which items are done (see claims.py)
+  staging/     outputs being written, renamed into place when whole
+  parts/       finished parts of split PDFs, until they are merged into one document
   logs/        task logs gathered by the collector
   manifest.csv, summary.json   written by the collector
 Each new run's path is appended to the user's run index so `status`/`cancel` find the latest.
@@ -47,6 +50,9 @@ class RunRecord:
     partition: str | None = None
     mem: str | None = None
     time_limit: str = "04:00:00"
+    steal: bool = True  # tasks take over other tasks' unfinished items
+    lease_seconds: float = 120.0  # a claim not renewed for this long is taken over
+    split_pages: int | None = None  # None: derived from the plan; 0: never split
     jobs: dict[str, list[str]] = field(default_factory=dict)  # role -> job ids
     submitted: float | None = None
     cancelled: float | None = None
@@ -81,6 +87,18 @@ class RunPaths:
         return self.root / "manifests"
 
     @property
+    def claims(self) -> Path:
+        return self.root / "claims"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def parts(self) -> Path:
+        return self.root / "parts"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 
@@ -97,7 +115,8 @@ class RunPaths:
 
     def create(self) -> None:
         """Make the run folder tree, private to the user."""
-        for folder in (self.root, self.scripts, self.jobs, self.manifests, self.logs):
+        for folder in (self.root, self.scripts, self.jobs, self.manifests, self.claims, self.staging,
+                       self.parts, self.logs):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             folder.chmod(0o700)  # mkdir's mode is filtered by the umask
 

@@ -36,13 +36,13 @@ def submitit_command(python: str, folder: Path) -> list[str]:
 
 
 class TemplateSlurmExecutor(submitit.SlurmExecutor):
-    """Submits `script` (already rendered) as is; `array_size` > 0 submits it as an array."""
+    """Submits `script` (already rendered) as is; with `array_indices` as an array of those tasks."""
 
-    def __init__(self, folder: Path, script: str, *, array_size: int = 0, timeout_min: int = 60,
+    def __init__(self, folder: Path, script: str, *, array_indices: list[int] | None = None, timeout_min: int = 60,
                  dependency: str | None = None) -> None:
         super().__init__(folder=folder)
         self.script = script
-        self.array_size = array_size
+        self.array_indices = array_indices or []
         self.timeout_min = timeout_min
         self.dependency = dependency
 
@@ -64,10 +64,10 @@ class TemplateSlurmExecutor(submitit.SlurmExecutor):
             raise SlurmError(f"{shlex.join(argv)} failed: {detail[-1] if detail else 'no message'}") from None
 
     def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list[core.Job[Any]]:
-        if not self.array_size:
+        if not self.array_indices:
             return core.PicklingExecutor._internal_process_submissions(self, delayed_submissions)
-        if len(delayed_submissions) != self.array_size:
-            raise ValueError(f"script declares {self.array_size} array tasks, got {len(delayed_submissions)}")
+        if len(delayed_submissions) != len(self.array_indices):
+            raise ValueError(f"script declares {len(self.array_indices)} array tasks, got {len(delayed_submissions)}")
         folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
         folder.mkdir(parents=True, exist_ok=True)
         pickles = []
@@ -79,11 +79,18 @@ class TemplateSlurmExecutor(submitit.SlurmExecutor):
         first = self._submit_command(self._submitit_command_str)
         jobs: list[core.Job[Any]] = [
             SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{index}", tasks=[0])
-            for index in range(self.array_size)
+            for index in self.array_indices
         ]
         for job, path in zip(jobs, pickles):
             job.paths.move_temporary_file(path, "submitted_pickle")
         return jobs
+
+
+def array_spec(indices: list[int]) -> str:
+    """Slurm's --array value for these task indices: '0-3' when contiguous, else '1,4,7'."""
+    if indices == list(range(indices[0], indices[0] + len(indices))):
+        return f"{indices[0]}-{indices[-1]}"
+    return ",".join(str(i) for i in indices)
 
 
 def job_log_paths(folder: Path, array: bool) -> tuple[str, str]:

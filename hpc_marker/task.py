@@ -1,17 +1,18 @@
-"""Run task: what one array task does with its share of the plan.
+"""Run task: what one array task does.
 
-The task caps threads to its CPU share, starts `workers_per_gpu` worker processes (each
-creates its engine, and so its models, once), converts its items with at most one item per
-worker in flight, and appends one manifest line per item. A PDF that fails is recorded and
-the task goes on; a worker that dies is replaced. Items already recorded `ok` in this task's
-manifest (a requeued task) are not converted again.
+The task caps threads to its CPU share and starts `workers_per_gpu` worker processes. It then
+claims items (its own share first, then, with stealing, other tasks' unfinished items), converts
+them, commits each one exactly once (claims.py), and renames the output into place. Finally it
+appends one manifest line per item. A PDF that fails is recorded and the task goes on; a worker
+that dies is replaced. SIGTERM (scancel, preemption) stops the task at once and gives its claims
+back. USR2 (time limit near) lets the items in flight finish and takes no new ones.
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -19,17 +20,21 @@ import time
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .engines import EngineError, EngineOptions, EngineUnavailable, check_engine, create_engine
-from .manifest import ManifestRecord, append_record, read_manifest
-from .output import write_document
-from .plan import Plan, WorkItem
+from .claims import Claim, ClaimBoard
+from .engines import EngineError, EngineOptions, EngineUnavailable, check_engine
+from .finish import final_dir, merge_if_complete, place_committed
+from .manifest import ManifestRecord, append_record
+from .output import document_stem
+from .plan import Plan, WorkItem, claim_order, items_by_document
 from .runs import RunPaths
 from .threads import cap_threads, task_cpus, threads_per_worker
+from .worker import convert_to_staging, init_worker
 
 MAX_ATTEMPTS_AFTER_CRASH = 2
+WORKER_DIED = "worker process died while converting it (crashed or killed, often out of memory)"
 
 
 @dataclass
@@ -37,56 +42,16 @@ class TaskResult:
     task: int
     ok: int
     failed: int
-    skipped: int
-    pages: int
+    stolen: int
     seconds: float
 
 
-# ---- worker process side -------------------------------------------------------------
-
-_ENGINE = None
-_ENGINE_SPEC: tuple[str, dict] | None = None
-
-
 class TaskStopped(BaseException):
-    """SIGTERM (scancel, preemption, a local cancel): stop now, leave the rest for a resume."""
+    """SIGTERM (scancel, preemption, a local cancel): stop now, give the claims back."""
 
 
 def _raise_stopped(signum: int, _frame) -> None:
     raise TaskStopped(signal.Signals(signum).name)
-
-
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGTERM this worker when its task process dies, even by SIGKILL."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _init_worker(engine_name: str, options: dict, threads: int) -> None:
-    _die_with_parent()
-    cap_threads(threads)
-    global _ENGINE, _ENGINE_SPEC
-    _ENGINE = None
-    _ENGINE_SPEC = (engine_name, options)
-
-
-def _convert_in_worker(pdf_path: str, relpath: str, page_start: int, page_stop: int, out_root: str) -> str:
-    """Convert one item and write its output; returns the Markdown path."""
-    global _ENGINE
-    if _ENGINE is None:
-        assert _ENGINE_SPEC is not None
-        name, options = _ENGINE_SPEC
-        _ENGINE = create_engine(name, EngineOptions.from_json(options))
-    doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
-    try:
-        return str(write_document(Path(out_root), relpath, doc))
-    except OSError as exc:
-        raise EngineError(f"cannot write output: {exc.strerror} ({exc.filename})") from None
-
-
-# ---- task side -------------------------------------------------------------------------
 
 
 def current_job_id() -> str:
@@ -100,107 +65,138 @@ def _log(task: int, message: str) -> None:
     print(f"[hpcmarker task {task}] {time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def run_task(run_dir: str, task_index: int) -> TaskResult:
     """Entry point of one array task (called through submitit, or directly)."""
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
-    task = Plan.load(paths.plan).tasks[task_index]
+    plan = Plan.load(paths.plan)
+    docs = items_by_document(plan)
+    own_ids = {item.item_id for item in plan.tasks[task_index].items}
     manifest = paths.task_manifest(task_index)
-    done = {r.item_id for r in read_manifest(manifest).records if r.status == "ok"}
-    todo = deque(item for item in task.items if item.item_id not in done)
+    candidates = deque(claim_order(plan, task_index, steal=record.steal))
 
     cpus = task_cpus()
-    workers = max(1, min(record.workers_per_gpu, len(todo)))
+    workers = max(1, min(record.workers_per_gpu, len(candidates)))
     threads = threads_per_worker(cpus, workers)
     cap_threads(threads)
     options = dict(record.engine_options, threads=threads)
-    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    context = dict(engine=record.engine, host=socket.gethostname(), gpu=gpu, job_id=current_job_id(), task=task_index)
-    _log(task_index, f"{len(todo)} items to do ({len(done)} already done), {cpus} CPUs, "
-         f"{workers} workers x {threads} threads, CUDA_VISIBLE_DEVICES={gpu or '(none)'}")
-
-    def write(item: WorkItem, status: str, error: str | None, started: float, output: str | None) -> None:
-        finished = time.time()
-        append_record(manifest, ManifestRecord(
-            item_id=item.item_id, pdf=item.pdf, page_start=item.page_start, page_stop=item.page_stop,
-            pages=item.pages, status=status, error=error, seconds=round(finished - started, 3),
-            output=output, started=started, finished=finished, **context))
-        counts[status] += 1
-        _log(task_index, f"{status:6} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
-             + (f" -- {error}" if error else ""))
-
+    host = socket.gethostname()
+    context = dict(engine=record.engine, host=host, gpu=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                   job_id=current_job_id(), task=task_index)
+    board = ClaimBoard(paths.claims, owner=f"{host}:{os.getpid()}:task-{task_index}", lease_s=record.lease_seconds)
+    _log(task_index, f"{len(own_ids)} own items, stealing {'on' if record.steal else 'off'}; {cpus} CPUs, "
+         f"{workers} workers x {threads} threads, CUDA_VISIBLE_DEVICES={context['gpu'] or '(none)'}")
     counts: Counter[str] = Counter()
+
+    def finish(item: WorkItem, claim: Claim, status: str, error: str | None, started: float,
+               staging: Path | None) -> None:
+        final = final_dir(paths, record, item)
+        output = str(final / f"{document_stem(item.pdf)}.md") if staging else None
+        finished = time.time()
+        entry = ManifestRecord(item_id=item.item_id, pdf=item.pdf, page_start=item.page_start,
+                               page_stop=item.page_stop, pages=item.pages, status=status, error=error,
+                               seconds=round(finished - started, 3), output=output, started=started,
+                               finished=finished, **context)
+        if not board.commit(claim, dict(asdict(entry), staging=str(staging) if staging else None)):
+            _log(task_index, f"lost    {item.pdf} [{item.page_label()}]: another task finished it")
+            if staging:
+                shutil.rmtree(staging, ignore_errors=True)
+            return
+        if staging:
+            place_committed(staging, final)
+        append_record(manifest, entry)
+        counts[status] += 1
+        counts["stolen"] += item.item_id not in own_ids
+        _log(task_index, f"{status:7} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
+             + (f" -- {error}" if error else ""))
+        if item.is_part and status == "ok":
+            merged = merge_if_complete(paths, record, docs[item.doc_id], board)
+            if merged:
+                _log(task_index, f"merged  {item.pdf} ({item.parts} parts)")
+
     start = time.time()
     try:
         check_engine(record.engine, EngineOptions.from_json(options))
     except EngineUnavailable as exc:
-        for item in todo:
-            write(item, "failed", f"engine unavailable: {exc}", time.time(), None)
-        raise RuntimeError(f"engine {record.engine!r} cannot run on {context['host']}: {exc}") from None
+        raise RuntimeError(f"engine {record.engine!r} cannot run on {host}: {exc}") from None
 
+    draining = []  # USR2: finish what is in flight, take nothing new
+    signal.signal(signal.SIGTERM, _raise_stopped)  # submitit bypasses SIGTERM; a cancelled task must stop
+    signal.signal(signal.SIGUSR2, lambda *_: draining.append(True))
     ctx = multiprocessing.get_context("spawn")
-    attempts: Counter[str] = Counter()
 
     def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+        return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
                                    initargs=(record.engine, options, threads))
 
-    # submitit bypasses SIGTERM (it waits for USR2); a cancelled task must stop instead.
-    signal.signal(signal.SIGTERM, _raise_stopped)
+    attempts: Counter[str] = Counter()
+    inflight: dict[Future, tuple[WorkItem, Claim, float]] = {}
+    board.start_heartbeat()
     pool = new_pool()
-    inflight: dict[Future, tuple[WorkItem, float]] = {}
     try:
-        while todo or inflight:
-            while todo and len(inflight) < workers:
-                item = todo.popleft()
-                if item.scan_error:
-                    write(item, "failed", item.scan_error, time.time(), None)
+        while True:
+            held_back: list[WorkItem] = []  # claimed by a live task: look again later
+            while candidates and len(inflight) < workers and not draining:
+                item = candidates.popleft()
+                claim = board.try_claim(item.item_id)
+                if claim is None:
+                    if not board.is_done(item.item_id):
+                        held_back.append(item)
                     continue
-                pdf_path = str(Path(record.pdfs_root) / item.pdf)
-                future = pool.submit(_convert_in_worker, pdf_path, item.pdf, item.page_start,
-                                     item.page_stop, record.out_dir)
-                inflight[future] = (item, time.time())
+                if item.scan_error:
+                    finish(item, claim, "failed", item.scan_error, time.time(), None)
+                    continue
+                future = pool.submit(convert_to_staging, str(Path(record.pdfs_root) / item.pdf), item.page_start,
+                                     item.page_stop, str(paths.staging), f"{item.item_id}-g{claim.generation}",
+                                     document_stem(item.pdf))
+                inflight[future] = (item, claim, time.time())
+            candidates.extend(held_back)
             if not inflight:
+                if draining or not candidates:
+                    break
+                time.sleep(min(2.0, record.lease_seconds / 4))  # others hold the rest: wait for them or their leases
                 continue
             finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
             broken = False
             for future in finished:
-                item, started = inflight.pop(future)
+                item, claim, started = inflight.pop(future)
                 try:
-                    write(item, "ok", None, started, future.result())
-                except EngineError as exc:
-                    write(item, "failed", str(exc), started, None)
-                except EngineUnavailable as exc:
-                    write(item, "failed", f"engine unavailable: {exc}", started, None)
-                    for rest in todo:
-                        write(rest, "failed", f"engine unavailable: {exc}", time.time(), None)
-                    todo.clear()
+                    finish(item, claim, "ok", None, started, Path(future.result()))
+                except (EngineError, EngineUnavailable) as exc:
+                    finish(item, claim, "failed", str(exc), started, None)
                 except BrokenProcessPool:
                     broken = True
                     attempts[item.item_id] += 1
                     if attempts[item.item_id] < MAX_ATTEMPTS_AFTER_CRASH and workers > 1:
-                        todo.appendleft(item)
+                        board.release(claim)
+                        candidates.appendleft(item)
                     else:
-                        write(item, "failed", "worker process died while converting it "
-                              "(crashed or killed, often out of memory)", started, None)
+                        finish(item, claim, "failed", WORKER_DIED, started, None)
                 except Exception as exc:  # anything else is this item's failure, not the task's
-                    write(item, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                          started, None)
+                    finish(item, claim, "failed", _first_line(exc), started, None)
             if broken:
-                for future, (item, _started) in inflight.items():
-                    todo.appendleft(item)
+                for item, claim, _started in inflight.values():
+                    board.release(claim)
+                    candidates.appendleft(item)
                 inflight.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = new_pool()
     except TaskStopped as stop:
-        _log(task_index, f"stopped by {stop}: {len(todo) + len(inflight)} items left unconverted")
+        _log(task_index, f"stopped by {stop}: giving back {len(inflight)} claimed items")
         _stop_workers(pool)
+        board.release_all()
         raise SystemExit(128 + signal.SIGTERM) from None
     finally:
+        board.stop_heartbeat()
         pool.shutdown(wait=True, cancel_futures=True)
 
-    result = TaskResult(task=task_index, ok=counts["ok"], failed=counts["failed"], skipped=len(done),
-                        pages=sum(i.pages for i in task.items), seconds=round(time.time() - start, 3))
+    result = TaskResult(task=task_index, ok=counts["ok"], failed=counts["failed"], stolen=counts["stolen"],
+                        seconds=round(time.time() - start, 3))
     _log(task_index, f"done: {result}")
     return result
 

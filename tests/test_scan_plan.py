@@ -66,12 +66,22 @@ def _items(pages: list[int]) -> list[WorkItem]:
 def test_plan_balances_pages_not_files():
     # 17 PDFs on 4 GPUs: static chunking gives 5+5+5+2 files whatever their pages.
     items = _items([100, 1, 1, 1, 1, 90, 1, 1, 1, 1, 80, 1, 1, 1, 1, 70, 1])
-    plan = make_plan(items, 4)
+    whole = make_plan(items, 4, split_pages=0)
     assert sorted(len(t.items) for t in static_chunks(items, 4).tasks) == [2, 5, 5, 5]
-    assert [t.pages for t in plan.tasks] != [t.pages for t in static_chunks(items, 4).tasks]
-    assert max(t.pages for t in plan.tasks) == 100  # the largest PDF alone sets the bound
-    assert plan.imbalance() < static_chunks(items, 4).imbalance()
-    assert sorted(i.item_id for i in plan.items) == sorted(i.item_id for i in items)
+    assert max(t.pages for t in whole.tasks) == 100  # unsplit, the largest PDF alone sets the bound
+    assert whole.imbalance() < static_chunks(items, 4).imbalance()
+    assert sorted(i.item_id for i in whole.items) == sorted(i.item_id for i in items)
+    split = make_plan(items, 4)  # parts of at most max(16, 353/4/4) = 23 pages
+    assert split.imbalance() < 1.1 < whole.imbalance()
+
+
+def test_split_parts_cover_each_pdf_exactly_and_in_order():
+    items = [WorkItem("000000", "a.pdf", 0, 100, doc_id="000000"), WorkItem("000001", "b.pdf", 0, 7, doc_id="000001")]
+    plan = make_plan(items, 2, split_pages=30)
+    parts = sorted((i for i in plan.items if i.doc_id == "000000"), key=lambda i: i.page_start)
+    assert [(p.page_start, p.page_stop) for p in parts] == [(0, 25), (25, 50), (50, 75), (75, 100)]
+    assert {p.parts for p in parts} == {4} and [p.part for p in parts] == [0, 1, 2, 3]
+    assert [i.item_id for i in plan.items if i.doc_id == "000001"] == ["000001"]
 
 
 def test_plan_never_has_more_tasks_than_items_and_round_trips(tmp_path):
@@ -85,6 +95,6 @@ def test_plan_of_corpus_beats_static_chunking():
     if not CORPUS.is_dir():
         pytest.skip("shared corpus not present")
     items = work_items(scan_pdfs(CORPUS, workers=2))
-    for gpus in (4, 8):
-        assert make_plan(items, gpus).imbalance(gpus) < static_chunks(items, gpus).imbalance(gpus)
-    assert make_plan(items, 4).imbalance() < 1.45  # 516 of 1495 pages sit in one PDF
+    for gpus in (4, 8, 16):
+        assert make_plan(items, gpus).imbalance(gpus) <= 1.05 < static_chunks(items, gpus).imbalance(gpus)
+    assert make_plan(items, 4, split_pages=0).imbalance() > 1.3  # unsplit: 516 of 1495 pages in one PDF

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .base import ConvertedDocument, Engine, EngineError, EngineOptions, EngineUnavailable
 
-ENGINE_NAMES = ("marker", "text")
+ENGINE_NAMES = ("marker", "text", "benchmark")  # benchmark: text output at a fixed cost per page
 
 
 def _engine_class(name: str) -> type:
@@ -16,6 +16,10 @@ def _engine_class(name: str) -> type:
         from .text import TextEngine
 
         return TextEngine
+    if name == "benchmark":
+        from .benchmark import BenchmarkEngine
+
+        return BenchmarkEngine
     if name == "marker":
         from .marker import MarkerEngine
 

@@ -54,7 +54,7 @@ class TextEngine:
             "engine": self.name,
             "page_stats": [{"page_id": i, "text_chars": len(t)} for i, t in zip(page_ids, texts)],
         }
-        return ConvertedDocument(markdown=markdown + "\n", metadata=metadata)
+        return ConvertedDocument(markdown=markdown, metadata=metadata)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,56 @@
+"""Finish: putting committed outputs in their final place, and merging split PDFs.
+
+Shared by the tasks (which finish what they convert) and the collector (which finishes what
+a killed task committed but could not rename or merge). Every step here is idempotent.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .claims import ClaimBoard
+from .output import commit_staged, document_dir, document_stem, merge_parts, write_document
+from .plan import WorkItem
+from .runs import RunPaths, RunRecord
+
+
+def final_dir(paths: RunPaths, record: RunRecord, item: WorkItem) -> Path:
+    """Where an item's output goes: the document folder, or its part folder for a split PDF."""
+    if item.is_part:
+        return paths.parts / item.doc_id / item.item_id
+    return document_dir(Path(record.out_dir), item.pdf)
+
+
+def place_committed(staging: Path, final: Path) -> bool:
+    """Rename a committed staging folder into place (no-op once done)."""
+    if staging.exists():
+        commit_staged(staging, final)
+        return True
+    return False
+
+
+def merge_id(doc_id: str) -> str:
+    return f"{doc_id}.merge"
+
+
+def merge_if_complete(paths: RunPaths, record: RunRecord, parts: list[WorkItem], board: ClaimBoard) -> Path | None:
+    """When every part of a split PDF is done and ok, merge them into the document (once)."""
+    doc_id, relpath = parts[0].doc_id, parts[0].pdf
+    if board.is_done(merge_id(doc_id)):
+        return None
+    records = [board.done_record(p.item_id) for p in parts]
+    if not all(r and r.get("status") == "ok" for r in records):
+        return None
+    claim = board.try_claim(merge_id(doc_id))
+    if claim is None:
+        return None
+    for part, rec in zip(parts, records):  # a part committed by a task killed before its rename
+        if rec.get("staging"):
+            place_committed(Path(rec["staging"]), final_dir(paths, record, part))
+    stem = document_stem(relpath)
+    doc = merge_parts([final_dir(paths, record, p) for p in parts], stem)
+    md = write_document(Path(record.out_dir), relpath, doc, staging_root=paths.staging)
+    if board.commit(claim, {"status": "ok", "output": str(md)}):
+        shutil.rmtree(paths.parts / doc_id, ignore_errors=True)
+    return md

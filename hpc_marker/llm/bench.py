@@ -1,0 +1,149 @@
+"""Bench: generated tokens/s and per-request latency of an Ollama server at each concurrency.
+
+For each concurrency c, `--requests` generations (a synthetic prompt of about `prompt_tokens`
+words, at most `max_tokens` generated) run c at a time; tokens/s = generated tokens (Ollama's
+eval_count) / wall time of the level. Throughput grows with c until the GPU saturates, then
+flattens while latency keeps growing: `suggest_parallel` picks that knee (the smallest c within
+`fraction` of the best tokens/s), the value for `--llm-parallel`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import ollama
+
+from .process import OllamaProcess
+
+WORDS = ("the cluster converts papers into markdown while every node keeps its own queue of pages and "
+         "each model answers in turn with careful attention to tables formulas headings and lists").split()
+
+
+class BenchError(Exception):
+    """The server cannot be benchmarked (unreachable, model missing); one line."""
+
+
+@dataclass
+class BenchRow:
+    concurrency: int
+    requests: int
+    ok: int
+    failed: int
+    wall_s: float
+    tokens_in: int
+    tokens_out: int
+    tokens_per_s: float
+    latency_p50_s: float
+    latency_p95_s: float
+    latency_max_s: float
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def bench_prompt(index: int, prompt_tokens: int) -> str:
+    """A deterministic prompt of about `prompt_tokens` words, distinct per request (no prefix caching)."""
+    filler = " ".join(WORDS[(index + i) % len(WORDS)] for i in range(max(1, prompt_tokens - 12)))
+    return f"Request {index}. Continue this text for as long as you can, in the same style: {filler}"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run_level(client: ollama.Client, model: str, concurrency: int, requests: int, prompt_tokens: int,
+              max_tokens: int) -> BenchRow:
+    def one(index: int) -> tuple[float, int, int, str | None]:
+        started = time.monotonic()
+        try:
+            resp = client.generate(model=model, prompt=bench_prompt(index, prompt_tokens), stream=False,
+                                   options={"num_predict": max_tokens, "temperature": 0.7, "seed": index})
+        except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as exc:
+            return time.monotonic() - started, 0, 0, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return time.monotonic() - started, resp.prompt_eval_count or 0, resp.eval_count or 0, None
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        results = list(pool.map(one, range(requests)))
+    wall = max(time.monotonic() - started, 1e-9)
+    latencies = [r[0] for r in results if r[3] is None]
+    errors = sorted({r[3] for r in results if r[3] is not None})
+    tokens_out = sum(r[2] for r in results)
+    return BenchRow(concurrency=concurrency, requests=requests, ok=len(latencies), failed=requests - len(latencies),
+                    wall_s=round(wall, 3), tokens_in=sum(r[1] for r in results), tokens_out=tokens_out,
+                    tokens_per_s=round(tokens_out / wall, 2),
+                    latency_p50_s=round(statistics.median(latencies), 3) if latencies else 0.0,
+                    latency_p95_s=round(_percentile(latencies, 0.95), 3),
+                    latency_max_s=round(max(latencies, default=0.0), 3), errors=errors[:3])
+
+
+def run_bench(url: str, model: str, parallel: list[int], requests: int, prompt_tokens: int = 512,
+              max_tokens: int = 128, timeout_s: float = 300.0) -> list[BenchRow]:
+    """One BenchRow per concurrency in `parallel`, after one warm-up request that loads the model."""
+    client = ollama.Client(host=url, trust_env=False, timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)))
+    try:
+        try:
+            client.generate(model=model, prompt="")  # loads the model: its load time is not measured
+        except ollama.ResponseError as exc:
+            raise BenchError(f"{model}: {exc.error} (HTTP {exc.status_code})") from None
+        except (httpx.HTTPError, ConnectionError) as exc:
+            raise BenchError(f"cannot reach Ollama at {display_url(url)} ({type(exc).__name__}): start "
+                             "`ollama serve` there, pass --url, or use --start") from None
+        return [run_level(client, model, c, requests, prompt_tokens, max_tokens) for c in parallel]
+    finally:
+        client.close()
+
+
+def suggest_parallel(rows: list[BenchRow], fraction: float = 0.9) -> int | None:
+    """The knee: the smallest concurrency whose tokens/s is within `fraction` of the best, no failures."""
+    clean = [r for r in rows if r.failed == 0 and r.tokens_per_s > 0]
+    if not clean:
+        return None
+    best = max(r.tokens_per_s for r in clean)
+    return min(r.concurrency for r in clean if r.tokens_per_s >= fraction * best)
+
+
+def display_url(url: str) -> str:
+    """scheme://host:port only: a front's URL carries the run's secret in its path."""
+    parsed = httpx.URL(url if "://" in url else f"http://{url}")
+    return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
+
+
+def bench_table(rows: list[BenchRow], title: str):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("concurrency", "requests", "ok", "failed", "tokens out", "tokens/s", "p50 s", "p95 s", "max s"):
+        table.add_column(column, justify="right")
+    knee = suggest_parallel(rows)
+    for r in rows:
+        mark = " *" if r.concurrency == knee else ""
+        table.add_row(f"{r.concurrency}{mark}", str(r.requests), str(r.ok), str(r.failed), str(r.tokens_out),
+                      f"{r.tokens_per_s:.1f}", f"{r.latency_p50_s:.2f}", f"{r.latency_p95_s:.2f}", f"{r.latency_max_s:.2f}")
+    return table
+
+
+@contextmanager
+def local_ollama(parallel: int, models_dir: str | None = None, ready_timeout_s: float = 60.0,
+                 binary: str = "ollama") -> Iterator[str]:
+    """Start `ollama serve` on a free loopback port for the bench; yields its URL, stops it after."""
+    with tempfile.TemporaryDirectory(prefix="hpcmarker-bench-") as tmp:
+        process = OllamaProcess.start(Path(tmp) / "ollama.log", binary=binary, parallel=parallel,
+                                      models_dir=models_dir, max_queue=max(512, 4 * parallel))
+        try:
+            process.wait_ready(ready_timeout_s)
+            yield process.url
+        finally:
+            process.stop(grace_s=10.0)

@@ -1,0 +1,202 @@
+"""Service: what a run's LLM service job runs, `serve_llm(run_dir)`.
+
+It reads RUN/llm/settings.json, starts `ollama serve` on a free loopback port, waits until it
+answers, makes sure the model is there (pulls it if it can, else fails at once with what to do),
+creates the derived model when ctx/options are set (a deterministic name, reused when present),
+loads it, writes a fresh secret to RUN/llm/secret (0600), starts the authenticating front on the
+node's address and publishes RUN/llm/endpoint.json (url, model, started: never the secret).
+Then it serves until SIGTERM/SIGINT (or until ollama dies), and cleans up: endpoint and secret
+removed, front stopped, ollama terminated (killed after a grace period). Every step is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import ollama
+
+from .front import Front
+from .process import OllamaError, OllamaProcess, log_tail
+from .settings import LlmPaths, LlmSettings, SettingsError, derived_model_name, normalize_model, write_private
+
+
+class ServiceError(Exception):
+    """The service cannot start or stopped serving; the message is one line."""
+
+
+class ServiceStopped(BaseException):
+    """SIGTERM or SIGINT: stop serving, clean up, exit normally."""
+
+
+def _log(message: str) -> None:
+    print(f"[hpcmarker llm] {time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def node_address() -> str:
+    """This node's address as its hostname resolves (the first non-loopback IPv4), else loopback."""
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        infos = []
+    addresses = [info[4][0] for info in infos]
+    outside = [a for a in addresses if not a.startswith("127.")]
+    return (outside or addresses or ["127.0.0.1"])[0]
+
+
+def _keep_alive(value: str) -> int | str:
+    """Ollama's API takes a duration string or a number of seconds ("-1": forever)."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _client(url: str, timeout_s: float) -> ollama.Client:
+    return ollama.Client(host=url, timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)), trust_env=False)
+
+
+def _installed(client: ollama.Client) -> set[str]:
+    return {normalize_model(m.model) for m in client.list().models if m.model}
+
+
+def prepare_model(url: str, settings: LlmSettings) -> str:
+    """Make the model servable on the Ollama at `url`; returns the name to serve (maybe derived)."""
+    client = _client(url, settings.load_timeout_s)
+    errors = (ollama.ResponseError, httpx.HTTPError, ConnectionError)
+    try:
+        installed = _installed(client)
+    except errors as exc:
+        raise ServiceError(f"cannot list the models of ollama: {_one_line(exc)}") from None
+    if normalize_model(settings.model) not in installed:
+        where = f" (OLLAMA_MODELS={settings.models_dir})" if settings.models_dir else ""
+        _log(f"model {settings.model} is not on this node{where}: pulling it (at most {settings.pull_timeout_s:g}s)")
+        try:
+            _client(url, settings.pull_timeout_s).pull(settings.model)
+        except errors as exc:
+            hint = f" with OLLAMA_MODELS={settings.models_dir}" if settings.models_dir else ""
+            raise ServiceError(
+                f"model {settings.model} is not available on this node and cannot be pulled: run "
+                f"`hpcmarker llm pull {settings.model}` on a login node{hint} ({_one_line(exc)})") from None
+        _log(f"pulled {settings.model}")
+    name, params = settings.model, settings.parameters()
+    if params:
+        name = derived_model_name(settings.model, params)
+        if normalize_model(name) in installed:
+            _log(f"reusing derived model {name} ({settings.model} with {json.dumps(params, sort_keys=True)})")
+        else:
+            try:
+                client.create(model=name, from_=settings.model, parameters=params)
+            except errors as exc:
+                raise ServiceError(f"cannot create {name} from {settings.model} with {params}: {_one_line(exc)}") from None
+            _log(f"created derived model {name} ({settings.model} with {json.dumps(params, sort_keys=True)})")
+    try:  # an empty prompt loads the model, so the first task does not wait for it
+        client.generate(model=name, prompt="", keep_alive=_keep_alive(settings.keep_alive))
+    except errors as exc:
+        raise ServiceError(f"model {name} cannot be loaded (within {settings.load_timeout_s:g}s): {_one_line(exc)}") from None
+    return name
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def serve_llm(run_dir: str, *, stop: threading.Event | None = None) -> None:
+    """Run the run's LLM service until SIGTERM/SIGINT (or `stop` is set). Raises ServiceError."""
+    paths = LlmPaths(Path(run_dir))
+    try:
+        settings = paths.load_settings()
+    except SettingsError as exc:
+        raise ServiceError(str(exc)) from None
+    paths.create()
+    for stale in (paths.endpoint, paths.secret):  # left by a service that was killed
+        _remove(stale)
+    stop = stop or threading.Event()
+
+    def on_signal(signum: int, _frame) -> None:
+        stop.set()
+        raise ServiceStopped(signal.Signals(signum).name)
+
+    def quiet(signum: int, _frame) -> None:
+        stop.set()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    process: OllamaProcess | None = None
+    front: Front | None = None
+    try:
+        _log(f"starting ollama serve (parallel {settings.parallel}) on a loopback port; log: {paths.ollama_log}")
+        process = OllamaProcess.start(paths.ollama_log, binary=settings.ollama, parallel=settings.parallel,
+                                      keep_alive=settings.keep_alive, models_dir=settings.models_dir,
+                                      max_queue=settings.max_queue)
+        version = process.wait_ready(settings.ready_timeout_s)
+        _log(f"ollama {version} answers on 127.0.0.1:{process.port}")
+        model = prepare_model(process.url, settings)
+        secret = secrets.token_urlsafe(32)
+        write_private(paths.secret, secret + "\n")
+        host = settings.bind_host or node_address()
+        try:
+            front = Front(process.url, secret, host=host, port=settings.port, timeout_s=settings.request_timeout_s,
+                          metrics_path=paths.metrics, metrics_interval_s=settings.metrics_interval_s).start()
+        except OSError as exc:
+            raise ServiceError(f"the front cannot listen on {host}:{settings.port}: {exc.strerror or exc} "
+                               "(set bind_host/port in settings.json)") from None
+        url = front.url if host not in ("0.0.0.0", "::") else f"http://{node_address()}:{front.port}"
+        endpoint = {"url": url, "model": model, "started": time.time(), "host": socket.gethostname(),
+                    "job_id": os.environ.get("SLURM_JOB_ID"), "ollama_version": version}
+        write_private(paths.endpoint, json.dumps(endpoint, indent=1) + "\n")
+        _log(f"serving {model} at {url} (secret in {paths.secret}; endpoint {paths.endpoint})")
+        while not stop.wait(1.0):
+            if not process.alive():
+                raise ServiceError(f"ollama serve exited (code {process.proc.returncode}) while serving; "
+                                   f"last lines of {paths.ollama_log}: {log_tail(paths.ollama_log)}")
+        _log("stop requested")
+    except ServiceStopped as stopped:
+        _log(f"stopped by {stopped}")
+    except OllamaError as exc:
+        raise ServiceError(str(exc)) from None
+    finally:
+        for sig in previous:
+            signal.signal(sig, quiet)  # a second signal must not interrupt the cleanup
+        _remove(paths.endpoint)
+        _remove(paths.secret)
+        if front is not None:
+            front.stop()
+        if process is not None:
+            code = process.stop(grace_s=10.0)
+            _log(f"ollama serve stopped (exit code {code})")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: list[str]) -> int:
+    """python -m hpc_marker.llm.service RUN_DIR (what `hpcmarker llm serve` does)."""
+    if len(argv) != 2:
+        print("usage: python -m hpc_marker.llm.service RUN_DIR", file=sys.stderr)
+        return 2
+    try:
+        serve_llm(argv[1])
+    except ServiceError as exc:
+        print(f"hpcmarker llm: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,159 @@
+"""LLM settings and files: the RUN/llm/ folder, settings.json, the derived model name, private writes.
+
+RUN/llm/ holds:
+  settings.json   LlmSettings, written at submit time, read by the service job
+  secret          the per-run secret, mode 0600, only while the service runs
+  endpoint.json   {"url", "model", "started", "host", "job_id"}: where the front listens (no secret)
+  metrics.jsonl   one JSON line every few seconds from the front (per-task counters, tokens/s)
+  ollama.log      stdout and stderr of `ollama serve`
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(Exception):
+    """settings.json is missing or malformed."""
+
+
+@dataclass
+class LlmSettings:
+    """What the service job needs; stored as RUN/llm/settings.json."""
+
+    model: str
+    parallel: int = 1  # OLLAMA_NUM_PARALLEL: concurrent generations per loaded model
+    ctx: int | None = None  # num_ctx of the derived model (None: the model's own)
+    options: dict[str, Any] = field(default_factory=dict)  # further Modelfile parameters (temperature, ...)
+    keep_alive: str = "24h"  # OLLAMA_KEEP_ALIVE: keep the model loaded for the whole run
+    models_dir: str | None = None  # OLLAMA_MODELS (None: inherit the job's environment / Ollama's default)
+    bind_host: str | None = None  # address of the front (None: this node's hostname-resolved address)
+    port: int = 0  # port of the front (0: a free one)
+    max_queue: int | None = None  # OLLAMA_MAX_QUEUE (None: Ollama's default)
+    ready_timeout_s: float = 120.0  # `ollama serve` must answer within this
+    pull_timeout_s: float = 900.0  # a missing model must be pulled within this
+    load_timeout_s: float = 600.0  # creating the derived model and loading it must finish within this
+    request_timeout_s: float = 600.0  # per request through the front (504 after)
+    metrics_interval_s: float = 5.0
+    ollama: str = "ollama"  # the binary, looked up on PATH
+
+    def validate(self) -> None:
+        if not self.model or not isinstance(self.model, str):
+            raise SettingsError("settings.json: 'model' must name a model, e.g. qwen2.5:7b")
+        if self.parallel < 1:
+            raise SettingsError(f"settings.json: parallel {self.parallel}: must be at least 1")
+        if self.ctx is not None and self.ctx < 256:
+            raise SettingsError(f"settings.json: ctx {self.ctx}: must be at least 256 tokens")
+        for name in ("ready_timeout_s", "pull_timeout_s", "load_timeout_s", "request_timeout_s", "metrics_interval_s"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"settings.json: {name} must be positive")
+
+    def parameters(self) -> dict[str, Any]:
+        """Modelfile parameters of the derived model ({} when the base model is used as is)."""
+        params = dict(self.options)
+        if self.ctx is not None:
+            params["num_ctx"] = int(self.ctx)
+        return params
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LlmSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(f"settings.json: unknown keys {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        if "model" not in data:
+            raise SettingsError("settings.json: 'model' is required")
+        try:
+            settings = cls(**data)
+        except TypeError as exc:
+            raise SettingsError(f"settings.json: {exc}") from None
+        settings.validate()
+        return settings
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LlmPaths:
+    """The files of RUN/llm/."""
+
+    run_dir: Path
+
+    @property
+    def root(self) -> Path:
+        return Path(self.run_dir) / "llm"
+
+    @property
+    def settings(self) -> Path:
+        return self.root / "settings.json"
+
+    @property
+    def secret(self) -> Path:
+        return self.root / "secret"
+
+    @property
+    def endpoint(self) -> Path:
+        return self.root / "endpoint.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def ollama_log(self) -> Path:
+        return self.root / "ollama.log"
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
+
+    def load_settings(self) -> LlmSettings:
+        try:
+            data = json.loads(self.settings.read_text())
+        except FileNotFoundError:
+            raise SettingsError(f"{self.settings}: no LLM settings for this run") from None
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"{self.settings}: cannot read it ({exc})") from None
+        if not isinstance(data, dict):
+            raise SettingsError(f"{self.settings}: must hold a JSON object")
+        return LlmSettings.from_json(data)
+
+    def save_settings(self, settings: LlmSettings) -> None:
+        settings.validate()
+        self.create()
+        write_private(self.settings, json.dumps(settings.to_json(), indent=1) + "\n")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write atomically (temp file + rename) a file only the user can read (0600)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode is filtered by the umask
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def normalize_model(name: str) -> str:
+    """Ollama's canonical name: a missing tag is `:latest`."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def derived_model_name(base: str, parameters: dict[str, Any]) -> str:
+    """`qwen2.5:7b` + {num_ctx: 8192} -> `qwen2.5-7b-hpcm-<8 hex>`; same inputs, same name. Pure."""
+    canonical = json.dumps({"from": normalize_model(base), "parameters": parameters}, sort_keys=True,
+                           separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
+    stem = base[: -len(":latest")] if base.endswith(":latest") else base
+    slug = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._") or "model"
+    return f"{slug}-hpcm-{digest}"

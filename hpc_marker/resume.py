@@ -1,0 +1,108 @@
+"""Resume and retry: submit again only the tasks of a run that still have unfinished items.
+
+An item is finished when its `done` marker exists (claims.py), whatever happened to the task
+that did it. `resume` submits an array of just the task indices with unfinished items (their
+tasks steal from each other as usual) and a new collector; `retry` first reopens failed items,
+except poison ones (failed MAX_ATTEMPTS times), which keep their last error.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import slurm
+from .claims import ClaimBoard
+from .collect import MAX_ATTEMPTS, collect_run
+from .launch import LaunchError, parse_time_limit, script_contexts
+from .plan import Plan
+from .render import ROLES, render_role
+from .runs import RunPaths, RunRecord
+from .task import run_task
+
+
+@dataclass
+class ResumeResult:
+    tasks: list[int]
+    unfinished: int
+    reopened: int = 0
+    poison: list[str] = field(default_factory=list)
+    jobs: dict[str, list[str]] = field(default_factory=dict)
+
+
+def unfinished_by_task(plan: Plan, board: ClaimBoard) -> dict[int, int]:
+    """Task index -> number of its items without a done marker (only tasks that have some)."""
+    counts = {t.index: sum(not board.is_done(i.item_id) for i in t.items) for t in plan.tasks}
+    return {index: n for index, n in counts.items() if n}
+
+
+def reopen_failed(plan: Plan, board: ClaimBoard, include_poison: bool = False) -> tuple[int, list[str]]:
+    reopened, poison = 0, []
+    for item in plan.items:
+        done = board.done_record(item.item_id)
+        if not done or done.get("status") == "ok":
+            continue
+        if board.attempts(item.item_id) + 1 >= MAX_ATTEMPTS and not include_poison:
+            poison.append(item.pdf)
+            continue
+        board.reopen(item.item_id)
+        reopened += 1
+    return reopened, poison
+
+
+def _still_active(record: RunRecord) -> list[str]:
+    ids = [jid for role_ids in record.jobs.values() for jid in role_ids]
+    if record.executor == "slurm":
+        return slurm.queued_jobs(ids)
+    from .local import _alive
+
+    return [jid for jid in ids if jid.isdigit() and _alive(int(jid))]
+
+
+def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool = False) -> ResumeResult:
+    record = paths.load_record()
+    plan = Plan.load(paths.plan)
+    active = _still_active(record)
+    if active:
+        raise LaunchError(f"run {record.run_id} still has jobs running or queued ({', '.join(active)}): "
+                          "wait for them or `hpcmarker cancel` first")
+    board = ClaimBoard(paths.claims, owner="resume", lease_s=record.lease_seconds)
+    result = ResumeResult(tasks=[], unfinished=0)
+    if retry_failed:
+        result.reopened, result.poison = reopen_failed(plan, board, include_poison)
+    pending = unfinished_by_task(plan, board)
+    result.tasks, result.unfinished = sorted(pending), sum(pending.values())
+    if not pending:
+        collect_run(str(paths.root))
+        return result
+    if paths.summary.exists():  # the run is open again
+        paths.summary.rename(paths.root / f"summary-{int(time.time())}.json")
+    if record.executor == "slurm":
+        result.jobs = _resubmit_slurm(paths, record, result.tasks)
+    else:
+        from .local import submit_local
+
+        result.jobs = submit_local(paths, record, indices=result.tasks)
+    for index, job_id in zip(result.tasks, result.jobs["convert"]):
+        record.jobs["convert"][index] = job_id
+    record.jobs["collect"] = result.jobs["collect"]
+    record.jobs.setdefault("history", []).extend(result.jobs["convert"] + result.jobs["collect"])
+    paths.save_record(record)
+    return result
+
+
+def _resubmit_slurm(paths: RunPaths, record: RunRecord, tasks: list[int]) -> dict[str, list[str]]:
+    contexts = script_contexts(paths, record, python=sys.executable, task_indices=tasks)
+    scripts = {role: render_role(record.template, role, contexts[role]) for role in ROLES}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for role, text in scripts.items():
+        (paths.scripts / f"{role}-resume-{stamp}.sbatch").write_text(text)
+    convert = slurm.TemplateSlurmExecutor(paths.jobs, scripts["convert"], array_indices=tasks,
+                                          timeout_min=parse_time_limit(record.time_limit))
+    jobs = convert.submit_array([functools.partial(run_task, str(paths.root), i) for i in tasks])
+    collect = slurm.TemplateSlurmExecutor(paths.jobs, scripts["collect"], timeout_min=30,
+                                          dependency=f"afterany:{jobs[0].job_id.split('_')[0]}")
+    collector = collect.submit(collect_run, str(paths.root))
+    return {"convert": [job.job_id for job in jobs], "collect": [collector.job_id]}

@@ -1,0 +1,52 @@
+"""Worker processes: each creates its engine once and converts items into staging folders.
+
+Workers are started with the `spawn` method (never `fork` after torch or CUDA is loaded),
+cap their threads before importing any engine, and ask the kernel to end them when their
+task process dies, so no worker outlives a killed or cancelled task.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+from pathlib import Path
+
+from .engines import EngineError, EngineOptions, create_engine
+from .output import stage_document
+from .threads import cap_threads
+
+_ENGINE = None
+_ENGINE_SPEC: tuple[str, dict] | None = None
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel SIGTERM this process when its parent dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def init_worker(engine_name: str, options: dict, threads: int) -> None:
+    global _ENGINE, _ENGINE_SPEC
+    die_with_parent()
+    cap_threads(threads)
+    _ENGINE = None
+    _ENGINE_SPEC = (engine_name, options)
+
+
+def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_root: str, name: str,
+                       stem: str) -> str:
+    """Convert pages [page_start, page_stop) of one PDF into a staging folder; returns its path."""
+    global _ENGINE
+    if _ENGINE is None:
+        assert _ENGINE_SPEC is not None, "init_worker was not called"
+        engine_name, options = _ENGINE_SPEC
+        _ENGINE = create_engine(engine_name, EngineOptions.from_json(options))
+    doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
+    stat = Path(pdf_path).stat()
+    doc.metadata["hpcmarker_source"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "engine": _ENGINE.name}
+    try:
+        return str(stage_document(Path(staging_root), name, stem, doc))
+    except OSError as exc:
+        raise EngineError(f"cannot write output: {exc.strerror} ({exc.filename})") from None

@@ -1,0 +1,152 @@
+"""Work claims under races and kills, split PDFs merged back, resume and retry (locally)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from click.testing import CliRunner
+from conftest import CORPUS, EXAMPLES, make_bad_pdfs
+
+from hpc_marker.claims import ClaimBoard
+from hpc_marker.cli import cli
+from hpc_marker.launch import SubmitRequest, prepare_run
+from hpc_marker.manifest import ManifestRecord, read_manifests
+from hpc_marker.runs import register_run, resolve_run
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def _race(folder: str, worker: int, items: int, out: multiprocessing.Queue) -> None:
+    board = ClaimBoard(Path(folder), owner=f"racer-{worker}", lease_s=60)
+    won = []
+    for n in range(items):
+        item = f"item-{n:04d}"
+        claim = board.try_claim(item)
+        if claim and board.commit(claim, {"status": "ok", "by": worker}):
+            won.append(item)
+    out.put(won)
+
+
+def test_racing_processes_never_both_finish_an_item(tmp_path):
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    racers = [multiprocessing.Process(target=_race, args=(str(tmp_path), w, 300, queue)) for w in range(8)]
+    for p in racers:
+        p.start()
+    won = [item for _ in racers for item in queue.get(timeout=120)]
+    for p in racers:
+        p.join()
+    assert sorted(won) == [f"item-{n:04d}" for n in range(300)]  # each item finished exactly once
+    board = ClaimBoard(tmp_path, owner="check", lease_s=60)
+    assert all(board.done_record(f"item-{n:04d}")["by"] in range(8) for n in range(300))
+
+
+def test_expired_lease_is_taken_over_and_the_old_owner_cannot_commit(tmp_path):
+    slow = ClaimBoard(tmp_path, owner="slow", lease_s=0.5)
+    fast = ClaimBoard(tmp_path, owner="fast", lease_s=0.5)
+    old = slow.try_claim("x")
+    assert old and fast.try_claim("x") is None  # lease alive
+    time.sleep(0.7)  # no heartbeat: the lease expires
+    new = fast.try_claim("x")
+    assert new and new.generation == old.generation + 1
+    assert not slow.commit(old, {"status": "ok"})
+    assert fast.commit(new, {"status": "ok", "by": "fast"})
+    assert slow.try_claim("x") is None and fast.done_record("x")["by"] == "fast"
+
+
+def test_heartbeat_keeps_a_lease_alive(tmp_path):
+    owner = ClaimBoard(tmp_path, owner="owner", lease_s=0.6)
+    claim = owner.try_claim("x")
+    owner.start_heartbeat()
+    try:
+        time.sleep(1.5)
+        assert ClaimBoard(tmp_path, owner="thief", lease_s=0.6).try_claim("x") is None
+    finally:
+        owner.stop_heartbeat()
+    assert owner.commit(claim, {"status": "ok"})
+
+
+def _run_local(pdfs: Path, out: Path, *extra: str) -> Path:
+    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--engine", "text", "--executor", "local",
+                    *extra)
+    assert result.exit_code == 0, result.output
+    return resolve_run(None).root
+
+
+def test_split_pdf_gives_the_same_markdown_as_whole(tmp_path):
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    big = CORPUS / "hyperref" / "backref.pdf" if CORPUS.is_dir() else EXAMPLES / "zh" / "example-single.pdf"
+    shutil.copy(big, pdfs / "big.pdf")
+    shutil.copy(EXAMPLES / "en" / "upref.pdf", pdfs / "small.pdf")
+    _run_local(pdfs, tmp_path / "whole", "--split-pages", "0", "--gpus", "2")
+    run = _run_local(pdfs, tmp_path / "split", "--split-pages", "2", "--gpus", "3")
+    plan = json.loads((run / "plan.json").read_text())
+    assert sum(1 for t in plan["tasks"] for i in t["items"] if i["pdf"] == "big.pdf") >= 2
+    for name in ("big", "small"):
+        whole = (tmp_path / "whole" / name / f"{name}.md").read_bytes()
+        assert (tmp_path / "split" / name / f"{name}.md").read_bytes() == whole
+    assert not any((run / "parts").iterdir())  # no part survives as an output
+    outputs = sorted(p.relative_to(tmp_path / "split").as_posix() for p in (tmp_path / "split").rglob("*")
+                     if p.is_file() and ".hpcmarker" not in p.parts)
+    assert outputs == ["big/big.md", "big/big_meta.json", "small/small.md", "small/small_meta.json"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["documents"] == summary["documents_ok"] == 2
+
+
+def test_resume_submits_only_what_is_not_done(tmp_path, sample_pdfs):
+    request = SubmitRequest(pdfs=sample_pdfs, out=tmp_path / "out", gpus=2, engine="text", executor="local")
+    prepared = prepare_run(request)
+    register_run(prepared.paths)
+    prepared.record.jobs = {"convert": ["-", "-"], "collect": []}
+    prepared.paths.save_record(prepared.record)
+    # one item was already finished by an earlier attempt, killed before it wrote its manifest line
+    board = ClaimBoard(prepared.paths.claims, owner="earlier", lease_s=60)
+    first = prepared.plan.tasks[0].items[0]
+    record = ManifestRecord(item_id=first.item_id, pdf=first.pdf, page_start=0, page_stop=first.pages,
+                            pages=first.pages, status="ok", error=None, seconds=1.0, engine="text", host="h",
+                            gpu="0", job_id="1_0", task=0, output="x.md", started=1.0, finished=2.0)
+    board.commit(board.try_claim(first.item_id), asdict(record))
+    result = invoke("resume")
+    assert result.exit_code == 0, result.output
+    records = read_manifests(prepared.paths.manifests).records
+    assert first.item_id not in {r.item_id for r in records}  # not redone
+    assert len(records) == len(prepared.plan.items) - 1
+    summary = json.loads(prepared.paths.summary.read_text())
+    assert summary["recovered_records"] == 1 and summary["ok"] == len(prepared.plan.items)
+    assert "nothing left to convert" in invoke("resume").output
+
+
+def test_retry_reopens_failed_items_until_they_are_poison(tmp_path, sample_pdfs):
+    make_bad_pdfs(sample_pdfs / "bad")
+    run = _run_local(sample_pdfs, tmp_path / "out", "--gpus", "2")
+    for attempt in (1, 2):
+        result = invoke("retry")
+        assert result.exit_code == 0, result.output
+        assert "reopened 5 failed items" in result.output
+    result = invoke("retry")
+    assert "reopened 0 failed items; 5 poison items kept as failed" in result.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert len(summary["poison"]) == 5 and summary["ok"] == 6
+    records = read_manifests(run / "manifests").records
+    assert sum(r.status == "ok" for r in records) == 6  # good PDFs were never redone
+
+
+def test_resubmit_skips_up_to_date_outputs(tmp_path, sample_pdfs):
+    _run_local(sample_pdfs, tmp_path / "out", "--gpus", "2")
+    result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "out"), "--engine", "text",
+                    "--executor", "local")
+    assert result.exit_code == 0 and "all 6 PDFs already have up-to-date outputs" in result.output
+    os.utime(sample_pdfs / "en" / "upref.pdf", None)  # touched: no longer up to date
+    result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "out"), "--engine", "text",
+                    "--executor", "local")
+    assert "skipping 5 PDFs" in result.output and "run " in result.output
+    records = read_manifests(resolve_run(None).manifests).records
+    assert [r.pdf for r in records] == ["en/upref.pdf"]
