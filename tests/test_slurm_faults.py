@@ -1,0 +1,116 @@
+"""Faults on a real Slurm cluster: a task killed mid-item, half an array cancelled then resumed.
+
+Uses the `benchmark` engine (the text engine's output at a fixed cost per page), so items take
+long enough to be interrupted and outputs can be checked byte for byte against `text`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CORPUS
+from test_slurm import invoke, wait_for  # noqa: F401  (skips this module too where no cluster answers)
+
+from hpc_marker.claims import ClaimBoard
+from hpc_marker.engines import EngineOptions
+from hpc_marker.engines.text import TextEngine
+from hpc_marker.manifest import read_manifests
+from hpc_marker.runs import resolve_run
+
+pytestmark = pytest.mark.slurm
+SMALL_PDFS = ["amscls/amsdtx.pdf", "amsmath/amsxtra.pdf", "base/lgc2.pdf", "graphics/color.pdf", "tools/enumerate.pdf",
+              "hyperref/backref.pdf", "l3kernel/l3news08.pdf", "carlisle/ltxtable.pdf", "amscls/amsmidx.pdf",
+              "base/ltnews17.pdf", "l3kernel/l3news12.pdf", "fduthesis/fduthesis-en.pdf"]
+
+
+@pytest.fixture
+def pdfs(tmp_path) -> Path:
+    folder = tmp_path / "pdfs"
+    for rel in SMALL_PDFS:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(CORPUS / rel, folder / rel)
+    return folder
+
+
+def assert_outputs_match_text_engine(pdfs: Path, out: Path) -> None:
+    engine = TextEngine(EngineOptions())
+    for rel in SMALL_PDFS:
+        md = out / Path(rel).with_suffix("") / f"{Path(rel).stem}.md"
+        assert md.read_text(encoding="utf-8") == engine.convert(pdfs / rel, None).markdown, rel
+    documents = [p for p in out.rglob("*.md") if ".hpcmarker" not in p.parts]
+    assert len(documents) == len(SMALL_PDFS)
+    assert not [p for p in out.rglob("*partial*") if ".hpcmarker" not in p.parts]
+
+
+def assert_each_item_once(paths) -> list:
+    plan = json.loads(paths.plan.read_text())
+    ids = sorted(i["item_id"] for t in plan["tasks"] for i in t["items"])
+    records = read_manifests(paths.manifests).records
+    assert sorted(r.item_id for r in records) == ids  # one line per item: none lost, none twice
+    assert all(r.status == "ok" for r in records)
+    assert not any((paths.parts).iterdir())
+    return records
+
+
+def test_killed_task_item_is_taken_over_after_its_lease(tmp_path, pdfs, monkeypatch):
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.15")
+    out = tmp_path / "out"
+    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", "2", "--engine", "benchmark",
+                    "--cpus-per-task", "1", "--time", "20", "--split-pages", "0", "--lease-seconds", "6",
+                    "--run-id", "kill9")
+    assert result.exit_code == 0, result.output
+    paths = resolve_run("kill9")
+    board = ClaimBoard(paths.claims, owner="test", lease_s=6)
+    victim, pid, deadline = None, None, time.time() + 120
+    while victim is None:  # find an item task 0 is converting right now (after its first one)
+        assert time.time() < deadline, "task 0 never got going"
+        done_by_0 = [r for r in read_manifests(paths.manifests).records if r.task == 0]
+        for claim in sorted(paths.claims.glob("*/gen-*")) if done_by_0 else []:
+            owner = json.loads(claim.read_text())["owner"]
+            if owner.endswith(":task-0") and not board.is_done(claim.parent.name):
+                victim, pid = claim.parent.name, int(owner.split(":")[1])
+                break
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    wait_for("kill9", {"finished"}, timeout_s=300)
+    records = assert_each_item_once(paths)
+    taken_over = [r for r in records if r.item_id == victim]
+    assert taken_over[0].task == 1 and taken_over[0].started >= killed_at + 5  # after the lease ran out
+    assert_outputs_match_text_engine(pdfs, out)
+    assert subprocess.run(["pgrep", "-f", str(paths.jobs)], capture_output=True).stdout == b""
+
+
+def test_cancel_half_the_array_then_resume(tmp_path, pdfs, monkeypatch):
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.1")
+    out = tmp_path / "out"
+    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", "4", "--engine", "benchmark",
+                    "--cpus-per-task", "1", "--time", "20", "--split-pages", "0", "--no-steal", "--run-id", "half")
+    assert result.exit_code == 0, result.output
+    paths = resolve_run("half")
+    record = json.loads(paths.record.read_text())
+    deadline = time.time() + 120
+    while len(read_manifests(paths.manifests).records) < 2:
+        assert time.time() < deadline, "the array never got going"
+        time.sleep(0.1)
+    subprocess.run(["scancel", *record["jobs"]["convert"][:2]], check=True)
+    first = wait_for("half", {"finished"}, timeout_s=300)
+    assert first["pending"] > 0  # the cancelled tasks left work behind
+    board = ClaimBoard(paths.claims, owner="test", lease_s=120)
+    before = {d.parent.name: d.stat().st_mtime_ns for d in paths.claims.glob("*/done")}
+    result = invoke("resume", "half")
+    assert result.exit_code == 0, result.output
+    assert "resubmitted tasks 0,1" in result.output
+    wait_for("half", {"finished"}, timeout_s=300)
+    assert_each_item_once(paths)
+    after = {d.parent.name: d.stat().st_mtime_ns for d in paths.claims.glob("*/done")}
+    assert all(after[item] == mtime for item, mtime in before.items())  # nothing done was redone
+    assert all(board.is_done(item) for item in after)
+    assert_outputs_match_text_engine(pdfs, out)
