@@ -28,9 +28,11 @@ def cancel_run(paths: RunPaths, drain_timeout_s: float = QUEUE_DRAIN_TIMEOUT_S) 
     else:
         from .local import terminate_tree
 
+        from .collect import SERVICE_STOP_GRACE_S
+
         for job_id in ids:
             if job_id.isdigit():
-                terminate_tree(int(job_id))
+                terminate_tree(int(job_id), grace_s=SERVICE_STOP_GRACE_S)
     record.cancelled = time.time()
     paths.save_record(record)
     return ids

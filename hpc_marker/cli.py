@@ -80,20 +80,45 @@ def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path 
               help="static: marker's chunk_convert sharding (files in listing order, no split, no "
                    "stealing), for comparison.")
 @click.option("--force", is_flag=True, help="Also convert PDFs whose outputs are complete and up to date.")
+@click.option("--llm", "llm_model", metavar="MODEL", help="Refine with this Ollama model, served by a service job "
+              "of the run (marker: --use_llm; text: each page rewritten as clean Markdown).")
+@click.option("--llm-gpus", default=1, show_default=True, type=int, help="GPUs of the LLM service job.")
+@click.option("--llm-parallel", default=4, show_default=True, type=int,
+              help="OLLAMA_NUM_PARALLEL: concurrent generations (choose with `hpcmarker llm bench`).")
+@click.option("--llm-ctx", type=int, help="num_ctx of the model (a derived model is created and reused).")
+@click.option("--llm-option", "llm_options", multiple=True, metavar="KEY=VALUE",
+              help="Further model parameters (e.g. temperature=0); repeatable.")
+@click.option("--llm-wait", default=900.0, show_default=True, type=float,
+              help="Seconds a task waits for the LLM service before failing.")
+@click.option("--llm-bind", metavar="HOST", help="Address of the service's authenticating front "
+              "(default: the service node's hostname address).")
 @click.option("--dry-run", is_flag=True, help="Do everything but submit; print the sbatch scripts.")
 def submit(pdfs, out, gpus, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
            force_ocr, languages, marker_config, paginate, executor, run_id, split_pages, steal, lease_seconds,
-           plan_strategy, force, dry_run) -> None:
+           plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind,
+           dry_run) -> None:
     """Scan PDFS, plan, and submit the conversion array and its collector."""
-    from .launch import LaunchError, NothingToDo, SubmitRequest, dry_run_text, prepare_run, submit_run
+    from .launch import LaunchError, LlmRequest, NothingToDo, SubmitRequest, dry_run_text, prepare_run, submit_run
     from .slurm import SlurmError
 
+    llm = None
+    if llm_model:
+        from .llm.cli import parse_option
+
+        try:
+            parsed = dict(parse_option(text) for text in llm_options)
+        except click.ClickException as exc:
+            raise InputError(exc.message) from None
+        llm = LlmRequest(model=llm_model, gpus=llm_gpus, parallel=llm_parallel, ctx=llm_ctx, options=parsed,
+                         wait_timeout_s=llm_wait, bind_host=llm_bind)
+    elif llm_options or llm_ctx:
+        raise InputError("--llm-ctx and --llm-option need --llm MODEL")
     request = SubmitRequest(
         pdfs=pdfs, out=out, gpus=gpus, engine=engine,
         engine_options=_engine_options(force_ocr, languages, marker_config, paginate),
         partition=partition, template=template, workers_per_gpu=workers_per_gpu, cpus_per_task=cpus_per_task,
         mem=mem, time_limit=time_limit, executor=executor, run_id=run_id, split_pages=split_pages, steal=steal,
-        lease_seconds=lease_seconds, strategy=plan_strategy, force=force)
+        lease_seconds=lease_seconds, strategy=plan_strategy, force=force, llm=llm)
     try:
         prepared = prepare_run(request, create=not dry_run)
     except NothingToDo as exc:
@@ -261,6 +286,15 @@ def collect(run) -> None:
     click.echo(f"wrote {paths.manifest_csv} and {paths.summary}")
     if summary["torn_manifest_lines"]:
         click.echo(f"{len(summary['torn_manifest_lines'])} torn manifest lines reported", err=True)
+
+
+def _add_llm_commands() -> None:
+    from .llm.cli import llm
+
+    cli.add_command(llm)
+
+
+_add_llm_commands()
 
 
 def main() -> None:

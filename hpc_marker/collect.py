@@ -27,6 +27,7 @@ from .runs import RunPaths, RunRecord
 
 _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
+SERVICE_STOP_GRACE_S = 30.0  # the service stops its Ollama (up to 10 s) and removes its secret before exiting
 
 
 def finish_leftovers(paths: RunPaths, record: RunRecord, plan: Plan, recorded: set[str]) -> tuple[list[ManifestRecord], int]:
@@ -106,6 +107,28 @@ def summarize_records(plan: Plan, records: list[ManifestRecord], torn: list[str]
     }
 
 
+def stop_service(record: RunRecord) -> list[str]:
+    """The array is over: stop the run's LLM service so no GPU is held idle."""
+    ids = record.jobs.get("service", [])
+    if not ids:
+        return []
+    if record.executor == "slurm":
+        from .slurm import SlurmError, cancel_jobs
+
+        try:
+            cancel_jobs(ids)
+        except SlurmError as exc:
+            print(f"[hpcmarker collect] warning: could not stop the LLM service: {exc}", flush=True)
+            return []
+    else:
+        from .local import terminate_tree
+
+        for job_id in ids:
+            if job_id.isdigit():
+                terminate_tree(int(job_id), grace_s=SERVICE_STOP_GRACE_S)
+    return ids
+
+
 def gather_logs(paths: RunPaths, job_ids: list[str]) -> list[Path]:
     """Copy each array task's stdout/stderr into RUN/logs/task-<i>.{out,err}."""
     gathered = []
@@ -123,6 +146,7 @@ def collect_run(run_dir: str) -> dict:
     """Merge manifests, write manifest.csv and summary.json, gather logs; returns the summary."""
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
+    stopped = stop_service(record)
     plan = Plan.load(paths.plan)
     read = read_manifests(paths.manifests)
     recovered, merged = finish_leftovers(paths, record, plan, {r.item_id for r in read.records})
@@ -136,6 +160,14 @@ def collect_run(run_dir: str) -> dict:
     summary["poison"] = [{"pdf": f["pdf"], "pages": f["pages"], "error": f["error"]} for f, item_id in
                          ((f, f["item_id"]) for f in summary["failures"]) if board.attempts(item_id) + 1 >= MAX_ATTEMPTS]
     summary.update(recovered_records=len(recovered), merged_by_collector=merged)
+    if record.llm:
+        from .llm.metrics import read_metrics, summarize_metrics
+        from .llm.settings import LlmPaths
+
+        llm = summarize_metrics(read_metrics(LlmPaths(paths.root).metrics))
+        summary["llm"] = dict(llm or {}, model=record.llm["model"], service_stopped=stopped)
+    summary["degraded"] = [{"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": r.degraded}
+                           for r in latest_by_item(read.records).values() if r.degraded]
     summary.update(run_id=record.run_id, engine=record.engine, collected=time.time(),
                    logs=[p.name for p in gather_logs(paths, record.jobs.get("convert", []))])
     tmp = paths.summary.with_suffix(".json.tmp")

@@ -58,9 +58,33 @@ class SubmitRequest:
     lease_seconds: float = 120.0
     strategy: str = "pages"  # "pages", or "static": marker's chunking (no split, no stealing), for comparison
     force: bool = False  # convert PDFs whose outputs are already complete and up to date
+    llm: LlmRequest | None = None
 
 
 STRATEGIES = ("pages", "static")
+
+
+@dataclass
+class LlmRequest:
+    """`--llm MODEL` and its settings: the run gets an Ollama service job."""
+
+    model: str
+    gpus: int = 1
+    parallel: int = 4
+    ctx: int | None = None
+    options: dict = field(default_factory=dict)
+    wait_timeout_s: float = 900.0  # how long a task waits for the service before failing
+    request_timeout_s: float = 600.0  # per LLM request, at the front
+    concurrency: int | None = None  # LLM requests in flight per task (text engine); default: parallel
+    cpus: int = 4
+    mem: str | None = None
+    bind_host: str | None = None  # the front's address (default: this node's hostname address)
+
+    def record(self) -> dict:
+        return {"model": self.model, "gpus": self.gpus, "parallel": self.parallel, "ctx": self.ctx,
+                "options": self.options, "wait_timeout_s": self.wait_timeout_s,
+                "request_timeout_s": self.request_timeout_s, "concurrency": self.concurrency or self.parallel,
+                "cpus": self.cpus, "mem": self.mem}
 
 
 @dataclass
@@ -134,7 +158,14 @@ def script_contexts(paths: RunPaths, record: RunRecord, python: str,
     command = Raw(shlex.join(slurm.submitit_command(python, paths.jobs)))
     common = dict(run_id=record.run_id, run_dir=str(paths.root), comment=f"hpcmarker:{record.run_id}",
                   partition=record.partition, setup=[], command=command)
-    return {
+    contexts = {}
+    if record.llm:
+        service_out, service_err = slurm.job_log_paths(paths.jobs, array=False)
+        contexts["service"] = dict(common, job_name=f"hpcmarker-{record.run_id}-llm", llm_gpus=record.llm["gpus"],
+                                   gres=f"gpu:{record.llm['gpus']}", cpus_per_task=record.llm["cpus"],
+                                   mem=record.llm["mem"], time=record.time_limit, stdout=service_out,
+                                   stderr=service_err)
+    return contexts | {
         "convert": dict(common, job_name=f"hpcmarker-{record.run_id}-convert", tasks=len(indices),
                         array=slurm.array_spec(indices), gres="gpu:1", cpus_per_task=record.cpus_per_task,
                         mem=record.mem, time=record.time_limit, signal="USR2@90",
@@ -189,20 +220,36 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         gpus=request.gpus, workers_per_gpu=request.workers_per_gpu, cpus_per_task=request.cpus_per_task,
         mem=request.mem, template=request.template, partition=partition, time_limit=request.time_limit,
         steal=request.steal and request.strategy != "static", lease_seconds=request.lease_seconds,
-        split_pages=request.split_pages,
+        split_pages=request.split_pages, llm=request.llm.record() if request.llm else None,
     )
     contexts = script_contexts(paths, record, python=sys.executable)
     try:
-        scripts = {role: render_role(request.template, role, contexts[role]) for role in ROLES}
+        scripts = {role: render_role(request.template, role, contexts[role]) for role in ROLES if role in contexts}
     except Exception as exc:
         raise LaunchError(str(exc)) from None
     if create:
         paths.create()
         plan.save(paths.plan)
         paths.save_record(record)
+        if request.llm:
+            _write_llm_settings(paths, request.llm)
         for role, text in scripts.items():
             (paths.scripts / f"{role}.sbatch").write_text(text)
     return PreparedRun(paths=paths, record=record, plan=plan, scanned=todo, scripts=scripts, up_to_date=up_to_date)
+
+
+def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
+    from .llm.settings import LlmPaths, LlmSettings, SettingsError
+
+    settings = LlmSettings(model=llm.model, parallel=llm.parallel, ctx=llm.ctx, options=dict(llm.options),
+                           request_timeout_s=llm.request_timeout_s, bind_host=llm.bind_host)
+    try:
+        settings.validate()
+    except SettingsError as exc:
+        raise LaunchError(str(exc).replace("settings.json: ", "--llm ")) from None
+    llm_paths = LlmPaths(paths.root)
+    llm_paths.create()
+    llm_paths.save_settings(settings)
 
 
 def output_is_current(out: Path, pdf: ScannedPdf) -> bool:
@@ -236,26 +283,42 @@ def submit_run(prepared: PreparedRun, progress=None) -> RunRecord:
 
 
 def _submit_slurm(prepared: PreparedRun) -> dict[str, list[str]]:
-    record, paths = prepared.record, prepared.paths
+    return submit_scripts_slurm(prepared.paths, prepared.record, prepared.scripts, list(range(prepared.record.tasks)))
+
+
+def submit_scripts_slurm(paths: RunPaths, record: RunRecord, scripts: dict[str, str],
+                         indices: list[int]) -> dict[str, list[str]]:
+    """Submit the service (if any), the array of tasks `indices` after it, and the collector after the array."""
     timeout_min = parse_time_limit(record.time_limit)
-    convert = slurm.TemplateSlurmExecutor(paths.jobs, prepared.scripts["convert"],
-                                          array_indices=list(range(record.tasks)), timeout_min=timeout_min)
-    calls = [functools.partial(run_task, str(paths.root), i) for i in range(record.tasks)]
-    tasks = convert.submit_array(calls)
+    jobs: dict[str, list[str]] = {}
+    dependency = None
+    if "service" in scripts:
+        from .llm.service import serve_llm
+
+        service = slurm.TemplateSlurmExecutor(paths.jobs, scripts["service"], timeout_min=timeout_min)
+        jobs["service"] = [service.submit(serve_llm, str(paths.root)).job_id]
+        record.jobs = dict(record.jobs, service=jobs["service"])
+        paths.save_record(record)  # tasks and `cancel` find the service job meanwhile
+        dependency = f"after:{jobs['service'][0]}"  # the array starts once the service has started
+    convert = slurm.TemplateSlurmExecutor(paths.jobs, scripts["convert"], dependency=dependency,
+                                          array_indices=indices, timeout_min=timeout_min)
+    tasks = convert.submit_array([functools.partial(run_task, str(paths.root), i) for i in indices])
     array_id = tasks[0].job_id.split("_")[0]
-    collect = slurm.TemplateSlurmExecutor(paths.jobs, prepared.scripts["collect"], timeout_min=30,
+    collect = slurm.TemplateSlurmExecutor(paths.jobs, scripts["collect"], timeout_min=30,
                                           dependency=f"afterany:{array_id}")
     collector = collect.submit(collect_run, str(paths.root))
-    return {"convert": [job.job_id for job in tasks], "collect": [collector.job_id]}
+    return jobs | {"convert": [job.job_id for job in tasks], "collect": [collector.job_id]}
 
 
 def dry_run_text(prepared: PreparedRun) -> str:
     """What `submit --dry-run` prints: each role's header line, then its script byte for byte."""
+    dependencies = {"convert": "--dependency=after:<service job id> " if "service" in prepared.scripts else "",
+                    "collect": "--dependency=afterany:<convert job id> ", "service": ""}
     parts = []
     for role in ROLES:
-        dependency = "--dependency=afterany:<convert job id> " if role == "collect" else ""
-        parts.append(f"### hpcmarker dry-run: {role} (sent as: sbatch {dependency}{role}.sbatch)\n")
-        parts.append(prepared.scripts[role])
+        if role in prepared.scripts:
+            parts.append(f"### hpcmarker dry-run: {role} (sent as: sbatch {dependencies[role]}{role}.sbatch)\n")
+            parts.append(prepared.scripts[role])
     return "".join(parts)
 
 

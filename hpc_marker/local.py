@@ -38,6 +38,15 @@ def submit_local(paths: RunPaths, record: RunRecord, progress: Callable[[RunPath
     """Run the tasks (all, or `indices`) and then the collector here; returns their job ids."""
     devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
     timeout_min = parse_time_limit(record.time_limit)
+    service_ids: list[str] = []
+    if record.llm:  # the service first; the tasks wait for it to answer
+        from .llm.service import serve_llm
+
+        executor = submitit.LocalExecutor(folder=paths.jobs)
+        executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
+        service_ids = [executor.submit(serve_llm, str(paths.root)).job_id]
+        record.jobs = dict(record.jobs, service=service_ids)
+        paths.save_record(record)
     jobs = []
     for index in indices if indices is not None else range(record.tasks):
         executor = submitit.LocalExecutor(folder=paths.jobs)
@@ -48,6 +57,8 @@ def submit_local(paths: RunPaths, record: RunRecord, progress: Callable[[RunPath
             executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
         jobs.append(executor.submit(run_task, str(paths.root), index))
     ids = {"convert": [job.job_id for job in jobs], "collect": []}
+    if service_ids:
+        ids["service"] = service_ids
     if indices is None:
         record.jobs = ids
         paths.save_record(record)  # so `hpcmarker cancel` can find the processes meanwhile
@@ -57,8 +68,8 @@ def submit_local(paths: RunPaths, record: RunRecord, progress: Callable[[RunPath
                 progress(paths)
             time.sleep(1.0)
     except KeyboardInterrupt:
-        for job in jobs:
-            terminate_tree(int(job.job_id))
+        for job_id in [job.job_id for job in jobs] + service_ids:
+            terminate_tree(int(job_id))
         raise
     collector = submitit.LocalExecutor(folder=paths.jobs)
     collector.update_parameters(timeout_min=30)

@@ -33,6 +33,7 @@ class ManifestRecord:
     output: str | None
     started: float
     finished: float
+    degraded: str | None = None  # why the LLM refinement of this item was partial, if it was
 
     def to_line(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False) + "\n"

@@ -1,6 +1,6 @@
 """Render: Jinja2 sbatch templates to script text. Pure: no files written, nothing submitted.
 
-A template is a folder `<name>/` holding one `<role>.sbatch.j2` per role (convert, collect)
+A template is a folder `<name>/` holding one `<role>.sbatch.j2` per role (service, convert, collect)
 found on the template search path: the folders in `HPCMARKER_TEMPLATE_PATH` (colon-separated),
 then the packaged ones; the first match wins. Every `{{ value }}` is shell-quoted by the
 environment itself (a path with spaces, quotes, `$()` or backticks cannot run anything);
@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-ROLES = ("convert", "collect")
+ROLES = ("service", "convert", "collect")  # in the order they are submitted
 
 
 class TemplateError(Exception):

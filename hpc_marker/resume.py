@@ -8,7 +8,6 @@ except poison ones (failed MAX_ATTEMPTS times), which keep their last error.
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -16,11 +15,10 @@ from dataclasses import dataclass, field
 from . import slurm
 from .claims import ClaimBoard
 from .collect import MAX_ATTEMPTS, collect_run
-from .launch import LaunchError, parse_time_limit, script_contexts
+from .launch import LaunchError, script_contexts, submit_scripts_slurm
 from .plan import Plan
 from .render import ROLES, render_role
 from .runs import RunPaths, RunRecord
-from .task import run_task
 
 
 @dataclass
@@ -88,6 +86,8 @@ def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool
     for index, job_id in zip(result.tasks, result.jobs["convert"]):
         record.jobs["convert"][index] = job_id
     record.jobs["collect"] = result.jobs["collect"]
+    if result.jobs.get("service"):
+        record.jobs["service"] = result.jobs["service"]
     record.jobs.setdefault("history", []).extend(result.jobs["convert"] + result.jobs["collect"])
     paths.save_record(record)
     return result
@@ -95,14 +95,8 @@ def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool
 
 def _resubmit_slurm(paths: RunPaths, record: RunRecord, tasks: list[int]) -> dict[str, list[str]]:
     contexts = script_contexts(paths, record, python=sys.executable, task_indices=tasks)
-    scripts = {role: render_role(record.template, role, contexts[role]) for role in ROLES}
+    scripts = {role: render_role(record.template, role, contexts[role]) for role in ROLES if role in contexts}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for role, text in scripts.items():
         (paths.scripts / f"{role}-resume-{stamp}.sbatch").write_text(text)
-    convert = slurm.TemplateSlurmExecutor(paths.jobs, scripts["convert"], array_indices=tasks,
-                                          timeout_min=parse_time_limit(record.time_limit))
-    jobs = convert.submit_array([functools.partial(run_task, str(paths.root), i) for i in tasks])
-    collect = slurm.TemplateSlurmExecutor(paths.jobs, scripts["collect"], timeout_min=30,
-                                          dependency=f"afterany:{jobs[0].job_id.split('_')[0]}")
-    collector = collect.submit(collect_run, str(paths.root))
-    return {"convert": [job.job_id for job in jobs], "collect": [collector.job_id]}
+    return submit_scripts_slurm(paths, record, scripts, tasks)

@@ -53,6 +53,7 @@ class RunRecord:
     steal: bool = True  # tasks take over other tasks' unfinished items
     lease_seconds: float = 120.0  # a claim not renewed for this long is taken over
     split_pages: int | None = None  # None: derived from the plan; 0: never split
+    llm: dict[str, Any] | None = None  # the LLM service: model, gpus, parallel, ctx, options, timeouts
     jobs: dict[str, list[str]] = field(default_factory=dict)  # role -> job ids
     submitted: float | None = None
     cancelled: float | None = None

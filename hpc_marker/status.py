@@ -48,6 +48,8 @@ class RunStatus:
     pages_per_second: float | None
     eta_seconds: float | None
     collector: str
+    degraded: int = 0  # items whose LLM refinement was partial
+    llm: dict | None = None  # service state, requests, tokens/s, failures
     tasks: list[TaskStatus] = field(default_factory=list)
     torn_manifest_lines: list[str] = field(default_factory=list)
 
@@ -100,7 +102,8 @@ def summarize(record: RunRecord, plan: Plan, records: list[ManifestRecord], stat
         elapsed_seconds=round(elapsed, 1) if elapsed is not None else None,
         pages_per_second=round(rate, 2) if rate else None,
         eta_seconds=round(remaining / rate, 1) if rate and remaining > 0 and active else None,
-        collector=collector, tasks=tasks, torn_manifest_lines=list(torn or []))
+        collector=collector, degraded=sum(1 for r in latest.values() if r.degraded), tasks=tasks,
+        torn_manifest_lines=list(torn or []))
 
 
 def _local_states(record: RunRecord, plan: Plan, records: list[ManifestRecord], collected: bool) -> dict[str, str]:
@@ -133,6 +136,15 @@ def load_status(paths: RunPaths) -> RunStatus:
     status = summarize(record, plan, read.records, states, time.time(),
                        collected=paths.summary.exists(), torn=read.torn_lines)
     status.run_dir = str(paths.root)
+    if record.llm:
+        from .llm.metrics import read_metrics, summarize_metrics
+        from .llm.settings import LlmPaths
+
+        service_ids = record.jobs.get("service", [])
+        metrics = summarize_metrics(read_metrics(LlmPaths(paths.root).metrics)) or {}
+        metrics.pop("timeline", None)
+        status.llm = dict(metrics, model=record.llm["model"],
+                          service=states.get(service_ids[0], "UNKNOWN") if service_ids else "-")
     return status
 
 
@@ -154,5 +166,14 @@ def status_table(status: RunStatus) -> Table:
     table.caption = (f"{status.ok} ok, {status.failed} failed, {status.pending} pending of {status.items} items; "
                      f"{status.pages_done}/{status.pages} pages; {rate}; elapsed {_duration(status.elapsed_seconds)}; "
                      f"ETA {_duration(status.eta_seconds)}; collector {status.collector}")
+    if status.degraded:
+        table.caption += f"; {status.degraded} items with degraded LLM refinement"
+    if status.llm:
+        llm = status.llm
+        table.caption += (f"\nLLM {llm['model']} (service {llm['service']}): {llm.get('requests', 0)} requests, "
+                          f"{llm.get('failures', 0)} failed, {llm.get('timeouts', 0)} timed out, "
+                          f"{llm.get('tokens_in', 0)} tokens in, {llm.get('tokens_out', 0)} out, "
+                          f"{llm.get('tokens_out_per_s', 0)} tokens/s (peak {llm.get('peak_tokens_out_per_s', 0)}), "
+                          f"peak queue {llm.get('peak_in_flight', 0)}")
     table.caption_justify = "left"
     return table

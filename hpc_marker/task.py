@@ -94,14 +94,14 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
     counts: Counter[str] = Counter()
 
     def finish(item: WorkItem, claim: Claim, status: str, error: str | None, started: float,
-               staging: Path | None) -> None:
+               staging: Path | None, degraded: str | None = None) -> None:
         final = final_dir(paths, record, item)
         output = str(final / f"{document_stem(item.pdf)}.md") if staging else None
         finished = time.time()
         entry = ManifestRecord(item_id=item.item_id, pdf=item.pdf, page_start=item.page_start,
                                page_stop=item.page_stop, pages=item.pages, status=status, error=error,
                                seconds=round(finished - started, 3), output=output, started=started,
-                               finished=finished, **context)
+                               finished=finished, degraded=degraded, **context)
         if not board.commit(claim, dict(asdict(entry), staging=str(staging) if staging else None)):
             _log(task_index, f"lost    {item.pdf} [{item.page_label()}]: another task finished it")
             if staging:
@@ -113,7 +113,7 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         counts[status] += 1
         counts["stolen"] += item.item_id not in own_ids
         _log(task_index, f"{status:7} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
-             + (f" -- {error}" if error else ""))
+             + (f" -- {error}" if error else "") + (f" (LLM degraded: {degraded})" if degraded else ""))
         if item.is_part and status == "ok":
             merged = merge_if_complete(paths, record, docs[item.doc_id], board)
             if merged:
@@ -124,6 +124,19 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         check_engine(record.engine, EngineOptions.from_json(options))
     except EngineUnavailable as exc:
         raise RuntimeError(f"engine {record.engine!r} cannot run on {host}: {exc}") from None
+    if record.llm:
+        from .llm.client import ServiceUnavailable, wait_for_service
+
+        _log(task_index, f"waiting up to {record.llm['wait_timeout_s']:g}s for the LLM service")
+        try:
+            endpoint = wait_for_service(paths.root, timeout_s=record.llm["wait_timeout_s"])
+        except ServiceUnavailable as exc:
+            _log(task_index, f"giving up: {exc}")
+            raise RuntimeError(str(exc)) from None
+        _log(task_index, f"LLM service answers at {endpoint.url} (model {endpoint.model})")
+        options["llm"] = {"url": endpoint.url, "model": endpoint.model, "secret": endpoint.secret,
+                          "task": str(task_index), "concurrency": record.llm["concurrency"],
+                          "timeout_s": record.llm["request_timeout_s"]}
 
     draining = []  # USR2: finish what is in flight, take nothing new
     signal.signal(signal.SIGTERM, _raise_stopped)  # submitit bypasses SIGTERM; a cancelled task must stop
@@ -166,7 +179,8 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
             for future in finished:
                 item, claim, started = inflight.pop(future)
                 try:
-                    finish(item, claim, "ok", None, started, Path(future.result()))
+                    staging, degraded = future.result()
+                    finish(item, claim, "ok", None, started, Path(staging), degraded)
                 except (EngineError, EngineUnavailable) as exc:
                     finish(item, claim, "failed", str(exc), started, None)
                 except BrokenProcessPool:

@@ -8,6 +8,7 @@ task process dies, so no worker outlives a killed or cancelled task.
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 from pathlib import Path
 
@@ -31,22 +32,45 @@ def init_worker(engine_name: str, options: dict, threads: int) -> None:
     global _ENGINE, _ENGINE_SPEC
     die_with_parent()
     cap_threads(threads)
+    if options.get("llm"):  # each worker has its own path at the LLM front, so failures count per item
+        options = dict(options, llm=dict(options["llm"], task=f"{options['llm']['task']}.{os.getpid()}"))
     _ENGINE = None
     _ENGINE_SPEC = (engine_name, options)
 
 
+def _llm_failures() -> int | None:
+    """Failed and timed-out LLM calls of this worker so far (None without a service, or unknown)."""
+    llm = _ENGINE_SPEC[1].get("llm") if _ENGINE_SPEC else None
+    if not llm:
+        return None
+    from .llm.client import Endpoint, ServiceUnavailable
+
+    try:
+        stats = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"]).task_stats(llm["task"])
+    except ServiceUnavailable:
+        return None
+    return stats["failures"] + stats["timeouts"]
+
+
 def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_root: str, name: str,
-                       stem: str) -> str:
-    """Convert pages [page_start, page_stop) of one PDF into a staging folder; returns its path."""
+                       stem: str) -> tuple[str, str | None]:
+    """Convert pages [page_start, page_stop) of one PDF into a staging folder.
+
+    Returns (staging folder, why the LLM refinement was degraded or None)."""
     global _ENGINE
     if _ENGINE is None:
         assert _ENGINE_SPEC is not None, "init_worker was not called"
         engine_name, options = _ENGINE_SPEC
         _ENGINE = create_engine(engine_name, EngineOptions.from_json(options))
+    failures_before = _llm_failures()
     doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
+    degraded = doc.metadata.get("llm", {}).get("degraded")
+    failures_after = _llm_failures()
+    if not degraded and failures_before is not None and failures_after is not None and failures_after > failures_before:
+        degraded = f"{failures_after - failures_before} LLM calls failed or timed out; marker kept its own output there"
     stat = Path(pdf_path).stat()
     doc.metadata["hpcmarker_source"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "engine": _ENGINE.name}
     try:
-        return str(stage_document(Path(staging_root), name, stem, doc))
+        return str(stage_document(Path(staging_root), name, stem, doc)), degraded
     except OSError as exc:
         raise EngineError(f"cannot write output: {exc.strerror} ({exc.filename})") from None

@@ -20,7 +20,10 @@ def sample_contexts(run_dir: str = "/scratch/alice/md/.hpcmarker/runs/20260101-0
     record = RunRecord(run_id="20260101-000000-abcd", created=0.0, pdfs_root="/data/pdfs",
                        out_dir="/scratch/alice/md", engine="text", engine_options={}, executor="slurm",
                        tasks=4, gpus=4, workers_per_gpu=1, cpus_per_task=4, template="generic",
-                       partition="gpu", mem="32G")
+                       partition="gpu", mem="32G",
+                       llm={"model": "qwen2.5:7b", "gpus": 1, "parallel": 4, "ctx": None, "options": {},
+                            "wait_timeout_s": 900, "request_timeout_s": 600, "concurrency": 4, "cpus": 4,
+                            "mem": "64G"})
     return script_contexts(RunPaths(Path(run_dir)), record, python="/opt/venv/bin/python")
 
 

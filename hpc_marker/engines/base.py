@@ -37,15 +37,21 @@ class EngineOptions:
     languages: tuple[str, ...] = ()
     extra_config: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
+    # The run's LLM service, set by the task at run time only (never stored: it holds the secret):
+    # {"url", "model", "secret", "task", "concurrency", "timeout_s"}.
+    llm: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "paginate": self.paginate,
             "force_ocr": self.force_ocr,
             "languages": list(self.languages),
             "extra_config": self.extra_config,
             "threads": self.threads,
         }
+        if self.llm is not None:
+            data["llm"] = self.llm
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EngineOptions:
@@ -55,6 +61,7 @@ class EngineOptions:
             languages=tuple(data.get("languages", ())),
             extra_config=dict(data.get("extra_config", {})),
             threads=int(data.get("threads", 1)),
+            llm=data.get("llm"),
         )
 
     @staticmethod

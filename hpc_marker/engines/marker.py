@@ -125,8 +125,22 @@ def cli_options(options: EngineOptions, pages: range | None = None) -> dict[str,
         cli["languages"] = ",".join(options.languages)
     if pages is not None:
         cli["page_range"] = page_range_string(pages)
+    if options.llm:  # the run's Ollama service, through its authenticating front
+        cli["use_llm"] = True
+        cli["llm_service"] = "marker.services.ollama.OllamaService"
     cli.update(options.extra_config)
     return cli
+
+
+def llm_settings(options: EngineOptions) -> dict[str, Any]:
+    """marker's OllamaService settings for the run's service (base URL with the secret and task path)."""
+    if not options.llm:
+        return {}
+    from ..llm.client import Endpoint
+
+    llm = options.llm
+    endpoint = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"])
+    return {"ollama_base_url": endpoint.base_url(llm.get("task")), "ollama_model": llm["model"]}
 
 
 def build_marker_config(options: EngineOptions, pages: range | None = None) -> dict[str, Any]:
@@ -140,6 +154,7 @@ def build_marker_config(options: EngineOptions, pages: range | None = None) -> d
     # Like --config_json: plain settings go in as given, so falsy values survive
     # (marker 1.10's generate_config_dict drops every falsy CLI value).
     config.update({k: v for k, v in options.extra_config.items() if k not in cli})
+    config.update(llm_settings(options))
     config.setdefault("pdftext_workers", max(1, min(options.threads, 4)))
     return config
 

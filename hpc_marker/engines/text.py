@@ -2,6 +2,8 @@
 
 Output is paginated exactly the way marker paginates Markdown, so documents from either
 engine have the same shape and a page range converted alone is a slice of the whole.
+With the run's LLM service (`--llm`), each page's text is refined into clean Markdown by the
+LLM; a page whose refinement fails keeps its extracted text and the document says so.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class TextEngine:
             raise EngineError(f"{type(exc).__name__}: {_first_line(exc)}") from None
         if page_ids is None:
             page_ids = list(range(len(texts)))
+        llm_meta = None
+        if self.options.llm:
+            texts, llm_meta = self._refine(texts)
         if self.options.paginate:
             markdown = "".join(page_marker(i) + text for i, text in zip(page_ids, texts))
         else:
@@ -54,7 +59,23 @@ class TextEngine:
             "engine": self.name,
             "page_stats": [{"page_id": i, "text_chars": len(t)} for i, t in zip(page_ids, texts)],
         }
+        if llm_meta is not None:
+            metadata["llm"] = llm_meta
         return ConvertedDocument(markdown=markdown, metadata=metadata)
+
+    def _refine(self, texts: list[str]) -> tuple[list[str], dict]:
+        from ..llm.client import Endpoint, refine_pages
+
+        llm = self.options.llm or {}
+        endpoint = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"])
+        refined = refine_pages(texts, endpoint, model=llm["model"], task=llm.get("task"),
+                               concurrency=int(llm.get("concurrency", 4)), timeout_s=float(llm.get("timeout_s", 300)))
+        degraded = [r.reason for r in refined if r.degraded]
+        meta = {"refined_pages": len(refined) - len(degraded), "degraded_pages": len(degraded),
+                "tokens_in": sum(r.tokens_in for r in refined), "tokens_out": sum(r.tokens_out for r in refined)}
+        if degraded:
+            meta["degraded"] = f"{len(degraded)} of {len(refined)} pages kept their extracted text ({degraded[0]})"
+        return [r.text for r in refined], meta
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,120 @@
+"""Test harness around the STAND-IN ollama (tests/standin/ollama): start it, seed models, inspect it.
+
+Tests only. Models exist for the stand-in as JSON manifests in OLLAMA_MODELS; `seed_model` writes
+one (in a real installation `ollama pull` would). `requests()` reads the stand-in's request log,
+which is how tests prove that a refused request never reached "Ollama".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
+
+import httpx
+
+STANDIN_DIR = Path(__file__).resolve().parent
+STANDIN = STANDIN_DIR / "ollama"
+KNOBS = {"delay_per_token_s": "STANDIN_OLLAMA_DELAY_PER_TOKEN_S", "fail_every": "STANDIN_OLLAMA_FAIL_EVERY",
+         "never_ready": "STANDIN_OLLAMA_NEVER_READY", "registry": "STANDIN_OLLAMA_REGISTRY",
+         "num_parallel": "OLLAMA_NUM_PARALLEL", "max_queue": "OLLAMA_MAX_QUEUE"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def path_with_standin(path: str | None = None) -> str:
+    return f"{STANDIN_DIR}{os.pathsep}{path if path is not None else os.environ.get('PATH', '')}"
+
+
+def knob_env(**knobs) -> dict[str, str]:
+    env = {}
+    for name, value in knobs.items():
+        if value is not None:
+            env[KNOBS[name]] = str(int(value) if isinstance(value, bool) else value)
+    return env
+
+
+def seed_model(models_dir: Path, name: str, parameters: dict | None = None) -> None:
+    """Make `name` exist for the stand-in (as if pulled)."""
+    full = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"name": full, "from": None, "parameters": parameters or {}, "modified_at": "2026-01-01T00:00:00Z"}
+    (models_dir / (urllib.parse.quote(full, safe="") + ".json")).write_text(json.dumps(manifest))
+
+
+def manifest(models_dir: Path, name: str) -> dict | None:
+    full = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+    path = models_dir / (urllib.parse.quote(full, safe="") + ".json")
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_request_log(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def standin_pids(models_dir: Path) -> list[int]:
+    """Stand-in processes (of this user) serving `models_dir`: to prove none is left running."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"OLLAMA_MODELS={models_dir}".encode() in environ and str(STANDIN).encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+class StandinOllama:
+    """`ollama serve` (the stand-in) on 127.0.0.1:<free port> with its own models folder and request log."""
+
+    def __init__(self, root: Path, **knobs) -> None:
+        self.root = root
+        self.models = root / "models"
+        self.models.mkdir(parents=True, exist_ok=True)
+        self.request_log = root / "standin-requests.log"
+        self.port = free_port()
+        self.env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{self.port}", OLLAMA_MODELS=str(self.models),
+                        STANDIN_OLLAMA_REQUEST_LOG=str(self.request_log), **knob_env(**knobs))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> StandinOllama:
+        self.proc = subprocess.Popen([str(STANDIN), "serve"], env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/", timeout=0.5, trust_env=False).status_code == 200:
+                    self.request_log.unlink(missing_ok=True)  # the readiness probe does not count
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("stand-in ollama did not start")
+
+    def requests(self) -> list[str]:
+        return read_request_log(self.request_log)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

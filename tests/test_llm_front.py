@@ -1,0 +1,193 @@
+"""The authenticating front: secret and allowlist (refused requests never reach Ollama), streaming,
+timeouts, failures and tokens counted per task, stats and metrics, nothing logs the secret."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import ollama
+import pytest
+from standin.harness import StandinOllama, free_port, seed_model
+
+from hpc_marker.llm.front import Front
+from hpc_marker.llm.rules import authorize
+
+SECRET = "s3cr3t-Token_abcdefghijklmnopqrstuvwxyz012345"
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """Start a stand-in ollama (with knobs) and a front before it; both stopped after the test."""
+    started = []
+
+    def start(front_timeout_s: float = 30.0, metrics_interval_s: float = 5.0, **knobs):
+        standin = StandinOllama(tmp_path / f"s{len(started)}", **knobs).start()
+        seed_model(standin.models, "tiny:1b")
+        logs: list[str] = []
+        front = Front(standin.url, SECRET, host="127.0.0.1", port=0, timeout_s=front_timeout_s,
+                      metrics_path=tmp_path / "metrics.jsonl", metrics_interval_s=metrics_interval_s,
+                      log=logs.append).start()
+        started.append((standin, front))
+        return standin, front, logs
+
+    yield start
+    for standin, front in started:
+        front.stop()
+        standin.stop()
+
+
+def test_authorize_decisions_are_pure_and_strict():
+    ok = authorize("POST", f"/{SECRET}/api/generate", SECRET)
+    assert (ok.action, ok.task, ok.upstream_path) == ("forward", "-", "/api/generate")
+    task = authorize("POST", f"/{SECRET}/task/12/api/chat?x=1", SECRET)
+    assert (task.action, task.task, task.upstream_path) == ("forward", "12", "/api/chat")
+    assert authorize("GET", f"/{SECRET}/_hpcmarker/stats", SECRET).action == "stats"
+    assert authorize("GET", f"/{SECRET}/v1/models", SECRET).action == "forward"
+    for path in ("/api/generate", f"/{SECRET[:-1]}/api/generate", f"/{SECRET}x/api/generate", f"{SECRET}/api/tags",
+                 "//api/generate", f"/{SECRET.upper()}/api/generate", "/", ""):
+        assert authorize("POST", path, SECRET).status == 403, path
+    assert authorize("POST", f"/{SECRET}/api/generate", "").status == 403  # no secret configured: nothing passes
+    for path in ("/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/sha256:00",
+                 "/api/ps", "/", "/api/generate/../pull", "/api/%70ull", "/task/1/../api/pull", "/task//api/tags"):
+        assert authorize("POST", f"/{SECRET}{path}", SECRET).status == 403, path
+    assert authorize("GET", f"/{SECRET}/api/generate", SECRET).status == 405
+
+
+def test_missing_or_wrong_secret_is_refused_and_never_reaches_ollama(stack):
+    standin, front, logs = stack()
+    wrong = ["/api/generate", "/nope/api/generate", f"/{SECRET[:-1]}/api/generate", f"/{SECRET}X/api/generate",
+             "/_hpcmarker/stats", f"/x/{SECRET}/api/generate"]
+    for path in wrong:
+        resp = httpx.post(front.url + path, json={"model": "tiny:1b", "prompt": "hi", "stream": False})
+        assert resp.status_code == 403, path
+        assert resp.json() == {"error": "forbidden"}
+    assert standin.requests() == []  # the stand-in never saw one of them
+    assert httpx.get(f"{front.url}/{SECRET}/api/version").json() == {"version": "0.0.0-standin"}
+    assert standin.requests() == ["GET /api/version"]  # forwarded without the secret
+    assert front.stats()["denied"] == len(wrong)
+    assert not any(SECRET in line for line in logs)
+
+
+def test_model_management_is_refused_at_the_front(stack):
+    standin, front, _ = stack()
+    before = sorted(p.name for p in standin.models.iterdir())
+    calls = [("POST", "/api/pull", {"model": "evil"}), ("POST", "/api/push", {"model": "tiny:1b"}),
+             ("POST", "/api/create", {"model": "x", "from": "tiny:1b"}), ("POST", "/api/copy", {}),
+             ("DELETE", "/api/delete", {"model": "tiny:1b"}), ("POST", "/api/blobs/sha256:" + "0" * 64, {}),
+             ("POST", "/api/generate/../pull", {"model": "evil"}), ("POST", "/api/%70ull", {"model": "evil"})]
+    for method, path, body in calls:
+        for prefix in (f"/{SECRET}", f"/{SECRET}/task/3"):
+            resp = httpx.request(method, front.url + prefix + path, json=body)
+            assert resp.status_code == 403, (method, path)
+            assert "not served by this endpoint" in resp.json()["error"]
+    assert standin.requests() == []
+    assert sorted(p.name for p in standin.models.iterdir()) == before
+
+
+def test_generate_and_chat_go_through_with_tokens_counted_per_task(stack):
+    standin, front, _ = stack()
+    client = ollama.Client(host=f"{front.url}/{SECRET}/task/3")
+    answer = client.generate(model="tiny:1b", prompt="one two three four", stream=False)
+    assert answer.response == "ONE TWO THREE FOUR"
+    parts = list(client.chat(model="tiny:1b", messages=[{"role": "user", "content": "a b c"}], stream=True))
+    assert "".join(p.message.content for p in parts) == "A B C"
+    ollama.Client(host=f"{front.url}/{SECRET}").generate(model="tiny:1b", prompt="x y", stream=False)
+    tasks = front.stats()["tasks"]
+    assert tasks["3"]["requests"] == 2 and tasks["3"]["failures"] == 0
+    assert (tasks["3"]["tokens_in"], tasks["3"]["tokens_out"]) == (4 + 3, 4 + 3)
+    assert (tasks["-"]["requests"], tasks["-"]["tokens_out"]) == (1, 2)
+    assert standin.requests() == ["POST /api/generate", "POST /api/chat", "POST /api/generate"]
+
+
+def test_streaming_passes_through_chunk_by_chunk(stack):
+    _, front, _ = stack(delay_per_token_s=0.05)
+    prompt = " ".join(f"w{i}" for i in range(20))
+    started = time.monotonic()
+    arrivals = []
+    with httpx.stream("POST", f"{front.url}/{SECRET}/task/1/api/generate", timeout=30,
+                      json={"model": "tiny:1b", "prompt": prompt, "stream": True}) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            if line:
+                arrivals.append((time.monotonic() - started, json.loads(line)))
+    assert len(arrivals) == 21 and arrivals[-1][1]["done"] is True
+    total = arrivals[-1][0]
+    assert total >= 0.9  # 20 tokens x 0.05 s
+    assert arrivals[0][0] < 0.4 * total, "the first token must arrive long before the last: not buffered"
+    assert front.stats()["tasks"]["1"]["tokens_out"] == 20
+
+
+def test_timeout_answers_504_and_is_counted(stack):
+    _, front, logs = stack(front_timeout_s=0.5, delay_per_token_s=0.2, num_parallel=4)
+    started = time.monotonic()
+    resp = httpx.post(f"{front.url}/{SECRET}/task/7/api/generate", timeout=30,
+                      json={"model": "tiny:1b", "prompt": "a b c d e f g h i j", "stream": False})
+    assert resp.status_code == 504 and "0.5s" in resp.json()["error"]
+    assert time.monotonic() - started < 1.5
+    with pytest.raises(httpx.HTTPError):  # a stream past its deadline is cut
+        with httpx.stream("POST", f"{front.url}/{SECRET}/task/7/api/generate", timeout=30,
+                          json={"model": "tiny:1b", "prompt": "a b c d e f g h i j", "stream": True}) as stream:
+            assert stream.status_code == 200
+            for _ in stream.iter_lines():
+                pass
+    counters = front.stats()["tasks"]["7"]
+    assert counters["timeouts"] == 2 and counters["requests"] == 2 and counters["in_flight"] == 0
+    assert any("timeout" in line for line in logs)
+
+
+def test_busy_503_from_ollama_is_a_failure_of_that_task(stack):
+    _, front, _ = stack(num_parallel=1, max_queue=0, delay_per_token_s=0.1)
+    statuses: list[int] = []
+
+    def call() -> None:
+        resp = httpx.post(f"{front.url}/{SECRET}/task/2/api/generate", timeout=30,
+                          json={"model": "tiny:1b", "prompt": "a b c d e", "stream": False})
+        statuses.append(resp.status_code)
+        if resp.status_code == 503:
+            assert "server busy" in resp.json()["error"]
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    busy = statuses.count(503)
+    assert busy >= 1 and statuses.count(200) >= 1
+    counters = front.stats()["tasks"]["2"]
+    assert counters["failures"] == busy and counters["requests"] == 4
+
+
+def test_injected_500_and_unreachable_ollama_are_failures(stack, tmp_path):
+    _, front, _ = stack(fail_every=2)
+    client = ollama.Client(host=f"{front.url}/{SECRET}/task/5")
+    client.generate(model="tiny:1b", prompt="a", stream=False)
+    with pytest.raises(ollama.ResponseError) as failed:
+        client.generate(model="tiny:1b", prompt="b", stream=False)
+    assert failed.value.status_code == 500
+    assert front.stats()["tasks"]["5"]["failures"] == 1
+    with Front(f"http://127.0.0.1:{free_port()}", SECRET, timeout_s=5, log=lambda m: None) as dead:
+        resp = httpx.post(f"{dead.url}/{SECRET}/task/0/api/generate", json={"model": "m", "prompt": "p"})
+        assert resp.status_code == 502
+        assert dead.stats()["tasks"]["0"]["failures"] == 1
+
+
+def test_stats_endpoint_and_metrics_file_never_hold_the_secret(stack, tmp_path):
+    _, front, logs = stack(metrics_interval_s=0.1)
+    assert httpx.get(f"{front.url}/_hpcmarker/stats").status_code == 403
+    httpx.post(f"{front.url}/{SECRET}/task/4/api/generate", json={"model": "tiny:1b", "prompt": "a b c", "stream": False})
+    httpx.post(f"{front.url}/{SECRET}/api/pull", json={"model": "x"})
+    stats = httpx.get(f"{front.url}/{SECRET}/task/4/_hpcmarker/stats").json()
+    assert stats["tasks"]["4"]["tokens_out"] == 3 and stats["denied"] == 2 and stats["in_flight"] == 0
+    time.sleep(0.35)
+    front.stop()
+    text = (tmp_path / "metrics.jsonl").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert len(lines) >= 2
+    assert {"ts", "interval_s", "in_flight", "tasks", "tokens_out_per_s", "tokens_in_per_s"} <= set(lines[-1])
+    assert lines[-1]["tasks"]["4"]["tokens_out"] == 3
+    assert any(line["tokens_out_per_s"] > 0 for line in lines)
+    assert SECRET not in text
+    assert logs and not any(SECRET in line for line in logs)

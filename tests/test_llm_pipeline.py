@@ -1,0 +1,86 @@
+"""The LLM service as part of a run, locally, with the stand-in `ollama` (tests/standin)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+from standin.harness import seed_model, standin_pids
+
+from hpc_marker.cli import cli
+from hpc_marker.manifest import read_manifests
+from hpc_marker.runs import resolve_run
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def standin(tmp_path, monkeypatch):
+    from standin.harness import path_with_standin
+
+    models = tmp_path / "models"
+    seed_model(models, "tiny:1b")
+    monkeypatch.setenv("PATH", path_with_standin())
+    monkeypatch.setenv("OLLAMA_MODELS", str(models))
+    return models
+
+
+def run_with_llm(pdfs, out, *extra):
+    return invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--engine", "text", "--executor", "local",
+                  "--gpus", "2", "--llm", "tiny:1b", "--llm-bind", "127.0.0.1", "--llm-parallel", "2", *extra)
+
+
+def test_text_engine_refined_by_the_run_service(tmp_path, sample_pdfs, standin):
+    result = run_with_llm(sample_pdfs, tmp_path / "out", "--llm-ctx", "4096")
+    assert result.exit_code == 0, result.output
+    paths = resolve_run(None)
+    summary = json.loads(paths.summary.read_text())
+    assert summary["ok"] == 6 and summary["degraded"] == []
+    assert summary["llm"]["requests"] >= 11  # one per page
+    assert summary["llm"]["tokens_out"] > 0 and summary["llm"]["service_stopped"]
+    meta = json.loads((tmp_path / "out" / "en" / "upref" / "upref_meta.json").read_text())
+    assert meta["llm"]["refined_pages"] == 2 and meta["llm"]["degraded_pages"] == 0
+    assert standin_pids(standin) == []  # the collector stopped the service
+    # the derived model (num_ctx) was created once, with a deterministic name
+    assert any(p.name.startswith("tiny") and "hpcm" in p.name for p in standin.iterdir())
+    # the secret is nowhere but its own file
+    secret = (paths.root / "llm" / "secret").read_text().strip() if (paths.root / "llm" / "secret").exists() else None
+    assert secret is None  # removed when the service stopped
+    status = json.loads(invoke("status", "--json").output)
+    assert status["llm"]["requests"] == summary["llm"]["requests"] and status["degraded"] == 0
+
+
+def test_failing_llm_calls_mark_items_degraded(tmp_path, sample_pdfs, standin, monkeypatch):
+    monkeypatch.setenv("STANDIN_OLLAMA_FAIL_EVERY", "2")
+    result = run_with_llm(sample_pdfs, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    paths = resolve_run(None)
+    records = read_manifests(paths.manifests).records
+    assert all(r.status == "ok" for r in records)  # the extracted text is kept
+    degraded = [r for r in records if r.degraded]
+    assert degraded and all("kept their extracted text" in r.degraded for r in degraded)
+    summary = json.loads(paths.summary.read_text())
+    assert summary["llm"]["failures"] >= len(degraded)
+    assert json.loads(invoke("status", "--json").output)["degraded"] == len(degraded)
+    assert "degraded" in invoke("status").output
+
+
+def test_service_that_never_comes_up_fails_tasks_clearly_and_in_time(tmp_path, sample_pdfs, standin, monkeypatch):
+    monkeypatch.setenv("STANDIN_OLLAMA_NEVER_READY", "1")
+    result = run_with_llm(sample_pdfs, tmp_path / "out", "--llm-wait", "4")
+    assert result.exit_code == 0, result.output
+    paths = resolve_run(None)
+    assert read_manifests(paths.manifests).records == []  # nothing converted without the service
+    log = "".join(p.read_text() for p in paths.logs.glob("task-*.out"))
+    assert "is not up after 4s" in log
+    assert standin_pids(standin) == []
+
+
+def test_llm_options_need_a_model(tmp_path, sample_pdfs):
+    result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "o"), "--engine", "text",
+                    "--executor", "local", "--llm-ctx", "8192")
+    assert result.exit_code == 2 and "need --llm MODEL" in result.output
