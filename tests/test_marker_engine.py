@@ -382,3 +382,25 @@ def test_inference_url_replaces_local_vlm(empty_caches, monkeypatch):
         server.server_close()
     pieces = engine_mod.missing_cache_pieces()
     assert any(f"127.0.0.1:{server.server_port} (not reachable)" in p for p in pieces)
+
+
+@pytest.mark.marker
+def test_run_llm_service_becomes_markers_ollama_service(marker_pkg):
+    """With the run's LLM service, marker's own ConfigParser picks its OllamaService, pointed at the
+    authenticating front (secret and per-worker task path in the base URL) and the run's model."""
+    from marker.config.parser import ConfigParser
+
+    llm = {"url": "http://node7:40123", "model": "qwen2.5:7b-hpcm-1a2b3c4d", "secret": "s3cr3t", "task": "2.4242"}
+    options = EngineOptions(llm=llm)
+    cli = engine_mod.cli_options(options, range(0, 2))
+    parser = ConfigParser(cli)
+    assert parser.get_llm_service() == "marker.services.ollama.OllamaService"
+    config = engine_mod.build_marker_config(options, range(0, 2))
+    assert config["use_llm"] is True
+    assert config["ollama_base_url"] == "http://node7:40123/s3cr3t/task/2.4242"
+    assert config["ollama_model"] == "qwen2.5:7b-hpcm-1a2b3c4d"
+    from marker.services.ollama import OllamaService
+
+    service = OllamaService(config)  # marker's own class accepts the settings as given
+    assert service.ollama_base_url == config["ollama_base_url"] and service.ollama_model == config["ollama_model"]
+    assert "s3cr3t" not in repr(options)  # the secret stays out of reprs and logs
