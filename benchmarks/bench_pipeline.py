@@ -64,6 +64,15 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env=env, check=True)
 
 
+def _wait_for_summary(path: Path, start: float, limit_s: float = 1800) -> tuple[dict, float]:
+    """Wait for the collector's summary.json; returns it and the seconds since `start`."""
+    while not path.exists():
+        if time.perf_counter() - start > limit_s:
+            raise TimeoutError(f"run did not finish in {limit_s:.0f} s")
+        time.sleep(0.25)
+    return json.loads(path.read_text()), time.perf_counter() - start
+
+
 def bench_end_to_end(corpus: Path, executor: str, gpus: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, HPCMARKER_STATE_DIR=str(Path(tmp) / "state"))
@@ -71,13 +80,7 @@ def bench_end_to_end(corpus: Path, executor: str, gpus: int) -> dict:
         start = time.perf_counter()
         _cli("submit", "--pdfs", str(corpus), "--out", str(out), "--gpus", str(gpus), "--engine", "text",
              "--cpus-per-task", "1", "--time", "30", "--executor", executor, "--run-id", "bench", env=env)
-        summary_path = out / ".hpcmarker" / "runs" / "bench" / "summary.json"
-        while not summary_path.exists():
-            if time.perf_counter() - start > 1800:
-                raise TimeoutError("run did not finish in 30 minutes")
-            time.sleep(0.5)
-        wall = time.perf_counter() - start
-        summary = json.loads(summary_path.read_text())
+        summary, wall = _wait_for_summary(out / ".hpcmarker" / "runs" / "bench" / "summary.json", start)
         return {"executor": executor, "gpus": gpus, "wall_seconds": round(wall, 2),
                 "conversion_seconds": summary["wall_seconds"], "ok": summary["ok"], "failed": summary["failed"],
                 "pages": summary["pages_ok"], "pages_per_s_end_to_end": round(summary["pages_ok"] / wall, 1),
@@ -101,13 +104,7 @@ def bench_makespan(corpus: Path, strategy: str, late: bool, gpus: int = 4) -> di
         start = time.perf_counter()
         _cli("submit", "--pdfs", str(corpus), "--out", str(out), "--gpus", str(gpus), "--engine", "benchmark",
              "--cpus-per-task", "1", "--time", "30", "--plan-strategy", strategy, "--run-id", "mk", env=env)
-        summary_path = out / ".hpcmarker" / "runs" / "mk" / "summary.json"
-        while not summary_path.exists():
-            if time.perf_counter() - start > 1200:
-                raise TimeoutError("run did not finish in 20 minutes")
-            time.sleep(0.25)
-        wall = time.perf_counter() - start
-        summary = json.loads(summary_path.read_text())
+        summary, wall = _wait_for_summary(out / ".hpcmarker" / "runs" / "mk" / "summary.json", start)
         pages = summary["pages_ok"]
         busy = (LATE_S - 1) * 2 if late else 0  # GPU-seconds the blocker took from the run
         return {"strategy": strategy, "late_start": late, "wall_seconds": round(wall, 2),

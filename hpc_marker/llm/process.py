@@ -6,7 +6,6 @@ Every step is bounded: `wait_ready` gives up after its timeout (with the tail of
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from ..worker import die_with_parent
 
 
 class OllamaError(Exception):
@@ -35,13 +36,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def log_tail(path: Path, lines: int = 8) -> str:
@@ -82,7 +76,7 @@ class OllamaProcess:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             proc = subprocess.Popen([exe, "serve"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=env, preexec_fn=_die_with_parent, close_fds=True)
+                                    env=env, preexec_fn=die_with_parent, close_fds=True)
         return cls(binary=exe, port=port, log=log, env=env, proc=proc)
 
     def alive(self) -> bool:
