@@ -114,3 +114,30 @@ def test_cancel_half_the_array_then_resume(tmp_path, pdfs, monkeypatch):
     assert all(after[item] == mtime for item, mtime in before.items())  # nothing done was redone
     assert all(board.is_done(item) for item in after)
     assert_outputs_match_text_engine(pdfs, out)
+
+
+def test_time_limit_warning_drains_a_task_and_the_rest_is_taken_over(tmp_path, pdfs, monkeypatch):
+    """USR2 (what --signal=USR2@90 sends before the time limit): the task finishes what it is converting,
+    takes nothing new and ends; the other task steals what it left."""
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.1")
+    out = tmp_path / "out"
+    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", "2", "--engine", "benchmark",
+                    "--cpus-per-task", "1", "--time", "20", "--split-pages", "0", "--run-id", "usr2")
+    assert result.exit_code == 0, result.output
+    paths = resolve_run("usr2")
+    record = json.loads(paths.record.read_text())
+    deadline = time.time() + 120
+    while not [r for r in read_manifests(paths.manifests).records if r.task == 0]:
+        assert time.time() < deadline, "task 0 never got going"
+        time.sleep(0.1)
+    signalled_at = time.time()
+    subprocess.run(["scancel", "--signal=USR2", "--batch", record["jobs"]["convert"][0]], check=True)
+    wait_for("usr2", {"finished"}, timeout_s=300)
+    records = assert_each_item_once(paths)
+    by_task_0 = [r for r in records if r.task == 0]
+    assert all(r.started < signalled_at for r in by_task_0)  # nothing new after the signal
+    assert any(r.task == 1 and r.item_id in {i["item_id"] for i in json.loads(paths.plan.read_text())["tasks"][0]["items"]}
+               for r in records)  # task 1 took over task 0's share
+    assert_outputs_match_text_engine(pdfs, out)
+    status = json.loads(invoke("status", "usr2", "--json").output)
+    assert status["tasks"][0]["state"] == "COMPLETED"  # drained, not killed
