@@ -54,15 +54,17 @@ def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path 
 @click.option("--pdfs", required=True, type=click.Path(path_type=Path), help="Folder to scan for PDFs (recursively).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the Markdown (and the run folder).")
 @click.option("--gpus", default=1, show_default=True, type=int, help="GPUs = array tasks (at most one per work item).")
-@click.option("--partition", help="Slurm partition (default: the cluster's default partition).")
-@click.option("--template", default="generic", show_default=True, help="sbatch template (see the templates/ folder).")
+@click.option("--profile", default="generic", show_default=True,
+              help="Partition profile from the config (template, partition, GRES, account, setup lines...).")
+@click.option("--partition", help="Slurm partition (default: the profile's, else the cluster's default).")
+@click.option("--template", help="sbatch template (default: the profile's; see `hpcmarker templates list`).")
 @click.option("--engine", type=click.Choice(ENGINE_NAMES), default="marker", show_default=True,
               help="marker; text (the text layer, no models); benchmark (a benchmark tool: text output "
                    "at a fixed cost per page, HPCMARKER_BENCH_SECONDS_PER_PAGE).")
 @click.option("--workers-per-gpu", default=1, show_default=True, type=int, help="Worker processes per task.")
-@click.option("--cpus-per-task", default=4, show_default=True, type=int, help="CPUs each array task asks for.")
-@click.option("--mem", help="Memory per task, as sbatch --mem takes it (e.g. 32G).")
-@click.option("--time", "time_limit", default="04:00:00", show_default=True, help="Time limit per task.")
+@click.option("--cpus-per-task", type=int, help="CPUs each array task asks for (default: the profile's, else 4).")
+@click.option("--mem", help="Memory per task, as sbatch --mem takes it (e.g. 32G; default: the profile's).")
+@click.option("--time", "time_limit", help="Time limit per task (default: the profile's, else 04:00:00).")
 @click.option("--force-ocr", is_flag=True, help="OCR every page (marker).")
 @click.option("--languages", help="Comma-separated languages for OCR (marker versions that take them).")
 @click.option("--marker-config", type=click.Path(path_type=Path), help="JSON file of extra marker settings.")
@@ -93,7 +95,7 @@ def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path 
 @click.option("--llm-bind", metavar="HOST", help="Address of the service's authenticating front "
               "(default: the service node's hostname address).")
 @click.option("--dry-run", is_flag=True, help="Do everything but submit; print the sbatch scripts.")
-def submit(pdfs, out, gpus, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
+def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
            force_ocr, languages, marker_config, paginate, executor, run_id, split_pages, steal, lease_seconds,
            plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind,
            dry_run) -> None:
@@ -116,7 +118,8 @@ def submit(pdfs, out, gpus, partition, template, engine, workers_per_gpu, cpus_p
     request = SubmitRequest(
         pdfs=pdfs, out=out, gpus=gpus, engine=engine,
         engine_options=_engine_options(force_ocr, languages, marker_config, paginate),
-        partition=partition, template=template, workers_per_gpu=workers_per_gpu, cpus_per_task=cpus_per_task,
+        profile=profile, partition=partition, template=template, workers_per_gpu=workers_per_gpu,
+        cpus_per_task=cpus_per_task,
         mem=mem, time_limit=time_limit, executor=executor, run_id=run_id, split_pages=split_pages, steal=steal,
         lease_seconds=lease_seconds, strategy=plan_strategy, force=force, llm=llm)
     try:
@@ -288,17 +291,26 @@ def collect(run) -> None:
         click.echo(f"{len(summary['torn_manifest_lines'])} torn manifest lines reported", err=True)
 
 
-def _add_llm_commands() -> None:
+def _add_command_groups() -> None:
+    from .admin_cli import config, templates
     from .llm.cli import llm
 
-    cli.add_command(llm)
+    for group in (llm, templates, config):
+        cli.add_command(group)
 
 
-_add_llm_commands()
+_add_command_groups()
 
 
 def main() -> None:
-    cli(prog_name="hpcmarker")
+    from .config import ConfigError, load_config
+
+    try:
+        default_map = load_config().default_map()
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    cli(prog_name="hpcmarker", default_map=default_map)
 
 
 if __name__ == "__main__":

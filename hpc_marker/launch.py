@@ -45,12 +45,14 @@ class SubmitRequest:
     gpus: int
     engine: str = "marker"
     engine_options: EngineOptions = field(default_factory=EngineOptions)
+    profile: str = "generic"
+    # None: the profile's value (then the built-in default)
     partition: str | None = None
-    template: str = "generic"
+    template: str | None = None
     workers_per_gpu: int = 1
-    cpus_per_task: int = 4
+    cpus_per_task: int | None = None
     mem: str | None = None
-    time_limit: str = "04:00:00"
+    time_limit: str | None = None
     executor: str = "auto"  # auto, slurm, local
     run_id: str | None = None
     split_pages: int | None = None  # None: derived; 0: never split
@@ -131,7 +133,7 @@ def _check_out_dir(out: Path) -> None:
         raise LaunchError(f"--out {out}: cannot write there ({exc.strerror})") from None
 
 
-def _check_cluster(request: SubmitRequest) -> str | None:
+def _check_cluster(request: SubmitRequest, wanted: str | None) -> str | None:
     """Validate partition and GPUs against the live cluster; return the partition to use."""
     if request.gpus < 1:
         raise LaunchError(f"--gpus {request.gpus}: a Slurm run needs at least one GPU")
@@ -139,14 +141,42 @@ def _check_cluster(request: SubmitRequest) -> str | None:
         known = slurm.partitions()
     except slurm.SlurmError as exc:
         raise LaunchError(f"cannot reach Slurm: {exc}") from None
-    partition = request.partition or slurm.default_partition()
-    if request.partition and request.partition not in known:
-        raise LaunchError(f"--partition {request.partition}: no such partition; "
+    partition = wanted or slurm.default_partition()
+    if wanted and wanted not in known:
+        raise LaunchError(f"--partition {wanted}: no such partition; "
                           f"partitions here: {', '.join(sorted(known)) or '(none)'}")
     if partition and "gpu" not in known.get(partition, ""):
         raise LaunchError(f"partition {partition!r} has no GPUs (GRES {known.get(partition) or 'none'}); "
                           "choose another with --partition")
     return partition
+
+
+BUILTIN_DEFAULTS = {"template": "generic", "cpus_per_task": 4, "time": "04:00:00", "gres": "gpu:1"}
+RESERVED_VARIABLES = {"run_id", "run_dir", "comment", "partition", "setup", "command", "python", "job_folder",
+                      "account", "qos", "constraint", "job_name", "tasks", "array", "gres", "cpus_per_task", "mem",
+                      "time", "signal", "stdout", "stderr", "llm_gpus"}
+
+
+def resolve_profile(request: SubmitRequest) -> tuple[dict, dict]:
+    """(effective partition/template/cpus/mem/time, job settings for the templates) for the request."""
+    from .config import ConfigError, load_config
+
+    try:
+        profile = load_config().profile(request.profile)
+    except ConfigError as exc:
+        raise LaunchError(f"--profile {exc}") from None
+    clash = sorted(set(profile.get("vars", {})) & RESERVED_VARIABLES)
+    if clash:
+        raise LaunchError(f"profile {request.profile!r}: vars {', '.join(clash)} shadow built-in template variables")
+    explicit = {"partition": request.partition, "template": request.template, "cpus_per_task": request.cpus_per_task,
+                "mem": request.mem, "time": request.time_limit}
+    chosen = {key: value if value is not None else profile.get(key, BUILTIN_DEFAULTS.get(key))
+              for key, value in explicit.items()}
+    settings = {"gres": profile.get("gres", BUILTIN_DEFAULTS["gres"]), "account": profile.get("account"),
+                "qos": profile.get("qos"), "constraint": profile.get("constraint"),
+                "setup": list(profile.get("setup", [])), "llm_gres_type": profile.get("llm_gres_type"),
+                "vars": dict(profile.get("vars", {}))}
+    return chosen, settings
 
 
 def script_contexts(paths: RunPaths, record: RunRecord, python: str,
@@ -156,18 +186,23 @@ def script_contexts(paths: RunPaths, record: RunRecord, python: str,
     convert_out, convert_err = slurm.job_log_paths(paths.jobs, array=True)
     collect_out, collect_err = slurm.job_log_paths(paths.jobs, array=False)
     command = Raw(shlex.join(slurm.submitit_command(python, paths.jobs)))
-    common = dict(run_id=record.run_id, run_dir=str(paths.root), comment=f"hpcmarker:{record.run_id}",
-                  partition=record.partition, setup=[], command=command)
+    job = record.job_settings
+    common = dict(job.get("vars", {}), run_id=record.run_id, run_dir=str(paths.root),
+                  comment=f"hpcmarker:{record.run_id}", partition=record.partition,
+                  setup=[Raw(line) for line in job.get("setup", [])], command=command, python=python,
+                  job_folder=str(paths.jobs), account=job.get("account"), qos=job.get("qos"),
+                  constraint=job.get("constraint"))
     contexts = {}
     if record.llm:
         service_out, service_err = slurm.job_log_paths(paths.jobs, array=False)
+        gpu_type = f"{job['llm_gres_type']}:" if job.get("llm_gres_type") else ""
         contexts["service"] = dict(common, job_name=f"hpcmarker-{record.run_id}-llm", llm_gpus=record.llm["gpus"],
-                                   gres=f"gpu:{record.llm['gpus']}", cpus_per_task=record.llm["cpus"],
+                                   gres=f"gpu:{gpu_type}{record.llm['gpus']}", cpus_per_task=record.llm["cpus"],
                                    mem=record.llm["mem"], time=record.time_limit, stdout=service_out,
                                    stderr=service_err)
     return contexts | {
         "convert": dict(common, job_name=f"hpcmarker-{record.run_id}-convert", tasks=len(indices),
-                        array=slurm.array_spec(indices), gres="gpu:1", cpus_per_task=record.cpus_per_task,
+                        array=slurm.array_spec(indices), gres=job.get("gres", BUILTIN_DEFAULTS["gres"]), cpus_per_task=record.cpus_per_task,
                         mem=record.mem, time=record.time_limit, signal="USR2@90",
                         stdout=convert_out, stderr=convert_err),
         "collect": dict(common, job_name=f"hpcmarker-{record.run_id}-collect", time="00:30:00",
@@ -178,17 +213,18 @@ def script_contexts(paths: RunPaths, record: RunRecord, python: str,
 def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     """Scan, plan, create the run folder (if `create`) and render its scripts."""
     executor = choose_executor(request.executor)
+    chosen, job_settings = resolve_profile(request)
     if request.workers_per_gpu < 1:
         raise LaunchError(f"--workers-per-gpu {request.workers_per_gpu}: must be at least 1")
     if request.gpus < 0:
         raise LaunchError(f"--gpus {request.gpus}: must not be negative")
-    parse_time_limit(request.time_limit)
+    parse_time_limit(chosen["time"])
     try:
-        template_folder(request.template)
+        template_folder(chosen["template"])
         check_engine(request.engine, request.engine_options)
     except Exception as exc:  # TemplateError, EngineUnavailable: one line each
         raise LaunchError(str(exc)) from None
-    partition = _check_cluster(request) if executor == "slurm" else request.partition
+    partition = _check_cluster(request, chosen["partition"]) if executor == "slurm" else chosen["partition"]
     pdfs = request.pdfs.resolve()
     try:
         scanned = scan_pdfs(pdfs)
@@ -217,14 +253,15 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     record = RunRecord(
         run_id=run_id, created=time.time(), pdfs_root=str(pdfs), out_dir=str(out), engine=request.engine,
         engine_options=request.engine_options.to_json(), executor=executor, tasks=len(plan.tasks),
-        gpus=request.gpus, workers_per_gpu=request.workers_per_gpu, cpus_per_task=request.cpus_per_task,
-        mem=request.mem, template=request.template, partition=partition, time_limit=request.time_limit,
+        gpus=request.gpus, workers_per_gpu=request.workers_per_gpu, cpus_per_task=chosen["cpus_per_task"],
+        mem=chosen["mem"], template=chosen["template"], partition=partition, time_limit=chosen["time"],
+        profile=request.profile, job_settings=job_settings,
         steal=request.steal and request.strategy != "static", lease_seconds=request.lease_seconds,
         split_pages=request.split_pages, llm=request.llm.record() if request.llm else None,
     )
     contexts = script_contexts(paths, record, python=sys.executable)
     try:
-        scripts = {role: render_role(request.template, role, contexts[role]) for role in ROLES if role in contexts}
+        scripts = {role: render_role(record.template, role, contexts[role]) for role in ROLES if role in contexts}
     except Exception as exc:
         raise LaunchError(str(exc)) from None
     if create:

@@ -2,7 +2,7 @@
 
 A template is a folder `<name>/` holding one `<role>.sbatch.j2` per role (service, convert, collect)
 found on the template search path: the folders in `HPCMARKER_TEMPLATE_PATH` (colon-separated),
-then the packaged ones; the first match wins. Every `{{ value }}` is shell-quoted by the
+then those named in the user's and the site's config, then the packaged ones; the first match wins. Every `{{ value }}` is shell-quoted by the
 environment itself (a path with spaces, quotes, `$()` or backticks cannot run anything);
 only values wrapped in `Raw` (admin-written setup lines, the job command) go in verbatim.
 Unknown variables are errors that list the valid ones.
@@ -48,8 +48,11 @@ def packaged_templates() -> Path:
 
 
 def template_search_path() -> list[Path]:
+    """HPCMARKER_TEMPLATE_PATH, then the config files' [templates] path (user, then site), then packaged."""
+    from .config import load_config
+
     extra = [Path(p) for p in os.environ.get("HPCMARKER_TEMPLATE_PATH", "").split(os.pathsep) if p]
-    return [*extra, packaged_templates()]
+    return [*extra, *load_config().template_path, packaged_templates()]
 
 
 def available_templates() -> dict[str, Path]:

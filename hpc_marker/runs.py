@@ -54,6 +54,9 @@ class RunRecord:
     lease_seconds: float = 120.0  # a claim not renewed for this long is taken over
     split_pages: int | None = None  # None: derived from the plan; 0: never split
     llm: dict[str, Any] | None = None  # the LLM service: model, gpus, parallel, ctx, options, timeouts
+    profile: str = "generic"
+    # From the profile, for the templates: gres, account, qos, constraint, setup lines, llm_gres_type, vars.
+    job_settings: dict[str, Any] = field(default_factory=dict)
     jobs: dict[str, list[str]] = field(default_factory=dict)  # role -> job ids
     submitted: float | None = None
     cancelled: float | None = None

@@ -22,7 +22,7 @@ def invoke(*args: str):
 @pytest.mark.parametrize("args, message", [
     (["--pdfs", "{tmp}/missing"], "no such folder"),
     (["--pdfs", "{tmp}/empty"], "no PDF files found"),
-    (["--pdfs", "{pdfs}", "--template", "nope"], "unknown template 'nope'; available templates: generic"),
+    (["--pdfs", "{pdfs}", "--template", "nope"], "unknown template 'nope'; available templates: apptainer, generic"),
     (["--pdfs", "{pdfs}", "--out", "/proc/forbidden"], "cannot write there"),
     (["--pdfs", "{pdfs}", "--engine", "text", "--force-ocr"], "--force-ocr needs --engine marker"),
     (["--pdfs", "{pdfs}", "--time", "soon"], "--time 'soon'"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hpc_marker.admin_cli import sample_contexts as admin_sample_contexts
 from hpc_marker.launch import script_contexts
 from hpc_marker.render import ROLES, TemplateError, available_templates, render_role
 from hpc_marker.runs import RunPaths, RunRecord
@@ -16,28 +17,36 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("HPCMARKER_UPDATE_SNAPSHOTS") == "1"
 
 
-def sample_contexts(run_dir: str = "/scratch/alice/md/.hpcmarker/runs/20260101-000000-abcd") -> dict:
-    record = RunRecord(run_id="20260101-000000-abcd", created=0.0, pdfs_root="/data/pdfs",
-                       out_dir="/scratch/alice/md", engine="text", engine_options={}, executor="slurm",
-                       tasks=4, gpus=4, workers_per_gpu=1, cpus_per_task=4, template="generic",
-                       partition="gpu", mem="32G",
-                       llm={"model": "qwen2.5:7b", "gpus": 1, "parallel": 4, "ctx": None, "options": {},
-                            "wait_timeout_s": 900, "request_timeout_s": 600, "concurrency": 4, "cpus": 4,
-                            "mem": "64G"})
-    return script_contexts(RunPaths(Path(run_dir)), record, python="/opt/venv/bin/python")
+def sample_contexts(run_dir: str | None = None, profile: str = "generic") -> dict:
+    contexts = admin_sample_contexts(profile)
+    if run_dir is not None:  # the same run in another folder
+        record = RunRecord(run_id="r1", created=0.0, pdfs_root="/data/pdfs", out_dir="/o", engine="text",
+                           engine_options={}, executor="slurm", tasks=4, gpus=4, workers_per_gpu=1, cpus_per_task=4,
+                           template="generic", partition="gpu", mem="32G")
+        contexts = script_contexts(RunPaths(Path(run_dir)), record, python="/opt/venv/bin/python")
+    return contexts
 
 
-@pytest.mark.parametrize("template", sorted(available_templates()))
+SHIPPED_PROFILES = ["generic", "a100-account", "apptainer"]
+
+
+@pytest.mark.parametrize("profile", SHIPPED_PROFILES)
 @pytest.mark.parametrize("role", ROLES)
-def test_shipped_templates_match_snapshots(template, role):
-    text = render_role(template, role, sample_contexts()[role])
-    snapshot = SNAPSHOTS / f"{template}-{role}.sbatch"
+def test_shipped_templates_match_snapshots(profile, role):
+    contexts = admin_sample_contexts(profile)
+    text = render_role(contexts["_template"], role, contexts[role])
+    snapshot = SNAPSHOTS / f"{profile}-{role}.sbatch"
     if UPDATE or not snapshot.exists():
         snapshot.write_text(text)
     assert text == snapshot.read_text(), (
-        f"{template}/{role} rendering changed; if intended, re-record with "
+        f"profile {profile}, role {role}: rendering changed; if intended, re-record with "
         "HPCMARKER_UPDATE_SNAPSHOTS=1 pytest tests/test_render.py and review the diff")
     assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+
+
+def test_every_shipped_template_is_used_by_a_shipped_profile():
+    used = {admin_sample_contexts(p)["_template"] for p in SHIPPED_PROFILES}
+    assert used == set(available_templates())
 
 
 def test_hostile_paths_are_quoted_and_nothing_runs(tmp_path):

@@ -1,0 +1,137 @@
+"""Config: hpcmarker's settings in layers, resolved in one place.
+
+Layers, lowest first: the packaged defaults (defaults.toml beside this file), the site file
+($HPCMARKER_SITE_CONFIG: a file, or a folder holding config.toml; else /etc/hpcmarker/config.toml),
+the user's file ($XDG_CONFIG_HOME/hpcmarker/config.toml). `[submit]` values become the defaults of
+`hpcmarker submit` options (click's default_map), under HPCMARKER_SUBMIT_<OPTION> variables and
+command-line flags. Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors
+that name the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SUBMIT_KEYS = {
+    "profile", "engine", "gpus", "partition", "template", "workers_per_gpu", "cpus_per_task", "mem", "time",
+    "split_pages", "steal", "lease_seconds", "llm_gpus", "llm_parallel", "llm_wait", "executor",
+}
+PROFILE_KEYS = {
+    "template", "partition", "gres", "cpus_per_task", "mem", "time", "account", "qos", "constraint", "setup",
+    "llm_gres_type", "vars",
+}
+SECTIONS = {"submit": SUBMIT_KEYS, "templates": {"path"}, "profiles": None}
+
+
+class ConfigError(Exception):
+    """A config file is unreadable or has unknown keys; the message names the file."""
+
+
+@dataclass
+class Layer:
+    name: str  # packaged, site, user
+    path: Path
+    data: dict[str, Any]
+
+
+@dataclass
+class Config:
+    layers: list[Layer] = field(default_factory=list)
+
+    def merged(self, section: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for layer in self.layers:
+            out.update(layer.data.get(section, {}))
+        return out
+
+    def source(self, section: str, key: str) -> str | None:
+        """The layer a value comes from (the highest that sets it)."""
+        found = None
+        for layer in self.layers:
+            if key in layer.data.get(section, {}):
+                found = f"{layer.name} ({layer.path})"
+        return found
+
+    @property
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        return self.merged("profiles")
+
+    def profile(self, name: str) -> dict[str, Any]:
+        profiles = self.profiles
+        if name not in profiles:
+            raise ConfigError(f"unknown profile {name!r}; profiles: {', '.join(sorted(profiles))}")
+        return profiles[name]
+
+    @property
+    def template_path(self) -> list[Path]:
+        paths: list[Path] = []
+        for layer in reversed(self.layers):  # user folders first
+            paths += [Path(p).expanduser() for p in layer.data.get("templates", {}).get("path", [])]
+        return paths
+
+    def default_map(self) -> dict[str, dict[str, Any]]:
+        return {"submit": self.merged("submit")}
+
+
+def packaged_file() -> Path:
+    return Path(__file__).with_name("defaults.toml")
+
+
+def site_file() -> Path:
+    explicit = os.environ.get("HPCMARKER_SITE_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        return path / "config.toml" if path.is_dir() else path
+    return Path("/etc/hpcmarker/config.toml")
+
+
+def user_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "hpcmarker" / "config.toml"
+
+
+def validate(data: dict[str, Any], path: Path) -> None:
+    for section, value in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}]; sections: {', '.join(sorted(SECTIONS))}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        if section == "profiles":
+            for name, profile in value.items():
+                unknown = sorted(set(profile) - PROFILE_KEYS) if isinstance(profile, dict) else ["(not a table)"]
+                if unknown:
+                    raise ConfigError(f"{path}: profile {name!r}: unknown keys {', '.join(unknown)}; "
+                                      f"valid keys: {', '.join(sorted(PROFILE_KEYS))}")
+            continue
+        unknown = sorted(set(value) - SECTIONS[section])
+        if unknown:
+            raise ConfigError(f"{path}: [{section}] unknown keys {', '.join(unknown)}; "
+                              f"valid keys: {', '.join(sorted(SECTIONS[section]))}")
+
+
+def read_layer(name: str, path: Path) -> Layer | None:
+    if not path.is_file():
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    validate(data, path)
+    return Layer(name, path, data)
+
+
+def load_config() -> Config:
+    layers = [read_layer(name, path) for name, path in
+              (("packaged", packaged_file()), ("site", site_file()), ("user", user_file()))]
+    return Config([layer for layer in layers if layer is not None])
