@@ -208,7 +208,9 @@ def plan(pdfs, gpus, split_pages, fmt) -> None:
 @cli.command()
 @click.argument("run", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(run, as_json) -> None:
+@click.option("--watch", is_flag=True, help="Refresh a live table until the run is over (Ctrl-C to leave).")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes with --watch.")
+def status(run, as_json, watch, interval) -> None:
     """Where RUN (default: the latest) stands: per task state and progress, rate, ETA."""
     from .slurm import SlurmError
     from .status import load_status, status_table
@@ -216,6 +218,11 @@ def status(run, as_json) -> None:
     paths = _run_paths(run)
     try:
         result = load_status(paths)
+        if watch and not as_json:
+            from .status import watch_status
+
+            watch_status(paths, interval)
+            return
     except SlurmError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from submitit.core import core, utils
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
 QUERY_TIMEOUT_S = 30
+QUERY_RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # a busy slurmctld/slurmdbd often answers on the next try
 
 
 class SlurmError(Exception):
@@ -135,15 +137,28 @@ def default_partition() -> str | None:
     return None
 
 
+def _run_with_retries(argv: list[str], delays: tuple[float, ...] = QUERY_RETRY_DELAYS_S) -> str:
+    """Run a read-only query, retrying with backoff before calling the scheduler unreachable."""
+    for delay in delays:
+        try:
+            return _run(argv)
+        except SlurmError:
+            time.sleep(delay)
+    try:
+        return _run(argv)
+    except SlurmError as exc:
+        raise SlurmError(f"scheduler unreachable after {len(delays) + 1} tries: {exc}") from None
+
+
 def job_states(job_ids: list[str]) -> dict[str, str]:
-    """State of each job (and array task, as '<id>_<i>') from sacct, in one query."""
-    base_ids = sorted({jid.split("_")[0] for jid in job_ids})
+    """State of each job (and array task, as '<id>_<i>') from sacct, in one query (retried)."""
+    base_ids = sorted({jid.split("_")[0] for jid in job_ids if jid != "-"})
     if not base_ids:
         return {}
     argv = ["sacct", "-o", "JobID,State,NodeList", "--parsable2"]
     for jid in base_ids:
         argv += ["-j", jid]
-    info = SlurmInfoWatcher().read_info(_run(argv))
+    info = SlurmInfoWatcher().read_info(_run_with_retries(argv))
     return {jid: stats.get("State", "UNKNOWN").split(" ")[0] for jid, stats in info.items()}
 
 

@@ -148,6 +148,22 @@ def load_status(paths: RunPaths) -> RunStatus:
     return status
 
 
+FINAL_STATES = {"finished", "cancelled", "stopped"}
+
+
+def watch_status(paths: RunPaths, interval_s: float = 5.0) -> RunStatus:
+    """Refresh the status table in place until the run is over."""
+    from rich.live import Live
+
+    current = load_status(paths)
+    with Live(status_table(current), refresh_per_second=4) as live:
+        while current.state not in FINAL_STATES:
+            time.sleep(interval_s)
+            current = load_status(paths)
+            live.update(status_table(current))
+    return current
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -155,13 +171,18 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def _bar(done: int, total: int, width: int = 20) -> str:
+    filled = round(width * done / total) if total else width
+    return "█" * filled + "░" * (width - filled)
+
+
 def status_table(status: RunStatus) -> Table:
     table = Table(title=f"run {status.run_id} ({status.executor}): {status.state}", title_justify="left")
-    for column in ("task", "job", "state", "done", "failed", "pending", "pages"):
-        table.add_column(column, justify="right" if column not in ("job", "state") else "left")
+    for column in ("task", "job", "state", "done", "failed", "pending", "pages", "progress"):
+        table.add_column(column, justify="right" if column not in ("job", "state", "progress") else "left")
     for t in status.tasks:
         table.add_row(str(t.task), t.job_id, t.state, str(t.ok), str(t.failed), str(t.pending),
-                      f"{t.pages_done}/{t.pages}")
+                      f"{t.pages_done}/{t.pages}", _bar(t.pages_done, t.pages))
     rate = f"{status.pages_per_second:.2f} pages/s" if status.pages_per_second else "- pages/s"
     table.caption = (f"{status.ok} ok, {status.failed} failed, {status.pending} pending of {status.items} items; "
                      f"{status.pages_done}/{status.pages} pages; {rate}; elapsed {_duration(status.elapsed_seconds)}; "

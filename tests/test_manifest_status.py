@@ -59,3 +59,25 @@ def test_run_state_words():
     assert run_state(["CANCELLED", "CANCELLED"], "CANCELLED", False) == "cancelled"
     assert run_state(["COMPLETED", "FAILED"], "RUNNING", False) == "collecting"
     assert run_state(["COMPLETED"], "COMPLETED", True) == "finished"
+
+
+def test_sacct_is_retried_before_the_scheduler_is_called_unreachable(monkeypatch):
+    from hpc_marker import slurm
+
+    calls = []
+
+    def flaky(argv):
+        calls.append(argv)
+        if len(calls) < 3:
+            raise slurm.SlurmError("sacct: error: slurmdbd: Connection refused")
+        return "JobID|State|NodeList\n7_0|RUNNING|n1\n"
+
+    monkeypatch.setattr(slurm, "_run", flaky)
+    monkeypatch.setattr(slurm.time, "sleep", lambda s: None)
+    assert slurm.job_states(["7_0"]) == {"7_0": "RUNNING"} and len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(slurm, "_run", lambda argv: (_ for _ in ()).throw(slurm.SlurmError("down")))
+    import pytest as _pytest
+
+    with _pytest.raises(slurm.SlurmError, match="scheduler unreachable after 4 tries"):
+        slurm.job_states(["7_0"])
