@@ -298,11 +298,27 @@ def collect(run) -> None:
         click.echo(f"{len(summary['torn_manifest_lines'])} torn manifest lines reported", err=True)
 
 
+@cli.command()
+@click.argument("run", required=False)
+def report(run) -> None:
+    """Write RUN/report.html (default: the latest run): tasks over time, pages/s, failures, slowest PDFs, LLM."""
+    from .report import write_report
+
+    paths = _run_paths(run)
+    try:
+        path = write_report(paths.root)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot write the report of run {paths.run_id}: {exc}") from None
+    click.echo(str(path))
+
+
 def _add_command_groups() -> None:
     from .admin_cli import config, templates
+    from .doctor import doctor_command
     from .llm.cli import llm
+    from .prefetch import prefetch_command
 
-    for group in (llm, templates, config):
+    for group in (llm, templates, config, doctor_command, prefetch_command):
         cli.add_command(group)
 
 

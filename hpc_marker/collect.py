@@ -177,4 +177,10 @@ def collect_run(run_dir: str) -> dict:
         print(f"[hpcmarker collect] warning: {line}", flush=True)
     print(f"[hpcmarker collect] {summary['ok']} ok, {summary['failed']} failed, "
           f"{len(summary['missing'])} missing of {summary['items']} items", flush=True)
+    try:
+        from .report import write_report
+
+        print(f"[hpcmarker collect] report: {write_report(paths.root)}", flush=True)
+    except Exception as exc:  # the report is only a view: never fail the collector over it
+        print(f"[hpcmarker collect] warning: no report: {type(exc).__name__}: {exc}", flush=True)
     return summary

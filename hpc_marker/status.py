@@ -59,7 +59,7 @@ class RunStatus:
 
 def run_state(task_states: list[str], collector_state: str, collected: bool) -> str:
     """One word for the whole run. Pure."""
-    if collected:
+    if collected and collector_state not in ACTIVE_STATES:
         return "finished"
     if any(s == "RUNNING" for s in task_states):
         return "running"

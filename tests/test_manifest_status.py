@@ -59,6 +59,7 @@ def test_run_state_words():
     assert run_state(["CANCELLED", "CANCELLED"], "CANCELLED", False) == "cancelled"
     assert run_state(["COMPLETED", "FAILED"], "RUNNING", False) == "collecting"
     assert run_state(["COMPLETED"], "COMPLETED", True) == "finished"
+    assert run_state(["COMPLETED"], "RUNNING", True) == "collecting"  # summary written, report still coming
 
 
 def test_sacct_is_retried_before_the_scheduler_is_called_unreachable(monkeypatch):

@@ -1,0 +1,388 @@
+"""Doctor: preflight checks of this node and cluster before a run, each with a fix when it fails.
+
+Owns: the `Check` result, one small function per check (Slurm and accounting, the partition's
+GPUs, the template's scripts, marker's install, import and offline cache, ollama and the LLM
+model, the output folder, thread caps), `run_checks` (everything, for `hpcmarker doctor`) and
+`cheap_checks` (no scheduler, no marker import: what `submit` can afford). A check never
+raises: an unexpected error becomes a failed check with a one-line detail.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+
+from .engines import ENGINE_NAMES
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+TIMEOUT_S = 15.0  # any one command doctor runs
+SAMPLE_CPUS, SAMPLE_TIME = 4, "04:00:00"  # submit's defaults, for the sample scripts
+PREFETCH_FIX = "on a login node with internet: hpcmarker prefetch --marker --cache DIR; then `source DIR/env.sh`"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok, warn or fail
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class DoctorRequest:
+    partition: str | None = None
+    template: str = "generic"
+    out: Path | None = None
+    engine: str = "marker"
+    llm: str | None = None  # an Ollama model name
+    min_free_gb: float = 10.0
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else 'no detail'}"
+
+
+def _guard(name: str, check: Callable[[], Check | list[Check]]) -> list[Check]:
+    try:
+        result = check()
+    except Exception as exc:  # a check must never take the others down
+        return [Check(name, FAIL, f"the check itself failed: {_one_line(exc)}", "report this with the detail")]
+    return result if isinstance(result, list) else [result]
+
+
+def _run(argv: list[str], timeout_s: float = TIMEOUT_S) -> tuple[int, str]:
+    """(exit code, last non-empty output line); 127 when the program is missing, 124 on timeout."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except FileNotFoundError:
+        return 127, f"{argv[0]}: not found on PATH"
+    except subprocess.TimeoutExpired:
+        return 124, f"{argv[0]}: no answer within {timeout_s:g}s"
+    lines = [x.strip() for x in (done.stderr + "\n" + done.stdout).splitlines() if x.strip()]
+    return done.returncode, (lines[-1] if lines else "")
+
+
+def check_slurm() -> list[Check]:
+    """sinfo answers (the cluster is reachable) and sacct answers (accounting, which `status` needs)."""
+    from . import slurm
+
+    if shutil.which("sinfo") is None:
+        return [Check("slurm", WARN, "sinfo is not on PATH: no Slurm here, `submit` runs on this machine",
+                      "run on a Slurm login node (or load the Slurm module) to use the cluster")]
+    try:
+        found = slurm.partitions()
+        checks = [Check("slurm: sinfo", OK, f"{len(found)} partitions: {', '.join(sorted(found))}")]
+    except slurm.SlurmError as exc:
+        checks = [Check("slurm: sinfo", FAIL, str(exc), "check SLURM_CONF and that slurmctld is up (`scontrol ping`)")]
+    code, last = _run(["sacct", "--noheader", "-X", "--starttime", "now", "--format=JobID", "--parsable2"])
+    if code == 0:
+        checks.append(Check("slurm: sacct", OK, "accounting answers"))
+    else:
+        checks.append(Check("slurm: sacct", FAIL, f"sacct: {last or f'exit code {code}'}",
+                            "`hpcmarker status` needs Slurm accounting: ask the admins to enable slurmdbd"))
+    return checks
+
+
+def check_partition(partition: str | None, known: dict[str, str], default: str | None) -> Check:
+    """The partition (given, else the cluster's default) exists and has GPUs in its GRES."""
+    gpu_parts = sorted(p for p, gres in known.items() if "gpu" in gres)
+    hint = f"pass --partition {' or '.join(gpu_parts)}" if gpu_parts else "no partition here has GPUs in its GRES"
+    name = partition or default
+    if name is None:
+        return Check("partition", FAIL, "no --partition and the cluster has no default partition", hint)
+    if name not in known:
+        return Check(f"partition {name}", FAIL, f"no such partition; partitions: {', '.join(sorted(known))}", hint)
+    if "gpu" not in known[name]:
+        return Check(f"partition {name}", FAIL, f"no GPUs (GRES {known[name] or 'none'})", hint)
+    return Check(f"partition {name}", OK, f"GRES {known[name]}" + ("" if partition else " (the default partition)"))
+
+
+def sample_contexts(template: str, partition: str | None) -> dict[str, dict]:
+    """The variables of every role for a sample run (2 tasks, an LLM service), as `submit` builds them."""
+    from .launch import LlmRequest, script_contexts
+    from .runs import RunPaths, RunRecord
+
+    root = Path(tempfile.gettempdir()) / "hpcmarker-doctor" / "out"
+    record = RunRecord(run_id="doctor-sample", created=time.time(), pdfs_root=str(root), out_dir=str(root),
+                       engine="marker", engine_options={}, executor="slurm", tasks=2, gpus=2, workers_per_gpu=1,
+                       cpus_per_task=SAMPLE_CPUS, template=template, partition=partition, time_limit=SAMPLE_TIME,
+                       llm=LlmRequest(model="sample").record())
+    return script_contexts(RunPaths(root / ".hpcmarker" / "runs" / "doctor-sample"), record, sys.executable)
+
+
+def check_template(template: str, partition: str | None = None, *, sbatch: bool = False,
+                   llm: bool = False) -> list[Check]:
+    """Each role renders with sample values, passes `bash -n`, and (with `sbatch`) `sbatch --test-only`."""
+    from .render import ROLES, TemplateError, render_role, template_folder
+
+    try:
+        template_folder(template)
+    except TemplateError as exc:
+        return [Check(f"template {template}", FAIL, str(exc), "pass --template with one of those names")]
+    contexts = sample_contexts(template, partition)
+    checks = []
+    with tempfile.TemporaryDirectory(prefix="hpcmarker-doctor-") as tmp:
+        for role in ROLES:
+            name = f"template {template}: {role}"
+            try:
+                text = render_role(template, role, contexts[role])
+            except TemplateError as exc:  # a template without a service role is fine until --llm
+                optional = role == "service" and not llm and "has no" in str(exc)
+                fix = f"add or fix {role}.sbatch.j2 (see templates/generic)" + (" for --llm" if optional else "")
+                checks.append(Check(name, WARN if optional else FAIL, str(exc), fix))
+                continue
+            path = Path(tmp) / f"{role}.sbatch"
+            path.write_text(text)
+            code, last = _run(["bash", "-n", str(path)])
+            if code != 0:
+                checks.append(Check(name, FAIL, f"bash -n: {last}", f"fix the shell syntax of {role}.sbatch.j2"))
+            elif not sbatch:
+                checks.append(Check(name, OK, "renders; bash -n ok"))
+            else:
+                code, last = _run(["sbatch", "--test-only", str(path)])
+                if code == 0:  # Slurm prints a start-time estimate (on stderr) and submits nothing
+                    checks.append(Check(name, OK, "renders; bash -n ok; sbatch --test-only ok"))
+                else:
+                    checks.append(Check(name, FAIL, f"sbatch --test-only: {last}",
+                                        "adjust the template's #SBATCH lines or choose another --partition"))
+    return checks
+
+
+def check_marker_install() -> Check:
+    """marker-pdf installed (package metadata only, no import) and a version hpcmarker supports."""
+    from .engines.marker import INSTALL_HINT, SUPPORTED, _series, marker_version
+
+    version = marker_version()
+    wanted = ", ".join(f"{a}.{b}.x" for a, b in SUPPORTED)
+    if version is None:
+        return Check("marker", FAIL, f"marker-pdf is not installed for {sys.executable}", INSTALL_HINT.split(": ")[-1])
+    if _series(version) not in SUPPORTED:
+        return Check("marker", FAIL, f"marker-pdf {version} is not a supported version ({wanted})",
+                     f'pip install "marker-pdf=={wanted.split(", ")[-1].replace(".x", ".*")}"')
+    return Check("marker", OK, f"marker-pdf {version} (supported: {wanted})")
+
+
+def _import(name: str) -> object:
+    return importlib.import_module(name)
+
+
+def check_marker_import() -> Check:
+    """`import marker.models` works (catches broken torch/torchvision builds)."""
+    started = time.monotonic()
+    try:
+        _import("marker.models")
+    except Exception as exc:
+        return Check("marker: import", FAIL, f"import marker.models: {_one_line(exc)}",
+                     "reinstall torch and torchvision as a matching pair (docs/marker-versions.md, Installing)")
+    return Check("marker: import", OK, f"import marker.models took {time.monotonic() - started:.1f}s")
+
+
+def check_marker_cache() -> Check:
+    """The font, weights and (2.x) inference pieces marker needs are on this node: no download at run time."""
+    from .engines.marker import missing_cache_pieces
+
+    missing = missing_cache_pieces()
+    if not missing:
+        return Check("marker: cache", OK, "font and model weights present on this node")
+    node = [p for p in missing if p.split(" ", 1)[0] not in ("font", "model", "Hugging", "VLM", "GGUF")]
+    fix = PREFETCH_FIX + (f"; not a cache: {'; '.join(node)}" if node else "")
+    if len(node) == len(missing):
+        fix = "; ".join(node)
+    return Check("marker: cache", FAIL, f"missing: {'; '.join(missing)}", fix)
+
+
+def check_ollama(required: bool) -> Check:
+    from .llm.process import OllamaError, find_ollama
+
+    try:
+        return Check("ollama", OK, find_ollama())
+    except OllamaError as exc:
+        return Check("ollama", FAIL if required else WARN, str(exc) + ("" if required else " (only --llm needs it)"),
+                     "install Ollama or load its module on the nodes the LLM service job runs on")
+
+
+def ollama_url(host: str | None = None) -> str:
+    """OLLAMA_HOST as ollama writes it (`host:port`, `0.0.0.0`, a URL) to a URL this node can call."""
+    value = (host or os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434").strip().rstrip("/")
+    scheme, _, rest = value.rpartition("://")
+    hostport = rest.split("/", 1)[0]
+    name, _, port = hostport.rpartition(":") if hostport.count(":") == 1 else (hostport, "", "")
+    name = "127.0.0.1" if name in ("", "0.0.0.0") else name
+    return f"{scheme or 'http'}://{name}:{port or '11434'}"
+
+
+def manifest_path(models_dir: Path, model: str) -> Path:
+    """Where a real Ollama keeps MODEL's manifest: manifests/<registry>/<namespace>/<name>/<tag>."""
+    name, _, tag = model.rpartition(":") if ":" in model.rsplit("/", 1)[-1] else (model, "", "latest")
+    parts = name.split("/")
+    if len(parts) == 1:
+        parts = ["library", *parts]
+    if len(parts) == 2:
+        parts = ["registry.ollama.ai", *parts]
+    return models_dir.joinpath("manifests", *parts, tag)
+
+
+def check_llm_model(model: str, host: str | None = None, models_dir: str | None = None,
+                    timeout_s: float = 2.0) -> Check:
+    """MODEL is on the Ollama server at OLLAMA_HOST (when one answers) or its manifest is in OLLAMA_MODELS."""
+    import httpx
+    import ollama
+
+    from .llm.settings import normalize_model
+
+    url = ollama_url(host)
+    folder = Path(models_dir or os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models")
+    fix = f"on a login node: hpcmarker prefetch --llm {model} (into the OLLAMA_MODELS the jobs use)"
+    client = ollama.Client(host=url, timeout=httpx.Timeout(timeout_s), trust_env=False)
+    try:
+        if normalize_model(model) in {normalize_model(m.model) for m in client.list().models if m.model}:
+            return Check(f"llm {model}", OK, f"on the Ollama at {url}")
+        server = f"not on the Ollama at {url}"
+    except (httpx.HTTPError, ConnectionError, ollama.ResponseError):
+        server = f"no Ollama answers at {url}"
+    if manifest_path(folder, model).is_file():
+        return Check(f"llm {model}", OK, f"manifest in OLLAMA_MODELS={folder} (blobs not verified; {server})")
+    return Check(f"llm {model}", FAIL, f"{server}, and no manifest in OLLAMA_MODELS={folder}", fix)
+
+
+def check_out(out: Path, min_free_gb: float = 10.0) -> Check:
+    """OUT is (or can be made) a writable folder with at least `min_free_gb` free."""
+    out = Path(out).expanduser()
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if base.exists() and not base.is_dir():
+        return Check(f"out {out}", FAIL, f"{base} is not a folder", "choose another --out")
+    try:
+        if base == out:
+            with tempfile.NamedTemporaryFile(dir=out, prefix=".hpcmarker-doctor-"):
+                pass
+        elif not os.access(base, os.W_OK | os.X_OK):
+            raise PermissionError(f"{base} is not writable")
+    except OSError as exc:
+        return Check(f"out {out}", FAIL, f"cannot write there ({exc.strerror or exc})", "choose a folder you can write")
+    free_gb = shutil.disk_usage(base).free / 1e9
+    where = "writable" if base == out else f"can be created (under {base})"
+    if free_gb < min_free_gb:
+        return Check(f"out {out}", WARN, f"{where}; only {free_gb:.1f} GB free (< {min_free_gb:g} GB)",
+                     "free space or choose another --out (Markdown, images and logs land there)")
+    return Check(f"out {out}", OK, f"{where}; {free_gb:.0f} GB free")
+
+
+def check_threads(env: dict[str, str] | None = None, cpus: int | None = None) -> Check:
+    """OMP_NUM_THREADS unset on a many-core node: fine for hpcmarker's tasks (they cap themselves), not by hand."""
+    env = os.environ if env is None else env
+    cpus = cpus or os.cpu_count() or 1
+    if env.get("OMP_NUM_THREADS"):
+        return Check("threads", OK, f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} ({cpus} CPUs)")
+    if cpus > 16:
+        return Check("threads", WARN, f"OMP_NUM_THREADS unset on {cpus} CPUs: hpcmarker's tasks cap their threads, "
+                     "but marker run by hand starts a thread per CPU in every pool", "export OMP_NUM_THREADS=4")
+    return Check("threads", OK, f"OMP_NUM_THREADS unset; {cpus} CPUs")
+
+
+def _request(request) -> DoctorRequest:
+    """A DoctorRequest, or launch.SubmitRequest (its `llm` is an LlmRequest) turned into one."""
+    if isinstance(request, DoctorRequest):
+        return request
+    llm = getattr(request, "llm", None)
+    return DoctorRequest(partition=request.partition, template=request.template or "generic", out=request.out,
+                         engine=request.engine, llm=getattr(llm, "model", llm))
+
+
+def cheap_checks(request) -> list[Check]:
+    """Checks in well under a second, with no scheduler call and no marker import (for `submit`)."""
+    req = _request(request)
+    checks = _guard("template", lambda: check_template(req.template, req.partition, llm=bool(req.llm)))
+    if req.engine == "marker":
+        checks += _guard("marker", check_marker_install)
+    if req.llm:
+        checks += _guard("ollama", lambda: check_ollama(True))
+    if req.out is not None:
+        checks += _guard("out", lambda: check_out(req.out, req.min_free_gb))
+    return checks
+
+
+def run_checks(request: DoctorRequest) -> list[Check]:
+    """Every check, in the order a run needs them."""
+    from . import slurm
+
+    req = _request(request)
+    checks = _guard("slurm", check_slurm)
+    reachable, partition = any(c.name == "slurm: sinfo" and c.status == OK for c in checks), req.partition
+    if reachable:
+        try:
+            known, default = slurm.partitions(), slurm.default_partition()
+            partition = req.partition or default
+            checks.append(check_partition(req.partition, known, default))
+        except slurm.SlurmError as exc:
+            reachable = False
+            checks.append(Check("partition", FAIL, str(exc), "check that slurmctld is up (`scontrol ping`)"))
+    checks += _guard("template", lambda: check_template(req.template, partition, sbatch=reachable, llm=bool(req.llm)))
+    if req.engine == "marker":
+        checks += _guard("marker", check_marker_install)
+        if checks[-1].status == OK:
+            checks += _guard("marker: import", check_marker_import)
+            checks += _guard("marker: cache", check_marker_cache)
+    else:
+        checks.append(Check("marker", OK, f"not needed (engine {req.engine})"))
+    checks += _guard("ollama", lambda: check_ollama(bool(req.llm)))
+    if req.llm:
+        checks += _guard(f"llm {req.llm}", lambda: check_llm_model(req.llm))
+    if req.out is not None:
+        checks += _guard("out", lambda: check_out(req.out, req.min_free_gb))
+    return checks + _guard("threads", check_threads)
+
+
+def failed(checks: list[Check]) -> bool:
+    return any(c.status == FAIL for c in checks)
+
+
+def checks_table(checks: list[Check]):
+    from rich.table import Table
+    from rich.text import Text
+
+    colour = {OK: "green", WARN: "yellow", FAIL: "bold red"}
+    table = Table(title="hpcmarker doctor", title_justify="left")
+    for column in ("check", "status", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    for c in checks:  # Text: details quote paths and pip extras like [marker], never markup
+        table.add_row(Text(c.name), Text(c.status, style=colour[c.status]), Text(c.detail), Text(c.fix))
+    return table
+
+
+@click.command("doctor")
+@click.option("--partition", help="Partition to check (default: the cluster's default partition).")
+@click.option("--template", default="generic", show_default=True, help="sbatch template to render and test.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder to check (writable, free space).")
+@click.option("--engine", type=click.Choice(ENGINE_NAMES), default="marker", show_default=True)
+@click.option("--llm", "llm_model", metavar="MODEL", help="Also check ollama and this model.")
+@click.option("--min-free-gb", default=10.0, show_default=True, type=float, help="Warn under this much free space.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor_command(partition, template, out, engine, llm_model, min_free_gb, as_json) -> None:
+    """Preflight checks: Slurm, partition, template, marker and its cache, ollama, --out. Exit 1 on a failure."""
+    import json
+
+    checks = run_checks(DoctorRequest(partition=partition, template=template, out=out, engine=engine,
+                                      llm=llm_model, min_free_gb=min_free_gb))
+    if as_json:
+        click.echo(json.dumps({"ok": not failed(checks), "checks": [asdict(c) for c in checks]}, indent=1))
+    else:
+        from rich.console import Console
+
+        Console().print(checks_table(checks))
+        counts = {s: sum(c.status == s for c in checks) for s in (OK, WARN, FAIL)}
+        click.echo(f"{counts[OK]} ok, {counts[WARN]} warnings, {counts[FAIL]} failed")
+    if failed(checks):
+        raise SystemExit(1)

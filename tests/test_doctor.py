@@ -1,0 +1,233 @@
+"""doctor: each check alone, with fakes (PATH shims, monkeypatched marker, the stand-in ollama), and
+the whole command against the real test cluster where one answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from standin.harness import StandinOllama, free_port, path_with_standin, seed_model
+
+from hpc_marker import doctor
+from hpc_marker.doctor import FAIL, OK, WARN, Check, DoctorRequest
+from hpc_marker.engines import marker as marker_engine
+from hpc_marker.launch import SubmitRequest
+
+
+def cluster_answers() -> bool:
+    try:
+        return shutil.which("sinfo") is not None and subprocess.run(["sinfo", "-h"], capture_output=True,
+                                                                    timeout=10).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def shim(bin_dir: Path, name: str, script: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / name).write_text("#!/bin/sh\n" + script + "\n")
+    (bin_dir / name).chmod(0o755)
+
+
+def test_partition_must_exist_and_have_gpus():
+    known = {"gpu": "gpu:4", "cpu": "(null)"}
+    assert doctor.check_partition("gpu", known, "cpu").status == OK
+    nope = doctor.check_partition("nope", known, "gpu")
+    assert nope.status == FAIL and "cpu, gpu" in nope.detail and nope.fix == "pass --partition gpu"
+    cpu = doctor.check_partition(None, known, "cpu")
+    assert (cpu.name, cpu.status) == ("partition cpu", FAIL) and "no GPUs" in cpu.detail
+    assert doctor.check_partition(None, {"cpu": "(null)"}, None).fix == "no partition here has GPUs in its GRES"
+
+
+def test_slurm_missing_answering_and_broken(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    shim(bin_dir, "bash", 'exec /bin/bash "$@"')
+    monkeypatch.setenv("PATH", str(bin_dir))
+    [none] = doctor.check_slurm()
+    assert none.status == WARN and "no Slurm here" in none.detail
+    shim(bin_dir, "sinfo", 'echo "gpu*|gpu:2"')
+    shim(bin_dir, "sacct", 'echo "sacct: error: Slurm accounting storage is disabled" >&2; exit 1')
+    sinfo, sacct = doctor.check_slurm()
+    assert (sinfo.status, sacct.status) == (OK, FAIL)
+    assert "accounting storage is disabled" in sacct.detail and "slurmdbd" in sacct.fix
+    shim(bin_dir, "sinfo", 'echo "slurm_load_partitions: Unable to contact slurm controller" >&2; exit 1')
+    sinfo, _ = doctor.check_slurm()
+    assert sinfo.status == FAIL and "Unable to contact" in sinfo.detail and "scontrol ping" in sinfo.fix
+
+
+def write_template(root: Path, name: str, convert: str, service: bool = True) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "convert.sbatch.j2").write_text(convert)
+    (folder / "collect.sbatch.j2").write_text("#!/bin/bash\nexec {{ command }}\n")
+    if service:
+        (folder / "service.sbatch.j2").write_text("#!/bin/bash\nexec {{ command }}\n")
+
+
+def test_template_checks(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPCMARKER_TEMPLATE_PATH", str(tmp_path))
+    checks = doctor.check_template("generic", "gpu")
+    assert [c.status for c in checks] == [OK, OK, OK] and checks[1].name == "template generic: convert"
+    write_template(tmp_path, "badsyntax", "#!/bin/bash\nif then fi {{ command }}\n")
+    convert = doctor.check_template("badsyntax")[1]
+    assert convert.status == FAIL and convert.detail.startswith("bash -n:") and "convert.sbatch.j2" in convert.fix
+    write_template(tmp_path, "badvar", "#!/bin/bash\n#SBATCH --x={{ no_such_variable }}\n")
+    convert = doctor.check_template("badvar")[1]
+    assert convert.status == FAIL and "'no_such_variable' is undefined" in convert.detail and "valid variables" in convert.detail
+    write_template(tmp_path, "noservice", "#!/bin/bash\nexec {{ command }}\n", service=False)
+    assert doctor.check_template("noservice")[0].status == WARN
+    assert doctor.check_template("noservice", llm=True)[0].status == FAIL
+    [unknown] = doctor.check_template("nope")
+    assert unknown.status == FAIL and "available templates" in unknown.detail
+
+
+def test_marker_install_import_and_cache_with_fakes(monkeypatch):
+    monkeypatch.setattr(marker_engine, "marker_version", lambda: None)
+    missing = doctor.check_marker_install()
+    assert missing.status == FAIL and 'pip install "hpc-marker[marker]"' == missing.fix
+    monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.9.1")
+    old = doctor.check_marker_install()
+    assert old.status == FAIL and "1.9.1 is not a supported version (1.10.x, 2.0.x)" in old.detail
+    monkeypatch.setattr(marker_engine, "marker_version", lambda: "2.0.0")
+    assert doctor.check_marker_install().status == OK
+
+    def broken(name):
+        raise RuntimeError("operator torchvision::nms does not exist\nmore")
+
+    monkeypatch.setattr(doctor, "_import", broken)
+    imported = doctor.check_marker_import()
+    assert imported.status == FAIL and imported.detail == (
+        "import marker.models: RuntimeError: operator torchvision::nms does not exist")
+
+    monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda: ["font /x/f.ttf", "model s3://layout/1 (/m)"])
+    cache = doctor.check_marker_cache()
+    assert cache.status == FAIL and "font /x/f.ttf" in cache.detail and "hpcmarker prefetch --marker" in cache.fix
+    node = ["llama-server binary (llamacpp backend; or set SURYA_INFERENCE_URL)"]
+    monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda: node)
+    assert doctor.check_marker_cache().fix == node[0]  # prefetch cannot help there
+    monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda: [])
+    assert doctor.check_marker_cache().status == OK
+
+
+def test_marker_cache_real_marker_empty_cache(tmp_path, monkeypatch):
+    pytest.importorskip("marker")
+    monkeypatch.setenv("FONT_PATH", str(tmp_path / "fonts" / "f.ttf"))  # read at first import, in a fresh process
+    code = ("from hpc_marker.doctor import check_marker_cache as c, check_marker_install as i; import json; "
+            "print(json.dumps([i().__dict__, c().__dict__]))")
+    env = {**os.environ, "MODEL_CACHE_DIR": str(tmp_path / "models"), "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, timeout=60)
+    install, cache = json.loads(out.stdout.splitlines()[-1])
+    assert install["status"] == OK
+    assert cache["status"] == FAIL and f"font {tmp_path}/fonts/f.ttf" in cache["detail"]
+    assert str(tmp_path / "models") in cache["detail"] or str(tmp_path / "hf") in cache["detail"]
+
+
+def test_ollama_binary(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", path_with_standin(str(tmp_path)))
+    assert doctor.check_ollama(True).status == OK
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert doctor.check_ollama(False).status == WARN
+    required = doctor.check_ollama(True)
+    assert required.status == FAIL and "not on PATH" in required.detail
+
+
+def test_ollama_url_and_manifest_path(tmp_path):
+    assert doctor.ollama_url("0.0.0.0:11500") == "http://127.0.0.1:11500"
+    assert doctor.ollama_url("https://llm.example.org") == "https://llm.example.org:11434"
+    assert doctor.ollama_url("gpu01") == "http://gpu01:11434"
+    assert doctor.manifest_path(tmp_path, "qwen2.5:7b") == tmp_path / "manifests/registry.ollama.ai/library/qwen2.5/7b"
+    assert doctor.manifest_path(tmp_path, "me/m") == tmp_path / "manifests/registry.ollama.ai/me/m/latest"
+    assert doctor.manifest_path(tmp_path, "hf.co/org/m:q4") == tmp_path / "manifests/hf.co/org/m/q4"
+
+
+def test_llm_model_on_server_or_in_models_dir(tmp_path):
+    server = StandinOllama(tmp_path / "standin").start()
+    try:
+        seed_model(server.models, "tiny:1b")
+        assert doctor.check_llm_model("tiny:1b", host=server.url, models_dir=str(tmp_path / "empty")).status == OK
+        absent = doctor.check_llm_model("other:2b", host=server.url, models_dir=str(tmp_path / "empty"))
+        assert absent.status == FAIL and f"not on the Ollama at {server.url}" in absent.detail
+        assert "hpcmarker prefetch --llm other:2b" in absent.fix
+    finally:
+        server.stop()
+    closed = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    nothing = doctor.check_llm_model("tiny:1b", host=closed, models_dir=str(tmp_path / "models"))
+    assert nothing.status == FAIL and "no Ollama answers" in nothing.detail and time.monotonic() - started < 5
+    manifest = doctor.manifest_path(tmp_path / "models", "tiny:1b")
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}")
+    found = doctor.check_llm_model("tiny:1b", host=closed, models_dir=str(tmp_path / "models"))
+    assert found.status == OK and "blobs not verified" in found.detail
+
+
+def test_out_folder(tmp_path):
+    assert doctor.check_out(tmp_path).status == OK
+    assert "can be created" in doctor.check_out(tmp_path / "a" / "b").detail
+    (tmp_path / "file").write_text("x")
+    assert doctor.check_out(tmp_path / "file" / "sub").status == FAIL
+    low = doctor.check_out(tmp_path, min_free_gb=1e9)
+    assert low.status == WARN and "GB free" in low.detail
+
+
+def test_threads():
+    assert doctor.check_threads({"OMP_NUM_THREADS": "4"}, 64).status == OK
+    assert doctor.check_threads({}, 64).status == WARN
+    assert doctor.check_threads({}, 8).status == OK
+
+
+def test_a_check_that_raises_becomes_a_failure(monkeypatch):
+    def boom():
+        raise ValueError("surprise\nsecond line")
+
+    [c] = doctor._guard("x", boom)
+    assert c == Check("x", FAIL, "the check itself failed: ValueError: surprise", "report this with the detail")
+
+
+def test_cheap_checks_take_a_submit_request_and_skip_the_scheduler(tmp_path, monkeypatch):
+    from hpc_marker import slurm
+
+    def no_scheduler():
+        raise AssertionError("cheap checks must not ask Slurm")
+
+    monkeypatch.setattr(slurm, "partitions", no_scheduler)
+    monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.10.2")
+    request = SubmitRequest(pdfs=tmp_path, out=tmp_path / "out", gpus=2)
+    started = time.monotonic()
+    checks = doctor.cheap_checks(request)
+    assert time.monotonic() - started < 5
+    assert [c.name for c in checks] == ["template generic: service", "template generic: convert",
+                                        "template generic: collect", "marker", f"out {tmp_path / 'out'}"]
+    assert not doctor.failed(checks)
+
+
+def test_command_exit_code_and_json(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor, "run_checks", lambda req: [Check("a", OK, "fine"), Check("b", WARN, "hm", "do x")])
+    ok = CliRunner().invoke(doctor.doctor_command, ["--json"])
+    assert ok.exit_code == 0 and json.loads(ok.output)["ok"] is True
+    monkeypatch.setattr(doctor, "run_checks", lambda req: [Check("a", FAIL, "bad [marker]", "fix [it]")])
+    bad = CliRunner().invoke(doctor.doctor_command, [])
+    assert bad.exit_code == 1
+    assert "bad [marker]" in bad.output and "fix [it]" in bad.output and "0 ok, 0 warnings, 1 failed" in bad.output
+
+
+@pytest.mark.skipif(not cluster_answers(), reason="no Slurm cluster answers here")
+def test_whole_doctor_on_the_test_cluster(tmp_path):
+    result = CliRunner().invoke(doctor.doctor_command, ["--engine", "text", "--out", str(tmp_path), "--json"])
+    report = json.loads(result.output)
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert by_name["slurm: sinfo"]["status"] == OK and by_name["slurm: sacct"]["status"] == OK
+    assert by_name["template generic: convert"]["detail"].endswith("sbatch --test-only ok")
+    assert result.exit_code == (1 if not report["ok"] else 0)
+    assert report["ok"], [c for c in report["checks"] if c["status"] == FAIL]
+    bad = doctor.run_checks(DoctorRequest(partition="nope", engine="text"))
+    part = next(c for c in bad if c.name == "partition nope")
+    assert part.status == FAIL and "gpu" in part.fix
+    assert next(c for c in bad if c.name == "template generic: convert").status == FAIL  # sbatch refuses it too
