@@ -129,6 +129,8 @@ def test_corpus_converts_on_4_gpus_exactly_once(tmp_path):
     assert status["ok"] == len(plan_ids) and status["pending"] == 0
     assert {t["state"] for t in status["tasks"]} == {"COMPLETED"}
     assert status["collector"] == "COMPLETED"
+    report = (paths.root / "report.html").read_text()  # the collector job wrote the run's report
+    assert 'id="timeline"' in report and "corpus4" in report
 
 
 def test_cancel_leaves_nothing_in_squeue_and_no_process(tmp_path):
