@@ -125,7 +125,10 @@ def stop_service(record: RunRecord) -> list[str]:
 
         for job_id in ids:
             if job_id.isdigit():
-                terminate_tree(int(job_id), grace_s=SERVICE_STOP_GRACE_S)
+                killed = terminate_tree(int(job_id), grace_s=SERVICE_STOP_GRACE_S)
+                if killed:
+                    print(f"[hpcmarker collect] warning: LLM service processes {killed} ignored SIGTERM for "
+                          f"{SERVICE_STOP_GRACE_S:g}s and were killed", flush=True)
     return ids
 
 

@@ -102,18 +102,25 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def terminate_tree(pid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM `pid` and its descendants, then SIGKILL whatever is left after `grace_s`."""
+def terminate_tree(pid: int, grace_s: float = 5.0) -> list[int]:
+    """SIGTERM `pid` and its descendants, then SIGKILL whatever is left after `grace_s`.
+    Returns the processes that had to be killed."""
     tree = process_tree(pid)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for member in tree:
-            try:
-                os.kill(member, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + grace_s
-        while sig == signal.SIGTERM and time.time() < deadline and any(_alive(p) for p in tree):
-            time.sleep(0.1)
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + grace_s
+    while time.time() < deadline and any(_alive(p) for p in tree):
+        time.sleep(0.1)
+    survivors = [p for p in tree if _alive(p)]
+    for member in survivors:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return survivors
 
 
 def _alive(pid: int) -> bool:

@@ -51,6 +51,9 @@ class TaskStopped(BaseException):
 
 
 def _raise_stopped(signum: int, _frame) -> None:
+    # One-shot: Slurm signals every process of the job and a local controller forwards its own signal,
+    # so a second SIGTERM often follows; it must not interrupt the release of the claims.
+    signal.signal(signum, signal.SIG_IGN)
     raise TaskStopped(signal.Signals(signum).name)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -62,8 +63,8 @@ def test_profile_values_fill_what_the_user_did_not_set(layers, sample_pdfs, tmp_
 def test_unknown_keys_are_errors_naming_the_valid_ones(layers):
     site, user = layers
     user.write_text("[submit]\ngpu = 2\n")
-    result = subprocess.run([shutil.which("hpcmarker") or "hpcmarker", "config", "show"], capture_output=True,
-                            text=True, env=dict(__import__("os").environ))
+    result = subprocess.run([sys.executable, "-m", "hpc_marker.cli", "config", "show"], capture_output=True,
+                            text=True)
     assert result.returncode == 2
     assert "unknown keys gpu; valid keys:" in result.stderr and "gpus" in result.stderr
     user.write_text('[profiles.x]\ntemplate = "generic"\naccunt = "a"\n')

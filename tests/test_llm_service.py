@@ -192,3 +192,22 @@ def test_sigterm_while_waiting_for_ollama_stops_promptly(tmp_path):
     assert time.monotonic() - started < 12  # not the 60 s ready timeout
     assert "stopped by SIGTERM" in log.read_text()
     assert standin_pids(models) == []
+
+
+def test_a_second_sigterm_right_after_the_first_does_not_abort_the_cleanup(tmp_path):
+    """scancel signals every process of the job and submitit's local controller forwards its own
+    SIGTERM, so two often arrive together: the service must still remove its secret and exit.
+    (This checks the behaviour; the exact race that once left the secret behind showed up only inside
+    a full local run, where test_llm_pipeline's secret check covers it.)"""
+    run_dir, models = make_run(tmp_path, model="tiny:1b")
+    seed_model(models, "tiny:1b")
+    paths = LlmPaths(run_dir)
+    for attempt, gap_s in enumerate((0.002, 0.005, 0.01, 0.02, 0.05)):  # the second lands during the cleanup
+        proc, log = start_service(run_dir, service_env(tmp_path), f"double-{attempt}")
+        wait_for_service(run_dir, timeout_s=20, poll_s=0.1)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(gap_s)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) is not None
+        assert not paths.secret.exists() and not paths.endpoint.exists(), log.read_text()
+        assert standin_pids(models) == []
