@@ -30,10 +30,10 @@ MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not
 SERVICE_STOP_GRACE_S = 30.0  # the service stops its Ollama (up to 10 s) and removes its secret before exiting
 
 
-def finish_leftovers(paths: RunPaths, record: RunRecord, plan: Plan, recorded: set[str]) -> tuple[list[ManifestRecord], int]:
+def finish_leftovers(paths: RunPaths, record: RunRecord, plan: Plan, recorded: set[str],
+                     board: ClaimBoard) -> tuple[list[ManifestRecord], int]:
     """Place committed outputs, merge complete split PDFs, recover records from done markers,
     remove orphaned staging folders. Returns (recovered records, documents merged here)."""
-    board = ClaimBoard(paths.claims, owner=f"collector:{os.getpid()}", lease_s=record.lease_seconds)
     recovered: list[ManifestRecord] = []
     referenced: set[str] = set()
     for item in plan.items:
@@ -152,13 +152,13 @@ def collect_run(run_dir: str) -> dict:
     stopped = stop_service(record)
     plan = Plan.load(paths.plan)
     read = read_manifests(paths.manifests)
-    recovered, merged = finish_leftovers(paths, record, plan, {r.item_id for r in read.records})
+    board = ClaimBoard(paths.claims, owner=f"collector:{os.getpid()}", lease_s=record.lease_seconds)
+    recovered, merged = finish_leftovers(paths, record, plan, {r.item_id for r in read.records}, board)
     read.records.extend(recovered)
     frame = pd.DataFrame([asdict(r) for r in read.records], columns=list(ManifestRecord.__dataclass_fields__))
     frame = frame.sort_values(["pdf", "page_start", "finished"], kind="stable")
     frame.to_csv(paths.manifest_csv, index=False)
     summary = summarize_records(plan, read.records, read.torn_lines)
-    board = ClaimBoard(paths.claims, owner="collector", lease_s=record.lease_seconds)
     summary.update(document_counts(plan, latest_by_item(read.records), board))
     summary["poison"] = [{"pdf": f["pdf"], "pages": f["pages"], "error": f["error"]} for f, item_id in
                          ((f, f["item_id"]) for f in summary["failures"]) if board.attempts(item_id) + 1 >= MAX_ATTEMPTS]

@@ -112,9 +112,9 @@ def terminate_tree(pid: int, grace_s: float = 5.0) -> list[int]:
         except ProcessLookupError:
             pass
     deadline = time.time() + grace_s
-    while time.time() < deadline and any(_alive(p) for p in tree):
+    while time.time() < deadline and any(process_alive(p) for p in tree):
         time.sleep(0.1)
-    survivors = [p for p in tree if _alive(p)]
+    survivors = [p for p in tree if process_alive(p)]
     for member in survivors:
         try:
             os.kill(member, signal.SIGKILL)
@@ -123,7 +123,7 @@ def terminate_tree(pid: int, grace_s: float = 5.0) -> list[int]:
     return survivors
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -32,7 +32,7 @@ from plotly.subplots import make_subplots
 from .llm.metrics import read_metrics, summarize_metrics
 from .llm.settings import LlmPaths
 from .manifest import ManifestRecord, latest_by_item, read_manifests
-from .plan import Plan, items_by_document
+from .plan import Plan
 from .runs import RunPaths, RunRecord
 
 COLORS = {"ok": "#2e9d5b", "degraded": "#e69b23", "failed": "#d64545"}
@@ -221,13 +221,13 @@ def _section(section_id: str, title: str, note: str, body: str) -> str:
             + (f'<p class="note">{note}</p>' if note else "") + body + "</section>")
 
 
-def _totals(plan: Plan, records: list[ManifestRecord], torn: list[str], summary: dict) -> dict:
-    from .collect import summarize_records
+def _totals(paths: RunPaths, plan: Plan, records: list[ManifestRecord], torn: list[str], summary: dict) -> dict:
+    from .claims import ClaimBoard
+    from .collect import document_counts, summarize_records
 
     totals = summarize_records(plan, records, torn)
-    latest, docs = latest_by_item(records), items_by_document(plan)
-    totals.update(documents=len(docs), documents_ok=sum(
-        all(i.item_id in latest and latest[i.item_id].status == "ok" for i in items) for items in docs.values()))
+    board = ClaimBoard(paths.claims, owner="report", lease_s=paths.load_record().lease_seconds)
+    totals.update(document_counts(plan, latest_by_item(records), board))
     return {**totals, **summary}
 
 
@@ -258,7 +258,7 @@ def build_report(paths: RunPaths) -> str:
     record, plan = paths.load_record(), Plan.load(paths.plan)
     read = read_manifests(paths.manifests)
     summary = json.loads(paths.summary.read_text(encoding="utf-8")) if paths.summary.exists() else {}
-    totals = _totals(plan, read.records, read.torn_lines, summary)
+    totals = _totals(paths, plan, read.records, read.torn_lines, summary)
     parts = [_header(record, totals, summary)]
     if read.torn_lines:
         parts.append(f'<p class="warn">{len(read.torn_lines)} unreadable manifest line(s): '

@@ -54,9 +54,9 @@ def _still_active(record: RunRecord) -> list[str]:
     ids = [jid for role_ids in record.jobs.values() for jid in role_ids]
     if record.executor == "slurm":
         return slurm.queued_jobs(ids)
-    from .local import _alive
+    from .local import process_alive
 
-    return [jid for jid in ids if jid.isdigit() and _alive(int(jid))]
+    return [jid for jid in ids if jid.isdigit() and process_alive(int(jid))]
 
 
 def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool = False) -> ResumeResult:

@@ -107,13 +107,13 @@ def summarize(record: RunRecord, plan: Plan, records: list[ManifestRecord], stat
 
 
 def _local_states(record: RunRecord, plan: Plan, records: list[ManifestRecord], collected: bool) -> dict[str, str]:
-    from .local import _alive
+    from .local import process_alive
 
     latest = latest_by_item(records)
     states = {}
     for role, ids in record.jobs.items():
         for index, job_id in enumerate(ids):
-            if job_id.isdigit() and _alive(int(job_id)):
+            if job_id.isdigit() and process_alive(int(job_id)):
                 states[job_id] = "RUNNING"
             elif role == "collect" and collected:
                 states[job_id] = "COMPLETED"
