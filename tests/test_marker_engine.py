@@ -7,6 +7,7 @@ tests run everywhere.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -404,3 +405,134 @@ def test_run_llm_service_becomes_markers_ollama_service(marker_pkg):
     service = OllamaService(config)  # marker's own class accepts the settings as given
     assert service.ollama_base_url == config["ollama_base_url"] and service.ollama_model == config["ollama_model"]
     assert "s3cr3t" not in repr(options)  # the secret stays out of reprs and logs
+
+
+# --- marker 2.x: the task's own inference server (hpc_marker/inference.py) ---------------------
+
+
+@pytest.fixture
+def surya2(marker_pkg):
+    from surya.settings import settings as s
+
+    if not hasattr(s, "SURYA_INFERENCE_URL"):
+        pytest.skip("marker 1.x runs its models in-process")
+    return s
+
+
+def _options(args: list[str]) -> dict:
+    """`--flag value` / `--flag` pairs as a dict (a value never starts with --)."""
+    out, i = {}, 0
+    while i < len(args):
+        has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+        out[args[i]] = args[i + 1] if has_value else True
+        i += 2 if has_value else 1
+    return out
+
+
+@pytest.mark.marker
+def test_vllm_serve_argv_is_suryas_docker_command(surya2, monkeypatch):
+    """Our `vllm serve` gets exactly the arguments surya's vllm backend gives its docker container."""
+    from surya.inference.backends import vllm as surya_vllm
+    from surya.inference.backends.spawn import SpawnedServer
+
+    from hpc_marker import inference
+
+    assert inference.GPU_VRAM_GB == surya_vllm.GPU_VRAM_GB
+    for gpu, vram in surya_vllm.GPU_VRAM_GB.items():
+        assert inference.vllm_capacity(vram) == surya_vllm._gpu_settings(gpu), gpu
+    assert inference.VlmSettings.from_surya(surya2, {}) == inference.VlmSettings.from_env({})  # same defaults
+    captured: list[list[str]] = []
+
+    def fake_run(cmd, **kwargs):
+        captured.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    def fake_attach(backend, expected_model_name, spawn_fn, health_url_for, openai_url_for, startup_timeout):
+        spawn_fn(43210)
+        return SpawnedServer(base_url=openai_url_for(43210), health_url=health_url_for(43210),
+                                        model_name=expected_model_name, pid=None, backend=backend, spawned_by_us=True)
+
+    monkeypatch.setattr(surya2, "SURYA_INFERENCE_URL", None)
+    monkeypatch.setattr(surya_vllm, "_resolve_docker_binary", lambda: "docker")
+    monkeypatch.setattr(surya_vllm.subprocess, "run", fake_run)
+    monkeypatch.setattr(surya_vllm, "attach_or_spawn", fake_attach)
+    surya_vllm.VllmBackend().start()
+    docker = captured[0]
+    theirs = _options(docker[docker.index(surya2.VLLM_DOCKER_IMAGE) + 1:])
+    settings = inference.InferenceSettings(mode="native")
+    ours = inference.server_argv(settings, inference.VlmSettings.from_surya(surya2, {}), 43210,
+                                 inference.vllm_capacity(surya_vllm.GPU_VRAM_GB[surya2.VLLM_GPU_TYPE]))
+    assert ours[:3] == ["vllm", "serve", theirs.pop("--model")]
+    mine = _options(ours[3:])
+    assert (mine.pop("--host"), mine.pop("--port")) == ("127.0.0.1", "43210")
+    assert mine == theirs
+
+
+@pytest.mark.marker
+def test_surya_client_uses_the_task_server_and_spawns_nothing(surya2, tmp_path):
+    """With the environment task_inference_server yields, marker's own models talk to the task's server
+    (the stand-in `vllm`), and neither docker nor a server of surya's own is started."""
+    import httpx
+
+    from hpc_marker.inference import InferenceSettings, task_inference_server
+
+    tripwire = tmp_path / "docker-was-called"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f"#!/bin/sh\necho \"$@\" > {tripwire}\nexit 1\n")
+    (bin_dir / "docker").chmod(0o755)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SURYA_", "VLLM_", "STANDIN_"))}
+    environ.update(PATH=f"{bin_dir}{os.pathsep}{REPO / 'tests' / 'standin'}{os.pathsep}{os.environ['PATH']}",
+                   HOME=str(tmp_path / "home"), VLLM_GPU_TYPE="a100", CUDA_VISIBLE_DEVICES="0",
+                   STANDIN_VLLM_REQUEST_LOG=str(tmp_path / "requests.log"))
+    script = textwrap.dedent(
+        """
+        import json
+        from PIL import Image
+        from marker.models import create_model_dict, shutdown_models
+        from surya.inference.schema import BatchInputItem
+        models = create_model_dict()
+        manager = models["inference_manager"]
+        handle = manager.backend.start()
+        out = manager.generate([BatchInputItem(image=Image.new("RGB", (64, 32), "white"), prompt_type="block")])
+        shutdown_models(models)  # what MarkerEngine.close() does
+        print(json.dumps({"method": manager.method, "url": handle.base_url, "spawned": handle.spawned_by_us,
+                          "model": handle.model_name, "parallel": manager.backend._client_parallel(),
+                          "raw": out[0].raw, "error": out[0].error}))
+        """
+    )
+    settings = InferenceSettings(mode="native", startup_timeout_s=30, stop_grace_s=5)
+    with task_inference_server(settings, tmp_path / "inference.log", log=lambda _: None, workers=2,
+                               environ=environ) as env:
+        run = subprocess.run([sys.executable, "-c", script], env=dict(environ, **env), cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        health = httpx.get(env["SURYA_INFERENCE_URL"].removesuffix("/v1") + "/health", trust_env=False)
+        assert health.status_code == 200  # the worker's close and exit left the task's server alone
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result == {"method": "vllm", "url": env["SURYA_INFERENCE_URL"], "spawned": False,
+                      "model": "datalab-to/surya-ocr-2", "parallel": int(env["SURYA_INFERENCE_PARALLEL"]),
+                      "raw": "<p>Stand-in OCR text.</p>", "error": False}
+    assert env["SURYA_INFERENCE_PARALLEL"] == "36"  # a100 (40 GB): max_num_seqs 48, x1.5 over 2 workers
+    requests = (tmp_path / "requests.log").read_text()
+    assert "POST /v1/chat/completions model=datalab-to/surya-ocr-2" in requests
+    assert not tripwire.exists()
+    assert not (tmp_path / "home" / ".cache" / "datalab" / "surya" / "vllm_server.json").exists()  # no sentinel
+
+
+@pytest.mark.marker
+def test_native_vllm_needs_only_the_weights_in_the_hf_cache(empty_caches, surya2, monkeypatch):
+    """The cache check (doctor, MarkerEngine): with `vllm` on PATH the task serves the VLM itself, so
+    docker is not needed; the checkpoint must be in the HF cache."""
+    monkeypatch.setattr(surya2, "SURYA_INFERENCE_BACKEND", "vllm")
+    bin_dir = empty_caches / "vllm-bin"
+    bin_dir.mkdir()
+    (bin_dir / "vllm").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "vllm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin:/bin")
+    assert engine_mod._vlm_pieces(surya2) == [
+        f"Hugging Face model {surya2.SURYA_MODEL_CHECKPOINT} (HF cache {empty_caches / 'hf'})"]
+    _fake_hub(empty_caches / "hf", surya2.SURYA_MODEL_CHECKPOINT, ["config.json", "model.safetensors"])
+    assert engine_mod._vlm_pieces(surya2) == []
+    monkeypatch.setenv("PATH", str(empty_caches / "nothing"))  # neither vllm nor docker
+    assert engine_mod._vlm_pieces(surya2)[0] == "vllm or docker (vllm backend; or set SURYA_INFERENCE_URL)"

@@ -212,7 +212,9 @@ def _vlm_pieces(s: Any) -> list[str]:
         backend = s.SURYA_INFERENCE_BACKEND or "llamacpp"
     or_url = "or set SURYA_INFERENCE_URL"
     if backend == "vllm":
-        pieces = [] if shutil.which("docker") else [f"docker (vllm backend; {or_url})"]
+        if shutil.which("vllm"):  # hpcmarker's tasks run `vllm serve` themselves (inference.py), from the HF cache
+            return [p for p in [_checkpoint_piece(s.SURYA_MODEL_CHECKPOINT, s.MODEL_CACHE_DIR)] if p]
+        pieces = [] if shutil.which("docker") else [f"vllm or docker (vllm backend; {or_url})"]
         repo_dir = "models--" + s.SURYA_MODEL_CHECKPOINT.replace("/", "--")
         hub = Path(os.path.expanduser(s.DOCKER_HF_CACHE_PATH), "hub", repo_dir)
         return pieces + ([] if hub.is_dir() else [f"VLM weights {s.SURYA_MODEL_CHECKPOINT} ({hub})"])
@@ -247,6 +249,7 @@ def missing_cache_pieces() -> list[str]:
 
 class MarkerEngine:
     name = "marker"
+    startup_seconds = 600.0  # loading the models (1.x) or reaching the inference server (2.x)
 
     @classmethod
     def check(cls, options: EngineOptions) -> None:

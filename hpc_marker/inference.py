@@ -1,0 +1,399 @@
+"""The per-task inference server of marker 2.x: one `vllm serve` per array task, without docker.
+
+marker 2.x runs surya's VLM in an OpenAI-compatible server, which surya starts with `docker run`
+(surya/inference/backends/vllm.py). Slurm nodes rarely have docker, so the task starts the same
+server itself: `vllm serve` from the job's environment ("native") or inside an Apptainer/Singularity
+image ("apptainer"), on 127.0.0.1 and a free port, with the task's CUDA_VISIBLE_DEVICES, in its own
+process group. The workers then attach to it through SURYA_INFERENCE_URL, as surya documents, and
+never spawn a server of their own. Owns: the settings (from the run record), the argv (pure, the
+arguments surya gives its docker container), the startup wait (bounded, checks the process every
+poll), the client environment, and stopping the whole process group.
+
+The task uses it like this (the worker pool is created inside the block, so spawned workers inherit
+the environment; `workers` sizes surya's request concurrency to the server):
+
+    from .inference import InferenceSettings, task_inference_server
+
+    with task_inference_server(InferenceSettings.from_record(record.inference),
+                               paths.logs / f"inference-task-{task_index}.log",
+                               log=lambda line: _log(task_index, line), workers=workers) as env:
+        os.environ.update(env)
+        ...  # the worker pool and the claim loop
+
+It raises InferenceServerFailed (one line: what happened, the server log's last lines, its path)
+when the server exits or does not answer within `startup_timeout_s`. On leaving the block (normal
+end, exception, or TaskStopped on SIGTERM) the process group gets SIGTERM, then SIGKILL after
+`stop_grace_s`. Modes: docs/marker-versions.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .llm.process import free_port, log_tail
+
+MODES = ("off", "native", "apptainer", "singularity")
+CONTAINER_MODES = ("apptainer", "singularity")
+CHOICES = ("auto",) + MODES  # what --inference-server takes
+HOST = "127.0.0.1"
+DEFAULT_STARTUP_TIMEOUT_S = 900.0
+LOG_TAIL_LINES = 20
+# surya/inference/backends/vllm.py: server concurrency scaled from a 24 GB baseline by GPU memory.
+BASELINE_VRAM_GB, BASELINE_MAX_BATCHED_TOKENS, BASELINE_MAX_NUM_SEQS = 24, 8192, 32
+GPU_VRAM_GB = {"b300": 270, "b200": 180, "h200": 141, "h100": 80, "a100-80": 80, "a100": 40, "a100-40": 40,
+               "l40s": 48, "a10": 24, "l4": 24, "5090": 32, "4090": 24, "3090": 24, "t4": 16}
+MM_PROCESSOR_KWARGS = {"min_pixels": 3136, "max_pixels": 6291456}
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+class InferenceConfigError(ValueError):
+    """Unusable inference settings (bad mode, no image, bad timeout): one line, found at submit."""
+
+
+class InferenceServerFailed(RuntimeError):
+    """The server is missing, exited, or did not answer in time; one line with its log's tail and path."""
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a task gets its inference server; stored on the RunRecord as `inference`."""
+
+    mode: str = "off"  # off | native | apptainer | singularity
+    image: str | None = None  # the .sif (or docker:// URI) for the container modes
+    extra_args: tuple[str, ...] = ()  # appended to `vllm serve` (after surya's, so they win)
+    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
+    port: int = 0  # 0: a free port
+    stop_grace_s: float = 15.0  # SIGTERM, then SIGKILL after this long
+
+    @classmethod
+    def from_record(cls, data: Mapping | None) -> InferenceSettings:
+        if not data:
+            return cls()
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["extra_args"] = tuple(known.get("extra_args") or ())
+        return cls(**known)
+
+    def to_record(self) -> dict:
+        return dict(asdict(self), extra_args=list(self.extra_args))
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise InferenceConfigError(f"inference server {self.mode!r}: choose from {', '.join(CHOICES)}")
+        if self.mode in CONTAINER_MODES and not self.image:
+            raise InferenceConfigError(f"inference server {self.mode!r} needs an image: set inference_image in "
+                                       "the profile (a .sif with vllm, e.g. built from vllm/vllm-openai)")
+        if self.image and "://" not in self.image and self.mode in CONTAINER_MODES and not Path(self.image).is_file():
+            raise InferenceConfigError(f"inference_image {self.image}: no such file")
+        if not self.startup_timeout_s > 0:
+            raise InferenceConfigError(f"--inference-startup-timeout {self.startup_timeout_s:g}: must be positive")
+
+
+def marker_major(version: str | None) -> int | None:
+    head = (version or "").split(".")[0]
+    return int(head) if head.isdigit() else None
+
+
+def settings_for_run(requested: str | None, profile: Mapping, engine: str, marker_version: str | None,
+                     startup_timeout_s: float | None = None) -> InferenceSettings | None:
+    """The run's settings from the flag (None or auto: the profile's, else auto), the profile and the
+    installed marker; None when the engine is not marker. auto: native for marker 2.x, else off. Pure."""
+    if engine != "marker":
+        return None
+    chosen = requested if requested and requested != "auto" else profile.get("inference_server") or "auto"
+    if chosen not in CHOICES:
+        raise InferenceConfigError(f"inference server {chosen!r}: choose from {', '.join(CHOICES)}")
+    if (marker_major(marker_version) or 0) < 2:  # marker 1.x runs its models in the workers
+        chosen = "off"
+    elif chosen == "auto":
+        chosen = "native"
+    args = profile.get("inference_args") or []
+    if isinstance(args, str):
+        args = shlex.split(args)
+    settings = InferenceSettings(mode=chosen, image=profile.get("inference_image"), extra_args=tuple(map(str, args)),
+                                 startup_timeout_s=float(startup_timeout_s or DEFAULT_STARTUP_TIMEOUT_S))
+    settings.validate()
+    return settings
+
+
+@dataclass(frozen=True)
+class VlmSettings:
+    """What surya's vllm backend passes its container (surya.settings; defaults of surya 0.22)."""
+
+    checkpoint: str = "datalab-to/surya-ocr-2"
+    dtype: str = "bfloat16"
+    max_model_len: int = 18000
+    gpu_memory_utilization: float = 0.85
+    enable_mtp: bool = True
+    mtp_tokens: int = 2
+    extra_args: str | None = None  # VLLM_EXTRA_ARGS
+    gpu_type: str | None = None  # VLLM_GPU_TYPE, only when the user set it
+    parallel: int | None = None  # SURYA_INFERENCE_PARALLEL, only when the user set it
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> VlmSettings:
+        """The same values from the environment alone (surya not importable here). Pure."""
+        d, get, mtp = cls(), environ.get, environ.get("VLLM_ENABLE_MTP")
+        return cls(checkpoint=get("SURYA_MODEL_CHECKPOINT", d.checkpoint), dtype=get("VLLM_DTYPE", d.dtype),
+                   max_model_len=int(get("VLLM_MAX_MODEL_LEN", d.max_model_len)),
+                   gpu_memory_utilization=float(get("VLLM_GPU_MEMORY_UTILIZATION", d.gpu_memory_utilization)),
+                   enable_mtp=d.enable_mtp if mtp is None else mtp.strip().lower() in ("1", "true", "yes", "on"),
+                   mtp_tokens=int(get("VLLM_MTP_TOKENS", d.mtp_tokens)), extra_args=get("VLLM_EXTRA_ARGS") or None,
+                   gpu_type=get("VLLM_GPU_TYPE") or None,
+                   parallel=int(get("SURYA_INFERENCE_PARALLEL")) if get("SURYA_INFERENCE_PARALLEL") else None)
+
+    @classmethod
+    def from_surya(cls, s, environ: Mapping[str, str]) -> VlmSettings:
+        return cls(checkpoint=s.SURYA_MODEL_CHECKPOINT, dtype=s.VLLM_DTYPE, max_model_len=s.VLLM_MAX_MODEL_LEN,
+                   gpu_memory_utilization=s.VLLM_GPU_MEMORY_UTILIZATION, enable_mtp=s.VLLM_ENABLE_MTP,
+                   mtp_tokens=s.VLLM_MTP_TOKENS, extra_args=s.VLLM_EXTRA_ARGS,
+                   gpu_type=s.VLLM_GPU_TYPE if environ.get("VLLM_GPU_TYPE") else None,
+                   parallel=s.SURYA_INFERENCE_PARALLEL)
+
+
+def read_vlm_settings(environ: Mapping[str, str] | None = None) -> VlmSettings:
+    """This process's: surya's own settings when surya imports (local.env included), else the
+    environment's; a given `environ` is read alone."""
+    if environ is not None:
+        return VlmSettings.from_env(environ)
+    try:
+        from surya.settings import settings as s
+    except Exception:
+        return VlmSettings.from_env(os.environ)
+    return VlmSettings.from_surya(s, os.environ) if hasattr(s, "VLLM_MAX_MODEL_LEN") else VlmSettings.from_env(os.environ)
+
+
+def vllm_capacity(vram_gb: float) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) for a GPU of this size: surya's `_gpu_settings` formula. Pure."""
+    ratio = vram_gb / BASELINE_VRAM_GB
+    tokens = max(1024, 2 ** math.floor(math.log2(max(1.0, BASELINE_MAX_BATCHED_TOKENS * ratio))))
+    return tokens, max(8, (int(BASELINE_MAX_NUM_SEQS * ratio) // 8) * 8)
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def server_argv(settings: InferenceSettings, vlm: VlmSettings, port: int, capacity: tuple[int, int]) -> list[str]:
+    """`vllm serve` with the arguments surya gives its docker container, bound to 127.0.0.1:port,
+    inside `apptainer exec --nv IMAGE` for the container modes. argv[0] is a name, not a path. Pure."""
+    tokens, seqs = capacity
+    serve = ["vllm", "serve", vlm.checkpoint, "--host", HOST, "--port", str(port),
+             "--served-model-name", vlm.checkpoint, "--no-enforce-eager", "--max-num-seqs", str(seqs),
+             "--dtype", vlm.dtype, "--max-model-len", str(vlm.max_model_len), "--max-num-batched-tokens", str(tokens),
+             "--gpu-memory-utilization", str(vlm.gpu_memory_utilization), "--enable-prefix-caching",
+             "--mm-processor-kwargs", json.dumps(MM_PROCESSOR_KWARGS)]
+    if vlm.enable_mtp:
+        serve += ["--speculative-config", json.dumps({"method": "mtp", "num_speculative_tokens": vlm.mtp_tokens})]
+    serve += (vlm.extra_args or "").split() + list(settings.extra_args)
+    if settings.mode in CONTAINER_MODES:
+        return [settings.mode, "exec", "--nv", str(settings.image)] + serve
+    return serve
+
+
+def server_max_num_seqs(argv: list[str]) -> int:
+    """The concurrency the server was told (the last --max-num-seqs wins, as in vllm's parser). Pure."""
+    return int(_flag_value(argv, "--max-num-seqs") or BASELINE_MAX_NUM_SEQS)
+
+
+def client_env(url: str, max_num_seqs: int, workers: int, vlm: VlmSettings, environ: Mapping[str, str]) -> dict[str, str]:
+    """What the workers need to use this server: surya attaches to SURYA_INFERENCE_URL and spawns
+    nothing; the vllm client; ~1.5x the server's concurrency in flight over all workers (as marker's
+    own `marker` command budgets it), unless the user set SURYA_INFERENCE_PARALLEL; loopback never
+    through a proxy. Pure."""
+    env = {"SURYA_INFERENCE_URL": f"{url}/v1", "SURYA_INFERENCE_BACKEND": "vllm", "SURYA_INFERENCE_AUTOSTART": "false",
+           "SURYA_INFERENCE_KEEP_ALIVE": "false"}
+    if vlm.parallel is None:
+        env["SURYA_INFERENCE_PARALLEL"] = str(max(1, math.ceil(max_num_seqs * 1.5 / max(1, workers))))
+    if any(environ.get(name) for name in PROXY_VARIABLES):
+        hosts = [x for name in ("no_proxy", "NO_PROXY") for x in environ.get(name, "").split(",") if x]
+        env["no_proxy"] = env["NO_PROXY"] = ",".join(dict.fromkeys(hosts + [HOST, "localhost"]))
+    return env
+
+
+def effective_mode(settings: InferenceSettings, marker_version: str | None, environ: Mapping[str, str]) -> tuple[str, str]:
+    """(mode, why) at run time: off when marker is not 2.x here or the user points at a server. Pure."""
+    if settings.mode == "off":
+        return "off", "off in the run's settings"
+    if (marker_major(marker_version) or 0) < 2:
+        return "off", f"marker-pdf {marker_version or '(not installed)'} runs its models in the workers"
+    if environ.get("SURYA_INFERENCE_URL"):
+        return "off", f"using your SURYA_INFERENCE_URL={environ['SURYA_INFERENCE_URL']}"
+    return settings.mode, f"{settings.mode} for marker-pdf {marker_version}"
+
+
+def resolve_binary(name: str, which: Callable[[str], str | None] = shutil.which) -> str:
+    """The executable for argv[0]; the container modes take either apptainer or singularity."""
+    names = [name] + [m for m in CONTAINER_MODES if m != name] if name in CONTAINER_MODES else [name]
+    for path in filter(None, map(which, names)):
+        return path
+    hint = ("install vllm in the job's environment (the version of surya's VLLM_DOCKER_IMAGE), use "
+            "--inference-server apptainer with a vLLM image, or set SURYA_INFERENCE_URL to your own server"
+            if name == "vllm" else "load its module in the profile's setup lines")
+    raise InferenceServerFailed(f"{' or '.join(names)} is not on PATH on {socket.gethostname()}: {hint}")
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of the process group, from /proc."""
+    members = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with suppress(OSError):
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()  # after "(comm)"
+            if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+                members.append(int(entry))
+    return members
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float) -> str:
+    """SIGTERM the process group, SIGKILL what is left after grace_s; returns how it ended."""
+    pgid, started = proc.pid, time.monotonic()
+
+    def alive() -> bool:
+        proc.poll()  # reap the leader, so it does not count as a zombie member
+        return bool(_group_members(pgid))
+
+    def signal_group(sig: int) -> None:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+    how = "had already exited"
+    try:
+        if alive():
+            signal_group(signal.SIGTERM)
+            how = "stopped by SIGTERM"
+            while alive() and time.monotonic() - started < grace_s:
+                time.sleep(0.05)
+    finally:
+        if alive():
+            signal_group(signal.SIGKILL)
+            how = f"killed (SIGKILL) after {grace_s:g}s"
+            deadline = time.monotonic() + 10
+            while alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+    left = _group_members(pgid)
+    return f"{how} in {time.monotonic() - started:.1f}s" + (f"; still running: {left}" if left else "")
+
+
+def _get(url: str, timeout: float):
+    import httpx
+
+    return httpx.get(url, timeout=timeout, trust_env=False)  # loopback: never through a proxy
+
+
+def wait_until_healthy(proc: subprocess.Popen, url: str, model: str, timeout_s: float, log_path: Path,
+                       what: str) -> float:
+    """Poll /health until it answers 200, checking the process on every poll; then check the model it
+    serves. Bounded by timeout_s; returns the seconds it took."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    last = "no answer yet"
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise InferenceServerFailed(f"inference server ({what}) exited with code {code} before answering "
+                                        f"{url}/health; last lines of {log_path}: {log_tail(log_path, LOG_TAIL_LINES)}")
+        try:
+            reply = _get(f"{url}/health", timeout=2.0)
+            if reply.status_code == 200:
+                break
+            last = f"HTTP {reply.status_code}"
+        except Exception as exc:  # connection refused while it loads
+            last = type(exc).__name__
+        if time.monotonic() >= deadline:
+            raise InferenceServerFailed(f"inference server ({what}) did not answer {url}/health within "
+                                        f"{timeout_s:g}s ({last}); last lines of {log_path}: {log_tail(log_path, LOG_TAIL_LINES)}")
+        time.sleep(max(0.0, min(0.5, deadline - time.monotonic())))
+    try:
+        served = [m.get("id") for m in _get(f"{url}/v1/models", timeout=5.0).json().get("data", [])]
+    except Exception as exc:
+        raise InferenceServerFailed(f"inference server ({what}) is healthy but {url}/v1/models failed "
+                                    f"({type(exc).__name__}); log: {log_path}") from None
+    if model not in served:
+        raise InferenceServerFailed(f"inference server ({what}) serves {served}, not {model!r} (surya's "
+                                    f"SURYA_MODEL_CHECKPOINT); log: {log_path}")
+    return time.monotonic() - started
+
+
+def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str], log: Callable[[str], None]) -> float:
+    if vlm.gpu_type:
+        if vlm.gpu_type not in GPU_VRAM_GB:
+            raise InferenceServerFailed(f"VLLM_GPU_TYPE {vlm.gpu_type!r} is unknown; known: {', '.join(GPU_VRAM_GB)}")
+        return GPU_VRAM_GB[vlm.gpu_type]
+    from .sizing import read_gpu_memory
+
+    memory = read_gpu_memory(environ)
+    if memory is None:
+        log(f"inference server: GPU memory unknown here, sized for {BASELINE_VRAM_GB} GB (set VLLM_GPU_TYPE)")
+        return BASELINE_VRAM_GB
+    return memory.total_mb / 1024
+
+
+@contextmanager
+def task_inference_server(settings: InferenceSettings, log_path: Path, log: Callable[[str], None] = print, *,
+                          workers: int = 1, environ: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Start the task's server (unless off), yield the environment the workers need, stop it on exit."""
+    from .engines.marker import marker_version
+
+    vlm_environ, environ = environ, dict(os.environ if environ is None else environ)  # given: tests
+    mode, why = effective_mode(settings, marker_version(), environ)
+    if mode == "off":
+        log(f"inference server: none started ({why})")
+        yield {}
+        return
+    vlm = read_vlm_settings(vlm_environ)
+    port = settings.port or free_port()
+    argv = server_argv(settings, vlm, port, vllm_capacity(_gpu_vram_gb(vlm, environ, log)))
+    argv[0] = resolve_binary(argv[0], lambda name: shutil.which(name, path=environ.get("PATH")))
+    url = f"http://{HOST}:{port}"
+    what = f"{Path(argv[0]).name} pid ?"
+    server_env = dict(environ)
+    server_env.setdefault("VLLM_NO_USAGE_STATS", "1")  # compute nodes: no phoning home
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # resolved here: the forked child only calls it
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        prctl = None
+
+    def die_with_task() -> None:
+        if prctl is not None:
+            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: the server goes when the task dies, even by SIGKILL
+
+    proc = None
+    try:
+        with open(log_path, "ab") as out:
+            out.write(f"### hpcmarker: {shlex.join(argv)}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env=server_env, start_new_session=True, preexec_fn=die_with_task, close_fds=True)
+        what = f"{Path(argv[0]).name} pid {proc.pid}"
+        log(f"inference server ({what}, {why}) starting on {url}, CUDA_VISIBLE_DEVICES="
+            f"{environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}, up to {settings.startup_timeout_s:g}s; log {log_path}")
+        seconds = wait_until_healthy(proc, url, vlm.checkpoint, settings.startup_timeout_s, log_path, what)
+        env = client_env(url, server_max_num_seqs(argv), workers, vlm, environ)
+        log(f"inference server ready after {seconds:.1f}s: {vlm.checkpoint} at {url}/v1, "
+            f"{env.get('SURYA_INFERENCE_PARALLEL', vlm.parallel)} requests in flight per worker x {workers} workers")
+        yield env
+    finally:
+        if proc is not None:
+            log(f"inference server ({what}) {stop_group(proc, settings.stop_grace_s)}")

@@ -1,0 +1,127 @@
+"""Workers per GPU when the user leaves `--workers-per-gpu` at `auto`.
+
+Owns: what one worker needs per engine (marker 1.x loads its models in every worker, about 3.5 GB of
+GPU memory each; marker 2.x workers are thin clients of the task's inference server, so CPUs bound
+them; the text and benchmark engines run on CPUs only), reading the visible GPU's memory
+(nvidia-smi, else torch in a short-lived subprocess so the task itself never holds a CUDA context),
+and `choose_workers`, which the task calls once and which logs its choice and reasons in one line:
+
+    workers = choose_workers(record.workers_per_gpu or None, record.engine, cpus, log=lambda line: _log(i, line))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+MARKER1_GB_PER_WORKER = 3.5  # users measured 2.5-3.4 GB per marker 1.x worker
+GPU_HEADROOM_GB = 1.0  # CUDA contexts, fragmentation
+CPUS_PER_MARKER_WORKER = 2  # pdftext, rendering and post-processing keep about two CPUs busy
+DEFAULT_CAP = 8
+QUERY = "--query-gpu=index,uuid,memory.total,memory.free"
+TORCH_PROBE = ("import json, torch\n"
+               "print(json.dumps(torch.cuda.mem_get_info(0) if torch.cuda.is_available() else None))")
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    total_mb: float
+    free_mb: float
+
+    def describe(self) -> str:
+        return f"{self.free_mb / 1024:.1f} of {self.total_mb / 1024:.1f} GB free"
+
+
+def derive_workers(engine: str, marker_major: int | None, cpus: int, gpu: GpuMemory | None,
+                   cap: int = DEFAULT_CAP) -> tuple[int, str]:
+    """(workers, why) for one task. marker_major None (unknown) is treated as 1.x. Pure."""
+    cpus, cap = max(1, cpus), max(1, cap)
+    if engine != "marker":
+        return min(cpus, cap), f"engine {engine} runs on CPUs only: one worker per CPU ({cpus} CPUs), cap {cap}"
+    by_cpu = max(1, cpus // CPUS_PER_MARKER_WORKER)
+    cpu_why = f"{by_cpu} by CPUs ({cpus} CPUs, {CPUS_PER_MARKER_WORKER} per worker)"
+    if (marker_major or 1) >= 2:
+        return min(by_cpu, cap), f"marker 2.x workers are thin clients of the inference server: {cpu_why}, cap {cap}"
+    if gpu is None:
+        return min(by_cpu, cap), f"marker 1.x, GPU memory unknown: {cpu_why}, cap {cap}"
+    by_memory = max(1, math.floor((gpu.free_mb / 1024 - GPU_HEADROOM_GB) / MARKER1_GB_PER_WORKER))
+    memory_why = f"{by_memory} by GPU memory ({gpu.describe()}, {MARKER1_GB_PER_WORKER:g} GB per worker)"
+    return min(by_memory, by_cpu, cap), f"marker 1.x: {memory_why}, {cpu_why}, cap {cap}"
+
+
+def visible_gpu(environ: Mapping[str, str]) -> str | None:
+    """The task's first visible GPU (index or UUID); '' when none is visible; None when unset. Pure."""
+    value = environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    first = value.split(",")[0].strip()
+    return "" if first in ("", "-1", "NoDevFiles") else first
+
+
+def parse_nvidia_smi(text: str, visible: str | None) -> GpuMemory | None:
+    """nvidia-smi's `index, uuid, total, free` rows (MiB) -> the visible GPU's memory; None when it is
+    not one of them (or ambiguous). Pure."""
+    if visible == "":
+        return None
+    rows = []
+    for line in text.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 4:
+            try:
+                rows.append((parts[0], parts[1], GpuMemory(total_mb=float(parts[2]), free_mb=float(parts[3]))))
+            except ValueError:
+                continue
+    if visible is None:
+        return rows[0][2] if rows else None
+    for index, uuid, memory in rows:
+        if visible == index or (not visible.isdigit() and uuid.startswith(visible)):
+            return memory
+    return rows[0][2] if len(rows) == 1 else None  # device cgroups often renumber the one GPU a job sees
+
+
+def read_gpu_memory(environ: Mapping[str, str] | None = None, python: str = sys.executable,
+                    timeout_s: float = 60.0) -> GpuMemory | None:
+    """The visible GPU's total and free memory, or None without a GPU (or an answer)."""
+    environ = os.environ if environ is None else environ
+    visible = visible_gpu(environ)
+    if visible == "":
+        return None
+    smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
+    if smi:
+        try:
+            out = subprocess.run([smi, QUERY, "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                                 timeout=timeout_s, env=dict(environ))
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return parse_nvidia_smi(out.stdout, visible) if out.returncode == 0 else None
+    try:  # torch sees only the visible GPUs, so device 0 is the task's
+        out = subprocess.run([python, "-c", TORCH_PROBE], capture_output=True, text=True, timeout=timeout_s,
+                             env=dict(environ))
+        free, total = json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError, IndexError):
+        return None
+    return GpuMemory(total_mb=total / 2**20, free_mb=free / 2**20)
+
+
+def choose_workers(requested: int | None, engine: str, cpus: int, log: Callable[[str], None], *,
+                   cap: int = DEFAULT_CAP, gpu_reader: Callable[[], GpuMemory | None] = read_gpu_memory) -> int:
+    """`requested` when given (> 0), else derived for this engine, these CPUs and this GPU; logged."""
+    if requested:
+        log(f"workers per GPU: {requested} (requested)")
+        return requested
+    major = None
+    if engine == "marker":
+        from .engines.marker import marker_version
+        from .inference import marker_major
+
+        major = marker_major(marker_version())
+    gpu = gpu_reader() if engine == "marker" and (major or 1) < 2 else None
+    workers, why = derive_workers(engine, major, cpus, gpu, cap)
+    log(f"workers per GPU: {workers} (auto: {why})")
+    return workers
