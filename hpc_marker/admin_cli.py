@@ -1,19 +1,24 @@
-"""Commands for cluster admins: `templates list|show|render|check` and `config show`."""
+"""Commands for checking a setup: `templates list|show|render|check`, `config show` and `doctor`.
+
+The checks themselves live in doctor.py (`templates check` and `doctor` share its template check);
+this module turns them into commands, tables and exit codes.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-SAMPLE_RUN_ID = "20260101-000000-abcd"
+from . import doctor
+from .engines import ENGINE_NAMES
 
 
 class InputError(click.ClickException):
@@ -22,22 +27,12 @@ class InputError(click.ClickException):
 
 def sample_contexts(profile: str, llm: bool = True) -> dict[str, dict]:
     """Every role's variables for a sample run on `profile` (what `templates render/check` use)."""
-    from .launch import LaunchError, SubmitRequest, resolve_profile, script_contexts
-    from .runs import RunPaths, RunRecord
+    from .launch import LaunchError
 
     try:
-        chosen, job = resolve_profile(SubmitRequest(pdfs=Path("."), out=Path("."), gpus=4, profile=profile))
+        return doctor.sample_contexts(profile, llm=llm)
     except LaunchError as exc:
         raise InputError(str(exc)) from None
-    llm_record = {"model": "qwen2.5:7b", "gpus": 1, "parallel": 4, "ctx": None, "options": {}, "wait_timeout_s": 900,
-                  "request_timeout_s": 600, "concurrency": 4, "cpus": 4, "mem": None} if llm else None
-    record = RunRecord(run_id=SAMPLE_RUN_ID, created=0.0, pdfs_root="/data/pdfs", out_dir="/scratch/alice/md",
-                       engine="marker", engine_options={}, executor="slurm", tasks=4, gpus=4, workers_per_gpu=1,
-                       cpus_per_task=chosen["cpus_per_task"], template=chosen["template"],
-                       partition=chosen["partition"] or "gpu", mem=chosen["mem"], time_limit=chosen["time"],
-                       llm=llm_record, profile=profile, job_settings=job)
-    paths = RunPaths(Path("/scratch/alice/md/.hpcmarker/runs") / SAMPLE_RUN_ID)
-    return script_contexts(paths, record, python="/opt/venv/bin/python") | {"_template": chosen["template"]}
 
 
 def _profile_for(template: str) -> str:
@@ -98,39 +93,16 @@ def render(name: str, role: str, profile: str | None) -> None:
 
 def check_template(name: str, profile: str) -> list[str]:
     """Render every role with sample values; bash -n each; sbatch --test-only where Slurm answers.
-    Returns the problems found (empty: all good)."""
-    from .render import ROLES, TemplateError, render_role, template_folder
-
+    Returns the problems found (empty: all good); an unknown template or profile is an InputError."""
+    sbatch = bool(shutil.which("sbatch")) and os.environ.get("HPCMARKER_CHECK_SBATCH", "1") == "1"
     problems = []
-    folder = template_folder(name)
-    contexts = sample_contexts(profile)
-    for role in ROLES:
-        if not (folder / f"{role}.sbatch.j2").exists():
-            problems.append(f"{role}: no {role}.sbatch.j2 in {folder}")
-            continue
-        try:
-            text = render_role(name, role, contexts[role])
-        except TemplateError as exc:
-            problems.append(f"{role}: {exc}")
-            continue
-        syntax = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
-        if syntax.returncode:
-            problems.append(f"{role}: bash -n: {syntax.stderr.strip().splitlines()[-1]}")
-            continue
-        if shutil.which("sbatch") and os.environ.get("HPCMARKER_CHECK_SBATCH", "1") == "1":
-            problems += _sbatch_test_only(role, text)
+    for check in doctor.check_template(name, profile, sbatch=sbatch, llm=True):
+        _, _, role = check.name.partition(": ")
+        if check.status == doctor.FAIL and not role:
+            raise InputError(check.detail)
+        if check.status == doctor.FAIL:
+            problems.append(f"{role}: {check.detail}")
     return problems
-
-
-def _sbatch_test_only(role: str, text: str) -> list[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / f"{role}.sbatch"
-        # the sample paths do not exist here: point the logs at the temp folder
-        script.write_text(text.replace("/scratch/alice/md/.hpcmarker/runs", tmp))
-        done = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=30)
-    if done.returncode:
-        return [f"{role}: sbatch --test-only: {(done.stderr or done.stdout).strip().splitlines()[-1]}"]
-    return []
 
 
 @templates.command()
@@ -138,12 +110,7 @@ def _sbatch_test_only(role: str, text: str) -> list[str]:
 @click.option("--profile", help="Profile whose settings fill the template (default: one that uses NAME).")
 def check(name: str, profile: str | None) -> None:
     """Render every role of NAME with sample values and check the result (bash -n, sbatch --test-only)."""
-    from .render import TemplateError
-
-    try:
-        problems = check_template(name, profile or _profile_for(name))
-    except TemplateError as exc:
-        raise InputError(str(exc)) from None
+    problems = check_template(name, profile or _profile_for(name))
     for problem in problems:
         click.echo(f"FAIL {name}/{problem}")
     if problems:
@@ -180,3 +147,46 @@ def show_config() -> None:
     console.print("template search path: " + ", ".join(str(p) for p in cfg.template_path) + " (then packaged)"
                   if cfg.template_path else "template search path: packaged templates only")
     console.print("layers read: " + ", ".join(f"{layer.name} {layer.path}" for layer in cfg.layers))
+
+
+def _default_profile() -> str:
+    """The profile `submit` would use: HPCMARKER_SUBMIT_PROFILE, else the config's [submit] profile."""
+    from .config import load_config
+
+    return os.environ.get("HPCMARKER_SUBMIT_PROFILE") or load_config().merged("submit").get("profile") or "generic"
+
+
+def checks_table(checks: list[doctor.Check]) -> Table:
+    from rich.text import Text
+
+    colour = {doctor.OK: "green", doctor.WARN: "yellow", doctor.FAIL: "bold red"}
+    table = Table(title="hpcmarker doctor", title_justify="left")
+    for column in ("check", "status", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    for c in checks:  # Text: details quote paths and pip extras like [marker], never markup
+        table.add_row(Text(c.name), Text(c.status, style=colour[c.status]), Text(c.detail), Text(c.fix))
+    return table
+
+
+@click.command("doctor")
+@click.option("--profile", help="Profile whose template and settings to check (default: the one `submit` uses).")
+@click.option("--partition", help="Partition to check (default: the profile's, else the cluster's default).")
+@click.option("--template", help="sbatch template to render and test (default: the profile's).")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder to check (writable, free space).")
+@click.option("--engine", type=click.Choice(ENGINE_NAMES), default="marker", show_default=True)
+@click.option("--llm", "llm_model", metavar="MODEL", help="Also check ollama and this model.")
+@click.option("--min-free-gb", default=10.0, show_default=True, type=float, help="Warn under this much free space.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor_command(profile, partition, template, out, engine, llm_model, min_free_gb, as_json) -> None:
+    """Preflight checks: Slurm, partition, template, marker and its cache, ollama, --out. Exit 1 on a failure."""
+    request = doctor.DoctorRequest(profile=profile or _default_profile(), partition=partition, template=template,
+                                   out=out, engine=engine, llm=llm_model, min_free_gb=min_free_gb)
+    checks = doctor.run_checks(request)
+    if as_json:
+        click.echo(json.dumps({"ok": not doctor.failed(checks), "checks": [asdict(c) for c in checks]}, indent=1))
+    else:
+        Console().print(checks_table(checks))
+        counts = {s: sum(c.status == s for c in checks) for s in (doctor.OK, doctor.WARN, doctor.FAIL)}
+        click.echo(f"{counts[doctor.OK]} ok, {counts[doctor.WARN]} warnings, {counts[doctor.FAIL]} failed")
+    if doctor.failed(checks):
+        raise SystemExit(1)

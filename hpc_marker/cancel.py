@@ -1,4 +1,4 @@
-"""Cancel: stop every job of a run, and make sure nothing of it is left running."""
+"""Cancel: stop every job of a run (or only the queued ones of a wedged run), and make sure none is left."""
 
 from __future__ import annotations
 
@@ -14,17 +14,27 @@ class CancelError(Exception):
     """Some job of the run is still there after cancelling."""
 
 
+def _cancel_and_drain(ids: list[str], drain_timeout_s: float) -> None:
+    slurm.cancel_jobs(ids)
+    deadline = time.monotonic() + drain_timeout_s
+    while (left := slurm.queued_jobs(ids)) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    if left:
+        raise CancelError(f"still in squeue after {drain_timeout_s:.0f}s: {', '.join(left)}")
+
+
+def _mark_cancelled(paths: RunPaths) -> None:
+    record = paths.load_record()
+    record.cancelled = time.time()
+    paths.save_record(record)
+
+
 def cancel_run(paths: RunPaths, drain_timeout_s: float = QUEUE_DRAIN_TIMEOUT_S) -> list[str]:
     """Cancel all jobs of the run; wait until none is queued or running. Returns the job ids."""
     record = paths.load_record()
     ids = [jid for role_ids in record.jobs.values() for jid in role_ids]
     if record.executor == "slurm":
-        slurm.cancel_jobs(ids)
-        deadline = time.monotonic() + drain_timeout_s
-        while (left := slurm.queued_jobs(ids)) and time.monotonic() < deadline:
-            time.sleep(1.0)
-        if left:
-            raise CancelError(f"still in squeue after {drain_timeout_s:.0f}s: {', '.join(left)}")
+        _cancel_and_drain(ids, drain_timeout_s)
     else:
         from .local import terminate_tree
 
@@ -33,6 +43,12 @@ def cancel_run(paths: RunPaths, drain_timeout_s: float = QUEUE_DRAIN_TIMEOUT_S) 
         for job_id in ids:
             if job_id.isdigit():
                 terminate_tree(int(job_id), grace_s=SERVICE_STOP_GRACE_S)
-    record.cancelled = time.time()
-    paths.save_record(record)
+    _mark_cancelled(paths)
+    return ids
+
+
+def cancel_queued(paths: RunPaths, ids: list[str], drain_timeout_s: float = QUEUE_DRAIN_TIMEOUT_S) -> list[str]:
+    """Cancel these queued Slurm jobs of the run (a wedged run's, see wedge.py); wait until they left squeue."""
+    _cancel_and_drain(ids, drain_timeout_s)
+    _mark_cancelled(paths)
     return ids

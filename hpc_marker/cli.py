@@ -50,6 +50,16 @@ def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path 
     return EngineOptions(paginate=paginate, force_ocr=force_ocr, languages=langs, extra_config=extra)
 
 
+def _workers_per_gpu(_ctx, _param, value) -> int:
+    """auto (0: each task chooses, sizing.py) or a count of at least 1."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise click.BadParameter(f"{value!r}: use auto or a number of at least 1")
+    return int(text)
+
+
 @cli.command()
 @click.option("--pdfs", required=True, type=click.Path(path_type=Path), help="Folder to scan for PDFs (recursively).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the Markdown (and the run folder).")
@@ -61,7 +71,8 @@ def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path 
 @click.option("--engine", type=click.Choice(ENGINE_NAMES), default="marker", show_default=True,
               help="marker; text (the text layer, no models); benchmark (a benchmark tool: text output "
                    "at a fixed cost per page, HPCMARKER_BENCH_SECONDS_PER_PAGE).")
-@click.option("--workers-per-gpu", default=1, show_default=True, type=int, help="Worker processes per task.")
+@click.option("--workers-per-gpu", default="auto", show_default=True, metavar="auto|N", callback=_workers_per_gpu,
+              help="Worker processes per task; auto: from the GPU's memory, the task's CPUs and the engine.")
 @click.option("--cpus-per-task", type=int, help="CPUs each array task asks for (default: the profile's, else 4).")
 @click.option("--mem", help="Memory per task, as sbatch --mem takes it (e.g. 32G; default: the profile's).")
 @click.option("--time", "time_limit", help="Time limit per task (default: the profile's, else 04:00:00).")
@@ -94,13 +105,28 @@ def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path 
               help="Seconds a task waits for the LLM service before failing.")
 @click.option("--llm-bind", metavar="HOST", help="Address of the service's authenticating front "
               "(default: the service node's hostname address).")
+@click.option("--item-timeout", default="auto", show_default=True, metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
+              help="Wall-clock limit per work item; past it only that item's worker is ended and the item is "
+                   "recorded `timeout` (auto: 300 s + 60 s/page; a worker's first item also gets the engine's "
+                   "model-loading allowance: marker 600 s, text 30 s).")
+@click.option("--worker-memory", metavar="SIZE", help="Address-space cap per worker (e.g. 8G) for CPU engines: "
+              "an item that needs more fails alone (marker: use --mem).")
+@click.option("--permissions", type=click.Choice(["private", "group", "world"]), default="private",
+              show_default=True, help="Who may read the Markdown written (the run folder stays private).")
+@click.option("--inference-server", type=click.Choice(["auto", "off", "native", "apptainer", "singularity"]),
+              help="marker 2.x's VLM server, one per task: native (`vllm serve` from the job's environment), "
+                   "apptainer (in the profile's inference_image), off (SURYA_INFERENCE_URL or surya's own); "
+                   "auto (default): the profile's inference_server, else native.")
+@click.option("--inference-startup-timeout", type=float, metavar="SECONDS",
+              help="Seconds a task waits for its inference server to answer (default 900).")
 @click.option("--dry-run", is_flag=True, help="Do everything but submit; print the sbatch scripts.")
 def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
            force_ocr, languages, marker_config, paginate, executor, run_id, split_pages, steal, lease_seconds,
            plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind,
-           dry_run) -> None:
+           item_timeout, worker_memory, permissions, inference_server, inference_startup_timeout, dry_run) -> None:
     """Scan PDFS, plan, and submit the conversion array and its collector."""
     from .launch import LaunchError, LlmRequest, NothingToDo, SubmitRequest, dry_run_text, prepare_run, submit_run
+    from .local import LocalRunFailed
     from .slurm import SlurmError
 
     llm = None
@@ -121,7 +147,9 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         profile=profile, partition=partition, template=template, workers_per_gpu=workers_per_gpu,
         cpus_per_task=cpus_per_task,
         mem=mem, time_limit=time_limit, executor=executor, run_id=run_id, split_pages=split_pages, steal=steal,
-        lease_seconds=lease_seconds, strategy=plan_strategy, force=force, llm=llm)
+        lease_seconds=lease_seconds, strategy=plan_strategy, force=force, llm=llm, item_timeout=item_timeout,
+        worker_memory=worker_memory, permissions=permissions, inference_server=inference_server,
+        inference_startup_timeout=inference_startup_timeout)
     try:
         prepared = prepare_run(request, create=not dry_run)
     except NothingToDo as exc:
@@ -146,15 +174,20 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         raise click.ClickException(f"{exc} (script: {prepared.paths.scripts})") from None
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted: run {record.run_id} stopped") from None
+    except LocalRunFailed as exc:
+        raise click.ClickException(f"run {record.run_id}: {exc}; when fixed: hpcmarker retry {record.run_id}") from None
     if record.executor == "slurm":
         click.echo(f"submitted: array {record.jobs['convert'][0].split('_')[0]} "
                    f"({record.tasks} tasks), collector {record.jobs['collect'][0]}")
         click.echo(f"follow it with: hpcmarker status {record.run_id}")
     else:
         summary = json.loads(prepared.paths.summary.read_text())
-        click.echo(f"done: {summary['ok']} ok, {summary['failed']} failed; Markdown in {record.out_dir}")
+        kinds = ", ".join(f"{n} {status}" for status, n in summary.get("by_status", {}).items()
+                          if n and status not in ("ok", "failed"))
+        click.echo(f"done: {summary['ok']} ok, {summary['failed']} failed{f' ({kinds})' if kinds else ''}; "
+                   f"Markdown in {record.out_dir}")
         for failure in summary["failures"]:
-            click.echo(f"  failed: {failure['pdf']}: {failure['error']}", err=True)
+            click.echo(f"  {failure.get('status', 'failed')}: {failure['pdf']}: {failure['error']}", err=True)
 
 
 _last_progress: list[float] = [0.0]
@@ -210,25 +243,29 @@ def plan(pdfs, gpus, split_pages, fmt) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Refresh a live table until the run is over (Ctrl-C to leave).")
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes with --watch.")
-def status(run, as_json, watch, interval) -> None:
+@click.option("--cancel-wedged/--no-cancel-wedged", default=True, show_default=True,
+              help="When a job of the run can never start (DependencyNeverSatisfied), cancel what the run "
+                   "left queued, so that `resume` can follow; --no-cancel-wedged only reports it.")
+def status(run, as_json, watch, interval, cancel_wedged) -> None:
     """Where RUN (default: the latest) stands: per task state and progress, rate, ETA."""
+    from .cancel import CancelError
     from .slurm import SlurmError
-    from .status import load_status, status_table
+    from .status import load_status, status_table, watch_status
 
     paths = _run_paths(run)
     try:
-        result = load_status(paths)
         if watch and not as_json:
-            from .status import watch_status
-
-            watch_status(paths, interval)
-            return
-    except SlurmError as exc:
+            result = watch_status(paths, interval, cancel_wedged)
+        else:
+            result = load_status(paths, cancel_wedged)
+    except (SlurmError, CancelError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
-    else:
+    elif not watch:
         Console().print(status_table(result))
+    if result.wedged:
+        click.echo(result.wedged, err=as_json)
 
 
 @cli.command()
@@ -248,6 +285,7 @@ def cancel(run) -> None:
 
 def _resume(run: str | None, retry_failed: bool, include_poison: bool = False) -> None:
     from .launch import LaunchError
+    from .local import LocalRunFailed
     from .resume import resume_run
     from .slurm import SlurmError
 
@@ -258,6 +296,8 @@ def _resume(run: str | None, retry_failed: bool, include_poison: bool = False) -
         raise InputError(str(exc)) from None
     except SlurmError as exc:
         raise click.ClickException(str(exc)) from None
+    except LocalRunFailed as exc:
+        raise click.ClickException(f"run {paths.run_id}: {exc}") from None
     if retry_failed:
         click.echo(f"reopened {result.reopened} failed items"
                    + (f"; {len(result.poison)} poison items kept as failed (--include-poison retries them)"
@@ -313,8 +353,7 @@ def report(run) -> None:
 
 
 def _add_command_groups() -> None:
-    from .admin_cli import config, templates
-    from .doctor import doctor_command
+    from .admin_cli import config, doctor_command, templates
     from .llm.cli import llm
     from .prefetch import prefetch_command
 

@@ -21,9 +21,9 @@ from submitit.core.utils import JobPaths
 
 from .claims import ClaimBoard
 from .finish import final_dir, merge_id, merge_if_complete, place_committed
-from .manifest import ManifestRecord, latest_by_item, read_manifests
+from .manifest import STATUSES, ManifestRecord, latest_by_item, read_manifests
 from .plan import Plan, items_by_document
-from .runs import RunPaths, RunRecord
+from .runs import RunPaths, RunRecord, file_mode_mask
 
 _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
@@ -98,10 +98,11 @@ def summarize_records(plan: Plan, records: list[ManifestRecord], torn: list[str]
         })
     return {
         "items": len(planned), "ok": len(ok), "failed": len(failed),
+        "by_status": {status: sum(r.status == status for r in final) for status in STATUSES},
         "missing": sorted(planned - set(latest)), "pages": plan.total_pages, "pages_ok": pages_ok,
         "wall_seconds": round(wall, 3), "pages_per_second": round(pages_ok / wall, 3) if wall else None,
         "failures": [{"item_id": r.item_id, "pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}",
-                      "error": r.error}
+                      "status": r.status, "error": r.error}
                      for r in sorted(failed, key=lambda r: r.pdf)],
         "torn_manifest_lines": torn, "tasks": tasks,
     }
@@ -149,6 +150,11 @@ def collect_run(run_dir: str) -> dict:
     """Merge manifests, write manifest.csv and summary.json, gather logs; returns the summary."""
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
+    with file_mode_mask(record.umask):  # merged documents get the run's permissions
+        return _collect(paths, record)
+
+
+def _collect(paths: RunPaths, record: RunRecord) -> dict:
     stopped = stop_service(record)
     plan = Plan.load(paths.plan)
     read = read_manifests(paths.manifests)

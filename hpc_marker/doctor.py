@@ -1,10 +1,11 @@
 """Doctor: preflight checks of this node and cluster before a run, each with a fix when it fails.
 
 Owns: the `Check` result, one small function per check (Slurm and accounting, the partition's
-GPUs, the template's scripts, marker's install, import and offline cache, ollama and the LLM
-model, the output folder, thread caps), `run_checks` (everything, for `hpcmarker doctor`) and
-`cheap_checks` (no scheduler, no marker import: what `submit` can afford). A check never
-raises: an unexpected error becomes a failed check with a one-line detail.
+GPUs, a profile's template rendered for a sample run, marker's install, import and offline cache,
+ollama and the LLM model, the output folder, thread caps), `run_checks` (everything, for
+`hpcmarker doctor`, whose command is in admin_cli.py) and `cheap_checks` (no scheduler, no
+marker import: what `submit` can afford). `templates check` uses the same template check. A
+check never raises: an unexpected error becomes a failed check with a one-line detail.
 """
 
 from __future__ import annotations
@@ -17,16 +18,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-
-import click
-
-from .engines import ENGINE_NAMES
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 TIMEOUT_S = 15.0  # any one command doctor runs
-SAMPLE_CPUS, SAMPLE_TIME = 4, "04:00:00"  # submit's defaults, for the sample scripts
+SAMPLE_RUN_ID = "20260101-000000-abcd"
+SAMPLE_RUNS = Path("/scratch/alice/md/.hpcmarker/runs")  # where the sample run's folder would be
 PREFETCH_FIX = "on a login node with internet: hpcmarker prefetch --marker --cache DIR; then `source DIR/env.sh`"
 
 
@@ -40,8 +38,9 @@ class Check:
 
 @dataclass
 class DoctorRequest:
-    partition: str | None = None
-    template: str = "generic"
+    profile: str = "generic"
+    partition: str | None = None  # None: the profile's, else the cluster's default
+    template: str | None = None  # None: the profile's
     out: Path | None = None
     engine: str = "marker"
     llm: str | None = None  # an Ollama model name
@@ -108,29 +107,42 @@ def check_partition(partition: str | None, known: dict[str, str], default: str |
     return Check(f"partition {name}", OK, f"GRES {known[name]}" + ("" if partition else " (the default partition)"))
 
 
-def sample_contexts(template: str, partition: str | None) -> dict[str, dict]:
-    """The variables of every role for a sample run (2 tasks, an LLM service), as `submit` builds them."""
-    from .launch import LlmRequest, script_contexts
+def sample_contexts(profile: str = "generic", *, partition: str | None = None, template: str | None = None,
+                    llm: bool = True) -> dict[str, dict]:
+    """Every role's variables for a sample run (4 tasks, an LLM service) on `profile`, as `submit` builds them;
+    `partition` and `template` override the profile's as submit's flags do; '_template' names the template.
+    Raises launch.LaunchError for an unknown profile."""
+    from .launch import SubmitRequest, resolve_profile, script_contexts
     from .runs import RunPaths, RunRecord
 
-    root = Path(tempfile.gettempdir()) / "hpcmarker-doctor" / "out"
-    record = RunRecord(run_id="doctor-sample", created=time.time(), pdfs_root=str(root), out_dir=str(root),
-                       engine="marker", engine_options={}, executor="slurm", tasks=2, gpus=2, workers_per_gpu=1,
-                       cpus_per_task=SAMPLE_CPUS, template=template, partition=partition, time_limit=SAMPLE_TIME,
-                       llm=LlmRequest(model="sample").record())
-    return script_contexts(RunPaths(root / ".hpcmarker" / "runs" / "doctor-sample"), record, sys.executable)
+    chosen, job = resolve_profile(SubmitRequest(pdfs=Path("."), out=Path("."), gpus=4, profile=profile,
+                                                partition=partition, template=template))
+    llm_record = {"model": "qwen2.5:7b", "gpus": 1, "parallel": 4, "ctx": None, "options": {}, "wait_timeout_s": 900,
+                  "request_timeout_s": 600, "concurrency": 4, "cpus": 4, "mem": None} if llm else None
+    record = RunRecord(run_id=SAMPLE_RUN_ID, created=0.0, pdfs_root="/data/pdfs",
+                       out_dir=str(SAMPLE_RUNS.parent.parent), engine="marker", engine_options={}, executor="slurm",
+                       tasks=4, gpus=4, workers_per_gpu=1, cpus_per_task=chosen["cpus_per_task"],
+                       template=chosen["template"], partition=chosen["partition"] or "gpu", mem=chosen["mem"],
+                       time_limit=chosen["time"], llm=llm_record, profile=profile, job_settings=job)
+    paths = RunPaths(SAMPLE_RUNS / SAMPLE_RUN_ID)
+    return script_contexts(paths, record, python="/opt/venv/bin/python") | {"_template": chosen["template"]}
 
 
-def check_template(template: str, partition: str | None = None, *, sbatch: bool = False,
-                   llm: bool = False) -> list[Check]:
-    """Each role renders with sample values, passes `bash -n`, and (with `sbatch`) `sbatch --test-only`."""
+def check_template(template: str | None = None, profile: str = "generic", partition: str | None = None, *,
+                   sbatch: bool = False, llm: bool = False) -> list[Check]:
+    """Each role of `profile`'s template (or `template`) renders for a sample run, passes `bash -n`, and (with
+    `sbatch`) `sbatch --test-only`. Checks named 'template T: role'; a missing service role only warns without `llm`."""
+    from .launch import LaunchError
     from .render import ROLES, TemplateError, render_role, template_folder
 
     try:
+        contexts = sample_contexts(profile, partition=partition, template=template)
+        template = contexts["_template"]
         template_folder(template)
+    except LaunchError as exc:
+        return [Check(f"profile {profile}", FAIL, str(exc), "pass --profile with one of those names")]
     except TemplateError as exc:
         return [Check(f"template {template}", FAIL, str(exc), "pass --template with one of those names")]
-    contexts = sample_contexts(template, partition)
     checks = []
     with tempfile.TemporaryDirectory(prefix="hpcmarker-doctor-") as tmp:
         for role in ROLES:
@@ -143,7 +155,7 @@ def check_template(template: str, partition: str | None = None, *, sbatch: bool 
                 checks.append(Check(name, WARN if optional else FAIL, str(exc), fix))
                 continue
             path = Path(tmp) / f"{role}.sbatch"
-            path.write_text(text)
+            path.write_text(text.replace(str(SAMPLE_RUNS), tmp))  # logs into a folder that exists
             code, last = _run(["bash", "-n", str(path)])
             if code != 0:
                 checks.append(Check(name, FAIL, f"bash -n: {last}", f"fix the shell syntax of {role}.sbatch.j2"))
@@ -297,14 +309,23 @@ def _request(request) -> DoctorRequest:
     if isinstance(request, DoctorRequest):
         return request
     llm = getattr(request, "llm", None)
-    return DoctorRequest(partition=request.partition, template=request.template or "generic", out=request.out,
-                         engine=request.engine, llm=getattr(llm, "model", llm))
+    return DoctorRequest(profile=request.profile, partition=request.partition, template=request.template,
+                         out=request.out, engine=request.engine, llm=getattr(llm, "model", llm))
+
+
+def _profile_partition(profile: str) -> str | None:
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config().profile(profile).get("partition")
+    except ConfigError:  # the template check reports the unknown profile
+        return None
 
 
 def cheap_checks(request) -> list[Check]:
     """Checks in well under a second, with no scheduler call and no marker import (for `submit`)."""
     req = _request(request)
-    checks = _guard("template", lambda: check_template(req.template, req.partition, llm=bool(req.llm)))
+    checks = _guard("template", lambda: check_template(req.template, req.profile, req.partition, llm=bool(req.llm)))
     if req.engine == "marker":
         checks += _guard("marker", check_marker_install)
     if req.llm:
@@ -320,16 +341,18 @@ def run_checks(request: DoctorRequest) -> list[Check]:
 
     req = _request(request)
     checks = _guard("slurm", check_slurm)
-    reachable, partition = any(c.name == "slurm: sinfo" and c.status == OK for c in checks), req.partition
+    reachable = any(c.name == "slurm: sinfo" and c.status == OK for c in checks)
+    partition = req.partition or _profile_partition(req.profile)
     if reachable:
         try:
             known, default = slurm.partitions(), slurm.default_partition()
-            partition = req.partition or default
-            checks.append(check_partition(req.partition, known, default))
+            checks.append(check_partition(partition, known, default))
+            partition = partition or default
         except slurm.SlurmError as exc:
             reachable = False
             checks.append(Check("partition", FAIL, str(exc), "check that slurmctld is up (`scontrol ping`)"))
-    checks += _guard("template", lambda: check_template(req.template, partition, sbatch=reachable, llm=bool(req.llm)))
+    checks += _guard("template", lambda: check_template(req.template, req.profile, partition, sbatch=reachable,
+                                                        llm=bool(req.llm)))
     if req.engine == "marker":
         checks += _guard("marker", check_marker_install)
         if checks[-1].status == OK:
@@ -347,42 +370,3 @@ def run_checks(request: DoctorRequest) -> list[Check]:
 
 def failed(checks: list[Check]) -> bool:
     return any(c.status == FAIL for c in checks)
-
-
-def checks_table(checks: list[Check]):
-    from rich.table import Table
-    from rich.text import Text
-
-    colour = {OK: "green", WARN: "yellow", FAIL: "bold red"}
-    table = Table(title="hpcmarker doctor", title_justify="left")
-    for column in ("check", "status", "detail", "fix"):
-        table.add_column(column, overflow="fold")
-    for c in checks:  # Text: details quote paths and pip extras like [marker], never markup
-        table.add_row(Text(c.name), Text(c.status, style=colour[c.status]), Text(c.detail), Text(c.fix))
-    return table
-
-
-@click.command("doctor")
-@click.option("--partition", help="Partition to check (default: the cluster's default partition).")
-@click.option("--template", default="generic", show_default=True, help="sbatch template to render and test.")
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder to check (writable, free space).")
-@click.option("--engine", type=click.Choice(ENGINE_NAMES), default="marker", show_default=True)
-@click.option("--llm", "llm_model", metavar="MODEL", help="Also check ollama and this model.")
-@click.option("--min-free-gb", default=10.0, show_default=True, type=float, help="Warn under this much free space.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def doctor_command(partition, template, out, engine, llm_model, min_free_gb, as_json) -> None:
-    """Preflight checks: Slurm, partition, template, marker and its cache, ollama, --out. Exit 1 on a failure."""
-    import json
-
-    checks = run_checks(DoctorRequest(partition=partition, template=template, out=out, engine=engine,
-                                      llm=llm_model, min_free_gb=min_free_gb))
-    if as_json:
-        click.echo(json.dumps({"ok": not failed(checks), "checks": [asdict(c) for c in checks]}, indent=1))
-    else:
-        from rich.console import Console
-
-        Console().print(checks_table(checks))
-        counts = {s: sum(c.status == s for c in checks) for s in (OK, WARN, FAIL)}
-        click.echo(f"{counts[OK]} ok, {counts[WARN]} warnings, {counts[FAIL]} failed")
-    if failed(checks):
-        raise SystemExit(1)

@@ -20,10 +20,14 @@ from pathlib import Path
 from . import slurm
 from .collect import collect_run
 from .engines import EngineOptions, check_engine
+from .engines.marker import marker_version
 from .output import document_dir, document_stem
 from .plan import Plan, make_plan, static_chunks, work_items
+from .inference import settings_for_run
 from .render import ROLES, Raw, render_role, template_folder
-from .runs import RUNS_SUBDIR, RunPaths, RunRecord, new_run_id, register_run
+from .limits import check_item_limits
+from .runs import (PERMISSIONS, RUNS_SUBDIR, RunPaths, RunRecord, file_mode_mask, new_run_id, private_files,
+                   register_run)
 from .scan import ScanError, ScannedPdf, scan_pdfs
 from .task import run_task
 
@@ -49,7 +53,7 @@ class SubmitRequest:
     # None: the profile's value (then the built-in default)
     partition: str | None = None
     template: str | None = None
-    workers_per_gpu: int = 1
+    workers_per_gpu: int = 0  # 0: auto, chosen by each task (sizing.choose_workers)
     cpus_per_task: int | None = None
     mem: str | None = None
     time_limit: str | None = None
@@ -61,6 +65,11 @@ class SubmitRequest:
     strategy: str = "pages"  # "pages", or "static": marker's chunking (no split, no stealing), for comparison
     force: bool = False  # convert PDFs whose outputs are already complete and up to date
     llm: LlmRequest | None = None
+    item_timeout: str = "auto"  # see limits.py
+    worker_memory: str | None = None
+    permissions: str = "private"  # a key of runs.PERMISSIONS
+    inference_server: str | None = None  # marker 2.x's per-task server; None or auto: the profile's, else auto
+    inference_startup_timeout: float | None = None  # None: inference.DEFAULT_STARTUP_TIMEOUT_S
 
 
 STRATEGIES = ("pages", "static")
@@ -124,13 +133,23 @@ def choose_executor(requested: str) -> str:
     return requested
 
 
-def _check_out_dir(out: Path) -> None:
+def _check_out_dir(out: Path, umask: int) -> None:
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        with file_mode_mask(umask):
+            out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".hpcmarker-write-test-"):
             pass
     except OSError as exc:
         raise LaunchError(f"--out {out}: cannot write there ({exc.strerror})") from None
+
+
+def _check_limits(request: SubmitRequest) -> None:
+    try:
+        check_item_limits(request.item_timeout, request.worker_memory, request.engine)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
+    if request.permissions not in PERMISSIONS:
+        raise LaunchError(f"--permissions {request.permissions!r}: choose from {', '.join(PERMISSIONS)}")
 
 
 def _check_cluster(request: SubmitRequest, wanted: str | None) -> str | None:
@@ -176,6 +195,7 @@ def resolve_profile(request: SubmitRequest) -> tuple[dict, dict]:
                 "qos": profile.get("qos"), "constraint": profile.get("constraint"),
                 "setup": list(profile.get("setup", [])), "llm_gres_type": profile.get("llm_gres_type"),
                 "vars": dict(profile.get("vars", {}))}
+    chosen["inference"] = {key: value for key, value in profile.items() if key.startswith("inference_")}
     return chosen, settings
 
 
@@ -210,18 +230,22 @@ def script_contexts(paths: RunPaths, record: RunRecord, python: str,
     }
 
 
+@private_files
 def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     """Scan, plan, create the run folder (if `create`) and render its scripts."""
     executor = choose_executor(request.executor)
     chosen, job_settings = resolve_profile(request)
-    if request.workers_per_gpu < 1:
-        raise LaunchError(f"--workers-per-gpu {request.workers_per_gpu}: must be at least 1")
+    if request.workers_per_gpu < 0:
+        raise LaunchError(f"--workers-per-gpu {request.workers_per_gpu}: must be at least 1 (or auto)")
     if request.gpus < 0:
         raise LaunchError(f"--gpus {request.gpus}: must not be negative")
     parse_time_limit(chosen["time"])
+    _check_limits(request)
     try:
         template_folder(chosen["template"])
         check_engine(request.engine, request.engine_options)
+        inference = settings_for_run(request.inference_server, chosen["inference"], request.engine, marker_version(),
+                                     request.inference_startup_timeout)  # InferenceConfigError: one line
     except Exception as exc:  # TemplateError, EngineUnavailable: one line each
         raise LaunchError(str(exc)) from None
     partition = _check_cluster(request, chosen["partition"]) if executor == "slurm" else chosen["partition"]
@@ -231,7 +255,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     except ScanError as exc:
         raise LaunchError(f"--pdfs {exc}") from None
     out = request.out.resolve()
-    _check_out_dir(out)
+    _check_out_dir(out, PERMISSIONS[request.permissions])
     up_to_date = [] if request.force else [pdf.relpath for pdf in scanned if output_is_current(out, pdf)]
     todo = [pdf for pdf in scanned if pdf.relpath not in set(up_to_date)]
     if not todo:
@@ -258,6 +282,9 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         profile=request.profile, job_settings=job_settings,
         steal=request.steal and request.strategy != "static", lease_seconds=request.lease_seconds,
         split_pages=request.split_pages, llm=request.llm.record() if request.llm else None,
+        item_timeout=request.item_timeout, worker_memory=request.worker_memory,
+        umask=PERMISSIONS[request.permissions],
+        inference=inference.to_record() if inference else None,
     )
     contexts = script_contexts(paths, record, python=sys.executable)
     try:
@@ -303,6 +330,7 @@ def output_is_current(out: Path, pdf: ScannedPdf) -> bool:
     return source.get("size") == stat.st_size and source.get("mtime_ns") == stat.st_mtime_ns
 
 
+@private_files
 def submit_run(prepared: PreparedRun, progress=None) -> RunRecord:
     """Send the prepared run to its executor and record the job ids."""
     record, paths = prepared.record, prepared.paths

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -71,12 +72,37 @@ def submit_local(paths: RunPaths, record: RunRecord, progress: Callable[[RunPath
         for job_id in [job.job_id for job in jobs] + service_ids:
             terminate_tree(int(job_id))
         raise
+    for index, job in zip(indices if indices is not None else range(record.tasks), jobs):
+        problem = _job_problem(job)
+        if problem:
+            print(f"hpcmarker: task {index} failed: {problem}", file=sys.stderr, flush=True)
     collector = submitit.LocalExecutor(folder=paths.jobs)
     collector.update_parameters(timeout_min=30)
-    job = collector.submit(collect_run, str(paths.root))
+    try:
+        job = collector.submit(collect_run, str(paths.root))
+    except OSError as exc:  # submitit writes the job's pickle into the run folder first
+        raise LocalRunFailed(f"cannot start the collector: {exc.strerror} ({exc.filename})") from None
     ids["collect"] = [job.job_id]
-    job.result()
+    while not job.done():
+        time.sleep(0.5)
+    problem = _job_problem(job)
+    if problem:
+        raise LocalRunFailed(f"the collector failed: {problem} (log: {job.paths.stdout})")
     return ids
+
+
+class LocalRunFailed(Exception):
+    """The local collector could not finish (one line; the run folder keeps the details)."""
+
+
+def _job_problem(job: submitit.Job) -> str | None:
+    """The last line of a finished local job's error, or None when it succeeded."""
+    try:
+        job.result()
+    except Exception as exc:  # submitit wraps the job's own exception, or says it left no result
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("-")]
+        return lines[-1] if lines else type(exc).__name__
+    return None
 
 
 def _children(pid: int) -> list[int]:

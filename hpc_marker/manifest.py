@@ -12,7 +12,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-STATUSES = ("ok", "failed")
+STATUSES = ("ok", "failed", "timeout", "encrypted")
+FAILURE_STATUSES = STATUSES[1:]  # every status but ok: counted as failed, listed with its reason
 
 
 @dataclass

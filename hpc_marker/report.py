@@ -153,13 +153,14 @@ def failures_frame(plan: Plan, records: list[ManifestRecord], missing: list[str]
     """Items whose latest attempt failed, and items with no record at all (`missing`). Pure."""
     latest, planned = latest_by_item(records), {item.item_id: item for item in plan.items}
     attempts = pd.Series([r.item_id for r in records], dtype=object).value_counts()
-    rows = [{"pdf": r.pdf, "pages": _pages(r.page_start, r.page_stop), "error": r.error or r.status,
+    rows = [{"pdf": r.pdf, "pages": _pages(r.page_start, r.page_stop), "status": r.status, "error": r.error or r.status,
              "task": r.task, "host": r.host, "attempts": int(attempts.get(r.item_id, 0))}
             for r in latest.values() if r.status != "ok" and r.item_id in planned]
     never = missing if missing is not None else [i for i in planned if i not in latest]
-    rows += [{"pdf": planned[i].pdf, "pages": planned[i].page_label(), "error": "no record: the item never finished",
+    rows += [{"pdf": planned[i].pdf, "pages": planned[i].page_label(), "status": "missing",
+              "error": "no record: the item never finished",
               "task": "-", "host": "-", "attempts": 0} for i in never if i in planned]
-    columns = ["pdf", "pages", "error", "task", "host", "attempts"]
+    columns = ["pdf", "pages", "status", "error", "task", "host", "attempts"]
     return pd.DataFrame(rows, columns=columns).sort_values(["pdf", "pages"], kind="stable", ignore_index=True)
 
 
@@ -241,7 +242,9 @@ def _header(record: RunRecord, totals: dict, summary: dict) -> str:
              ("pages", f"{totals.get('pages_ok', 0)}", f"converted of {totals.get('pages', 0)}"),
              ("wall time", _duration(totals.get("wall_seconds")), "first start to last finish"),
              ("pages/s", f"{rate:.2f}" if rate else "-", "whole run"),
-             ("tasks", f"{record.tasks}", f"{record.executor}, {record.workers_per_gpu} worker(s) per GPU")]
+             ("tasks", f"{record.tasks}", f"{record.executor}, "
+              + (f"{record.workers_per_gpu} worker(s) per GPU" if record.workers_per_gpu
+                 else "workers per GPU chosen by each task (its log says why)"))]
     html_cards = "".join(f'<div class="card"><div class="k">{_esc(k)}</div><div class="v">{_esc(v)}</div>'
                          f'<div class="s">{_esc(s)}</div></div>' for k, v, s in cards)
     model = (record.llm or {}).get("model") or (summary.get("llm") or {}).get("model")
@@ -306,8 +309,12 @@ def write_report(run_dir: Path) -> Path:
     paths = RunPaths(Path(run_dir))
     target = paths.root / REPORT_NAME
     tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(build_report(paths), encoding="utf-8")
-    os.replace(tmp, target)
+    try:
+        tmp.write_text(build_report(paths), encoding="utf-8")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written report must not keep the space (a full disk)
+        raise
     return target
 
 

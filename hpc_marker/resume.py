@@ -18,7 +18,7 @@ from .collect import MAX_ATTEMPTS, collect_run
 from .launch import LaunchError, script_contexts, submit_scripts_slurm
 from .plan import Plan
 from .render import ROLES, render_role
-from .runs import RunPaths, RunRecord
+from .runs import RunPaths, RunRecord, private_files
 
 
 @dataclass
@@ -36,11 +36,14 @@ def unfinished_by_task(plan: Plan, board: ClaimBoard) -> dict[int, int]:
     return {index: n for index, n in counts.items() if n}
 
 
+NOT_RETRIED = ("ok", "encrypted")  # an encrypted PDF fails the same way until someone removes its password
+
+
 def reopen_failed(plan: Plan, board: ClaimBoard, include_poison: bool = False) -> tuple[int, list[str]]:
     reopened, poison = 0, []
     for item in plan.items:
         done = board.done_record(item.item_id)
-        if not done or done.get("status") == "ok":
+        if not done or done.get("status") in NOT_RETRIED:
             continue
         if board.attempts(item.item_id) + 1 >= MAX_ATTEMPTS and not include_poison:
             poison.append(item.pdf)
@@ -59,6 +62,7 @@ def _still_active(record: RunRecord) -> list[str]:
     return [jid for jid in ids if jid.isdigit() and process_alive(int(jid))]
 
 
+@private_files
 def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool = False) -> ResumeResult:
     record = paths.load_record()
     plan = Plan.load(paths.plan)

@@ -20,11 +20,43 @@ import json
 import os
 import secrets
 import time
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 RUNS_SUBDIR = Path(".hpcmarker") / "runs"
+# --permissions: who may read the Markdown a run writes (the run folder itself is always private)
+PERMISSIONS = {"private": 0o077, "group": 0o027, "world": 0o022}
+
+
+PRIVATE = PERMISSIONS["private"]
+
+
+def private_files(function: Callable[P, R]) -> Callable[P, R]:
+    """Decorator: everything `function` creates (run folder files, job logs) is the user's alone."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with file_mode_mask(PRIVATE):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@contextmanager
+def file_mode_mask(mask: int) -> Iterator[None]:
+    """Create files and folders under umask `mask` inside the block (restored afterwards)."""
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 class RunNotFound(Exception):
@@ -53,7 +85,11 @@ class RunRecord:
     steal: bool = True  # tasks take over other tasks' unfinished items
     lease_seconds: float = 120.0  # a claim not renewed for this long is taken over
     split_pages: int | None = None  # None: derived from the plan; 0: never split
+    item_timeout: str = "auto"  # limits.parse_item_timeout: auto, off, SECONDS or SECONDS/page
+    worker_memory: str | None = None  # address-space cap per worker (CPU engines), e.g. "8G"
+    umask: int = 0o077  # files of the run and its outputs: private unless --permissions says otherwise
     llm: dict[str, Any] | None = None  # the LLM service: model, gpus, parallel, ctx, options, timeouts
+    inference: dict[str, Any] | None = None  # marker 2.x's per-task server (inference.InferenceSettings.to_record)
     profile: str = "generic"
     # From the profile, for the templates: gres, account, qos, constraint, setup lines, llm_gres_type, vars.
     job_settings: dict[str, Any] = field(default_factory=dict)

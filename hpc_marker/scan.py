@@ -29,6 +29,7 @@ class ScannedPdf:
     bytes: int
     pages: int  # 0 when the PDF could not be read
     error: str | None = None
+    status: str = "ok"  # the manifest status it will get when unreadable: "failed" or "encrypted"
 
 
 def find_pdfs(root: Path) -> list[tuple[str, Path]]:
@@ -67,28 +68,29 @@ def find_pdfs(root: Path) -> list[tuple[str, Path]]:
     return distinct
 
 
-def count_pages(path: Path) -> tuple[int, str | None]:
-    """Return (pages, None), or (0, one-line reason) when the PDF cannot be read."""
+def count_pages(path: Path) -> tuple[int, str | None, str]:
+    """Return (pages, None, "ok"), or (0, one-line reason, status) when the PDF cannot be read:
+    status "encrypted" when it needs a user password (an owner password alone opens), else "failed"."""
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
     try:
         if os.path.getsize(path) == 0:
-            return 0, "empty file (0 bytes)"
+            return 0, "empty file (0 bytes)", "failed"
         doc = pdfium.PdfDocument(str(path))
     except pdfium.PdfiumError as exc:
         if getattr(exc, "err_code", None) == pdfium_c.FPDF_ERR_PASSWORD:
-            return 0, "encrypted: a password is required to open it"
-        return 0, f"not a readable PDF ({_first_line(exc)})"
+            return 0, "encrypted: a password is required to open it", "encrypted"
+        return 0, f"not a readable PDF ({_first_line(exc)})", "failed"
     except OSError as exc:
-        return 0, f"cannot read file ({exc.strerror})"
+        return 0, f"cannot read file ({exc.strerror})", "failed"
     try:
         pages = len(doc)
     finally:
         doc.close()
     if pages == 0:
-        return 0, "PDF has no pages"
-    return pages, None
+        return 0, "PDF has no pages", "failed"
+    return pages, None, "ok"
 
 
 def _scan_one(pair: tuple[str, Path]) -> ScannedPdf:
@@ -96,9 +98,9 @@ def _scan_one(pair: tuple[str, Path]) -> ScannedPdf:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        return ScannedPdf(relpath, path, 0, 0, f"cannot read file ({exc.strerror})")
-    pages, error = count_pages(path)
-    return ScannedPdf(relpath, path, size, pages, error)
+        return ScannedPdf(relpath, path, 0, 0, f"cannot read file ({exc.strerror})", "failed")
+    pages, error, status = count_pages(path)
+    return ScannedPdf(relpath, path, size, pages, error, status)
 
 
 def scan_pdfs(root: Path, workers: int | None = None) -> list[ScannedPdf]:

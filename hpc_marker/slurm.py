@@ -8,11 +8,13 @@ an argv list; nothing goes through a shell.
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -162,15 +164,61 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     return {jid: stats.get("State", "UNKNOWN").split(" ")[0] for jid, stats in info.items()}
 
 
-def queued_jobs(job_ids: list[str]) -> list[str]:
-    """Job ids (array tasks expanded where pending) still in squeue."""
-    base_ids = sorted({jid.split("_")[0] for jid in job_ids})
+SQUEUE_FORMAT = "%i|%T|%r|%E"  # job id, state, reason, dependencies
+_DEPENDENCY = re.compile(r"(\w+):(\d+(?:_[\d*]+)?)(?:\+\d+)?\((\w+)\)")
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """One squeue line: a job, an array task ('123_4'), or pending array tasks folded as '123_[0-3]'."""
+
+    job_id: str
+    state: str
+    reason: str  # why it pends ('Dependency', 'DependencyNeverSatisfied', ...); 'None' when running
+    dependency: str = ""  # as squeue's %E prints it, e.g. 'afterok:122(failed)'; '' when none
+
+    @property
+    def base_id(self) -> str:
+        return self.job_id.split("_")[0]
+
+
+@dataclass(frozen=True)
+class Dependency:
+    kind: str  # after, afterany, afterok, afternotok...
+    job_id: str  # '122', or '123_*' for a whole array
+    state: str  # as squeue words it: unfulfilled, fulfilled, failed
+
+
+def parse_squeue(text: str) -> list[QueuedJob]:
+    """Output of `squeue --noheader --format=SQUEUE_FORMAT` -> one QueuedJob a line. Pure."""
+    jobs = []
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split("|", 3)]
+        if len(fields) < 3 or not fields[0]:
+            continue
+        dependency = fields[3] if len(fields) == 4 and fields[3] != "(null)" else ""
+        jobs.append(QueuedJob(fields[0], fields[1], fields[2], dependency))
+    return jobs
+
+
+def parse_dependency(text: str) -> list[Dependency]:
+    """squeue's %E ('afterok:122(failed),afterany:123_*(unfulfilled)', '?' between OR'ed ones). Pure."""
+    return [Dependency(*match.groups()) for match in _DEPENDENCY.finditer(text)]
+
+
+def queue(job_ids: list[str]) -> list[QueuedJob]:
+    """What squeue says about these jobs (any still queued or running), one entry a squeue line."""
+    base_ids = {jid.split("_")[0] for jid in job_ids}
     if not base_ids:
         return []
     # Not `--jobs`: squeue rejects ids that have already left its memory.
-    out = _run(["squeue", "--me", "--noheader", "--format=%i"])
-    wanted = set(base_ids)
-    return [line.strip() for line in out.splitlines() if line.strip().split("_")[0] in wanted]
+    out = _run(["squeue", "--me", "--noheader", f"--format={SQUEUE_FORMAT}"])
+    return [job for job in parse_squeue(out) if job.base_id in base_ids]
+
+
+def queued_jobs(job_ids: list[str]) -> list[str]:
+    """Job ids still in squeue (pending array tasks folded as '123_[0-3]')."""
+    return [job.job_id for job in queue(job_ids)]
 
 
 def cancel_jobs(job_ids: list[str]) -> None:

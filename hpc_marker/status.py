@@ -1,7 +1,9 @@
 """Status: where a run stands, from its manifests and the scheduler's job states.
 
 `summarize` is pure (record, plan, manifest records, job states, now) -> RunStatus;
-`load_status` gathers those inputs; `status_table` draws them with rich.
+`load_status` gathers those inputs, and notices a wedged run (wedge.py: a job pending forever
+with DependencyNeverSatisfied), cancelling what it left queued when asked; `status_table` draws
+them with rich.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class RunStatus:
     llm: dict | None = None  # service state, requests, tokens/s, failures
     tasks: list[TaskStatus] = field(default_factory=list)
     torn_manifest_lines: list[str] = field(default_factory=list)
+    wedged: str | None = None  # one line when a job of the run can never start (see wedge.py)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -124,18 +127,38 @@ def _local_states(record: RunRecord, plan: Plan, records: list[ManifestRecord], 
     return states
 
 
-def load_status(paths: RunPaths) -> RunStatus:
+def _settle_wedge(paths: RunPaths, record: RunRecord, ids: list[str], states: dict[str, str],
+                  cancel_wedged: bool) -> tuple[dict[str, str], str | None]:
+    """(the run's job states, a one-line report when the run is wedged); cancels its queued jobs if asked."""
+    from .cancel import cancel_queued
+    from .wedge import describe, find_wedge
+
+    if not any(states.get(jid, "UNKNOWN") in {"PENDING", "UNKNOWN"} for jid in ids):
+        return states, None  # only a pending job can wait forever (sacct may not know a new one yet)
+    wedge = find_wedge(record.jobs, slurm.queue(ids), states)
+    if wedge is None:
+        return states, None
+    if cancel_wedged:
+        cancel_queued(paths, list(wedge.queued))
+        states = slurm.job_states(ids)
+    return states, describe(record.run_id, wedge, cancelled=cancel_wedged)
+
+
+def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     record = paths.load_record()
     plan = Plan.load(paths.plan)
     read = read_manifests(paths.manifests)
+    wedged = None
     if record.executor == "slurm":
         ids = [jid for ids in record.jobs.values() for jid in ids]
-        states = slurm.job_states(ids)
+        states, wedged = _settle_wedge(paths, record, ids, slurm.job_states(ids), cancel_wedged)
     else:
         states = _local_states(record, plan, read.records, paths.summary.exists())
     status = summarize(record, plan, read.records, states, time.time(),
                        collected=paths.summary.exists(), torn=read.torn_lines)
     status.run_dir = str(paths.root)
+    if wedged:  # the jobs left squeue when cancelled, whether or not sacct shows it yet
+        status.state, status.wedged = ("cancelled" if cancel_wedged else "wedged"), wedged
     if record.llm:
         from .llm.metrics import read_metrics, summarize_metrics
         from .llm.settings import LlmPaths
@@ -148,18 +171,18 @@ def load_status(paths: RunPaths) -> RunStatus:
     return status
 
 
-FINAL_STATES = {"finished", "cancelled", "stopped"}
+FINAL_STATES = {"finished", "cancelled", "stopped", "wedged"}
 
 
-def watch_status(paths: RunPaths, interval_s: float = 5.0) -> RunStatus:
-    """Refresh the status table in place until the run is over."""
+def watch_status(paths: RunPaths, interval_s: float = 5.0, cancel_wedged: bool = False) -> RunStatus:
+    """Refresh the status table in place until the run is over (or wedged)."""
     from rich.live import Live
 
-    current = load_status(paths)
+    current = load_status(paths, cancel_wedged)
     with Live(status_table(current), refresh_per_second=4) as live:
         while current.state not in FINAL_STATES:
             time.sleep(interval_s)
-            current = load_status(paths)
+            current = load_status(paths, cancel_wedged)
             live.update(status_table(current))
     return current
 

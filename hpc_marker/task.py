@@ -1,16 +1,18 @@
 """Run task: what one array task does.
 
-The task caps threads to its CPU share and starts `workers_per_gpu` worker processes. It then
-claims items (its own share first, then, with stealing, other tasks' unfinished items), converts
-them, commits each one exactly once (claims.py), and renames the output into place. Finally it
-appends one manifest line per item. A PDF that fails is recorded and the task goes on; a worker
-that dies is replaced. SIGTERM (scancel, preemption) stops the task at once and gives its claims
-back. USR2 (time limit near) lets the items in flight finish and takes no new ones.
+The task caps threads to its CPU share and starts `workers_per_gpu` worker processes (workpool.py).
+It then claims items (its own share first, then, with stealing, other tasks' unfinished items),
+converts them, commits each one exactly once (claims.py), and renames the output into place.
+Finally it appends one manifest line per item. A PDF that fails is recorded and the task goes on.
+An item past its time limit (limits.py) ends only its own worker and is recorded `timeout`; a
+worker that dies (a crash, the out-of-memory killer) is replaced and its item tried once more.
+SIGTERM (scancel, preemption) stops the task at once and gives its claims back. USR2 (time limit
+near) or a full output disk lets the items in flight finish and takes no new ones; after a full
+disk the task exits non-zero so the run shows as incomplete.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import signal
@@ -18,23 +20,25 @@ import socket
 import sys
 import time
 from collections import Counter, deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .claims import Claim, ClaimBoard
-from .engines import EngineError, EngineOptions, EngineUnavailable, check_engine
+from .engines import EngineError, EngineOptions, EngineUnavailable, check_engine, engine_startup_seconds
 from .finish import final_dir, merge_if_complete, place_committed
-from .manifest import ManifestRecord, append_record
+from .inference import InferenceSettings, task_inference_server
+from .limits import parse_item_timeout, parse_memory
+from .manifest import FAILURE_STATUSES, ManifestRecord, append_record
 from .output import document_stem
 from .plan import Plan, WorkItem, claim_order, items_by_document
-from .runs import RunPaths
+from .runs import RunPaths, RunRecord, file_mode_mask
+from .sizing import choose_workers
 from .threads import cap_threads, task_cpus, threads_per_worker
-from .worker import convert_to_staging, init_worker
+from .worker import OutputUnwritable, convert_to_staging, init_worker
+from .workpool import DIED, OK, TIMEOUT, WorkerPool
 
 MAX_ATTEMPTS_AFTER_CRASH = 2
-WORKER_DIED = "worker process died while converting it (crashed or killed, often out of memory)"
 
 
 @dataclass
@@ -77,6 +81,11 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
     """Entry point of one array task (called through submitit, or directly)."""
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
+    with file_mode_mask(record.umask):  # outputs are private unless the run asked otherwise
+        return _run_task(paths, record, task_index)
+
+
+def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult:
     plan = Plan.load(paths.plan)
     docs = items_by_document(plan)
     own_ids = {item.item_id for item in plan.tasks[task_index].items}
@@ -84,7 +93,9 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
     candidates = deque(claim_order(plan, task_index, steal=record.steal))
 
     cpus = task_cpus()
-    workers = max(1, min(record.workers_per_gpu, len(candidates)))
+    workers = choose_workers(record.workers_per_gpu or None, record.engine, cpus,
+                             log=lambda line: _log(task_index, line))  # 0 on the record: auto
+    workers = max(1, min(workers, len(candidates)))
     threads = threads_per_worker(cpus, workers)
     cap_threads(threads)
     options = dict(record.engine_options, threads=threads)
@@ -95,6 +106,7 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
     _log(task_index, f"{len(own_ids)} own items, stealing {'on' if record.steal else 'off'}; {cpus} CPUs, "
          f"{workers} workers x {threads} threads, CUDA_VISIBLE_DEVICES={context['gpu'] or '(none)'}")
     counts: Counter[str] = Counter()
+    storage_errors: list[str] = []
 
     def finish(item: WorkItem, claim: Claim, status: str, error: str | None, started: float,
                staging: Path | None, degraded: str | None = None) -> None:
@@ -105,14 +117,30 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
                                page_stop=item.page_stop, pages=item.pages, status=status, error=error,
                                seconds=round(finished - started, 3), output=output, started=started,
                                finished=finished, degraded=degraded, **context)
-        if not board.commit(claim, dict(asdict(entry), staging=str(staging) if staging else None)):
+        try:
+            committed = board.commit(claim, dict(asdict(entry), staging=str(staging) if staging else None))
+        except OSError as exc:  # the claims folder cannot take the record (disk full, quota, storage gone)
+            storage_errors.append(f"cannot record {item.pdf}: {exc.strerror}")
+            _log(task_index, f"{storage_errors[-1]}; taking no more items (the claim is given back)")
+            board.release(claim)
+            draining.append(storage_errors[-1])
+            if staging:
+                shutil.rmtree(staging, ignore_errors=True)
+            return
+        if not committed:
             _log(task_index, f"lost    {item.pdf} [{item.page_label()}]: another task finished it")
             if staging:
                 shutil.rmtree(staging, ignore_errors=True)
             return
-        if staging:
-            place_committed(staging, final)
-        append_record(manifest, entry)
+        try:
+            if staging:
+                place_committed(staging, final)
+            append_record(manifest, entry)
+        except OSError as exc:  # committed: the collector places the output and recovers the record
+            storage_errors.append(f"cannot place or record {item.pdf}: {exc.strerror}")
+            _log(task_index, f"{storage_errors[-1]}; it is committed, the collector finishes it; "
+                             "taking no more items")
+            draining.append(storage_errors[-1])
         counts[status] += 1
         counts["stolen"] += item.item_id not in own_ids
         _log(task_index, f"{status:7} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
@@ -141,23 +169,26 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
                           "task": str(task_index), "concurrency": record.llm["concurrency"],
                           "timeout_s": record.llm["request_timeout_s"]}
 
-    draining = []  # USR2: finish what is in flight, take nothing new
+    draining: list[str] = []  # USR2, or storage gone: finish what is in flight, take nothing new
     signal.signal(signal.SIGTERM, _raise_stopped)  # submitit bypasses SIGTERM; a cancelled task must stop
-    signal.signal(signal.SIGUSR2, lambda *_: draining.append(True))
-    ctx = multiprocessing.get_context("spawn")
-
-    def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
-                                   initargs=(record.engine, options, threads))
-
+    signal.signal(signal.SIGUSR2, lambda *_: draining.append("time limit near (USR2)"))
+    limit = parse_item_timeout(record.item_timeout)
+    _log(task_index, f"item time limit: {limit.describe()}" + (f", worker memory {record.worker_memory}"
+                                                               if record.worker_memory else ""))
+    memory = parse_memory(record.worker_memory) if record.worker_memory else None
+    pool = WorkerPool(workers, initializer=init_worker, initargs=(record.engine, options, threads, memory),
+                      startup_allowance_s=engine_startup_seconds(record.engine))
     attempts: Counter[str] = Counter()
-    inflight: dict[Future, tuple[WorkItem, Claim, float]] = {}
-    board.start_heartbeat()
-    pool = new_pool()
+    inflight: dict[str, tuple[WorkItem, Claim]] = {}
+    server = ExitStack()  # marker 2.x: this task's own inference server, stopped however the task ends
     try:
+        os.environ.update(server.enter_context(task_inference_server(
+            InferenceSettings.from_record(record.inference), paths.logs / f"inference-task-{task_index}.log",
+            log=lambda line: _log(task_index, line), workers=workers)))  # before any worker is spawned
+        board.start_heartbeat()
         while True:
             held_back: list[WorkItem] = []  # claimed by a live task: look again later
-            while candidates and len(inflight) < workers and not draining:
+            while candidates and pool.idle() and not draining:
                 item = candidates.popleft()
                 claim = board.try_claim(item.item_id)
                 if claim is None:
@@ -165,66 +196,68 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
                         held_back.append(item)
                     continue
                 if item.scan_error:
-                    finish(item, claim, "failed", item.scan_error, time.time(), None)
+                    finish(item, claim, item.scan_status, item.scan_error, time.time(), None)
                     continue
-                future = pool.submit(convert_to_staging, str(Path(record.pdfs_root) / item.pdf), item.page_start,
-                                     item.page_stop, str(paths.staging), f"{item.item_id}-g{claim.generation}",
-                                     document_stem(item.pdf))
-                inflight[future] = (item, claim, time.time())
+                pool.submit(item.item_id, convert_to_staging,
+                            (str(Path(record.pdfs_root) / item.pdf), item.page_start, item.page_stop,
+                             str(paths.staging), f"{item.item_id}-g{claim.generation}", document_stem(item.pdf)),
+                            timeout_s=limit.for_pages(item.pages))
+                inflight[item.item_id] = (item, claim)
             candidates.extend(held_back)
             if not inflight:
                 if draining or not candidates:
                     break
                 time.sleep(min(2.0, record.lease_seconds / 4))  # others hold the rest: wait for them or their leases
                 continue
-            finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-            broken = False
-            for future in finished:
-                item, claim, started = inflight.pop(future)
-                try:
-                    staging, degraded = future.result()
+            for outcome in pool.wait():
+                item, claim = inflight.pop(outcome.key)
+                started = time.time() - outcome.seconds
+                if outcome.kind == OK:
+                    staging, degraded = outcome.result
                     finish(item, claim, "ok", None, started, Path(staging), degraded)
-                except (EngineError, EngineUnavailable) as exc:
-                    finish(item, claim, "failed", str(exc), started, None)
-                except BrokenProcessPool:
-                    broken = True
+                elif outcome.kind == TIMEOUT:
+                    finish(item, claim, "timeout", f"no result after {outcome.seconds:.0f} s (item limit "
+                           f"{limit.describe()}; --item-timeout): its worker was ended", started, None)
+                elif outcome.kind == DIED:
                     attempts[item.item_id] += 1
-                    if attempts[item.item_id] < MAX_ATTEMPTS_AFTER_CRASH and workers > 1:
+                    _log(task_index, f"worker died on {item.pdf} [{item.page_label()}]: {outcome.died_reason()}")
+                    if attempts[item.item_id] < MAX_ATTEMPTS_AFTER_CRASH:
                         board.release(claim)
                         candidates.appendleft(item)
                     else:
-                        finish(item, claim, "failed", WORKER_DIED, started, None)
-                except Exception as exc:  # anything else is this item's failure, not the task's
-                    finish(item, claim, "failed", _first_line(exc), started, None)
-            if broken:
-                for item, claim, _started in inflight.values():
-                    board.release(claim)
-                    candidates.appendleft(item)
-                inflight.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = new_pool()
+                        finish(item, claim, "failed", outcome.died_reason(), started, None)
+                else:
+                    error = outcome.error
+                    if isinstance(error, MemoryError):
+                        reason = f"out of memory (worker memory limit {record.worker_memory})"
+                    elif isinstance(error, (EngineError, EngineUnavailable)):
+                        reason = str(error)
+                    else:  # anything else is this item's failure, not the task's
+                        reason = _first_line(error)
+                    finish(item, claim, "failed", reason, started, None)
+                    if isinstance(error, OutputUnwritable) and error.storage_full:
+                        storage_errors.append(f"storage full: {error}")
+                        _log(task_index, "taking no more items: the output storage is full")
+                        draining.append(storage_errors[-1])
     except TaskStopped as stop:
         _log(task_index, f"stopped by {stop}: giving back {len(inflight)} claimed items")
-        _stop_workers(pool)
+        pool.close(grace_s=5)
         board.release_all()
         raise SystemExit(128 + signal.SIGTERM) from None
     finally:
         board.stop_heartbeat()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.close()
+        server.close()
 
-    result = TaskResult(task=task_index, ok=counts["ok"], failed=counts["failed"], stolen=counts["stolen"],
-                        seconds=round(time.time() - start, 3))
+    if pool.replaced:
+        _log(task_index, f"{pool.replaced} workers were replaced (timed out, died or ran out of memory)")
+    result = TaskResult(task=task_index, ok=counts["ok"], failed=sum(counts[s] for s in FAILURE_STATUSES),
+                        stolen=counts["stolen"], seconds=round(time.time() - start, 3))
     _log(task_index, f"done: {result}")
+    if storage_errors:  # exit non-zero: the run is not complete, and the scheduler should say so
+        raise RuntimeError(f"task {task_index} stopped early: {storage_errors[0]}; free space, then: "
+                           f"hpcmarker retry {record.run_id}")
     return result
-
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public accessor
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.join(timeout=5)
 
 
 if __name__ == "__main__":  # debugging aid: python -m hpc_marker.task RUN_DIR INDEX

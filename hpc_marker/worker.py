@@ -8,13 +8,28 @@ task process dies, so no worker outlives a killed or cancelled task.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
 from pathlib import Path
 
 from .engines import EngineError, EngineOptions, create_engine
+from .limits import cap_memory
 from .output import stage_document
 from .threads import cap_threads
+
+_STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class OutputUnwritable(EngineError):
+    """The output could not be written; `storage_full` when the disk or quota is full."""
+
+    def __init__(self, message: str, errno_value: int | None = None) -> None:
+        super().__init__(message, errno_value)
+        self.storage_full = errno_value in _STORAGE_FULL
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 _ENGINE = None
 _ENGINE_SPEC: tuple[str, dict] | None = None
@@ -28,14 +43,16 @@ def die_with_parent() -> None:
         pass
 
 
-def init_worker(engine_name: str, options: dict, threads: int) -> None:
+def init_worker(engine_name: str, options: dict, threads: int, memory_bytes: int | None = None) -> None:
     global _ENGINE, _ENGINE_SPEC
     die_with_parent()
     cap_threads(threads)
+    cap_memory(memory_bytes)
     if options.get("llm"):  # each worker has its own path at the LLM front, so failures count per item
         options = dict(options, llm=dict(options["llm"], task=f"{options['llm']['task']}.{os.getpid()}"))
     _ENGINE = None
     _ENGINE_SPEC = (engine_name, options)
+    _ENGINE = create_engine(engine_name, EngineOptions.from_json(options))  # models load now, before any item
 
 
 def _llm_failures() -> int | None:
@@ -73,4 +90,4 @@ def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_r
     try:
         return str(stage_document(Path(staging_root), name, stem, doc)), degraded
     except OSError as exc:
-        raise EngineError(f"cannot write output: {exc.strerror} ({exc.filename})") from None
+        raise OutputUnwritable(f"cannot write output: {exc.strerror} ({exc.filename})", exc.errno) from None

@@ -28,6 +28,9 @@ def invoke(*args: str):
     (["--pdfs", "{pdfs}", "--time", "soon"], "--time 'soon'"),
     (["--pdfs", "{pdfs}", "--run-id", "../escape"], "--run-id"),
     (["--pdfs", "{pdfs}", "--marker-config", "{tmp}/missing.json"], "cannot read"),
+    (["--pdfs", "{pdfs}", "--item-timeout", "soonish"], "--item-timeout 'soonish': use auto, off"),
+    (["--pdfs", "{pdfs}", "--engine", "text", "--worker-memory", "lots"], "--worker-memory 'lots': use a size"),
+    (["--pdfs", "{pdfs}", "--engine", "marker", "--worker-memory", "8G"], "for marker, limit the job's memory with --mem"),
 ])
 def test_bad_input_is_a_one_line_error_with_exit_code_2(tmp_path, sample_pdfs, args, message):
     (tmp_path / "empty").mkdir()
@@ -75,9 +78,9 @@ def test_local_run_converts_good_pdfs_and_records_bad_ones(tmp_path, sample_pdfs
     records = read_manifests(paths.manifests).records
     by_pdf = {r.pdf: r for r in records}
     assert len(records) == len(by_pdf) == 8 + len(expected_bad)  # one line per input
-    for name, fragment in expected_bad.items():
+    for name, expected in expected_bad.items():
         record = by_pdf[f"bad/{name}"]
-        assert record.status == "failed" and fragment in record.error
+        assert record.status == expected.status and expected.reason in record.error
     good = [r for r in records if not r.pdf.startswith("bad/")]
     assert all(r.status == "ok" for r in good)
     for r in good:

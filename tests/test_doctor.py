@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from standin.harness import StandinOllama, free_port, path_with_standin, seed_model
 
 from hpc_marker import doctor
+from hpc_marker.admin_cli import doctor_command
 from hpc_marker.doctor import FAIL, OK, WARN, Check, DoctorRequest
 from hpc_marker.engines import marker as marker_engine
 from hpc_marker.launch import SubmitRequest
@@ -72,7 +73,7 @@ def write_template(root: Path, name: str, convert: str, service: bool = True) ->
 
 def test_template_checks(tmp_path, monkeypatch):
     monkeypatch.setenv("HPCMARKER_TEMPLATE_PATH", str(tmp_path))
-    checks = doctor.check_template("generic", "gpu")
+    checks = doctor.check_template("generic", partition="gpu")
     assert [c.status for c in checks] == [OK, OK, OK] and checks[1].name == "template generic: convert"
     write_template(tmp_path, "badsyntax", "#!/bin/bash\nif then fi {{ command }}\n")
     convert = doctor.check_template("badsyntax")[1]
@@ -85,6 +86,22 @@ def test_template_checks(tmp_path, monkeypatch):
     assert doctor.check_template("noservice", llm=True)[0].status == FAIL
     [unknown] = doctor.check_template("nope")
     assert unknown.status == FAIL and "available templates" in unknown.detail
+
+
+def test_template_check_follows_the_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPCMARKER_TEMPLATE_PATH", str(tmp_path))
+    write_template(tmp_path, "badsyntax", "#!/bin/bash\nif then fi {{ command }}\n")
+    site = tmp_path / "site.toml"
+    site.write_text('[profiles.broken]\ntemplate = "badsyntax"\npartition = "debug"\n')
+    monkeypatch.setenv("HPCMARKER_SITE_CONFIG", str(site))
+    assert [c.name for c in doctor.check_template(profile="apptainer")][1] == "template apptainer: convert"
+    broken = doctor.check_template(profile="broken")
+    assert broken[1].name == "template badsyntax: convert" and broken[1].status == FAIL
+    assert [c.status for c in doctor.check_template("generic", "broken")] == [OK, OK, OK]  # --template wins
+    contexts = doctor.sample_contexts("broken", partition="gpu")
+    assert contexts["convert"]["partition"] == "gpu" and doctor.sample_contexts("broken")["convert"]["partition"] == "debug"
+    [unknown] = doctor.check_template(profile="nope")
+    assert (unknown.name, unknown.status) == ("profile nope", FAIL) and "profiles: " in unknown.detail
 
 
 def test_marker_install_import_and_cache_with_fakes(monkeypatch):
@@ -210,17 +227,29 @@ def test_cheap_checks_take_a_submit_request_and_skip_the_scheduler(tmp_path, mon
 
 def test_command_exit_code_and_json(tmp_path, monkeypatch):
     monkeypatch.setattr(doctor, "run_checks", lambda req: [Check("a", OK, "fine"), Check("b", WARN, "hm", "do x")])
-    ok = CliRunner().invoke(doctor.doctor_command, ["--json"])
+    ok = CliRunner().invoke(doctor_command, ["--json"])
     assert ok.exit_code == 0 and json.loads(ok.output)["ok"] is True
     monkeypatch.setattr(doctor, "run_checks", lambda req: [Check("a", FAIL, "bad [marker]", "fix [it]")])
-    bad = CliRunner().invoke(doctor.doctor_command, [])
+    bad = CliRunner().invoke(doctor_command, [])
     assert bad.exit_code == 1
     assert "bad [marker]" in bad.output and "fix [it]" in bad.output and "0 ok, 0 warnings, 1 failed" in bad.output
 
 
+def test_command_checks_the_submit_profile_unless_told(tmp_path, monkeypatch):
+    requests = []
+    monkeypatch.setattr(doctor, "run_checks", lambda req: requests.append(req) or [Check("a", OK, "fine")])
+    monkeypatch.delenv("HPCMARKER_SUBMIT_PROFILE", raising=False)
+    site = tmp_path / "site.toml"
+    site.write_text('[submit]\nprofile = "apptainer"\n')
+    monkeypatch.setenv("HPCMARKER_SITE_CONFIG", str(site))
+    assert CliRunner().invoke(doctor_command, []).exit_code == 0
+    assert CliRunner().invoke(doctor_command, ["--profile", "a100-account", "--template", "generic"]).exit_code == 0
+    assert [(r.profile, r.template) for r in requests] == [("apptainer", None), ("a100-account", "generic")]
+
+
 @pytest.mark.skipif(not cluster_answers(), reason="no Slurm cluster answers here")
 def test_whole_doctor_on_the_test_cluster(tmp_path):
-    result = CliRunner().invoke(doctor.doctor_command, ["--engine", "text", "--out", str(tmp_path), "--json"])
+    result = CliRunner().invoke(doctor_command, ["--engine", "text", "--out", str(tmp_path), "--json"])
     report = json.loads(result.output)
     by_name = {c["name"]: c for c in report["checks"]}
     assert by_name["slurm: sinfo"]["status"] == OK and by_name["slurm: sacct"]["status"] == OK
@@ -231,3 +260,6 @@ def test_whole_doctor_on_the_test_cluster(tmp_path):
     part = next(c for c in bad if c.name == "partition nope")
     assert part.status == FAIL and "gpu" in part.fix
     assert next(c for c in bad if c.name == "template generic: convert").status == FAIL  # sbatch refuses it too
+    a100 = doctor.run_checks(DoctorRequest(profile="a100-account", engine="text"))  # the profile's partition
+    assert next(c for c in a100 if c.name == "partition a100").status == FAIL
+    assert "sbatch --test-only" in next(c for c in a100 if c.name == "template generic: convert").detail

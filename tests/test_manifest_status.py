@@ -82,3 +82,87 @@ def test_sacct_is_retried_before_the_scheduler_is_called_unreachable(monkeypatch
 
     with _pytest.raises(slurm.SlurmError, match="scheduler unreachable after 4 tries"):
         slurm.job_states(["7_0"])
+
+
+# squeue --me --noheader --format='%i|%T|%r|%E' on the test cluster (Slurm 22.05): job 548 failed, the pending
+# array 549 was made to depend on it with afterok, and collector 550 waits on the array; plus a stranger's job.
+WEDGED_SQUEUE = """\
+550|PENDING|Dependency|afterany:549_*(unfulfilled)
+549_[0-3]|PENDING|DependencyNeverSatisfied|afterok:548(failed)
+560|RUNNING|None|(null)
+"""
+WEDGED_JOBS = {"service": ["548"], "convert": ["549_0", "549_1", "549_2", "549_3"], "collect": ["550"]}
+
+
+def test_squeue_lines_and_dependencies_parse():
+    from hpc_marker.slurm import Dependency, QueuedJob, parse_dependency, parse_squeue
+
+    jobs = parse_squeue(WEDGED_SQUEUE + "\n")
+    assert jobs[1] == QueuedJob("549_[0-3]", "PENDING", "DependencyNeverSatisfied", "afterok:548(failed)")
+    assert jobs[1].base_id == "549" and jobs[2].dependency == "" and len(jobs) == 3
+    assert parse_dependency("afterok:548(failed)?after:122+5(unfulfilled),afterany:549_*(unfulfilled)") == [
+        Dependency("afterok", "548", "failed"), Dependency("after", "122", "unfulfilled"),
+        Dependency("afterany", "549_*", "unfulfilled")]
+    assert parse_dependency("") == []
+
+
+def test_wedge_found_named_and_everything_queued_listed():
+    from hpc_marker.slurm import parse_squeue
+    from hpc_marker.wedge import describe, find_wedge
+
+    states = {"548": "FAILED", "549_0": "PENDING", "550": "PENDING"}
+    wedge = find_wedge(WEDGED_JOBS, parse_squeue(WEDGED_SQUEUE), states)
+    assert wedge.stuck == ("array 549",) and wedge.causes == ("service 548 FAILED",)
+    assert wedge.queued == ("549_[0-3]", "550")  # not the stranger's 560
+    assert describe("r1", wedge, cancelled=True) == (
+        "run r1 is wedged: array 549 pending with DependencyNeverSatisfied (service 548 FAILED); "
+        "cancelled array 549 and collector 550 — fix the cause, then: hpcmarker resume r1")
+    assert describe("r1", wedge, cancelled=False).endswith(
+        "still queued: array 549 and collector 550 — fix the cause, then: hpcmarker cancel r1 && hpcmarker resume r1")
+    # a job outside the run: its state comes from squeue's own words
+    outside = find_wedge({"convert": ["549_0"], "collect": ["550"]}, parse_squeue(WEDGED_SQUEUE), {})
+    assert outside.causes == ("job 548 FAILED",)
+
+
+def test_no_wedge_while_dependencies_can_still_be_met():
+    from hpc_marker.slurm import parse_squeue
+    from hpc_marker.wedge import find_wedge
+
+    waiting = ("550|PENDING|Dependency|afterany:549_*(unfulfilled)\n"
+               "549_[0-3]|PENDING|Dependency|after:548(unfulfilled)\n")
+    assert find_wedge(WEDGED_JOBS, parse_squeue(waiting), {}) is None
+    assert find_wedge({"convert": ["777_0"]}, parse_squeue(WEDGED_SQUEUE), {}) is None  # another run's wedge
+
+
+def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, monkeypatch):
+    from hpc_marker import slurm
+    from hpc_marker.runs import RunPaths
+    from hpc_marker.status import load_status, watch_status
+
+    paths = RunPaths(tmp_path / "r")
+    paths.root.mkdir()
+    _plan().save(paths.plan)
+    record = _record()
+    record.jobs = {"convert": ["549_0", "549_1"], "collect": ["550"]}
+    paths.save_record(record)
+    queue = [WEDGED_SQUEUE]
+    cancelled = []
+    monkeypatch.setattr(slurm, "job_states", lambda ids: {"549_0": "PENDING", "549_1": "PENDING", "550": "PENDING"}
+                        if queue[0] else {"549_0": "CANCELLED", "549_1": "CANCELLED", "550": "CANCELLED"})
+    monkeypatch.setattr(slurm, "queue", lambda ids: slurm.parse_squeue(queue[0]))
+    monkeypatch.setattr(slurm, "queued_jobs", lambda ids: [j.job_id for j in slurm.queue(ids)])
+
+    def scancel(ids):
+        cancelled.extend(ids)
+        queue[0] = ""
+
+    monkeypatch.setattr(slurm, "cancel_jobs", scancel)
+    only_report = load_status(paths, cancel_wedged=False)
+    assert only_report.state == "wedged" and "still queued: array 549 and collector 550" in only_report.wedged
+    assert cancelled == [] and paths.load_record().cancelled is None
+    assert watch_status(paths, 0.0).state == "wedged"  # --watch stops at a wedged run
+    settled = load_status(paths, cancel_wedged=True)
+    assert cancelled == ["549_[0-3]", "550"] and paths.load_record().cancelled is not None
+    assert settled.state == "cancelled" and "cancelled array 549 and collector 550" in settled.wedged
+    assert {t.state for t in settled.tasks} == {"CANCELLED"}
+    assert load_status(paths, cancel_wedged=True).wedged is None  # nothing left to report

@@ -24,10 +24,12 @@ else:  # pragma: no cover
 SUBMIT_KEYS = {
     "profile", "engine", "gpus", "partition", "template", "workers_per_gpu", "cpus_per_task", "mem", "time",
     "split_pages", "steal", "lease_seconds", "llm_gpus", "llm_parallel", "llm_wait", "executor",
+    "item_timeout", "worker_memory", "permissions",
+    "inference_server", "inference_startup_timeout",
 }
 PROFILE_KEYS = {
     "template", "partition", "gres", "cpus_per_task", "mem", "time", "account", "qos", "constraint", "setup",
-    "llm_gres_type", "vars",
+    "llm_gres_type", "vars", "inference_server", "inference_image", "inference_args",
 }
 SECTIONS = {"submit": SUBMIT_KEYS, "templates": {"path"}, "profiles": None}
 

@@ -32,6 +32,11 @@ def check_engine(name: str, options: EngineOptions) -> None:
     _engine_class(name).check(options)
 
 
+def engine_startup_seconds(name: str) -> float:
+    """Time a fresh worker may need to build the engine (load models) before its first item."""
+    return float(getattr(_engine_class(name), "startup_seconds", 60.0))
+
+
 def create_engine(name: str, options: EngineOptions) -> Engine:
     """Build an engine once per worker process (models are loaded here, not per item)."""
     return _engine_class(name)(options)
@@ -46,4 +51,5 @@ __all__ = [
     "EngineUnavailable",
     "check_engine",
     "create_engine",
+    "engine_startup_seconds",
 ]

@@ -15,6 +15,7 @@ from .base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailab
 
 class TextEngine:
     name = "text"
+    startup_seconds = 30.0  # pdftext loads nothing big
 
     @classmethod
     def check(cls, options: EngineOptions) -> None:
@@ -44,6 +45,8 @@ class TextEngine:
             texts = paginated_plain_text_output(str(pdf), sort=True, hyphens=False, page_range=page_ids)
         except PdfPasswordError:
             raise EngineError("encrypted: a password is required to open it") from None
+        except MemoryError:  # the worker reports it and is replaced (workpool.py)
+            raise
         except Exception as exc:  # pdfium raises many kinds; each becomes one manifest line
             raise EngineError(f"{type(exc).__name__}: {_first_line(exc)}") from None
         if page_ids is None:

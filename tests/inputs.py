@@ -1,0 +1,112 @@
+"""Generated hostile inputs for the tests: bad PDFs with their expected status, slow and memory-hungry
+PDFs, and good PDFs under hostile names. Everything is generated here; nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "pdfs"
+
+
+@dataclass(frozen=True)
+class Expected:
+    status: str  # manifest status: failed, encrypted, timeout
+    reason: str  # a fragment of the one-line reason
+
+
+def raw_pdf(content: bytes | None) -> bytes:
+    """A minimal hand-built PDF: one page drawing `content` (a content stream), or no pages (None)."""
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>"]
+    if content is None:
+        objs.append(b"<< /Type /Pages /Kids [] /Count 0 >>")
+    else:
+        packed = zlib.compress(content, 9)
+        objs += [b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                 b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> "
+                 b"/Contents 4 0 R >>",
+                 b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream",
+                 b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = bytearray(b"%PDF-1.7\n"), []
+    for number, obj in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def pathological_pdf(glyphs: int) -> bytes:
+    """One page of `glyphs` single characters, each at its own position: small on disk, but text
+    extraction takes seconds and hundreds of MB (400,000 glyphs: about 8 s and 700 MB here)."""
+    ops = b"".join(b"1 0 0 1 %d %d Tm (x) Tj " % (i % 600, (i // 600) % 780) for i in range(glyphs))
+    return raw_pdf(b"BT /F1 1 Tf " + ops + b"ET")
+
+
+def _encrypted(user_password: str) -> bytes:
+    from io import BytesIO
+
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for page in PdfReader(EXAMPLES / "en" / "upref.pdf").pages:
+        writer.add_page(page)
+    writer.encrypt(user_password=user_password, owner_password="owner", algorithm="RC4-128")
+    buffer = BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()
+
+
+def make_bad_pdfs(folder: Path) -> dict[str, Expected]:
+    """Write one file per kind of unreadable input; returns relpath -> Expected."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = (EXAMPLES / "en" / "upref.pdf").read_bytes()
+    files = {
+        "empty.pdf": (b"", Expected("failed", "empty file")),
+        "not-a-pdf.pdf": (b"this is a text file, not a PDF\n", Expected("failed", "not a readable PDF")),
+        "truncated.pdf": (good[: len(good) // 3], Expected("failed", "not a readable PDF")),
+        "header-only.pdf": (b"%PDF-1.7\n", Expected("failed", "not a readable PDF")),
+        "zero-pages.pdf": (raw_pdf(None), Expected("failed", "not a readable PDF")),  # PDFium refuses it
+        "encrypted.pdf": (_encrypted("secret"), Expected("encrypted", "password is required")),
+    }
+    for name, (data, _expected) in files.items():
+        (folder / name).write_bytes(data)
+    return {name: expected for name, (_data, expected) in files.items()}
+
+
+def make_owner_password_pdf(path: Path) -> None:
+    """Encrypted with an owner password only: opens without a password, so it converts normally."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_encrypted(""))
+
+
+HOSTILE_DIR = "odd $(touch pwned) `id` 'q' \"dq\""
+HOSTILE_NAMES = ("with space.PDF", "new\nline.pdf", "文档 中文.pdf", "semi;colon & amp.Pdf")
+
+
+def make_hostile_names(folder: Path, source: Path) -> list[str]:
+    """Copies of `source` under hostile names, a symlink to a folder (followed once), a symlink loop,
+    a second name for one file (converted once), and same-named PDFs in two folders.
+    Returns the relpaths that must each get one output (the duplicate name is not among them)."""
+    target = folder / HOSTILE_DIR
+    target.mkdir(parents=True)
+    expected = []
+    for name in HOSTILE_NAMES:
+        shutil.copy(source, target / name)
+        expected.append(f"{HOSTILE_DIR}/{name}")
+    for sub in ("a", "b"):
+        (folder / "same" / sub).mkdir(parents=True)
+        shutil.copy(source, folder / "same" / sub / "paper.pdf")
+        expected.append(f"same/{sub}/paper.pdf")
+    os.symlink(folder / "same" / "a" / "paper.pdf", folder / "same" / "zz-duplicate.pdf")  # a second name
+    os.symlink(folder, folder / "same" / "loop")  # a loop back to the top: not followed twice
+    (folder / "linked-real").mkdir()
+    shutil.copy(source, folder / "linked-real" / "only-here.pdf")
+    os.symlink(folder / "linked-real", folder / "a-link")  # a folder reached by a link sorts first
+    expected.append("a-link/only-here.pdf")
+    return expected

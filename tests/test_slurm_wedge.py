@@ -1,0 +1,97 @@
+"""A wedged run on a real Slurm cluster: its array pends forever with DependencyNeverSatisfied.
+
+The fault is made for real: the run is submitted held, its array is made to depend (afterok) on a
+job that failed, then released; Slurm keeps it pending forever (this cluster does not set
+kill_invalid_depend). `hpcmarker status` must say so in one line and cancel what the run left
+queued, and `hpcmarker resume` must then finish the run, every PDF converted once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from test_slurm import invoke, wait_for  # skips this module too where no cluster answers
+
+from hpc_marker import slurm
+from hpc_marker.manifest import read_manifests
+from hpc_marker.runs import resolve_run
+from hpc_marker.scan import find_pdfs
+
+pytestmark = pytest.mark.slurm
+
+
+def squeue_lines(ids: set[str]) -> list[slurm.QueuedJob]:
+    out = subprocess.run(["squeue", "--me", "-h", f"--format={slurm.SQUEUE_FORMAT}"], capture_output=True, text=True,
+                         check=True).stdout
+    return [job for job in slurm.parse_squeue(out) if job.base_id in ids]
+
+
+def failed_job() -> str:
+    done = subprocess.run(["sbatch", "--parsable", "--partition=debug", "--time=1", "--job-name=hpcmarker-test-fails",
+                           "--output=/dev/null", "--wrap", "false"], capture_output=True, text=True, check=True)
+    return done.stdout.strip().split(";")[0]
+
+
+def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, request):
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as patch:  # the run's jobs are submitted held, so they cannot start yet
+        submission = slurm.TemplateSlurmExecutor._make_submission_command
+
+        def held(self, path):
+            argv = submission(self, path)
+            return [argv[0], "--hold", *argv[1:]]
+
+        patch.setattr(slurm.TemplateSlurmExecutor, "_make_submission_command", held)
+        result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(out), "--gpus", "2", "--engine", "text",
+                        "--cpus-per-task", "1", "--time", "20", "--run-id", "wedged")
+    assert result.exit_code == 0, result.output
+    paths = resolve_run("wedged")
+    record = json.loads(paths.record.read_text())
+    array, collector = record["jobs"]["convert"][0].split("_")[0], record["jobs"]["collect"][0]
+    request.addfinalizer(lambda: subprocess.run(["scancel", array, collector], capture_output=True))  # none left
+    assert {j.reason for j in squeue_lines({array, collector})} == {"JobHeldUser"}
+
+    failed = failed_job()
+    subprocess.run(["scontrol", "update", f"JobId={array}", f"Dependency=afterok:{failed}"], check=True)
+    subprocess.run(["scontrol", "release", array, collector], check=True)
+    deadline = time.time() + 90
+    while not [j for j in squeue_lines({array}) if j.reason == "DependencyNeverSatisfied"]:
+        assert time.time() < deadline, f"the array never showed DependencyNeverSatisfied: {squeue_lines({array})}"
+        time.sleep(1)
+
+    reported = invoke("status", "wedged", "--json", "--no-cancel-wedged")
+    assert reported.exit_code == 0, reported.output
+    status = json.loads(reported.stdout)
+    assert status["state"] == "wedged" and "still queued" in status["wedged"]
+    assert {j.base_id for j in squeue_lines({array, collector})} == {array, collector}  # only reported
+
+    settled = invoke("status", "wedged")
+    assert settled.exit_code == 0, settled.output
+    assert (f"run wedged is wedged: array {array} pending with DependencyNeverSatisfied (job {failed} FAILED); "
+            f"cancelled array {array} and collector {collector} — fix the cause, then: hpcmarker resume wedged"
+            ) in settled.output.splitlines()
+    assert squeue_lines({array, collector}) == []
+    assert json.loads(paths.record.read_text())["cancelled"] is not None
+    assert wait_for("wedged", {"cancelled"}, timeout_s=60)["wedged"] is None  # once sacct has caught up
+    assert read_manifests(paths.manifests).records == []  # nothing ran
+
+    resumed = invoke("resume", "wedged")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resubmitted tasks 0,1" in resumed.output
+    final = wait_for("wedged", {"finished"}, timeout_s=300)
+    assert final["wedged"] is None and final["pending"] == 0
+
+    pdfs = sorted(rel for rel, _ in find_pdfs(sample_pdfs))
+    plan_ids = sorted(i["item_id"] for t in json.loads(paths.plan.read_text())["tasks"] for i in t["items"])
+    records = read_manifests(paths.manifests).records
+    assert sorted(r.item_id for r in records) == plan_ids  # each item once
+    assert sorted({r.pdf for r in records}) == pdfs and all(r.status == "ok" for r in records)
+    documents = [p for p in out.rglob("*.md") if ".hpcmarker" not in p.parts]
+    assert len(documents) == len(pdfs)
+    assert all((out / Path(rel).with_suffix("") / f"{Path(rel).stem}.md").is_file() for rel in pdfs)
+    assert os.path.getsize(paths.summary) > 0
