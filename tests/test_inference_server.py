@@ -366,3 +366,62 @@ def test_submit_records_the_inference_settings(sample_pdfs, tmp_path, monkeypatc
         record(engine="text", workers_per_gpu=-1)
     monkeypatch.setattr(launch, "marker_version", lambda: "1.10.2")
     assert record(engine="marker", profile="sif").inference["mode"] == "off"
+
+
+# --- the task runs its items inside the server's lifetime --------------------------------------
+
+
+CLIENT_KEYS = ("SURYA_INFERENCE_URL", "SURYA_INFERENCE_BACKEND", "SURYA_INFERENCE_AUTOSTART",
+               "SURYA_INFERENCE_PARALLEL", "SURYA_INFERENCE_KEEP_ALIVE", "no_proxy", "NO_PROXY")
+
+
+def _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env):
+    """A text-engine run whose record asks for a native server: the task's wiring, without marker's models."""
+    from hpc_marker.launch import SubmitRequest, prepare_run
+
+    for key in [k for k in os.environ if k.startswith(("SURYA_", "STANDIN_"))] + list(CLIENT_KEYS):
+        monkeypatch.setenv(key, "")  # tracked, so the task's additions to os.environ go after the test
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    prepared = prepare_run(SubmitRequest(pdfs=sample_pdfs, out=tmp_path / "out", gpus=1, engine="text",
+                                         executor="local", workers_per_gpu=1))
+    record = prepared.record
+    record.inference = native(startup_timeout_s=15).to_record()
+    prepared.paths.save_record(record)
+    return prepared.paths
+
+
+def test_a_task_converts_inside_its_servers_lifetime(sample_pdfs, tmp_path, monkeypatch, env, capsys):
+    from hpc_marker.manifest import read_manifests
+    from hpc_marker.task import run_task
+
+    paths = _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env)
+    result = run_task(str(paths.root), 0)
+    out = capsys.readouterr().out
+    assert result.ok == len(list(sample_pdfs.rglob("*.pdf")))
+    server, child = server_pids(tmp_path)
+    assert not alive(server) and not alive(child)  # stopped when the task ended
+    assert os.environ["SURYA_INFERENCE_URL"].startswith("http://127.0.0.1:")  # what the workers inherited
+    lines = out.splitlines()
+    ready = next(i for i, line in enumerate(lines) if "ready after" in line)
+    first_item = next(i for i, line in enumerate(lines) if line.split("] ", 1)[-1].split()[1:2] == ["ok"])
+    stopped = next(i for i, line in enumerate(lines) if "stopped by SIGTERM" in line)
+    assert ready < first_item < stopped, out
+    assert {r.status for r in read_manifests(paths.manifests).records} == {"ok"}
+
+
+def test_a_server_that_cannot_start_fails_the_task_fast_and_claims_nothing(sample_pdfs, tmp_path, monkeypatch, env):
+    from hpc_marker.claims import ClaimBoard
+    from hpc_marker.plan import Plan
+    from hpc_marker.task import run_task
+
+    env["STANDIN_VLLM_EXIT_AT_STARTUP"] = "RuntimeError: CUDA out of memory while loading weights"
+    paths = _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env)
+    started = time.monotonic()
+    with pytest.raises(InferenceServerFailed, match="CUDA out of memory while loading weights"):
+        run_task(str(paths.root), 0)
+    assert time.monotonic() - started < 15
+    board = ClaimBoard(paths.claims, owner="check", lease_s=60)
+    items = Plan.load(paths.plan).items
+    assert all(board.try_claim(item.item_id) for item in items)  # nothing left claimed: another task or resume redoes it
