@@ -38,10 +38,13 @@ def sample_contexts(profile: str, llm: bool = True) -> dict[str, dict]:
 def _profile_for(template: str) -> str:
     from .config import load_config
 
-    for name, profile in sorted(load_config().profiles.items()):
-        if profile.get("template") == template:
-            return name
-    return "generic"
+    config = load_config()
+    users = [name for name, profile in sorted(config.profiles.items()) if profile.get("template") == template]
+    default = config.merged("submit").get("profile", "generic")
+    for preferred in (template, default):  # the profile named like the template, else submit's default
+        if preferred in users:
+            return preferred
+    return users[0] if users else default
 
 
 @click.group()

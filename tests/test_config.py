@@ -104,6 +104,8 @@ def test_templates_check_rejects_unknown_variables_and_shell_errors(layers, tmp_
     assert check_template("generic", "generic") == []
     result = CliRunner().invoke(cli, ["templates", "check", "typo"])
     assert result.exit_code == 1 and "FAIL typo/service" in result.output
+    result = CliRunner().invoke(cli, ["templates", "check", "generic"])  # filled from the generic profile,
+    assert result.exit_code == 0, result.output  # not the first profile using it (a100-account's partition)
 
 
 def test_templates_render_prints_what_would_be_submitted(layers):
