@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import urllib.request
 from importlib import metadata
 from pathlib import Path
@@ -293,9 +294,11 @@ class MarkerEngine:
                 self.converter.config["page_range"] = parse_range_str(page_range_string(pages))
             rendered = self.converter(str(pdf))
             return document_from_rendered(rendered)
-        except EngineError:
+        except (EngineError, MemoryError):  # MemoryError: the worker reports it and is replaced
             raise
         except Exception as exc:
+            if type(exc).__name__ == "OutOfMemoryError":  # CUDA: this item only; free the cache for the next
+                _release_gpu_cache()
             raise EngineError(_one_line(exc)) from None
 
     def close(self) -> None:
@@ -304,6 +307,12 @@ class MarkerEngine:
 
         if hasattr(models, "shutdown_models"):
             models.shutdown_models(getattr(self, "models", {}))
+
+
+def _release_gpu_cache() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def document_from_rendered(rendered: Any) -> ConvertedDocument:
