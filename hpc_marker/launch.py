@@ -220,10 +220,11 @@ def script_contexts(paths: RunPaths, record: RunRecord, python: str,
                                    gres=f"gpu:{gpu_type}{record.llm['gpus']}", cpus_per_task=record.llm["cpus"],
                                    mem=record.llm["mem"], time=record.time_limit, stdout=service_out,
                                    stderr=service_err)
+    # B: signals the batch shell, which execs Python; without B: Slurm signals only job steps (there are none)
     return contexts | {
         "convert": dict(common, job_name=f"hpcmarker-{record.run_id}-convert", tasks=len(indices),
                         array=slurm.array_spec(indices), gres=job.get("gres", BUILTIN_DEFAULTS["gres"]), cpus_per_task=record.cpus_per_task,
-                        mem=record.mem, time=record.time_limit, signal="USR2@90",
+                        mem=record.mem, time=record.time_limit, signal="B:USR2@90",
                         stdout=convert_out, stderr=convert_err),
         "collect": dict(common, job_name=f"hpcmarker-{record.run_id}-collect", time="00:30:00",
                         stdout=collect_out, stderr=collect_err),

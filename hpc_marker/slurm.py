@@ -161,7 +161,28 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     for jid in base_ids:
         argv += ["-j", jid]
     info = SlurmInfoWatcher().read_info(_run_with_retries(argv))
-    return {jid: stats.get("State", "UNKNOWN").split(" ")[0] for jid, stats in info.items()}
+    states = {jid: stats.get("State", "UNKNOWN").split(" ")[0] for jid, stats in info.items()}
+    if any(jid not in states for jid in job_ids if jid != "-"):  # slurmdbd learns of new jobs late
+        states = fill_from_queue(states, [jid for jid in job_ids if jid != "-"], queue(job_ids))
+    return states
+
+
+def expand_queued_id(job_id: str) -> list[str]:
+    """'123_[0-2,5%2]' -> ['123_0', '123_1', '123_2', '123_5']; any other id -> [id]. Pure."""
+    match = re.fullmatch(r"(\d+)_\[([\d,\-]+)(?:%\d+)?\]", job_id)
+    if not match:
+        return [job_id]
+    base, ids = match.group(1), []
+    for part in match.group(2).split(","):
+        low, _, high = part.partition("-")
+        ids += [f"{base}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return ids
+
+
+def fill_from_queue(states: dict[str, str], job_ids: list[str], queued: list[QueuedJob]) -> dict[str, str]:
+    """sacct's states, plus squeue's for the jobs sacct does not show yet (just submitted). Pure."""
+    from_queue = {jid: job.state for job in queued for jid in expand_queued_id(job.job_id)}
+    return dict(states) | {jid: from_queue[jid] for jid in job_ids if jid not in states and jid in from_queue}
 
 
 SQUEUE_FORMAT = "%i|%T|%r|%E"  # job id, state, reason, dependencies

@@ -180,6 +180,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                       startup_allowance_s=engine_startup_seconds(record.engine))
     attempts: Counter[str] = Counter()
     inflight: dict[str, tuple[WorkItem, Claim]] = {}
+    announced: list[bool] = []
     server = ExitStack()  # marker 2.x: this task's own inference server, stopped however the task ends
     try:
         os.environ.update(server.enter_context(task_inference_server(
@@ -204,6 +205,9 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                             timeout_s=limit.for_pages(item.pages))
                 inflight[item.item_id] = (item, claim)
             candidates.extend(held_back)
+            if draining and not announced:
+                announced.append(True)
+                _log(task_index, f"taking no new items: {draining[0]}; {len(inflight)} in flight finish first")
             if not inflight:
                 if draining or not candidates:
                     break

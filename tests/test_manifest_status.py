@@ -166,3 +166,19 @@ def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, mo
     assert settled.state == "cancelled" and "cancelled array 549 and collector 550" in settled.wedged
     assert {t.state for t in settled.tasks} == {"CANCELLED"}
     assert load_status(paths, cancel_wedged=True).wedged is None  # nothing left to report
+
+
+def test_jobs_sacct_does_not_know_yet_take_squeues_state():
+    """Right after sbatch, slurmdbd has no record of the jobs: status must not call the run 'stopped'."""
+    from hpc_marker.slurm import QueuedJob, expand_queued_id, fill_from_queue
+
+    assert expand_queued_id("772_[0-2,5%2]") == ["772_0", "772_1", "772_2", "772_5"]
+    assert expand_queued_id("772_3") == ["772_3"] and expand_queued_id("773") == ["773"]
+    queued = [QueuedJob("772_[1-3]", "PENDING", "Resources"), QueuedJob("772_0", "RUNNING", "None"),
+              QueuedJob("773", "PENDING", "Dependency")]
+    ids = ["772_0", "772_1", "772_2", "772_3", "773", "771"]
+    states = fill_from_queue({"771": "COMPLETED", "772_0": "RUNNING"}, ids, queued)
+    assert states == {"771": "COMPLETED", "772_0": "RUNNING", "772_1": "PENDING", "772_2": "PENDING",
+                      "772_3": "PENDING", "773": "PENDING"}
+    assert fill_from_queue({"772_0": "COMPLETED"}, ["772_0"], [QueuedJob("772_0", "RUNNING", "None")]) == {
+        "772_0": "COMPLETED"}  # sacct wins where it knows the job

@@ -117,7 +117,7 @@ def test_cancel_half_the_array_then_resume(tmp_path, pdfs, monkeypatch):
 
 
 def test_time_limit_warning_drains_a_task_and_the_rest_is_taken_over(tmp_path, pdfs, monkeypatch):
-    """USR2 (what --signal=USR2@90 sends before the time limit): the task finishes what it is converting,
+    """USR2 (what --signal=B:USR2@90 sends before the time limit): the task finishes what it is converting,
     takes nothing new and ends; the other task steals what it left."""
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.1")
     out = tmp_path / "out"
@@ -141,3 +141,28 @@ def test_time_limit_warning_drains_a_task_and_the_rest_is_taken_over(tmp_path, p
     assert_outputs_match_text_engine(pdfs, out)
     status = json.loads(invoke("status", "usr2", "--json").output)
     assert status["tasks"][0]["state"] == "COMPLETED"  # drained, not killed
+
+
+def test_slurms_own_time_limit_warning_reaches_the_task(tmp_path, pdfs, monkeypatch):
+    """With `--time 2`, Slurm itself sends USR2 about 90 s before the limit (the template's
+    --signal=B:USR2@90). The task must get it, stop taking items and end before the limit:
+    COMPLETED, not TIMEOUT; `resume` converts the rest. (Without `B:`, Slurm signals only job
+    steps, and a task that runs in the batch shell never hears it.)"""
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.5")  # about 15 s per PDF here: far past 2 min
+    out = tmp_path / "out"
+    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", "1", "--engine", "benchmark",
+                    "--cpus-per-task", "1", "--workers-per-gpu", "1", "--time", "2", "--split-pages", "0",
+                    "--run-id", "limit")
+    assert result.exit_code == 0, result.output
+    paths = resolve_run("limit")
+    status = wait_for("limit", {"finished", "stopped", "failed"}, timeout_s=400)
+    assert status["tasks"][0]["state"] == "COMPLETED", status  # drained and left before the limit
+    log = "".join(p.read_text() for p in paths.jobs.glob("*_0_log.out"))
+    assert "taking no new items: time limit near (USR2)" in log
+    done = read_manifests(paths.manifests).records
+    assert 0 < len(done) < len(SMALL_PDFS)
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.01")
+    assert invoke("resume", "limit").exit_code == 0
+    wait_for("limit", {"finished"}, timeout_s=300)
+    assert_each_item_once(paths)
+    assert_outputs_match_text_engine(pdfs, out)
