@@ -49,3 +49,44 @@ def test_a_memory_hungry_pdf_fails_alone_under_a_worker_cap(tmp_path):
     # Python's MemoryError, or PDFium's C++ allocator aborting the worker (tried twice): either way one line
     assert "out of memory" in hog.error or "killed by SIGABRT" in hog.error, hog.error
     assert {r.status for r in records.values()} == {"ok"} and len(records) == GOOD
+
+
+def test_the_kernels_oom_killer_ends_one_worker_not_the_run(tmp_path):
+    """A run inside a 1 GiB memory cgroup (what Slurm's ConstrainRAMSpace does to a job): the kernel
+    kills the worker converting the 2 GB PDF; the task replaces it, records the item, goes on."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    root = Path("/sys/fs/cgroup/memory")
+    group = root / f"hpcmarker-test-{os.getpid()}"
+    try:
+        group.mkdir()
+        (group / "memory.limit_in_bytes").write_text(str(2**30))
+    except OSError as exc:
+        pytest.skip(f"needs a writable cgroup v1 memory controller (root): {exc.strerror}")
+    try:
+        pdfs = tmp_path / "pdfs"
+        shutil.copytree(EXAMPLES, pdfs)
+        (pdfs / "hog.pdf").write_bytes(pathological_pdf(1_200_000))
+        env = dict(os.environ, HPCMARKER_STATE_DIR=str(tmp_path / "state"), PATH=os.path.dirname(sys.executable)
+                   + os.pathsep + os.environ["PATH"])
+        argv = [str(Path(sys.executable).parent / "hpcmarker"), "submit", "--pdfs", str(pdfs), "--out", str(tmp_path / "out"),
+                "--engine", "text", "--executor", "local", "--gpus", "1", "--workers-per-gpu", "2"]
+        joined = lambda: (group / "cgroup.procs").write_text(str(os.getpid()))  # noqa: E731 - runs in the child
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, preexec_fn=joined)
+        assert result.returncode == 0, result.stdout + result.stderr
+        oom_kills = [line for line in (group / "memory.oom_control").read_text().splitlines() if "oom_kill " in line]
+        paths = next((tmp_path / "out" / ".hpcmarker" / "runs").iterdir())
+        records = {r.pdf: r for r in read_manifests(paths / "manifests").records}
+        hog = records.pop("hog.pdf")
+        assert hog.status == "failed" and "killed by SIGKILL" in hog.error, (hog.error, oom_kills)
+        assert {r.status for r in records.values()} == {"ok"} and len(records) == GOOD
+        assert not oom_kills or int(oom_kills[0].split()[1]) >= 2  # the kernel killed it on both tries (measured: 2)
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            subprocess.run(["kill", "-9", pid], check=False)
+        group.rmdir()
