@@ -151,27 +151,15 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                 _log(task_index, f"merged  {item.pdf} ({item.parts} parts)")
 
     start = time.time()
-    try:
-        check_engine(record.engine, EngineOptions.from_json(options))
-    except EngineUnavailable as exc:
-        raise RuntimeError(f"engine {record.engine!r} cannot run on {host}: {exc}") from None
-    if record.llm:
-        from .llm.client import ServiceUnavailable, wait_for_service
-
-        _log(task_index, f"waiting up to {record.llm['wait_timeout_s']:g}s for the LLM service")
-        try:
-            endpoint = wait_for_service(paths.root, timeout_s=record.llm["wait_timeout_s"])
-        except ServiceUnavailable as exc:
-            _log(task_index, f"giving up: {exc}")
-            raise RuntimeError(str(exc)) from None
-        _log(task_index, f"LLM service answers at {endpoint.url} (model {endpoint.model})")
-        options["llm"] = {"url": endpoint.url, "model": endpoint.model, "secret": endpoint.secret,
-                          "task": str(task_index), "concurrency": record.llm["concurrency"],
-                          "timeout_s": record.llm["request_timeout_s"]}
-
     draining: list[str] = []  # USR2, or storage gone: finish what is in flight, take nothing new
+    # Ours from the start: submitit's own USR2 handler would requeue the job (or fail it) instead.
     signal.signal(signal.SIGTERM, _raise_stopped)  # submitit bypasses SIGTERM; a cancelled task must stop
     signal.signal(signal.SIGUSR2, lambda *_: draining.append("time limit near (USR2)"))
+    try:
+        _prepare(record, paths, task_index, options, host)
+    except TaskStopped as stop:
+        _log(task_index, f"stopped by {stop} before taking any item")
+        raise SystemExit(128 + signal.SIGTERM) from None
     limit = parse_item_timeout(record.item_timeout)
     _log(task_index, f"item time limit: {limit.describe()}" + (f", worker memory {record.worker_memory}"
                                                                if record.worker_memory else ""))
@@ -262,6 +250,27 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
         raise RuntimeError(f"task {task_index} stopped early: {storage_errors[0]}; free space, then: "
                            f"hpcmarker retry {record.run_id}")
     return result
+
+
+def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict, host: str) -> None:
+    """Before any item: the engine can run here, and the LLM service (if any) answers; `options` gains it."""
+    try:
+        check_engine(record.engine, EngineOptions.from_json(options))
+    except EngineUnavailable as exc:
+        raise RuntimeError(f"engine {record.engine!r} cannot run on {host}: {exc}") from None
+    if record.llm:
+        from .llm.client import ServiceUnavailable, wait_for_service
+
+        _log(task_index, f"waiting up to {record.llm['wait_timeout_s']:g}s for the LLM service")
+        try:
+            endpoint = wait_for_service(paths.root, timeout_s=record.llm["wait_timeout_s"])
+        except ServiceUnavailable as exc:
+            _log(task_index, f"giving up: {exc}")
+            raise RuntimeError(str(exc)) from None
+        _log(task_index, f"LLM service answers at {endpoint.url} (model {endpoint.model})")
+        options["llm"] = {"url": endpoint.url, "model": endpoint.model, "secret": endpoint.secret,
+                          "task": str(task_index), "concurrency": record.llm["concurrency"],
+                          "timeout_s": record.llm["request_timeout_s"]}
 
 
 if __name__ == "__main__":  # debugging aid: python -m hpc_marker.task RUN_DIR INDEX
