@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import faultkit
 import pytest
 from test_slurm import invoke, wait_for  # skips this module too where no cluster answers
 
@@ -37,6 +38,8 @@ def failed_job() -> str:
     return done.stdout.strip().split(";")[0]
 
 
+@faultkit.recorded("wedged dependency", "array made to depend (afterok) on a failed job: pending forever with "
+                   "DependencyNeverSatisfied; `hpcmarker status` cancels it, then `hpcmarker resume RUN`")
 def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, request):
     out = tmp_path / "out"
     with pytest.MonkeyPatch.context() as patch:  # the run's jobs are submitted held, so they cannot start yet
@@ -89,6 +92,9 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
     pdfs = sorted(rel for rel, _ in find_pdfs(sample_pdfs))
     plan_ids = sorted(i["item_id"] for t in json.loads(paths.plan.read_text())["tasks"] for i in t["items"])
     records = read_manifests(paths.manifests).records
+    faultkit.note(inputs=len(pdfs), items=len(plan_ids), lost=len(set(plan_ids) - {r.item_id for r in records}),
+                  twice=len(records) - len({r.item_id for r in records}), healed_by="status, resume",
+                  wrong_status=sum(r.status != "ok" for r in records))
     assert sorted(r.item_id for r in records) == plan_ids  # each item once
     assert sorted({r.pdf for r in records}) == pdfs and all(r.status == "ok" for r in records)
     documents = [p for p in out.rglob("*.md") if ".hpcmarker" not in p.parts]

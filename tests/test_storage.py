@@ -9,6 +9,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+import faultkit
 import pytest
 from click.testing import CliRunner
 from conftest import CORPUS, EXAMPLES
@@ -60,6 +61,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@faultkit.recorded("disk full", "a 16 MiB tmpfs filled to half a run's need, then freed; `hpcmarker retry RUN`")
 def test_disk_full_fails_items_with_the_reason_and_damages_nothing(tmp_path, small_disk):
     if not CORPUS.is_dir():
         pytest.skip("shared corpus not present")
@@ -97,6 +99,8 @@ def test_disk_full_fails_items_with_the_reason_and_damages_nothing(tmp_path, sma
         assert data == expected[name]  # what was written before the disk filled is whole
     records = read_manifests(paths.manifests).records
     full = [r for r in records if r.status != "ok"]
+    faultkit.note(wrong_status=sum("No space left on device" not in (r.error or "") for r in full),
+                  detail=f"{len(first)} of {len(expected)} documents fitted; {len(full)} items failed: disk full")
     assert all("No space left on device" in (r.error or "") for r in full), [r.error for r in full]
     task_log = "".join(p.read_text() for p in paths.jobs.glob("*_log.*"))
     assert "output storage is full" in task_log or "cannot record" in task_log
@@ -106,9 +110,14 @@ def test_disk_full_fails_items_with_the_reason_and_damages_nothing(tmp_path, sma
     assert result.exit_code == 0, result.output
     records = read_manifests(paths.manifests).records
     latest = latest_by_item(records)
+    final = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.md")}
+    faultkit.note(inputs=len(rows[10:30]), items=len(latest), healed_by="retry",
+                  lost=sum(r.status != "ok" for r in latest.values()) + len(set(expected) - set(final)),
+                  twice=sum(sum(r.status == "ok" and r.item_id == i for r in records) > 1 for i in latest),
+                  mismatches=sum(final[n] != d for n, d in expected.items() if n in final),
+                  half_written=len(set(final) - set(expected)))
     assert {r.status for r in latest.values()} == {"ok"} and len(latest) == len(expected)
     assert all(sum(r.status == "ok" and r.item_id == i for r in records) == 1 for i in latest)  # once each
-    final = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.md")}
     assert final == expected
     for name, (_data, mtime) in first.items():
         assert (out / name).stat().st_mtime_ns == mtime  # earlier outputs were not rewritten

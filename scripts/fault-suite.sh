@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The fault-injection suite of issue 7 on the real Slurm cluster: tests/test_fault_suite.py, with the
+# disk-full, wedged-dependency and item-limit tests. Every scenario appends its numbers to
+# docs/fault-injection.jsonl; scripts/fault_table.py then renders docs/fault-injection.md.
+# Needs the test cluster (scripts/slurm-test-cluster.sh up, as root) and ../shared/corpus.
+# Extra arguments go to pytest. Exits with pytest's status (the table is written either way).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+cluster_conf="${HPCMARKER_SLURM_DIR:-/var/tmp/hpcmarker-slurm}/slurm.conf"
+if [ -z "${SLURM_CONF:-}" ] && [ -f "$cluster_conf" ]; then
+  export SLURM_CONF="$cluster_conf"
+fi
+export HPCMARKER_REQUIRE_SLURM="${HPCMARKER_REQUIRE_SLURM:-1}"  # no cluster: fail, do not skip
+results=docs/fault-injection.jsonl
+junit="$(mktemp --suffix=.xml)"
+trap 'rm -f "$junit"' EXIT
+: > "$results"
+export HPCMARKER_FAULT_RESULTS="$PWD/$results"
+start=$(date +%s)
+.venv/bin/python -m pytest -v -p no:cacheprovider --junitxml="$junit" tests/test_fault_suite.py \
+  tests/test_storage.py tests/test_slurm_wedge.py tests/test_item_limits.py "$@"
+status=$?
+.venv/bin/python scripts/fault_table.py "$results" docs/fault-injection.md --junit "$junit" \
+  --seconds "$(( $(date +%s) - start ))"
+exit $status
