@@ -29,7 +29,7 @@ class WorkItem:
     page_start: int
     page_stop: int
     scan_error: str | None = None
-    scan_status: str = "failed"  # the status an unreadable PDF is recorded with ("encrypted" or "failed")
+    scan_status: str = "failed"  # the scan's verdict: "ok", or the status an unreadable PDF gets ("failed", "encrypted")
     doc_id: str = ""  # the PDF's id; parts of one PDF share it
     part: int = 0
     parts: int = 1
@@ -115,7 +115,7 @@ def work_items(scanned: list[ScannedPdf]) -> list[WorkItem]:
             pdf=pdf.relpath,
             page_start=0,
             page_stop=pdf.pages,
-            scan_error=pdf.error, scan_status=pdf.status if pdf.error else "failed",
+            scan_error=pdf.error, scan_status=pdf.status,
             doc_id=f"{n:06d}",
         )
         for n, pdf in enumerate(scanned)

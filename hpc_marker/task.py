@@ -168,7 +168,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                       startup_allowance_s=engine_startup_seconds(record.engine))
     attempts: Counter[str] = Counter()
     inflight: dict[str, tuple[WorkItem, Claim]] = {}
-    announced: list[bool] = []
+    announced = False  # the log has said why no new items are taken
     server = ExitStack()  # marker 2.x: this task's own inference server, stopped however the task ends
     try:
         os.environ.update(server.enter_context(task_inference_server(
@@ -194,7 +194,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                 inflight[item.item_id] = (item, claim)
             candidates.extend(held_back)
             if draining and not announced:
-                announced.append(True)
+                announced = True
                 _log(task_index, f"taking no new items: {draining[0]}; {len(inflight)} in flight finish first")
             if not inflight:
                 if draining or not candidates:

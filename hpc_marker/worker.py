@@ -50,7 +50,6 @@ def init_worker(engine_name: str, options: dict, threads: int, memory_bytes: int
     cap_memory(memory_bytes)
     if options.get("llm"):  # each worker has its own path at the LLM front, so failures count per item
         options = dict(options, llm=dict(options["llm"], task=f"{options['llm']['task']}.{os.getpid()}"))
-    _ENGINE = None
     _ENGINE_SPEC = (engine_name, options)
     _ENGINE = create_engine(engine_name, EngineOptions.from_json(options))  # models load now, before any item
 
@@ -74,11 +73,7 @@ def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_r
     """Convert pages [page_start, page_stop) of one PDF into a staging folder.
 
     Returns (staging folder, why the LLM refinement was degraded or None)."""
-    global _ENGINE
-    if _ENGINE is None:
-        assert _ENGINE_SPEC is not None, "init_worker was not called"
-        engine_name, options = _ENGINE_SPEC
-        _ENGINE = create_engine(engine_name, EngineOptions.from_json(options))
+    assert _ENGINE is not None, "init_worker was not called (or could not build the engine)"
     failures_before = _llm_failures()
     doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
     degraded = doc.metadata.get("llm", {}).get("degraded")
