@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hpc_marker.plan import make_plan, static_chunks, work_items  # noqa: E402
-from hpc_marker.scan import scan_pdfs  # noqa: E402
+from hpc_marker.planning.plan import make_plan, static_chunks, work_items  # noqa: E402
+from hpc_marker.planning.scan import scan_pdfs  # noqa: E402
 
 
 def bench_scan(corpus: Path, repeat: int) -> dict:

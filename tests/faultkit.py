@@ -30,8 +30,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 from click.testing import CliRunner
-from inputs import (EXAMPLES, Expected, make_bad_pdfs, make_hostile_names, make_owner_password_pdf,
-                    pathological_pdf)
+from inputs import EXAMPLES, Expected, make_bad_pdfs, make_hostile_names, make_owner_password_pdf, pathological_pdf
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus" / "pdfs"
@@ -43,7 +42,7 @@ KINDS = ("corpus", "bad", "owner-only", "hostile", "slow")
 
 
 def invoke(*args):
-    from hpc_marker.cli import cli
+    from hpc_marker.cli.main import cli
 
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
@@ -123,7 +122,7 @@ def output_files(out: Path) -> dict[str, bytes]:
 
 
 def run_paths(out: Path, run_id: str):
-    from hpc_marker.runs import RunPaths
+    from hpc_marker.runstate.record import RunPaths
 
     return RunPaths(Path(out) / ".hpcmarker" / "runs" / run_id)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from click.testing import CliRunner
 from conftest import CORPUS, EXAMPLES, make_bad_pdfs
 
-from hpc_marker.claims import ClaimBoard
-from hpc_marker.cli import cli
-from hpc_marker.launch import SubmitRequest, prepare_run
-from hpc_marker.manifest import ManifestRecord, read_manifests
-from hpc_marker.runs import register_run, resolve_run
+from hpc_marker.cli.main import cli
+from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.runstate.manifest import ManifestRecord, read_manifests
+from hpc_marker.runstate.record import register_run, resolve_run
+from hpc_marker.submission.launch import SubmitRequest, prepare_run
 
 
 def invoke(*args: str):

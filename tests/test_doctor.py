@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner
 from standin.harness import StandinOllama, free_port, path_with_standin, seed_model
 
-from hpc_marker import doctor
-from hpc_marker.admin_cli import doctor_command
-from hpc_marker.doctor import FAIL, OK, WARN, Check, DoctorRequest
+from hpc_marker.admin import doctor
+from hpc_marker.admin.doctor import FAIL, OK, WARN, Check, DoctorRequest
+from hpc_marker.cli.admin import doctor_command
 from hpc_marker.engines import marker as marker_engine
-from hpc_marker.launch import SubmitRequest
+from hpc_marker.submission.launch import SubmitRequest
 
 
 def cluster_answers() -> bool:
@@ -135,7 +135,7 @@ def test_marker_install_import_and_cache_with_fakes(monkeypatch):
 def test_marker_cache_real_marker_empty_cache(tmp_path, monkeypatch):
     pytest.importorskip("marker")
     monkeypatch.setenv("FONT_PATH", str(tmp_path / "fonts" / "f.ttf"))  # read at first import, in a fresh process
-    code = ("from hpc_marker.doctor import check_marker_cache as c, check_marker_install as i; import json; "
+    code = ("from hpc_marker.admin.doctor import check_marker_cache as c, check_marker_install as i; import json; "
             "print(json.dumps([i().__dict__, c().__dict__]))")
     env = {**os.environ, "MODEL_CACHE_DIR": str(tmp_path / "models"), "HF_HOME": str(tmp_path / "hf")}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parent.parent,
@@ -209,7 +209,7 @@ def test_a_check_that_raises_becomes_a_failure(monkeypatch):
 
 
 def test_cheap_checks_take_a_submit_request_and_skip_the_scheduler(tmp_path, monkeypatch):
-    from hpc_marker import slurm
+    from hpc_marker.slurm import commands as slurm
 
     def no_scheduler():
         raise AssertionError("cheap checks must not ask Slurm")

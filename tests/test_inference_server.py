@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hpc_marker import inference
 from hpc_marker.engines import marker as marker_engine
-from hpc_marker.inference import (
+from hpc_marker.runtime import inference
+from hpc_marker.runtime.inference import (
     InferenceConfigError,
     InferenceServerFailed,
     InferenceSettings,
@@ -284,7 +284,7 @@ SIGTERM_TASK = textwrap.dedent("""
     import json, os, signal, sys, time
     from pathlib import Path
     from hpc_marker.engines import marker
-    from hpc_marker.inference import InferenceSettings, task_inference_server
+    from hpc_marker.runtime.inference import InferenceSettings, task_inference_server
     marker.marker_version = lambda: "2.0.0"
 
     class TaskStopped(BaseException):
@@ -329,15 +329,15 @@ def test_sigterm_to_the_task_stops_the_server(env, tmp_path):
 
 
 def test_cli_offers_the_modules_choices():
-    from hpc_marker.cli import submit
+    from hpc_marker.cli.main import submit
 
     option = next(p for p in submit.params if p.name == "inference_server")
     assert tuple(option.type.choices) == inference.CHOICES
 
 
 def test_submit_records_the_inference_settings(sample_pdfs, tmp_path, monkeypatch):
-    from hpc_marker import launch
-    from hpc_marker.launch import LaunchError, SubmitRequest, prepare_run
+    from hpc_marker.submission import launch
+    from hpc_marker.submission.launch import LaunchError, SubmitRequest, prepare_run
 
     image = tmp_path / "vllm.sif"
     image.write_bytes(b"sif")
@@ -377,7 +377,7 @@ CLIENT_KEYS = ("SURYA_INFERENCE_URL", "SURYA_INFERENCE_BACKEND", "SURYA_INFERENC
 
 def _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env):
     """A text-engine run whose record asks for a native server: the task's wiring, without marker's models."""
-    from hpc_marker.launch import SubmitRequest, prepare_run
+    from hpc_marker.submission.launch import SubmitRequest, prepare_run
 
     for key in [k for k in os.environ if k.startswith(("SURYA_", "STANDIN_"))] + list(CLIENT_KEYS):
         monkeypatch.setenv(key, "")  # tracked, so the task's additions to os.environ go after the test
@@ -393,8 +393,8 @@ def _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env):
 
 
 def test_a_task_converts_inside_its_servers_lifetime(sample_pdfs, tmp_path, monkeypatch, env, capsys):
-    from hpc_marker.manifest import read_manifests
-    from hpc_marker.task import run_task
+    from hpc_marker.runstate.manifest import read_manifests
+    from hpc_marker.runtime.task import run_task
 
     paths = _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env)
     result = run_task(str(paths.root), 0)
@@ -412,9 +412,9 @@ def test_a_task_converts_inside_its_servers_lifetime(sample_pdfs, tmp_path, monk
 
 
 def test_a_server_that_cannot_start_fails_the_task_fast_and_claims_nothing(sample_pdfs, tmp_path, monkeypatch, env):
-    from hpc_marker.claims import ClaimBoard
-    from hpc_marker.plan import Plan
-    from hpc_marker.task import run_task
+    from hpc_marker.planning.plan import Plan
+    from hpc_marker.runstate.claims import ClaimBoard
+    from hpc_marker.runtime.task import run_task
 
     env["STANDIN_VLLM_EXIT_AT_STARTUP"] = "RuntimeError: CUDA out of memory while loading weights"
     paths = _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env)

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from standin.harness import StandinOllama, free_port, manifest, path_with_standin, seed_model
 
+from hpc_marker.cli.llm import llm, parse_option
 from hpc_marker.llm.bench import BenchRow, display_url, suggest_parallel
-from hpc_marker.llm.cli import llm, parse_option
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import subprocess
 import jinja2
 import pytest
 
-from hpc_marker.render import Raw, _environment, packaged_templates
+from hpc_marker.submission.templates import Raw, _environment, packaged_templates
 
 RUN = "/scratch/alice/md/.hpcmarker/runs/20260101-000000-abcd"
 EXPECTED = f"""#!/bin/bash

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from hpc_marker.collect import summarize_records
-from hpc_marker.manifest import ManifestRecord, append_record, read_manifest
-from hpc_marker.plan import Plan, TaskPlan, WorkItem
-from hpc_marker.runs import RunRecord
-from hpc_marker.status import run_state, summarize
+from hpc_marker.manage.collect import summarize_records
+from hpc_marker.manage.status import run_state, summarize
+from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
+from hpc_marker.runstate.manifest import ManifestRecord, append_record, read_manifest
+from hpc_marker.runstate.record import RunRecord
 
 
 def record(item: str, status: str = "ok", task: int = 0, pages: int = 10, t: float = 100.0) -> ManifestRecord:
@@ -63,7 +63,7 @@ def test_run_state_words():
 
 
 def test_sacct_is_retried_before_the_scheduler_is_called_unreachable(monkeypatch):
-    from hpc_marker import slurm
+    from hpc_marker.slurm import commands as slurm
 
     calls = []
 
@@ -95,7 +95,7 @@ WEDGED_JOBS = {"service": ["548"], "convert": ["549_0", "549_1", "549_2", "549_3
 
 
 def test_squeue_lines_and_dependencies_parse():
-    from hpc_marker.slurm import Dependency, QueuedJob, parse_dependency, parse_squeue
+    from hpc_marker.slurm.commands import Dependency, QueuedJob, parse_dependency, parse_squeue
 
     jobs = parse_squeue(WEDGED_SQUEUE + "\n")
     assert jobs[1] == QueuedJob("549_[0-3]", "PENDING", "DependencyNeverSatisfied", "afterok:548(failed)")
@@ -107,8 +107,8 @@ def test_squeue_lines_and_dependencies_parse():
 
 
 def test_wedge_found_named_and_everything_queued_listed():
-    from hpc_marker.slurm import parse_squeue
-    from hpc_marker.wedge import describe, find_wedge
+    from hpc_marker.slurm.commands import parse_squeue
+    from hpc_marker.slurm.wedge import describe, find_wedge
 
     states = {"548": "FAILED", "549_0": "PENDING", "550": "PENDING"}
     wedge = find_wedge(WEDGED_JOBS, parse_squeue(WEDGED_SQUEUE), states)
@@ -125,8 +125,8 @@ def test_wedge_found_named_and_everything_queued_listed():
 
 
 def test_no_wedge_while_dependencies_can_still_be_met():
-    from hpc_marker.slurm import parse_squeue
-    from hpc_marker.wedge import find_wedge
+    from hpc_marker.slurm.commands import parse_squeue
+    from hpc_marker.slurm.wedge import find_wedge
 
     waiting = ("550|PENDING|Dependency|afterany:549_*(unfulfilled)\n"
                "549_[0-3]|PENDING|Dependency|after:548(unfulfilled)\n")
@@ -135,9 +135,9 @@ def test_no_wedge_while_dependencies_can_still_be_met():
 
 
 def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, monkeypatch):
-    from hpc_marker import slurm
-    from hpc_marker.runs import RunPaths
-    from hpc_marker.status import load_status, watch_status
+    from hpc_marker.manage.status import load_status, watch_status
+    from hpc_marker.runstate.record import RunPaths
+    from hpc_marker.slurm import commands as slurm
 
     paths = RunPaths(tmp_path / "r")
     paths.root.mkdir()
@@ -170,7 +170,7 @@ def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, mo
 
 def test_jobs_sacct_does_not_know_yet_take_squeues_state():
     """Right after sbatch, slurmdbd has no record of the jobs: status must not call the run 'stopped'."""
-    from hpc_marker.slurm import QueuedJob, expand_queued_id, fill_from_queue
+    from hpc_marker.slurm.commands import QueuedJob, expand_queued_id, fill_from_queue
 
     assert expand_queued_id("772_[0-2,5%2]") == ["772_0", "772_1", "772_2", "772_5"]
     assert expand_queued_id("772_3") == ["772_3"] and expand_queued_id("773") == ["773"]

@@ -435,7 +435,7 @@ def test_vllm_serve_argv_is_suryas_docker_command(surya2, monkeypatch):
     from surya.inference.backends import vllm as surya_vllm
     from surya.inference.backends.spawn import SpawnedServer
 
-    from hpc_marker import inference
+    from hpc_marker.runtime import inference
 
     assert inference.GPU_VRAM_GB == surya_vllm.GPU_VRAM_GB
     for gpu, vram in surya_vllm.GPU_VRAM_GB.items():
@@ -474,7 +474,7 @@ def test_surya_client_uses_the_task_server_and_spawns_nothing(surya2, tmp_path):
     (the stand-in `vllm`), and neither docker nor a server of surya's own is started."""
     import httpx
 
-    from hpc_marker.inference import InferenceSettings, task_inference_server
+    from hpc_marker.runtime.inference import InferenceSettings, task_inference_server
 
     tripwire = tmp_path / "docker-was-called"
     bin_dir = tmp_path / "bin"

@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 from standin.harness import free_port, manifest, path_with_standin, seed_model, standin_pids
 
-from hpc_marker import prefetch
-from hpc_marker.prefetch import CacheLayout, prefetch_command, read_env_file, write_env_file
+from hpc_marker.admin import prefetch
+from hpc_marker.admin.prefetch import CacheLayout, prefetch_command, read_env_file, write_env_file
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_MARKER = importlib.util.find_spec("marker") is not None
@@ -156,7 +156,7 @@ def marker_urls(monkeypatch):
 
 def fail_fast(cache: Path, *args: str, limit_s: float = 30.0) -> tuple[str, float]:
     """`hpcmarker prefetch --marker` in a process of its own, killed (with its child) if it hangs."""
-    code = "from hpc_marker.prefetch import prefetch_command; prefetch_command(prog_name='hpcmarker prefetch')"
+    code = "from hpc_marker.admin.prefetch import prefetch_command; prefetch_command(prog_name='hpcmarker prefetch')"
     argv = [sys.executable, "-c", code, "--marker", "--cache", str(cache), *args]
     started = time.monotonic()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -222,7 +222,7 @@ def test_marker_from_a_mirror_then_doctor_accepts_the_cache(tmp_path, marker_url
     assert (models / "layout" / "2025_09_23" / "weights.bin").is_file()
     env_sh = cache / "env.sh"
     assert bash_value(env_sh, "MODEL_CACHE_DIR") == str(models) and bash_value(env_sh, "FONT_PATH") == str(font)
-    code = "from hpc_marker.doctor import check_marker_cache as c; print(c().status, c().detail)"
+    code = "from hpc_marker.admin.doctor import check_marker_cache as c; print(c().status, c().detail)"
     check = subprocess.run(["bash", "-c", f"source {shlex.quote(str(env_sh))} && {shlex.quote(sys.executable)} -c "
                             f"{shlex.quote(code)}"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                            env={k: v for k, v in os.environ.items() if k not in ("ARTIFACT_URL", "S3_BASE_URL")})

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hpc_marker.admin_cli import sample_contexts as admin_sample_contexts
-from hpc_marker.launch import script_contexts
-from hpc_marker.render import ROLES, TemplateError, available_templates, render_role
-from hpc_marker.runs import RunPaths, RunRecord
+from hpc_marker.cli.admin import sample_contexts as admin_sample_contexts
+from hpc_marker.runstate.record import RunPaths, RunRecord
+from hpc_marker.submission.launch import script_contexts
+from hpc_marker.submission.templates import ROLES, TemplateError, available_templates, render_role
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("HPCMARKER_UPDATE_SNAPSHOTS") == "1"

@@ -8,8 +8,8 @@ import os
 import pytest
 from conftest import CORPUS, make_bad_pdfs
 
-from hpc_marker.plan import Plan, WorkItem, make_plan, static_chunks, work_items
-from hpc_marker.scan import ScanError, find_pdfs, scan_pdfs
+from hpc_marker.planning.plan import Plan, WorkItem, make_plan, static_chunks, work_items
+from hpc_marker.planning.scan import ScanError, find_pdfs, scan_pdfs
 
 
 def test_scan_finds_pdfs_in_any_case_recursively_and_counts_pages(sample_pdfs):

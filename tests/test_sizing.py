@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc_marker import sizing
 from hpc_marker.engines import marker as marker_engine
-from hpc_marker.sizing import GpuMemory, choose_workers, derive_workers, parse_nvidia_smi, read_gpu_memory
+from hpc_marker.runtime import sizing
+from hpc_marker.runtime.sizing import GpuMemory, choose_workers, derive_workers, parse_nvidia_smi, read_gpu_memory
 
 GB = 1024.0
 
@@ -113,7 +113,7 @@ def test_choose_workers_logs_one_line(monkeypatch):
 def test_cli_workers_per_gpu_takes_auto_or_a_count(tmp_path):
     from click.testing import CliRunner
 
-    from hpc_marker.cli import _workers_per_gpu, cli
+    from hpc_marker.cli.main import _workers_per_gpu, cli
 
     assert [_workers_per_gpu(None, None, v) for v in ("auto", "AUTO", "3", 2)] == [0, 0, 3, 2]  # 2: from a config
     for bad in ("0", "zero", "-1"):

@@ -18,11 +18,11 @@ import pytest
 from conftest import CORPUS
 from test_slurm import invoke, wait_for  # noqa: F401  (skips this module too where no cluster answers)
 
-from hpc_marker.claims import ClaimBoard
 from hpc_marker.engines import EngineOptions
 from hpc_marker.engines.text import TextEngine
-from hpc_marker.manifest import read_manifests
-from hpc_marker.runs import resolve_run
+from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.runstate.manifest import read_manifests
+from hpc_marker.runstate.record import resolve_run
 
 pytestmark = pytest.mark.slurm
 SMALL_PDFS = ["amscls/amsdtx.pdf", "amsmath/amsxtra.pdf", "base/lgc2.pdf", "graphics/color.pdf", "tools/enumerate.pdf",

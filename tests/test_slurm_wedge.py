@@ -18,10 +18,10 @@ import faultkit
 import pytest
 from test_slurm import invoke, wait_for  # skips this module too where no cluster answers
 
-from hpc_marker import slurm
-from hpc_marker.manifest import read_manifests
-from hpc_marker.runs import resolve_run
-from hpc_marker.scan import find_pdfs
+from hpc_marker.planning.scan import find_pdfs
+from hpc_marker.runstate.manifest import read_manifests
+from hpc_marker.runstate.record import resolve_run
+from hpc_marker.slurm import commands as slurm
 
 pytestmark = pytest.mark.slurm
 

@@ -9,8 +9,8 @@ import time
 import pytest
 from pool_jobs import allocate, failing_init, kill_self, raise_value_error, sleep_then, slow_init
 
-from hpc_marker.limits import cap_memory, parse_item_timeout, parse_memory
-from hpc_marker.workpool import DIED, ERROR, OK, TIMEOUT, WorkerPool
+from hpc_marker.runtime.limits import cap_memory, parse_item_timeout, parse_memory
+from hpc_marker.runtime.workpool import DIED, ERROR, OK, TIMEOUT, WorkerPool
 
 
 def drain(pool: WorkerPool, count: int, limit_s: float = 60) -> dict:

@@ -6,22 +6,22 @@
 
 from __future__ import annotations
 
-from .base import ConvertedDocument, Engine, EngineError, EngineOptions, EngineUnavailable
+from hpc_marker.engines.base import ConvertedDocument, Engine, EngineError, EngineOptions, EngineUnavailable
 
 ENGINE_NAMES = ("marker", "text", "benchmark")  # benchmark: text output at a fixed cost per page
 
 
 def _engine_class(name: str) -> type:
     if name == "text":
-        from .text import TextEngine
+        from hpc_marker.engines.text import TextEngine
 
         return TextEngine
     if name == "benchmark":
-        from .benchmark import BenchmarkEngine
+        from hpc_marker.engines.benchmark import BenchmarkEngine
 
         return BenchmarkEngine
     if name == "marker":
-        from .marker import MarkerEngine
+        from hpc_marker.engines.marker import MarkerEngine
 
         return MarkerEngine
     raise EngineUnavailable(f"unknown engine {name!r}; valid engines: {', '.join(ENGINE_NAMES)}")

@@ -1,6 +1,6 @@
 """The engine contract: options in, one converted document out.
 
-An engine never writes files; `hpc_marker.output` owns the output layout so every engine
+An engine never writes files; `hpc_marker.runstate.output` owns the output layout so every engine
 produces the same tree and manifest records.
 """
 

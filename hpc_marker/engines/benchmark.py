@@ -11,8 +11,8 @@ import os
 import time
 from pathlib import Path
 
-from .base import ConvertedDocument
-from .text import TextEngine
+from hpc_marker.engines.base import ConvertedDocument
+from hpc_marker.engines.text import TextEngine
 
 SECONDS_PER_PAGE_VARIABLE = "HPCMARKER_BENCH_SECONDS_PER_PAGE"
 

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable
+from hpc_marker.engines.base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable
 
 INSTALL_HINT = "engine 'marker' needs marker-pdf: pip install \"hpc-marker[marker]\""
 SUPPORTED = ((1, 10), (2, 0))  # (major, minor) series this module was written against
@@ -137,7 +137,7 @@ def llm_settings(options: EngineOptions) -> dict[str, Any]:
     """marker's OllamaService settings for the run's service (base URL with the secret and task path)."""
     if not options.llm:
         return {}
-    from ..llm.client import Endpoint
+    from hpc_marker.llm.client import Endpoint
 
     llm = options.llm
     endpoint = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable, page_marker
+from hpc_marker.engines.base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable, page_marker
 
 
 class TextEngine:
@@ -67,7 +67,7 @@ class TextEngine:
         return ConvertedDocument(markdown=markdown, metadata=metadata)
 
     def _refine(self, texts: list[str]) -> tuple[list[str], dict]:
-        from ..llm.client import Endpoint, refine_pages
+        from hpc_marker.llm.client import Endpoint, refine_pages
 
         llm = self.options.llm or {}
         endpoint = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"])

@@ -21,7 +21,7 @@ from typing import Iterator
 import httpx
 import ollama
 
-from .process import OllamaProcess
+from hpc_marker.llm.process import OllamaProcess
 
 WORDS = ("the cluster converts papers into markdown while every node keeps its own queue of pages and "
          "each model answers in turn with careful attention to tables formulas headings and lists").split()

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import ollama
 
-from .settings import LlmPaths
+from hpc_marker.llm.settings import LlmPaths
 
 REFINE_SYSTEM_PROMPT = """You turn text extracted from one page of a PDF into clean Markdown.
 Rules:

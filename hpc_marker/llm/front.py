@@ -26,7 +26,7 @@ from typing import Callable
 
 import httpx
 
-from .rules import MAX_BODY, Decision, TaskCounters, Usage, authorize
+from hpc_marker.llm.rules import MAX_BODY, Decision, TaskCounters, Usage, authorize
 
 
 class _Deadline(Exception):

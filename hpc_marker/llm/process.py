@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from ..worker import die_with_parent
+from hpc_marker.runtime.worker import die_with_parent
 
 
 class OllamaError(Exception):

@@ -24,9 +24,16 @@ from pathlib import Path
 import httpx
 import ollama
 
-from .front import Front
-from .process import OllamaError, OllamaProcess, log_tail
-from .settings import LlmPaths, LlmSettings, SettingsError, derived_model_name, normalize_model, write_private
+from hpc_marker.llm.front import Front
+from hpc_marker.llm.process import OllamaError, OllamaProcess, log_tail
+from hpc_marker.llm.settings import (
+    LlmPaths,
+    LlmSettings,
+    SettingsError,
+    derived_model_name,
+    normalize_model,
+    write_private,
+)
 
 
 class ServiceError(Exception):

@@ -43,7 +43,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .llm.process import free_port, log_tail
+from hpc_marker.llm.process import free_port, log_tail
 
 MODES = ("off", "native", "apptainer", "singularity")
 CONTAINER_MODES = ("apptainer", "singularity")
@@ -339,7 +339,7 @@ def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str], log: Callable[[st
         if vlm.gpu_type not in GPU_VRAM_GB:
             raise InferenceServerFailed(f"VLLM_GPU_TYPE {vlm.gpu_type!r} is unknown; known: {', '.join(GPU_VRAM_GB)}")
         return GPU_VRAM_GB[vlm.gpu_type]
-    from .sizing import read_gpu_memory
+    from hpc_marker.runtime.sizing import read_gpu_memory
 
     memory = read_gpu_memory(environ)
     if memory is None:
@@ -352,7 +352,7 @@ def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str], log: Callable[[st
 def task_inference_server(settings: InferenceSettings, log_path: Path, log: Callable[[str], None] = print, *,
                           workers: int = 1, environ: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
     """Start the task's server (unless off), yield the environment the workers need, stop it on exit."""
-    from .engines.marker import marker_version
+    from hpc_marker.engines.marker import marker_version
 
     vlm_environ, environ = environ, dict(os.environ if environ is None else environ)  # given: tests
     mode, why = effective_mode(settings, marker_version(), environ)

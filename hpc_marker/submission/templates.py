@@ -40,16 +40,13 @@ def _shell_value(value: Any) -> str:
 
 
 def packaged_templates() -> Path:
-    """The templates shipped with hpcmarker (inside the wheel, or `templates/` in a checkout)."""
-    installed = Path(str(resources.files("hpc_marker"))) / "_templates"
-    if installed.is_dir():
-        return installed
-    return Path(__file__).resolve().parent.parent / "templates"
+    """The templates shipped with hpcmarker (hpc_marker/templates, inside the wheel too)."""
+    return Path(str(resources.files("hpc_marker"))) / "templates"
 
 
 def template_search_path() -> list[Path]:
     """HPCMARKER_TEMPLATE_PATH, then the config files' [templates] path (user, then site), then packaged."""
-    from .config import load_config
+    from hpc_marker.config import load_config
 
     extra = [Path(p) for p in os.environ.get("HPCMARKER_TEMPLATE_PATH", "").split(os.pathsep) if p]
     return [*extra, *load_config().template_path, packaged_templates()]

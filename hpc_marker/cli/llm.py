@@ -48,7 +48,7 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def _connection_hint(url: str) -> str:
-    from .bench import display_url
+    from hpc_marker.llm.bench import display_url
 
     return f"cannot reach Ollama at {display_url(url)}: start `ollama serve` there or pass --url"
 
@@ -70,8 +70,8 @@ llm = click.Group("llm", help="The run's LLM (Ollama): measure it, prepare model
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench(model, url, start, levels, requests, prompt_tokens, max_tokens, timeout_s, models_dir, as_json) -> None:
     """Tokens/s and latency of MODEL at each concurrency: choose --llm-parallel at the knee (*)."""
-    from .bench import BenchError, bench_table, display_url, local_ollama, run_bench, suggest_parallel
-    from .process import OllamaError
+    from hpc_marker.llm.bench import BenchError, bench_table, display_url, local_ollama, run_bench, suggest_parallel
+    from hpc_marker.llm.process import OllamaError
 
     parallel = _parallel_levels(levels)
     if url and start:
@@ -162,7 +162,7 @@ def create(name, base, ctx, options, url) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 def serve(run_dir) -> None:
     """Run RUN_DIR's LLM service until SIGTERM (what the service job runs)."""
-    from .service import ServiceError, serve_llm
+    from hpc_marker.llm.service import ServiceError, serve_llm
 
     try:
         serve_llm(run_dir)

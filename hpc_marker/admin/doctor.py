@@ -74,7 +74,7 @@ def _run(argv: list[str], timeout_s: float = TIMEOUT_S) -> tuple[int, str]:
 
 def check_slurm() -> list[Check]:
     """sinfo answers (the cluster is reachable) and sacct answers (accounting, which `status` needs)."""
-    from . import slurm
+    from hpc_marker.slurm import commands as slurm
 
     if shutil.which("sinfo") is None:
         return [Check("slurm", WARN, "sinfo is not on PATH: no Slurm here, `submit` runs on this machine",
@@ -112,8 +112,8 @@ def sample_contexts(profile: str = "generic", *, partition: str | None = None, t
     """Every role's variables for a sample run (4 tasks, an LLM service) on `profile`, as `submit` builds them;
     `partition` and `template` override the profile's as submit's flags do; '_template' names the template.
     Raises launch.LaunchError for an unknown profile."""
-    from .launch import SubmitRequest, resolve_profile, script_contexts
-    from .runs import RunPaths, RunRecord
+    from hpc_marker.runstate.record import RunPaths, RunRecord
+    from hpc_marker.submission.launch import SubmitRequest, resolve_profile, script_contexts
 
     chosen, job = resolve_profile(SubmitRequest(pdfs=Path("."), out=Path("."), gpus=4, profile=profile,
                                                 partition=partition, template=template))
@@ -132,8 +132,8 @@ def check_template(template: str | None = None, profile: str = "generic", partit
                    sbatch: bool = False, llm: bool = False) -> list[Check]:
     """Each role of `profile`'s template (or `template`) renders for a sample run, passes `bash -n`, and (with
     `sbatch`) `sbatch --test-only`. Checks named 'template T: role'; a missing service role only warns without `llm`."""
-    from .launch import LaunchError
-    from .render import ROLES, TemplateError, render_role, template_folder
+    from hpc_marker.submission.launch import LaunchError
+    from hpc_marker.submission.templates import ROLES, TemplateError, render_role, template_folder
 
     try:
         contexts = sample_contexts(profile, partition=partition, template=template)
@@ -151,7 +151,7 @@ def check_template(template: str | None = None, profile: str = "generic", partit
                 text = render_role(template, role, contexts[role])
             except TemplateError as exc:  # a template without a service role is fine until --llm
                 optional = role == "service" and not llm and "has no" in str(exc)
-                fix = f"add or fix {role}.sbatch.j2 (see templates/generic)" + (" for --llm" if optional else "")
+                fix = f"add or fix {role}.sbatch.j2 (see hpc_marker/templates/generic)" + (" for --llm" if optional else "")
                 checks.append(Check(name, WARN if optional else FAIL, str(exc), fix))
                 continue
             path = Path(tmp) / f"{role}.sbatch"
@@ -173,7 +173,7 @@ def check_template(template: str | None = None, profile: str = "generic", partit
 
 def check_marker_install() -> Check:
     """marker-pdf installed (package metadata only, no import) and a version hpcmarker supports."""
-    from .engines.marker import INSTALL_HINT, SUPPORTED, _series, marker_version
+    from hpc_marker.engines.marker import INSTALL_HINT, SUPPORTED, _series, marker_version
 
     version = marker_version()
     wanted = ", ".join(f"{a}.{b}.x" for a, b in SUPPORTED)
@@ -202,7 +202,7 @@ def check_marker_import() -> Check:
 
 def check_marker_cache() -> Check:
     """The font, weights and (2.x) inference pieces marker needs are on this node: no download at run time."""
-    from .engines.marker import missing_cache_pieces
+    from hpc_marker.engines.marker import missing_cache_pieces
 
     missing = missing_cache_pieces()
     if not missing:
@@ -215,7 +215,7 @@ def check_marker_cache() -> Check:
 
 
 def check_ollama(required: bool) -> Check:
-    from .llm.process import OllamaError, find_ollama
+    from hpc_marker.llm.process import OllamaError, find_ollama
 
     try:
         return Check("ollama", OK, find_ollama())
@@ -251,7 +251,7 @@ def check_llm_model(model: str, host: str | None = None, models_dir: str | None 
     import httpx
     import ollama
 
-    from .llm.settings import normalize_model
+    from hpc_marker.llm.settings import normalize_model
 
     url = ollama_url(host)
     folder = Path(models_dir or os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models")
@@ -314,7 +314,7 @@ def _request(request) -> DoctorRequest:
 
 
 def _profile_partition(profile: str) -> str | None:
-    from .config import ConfigError, load_config
+    from hpc_marker.config import ConfigError, load_config
 
     try:
         return load_config().profile(profile).get("partition")
@@ -337,7 +337,7 @@ def cheap_checks(request) -> list[Check]:
 
 def run_checks(request: DoctorRequest) -> list[Check]:
     """Every check, in the order a run needs them."""
-    from . import slurm
+    from hpc_marker.slurm import commands as slurm
 
     req = _request(request)
     checks = _guard("slurm", check_slurm)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .slurm import QueuedJob, parse_dependency
+from hpc_marker.slurm.commands import QueuedJob, parse_dependency
 
 NEVER_SATISFIED = "DependencyNeverSatisfied"
 ROLE_LABELS = {"service": "service", "convert": "array", "collect": "collector"}

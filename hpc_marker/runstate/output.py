@@ -16,7 +16,7 @@ import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 
-from .engines.base import ConvertedDocument
+from hpc_marker.engines.base import ConvertedDocument
 
 
 def document_dir(out_root: Path, relpath: str) -> Path:

@@ -109,7 +109,7 @@ def _reason(exc: BaseException) -> str:
 def prefetch_marker(cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto",
                     echo: Callable[[str], None] = print) -> MarkerPrefetch:
     """Fetch marker's font and weights into `cache` (see CacheLayout); raises PrefetchError at the first failure."""
-    from .engines.marker import EngineUnavailable, _require_marker
+    from hpc_marker.engines.marker import EngineUnavailable, _require_marker
 
     try:
         _require_marker()
@@ -124,7 +124,7 @@ def prefetch_marker(cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto",
     log = layout.root / "prefetch.log"
     here = str(Path(__file__).resolve().parent.parent)  # the child imports this very hpc_marker
     code = (f"import sys; p = {here!r}; sys.path[:0] = [] if p in sys.path else [p]; "
-            "from hpc_marker.prefetch import _child_marker; sys.exit(_child_marker(float(sys.argv[1]), sys.argv[2]))")
+            "from hpc_marker.admin.prefetch import _child_marker; sys.exit(_child_marker(float(sys.argv[1]), sys.argv[2]))")
     argv = [sys.executable, "-c", code, str(timeout_s), vlm]
     result, started, failure = MarkerPrefetch(), time.monotonic(), None
     with open(log, "ab") as err:
@@ -153,7 +153,7 @@ def prefetch_marker(cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto",
         raise PrefetchError(f"could not fetch {failure['piece']} from {failure['url']} ({failure['error']}) after "
                             f"{result.seconds:.1f}s{rest}; run prefetch where that address can be reached")
     if code != 0:
-        from .llm.process import log_tail
+        from hpc_marker.llm.process import log_tail
 
         raise PrefetchError(f"the marker download exited with code {code}; last lines of {log}: {log_tail(log, 3)}")
     return result
@@ -165,8 +165,8 @@ def prefetch_llm(model: str, models_dir: Path, *, log: Path, timeout_s: float = 
     import httpx
     import ollama
 
-    from .llm.process import OllamaError, OllamaProcess
-    from .llm.settings import normalize_model
+    from hpc_marker.llm.process import OllamaError, OllamaProcess
+    from hpc_marker.llm.settings import normalize_model
 
     models_dir.mkdir(parents=True, exist_ok=True)
     process = None
@@ -264,7 +264,7 @@ def marker_pieces(vlm: str = "auto") -> list[tuple[str, str, Callable[[], None]]
     from marker.settings import settings as ms
     from surya.settings import settings as s
 
-    from .engines.marker import _require_marker, _series
+    from hpc_marker.engines.marker import _require_marker, _series
 
     major = _series(_require_marker())[0]
     pieces = [(f"font {ms.FONT_NAME}", f"{ms.ARTIFACT_URL}/{ms.FONT_NAME}", _font)]
@@ -306,7 +306,7 @@ def _child_marker(timeout_s: float, vlm: str) -> int:
             _emit(event="fail", piece=what, url=url, error=_reason(exc), remaining=[p[0] for p in pieces[i + 1:]])
             return 1
         _emit(event="done", piece=what, seconds=time.monotonic() - started)
-    from .engines.marker import missing_cache_pieces
+    from hpc_marker.engines.marker import missing_cache_pieces
 
     _emit(event="missing", pieces=missing_cache_pieces())
     return 0

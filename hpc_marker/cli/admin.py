@@ -17,8 +17,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import doctor
-from .engines import ENGINE_NAMES
+from hpc_marker.admin import doctor
+from hpc_marker.engines import ENGINE_NAMES
 
 
 class InputError(click.ClickException):
@@ -27,7 +27,7 @@ class InputError(click.ClickException):
 
 def sample_contexts(profile: str, llm: bool = True) -> dict[str, dict]:
     """Every role's variables for a sample run on `profile` (what `templates render/check` use)."""
-    from .launch import LaunchError
+    from hpc_marker.submission.launch import LaunchError
 
     try:
         return doctor.sample_contexts(profile, llm=llm)
@@ -36,7 +36,7 @@ def sample_contexts(profile: str, llm: bool = True) -> dict[str, dict]:
 
 
 def _profile_for(template: str) -> str:
-    from .config import load_config
+    from hpc_marker.config import load_config
 
     config = load_config()
     users = [name for name, profile in sorted(config.profiles.items()) if profile.get("template") == template]
@@ -55,7 +55,7 @@ def templates() -> None:
 @templates.command("list")
 def list_templates() -> None:
     """Templates on the search path, and their roles."""
-    from .render import ROLES, available_templates
+    from hpc_marker.submission.templates import ROLES, available_templates
 
     table = Table("template", "roles", "folder")
     for name, folder in sorted(available_templates().items()):
@@ -67,7 +67,7 @@ def list_templates() -> None:
 @click.argument("name")
 def show(name: str) -> None:
     """Print template NAME's files."""
-    from .render import ROLES, TemplateError, template_folder
+    from hpc_marker.submission.templates import ROLES, TemplateError, template_folder
 
     try:
         folder = template_folder(name)
@@ -85,7 +85,7 @@ def show(name: str) -> None:
 @click.option("--profile", help="Profile whose settings fill the template (default: one that uses NAME).")
 def render(name: str, role: str, profile: str | None) -> None:
     """Print exactly what template NAME renders for ROLE, with sample values."""
-    from .render import TemplateError, render_role
+    from hpc_marker.submission.templates import TemplateError, render_role
 
     contexts = sample_contexts(profile or _profile_for(name))
     try:
@@ -130,7 +130,7 @@ def config() -> None:
 @config.command("show")
 def show_config() -> None:
     """The effective submit defaults and profiles, and where each value comes from."""
-    from .config import load_config
+    from hpc_marker.config import load_config
 
     cfg = load_config()
     table = Table("setting", "value", "from", title="submit defaults", title_justify="left")
@@ -154,7 +154,7 @@ def show_config() -> None:
 
 def _default_profile() -> str:
     """The profile `submit` would use: HPCMARKER_SUBMIT_PROFILE, else the config's [submit] profile."""
-    from .config import load_config
+    from hpc_marker.config import load_config
 
     return os.environ.get("HPCMARKER_SUBMIT_PROFILE") or load_config().merged("submit").get("profile") or "generic"
 

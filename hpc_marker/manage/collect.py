@@ -19,11 +19,11 @@ from pathlib import Path
 import pandas as pd
 from submitit.core.utils import JobPaths
 
-from .claims import ClaimBoard
-from .finish import final_dir, merge_id, merge_if_complete, place_committed
-from .manifest import STATUSES, ManifestRecord, latest_by_item, read_manifests
-from .plan import Plan, items_by_document
-from .runs import RunPaths, RunRecord, file_mode_mask
+from hpc_marker.planning.plan import Plan, items_by_document
+from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.runstate.finish import final_dir, merge_id, merge_if_complete, place_committed
+from hpc_marker.runstate.manifest import STATUSES, ManifestRecord, latest_by_item, read_manifests
+from hpc_marker.runstate.record import RunPaths, RunRecord, file_mode_mask
 
 _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
@@ -114,7 +114,7 @@ def stop_service(record: RunRecord) -> list[str]:
     if not ids:
         return []
     if record.executor == "slurm":
-        from .slurm import SlurmError, cancel_jobs
+        from hpc_marker.slurm.commands import SlurmError, cancel_jobs
 
         try:
             cancel_jobs(ids)
@@ -122,7 +122,7 @@ def stop_service(record: RunRecord) -> list[str]:
             print(f"[hpcmarker collect] warning: could not stop the LLM service: {exc}", flush=True)
             return []
     else:
-        from .local import terminate_tree
+        from hpc_marker.executors.local import terminate_tree
 
         for job_id in ids:
             if job_id.isdigit():
@@ -170,8 +170,8 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
                          ((f, f["item_id"]) for f in summary["failures"]) if board.attempts(item_id) + 1 >= MAX_ATTEMPTS]
     summary.update(recovered_records=len(recovered), merged_by_collector=merged)
     if record.llm:
-        from .llm.metrics import read_metrics, summarize_metrics
-        from .llm.settings import LlmPaths
+        from hpc_marker.llm.metrics import read_metrics, summarize_metrics
+        from hpc_marker.llm.settings import LlmPaths
 
         llm = summarize_metrics(read_metrics(LlmPaths(paths.root).metrics))
         summary["llm"] = dict(llm or {}, model=record.llm["model"], service_stopped=stopped)
@@ -187,7 +187,7 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     print(f"[hpcmarker collect] {summary['ok']} ok, {summary['failed']} failed, "
           f"{len(summary['missing'])} missing of {summary['items']} items", flush=True)
     try:
-        from .report import write_report
+        from hpc_marker.report.page import write_report
 
         print(f"[hpcmarker collect] report: {write_report(paths.root)}", flush=True)
     except Exception as exc:  # the report is only a view: never fail the collector over it

@@ -24,19 +24,19 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .claims import Claim, ClaimBoard
-from .engines import EngineError, EngineOptions, EngineUnavailable, check_engine, engine_startup_seconds
-from .finish import final_dir, merge_if_complete, place_committed
-from .inference import InferenceSettings, task_inference_server
-from .limits import parse_item_timeout, parse_memory
-from .manifest import FAILURE_STATUSES, ManifestRecord, append_record
-from .output import document_stem
-from .plan import Plan, WorkItem, claim_order, items_by_document
-from .runs import RunPaths, RunRecord, file_mode_mask
-from .sizing import choose_workers
-from .threads import cap_threads, task_cpus, threads_per_worker
-from .worker import OutputUnwritable, convert_to_staging, init_worker
-from .workpool import DIED, OK, TIMEOUT, WorkerPool
+from hpc_marker.engines import EngineError, EngineOptions, EngineUnavailable, check_engine, engine_startup_seconds
+from hpc_marker.planning.plan import Plan, WorkItem, claim_order, items_by_document
+from hpc_marker.runstate.claims import Claim, ClaimBoard
+from hpc_marker.runstate.finish import final_dir, merge_if_complete, place_committed
+from hpc_marker.runstate.manifest import FAILURE_STATUSES, ManifestRecord, append_record
+from hpc_marker.runstate.output import document_stem
+from hpc_marker.runstate.record import RunPaths, RunRecord, file_mode_mask
+from hpc_marker.runtime.inference import InferenceSettings, task_inference_server
+from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
+from hpc_marker.runtime.sizing import choose_workers
+from hpc_marker.runtime.threads import cap_threads, task_cpus, threads_per_worker
+from hpc_marker.runtime.worker import OutputUnwritable, convert_to_staging, init_worker
+from hpc_marker.runtime.workpool import DIED, OK, TIMEOUT, WorkerPool
 
 MAX_ATTEMPTS_AFTER_CRASH = 2
 
@@ -259,7 +259,7 @@ def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict,
     except EngineUnavailable as exc:
         raise RuntimeError(f"engine {record.engine!r} cannot run on {host}: {exc}") from None
     if record.llm:
-        from .llm.client import ServiceUnavailable, wait_for_service
+        from hpc_marker.llm.client import ServiceUnavailable, wait_for_service
 
         _log(task_index, f"waiting up to {record.llm['wait_timeout_s']:g}s for the LLM service")
         try:
@@ -273,5 +273,5 @@ def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict,
                           "timeout_s": record.llm["request_timeout_s"]}
 
 
-if __name__ == "__main__":  # debugging aid: python -m hpc_marker.task RUN_DIR INDEX
+if __name__ == "__main__":  # debugging aid: python -m hpc_marker.runtime.task RUN_DIR INDEX
     print(run_task(sys.argv[1], int(sys.argv[2])))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from . import slurm
-from .runs import RunPaths
+from hpc_marker.runstate.record import RunPaths
+from hpc_marker.slurm import commands as slurm
 
 QUEUE_DRAIN_TIMEOUT_S = 60.0
 
@@ -36,9 +36,8 @@ def cancel_run(paths: RunPaths, drain_timeout_s: float = QUEUE_DRAIN_TIMEOUT_S) 
     if record.executor == "slurm":
         _cancel_and_drain(ids, drain_timeout_s)
     else:
-        from .local import terminate_tree
-
-        from .collect import SERVICE_STOP_GRACE_S
+        from hpc_marker.executors.local import terminate_tree
+        from hpc_marker.manage.collect import SERVICE_STOP_GRACE_S
 
         for job_id in ids:
             if job_id.isdigit():

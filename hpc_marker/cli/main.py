@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from . import __version__
-from .engines import ENGINE_NAMES, EngineOptions
-from .runs import RunNotFound, resolve_run
+from hpc_marker import __version__
+from hpc_marker.engines import ENGINE_NAMES, EngineOptions
+from hpc_marker.runstate.record import RunNotFound, resolve_run
 
 
 class InputError(click.ClickException):
@@ -125,13 +125,21 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
            plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind,
            item_timeout, worker_memory, permissions, inference_server, inference_startup_timeout, dry_run) -> None:
     """Scan PDFS, plan, and submit the conversion array and its collector."""
-    from .launch import LaunchError, LlmRequest, NothingToDo, SubmitRequest, dry_run_text, prepare_run, submit_run
-    from .local import LocalRunFailed
-    from .slurm import SlurmError
+    from hpc_marker.executors.local import LocalRunFailed
+    from hpc_marker.slurm.commands import SlurmError
+    from hpc_marker.submission.launch import (
+        LaunchError,
+        LlmRequest,
+        NothingToDo,
+        SubmitRequest,
+        dry_run_text,
+        prepare_run,
+        submit_run,
+    )
 
     llm = None
     if llm_model:
-        from .llm.cli import parse_option
+        from hpc_marker.cli.llm import parse_option
 
         try:
             parsed = dict(parse_option(text) for text in llm_options)
@@ -197,7 +205,7 @@ def _print_progress(paths) -> None:
     if time.time() - _last_progress[0] < 5:
         return
     _last_progress[0] = time.time()
-    from .status import load_status
+    from hpc_marker.manage.status import load_status
 
     s = load_status(paths)
     click.echo(f"  {s.ok + s.failed}/{s.items} items, {s.pages_done}/{s.pages} pages", err=True)
@@ -210,8 +218,8 @@ def _print_progress(paths) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def plan(pdfs, gpus, split_pages, fmt) -> None:
     """Print the plan (tasks, their work items and pages) without submitting."""
-    from .plan import make_plan, work_items
-    from .scan import ScanError, scan_pdfs
+    from hpc_marker.planning.plan import make_plan, work_items
+    from hpc_marker.planning.scan import ScanError, scan_pdfs
 
     if gpus < 1:
         raise InputError(f"--gpus {gpus}: must be at least 1")
@@ -248,9 +256,9 @@ def plan(pdfs, gpus, split_pages, fmt) -> None:
                    "left queued, so that `resume` can follow; --no-cancel-wedged only reports it.")
 def status(run, as_json, watch, interval, cancel_wedged) -> None:
     """Where RUN (default: the latest) stands: per task state and progress, rate, ETA."""
-    from .cancel import CancelError
-    from .slurm import SlurmError
-    from .status import load_status, status_table, watch_status
+    from hpc_marker.manage.cancel import CancelError
+    from hpc_marker.manage.status import load_status, status_table, watch_status
+    from hpc_marker.slurm.commands import SlurmError
 
     paths = _run_paths(run)
     try:
@@ -272,8 +280,8 @@ def status(run, as_json, watch, interval, cancel_wedged) -> None:
 @click.argument("run", required=False)
 def cancel(run) -> None:
     """Cancel every job of RUN (default: the latest)."""
-    from .cancel import CancelError, cancel_run
-    from .slurm import SlurmError
+    from hpc_marker.manage.cancel import CancelError, cancel_run
+    from hpc_marker.slurm.commands import SlurmError
 
     paths = _run_paths(run)
     try:
@@ -284,10 +292,10 @@ def cancel(run) -> None:
 
 
 def _resume(run: str | None, retry_failed: bool, include_poison: bool = False) -> None:
-    from .launch import LaunchError
-    from .local import LocalRunFailed
-    from .resume import resume_run
-    from .slurm import SlurmError
+    from hpc_marker.executors.local import LocalRunFailed
+    from hpc_marker.slurm.commands import SlurmError
+    from hpc_marker.submission.launch import LaunchError
+    from hpc_marker.submission.resume import resume_run
 
     paths = _run_paths(run)
     try:
@@ -329,7 +337,7 @@ def retry(run, include_poison) -> None:
 @click.argument("run", required=False)
 def collect(run) -> None:
     """Merge RUN's manifests and logs by hand (the collector job does the same)."""
-    from .collect import collect_run
+    from hpc_marker.manage.collect import collect_run
 
     paths = _run_paths(run)
     summary = collect_run(str(paths.root))
@@ -342,7 +350,7 @@ def collect(run) -> None:
 @click.argument("run", required=False)
 def report(run) -> None:
     """Write RUN/report.html (default: the latest run): tasks over time, pages/s, failures, slowest PDFs, LLM."""
-    from .report import write_report
+    from hpc_marker.report.page import write_report
 
     paths = _run_paths(run)
     try:
@@ -353,9 +361,9 @@ def report(run) -> None:
 
 
 def _add_command_groups() -> None:
-    from .admin_cli import config, doctor_command, templates
-    from .llm.cli import llm
-    from .prefetch import prefetch_command
+    from hpc_marker.admin.prefetch import prefetch_command
+    from hpc_marker.cli.admin import config, doctor_command, templates
+    from hpc_marker.cli.llm import llm
 
     for group in (llm, templates, config, doctor_command, prefetch_command):
         cli.add_command(group)
@@ -365,7 +373,7 @@ _add_command_groups()
 
 
 def main() -> None:
-    from .config import ConfigError, load_config
+    from hpc_marker.config import ConfigError, load_config
 
     try:
         default_map = load_config().default_map()

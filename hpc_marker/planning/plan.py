@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .scan import ScannedPdf
+from hpc_marker.planning.scan import ScannedPdf
 
 MIN_SPLIT_PAGES = 16
 

@@ -117,8 +117,8 @@ def choose_workers(requested: int | None, engine: str, cpus: int, log: Callable[
         return requested
     major = None
     if engine == "marker":
-        from .engines.marker import marker_version
-        from .inference import marker_major
+        from hpc_marker.engines.marker import marker_version
+        from hpc_marker.runtime.inference import marker_major
 
         major = marker_major(marker_version())
     gpu = gpu_reader() if engine == "marker" and (major or 1) < 2 else None

@@ -29,11 +29,11 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from .llm.metrics import read_metrics, summarize_metrics
-from .llm.settings import LlmPaths
-from .manifest import ManifestRecord, latest_by_item, read_manifests
-from .plan import Plan
-from .runs import RunPaths, RunRecord
+from hpc_marker.llm.metrics import read_metrics, summarize_metrics
+from hpc_marker.llm.settings import LlmPaths
+from hpc_marker.planning.plan import Plan
+from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item, read_manifests
+from hpc_marker.runstate.record import RunPaths, RunRecord
 
 COLORS = {"ok": "#2e9d5b", "degraded": "#e69b23", "failed": "#d64545"}
 BUCKETS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
@@ -223,8 +223,8 @@ def _section(section_id: str, title: str, note: str, body: str) -> str:
 
 
 def _totals(paths: RunPaths, plan: Plan, records: list[ManifestRecord], torn: list[str], summary: dict) -> dict:
-    from .claims import ClaimBoard
-    from .collect import document_counts, summarize_records
+    from hpc_marker.manage.collect import document_counts, summarize_records
+    from hpc_marker.runstate.claims import ClaimBoard
 
     totals = summarize_records(plan, records, torn)
     board = ClaimBoard(paths.claims, owner="report", lease_s=paths.load_record().lease_seconds)

@@ -16,11 +16,11 @@ Each new run's path is appended to the user's run index so `status`/`cancel` fin
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
 import time
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field

@@ -9,10 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .claims import ClaimBoard
-from .output import commit_staged, document_dir, document_stem, merge_parts, write_document
-from .plan import WorkItem
-from .runs import RunPaths, RunRecord
+from hpc_marker.planning.plan import WorkItem
+from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.runstate.output import commit_staged, document_dir, document_stem, merge_parts, write_document
+from hpc_marker.runstate.record import RunPaths, RunRecord
 
 
 def final_dir(paths: RunPaths, record: RunRecord, item: WorkItem) -> Path:

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 from rich.table import Table
 
-from . import slurm
-from .manifest import ManifestRecord, latest_by_item, read_manifests
-from .plan import Plan
-from .runs import RunPaths, RunRecord
+from hpc_marker.planning.plan import Plan
+from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item, read_manifests
+from hpc_marker.runstate.record import RunPaths, RunRecord
+from hpc_marker.slurm import commands as slurm
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
 
@@ -110,7 +110,7 @@ def summarize(record: RunRecord, plan: Plan, records: list[ManifestRecord], stat
 
 
 def _local_states(record: RunRecord, plan: Plan, records: list[ManifestRecord], collected: bool) -> dict[str, str]:
-    from .local import process_alive
+    from hpc_marker.executors.local import process_alive
 
     latest = latest_by_item(records)
     states = {}
@@ -130,8 +130,8 @@ def _local_states(record: RunRecord, plan: Plan, records: list[ManifestRecord], 
 def _settle_wedge(paths: RunPaths, record: RunRecord, ids: list[str], states: dict[str, str],
                   cancel_wedged: bool) -> tuple[dict[str, str], str | None]:
     """(the run's job states, a one-line report when the run is wedged); cancels its queued jobs if asked."""
-    from .cancel import cancel_queued
-    from .wedge import describe, find_wedge
+    from hpc_marker.manage.cancel import cancel_queued
+    from hpc_marker.slurm.wedge import describe, find_wedge
 
     if not any(states.get(jid, "UNKNOWN") in {"PENDING", "UNKNOWN"} for jid in ids):
         return states, None  # only a pending job can wait forever (sacct may not know a new one yet)
@@ -160,8 +160,8 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     if wedged:  # the jobs left squeue when cancelled, whether or not sacct shows it yet
         status.state, status.wedged = ("cancelled" if cancel_wedged else "wedged"), wedged
     if record.llm:
-        from .llm.metrics import read_metrics, summarize_metrics
-        from .llm.settings import LlmPaths
+        from hpc_marker.llm.metrics import read_metrics, summarize_metrics
+        from hpc_marker.llm.settings import LlmPaths
 
         service_ids = record.jobs.get("service", [])
         metrics = summarize_metrics(read_metrics(LlmPaths(paths.root).metrics)) or {}

@@ -12,13 +12,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import slurm
-from .claims import ClaimBoard
-from .collect import MAX_ATTEMPTS, collect_run
-from .launch import LaunchError, script_contexts, submit_scripts_slurm
-from .plan import Plan
-from .render import ROLES, render_role
-from .runs import RunPaths, RunRecord, private_files
+from hpc_marker.manage.collect import MAX_ATTEMPTS, collect_run
+from hpc_marker.planning.plan import Plan
+from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.runstate.record import RunPaths, RunRecord, private_files
+from hpc_marker.slurm import commands as slurm
+from hpc_marker.submission.launch import LaunchError, script_contexts, submit_scripts_slurm
+from hpc_marker.submission.templates import ROLES, render_role
 
 
 @dataclass
@@ -57,7 +57,7 @@ def _still_active(record: RunRecord) -> list[str]:
     ids = [jid for role_ids in record.jobs.values() for jid in role_ids]
     if record.executor == "slurm":
         return slurm.queued_jobs(ids)
-    from .local import process_alive
+    from hpc_marker.executors.local import process_alive
 
     return [jid for jid in ids if jid.isdigit() and process_alive(int(jid))]
 
@@ -84,7 +84,7 @@ def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool
     if record.executor == "slurm":
         result.jobs = _resubmit_slurm(paths, record, result.tasks)
     else:
-        from .local import submit_local
+        from hpc_marker.executors.local import submit_local
 
         result.jobs = submit_local(paths, record, indices=result.tasks)
     for index, job_id in zip(result.tasks, result.jobs["convert"]):

@@ -13,10 +13,10 @@ import os
 import signal
 from pathlib import Path
 
-from .engines import EngineError, EngineOptions, create_engine
-from .limits import cap_memory
-from .output import stage_document
-from .threads import cap_threads
+from hpc_marker.engines import EngineError, EngineOptions, create_engine
+from hpc_marker.runstate.output import stage_document
+from hpc_marker.runtime.limits import cap_memory
+from hpc_marker.runtime.threads import cap_threads
 
 _STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -59,7 +59,7 @@ def _llm_failures() -> int | None:
     llm = _ENGINE_SPEC[1].get("llm") if _ENGINE_SPEC else None
     if not llm:
         return None
-    from .llm.client import Endpoint, ServiceUnavailable
+    from hpc_marker.llm.client import Endpoint, ServiceUnavailable
 
     try:
         stats = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"]).task_stats(llm["task"])

@@ -16,10 +16,10 @@ from typing import Callable
 
 import submitit
 
-from .collect import collect_run
-from .launch import LaunchError, parse_time_limit
-from .runs import RunPaths, RunRecord
-from .task import run_task
+from hpc_marker.manage.collect import collect_run
+from hpc_marker.runstate.record import RunPaths, RunRecord
+from hpc_marker.runtime.task import run_task
+from hpc_marker.submission.launch import LaunchError, parse_time_limit
 
 
 def local_devices(gpus: int, visible: str | None) -> list[int]:
@@ -41,7 +41,7 @@ def submit_local(paths: RunPaths, record: RunRecord, progress: Callable[[RunPath
     timeout_min = parse_time_limit(record.time_limit)
     service_ids: list[str] = []
     if record.llm:  # the service first; the tasks wait for it to answer
-        from .llm.service import serve_llm
+        from hpc_marker.llm.service import serve_llm
 
         executor = submitit.LocalExecutor(folder=paths.jobs)
         executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)

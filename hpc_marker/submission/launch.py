@@ -17,19 +17,27 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import slurm
-from .collect import collect_run
-from .engines import EngineOptions, check_engine
-from .engines.marker import marker_version
-from .output import document_dir, document_stem
-from .plan import Plan, make_plan, static_chunks, work_items
-from .inference import settings_for_run
-from .render import ROLES, Raw, render_role, template_folder
-from .limits import check_item_limits
-from .runs import (PERMISSIONS, RUNS_SUBDIR, RunPaths, RunRecord, file_mode_mask, new_run_id, private_files,
-                   register_run)
-from .scan import ScanError, ScannedPdf, scan_pdfs
-from .task import run_task
+from hpc_marker.engines import EngineOptions, check_engine
+from hpc_marker.engines.marker import marker_version
+from hpc_marker.manage.collect import collect_run
+from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
+from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
+from hpc_marker.runstate.output import document_dir, document_stem
+from hpc_marker.runstate.record import (
+    PERMISSIONS,
+    RUNS_SUBDIR,
+    RunPaths,
+    RunRecord,
+    file_mode_mask,
+    new_run_id,
+    private_files,
+    register_run,
+)
+from hpc_marker.runtime.inference import settings_for_run
+from hpc_marker.runtime.limits import check_item_limits
+from hpc_marker.runtime.task import run_task
+from hpc_marker.slurm import commands as slurm
+from hpc_marker.submission.templates import ROLES, Raw, render_role, template_folder
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -178,7 +186,7 @@ RESERVED_VARIABLES = {"run_id", "run_dir", "comment", "partition", "setup", "com
 
 def resolve_profile(request: SubmitRequest) -> tuple[dict, dict]:
     """(effective partition/template/cpus/mem/time, job settings for the templates) for the request."""
-    from .config import ConfigError, load_config
+    from hpc_marker.config import ConfigError, load_config
 
     try:
         profile = load_config().profile(request.profile)
@@ -304,7 +312,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
 
 
 def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
-    from .llm.settings import LlmPaths, LlmSettings, SettingsError
+    from hpc_marker.llm.settings import LlmPaths, LlmSettings, SettingsError
 
     settings = LlmSettings(model=llm.model, parallel=llm.parallel, ctx=llm.ctx, options=dict(llm.options),
                            request_timeout_s=llm.request_timeout_s, bind_host=llm.bind_host)
@@ -339,7 +347,7 @@ def submit_run(prepared: PreparedRun, progress=None) -> RunRecord:
     if record.executor == "slurm":
         jobs = _submit_slurm(prepared)
     else:
-        from .local import submit_local
+        from hpc_marker.executors.local import submit_local
 
         jobs = submit_local(paths, record, progress=progress)
     record.jobs = jobs
@@ -359,7 +367,7 @@ def submit_scripts_slurm(paths: RunPaths, record: RunRecord, scripts: dict[str, 
     jobs: dict[str, list[str]] = {}
     dependency = None
     if "service" in scripts:
-        from .llm.service import serve_llm
+        from hpc_marker.llm.service import serve_llm
 
         service = slurm.TemplateSlurmExecutor(paths.jobs, scripts["service"], timeout_min=timeout_min)
         jobs["service"] = [service.submit(serve_llm, str(paths.root)).job_id]
