@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fault-injection suite of issue 7 on the real Slurm cluster: tests/test_fault_suite.py, with the
+# The fault-injection suite of issue 7 on the real Slurm cluster: tests/slurm/test_fault_suite.py, with the
 # disk-full, wedged-dependency and item-limit tests. Every scenario appends its numbers to
 # docs/fault-injection.jsonl; scripts/fault_table.py then renders docs/fault-injection.md.
 # Needs the test cluster (scripts/slurm-test-cluster.sh up, as root) and ../shared/corpus.
@@ -17,8 +17,8 @@ trap 'rm -f "$junit"' EXIT
 : > "$results"
 export HPCMARKER_FAULT_RESULTS="$PWD/$results"
 start=$(date +%s)
-.venv/bin/python -m pytest -v -p no:cacheprovider --junitxml="$junit" tests/test_fault_suite.py \
-  tests/test_storage.py tests/test_slurm_wedge.py tests/test_item_limits.py "$@"
+.venv/bin/python -m pytest -v -p no:cacheprovider --junitxml="$junit" tests/slurm/test_fault_suite.py \
+  tests/runtime/test_storage.py tests/slurm/test_slurm_wedge.py tests/runtime/test_item_limits.py "$@"
 status=$?
 .venv/bin/python scripts/fault_table.py "$results" docs/fault-injection.md --junit "$junit" \
   --seconds "$(( $(date +%s) - start ))"

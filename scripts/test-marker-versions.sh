@@ -21,6 +21,6 @@ for spec in "1.10.2|" "2.0.0|torchvision==0.28.0"; do
   fi
   "$venv/bin/pip" install -q -e "$root[test]" torch==2.13.0 2>&1 | quiet
   echo "== marker-pdf $version"
-  "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_marker_engine.py || status=1
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/engines/test_marker_engine.py || status=1
 done
 exit $status

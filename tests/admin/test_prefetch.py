@@ -24,7 +24,7 @@ from standin.harness import free_port, manifest, path_with_standin, seed_model, 
 from hpc_marker.admin import prefetch
 from hpc_marker.admin.prefetch import CacheLayout, prefetch_command, read_env_file, write_env_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HAS_MARKER = importlib.util.find_spec("marker") is not None
 needs_marker = pytest.mark.skipif(not HAS_MARKER, reason="marker-pdf is not installed in this venv")
 

@@ -22,7 +22,7 @@ from hpc_marker.llm.client import wait_for_service
 from hpc_marker.llm.service import ServiceError, serve_llm
 from hpc_marker.llm.settings import LlmPaths, LlmSettings, SettingsError, derived_model_name
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_run(tmp_path: Path, **settings) -> tuple[Path, Path]:

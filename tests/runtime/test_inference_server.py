@@ -25,7 +25,7 @@ from hpc_marker.runtime.inference import (
     task_inference_server,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tests" / "standin"
 
 

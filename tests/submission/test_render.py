@@ -13,7 +13,7 @@ from hpc_marker.runstate.record import RunPaths, RunRecord
 from hpc_marker.submission.launch import script_contexts
 from hpc_marker.submission.templates import ROLES, TemplateError, available_templates, render_role
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
 UPDATE = os.environ.get("HPCMARKER_UPDATE_SNAPSHOTS") == "1"
 
 
@@ -40,7 +40,7 @@ def test_shipped_templates_match_snapshots(profile, role):
         snapshot.write_text(text)
     assert text == snapshot.read_text(), (
         f"profile {profile}, role {role}: rendering changed; if intended, re-record with "
-        "HPCMARKER_UPDATE_SNAPSHOTS=1 pytest tests/test_render.py and review the diff")
+        "HPCMARKER_UPDATE_SNAPSHOTS=1 pytest tests/submission/test_render.py and review the diff")
     assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
 
 

@@ -138,7 +138,7 @@ def test_marker_cache_real_marker_empty_cache(tmp_path, monkeypatch):
     code = ("from hpc_marker.admin.doctor import check_marker_cache as c, check_marker_install as i; import json; "
             "print(json.dumps([i().__dict__, c().__dict__]))")
     env = {**os.environ, "MODEL_CACHE_DIR": str(tmp_path / "models"), "HF_HOME": str(tmp_path / "hf")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parent.parent,
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parents[2],
                          capture_output=True, text=True, timeout=60)
     install, cache = json.loads(out.stdout.splitlines()[-1])
     assert install["status"] == OK

@@ -21,7 +21,7 @@ from hpc_marker.engines import check_engine, create_engine
 from hpc_marker.engines import marker as engine_mod
 from hpc_marker.engines.base import EngineError, EngineOptions, EngineUnavailable, page_marker
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_pdf(path: Path, pages: int = 3) -> Path:
