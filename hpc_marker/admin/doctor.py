@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpc_marker.util.text import one_line
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 TIMEOUT_S = 15.0  # any one command doctor runs
 SAMPLE_RUN_ID = "20260101-000000-abcd"
@@ -47,16 +49,11 @@ class DoctorRequest:
     min_free_gb: float = 10.0
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else 'no detail'}"
-
-
 def _guard(name: str, check: Callable[[], Check | list[Check]]) -> list[Check]:
     try:
         result = check()
     except Exception as exc:  # a check must never take the others down
-        return [Check(name, FAIL, f"the check itself failed: {_one_line(exc)}", "report this with the detail")]
+        return [Check(name, FAIL, f"the check itself failed: {one_line(exc, with_type=True, empty='no detail')}", "report this with the detail")]
     return result if isinstance(result, list) else [result]
 
 
@@ -195,7 +192,7 @@ def check_marker_import() -> Check:
     try:
         _import("marker.models")
     except Exception as exc:
-        return Check("marker: import", FAIL, f"import marker.models: {_one_line(exc)}",
+        return Check("marker: import", FAIL, f"import marker.models: {one_line(exc, with_type=True, empty='no detail')}",
                      "reinstall torch and torchvision as a matching pair (docs/marker-versions.md, Installing)")
     return Check("marker: import", OK, f"import marker.models took {time.monotonic() - started:.1f}s")
 

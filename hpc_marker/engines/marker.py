@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_marker.engines.base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable
+from hpc_marker.util.text import one_line
 
 INSTALL_HINT = "engine 'marker' needs marker-pdf: pip install \"hpc-marker[marker]\""
 SUPPORTED = ((1, 10), (2, 0))  # (major, minor) series this module was written against
@@ -50,11 +51,6 @@ def _series(version: str) -> tuple[int, int]:
     return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else 'no detail'}"
-
-
 def _require_marker() -> str:
     version = marker_version()
     if version is None:
@@ -74,7 +70,7 @@ def marker_config_keys() -> tuple[set[str], dict[str, Any]]:
         from marker.config.crawler import crawler
         from marker.config.parser import ConfigParser
     except Exception as exc:
-        raise EngineUnavailable(f"marker-pdf {version} is installed but does not import: {_one_line(exc)}") from None
+        raise EngineUnavailable(f"marker-pdf {version} is installed but does not import: {one_line(exc, with_type=True, empty='no detail')}") from None
 
     def _target() -> None: ...
 
@@ -282,7 +278,7 @@ class MarkerEngine:
                 llm_service=parser.get_llm_service(),
             )
         except Exception as exc:
-            raise EngineUnavailable(f"marker-pdf {self.version} failed to load: {_one_line(exc)}") from None
+            raise EngineUnavailable(f"marker-pdf {self.version} failed to load: {one_line(exc, with_type=True, empty='no detail')}") from None
 
     def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
         try:
@@ -299,7 +295,7 @@ class MarkerEngine:
         except Exception as exc:
             if type(exc).__name__ == "OutOfMemoryError":  # CUDA: this item only; free the cache for the next
                 _release_gpu_cache()
-            raise EngineError(_one_line(exc)) from None
+            raise EngineError(one_line(exc, with_type=True, empty='no detail')) from None
 
     def close(self) -> None:
         """marker 2.x: stop an inference server this process spawned (no-op on 1.x)."""

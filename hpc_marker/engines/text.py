@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpc_marker.engines.base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable, page_marker
+from hpc_marker.util.text import one_line
 
 
 class TextEngine:
@@ -48,7 +49,7 @@ class TextEngine:
         except MemoryError:  # the worker reports it and is replaced (workpool.py)
             raise
         except Exception as exc:  # pdfium raises many kinds; each becomes one manifest line
-            raise EngineError(f"{type(exc).__name__}: {_first_line(exc)}") from None
+            raise EngineError(one_line(exc, with_type=True, empty='no detail')) from None
         if page_ids is None:
             page_ids = list(range(len(texts)))
         llm_meta = None
@@ -79,8 +80,3 @@ class TextEngine:
         if degraded:
             meta["degraded"] = f"{len(degraded)} of {len(refined)} pages kept their extracted text ({degraded[0]})"
         return [r.text for r in refined], meta
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else "no detail"

@@ -8,10 +8,8 @@ the tasks are over. `submit_local` waits for the run, so one command gives Markd
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import submitit
@@ -20,6 +18,7 @@ from hpc_marker.manage.collect import collect_run
 from hpc_marker.runstate.record import RunPaths, RunRecord
 from hpc_marker.runtime.task import run_task
 from hpc_marker.submission.launch import LaunchError, parse_time_limit
+from hpc_marker.util.processes import terminate_tree
 
 
 def local_devices(gpus: int, visible: str | None) -> list[int]:
@@ -103,59 +102,3 @@ def _job_problem(job: submitit.Job) -> str | None:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("-")]
         return lines[-1] if lines else type(exc).__name__
     return None
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                kids.append(int(entry.name))
-    return kids
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (Linux /proc)."""
-    tree, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        tree.append(current)
-        frontier.extend(_children(current))
-    return tree
-
-
-def terminate_tree(pid: int, grace_s: float = 5.0) -> list[int]:
-    """SIGTERM `pid` and its descendants, then SIGKILL whatever is left after `grace_s`.
-    Returns the processes that had to be killed."""
-    tree = process_tree(pid)
-    for member in tree:
-        try:
-            os.kill(member, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + grace_s
-    while time.time() < deadline and any(process_alive(p) for p in tree):
-        time.sleep(0.1)
-    survivors = [p for p in tree if process_alive(p)]
-    for member in survivors:
-        try:
-            os.kill(member, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return survivors
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = Path(f"/proc/{pid}/stat")
-    try:
-        return state.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from hpc_marker.runtime.worker import die_with_parent
+from hpc_marker.util.processes import parent_death_signal
 
 
 class OllamaError(Exception):
@@ -75,7 +75,7 @@ class OllamaProcess:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             proc = subprocess.Popen([exe, "serve"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=env, preexec_fn=die_with_parent, close_fds=True)
+                                    env=env, preexec_fn=parent_death_signal(), close_fds=True)
         return cls(binary=exe, port=port, log=log, env=env, proc=proc)
 
     def alive(self) -> bool:

@@ -34,6 +34,7 @@ from hpc_marker.llm.settings import (
     normalize_model,
     write_private,
 )
+from hpc_marker.util.text import one_line
 
 
 class ServiceError(Exception):
@@ -46,11 +47,6 @@ class ServiceStopped(BaseException):
 
 def _log(message: str) -> None:
     print(f"[hpcmarker llm] {time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def node_address() -> str:
@@ -87,7 +83,7 @@ def prepare_model(url: str, settings: LlmSettings) -> str:
     try:
         installed = _installed(client)
     except errors as exc:
-        raise ServiceError(f"cannot list the models of ollama: {_one_line(exc)}") from None
+        raise ServiceError(f"cannot list the models of ollama: {one_line(exc)}") from None
     if normalize_model(settings.model) not in installed:
         where = f" (OLLAMA_MODELS={settings.models_dir})" if settings.models_dir else ""
         _log(f"model {settings.model} is not on this node{where}: pulling it (at most {settings.pull_timeout_s:g}s)")
@@ -97,7 +93,7 @@ def prepare_model(url: str, settings: LlmSettings) -> str:
             hint = f" with OLLAMA_MODELS={settings.models_dir}" if settings.models_dir else ""
             raise ServiceError(
                 f"model {settings.model} is not available on this node and cannot be pulled: run "
-                f"`hpcmarker llm pull {settings.model}` on a login node{hint} ({_one_line(exc)})") from None
+                f"`hpcmarker llm pull {settings.model}` on a login node{hint} ({one_line(exc)})") from None
         _log(f"pulled {settings.model}")
     name, params = settings.model, settings.parameters()
     if params:
@@ -108,12 +104,12 @@ def prepare_model(url: str, settings: LlmSettings) -> str:
             try:
                 client.create(model=name, from_=settings.model, parameters=params)
             except errors as exc:
-                raise ServiceError(f"cannot create {name} from {settings.model} with {params}: {_one_line(exc)}") from None
+                raise ServiceError(f"cannot create {name} from {settings.model} with {params}: {one_line(exc)}") from None
             _log(f"created derived model {name} ({settings.model} with {json.dumps(params, sort_keys=True)})")
     try:  # an empty prompt loads the model, so the first task does not wait for it
         client.generate(model=name, prompt="", keep_alive=_keep_alive(settings.keep_alive))
     except errors as exc:
-        raise ServiceError(f"model {name} cannot be loaded (within {settings.load_timeout_s:g}s): {_one_line(exc)}") from None
+        raise ServiceError(f"model {name} cannot be loaded (within {settings.load_timeout_s:g}s): {one_line(exc)}") from None
     return name
 
 

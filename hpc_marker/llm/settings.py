@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from hpc_marker.util.files import atomic_write
 
 
 class SettingsError(Exception):
@@ -132,16 +133,8 @@ class LlmPaths:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write atomically (temp file + rename) a file only the user can read (0600)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode is filtered by the umask
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Write atomically a file only the user can read (0600), flushed to storage before it appears."""
+    atomic_write(path, text, mode=0o600, fsync=True)
 
 
 def normalize_model(name: str) -> str:

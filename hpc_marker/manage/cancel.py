@@ -36,8 +36,8 @@ def cancel_run(paths: RunPaths, drain_timeout_s: float = QUEUE_DRAIN_TIMEOUT_S) 
     if record.executor == "slurm":
         _cancel_and_drain(ids, drain_timeout_s)
     else:
-        from hpc_marker.executors.local import terminate_tree
         from hpc_marker.manage.collect import SERVICE_STOP_GRACE_S
+        from hpc_marker.util.processes import terminate_tree
 
         for job_id in ids:
             if job_id.isdigit():

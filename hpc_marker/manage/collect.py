@@ -21,9 +21,11 @@ from submitit.core.utils import JobPaths
 
 from hpc_marker.planning.plan import Plan, items_by_document
 from hpc_marker.runstate.claims import ClaimBoard
-from hpc_marker.runstate.finish import final_dir, merge_id, merge_if_complete, place_committed
-from hpc_marker.runstate.manifest import STATUSES, ManifestRecord, latest_by_item, read_manifests
+from hpc_marker.runstate.finish import final_dir, merge_if_complete, place_committed
+from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item, read_manifests
 from hpc_marker.runstate.record import RunPaths, RunRecord, file_mode_mask
+from hpc_marker.runstate.summary import document_counts, summarize_records
+from hpc_marker.util.files import atomic_write
 
 _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
@@ -61,53 +63,6 @@ def finish_leftovers(paths: RunPaths, record: RunRecord, plan: Plan, recorded: s
     return recovered, merged
 
 
-def document_counts(plan: Plan, latest: dict[str, ManifestRecord], board: ClaimBoard) -> dict:
-    docs = items_by_document(plan)
-    ok = failed = 0
-    for doc_id, items in docs.items():
-        statuses = [latest[i.item_id].status if i.item_id in latest else None for i in items]
-        if any(s not in (None, "ok") for s in statuses):
-            failed += 1
-        elif all(s == "ok" for s in statuses) and (not items[0].is_part or board.is_done(merge_id(doc_id))):
-            ok += 1
-    return {"documents": len(docs), "documents_ok": ok, "documents_failed": failed}
-
-
-def summarize_records(plan: Plan, records: list[ManifestRecord], torn: list[str]) -> dict:
-    """The summary.json content. Pure."""
-    latest = latest_by_item(records)
-    planned = {item.item_id for item in plan.items}
-    final = [r for r in latest.values() if r.item_id in planned]
-    ok = [r for r in final if r.status == "ok"]
-    failed = [r for r in final if r.status != "ok"]
-    started = min((r.started for r in records), default=None)
-    finished = max((r.finished for r in records), default=None)
-    wall = (finished - started) if started is not None and finished is not None else 0.0
-    pages_ok = sum(r.pages for r in ok)
-    tasks = []
-    for task in plan.tasks:
-        mine = [r for r in records if r.task == task.index]
-        t_wall = (max(r.finished for r in mine) - min(r.started for r in mine)) if mine else 0.0
-        t_pages = sum(r.pages for r in mine if r.status == "ok")
-        tasks.append({
-            "task": task.index, "items": len(task.items), "planned_pages": task.pages,
-            "ok": sum(r.status == "ok" for r in mine), "failed": sum(r.status != "ok" for r in mine),
-            "pages_ok": t_pages, "busy_seconds": round(sum(r.seconds for r in mine), 3),
-            "wall_seconds": round(t_wall, 3), "pages_per_second": round(t_pages / t_wall, 3) if t_wall else None,
-            "gpu": sorted({r.gpu for r in mine}), "hosts": sorted({r.host for r in mine}),
-        })
-    return {
-        "items": len(planned), "ok": len(ok), "failed": len(failed),
-        "by_status": {status: sum(r.status == status for r in final) for status in STATUSES},
-        "missing": sorted(planned - set(latest)), "pages": plan.total_pages, "pages_ok": pages_ok,
-        "wall_seconds": round(wall, 3), "pages_per_second": round(pages_ok / wall, 3) if wall else None,
-        "failures": [{"item_id": r.item_id, "pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}",
-                      "status": r.status, "error": r.error}
-                     for r in sorted(failed, key=lambda r: r.pdf)],
-        "torn_manifest_lines": torn, "tasks": tasks,
-    }
-
-
 def stop_service(record: RunRecord) -> list[str]:
     """The array is over: stop the run's LLM service so no GPU is held idle."""
     ids = record.jobs.get("service", [])
@@ -122,7 +77,7 @@ def stop_service(record: RunRecord) -> list[str]:
             print(f"[hpcmarker collect] warning: could not stop the LLM service: {exc}", flush=True)
             return []
     else:
-        from hpc_marker.executors.local import terminate_tree
+        from hpc_marker.util.processes import terminate_tree
 
         for job_id in ids:
             if job_id.isdigit():
@@ -179,9 +134,7 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
                            for r in latest_by_item(read.records).values() if r.degraded]
     summary.update(run_id=record.run_id, engine=record.engine, collected=time.time(),
                    logs=[p.name for p in gather_logs(paths, record.jobs.get("convert", []))])
-    tmp = paths.summary.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, paths.summary)
+    atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     for line in read.torn_lines:
         print(f"[hpcmarker collect] warning: {line}", flush=True)
     print(f"[hpcmarker collect] {summary['ok']} ok, {summary['failed']} failed, "

@@ -110,7 +110,7 @@ def summarize(record: RunRecord, plan: Plan, records: list[ManifestRecord], stat
 
 
 def _local_states(record: RunRecord, plan: Plan, records: list[ManifestRecord], collected: bool) -> dict[str, str]:
-    from hpc_marker.executors.local import process_alive
+    from hpc_marker.util.processes import process_alive
 
     latest = latest_by_item(records)
     states = {}

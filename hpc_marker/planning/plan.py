@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hpc_marker.planning.scan import ScannedPdf
+from hpc_marker.util.files import atomic_write
 
 MIN_SPLIT_PAGES = 16
 
@@ -100,7 +101,7 @@ class Plan:
         )
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n")
+        atomic_write(Path(path), json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Plan:

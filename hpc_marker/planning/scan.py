@@ -12,6 +12,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpc_marker.util.text import one_line
+
 # Below this many files, a process pool costs more than it saves.
 _POOL_THRESHOLD = 64
 
@@ -81,7 +83,7 @@ def count_pages(path: Path) -> tuple[int, str | None, str]:
     except pdfium.PdfiumError as exc:
         if getattr(exc, "err_code", None) == pdfium_c.FPDF_ERR_PASSWORD:
             return 0, "encrypted: a password is required to open it", "encrypted"
-        return 0, f"not a readable PDF ({_first_line(exc)})", "failed"
+        return 0, f"not a readable PDF ({one_line(exc)})", "failed"
     except OSError as exc:
         return 0, f"cannot read file ({exc.strerror})", "failed"
     try:
@@ -113,8 +115,3 @@ def scan_pdfs(root: Path, workers: int | None = None) -> list[ScannedPdf]:
         return [_scan_one(pair) for pair in pairs]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_scan_one, pairs, chunksize=16))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import textwrap
 import time
 from collections.abc import Sequence
@@ -34,6 +33,8 @@ from hpc_marker.llm.settings import LlmPaths
 from hpc_marker.planning.plan import Plan
 from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item, read_manifests
 from hpc_marker.runstate.record import RunPaths, RunRecord
+from hpc_marker.runstate.summary import document_counts, summarize_records
+from hpc_marker.util.files import atomic_write
 
 COLORS = {"ok": "#2e9d5b", "degraded": "#e69b23", "failed": "#d64545"}
 BUCKETS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
@@ -223,7 +224,6 @@ def _section(section_id: str, title: str, note: str, body: str) -> str:
 
 
 def _totals(paths: RunPaths, plan: Plan, records: list[ManifestRecord], torn: list[str], summary: dict) -> dict:
-    from hpc_marker.manage.collect import document_counts, summarize_records
     from hpc_marker.runstate.claims import ClaimBoard
 
     totals = summarize_records(plan, records, torn)
@@ -308,13 +308,7 @@ def write_report(run_dir: Path) -> Path:
     """Write RUN/report.html (atomically) and return its path."""
     paths = RunPaths(Path(run_dir))
     target = paths.root / REPORT_NAME
-    tmp = target.with_suffix(".html.tmp")
-    try:
-        tmp.write_text(build_report(paths), encoding="utf-8")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a half-written report must not keep the space (a full disk)
-        raise
+    atomic_write(target, build_report(paths))  # a failed write keeps no space (a full disk)
     return target
 
 

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from hpc_marker.util.files import atomic_write
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -164,9 +166,7 @@ class RunPaths:
         return RunRecord(**json.loads(self.record.read_text()))
 
     def save_record(self, record: RunRecord) -> None:
-        tmp = self.record.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(record), indent=1) + "\n")
-        os.replace(tmp, self.record)
+        atomic_write(self.record, json.dumps(asdict(record), indent=1) + "\n")
 
 
 def new_run_id(now: float | None = None) -> str:

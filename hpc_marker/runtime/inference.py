@@ -28,7 +28,6 @@ end, exception, or TaskStopped on SIGTERM) the process group gets SIGTERM, then 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
@@ -44,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hpc_marker.llm.process import free_port, log_tail
+from hpc_marker.util.processes import group_members, parent_death_signal
 
 MODES = ("off", "native", "apptainer", "singularity")
 CONTAINER_MODES = ("apptainer", "singularity")
@@ -251,24 +251,13 @@ def resolve_binary(name: str, which: Callable[[str], str | None] = shutil.which)
     raise InferenceServerFailed(f"{' or '.join(names)} is not on PATH on {socket.gethostname()}: {hint}")
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of the process group, from /proc."""
-    members = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        with suppress(OSError):
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()  # after "(comm)"
-            if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
-                members.append(int(entry))
-    return members
-
-
 def stop_group(proc: subprocess.Popen, grace_s: float) -> str:
     """SIGTERM the process group, SIGKILL what is left after grace_s; returns how it ended."""
     pgid, started = proc.pid, time.monotonic()
 
     def alive() -> bool:
         proc.poll()  # reap the leader, so it does not count as a zombie member
-        return bool(_group_members(pgid))
+        return bool(group_members(pgid))
 
     def signal_group(sig: int) -> None:
         with suppress(ProcessLookupError, PermissionError):
@@ -290,7 +279,7 @@ def stop_group(proc: subprocess.Popen, grace_s: float) -> str:
                 time.sleep(0.05)
         with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
-    left = _group_members(pgid)
+    left = group_members(pgid)
     return f"{how} in {time.monotonic() - started:.1f}s" + (f"; still running: {left}" if left else "")
 
 
@@ -370,22 +359,14 @@ def task_inference_server(settings: InferenceSettings, log_path: Path, log: Call
     server_env.setdefault("VLLM_NO_USAGE_STATS", "1")  # compute nodes: no phoning home
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # resolved here: the forked child only calls it
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        prctl = None
-
-    def die_with_task() -> None:
-        if prctl is not None:
-            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: the server goes when the task dies, even by SIGKILL
-
     proc = None
     try:
         with open(log_path, "ab") as out:
             out.write(f"### hpcmarker: {shlex.join(argv)}\n".encode())
             out.flush()
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=server_env, start_new_session=True, preexec_fn=die_with_task, close_fds=True)
+                                    env=server_env, start_new_session=True, preexec_fn=parent_death_signal(),  # the server goes when the task dies
+                                    close_fds=True)
         what = f"{Path(argv[0]).name} pid {proc.pid}"
         log(f"inference server ({what}, {why}) starting on {url}, CUDA_VISIBLE_DEVICES="
             f"{environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}, up to {settings.startup_timeout_s:g}s; log {log_path}")

@@ -37,6 +37,7 @@ from hpc_marker.runtime.sizing import choose_workers
 from hpc_marker.runtime.threads import cap_threads, task_cpus, threads_per_worker
 from hpc_marker.runtime.worker import OutputUnwritable, convert_to_staging, init_worker
 from hpc_marker.runtime.workpool import DIED, OK, TIMEOUT, WorkerPool
+from hpc_marker.util.text import one_line
 
 MAX_ATTEMPTS_AFTER_CRASH = 2
 
@@ -70,11 +71,6 @@ def current_job_id() -> str:
 
 def _log(task: int, message: str) -> None:
     print(f"[hpcmarker task {task}] {time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def run_task(run_dir: str, task_index: int) -> TaskResult:
@@ -225,7 +221,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                     elif isinstance(error, (EngineError, EngineUnavailable)):
                         reason = str(error)
                     else:  # anything else is this item's failure, not the task's
-                        reason = _first_line(error)
+                        reason = one_line(error, with_type=True)
                     finish(item, claim, "failed", reason, started, None)
                     if isinstance(error, OutputUnwritable) and error.storage_full:
                         storage_errors.append(f"storage full: {error}")

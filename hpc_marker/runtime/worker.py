@@ -7,16 +7,15 @@ task process dies, so no worker outlives a killed or cancelled task.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import signal
 from pathlib import Path
 
 from hpc_marker.engines import EngineError, EngineOptions, create_engine
 from hpc_marker.runstate.output import stage_document
 from hpc_marker.runtime.limits import cap_memory
 from hpc_marker.runtime.threads import cap_threads
+from hpc_marker.util.processes import die_with_parent
 
 _STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -33,14 +32,6 @@ class OutputUnwritable(EngineError):
 
 _ENGINE = None
 _ENGINE_SPEC: tuple[str, dict] | None = None
-
-
-def die_with_parent() -> None:
-    """Linux: have the kernel SIGTERM this process when its parent dies, even by SIGKILL."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def init_worker(engine_name: str, options: dict, threads: int, memory_bytes: int | None = None) -> None:

@@ -57,7 +57,7 @@ def _still_active(record: RunRecord) -> list[str]:
     ids = [jid for role_ids in record.jobs.values() for jid in role_ids]
     if record.executor == "slurm":
         return slurm.queued_jobs(ids)
-    from hpc_marker.executors.local import process_alive
+    from hpc_marker.util.processes import process_alive
 
     return [jid for jid in ids if jid.isdigit() and process_alive(int(jid))]
 

@@ -21,7 +21,6 @@ import pytest
 from click.testing import CliRunner
 from standin.harness import free_port, manifest, path_with_standin, seed_model, standin_pids
 
-from hpc_marker.admin import prefetch
 from hpc_marker.admin.prefetch import CacheLayout, prefetch_command, read_env_file, write_env_file
 
 ROOT = Path(__file__).resolve().parents[2]

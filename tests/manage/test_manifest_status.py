@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hpc_marker.manage.collect import summarize_records
+from hpc_marker.runstate.summary import summarize_records
 from hpc_marker.manage.status import run_state, summarize
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
 from hpc_marker.runstate.manifest import ManifestRecord, append_record, read_manifest

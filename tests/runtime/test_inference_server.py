@@ -24,6 +24,7 @@ from hpc_marker.runtime.inference import (
     VlmSettings,
     task_inference_server,
 )
+from hpc_marker.util.processes import group_members
 
 ROOT = Path(__file__).resolve().parents[2]
 STANDIN = ROOT / "tests" / "standin"
@@ -179,7 +180,7 @@ def test_healthy_start_yields_env_and_stop_ends_the_process_group(env, tmp_path)
             "model": "datalab-to/surya-ocr-2", "messages": [{"role": "user", "content": "hi"}]}).json()
         assert reply["choices"][0]["message"]["content"]
     assert not alive(server) and not alive(child)
-    assert inference._group_members(server) == []
+    assert group_members(server) == []
     text = log_path.read_text()
     assert "CUDA_VISIBLE_DEVICES=3" in text and "--port" in text  # the task's GPU; our argv heads the log
     assert any("ready after" in line for line in lines)

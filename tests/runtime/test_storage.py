@@ -12,7 +12,7 @@ from pathlib import Path
 import faultkit
 import pytest
 from click.testing import CliRunner
-from conftest import CORPUS, EXAMPLES
+from conftest import CORPUS
 
 from hpc_marker.cli.main import cli
 from hpc_marker.runstate.manifest import latest_by_item, read_manifests

@@ -1,0 +1,38 @@
+"""Atomic writes: a file appears whole under its final name, or not at all (and leaves no temp file)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def atomic_write(path: Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> Path:
+    """Write `data` to a temporary file beside `path`, then rename it into place.
+
+    `mode` (e.g. 0o600) is set on the file itself, whatever the umask; `fsync` flushes it to the
+    storage before the rename (for files other processes rely on). A failed write (a full disk)
+    removes the temporary file, so it keeps no space."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if mode is None else mode)
+    try:
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if mode is None:  # like an ordinary write: the umask decides
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

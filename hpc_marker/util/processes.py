@@ -1,0 +1,111 @@
+"""Process trees on Linux (/proc): is a process alive, its descendants, end a tree, die with the parent.
+
+Used wherever hpcmarker ends processes it started: a local run's tasks, a cancelled local run, the
+collector stopping a local service, servers started in their own process group.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after "(comm)": state, ppid, pgrp, ...; None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """`pid` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _live_pids() -> list[str]:
+    return [entry for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in _live_pids():
+        fields = _stat_fields(entry)
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        tree.append(current)
+        frontier.extend(children.get(current, []))
+    return tree
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of the process group `pgid`."""
+    members = []
+    for entry in _live_pids():
+        fields = _stat_fields(entry)
+        if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def terminate_tree(pid: int, grace_s: float = 5.0) -> list[int]:
+    """SIGTERM `pid` and its descendants, then SIGKILL whatever is left after `grace_s`.
+    Returns the processes that had to be killed."""
+    tree = process_tree(pid)
+    _signal(tree, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(process_alive(p) for p in tree):
+        time.sleep(0.1)
+    survivors = [p for p in tree if process_alive(p)]
+    _signal(survivors, signal.SIGKILL)
+    return survivors
+
+
+def _prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def parent_death_signal(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A `preexec_fn` for subprocess: the child gets `sig` when its parent dies, even by SIGKILL.
+
+    libc is looked up now, in the parent: the forked child only calls prctl (no dlopen after fork)."""
+    prctl = _prctl()
+
+    def hook() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, sig)
+
+    return hook
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Linux: have the kernel send `sig` to this process when its parent dies, even by SIGKILL."""
+    parent_death_signal(sig)()
