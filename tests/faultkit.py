@@ -42,7 +42,7 @@ KINDS = ("corpus", "bad", "owner-only", "hostile", "slow")
 
 
 def invoke(*args):
-    from hpc_marker.cli.main import cli
+    from hpc_marker.cli import cli
 
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
@@ -122,7 +122,7 @@ def output_files(out: Path) -> dict[str, bytes]:
 
 
 def run_paths(out: Path, run_id: str):
-    from hpc_marker.runstate.record import RunPaths
+    from hpc_marker.runstate.layout import RunPaths
 
     return RunPaths(Path(out) / ".hpcmarker" / "runs" / run_id)
 

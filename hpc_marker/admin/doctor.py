@@ -108,19 +108,25 @@ def sample_contexts(profile: str = "generic", *, partition: str | None = None, t
                     llm: bool = True) -> dict[str, dict]:
     """Every role's variables for a sample run (4 tasks, an LLM service) on `profile`, as `submit` builds them;
     `partition` and `template` override the profile's as submit's flags do; '_template' names the template.
-    Raises launch.LaunchError for an unknown profile."""
-    from hpc_marker.runstate.record import RunPaths, RunRecord
-    from hpc_marker.submission.launch import SubmitRequest, resolve_profile, script_contexts
+    Raises LaunchError for an unknown profile."""
+    from hpc_marker.runstate.layout import RunPaths
+    from hpc_marker.runstate.permissions import PERMISSIONS
+    from hpc_marker.runstate.record import RunRecord
+    from hpc_marker.submission.request import SubmitRequest, resolve_profile
+    from hpc_marker.submission.scripts import script_contexts
 
-    chosen, job = resolve_profile(SubmitRequest(pdfs=Path("."), out=Path("."), gpus=4, profile=profile,
-                                                partition=partition, template=template))
+    request = SubmitRequest.with_defaults(Path("."), Path("."), gpus=4, profile=profile, partition=partition,
+                                          template=template)
+    chosen, job = resolve_profile(request)
     llm_record = {"model": "qwen2.5:7b", "gpus": 1, "parallel": 4, "ctx": None, "options": {}, "wait_timeout_s": 900,
                   "request_timeout_s": 600, "concurrency": 4, "cpus": 4, "mem": None} if llm else None
     record = RunRecord(run_id=SAMPLE_RUN_ID, created=0.0, pdfs_root="/data/pdfs",
                        out_dir=str(SAMPLE_RUNS.parent.parent), engine="marker", engine_options={}, executor="slurm",
                        tasks=4, gpus=4, workers_per_gpu=1, cpus_per_task=chosen["cpus_per_task"],
                        template=chosen["template"], partition=chosen["partition"] or "gpu", mem=chosen["mem"],
-                       time_limit=chosen["time"], llm=llm_record, profile=profile, job_settings=job)
+                       time_limit=chosen["time"], steal=request.steal, lease_seconds=request.lease_seconds,
+                       item_timeout=request.item_timeout, umask=PERMISSIONS[request.permissions], llm=llm_record,
+                       profile=profile, job_settings=job)
     paths = RunPaths(SAMPLE_RUNS / SAMPLE_RUN_ID)
     return script_contexts(paths, record, python="/opt/venv/bin/python") | {"_template": chosen["template"]}
 
@@ -129,7 +135,7 @@ def check_template(template: str | None = None, profile: str = "generic", partit
                    sbatch: bool = False, llm: bool = False) -> list[Check]:
     """Each role of `profile`'s template (or `template`) renders for a sample run, passes `bash -n`, and (with
     `sbatch`) `sbatch --test-only`. Checks named 'template T: role'; a missing service role only warns without `llm`."""
-    from hpc_marker.submission.launch import LaunchError
+    from hpc_marker.submission.request import LaunchError
     from hpc_marker.submission.templates import ROLES, TemplateError, render_role, template_folder
 
     try:

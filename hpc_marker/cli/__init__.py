@@ -1,1 +1,37 @@
-"""cli."""
+"""cli: the `hpcmarker` command line, click only; each command calls one function of the packages below.
+
+  group.py   the `hpcmarker` group: config defaults, errors as exit codes (UserError 2, Refused 1, a bug: traceback)
+  run.py     submit, plan
+  manage.py  status, cancel, resume, retry, collect, report
+  admin.py   templates, config, doctor, prefetch
+  llm.py     llm bench, pull, create (and the hidden serve)
+"""
+
+from __future__ import annotations
+
+import sys
+
+from hpc_marker.cli.group import cli
+
+__all__ = ["cli", "main"]
+
+
+def _add_commands() -> None:
+    from hpc_marker.admin.prefetch import prefetch_command
+    from hpc_marker.cli import admin, llm, manage, run
+
+    for command in (run.submit, run.plan_command, manage.status, manage.cancel, manage.resume, manage.retry,
+                    manage.collect, manage.report, llm.llm, admin.templates, admin.config, admin.doctor_command,
+                    prefetch_command):
+        cli.add_command(command)
+
+
+_add_commands()
+
+
+def main() -> None:
+    cli(prog_name="hpcmarker")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,21 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from hpc_marker.admin import doctor
+from hpc_marker.cli.group import InputError
 from hpc_marker.engines import ENGINE_NAMES
-
-
-class InputError(click.ClickException):
-    exit_code = 2
 
 
 def sample_contexts(profile: str, llm: bool = True) -> dict[str, dict]:
     """Every role's variables for a sample run on `profile` (what `templates render/check` use)."""
-    from hpc_marker.submission.launch import LaunchError
-
-    try:
-        return doctor.sample_contexts(profile, llm=llm)
-    except LaunchError as exc:
-        raise InputError(str(exc)) from None
+    return doctor.sample_contexts(profile, llm=llm)
 
 
 def _profile_for(template: str) -> str:

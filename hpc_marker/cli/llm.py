@@ -11,11 +11,7 @@ import os
 
 import click
 
-
-class InputError(click.ClickException):
-    """Bad input: exit code 2."""
-
-    exit_code = 2
+from hpc_marker.cli.group import InputError
 
 
 def _default_url() -> str:

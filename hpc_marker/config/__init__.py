@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_marker.util.errors import UserError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -25,16 +27,19 @@ SUBMIT_KEYS = {
     "profile", "engine", "gpus", "partition", "template", "workers_per_gpu", "cpus_per_task", "mem", "time",
     "split_pages", "steal", "lease_seconds", "llm_gpus", "llm_parallel", "llm_wait", "executor",
     "item_timeout", "worker_memory", "permissions",
-    "inference_server", "inference_startup_timeout",
+    "inference_server", "inference_startup_timeout", "plan_strategy", "paginate",
 }
+JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time"}
+# config key -> the click parameter it sets, where they differ
+PARAMETER_NAMES = {"time": "time_limit"}
 PROFILE_KEYS = {
     "template", "partition", "gres", "cpus_per_task", "mem", "time", "account", "qos", "constraint", "setup",
     "llm_gres_type", "vars", "inference_server", "inference_image", "inference_args",
 }
-SECTIONS = {"submit": SUBMIT_KEYS, "templates": {"path"}, "profiles": None}
+SECTIONS = {"submit": SUBMIT_KEYS, "job": JOB_KEYS, "templates": {"path"}, "profiles": None}
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A config file is unreadable or has unknown keys; the message names the file."""
 
 
@@ -80,8 +85,16 @@ class Config:
             paths += [Path(p).expanduser() for p in layer.data.get("templates", {}).get("path", [])]
         return paths
 
+    def submit_defaults(self) -> dict[str, Any]:
+        """`hpcmarker submit`'s option defaults, by parameter name."""
+        return {PARAMETER_NAMES.get(key, key): value for key, value in self.merged("submit").items()}
+
+    def job_defaults(self) -> dict[str, Any]:
+        """What a job gets when its profile does not set it: template, gres, cpus_per_task, time."""
+        return self.merged("job")
+
     def default_map(self) -> dict[str, dict[str, Any]]:
-        return {"submit": self.merged("submit")}
+        return {"submit": self.submit_defaults()}
 
 
 def packaged_file() -> Path:

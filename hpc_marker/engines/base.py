@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from hpc_marker.util.errors import UserError
+
 # marker's paginated Markdown puts this between pages: "\n\n{<page index>}" + 48 dashes + "\n\n".
 PAGE_SEPARATOR = "-" * 48
 
@@ -20,7 +22,7 @@ def page_marker(page_index: int) -> str:
     return "\n\n{" + str(page_index) + "}" + PAGE_SEPARATOR + "\n\n"
 
 
-class EngineUnavailable(Exception):
+class EngineUnavailable(UserError):
     """The engine cannot run here (not installed, option not supported, caches missing)."""
 
 

@@ -1,1 +1,48 @@
-"""executors."""
+"""executors: where a run's jobs run. One protocol, two implementations; nothing else asks which.
+
+  base.py   the Executor protocol, RunJobs (what each role's job calls), Observation (job states)
+  slurm.py  sbatch of our rendered scripts through submitit; sacct/squeue states; scancel; wedged runs
+  local.py  submitit's LocalExecutor on this machine: one process per task; waits for the run
+
+`executor_for(name)` turns a run's stored executor name into its executor; `choose_executor`
+decides it for a new run.
+"""
+
+from __future__ import annotations
+
+from hpc_marker.executors.base import Executor, Observation, RunJobs
+from hpc_marker.util.errors import UserError
+
+NAMES = ("slurm", "local")
+
+
+class ExecutorUnavailable(UserError):
+    """The executor asked for cannot run here."""
+
+
+def choose_executor(requested: str) -> str:
+    """auto: slurm where sbatch is on PATH, else local."""
+    from hpc_marker.slurm.commands import slurm_available
+
+    if requested == "auto":
+        return "slurm" if slurm_available() else "local"
+    if requested == "slurm" and not slurm_available():
+        raise ExecutorUnavailable("--executor slurm: sbatch is not on PATH")
+    if requested not in NAMES:
+        raise ExecutorUnavailable(f"--executor {requested!r}: choose from auto, {', '.join(NAMES)}")
+    return requested
+
+
+def executor_for(name: str) -> Executor:
+    if name == "slurm":
+        from hpc_marker.executors.slurm import SlurmExecutor
+
+        return SlurmExecutor()
+    if name == "local":
+        from hpc_marker.executors.local import LocalExecutor
+
+        return LocalExecutor()
+    raise ValueError(f"unknown executor {name!r} in a run record")
+
+
+__all__ = ["Executor", "ExecutorUnavailable", "NAMES", "Observation", "RunJobs", "choose_executor", "executor_for"]

@@ -1,8 +1,8 @@
-"""Local: the same run on this machine through submitit's local executor (no Slurm).
+"""The local executor: the same run on this machine through submitit's LocalExecutor (no Slurm).
 
 Each task is its own process with its own CUDA_VISIBLE_DEVICES (taken from the caller's
-CUDA_VISIBLE_DEVICES when set, else 0..N-1; empty with --gpus 0); the collector runs when
-the tasks are over. `submit_local` waits for the run, so one command gives Markdown.
+CUDA_VISIBLE_DEVICES when set, else 0..N-1; empty with --gpus 0); the collector runs when the
+tasks are over. `submit` waits for the run, so one command gives Markdown.
 """
 
 from __future__ import annotations
@@ -10,15 +10,26 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable
 
 import submitit
 
-from hpc_marker.manage.collect import collect_run
-from hpc_marker.runstate.record import RunPaths, RunRecord
-from hpc_marker.runtime.task import run_task
-from hpc_marker.submission.launch import LaunchError, parse_time_limit
-from hpc_marker.util.processes import terminate_tree
+from hpc_marker.executors.base import ROLES, JobsSeen, Observation, Progress, RunJobs, live_job_ids
+from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.record import RunRecord
+from hpc_marker.slurm.parse import parse_time_limit
+from hpc_marker.util.errors import Refused, UserError
+from hpc_marker.util.processes import process_alive, terminate_tree
+
+SERVICE_STOP_GRACE_S = 30.0  # the service stops its server (up to 10 s) and removes its secret before exiting
+COLLECT_TIME_MIN = 30
+
+
+class LocalDevicesError(UserError):
+    """CUDA_VISIBLE_DEVICES cannot be split over local tasks."""
+
+
+class LocalRunFailed(Refused):
+    """The local collector could not finish (one line; the run folder keeps the details)."""
 
 
 def local_devices(gpus: int, visible: str | None) -> list[int]:
@@ -29,69 +40,8 @@ def local_devices(gpus: int, visible: str | None) -> list[int]:
         try:
             return [int(x) for x in visible.split(",") if x.strip()]
         except ValueError:
-            raise LaunchError(f"CUDA_VISIBLE_DEVICES={visible!r}: local runs need device numbers") from None
+            raise LocalDevicesError(f"CUDA_VISIBLE_DEVICES={visible!r}: local runs need device numbers") from None
     return list(range(gpus))
-
-
-def submit_local(paths: RunPaths, record: RunRecord, progress: Callable[[RunPaths], None] | None = None,
-                 indices: list[int] | None = None) -> dict[str, list[str]]:
-    """Run the tasks (all, or `indices`) and then the collector here; returns their job ids."""
-    devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    timeout_min = parse_time_limit(record.time_limit)
-    service_ids: list[str] = []
-    if record.llm:  # the service first; the tasks wait for it to answer
-        from hpc_marker.llm.service import serve_llm
-
-        executor = submitit.LocalExecutor(folder=paths.jobs)
-        executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-        service_ids = [executor.submit(serve_llm, str(paths.root)).job_id]
-        record.jobs = dict(record.jobs, service=service_ids)
-        paths.save_record(record)
-    jobs = []
-    for index in indices if indices is not None else range(record.tasks):
-        executor = submitit.LocalExecutor(folder=paths.jobs)
-        if devices:
-            executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1,
-                                       visible_gpus=[devices[index % len(devices)]])
-        else:
-            executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-        jobs.append(executor.submit(run_task, str(paths.root), index))
-    ids = {"convert": [job.job_id for job in jobs], "collect": []}
-    if service_ids:
-        ids["service"] = service_ids
-    if indices is None:
-        record.jobs = ids
-        paths.save_record(record)  # so `hpcmarker cancel` can find the processes meanwhile
-    try:
-        while not all(job.done() for job in jobs):
-            if progress:
-                progress(paths)
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        for job_id in [job.job_id for job in jobs] + service_ids:
-            terminate_tree(int(job_id))
-        raise
-    for index, job in zip(indices if indices is not None else range(record.tasks), jobs):
-        problem = _job_problem(job)
-        if problem:
-            print(f"hpcmarker: task {index} failed: {problem}", file=sys.stderr, flush=True)
-    collector = submitit.LocalExecutor(folder=paths.jobs)
-    collector.update_parameters(timeout_min=30)
-    try:
-        job = collector.submit(collect_run, str(paths.root))
-    except OSError as exc:  # submitit writes the job's pickle into the run folder first
-        raise LocalRunFailed(f"cannot start the collector: {exc.strerror} ({exc.filename})") from None
-    ids["collect"] = [job.job_id]
-    while not job.done():
-        time.sleep(0.5)
-    problem = _job_problem(job)
-    if problem:
-        raise LocalRunFailed(f"the collector failed: {problem} (log: {job.paths.stdout})")
-    return ids
-
-
-class LocalRunFailed(Exception):
-    """The local collector could not finish (one line; the run folder keeps the details)."""
 
 
 def _job_problem(job: submitit.Job) -> str | None:
@@ -102,3 +52,98 @@ def _job_problem(job: submitit.Job) -> str | None:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("-")]
         return lines[-1] if lines else type(exc).__name__
     return None
+
+
+def _local_pids(ids: list[str]) -> list[int]:
+    return [int(jid) for jid in ids if jid.isdigit()]
+
+
+class LocalExecutor:
+    name = "local"
+    waits = True
+
+    def check_resources(self, partition: str | None, gpus: int) -> str | None:
+        local_devices(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return partition
+
+    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], indices: list[int],
+               jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
+        """Run the service (if any), the tasks `indices` and then the collector here; returns their job ids."""
+        devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        timeout_min = parse_time_limit(record.time_limit) or 60
+        ids: dict[str, list[str]] = {}
+        if record.llm and jobs.service is not None:  # the service first; the tasks wait for it to answer
+            executor = submitit.LocalExecutor(folder=paths.jobs)
+            executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
+            ids["service"] = [executor.submit(jobs.service, str(paths.root)).job_id]
+        tasks = []
+        for index in indices:
+            executor = submitit.LocalExecutor(folder=paths.jobs)
+            if devices:
+                executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1,
+                                           visible_gpus=[devices[index % len(devices)]])
+            else:
+                executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
+            tasks.append(executor.submit(jobs.convert, str(paths.root), index))
+        ids["convert"] = [job.job_id for job in tasks]
+        if seen:
+            seen(ids)  # so `hpcmarker cancel` can find the processes meanwhile
+        try:
+            while not all(job.done() for job in tasks):
+                if progress:
+                    progress(paths)
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            for pid in _local_pids(ids["convert"] + ids.get("service", [])):
+                terminate_tree(pid)
+            raise
+        for index, job in zip(indices, tasks):
+            problem = _job_problem(job)
+            if problem:
+                print(f"hpcmarker: task {index} failed: {problem}", file=sys.stderr, flush=True)
+        collector = submitit.LocalExecutor(folder=paths.jobs)
+        collector.update_parameters(timeout_min=COLLECT_TIME_MIN)
+        try:
+            job = collector.submit(jobs.collect, str(paths.root))
+        except OSError as exc:  # submitit writes the job's pickle into the run folder first
+            raise LocalRunFailed(f"cannot start the collector: {exc.strerror} ({exc.filename})") from None
+        ids["collect"] = [job.job_id]
+        while not job.done():
+            time.sleep(0.5)
+        problem = _job_problem(job)
+        if problem:
+            raise LocalRunFailed(f"the collector failed: {problem} (log: {job.paths.stdout})")
+        return ids
+
+    def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
+                cancel_wedged: bool = False) -> Observation:
+        states = {}
+        for role in ROLES:
+            for index, job_id in enumerate(record.jobs.get(role, [])):
+                if job_id.isdigit() and process_alive(int(job_id)):
+                    states[job_id] = "RUNNING"
+                elif role == "collect" and collected:
+                    states[job_id] = "COMPLETED"
+                elif role == "convert" and index in finished_tasks:
+                    states[job_id] = "COMPLETED"
+                else:
+                    states[job_id] = "CANCELLED" if record.cancelled else "FAILED"
+        return Observation(states)
+
+    def active(self, record: RunRecord) -> list[str]:
+        return [str(pid) for pid in _local_pids(live_job_ids(record)) if process_alive(pid)]
+
+    def cancel(self, record: RunRecord) -> list[str]:
+        ids = live_job_ids(record)
+        for pid in _local_pids(ids):
+            terminate_tree(pid, grace_s=SERVICE_STOP_GRACE_S)
+        return ids
+
+    def stop_service(self, record: RunRecord) -> list[str]:
+        ids = record.jobs.get("service", [])
+        for pid in _local_pids(ids):
+            killed = terminate_tree(pid, grace_s=SERVICE_STOP_GRACE_S)
+            if killed:
+                print(f"[hpcmarker] warning: LLM service processes {killed} ignored SIGTERM for "
+                      f"{SERVICE_STOP_GRACE_S:g}s and were killed", flush=True)
+        return ids

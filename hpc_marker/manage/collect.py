@@ -19,17 +19,20 @@ from pathlib import Path
 import pandas as pd
 from submitit.core.utils import JobPaths
 
+from hpc_marker.executors import executor_for
 from hpc_marker.planning.plan import Plan, items_by_document
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.finish import final_dir, merge_if_complete, place_committed
+from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item, read_manifests
-from hpc_marker.runstate.record import RunPaths, RunRecord, file_mode_mask
+from hpc_marker.runstate.permissions import file_mode_mask
+from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.summary import document_counts, summarize_records
+from hpc_marker.util.errors import Refused
 from hpc_marker.util.files import atomic_write
 
 _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
-SERVICE_STOP_GRACE_S = 30.0  # the service stops its Ollama (up to 10 s) and removes its secret before exiting
 
 
 def finish_leftovers(paths: RunPaths, record: RunRecord, plan: Plan, recorded: set[str],
@@ -65,27 +68,11 @@ def finish_leftovers(paths: RunPaths, record: RunRecord, plan: Plan, recorded: s
 
 def stop_service(record: RunRecord) -> list[str]:
     """The array is over: stop the run's LLM service so no GPU is held idle."""
-    ids = record.jobs.get("service", [])
-    if not ids:
+    try:
+        return executor_for(record.executor).stop_service(record)
+    except Refused as exc:  # the scheduler did not answer: say so, collect anyway
+        print(f"[hpcmarker collect] warning: could not stop the LLM service: {exc}", flush=True)
         return []
-    if record.executor == "slurm":
-        from hpc_marker.slurm.commands import SlurmError, cancel_jobs
-
-        try:
-            cancel_jobs(ids)
-        except SlurmError as exc:
-            print(f"[hpcmarker collect] warning: could not stop the LLM service: {exc}", flush=True)
-            return []
-    else:
-        from hpc_marker.util.processes import terminate_tree
-
-        for job_id in ids:
-            if job_id.isdigit():
-                killed = terminate_tree(int(job_id), grace_s=SERVICE_STOP_GRACE_S)
-                if killed:
-                    print(f"[hpcmarker collect] warning: LLM service processes {killed} ignored SIGTERM for "
-                          f"{SERVICE_STOP_GRACE_S:g}s and were killed", flush=True)
-    return ids
 
 
 def gather_logs(paths: RunPaths, job_ids: list[str]) -> list[Path]:

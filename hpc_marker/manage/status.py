@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass, field
 
 from rich.table import Table
 
+from hpc_marker.executors import executor_for
+from hpc_marker.manage.cancel import mark_cancelled
 from hpc_marker.planning.plan import Plan
+from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item, read_manifests
-from hpc_marker.runstate.record import RunPaths, RunRecord
-from hpc_marker.slurm import commands as slurm
+from hpc_marker.runstate.record import RunRecord
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
 
@@ -109,56 +111,26 @@ def summarize(record: RunRecord, plan: Plan, records: list[ManifestRecord], stat
         torn_manifest_lines=list(torn or []))
 
 
-def _local_states(record: RunRecord, plan: Plan, records: list[ManifestRecord], collected: bool) -> dict[str, str]:
-    from hpc_marker.util.processes import process_alive
-
+def finished_tasks(plan: Plan, records: list[ManifestRecord]) -> set[int]:
+    """Tasks every item of whose share has a record. Pure."""
     latest = latest_by_item(records)
-    states = {}
-    for role, ids in record.jobs.items():
-        for index, job_id in enumerate(ids):
-            if job_id.isdigit() and process_alive(int(job_id)):
-                states[job_id] = "RUNNING"
-            elif role == "collect" and collected:
-                states[job_id] = "COMPLETED"
-            elif role == "convert" and all(i.item_id in latest for i in plan.tasks[index].items):
-                states[job_id] = "COMPLETED"
-            else:
-                states[job_id] = "CANCELLED" if record.cancelled else "FAILED"
-    return states
-
-
-def _settle_wedge(paths: RunPaths, record: RunRecord, ids: list[str], states: dict[str, str],
-                  cancel_wedged: bool) -> tuple[dict[str, str], str | None]:
-    """(the run's job states, a one-line report when the run is wedged); cancels its queued jobs if asked."""
-    from hpc_marker.manage.cancel import cancel_queued
-    from hpc_marker.slurm.wedge import describe, find_wedge
-
-    if not any(states.get(jid, "UNKNOWN") in {"PENDING", "UNKNOWN"} for jid in ids):
-        return states, None  # only a pending job can wait forever (sacct may not know a new one yet)
-    wedge = find_wedge(record.jobs, slurm.queue(ids), states)
-    if wedge is None:
-        return states, None
-    if cancel_wedged:
-        cancel_queued(paths, list(wedge.queued))
-        states = slurm.job_states(ids)
-    return states, describe(record.run_id, wedge, cancelled=cancel_wedged)
+    return {task.index for task in plan.tasks if all(item.item_id in latest for item in task.items)}
 
 
 def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     record = paths.load_record()
     plan = Plan.load(paths.plan)
     read = read_manifests(paths.manifests)
-    wedged = None
-    if record.executor == "slurm":
-        ids = [jid for ids in record.jobs.values() for jid in ids]
-        states, wedged = _settle_wedge(paths, record, ids, slurm.job_states(ids), cancel_wedged)
-    else:
-        states = _local_states(record, plan, read.records, paths.summary.exists())
-    status = summarize(record, plan, read.records, states, time.time(),
-                       collected=paths.summary.exists(), torn=read.torn_lines)
+    collected = paths.summary.exists()
+    seen = executor_for(record.executor).observe(paths, record, finished_tasks(plan, read.records), collected,
+                                                 cancel_wedged=cancel_wedged)
+    if seen.cancelled:
+        mark_cancelled(paths)
+    status = summarize(record, plan, read.records, seen.states, time.time(), collected=collected,
+                       torn=read.torn_lines)
     status.run_dir = str(paths.root)
-    if wedged:  # the jobs left squeue when cancelled, whether or not sacct shows it yet
-        status.state, status.wedged = ("cancelled" if cancel_wedged else "wedged"), wedged
+    if seen.wedged:  # the jobs left squeue when cancelled, whether or not sacct shows it yet
+        status.state, status.wedged = ("cancelled" if seen.cancelled else "wedged"), seen.wedged
     if record.llm:
         from hpc_marker.llm.metrics import read_metrics, summarize_metrics
         from hpc_marker.llm.settings import LlmPaths
@@ -167,7 +139,7 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
         metrics = summarize_metrics(read_metrics(LlmPaths(paths.root).metrics)) or {}
         metrics.pop("timeline", None)
         status.llm = dict(metrics, model=record.llm["model"],
-                          service=states.get(service_ids[0], "UNKNOWN") if service_ids else "-")
+                          service=seen.states.get(service_ids[0], "UNKNOWN") if service_ids else "-")
     return status
 
 

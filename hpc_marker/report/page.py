@@ -31,8 +31,9 @@ from plotly.subplots import make_subplots
 from hpc_marker.llm.metrics import read_metrics, summarize_metrics
 from hpc_marker.llm.settings import LlmPaths
 from hpc_marker.planning.plan import Plan
+from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item, read_manifests
-from hpc_marker.runstate.record import RunPaths, RunRecord
+from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.summary import document_counts, summarize_records
 from hpc_marker.util.files import atomic_write
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.output import commit_staged, document_dir, document_stem, merge_parts, write_document
-from hpc_marker.runstate.record import RunPaths, RunRecord
+from hpc_marker.runstate.record import RunRecord
 
 
 def final_dir(paths: RunPaths, record: RunRecord, item: WorkItem) -> Path:

@@ -28,9 +28,11 @@ from hpc_marker.engines import EngineError, EngineOptions, EngineUnavailable, ch
 from hpc_marker.planning.plan import Plan, WorkItem, claim_order, items_by_document
 from hpc_marker.runstate.claims import Claim, ClaimBoard
 from hpc_marker.runstate.finish import final_dir, merge_if_complete, place_committed
+from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import FAILURE_STATUSES, ManifestRecord, append_record
 from hpc_marker.runstate.output import document_stem
-from hpc_marker.runstate.record import RunPaths, RunRecord, file_mode_mask
+from hpc_marker.runstate.permissions import file_mode_mask
+from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runtime.inference import InferenceSettings, task_inference_server
 from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
 from hpc_marker.runtime.sizing import choose_workers

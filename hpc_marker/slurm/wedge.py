@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hpc_marker.slurm.commands import QueuedJob, parse_dependency
+from hpc_marker.slurm.parse import QueuedJob, base_id, parse_dependency
 
 NEVER_SATISFIED = "DependencyNeverSatisfied"
 ROLE_LABELS = {"service": "service", "convert": "array", "collect": "collector"}
@@ -31,7 +31,7 @@ def job_labels(jobs: dict[str, list[str]]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for role in [*ROLE_LABELS, *sorted(set(jobs) - set(ROLE_LABELS))]:
         for job_id in jobs.get(role, []):
-            labels.setdefault(job_id.split("_")[0], ROLE_LABELS.get(role, "job"))
+            labels.setdefault(base_id(job_id), ROLE_LABELS.get(role, "job"))
     return labels
 
 
@@ -52,7 +52,7 @@ def find_wedge(jobs: dict[str, list[str]], queue: list[QueuedJob], states: dict[
     for job in stuck:
         failed = [dep for dep in parse_dependency(job.dependency) if dep.state != "unfulfilled"]
         for dep in failed:
-            base = dep.job_id.split("_")[0]
+            base = base_id(dep.job_id)
             state = states.get(dep.job_id) or states.get(base) or dep.state.upper()
             causes.append(f"{labels.get(base, 'job')} {dep.job_id} {state}")
         if not failed and job.dependency:

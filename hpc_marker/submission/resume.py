@@ -12,13 +12,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from hpc_marker.executors import executor_for
 from hpc_marker.manage.collect import MAX_ATTEMPTS, collect_run
 from hpc_marker.planning.plan import Plan
 from hpc_marker.runstate.claims import ClaimBoard
-from hpc_marker.runstate.record import RunPaths, RunRecord, private_files
-from hpc_marker.slurm import commands as slurm
-from hpc_marker.submission.launch import LaunchError, script_contexts, submit_scripts_slurm
-from hpc_marker.submission.templates import ROLES, render_role
+from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.permissions import private_files
+from hpc_marker.submission.launch import record_jobs, run_jobs
+from hpc_marker.submission.request import LaunchError
+from hpc_marker.submission.scripts import render_scripts
 
 
 @dataclass
@@ -53,20 +55,12 @@ def reopen_failed(plan: Plan, board: ClaimBoard, include_poison: bool = False) -
     return reopened, poison
 
 
-def _still_active(record: RunRecord) -> list[str]:
-    ids = [jid for role_ids in record.jobs.values() for jid in role_ids]
-    if record.executor == "slurm":
-        return slurm.queued_jobs(ids)
-    from hpc_marker.util.processes import process_alive
-
-    return [jid for jid in ids if jid.isdigit() and process_alive(int(jid))]
-
-
 @private_files
 def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool = False) -> ResumeResult:
     record = paths.load_record()
     plan = Plan.load(paths.plan)
-    active = _still_active(record)
+    executor = executor_for(record.executor)
+    active = executor.active(record)
     if active:
         raise LaunchError(f"run {record.run_id} still has jobs running or queued ({', '.join(active)}): "
                           "wait for them or `hpcmarker cancel` first")
@@ -81,26 +75,13 @@ def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool
         return result
     if paths.summary.exists():  # the run is open again
         paths.summary.rename(paths.root / f"summary-{int(time.time())}.json")
-    if record.executor == "slurm":
-        result.jobs = _resubmit_slurm(paths, record, result.tasks)
-    else:
-        from hpc_marker.executors.local import submit_local
-
-        result.jobs = submit_local(paths, record, indices=result.tasks)
-    for index, job_id in zip(result.tasks, result.jobs["convert"]):
-        record.jobs["convert"][index] = job_id
-    record.jobs["collect"] = result.jobs["collect"]
-    if result.jobs.get("service"):
-        record.jobs["service"] = result.jobs["service"]
-    record.jobs.setdefault("history", []).extend(result.jobs["convert"] + result.jobs["collect"])
-    paths.save_record(record)
-    return result
-
-
-def _resubmit_slurm(paths: RunPaths, record: RunRecord, tasks: list[int]) -> dict[str, list[str]]:
-    contexts = script_contexts(paths, record, python=sys.executable, task_indices=tasks)
-    scripts = {role: render_role(record.template, role, contexts[role]) for role in ROLES if role in contexts}
+    scripts = render_scripts(paths, record, python=sys.executable, task_indices=result.tasks)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for role, text in scripts.items():
         (paths.scripts / f"{role}-resume-{stamp}.sbatch").write_text(text)
-    return submit_scripts_slurm(paths, record, scripts, tasks)
+    history = list(record.jobs.get("history", []))
+    result.jobs = executor.submit(paths, record, scripts, result.tasks, run_jobs(record),
+                                  seen=lambda ids: record_jobs(paths, record, ids, result.tasks))
+    record.jobs["history"] = history + result.jobs["convert"] + result.jobs["collect"]
+    record_jobs(paths, record, result.jobs, result.tasks)
+    return result

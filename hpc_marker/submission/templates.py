@@ -18,10 +18,13 @@ from typing import Any
 
 import jinja2
 
+from hpc_marker.util.errors import UserError
+
 ROLES = ("service", "convert", "collect")  # in the order they are submitted
+PARTS = "_parts"  # shared pieces of every role's script, not a template
 
 
-class TemplateError(Exception):
+class TemplateError(UserError):
     """A template is missing or cannot be rendered."""
 
 
@@ -65,8 +68,10 @@ def available_templates() -> dict[str, Path]:
 
 
 def _environment(folder: Path) -> jinja2.Environment:
+    """The template's own folder first, then the shared parts (`_parts/`: the #SBATCH lines every role
+    repeats), which a template folder may override by holding a file of the same name."""
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(folder)),
+        loader=jinja2.FileSystemLoader([str(folder), str(packaged_templates() / PARTS)]),
         undefined=jinja2.StrictUndefined,
         finalize=_shell_value,
         keep_trailing_newline=True,

@@ -19,7 +19,7 @@ from hpc_marker.admin import doctor
 from hpc_marker.admin.doctor import FAIL, OK, WARN, Check, DoctorRequest
 from hpc_marker.cli.admin import doctor_command
 from hpc_marker.engines import marker as marker_engine
-from hpc_marker.submission.launch import SubmitRequest
+from hpc_marker.submission.request import SubmitRequest
 
 
 def cluster_answers() -> bool:
@@ -216,7 +216,7 @@ def test_cheap_checks_take_a_submit_request_and_skip_the_scheduler(tmp_path, mon
 
     monkeypatch.setattr(slurm, "partitions", no_scheduler)
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.10.2")
-    request = SubmitRequest(pdfs=tmp_path, out=tmp_path / "out", gpus=2)
+    request = SubmitRequest.with_defaults(pdfs=tmp_path, out=tmp_path / "out", gpus=2)
     started = time.monotonic()
     checks = doctor.cheap_checks(request)
     assert time.monotonic() - started < 5

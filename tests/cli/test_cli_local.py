@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import EXAMPLES, make_bad_pdfs
 
-from hpc_marker.cli.main import cli
+from hpc_marker.cli import cli
+from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
-from hpc_marker.runstate.record import resolve_run
-from hpc_marker.submission.launch import split_dry_run
+from hpc_marker.submission.scripts import split_dry_run
 
 
 def invoke(*args: str):

@@ -10,8 +10,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from hpc_marker.cli import cli
 from hpc_marker.cli.admin import check_template
-from hpc_marker.cli.main import cli
 from hpc_marker.config import load_config
 
 
@@ -63,7 +63,7 @@ def test_profile_values_fill_what_the_user_did_not_set(layers, sample_pdfs, tmp_
 def test_unknown_keys_are_errors_naming_the_valid_ones(layers):
     site, user = layers
     user.write_text("[submit]\ngpu = 2\n")
-    result = subprocess.run([sys.executable, "-m", "hpc_marker.cli.main", "config", "show"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "hpc_marker", "config", "show"], capture_output=True,
                             text=True)
     assert result.returncode == 2
     assert "unknown keys gpu; valid keys:" in result.stderr and "gpus" in result.stderr

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from standin.harness import seed_model, standin_pids
 
-from hpc_marker.cli.main import cli
+from hpc_marker.cli import cli
+from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
-from hpc_marker.runstate.record import resolve_run
 
 
 def invoke(*args: str):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from hpc_marker.runstate.summary import summarize_records
 from hpc_marker.manage.status import run_state, summarize
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
 from hpc_marker.runstate.manifest import ManifestRecord, append_record, read_manifest
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.summary import summarize_records
 
 
 def record(item: str, status: str = "ok", task: int = 0, pages: int = 10, t: float = 100.0) -> ManifestRecord:
@@ -33,7 +33,8 @@ def _plan() -> Plan:
 def _record() -> RunRecord:
     return RunRecord(run_id="r", created=0, pdfs_root="/p", out_dir="/o", engine="text", engine_options={},
                      executor="slurm", tasks=2, gpus=2, workers_per_gpu=1, cpus_per_task=1, template="generic",
-                     jobs={"convert": ["7_0", "7_1"], "collect": ["8"]})
+                     time_limit="1:00:00", steal=True, lease_seconds=120.0, item_timeout="auto", umask=0o077,
+                     profile="generic", jobs={"convert": ["7_0", "7_1"], "collect": ["8"]})
 
 
 def test_summarize_counts_rate_and_eta():
@@ -95,7 +96,7 @@ WEDGED_JOBS = {"service": ["548"], "convert": ["549_0", "549_1", "549_2", "549_3
 
 
 def test_squeue_lines_and_dependencies_parse():
-    from hpc_marker.slurm.commands import Dependency, QueuedJob, parse_dependency, parse_squeue
+    from hpc_marker.slurm.parse import Dependency, QueuedJob, parse_dependency, parse_squeue
 
     jobs = parse_squeue(WEDGED_SQUEUE + "\n")
     assert jobs[1] == QueuedJob("549_[0-3]", "PENDING", "DependencyNeverSatisfied", "afterok:548(failed)")
@@ -107,7 +108,7 @@ def test_squeue_lines_and_dependencies_parse():
 
 
 def test_wedge_found_named_and_everything_queued_listed():
-    from hpc_marker.slurm.commands import parse_squeue
+    from hpc_marker.slurm.parse import parse_squeue
     from hpc_marker.slurm.wedge import describe, find_wedge
 
     states = {"548": "FAILED", "549_0": "PENDING", "550": "PENDING"}
@@ -125,7 +126,7 @@ def test_wedge_found_named_and_everything_queued_listed():
 
 
 def test_no_wedge_while_dependencies_can_still_be_met():
-    from hpc_marker.slurm.commands import parse_squeue
+    from hpc_marker.slurm.parse import parse_squeue
     from hpc_marker.slurm.wedge import find_wedge
 
     waiting = ("550|PENDING|Dependency|afterany:549_*(unfulfilled)\n"
@@ -136,8 +137,9 @@ def test_no_wedge_while_dependencies_can_still_be_met():
 
 def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, monkeypatch):
     from hpc_marker.manage.status import load_status, watch_status
-    from hpc_marker.runstate.record import RunPaths
+    from hpc_marker.runstate.layout import RunPaths
     from hpc_marker.slurm import commands as slurm
+    from hpc_marker.slurm.parse import parse_squeue
 
     paths = RunPaths(tmp_path / "r")
     paths.root.mkdir()
@@ -149,7 +151,7 @@ def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, mo
     cancelled = []
     monkeypatch.setattr(slurm, "job_states", lambda ids: {"549_0": "PENDING", "549_1": "PENDING", "550": "PENDING"}
                         if queue[0] else {"549_0": "CANCELLED", "549_1": "CANCELLED", "550": "CANCELLED"})
-    monkeypatch.setattr(slurm, "queue", lambda ids: slurm.parse_squeue(queue[0]))
+    monkeypatch.setattr(slurm, "queue", lambda ids: parse_squeue(queue[0]))
     monkeypatch.setattr(slurm, "queued_jobs", lambda ids: [j.job_id for j in slurm.queue(ids)])
 
     def scancel(ids):
@@ -170,7 +172,7 @@ def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, mo
 
 def test_jobs_sacct_does_not_know_yet_take_squeues_state():
     """Right after sbatch, slurmdbd has no record of the jobs: status must not call the run 'stopped'."""
-    from hpc_marker.slurm.commands import QueuedJob, expand_queued_id, fill_from_queue
+    from hpc_marker.slurm.parse import QueuedJob, expand_queued_id, fill_from_queue
 
     assert expand_queued_id("772_[0-2,5%2]") == ["772_0", "772_1", "772_2", "772_5"]
     assert expand_queued_id("772_3") == ["772_3"] and expand_queued_id("773") == ["773"]

@@ -16,12 +16,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import EXAMPLES, make_bad_pdfs
 
-from hpc_marker.cli.main import cli
+from hpc_marker.cli import cli
 from hpc_marker.llm.metrics import summarize_metrics
 from hpc_marker.planning.plan import Plan
 from hpc_marker.report.page import failures_frame, slowest_frame, throughput_frame, write_report
+from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import ManifestRecord, read_manifests
-from hpc_marker.runstate.record import resolve_run
 
 IMG = "<img src=x onerror=alert(1)>"  # a broken file with this name: a failure row
 SCRIPT_DIR, SCRIPT_FILE = "x<", "script><svg onload=alert(2)>.pdf"  # a good PDF at "x</script><svg ...>.pdf"

@@ -13,11 +13,12 @@ from pathlib import Path
 from click.testing import CliRunner
 from conftest import CORPUS, EXAMPLES, make_bad_pdfs
 
-from hpc_marker.cli.main import cli
+from hpc_marker.cli import cli
 from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.runstate.index import register_run, resolve_run
 from hpc_marker.runstate.manifest import ManifestRecord, read_manifests
-from hpc_marker.runstate.record import register_run, resolve_run
-from hpc_marker.submission.launch import SubmitRequest, prepare_run
+from hpc_marker.submission.launch import prepare_run
+from hpc_marker.submission.request import SubmitRequest
 
 
 def invoke(*args: str):
@@ -102,7 +103,7 @@ def test_split_pdf_gives_the_same_markdown_as_whole(tmp_path):
 
 
 def test_resume_submits_only_what_is_not_done(tmp_path, sample_pdfs):
-    request = SubmitRequest(pdfs=sample_pdfs, out=tmp_path / "out", gpus=2, engine="text", executor="local")
+    request = SubmitRequest.with_defaults(pdfs=sample_pdfs, out=tmp_path / "out", gpus=2, engine="text", executor="local")
     prepared = prepare_run(request)
     register_run(prepared.paths)
     prepared.record.jobs = {"convert": ["-", "-"], "collect": []}

@@ -330,7 +330,7 @@ def test_sigterm_to_the_task_stops_the_server(env, tmp_path):
 
 
 def test_cli_offers_the_modules_choices():
-    from hpc_marker.cli.main import submit
+    from hpc_marker.cli.run import submit
 
     option = next(p for p in submit.params if p.name == "inference_server")
     assert tuple(option.type.choices) == inference.CHOICES
@@ -338,7 +338,8 @@ def test_cli_offers_the_modules_choices():
 
 def test_submit_records_the_inference_settings(sample_pdfs, tmp_path, monkeypatch):
     from hpc_marker.submission import launch
-    from hpc_marker.submission.launch import LaunchError, SubmitRequest, prepare_run
+    from hpc_marker.submission.launch import prepare_run
+    from hpc_marker.submission.request import LaunchError, SubmitRequest
 
     image = tmp_path / "vllm.sif"
     image.write_bytes(b"sif")
@@ -351,7 +352,7 @@ def test_submit_records_the_inference_settings(sample_pdfs, tmp_path, monkeypatc
     monkeypatch.setattr(launch, "marker_version", lambda: "2.0.0")
 
     def record(**kw):
-        request = SubmitRequest(pdfs=sample_pdfs, out=tmp_path / "out", gpus=1, executor="local", **kw)
+        request = SubmitRequest.with_defaults(pdfs=sample_pdfs, out=tmp_path / "out", gpus=1, executor="local", **kw)
         return prepare_run(request, create=False).record
 
     got = record(engine="marker", profile="sif", inference_startup_timeout=120)
@@ -378,14 +379,15 @@ CLIENT_KEYS = ("SURYA_INFERENCE_URL", "SURYA_INFERENCE_BACKEND", "SURYA_INFERENC
 
 def _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env):
     """A text-engine run whose record asks for a native server: the task's wiring, without marker's models."""
-    from hpc_marker.submission.launch import SubmitRequest, prepare_run
+    from hpc_marker.submission.launch import prepare_run
+    from hpc_marker.submission.request import SubmitRequest
 
     for key in [k for k in os.environ if k.startswith(("SURYA_", "STANDIN_"))] + list(CLIENT_KEYS):
         monkeypatch.setenv(key, "")  # tracked, so the task's additions to os.environ go after the test
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    prepared = prepare_run(SubmitRequest(pdfs=sample_pdfs, out=tmp_path / "out", gpus=1, engine="text",
+    prepared = prepare_run(SubmitRequest.with_defaults(pdfs=sample_pdfs, out=tmp_path / "out", gpus=1, engine="text",
                                          executor="local", workers_per_gpu=1))
     record = prepared.record
     record.inference = native(startup_timeout_s=15).to_record()

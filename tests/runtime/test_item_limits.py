@@ -8,9 +8,9 @@ import shutil
 from click.testing import CliRunner
 from inputs import EXAMPLES, pathological_pdf
 
-from hpc_marker.cli.main import cli
+from hpc_marker.cli import cli
+from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
-from hpc_marker.runstate.record import resolve_run
 
 GOOD = len(list(EXAMPLES.rglob("*.pdf")))
 

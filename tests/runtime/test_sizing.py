@@ -113,7 +113,8 @@ def test_choose_workers_logs_one_line(monkeypatch):
 def test_cli_workers_per_gpu_takes_auto_or_a_count(tmp_path):
     from click.testing import CliRunner
 
-    from hpc_marker.cli.main import _workers_per_gpu, cli
+    from hpc_marker.cli import cli
+    from hpc_marker.cli.run import _workers_per_gpu
 
     assert [_workers_per_gpu(None, None, v) for v in ("auto", "AUTO", "3", 2)] == [0, 0, 3, 2]  # 2: from a config
     for bad in ("0", "zero", "-1"):

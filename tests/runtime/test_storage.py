@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import CORPUS
 
-from hpc_marker.cli.main import cli
+from hpc_marker.cli import cli
+from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import latest_by_item, read_manifests
-from hpc_marker.runstate.record import resolve_run
 
 
 def invoke(*args: str):

@@ -21,8 +21,8 @@ from test_slurm import invoke, wait_for  # noqa: F401  (skips this module too wh
 from hpc_marker.engines import EngineOptions
 from hpc_marker.engines.text import TextEngine
 from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
-from hpc_marker.runstate.record import resolve_run
 
 pytestmark = pytest.mark.slurm
 SMALL_PDFS = ["amscls/amsdtx.pdf", "amsmath/amsxtra.pdf", "base/lgc2.pdf", "graphics/color.pdf", "tools/enumerate.pdf",

@@ -11,8 +11,8 @@ import pytest
 from standin.harness import path_with_standin, seed_model, standin_pids
 from test_slurm import invoke, sacct_times, wait_for  # noqa: F401  (skips where no cluster answers)
 
+from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
-from hpc_marker.runstate.record import resolve_run
 
 pytestmark = pytest.mark.slurm
 

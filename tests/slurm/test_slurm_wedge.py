@@ -18,18 +18,19 @@ import faultkit
 import pytest
 from test_slurm import invoke, wait_for  # skips this module too where no cluster answers
 
+from hpc_marker.executors.slurm import TemplateSlurmExecutor
 from hpc_marker.planning.scan import find_pdfs
+from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
-from hpc_marker.runstate.record import resolve_run
-from hpc_marker.slurm import commands as slurm
+from hpc_marker.slurm.parse import SQUEUE_FORMAT, QueuedJob, parse_squeue
 
 pytestmark = pytest.mark.slurm
 
 
-def squeue_lines(ids: set[str]) -> list[slurm.QueuedJob]:
-    out = subprocess.run(["squeue", "--me", "-h", f"--format={slurm.SQUEUE_FORMAT}"], capture_output=True, text=True,
+def squeue_lines(ids: set[str]) -> list[QueuedJob]:
+    out = subprocess.run(["squeue", "--me", "-h", f"--format={SQUEUE_FORMAT}"], capture_output=True, text=True,
                          check=True).stdout
-    return [job for job in slurm.parse_squeue(out) if job.base_id in ids]
+    return [job for job in parse_squeue(out) if job.base_id in ids]
 
 
 def failed_job() -> str:
@@ -43,13 +44,13 @@ def failed_job() -> str:
 def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, request):
     out = tmp_path / "out"
     with pytest.MonkeyPatch.context() as patch:  # the run's jobs are submitted held, so they cannot start yet
-        submission = slurm.TemplateSlurmExecutor._make_submission_command
+        submission = TemplateSlurmExecutor._make_submission_command
 
         def held(self, path):
             argv = submission(self, path)
             return [argv[0], "--hold", *argv[1:]]
 
-        patch.setattr(slurm.TemplateSlurmExecutor, "_make_submission_command", held)
+        patch.setattr(TemplateSlurmExecutor, "_make_submission_command", held)
         result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(out), "--gpus", "2", "--engine", "text",
                         "--cpus-per-task", "1", "--time", "20", "--run-id", "wedged")
     assert result.exit_code == 0, result.output

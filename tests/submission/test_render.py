@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from hpc_marker.cli.admin import sample_contexts as admin_sample_contexts
-from hpc_marker.runstate.record import RunPaths, RunRecord
-from hpc_marker.submission.launch import script_contexts
+from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.record import RunRecord
+from hpc_marker.submission.scripts import script_contexts
 from hpc_marker.submission.templates import ROLES, TemplateError, available_templates, render_role
 
 SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
@@ -22,7 +23,9 @@ def sample_contexts(run_dir: str | None = None, profile: str = "generic") -> dic
     if run_dir is not None:  # the same run in another folder
         record = RunRecord(run_id="r1", created=0.0, pdfs_root="/data/pdfs", out_dir="/o", engine="text",
                            engine_options={}, executor="slurm", tasks=4, gpus=4, workers_per_gpu=1, cpus_per_task=4,
-                           template="generic", partition="gpu", mem="32G")
+                           template="generic", partition="gpu", mem="32G", time_limit="04:00:00", steal=True,
+                           lease_seconds=120.0, item_timeout="auto", umask=0o077, profile="generic",
+                           job_settings={"gres": "gpu:1"})
         contexts = script_contexts(RunPaths(Path(run_dir)), record, python="/opt/venv/bin/python")
     return contexts
 

@@ -1,0 +1,216 @@
+"""`hpcmarker submit` and `hpcmarker plan`: from a folder of PDFs to a run (or just its plan)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from hpc_marker.cli.group import InputError
+from hpc_marker.cli.llm import parse_option
+from hpc_marker.engines import ENGINE_NAMES, EngineOptions
+from hpc_marker.executors import NAMES as EXECUTORS
+from hpc_marker.runstate.permissions import PERMISSIONS
+from hpc_marker.slurm.parse import base_id
+from hpc_marker.submission.request import STRATEGIES, LaunchError, parse_workers_per_gpu
+from hpc_marker.util.errors import Refused
+
+
+def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path | None,
+                    paginate: bool) -> EngineOptions:
+    extra = {}
+    if marker_config is not None:
+        try:
+            extra = EngineOptions.load_extra_config(marker_config)
+        except ValueError as exc:
+            raise InputError(f"--marker-config {exc}") from None
+    langs = tuple(x.strip() for x in (languages or "").split(",") if x.strip())
+    return EngineOptions(paginate=paginate, force_ocr=force_ocr, languages=langs, extra_config=extra)
+
+
+def _workers_per_gpu(_ctx, _param, value) -> int | None:
+    """auto (0: each task chooses, runtime/sizing.py) or a count of at least 1."""
+    if value is None:
+        return None
+    try:
+        return parse_workers_per_gpu(value)
+    except LaunchError:
+        raise click.BadParameter(f"{value!r}: use auto or a number of at least 1") from None
+
+
+@click.command()
+@click.option("--pdfs", required=True, type=click.Path(path_type=Path), help="Folder to scan for PDFs (recursively).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the Markdown (and the run folder).")
+@click.option("--gpus", type=int, show_default=True, help="GPUs = array tasks (at most one per work item).")
+@click.option("--profile", show_default=True,
+              help="Partition profile from the config (template, partition, GRES, account, setup lines...).")
+@click.option("--partition", help="Slurm partition (default: the profile's, else the cluster's default).")
+@click.option("--template", help="sbatch template (default: the profile's; see `hpcmarker templates list`).")
+@click.option("--engine", type=click.Choice(ENGINE_NAMES), show_default=True,
+              help="marker; text (the text layer, no models); benchmark (a benchmark tool: text output "
+                   "at a fixed cost per page, HPCMARKER_BENCH_SECONDS_PER_PAGE).")
+@click.option("--workers-per-gpu", show_default=True, metavar="auto|N", callback=_workers_per_gpu,
+              help="Worker processes per task; auto: from the GPU's memory, the task's CPUs and the engine.")
+@click.option("--cpus-per-task", type=int, help="CPUs each array task asks for (default: the profile's, else 4).")
+@click.option("--mem", help="Memory per task, as sbatch --mem takes it (e.g. 32G; default: the profile's).")
+@click.option("--time", "time_limit", help="Time limit per task (default: the profile's, else 04:00:00).")
+@click.option("--force-ocr", is_flag=True, help="OCR every page (marker).")
+@click.option("--languages", help="Comma-separated languages for OCR (marker versions that take them).")
+@click.option("--marker-config", type=click.Path(path_type=Path), help="JSON file of extra marker settings.")
+@click.option("--paginate/--no-paginate", default=None, show_default=True, help="Page separators in the Markdown.")
+@click.option("--executor", type=click.Choice(["auto", *EXECUTORS]), show_default=True,
+              help="auto: Slurm when sbatch is on PATH, else this machine.")
+@click.option("--run-id", help="Name the run (default: a timestamp).")
+@click.option("--split-pages", type=int, help="Split PDFs longer than this into page ranges "
+              "(default: a quarter of total pages / GPUs, at least 16; 0: never split).")
+@click.option("--steal/--no-steal", default=None, show_default=True,
+              help="Tasks that run out of work take over other tasks' unfinished items.")
+@click.option("--lease-seconds", show_default=True, type=float,
+              help="A claimed item whose task stops renewing its claim this long is taken over.")
+@click.option("--plan-strategy", type=click.Choice(STRATEGIES), show_default=True,
+              help="static: marker's chunk_convert sharding (files in listing order, no split, no "
+                   "stealing), for comparison.")
+@click.option("--force", is_flag=True, help="Also convert PDFs whose outputs are complete and up to date.")
+@click.option("--llm", "llm_model", metavar="MODEL", help="Refine with this Ollama model, served by a service job "
+              "of the run (marker: --use_llm; text: each page rewritten as clean Markdown).")
+@click.option("--llm-gpus", show_default=True, type=int, help="GPUs of the LLM service job.")
+@click.option("--llm-parallel", show_default=True, type=int,
+              help="OLLAMA_NUM_PARALLEL: concurrent generations (choose with `hpcmarker llm bench`).")
+@click.option("--llm-ctx", type=int, help="num_ctx of the model (a derived model is created and reused).")
+@click.option("--llm-option", "llm_options", multiple=True, metavar="KEY=VALUE",
+              help="Further model parameters (e.g. temperature=0); repeatable.")
+@click.option("--llm-wait", show_default=True, type=float,
+              help="Seconds a task waits for the LLM service before failing.")
+@click.option("--llm-bind", metavar="HOST", help="Address of the service's authenticating front "
+              "(default: the service node's hostname address).")
+@click.option("--item-timeout", show_default=True, metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
+              help="Wall-clock limit per work item; past it only that item's worker is ended and the item is "
+                   "recorded `timeout` (auto: 300 s + 60 s/page; a worker's first item also gets the engine's "
+                   "model-loading allowance: marker 600 s, text 30 s).")
+@click.option("--worker-memory", metavar="SIZE", help="Address-space cap per worker (e.g. 8G) for CPU engines: "
+              "an item that needs more fails alone (marker: use --mem).")
+@click.option("--permissions", type=click.Choice(list(PERMISSIONS)), show_default=True, help="Who may read the Markdown written (the run folder stays private).")
+@click.option("--inference-server", type=click.Choice(["auto", "off", "native", "apptainer", "singularity"]),
+              help="marker 2.x's VLM server, one per task: native (`vllm serve` from the job's environment), "
+                   "apptainer (in the profile's inference_image), off (SURYA_INFERENCE_URL or surya's own); "
+                   "auto (default): the profile's inference_server, else native.")
+@click.option("--inference-startup-timeout", type=float, metavar="SECONDS", show_default=True,
+              help="Seconds a task waits for its inference server to answer.")
+@click.option("--dry-run", is_flag=True, help="Do everything but submit; print the sbatch scripts.")
+def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
+           force_ocr, languages, marker_config, paginate, executor, run_id, split_pages, steal, lease_seconds,
+           plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind,
+           item_timeout, worker_memory, permissions, inference_server, inference_startup_timeout, dry_run) -> None:
+    """Scan PDFS, plan, and submit the conversion array and its collector."""
+    from hpc_marker.executors import executor_for
+    from hpc_marker.slurm.commands import SlurmError
+    from hpc_marker.submission.launch import prepare_run, submit_run
+    from hpc_marker.submission.request import LlmRequest, NothingToDo, SubmitRequest
+    from hpc_marker.submission.scripts import dry_run_text
+
+    llm = None
+    if llm_model:
+        parsed = dict(parse_option(text) for text in llm_options)
+        llm = LlmRequest(model=llm_model, gpus=llm_gpus, parallel=llm_parallel, ctx=llm_ctx, options=parsed,
+                         wait_timeout_s=llm_wait, bind_host=llm_bind)
+    elif llm_options or llm_ctx:
+        raise InputError("--llm-ctx and --llm-option need --llm MODEL")
+    request = SubmitRequest(
+        pdfs=pdfs, out=out, gpus=gpus, engine=engine,
+        engine_options=_engine_options(force_ocr, languages, marker_config, paginate),
+        profile=profile, partition=partition, template=template, workers_per_gpu=workers_per_gpu,
+        cpus_per_task=cpus_per_task, mem=mem, time_limit=time_limit, executor=executor, run_id=run_id,
+        split_pages=split_pages, steal=steal, lease_seconds=lease_seconds, plan_strategy=plan_strategy, force=force,
+        llm=llm, item_timeout=item_timeout, worker_memory=worker_memory, permissions=permissions,
+        inference_server=inference_server, inference_startup_timeout=inference_startup_timeout)
+    try:
+        prepared = prepare_run(request, create=not dry_run)
+    except NothingToDo as exc:
+        click.echo(str(exc))
+        return
+    if dry_run:
+        click.echo(dry_run_text(prepared.scripts), nl=False)
+        return
+    plan, record = prepared.plan, prepared.record
+    executor_used = executor_for(record.executor)
+    if prepared.up_to_date:
+        click.echo(f"skipping {len(prepared.up_to_date)} PDFs whose outputs are up to date (--force redoes them)")
+    click.echo(f"run {record.run_id}: {len(prepared.scanned)} PDFs ({len(plan.items)} work items), "
+               f"{plan.total_pages} pages, {record.tasks} tasks ({record.executor}); run folder {prepared.paths.root}")
+    for pdf in prepared.scanned:
+        if pdf.error:
+            click.echo(f"  will fail: {pdf.relpath}: {pdf.error}", err=True)
+    try:
+        record = submit_run(prepared, progress=ProgressPrinter())
+    except SlurmError as exc:
+        raise click.ClickException(f"{exc} (script: {prepared.paths.scripts})") from None
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted: run {record.run_id} stopped") from None
+    except Refused as exc:  # a local run whose collector could not finish
+        raise click.ClickException(f"run {record.run_id}: {exc}; when fixed: hpcmarker retry {record.run_id}") from None
+    if not executor_used.waits:
+        click.echo(f"submitted: array {base_id(record.jobs['convert'][0])} "
+                   f"({record.tasks} tasks), collector {record.jobs['collect'][0]}")
+        click.echo(f"follow it with: hpcmarker status {record.run_id}")
+        return
+    summary = json.loads(prepared.paths.summary.read_text())
+    kinds = ", ".join(f"{n} {status}" for status, n in summary.get("by_status", {}).items()
+                      if n and status not in ("ok", "failed"))
+    click.echo(f"done: {summary['ok']} ok, {summary['failed']} failed{f' ({kinds})' if kinds else ''}; "
+               f"Markdown in {record.out_dir}")
+    for failure in summary["failures"]:
+        click.echo(f"  {failure.get('status', 'failed')}: {failure['pdf']}: {failure['error']}", err=True)
+
+
+class ProgressPrinter:
+    """A waiting (local) run's progress on stderr, at most every `every_s` seconds."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s, self.last = every_s, 0.0
+
+    def __call__(self, paths) -> None:
+        if time.time() - self.last < self.every_s:
+            return
+        self.last = time.time()
+        from hpc_marker.manage.status import load_status
+
+        s = load_status(paths)
+        click.echo(f"  {s.ok + s.failed}/{s.items} items, {s.pages_done}/{s.pages} pages", err=True)
+
+
+@click.command("plan")
+@click.option("--pdfs", required=True, type=click.Path(path_type=Path))
+@click.option("--gpus", default=1, show_default=True, type=int)
+@click.option("--split-pages", type=int, help="As for submit (default derived; 0: never split).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def plan_command(pdfs, gpus, split_pages, fmt) -> None:
+    """Print the plan (tasks, their work items and pages) without submitting."""
+    from hpc_marker.planning.plan import make_plan, work_items
+    from hpc_marker.planning.scan import ScanError, scan_pdfs
+
+    if gpus < 1:
+        raise InputError(f"--gpus {gpus}: must be at least 1")
+    try:
+        scanned = scan_pdfs(pdfs)
+    except ScanError as exc:
+        raise InputError(f"--pdfs {exc}") from None
+    the_plan = make_plan(work_items(scanned), gpus, split_pages=split_pages)
+    if fmt == "json":
+        data = the_plan.to_json()
+        data.update(pdfs=str(pdfs.resolve()), gpus=gpus, imbalance=round(the_plan.imbalance(), 4))
+        click.echo(json.dumps(data, indent=1, ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(the_plan.items)} PDFs, {the_plan.total_pages} pages on {len(the_plan.tasks)} tasks "
+                        f"(busiest / ideal = {the_plan.imbalance():.3f})", title_justify="left")
+    for column in ("task", "pdf", "pages", "range"):
+        table.add_column(column, justify="right" if column in ("task", "pages") else "left")
+    for task in the_plan.tasks:
+        for item in task.items:
+            table.add_row(str(task.index), item.pdf, str(item.pages), item.page_label())
+        table.add_row(str(task.index), "[bold]total", f"[bold]{task.pages}", "", end_section=True)
+    Console().print(table)

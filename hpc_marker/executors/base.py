@@ -1,0 +1,71 @@
+"""The executor protocol: where a run's jobs run, and what the rest of hpcmarker may ask about them.
+
+Submission hands an executor the rendered scripts and the callables each role runs (`RunJobs`);
+management asks it for the jobs' states (`observe`), whether any is still active, to cancel
+them, and to stop the run's service. Nothing outside `executors/` asks which executor a run has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.record import RunRecord
+
+Progress = Callable[[RunPaths], None]  # called every second or so while a waiting executor runs
+JobsSeen = Callable[[dict[str, list[str]]], None]  # told the job ids as soon as jobs exist (before waiting)
+
+# The roles whose jobs a run has (RunRecord.jobs keys); any other key (history) is not a live job.
+ROLES = ("service", "convert", "collect")
+
+
+@dataclass(frozen=True)
+class RunJobs:
+    """What each role's job calls: built by submission, run by the executor (pickled by submitit)."""
+
+    convert: Callable[[str, int], Any]  # (run folder, task index)
+    collect: Callable[[str], Any]  # (run folder)
+    service: Callable[[str], Any] | None = None  # (run folder); only for a run with an LLM service
+
+
+@dataclass
+class Observation:
+    """The scheduler's view of a run's jobs."""
+
+    states: dict[str, str]  # job id -> Slurm state word (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED...)
+    wedged: str | None = None  # one line when a job of the run can never start
+    cancelled: list[str] = field(default_factory=list)  # jobs cancelled because the run was wedged
+
+
+class Executor(Protocol):
+    name: str  # as stored in run.json: "slurm" or "local"
+    waits: bool  # submit returns only once the run is over (and collected)
+
+    def check_resources(self, partition: str | None, gpus: int) -> str | None:
+        """Validate the request against this executor's resources; the partition to use.
+        Raises a UserError subclass with a one-line reason."""
+
+    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], indices: list[int],
+               jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
+        """Start the service (if any), the tasks `indices`, and the collector after them; role -> job ids.
+        `seen` is told the ids of the jobs started so far before anything is waited for."""
+
+    def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
+                cancel_wedged: bool = False) -> Observation:
+        """The states of the run's jobs; a wedged run is described, and cancelled when asked."""
+
+    def active(self, record: RunRecord) -> list[str]:
+        """The run's jobs that are still queued or running."""
+
+    def cancel(self, record: RunRecord) -> list[str]:
+        """Cancel every job of the run and wait until none is left; returns their ids."""
+
+    def stop_service(self, record: RunRecord) -> list[str]:
+        """Stop the run's LLM service (the array is over); returns its job ids."""
+
+
+def live_job_ids(record: RunRecord, roles: tuple[str, ...] = ROLES) -> list[str]:
+    """The job ids of these roles (the current ones: a resumed task's newest job)."""
+    return [jid for role in roles for jid in record.jobs.get(role, [])]

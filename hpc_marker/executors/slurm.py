@@ -1,0 +1,184 @@
+"""The Slurm executor: our rendered sbatch scripts submitted through submitit; the run's jobs observed,
+cancelled and stopped with Slurm's own commands.
+
+`TemplateSlurmExecutor` is submitit's SlurmExecutor with two changes: the script text is the one
+hpcmarker rendered from its templates (so `--dry-run` prints exactly what is sent), and dependencies
+travel on the `sbatch` command line, not in the script.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core import core, utils
+from submitit.slurm.slurm import SlurmJob
+
+from hpc_marker.executors.base import JobsSeen, Observation, Progress, RunJobs, live_job_ids
+from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.record import RunRecord
+from hpc_marker.slurm import commands
+from hpc_marker.slurm.commands import SlurmError
+from hpc_marker.slurm.parse import base_id, parse_time_limit
+from hpc_marker.slurm.wedge import describe, find_wedge
+from hpc_marker.util.errors import UserError
+
+QUEUE_DRAIN_TIMEOUT_S = 60.0
+COLLECT_TIME_MIN = 30
+
+
+class ClusterRequestError(UserError):
+    """The request does not fit the cluster (partition, GPUs); nothing was submitted."""
+
+
+class CancelError(SlurmError):
+    """Some job of the run is still there after cancelling."""
+
+
+def submitit_command(python: str, folder: Path) -> list[str]:
+    """The command a job runs: submitit's runner on the pickled call in `folder`."""
+    return [python, "-u", "-m", "submitit.core._submit", str(folder)]
+
+
+def job_log_paths(folder: Path, array: bool) -> tuple[str, str]:
+    """stdout/stderr patterns as submitit expects them for a job (or array task) in `folder`."""
+    paths = utils.JobPaths(folder=folder)
+    out, err = str(paths.stdout), str(paths.stderr)
+    if array:
+        out, err = out.replace("%j", "%A_%a"), err.replace("%j", "%A_%a")
+    return out.replace("%t", "0"), err.replace("%t", "0")
+
+
+class TemplateSlurmExecutor(submitit.SlurmExecutor):
+    """Submits `script` (already rendered) as is; with `array_indices` as an array of those tasks."""
+
+    def __init__(self, folder: Path, script: str, *, array_indices: list[int] | None = None, timeout_min: int = 60,
+                 dependency: str | None = None) -> None:
+        super().__init__(folder=folder)
+        self.script = script
+        self.array_indices = array_indices or []
+        self.timeout_min = timeout_min
+        self.dependency = dependency
+
+    def _make_submission_file_text(self, command: str, uid: str) -> str:
+        return self.script
+
+    def _make_submission_command(self, submission_file_path: Path) -> list[str]:
+        argv = ["sbatch"]
+        if self.dependency:
+            argv.append(f"--dependency={self.dependency}")
+        return [*argv, str(submission_file_path)]
+
+    def _submit_command(self, command: str) -> core.Job[Any]:
+        try:
+            return super()._submit_command(command)
+        except utils.FailedJobError as exc:
+            argv = self._make_submission_command(Path("<script>"))
+            detail = str(exc).strip().splitlines()
+            raise SlurmError(f"{shlex.join(argv)} failed: {detail[-1] if detail else 'no message'}") from None
+
+    def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list[core.Job[Any]]:
+        if not self.array_indices:
+            return core.PicklingExecutor._internal_process_submissions(self, delayed_submissions)
+        if len(delayed_submissions) != len(self.array_indices):
+            raise ValueError(f"script declares {len(self.array_indices)} array tasks, got {len(delayed_submissions)}")
+        folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pickles = []
+        for delayed in delayed_submissions:
+            path = folder / f"{uuid.uuid4().hex}.pkl"
+            delayed.set_timeout(self.timeout_min, self.max_num_timeout)
+            delayed.dump(path)
+            pickles.append(path)
+        first = self._submit_command(self._submitit_command_str)
+        jobs: list[core.Job[Any]] = [
+            SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{index}", tasks=[0])
+            for index in self.array_indices
+        ]
+        for job, path in zip(jobs, pickles):
+            job.paths.move_temporary_file(path, "submitted_pickle")
+        return jobs
+
+
+class SlurmExecutor:
+    name = "slurm"
+    waits = False
+
+    def check_resources(self, partition: str | None, gpus: int) -> str | None:
+        if gpus < 1:
+            raise ClusterRequestError(f"--gpus {gpus}: a Slurm run needs at least one GPU")
+        try:
+            known = commands.partitions()
+            chosen = partition or commands.default_partition()
+        except SlurmError as exc:
+            raise ClusterRequestError(f"cannot reach Slurm: {exc}") from None
+        if partition and partition not in known:
+            raise ClusterRequestError(f"--partition {partition}: no such partition; "
+                                      f"partitions here: {', '.join(sorted(known)) or '(none)'}")
+        if chosen and "gpu" not in known.get(chosen, ""):
+            raise ClusterRequestError(f"partition {chosen!r} has no GPUs (GRES {known.get(chosen) or 'none'}); "
+                                      "choose another with --partition")
+        return chosen
+
+    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], indices: list[int],
+               jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
+        """The service (if any), the array of tasks `indices` after it, and the collector after the array."""
+        timeout_min = parse_time_limit(record.time_limit) or 60
+        ids: dict[str, list[str]] = {}
+        dependency = None
+        if "service" in scripts and jobs.service is not None:
+            service = TemplateSlurmExecutor(paths.jobs, scripts["service"], timeout_min=timeout_min)
+            ids["service"] = [service.submit(jobs.service, str(paths.root)).job_id]
+            if seen:
+                seen(dict(ids))  # tasks and `cancel` find the service job meanwhile
+            dependency = f"after:{ids['service'][0]}"  # the array starts once the service has started
+        convert = TemplateSlurmExecutor(paths.jobs, scripts["convert"], dependency=dependency,
+                                        array_indices=indices, timeout_min=timeout_min)
+        tasks = convert.submit_array([functools.partial(jobs.convert, str(paths.root), i) for i in indices])
+        collect = TemplateSlurmExecutor(paths.jobs, scripts["collect"], timeout_min=COLLECT_TIME_MIN,
+                                        dependency=f"afterany:{base_id(tasks[0].job_id)}")
+        collector = collect.submit(jobs.collect, str(paths.root))
+        return ids | {"convert": [job.job_id for job in tasks], "collect": [collector.job_id]}
+
+    def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
+                cancel_wedged: bool = False) -> Observation:
+        ids = live_job_ids(record)
+        states = commands.job_states(ids)
+        if not any(states.get(jid, "UNKNOWN") in {"PENDING", "UNKNOWN"} for jid in ids):
+            return Observation(states)  # only a pending job can wait forever (sacct may not know a new one yet)
+        wedge = find_wedge(record.jobs, commands.queue(ids), states)
+        if wedge is None:
+            return Observation(states)
+        if not cancel_wedged:
+            return Observation(states, describe(record.run_id, wedge, cancelled=False))
+        self._cancel_and_drain(list(wedge.queued))
+        return Observation(commands.job_states(ids), describe(record.run_id, wedge, cancelled=True),
+                           cancelled=list(wedge.queued))
+
+    def active(self, record: RunRecord) -> list[str]:
+        return commands.queued_jobs(live_job_ids(record))
+
+    def cancel(self, record: RunRecord) -> list[str]:
+        ids = live_job_ids(record)
+        self._cancel_and_drain(ids)
+        return ids
+
+    def stop_service(self, record: RunRecord) -> list[str]:
+        ids = record.jobs.get("service", [])
+        if ids:
+            commands.cancel_jobs(ids)
+        return ids
+
+    @staticmethod
+    def _cancel_and_drain(ids: list[str], drain_timeout_s: float = QUEUE_DRAIN_TIMEOUT_S) -> None:
+        commands.cancel_jobs(ids)
+        deadline = time.monotonic() + drain_timeout_s
+        while (left := commands.queued_jobs(ids)) and time.monotonic() < deadline:
+            time.sleep(1.0)
+        if left:
+            raise CancelError(f"still in squeue after {drain_timeout_s:.0f}s: {', '.join(left)}")

@@ -1,0 +1,93 @@
+"""The run folder: `OUT/.hpcmarker/runs/<run-id>/`, and where everything of a run lives in it.
+
+  run.json     the RunRecord (settings and job ids)
+  plan.json    the Plan
+  scripts/     the rendered sbatch scripts, exactly as submitted
+  jobs/        submitit's folder (pickles, per-job logs)
+  manifests/   task-<i>.jsonl, one JSON line per work item
+  claims/      who converts which item, and which items are done (claims.py)
+  staging/     outputs being written, renamed into place when whole
+  parts/       finished parts of split PDFs, until they are merged into one document
+  logs/        task logs gathered by the collector
+  manifest.csv, summary.json   written by the collector
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hpc_marker.runstate.record import RunRecord
+from hpc_marker.util.files import atomic_write
+
+RUNS_SUBDIR = Path(".hpcmarker") / "runs"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    @property
+    def record(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def scripts(self) -> Path:
+        return self.root / "scripts"
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def claims(self) -> Path:
+        return self.root / "claims"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def parts(self) -> Path:
+        return self.root / "parts"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def manifest_csv(self) -> Path:
+        return self.root / "manifest.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    def task_manifest(self, index: int) -> Path:
+        return self.manifests / f"task-{index}.jsonl"
+
+    def create(self) -> None:
+        """Make the run folder tree, private to the user."""
+        for folder in (self.root, self.scripts, self.jobs, self.manifests, self.claims, self.staging,
+                       self.parts, self.logs):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            folder.chmod(0o700)  # mkdir's mode is filtered by the umask
+
+    def load_record(self) -> RunRecord:
+        return RunRecord(**json.loads(self.record.read_text()))
+
+    def save_record(self, record: RunRecord) -> None:
+        atomic_write(self.record, json.dumps(asdict(record), indent=1) + "\n")

@@ -1,0 +1,109 @@
+"""Pure parsers of what Slurm prints and takes: job ids, array specs, time limits, squeue lines, dependencies.
+
+Nothing here runs a command; `commands.py` does, and hands the text to these functions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from submitit.slurm.slurm import read_job_id
+
+SQUEUE_FORMAT = "%i|%T|%r|%E"  # job id, state, reason, dependencies
+_DEPENDENCY = re.compile(r"(\w+):(\d+(?:_[\d*]+)?)(?:\+\d+)?\((\w+)\)")
+_TIME = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
+
+
+def base_id(job_id: str) -> str:
+    """'123_4' -> '123' (the array's job id); '123' -> '123'."""
+    return job_id.split("_", 1)[0]
+
+
+def base_ids(job_ids: list[str]) -> list[str]:
+    """The distinct base ids of these jobs, sorted ('-', a job never submitted, is left out)."""
+    return sorted({base_id(jid) for jid in job_ids if jid and jid != "-"})
+
+
+def expand_queued_id(job_id: str) -> list[str]:
+    """'123_[0-2,5%2]' -> ['123_0', '123_1', '123_2', '123_5'] (submitit's parser); any other id -> [id]."""
+    if "[" not in job_id:
+        return [job_id]
+    ids = []
+    for main, *span in read_job_id(job_id):
+        low = int(span[0])
+        high = int(span[1]) if len(span) > 1 else low
+        ids += [f"{main}_{i}" for i in range(low, high + 1)]
+    return ids
+
+
+def array_spec(indices: list[int], throttle: int | None = None) -> str:
+    """Slurm's --array value for these task indices: '0-3' when contiguous, else '1,4,7';
+    with `throttle` K, '%K' at most K running at once."""
+    if indices == list(range(indices[0], indices[0] + len(indices))):
+        spec = f"{indices[0]}-{indices[-1]}"
+    else:
+        spec = ",".join(str(i) for i in indices)
+    return f"{spec}%{throttle}" if throttle else spec
+
+
+def parse_time_limit(text: str) -> int | None:
+    """Slurm time formats (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) to whole minutes (at least 1);
+    None when `text` is not one of them."""
+    match = _TIME.fullmatch(text.strip())
+    if not match:
+        return None
+    days, a, b, c = (int(x) if x else None for x in match.groups())
+    if days is not None:  # D-H[:M[:S]]
+        seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+    elif c is not None:  # H:M:S
+        seconds = a * 3600 + b * 60 + c
+    elif b is not None:  # M:S
+        seconds = a * 60 + b
+    else:  # M
+        seconds = a * 60
+    return max(1, -(-seconds // 60))
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """One squeue line: a job, an array task ('123_4'), or pending array tasks folded as '123_[0-3]'."""
+
+    job_id: str
+    state: str
+    reason: str  # why it pends ('Dependency', 'DependencyNeverSatisfied', ...); 'None' when running
+    dependency: str = ""  # as squeue's %E prints it, e.g. 'afterok:122(failed)'; '' when none
+
+    @property
+    def base_id(self) -> str:
+        return base_id(self.job_id)
+
+
+@dataclass(frozen=True)
+class Dependency:
+    kind: str  # after, afterany, afterok, afternotok...
+    job_id: str  # '122', or '123_*' for a whole array
+    state: str  # as squeue words it: unfulfilled, fulfilled, failed
+
+
+def parse_squeue(text: str) -> list[QueuedJob]:
+    """Output of `squeue --noheader --format=SQUEUE_FORMAT` -> one QueuedJob a line."""
+    jobs = []
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split("|", 3)]
+        if len(fields) < 3 or not fields[0]:
+            continue
+        dependency = fields[3] if len(fields) == 4 and fields[3] != "(null)" else ""
+        jobs.append(QueuedJob(fields[0], fields[1], fields[2], dependency))
+    return jobs
+
+
+def parse_dependency(text: str) -> list[Dependency]:
+    """squeue's %E ('afterok:122(failed),afterany:123_*(unfulfilled)', '?' between OR'ed ones)."""
+    return [Dependency(*match.groups()) for match in _DEPENDENCY.finditer(text)]
+
+
+def fill_from_queue(states: dict[str, str], job_ids: list[str], queued: list[QueuedJob]) -> dict[str, str]:
+    """sacct's states, plus squeue's for the jobs sacct does not show yet (just submitted)."""
+    from_queue = {jid: job.state for job in queued for jid in expand_queued_id(job.job_id)}
+    return dict(states) | {jid: from_queue[jid] for jid in job_ids if jid not in states and jid in from_queue}

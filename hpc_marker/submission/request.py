@@ -1,0 +1,168 @@
+"""What the user asked for: SubmitRequest and LlmRequest, the profile they resolve against, and the
+checks that refuse bad input before anything is created (one line, exit code 2).
+
+Every default comes from the config (config/defaults.toml, then site and user files):
+`SubmitRequest.with_defaults` fills what the caller did not give, as the command line does.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hpc_marker.config import ConfigError, load_config
+from hpc_marker.engines import EngineOptions
+from hpc_marker.runstate.permissions import PERMISSIONS, file_mode_mask
+from hpc_marker.runtime.limits import check_item_limits
+from hpc_marker.slurm.parse import parse_time_limit
+from hpc_marker.util.errors import UserError
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+STRATEGIES = ("pages", "static")  # static: marker's chunk_convert sharding (no split, no stealing), for comparison
+LLM_REQUEST_TIMEOUT_S = 600.0  # per LLM request, at the front
+LLM_SERVICE_CPUS = 4
+# Template variables hpcmarker sets itself: a profile's `vars` must not shadow them.
+RESERVED_VARIABLES = {"run_id", "run_dir", "comment", "partition", "setup", "command", "python", "job_folder",
+                      "account", "qos", "constraint", "job_name", "tasks", "array", "gres", "cpus_per_task", "mem",
+                      "time", "signal", "stdout", "stderr", "llm_gpus"}
+
+
+class LaunchError(UserError):
+    """Bad input or an unusable cluster setting: nothing was submitted."""
+
+
+class NothingToDo(Exception):
+    """Every PDF already has an up-to-date output (not an error: nothing to submit)."""
+
+
+def parse_workers_per_gpu(value: Any) -> int:
+    """`auto` -> 0 (each task chooses, runtime/sizing.py), else a count of at least 1."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise LaunchError(f"--workers-per-gpu {value!r}: use auto or a number of at least 1")
+    return int(text)
+
+
+@dataclass
+class LlmRequest:
+    """`--llm MODEL` and its settings: the run gets an LLM service job."""
+
+    model: str
+    gpus: int
+    parallel: int
+    wait_timeout_s: float  # how long a task waits for the service before failing
+    ctx: int | None = None
+    options: dict = field(default_factory=dict)
+    bind_host: str | None = None  # the front's address (None: this node's hostname address)
+    request_timeout_s: float = LLM_REQUEST_TIMEOUT_S
+    concurrency: int | None = None  # LLM requests in flight per task (text engine); None: parallel
+    cpus: int = LLM_SERVICE_CPUS
+    mem: str | None = None
+
+    def record(self) -> dict:
+        return {"model": self.model, "gpus": self.gpus, "parallel": self.parallel, "ctx": self.ctx,
+                "options": self.options, "wait_timeout_s": self.wait_timeout_s,
+                "request_timeout_s": self.request_timeout_s, "concurrency": self.concurrency or self.parallel,
+                "cpus": self.cpus, "mem": self.mem}
+
+
+@dataclass
+class SubmitRequest:
+    """One `hpcmarker submit`. Fields without a default are options whose default lives in the config."""
+
+    pdfs: Path
+    out: Path
+    gpus: int
+    engine: str
+    engine_options: EngineOptions
+    profile: str
+    workers_per_gpu: int  # 0: auto, chosen by each task
+    executor: str  # auto, slurm, local
+    steal: bool
+    lease_seconds: float
+    plan_strategy: str  # one of STRATEGIES
+    item_timeout: str  # see runtime/limits.py
+    permissions: str  # a key of PERMISSIONS
+    inference_startup_timeout: float
+    # Unset (None): the profile's value, then the config's [job] value, or derived
+    partition: str | None = None
+    template: str | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    time_limit: str | None = None
+    split_pages: int | None = None  # None: derived from the plan; 0: never split
+    worker_memory: str | None = None
+    inference_server: str | None = None  # marker 2.x's per-task server; None or auto: the profile's, else native
+    run_id: str | None = None
+    force: bool = False  # convert PDFs whose outputs are already complete and up to date
+    llm: LlmRequest | None = None
+
+    @classmethod
+    def with_defaults(cls, pdfs: Path, out: Path, **given: Any) -> SubmitRequest:
+        """A request with the config's defaults for every option not in `given` (as `submit` does)."""
+        defaults = load_config().submit_defaults()
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in defaults.items() if key in known}
+        values.update(given)
+        if "engine_options" not in given:
+            values["engine_options"] = EngineOptions(paginate=bool(defaults.get("paginate", True)))
+        if isinstance(values["workers_per_gpu"], str):  # "auto", as the config writes it
+            values["workers_per_gpu"] = parse_workers_per_gpu(values["workers_per_gpu"])
+        return cls(pdfs=Path(pdfs), out=Path(out), **values)
+
+
+def resolve_profile(request: SubmitRequest) -> tuple[dict, dict]:
+    """(effective partition/template/cpus/mem/time and inference keys, job settings for the templates)."""
+    config = load_config()
+    try:
+        profile = config.profile(request.profile)
+    except ConfigError as exc:
+        raise LaunchError(f"--profile {exc}") from None
+    clash = sorted(set(profile.get("vars", {})) & RESERVED_VARIABLES)
+    if clash:
+        raise LaunchError(f"profile {request.profile!r}: vars {', '.join(clash)} shadow built-in template variables")
+    job = dict(config.job_defaults(), **profile)  # the profile's keys, else the config's [job] ones
+    explicit = {"partition": request.partition, "template": request.template, "cpus_per_task": request.cpus_per_task,
+                "mem": request.mem, "time": request.time_limit}
+    chosen: dict[str, Any] = {key: value if value is not None else job.get(key) for key, value in explicit.items()}
+    settings = {"gres": job.get("gres"), "account": profile.get("account"), "qos": profile.get("qos"),
+                "constraint": profile.get("constraint"), "setup": list(profile.get("setup", [])),
+                "llm_gres_type": profile.get("llm_gres_type"), "vars": dict(profile.get("vars", {}))}
+    chosen["inference"] = {key: value for key, value in profile.items() if key.startswith("inference_")}
+    return chosen, settings
+
+
+def check_request(request: SubmitRequest, chosen: dict) -> None:
+    """The request's own values (no files, no cluster): LaunchError with a one-line reason."""
+    if request.workers_per_gpu < 0:
+        raise LaunchError(f"--workers-per-gpu {request.workers_per_gpu}: must be at least 1 (or auto)")
+    if request.gpus < 0:
+        raise LaunchError(f"--gpus {request.gpus}: must not be negative")
+    if parse_time_limit(str(chosen["time"])) is None:
+        raise LaunchError(f"--time {chosen['time']!r}: use minutes, HH:MM:SS or D-HH:MM:SS")
+    try:
+        check_item_limits(request.item_timeout, request.worker_memory, request.engine)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
+    if request.permissions not in PERMISSIONS:
+        raise LaunchError(f"--permissions {request.permissions!r}: choose from {', '.join(PERMISSIONS)}")
+    if request.plan_strategy not in STRATEGIES:
+        raise LaunchError(f"--plan-strategy {request.plan_strategy!r}: choose from {', '.join(STRATEGIES)}")
+    if request.run_id is not None and not RUN_ID_PATTERN.match(request.run_id):
+        raise LaunchError(f"--run-id {request.run_id!r}: use letters, digits, '.', '_' and '-'")
+
+
+def check_out_dir(out: Path, umask: int) -> None:
+    """`out` exists (created if need be) and takes a file."""
+    try:
+        with file_mode_mask(umask):
+            out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".hpcmarker-write-test-"):
+            pass
+    except OSError as exc:
+        raise LaunchError(f"--out {out}: cannot write there ({exc.strerror})") from None
