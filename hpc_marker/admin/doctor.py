@@ -254,12 +254,13 @@ def check_llm_model(model: str, host: str | None = None, models_dir: str | None 
     import httpx
     import ollama
 
+    from hpc_marker.llm.client import ollama_client
     from hpc_marker.llm.settings import normalize_model
 
     url = ollama_url(host)
     folder = Path(models_dir or os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models")
     fix = f"on a login node: hpcmarker prefetch --llm {model} (into the OLLAMA_MODELS the jobs use)"
-    client = ollama.Client(host=url, timeout=httpx.Timeout(timeout_s), trust_env=False)
+    client = ollama_client(url, timeout_s)
     try:
         if normalize_model(model) in {normalize_model(m.model) for m in client.list().models if m.model}:
             return Check(f"llm {model}", OK, f"on the Ollama at {url}")

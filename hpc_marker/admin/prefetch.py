@@ -2,7 +2,7 @@
 
 Owns: the cache layout (`CACHE/fonts`, `models`, `huggingface`, `ollama`), fetching marker's
 font and weights with marker's and surya's own download functions, pulling an Ollama model into
-OLLAMA_MODELS through a private `ollama serve`, and `CACHE/env.sh`: the `export` lines that point
+OLLAMA_MODELS through a private `ollama serve` (llm.process), and `CACHE/env.sh`: the `export` lines that point
 a job at the cache and keep it offline. Guide: docs/offline.md.
 
 The marker download runs in a child process (`_child_marker`): marker
@@ -153,7 +153,7 @@ def prefetch_marker(cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto",
         raise PrefetchError(f"could not fetch {failure['piece']} from {failure['url']} ({failure['error']}) after "
                             f"{result.seconds:.1f}s{rest}; run prefetch where that address can be reached")
     if code != 0:
-        from hpc_marker.llm.process import log_tail
+        from hpc_marker.servers.managed import log_tail
 
         raise PrefetchError(f"the marker download exited with code {code}; last lines of {log}: {log_tail(log, 3)}")
     return result
@@ -165,34 +165,30 @@ def prefetch_llm(model: str, models_dir: Path, *, log: Path, timeout_s: float = 
     import httpx
     import ollama
 
-    from hpc_marker.llm.process import OllamaError, OllamaProcess
+    from hpc_marker.llm.client import ollama_client
+    from hpc_marker.llm.process import OllamaError, start_ollama
     from hpc_marker.llm.settings import normalize_model
 
     models_dir.mkdir(parents=True, exist_ok=True)
-    process = None
     try:
-        process = OllamaProcess.start(log, models_dir=str(models_dir))
-        process.wait_ready(30.0)
-        client = ollama.Client(host=process.url, timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
-                               trust_env=False)
-        if normalize_model(model) in {normalize_model(m.model) for m in client.list().models if m.model}:
-            echo(f"  {model} is already in {models_dir} (`ollama pull` it there to update)")
-            return
-        last: tuple[str, int] = ("", -1)
-        for part in client.pull(model, stream=True):  # like `hpcmarker llm pull`: a line per status and 10 %
-            step = 10 * part.completed // part.total if part.total and part.completed is not None else -1
-            if part.status and (part.status, step) != last:
-                echo(f"  {part.status} {10 * step}%" if step >= 0 else f"  {part.status}")
-            last = (part.status or "", step)
+        with start_ollama(log, models_dir=str(models_dir)) as process:  # stopped (grace 10 s) on leaving
+            process.wait_ready(30.0)
+            client = ollama_client(process.url, timeout_s, connect_s=CONNECT_TIMEOUT_S)
+            if normalize_model(model) in {normalize_model(m.model) for m in client.list().models if m.model}:
+                echo(f"  {model} is already in {models_dir} (`ollama pull` it there to update)")
+                return
+            last: tuple[str, int] = ("", -1)
+            for part in client.pull(model, stream=True):  # like `hpcmarker llm pull`: a line per status and 10 %
+                step = 10 * part.completed // part.total if part.total and part.completed is not None else -1
+                if part.status and (part.status, step) != last:
+                    echo(f"  {part.status} {10 * step}%" if step >= 0 else f"  {part.status}")
+                last = (part.status or "", step)
     except OllamaError as exc:
         raise PrefetchError(str(exc)) from None
     except ollama.ResponseError as exc:
         raise PrefetchError(f"could not pull {model} into {models_dir}: {exc.error}") from None
     except (httpx.HTTPError, ConnectionError) as exc:
         raise PrefetchError(f"could not pull {model} into {models_dir}: {_reason(exc)}") from None
-    finally:
-        if process is not None:
-            process.stop(grace_s=10.0)
 
 
 # ---- the child process: runs with the cache variables set before marker is imported ----

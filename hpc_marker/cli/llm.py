@@ -110,8 +110,10 @@ def pull(model, url, timeout_s) -> None:
     import httpx
     import ollama
 
+    from hpc_marker.llm.client import ollama_client
+
     target = url or _default_url()
-    client = ollama.Client(host=target, timeout=httpx.Timeout(timeout_s, connect=10.0), trust_env=False)
+    client = ollama_client(target, timeout_s)
     last: tuple[str, int] = ("", -1)
     try:
         for part in client.pull(model, stream=True):
@@ -138,13 +140,15 @@ def create(name, base, ctx, options, url) -> None:
     import httpx
     import ollama
 
+    from hpc_marker.llm.client import ollama_client
+
     params = dict(parse_option(text) for text in options)
     if ctx is not None:
         if ctx < 256:
             raise InputError(f"--ctx {ctx}: must be at least 256 tokens")
         params["num_ctx"] = ctx
     target = url or _default_url()
-    client = ollama.Client(host=target, timeout=httpx.Timeout(600.0, connect=10.0), trust_env=False)
+    client = ollama_client(target, 600.0)
     try:
         client.create(model=name, from_=base, parameters=params or None)
     except ollama.ResponseError as exc:

@@ -46,6 +46,12 @@ def marker_version() -> str | None:
         return None
 
 
+def marker_major(version: str | None) -> int | None:
+    """The major version of a marker-pdf version string ("2.0.0" -> 2); None when there is none. Pure."""
+    head = (version or "").split(".")[0]
+    return int(head) if head.isdigit() else None
+
+
 def _series(version: str) -> tuple[int, int]:
     parts = (version.split(".") + ["0"])[:2]
     return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)

@@ -21,7 +21,8 @@ from typing import Iterator
 import httpx
 import ollama
 
-from hpc_marker.llm.process import OllamaProcess
+from hpc_marker.llm.client import ollama_client
+from hpc_marker.llm.process import start_ollama
 
 WORDS = ("the cluster converts papers into markdown while every node keeps its own queue of pages and "
          "each model answers in turn with careful attention to tables formulas headings and lists").split()
@@ -92,7 +93,7 @@ def run_level(client: ollama.Client, model: str, concurrency: int, requests: int
 def run_bench(url: str, model: str, parallel: list[int], requests: int, prompt_tokens: int = 512,
               max_tokens: int = 128, timeout_s: float = 300.0) -> list[BenchRow]:
     """One BenchRow per concurrency in `parallel`, after one warm-up request that loads the model."""
-    client = ollama.Client(host=url, trust_env=False, timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)))
+    client = ollama_client(url, timeout_s)
     try:
         try:
             client.generate(model=model, prompt="")  # loads the model: its load time is not measured
@@ -139,11 +140,8 @@ def bench_table(rows: list[BenchRow], title: str):
 def local_ollama(parallel: int, models_dir: str | None = None, ready_timeout_s: float = 60.0,
                  binary: str = "ollama") -> Iterator[str]:
     """Start `ollama serve` on a free loopback port for the bench; yields its URL, stops it after."""
-    with tempfile.TemporaryDirectory(prefix="hpcmarker-bench-") as tmp:
-        process = OllamaProcess.start(Path(tmp) / "ollama.log", binary=binary, parallel=parallel,
-                                      models_dir=models_dir, max_queue=max(512, 4 * parallel))
-        try:
-            process.wait_ready(ready_timeout_s)
-            yield process.url
-        finally:
-            process.stop(grace_s=10.0)
+    with (tempfile.TemporaryDirectory(prefix="hpcmarker-bench-") as tmp,
+          start_ollama(Path(tmp) / "ollama.log", binary=binary, parallel=parallel, models_dir=models_dir,
+                       max_queue=max(512, 4 * parallel)) as process):  # stopped (grace 10 s) on leaving
+        process.wait_ready(ready_timeout_s)
+        yield process.url

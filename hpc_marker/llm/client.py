@@ -1,11 +1,14 @@
-"""Client: the task side of a run's LLM service.
+"""Client: the task side of a run's LLM service, and the one way hpcmarker builds an `ollama.Client`.
 
-`wait_for_service(run_dir, timeout_s)` waits (bounded) until RUN/llm/endpoint.json is published
-and the front answers an authenticated /api/version, and returns the Endpoint. Its
-`base_url(task)` is what marker's `ollama_base_url` takes (the secret is inside the URL, so keep
-it out of logs: `Endpoint.redact`). `refine_pages` is the `text` engine's LLM refinement: each
-page's extracted text goes to the LLM, a bounded number at a time; a page whose request fails
-or times out (or whose answer is implausible) keeps its extracted text and is flagged degraded.
+`ollama_client(url, timeout_s)`: every `ollama.Client` of hpcmarker (service, bench, prefetch,
+doctor, `llm pull/create`, the refinement): bounded connect and requests, never through a proxy.
+`wait_for_service(run_dir, timeout_s)` waits (bounded, servers.health.poll_until) until
+RUN/llm/endpoint.json is published and the front answers an authenticated /api/version, and
+returns the Endpoint. Its `base_url(task)` is what marker's `ollama_base_url` takes (the secret is
+inside the URL, so keep it out of logs: `Endpoint.redact`). `refine_pages` is the `text` engine's
+LLM refinement: each page's extracted text goes to the LLM, a bounded number at a time; a page
+whose request fails or times out (or whose answer is implausible) keeps its extracted text and is
+flagged degraded.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ import httpx
 import ollama
 
 from hpc_marker.llm.settings import LlmPaths
+from hpc_marker.servers.health import NotReady, WaitTimeout, http_ok, poll_until
+
+CONNECT_TIMEOUT_S = 10.0
+SERVICE_PROBE_S = 5.0  # one /api/version request while waiting for the service, at most
 
 REFINE_SYSTEM_PROMPT = """You turn text extracted from one page of a PDF into clean Markdown.
 Rules:
@@ -30,6 +37,13 @@ Rules:
 - Undo hyphenation at line ends ("exam-" + "ple" -> "example") but keep real hyphens.
 - Keep numbers, formulas, citations, URLs and text in any language (e.g. Chinese) exactly as they are.
 Answer with the Markdown of the page and nothing else."""
+
+
+def ollama_client(url: str, timeout_s: float, connect_s: float = CONNECT_TIMEOUT_S) -> ollama.Client:
+    """An ollama.Client for `url` whose requests give up after timeout_s (connecting: after connect_s,
+    never longer than timeout_s), never through a proxy (the servers are on the cluster's network)."""
+    return ollama.Client(host=url, timeout=httpx.Timeout(timeout_s, connect=min(connect_s, timeout_s)),
+                         trust_env=False)
 
 
 class ServiceUnavailable(Exception):
@@ -94,26 +108,24 @@ def _service_job(run_dir: Path) -> str:
 def wait_for_service(run_dir: str | Path, timeout_s: float = 600.0, poll_s: float = 1.0) -> Endpoint:
     """Wait until the run's LLM service answers; raises ServiceUnavailable after timeout_s."""
     run_dir = Path(run_dir)
-    deadline = time.monotonic() + timeout_s
-    last = f"no {LlmPaths(run_dir).endpoint.relative_to(run_dir)} yet"
-    while True:
+
+    def probe(seconds_left: float) -> Endpoint | NotReady:
         endpoint = read_endpoint(run_dir)
-        remaining = deadline - time.monotonic()
-        if endpoint is not None:
-            try:
-                resp = httpx.get(f"{endpoint.base_url()}/api/version", timeout=max(0.1, min(5.0, remaining)),
-                                 trust_env=False)
-                if resp.status_code == 200:
-                    return endpoint
-                last = f"{endpoint.url} answered HTTP {resp.status_code}"
-            except httpx.HTTPError as exc:
-                last = f"{endpoint.url} does not answer ({type(exc).__name__})"
-            remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ServiceUnavailable(
-                f"the LLM service of run {run_dir.name}{_service_job(run_dir)} is not up after {timeout_s:g}s "
-                f"({last}); see its job log and {LlmPaths(run_dir).ollama_log}")
-        time.sleep(max(0.0, min(poll_s, remaining)))
+        if endpoint is None:
+            return NotReady(f"no {LlmPaths(run_dir).endpoint.relative_to(run_dir)} yet")
+        reply = http_ok(f"{endpoint.base_url()}/api/version", seconds_left, most_s=SERVICE_PROBE_S)
+        if not isinstance(reply, NotReady):
+            return endpoint
+        if reply.status is not None:
+            return NotReady(f"{endpoint.url} answered HTTP {reply.status}")
+        return NotReady(f"{endpoint.url} does not answer ({reply.why})")
+
+    try:
+        return poll_until(probe, timeout_s, interval_s=poll_s)
+    except WaitTimeout as timeout:
+        raise ServiceUnavailable(
+            f"the LLM service of run {run_dir.name}{_service_job(run_dir)} is not up after {timeout_s:g}s "
+            f"({timeout.last}); see its job log and {LlmPaths(run_dir).ollama_log}") from None
 
 
 @dataclass
@@ -174,8 +186,7 @@ def refine_pages(texts: list[str], endpoint: Endpoint, model: str | None = None,
     for a page: a failed, timed-out or implausible page keeps its text with degraded=True and a reason."""
     if not texts:
         return []
-    client = ollama.Client(host=endpoint.base_url(task), trust_env=False,
-                           timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)))
+    client = ollama_client(endpoint.base_url(task), timeout_s)
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(texts))),
                                 thread_name_prefix="refine") as pool:

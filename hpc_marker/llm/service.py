@@ -6,7 +6,7 @@ creates the derived model when ctx/options are set (a deterministic name, reused
 loads it, writes a fresh secret to RUN/llm/secret (0600), starts the authenticating front on the
 node's address and publishes RUN/llm/endpoint.json (url, model, started: never the secret).
 Then it serves until SIGTERM/SIGINT (or until ollama dies), and cleans up: endpoint and secret
-removed, front stopped, ollama terminated (killed after a grace period). Every step is bounded.
+removed, front stopped, ollama's process group terminated (killed after a grace period). Every step is bounded.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from pathlib import Path
 import httpx
 import ollama
 
+from hpc_marker.llm.client import ollama_client
 from hpc_marker.llm.front import Front
-from hpc_marker.llm.process import OllamaError, OllamaProcess, log_tail
+from hpc_marker.llm.process import OllamaError, OllamaProcess, start_ollama
 from hpc_marker.llm.settings import (
     LlmPaths,
     LlmSettings,
@@ -68,17 +69,13 @@ def _keep_alive(value: str) -> int | str:
         return value
 
 
-def _client(url: str, timeout_s: float) -> ollama.Client:
-    return ollama.Client(host=url, timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)), trust_env=False)
-
-
 def _installed(client: ollama.Client) -> set[str]:
     return {normalize_model(m.model) for m in client.list().models if m.model}
 
 
 def prepare_model(url: str, settings: LlmSettings) -> str:
     """Make the model servable on the Ollama at `url`; returns the name to serve (maybe derived)."""
-    client = _client(url, settings.load_timeout_s)
+    client = ollama_client(url, settings.load_timeout_s)
     errors = (ollama.ResponseError, httpx.HTTPError, ConnectionError)
     try:
         installed = _installed(client)
@@ -88,7 +85,7 @@ def prepare_model(url: str, settings: LlmSettings) -> str:
         where = f" (OLLAMA_MODELS={settings.models_dir})" if settings.models_dir else ""
         _log(f"model {settings.model} is not on this node{where}: pulling it (at most {settings.pull_timeout_s:g}s)")
         try:
-            _client(url, settings.pull_timeout_s).pull(settings.model)
+            ollama_client(url, settings.pull_timeout_s).pull(settings.model)
         except errors as exc:
             hint = f" with OLLAMA_MODELS={settings.models_dir}" if settings.models_dir else ""
             raise ServiceError(
@@ -150,9 +147,9 @@ def serve_llm(run_dir: str, *, stop: threading.Event | None = None) -> None:
     front: Front | None = None
     try:
         _log(f"starting ollama serve (parallel {settings.parallel}) on a loopback port; log: {paths.ollama_log}")
-        process = OllamaProcess.start(paths.ollama_log, binary=settings.ollama, parallel=settings.parallel,
-                                      keep_alive=settings.keep_alive, models_dir=settings.models_dir,
-                                      max_queue=settings.max_queue)
+        process = start_ollama(paths.ollama_log, binary=settings.ollama, parallel=settings.parallel,
+                               keep_alive=settings.keep_alive, models_dir=settings.models_dir,
+                               max_queue=settings.max_queue)
         version = process.wait_ready(settings.ready_timeout_s)
         _log(f"ollama {version} answers on 127.0.0.1:{process.port}")
         model = prepare_model(process.url, settings)
@@ -171,9 +168,7 @@ def serve_llm(run_dir: str, *, stop: threading.Event | None = None) -> None:
         write_private(paths.endpoint, json.dumps(endpoint, indent=1) + "\n")
         _log(f"serving {model} at {url} (secret in {paths.secret}; endpoint {paths.endpoint})")
         while not stop.wait(1.0):
-            if not process.alive():
-                raise ServiceError(f"ollama serve exited (code {process.proc.returncode}) while serving; "
-                                   f"last lines of {paths.ollama_log}: {log_tail(paths.ollama_log)}")
+            process.ensure_running("while serving")  # OllamaError: the service fails with its log's tail
         _log("stop requested")
     except ServiceStopped as stopped:
         _log(f"stopped by {stopped}")
@@ -187,8 +182,8 @@ def serve_llm(run_dir: str, *, stop: threading.Event | None = None) -> None:
         if front is not None:
             front.stop()
         if process is not None:
-            code = process.stop(grace_s=10.0)
-            _log(f"ollama serve stopped (exit code {code})")
+            how = process.stop(grace_s=10.0)
+            _log(f"ollama serve {how} (exit code {process.returncode})")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

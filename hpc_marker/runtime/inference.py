@@ -6,13 +6,14 @@ server itself: `vllm serve` from the job's environment ("native") or inside an A
 image ("apptainer"), on 127.0.0.1 and a free port, with the task's CUDA_VISIBLE_DEVICES, in its own
 process group. The workers then attach to it through SURYA_INFERENCE_URL, as surya documents, and
 never spawn a server of their own. Owns: the settings (from the run record), the argv (pure, the
-arguments surya gives its docker container), the startup wait (bounded, checks the process every
-poll), the client environment, and stopping the whole process group.
+arguments surya gives its docker container), the check of the served model and the client
+environment. The process itself is a servers.ManagedServer: its own process group that dies with
+the task, the bounded startup wait that watches the process, stopping the whole group.
 
 The task uses it like this (the worker pool is created inside the block, so spawned workers inherit
 the environment; `workers` sizes surya's request concurrency to the server):
 
-    from .inference import InferenceSettings, task_inference_server
+    from hpc_marker.runtime.inference import InferenceSettings, task_inference_server
 
     with task_inference_server(InferenceSettings.from_record(record.inference),
                                paths.logs / f"inference-task-{task_index}.log",
@@ -33,22 +34,22 @@ import math
 import os
 import shlex
 import shutil
-import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hpc_marker.llm.process import free_port, log_tail
-from hpc_marker.util.processes import group_members, parent_death_signal
+import httpx
+
+from hpc_marker.engines import marker as marker_engine
+from hpc_marker.runtime.sizing import read_gpu_memory
+from hpc_marker.servers.managed import HOST, ManagedServer, ServerFailed, free_port
 
 MODES = ("off", "native", "apptainer", "singularity")
 CONTAINER_MODES = ("apptainer", "singularity")
 CHOICES = ("auto",) + MODES  # what --inference-server takes
-HOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT_S = 900.0
 LOG_TAIL_LINES = 20
 # surya/inference/backends/vllm.py: server concurrency scaled from a 24 GB baseline by GPU memory.
@@ -63,7 +64,7 @@ class InferenceConfigError(ValueError):
     """Unusable inference settings (bad mode, no image, bad timeout): one line, found at submit."""
 
 
-class InferenceServerFailed(RuntimeError):
+class InferenceServerFailed(ServerFailed):
     """The server is missing, exited, or did not answer in time; one line with its log's tail and path."""
 
 
@@ -101,11 +102,6 @@ class InferenceSettings:
             raise InferenceConfigError(f"--inference-startup-timeout {self.startup_timeout_s:g}: must be positive")
 
 
-def marker_major(version: str | None) -> int | None:
-    head = (version or "").split(".")[0]
-    return int(head) if head.isdigit() else None
-
-
 def settings_for_run(requested: str | None, profile: Mapping, engine: str, marker_version: str | None,
                      startup_timeout_s: float | None = None) -> InferenceSettings | None:
     """The run's settings from the flag (None or auto: the profile's, else auto), the profile and the
@@ -115,7 +111,7 @@ def settings_for_run(requested: str | None, profile: Mapping, engine: str, marke
     chosen = requested if requested and requested != "auto" else profile.get("inference_server") or "auto"
     if chosen not in CHOICES:
         raise InferenceConfigError(f"inference server {chosen!r}: choose from {', '.join(CHOICES)}")
-    if (marker_major(marker_version) or 0) < 2:  # marker 1.x runs its models in the workers
+    if (marker_engine.marker_major(marker_version) or 0) < 2:  # marker 1.x runs its models in the workers
         chosen = "off"
     elif chosen == "auto":
         chosen = "native"
@@ -233,7 +229,7 @@ def effective_mode(settings: InferenceSettings, marker_version: str | None, envi
     """(mode, why) at run time: off when marker is not 2.x here or the user points at a server. Pure."""
     if settings.mode == "off":
         return "off", "off in the run's settings"
-    if (marker_major(marker_version) or 0) < 2:
+    if (marker_engine.marker_major(marker_version) or 0) < 2:
         return "off", f"marker-pdf {marker_version or '(not installed)'} runs its models in the workers"
     if environ.get("SURYA_INFERENCE_URL"):
         return "off", f"using your SURYA_INFERENCE_URL={environ['SURYA_INFERENCE_URL']}"
@@ -251,76 +247,18 @@ def resolve_binary(name: str, which: Callable[[str], str | None] = shutil.which)
     raise InferenceServerFailed(f"{' or '.join(names)} is not on PATH on {socket.gethostname()}: {hint}")
 
 
-def stop_group(proc: subprocess.Popen, grace_s: float) -> str:
-    """SIGTERM the process group, SIGKILL what is left after grace_s; returns how it ended."""
-    pgid, started = proc.pid, time.monotonic()
-
-    def alive() -> bool:
-        proc.poll()  # reap the leader, so it does not count as a zombie member
-        return bool(group_members(pgid))
-
-    def signal_group(sig: int) -> None:
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-
-    how = "had already exited"
+def check_served_model(server: ManagedServer, url: str, model: str) -> None:
+    """The healthy server serves `model` (surya asks for it by name), else InferenceServerFailed."""
     try:
-        if alive():
-            signal_group(signal.SIGTERM)
-            how = "stopped by SIGTERM"
-            while alive() and time.monotonic() - started < grace_s:
-                time.sleep(0.05)
-    finally:
-        if alive():
-            signal_group(signal.SIGKILL)
-            how = f"killed (SIGKILL) after {grace_s:g}s"
-            deadline = time.monotonic() + 10
-            while alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-        with suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-    left = group_members(pgid)
-    return f"{how} in {time.monotonic() - started:.1f}s" + (f"; still running: {left}" if left else "")
-
-
-def _get(url: str, timeout: float):
-    import httpx
-
-    return httpx.get(url, timeout=timeout, trust_env=False)  # loopback: never through a proxy
-
-
-def wait_until_healthy(proc: subprocess.Popen, url: str, model: str, timeout_s: float, log_path: Path,
-                       what: str) -> float:
-    """Poll /health until it answers 200, checking the process on every poll; then check the model it
-    serves. Bounded by timeout_s; returns the seconds it took."""
-    started = time.monotonic()
-    deadline = started + timeout_s
-    last = "no answer yet"
-    while True:
-        code = proc.poll()
-        if code is not None:
-            raise InferenceServerFailed(f"inference server ({what}) exited with code {code} before answering "
-                                        f"{url}/health; last lines of {log_path}: {log_tail(log_path, LOG_TAIL_LINES)}")
-        try:
-            reply = _get(f"{url}/health", timeout=2.0)
-            if reply.status_code == 200:
-                break
-            last = f"HTTP {reply.status_code}"
-        except Exception as exc:  # connection refused while it loads
-            last = type(exc).__name__
-        if time.monotonic() >= deadline:
-            raise InferenceServerFailed(f"inference server ({what}) did not answer {url}/health within "
-                                        f"{timeout_s:g}s ({last}); last lines of {log_path}: {log_tail(log_path, LOG_TAIL_LINES)}")
-        time.sleep(max(0.0, min(0.5, deadline - time.monotonic())))
-    try:
-        served = [m.get("id") for m in _get(f"{url}/v1/models", timeout=5.0).json().get("data", [])]
-    except Exception as exc:
-        raise InferenceServerFailed(f"inference server ({what}) is healthy but {url}/v1/models failed "
-                                    f"({type(exc).__name__}); log: {log_path}") from None
+        data = httpx.get(f"{url}/v1/models", timeout=5.0, trust_env=False).json()  # loopback: no proxy
+    except (httpx.HTTPError, ValueError) as exc:
+        raise InferenceServerFailed(f"{server.label} is healthy but {url}/v1/models failed "
+                                    f"({type(exc).__name__}); log: {server.log_path}") from None
+    entries = data.get("data") if isinstance(data, dict) else None
+    served = [m.get("id") for m in entries or [] if isinstance(m, dict)]
     if model not in served:
-        raise InferenceServerFailed(f"inference server ({what}) serves {served}, not {model!r} (surya's "
-                                    f"SURYA_MODEL_CHECKPOINT); log: {log_path}")
-    return time.monotonic() - started
+        raise InferenceServerFailed(f"{server.label} serves {served}, not {model!r} (surya's "
+                                    f"SURYA_MODEL_CHECKPOINT); log: {server.log_path}")
 
 
 def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str], log: Callable[[str], None]) -> float:
@@ -328,8 +266,6 @@ def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str], log: Callable[[st
         if vlm.gpu_type not in GPU_VRAM_GB:
             raise InferenceServerFailed(f"VLLM_GPU_TYPE {vlm.gpu_type!r} is unknown; known: {', '.join(GPU_VRAM_GB)}")
         return GPU_VRAM_GB[vlm.gpu_type]
-    from hpc_marker.runtime.sizing import read_gpu_memory
-
     memory = read_gpu_memory(environ)
     if memory is None:
         log(f"inference server: GPU memory unknown here, sized for {BASELINE_VRAM_GB} GB (set VLLM_GPU_TYPE)")
@@ -341,10 +277,8 @@ def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str], log: Callable[[st
 def task_inference_server(settings: InferenceSettings, log_path: Path, log: Callable[[str], None] = print, *,
                           workers: int = 1, environ: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
     """Start the task's server (unless off), yield the environment the workers need, stop it on exit."""
-    from hpc_marker.engines.marker import marker_version
-
     vlm_environ, environ = environ, dict(os.environ if environ is None else environ)  # given: tests
-    mode, why = effective_mode(settings, marker_version(), environ)
+    mode, why = effective_mode(settings, marker_engine.marker_version(), environ)
     if mode == "off":
         log(f"inference server: none started ({why})")
         yield {}
@@ -354,27 +288,20 @@ def task_inference_server(settings: InferenceSettings, log_path: Path, log: Call
     argv = server_argv(settings, vlm, port, vllm_capacity(_gpu_vram_gb(vlm, environ, log)))
     argv[0] = resolve_binary(argv[0], lambda name: shutil.which(name, path=environ.get("PATH")))
     url = f"http://{HOST}:{port}"
-    what = f"{Path(argv[0]).name} pid ?"
     server_env = dict(environ)
     server_env.setdefault("VLLM_NO_USAGE_STATS", "1")  # compute nodes: no phoning home
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    proc = None
+    server = ManagedServer(argv, Path(log_path), env=server_env, name="inference server",
+                           health_url=f"{url}/health", tail_lines=LOG_TAIL_LINES, error=InferenceServerFailed,
+                           stop_grace_s=settings.stop_grace_s).start()  # dies with the task, even on SIGKILL
     try:
-        with open(log_path, "ab") as out:
-            out.write(f"### hpcmarker: {shlex.join(argv)}\n".encode())
-            out.flush()
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=server_env, start_new_session=True, preexec_fn=parent_death_signal(),  # the server goes when the task dies
-                                    close_fds=True)
-        what = f"{Path(argv[0]).name} pid {proc.pid}"
-        log(f"inference server ({what}, {why}) starting on {url}, CUDA_VISIBLE_DEVICES="
+        log(f"inference server ({server.process_name}, {why}) starting on {url}, CUDA_VISIBLE_DEVICES="
             f"{environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}, up to {settings.startup_timeout_s:g}s; log {log_path}")
-        seconds = wait_until_healthy(proc, url, vlm.checkpoint, settings.startup_timeout_s, log_path, what)
+        started = time.monotonic()
+        server.wait_until_healthy(settings.startup_timeout_s)
+        check_served_model(server, url, vlm.checkpoint)
         env = client_env(url, server_max_num_seqs(argv), workers, vlm, environ)
-        log(f"inference server ready after {seconds:.1f}s: {vlm.checkpoint} at {url}/v1, "
+        log(f"inference server ready after {time.monotonic() - started:.1f}s: {vlm.checkpoint} at {url}/v1, "
             f"{env.get('SURYA_INFERENCE_PARALLEL', vlm.parallel)} requests in flight per worker x {workers} workers")
         yield env
     finally:
-        if proc is not None:
-            log(f"inference server ({what}) {stop_group(proc, settings.stop_grace_s)}")
+        log(f"{server.label} {server.stop()}")

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from hpc_marker.engines import marker as marker_engine
+
 MARKER1_GB_PER_WORKER = 3.5  # users measured 2.5-3.4 GB per marker 1.x worker
 GPU_HEADROOM_GB = 1.0  # CUDA contexts, fragmentation
 CPUS_PER_MARKER_WORKER = 2  # pdftext, rendering and post-processing keep about two CPUs busy
@@ -115,12 +117,7 @@ def choose_workers(requested: int | None, engine: str, cpus: int, log: Callable[
     if requested:
         log(f"workers per GPU: {requested} (requested)")
         return requested
-    major = None
-    if engine == "marker":
-        from hpc_marker.engines.marker import marker_version
-        from hpc_marker.runtime.inference import marker_major
-
-        major = marker_major(marker_version())
+    major = marker_engine.marker_major(marker_engine.marker_version()) if engine == "marker" else None
     gpu = gpu_reader() if engine == "marker" and (major or 1) < 2 else None
     workers, why = derive_workers(engine, major, cpus, gpu, cap)
     log(f"workers per GPU: {workers} (auto: {why})")

@@ -4,16 +4,20 @@ refines, bounds its concurrency, and degrades (keeps the text, says why) when th
 from __future__ import annotations
 
 import json
+import socket
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 from standin.harness import StandinOllama, free_port, seed_model
 
-from hpc_marker.llm.client import Endpoint, ServiceUnavailable, refine_pages, wait_for_service
+from hpc_marker.llm.client import Endpoint, ServiceUnavailable, ollama_client, refine_pages, wait_for_service
 from hpc_marker.llm.front import Front
 from hpc_marker.llm.settings import LlmPaths, write_private
 
 SECRET = "client-test-secret-0123456789abcdefghijklmnop"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -123,3 +127,23 @@ def test_refine_pages_degrades_when_nothing_answers():
     endpoint = Endpoint(url=f"http://127.0.0.1:{free_port()}", model="m", secret=SECRET)
     results = refine_pages(["some text\n"], endpoint, timeout_s=2)
     assert results[0].degraded and results[0].text == "some text\n" and SECRET not in results[0].reason
+
+
+def test_every_ollama_client_is_built_by_ollama_client():
+    builders = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "hpc_marker").rglob("*.py")
+                      if "ollama.Client(" in p.read_text())
+    assert builders == ["hpc_marker/llm/client.py"]
+
+
+def test_ollama_client_gives_up_on_a_silent_server_and_ignores_proxies(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # a proxy would refuse: it must not be used
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts connections, never answers
+        client = ollama_client(f"http://127.0.0.1:{silent.getsockname()[1]}", 0.5)
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            client.list()
+        assert time.monotonic() - started < 5
+        client.close()

@@ -149,7 +149,8 @@ def test_ollama_that_never_answers_fails_within_the_ready_timeout(tmp_path, monk
     for key, value in service_env(tmp_path, never_ready=True).items():
         monkeypatch.setenv(key, value)
     started = time.monotonic()
-    with pytest.raises(ServiceError, match=r"did not answer on http://127\.0\.0\.1:\d+ within 1s .*NEVER_READY"):
+    with pytest.raises(ServiceError, match=r"did not answer on http://127\.0\.0\.1:\d+/api/version within 1s "
+                                           r"\(ConnectError\); last lines of .*NEVER_READY"):
         serve_llm(str(run_dir))
     assert time.monotonic() - started < 15  # 1 s wait + at most a 10 s terminate grace
     assert standin_pids(models) == []
@@ -190,7 +191,9 @@ def test_sigterm_while_waiting_for_ollama_stops_promptly(tmp_path):
     started = time.monotonic()
     assert stop_service(proc) == 0
     assert time.monotonic() - started < 12  # not the 60 s ready timeout
-    assert "stopped by SIGTERM" in log.read_text()
+    text = log.read_text()
+    assert re.search(r"\d\d:\d\d:\d\d stopped by SIGTERM$", text, re.M), text  # the service's own line
+    assert re.search(r"ollama serve stopped by SIGTERM in [\d.]+s \(exit code -15\)$", text, re.M), text
     assert standin_pids(models) == []
 
 

@@ -1,0 +1,15 @@
+"""Servers: the one managed-server class for every server process hpcmarker starts.
+
+  managed.py  ManagedServer: an argv (never a shell string) started in its own process group that
+              dies with its parent (even on SIGKILL), its output in a log headed by the argv, an
+              environment; `wait_until_healthy` (bounded, watching the process), `stop` (SIGTERM to
+              the group, SIGKILL after a grace, reaped), a context manager; `free_port`, `log_tail`
+  health.py   `poll_until`, the bounded wait every "until it answers" loop uses (a local server's
+              health, a run's remote LLM service), and `http_ok`, one HTTP probe
+
+Users: marker 2.x's per-task `vllm serve` (runtime/inference.py), the Ollama server of a run's
+LLM service, of `llm bench --start` and of `prefetch --llm` (llm/process.py). The class knows
+nothing of any of them: argv, env, log, health URL or check, stop; so a vLLM LLM service can use
+it as well. Depends only on util/ (and httpx); nothing is imported here, so importing the package
+does no work.
+"""
