@@ -55,7 +55,7 @@ def task_labels(places: pd.DataFrame) -> dict[int, str]:
         elif len(rows) == 1:
             labels[task] = row_labels(rows).iloc[0]
         else:
-            labels[task] = f"task {task} / {rows['host'].nunique()} host(s), {len(rows)} GPUs"
+            labels[task] = f"task {task} / {len(rows)} GPUs on {rows['host'].nunique()} host(s)"
     return labels
 
 

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import EXAMPLES, make_bad_pdfs
@@ -18,9 +19,11 @@ from hpc_marker.cli.main import cli
 from hpc_marker.llm.metrics import summarize_metrics
 from hpc_marker.planning.plan import Plan
 from hpc_marker.report import write_report
+from hpc_marker.report.figures import task_labels
 from hpc_marker.report.frames import (
     activity_frame,
     failures_frame,
+    places_frame,
     records_frame,
     slowest_frame,
     throughput_frame,
@@ -140,6 +143,10 @@ def test_pure_builders(run):
     assert activity["ok"].sum() + activity["degraded"].sum() == sum(r.status == "ok" for r in records)
     assert activity["failed"].sum() == sum(r.status != "ok" for r in records)
     assert set(activity["task"]) == {t.index for t in plan.tasks} and len(activity) <= 2 * 8
+    places = places_frame(items.assign(host=items["task"].map({0: "<b>a", 1: "b"}), gpu="0"), [0, 1, 2])
+    moved = places_frame(pd.concat([items.head(1).assign(host="c", gpu="1"), items]), [0, 1])
+    assert task_labels(places) == {0: "task 0 / &lt;b&gt;a / GPU 0", 1: "task 1 / b / GPU 0", 2: "task 2 / no item"}
+    assert task_labels(moved)[items["task"].iloc[0]].endswith("/ 2 GPUs on 2 host(s)")  # a task that moved
 
 
 def test_aggregated_timeline_and_cut_tables(run):
