@@ -140,6 +140,11 @@ def header(view: RunView, totals: dict) -> dict:
             "pdfs": record.pdfs_root, "out": record.out_dir, "cards": cards}
 
 
+def attempts_file(view: RunView) -> str:
+    """Where the page points for every attempt: manifest.csv once collected, else the task manifests."""
+    return "manifest.csv" if view.summary else "the task manifests (manifests/task-*.jsonl)"
+
+
 def timeline_sections(view: RunView, items: pd.DataFrame, totals: dict, limits: Limits) -> list[Section]:
     """Tasks over time (a bar per record, or per task and bucket past `limits.detail_records`) and pages/s."""
     if items.empty:
@@ -154,7 +159,7 @@ def timeline_sections(view: RunView, items: pd.DataFrame, totals: dict, limits: 
         note = (f"{len(items):,} attempts, too many to draw one by one (a bar each up to "
                 f"{limits.detail_records:,}): one row per task, its pages/s in each "
                 f"{activity.attrs['bucket_s']:g} s bucket (blank: idle), a red ✕ where attempts failed. "
-                "Hover a cell for its pages and attempts; every attempt is in manifest.csv.")
+                f"Hover a cell for its pages and attempts; every attempt is in {attempts_file(view)}.")
         plot = figures.activity_figure(activity, figures.task_labels(places))
     flow = frames.throughput_frame(items, limits.throughput_buckets)
     return [Section("timeline", "Tasks over time", note, figures.figure_html(plot, "timeline-plot")),
@@ -166,8 +171,8 @@ def timeline_sections(view: RunView, items: pd.DataFrame, totals: dict, limits: 
 
 def table_sections(view: RunView, items: pd.DataFrame, limits: Limits) -> list[Section]:
     """Failures (the first `limits.table_rows`), the slowest PDFs, and the LLM service if there was one."""
-    where = ("manifest.csv has every attempt, summary.json every missing item" if view.summary
-             else "the task manifests (manifests/task-*.jsonl) have every attempt")
+    where = (f"{attempts_file(view)} has every attempt, summary.json every missing item" if view.summary
+             else f"{attempts_file(view)} have every attempt")
     failures = frames.failures_frame(view.plan, items, view.summary.get("missing"))
     sections = [
         Section("failures", f"Failures ({len(failures):,})", tables=[("", Table.of(

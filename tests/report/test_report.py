@@ -158,7 +158,7 @@ def test_aggregated_timeline_and_cut_tables(run):
     failed = sum(r.status != "ok" for r in run["records"])
     assert len(page.cells["failures-table"]) == 3 * 7 and f"Failures ({failed})" in text
     assert f"… and {failed - 3} more not shown here: manifest.csv has every attempt" in text
-    assert "attempts, too many to draw one by one" in text
+    assert "attempts, too many to draw one by one" in text and "every attempt is in manifest.csv" in text
     assert IMG not in text and "<svg onload" not in text
 
 
@@ -189,6 +189,9 @@ def test_report_of_a_run_not_collected_yet(run, tmp_path):
     (root / "summary.json").unlink()
     text = write_report(root).read_text(encoding="utf-8")
     assert "not collected yet" in text and set(SECTIONS) <= Page(text).ids
+    text = write_report(root, CUT).read_text(encoding="utf-8")  # no manifest.csv yet: the page says where
+    assert "every attempt is in the task manifests (manifests/task-*.jsonl)" in text and "manifest.csv" not in text
+    assert "more not shown here: the task manifests (manifests/task-*.jsonl) have every attempt" in text
     for manifest in (root / "manifests").glob("task-*.jsonl"):
         manifest.unlink()
     page = Page(write_report(root).read_text(encoding="utf-8"))
