@@ -1,1 +1,17 @@
-"""report."""
+"""Report: RUN/report.html, one self-contained page that shows how a run went.
+
+This package owns the run report: a header of totals, a timeline of every task on its GPU (a bar
+per work item, or per task and time bucket for large runs), pages/s over time, the failures, the
+slowest PDFs, and the LLM service's tokens/s, queue and errors when the run had one. It is built
+from the run folder only (run.json, plan.json, the task manifests, summary.json once collected)
+and stays under about 10 MB whatever the run's size.
+
+- `frames`: pure pandas frames from manifest records, the plan, summary.json and LLM metrics;
+- `figures`: plotly figures from those frames (strings from the run escaped for plotly's markup);
+- `page`: reads the folder, renders `templates/report.html.j2` (Jinja2, autoescaped; plotly.js
+  inlined once, so the page opens offline) and writes it atomically.
+"""
+
+from hpc_marker.report.page import Limits, build_report, write_report
+
+__all__ = ["Limits", "build_report", "write_report"]

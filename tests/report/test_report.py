@@ -1,119 +1,59 @@
-"""The run report (RUN/report.html): built from a real local run with hostile file names, checked
-statically (sections, failure rows, escaping, nothing external) and in a real headless Chromium
-(plots rendered, no console errors, no injected script ran)."""
+"""The run report (RUN/report.html) of a real local run with hostile file names: checked statically
+(sections, failure rows, escaping, nothing external), in the large-run layout (forced), and in a
+real headless Chromium (plots rendered, no console errors, no injected script ran, hover boxes
+show names as text). Large runs: test_report_large.py."""
 
 from __future__ import annotations
 
-import html
 import json
-import os
+import re
 import shutil
-import subprocess
-from html.parser import HTMLParser
-from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import EXAMPLES, make_bad_pdfs
+from pagecheck import PLOTS, SECTIONS, Page, browse, check_page, find_chromium, plot_data, rendered, uncaught
 
 from hpc_marker.cli import cli
 from hpc_marker.llm.metrics import summarize_metrics
 from hpc_marker.planning.plan import Plan
-from hpc_marker.report.page import failures_frame, slowest_frame, throughput_frame, write_report
+from hpc_marker.report import write_report
+from hpc_marker.report.figures import task_labels
+from hpc_marker.report.frames import (
+    activity_frame,
+    failures_frame,
+    places_frame,
+    records_frame,
+    slowest_frame,
+    throughput_frame,
+)
+from hpc_marker.report.page import Limits
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import ManifestRecord, read_manifests
 
 IMG = "<img src=x onerror=alert(1)>"  # a broken file with this name: a failure row
 SCRIPT_DIR, SCRIPT_FILE = "x<", "script><svg onload=alert(2)>.pdf"  # a good PDF at "x</script><svg ...>.pdf"
-SECTIONS = ("summary", "timeline", "throughput", "failures", "slowest")
-PLOTS = ("timeline-plot", "throughput-plot")
-HOVER_IMG = """<script>addEventListener("load", () => {  // hover the bar of the hostile failed item
-  const g = document.getElementById("timeline-plot"), c = g.data.findIndex((d) => d.name === "failed");
-  const p = g.data[c].customdata.findIndex((x) => String(x[0]).includes("onerror"));
+MARKUP = "bold <b>&amp; <i>.pdf"  # a good PDF whose name plotly would read as markup if it were not escaped
+CUT = Limits(detail_records=0, table_rows=3)
+HOVER = """<script>addEventListener("load", () => {  // hover the bar of the item whose hover text has NEEDLE
+  const g = document.getElementById("timeline-plot"), c = g.data.findIndex((d) => d.name === "STATE");
+  const p = g.data[c].customdata.findIndex((x) => String(x[0]).includes("NEEDLE"));
   Plotly.Fx.hover(g, [{curveNumber: c, pointNumber: p}]);
 });</script>"""
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-# First thing in <head>: records uncaught errors, failed loads, console.error and alert() calls,
-# and writes them into the DOM after load, where --dump-dom shows them.
-PROBE = """<script>(() => {
-  const probe = {errors: [], alerts: 0};
-  const note = (m) => probe.errors.push(String(m).slice(0, 300));
-  addEventListener("error", (e) => note(e.message ? "uncaught: " + e.message
-      : "failed to load: <" + (e.target && e.target.tagName) + "> " + ((e.target && (e.target.src || e.target.href)) || "")), true);
-  addEventListener("unhandledrejection", (e) => note("unhandled rejection: " + e.reason));
-  const error = console.error.bind(console);
-  console.error = (...a) => { note("console.error: " + a.join(" ")); error(...a); };
-  window.alert = window.confirm = window.prompt = () => { probe.alerts += 1; };
-  addEventListener("load", () => setTimeout(() => {
-    const out = document.createElement("pre"); out.id = "__probe"; out.textContent = JSON.stringify(probe);
-    document.body.appendChild(out);
-  }, 1000));
-})();</script>"""
-
-
-class Page(HTMLParser):
-    """Elements of a page: tags, attributes, ids, the text of each table's cells, and which ids
-    hold a plotly SVG (`main-svg`) or bars (`point`), and the text of plotly's hover box."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict]] = []
-        self.ids: set[str] = set()
-        self.cells: dict[str, list[str]] = {}
-        self.svg_in: set[str] = set()
-        self.points: dict[str, int] = {}
-        self.scripts: list[int] = []
-        self.hover = ""
-        self._stack: list[tuple[str, str | None, list[str]]] = []
-        self._table: str | None = None
-        self._cell: list[str] | None = None
-        self._script = False
-        self.feed(text)
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        a = dict(attrs)
-        self.tags.append((tag, a))
-        classes = (a.get("class") or "").split()
-        ancestors = [i for _, i, _ in self._stack if i]
-        if "main-svg" in classes:
-            self.svg_in.update(ancestors)
-        if "point" in classes:
-            for i in ancestors:
-                self.points[i] = self.points.get(i, 0) + 1
-        if a.get("id"):
-            self.ids.add(a["id"])
-        if tag == "table":
-            self._table = a.get("id")
-        if tag == "td" and self._table:
-            self._cell = []
-        self._script = tag == "script"
-        if tag not in VOID:
-            self._stack.append((tag, a.get("id"), classes))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "td" and self._cell is not None and self._table:
-            self.cells.setdefault(self._table, []).append("".join(self._cell))
-            self._cell = None
-        if tag == "table":
-            self._table = None
-        self._script = False
-        while self._stack:
-            if self._stack.pop()[0] == tag:
-                break
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-        if self._script:
-            self.scripts.append(len(data))
-        if any("hovertext" in classes for _, _, classes in self._stack):
-            self.hover += data + "\n"
+HOVER_IMG = HOVER.replace("STATE", "failed").replace("NEEDLE", "onerror")  # the hostile failed item
+HOVER_MARKUP = HOVER.replace("STATE", "ok").replace("NEEDLE", "bold")
+HOVER_FAILED = """<script>addEventListener("load", () => {  // hover the first failure mark of the aggregated timeline
+  const g = document.getElementById("timeline-plot"), c = g.data.findIndex((d) => d.name === "failed attempts");
+  Plotly.Fx.hover(g, [{curveNumber: c, pointNumber: 0}]);
+});</script>"""
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A finished local run over the samples, bad PDFs and two hostile names; its report; and a
-    copy of the run whose summary.json has an LLM section, with its report."""
+    """A finished local run over the samples, bad PDFs and three hostile names; its report; a copy
+    of the run whose summary.json has an LLM section, with its report; and a copy whose report has
+    the large-run layout (timeline per task and bucket, tables cut to 3 rows)."""
     tmp = tmp_path_factory.mktemp("report")
     pdfs = tmp / "pdfs"
     shutil.copytree(EXAMPLES, pdfs)
@@ -121,6 +61,7 @@ def run(tmp_path_factory):
     (pdfs / f"{IMG}.pdf").write_bytes(b"%PDF-1.4 nothing else\n")
     (pdfs / SCRIPT_DIR).mkdir()
     shutil.copy(EXAMPLES / "en" / "upref.pdf", pdfs / SCRIPT_DIR / SCRIPT_FILE)
+    shutil.copy(EXAMPLES / "en" / "ltnews07.pdf", pdfs / MARKUP)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HPCMARKER_STATE_DIR", str(tmp / "state"))
         result = CliRunner().invoke(cli, ["submit", "--pdfs", str(pdfs), "--out", str(tmp / "out"), "--engine",
@@ -138,8 +79,10 @@ def run(tmp_path_factory):
     summary["llm"] = dict(summarize_metrics(lines), model="qwen-test", service_stopped=[])
     summary["degraded"] = [{"pdf": f"{IMG}.pdf", "pages": "1-2", "reason": "LLM timed out <b>twice</b>"}]
     (llm_root / "summary.json").write_text(json.dumps(summary))
+    cut_root = tmp / "cut-run"  # the large-run layout, forced: a heatmap per task and bucket, tables cut
+    shutil.copytree(paths.root, cut_root)
     return {"paths": paths, "report": report, "bad": sorted(bad), "records": read_manifests(paths.manifests).records,
-            "llm_report": write_report(llm_root)}
+            "llm_report": write_report(llm_root), "cut_report": write_report(cut_root, CUT)}
 
 
 def test_report_has_every_section_and_the_failures(run):
@@ -155,6 +98,7 @@ def test_report_has_every_section_and_the_failures(run):
     assert {cell for cell in rows if cell.endswith(".pdf")} == failed  # pdf column, read back unescaped
     assert any("not a readable PDF" in cell for cell in rows) and any("encrypted" in cell for cell in rows)
     assert f"{SCRIPT_DIR}/{SCRIPT_FILE}" in page.cells["slowest-table"]  # a good PDF with a hostile path
+    assert MARKUP in page.cells["slowest-table"]
     assert f"Failures ({len(failed)})" in text
     ok = sum(r.status == "ok" for r in records)
     assert f"{ok} ok · {len(failed)} failed" in text
@@ -162,15 +106,8 @@ def test_report_has_every_section_and_the_failures(run):
 
 def test_report_is_one_offline_file_with_every_run_string_escaped(run):
     text = run["report"].read_text(encoding="utf-8")
-    page = Page(text)
+    check_page(text)
     assert 1_000_000 < len(text.encode()) < 8_000_000
-    assert sum(size > 1_000_000 for size in page.scripts) == 1  # plotly.js inlined exactly once
-    for tag, attrs in page.tags:
-        for name, value in attrs.items():
-            assert not name.startswith("on"), (tag, name)  # no event handler attributes at all
-            if name in ("src", "href"):
-                assert not (value or "").lower().startswith(("http:", "https:", "//")), (tag, value)
-        assert tag not in ("img", "svg", "iframe", "object", "embed", "link", "base"), tag
     assert IMG not in text and "<svg onload" not in text and "</script><svg" not in text
     assert "&lt;img src=x onerror=alert(1)&gt;.pdf" in text  # shown, as text
 
@@ -187,71 +124,62 @@ def test_llm_section_when_the_summary_has_one(run):
 
 def test_pure_builders(run):
     records, plan = run["records"], Plan.load(run["paths"].plan)
-    flow = throughput_frame(records)
+    items = records_frame(records)
+    flow = throughput_frame(items)
     pages_ok = sum(r.pages for r in records if r.status == "ok")
     assert flow["pages_done"].iloc[-1] == pytest.approx(pages_ok)  # every page lands in some bucket
     assert (flow["pages_per_s"] * flow.attrs["bucket_s"]).sum() == pytest.approx(pages_ok)
-    slow = slowest_frame(records, top=3)
+    slow = slowest_frame(items, top=3)
     assert len(slow) == 3 and list(slow["seconds"]) == sorted(slow["seconds"], reverse=True)
     lost = plan.items[0].item_id
-    kept = [r for r in records if r.item_id != lost]
-    frame = failures_frame(plan, kept)
+    frame = failures_frame(plan, items[items["item_id"] != lost])
     assert "no record: the item never finished" in set(frame["error"])
     retried = ManifestRecord(**{**vars(next(r for r in records if r.status == "ok")), "finished": 1e12})
     retried.status, retried.error = "failed", "worker crashed"
-    frame = failures_frame(plan, [*records, retried])
+    frame = failures_frame(plan, records_frame([*records, retried]))
     assert frame.loc[frame["pdf"] == retried.pdf, "attempts"].item() == 2
+    activity = activity_frame(items, [t.index for t in plan.tasks], buckets=7)
+    assert activity["pages"].sum() == pytest.approx(pages_ok)  # spread per task, nothing lost
+    assert activity["ok"].sum() + activity["degraded"].sum() == sum(r.status == "ok" for r in records)
+    assert activity["failed"].sum() == sum(r.status != "ok" for r in records)
+    assert set(activity["task"]) == {t.index for t in plan.tasks} and len(activity) <= 2 * 8
+    places = places_frame(items.assign(host=items["task"].map({0: "<b>a", 1: "b"}), gpu="0"), [0, 1, 2])
+    moved = places_frame(pd.concat([items.head(1).assign(host="c", gpu="1"), items]), [0, 1])
+    assert task_labels(places) == {0: "task 0 / &lt;b&gt;a / GPU 0", 1: "task 1 / b / GPU 0", 2: "task 2 / no item"}
+    assert task_labels(moved)[items["task"].iloc[0]].endswith("/ 2 GPUs on 2 host(s)")  # a task that moved
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if found:
-        return found
-    if os.environ.get("HPCMARKER_REQUIRE_BROWSER") == "1":
-        pytest.fail("HPCMARKER_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install -y chromium)")
-    pytest.skip("no chromium on PATH (apt-get install -y chromium); the report is not checked in a browser")
-
-
-def _browse(chromium: str, report: Path, tmp: Path, *extra: str, inject: str = "") -> tuple[Page, dict, str]:
-    """Load the report (with the probe, and `inject` after it) headless with every host name
-    unresolvable; returns the DOM after its scripts ran, the probe's findings, chromium's stderr."""
-    probed = tmp / f"probed-{report.parent.name}.html"
-    probed.write_text(report.read_text(encoding="utf-8").replace("<head>", "<head>" + PROBE + inject, 1),
-                      encoding="utf-8")
-    done = subprocess.run([chromium, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
-                           "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
-                           "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp / 'profile'}",
-                           *extra, probed.as_uri()], capture_output=True, text=True, timeout=90)
-    page = Page(done.stdout)
-    marker = done.stdout.split('<pre id="__probe">', 1)
-    if "--dump-dom" in extra:
-        assert len(marker) == 2, f"the page never finished loading; chromium said:\n{done.stderr[-3000:]}"
-        probe = json.loads(html.unescape(marker[1].split("</pre>", 1)[0]))
-    else:
-        probe = {}
-    return page, probe, done.stderr
-
-
-def _uncaught(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
+def test_aggregated_timeline_and_cut_tables(run):
+    """The large-run layout, forced on the small run: a heatmap per task and bucket, tables cut."""
+    text = run["cut_report"].read_text(encoding="utf-8")
+    page = check_page(text)
+    assert set(SECTIONS) | set(PLOTS) <= page.ids
+    assert [trace["type"] for trace in plot_data(text, "timeline-plot")] == ["heatmap", "scatter"]
+    failed = sum(r.status != "ok" for r in run["records"])
+    assert len(page.cells["failures-table"]) == 3 * 7 and f"Failures ({failed})" in text
+    assert f"… and {failed - 3} more not shown here: manifest.csv has every attempt" in text
+    assert "attempts, too many to draw one by one" in text and "every attempt is in manifest.csv" in text
+    assert IMG not in text and "<svg onload" not in text
 
 
 def test_report_renders_in_a_real_browser(run, tmp_path):
-    chromium = _chromium()
-    for report, plots in ((run["report"], PLOTS), (run["llm_report"], (*PLOTS, "llm-plot"))):
-        page, probe, stderr = _browse(chromium, report, tmp_path, "--dump-dom", inject=HOVER_IMG)
-        assert probe == {"errors": [], "alerts": 0}, probe
-        assert not _uncaught(stderr), _uncaught(stderr)
-        assert set(SECTIONS) <= page.ids
-        assert set(plots) <= page.svg_in, f"plots not drawn: {set(plots) - page.svg_in}"
+    chromium = find_chromium()
+    for report, plots, hover, shown in ((run["report"], PLOTS, HOVER_IMG, (f"{IMG}.pdf", "not a readable PDF")),
+                                        (run["llm_report"], (*PLOTS, "llm-plot"), HOVER_MARKUP, (MARKUP,))):
+        page = rendered(chromium, report, tmp_path, plots, hover)
+        assert "hm" not in page.classes  # no heatmap: a bar per record
         assert page.points.get("timeline-plot", 0) >= len(run["records"])  # a bar per record
-        assert f"{IMG}.pdf" in page.hover and "not a readable PDF" in page.hover  # the name, shown as text
+        for text in shown:  # the name in the hover box, as text (not read as tags or entities)
+            assert text in page.hover, (text, page.hover)
+    page = rendered(chromium, run["cut_report"], tmp_path, PLOTS, HOVER_FAILED)  # per task and bucket
+    assert "hm" in page.classes and page.points.get("timeline-plot", 0) >= 1  # the heatmap drawn, a failure mark
+    assert re.search(r"task \d+ / .*\n.*: \d+ failed", page.hover), page.hover
     # the checks can fail: an error thrown by the page is seen
-    _, probe, stderr = _browse(chromium, run["report"], tmp_path, "--dump-dom",
-                               inject="<script>setTimeout(() => { throw new Error('self-test'); }, 0)</script>")
-    assert any("self-test" in e for e in probe["errors"]) and _uncaught(stderr)
+    _, probe, stderr = browse(chromium, run["report"], tmp_path, "--dump-dom",
+                              inject="<script>setTimeout(() => { throw new Error('self-test'); }, 0)</script>")
+    assert any("self-test" in e for e in probe["errors"]) and uncaught(stderr)
     shot = tmp_path / "report.png"
-    _browse(chromium, run["llm_report"], tmp_path, f"--screenshot={shot}", "--window-size=1400,2600")
+    browse(chromium, run["llm_report"], tmp_path, f"--screenshot={shot}", "--window-size=1400,2600")
     assert shot.stat().st_size > 50_000  # something was drawn; look at it: pytest --basetemp=DIR keeps it
 
 
@@ -261,6 +189,9 @@ def test_report_of_a_run_not_collected_yet(run, tmp_path):
     (root / "summary.json").unlink()
     text = write_report(root).read_text(encoding="utf-8")
     assert "not collected yet" in text and set(SECTIONS) <= Page(text).ids
+    text = write_report(root, CUT).read_text(encoding="utf-8")  # no manifest.csv yet: the page says where
+    assert "every attempt is in the task manifests (manifests/task-*.jsonl)" in text and "manifest.csv" not in text
+    assert "more not shown here: the task manifests (manifests/task-*.jsonl) have every attempt" in text
     for manifest in (root / "manifests").glob("task-*.jsonl"):
         manifest.unlink()
     page = Page(write_report(root).read_text(encoding="utf-8"))

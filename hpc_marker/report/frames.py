@@ -1,0 +1,190 @@
+"""Frames: the report's data as pandas frames, from manifest records, the plan, summary.json and
+the LLM front's metrics. Pure functions: no files, no HTML, no plotly.
+
+Every frame is bounded by the run's tasks and a number of time buckets, never by its items,
+except `records_frame` (one row per manifest record, what the others are built from) and
+`failures_frame` (every failed or missing item; the page shows its first rows). Each step is
+linear in the records, or sorts them once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from hpc_marker.planning.plan import Plan
+from hpc_marker.runstate.manifest import ManifestRecord
+
+FIELDS = list(ManifestRecord.__dataclass_fields__)
+NICE_BUCKETS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
+LLM_COUNTERS = ("requests", "failures", "timeouts", "client_errors", "tokens_in", "tokens_out")
+FAILURE_COLUMNS = ["pdf", "pages", "status", "error", "task", "host", "attempts"]
+SLOWEST_COLUMNS = ["pdf", "pages", "seconds", "seconds_per_page", "parts"]
+_CHUNK = 8192  # records per step when spreading pages over buckets: bounds the memory
+
+
+def local_times(stamps: Iterable[float]) -> pd.Series:
+    """Epoch seconds -> naive local datetimes (what the page shows). For bucket-sized inputs."""
+    return pd.Series([datetime.fromtimestamp(float(t)) for t in stamps], dtype="datetime64[ns]")
+
+
+def page_labels(start: pd.Series, stop: pd.Series) -> pd.Series:
+    """1-based inclusive page ranges, '-' where there are none (an unreadable PDF)."""
+    label = (start + 1).astype(str) + "-" + stop.astype(str)
+    return label.where(stop > start, "-")
+
+
+def records_frame(records: Sequence[ManifestRecord]) -> pd.DataFrame:
+    """One row per manifest record (every attempt), with `state`: ok, degraded (ok, but the LLM
+    refinement was partial) or failed (every other status)."""
+    frame = pd.DataFrame.from_records([vars(r) for r in records], columns=FIELDS)
+    degraded = frame["degraded"].map(lambda v: isinstance(v, str) and bool(v)).astype(bool)
+    frame["state"] = np.where(frame["status"] != "ok", "failed", np.where(degraded, "degraded", "ok"))
+    return frame
+
+
+def latest_frame(items: pd.DataFrame) -> pd.DataFrame:
+    """The newest attempt of each item (the one that finished last; on a tie, the later record),
+    as `manifest.latest_by_item` decides."""
+    return items.sort_values("finished", kind="stable").drop_duplicates("item_id", keep="last")
+
+
+def bucket_edges(first: float, last: float, buckets: int) -> tuple[np.ndarray, float]:
+    """At most about `buckets` buckets of a round width (0.1 s .. 1 day) covering [first, last]."""
+    span = max(last - first, 1e-6)
+    width = next((w for w in NICE_BUCKETS_S if w >= span / buckets), span / buckets)
+    return first + width * np.arange(math.ceil(span / width) + 1), float(width)
+
+
+def spread(started: np.ndarray, finished: np.ndarray, weights: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Each weight spread evenly over its record's [started, finished], summed per bucket of `edges`.
+    Linear in the records, in chunks, so memory stays bounded."""
+    duration = np.maximum(finished - started, 1e-6)
+    started = finished - duration
+    total = np.zeros(len(edges) - 1)
+    for lo in range(0, len(finished), _CHUNK):
+        s, f, d = started[lo:lo + _CHUNK, None], finished[lo:lo + _CHUNK, None], duration[lo:lo + _CHUNK, None]
+        overlap = np.clip(np.minimum(f, edges[None, 1:]) - np.maximum(s, edges[None, :-1]), 0, None)
+        total += (overlap / d * weights[lo:lo + _CHUNK, None]).sum(axis=0)
+    return total
+
+
+def throughput_frame(items: pd.DataFrame, buckets: int = 60) -> pd.DataFrame:
+    """Pages/s per time bucket over the whole run, each ok record's pages spread over its duration,
+    and pages done so far; attrs["bucket_s"] is the bucket width."""
+    ok = items[(items["status"] == "ok") & (items["pages"] > 0)]
+    if ok.empty:
+        return pd.DataFrame(columns=["time", "pages_per_s", "pages_done"])
+    finished = ok["finished"].to_numpy(float)
+    first = min(float((finished - np.maximum(finished - ok["started"].to_numpy(float), 1e-6)).min()),
+                float(items["started"].min()))
+    edges, width = bucket_edges(first, float(items["finished"].max()), buckets)
+    done = spread(ok["started"].to_numpy(float), finished, ok["pages"].to_numpy(float), edges)
+    frame = pd.DataFrame({"time": local_times(edges[:-1] + width / 2), "pages_per_s": done / width,
+                          "pages_done": done.cumsum()})
+    frame.attrs["bucket_s"] = width
+    return frame
+
+
+def activity_frame(items: pd.DataFrame, tasks: Sequence[int], buckets: int = 120) -> pd.DataFrame:
+    """The timeline per task and time bucket, for runs too large for a bar per record: one row per
+    (task, bucket) with the ok pages spread over the bucket (`pages`, `pages_per_s`) and the records
+    that finished in it by state (`ok`, `degraded`, `failed`). `tasks` are the rows (idle ones too);
+    attrs["bucket_s"] is the bucket width. Size: tasks x buckets, whatever the records."""
+    rows = sorted(set(tasks) | set(items["task"].unique().tolist()))
+    edges, width = bucket_edges(float(items["started"].min()), float(items["finished"].max()), buckets)
+    n, position = len(edges) - 1, {task: k for k, task in enumerate(rows)}
+    pages = np.zeros((len(rows), n))
+    ok = items[(items["status"] == "ok") & (items["pages"] > 0)]
+    for task, mine in ok.groupby("task"):
+        pages[position[task]] = spread(mine["started"].to_numpy(float), mine["finished"].to_numpy(float),
+                                       mine["pages"].to_numpy(float), edges)
+    cell = items["task"].map(position).to_numpy() * n + np.clip(
+        np.searchsorted(edges, items["finished"].to_numpy(float), side="right") - 1, 0, n - 1)
+    counts = {state: np.bincount(cell[(items["state"] == state).to_numpy()], minlength=len(rows) * n)
+              for state in ("ok", "degraded", "failed")}
+    frame = pd.DataFrame({"task": np.repeat(rows, n), "start": np.tile(edges[:-1], len(rows)),
+                          "pages": pages.ravel(), "pages_per_s": pages.ravel() / width, **counts})
+    frame.attrs["bucket_s"] = width
+    return frame
+
+
+def places_frame(items: pd.DataFrame, tasks: Sequence[int]) -> pd.DataFrame:
+    """Where each task ran: one row per (task, host, gpu) it recorded items on, in task order;
+    a task with no record has one row with host and gpu None."""
+    seen = items[["task", "host", "gpu"]].drop_duplicates()
+    idle = pd.DataFrame({"task": sorted(set(tasks) - set(seen["task"])), "host": None, "gpu": None})
+    return pd.concat([seen, idle] if len(idle) else [seen], ignore_index=True) \
+        .sort_values(["task", "host", "gpu"], kind="stable", na_position="last", ignore_index=True)
+
+
+def failures_frame(plan: Plan, items: pd.DataFrame, missing: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every planned item whose latest attempt failed, with its attempts, and the items with no
+    record at all (`missing`, by default those of the plan with none), sorted by PDF."""
+    planned = {item.item_id: item for item in plan.items}
+    latest = latest_frame(items)
+    failed = latest[latest["status"] != "ok"]
+    failed = failed[failed["item_id"].isin(planned)]
+    attempts = items.loc[items["item_id"].isin(failed["item_id"]), "item_id"].value_counts()
+    rows = pd.DataFrame({"pdf": failed["pdf"], "pages": page_labels(failed["page_start"], failed["page_stop"]),
+                         "status": failed["status"],
+                         "error": failed["error"].where(failed["error"].fillna("") != "", failed["status"]),
+                         "task": failed["task"], "host": failed["host"],
+                         "attempts": failed["item_id"].map(attempts).fillna(0).astype(int)}, columns=FAILURE_COLUMNS)
+    if missing is None:
+        ids = pd.Series(list(planned), dtype=object)
+        missing = ids[~ids.isin(latest["item_id"])].tolist()
+    lost = pd.DataFrame([{"pdf": planned[i].pdf, "pages": planned[i].page_label(), "status": "missing",
+                          "error": "no record: the item never finished", "task": "-", "host": "-", "attempts": 0}
+                         for i in missing if i in planned], columns=FAILURE_COLUMNS)
+    frames = [frame for frame in (rows, lost) if len(frame)]
+    if not frames:
+        return pd.DataFrame(columns=FAILURE_COLUMNS)
+    return pd.concat(frames, ignore_index=True).sort_values(["pdf", "pages"], kind="stable", ignore_index=True)
+
+
+def slowest_frame(items: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """The `top` PDFs that took longest (all their ok parts together), with seconds per page."""
+    latest = latest_frame(items)
+    ok = latest[latest["status"] == "ok"]
+    if ok.empty:
+        return pd.DataFrame(columns=SLOWEST_COLUMNS)
+    frame = ok.groupby("pdf", as_index=False, sort=False).agg(pages=("pages", "sum"), seconds=("seconds", "sum"),
+                                                              parts=("item_id", "count"))
+    frame = frame.nlargest(top, "seconds", keep="all")  # only these few are sorted, ties by name
+    frame["seconds_per_page"] = frame["seconds"] / frame["pages"].clip(lower=1)
+    frame = frame.sort_values(["seconds", "pdf"], ascending=[False, True]).head(top)
+    return frame.round({"seconds": 2, "seconds_per_page": 3})[SLOWEST_COLUMNS].reset_index(drop=True)
+
+
+def llm_timeline_frame(llm: dict, points: int = 240) -> pd.DataFrame:
+    """The LLM front's tokens/s and in-flight requests over time (summary.json's "llm" timeline),
+    at most about `points` rows: a long run's lines are put in time buckets, tokens/s averaged
+    and in-flight requests at their peak. Columns: time (local), in_flight, tokens_out_per_s."""
+    lines = pd.DataFrame(llm.get("timeline") or [], columns=["ts", "in_flight", "tokens_out_per_s"])
+    if lines.empty:
+        return pd.DataFrame(columns=["time", "in_flight", "tokens_out_per_s"])
+    if len(lines) > points:
+        edges, width = bucket_edges(float(lines["ts"].min()), float(lines["ts"].max()), points)
+        bucket = np.clip(np.searchsorted(edges, lines["ts"].to_numpy(float), side="right") - 1, 0, len(edges) - 2)
+        lines = lines.groupby(bucket).agg(in_flight=("in_flight", "max"), tokens_out_per_s=("tokens_out_per_s", "mean"))
+        lines["ts"] = edges[lines.index] + width / 2
+    return pd.DataFrame({"time": local_times(lines["ts"]), "in_flight": lines["in_flight"].to_numpy(),
+                         "tokens_out_per_s": lines["tokens_out_per_s"].round(2).to_numpy()})
+
+
+def llm_counts_frame(llm: dict) -> pd.DataFrame:
+    """Requests, errors and tokens per task and in total."""
+    rows = [{"task": task, **{k: counters.get(k, 0) for k in LLM_COUNTERS}}
+            for task, counters in sorted((llm.get("tasks") or {}).items())]
+    rows.append({"task": "all", **{k: llm.get(k, 0) for k in LLM_COUNTERS}})
+    return pd.DataFrame(rows, columns=["task", *LLM_COUNTERS])
+
+
+def degraded_frame(summary: dict) -> pd.DataFrame:
+    """The items whose LLM refinement was partial (summary.json's "degraded")."""
+    return pd.DataFrame(summary.get("degraded") or [], columns=["pdf", "pages", "reason"])
