@@ -1,3 +1,8 @@
-"""hpcmarker: convert folders of PDFs to Markdown on a Slurm GPU cluster."""
+"""hpcmarker: convert folders of PDFs to Markdown on a Slurm GPU cluster.
+
+The subpackages are the pipeline's seams, and dependencies flow one way (docs/architecture.md):
+cli → submission, manage, admin, report → executors, runtime → runstate, planning, slurm, llm,
+engines, servers, config → util.
+"""
 
 __version__ = "0.1.0"

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
-
 ENV_FILE = "env.sh"
 CONNECT_TIMEOUT_S = 10
 DEFAULT_CACHE = Path("~/.cache/hpcmarker")
@@ -306,43 +304,3 @@ def _child_marker(timeout_s: float, vlm: str) -> int:
 
     _emit(event="missing", pieces=missing_cache_pieces())
     return 0
-
-
-@click.command("prefetch")
-@click.option("--marker", "with_marker", is_flag=True, help="marker's font and model weights.")
-@click.option("--llm", "llm_model", metavar="MODEL",
-              help="Pull this Ollama model (into $OLLAMA_MODELS when set, else CACHE/ollama).")
-@click.option("--cache", type=click.Path(path_type=Path), default=DEFAULT_CACHE, show_default=True,
-              help="Cache folder, on a file system the compute nodes see.")
-@click.option("--vlm", type=click.Choice(VLM_CHOICES), default="auto", show_default=True,
-              help="marker 2.x: weights of which inference backend (auto: SURYA_INFERENCE_BACKEND, else both).")
-@click.option("--timeout", "timeout_s", default=120.0, show_default=True, type=float,
-              help="Seconds a download may go without data before it fails.")
-def prefetch_command(with_marker, llm_model, cache, vlm, timeout_s) -> None:
-    """On a login node with internet: put what offline jobs need into CACHE and write CACHE/env.sh."""
-    if not with_marker and not llm_model:
-        raise click.UsageError("name what to fetch: --marker and/or --llm MODEL")
-    if timeout_s <= 0:
-        raise click.UsageError(f"--timeout {timeout_s:g}: must be positive")
-    layout = CacheLayout(cache.expanduser().resolve())
-    values: dict[str, str] = {}
-    try:
-        if with_marker:
-            result = prefetch_marker(layout.root, timeout_s=timeout_s, vlm=vlm, echo=click.echo)
-            click.echo(f"marker: {len(result.fetched)} pieces in {layout.root} ({result.seconds:.0f}s)")
-            for piece in result.still_missing:
-                click.echo(f"  still needed on the compute nodes (no cache holds it): {piece}", err=True)
-            values |= layout.marker_env()
-        if llm_model:
-            models = layout.ollama_models()
-            click.echo(f"pulling {llm_model} into {models}")
-            prefetch_llm(llm_model, models, log=layout.root / "prefetch-ollama.log", timeout_s=timeout_s,
-                         echo=click.echo)
-            values["OLLAMA_MODELS"] = str(models)
-    except PrefetchError as exc:
-        raise click.ClickException(str(exc)) from None
-    lines = write_env_file(layout.env_file, values)
-    click.echo(f"wrote {layout.env_file}; jobs use the cache with:")
-    for line in lines:
-        click.echo(f"  {line}")
-

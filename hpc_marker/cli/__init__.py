@@ -17,12 +17,11 @@ __all__ = ["cli", "main"]
 
 
 def _add_commands() -> None:
-    from hpc_marker.admin.prefetch import prefetch_command
     from hpc_marker.cli import admin, llm, manage, run
 
     for command in (run.submit, run.plan_command, manage.status, manage.cancel, manage.resume, manage.retry,
                     manage.collect, manage.report, llm.llm, admin.templates, admin.config, admin.doctor_command,
-                    prefetch_command):
+                    admin.prefetch_command):
         cli.add_command(command)
 
 

@@ -1,1 +1,9 @@
-"""manage."""
+"""manage: a run after submission, asked from the login node (or by the run's own collector job).
+
+  collect.py  merge the task manifests into manifest.csv and summary.json, finish what killed tasks
+              left, gather logs, stop the run's service, write the report
+  status.py   where a run stands: per task states and progress, totals, rate, ETA (pure `summarize`)
+  cancel.py   cancel every job of a run and mark it cancelled
+
+Jobs are asked about only through the run's executor (executors/).
+"""

@@ -21,7 +21,8 @@ import pytest
 from click.testing import CliRunner
 from standin.harness import free_port, manifest, path_with_standin, seed_model, standin_pids
 
-from hpc_marker.admin.prefetch import CacheLayout, prefetch_command, read_env_file, write_env_file
+from hpc_marker.admin.prefetch import CacheLayout, read_env_file, write_env_file
+from hpc_marker.cli.admin import prefetch_command
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_MARKER = importlib.util.find_spec("marker") is not None
@@ -155,7 +156,7 @@ def marker_urls(monkeypatch):
 
 def fail_fast(cache: Path, *args: str, limit_s: float = 30.0) -> tuple[str, float]:
     """`hpcmarker prefetch --marker` in a process of its own, killed (with its child) if it hangs."""
-    code = "from hpc_marker.admin.prefetch import prefetch_command; prefetch_command(prog_name='hpcmarker prefetch')"
+    code = "from hpc_marker.cli.admin import prefetch_command; prefetch_command(prog_name='hpcmarker prefetch')"
     argv = [sys.executable, "-c", code, "--marker", "--cache", str(cache), *args]
     started = time.monotonic()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from hpc_marker.planning.plan import WorkItem
-from hpc_marker.runstate.manifest import ManifestRecord
 from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.manifest import ManifestRecord
 from hpc_marker.runstate.record import RunRecord
 
 HOSTILE_PDF = "<img src=x onerror=alert(1)>.pdf"  # fails: a failure row, in the first rows shown
