@@ -12,6 +12,7 @@ from rich.console import Console
 from hpc_marker.cli.group import InputError
 from hpc_marker.cli.llm import parse_option
 from hpc_marker.engines import ENGINE_NAMES, EngineOptions
+from hpc_marker.engines.formats import OUTPUT_FORMATS
 from hpc_marker.executors import NAMES as EXECUTORS
 from hpc_marker.runstate.permissions import PERMISSIONS
 from hpc_marker.slurm.parse import base_id
@@ -19,8 +20,8 @@ from hpc_marker.submission.request import STRATEGIES, LaunchError, parse_workers
 from hpc_marker.util.errors import Refused
 
 
-def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path | None,
-                    paginate: bool) -> EngineOptions:
+def engine_options(force_ocr: bool, languages: str | None, marker_config: Path | None,
+                   paginate: bool, output_format: str, images: bool) -> EngineOptions:
     extra = {}
     if marker_config is not None:
         try:
@@ -28,7 +29,8 @@ def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path 
         except ValueError as exc:
             raise InputError(f"--marker-config {exc}") from None
     langs = tuple(x.strip() for x in (languages or "").split(",") if x.strip())
-    return EngineOptions(paginate=paginate, force_ocr=force_ocr, languages=langs, extra_config=extra)
+    return EngineOptions(paginate=paginate, force_ocr=force_ocr, languages=langs, extra_config=extra,
+                         output_format=output_format, images=images)
 
 
 def _workers_per_gpu(_ctx, _param, value) -> int | None:
@@ -61,6 +63,11 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
 @click.option("--languages", help="Comma-separated languages for OCR (marker versions that take them).")
 @click.option("--marker-config", type=click.Path(path_type=Path), help="JSON file of extra marker settings.")
 @click.option("--paginate/--no-paginate", default=None, show_default=True, help="Page separators in the Markdown.")
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), show_default=True,
+              help="marker's renderers: markdown (.md), json (.json: pages and blocks), html (.html), chunks "
+                   "(.json: flat blocks for RAG); the text engine writes markdown or json (a Page block per page).")
+@click.option("--images/--no-images", default=None, show_default=True,
+              help="Extract images (marker; beside Markdown and HTML, inside JSON and chunks).")
 @click.option("--executor", type=click.Choice(["auto", *EXECUTORS]), show_default=True,
               help="auto: Slurm when sbatch is on PATH, else this machine.")
 @click.option("--run-id", help="Name the run (default: a timestamp).")
@@ -101,8 +108,8 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
               help="Seconds a task waits for its inference server to answer.")
 @click.option("--dry-run", is_flag=True, help="Do everything but submit; print the sbatch scripts.")
 def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
-           force_ocr, languages, marker_config, paginate, executor, run_id, split_pages, steal, lease_seconds,
-           plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind,
+           force_ocr, languages, marker_config, paginate, output_format, images, executor, run_id, split_pages, steal,
+           lease_seconds, plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind,
            item_timeout, worker_memory, permissions, inference_server, inference_startup_timeout, dry_run) -> None:
     """Scan PDFS, plan, and submit the conversion array and its collector."""
     from hpc_marker.executors import executor_for
@@ -120,7 +127,7 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         raise InputError("--llm-ctx and --llm-option need --llm MODEL")
     request = SubmitRequest(
         pdfs=pdfs, out=out, gpus=gpus, engine=engine,
-        engine_options=_engine_options(force_ocr, languages, marker_config, paginate),
+        engine_options=engine_options(force_ocr, languages, marker_config, paginate, output_format, images),
         profile=profile, partition=partition, template=template, workers_per_gpu=workers_per_gpu,
         cpus_per_task=cpus_per_task, mem=mem, time_limit=time_limit, executor=executor, run_id=run_id,
         split_pages=split_pages, steal=steal, lease_seconds=lease_seconds, plan_strategy=plan_strategy, force=force,

@@ -36,6 +36,8 @@ class EngineOptions:
 
     paginate: bool = True
     force_ocr: bool = False
+    output_format: str = "markdown"  # one of formats.OUTPUT_FORMATS (marker's renderers); old run records: markdown
+    images: bool = True  # extract images (marker's disable_image_extraction when False)
     languages: tuple[str, ...] = ()
     extra_config: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
@@ -47,6 +49,8 @@ class EngineOptions:
         data = {
             "paginate": self.paginate,
             "force_ocr": self.force_ocr,
+            "output_format": self.output_format,
+            "images": self.images,
             "languages": list(self.languages),
             "extra_config": self.extra_config,
             "threads": self.threads,
@@ -60,6 +64,8 @@ class EngineOptions:
         return cls(
             paginate=bool(data.get("paginate", True)),
             force_ocr=bool(data.get("force_ocr", False)),
+            output_format=str(data.get("output_format", "markdown")),
+            images=bool(data.get("images", True)),
             languages=tuple(data.get("languages", ())),
             extra_config=dict(data.get("extra_config", {})),
             threads=int(data.get("threads", 1)),
@@ -82,9 +88,12 @@ class EngineOptions:
 
 @dataclass
 class ConvertedDocument:
-    """One converted work item. `images` maps file names (as referenced in the Markdown) to bytes."""
+    """One converted work item: `text` in `format` (see formats.py: Markdown, marker's JSON, HTML or
+    chunks), `images` maps file names (as the text references them) to bytes, `metadata` is the
+    engine's (with `text_layer`, one entry per page checked: textlayer.py)."""
 
-    markdown: str
+    text: str
+    format: str = "markdown"
     images: dict[str, bytes] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
 

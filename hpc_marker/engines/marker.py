@@ -21,13 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from hpc_marker.engines.base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable
+from hpc_marker.engines.formats import check_output_format, page_texts
+from hpc_marker.engines.textlayer import check_pages
 from hpc_marker.util.text import one_line
 
 INSTALL_HINT = "engine 'marker' needs marker-pdf: pip install \"hpc-marker[marker]\""
 SUPPORTED = ((1, 10), (2, 0))  # (major, minor) series this module was written against
 # Keys hpcmarker sets itself (from EngineOptions or per work item) or that write files.
 RESERVED = {
-    "output_format": "hpcmarker always renders Markdown",
+    "output_format": "use the output_format option (--output-format)",
+    "disable_image_extraction": "use the images option (--images/--no-images)",
     "page_range": "hpcmarker sets it per work item",
     "paginate_output": "use the paginate option",
     "force_ocr": "use the force_ocr option",
@@ -85,6 +88,7 @@ def marker_config_keys() -> tuple[set[str], dict[str, Any]]:
 
 
 def _validate(options: EngineOptions, version: str) -> None:
+    check_output_format(options.output_format)
     attrs, cli = marker_config_keys()
     if options.languages and "languages" not in attrs:
         raise EngineUnavailable(
@@ -120,9 +124,10 @@ def page_range_string(pages: range) -> str:
 def cli_options(options: EngineOptions, pages: range | None = None) -> dict[str, Any]:
     """The kwargs marker's click CLI would hand to ConfigParser for these options."""
     cli: dict[str, Any] = {
-        "output_format": "markdown",
+        "output_format": options.output_format,
         "paginate_output": options.paginate,
         "force_ocr": options.force_ocr,
+        "disable_image_extraction": not options.images,
     }
     if options.languages:
         cli["languages"] = ",".join(options.languages)
@@ -295,7 +300,7 @@ class MarkerEngine:
 
                 self.converter.config["page_range"] = parse_range_str(page_range_string(pages))
             rendered = self.converter(str(pdf))
-            return document_from_rendered(rendered)
+            return document_from_rendered(rendered, self.options)
         except (EngineError, MemoryError):  # MemoryError: the worker reports it and is replaced
             raise
         except Exception as exc:
@@ -317,16 +322,21 @@ def _release_gpu_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def document_from_rendered(rendered: Any) -> ConvertedDocument:
-    """marker's MarkdownOutput -> ConvertedDocument; images encoded like marker's save_output."""
+def document_from_rendered(rendered: Any, options: EngineOptions) -> ConvertedDocument:
+    """marker's rendered output (Markdown, JSON, HTML or chunks) -> ConvertedDocument: the text and
+    images marker's own save_output would write (images encoded the same way), its metadata, and
+    the text-layer flags of each page of the output where the format keeps page boundaries."""
     from marker.output import convert_if_not_rgb, text_from_rendered
     from marker.settings import settings
 
-    markdown, _ext, images = text_from_rendered(rendered)
+    text, _ext, images = text_from_rendered(rendered)
     encoded: dict[str, bytes] = {}
     for name, image in images.items():
         buffer = io.BytesIO()
         convert_if_not_rgb(image).save(buffer, settings.OUTPUT_IMAGE_FORMAT)
         encoded[name] = buffer.getvalue()
     meta = json.loads(json.dumps(rendered.metadata, default=str))
-    return ConvertedDocument(markdown=markdown, images=encoded, metadata=meta)
+    pages = page_texts(options.output_format, text, options.paginate)
+    if pages is not None:
+        meta["text_layer"] = check_pages(pages)
+    return ConvertedDocument(text=text, format=options.output_format, images=encoded, metadata=meta)

@@ -1,17 +1,25 @@
 """The `text` engine: the PDF's own text layer through pdftext; no models, no GPU.
 
 Output is paginated exactly the way marker paginates Markdown, so documents from either
-engine have the same shape and a page range converted alone is a slice of the whole.
+engine have the same shape and a page range converted alone is a slice of the whole. It writes
+`markdown` or `json` (marker's JSON shape, one Page block per page with the page's box), not
+`html` or `chunks` (those need marker's layout). Every page's text layer is checked
+(textlayer.py) before anything else touches it.
 With the run's LLM service (`--llm`), each page's text is refined into clean Markdown by the
 LLM; a page whose refinement fails keeps its extracted text and the document says so.
 """
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from hpc_marker.engines.base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable, page_marker
+from hpc_marker.engines.formats import check_output_format, json_document, page_block
+from hpc_marker.engines.textlayer import check_pages
 from hpc_marker.util.text import one_line
+
+FORMATS = ("markdown", "json")
 
 
 class TextEngine:
@@ -32,6 +40,10 @@ class TextEngine:
             raise EngineUnavailable(
                 "engine 'text' takes no extra settings; --marker-config needs --engine marker"
             )
+        check_output_format(options.output_format)
+        if options.output_format not in FORMATS:
+            raise EngineUnavailable(f"engine 'text' writes markdown or json; --output-format "
+                                    f"{options.output_format} needs marker's layout (--engine marker)")
 
     def __init__(self, options: EngineOptions) -> None:
         self.check(options)
@@ -52,20 +64,27 @@ class TextEngine:
             raise EngineError(one_line(exc, with_type=True, empty='no detail')) from None
         if page_ids is None:
             page_ids = list(range(len(texts)))
+        text_layer = check_pages(zip(page_ids, texts))
         llm_meta = None
         if self.options.llm:
             texts, llm_meta = self._refine(texts)
-        if self.options.paginate:
-            markdown = "".join(page_marker(i) + text for i, text in zip(page_ids, texts))
-        else:
-            markdown = "\n\n".join(texts)
         metadata = {
             "engine": self.name,
             "page_stats": [{"page_id": i, "text_chars": len(t)} for i, t in zip(page_ids, texts)],
+            "text_layer": text_layer,
         }
         if llm_meta is not None:
             metadata["llm"] = llm_meta
-        return ConvertedDocument(markdown=markdown, metadata=metadata)
+        fmt = self.options.output_format
+        return ConvertedDocument(text=self._render(pdf, page_ids, texts), format=fmt, metadata=metadata)
+
+    def _render(self, pdf: Path, page_ids: list[int], texts: list[str]) -> str:
+        if self.options.output_format == "json":
+            boxes = _page_boxes(pdf, page_ids)
+            return json_document([page_block(i, _paragraphs(text), box) for i, text, box in zip(page_ids, texts, boxes)])
+        if self.options.paginate:
+            return "".join(page_marker(i) + text for i, text in zip(page_ids, texts))
+        return "\n\n".join(texts)
 
     def _refine(self, texts: list[str]) -> tuple[list[str], dict]:
         from hpc_marker.llm.client import Endpoint, refine_pages
@@ -80,3 +99,20 @@ class TextEngine:
         if degraded:
             meta["degraded"] = f"{len(degraded)} of {len(refined)} pages kept their extracted text ({degraded[0]})"
         return [r.text for r in refined], meta
+
+
+def _paragraphs(text: str) -> str:
+    """A page's text as HTML paragraphs (blank lines separate them), escaped."""
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    return "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+
+
+def _page_boxes(pdf: Path, page_ids: list[int]) -> list[list[float]]:
+    """Each page's box [0, 0, width, height] in PDF points, as marker's Page blocks give it."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(str(pdf))
+    try:
+        return [[0.0, 0.0, *map(float, document[i].get_size())] for i in page_ids]
+    finally:
+        document.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from hpc_marker.engines.base import EngineOptions
+from hpc_marker.engines.formats import file_name
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.layout import RunPaths
@@ -21,6 +23,12 @@ def final_dir(paths: RunPaths, record: RunRecord, item: WorkItem) -> Path:
     if item.is_part:
         return paths.parts / item.doc_id / item.item_id
     return document_dir(Path(record.out_dir), item.pdf)
+
+
+def final_file(paths: RunPaths, record: RunRecord, item: WorkItem) -> Path:
+    """The item's output file (Markdown, JSON or HTML, as the run renders) in its final_dir."""
+    output_format = EngineOptions.from_json(record.engine_options).output_format
+    return final_dir(paths, record, item) / file_name(document_stem(item.pdf), output_format)
 
 
 def place_committed(staging: Path, final: Path) -> bool:
@@ -49,8 +57,12 @@ def merge_if_complete(paths: RunPaths, record: RunRecord, parts: list[WorkItem],
     for part, rec in zip(parts, records):  # a part committed by a task killed before its rename
         if rec.get("staging"):
             place_committed(Path(rec["staging"]), final_dir(paths, record, part))
-    stem = document_stem(relpath)
-    doc = merge_parts([final_dir(paths, record, p) for p in parts], stem)
+    options = EngineOptions.from_json(record.engine_options)
+    doc = merge_parts([final_dir(paths, record, p) for p in parts], document_stem(relpath), options.output_format,
+                      options.paginate)
+    source = doc.metadata.get("hpcmarker_source")
+    if isinstance(source, dict):  # the first part's; the document covers every part's pages
+        source["pages"] = [parts[0].page_start, parts[-1].page_stop]
     md = write_document(Path(record.out_dir), relpath, doc, staging_root=paths.staging)
     if board.commit(claim, {"status": "ok", "output": str(md)}):
         shutil.rmtree(paths.parts / doc_id, ignore_errors=True)

@@ -35,6 +35,10 @@ class ManifestRecord:
     started: float
     finished: float
     degraded: str | None = None  # why the LLM refinement of this item was partial, if it was
+    # Text-layer flags (engines/textlayer.py): 0-based indices of the item's empty and garbled pages;
+    # None where nothing was checked (a failed item, marker's unpaginated Markdown or HTML).
+    empty_pages: list[int] | None = None
+    garbled_pages: list[int] | None = None
 
     def to_line(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False) + "\n"

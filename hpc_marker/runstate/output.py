@@ -1,8 +1,8 @@
 """Output layout and crash-safe writing: staging folders renamed into place, merged parts.
 
-A document lives at `OUT/<relative path without .pdf>/<stem>.md` with `<stem>_meta.json` and
-the images the Markdown references, so two PDFs with the same name in different folders never
-collide. Every document (and every part of a split PDF) is first written whole into a staging
+A document lives at `OUT/<relative path without .pdf>/<stem>.<ext>` (`.md`, `.json` or `.html`:
+engines/formats.py) with `<stem>_meta.json` and the images the document references, so two PDFs
+with the same name in different folders never collide. Every document (and every part of a split PDF) is first written whole into a staging
 folder, then renamed into its final place: a task killed at any instant never leaves a
 half-written document under a final name. Parts of a split PDF live under the run folder and
 become one document only when all of them are there (`merge_parts`).
@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path, PurePosixPath
 
 from hpc_marker.engines.base import ConvertedDocument
+from hpc_marker.engines.formats import file_name, merge
 
 
 def document_dir(out_root: Path, relpath: str) -> Path:
@@ -28,8 +29,13 @@ def document_stem(relpath: str) -> str:
     return PurePosixPath(relpath).with_suffix("").name
 
 
-def markdown_path(out_root: Path, relpath: str) -> Path:
-    return document_dir(out_root, relpath) / f"{document_stem(relpath)}.md"
+def document_file(out_root: Path, relpath: str, output_format: str) -> Path:
+    """The document's own file (Markdown, JSON or HTML) for the PDF at `relpath`."""
+    return document_dir(out_root, relpath) / file_name(document_stem(relpath), output_format)
+
+
+def meta_file(folder: Path, stem: str) -> Path:
+    return Path(folder) / f"{stem}_meta.json"
 
 
 def stage_document(staging_root: Path, name: str, stem: str, doc: ConvertedDocument) -> Path:
@@ -37,8 +43,8 @@ def stage_document(staging_root: Path, name: str, stem: str, doc: ConvertedDocum
     staging = Path(staging_root) / f"{name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
-        (staging / f"{stem}.md").write_text(doc.markdown, encoding="utf-8")
-        (staging / f"{stem}_meta.json").write_text(
+        (staging / file_name(stem, doc.format)).write_text(doc.text, encoding="utf-8")
+        meta_file(staging, stem).write_text(
             json.dumps(doc.metadata, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
         for image_name, data in doc.images.items():
             (staging / PurePosixPath(image_name).name).write_bytes(data)
@@ -61,27 +67,29 @@ def commit_staged(staging: Path, final: Path) -> None:
 
 
 def write_document(out_root: Path, relpath: str, doc: ConvertedDocument, staging_root: Path | None = None) -> Path:
-    """Stage and commit `doc` as the document for `relpath`; returns its .md path."""
+    """Stage and commit `doc` as the document for `relpath`; returns the path of its file."""
     final = document_dir(out_root, relpath)
     stem = document_stem(relpath)
     staging = stage_document(staging_root or final.parent, f".{stem}.partial", stem, doc)
     commit_staged(staging, final)
-    return final / f"{stem}.md"
+    return final / file_name(stem, doc.format)
 
 
-def read_document(folder: Path, stem: str) -> ConvertedDocument:
-    markdown = (folder / f"{stem}.md").read_text(encoding="utf-8")
-    meta_path = folder / f"{stem}_meta.json"
+def read_document(folder: Path, stem: str, output_format: str) -> ConvertedDocument:
+    text_path, meta_path = folder / file_name(stem, output_format), meta_file(folder, stem)
+    text = text_path.read_text(encoding="utf-8")
     metadata = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-    skip = {f"{stem}.md", f"{stem}_meta.json"}
+    skip = {text_path.name, meta_path.name}
     images = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name not in skip}
-    return ConvertedDocument(markdown=markdown, images=images, metadata=metadata)
+    return ConvertedDocument(text=text, format=output_format, images=images, metadata=metadata)
 
 
-def merge_documents(parts: list[ConvertedDocument]) -> ConvertedDocument:
-    """Parts in page order -> one document: Markdown concatenated (page separators carry the
-    PDF's own page numbers), list-valued metadata (page stats, table of contents) joined,
-    other metadata from the first part, images united (their names carry page numbers)."""
+def merge_documents(parts: list[ConvertedDocument], paginate: bool) -> ConvertedDocument:
+    """Parts in page order (converted ones, and placeholders for lost pages: formats.lost_page_document)
+    -> one document: texts joined the way their format joins (formats.merge: page separators and
+    block ids carry the PDF's own page numbers), list-valued metadata (page stats, table of
+    contents, text-layer entries, lost pages) joined, other metadata from the first part, images
+    united (their names carry page numbers)."""
     metadata: dict = {}
     images: dict[str, bytes] = {}
     for part in parts:
@@ -92,8 +100,10 @@ def merge_documents(parts: list[ConvertedDocument]) -> ConvertedDocument:
             else:
                 metadata.setdefault(key, value)
         images.update(part.images)
-    return ConvertedDocument(markdown="".join(p.markdown for p in parts), images=images, metadata=metadata)
+    output_format = parts[0].format
+    text = merge(output_format, [p.text for p in parts], paginate)
+    return ConvertedDocument(text=text, format=output_format, images=images, metadata=metadata)
 
 
-def merge_parts(part_dirs: list[Path], stem: str) -> ConvertedDocument:
-    return merge_documents([read_document(folder, stem) for folder in part_dirs])
+def merge_parts(part_dirs: list[Path], stem: str, output_format: str, paginate: bool) -> ConvertedDocument:
+    return merge_documents([read_document(folder, stem, output_format) for folder in part_dirs], paginate)

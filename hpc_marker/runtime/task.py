@@ -27,7 +27,7 @@ from pathlib import Path
 from hpc_marker.engines import EngineError, EngineOptions, EngineUnavailable, check_engine, engine_startup_seconds
 from hpc_marker.planning.plan import Plan, WorkItem, claim_order, items_by_document
 from hpc_marker.runstate.claims import Claim, ClaimBoard
-from hpc_marker.runstate.finish import final_dir, merge_if_complete, place_committed
+from hpc_marker.runstate.finish import final_dir, final_file, merge_if_complete, place_committed
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import FAILURE_STATUSES, ManifestRecord, append_record
 from hpc_marker.runstate.output import document_stem
@@ -107,14 +107,14 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     storage_errors: list[str] = []
 
     def finish(item: WorkItem, claim: Claim, status: str, error: str | None, started: float,
-               staging: Path | None, degraded: str | None = None) -> None:
+               staging: Path | None, degraded: str | None = None, flags: dict | None = None) -> None:
         final = final_dir(paths, record, item)
-        output = str(final / f"{document_stem(item.pdf)}.md") if staging else None
+        output = str(final_file(paths, record, item)) if staging else None
         finished = time.time()
         entry = ManifestRecord(item_id=item.item_id, pdf=item.pdf, page_start=item.page_start,
                                page_stop=item.page_stop, pages=item.pages, status=status, error=error,
                                seconds=round(finished - started, 3), output=output, started=started,
-                               finished=finished, degraded=degraded, **context)
+                               finished=finished, degraded=degraded, **(flags or {}), **context)
         try:
             committed = board.commit(claim, dict(asdict(entry), staging=str(staging) if staging else None))
         except OSError as exc:  # the claims folder cannot take the record (disk full, quota, storage gone)
@@ -203,8 +203,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                 item, claim = inflight.pop(outcome.key)
                 started = time.time() - outcome.seconds
                 if outcome.kind == OK:
-                    staging, degraded = outcome.result
-                    finish(item, claim, "ok", None, started, Path(staging), degraded)
+                    staging, degraded, flags = outcome.result
+                    finish(item, claim, "ok", None, started, Path(staging), degraded, flags)
                 elif outcome.kind == TIMEOUT:
                     finish(item, claim, "timeout", f"no result after {outcome.seconds:.0f} s (item limit "
                            f"{limit.describe()}; --item-timeout): its worker was ended", started, None)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from hpc_marker.engines import EngineError, EngineOptions, create_engine
+from hpc_marker.engines.textlayer import flagged_pages
 from hpc_marker.runstate.output import stage_document
 from hpc_marker.runtime.limits import cap_memory
 from hpc_marker.runtime.threads import cap_threads
@@ -60,10 +61,11 @@ def _llm_failures() -> int | None:
 
 
 def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_root: str, name: str,
-                       stem: str) -> tuple[str, str | None]:
+                       stem: str) -> tuple[str, str | None, dict]:
     """Convert pages [page_start, page_stop) of one PDF into a staging folder.
 
-    Returns (staging folder, why the LLM refinement was degraded or None)."""
+    Returns (staging folder, why the LLM refinement was degraded or None, the manifest's text-layer
+    fields: the empty and the garbled pages)."""
     assert _ENGINE is not None, "init_worker was not called (or could not build the engine)"
     failures_before = _llm_failures()
     doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
@@ -72,8 +74,10 @@ def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_r
     if not degraded and failures_before is not None and failures_after is not None and failures_after > failures_before:
         degraded = f"{failures_after - failures_before} LLM calls failed or timed out; marker kept its own output there"
     stat = Path(pdf_path).stat()
-    doc.metadata["hpcmarker_source"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "engine": _ENGINE.name}
+    doc.metadata["hpcmarker_source"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "engine": _ENGINE.name,
+                                        "format": doc.format, "pages": [page_start, page_stop]}
     try:
-        return str(stage_document(Path(staging_root), name, stem, doc)), degraded
+        return str(stage_document(Path(staging_root), name, stem, doc)), degraded, \
+            flagged_pages(doc.metadata.get("text_layer"))
     except OSError as exc:
         raise OutputUnwritable(f"cannot write output: {exc.strerror} ({exc.filename})", exc.errno) from None

@@ -21,7 +21,7 @@ from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
 from hpc_marker.runstate.index import register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
-from hpc_marker.runstate.output import document_dir, document_stem
+from hpc_marker.runstate.output import document_dir, document_file, document_stem, meta_file
 from hpc_marker.runstate.permissions import PERMISSIONS, private_files
 from hpc_marker.runstate.record import RunRecord, new_run_id
 from hpc_marker.runtime.inference import InferenceConfigError, settings_for_run
@@ -82,7 +82,9 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         raise LaunchError(f"--pdfs {exc}") from None
     out = request.out.resolve()
     check_out_dir(out, PERMISSIONS[request.permissions])
-    up_to_date = [] if request.force else [pdf.relpath for pdf in scanned if output_is_current(out, pdf)]
+    output_format = request.engine_options.output_format
+    up_to_date = [] if request.force else [pdf.relpath for pdf in scanned
+                                           if output_is_current(out, pdf, output_format)]
     todo = [pdf for pdf in scanned if pdf.relpath not in set(up_to_date)]
     if not todo:
         raise NothingToDo(f"all {len(scanned)} PDFs already have up-to-date outputs in {out} (--force redoes them)")
@@ -134,18 +136,19 @@ def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
     llm_paths.save_settings(settings)
 
 
-def output_is_current(out: Path, pdf: ScannedPdf) -> bool:
-    """The PDF's document exists, whole, and was made from this very file (size and mtime)."""
-    folder = document_dir(out, pdf.relpath)
-    meta = folder / f"{document_stem(pdf.relpath)}_meta.json"
-    if not (folder / f"{document_stem(pdf.relpath)}.md").is_file() or not meta.is_file():
+def output_is_current(out: Path, pdf: ScannedPdf, output_format: str) -> bool:
+    """The PDF's document exists, whole, in `output_format`, and was made from this very file (size
+    and mtime). Documents written before formats existed are Markdown."""
+    meta = meta_file(document_dir(out, pdf.relpath), document_stem(pdf.relpath))
+    if not document_file(out, pdf.relpath, output_format).is_file() or not meta.is_file():
         return False
     try:
         source = json.loads(meta.read_text(encoding="utf-8")).get("hpcmarker_source", {})
         stat = pdf.path.stat()
     except (OSError, ValueError, AttributeError):
         return False
-    return source.get("size") == stat.st_size and source.get("mtime_ns") == stat.st_mtime_ns
+    return (source.get("size") == stat.st_size and source.get("mtime_ns") == stat.st_mtime_ns
+            and source.get("format", "markdown") == output_format)
 
 
 def record_jobs(paths: RunPaths, record: RunRecord, ids: dict[str, list[str]],

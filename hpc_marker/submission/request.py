@@ -110,7 +110,9 @@ class SubmitRequest:
         values = {key: value for key, value in defaults.items() if key in known}
         values.update(given)
         if "engine_options" not in given:
-            values["engine_options"] = EngineOptions(paginate=bool(defaults.get("paginate", True)))
+            values["engine_options"] = EngineOptions(paginate=bool(defaults["paginate"]),
+                                                     output_format=str(defaults["output_format"]),
+                                                     images=bool(defaults["images"]))
         if isinstance(values["workers_per_gpu"], str):  # "auto", as the config writes it
             values["workers_per_gpu"] = parse_workers_per_gpu(values["workers_per_gpu"])
         return cls(pdfs=Path(pdfs), out=Path(out), **values)

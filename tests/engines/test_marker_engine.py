@@ -204,7 +204,7 @@ def test_bad_extra_config_is_unavailable(marker_pkg, extra, named):
 
 @pytest.mark.marker
 def test_valid_extra_config_passes_and_follows_the_version(marker_pkg):
-    check_engine("marker", EngineOptions(extra_config={"disable_image_extraction": True, "MarkdownRenderer_html_tables_in_markdown": True}))
+    check_engine("marker", EngineOptions(extra_config={"extract_images": False, "MarkdownRenderer_html_tables_in_markdown": True}))
     v1 = metadata.version("marker-pdf").startswith("1.")
     valid, gone = ("row_split_threshold", "ocr_full_page") if v1 else ("ocr_full_page", "row_split_threshold")
     check_engine("marker", EngineOptions(extra_config={valid: 0.5}))
@@ -336,13 +336,13 @@ def test_engine_converts_through_marker_converter(empty_caches, monkeypatch, tmp
     monkeypatch.setattr(engine.converter, "build_document", lambda fp: build_text_document(fp, engine.converter.config))
     pdf = make_pdf(tmp_path / "doc.pdf", pages=4)
     doc = engine.convert(pdf, range(2, 4))
-    assert doc.markdown == page_marker(2) + "Page 2 hello marker" + page_marker(3) + "Page 3 hello marker"
+    assert doc.text == page_marker(2) + "Page 2 hello marker" + page_marker(3) + "Page 3 hello marker"
     assert [p["page_id"] for p in doc.metadata["page_stats"]] == [2, 3]
     json.dumps(doc.metadata)
-    assert engine.convert(pdf, None).markdown.count("hello marker") == 4
+    assert engine.convert(pdf, None).text.count("hello marker") == 4
 
     rendered = MarkdownOutput(markdown="![](_page_0_Picture_1.jpeg)", images={"_page_0_Picture_1.jpeg": Image.new("RGBA", (4, 4))}, metadata={})
-    assert engine_mod.document_from_rendered(rendered).images["_page_0_Picture_1.jpeg"][:2] == b"\xff\xd8"
+    assert engine_mod.document_from_rendered(rendered, EngineOptions()).images["_page_0_Picture_1.jpeg"][:2] == b"\xff\xd8"
 
     def broken(fp):
         raise ValueError("cannot parse xref\nsecond line")

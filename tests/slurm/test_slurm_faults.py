@@ -43,7 +43,7 @@ def assert_outputs_match_text_engine(pdfs: Path, out: Path) -> None:
     engine = TextEngine(EngineOptions())
     for rel in SMALL_PDFS:
         md = out / Path(rel).with_suffix("") / f"{Path(rel).stem}.md"
-        assert md.read_text(encoding="utf-8") == engine.convert(pdfs / rel, None).markdown, rel
+        assert md.read_text(encoding="utf-8") == engine.convert(pdfs / rel, None).text, rel
     documents = [p for p in out.rglob("*.md") if ".hpcmarker" not in p.parts]
     assert len(documents) == len(SMALL_PDFS)
     assert not [p for p in out.rglob("*partial*") if ".hpcmarker" not in p.parts]
