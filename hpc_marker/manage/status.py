@@ -18,7 +18,9 @@ from hpc_marker.manage.cancel import mark_cancelled
 from hpc_marker.planning.plan import Plan
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item, read_manifests
+from hpc_marker.runstate.documents import documents
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.summary import text_layer_summary
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
 
@@ -53,6 +55,7 @@ class RunStatus:
     eta_seconds: float | None
     collector: str
     degraded: int = 0  # items whose LLM refinement was partial
+    text_layer: dict = field(default_factory=dict)  # documents and pages checked, flagged empty or garbled
     llm: dict | None = None  # service state, requests, tokens/s, failures
     tasks: list[TaskStatus] = field(default_factory=list)
     torn_manifest_lines: list[str] = field(default_factory=list)
@@ -108,7 +111,8 @@ def summarize(record: RunRecord, plan: Plan, records: list[ManifestRecord], stat
         pages_per_second=round(rate, 2) if rate else None,
         eta_seconds=round(remaining / rate, 1) if rate and remaining > 0 and active else None,
         collector=collector, degraded=sum(1 for r in latest.values() if r.degraded), tasks=tasks,
-        torn_manifest_lines=list(torn or []))
+        torn_manifest_lines=list(torn or []),
+        text_layer=text_layer_summary(documents(latest.values()))["text_layer"])
 
 
 def finished_tasks(plan: Plan, records: list[ManifestRecord]) -> set[int]:
@@ -184,6 +188,12 @@ def status_table(status: RunStatus) -> Table:
                      f"ETA {_duration(status.eta_seconds)}; collector {status.collector}")
     if status.degraded:
         table.caption += f"; {status.degraded} items with degraded LLM refinement"
+    layer = status.text_layer
+    if layer.get("empty_pages") or layer.get("garbled_pages"):
+        table.caption += (f"\ntext layer: {layer['empty_pages']} empty pages in {layer['documents_with_empty_pages']} "
+                          f"documents, {layer['garbled_pages']} garbled pages in {layer['documents_with_garbled_pages']} "
+                          f"documents (of {layer['pages_checked']} pages checked; hpcmarker retry {status.run_id} "
+                          "--select no-text|garbled --engine marker)")
     if status.llm:
         llm = status.llm
         table.caption += (f"\nLLM {llm['model']} (service {llm['service']}): {llm.get('requests', 0)} requests, "

@@ -188,3 +188,8 @@ def llm_counts_frame(llm: dict) -> pd.DataFrame:
 def degraded_frame(summary: dict) -> pd.DataFrame:
     """The items whose LLM refinement was partial (summary.json's "degraded")."""
     return pd.DataFrame(summary.get("degraded") or [], columns=["pdf", "pages", "reason"])
+
+
+def flagged_frame(totals: dict) -> pd.DataFrame:
+    """The documents with a page whose text layer is empty or garbled (summary's "flagged"), 1-based pages."""
+    return pd.DataFrame(totals.get("flagged") or [], columns=["pdf", "pages", "empty", "garbled"])

@@ -123,7 +123,7 @@ def _stamp(epoch: float) -> str:
 
 def header(view: RunView, totals: dict) -> dict:
     """The page's head: run id, settings, where it reads and writes, and the cards of totals."""
-    record, rate = view.record, totals.get("pages_per_second")
+    record, rate, layer = view.record, totals.get("pages_per_second"), totals.get("text_layer") or {}
     workers = (f"{record.workers_per_gpu} worker(s) per GPU" if record.workers_per_gpu
                else "workers per GPU chosen by each task (its log says why)")
     cards = [("items", f"{totals.get('ok', 0):,} ok · {totals.get('failed', 0):,} failed",
@@ -132,6 +132,8 @@ def header(view: RunView, totals: dict) -> dict:
              ("pages", f"{totals.get('pages_ok', 0):,}", f"converted of {totals.get('pages', 0):,}"),
              ("wall time", _duration(totals.get("wall_seconds")), "first start to last finish"),
              ("pages/s", f"{rate:.2f}" if rate else "-", "whole run"),
+             ("text layer", f"{layer.get('empty_pages', 0):,} empty · {layer.get('garbled_pages', 0):,} garbled",
+              f"pages of {layer.get('pages_checked', 0):,} checked"),
              ("tasks", f"{record.tasks}", f"{record.executor}, {workers}")]
     collected = view.summary.get("collected")
     return {"run_id": record.run_id, "engine": record.engine, "created": _stamp(record.created),
@@ -193,6 +195,19 @@ def table_sections(view: RunView, items: pd.DataFrame, limits: Limits) -> list[S
     return sections
 
 
+def text_layer_section(view: RunView, totals: dict, limits: Limits) -> Section:
+    """The documents whose text layer has empty or garbled pages, and how to send them to OCR."""
+    layer = totals.get("text_layer") or {}
+    note = (f"{layer.get('documents_checked', 0):,} documents ({layer.get('pages_checked', 0):,} pages) checked: "
+            f"{layer.get('empty_pages', 0):,} empty pages in {layer.get('documents_with_empty_pages', 0):,} documents, "
+            f"{layer.get('garbled_pages', 0):,} garbled pages in {layer.get('documents_with_garbled_pages', 0):,} "
+            f"documents. To convert them again with OCR: hpcmarker retry {view.record.run_id} "
+            "--select no-text|garbled --engine marker --force-ocr.")
+    table = Table.of(frames.flagged_frame(totals), "text-layer-table", "No page was flagged.", limits.table_rows,
+                     "summary.json has them all")
+    return Section("text-layer", "Text layer", note, tables=[("", table)])
+
+
 @functools.cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.PackageLoader("hpc_marker.report", "templates"), autoescape=True,
@@ -204,7 +219,8 @@ def build_report(paths: RunPaths, limits: Limits = Limits()) -> str:
     view = load_run(paths)
     totals = run_totals(view)
     items = frames.records_frame(view.manifests.records)
-    sections = [*timeline_sections(view, items, totals, limits), *table_sections(view, items, limits)]
+    sections = [*timeline_sections(view, items, totals, limits), *table_sections(view, items, limits),
+                text_layer_section(view, totals, limits)]
     return _environment().get_template(TEMPLATE).render(
         head=header(view, totals), torn=view.manifests.torn_lines, sections=sections,
         plotly_js=Markup(get_plotlyjs()), generated=time.strftime("%Y-%m-%d %H:%M:%S"))

@@ -1,13 +1,15 @@
 """Summary: what a run's manifest records add up to (summary.json, status, the report). Pure.
 
-`summarize_records` counts items, statuses, pages and rates over the plan and the records;
-`document_counts` counts documents (a split PDF is one document once its parts are merged).
+`summarize_records` counts items, statuses, pages and rates over the plan and the records, and the
+text-layer flags (`text_layer_summary`); `document_counts` counts documents (a split PDF is one
+document once its parts are merged).
 """
 
 from __future__ import annotations
 
 from hpc_marker.planning.plan import Plan, items_by_document
 from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.runstate.documents import DocumentState, documents
 from hpc_marker.runstate.finish import merge_id
 from hpc_marker.runstate.manifest import STATUSES, ManifestRecord, latest_by_item
 
@@ -56,4 +58,34 @@ def summarize_records(plan: Plan, records: list[ManifestRecord], torn: list[str]
                       "status": r.status, "error": r.error}
                      for r in sorted(failed, key=lambda r: r.pdf)],
         "torn_manifest_lines": torn, "tasks": tasks,
+        **text_layer_summary(documents(final)),
+    }
+
+
+def page_label(pages: list[int]) -> str:
+    """0-based page indices as people count pages, runs joined: [0, 1, 2, 5] -> '1-3, 6'. Pure."""
+    runs: list[list[int]] = []
+    for page in sorted(set(pages)):
+        if runs and page == runs[-1][1] + 1:
+            runs[-1][1] = page
+        else:
+            runs.append([page, page])
+    return ", ".join(f"{a + 1}" if a == b else f"{a + 1}-{b + 1}" for a, b in runs)
+
+
+def text_layer_summary(docs: dict[str, DocumentState]) -> dict:
+    """Documents and pages whose text layer was checked, and those flagged empty or garbled
+    (`flagged`: one entry per document with a flagged page, 1-based page labels)."""
+    checked = [d for d in docs.values() if d.empty_pages is not None]
+    flagged = [d for d in checked if d.empty_pages or d.garbled_pages]
+    return {
+        "text_layer": {
+            "documents_checked": len(checked), "pages_checked": sum(d.checked_pages for d in checked),
+            "documents_with_empty_pages": sum(bool(d.empty_pages) for d in checked),
+            "empty_pages": sum(len(d.empty_pages or []) for d in checked),
+            "documents_with_garbled_pages": sum(bool(d.garbled_pages) for d in checked),
+            "garbled_pages": sum(len(d.garbled_pages or []) for d in checked),
+        },
+        "flagged": [{"pdf": d.pdf, "pages": d.checked_pages, "empty": page_label(d.empty_pages or []),
+                     "garbled": page_label(d.garbled_pages or [])} for d in flagged],
     }
