@@ -121,19 +121,20 @@ def config() -> None:
 
 @config.command("show")
 def show_config() -> None:
-    """The effective submit defaults and profiles, and where each value comes from."""
+    """The effective submit, retry and export defaults and profiles, and where each value comes from."""
     from hpc_marker.config import load_config
 
     cfg = load_config()
-    table = Table("setting", "value", "from", title="submit defaults", title_justify="left")
-    for key, value in sorted(cfg.merged("submit").items()):
-        env = f"HPCMARKER_SUBMIT_{key.upper()}"
-        if env in os.environ:
-            table.add_row(key, os.environ[env], f"environment ({env})")
-        else:
-            table.add_row(key, repr(value), cfg.source("submit", key) or "-")
     console = Console()
-    console.print(table)
+    for command in ("submit", "retry", "export"):
+        table = Table("setting", "value", "from", title=f"{command} defaults", title_justify="left")
+        for key, value in sorted(cfg.merged(command).items()):
+            env = f"HPCMARKER_{command.upper()}_{key.upper()}"
+            if env in os.environ:
+                table.add_row(key, os.environ[env], f"environment ({env})")
+            else:
+                table.add_row(key, repr(value), cfg.source(command, key) or "-")
+        console.print(table)
     profiles = Table("profile", "settings", "from", title="profiles", title_justify="left")
     for name, profile in sorted(cfg.profiles.items()):
         profiles.add_row(name, ", ".join(f"{k}={v!r}" for k, v in sorted(profile.items())),

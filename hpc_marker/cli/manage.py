@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 from rich.console import Console
 
-from hpc_marker.cli.group import run_paths
+from hpc_marker.cli.group import InputError, run_paths
+from hpc_marker.engines import ENGINE_NAMES, EngineOptions
+from hpc_marker.engines.formats import OUTPUT_FORMATS
+from hpc_marker.runstate.documents import SELECTORS
 
 
 @click.command()
@@ -77,9 +81,66 @@ def resume(run) -> None:
 @click.command()
 @click.argument("run", required=False)
 @click.option("--include-poison", is_flag=True, help="Also retry items that already failed 3 times.")
-def retry(run, include_poison) -> None:
-    """Re-run RUN's failed items (and whatever is unfinished); poison items keep their error."""
-    _resume(run, retry_failed=True, include_poison=include_poison)
+@click.option("--select", "selector", type=click.Choice(SELECTORS),
+              help="Convert these documents of RUN again as a new run (a follow-up of RUN) with the settings "
+                   "given here, the others as RUN's: no-text (pages with an empty text layer), garbled (pages "
+                   "of a garbled text layer), failed (failed, timed out, incomplete).")
+@click.option("--min-share", type=float, show_default=True, metavar="SHARE",
+              help="no-text/garbled: the share of a document's pages that must carry the flag (0: any page).")
+@click.option("--engine", type=click.Choice(ENGINE_NAMES), help="With --select: the follow-up run's engine.")
+@click.option("--force-ocr/--no-force-ocr", default=None, help="With --select: OCR every page (marker).")
+@click.option("--languages", help="With --select: comma-separated OCR languages (marker versions that take them).")
+@click.option("--marker-config", type=click.Path(path_type=Path), help="With --select: JSON file of marker settings.")
+@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), help="With --select: the output format.")
+@click.option("--images/--no-images", default=None, help="With --select: extract images (marker).")
+@click.option("--paginate/--no-paginate", default=None, help="With --select: page separators.")
+@click.option("--run-id", help="With --select: name the follow-up run (default: a timestamp).")
+@click.option("--dry-run", is_flag=True, help="With --select: list the documents selected; submit nothing.")
+def retry(run, include_poison, selector, min_share, engine, force_ocr, languages, marker_config, output_format,
+          images, paginate, run_id, dry_run) -> None:
+    """Re-run RUN's failed items (and whatever is unfinished); poison items keep their error.
+
+    With --select, the selected documents are converted again as a new run with other settings
+    (e.g. `--select garbled --engine marker --force-ocr`), into the same output folder: the two-pass
+    workflow. `hpcmarker export RUN` then takes each document's newest ok result."""
+    from hpc_marker.submission.followup import RunOverrides
+
+    extra = None
+    if marker_config is not None:
+        try:
+            extra = EngineOptions.load_extra_config(marker_config)
+        except ValueError as exc:
+            raise InputError(f"--marker-config {exc}") from None
+    langs = None if languages is None else tuple(x.strip() for x in languages.split(",") if x.strip())
+    overrides = RunOverrides(engine=engine, force_ocr=force_ocr, languages=langs, extra_config=extra,
+                             output_format=output_format, images=images, paginate=paginate, run_id=run_id)
+    if selector is None:
+        if overrides.given() or dry_run:
+            raise InputError("settings (--engine, --force-ocr, ...) and --dry-run apply to a follow-up run: add --select")
+        _resume(run, retry_failed=True, include_poison=include_poison)
+        return
+    _follow_up(run, selector, min_share, overrides, dry_run)
+
+
+def _follow_up(run: str | None, selector: str, min_share: float, overrides, dry_run: bool) -> None:
+    from hpc_marker.cli.run import ProgressPrinter, submit_prepared
+    from hpc_marker.submission.followup import prepare_followup
+    from hpc_marker.submission.launch import submit_run
+    from hpc_marker.submission.request import NothingToDo
+
+    paths = run_paths(run)
+    try:
+        follow = prepare_followup(paths, selector, min_share, overrides, create=not dry_run)
+    except NothingToDo as exc:
+        click.echo(str(exc))
+        return
+    click.echo(f"run {paths.run_id}: {len(follow.selected)} documents selected by --select {selector}")
+    if dry_run:
+        for pdf in follow.selected:
+            click.echo(f"  {pdf}")
+        return
+    prepared = follow.prepared
+    submit_prepared(prepared, lambda: submit_run(prepared, progress=ProgressPrinter()))
 
 
 @click.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -112,8 +113,6 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
            lease_seconds, plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind,
            item_timeout, worker_memory, permissions, inference_server, inference_startup_timeout, dry_run) -> None:
     """Scan PDFS, plan, and submit the conversion array and its collector."""
-    from hpc_marker.executors import executor_for
-    from hpc_marker.slurm.commands import SlurmError
     from hpc_marker.submission.launch import prepare_run, submit_run
     from hpc_marker.submission.request import LlmRequest, NothingToDo, SubmitRequest
     from hpc_marker.submission.scripts import dry_run_text
@@ -141,17 +140,26 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
     if dry_run:
         click.echo(dry_run_text(prepared.scripts), nl=False)
         return
-    plan, record = prepared.plan, prepared.record
-    executor_used = executor_for(record.executor)
     if prepared.up_to_date:
         click.echo(f"skipping {len(prepared.up_to_date)} PDFs whose outputs are up to date (--force redoes them)")
+    submit_prepared(prepared, lambda: submit_run(prepared, progress=ProgressPrinter()))
+
+
+def submit_prepared(prepared, submit: Callable) -> None:
+    """Say what a prepared run holds, call `submit` (which sends it), then say what became of it:
+    its jobs, or for a run that waits (local), its result."""
+    from hpc_marker.executors import executor_for
+    from hpc_marker.slurm.commands import SlurmError
+
+    plan, record = prepared.plan, prepared.record
+    executor_used = executor_for(record.executor)
     click.echo(f"run {record.run_id}: {len(prepared.scanned)} PDFs ({len(plan.items)} work items), "
                f"{plan.total_pages} pages, {record.tasks} tasks ({record.executor}); run folder {prepared.paths.root}")
     for pdf in prepared.scanned:
         if pdf.error:
             click.echo(f"  will fail: {pdf.relpath}: {pdf.error}", err=True)
     try:
-        record = submit_run(prepared, progress=ProgressPrinter())
+        record = submit()
     except SlurmError as exc:
         raise click.ClickException(f"{exc} (script: {prepared.paths.scripts})") from None
     except KeyboardInterrupt:
@@ -167,9 +175,14 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
     kinds = ", ".join(f"{n} {status}" for status, n in summary.get("by_status", {}).items()
                       if n and status not in ("ok", "failed"))
     click.echo(f"done: {summary['ok']} ok, {summary['failed']} failed{f' ({kinds})' if kinds else ''}; "
-               f"Markdown in {record.out_dir}")
+               f"{EngineOptions.from_json(record.engine_options).output_format} in {record.out_dir}")
     for failure in summary["failures"]:
         click.echo(f"  {failure.get('status', 'failed')}: {failure['pdf']}: {failure['error']}", err=True)
+    layer = summary.get("text_layer") or {}
+    if layer.get("empty_pages") or layer.get("garbled_pages"):
+        click.echo(f"text layer: {layer['empty_pages']} empty pages in {layer['documents_with_empty_pages']} documents, "
+                   f"{layer['garbled_pages']} garbled pages in {layer['documents_with_garbled_pages']} documents; "
+                   f"to OCR them: hpcmarker retry {record.run_id} --select no-text|garbled --engine marker --force-ocr")
 
 
 class ProgressPrinter:

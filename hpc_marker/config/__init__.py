@@ -4,7 +4,7 @@ Layers, lowest first: the packaged defaults (defaults.toml beside this file), th
 ($HPCMARKER_SITE_CONFIG: a file, or a folder holding config.toml; else /etc/hpcmarker/config.toml),
 the user's file ($XDG_CONFIG_HOME/hpcmarker/config.toml). `[submit]` values become the defaults of
 `hpcmarker submit` options (click's default_map), under HPCMARKER_SUBMIT_<OPTION> variables and
-command-line flags. Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors
+command-line flags; `[retry]` and `[export]` those of `hpcmarker retry` and `hpcmarker export`. Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors
 that name the valid ones.
 """
 
@@ -30,13 +30,16 @@ SUBMIT_KEYS = {
     "inference_server", "inference_startup_timeout", "plan_strategy", "paginate", "output_format", "images",
 }
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time"}
+RETRY_KEYS = {"min_share"}  # `hpcmarker retry` options
+EXPORT_KEYS = {"rows_per_shard", "shard_size", "follow_ups"}  # `hpcmarker export` options
 # config key -> the click parameter it sets, where they differ
 PARAMETER_NAMES = {"time": "time_limit"}
 PROFILE_KEYS = {
     "template", "partition", "gres", "cpus_per_task", "mem", "time", "account", "qos", "constraint", "setup",
     "llm_gres_type", "vars", "inference_server", "inference_image", "inference_args",
 }
-SECTIONS = {"submit": SUBMIT_KEYS, "job": JOB_KEYS, "templates": {"path"}, "profiles": None}
+SECTIONS = {"submit": SUBMIT_KEYS, "job": JOB_KEYS, "retry": RETRY_KEYS, "export": EXPORT_KEYS, "templates": {"path"},
+            "profiles": None}
 
 
 class ConfigError(UserError):
@@ -94,7 +97,7 @@ class Config:
         return self.merged("job")
 
     def default_map(self) -> dict[str, dict[str, Any]]:
-        return {"submit": self.submit_defaults()}
+        return {"submit": self.submit_defaults(), "retry": self.merged("retry"), "export": self.merged("export")}
 
 
 def packaged_file() -> Path:

@@ -8,6 +8,7 @@ returned, with `error` set, so that it gets exactly one manifest line later.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,9 +106,18 @@ def _scan_one(pair: tuple[str, Path]) -> ScannedPdf:
     return ScannedPdf(relpath, path, size, pages, error, status)
 
 
-def scan_pdfs(root: Path, workers: int | None = None) -> list[ScannedPdf]:
-    """Find and page-count every PDF under `root`. Raises ScanError when there are none."""
-    pairs = find_pdfs(root)
+def listed_pdfs(root: Path, relpaths: Iterable[str]) -> list[tuple[str, Path]]:
+    """(relpath, path) for the PDFs named relative to `root`, sorted; one that is gone since is still
+    listed (it gets a manifest line saying so)."""
+    if not Path(root).is_dir():
+        raise ScanError(f"{root}: no such folder")
+    return [(relpath, Path(root) / relpath) for relpath in sorted(set(relpaths))]
+
+
+def scan_pdfs(root: Path, workers: int | None = None, only: Iterable[str] | None = None) -> list[ScannedPdf]:
+    """Find and page-count every PDF under `root` (or only those named in `only`, relative to it).
+    Raises ScanError when there are none."""
+    pairs = find_pdfs(root) if only is None else listed_pdfs(root, only)
     if not pairs:
         raise ScanError(f"{root}: no PDF files found (looked for *.pdf in any case, recursively)")
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)

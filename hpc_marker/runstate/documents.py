@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item
 
 FLAGS = {"no-text": "empty_pages", "garbled": "garbled_pages"}  # selector -> the manifest field
+SELECTORS = ("no-text", "garbled", "failed")  # what `retry --select` picks (submission/followup.py)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ class RunRecord:
     jobs: dict[str, list[str]] = field(default_factory=dict)  # role -> job ids
     submitted: float | None = None
     cancelled: float | None = None
+    # A follow-up run (`retry RUN --select ...`): {"run_id", "select", "min_share", "documents"} of the run it redoes
+    parent: dict[str, Any] | None = None
 
 
 def new_run_id(now: float | None = None) -> str:

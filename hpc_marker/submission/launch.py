@@ -77,7 +77,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     partition = executor.check_resources(chosen["partition"], request.gpus)
     pdfs = request.pdfs.resolve()
     try:
-        scanned = scan_pdfs(pdfs)
+        scanned = scan_pdfs(pdfs, only=request.only)
     except ScanError as exc:
         raise LaunchError(f"--pdfs {exc}") from None
     out = request.out.resolve()
@@ -108,7 +108,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         split_pages=request.split_pages, llm=request.llm.record() if request.llm else None,
         item_timeout=request.item_timeout, worker_memory=request.worker_memory,
         umask=PERMISSIONS[request.permissions],
-        inference=inference.to_record() if inference else None,
+        inference=inference.to_record() if inference else None, parent=request.parent,
     )
     scripts = render_scripts(paths, record, python=sys.executable)
     if create:

@@ -101,6 +101,8 @@ class SubmitRequest:
     run_id: str | None = None
     force: bool = False  # convert PDFs whose outputs are already complete and up to date
     llm: LlmRequest | None = None
+    only: tuple[str, ...] | None = None  # convert just these PDFs (relative to pdfs); None: every PDF there
+    parent: dict | None = None  # a follow-up run (followup.py): the run it redoes documents of, and why
 
     @classmethod
     def with_defaults(cls, pdfs: Path, out: Path, **given: Any) -> SubmitRequest:
