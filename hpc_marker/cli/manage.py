@@ -1,4 +1,5 @@
-"""After submission: `status`, `cancel`, `resume`, `retry`, `collect` and `report` of a run."""
+"""After submission: `status`, `cancel`, `resume`, `retry` (and follow-up runs), `collect`, `report` and
+`export` of a run."""
 
 from __future__ import annotations
 
@@ -168,3 +169,35 @@ def report(run) -> None:
     except (OSError, json.JSONDecodeError) as exc:  # a full disk; a summary.json cut short
         raise click.ClickException(f"cannot write the report of run {paths.run_id}: {exc}") from None
     click.echo(str(path))
+
+
+@click.command()
+@click.argument("run", required=False)
+@click.option("--format", "export_format", type=click.Choice(["parquet", "jsonl"]), required=True,
+              help="parquet (pyarrow, zstd) or jsonl (one JSON object a line).")
+@click.option("--to", "folder", type=click.Path(path_type=Path), required=True,
+              help="Folder for the shards and their manifest (_export.json); created, must be empty.")
+@click.option("--include-failed", is_flag=True, help="Also rows for documents that are not ok (text empty).")
+@click.option("--rows-per-shard", type=int, show_default=True, help="Close a shard at this many rows.")
+@click.option("--shard-size", show_default=True, metavar="SIZE",
+              help="Close a shard at this much text and metadata (e.g. 512M; before compression).")
+@click.option("--follow-ups/--no-follow-ups", default=None, show_default=True,
+              help="Take each document's newest ok result from RUN's follow-up runs (retry --select) too.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous export in that folder.")
+def export(run, export_format, folder, include_failed, rows_per_shard, shard_size, follow_ups, overwrite) -> None:
+    """Write RUN's documents (default: the latest run) as one dataset: a row per document."""
+    from hpc_marker.export import export_run
+    from hpc_marker.runtime.limits import parse_memory
+
+    try:
+        shard_bytes = parse_memory(shard_size)
+    except ValueError as exc:
+        raise InputError(f"--shard-size {exc}") from None
+    paths = run_paths(run)
+    result = export_run(paths, folder, export_format, include_failed=include_failed, rows_per_shard=rows_per_shard,
+                        shard_bytes=shard_bytes, follow_ups=follow_ups, overwrite=overwrite)
+    others = {status: n for status, n in result.by_status.items() if status != "ok"}
+    click.echo(f"run {paths.run_id}: {result.rows} rows in {len(result.shards)} shards in {result.folder} "
+               f"(manifest _export.json)" + (f"; not ok: {', '.join(f'{n} {s}' for s, n in sorted(others.items()))}"
+                                             + ("" if include_failed else " (--include-failed adds them)")
+                                             if others else ""))

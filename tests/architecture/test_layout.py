@@ -15,7 +15,7 @@ LAYERS = {
     "util": 0,
     "config": 1, "planning": 1, "runstate": 1, "slurm": 1, "llm": 1, "engines": 1, "servers": 1,
     "executors": 2, "runtime": 2,
-    "submission": 3, "manage": 3, "admin": 3, "report": 3,
+    "submission": 3, "manage": 3, "admin": 3, "report": 3, "export": 3,
     "cli": 4, "__main__": 5,
 }
 MAX_LINES = 400

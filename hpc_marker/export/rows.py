@@ -1,0 +1,211 @@
+"""Rows: one per document of a run (and its follow-up runs), streamed from their manifests.
+
+Memory stays bounded whatever the run's size: the manifests are read line by line into a compact
+index (per line a 64-bit document key, the run, the file and the byte offset: 22 bytes; about 22 MB
+for 10^6 lines), sorted by key; then each document's lines are read back from their files, its row is
+built, and its text and metadata are read from its files only while that row is written. Nothing holds
+the records or the texts of the whole run.
+
+A document's row comes from the newest run of the lineage (RUN, then its follow-ups by creation)
+in which the document is ok, else from the newest run that has it; within a run, each item's newest
+record counts (runstate/documents.py). An ok document whose file is gone is `unreadable`; one whose
+file on disk is another run's output (another engine or format) is `replaced`; one whose file covers
+other pages than the run's records (a part never recorded) is `incomplete`. Rows are in the order of their `id` (sha256 of the PDF's relative path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from array import array
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from hpc_marker.engines.base import EngineOptions
+from hpc_marker.runstate.documents import DocumentState, document_state
+from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item
+from hpc_marker.runstate.output import document_file, document_stem, meta_file
+from hpc_marker.runstate.record import RunRecord
+from hpc_marker.util.text import one_line
+
+_FIELDS = {f.name for f in fields(ManifestRecord)}
+OPEN_FILES = 64  # manifest files kept open while documents are read back
+
+
+@dataclass(frozen=True)
+class RunSource:
+    """One run of the lineage; `rank` orders them, oldest first."""
+
+    rank: int
+    paths: RunPaths
+    record: RunRecord
+
+    @property
+    def output_format(self) -> str:
+        return EngineOptions.from_json(self.record.engine_options).output_format
+
+
+def lineage(paths: RunPaths, follow_ups: bool = True) -> list[RunSource]:
+    """RUN, and with `follow_ups` every run beside it that redoes its documents (`retry --select`),
+    their follow-ups too, oldest first."""
+    first = paths.load_record()
+    runs = [(first.created, paths, first)]
+    if follow_ups:
+        others = []
+        for folder in sorted(paths.root.parent.iterdir()):
+            if folder != paths.root and (folder / "run.json").is_file():
+                other = RunPaths(folder)
+                others.append((other.load_record(), other))
+        family = {first.run_id}
+        for record, other in sorted(others, key=lambda pair: pair[0].created):
+            if record.parent and record.parent.get("run_id") in family:
+                family.add(record.run_id)
+                runs.append((record.created, other, record))
+    return [RunSource(rank, p, r) for rank, (_, p, r) in enumerate(sorted(runs, key=lambda run: run[0]))]
+
+
+def document_id(relpath: str) -> str:
+    """The row's stable id: the first 128 bits of sha256 of the PDF's relative path, in hex."""
+    return hashlib.sha256(relpath.encode("utf-8")).hexdigest()[:32]
+
+
+def _key(relpath: str) -> int:
+    return int.from_bytes(hashlib.sha256(relpath.encode("utf-8")).digest()[:8], "big")
+
+
+@dataclass
+class ManifestIndex:
+    """Every manifest line of the lineage: its document key, run rank, file and byte offset."""
+
+    files: list[Path]
+    keys: np.ndarray
+    ranks: np.ndarray
+    file_ids: np.ndarray
+    offsets: np.ndarray
+    torn: int  # unreadable lines, skipped
+
+    @classmethod
+    def build(cls, sources: list[RunSource]) -> ManifestIndex:
+        files: list[Path] = []
+        keys, ranks, file_ids, offsets = array("Q"), array("H"), array("I"), array("Q")
+        torn = 0
+        for source in sources:
+            for path in sorted(source.paths.manifests.glob("task-*.jsonl")):
+                files.append(path)
+                offset = 0
+                with path.open("rb") as fh:
+                    for line in fh:
+                        try:
+                            pdf = json.loads(line)["pdf"]
+                        except (ValueError, KeyError, TypeError):  # a torn last line
+                            torn += bool(line.strip())
+                        else:
+                            keys.append(_key(pdf))
+                            ranks.append(source.rank)
+                            file_ids.append(len(files) - 1)
+                            offsets.append(offset)
+                        offset += len(line)
+        return cls(files, np.frombuffer(keys, np.uint64), np.frombuffer(ranks, np.uint16),
+                   np.frombuffer(file_ids, np.uint32), np.frombuffer(offsets, np.uint64), torn)
+
+    def groups(self) -> Iterator[np.ndarray]:
+        """The line numbers of each document key, in key order (lines in file order within one)."""
+        order = np.argsort(self.keys, kind="stable")
+        starts = np.flatnonzero(np.diff(self.keys[order])) + 1
+        yield from np.split(order, starts)
+
+
+class LineReader:
+    """Reads lines back by (file, offset), keeping at most OPEN_FILES files open."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+        self.handles: OrderedDict[int, IO[bytes]] = OrderedDict()
+
+    def record(self, file_id: int, offset: int) -> ManifestRecord:
+        handle = self.handles.pop(file_id, None) or self.files[file_id].open("rb")
+        self.handles[file_id] = handle
+        while len(self.handles) > OPEN_FILES:
+            self.handles.popitem(last=False)[1].close()
+        handle.seek(offset)
+        data = json.loads(handle.readline())
+        return ManifestRecord(**{k: v for k, v in data.items() if k in _FIELDS})
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+        self.handles.clear()
+
+
+def choose(states: dict[int, DocumentState]) -> int:
+    """The run (rank) a document's row comes from: the newest where it is ok, else the newest."""
+    ok = [rank for rank, state in states.items() if state.status == "ok"]
+    return max(ok) if ok else max(states)
+
+
+def documents(sources: list[RunSource], index: ManifestIndex) -> Iterator[tuple[RunSource, DocumentState]]:
+    """Each document of the lineage, once, with the run its row comes from, in `id` order."""
+    reader = LineReader(index.files)
+    try:
+        for lines in index.groups():
+            by_pdf: dict[str, dict[int, list[ManifestRecord]]] = {}
+            for line in lines:
+                record = reader.record(int(index.file_ids[line]), int(index.offsets[line]))
+                by_pdf.setdefault(record.pdf, {}).setdefault(int(index.ranks[line]), []).append(record)
+            for pdf in sorted(by_pdf, key=document_id):  # two PDFs sharing a 64-bit key stay apart
+                states = {rank: document_state(latest_by_item(records).values())
+                          for rank, records in by_pdf[pdf].items()}
+                rank = choose(states)
+                yield sources[rank], states[rank]
+    finally:
+        reader.close()
+
+
+def _made_by(made: dict, source: RunSource, doc: DocumentState) -> tuple[str, str | None]:
+    """Whether the document on disk is this run's output ("ok"), another run's ("replaced": a later
+    follow-up wrote it) or covers other pages ("incomplete": a part was never recorded)."""
+    if made.get("engine", doc.engine) != doc.engine or made.get("format", "markdown") != source.output_format:
+        return "replaced", (f"the document on disk is {made.get('engine')}'s {made.get('format', 'markdown')}, "
+                            f"not run {source.record.run_id}'s ({doc.engine}, {source.output_format})")
+    pages = made.get("pages", [doc.page_start, doc.page_stop])
+    if pages != [doc.page_start, doc.page_stop]:
+        return "incomplete", (f"the document on disk has pages {pages[0] + 1}-{pages[1]}, the run's records "
+                              f"{doc.page_start + 1}-{doc.page_stop}")
+    return "ok", None
+
+
+def build_row(source: RunSource, doc: DocumentState) -> dict[str, Any]:
+    """The export row of one document; an ok one's text and metadata are read from its files."""
+    record, output_format = source.record, source.output_format
+    path = document_file(Path(record.out_dir), doc.pdf, output_format)
+    status, error, text, metadata = doc.status, doc.error, None, None
+    if status == "ok":
+        try:
+            text = path.read_text(encoding="utf-8")
+            meta = json.loads(meta_file(path.parent, document_stem(doc.pdf)).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            status, error = "unreadable", f"cannot read the output: {one_line(exc, with_type=True)}"
+        else:
+            status, error = _made_by(meta.get("hpcmarker_source") or {}, source, doc)
+            if status == "ok":
+                metadata = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
+            else:
+                text = None
+    llm = None
+    if record.llm and status == "ok":
+        llm = "degraded" if doc.degraded else "refined"
+    return {
+        "id": document_id(doc.pdf), "path": doc.pdf, "text": text, "status": status, "error": error,
+        "format": output_format, "engine": doc.engine, "run_id": record.run_id,
+        "pages": doc.pages, "page_start": doc.page_start, "page_stop": doc.page_stop,
+        "llm": llm, "llm_degraded": doc.degraded if llm == "degraded" else None,
+        "empty_pages": doc.empty_pages, "garbled_pages": doc.garbled_pages,
+        "source": str(Path(record.pdfs_root) / doc.pdf), "output": str(path) if text is not None else None,
+        "metadata": metadata, "seconds": doc.seconds, "finished": doc.finished,
+    }
