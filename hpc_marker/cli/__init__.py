@@ -20,7 +20,8 @@ def _add_commands() -> None:
     from hpc_marker.cli import admin, llm, manage, run
 
     for command in (run.submit, run.plan_command, manage.status, manage.cancel, manage.resume, manage.retry,
-                    manage.collect, manage.report, manage.export, llm.llm, admin.templates, admin.config, admin.doctor_command,
+                    manage.collect, manage.report, manage.export, llm.llm, admin.templates, admin.config,
+                    admin.doctor_command,
                     admin.prefetch_command):
         cli.add_command(command)
 

@@ -117,7 +117,8 @@ def retry(run, include_poison, selector, min_share, engine, force_ocr, languages
                              output_format=output_format, images=images, paginate=paginate, run_id=run_id)
     if selector is None:
         if overrides.given() or dry_run:
-            raise InputError("settings (--engine, --force-ocr, ...) and --dry-run apply to a follow-up run: add --select")
+            raise InputError("settings (--engine, --force-ocr, ...) and --dry-run apply to a follow-up run: "
+                             "add --select")
         _resume(run, retry_failed=True, include_poison=include_poison)
         return
     _follow_up(run, selector, min_share, overrides, dry_run)

@@ -180,8 +180,8 @@ def submit_prepared(prepared, submit: Callable) -> None:
         click.echo(f"  {failure.get('status', 'failed')}: {failure['pdf']}: {failure['error']}", err=True)
     layer = summary.get("text_layer") or {}
     if layer.get("empty_pages") or layer.get("garbled_pages"):
-        click.echo(f"text layer: {layer['empty_pages']} empty pages in {layer['documents_with_empty_pages']} documents, "
-                   f"{layer['garbled_pages']} garbled pages in {layer['documents_with_garbled_pages']} documents; "
+        click.echo(f"text layer: {layer['empty_pages']} empty pages in {layer['documents_with_empty_pages']} "
+                   f"documents, {layer['garbled_pages']} garbled pages in {layer['documents_with_garbled_pages']} documents; "
                    f"to OCR them: hpcmarker retry {record.run_id} --select no-text|garbled --engine marker --force-ocr")
 
 

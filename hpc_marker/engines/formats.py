@@ -96,7 +96,8 @@ def _split_body(page: str) -> tuple[str, str, str]:
 
 
 def _html_page(content: str) -> str:
-    return f'<!DOCTYPE html>\n<html>\n <head>\n  <meta charset="utf-8"/>\n </head>\n <body>\n{content}\n </body>\n</html>\n'
+    head = '<!DOCTYPE html>\n<html>\n <head>\n  <meta charset="utf-8"/>\n </head>\n <body>\n'
+    return f"{head}{content}\n </body>\n</html>\n"
 
 
 def merge(output_format: str, parts: list[str], paginate: bool) -> str:
@@ -128,8 +129,8 @@ def lost_page(output_format: str, page: int, reason: str, paginate: bool) -> str
         return json_document([page_block(page, shown, hpcmarker_lost=reason)])
     block = {"id": f"/page/{page}/Text/0", "block_type": "Text", "html": shown, "page": page, "polygon": [],
              "bbox": [], "section_hierarchy": {}, "images": {}}
-    return json.dumps({"blocks": [block], "page_info": {str(page): {"bbox": [], "polygon": [], "hpcmarker_lost": reason}}},
-                      indent=2, ensure_ascii=False)
+    info = {str(page): {"bbox": [], "polygon": [], "hpcmarker_lost": reason}}
+    return json.dumps({"blocks": [block], "page_info": info}, indent=2, ensure_ascii=False)
 
 
 def lost_page_document(output_format: str, page: int, reason: str, paginate: bool) -> ConvertedDocument:

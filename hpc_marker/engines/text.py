@@ -81,7 +81,8 @@ class TextEngine:
     def _render(self, pdf: Path, page_ids: list[int], texts: list[str]) -> str:
         if self.options.output_format == "json":
             boxes = _page_boxes(pdf, page_ids)
-            return json_document([page_block(i, _paragraphs(text), box) for i, text, box in zip(page_ids, texts, boxes)])
+            return json_document([page_block(i, _paragraphs(text), box)
+                                  for i, text, box in zip(page_ids, texts, boxes)])
         if self.options.paginate:
             return "".join(page_marker(i) + text for i, text in zip(page_ids, texts))
         return "\n\n".join(texts)

@@ -10,7 +10,8 @@ A document's row comes from the newest run of the lineage (RUN, then its follow-
 in which the document is ok, else from the newest run that has it; within a run, each item's newest
 record counts (runstate/documents.py). An ok document whose file is gone is `unreadable`; one whose
 file on disk is another run's output (another engine or format) is `replaced`; one whose file covers
-other pages than the run's records (a part never recorded) is `incomplete`. Rows are in the order of their `id` (sha256 of the PDF's relative path).
+other pages than the run's records (a part never recorded) is `incomplete`. Rows are in the order
+of their `id` (sha256 of the PDF's relative path).
 """
 
 from __future__ import annotations

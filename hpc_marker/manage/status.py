@@ -190,9 +190,9 @@ def status_table(status: RunStatus) -> Table:
         table.caption += f"; {status.degraded} items with degraded LLM refinement"
     layer = status.text_layer
     if layer.get("empty_pages") or layer.get("garbled_pages"):
-        table.caption += (f"\ntext layer: {layer['empty_pages']} empty pages in {layer['documents_with_empty_pages']} "
-                          f"documents, {layer['garbled_pages']} garbled pages in {layer['documents_with_garbled_pages']} "
-                          f"documents (of {layer['pages_checked']} pages checked; hpcmarker retry {status.run_id} "
+        table.caption += (f"\ntext layer: {layer['empty_pages']} empty pages in "
+                          f"{layer['documents_with_empty_pages']} documents, {layer['garbled_pages']} garbled pages in "
+                          f"{layer['documents_with_garbled_pages']} documents (of {layer['pages_checked']} pages checked; hpcmarker retry {status.run_id} "
                           "--select no-text|garbled --engine marker)")
     if status.llm:
         llm = status.llm

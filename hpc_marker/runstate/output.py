@@ -2,9 +2,9 @@
 
 A document lives at `OUT/<relative path without .pdf>/<stem>.<ext>` (`.md`, `.json` or `.html`:
 engines/formats.py) with `<stem>_meta.json` and the images the document references, so two PDFs
-with the same name in different folders never collide. Every document (and every part of a split PDF) is first written whole into a staging
-folder, then renamed into its final place: a task killed at any instant never leaves a
-half-written document under a final name. Parts of a split PDF live under the run folder and
+with the same name in different folders never collide. Every document (and every part of a split
+PDF) is first written whole into a staging folder, then renamed into its final place: a task killed
+at any instant never leaves a half-written document under a final name. Parts of a split PDF live under the run folder and
 become one document only when all of them are there (`merge_parts`).
 """
 

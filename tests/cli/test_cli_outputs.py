@@ -24,7 +24,8 @@ def test_json_run_then_garbled_documents_again_then_export(tmp_path, sample_pdfs
                    "--executor", "local", "--output-format", "json", "--split-pages", "2", "--run-id", "first")
     assert first.exit_code == 0, first.output
     assert "3 garbled pages in 1 documents" in first.output and "json in" in first.output
-    documents = sorted(p for p in out.rglob("*.json") if ".hpcmarker" not in p.parts and not p.name.endswith("_meta.json"))
+    documents = sorted(p for p in out.rglob("*.json")
+                       if ".hpcmarker" not in p.parts and not p.name.endswith("_meta.json"))
     assert len(documents) == 6 and not list(out.rglob("*.md"))
     for path in documents:
         assert json.loads(path.read_text())["block_type"] == "Document"

@@ -143,7 +143,8 @@ def test_unpaginated_formats_keep_no_page_texts_but_show_the_lost_page(fmt):
 
 def test_merge_documents_unites_images_and_list_metadata_in_page_order():
     first = ConvertedDocument(text=page_marker(0) + "a", images={"_page_0_Picture_1.jpeg": b"0"},
-                              metadata={"page_stats": [{"page_id": 0}], "text_layer": [{"page": 0}], "engine": "marker"})
+                              metadata={"page_stats": [{"page_id": 0}], "text_layer": [{"page": 0}],
+                                        "engine": "marker"})
     second = ConvertedDocument(text=page_marker(2) + "c", images={"_page_2_Picture_1.jpeg": b"2"},
                                metadata={"page_stats": [{"page_id": 2}], "engine": "other"})
     merged = merge_documents([first, lost_page_document("markdown", 1, "failed: boom", True), second], True)

@@ -49,7 +49,8 @@ def test_a_follow_up_keeps_the_first_runs_settings_but_those_given():
     same = request_from_record(record)
     assert (same.engine, same.gpus, same.partition, same.mem, same.time_limit, same.cpus_per_task) == \
         ("text", 4, "cpu", "8G", "01:00:00", 2)
-    assert (same.permissions, same.item_timeout, same.worker_memory, same.lease_seconds) == ("group", "30/page", "4G", 60.0)
+    assert (same.permissions, same.item_timeout, same.worker_memory, same.lease_seconds) == \
+        ("group", "30/page", "4G", 60.0)
     assert same.engine_options == EngineOptions(paginate=False, output_format="json")
     overrides = RunOverrides(engine="marker", force_ocr=True, output_format="markdown", run_id="ocr")
     request = followup_request(record, ["b.pdf", "a.pdf"], "garbled", 0.1, overrides)
