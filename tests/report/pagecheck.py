@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SECTIONS = ("summary", "timeline", "throughput", "failures", "slowest")
+SECTIONS = ("summary", "timeline", "throughput", "failures", "slowest", "text-layer")
 PLOTS = ("timeline-plot", "throughput-plot")
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 # First thing in <head>: records uncaught errors, failed loads, console.error and alert() calls,
