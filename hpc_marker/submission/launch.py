@@ -18,8 +18,8 @@ from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
 from hpc_marker.executors.base import Progress
 from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
-from hpc_marker.planning.store import save_plan
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
+from hpc_marker.planning.store import save_plan
 from hpc_marker.runstate.index import register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.output import document_dir, document_stem

@@ -55,7 +55,7 @@ def run_items(paths: RunPaths, board: ClaimBoard) -> RunItems:
     items["pages"] = items["page_stop"] - items["page_start"]
     commits = read_commits(paths.progress)
     latest = latest_commits(commits)["status"]
-    status = items["item_id"].map(latest)
+    status = items["item_id"].map(latest).astype(object)
     for index in items.index[status.isna()]:
         done = board.done_record(items.at[index, "item_id"])
         if done is not None:
