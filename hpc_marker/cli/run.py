@@ -99,11 +99,15 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
                    "auto (default): the profile's inference_server, else native.")
 @click.option("--inference-startup-timeout", type=float, metavar="SECONDS", show_default=True,
               help="Seconds a task waits for its inference server to answer.")
+@click.option("--max-running", type=int, metavar="K", help="At most K tasks of the run at once (Slurm's --array "
+              "...%K; a run split into several arrays, past the cluster's MaxArraySize, shares K between them in "
+              "proportion to their sizes). Default: no throttle.")
 @click.option("--dry-run", is_flag=True, help="Do everything but submit; print the sbatch scripts.")
 def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
            force_ocr, languages, marker_config, paginate, executor, run_id, split_pages, steal, lease_seconds,
            plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind,
-           item_timeout, worker_memory, permissions, inference_server, inference_startup_timeout, dry_run) -> None:
+           item_timeout, worker_memory, permissions, inference_server, inference_startup_timeout, max_running,
+           dry_run) -> None:
     """Scan PDFS, plan, and submit the conversion array and its collector."""
     from hpc_marker.executors import executor_for
     from hpc_marker.slurm.commands import SlurmError
@@ -125,7 +129,8 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         cpus_per_task=cpus_per_task, mem=mem, time_limit=time_limit, executor=executor, run_id=run_id,
         split_pages=split_pages, steal=steal, lease_seconds=lease_seconds, plan_strategy=plan_strategy, force=force,
         llm=llm, item_timeout=item_timeout, worker_memory=worker_memory, permissions=permissions,
-        inference_server=inference_server, inference_startup_timeout=inference_startup_timeout)
+        inference_server=inference_server, inference_startup_timeout=inference_startup_timeout,
+        max_running=max_running)
     try:
         prepared = prepare_run(request, create=not dry_run)
     except NothingToDo as exc:
@@ -151,9 +156,14 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         raise click.ClickException(f"interrupted: run {record.run_id} stopped") from None
     except Refused as exc:  # a local run whose collector could not finish
         raise click.ClickException(f"run {record.run_id}: {exc}; when fixed: hpcmarker retry {record.run_id}") from None
+    if prepared.layout.note:
+        click.echo(prepared.layout.note, err=True)
     if not executor_used.waits:
-        click.echo(f"submitted: array {base_id(record.jobs['convert'][0])} "
-                   f"({record.tasks} tasks), collector {record.jobs['collect'][0]}")
+        arrays = list(dict.fromkeys(base_id(job_id) for job_id in record.jobs["convert"]))  # in submission order
+        sizes = " + ".join(f"{len(array.tasks):,}" for array in prepared.layout.arrays)
+        click.echo(f"submitted: {'array' if len(arrays) == 1 else 'arrays'} {', '.join(arrays)} "
+                   f"({record.tasks:,} tasks{f': {sizes}' if len(arrays) > 1 else ''}), "
+                   f"collector {record.jobs['collect'][0]}")
         click.echo(f"follow it with: hpcmarker status {record.run_id}")
         return
     summary = json.loads(prepared.paths.summary.read_text())

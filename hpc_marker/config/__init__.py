@@ -27,7 +27,7 @@ SUBMIT_KEYS = {
     "profile", "engine", "gpus", "partition", "template", "workers_per_gpu", "cpus_per_task", "mem", "time",
     "split_pages", "steal", "lease_seconds", "llm_gpus", "llm_parallel", "llm_wait", "executor",
     "item_timeout", "worker_memory", "permissions",
-    "inference_server", "inference_startup_timeout", "plan_strategy", "paginate",
+    "inference_server", "inference_startup_timeout", "plan_strategy", "paginate", "max_running",
 }
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time"}
 # config key -> the click parameter it sets, where they differ
