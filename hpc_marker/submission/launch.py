@@ -79,7 +79,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     partition = executor.check_resources(chosen["partition"], request.gpus)
     pdfs = request.pdfs.resolve()
     try:
-        scanned = scan_pdfs(pdfs)
+        scanned = scan_pdfs(pdfs, request.scan_workers, cache=True, progress=request.progress)
     except ScanError as exc:
         raise LaunchError(f"--pdfs {exc}") from None
     out = request.out.resolve()

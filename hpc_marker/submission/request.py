@@ -89,6 +89,7 @@ class SubmitRequest:
     item_timeout: str  # see runtime/limits.py
     permissions: str  # a key of PERMISSIONS
     inference_startup_timeout: float
+    scan_workers: int  # processes counting pages on the login node (at a low priority)
     # Unset (None): the profile's value, then the config's [job] value, or derived
     partition: str | None = None
     template: str | None = None
@@ -101,6 +102,7 @@ class SubmitRequest:
     max_running: int | None = None  # at most this many tasks at once (Slurm's %K); None: no throttle
     run_id: str | None = None
     force: bool = False  # convert PDFs whose outputs are already complete and up to date
+    progress: bool = False  # a progress bar while scanning (the command line: on a terminal, or asked)
     llm: LlmRequest | None = None
 
     @classmethod
@@ -144,6 +146,8 @@ def check_request(request: SubmitRequest, chosen: dict) -> None:
         raise LaunchError(f"--workers-per-gpu {request.workers_per_gpu}: must be at least 1 (or auto)")
     if request.gpus < 0:
         raise LaunchError(f"--gpus {request.gpus}: must not be negative")
+    if request.scan_workers < 1:
+        raise LaunchError(f"--scan-workers {request.scan_workers}: must be at least 1")
     if request.max_running is not None and request.max_running < 1:
         raise LaunchError(f"--max-running {request.max_running}: must be at least 1")
     if parse_time_limit(str(chosen["time"])) is None:
