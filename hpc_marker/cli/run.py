@@ -154,6 +154,8 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
     for pdf in prepared.scanned:
         if pdf.error:
             click.echo(f"  will fail: {pdf.relpath}: {pdf.error}", err=True)
+    if prepared.layout.note:
+        click.echo(prepared.layout.note, err=True)
     try:
         record = submit_run(prepared, progress=ProgressPrinter())
     except SlurmError as exc:
@@ -162,8 +164,6 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         raise click.ClickException(f"interrupted: run {record.run_id} stopped") from None
     except Refused as exc:  # a local run whose collector could not finish
         raise click.ClickException(f"run {record.run_id}: {exc}; when fixed: hpcmarker retry {record.run_id}") from None
-    if prepared.layout.note:
-        click.echo(prepared.layout.note, err=True)
     if not executor_used.waits:
         arrays = list(dict.fromkeys(base_id(job_id) for job_id in record.jobs["convert"]))  # in submission order
         sizes = " + ".join(f"{len(array.tasks):,}" for array in prepared.layout.arrays)

@@ -69,7 +69,9 @@ class LocalExecutor:
 
     def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
         """Every task at once, one process each: --gpus already bounds them here (--max-running is Slurm's)."""
-        return single_array(tasks)
+        note = (f"note: --max-running {record.max_running} applies to Slurm runs; here each of the {len(tasks)} "
+                "tasks runs at once (--gpus sets how many)") if record.max_running else None
+        return ArrayLayout(single_array(tasks).arrays, note)
 
     def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], layout: ArrayLayout,
                jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:

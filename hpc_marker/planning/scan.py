@@ -46,7 +46,7 @@ class ScannedPdf:
     mtime_ns: int = 0  # as stat'ed by the scan (0 when it could not be)
 
 
-def _walk(root: Path) -> Iterator[tuple[str, Path, str]]:
+def _walk(root: Path) -> Iterator[tuple[str, str, str]]:
     """(relpath, path, real path) of each file named *.pdf under `root`, top-down, folders in name order.
     Directory symlinks are followed once: a folder already visited (a loop, a second name) is skipped."""
     seen_dirs: set[str] = set()
@@ -70,20 +70,15 @@ def _walk(root: Path) -> Iterator[tuple[str, Path, str]]:
                 elif entry.name.lower().endswith(".pdf") and entry.is_file():
                     # only a symlink needs resolving; any other file's real path follows from its folder's
                     target = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real, entry.name)
-                    yield f"{rel}{entry.name}", Path(entry.path), target
+                    yield f"{rel}{entry.name}", entry.path, target
             except OSError:  # vanished while listed
                 continue
         for name in sorted(subfolders, reverse=True):
             stack.append((os.path.join(folder, name), f"{rel}{name}/"))
 
 
-def find_pdfs(root: Path, found: Callable[[int], None] | None = None) -> list[tuple[str, Path]]:
-    """Return (relpath, path) for each distinct PDF under `root`, sorted by relpath.
-
-    Directory symlinks are followed once (a loop back to a folder already visited is skipped);
-    two names for the same file keep only the first by relpath. `found` is told how many files
-    have been found so far, now and then (progress).
-    """
+def _find(root: Path, found: Callable[[int], None] | None) -> list[tuple[str, str]]:
+    """find_pdfs, with each path as a string (a Path costs more than the rest of a scan's work per PDF)."""
     root = Path(root)
     if not root.exists():
         raise ScanError(f"{root}: no such folder")
@@ -106,7 +101,17 @@ def find_pdfs(root: Path, found: Callable[[int], None] | None = None) -> list[tu
     return distinct
 
 
-def count_pages(path: Path) -> tuple[int, str | None, str]:
+def find_pdfs(root: Path, found: Callable[[int], None] | None = None) -> list[tuple[str, Path]]:
+    """Return (relpath, path) for each distinct PDF under `root`, sorted by relpath.
+
+    Directory symlinks are followed once (a loop back to a folder already visited is skipped);
+    two names for the same file keep only the first by relpath. `found` is told how many files
+    have been found so far, now and then (progress).
+    """
+    return [(relpath, Path(path)) for relpath, path in _find(root, found)]
+
+
+def count_pages(path: str | Path) -> tuple[int, str | None, str]:
     """Return (pages, None, "ok"), or (0, one-line reason, status) when the PDF cannot be read:
     status "encrypted" when it needs a user password (an owner password alone opens), else "failed"."""
     import pypdfium2 as pdfium
@@ -135,7 +140,7 @@ def _lower_priority() -> None:
     os.nice(SCAN_NICENESS)
 
 
-def _count_all(paths: list[Path], workers: int, advance: Callable[[], None]) -> Iterator[tuple[int, str | None, str]]:
+def _count_all(paths: list[str], workers: int, advance: Callable[[], None]) -> Iterator[tuple[int, str | None, str]]:
     """count_pages of each path, in order: here, or in `workers` low-priority processes."""
     if workers <= 1 or len(paths) < _POOL_THRESHOLD:
         for path in paths:
@@ -157,42 +162,38 @@ def scan_pdfs(root: Path, workers: int | None = None, *, cache: bool | Path = Fa
     `cache`: use the page-count cache (True: in the user's cache folder; a Path: in that folder), so that
     only PDFs whose path, size or mtime changed are read. `progress`: a progress bar with an ETA on stderr."""
     with ScanProgress(enabled=progress) as shown:
-        pairs = find_pdfs(root, found=shown.found)
+        pairs = _find(root, found=shown.found)
         if not pairs:
             raise ScanError(f"{root}: no PDF files found (looked for *.pdf in any case, recursively)")
         known = PageCountCache.load(root, None if cache is True else cache) if cache else None
         shown.checking(len(pairs))
         scanned: list[ScannedPdf | None] = [None] * len(pairs)
         todo: list[tuple[int, int, int]] = []  # (position, size, mtime_ns) of each PDF to count
+        hits = 0
         for position, (relpath, path) in enumerate(pairs):
             try:
-                stat = path.stat()
+                stat = os.stat(path)
             except OSError as exc:
-                scanned[position] = ScannedPdf(relpath, path, 0, 0, f"cannot read file ({exc.strerror})", "failed")
+                scanned[position] = ScannedPdf(relpath, Path(path), 0, 0, f"cannot read file ({exc.strerror})",
+                                               "failed")
                 continue
             hit = known.get(relpath, stat.st_size, stat.st_mtime_ns) if known else None
             if hit is None:
                 todo.append((position, stat.st_size, stat.st_mtime_ns))
             else:
-                scanned[position] = ScannedPdf(relpath, path, stat.st_size, *hit, mtime_ns=stat.st_mtime_ns)
+                scanned[position] = ScannedPdf(relpath, Path(path), stat.st_size, *hit, mtime_ns=stat.st_mtime_ns)
+                hits += 1
             shown.checked()
-        shown.counting(len(todo), cached=len(pairs) - len(todo))
+        shown.counting(len(todo), cached=hits)
         processes = min(workers or 1, os.cpu_count() or 1)
         counts = _count_all([pairs[position][1] for position, _, _ in todo], processes, shown.counted)
         for (position, size, mtime_ns), (pages, error, status) in zip(todo, counts, strict=True):
             relpath, path = pairs[position]
-            scanned[position] = ScannedPdf(relpath, path, size, pages, error, status, mtime_ns)
+            scanned[position] = ScannedPdf(relpath, Path(path), size, pages, error, status, mtime_ns)
     result = [pdf for pdf in scanned if pdf is not None]
-    if known is not None:
-        _remember(known, result)
+    if known is not None and (todo or hits != len(known.entries)):  # else the cache holds just these already
+        try:
+            known.save([Counted(p.relpath, p.bytes, p.mtime_ns, p.pages, p.error, p.status) for p in result])
+        except OSError:  # a full or read-only cache folder: the next scan reads the PDFs again, nothing worse
+            pass
     return result
-
-
-def _remember(known: PageCountCache, scanned: list[ScannedPdf]) -> None:
-    found = [Counted(pdf.relpath, pdf.bytes, pdf.mtime_ns, pdf.pages, pdf.error, pdf.status) for pdf in scanned]
-    if known.unchanged_by(found):
-        return
-    try:
-        known.save(found)
-    except OSError:  # a full or read-only cache folder: the next scan reads the PDFs again, nothing worse
-        pass

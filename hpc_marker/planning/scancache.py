@@ -20,6 +20,7 @@ import zlib
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import NamedTuple
 
 from hpc_marker.util.files import atomic_write
 
@@ -28,8 +29,7 @@ COLUMNS = ("relpath", "size", "mtime_ns", "pages", "error", "status")
 UNCACHED_ERROR = "cannot read file"  # a reason of this machine's, not of the PDF: asked again next time
 
 
-@dataclass(frozen=True)
-class Counted:
+class Counted(NamedTuple):
     """One PDF as the scan saw it: the key (relpath, size, mtime_ns) and what its page count gave."""
 
     relpath: str
@@ -94,19 +94,14 @@ class PageCountCache:
             return None
         return entry[2], entry[3], entry[4]
 
-    def unchanged_by(self, found: list[Counted]) -> bool:
-        """Saving `found` would write what is there already (every entry a hit, none gone)."""
-        return len(found) == len(self.entries) and all(self.get(c.relpath, c.size, c.mtime_ns) is not None
-                                                       for c in found)
-
     def save(self, found: list[Counted]) -> None:
         """Replace the folder's cache by what this scan found (PDFs gone from the folder drop out).
         An OSError (a full or read-only home) is the caller's: the scan itself is not affected."""
         kept = [c for c in found if not (c.error or "").startswith(UNCACHED_ERROR)]
         data = {"format": FORMAT, "root": self.root, "counter": _counter()}
-        data |= {name: [getattr(c, name) for c in kept] for name in COLUMNS}
+        data |= dict(zip(COLUMNS, (list(column) for column in zip(*kept)))) if kept else {name: [] for name in COLUMNS}
         payload = gzip.compress(json.dumps(data, separators=(",", ":")).encode("ascii"),
                                 compresslevel=1, mtime=0)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         atomic_write(self.path, payload, mode=0o600)
-        self.entries = {c.relpath: (c.size, c.mtime_ns, c.pages, c.error, c.status) for c in kept}
+        self.entries = {c.relpath: tuple(c[1:]) for c in kept}

@@ -27,7 +27,7 @@ def reads(monkeypatch) -> list[str]:
     real = scan.count_pages
 
     def counting(path):
-        seen.append(path.name)
+        seen.append(os.path.basename(path))
         return real(path)
 
     monkeypatch.setattr(scan, "count_pages", counting)
@@ -58,6 +58,10 @@ def test_a_second_scan_reads_only_what_changed(sample_pdfs, reads):
     assert {s.relpath: s.pages for s in again}["en/ltnews07.pdf"] == 2
     kept = json.loads(gzip.decompress(cache_file(sample_pdfs).read_bytes()))
     assert sorted(kept["relpath"]) == sorted(s.relpath for s in again)  # the PDF gone dropped out
+    (sample_pdfs / "new.pdf").unlink()  # only a removal: nothing to read, the cache still follows
+    reads.clear()
+    assert len(scan_pdfs(sample_pdfs, cache=True)) == 5 and reads == []
+    assert "new.pdf" not in json.loads(gzip.decompress(cache_file(sample_pdfs).read_bytes()))["relpath"]
 
 
 def test_the_cache_is_one_private_file_per_folder_in_the_users_cache_folder(sample_pdfs, tmp_path, monkeypatch):

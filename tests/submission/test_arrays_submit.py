@@ -152,3 +152,14 @@ def test_a_half_submitted_run_is_taken_back(tmp_path, fake_slurm, ten_pdfs, monk
     assert "QOSMaxSubmitJobPerUserLimit; cancelled what it had queued (101)" in result.output
     assert (fake_slurm / "scancel.log").read_text().split() == ["101"]
     assert len(sbatch_calls(fake_slurm)) == 2  # no collector after a refused array
+
+
+def test_a_local_run_says_that_max_running_is_for_slurm():
+    from types import SimpleNamespace
+
+    from hpc_marker.executors.local import LocalExecutor
+
+    layout = LocalExecutor().task_arrays(SimpleNamespace(max_running=3), [0, 1, 2, 3], other_jobs=1)
+    assert [a.tasks for a in layout.arrays] == [(0, 1, 2, 3)] and layout.arrays[0].throttle is None
+    assert layout.note.startswith("note: --max-running 3 applies to Slurm runs")
+    assert LocalExecutor().task_arrays(SimpleNamespace(max_running=None), [0], other_jobs=1).note is None
