@@ -33,11 +33,11 @@ class ScanProgress:
 
     def __enter__(self) -> ScanProgress:
         if self.enabled:
-            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
                                       MofNCompleteColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
                                       TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True))
             self._progress.start()
-            self._task = self._progress.add_task("finding PDFs", total=None, note="")
+            self._task = self._progress.add_task("finding PDFs", total=None, note="")  # the walk: no total yet
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
@@ -52,13 +52,13 @@ class ScanProgress:
 
     def checking(self, total: int) -> None:
         """The PDFs are found: now each is stat'ed and looked up in the page-count cache."""
-        self._next("checking sizes and dates", total, "")
+        self._next("checking dates", total, "")
 
     def checked(self) -> None:
         self._advance()
 
     def counting(self, total: int, cached: int) -> None:
-        self._next("counting pages", total, f"({cached:,} from the cache)" if cached else "")
+        self._next("counting pages", total, f"({cached:,} cached)" if cached else "")
 
     def counted(self) -> None:
         self._advance()

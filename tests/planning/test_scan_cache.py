@@ -140,7 +140,7 @@ def test_progress_bar_only_when_asked(sample_pdfs, capsys):
     first = capsys.readouterr()
     assert "counting pages" in first.err and "6/6" in first.err and first.out == ""
     scan_pdfs(sample_pdfs, cache=True, progress=True)
-    assert "(6 from the cache)" in capsys.readouterr().err
+    assert "(6 cached)" in capsys.readouterr().err
     scan_pdfs(sample_pdfs, cache=True)
     assert capsys.readouterr().err == ""
 
