@@ -84,7 +84,8 @@ def cut_pdfs(corpus: Path, count: int, target: Path) -> int:
 def linked_set(distinct: list[Path], count: int, target: Path, offset: int = 0) -> None:
     """`count` PDFs under `target`, hard links to the distinct cuts, PER_FOLDER a folder."""
     for number in range(offset, offset + count):
-        path = target / f"c{number // (PER_FOLDER * 100):03d}" / f"d{number // PER_FOLDER:05d}" / f"pdf-{number:07d}.pdf"
+        folder = target / f"c{number // (PER_FOLDER * 100):03d}" / f"d{number // PER_FOLDER:05d}"
+        path = folder / f"pdf-{number:07d}.pdf"
         path.parent.mkdir(parents=True, exist_ok=True)
         os.link(distinct[number % len(distinct)], path)
 
@@ -148,15 +149,18 @@ def markdown(results: dict[int, list[dict]], distinct: int, distinct_mb: float, 
              "made with pypdf from the shared corpus (`../shared/corpus/pdfs`, 57 PDFs), each with its own title; "
              "the larger set repeats them as hard links under other folders (each name is a PDF to the scan). "
              f"{PER_FOLDER} PDFs a folder. `no cache`: the scan without the page-count cache, as every scan was "
-             "before it; `first`: an empty page-count cache (the scan, plus writing the cache); `again`: nothing changed; "
+             "before it; `first`: an empty page-count cache (the scan, plus writing the cache); "
+             "`again`: nothing changed; "
              "`1% new`: 1% more PDFs added, then scanned again. Each scan runs in a fresh process with "
              "`submit`'s default `scan_workers` (4, at most one per core: here 2 processes at nice 10); each row is "
              "the fastest of REPEAT runs from the same state, with the least CPU time seen. CPU is "
-             "user + system time of the scanning process and its workers; peak MB the scanning process's own peak resident memory (VmHWM); load the machine's 1-minute load "
+             "user + system time of the scanning process and its workers; peak MB the scanning process's own "
+             "peak resident memory (VmHWM); load the machine's 1-minute load "
              "average when the scan began (other engineers' work shares the cores: wall times vary with it, CPU "
              "times much less).",
              "",
-             "| PDFs | scan | PDFs new or changed | wall s | CPU s | CPU / wall | PDFs/s | cache file MB | peak MB | load |",
+             "| PDFs | scan | PDFs new or changed | wall s | CPU s | CPU / wall | PDFs/s | cache file MB | peak MB "
+             "| load |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for size, rows in results.items():
         for row, previous in zip(rows, [None, None, *rows[1:]]):

@@ -17,7 +17,14 @@ from hpc_marker.slurm.arrays import (
     single_array,
     split_arrays,
 )
-from hpc_marker.slurm.parse import fold_job_ids, index_ranges, limits_enforced, parse_config, parse_squeue, parse_user_limits
+from hpc_marker.slurm.parse import (
+    fold_job_ids,
+    index_ranges,
+    limits_enforced,
+    parse_config,
+    parse_squeue,
+    parse_user_limits,
+)
 from hpc_marker.slurm.wedge import describe, find_wedge
 
 
