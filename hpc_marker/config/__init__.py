@@ -27,8 +27,10 @@ SUBMIT_KEYS = {
     "profile", "engine", "gpus", "partition", "template", "workers_per_gpu", "cpus_per_task", "mem", "time",
     "split_pages", "steal", "lease_seconds", "llm_gpus", "llm_parallel", "llm_wait", "executor",
     "item_timeout", "worker_memory", "permissions",
-    "inference_server", "inference_startup_timeout", "plan_strategy", "paginate", "output_format", "images",
+    "inference_server", "inference_startup_timeout", "plan_strategy", "paginate", "max_running", "scan_workers",
+    "output_format", "images",
 }
+PLAN_KEYS = {"scan_workers"}  # [submit] keys that `hpcmarker plan` shares (it scans too)
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time"}
 RETRY_KEYS = {"min_share"}  # `hpcmarker retry` options
 EXPORT_KEYS = {"rows_per_shard", "shard_size", "follow_ups"}  # `hpcmarker export` options
@@ -97,7 +99,9 @@ class Config:
         return self.merged("job")
 
     def default_map(self) -> dict[str, dict[str, Any]]:
-        return {"submit": self.submit_defaults(), "retry": self.merged("retry"), "export": self.merged("export")}
+        submit = self.submit_defaults()
+        return {"submit": submit, "plan": {key: submit[key] for key in PLAN_KEYS if key in submit},
+                "retry": self.merged("retry"), "export": self.merged("export")}
 
 
 def packaged_file() -> Path:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpc_marker.export.rows import ManifestIndex, build_row, documents, lineage
+from hpc_marker.export.rows import build_row, documents, index_of, lineage
 from hpc_marker.export.shards import FORMATS, SCHEMA, Shard, ShardWriter, shard_list
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.util.errors import UserError
@@ -64,7 +64,7 @@ def export_run(paths: RunPaths, folder: Path, export_format: str, *, include_fai
     sources = lineage(paths, follow_ups)
     folder = Path(folder).resolve()
     _prepare_folder(folder, overwrite)
-    index = ManifestIndex.build(sources)
+    index = index_of(sources)
     writer = ShardWriter(folder, export_format, rows_per_shard, shard_bytes)
     result = ExportResult(folder=folder, shards=[], rows=0, torn_lines=index.torn)
     try:

@@ -1,10 +1,9 @@
 """Rows: one per document of a run (and its follow-up runs), streamed from their manifests.
 
-Memory stays bounded whatever the run's size: the manifests are read line by line into a compact
-index (per line a 64-bit document key, the run, the file and the byte offset: 22 bytes; about 22 MB
-for 10^6 lines), sorted by key; then each document's lines are read back from their files, its row is
-built, and its text and metadata are read from its files only while that row is written. Nothing holds
-the records or the texts of the whole run.
+Memory stays bounded whatever the run's size: the manifests are indexed by document
+(runstate/docindex.py: 22 bytes a line), each document's lines are read back from their files, its
+row is built, and its text and metadata are read from its files only while that row is written.
+Nothing holds the records or the texts of the whole run.
 
 A document's row comes from the newest run of the lineage (RUN, then its follow-ups by creation)
 in which the document is ok, else from the newest run that has it; within a run, each item's newest
@@ -16,27 +15,20 @@ of their `id` (sha256 of the PDF's relative path).
 
 from __future__ import annotations
 
-import hashlib
 import json
-from array import array
-from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import numpy as np
+from typing import Any
 
 from hpc_marker.engines.base import EngineOptions
+from hpc_marker.runstate.docindex import ManifestIndex, document_hash
 from hpc_marker.runstate.documents import DocumentState, document_state
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item
+from hpc_marker.runstate.manifest import latest_by_item
 from hpc_marker.runstate.output import document_file, document_stem, meta_file
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.util.text import one_line
-
-_FIELDS = {f.name for f in fields(ManifestRecord)}
-OPEN_FILES = 64  # manifest files kept open while documents are read back
 
 
 @dataclass(frozen=True)
@@ -73,75 +65,7 @@ def lineage(paths: RunPaths, follow_ups: bool = True) -> list[RunSource]:
 
 def document_id(relpath: str) -> str:
     """The row's stable id: the first 128 bits of sha256 of the PDF's relative path, in hex."""
-    return hashlib.sha256(relpath.encode("utf-8")).hexdigest()[:32]
-
-
-def _key(relpath: str) -> int:
-    return int.from_bytes(hashlib.sha256(relpath.encode("utf-8")).digest()[:8], "big")
-
-
-@dataclass
-class ManifestIndex:
-    """Every manifest line of the lineage: its document key, run rank, file and byte offset."""
-
-    files: list[Path]
-    keys: np.ndarray
-    ranks: np.ndarray
-    file_ids: np.ndarray
-    offsets: np.ndarray
-    torn: int  # unreadable lines, skipped
-
-    @classmethod
-    def build(cls, sources: list[RunSource]) -> ManifestIndex:
-        files: list[Path] = []
-        keys, ranks, file_ids, offsets = array("Q"), array("H"), array("I"), array("Q")
-        torn = 0
-        for source in sources:
-            for path in sorted(source.paths.manifests.glob("task-*.jsonl")):
-                files.append(path)
-                offset = 0
-                with path.open("rb") as fh:
-                    for line in fh:
-                        try:
-                            pdf = json.loads(line)["pdf"]
-                        except (ValueError, KeyError, TypeError):  # a torn last line
-                            torn += bool(line.strip())
-                        else:
-                            keys.append(_key(pdf))
-                            ranks.append(source.rank)
-                            file_ids.append(len(files) - 1)
-                            offsets.append(offset)
-                        offset += len(line)
-        return cls(files, np.frombuffer(keys, np.uint64), np.frombuffer(ranks, np.uint16),
-                   np.frombuffer(file_ids, np.uint32), np.frombuffer(offsets, np.uint64), torn)
-
-    def groups(self) -> Iterator[np.ndarray]:
-        """The line numbers of each document key, in key order (lines in file order within one)."""
-        order = np.argsort(self.keys, kind="stable")
-        starts = np.flatnonzero(np.diff(self.keys[order])) + 1
-        yield from np.split(order, starts)
-
-
-class LineReader:
-    """Reads lines back by (file, offset), keeping at most OPEN_FILES files open."""
-
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
-        self.handles: OrderedDict[int, IO[bytes]] = OrderedDict()
-
-    def record(self, file_id: int, offset: int) -> ManifestRecord:
-        handle = self.handles.pop(file_id, None) or self.files[file_id].open("rb")
-        self.handles[file_id] = handle
-        while len(self.handles) > OPEN_FILES:
-            self.handles.popitem(last=False)[1].close()
-        handle.seek(offset)
-        data = json.loads(handle.readline())
-        return ManifestRecord(**{k: v for k, v in data.items() if k in _FIELDS})
-
-    def close(self) -> None:
-        for handle in self.handles.values():
-            handle.close()
-        self.handles.clear()
+    return document_hash(relpath).hex()[:32]
 
 
 def choose(states: dict[int, DocumentState]) -> int:
@@ -150,22 +74,16 @@ def choose(states: dict[int, DocumentState]) -> int:
     return max(ok) if ok else max(states)
 
 
+def index_of(sources: list[RunSource]) -> ManifestIndex:
+    return ManifestIndex.build([source.paths.manifests for source in sources])
+
+
 def documents(sources: list[RunSource], index: ManifestIndex) -> Iterator[tuple[RunSource, DocumentState]]:
     """Each document of the lineage, once, with the run its row comes from, in `id` order."""
-    reader = LineReader(index.files)
-    try:
-        for lines in index.groups():
-            by_pdf: dict[str, dict[int, list[ManifestRecord]]] = {}
-            for line in lines:
-                record = reader.record(int(index.file_ids[line]), int(index.offsets[line]))
-                by_pdf.setdefault(record.pdf, {}).setdefault(int(index.ranks[line]), []).append(record)
-            for pdf in sorted(by_pdf, key=document_id):  # two PDFs sharing a 64-bit key stay apart
-                states = {rank: document_state(latest_by_item(records).values())
-                          for rank, records in by_pdf[pdf].items()}
-                rank = choose(states)
-                yield sources[rank], states[rank]
-    finally:
-        reader.close()
+    for _pdf, by_rank in index.by_document():
+        states = {rank: document_state(latest_by_item(records).values()) for rank, records in by_rank.items()}
+        rank = choose(states)
+        yield sources[rank], states[rank]
 
 
 def _made_by(made: dict, source: RunSource, doc: DocumentState) -> tuple[str, str | None]:

@@ -3,16 +3,20 @@
 `document_state` folds the newest record of each item of one PDF into one `DocumentState`: its
 status (`ok` only when every item is ok and the items cover its pages from page 0 without a gap;
 else the first failed item's status, or `incomplete`), pages, engine, LLM refinement and the
-text-layer flags of all its items. `documents` does that for a run's records; `flag_share` is the
-share of a document's checked pages that carry a flag (what `retry --select no-text|garbled` uses).
+text-layer flags of all its items; `flag_share` is the share of a document's checked pages that
+carry a flag (what `retry --select no-text|garbled` uses). `text_layer_tokens` and `token_counts`
+write and read the flags in a task's commit log (runstate/progress.py), for `status` before collection.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item
+import pandas as pd
+
+from hpc_marker.runstate.manifest import ManifestRecord
 
 FLAGS = {"no-text": "empty_pages", "garbled": "garbled_pages"}  # selector -> the manifest field
 SELECTORS = ("no-text", "garbled", "failed")  # what `retry --select` picks (submission/followup.py)
@@ -63,15 +67,26 @@ def document_state(records: Iterable[ManifestRecord]) -> DocumentState:
         garbled_pages=sorted(p for r in checked for p in r.garbled_pages or []) if checked else None)
 
 
-def documents(records: Iterable[ManifestRecord]) -> dict[str, DocumentState]:
-    """PDF -> its document, from every record of a run (a retried item's newest attempt wins)."""
-    by_pdf: dict[str, list[ManifestRecord]] = {}
-    for record in latest_by_item(list(records)).values():
-        by_pdf.setdefault(record.pdf, []).append(record)
-    return {pdf: document_state(items) for pdf, items in sorted(by_pdf.items())}
-
-
 def flag_share(doc: DocumentState, selector: str) -> float:
     """The share of the document's checked pages flagged `selector` (no-text, garbled); 0 when unchecked."""
     flagged = getattr(doc, FLAGS[selector])
     return len(flagged) / doc.checked_pages if flagged and doc.checked_pages else 0.0
+
+
+_TOKEN = re.compile(r"([eg])(\d+)")  # in a commit log's flags: e<n> / g<n>, the item's empty / garbled pages
+
+
+def text_layer_tokens(flags: dict | None) -> str:
+    """The commit log's text-layer flags of an item: `e3g1` (3 empty, 1 garbled pages); "" for none."""
+    counts = {"e": len((flags or {}).get("empty_pages") or []), "g": len((flags or {}).get("garbled_pages") or [])}
+    return "".join(f"{token}{n}" for token, n in counts.items() if n)
+
+
+def token_counts(flags: pd.Series) -> pd.DataFrame:
+    """Columns empty and garbled: each commit's flagged pages, from its flags (text_layer_tokens). Pure."""
+    found = flags.str.extractall(_TOKEN) if len(flags) else pd.DataFrame(columns=[0, 1])
+    counts = pd.DataFrame(0, index=flags.index, columns=["empty", "garbled"])
+    for token, column in (("e", "empty"), ("g", "garbled")):
+        mine = found[found[0] == token]
+        counts.loc[mine.index.get_level_values(0), column] = mine[1].astype(int).to_numpy()
+    return counts

@@ -32,9 +32,10 @@ from typing import Any
 
 from hpc_marker.engines import EngineOptions
 from hpc_marker.executors import executor_for
-from hpc_marker.runstate.documents import SELECTORS, DocumentState, documents, flag_share
+from hpc_marker.runstate.docindex import ManifestIndex
+from hpc_marker.runstate.documents import SELECTORS, DocumentState, document_state, flag_share
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.manifest import read_manifests
+from hpc_marker.runstate.manifest import latest_by_item
 from hpc_marker.runstate.permissions import PERMISSIONS
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.submission.launch import PreparedRun, prepare_run
@@ -91,8 +92,9 @@ def select_documents(paths: RunPaths, selector: str, min_share: float) -> list[s
         raise LaunchError(f"--select {selector!r}: choose from {', '.join(SELECTORS)}")
     if not 0 <= min_share <= 1:
         raise LaunchError(f"--min-share {min_share}: a share of pages from 0 to 1")
-    docs = documents(read_manifests(paths.manifests).records)
-    return [pdf for pdf, doc in docs.items() if is_selected(doc, selector, min_share)]
+    index = ManifestIndex.build([paths.manifests])  # one document at a time: bounded memory at 10^6
+    return sorted(pdf for pdf, by_run in index.by_document()
+                  if is_selected(document_state(latest_by_item(by_run[0]).values()), selector, min_share))
 
 
 def request_from_record(record: RunRecord) -> SubmitRequest:
@@ -108,7 +110,7 @@ def request_from_record(record: RunRecord) -> SubmitRequest:
         workers_per_gpu=record.workers_per_gpu, executor=record.executor, steal=record.steal,
         lease_seconds=record.lease_seconds, item_timeout=record.item_timeout, partition=record.partition,
         template=record.template, cpus_per_task=record.cpus_per_task, mem=record.mem, time_limit=record.time_limit,
-        split_pages=record.split_pages, worker_memory=record.worker_memory, llm=llm)
+        split_pages=record.split_pages, worker_memory=record.worker_memory, max_running=record.max_running, llm=llm)
     if permissions:
         given["permissions"] = permissions
     return SubmitRequest.with_defaults(record.pdfs_root, record.out_dir, **given)

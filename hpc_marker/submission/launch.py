@@ -19,12 +19,14 @@ from hpc_marker.executors import RunJobs, choose_executor, executor_for
 from hpc_marker.executors.base import Progress
 from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
+from hpc_marker.planning.store import save_plan
 from hpc_marker.runstate.index import register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.output import document_dir, document_file, document_stem, meta_file
 from hpc_marker.runstate.permissions import PERMISSIONS, private_files
 from hpc_marker.runstate.record import RunRecord, new_run_id
 from hpc_marker.runtime.inference import InferenceConfigError, settings_for_run
+from hpc_marker.slurm.arrays import ArrayLayout
 from hpc_marker.submission.request import (
     LaunchError,
     LlmRequest,
@@ -34,7 +36,7 @@ from hpc_marker.submission.request import (
     check_request,
     resolve_profile,
 )
-from hpc_marker.submission.scripts import render_scripts
+from hpc_marker.submission.scripts import other_jobs, render_scripts
 from hpc_marker.submission.templates import template_folder
 
 
@@ -44,7 +46,8 @@ class PreparedRun:
     record: RunRecord
     plan: Plan
     scanned: list[ScannedPdf]
-    scripts: dict[str, str]  # role -> script text
+    scripts: dict[str, str]  # script name -> text: service, convert (one per array), collect
+    layout: ArrayLayout  # the tasks' job arrays
     up_to_date: list[str] = field(default_factory=list)  # PDFs skipped: their outputs are current
 
 
@@ -77,7 +80,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     partition = executor.check_resources(chosen["partition"], request.gpus)
     pdfs = request.pdfs.resolve()
     try:
-        scanned = scan_pdfs(pdfs, only=request.only)
+        scanned = scan_pdfs(pdfs, request.scan_workers, cache=True, progress=request.progress, only=request.only)
     except ScanError as exc:
         raise LaunchError(f"--pdfs {exc}") from None
     out = request.out.resolve()
@@ -108,18 +111,21 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         split_pages=request.split_pages, llm=request.llm.record() if request.llm else None,
         item_timeout=request.item_timeout, worker_memory=request.worker_memory,
         umask=PERMISSIONS[request.permissions],
-        inference=inference.to_record() if inference else None, parent=request.parent,
+        inference=inference.to_record() if inference else None, max_running=request.max_running,
+        parent=request.parent,
     )
-    scripts = render_scripts(paths, record, python=sys.executable)
+    layout = executor.task_arrays(record, list(range(record.tasks)), other_jobs(record))  # refused: nothing made
+    scripts = render_scripts(paths, record, python=sys.executable, layout=layout)
     if create:
         paths.create()
-        plan.save(paths.plan)
+        save_plan(plan, paths.plan)
         paths.save_record(record)
         if request.llm:
             _write_llm_settings(paths, request.llm)
         for role, text in scripts.items():
             (paths.scripts / f"{role}.sbatch").write_text(text)
-    return PreparedRun(paths=paths, record=record, plan=plan, scanned=todo, scripts=scripts, up_to_date=up_to_date)
+    return PreparedRun(paths=paths, record=record, plan=plan, scanned=todo, scripts=scripts, layout=layout,
+                       up_to_date=up_to_date)
 
 
 def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
@@ -171,8 +177,7 @@ def submit_run(prepared: PreparedRun, progress: Progress | None = None) -> RunRe
     """Send the prepared run to its executor and record the job ids."""
     record, paths = prepared.record, prepared.paths
     register_run(paths)
-    indices = list(range(record.tasks))
-    ids = executor_for(record.executor).submit(paths, record, prepared.scripts, indices, run_jobs(record),
+    ids = executor_for(record.executor).submit(paths, record, prepared.scripts, prepared.layout, run_jobs(record),
                                                progress=progress, seen=lambda ids: record_jobs(paths, record, ids))
     record.submitted = time.time()
     record_jobs(paths, record, ids)

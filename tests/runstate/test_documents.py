@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from rich.console import Console
+import pandas as pd
 
-from hpc_marker.manage.status import status_table, summarize
+from hpc_marker.manage.status import RunStatus, commit_text_layer, text_layer_line
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
-from hpc_marker.runstate.documents import document_state, documents, flag_share
-from hpc_marker.runstate.manifest import ManifestRecord
-from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.documents import document_state, flag_share, text_layer_tokens, token_counts
+from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item
 from hpc_marker.runstate.summary import page_label, summarize_records
 
 
@@ -36,7 +35,8 @@ def test_split_document_is_ok_only_when_its_items_cover_it():
 
 
 def test_unchecked_items_leave_flags_unknown_and_a_retry_wins():
-    doc = documents([rec("a", "a.pdf", 0, 4, "failed", t=1.0), rec("a", "a.pdf", 0, 4, t=5.0)])["a.pdf"]
+    latest = latest_by_item([rec("a", "a.pdf", 0, 4, "failed", t=1.0), rec("a", "a.pdf", 0, 4, t=5.0)])
+    doc = document_state(latest.values())
     assert doc.status == "ok" and doc.empty_pages is None and doc.checked_pages == 0
     assert flag_share(doc, "no-text") == 0.0
 
@@ -50,15 +50,25 @@ def test_summary_and_status_count_flagged_pages_and_documents():
                                      "empty_pages": 1, "documents_with_garbled_pages": 1, "garbled_pages": 3}
     assert summary["flagged"] == [{"pdf": "a.pdf", "pages": 3, "empty": "", "garbled": "1-3"},
                                   {"pdf": "b.pdf", "pages": 40, "empty": "4", "garbled": ""}]
-    run = RunRecord(run_id="r", created=0, pdfs_root="/p", out_dir="/o", engine="text", engine_options={},
-                    executor="slurm", tasks=1, gpus=1, workers_per_gpu=1, cpus_per_task=1, template="generic",
-                    time_limit="1:00:00", steal=True, lease_seconds=120.0, item_timeout="auto", umask=0o077,
-                    profile="generic", jobs={"convert": ["1_0"], "collect": ["2"]})
-    status = summarize(run, plan, records, {"1_0": "COMPLETED"}, now=10.0)
-    assert status.text_layer == summary["text_layer"]
-    console = Console(width=300, record=True)
-    console.print(status_table(status))
-    assert "1 empty pages in 1 documents, 3 garbled pages in 1 documents" in console.export_text()
+    status = RunStatus(run_id="r", run_dir="", executor="slurm", state="finished", items=3, ok=3, failed=0,
+                       pending=0, pages=48, pages_done=48, elapsed_seconds=1.0, pages_per_second=48.0,
+                       eta_seconds=None, collector="COMPLETED", text_layer=summary["text_layer"])
+    assert "1 empty pages in 1 documents, 3 garbled pages in 1 documents" in text_layer_line(status)
+    assert text_layer_line(RunStatus(**{**vars(status), "text_layer": {}})) == ""
+
+
+def test_status_counts_flags_from_the_commit_logs_before_collection():
+    flags = [text_layer_tokens(r) for r in ({"empty_pages": [1, 2], "garbled_pages": []}, None,
+                                            {"empty_pages": [], "garbled_pages": [0]})]
+    assert flags == ["e2", "", "g1"]
+    latest = pd.DataFrame({"status": ["ok", "ok", "ok", "failed"], "flags": ["d" + flags[0], flags[1], flags[2], "e9"]})
+    assert token_counts(latest["flags"])["empty"].tolist() == [2, 0, 0, 9]
+    layer = commit_text_layer(latest)
+    assert layer == {"empty_pages": 2, "items_with_empty_pages": 1, "garbled_pages": 1, "items_with_garbled_pages": 1}
+    status = RunStatus(run_id="r", run_dir="", executor="slurm", state="running", items=4, ok=3, failed=1, pending=0,
+                       pages=4, pages_done=4, elapsed_seconds=1.0, pages_per_second=4.0, eta_seconds=None,
+                       collector="PENDING", text_layer=layer)
+    assert "2 empty pages in 1 items, 1 garbled pages in 1 items" in text_layer_line(status)
 
 
 def test_page_labels_count_like_people():
