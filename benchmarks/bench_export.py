@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import os
 import platform
 import resource
@@ -28,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "export"))
 
-from synthetic_export import make_export_run  # noqa: E402
+from synthetic_export import Expected, make_export_run  # noqa: E402
+
+from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths  # noqa: E402
 
 CHILD = """
 import json, resource, sys, time
@@ -52,6 +55,17 @@ def child(*args: str) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+def reuse_or_make(root: Path, documents: int, text_bytes: int) -> tuple[RunPaths, Expected]:
+    """The synthetic run at `root`: made (and its expected counts saved beside it), or reused when a
+    previous --keep left it there whole."""
+    saved = root / "expected.json"
+    if saved.is_file():
+        return RunPaths(root / "out" / RUNS_SUBDIR / "synthetic"), Expected(**json.loads(saved.read_text()))
+    paths, expected = make_export_run(root, documents, text_bytes=text_bytes)
+    saved.write_text(json.dumps(asdict(expected)))
+    return paths, expected
+
+
 def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.iterdir()) / 2**20
 
@@ -62,9 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--formats", nargs="+", default=["parquet", "jsonl"])
     parser.add_argument("--text-bytes", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=None, help="where the synthetic runs go (default: a temp dir)")
-    parser.add_argument("--keep", action="store_true", help="keep the synthetic runs")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the synthetic runs in --work, and reuse those a previous --keep left there")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="hpcmarker-export-", dir=args.work))
+    work = Path(args.work) if args.keep and args.work else Path(tempfile.mkdtemp(prefix="hpcmarker-export-",
+                                                                                  dir=args.work))
     baseline = child("baseline")
     results = []
     print(f"baseline (imports only): {baseline['peak_mb']:.0f} MB")
@@ -72,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     for documents in args.documents:
         root = work / f"run-{documents}"
         start = time.perf_counter()
-        paths, expected = make_export_run(root, documents, text_bytes=args.text_bytes)
+        paths, expected = reuse_or_make(root, documents, args.text_bytes)
         generated = time.perf_counter() - start
         lines = sum(1 for p in paths.manifests.glob("*.jsonl") for _ in p.open("rb"))
         for export_format in args.formats:
