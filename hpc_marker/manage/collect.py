@@ -89,7 +89,8 @@ def write_manifest_csv(records: pd.DataFrame, path: Path) -> None:
     """manifest.csv: every record, by PDF and page, written atomically (Arrow's CSV writer). The
     flagged pages (lists) become space-separated 0-based indices, empty where not checked."""
     ordered = records.sort_values(["pdf", "page_start", "finished"], kind="stable")
-    ordered = ordered.assign(**{column: ordered[column].map(_page_list) for column in ("empty_pages", "garbled_pages")})
+    ordered = ordered.assign(**{column: ordered[column].map(_page_list)
+                                for column in ("empty_pages", "garbled_pages")})
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         pacsv.write_csv(pa.Table.from_pandas(ordered, preserve_index=False), tmp)

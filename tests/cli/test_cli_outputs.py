@@ -34,6 +34,9 @@ def test_json_run_then_garbled_documents_again_then_export(tmp_path, sample_pdfs
     records = read_manifests(resolve_run("first").manifests).records
     assert len(records) == 8 and all(r.output.endswith(".json") for r in records)  # two PDFs of 3 pages split
     assert sorted(p for r in records if r.pdf == "zh/example-single.pdf" for p in r.garbled_pages) == [0, 1, 2]
+    table = pd.read_csv(resolve_run("first").manifest_csv, keep_default_na=False, dtype=str)
+    assert table.loc[table["pdf"] == "zh/example-single.pdf", "garbled_pages"].tolist() == ["0 1", "2"]
+    assert set(table.loc[table["pdf"] != "zh/example-single.pdf", "garbled_pages"]) == {""}
 
     wrong = invoke("retry", "first", "--engine", "benchmark")
     assert wrong.exit_code == 2 and "add --select" in wrong.output
