@@ -131,10 +131,10 @@ def test_corpus_converts_on_4_gpus_exactly_once(tmp_path):
     assert {t["state"] for t in status["tasks"]} == {"COMPLETED"}
     assert status["collector"] == "COMPLETED"
     # the collector job wrote the run's report; it renders in a real browser without errors
-    from test_report import PLOTS, SECTIONS, _browse, _chromium, _uncaught
+    from pagecheck import PLOTS, SECTIONS, browse, find_chromium, uncaught
 
-    page, probe, stderr = _browse(_chromium(), paths.root / "report.html", tmp_path, "--dump-dom")
-    assert probe == {"errors": [], "alerts": 0} and not _uncaught(stderr)
+    page, probe, stderr = browse(find_chromium(), paths.root / "report.html", tmp_path, "--dump-dom")
+    assert probe == {"errors": [], "alerts": 0} and not uncaught(stderr)
     assert set(SECTIONS) <= page.ids and set(PLOTS) <= page.svg_in
     assert page.points.get("timeline-plot", 0) >= len(records)
 

@@ -24,6 +24,7 @@ from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
+from hpc_marker.runstate.progress import read_heartbeats
 
 pytestmark = pytest.mark.slurm
 SMALL_PDFS = ["amscls/amsdtx.pdf", "amsmath/amsxtra.pdf", "base/lgc2.pdf", "graphics/color.pdf", "tools/enumerate.pdf",
@@ -68,18 +69,19 @@ def test_killed_task_item_is_taken_over_after_its_lease(tmp_path, pdfs, monkeypa
                     "--run-id", "kill9")
     assert result.exit_code == 0, result.output
     paths = resolve_run("kill9")
-    board = ClaimBoard(paths.claims, owner="test", lease_s=6)
+    board = ClaimBoard(paths.root, owner="test", lease_s=6)
+    pages = {i.item_id: i.pages for i in load_plan(paths.plan).items}
     victim, pid, deadline = None, None, time.time() + 120
-    while victim is None:  # find an item task 0 is converting right now (after its first one)
+    while victim is None:  # an item task 0 converts right now (after its first one; long enough to be cut)
         assert time.time() < deadline, "task 0 never got going"
+        beat = read_heartbeats(paths.progress, [0]).get(0)
         done_by_0 = [r for r in read_manifests(paths.manifests).records if r.task == 0]
-        for claim in sorted(paths.claims.glob("*/gen-*")) if done_by_0 else []:
-            owner = json.loads(claim.read_text())["owner"]
-            if owner.endswith(":task-0") and not board.is_done(claim.parent.name):
-                victim, pid = claim.parent.name, int(owner.split(":")[1])
-                break
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+        converting = [i for i in (beat.inflight if beat and done_by_0 else []) if pages[i] >= 8]
+        if converting and not board.is_done(converting[0]):
+            victim, pid = converting[0], int(beat.owner.split(":")[1])
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    assert not board.is_done(victim)  # cut short: the item was being converted
     killed_at = time.time()
     wait_for("kill9", {"finished"}, timeout_s=300)
     records = assert_each_item_once(paths)
@@ -104,14 +106,14 @@ def test_cancel_half_the_array_then_resume(tmp_path, pdfs, monkeypatch):
     subprocess.run(["scancel", *record["jobs"]["convert"][:2]], check=True)
     first = wait_for("half", {"finished"}, timeout_s=300)
     assert first["pending"] > 0  # the cancelled tasks left work behind
-    board = ClaimBoard(paths.claims, owner="test", lease_s=120)
-    before = {d.parent.name: d.stat().st_mtime_ns for d in paths.claims.glob("*/done")}
+    board = ClaimBoard(paths.root, owner="test", lease_s=120)
+    before = {d.name: d.stat().st_mtime_ns for d in paths.done.glob("*/*")}
     result = invoke("resume", "half")
     assert result.exit_code == 0, result.output
     assert "resubmitted tasks 0,1" in result.output
     wait_for("half", {"finished"}, timeout_s=300)
     assert_each_item_once(paths)
-    after = {d.parent.name: d.stat().st_mtime_ns for d in paths.claims.glob("*/done")}
+    after = {d.name: d.stat().st_mtime_ns for d in paths.done.glob("*/*")}
     assert all(after[item] == mtime for item, mtime in before.items())  # nothing done was redone
     assert all(board.is_done(item) for item in after)
     assert_outputs_match_text_engine(pdfs, out)
