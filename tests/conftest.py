@@ -61,13 +61,13 @@ def _marker_missing() -> str | None:
     return None
 
 
-def chromium() -> str | None:
+def find_chromium() -> str | None:
     """The headless browser on PATH, if any."""
     return next(filter(None, map(shutil.which, BROWSERS)), None)
 
 
 def _browser_missing() -> str | None:
-    return None if chromium() else f"none of {', '.join(BROWSERS)} is on PATH"
+    return None if find_chromium() else f"none of {', '.join(BROWSERS)} is on PATH"
 
 
 def _root_missing() -> str | None:
@@ -169,6 +169,14 @@ def sample_pdfs(tmp_path) -> Path:
     target = tmp_path / "pdfs"
     shutil.copytree(EXAMPLES, target)
     return target
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The headless browser's path, for tests marked `browser` (the gate has made sure it is there)."""
+    found = find_chromium()
+    assert found, "ask for the chromium fixture from tests marked `browser` only"
+    return found
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def processes_of_job(array_id: str) -> list[int]:
 
 
 @pytest.mark.browser  # the collector's report is checked in a real browser
-def test_corpus_converts_on_4_gpus_exactly_once(tmp_path):
+def test_corpus_converts_on_4_gpus_exactly_once(tmp_path, chromium):
     out = tmp_path / "out"
     args = ["submit", "--pdfs", CORPUS, "--out", out, "--gpus", "4", "--engine", "text",
             "--cpus-per-task", "1", "--time", "20", "--run-id", "corpus4"]
@@ -77,9 +77,9 @@ def test_corpus_converts_on_4_gpus_exactly_once(tmp_path):
     assert {t["state"] for t in status["tasks"]} == {"COMPLETED"}
     assert status["collector"] == "COMPLETED"
     # the collector job wrote the run's report; it renders in a real browser without errors
-    from test_report import PLOTS, SECTIONS, _browse, _chromium, _uncaught
+    from test_report import PLOTS, SECTIONS, _browse, _uncaught
 
-    page, probe, stderr = _browse(_chromium(), paths.root / "report.html", tmp_path, "--dump-dom")
+    page, probe, stderr = _browse(chromium, paths.root / "report.html", tmp_path, "--dump-dom")
     assert probe == {"errors": [], "alerts": 0} and not _uncaught(stderr)
     assert set(SECTIONS) <= page.ids and set(PLOTS) <= page.svg_in
     assert page.points.get("timeline-plot", 0) >= len(records)
