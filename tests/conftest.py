@@ -1,5 +1,5 @@
-"""Shared fixtures (sample PDFs, an isolated run index, the stand-in Ollama's models) and the one gate
-for the real parts some tests need.
+"""Shared fixtures (sample PDFs, an isolated run index, the stand-in Ollama's models, the browser) and the
+one gate for the real parts some tests need.
 
 The gate: a test that needs a real part carries that part's marker (registered in pyproject.toml):
 
@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from inputs import CORPUS, EXAMPLES, Expected, make_bad_pdfs  # noqa: F401 - test_report imports these from here
+from inputs import CORPUS, EXAMPLES, make_bad_pdfs  # noqa: F401 - tests/report/test_report.py imports the last two from here
 
 REQUIRE_ENV = "HPCMARKER_REQUIRE"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
