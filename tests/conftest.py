@@ -47,9 +47,9 @@ def _slurm_missing() -> str | None:
         if shutil.which(argv[0]) is None:
             return f"no `{argv[0]}` on PATH"
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
         except subprocess.TimeoutExpired:
-            return f"`{' '.join(argv)}` did not answer within 20 s"
+            return f"`{' '.join(argv)}` did not answer within 10 s"
         if done.returncode:
             return f"`{' '.join(argv)}` failed: {_first_line(done.stderr)}"
     return None
