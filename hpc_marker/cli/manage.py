@@ -45,7 +45,6 @@ def status(run, as_json, watch, interval, cancel_wedged) -> None:
 def cancel(run) -> None:
     """Cancel every job of RUN (default: the latest)."""
     from hpc_marker.manage.cancel import cancel_run
-
     from hpc_marker.slurm.parse import fold_job_ids
 
     paths = run_paths(run)

@@ -25,7 +25,7 @@ from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm import commands
 from hpc_marker.slurm.arrays import ArrayLayout, convert_roles, layout
 from hpc_marker.slurm.commands import SlurmError
-from hpc_marker.slurm.parse import base_id, base_ids, parse_time_limit
+from hpc_marker.slurm.parse import base_ids, parse_time_limit
 from hpc_marker.slurm.wedge import describe, find_wedge
 from hpc_marker.util.errors import UserError
 

@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES
