@@ -77,6 +77,9 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
               "(default: a quarter of total pages / GPUs, at least 16; 0: never split).")
 @click.option("--steal/--no-steal", default=None, show_default=True,
               help="Tasks that run out of work take over other tasks' unfinished items.")
+@click.option("--bisect/--no-bisect", default=None, show_default=True,
+              help="A failing item of several pages is cut in halves, again and again, until its bad pages stand "
+                   "alone: the rest converts and the document is `partial`, with a placeholder for each lost page.")
 @click.option("--lease-seconds", show_default=True, type=float,
               help="A claimed item whose task stops renewing its claim this long is taken over.")
 @click.option("--plan-strategy", type=click.Choice(STRATEGIES), show_default=True,
@@ -119,7 +122,7 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
 @click.option("--dry-run", is_flag=True, help="Do everything but submit; print the sbatch scripts.")
 def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
            force_ocr, languages, marker_config, paginate, output_format, images, executor, run_id, split_pages, steal,
-           lease_seconds, plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait,
+           bisect, lease_seconds, plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait,
            llm_bind, item_timeout, worker_memory, permissions, inference_server, inference_startup_timeout,
            max_running, scan_workers, progress, dry_run) -> None:
     """Scan PDFS, plan, and submit the conversion array and its collector."""
@@ -139,7 +142,7 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         engine_options=engine_options(force_ocr, languages, marker_config, paginate, output_format, images),
         profile=profile, partition=partition, template=template, workers_per_gpu=workers_per_gpu,
         cpus_per_task=cpus_per_task, mem=mem, time_limit=time_limit, executor=executor, run_id=run_id,
-        split_pages=split_pages, steal=steal, lease_seconds=lease_seconds, plan_strategy=plan_strategy, force=force,
+        split_pages=split_pages, steal=steal, bisect=bisect, lease_seconds=lease_seconds, plan_strategy=plan_strategy, force=force,
         llm=llm, item_timeout=item_timeout, worker_memory=worker_memory, permissions=permissions,
         inference_server=inference_server, inference_startup_timeout=inference_startup_timeout,
         max_running=max_running, scan_workers=scan_workers, progress=_show_progress(progress, machine=dry_run))
@@ -189,11 +192,14 @@ def submit_prepared(prepared, submit: Callable) -> None:
         return
     summary = json.loads(prepared.paths.summary.read_text())
     kinds = ", ".join(f"{n} {status}" for status, n in summary.get("by_status", {}).items()
-                      if n and status not in ("ok", "failed"))
-    click.echo(f"done: {summary['ok']} ok, {summary['failed']} failed{f' ({kinds})' if kinds else ''}; "
+                      if n and status not in ("ok", "failed", "partial"))
+    partial = f", {summary['partial']} partial" if summary.get("partial") else ""
+    click.echo(f"done: {summary['ok']} ok{partial}, {summary['failed']} failed{f' ({kinds})' if kinds else ''}; "
                f"{EngineOptions.from_json(record.engine_options).output_format} in {record.out_dir}")
     for failure in summary["failures"]:
         click.echo(f"  {failure.get('status', 'failed')}: {failure['pdf']}: {failure['error']}", err=True)
+    for page in summary.get("lost_pages", []):
+        click.echo(f"  lost page {page['page']} of {page['pdf']}: {page['status']}: {page['error']}", err=True)
     layer = summary.get("text_layer") or {}
     if layer.get("empty_pages") or layer.get("garbled_pages"):
         click.echo(f"text layer: {layer['empty_pages']} empty pages in {layer['documents_with_empty_pages']} "

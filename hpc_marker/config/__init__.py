@@ -25,7 +25,7 @@ else:  # pragma: no cover
 
 SUBMIT_KEYS = {
     "profile", "engine", "gpus", "partition", "template", "workers_per_gpu", "cpus_per_task", "mem", "time",
-    "split_pages", "steal", "lease_seconds", "llm_gpus", "llm_parallel", "llm_wait", "executor",
+    "split_pages", "steal", "bisect", "lease_seconds", "llm_gpus", "llm_parallel", "llm_wait", "executor",
     "item_timeout", "worker_memory", "permissions",
     "inference_server", "inference_startup_timeout", "plan_strategy", "paginate", "max_running", "scan_workers",
     "output_format", "images",

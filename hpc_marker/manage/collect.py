@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 from submitit.core.utils import JobPaths
 
 from hpc_marker.executors import executor_for
+from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_items_table, load_summary
 from hpc_marker.runstate.claims import ClaimBoard
@@ -38,14 +39,15 @@ _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
 
 
-def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, recorded: set[str],
+def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, records_status: pd.Series,
                      board: ClaimBoard) -> tuple[list[ManifestRecord], set[str], int]:
     """Place committed outputs, merge complete split PDFs, recover records from done markers, remove
     orphaned staging folders. Only the items without a manifest line and the split PDFs are looked
-    at one by one. Returns (recovered records, merged document ids, documents merged here)."""
+    at one by one (and the bisected ones: their documents are put together here when their tasks could
+    not). `records_status`: the latest manifest status of each recorded item, by item id. Returns (recovered records, merged document ids, documents merged here)."""
     recovered: list[ManifestRecord] = []
     referenced: set[str] = set()
-    unrecorded = items[~items["item_id"].isin(recorded)]
+    unrecorded = items[~items["item_id"].isin(records_status.index)]
     for row in unrecorded.itertuples(index=False):
         done = board.done_record(row.item_id)
         if not done or done.get("status") == "unknown":
@@ -60,13 +62,15 @@ def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, re
         except TypeError:  # a marker without a whole record: the item stays "missing" in the summary
             print(f"[hpcmarker collect] warning: done marker of {row.item_id} holds no manifest record", flush=True)
     merged_docs, merged = set(), 0
-    split = items[items["parts"] > 1].sort_values(["doc_id", "part"])
-    for doc_id, parts in split.groupby("doc_id", sort=False):
+    bisected = set(records_status.index[records_status == BISECTED])
+    pieces = items[(items["parts"] > 1) | items["item_id"].isin(bisected)].sort_values(["doc_id", "part"])
+    for doc_id, parts in pieces.groupby("doc_id", sort=False):
         first = parts.iloc[0]
         item = WorkItem(**{k: first[k] for k in ITEM_COLUMNS if k in WorkItem.__slots__})
+        ranges = list(parts[["item_id", "page_start", "page_stop"]].itertuples(index=False, name=None))
         if board.is_done(merge_id(doc_id)):
             merged_docs.add(doc_id)
-        elif merge_if_complete(paths, record, item, list(parts["item_id"]), board):
+        elif merge_if_complete(paths, record, item, board, ranges):
             merged_docs.add(doc_id)
             merged += 1
     horizon = time.time() - 2 * record.lease_seconds
@@ -133,7 +137,8 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     items = load_items_table(paths.plan, columns=ITEM_COLUMNS).to_pandas()
     records, torn = read_manifest_frame(paths.manifests)
     board = ClaimBoard(paths.root, owner=f"collector:{os.getpid()}", lease_s=record.lease_seconds)
-    recovered, merged_docs, merged = finish_leftovers(paths, record, items, set(records["item_id"]), board)
+    recorded = latest_frame(records).set_index("item_id")["status"]
+    recovered, merged_docs, merged = finish_leftovers(paths, record, items, recorded, board)
     if recovered:
         records = pd.concat([records, records_frame(recovered)], ignore_index=True)
     write_manifest_csv(records, paths.manifest_csv)

@@ -19,11 +19,13 @@ from rich.table import Table
 
 from hpc_marker.executors import executor_for
 from hpc_marker.manage.cancel import mark_cancelled
+from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.store import ShareSummary, load_summary
 from hpc_marker.runstate.documents import token_counts
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.progress import DEGRADED, REOPENED, latest_commits, read_commits, read_heartbeats
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.subitems import PARTIAL, fold_commits
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
 
@@ -39,7 +41,8 @@ class TaskStatus:
     pending: int
     pages: int
     pages_done: int
-    activity: str = "-"  # from the task's heartbeat: working, waiting, exited (or - before it started)
+    activity: str = "-"
+    partial: int = 0  # from the task's heartbeat: working, waiting, exited (or - before it started)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class ShareCounts:
     failed: int = 0
     pages_done: int = 0
     degraded: int = 0
+    partial: int = 0  # items whose pages all finished, some lost (bisected: runstate/subitems.py)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class Progress:
     last_finished: float | None
     torn_lines: list[str] = field(default_factory=list)
     text_layer: dict = field(default_factory=dict)  # empty and garbled pages (summary.json's, or the commit logs')
+    lost_pages: list[str] = field(default_factory=list)  # "book.pdf page 8: timeout" (or by document id before collection)
 
 
 @dataclass
@@ -80,6 +85,8 @@ class RunStatus:
     eta_seconds: float | None
     collector: str
     degraded: int = 0  # items whose LLM refinement was partial
+    partial: int = 0  # items converted but for lost pages (bisected)
+    lost_pages: list[str] = field(default_factory=list)
     text_layer: dict = field(default_factory=dict)  # pages flagged empty or garbled, and in how many documents/items
     llm: dict | None = None  # service state, requests, tokens/s, failures
     tasks: list[TaskStatus] = field(default_factory=list)
@@ -106,15 +113,19 @@ def run_state(task_states: list[str], collector_state: str, collected: bool) -> 
 
 
 def share_counts(latest: pd.DataFrame) -> dict[int, ShareCounts]:
-    """Per share, from the latest commit of each item (columns status, pages, share, flags). Pure."""
+    """Per share, from the latest commit of each item (indexed by item id; columns status, pages, share,
+    flags); bisected items count once their pages are finished (subitems.fold_commits). Pure."""
     if latest.empty or (latest["status"] == REOPENED).all():
         return {}
-    final = latest[latest["status"] != REOPENED]
-    frame = final.assign(ok=final["status"] == "ok", failed=final["status"] != "ok",
-                         done=final["pages"], degraded=final["flags"].str.contains(DEGRADED, regex=False))
+    final = fold_commits(latest[latest["status"] != REOPENED])
+    final = final[final["status"] != BISECTED]
+    frame = final.assign(ok=final["status"] == "ok", failed=~final["status"].isin(["ok", PARTIAL]),
+                         partial=final["status"] == PARTIAL, done=final["pages"],
+                         degraded=final["flags"].str.contains(DEGRADED, regex=False))
     grouped = frame.groupby("share").agg(ok=("ok", "sum"), failed=("failed", "sum"), pages_done=("done", "sum"),
-                                         degraded=("degraded", "sum"))
-    return {int(share): ShareCounts(int(row.ok), int(row.failed), int(row.pages_done), int(row.degraded))
+                                         degraded=("degraded", "sum"), partial=("partial", "sum"))
+    return {int(share): ShareCounts(int(row.ok), int(row.failed), int(row.pages_done), int(row.degraded),
+                                    int(row.partial))
             for share, row in grouped.iterrows()}
 
 
@@ -127,8 +138,9 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
         job_id = task_ids[share.index] if share.index < len(task_ids) else "-"
         tasks.append(TaskStatus(
             task=share.index, job_id=job_id, state=states.get(job_id, "UNKNOWN"), items=share.items,
-            ok=done.ok, failed=done.failed, pending=max(0, share.items - done.ok - done.failed), pages=share.pages,
-            pages_done=done.pages_done, activity=(activities or {}).get(share.index, "-")))
+            ok=done.ok, failed=done.failed, pending=max(0, share.items - done.ok - done.failed - done.partial),
+            pages=share.pages, pages_done=done.pages_done, activity=(activities or {}).get(share.index, "-"),
+            partial=done.partial))
     pages = sum(s.pages for s in shares)
     pages_done = sum(t.pages_done for t in tasks)
     first, last = progress.first_started, progress.last_finished
@@ -147,6 +159,7 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
         pages_per_second=round(rate, 2) if rate else None,
         eta_seconds=round(remaining / rate, 1) if rate and remaining > 0 and active else None,
         collector=collector, degraded=sum(c.degraded for c in progress.shares.values()), tasks=tasks,
+        partial=sum(t.partial for t in tasks), lost_pages=list(progress.lost_pages),
         torn_manifest_lines=list(progress.torn_lines), text_layer=dict(progress.text_layer))
 
 
@@ -155,16 +168,27 @@ def read_progress(paths: RunPaths) -> Progress:
     if paths.summary.exists():
         summary = json.loads(paths.summary.read_text(encoding="utf-8"))
         if "shares" in summary:
-            shares = {int(s["share"]): ShareCounts(s["ok"], s["failed"], s["pages_done"], s.get("degraded", 0))
+            shares = {int(s["share"]): ShareCounts(s["ok"], s["failed"], s["pages_done"], s.get("degraded", 0),
+                                                   s.get("partial", 0))
                       for s in summary["shares"]}
+            lost = [f"{p['pdf']} page {p['page']}: {p['status']}" for p in summary.get("lost_pages", [])]
             return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
-                            summary.get("torn_manifest_lines", []), summary.get("text_layer", {}))
+                            summary.get("torn_manifest_lines", []), summary.get("text_layer", {}), lost)
     commits = read_commits(paths.progress)
     latest = latest_commits(commits)
     return Progress(share_counts(latest),
                     float(commits["started"].min()) if len(commits) else None,
                     float(commits["finished"].max()) if len(commits) else None,
-                    text_layer=commit_text_layer(latest))
+                    text_layer=commit_text_layer(latest), lost_pages=commit_lost_pages(latest))
+
+
+def commit_lost_pages(latest: pd.DataFrame) -> list[str]:
+    """The pages lost so far (sub-items that failed), by document id and 1-based pages. Pure."""
+    lost = latest[latest.index.str.contains(SUB_MARK, regex=False) & ~latest["status"].isin(["ok", BISECTED, REOPENED])]
+    found = lost.index.str.extract(r"^([^.]+)\.r(\d+)-(\d+)$")
+    return [f"document {doc} page{'s' if int(b) - int(a) > 1 else ''} {int(a) + 1}"
+            + (f"-{b}" if int(b) - int(a) > 1 else "") + f": {status}"
+            for (doc, a, b), status in zip(found.itertuples(index=False, name=None), lost["status"])]
 
 
 def commit_text_layer(latest: pd.DataFrame) -> dict:
@@ -187,7 +211,7 @@ def done_so_far(paths: RunPaths) -> DoneSoFar:
     """How much of the run is finished (the plan's summary and the commit logs only: no job states)."""
     shares = load_summary(paths.plan)
     counts = read_progress(paths).shares.values()
-    return DoneSoFar(sum(s.items for s in shares), sum(c.ok + c.failed for c in counts),
+    return DoneSoFar(sum(s.items for s in shares), sum(c.ok + c.failed + c.partial for c in counts),
                      sum(s.pages for s in shares), sum(c.pages_done for c in counts))
 
 
@@ -196,7 +220,7 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     shares = load_summary(paths.plan)
     progress = read_progress(paths)
     finished = {s.index for s in shares
-                if (c := progress.shares.get(s.index)) is not None and c.ok + c.failed >= s.items}
+                if (c := progress.shares.get(s.index)) is not None and c.ok + c.failed + c.partial >= s.items}
     collected = paths.summary.exists()
     seen = executor_for(record.executor).observe(paths, record, finished, collected, cancel_wedged=cancel_wedged)
     if seen.cancelled:
@@ -255,12 +279,16 @@ def status_table(status: RunStatus) -> Table:
         table.add_row(str(t.task), t.job_id, t.state, str(t.ok), str(t.failed), str(t.pending),
                       f"{t.pages_done}/{t.pages}", _bar(t.pages_done, t.pages))
     rate = f"{status.pages_per_second:.2f} pages/s" if status.pages_per_second else "- pages/s"
-    table.caption = (f"{status.ok} ok, {status.failed} failed, {status.pending} pending of {status.items} items; "
+    partial = f"{status.partial} partial, " if status.partial else ""
+    table.caption = (f"{status.ok} ok, {partial}{status.failed} failed, {status.pending} pending of {status.items} items; "
                      f"{status.pages_done}/{status.pages} pages; {rate}; elapsed {_duration(status.elapsed_seconds)}; "
                      f"ETA {_duration(status.eta_seconds)}; collector {status.collector}")
     if status.degraded:
         table.caption += f"; {status.degraded} items with degraded LLM refinement"
     table.caption += text_layer_line(status)
+    if status.lost_pages:
+        shown = status.lost_pages[:5] + ([f"... {len(status.lost_pages) - 5} more"] if len(status.lost_pages) > 5 else [])
+        table.caption += "\nlost pages (placeholders in their documents): " + "; ".join(shown)
     if status.llm:
         llm = status.llm
         table.caption += (f"\nLLM {llm['model']} (service {llm['service']}): {llm.get('requests', 0)} requests, "

@@ -10,17 +10,20 @@ import shutil
 from pathlib import Path
 
 from hpc_marker.engines.base import EngineOptions
-from hpc_marker.engines.formats import file_name
+from hpc_marker.engines.formats import file_name, lost_page_document
+from hpc_marker.planning.bisect import is_subitem, root_ids
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.output import commit_staged, document_dir, document_stem, merge_parts, write_document
+from hpc_marker.runstate.output import (commit_staged, document_dir, document_stem, merge_documents, read_document,
+                                        write_document)
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.subitems import PARTIAL, fold, lost_reason, walk
 
 
 def final_dir(paths: RunPaths, record: RunRecord, item: WorkItem) -> Path:
-    """Where an item's output goes: the document folder, or its part folder for a split PDF."""
-    if item.is_part:
+    """Where an item's output goes: the document folder, or its part folder for a split PDF or a sub-item."""
+    if item.is_part or is_subitem(item.item_id):
         return paths.parts / item.doc_id / item.item_id
     return document_dir(Path(record.out_dir), item.pdf)
 
@@ -44,15 +47,23 @@ def merge_id(doc_id: str) -> str:
     return f"{doc_id}.merge"
 
 
-def merge_if_complete(paths: RunPaths, record: RunRecord, item: WorkItem, ids: list[str],
-                      board: ClaimBoard) -> Path | None:
-    """When every part (`ids`, in page order) of `item`'s split PDF is done and ok, merge them into the
-    document (once: under the document's merge lease, committed by its own done marker)."""
-    doc_id, relpath = item.doc_id, item.pdf
-    if board.is_done(merge_id(doc_id)) or not all(board.is_done(i) for i in ids):
+def assembles(item: WorkItem) -> bool:
+    """Whether `item`'s document is put together from pieces (parts of a split PDF, sub-items)."""
+    return item.is_part or is_subitem(item.item_id)
+
+
+def merge_if_complete(paths: RunPaths, record: RunRecord, item: WorkItem, board: ClaimBoard,
+                      ranges: list[tuple[str, int, int]] | None = None) -> Path | None:
+    """When every item of `item`'s document is finished (its parts, and the halves of bisected ones:
+    runstate/subitems.py), put the document together (once: under its merge lease, committed by its
+    own done marker): the converted pieces in page order, a placeholder for each lost page. `ranges`
+    (item id, page start, page stop of each root) default to the done markers' own. Nothing is
+    written when no page converted."""
+    doc_id, relpath = item.doc_id or item.item_id, item.pdf
+    if board.is_done(merge_id(doc_id)):
         return None
-    records = [board.done_record(i) for i in ids]
-    if not all(r and r.get("status") == "ok" for r in records):
+    leaves = _leaves(board, root_ids(item), ranges)
+    if leaves is None or not any(leaf.record.get("status") == "ok" for leaf in leaves):
         return None
     claimed = board.claim("merge", doc_id)
     if claimed is None:
@@ -60,21 +71,48 @@ def merge_if_complete(paths: RunPaths, record: RunRecord, item: WorkItem, ids: l
     try:
         if board.is_done(merge_id(doc_id)):  # merged by the lease's previous holder
             return None
-        for part, rec in zip(ids, records):  # a part committed by a task killed before its rename
-            if rec.get("staging"):
-                place_committed(Path(rec["staging"]), paths.parts / doc_id / part)
         options = EngineOptions.from_json(record.engine_options)
-        doc = merge_parts([paths.parts / doc_id / part for part in ids], document_stem(relpath),
-                          options.output_format, options.paginate)
+        stem = document_stem(relpath)
+        pieces = []
+        for leaf in leaves:
+            if leaf.record.get("status") != "ok":
+                pieces += [lost_page_document(options.output_format, page, lost_reason(leaf.record), options.paginate)
+                           for page in range(leaf.page_start, leaf.page_stop)]
+                continue
+            if leaf.record.get("staging"):  # committed by a task killed before its rename
+                place_committed(Path(leaf.record["staging"]), paths.parts / doc_id / leaf.item_id)
+            pieces.append(read_document(paths.parts / doc_id / leaf.item_id, stem, options.output_format))
+        doc = merge_documents(pieces, options.paginate)
         source = doc.metadata.get("hpcmarker_source")
-        if isinstance(source, dict):  # the first part's; the document covers every part's pages
-            source["pages"] = [records[0]["page_start"], records[-1]["page_stop"]]
+        if isinstance(source, dict):  # the first piece's; the document covers every piece's pages
+            source["pages"] = [leaves[0].page_start, leaves[-1].page_stop]
         md = write_document(Path(record.out_dir), relpath, doc, staging_root=paths.staging)
-        if board.commit(merge_id(doc_id), {"status": "ok", "output": str(md)}):
+        folded = fold(leaves)
+        marker = {"status": folded.status if folded.status == PARTIAL else "ok", "output": str(md),
+                  "lost_pages": folded.lost_pages}
+        if board.commit(merge_id(doc_id), marker) and not folded.lost_pages:  # partial: `retry` puts it together again
             shutil.rmtree(paths.parts / doc_id, ignore_errors=True)
         return md
     finally:
         board.release(claimed.lease)
+
+
+def _leaves(board: ClaimBoard, roots: list[str], ranges: list[tuple[str, int, int]] | None):
+    """The finished leaves of a document's roots in page order, or None while one is not finished."""
+    leaves = []
+    for position, root in enumerate(roots):
+        if ranges is not None:
+            _, start, stop = ranges[position]
+        else:
+            done = board.done_record(root)
+            if done is None or "page_start" not in done:
+                return None
+            start, stop = int(done["page_start"]), int(done["page_stop"])
+        found = walk(root, start, stop, board.done_record)
+        if not found.finished:
+            return None
+        leaves += found.leaves
+    return leaves
 
 
 def merged_documents(board: ClaimBoard, items) -> set[str]:

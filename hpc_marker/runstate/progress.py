@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.util.files import atomic_write
 
 if TYPE_CHECKING:  # pandas and pyarrow load only where logs are read (never in a task)
@@ -129,8 +130,9 @@ def latest_commits(commits: pd.DataFrame) -> pd.DataFrame:
 
 
 def failures_per_item(commits: pd.DataFrame) -> pd.Series:
-    """How many times each item failed (any final status but ok), by item_id. Pure."""
-    return commits.loc[~commits["status"].isin(["ok", REOPENED]), "item_id"].value_counts()
+    """How many times each item failed (any final status but ok; a bisected item did not: its halves
+    took its pages over, and a page that fails is counted as its own sub-item), by item_id. Pure."""
+    return commits.loc[~commits["status"].isin(["ok", REOPENED, BISECTED]), "item_id"].value_counts()
 
 
 def append_reopened(folder: Path, rows: list[tuple[str, int, int]]) -> None:

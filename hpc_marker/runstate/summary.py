@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.plan import Plan
 from hpc_marker.planning.store import ShareSummary
 from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, latest_frame
+from hpc_marker.runstate.subitems import PARTIAL, resolve_frame
 
 ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts"]
 
@@ -39,13 +41,14 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
     over every record."""
     planned = items["item_id"]
     latest = latest_frame(records)
-    final = latest[latest["item_id"].isin(planned)]
-    ok, failed = final[final["status"] == "ok"], final[final["status"] != "ok"]
+    final, leaves = resolve_frame(latest[latest["item_id"].isin(planned)], latest)  # bisected items folded
+    ok, partial = final[final["status"] == "ok"], final[final["status"] == PARTIAL]
+    failed = final[~final["status"].isin(["ok", PARTIAL])]
     wall = float(records["finished"].max() - records["started"].min()) if len(records) else 0.0
-    pages_ok = int(ok["pages"].sum())
-    per_task = records.assign(ok=records["status"] == "ok",
+    pages_ok = int(final["pages_ok"].sum())
+    per_task = records.assign(ok=records["status"] == "ok", split=records["status"] == BISECTED,
                               ok_pages=records["pages"].where(records["status"] == "ok", 0)).groupby("task")
-    agg = per_task.agg(ok=("ok", "sum"), n=("ok", "size"), pages_ok=("ok_pages", "sum"), busy=("seconds", "sum"),
+    agg = per_task.agg(ok=("ok", "sum"), n=("ok", "size"), split=("split", "sum"), pages_ok=("ok_pages", "sum"), busy=("seconds", "sum"),
                        first=("started", "min"), last=("finished", "max"),
                        gpu=("gpu", lambda s: sorted(set(s))), hosts=("host", lambda s: sorted(set(s))))
     tasks = []
@@ -55,7 +58,7 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
         t_pages = int(row["pages_ok"]) if row is not None else 0
         tasks.append({
             "task": share.index, "items": share.items, "planned_pages": share.pages,
-            "ok": int(row["ok"]) if row is not None else 0, "failed": int(row["n"] - row["ok"]) if row is not None else 0,
+            "ok": int(row["ok"]) if row is not None else 0, "failed": int(row["n"] - row["ok"] - row["split"]) if row is not None else 0,
             "pages_ok": t_pages, "busy_seconds": round(float(row["busy"]), 3) if row is not None else 0.0,
             "wall_seconds": round(t_wall, 3), "pages_per_second": round(t_pages / t_wall, 3) if t_wall else None,
             "gpu": list(row["gpu"]) if row is not None else [], "hosts": list(row["hosts"]) if row is not None else [],
@@ -66,16 +69,21 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
                              "status": failed["status"], "error": failed["error"]})
     counts = final["status"].value_counts()
     share_of = pd.Series(np.repeat([s.index for s in shares], [s.items for s in shares]), index=planned.values)
-    per_share = final.assign(share=final["item_id"].map(share_of), ok=final["status"] == "ok",
-                             bad=final["status"] != "ok", deg=final["degraded"].fillna("").astype(str) != "")
-    grouped = per_share.groupby("share").agg(ok=("ok", "sum"), failed=("bad", "sum"), pages_done=("pages", "sum"),
-                                             degraded=("deg", "sum"))
-    share_rows = [{"share": int(share), "ok": int(row.ok), "failed": int(row.failed),
+    done = final[final["status"] != BISECTED]  # a bisected item whose halves are not all finished is not done
+    per_share = done.assign(share=done["item_id"].map(share_of), ok=done["status"] == "ok",
+                            part=done["status"] == PARTIAL, bad=~done["status"].isin(["ok", PARTIAL]),
+                            deg=done["degraded"].fillna("").astype(str) != "")
+    grouped = per_share.groupby("share").agg(ok=("ok", "sum"), failed=("bad", "sum"), partial=("part", "sum"),
+                                             pages_done=("pages", "sum"), degraded=("deg", "sum"))
+    share_rows = [{"share": int(share), "ok": int(row.ok), "failed": int(row.failed), "partial": int(row.partial),
                    "pages_done": int(row.pages_done), "degraded": int(row.degraded)}
                   for share, row in grouped.iterrows()]
+    lost = [{"pdf": row.pdf, "page": int(page["page"]) + 1, "status": page["status"], "error": page["error"]}
+            for row in partial.sort_values(["pdf", "page_start"]).itertuples(index=False) for page in row.lost_pages]
     return {
-        "items": int(len(planned)), "ok": int(len(ok)), "failed": int(len(failed)),
-        "by_status": {status: int(counts.get(status, 0)) for status in STATUSES},
+        "items": int(len(planned)), "ok": int(len(ok)), "failed": int(len(failed)), "partial": int(len(partial)),
+        "by_status": {status: int(counts.get(status, 0)) for status in (*STATUSES, PARTIAL)},
+        "lost_pages": lost,
         "missing": sorted(set(planned) - set(latest["item_id"])), "pages": int(sum(s.pages for s in shares)),
         "pages_ok": pages_ok, "wall_seconds": round(wall, 3),
         "pages_per_second": round(pages_ok / wall, 3) if wall else None,
@@ -83,21 +91,27 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
         "torn_manifest_lines": torn, "tasks": tasks, "shares": share_rows,
         "first_started": float(records["started"].min()) if len(records) else None,
         "last_finished": float(records["finished"].max()) if len(records) else None,
-        **text_layer_summary(final),
+        **text_layer_summary(leaves),
     }
 
 
 def document_counts(items: pd.DataFrame, records: pd.DataFrame, merged: set[str]) -> dict:
-    """Documents in all, ok (every part ok, and merged when split: `merged` holds those doc ids), failed."""
-    latest = latest_frame(records).set_index("item_id")["status"]
-    status = items["item_id"].map(latest)
+    """Documents in all, ok (every part ok, and merged when split: `merged` holds those doc ids), partial
+    (every page finished, some lost, put together), failed (an item failed whole)."""
+    latest = latest_frame(records)
+    final, _ = resolve_frame(latest[latest["item_id"].isin(items["item_id"])], latest)
+    status = items["item_id"].map(final.set_index("item_id")["status"])
+    finished = status.notna() & (status != BISECTED)
     per_doc = pd.DataFrame({"doc": items["doc_id"].where(items["doc_id"] != "", items["item_id"]),
-                            "ok": status == "ok", "failed": status.notna() & (status != "ok"),
-                            "split": items["parts"] > 1}).groupby("doc").agg(all_ok=("ok", "all"),
-                                                                            any_failed=("failed", "any"),
-                                                                            split=("split", "any"))
-    whole = per_doc["all_ok"] & (~per_doc["split"] | per_doc.index.isin(list(merged)))
-    return {"documents": int(len(per_doc)), "documents_ok": int(whole.sum()),
+                            "ok": status == "ok", "partial": status == PARTIAL,
+                            "failed": finished & ~status.isin(["ok", PARTIAL]),
+                            "split": (items["parts"] > 1) | (status == PARTIAL)})
+    per_doc = per_doc.assign(whole=per_doc["ok"] | per_doc["partial"]).groupby("doc").agg(
+        all_ok=("ok", "all"), all_whole=("whole", "all"), any_partial=("partial", "any"),
+        any_failed=("failed", "any"), split=("split", "any"))
+    assembled = ~per_doc["split"] | per_doc.index.isin(list(merged))
+    return {"documents": int(len(per_doc)), "documents_ok": int((per_doc["all_ok"] & assembled).sum()),
+            "documents_partial": int((per_doc["all_whole"] & per_doc["any_partial"] & assembled).sum()),
             "documents_failed": int(per_doc["any_failed"].sum())}
 
 

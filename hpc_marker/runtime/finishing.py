@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hpc_marker.planning.plan import WorkItem, part_ids
+from hpc_marker.planning.bisect import BISECTED
+from hpc_marker.planning.plan import WorkItem
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.documents import text_layer_tokens
-from hpc_marker.runstate.finish import final_dir, final_file, merge_if_complete, place_committed
+from hpc_marker.runstate.finish import assembles, final_dir, final_file, merge_if_complete, place_committed
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, ManifestWriter
 from hpc_marker.runstate.progress import DEGRADED, CommitLog
@@ -38,9 +39,11 @@ class Finisher:
     storage_errors: list[str] = field(default_factory=list)
 
     def finish(self, item: WorkItem, share: int, status: str, error: str | None, started: float,
-               staging: Path | None, degraded: str | None = None, flags: dict | None = None) -> bool:
+               staging: Path | None, degraded: str | None = None, flags: dict | None = None,
+               children: list[WorkItem] | None = None) -> bool:
         """Commit `item` with its outcome; False when it was not committed here (another task finished
-        it first, or the storage refused the record: then `storage_errors` says why)."""
+        it first, or the storage refused the record: then `storage_errors` says why). A bisected item
+        (status BISECTED) records its `children`, the halves that take its pages over."""
         final = final_dir(self.paths, self.record, item)
         finished = time.time()
         entry = ManifestRecord(item_id=item.item_id, pdf=item.pdf, page_start=item.page_start,
@@ -50,8 +53,9 @@ class Finisher:
                                started=started, finished=finished, degraded=degraded, **(flags or {}),
                                **self.context)
         try:
+            extra = {"children": [child.item_id for child in children]} if children else {}
             committed = self.board.commit(item.item_id, dict(asdict(entry), staging=str(staging) if staging else None,
-                                                             share=share))
+                                                             share=share, **extra))
         except OSError as exc:  # the run folder cannot take the record (disk full, quota, storage gone)
             self.storage_errors.append(f"cannot record {item.pdf}: {exc.strerror}")
             self.log(f"{self.storage_errors[-1]}; taking no more items")
@@ -72,12 +76,12 @@ class Finisher:
             self.log(f"{self.storage_errors[-1]}; it is committed, the collector finishes it; taking no more items")
         self.counts[status] += 1
         self.counts["stolen"] += share != self.context["task"]
-        self.log(f"{status:7} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
+        self.log(f"{status:8} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
                  + (f" -- {error}" if error else "") + (f" (LLM degraded: {degraded})" if degraded else ""))
-        if item.is_part and status == "ok":
-            merged = merge_if_complete(self.paths, self.record, item, part_ids(item), self.board)
+        if status != BISECTED and assembles(item):
+            merged = merge_if_complete(self.paths, self.record, item, self.board)
             if merged:
-                self.log(f"merged  {item.pdf} ({item.parts} parts)")
+                self.log(f"merged  {item.pdf}")
         return True
 
     @staticmethod

@@ -27,6 +27,7 @@ from pathlib import Path
 import submitit
 
 from hpc_marker.engines import EngineError, EngineOptions, EngineUnavailable, check_engine, engine_startup_seconds
+from hpc_marker.planning.bisect import BISECTED, can_bisect, halves, sub_item
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_share, load_summary
 from hpc_marker.runstate.claims import ClaimBoard
@@ -36,6 +37,7 @@ from hpc_marker.runstate.output import document_stem
 from hpc_marker.runstate.permissions import file_mode_mask
 from hpc_marker.runstate.progress import CommitLog
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.subitems import walk
 from hpc_marker.runtime.finishing import Finisher
 from hpc_marker.runtime.inference import InferenceSettings, task_inference_server
 from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
@@ -133,11 +135,22 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     poll_s = max(1.0, min(15.0, record.lease_seconds / 8))
 
     def settle(item: WorkItem, batch: Batch, status: str, error: str | None, started: float,
-               staging: Path | None = None, degraded: str | None = None, flags: dict | None = None) -> None:
-        finisher.finish(item, batch.share, status, error, started, staging, degraded, flags)
+               staging: Path | None = None, degraded: str | None = None, flags: dict | None = None,
+               children: list[WorkItem] | None = None) -> None:
+        if finisher.finish(item, batch.share, status, error, started, staging, degraded, flags, children) and children:
+            batch.left.update(child.item_id for child in children)
+            queue.extendleft((child, batch) for child in reversed(children))
         if finisher.storage_errors and not draining:
             draining.append(finisher.storage_errors[-1])
         done_with(item, batch)
+
+    def fail(item: WorkItem, batch: Batch, status: str, error: str, started: float) -> None:
+        """A failure: an item of several pages is bisected (its halves go first in the queue, in the
+        same batch), one page is lost."""
+        if record.bisect and can_bisect(item):
+            settle(item, batch, BISECTED, f"{status}: {error}", started, children=halves(item))
+        else:
+            settle(item, batch, status, error, started)
 
     def done_with(item: WorkItem, batch: Batch) -> None:
         batch.left.discard(item.item_id)
@@ -149,10 +162,15 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
         if batch is None:
             return False
         for item in batch.items:
-            if not batch.fresh and board.is_done(item.item_id):  # finished by an earlier holder of the batch
-                batch.left.discard(item.item_id)
-            else:
+            done = None if batch.fresh else board.done_record(item.item_id)
+            if done is None:
                 queue.append((item, batch))
+                continue
+            batch.left.discard(item.item_id)  # finished by an earlier holder of the batch
+            if done.get("status") == BISECTED:  # ... which did not finish every half of it
+                for node in walk(item.item_id, item.page_start, item.page_stop, board.done_record).pending:
+                    batch.left.add(node.item_id)
+                    queue.append((sub_item(item, node.item_id, node.page_start, node.page_stop), batch))
         if not batch.left:
             board.finish(batch.lease)
         return True
@@ -208,7 +226,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                     staging, degraded, flags = outcome.result
                     settle(item, batch, "ok", None, started, Path(staging), degraded, flags)
                 elif outcome.kind == TIMEOUT:
-                    settle(item, batch, "timeout", f"no result after {outcome.seconds:.0f} s (item limit "
+                    fail(item, batch, "timeout", f"no result after {outcome.seconds:.0f} s (item limit "
                            f"{limit.describe()}; --item-timeout): its worker was ended", started)
                 elif outcome.kind == DIED:
                     crashes[item.item_id] = crashes.get(item.item_id, 0) + 1
@@ -216,7 +234,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                     if crashes[item.item_id] < MAX_ATTEMPTS_AFTER_CRASH:
                         queue.appendleft((item, batch))
                     else:
-                        settle(item, batch, "failed", outcome.died_reason(), started)
+                        fail(item, batch, "failed", outcome.died_reason(), started)
                 else:
                     error = outcome.error
                     if isinstance(error, MemoryError):
@@ -225,7 +243,10 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                         reason = str(error)
                     else:  # anything else is this item's failure, not the task's
                         reason = one_line(error, with_type=True)
-                    settle(item, batch, "failed", reason, started)
+                    if isinstance(error, OutputUnwritable) or reason.startswith("encrypted"):
+                        settle(item, batch, "failed", reason, started)  # not a page's failure
+                    else:
+                        fail(item, batch, "failed", reason, started)
                     if isinstance(error, OutputUnwritable) and error.storage_full and not draining:
                         finisher.storage_errors.append(f"storage full: {error}")
                         log("taking no more items: the output storage is full")

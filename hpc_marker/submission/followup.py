@@ -108,6 +108,7 @@ def request_from_record(record: RunRecord) -> SubmitRequest:
     given: dict[str, Any] = dict(
         gpus=record.gpus, engine=record.engine, engine_options=options, profile=record.profile,
         workers_per_gpu=record.workers_per_gpu, executor=record.executor, steal=record.steal,
+        bisect=record.bisect,
         lease_seconds=record.lease_seconds, item_timeout=record.item_timeout, partition=record.partition,
         template=record.template, cpus_per_task=record.cpus_per_task, mem=record.mem, time_limit=record.time_limit,
         split_pages=record.split_pages, worker_memory=record.worker_memory, max_running=record.max_running, llm=llm)

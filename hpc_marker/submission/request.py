@@ -84,6 +84,7 @@ class SubmitRequest:
     workers_per_gpu: int  # 0: auto, chosen by each task
     executor: str  # auto, slurm, local
     steal: bool
+    bisect: bool  # a failing item of several pages is cut in halves until its bad pages stand alone
     lease_seconds: float
     plan_strategy: str  # one of STRATEGIES
     item_timeout: str  # see runtime/limits.py

@@ -18,10 +18,13 @@ import pandas as pd
 from hpc_marker.executors import executor_for
 from hpc_marker.manage.collect import MAX_ATTEMPTS, collect_run
 from hpc_marker.planning.store import load_items_table, load_summary
+from hpc_marker.planning.bisect import BISECTED, SUB_MARK, doc_of
 from hpc_marker.runstate.claims import ClaimBoard, batch_name
+from hpc_marker.runstate.finish import merge_id
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.permissions import private_files
 from hpc_marker.runstate.progress import REOPENED, append_reopened, failures_per_item, latest_commits, read_commits
+from hpc_marker.runstate.subitems import PARTIAL, fold_commits
 from hpc_marker.submission.launch import record_jobs, run_jobs
 from hpc_marker.submission.request import LaunchError
 from hpc_marker.submission.scripts import other_jobs, render_scripts
@@ -43,7 +46,8 @@ NOT_RETRIED = ("ok", "encrypted")  # an encrypted PDF fails the same way until s
 class RunItems:
     """What resume needs of every planned item: its share and batch, and its latest status (None: not finished)."""
 
-    items: pd.DataFrame  # item_id, pdf, pages, share, batch, status, failures
+    items: pd.DataFrame  # item_id, pdf, pages, share, batch, status (ok, partial, a failure; None), failures
+    lost: pd.DataFrame | None = None  # the sub-items lost (latest commit lines, by item id) with their failures
 
 
 def run_items(paths: RunPaths, board: ClaimBoard) -> RunItems:
@@ -54,15 +58,19 @@ def run_items(paths: RunPaths, board: ClaimBoard) -> RunItems:
     items["share"] = np.repeat([s.index for s in shares], [s.items for s in shares])
     items["pages"] = items["page_stop"] - items["page_start"]
     commits = read_commits(paths.progress)
-    latest = latest_commits(commits)["status"]
-    status = items["item_id"].map(latest).astype(object)
-    for index in items.index[status.isna()]:
+    latest = latest_commits(commits)
+    subs = latest[latest.index.str.contains(SUB_MARK, regex=False) & (latest["status"] != REOPENED)]
+    folded = fold_commits(latest[latest["status"] != REOPENED])["status"]  # bisected: finished with its halves
+    status = items["item_id"].map(folded).astype(object)
+    for index in items.index[status.isna() & ~items["item_id"].isin(latest.index)]:
         done = board.done_record(items.at[index, "item_id"])
         if done is not None:
             status[index] = done.get("status", "unknown")
-    status = status.where(status != REOPENED)
-    failures = items["item_id"].map(failures_per_item(commits)).fillna(0).astype(int)
-    return RunItems(items.assign(status=status, failures=failures))
+    status = status.where(~status.isin([REOPENED, BISECTED]))  # a bisected item with halves to do is not finished
+    failures = failures_per_item(commits)
+    lost = subs[~subs["status"].isin(["ok", BISECTED])]
+    return RunItems(items.assign(status=status, failures=items["item_id"].map(failures).fillna(0).astype(int)),
+                    lost=lost.assign(failures=lost.index.map(failures).fillna(0).astype(int)))
 
 
 def unfinished_by_task(run: RunItems) -> dict[int, int]:
@@ -75,15 +83,32 @@ def reopen_failed(paths: RunPaths, run: RunItems, board: ClaimBoard, include_poi
     """Reopen every failed item (not encrypted ones, not poison ones unless asked), and the batches
     holding them; returns (how many, the poison PDFs kept as failed)."""
     items = run.items
-    failed = items[items["status"].notna() & ~items["status"].isin(NOT_RETRIED)]
+    failed = items[items["status"].notna() & ~items["status"].isin(NOT_RETRIED) & (items["status"] != PARTIAL)]
     poison = failed[(failed["failures"] >= MAX_ATTEMPTS)] if not include_poison else failed.iloc[:0]
     chosen = failed.drop(poison.index)
     for row in chosen.itertuples(index=False):
         board.reopen(row.item_id, attempt=int(row.failures))
         board.reopen_finished(str(row.share), batch_name(int(row.batch)))
-    append_reopened(paths.progress, [(r.item_id, int(r.pages), int(r.share)) for r in chosen.itertuples(index=False)])
+    reopened = [(r.item_id, int(r.pages), int(r.share)) for r in chosen.itertuples(index=False)]
     items.loc[chosen.index, "status"] = None
-    return len(chosen), list(poison["pdf"])
+    kept = list(poison["pdf"])
+    partial = items[items["status"] == PARTIAL]
+    if len(partial) and run.lost is not None and len(run.lost):  # a partial document: its lost pages again
+        lost = run.lost.assign(doc=run.lost.index.str.split(".", n=1).str[0])
+        for row in partial.itertuples(index=False):
+            pages = lost[lost["doc"] == doc_of(row.item_id)]
+            again = pages[pages["failures"] < MAX_ATTEMPTS] if not include_poison else pages
+            kept += [f"{row.pdf} (page {label})" for label in pages.index.difference(again.index)]
+            if again.empty:
+                continue
+            for leaf, failures in again["failures"].items():
+                board.reopen(leaf, attempt=int(failures))
+            board.reopen(merge_id(doc_of(row.item_id)), attempt=int(again["failures"].max()))
+            board.reopen_finished(str(row.share), batch_name(int(row.batch)))
+            reopened += [(leaf, int(p), int(row.share)) for leaf, p in again["pages"].items()]
+            items.loc[items["item_id"] == row.item_id, "status"] = None
+    append_reopened(paths.progress, reopened)
+    return len(reopened), kept
 
 
 @private_files
