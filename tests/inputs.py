@@ -52,6 +52,36 @@ def pathological_pdf(glyphs: int) -> bytes:
     return raw_pdf(b"BT /F1 1 Tf " + ops + b"ET")
 
 
+def book_with_pathological_page(pages: int, bad_page: int, glyphs: int) -> bytes:
+    """`pages` pages, each with one line of text ("Page <n> of the book."), but page `bad_page` (0-based)
+    carries `glyphs` characters each at its own position (pathological_pdf's page): text extraction
+    takes milliseconds per page and seconds for that one."""
+    font = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"", font]  # 2: the page tree, written once the pages are
+    kids = []
+    for page in range(pages):
+        if page == bad_page:
+            content = b"BT /F1 1 Tf " + b"".join(b"1 0 0 1 %d %d Tm (x) Tj " % (i % 600, (i // 600) % 780)
+                                                 for i in range(glyphs)) + b"ET"
+        else:
+            content = b"BT /F1 12 Tf 72 720 Td (Page %d of the book.) Tj ET" % (page + 1)
+        packed = zlib.compress(content, 9)
+        objs.append(b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream")
+        objs.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
+                    b"/Contents %d 0 R >>" % len(objs))
+        kids.append(len(objs))
+    objs[1] = b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids) + b"] /Count %d >>" % pages
+    out, offsets = bytearray(b"%PDF-1.7\n"), []
+    for number, obj in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
 def _encrypted(user_password: str) -> bytes:
     from io import BytesIO
 

@@ -3,7 +3,8 @@
 One row per document (a split PDF is one row), streamed (`rows`: bounded memory at any run size)
 into shards of a bounded size written atomically (`shards`), and a manifest of the shards
 (`_export.json`: files, rows, bytes, sha256, the runs read) written last: an export is complete
-when its manifest is there. By default only `ok` documents; `include_failed` adds every other one
+when its manifest is there. By default only `ok` and `partial` documents (a placeholder stands for each lost page, listed in
+`lost_pages`); `include_failed` adds every other one
 (text null, status and error said). Columns: docs/user-guide.md.
 """
 
@@ -71,7 +72,7 @@ def export_run(paths: RunPaths, folder: Path, export_format: str, *, include_fai
         for source, doc in documents(sources, index):
             row = build_row(source, doc)
             result.by_status[row["status"]] = result.by_status.get(row["status"], 0) + 1
-            if row["status"] == "ok" or include_failed:
+            if row["status"] in ("ok", "partial") or include_failed:
                 writer.add(row)
                 result.rows += 1
         result.shards = writer.close()

@@ -69,9 +69,13 @@ def document_id(relpath: str) -> str:
 
 
 def choose(states: dict[int, DocumentState]) -> int:
-    """The run (rank) a document's row comes from: the newest where it is ok, else the newest."""
-    ok = [rank for rank, state in states.items() if state.status == "ok"]
-    return max(ok) if ok else max(states)
+    """The run (rank) a document's row comes from: the newest where it is ok, else where it is partial,
+    else the newest."""
+    for status in ("ok", "partial"):
+        found = [rank for rank, state in states.items() if state.status == status]
+        if found:
+            return max(found)
+    return max(states)
 
 
 def index_of(sources: list[RunSource]) -> ManifestIndex:
@@ -104,7 +108,7 @@ def build_row(source: RunSource, doc: DocumentState) -> dict[str, Any]:
     record, output_format = source.record, source.output_format
     path = document_file(Path(record.out_dir), doc.pdf, output_format)
     status, error, text, metadata = doc.status, doc.error, None, None
-    if status == "ok":
+    if status in ("ok", "partial"):  # partial: a placeholder stands for each lost page
         try:
             text = path.read_text(encoding="utf-8")
             meta = json.loads(meta_file(path.parent, document_stem(doc.pdf)).read_text(encoding="utf-8"))
@@ -113,18 +117,19 @@ def build_row(source: RunSource, doc: DocumentState) -> dict[str, Any]:
         else:
             status, error = _made_by(meta.get("hpcmarker_source") or {}, source, doc)
             if status == "ok":
+                status = doc.status
                 metadata = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
             else:
                 text = None
     llm = None
-    if record.llm and status == "ok":
+    if record.llm and status in ("ok", "partial"):
         llm = "degraded" if doc.degraded else "refined"
     return {
         "id": document_id(doc.pdf), "path": doc.pdf, "text": text, "status": status, "error": error,
         "format": output_format, "engine": doc.engine, "run_id": record.run_id,
         "pages": doc.pages, "page_start": doc.page_start, "page_stop": doc.page_stop,
         "llm": llm, "llm_degraded": doc.degraded if llm == "degraded" else None,
-        "empty_pages": doc.empty_pages, "garbled_pages": doc.garbled_pages,
+        "empty_pages": doc.empty_pages, "garbled_pages": doc.garbled_pages, "lost_pages": doc.lost_pages,
         "source": str(Path(record.pdfs_root) / doc.pdf), "output": str(path) if text is not None else None,
         "metadata": metadata, "seconds": doc.seconds, "finished": doc.finished,
     }

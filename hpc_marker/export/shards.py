@@ -30,6 +30,7 @@ SCHEMA = pa.schema([
     ("pages", pa.int32()), ("page_start", pa.int32()), ("page_stop", pa.int32()),
     ("llm", pa.string()), ("llm_degraded", pa.string()),
     ("empty_pages", pa.list_(pa.int32())), ("garbled_pages", pa.list_(pa.int32())),
+    ("lost_pages", pa.list_(pa.int32())),
     ("source", pa.string()), ("output", pa.string()), ("metadata", pa.large_string()),
     ("seconds", pa.float64()), ("finished", pa.float64()),
 ])

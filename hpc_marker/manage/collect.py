@@ -163,7 +163,7 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     for line in torn:
         print(f"[hpcmarker collect] warning: {line}", flush=True)
-    print(f"[hpcmarker collect] {summary['ok']} ok, {summary['failed']} failed, "
+    print(f"[hpcmarker collect] {summary['ok']} ok, {summary['partial']} partial, {summary['failed']} failed, "
           f"{len(summary['missing'])} missing of {summary['items']} items", flush=True)
     try:
         from hpc_marker.report.page import RunView, write_report

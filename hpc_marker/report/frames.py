@@ -16,6 +16,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.plan import Plan
 from hpc_marker.runstate.manifest import ManifestRecord
 
@@ -132,7 +133,7 @@ def failures_frame(plan: Plan | pd.DataFrame, items: pd.DataFrame, missing: Sequ
     plan, or the frame of its items (item_id, pdf, page_start, page_stop)."""
     planned = planned_frame(plan)
     latest = latest_frame(items)
-    failed = latest[latest["status"] != "ok"]
+    failed = latest[~latest["status"].isin(["ok", BISECTED])]  # bisected: its lost pages have their own table
     failed = failed[failed["item_id"].isin(planned.index)]
     attempts = items.loc[items["item_id"].isin(failed["item_id"]), "item_id"].value_counts()
     rows = pd.DataFrame({"pdf": failed["pdf"], "pages": page_labels(failed["page_start"], failed["page_stop"]),

@@ -187,6 +187,12 @@ def table_sections(view: RunView, items: pd.DataFrame, limits: Limits) -> list[S
         Section("slowest", "Slowest PDFs", f"Top {limits.slowest} by conversion seconds (all parts together).",
                 tables=[("", Table.of(frames.slowest_frame(items, limits.slowest), "slowest-table",
                                       "No PDF converted yet."))])]
+    lost = pd.DataFrame(view.summary.get("lost_pages") or [], columns=["pdf", "page", "status", "error"])
+    if len(lost):
+        note = (f"Pages that failed alone once their items were bisected; each document has a placeholder for "
+                f"them and the status partial. To try them again: hpcmarker retry {view.record.run_id}.")
+        sections.insert(1, Section("lost-pages", f"Lost pages ({len(lost):,})", note, tables=[("", Table.of(
+            lost, "lost-pages-table", "No page was lost.", limits.table_rows, "summary.json has them all"))]))
     llm = view.llm
     if llm:
         fig = figures.llm_figure(frames.llm_timeline_frame(llm, limits.llm_points))

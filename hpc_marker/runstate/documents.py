@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
+from hpc_marker.planning.bisect import BISECTED, is_subitem
 from hpc_marker.runstate.manifest import ManifestRecord
+from hpc_marker.runstate.subitems import PARTIAL
 
 FLAGS = {"no-text": "empty_pages", "garbled": "garbled_pages"}  # selector -> the manifest field
-SELECTORS = ("no-text", "garbled", "failed")  # what `retry --select` picks (submission/followup.py)
+SELECTORS = ("no-text", "garbled", "partial", "failed")  # what `retry --select` picks (submission/followup.py)
 
 
 @dataclass(frozen=True)
 class DocumentState:
     pdf: str
-    status: str  # ok; the first failed item's status (failed, timeout, encrypted); incomplete
+    status: str  # ok; partial (pages lost: bisected items); the first failed item's status (failed, timeout, encrypted); incomplete
     error: str | None
     items: int
     pages: int
@@ -38,6 +40,7 @@ class DocumentState:
     checked_pages: int  # pages whose text layer was checked (items with flags)
     empty_pages: list[int] | None  # None: no item was checked
     garbled_pages: list[int] | None
+    lost_pages: list[int] | None = None  # 0-based pages that could not be converted (a partial document)
 
 
 def _gap(records: list[ManifestRecord]) -> str | None:
@@ -51,11 +54,21 @@ def _gap(records: list[ManifestRecord]) -> str | None:
 
 
 def document_state(records: Iterable[ManifestRecord]) -> DocumentState:
-    """One document from the newest record of each of its items (any order; at least one)."""
-    items = sorted(records, key=lambda r: (r.page_start, r.page_stop))
-    failed = next((r for r in items if r.status != "ok"), None)
+    """One document from the newest record of each of its items (any order; at least one). A bisected
+    item counts through its halves (planning/bisect.py): their failures are lost pages, and the
+    document is `partial` when other pages converted."""
+    items = sorted((r for r in records if r.status != BISECTED), key=lambda r: (r.page_start, r.page_stop))
+    if not items:  # bisected, no half finished yet
+        first = min(records, key=lambda r: r.page_start)
+        items = [replace(first, status="incomplete", error=f"bisected, not finished: {first.error}")]
+    lost = [r for r in items if is_subitem(r.item_id) and r.status != "ok"]
+    failed = next((r for r in items if r.status != "ok" and r not in lost), None)
     gap = None if failed else _gap(items)
     status, error = (failed.status, failed.error) if failed else ("incomplete", gap) if gap else ("ok", None)
+    if status == "ok" and lost:
+        converted = any(r.status == "ok" for r in items)
+        status = PARTIAL if converted else lost[0].status
+        error = f"{sum(r.pages for r in lost)} pages lost: {lost[0].status}: {lost[0].error}"
     checked = [r for r in items if r.empty_pages is not None]
     return DocumentState(
         pdf=items[0].pdf, status=status, error=error, items=len(items), pages=sum(r.pages for r in items),
@@ -64,7 +77,8 @@ def document_state(records: Iterable[ManifestRecord]) -> DocumentState:
         finished=max(r.finished for r in items), degraded=next((r.degraded for r in items if r.degraded), None),
         checked_pages=sum(r.pages for r in checked),
         empty_pages=sorted(p for r in checked for p in r.empty_pages or []) if checked else None,
-        garbled_pages=sorted(p for r in checked for p in r.garbled_pages or []) if checked else None)
+        garbled_pages=sorted(p for r in checked for p in r.garbled_pages or []) if checked else None,
+        lost_pages=[p for r in lost for p in range(r.page_start, r.page_stop)] or None)
 
 
 def flag_share(doc: DocumentState, selector: str) -> float:

@@ -82,6 +82,8 @@ def is_selected(doc: DocumentState, selector: str, min_share: float) -> bool:
     """Pure: whether `selector` picks this document."""
     if selector == "failed":
         return doc.status in RETRIED_STATUSES
+    if selector == "partial":
+        return doc.status == "partial"
     share = flag_share(doc, selector)
     return doc.status == "ok" and share > 0 and share >= min_share
 

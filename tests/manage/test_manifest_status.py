@@ -71,7 +71,7 @@ def test_retried_item_counts_once_with_its_newest_result():
     records = [record("a", "failed", t=1.0), record("a", "ok", t=5.0)]
     summary = summarize_records(_plan(), records, [])
     assert summary["ok"] == 1 and summary["failed"] == 0 and summary["missing"] == ["b", "c"]
-    assert summary["shares"] == [{"share": 0, "ok": 1, "failed": 0, "pages_done": 10, "degraded": 0}]
+    assert summary["shares"] == [{"share": 0, "ok": 1, "failed": 0, "partial": 0, "pages_done": 10, "degraded": 0}]
     progress = _progress([("a", "failed", 10, 0, 1.0), ("a", "ok", 10, 0, 5.0), ("c", "reopened", 30, 1, 6.0)])
     assert progress.shares == {0: ShareCounts(ok=1, failed=0, pages_done=10)}  # reopened: pending again
 
