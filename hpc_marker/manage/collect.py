@@ -31,6 +31,7 @@ from hpc_marker.runstate.manifest import ManifestRecord, latest_frame, read_mani
 from hpc_marker.runstate.permissions import file_mode_mask
 from hpc_marker.runstate.progress import failures_per_item, read_commits
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.subitems import walk
 from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, records_frame, summarize
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.files import atomic_write
@@ -61,8 +62,19 @@ def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, re
             recovered.append(ManifestRecord(**{k: v for k, v in done.items() if k in _RECORD_FIELDS}))
         except TypeError:  # a marker without a whole record: the item stays "missing" in the summary
             print(f"[hpcmarker collect] warning: done marker of {row.item_id} holds no manifest record", flush=True)
+    bisected = set(records_status.index[records_status == BISECTED]) | {r.item_id for r in recovered
+                                                                        if r.status == BISECTED}
+    for row in items[items["item_id"].isin(bisected)].itertuples(index=False):  # halves never recorded
+        found = walk(row.item_id, int(row.page_start), int(row.page_stop), board.done_record)
+        for node in found.inner[1:] + found.leaves:
+            if node.item_id not in records_status.index:
+                referenced.add(Path(node.record.get("staging") or "-").name)
+                try:
+                    recovered.append(ManifestRecord(**{k: v for k, v in node.record.items() if k in _RECORD_FIELDS}))
+                except TypeError:  # not a whole record: the document stays unfinished in the summary
+                    print(f"[hpcmarker collect] warning: done marker of {node.item_id} holds no manifest record",
+                          flush=True)
     merged_docs, merged = set(), 0
-    bisected = set(records_status.index[records_status == BISECTED])
     pieces = items[(items["parts"] > 1) | items["item_id"].isin(bisected)].sort_values(["doc_id", "part"])
     for doc_id, parts in pieces.groupby("doc_id", sort=False):
         first = parts.iloc[0]

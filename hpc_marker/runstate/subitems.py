@@ -31,6 +31,7 @@ class Node:
 class Walk:
     leaves: list[Node] = field(default_factory=list)  # finished, not bisected, in page order
     pending: list[Node] = field(default_factory=list)  # no record yet
+    inner: list[Node] = field(default_factory=list)  # bisected, with their records (the item itself among them)
 
     @property
     def finished(self) -> bool:
@@ -41,6 +42,7 @@ def walk(item_id: str, page_start: int, page_stop: int, lookup: Callable[[str], 
     """From the item `item_id` covering [page_start, page_stop), down through every bisected node."""
     leaves: list[Node] = []
     pending: list[Node] = []
+    inner: list[Node] = []
     stack = [(item_id, page_start, page_stop)]
     while stack:
         node_id, start, stop = stack.pop()
@@ -49,12 +51,13 @@ def walk(item_id: str, page_start: int, page_stop: int, lookup: Callable[[str], 
         if status is None or status == "unknown":
             pending.append(Node(node_id, start, stop))
         elif status == BISECTED and stop - start >= 2:
+            inner.append(Node(node_id, start, stop, record))
             middle = start + (stop - start) // 2
             first, second = half_ids(doc_of(node_id), start, stop)
             stack += [(second, middle, stop), (first, start, middle)]
         else:
             leaves.append(Node(node_id, start, stop, record))
-    return Walk(leaves, pending)
+    return Walk(leaves, pending, inner)
 
 
 @dataclass(frozen=True)
