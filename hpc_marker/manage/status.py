@@ -41,8 +41,8 @@ class TaskStatus:
     pending: int
     pages: int
     pages_done: int
-    activity: str = "-"
-    partial: int = 0  # from the task's heartbeat: working, waiting, exited (or - before it started)
+    activity: str = "-"  # from the task's heartbeat: working, waiting, exited (or - before it started)
+    partial: int = 0  # items whose pages all finished, some lost
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """What users take away, on a real Slurm cluster: the corpus in JSON, the export of a finished run
-read back in pandas, the garbled sample flagged and sent to a follow-up run (issue 15)."""
+read back in pandas, the garbled sample flagged and sent to a follow-up run, a book with one
+pathological page converted but for that page (issue 15)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import CORPUS, EXAMPLES
+from inputs import book_with_pathological_page
 from test_slurm import invoke, wait_for  # noqa: F401  (skips this module too where no cluster answers)
 
 from hpc_marker.planning.scan import find_pdfs
@@ -80,3 +82,24 @@ def test_export_of_a_finished_run_and_the_garbled_sample_sent_to_a_follow_up(tmp
     assert {p for p, r in rows.items() if r["run_id"] == "ocrpass"} == {
         "zh/example-single.pdf", "examples/example-single.pdf", "zhlineskip/zhlineskip.pdf"}
     assert json.loads(rows["zh/example-single.pdf"]["text"])["block_type"] == "Document"
+
+
+def test_a_pathological_page_is_isolated_and_the_rest_converts(tmp_path):
+    """20 pages, page 8 with 200,000 glyphs (tens of seconds of text extraction) under a 2 s + 0.1 s/page
+    limit: the book's part that holds it is bisected down to that page, 19 pages convert."""
+    pdfs = tmp_path / "pdfs"
+    (pdfs / "other").mkdir(parents=True)
+    (pdfs / "book.pdf").write_bytes(book_with_pathological_page(20, 7, 200_000))
+    shutil.copy(CORPUS / "base" / "letter.pdf", pdfs / "other" / "letter.pdf")
+    out = tmp_path / "out"
+    status = submit(pdfs, out, "bisectbook", "--item-timeout", "2+0.1/page", "--split-pages", "10")
+    assert (status["ok"], status["partial"], status["failed"]) == (4, 1, 0), status  # letter: 3 parts
+    assert status["lost_pages"] == ["book.pdf page 8: timeout"]
+    text = (out / "book" / "book.md").read_text(encoding="utf-8")
+    assert [n for n in range(1, 21) if f"Page {n} of the book." in text] == [n for n in range(1, 21) if n != 8]
+    assert "[hpcmarker: page 8 could not be converted: timeout" in text
+    summary = json.loads(resolve_run("bisectbook").summary.read_text())
+    assert [(p["pdf"], p["page"], p["status"]) for p in summary["lost_pages"]] == [("book.pdf", 8, "timeout")]
+    assert (summary["documents_ok"], summary["documents_partial"], summary["poison"]) == (1, 1, [])
+    records = read_manifests(resolve_run("bisectbook").manifests).records
+    assert [r.item_id for r in records if r.status == "timeout"] == ["000000.r7-8"]
