@@ -8,4 +8,5 @@
   scanprogress.py  the scan's progress bar (rich, stderr)
   plan.py  WorkItem, TaskPlan, Plan; splitting long PDFs into page ranges; balancing by pages (LPT);
            the order in which a task claims items (its own share, then stealing)
+  bisect.py  the halves of a failing item (ids from their page ranges), down to the pages that fail
 """
