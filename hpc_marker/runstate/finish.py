@@ -58,13 +58,15 @@ def merge_if_complete(paths: RunPaths, record: RunRecord, item: WorkItem, board:
     runstate/subitems.py), put the document together (once: under its merge lease, committed by its
     own done marker): the converted pieces in page order, a placeholder for each lost page. `ranges`
     (item id, page start, page stop of each root) default to the done markers' own. Nothing is
-    written when no page converted."""
+    written when no page converted, nor when a planned part failed whole."""
     doc_id, relpath = item.doc_id or item.item_id, item.pdf
     if board.is_done(merge_id(doc_id)):
         return None
     leaves = _leaves(board, root_ids(item), ranges)
     if leaves is None or not any(leaf.record.get("status") == "ok" for leaf in leaves):
         return None
+    if any(leaf.record.get("status") != "ok" and not is_subitem(leaf.item_id) for leaf in leaves):
+        return None  # a part failed whole (not bisected): the document failed; `retry` converts it again
     claimed = board.claim("merge", doc_id)
     if claimed is None:
         return None

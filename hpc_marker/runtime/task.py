@@ -243,8 +243,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                         reason = str(error)
                     else:  # anything else is this item's failure, not the task's
                         reason = one_line(error, with_type=True)
-                    if isinstance(error, OutputUnwritable) or reason.startswith("encrypted"):
-                        settle(item, batch, "failed", reason, started)  # not a page's failure
+                    if isinstance(error, (OutputUnwritable, EngineUnavailable)) or reason.startswith("encrypted"):
+                        settle(item, batch, "failed", reason, started)  # not a page's failure: no bisection
                     else:
                         fail(item, batch, "failed", reason, started)
                     if isinstance(error, OutputUnwritable) and error.storage_full and not draining:
