@@ -87,7 +87,7 @@ def resume(run) -> None:
 @click.option("--select", "selector", type=click.Choice(SELECTORS),
               help="Convert these documents of RUN again as a new run (a follow-up of RUN) with the settings "
                    "given here, the others as RUN's: no-text (pages with an empty text layer), garbled (pages "
-                   "of a garbled text layer), failed (failed, timed out, incomplete).")
+                   "of a garbled text layer), partial (pages lost), failed (failed, timed out, incomplete).")
 @click.option("--min-share", type=float, show_default=True, metavar="SHARE",
               help="no-text/garbled: the share of a document's pages that must carry the flag (0: any page).")
 @click.option("--engine", type=click.Choice(ENGINE_NAMES), help="With --select: the follow-up run's engine.")

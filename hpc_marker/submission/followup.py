@@ -1,4 +1,4 @@
-"""Follow-up runs: `hpcmarker retry RUN --select no-text|garbled|failed [settings]`.
+"""Follow-up runs: `hpcmarker retry RUN --select no-text|garbled|partial|failed [settings]`.
 
 The documents of RUN that the selector picks are converted again as a new run into the same `--out`,
 with the settings given (every other setting as RUN had it). Each document that converts replaces
