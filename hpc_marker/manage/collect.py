@@ -35,6 +35,7 @@ from hpc_marker.runstate.subitems import walk
 from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, records_frame, summarize
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.files import atomic_write
+from hpc_marker.util.frames import isin
 
 _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
@@ -48,7 +49,7 @@ def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, re
     not). `records_status`: the latest manifest status of each recorded item, by item id. Returns (recovered records, merged document ids, documents merged here)."""
     recovered: list[ManifestRecord] = []
     referenced: set[str] = set()
-    unrecorded = items[~items["item_id"].isin(records_status.index)]
+    unrecorded = items[~isin(items["item_id"], records_status.index)]
     for row in unrecorded.itertuples(index=False):
         done = board.done_record(row.item_id)
         if not done or done.get("status") == "unknown":
@@ -64,7 +65,7 @@ def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, re
             print(f"[hpcmarker collect] warning: done marker of {row.item_id} holds no manifest record", flush=True)
     bisected = set(records_status.index[records_status == BISECTED]) | {r.item_id for r in recovered
                                                                         if r.status == BISECTED}
-    for row in items[items["item_id"].isin(bisected)].itertuples(index=False):  # halves never recorded
+    for row in items[isin(items["item_id"], bisected)].itertuples(index=False):  # halves never recorded
         found = walk(row.item_id, int(row.page_start), int(row.page_stop), board.done_record)
         for node in found.inner[1:] + found.leaves:
             if node.item_id not in records_status.index:
@@ -75,7 +76,7 @@ def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, re
                     print(f"[hpcmarker collect] warning: done marker of {node.item_id} holds no manifest record",
                           flush=True)
     merged_docs, merged = set(), 0
-    pieces = items[(items["parts"] > 1) | items["item_id"].isin(bisected)].sort_values(["doc_id", "part"])
+    pieces = items[(items["parts"] > 1).to_numpy() | isin(items["item_id"], bisected)].sort_values(["doc_id", "part"])
     for doc_id, parts in pieces.groupby("doc_id", sort=False):
         first = parts.iloc[0]
         item = WorkItem(**{k: first[k] for k in ITEM_COLUMNS if k in WorkItem.__slots__})

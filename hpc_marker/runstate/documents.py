@@ -13,12 +13,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from hpc_marker.planning.bisect import BISECTED, is_subitem
 from hpc_marker.runstate.manifest import ManifestRecord
 from hpc_marker.runstate.subitems import PARTIAL
+
+if TYPE_CHECKING:  # pandas loads where commit logs are read (status of a collected run needs none)
+    import pandas as pd
 
 FLAGS = {"no-text": "empty_pages", "garbled": "garbled_pages"}  # selector -> the manifest field
 SELECTORS = ("no-text", "garbled", "partial", "failed")  # what `retry --select` picks (submission/followup.py)
@@ -98,6 +100,8 @@ def text_layer_tokens(flags: dict | None) -> str:
 
 def token_counts(flags: pd.Series) -> pd.DataFrame:
     """Columns empty and garbled: each commit's flagged pages, from its flags (text_layer_tokens). Pure."""
+    import pandas as pd
+
     found = flags.str.extractall(_TOKEN) if len(flags) else pd.DataFrame(columns=[0, 1])
     counts = pd.DataFrame(0, index=flags.index, columns=["empty", "garbled"])
     for token, column in (("e", "empty"), ("g", "garbled")):

@@ -126,9 +126,11 @@ def fold_commits(latest):
     """The latest commit of each planned item (indexed by item id; columns status, pages, share, flags)
     with bisected items folded, from commit-log lines alone (no page ranges): a document's bisected
     items are finished once its leaves' pages add up to theirs; then each is `partial` when a leaf of
-    the document was lost, else `ok`; until then it stays BISECTED (not finished). Column `lost`: pages
-    lost in the item's document. Pure; beyond one vectorized pass, the cost is per bisected item."""
+    the document was lost, else `ok`; until then it stays BISECTED (not finished). Column `lost` (when
+    anything was bisected): pages lost in the item's document. Pure; beyond one vectorized pass, the cost is per bisected item."""
     sub = latest.index.str.contains(SUB_MARK, regex=False)
+    if not sub.any() and not (latest["status"] == BISECTED).any():
+        return latest  # nothing was bisected: every line is a planned item's
     planned = latest[~sub].assign(lost=0)
     bisected = planned[planned["status"] == BISECTED]
     if bisected.empty:

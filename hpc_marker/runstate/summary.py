@@ -16,6 +16,7 @@ from hpc_marker.planning.plan import Plan
 from hpc_marker.planning.store import ShareSummary
 from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, latest_frame
 from hpc_marker.runstate.subitems import PARTIAL, resolve_frame
+from hpc_marker.util.frames import isin
 
 ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts"]
 
@@ -41,16 +42,18 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
     over every record."""
     planned = items["item_id"]
     latest = latest_frame(records)
-    final, leaves = resolve_frame(latest[latest["item_id"].isin(planned)], latest)  # bisected items folded
+    final, leaves = resolve_frame(latest[isin(latest["item_id"], planned)], latest)  # bisected items folded
     ok, partial = final[final["status"] == "ok"], final[final["status"] == PARTIAL]
     failed = final[~final["status"].isin(["ok", PARTIAL])]
     wall = float(records["finished"].max() - records["started"].min()) if len(records) else 0.0
     pages_ok = int(final["pages_ok"].sum())
     per_task = records.assign(ok=records["status"] == "ok", split=records["status"] == BISECTED,
                               ok_pages=records["pages"].where(records["status"] == "ok", 0)).groupby("task")
-    agg = per_task.agg(ok=("ok", "sum"), n=("ok", "size"), split=("split", "sum"), pages_ok=("ok_pages", "sum"), busy=("seconds", "sum"),
-                       first=("started", "min"), last=("finished", "max"),
-                       gpu=("gpu", lambda s: sorted(set(s))), hosts=("host", lambda s: sorted(set(s))))
+    agg = per_task.agg(ok=("ok", "sum"), n=("ok", "size"), split=("split", "sum"), pages_ok=("ok_pages", "sum"),
+                       busy=("seconds", "sum"), first=("started", "min"), last=("finished", "max"))
+    for column, name in (("gpu", "gpu"), ("host", "hosts")):  # the distinct pairs first: a few per task
+        pairs = records[["task", column]].drop_duplicates()
+        agg[name] = pairs.groupby("task")[column].agg(lambda s: sorted(set(s))).reindex(agg.index)
     tasks = []
     for share in shares:
         row = agg.loc[share.index] if share.index in agg.index else None
@@ -109,7 +112,7 @@ def document_counts(items: pd.DataFrame, records: pd.DataFrame, merged: set[str]
     per_doc = per_doc.assign(whole=per_doc["ok"] | per_doc["partial"]).groupby("doc").agg(
         all_ok=("ok", "all"), all_whole=("whole", "all"), any_partial=("partial", "any"),
         any_failed=("failed", "any"), split=("split", "any"))
-    assembled = ~per_doc["split"] | per_doc.index.isin(list(merged))
+    assembled = ~per_doc["split"] | isin(per_doc.index, merged)
     return {"documents": int(len(per_doc)), "documents_ok": int((per_doc["all_ok"] & assembled).sum()),
             "documents_partial": int((per_doc["all_whole"] & per_doc["any_partial"] & assembled).sum()),
             "documents_failed": int(per_doc["any_failed"].sum())}
