@@ -102,7 +102,7 @@ def document_counts(items: pd.DataFrame, records: pd.DataFrame, merged: set[str]
     """Documents in all, ok (every part ok, and merged when split: `merged` holds those doc ids), partial
     (every page finished, some lost, put together), failed (an item failed whole)."""
     latest = latest_frame(records)
-    final, _ = resolve_frame(latest[latest["item_id"].isin(items["item_id"])], latest)
+    final, _ = resolve_frame(latest[isin(latest["item_id"], items["item_id"])], latest)
     status = items["item_id"].map(final.set_index("item_id")["status"])
     finished = status.notna() & (status != BISECTED)
     per_doc = pd.DataFrame({"doc": items["doc_id"].where(items["doc_id"] != "", items["item_id"]),

@@ -62,7 +62,7 @@ def run_items(paths: RunPaths, board: ClaimBoard) -> RunItems:
     subs = latest[latest.index.str.contains(SUB_MARK, regex=False) & (latest["status"] != REOPENED)]
     folded = fold_commits(latest[latest["status"] != REOPENED])["status"]  # bisected: finished with its halves
     status = items["item_id"].map(folded).astype(object)
-    for index in items.index[status.isna() & ~items["item_id"].isin(latest.index)]:
+    for index in items.index[status.isna()]:  # no commit line: a task killed between its commit and its line
         done = board.done_record(items.at[index, "item_id"])
         if done is not None:
             status[index] = done.get("status", "unknown")
