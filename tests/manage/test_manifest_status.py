@@ -7,6 +7,7 @@ import pandas as pd
 from hpc_marker.manage.status import (
     Progress,
     ShareCounts,
+    commit_lost_pages,
     run_state,
     share_counts,
     summarize,
@@ -237,3 +238,17 @@ def test_status_table_of_a_thousand_tasks_has_a_row_per_state_and_the_worst_task
     assert f"7_{worst[0].task}" in text
     small = status_table(RunStatus(**{**status.__dict__, "tasks": tasks[:64]}))
     assert small.row_count == 64
+
+
+def test_bisected_item_is_pending_until_its_pages_are_finished_then_partial():
+    lines = [("a", "bisected", 10, 0, 1.0), ("a.r0-5", "ok", 5, 0, 2.0), ("a.r5-10", "bisected", 5, 0, 3.0),
+             ("a.r5-7", "ok", 2, 0, 4.0), ("a.r7-10", "bisected", 3, 0, 5.0), ("a.r7-8", "timeout", 1, 0, 6.0)]
+    going = _progress(lines)
+    assert going.shares == {}  # pages 9-10 not finished: the item is pending
+    done = _progress([*lines, ("a.r8-10", "ok", 2, 0, 7.0), ("b", "ok", 10, 0, 8.0)])
+    assert done.shares == {0: ShareCounts(ok=1, failed=0, pages_done=20, partial=1)}
+    frame = pd.DataFrame([{"item_id": i, "status": s, "pages": p, "share": sh, "started": t, "finished": t,
+                           "flags": ""} for i, s, p, sh, t in lines])
+    assert commit_lost_pages(latest_commits(frame)) == ["document a page 8: timeout"]
+    status = summarize(_record(), plan_frames(_plan())[1], done, {}, now=10.0)
+    assert (status.ok, status.partial, status.failed, status.pending) == (1, 1, 0, 1)
