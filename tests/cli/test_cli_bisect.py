@@ -85,3 +85,13 @@ def test_whole_pdf_bisected_in_json_and_not_without_bisect(book, tmp_path):
     assert "done: 0 ok, 1 failed (1 timeout)" in whole.output
     assert [r.status for r in whole.records] == ["timeout"]
     assert not (tmp_path / "out2" / "book" / "book.md").exists()
+
+
+def test_a_page_out_of_memory_is_lost_alone(book, tmp_path):
+    """The failure is an error this time (the worker's memory cap), not a timeout: bisected the same way."""
+    run = run_local(book, tmp_path / "out", "--worker-memory", "300M", "--item-timeout", "off", "--split-pages", "0")
+    assert "done: 0 ok, 1 partial, 0 failed" in run.output, run.output
+    lost = run.summary["lost_pages"]
+    assert [(p["page"], p["status"]) for p in lost] == [(8, "failed")] and "out of memory" in lost[0]["error"]
+    text = (tmp_path / "out" / "book" / "book.md").read_text()
+    assert [n for n in range(1, 21) if f"Page {n} of the book." in text] == [n for n in range(1, 21) if n != 8]
