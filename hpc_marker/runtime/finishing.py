@@ -79,10 +79,13 @@ class Finisher:
         self.log(f"{status:8} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
                  + (f" -- {error}" if error else "") + (f" (LLM degraded: {degraded})" if degraded else ""))
         if status != BISECTED and assembles(item):
-            merged = merge_if_complete(self.paths, self.record, item, self.board)
-            if merged:
-                self.log(f"merged  {item.pdf}")
+            self.assemble(item)
         return True
+
+    def assemble(self, item: WorkItem) -> None:
+        """Put `item`'s document together if every piece of it is finished (and nobody did yet)."""
+        if merge_if_complete(self.paths, self.record, item, self.board):
+            self.log(f"merged  {item.pdf}")
 
     @staticmethod
     def _discard(staging: Path | None) -> None:

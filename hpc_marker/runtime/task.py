@@ -167,10 +167,13 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                 queue.append((item, batch))
                 continue
             batch.left.discard(item.item_id)  # finished by an earlier holder of the batch
-            if done.get("status") == BISECTED:  # ... which did not finish every half of it
-                for node in walk(item.item_id, item.page_start, item.page_stop, board.done_record).pending:
+            if done.get("status") == BISECTED:  # ... which may not have finished every half of it
+                pending = walk(item.item_id, item.page_start, item.page_stop, board.done_record).pending
+                for node in pending:
                     batch.left.add(node.item_id)
                     queue.append((sub_item(item, node.item_id, node.page_start, node.page_stop), batch))
+                if not pending:  # every half, but maybe not the document
+                    finisher.assemble(item)
         if not batch.left:
             board.finish(batch.lease)
         return True
