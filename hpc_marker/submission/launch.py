@@ -143,18 +143,20 @@ def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
 
 
 def output_is_current(out: Path, pdf: ScannedPdf, output_format: str) -> bool:
-    """The PDF's document exists, whole, in `output_format`, and was made from this very file (size
-    and mtime). Documents written before formats existed are Markdown."""
+    """The PDF's document exists, whole (no page lost: a partial document is converted again), in
+    `output_format`, and was made from this very file (size and mtime). Documents written before
+    formats existed are Markdown."""
     meta = meta_file(document_dir(out, pdf.relpath), document_stem(pdf.relpath))
     if not document_file(out, pdf.relpath, output_format).is_file() or not meta.is_file():
         return False
     try:
-        source = json.loads(meta.read_text(encoding="utf-8")).get("hpcmarker_source", {})
+        metadata = json.loads(meta.read_text(encoding="utf-8"))
+        source = metadata.get("hpcmarker_source", {})
         stat = pdf.path.stat()
     except (OSError, ValueError, AttributeError):
         return False
     return (source.get("size") == stat.st_size and source.get("mtime_ns") == stat.st_mtime_ns
-            and source.get("format", "markdown") == output_format)
+            and source.get("format", "markdown") == output_format and not metadata.get("lost_pages"))
 
 
 def record_jobs(paths: RunPaths, record: RunRecord, ids: dict[str, list[str]],

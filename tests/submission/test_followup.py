@@ -90,3 +90,6 @@ def test_output_is_current_looks_for_the_runs_format(tmp_path, fmt):
     older = {k: v for k, v in source.items() if k != "format"}
     meta_file(target.parent, "a").write_text(json.dumps({"hpcmarker_source": older}))
     assert output_is_current(out, pdf, fmt) == (fmt == "markdown")  # outputs from before formats are Markdown
+    partial = {"hpcmarker_source": source, "lost_pages": [{"page": 3, "reason": "timeout"}]}
+    meta_file(target.parent, "a").write_text(json.dumps(partial))
+    assert not output_is_current(out, pdf, fmt)  # a partial document is converted again
