@@ -83,7 +83,7 @@ def test_serve_llm_end_to_end_secret_kept_private_and_derived_model_reused(tmp_p
     assert standin_pids(models) == []  # ollama stopped with the service
     output = log.read_text()
     assert "created derived model " + expected in output
-    for text in (output, paths.ollama_log.read_text(), paths.metrics.read_text(), paths.settings.read_text(),
+    for text in (output, paths.server_log("ollama").read_text(), paths.metrics.read_text(), paths.settings.read_text(),
                  (tmp_path / "requests.log").read_text()):
         assert secret not in text
     assert paths.metrics.read_text().strip()
