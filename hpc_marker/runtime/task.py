@@ -35,6 +35,7 @@ from hpc_marker.runstate.permissions import file_mode_mask
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runtime.inference import InferenceSettings, task_inference_server
 from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
+from hpc_marker.runtime.mps import task_mps
 from hpc_marker.runtime.sizing import choose_workers
 from hpc_marker.runtime.threads import cap_threads, task_cpus, threads_per_worker
 from hpc_marker.runtime.worker import OutputUnwritable, convert_to_staging, init_worker
@@ -107,14 +108,14 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     storage_errors: list[str] = []
 
     def finish(item: WorkItem, claim: Claim, status: str, error: str | None, started: float,
-               staging: Path | None, degraded: str | None = None) -> None:
+               staging: Path | None, degraded: str | None = None, llm_failover: str | None = None) -> None:
         final = final_dir(paths, record, item)
         output = str(final / f"{document_stem(item.pdf)}.md") if staging else None
         finished = time.time()
         entry = ManifestRecord(item_id=item.item_id, pdf=item.pdf, page_start=item.page_start,
                                page_stop=item.page_stop, pages=item.pages, status=status, error=error,
                                seconds=round(finished - started, 3), output=output, started=started,
-                               finished=finished, degraded=degraded, **context)
+                               finished=finished, degraded=degraded, llm_failover=llm_failover, **context)
         try:
             committed = board.commit(claim, dict(asdict(entry), staging=str(staging) if staging else None))
         except OSError as exc:  # the claims folder cannot take the record (disk full, quota, storage gone)
@@ -142,7 +143,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
         counts[status] += 1
         counts["stolen"] += item.item_id not in own_ids
         _log(task_index, f"{status:7} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
-             + (f" -- {error}" if error else "") + (f" (LLM degraded: {degraded})" if degraded else ""))
+             + (f" -- {error}" if error else "") + (f" (LLM degraded: {degraded})" if degraded else "")
+             + (f" (LLM: {llm_failover})" if llm_failover else ""))
         if item.is_part and status == "ok":
             merged = merge_if_complete(paths, record, docs[item.doc_id], board)
             if merged:
@@ -153,9 +155,11 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     # Ours from the start: submitit's own USR2 handler would requeue the job (or fail it) instead.
     signal.signal(signal.SIGTERM, _raise_stopped)  # submitit bypasses SIGTERM; a cancelled task must stop
     signal.signal(signal.SIGUSR2, lambda *_: draining.append("time limit near (USR2)"))
+    server = ExitStack()  # this task's helpers (LLM relay, MPS, marker 2.x's server), stopped however it ends
     try:
-        _prepare(record, paths, task_index, options, host)
+        _prepare(record, paths, task_index, options, host, workers, server)
     except TaskStopped as stop:
+        server.close()
         _log(task_index, f"stopped by {stop} before taking any item")
         raise SystemExit(128 + signal.SIGTERM) from None
     limit = parse_item_timeout(record.item_timeout)
@@ -167,8 +171,9 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     attempts: Counter[str] = Counter()
     inflight: dict[str, tuple[WorkItem, Claim]] = {}
     announced = False  # the log has said why no new items are taken
-    server = ExitStack()  # marker 2.x: this task's own inference server, stopped however the task ends
     try:
+        os.environ.update(server.enter_context(task_mps(record.mps or "off", record.engine, workers,
+                                                        log=lambda line: _log(task_index, line))))
         os.environ.update(server.enter_context(task_inference_server(
             InferenceSettings.from_record(record.inference), paths.logs / f"inference-task-{task_index}.log",
             log=lambda line: _log(task_index, line), workers=workers)))  # before any worker is spawned
@@ -203,8 +208,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                 item, claim = inflight.pop(outcome.key)
                 started = time.time() - outcome.seconds
                 if outcome.kind == OK:
-                    staging, degraded = outcome.result
-                    finish(item, claim, "ok", None, started, Path(staging), degraded)
+                    staging, degraded, llm_failover = outcome.result
+                    finish(item, claim, "ok", None, started, Path(staging), degraded, llm_failover)
                 elif outcome.kind == TIMEOUT:
                     finish(item, claim, "timeout", f"no result after {outcome.seconds:.0f} s (item limit "
                            f"{limit.describe()}; --item-timeout): its worker was ended", started, None)
@@ -250,25 +255,43 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     return result
 
 
-def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict, host: str) -> None:
+def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict, host: str, workers: int,
+             helpers: ExitStack) -> None:
     """Before any item: the engine can run here, and the LLM service (if any) answers; `options` gains it."""
     try:
         check_engine(record.engine, EngineOptions.from_json(options))
     except EngineUnavailable as exc:
         raise RuntimeError(f"engine {record.engine!r} cannot run on {host}: {exc}") from None
     if record.llm:
-        from hpc_marker.llm.client import ServiceUnavailable, wait_for_service
+        options["llm"] = _llm_options(record, paths, task_index, workers, helpers)
 
-        _log(task_index, f"waiting up to {record.llm['wait_timeout_s']:g}s for the LLM service")
-        try:
-            endpoint = wait_for_service(paths.root, timeout_s=record.llm["wait_timeout_s"])
-        except ServiceUnavailable as exc:
-            _log(task_index, f"giving up: {exc}")
-            raise RuntimeError(str(exc)) from None
-        _log(task_index, f"LLM service answers at {endpoint.url} (model {endpoint.model})")
-        options["llm"] = {"url": endpoint.url, "model": endpoint.model, "secret": endpoint.secret,
-                          "task": str(task_index), "concurrency": record.llm["concurrency"],
-                          "timeout_s": record.llm["request_timeout_s"]}
+
+def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: int, helpers: ExitStack) -> dict:
+    """Wait for a replica of the LLM service; with several, start the task's relay to them (failover);
+    the workers' LLM settings, with the run's concurrency budget."""
+    from hpc_marker.llm.budget import plan_budget
+    from hpc_marker.llm.client import ServiceUnavailable, wait_for_service
+    from hpc_marker.llm.replicas import task_relay
+
+    llm, log = record.llm or {}, (lambda line: _log(task_index, line))
+    replicas = int(llm.get("replicas", 1))
+    log(f"waiting up to {llm['wait_timeout_s']:g}s for the LLM service"
+        + (f" (any of {replicas} replicas)" if replicas > 1 else ""))
+    try:
+        endpoint = wait_for_service(paths.root, timeout_s=llm["wait_timeout_s"], replicas=replicas)
+    except ServiceUnavailable as exc:
+        log(f"giving up: {exc}")
+        raise RuntimeError(str(exc)) from None
+    log(f"LLM service answers at {endpoint.url} ({endpoint.server} replica {endpoint.replica}, model {endpoint.model})")
+    budget = plan_budget(llm["parallel"], replicas, record.tasks, workers, llm["request_timeout_s"],
+                         per_worker=llm.get("concurrency"))
+    log(f"LLM budget: {budget.describe()}")
+    if replicas > 1:  # the relay's own limit must not cut a request that only waits at a replica's front
+        endpoint = helpers.enter_context(task_relay(paths.root, replicas, task_index, endpoint.server, endpoint.model,
+                                                    budget.timeout_s + 60, log=log))
+    return {"url": endpoint.url, "model": endpoint.model, "secret": endpoint.secret, "server": endpoint.server,
+            "task": str(task_index), "max_concurrency": budget.max_concurrency, "timeout_s": budget.timeout_s,
+            "max_retries": budget.max_retries}
 
 
 if __name__ == "__main__":  # debugging aid: python -m hpc_marker.runtime.task RUN_DIR INDEX
