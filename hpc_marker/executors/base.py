@@ -14,6 +14,11 @@ from typing import Any, Protocol
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 
+
+def service_replicas(record: RunRecord) -> int:
+    """How many service jobs (LLM replicas) the run has: 0 without an LLM."""
+    return int(record.llm.get("replicas", 1)) if record.llm else 0
+
 Progress = Callable[[RunPaths], None]  # called every second or so while a waiting executor runs
 JobsSeen = Callable[[dict[str, list[str]]], None]  # told the job ids as soon as jobs exist (before waiting)
 
@@ -27,7 +32,7 @@ class RunJobs:
 
     convert: Callable[[str, int], Any]  # (run folder, task index)
     collect: Callable[[str], Any]  # (run folder)
-    service: Callable[[str], Any] | None = None  # (run folder); only for a run with an LLM service
+    service: Callable[[str, int], Any] | None = None  # (run folder, replica); only for a run with an LLM service
 
 
 @dataclass
@@ -49,8 +54,9 @@ class Executor(Protocol):
 
     def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], indices: list[int],
                jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
-        """Start the service (if any), the tasks `indices`, and the collector after them; role -> job ids.
-        `seen` is told the ids of the jobs started so far before anything is waited for."""
+        """Start the service (if any: one job per replica, record.llm["replicas"]), the tasks `indices`,
+        and the collector after them; role -> job ids. `seen` is told the ids of the jobs started so far
+        before anything is waited for."""
 
     def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
                 cancel_wedged: bool = False) -> Observation:
@@ -63,7 +69,7 @@ class Executor(Protocol):
         """Cancel every job of the run and wait until none is left; returns their ids."""
 
     def stop_service(self, record: RunRecord) -> list[str]:
-        """Stop the run's LLM service (the array is over); returns its job ids."""
+        """Stop the run's LLM service, every replica (the array is over); returns its job ids."""
 
 
 def live_job_ids(record: RunRecord, roles: tuple[str, ...] = ROLES) -> list[str]:

@@ -112,11 +112,14 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
                          ((f, f["item_id"]) for f in summary["failures"]) if board.attempts(item_id) + 1 >= MAX_ATTEMPTS]
     summary.update(recovered_records=len(recovered), merged_by_collector=merged)
     if record.llm:
-        from hpc_marker.llm.metrics import read_metrics, summarize_metrics
-        from hpc_marker.llm.settings import LlmPaths
+        from hpc_marker.llm.metrics import service_summary, throughput_bound
 
-        llm = summarize_metrics(read_metrics(LlmPaths(paths.root).metrics))
-        summary["llm"] = dict(llm or {}, model=record.llm["model"], service_stopped=stopped)
+        llm = service_summary(paths.root, record.llm.get("replicas", 1))
+        summary["llm"] = dict(llm or {}, model=record.llm["model"], server=record.llm.get("server", "ollama"),
+                              service_stopped=stopped)
+        bound = throughput_bound(llm, summary.get("pages_ok", 0), summary.get("pages_per_second"))
+        if bound:
+            summary["llm"]["bound"] = bound
     summary["degraded"] = [{"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": r.degraded}
                            for r in latest_by_item(read.records).values() if r.degraded]
     summary.update(run_id=record.run_id, engine=record.engine, collected=time.time(),

@@ -132,14 +132,18 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     if seen.wedged:  # the jobs left squeue when cancelled, whether or not sacct shows it yet
         status.state, status.wedged = ("cancelled" if seen.cancelled else "wedged"), seen.wedged
     if record.llm:
-        from hpc_marker.llm.metrics import read_metrics, summarize_metrics
-        from hpc_marker.llm.settings import LlmPaths
+        from hpc_marker.llm.metrics import service_summary, throughput_bound
 
         service_ids = record.jobs.get("service", [])
-        metrics = summarize_metrics(read_metrics(LlmPaths(paths.root).metrics)) or {}
+        metrics = service_summary(paths.root, record.llm.get("replicas", 1)) or {}
         metrics.pop("timeline", None)
-        status.llm = dict(metrics, model=record.llm["model"],
-                          service=seen.states.get(service_ids[0], "UNKNOWN") if service_ids else "-")
+        states = [seen.states.get(jid, "UNKNOWN") for jid in service_ids]
+        for row in metrics.get("replicas", []):
+            row["job_id"] = service_ids[row["replica"]] if row["replica"] < len(service_ids) else "-"
+            row["state"] = states[row["replica"]] if row["replica"] < len(states) else "UNKNOWN"
+        status.llm = dict(metrics, model=record.llm["model"], server=record.llm.get("server", "ollama"),
+                          service=", ".join(dict.fromkeys(states)) if states else "-",
+                          bound=throughput_bound(metrics, status.pages_done, status.pages_per_second))
     return status
 
 
@@ -186,10 +190,19 @@ def status_table(status: RunStatus) -> Table:
         table.caption += f"; {status.degraded} items with degraded LLM refinement"
     if status.llm:
         llm = status.llm
-        table.caption += (f"\nLLM {llm['model']} (service {llm['service']}): {llm.get('requests', 0)} requests, "
+        table.caption += (f"\nLLM {llm['model']} ({llm.get('server', 'ollama')}, service {llm['service']}): "
+                          f"{llm.get('requests', 0)} requests, "
                           f"{llm.get('failures', 0)} failed, {llm.get('timeouts', 0)} timed out, "
                           f"{llm.get('tokens_in', 0)} tokens in, {llm.get('tokens_out', 0)} out, "
                           f"{llm.get('tokens_out_per_s', 0)} tokens/s (peak {llm.get('peak_tokens_out_per_s', 0)}), "
-                          f"peak queue {llm.get('peak_in_flight', 0)}")
+                          f"peak {llm.get('peak_in_flight', 0)} at the servers, {llm.get('peak_queued', 0)} waiting")
+        if len(llm.get("replicas", [])) > 1 or llm.get("failovers"):
+            for row in llm.get("replicas", []):
+                table.caption += (f"\n  replica {row['replica']} (job {row.get('job_id', '-')}, {row.get('state', '?')}): "
+                                  f"{row['requests']} requests, {row['tokens_out_per_s']} tokens/s, "
+                                  f"{row['failures']} failed, {row['timeouts']} timed out")
+            table.caption += f"\n  {llm.get('failovers', 0)} requests moved to another replica"
+        if llm.get("bound"):
+            table.caption += f"\n{llm['bound']['why']}"
     table.caption_justify = "left"
     return table

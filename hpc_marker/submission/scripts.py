@@ -36,6 +36,8 @@ def script_contexts(paths: RunPaths, record: RunRecord, python: str,
     if record.llm:
         gpu_type = f"{job['llm_gres_type']}:" if job.get("llm_gres_type") else ""
         contexts["service"] = dict(common, job_name=f"hpcmarker-{record.run_id}-llm", llm_gpus=record.llm["gpus"],
+                                   llm_server=record.llm.get("server", "ollama"),
+                                   llm_replicas=record.llm.get("replicas", 1),
                                    gres=f"gpu:{gpu_type}{record.llm['gpus']}", cpus_per_task=record.llm["cpus"],
                                    mem=record.llm["mem"], time=record.time_limit, stdout=single_out,
                                    stderr=single_err)
@@ -56,14 +58,18 @@ def render_scripts(paths: RunPaths, record: RunRecord, python: str,
     return {role: render_role(record.template, role, contexts[role]) for role in ROLES if role in contexts}
 
 
-def dry_run_text(scripts: dict[str, str]) -> str:
+def dry_run_text(scripts: dict[str, str], service_jobs: int = 1) -> str:
     """What `submit --dry-run` prints: each role's header line, then its script byte for byte."""
-    dependencies = {"convert": "--dependency=after:<service job id> " if "service" in scripts else "",
+    after = "?".join(f"after:<service {r} job id>" for r in range(service_jobs)) if service_jobs > 1 else \
+        "after:<service job id>"
+    dependencies = {"convert": f"--dependency={after} " if "service" in scripts else "",
                     "collect": "--dependency=afterany:<convert job id> ", "service": ""}
+    times = {"service": f", {service_jobs} times: one job per LLM replica" if service_jobs > 1 else ""}
     parts = []
     for role in ROLES:
         if role in scripts:
-            parts.append(f"### hpcmarker dry-run: {role} (sent as: sbatch {dependencies[role]}{role}.sbatch)\n")
+            parts.append(f"### hpcmarker dry-run: {role} (sent as: sbatch {dependencies[role]}{role}.sbatch"
+                         f"{times.get(role, '')})\n")
             parts.append(scripts[role])
     return "".join(parts)
 
