@@ -123,7 +123,7 @@ class LocalExecutor:
             for index, job_id in enumerate(record.jobs.get(role, [])):
                 if job_id.isdigit() and process_alive(int(job_id)):
                     states[job_id] = "RUNNING"
-                elif role == "collect" and collected:
+                elif role in ("collect", "service") and collected:  # the collector stops the service
                     states[job_id] = "COMPLETED"
                 elif role == "convert" and index in finished_tasks:
                     states[job_id] = "COMPLETED"

@@ -40,7 +40,7 @@ from hpc_marker.util.processes import processes_with_env, terminate_tree
 MODES = ("auto", "on", "off")
 CONTROL = "nvidia-cuda-mps-control"
 DEFAULT_PIPE_DIRECTORY = "/tmp/nvidia-mps"
-MAX_PIPE_PATH = 80  # the daemon's UNIX sockets live in the pipe folder: sun_path holds 108 bytes
+MAX_SOCKET_PATH = 100  # the daemon's UNIX sockets live in the pipe folder: sun_path holds 108 bytes
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
@@ -101,12 +101,13 @@ def decide(mode: str, engine: str, major: int | None, workers: int, environ: Map
 
 
 def _private_base(environ: Mapping[str, str]) -> Path:
-    """A new 0700 folder under the job's temporary space, short enough for the daemon's sockets."""
-    job = environ.get("SLURM_JOB_ID") or "local"
-    task = environ.get("SLURM_ARRAY_TASK_ID") or str(os.getpid())
+    """A new 0700 folder under the job's temporary space ($TMPDIR), or /tmp where $TMPDIR's path would
+    make the daemon's socket paths too long."""
+    prefix = f"hpcm-mps-{environ.get('SLURM_JOB_ID') or 'local'}-{environ.get('SLURM_ARRAY_TASK_ID') or os.getpid()}-"
+    longest = f"/{prefix}XXXXXXXX/pipe/control_privileged"  # mkdtemp adds 8 characters
     for parent in (environ.get("TMPDIR"), "/tmp"):
-        if parent and os.path.isdir(parent) and len(parent) + 40 <= MAX_PIPE_PATH:
-            return Path(tempfile.mkdtemp(prefix=f"hpcm-mps-{job}-{task}-", dir=parent))
+        if parent and os.path.isdir(parent) and len(parent.rstrip("/") + longest) <= MAX_SOCKET_PATH:
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     return Path(tempfile.mkdtemp(prefix="hpcm-mps-", dir="/tmp"))
 
 

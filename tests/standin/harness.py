@@ -118,3 +118,38 @@ class StandinOllama:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+VLLM = STANDIN_DIR / "vllm"
+
+
+def vllm_pids(request_log: Path) -> list[int]:
+    """Stand-in vllm processes (server and "engine core") started with this request log."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"STANDIN_VLLM_REQUEST_LOG={request_log}".encode() in environ and (
+                str(VLLM).encode() in cmdline or b"import signal, time" in cmdline):
+            pids.append(int(entry.name))
+    return pids
+
+
+def vllm_trace(request_log: Path) -> dict[str, list[str]]:
+    """The stand-in vllm's completions by outcome: {"begin": [key...], "end": [...], "abort": [...]}, where
+    begin lists the content keys (sha256[:12] of the last message) and end/abort the keys they closed."""
+    keys: dict[str, str] = {}
+    out: dict[str, list[str]] = {"begin": [], "end": [], "abort": []}
+    for line in read_request_log(request_log):
+        word, *rest = line.split()
+        if word == "begin":
+            keys[rest[0]] = rest[1]
+            out["begin"].append(rest[1])
+        elif word in ("end", "abort") and rest:
+            out[word].append(keys.get(rest[0], "?"))
+    return out
