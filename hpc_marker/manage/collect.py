@@ -122,6 +122,8 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
             summary["llm"]["bound"] = bound
     summary["degraded"] = [{"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": r.degraded}
                            for r in latest_by_item(read.records).values() if r.degraded]
+    summary["llm_failover"] = [{"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": r.llm_failover}
+                               for r in latest_by_item(read.records).values() if r.llm_failover]
     summary.update(run_id=record.run_id, engine=record.engine, collected=time.time(),
                    logs=[p.name for p in gather_logs(paths, record.jobs.get("convert", []))])
     atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")

@@ -53,6 +53,7 @@ class RunStatus:
     eta_seconds: float | None
     collector: str
     degraded: int = 0  # items whose LLM refinement was partial
+    failed_over: int = 0  # items with LLM requests moved to another replica
     llm: dict | None = None  # service state, requests, tokens/s, failures
     tasks: list[TaskStatus] = field(default_factory=list)
     torn_manifest_lines: list[str] = field(default_factory=list)
@@ -107,7 +108,8 @@ def summarize(record: RunRecord, plan: Plan, records: list[ManifestRecord], stat
         elapsed_seconds=round(elapsed, 1) if elapsed is not None else None,
         pages_per_second=round(rate, 2) if rate else None,
         eta_seconds=round(remaining / rate, 1) if rate and remaining > 0 and active else None,
-        collector=collector, degraded=sum(1 for r in latest.values() if r.degraded), tasks=tasks,
+        collector=collector, degraded=sum(1 for r in latest.values() if r.degraded),
+        failed_over=sum(1 for r in latest.values() if r.llm_failover), tasks=tasks,
         torn_manifest_lines=list(torn or []))
 
 
@@ -196,12 +198,12 @@ def status_table(status: RunStatus) -> Table:
                           f"{llm.get('tokens_in', 0)} tokens in, {llm.get('tokens_out', 0)} out, "
                           f"{llm.get('tokens_out_per_s', 0)} tokens/s (peak {llm.get('peak_tokens_out_per_s', 0)}), "
                           f"peak {llm.get('peak_in_flight', 0)} at the servers, {llm.get('peak_queued', 0)} waiting")
-        if len(llm.get("replicas", [])) > 1 or llm.get("failovers"):
+        if len(llm.get("replicas", [])) > 1 or status.failed_over:
             for row in llm.get("replicas", []):
                 table.caption += (f"\n  replica {row['replica']} (job {row.get('job_id', '-')}, {row.get('state', '?')}): "
                                   f"{row['requests']} requests, {row['tokens_out_per_s']} tokens/s, "
                                   f"{row['failures']} failed, {row['timeouts']} timed out")
-            table.caption += f"\n  {llm.get('failovers', 0)} requests moved to another replica"
+            table.caption += f"\n  {status.failed_over} items had LLM requests moved to another replica"
         if llm.get("bound"):
             table.caption += f"\n{llm['bound']['why']}"
     table.caption_justify = "left"

@@ -193,6 +193,7 @@ def llm_replicas_frame(llm: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(LLM_REPLICA_COLUMNS))
 
 
-def degraded_frame(summary: dict) -> pd.DataFrame:
-    """The items whose LLM refinement was partial (summary.json's "degraded")."""
-    return pd.DataFrame(summary.get("degraded") or [], columns=["pdf", "pages", "reason"])
+def degraded_frame(summary: dict, key: str = "degraded") -> pd.DataFrame:
+    """The items whose LLM refinement was partial (summary.json's "degraded"), or whose LLM requests moved
+    to another replica ("llm_failover")."""
+    return pd.DataFrame(summary.get(key) or [], columns=["pdf", "pages", "reason"])

@@ -191,7 +191,10 @@ def table_sections(view: RunView, items: pd.DataFrame, limits: Limits) -> list[S
             *([("Replicas", Table.of(frames.llm_replicas_frame(llm), "llm-replicas-table", ""))]
               if llm.get("replicas") else []),
             ("Items with degraded refinement", Table.of(frames.degraded_frame(view.summary), "degraded-table",
-                                                        "None.", limits.table_rows, "summary.json has them all"))]))
+                                                        "None.", limits.table_rows, "summary.json has them all")),
+            *([("Items whose LLM requests moved to another replica", Table.of(
+                frames.degraded_frame(view.summary, "llm_failover"), "failover-table", "None.", limits.table_rows,
+                "summary.json has them all"))] if view.summary.get("llm_failover") else [])]))
     return sections
 
 

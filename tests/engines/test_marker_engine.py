@@ -413,32 +413,21 @@ def test_run_vllm_service_becomes_markers_openai_service_and_reaches_the_front(m
     configured as hpcmarker configures it, reaches the authenticating front before a (stand-in) vLLM: the
     secret as its API key, never in the URL; the worker's task path in the base URL; the answer parsed.
     The run's concurrency budget becomes marker's max_concurrency, timeout and max_retries."""
-    import httpx
     from marker.config.parser import ConfigParser
     from marker.processors.llm.llm_table import LLMTableProcessor
     from marker.services.openai import OpenAIService
     from pydantic import BaseModel
-    from standin.harness import VLLM, free_port, read_request_log
+    from standin.harness import free_port, read_request_log, start_vllm
 
     from hpc_marker.llm.front import Front
     from hpc_marker.llm.rules import ALLOWED_VLLM
 
     secret, model, port, requests = "s3cr3t-" + "x" * 40, "org/tiny-instruct", free_port(), tmp_path / "requests.log"
     env = dict(os.environ, VLLM_API_KEY="upstream-key", STANDIN_VLLM_REQUEST_LOG=str(requests))
-    vllm = subprocess.Popen([sys.executable, str(VLLM), "serve", model, "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    vllm = start_vllm(port, model, env)
     front = Front(f"http://127.0.0.1:{port}", secret, allowed=ALLOWED_VLLM, capacity=4, log=lambda line: None,
                   upstream_headers={"Authorization": "Bearer upstream-key"}).start()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the stand-in vllm did not start"
-            time.sleep(0.1)
         llm = {"url": front.url, "model": model, "secret": secret, "server": "vllm", "task": "2.4242",
                "max_concurrency": 7, "timeout_s": 1234, "max_retries": 1}
         options = EngineOptions(llm=llm)

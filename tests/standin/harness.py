@@ -153,3 +153,52 @@ def vllm_trace(request_log: Path) -> dict[str, list[str]]:
         elif word in ("end", "abort") and rest:
             out[word].append(keys.get(rest[0], "?"))
     return out
+
+
+def real_executable(name: str) -> str | None:
+    """A real `name` on PATH (never the stand-in of tests/standin), else None: what the real-server tests run."""
+    import shutil
+
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and Path(p).resolve() != STANDIN_DIR)
+    found = shutil.which(name, path=path)
+    if found is None:
+        return None
+    with open(found, "rb") as fh:
+        if b"STAND-IN" in fh.read(4096):
+            return None
+    return found
+
+
+def start_vllm(port: int, model: str, env: dict[str, str], *extra: str, timeout_s: float = 20.0) -> subprocess.Popen:
+    """The stand-in vllm on 127.0.0.1:port, once its /health answers."""
+    proc = subprocess.Popen([str(VLLM), "serve", model, "--port", str(port), *extra], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("the stand-in vllm did not start")
+        time.sleep(0.1)
+
+
+def serve_in_thread(serve, *args) -> tuple:
+    """Run serve(*args, stop=event) in a thread: (thread, stop event, errors raised in it)."""
+    import threading
+
+    stop, errors = threading.Event(), []
+
+    def run() -> None:
+        try:
+            serve(*args, stop=stop)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, stop, errors
