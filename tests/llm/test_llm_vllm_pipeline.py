@@ -78,6 +78,9 @@ def test_two_vllm_replicas_serve_the_run_with_mps_per_task(tmp_path, sample_pdfs
     assert markdown.upper() == markdown  # the stand-in's answer (upper case) made it into the document
     status = json.loads(invoke("status", "--json").output)
     assert [r["state"] for r in status["llm"]["replicas"]] == ["COMPLETED", "COMPLETED"]
+    assert "replica 1 (job" in invoke("status").output
+    report = (paths.root / "report.html").read_text()
+    assert '<table id="llm-replicas-table">' in report and "tokens out per s" in report
     assert status["llm"]["bound"]["bound"] in ("llm", "conversion")
     logs = "".join(p.read_text() for p in paths.logs.glob("task-*.out"))
     assert logs.count("MPS: control daemon started") == 2 and logs.count("MPS: control daemon stopped") == 2

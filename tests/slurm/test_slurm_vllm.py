@@ -185,3 +185,17 @@ def test_a_replica_killed_mid_run_loses_no_pdf_and_marks_exactly_the_affected_it
     status = json.loads(invoke("status", run_id, "--json").output)
     assert [r["state"] for r in status["llm"]["replicas"]][1] != "RUNNING"
     nothing_left(record, standin)
+
+
+def test_cancel_stops_every_replica(tmp_path, sample_pdfs, standin, monkeypatch):
+    monkeypatch.setenv("STANDIN_VLLM_SECONDS_PER_REQUEST", "2")
+    run_id, paths, record = submit(sample_pdfs, tmp_path / "out")
+    deadline = time.time() + 240
+    while not all(LlmPaths(paths.root, r).endpoint.exists() for r in range(2)):
+        assert time.time() < deadline, "the replicas never published their endpoints"
+        time.sleep(0.5)
+    result = invoke("cancel", run_id)
+    assert result.exit_code == 0, result.output
+    nothing_left(record, standin)
+    for replica in range(2):
+        assert not LlmPaths(paths.root, replica).secret.exists()
