@@ -1,6 +1,6 @@
 """Benchmark: marker's LLM client settings against hpcmarker's concurrency budget, at 4, 16 and 64 tasks.
 
-    PYTHONPATH=. /path/to/marker-venv/bin/python benchmarks/bench_llm_budget.py [--tasks 4,16,64] [--quick]
+    PYTHONPATH=. /path/to/marker-venv/bin/python benchmarks/bench_llm_budget.py [--tasks 4,16,64] [--capacity 16]
 
 A stand-in vLLM (tests/standin/vllm) of bounded capacity (--max-num-seqs CAPACITY running at once,
 the rest in its own unbounded queue, as vLLM does) and a fixed time per request sits behind
@@ -18,9 +18,11 @@ Counted: calls made, calls marker gave up on (it returns {} and the refinement i
 "degraded"), client timeouts (the HTTP requests that timed out at marker's client, retries
 included), requests that reached the server, requests the server ran to the end whose answer nobody
 used (wasted), useful tokens/s (tokens of the answers marker used / wall time) and the wall time.
-Time is scaled down by SCALE so a run takes a minute, not an hour: every duration (the time per
+Time is scaled down by --scale (2) so a run takes minutes, not an hour: every duration (the time per
 request, marker's 30 s timeout and 3 s retry wait, the front's 600 s request timeout) is divided by
-it, so the ratios that decide timeouts are the real ones. Results: docs/llm.md (and --json FILE).
+it, so the ratios that decide timeouts are the real ones; a larger scale makes the clients' own CPU
+time (marker builds a new client per call) matter more than the server's. Results: docs/llm.md,
+docs/llm-budget.json (--json FILE).
 """
 
 from __future__ import annotations
@@ -226,9 +228,9 @@ def main() -> None:
     parser.add_argument("--capacity", default="16", help="the server's --max-num-seqs (comma-separated for several)")
     parser.add_argument("--workers", type=int, default=4, help="workers per task")
     parser.add_argument("--items", type=int, default=1, help="items per worker")
-    parser.add_argument("--calls", type=int, default=8, help="LLM calls per item")
+    parser.add_argument("--calls", type=int, default=4, help="LLM calls per item")
     parser.add_argument("--request-s", type=float, default=5.0, help="seconds per request at the server (unscaled)")
-    parser.add_argument("--scale", type=float, default=20.0, help="every duration is divided by this")
+    parser.add_argument("--scale", type=float, default=2.0, help="every duration is divided by this")
     parser.add_argument("--settings", default=",".join(SETTINGS), help="which settings, in this order")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()

@@ -180,19 +180,20 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
 
 
 class ProgressPrinter:
-    """A waiting (local) run's progress on stderr, at most every `every_s` seconds."""
+    """A waiting (local) run's progress on stderr, at most every `every_s` seconds (from the commit logs
+    alone: what is done; `hpcmarker status` says the rest)."""
 
-    def __init__(self, every_s: float = 5.0) -> None:
-        self.every_s, self.last = every_s, 0.0
+    def __init__(self, every_s: float = 30.0) -> None:
+        self.every_s, self.last = every_s, time.time()
 
     def __call__(self, paths) -> None:
         if time.time() - self.last < self.every_s:
             return
         self.last = time.time()
-        from hpc_marker.manage.status import load_status
+        from hpc_marker.manage.status import done_so_far
 
-        s = load_status(paths)
-        click.echo(f"  {s.ok + s.failed}/{s.items} items, {s.pages_done}/{s.pages} pages", err=True)
+        done = done_so_far(paths)
+        click.echo(f"  {done.items_done}/{done.items} items, {done.pages_done}/{done.pages} pages", err=True)
 
 
 @click.command("plan")

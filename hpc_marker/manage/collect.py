@@ -13,21 +13,24 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from submitit.core.utils import JobPaths
 
 from hpc_marker.executors import executor_for
-from hpc_marker.planning.plan import Plan, items_by_document
+from hpc_marker.planning.plan import WorkItem
+from hpc_marker.planning.store import load_items_table, load_summary
 from hpc_marker.runstate.claims import ClaimBoard
-from hpc_marker.runstate.finish import final_dir, merge_if_complete, place_committed
+from hpc_marker.runstate.finish import final_dir, merge_id, merge_if_complete, place_committed
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item, read_manifests
+from hpc_marker.runstate.manifest import ManifestRecord, latest_frame, read_manifest_frame
 from hpc_marker.runstate.permissions import file_mode_mask
+from hpc_marker.runstate.progress import failures_per_item, read_commits
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.summary import document_counts, summarize_records
+from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, records_frame, summarize
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.files import atomic_write
 
@@ -35,35 +38,42 @@ _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
 
 
-def finish_leftovers(paths: RunPaths, record: RunRecord, plan: Plan, recorded: set[str],
-                     board: ClaimBoard) -> tuple[list[ManifestRecord], int]:
-    """Place committed outputs, merge complete split PDFs, recover records from done markers,
-    remove orphaned staging folders. Returns (recovered records, documents merged here)."""
+def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, recorded: set[str],
+                     board: ClaimBoard) -> tuple[list[ManifestRecord], set[str], int]:
+    """Place committed outputs, merge complete split PDFs, recover records from done markers, remove
+    orphaned staging folders. Only the items without a manifest line and the split PDFs are looked
+    at one by one. Returns (recovered records, merged document ids, documents merged here)."""
     recovered: list[ManifestRecord] = []
     referenced: set[str] = set()
-    for item in plan.items:
-        done = board.done_record(item.item_id)
+    unrecorded = items[~items["item_id"].isin(recorded)]
+    for row in unrecorded.itertuples(index=False):
+        done = board.done_record(row.item_id)
         if not done or done.get("status") == "unknown":
             continue
         if done.get("staging"):
             referenced.add(Path(done["staging"]).name)
             if done.get("status") == "ok":
+                item = WorkItem(**{k: getattr(row, k) for k in ITEM_COLUMNS if k in WorkItem.__slots__})
                 place_committed(Path(done["staging"]), final_dir(paths, record, item))
-        if item.item_id not in recorded:
-            try:
-                recovered.append(ManifestRecord(**{k: v for k, v in done.items() if k in _RECORD_FIELDS}))
-            except TypeError:  # a marker without a whole record: the item stays "missing" in the summary
-                print(f"[hpcmarker collect] warning: done marker of {item.item_id} holds no manifest record",
-                      flush=True)
-    merged = 0
-    for parts in items_by_document(plan).values():
-        if parts[0].is_part and merge_if_complete(paths, record, parts, board):
+        try:
+            recovered.append(ManifestRecord(**{k: v for k, v in done.items() if k in _RECORD_FIELDS}))
+        except TypeError:  # a marker without a whole record: the item stays "missing" in the summary
+            print(f"[hpcmarker collect] warning: done marker of {row.item_id} holds no manifest record", flush=True)
+    merged_docs, merged = set(), 0
+    split = items[items["parts"] > 1].sort_values(["doc_id", "part"])
+    for doc_id, parts in split.groupby("doc_id", sort=False):
+        first = parts.iloc[0]
+        item = WorkItem(**{k: first[k] for k in ITEM_COLUMNS if k in WorkItem.__slots__})
+        if board.is_done(merge_id(doc_id)):
+            merged_docs.add(doc_id)
+        elif merge_if_complete(paths, record, item, list(parts["item_id"]), board):
+            merged_docs.add(doc_id)
             merged += 1
     horizon = time.time() - 2 * record.lease_seconds
     for leftover in paths.staging.iterdir() if paths.staging.exists() else []:
         if leftover.name not in referenced and leftover.stat().st_mtime < horizon:
             shutil.rmtree(leftover, ignore_errors=True)
-    return recovered, merged
+    return recovered, merged_docs, merged
 
 
 def stop_service(record: RunRecord) -> list[str]:
@@ -75,16 +85,30 @@ def stop_service(record: RunRecord) -> list[str]:
         return []
 
 
+def write_manifest_csv(records: pd.DataFrame, path: Path) -> None:
+    """manifest.csv: every record, by PDF and page, written atomically (Arrow's CSV writer)."""
+    ordered = records.sort_values(["pdf", "page_start", "finished"], kind="stable")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pacsv.write_csv(pa.Table.from_pandas(ordered, preserve_index=False), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def gather_logs(paths: RunPaths, job_ids: list[str]) -> list[Path]:
     """Copy each array task's stdout/stderr into RUN/logs/task-<i>.{out,err}."""
     gathered = []
     for index, job_id in enumerate(job_ids):
         job_paths = JobPaths(folder=paths.jobs, job_id=job_id, task_id=0)
         for source, suffix in ((job_paths.stdout, "out"), (job_paths.stderr, "err")):
-            if source.exists():
-                target = paths.logs / f"task-{index}.{suffix}"
+            target = paths.logs / f"task-{index}.{suffix}"
+            try:
                 shutil.copyfile(source, target)
-                gathered.append(target)
+            except FileNotFoundError:  # the task never started
+                continue
+            gathered.append(target)
     return gathered
 
 
@@ -98,18 +122,19 @@ def collect_run(run_dir: str) -> dict:
 
 def _collect(paths: RunPaths, record: RunRecord) -> dict:
     stopped = stop_service(record)
-    plan = Plan.load(paths.plan)
-    read = read_manifests(paths.manifests)
-    board = ClaimBoard(paths.claims, owner=f"collector:{os.getpid()}", lease_s=record.lease_seconds)
-    recovered, merged = finish_leftovers(paths, record, plan, {r.item_id for r in read.records}, board)
-    read.records.extend(recovered)
-    frame = pd.DataFrame([asdict(r) for r in read.records], columns=list(ManifestRecord.__dataclass_fields__))
-    frame = frame.sort_values(["pdf", "page_start", "finished"], kind="stable")
-    frame.to_csv(paths.manifest_csv, index=False)
-    summary = summarize_records(plan, read.records, read.torn_lines)
-    summary.update(document_counts(plan, latest_by_item(read.records), board))
-    summary["poison"] = [{"pdf": f["pdf"], "pages": f["pages"], "error": f["error"]} for f, item_id in
-                         ((f, f["item_id"]) for f in summary["failures"]) if board.attempts(item_id) + 1 >= MAX_ATTEMPTS]
+    shares = load_summary(paths.plan)
+    items = load_items_table(paths.plan, columns=ITEM_COLUMNS).to_pandas()
+    records, torn = read_manifest_frame(paths.manifests)
+    board = ClaimBoard(paths.root, owner=f"collector:{os.getpid()}", lease_s=record.lease_seconds)
+    recovered, merged_docs, merged = finish_leftovers(paths, record, items, set(records["item_id"]), board)
+    if recovered:
+        records = pd.concat([records, records_frame(recovered)], ignore_index=True)
+    write_manifest_csv(records, paths.manifest_csv)
+    summary = summarize(items, shares, records, torn)
+    summary.update(document_counts(items, records, merged_docs))
+    failures = failures_per_item(read_commits(paths.progress))
+    summary["poison"] = [{"pdf": f["pdf"], "pages": f["pages"], "error": f["error"]} for f in summary["failures"]
+                         if failures.get(f["item_id"], 0) >= MAX_ATTEMPTS]
     summary.update(recovered_records=len(recovered), merged_by_collector=merged)
     if record.llm:
         from hpc_marker.llm.metrics import service_summary, throughput_bound
@@ -120,21 +145,23 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
         bound = throughput_bound(llm, summary.get("pages_ok", 0), summary.get("pages_per_second"))
         if bound:
             summary["llm"]["bound"] = bound
-    summary["degraded"] = [{"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": r.degraded}
-                           for r in latest_by_item(read.records).values() if r.degraded]
-    summary["llm_failover"] = [{"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": r.llm_failover}
-                               for r in latest_by_item(read.records).values() if r.llm_failover]
+    latest = latest_frame(records)
+    for key in ("degraded", "llm_failover"):  # items whose refinement was partial; whose requests moved replica
+        marked = latest[latest[key].notna() & (latest[key] != "")]
+        summary[key] = [{"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": getattr(r, key)}
+                        for r in marked.itertuples(index=False)]
     summary.update(run_id=record.run_id, engine=record.engine, collected=time.time(),
                    logs=[p.name for p in gather_logs(paths, record.jobs.get("convert", []))])
     atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
-    for line in read.torn_lines:
+    for line in torn:
         print(f"[hpcmarker collect] warning: {line}", flush=True)
     print(f"[hpcmarker collect] {summary['ok']} ok, {summary['failed']} failed, "
           f"{len(summary['missing'])} missing of {summary['items']} items", flush=True)
     try:
-        from hpc_marker.report.page import write_report
+        from hpc_marker.report.page import RunView, write_report
 
-        print(f"[hpcmarker collect] report: {write_report(paths.root)}", flush=True)
+        view = RunView(paths, record, items, shares, records, torn, summary, summary.get("llm"))
+        print(f"[hpcmarker collect] report: {write_report(paths.root, view=view)}", flush=True)
     except Exception as exc:  # the report is only a view: never fail the collector over it
         print(f"[hpcmarker collect] warning: no report: {type(exc).__name__}: {exc}", flush=True)
     return summary

@@ -1,23 +1,34 @@
-"""Status: where a run stands, from its manifests and the scheduler's job states.
+"""Status: where a run stands, from its tasks' commit logs and the scheduler's job states.
 
-`summarize` is pure (record, plan, manifest records, job states, now) -> RunStatus;
-`load_status` gathers those inputs, and notices a wedged run (wedge.py: a job pending forever
-with DependencyNeverSatisfied), cancelling what it left queued when asked; `status_table` draws
-them with rich.
+Counts come per share (the items planned for each task, whoever converted them): from the
+collector's summary.json once the run is collected, else from the tasks' compact commit logs
+(runstate/progress.py), never from the JSON manifests, so a run of 10^6 items answers in a second
+or two. `summarize` is pure (record, shares, counts, job states, now) -> RunStatus; `load_status`
+gathers those inputs, and notices a wedged run (a job pending forever with
+DependencyNeverSatisfied), cancelling what it left queued when asked; `status_table` draws them.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 
+import pandas as pd
 from rich.table import Table
 
 from hpc_marker.executors import executor_for
 from hpc_marker.manage.cancel import mark_cancelled
-from hpc_marker.planning.plan import Plan
+from hpc_marker.planning.store import ShareSummary, load_summary
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item, read_manifests
+from hpc_marker.runstate.progress import (
+    DEGRADED,
+    FAILED_OVER,
+    REOPENED,
+    latest_commits,
+    read_commits,
+    read_heartbeats,
+)
 from hpc_marker.runstate.record import RunRecord
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
@@ -34,6 +45,27 @@ class TaskStatus:
     pending: int
     pages: int
     pages_done: int
+    activity: str = "-"  # from the task's heartbeat: working, waiting, exited (or - before it started)
+
+
+@dataclass(frozen=True)
+class ShareCounts:
+    """What is finished of one task's share."""
+
+    ok: int = 0
+    failed: int = 0
+    pages_done: int = 0
+    degraded: int = 0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the run has done so far, from summary.json or the commit logs."""
+
+    shares: dict[int, ShareCounts]
+    first_started: float | None
+    last_finished: float | None
+    torn_lines: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,58 +110,96 @@ def run_state(task_states: list[str], collector_state: str, collected: bool) -> 
     return "stopped"
 
 
-def summarize(record: RunRecord, plan: Plan, records: list[ManifestRecord], states: dict[str, str],
-              now: float, collected: bool = False, torn: list[str] | None = None) -> RunStatus:
-    latest = latest_by_item(records)
+def share_counts(latest: pd.DataFrame) -> dict[int, ShareCounts]:
+    """Per share, from the latest commit of each item (columns status, pages, share, flags). Pure."""
+    if latest.empty or (latest["status"] == REOPENED).all():
+        return {}
+    final = latest[latest["status"] != REOPENED]
+    frame = final.assign(ok=final["status"] == "ok", failed=final["status"] != "ok",
+                         done=final["pages"], degraded=final["flags"].str.contains(DEGRADED, regex=False))
+    grouped = frame.groupby("share").agg(ok=("ok", "sum"), failed=("failed", "sum"), pages_done=("done", "sum"),
+                                         degraded=("degraded", "sum"))
+    return {int(share): ShareCounts(int(row.ok), int(row.failed), int(row.pages_done), int(row.degraded))
+            for share, row in grouped.iterrows()}
+
+
+def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress, states: dict[str, str],
+              now: float, collected: bool = False, activities: dict[int, str] | None = None) -> RunStatus:
     task_ids = record.jobs.get("convert", [])
     tasks = []
-    for task in plan.tasks:
-        done = [latest[i.item_id] for i in task.items if i.item_id in latest]
-        ok = [r for r in done if r.status == "ok"]
-        job_id = task_ids[task.index] if task.index < len(task_ids) else "-"
+    for share in shares:
+        done = progress.shares.get(share.index, ShareCounts())
+        job_id = task_ids[share.index] if share.index < len(task_ids) else "-"
         tasks.append(TaskStatus(
-            task=task.index, job_id=job_id, state=states.get(job_id, "UNKNOWN"), items=len(task.items),
-            ok=len(ok), failed=len(done) - len(ok), pending=len(task.items) - len(done),
-            pages=task.pages, pages_done=sum(r.pages for r in done)))
+            task=share.index, job_id=job_id, state=states.get(job_id, "UNKNOWN"), items=share.items,
+            ok=done.ok, failed=done.failed, pending=max(0, share.items - done.ok - done.failed), pages=share.pages,
+            pages_done=done.pages_done, activity=(activities or {}).get(share.index, "-")))
+    pages = sum(s.pages for s in shares)
     pages_done = sum(t.pages_done for t in tasks)
-    first = min((r.started for r in records), default=None)
-    last = max((r.finished for r in records), default=None)
+    first, last = progress.first_started, progress.last_finished
     active = any(t.state in ACTIVE_STATES for t in tasks)
     elapsed = ((now if active else (last or now)) - first) if first is not None else None
     rate = pages_done / elapsed if elapsed and pages_done else None
-    remaining = plan.total_pages - pages_done
+    remaining = pages - pages_done
     collect_ids = record.jobs.get("collect", [])
     collector = states.get(collect_ids[0], "UNKNOWN") if collect_ids else "-"
     return RunStatus(
         run_id=record.run_id, run_dir="", executor=record.executor,
         state=run_state([t.state for t in tasks], collector, collected),
         items=sum(t.items for t in tasks), ok=sum(t.ok for t in tasks), failed=sum(t.failed for t in tasks),
-        pending=sum(t.pending for t in tasks), pages=plan.total_pages, pages_done=pages_done,
+        pending=sum(t.pending for t in tasks), pages=pages, pages_done=pages_done,
         elapsed_seconds=round(elapsed, 1) if elapsed is not None else None,
         pages_per_second=round(rate, 2) if rate else None,
         eta_seconds=round(remaining / rate, 1) if rate and remaining > 0 and active else None,
-        collector=collector, degraded=sum(1 for r in latest.values() if r.degraded),
-        failed_over=sum(1 for r in latest.values() if r.llm_failover), tasks=tasks,
-        torn_manifest_lines=list(torn or []))
+        collector=collector, degraded=sum(c.degraded for c in progress.shares.values()), tasks=tasks,
+        torn_manifest_lines=list(progress.torn_lines))
 
 
-def finished_tasks(plan: Plan, records: list[ManifestRecord]) -> set[int]:
-    """Tasks every item of whose share has a record. Pure."""
-    latest = latest_by_item(records)
-    return {task.index for task in plan.tasks if all(item.item_id in latest for item in task.items)}
+def read_progress(paths: RunPaths) -> Progress:
+    """The run's progress: summary.json's once collected (it has the share counts), else the commit logs."""
+    if paths.summary.exists():
+        summary = json.loads(paths.summary.read_text(encoding="utf-8"))
+        if "shares" in summary:
+            shares = {int(s["share"]): ShareCounts(s["ok"], s["failed"], s["pages_done"], s.get("degraded", 0))
+                      for s in summary["shares"]}
+            return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
+                            summary.get("torn_manifest_lines", []))
+    commits = read_commits(paths.progress)
+    latest = latest_commits(commits)
+    return Progress(share_counts(latest),
+                    float(commits["started"].min()) if len(commits) else None,
+                    float(commits["finished"].max()) if len(commits) else None)
+
+
+@dataclass(frozen=True)
+class DoneSoFar:
+    items: int
+    items_done: int
+    pages: int
+    pages_done: int
+
+
+def done_so_far(paths: RunPaths) -> DoneSoFar:
+    """How much of the run is finished (the plan's summary and the commit logs only: no job states)."""
+    shares = load_summary(paths.plan)
+    counts = read_progress(paths).shares.values()
+    return DoneSoFar(sum(s.items for s in shares), sum(c.ok + c.failed for c in counts),
+                     sum(s.pages for s in shares), sum(c.pages_done for c in counts))
 
 
 def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     record = paths.load_record()
-    plan = Plan.load(paths.plan)
-    read = read_manifests(paths.manifests)
+    shares = load_summary(paths.plan)
+    progress = read_progress(paths)
+    finished = {s.index for s in shares
+                if (c := progress.shares.get(s.index)) is not None and c.ok + c.failed >= s.items}
     collected = paths.summary.exists()
-    seen = executor_for(record.executor).observe(paths, record, finished_tasks(plan, read.records), collected,
-                                                 cancel_wedged=cancel_wedged)
+    seen = executor_for(record.executor).observe(paths, record, finished, collected, cancel_wedged=cancel_wedged)
     if seen.cancelled:
         mark_cancelled(paths)
-    status = summarize(record, plan, read.records, seen.states, time.time(), collected=collected,
-                       torn=read.torn_lines)
+    activities = {task: beat.state for task, beat in read_heartbeats(paths.progress).items()}
+    status = summarize(record, shares, progress, seen.states, time.time(), collected=collected,
+                       activities=activities)
     status.run_dir = str(paths.root)
     if seen.wedged:  # the jobs left squeue when cancelled, whether or not sacct shows it yet
         status.state, status.wedged = ("cancelled" if seen.cancelled else "wedged"), seen.wedged
@@ -146,6 +216,9 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
         status.llm = dict(metrics, model=record.llm["model"], server=record.llm.get("server", "ollama"),
                           service=", ".join(dict.fromkeys(states)) if states else "-",
                           bound=throughput_bound(metrics, status.pages_done, status.pages_per_second))
+        if record.llm.get("replicas", 1) > 1:  # items with requests moved to another replica: the commit logs say
+            flags = latest_commits(read_commits(paths.progress))["flags"].fillna("")
+            status.failed_over = int(flags.str.contains(FAILED_OVER, regex=False).sum())
     return status
 
 

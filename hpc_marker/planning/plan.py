@@ -1,10 +1,15 @@
-"""Plan: the assignment of work items to array tasks.
+"""Plan: the assignment of work items to array tasks, and of each task's items to batches.
 
 Pure functions over typed records. Tasks are balanced by pages, not by file count: a PDF
 longer than the split threshold becomes page-range parts, then items are placed longest
 first on the least-loaded task (LPT). The default threshold is a quarter of the ideal share
 (total pages / tasks), at least MIN_SPLIT_PAGES, which keeps the busiest task within a few
 percent of the ideal and leaves items small enough for work stealing to even out the rest.
+
+A task claims its work a batch at a time (runstate/claims.py): consecutive items of its share
+worth up to BATCH_PAGES pages (fewer when the share is small, so that every task has at least
+MIN_BATCHES batches to steal from), one item at least. Claiming costs the same per batch
+whatever the number of tasks.
 """
 
 from __future__ import annotations
@@ -12,16 +17,19 @@ from __future__ import annotations
 import heapq
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from hpc_marker.planning.scan import ScannedPdf
 from hpc_marker.util.files import atomic_write
 
 MIN_SPLIT_PAGES = 16
+BATCH_PAGES = 32  # a batch: up to this many pages of consecutive items (a few minutes of work)
+BATCH_ITEMS = 64  # ... and at most this many items
+MIN_BATCHES = 8  # a task's share is cut into at least this many batches when it can be
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkItem:
     """One PDF, or the page range [page_start, page_stop) of one (0-based)."""
 
@@ -34,6 +42,7 @@ class WorkItem:
     doc_id: str = ""  # the PDF's id; parts of one PDF share it
     part: int = 0
     parts: int = 1
+    batch: int = 0  # the batch of its task's share it is claimed with
 
     @property
     def is_part(self) -> bool:
@@ -64,6 +73,13 @@ class TaskPlan:
     def pages(self) -> int:
         return sum(item.pages for item in self.items)
 
+    def batches(self) -> list[list[WorkItem]]:
+        """The share's items grouped by batch, in claim order."""
+        grouped: dict[int, list[WorkItem]] = {}
+        for item in self.items:
+            grouped.setdefault(item.batch, []).append(item)
+        return [grouped[key] for key in sorted(grouped)]
+
 
 @dataclass
 class Plan:
@@ -72,6 +88,9 @@ class Plan:
     @property
     def items(self) -> list[WorkItem]:
         return [item for task in self.tasks for item in task.items]
+
+    def share(self, index: int) -> TaskPlan:
+        return self.tasks[index]
 
     @property
     def total_pages(self) -> int:
@@ -141,7 +160,7 @@ def split_items(items: list[WorkItem], max_pages: int) -> list[WorkItem]:
         size = math.ceil(item.pages / n)
         starts = list(range(item.page_start, item.page_stop, size))
         for k, start in enumerate(starts):
-            out.append(WorkItem(item_id=f"{doc_id}.p{k:03d}", pdf=item.pdf, page_start=start,
+            out.append(WorkItem(item_id=part_id(doc_id, k), pdf=item.pdf, page_start=start,
                                 page_stop=min(start + size, item.page_stop), doc_id=doc_id,
                                 part=k, parts=len(starts)))
     return out
@@ -162,8 +181,25 @@ def make_plan(items: list[WorkItem], max_tasks: int, split_pages: int | None = N
         tasks[index].items.append(item)
         heapq.heappush(heap, (load + item.cost, index))
     for task in tasks:
-        task.items.sort(key=lambda it: it.item_id)
+        task.items = assign_batches(sorted(task.items, key=lambda it: it.item_id))
     return Plan(tasks=tasks)
+
+
+def assign_batches(items: list[WorkItem], batch_pages: int = BATCH_PAGES, batch_items: int = BATCH_ITEMS,
+                   min_batches: int = MIN_BATCHES) -> list[WorkItem]:
+    """The same items, each with its batch number: consecutive items up to `batch_pages` pages and
+    `batch_items` items (one item at least), smaller when the share would otherwise have fewer than
+    `min_batches` batches."""
+    total = sum(item.cost for item in items)
+    limit = max(1, min(batch_pages, math.ceil(total / min_batches)))
+    out: list[WorkItem] = []
+    batch = pages = count = 0
+    for item in items:
+        if count and (pages + item.cost > limit or count >= batch_items):
+            batch, pages, count = batch + 1, 0, 0
+        out.append(replace(item, batch=batch))
+        pages, count = pages + item.cost, count + 1
+    return out
 
 
 def static_chunks(items: list[WorkItem], chunks: int) -> Plan:
@@ -172,18 +208,8 @@ def static_chunks(items: list[WorkItem], chunks: int) -> Plan:
     Kept for benchmarks, as the baseline hpcmarker is measured against.
     """
     size = -(-len(items) // chunks)
-    tasks = [TaskPlan(index=i, items=items[i * size : (i + 1) * size]) for i in range(chunks)]
+    tasks = [TaskPlan(index=i, items=assign_batches(items[i * size : (i + 1) * size])) for i in range(chunks)]
     return Plan(tasks=[t for t in tasks if t.items])
-
-
-def claim_order(plan: Plan, task_index: int, steal: bool = True) -> list[WorkItem]:
-    """The order in which a task tries items: its own share first, then (stealing) other
-    tasks' items, the most loaded task first, each from its tail (its owner works from the head)."""
-    own = list(plan.tasks[task_index].items)
-    if not steal:
-        return own
-    others = sorted((t for t in plan.tasks if t.index != task_index), key=lambda t: (-t.pages, t.index))
-    return own + [item for task in others for item in reversed(task.items)]
 
 
 def items_by_document(plan: Plan) -> dict[str, list[WorkItem]]:
@@ -194,3 +220,14 @@ def items_by_document(plan: Plan) -> dict[str, list[WorkItem]]:
     for items in docs.values():
         items.sort(key=lambda it: it.page_start)
     return docs
+
+
+def part_ids(item: WorkItem) -> list[str]:
+    """The item ids of every part of `item`'s document, in page order (just its own when not split)."""
+    if not item.is_part:
+        return [item.item_id]
+    return [part_id(item.doc_id, k) for k in range(item.parts)]
+
+
+def part_id(doc_id: str, part: int) -> str:
+    return f"{doc_id}.p{part:03d}"

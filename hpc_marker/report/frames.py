@@ -40,10 +40,14 @@ def page_labels(start: pd.Series, stop: pd.Series) -> pd.Series:
     return label.where(stop > start, "-")
 
 
-def records_frame(records: Sequence[ManifestRecord]) -> pd.DataFrame:
+def records_frame(records: Sequence[ManifestRecord] | pd.DataFrame) -> pd.DataFrame:
     """One row per manifest record (every attempt), with `state`: ok, degraded (ok, but the LLM
-    refinement was partial) or failed (every other status)."""
-    frame = pd.DataFrame.from_records([vars(r) for r in records], columns=FIELDS)
+    refinement was partial) or failed (every other status). Takes the records, or the frame of them
+    that runstate.manifest.read_manifest_frame reads."""
+    if isinstance(records, pd.DataFrame):
+        frame = records.reindex(columns=FIELDS).copy()
+    else:
+        frame = pd.DataFrame.from_records([vars(r) for r in records], columns=FIELDS)
     degraded = frame["degraded"].map(lambda v: isinstance(v, str) and bool(v)).astype(bool)
     frame["state"] = np.where(frame["status"] != "ok", "failed", np.where(degraded, "degraded", "ok"))
     return frame
@@ -124,13 +128,14 @@ def places_frame(items: pd.DataFrame, tasks: Sequence[int]) -> pd.DataFrame:
         .sort_values(["task", "host", "gpu"], kind="stable", na_position="last", ignore_index=True)
 
 
-def failures_frame(plan: Plan, items: pd.DataFrame, missing: Sequence[str] | None = None) -> pd.DataFrame:
+def failures_frame(plan: Plan | pd.DataFrame, items: pd.DataFrame, missing: Sequence[str] | None = None) -> pd.DataFrame:
     """Every planned item whose latest attempt failed, with its attempts, and the items with no
-    record at all (`missing`, by default those of the plan with none), sorted by PDF."""
-    planned = {item.item_id: item for item in plan.items}
+    record at all (`missing`, by default those of the plan with none), sorted by PDF. `plan` is the
+    plan, or the frame of its items (item_id, pdf, page_start, page_stop)."""
+    planned = planned_frame(plan)
     latest = latest_frame(items)
     failed = latest[latest["status"] != "ok"]
-    failed = failed[failed["item_id"].isin(planned)]
+    failed = failed[failed["item_id"].isin(planned.index)]
     attempts = items.loc[items["item_id"].isin(failed["item_id"]), "item_id"].value_counts()
     rows = pd.DataFrame({"pdf": failed["pdf"], "pages": page_labels(failed["page_start"], failed["page_stop"]),
                          "status": failed["status"],
@@ -138,15 +143,25 @@ def failures_frame(plan: Plan, items: pd.DataFrame, missing: Sequence[str] | Non
                          "task": failed["task"], "host": failed["host"],
                          "attempts": failed["item_id"].map(attempts).fillna(0).astype(int)}, columns=FAILURE_COLUMNS)
     if missing is None:
-        ids = pd.Series(list(planned), dtype=object)
-        missing = ids[~ids.isin(latest["item_id"])].tolist()
-    lost = pd.DataFrame([{"pdf": planned[i].pdf, "pages": planned[i].page_label(), "status": "missing",
-                          "error": "no record: the item never finished", "task": "-", "host": "-", "attempts": 0}
-                         for i in missing if i in planned], columns=FAILURE_COLUMNS)
+        missing = planned.index[~planned.index.isin(latest["item_id"])].tolist()
+    gone = planned.loc[planned.index.intersection(list(missing))]
+    lost = pd.DataFrame({"pdf": gone["pdf"], "pages": page_labels(gone["page_start"], gone["page_stop"]),
+                         "status": "missing", "error": "no record: the item never finished", "task": "-",
+                         "host": "-", "attempts": 0}, columns=FAILURE_COLUMNS).reset_index(drop=True)
     frames = [frame for frame in (rows, lost) if len(frame)]
     if not frames:
         return pd.DataFrame(columns=FAILURE_COLUMNS)
     return pd.concat(frames, ignore_index=True).sort_values(["pdf", "pages"], kind="stable", ignore_index=True)
+
+
+def planned_frame(plan: Plan | pd.DataFrame) -> pd.DataFrame:
+    """The planned items (pdf, page_start, page_stop) indexed by item_id."""
+    if isinstance(plan, pd.DataFrame):
+        frame = plan
+    else:
+        frame = pd.DataFrame([(i.item_id, i.pdf, i.page_start, i.page_stop) for i in plan.items],
+                             columns=["item_id", "pdf", "page_start", "page_stop"])
+    return frame.set_index("item_id")[["pdf", "page_start", "page_stop"]]
 
 
 def slowest_frame(items: pd.DataFrame, top: int = 10) -> pd.DataFrame:

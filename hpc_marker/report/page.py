@@ -21,13 +21,14 @@ from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
 from hpc_marker.llm.metrics import service_summary
-from hpc_marker.planning.plan import Plan
+from hpc_marker.planning.store import ShareSummary, load_items_table, load_summary
 from hpc_marker.report import figures, frames
 from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.runstate.finish import merged_documents
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.manifest import ManifestRead, latest_by_item, read_manifests
+from hpc_marker.runstate.manifest import read_manifest_frame
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.summary import document_counts, summarize_records
+from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, summarize
 from hpc_marker.util.files import atomic_write
 
 REPORT_NAME = "report.html"
@@ -48,12 +49,14 @@ class Limits:
 
 @dataclass(frozen=True)
 class RunView:
-    """What the report reads from a run folder."""
+    """What the report reads from a run folder (or the collector hands it, already read)."""
 
     paths: RunPaths
     record: RunRecord
-    plan: Plan
-    manifests: ManifestRead
+    items: pd.DataFrame  # the planned items (runstate.summary.ITEM_COLUMNS)
+    shares: list[ShareSummary]
+    records: pd.DataFrame  # every manifest record (runstate.manifest.read_manifest_frame)
+    torn: list[str]  # unreadable manifest lines
     summary: dict  # summary.json, {} before the collector ran
     llm: dict | None  # summary.json's "llm", or straight from the front's metrics before collection
 
@@ -95,7 +98,9 @@ def load_run(paths: RunPaths) -> RunView:
     llm = summary.get("llm")
     if llm is None and record.llm:  # not collected yet: straight from the fronts' metrics
         llm = service_summary(paths.root, record.llm.get("replicas", 1))
-    return RunView(paths, record, Plan.load(paths.plan), read_manifests(paths.manifests), summary, llm)
+    records, torn = read_manifest_frame(paths.manifests)
+    items = load_items_table(paths.plan, columns=ITEM_COLUMNS).to_pandas()
+    return RunView(paths, record, items, load_summary(paths.plan), records, torn, summary, llm)
 
 
 def run_totals(view: RunView) -> dict:
@@ -103,10 +108,9 @@ def run_totals(view: RunView) -> dict:
     collector recovered), else added up from the manifests so far."""
     if view.summary:
         return view.summary
-    records = view.manifests.records
-    totals = summarize_records(view.plan, records, view.manifests.torn_lines)
-    board = ClaimBoard(view.paths.claims, owner="report", lease_s=view.record.lease_seconds)
-    return {**totals, **document_counts(view.plan, latest_by_item(records), board)}
+    totals = summarize(view.items, view.shares, view.records, view.torn)
+    board = ClaimBoard(view.paths.root, owner="report", lease_s=view.record.lease_seconds)
+    return {**totals, **document_counts(view.items, view.records, merged_documents(board, view.items))}
 
 
 def _duration(seconds: float | None) -> str:
@@ -149,7 +153,7 @@ def timeline_sections(view: RunView, items: pd.DataFrame, totals: dict, limits: 
     """Tasks over time (a bar per record, or per task and bucket past `limits.detail_records`) and pages/s."""
     if items.empty:
         return [Section("timeline", "Tasks over time", none="No item finished yet.")]
-    tasks = [task.index for task in view.plan.tasks]
+    tasks = [share.index for share in view.shares]
     places = frames.places_frame(items, tasks)
     if len(items) <= limits.detail_records:
         note = "One row per task (host, GPU); a bar per work item attempt from start to finish. Gaps are idle time."
@@ -173,7 +177,7 @@ def table_sections(view: RunView, items: pd.DataFrame, limits: Limits) -> list[S
     """Failures (the first `limits.table_rows`), the slowest PDFs, and the LLM service if there was one."""
     where = (f"{attempts_file(view)} has every attempt, summary.json every missing item" if view.summary
              else f"{attempts_file(view)} have every attempt")
-    failures = frames.failures_frame(view.plan, items, view.summary.get("missing"))
+    failures = frames.failures_frame(view.items, items, view.summary.get("missing"))
     sections = [
         Section("failures", f"Failures ({len(failures):,})", tables=[("", Table.of(
             failures, "failures-table", "No failures.", limits.table_rows, where))]),
@@ -204,20 +208,20 @@ def _environment() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def build_report(paths: RunPaths, limits: Limits = Limits()) -> str:
-    """The report page for a run folder, as one HTML string."""
-    view = load_run(paths)
+def build_report(paths: RunPaths, limits: Limits = Limits(), view: RunView | None = None) -> str:
+    """The report page for a run folder (read from it, unless the caller has `view`), as one HTML string."""
+    view = view or load_run(paths)
     totals = run_totals(view)
-    items = frames.records_frame(view.manifests.records)
+    items = frames.records_frame(view.records)
     sections = [*timeline_sections(view, items, totals, limits), *table_sections(view, items, limits)]
     return _environment().get_template(TEMPLATE).render(
-        head=header(view, totals), torn=view.manifests.torn_lines, sections=sections,
+        head=header(view, totals), torn=view.torn, sections=sections,
         plotly_js=Markup(get_plotlyjs()), generated=time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
-def write_report(run_dir: Path, limits: Limits = Limits()) -> Path:
+def write_report(run_dir: Path, limits: Limits = Limits(), view: RunView | None = None) -> Path:
     """Write RUN/report.html (atomically: a failed write leaves no partial file) and return its path."""
     paths = RunPaths(Path(run_dir))
     target = paths.root / REPORT_NAME
-    atomic_write(target, build_report(paths, limits))
+    atomic_write(target, build_report(paths, limits, view))
     return target

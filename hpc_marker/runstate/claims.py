@@ -1,158 +1,251 @@
-"""Claims: which task converts which work item, safe on shared parallel filesystems.
+"""Claims: which task works on what, and which items are finished, exactly once, on shared filesystems.
 
-Per item a folder `RUN/claims/<item_id>/` holds generation-numbered claim files `gen-<n>`
-and, once the item is over, a `done` marker. Every step is one atomic, exclusive filesystem
-operation that NFS, Lustre and GPFS honour across nodes: a file is written under a unique
-name and hard-linked to its final name (`link` fails if the name exists). No flock, no SQLite.
+Every claim and every commit is one exclusive create (`open` with O_CREAT|O_EXCL), which POSIX
+filesystems, Lustre, GPFS and NFS v3 and later perform atomically across nodes, or one rename or
+utime. No flock, no SQLite.
 
-- Claiming: link `gen-<n+1>` where `gen-<n>` is absent or its lease (mtime) has expired.
-  Only one claimant can create a given generation; the newest generation owns the item.
-- Heartbeat: the owner refreshes the mtime of the claims it holds; a killed task stops doing
-  so and its items are claimed again once `lease_s` has passed.
-- Commit: the owner links `done` (holding the item's final manifest record) only while it
-  still holds the newest generation; `done` exists at most once, so an item is finished once.
+- Leases (`claims/<group>/<name>`): a task holds a batch of its share (group: the share's task
+  index) or the merge of a split PDF (group: `merge`) by creating the file; it holds it while the
+  file's mtime is fresh, and renews it (its heartbeat). A killed holder stops renewing and the
+  lease can be taken over once `lease_s` has passed: the taker renames the expired file to
+  `<name>.old` (only one taker's rename succeeds) and creates its own. A holder knows it lost a
+  lease when the name no longer points at its own file (inode), and stops working on that batch.
+  The lease file stays when the batch is over, and its mtime says how: set far in the future
+  (FINISHED) when every item is done, set to 0 (expired at once) when the holder gave it back.
+  So a batch that was never claimed is the only one whose create succeeds: its holder knows that
+  no item of it can be done yet; every other holder checks each item's done marker.
+- Done markers (`done/<shard>/<item_id>`): the commit point of one item, holding its final
+  manifest record. It exists at most once, so an item is finished once, whoever holds its batch:
+  a slow holder whose lease was taken over loses the race at the create and discards its output.
+  The record is written and flushed before anything else happens to the item, so a marker that
+  cannot be read is a commit cut short by a crash (the collector opens the item again). Shards
+  hold at most a thousand documents each, so no folder grows with the size of a run.
+
+Per item a commit is one create; per batch a claim is one create (two operations for a batch
+someone else holds or finished), a finish one utime: the same whatever the number of tasks.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-DONE = "done"
+OLD_SUFFIX = ".old"  # where a taken-over lease goes
+FINISHED = 4102444800.0  # the mtime of a finished batch's lease: 2100-01-01
+BATCH_PREFIX = "b"
+SHARD_DOCUMENTS = 1000
 
 
 @dataclass(frozen=True)
-class Claim:
-    item_id: str
-    generation: int
+class Lease:
+    group: str
+    name: str
     path: Path
+    inode: int
 
 
-def _link_exclusive(folder: Path, name: str, content: str) -> bool:
-    """Create folder/name with `content` atomically; False if it already exists."""
-    tmp = folder / f".tmp-{secrets.token_hex(6)}"
-    tmp.write_text(content)
+@dataclass(frozen=True)
+class Claimed:
+    lease: Lease
+    fresh: bool  # never claimed before: no item of it can be done yet
+
+
+def create_exclusive(path: Path, content: str) -> int | None:
+    """Create `path` holding `content` (written and flushed) if it does not exist; its inode, or None
+    when it existed. The folder is created when missing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        os.link(tmp, folder / name)
-        return True
+        fd = os.open(path, flags, 0o600)
     except FileExistsError:
-        return False
+        return None
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            return None
+    try:
+        os.write(fd, content.encode("utf-8"))
+        os.fsync(fd)
+        return os.fstat(fd).st_ino
     finally:
-        tmp.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def batch_name(index: int) -> str:
+    """The lease name of a share's batch (its group is the share's task index)."""
+    return f"{BATCH_PREFIX}{index:05d}"
+
+
+def shard_of(item_id: str) -> str:
+    """The done-marker folder of an item: its document's number // 1000 ('000123.p004' -> '0000')."""
+    doc = item_id.split(".", 1)[0]
+    number = int(doc) if doc.isdigit() else zlib.crc32(doc.encode())
+    return f"{number // SHARD_DOCUMENTS % 10000:04d}" if doc.isdigit() else f"h{number % 1024:04d}"
 
 
 class ClaimBoard:
-    def __init__(self, folder: Path, owner: str, lease_s: float) -> None:
-        self.folder = Path(folder)
+    def __init__(self, root: Path, owner: str, lease_s: float) -> None:
+        """`root` is the run folder (claims/ and done/ live in it)."""
+        self.root = Path(root)
         self.owner = owner
         self.lease_s = lease_s
-        self._held: dict[str, Claim] = {}
+        self._held: dict[tuple[str, str], Lease] = {}
+        self._lost: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.on_beat = None  # called on every heartbeat after the leases are renewed (the task's progress)
 
-    def _item_dir(self, item_id: str) -> Path:
-        return self.folder / item_id
+    # ---- items ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _generations(folder: Path) -> list[int]:
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            return []
-        return sorted(int(n[4:]) for n in names if n.startswith("gen-") and n[4:].isdigit())
+    def done_path(self, item_id: str) -> Path:
+        return self.root / "done" / shard_of(item_id) / item_id
+
+    def is_done(self, item_id: str) -> bool:
+        return self.done_path(item_id).exists()
 
     def done_record(self, item_id: str) -> dict | None:
         """The final record of a finished item, or None."""
         try:
-            return json.loads((self._item_dir(item_id) / DONE).read_text())
+            return json.loads(self.done_path(item_id).read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (json.JSONDecodeError, OSError):
             return {"status": "unknown"}
 
-    def is_done(self, item_id: str) -> bool:
-        return (self._item_dir(item_id) / DONE).exists()
+    def commit(self, item_id: str, record: dict) -> bool:
+        """Mark the item finished with `record`; False if it already was (by anyone)."""
+        return create_exclusive(self.done_path(item_id), json.dumps(record, ensure_ascii=False)) is not None
 
-    def lease_alive(self, item_id: str, now: float | None = None) -> bool:
-        """Someone holds a claim whose lease has not expired."""
-        folder = self._item_dir(item_id)
-        gens = self._generations(folder)
-        if not gens:
-            return False
+    def reopen(self, item_id: str, attempt: int) -> bool:
+        """Make a finished item claimable again (retry); its record is kept as `<item>.r<attempt>`."""
+        path = self.done_path(item_id)
         try:
-            mtime = (folder / f"gen-{gens[-1]}").stat().st_mtime
+            os.replace(path, path.with_name(f"{item_id}.r{attempt}"))
+            return True
         except FileNotFoundError:
             return False
-        return (now if now is not None else time.time()) - mtime < self.lease_s
 
-    def try_claim(self, item_id: str) -> Claim | None:
-        if self.is_done(item_id) or self.lease_alive(item_id):
-            return None
-        folder = self._item_dir(item_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        gens = self._generations(folder)
-        generation = (gens[-1] + 1) if gens else 1
-        info = json.dumps({"owner": self.owner, "time": time.time()})
-        if not _link_exclusive(folder, f"gen-{generation}", info):
-            return None
-        claim = Claim(item_id, generation, folder / f"gen-{generation}")
-        if self.is_done(item_id):  # finished by its previous owner meanwhile
-            claim.path.unlink(missing_ok=True)
-            return None
-        with self._lock:
-            self._held[item_id] = claim
-        return claim
+    # ---- leases --------------------------------------------------------------------------
 
-    def still_owner(self, claim: Claim) -> bool:
-        gens = self._generations(self._item_dir(claim.item_id))
-        return bool(gens) and gens[-1] == claim.generation and not self.is_done(claim.item_id)
+    def lease_path(self, group: str, name: str) -> Path:
+        return self.root / "claims" / group / name
 
-    def commit(self, claim: Claim, record: dict) -> bool:
-        """Mark the item finished with `record`; False if this claim no longer owns it."""
-        if not self.still_owner(claim):
-            self._forget(claim)
+    def names(self, group: str) -> set[str]:
+        """The leases of a group that exist (held, finished, or given back): one listing."""
+        try:
+            return set(os.listdir(self.root / "claims" / group))
+        except FileNotFoundError:
+            return set()
+
+    def finished(self, group: str, name: str) -> bool:
+        try:
+            return self.lease_path(group, name).stat().st_mtime >= FINISHED
+        except FileNotFoundError:
             return False
-        ok = _link_exclusive(self._item_dir(claim.item_id), DONE, json.dumps(record, ensure_ascii=False))
-        self._forget(claim)
-        if ok:
-            claim.path.unlink(missing_ok=True)  # a finished item's claims mean nothing any more
-        return ok
 
-    def release(self, claim: Claim) -> None:
-        """Give the item back at once (no lease to wait for)."""
-        if self.still_owner(claim):
-            claim.path.unlink(missing_ok=True)
-        self._forget(claim)
+    def reopen_finished(self, group: str, name: str) -> None:
+        """A finished batch is open again (retry reopened one of its items): its next holder checks each item."""
+        try:
+            os.utime(self.lease_path(group, name), (0, 0))
+        except FileNotFoundError:
+            pass
+
+    def claim(self, group: str, name: str) -> Claimed | None:
+        """Hold `name` (a batch, a merge): a new lease, or one whose holder let it expire or gave it
+        back. None when it is finished or held by someone whose lease is alive."""
+        path = self.lease_path(group, name)
+        content = json.dumps({"owner": self.owner, "time": time.time()})
+        inode = create_exclusive(path, content)
+        fresh = inode is not None
+        if inode is None:
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                mtime = 0.0  # renamed away by a taker just now: try once more
+            if mtime >= FINISHED or time.time() - mtime < self.lease_s:
+                return None
+            try:  # expired or given back: only one taker's rename succeeds
+                os.replace(path, path.with_name(name + OLD_SUFFIX))
+            except FileNotFoundError:
+                pass
+            inode = create_exclusive(path, content)
+            if inode is None:
+                return None
+        lease = Lease(group, name, path, inode)
+        with self._lock:
+            self._held[(group, name)] = lease
+            self._lost.discard((group, name))
+        return Claimed(lease, fresh)
+
+    def holds(self, lease: Lease) -> bool:
+        """The name still points at this holder's file (nobody took it over)."""
+        try:
+            return self.lease_path(lease.group, lease.name).stat().st_ino == lease.inode
+        except FileNotFoundError:
+            return False
+
+    def lost(self, lease: Lease) -> bool:
+        """The heartbeat found the lease taken over since it was claimed."""
+        with self._lock:
+            return (lease.group, lease.name) in self._lost
+
+    def finish(self, lease: Lease) -> None:
+        """Mark the leased batch finished (every item of it is done) and let the lease go."""
+        self._let_go(lease, FINISHED, only_if_held=False)  # if taken over meanwhile, its taker finds every item done
+
+    def release(self, lease: Lease) -> None:
+        """Give the lease back at once (no waiting for it to expire): the next holder checks each item."""
+        self._let_go(lease, 0.0, only_if_held=True)
+
+    def _let_go(self, lease: Lease, mtime: float, only_if_held: bool) -> None:
+        with self._lock:  # not while the heartbeat renews it
+            self._held.pop((lease.group, lease.name), None)
+            if only_if_held and not self.holds(lease):
+                return
+            try:
+                os.utime(lease.path, (mtime, mtime))
+            except FileNotFoundError:
+                pass
 
     def release_all(self) -> None:
-        with self._lock:
-            claims = list(self._held.values())
-        for claim in claims:
-            self.release(claim)
+        for lease in self.held():
+            self.release(lease)
 
-    def _forget(self, claim: Claim) -> None:
+    def held(self) -> list[Lease]:
         with self._lock:
-            self._held.pop(claim.item_id, None)
+            return list(self._held.values())
 
     def renew(self) -> None:
-        with self._lock:
-            claims = list(self._held.values())
-        for claim in claims:
-            try:
-                os.utime(claim.path, None)
-            except FileNotFoundError:
-                self._forget(claim)
+        """Refresh every held lease; forget (and remember as lost) those someone took over."""
+        for lease in self.held():
+            key = (lease.group, lease.name)
+            with self._lock:
+                if key not in self._held:
+                    continue  # finished or given back meanwhile
+                if self.holds(lease):
+                    try:
+                        os.utime(lease.path, None)
+                        continue
+                    except FileNotFoundError:
+                        pass
+                self._held.pop(key, None)
+                self._lost.add(key)
 
-    def start_heartbeat(self) -> None:
+    def start_heartbeat(self, interval_s: float | None = None) -> None:
+        every = interval_s or self.lease_s / 4
+
         def beat() -> None:
-            while not self._stop.wait(self.lease_s / 4):
+            while not self._stop.wait(every):
                 self.renew()
+                if self.on_beat is not None:
+                    self.on_beat()
 
         self._thread = threading.Thread(target=beat, name="claim-heartbeat", daemon=True)
         self._thread.start()
@@ -160,20 +253,4 @@ class ClaimBoard:
     def stop_heartbeat(self) -> None:
         self._stop.set()
         if self._thread:
-            self._thread.join(timeout=5)
-
-    def reopen(self, item_id: str) -> int:
-        """Make a finished item claimable again (retry); returns how many times it was reopened."""
-        folder = self._item_dir(item_id)
-        reopened = sum(1 for n in os.listdir(folder) if n.startswith("done.")) if folder.exists() else 0
-        if self.is_done(item_id):
-            for generation in self._generations(folder):
-                (folder / f"gen-{generation}").unlink(missing_ok=True)
-            os.replace(folder / DONE, folder / f"done.{reopened + 1}")
-            reopened += 1
-        return reopened
-
-    def attempts(self, item_id: str) -> int:
-        """How many times the item was finished before (retries)."""
-        folder = self._item_dir(item_id)
-        return sum(1 for n in os.listdir(folder) if n.startswith("done.")) if folder.exists() else 0
+            self._thread.join(timeout=10)

@@ -25,33 +25,47 @@ def final_dir(paths: RunPaths, record: RunRecord, item: WorkItem) -> Path:
 
 def place_committed(staging: Path, final: Path) -> bool:
     """Rename a committed staging folder into place (no-op once done)."""
-    if staging.exists():
+    try:
         commit_staged(staging, final)
         return True
-    return False
+    except FileNotFoundError:
+        return False
 
 
 def merge_id(doc_id: str) -> str:
     return f"{doc_id}.merge"
 
 
-def merge_if_complete(paths: RunPaths, record: RunRecord, parts: list[WorkItem], board: ClaimBoard) -> Path | None:
-    """When every part of a split PDF is done and ok, merge them into the document (once)."""
-    doc_id, relpath = parts[0].doc_id, parts[0].pdf
-    if board.is_done(merge_id(doc_id)):
+def merge_if_complete(paths: RunPaths, record: RunRecord, item: WorkItem, ids: list[str],
+                      board: ClaimBoard) -> Path | None:
+    """When every part (`ids`, in page order) of `item`'s split PDF is done and ok, merge them into the
+    document (once: under the document's merge lease, committed by its own done marker)."""
+    doc_id, relpath = item.doc_id, item.pdf
+    if board.is_done(merge_id(doc_id)) or not all(board.is_done(i) for i in ids):
         return None
-    records = [board.done_record(p.item_id) for p in parts]
+    records = [board.done_record(i) for i in ids]
     if not all(r and r.get("status") == "ok" for r in records):
         return None
-    claim = board.try_claim(merge_id(doc_id))
-    if claim is None:
+    claimed = board.claim("merge", doc_id)
+    if claimed is None:
         return None
-    for part, rec in zip(parts, records):  # a part committed by a task killed before its rename
-        if rec.get("staging"):
-            place_committed(Path(rec["staging"]), final_dir(paths, record, part))
-    stem = document_stem(relpath)
-    doc = merge_parts([final_dir(paths, record, p) for p in parts], stem)
-    md = write_document(Path(record.out_dir), relpath, doc, staging_root=paths.staging)
-    if board.commit(claim, {"status": "ok", "output": str(md)}):
-        shutil.rmtree(paths.parts / doc_id, ignore_errors=True)
-    return md
+    try:
+        if board.is_done(merge_id(doc_id)):  # merged by the lease's previous holder
+            return None
+        for part, rec in zip(ids, records):  # a part committed by a task killed before its rename
+            if rec.get("staging"):
+                place_committed(Path(rec["staging"]), paths.parts / doc_id / part)
+        stem = document_stem(relpath)
+        doc = merge_parts([paths.parts / doc_id / part for part in ids], stem)
+        md = write_document(Path(record.out_dir), relpath, doc, staging_root=paths.staging)
+        if board.commit(merge_id(doc_id), {"status": "ok", "output": str(md)}):
+            shutil.rmtree(paths.parts / doc_id, ignore_errors=True)
+        return md
+    finally:
+        board.release(claimed.lease)
+
+
+def merged_documents(board: ClaimBoard, items) -> set[str]:
+    """The split documents (of a frame of items with doc_id and parts) whose parts are merged already."""
+    split = items.loc[items["parts"] > 1, "doc_id"].unique()
+    return {doc_id for doc_id in split if board.is_done(merge_id(doc_id))}

@@ -12,6 +12,10 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pajson
+
 STATUSES = ("ok", "failed", "timeout", "encrypted")
 FAILURE_STATUSES = STATUSES[1:]  # every status but ok: counted as failed, listed with its reason
 
@@ -44,14 +48,30 @@ class ManifestRecord:
 _FIELDS = {f.name for f in fields(ManifestRecord)}
 
 
+class ManifestWriter:
+    """A task's manifest, open for the task's whole life: one whole-line write and an fsync per record
+    (no open or close per item: those are metadata operations on a shared filesystem)."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def append(self, record: ManifestRecord) -> None:
+        os.write(self._fd, record.to_line().encode("utf-8"))
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 def append_record(path: Path, record: ManifestRecord) -> None:
-    data = record.to_line().encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    """Append one record to the manifest at `path` (opened and closed for it)."""
+    writer = ManifestWriter(path)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        writer.append(record)
     finally:
-        os.close(fd)
+        writer.close()
 
 
 @dataclass
@@ -86,6 +106,33 @@ def read_manifests(folder: Path) -> ManifestRead:
         records.extend(part.records)
         torn.extend(part.torn_lines)
     return ManifestRead(records, torn)
+
+
+COLUMNS = [f.name for f in fields(ManifestRecord)]
+
+
+def read_manifest_frame(folder: Path) -> tuple[pd.DataFrame, list[str]]:
+    """All task manifests of a run's manifests/ folder as one frame (columns COLUMNS), and their torn
+    lines. Arrow's JSON reader parses each file; a file with a torn line is read line by line instead."""
+    frames, torn = [], []
+    for path in sorted(Path(folder).glob("task-*.jsonl")):
+        try:
+            table = pajson.read_json(path)
+            frame = table.to_pandas()
+        except pa.ArrowInvalid:  # a torn line (a task killed mid-write): the slow, forgiving way
+            part = read_manifest(path)
+            torn.extend(part.torn_lines)
+            frame = pd.DataFrame([asdict(r) for r in part.records], columns=COLUMNS)
+        frames.append(frame.reindex(columns=COLUMNS))
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS), torn
+    frame = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    return frame, torn
+
+
+def latest_frame(records: pd.DataFrame) -> pd.DataFrame:
+    """The last record of each item (a retried item's newest attempt wins). Pure."""
+    return records.sort_values("finished", kind="stable").drop_duplicates("item_id", keep="last")
 
 
 def latest_by_item(records: list[ManifestRecord]) -> dict[str, ManifestRecord]:

@@ -10,6 +10,7 @@ become one document only when all of them are there (`merge_parts`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -49,15 +50,18 @@ def stage_document(staging_root: Path, name: str, stem: str, doc: ConvertedDocum
 
 
 def commit_staged(staging: Path, final: Path) -> None:
-    """Rename a staged folder into its final place, replacing an older version."""
+    """Rename a staged folder into its final place, replacing an older version. FileNotFoundError
+    when `staging` is gone (placed already), with nothing changed."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
+    try:
+        os.rename(staging, final)  # no older version (or an empty folder): one rename
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(final, old)
         os.replace(staging, final)
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, final)
 
 
 def write_document(out_root: Path, relpath: str, doc: ConvertedDocument, staging_root: Path | None = None) -> Path:

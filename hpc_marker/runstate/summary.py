@@ -1,59 +1,105 @@
 """Summary: what a run's manifest records add up to (summary.json, status, the report). Pure.
 
-`summarize_records` counts items, statuses, pages and rates over the plan and the records;
+Everything here works on frames (one row per planned item, one row per manifest record), so a
+run of 10^6 items is summarized in seconds: `summarize` counts items, statuses, pages and rates;
 `document_counts` counts documents (a split PDF is one document once its parts are merged).
 """
 
 from __future__ import annotations
 
-from hpc_marker.planning.plan import Plan, items_by_document
-from hpc_marker.runstate.claims import ClaimBoard
-from hpc_marker.runstate.finish import merge_id
-from hpc_marker.runstate.manifest import STATUSES, ManifestRecord, latest_by_item
+import numpy as np
+import pandas as pd
+
+from hpc_marker.planning.plan import Plan
+from hpc_marker.planning.store import ShareSummary
+from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, latest_frame
+
+ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts"]
 
 
-def document_counts(plan: Plan, latest: dict[str, ManifestRecord], board: ClaimBoard) -> dict:
-    docs = items_by_document(plan)
-    ok = failed = 0
-    for doc_id, items in docs.items():
-        statuses = [latest[i.item_id].status if i.item_id in latest else None for i in items]
-        if any(s not in (None, "ok") for s in statuses):
-            failed += 1
-        elif all(s == "ok" for s in statuses) and (not items[0].is_part or board.is_done(merge_id(doc_id))):
-            ok += 1
-    return {"documents": len(docs), "documents_ok": ok, "documents_failed": failed}
+def plan_frames(plan: Plan) -> tuple[pd.DataFrame, list[ShareSummary]]:
+    """A plan in memory as the frames `summarize` takes (small runs, tests)."""
+    rows = [{name: getattr(item, name) for name in ITEM_COLUMNS} for item in plan.items]
+    shares = [ShareSummary(index=t.index, items=len(t.items), pages=t.pages, batch_pages=[], row_group=t.index)
+              for t in plan.tasks]
+    return pd.DataFrame(rows, columns=ITEM_COLUMNS), shares
+
+
+def records_frame(records: list[ManifestRecord]) -> pd.DataFrame:
+    return pd.DataFrame([vars(r) for r in records], columns=COLUMNS)
+
+
+def _pages(start: pd.Series, stop: pd.Series) -> pd.Series:
+    return (start + 1).astype(str) + "-" + stop.astype(str)
+
+
+def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataFrame, torn: list[str]) -> dict:
+    """The summary.json content: totals over the latest record of each planned item, per-task figures
+    over every record."""
+    planned = items["item_id"]
+    latest = latest_frame(records)
+    final = latest[latest["item_id"].isin(planned)]
+    ok, failed = final[final["status"] == "ok"], final[final["status"] != "ok"]
+    wall = float(records["finished"].max() - records["started"].min()) if len(records) else 0.0
+    pages_ok = int(ok["pages"].sum())
+    per_task = records.assign(ok=records["status"] == "ok",
+                              ok_pages=records["pages"].where(records["status"] == "ok", 0)).groupby("task")
+    agg = per_task.agg(ok=("ok", "sum"), n=("ok", "size"), pages_ok=("ok_pages", "sum"), busy=("seconds", "sum"),
+                       first=("started", "min"), last=("finished", "max"),
+                       gpu=("gpu", lambda s: sorted(set(s))), hosts=("host", lambda s: sorted(set(s))))
+    tasks = []
+    for share in shares:
+        row = agg.loc[share.index] if share.index in agg.index else None
+        t_wall = float(row["last"] - row["first"]) if row is not None else 0.0
+        t_pages = int(row["pages_ok"]) if row is not None else 0
+        tasks.append({
+            "task": share.index, "items": share.items, "planned_pages": share.pages,
+            "ok": int(row["ok"]) if row is not None else 0, "failed": int(row["n"] - row["ok"]) if row is not None else 0,
+            "pages_ok": t_pages, "busy_seconds": round(float(row["busy"]), 3) if row is not None else 0.0,
+            "wall_seconds": round(t_wall, 3), "pages_per_second": round(t_pages / t_wall, 3) if t_wall else None,
+            "gpu": list(row["gpu"]) if row is not None else [], "hosts": list(row["hosts"]) if row is not None else [],
+        })
+    failed = failed.sort_values(["pdf", "page_start"], kind="stable")
+    failures = pd.DataFrame({"item_id": failed["item_id"], "pdf": failed["pdf"],
+                             "pages": _pages(failed["page_start"], failed["page_stop"]),
+                             "status": failed["status"], "error": failed["error"]})
+    counts = final["status"].value_counts()
+    share_of = pd.Series(np.repeat([s.index for s in shares], [s.items for s in shares]), index=planned.values)
+    per_share = final.assign(share=final["item_id"].map(share_of), ok=final["status"] == "ok",
+                             bad=final["status"] != "ok", deg=final["degraded"].fillna("").astype(str) != "")
+    grouped = per_share.groupby("share").agg(ok=("ok", "sum"), failed=("bad", "sum"), pages_done=("pages", "sum"),
+                                             degraded=("deg", "sum"))
+    share_rows = [{"share": int(share), "ok": int(row.ok), "failed": int(row.failed),
+                   "pages_done": int(row.pages_done), "degraded": int(row.degraded)}
+                  for share, row in grouped.iterrows()]
+    return {
+        "items": int(len(planned)), "ok": int(len(ok)), "failed": int(len(failed)),
+        "by_status": {status: int(counts.get(status, 0)) for status in STATUSES},
+        "missing": sorted(set(planned) - set(latest["item_id"])), "pages": int(sum(s.pages for s in shares)),
+        "pages_ok": pages_ok, "wall_seconds": round(wall, 3),
+        "pages_per_second": round(pages_ok / wall, 3) if wall else None,
+        "failures": failures.astype(object).where(failures.notna(), None).to_dict("records"),
+        "torn_manifest_lines": torn, "tasks": tasks, "shares": share_rows,
+        "first_started": float(records["started"].min()) if len(records) else None,
+        "last_finished": float(records["finished"].max()) if len(records) else None,
+    }
+
+
+def document_counts(items: pd.DataFrame, records: pd.DataFrame, merged: set[str]) -> dict:
+    """Documents in all, ok (every part ok, and merged when split: `merged` holds those doc ids), failed."""
+    latest = latest_frame(records).set_index("item_id")["status"]
+    status = items["item_id"].map(latest)
+    per_doc = pd.DataFrame({"doc": items["doc_id"].where(items["doc_id"] != "", items["item_id"]),
+                            "ok": status == "ok", "failed": status.notna() & (status != "ok"),
+                            "split": items["parts"] > 1}).groupby("doc").agg(all_ok=("ok", "all"),
+                                                                            any_failed=("failed", "any"),
+                                                                            split=("split", "any"))
+    whole = per_doc["all_ok"] & (~per_doc["split"] | per_doc.index.isin(list(merged)))
+    return {"documents": int(len(per_doc)), "documents_ok": int(whole.sum()),
+            "documents_failed": int(per_doc["any_failed"].sum())}
 
 
 def summarize_records(plan: Plan, records: list[ManifestRecord], torn: list[str]) -> dict:
-    """The summary.json content. Pure."""
-    latest = latest_by_item(records)
-    planned = {item.item_id for item in plan.items}
-    final = [r for r in latest.values() if r.item_id in planned]
-    ok = [r for r in final if r.status == "ok"]
-    failed = [r for r in final if r.status != "ok"]
-    started = min((r.started for r in records), default=None)
-    finished = max((r.finished for r in records), default=None)
-    wall = (finished - started) if started is not None and finished is not None else 0.0
-    pages_ok = sum(r.pages for r in ok)
-    tasks = []
-    for task in plan.tasks:
-        mine = [r for r in records if r.task == task.index]
-        t_wall = (max(r.finished for r in mine) - min(r.started for r in mine)) if mine else 0.0
-        t_pages = sum(r.pages for r in mine if r.status == "ok")
-        tasks.append({
-            "task": task.index, "items": len(task.items), "planned_pages": task.pages,
-            "ok": sum(r.status == "ok" for r in mine), "failed": sum(r.status != "ok" for r in mine),
-            "pages_ok": t_pages, "busy_seconds": round(sum(r.seconds for r in mine), 3),
-            "wall_seconds": round(t_wall, 3), "pages_per_second": round(t_pages / t_wall, 3) if t_wall else None,
-            "gpu": sorted({r.gpu for r in mine}), "hosts": sorted({r.host for r in mine}),
-        })
-    return {
-        "items": len(planned), "ok": len(ok), "failed": len(failed),
-        "by_status": {status: sum(r.status == status for r in final) for status in STATUSES},
-        "missing": sorted(planned - set(latest)), "pages": plan.total_pages, "pages_ok": pages_ok,
-        "wall_seconds": round(wall, 3), "pages_per_second": round(pages_ok / wall, 3) if wall else None,
-        "failures": [{"item_id": r.item_id, "pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}",
-                      "status": r.status, "error": r.error}
-                     for r in sorted(failed, key=lambda r: r.pdf)],
-        "torn_manifest_lines": torn, "tasks": tasks,
-    }
+    """`summarize` for a plan and records in memory (small runs, tests)."""
+    items, shares = plan_frames(plan)
+    return summarize(items, shares, records_frame(records), torn)

@@ -18,6 +18,7 @@ from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
 from hpc_marker.executors.base import Progress
 from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
+from hpc_marker.planning.store import save_plan
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
 from hpc_marker.runstate.index import register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
@@ -114,7 +115,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     scripts = render_scripts(paths, record, python=sys.executable)
     if create:
         paths.create()
-        plan.save(paths.plan)
+        save_plan(plan, paths.plan)
         paths.save_record(record)
         if llm:
             _write_llm_settings(paths, llm)

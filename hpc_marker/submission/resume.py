@@ -12,12 +12,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+import pandas as pd
+
 from hpc_marker.executors import executor_for
 from hpc_marker.manage.collect import MAX_ATTEMPTS, collect_run
-from hpc_marker.planning.plan import Plan
-from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.planning.store import load_items_table, load_summary
+from hpc_marker.runstate.claims import ClaimBoard, batch_name
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.permissions import private_files
+from hpc_marker.runstate.progress import REOPENED, append_reopened, failures_per_item, latest_commits, read_commits
 from hpc_marker.submission.launch import record_jobs, run_jobs
 from hpc_marker.submission.request import LaunchError
 from hpc_marker.submission.scripts import render_scripts
@@ -32,43 +36,70 @@ class ResumeResult:
     jobs: dict[str, list[str]] = field(default_factory=dict)
 
 
-def unfinished_by_task(plan: Plan, board: ClaimBoard) -> dict[int, int]:
-    """Task index -> number of its items without a done marker (only tasks that have some)."""
-    counts = {t.index: sum(not board.is_done(i.item_id) for i in t.items) for t in plan.tasks}
-    return {index: n for index, n in counts.items() if n}
-
-
 NOT_RETRIED = ("ok", "encrypted")  # an encrypted PDF fails the same way until someone removes its password
 
 
-def reopen_failed(plan: Plan, board: ClaimBoard, include_poison: bool = False) -> tuple[int, list[str]]:
-    reopened, poison = 0, []
-    for item in plan.items:
-        done = board.done_record(item.item_id)
-        if not done or done.get("status") in NOT_RETRIED:
-            continue
-        if board.attempts(item.item_id) + 1 >= MAX_ATTEMPTS and not include_poison:
-            poison.append(item.pdf)
-            continue
-        board.reopen(item.item_id)
-        reopened += 1
-    return reopened, poison
+@dataclass(frozen=True)
+class RunItems:
+    """What resume needs of every planned item: its share and batch, and its latest status (None: not finished)."""
+
+    items: pd.DataFrame  # item_id, pdf, pages, share, batch, status, failures
+
+
+def run_items(paths: RunPaths, board: ClaimBoard) -> RunItems:
+    """From the plan and the commit logs; only items without a commit line are looked up one by one
+    (their done marker: a task killed between its commit and its log line)."""
+    shares = load_summary(paths.plan)
+    items = load_items_table(paths.plan, columns=["item_id", "pdf", "page_start", "page_stop", "batch"]).to_pandas()
+    items["share"] = np.repeat([s.index for s in shares], [s.items for s in shares])
+    items["pages"] = items["page_stop"] - items["page_start"]
+    commits = read_commits(paths.progress)
+    latest = latest_commits(commits)["status"]
+    status = items["item_id"].map(latest)
+    for index in items.index[status.isna()]:
+        done = board.done_record(items.at[index, "item_id"])
+        if done is not None:
+            status[index] = done.get("status", "unknown")
+    status = status.where(status != REOPENED)
+    failures = items["item_id"].map(failures_per_item(commits)).fillna(0).astype(int)
+    return RunItems(items.assign(status=status, failures=failures))
+
+
+def unfinished_by_task(run: RunItems) -> dict[int, int]:
+    """Task index -> number of items of its share that are not finished (only tasks that have some)."""
+    counts = run.items.loc[run.items["status"].isna(), "share"].value_counts()
+    return {int(share): int(n) for share, n in counts.sort_index().items()}
+
+
+def reopen_failed(paths: RunPaths, run: RunItems, board: ClaimBoard, include_poison: bool = False) -> tuple[int, list[str]]:
+    """Reopen every failed item (not encrypted ones, not poison ones unless asked), and the batches
+    holding them; returns (how many, the poison PDFs kept as failed)."""
+    items = run.items
+    failed = items[items["status"].notna() & ~items["status"].isin(NOT_RETRIED)]
+    poison = failed[(failed["failures"] >= MAX_ATTEMPTS)] if not include_poison else failed.iloc[:0]
+    chosen = failed.drop(poison.index)
+    for row in chosen.itertuples(index=False):
+        board.reopen(row.item_id, attempt=int(row.failures))
+        board.reopen_finished(str(row.share), batch_name(int(row.batch)))
+    append_reopened(paths.progress, [(r.item_id, int(r.pages), int(r.share)) for r in chosen.itertuples(index=False)])
+    items.loc[chosen.index, "status"] = None
+    return len(chosen), list(poison["pdf"])
 
 
 @private_files
 def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool = False) -> ResumeResult:
     record = paths.load_record()
-    plan = Plan.load(paths.plan)
     executor = executor_for(record.executor)
     active = executor.active(record)
     if active:
         raise LaunchError(f"run {record.run_id} still has jobs running or queued ({', '.join(active)}): "
                           "wait for them or `hpcmarker cancel` first")
-    board = ClaimBoard(paths.claims, owner="resume", lease_s=record.lease_seconds)
+    board = ClaimBoard(paths.root, owner="resume", lease_s=record.lease_seconds)
+    run = run_items(paths, board)
     result = ResumeResult(tasks=[], unfinished=0)
     if retry_failed:
-        result.reopened, result.poison = reopen_failed(plan, board, include_poison)
-    pending = unfinished_by_task(plan, board)
+        result.reopened, result.poison = reopen_failed(paths, run, board, include_poison)
+    pending = unfinished_by_task(run)
     result.tasks, result.unfinished = sorted(pending), sum(pending.values())
     if not pending:
         collect_run(str(paths.root))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 
@@ -13,13 +14,13 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int | None = None, fsyn
     storage before the rename (for files other processes rely on). A failed write (a full disk)
     removes the temporary file, so it keeps no space."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if mode is None else mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)  # the umask applies
     try:
         try:
             if mode is not None:
-                os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
+                os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view):]
@@ -27,10 +28,6 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int | None = None, fsyn
                 os.fsync(fd)
         finally:
             os.close(fd)
-        if mode is None:  # like an ordinary write: the umask decides
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,97 @@
+"""The plan on disk, compact and read in pieces.
+
+  PLAN/items.parquet  every work item, one row group per task: a task reads only its own share,
+                      a thief only its victim's (never the whole plan)
+  PLAN/tasks.json     per task: items, pages, and the pages of each batch (what thieves and
+                      `status` need, without the items)
+
+At 10^6 items the Parquet file is a few tens of MB and one task's share a few hundred KB.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
+from hpc_marker.util.files import atomic_write
+
+ITEMS = "items.parquet"
+TASKS = "tasks.json"
+_FIELDS = [f.name for f in fields(WorkItem)]
+_INTS = {"page_start", "page_stop", "part", "parts", "batch"}
+SCHEMA = pa.schema([(name, pa.int32() if name in _INTS else pa.string()) for name in _FIELDS])
+
+
+@dataclass(frozen=True)
+class ShareSummary:
+    """One task's share without its items."""
+
+    index: int
+    items: int
+    pages: int
+    batch_pages: list[int]  # pages of each batch, in claim order
+    row_group: int  # where its items are in items.parquet
+
+    @property
+    def batches(self) -> int:
+        return len(self.batch_pages)
+
+
+def _table(items: list[WorkItem]) -> pa.Table:
+    columns = {name: [getattr(item, name) for item in items] for name in _FIELDS}
+    return pa.table(columns, schema=SCHEMA)
+
+
+def save_plan(plan: Plan, folder: Path) -> None:
+    """Write the plan into `folder` (created); the items file appears whole or not at all."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{ITEMS}.tmp"
+    summaries = []
+    with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
+        for row_group, task in enumerate(plan.tasks):
+            writer.write_table(_table(task.items), row_group_size=max(1, len(task.items)))
+            summaries.append({"index": task.index, "items": len(task.items), "pages": task.pages,
+                              "batch_pages": [sum(i.pages for i in b) for b in task.batches()],
+                              "row_group": row_group})
+    tmp.replace(folder / ITEMS)
+    atomic_write(folder / TASKS, json.dumps({"total_pages": plan.total_pages, "items": len(plan.items),
+                                             "tasks": summaries}, separators=(",", ":")) + "\n")
+
+
+def load_summary(folder: Path) -> list[ShareSummary]:
+    data = json.loads((Path(folder) / TASKS).read_text())
+    return [ShareSummary(**task) for task in data["tasks"]]
+
+
+def _items(table: pa.Table) -> list[WorkItem]:
+    columns = table.to_pydict()
+    return [WorkItem(**{name: columns[name][row] for name in _FIELDS}) for row in range(table.num_rows)]
+
+
+def load_share(folder: Path, summary: ShareSummary) -> TaskPlan:
+    """One task's items (one row group of items.parquet)."""
+    table = pq.ParquetFile(Path(folder) / ITEMS).read_row_group(summary.row_group)
+    return TaskPlan(index=summary.index, items=_items(table))
+
+
+def load_plan(folder: Path) -> Plan:
+    """The whole plan (the collector, the report, resume: tasks never need it)."""
+    table = pq.read_table(Path(folder) / ITEMS)
+    summaries = load_summary(folder)
+    items = _items(table)
+    tasks, start = [], 0
+    for summary in summaries:
+        tasks.append(TaskPlan(index=summary.index, items=items[start:start + summary.items]))
+        start += summary.items
+    return Plan(tasks=tasks)
+
+
+def load_items_table(folder: Path, columns: list[str] | None = None) -> pa.Table:
+    """Every item as an Arrow table (columnar, for summaries of large runs)."""
+    return pq.read_table(Path(folder) / ITEMS, columns=columns)
