@@ -37,7 +37,7 @@ from hpc_marker.planning.scan import scan_pdfs  # noqa: E402
 
 def bench_scan(corpus: Path, repeat: int) -> dict:
     results = {}
-    for label, workers in (("serial", 1), ("default", None)):
+    for label, workers in (("serial", 1), ("default", min(8, os.cpu_count() or 1))):
         best = float("inf")
         for _ in range(repeat):
             start = time.perf_counter()

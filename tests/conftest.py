@@ -15,8 +15,9 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "pdfs"
 
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path_factory, monkeypatch):
-    """Each test gets its own run index, never the user's."""
+    """Each test gets its own run index and page-count cache, never the user's."""
     monkeypatch.setenv("HPCMARKER_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture

@@ -32,6 +32,8 @@ import pytest
 from click.testing import CliRunner
 from inputs import EXAMPLES, Expected, make_bad_pdfs, make_hostile_names, make_owner_password_pdf, pathological_pdf
 
+from hpc_marker.planning.store import load_plan
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus" / "pdfs"
 PAGES_CSV = CORPUS.parent / "pages.csv"
@@ -196,7 +198,7 @@ def verify(out_dir: Path, paths, inputs: Inputs) -> Counts:
                 mark[rel][key] += n
         counts.problems.append(f"{rel}: {text}" if rel else text)
 
-    plan = json.loads(paths.plan.read_text())
+    plan = load_plan(paths.plan).to_json()
     planned = {item["item_id"]: item for task in plan["tasks"] for item in task["items"]}
     counts.items = len(planned)
     rows: list[dict] = []

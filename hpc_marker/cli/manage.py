@@ -40,14 +40,16 @@ def status(run, as_json, watch, interval, cancel_wedged) -> None:
 def cancel(run) -> None:
     """Cancel every job of RUN (default: the latest)."""
     from hpc_marker.manage.cancel import cancel_run
+    from hpc_marker.slurm.parse import fold_job_ids
 
     paths = run_paths(run)
     ids = cancel_run(paths)
-    click.echo(f"cancelled run {paths.run_id}: {', '.join(ids) or 'no jobs'}")
+    click.echo(f"cancelled run {paths.run_id}: {', '.join(fold_job_ids(ids)) or 'no jobs'}")
 
 
 def _resume(run: str | None, retry_failed: bool, include_poison: bool = False) -> None:
     from hpc_marker.executors.local import LocalRunFailed
+    from hpc_marker.slurm.parse import fold_job_ids, index_ranges
     from hpc_marker.submission.resume import resume_run
 
     paths = run_paths(run)
@@ -63,7 +65,7 @@ def _resume(run: str | None, retry_failed: bool, include_poison: bool = False) -
         click.echo(f"run {paths.run_id}: nothing left to convert; collected")
         return
     click.echo(f"run {paths.run_id}: {result.unfinished} unfinished items; resubmitted tasks "
-               f"{','.join(map(str, result.tasks))} as {', '.join(result.jobs['convert'])}, "
+               f"{index_ranges(result.tasks)} as {', '.join(fold_job_ids(result.jobs['convert']))}, "
                f"collector {', '.join(result.jobs['collect'])}")
 
 

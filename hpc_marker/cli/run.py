@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -109,6 +110,14 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
                    "auto (default): the profile's inference_server, else native.")
 @click.option("--inference-startup-timeout", type=float, metavar="SECONDS", show_default=True,
               help="Seconds a task waits for its inference server to answer.")
+@click.option("--max-running", type=int, metavar="K", help="At most K tasks of the run at once (Slurm's --array "
+              "...%K; a run split into several arrays, past the cluster's MaxArraySize, shares K between them in "
+              "proportion to their sizes). Default: no throttle.")
+@click.option("--scan-workers", type=int, metavar="N", show_default=True,
+              help="Processes counting pages while scanning, each at nice 10 (at most one per core).")
+@click.option("--progress/--no-progress", default=None,
+              help="A progress bar with an ETA on stderr while scanning (default: when stderr is a terminal, "
+                   "except with --dry-run).")
 @click.option("--mps", type=click.Choice(["auto", "on", "off"]),
               help="NVIDIA MPS for the workers sharing a task's GPU; auto (default: the profile's mps): marker 1.x "
                    "with more than one worker, not where Slurm shares the GPU through gres/mps or MPS runs already.")
@@ -117,7 +126,7 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
            force_ocr, languages, marker_config, paginate, executor, run_id, split_pages, steal, lease_seconds,
            plan_strategy, force, llm_model, llm_server, llm_replicas, llm_gpus, llm_cpus, llm_parallel, llm_ctx,
            llm_options, llm_wait, llm_bind, item_timeout, worker_memory, permissions, inference_server,
-           inference_startup_timeout, mps, dry_run) -> None:
+           inference_startup_timeout, max_running, scan_workers, progress, mps, dry_run) -> None:
     """Scan PDFS, plan, and submit the conversion array and its collector."""
     from hpc_marker.executors import executor_for
     from hpc_marker.slurm.commands import SlurmError
@@ -139,7 +148,8 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         cpus_per_task=cpus_per_task, mem=mem, time_limit=time_limit, executor=executor, run_id=run_id,
         split_pages=split_pages, steal=steal, lease_seconds=lease_seconds, plan_strategy=plan_strategy, force=force,
         llm=llm, item_timeout=item_timeout, worker_memory=worker_memory, permissions=permissions,
-        inference_server=inference_server, inference_startup_timeout=inference_startup_timeout, mps=mps)
+        inference_server=inference_server, inference_startup_timeout=inference_startup_timeout,
+        max_running=max_running, scan_workers=scan_workers, progress=_show_progress(progress, machine=dry_run), mps=mps)
     try:
         prepared = prepare_run(request, create=not dry_run)
     except NothingToDo as exc:
@@ -157,6 +167,8 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
     for pdf in prepared.scanned:
         if pdf.error:
             click.echo(f"  will fail: {pdf.relpath}: {pdf.error}", err=True)
+    if prepared.layout.note:
+        click.echo(prepared.layout.note, err=True)
     try:
         record = submit_run(prepared, progress=ProgressPrinter())
     except SlurmError as exc:
@@ -166,8 +178,11 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
     except Refused as exc:  # a local run whose collector could not finish
         raise click.ClickException(f"run {record.run_id}: {exc}; when fixed: hpcmarker retry {record.run_id}") from None
     if not executor_used.waits:
-        click.echo(f"submitted: array {base_id(record.jobs['convert'][0])} "
-                   f"({record.tasks} tasks), collector {record.jobs['collect'][0]}")
+        arrays = list(dict.fromkeys(base_id(job_id) for job_id in record.jobs["convert"]))  # in submission order
+        sizes = " + ".join(f"{len(array.tasks):,}" for array in prepared.layout.arrays)
+        click.echo(f"submitted: {'array' if len(arrays) == 1 else 'arrays'} {', '.join(arrays)} "
+                   f"({record.tasks:,} tasks{f': {sizes}' if len(arrays) > 1 else ''}), "
+                   f"collector {record.jobs['collect'][0]}")
         click.echo(f"follow it with: hpcmarker status {record.run_id}")
         return
     summary = json.loads(prepared.paths.summary.read_text())
@@ -177,6 +192,13 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
                f"Markdown in {record.out_dir}")
     for failure in summary["failures"]:
         click.echo(f"  {failure.get('status', 'failed')}: {failure['pdf']}: {failure['error']}", err=True)
+
+
+def _show_progress(asked: bool | None, machine: bool) -> bool:
+    """The scan's progress bar: as asked, else only on a terminal and not for machine-read output."""
+    if asked is not None:
+        return asked
+    return not machine and sys.stderr.isatty()
 
 
 class ProgressPrinter:
@@ -201,15 +223,21 @@ class ProgressPrinter:
 @click.option("--gpus", default=1, show_default=True, type=int)
 @click.option("--split-pages", type=int, help="As for submit (default derived; 0: never split).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def plan_command(pdfs, gpus, split_pages, fmt) -> None:
+@click.option("--scan-workers", type=int, metavar="N", show_default=True,
+              help="Processes counting pages, each at nice 10 (at most one per core).")
+@click.option("--progress/--no-progress", default=None,
+              help="A progress bar on stderr while scanning (default: on a terminal, except with --format json).")
+def plan_command(pdfs, gpus, split_pages, fmt, scan_workers, progress) -> None:
     """Print the plan (tasks, their work items and pages) without submitting."""
     from hpc_marker.planning.plan import make_plan, work_items
     from hpc_marker.planning.scan import ScanError, scan_pdfs
 
     if gpus < 1:
         raise InputError(f"--gpus {gpus}: must be at least 1")
+    if scan_workers is not None and scan_workers < 1:
+        raise InputError(f"--scan-workers {scan_workers}: must be at least 1")
     try:
-        scanned = scan_pdfs(pdfs)
+        scanned = scan_pdfs(pdfs, scan_workers, cache=True, progress=_show_progress(progress, machine=fmt == "json"))
     except ScanError as exc:
         raise InputError(f"--pdfs {exc}") from None
     the_plan = make_plan(work_items(scanned), gpus, split_pages=split_pages)

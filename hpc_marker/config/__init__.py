@@ -28,8 +28,9 @@ SUBMIT_KEYS = {
     "split_pages", "steal", "lease_seconds", "llm_gpus", "llm_parallel", "llm_replicas", "llm_cpus", "llm_wait",
     "llm_server", "mps", "executor",
     "item_timeout", "worker_memory", "permissions",
-    "inference_server", "inference_startup_timeout", "plan_strategy", "paginate",
+    "inference_server", "inference_startup_timeout", "plan_strategy", "paginate", "max_running", "scan_workers",
 }
+PLAN_KEYS = {"scan_workers"}  # [submit] keys that `hpcmarker plan` shares (it scans too)
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
 # config key -> the click parameter it sets, where they differ
 PARAMETER_NAMES = {"time": "time_limit"}
@@ -96,7 +97,8 @@ class Config:
         return self.merged("job")
 
     def default_map(self) -> dict[str, dict[str, Any]]:
-        return {"submit": self.submit_defaults()}
+        submit = self.submit_defaults()
+        return {"submit": submit, "plan": {key: submit[key] for key in PLAN_KEYS if key in submit}}
 
 
 def packaged_file() -> Path:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.slurm.arrays import ArrayLayout
 
 
 def service_replicas(record: RunRecord) -> int:
@@ -52,11 +53,17 @@ class Executor(Protocol):
         """Validate the request against this executor's resources; the partition to use.
         Raises a UserError subclass with a one-line reason."""
 
-    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], indices: list[int],
+    def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
+        """How the tasks `tasks` (with `other_jobs` more jobs: collector, service) are grouped into job arrays
+        within the scheduler's limits and the run's --max-running. Raises a UserError subclass naming the
+        limit a request cannot fit; asked before anything is created."""
+
+    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], layout: ArrayLayout,
                jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
-        """Start the service (if any: one job per replica, record.llm["replicas"]), the tasks `indices`,
-        and the collector after them; role -> job ids. `seen` is told the ids of the jobs started so far
-        before anything is waited for."""
+        """Start the service (if any: one job per replica, record.llm["replicas"]), the tasks of `layout`,
+        and the collector after them; role -> job ids (convert: one per task, in `layout.tasks` order).
+        `scripts` has one convert script per array (slurm.arrays.convert_roles). `seen` is told the ids of
+        the jobs started so far before anything is waited for."""
 
     def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
                 cancel_wedged: bool = False) -> Observation:

@@ -16,6 +16,7 @@ import submitit
 from hpc_marker.executors.base import ROLES, JobsSeen, Observation, Progress, RunJobs, live_job_ids, service_replicas
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.slurm.arrays import ArrayLayout, single_array
 from hpc_marker.slurm.parse import parse_time_limit
 from hpc_marker.util.errors import Refused, UserError
 from hpc_marker.util.processes import process_alive, terminate_tree
@@ -66,9 +67,16 @@ class LocalExecutor:
         local_devices(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         return partition
 
-    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], indices: list[int],
+    def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
+        """Every task at once, one process each: --gpus already bounds them here (--max-running is Slurm's)."""
+        note = (f"note: --max-running {record.max_running} applies to Slurm runs; here each of the {len(tasks)} "
+                "tasks runs at once (--gpus sets how many)") if record.max_running else None
+        return ArrayLayout(single_array(tasks).arrays, note)
+
+    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], layout: ArrayLayout,
                jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
-        """Run the service (if any), the tasks `indices` and then the collector here; returns their job ids."""
+        """Run the service (if any), the tasks of `layout` and then the collector here; returns their job ids."""
+        indices = layout.tasks
         devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         timeout_min = parse_time_limit(record.time_limit) or 60
         ids: dict[str, list[str]] = {}

@@ -23,8 +23,9 @@ from hpc_marker.executors.base import JobsSeen, Observation, Progress, RunJobs, 
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm import commands
+from hpc_marker.slurm.arrays import ArrayLayout, convert_roles, layout
 from hpc_marker.slurm.commands import SlurmError
-from hpc_marker.slurm.parse import base_id, parse_time_limit
+from hpc_marker.slurm.parse import base_ids, parse_time_limit
 from hpc_marker.slurm.wedge import describe, find_wedge
 from hpc_marker.util.errors import UserError
 
@@ -125,26 +126,55 @@ class SlurmExecutor:
                                       "choose another with --partition")
         return chosen
 
-    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], indices: list[int],
+    def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
+        try:
+            limits = commands.array_limits(record.job_settings.get("account"), record.partition)
+        except SlurmError as exc:
+            raise ClusterRequestError(f"cannot read the cluster's limits: {exc}") from None
+        return layout(tasks, limits, record.max_running, other_jobs)
+
+    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], layout: ArrayLayout,
                jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
-        """The service (if any), the array of tasks `indices` after it, and the collector after the array."""
+        """The service (if any), the arrays of `layout` after it, and the collector after every array."""
         timeout_min = parse_time_limit(record.time_limit) or 60
         ids: dict[str, list[str]] = {}
         dependency = None
-        if "service" in scripts and jobs.service is not None:  # one job per LLM replica, each its own GPUs
-            ids["service"] = [TemplateSlurmExecutor(paths.jobs, scripts["service"], timeout_min=timeout_min)
-                              .submit(jobs.service, str(paths.root), replica).job_id
-                              for replica in range(service_replicas(record))]
+        try:  # never leave part of a run queued: on a refusal, cancel what this submission queued
+            if "service" in scripts and jobs.service is not None:  # one job per LLM replica, each its own GPUs
+                ids["service"] = []
+                for replica in range(service_replicas(record)):
+                    ids["service"].append(TemplateSlurmExecutor(paths.jobs, scripts["service"], timeout_min=timeout_min)
+                                          .submit(jobs.service, str(paths.root), replica).job_id)
+                if seen:
+                    seen(dict(ids))  # tasks and `cancel` find the service jobs meanwhile
+                dependency = "?".join(f"after:{jid}" for jid in ids["service"])  # once any replica has started
+            return ids | self._submit_arrays(paths, scripts, layout, jobs, dependency, timeout_min, ids, seen)
+        except SlurmError as exc:
+            queued = [jid for role_ids in ids.values() for jid in role_ids]
+            if queued:
+                commands.cancel_jobs(queued)
+            undone = f"; cancelled what it had queued ({', '.join(base_ids(queued))})" if queued else ""
+            raise SlurmError(f"{exc}{undone}") from None
+
+    @staticmethod
+    def _submit_arrays(paths: RunPaths, scripts: dict[str, str], layout: ArrayLayout, jobs: RunJobs,
+                       dependency: str | None, timeout_min: int, ids: dict[str, list[str]],
+                       seen: JobsSeen | None) -> dict[str, list[str]]:
+        """Each array of `layout` (its pickled calls carry the global task indices), then the collector
+        `afterany` on all of them. `ids` gets each role's ids as they are queued."""
+        ids["convert"] = []
+        for role, array in zip(convert_roles(len(layout.arrays)), layout.arrays):
+            convert = TemplateSlurmExecutor(paths.jobs, scripts[role], dependency=dependency,
+                                            array_indices=list(array.indices), timeout_min=timeout_min)
+            tasks = convert.submit_array([functools.partial(jobs.convert, str(paths.root), i) for i in array.tasks])
+            ids["convert"] += [job.job_id for job in tasks]
             if seen:
-                seen(dict(ids))  # tasks and `cancel` find the service jobs meanwhile
-            dependency = "?".join(f"after:{jid}" for jid in ids["service"])  # once any replica has started
-        convert = TemplateSlurmExecutor(paths.jobs, scripts["convert"], dependency=dependency,
-                                        array_indices=indices, timeout_min=timeout_min)
-        tasks = convert.submit_array([functools.partial(jobs.convert, str(paths.root), i) for i in indices])
+                seen(dict(ids))  # `cancel` finds the arrays queued so far
+        arrays = ":".join(base_ids(ids["convert"]))
         collect = TemplateSlurmExecutor(paths.jobs, scripts["collect"], timeout_min=COLLECT_TIME_MIN,
-                                        dependency=f"afterany:{base_id(tasks[0].job_id)}")
-        collector = collect.submit(jobs.collect, str(paths.root))
-        return ids | {"convert": [job.job_id for job in tasks], "collect": [collector.job_id]}
+                                        dependency=f"afterany:{arrays}")
+        ids["collect"] = [collect.submit(jobs.collect, str(paths.root)).job_id]
+        return {role: ids[role] for role in ("convert", "collect")}
 
     def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
                 cancel_wedged: bool = False) -> Observation:

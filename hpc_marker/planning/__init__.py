@@ -1,6 +1,11 @@
-"""planning: from a folder of PDFs to work items assigned to tasks. Pure apart from reading the PDFs.
+"""planning: from a folder of PDFs to work items assigned to tasks. Pure apart from reading the PDFs
+(and the user's page-count cache).
 
-  scan.py  what counts as a PDF, page counts (pypdfium2), a one-line reason for an unreadable one
+  scan.py          what counts as a PDF, page counts (pypdfium2, low-priority processes), a one-line
+                   reason for an unreadable one
+  scancache.py     the page-count cache: one file per scanned folder in the user's cache folder, keyed by
+                   path, size and mtime
+  scanprogress.py  the scan's progress bar (rich, stderr)
   plan.py  WorkItem, TaskPlan, Plan; splitting long PDFs into page ranges; balancing by pages (LPT);
            the order in which a task claims items (its own share, then stealing)
 """

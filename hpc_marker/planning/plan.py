@@ -15,13 +15,10 @@ whatever the number of tasks.
 from __future__ import annotations
 
 import heapq
-import json
 import math
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 from hpc_marker.planning.scan import ScannedPdf
-from hpc_marker.util.files import atomic_write
 
 MIN_SPLIT_PAGES = 16
 BATCH_PAGES = 32  # a batch: up to this many pages of consecutive items (a few minutes of work)
@@ -118,13 +115,6 @@ class Plan:
                 for t in data["tasks"]
             ]
         )
-
-    def save(self, path: Path) -> None:
-        atomic_write(Path(path), json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> Plan:
-        return cls.from_json(json.loads(Path(path).read_text()))
 
 
 def work_items(scanned: list[ScannedPdf]) -> list[WorkItem]:

@@ -3,19 +3,30 @@
 Owns what counts as a PDF (`.pdf` in any case, symlinks followed once, loops and duplicate
 targets detected) and the page count (pypdfium2). A PDF that cannot be opened is still
 returned, with `error` set, so that it gets exactly one manifest line later.
+
+Made for a login node and 10^6 PDFs: the walk costs one directory read per folder (no stat per
+name); each PDF is stat'ed once, and its page count is taken from the page-count cache
+(scancache.py) when its path, size and mtime are unchanged. The rest are counted by at most
+`workers` processes at a low priority (nice SCAN_NICENESS), with a progress bar and an ETA on
+stderr when asked (`progress`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpc_marker.planning.scancache import Counted, PageCountCache
+from hpc_marker.planning.scanprogress import ScanProgress
 from hpc_marker.util.text import one_line
 
-# Below this many files, a process pool costs more than it saves.
+# Below this many files to count, a process pool costs more than it saves.
 _POOL_THRESHOLD = 64
+# Page-counting processes run at this niceness: a login node's other users come first.
+SCAN_NICENESS = 10
 
 
 class ScanError(Exception):
@@ -32,45 +43,75 @@ class ScannedPdf:
     pages: int  # 0 when the PDF could not be read
     error: str | None = None
     status: str = "ok"  # the manifest status it will get when unreadable: "failed" or "encrypted"
+    mtime_ns: int = 0  # as stat'ed by the scan (0 when it could not be)
 
 
-def find_pdfs(root: Path) -> list[tuple[str, Path]]:
-    """Return (relpath, path) for each distinct PDF under `root`, sorted by relpath.
+def _walk(root: Path) -> Iterator[tuple[str, str, str]]:
+    """(relpath, path, real path) of each file named *.pdf under `root`, top-down, folders in name order.
+    Directory symlinks are followed once: a folder already visited (a loop, a second name) is skipped."""
+    seen_dirs: set[str] = set()
+    stack = [(str(root), "")]
+    while stack:
+        folder, rel = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen_dirs:
+            continue
+        seen_dirs.add(real)
+        try:
+            with os.scandir(folder) as entries:
+                listed = list(entries)
+        except OSError:  # unreadable folder: skipped, as os.walk does
+            continue
+        subfolders = []
+        for entry in listed:
+            try:
+                if entry.is_dir():
+                    subfolders.append(entry.name)
+                elif entry.name.lower().endswith(".pdf") and entry.is_file():
+                    # only a symlink needs resolving; any other file's real path follows from its folder's
+                    target = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real, entry.name)
+                    yield f"{rel}{entry.name}", entry.path, target
+            except OSError:  # vanished while listed
+                continue
+        for name in sorted(subfolders, reverse=True):
+            stack.append((os.path.join(folder, name), f"{rel}{name}/"))
 
-    Directory symlinks are followed once (a loop back to a folder already visited is skipped);
-    two names for the same file keep only the first by relpath.
-    """
+
+def _find(root: Path, found: Callable[[int], None] | None) -> list[tuple[str, str]]:
+    """find_pdfs, with each path as a string (a Path costs more than the rest of a scan's work per PDF)."""
     root = Path(root)
     if not root.exists():
         raise ScanError(f"{root}: no such folder")
     if not root.is_dir():
         raise ScanError(f"{root}: not a folder")
-    found: list[tuple[str, Path]] = []
-    seen_dirs: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=None):
-        real = os.path.realpath(dirpath)
-        if real in seen_dirs:
-            dirnames[:] = []
-            continue
-        seen_dirs.add(real)
-        dirnames.sort()
-        for name in filenames:
-            if name.lower().endswith(".pdf"):
-                path = Path(dirpath) / name
-                if path.is_file():
-                    found.append((path.relative_to(root).as_posix(), path))
-    found.sort(key=lambda pair: pair[0])
+    listed = []
+    for listed_count, named in enumerate(_walk(root), 1):
+        listed.append(named)
+        if found and listed_count % 1000 == 0:
+            found(listed_count)
+    listed.sort(key=lambda named: named[0])
     seen_files: set[str] = set()
     distinct = []
-    for relpath, path in found:
-        real = os.path.realpath(path)
+    for relpath, path, real in listed:
         if real not in seen_files:
             seen_files.add(real)
             distinct.append((relpath, path))
+    if found:
+        found(len(distinct))
     return distinct
 
 
-def count_pages(path: Path) -> tuple[int, str | None, str]:
+def find_pdfs(root: Path, found: Callable[[int], None] | None = None) -> list[tuple[str, Path]]:
+    """Return (relpath, path) for each distinct PDF under `root`, sorted by relpath.
+
+    Directory symlinks are followed once (a loop back to a folder already visited is skipped);
+    two names for the same file keep only the first by relpath. `found` is told how many files
+    have been found so far, now and then (progress).
+    """
+    return [(relpath, Path(path)) for relpath, path in _find(root, found)]
+
+
+def count_pages(path: str | Path) -> tuple[int, str | None, str]:
     """Return (pages, None, "ok"), or (0, one-line reason, status) when the PDF cannot be read:
     status "encrypted" when it needs a user password (an owner password alone opens), else "failed"."""
     import pypdfium2 as pdfium
@@ -95,23 +136,64 @@ def count_pages(path: Path) -> tuple[int, str | None, str]:
     return pages, None, "ok"
 
 
-def _scan_one(pair: tuple[str, Path]) -> ScannedPdf:
-    relpath, path = pair
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        return ScannedPdf(relpath, path, 0, 0, f"cannot read file ({exc.strerror})", "failed")
-    pages, error, status = count_pages(path)
-    return ScannedPdf(relpath, path, size, pages, error, status)
+def _lower_priority() -> None:
+    os.nice(SCAN_NICENESS)
 
 
-def scan_pdfs(root: Path, workers: int | None = None) -> list[ScannedPdf]:
-    """Find and page-count every PDF under `root`. Raises ScanError when there are none."""
-    pairs = find_pdfs(root)
-    if not pairs:
-        raise ScanError(f"{root}: no PDF files found (looked for *.pdf in any case, recursively)")
-    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
-    if workers <= 1 or len(pairs) < _POOL_THRESHOLD:
-        return [_scan_one(pair) for pair in pairs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_scan_one, pairs, chunksize=16))
+def _count_all(paths: list[str], workers: int, advance: Callable[[], None]) -> Iterator[tuple[int, str | None, str]]:
+    """count_pages of each path, in order: here, or in `workers` low-priority processes."""
+    if workers <= 1 or len(paths) < _POOL_THRESHOLD:
+        for path in paths:
+            counted = count_pages(path)
+            advance()  # before the yield: the consumer may stop at the last one
+            yield counted
+        return
+    with ProcessPoolExecutor(max_workers=workers, initializer=_lower_priority) as pool:
+        for counted in pool.map(count_pages, paths, chunksize=16):
+            advance()
+            yield counted
+
+
+def scan_pdfs(root: Path, workers: int | None = None, *, cache: bool | Path = False,
+              progress: bool = False) -> list[ScannedPdf]:
+    """Find and page-count every PDF under `root`. Raises ScanError when there are none.
+
+    `workers`: processes counting pages at a low priority, at most one per core (None or 1: this process).
+    `cache`: use the page-count cache (True: in the user's cache folder; a Path: in that folder), so that
+    only PDFs whose path, size or mtime changed are read. `progress`: a progress bar with an ETA on stderr."""
+    with ScanProgress(enabled=progress) as shown:
+        pairs = _find(root, found=shown.found)
+        if not pairs:
+            raise ScanError(f"{root}: no PDF files found (looked for *.pdf in any case, recursively)")
+        known = PageCountCache.load(root, None if cache is True else cache) if cache else None
+        shown.checking(len(pairs))
+        scanned: list[ScannedPdf | None] = [None] * len(pairs)
+        todo: list[tuple[int, int, int]] = []  # (position, size, mtime_ns) of each PDF to count
+        hits = 0
+        for position, (relpath, path) in enumerate(pairs):
+            try:
+                stat = os.stat(path)
+            except OSError as exc:
+                scanned[position] = ScannedPdf(relpath, Path(path), 0, 0, f"cannot read file ({exc.strerror})",
+                                               "failed")
+                continue
+            hit = known.get(relpath, stat.st_size, stat.st_mtime_ns) if known else None
+            if hit is None:
+                todo.append((position, stat.st_size, stat.st_mtime_ns))
+            else:
+                scanned[position] = ScannedPdf(relpath, Path(path), stat.st_size, *hit, mtime_ns=stat.st_mtime_ns)
+                hits += 1
+            shown.checked()
+        shown.counting(len(todo), cached=hits)
+        processes = min(workers or 1, os.cpu_count() or 1)
+        counts = _count_all([pairs[position][1] for position, _, _ in todo], processes, shown.counted)
+        for (position, size, mtime_ns), (pages, error, status) in zip(todo, counts, strict=True):
+            relpath, path = pairs[position]
+            scanned[position] = ScannedPdf(relpath, Path(path), size, pages, error, status, mtime_ns)
+    result = [pdf for pdf in scanned if pdf is not None]
+    if known is not None and (todo or hits != len(known.entries)):  # else the cache holds just these already
+        try:
+            known.save([Counted(p.relpath, p.bytes, p.mtime_ns, p.pages, p.error, p.status) for p in result])
+        except OSError:  # a full or read-only cache folder: the next scan reads the PDFs again, nothing worse
+            pass
+    return result

@@ -6,6 +6,7 @@ What they print is parsed by the pure functions of `parse.py`. Submitting goes t
 
 from __future__ import annotations
 
+import getpass
 import shlex
 import shutil
 import subprocess
@@ -13,11 +14,22 @@ import time
 
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from hpc_marker.slurm.parse import SQUEUE_FORMAT, QueuedJob, base_ids, fill_from_queue, parse_squeue
+from hpc_marker.slurm.arrays import ArrayLimits
+from hpc_marker.slurm.parse import (
+    SQUEUE_FORMAT,
+    QueuedJob,
+    base_ids,
+    fill_from_queue,
+    limits_enforced,
+    parse_config,
+    parse_squeue,
+    parse_user_limits,
+)
 from hpc_marker.util.errors import Refused
 
 QUERY_TIMEOUT_S = 30
 QUERY_RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # a busy slurmctld/slurmdbd often answers on the next try
+ACCOUNTING_TIMEOUT_S = 10  # sacctmgr is asked once: where slurmdbd does not answer, no limit is read
 
 
 class SlurmError(Refused):
@@ -28,13 +40,13 @@ def slurm_available() -> bool:
     return shutil.which("sbatch") is not None
 
 
-def _run(argv: list[str]) -> str:
+def _run(argv: list[str], timeout_s: float = QUERY_TIMEOUT_S) -> str:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]}: not found on PATH (is this a Slurm login node?)") from None
     except subprocess.TimeoutExpired:
-        raise SlurmError(f"{shlex.join(argv)}: no answer within {QUERY_TIMEOUT_S}s (slurmctld down?)") from None
+        raise SlurmError(f"{shlex.join(argv)}: no answer within {timeout_s:g}s (slurmctld down?)") from None
     if done.returncode != 0:
         message = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}").splitlines()[-1]
         raise SlurmError(f"{shlex.join(argv)}: {message}")
@@ -59,6 +71,27 @@ def default_partition() -> str | None:
         if line.strip().endswith("*"):
             return line.strip().rstrip("*")
     return None
+
+
+def array_limits(account: str | None, partition: str | None) -> ArrayLimits:
+    """MaxArraySize (scontrol, retried); where the cluster enforces association limits and sacctmgr answers,
+    the user's MaxJobs and MaxSubmitJobs for `account` (None: their default) and, with a MaxSubmitJobs,
+    how many of their jobs are queued now (array tasks counted)."""
+    config = parse_config(_run_with_retries(["scontrol", "show", "config"]))
+    size = config.get("MaxArraySize", "")
+    limits = ArrayLimits(max_array_size=int(size)) if size.isdigit() else ArrayLimits()
+    if not limits_enforced(config.get("AccountingStorageEnforce", "")):
+        return limits
+    argv = ["sacctmgr", "--noheader", "--parsable2", "show", "user", "withassoc", f"where user={getpass.getuser()}",
+            "format=User,DefaultAccount,Account,Partition,MaxJobs,MaxSubmitJobs"]
+    try:
+        max_jobs, max_submit = parse_user_limits(_run(argv, ACCOUNTING_TIMEOUT_S), account, partition)
+        queued = 0
+        if max_submit is not None:
+            queued = len(_run(["squeue", "--me", "--array", "--noheader", "--format=%i"]).split())
+    except SlurmError:  # no accounting answer: Slurm itself still refuses what does not fit
+        return limits
+    return ArrayLimits(limits.max_array_size, max_submit_jobs=max_submit, max_jobs=max_jobs, queued_jobs=queued)
 
 
 def _run_with_retries(argv: list[str], delays: tuple[float, ...] = QUERY_RETRY_DELAYS_S) -> str:

@@ -107,3 +107,67 @@ def fill_from_queue(states: dict[str, str], job_ids: list[str], queued: list[Que
     """sacct's states, plus squeue's for the jobs sacct does not show yet (just submitted)."""
     from_queue = {jid: job.state for job in queued for jid in expand_queued_id(job.job_id)}
     return dict(states) | {jid: from_queue[jid] for jid in job_ids if jid not in states and jid in from_queue}
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """`scontrol show config` ('MaxArraySize            = 1001') -> {'MaxArraySize': '1001', ...}."""
+    found = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and " " not in key.strip():
+            found[key.strip()] = value.strip()
+    return found
+
+
+def limits_enforced(enforce: str) -> bool:
+    """Whether AccountingStorageEnforce ('associations,limits,qos', 'none') applies association limits
+    ('safe' implies 'limits')."""
+    return bool({word.strip().lower() for word in enforce.split(",")} & {"limits", "safe"})
+
+
+def _limit(text: str) -> int | None:
+    return int(text) if text.strip().isdigit() else None
+
+
+def parse_user_limits(text: str, account: str | None, partition: str | None) -> tuple[int | None, int | None]:
+    """(MaxJobs, MaxSubmitJobs) of the association a job of `account` (None: the user's default account) on
+    `partition` runs under, from `sacctmgr --noheader --parsable2 show user withassoc
+    format=User,DefaultAccount,Account,Partition,MaxJobs,MaxSubmitJobs`; None where no limit is set."""
+    rows = [[field.strip() for field in line.split("|")] for line in text.splitlines() if line.count("|") >= 5]
+    if not rows:
+        return None, None
+    wanted = account or rows[0][1]
+    mine = [row for row in rows if row[2] == wanted]
+    best = ([row for row in mine if partition and row[3] == partition] or [row for row in mine if not row[3]]
+            or mine)
+    if not best:
+        return None, None
+    return _limit(best[0][4]), _limit(best[0][5])
+
+
+def index_ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 3, 7, 9, 10] -> '0-3,7,9,10': runs of three or more folded, for people to read."""
+    parts: list[str] = []
+    ordered = sorted(set(indices))
+    start = 0
+    while start < len(ordered):
+        stop = start
+        while stop + 1 < len(ordered) and ordered[stop + 1] == ordered[stop] + 1:
+            stop += 1
+        if stop - start >= 2:
+            parts.append(f"{ordered[start]}-{ordered[stop]}")
+        else:
+            parts += [str(i) for i in ordered[start:stop + 1]]
+        start = stop + 1
+    return ",".join(parts)
+
+
+def fold_job_ids(job_ids: list[str]) -> list[str]:
+    """['298_0', ..., '298_1000', '299_0', '300'] -> ['298_[0-1000]', '299_0', '300'], in first-seen order:
+    a run's jobs in one short line, however many array tasks it has."""
+    tasks: dict[str, list[int]] = {}
+    for job_id in job_ids:
+        base, _, index = job_id.partition("_")
+        tasks.setdefault(base if index.isdigit() else job_id, []).extend([int(index)] if index.isdigit() else [])
+    return [f"{base}_[{index_ranges(indices)}]" if len(indices) > 1 else (f"{base}_{indices[0]}" if indices else base)
+            for base, indices in tasks.items()]

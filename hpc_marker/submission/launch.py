@@ -18,8 +18,8 @@ from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
 from hpc_marker.executors.base import Progress
 from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
-from hpc_marker.planning.store import save_plan
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
+from hpc_marker.planning.store import save_plan
 from hpc_marker.runstate.index import register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.output import document_dir, document_stem
@@ -27,6 +27,7 @@ from hpc_marker.runstate.permissions import PERMISSIONS, private_files
 from hpc_marker.runstate.record import RunRecord, new_run_id
 from hpc_marker.runtime.inference import InferenceConfigError, settings_for_run
 from hpc_marker.runtime.mps import check_mode
+from hpc_marker.slurm.arrays import ArrayLayout
 from hpc_marker.submission.request import (
     LaunchError,
     LlmRequest,
@@ -36,7 +37,7 @@ from hpc_marker.submission.request import (
     check_request,
     resolve_profile,
 )
-from hpc_marker.submission.scripts import render_scripts
+from hpc_marker.submission.scripts import other_jobs, render_scripts
 from hpc_marker.submission.templates import template_folder
 
 
@@ -46,7 +47,8 @@ class PreparedRun:
     record: RunRecord
     plan: Plan
     scanned: list[ScannedPdf]
-    scripts: dict[str, str]  # role -> script text
+    scripts: dict[str, str]  # script name -> text: service, convert (one per array), collect
+    layout: ArrayLayout  # the tasks' job arrays
     up_to_date: list[str] = field(default_factory=list)  # PDFs skipped: their outputs are current
 
 
@@ -81,7 +83,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     partition = executor.check_resources(chosen["partition"], request.gpus)
     pdfs = request.pdfs.resolve()
     try:
-        scanned = scan_pdfs(pdfs)
+        scanned = scan_pdfs(pdfs, request.scan_workers, cache=True, progress=request.progress)
     except ScanError as exc:
         raise LaunchError(f"--pdfs {exc}") from None
     out = request.out.resolve()
@@ -110,9 +112,10 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         split_pages=request.split_pages, llm=llm.record() if llm else None, mps=chosen["mps"],
         item_timeout=request.item_timeout, worker_memory=request.worker_memory,
         umask=PERMISSIONS[request.permissions],
-        inference=inference.to_record() if inference else None,
+        inference=inference.to_record() if inference else None, max_running=request.max_running,
     )
-    scripts = render_scripts(paths, record, python=sys.executable)
+    layout = executor.task_arrays(record, list(range(record.tasks)), other_jobs(record))  # refused: nothing made
+    scripts = render_scripts(paths, record, python=sys.executable, layout=layout)
     if create:
         paths.create()
         save_plan(plan, paths.plan)
@@ -121,7 +124,8 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
             _write_llm_settings(paths, llm)
         for role, text in scripts.items():
             (paths.scripts / f"{role}.sbatch").write_text(text)
-    return PreparedRun(paths=paths, record=record, plan=plan, scanned=todo, scripts=scripts, up_to_date=up_to_date)
+    return PreparedRun(paths=paths, record=record, plan=plan, scanned=todo, scripts=scripts, layout=layout,
+                       up_to_date=up_to_date)
 
 
 def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
@@ -173,8 +177,7 @@ def submit_run(prepared: PreparedRun, progress: Progress | None = None) -> RunRe
     """Send the prepared run to its executor and record the job ids."""
     record, paths = prepared.record, prepared.paths
     register_run(paths)
-    indices = list(range(record.tasks))
-    ids = executor_for(record.executor).submit(paths, record, prepared.scripts, indices, run_jobs(record),
+    ids = executor_for(record.executor).submit(paths, record, prepared.scripts, prepared.layout, run_jobs(record),
                                                progress=progress, seen=lambda ids: record_jobs(paths, record, ids))
     record.submitted = time.time()
     record_jobs(paths, record, ids)

@@ -93,6 +93,7 @@ class SubmitRequest:
     item_timeout: str  # see runtime/limits.py
     permissions: str  # a key of PERMISSIONS
     inference_startup_timeout: float
+    scan_workers: int  # processes counting pages on the login node (at a low priority)
     # Unset (None): the profile's value, then the config's [job] value, or derived
     partition: str | None = None
     template: str | None = None
@@ -103,8 +104,10 @@ class SubmitRequest:
     worker_memory: str | None = None
     inference_server: str | None = None  # marker 2.x's per-task server; None or auto: the profile's, else native
     mps: str | None = None  # auto, on, off; None: the profile's, else the config's [job] one
+    max_running: int | None = None  # at most this many tasks at once (Slurm's %K); None: no throttle
     run_id: str | None = None
     force: bool = False  # convert PDFs whose outputs are already complete and up to date
+    progress: bool = False  # a progress bar while scanning (the command line: on a terminal, or asked)
     llm: LlmRequest | None = None
 
     @classmethod
@@ -170,6 +173,10 @@ def check_request(request: SubmitRequest, chosen: dict) -> None:
         raise LaunchError(f"--workers-per-gpu {request.workers_per_gpu}: must be at least 1 (or auto)")
     if request.gpus < 0:
         raise LaunchError(f"--gpus {request.gpus}: must not be negative")
+    if request.scan_workers < 1:
+        raise LaunchError(f"--scan-workers {request.scan_workers}: must be at least 1")
+    if request.max_running is not None and request.max_running < 1:
+        raise LaunchError(f"--max-running {request.max_running}: must be at least 1")
     if parse_time_limit(str(chosen["time"])) is None:
         raise LaunchError(f"--time {chosen['time']!r}: use minutes, HH:MM:SS or D-HH:MM:SS")
     try:

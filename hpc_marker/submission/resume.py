@@ -24,7 +24,7 @@ from hpc_marker.runstate.permissions import private_files
 from hpc_marker.runstate.progress import REOPENED, append_reopened, failures_per_item, latest_commits, read_commits
 from hpc_marker.submission.launch import record_jobs, run_jobs
 from hpc_marker.submission.request import LaunchError
-from hpc_marker.submission.scripts import render_scripts
+from hpc_marker.submission.scripts import other_jobs, render_scripts
 
 
 @dataclass
@@ -55,7 +55,7 @@ def run_items(paths: RunPaths, board: ClaimBoard) -> RunItems:
     items["pages"] = items["page_stop"] - items["page_start"]
     commits = read_commits(paths.progress)
     latest = latest_commits(commits)["status"]
-    status = items["item_id"].map(latest)
+    status = items["item_id"].map(latest).astype(object)
     for index in items.index[status.isna()]:
         done = board.done_record(items.at[index, "item_id"])
         if done is not None:
@@ -104,15 +104,16 @@ def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool
     if not pending:
         collect_run(str(paths.root))
         return result
+    layout = executor.task_arrays(record, result.tasks, other_jobs(record))  # refused: nothing changed
     if paths.summary.exists():  # the run is open again
         paths.summary.rename(paths.root / f"summary-{int(time.time())}.json")
-    scripts = render_scripts(paths, record, python=sys.executable, task_indices=result.tasks)
+    scripts = render_scripts(paths, record, python=sys.executable, layout=layout)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for role, text in scripts.items():
         (paths.scripts / f"{role}-resume-{stamp}.sbatch").write_text(text)
     history = list(record.jobs.get("history", []))
-    result.jobs = executor.submit(paths, record, scripts, result.tasks, run_jobs(record),
-                                  seen=lambda ids: record_jobs(paths, record, ids, result.tasks))
+    result.jobs = executor.submit(paths, record, scripts, layout, run_jobs(record),
+                                  seen=lambda ids: record_jobs(paths, record, ids, layout.tasks))
     record.jobs["history"] = history + result.jobs["convert"] + result.jobs["collect"]
-    record_jobs(paths, record, result.jobs, result.tasks)
+    record_jobs(paths, record, result.jobs, layout.tasks)
     return result

@@ -11,18 +11,30 @@ import shlex
 from hpc_marker.executors.slurm import job_log_paths, submitit_command
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.slurm.parse import array_spec
-from hpc_marker.submission.templates import ROLES, Raw, render_role
+from hpc_marker.slurm.arrays import ArrayLayout, convert_roles, single_array
+from hpc_marker.submission.templates import Raw, render_role
 
 COLLECT_TIME = "00:30:00"
 # B: signals the batch shell, which execs Python; without B: Slurm signals only job steps (there are none)
 TIME_LIMIT_SIGNAL = "B:USR2@90"
 
 
+def other_jobs(record: RunRecord) -> int:
+    """The run's jobs besides its arrays' tasks: the collector, and the LLM service's replicas when it has one."""
+    return 1 + (int(record.llm.get("replicas", 1)) if record.llm else 0)
+
+
+def script_role(name: str) -> str:
+    """The template role of a script: 'convert-1' -> 'convert'."""
+    return name.split("-", 1)[0]
+
+
 def script_contexts(paths: RunPaths, record: RunRecord, python: str,
-                    task_indices: list[int] | None = None) -> dict[str, dict]:
-    """The variables each role's template sees (for all tasks, or only `task_indices`)."""
-    indices = task_indices if task_indices is not None else list(range(record.tasks))
+                    layout: ArrayLayout | None = None) -> dict[str, dict]:
+    """The variables each script's template sees, by script name: service, one convert script per array of
+    `layout` ('convert', or 'convert-0', 'convert-1', ...; default: one array of all the run's tasks), collect."""
+    if layout is None:
+        layout = single_array(list(range(record.tasks)), record.max_running)
     convert_out, convert_err = job_log_paths(paths.jobs, array=True)
     single_out, single_err = job_log_paths(paths.jobs, array=False)
     command = Raw(shlex.join(submitit_command(python, paths.jobs)))
@@ -41,43 +53,46 @@ def script_contexts(paths: RunPaths, record: RunRecord, python: str,
                                    gres=f"gpu:{gpu_type}{record.llm['gpus']}", cpus_per_task=record.llm["cpus"],
                                    mem=record.llm["mem"], time=record.time_limit, stdout=single_out,
                                    stderr=single_err)
-    return contexts | {
-        "convert": dict(common, job_name=f"hpcmarker-{record.run_id}-convert", tasks=len(indices),
-                        array=array_spec(indices), gres=job.get("gres"), cpus_per_task=record.cpus_per_task,
-                        mem=record.mem, time=record.time_limit, signal=TIME_LIMIT_SIGNAL,
-                        stdout=convert_out, stderr=convert_err),
-        "collect": dict(common, job_name=f"hpcmarker-{record.run_id}-collect", time=COLLECT_TIME,
-                        stdout=single_out, stderr=single_err),
-    }
+    for name, array in zip(convert_roles(len(layout.arrays)), layout.arrays):
+        contexts[name] = dict(common, job_name=f"hpcmarker-{record.run_id}-convert", tasks=len(array.tasks),
+                              array=array.spec, gres=job.get("gres"), cpus_per_task=record.cpus_per_task,
+                              mem=record.mem, time=record.time_limit, signal=TIME_LIMIT_SIGNAL,
+                              stdout=convert_out, stderr=convert_err)
+    contexts["collect"] = dict(common, job_name=f"hpcmarker-{record.run_id}-collect", time=COLLECT_TIME,
+                               stdout=single_out, stderr=single_err)
+    return contexts
 
 
 def render_scripts(paths: RunPaths, record: RunRecord, python: str,
-                   task_indices: list[int] | None = None) -> dict[str, str]:
-    """Role -> the sbatch script text of the run's template (TemplateError, a UserError, when it cannot render)."""
-    contexts = script_contexts(paths, record, python, task_indices)
-    return {role: render_role(record.template, role, contexts[role]) for role in ROLES if role in contexts}
+                   layout: ArrayLayout | None = None) -> dict[str, str]:
+    """Script name -> the sbatch script text of the run's template, in submission order (TemplateError, a
+    UserError, when it cannot render)."""
+    contexts = script_contexts(paths, record, python, layout)
+    return {name: render_role(record.template, script_role(name), context) for name, context in contexts.items()}
 
 
 def dry_run_text(scripts: dict[str, str], service_jobs: int = 1) -> str:
-    """What `submit --dry-run` prints: each role's header line, then its script byte for byte."""
-    after = "?".join(f"after:<service {r} job id>" for r in range(service_jobs)) if service_jobs > 1 else \
-        "after:<service job id>"
-    dependencies = {"convert": f"--dependency={after} " if "service" in scripts else "",
-                    "collect": "--dependency=afterany:<convert job id> ", "service": ""}
-    times = {"service": f", {service_jobs} times: one job per LLM replica" if service_jobs > 1 else ""}
+    """What `submit --dry-run` prints: each script's header line (how it is sent), then the script byte for byte.
+    The service script is sent once per LLM replica (`service_jobs`); the arrays start after any of them."""
+    arrays = [name for name in scripts if script_role(name) == "convert"]
+    after_arrays = ":".join(f"<{name} job id>" for name in arrays)
+    after_service = "?".join(f"after:<service {r} job id>" for r in range(service_jobs)) if service_jobs > 1 \
+        else "after:<service job id>"
     parts = []
-    for role in ROLES:
-        if role in scripts:
-            parts.append(f"### hpcmarker dry-run: {role} (sent as: sbatch {dependencies[role]}{role}.sbatch"
-                         f"{times.get(role, '')})\n")
-            parts.append(scripts[role])
+    for name, text in scripts.items():
+        role = script_role(name)
+        dependency = {"convert": f"--dependency={after_service} " if "service" in scripts else "",
+                      "collect": f"--dependency=afterany:{after_arrays} "}.get(role, "")
+        times = f", {service_jobs} times: one job per LLM replica" if role == "service" and service_jobs > 1 else ""
+        parts.append(f"### hpcmarker dry-run: {name} (sent as: sbatch {dependency}{name}.sbatch{times})\n")
+        parts.append(text)
     return "".join(parts)
 
 
 def split_dry_run(text: str) -> dict[str, str]:
-    """Inverse of dry_run_text: role -> script text."""
+    """Inverse of dry_run_text: script name -> script text."""
     scripts: dict[str, str] = {}
-    pieces = re.split(r"^### hpcmarker dry-run: (\w+) \(.*\)\n", text, flags=re.M)
+    pieces = re.split(r"^### hpcmarker dry-run: ([\w-]+) \(.*\)\n", text, flags=re.M)
     for role, body in zip(pieces[1::2], pieces[2::2]):
         scripts[role] = body
     return scripts

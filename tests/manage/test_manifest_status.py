@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from hpc_marker.manage.status import run_state, summarize
+import pandas as pd
+
+from hpc_marker.manage.status import (
+    Progress,
+    ShareCounts,
+    run_state,
+    share_counts,
+    summarize,
+)
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
+from hpc_marker.planning.store import save_plan
 from hpc_marker.runstate.manifest import ManifestRecord, append_record, read_manifest
+from hpc_marker.runstate.progress import latest_commits
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.summary import summarize_records
+from hpc_marker.runstate.summary import plan_frames, summarize_records
 
 
 def record(item: str, status: str = "ok", task: int = 0, pages: int = 10, t: float = 100.0) -> ManifestRecord:
@@ -37,8 +47,17 @@ def _record() -> RunRecord:
                      profile="generic", jobs={"convert": ["7_0", "7_1"], "collect": ["8"]})
 
 
+def _progress(commits: list[tuple[str, str, int, int, float]]) -> Progress:
+    """Progress as the commit logs say it: (item, status, pages, share, started) per line, 1 s each."""
+    frame = pd.DataFrame([{"item_id": i, "status": s, "pages": p, "share": sh, "started": t, "finished": t + 1,
+                           "flags": ""} for i, s, p, sh, t in commits])
+    return Progress(share_counts(latest_commits(frame)), float(frame["started"].min()),
+                    float(frame["finished"].max()))
+
+
 def test_summarize_counts_rate_and_eta():
-    status = summarize(_record(), _plan(), [record("a", t=100.0), record("b", "failed", t=104.0)],
+    shares = plan_frames(_plan())[1]
+    status = summarize(_record(), shares, _progress([("a", "ok", 10, 0, 100.0), ("b", "failed", 10, 0, 104.0)]),
                        {"7_0": "COMPLETED", "7_1": "RUNNING", "8": "PENDING"}, now=110.0)
     assert (status.ok, status.failed, status.pending) == (1, 1, 1)
     assert status.pages_done == 20 and status.pages == 50
@@ -52,6 +71,9 @@ def test_retried_item_counts_once_with_its_newest_result():
     records = [record("a", "failed", t=1.0), record("a", "ok", t=5.0)]
     summary = summarize_records(_plan(), records, [])
     assert summary["ok"] == 1 and summary["failed"] == 0 and summary["missing"] == ["b", "c"]
+    assert summary["shares"] == [{"share": 0, "ok": 1, "failed": 0, "pages_done": 10, "degraded": 0}]
+    progress = _progress([("a", "failed", 10, 0, 1.0), ("a", "ok", 10, 0, 5.0), ("c", "reopened", 30, 1, 6.0)])
+    assert progress.shares == {0: ShareCounts(ok=1, failed=0, pages_done=10)}  # reopened: pending again
 
 
 def test_run_state_words():
@@ -96,7 +118,12 @@ WEDGED_JOBS = {"service": ["548"], "convert": ["549_0", "549_1", "549_2", "549_3
 
 
 def test_squeue_lines_and_dependencies_parse():
-    from hpc_marker.slurm.parse import Dependency, QueuedJob, parse_dependency, parse_squeue
+    from hpc_marker.slurm.parse import (
+        Dependency,
+        QueuedJob,
+        parse_dependency,
+        parse_squeue,
+    )
 
     jobs = parse_squeue(WEDGED_SQUEUE + "\n")
     assert jobs[1] == QueuedJob("549_[0-3]", "PENDING", "DependencyNeverSatisfied", "afterok:548(failed)")
@@ -143,7 +170,7 @@ def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, mo
 
     paths = RunPaths(tmp_path / "r")
     paths.root.mkdir()
-    _plan().save(paths.plan)
+    save_plan(_plan(), paths.plan)
     record = _record()
     record.jobs = {"convert": ["549_0", "549_1"], "collect": ["550"]}
     paths.save_record(record)

@@ -8,8 +8,9 @@ import os
 import pytest
 from conftest import CORPUS, make_bad_pdfs
 
-from hpc_marker.planning.plan import Plan, WorkItem, make_plan, static_chunks, work_items
+from hpc_marker.planning.plan import WorkItem, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, find_pdfs, scan_pdfs
+from hpc_marker.planning.store import load_plan, save_plan
 
 
 def test_scan_finds_pdfs_in_any_case_recursively_and_counts_pages(sample_pdfs):
@@ -87,8 +88,8 @@ def test_split_parts_cover_each_pdf_exactly_and_in_order():
 def test_plan_never_has_more_tasks_than_items_and_round_trips(tmp_path):
     plan = make_plan(_items([3, 4]), 8)
     assert len(plan.tasks) == 2
-    plan.save(tmp_path / "plan.json")
-    assert Plan.load(tmp_path / "plan.json") == plan
+    save_plan(plan, tmp_path / "plan")
+    assert load_plan(tmp_path / "plan") == plan
 
 
 def test_plan_of_corpus_beats_static_chunking():

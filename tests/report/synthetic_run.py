@@ -1,6 +1,6 @@
 """A synthetic run folder of any size, for the report's size test and benchmark.
 
-`make_run` writes run.json (RunRecord), plan.json (the Plan's JSON) and one manifest per task
+`make_run` writes run.json (RunRecord), the plan (planning/store.py) and one manifest per task
 (ManifestRecord lines, written directly for speed) the way a real run leaves them before the
 collector: items over `tasks` tasks on 4 GPUs per host, some retried (a failed attempt, then an
 ok one), some failed for good, some degraded, some with no record at all, and the last task
@@ -16,7 +16,6 @@ the peak memory: the benchmark of the report (times belong there, not in tests).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import tempfile
@@ -27,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpc_marker.planning.plan import WorkItem
+from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
+from hpc_marker.planning.store import save_plan
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord
 from hpc_marker.runstate.record import RunRecord
@@ -81,11 +81,7 @@ def make_run(root: Path, *, records: int = 200_000, tasks: int = 64, hours: floa
                                 tasks=tasks, gpus=tasks, workers_per_gpu=2, cpus_per_task=8, template="default",
                                 time_limit="04:00:00", steal=True, lease_seconds=120.0, item_timeout="auto",
                                 umask=0o077, profile="generic"))
-    shares = [items[t::tasks] for t in range(tasks)]
-    plan_json = {"total_pages": int(pages.sum()),
-                 "tasks": [{"index": t, "pages": sum(i.pages for i in share), "items": [vars(i) for i in share]}
-                           for t, share in enumerate(shares)]}
-    paths.plan.write_text(json.dumps(plan_json), encoding="utf-8")
+    save_plan(Plan(tasks=[TaskPlan(index=t, items=items[t::tasks]) for t in range(tasks)]), paths.plan)
     # Who does what: items round-robin over all tasks but the last (idle: its share was stolen);
     # a retried item fails first (a third of its time), then its ok attempt comes after every first
     # attempt of the next task. Each task works through its records one after another.

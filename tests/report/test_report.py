@@ -17,7 +17,7 @@ from pagecheck import PLOTS, SECTIONS, Page, browse, check_page, find_chromium, 
 
 from hpc_marker.cli import cli
 from hpc_marker.llm.metrics import summarize_metrics
-from hpc_marker.planning.plan import Plan
+from hpc_marker.planning.store import load_plan
 from hpc_marker.report import write_report
 from hpc_marker.report.figures import task_labels
 from hpc_marker.report.frames import (
@@ -123,7 +123,7 @@ def test_llm_section_when_the_summary_has_one(run):
 
 
 def test_pure_builders(run):
-    records, plan = run["records"], Plan.load(run["paths"].plan)
+    records, plan = run["records"], load_plan(run["paths"].plan)
     items = records_frame(records)
     flow = throughput_frame(items)
     pages_ok = sum(r.pages for r in records if r.status == "ok")
@@ -196,4 +196,4 @@ def test_report_of_a_run_not_collected_yet(run, tmp_path):
         manifest.unlink()
     page = Page(write_report(root).read_text(encoding="utf-8"))
     assert {"summary", "timeline", "failures", "slowest"} <= page.ids and "timeline-plot" not in page.ids
-    assert len(page.cells["failures-table"]) == 7 * len(Plan.load(root / "plan.json").items)  # 7 columns; all never finished
+    assert len(page.cells["failures-table"]) == 7 * len(load_plan(root / "plan").items)  # 7 columns; all never finished

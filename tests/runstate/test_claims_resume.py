@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from conftest import CORPUS, EXAMPLES, make_bad_pdfs
 
 from hpc_marker.cli import cli
-from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.planning.store import load_plan
+from hpc_marker.runstate.claims import ClaimBoard, batch_name
 from hpc_marker.runstate.index import register_run, resolve_run
 from hpc_marker.runstate.manifest import ManifestRecord, read_manifests
 from hpc_marker.submission.launch import prepare_run
@@ -27,51 +28,70 @@ def invoke(*args: str):
 
 def _race(folder: str, worker: int, items: int, out: multiprocessing.Queue) -> None:
     board = ClaimBoard(Path(folder), owner=f"racer-{worker}", lease_s=60)
-    won = []
+    won, leases = [], []
     for n in range(items):
-        item = f"item-{n:04d}"
-        claim = board.try_claim(item)
-        if claim and board.commit(claim, {"status": "ok", "by": worker}):
-            won.append(item)
-    out.put(won)
+        if board.commit(f"{n:06d}", {"status": "ok", "by": worker}):
+            won.append(f"{n:06d}")
+        if board.claim("7", batch_name(n)):
+            leases.append(n)
+    out.put((won, leases))
 
 
-def test_racing_processes_never_both_finish_an_item(tmp_path):
+def test_racing_processes_never_both_finish_an_item_nor_hold_a_batch(tmp_path):
     queue: multiprocessing.Queue = multiprocessing.Queue()
     racers = [multiprocessing.Process(target=_race, args=(str(tmp_path), w, 300, queue)) for w in range(8)]
     for p in racers:
         p.start()
-    won = [item for _ in racers for item in queue.get(timeout=120)]
+    results = [queue.get(timeout=120) for _ in racers]
     for p in racers:
         p.join()
-    assert sorted(won) == [f"item-{n:04d}" for n in range(300)]  # each item finished exactly once
+    won = [item for items, _ in results for item in items]
+    held = [n for _, leases in results for n in leases]
+    assert sorted(won) == [f"{n:06d}" for n in range(300)]  # each item finished exactly once
+    assert sorted(held) == list(range(300))  # each batch held by exactly one racer
     board = ClaimBoard(tmp_path, owner="check", lease_s=60)
-    assert all(board.done_record(f"item-{n:04d}")["by"] in range(8) for n in range(300))
+    assert all(board.done_record(f"{n:06d}")["by"] in range(8) for n in range(300))
+    assert max(len(os.listdir(d)) for d in (tmp_path / "done").iterdir()) <= 1000  # sharded
 
 
-def test_expired_lease_is_taken_over_and_the_old_owner_cannot_commit(tmp_path):
+def test_expired_lease_is_taken_over_and_the_old_holder_finds_out(tmp_path):
     slow = ClaimBoard(tmp_path, owner="slow", lease_s=0.5)
     fast = ClaimBoard(tmp_path, owner="fast", lease_s=0.5)
-    old = slow.try_claim("x")
-    assert old and fast.try_claim("x") is None  # lease alive
+    old = slow.claim("0", "b00000")
+    assert old and old.fresh and fast.claim("0", "b00000") is None  # lease alive
+    assert slow.commit("000001", {"status": "ok", "by": "slow"})
     time.sleep(0.7)  # no heartbeat: the lease expires
-    new = fast.try_claim("x")
-    assert new and new.generation == old.generation + 1
-    assert not slow.commit(old, {"status": "ok"})
-    assert fast.commit(new, {"status": "ok", "by": "fast"})
-    assert slow.try_claim("x") is None and fast.done_record("x")["by"] == "fast"
+    new = fast.claim("0", "b00000")
+    assert new and not new.fresh  # taken over: its items must be checked one by one
+    assert not slow.holds(old.lease) and fast.holds(new.lease)
+    slow.renew()
+    assert slow.lost(old.lease)
+    assert not fast.commit("000001", {"status": "ok", "by": "fast"})  # done once, by whoever came first
+    assert fast.commit("000002", {"status": "ok", "by": "fast"}) and not slow.commit("000002", {"status": "ok"})
+    fast.finish(new.lease)
+    assert fast.finished("0", "b00000") and slow.claim("0", "b00000") is None
+
+
+def test_a_given_back_lease_is_claimable_at_once_and_not_fresh(tmp_path):
+    owner = ClaimBoard(tmp_path, owner="owner", lease_s=60)
+    other = ClaimBoard(tmp_path, owner="other", lease_s=60)
+    claimed = owner.claim("3", "b00001")
+    assert other.claim("3", "b00001") is None
+    owner.release(claimed.lease)
+    again = other.claim("3", "b00001")
+    assert again and not again.fresh
 
 
 def test_heartbeat_keeps_a_lease_alive(tmp_path):
     owner = ClaimBoard(tmp_path, owner="owner", lease_s=0.6)
-    claim = owner.try_claim("x")
+    claimed = owner.claim("0", "b00000")
     owner.start_heartbeat()
     try:
         time.sleep(1.5)
-        assert ClaimBoard(tmp_path, owner="thief", lease_s=0.6).try_claim("x") is None
+        assert ClaimBoard(tmp_path, owner="thief", lease_s=0.6).claim("0", "b00000") is None
     finally:
         owner.stop_heartbeat()
-    assert owner.commit(claim, {"status": "ok"})
+    assert owner.holds(claimed.lease) and not owner.lost(claimed.lease)
 
 
 def _run_local(pdfs: Path, out: Path, *extra: str) -> Path:
@@ -89,7 +109,7 @@ def test_split_pdf_gives_the_same_markdown_as_whole(tmp_path):
     shutil.copy(EXAMPLES / "en" / "upref.pdf", pdfs / "small.pdf")
     _run_local(pdfs, tmp_path / "whole", "--split-pages", "0", "--gpus", "2")
     run = _run_local(pdfs, tmp_path / "split", "--split-pages", "2", "--gpus", "3")
-    plan = json.loads((run / "plan.json").read_text())
+    plan = load_plan(run / "plan").to_json()
     assert sum(1 for t in plan["tasks"] for i in t["items"] if i["pdf"] == "big.pdf") >= 2
     for name in ("big", "small"):
         whole = (tmp_path / "whole" / name / f"{name}.md").read_bytes()
@@ -109,12 +129,12 @@ def test_resume_submits_only_what_is_not_done(tmp_path, sample_pdfs):
     prepared.record.jobs = {"convert": ["-", "-"], "collect": []}
     prepared.paths.save_record(prepared.record)
     # one item was already finished by an earlier attempt, killed before it wrote its manifest line
-    board = ClaimBoard(prepared.paths.claims, owner="earlier", lease_s=60)
+    board = ClaimBoard(prepared.paths.root, owner="earlier", lease_s=60)
     first = prepared.plan.tasks[0].items[0]
     record = ManifestRecord(item_id=first.item_id, pdf=first.pdf, page_start=0, page_stop=first.pages,
                             pages=first.pages, status="ok", error=None, seconds=1.0, engine="text", host="h",
                             gpu="0", job_id="1_0", task=0, output="x.md", started=1.0, finished=2.0)
-    board.commit(board.try_claim(first.item_id), asdict(record))
+    assert board.commit(first.item_id, asdict(record))
     result = invoke("resume")
     assert result.exit_code == 0, result.output
     records = read_manifests(prepared.paths.manifests).records

@@ -415,8 +415,8 @@ def test_a_task_converts_inside_its_servers_lifetime(sample_pdfs, tmp_path, monk
 
 
 def test_a_server_that_cannot_start_fails_the_task_fast_and_claims_nothing(sample_pdfs, tmp_path, monkeypatch, env):
-    from hpc_marker.planning.plan import Plan
-    from hpc_marker.runstate.claims import ClaimBoard
+    from hpc_marker.planning.store import load_plan
+    from hpc_marker.runstate.claims import ClaimBoard, batch_name
     from hpc_marker.runtime.task import run_task
 
     env["STANDIN_VLLM_EXIT_AT_STARTUP"] = "RuntimeError: CUDA out of memory while loading weights"
@@ -425,6 +425,8 @@ def test_a_server_that_cannot_start_fails_the_task_fast_and_claims_nothing(sampl
     with pytest.raises(InferenceServerFailed, match="CUDA out of memory while loading weights"):
         run_task(str(paths.root), 0)
     assert time.monotonic() - started < 15
-    board = ClaimBoard(paths.claims, owner="check", lease_s=60)
-    items = Plan.load(paths.plan).items
-    assert all(board.try_claim(item.item_id) for item in items)  # nothing left claimed: another task or resume redoes it
+    board = ClaimBoard(paths.root, owner="check", lease_s=60)
+    plan = load_plan(paths.plan)
+    batches = [(task.index, batch[0].batch) for task in plan.tasks for batch in task.batches()]
+    assert batches and all(board.claim(str(share), batch_name(index)) for share, index in batches)  # nothing left held
+    assert not any(board.is_done(item.item_id) for item in plan.items)

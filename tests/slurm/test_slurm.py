@@ -18,6 +18,7 @@ from conftest import CORPUS
 
 from hpc_marker.cli import cli
 from hpc_marker.planning.scan import find_pdfs
+from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
 from hpc_marker.submission.scripts import split_dry_run
@@ -99,7 +100,7 @@ def test_corpus_converts_on_4_gpus_exactly_once(tmp_path):
 
     # every work item: exactly one manifest line; every PDF: exactly one document
     pdfs = [rel for rel, _ in find_pdfs(CORPUS)]
-    plan_ids = [i["item_id"] for t in json.loads(paths.plan.read_text())["tasks"] for i in t["items"]]
+    plan_ids = [i.item_id for i in load_plan(paths.plan).items]
     assert len(plan_ids) > len(pdfs)  # the large manuals were split into page ranges
     records = read_manifests(paths.manifests).records
     assert sorted(r.item_id for r in records) == sorted(plan_ids)

@@ -20,6 +20,7 @@ from test_slurm import invoke, wait_for  # noqa: F401  (skips this module too wh
 
 from hpc_marker.engines import EngineOptions
 from hpc_marker.engines.text import TextEngine
+from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
@@ -50,7 +51,7 @@ def assert_outputs_match_text_engine(pdfs: Path, out: Path) -> None:
 
 
 def assert_each_item_once(paths) -> list:
-    plan = json.loads(paths.plan.read_text())
+    plan = load_plan(paths.plan).to_json()
     ids = sorted(i["item_id"] for t in plan["tasks"] for i in t["items"])
     records = read_manifests(paths.manifests).records
     assert sorted(r.item_id for r in records) == ids  # one line per item: none lost, none twice
@@ -136,7 +137,7 @@ def test_time_limit_warning_drains_a_task_and_the_rest_is_taken_over(tmp_path, p
     records = assert_each_item_once(paths)
     by_task_0 = [r for r in records if r.task == 0]
     assert all(r.started < signalled_at for r in by_task_0), [(r.item_id, r.started - signalled_at, r.seconds) for r in by_task_0]  # nothing new after the signal
-    assert any(r.task == 1 and r.item_id in {i["item_id"] for i in json.loads(paths.plan.read_text())["tasks"][0]["items"]}
+    assert any(r.task == 1 and r.item_id in {i.item_id for i in load_plan(paths.plan).tasks[0].items}
                for r in records)  # task 1 took over task 0's share
     assert_outputs_match_text_engine(pdfs, out)
     status = json.loads(invoke("status", "usr2", "--json").output)

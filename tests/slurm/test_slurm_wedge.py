@@ -20,6 +20,7 @@ from test_slurm import invoke, wait_for  # skips this module too where no cluste
 
 from hpc_marker.executors.slurm import TemplateSlurmExecutor
 from hpc_marker.planning.scan import find_pdfs
+from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
 from hpc_marker.slurm.parse import SQUEUE_FORMAT, QueuedJob, parse_squeue
@@ -91,7 +92,7 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
     assert final["wedged"] is None and final["pending"] == 0
 
     pdfs = sorted(rel for rel, _ in find_pdfs(sample_pdfs))
-    plan_ids = sorted(i["item_id"] for t in json.loads(paths.plan.read_text())["tasks"] for i in t["items"])
+    plan_ids = sorted(i.item_id for i in load_plan(paths.plan).items)
     records = read_manifests(paths.manifests).records
     faultkit.note(inputs=len(pdfs), items=len(plan_ids), lost=len(set(plan_ids) - {r.item_id for r in records}),
                   twice=len(records) - len({r.item_id for r in records}), healed_by="status, resume",
