@@ -10,7 +10,8 @@ cluster_conf="${HPCMARKER_SLURM_DIR:-/var/tmp/hpcmarker-slurm}/slurm.conf"
 if [ -z "${SLURM_CONF:-}" ] && [ -f "$cluster_conf" ]; then
   export SLURM_CONF="$cluster_conf"
 fi
-export HPCMARKER_REQUIRE_SLURM="${HPCMARKER_REQUIRE_SLURM:-1}"  # no cluster: fail, do not skip
+# no cluster, no corpus, or not root (the disk-full and OOM-killer scenarios): fail, do not skip
+export HPCMARKER_REQUIRE="${HPCMARKER_REQUIRE:-slurm,root,corpus}"
 results=docs/fault-injection.jsonl
 junit="$(mktemp --suffix=.xml)"
 trap 'rm -f "$junit"' EXIT

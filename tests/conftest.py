@@ -1,17 +1,161 @@
-"""Shared fixtures: sample PDFs, generated bad inputs, an isolated run index."""
+"""Shared fixtures (sample PDFs, an isolated run index, the stand-in Ollama's models, the browser) and the
+one gate for the real parts some tests need.
+
+The gate: a test that needs a real part carries that part's marker (registered in pyproject.toml):
+
+  slurm    a reachable Slurm cluster with accounting (`sinfo` and `sacct` answer)
+  marker   marker-pdf importable in this Python
+  browser  a headless Chromium on PATH
+  root     root, able to mount a tmpfs and make a cgroup v1 memory group
+  corpus   the shared corpus at ../shared/corpus
+
+Where its part is missing, a marked test is skipped, and the skip names what is missing. Where
+HPCMARKER_REQUIRE names the part (`HPCMARKER_REQUIRE=slurm,browser`, or `all`), it fails instead,
+so a CI machine that lost its cluster fails rather than passes with everything skipped.
+`slow` (the tests that take several seconds or more) is a plain marker: `pytest -m "not slow"`.
+
+Helpers for driving runs are in runkit.py, the inputs in inputs.py; import them from there.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
-from inputs import Expected, make_bad_pdfs  # noqa: F401 - shared by the tests
+from inputs import CORPUS, EXAMPLES, make_bad_pdfs  # noqa: F401 - tests/report/test_report.py imports the last two from here
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "pdfs"
-CORPUS = ROOT.parent / "shared" / "corpus" / "pdfs"
+REQUIRE_ENV = "HPCMARKER_REQUIRE"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
 
+
+# ---- the gate ---------------------------------------------------------------------------------------
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
+
+
+def _slurm_missing() -> str | None:
+    for argv in (["sinfo", "-h"], ["sacct", "-n", "-X", "--starttime", "now"]):
+        if shutil.which(argv[0]) is None:
+            return f"no `{argv[0]}` on PATH"
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            return f"`{' '.join(argv)}` did not answer within 10 s"
+        if done.returncode:
+            return f"`{' '.join(argv)}` failed: {_first_line(done.stderr)}"
+    return None
+
+
+def _marker_missing() -> str | None:
+    if importlib.util.find_spec("marker") is None:
+        return "marker-pdf is not installed in this Python"
+    return None
+
+
+def find_chromium() -> str | None:
+    """The headless browser on PATH, if any."""
+    return next(filter(None, map(shutil.which, BROWSERS)), None)
+
+
+def _browser_missing() -> str | None:
+    return None if find_chromium() else f"none of {', '.join(BROWSERS)} is on PATH"
+
+
+def _root_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "not running as root"
+    if shutil.which("mount") is None:
+        return "no `mount` on PATH"
+    with tempfile.TemporaryDirectory(prefix="hpcmarker-probe-") as mount:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mount], capture_output=True, text=True)
+        if done.returncode:
+            return f"cannot mount a tmpfs: {_first_line(done.stderr)}"
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+    group = CGROUP_V1_MEMORY / f"hpcmarker-probe-{os.getpid()}"
+    try:
+        group.mkdir()
+        group.rmdir()
+    except OSError as exc:
+        return f"no writable cgroup v1 memory controller at {CGROUP_V1_MEMORY}: {exc.strerror}"
+    return None
+
+
+def _corpus_missing() -> str | None:
+    return None if CORPUS.is_dir() else f"no shared corpus at {CORPUS}"
+
+
+# part -> (what says why it is missing, or None when it is there; how to get it)
+PARTS = {
+    "slurm": (_slurm_missing, "bring up the test cluster: scripts/slurm-test-cluster.sh up (as root), export SLURM_CONF"),
+    "marker": (_marker_missing, 'pip install "hpc-marker[marker]"; see scripts/test-marker-versions.sh'),
+    "browser": (_browser_missing, "apt-get install -y chromium"),
+    "root": (_root_missing, "run the tests as root on a machine with cgroup v1"),
+    "corpus": (_corpus_missing, "the corpus is shared by the project, beside the repository"),
+}
+
+
+@functools.cache
+def missing(part: str) -> str | None:
+    """Why `part` is missing here, in one line with how to get it; None when it is there. Probed once."""
+    why = PARTS[part][0]()
+    return None if why is None else f"{why} ({PARTS[part][1]})"
+
+
+def required_parts(value: str | None) -> frozenset[str]:
+    """The parts HPCMARKER_REQUIRE names: a comma-separated list of parts, or `all`."""
+    names = {name.strip() for name in (value or "").split(",") if name.strip()}
+    if "all" in names:
+        return frozenset(PARTS)
+    unknown = names - set(PARTS)
+    if unknown:
+        raise pytest.UsageError(f"{REQUIRE_ENV}={value}: no part named {', '.join(sorted(unknown))}; "
+                                f"parts: {', '.join(PARTS)} (or all)")
+    return frozenset(names)
+
+
+_REQUIRED = pytest.StashKey[frozenset]()  # on the config: the parts HPCMARKER_REQUIRE names
+_FAILS = pytest.StashKey[str]()  # on a test: why it fails (a required part is missing)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_REQUIRED] = required_parts(os.environ.get(REQUIRE_ENV))  # a typo stops the run here
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    required = sorted(config.stash[_REQUIRED])
+    return (f"{REQUIRE_ENV}={','.join(required)}: tests needing a missing {'/'.join(required)} fail"
+            if required else f"{REQUIRE_ENV} unset: tests needing a missing part skip")
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k: only the parts of the tests that will run are probed
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A marked test whose part is missing is skipped, with why; where HPCMARKER_REQUIRE names the part,
+    it is failed instead (at its setup, below)."""
+    required = config.stash[_REQUIRED]
+    for item in items:
+        gone = [part for part in PARTS if item.get_closest_marker(part) and missing(part)]
+        if must_have := [part for part in gone if part in required]:
+            item.stash[_FAILS] = "; ".join(f"{part} is required ({REQUIRE_ENV}) but missing: {missing(part)}"
+                                           for part in must_have)
+        elif gone:
+            item.add_marker(pytest.mark.skip(reason="; ".join(f"{part} missing: {missing(part)}" for part in gone)))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _FAILS in item.stash:
+        pytest.fail(item.stash[_FAILS], pytrace=False)
+
+
+# ---- fixtures --------------------------------------------------------------------------------------
 
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path_factory, monkeypatch):
@@ -26,3 +170,24 @@ def sample_pdfs(tmp_path) -> Path:
     target = tmp_path / "pdfs"
     shutil.copytree(EXAMPLES, target)
     return target
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The headless browser's path, for tests marked `browser` (the gate has made sure it is there)."""
+    found = find_chromium()
+    assert found, "ask for the chromium fixture from tests marked `browser` only"
+    return found
+
+
+@pytest.fixture
+def standin_models(tmp_path, monkeypatch) -> Path:
+    """The stand-in `ollama` (tests/standin) first on PATH, with model tiny:1b in OLLAMA_MODELS (both
+    passed on to local tasks and to Slurm jobs); returns the models folder."""
+    from standin.harness import path_with_standin, seed_model
+
+    models = tmp_path / "models"
+    seed_model(models, "tiny:1b")
+    monkeypatch.setenv("PATH", path_with_standin())
+    monkeypatch.setenv("OLLAMA_MODELS", str(models))
+    return models

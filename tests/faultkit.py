@@ -7,7 +7,8 @@
 - `verify` checks a finished run from its outputs and manifests alone (manifest.csv, the task manifests,
   plan.json, summary.json, the files under OUT) and counts what is wrong: items lost, items recorded
   twice, wrong statuses, outputs that differ from the reference, unexpected (half-written) files.
-- `sh`, `pids_with`, `kill9`, `sacct_states`, `batch_step_alive`: the Slurm and /proc helpers injecting uses.
+- `sh`, `pids_with`, `kill9`, `sacct_states`, `sacct_times`, `batch_step_alive`: the Slurm and /proc helpers
+  injecting (and the Slurm tests) use.
 - `scenario` / `recorded` / `note` append one JSON line per scenario to $HPCMARKER_FAULT_RESULTS
   (nothing when unset), written on the way out of the test, so a failing scenario shows its numbers.
 """
@@ -29,24 +30,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pytest
-from click.testing import CliRunner
-from inputs import EXAMPLES, Expected, make_bad_pdfs, make_hostile_names, make_owner_password_pdf, pathological_pdf
+from inputs import (
+    CORPUS,
+    EXAMPLES,
+    PAGES_CSV,
+    Expected,
+    make_bad_pdfs,
+    make_hostile_names,
+    make_owner_password_pdf,
+    pathological_pdf,
+)
+from runkit import invoke  # noqa: F401 - the fault suite imports it from here
+from runkit import run_folder as run_paths  # noqa: F401 - the fault suite calls fk.run_paths(out, run_id)
 
 from hpc_marker.planning.store import load_plan
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "pdfs"
-PAGES_CSV = CORPUS.parent / "pages.csv"
 RESULTS_ENV = "HPCMARKER_FAULT_RESULTS"
 ITEM_TIMEOUT = "3+0.5/page"  # the slow PDF needs about 8 s: recorded `timeout`; every corpus item fits easily
 SLOW_PDF = "zz-slow.pdf"
 KINDS = ("corpus", "bad", "owner-only", "hostile", "slow")
-
-
-def invoke(*args):
-    from hpc_marker.cli import cli
-
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @dataclass
@@ -121,12 +123,6 @@ def output_files(out: Path) -> dict[str, bytes]:
             continue
         files[rel.as_posix()] = _normalized(rel.as_posix(), path.read_bytes())
     return files
-
-
-def run_paths(out: Path, run_id: str):
-    from hpc_marker.runstate.layout import RunPaths
-
-    return RunPaths(Path(out) / ".hpcmarker" / "runs" / run_id)
 
 
 def reference_run(inputs: Inputs, out: Path) -> Inputs:
@@ -324,6 +320,15 @@ def sacct_states(job: str) -> list[str]:
     """Every state the job went through (-D: requeued runs too)."""
     out = sh("sacct", "-n", "-P", "-X", "-D", "-j", job, "-o", "JobID,State").stdout
     return [line.split("|")[1] for line in out.splitlines() if line.split("|")[0] == job]
+
+
+def sacct_times(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Start and end (sacct's words) of each job, by job id (array tasks as <array>_<task>)."""
+    argv = ["sacct", "-n", "-P", "-X", "-o", "JobID,Start,End"]
+    for jid in {j.split("_")[0] for j in job_ids}:
+        argv += ["-j", jid]
+    out = sh(*argv).stdout
+    return {line.split("|")[0]: tuple(line.split("|")[1:3]) for line in out.splitlines() if line}
 
 
 def batch_step_alive(raw_job_id: str) -> bool:

@@ -1,5 +1,6 @@
-"""Generated hostile inputs for the tests: bad PDFs with their expected status, slow and memory-hungry
-PDFs, and good PDFs under hostile names. Everything is generated here; nothing is downloaded."""
+"""The tests' inputs: where the sample PDFs and the shared corpus are, and generated hostile inputs (bad
+PDFs with their expected status, slow and memory-hungry PDFs, good PDFs under hostile names). Everything
+hostile is generated here; nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "pdfs"
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+EXAMPLES = ROOT / "examples" / "pdfs"  # the shipped samples: 6 PDFs, 11 pages
+CORPUS = ROOT.parent / "shared" / "corpus" / "pdfs"  # the shared corpus (tests marked `corpus`)
+PAGES_CSV = CORPUS.parent / "pages.csv"  # its page count per PDF
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ class ClaimBoard:
         self.owner = owner
         self.lease_s = lease_s
         self._held: dict[tuple[str, str], Lease] = {}
+        self.released: list[str] = []  # "group/name" of leases given back unfinished: others take them at once
         self._lost: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -212,7 +213,9 @@ class ClaimBoard:
             try:
                 os.utime(lease.path, (mtime, mtime))
             except FileNotFoundError:
-                pass
+                return
+            if mtime != FINISHED:
+                self.released.append(f"{lease.group}/{lease.name}")
 
     def release_all(self) -> None:
         for lease in self.held():

@@ -11,10 +11,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.json as pajson
+if TYPE_CHECKING:  # pandas and pyarrow load only where manifests are read (never in a task)
+    import pandas as pd
 
 STATUSES = ("ok", "failed", "timeout", "encrypted")
 FAILURE_STATUSES = STATUSES[1:]  # every status but ok: counted as failed, listed with its reason
@@ -114,6 +114,10 @@ COLUMNS = [f.name for f in fields(ManifestRecord)]
 def read_manifest_frame(folder: Path) -> tuple[pd.DataFrame, list[str]]:
     """All task manifests of a run's manifests/ folder as one frame (columns COLUMNS), and their torn
     lines. Arrow's JSON reader parses each file; a file with a torn line is read line by line instead."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
     frames, torn = [], []
     for path in sorted(Path(folder).glob("task-*.jsonl")):
         try:

@@ -20,17 +20,15 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
+from typing import TYPE_CHECKING
 
 from hpc_marker.util.files import atomic_write
 
+if TYPE_CHECKING:  # pandas and pyarrow load only where logs are read (never in a task)
+    import pandas as pd
+
 WORKING, WAITING, EXITED = "working", "waiting", "exited"
-LOG_SCHEMA = pa.schema([("item_id", pa.string()), ("status", pa.string()), ("pages", pa.int64()),
-                        ("share", pa.int64()), ("started", pa.float64()), ("finished", pa.float64()),
-                        ("flags", pa.string())])
+LOG_COLUMNS = ("item_id", "status", "pages", "share", "started", "finished", "flags")
 DEGRADED = "d"  # flags: the item's LLM refinement was degraded
 FAILED_OVER = "f"  # flags: some of the item's LLM requests moved to another replica
 REOPENED = "reopened"  # a status line `retry` writes: the item is open again (pending), not finished
@@ -45,6 +43,7 @@ class Heartbeat:
     cursor: int = 0  # the next batch of its own share it will try to claim
     remaining_pages: int = 0  # pages of its own share from the cursor on (not yet claimed by it)
     held: list[str] = field(default_factory=list)  # "group/name" of the leases it holds
+    released: list[str] = field(default_factory=list)  # leases it gave back unfinished (stopped, draining)
     inflight: list[str] = field(default_factory=list)  # item ids being converted
     committed: int = 0  # items it committed since it started
     updated: float = 0.0
@@ -101,8 +100,14 @@ class CommitLog:
 
 
 def read_commits(folder: Path) -> pd.DataFrame:
-    """Every commit line of every task (columns of LOG_SCHEMA), in no particular order; a torn last
+    """Every commit line of every task (columns LOG_COLUMNS), in no particular order; a torn last
     line is skipped. Arrow's CSV reader: under a second for 10^6 lines."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    schema = pa.schema([("item_id", pa.string()), ("status", pa.string()), ("pages", pa.int64()),
+                        ("share", pa.int64()), ("started", pa.float64()), ("finished", pa.float64()),
+                        ("flags", pa.string())])
     tables = []
     try:
         names = sorted(n for n in os.listdir(folder) if n.startswith("task-") and n.endswith(".log"))
@@ -112,10 +117,10 @@ def read_commits(folder: Path) -> pd.DataFrame:
         data = (Path(folder) / name).read_bytes()  # one open per log
         if data:
             tables.append(pacsv.read_csv(
-                io.BytesIO(data), read_options=pacsv.ReadOptions(column_names=LOG_SCHEMA.names),
+                io.BytesIO(data), read_options=pacsv.ReadOptions(column_names=schema.names),
                 parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=lambda row: "skip"),
-                convert_options=pacsv.ConvertOptions(column_types=LOG_SCHEMA, strings_can_be_null=False)))
-    table = pa.concat_tables(tables) if tables else LOG_SCHEMA.empty_table()
+                convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False)))
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
     return table.to_pandas()
 
 

@@ -80,6 +80,7 @@ class Scheduler:
             self.beat.state, self.beat.cursor = self.state, self.cursor
             self.beat.remaining_pages = sum(item.pages for batch in self.own[self.cursor:] for item in batch)
             self.beat.held = [f"{lease.group}/{lease.name}" for lease in self.board.held()]
+            self.beat.released = list(self.board.released)
             self.beat.inflight = list(self.inflight())
             write_heartbeat(self.progress_folder, self.beat)
 
@@ -160,10 +161,12 @@ class Scheduler:
         return None
 
     def _take_over(self, beats: dict[int, Heartbeat]) -> Batch | None:
-        """A batch held by a task whose heartbeat is stale (or by this task's earlier run), once its lease expired."""
+        """A batch another task gave back unfinished; one held by a task whose heartbeat is stale (or by this
+        task's earlier run), once its lease expired."""
         now = time.time()
         held = list(self.inherited)
         for beat in beats.values():
+            held += [name for name in beat.released if _is_batch(name)]
             if beat.state != EXITED and not beat.fresh(self.lease_s, now):
                 held += [name for name in beat.held if _is_batch(name)]
         for name in held:
@@ -189,9 +192,10 @@ class Scheduler:
         sweeper = self.task < SWEEPERS
         beats = read_heartbeats(self.progress_folder) if sweeper else self._sample()[1]
         holders = [b for b in beats.values() if b.task != self.task and b.state != EXITED and b.held]
-        if any(not b.fresh(self.lease_s, now) and any(_is_batch(n) for n in b.held) for b in holders):
-            return True  # a dead task's batches: take them over once their lease expires
-        return sweeper and bool(holders)
+        dead = [name for b in holders if not b.fresh(self.lease_s, now) for name in b.held if _is_batch(name)]
+        if any(not self.board.finished(*name.split("/", 1)) for name in dead):
+            return True  # a dead task's unfinished batches: take them over once their lease expires
+        return sweeper and any(b.fresh(self.lease_s, now) for b in holders)
 
     def idle(self) -> None:
         if self.state != WAITING:

@@ -5,29 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from runkit import invoke
 from standin.harness import StandinOllama, free_port, path_with_standin, seed_model
 
 from hpc_marker.admin import doctor
 from hpc_marker.admin.doctor import FAIL, OK, WARN, Check, DoctorRequest
-from hpc_marker.cli.admin import doctor_command
 from hpc_marker.engines import marker as marker_engine
 from hpc_marker.submission.request import SubmitRequest
-
-
-def cluster_answers() -> bool:
-    try:
-        return shutil.which("sinfo") is not None and subprocess.run(["sinfo", "-h"], capture_output=True,
-                                                                    timeout=10).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
 
 
 def shim(bin_dir: Path, name: str, script: str) -> None:
@@ -132,8 +122,8 @@ def test_marker_install_import_and_cache_with_fakes(monkeypatch):
     assert doctor.check_marker_cache().status == OK
 
 
+@pytest.mark.marker
 def test_marker_cache_real_marker_empty_cache(tmp_path, monkeypatch):
-    pytest.importorskip("marker")
     monkeypatch.setenv("FONT_PATH", str(tmp_path / "fonts" / "f.ttf"))  # read at first import, in a fresh process
     code = ("from hpc_marker.admin.doctor import check_marker_cache as c, check_marker_install as i; import json; "
             "print(json.dumps([i().__dict__, c().__dict__]))")
@@ -227,10 +217,10 @@ def test_cheap_checks_take_a_submit_request_and_skip_the_scheduler(tmp_path, mon
 
 def test_command_exit_code_and_json(tmp_path, monkeypatch):
     monkeypatch.setattr(doctor, "run_checks", lambda req: [Check("a", OK, "fine"), Check("b", WARN, "hm", "do x")])
-    ok = CliRunner().invoke(doctor_command, ["--json"])
+    ok = invoke("doctor", "--json")
     assert ok.exit_code == 0 and json.loads(ok.output)["ok"] is True
     monkeypatch.setattr(doctor, "run_checks", lambda req: [Check("a", FAIL, "bad [marker]", "fix [it]")])
-    bad = CliRunner().invoke(doctor_command, [])
+    bad = invoke("doctor")
     assert bad.exit_code == 1
     assert "bad [marker]" in bad.output and "fix [it]" in bad.output and "0 ok, 0 warnings, 1 failed" in bad.output
 
@@ -242,14 +232,14 @@ def test_command_checks_the_submit_profile_unless_told(tmp_path, monkeypatch):
     site = tmp_path / "site.toml"
     site.write_text('[submit]\nprofile = "apptainer"\n')
     monkeypatch.setenv("HPCMARKER_SITE_CONFIG", str(site))
-    assert CliRunner().invoke(doctor_command, []).exit_code == 0
-    assert CliRunner().invoke(doctor_command, ["--profile", "a100-account", "--template", "generic"]).exit_code == 0
+    assert invoke("doctor").exit_code == 0
+    assert invoke("doctor", "--profile", "a100-account", "--template", "generic").exit_code == 0
     assert [(r.profile, r.template) for r in requests] == [("apptainer", None), ("a100-account", "generic")]
 
 
-@pytest.mark.skipif(not cluster_answers(), reason="no Slurm cluster answers here")
+@pytest.mark.slurm
 def test_whole_doctor_on_the_test_cluster(tmp_path):
-    result = CliRunner().invoke(doctor_command, ["--engine", "text", "--out", str(tmp_path), "--json"])
+    result = invoke("doctor", "--engine", "text", "--out", tmp_path, "--json")
     report = json.loads(result.output)
     by_name = {c["name"]: c for c in report["checks"]}
     assert by_name["slurm: sinfo"]["status"] == OK and by_name["slurm: sacct"]["status"] == OK

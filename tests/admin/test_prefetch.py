@@ -26,7 +26,6 @@ from hpc_marker.cli.admin import prefetch_command
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_MARKER = importlib.util.find_spec("marker") is not None
-needs_marker = pytest.mark.skipif(not HAS_MARKER, reason="marker-pdf is not installed in this venv")
 
 
 def invoke(*args: str):
@@ -172,7 +171,7 @@ def fail_fast(cache: Path, *args: str, limit_s: float = 30.0) -> tuple[str, floa
     return output.strip().splitlines()[-1], elapsed
 
 
-@needs_marker
+@pytest.mark.marker
 def test_marker_refused_fails_fast_and_names_the_piece(tmp_path, marker_urls):
     closed = f"http://127.0.0.1:{free_port()}"
     marker_urls(closed, closed)
@@ -183,14 +182,14 @@ def test_marker_refused_fails_fast_and_names_the_piece(tmp_path, marker_urls):
     assert not (tmp_path / "cache" / "env.sh").exists()
 
 
-@needs_marker
+@pytest.mark.marker
 def test_marker_unresolvable_host_fails_fast(tmp_path, marker_urls):
     marker_urls("https://models.invalid", "https://hub.invalid")
     error, _ = fail_fast(tmp_path / "cache")
     assert "https://models.invalid/artifacts/GoNotoCurrent-Regular.ttf" in error and "ConnectionError" in error
 
 
-@needs_marker
+@pytest.mark.marker
 def test_marker_silent_server_times_out(tmp_path, marker_urls):
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -203,7 +202,7 @@ def test_marker_silent_server_times_out(tmp_path, marker_urls):
     assert "could not fetch font" in error and "timed out" in error and elapsed >= 2
 
 
-@needs_marker
+@pytest.mark.marker
 def test_marker_from_a_mirror_then_doctor_accepts_the_cache(tmp_path, marker_urls, mirror):
     from hpc_marker.engines.marker import _series, marker_version
 

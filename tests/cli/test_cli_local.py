@@ -6,17 +6,10 @@ import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
-from conftest import EXAMPLES, make_bad_pdfs
+from inputs import EXAMPLES, make_bad_pdfs
+from runkit import invoke, run_local
 
-from hpc_marker.cli import cli
-from hpc_marker.runstate.index import resolve_run
-from hpc_marker.runstate.manifest import read_manifests
 from hpc_marker.submission.scripts import split_dry_run
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -44,6 +37,7 @@ def test_bad_input_is_a_one_line_error_with_exit_code_2(tmp_path, sample_pdfs, a
     assert not (tmp_path / "out" / ".hpcmarker").exists()  # nothing created, nothing submitted
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_scripts_and_creates_nothing(tmp_path, sample_pdfs):
     out = tmp_path / "out"
     result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(out), "--gpus", "3",
@@ -55,14 +49,13 @@ def test_dry_run_prints_the_scripts_and_creates_nothing(tmp_path, sample_pdfs):
     assert "#SBATCH --gres=gpu:1\n" in scripts["convert"]
     assert not (out / ".hpcmarker" / "runs" / "dry1").exists()
     # a real submit of the same run writes exactly these scripts
-    result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(out), "--gpus", "3",
-                    "--engine", "text", "--executor", "local", "--run-id", "dry1")
-    assert result.exit_code == 0, result.output
+    run_local(sample_pdfs, out, "--gpus", "3", "--run-id", "dry1")
     run = out / ".hpcmarker" / "runs" / "dry1"
     for role, text in scripts.items():
         assert (run / "scripts" / f"{role}.sbatch").read_text() == text
 
 
+@pytest.mark.slow
 def test_local_run_converts_good_pdfs_and_records_bad_ones(tmp_path, sample_pdfs):
     expected_bad = make_bad_pdfs(sample_pdfs / "bad")
     # same file name in two folders must not collide
@@ -71,11 +64,8 @@ def test_local_run_converts_good_pdfs_and_records_bad_ones(tmp_path, sample_pdfs
     odd.mkdir()
     shutil.copy(EXAMPLES / "en" / "upref.pdf", odd / "文档 copy.PDF")
     out = tmp_path / "out"
-    result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(out), "--gpus", "2",
-                    "--engine", "text", "--executor", "local")
-    assert result.exit_code == 0, result.output
-    paths = resolve_run(None)
-    records = read_manifests(paths.manifests).records
+    run = run_local(sample_pdfs, out, "--gpus", "2")
+    paths, records = run.paths, run.records
     by_pdf = {r.pdf: r for r in records}
     assert len(records) == len(by_pdf) == 8 + len(expected_bad)  # one line per input
     for name, expected in expected_bad.items():
@@ -90,7 +80,7 @@ def test_local_run_converts_good_pdfs_and_records_bad_ones(tmp_path, sample_pdfs
     assert (out / "en" / "6-7b" / "6-7b.md").read_text() == (out / "zh" / "6-7b" / "6-7b.md").read_text()
     assert (odd.relative_to(sample_pdfs) / "文档 copy").as_posix() in by_pdf[
         (odd.relative_to(sample_pdfs) / "文档 copy.PDF").as_posix()].output
-    summary = json.loads(paths.summary.read_text())
+    summary = run.summary
     assert summary["ok"] == 8 and summary["failed"] == len(expected_bad) and summary["missing"] == []
     assert {f["pdf"] for f in summary["failures"]} == {f"bad/{n}" for n in expected_bad}
     assert paths.manifest_csv.read_text().count("\n") == len(records) + 1

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
+from runkit import invoke
 
-from hpc_marker.cli import cli
 from hpc_marker.cli.admin import check_template
 from hpc_marker.config import load_config
 
@@ -22,15 +21,14 @@ def layers(tmp_path, monkeypatch):
     (user / "hpcmarker").mkdir(parents=True)
     monkeypatch.setenv("HPCMARKER_SITE_CONFIG", str(site))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(user))
-    for name in [n for n in __import__("os").environ if n.startswith("HPCMARKER_SUBMIT_")]:
+    for name in [n for n in os.environ if n.startswith("HPCMARKER_SUBMIT_")]:
         monkeypatch.delenv(name)
     return site / "config.toml", user / "hpcmarker" / "config.toml"
 
 
 def tasks_of_dry_run(sample_pdfs, tmp_path, *args: str) -> int:
-    result = CliRunner().invoke(cli, ["submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "o"),
-                                      "--executor", "local", "--dry-run", *args],
-                                default_map=load_config().default_map(), catch_exceptions=False)
+    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "o", "--executor", "local", "--dry-run", *args,
+                    default_map=load_config().default_map())
     assert result.exit_code == 0, result.output
     return int(re.search(r"#SBATCH --array=0-(\d+)", result.output).group(1)) + 1
 
@@ -53,10 +51,10 @@ def test_profile_values_fill_what_the_user_did_not_set(layers, sample_pdfs, tmp_
                     'account = "proj 7"\nsetup = ["module load cuda"]\n')
     args = ["submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "o"), "--executor", "local", "--dry-run",
             "--engine", "text", "--profile", "big"]
-    out = CliRunner().invoke(cli, args, catch_exceptions=False).output
+    out = invoke(*args).output
     assert "#SBATCH --gres=gpu:h100:1\n" in out and "#SBATCH --cpus-per-task=16\n" in out
     assert "#SBATCH --account='proj 7'\n" in out and "\nmodule load cuda\n" in out
-    out = CliRunner().invoke(cli, args + ["--cpus-per-task", "2"], catch_exceptions=False).output
+    out = invoke(*args, "--cpus-per-task", "2").output
     assert "#SBATCH --cpus-per-task=2\n" in out  # an explicit flag beats the profile
 
 
@@ -77,14 +75,14 @@ def test_config_show_names_the_source_of_each_value(layers, monkeypatch):
     site.write_text('[submit]\nengine = "text"\n')
     user.write_text("[submit]\ngpus = 8\n")
     monkeypatch.setenv("HPCMARKER_SUBMIT_WORKERS_PER_GPU", "2")
-    out = CliRunner().invoke(cli, ["config", "show"], catch_exceptions=False, terminal_width=200).output
+    out = invoke("config", "show", terminal_width=200).output
     assert re.search(r"engine .*'text' .*site", out) and re.search(r"gpus .*8 .*user", out)
     assert re.search(r"workers_per_gpu .*2 .*environment", out) and re.search(r"profile .*'generic' .*packaged", out)
 
 
 def test_unknown_profile_is_a_clear_error(layers, sample_pdfs, tmp_path):
-    result = CliRunner().invoke(cli, ["submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "o"),
-                                      "--executor", "local", "--engine", "text", "--profile", "nope"])
+    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "o", "--executor", "local", "--engine", "text",
+                    "--profile", "nope")
     assert result.exit_code == 2 and "unknown profile 'nope'; profiles: a100-account, apptainer, generic" in result.output
 
 
@@ -102,34 +100,28 @@ def test_templates_check_rejects_unknown_variables_and_shell_errors(layers, tmp_
     problems = check_template("broken", "generic")
     assert len(problems) == 3 and "bash -n" in problems[0]
     assert check_template("generic", "generic") == []
-    result = CliRunner().invoke(cli, ["templates", "check", "typo"])
+    result = invoke("templates", "check", "typo")
     assert result.exit_code == 1 and "FAIL typo/service" in result.output
 
 
 def test_templates_render_prints_what_would_be_submitted(layers):
-    out = CliRunner().invoke(cli, ["templates", "render", "apptainer", "--role", "convert"],
-                             catch_exceptions=False).output
+    out = invoke("templates", "render", "apptainer", "--role", "convert").output
     assert "exec apptainer exec --nv --bind /scratch,/shared /shared/containers/hpcmarker.sif python3" in out
-    listing = CliRunner().invoke(cli, ["templates", "list"], catch_exceptions=False, terminal_width=200).output
+    listing = invoke("templates", "list", terminal_width=200).output
     assert "apptainer" in listing and "service, convert, collect" in listing
 
 
 @pytest.mark.slurm
 def test_templates_check_uses_sbatch_test_only_on_a_real_cluster(layers, monkeypatch):
-    if not shutil.which("sbatch") or subprocess.run(["sinfo", "-h"], capture_output=True).returncode:
-        pytest.skip("no Slurm cluster answers here")
     assert check_template("generic", "generic") == []
     problems = check_template("generic", "a100-account")  # the example profile's partition is not on this cluster
     assert problems and all("sbatch --test-only" in p for p in problems)
 
 
+@pytest.mark.slurm  # the wrong profile shows as sbatch --test-only failing
 def test_templates_check_fills_a_template_from_its_own_profile(tmp_path, monkeypatch):
     """With the packaged profiles, `generic` is used by a100-account too (sorted first, partition a100)."""
-    import shutil
-
-    if not shutil.which("sbatch"):
-        pytest.skip("needs sbatch: the wrong profile shows as sbatch --test-only failing")
     monkeypatch.setenv("HPCMARKER_SITE_CONFIG", str(tmp_path / "none"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "none"))
-    result = CliRunner().invoke(cli, ["templates", "check", "generic"])
+    result = invoke("templates", "check", "generic")
     assert result.exit_code == 0, result.output

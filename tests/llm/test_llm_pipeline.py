@@ -33,6 +33,7 @@ def run_with_llm(pdfs, out, *extra):
                   "--gpus", "2", "--llm", "tiny:1b", "--llm-bind", "127.0.0.1", "--llm-parallel", "2", *extra)
 
 
+@pytest.mark.slow
 def test_text_engine_refined_by_the_run_service(tmp_path, sample_pdfs, standin):
     result = run_with_llm(sample_pdfs, tmp_path / "out", "--llm-ctx", "4096")
     assert result.exit_code == 0, result.output
@@ -53,6 +54,7 @@ def test_text_engine_refined_by_the_run_service(tmp_path, sample_pdfs, standin):
     assert status["llm"]["requests"] == summary["llm"]["requests"] and status["degraded"] == 0
 
 
+@pytest.mark.slow
 def test_failing_llm_calls_mark_items_degraded(tmp_path, sample_pdfs, standin, monkeypatch):
     monkeypatch.setenv("STANDIN_OLLAMA_FAIL_EVERY", "2")
     result = run_with_llm(sample_pdfs, tmp_path / "out")
@@ -68,6 +70,7 @@ def test_failing_llm_calls_mark_items_degraded(tmp_path, sample_pdfs, standin, m
     assert "degraded" in invoke("status").output
 
 
+@pytest.mark.slow
 def test_service_that_never_comes_up_fails_tasks_clearly_and_in_time(tmp_path, sample_pdfs, standin, monkeypatch):
     monkeypatch.setenv("STANDIN_OLLAMA_NEVER_READY", "1")
     result = run_with_llm(sample_pdfs, tmp_path / "out", "--llm-wait", "4")

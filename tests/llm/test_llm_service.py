@@ -194,6 +194,7 @@ def test_sigterm_while_waiting_for_ollama_stops_promptly(tmp_path):
     assert standin_pids(models) == []
 
 
+@pytest.mark.slow
 def test_a_second_sigterm_right_after_the_first_does_not_abort_the_cleanup(tmp_path):
     """scancel signals every process of the job and submitit's local controller forwards its own
     SIGTERM, so two often arrive together: the service must still remove its secret and exit.

@@ -6,7 +6,7 @@ import csv
 import os
 
 import pytest
-from conftest import CORPUS, make_bad_pdfs
+from inputs import CORPUS, PAGES_CSV, make_bad_pdfs
 
 from hpc_marker.planning.plan import WorkItem, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, find_pdfs, scan_pdfs
@@ -51,10 +51,9 @@ def test_bad_pdfs_are_scanned_with_a_one_line_reason(tmp_path):
         assert "\n" not in scanned[name].error
 
 
+@pytest.mark.corpus
 def test_scan_matches_corpus_page_counts():
-    if not CORPUS.is_dir():
-        pytest.skip("shared corpus not present")
-    with (CORPUS.parent / "pages.csv").open() as fh:
+    with PAGES_CSV.open() as fh:
         expected = {row["path"]: int(row["pages"]) for row in csv.DictReader(fh)}
     scanned = {s.relpath: s.pages for s in scan_pdfs(CORPUS, workers=2)}
     assert scanned == expected
@@ -92,9 +91,8 @@ def test_plan_never_has_more_tasks_than_items_and_round_trips(tmp_path):
     assert load_plan(tmp_path / "plan") == plan
 
 
+@pytest.mark.corpus
 def test_plan_of_corpus_beats_static_chunking():
-    if not CORPUS.is_dir():
-        pytest.skip("shared corpus not present")
     items = work_items(scan_pdfs(CORPUS, workers=2))
     for gpus in (4, 8, 16):
         assert make_plan(items, gpus).imbalance(gpus) <= 1.05 < static_chunks(items, gpus).imbalance(gpus)

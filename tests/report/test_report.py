@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import EXAMPLES, make_bad_pdfs
-from pagecheck import PLOTS, SECTIONS, Page, browse, check_page, find_chromium, plot_data, rendered, uncaught
+from pagecheck import PLOTS, SECTIONS, Page, browse, check_page, plot_data, rendered, uncaught
 
 from hpc_marker.cli import cli
 from hpc_marker.llm.metrics import summarize_metrics
@@ -162,8 +162,9 @@ def test_aggregated_timeline_and_cut_tables(run):
     assert IMG not in text and "<svg onload" not in text
 
 
-def test_report_renders_in_a_real_browser(run, tmp_path):
-    chromium = find_chromium()
+@pytest.mark.browser
+@pytest.mark.slow
+def test_report_renders_in_a_real_browser(run, tmp_path, chromium):
     for report, plots, hover, shown in ((run["report"], PLOTS, HOVER_IMG, (f"{IMG}.pdf", "not a readable PDF")),
                                         (run["llm_report"], (*PLOTS, "llm-plot"), HOVER_MARKUP, (MARKUP,))):
         page = rendered(chromium, report, tmp_path, plots, hover)

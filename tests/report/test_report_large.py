@@ -6,7 +6,7 @@ too; the LLM timeline is bucketed. Times are measured by synthetic_run.py, not h
 from __future__ import annotations
 
 import pytest
-from pagecheck import PLOTS, SECTIONS, array, browse, check_page, find_chromium, plot_data, rendered
+from pagecheck import PLOTS, SECTIONS, array, browse, check_page, plot_data, rendered
 from synthetic_run import HOSTILE_HOST, HOSTILE_PDF, make_run
 
 from hpc_marker.report import write_report
@@ -72,9 +72,9 @@ def test_large_run_report_is_bounded_and_adds_up(large):
     assert len(page.cells["slowest-table"]) == 10 * 5
 
 
+@pytest.mark.browser
 @pytest.mark.slow
-def test_large_run_report_renders_in_a_real_browser(large, tmp_path):
-    chromium = find_chromium()
+def test_large_run_report_renders_in_a_real_browser(large, tmp_path, chromium):
     page = rendered(chromium, large["report"], tmp_path, PLOTS)
     assert "hm" in page.classes  # the heatmap drawn
     shot = tmp_path / "large.png"

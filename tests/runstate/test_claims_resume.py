@@ -10,20 +10,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from click.testing import CliRunner
-from conftest import CORPUS, EXAMPLES, make_bad_pdfs
+import pytest
+from inputs import CORPUS, EXAMPLES, make_bad_pdfs
+from runkit import invoke, make_run, manifest_records, run_local
 
-from hpc_marker.cli import cli
 from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.claims import ClaimBoard, batch_name
-from hpc_marker.runstate.index import register_run, resolve_run
-from hpc_marker.runstate.manifest import ManifestRecord, read_manifests
-from hpc_marker.submission.launch import prepare_run
-from hpc_marker.submission.request import SubmitRequest
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+from hpc_marker.runstate.index import resolve_run
+from hpc_marker.runstate.manifest import ManifestRecord
 
 
 def _race(folder: str, worker: int, items: int, out: multiprocessing.Queue) -> None:
@@ -94,38 +88,31 @@ def test_heartbeat_keeps_a_lease_alive(tmp_path):
     assert owner.holds(claimed.lease) and not owner.lost(claimed.lease)
 
 
-def _run_local(pdfs: Path, out: Path, *extra: str) -> Path:
-    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--engine", "text", "--executor", "local",
-                    *extra)
-    assert result.exit_code == 0, result.output
-    return resolve_run(None).root
-
-
+@pytest.mark.slow
 def test_split_pdf_gives_the_same_markdown_as_whole(tmp_path):
     pdfs = tmp_path / "pdfs"
     pdfs.mkdir()
     big = CORPUS / "hyperref" / "backref.pdf" if CORPUS.is_dir() else EXAMPLES / "zh" / "example-single.pdf"
     shutil.copy(big, pdfs / "big.pdf")
     shutil.copy(EXAMPLES / "en" / "upref.pdf", pdfs / "small.pdf")
-    _run_local(pdfs, tmp_path / "whole", "--split-pages", "0", "--gpus", "2")
-    run = _run_local(pdfs, tmp_path / "split", "--split-pages", "2", "--gpus", "3")
-    plan = load_plan(run / "plan").to_json()
+    run_local(pdfs, tmp_path / "whole", "--split-pages", "0", "--gpus", "2")
+    run = run_local(pdfs, tmp_path / "split", "--split-pages", "2", "--gpus", "3").paths
+    plan = load_plan(run.plan).to_json()
     assert sum(1 for t in plan["tasks"] for i in t["items"] if i["pdf"] == "big.pdf") >= 2
     for name in ("big", "small"):
         whole = (tmp_path / "whole" / name / f"{name}.md").read_bytes()
         assert (tmp_path / "split" / name / f"{name}.md").read_bytes() == whole
-    assert not any((run / "parts").iterdir())  # no part survives as an output
+    assert not any(run.parts.iterdir())  # no part survives as an output
     outputs = sorted(p.relative_to(tmp_path / "split").as_posix() for p in (tmp_path / "split").rglob("*")
                      if p.is_file() and ".hpcmarker" not in p.parts)
     assert outputs == ["big/big.md", "big/big_meta.json", "small/small.md", "small/small_meta.json"]
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads(run.summary.read_text())
     assert summary["documents"] == summary["documents_ok"] == 2
 
 
+@pytest.mark.slow
 def test_resume_submits_only_what_is_not_done(tmp_path, sample_pdfs):
-    request = SubmitRequest.with_defaults(pdfs=sample_pdfs, out=tmp_path / "out", gpus=2, engine="text", executor="local")
-    prepared = prepare_run(request)
-    register_run(prepared.paths)
+    prepared = make_run(sample_pdfs, tmp_path / "out", gpus=2)
     prepared.record.jobs = {"convert": ["-", "-"], "collect": []}
     prepared.paths.save_record(prepared.record)
     # one item was already finished by an earlier attempt, killed before it wrote its manifest line
@@ -137,7 +124,7 @@ def test_resume_submits_only_what_is_not_done(tmp_path, sample_pdfs):
     assert board.commit(first.item_id, asdict(record))
     result = invoke("resume")
     assert result.exit_code == 0, result.output
-    records = read_manifests(prepared.paths.manifests).records
+    records = manifest_records(prepared.paths)
     assert first.item_id not in {r.item_id for r in records}  # not redone
     assert len(records) == len(prepared.plan.items) - 1
     summary = json.loads(prepared.paths.summary.read_text())
@@ -145,29 +132,31 @@ def test_resume_submits_only_what_is_not_done(tmp_path, sample_pdfs):
     assert "nothing left to convert" in invoke("resume").output
 
 
+@pytest.mark.slow
 def test_retry_reopens_failed_items_until_they_are_poison(tmp_path, sample_pdfs):
     make_bad_pdfs(sample_pdfs / "bad")
-    run = _run_local(sample_pdfs, tmp_path / "out", "--gpus", "2")
+    run = run_local(sample_pdfs, tmp_path / "out", "--gpus", "2")
     for attempt in (1, 2):
         result = invoke("retry")
         assert result.exit_code == 0, result.output
         assert "reopened 5 failed items" in result.output
     result = invoke("retry")
     assert "reopened 0 failed items; 5 poison items kept as failed" in result.output
-    summary = json.loads((run / "summary.json").read_text())
+    summary = run.summary
     assert len(summary["poison"]) == 5 and summary["ok"] == 6
-    records = read_manifests(run / "manifests").records
+    records = run.records
     assert sum(r.status == "ok" for r in records) == 6  # good PDFs were never redone
 
 
+@pytest.mark.slow
 def test_resubmit_skips_up_to_date_outputs(tmp_path, sample_pdfs):
-    _run_local(sample_pdfs, tmp_path / "out", "--gpus", "2")
-    result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "out"), "--engine", "text",
+    run_local(sample_pdfs, tmp_path / "out", "--gpus", "2")
+    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text",
                     "--executor", "local")
     assert result.exit_code == 0 and "all 6 PDFs already have up-to-date outputs" in result.output
     os.utime(sample_pdfs / "en" / "upref.pdf", None)  # touched: no longer up to date
-    result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "out"), "--engine", "text",
+    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text",
                     "--executor", "local")
     assert "skipping 5 PDFs" in result.output and "run " in result.output
-    records = read_manifests(resolve_run(None).manifests).records
+    records = manifest_records(resolve_run(None))
     assert [r.pdf for r in records] == ["en/upref.pdf"]

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
-from click.testing import CliRunner
+import pytest
 from inputs import EXAMPLES, pathological_pdf
+from runkit import run_local
 
-from hpc_marker.cli import cli
-from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
 
 GOOD = len(list(EXAMPLES.rglob("*.pdf")))
+pytestmark = pytest.mark.slow  # each test is a whole local run with a PDF that takes seconds or gigabytes
 
 
 def _submit(pdfs, out, *extra):
-    result = CliRunner().invoke(cli, ["submit", "--pdfs", str(pdfs), "--out", str(out), "--engine", "text",
-                                      "--executor", "local", "--gpus", "1", *extra], catch_exceptions=False)
-    paths = resolve_run(None)
-    return result, paths, {r.pdf: r for r in read_manifests(paths.manifests).records}
+    run = run_local(pdfs, out, "--gpus", "1", *extra)
+    return run.result, run.paths, run.by_pdf
 
 
 def test_a_slow_pdf_times_out_alone(tmp_path):
@@ -27,7 +29,6 @@ def test_a_slow_pdf_times_out_alone(tmp_path):
     shutil.copytree(EXAMPLES, pdfs)
     (pdfs / "zz-slow.pdf").write_bytes(pathological_pdf(400_000))  # about 8 s of text extraction here
     result, paths, records = _submit(pdfs, tmp_path / "out", "--workers-per-gpu", "2", "--item-timeout", "2+0.5/page")
-    assert result.exit_code == 0, result.output
     slow = records.pop("zz-slow.pdf")
     assert slow.status == "timeout" and "no result after" in slow.error and slow.seconds < 6
     assert "1 timeout" in result.output
@@ -43,7 +44,6 @@ def test_a_memory_hungry_pdf_fails_alone_under_a_worker_cap(tmp_path):
     shutil.copytree(EXAMPLES, pdfs)
     (pdfs / "hog.pdf").write_bytes(pathological_pdf(1_200_000))  # about 2 GB to extract
     result, paths, records = _submit(pdfs, tmp_path / "out", "--worker-memory", "1G")
-    assert result.exit_code == 0, result.output
     hog = records.pop("hog.pdf")
     assert hog.status == "failed"
     # Python's MemoryError, or PDFium's C++ allocator aborting the worker (tried twice): either way one line
@@ -51,24 +51,14 @@ def test_a_memory_hungry_pdf_fails_alone_under_a_worker_cap(tmp_path):
     assert {r.status for r in records.values()} == {"ok"} and len(records) == GOOD
 
 
+@pytest.mark.root
 def test_the_kernels_oom_killer_ends_one_worker_not_the_run(tmp_path):
     """A run inside a 1 GiB memory cgroup (what Slurm's ConstrainRAMSpace does to a job): the kernel
     kills the worker converting the 2 GB PDF; the task replaces it, records the item, goes on."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import pytest
-
-    root = Path("/sys/fs/cgroup/memory")
-    group = root / f"hpcmarker-test-{os.getpid()}"
+    group = Path("/sys/fs/cgroup/memory") / f"hpcmarker-test-{os.getpid()}"
+    group.mkdir()
     try:
-        group.mkdir()
         (group / "memory.limit_in_bytes").write_text(str(2**30))
-    except OSError as exc:
-        pytest.skip(f"needs a writable cgroup v1 memory controller (root): {exc.strerror}")
-    try:
         pdfs = tmp_path / "pdfs"
         shutil.copytree(EXAMPLES, pdfs)
         (pdfs / "hog.pdf").write_bytes(pathological_pdf(1_200_000))

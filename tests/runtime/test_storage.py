@@ -11,16 +11,10 @@ from pathlib import Path
 
 import faultkit
 import pytest
-from click.testing import CliRunner
-from conftest import CORPUS
+from inputs import CORPUS, PAGES_CSV
+from runkit import invoke, manifest_records, run_local
 
-from hpc_marker.cli import cli
-from hpc_marker.runstate.index import resolve_run
-from hpc_marker.runstate.manifest import latest_by_item, read_manifests
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+from hpc_marker.runstate.manifest import latest_by_item
 
 
 def _modes(root: Path) -> dict[str, int]:
@@ -28,22 +22,21 @@ def _modes(root: Path) -> dict[str, int]:
             if ".hpcmarker" not in p.parts}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("permissions, others_bits", [("private", 0o077), ("group", 0o007), ("world", 0o002)])
 def test_outputs_follow_permissions(tmp_path, sample_pdfs, permissions, others_bits):
-    args = ["submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text", "--executor", "local",
-            "--gpus", "2"] + ([] if permissions == "private" else ["--permissions", permissions])
+    extra = ["--gpus", "2"] + ([] if permissions == "private" else ["--permissions", permissions])
     old = os.umask(0o002)  # a permissive login umask: hpcmarker must not rely on the user's
     try:
-        result = invoke(*args)
+        run = run_local(sample_pdfs, tmp_path / "out", *extra)
     finally:
         os.umask(old)
-    assert result.exit_code == 0, result.output
     modes = _modes(tmp_path / "out")
     assert any(name.endswith(".md") for name in modes)
     assert all(mode & others_bits == 0 for mode in modes.values()), {n: oct(m) for n, m in modes.items()}
     if permissions != "private":
         assert all(mode & 0o040 for mode in modes.values())  # the group can read
-    run = resolve_run(None).root
+    run = run.paths.root
     assert stat.S_IMODE(run.stat().st_mode) == 0o700  # the run folder (secrets, logs) is private always
     secrets = [p for p in run.rglob("*") if p.is_file() and stat.S_IMODE(p.stat().st_mode) & 0o077]
     assert permissions != "private" or not secrets, secrets
@@ -51,25 +44,24 @@ def test_outputs_follow_permissions(tmp_path, sample_pdfs, permissions, others_b
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 16 MiB tmpfs (root only)."""
+    """A 16 MiB tmpfs (tests marked `root`)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode:
-        pytest.skip("needs root to mount a small tmpfs")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True, capture_output=True)
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.corpus
 @faultkit.recorded("disk full", "a 16 MiB tmpfs filled to half a run's need, then freed; `hpcmarker retry RUN`")
 def test_disk_full_fails_items_with_the_reason_and_damages_nothing(tmp_path, small_disk):
-    if not CORPUS.is_dir():
-        pytest.skip("shared corpus not present")
     pdfs = tmp_path / "pdfs"
     pdfs.mkdir()
     import csv
 
-    with (CORPUS.parent / "pages.csv").open() as fh:
+    with PAGES_CSV.open() as fh:
         rows = sorted(csv.DictReader(fh), key=lambda r: int(r["pages"]))
     for row in rows[10:30]:  # twenty small-to-middle PDFs, English and Chinese
         (pdfs / row["path"]).parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +69,7 @@ def test_disk_full_fails_items_with_the_reason_and_damages_nothing(tmp_path, sma
     # An undisturbed run on the small disk: its outputs, and how much of the disk a whole run takes.
     before = shutil.disk_usage(small_disk).used
     reference = small_disk / "reference"
-    assert invoke("submit", "--pdfs", pdfs, "--out", reference, "--engine", "text", "--executor", "local",
-                  "--gpus", "1").exit_code == 0
+    run_local(pdfs, reference, "--gpus", "1")
     for report in reference.rglob("report.html"):
         report.unlink()  # written last, by the collector: the conversion itself needs the rest
     needed = shutil.disk_usage(small_disk).used - before
@@ -90,14 +81,14 @@ def test_disk_full_fails_items_with_the_reason_and_damages_nothing(tmp_path, sma
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - needed // 2))
 
-    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--engine", "text", "--executor", "local", "--gpus", "1")
-    assert "Traceback" not in result.output
-    paths = resolve_run(None)
+    run = run_local(pdfs, out, "--gpus", "1", check=False)  # the disk fills during it
+    paths = run.paths
+    assert "Traceback" not in run.output
     first = {p.relative_to(out).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*.md")}
     assert 0 < len(first) < len(expected)  # some fitted, some did not
     for name, (data, _mtime) in first.items():
         assert data == expected[name]  # what was written before the disk filled is whole
-    records = read_manifests(paths.manifests).records
+    records = manifest_records(paths)
     full = [r for r in records if r.status != "ok"]
     faultkit.note(wrong_status=sum("No space left on device" not in (r.error or "") for r in full),
                   detail=f"{len(first)} of {len(expected)} documents fitted; {len(full)} items failed: disk full")
@@ -108,7 +99,7 @@ def test_disk_full_fails_items_with_the_reason_and_damages_nothing(tmp_path, sma
     filler.unlink()  # space again: retry finishes the run, converting nothing twice
     result = invoke("retry", paths.run_id)
     assert result.exit_code == 0, result.output
-    records = read_manifests(paths.manifests).records
+    records = manifest_records(paths)
     latest = latest_by_item(records)
     final = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.md")}
     faultkit.note(inputs=len(rows[10:30]), items=len(latest), healed_by="retry",

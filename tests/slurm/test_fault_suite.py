@@ -23,10 +23,11 @@ from pathlib import Path
 
 import faultkit as fk
 import pytest
-import test_slurm  # noqa: F401 # pyflakes: ignore  (skips this module too where no cluster answers or no corpus)
 from faultkit import invoke
 
-pytestmark = pytest.mark.slurm
+# the real cluster and the whole corpus, for about half an hour, with the cluster's node down for a while
+# (test_node_failure); scripts/fault-suite.sh runs it and records its numbers
+pytestmark = [pytest.mark.slurm, pytest.mark.corpus, pytest.mark.slow]
 SEED = int(os.environ.get("HPCMARKER_FAULT_SEED", "7"))
 SECONDS_PER_PAGE = "0.02"  # about 13 s of conversion per run on 4 tasks: the window faults land in
 WINDOW_S = 12.0

@@ -15,6 +15,7 @@ from inputs import raw_pdf
 from test_slurm import invoke, sacct_times, wait_for  # skips this module too where no cluster answers
 
 from hpc_marker.executors.slurm import TemplateSlurmExecutor
+from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
 from hpc_marker.slurm import commands
@@ -88,8 +89,8 @@ def test_a_run_in_two_arrays_converts_every_item_once_under_its_task_index(tmp_p
     assert len({job_id.split("_")[0] for job_id in convert}) == 2 and [j.split("_")[1] for j in convert] == [
         "0", "1", "2", "0"]
     records = read_manifests(paths.manifests).records
-    plan = json.loads(paths.plan.read_text())
-    assert sorted(r.item_id for r in records) == sorted(i["item_id"] for t in plan["tasks"] for i in t["items"])
+    plan = load_plan(paths.plan)
+    assert sorted(r.item_id for r in records) == sorted(i.item_id for i in plan.items)
     assert all(r.job_id == convert[r.task] for r in records)  # task i ran as its own array task
     times = sacct_times(convert + record["jobs"]["collect"])
     assert all(times[t][1] <= times[record["jobs"]["collect"][0]][0] for t in convert), times

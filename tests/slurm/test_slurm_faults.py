@@ -15,17 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS
-from test_slurm import invoke, wait_for  # noqa: F401  (skips this module too where no cluster answers)
+from inputs import CORPUS
+from runkit import document, documents, invoke, manifest_records, plan_item_ids, read_record, wait_for
 
 from hpc_marker.engines import EngineOptions
 from hpc_marker.engines.text import TextEngine
 from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.index import resolve_run
-from hpc_marker.runstate.manifest import read_manifests
+from hpc_marker.runstate.progress import read_heartbeats
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.corpus, pytest.mark.slow]
 SMALL_PDFS = ["amscls/amsdtx.pdf", "amsmath/amsxtra.pdf", "base/lgc2.pdf", "graphics/color.pdf", "tools/enumerate.pdf",
               "hyperref/backref.pdf", "l3kernel/l3news08.pdf", "carlisle/ltxtable.pdf", "amscls/amsmidx.pdf",
               "base/ltnews17.pdf", "l3kernel/l3news12.pdf", "fduthesis/fduthesis-en.pdf"]
@@ -43,18 +43,14 @@ def pdfs(tmp_path) -> Path:
 def assert_outputs_match_text_engine(pdfs: Path, out: Path) -> None:
     engine = TextEngine(EngineOptions())
     for rel in SMALL_PDFS:
-        md = out / Path(rel).with_suffix("") / f"{Path(rel).stem}.md"
-        assert md.read_text(encoding="utf-8") == engine.convert(pdfs / rel, None).markdown, rel
-    documents = [p for p in out.rglob("*.md") if ".hpcmarker" not in p.parts]
-    assert len(documents) == len(SMALL_PDFS)
+        assert document(out, rel).read_text(encoding="utf-8") == engine.convert(pdfs / rel, None).markdown, rel
+    assert len(documents(out)) == len(SMALL_PDFS)
     assert not [p for p in out.rglob("*partial*") if ".hpcmarker" not in p.parts]
 
 
 def assert_each_item_once(paths) -> list:
-    plan = load_plan(paths.plan).to_json()
-    ids = sorted(i["item_id"] for t in plan["tasks"] for i in t["items"])
-    records = read_manifests(paths.manifests).records
-    assert sorted(r.item_id for r in records) == ids  # one line per item: none lost, none twice
+    records = manifest_records(paths)
+    assert sorted(r.item_id for r in records) == plan_item_ids(paths)  # one line per item: none lost, none twice
     assert all(r.status == "ok" for r in records)
     assert not any((paths.parts).iterdir())
     return records
@@ -63,23 +59,24 @@ def assert_each_item_once(paths) -> list:
 def test_killed_task_item_is_taken_over_after_its_lease(tmp_path, pdfs, monkeypatch):
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.15")
     out = tmp_path / "out"
-    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", "2", "--engine", "benchmark",
+    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--gpus", "2", "--engine", "benchmark",
                     "--cpus-per-task", "1", "--time", "20", "--split-pages", "0", "--lease-seconds", "6",
                     "--run-id", "kill9")
     assert result.exit_code == 0, result.output
     paths = resolve_run("kill9")
-    board = ClaimBoard(paths.claims, owner="test", lease_s=6)
+    board = ClaimBoard(paths.root, owner="test", lease_s=6)
+    pages = {i.item_id: i.pages for i in load_plan(paths.plan).items}
     victim, pid, deadline = None, None, time.time() + 120
-    while victim is None:  # find an item task 0 is converting right now (after its first one)
+    while victim is None:  # an item task 0 converts right now (after its first one; long enough to be cut)
         assert time.time() < deadline, "task 0 never got going"
-        done_by_0 = [r for r in read_manifests(paths.manifests).records if r.task == 0]
-        for claim in sorted(paths.claims.glob("*/gen-*")) if done_by_0 else []:
-            owner = json.loads(claim.read_text())["owner"]
-            if owner.endswith(":task-0") and not board.is_done(claim.parent.name):
-                victim, pid = claim.parent.name, int(owner.split(":")[1])
-                break
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+        beat = read_heartbeats(paths.progress, [0]).get(0)
+        done_by_0 = [r for r in manifest_records(paths) if r.task == 0]
+        converting = [i for i in (beat.inflight if beat and done_by_0 else []) if pages[i] >= 8]
+        if converting and not board.is_done(converting[0]):
+            victim, pid = converting[0], int(beat.owner.split(":")[1])
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    assert not board.is_done(victim)  # cut short: the item was being converted
     killed_at = time.time()
     wait_for("kill9", {"finished"}, timeout_s=300)
     records = assert_each_item_once(paths)
@@ -92,26 +89,26 @@ def test_killed_task_item_is_taken_over_after_its_lease(tmp_path, pdfs, monkeypa
 def test_cancel_half_the_array_then_resume(tmp_path, pdfs, monkeypatch):
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.1")
     out = tmp_path / "out"
-    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", "4", "--engine", "benchmark",
+    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--gpus", "4", "--engine", "benchmark",
                     "--cpus-per-task", "1", "--time", "20", "--split-pages", "0", "--no-steal", "--run-id", "half")
     assert result.exit_code == 0, result.output
     paths = resolve_run("half")
-    record = json.loads(paths.record.read_text())
+    record = read_record(paths)
     deadline = time.time() + 120
-    while len(read_manifests(paths.manifests).records) < 2:
+    while len(manifest_records(paths)) < 2:
         assert time.time() < deadline, "the array never got going"
         time.sleep(0.1)
     subprocess.run(["scancel", *record["jobs"]["convert"][:2]], check=True)
     first = wait_for("half", {"finished"}, timeout_s=300)
     assert first["pending"] > 0  # the cancelled tasks left work behind
-    board = ClaimBoard(paths.claims, owner="test", lease_s=120)
-    before = {d.parent.name: d.stat().st_mtime_ns for d in paths.claims.glob("*/done")}
+    board = ClaimBoard(paths.root, owner="test", lease_s=120)
+    before = {d.name: d.stat().st_mtime_ns for d in paths.done.glob("*/*")}
     result = invoke("resume", "half")
     assert result.exit_code == 0, result.output
     assert "resubmitted tasks 0,1" in result.output
     wait_for("half", {"finished"}, timeout_s=300)
     assert_each_item_once(paths)
-    after = {d.parent.name: d.stat().st_mtime_ns for d in paths.claims.glob("*/done")}
+    after = {d.name: d.stat().st_mtime_ns for d in paths.done.glob("*/*")}
     assert all(after[item] == mtime for item, mtime in before.items())  # nothing done was redone
     assert all(board.is_done(item) for item in after)
     assert_outputs_match_text_engine(pdfs, out)
@@ -122,13 +119,13 @@ def test_time_limit_warning_drains_a_task_and_the_rest_is_taken_over(tmp_path, p
     takes nothing new and ends; the other task steals what it left."""
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.1")
     out = tmp_path / "out"
-    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", "2", "--engine", "benchmark",
+    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--gpus", "2", "--engine", "benchmark",
                     "--cpus-per-task", "1", "--time", "20", "--split-pages", "0", "--run-id", "usr2")
     assert result.exit_code == 0, result.output
     paths = resolve_run("usr2")
-    record = json.loads(paths.record.read_text())
+    record = read_record(paths)
     deadline = time.time() + 120
-    while not [r for r in read_manifests(paths.manifests).records if r.task == 0]:
+    while not [r for r in manifest_records(paths) if r.task == 0]:
         assert time.time() < deadline, "task 0 never got going"
         time.sleep(0.1)
     subprocess.run(["scancel", "--signal=USR2", "--batch", record["jobs"]["convert"][0]], check=True)
@@ -151,7 +148,7 @@ def test_slurms_own_time_limit_warning_reaches_the_task(tmp_path, pdfs, monkeypa
     steps, and a task that runs in the batch shell never hears it.)"""
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.5")  # about 15 s per PDF here: far past 2 min
     out = tmp_path / "out"
-    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", "1", "--engine", "benchmark",
+    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--gpus", "1", "--engine", "benchmark",
                     "--cpus-per-task", "1", "--workers-per-gpu", "1", "--time", "2", "--split-pages", "0",
                     "--run-id", "limit")
     assert result.exit_code == 0, result.output
@@ -160,7 +157,7 @@ def test_slurms_own_time_limit_warning_reaches_the_task(tmp_path, pdfs, monkeypa
     assert status["tasks"][0]["state"] == "COMPLETED", status  # drained and left before the limit
     log = "".join(p.read_text() for p in paths.jobs.glob("*_0_log.out"))
     assert "taking no new items: time limit near (USR2)" in log
-    done = read_manifests(paths.manifests).records
+    done = manifest_records(paths)
     assert 0 < len(done) < len(SMALL_PDFS)
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.01")
     assert invoke("resume", "limit").exit_code == 0

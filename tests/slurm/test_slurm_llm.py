@@ -8,30 +8,21 @@ import time
 
 import httpx
 import pytest
-from standin.harness import path_with_standin, seed_model, standin_pids
-from test_slurm import invoke, sacct_times, wait_for  # noqa: F401  (skips where no cluster answers)
+from faultkit import sacct_times
+from runkit import invoke, manifest_records, read_record, read_summary, wait_for
+from standin.harness import standin_pids
 
 from hpc_marker.runstate.index import resolve_run
-from hpc_marker.runstate.manifest import read_manifests
 
-pytestmark = pytest.mark.slurm
-
-
-@pytest.fixture
-def standin(tmp_path, monkeypatch):
-    models = tmp_path / "models"
-    seed_model(models, "tiny:1b")
-    monkeypatch.setenv("PATH", path_with_standin())  # sbatch passes the environment on to the jobs
-    monkeypatch.setenv("OLLAMA_MODELS", str(models))
-    return models
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def submit(pdfs, out, run_id, *extra):
-    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", "2", "--cpus-per-task", "1",
+    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--gpus", "2", "--cpus-per-task", "1",
                     "--time", "20", "--llm", "tiny:1b", "--llm-bind", "127.0.0.1", "--run-id", run_id, *extra)
     assert result.exit_code == 0, result.output
     paths = resolve_run(run_id)
-    return paths, json.loads(paths.record.read_text())
+    return paths, read_record(paths)
 
 
 def wait_for_endpoint(paths, timeout_s=60):
@@ -42,7 +33,7 @@ def wait_for_endpoint(paths, timeout_s=60):
     return json.loads((paths.root / "llm" / "endpoint.json").read_text())
 
 
-def test_service_serves_the_array_only_with_the_secret_and_stops_after(tmp_path, sample_pdfs, standin,
+def test_service_serves_the_array_only_with_the_secret_and_stops_after(tmp_path, sample_pdfs, standin_models,
                                                                         monkeypatch):
     monkeypatch.setenv("STANDIN_OLLAMA_DELAY_PER_TOKEN_S", "0.01")  # keep the service up long enough to probe
     paths, record = submit(sample_pdfs, tmp_path / "out", "llm1", "--engine", "text")
@@ -60,37 +51,37 @@ def test_service_serves_the_array_only_with_the_secret_and_stops_after(tmp_path,
     assert shown and secret not in shown
 
     wait_for("llm1", {"finished"}, timeout_s=300)
-    summary = json.loads(paths.summary.read_text())
+    summary = read_summary(paths)
     assert summary["ok"] == 6 and summary["llm"]["requests"] >= 11 and summary["llm"]["denied"] >= 2
     times = sacct_times([service_id] + record["jobs"]["convert"])
-    records = read_manifests(paths.manifests).records
+    records = manifest_records(paths)
     first_item = min(r.started for r in records)
     assert time.mktime(time.strptime(times[service_id][0], "%Y-%m-%dT%H:%M:%S")) <= first_item
     # the collector stopped the service: out of the queue, its processes gone
     queue = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
-    assert service_id not in queue and standin_pids(standin) == []
+    assert service_id not in queue and standin_pids(standin_models) == []
     # the secret is in no script, manifest or log
     for path in paths.root.rglob("*"):
         if path.is_file() and path.suffix in {".sbatch", ".sh", ".jsonl", ".csv", ".json", ".out", ".err", ".log"}:
             assert secret not in path.read_text(errors="replace"), path
 
 
-def test_service_that_never_comes_up_fails_tasks_within_the_timeout(tmp_path, sample_pdfs, standin, monkeypatch):
+def test_service_that_never_comes_up_fails_tasks_within_the_timeout(tmp_path, sample_pdfs, standin_models, monkeypatch):
     monkeypatch.setenv("STANDIN_OLLAMA_NEVER_READY", "1")
     paths, record = submit(sample_pdfs, tmp_path / "out", "llm2", "--engine", "text", "--llm-wait", "5")
     status = wait_for("llm2", {"finished"}, timeout_s=180)
     assert {t["state"] for t in status["tasks"]} == {"FAILED"}
-    assert read_manifests(paths.manifests).records == []
+    assert manifest_records(paths) == []
     log = "".join(p.read_text() for p in paths.logs.glob("task-*.out"))
     assert "is not up after 5s" in log
     times = sacct_times(record["jobs"]["convert"])
     for start, end in times.values():
         took = time.mktime(time.strptime(end, "%Y-%m-%dT%H:%M:%S")) - time.mktime(time.strptime(start, "%Y-%m-%dT%H:%M:%S"))
         assert took < 30
-    assert standin_pids(standin) == []
+    assert standin_pids(standin_models) == []
 
 
-def test_cancel_stops_the_service_too(tmp_path, sample_pdfs, standin, monkeypatch):
+def test_cancel_stops_the_service_too(tmp_path, sample_pdfs, standin_models, monkeypatch):
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "2")
     paths, record = submit(sample_pdfs, tmp_path / "out", "llm3", "--engine", "benchmark")
     wait_for_endpoint(paths)
@@ -100,6 +91,6 @@ def test_cancel_stops_the_service_too(tmp_path, sample_pdfs, standin, monkeypatc
     ids = {jid.split("_")[0] for role in record["jobs"].values() for jid in role}
     assert not [line for line in queue if line.split("_")[0] in ids]
     deadline = time.time() + 20
-    while standin_pids(standin) and time.time() < deadline:
+    while standin_pids(standin_models) and time.time() < deadline:
         time.sleep(0.5)
-    assert standin_pids(standin) == []
+    assert standin_pids(standin_models) == []

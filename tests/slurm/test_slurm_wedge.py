@@ -12,20 +12,17 @@ import json
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import faultkit
 import pytest
-from test_slurm import invoke, wait_for  # skips this module too where no cluster answers
+from runkit import document, documents, invoke, manifest_records, plan_item_ids, read_record, wait_for
 
 from hpc_marker.executors.slurm import TemplateSlurmExecutor
 from hpc_marker.planning.scan import find_pdfs
-from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.index import resolve_run
-from hpc_marker.runstate.manifest import read_manifests
 from hpc_marker.slurm.parse import SQUEUE_FORMAT, QueuedJob, parse_squeue
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def squeue_lines(ids: set[str]) -> list[QueuedJob]:
@@ -52,11 +49,11 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
             return [argv[0], "--hold", *argv[1:]]
 
         patch.setattr(TemplateSlurmExecutor, "_make_submission_command", held)
-        result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(out), "--gpus", "2", "--engine", "text",
+        result = invoke("submit", "--pdfs", sample_pdfs, "--out", out, "--gpus", "2", "--engine", "text",
                         "--cpus-per-task", "1", "--time", "20", "--run-id", "wedged")
     assert result.exit_code == 0, result.output
     paths = resolve_run("wedged")
-    record = json.loads(paths.record.read_text())
+    record = read_record(paths)
     array, collector = record["jobs"]["convert"][0].split("_")[0], record["jobs"]["collect"][0]
     request.addfinalizer(lambda: subprocess.run(["scancel", array, collector], capture_output=True))  # none left
     assert {j.reason for j in squeue_lines({array, collector})} == {"JobHeldUser"}
@@ -83,7 +80,7 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
     assert squeue_lines({array, collector}) == []
     assert json.loads(paths.record.read_text())["cancelled"] is not None
     assert wait_for("wedged", {"cancelled"}, timeout_s=60)["wedged"] is None  # once sacct has caught up
-    assert read_manifests(paths.manifests).records == []  # nothing ran
+    assert manifest_records(paths) == []  # nothing ran
 
     resumed = invoke("resume", "wedged")
     assert resumed.exit_code == 0, resumed.output
@@ -92,14 +89,13 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
     assert final["wedged"] is None and final["pending"] == 0
 
     pdfs = sorted(rel for rel, _ in find_pdfs(sample_pdfs))
-    plan_ids = sorted(i.item_id for i in load_plan(paths.plan).items)
-    records = read_manifests(paths.manifests).records
+    plan_ids = plan_item_ids(paths)
+    records = manifest_records(paths)
     faultkit.note(inputs=len(pdfs), items=len(plan_ids), lost=len(set(plan_ids) - {r.item_id for r in records}),
                   twice=len(records) - len({r.item_id for r in records}), healed_by="status, resume",
                   wrong_status=sum(r.status != "ok" for r in records))
     assert sorted(r.item_id for r in records) == plan_ids  # each item once
     assert sorted({r.pdf for r in records}) == pdfs and all(r.status == "ok" for r in records)
-    documents = [p for p in out.rglob("*.md") if ".hpcmarker" not in p.parts]
-    assert len(documents) == len(pdfs)
-    assert all((out / Path(rel).with_suffix("") / f"{Path(rel).stem}.md").is_file() for rel in pdfs)
+    assert len(documents(out)) == len(pdfs)
+    assert all(document(out, rel).is_file() for rel in pdfs)
     assert os.path.getsize(paths.summary) > 0

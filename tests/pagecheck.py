@@ -7,15 +7,12 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 SECTIONS = ("summary", "timeline", "throughput", "failures", "slowest")
 PLOTS = ("timeline-plot", "throughput-plot")
@@ -126,15 +123,6 @@ def array(value) -> np.ndarray:
         shape = [int(n) for n in str(value.get("shape", "-1")).split(",")]
         return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
     return np.asarray(value)
-
-
-def find_chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if found:
-        return found
-    if os.environ.get("HPCMARKER_REQUIRE_BROWSER") == "1":
-        pytest.fail("HPCMARKER_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install -y chromium)")
-    pytest.skip("no chromium on PATH (apt-get install -y chromium); the report is not checked in a browser")
 
 
 def browse(chromium: str, report: Path, tmp: Path, *extra: str, inject: str = "") -> tuple[Page, dict, str]:

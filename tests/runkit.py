@@ -1,0 +1,124 @@
+"""Shared helpers for tests that drive `hpcmarker` and read what a run left behind (one copy of each).
+
+- `invoke`: `hpcmarker ARGS...` in this process (click's CliRunner); a bug's exception propagates.
+- `run_local`: a whole local run with the `text` engine, asserted to succeed unless told otherwise.
+- `make_run`: a run folder prepared (scanned, planned, scripts rendered) and registered, not started.
+- `run_folder`, `manifest_records`, `read_summary`, `read_record`, `plan_item_ids`, `document`, `documents`:
+  where a run's files are, and what they say.
+- `wait_for`: poll `hpcmarker status RUN --json` until the run reaches a state (Slurm runs).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from hpc_marker.planning.store import load_plan
+from hpc_marker.runstate.index import register_run, resolve_run
+from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
+from hpc_marker.runstate.manifest import ManifestRecord, read_manifests
+
+
+def invoke(*args, **kwargs) -> Result:
+    """`hpcmarker ARGS...` through the real command group (config defaults, errors as exit codes).
+    Arguments may be paths or numbers; keyword arguments go to CliRunner.invoke (env, input,
+    terminal_width, ...). Exceptions are not caught: a bug fails the test with its traceback."""
+    from hpc_marker.cli import cli
+
+    kwargs.setdefault("catch_exceptions", False)
+    return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
+
+
+def run_folder(out: Path, run_id: str) -> RunPaths:
+    """The folder of run `run_id` under OUT."""
+    return RunPaths(Path(out) / RUNS_SUBDIR / run_id)
+
+
+def manifest_records(paths: RunPaths) -> list[ManifestRecord]:
+    """Every line of the run's task manifests, as records (torn lines left out)."""
+    return read_manifests(paths.manifests).records
+
+
+def read_summary(paths: RunPaths) -> dict:
+    return json.loads(paths.summary.read_text())
+
+
+def read_record(paths: RunPaths) -> dict:
+    """run.json as written (job ids under "jobs")."""
+    return json.loads(paths.record.read_text())
+
+
+def plan_item_ids(paths: RunPaths) -> list[str]:
+    """The ids of every work item of the run's plan, sorted."""
+    return sorted(item.item_id for item in load_plan(paths.plan).items)
+
+
+def document(out: Path, rel: str) -> Path:
+    """Where the Markdown of input `rel` goes: OUT/<rel without .pdf>/<stem>.md."""
+    return Path(out) / Path(rel).with_suffix("") / f"{Path(rel).stem}.md"
+
+
+def documents(out: Path) -> list[Path]:
+    """Every Markdown file under OUT but the run folders."""
+    return sorted(p for p in Path(out).rglob("*.md") if ".hpcmarker" not in p.parts)
+
+
+@dataclass
+class LocalRun:
+    """A finished `submit --executor local`: the command's result and the run's folder."""
+
+    result: Result
+    paths: RunPaths
+
+    @property
+    def output(self) -> str:
+        return self.result.output
+
+    @property
+    def records(self) -> list[ManifestRecord]:
+        return manifest_records(self.paths)  # read again each time: a retry or resume adds lines
+
+    @property
+    def by_pdf(self) -> dict[str, ManifestRecord]:
+        return {r.pdf: r for r in self.records}
+
+    @property
+    def summary(self) -> dict:
+        return read_summary(self.paths)
+
+
+def run_local(pdfs: Path, out: Path, *extra, check: bool = True) -> LocalRun:
+    """`hpcmarker submit --pdfs PDFS --out OUT --engine text --executor local EXTRA...`, run to the end
+    here; with `check`, asserts it exited 0. `extra` may override the engine (a later flag wins)."""
+    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--engine", "text", "--executor", "local", *extra)
+    if check:
+        assert result.exit_code == 0, result.output
+    return LocalRun(result, resolve_run(None))
+
+
+def make_run(pdfs: Path, out: Path, *, register: bool = True, **request):
+    """A run folder for PDFS, scanned, planned and with its scripts, nothing started (a `text` run on the
+    local executor unless `request` says otherwise); registered, so `resume` and `status` find it."""
+    from hpc_marker.submission.launch import prepare_run
+    from hpc_marker.submission.request import SubmitRequest
+
+    request = {"engine": "text", "executor": "local", **request}
+    prepared = prepare_run(SubmitRequest.with_defaults(pdfs=pdfs, out=out, **request))
+    if register:
+        register_run(prepared.paths)
+    return prepared
+
+
+def wait_for(run_id: str, states: set[str], timeout_s: float = 600) -> dict:
+    """`hpcmarker status RUN --json`, polled until the run's state is one of `states`."""
+    deadline, status = time.time() + timeout_s, None
+    while time.time() < deadline:
+        status = json.loads(invoke("status", run_id, "--json").output)
+        if status["state"] in states:
+            return status
+        time.sleep(2)
+    raise AssertionError(f"run {run_id} not in {states} after {timeout_s}s: {status}")
