@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import ollama
+import pytest
 from standin.harness import path_with_standin, read_request_log, seed_model, standin_pids, vllm_pids, vllm_trace
 
 from hpc_marker.llm.client import Endpoint, probe_replica
@@ -47,6 +48,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
             proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_relay_prefers_its_replica_and_moves_requests_in_flight_when_it_dies(tmp_path):
     settings = LlmSettings(model="org/tiny", server="vllm", parallel=4, replicas=2, bind_host="127.0.0.1",
                            load_timeout_s=20, metrics_interval_s=0.2)
@@ -97,6 +99,7 @@ def test_relay_prefers_its_replica_and_moves_requests_in_flight_when_it_dies(tmp
     assert [vllm_pids(log) for log in logs] == [[], []]  # even the SIGKILLed job's vllm (parent death signal)
 
 
+@pytest.mark.slow
 def test_relay_to_ollama_replicas_keeps_the_secret_in_the_path(tmp_path, monkeypatch):
     models = tmp_path / "models"
     seed_model(models, "tiny:1b")

@@ -14,20 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from runkit import invoke, manifest_records, read_summary
 from standin.harness import path_with_standin, vllm_pids, vllm_trace
 
-from hpc_marker.cli import cli
 from hpc_marker.llm.settings import LlmPaths
 from hpc_marker.runstate.index import resolve_run
-from hpc_marker.runstate.manifest import read_manifests
 from hpc_marker.util.processes import process_tree
 
 MODEL = "org/tiny-instruct"
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.fixture
@@ -61,11 +55,12 @@ def page_keys(pdf: Path, start: int, stop: int) -> set[str]:
     return {hashlib.sha256(t.encode()).hexdigest()[:12] for t in texts if t.strip()}
 
 
+@pytest.mark.slow
 def test_two_vllm_replicas_serve_the_run_with_mps_per_task(tmp_path, sample_pdfs, standin):
     result = invoke(*submit_args(sample_pdfs, tmp_path / "out", "--mps", "on"))
     assert result.exit_code == 0, result.output
     paths = resolve_run(None)
-    summary = json.loads(paths.summary.read_text())
+    summary = read_summary(paths)
     assert summary["ok"] == 6 and summary["degraded"] == [] and summary["llm"]["server"] == "vllm"
     llm = summary["llm"]
     assert llm["requests"] >= 11 and llm["tokens_out"] > 0 and llm["failures"] == 0 and llm["timeouts"] == 0
@@ -115,7 +110,7 @@ def test_killing_one_replica_mid_run_loses_nothing_and_marks_exactly_the_affecte
         os.kill(pid, signal.SIGKILL)
     run.join(timeout=300)
     assert outcome and outcome[0].exit_code == 0, outcome and outcome[0].output
-    records = read_manifests(resolve_run(None).manifests).records
+    records = manifest_records(resolve_run(None))
     assert len(records) == 6 and all(r.status == "ok" and not r.degraded for r in records)  # every PDF, refined
     trace1 = vllm_trace(logs[1])
     cut_keys = set(trace1["begin"]) - set(trace1["end"])
@@ -127,6 +122,6 @@ def test_killing_one_replica_mid_run_loses_nothing_and_marks_exactly_the_affecte
         if r.item_id in marked - affected:
             assert r.started <= killed_at + 1 and r.finished >= killed_at, r
     assert all("moved to another replica" in r.llm_failover for r in records if r.llm_failover)
-    summary = json.loads(resolve_run(None).summary.read_text())
+    summary = read_summary(resolve_run(None))
     assert summary["ok"] == 6 and summary["llm"]["failures"] == 0
     assert vllm_pids(Path(standin)) == []

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from runkit import invoke, manifest_records, read_record, read_summary, wait_for
 from standin.harness import path_with_standin, vllm_pids, vllm_trace
-from test_slurm import invoke, wait_for  # noqa: F401  (skips where no cluster answers)
 
 from hpc_marker.llm.settings import LlmPaths
 from hpc_marker.runstate.index import resolve_run
-from hpc_marker.runstate.manifest import read_manifests
 from hpc_marker.util.processes import process_tree
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 MODEL = "org/tiny-instruct"
 
 
@@ -41,7 +40,7 @@ def submit(pdfs: Path, out: Path, *extra: str):
                     "--llm-cpus", "1", "--llm-parallel", "2", "--run-id", run_id, *extra)
     assert result.exit_code == 0, result.output
     paths = resolve_run(run_id)
-    return run_id, paths, json.loads(paths.record.read_text())
+    return run_id, paths, read_record(paths)
 
 
 def replica_logs(paths, template: str) -> list[Path] | None:
@@ -141,7 +140,7 @@ def test_two_vllm_replicas_serve_the_run_and_nothing_answers_without_the_secret(
     for host, port in sorted(seen):
         assert answers_a_model_request("127.0.0.1" if host == "0.0.0.0" else host, port) == [], (host, port)
     wait_for(run_id, {"finished"}, timeout_s=400)
-    summary = json.loads(paths.summary.read_text())
+    summary = read_summary(paths)
     assert summary["ok"] == 6 and summary["degraded"] == []
     replicas = summary["llm"]["replicas"]
     assert [r["replica"] for r in replicas] == [0, 1] and all(r["requests"] > 0 for r in replicas), replicas
@@ -169,7 +168,7 @@ def test_a_replica_killed_mid_run_loses_no_pdf_and_marks_exactly_the_affected_it
     victim = record["jobs"]["service"][1]
     subprocess.run(["scancel", "--full", "--signal=KILL", victim], check=True)  # every process of its job
     wait_for(run_id, {"finished"}, timeout_s=400)
-    records = read_manifests(paths.manifests).records
+    records = manifest_records(paths)
     assert len(records) == 6 and all(r.status == "ok" and not r.degraded for r in records)
     trace1 = vllm_trace(logs[1])
     cut = set(trace1["begin"]) - set(trace1["end"])
@@ -180,7 +179,7 @@ def test_a_replica_killed_mid_run_loses_no_pdf_and_marks_exactly_the_affected_it
     for r in records:  # another marked item had a request sent to the dead replica as it died
         if r.item_id in marked - affected:
             assert r.started <= killed_at + 2 and r.finished >= killed_at, r
-    summary = json.loads(paths.summary.read_text())
+    summary = read_summary(paths)
     assert summary["ok"] == 6 and summary["llm"]["failures"] == 0
     status = json.loads(invoke("status", run_id, "--json").output)
     assert [r["state"] for r in status["llm"]["replicas"]][1] != "RUNNING"
