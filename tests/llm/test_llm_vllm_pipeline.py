@@ -125,3 +125,35 @@ def test_killing_one_replica_mid_run_loses_nothing_and_marks_exactly_the_affecte
     summary = read_summary(resolve_run(None))
     assert summary["ok"] == 6 and summary["llm"]["failures"] == 0
     assert vllm_pids(Path(standin)) == []
+
+
+@pytest.mark.slow
+def test_failed_vllm_calls_mark_exactly_their_items_degraded_in_status_summary_and_report(
+        tmp_path, sample_pdfs, standin, monkeypatch):
+    """The Ollama path's degraded accounting, with vLLM: each completion the server fails keeps its
+    page's extracted text; the manifest marks exactly the items that had one; status, summary.json and
+    the report count them, and each replica's failures add up to what the servers failed."""
+    monkeypatch.setenv("STANDIN_VLLM_FAIL_EVERY", "2")
+    result = invoke(*submit_args(sample_pdfs, tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    paths = resolve_run(None)
+    records = manifest_records(paths)
+    assert len(records) == 6 and all(r.status == "ok" for r in records)  # the extracted text is kept
+    traces = [vllm_trace(log) for log in replica_logs(paths.root, standin)]
+    failed_keys = {key for trace in traces for key in trace["fail"]}
+    failed = sum(len(trace["fail"]) for trace in traces)
+    affected = {r.item_id for r in records if page_keys(sample_pdfs / r.pdf, r.page_start, r.page_stop) & failed_keys}
+    assert affected and {r.item_id for r in records if r.degraded} == affected
+    assert all("kept their extracted text" in r.degraded for r in records if r.degraded)
+    summary = read_summary(paths)
+    llm = summary["llm"]
+    assert llm["failures"] == failed and sum(r["failures"] for r in llm["replicas"]) == failed
+    assert llm["tokens_out"] > 0 and llm["tokens_out_per_s"] > 0
+    assert len(summary["degraded"]) == len(affected)
+    status = json.loads(invoke("status", "--json").output)
+    assert status["degraded"] == len(affected) and status["llm"]["failures"] == failed
+    text = invoke("status").output
+    assert f"{len(affected)} items with degraded LLM refinement" in text and f"{failed} failed" in text
+    table = (paths.root / "report.html").read_text().split('<table id="degraded-table">')[1].split("</table>")[0]
+    assert all(r.pdf in table for r in records if r.degraded)
+    assert vllm_pids(Path(standin)) == []

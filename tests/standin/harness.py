@@ -141,16 +141,16 @@ def vllm_pids(request_log: Path) -> list[int]:
 
 
 def vllm_trace(request_log: Path) -> dict[str, list[str]]:
-    """The stand-in vllm's completions by outcome: {"begin": [key...], "end": [...], "abort": [...]}, where
-    begin lists the content keys (sha256[:12] of the last message) and end/abort the keys they closed."""
+    """The stand-in vllm's completions by outcome: {"begin": [key...], "end": [...], "abort": [...], "fail": [...]},
+    where begin lists the content keys (sha256[:12] of the last message) and end/abort/fail the keys they closed."""
     keys: dict[str, str] = {}
-    out: dict[str, list[str]] = {"begin": [], "end": [], "abort": []}
+    out: dict[str, list[str]] = {"begin": [], "end": [], "abort": [], "fail": []}
     for line in read_request_log(request_log):
         word, *rest = line.split()
         if word == "begin":
             keys[rest[0]] = rest[1]
             out["begin"].append(rest[1])
-        elif word in ("end", "abort") and rest:
+        elif word in ("end", "abort", "fail") and rest:
             out[word].append(keys.get(rest[0], "?"))
     return out
 
