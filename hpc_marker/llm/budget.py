@@ -63,6 +63,6 @@ def plan_budget(parallel: int, replicas: int, tasks: int, workers: int, request_
     if per_worker is None:
         per_worker = min(MAX_PER_WORKER, max(1, math.ceil(FILL * capacity / clients)))
     rounds = math.ceil(clients * per_worker / capacity)
-    timeout = int(math.ceil((rounds + 1) * request_timeout_s))
+    timeout = math.ceil((rounds + 1) * request_timeout_s)
     return Budget(capacity=capacity, clients=clients, max_concurrency=per_worker, timeout_s=timeout,
                   max_retries=RETRIES)

@@ -35,7 +35,16 @@ from typing import Callable, Protocol
 import httpx
 
 from hpc_marker.llm.gate import FairGate
-from hpc_marker.llm.rules import ALLOWED, GENERATION, MAX_BODY, Decision, TaskCounters, Usage, authorize, bearer_token
+from hpc_marker.llm.rules import (
+    ALLOWED,
+    GENERATION,
+    MAX_BODY,
+    Decision,
+    TaskCounters,
+    Usage,
+    authorize,
+    bearer_token,
+)
 
 # the upstream is gone (not merely slow): worth another replica, if there is one
 _GONE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)

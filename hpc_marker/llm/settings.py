@@ -21,7 +21,6 @@ from typing import Any
 
 from hpc_marker.util.files import atomic_write
 
-
 SERVERS = ("ollama", "vllm")
 
 

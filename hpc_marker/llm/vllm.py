@@ -21,7 +21,13 @@ import httpx
 
 from hpc_marker.llm.settings import LlmSettings
 from hpc_marker.servers.managed import HOST, ManagedServer, ServerFailed, free_port
-from hpc_marker.servers.vllm import NO_PHONING_HOME, check_served_model, in_container, resolve_executable, vllm_serve_argv
+from hpc_marker.servers.vllm import (
+    NO_PHONING_HOME,
+    check_served_model,
+    in_container,
+    resolve_executable,
+    vllm_serve_argv,
+)
 
 HINT = ("install vllm in the job's environment (the profile's setup lines), or set llm_image in the profile "
         "to an Apptainer image with vllm")

@@ -119,7 +119,7 @@ def _stop(exe: str, env: dict[str, str], pipe: Path, log: Callable[[str], None])
     """`quit` to the daemon; what still runs with this pipe folder is terminated."""
     try:
         quit_run = subprocess.run([exe], input="quit\n", env=env, capture_output=True, text=True,
-                                  timeout=STOP_TIMEOUT_S)
+                                  timeout=STOP_TIMEOUT_S, check=False)
         answer = (quit_run.stderr or quit_run.stdout).strip()
         if quit_run.returncode != 0:
             log(f"MPS: quit answered {quit_run.returncode}: {answer[:200]}")
@@ -184,7 +184,8 @@ def _start(exe: str, env: dict[str, str], pipe: Path, logs: Path) -> None:
     pipe.mkdir(mode=0o700)
     logs.mkdir(mode=0o700)
     try:
-        started = subprocess.run([exe, "-d"], env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+        started = subprocess.run([exe, "-d"], env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S,
+                                 check=False)
     except subprocess.TimeoutExpired:
         raise MpsFailed(f"{Path(exe).name} -d did not return within {START_TIMEOUT_S:g}s") from None
     if started.returncode != 0:

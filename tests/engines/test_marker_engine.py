@@ -433,9 +433,9 @@ def test_run_vllm_service_becomes_markers_openai_service_and_reaches_the_front(m
         llm = {"url": front.url, "model": model, "secret": secret, "server": "vllm", "task": "2.4242",
                "max_concurrency": 7, "timeout_s": 1234, "max_retries": 1}
         options = EngineOptions(llm=llm)
-        assert ConfigParser(engine_mod.cli_options(options, range(0, 2))).get_llm_service() == \
+        assert ConfigParser(engine_mod.cli_options(options, range(2))).get_llm_service() == \
             "marker.services.openai.OpenAIService"
-        config = engine_mod.build_marker_config(options, range(0, 2))
+        config = engine_mod.build_marker_config(options, range(2))
         assert config["use_llm"] is True and config["openai_model"] == model and config["openai_api_key"] == secret
         assert config["openai_base_url"] == f"{front.url}/task/2.4242/v1" and secret not in config["openai_base_url"]
         assert (config["max_concurrency"], config["timeout"], config["max_retries"]) == (7, 1234, 1)
@@ -452,7 +452,7 @@ def test_run_vllm_service_becomes_markers_openai_service_and_reaches_the_front(m
         wrong = OpenAIService({**config, "openai_api_key": "not-the-secret", "max_retries": 0})
         assert wrong("Fix this block.", None, None, Answer) == {}  # marker's silent failure; refused at the front
         assert front.stats()["denied"] >= 1 and read_request_log(requests).count(f"POST /v1/chat/completions model={model}") == 1
-        mine = engine_mod.build_marker_config(EngineOptions(llm=llm, extra_config={"max_concurrency": 2}), range(0, 1))
+        mine = engine_mod.build_marker_config(EngineOptions(llm=llm, extra_config={"max_concurrency": 2}), range(1))
         assert mine["max_concurrency"] == 2 and mine["timeout"] == 1234  # --marker-config wins over the budget
         assert secret not in repr(options)
     finally:

@@ -17,7 +17,6 @@ from standin.harness import real_executable
 from hpc_marker.llm.front import Front
 from hpc_marker.llm.process import OllamaProcess
 
-
 REAL = real_executable("ollama")
 pytestmark = pytest.mark.skipif(REAL is None, reason="no real `ollama` binary on PATH (the stand-in does not count)")
 

@@ -19,7 +19,6 @@ from hpc_marker.llm.client import wait_for_service
 from hpc_marker.llm.service import serve_llm
 from hpc_marker.llm.settings import LlmPaths, LlmSettings
 
-
 REAL, MODEL = real_executable("vllm"), os.environ.get("HPCMARKER_TEST_VLLM_MODEL")
 pytestmark = pytest.mark.skipif(REAL is None or not MODEL,
                                 reason="no real `vllm` on PATH, or no HPCMARKER_TEST_VLLM_MODEL (the stand-in does not count)")

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import ollama
 import pytest
-from standin.harness import path_with_standin, read_request_log, seed_model, standin_pids, vllm_pids, vllm_trace
+from standin.harness import (
+    path_with_standin,
+    read_request_log,
+    seed_model,
+    standin_pids,
+    vllm_pids,
+    vllm_trace,
+)
 
 from hpc_marker.llm.client import Endpoint, probe_replica
 from hpc_marker.llm.replicas import PROBE_INTERVAL_S, task_relay

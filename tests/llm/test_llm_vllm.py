@@ -28,7 +28,7 @@ MODEL = "org/tiny-instruct"
 def make_run(tmp_path: Path, **settings) -> Path:
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
-    values = dict(model=MODEL, server="vllm", bind_host="127.0.0.1", load_timeout_s=20, metrics_interval_s=0.2)
+    values = {"model": MODEL, "server": "vllm", "bind_host": "127.0.0.1", "load_timeout_s": 20, "metrics_interval_s": 0.2}
     LlmPaths(run_dir).save_settings(LlmSettings(**{**values, **settings}))
     return run_dir
 

@@ -116,7 +116,7 @@ def nothing_left(record: dict, template: str) -> None:
     ids = {jid.split("_")[0] for role in record["jobs"].values() for jid in role}
     deadline = time.time() + 30
     while True:
-        queue = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        queue = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=False).stdout.split()
         left = [line for line in queue if line.split("_")[0] in ids] + vllm_pids(Path(template))
         if not left or time.time() > deadline:
             break
