@@ -7,7 +7,8 @@ servers can take: 64 tasks x 4 workers x 3 = 768 requests at a server that runs 
 two vLLM replicas that run 256 each, which then idle.
 
     capacity      = parallel x replicas          generations the servers run at once
-    clients       = tasks x workers              processes that send requests
+    clients       = tasks x workers              processes that send requests (tasks: those that run at
+                                                 once, at most --max-running)
     per worker    = ceil(FILL x capacity / clients), at least 1, at most MAX_PER_WORKER
     in flight     = clients x per worker         about FILL x capacity: the servers full, one more
                                                  round waiting at their fronts (FairGate), no more
@@ -56,10 +57,11 @@ class Budget:
 
 
 def plan_budget(parallel: int, replicas: int, tasks: int, workers: int, request_timeout_s: float,
-                per_worker: int | None = None) -> Budget:
-    """The budget of a run (`per_worker`: the user's own max_concurrency, kept as given). Pure."""
+                per_worker: int | None = None, max_running: int | None = None) -> Budget:
+    """The budget of a run (`per_worker`: the user's own max_concurrency, kept as given; `max_running`:
+    at most this many of its tasks run at once). Pure."""
     capacity = max(1, parallel) * max(1, replicas)
-    clients = max(1, tasks) * max(1, workers)
+    clients = max(1, min(tasks, max_running or tasks)) * max(1, workers)
     if per_worker is None:
         per_worker = min(MAX_PER_WORKER, max(1, math.ceil(FILL * capacity / clients)))
     rounds = math.ceil(clients * per_worker / capacity)

@@ -288,7 +288,7 @@ def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: i
         raise RuntimeError(str(exc)) from None
     log(f"LLM service answers at {endpoint.url} ({endpoint.server} replica {endpoint.replica}, model {endpoint.model})")
     budget = plan_budget(llm["parallel"], replicas, record.tasks, workers, llm["request_timeout_s"],
-                         per_worker=llm.get("concurrency"))
+                         per_worker=llm.get("concurrency"), max_running=record.max_running)
     log(f"LLM budget: {budget.describe()}")
     if replicas > 1:  # the relay's own limit must not cut a request that only waits at a replica's front
         endpoint = helpers.enter_context(task_relay(paths.root, replicas, task_index, endpoint.server, endpoint.model,

@@ -31,6 +31,8 @@ def test_budget_fills_the_servers_twice_over_and_never_times_out_a_queued_reques
     kept = plan_budget(parallel=8, replicas=2, tasks=4, workers=2, request_timeout_s=100, per_worker=3)
     assert kept.max_concurrency == 3 and kept.timeout_s == 100 * (2 + 1)
     assert "8 workers x 4 requests in flight = 32 for 16 server slots" in mid.describe()
+    throttled = plan_budget(parallel=4, replicas=1, tasks=64, workers=4, request_timeout_s=600, max_running=1)
+    assert (throttled.clients, throttled.max_concurrency) == (4, 2)  # --max-running 1: one task's workers at once
     assert [front_capacity(p) for p in (1, 4, 8, 64)] == [2, 5, 9, 72]
 
 
