@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from rich.table import Table
 
 from hpc_marker.executors import executor_for
@@ -30,6 +30,10 @@ from hpc_marker.runstate.progress import (
     read_heartbeats,
 )
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.slurm.parse import index_ranges
+
+if TYPE_CHECKING:  # pandas loads only where commit logs are read: a collected run's status needs none
+    import pandas as pd
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
 
@@ -223,6 +227,8 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
 
 
 FINAL_STATES = {"finished", "cancelled", "stopped", "wedged"}
+TABLE_TASKS = 64  # past this many tasks, the table has a row per state (and the worst tasks), not per task
+WORST_TASKS = 16
 
 
 def watch_status(paths: RunPaths, interval_s: float = 5.0, cancel_wedged: bool = False) -> RunStatus:
@@ -250,13 +256,33 @@ def _bar(done: int, total: int, width: int = 20) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
+def _rows(tasks: list[TaskStatus]) -> list[tuple[str, str, str, int, int, int, int, int]]:
+    """The table's rows: one per task in runs of up to TABLE_TASKS tasks. Past that, the WORST_TASKS tasks
+    with the most failed, then pending, items, then one row per state with its tasks' totals (their
+    indices in the first column)."""
+    def row(label: str, job: str, state: str, group: list[TaskStatus]):
+        return (label, job, state, sum(t.ok for t in group), sum(t.failed for t in group),
+                sum(t.pending for t in group), sum(t.pages_done for t in group), sum(t.pages for t in group))
+
+    if len(tasks) <= TABLE_TASKS:
+        return [row(str(t.task), t.job_id, t.state, [t]) for t in tasks]
+    worst = sorted((t for t in tasks if t.failed or t.pending), key=lambda t: (-t.failed, -t.pending, t.task))
+    rows = [row(str(t.task), t.job_id, t.state, [t]) for t in worst[:WORST_TASKS]]
+    for state in sorted({t.state for t in tasks}):
+        group = [t for t in tasks if t.state == state]
+        indices = index_ranges([t.task for t in group])
+        rows.append(row(f"{len(group)} tasks: {indices if len(indices) <= 40 else indices[:37] + '...'}", "",
+                        state, group))
+    return rows
+
+
 def status_table(status: RunStatus) -> Table:
     table = Table(title=f"run {status.run_id} ({status.executor}): {status.state}", title_justify="left")
     for column in ("task", "job", "state", "done", "failed", "pending", "pages", "progress"):
         table.add_column(column, justify="right" if column not in ("job", "state", "progress") else "left")
-    for t in status.tasks:
-        table.add_row(str(t.task), t.job_id, t.state, str(t.ok), str(t.failed), str(t.pending),
-                      f"{t.pages_done}/{t.pages}", _bar(t.pages_done, t.pages))
+    for label, job, state, ok, failed, pending, pages_done, pages in _rows(status.tasks):
+        table.add_row(label, job, state, str(ok), str(failed), str(pending), f"{pages_done}/{pages}",
+                      _bar(pages_done, pages))
     rate = f"{status.pages_per_second:.2f} pages/s" if status.pages_per_second else "- pages/s"
     table.caption = (f"{status.ok} ok, {status.failed} failed, {status.pending} pending of {status.items} items; "
                      f"{status.pages_done}/{status.pages} pages; {rate}; elapsed {_duration(status.elapsed_seconds)}; "
