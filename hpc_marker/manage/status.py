@@ -220,10 +220,20 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
         status.llm = dict(metrics, model=record.llm["model"], server=record.llm.get("server", "ollama"),
                           service=", ".join(dict.fromkeys(states)) if states else "-",
                           bound=throughput_bound(metrics, status.pages_done, status.pages_per_second))
-        if record.llm.get("replicas", 1) > 1:  # items with requests moved to another replica: the commit logs say
-            flags = latest_commits(read_commits(paths.progress))["flags"].fillna("")
-            status.failed_over = int(flags.str.contains(FAILED_OVER, regex=False).sum())
+        if record.llm.get("replicas", 1) > 1:
+            status.failed_over = failed_over(paths)
     return status
+
+
+def failed_over(paths: RunPaths) -> int:
+    """Items with LLM requests moved to another replica: summary.json's list once collected (no pandas),
+    else the commit logs' flags."""
+    if paths.summary.exists():
+        summary = json.loads(paths.summary.read_text(encoding="utf-8"))
+        if "llm_failover" in summary:
+            return len(summary["llm_failover"])
+    flags = latest_commits(read_commits(paths.progress))["flags"].fillna("")
+    return int(flags.str.contains(FAILED_OVER, regex=False).sum())
 
 
 FINAL_STATES = {"finished", "cancelled", "stopped", "wedged"}

@@ -18,6 +18,7 @@ from runkit import invoke, manifest_records, read_summary
 from standin.harness import path_with_standin, vllm_pids, vllm_trace
 
 from hpc_marker.llm.settings import LlmPaths
+from hpc_marker.manage.status import failed_over
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.util.processes import process_tree
 
@@ -122,8 +123,16 @@ def test_killing_one_replica_mid_run_loses_nothing_and_marks_exactly_the_affecte
         if r.item_id in marked - affected:
             assert r.started <= killed_at + 1 and r.finished >= killed_at, r
     assert all("moved to another replica" in r.llm_failover for r in records if r.llm_failover)
-    summary = read_summary(resolve_run(None))
-    assert summary["ok"] == 6 and summary["llm"]["failures"] == 0
+    paths = resolve_run(None)
+    summary = read_summary(paths)
+    assert summary["ok"] == 6 and summary["llm"]["failures"] == 0 and len(summary["llm_failover"]) == len(marked)
+    assert json.loads(invoke("status", "--json").output)["failed_over"] == len(marked)
+    assert f"{len(marked)} items had LLM requests moved to another replica" in invoke("status").output
+    aside = paths.summary.rename(paths.summary.with_name("summary.aside"))
+    try:
+        assert failed_over(paths) == len(marked)  # before collection, the commit logs say the same
+    finally:
+        aside.rename(paths.summary)
     assert vllm_pids(Path(standin)) == []
 
 
