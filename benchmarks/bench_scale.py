@@ -211,8 +211,10 @@ def main() -> None:
     os.environ.setdefault("HPCMARKER_STATE_DIR", tempfile.mkdtemp(prefix="hpcm-scale-state-"))
     for items in args.items:
         for tasks in args.tasks:
+            load = os.getloadavg()[0]  # other work on the machine: wall times are upper bounds
             result = (syscalls if args.mode == "syscalls" else login)(args.work, items, tasks)
-            result = dict(result, mode=args.mode, machine=f"{os.cpu_count()} cores")
+            result = dict(result, mode=args.mode, machine=f"{os.cpu_count()} cores",
+                          load_before=round(load, 1), load_after=round(os.getloadavg()[0], 1))
             print(json.dumps(result), flush=True)
             if args.json:
                 with open(args.json, "a", encoding="utf-8") as fh:

@@ -116,15 +116,20 @@ def run_state(task_states: list[str], collector_state: str, collected: bool) -> 
 
 def share_counts(latest: pd.DataFrame) -> dict[int, ShareCounts]:
     """Per share, from the latest commit of each item (columns status, pages, share, flags). Pure."""
-    if latest.empty or (latest["status"] == REOPENED).all():
+    import numpy as np
+
+    status = latest["status"].to_numpy(dtype=object)
+    final = status != REOPENED
+    if not final.any():
         return {}
-    final = latest[latest["status"] != REOPENED]
-    frame = final.assign(ok=final["status"] == "ok", failed=final["status"] != "ok",
-                         done=final["pages"], degraded=final["flags"].str.contains(DEGRADED, regex=False))
-    grouped = frame.groupby("share").agg(ok=("ok", "sum"), failed=("failed", "sum"), pages_done=("done", "sum"),
-                                         degraded=("degraded", "sum"))
-    return {int(share): ShareCounts(int(row.ok), int(row.failed), int(row.pages_done), int(row.degraded))
-            for share, row in grouped.iterrows()}
+    share = latest["share"].to_numpy()[final]
+    ok = status[final] == "ok"
+    degraded = latest["flags"].str.contains(DEGRADED, regex=False).to_numpy(dtype=bool)[final]
+    pages = latest["pages"].to_numpy()[final]
+    count = lambda weights: np.bincount(share, weights=weights).astype(int)  # noqa: E731
+    ok_n, all_n, pages_n, degraded_n = count(ok), count(None), count(pages), count(degraded)
+    return {int(i): ShareCounts(int(ok_n[i]), int(all_n[i] - ok_n[i]), int(pages_n[i]), int(degraded_n[i]))
+            for i in np.flatnonzero(all_n)}
 
 
 def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress, states: dict[str, str],

@@ -127,6 +127,8 @@ def read_commits(folder: Path) -> pd.DataFrame:
 
 def latest_commits(commits: pd.DataFrame) -> pd.DataFrame:
     """The last commit of each item (a retried item's newest attempt wins), indexed by item_id. Pure."""
+    if commits.empty or not (commits["status"] == REOPENED).any():
+        return commits.set_index("item_id")  # each item is committed once until a retry reopens it
     return last_per_key(commits, "item_id", "finished").set_index("item_id")
 
 
