@@ -70,6 +70,7 @@ class Progress:
     first_started: float | None
     last_finished: float | None
     torn_lines: list[str] = field(default_factory=list)
+    failed_over: int = 0  # items with LLM requests moved to another replica (counted only when asked)
 
 
 @dataclass
@@ -164,20 +165,22 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
         torn_manifest_lines=list(progress.torn_lines))
 
 
-def read_progress(paths: RunPaths) -> Progress:
-    """The run's progress: summary.json's once collected (it has the share counts), else the commit logs."""
+def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
+    """The run's progress: summary.json's once collected (it has the share counts), else the commit logs.
+    `failed_over`: also count the items whose LLM requests moved to another replica (runs with replicas)."""
     if paths.summary.exists():
         summary = json.loads(paths.summary.read_text(encoding="utf-8"))
         if "shares" in summary:
             shares = {int(s["share"]): ShareCounts(s["ok"], s["failed"], s["pages_done"], s.get("degraded", 0))
                       for s in summary["shares"]}
             return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
-                            summary.get("torn_manifest_lines", []))
+                            summary.get("torn_manifest_lines", []), len(summary.get("llm_failover") or []))
     commits = read_commits(paths.progress)
     latest = latest_commits(commits)
+    moved = int(latest["flags"].str.contains(FAILED_OVER, regex=False).sum()) if failed_over and len(latest) else 0
     return Progress(share_counts(latest),
                     float(commits["started"].min()) if len(commits) else None,
-                    float(commits["finished"].max()) if len(commits) else None)
+                    float(commits["finished"].max()) if len(commits) else None, failed_over=moved)
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ def done_so_far(paths: RunPaths) -> DoneSoFar:
 def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     record = paths.load_record()
     shares = load_summary(paths.plan)
-    progress = read_progress(paths)
+    progress = read_progress(paths, failed_over=bool(record.llm) and record.llm.get("replicas", 1) > 1)
     finished = {s.index for s in shares
                 if (c := progress.shares.get(s.index)) is not None and c.ok + c.failed >= s.items}
     collected = paths.summary.exists()
@@ -225,20 +228,8 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
         status.llm = dict(metrics, model=record.llm["model"], server=record.llm.get("server", "ollama"),
                           service=", ".join(dict.fromkeys(states)) if states else "-",
                           bound=throughput_bound(metrics, status.pages_done, status.pages_per_second))
-        if record.llm.get("replicas", 1) > 1:
-            status.failed_over = failed_over(paths)
+        status.failed_over = progress.failed_over
     return status
-
-
-def failed_over(paths: RunPaths) -> int:
-    """Items with LLM requests moved to another replica: summary.json's list once collected (no pandas),
-    else the commit logs' flags."""
-    if paths.summary.exists():
-        summary = json.loads(paths.summary.read_text(encoding="utf-8"))
-        if "llm_failover" in summary:
-            return len(summary["llm_failover"])
-    flags = latest_commits(read_commits(paths.progress))["flags"].fillna("")
-    return int(flags.str.contains(FAILED_OVER, regex=False).sum())
 
 
 FINAL_STATES = {"finished", "cancelled", "stopped", "wedged"}

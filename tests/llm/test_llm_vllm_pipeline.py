@@ -18,7 +18,7 @@ from runkit import invoke, manifest_records, read_summary
 from standin.harness import path_with_standin, vllm_pids, vllm_trace
 
 from hpc_marker.llm.settings import LlmPaths
-from hpc_marker.manage.status import failed_over
+from hpc_marker.manage.status import read_progress
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.util.processes import process_tree
 
@@ -130,7 +130,7 @@ def test_killing_one_replica_mid_run_loses_nothing_and_marks_exactly_the_affecte
     assert f"{len(marked)} items had LLM requests moved to another replica" in invoke("status").output
     aside = paths.summary.rename(paths.summary.with_name("summary.aside"))
     try:
-        assert failed_over(paths) == len(marked)  # before collection, the commit logs say the same
+        assert read_progress(paths, failed_over=True).failed_over == len(marked)  # the commit logs, before collection
     finally:
         aside.rename(paths.summary)
     assert vllm_pids(Path(standin)) == []
