@@ -64,6 +64,7 @@ def summarize_metrics(lines: list[dict]) -> dict | None:
         "peak_queued": max((line.get("queued", 0) for line in lines), default=0),
         "capacity": last.get("capacity"),
         "full_share": round(sum(map(_full, recent)) / len(recent), 2),
+        "run_full_share": round(sum(map(_full, lines)) / len(lines), 2),
         "tasks": per_task,
         "timeline": [{"ts": line["ts"], "in_flight": line.get("in_flight", 0), "queued": line.get("queued", 0),
                       "tokens_out_per_s": line.get("tokens_out_per_s", 0.0)} for line in lines],
@@ -112,6 +113,7 @@ def combine(summaries: dict[int, dict]) -> dict | None:
         "peak_in_flight": max((p["in_flight"] for p in timeline), default=0),
         "peak_queued": max((p["queued"] for p in timeline), default=0),
         "full_share": round(sum(p["full_share"] for p in parts) / len(parts), 2),
+        "run_full_share": round(sum(p.get("run_full_share", p["full_share"]) for p in parts) / len(parts), 2),
         "tasks": tasks,
         "replicas": rows,
         "timeline": timeline,
@@ -124,24 +126,29 @@ def service_summary(run_dir: Path, replicas: int = 1) -> dict | None:
     return combine({r: s for r, s in found.items() if s is not None})
 
 
-def throughput_bound(llm: dict | None, pages_done: int, pages_per_second: float | None) -> dict | None:
+def throughput_bound(llm: dict | None, pages_done: int, pages_per_second: float | None,
+                     whole_run: bool = False) -> dict | None:
     """Which bound the run is on: `llm` when its servers were full (requests waiting at the fronts) in
-    at least SATURATED of the recent window, else `conversion`; with the throughput model's numbers:
-    tokens per page so far and the pages/s the LLM allows (tokens/s / tokens per page). Pure."""
+    at least SATURATED of the recent window (`whole_run`: of the whole run, as the collector judges a
+    finished run), else `conversion`; with the throughput model's numbers: tokens per page so far and
+    the pages/s the LLM allows (tokens/s / tokens per page). Pure."""
     if not llm or not llm.get("requests"):
         return None
     tokens_per_page = llm.get("tokens_out", 0) / pages_done if pages_done else None
-    rate = llm.get("recent_tokens_out_per_s") or llm.get("tokens_out_per_s", 0.0)
+    if whole_run:
+        rate, share, window = llm.get("tokens_out_per_s", 0.0), llm.get("run_full_share", 0.0), "the run"
+    else:
+        rate = llm.get("recent_tokens_out_per_s") or llm.get("tokens_out_per_s", 0.0)
+        share, window = llm.get("full_share", 0.0), "the last minute"
     llm_pages = rate / tokens_per_page if tokens_per_page else None
-    share = llm.get("full_share", 0.0)
     bound = "llm" if share >= SATURATED else "conversion"
     numbers = (f"{rate:.1f} tokens/s / {tokens_per_page:.0f} tokens per page = {llm_pages:.2f} pages/s"
                if llm_pages else f"{rate:.1f} tokens/s")
     if bound == "llm":
-        why = (f"LLM-bound: its servers were full {share:.0%} of the last minute ({numbers}); more replicas "
+        why = (f"LLM-bound: its servers were full {share:.0%} of {window} ({numbers}); more replicas "
                "(--llm-replicas), a larger --llm-parallel or a smaller model would speed this run up")
     else:
-        why = (f"conversion-bound: the LLM servers had free slots {1 - share:.0%} of the last minute ({numbers}"
+        why = (f"conversion-bound: the LLM servers had free slots {1 - share:.0%} of {window} ({numbers}"
                + (f", conversion {pages_per_second:.2f} pages/s" if pages_per_second else "")
                + "); more GPUs for conversion would speed this run up")
     return {"bound": bound, "full_share": share, "tokens_per_page": round(tokens_per_page, 1) if tokens_per_page else None,

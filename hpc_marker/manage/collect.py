@@ -143,7 +143,7 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
         llm = service_summary(paths.root, record.llm.get("replicas", 1))
         summary["llm"] = dict(llm or {}, model=record.llm["model"], server=record.llm.get("server", "ollama"),
                               service_stopped=stopped)
-        bound = throughput_bound(llm, summary.get("pages_ok", 0), summary.get("pages_per_second"))
+        bound = throughput_bound(llm, summary.get("pages_ok", 0), summary.get("pages_per_second"), whole_run=True)
         if bound:
             summary["llm"]["bound"] = bound
     latest = latest_frame(records)

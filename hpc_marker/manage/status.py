@@ -227,7 +227,8 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
             row["state"] = states[row["replica"]] if row["replica"] < len(states) else "UNKNOWN"
         status.llm = dict(metrics, model=record.llm["model"], server=record.llm.get("server", "ollama"),
                           service=", ".join(dict.fromkeys(states)) if states else "-",
-                          bound=throughput_bound(metrics, status.pages_done, status.pages_per_second))
+                          bound=throughput_bound(metrics, status.pages_done, status.pages_per_second,
+                                                 whole_run=collected))
         status.failed_over = progress.failed_over
     return status
 

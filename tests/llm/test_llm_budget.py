@@ -150,3 +150,12 @@ def test_replicas_add_up_and_the_bound_follows_the_queue():
     assert calm["bound"] == "conversion" and "conversion-bound" in calm["why"]
     assert calm["llm_pages_per_s"] == pytest.approx(20.0 / 12.0, abs=0.01)
     assert throughput_bound(None, 10, 1.0) is None and combine({}) is None
+    full = _lines(1000.0, 12, 500, capacity=5, queued=3, task="0.11")
+    tail = [dict(full[-1], ts=full[-1]["ts"] + 5 * (k + 1), in_flight=1, queued=0, tokens_out_per_s=0.0)
+            for k in range(12)]  # the last tasks finishing: free slots, nothing new
+    ending = summarize_metrics(full + tail)
+    assert ending["full_share"] == 0.0 and ending["run_full_share"] == 0.5
+    assert throughput_bound(ending, 100, 1.0)["bound"] == "conversion"  # status: the last minute
+    finished = throughput_bound(ending, 100, 1.0, whole_run=True)  # the collector: the whole run
+    assert finished["bound"] == "llm" and "full 50% of the run" in finished["why"]
+    assert combine({0: ending, 1: idle})["run_full_share"] == 0.25
