@@ -25,13 +25,14 @@ else:  # pragma: no cover
 
 SUBMIT_KEYS = {
     "profile", "engine", "gpus", "partition", "template", "workers_per_gpu", "cpus_per_task", "mem", "time",
-    "split_pages", "steal", "bisect", "lease_seconds", "llm_gpus", "llm_parallel", "llm_wait", "executor",
+    "split_pages", "steal", "bisect", "lease_seconds", "llm_gpus", "llm_parallel", "llm_replicas", "llm_cpus",
+    "llm_wait", "llm_server", "mps", "executor",
     "item_timeout", "worker_memory", "permissions",
     "inference_server", "inference_startup_timeout", "plan_strategy", "paginate", "max_running", "scan_workers",
     "output_format", "images",
 }
 PLAN_KEYS = {"scan_workers"}  # [submit] keys that `hpcmarker plan` shares (it scans too)
-JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time"}
+JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
 RETRY_KEYS = {"min_share"}  # `hpcmarker retry` options
 EXPORT_KEYS = {"rows_per_shard", "shard_size", "follow_ups"}  # `hpcmarker export` options
 # config key -> the click parameter it sets, where they differ
@@ -39,6 +40,7 @@ PARAMETER_NAMES = {"time": "time_limit"}
 PROFILE_KEYS = {
     "template", "partition", "gres", "cpus_per_task", "mem", "time", "account", "qos", "constraint", "setup",
     "llm_gres_type", "vars", "inference_server", "inference_image", "inference_args",
+    "llm_server", "llm_image", "llm_args", "mps",
 }
 SECTIONS = {"submit": SUBMIT_KEYS, "job": JOB_KEYS, "retry": RETRY_KEYS, "export": EXPORT_KEYS, "templates": {"path"},
             "profiles": None}

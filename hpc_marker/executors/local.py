@@ -13,7 +13,7 @@ import time
 
 import submitit
 
-from hpc_marker.executors.base import ROLES, JobsSeen, Observation, Progress, RunJobs, live_job_ids
+from hpc_marker.executors.base import ROLES, JobsSeen, Observation, Progress, RunJobs, live_job_ids, service_replicas
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm.arrays import ArrayLayout, single_array
@@ -80,10 +80,11 @@ class LocalExecutor:
         devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         timeout_min = parse_time_limit(record.time_limit) or 60
         ids: dict[str, list[str]] = {}
-        if record.llm and jobs.service is not None:  # the service first; the tasks wait for it to answer
+        if record.llm and jobs.service is not None:  # the service first (each replica); the tasks wait for it
             executor = submitit.LocalExecutor(folder=paths.jobs)
             executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-            ids["service"] = [executor.submit(jobs.service, str(paths.root)).job_id]
+            ids["service"] = [executor.submit(jobs.service, str(paths.root), replica).job_id
+                              for replica in range(service_replicas(record))]
         tasks = []
         for index in indices:
             executor = submitit.LocalExecutor(folder=paths.jobs)
@@ -130,7 +131,7 @@ class LocalExecutor:
             for index, job_id in enumerate(record.jobs.get(role, [])):
                 if job_id.isdigit() and process_alive(int(job_id)):
                     states[job_id] = "RUNNING"
-                elif role == "collect" and collected:
+                elif role in ("collect", "service") and collected:  # the collector stops the service
                     states[job_id] = "COMPLETED"
                 elif role == "convert" and index in finished_tasks:
                     states[job_id] = "COMPLETED"

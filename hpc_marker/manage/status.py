@@ -23,7 +23,14 @@ from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.store import ShareSummary, load_summary
 from hpc_marker.runstate.documents import token_counts
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.progress import DEGRADED, REOPENED, latest_commits, read_commits, read_heartbeats
+from hpc_marker.runstate.progress import (
+    DEGRADED,
+    FAILED_OVER,
+    REOPENED,
+    latest_commits,
+    read_commits,
+    read_heartbeats,
+)
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.subitems import PARTIAL, fold_commits
 from hpc_marker.slurm.parse import index_ranges
@@ -68,6 +75,7 @@ class Progress:
     first_started: float | None
     last_finished: float | None
     torn_lines: list[str] = field(default_factory=list)
+    failed_over: int = 0  # items with LLM requests moved to another replica (counted only when asked)
     text_layer: dict = field(default_factory=dict)  # empty and garbled pages (summary.json's, or the commit logs')
     lost_pages: list[str] = field(default_factory=list)  # "book.pdf page 8: timeout" (or by document id before collection)
 
@@ -89,6 +97,7 @@ class RunStatus:
     eta_seconds: float | None
     collector: str
     degraded: int = 0  # items whose LLM refinement was partial
+    failed_over: int = 0  # items with LLM requests moved to another replica
     partial: int = 0  # items converted but for lost pages (bisected)
     lost_pages: list[str] = field(default_factory=list)
     text_layer: dict = field(default_factory=dict)  # pages flagged empty or garbled, and in how many documents/items
@@ -173,8 +182,9 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
         torn_manifest_lines=list(progress.torn_lines), text_layer=dict(progress.text_layer))
 
 
-def read_progress(paths: RunPaths) -> Progress:
-    """The run's progress: summary.json's once collected (it has the share counts), else the commit logs."""
+def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
+    """The run's progress: summary.json's once collected (it has the share counts), else the commit logs.
+    `failed_over`: also count the items whose LLM requests moved to another replica (runs with replicas)."""
     if paths.summary.exists():
         summary = json.loads(paths.summary.read_text(encoding="utf-8"))
         if "shares" in summary:
@@ -183,13 +193,15 @@ def read_progress(paths: RunPaths) -> Progress:
                       for s in summary["shares"]}
             lost = [f"{p['pdf']} page {p['page']}: {p['status']}" for p in summary.get("lost_pages", [])]
             return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
-                            summary.get("torn_manifest_lines", []), summary.get("text_layer", {}), lost)
+                            summary.get("torn_manifest_lines", []), len(summary.get("llm_failover") or []),
+                            text_layer=summary.get("text_layer", {}), lost_pages=lost)
     commits = read_commits(paths.progress)
     latest = latest_commits(commits)
+    moved = int(latest["flags"].str.contains(FAILED_OVER, regex=False).sum()) if failed_over and len(latest) else 0
     return Progress(share_counts(latest),
                     float(commits["started"].min()) if len(commits) else None,
                     float(commits["finished"].max()) if len(commits) else None,
-                    text_layer=commit_text_layer(latest), lost_pages=commit_lost_pages(latest))
+                    failed_over=moved, text_layer=commit_text_layer(latest), lost_pages=commit_lost_pages(latest))
 
 
 def commit_lost_pages(latest: pd.DataFrame) -> list[str]:
@@ -228,7 +240,7 @@ def done_so_far(paths: RunPaths) -> DoneSoFar:
 def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     record = paths.load_record()
     shares = load_summary(paths.plan)
-    progress = read_progress(paths)
+    progress = read_progress(paths, failed_over=bool(record.llm) and record.llm.get("replicas", 1) > 1)
     finished = {s.index for s in shares
                 if (c := progress.shares.get(s.index)) is not None and c.ok + c.failed + c.partial >= s.items}
     collected = paths.summary.exists()
@@ -242,14 +254,20 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     if seen.wedged:  # the jobs left squeue when cancelled, whether or not sacct shows it yet
         status.state, status.wedged = ("cancelled" if seen.cancelled else "wedged"), seen.wedged
     if record.llm:
-        from hpc_marker.llm.metrics import read_metrics, summarize_metrics
-        from hpc_marker.llm.settings import LlmPaths
+        from hpc_marker.llm.metrics import service_summary, throughput_bound
 
         service_ids = record.jobs.get("service", [])
-        metrics = summarize_metrics(read_metrics(LlmPaths(paths.root).metrics)) or {}
+        metrics = service_summary(paths.root, record.llm.get("replicas", 1)) or {}
         metrics.pop("timeline", None)
-        status.llm = dict(metrics, model=record.llm["model"],
-                          service=seen.states.get(service_ids[0], "UNKNOWN") if service_ids else "-")
+        states = [seen.states.get(jid, "UNKNOWN") for jid in service_ids]
+        for row in metrics.get("replicas", []):
+            row["job_id"] = service_ids[row["replica"]] if row["replica"] < len(service_ids) else "-"
+            row["state"] = states[row["replica"]] if row["replica"] < len(states) else "UNKNOWN"
+        status.llm = dict(metrics, model=record.llm["model"], server=record.llm.get("server", "ollama"),
+                          service=", ".join(dict.fromkeys(states)) if states else "-",
+                          bound=throughput_bound(metrics, status.pages_done, status.pages_per_second,
+                                                 whole_run=collected))
+        status.failed_over = progress.failed_over
     return status
 
 
@@ -323,11 +341,20 @@ def status_table(status: RunStatus) -> Table:
         table.caption += "\nlost pages (placeholders in their documents): " + "; ".join(shown)
     if status.llm:
         llm = status.llm
-        table.caption += (f"\nLLM {llm['model']} (service {llm['service']}): {llm.get('requests', 0)} requests, "
+        table.caption += (f"\nLLM {llm['model']} ({llm.get('server', 'ollama')}, service {llm['service']}): "
+                          f"{llm.get('requests', 0)} requests, "
                           f"{llm.get('failures', 0)} failed, {llm.get('timeouts', 0)} timed out, "
                           f"{llm.get('tokens_in', 0)} tokens in, {llm.get('tokens_out', 0)} out, "
                           f"{llm.get('tokens_out_per_s', 0)} tokens/s (peak {llm.get('peak_tokens_out_per_s', 0)}), "
-                          f"peak queue {llm.get('peak_in_flight', 0)}")
+                          f"peak {llm.get('peak_in_flight', 0)} at the servers, {llm.get('peak_queued', 0)} waiting")
+        if len(llm.get("replicas", [])) > 1 or status.failed_over:
+            for row in llm.get("replicas", []):
+                table.caption += (f"\n  replica {row['replica']} (job {row.get('job_id', '-')}, {row.get('state', '?')}): "
+                                  f"{row['requests']} requests, {row['tokens_out_per_s']} tokens/s, "
+                                  f"{row['failures']} failed, {row['timeouts']} timed out")
+            table.caption += f"\n  {status.failed_over} items had LLM requests moved to another replica"
+        if llm.get("bound"):
+            table.caption += f"\n{llm['bound']['why']}"
     table.caption_justify = "left"
     return table
 

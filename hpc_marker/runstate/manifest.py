@@ -41,6 +41,7 @@ class ManifestRecord:
     started: float
     finished: float
     degraded: str | None = None  # why the LLM refinement of this item was partial, if it was
+    llm_failover: str | None = None  # LLM requests of this item that moved to another replica, if any
     # Text-layer flags (engines/textlayer.py): 0-based indices of the item's empty and garbled pages;
     # None where nothing was checked (a failed item, marker's unpaginated Markdown or HTML).
     empty_pages: list[int] | None = None

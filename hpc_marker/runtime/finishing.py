@@ -22,7 +22,7 @@ from hpc_marker.runstate.documents import text_layer_tokens
 from hpc_marker.runstate.finish import assembles, final_dir, final_file, merge_if_complete, place_committed
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, ManifestWriter
-from hpc_marker.runstate.progress import DEGRADED, CommitLog
+from hpc_marker.runstate.progress import DEGRADED, FAILED_OVER, CommitLog
 from hpc_marker.runstate.record import RunRecord
 
 
@@ -40,7 +40,7 @@ class Finisher:
 
     def finish(self, item: WorkItem, share: int, status: str, error: str | None, started: float,
                staging: Path | None, degraded: str | None = None, flags: dict | None = None,
-               children: list[WorkItem] | None = None) -> bool:
+               children: list[WorkItem] | None = None, llm_failover: str | None = None) -> bool:
         """Commit `item` with its outcome; False when it was not committed here (another task finished
         it first, or the storage refused the record: then `storage_errors` says why). A bisected item
         (status BISECTED) records its `children`, the halves that take its pages over."""
@@ -50,7 +50,8 @@ class Finisher:
                                page_stop=item.page_stop, pages=item.pages, status=status, error=error,
                                seconds=round(finished - started, 3),
                                output=str(final_file(self.paths, self.record, item)) if staging else None,
-                               started=started, finished=finished, degraded=degraded, **(flags or {}),
+                               started=started, finished=finished, degraded=degraded, llm_failover=llm_failover,
+                               **(flags or {}),
                                **self.context)
         try:
             extra = {"children": [child.item_id for child in children]} if children else {}
@@ -69,7 +70,8 @@ class Finisher:
             if staging:
                 place_committed(staging, final)
             self.commits.append(item.item_id, status, item.pages, share, started, finished,
-                                (DEGRADED if degraded else "") + text_layer_tokens(flags))
+                                (DEGRADED if degraded else "") + (FAILED_OVER if llm_failover else "")
+                                + text_layer_tokens(flags))
             self.manifest.append(entry)
         except OSError as exc:  # committed: the collector places the output and recovers the record
             self.storage_errors.append(f"cannot place or record {item.pdf}: {exc.strerror}")
@@ -77,7 +79,8 @@ class Finisher:
         self.counts[status] += 1
         self.counts["stolen"] += share != self.context["task"]
         self.log(f"{status:8} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
-                 + (f" -- {error}" if error else "") + (f" (LLM degraded: {degraded})" if degraded else ""))
+                 + (f" -- {error}" if error else "") + (f" (LLM degraded: {degraded})" if degraded else "")
+                 + (f" (LLM: {llm_failover})" if llm_failover else ""))
         if status != BISECTED and assembles(item):
             self.assemble(item)
         return True
