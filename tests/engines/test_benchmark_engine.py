@@ -13,8 +13,8 @@ def test_same_text_as_the_text_engine_and_null_mode_writes_a_line_per_page(monke
     monkeypatch.setenv(SECONDS_PER_PAGE_VARIABLE, "0")
     pdf = EXAMPLES / "en" / "upref.pdf"
     engine = BenchmarkEngine(EngineOptions())
-    doc = engine.convert(pdf, range(0, 2))
-    assert doc.text == TextEngine(EngineOptions()).convert(pdf, range(0, 2)).text
+    doc = engine.convert(pdf, range(2))
+    assert doc.text == TextEngine(EngineOptions()).convert(pdf, range(2)).text
     assert doc.metadata["engine"] == "benchmark"
     monkeypatch.setenv(NULL_VARIABLE, "1")
     null = engine.convert(tmp_path / "never-opened.pdf", range(3, 5))

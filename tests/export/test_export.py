@@ -105,7 +105,7 @@ def test_refuses_a_folder_holding_other_files(tmp_path):
 
 
 def test_torn_lines_and_missing_outputs_are_reported_not_fatal(tmp_path):
-    paths, expected = make_export_run(tmp_path, 40, tasks=2)
+    paths, _expected = make_export_run(tmp_path, 40, tasks=2)
     with paths.task_manifest(0).open("a") as fh:
         fh.write('{"item_id": "x", "pdf": "torn')
     gone = document_dir(Path(paths.load_record().out_dir), relpath_of(3))

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import CORPUS, EXAMPLES
 from inputs import book_with_pathological_page
-from test_slurm import invoke, wait_for  # noqa: F401  (skips this module too where no cluster answers)
+from test_slurm import invoke, wait_for  # skips this module too where no cluster answers
 
 from hpc_marker.planning.scan import find_pdfs
 from hpc_marker.runstate.index import resolve_run
