@@ -157,11 +157,21 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 # ---- fixtures --------------------------------------------------------------------------------------
 
+# The tests' own user config (never the real user's): the few sample pages are planned on as many tasks as a
+# test asks for (the packaged min_task_pages would give most small runs a single task). Tests of the default
+# itself, or of the config layers, point XDG_CONFIG_HOME elsewhere.
+TEST_USER_CONFIG = "[submit]\nmin_task_pages = 1\n"
+
+
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path_factory, monkeypatch):
-    """Each test gets its own run index and page-count cache, never the user's."""
+    """Each test gets its own run index, page-count cache and user config, never the user's."""
     monkeypatch.setenv("HPCMARKER_STATE_DIR", str(tmp_path_factory.mktemp("state")))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    config = tmp_path_factory.mktemp("config")
+    (config / "hpcmarker").mkdir()
+    (config / "hpcmarker" / "config.toml").write_text(TEST_USER_CONFIG)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
 
 
 @pytest.fixture

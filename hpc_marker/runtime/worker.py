@@ -72,7 +72,8 @@ def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_r
     if not degraded and failures_before is not None and failures_after is not None and failures_after > failures_before:
         degraded = f"{failures_after - failures_before} LLM calls failed or timed out; marker kept its own output there"
     stat = Path(pdf_path).stat()
-    doc.metadata["hpcmarker_source"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "engine": _ENGINE.name}
+    doc.metadata["hpcmarker_source"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "engine": _ENGINE.name,
+                                        "settings": _ENGINE_SPEC[1].get("output_settings")}
     try:
         return str(stage_document(Path(staging_root), name, stem, doc)), degraded
     except OSError as exc:

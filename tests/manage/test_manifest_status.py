@@ -7,7 +7,6 @@ import pandas as pd
 from hpc_marker.manage.status import (
     Progress,
     ShareCounts,
-    run_state,
     share_counts,
     summarize,
 )
@@ -74,15 +73,6 @@ def test_retried_item_counts_once_with_its_newest_result():
     assert summary["shares"] == [{"share": 0, "ok": 1, "failed": 0, "pages_done": 10, "degraded": 0}]
     progress = _progress([("a", "failed", 10, 0, 1.0), ("a", "ok", 10, 0, 5.0), ("c", "reopened", 30, 1, 6.0)])
     assert progress.shares == {0: ShareCounts(ok=1, failed=0, pages_done=10)}  # reopened: pending again
-
-
-def test_run_state_words():
-    assert run_state(["PENDING", "PENDING"], "PENDING", False) == "pending"
-    assert run_state(["COMPLETED", "RUNNING"], "PENDING", False) == "running"
-    assert run_state(["CANCELLED", "CANCELLED"], "CANCELLED", False) == "cancelled"
-    assert run_state(["COMPLETED", "FAILED"], "RUNNING", False) == "collecting"
-    assert run_state(["COMPLETED"], "COMPLETED", True) == "finished"
-    assert run_state(["COMPLETED"], "RUNNING", True) == "collecting"  # summary written, report still coming
 
 
 def test_sacct_is_retried_before_the_scheduler_is_called_unreachable(monkeypatch):
@@ -188,11 +178,13 @@ def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, mo
     monkeypatch.setattr(slurm, "cancel_jobs", scancel)
     only_report = load_status(paths, cancel_wedged=False)
     assert only_report.state == "wedged" and "still queued: array 549 and collector 550" in only_report.wedged
+    assert only_report.next == "hpcmarker cancel r && hpcmarker resume r" and only_report.exit_code == 4
     assert cancelled == [] and paths.load_record().cancelled is None
     assert watch_status(paths, 0.0).state == "wedged"  # --watch stops at a wedged run
     settled = load_status(paths, cancel_wedged=True)
     assert cancelled == ["549_[0-3]", "550"] and paths.load_record().cancelled is not None
-    assert settled.state == "cancelled" and "cancelled array 549 and collector 550" in settled.wedged
+    assert settled.state == "incomplete" and "cancelled array 549 and collector 550" in settled.wedged
+    assert settled.reasons == ["2 tasks (0,1): cancelled before it started — next: hpcmarker resume r"]
     assert {t.state for t in settled.tasks} == {"CANCELLED"}
     assert load_status(paths, cancel_wedged=True).wedged is None  # nothing left to report
 

@@ -66,7 +66,7 @@ def run(tmp_path_factory):
         mp.setenv("HPCMARKER_STATE_DIR", str(tmp / "state"))
         result = CliRunner().invoke(cli, ["submit", "--pdfs", str(pdfs), "--out", str(tmp / "out"), "--engine",
                                           "text", "--executor", "local", "--gpus", "2"], catch_exceptions=False)
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 3, result.output  # finished, with the bad PDFs failed
         paths = resolve_run(None)
     report = write_report(paths.root)
     llm_root = tmp / "llm-run"
