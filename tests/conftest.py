@@ -163,15 +163,27 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 TEST_USER_CONFIG = "[submit]\nmin_task_pages = 1\n"
 
 
+def _test_config_home(tmp_path_factory) -> str:
+    config = tmp_path_factory.mktemp("config")
+    (config / "hpcmarker").mkdir()
+    (config / "hpcmarker" / "config.toml").write_text(TEST_USER_CONFIG)
+    return str(config)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_user_config(tmp_path_factory):
+    """The tests' user config from the start, so that module-scoped fixtures (whole runs) use it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", _test_config_home(tmp_path_factory))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path_factory, monkeypatch):
     """Each test gets its own run index, page-count cache and user config, never the user's."""
     monkeypatch.setenv("HPCMARKER_STATE_DIR", str(tmp_path_factory.mktemp("state")))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
-    config = tmp_path_factory.mktemp("config")
-    (config / "hpcmarker").mkdir()
-    (config / "hpcmarker" / "config.toml").write_text(TEST_USER_CONFIG)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    monkeypatch.setenv("XDG_CONFIG_HOME", _test_config_home(tmp_path_factory))
 
 
 @pytest.fixture
