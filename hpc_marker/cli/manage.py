@@ -24,7 +24,7 @@ def status(run, as_json, watch, interval, cancel_wedged) -> None:
 
     Exit code: 0 while the run goes on, or finished with every item ok; 3 finished, but some items
     failed; 4 incomplete (items left, nothing running) or wedged; 130 when --watch is left with Ctrl-C."""
-    from hpc_marker.manage.status import load_status, status_table, watch_status
+    from hpc_marker.manage.status import load_status, status_table, verdict_lines, watch_status
 
     paths = run_paths(run)
     if watch and not as_json:
@@ -36,8 +36,11 @@ def status(run, as_json, watch, interval, cancel_wedged) -> None:
         result = load_status(paths, cancel_wedged)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
-    elif not watch:
-        Console().print(status_table(result))
+    else:
+        if not watch:  # --watch left its last table on the screen
+            Console().print(status_table(result))
+        for line in verdict_lines(result):
+            click.echo(line)
     if result.wedged:
         click.echo(result.wedged, err=as_json)
     if result.exit_code:

@@ -239,6 +239,7 @@ def _bar(done: int, total: int, width: int = 20) -> str:
 
 
 def status_table(status: RunStatus) -> Table:
+    """The table of tasks under the run's headline (the reasons and the next command: `verdict_lines`)."""
     table = Table(title=f"run {status.run_id} ({status.executor}): {status.headline or status.state}",
                   title_justify="left")
     for column in ("task", "job", "state", "done", "failed", "pending", "pages", "progress"):
@@ -259,9 +260,10 @@ def status_table(status: RunStatus) -> Table:
                           f"{llm.get('tokens_in', 0)} tokens in, {llm.get('tokens_out', 0)} out, "
                           f"{llm.get('tokens_out_per_s', 0)} tokens/s (peak {llm.get('peak_tokens_out_per_s', 0)}), "
                           f"peak queue {llm.get('peak_in_flight', 0)}")
-    for line in status.reasons:
-        table.caption += f"\n{line}"
-    if status.next:
-        table.caption += f"\nnext: {status.next}"
     table.caption_justify = "left"
     return table
+
+
+def verdict_lines(status: RunStatus) -> list[str]:
+    """One line per cause, then the next command: printed whole under the table, never wrapped into it."""
+    return [*status.reasons, *([f"next: {status.next}"] if status.next else [])]
