@@ -156,7 +156,7 @@ class LocalExecutor:
             with _sigint_ignored():
                 job = collector.submit(jobs.collect, str(paths.root))
         except OSError as exc:  # submitit writes the job's pickle into the run folder first
-            raise LocalRunFailed(f"cannot start the collector: {exc.strerror} ({exc.filename})") from None
+            raise LocalRunFailed(f"cannot start the collector: {exc.strerror}") from None
         ids["collect"] = [job.job_id]
         while not job.done():
             time.sleep(0.5)

@@ -15,6 +15,7 @@ done, time limit, storage full, cancelled, its engine, inference server or LLM s
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -86,6 +87,9 @@ class TaskResult:
                 f"in {self.seconds:.1f} s{why}")
 
 
+STORAGE_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
 class TaskStopped(BaseException):
     """SIGTERM (scancel, preemption, a local cancel) or SIGINT (Ctrl-C): stop now, give the claims back."""
 
@@ -136,6 +140,13 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         except CannotStart as exc:
             stops.stop(exc.cause, str(exc))
             raise RuntimeError(str(exc)) from None
+        except OSError as exc:  # the storage filled where the task had no other way to say so
+            if exc.errno not in STORAGE_FULL_ERRNOS:
+                stops.stop(ERROR, one_line(exc, with_type=True))
+                raise
+            stops.stop(STORAGE_FULL, f"storage full: {exc.strerror}")
+            raise RuntimeError(f"task {task_index} stopped early: storage full ({exc.strerror}); free space, then: "
+                               f"hpcmarker retry {record.run_id}") from None
         except Exception as exc:  # a bug: recorded, and it keeps its traceback
             stops.stop(ERROR, one_line(exc, with_type=True))
             raise
@@ -303,10 +314,13 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
         board.stop_heartbeat()
         pool.close()
         server.close()
-        finisher.manifest.close()
-        finisher.commits.close()
-        board.release_all()  # what is still held was not finished: others may take it at once
-        scheduler.exit()
+        for last_write in (finisher.manifest.close, finisher.commits.close, board.release_all, scheduler.exit):
+            try:  # board.release_all: what is still held was not finished, others may take it at once
+                last_write()
+            except OSError as exc:  # a full disk keeps the last lines from landing: the reason to stop
+                if exc.errno not in STORAGE_FULL_ERRNOS:
+                    raise
+                finisher.storage_errors.append(f"storage full: cannot record the task's end: {exc.strerror}")
 
     if pool.replaced:
         log(f"{pool.replaced} workers were replaced (timed out, died or ran out of memory)")

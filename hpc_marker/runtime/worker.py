@@ -77,4 +77,5 @@ def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_r
     try:
         return str(stage_document(Path(staging_root), name, stem, doc)), degraded
     except OSError as exc:
-        raise OutputUnwritable(f"cannot write output: {exc.strerror} ({exc.filename})", exc.errno) from None
+        raise OutputUnwritable(f"cannot write output: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else ""),
+                               exc.errno) from None
