@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from inputs import EXAMPLES, pathological_pdf
-from runkit import run_local
+from runkit import FINISHED_WITH_FAILURES, run_local
 
 from hpc_marker.runstate.manifest import read_manifests
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # each test is a whole local run with a PDF that 
 
 
 def _submit(pdfs, out, *extra):
-    run = run_local(pdfs, out, "--gpus", "1", *extra)
+    run = run_local(pdfs, out, "--gpus", "1", *extra, expect=FINISHED_WITH_FAILURES)  # the bad PDF fails
     return run.result, run.paths, run.by_pdf
 
 
