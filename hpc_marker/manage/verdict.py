@@ -261,4 +261,6 @@ def verdict(facts: RunFacts) -> Verdict:
         left = f"{facts.pending} of {facts.items} items not converted" if facts.pending else "not collected"
         return Verdict(state, f"{state}: {left}" + (f" ({causes})" if causes else ""), tuple(reasons),
                        next_command(facts.run_id, reasons) or None, EXIT_INCOMPLETE)
-    return Verdict(state, state + (f" ({causes})" if causes else ""), tuple(reasons), None, EXIT_OK)
+    stuck = [r for r in reasons if r.cause == STUCK]  # still queued, but waiting will not help: say what will
+    return Verdict(state, state + (f" ({causes})" if causes else ""), tuple(reasons),
+                   next_command(facts.run_id, stuck) or None, EXIT_OK)

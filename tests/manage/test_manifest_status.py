@@ -203,3 +203,29 @@ def test_jobs_sacct_does_not_know_yet_take_squeues_state():
                       "772_3": "PENDING", "773": "PENDING"}
     assert fill_from_queue({"772_0": "COMPLETED"}, ["772_0"], [QueuedJob("772_0", "RUNNING", "None")]) == {
         "772_0": "COMPLETED"}  # sacct wins where it knows the job
+
+
+def test_status_names_a_pending_reason_that_never_clears(tmp_path, monkeypatch):
+    """squeue's PartitionConfig (a request the partition can never run) is shown with what to do; an
+    ordinary wait (Resources, Dependency) is not."""
+    from hpc_marker.manage.status import load_status
+    from hpc_marker.runstate.layout import RunPaths
+    from hpc_marker.slurm import commands as slurm
+    from hpc_marker.slurm.parse import parse_squeue
+
+    paths = RunPaths(tmp_path / "r")
+    paths.root.mkdir()
+    save_plan(_plan(), paths.plan)
+    record = _record()
+    record.jobs = {"convert": ["549_0", "549_1"], "collect": ["550"]}
+    paths.save_record(record)
+    monkeypatch.setattr(slurm, "job_states", lambda ids: {job: "PENDING" for job in ids})
+    monkeypatch.setattr(slurm, "queue", lambda ids: parse_squeue(
+        "549_[0-1]|PENDING|PartitionConfig|(null)\n550|PENDING|Dependency|afterany:549_*(unfulfilled)\n"))
+    status = load_status(paths)
+    assert status.state == "pending" and status.exit_code == 0
+    assert status.reasons == [
+        "2 tasks (0,1): pending with PartitionConfig: the partition can never run this request (more CPUs, memory "
+        "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
+        "--mem, --time) or another --partition, then: hpcmarker cancel r && hpcmarker resume r"]
+    assert status.next == "hpcmarker cancel r && hpcmarker resume r"

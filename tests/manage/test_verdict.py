@@ -114,6 +114,7 @@ def test_pending_reasons_that_never_clear_are_named_with_what_to_do():
         "2 tasks (0,1): pending with PartitionConfig: the partition can never run this request (more CPUs, memory "
         "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
         "--mem, --time) or another --partition, then: hpcmarker cancel r1 && hpcmarker resume r1"]
+    assert judged.next == "hpcmarker cancel r1 && hpcmarker resume r1" and judged.exit_code == EXIT_OK  # still queued
     waiting = verdict(facts("PENDING", pending=64, collected=False, collector="PENDING",
                             pending_reasons={"7_0": "Resources"}))
     assert waiting.reasons == ()  # waits for GPUs: that clears
