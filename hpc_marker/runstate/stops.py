@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from hpc_marker.util.text import one_line
@@ -46,8 +46,12 @@ def stop_path(folder: Path, task: int) -> Path:
 
 
 def _padded(stop: TaskStop) -> bytes:
-    data = json.dumps(asdict(stop), ensure_ascii=False).encode()
-    return data + b" " * (RECORD_BYTES - len(data)) + b"\n"
+    """The record at exactly RECORD_BYTES (its detail cut where a long or non-ASCII one would not fit). Pure."""
+    while True:
+        data = json.dumps(asdict(stop), ensure_ascii=False).encode()
+        if len(data) < RECORD_BYTES or not stop.detail:
+            return data + b" " * (RECORD_BYTES - 1 - len(data)) + b"\n"
+        stop = replace(stop, detail=stop.detail[:len(stop.detail) * 3 // 4] + "…")
 
 
 class StopRecord:

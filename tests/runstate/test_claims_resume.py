@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import multiprocessing
 import os
@@ -108,6 +109,9 @@ def test_split_pdf_gives_the_same_markdown_as_whole(tmp_path):
     assert outputs == ["big/big.md", "big/big_meta.json", "small/small.md", "small/small_meta.json"]
     summary = json.loads(run.summary.read_text())
     assert summary["documents"] == summary["documents_ok"] == 2
+    rows = list(csv.DictReader(run.manifest_csv.open()))  # each part's output: the merged document, not its part
+    assert len(rows) > 2 and all((tmp_path / "split" / row["output"]).is_file() for row in rows), rows
+    assert {row["output"] for row in rows} == {str(tmp_path / "split" / name / f"{name}.md") for name in ("big", "small")}
 
 
 @pytest.mark.slow
