@@ -180,11 +180,11 @@ def login(work: Path, items: int, tasks: int) -> dict:
                     "len(share.items))\n")
     share_s, share_mb, share_items = share["stdout"].split()
     synthetic_outputs(root, tasks)
-    status_before = _python(f"from hpc_marker.manage.status import load_status; from hpc_marker.runstate.layout import "
-                            f"RunPaths; s = load_status(RunPaths({str(root)!r})); print(s.ok, s.failed, s.pending)")
+    status_before = _python(f"from hpc_marker.manage.status import load_status; from pathlib import Path; from hpc_marker.runstate.layout import "
+                            f"RunPaths; s = load_status(RunPaths(Path({str(root)!r}))); print(s.ok, s.failed, s.pending)")
     collect = _python(f"from hpc_marker.manage.collect import collect_run; collect_run({str(root)!r})")
-    status_after = _python(f"from hpc_marker.manage.status import load_status; from hpc_marker.runstate.layout import "
-                           f"RunPaths; s = load_status(RunPaths({str(root)!r})); print(s.ok, s.failed, s.pending)")
+    status_after = _python(f"from hpc_marker.manage.status import load_status; from pathlib import Path; from hpc_marker.runstate.layout import "
+                           f"RunPaths; s = load_status(RunPaths(Path({str(root)!r}))); print(s.ok, s.failed, s.pending)")
     summary = json.loads((root / "summary.json").read_text())
     assert summary["ok"] + summary["failed"] == items
     result = {"items": items, "tasks": tasks, "plan_s": float(plan_s), "plan_peak_mb": float(plan_mb),

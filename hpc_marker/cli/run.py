@@ -18,6 +18,8 @@ from hpc_marker.runstate.permissions import PERMISSIONS
 from hpc_marker.slurm.parse import base_id
 from hpc_marker.submission.request import STRATEGIES, LaunchError, parse_workers_per_gpu
 
+WILL_FAIL_LINES = 20  # unreadable PDFs named one per line at submit; the rest are counted (all are in the manifest)
+
 
 def _engine_options(force_ocr: bool, languages: str | None, marker_config: Path | None,
                     paginate: bool) -> EngineOptions:
@@ -163,9 +165,12 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         click.echo(f"skipping {len(prepared.up_to_date)} PDFs whose outputs are up to date (--force redoes them)")
     click.echo(f"run {record.run_id}: {len(prepared.scanned)} PDFs ({len(plan.items)} work items), "
                f"{plan.total_pages} pages, {record.tasks} tasks ({record.executor}); run folder {prepared.paths.root}")
-    for pdf in prepared.scanned:
-        if pdf.error:
-            click.echo(f"  will fail: {pdf.relpath}: {pdf.error}", err=True)
+    unreadable = [pdf for pdf in prepared.scanned if pdf.error]
+    for pdf in unreadable[:WILL_FAIL_LINES]:
+        click.echo(f"  will fail: {pdf.relpath}: {pdf.error}", err=True)
+    if len(unreadable) > WILL_FAIL_LINES:
+        click.echo(f"  ... and {len(unreadable) - WILL_FAIL_LINES} more PDFs that will fail (each is in the "
+                   f"manifest with its reason: hpcmarker status {record.run_id})", err=True)
     for note in prepared.notes:
         click.echo(note, err=True)
     try:

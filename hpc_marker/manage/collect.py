@@ -36,6 +36,7 @@ from hpc_marker.runstate.stops import read_stops
 from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, records_frame, summarize
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.files import atomic_write
+from hpc_marker.util.frames import isin
 
 _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
@@ -48,7 +49,7 @@ def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, re
     at one by one. Returns (recovered records, merged document ids, documents merged here)."""
     recovered: list[ManifestRecord] = []
     referenced: set[str] = set()
-    unrecorded = items[~items["item_id"].isin(recorded)]
+    unrecorded = items[~isin(items["item_id"], recorded)]
     for row in unrecorded.itertuples(index=False):
         done = board.done_record(row.item_id)
         if not done or done.get("status") == "unknown":

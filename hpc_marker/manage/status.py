@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from rich.table import Table
 
 from hpc_marker.executors import executor_for
@@ -27,6 +27,10 @@ from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.progress import DEGRADED, REOPENED, latest_commits, read_commits, read_heartbeats
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import TaskStop, read_stops
+from hpc_marker.slurm.parse import index_ranges
+
+if TYPE_CHECKING:  # pandas loads only where commit logs are read: a collected run's status needs none
+    import pandas as pd
 
 
 @dataclass
@@ -95,15 +99,20 @@ class RunStatus:
 
 def share_counts(latest: pd.DataFrame) -> dict[int, ShareCounts]:
     """Per share, from the latest commit of each item (columns status, pages, share, flags). Pure."""
-    if latest.empty or (latest["status"] == REOPENED).all():
+    import numpy as np
+
+    status = latest["status"].to_numpy(dtype=object)
+    final = status != REOPENED
+    if not final.any():
         return {}
-    final = latest[latest["status"] != REOPENED]
-    frame = final.assign(ok=final["status"] == "ok", failed=final["status"] != "ok",
-                         done=final["pages"], degraded=final["flags"].str.contains(DEGRADED, regex=False))
-    grouped = frame.groupby("share").agg(ok=("ok", "sum"), failed=("failed", "sum"), pages_done=("done", "sum"),
-                                         degraded=("degraded", "sum"))
-    return {int(share): ShareCounts(int(row.ok), int(row.failed), int(row.pages_done), int(row.degraded))
-            for share, row in grouped.iterrows()}
+    share = latest["share"].to_numpy()[final]
+    ok = status[final] == "ok"
+    degraded = latest["flags"].str.contains(DEGRADED, regex=False).to_numpy(dtype=bool)[final]
+    pages = latest["pages"].to_numpy()[final]
+    count = lambda weights: np.bincount(share, weights=weights).astype(int)  # noqa: E731
+    ok_n, all_n, pages_n, degraded_n = count(ok), count(None), count(pages), count(degraded)
+    return {int(i): ShareCounts(int(ok_n[i]), int(all_n[i] - ok_n[i]), int(pages_n[i]), int(degraded_n[i]))
+            for i in np.flatnonzero(all_n)}
 
 
 def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress, seen: Observation | dict[str, str],
@@ -213,6 +222,10 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     return status
 
 
+TABLE_TASKS = 64  # past this many tasks, the table has a row per state (and the worst tasks), not per task
+WORST_TASKS = 16
+
+
 def watch_status(paths: RunPaths, interval_s: float = 5.0, cancel_wedged: bool = False) -> RunStatus:
     """Refresh the status table in place until the run is over (or wedged)."""
     from rich.live import Live
@@ -238,15 +251,35 @@ def _bar(done: int, total: int, width: int = 20) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
+def _rows(tasks: list[TaskStatus]) -> list[tuple[str, str, str, int, int, int, int, int]]:
+    """The table's rows: one per task in runs of up to TABLE_TASKS tasks. Past that, the WORST_TASKS tasks
+    with the most failed, then pending, items, then one row per state with its tasks' totals (their
+    indices in the first column)."""
+    def row(label: str, job: str, state: str, group: list[TaskStatus]):
+        return (label, job, state, sum(t.ok for t in group), sum(t.failed for t in group),
+                sum(t.pending for t in group), sum(t.pages_done for t in group), sum(t.pages for t in group))
+
+    if len(tasks) <= TABLE_TASKS:
+        return [row(str(t.task), t.job_id, t.state, [t]) for t in tasks]
+    worst = sorted((t for t in tasks if t.failed or t.pending), key=lambda t: (-t.failed, -t.pending, t.task))
+    rows = [row(str(t.task), t.job_id, t.state, [t]) for t in worst[:WORST_TASKS]]
+    for state in sorted({t.state for t in tasks}):
+        group = [t for t in tasks if t.state == state]
+        indices = index_ranges([t.task for t in group])
+        rows.append(row(f"{len(group)} tasks: {indices if len(indices) <= 40 else indices[:37] + '...'}", "",
+                        state, group))
+    return rows
+
+
 def status_table(status: RunStatus) -> Table:
     """The table of tasks under the run's headline (the reasons and the next command: `verdict_lines`)."""
     table = Table(title=f"run {status.run_id} ({status.executor}): {status.headline or status.state}",
                   title_justify="left")
     for column in ("task", "job", "state", "done", "failed", "pending", "pages", "progress"):
         table.add_column(column, justify="right" if column not in ("job", "state", "progress") else "left")
-    for t in status.tasks:
-        table.add_row(str(t.task), t.job_id, t.state, str(t.ok), str(t.failed), str(t.pending),
-                      f"{t.pages_done}/{t.pages}", _bar(t.pages_done, t.pages))
+    for label, job, state, ok, failed, pending, pages_done, pages in _rows(status.tasks):
+        table.add_row(label, job, state, str(ok), str(failed), str(pending), f"{pages_done}/{pages}",
+                      _bar(pages_done, pages))
     rate = f"{status.pages_per_second:.2f} pages/s" if status.pages_per_second else "- pages/s"
     table.caption = (f"{status.ok} ok, {status.failed} failed, {status.pending} pending of {status.items} items; "
                      f"{status.pages_done}/{status.pages} pages; {rate}; elapsed {_duration(status.elapsed_seconds)}; "

@@ -18,6 +18,7 @@ import pandas as pd
 
 from hpc_marker.planning.plan import Plan
 from hpc_marker.runstate.manifest import ManifestRecord
+from hpc_marker.util.frames import isin
 
 FIELDS = list(ManifestRecord.__dataclass_fields__)
 NICE_BUCKETS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
@@ -133,15 +134,15 @@ def failures_frame(plan: Plan | pd.DataFrame, items: pd.DataFrame, missing: Sequ
     planned = planned_frame(plan)
     latest = latest_frame(items)
     failed = latest[latest["status"] != "ok"]
-    failed = failed[failed["item_id"].isin(planned.index)]
-    attempts = items.loc[items["item_id"].isin(failed["item_id"]), "item_id"].value_counts()
+    failed = failed[isin(failed["item_id"], planned.index)]
+    attempts = items.loc[isin(items["item_id"], failed["item_id"]), "item_id"].value_counts()
     rows = pd.DataFrame({"pdf": failed["pdf"], "pages": page_labels(failed["page_start"], failed["page_stop"]),
                          "status": failed["status"],
                          "error": failed["error"].where(failed["error"].fillna("") != "", failed["status"]),
                          "task": failed["task"], "host": failed["host"],
                          "attempts": failed["item_id"].map(attempts).fillna(0).astype(int)}, columns=FAILURE_COLUMNS)
     if missing is None:
-        missing = planned.index[~planned.index.isin(latest["item_id"])].tolist()
+        missing = planned.index[~isin(planned.index, latest["item_id"])].tolist()
     gone = planned.loc[planned.index.intersection(list(missing))]
     lost = pd.DataFrame({"pdf": gone["pdf"], "pages": page_labels(gone["page_start"], gone["page_stop"]),
                          "status": "missing", "error": "no record: the item never finished", "task": "-",

@@ -145,6 +145,13 @@ class ClaimBoard:
         except FileNotFoundError:
             return set()
 
+    def holder(self, group: str, name: str) -> str | None:
+        """The owner written in a lease (None when there is none, or it cannot be read)."""
+        try:
+            return json.loads(self.lease_path(group, name).read_text(encoding="utf-8")).get("owner")
+        except (FileNotFoundError, json.JSONDecodeError, OSError, AttributeError):
+            return None
+
     def finished(self, group: str, name: str) -> bool:
         try:
             return self.lease_path(group, name).stat().st_mtime >= FINISHED

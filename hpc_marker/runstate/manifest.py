@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hpc_marker.util.frames import last_per_key
+
 if TYPE_CHECKING:  # pandas and pyarrow load only where manifests are read (never in a task)
     import pandas as pd
 
@@ -135,7 +137,7 @@ def read_manifest_frame(folder: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def latest_frame(records: pd.DataFrame) -> pd.DataFrame:
     """The last record of each item (a retried item's newest attempt wins). Pure."""
-    return records.sort_values("finished", kind="stable").drop_duplicates("item_id", keep="last")
+    return last_per_key(records, "item_id", "finished")
 
 
 def latest_by_item(records: list[ManifestRecord]) -> dict[str, ManifestRecord]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpc_marker.util.files import atomic_write
+from hpc_marker.util.frames import last_per_key
 
 if TYPE_CHECKING:  # pandas and pyarrow load only where logs are read (never in a task)
     import pandas as pd
@@ -125,7 +126,9 @@ def read_commits(folder: Path) -> pd.DataFrame:
 
 def latest_commits(commits: pd.DataFrame) -> pd.DataFrame:
     """The last commit of each item (a retried item's newest attempt wins), indexed by item_id. Pure."""
-    return commits.sort_values("finished", kind="stable").drop_duplicates("item_id", keep="last").set_index("item_id")
+    if commits.empty or not (commits["status"] == REOPENED).any():
+        return commits.set_index("item_id")  # each item is committed once until a retry reopens it
+    return last_per_key(commits, "item_id", "finished").set_index("item_id")
 
 
 def failures_per_item(commits: pd.DataFrame) -> pd.Series:

@@ -35,6 +35,7 @@ class RunRecord:
     split_pages: int | None = None  # None: derived from the plan; 0: never split
     worker_memory: str | None = None  # address-space cap per worker (CPU engines), e.g. "8G"
     max_running: int | None = None  # at most this many tasks at once (--max-running; resume keeps it)
+    items: int = 0  # work items in the plan (the collector's memory is sized from it)
     llm: dict[str, Any] | None = None  # the LLM service: model, gpus, parallel, ctx, options, timeouts
     inference: dict[str, Any] | None = None  # marker 2.x's per-task server (runtime/inference.InferenceSettings)
     # From the profile, for the templates: gres, account, qos, constraint, setup lines, llm_gres_type, vars.

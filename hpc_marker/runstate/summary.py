@@ -13,6 +13,7 @@ import pandas as pd
 from hpc_marker.planning.plan import Plan
 from hpc_marker.planning.store import ShareSummary
 from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, latest_frame
+from hpc_marker.util.frames import isin
 
 ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts"]
 
@@ -38,15 +39,17 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
     over every record."""
     planned = items["item_id"]
     latest = latest_frame(records)
-    final = latest[latest["item_id"].isin(planned)]
+    final = latest[isin(latest["item_id"], planned)]
     ok, failed = final[final["status"] == "ok"], final[final["status"] != "ok"]
     wall = float(records["finished"].max() - records["started"].min()) if len(records) else 0.0
     pages_ok = int(ok["pages"].sum())
     per_task = records.assign(ok=records["status"] == "ok",
                               ok_pages=records["pages"].where(records["status"] == "ok", 0)).groupby("task")
     agg = per_task.agg(ok=("ok", "sum"), n=("ok", "size"), pages_ok=("ok_pages", "sum"), busy=("seconds", "sum"),
-                       first=("started", "min"), last=("finished", "max"),
-                       gpu=("gpu", lambda s: sorted(set(s))), hosts=("host", lambda s: sorted(set(s))))
+                       first=("started", "min"), last=("finished", "max"))
+    for column, name in (("gpu", "gpu"), ("host", "hosts")):  # the distinct pairs first: a few per task
+        pairs = records[["task", column]].drop_duplicates()
+        agg[name] = pairs.groupby("task")[column].agg(lambda s: sorted(set(s))).reindex(agg.index)
     tasks = []
     for share in shares:
         row = agg.loc[share.index] if share.index in agg.index else None
@@ -94,7 +97,7 @@ def document_counts(items: pd.DataFrame, records: pd.DataFrame, merged: set[str]
                             "split": items["parts"] > 1}).groupby("doc").agg(all_ok=("ok", "all"),
                                                                             any_failed=("failed", "any"),
                                                                             split=("split", "any"))
-    whole = per_doc["all_ok"] & (~per_doc["split"] | per_doc.index.isin(list(merged)))
+    whole = per_doc["all_ok"] & (~per_doc["split"] | isin(per_doc.index, merged))
     return {"documents": int(len(per_doc)), "documents_ok": int(whole.sum()),
             "documents_failed": int(per_doc["any_failed"].sum())}
 

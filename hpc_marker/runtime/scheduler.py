@@ -127,7 +127,18 @@ class Scheduler:
             claimed = self.board.claim(str(self.task), batch_name(index))
             if claimed is not None:
                 return self._batch(self.task, index, claimed)
+            self._inherit(index)
         return None
+
+    def _inherit(self, index: int) -> None:
+        """An own batch someone holds: if that is this task's earlier run (killed, then requeued or
+        resumed before its lease expired), this task takes it over once the lease expires. Its
+        heartbeat may not list the batch (own batches are written there every lease/4 only)."""
+        name = f"{self.task}/{batch_name(index)}"
+        holder = self.board.holder(str(self.task), batch_name(index))
+        if (name not in self.inherited and holder is not None and holder != self.board.owner
+                and holder.endswith(f":task-{self.task}") and not self.board.finished(str(self.task), batch_name(index))):
+            self.inherited.append(name)
 
     def _steal(self, sampled: list[int], beats: dict[int, Heartbeat]) -> Batch | None:
         """From the tail of the victim with the most unclaimed pages: one listing of its claims folder
@@ -184,8 +195,9 @@ class Scheduler:
 
     def should_wait(self) -> bool:
         """Nothing claimable now: wait (and try again later) or leave?"""
+        self.inherited = [name for name in self.inherited if not self.board.finished(*name.split("/", 1))]
         if self.inherited:
-            return True  # this task's earlier run held batches: take them over once their lease expires
+            return True  # this task's earlier run held unfinished batches: take them over once their lease expires
         if not self.steal:
             return False  # only its own share, which is claimed or done
         now = time.time()

@@ -122,6 +122,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         item_timeout=request.item_timeout, worker_memory=request.worker_memory,
         umask=PERMISSIONS[request.permissions],
         inference=inference.to_record() if inference else None, max_running=request.max_running,
+        items=len(plan.items),
     )
     layout = executor.task_arrays(record, list(range(record.tasks)), other_jobs(record))  # refused: nothing made
     scripts = render_scripts(paths, record, python=sys.executable, layout=layout)

@@ -5,6 +5,7 @@ Pure apart from reading the templates: nothing here writes a file or submits a j
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 
@@ -15,6 +16,12 @@ from hpc_marker.slurm.arrays import ArrayLayout, convert_roles, single_array
 from hpc_marker.submission.templates import Raw, render_role
 
 COLLECT_TIME = "00:30:00"
+COLLECT_MEM_BASE_GB, COLLECT_MEM_PER_ITEM_KB = 1, 2  # measured: 1.6 GB peak for 10^6 items (docs/scale.md)
+
+
+def collect_memory(items: int) -> str:
+    """The collector's --mem: it holds the run's manifests as frames (about 1.6 KB an item at 10^6)."""
+    return f"{max(2, COLLECT_MEM_BASE_GB + math.ceil(items * COLLECT_MEM_PER_ITEM_KB / 2**20))}G"
 # B: signals the batch shell, which execs Python; without B: Slurm signals only job steps (there are none)
 TIME_LIMIT_SIGNAL = "B:USR2@90"
 
@@ -57,6 +64,7 @@ def script_contexts(paths: RunPaths, record: RunRecord, python: str,
                               mem=record.mem, time=record.time_limit, signal=TIME_LIMIT_SIGNAL,
                               stdout=convert_out, stderr=convert_err)
     contexts["collect"] = dict(common, job_name=f"hpcmarker-{record.run_id}-collect", time=COLLECT_TIME,
+                               mem=collect_memory(record.items),
                                stdout=single_out, stderr=single_err)
     return contexts
 

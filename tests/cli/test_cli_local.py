@@ -106,3 +106,21 @@ def test_status_of_unknown_run_is_a_clear_error():
     assert result.exit_code == 2 and "no such run" in result.output
     result = invoke("status")
     assert result.exit_code == 2 and "no runs yet" in result.output
+
+
+def test_many_unreadable_pdfs_are_named_up_to_a_limit_then_counted(tmp_path):
+    from hpc_marker.cli.run import WILL_FAIL_LINES
+
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    shutil.copy(EXAMPLES / "en" / "upref.pdf", pdfs / "good.pdf")
+    for n in range(WILL_FAIL_LINES + 5):
+        (pdfs / f"empty-{n:02d}.pdf").write_bytes(b"")
+    result = invoke("submit", "--pdfs", pdfs, "--out", tmp_path / "out", "--engine", "text", "--executor", "local",
+                    "--gpus", "1", "--run-id", "many-bad")
+    lines = result.output.splitlines()
+    assert sum(line.startswith("  will fail: ") for line in lines) == WILL_FAIL_LINES
+    assert "  ... and 5 more PDFs that will fail" in result.output
+    records = [json.loads(line) for path in (tmp_path / "out/.hpcmarker/runs/many-bad/manifests").glob("*.jsonl")
+               for line in path.read_text().splitlines()]
+    assert sorted(r["status"] for r in records).count("ok") == 1 and len(records) == WILL_FAIL_LINES + 6

@@ -229,3 +229,29 @@ def test_status_names_a_pending_reason_that_never_clears(tmp_path, monkeypatch):
         "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
         "--mem, --time) or another --partition, then: hpcmarker cancel r && hpcmarker resume r"]
     assert status.next == "hpcmarker cancel r && hpcmarker resume r"
+
+
+def test_status_table_of_a_thousand_tasks_has_a_row_per_state_and_the_worst_tasks():
+    from rich.console import Console
+
+    from hpc_marker.manage.status import WORST_TASKS, RunStatus, TaskStatus, status_table
+
+    states = ["COMPLETED"] * 900 + ["RUNNING"] * 80 + ["FAILED"] * 20
+    tasks = [TaskStatus(task=i, job_id=f"7_{i}", state=state, items=10, ok=10 if state == "COMPLETED" else 4,
+                        failed=i % 7 if state == "FAILED" else 0,
+                        pending=0 if state == "COMPLETED" else 6 - (i % 7 if state == "FAILED" else 0),
+                        pages=30, pages_done=30 if state == "COMPLETED" else 12) for i, state in enumerate(states)]
+    status = RunStatus(run_id="big", run_dir="/x", executor="slurm", state="running", items=10_000,
+                       ok=sum(t.ok for t in tasks), failed=sum(t.failed for t in tasks),
+                       pending=sum(t.pending for t in tasks), pages=30_000, pages_done=0, elapsed_seconds=60,
+                       pages_per_second=None, eta_seconds=None, collector="PENDING", tasks=tasks)
+    table = status_table(status)
+    assert table.row_count == WORST_TASKS + 3
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "900 tasks: 0-899" in text and "80 tasks: 900-979" in text and "20 tasks: 980-999" in text
+    worst = [t for t in tasks if t.failed == 6]  # the most failed items come first
+    assert f"7_{worst[0].task}" in text
+    small = status_table(RunStatus(**{**status.__dict__, "tasks": tasks[:64]}))
+    assert small.row_count == 64

@@ -76,3 +76,12 @@ def test_unknown_variable_is_an_error_listing_valid_ones(tmp_path, monkeypatch):
 def test_unknown_template_lists_available():
     with pytest.raises(TemplateError, match="unknown template 'nope'; available templates: .*generic"):
         render_role("nope", "convert", {})
+
+
+def test_the_collector_asks_for_memory_by_the_run_size():
+    from hpc_marker.submission.scripts import collect_memory
+
+    assert collect_memory(57) == "2G" and collect_memory(1_000_000) == "3G" and collect_memory(5_000_000) == "11G"
+    contexts = sample_contexts("/runs/r1")
+    assert contexts["collect"]["mem"] == "2G" and "#SBATCH --mem=2G" in render_role("generic", "collect",
+                                                                                  contexts["collect"])
