@@ -24,7 +24,12 @@ def status(run, as_json, watch, interval, cancel_wedged) -> None:
 
     Exit code: 0 while the run goes on, or finished with every item ok; 3 finished, but some items
     failed; 4 incomplete (items left, nothing running) or wedged; 130 when --watch is left with Ctrl-C."""
-    from hpc_marker.manage.status import load_status, status_table, verdict_lines, watch_status
+    from hpc_marker.manage.status import (
+        load_status,
+        status_table,
+        verdict_lines,
+        watch_status,
+    )
 
     paths = run_paths(run)
     if watch and not as_json:
@@ -144,7 +149,9 @@ def logs(run, task, service, follow) -> None:
 
     paths = run_paths(run)
     chosen = run_logs.choose_logs(paths, task, service)
-    write = lambda text: click.echo(text, nl=False)  # noqa: E731
+    def write(text: str) -> None:
+        click.echo(text, nl=False)
+
     if not follow:
         run_logs.show(chosen, write)
         return

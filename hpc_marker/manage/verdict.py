@@ -178,13 +178,13 @@ def _fix(cause: str, facts: RunFacts, tasks: tuple[int, ...]) -> dict:
     first = tasks[0] if tasks else 0
     logs = f"hpcmarker logs {facts.run_id} --task {first}"
     return {
-        TIME_LIMIT: dict(options=(("--time", doubled_time(facts.time_limit)),)),
-        OUT_OF_MEMORY: dict(options=(("--mem", doubled_memory(facts.mem)),)),
-        STORAGE_FULL: dict(advice="free space", verb="retry"),
-        ENGINE: dict(advice=f"make the engine work in the jobs' environment (see `{logs}`, `hpcmarker doctor`)"),
-        INFERENCE: dict(advice=f"install vllm where the jobs run, or set the profile's inference_server (see `{logs}`)"),
-        LLM_SERVICE: dict(advice=f"see `hpcmarker logs {facts.run_id} --service`"),
-        ERROR: dict(advice=f"see `{logs}`"),
+        TIME_LIMIT: {"options": (("--time", doubled_time(facts.time_limit)),)},
+        OUT_OF_MEMORY: {"options": (("--mem", doubled_memory(facts.mem)),)},
+        STORAGE_FULL: {"advice": "free space", "verb": "retry"},
+        ENGINE: {"advice": f"make the engine work in the jobs' environment (see `{logs}`, `hpcmarker doctor`)"},
+        INFERENCE: {"advice": f"install vllm where the jobs run, or set the profile's inference_server (see `{logs}`)"},
+        LLM_SERVICE: {"advice": f"see `hpcmarker logs {facts.run_id} --service`"},
+        ERROR: {"advice": f"see `{logs}`"},
     }.get(cause, {})
 
 

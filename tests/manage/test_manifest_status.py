@@ -225,9 +225,9 @@ def test_status_names_a_pending_reason_that_never_clears(tmp_path, monkeypatch):
     status = load_status(paths)
     assert status.state == "pending" and status.exit_code == 0
     assert status.reasons == [
-        "2 tasks (0,1): pending with PartitionConfig: the partition can never run this request (more CPUs, memory "
-        "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
-        "--mem, --time) or another --partition, then: hpcmarker cancel r && hpcmarker resume r"]
+        ("2 tasks (0,1): pending with PartitionConfig: the partition can never run this request (more CPUs, memory "
+         "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
+         "--mem, --time) or another --partition, then: hpcmarker cancel r && hpcmarker resume r")]
     assert status.next == "hpcmarker cancel r && hpcmarker resume r"
 
 

@@ -78,10 +78,10 @@ def test_one_line_per_distinct_cause_with_its_count_and_fix():
     stops[3] = stop(3, "storage_full", "storage full: cannot write output: No space left on device")
     judged = verdict(facts("FAILED", "FAILED", "FAILED", "FAILED", pending=20, stops=stops))
     assert judged.lines("r1") == [
-        "3 tasks (0-2): engine 'marker' cannot run on n1: vllm is not on PATH — make the engine work in the jobs' "
-        "environment (see `hpcmarker logs r1 --task 0`, `hpcmarker doctor`), then: hpcmarker resume r1",
-        "1 task (3): storage full: cannot write output: No space left on device — free space, then: "
-        "hpcmarker retry r1"]
+        ("3 tasks (0-2): engine 'marker' cannot run on n1: vllm is not on PATH — make the engine work in the jobs' "
+         "environment (see `hpcmarker logs r1 --task 0`, `hpcmarker doctor`), then: hpcmarker resume r1"),
+        ("1 task (3): storage full: cannot write output: No space left on device — free space, then: "
+         "hpcmarker retry r1")]
     assert judged.next == "hpcmarker retry r1"  # retry also reopens what the full disk failed
     assert judged.headline == "incomplete: 20 of 64 items not converted (engine, storage full)"
 
@@ -93,8 +93,8 @@ def test_finished_runs_exit_0_or_3_and_a_run_not_collected_says_collect():
     assert failed.headline == "finished: 62 ok, 2 failed of 64 items"
     uncollected = verdict(facts("COMPLETED", collected=False, collector="FAILED"))
     assert uncollected.state == "incomplete" and uncollected.next == "hpcmarker collect r1"
-    assert uncollected.lines("r1") == ["the run: every item is done, but the run was not collected (job FAILED) "
-                                       "— next: hpcmarker collect r1"]
+    assert uncollected.lines("r1") == [("the run: every item is done, but the run was not collected (job FAILED) "
+                                        "— next: hpcmarker collect r1")]
     assert verdict(facts("RUNNING", pending=5, collected=False, collector="PENDING")).exit_code == EXIT_OK
 
 
@@ -111,9 +111,9 @@ def test_pending_reasons_that_never_clear_are_named_with_what_to_do():
                            other_jobs={"8": "collect 8"}))
     assert judged.state == "pending"
     assert judged.lines("r1") == [
-        "2 tasks (0,1): pending with PartitionConfig: the partition can never run this request (more CPUs, memory "
-        "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
-        "--mem, --time) or another --partition, then: hpcmarker cancel r1 && hpcmarker resume r1"]
+        ("2 tasks (0,1): pending with PartitionConfig: the partition can never run this request (more CPUs, memory "
+         "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
+         "--mem, --time) or another --partition, then: hpcmarker cancel r1 && hpcmarker resume r1")]
     assert judged.next == "hpcmarker cancel r1 && hpcmarker resume r1" and judged.exit_code == EXIT_OK  # still queued
     waiting = verdict(facts("PENDING", pending=64, collected=False, collector="PENDING",
                             pending_reasons={"7_0": "Resources"}))

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from hpc_marker.planning.plan import WorkItem, split_items
-from hpc_marker.runstate.output import META_SUFFIX, NAME_MAX, fit_name, long_names, meta_file
+from hpc_marker.runstate.output import (
+    META_SUFFIX,
+    NAME_MAX,
+    fit_name,
+    long_names,
+    meta_file,
+)
 from hpc_marker.runstate.stops import RECORD_BYTES, RUNNING, StopRecord, read_stops
 
 
