@@ -78,6 +78,8 @@ def test_status_exit_codes_logs_and_the_out_folder_as_run(tmp_path, sample_pdfs)
     logs = invoke("logs", "mixed", "--task", "1")
     assert logs.exit_code == 0 and "==> task 1 stdout (job " in logs.output
     assert "items finished" in logs.output and "TaskResult(" not in logs.output  # a sentence, not a repr
+    follow = invoke("logs", "mixed", "--task", "0", "--follow")  # the run is over: prints the log and ends
+    assert follow.exit_code == 0 and "==> task 0 stdout" in follow.output and "items finished" in follow.output
     for args, message in ((["--task", "7"], "--task 7: run mixed has tasks 0 to 1"),
                           (["--service"], "run mixed has no LLM service")):
         wrong = invoke("logs", "mixed", *args)
@@ -207,3 +209,21 @@ def test_a_stopped_local_run_ends_incomplete_with_the_next_command(tmp_path, sam
     assert resumed.exit_code == 0 and "finished: 6 ok of 6 items" in resumed.output, resumed.output
     status = invoke("status", "stopme", "--json")
     assert status.exit_code == 0 and {t["state"] for t in json.loads(status.output)["tasks"]} == {"COMPLETED"}
+
+
+@pytest.mark.slow
+def test_a_name_too_long_for_its_side_file_is_flagged_and_converts(tmp_path, sample_pdfs):
+    import shutil
+
+    pdfs = tmp_path / "long"
+    pdfs.mkdir()
+    name = "n" * 246 + ".pdf"  # 250 bytes: a legal name, but not with `_meta.json` after its stem
+    shutil.copy(sample_pdfs / "en" / "upref.pdf", pdfs / name)
+    shutil.copy(sample_pdfs / "zh" / "example-single.pdf", pdfs / ("z" * 246 + ".pdf"))
+    out = tmp_path / "out"
+    run = run_local(pdfs, out, "--gpus", "1", "--split-pages", "1")  # parts of a split PDF too
+    assert "note: 2 PDF names are too long for `<name>_meta.json` (255 bytes)" in run.output
+    assert (out / name[:-4] / f"{name[:-4]}.md").is_file()
+    again = invoke("submit", "--pdfs", pdfs, "--out", out, "--engine", "text", "--executor", "local",
+                   "--split-pages", "1")
+    assert again.exit_code == 0 and "all 2 PDFs already have outputs" in again.output  # its metadata is found
