@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from inputs import CORPUS, EXAMPLES, make_bad_pdfs
-from runkit import invoke, make_run, manifest_records, run_local
+from runkit import FINISHED_WITH_FAILURES, invoke, make_run, manifest_records, run_local
 
 from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.claims import ClaimBoard, batch_name
@@ -139,10 +139,10 @@ def test_resume_submits_only_what_is_not_done(tmp_path, sample_pdfs):
 @pytest.mark.slow
 def test_retry_reopens_failed_items_until_they_are_poison(tmp_path, sample_pdfs):
     make_bad_pdfs(sample_pdfs / "bad")
-    run = run_local(sample_pdfs, tmp_path / "out", "--gpus", "2")
+    run = run_local(sample_pdfs, tmp_path / "out", "--gpus", "2", expect=FINISHED_WITH_FAILURES)
     for attempt in (1, 2):
         result = invoke("retry")
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == FINISHED_WITH_FAILURES, result.output  # the bad PDFs fail again
         assert "reopened 5 failed items" in result.output
     result = invoke("retry")
     assert "reopened 0 failed items; 5 poison items kept as failed" in result.output
