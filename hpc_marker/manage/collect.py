@@ -21,19 +21,34 @@ import pyarrow.csv as pacsv
 from submitit.core.utils import JobPaths
 
 from hpc_marker.executors import executor_for
+from hpc_marker.manage.verdict import ACTIVE_STATES
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_items_table, load_summary
 from hpc_marker.runstate.claims import ClaimBoard
-from hpc_marker.runstate.finish import final_dir, merge_id, merge_if_complete, place_committed
+from hpc_marker.runstate.finish import (
+    final_dir,
+    merge_id,
+    merge_if_complete,
+    place_committed,
+)
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.manifest import ManifestRecord, latest_frame, read_manifest_frame
+from hpc_marker.runstate.manifest import (
+    ManifestRecord,
+    latest_frame,
+    read_manifest_frame,
+)
 from hpc_marker.runstate.outlock import release
 from hpc_marker.runstate.output import markdown_path
 from hpc_marker.runstate.permissions import file_mode_mask
 from hpc_marker.runstate.progress import failures_per_item, read_commits
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.stops import read_stops
-from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, records_frame, summarize
+from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
+from hpc_marker.runstate.summary import (
+    ITEM_COLUMNS,
+    document_counts,
+    records_frame,
+    summarize,
+)
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.files import atomic_write
 from hpc_marker.util.frames import isin
@@ -128,6 +143,14 @@ def merged_outputs(records: pd.DataFrame, items: pd.DataFrame, merged: set[str],
     return records
 
 
+def settled_states(task_jobs: list[str], states: dict[str, str], stops: dict[int, TaskStop]) -> dict[str, str]:
+    """Tasks the scheduler's accounting still shows active (it lags the jobs' end by a moment) but whose own
+    record says they stopped: over (COMPLETED; their record gives any cause). Pure."""
+    return {job: "COMPLETED" for task, job in enumerate(task_jobs)
+            if states.get(job) in ACTIVE_STATES and (stop := stops.get(task)) is not None
+            and stop.cause != RUNNING and stop.job_id in ("", job)}
+
+
 def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> dict:
     """The run's verdict as this collection leaves it (manage/verdict.py): state, headline, one line per cause,
     the next command. The scheduler is asked for the tasks' states; where it does not answer, the tasks' own
@@ -144,7 +167,9 @@ def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> di
         seen = Observation({})
     mine = set(record.jobs.get("collect", []))  # this job: it is running now, and done when this is read
     seen.states = {job: state for job, state in seen.states.items() if job not in mine}
-    status = summarize(record, shares, progress, seen, time.time(), collected=True, stops=read_stops(paths.progress))
+    stops = read_stops(paths.progress)
+    seen.states.update(settled_states(record.jobs.get("convert", []), seen.states, stops))
+    status = summarize(record, shares, progress, seen, time.time(), collected=True, stops=stops)
     return {"state": status.state, "headline": status.headline, "reasons": status.reasons, "next": status.next}
 
 

@@ -128,3 +128,12 @@ def test_doubled_time(given, doubled):
 
 def test_doubled_memory():
     assert [doubled_memory(m) for m in ("16G", "4000", "512M", None, "lots")] == ["32G", "8000M", "1024M", "32G", "32G"]
+
+
+def test_the_collector_counts_a_task_over_once_its_own_record_says_so():
+    from hpc_marker.manage.collect import settled_states
+
+    stops = {0: stop(0, "done"), 1: stop(1, "time_limit"), 2: stop(2, "running"), 3: stop(3, "done", job="5_3")}
+    states = {"7_0": "RUNNING", "7_1": "COMPLETING", "7_2": "RUNNING", "7_3": "RUNNING", "7_4": "RUNNING"}
+    assert settled_states(["7_0", "7_1", "7_2", "7_3", "7_4"], states, stops) == {"7_0": "COMPLETED",
+                                                                                 "7_1": "COMPLETED"}
