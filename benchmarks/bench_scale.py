@@ -22,7 +22,6 @@ import argparse
 import collections
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,18 +34,20 @@ SAMPLE_PDF = ROOT / "examples" / "pdfs" / "en" / "upref.pdf"
 
 
 def _python(code: str, env: dict | None = None, strace: Path | None = None) -> dict:
-    """Run `code` in a fresh Python (optionally under strace); wall seconds and peak RSS (MB)."""
-    argv = [sys.executable, "-c", code]
+    """Run `code` in a fresh Python (optionally under strace); wall seconds and that process's own peak RSS
+    (MB; RUSAGE_CHILDREN would give the largest of every child so far)."""
+    peak = "import atexit, resource, sys\natexit.register(lambda: print('PEAK_RSS_KB', " \
+           "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
+    argv = [sys.executable, "-c", peak + code]
     if strace is not None:
         argv = ["strace", "-f", "-qq", "-e", "trace=%file", "-o", str(strace), *argv]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.monotonic()
     done = subprocess.run(argv, env=dict(os.environ, **(env or {})), capture_output=True, text=True, cwd=ROOT)
     wall = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"failed:\n{done.stderr[-3000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(max(peak, before) / 1024, 1), "stdout": done.stdout}
+    kb = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KB ")]
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(kb[-1] / 1024, 1) if kb else None, "stdout": done.stdout}
 
 
 def make_run(work: Path, items: int, tasks: int, *, pdfs: Path | None) -> Path:
@@ -211,8 +212,10 @@ def main() -> None:
     os.environ.setdefault("HPCMARKER_STATE_DIR", tempfile.mkdtemp(prefix="hpcm-scale-state-"))
     for items in args.items:
         for tasks in args.tasks:
+            load = os.getloadavg()[0]  # other work on the machine: wall times are upper bounds
             result = (syscalls if args.mode == "syscalls" else login)(args.work, items, tasks)
-            result = dict(result, mode=args.mode, machine=f"{os.cpu_count()} cores")
+            result = dict(result, mode=args.mode, machine=f"{os.cpu_count()} cores",
+                          load_before=round(load, 1), load_after=round(os.getloadavg()[0], 1))
             print(json.dumps(result), flush=True)
             if args.json:
                 with open(args.json, "a", encoding="utf-8") as fh:

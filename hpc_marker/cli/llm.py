@@ -14,7 +14,9 @@ import click
 from hpc_marker.cli.group import InputError
 
 
-def _default_url() -> str:
+def _default_url(server: str = "ollama") -> str:
+    if server == "vllm":
+        return os.environ.get("VLLM_URL") or "http://127.0.0.1:8000"
     return os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
 
 
@@ -49,14 +51,20 @@ def _connection_hint(url: str) -> str:
     return f"cannot reach Ollama at {display_url(url)}: start `ollama serve` there or pass --url"
 
 
-llm = click.Group("llm", help="The run's LLM (Ollama): measure it, prepare models on a login node.",
+llm = click.Group("llm", help="The run's LLM (Ollama or vLLM): measure it, prepare Ollama models on a login node.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 
 
 @llm.command("bench")
 @click.argument("model")
-@URL_OPTION
-@click.option("--start", is_flag=True, help="Start a local `ollama serve` for the bench (and stop it after).")
+@click.option("--server", type=click.Choice(["ollama", "vllm"]), default="ollama", show_default=True,
+              help="What serves MODEL: Ollama (its API) or vLLM (the OpenAI chat API).")
+@click.option("--url", default=None, help="The server (default: Ollama $OLLAMA_HOST, else http://127.0.0.1:11434; "
+              "vLLM $VLLM_URL, else http://127.0.0.1:8000).")
+@click.option("--api-key", envvar="VLLM_API_KEY", help="vLLM's --api-key, if it has one (default: $VLLM_API_KEY).")
+@click.option("--start", is_flag=True, help="Start a local `ollama serve` / `vllm serve MODEL` for the bench "
+              "(and stop it after).")
+@click.option("--gpus", default=1, show_default=True, type=int, help="vLLM with --start: tensor parallel GPUs.")
 @click.option("--parallel", "levels", default="1,2,4,8", show_default=True, help="Concurrencies to measure.")
 @click.option("--requests", default=16, show_default=True, type=int, help="Requests per concurrency.")
 @click.option("--prompt-tokens", default=512, show_default=True, type=int, help="About this many words per prompt.")
@@ -64,26 +72,39 @@ llm = click.Group("llm", help="The run's LLM (Ollama): measure it, prepare model
 @click.option("--timeout", "timeout_s", default=300.0, show_default=True, type=float, help="Per request, seconds.")
 @click.option("--models-dir", help="OLLAMA_MODELS for --start.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench(model, url, start, levels, requests, prompt_tokens, max_tokens, timeout_s, models_dir, as_json) -> None:
+def bench(model, server, url, api_key, start, gpus, levels, requests, prompt_tokens, max_tokens, timeout_s,
+          models_dir, as_json) -> None:
     """Tokens/s and latency of MODEL at each concurrency: choose --llm-parallel at the knee (*)."""
-    from hpc_marker.llm.bench import BenchError, bench_table, display_url, local_ollama, run_bench, suggest_parallel
-    from hpc_marker.llm.process import OllamaError
+    from hpc_marker.llm.bench import (
+        BenchError,
+        bench_table,
+        display_url,
+        local_ollama,
+        local_vllm,
+        run_bench,
+        suggest_parallel,
+    )
+    from hpc_marker.servers.managed import ServerFailed
 
     parallel = _parallel_levels(levels)
     if url and start:
         raise InputError("--url and --start exclude each other")
-    if requests < 1 or prompt_tokens < 1 or max_tokens < 1:
-        raise InputError("--requests, --prompt-tokens and --max-tokens must be at least 1")
+    if requests < 1 or prompt_tokens < 1 or max_tokens < 1 or gpus < 1:
+        raise InputError("--requests, --prompt-tokens, --max-tokens and --gpus must be at least 1")
+    sizes = (requests, prompt_tokens, max_tokens, timeout_s)
     try:
-        if start:
+        if start and server == "vllm":
+            with local_vllm(model, max(parallel), gpus=gpus) as (local_url, key):
+                rows = run_bench(local_url, model, parallel, *sizes, server="vllm", api_key=key)
+            where = f"local vllm (--max-num-seqs {max(parallel)})"
+        elif start:
             with local_ollama(max(parallel), models_dir=models_dir) as local_url:
-                rows, where = run_bench(local_url, model, parallel, requests, prompt_tokens, max_tokens,
-                                        timeout_s), f"local ollama (OLLAMA_NUM_PARALLEL={max(parallel)})"
+                rows = run_bench(local_url, model, parallel, *sizes)
+            where = f"local ollama (OLLAMA_NUM_PARALLEL={max(parallel)})"
         else:
-            target = url or _default_url()
-            rows, where = run_bench(target, model, parallel, requests, prompt_tokens, max_tokens,
-                                    timeout_s), display_url(target)
-    except (BenchError, OllamaError) as exc:
+            target = url or _default_url(server)
+            rows, where = run_bench(target, model, parallel, *sizes, server=server, api_key=api_key), display_url(target)
+    except (BenchError, ServerFailed) as exc:
         raise click.ClickException(str(exc)) from None
     knee = suggest_parallel(rows)
     if as_json:
@@ -160,11 +181,12 @@ def create(name, base, ctx, options, url) -> None:
 
 @llm.command("serve", hidden=True)
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-def serve(run_dir) -> None:
-    """Run RUN_DIR's LLM service until SIGTERM (what the service job runs)."""
+@click.option("--replica", default=0, show_default=True, type=int, help="Which replica of the service this is.")
+def serve(run_dir, replica) -> None:
+    """Run RUN_DIR's LLM service until SIGTERM (what each service job runs)."""
     from hpc_marker.llm.service import ServiceError, serve_llm
 
     try:
-        serve_llm(run_dir)
+        serve_llm(run_dir, replica)
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None

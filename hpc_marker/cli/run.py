@@ -76,14 +76,24 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
               help="static: marker's chunk_convert sharding (files in listing order, no split, no "
                    "stealing), for comparison.")
 @click.option("--force", is_flag=True, help="Also convert PDFs whose outputs are complete and up to date.")
-@click.option("--llm", "llm_model", metavar="MODEL", help="Refine with this Ollama model, served by a service job "
-              "of the run (marker: --use_llm; text: each page rewritten as clean Markdown).")
-@click.option("--llm-gpus", show_default=True, type=int, help="GPUs of the LLM service job.")
+@click.option("--llm", "llm_model", metavar="MODEL", help="Refine with this model (an Ollama name; for vLLM a Hugging "
+              "Face id or a path), served by the run's LLM service (marker: --use_llm; text: each page rewritten as "
+              "clean Markdown).")
+@click.option("--llm-server", type=click.Choice(["ollama", "vllm"]),
+              help="The LLM service's server (default: the profile's llm_server, else ollama).")
+@click.option("--llm-replicas", show_default=True, type=int,
+              help="LLM service jobs, each with --llm-gpus GPUs; tasks spread over them and move to a live one "
+                   "when theirs stops.")
+@click.option("--llm-gpus", show_default=True, type=int, help="GPUs per LLM service job (vLLM: tensor parallelism).")
+@click.option("--llm-cpus", show_default=True, type=int, help="CPUs per LLM service job.")
 @click.option("--llm-parallel", show_default=True, type=int,
-              help="OLLAMA_NUM_PARALLEL: concurrent generations (choose with `hpcmarker llm bench`).")
-@click.option("--llm-ctx", type=int, help="num_ctx of the model (a derived model is created and reused).")
+              help="Generations per replica at once: OLLAMA_NUM_PARALLEL, vLLM's --max-num-seqs "
+                   "(choose with `hpcmarker llm bench`).")
+@click.option("--llm-ctx", type=int, help="Context size: num_ctx of a derived Ollama model (created once, reused); "
+              "vLLM's --max-model-len.")
 @click.option("--llm-option", "llm_options", multiple=True, metavar="KEY=VALUE",
-              help="Further model parameters (e.g. temperature=0); repeatable.")
+              help="Ollama: a model parameter (temperature=0); vLLM: a `vllm serve` flag (enforce-eager=true, "
+                   "gpu-memory-utilization=0.9); repeatable.")
 @click.option("--llm-wait", show_default=True, type=float,
               help="Seconds a task waits for the LLM service before failing.")
 @click.option("--llm-bind", metavar="HOST", help="Address of the service's authenticating front "
@@ -114,12 +124,16 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar with an ETA on stderr while scanning (default: when stderr is a terminal, "
                    "except with --dry-run).")
+@click.option("--mps", type=click.Choice(["auto", "on", "off"]),
+              help="NVIDIA MPS for the workers sharing a task's GPU; auto (default: the profile's mps): marker 1.x "
+                   "with more than one worker, not where Slurm shares the GPU through gres/mps or MPS runs already.")
 @click.option("--dry-run", is_flag=True, help="Do everything but submit; print the sbatch scripts.")
 def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
            force_ocr, languages, marker_config, paginate, executor, run_id, split_pages, steal, lease_seconds,
-           plan_strategy, force, llm_model, llm_gpus, llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind,
-           item_timeout, worker_memory, permissions, inference_server, inference_startup_timeout, max_running,
-           scan_workers, min_task_pages, force_concurrent, progress, dry_run) -> None:
+           plan_strategy, force, llm_model, llm_server, llm_replicas, llm_gpus, llm_cpus, llm_parallel, llm_ctx,
+           llm_options, llm_wait, llm_bind, item_timeout, worker_memory, permissions, inference_server,
+           inference_startup_timeout, max_running, scan_workers, min_task_pages, force_concurrent, progress, mps,
+           dry_run) -> None:
     """Scan PDFS, plan, and submit the conversion array and its collector.
 
     With Slurm (sbatch on PATH) this queues the jobs and returns; `hpcmarker status` follows them. Without it
@@ -135,10 +149,10 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
     llm = None
     if llm_model:
         parsed = dict(parse_option(text) for text in llm_options)
-        llm = LlmRequest(model=llm_model, gpus=llm_gpus, parallel=llm_parallel, ctx=llm_ctx, options=parsed,
-                         wait_timeout_s=llm_wait, bind_host=llm_bind)
-    elif llm_options or llm_ctx:
-        raise InputError("--llm-ctx and --llm-option need --llm MODEL")
+        llm = LlmRequest(model=llm_model, gpus=llm_gpus, parallel=llm_parallel, cpus=llm_cpus, replicas=llm_replicas,
+                         server=llm_server, ctx=llm_ctx, options=parsed, wait_timeout_s=llm_wait, bind_host=llm_bind)
+    elif llm_options or llm_ctx or llm_server:
+        raise InputError("--llm-server, --llm-ctx and --llm-option need --llm MODEL")
     request = SubmitRequest(
         pdfs=pdfs, out=out, gpus=gpus, engine=engine,
         engine_options=_engine_options(force_ocr, languages, marker_config, paginate),
@@ -148,7 +162,7 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         llm=llm, item_timeout=item_timeout, worker_memory=worker_memory, permissions=permissions,
         inference_server=inference_server, inference_startup_timeout=inference_startup_timeout,
         max_running=max_running, scan_workers=scan_workers, min_task_pages=min_task_pages,
-        force_concurrent=force_concurrent, progress=_show_progress(progress, machine=dry_run))
+        force_concurrent=force_concurrent, progress=_show_progress(progress, machine=dry_run), mps=mps)
     try:
         prepared = prepare_run(request, create=not dry_run)
     except NothingToDo as exc:
@@ -157,7 +171,7 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
     if dry_run:
         for note in prepared.notes:
             click.echo(note, err=True)
-        click.echo(dry_run_text(prepared.scripts), nl=False)
+        click.echo(dry_run_text(prepared.scripts, (prepared.record.llm or {}).get("replicas", 1)), nl=False)
         return
     plan, record = prepared.plan, prepared.record
     executor_used = executor_for(record.executor)

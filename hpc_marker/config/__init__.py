@@ -25,18 +25,20 @@ else:  # pragma: no cover
 
 SUBMIT_KEYS = {
     "profile", "engine", "gpus", "partition", "template", "workers_per_gpu", "cpus_per_task", "mem", "time",
-    "split_pages", "steal", "lease_seconds", "llm_gpus", "llm_parallel", "llm_wait", "executor",
+    "split_pages", "steal", "lease_seconds", "llm_gpus", "llm_parallel", "llm_replicas", "llm_cpus", "llm_wait",
+    "llm_server", "mps", "executor",
     "item_timeout", "worker_memory", "permissions",
     "inference_server", "inference_startup_timeout", "plan_strategy", "paginate", "max_running", "scan_workers",
     "min_task_pages",
 }
 PLAN_KEYS = {"scan_workers", "min_task_pages"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
-JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time"}
+JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
 # config key -> the click parameter it sets, where they differ
 PARAMETER_NAMES = {"time": "time_limit"}
 PROFILE_KEYS = {
     "template", "partition", "gres", "cpus_per_task", "mem", "time", "account", "qos", "constraint", "setup",
     "llm_gres_type", "vars", "inference_server", "inference_image", "inference_args",
+    "llm_server", "llm_image", "llm_args", "mps",
 }
 SECTIONS = {"submit": SUBMIT_KEYS, "job": JOB_KEYS, "templates": {"path"}, "profiles": None}
 

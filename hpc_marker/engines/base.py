@@ -40,7 +40,7 @@ class EngineOptions:
     extra_config: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
     # The run's LLM service, set by the task at run time only (never stored: it holds the secret):
-    # {"url", "model", "secret", "task", "concurrency", "timeout_s"}.
+    # {"url", "model", "secret", "server", "task", "max_concurrency", "timeout_s", "max_retries"}.
     llm: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:

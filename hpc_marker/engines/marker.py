@@ -36,6 +36,8 @@ RESERVED = {
     "config_json": "pass the settings themselves",
     "debug": "engines never write files",
 }
+# marker's own service class for each LLM server of a run (--llm-server)
+LLM_SERVICES = {"ollama": "marker.services.ollama.OllamaService", "vllm": "marker.services.openai.OpenAIService"}
 
 
 def marker_version() -> str | None:
@@ -128,22 +130,34 @@ def cli_options(options: EngineOptions, pages: range | None = None) -> dict[str,
         cli["languages"] = ",".join(options.languages)
     if pages is not None:
         cli["page_range"] = page_range_string(pages)
-    if options.llm:  # the run's Ollama service, through its authenticating front
+    if options.llm:  # the run's LLM service, through its authenticating front (or the task's relay)
         cli["use_llm"] = True
-        cli["llm_service"] = "marker.services.ollama.OllamaService"
+        cli["llm_service"] = LLM_SERVICES[options.llm.get("server", "ollama")]
     cli.update(options.extra_config)
     return cli
 
 
 def llm_settings(options: EngineOptions) -> dict[str, Any]:
-    """marker's OllamaService settings for the run's service (base URL with the secret and task path)."""
+    """marker's LLM service settings for the run's service: OllamaService (base URL with the secret and
+    the worker's task path) or OpenAIService for vLLM (base URL with the task path, the secret as the
+    API key); and the run's concurrency budget (llm/budget.py): max_concurrency, timeout, max_retries,
+    unless --marker-config sets them."""
     if not options.llm:
         return {}
     from hpc_marker.llm.client import Endpoint
 
     llm = options.llm
-    endpoint = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"])
-    return {"ollama_base_url": endpoint.base_url(llm.get("task")), "ollama_model": llm["model"]}
+    endpoint = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"], server=llm.get("server", "ollama"))
+    if endpoint.server == "vllm":
+        settings = {"openai_base_url": endpoint.openai_base_url(llm.get("task")), "openai_model": llm["model"],
+                    "openai_api_key": endpoint.secret}
+    else:
+        settings = {"ollama_base_url": endpoint.base_url(llm.get("task")), "ollama_model": llm["model"]}
+    budget = {"max_concurrency": llm.get("max_concurrency"), "timeout": llm.get("timeout_s"),
+              "max_retries": llm.get("max_retries")}
+    settings.update({key: int(value) for key, value in budget.items()
+                     if value is not None and key not in options.extra_config})
+    return settings
 
 
 def build_marker_config(options: EngineOptions, pages: range | None = None) -> dict[str, Any]:

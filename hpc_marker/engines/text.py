@@ -3,7 +3,8 @@
 Output is paginated exactly the way marker paginates Markdown, so documents from either
 engine have the same shape and a page range converted alone is a slice of the whole.
 With the run's LLM service (`--llm`), each page's text is refined into clean Markdown by the
-LLM; a page whose refinement fails keeps its extracted text and the document says so.
+LLM (Ollama's chat API, or the OpenAI chat API for vLLM), as many pages at once as the run's
+budget gives each worker; a page whose refinement fails keeps its extracted text and the document says so.
 """
 
 from __future__ import annotations
@@ -68,12 +69,13 @@ class TextEngine:
         return ConvertedDocument(markdown=markdown, metadata=metadata)
 
     def _refine(self, texts: list[str]) -> tuple[list[str], dict]:
-        from hpc_marker.llm.client import Endpoint, refine_pages
+        from hpc_marker.llm.client import Endpoint
+        from hpc_marker.llm.refine import refine_pages
 
         llm = self.options.llm or {}
-        endpoint = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"])
+        endpoint = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"], server=llm.get("server", "ollama"))
         refined = refine_pages(texts, endpoint, model=llm["model"], task=llm.get("task"),
-                               concurrency=int(llm.get("concurrency", 4)), timeout_s=float(llm.get("timeout_s", 300)))
+                               concurrency=int(llm.get("max_concurrency", 4)), timeout_s=float(llm.get("timeout_s", 300)))
         degraded = [r.reason for r in refined if r.degraded]
         meta = {"refined_pages": len(refined) - len(degraded), "degraded_pages": len(degraded),
                 "tokens_in": sum(r.tokens_in for r in refined), "tokens_out": sum(r.tokens_out for r in refined)}

@@ -17,6 +17,11 @@ from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm.arrays import ArrayLayout
 from hpc_marker.util.errors import Refused
 
+
+def service_replicas(record: RunRecord) -> int:
+    """How many service jobs (LLM replicas) the run has: 0 without an LLM."""
+    return int(record.llm.get("replicas", 1)) if record.llm else 0
+
 Progress = Callable[[RunPaths], None]  # called every second or so while a waiting executor runs
 JobsSeen = Callable[[dict[str, list[str]]], None]  # told the job ids as soon as jobs exist (before waiting)
 
@@ -30,7 +35,7 @@ class RunJobs:
 
     convert: Callable[[str, int], Any]  # (run folder, task index)
     collect: Callable[[str], Any]  # (run folder)
-    service: Callable[[str], Any] | None = None  # (run folder); only for a run with an LLM service
+    service: Callable[[str, int], Any] | None = None  # (run folder, replica); only for a run with an LLM service
 
 
 class SubmitFailed(Refused):
@@ -66,10 +71,11 @@ class Executor(Protocol):
 
     def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], layout: ArrayLayout,
                jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
-        """Start the service (if any), the tasks of `layout`, and the collector after them; role -> job ids
-        (convert: one per task, in `layout.tasks` order). `scripts` has one convert script per array
-        (slurm.arrays.convert_roles). `seen` is told the ids of the jobs started so far before anything is
-        waited for. SubmitFailed when the scheduler refused (nothing of the run left queued)."""
+        """Start the service (if any: one job per replica, record.llm["replicas"]), the tasks of `layout`,
+        and the collector after them; role -> job ids (convert: one per task, in `layout.tasks` order).
+        `scripts` has one convert script per array (slurm.arrays.convert_roles). `seen` is told the ids of
+        the jobs started so far before anything is waited for. SubmitFailed when the scheduler refused
+        (nothing of the run left queued)."""
 
     def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
                 cancel_wedged: bool = False) -> Observation:
@@ -82,7 +88,7 @@ class Executor(Protocol):
         """Cancel every job of the run and wait until none is left; returns their ids."""
 
     def stop_service(self, record: RunRecord) -> list[str]:
-        """Stop the run's LLM service (the array is over); returns its job ids."""
+        """Stop the run's LLM service, every replica (the array is over); returns its job ids."""
 
 
 def live_job_ids(record: RunRecord, roles: tuple[str, ...] = ROLES) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import submitit
 from submitit.core.utils import JobPaths
 
-from hpc_marker.executors.base import ROLES, JobsSeen, Observation, Progress, RunJobs, live_job_ids
+from hpc_marker.executors.base import ROLES, JobsSeen, Observation, Progress, RunJobs, live_job_ids, service_replicas
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm.arrays import ArrayLayout, single_array
@@ -123,11 +123,12 @@ class LocalExecutor:
         devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         timeout_min = parse_time_limit(record.time_limit) or 60
         ids: dict[str, list[str]] = {}
-        if record.llm and jobs.service is not None:  # the service first; the tasks wait for it to answer
+        if record.llm and jobs.service is not None:  # the service first (each replica); the tasks wait for it
             executor = submitit.LocalExecutor(folder=paths.jobs)
             executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
             with _sigint_ignored():
-                ids["service"] = [executor.submit(jobs.service, str(paths.root)).job_id]
+                ids["service"] = [executor.submit(jobs.service, str(paths.root), replica).job_id
+                                  for replica in range(service_replicas(record))]
         tasks = []
         for index in indices:
             executor = submitit.LocalExecutor(folder=paths.jobs)
@@ -174,7 +175,7 @@ class LocalExecutor:
                     states[job_id] = "RUNNING"
                 elif (outcome := _outcome(paths.jobs, job_id)) is not None:
                     states[job_id] = "COMPLETED" if outcome == "success" else "FAILED"
-                elif role == "collect" and collected or role == "convert" and index in finished_tasks:
+                elif role in ("collect", "service") and collected or role == "convert" and index in finished_tasks:
                     states[job_id] = "COMPLETED"
                 else:
                     states[job_id] = "CANCELLED" if record.cancelled else "FAILED"

@@ -19,7 +19,15 @@ import submitit
 from submitit.core import core, utils
 from submitit.slurm.slurm import SlurmJob
 
-from hpc_marker.executors.base import JobsSeen, Observation, Progress, RunJobs, SubmitFailed, live_job_ids
+from hpc_marker.executors.base import (
+    JobsSeen,
+    Observation,
+    Progress,
+    RunJobs,
+    SubmitFailed,
+    live_job_ids,
+    service_replicas,
+)
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm import commands
@@ -156,15 +164,17 @@ class SlurmExecutor:
         timeout_min = parse_time_limit(record.time_limit) or 60
         ids: dict[str, list[str]] = {}
         dependency = None
-        if "service" in scripts and jobs.service is not None:
-            service = TemplateSlurmExecutor(paths.jobs, scripts["service"], timeout_min=timeout_min)
-            ids["service"] = [service.submit(jobs.service, str(paths.root)).job_id]
-            if seen:
-                seen(dict(ids))  # tasks and `cancel` find the service job meanwhile
-            dependency = f"after:{ids['service'][0]}"  # the array starts once the service has started
-        try:
+        try:  # never leave part of a run queued: on a refusal, cancel what this submission queued
+            if "service" in scripts and jobs.service is not None:  # one job per LLM replica, each its own GPUs
+                ids["service"] = []
+                for replica in range(service_replicas(record)):
+                    ids["service"].append(TemplateSlurmExecutor(paths.jobs, scripts["service"], timeout_min=timeout_min)
+                                          .submit(jobs.service, str(paths.root), replica).job_id)
+                if seen:
+                    seen(dict(ids))  # tasks and `cancel` find the service jobs meanwhile
+                dependency = "?".join(f"after:{jid}" for jid in ids["service"])  # once any replica has started
             return ids | self._submit_arrays(paths, scripts, layout, jobs, dependency, timeout_min, ids, seen)
-        except SlurmError as exc:  # never leave part of a run queued: cancel what this submission queued
+        except SlurmError as exc:
             queued = [jid for role_ids in ids.values() for jid in role_ids]
             if queued:
                 commands.cancel_jobs(queued)

@@ -1,13 +1,21 @@
-"""LLM service: an Ollama server run as a Slurm "service" job of a run, behind an authenticating front.
+"""LLM service: an Ollama or vLLM server run as the "service" job(s) of a run, behind an authenticating front.
 
-  settings.py  RUN/llm/ layout, settings.json (LlmSettings), the derived model's name, private files
+  settings.py  RUN/llm/ layout (per replica), settings.json (LlmSettings, vLLM flags), the derived model's name
   process.py   the local `ollama serve`: find it, start it (a servers.ManagedServer), wait until it answers
-  rules.py     pure rules of the front: authorize(method, path, secret), the allowlist, token counting
-  front.py     the authenticating reverse proxy: per-run secret in the path, allowlist, timeouts, counters
-  service.py   serve_llm(run_dir): what the service job runs
-  client.py    ollama_client (every ollama.Client hpcmarker builds); task side: wait_for_service,
-               Endpoint.base_url, refine_pages (the `text` engine's refinement)
-  bench.py     tokens/s and latency at each concurrency, to choose --llm-parallel
+  vllm.py      the service's `vllm serve` (servers/vllm.py's command line, its own API key), a ManagedServer
+  rules.py     pure rules of the front: authorize(method, path, secret, allowlist, bearer), the allowlists
+               per server, token counting
+  gate.py      FairGate: the front's bound on generations at the server, the rest queued fairly across tasks
+  front.py     the authenticating reverse proxy: secret, allowlist, gate, timeouts, counters; a fixed upstream
+               or a Route with failover
+  service.py   serve_llm(run_dir, replica): what each service job runs
+  client.py    ollama_client / openai_client (every client hpcmarker builds), chat_client; task side:
+               wait_for_service (any replica), Endpoint
+  replicas.py  ReplicaRoute and task_relay: a task's requests go to its own replica, or the next live one
+  refine.py    refine_pages: the `text` engine's refinement
+  budget.py    plan_budget: the run's concurrency budget (per-worker concurrency, client timeout, retries)
+  metrics.py   per-replica summaries of the fronts' metrics, and which bound a run is on
+  bench.py     tokens/s and latency at each concurrency, to choose --llm-parallel (Ollama or vLLM)
 (The `hpcmarker llm` click group is cli/llm.py.)
 
 Nothing is imported here, so `import hpc_marker.llm` does no work.

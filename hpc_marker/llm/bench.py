@@ -1,14 +1,17 @@
-"""Bench: generated tokens/s and per-request latency of an Ollama server at each concurrency.
+"""Bench: generated tokens/s and per-request latency of an LLM server at each concurrency.
 
-For each concurrency c, `--requests` generations (a synthetic prompt of about `prompt_tokens`
-words, at most `max_tokens` generated) run c at a time; tokens/s = generated tokens (Ollama's
-eval_count) / wall time of the level. Throughput grows with c until the GPU saturates, then
-flattens while latency keeps growing: `suggest_parallel` picks that knee (the smallest c within
-`fraction` of the best tokens/s), the value for `--llm-parallel`.
+Both servers of a run: Ollama (its /api/generate) and vLLM (the OpenAI chat API), through
+client.chat_client. For each concurrency c, `--requests` generations (a synthetic prompt of about
+`prompt_tokens` words, at most `max_tokens` generated) run c at a time; tokens/s = generated
+tokens (Ollama's eval_count, OpenAI's usage.completion_tokens) / wall time of the level.
+Throughput grows with c until the GPU saturates, then flattens while latency keeps growing:
+`suggest_parallel` picks that knee (the smallest c within `fraction` of the best tokens/s), the
+value for `--llm-parallel`.
 """
 
 from __future__ import annotations
 
+import secrets
 import statistics
 import tempfile
 import time
@@ -19,10 +22,12 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
-import ollama
 
-from hpc_marker.llm.client import ollama_client
+from hpc_marker.llm.client import LlmCallFailed, OllamaChat, OpenAIChat, chat_client
 from hpc_marker.llm.process import start_ollama
+from hpc_marker.llm.settings import LlmSettings
+from hpc_marker.llm.vllm import start_vllm, wait_vllm
+from hpc_marker.servers.vllm import served_models
 
 WORDS = ("the cluster converts papers into markdown while every node keeps its own queue of pages and "
          "each model answers in turn with careful attention to tables formulas headings and lists").split()
@@ -64,16 +69,15 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def run_level(client: ollama.Client, model: str, concurrency: int, requests: int, prompt_tokens: int,
+def run_level(client: OllamaChat | OpenAIChat, model: str, concurrency: int, requests: int, prompt_tokens: int,
               max_tokens: int) -> BenchRow:
     def one(index: int) -> tuple[float, int, int, str | None]:
         started = time.monotonic()
         try:
-            resp = client.generate(model=model, prompt=bench_prompt(index, prompt_tokens), stream=False,
-                                   options={"num_predict": max_tokens, "temperature": 0.7, "seed": index})
-        except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as exc:
-            return time.monotonic() - started, 0, 0, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return time.monotonic() - started, resp.prompt_eval_count or 0, resp.eval_count or 0, None
+            reply = client.generate(model, bench_prompt(index, prompt_tokens), max_tokens, seed=index)
+        except LlmCallFailed as exc:
+            return time.monotonic() - started, 0, 0, exc.reason
+        return time.monotonic() - started, reply.tokens_in, reply.tokens_out, None
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -90,18 +94,42 @@ def run_level(client: ollama.Client, model: str, concurrency: int, requests: int
                     latency_max_s=round(max(latencies, default=0.0), 3), errors=errors[:3])
 
 
+def openai_base(url: str) -> str:
+    """An OpenAI base URL for a server URL (`http://h:8000` -> `http://h:8000/v1`). Pure."""
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else f"{url}/v1"
+
+
+def _check_served(url: str, model: str, api_key: str | None) -> None:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        served = served_models(openai_base(url)[: -len("/v1")], headers)
+    except httpx.HTTPStatusError as exc:
+        raise BenchError(f"{display_url(url)}/v1/models answered HTTP {exc.response.status_code}"
+                         + (" (give --api-key)" if exc.response.status_code == 401 else "")) from None
+    except (httpx.HTTPError, ValueError) as exc:
+        raise BenchError(f"cannot reach vLLM at {display_url(url)} ({type(exc).__name__}): start `vllm serve` "
+                         "there, pass --url, or use --start") from None
+    if model not in served:
+        raise BenchError(f"{model}: not served at {display_url(url)} (it serves {', '.join(served) or 'nothing'})")
+
+
 def run_bench(url: str, model: str, parallel: list[int], requests: int, prompt_tokens: int = 512,
-              max_tokens: int = 128, timeout_s: float = 300.0) -> list[BenchRow]:
-    """One BenchRow per concurrency in `parallel`, after one warm-up request that loads the model."""
-    client = ollama_client(url, timeout_s)
+              max_tokens: int = 128, timeout_s: float = 300.0, server: str = "ollama",
+              api_key: str | None = None) -> list[BenchRow]:
+    """One BenchRow per concurrency in `parallel`, after one warm-up request (Ollama: it loads the
+    model, so its load time is not measured; vLLM: after checking it serves the model)."""
+    if server == "vllm":
+        _check_served(url, model, api_key)
+    client = chat_client(server, openai_base(url) if server == "vllm" else url, timeout_s, api_key=api_key)
     try:
         try:
-            client.generate(model=model, prompt="")  # loads the model: its load time is not measured
-        except ollama.ResponseError as exc:
-            raise BenchError(f"{model}: {exc.error} (HTTP {exc.status_code})") from None
-        except (httpx.HTTPError, ConnectionError) as exc:
-            raise BenchError(f"cannot reach Ollama at {display_url(url)} ({type(exc).__name__}): start "
-                             "`ollama serve` there, pass --url, or use --start") from None
+            client.generate(model, "Hello", 1)
+        except LlmCallFailed as exc:
+            if "Connect" in exc.reason:
+                raise BenchError(f"cannot reach {'vLLM' if server == 'vllm' else 'Ollama'} at {display_url(url)}: "
+                                 "start the server there, pass --url, or use --start") from None
+            raise BenchError(f"{model}: {exc.reason}") from None
         return [run_level(client, model, c, requests, prompt_tokens, max_tokens) for c in parallel]
     finally:
         client.close()
@@ -134,6 +162,21 @@ def bench_table(rows: list[BenchRow], title: str):
         table.add_row(f"{r.concurrency}{mark}", str(r.requests), str(r.ok), str(r.failed), str(r.tokens_out),
                       f"{r.tokens_per_s:.1f}", f"{r.latency_p50_s:.2f}", f"{r.latency_p95_s:.2f}", f"{r.latency_max_s:.2f}")
     return table
+
+
+@contextmanager
+def local_vllm(model: str, parallel: int, gpus: int = 1, load_timeout_s: float = 900.0,
+               extra: list[str] | None = None) -> Iterator[tuple[str, str]]:
+    """Start `vllm serve MODEL` (--max-num-seqs parallel) on a free loopback port for the bench; yields
+    (its URL, its API key); stops it after."""
+    settings = LlmSettings(model=model, server="vllm", parallel=parallel, gpus=gpus, load_timeout_s=load_timeout_s,
+                           server_args=list(extra or []))
+    key = secrets.token_urlsafe(16)
+    with tempfile.TemporaryDirectory(prefix="hpcmarker-bench-") as tmp:
+        server, url = start_vllm(settings, Path(tmp) / "vllm.log", key)
+        with server:  # stopped (grace 15 s) on leaving
+            wait_vllm(server, url, settings, key)
+            yield url, key
 
 
 @contextmanager

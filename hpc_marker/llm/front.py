@@ -1,36 +1,103 @@
-"""Front: the authenticating reverse proxy between the run's tasks and Ollama (which has no auth).
+"""Front: the authenticating reverse proxy between the run's tasks and the LLM server (Ollama has no
+auth; vLLM's own --api-key does not cover every route).
 
-Ollama listens on loopback only; the front listens on the node's address. A request must carry
-the run's secret as the first path segment, optionally followed by `task/<i>/` naming the task
-(`http://HOST:PORT/<secret>/task/3/api/generate`). A missing or wrong secret is answered 403 and
-never reaches Ollama; so is any endpoint outside the conversion allowlist (model management:
-pull, push, create, copy, delete, blobs). Responses stream through chunk by chunk. Per task the
-front counts requests, failures (5xx incl. 503 busy, connection errors, an error inside a stream),
-timeouts (504), client errors (other 4xx) and tokens in/out (Ollama's prompt_eval_count /
-eval_count, OpenAI `usage`); `/<secret>/_hpcmarker/stats` returns them as JSON and a metrics
-line is appended to a file every few seconds. The secret is never logged: logs name the task,
-the endpoint and the outcome only.
+The server listens on loopback only; the front listens on the node's address. A request must carry
+the replica's secret, as the first path segment or as `Authorization: Bearer`, optionally followed
+by `task/<i>/` naming the task (`http://HOST:PORT/<secret>/task/3/api/generate`). A missing or
+wrong secret is answered 403 and never reaches the server; so is any endpoint outside the server's
+conversion allowlist (model management, tokenizers, metrics...). Responses stream through chunk by
+chunk. With a `capacity`, at most that many generations are at the server at once and the others
+wait at the front in a FairGate (fair across tasks; a waiter whose client left is dropped).
+Per task the front counts requests, failures (5xx incl. 503 busy, connection errors, an error
+inside a stream), timeouts (504), client errors (other 4xx), abandoned waiters and tokens in/out
+(Ollama's prompt_eval_count / eval_count, OpenAI `usage`); `/<secret>/_hpcmarker/stats` returns
+them as JSON and a metrics line is appended to a file every few seconds. The secret is never
+logged: logs name the task, the endpoint and the outcome only.
+
+The upstream is a `Route`: one fixed server (`Fixed`, the service's front), or the run's replicas
+(llm/replicas.py, a task's relay), where a request whose replica stopped answering (connection
+refused or cut, 502) before any byte reached the client is sent to the next one, counted as a failover.
 """
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import httpx
 
-from hpc_marker.llm.rules import MAX_BODY, Decision, TaskCounters, Usage, authorize
+from hpc_marker.llm.gate import FairGate
+from hpc_marker.llm.rules import (
+    ALLOWED,
+    GENERATION,
+    MAX_BODY,
+    Decision,
+    TaskCounters,
+    Usage,
+    authorize,
+    bearer_token,
+)
+
+# the upstream is gone (not merely slow): worth another replica, if there is one
+_GONE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class _Deadline(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Target:
+    """One place a request can go: a base URL (the route's path is appended) and headers to add."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    name: str = ""  # e.g. "replica 1", for messages
+
+
+class Route(Protocol):
+    failover_statuses: frozenset[int]  # answers that mean "this target is gone, try the next"
+
+    def targets(self, task: str) -> list[Target]:
+        """Where a request of `task` may go, in order of preference."""
+
+    def failed(self, target: Target, why: str) -> None:
+        """`target` stopped answering (the route may avoid it for a while)."""
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """One upstream server, always."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    failover_statuses: frozenset[int] = frozenset()
+
+    def targets(self, task: str) -> list[Target]:
+        return [Target(self.url.rstrip("/"), self.headers)]
+
+    def failed(self, target: Target, why: str) -> None:
+        pass
+
+
+def client_gone(sock: socket.socket) -> bool:
+    """The client closed its connection (a timed-out client does), seen without reading its data."""
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if not poller.poll(0):
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -49,14 +116,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Front:
-    """The proxy: `Front(upstream, secret, host, port, timeout_s, metrics_path).start()`, then `.stop()`."""
+    """The proxy: `Front(upstream, secret, host, port, timeout_s, metrics_path).start()`, then `.stop()`.
+    `upstream` is a URL or a Route; `capacity` (None: no gate) bounds generations at the server."""
 
-    def __init__(self, upstream: str, secret: str, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, upstream: str | Route, secret: str, host: str = "127.0.0.1", port: int = 0,
                  timeout_s: float = 600.0, metrics_path: str | Path | None = None,
-                 metrics_interval_s: float = 5.0, log: Callable[[str], None] | None = None) -> None:
+                 metrics_interval_s: float = 5.0, log: Callable[[str], None] | None = None, *,
+                 allowed: dict[str, frozenset[str]] = ALLOWED, capacity: int | None = None,
+                 upstream_headers: dict[str, str] | None = None) -> None:
         if not secret:
             raise ValueError("the front needs a secret")
-        self.upstream = upstream.rstrip("/")
+        self.route: Route = Fixed(upstream, dict(upstream_headers or {})) if isinstance(upstream, str) else upstream
+        self.allowed, self.gate = allowed, FairGate(capacity)
         self._secret = secret
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self.metrics_path = Path(metrics_path) if metrics_path else None
@@ -122,7 +193,8 @@ class Front:
             denied = self.denied
         total = {key: sum(t[key] for t in tasks.values()) for key in asdict(TaskCounters())}
         return {"started": self.started, "uptime_s": round(time.time() - self.started, 3),
-                "in_flight": total["in_flight"], "denied": denied, "tasks": tasks, "total": total}
+                "in_flight": total["in_flight"], "queued": total["queued"], "capacity": self.gate.capacity,
+                "denied": denied, "tasks": tasks, "total": total}
 
     def _metrics_loop(self) -> None:
         last_time, last = time.monotonic(), self.stats()["total"]
@@ -134,7 +206,7 @@ class Front:
         now, stats = time.monotonic(), self.stats()
         interval = max(now - last_time, 1e-9)
         line = {"ts": round(time.time(), 3), "interval_s": round(interval, 3), "in_flight": stats["in_flight"],
-                "denied": stats["denied"], "tasks": stats["tasks"],
+                "queued": stats["queued"], "capacity": stats["capacity"], "denied": stats["denied"], "tasks": stats["tasks"],
                 "tokens_out_per_s": round((stats["total"]["tokens_out"] - last["tokens_out"]) / interval, 2),
                 "tokens_in_per_s": round((stats["total"]["tokens_in"] - last["tokens_in"]) / interval, 2)}
         try:
@@ -159,7 +231,7 @@ class Front:
             h.wfile.write(body)
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
-        decision = authorize(h.command, h.path, self._secret)
+        decision = authorize(h.command, h.path, self._secret, self.allowed, bearer_token(h.headers.get("Authorization")))
         if decision.action == "deny":
             with self._lock:
                 self.denied += 1
@@ -181,25 +253,64 @@ class Front:
         self._forward(h, decision, body)
 
     def _forward(self, h: BaseHTTPRequestHandler, decision: Decision, body: bytes) -> None:
+        task = decision.task
+        gated = decision.upstream_path in GENERATION
+        if gated:
+            slot = task.split(".")[0]  # a task's workers (`<task>.<pid>`) share its fair share
+            self._count(task, queued=1)
+            admitted = self.gate.acquire(slot, abandoned=lambda: client_gone(h.connection))
+            self._count(task, queued=-1)
+            if not admitted:
+                self._count(task, requests=1, abandoned=1)
+                h.close_connection = True
+                return self.log(f"task {task} {h.command} {decision.upstream_path}: the client left while queued")
+        try:
+            self._send(h, decision, body)
+        finally:
+            if gated:
+                self.gate.release(slot)
+
+    def _send(self, h: BaseHTTPRequestHandler, decision: Decision, body: bytes) -> None:
         task, started = decision.task, time.monotonic()
         self._count(task, requests=1, in_flight=1)
         outcome, settled = "?", False  # settled: the request's outcome (and in_flight) is counted
         try:
             timeout = httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
-            request = self._client.build_request(
-                h.command, self.upstream + decision.upstream_path, content=body, timeout=timeout,
-                headers={"Content-Type": h.headers.get("Content-Type", "application/json"),
-                         "Accept-Encoding": "identity"})
-            try:
-                response = self._client.send(request, stream=True)
-            except httpx.TimeoutException:
-                outcome, settled = "timeout", True
-                self._count(task, timeouts=1, in_flight=-1)
-                return self._reply(h, 504, {"error": f"hpcmarker front: no answer within {self.timeout_s:g}s"})
-            except httpx.HTTPError as exc:
-                outcome, settled = f"upstream unreachable ({type(exc).__name__})", True
+            targets = self.route.targets(task)
+            if not targets:
+                outcome, settled = "no upstream answers", True
                 self._count(task, failures=1, in_flight=-1)
-                return self._reply(h, 502, {"error": "hpcmarker front: the LLM server is not reachable"})
+                return self._reply(h, 503, {"error": "hpcmarker front: no LLM server answers"})
+            response: httpx.Response | None = None
+            for number, target in enumerate(targets, 1):
+                last = number == len(targets)
+                request = self._client.build_request(
+                    h.command, target.url + decision.upstream_path, content=body, timeout=timeout,
+                    headers={"Content-Type": h.headers.get("Content-Type", "application/json"),
+                             "Accept-Encoding": "identity", **target.headers})
+                try:
+                    response = self._client.send(request, stream=True)
+                except httpx.TimeoutException as exc:
+                    if isinstance(exc, httpx.ConnectTimeout) and not last:
+                        self._failover(task, target, type(exc).__name__, number)
+                        continue
+                    outcome, settled = "timeout", True
+                    self._count(task, timeouts=1, in_flight=-1)
+                    return self._reply(h, 504, {"error": f"hpcmarker front: no answer within {self.timeout_s:g}s"})
+                except httpx.HTTPError as exc:
+                    if isinstance(exc, _GONE) and not last:
+                        self._failover(task, target, type(exc).__name__, number)
+                        continue
+                    self.route.failed(target, type(exc).__name__)
+                    outcome, settled = f"upstream unreachable ({type(exc).__name__})", True
+                    self._count(task, failures=1, in_flight=-1)
+                    return self._reply(h, 502, {"error": "hpcmarker front: the LLM server is not reachable"})
+                if response.status_code in self.route.failover_statuses and not last:
+                    response.close()
+                    self._failover(task, target, f"HTTP {response.status_code}", number)
+                    continue
+                break
+            assert response is not None  # the loop either answered the client or got a response
             try:
                 h.send_response(response.status_code)
                 h.send_header("Content-Type", response.headers.get("content-type", "application/json"))
@@ -219,6 +330,12 @@ class Front:
             if outcome != "ok":
                 self.log(f"task {task} {h.command} {decision.upstream_path}: {outcome} "
                          f"after {time.monotonic() - started:.2f}s")
+
+    def _failover(self, task: str, target: Target, why: str, number: int) -> None:
+        self.route.failed(target, why)
+        if number == 1:  # a request counts once, however many targets it tried
+            self._count(task, failovers=1)
+        self.log(f"task {task}: {target.name or 'upstream'} stopped answering ({why}); trying the next")
 
     def _relay(self, h: BaseHTTPRequestHandler, response: httpx.Response, task: str, deadline: float) -> str:
         """Pass the body on as it comes, one chunk held back: the counters are updated before the

@@ -1,10 +1,12 @@
 """Rules of the front, pure: which requests go through (authorize) and what a response counts for.
 
-`authorize(method, path, secret)` decides from the path alone: the first segment must be the
-run's secret (compared in constant time), then an optional `task/<i>/`, then one endpoint of the
-conversion allowlist (ALLOWED) or the stats path. The upstream path is always a constant from
-ALLOWED, never the client's text. `Usage` scans a (streamed) Ollama or OpenAI-style response for
-token counts and errors, one line at a time.
+`authorize(method, path, secret, allowed, bearer)` decides from the path and the bearer token
+alone: the secret is either the path's first segment (how marker's Ollama service carries it) or
+the `Authorization: Bearer` token (how OpenAI clients carry their API key, so the secret stays out
+of URLs and of the messages that quote them), both compared in constant time; then an optional
+`task/<i>/`, then one endpoint of the server's conversion allowlist (ALLOWLISTS) or the stats path.
+The upstream path is always a constant from the allowlist, never the client's text. `Usage` scans
+a (streamed) Ollama or OpenAI-style response for token counts and errors, one line at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 
-ALLOWED: dict[str, frozenset[str]] = {
+ALLOWED: dict[str, frozenset[str]] = {  # Ollama's conversion endpoints
     "/api/generate": frozenset({"POST"}),
     "/api/chat": frozenset({"POST"}),
     "/api/show": frozenset({"POST"}),
@@ -23,6 +25,15 @@ ALLOWED: dict[str, frozenset[str]] = {
     "/v1/chat/completions": frozenset({"POST"}),
     "/v1/models": frozenset({"GET"}),
 }
+# vLLM: the OpenAI routes a conversion uses, nothing else (not /tokenize, /pooling, /metrics, /v1/load_lora_adapter...)
+ALLOWED_VLLM: dict[str, frozenset[str]] = {
+    "/v1/chat/completions": frozenset({"POST"}),
+    "/v1/completions": frozenset({"POST"}),
+    "/v1/models": frozenset({"GET"}),
+}
+ALLOWLISTS = {"ollama": ALLOWED, "vllm": ALLOWED_VLLM}
+GENERATION = frozenset({"/api/generate", "/api/chat", "/v1/chat/completions", "/v1/completions"})  # take a GPU slot
+PROBE_PATHS = {"ollama": "/api/version", "vllm": "/v1/models"}  # cheap, authenticated, reaches the server
 STATS_PATH = "/_hpcmarker/stats"
 TASK_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_BODY = 256 << 20  # marker sends page images inline (base64)
@@ -39,13 +50,27 @@ class Decision:
     reason: str = ""
 
 
-def authorize(method: str, raw_path: str, secret: str) -> Decision:
-    """The authorization decision for `method raw_path`, from the path alone. Pure."""
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer TOKEN` header, else None. Pure."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _same(given: str | None, secret: str) -> bool:
+    return bool(secret) and given is not None and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def authorize(method: str, raw_path: str, secret: str, allowed: dict[str, frozenset[str]] = ALLOWED,
+              bearer: str | None = None) -> Decision:
+    """The authorization decision for `method raw_path` with this bearer token. Pure."""
     path = raw_path.split("?", 1)[0].split("#", 1)[0]
     given, sep, rest = path[1:].partition("/") if path.startswith("/") else ("", "", "")
-    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+    if _same(given, secret):
+        rest = sep + rest
+    elif _same(bearer, secret) and path.startswith("/"):
+        rest = path  # the secret came in the header: the whole path is the route
+    else:
         return Decision("deny", 403, reason="forbidden")
-    rest = sep + rest
     task = "-"
     if rest.startswith("/task/"):
         task, _, tail = rest[len("/task/"):].partition("/")
@@ -54,13 +79,13 @@ def authorize(method: str, raw_path: str, secret: str) -> Decision:
         rest = "/" + tail
     if rest == STATS_PATH:
         return Decision("stats", 200, task) if method == "GET" else Decision("deny", 405, task, reason="GET only")
-    methods = ALLOWED.get(rest)
+    methods = allowed.get(rest)
     if methods is None:
         return Decision("deny", 403, task, reason=f"{rest[:100]} is not served by this endpoint "
                         "(conversion endpoints only; prepare models with `hpcmarker llm pull` on a login node)")
     if method not in methods:
         return Decision("deny", 405, task, reason=f"{rest} takes {'/'.join(sorted(methods))}")
-    return Decision("forward", 200, task, rest)  # upstream path: a constant from ALLOWED, never the raw path
+    return Decision("forward", 200, task, rest)  # upstream path: a constant from the allowlist, never the raw path
 
 
 @dataclass
@@ -71,7 +96,10 @@ class TaskCounters:
     client_errors: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
-    in_flight: int = 0
+    failovers: int = 0  # a task's relay: requests moved to another replica after theirs stopped answering
+    abandoned: int = 0  # the client gave up (timed out) while its request waited at the front
+    in_flight: int = 0  # gauge: at the server
+    queued: int = 0  # gauge: waiting at the front for a free slot
 
 
 class Usage:

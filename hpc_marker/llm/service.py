@@ -1,12 +1,17 @@
-"""Service: what a run's LLM service job runs, `serve_llm(run_dir)`.
+"""Service: what each replica of a run's LLM service job runs, `serve_llm(run_dir, replica)`.
 
-It reads RUN/llm/settings.json, starts `ollama serve` on a free loopback port, waits until it
-answers, makes sure the model is there (pulls it if it can, else fails at once with what to do),
-creates the derived model when ctx/options are set (a deterministic name, reused when present),
-loads it, writes a fresh secret to RUN/llm/secret (0600), starts the authenticating front on the
-node's address and publishes RUN/llm/endpoint.json (url, model, started: never the secret).
-Then it serves until SIGTERM/SIGINT (or until ollama dies), and cleans up: endpoint and secret
-removed, front stopped, ollama's process group terminated (killed after a grace period). Every step is bounded.
+It reads RUN/llm/settings.json and starts the server on a free loopback port:
+- ollama: `ollama serve`; waits until it answers, makes sure the model is there (pulls it if it can,
+  else fails at once with what to do), creates the derived model when ctx/options are set (a
+  deterministic name, reused when present), loads it;
+- vllm: `vllm serve MODEL` (llm/vllm.py) with an API key of its own; waits until it has loaded the
+  model and serves it.
+Then it writes a fresh secret to the replica's `secret` file (0600), starts the authenticating front
+on the node's address (its FairGate lets a few more generations than the server's slots through,
+the rest wait there) and publishes the replica's endpoint file (url, model, server, replica:
+never the secret). It serves until SIGTERM/SIGINT (or until the server dies), and cleans up:
+endpoint and secret removed, front stopped, the server's process group terminated (killed after a
+grace period). Every step is bounded.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from pathlib import Path
 import httpx
 import ollama
 
+from hpc_marker.llm.budget import front_capacity
 from hpc_marker.llm.client import ollama_client
 from hpc_marker.llm.front import Front
-from hpc_marker.llm.process import OllamaError, OllamaProcess, start_ollama
+from hpc_marker.llm.process import start_ollama
+from hpc_marker.llm.rules import ALLOWLISTS
 from hpc_marker.llm.settings import (
     LlmPaths,
     LlmSettings,
@@ -35,6 +42,8 @@ from hpc_marker.llm.settings import (
     normalize_model,
     write_private,
 )
+from hpc_marker.llm.vllm import start_vllm, wait_vllm
+from hpc_marker.servers.managed import ManagedServer, ServerFailed
 from hpc_marker.util.text import one_line
 
 
@@ -117,9 +126,32 @@ def _remove(path: Path) -> None:
         pass
 
 
-def serve_llm(run_dir: str, *, stop: threading.Event | None = None) -> None:
-    """Run the run's LLM service until SIGTERM/SIGINT (or `stop` is set). Raises ServiceError."""
-    paths = LlmPaths(Path(run_dir))
+def _start_server(settings: LlmSettings, paths: LlmPaths, started: list[ManagedServer]) -> tuple[str, dict, str, str]:
+    """Start the settings' server and make its model servable: (URL, headers for it, model, version).
+    The process is appended to `started` at once, so the caller stops it whatever happens next."""
+    log = paths.server_log(settings.server)
+    if settings.server == "vllm":
+        key = secrets.token_urlsafe(32)  # vLLM's own API key: only the front has it
+        _log(f"starting vllm serve {settings.model} ({' '.join(settings.vllm_flags())}) on a loopback port, "
+             f"up to {settings.load_timeout_s:g}s to load; log: {log}")
+        process, url = start_vllm(settings, log, key)
+        started.append(process)
+        version = wait_vllm(process, url, settings, key)
+        _log(f"vllm {version} serves {settings.model} on {url}")
+        return url, {"Authorization": f"Bearer {key}"}, settings.model, version
+    _log(f"starting ollama serve (parallel {settings.parallel}) on a loopback port; log: {log}")
+    ollama_serve = start_ollama(log, binary=settings.ollama, parallel=settings.parallel,
+                                keep_alive=settings.keep_alive, models_dir=settings.models_dir,
+                                max_queue=settings.max_queue)
+    started.append(ollama_serve)
+    version = ollama_serve.wait_ready(settings.ready_timeout_s)
+    _log(f"ollama {version} answers on {ollama_serve.url}")
+    return ollama_serve.url, {}, prepare_model(ollama_serve.url, settings), version
+
+
+def serve_llm(run_dir: str, replica: int = 0, *, stop: threading.Event | None = None) -> None:
+    """Run replica `replica` of the run's LLM service until SIGTERM/SIGINT (or `stop` is set). Raises ServiceError."""
+    paths = LlmPaths(Path(run_dir), replica)
     try:
         settings = paths.load_settings()
     except SettingsError as exc:
@@ -143,36 +175,34 @@ def serve_llm(run_dir: str, *, stop: threading.Event | None = None) -> None:
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
-    process: OllamaProcess | None = None
+    started: list[ManagedServer] = []
     front: Front | None = None
     try:
-        _log(f"starting ollama serve (parallel {settings.parallel}) on a loopback port; log: {paths.ollama_log}")
-        process = start_ollama(paths.ollama_log, binary=settings.ollama, parallel=settings.parallel,
-                               keep_alive=settings.keep_alive, models_dir=settings.models_dir,
-                               max_queue=settings.max_queue)
-        version = process.wait_ready(settings.ready_timeout_s)
-        _log(f"ollama {version} answers on 127.0.0.1:{process.port}")
-        model = prepare_model(process.url, settings)
+        upstream, headers, model, version = _start_server(settings, paths, started)
         secret = secrets.token_urlsafe(32)
         write_private(paths.secret, secret + "\n")
         host = settings.bind_host or node_address()
+        capacity = front_capacity(settings.parallel)
         try:
-            front = Front(process.url, secret, host=host, port=settings.port, timeout_s=settings.request_timeout_s,
-                          metrics_path=paths.metrics, metrics_interval_s=settings.metrics_interval_s).start()
+            front = Front(upstream, secret, host=host, port=settings.port, timeout_s=settings.request_timeout_s,
+                          metrics_path=paths.metrics, metrics_interval_s=settings.metrics_interval_s,
+                          allowed=ALLOWLISTS[settings.server], capacity=capacity, upstream_headers=headers).start()
         except OSError as exc:
             raise ServiceError(f"the front cannot listen on {host}:{settings.port}: {exc.strerror or exc} "
                                "(set bind_host/port in settings.json)") from None
         url = front.url if host not in ("0.0.0.0", "::") else f"http://{node_address()}:{front.port}"
-        endpoint = {"url": url, "model": model, "started": time.time(), "host": socket.gethostname(),
-                    "job_id": os.environ.get("SLURM_JOB_ID"), "ollama_version": version}
+        endpoint = {"url": url, "model": model, "server": settings.server, "replica": replica,
+                    "started": time.time(), "host": socket.gethostname(), "job_id": os.environ.get("SLURM_JOB_ID"),
+                    "server_version": version, "capacity": capacity}
         write_private(paths.endpoint, json.dumps(endpoint, indent=1) + "\n")
-        _log(f"serving {model} at {url} (secret in {paths.secret}; endpoint {paths.endpoint})")
+        _log(f"replica {replica}: serving {model} at {url}, {capacity} generations at {settings.server} at once "
+             f"(the rest wait at the front); secret in {paths.secret}; endpoint {paths.endpoint}")
         while not stop.wait(1.0):
-            process.ensure_running("while serving")  # OllamaError: the service fails with its log's tail
+            started[0].ensure_running("while serving")  # ServerFailed: the service fails with its log's tail
         _log("stop requested")
     except ServiceStopped as stopped:
         _log(f"stopped by {stopped}")
-    except OllamaError as exc:
+    except ServerFailed as exc:
         raise ServiceError(str(exc)) from None
     finally:
         for sig in previous:
@@ -181,20 +211,20 @@ def serve_llm(run_dir: str, *, stop: threading.Event | None = None) -> None:
         _remove(paths.secret)
         if front is not None:
             front.stop()
-        if process is not None:
-            how = process.stop(grace_s=10.0)
-            _log(f"ollama serve {how} (exit code {process.returncode})")
+        for process in started:
+            how = process.stop(grace_s=process.stop_grace_s)
+            _log(f"{process.name} {how} (exit code {process.returncode})")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
 def main(argv: list[str]) -> int:
-    """python -m hpc_marker.llm.service RUN_DIR (what `hpcmarker llm serve` does)."""
-    if len(argv) != 2:
-        print("usage: python -m hpc_marker.llm.service RUN_DIR", file=sys.stderr)
+    """python -m hpc_marker.llm.service RUN_DIR [REPLICA] (what `hpcmarker llm serve` does)."""
+    if len(argv) not in (2, 3) or (len(argv) == 3 and not argv[2].isdigit()):
+        print("usage: python -m hpc_marker.llm.service RUN_DIR [REPLICA]", file=sys.stderr)
         return 2
     try:
-        serve_llm(argv[1])
+        serve_llm(argv[1], int(argv[2]) if len(argv) == 3 else 0)
     except ServiceError as exc:
         print(f"hpcmarker llm: error: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -1,11 +1,13 @@
 """LLM settings and files: the RUN/llm/ folder, settings.json, the derived model name, private writes.
 
 RUN/llm/ holds:
-  settings.json   LlmSettings, written at submit time, read by the service job
-  secret          the per-run secret, mode 0600, only while the service runs
-  endpoint.json   {"url", "model", "started", "host", "job_id"}: where the front listens (no secret)
-  metrics.jsonl   one JSON line every few seconds from the front (per-task counters, tokens/s)
-  ollama.log      stdout and stderr of `ollama serve`
+  settings.json   LlmSettings, written at submit time, read by every replica of the service
+  secret          a replica's secret, mode 0600, only while it runs
+  endpoint.json   {"url", "model", "server", "replica", "started", "host", "job_id"}: where its front
+                  listens (no secret)
+  metrics.jsonl   one JSON line every few seconds from its front (per-task counters, queue, tokens/s)
+  ollama.log      stdout and stderr of `ollama serve` (vllm.log: of `vllm serve`)
+Replica 0 uses these names; replica r > 0 the same names with `-r` (endpoint-1.json, secret-1, ...).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 
 from hpc_marker.util.files import atomic_write
 
+SERVERS = ("ollama", "vllm")
+
 
 class SettingsError(Exception):
     """settings.json is missing or malformed."""
@@ -29,9 +33,14 @@ class LlmSettings:
     """What the service job needs; stored as RUN/llm/settings.json."""
 
     model: str
-    parallel: int = 1  # OLLAMA_NUM_PARALLEL: concurrent generations per loaded model
-    ctx: int | None = None  # num_ctx of the derived model (None: the model's own)
-    options: dict[str, Any] = field(default_factory=dict)  # further Modelfile parameters (temperature, ...)
+    server: str = "ollama"  # one of SERVERS
+    parallel: int = 1  # concurrent generations per replica: OLLAMA_NUM_PARALLEL, vLLM's --max-num-seqs
+    replicas: int = 1  # service jobs, each with its own server and front
+    gpus: int = 1  # GPUs per replica (vLLM: --tensor-parallel-size)
+    ctx: int | None = None  # num_ctx of the derived model / vLLM's --max-model-len (None: the model's own)
+    options: dict[str, Any] = field(default_factory=dict)  # Modelfile parameters / more `vllm serve` flags
+    server_args: list[str] = field(default_factory=list)  # vLLM: more `vllm serve` arguments, as given
+    image: str | None = None  # vLLM: run `vllm serve` in this Apptainer/Singularity image (--nv)
     keep_alive: str = "24h"  # OLLAMA_KEEP_ALIVE: keep the model loaded for the whole run
     models_dir: str | None = None  # OLLAMA_MODELS (None: inherit the job's environment / Ollama's default)
     bind_host: str | None = None  # address of the front (None: this node's hostname-resolved address)
@@ -43,12 +52,16 @@ class LlmSettings:
     request_timeout_s: float = 600.0  # per request through the front (504 after)
     metrics_interval_s: float = 5.0
     ollama: str = "ollama"  # the binary, looked up on PATH
+    vllm: str = "vllm"  # the binary, looked up on PATH (or in the image)
 
     def validate(self) -> None:
         if not self.model or not isinstance(self.model, str):
             raise SettingsError("settings.json: 'model' must name a model, e.g. qwen2.5:7b")
-        if self.parallel < 1:
-            raise SettingsError(f"settings.json: parallel {self.parallel}: must be at least 1")
+        if self.server not in SERVERS:
+            raise SettingsError(f"settings.json: server {self.server!r}: choose from {', '.join(SERVERS)}")
+        for name in ("parallel", "replicas", "gpus"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise SettingsError(f"settings.json: {name} {getattr(self, name)!r}: must be at least 1")
         if self.ctx is not None and self.ctx < 256:
             raise SettingsError(f"settings.json: ctx {self.ctx}: must be at least 256 tokens")
         for name in ("ready_timeout_s", "pull_timeout_s", "load_timeout_s", "request_timeout_s", "metrics_interval_s"):
@@ -61,6 +74,23 @@ class LlmSettings:
         if self.ctx is not None:
             params["num_ctx"] = int(self.ctx)
         return params
+
+    def vllm_flags(self) -> list[str]:
+        """`vllm serve` flags of these settings: --max-num-seqs from parallel, tensor parallelism from
+        gpus, --max-model-len from ctx, each option `key=value` as `--key value` (true: a bare
+        `--key`, false: left out), then server_args as given (later flags win). Pure."""
+        flags = ["--max-num-seqs", str(self.parallel)]
+        if self.gpus > 1:
+            flags += ["--tensor-parallel-size", str(self.gpus)]
+        if self.ctx is not None:
+            flags += ["--max-model-len", str(int(self.ctx))]
+        for key, value in self.options.items():
+            flag = "--" + str(key).replace("_", "-").lstrip("-")
+            if value is True:
+                flags.append(flag)
+            elif value is not False and value is not None:
+                flags += [flag, value if isinstance(value, str) else json.dumps(value)]
+        return flags + [str(arg) for arg in self.server_args]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LlmSettings:
@@ -83,13 +113,17 @@ class LlmSettings:
 
 @dataclass(frozen=True)
 class LlmPaths:
-    """The files of RUN/llm/."""
+    """The files of RUN/llm/ for one replica of the service (settings.json is the run's)."""
 
     run_dir: Path
+    replica: int = 0
 
     @property
     def root(self) -> Path:
         return Path(self.run_dir) / "llm"
+
+    def _own(self, stem: str, suffix: str = "") -> Path:
+        return self.root / (f"{stem}-{self.replica}{suffix}" if self.replica else f"{stem}{suffix}")
 
     @property
     def settings(self) -> Path:
@@ -97,19 +131,22 @@ class LlmPaths:
 
     @property
     def secret(self) -> Path:
-        return self.root / "secret"
+        return self._own("secret")
 
     @property
     def endpoint(self) -> Path:
-        return self.root / "endpoint.json"
+        return self._own("endpoint", ".json")
 
     @property
     def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
+        return self._own("metrics", ".jsonl")
 
-    @property
-    def ollama_log(self) -> Path:
-        return self.root / "ollama.log"
+    def server_log(self, server: str) -> Path:
+        """`ollama.log` or `vllm.log` (with -r for replica r)."""
+        return self._own(server, ".log")
+
+    def all_replicas(self, count: int) -> list[LlmPaths]:
+        return [LlmPaths(self.run_dir, replica) for replica in range(max(1, count))]
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -198,15 +198,19 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
                          if failures.get(f["item_id"], 0) >= MAX_ATTEMPTS]
     summary.update(recovered_records=len(recovered), merged_by_collector=merged)
     if record.llm:
-        from hpc_marker.llm.metrics import read_metrics, summarize_metrics
-        from hpc_marker.llm.settings import LlmPaths
+        from hpc_marker.llm.metrics import service_summary, throughput_bound
 
-        llm = summarize_metrics(read_metrics(LlmPaths(paths.root).metrics))
-        summary["llm"] = dict(llm or {}, model=record.llm["model"], service_stopped=stopped)
+        llm = service_summary(paths.root, record.llm.get("replicas", 1))
+        summary["llm"] = dict(llm or {}, model=record.llm["model"], server=record.llm.get("server", "ollama"),
+                              service_stopped=stopped)
+        bound = throughput_bound(llm, summary.get("pages_ok", 0), summary.get("pages_per_second"), whole_run=True)
+        if bound:
+            summary["llm"]["bound"] = bound
     latest = latest_frame(records)
-    degraded = latest[latest["degraded"].notna() & (latest["degraded"] != "")]
-    summary["degraded"] = [{"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": r.degraded}
-                           for r in degraded.itertuples(index=False)]
+    for key in ("degraded", "llm_failover"):  # items whose refinement was partial; whose requests moved replica
+        marked = latest[latest[key].notna() & (latest[key] != "")]
+        summary[key] = [{"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": getattr(r, key)}
+                        for r in marked.itertuples(index=False)]
     summary.update(run_id=record.run_id, engine=record.engine, collected=time.time(),
                    logs=[p.name for p in gather_logs(paths, record.jobs.get("convert", []))])
     summary.update(judge(paths, record, shares, summary))

@@ -24,7 +24,14 @@ from hpc_marker.manage.cancel import mark_cancelled
 from hpc_marker.manage.verdict import ACTIVE_STATES, OVER_STATES, RunFacts, TaskView, verdict
 from hpc_marker.planning.store import ShareSummary, load_summary
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.progress import DEGRADED, REOPENED, latest_commits, read_commits, read_heartbeats
+from hpc_marker.runstate.progress import (
+    DEGRADED,
+    FAILED_OVER,
+    REOPENED,
+    latest_commits,
+    read_commits,
+    read_heartbeats,
+)
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import TaskStop, read_stops
 from hpc_marker.slurm.parse import index_ranges
@@ -65,6 +72,7 @@ class Progress:
     first_started: float | None
     last_finished: float | None
     torn_lines: list[str] = field(default_factory=list)
+    failed_over: int = 0  # items with LLM requests moved to another replica (counted only when asked)
 
 
 @dataclass
@@ -84,6 +92,7 @@ class RunStatus:
     eta_seconds: float | None
     collector: str
     degraded: int = 0  # items whose LLM refinement was partial
+    failed_over: int = 0  # items with LLM requests moved to another replica
     llm: dict | None = None  # service state, requests, tokens/s, failures
     tasks: list[TaskStatus] = field(default_factory=list)
     torn_manifest_lines: list[str] = field(default_factory=list)
@@ -163,20 +172,22 @@ def summary_progress(summary: dict) -> Progress:
     shares = {int(s["share"]): ShareCounts(s["ok"], s["failed"], s["pages_done"], s.get("degraded", 0))
               for s in summary["shares"]}
     return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
-                    summary.get("torn_manifest_lines", []))
+                    summary.get("torn_manifest_lines", []), len(summary.get("llm_failover") or []))
 
 
-def read_progress(paths: RunPaths) -> Progress:
-    """The run's progress: summary.json's once collected (it has the share counts), else the commit logs."""
+def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
+    """The run's progress: summary.json's once collected (it has the share counts), else the commit logs.
+    `failed_over`: also count the items whose LLM requests moved to another replica (runs with replicas)."""
     if paths.summary.exists():
         summary = json.loads(paths.summary.read_text(encoding="utf-8"))
         if "shares" in summary:
             return summary_progress(summary)
     commits = read_commits(paths.progress)
     latest = latest_commits(commits)
+    moved = int(latest["flags"].str.contains(FAILED_OVER, regex=False).sum()) if failed_over and len(latest) else 0
     return Progress(share_counts(latest),
                     float(commits["started"].min()) if len(commits) else None,
-                    float(commits["finished"].max()) if len(commits) else None)
+                    float(commits["finished"].max()) if len(commits) else None, failed_over=moved)
 
 
 @dataclass(frozen=True)
@@ -198,7 +209,7 @@ def done_so_far(paths: RunPaths) -> DoneSoFar:
 def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     record = paths.load_record()
     shares = load_summary(paths.plan)
-    progress = read_progress(paths)
+    progress = read_progress(paths, failed_over=bool(record.llm) and record.llm.get("replicas", 1) > 1)
     finished = {s.index for s in shares
                 if (c := progress.shares.get(s.index)) is not None and c.ok + c.failed >= s.items}
     collected = paths.summary.exists()
@@ -211,14 +222,20 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
                        stops=read_stops(paths.progress))
     status.run_dir = str(paths.root)
     if record.llm:
-        from hpc_marker.llm.metrics import read_metrics, summarize_metrics
-        from hpc_marker.llm.settings import LlmPaths
+        from hpc_marker.llm.metrics import service_summary, throughput_bound
 
         service_ids = record.jobs.get("service", [])
-        metrics = summarize_metrics(read_metrics(LlmPaths(paths.root).metrics)) or {}
+        metrics = service_summary(paths.root, record.llm.get("replicas", 1)) or {}
         metrics.pop("timeline", None)
-        status.llm = dict(metrics, model=record.llm["model"],
-                          service=seen.states.get(service_ids[0], "UNKNOWN") if service_ids else "-")
+        states = [seen.states.get(jid, "UNKNOWN") for jid in service_ids]
+        for row in metrics.get("replicas", []):
+            row["job_id"] = service_ids[row["replica"]] if row["replica"] < len(service_ids) else "-"
+            row["state"] = states[row["replica"]] if row["replica"] < len(states) else "UNKNOWN"
+        status.llm = dict(metrics, model=record.llm["model"], server=record.llm.get("server", "ollama"),
+                          service=", ".join(dict.fromkeys(states)) if states else "-",
+                          bound=throughput_bound(metrics, status.pages_done, status.pages_per_second,
+                                                 whole_run=collected))
+        status.failed_over = progress.failed_over
     return status
 
 
@@ -288,11 +305,20 @@ def status_table(status: RunStatus) -> Table:
         table.caption += f"; {status.degraded} items with degraded LLM refinement"
     if status.llm:
         llm = status.llm
-        table.caption += (f"\nLLM {llm['model']} (service {llm['service']}): {llm.get('requests', 0)} requests, "
+        table.caption += (f"\nLLM {llm['model']} ({llm.get('server', 'ollama')}, service {llm['service']}): "
+                          f"{llm.get('requests', 0)} requests, "
                           f"{llm.get('failures', 0)} failed, {llm.get('timeouts', 0)} timed out, "
                           f"{llm.get('tokens_in', 0)} tokens in, {llm.get('tokens_out', 0)} out, "
                           f"{llm.get('tokens_out_per_s', 0)} tokens/s (peak {llm.get('peak_tokens_out_per_s', 0)}), "
-                          f"peak queue {llm.get('peak_in_flight', 0)}")
+                          f"peak {llm.get('peak_in_flight', 0)} at the servers, {llm.get('peak_queued', 0)} waiting")
+        if len(llm.get("replicas", [])) > 1 or status.failed_over:
+            for row in llm.get("replicas", []):
+                table.caption += (f"\n  replica {row['replica']} (job {row.get('job_id', '-')}, {row.get('state', '?')}): "
+                                  f"{row['requests']} requests, {row['tokens_out_per_s']} tokens/s, "
+                                  f"{row['failures']} failed, {row['timeouts']} timed out")
+            table.caption += f"\n  {status.failed_over} items had LLM requests moved to another replica"
+        if llm.get("bound"):
+            table.caption += f"\n{llm['bound']['why']}"
     table.caption_justify = "left"
     return table
 

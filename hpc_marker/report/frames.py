@@ -23,6 +23,8 @@ from hpc_marker.util.frames import isin
 FIELDS = list(ManifestRecord.__dataclass_fields__)
 NICE_BUCKETS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 LLM_COUNTERS = ("requests", "failures", "timeouts", "client_errors", "tokens_in", "tokens_out")
+LLM_REPLICA_COLUMNS = ("replica", "requests", "failures", "timeouts", "abandoned", "failovers", "tokens_out",
+                       "tokens_out_per_s", "peak_in_flight", "peak_queued", "capacity")
 FAILURE_COLUMNS = ["pdf", "pages", "status", "error", "task", "host", "attempts"]
 SLOWEST_COLUMNS = ["pdf", "pages", "seconds", "seconds_per_page", "parts"]
 _CHUNK = 8192  # records per step when spreading pages over buckets: bounds the memory
@@ -201,6 +203,13 @@ def llm_counts_frame(llm: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", *LLM_COUNTERS])
 
 
-def degraded_frame(summary: dict) -> pd.DataFrame:
-    """The items whose LLM refinement was partial (summary.json's "degraded")."""
-    return pd.DataFrame(summary.get("degraded") or [], columns=["pdf", "pages", "reason"])
+def llm_replicas_frame(llm: dict) -> pd.DataFrame:
+    """One row per replica of the LLM service: requests, errors, tokens/s, how full it got."""
+    rows = [{k: replica.get(k) for k in LLM_REPLICA_COLUMNS} for replica in llm.get("replicas") or []]
+    return pd.DataFrame(rows, columns=list(LLM_REPLICA_COLUMNS))
+
+
+def degraded_frame(summary: dict, key: str = "degraded") -> pd.DataFrame:
+    """The items whose LLM refinement was partial (summary.json's "degraded"), or whose LLM requests moved
+    to another replica ("llm_failover")."""
+    return pd.DataFrame(summary.get(key) or [], columns=["pdf", "pages", "reason"])

@@ -20,8 +20,7 @@ import pandas as pd
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
-from hpc_marker.llm.metrics import read_metrics, summarize_metrics
-from hpc_marker.llm.settings import LlmPaths
+from hpc_marker.llm.metrics import service_summary
 from hpc_marker.planning.store import ShareSummary, load_items_table, load_summary
 from hpc_marker.report import figures, frames
 from hpc_marker.runstate.claims import ClaimBoard
@@ -97,8 +96,8 @@ def load_run(paths: RunPaths) -> RunView:
     record = paths.load_record()
     summary = json.loads(paths.summary.read_text(encoding="utf-8")) if paths.summary.exists() else {}
     llm = summary.get("llm")
-    if llm is None and record.llm:  # not collected yet: straight from the front's metrics
-        llm = summarize_metrics(read_metrics(LlmPaths(paths.root).metrics))
+    if llm is None and record.llm:  # not collected yet: straight from the fronts' metrics
+        llm = service_summary(paths.root, record.llm.get("replicas", 1))
     records, torn = read_manifest_frame(paths.manifests)
     items = load_items_table(paths.plan, columns=ITEM_COLUMNS).to_pandas()
     return RunView(paths, record, items, load_summary(paths.plan), records, torn, summary, llm)
@@ -192,11 +191,17 @@ def table_sections(view: RunView, items: pd.DataFrame, limits: Limits) -> list[S
     if llm:
         fig = figures.llm_figure(frames.llm_timeline_frame(llm, limits.llm_points))
         note = (f"{llm.get('tokens_out_per_s', 0)} tokens/s on average, peak {llm.get('peak_tokens_out_per_s', 0)}; "
-                f"peak {llm.get('peak_in_flight', 0)} in flight; {llm.get('denied', 0)} denied (bad secret).")
+                f"peak {llm.get('peak_in_flight', 0)} in flight, {llm.get('peak_queued', 0)} waiting at the fronts; "
+                f"{llm.get('denied', 0)} denied (bad secret)." + (f" {llm['bound']['why']}." if llm.get("bound") else ""))
         sections.append(Section("llm", "LLM service", note, figures.figure_html(fig, "llm-plot") if fig else None, [
             ("", Table.of(frames.llm_counts_frame(llm), "llm-table", "")),
+            *([("Replicas", Table.of(frames.llm_replicas_frame(llm), "llm-replicas-table", ""))]
+              if llm.get("replicas") else []),
             ("Items with degraded refinement", Table.of(frames.degraded_frame(view.summary), "degraded-table",
-                                                        "None.", limits.table_rows, "summary.json has them all"))]))
+                                                        "None.", limits.table_rows, "summary.json has them all")),
+            *([("Items whose LLM requests moved to another replica", Table.of(
+                frames.degraded_frame(view.summary, "llm_failover"), "failover-table", "None.", limits.table_rows,
+                "summary.json has them all"))] if view.summary.get("llm_failover") else [])]))
     return sections
 
 

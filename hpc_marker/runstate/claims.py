@@ -4,7 +4,7 @@ Every claim and every commit is one exclusive create (`open` with O_CREAT|O_EXCL
 filesystems, Lustre, GPFS and NFS v3 and later perform atomically across nodes, or one rename or
 utime. No flock, no SQLite.
 
-- Leases (`claims/<group>/<name>`): a task holds a batch of its share (group: the share's task
+- Leases (`claims/<group>/<shard>/<name>`, see lease_shard): a task holds a batch of its share (group: the share's task
   index) or the merge of a split PDF (group: `merge`) by creating the file; it holds it while the
   file's mtime is fresh, and renews it (its heartbeat). A killed holder stops renewing and the
   lease can be taken over once `lease_s` has passed: the taker renames the expired file to
@@ -39,6 +39,7 @@ OLD_SUFFIX = ".old"  # where a taken-over lease goes
 FINISHED = 4102444800.0  # the mtime of a finished batch's lease: 2100-01-01
 BATCH_PREFIX = "b"
 SHARD_DOCUMENTS = 1000
+LEASES_PER_FOLDER = 1000
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,16 @@ def create_exclusive(path: Path, content: str) -> int | None:
 def batch_name(index: int) -> str:
     """The lease name of a share's batch (its group is the share's task index)."""
     return f"{BATCH_PREFIX}{index:05d}"
+
+
+def lease_shard(name: str) -> str:
+    """The folder of a lease inside its group: batch b<k> in k // LEASES_PER_FOLDER, any other lease (a
+    merge: a document id) by its leading number the same way, else by a hash. No folder holds more than
+    a few thousand leases (and their taken-over `.old` files), however large a share."""
+    digits = name[len(BATCH_PREFIX):] if name.startswith(BATCH_PREFIX) else name.split(".", 1)[0]
+    if digits.isdigit():
+        return f"{int(digits) // LEASES_PER_FOLDER:04d}"
+    return f"h{zlib.crc32(name.encode()) % 1024:04d}"
 
 
 def shard_of(item_id: str) -> str:
@@ -136,12 +147,13 @@ class ClaimBoard:
     # ---- leases --------------------------------------------------------------------------
 
     def lease_path(self, group: str, name: str) -> Path:
-        return self.root / "claims" / group / name
+        return self.root / "claims" / group / lease_shard(name) / name
 
-    def names(self, group: str) -> set[str]:
-        """The leases of a group that exist (held, finished, or given back): one listing."""
+    def names(self, group: str, near: str) -> set[str]:
+        """The leases that exist (held, finished, or given back) in the folder of `group` that holds the
+        lease `near` (LEASES_PER_FOLDER consecutive batches): one listing."""
         try:
-            return set(os.listdir(self.root / "claims" / group))
+            return set(os.listdir(self.root / "claims" / group / lease_shard(near)))
         except FileNotFoundError:
             return set()
 

@@ -41,6 +41,7 @@ class ManifestRecord:
     started: float
     finished: float
     degraded: str | None = None  # why the LLM refinement of this item was partial, if it was
+    llm_failover: str | None = None  # LLM requests of this item that moved to another replica, if any
 
     def to_line(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False) + "\n"

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pandas and pyarrow load only where logs are read (never in 
 WORKING, WAITING, EXITED = "working", "waiting", "exited"
 LOG_COLUMNS = ("item_id", "status", "pages", "share", "started", "finished", "flags")
 DEGRADED = "d"  # flags: the item's LLM refinement was degraded
+FAILED_OVER = "f"  # flags: some of the item's LLM requests moved to another replica
 REOPENED = "reopened"  # a status line `retry` writes: the item is open again (pending), not finished
 REOPEN_LOG = "task-reopened.log"  # where `retry` writes those lines
 

@@ -21,7 +21,7 @@ from hpc_marker.runstate.finish import final_dir, merge_if_complete, place_commi
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, ManifestWriter
 from hpc_marker.runstate.output import document_stem
-from hpc_marker.runstate.progress import DEGRADED, CommitLog
+from hpc_marker.runstate.progress import DEGRADED, FAILED_OVER, CommitLog
 from hpc_marker.runstate.record import RunRecord
 
 
@@ -38,7 +38,7 @@ class Finisher:
     storage_errors: list[str] = field(default_factory=list)
 
     def finish(self, item: WorkItem, share: int, status: str, error: str | None, started: float,
-               staging: Path | None, degraded: str | None = None) -> bool:
+               staging: Path | None, degraded: str | None = None, llm_failover: str | None = None) -> bool:
         """Commit `item` with its outcome; False when it was not committed here (another task finished
         it first, or the storage refused the record: then `storage_errors` says why)."""
         final = final_dir(self.paths, self.record, item)
@@ -47,7 +47,8 @@ class Finisher:
                                page_stop=item.page_stop, pages=item.pages, status=status, error=error,
                                seconds=round(finished - started, 3),
                                output=str(final / f"{document_stem(item.pdf)}.md") if staging else None,
-                               started=started, finished=finished, degraded=degraded, **self.context)
+                               started=started, finished=finished, degraded=degraded, llm_failover=llm_failover,
+                               **self.context)
         try:
             committed = self.board.commit(item.item_id, dict(asdict(entry), staging=str(staging) if staging else None,
                                                              share=share))
@@ -64,7 +65,7 @@ class Finisher:
             if staging:
                 place_committed(staging, final)
             self.commits.append(item.item_id, status, item.pages, share, started, finished,
-                                DEGRADED if degraded else "")
+                                (DEGRADED if degraded else "") + (FAILED_OVER if llm_failover else ""))
             self.manifest.append(entry)
         except OSError as exc:  # committed: the collector places the output and recovers the record
             self.storage_errors.append(f"cannot place or record {item.pdf}: {exc.strerror}")
@@ -72,7 +73,8 @@ class Finisher:
         self.counts[status] += 1
         self.counts["stolen"] += share != self.context["task"]
         self.log(f"{status:7} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
-                 + (f" -- {error}" if error else "") + (f" (LLM degraded: {degraded})" if degraded else ""))
+                 + (f" -- {error}" if error else "") + (f" (LLM degraded: {degraded})" if degraded else "")
+                 + (f" (LLM: {llm_failover})" if llm_failover else ""))
         if item.is_part and status == "ok":
             merged = merge_if_complete(self.paths, self.record, item, part_ids(item), self.board)
             if merged:

@@ -34,21 +34,26 @@ import math
 import os
 import shlex
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
-
 from hpc_marker.engines import marker as marker_engine
 from hpc_marker.runtime.sizing import read_gpu_memory
 from hpc_marker.servers.managed import HOST, ManagedServer, ServerFailed, free_port
+from hpc_marker.servers.vllm import (
+    CONTAINER_MODES,
+    NO_PHONING_HOME,
+    check_served_model,
+    flag_value,
+    in_container,
+    resolve_executable,
+    vllm_serve_argv,
+)
 
 MODES = ("off", "native", "apptainer", "singularity")
-CONTAINER_MODES = ("apptainer", "singularity")
 CHOICES = ("auto",) + MODES  # what --inference-server takes
 DEFAULT_STARTUP_TIMEOUT_S = 900.0
 LOG_TAIL_LINES = 20
@@ -178,36 +183,23 @@ def vllm_capacity(vram_gb: float) -> tuple[int, int]:
     return tokens, max(8, (int(BASELINE_MAX_NUM_SEQS * ratio) // 8) * 8)
 
 
-def _flag_value(args: list[str], flag: str) -> str | None:
-    value = None
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
 def server_argv(settings: InferenceSettings, vlm: VlmSettings, port: int, capacity: tuple[int, int]) -> list[str]:
     """`vllm serve` with the arguments surya gives its docker container, bound to 127.0.0.1:port,
     inside `apptainer exec --nv IMAGE` for the container modes. argv[0] is a name, not a path. Pure."""
     tokens, seqs = capacity
-    serve = ["vllm", "serve", vlm.checkpoint, "--host", HOST, "--port", str(port),
-             "--served-model-name", vlm.checkpoint, "--no-enforce-eager", "--max-num-seqs", str(seqs),
-             "--dtype", vlm.dtype, "--max-model-len", str(vlm.max_model_len), "--max-num-batched-tokens", str(tokens),
-             "--gpu-memory-utilization", str(vlm.gpu_memory_utilization), "--enable-prefix-caching",
-             "--mm-processor-kwargs", json.dumps(MM_PROCESSOR_KWARGS)]
+    flags = ["--no-enforce-eager", "--max-num-seqs", str(seqs), "--dtype", vlm.dtype, "--max-model-len",
+             str(vlm.max_model_len), "--max-num-batched-tokens", str(tokens), "--gpu-memory-utilization",
+             str(vlm.gpu_memory_utilization), "--enable-prefix-caching", "--mm-processor-kwargs",
+             json.dumps(MM_PROCESSOR_KWARGS)]
     if vlm.enable_mtp:
-        serve += ["--speculative-config", json.dumps({"method": "mtp", "num_speculative_tokens": vlm.mtp_tokens})]
-    serve += (vlm.extra_args or "").split() + list(settings.extra_args)
-    if settings.mode in CONTAINER_MODES:
-        return [settings.mode, "exec", "--nv", str(settings.image)] + serve
-    return serve
+        flags += ["--speculative-config", json.dumps({"method": "mtp", "num_speculative_tokens": vlm.mtp_tokens})]
+    flags += (vlm.extra_args or "").split() + list(settings.extra_args)
+    return in_container(settings.mode, settings.image, vllm_serve_argv(vlm.checkpoint, port, vlm.checkpoint, flags))
 
 
 def server_max_num_seqs(argv: list[str]) -> int:
     """The concurrency the server was told (the last --max-num-seqs wins, as in vllm's parser). Pure."""
-    return int(_flag_value(argv, "--max-num-seqs") or BASELINE_MAX_NUM_SEQS)
+    return int(flag_value(argv, "--max-num-seqs") or BASELINE_MAX_NUM_SEQS)
 
 
 def client_env(url: str, max_num_seqs: int, workers: int, vlm: VlmSettings, environ: Mapping[str, str]) -> dict[str, str]:
@@ -238,27 +230,10 @@ def effective_mode(settings: InferenceSettings, marker_version: str | None, envi
 
 def resolve_binary(name: str, which: Callable[[str], str | None] = shutil.which) -> str:
     """The executable for argv[0]; the container modes take either apptainer or singularity."""
-    names = [name] + [m for m in CONTAINER_MODES if m != name] if name in CONTAINER_MODES else [name]
-    for path in filter(None, map(which, names)):
-        return path
     hint = ("install vllm in the job's environment (the version of surya's VLLM_DOCKER_IMAGE), use "
             "--inference-server apptainer with a vLLM image, or set SURYA_INFERENCE_URL to your own server"
             if name == "vllm" else "load its module in the profile's setup lines")
-    raise InferenceServerFailed(f"{' or '.join(names)} is not on PATH on {socket.gethostname()}: {hint}")
-
-
-def check_served_model(server: ManagedServer, url: str, model: str) -> None:
-    """The healthy server serves `model` (surya asks for it by name), else InferenceServerFailed."""
-    try:
-        data = httpx.get(f"{url}/v1/models", timeout=5.0, trust_env=False).json()  # loopback: no proxy
-    except (httpx.HTTPError, ValueError) as exc:
-        raise InferenceServerFailed(f"{server.label} is healthy but {url}/v1/models failed "
-                                    f"({type(exc).__name__}); log: {server.log_path}") from None
-    entries = data.get("data") if isinstance(data, dict) else None
-    served = [m.get("id") for m in entries or [] if isinstance(m, dict)]
-    if model not in served:
-        raise InferenceServerFailed(f"{server.label} serves {served}, not {model!r} (surya's "
-                                    f"SURYA_MODEL_CHECKPOINT); log: {server.log_path}")
+    return resolve_executable(name, hint, which, error=InferenceServerFailed)
 
 
 def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str], log: Callable[[str], None]) -> float:
@@ -288,8 +263,7 @@ def task_inference_server(settings: InferenceSettings, log_path: Path, log: Call
     argv = server_argv(settings, vlm, port, vllm_capacity(_gpu_vram_gb(vlm, environ, log)))
     argv[0] = resolve_binary(argv[0], lambda name: shutil.which(name, path=environ.get("PATH")))
     url = f"http://{HOST}:{port}"
-    server_env = dict(environ)
-    server_env.setdefault("VLLM_NO_USAGE_STATS", "1")  # compute nodes: no phoning home
+    server_env = dict(NO_PHONING_HOME, **environ)  # compute nodes: no phoning home, unless the user says
     server = ManagedServer(argv, Path(log_path), env=server_env, name="inference server",
                            health_url=f"{url}/health", tail_lines=LOG_TAIL_LINES, error=InferenceServerFailed,
                            stop_grace_s=settings.stop_grace_s).start()  # dies with the task, even on SIGKILL
@@ -298,7 +272,7 @@ def task_inference_server(settings: InferenceSettings, log_path: Path, log: Call
             f"{environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}, up to {settings.startup_timeout_s:g}s; log {log_path}")
         started = time.monotonic()
         server.wait_until_healthy(settings.startup_timeout_s)
-        check_served_model(server, url, vlm.checkpoint)
+        check_served_model(server, url, vlm.checkpoint, why=" (surya's SURYA_MODEL_CHECKPOINT)")
         env = client_env(url, server_max_num_seqs(argv), workers, vlm, environ)
         log(f"inference server ready after {time.monotonic() - started:.1f}s: {vlm.checkpoint} at {url}/v1, "
             f"{env.get('SURYA_INFERENCE_PARALLEL', vlm.parallel)} requests in flight per worker x {workers} workers")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from hpc_marker.planning.plan import TaskPlan, WorkItem
 from hpc_marker.planning.store import ShareSummary, load_share
-from hpc_marker.runstate.claims import BATCH_PREFIX, ClaimBoard, Claimed, Lease, batch_name
+from hpc_marker.runstate.claims import BATCH_PREFIX, ClaimBoard, Claimed, Lease, batch_name, lease_shard
 from hpc_marker.runstate.progress import EXITED, WAITING, WORKING, Heartbeat, read_heartbeats, write_heartbeat
 
 SAMPLE = 32  # heartbeats a task reads to choose a victim (all of them when there are fewer tasks)
@@ -159,10 +159,13 @@ class Scheduler:
                     left = min(left, beat.remaining_pages)
                 candidates.append((-left, share, cursor, dead))
         for _, share, cursor, dead in sorted(candidates):
-            claimed_names = self.board.names(str(share))
+            listed: dict[str, set[str]] = {}  # one listing per lease folder of the share that is walked
             for index in range(self.tail.get(share, self.summaries[share].batches - 1), cursor - 1, -1):
                 self.tail[share] = index - 1
-                if batch_name(index) in claimed_names and not dead:
+                folder = lease_shard(batch_name(index))
+                if folder not in listed:
+                    listed[folder] = self.board.names(str(share), batch_name(index))
+                if batch_name(index) in listed[folder] and not dead:
                     continue  # claimed (by its owner, or a thief), finished, or given back to its owner
                 claimed = self.board.claim(str(share), batch_name(index))
                 if claimed is not None:

@@ -59,6 +59,7 @@ from hpc_marker.runstate.stops import (
 from hpc_marker.runtime.finishing import Finisher
 from hpc_marker.runtime.inference import InferenceServerFailed, InferenceSettings, task_inference_server
 from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
+from hpc_marker.runtime.mps import task_mps
 from hpc_marker.runtime.scheduler import Batch, Scheduler
 from hpc_marker.runtime.sizing import choose_workers
 from hpc_marker.runtime.threads import cap_threads, task_cpus, threads_per_worker
@@ -185,10 +186,15 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     signal.signal(signal.SIGTERM, _raise_stopped)  # submitit bypasses SIGTERM; a cancelled task must stop
     signal.signal(signal.SIGINT, _raise_stopped)  # Ctrl-C on a local run reaches every task
     signal.signal(signal.SIGUSR2, lambda *_: draining.append((TIME_LIMIT, "time limit near (USR2)")))
+    server = ExitStack()  # this task's helpers (LLM relay, MPS, marker 2.x's server), stopped however it ends
     try:
-        _prepare(record, paths, task_index, options, host)
+        _prepare(record, paths, task_index, options, host, workers, server)
     except TaskStopped as stop:
+        server.close()
         log(f"stopped by {stop} before taking any item")
+        raise
+    except Exception:  # CannotStart, a bug: what _prepare started (the LLM relay) stops too
+        server.close()
         raise
     limit = parse_item_timeout(record.item_timeout)
     log(f"item time limit: {limit.describe()}" + (f", worker memory {record.worker_memory}"
@@ -204,8 +210,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     poll_s = max(1.0, min(15.0, record.lease_seconds / 8))
 
     def settle(item: WorkItem, batch: Batch, status: str, error: str | None, started: float,
-               staging: Path | None = None, degraded: str | None = None) -> None:
-        finisher.finish(item, batch.share, status, error, started, staging, degraded)
+               staging: Path | None = None, degraded: str | None = None, llm_failover: str | None = None) -> None:
+        finisher.finish(item, batch.share, status, error, started, staging, degraded, llm_failover)
         if finisher.storage_errors and not draining:
             draining.append((STORAGE_FULL, finisher.storage_errors[-1]))
         done_with(item, batch)
@@ -234,8 +240,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                 board.release(batch.lease)
         queue.clear()
 
-    server = ExitStack()  # marker 2.x: this task's own inference server, stopped however the task ends
     try:
+        os.environ.update(server.enter_context(task_mps(record.mps or "off", record.engine, workers, log=log)))
         try:
             os.environ.update(server.enter_context(task_inference_server(
                 InferenceSettings.from_record(record.inference), paths.logs / f"inference-task-{task_index}.log",
@@ -280,8 +286,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                 item, batch = inflight.pop(outcome.key)
                 started = time.time() - outcome.seconds
                 if outcome.kind == OK:
-                    staging, degraded = outcome.result
-                    settle(item, batch, "ok", None, started, Path(staging), degraded)
+                    staging, degraded, llm_failover = outcome.result
+                    settle(item, batch, "ok", None, started, Path(staging), degraded, llm_failover)
                 elif outcome.kind == TIMEOUT:
                     settle(item, batch, "timeout", f"no result after {outcome.seconds:.0f} s (item limit "
                            f"{limit.describe()}; --item-timeout): its worker was ended", started)
@@ -334,7 +340,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     return result
 
 
-def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict, host: str) -> None:
+def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict, host: str, workers: int,
+             helpers: ExitStack) -> None:
     """Before any item: the engine can run here, and the LLM service (if any) answers; `options` gains it.
     CannotStart says why not."""
     try:
@@ -343,18 +350,35 @@ def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict,
         _log(task_index, f"giving up: engine {record.engine!r} cannot run here: {exc}")
         raise CannotStart(ENGINE, f"engine {record.engine!r} cannot run on {host}: {exc}") from None
     if record.llm:
-        from hpc_marker.llm.client import ServiceUnavailable, wait_for_service
+        options["llm"] = _llm_options(record, paths, task_index, workers, helpers)
 
-        _log(task_index, f"waiting up to {record.llm['wait_timeout_s']:g}s for the LLM service")
-        try:
-            endpoint = wait_for_service(paths.root, timeout_s=record.llm["wait_timeout_s"])
-        except ServiceUnavailable as exc:
-            _log(task_index, f"giving up: {exc}")
-            raise CannotStart(LLM_SERVICE, str(exc)) from None
-        _log(task_index, f"LLM service answers at {endpoint.url} (model {endpoint.model})")
-        options["llm"] = {"url": endpoint.url, "model": endpoint.model, "secret": endpoint.secret,
-                          "task": str(task_index), "concurrency": record.llm["concurrency"],
-                          "timeout_s": record.llm["request_timeout_s"]}
+
+def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: int, helpers: ExitStack) -> dict:
+    """Wait for a replica of the LLM service; with several, start the task's relay to them (failover);
+    the workers' LLM settings, with the run's concurrency budget."""
+    from hpc_marker.llm.budget import plan_budget
+    from hpc_marker.llm.client import ServiceUnavailable, wait_for_service
+    from hpc_marker.llm.replicas import task_relay
+
+    llm, log = record.llm or {}, (lambda line: _log(task_index, line))
+    replicas = int(llm.get("replicas", 1))
+    log(f"waiting up to {llm['wait_timeout_s']:g}s for the LLM service"
+        + (f" (any of {replicas} replicas)" if replicas > 1 else ""))
+    try:
+        endpoint = wait_for_service(paths.root, timeout_s=llm["wait_timeout_s"], replicas=replicas)
+    except ServiceUnavailable as exc:
+        log(f"giving up: {exc}")
+        raise CannotStart(LLM_SERVICE, str(exc)) from None
+    log(f"LLM service answers at {endpoint.url} ({endpoint.server} replica {endpoint.replica}, model {endpoint.model})")
+    budget = plan_budget(llm["parallel"], replicas, record.tasks, workers, llm["request_timeout_s"],
+                         per_worker=llm.get("concurrency"), max_running=record.max_running)
+    log(f"LLM budget: {budget.describe()}")
+    if replicas > 1:  # the relay's own limit must not cut a request that only waits at a replica's front
+        endpoint = helpers.enter_context(task_relay(paths.root, replicas, task_index, endpoint.server, endpoint.model,
+                                                    budget.timeout_s + 60, log=log))
+    return {"url": endpoint.url, "model": endpoint.model, "secret": endpoint.secret, "server": endpoint.server,
+            "task": str(task_index), "max_concurrency": budget.max_concurrency, "timeout_s": budget.timeout_s,
+            "max_retries": budget.max_retries}
 
 
 if __name__ == "__main__":  # debugging aid: python -m hpc_marker.runtime.task RUN_DIR INDEX

@@ -45,8 +45,9 @@ def init_worker(engine_name: str, options: dict, threads: int, memory_bytes: int
     _ENGINE = create_engine(engine_name, EngineOptions.from_json(options))  # models load now, before any item
 
 
-def _llm_failures() -> int | None:
-    """Failed and timed-out LLM calls of this worker so far (None without a service, or unknown)."""
+def _llm_counts() -> tuple[int, int] | None:
+    """(LLM calls failed or timed out, calls moved to another replica) of this worker so far, as its
+    endpoint (the front, or the task's relay) counted them; None without a service, or unknown."""
     llm = _ENGINE_SPEC[1].get("llm") if _ENGINE_SPEC else None
     if not llm:
         return None
@@ -56,26 +57,46 @@ def _llm_failures() -> int | None:
         stats = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"]).task_stats(llm["task"])
     except ServiceUnavailable:
         return None
-    return stats["failures"] + stats["timeouts"]
+    return stats["failures"] + stats["timeouts"], stats["failovers"]
+
+
+def marker_llm_errors(metadata: dict) -> int:
+    """LLM calls marker counted as failed in a document (each page's block_metadata.llm_error_count):
+    marker turns a failed call into a log line and keeps its own output. Pure."""
+    pages = metadata.get("page_stats") or []
+    return sum(int((page.get("block_metadata") or {}).get("llm_error_count") or 0) for page in pages
+               if isinstance(page, dict))
+
+
+def llm_marks(metadata: dict, before: tuple[int, int] | None, after: tuple[int, int] | None) -> tuple[str | None, str | None]:
+    """(why the item's refinement was degraded, which of its LLM calls moved to another replica), from
+    the document's own metadata and its endpoint's counters before and after the item. Pure."""
+    degraded = (metadata.get("llm") or {}).get("degraded")
+    failed = after[0] - before[0] if before is not None and after is not None else 0
+    if not degraded and marker_llm_errors(metadata):
+        degraded = f"{marker_llm_errors(metadata)} of marker's LLM calls failed; marker kept its own output there"
+    elif not degraded and failed > 0:
+        degraded = f"{failed} LLM calls failed or timed out; marker kept its own output there"
+    moved = after[1] - before[1] if before is not None and after is not None else 0
+    failover = f"{moved} LLM requests moved to another replica (theirs stopped answering)" if moved > 0 else None
+    return degraded, failover
 
 
 def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_root: str, name: str,
-                       stem: str) -> tuple[str, str | None]:
+                       stem: str) -> tuple[str, str | None, str | None]:
     """Convert pages [page_start, page_stop) of one PDF into a staging folder.
 
-    Returns (staging folder, why the LLM refinement was degraded or None)."""
+    Returns (staging folder, why the LLM refinement was degraded or None, which LLM requests moved to
+    another replica or None)."""
     assert _ENGINE is not None, "init_worker was not called (or could not build the engine)"
-    failures_before = _llm_failures()
+    before = _llm_counts()
     doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
-    degraded = doc.metadata.get("llm", {}).get("degraded")
-    failures_after = _llm_failures()
-    if not degraded and failures_before is not None and failures_after is not None and failures_after > failures_before:
-        degraded = f"{failures_after - failures_before} LLM calls failed or timed out; marker kept its own output there"
+    degraded, failover = llm_marks(doc.metadata, before, _llm_counts())
     stat = Path(pdf_path).stat()
     doc.metadata["hpcmarker_source"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "engine": _ENGINE.name,
                                         "settings": _ENGINE_SPEC[1].get("output_settings")}
     try:
-        return str(stage_document(Path(staging_root), name, stem, doc)), degraded
+        return str(stage_document(Path(staging_root), name, stem, doc)), degraded, failover
     except OSError as exc:
         raise OutputUnwritable(f"cannot write output: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else ""),
                                exc.errno) from None

@@ -6,10 +6,11 @@
               the group, SIGKILL after a grace, reaped), a context manager; `free_port`, `log_tail`
   health.py   `poll_until`, the bounded wait every "until it answers" loop uses (a local server's
               health, a run's remote LLM service), and `http_ok`, one HTTP probe
+  vllm.py     how a `vllm serve` is started: its command line, the Apptainer/Singularity wrapping, the
+              executable lookup, the check that it serves the model asked for
 
-Users: marker 2.x's per-task `vllm serve` (runtime/inference.py), the Ollama server of a run's
-LLM service, of `llm bench --start` and of `prefetch --llm` (llm/process.py). The class knows
-nothing of any of them: argv, env, log, health URL or check, stop; so a vLLM LLM service can use
-it as well. Depends only on util/ (and httpx); nothing is imported here, so importing the package
+Users: marker 2.x's per-task `vllm serve` (runtime/inference.py), the Ollama or vLLM server of a
+run's LLM service and of `llm bench --start` (llm/process.py, llm/vllm.py), Ollama for `prefetch
+--llm`. ManagedServer knows nothing of any of them: argv, env, log, health URL or check, stop. Depends only on util/ (and httpx); nothing is imported here, so importing the package
 does no work.
 """

@@ -33,6 +33,7 @@ from hpc_marker.runstate.output import (
 from hpc_marker.runstate.permissions import PERMISSIONS, private_files
 from hpc_marker.runstate.record import RunRecord, new_run_id
 from hpc_marker.runtime.inference import InferenceConfigError, settings_for_run
+from hpc_marker.runtime.mps import check_mode
 from hpc_marker.slurm.arrays import ArrayLayout
 from hpc_marker.submission.request import (
     LaunchError,
@@ -80,6 +81,8 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     check_request(request, chosen)
     template_folder(chosen["template"])
     check_engine(request.engine, request.engine_options)
+    check_mode(chosen["mps"])
+    llm: LlmRequest | None = chosen.get("llm")
     try:
         inference = settings_for_run(request.inference_server, chosen["inference"], request.engine, marker_version(),
                                      request.inference_startup_timeout)
@@ -123,7 +126,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         mem=chosen["mem"], template=chosen["template"], partition=partition, time_limit=chosen["time"],
         profile=request.profile, job_settings=job_settings,
         steal=request.steal and request.plan_strategy != "static", lease_seconds=request.lease_seconds,
-        split_pages=request.split_pages, llm=request.llm.record() if request.llm else None,
+        split_pages=request.split_pages, llm=llm.record() if llm else None, mps=chosen["mps"],
         item_timeout=request.item_timeout, worker_memory=request.worker_memory,
         umask=PERMISSIONS[request.permissions],
         inference=inference.to_record() if inference else None, max_running=request.max_running,
@@ -138,8 +141,8 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         paths.create()
         save_plan(plan, paths.plan)
         paths.save_record(record)
-        if request.llm:
-            _write_llm_settings(paths, request.llm)
+        if llm:
+            _write_llm_settings(paths, llm)
         for role, text in scripts.items():
             (paths.scripts / f"{role}.sbatch").write_text(text)
     return PreparedRun(paths=paths, record=record, plan=plan, scanned=todo, scripts=scripts, layout=layout,
@@ -182,8 +185,9 @@ def discard_run(paths: RunPaths, record: RunRecord) -> None:
 def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
     from hpc_marker.llm.settings import LlmPaths, LlmSettings, SettingsError
 
-    settings = LlmSettings(model=llm.model, parallel=llm.parallel, ctx=llm.ctx, options=dict(llm.options),
-                           request_timeout_s=llm.request_timeout_s, bind_host=llm.bind_host)
+    settings = LlmSettings(model=llm.model, server=llm.server or "ollama", parallel=llm.parallel, replicas=llm.replicas,
+                           gpus=llm.gpus, ctx=llm.ctx, options=dict(llm.options), server_args=list(llm.server_args),
+                           image=llm.image, request_timeout_s=llm.request_timeout_s, bind_host=llm.bind_host)
     try:
         settings.validate()
     except SettingsError as exc:

@@ -8,8 +8,9 @@ Every default comes from the config (config/defaults.toml, then site and user fi
 from __future__ import annotations
 
 import re
+import shlex
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,10 @@ from hpc_marker.util.errors import UserError
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STRATEGIES = ("pages", "static")  # static: marker's chunk_convert sharding (no split, no stealing), for comparison
 LLM_REQUEST_TIMEOUT_S = 600.0  # per LLM request, at the front
-LLM_SERVICE_CPUS = 4
 # Template variables hpcmarker sets itself: a profile's `vars` must not shadow them.
 RESERVED_VARIABLES = {"run_id", "run_dir", "comment", "partition", "setup", "command", "python", "job_folder",
                       "account", "qos", "constraint", "job_name", "tasks", "array", "gres", "cpus_per_task", "mem",
-                      "time", "signal", "stdout", "stderr", "llm_gpus"}
+                      "time", "signal", "stdout", "stderr", "llm_gpus", "llm_server", "llm_replicas"}
 
 
 class LaunchError(UserError):
@@ -50,25 +50,29 @@ def parse_workers_per_gpu(value: Any) -> int:
 
 @dataclass
 class LlmRequest:
-    """`--llm MODEL` and its settings: the run gets an LLM service job."""
+    """`--llm MODEL` and its settings: the run gets an LLM service (one job per replica)."""
 
     model: str
-    gpus: int
-    parallel: int
+    gpus: int  # per replica
+    parallel: int  # generations per replica at once
     wait_timeout_s: float  # how long a task waits for the service before failing
+    cpus: int  # per replica
+    replicas: int = 1
+    server: str | None = None  # ollama or vllm; None: the profile's llm_server, else the config's [job] one
     ctx: int | None = None
     options: dict = field(default_factory=dict)
     bind_host: str | None = None  # the front's address (None: this node's hostname address)
     request_timeout_s: float = LLM_REQUEST_TIMEOUT_S
-    concurrency: int | None = None  # LLM requests in flight per task (text engine); None: parallel
-    cpus: int = LLM_SERVICE_CPUS
+    concurrency: int | None = None  # LLM requests in flight per worker; None: the run's budget (llm/budget.py)
     mem: str | None = None
+    image: str | None = None  # vLLM: the profile's llm_image
+    server_args: list[str] = field(default_factory=list)  # vLLM: the profile's llm_args
 
     def record(self) -> dict:
-        return {"model": self.model, "gpus": self.gpus, "parallel": self.parallel, "ctx": self.ctx,
-                "options": self.options, "wait_timeout_s": self.wait_timeout_s,
-                "request_timeout_s": self.request_timeout_s, "concurrency": self.concurrency or self.parallel,
-                "cpus": self.cpus, "mem": self.mem}
+        return {"model": self.model, "server": self.server or "ollama", "replicas": self.replicas, "gpus": self.gpus,
+                "parallel": self.parallel, "ctx": self.ctx, "options": self.options,
+                "wait_timeout_s": self.wait_timeout_s, "request_timeout_s": self.request_timeout_s,
+                "concurrency": self.concurrency, "cpus": self.cpus, "mem": self.mem}
 
 
 @dataclass
@@ -100,6 +104,7 @@ class SubmitRequest:
     split_pages: int | None = None  # None: derived from the plan; 0: never split
     worker_memory: str | None = None
     inference_server: str | None = None  # marker 2.x's per-task server; None or auto: the profile's, else native
+    mps: str | None = None  # auto, on, off; None: the profile's, else the config's [job] one
     max_running: int | None = None  # at most this many tasks at once (Slurm's %K); None: no throttle
     run_id: str | None = None
     force: bool = False  # convert PDFs whose outputs are already complete and up to date
@@ -125,12 +130,14 @@ def resolve_profile(request: SubmitRequest) -> tuple[dict, dict]:
     """(effective partition/template/cpus/mem/time and inference keys, job settings for the templates)."""
     explicit = {"partition": request.partition, "template": request.template, "cpus_per_task": request.cpus_per_task,
                 "mem": request.mem, "time": request.time_limit}
-    return profile_settings(request.profile, explicit)
+    return profile_settings(request.profile, explicit, request.mps, request.llm)
 
 
-def profile_settings(name: str, explicit: dict[str, Any]) -> tuple[dict, dict]:
+def profile_settings(name: str, explicit: dict[str, Any], mps: str | None = None,
+                     llm: LlmRequest | None = None) -> tuple[dict, dict]:
     """Profile `name` with the `explicit` values (partition, template, cpus_per_task, mem, time; None: the
-    profile's) over it: (effective values and inference keys, job settings for the templates)."""
+    profile's), `mps` and `llm` over it: (effective values, inference keys, MPS and the LLM request; job
+    settings for the templates)."""
     config = load_config()
     try:
         profile = config.profile(name)
@@ -145,7 +152,29 @@ def profile_settings(name: str, explicit: dict[str, Any]) -> tuple[dict, dict]:
                 "constraint": profile.get("constraint"), "setup": list(profile.get("setup", [])),
                 "llm_gres_type": profile.get("llm_gres_type"), "vars": dict(profile.get("vars", {}))}
     chosen["inference"] = {key: value for key, value in profile.items() if key.startswith("inference_")}
+    chosen["mps"] = mps or job.get("mps") or "off"
+    if llm is not None:
+        chosen["llm"] = resolve_llm(llm, job)
     return chosen, settings
+
+
+def resolve_llm(llm: LlmRequest, job: dict) -> LlmRequest:
+    """The LLM request with the profile's server, image and `vllm serve` arguments; checked (LaunchError)."""
+    from hpc_marker.llm.settings import SERVERS
+
+    server = llm.server or job.get("llm_server") or "ollama"
+    if server not in SERVERS:
+        raise LaunchError(f"--llm-server {server!r}: choose from {', '.join(SERVERS)}")
+    args = job.get("llm_args") or []
+    args = shlex.split(args) if isinstance(args, str) else [str(arg) for arg in args]
+    image = job.get("llm_image")
+    if server == "vllm" and image and "://" not in image and not Path(image).is_file():
+        raise LaunchError(f"llm_image {image}: no such file (the profile's Apptainer image with vllm)")
+    for name in ("replicas", "gpus", "parallel", "cpus"):
+        if getattr(llm, name) < 1:
+            raise LaunchError(f"--llm-{name} {getattr(llm, name)}: must be at least 1")
+    return replace(llm, server=server, image=image if server == "vllm" else None,
+                   server_args=args if server == "vllm" else [])
 
 
 def check_request(request: SubmitRequest, chosen: dict) -> None:

@@ -27,8 +27,8 @@ TIME_LIMIT_SIGNAL = "B:USR2@90"
 
 
 def other_jobs(record: RunRecord) -> int:
-    """The run's jobs besides its arrays' tasks: the collector, and the LLM service when it has one."""
-    return 1 + (1 if record.llm else 0)
+    """The run's jobs besides its arrays' tasks: the collector, and the LLM service's replicas when it has one."""
+    return 1 + (int(record.llm.get("replicas", 1)) if record.llm else 0)
 
 
 def script_role(name: str) -> str:
@@ -55,6 +55,8 @@ def script_contexts(paths: RunPaths, record: RunRecord, python: str,
     if record.llm:
         gpu_type = f"{job['llm_gres_type']}:" if job.get("llm_gres_type") else ""
         contexts["service"] = dict(common, job_name=f"hpcmarker-{record.run_id}-llm", llm_gpus=record.llm["gpus"],
+                                   llm_server=record.llm.get("server", "ollama"),
+                                   llm_replicas=record.llm.get("replicas", 1),
                                    gres=f"gpu:{gpu_type}{record.llm['gpus']}", cpus_per_task=record.llm["cpus"],
                                    mem=record.llm["mem"], time=record.time_limit, stdout=single_out,
                                    stderr=single_err)
@@ -77,16 +79,20 @@ def render_scripts(paths: RunPaths, record: RunRecord, python: str,
     return {name: render_role(record.template, script_role(name), context) for name, context in contexts.items()}
 
 
-def dry_run_text(scripts: dict[str, str]) -> str:
-    """What `submit --dry-run` prints: each script's header line (how it is sent), then the script byte for byte."""
+def dry_run_text(scripts: dict[str, str], service_jobs: int = 1) -> str:
+    """What `submit --dry-run` prints: each script's header line (how it is sent), then the script byte for byte.
+    The service script is sent once per LLM replica (`service_jobs`); the arrays start after any of them."""
     arrays = [name for name in scripts if script_role(name) == "convert"]
     after_arrays = ":".join(f"<{name} job id>" for name in arrays)
+    after_service = "?".join(f"after:<service {r} job id>" for r in range(service_jobs)) if service_jobs > 1 \
+        else "after:<service job id>"
     parts = []
     for name, text in scripts.items():
         role = script_role(name)
-        dependency = {"convert": "--dependency=after:<service job id> " if "service" in scripts else "",
+        dependency = {"convert": f"--dependency={after_service} " if "service" in scripts else "",
                       "collect": f"--dependency=afterany:{after_arrays} "}.get(role, "")
-        parts.append(f"### hpcmarker dry-run: {name} (sent as: sbatch {dependency}{name}.sbatch)\n")
+        times = f", {service_jobs} times: one job per LLM replica" if role == "service" and service_jobs > 1 else ""
+        parts.append(f"### hpcmarker dry-run: {name} (sent as: sbatch {dependency}{name}.sbatch{times})\n")
         parts.append(text)
     return "".join(parts)
 

@@ -75,6 +75,22 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def processes_with_env(name: str, value: str, command_has: str = "") -> list[int]:
+    """Live processes (readable: this user's) whose environment has `name=value` and whose command line
+    contains `command_has`: how a daemon that detached itself is found again (e.g. an MPS control
+    daemon by its pipe folder)."""
+    wanted, found = f"{name}={value}".encode(), []
+    for entry in _live_pids():
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            command = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if wanted in environ and command_has.encode() in command and process_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
 def _signal(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:

@@ -409,6 +409,58 @@ def test_run_llm_service_becomes_markers_ollama_service(marker_pkg):
     assert "s3cr3t" not in repr(options)  # the secret stays out of reprs and logs
 
 
+@pytest.mark.marker
+def test_run_vllm_service_becomes_markers_openai_service_and_reaches_the_front(marker_pkg, tmp_path):
+    """With `--llm-server vllm`, marker's own ConfigParser picks its OpenAIService; marker's own class,
+    configured as hpcmarker configures it, reaches the authenticating front before a (stand-in) vLLM: the
+    secret as its API key, never in the URL; the worker's task path in the base URL; the answer parsed.
+    The run's concurrency budget becomes marker's max_concurrency, timeout and max_retries."""
+    from marker.config.parser import ConfigParser
+    from marker.processors.llm.llm_table import LLMTableProcessor
+    from marker.services.openai import OpenAIService
+    from pydantic import BaseModel
+    from standin.harness import free_port, read_request_log, start_vllm
+
+    from hpc_marker.llm.front import Front
+    from hpc_marker.llm.rules import ALLOWED_VLLM
+
+    secret, model, port, requests = "s3cr3t-" + "x" * 40, "org/tiny-instruct", free_port(), tmp_path / "requests.log"
+    env = dict(os.environ, VLLM_API_KEY="upstream-key", STANDIN_VLLM_REQUEST_LOG=str(requests))
+    vllm = start_vllm(port, model, env)
+    front = Front(f"http://127.0.0.1:{port}", secret, allowed=ALLOWED_VLLM, capacity=4, log=lambda line: None,
+                  upstream_headers={"Authorization": "Bearer upstream-key"}).start()
+    try:
+        llm = {"url": front.url, "model": model, "secret": secret, "server": "vllm", "task": "2.4242",
+               "max_concurrency": 7, "timeout_s": 1234, "max_retries": 1}
+        options = EngineOptions(llm=llm)
+        assert ConfigParser(engine_mod.cli_options(options, range(2))).get_llm_service() == \
+            "marker.services.openai.OpenAIService"
+        config = engine_mod.build_marker_config(options, range(2))
+        assert config["use_llm"] is True and config["openai_model"] == model and config["openai_api_key"] == secret
+        assert config["openai_base_url"] == f"{front.url}/task/2.4242/v1" and secret not in config["openai_base_url"]
+        assert (config["max_concurrency"], config["timeout"], config["max_retries"]) == (7, 1234, 1)
+
+        class Answer(BaseModel):
+            corrected_markdown: str
+
+        service = OpenAIService(config)  # marker's own class, as its converter builds it
+        assert service("Fix this block.", None, None, Answer) == {"corrected_markdown": "STAND-IN"}
+        counters = front.stats()["tasks"]["2.4242"]
+        assert counters["requests"] == 1 and counters["tokens_out"] > 0 and counters["failures"] == 0
+        assert f"POST /v1/chat/completions model={model}" in read_request_log(requests)
+        assert LLMTableProcessor(service, config).max_concurrency == 7  # the budget reaches marker's processors
+        wrong = OpenAIService({**config, "openai_api_key": "not-the-secret", "max_retries": 0})
+        assert wrong("Fix this block.", None, None, Answer) == {}  # marker's silent failure; refused at the front
+        assert front.stats()["denied"] >= 1 and read_request_log(requests).count(f"POST /v1/chat/completions model={model}") == 1
+        mine = engine_mod.build_marker_config(EngineOptions(llm=llm, extra_config={"max_concurrency": 2}), range(1))
+        assert mine["max_concurrency"] == 2 and mine["timeout"] == 1234  # --marker-config wins over the budget
+        assert secret not in repr(options)
+    finally:
+        front.stop()
+        vllm.terminate()
+        vllm.wait(timeout=10)
+
+
 # --- marker 2.x: the task's own inference server (hpc_marker/inference.py) ---------------------
 
 

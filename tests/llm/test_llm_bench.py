@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
-from standin.harness import StandinOllama, free_port, manifest, path_with_standin, seed_model
+from standin.harness import StandinOllama, free_port, manifest, path_with_standin, seed_model, start_vllm, vllm_pids
 
 from hpc_marker.cli.llm import llm, parse_option
 from hpc_marker.llm.bench import BenchRow, display_url, suggest_parallel
@@ -98,3 +99,34 @@ def test_pure_helpers():
     assert suggest_parallel(rows) == 8
     assert display_url("http://10.1.2.3:4000/secret/task/1") == "http://10.1.2.3:4000"
     assert display_url("127.0.0.1:11434") == "http://127.0.0.1:11434"
+
+
+def test_bench_speaks_the_openai_api_to_vllm(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", path_with_standin())
+    monkeypatch.setenv("STANDIN_VLLM_REQUEST_LOG", str(tmp_path / "requests.log"))
+    result = invoke("bench", "org/tiny", "--server", "vllm", "--start", "--parallel", "1,3", "--requests", "3",
+                    "--max-tokens", "5", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [r["concurrency"] for r in data["rows"]] == [1, 3] and "--max-num-seqs 3" in data["server"]
+    assert all(r["ok"] == 3 and r["tokens_out"] == 15 and r["tokens_per_s"] > 0 for r in data["rows"])
+    log = (tmp_path / "requests.log").read_text()
+    assert log.count("POST /v1/chat/completions model=org/tiny") == 1 + 2 * 3  # warm-up + 2 levels
+    # a vLLM someone started, with its own --api-key: the key is needed, and a missing model is one line
+    port = free_port()
+    env = {**os.environ, "STANDIN_VLLM_REQUEST_LOG": str(tmp_path / "own.log")}
+    server = start_vllm(port, "org/tiny", env, "--api-key", "k3y")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ok = invoke("bench", "org/tiny", "--server", "vllm", "--url", url, "--api-key", "k3y", "--parallel", "2",
+                    "--requests", "2", "--max-tokens", "4")
+        assert ok.exit_code == 0, ok.output
+        assert [r[:5] for r in table_rows(ok.output)] == [["2 *", "2", "2", "0", "8"]]
+        denied = CliRunner().invoke(llm, ["bench", "org/tiny", "--server", "vllm", "--url", url])
+        assert denied.exit_code == 1 and "HTTP 401 (give --api-key)" in denied.output
+        missing = CliRunner().invoke(llm, ["bench", "org/other", "--server", "vllm", "--url", url, "--api-key", "k3y"])
+        assert missing.exit_code == 1 and "org/other: not served at" in missing.output and "org/tiny" in missing.output
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert vllm_pids(tmp_path / "requests.log") == []

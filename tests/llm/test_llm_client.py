@@ -12,7 +12,8 @@ import httpx
 import pytest
 from standin.harness import StandinOllama, free_port, seed_model
 
-from hpc_marker.llm.client import Endpoint, ServiceUnavailable, ollama_client, refine_pages, wait_for_service
+from hpc_marker.llm.client import Endpoint, ServiceUnavailable, ollama_client, wait_for_service
+from hpc_marker.llm.refine import refine_pages
 from hpc_marker.llm.front import Front
 from hpc_marker.llm.settings import LlmPaths, write_private
 

@@ -8,31 +8,16 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-from pathlib import Path
 
 import httpx
 import ollama
 import pytest
-from standin.harness import STANDIN_DIR
+from standin.harness import real_executable
 
 from hpc_marker.llm.front import Front
 from hpc_marker.llm.process import OllamaProcess
 
-
-def real_ollama() -> str | None:
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
-                           if p and Path(p).resolve() != STANDIN_DIR)
-    found = shutil.which("ollama", path=path)
-    if found is None:
-        return None
-    with open(found, "rb") as fh:
-        if b"STAND-IN" in fh.read(4096):
-            return None
-    return found
-
-
-REAL = real_ollama()
+REAL = real_executable("ollama")
 pytestmark = pytest.mark.skipif(REAL is None, reason="no real `ollama` binary on PATH (the stand-in does not count)")
 
 

@@ -10,13 +10,20 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import ollama
 import pytest
-from standin.harness import knob_env, manifest, path_with_standin, read_request_log, seed_model, standin_pids
+from standin.harness import (
+    knob_env,
+    manifest,
+    path_with_standin,
+    read_request_log,
+    seed_model,
+    serve_in_thread,
+    standin_pids,
+)
 
 from hpc_marker.llm.client import wait_for_service
 from hpc_marker.llm.service import ServiceError, serve_llm
@@ -83,7 +90,7 @@ def test_serve_llm_end_to_end_secret_kept_private_and_derived_model_reused(tmp_p
     assert standin_pids(models) == []  # ollama stopped with the service
     output = log.read_text()
     assert "created derived model " + expected in output
-    for text in (output, paths.ollama_log.read_text(), paths.metrics.read_text(), paths.settings.read_text(),
+    for text in (output, paths.server_log("ollama").read_text(), paths.metrics.read_text(), paths.settings.read_text(),
                  (tmp_path / "requests.log").read_text()):
         assert secret not in text
     assert paths.metrics.read_text().strip()
@@ -120,17 +127,7 @@ def test_missing_model_is_pulled_when_the_registry_has_it(tmp_path, monkeypatch)
     run_dir, models = make_run(tmp_path, model="small:2b")
     for key, value in service_env(tmp_path, registry=registry).items():
         monkeypatch.setenv(key, value)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            serve_llm(str(run_dir), stop=stop)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, stop, errors = serve_in_thread(serve_llm, str(run_dir))
     try:
         endpoint = wait_for_service(run_dir, timeout_s=20, poll_s=0.1)
         assert endpoint.model == "small:2b"  # no ctx/options: the model as is

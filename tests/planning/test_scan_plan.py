@@ -97,3 +97,13 @@ def test_plan_of_corpus_beats_static_chunking():
     for gpus in (4, 8, 16):
         assert make_plan(items, gpus).imbalance(gpus) <= 1.05 < static_chunks(items, gpus).imbalance(gpus)
     assert make_plan(items, 4, split_pages=0).imbalance() > 1.3  # unsplit: 516 of 1495 pages in one PDF
+
+
+def test_a_work_item_with_its_batch_keeps_every_other_field():
+    import dataclasses
+
+    from hpc_marker.planning.plan import WorkItem, _with_batch
+
+    item = WorkItem(**{f.name: f"{f.name}-v" if f.type in ("str", "str | None") else 3 + i
+                       for i, f in enumerate(dataclasses.fields(WorkItem))})
+    assert _with_batch(item, 99) == dataclasses.replace(item, batch=99), "a WorkItem field is missing in _with_batch"

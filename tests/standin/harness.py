@@ -118,3 +118,87 @@ class StandinOllama:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+VLLM = STANDIN_DIR / "vllm"
+
+
+def vllm_pids(request_log: Path) -> list[int]:
+    """Stand-in vllm processes (server and "engine core") started with this request log."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"STANDIN_VLLM_REQUEST_LOG={request_log}".encode() in environ and (
+                str(VLLM).encode() in cmdline or b"import signal, time" in cmdline):
+            pids.append(int(entry.name))
+    return pids
+
+
+def vllm_trace(request_log: Path) -> dict[str, list[str]]:
+    """The stand-in vllm's completions by outcome: {"begin": [key...], "end": [...], "abort": [...], "fail": [...]},
+    where begin lists the content keys (sha256[:12] of the last message) and end/abort/fail the keys they closed."""
+    keys: dict[str, str] = {}
+    out: dict[str, list[str]] = {"begin": [], "end": [], "abort": [], "fail": []}
+    for line in read_request_log(request_log):
+        word, *rest = line.split()
+        if word == "begin":
+            keys[rest[0]] = rest[1]
+            out["begin"].append(rest[1])
+        elif word in ("end", "abort", "fail") and rest:
+            out[word].append(keys.get(rest[0], "?"))
+    return out
+
+
+def real_executable(name: str) -> str | None:
+    """A real `name` on PATH (never the stand-in of tests/standin), else None: what the real-server tests run."""
+    import shutil
+
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and Path(p).resolve() != STANDIN_DIR)
+    found = shutil.which(name, path=path)
+    if found is None:
+        return None
+    with open(found, "rb") as fh:
+        if b"STAND-IN" in fh.read(4096):
+            return None
+    return found
+
+
+def start_vllm(port: int, model: str, env: dict[str, str], *extra: str, timeout_s: float = 20.0) -> subprocess.Popen:
+    """The stand-in vllm on 127.0.0.1:port, once its /health answers."""
+    proc = subprocess.Popen([str(VLLM), "serve", model, "--port", str(port), *extra], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("the stand-in vllm did not start")
+        time.sleep(0.1)
+
+
+def serve_in_thread(serve, *args) -> tuple:
+    """Run serve(*args, stop=event) in a thread: (thread, stop event, errors raised in it)."""
+    import threading
+
+    stop, errors = threading.Event(), []
+
+    def run() -> None:
+        try:
+            serve(*args, stop=stop)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, stop, errors

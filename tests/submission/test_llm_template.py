@@ -13,7 +13,8 @@ from hpc_marker.submission.templates import Raw, _environment, packaged_template
 
 RUN = "/scratch/alice/md/.hpcmarker/runs/20260101-000000-abcd"
 EXPECTED = f"""#!/bin/bash
-# hpcmarker 20260101-000000-abcd: LLM service (Ollama behind an authenticating front, 2 GPUs)
+# hpcmarker 20260101-000000-abcd: LLM service (vllm behind an authenticating front, 2 GPUs;
+# one job per replica: 3 in this run)
 #SBATCH --job-name=hpcmarker-20260101-000000-abcd-service
 #SBATCH --comment=hpcmarker:20260101-000000-abcd
 #SBATCH --partition=gpu
@@ -34,7 +35,7 @@ exec /opt/venv/bin/python -u -m submitit.core._submit {RUN}/jobs
 def context(run_dir: str = RUN, **changes) -> dict:
     values = dict(run_id="20260101-000000-abcd", run_dir=run_dir, job_name="hpcmarker-20260101-000000-abcd-service",
                   comment="hpcmarker:20260101-000000-abcd", partition="gpu", account=None, qos=None,
-                  constraint=None, llm_gpus=2, gres="gpu:2",
+                  constraint=None, llm_gpus=2, llm_server="vllm", llm_replicas=3, gres="gpu:2",
                   cpus_per_task=8, mem="64G", time="04:30:00", stdout=f"{run_dir}/jobs/%j_0_log.out",
                   stderr=f"{run_dir}/jobs/%j_0_log.err", setup=[Raw("module load ollama")],
                   command=Raw(shlex.join(["/opt/venv/bin/python", "-u", "-m", "submitit.core._submit",
