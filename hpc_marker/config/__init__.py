@@ -29,8 +29,9 @@ SUBMIT_KEYS = {
     "llm_server", "mps", "executor",
     "item_timeout", "worker_memory", "permissions",
     "inference_server", "inference_startup_timeout", "plan_strategy", "paginate", "max_running", "scan_workers",
+    "min_task_pages",
 }
-PLAN_KEYS = {"scan_workers"}  # [submit] keys that `hpcmarker plan` shares (it scans too)
+PLAN_KEYS = {"scan_workers", "min_task_pages"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
 # config key -> the click parameter it sets, where they differ
 PARAMETER_NAMES = {"time": "time_limit"}

@@ -9,4 +9,6 @@
   output.py       the output layout; staging folders renamed into place; merging split PDFs' parts
   finish.py       placing committed outputs and merging parts (tasks and collector alike)
   summary.py      what the records add up to (pure): counts, pages, rates, documents
+  stops.py        each task's own record of why it stopped (progress/stop-<i>.json)
+  outlock.py      one active run per --out (OUT/.hpcmarker/active)
 """

@@ -11,6 +11,7 @@ become one document only when all of them are there (`merge_parts`).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -33,13 +34,38 @@ def markdown_path(out_root: Path, relpath: str) -> Path:
     return document_dir(out_root, relpath) / f"{document_stem(relpath)}.md"
 
 
+NAME_MAX = 255  # bytes in one file name (ext4, XFS, Lustre, GPFS, NFS)
+META_SUFFIX = "_meta.json"
+
+
+def fit_name(stem: str, suffix: str, limit: int = NAME_MAX) -> str:
+    """`stem + suffix`, or, when that is longer than a file name may be, the stem cut (at a character
+    boundary) and marked with a short hash of the whole stem, so two long names stay apart. Pure."""
+    name = stem + suffix
+    if len(name.encode()) <= limit:
+        return name
+    mark = "~" + hashlib.sha1(stem.encode()).hexdigest()[:8]
+    room = limit - len((mark + suffix).encode())
+    return stem.encode()[:room].decode(errors="ignore") + mark + suffix
+
+
+def meta_file(folder: Path, stem: str) -> Path:
+    """The document's metadata file: `<stem>_meta.json`, shortened where that name would be too long."""
+    return Path(folder) / fit_name(stem, META_SUFFIX)
+
+
+def long_names(relpaths: list[str]) -> list[str]:
+    """The PDFs whose side file `<stem>_meta.json` needs a shortened name (flagged at submit). Pure."""
+    return [rel for rel in relpaths if fit_name(document_stem(rel), META_SUFFIX) != document_stem(rel) + META_SUFFIX]
+
+
 def stage_document(staging_root: Path, name: str, stem: str, doc: ConvertedDocument) -> Path:
     """Write `doc` whole into a new folder under `staging_root`; returns that folder."""
     staging = Path(staging_root) / f"{name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
         (staging / f"{stem}.md").write_text(doc.markdown, encoding="utf-8")
-        (staging / f"{stem}_meta.json").write_text(
+        meta_file(staging, stem).write_text(
             json.dumps(doc.metadata, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
         for image_name, data in doc.images.items():
             (staging / PurePosixPath(image_name).name).write_bytes(data)
@@ -58,7 +84,7 @@ def commit_staged(staging: Path, final: Path) -> None:
     except OSError as exc:
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
             raise
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        old = final.parent / f".old-{uuid.uuid4().hex}"  # not the name: a long one would not fit
         os.replace(final, old)
         os.replace(staging, final)
         shutil.rmtree(old, ignore_errors=True)
@@ -68,16 +94,16 @@ def write_document(out_root: Path, relpath: str, doc: ConvertedDocument, staging
     """Stage and commit `doc` as the document for `relpath`; returns its .md path."""
     final = document_dir(out_root, relpath)
     stem = document_stem(relpath)
-    staging = stage_document(staging_root or final.parent, f".{stem}.partial", stem, doc)
+    staging = stage_document(staging_root or final.parent, fit_name(f".{stem}", ".partial", NAME_MAX - 9), stem, doc)
     commit_staged(staging, final)
     return final / f"{stem}.md"
 
 
 def read_document(folder: Path, stem: str) -> ConvertedDocument:
     markdown = (folder / f"{stem}.md").read_text(encoding="utf-8")
-    meta_path = folder / f"{stem}_meta.json"
+    meta_path = meta_file(folder, stem)
     metadata = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-    skip = {f"{stem}.md", f"{stem}_meta.json"}
+    skip = {f"{stem}.md", meta_path.name}
     images = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name not in skip}
     return ConvertedDocument(markdown=markdown, images=images, metadata=metadata)
 

@@ -93,8 +93,10 @@ def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_r
     doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
     degraded, failover = llm_marks(doc.metadata, before, _llm_counts())
     stat = Path(pdf_path).stat()
-    doc.metadata["hpcmarker_source"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "engine": _ENGINE.name}
+    doc.metadata["hpcmarker_source"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "engine": _ENGINE.name,
+                                        "settings": _ENGINE_SPEC[1].get("output_settings")}
     try:
         return str(stage_document(Path(staging_root), name, stem, doc)), degraded, failover
     except OSError as exc:
-        raise OutputUnwritable(f"cannot write output: {exc.strerror} ({exc.filename})", exc.errno) from None
+        raise OutputUnwritable(f"cannot write output: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else ""),
+                               exc.errno) from None
