@@ -37,7 +37,7 @@ def traced_run(pdfs: Path, tasks: int, workdir: Path, extra: list[str]) -> dict:
     run_id = f"sys-{tasks}"
     argv = ["strace", "-f", "-qq", "-y", "-e", f"trace={TRACE}", "-o", str(trace), sys.executable, "-m",
             "hpc_marker", "submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", str(tasks), "--engine",
-            "benchmark", "--executor", "local", "--workers-per-gpu", "1", "--run-id", run_id, *extra]
+            "benchmark", "--executor", "local", "--workers-per-gpu", "1", "--min-task-pages", "1", "--run-id", run_id, *extra]
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"run failed: {done.stderr[-2000:]}")

@@ -157,11 +157,33 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 # ---- fixtures --------------------------------------------------------------------------------------
 
+# The tests' own user config (never the real user's): the few sample pages are planned on as many tasks as a
+# test asks for (the packaged min_task_pages would give most small runs a single task). Tests of the default
+# itself, or of the config layers, point XDG_CONFIG_HOME elsewhere.
+TEST_USER_CONFIG = "[submit]\nmin_task_pages = 1\n"
+
+
+def _test_config_home(tmp_path_factory) -> str:
+    config = tmp_path_factory.mktemp("config")
+    (config / "hpcmarker").mkdir()
+    (config / "hpcmarker" / "config.toml").write_text(TEST_USER_CONFIG)
+    return str(config)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_user_config(tmp_path_factory):
+    """The tests' user config from the start, so that module-scoped fixtures (whole runs) use it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", _test_config_home(tmp_path_factory))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path_factory, monkeypatch):
-    """Each test gets its own run index and page-count cache, never the user's."""
+    """Each test gets its own run index, page-count cache and user config, never the user's."""
     monkeypatch.setenv("HPCMARKER_STATE_DIR", str(tmp_path_factory.mktemp("state")))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("XDG_CONFIG_HOME", _test_config_home(tmp_path_factory))
 
 
 @pytest.fixture

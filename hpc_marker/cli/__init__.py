@@ -2,7 +2,7 @@
 
   group.py   the `hpcmarker` group: config defaults, errors as exit codes (UserError 2, Refused 1, a bug: traceback)
   run.py     submit, plan
-  manage.py  status, cancel, resume, retry, collect, report, export
+  manage.py  status, logs, cancel, resume, retry, collect, report, export
   admin.py   templates, config, doctor, prefetch
   llm.py     llm bench, pull, create (and the hidden serve)
 """
@@ -19,9 +19,9 @@ __all__ = ["cli", "main"]
 def _add_commands() -> None:
     from hpc_marker.cli import admin, llm, manage, run
 
-    for command in (run.submit, run.plan_command, manage.status, manage.cancel, manage.resume, manage.retry,
-                    manage.collect, manage.report, manage.export, llm.llm, admin.templates, admin.config,
-                    admin.doctor_command,
+    for command in (run.submit, run.plan_command, manage.status, manage.logs, manage.cancel, manage.resume,
+                    manage.retry, manage.collect, manage.report, manage.export, llm.llm, admin.templates,
+                    admin.config, admin.doctor_command,
                     admin.prefetch_command):
         cli.add_command(command)
 

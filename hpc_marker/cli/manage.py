@@ -24,20 +24,37 @@ from hpc_marker.runstate.documents import SELECTORS
               help="When a job of the run can never start (DependencyNeverSatisfied), cancel what the run "
                    "left queued, so that `resume` can follow; --no-cancel-wedged only reports it.")
 def status(run, as_json, watch, interval, cancel_wedged) -> None:
-    """Where RUN (default: the latest) stands: per task state and progress, rate, ETA."""
-    from hpc_marker.manage.status import load_status, status_table, watch_status
+    """Where RUN (default: the latest; a run id, its folder, or the --out folder) stands: per task state and
+    progress, rate, ETA; why it stopped and what to do next.
+
+    Exit code: 0 while the run goes on, or finished with every item ok; 3 finished, but some items
+    failed; 4 incomplete (items left, nothing running) or wedged; 130 when --watch is left with Ctrl-C."""
+    from hpc_marker.manage.status import (
+        load_status,
+        status_table,
+        verdict_lines,
+        watch_status,
+    )
 
     paths = run_paths(run)
     if watch and not as_json:
-        result = watch_status(paths, interval, cancel_wedged)
+        try:
+            result = watch_status(paths, interval, cancel_wedged)
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
     else:
         result = load_status(paths, cancel_wedged)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
-    elif not watch:
-        Console().print(status_table(result))
+    else:
+        if not watch:  # --watch left its last table on the screen
+            Console().print(status_table(result))
+        for line in verdict_lines(result):
+            click.echo(line)
     if result.wedged:
         click.echo(result.wedged, err=as_json)
+    if result.exit_code:
+        raise SystemExit(result.exit_code)
 
 
 @click.command()
@@ -52,14 +69,36 @@ def cancel(run) -> None:
     click.echo(f"cancelled run {paths.run_id}: {', '.join(fold_job_ids(ids)) or 'no jobs'}")
 
 
-def _resume(run: str | None, retry_failed: bool, include_poison: bool = False) -> None:
+def resource_options(command):
+    """The resources `resume` and `retry` may change for what they resubmit (ResumeOverrides)."""
+    for option in reversed([
+        click.option("--time", "time_limit", help="Time limit of the resubmitted tasks (e.g. 08:00:00)."),
+        click.option("--mem", help="Memory per resubmitted task, as sbatch --mem takes it."),
+        click.option("--cpus-per-task", type=int, help="CPUs per resubmitted task."),
+        click.option("--item-timeout", metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
+                     help="Wall-clock limit per work item from now on."),
+        click.option("--partition", help="Slurm partition for the resubmitted tasks."),
+        click.option("--profile", help="Partition profile for the resubmitted tasks (its partition, GRES, "
+                     "account, setup lines...; the options above win over it)."),
+        click.option("--gpus", type=int, help="At most this many tasks at once (those with the most "
+                     "work left; the others' items are taken by stealing)."),
+        click.option("--force-concurrent", is_flag=True, help="Even while another run of its --out is active."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _resume(run: str | None, retry_failed: bool, options: dict, include_poison: bool = False) -> None:
     from hpc_marker.executors.local import LocalRunFailed
     from hpc_marker.slurm.parse import fold_job_ids, index_ranges
+    from hpc_marker.submission.overrides import ResumeOverrides
     from hpc_marker.submission.resume import resume_run
 
     paths = run_paths(run)
+    force_concurrent = options.pop("force_concurrent")
     try:
-        result = resume_run(paths, retry_failed=retry_failed, include_poison=include_poison)
+        result = resume_run(paths, retry_failed=retry_failed, include_poison=include_poison,
+                            overrides=ResumeOverrides(**options), force_concurrent=force_concurrent)
     except LocalRunFailed as exc:
         raise click.ClickException(f"run {paths.run_id}: {exc}") from None
     if retry_failed:
@@ -72,13 +111,26 @@ def _resume(run: str | None, retry_failed: bool, include_poison: bool = False) -
     click.echo(f"run {paths.run_id}: {result.unfinished} unfinished items; resubmitted tasks "
                f"{index_ranges(result.tasks)} as {', '.join(fold_job_ids(result.jobs['convert']))}, "
                f"collector {', '.join(result.jobs['collect'])}")
+    _exit_with_local_verdict(paths)
+
+
+def _exit_with_local_verdict(paths) -> None:
+    """After a run this command waited for (local): its verdict, and its exit code."""
+    from hpc_marker.executors import executor_for
+
+    if executor_for(paths.load_record().executor).waits:
+        from hpc_marker.cli.run import tell_verdict
+
+        tell_verdict(paths)
 
 
 @click.command()
 @click.argument("run", required=False)
-def resume(run) -> None:
-    """Submit only what RUN (default: the latest) has not finished; nothing done is redone."""
-    _resume(run, retry_failed=False)
+@resource_options
+def resume(run, **options) -> None:
+    """Submit only what RUN (default: the latest) has not finished; nothing done is redone. The options
+    change the resources of what is resubmitted (a run that hit its time limit: --time)."""
+    _resume(run, retry_failed=False, options=options)
 
 
 @click.command()
@@ -99,9 +151,11 @@ def resume(run) -> None:
 @click.option("--paginate/--no-paginate", default=None, help="With --select: page separators.")
 @click.option("--run-id", help="With --select: name the follow-up run (default: a timestamp).")
 @click.option("--dry-run", is_flag=True, help="With --select: list the documents selected; submit nothing.")
+@resource_options
 def retry(run, include_poison, selector, min_share, engine, force_ocr, languages, marker_config, output_format,
-          images, paginate, run_id, dry_run) -> None:
-    """Re-run RUN's failed items (and whatever is unfinished); poison items keep their error.
+          images, paginate, run_id, dry_run, **options) -> None:
+    """Re-run RUN's failed items and lost pages (and whatever is unfinished); poison items keep their error.
+    The resource options change the resources of what is resubmitted (a page that timed out: --item-timeout).
 
     With --select, the selected documents are converted again as a new run with other settings
     (e.g. `--select garbled --engine marker --force-ocr`), into the same output folder: the two-pass
@@ -121,8 +175,11 @@ def retry(run, include_poison, selector, min_share, engine, force_ocr, languages
         if overrides.given() or dry_run:
             raise InputError("settings (--engine, --force-ocr, ...) and --dry-run apply to a follow-up run: "
                              "add --select")
-        _resume(run, retry_failed=True, include_poison=include_poison)
+        _resume(run, retry_failed=True, options=options, include_poison=include_poison)
         return
+    if any(value not in (None, False) for value in options.values()):
+        raise InputError("--time, --mem, --cpus-per-task, --item-timeout, --partition, --profile, --gpus and "
+                         "--force-concurrent apply to retry without --select (a follow-up run has RUN's resources)")
     _follow_up(run, selector, min_share, overrides, dry_run)
 
 
@@ -145,6 +202,29 @@ def _follow_up(run: str | None, selector: str, min_share: float, overrides, dry_
         return
     prepared = follow.prepared
     submit_prepared(prepared, lambda: submit_run(prepared, progress=ProgressPrinter()))
+
+
+@click.command()
+@click.argument("run", required=False)
+@click.option("--task", type=int, metavar="I", help="Task I's log (and its inference server's).")
+@click.option("--service", is_flag=True, help="The LLM service's logs.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing what the logs gain until the run's jobs are over.")
+def logs(run, task, service, follow) -> None:
+    """Print RUN's log (default: the latest run; the first task that stopped early, else the collector's)."""
+    from hpc_marker.manage import logs as run_logs
+
+    paths = run_paths(run)
+    chosen = run_logs.choose_logs(paths, task, service)
+    def write(text: str) -> None:
+        click.echo(text, nl=False)
+
+    if not follow:
+        run_logs.show(chosen, write)
+        return
+    try:
+        run_logs.follow(paths, chosen, write)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 @click.command()

@@ -19,7 +19,6 @@ from hpc_marker.executors import NAMES as EXECUTORS
 from hpc_marker.runstate.permissions import PERMISSIONS
 from hpc_marker.slurm.parse import base_id
 from hpc_marker.submission.request import STRATEGIES, LaunchError, parse_workers_per_gpu
-from hpc_marker.util.errors import Refused
 
 WILL_FAIL_LINES = 20  # unreadable PDFs named one per line at submit; the rest are counted (all are in the manifest)
 
@@ -128,6 +127,11 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
               "proportion to their sizes). Default: no throttle.")
 @click.option("--scan-workers", type=int, metavar="N", show_default=True,
               help="Processes counting pages while scanning, each at nice 10 (at most one per core).")
+@click.option("--min-task-pages", type=int, metavar="PAGES", show_default=True,
+              help="Each task gets at least this many pages: --gpus beyond what the PDFs can use is reduced "
+                   "(with a note), so no task loads the models for a page or two.")
+@click.option("--force-concurrent", is_flag=True,
+              help="Start even while another run of this --out is still active (both write into it).")
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar with an ETA on stderr while scanning (default: when stderr is a terminal, "
                    "except with --dry-run).")
@@ -139,8 +143,14 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
            force_ocr, languages, marker_config, paginate, output_format, images, executor, run_id, split_pages, steal,
            bisect, lease_seconds, plan_strategy, force, llm_model, llm_server, llm_replicas, llm_gpus, llm_cpus,
            llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind, item_timeout, worker_memory, permissions,
-           inference_server, inference_startup_timeout, max_running, scan_workers, progress, mps, dry_run) -> None:
-    """Scan PDFS, plan, and submit the conversion array and its collector."""
+           inference_server, inference_startup_timeout, max_running, scan_workers, min_task_pages, force_concurrent,
+           progress, mps, dry_run) -> None:
+    """Scan PDFS, plan, and submit the conversion array and its collector.
+
+    With Slurm (sbatch on PATH) this queues the jobs and returns; `hpcmarker status` follows them. Without it
+    (or with --executor local) the run happens here and `submit` waits for it: it then ends with the run's
+    state, why it is incomplete if it is, the next command, and the exit code `status` gives (0 finished,
+    3 finished with failed items or lost pages, 4 incomplete, 130 interrupted)."""
     from hpc_marker.submission.launch import prepare_run, submit_run
     from hpc_marker.submission.request import LlmRequest, NothingToDo, SubmitRequest
     from hpc_marker.submission.scripts import dry_run_text
@@ -161,13 +171,16 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         force=force,
         llm=llm, item_timeout=item_timeout, worker_memory=worker_memory, permissions=permissions,
         inference_server=inference_server, inference_startup_timeout=inference_startup_timeout,
-        max_running=max_running, scan_workers=scan_workers, progress=_show_progress(progress, machine=dry_run), mps=mps)
+        max_running=max_running, scan_workers=scan_workers, min_task_pages=min_task_pages,
+        force_concurrent=force_concurrent, progress=_show_progress(progress, machine=dry_run), mps=mps)
     try:
         prepared = prepare_run(request, create=not dry_run)
     except NothingToDo as exc:
         click.echo(str(exc))
         return
     if dry_run:
+        for note in prepared.notes:
+            click.echo(note, err=True)
         click.echo(dry_run_text(prepared.scripts, (prepared.record.llm or {}).get("replicas", 1)), nl=False)
         return
     if prepared.up_to_date:
@@ -179,7 +192,7 @@ def submit_prepared(prepared, submit: Callable) -> None:
     """Say what a prepared run holds, call `submit` (which sends it), then say what became of it:
     its jobs, or for a run that waits (local), its result."""
     from hpc_marker.executors import executor_for
-    from hpc_marker.slurm.commands import SlurmError
+    from hpc_marker.executors.local import LocalRunFailed
 
     plan, record = prepared.plan, prepared.record
     executor_used = executor_for(record.executor)
@@ -191,16 +204,19 @@ def submit_prepared(prepared, submit: Callable) -> None:
     if len(unreadable) > WILL_FAIL_LINES:
         click.echo(f"  ... and {len(unreadable) - WILL_FAIL_LINES} more PDFs that will fail (each is in the "
                    f"manifest with its reason: hpcmarker status {record.run_id})", err=True)
-    if prepared.layout.note:
-        click.echo(prepared.layout.note, err=True)
+    for note in prepared.notes:
+        click.echo(note, err=True)
     try:
         record = submit()
-    except SlurmError as exc:
-        raise click.ClickException(f"{exc} (script: {prepared.paths.scripts})") from None
-    except KeyboardInterrupt:
-        raise click.ClickException(f"interrupted: run {record.run_id} stopped") from None
-    except Refused as exc:  # a local run whose collector could not finish
-        raise click.ClickException(f"run {record.run_id}: {exc}; when fixed: hpcmarker retry {record.run_id}") from None
+    except KeyboardInterrupt:  # the tasks were stopped (they gave their claims back): the run is incomplete
+        from hpc_marker.manage.cancel import mark_cancelled
+
+        mark_cancelled(prepared.paths)
+        click.echo(f"run {record.run_id}: interrupted (Ctrl-C)", err=True)
+        tell_verdict(prepared.paths, exit_code=130)
+    except LocalRunFailed as exc:  # the collector could not finish: the verdict says what is left
+        click.echo(f"run {record.run_id}: {exc}", err=True)
+        tell_verdict(prepared.paths)
     if not executor_used.waits:
         arrays = list(dict.fromkeys(base_id(job_id) for job_id in record.jobs["convert"]))  # in submission order
         sizes = " + ".join(f"{len(array.tasks):,}" for array in prepared.layout.arrays)
@@ -209,21 +225,42 @@ def submit_prepared(prepared, submit: Callable) -> None:
                    f"collector {record.jobs['collect'][0]}")
         click.echo(f"follow it with: hpcmarker status {record.run_id}")
         return
-    summary = json.loads(prepared.paths.summary.read_text())
-    kinds = ", ".join(f"{n} {status}" for status, n in summary.get("by_status", {}).items()
-                      if n and status not in ("ok", "failed", "partial"))
-    partial = f", {summary['partial']} partial" if summary.get("partial") else ""
-    click.echo(f"done: {summary['ok']} ok{partial}, {summary['failed']} failed{f' ({kinds})' if kinds else ''}; "
-               f"{EngineOptions.from_json(record.engine_options).output_format} in {record.out_dir}")
-    for failure in summary["failures"]:
-        click.echo(f"  {failure.get('status', 'failed')}: {failure['pdf']}: {failure['error']}", err=True)
-    for page in summary.get("lost_pages", []):
-        click.echo(f"  lost page {page['page']} of {page['pdf']}: {page['status']}: {page['error']}", err=True)
-    layer = summary.get("text_layer") or {}
+    tell_verdict(prepared.paths)
+
+
+def tell_verdict(paths, exit_code: int | None = None) -> None:
+    """The end of a run this command waited for: its state and counts, each failed item and lost page, one
+    line per cause of what is left, the flagged text layer, the next command; then exit with `status`'s
+    code (or `exit_code`)."""
+    from hpc_marker.manage.status import load_status
+
+    status = load_status(paths)
+    record = paths.load_record()
+    kinds, layer = "", {}
+    if paths.summary.exists():
+        summary = json.loads(paths.summary.read_text())
+        kinds = ", ".join(f"{n} {kind}" for kind, n in summary.get("by_status", {}).items()
+                          if n and kind not in ("ok", "failed", "partial"))
+        for failure in summary["failures"]:
+            click.echo(f"  {failure.get('status', 'failed')}: {failure['pdf']}: {failure['error']}", err=True)
+        for page in summary.get("lost_pages", []):
+            click.echo(f"  lost page {page['page']} of {page['pdf']}: {page['status']}: {page['error']}", err=True)
+        layer = summary.get("text_layer") or {}
+    output_format = EngineOptions.from_json(record.engine_options).output_format
+    click.echo(f"run {status.run_id}: {status.headline}{f' ({kinds})' if kinds else ''}; {output_format} in "
+               f"{record.out_dir}")
+    for line in status.reasons:
+        click.echo(f"  {line}")
     if layer.get("empty_pages") or layer.get("garbled_pages"):
         click.echo(f"text layer: {layer['empty_pages']} empty pages in {layer['documents_with_empty_pages']} "
-                   f"documents, {layer['garbled_pages']} garbled pages in {layer['documents_with_garbled_pages']} documents; "
-                   f"to OCR them: hpcmarker retry {record.run_id} --select no-text|garbled --engine marker --force-ocr")
+                   f"documents, {layer['garbled_pages']} garbled pages in {layer['documents_with_garbled_pages']} "
+                   f"documents; to OCR them: hpcmarker retry {record.run_id} --select no-text|garbled --engine marker "
+                   "--force-ocr")
+    if status.next:
+        click.echo(f"next: {status.next}")
+    code = status.exit_code if exit_code is None else exit_code
+    if code:
+        raise SystemExit(code)
 
 
 def _show_progress(asked: bool | None, machine: bool) -> bool:
@@ -257,22 +294,31 @@ class ProgressPrinter:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--scan-workers", type=int, metavar="N", show_default=True,
               help="Processes counting pages, each at nice 10 (at most one per core).")
+@click.option("--min-task-pages", type=int, metavar="PAGES", show_default=True,
+              help="As for submit: each task gets at least this many pages.")
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar on stderr while scanning (default: on a terminal, except with --format json).")
-def plan_command(pdfs, gpus, split_pages, fmt, scan_workers, progress) -> None:
+def plan_command(pdfs, gpus, split_pages, fmt, scan_workers, min_task_pages, progress) -> None:
     """Print the plan (tasks, their work items and pages) without submitting."""
     from hpc_marker.planning.plan import make_plan, work_items
     from hpc_marker.planning.scan import ScanError, scan_pdfs
+    from hpc_marker.submission.launch import fewer_tasks_note
 
     if gpus < 1:
         raise InputError(f"--gpus {gpus}: must be at least 1")
     if scan_workers is not None and scan_workers < 1:
         raise InputError(f"--scan-workers {scan_workers}: must be at least 1")
+    if split_pages is not None and split_pages < 0:
+        raise InputError(f"--split-pages {split_pages}: must be 0 (never split) or a number of pages")
+    if min_task_pages < 1:
+        raise InputError(f"--min-task-pages {min_task_pages}: must be at least 1")
     try:
         scanned = scan_pdfs(pdfs, scan_workers, cache=True, progress=_show_progress(progress, machine=fmt == "json"))
     except ScanError as exc:
         raise InputError(f"--pdfs {exc}") from None
-    the_plan = make_plan(work_items(scanned), gpus, split_pages=split_pages)
+    the_plan = make_plan(work_items(scanned), gpus, split_pages=split_pages, min_task_pages=min_task_pages)
+    if len(the_plan.tasks) < gpus:
+        click.echo(fewer_tasks_note(gpus, the_plan, len(scanned), min_task_pages), err=True)
     if fmt == "json":
         data = the_plan.to_json()
         data.update(pdfs=str(pdfs.resolve()), gpus=gpus, imbalance=round(the_plan.imbalance(), 4))
@@ -280,8 +326,9 @@ def plan_command(pdfs, gpus, split_pages, fmt, scan_workers, progress) -> None:
         return
     from rich.table import Table
 
-    table = Table(title=f"{len(the_plan.items)} PDFs, {the_plan.total_pages} pages on {len(the_plan.tasks)} tasks "
-                        f"(busiest / ideal = {the_plan.imbalance():.3f})", title_justify="left")
+    table = Table(title=f"{len(scanned)} PDFs ({len(the_plan.items)} work items), {the_plan.total_pages} pages on "
+                        f"{len(the_plan.tasks)} tasks (busiest / ideal = {the_plan.imbalance():.3f})",
+                  title_justify="left")
     for column in ("task", "pdf", "pages", "range"):
         table.add_column(column, justify="right" if column in ("task", "pages") else "left")
     for task in the_plan.tasks:

@@ -29,9 +29,9 @@ SUBMIT_KEYS = {
     "llm_wait", "llm_server", "mps", "executor",
     "item_timeout", "worker_memory", "permissions",
     "inference_server", "inference_startup_timeout", "plan_strategy", "paginate", "max_running", "scan_workers",
-    "output_format", "images",
+    "output_format", "images", "min_task_pages",
 }
-PLAN_KEYS = {"scan_workers"}  # [submit] keys that `hpcmarker plan` shares (it scans too)
+PLAN_KEYS = {"scan_workers", "min_task_pages"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
 RETRY_KEYS = {"min_share"}  # `hpcmarker retry` options
 EXPORT_KEYS = {"rows_per_shard", "shard_size", "follow_ups"}  # `hpcmarker export` options

@@ -6,7 +6,14 @@
 
 from __future__ import annotations
 
-from hpc_marker.engines.base import ConvertedDocument, Engine, EngineError, EngineOptions, EngineUnavailable
+from hpc_marker.engines.base import (
+    ConvertedDocument,
+    Engine,
+    EngineError,
+    EngineOptions,
+    EngineUnavailable,
+    output_settings,
+)
 
 ENGINE_NAMES = ("marker", "text", "benchmark")  # benchmark: text output at a fixed cost per page
 
@@ -52,4 +59,5 @@ __all__ = [
     "check_engine",
     "create_engine",
     "engine_startup_seconds",
+    "output_settings",
 ]

@@ -86,6 +86,19 @@ class EngineOptions:
         return data
 
 
+RUNTIME_OPTIONS = ("threads", "llm")  # how a task runs, not what it writes
+LLM_OUTPUT_KEYS = ("model", "ctx", "options")  # of the run's LLM settings (RunRecord.llm): what refines the text
+
+
+def output_settings(engine: str, options: EngineOptions, llm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What decides a document's content: the engine, its output-affecting options, and the LLM that
+    refines it (model and parameters, not where it runs). Each document's metadata records them; an
+    output is up to date only for the same settings. JSON-normalized, so records compare equal. Pure."""
+    chosen = {key: value for key, value in options.to_json().items() if key not in RUNTIME_OPTIONS}
+    refine = {key: llm.get(key) for key in LLM_OUTPUT_KEYS} if llm else None
+    return json.loads(json.dumps({"engine": engine, **chosen, "llm": refine}, sort_keys=True))
+
+
 @dataclass
 class ConvertedDocument:
     """One converted work item: `text` in `format` (see formats.py: Markdown, marker's JSON, HTML or

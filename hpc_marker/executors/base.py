@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm.arrays import ArrayLayout
+from hpc_marker.util.errors import Refused
 
 
 def service_replicas(record: RunRecord) -> int:
@@ -36,6 +38,10 @@ class RunJobs:
     service: Callable[[str, int], Any] | None = None  # (run folder, replica); only for a run with an LLM service
 
 
+class SubmitFailed(Refused):
+    """The scheduler refused the run's jobs; nothing of the run is left queued (one line)."""
+
+
 @dataclass
 class Observation:
     """The scheduler's view of a run's jobs."""
@@ -43,6 +49,7 @@ class Observation:
     states: dict[str, str]  # job id -> Slurm state word (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED...)
     wedged: str | None = None  # one line when a job of the run can never start
     cancelled: list[str] = field(default_factory=list)  # jobs cancelled because the run was wedged
+    pending: dict[str, str] = field(default_factory=dict)  # pending job id -> why it pends (squeue's %r)
 
 
 class Executor(Protocol):
@@ -52,6 +59,10 @@ class Executor(Protocol):
     def check_resources(self, partition: str | None, gpus: int) -> str | None:
         """Validate the request against this executor's resources; the partition to use.
         Raises a UserError subclass with a one-line reason."""
+
+    def check_scripts(self, scripts: dict[str, str]) -> None:
+        """Ask the scheduler whether it could ever run these rendered scripts (nothing is queued); raises a
+        UserError subclass naming the script and the scheduler's reason. Asked before anything is created."""
 
     def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
         """How the tasks `tasks` (with `other_jobs` more jobs: collector, service) are grouped into job arrays
@@ -63,7 +74,8 @@ class Executor(Protocol):
         """Start the service (if any: one job per replica, record.llm["replicas"]), the tasks of `layout`,
         and the collector after them; role -> job ids (convert: one per task, in `layout.tasks` order).
         `scripts` has one convert script per array (slurm.arrays.convert_roles). `seen` is told the ids of
-        the jobs started so far before anything is waited for."""
+        the jobs started so far before anything is waited for. SubmitFailed when the scheduler refused
+        (nothing of the run left queued)."""
 
     def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
                 cancel_wedged: bool = False) -> Observation:
@@ -82,3 +94,11 @@ class Executor(Protocol):
 def live_job_ids(record: RunRecord, roles: tuple[str, ...] = ROLES) -> list[str]:
     """The job ids of these roles (the current ones: a resumed task's newest job)."""
     return [jid for role in roles for jid in record.jobs.get(role, [])]
+
+
+def job_logs(paths: RunPaths, job_id: str) -> tuple[Path, Path]:
+    """(stdout, stderr) of one of the run's jobs: submitit's files in RUN/jobs, for either executor."""
+    from submitit.core.utils import JobPaths
+
+    job = JobPaths(folder=paths.jobs, job_id=job_id, task_id=0)
+    return job.stdout, job.stderr

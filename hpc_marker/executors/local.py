@@ -8,18 +8,23 @@ tasks are over. `submit` waits for the run, so one command gives Markdown.
 from __future__ import annotations
 
 import os
-import sys
+import pickle
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import submitit
+from submitit.core.utils import JobPaths
 
 from hpc_marker.executors.base import ROLES, JobsSeen, Observation, Progress, RunJobs, live_job_ids, service_replicas
-from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm.arrays import ArrayLayout, single_array
 from hpc_marker.slurm.parse import parse_time_limit
 from hpc_marker.util.errors import Refused, UserError
-from hpc_marker.util.processes import process_alive, terminate_tree
+from hpc_marker.util.processes import process_runs, terminate_tree
 
 SERVICE_STOP_GRACE_S = 30.0  # the service stops its server (up to 10 s) and removes its secret before exiting
 COLLECT_TIME_MIN = 30
@@ -55,8 +60,43 @@ def _job_problem(job: submitit.Job) -> str | None:
     return None
 
 
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Processes started here ignore SIGINT (an ignored signal stays ignored across exec): a Ctrl-C in the
+    terminal reaches the tasks, which install their own handler and stop cleanly, and not submitit's
+    controllers, which would each print a KeyboardInterrupt traceback."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _local_pids(ids: list[str]) -> list[int]:
     return [int(jid) for jid in ids if jid.isdigit()]
+
+
+def _jobs_folder(record: RunRecord) -> Path:
+    return RunPaths(Path(record.out_dir) / RUNS_SUBDIR / record.run_id).jobs
+
+
+def _running(pid: int, jobs: Path) -> bool:
+    """A job of this run is running as `pid`: submitit's controller, started on the run's jobs folder."""
+    return process_runs(pid, str(jobs))
+
+
+def _outcome(jobs: Path, job_id: str) -> str | None:
+    """How a finished local job ended, from submitit's result file: "success", "error", or None (no result:
+    killed, or stopped by a signal)."""
+    try:
+        with open(JobPaths(folder=jobs, job_id=job_id, task_id=0).result_pickle, "rb") as fh:
+            return pickle.load(fh)[0]
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, TypeError):
+        return None
 
 
 class LocalExecutor:
@@ -66,6 +106,9 @@ class LocalExecutor:
     def check_resources(self, partition: str | None, gpus: int) -> str | None:
         local_devices(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         return partition
+
+    def check_scripts(self, scripts: dict[str, str]) -> None:
+        """Nothing to ask: the scripts are not used here (each task is a process of this machine)."""
 
     def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
         """Every task at once, one process each: --gpus already bounds them here (--max-running is Slurm's)."""
@@ -83,8 +126,9 @@ class LocalExecutor:
         if record.llm and jobs.service is not None:  # the service first (each replica); the tasks wait for it
             executor = submitit.LocalExecutor(folder=paths.jobs)
             executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-            ids["service"] = [executor.submit(jobs.service, str(paths.root), replica).job_id
-                              for replica in range(service_replicas(record))]
+            with _sigint_ignored():
+                ids["service"] = [executor.submit(jobs.service, str(paths.root), replica).job_id
+                                  for replica in range(service_replicas(record))]
         tasks = []
         for index in indices:
             executor = submitit.LocalExecutor(folder=paths.jobs)
@@ -93,7 +137,8 @@ class LocalExecutor:
                                            visible_gpus=[devices[index % len(devices)]])
             else:
                 executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-            tasks.append(executor.submit(jobs.convert, str(paths.root), index))
+            with _sigint_ignored():
+                tasks.append(executor.submit(jobs.convert, str(paths.root), index))
         ids["convert"] = [job.job_id for job in tasks]
         if seen:
             seen(ids)  # so `hpcmarker cancel` can find the processes meanwhile
@@ -106,16 +151,13 @@ class LocalExecutor:
             for pid in _local_pids(ids["convert"] + ids.get("service", [])):
                 terminate_tree(pid)
             raise
-        for index, job in zip(indices, tasks):
-            problem = _job_problem(job)
-            if problem:
-                print(f"hpcmarker: task {index} failed: {problem}", file=sys.stderr, flush=True)
         collector = submitit.LocalExecutor(folder=paths.jobs)
         collector.update_parameters(timeout_min=COLLECT_TIME_MIN)
         try:
-            job = collector.submit(jobs.collect, str(paths.root))
+            with _sigint_ignored():
+                job = collector.submit(jobs.collect, str(paths.root))
         except OSError as exc:  # submitit writes the job's pickle into the run folder first
-            raise LocalRunFailed(f"cannot start the collector: {exc.strerror} ({exc.filename})") from None
+            raise LocalRunFailed(f"cannot start the collector: {exc.strerror}") from None
         ids["collect"] = [job.job_id]
         while not job.done():
             time.sleep(0.5)
@@ -129,23 +171,25 @@ class LocalExecutor:
         states = {}
         for role in ROLES:
             for index, job_id in enumerate(record.jobs.get(role, [])):
-                if job_id.isdigit() and process_alive(int(job_id)):
+                if job_id.isdigit() and _running(int(job_id), paths.jobs):
                     states[job_id] = "RUNNING"
-                elif role in ("collect", "service") and collected:  # the collector stops the service
-                    states[job_id] = "COMPLETED"
-                elif role == "convert" and index in finished_tasks:
+                elif (outcome := _outcome(paths.jobs, job_id)) is not None:
+                    states[job_id] = "COMPLETED" if outcome == "success" else "FAILED"
+                elif role in ("collect", "service") and collected or role == "convert" and index in finished_tasks:
                     states[job_id] = "COMPLETED"
                 else:
                     states[job_id] = "CANCELLED" if record.cancelled else "FAILED"
         return Observation(states)
 
     def active(self, record: RunRecord) -> list[str]:
-        return [str(pid) for pid in _local_pids(live_job_ids(record)) if process_alive(pid)]
+        jobs = _jobs_folder(record)
+        return [str(pid) for pid in _local_pids(live_job_ids(record)) if _running(pid, jobs)]
 
     def cancel(self, record: RunRecord) -> list[str]:
-        ids = live_job_ids(record)
+        ids, jobs = live_job_ids(record), _jobs_folder(record)
         for pid in _local_pids(ids):
-            terminate_tree(pid, grace_s=SERVICE_STOP_GRACE_S)
+            if _running(pid, jobs):
+                terminate_tree(pid, grace_s=SERVICE_STOP_GRACE_S)
         return ids
 
     def stop_service(self, record: RunRecord) -> list[str]:

@@ -19,13 +19,21 @@ import submitit
 from submitit.core import core, utils
 from submitit.slurm.slurm import SlurmJob
 
-from hpc_marker.executors.base import JobsSeen, Observation, Progress, RunJobs, live_job_ids, service_replicas
+from hpc_marker.executors.base import (
+    JobsSeen,
+    Observation,
+    Progress,
+    RunJobs,
+    SubmitFailed,
+    live_job_ids,
+    service_replicas,
+)
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm import commands
 from hpc_marker.slurm.arrays import ArrayLayout, convert_roles, layout
 from hpc_marker.slurm.commands import SlurmError
-from hpc_marker.slurm.parse import base_ids, parse_time_limit
+from hpc_marker.slurm.parse import base_ids, expand_queued_id, parse_time_limit
 from hpc_marker.slurm.wedge import describe, find_wedge
 from hpc_marker.util.errors import UserError
 
@@ -126,6 +134,23 @@ class SlurmExecutor:
                                       "choose another with --partition")
         return chosen
 
+    def check_scripts(self, scripts: dict[str, str]) -> None:
+        """`sbatch --test-only` of each role's first script: a request no node or partition can ever run
+        (more CPUs, memory or GPUs than a node has) is refused now instead of pending forever."""
+        tested: set[str] = set()
+        for name, text in scripts.items():
+            role = name.split("-", 1)[0]  # convert-1 asks for what convert-0 does
+            if role in tested:
+                continue
+            tested.add(role)
+            try:
+                commands.test_only(text)
+            except SlurmError as exc:
+                if commands.unreachable(str(exc)):
+                    raise
+                raise ClusterRequestError(f"Slurm would never run the {role} job: {exc}; ask for less "
+                                          "(--cpus-per-task, --mem, --time, GRES) or another --partition") from None
+
     def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
         try:
             limits = commands.array_limits(record.job_settings.get("account"), record.partition)
@@ -154,7 +179,7 @@ class SlurmExecutor:
             if queued:
                 commands.cancel_jobs(queued)
             undone = f"; cancelled what it had queued ({', '.join(base_ids(queued))})" if queued else ""
-            raise SlurmError(f"{exc}{undone}") from None
+            raise SubmitFailed(f"{exc}{undone}") from None
 
     @staticmethod
     def _submit_arrays(paths: RunPaths, scripts: dict[str, str], layout: ArrayLayout, jobs: RunJobs,
@@ -182,11 +207,13 @@ class SlurmExecutor:
         states = commands.job_states(ids)
         if not any(states.get(jid, "UNKNOWN") in {"PENDING", "UNKNOWN"} for jid in ids):
             return Observation(states)  # only a pending job can wait forever (sacct may not know a new one yet)
-        wedge = find_wedge(record.jobs, commands.queue(ids), states)
+        queued = commands.queue(ids)
+        pending = {jid: job.reason for job in queued if job.state == "PENDING" for jid in expand_queued_id(job.job_id)}
+        wedge = find_wedge(record.jobs, queued, states)
         if wedge is None:
-            return Observation(states)
+            return Observation(states, pending=pending)
         if not cancel_wedged:
-            return Observation(states, describe(record.run_id, wedge, cancelled=False))
+            return Observation(states, describe(record.run_id, wedge, cancelled=False), pending=pending)
         self._cancel_and_drain(list(wedge.queued))
         return Observation(commands.job_states(ids), describe(record.run_id, wedge, cancelled=True),
                            cancelled=list(wedge.queued))

@@ -3,7 +3,10 @@
   collect.py  merge the task manifests into manifest.csv and summary.json, finish what killed tasks
               left, gather logs, stop the run's service, write the report
   status.py   where a run stands: per task states and progress, totals, rate, ETA (pure `summarize`)
-  cancel.py   cancel every job of a run and mark it cancelled
+  cancel.py   cancel every job of a run, mark it cancelled, free its --out
+  verdict.py  what a run's state means (pure): finished or incomplete, one line per cause, the next
+              command, status's exit code
+  logs.py     the log a user asks for (`hpcmarker logs`), found from the run's record
 
 Jobs are asked about only through the run's executor (executors/).
 """

@@ -21,16 +21,30 @@ import pyarrow.csv as pacsv
 from submitit.core.utils import JobPaths
 
 from hpc_marker.executors import executor_for
-from hpc_marker.planning.bisect import BISECTED
+from hpc_marker.manage.verdict import ACTIVE_STATES
+from hpc_marker.engines.base import EngineOptions
+from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_items_table, load_summary
 from hpc_marker.runstate.claims import ClaimBoard
-from hpc_marker.runstate.finish import final_dir, merge_id, merge_if_complete, place_committed
+from hpc_marker.runstate.finish import (
+    final_dir,
+    merge_id,
+    merge_if_complete,
+    place_committed,
+)
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.manifest import ManifestRecord, latest_frame, read_manifest_frame
+from hpc_marker.runstate.manifest import (
+    ManifestRecord,
+    latest_frame,
+    read_manifest_frame,
+)
+from hpc_marker.runstate.outlock import release
+from hpc_marker.runstate.output import document_file
 from hpc_marker.runstate.permissions import file_mode_mask
 from hpc_marker.runstate.progress import failures_per_item, read_commits
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
 from hpc_marker.runstate.subitems import walk
 from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, records_frame, summarize
 from hpc_marker.util.errors import Refused
@@ -136,6 +150,54 @@ def gather_logs(paths: RunPaths, job_ids: list[str]) -> list[Path]:
     return gathered
 
 
+def merged_outputs(records: pd.DataFrame, items: pd.DataFrame, merged: set[str], out: Path,
+                   output_format: str = "markdown") -> pd.DataFrame:
+    """The records with each part of a merged split PDF, and each converted half of a bisected item of a
+    merged document, pointing at the merged document, not at its piece (deleted once merged). Pure."""
+    parts = items.loc[(items["parts"] > 1) & items["doc_id"].isin(list(merged)), "item_id"]
+    moved = records["item_id"].isin(parts)
+    halves = records["item_id"].str.contains(SUB_MARK, regex=False)
+    if halves.any():
+        moved |= halves & records["item_id"].str.split(".", n=1).str[0].isin(list(merged))
+    moved &= records["output"].notna()
+    if not moved.any():
+        return records
+    records = records.copy()
+    records.loc[moved, "output"] = records.loc[moved, "pdf"].map(
+        lambda rel: str(document_file(out, rel, output_format)))
+    return records
+
+
+def settled_states(task_jobs: list[str], states: dict[str, str], stops: dict[int, TaskStop]) -> dict[str, str]:
+    """Tasks the scheduler's accounting still shows active (it lags the jobs' end by a moment) but whose own
+    record says they stopped: over (COMPLETED; their record gives any cause). Pure."""
+    return {job: "COMPLETED" for task, job in enumerate(task_jobs)
+            if states.get(job) in ACTIVE_STATES and (stop := stops.get(task)) is not None
+            and stop.cause != RUNNING and stop.job_id in ("", job)}
+
+
+def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> dict:
+    """The run's verdict as this collection leaves it (manage/verdict.py): state, headline, one line per cause,
+    the next command. The scheduler is asked for the tasks' states; where it does not answer, the tasks' own
+    stop records still say why they stopped."""
+    from hpc_marker.executors.base import Observation
+    from hpc_marker.manage.status import summarize, summary_progress
+
+    progress = summary_progress(summary)
+    finished = {s.index for s in shares if (c := progress.shares.get(s.index)) and c.ok + c.failed >= s.items}
+    try:
+        seen = executor_for(record.executor).observe(paths, record, finished, collected=True)
+    except Refused as exc:
+        print(f"[hpcmarker collect] warning: no job states: {exc}", flush=True)
+        seen = Observation({})
+    mine = set(record.jobs.get("collect", []))  # this job: it is running now, and done when this is read
+    seen.states = {job: state for job, state in seen.states.items() if job not in mine}
+    stops = read_stops(paths.progress)
+    seen.states.update(settled_states(record.jobs.get("convert", []), seen.states, stops))
+    status = summarize(record, shares, progress, seen, time.time(), collected=True, stops=stops)
+    return {"state": status.state, "headline": status.headline, "reasons": status.reasons, "next": status.next}
+
+
 def collect_run(run_dir: str) -> dict:
     """Merge manifests, write manifest.csv and summary.json, gather logs; returns the summary."""
     paths = RunPaths(Path(run_dir))
@@ -154,7 +216,9 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     recovered, merged_docs, merged = finish_leftovers(paths, record, items, recorded, board)
     if recovered:
         records = pd.concat([records, records_frame(recovered)], ignore_index=True)
-    write_manifest_csv(records, paths.manifest_csv)
+    write_manifest_csv(merged_outputs(records, items, merged_docs, Path(record.out_dir),
+                                      EngineOptions.from_json(record.engine_options).output_format),
+                       paths.manifest_csv)
     summary = summarize(items, shares, records, torn)
     summary.update(document_counts(items, records, merged_docs))
     failures = failures_per_item(read_commits(paths.progress))
@@ -177,11 +241,15 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
                         for r in marked.itertuples(index=False)]
     summary.update(run_id=record.run_id, engine=record.engine, collected=time.time(),
                    logs=[p.name for p in gather_logs(paths, record.jobs.get("convert", []))])
+    summary.update(judge(paths, record, shares, summary))
     atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     for line in torn:
         print(f"[hpcmarker collect] warning: {line}", flush=True)
-    print(f"[hpcmarker collect] {summary['ok']} ok, {summary['partial']} partial, {summary['failed']} failed, "
-          f"{len(summary['missing'])} missing of {summary['items']} items", flush=True)
+    print(f"[hpcmarker collect] {summary['headline']}; {len(summary['missing'])} missing of {summary['items']} items",
+          flush=True)
+    for line in summary["reasons"]:
+        print(f"[hpcmarker collect] {line}", flush=True)
+    release(Path(record.out_dir), record.run_id)  # the run is over: its --out is free for the next one
     try:
         from hpc_marker.report.page import RunView, write_report
 

@@ -1,11 +1,12 @@
-"""Status: where a run stands, from its tasks' commit logs and the scheduler's job states.
+"""Status: where a run stands, from its tasks' commit logs and stop records and the scheduler's job states.
 
 Counts come per share (the items planned for each task, whoever converted them): from the
 collector's summary.json once the run is collected, else from the tasks' compact commit logs
 (runstate/progress.py), never from the JSON manifests, so a run of 10^6 items answers in a second
-or two. `summarize` is pure (record, shares, counts, job states, now) -> RunStatus; `load_status`
-gathers those inputs, and notices a wedged run (a job pending forever with
-DependencyNeverSatisfied), cancelling what it left queued when asked; `status_table` draws them.
+or two. `summarize` is pure (record, shares, counts, job states, stop records, now) -> RunStatus,
+its state and reasons decided by verdict.py; `load_status` gathers those inputs, and notices a
+wedged run (a job pending forever with DependencyNeverSatisfied), cancelling what it left queued
+when asked; `status_table` draws them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from hpc_marker.executors import executor_for
+from hpc_marker.executors.base import Observation
 from hpc_marker.manage.cancel import mark_cancelled
+from hpc_marker.manage.verdict import ACTIVE_STATES, OVER_STATES, RunFacts, TaskView, verdict
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.store import ShareSummary, load_summary
 from hpc_marker.runstate.documents import token_counts
@@ -32,13 +35,12 @@ from hpc_marker.runstate.progress import (
     read_heartbeats,
 )
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.stops import TaskStop, read_stops
 from hpc_marker.runstate.subitems import PARTIAL, fold_commits
 from hpc_marker.slurm.parse import index_ranges
 
 if TYPE_CHECKING:  # pandas loads only where commit logs are read: a collected run's status needs none
     import pandas as pd
-
-ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
 
 
 @dataclass
@@ -105,24 +107,13 @@ class RunStatus:
     tasks: list[TaskStatus] = field(default_factory=list)
     torn_manifest_lines: list[str] = field(default_factory=list)
     wedged: str | None = None  # one line when a job of the run can never start (see wedge.py)
+    headline: str = ""  # the state in one line, with counts and causes (verdict.py)
+    reasons: list[str] = field(default_factory=list)  # one line per distinct cause, with its count and fix
+    next: str | None = None  # the exact next command, when there is one
+    exit_code: int = 0  # what `status` exits with (verdict.py: 0, 3 failed items, 4 incomplete)
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def run_state(task_states: list[str], collector_state: str, collected: bool) -> str:
-    """One word for the whole run. Pure."""
-    if collected and collector_state not in ACTIVE_STATES:
-        return "finished"
-    if any(s == "RUNNING" for s in task_states):
-        return "running"
-    if task_states and all(s == "CANCELLED" for s in task_states):
-        return "cancelled"
-    if any(s in ACTIVE_STATES for s in task_states):
-        return "pending" if all(s in {"PENDING", "UNKNOWN"} for s in task_states) else "running"
-    if collector_state in ACTIVE_STATES:
-        return "collecting"
-    return "stopped"
 
 
 def share_counts(latest: pd.DataFrame) -> dict[int, ShareCounts]:
@@ -148,8 +139,13 @@ def share_counts(latest: pd.DataFrame) -> dict[int, ShareCounts]:
             for i in np.flatnonzero(all_n)}
 
 
-def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress, states: dict[str, str],
-              now: float, collected: bool = False, activities: dict[int, str] | None = None) -> RunStatus:
+def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress, seen: Observation | dict[str, str],
+              now: float, collected: bool = False, activities: dict[int, str] | None = None,
+              stops: dict[int, TaskStop] | None = None) -> RunStatus:
+    """The run's status from its plan, progress, the scheduler's view (an Observation, or just job
+    states) and the tasks' stop records. Pure."""
+    seen = seen if isinstance(seen, Observation) else Observation(dict(seen))
+    states = seen.states
     task_ids = record.jobs.get("convert", [])
     tasks = []
     for share in shares:
@@ -169,17 +165,36 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
     remaining = pages - pages_done
     collect_ids = record.jobs.get("collect", [])
     collector = states.get(collect_ids[0], "UNKNOWN") if collect_ids else "-"
+    items, failed, pending = sum(t.items for t in tasks), sum(t.failed for t in tasks), sum(t.pending for t in tasks)
+    others = {job_id: f"{role} {job_id}" for role in ("service", "collect") for job_id in record.jobs.get(role, [])}
+    judged = verdict(RunFacts(
+        run_id=record.run_id, time_limit=record.time_limit, mem=record.mem, cancelled=record.cancelled is not None,
+        tasks=tuple(TaskView(t.task, t.job_id, t.state, t.pending) for t in tasks), stops=stops or {},
+        items=items, pending=pending, failed=failed, collected=collected, collector=collector,
+        partial=sum(t.partial for t in tasks),
+        pending_reasons=seen.pending, other_jobs=others, wedged=bool(seen.wedged) and not seen.cancelled))
     return RunStatus(
-        run_id=record.run_id, run_dir="", executor=record.executor,
-        state=run_state([t.state for t in tasks], collector, collected),
-        items=sum(t.items for t in tasks), ok=sum(t.ok for t in tasks), failed=sum(t.failed for t in tasks),
-        pending=sum(t.pending for t in tasks), pages=pages, pages_done=pages_done,
+        run_id=record.run_id, run_dir="", executor=record.executor, state=judged.state,
+        items=items, ok=sum(t.ok for t in tasks), failed=failed, pending=pending, pages=pages, pages_done=pages_done,
         elapsed_seconds=round(elapsed, 1) if elapsed is not None else None,
         pages_per_second=round(rate, 2) if rate else None,
         eta_seconds=round(remaining / rate, 1) if rate and remaining > 0 and active else None,
         collector=collector, degraded=sum(c.degraded for c in progress.shares.values()), tasks=tasks,
         partial=sum(t.partial for t in tasks), lost_pages=list(progress.lost_pages),
-        torn_manifest_lines=list(progress.torn_lines), text_layer=dict(progress.text_layer))
+        text_layer=dict(progress.text_layer),
+        torn_manifest_lines=list(progress.torn_lines), wedged=seen.wedged, headline=judged.headline,
+        reasons=judged.lines(record.run_id), next=judged.next, exit_code=judged.exit_code)
+
+
+def summary_progress(summary: dict) -> Progress:
+    """The progress summary.json records (its share counts, partial items and lost pages). Pure."""
+    shares = {int(s["share"]): ShareCounts(s["ok"], s["failed"], s["pages_done"], s.get("degraded", 0),
+                                           s.get("partial", 0))
+              for s in summary["shares"]}
+    lost = [f"{p['pdf']} page {p['page']}: {p['status']}" for p in summary.get("lost_pages", [])]
+    return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
+                    summary.get("torn_manifest_lines", []), len(summary.get("llm_failover") or []),
+                    text_layer=summary.get("text_layer", {}), lost_pages=lost)
 
 
 def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
@@ -188,13 +203,7 @@ def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
     if paths.summary.exists():
         summary = json.loads(paths.summary.read_text(encoding="utf-8"))
         if "shares" in summary:
-            shares = {int(s["share"]): ShareCounts(s["ok"], s["failed"], s["pages_done"], s.get("degraded", 0),
-                                                   s.get("partial", 0))
-                      for s in summary["shares"]}
-            lost = [f"{p['pdf']} page {p['page']}: {p['status']}" for p in summary.get("lost_pages", [])]
-            return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
-                            summary.get("torn_manifest_lines", []), len(summary.get("llm_failover") or []),
-                            text_layer=summary.get("text_layer", {}), lost_pages=lost)
+            return summary_progress(summary)
     commits = read_commits(paths.progress)
     latest = latest_commits(commits)
     moved = int(latest["flags"].str.contains(FAILED_OVER, regex=False).sum()) if failed_over and len(latest) else 0
@@ -247,12 +256,11 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     seen = executor_for(record.executor).observe(paths, record, finished, collected, cancel_wedged=cancel_wedged)
     if seen.cancelled:
         mark_cancelled(paths)
+        record = paths.load_record()
     activities = {task: beat.state for task, beat in read_heartbeats(paths.progress).items()}
-    status = summarize(record, shares, progress, seen.states, time.time(), collected=collected,
-                       activities=activities)
+    status = summarize(record, shares, progress, seen, time.time(), collected=collected, activities=activities,
+                       stops=read_stops(paths.progress))
     status.run_dir = str(paths.root)
-    if seen.wedged:  # the jobs left squeue when cancelled, whether or not sacct shows it yet
-        status.state, status.wedged = ("cancelled" if seen.cancelled else "wedged"), seen.wedged
     if record.llm:
         from hpc_marker.llm.metrics import service_summary, throughput_bound
 
@@ -271,7 +279,6 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
     return status
 
 
-FINAL_STATES = {"finished", "cancelled", "stopped", "wedged"}
 TABLE_TASKS = 64  # past this many tasks, the table has a row per state (and the worst tasks), not per task
 WORST_TASKS = 16
 
@@ -282,7 +289,7 @@ def watch_status(paths: RunPaths, interval_s: float = 5.0, cancel_wedged: bool =
 
     current = load_status(paths, cancel_wedged)
     with Live(status_table(current), refresh_per_second=4) as live:
-        while current.state not in FINAL_STATES:
+        while current.state not in OVER_STATES:
             time.sleep(interval_s)
             current = load_status(paths, cancel_wedged)
             live.update(status_table(current))
@@ -322,7 +329,9 @@ def _rows(tasks: list[TaskStatus]) -> list[tuple[str, str, str, int, int, int, i
 
 
 def status_table(status: RunStatus) -> Table:
-    table = Table(title=f"run {status.run_id} ({status.executor}): {status.state}", title_justify="left")
+    """The table of tasks under the run's headline (the reasons and the next command: `verdict_lines`)."""
+    table = Table(title=f"run {status.run_id} ({status.executor}): {status.headline or status.state}",
+                  title_justify="left")
     for column in ("task", "job", "state", "done", "failed", "pending", "pages", "progress"):
         table.add_column(column, justify="right" if column not in ("job", "state", "progress") else "left")
     for label, job, state, ok, failed, pending, pages_done, pages in _rows(status.tasks):
@@ -368,3 +377,8 @@ def text_layer_line(status: RunStatus) -> str:
     return (f"\ntext layer: {layer['empty_pages']} empty pages in {layer[f'{unit}_with_empty_pages']} {unit}, "
             f"{layer['garbled_pages']} garbled pages in {layer[f'{unit}_with_garbled_pages']} {unit}; to OCR them: "
             f"hpcmarker retry {status.run_id} --select no-text|garbled --engine marker --force-ocr")
+
+
+def verdict_lines(status: RunStatus) -> list[str]:
+    """One line per cause, then the next command: printed whole under the table, never wrapped into it."""
+    return [*status.reasons, *([f"next: {status.next}"] if status.next else [])]

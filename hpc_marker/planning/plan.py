@@ -35,7 +35,7 @@ class WorkItem:
     page_start: int
     page_stop: int
     scan_error: str | None = None
-    scan_status: str = "failed"  # the scan's verdict: "ok", or the status an unreadable PDF gets ("failed", "encrypted")
+    scan_status: str = "ok"  # the scan's verdict: "ok", or the status an unreadable PDF gets ("failed", "encrypted")
     doc_id: str = ""  # the PDF's id; parts of one PDF share it
     part: int = 0
     parts: int = 1
@@ -151,17 +151,26 @@ def split_items(items: list[WorkItem], max_pages: int) -> list[WorkItem]:
         starts = list(range(item.page_start, item.page_stop, size))
         for k, start in enumerate(starts):
             out.append(WorkItem(item_id=part_id(doc_id, k), pdf=item.pdf, page_start=start,
-                                page_stop=min(start + size, item.page_stop), doc_id=doc_id,
-                                part=k, parts=len(starts)))
+                                page_stop=min(start + size, item.page_stop), scan_status=item.scan_status,
+                                doc_id=doc_id, part=k, parts=len(starts)))
     return out
 
 
-def make_plan(items: list[WorkItem], max_tasks: int, split_pages: int | None = None) -> Plan:
+def task_count(total_pages: int, max_tasks: int, min_task_pages: int = 1) -> int:
+    """How many of `max_tasks` tasks the work can use: each gets at least `min_task_pages` pages (so that
+    a task that loads models has enough to convert for it), one task at least. Pure."""
+    return max(1, min(max_tasks, total_pages // max(1, min_task_pages)))
+
+
+def make_plan(items: list[WorkItem], max_tasks: int, split_pages: int | None = None,
+              min_task_pages: int = 1) -> Plan:
     """Split large PDFs (threshold: `split_pages`, default derived; 0 = never) and balance the
-    items over at most `max_tasks` tasks (never more tasks than items)."""
+    items over at most `max_tasks` tasks: never more tasks than items, nor than give each task
+    `min_task_pages` pages."""
     if max_tasks < 1:
         raise ValueError("a plan needs at least one task")
     total = sum(item.pages for item in items)
+    max_tasks = task_count(total, max_tasks, min_task_pages)
     items = split_items(items, default_split_pages(total, max_tasks) if split_pages is None else split_pages)
     n_tasks = min(max_tasks, len(items)) or 1
     tasks = [TaskPlan(index=i) for i in range(n_tasks)]

@@ -143,7 +143,10 @@ def header(view: RunView, totals: dict) -> dict:
             "model": (record.llm or {}).get("model") or (view.llm or {}).get("model"),
             "collected": f"collected {_stamp(collected)}" if collected
             else "not collected yet: from the task manifests so far",
-            "pdfs": record.pdfs_root, "out": record.out_dir, "cards": cards}
+            "pdfs": record.pdfs_root, "out": record.out_dir, "cards": cards,
+            # the collector's verdict (manage/verdict.py): the state, one line per cause, the next command
+            "state": view.summary.get("headline") or view.summary.get("state"),
+            "reasons": list(view.summary.get("reasons", [])), "next": view.summary.get("next")}
 
 
 def attempts_file(view: RunView) -> str:

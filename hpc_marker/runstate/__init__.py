@@ -11,4 +11,6 @@
                   put together around lost pages
   subitems.py     a bisected item's halves folded back (pure): leaves, lost pages, partial
   summary.py      what the records add up to (pure): counts, pages, rates, documents
+  stops.py        each task's own record of why it stopped (progress/stop-<i>.json)
+  outlock.py      one active run per --out (OUT/.hpcmarker/active)
 """

@@ -11,6 +11,7 @@ become one document only when all of them are there (`merge_parts`).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -35,8 +36,29 @@ def document_file(out_root: Path, relpath: str, output_format: str) -> Path:
     return document_dir(out_root, relpath) / file_name(document_stem(relpath), output_format)
 
 
+NAME_MAX = 255  # bytes in one file name (ext4, XFS, Lustre, GPFS, NFS)
+META_SUFFIX = "_meta.json"
+
+
+def fit_name(stem: str, suffix: str, limit: int = NAME_MAX) -> str:
+    """`stem + suffix`, or, when that is longer than a file name may be, the stem cut (at a character
+    boundary) and marked with a short hash of the whole stem, so two long names stay apart. Pure."""
+    name = stem + suffix
+    if len(name.encode()) <= limit:
+        return name
+    mark = "~" + hashlib.sha1(stem.encode()).hexdigest()[:8]
+    room = limit - len((mark + suffix).encode())
+    return stem.encode()[:room].decode(errors="ignore") + mark + suffix
+
+
 def meta_file(folder: Path, stem: str) -> Path:
-    return Path(folder) / f"{stem}_meta.json"
+    """The document's metadata file: `<stem>_meta.json`, shortened where that name would be too long."""
+    return Path(folder) / fit_name(stem, META_SUFFIX)
+
+
+def long_names(relpaths: list[str]) -> list[str]:
+    """The PDFs whose side file `<stem>_meta.json` needs a shortened name (flagged at submit). Pure."""
+    return [rel for rel in relpaths if fit_name(document_stem(rel), META_SUFFIX) != document_stem(rel) + META_SUFFIX]
 
 
 def stage_document(staging_root: Path, name: str, stem: str, doc: ConvertedDocument) -> Path:
@@ -64,7 +86,7 @@ def commit_staged(staging: Path, final: Path) -> None:
     except OSError as exc:
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
             raise
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        old = final.parent / f".old-{uuid.uuid4().hex}"  # not the name: a long one would not fit
         os.replace(final, old)
         os.replace(staging, final)
         shutil.rmtree(old, ignore_errors=True)
@@ -74,7 +96,7 @@ def write_document(out_root: Path, relpath: str, doc: ConvertedDocument, staging
     """Stage and commit `doc` as the document for `relpath`; returns the path of its file."""
     final = document_dir(out_root, relpath)
     stem = document_stem(relpath)
-    staging = stage_document(staging_root or final.parent, f".{stem}.partial", stem, doc)
+    staging = stage_document(staging_root or final.parent, fit_name(f".{stem}", ".partial", NAME_MAX - 9), stem, doc)
     commit_staged(staging, final)
     return final / file_name(stem, doc.format)
 

@@ -6,14 +6,16 @@ batches from their tails, and batches of tasks that died), converts their items,
 exactly once (runstate/claims.py), and renames the output into place (finishing.py). A PDF that
 fails is recorded and the task goes on. An item past its time limit (limits.py) ends only its own
 worker and is recorded `timeout`; a worker that dies (a crash, the out-of-memory killer) is
-replaced and its item tried once more. SIGTERM (scancel, preemption) stops the task at once and
-gives its batches back. USR2 (time limit near) or a full output disk lets the items in flight
-finish, takes no new ones and gives the rest of the batches back; after a full disk the task exits
-non-zero so the run shows as incomplete.
+replaced and its item tried once more. SIGTERM (scancel, preemption) or SIGINT (Ctrl-C) stops the
+task at once and gives its batches back. USR2 (time limit near) or a full output disk lets the items
+in flight finish, takes no new ones and gives the rest of the batches back; after a full disk the
+task exits non-zero. Whatever ends it, the task says why in its stop record (runstate/stops.py):
+done, time limit, storage full, cancelled, its engine, inference server or LLM service unusable.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -26,7 +28,14 @@ from pathlib import Path
 
 import submitit
 
-from hpc_marker.engines import EngineError, EngineOptions, EngineUnavailable, check_engine, engine_startup_seconds
+from hpc_marker.engines import (
+    EngineError,
+    EngineOptions,
+    EngineUnavailable,
+    check_engine,
+    engine_startup_seconds,
+    output_settings,
+)
 from hpc_marker.planning.bisect import BISECTED, can_bisect, halves, sub_item
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_share, load_summary
@@ -37,9 +46,20 @@ from hpc_marker.runstate.output import document_stem
 from hpc_marker.runstate.permissions import file_mode_mask
 from hpc_marker.runstate.progress import CommitLog
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.stops import (
+    CANCELLED,
+    DONE,
+    ENGINE,
+    ERROR,
+    INFERENCE,
+    LLM_SERVICE,
+    STORAGE_FULL,
+    TIME_LIMIT,
+    StopRecord,
+)
 from hpc_marker.runstate.subitems import walk
 from hpc_marker.runtime.finishing import Finisher
-from hpc_marker.runtime.inference import InferenceSettings, task_inference_server
+from hpc_marker.runtime.inference import InferenceServerFailed, InferenceSettings, task_inference_server
 from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
 from hpc_marker.runtime.mps import task_mps
 from hpc_marker.runtime.scheduler import Batch, Scheduler
@@ -59,16 +79,37 @@ class TaskResult:
     failed: int
     stolen: int
     seconds: float
+    stopped: str = DONE  # why it stopped (runstate/stops.py)
+    reason: str = ""  # in one line, when it stopped early
+
+    def sentence(self) -> str:
+        """The result as the task log says it."""
+        stolen = f" ({self.stolen} of them from other tasks' shares)" if self.stolen else ""
+        why = "" if self.stopped == DONE else f"; stopped early: {self.stopped.replace('_', ' ')}"
+        return (f"{self.ok + self.failed} items finished{stolen}: {self.ok} ok, {self.failed} failed, "
+                f"in {self.seconds:.1f} s{why}")
+
+
+STORAGE_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class TaskStopped(BaseException):
-    """SIGTERM (scancel, preemption, a local cancel): stop now, give the claims back."""
+    """SIGTERM (scancel, preemption, a local cancel) or SIGINT (Ctrl-C): stop now, give the claims back."""
+
+
+class CannotStart(Exception):
+    """The task cannot convert anything here: `cause` (runstate/stops.py) and a one-line reason."""
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def _raise_stopped(signum: int, _frame) -> None:
     # One-shot: Slurm signals every process of the job and a local controller forwards its own signal,
-    # so a second SIGTERM often follows; it must not interrupt the release of the claims.
-    signal.signal(signum, signal.SIG_IGN)
+    # so a second SIGTERM (or a SIGINT after it) often follows; it must not interrupt the release of the claims.
+    for stopping in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stopping, signal.SIG_IGN)
     raise TaskStopped(signal.Signals(signum).name)
 
 
@@ -90,7 +131,33 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
     with file_mode_mask(record.umask):  # outputs are private unless the run asked otherwise
-        return _run_task(paths, record, task_index)
+        try:
+            stops = StopRecord(paths.progress, task_index, current_job_id(), socket.gethostname())
+        except OSError as exc:  # a full disk from the start: nothing can be converted or recorded
+            raise RuntimeError(f"task {task_index} cannot write to its run folder: {exc.strerror}") from None
+        try:
+            result = _run_task(paths, record, task_index)
+        except TaskStopped as stop:
+            stops.stop(CANCELLED, f"cancelled (stopped by {stop})")
+            raise SystemExit(128 + signal.SIGTERM) from None
+        except CannotStart as exc:
+            stops.stop(exc.cause, str(exc))
+            raise RuntimeError(str(exc)) from None
+        except OSError as exc:  # the storage filled where the task had no other way to say so
+            if exc.errno not in STORAGE_FULL_ERRNOS:
+                stops.stop(ERROR, one_line(exc, with_type=True))
+                raise
+            stops.stop(STORAGE_FULL, f"storage full: {exc.strerror}")
+            raise RuntimeError(f"task {task_index} stopped early: storage full ({exc.strerror}); free space, then: "
+                               f"hpcmarker retry {record.run_id}") from None
+        except Exception as exc:  # a bug: recorded, and it keeps its traceback
+            stops.stop(ERROR, one_line(exc, with_type=True))
+            raise
+        stops.stop(result.stopped, result.reason)
+        if result.stopped == STORAGE_FULL:  # exit non-zero: the run is not complete, and the scheduler should say so
+            raise RuntimeError(f"task {task_index} stopped early: {result.reason}; free space, then: "
+                               f"hpcmarker retry {record.run_id}")
+        return result
 
 
 def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult:
@@ -102,7 +169,9 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     workers = max(1, min(workers, max(len(own.items), 1)))
     threads = threads_per_worker(cpus, workers)
     cap_threads(threads)
-    options = dict(record.engine_options, threads=threads)
+    options = dict(record.engine_options, threads=threads,  # what the workers get; the settings go in each output
+                   output_settings=output_settings(record.engine, EngineOptions.from_json(record.engine_options),
+                                                   record.llm))
     host = socket.gethostname()
     context = dict(engine=record.engine, host=host, gpu=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                    job_id=current_job_id(), task=task_index)
@@ -113,17 +182,22 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     log(f"{len(own.items)} own items in {len(scheduler.own)} batches, stealing {'on' if record.steal else 'off'}; "
         f"{cpus} CPUs, {workers} workers x {threads} threads, CUDA_VISIBLE_DEVICES={context['gpu'] or '(none)'}")
     start = time.time()
-    draining: list[str] = []  # USR2, or storage gone: finish what is in flight, take nothing new
+    # USR2, or storage gone: finish what is in flight, take nothing new; (cause, one line) of each
+    draining: list[tuple[str, str]] = []
     # Ours from the start: submitit's own USR2 handler would requeue the job (or fail it) instead.
     signal.signal(signal.SIGTERM, _raise_stopped)  # submitit bypasses SIGTERM; a cancelled task must stop
-    signal.signal(signal.SIGUSR2, lambda *_: draining.append("time limit near (USR2)"))
+    signal.signal(signal.SIGINT, _raise_stopped)  # Ctrl-C on a local run reaches every task
+    signal.signal(signal.SIGUSR2, lambda *_: draining.append((TIME_LIMIT, "time limit near (USR2)")))
     server = ExitStack()  # this task's helpers (LLM relay, MPS, marker 2.x's server), stopped however it ends
     try:
         _prepare(record, paths, task_index, options, host, workers, server)
     except TaskStopped as stop:
         server.close()
         log(f"stopped by {stop} before taking any item")
-        raise SystemExit(128 + signal.SIGTERM) from None
+        raise
+    except Exception:  # CannotStart, a bug: what _prepare started (the LLM relay) stops too
+        server.close()
+        raise
     limit = parse_item_timeout(record.item_timeout)
     log(f"item time limit: {limit.describe()}" + (f", worker memory {record.worker_memory}"
                                                   if record.worker_memory else ""))
@@ -145,7 +219,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
             batch.left.update(child.item_id for child in children)
             queue.extendleft((child, batch) for child in reversed(children))
         if finisher.storage_errors and not draining:
-            draining.append(finisher.storage_errors[-1])
+            draining.append((STORAGE_FULL, finisher.storage_errors[-1]))
         done_with(item, batch)
 
     def fail(item: WorkItem, batch: Batch, status: str, error: str, started: float) -> None:
@@ -190,9 +264,13 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
 
     try:
         os.environ.update(server.enter_context(task_mps(record.mps or "off", record.engine, workers, log=log)))
-        os.environ.update(server.enter_context(task_inference_server(
-            InferenceSettings.from_record(record.inference), paths.logs / f"inference-task-{task_index}.log",
-            log=log, workers=workers)))  # before any worker is spawned
+        try:
+            os.environ.update(server.enter_context(task_inference_server(
+                InferenceSettings.from_record(record.inference), paths.logs / f"inference-task-{task_index}.log",
+                log=log, workers=workers)))  # before any worker is spawned
+        except InferenceServerFailed as exc:
+            log(f"giving up: {exc}")
+            raise CannotStart(INFERENCE, str(exc)) from None
         board.on_beat = scheduler.write
         scheduler.write()
         board.start_heartbeat()
@@ -215,7 +293,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                 give_back_queued()
                 if not announced:
                     announced = True
-                    log(f"taking no new items: {draining[0]}; {len(inflight)} in flight finish first")
+                    log(f"taking no new items: {draining[0][1]}; {len(inflight)} in flight finish first")
             if not inflight:
                 if draining:
                     break
@@ -258,40 +336,45 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                     if isinstance(error, OutputUnwritable) and error.storage_full and not draining:
                         finisher.storage_errors.append(f"storage full: {error}")
                         log("taking no more items: the output storage is full")
-                        draining.append(finisher.storage_errors[-1])
+                        draining.append((STORAGE_FULL, finisher.storage_errors[-1]))
     except TaskStopped as stop:
         log(f"stopped by {stop}: giving back {len(board.held())} batches ({len(inflight)} items in flight)")
         pool.close(grace_s=5)
         board.release_all()
-        raise SystemExit(128 + signal.SIGTERM) from None
+        raise
     finally:
         board.stop_heartbeat()
         pool.close()
         server.close()
-        finisher.manifest.close()
-        finisher.commits.close()
-        board.release_all()  # what is still held was not finished: others may take it at once
-        scheduler.exit()
+        for last_write in (finisher.manifest.close, finisher.commits.close, board.release_all, scheduler.exit):
+            try:  # board.release_all: what is still held was not finished, others may take it at once
+                last_write()
+            except OSError as exc:  # a full disk keeps the last lines from landing: the reason to stop
+                if exc.errno not in STORAGE_FULL_ERRNOS:
+                    raise
+                finisher.storage_errors.append(f"storage full: cannot record the task's end: {exc.strerror}")
 
     if pool.replaced:
         log(f"{pool.replaced} workers were replaced (timed out, died or ran out of memory)")
     counts = finisher.counts
+    cause, reason = draining[0] if draining else (DONE, "")
+    if finisher.storage_errors:
+        cause, reason = STORAGE_FULL, finisher.storage_errors[0]
     result = TaskResult(task=task_index, ok=counts["ok"], failed=sum(counts[s] for s in FAILURE_STATUSES),
-                        stolen=counts["stolen"], seconds=round(time.time() - start, 3))
-    log(f"done: {result}")
-    if finisher.storage_errors:  # exit non-zero: the run is not complete, and the scheduler should say so
-        raise RuntimeError(f"task {task_index} stopped early: {finisher.storage_errors[0]}; free space, then: "
-                           f"hpcmarker retry {record.run_id}")
+                        stolen=counts["stolen"], seconds=round(time.time() - start, 3), stopped=cause, reason=reason)
+    log(f"done: {result.sentence()}")
     return result
 
 
 def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict, host: str, workers: int,
              helpers: ExitStack) -> None:
-    """Before any item: the engine can run here, and the LLM service (if any) answers; `options` gains it."""
+    """Before any item: the engine can run here, and the LLM service (if any) answers; `options` gains it.
+    CannotStart says why not."""
     try:
         check_engine(record.engine, EngineOptions.from_json(options))
     except EngineUnavailable as exc:
-        raise RuntimeError(f"engine {record.engine!r} cannot run on {host}: {exc}") from None
+        _log(task_index, f"giving up: engine {record.engine!r} cannot run here: {exc}")
+        raise CannotStart(ENGINE, f"engine {record.engine!r} cannot run on {host}: {exc}") from None
     if record.llm:
         options["llm"] = _llm_options(record, paths, task_index, workers, helpers)
 
@@ -311,7 +394,7 @@ def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: i
         endpoint = wait_for_service(paths.root, timeout_s=llm["wait_timeout_s"], replicas=replicas)
     except ServiceUnavailable as exc:
         log(f"giving up: {exc}")
-        raise RuntimeError(str(exc)) from None
+        raise CannotStart(LLM_SERVICE, str(exc)) from None
     log(f"LLM service answers at {endpoint.url} ({endpoint.server} replica {endpoint.replica}, model {endpoint.model})")
     budget = plan_budget(llm["parallel"], replicas, record.tasks, workers, llm["request_timeout_s"],
                          per_worker=llm.get("concurrency"), max_running=record.max_running)

@@ -95,9 +95,11 @@ def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_r
     degraded, failover = llm_marks(doc.metadata, before, _llm_counts())
     stat = Path(pdf_path).stat()
     doc.metadata["hpcmarker_source"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "engine": _ENGINE.name,
-                                        "format": doc.format, "pages": [page_start, page_stop]}
+                                        "format": doc.format, "pages": [page_start, page_stop],
+                                        "settings": _ENGINE_SPEC[1].get("output_settings")}
     try:
         return str(stage_document(Path(staging_root), name, stem, doc)), degraded, failover, \
             flagged_pages(doc.metadata.get("text_layer"))
     except OSError as exc:
-        raise OutputUnwritable(f"cannot write output: {exc.strerror} ({exc.filename})", exc.errno) from None
+        raise OutputUnwritable(f"cannot write output: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else ""),
+                               exc.errno) from None

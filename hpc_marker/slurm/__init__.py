@@ -5,4 +5,5 @@
                dependencies, `scontrol show config`, the user's sacctmgr limits
   arrays.py    a run's tasks as job arrays within MaxArraySize, MaxSubmitJobs and --max-running (pure)
   wedge.py     a run whose jobs pend forever (DependencyNeverSatisfied): found and described (pure)
+  pending.py   squeue pending reasons that will never clear by waiting (pure)
 """

@@ -40,9 +40,9 @@ def slurm_available() -> bool:
     return shutil.which("sbatch") is not None
 
 
-def _run(argv: list[str], timeout_s: float = QUERY_TIMEOUT_S) -> str:
+def _run(argv: list[str], timeout_s: float = QUERY_TIMEOUT_S, stdin: str | None = None) -> str:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False, input=stdin)
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]}: not found on PATH (is this a Slurm login node?)") from None
     except subprocess.TimeoutExpired:
@@ -135,6 +135,21 @@ def queue(job_ids: list[str]) -> list[QueuedJob]:
 def queued_jobs(job_ids: list[str]) -> list[str]:
     """Job ids still in squeue (pending array tasks folded as '123_[0-3]')."""
     return [job.job_id for job in queue(job_ids)]
+
+
+def unreachable(message: str) -> bool:
+    """Whether a failed command's message says Slurm could not be asked (not that it refused)."""
+    return any(words in message for words in ("Unable to contact", "no answer within", "not found on PATH",
+                                               "Socket timed out", "Connection refused"))
+
+
+def test_only(script: str) -> None:
+    """`sbatch --test-only` of a script (on stdin): Slurm checks it against the partitions and nodes and
+    queues nothing. SlurmError with Slurm's reason ('Requested node configuration is not available')."""
+    try:
+        _run(["sbatch", "--test-only"], stdin=script)
+    except SlurmError as exc:
+        raise SlurmError(str(exc).removeprefix("sbatch --test-only: ").removeprefix("sbatch: error: ")) from None
 
 
 def cancel_jobs(job_ids: list[str]) -> None:

@@ -6,4 +6,5 @@
   scripts.py    each role's template variables, the rendered scripts, `--dry-run`'s text
   launch.py     scan → plan → run folder → scripts → the run's executor
   resume.py     resubmit only the unfinished tasks of a run; retry failed (not poison) items
+  overrides.py  the resources resume and retry may change (--time, --mem, --gpus, ...), checked
 """

@@ -8,21 +8,23 @@ and prints the same scripts.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpc_marker.engines import check_engine
+from hpc_marker.engines import check_engine, output_settings
 from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
-from hpc_marker.executors.base import Progress
+from hpc_marker.executors.base import Progress, SubmitFailed, live_job_ids
 from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
 from hpc_marker.planning.store import save_plan
-from hpc_marker.runstate.index import register_run
+from hpc_marker.runstate.index import forget_run, register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
-from hpc_marker.runstate.output import document_dir, document_file, document_stem, meta_file
+from hpc_marker.runstate.outlock import Holder, acquire, age, release
+from hpc_marker.runstate.output import document_dir, document_file, document_stem, long_names, meta_file
 from hpc_marker.runstate.permissions import PERMISSIONS, private_files
 from hpc_marker.runstate.record import RunRecord, new_run_id
 from hpc_marker.runtime.inference import InferenceConfigError, settings_for_run
@@ -50,6 +52,7 @@ class PreparedRun:
     scripts: dict[str, str]  # script name -> text: service, convert (one per array), collect
     layout: ArrayLayout  # the tasks' job arrays
     up_to_date: list[str] = field(default_factory=list)  # PDFs skipped: their outputs are current
+    notes: list[str] = field(default_factory=list)  # one line each, for the user (fewer tasks, long names, limits)
 
 
 def run_jobs(record: RunRecord) -> RunJobs:
@@ -88,12 +91,16 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         raise LaunchError(f"--pdfs {exc}") from None
     out = request.out.resolve()
     check_out_dir(out, PERMISSIONS[request.permissions])
-    output_format = request.engine_options.output_format
-    up_to_date = [] if request.force else [pdf.relpath for pdf in scanned
-                                           if output_is_current(out, pdf, output_format)]
+    wanted = output_settings(request.engine, request.engine_options, request.llm.record() if request.llm else None)
+    up_to_date = [] if request.force else [pdf.relpath for pdf in scanned if output_is_current(out, pdf, wanted)]
     todo = [pdf for pdf in scanned if pdf.relpath not in set(up_to_date)]
     if not todo:
-        raise NothingToDo(f"all {len(scanned)} PDFs already have up-to-date outputs in {out} (--force redoes them)")
+        raise NothingToDo(f"all {len(scanned)} PDFs already have outputs in {out} made from the same files with "
+                          f"the same engine and options (--force redoes them)")
+    notes = []
+    if long := long_names([pdf.relpath for pdf in todo]):
+        notes.append(f"note: {len(long)} PDF names are too long for `<name>{'_meta.json'}` (255 bytes); their "
+                     f"metadata goes to a shortened name, e.g. {meta_file(Path(), document_stem(long[0])).name}")
 
     run_id = request.run_id or new_run_id()
     paths = RunPaths(out / RUNS_SUBDIR / run_id)
@@ -103,7 +110,10 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     if request.plan_strategy == "static":
         plan = static_chunks(items, max(1, request.gpus))
     else:
-        plan = make_plan(items, max(1, request.gpus), split_pages=request.split_pages)
+        plan = make_plan(items, max(1, request.gpus), split_pages=request.split_pages,
+                         min_task_pages=request.min_task_pages)
+        if len(plan.tasks) < request.gpus:
+            notes.append(fewer_tasks_note(request.gpus, plan, len(todo), request.min_task_pages))
     record = RunRecord(
         run_id=run_id, created=time.time(), pdfs_root=str(pdfs), out_dir=str(out), engine=request.engine,
         engine_options=request.engine_options.to_json(), executor=executor.name, tasks=len(plan.tasks),
@@ -119,7 +129,10 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     )
     layout = executor.task_arrays(record, list(range(record.tasks)), other_jobs(record))  # refused: nothing made
     scripts = render_scripts(paths, record, python=sys.executable, layout=layout)
+    executor.check_scripts(scripts)  # a request the cluster can never run: refused now, not pending forever
     if create:
+        if not request.force_concurrent:
+            acquire(out, run_id, active_jobs_of(out))
         paths.create()
         save_plan(plan, paths.plan)
         paths.save_record(record)
@@ -128,7 +141,40 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         for role, text in scripts.items():
             (paths.scripts / f"{role}.sbatch").write_text(text)
     return PreparedRun(paths=paths, record=record, plan=plan, scanned=todo, scripts=scripts, layout=layout,
-                       up_to_date=up_to_date)
+                       up_to_date=up_to_date, notes=notes + ([layout.note] if layout.note else []))
+
+
+def fewer_tasks_note(gpus: int, plan: Plan, pdfs: int, min_task_pages: int) -> str:
+    """The one line that says why a run has fewer tasks than --gpus. Pure."""
+    tasks = len(plan.tasks)
+    why = (f"{len(plan.items)} work items, one per task at most" if tasks == len(plan.items)
+           else f"{plan.total_pages:,} pages; each task gets at least {min_task_pages}: --min-task-pages")
+    return f"note: --gpus {gpus}: {tasks} task{'s' if tasks != 1 else ''} for {pdfs:,} PDFs ({why})"
+
+
+SUBMITTING_GRACE_S = 600.0  # a run that holds its --out but has no jobs yet is being submitted, for this long
+
+
+def active_jobs_of(out: Path):
+    """For outlock.acquire: what the run holding `out` still has queued or running ([] when it is over)."""
+    def still_active(current: Holder) -> list[str]:
+        paths = RunPaths(out / RUNS_SUBDIR / current.run_id)
+        try:
+            record = paths.load_record()
+        except (OSError, ValueError, TypeError):  # its folder is gone (deleted by hand, or a failed submission)
+            return []
+        if not live_job_ids(record):
+            return ["being submitted"] if age(current) < SUBMITTING_GRACE_S else []
+        return executor_for(record.executor).active(record)
+
+    return still_active
+
+
+def discard_run(paths: RunPaths, record: RunRecord) -> None:
+    """A submission the scheduler refused: no run folder, no entry in the user's runs, the --out free."""
+    forget_run(paths)
+    release(Path(record.out_dir), record.run_id)
+    shutil.rmtree(paths.root, ignore_errors=True)
 
 
 def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
@@ -146,11 +192,13 @@ def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
     llm_paths.save_settings(settings)
 
 
-def output_is_current(out: Path, pdf: ScannedPdf, output_format: str) -> bool:
-    """The PDF's document exists, whole (no page lost: a partial document is converted again), in
-    `output_format`, and was made from this very file (size and mtime). Documents written before
-    formats existed are Markdown."""
+def output_is_current(out: Path, pdf: ScannedPdf, wanted: dict) -> bool:
+    """The PDF's document exists, whole (no page lost: a partial document is converted again), and was
+    made from this very file (size and mtime) with the settings `wanted` (engines.output_settings: the
+    engine and its output-affecting options, the output format among them). A document that does not
+    record its settings (written before they were recorded) is not current."""
     meta = meta_file(document_dir(out, pdf.relpath), document_stem(pdf.relpath))
+    output_format = wanted.get("output_format", "markdown")
     if not document_file(out, pdf.relpath, output_format).is_file() or not meta.is_file():
         return False
     try:
@@ -160,13 +208,14 @@ def output_is_current(out: Path, pdf: ScannedPdf, output_format: str) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return (source.get("size") == stat.st_size and source.get("mtime_ns") == stat.st_mtime_ns
-            and source.get("format", "markdown") == output_format and not metadata.get("lost_pages"))
+            and source.get("settings") == wanted and not metadata.get("lost_pages"))
 
 
 def record_jobs(paths: RunPaths, record: RunRecord, ids: dict[str, list[str]],
                 indices: list[int] | None = None) -> None:
     """Put the job ids of a (re)submission into the run record and save it. For a resubmission of
-    the tasks `indices`, each replaces that task's job and the old ids join the history."""
+    the tasks `indices`, each replaces that task's job and the old ids join the history. Only the jobs
+    change on disk: what others wrote meanwhile (`hpcmarker cancel` marking the run) is kept."""
     jobs = {role: list(values) for role, values in record.jobs.items()}
     for role, new in ids.items():
         if role == "convert" and indices is not None and jobs.get("convert"):
@@ -175,16 +224,28 @@ def record_jobs(paths: RunPaths, record: RunRecord, ids: dict[str, list[str]],
         else:
             jobs[role] = list(new)
     record.jobs = jobs
-    paths.save_record(record)
+    stored = paths.load_record()
+    stored.jobs, stored.submitted = jobs, record.submitted or stored.submitted
+    record.cancelled = stored.cancelled
+    paths.save_record(stored)
 
 
 @private_files
 def submit_run(prepared: PreparedRun, progress: Progress | None = None) -> RunRecord:
-    """Send the prepared run to its executor and record the job ids."""
+    """Send the prepared run to its executor and record the job ids. A submission the scheduler refused
+    leaves nothing behind (SubmitFailed); a run that this call waits for gives its --out back when it ends."""
     record, paths = prepared.record, prepared.paths
+    executor = executor_for(record.executor)
     register_run(paths)
-    ids = executor_for(record.executor).submit(paths, record, prepared.scripts, prepared.layout, run_jobs(record),
-                                               progress=progress, seen=lambda ids: record_jobs(paths, record, ids))
+    try:
+        ids = executor.submit(paths, record, prepared.scripts, prepared.layout, run_jobs(record),
+                              progress=progress, seen=lambda ids: record_jobs(paths, record, ids))
+    except SubmitFailed:
+        discard_run(paths, record)
+        raise
+    finally:
+        if executor.waits:
+            release(Path(record.out_dir), record.run_id)
     record.submitted = time.time()
     record_jobs(paths, record, ids)
     return record

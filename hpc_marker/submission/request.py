@@ -95,6 +95,7 @@ class SubmitRequest:
     permissions: str  # a key of PERMISSIONS
     inference_startup_timeout: float
     scan_workers: int  # processes counting pages on the login node (at a low priority)
+    min_task_pages: int  # each task gets at least this many pages: fewer tasks than --gpus when the work is small
     # Unset (None): the profile's value, then the config's [job] value, or derived
     partition: str | None = None
     template: str | None = None
@@ -108,6 +109,7 @@ class SubmitRequest:
     max_running: int | None = None  # at most this many tasks at once (Slurm's %K); None: no throttle
     run_id: str | None = None
     force: bool = False  # convert PDFs whose outputs are already complete and up to date
+    force_concurrent: bool = False  # start even while another run of this --out is active
     progress: bool = False  # a progress bar while scanning (the command line: on a terminal, or asked)
     llm: LlmRequest | None = None
     only: tuple[str, ...] | None = None  # convert just these PDFs (relative to pdfs); None: every PDF there
@@ -131,25 +133,33 @@ class SubmitRequest:
 
 def resolve_profile(request: SubmitRequest) -> tuple[dict, dict]:
     """(effective partition/template/cpus/mem/time and inference keys, job settings for the templates)."""
+    explicit = {"partition": request.partition, "template": request.template, "cpus_per_task": request.cpus_per_task,
+                "mem": request.mem, "time": request.time_limit}
+    return profile_settings(request.profile, explicit, request.mps, request.llm)
+
+
+def profile_settings(name: str, explicit: dict[str, Any], mps: str | None = None,
+                     llm: LlmRequest | None = None) -> tuple[dict, dict]:
+    """Profile `name` with the `explicit` values (partition, template, cpus_per_task, mem, time; None: the
+    profile's), `mps` and `llm` over it: (effective values, inference keys, MPS and the LLM request; job
+    settings for the templates)."""
     config = load_config()
     try:
-        profile = config.profile(request.profile)
+        profile = config.profile(name)
     except ConfigError as exc:
         raise LaunchError(f"--profile {exc}") from None
     clash = sorted(set(profile.get("vars", {})) & RESERVED_VARIABLES)
     if clash:
-        raise LaunchError(f"profile {request.profile!r}: vars {', '.join(clash)} shadow built-in template variables")
+        raise LaunchError(f"profile {name!r}: vars {', '.join(clash)} shadow built-in template variables")
     job = dict(config.job_defaults(), **profile)  # the profile's keys, else the config's [job] ones
-    explicit = {"partition": request.partition, "template": request.template, "cpus_per_task": request.cpus_per_task,
-                "mem": request.mem, "time": request.time_limit}
     chosen: dict[str, Any] = {key: value if value is not None else job.get(key) for key, value in explicit.items()}
     settings = {"gres": job.get("gres"), "account": profile.get("account"), "qos": profile.get("qos"),
                 "constraint": profile.get("constraint"), "setup": list(profile.get("setup", [])),
                 "llm_gres_type": profile.get("llm_gres_type"), "vars": dict(profile.get("vars", {}))}
     chosen["inference"] = {key: value for key, value in profile.items() if key.startswith("inference_")}
-    chosen["mps"] = request.mps or job.get("mps") or "off"
-    if request.llm is not None:
-        chosen["llm"] = resolve_llm(request.llm, job)
+    chosen["mps"] = mps or job.get("mps") or "off"
+    if llm is not None:
+        chosen["llm"] = resolve_llm(llm, job)
     return chosen, settings
 
 
@@ -182,6 +192,13 @@ def check_request(request: SubmitRequest, chosen: dict) -> None:
         raise LaunchError(f"--scan-workers {request.scan_workers}: must be at least 1")
     if request.max_running is not None and request.max_running < 1:
         raise LaunchError(f"--max-running {request.max_running}: must be at least 1")
+    if request.split_pages is not None and request.split_pages < 0:
+        raise LaunchError(f"--split-pages {request.split_pages}: must be 0 (never split) or a number of pages")
+    if not request.lease_seconds > 0:
+        raise LaunchError(f"--lease-seconds {request.lease_seconds:g}: must be positive (a claim not renewed "
+                          "for this long is taken over)")
+    if request.min_task_pages < 1:
+        raise LaunchError(f"--min-task-pages {request.min_task_pages}: must be at least 1")
     if parse_time_limit(str(chosen["time"])) is None:
         raise LaunchError(f"--time {chosen['time']!r}: use minutes, HH:MM:SS or D-HH:MM:SS")
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,8 +25,10 @@ from hpc_marker.runstate.finish import merge_id
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.permissions import private_files
 from hpc_marker.runstate.progress import REOPENED, append_reopened, failures_per_item, latest_commits, read_commits
+from hpc_marker.runstate.outlock import acquire, release
 from hpc_marker.runstate.subitems import PARTIAL, fold_commits
-from hpc_marker.submission.launch import record_jobs, run_jobs
+from hpc_marker.submission.launch import active_jobs_of, record_jobs, run_jobs
+from hpc_marker.submission.overrides import ResumeOverrides, apply_overrides, busiest
 from hpc_marker.submission.request import LaunchError
 from hpc_marker.submission.scripts import other_jobs, render_scripts
 
@@ -112,33 +115,48 @@ def reopen_failed(paths: RunPaths, run: RunItems, board: ClaimBoard, include_poi
 
 
 @private_files
-def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool = False) -> ResumeResult:
+def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool = False,
+               overrides: ResumeOverrides | None = None, force_concurrent: bool = False) -> ResumeResult:
+    """Submit the tasks of `paths`' run that have unfinished items (`retry_failed`: failed ones reopened
+    first), with `overrides` (resources for the new jobs; checked, and by the cluster too, before the
+    record changes). Takes the run's --out back; a run this waits for (local) gives it back at its end."""
     record = paths.load_record()
     executor = executor_for(record.executor)
     active = executor.active(record)
     if active:
         raise LaunchError(f"run {record.run_id} still has jobs running or queued ({', '.join(active)}): "
                           "wait for them or `hpcmarker cancel` first")
+    record = apply_overrides(record, overrides or ResumeOverrides(), executor)
     board = ClaimBoard(paths.root, owner="resume", lease_s=record.lease_seconds)
     run = run_items(paths, board)
     result = ResumeResult(tasks=[], unfinished=0)
     if retry_failed:
         result.reopened, result.poison = reopen_failed(paths, run, board, include_poison)
     pending = unfinished_by_task(run)
-    result.tasks, result.unfinished = sorted(pending), sum(pending.values())
+    result.unfinished = sum(pending.values())
+    result.tasks = busiest(pending, (overrides or ResumeOverrides()).gpus)
     if not pending:
         collect_run(str(paths.root))
         return result
     layout = executor.task_arrays(record, result.tasks, other_jobs(record))  # refused: nothing changed
+    scripts = render_scripts(paths, record, python=sys.executable, layout=layout)
+    executor.check_scripts(scripts)  # the new resources: refused now, not pending forever
+    if not force_concurrent:
+        acquire(Path(record.out_dir), record.run_id, active_jobs_of(Path(record.out_dir)))
     if paths.summary.exists():  # the run is open again
         paths.summary.rename(paths.root / f"summary-{int(time.time())}.json")
-    scripts = render_scripts(paths, record, python=sys.executable, layout=layout)
+    record.cancelled = None  # it runs again: an earlier cancel is history
+    paths.save_record(record)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for role, text in scripts.items():
         (paths.scripts / f"{role}-resume-{stamp}.sbatch").write_text(text)
     history = list(record.jobs.get("history", []))
-    result.jobs = executor.submit(paths, record, scripts, layout, run_jobs(record),
-                                  seen=lambda ids: record_jobs(paths, record, ids, layout.tasks))
+    try:
+        result.jobs = executor.submit(paths, record, scripts, layout, run_jobs(record),
+                                      seen=lambda ids: record_jobs(paths, record, ids, layout.tasks))
+    finally:
+        if executor.waits:
+            release(Path(record.out_dir), record.run_id)
     record.jobs["history"] = history + result.jobs["convert"] + result.jobs["collect"]
     record_jobs(paths, record, result.jobs, layout.tasks)
     return result

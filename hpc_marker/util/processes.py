@@ -36,6 +36,16 @@ def process_alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
+def process_runs(pid: int, marker: str) -> bool:
+    """`pid` is alive and its command line holds `marker` (a pid reused by another program does not count)."""
+    if not process_alive(pid):
+        return False
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+
+
 def _live_pids() -> list[str]:
     return [entry for entry in os.listdir("/proc") if entry.isdigit()]
 

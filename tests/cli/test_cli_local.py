@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 from inputs import EXAMPLES, make_bad_pdfs
-from runkit import invoke, run_local
+from runkit import FINISHED_WITH_FAILURES, invoke, run_local
 
 from hpc_marker.submission.scripts import split_dry_run
 
@@ -64,7 +64,7 @@ def test_local_run_converts_good_pdfs_and_records_bad_ones(tmp_path, sample_pdfs
     odd.mkdir()
     shutil.copy(EXAMPLES / "en" / "upref.pdf", odd / "文档 copy.PDF")
     out = tmp_path / "out"
-    run = run_local(sample_pdfs, out, "--gpus", "2")
+    run = run_local(sample_pdfs, out, "--gpus", "2", expect=FINISHED_WITH_FAILURES)
     paths, records = run.paths, run.records
     by_pdf = {r.pdf: r for r in records}
     assert len(records) == len(by_pdf) == 8 + len(expected_bad)  # one line per input

@@ -27,8 +27,8 @@ def layers(tmp_path, monkeypatch):
 
 
 def tasks_of_dry_run(sample_pdfs, tmp_path, *args: str) -> int:
-    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "o", "--executor", "local", "--dry-run", *args,
-                    default_map=load_config().default_map())
+    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "o", "--executor", "local", "--dry-run",
+                    "--min-task-pages", "1", *args, default_map=load_config().default_map())
     assert result.exit_code == 0, result.output
     return int(re.search(r"#SBATCH --array=0-(\d+)", result.output).group(1)) + 1
 

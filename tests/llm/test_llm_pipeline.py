@@ -74,8 +74,11 @@ def test_failing_llm_calls_mark_items_degraded(tmp_path, sample_pdfs, standin, m
 def test_service_that_never_comes_up_fails_tasks_clearly_and_in_time(tmp_path, sample_pdfs, standin, monkeypatch):
     monkeypatch.setenv("STANDIN_OLLAMA_NEVER_READY", "1")
     result = run_with_llm(sample_pdfs, tmp_path / "out", "--llm-wait", "4")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output  # incomplete: nothing was converted
     paths = resolve_run(None)
+    assert f"run {paths.run_id}: incomplete: 6 of 6 items not converted (llm service)" in result.output
+    assert "2 tasks (0,1): the LLM service of run" in result.output and "is not up after 4s" in result.output
+    assert f"see `hpcmarker logs {paths.run_id} --service`, then: hpcmarker resume {paths.run_id}" in result.output
     assert read_manifests(paths.manifests).records == []  # nothing converted without the service
     log = "".join(p.read_text() for p in paths.logs.glob("task-*.out"))
     assert "is not up after 4s" in log

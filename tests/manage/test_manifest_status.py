@@ -8,7 +8,6 @@ from hpc_marker.manage.status import (
     Progress,
     ShareCounts,
     commit_lost_pages,
-    run_state,
     share_counts,
     summarize,
 )
@@ -75,15 +74,6 @@ def test_retried_item_counts_once_with_its_newest_result():
     assert summary["shares"] == [{"share": 0, "ok": 1, "failed": 0, "partial": 0, "pages_done": 10, "degraded": 0}]
     progress = _progress([("a", "failed", 10, 0, 1.0), ("a", "ok", 10, 0, 5.0), ("c", "reopened", 30, 1, 6.0)])
     assert progress.shares == {0: ShareCounts(ok=1, failed=0, pages_done=10)}  # reopened: pending again
-
-
-def test_run_state_words():
-    assert run_state(["PENDING", "PENDING"], "PENDING", False) == "pending"
-    assert run_state(["COMPLETED", "RUNNING"], "PENDING", False) == "running"
-    assert run_state(["CANCELLED", "CANCELLED"], "CANCELLED", False) == "cancelled"
-    assert run_state(["COMPLETED", "FAILED"], "RUNNING", False) == "collecting"
-    assert run_state(["COMPLETED"], "COMPLETED", True) == "finished"
-    assert run_state(["COMPLETED"], "RUNNING", True) == "collecting"  # summary written, report still coming
 
 
 def test_sacct_is_retried_before_the_scheduler_is_called_unreachable(monkeypatch):
@@ -189,11 +179,13 @@ def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, mo
     monkeypatch.setattr(slurm, "cancel_jobs", scancel)
     only_report = load_status(paths, cancel_wedged=False)
     assert only_report.state == "wedged" and "still queued: array 549 and collector 550" in only_report.wedged
+    assert only_report.next == "hpcmarker cancel r && hpcmarker resume r" and only_report.exit_code == 4
     assert cancelled == [] and paths.load_record().cancelled is None
     assert watch_status(paths, 0.0).state == "wedged"  # --watch stops at a wedged run
     settled = load_status(paths, cancel_wedged=True)
     assert cancelled == ["549_[0-3]", "550"] and paths.load_record().cancelled is not None
-    assert settled.state == "cancelled" and "cancelled array 549 and collector 550" in settled.wedged
+    assert settled.state == "incomplete" and "cancelled array 549 and collector 550" in settled.wedged
+    assert settled.reasons == ["2 tasks (0,1): cancelled before it started — next: hpcmarker resume r"]
     assert {t.state for t in settled.tasks} == {"CANCELLED"}
     assert load_status(paths, cancel_wedged=True).wedged is None  # nothing left to report
 
@@ -212,6 +204,32 @@ def test_jobs_sacct_does_not_know_yet_take_squeues_state():
                       "772_3": "PENDING", "773": "PENDING"}
     assert fill_from_queue({"772_0": "COMPLETED"}, ["772_0"], [QueuedJob("772_0", "RUNNING", "None")]) == {
         "772_0": "COMPLETED"}  # sacct wins where it knows the job
+
+
+def test_status_names_a_pending_reason_that_never_clears(tmp_path, monkeypatch):
+    """squeue's PartitionConfig (a request the partition can never run) is shown with what to do; an
+    ordinary wait (Resources, Dependency) is not."""
+    from hpc_marker.manage.status import load_status
+    from hpc_marker.runstate.layout import RunPaths
+    from hpc_marker.slurm import commands as slurm
+    from hpc_marker.slurm.parse import parse_squeue
+
+    paths = RunPaths(tmp_path / "r")
+    paths.root.mkdir()
+    save_plan(_plan(), paths.plan)
+    record = _record()
+    record.jobs = {"convert": ["549_0", "549_1"], "collect": ["550"]}
+    paths.save_record(record)
+    monkeypatch.setattr(slurm, "job_states", lambda ids: {job: "PENDING" for job in ids})
+    monkeypatch.setattr(slurm, "queue", lambda ids: parse_squeue(
+        "549_[0-1]|PENDING|PartitionConfig|(null)\n550|PENDING|Dependency|afterany:549_*(unfulfilled)\n"))
+    status = load_status(paths)
+    assert status.state == "pending" and status.exit_code == 0
+    assert status.reasons == [
+        ("2 tasks (0,1): pending with PartitionConfig: the partition can never run this request (more CPUs, memory "
+         "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
+         "--mem, --time) or another --partition, then: hpcmarker cancel r && hpcmarker resume r")]
+    assert status.next == "hpcmarker cancel r && hpcmarker resume r"
 
 
 def test_status_table_of_a_thousand_tasks_has_a_row_per_state_and_the_worst_tasks():

@@ -66,7 +66,7 @@ def run(tmp_path_factory):
         mp.setenv("HPCMARKER_STATE_DIR", str(tmp / "state"))
         result = CliRunner().invoke(cli, ["submit", "--pdfs", str(pdfs), "--out", str(tmp / "out"), "--engine",
                                           "text", "--executor", "local", "--gpus", "2"], catch_exceptions=False)
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 3, result.output  # finished, with the bad PDFs failed
         paths = resolve_run(None)
     report = write_report(paths.root)
     llm_root = tmp / "llm-run"
@@ -78,6 +78,8 @@ def run(tmp_path_factory):
                         "1.222": {"requests": 2 * i, "client_errors": 1, "tokens_out": 40 * i}}} for i in range(1, 13)]
     summary["llm"] = dict(summarize_metrics(lines), model="qwen-test", service_stopped=[])
     summary["degraded"] = [{"pdf": f"{IMG}.pdf", "pages": "1-2", "reason": "LLM timed out <b>twice</b>"}]
+    summary.update(headline="incomplete: 3 of 9 items not converted (time limit)", next="hpcmarker resume r --time 1:00:00",
+                   reasons=["2 tasks (0,1): time limit <near> — next: hpcmarker resume r --time 1:00:00"])
     (llm_root / "summary.json").write_text(json.dumps(summary))
     cut_root = tmp / "cut-run"  # the large-run layout, forced: a heatmap per task and bucket, tables cut
     shutil.copytree(paths.root, cut_root)
@@ -91,6 +93,8 @@ def test_report_has_every_section_and_the_failures(run):
     assert run["report"] == run["paths"].root / "report.html"
     assert set(SECTIONS) | set(PLOTS) <= page.ids
     assert "llm" not in page.ids  # no LLM in this run: no section
+    verdict = text.split('id="verdict"', 1)[1].split("</p>", 1)[0]  # the collector's verdict, at the top
+    assert "run finished: " in verdict and " failed of " in verdict and "next: <code>hpcmarker retry " in verdict
     records = run["records"]
     failed = {r.pdf for r in records if r.status != "ok"}
     assert failed == {f"{IMG}.pdf", *(f"bad/{name}" for name in run["bad"])}
@@ -127,6 +131,9 @@ def test_llm_section_when_the_summary_has_one(run):
     assert cells[-7:] == ["all", "60", "1", "2", "1", "0", "1080"]  # totals row: requests .. tokens_out
     assert "LLM timed out <b>twice</b>" in page.cells["degraded-table"] and "<b>twice" not in text
     assert "1 denied" in text and "LLM qwen-test" in text
+    verdict = text.split('id="verdict"', 1)[1].split("</p>", 1)[0]  # an incomplete run says why, escaped
+    assert "run incomplete: 3 of 9 items not converted (time limit)" in verdict
+    assert "2 tasks (0,1): time limit &lt;near&gt;" in verdict and "hpcmarker resume r --time 1:00:00" in verdict
 
 
 def test_pure_builders(run):

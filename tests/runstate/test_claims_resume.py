@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import multiprocessing
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from inputs import CORPUS, EXAMPLES, make_bad_pdfs
-from runkit import invoke, make_run, manifest_records, run_local
+from runkit import FINISHED_WITH_FAILURES, invoke, make_run, manifest_records, run_local
 
 from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.claims import ClaimBoard, batch_name
@@ -108,6 +109,9 @@ def test_split_pdf_gives_the_same_markdown_as_whole(tmp_path):
     assert outputs == ["big/big.md", "big/big_meta.json", "small/small.md", "small/small_meta.json"]
     summary = json.loads(run.summary.read_text())
     assert summary["documents"] == summary["documents_ok"] == 2
+    rows = list(csv.DictReader(run.manifest_csv.open()))  # each part's output: the merged document, not its part
+    assert len(rows) > 2 and all((tmp_path / "split" / row["output"]).is_file() for row in rows), rows
+    assert {row["output"] for row in rows} == {str(tmp_path / "split" / name / f"{name}.md") for name in ("big", "small")}
 
 
 @pytest.mark.slow
@@ -135,10 +139,10 @@ def test_resume_submits_only_what_is_not_done(tmp_path, sample_pdfs):
 @pytest.mark.slow
 def test_retry_reopens_failed_items_until_they_are_poison(tmp_path, sample_pdfs):
     make_bad_pdfs(sample_pdfs / "bad")
-    run = run_local(sample_pdfs, tmp_path / "out", "--gpus", "2")
+    run = run_local(sample_pdfs, tmp_path / "out", "--gpus", "2", expect=FINISHED_WITH_FAILURES)
     for attempt in (1, 2):
         result = invoke("retry")
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == FINISHED_WITH_FAILURES, result.output  # the bad PDFs fail again
         assert "reopened 5 failed items" in result.output
     result = invoke("retry")
     assert "reopened 0 failed items; 5 poison items kept as failed" in result.output
@@ -153,7 +157,7 @@ def test_resubmit_skips_up_to_date_outputs(tmp_path, sample_pdfs):
     run_local(sample_pdfs, tmp_path / "out", "--gpus", "2")
     result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text",
                     "--executor", "local")
-    assert result.exit_code == 0 and "all 6 PDFs already have up-to-date outputs" in result.output
+    assert result.exit_code == 0 and "all 6 PDFs already have outputs" in result.output
     os.utime(sample_pdfs / "en" / "upref.pdf", None)  # touched: no longer up to date
     result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text",
                     "--executor", "local")

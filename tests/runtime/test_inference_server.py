@@ -417,14 +417,17 @@ def test_a_task_converts_inside_its_servers_lifetime(sample_pdfs, tmp_path, monk
 def test_a_server_that_cannot_start_fails_the_task_fast_and_claims_nothing(sample_pdfs, tmp_path, monkeypatch, env):
     from hpc_marker.planning.store import load_plan
     from hpc_marker.runstate.claims import ClaimBoard, batch_name
+    from hpc_marker.runstate.stops import read_stops
     from hpc_marker.runtime.task import run_task
 
     env["STANDIN_VLLM_EXIT_AT_STARTUP"] = "RuntimeError: CUDA out of memory while loading weights"
     paths = _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env)
     started = time.monotonic()
-    with pytest.raises(InferenceServerFailed, match="CUDA out of memory while loading weights"):
+    with pytest.raises(RuntimeError, match="CUDA out of memory while loading weights"):
         run_task(str(paths.root), 0)
     assert time.monotonic() - started < 15
+    stop = read_stops(paths.progress)[0]  # the task's own record says why, for status and the summary
+    assert stop.cause == "inference" and "CUDA out of memory while loading weights" in stop.detail
     board = ClaimBoard(paths.root, owner="check", lease_s=60)
     plan = load_plan(paths.plan)
     batches = [(task.index, batch[0].batch) for task in plan.tasks for batch in task.batches()]

@@ -83,7 +83,12 @@ def test_disk_full_fails_items_with_the_reason_and_damages_nothing(tmp_path, sma
 
     run = run_local(pdfs, out, "--gpus", "1", check=False)  # the disk fills during it
     paths = run.paths
-    assert "Traceback" not in run.output
+    assert "Traceback" not in run.output and "(None)" not in run.output
+    assert run.result.exit_code == 4, run.output  # incomplete, not "done"
+    assert f"run {paths.run_id}: incomplete: " in run.output and "(storage full)" in run.output, run.output
+    assert "1 task (0): storage full" in run.output and f"free space, then: hpcmarker retry {paths.run_id}" \
+        in run.output
+    assert f"next: hpcmarker retry {paths.run_id}" in run.output
     first = {p.relative_to(out).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*.md")}
     assert 0 < len(first) < len(expected)  # some fitted, some did not
     for name, (data, _mtime) in first.items():

@@ -96,9 +96,14 @@ def wait_started(run: Run, tasks: int = 1, timeout_s: float = 120) -> float:
 
 
 def status(run: Run) -> dict:
+    """`status --json`; its exit code must agree with the state (0 going or all ok, 3 finished with failed
+    items, 4 incomplete or wedged)."""
     result = invoke("status", run.paths.root, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    now = json.loads(result.stdout)
+    expected = (4 if now["state"] in ("incomplete", "wedged") else 3 if now["state"] == "finished" and now["failed"]
+                else 0)
+    assert result.exit_code == expected, result.output
+    return now
 
 
 def heal(run: Run) -> list[str]:

@@ -119,8 +119,10 @@ def test_cancel_leaves_nothing_in_squeue_and_no_process(tmp_path):
     assert len(records) < 3 * len(find_pdfs(CORPUS))  # it really was stopped midway
     assert all(r.status == "ok" for r in records)  # the stop did not fail the item in flight
     assert max(r.finished for r in records) < cancelled_at + 3  # nothing converted after the cancel
-    status = wait_for("tocancel", {"cancelled", "stopped"}, timeout_s=60)
-    assert status["pending"] > 0
+    status = wait_for("tocancel", {"incomplete"}, timeout_s=60)  # not "finished": items are left
+    assert status["pending"] > 0 and status["exit_code"] == 4
+    assert status["reasons"][0].startswith("1 task (0): cancelled") and status["next"] == "hpcmarker resume tocancel"
+    assert invoke("status", "tocancel").exit_code == 4
 
 
 @pytest.mark.parametrize("args, message", [

@@ -99,8 +99,11 @@ def test_cancel_half_the_array_then_resume(tmp_path, pdfs, monkeypatch):
         assert time.time() < deadline, "the array never got going"
         time.sleep(0.1)
     subprocess.run(["scancel", *record["jobs"]["convert"][:2]], check=True)
-    first = wait_for("half", {"finished"}, timeout_s=300)
+    first = wait_for("half", {"incomplete"}, timeout_s=300)
     assert first["pending"] > 0  # the cancelled tasks left work behind
+    assert [line.split(": ")[0] for line in first["reasons"]] == ["2 tasks (0,1)"], first["reasons"]
+    assert "cancelled" in first["reasons"][0] and first["next"] == "hpcmarker resume half"
+    assert invoke("status", "half").exit_code == 4
     board = ClaimBoard(paths.root, owner="test", lease_s=120)
     before = {d.name: d.stat().st_mtime_ns for d in paths.done.glob("*/*")}
     result = invoke("resume", "half")
@@ -153,14 +156,19 @@ def test_slurms_own_time_limit_warning_reaches_the_task(tmp_path, pdfs, monkeypa
                     "--run-id", "limit")
     assert result.exit_code == 0, result.output
     paths = resolve_run("limit")
-    status = wait_for("limit", {"finished", "stopped", "failed"}, timeout_s=400)
+    status = wait_for("limit", {"incomplete", "finished"}, timeout_s=400)
     assert status["tasks"][0]["state"] == "COMPLETED", status  # drained and left before the limit
+    assert status["state"] == "incomplete" and status["exit_code"] == 4  # not "finished" with items left
+    assert status["reasons"] == ["1 task (0): time limit near (USR2) — next: hpcmarker resume limit --time 00:04:00"]
     log = "".join(p.read_text() for p in paths.jobs.glob("*_0_log.out"))
     assert "taking no new items: time limit near (USR2)" in log
     done = manifest_records(paths)
     assert 0 < len(done) < len(SMALL_PDFS)
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.01")
-    assert invoke("resume", "limit").exit_code == 0
+    resumed = invoke("resume", "limit", "--time", "00:04:00")  # what status said to do
+    assert resumed.exit_code == 0, resumed.output
+    assert read_record(paths)["time_limit"] == "00:04:00"
+    assert "#SBATCH --time=00:04:00" in next(paths.scripts.glob("convert*-resume-*.sbatch")).read_text()
     wait_for("limit", {"finished"}, timeout_s=300)
     assert_each_item_once(paths)
     assert_outputs_match_text_engine(pdfs, out)

@@ -69,8 +69,10 @@ def test_service_serves_the_array_only_with_the_secret_and_stops_after(tmp_path,
 def test_service_that_never_comes_up_fails_tasks_within_the_timeout(tmp_path, sample_pdfs, standin_models, monkeypatch):
     monkeypatch.setenv("STANDIN_OLLAMA_NEVER_READY", "1")
     paths, record = submit(sample_pdfs, tmp_path / "out", "llm2", "--engine", "text", "--llm-wait", "5")
-    status = wait_for("llm2", {"finished"}, timeout_s=180)
+    status = wait_for("llm2", {"incomplete"}, timeout_s=180)
     assert {t["state"] for t in status["tasks"]} == {"FAILED"}
+    assert len(status["reasons"]) == 1 and "is not up after 5s" in status["reasons"][0], status["reasons"]
+    assert "see `hpcmarker logs llm2 --service`, then: hpcmarker resume llm2" in status["reasons"][0]
     assert manifest_records(paths) == []
     log = "".join(p.read_text() for p in paths.logs.glob("task-*.out"))
     assert "is not up after 5s" in log

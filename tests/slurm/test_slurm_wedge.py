@@ -67,19 +67,19 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
         time.sleep(1)
 
     reported = invoke("status", "wedged", "--json", "--no-cancel-wedged")
-    assert reported.exit_code == 0, reported.output
+    assert reported.exit_code == 4, reported.output  # wedged: a script waiting on status must not wait forever
     status = json.loads(reported.stdout)
     assert status["state"] == "wedged" and "still queued" in status["wedged"]
     assert {j.base_id for j in squeue_lines({array, collector})} == {array, collector}  # only reported
 
     settled = invoke("status", "wedged")
-    assert settled.exit_code == 0, settled.output
+    assert settled.exit_code == 4, settled.output
     assert (f"run wedged is wedged: array {array} pending with DependencyNeverSatisfied (job {failed} FAILED); "
             f"cancelled array {array} and collector {collector} — fix the cause, then: hpcmarker resume wedged"
             ) in settled.output.splitlines()
     assert squeue_lines({array, collector}) == []
     assert json.loads(paths.record.read_text())["cancelled"] is not None
-    assert wait_for("wedged", {"cancelled"}, timeout_s=60)["wedged"] is None  # once sacct has caught up
+    assert wait_for("wedged", {"incomplete"}, timeout_s=60)["wedged"] is None  # once sacct has caught up
     assert manifest_records(paths) == []  # nothing ran
 
     resumed = invoke("resume", "wedged")

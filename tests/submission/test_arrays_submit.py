@@ -26,7 +26,10 @@ TOOLS = {
     "squeue": 'echo "$*" >> "$FAKE_LOG/squeue.log"',
     "scancel": 'echo "$*" >> "$FAKE_LOG/scancel.log"',
     "sacct": 'echo "JobID|State|NodeList"',
-    "sbatch": '''n=$(( $(cat "$FAKE_LOG/count" 2>/dev/null || echo 0) + 1 )); echo $n > "$FAKE_LOG/count"
+    "sbatch": '''if [ "$1" = "--test-only" ]; then cat > /dev/null; echo "--test-only" >> "$FAKE_LOG/test-only.log"
+  if [ -n "${FAKE_TEST_ONLY_ERROR:-}" ]; then echo "$FAKE_TEST_ONLY_ERROR" >&2; exit 1; fi
+  echo "sbatch: Job 1 to start at 2026-01-01T00:00:00 using 1 processors on nodes n1 in partition gpu" >&2; exit 0; fi
+n=$(( $(cat "$FAKE_LOG/count" 2>/dev/null || echo 0) + 1 )); echo $n > "$FAKE_LOG/count"
 script="${@: -1}"; cp "$script" "$FAKE_LOG/script-$n"; echo "${*:1:$#-1}" > "$FAKE_LOG/argv-$n"
 if [ "$n" = "${FAKE_FAIL_AT:-0}" ]; then echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2; exit 1; fi
 echo "Submitted batch job $((100 + n))"''',
@@ -152,6 +155,24 @@ def test_a_half_submitted_run_is_taken_back(tmp_path, fake_slurm, ten_pdfs, monk
     assert "QOSMaxSubmitJobPerUserLimit; cancelled what it had queued (101)" in result.output
     assert (fake_slurm / "scancel.log").read_text().split() == ["101"]
     assert len(sbatch_calls(fake_slurm)) == 2  # no collector after a refused array
+    # nothing of the refused run is left: no run folder, no entry in the user's runs, the --out free
+    assert list((tmp_path / "out" / ".hpcmarker" / "runs").iterdir()) == []
+    assert not (tmp_path / "out" / ".hpcmarker" / "active").exists()
+    status = CliRunner().invoke(cli, ["status"])
+    assert status.exit_code == 2 and "no runs yet" in status.output
+
+
+def test_a_request_slurm_could_never_run_is_refused_before_anything_is_made(tmp_path, fake_slurm, ten_pdfs,
+                                                                              monkeypatch):
+    monkeypatch.setenv("FAKE_TEST_ONLY_ERROR", "sbatch: error: Batch job submission failed: Requested node "
+                                               "configuration is not available")
+    result = submit(ten_pdfs, tmp_path / "out", "--cpus-per-task", "64")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        "Error: Slurm would never run the convert job: Batch job submission failed: Requested node configuration is "
+        "not available; ask for less (--cpus-per-task, --mem, --time, GRES) or another --partition")
+    assert sbatch_calls(fake_slurm) == []  # nothing queued
+    assert not (tmp_path / "out" / ".hpcmarker").exists()  # nothing created
 
 
 def test_a_local_run_says_that_max_running_is_for_slurm():

@@ -1,0 +1,99 @@
+"""Task stops: each task's own structured record of why it stopped (progress/stop-<i>.json).
+
+A task writes its record when it starts (cause `running`), padded to a fixed size, and overwrites
+it in place, at the same size, when it stops: `done` (nothing of its own left to take), or why it
+stopped early (time limit near, storage full, cancelled, its engine or its inference server or the
+LLM service unusable, an error). The file's space is taken when the task starts, so a full disk
+cannot keep the task from saying why it stopped. A task killed without a word (SIGKILL, out of
+memory, node lost, Slurm's own time limit) leaves `running`; `status` then takes the cause from
+the scheduler's job state. One small file per task: the run folder's cost per item is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from hpc_marker.util.text import one_line
+
+# What a task says about itself (the first two are not problems).
+RUNNING, DONE = "running", "done"
+TIME_LIMIT, STORAGE_FULL, CANCELLED = "time_limit", "storage_full", "cancelled"
+ENGINE, INFERENCE, LLM_SERVICE, ERROR = "engine", "inference", "llm_service", "error"
+CAUSES = (RUNNING, DONE, TIME_LIMIT, STORAGE_FULL, CANCELLED, ENGINE, INFERENCE, LLM_SERVICE, ERROR)
+RECORD_BYTES = 2048  # the file's fixed size: room for a one-line detail of ~1,800 characters
+_DETAIL_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class TaskStop:
+    """Why task `task` stopped (or `running`: it has not said yet)."""
+
+    task: int
+    cause: str  # one of CAUSES
+    detail: str = ""  # one line: what happened, in the task's words
+    job_id: str = ""
+    host: str = ""
+    started: float = 0.0
+    stopped: float | None = None
+
+
+def stop_path(folder: Path, task: int) -> Path:
+    return Path(folder) / f"stop-{task}.json"
+
+
+def _padded(stop: TaskStop) -> bytes:
+    """The record at exactly RECORD_BYTES (its detail cut where a long or non-ASCII one would not fit). Pure."""
+    while True:
+        data = json.dumps(asdict(stop), ensure_ascii=False).encode()
+        if len(data) < RECORD_BYTES or not stop.detail:
+            return data + b" " * (RECORD_BYTES - 1 - len(data)) + b"\n"
+        stop = replace(stop, detail=stop.detail[:len(stop.detail) * 3 // 4] + "…")
+
+
+class StopRecord:
+    """The task's record, open for its whole life: written when it starts, overwritten when it stops."""
+
+    def __init__(self, folder: Path, task: int, job_id: str, host: str) -> None:
+        self.running = TaskStop(task, RUNNING, job_id=job_id, host=host, started=time.time())
+        self.path = stop_path(folder, task)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.pwrite(self._fd, _padded(self.running), 0)  # the space it will need at the end, taken now
+            os.fsync(self._fd)
+        except OSError:
+            os.close(self._fd)
+            raise
+
+    def stop(self, cause: str, detail: str = "") -> TaskStop:
+        """Say why the task stops (once; in place, at the same size, so a full disk cannot refuse it)."""
+        stop = TaskStop(self.running.task, cause, one_line(detail)[:_DETAIL_CHARS] if detail else "",
+                        self.running.job_id, self.running.host, self.running.started, time.time())
+        if self._fd >= 0:
+            try:
+                os.pwrite(self._fd, _padded(stop), 0)
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+        return stop
+
+
+def read_stops(folder: Path) -> dict[int, TaskStop]:
+    """Every task's record (tasks that never started have none; a torn record counts as none)."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith("stop-") and n.endswith(".json")]
+    except FileNotFoundError:
+        return {}
+    stops = {}
+    for name in names:
+        try:
+            data = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
+            stop = TaskStop(**data)
+        except (OSError, ValueError, TypeError):
+            continue
+        stops[stop.task] = stop
+    return stops
