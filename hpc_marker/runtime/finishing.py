@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hpc_marker.planning.bisect import BISECTED
+from hpc_marker.planning.bisect import BISECTED, sub_item
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.documents import text_layer_tokens
@@ -24,6 +24,7 @@ from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, ManifestWriter
 from hpc_marker.runstate.progress import DEGRADED, FAILED_OVER, CommitLog
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.subitems import walk
 
 
 @dataclass
@@ -84,6 +85,14 @@ class Finisher:
         if status != BISECTED and assembles(item):
             self.assemble(item)
         return True
+
+    def unfinished_halves(self, item: WorkItem) -> list[WorkItem]:
+        """The halves of the bisected `item` (an earlier holder of its batch cut it) that are not finished;
+        when every one is, its document is put together (if that holder could not)."""
+        pending = walk(item.item_id, item.page_start, item.page_stop, self.board.done_record).pending
+        if not pending:
+            self.assemble(item)
+        return [sub_item(item, node.item_id, node.page_start, node.page_stop) for node in pending]
 
     def assemble(self, item: WorkItem) -> None:
         """Put `item`'s document together if every piece of it is finished (and nobody did yet)."""

@@ -28,15 +28,9 @@ from pathlib import Path
 
 import submitit
 
-from hpc_marker.engines import (
-    EngineError,
-    EngineOptions,
-    EngineUnavailable,
-    check_engine,
-    engine_startup_seconds,
-    output_settings,
-)
-from hpc_marker.planning.bisect import BISECTED, can_bisect, halves, sub_item
+from hpc_marker.engines import (EngineError, EngineOptions, EngineUnavailable, check_engine, engine_startup_seconds,
+                                output_settings)
+from hpc_marker.planning.bisect import BISECTED, can_bisect, halves
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_share, load_summary
 from hpc_marker.runstate.claims import ClaimBoard
@@ -57,7 +51,6 @@ from hpc_marker.runstate.stops import (
     TIME_LIMIT,
     StopRecord,
 )
-from hpc_marker.runstate.subitems import walk
 from hpc_marker.runtime.finishing import Finisher
 from hpc_marker.runtime.inference import InferenceServerFailed, InferenceSettings, task_inference_server
 from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
@@ -223,8 +216,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
         done_with(item, batch)
 
     def fail(item: WorkItem, batch: Batch, status: str, error: str, started: float) -> None:
-        """A failure: an item of several pages is bisected (its halves go first in the queue, in the
-        same batch), one page is lost."""
+        """Several pages: bisected (its halves go first in the queue, in its batch); one page: lost."""
         if record.bisect and can_bisect(item):
             settle(item, batch, BISECTED, f"{status}: {error}", started, children=halves(item))
         else:
@@ -246,12 +238,9 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
                 continue
             batch.left.discard(item.item_id)  # finished by an earlier holder of the batch
             if done.get("status") == BISECTED:  # ... which may not have finished every half of it
-                pending = walk(item.item_id, item.page_start, item.page_stop, board.done_record).pending
-                for node in pending:
-                    batch.left.add(node.item_id)
-                    queue.append((sub_item(item, node.item_id, node.page_start, node.page_stop), batch))
-                if not pending:  # every half, but maybe not the document
-                    finisher.assemble(item)
+                for half in finisher.unfinished_halves(item):
+                    batch.left.add(half.item_id)
+                    queue.append((half, batch))
         if not batch.left:
             board.finish(batch.lease)
         return True

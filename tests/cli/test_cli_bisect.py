@@ -11,8 +11,8 @@ import json
 import pandas as pd
 import pytest
 
-from tests.inputs import book_with_pathological_page
-from tests.runkit import invoke, run_local
+from inputs import book_with_pathological_page
+from runkit import FINISHED_WITH_FAILURES, invoke, run_local
 
 TIGHT = "2+0.1/page"  # 3 s for a 10-page part, 2.1 s for one page; a good page takes milliseconds
 BAD = 7  # 0-based: page 8
@@ -29,8 +29,10 @@ def book(tmp_path):
 @pytest.mark.slow
 def test_one_pathological_page_is_lost_alone(book, tmp_path):
     out = tmp_path / "out"
-    run = run_local(book, out, "--item-timeout", TIGHT, "--run-id", "book")  # 20 pages: two parts of 10
-    assert "done: 1 ok, 1 partial, 0 failed" in run.output
+    run = run_local(book, out, "--item-timeout", TIGHT, "--run-id", "book",  # 20 pages: two parts of 10
+                    expect=FINISHED_WITH_FAILURES)  # not every page converted
+    assert "finished: 1 ok, 1 partial (pages lost) of 2 items; markdown in" in run.output
+    assert "next: hpcmarker retry book" in run.output
     assert "lost page 8 of book.pdf: timeout" in run.output
     text = (out / "book" / "book.md").read_text()
     for page in range(20):
@@ -61,7 +63,7 @@ def test_one_pathological_page_is_lost_alone(book, tmp_path):
 
     for attempt in (2, 3):  # the same page fails again (same settings): only it is converted again
         again = invoke("retry", "book")
-        assert again.exit_code == 0 and "reopened 1 failed items" in again.output, again.output
+        assert again.exit_code == FINISHED_WITH_FAILURES and "reopened 1 failed items" in again.output, again.output
         summary = run.summary
         assert summary["documents_partial"] == 1 and summary["poison"] == [], attempt
     kept = invoke("retry", "book")  # the page failed 3 times: kept, and the document with it
@@ -73,24 +75,27 @@ def test_one_pathological_page_is_lost_alone(book, tmp_path):
 
 @pytest.mark.slow
 def test_whole_pdf_bisected_in_json_and_not_without_bisect(book, tmp_path):
-    run = run_local(book, tmp_path / "out", "--item-timeout", TIGHT, "--split-pages", "0", "--output-format", "json")
-    assert "done: 0 ok, 1 partial, 0 failed" in run.output
+    run = run_local(book, tmp_path / "out", "--item-timeout", TIGHT, "--split-pages", "0", "--output-format", "json",
+                    expect=FINISHED_WITH_FAILURES)
+    assert "finished: 0 ok, 1 partial (pages lost) of 1 items; json in" in run.output
     doc = json.loads((tmp_path / "out" / "book" / "book.json").read_text())
     pages = doc["children"]
     assert [p["id"] for p in pages] == [f"/page/{i}/Page/0" for i in range(20)]
     assert [i for i, p in enumerate(pages) if "hpcmarker_lost" in p] == [BAD]
     assert "could not be converted" in pages[BAD]["html"] and "Page 9 of the book." in pages[8]["html"]
 
-    whole = run_local(book, tmp_path / "out2", "--item-timeout", TIGHT, "--split-pages", "0", "--no-bisect")
-    assert "done: 0 ok, 1 failed (1 timeout)" in whole.output
+    whole = run_local(book, tmp_path / "out2", "--item-timeout", TIGHT, "--split-pages", "0", "--no-bisect",
+                      expect=FINISHED_WITH_FAILURES)
+    assert "finished: 0 ok, 1 failed of 1 items (1 timeout)" in whole.output
     assert [r.status for r in whole.records] == ["timeout"]
     assert not (tmp_path / "out2" / "book" / "book.md").exists()
 
 
 def test_a_page_out_of_memory_is_lost_alone(book, tmp_path):
     """The failure is an error this time (the worker's memory cap), not a timeout: bisected the same way."""
-    run = run_local(book, tmp_path / "out", "--worker-memory", "300M", "--item-timeout", "off", "--split-pages", "0")
-    assert "done: 0 ok, 1 partial, 0 failed" in run.output, run.output
+    run = run_local(book, tmp_path / "out", "--worker-memory", "300M", "--item-timeout", "off", "--split-pages", "0",
+                    expect=FINISHED_WITH_FAILURES)
+    assert "finished: 0 ok, 1 partial (pages lost) of 1 items" in run.output, run.output
     lost = run.summary["lost_pages"]
     assert [(p["page"], p["status"]) for p in lost] == [(8, "failed")] and "out of memory" in lost[0]["error"]
     text = (tmp_path / "out" / "book" / "book.md").read_text()

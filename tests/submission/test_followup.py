@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from hpc_marker.engines import EngineOptions
+from hpc_marker.engines import EngineOptions, output_settings
 from hpc_marker.planning.scan import ScannedPdf
 from hpc_marker.runstate.documents import DocumentState
 from hpc_marker.runstate.output import document_file, meta_file
@@ -82,14 +82,15 @@ def test_output_is_current_looks_for_the_runs_format(tmp_path, fmt):
     target = document_file(out, "a.pdf", fmt)
     target.parent.mkdir(parents=True)
     target.write_text("x")
-    source = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "format": fmt}
+
+    def settings(output_format: str) -> dict:
+        return output_settings("text", EngineOptions(output_format=output_format))
+
+    source = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "format": fmt, "settings": settings(fmt)}
     meta_file(target.parent, "a").write_text(json.dumps({"hpcmarker_source": source}))
     others = [f for f in ("markdown", "json", "html", "chunks") if f != fmt]
-    assert output_is_current(out, pdf, fmt)
-    assert not any(output_is_current(out, pdf, other) for other in others)  # json and chunks share .json
-    older = {k: v for k, v in source.items() if k != "format"}
-    meta_file(target.parent, "a").write_text(json.dumps({"hpcmarker_source": older}))
-    assert output_is_current(out, pdf, fmt) == (fmt == "markdown")  # outputs from before formats are Markdown
+    assert output_is_current(out, pdf, settings(fmt))
+    assert not any(output_is_current(out, pdf, settings(other)) for other in others)  # json, chunks: both .json
     partial = {"hpcmarker_source": source, "lost_pages": [{"page": 3, "reason": "timeout"}]}
     meta_file(target.parent, "a").write_text(json.dumps(partial))
-    assert not output_is_current(out, pdf, fmt)  # a partial document is converted again
+    assert not output_is_current(out, pdf, settings(fmt))  # a partial document is converted again
