@@ -228,6 +228,9 @@ def submit_prepared(prepared, submit: Callable) -> None:
     tell_verdict(prepared.paths)
 
 
+FORMAT_NAMES = {"markdown": "Markdown", "json": "JSON", "html": "HTML", "chunks": "chunks (JSON)"}
+
+
 def tell_verdict(paths, exit_code: int | None = None) -> None:
     """The end of a run this command waited for: its state and counts, each failed item and lost page, one
     line per cause of what is left, the flagged text layer, the next command; then exit with `status`'s
@@ -247,8 +250,8 @@ def tell_verdict(paths, exit_code: int | None = None) -> None:
             click.echo(f"  lost page {page['page']} of {page['pdf']}: {page['status']}: {page['error']}", err=True)
         layer = summary.get("text_layer") or {}
     output_format = EngineOptions.from_json(record.engine_options).output_format
-    click.echo(f"run {status.run_id}: {status.headline}{f' ({kinds})' if kinds else ''}; {output_format} in "
-               f"{record.out_dir}")
+    click.echo(f"run {status.run_id}: {status.headline}{f' ({kinds})' if kinds else ''}; "
+               f"{FORMAT_NAMES.get(output_format, output_format)} in {record.out_dir}")
     for line in status.reasons:
         click.echo(f"  {line}")
     if layer.get("empty_pages") or layer.get("garbled_pages"):

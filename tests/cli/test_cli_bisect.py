@@ -31,7 +31,7 @@ def test_one_pathological_page_is_lost_alone(book, tmp_path):
     out = tmp_path / "out"
     run = run_local(book, out, "--item-timeout", TIGHT, "--run-id", "book",  # 20 pages: two parts of 10
                     expect=FINISHED_WITH_FAILURES)  # not every page converted
-    assert "finished: 1 ok, 1 partial (pages lost) of 2 items; markdown in" in run.output
+    assert "finished: 1 ok, 1 partial (pages lost) of 2 items; Markdown in" in run.output
     assert "next: hpcmarker retry book" in run.output
     assert "lost page 8 of book.pdf: timeout" in run.output
     text = (out / "book" / "book.md").read_text()
@@ -77,7 +77,7 @@ def test_one_pathological_page_is_lost_alone(book, tmp_path):
 def test_whole_pdf_bisected_in_json_and_not_without_bisect(book, tmp_path):
     run = run_local(book, tmp_path / "out", "--item-timeout", TIGHT, "--split-pages", "0", "--output-format", "json",
                     expect=FINISHED_WITH_FAILURES)
-    assert "finished: 0 ok, 1 partial (pages lost) of 1 items; json in" in run.output
+    assert "finished: 0 ok, 1 partial (pages lost) of 1 items; JSON in" in run.output
     doc = json.loads((tmp_path / "out" / "book" / "book.json").read_text())
     pages = doc["children"]
     assert [p["id"] for p in pages] == [f"/page/{i}/Page/0" for i in range(20)]
