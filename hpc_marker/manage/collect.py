@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from submitit.core.utils import JobPaths
 
+from hpc_marker.engines.base import EngineOptions
 from hpc_marker.executors import executor_for
 from hpc_marker.manage.verdict import ACTIVE_STATES
-from hpc_marker.engines.base import EngineOptions
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_items_table, load_summary
@@ -46,7 +46,12 @@ from hpc_marker.runstate.progress import failures_per_item, read_commits
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
 from hpc_marker.runstate.subitems import walk
-from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, records_frame, summarize
+from hpc_marker.runstate.summary import (
+    ITEM_COLUMNS,
+    document_counts,
+    records_frame,
+    summarize,
+)
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.files import atomic_write
 from hpc_marker.util.frames import isin

@@ -19,7 +19,13 @@ from hpc_marker.planning.bisect import BISECTED, sub_item
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.documents import text_layer_tokens
-from hpc_marker.runstate.finish import assembles, final_dir, final_file, merge_if_complete, place_committed
+from hpc_marker.runstate.finish import (
+    assembles,
+    final_dir,
+    final_file,
+    merge_if_complete,
+    place_committed,
+)
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, ManifestWriter
 from hpc_marker.runstate.progress import DEGRADED, FAILED_OVER, CommitLog

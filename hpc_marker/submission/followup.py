@@ -33,13 +33,23 @@ from typing import Any
 from hpc_marker.engines import EngineOptions
 from hpc_marker.executors import executor_for
 from hpc_marker.runstate.docindex import ManifestIndex
-from hpc_marker.runstate.documents import SELECTORS, DocumentState, document_state, flag_share
+from hpc_marker.runstate.documents import (
+    SELECTORS,
+    DocumentState,
+    document_state,
+    flag_share,
+)
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import latest_by_item
 from hpc_marker.runstate.permissions import PERMISSIONS
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.submission.launch import PreparedRun, prepare_run
-from hpc_marker.submission.request import LaunchError, LlmRequest, NothingToDo, SubmitRequest
+from hpc_marker.submission.request import (
+    LaunchError,
+    LlmRequest,
+    NothingToDo,
+    SubmitRequest,
+)
 
 RETRIED_STATUSES = ("failed", "timeout", "incomplete")
 

@@ -24,7 +24,13 @@ from hpc_marker.planning.store import save_plan
 from hpc_marker.runstate.index import forget_run, register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.outlock import Holder, acquire, age, release
-from hpc_marker.runstate.output import document_dir, document_file, document_stem, long_names, meta_file
+from hpc_marker.runstate.output import (
+    document_dir,
+    document_file,
+    document_stem,
+    long_names,
+    meta_file,
+)
 from hpc_marker.runstate.permissions import PERMISSIONS, private_files
 from hpc_marker.runstate.record import RunRecord, new_run_id
 from hpc_marker.runtime.inference import InferenceConfigError, settings_for_run

@@ -10,7 +10,6 @@ import json
 
 import pandas as pd
 import pytest
-
 from inputs import book_with_pathological_page
 from runkit import FINISHED_WITH_FAILURES, invoke, run_local
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 from inputs import EXAMPLES
 
 from hpc_marker.engines.base import EngineOptions, page_marker
-from hpc_marker.engines.benchmark import NULL_VARIABLE, SECONDS_PER_PAGE_VARIABLE, BenchmarkEngine
+from hpc_marker.engines.benchmark import (
+    NULL_VARIABLE,
+    SECONDS_PER_PAGE_VARIABLE,
+    BenchmarkEngine,
+)
 from hpc_marker.engines.text import TextEngine
 
 

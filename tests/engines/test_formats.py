@@ -9,7 +9,12 @@ import pytest
 from conftest import EXAMPLES
 
 from hpc_marker.engines import check_engine, create_engine
-from hpc_marker.engines.base import ConvertedDocument, EngineOptions, EngineUnavailable, page_marker
+from hpc_marker.engines.base import (
+    ConvertedDocument,
+    EngineOptions,
+    EngineUnavailable,
+    page_marker,
+)
 from hpc_marker.engines.formats import (
     LOST_CLASS,
     OUTPUT_FORMATS,
@@ -20,8 +25,19 @@ from hpc_marker.engines.formats import (
     merge,
     page_texts,
 )
-from hpc_marker.engines.textlayer import EMPTY_BELOW, GARBLED_SHARE, check_page, check_pages, flagged_pages
-from hpc_marker.runstate.output import merge_documents, merge_parts, read_document, stage_document
+from hpc_marker.engines.textlayer import (
+    EMPTY_BELOW,
+    GARBLED_SHARE,
+    check_page,
+    check_pages,
+    flagged_pages,
+)
+from hpc_marker.runstate.output import (
+    merge_documents,
+    merge_parts,
+    read_document,
+    stage_document,
+)
 
 GARBLED_PDF = EXAMPLES / "zh" / "example-single.pdf"
 LONG_PDF = EXAMPLES / "en" / "ltxtable.pdf"  # 3 pages
@@ -37,8 +53,8 @@ def test_file_names_follow_markers_save_output():
 @pytest.mark.parametrize(("fmt", "paginate"), [("markdown", True), ("markdown", False), ("json", True)])
 def test_text_engine_split_then_merged_equals_whole(fmt, paginate):
     engine = create_engine("text", EngineOptions(output_format=fmt, paginate=paginate))
-    whole = engine.convert(LONG_PDF, range(0, 3))
-    parts = [engine.convert(LONG_PDF, range(0, 1)), engine.convert(LONG_PDF, range(1, 3))]
+    whole = engine.convert(LONG_PDF, range(3))
+    parts = [engine.convert(LONG_PDF, range(1)), engine.convert(LONG_PDF, range(1, 3))]
     merged = merge_documents(parts, paginate)
     assert merged.text == whole.text and merged.format == fmt
     assert merged.metadata["text_layer"] == whole.metadata["text_layer"]
@@ -105,11 +121,11 @@ def _parts(fmt: str) -> list[str]:
                     "bbox": [], "children": None}
             return {"id": f"/page/{i}/Page/0", "block_type": "Page", "html": "<content-ref src='x'>",
                     "polygon": [], "bbox": [], "children": [leaf]}
-        doc = lambda *pages: json.dumps({"children": list(pages), "block_type": "Document"}, indent=2)  # noqa: E731
+        doc = lambda *pages: json.dumps({"children": list(pages), "block_type": "Document"}, indent=2)
         return [doc(page(0, "zero"), page(1, "one")), lost_page(fmt, 2, "timeout", True), doc(page(3, "three"))]
     def block(i: int, text: str) -> dict:
         return {"id": f"/page/{i}/Text/1", "block_type": "Text", "html": f"<p>{text}</p>", "page": 0}
-    doc = lambda pages: json.dumps({"blocks": [block(i, t) for i, t in pages],  # noqa: E731
+    doc = lambda pages: json.dumps({"blocks": [block(i, t) for i, t in pages],
                                     "page_info": {str(i): {"bbox": [0, 0, 1, 1]} for i, _ in pages}})
     return [doc([(0, "zero"), (1, "one")]), lost_page(fmt, 2, "timeout", True), doc([(3, "three")])]
 

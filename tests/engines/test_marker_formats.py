@@ -15,7 +15,13 @@ from test_marker_engine import build_text_document, make_pdf
 
 from hpc_marker.engines import marker as engine_mod
 from hpc_marker.engines.base import EngineOptions
-from hpc_marker.engines.formats import OUTPUT_FORMATS, json_document, lost_page, page_block, page_texts
+from hpc_marker.engines.formats import (
+    OUTPUT_FORMATS,
+    json_document,
+    lost_page,
+    page_block,
+    page_texts,
+)
 from hpc_marker.runstate.output import merge_documents
 
 pytestmark = pytest.mark.marker
@@ -51,8 +57,8 @@ def test_markers_config_parser_picks_its_renderer_for_each_format(marker_pkg, fm
 def test_split_parts_merge_like_the_whole_document(marker_pkg, tmp_path, fmt):
     pdf = make_pdf(tmp_path / "doc.pdf", pages=4)
     options = EngineOptions(output_format=fmt, paginate=True)
-    whole = render(pdf, options, range(0, 4))
-    parts = [render(pdf, options, range(0, 2)), render(pdf, options, range(2, 4))]
+    whole = render(pdf, options, range(4))
+    parts = [render(pdf, options, range(2)), render(pdf, options, range(2, 4))]
     merged = merge_documents(parts, paginate=True)
     assert merged.format == fmt and all(isinstance(p.text, str) for p in parts)
     assert page_texts(fmt, merged.text, True) == page_texts(fmt, whole.text, True)

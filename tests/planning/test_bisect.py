@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from hpc_marker.planning.bisect import can_bisect, doc_of, half_ids, halves, is_subitem, root_ids
+from hpc_marker.planning.bisect import (
+    can_bisect,
+    doc_of,
+    half_ids,
+    halves,
+    is_subitem,
+    root_ids,
+)
 from hpc_marker.planning.plan import WorkItem
 
 

@@ -8,7 +8,12 @@ import pandas as pd
 
 from hpc_marker.manage.status import RunStatus, commit_text_layer, text_layer_line
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
-from hpc_marker.runstate.documents import document_state, flag_share, text_layer_tokens, token_counts
+from hpc_marker.runstate.documents import (
+    document_state,
+    flag_share,
+    text_layer_tokens,
+    token_counts,
+)
 from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item
 from hpc_marker.runstate.summary import page_label, summarize_records
 

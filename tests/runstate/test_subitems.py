@@ -5,7 +5,13 @@ from __future__ import annotations
 import pandas as pd
 
 from hpc_marker.runstate.progress import latest_commits
-from hpc_marker.runstate.subitems import PARTIAL, fold, fold_commits, resolve_frame, walk
+from hpc_marker.runstate.subitems import (
+    PARTIAL,
+    fold,
+    fold_commits,
+    resolve_frame,
+    walk,
+)
 
 # 000001 (pages 0-20) was bisected; its first half too, down to page 7, which timed out
 TREE = {

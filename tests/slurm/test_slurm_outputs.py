@@ -12,7 +12,10 @@ import pandas as pd
 import pytest
 from conftest import CORPUS, EXAMPLES
 from inputs import book_with_pathological_page
-from test_slurm import invoke, wait_for  # skips this module too where no cluster answers
+from test_slurm import (  # skips this module too where no cluster answers
+    invoke,
+    wait_for,
+)
 
 from hpc_marker.planning.scan import find_pdfs
 from hpc_marker.runstate.index import resolve_run

@@ -12,7 +12,12 @@ from hpc_marker.planning.scan import ScannedPdf
 from hpc_marker.runstate.documents import DocumentState
 from hpc_marker.runstate.output import document_file, meta_file
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.submission.followup import RunOverrides, followup_request, is_selected, request_from_record
+from hpc_marker.submission.followup import (
+    RunOverrides,
+    followup_request,
+    is_selected,
+    request_from_record,
+)
 from hpc_marker.submission.launch import output_is_current
 
 
