@@ -61,8 +61,8 @@ def read_request_log(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def standin_pids(models_dir: Path) -> list[int]:
-    """Stand-in processes (of this user) serving `models_dir`: to prove none is left running."""
+def _pids(env_entry: str, *commands: bytes) -> list[int]:
+    """Processes (of this user) whose environment holds `env_entry` and whose command line contains one of `commands`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -72,9 +72,14 @@ def standin_pids(models_dir: Path) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if f"OLLAMA_MODELS={models_dir}".encode() in environ and str(STANDIN).encode() in cmdline:
+        if env_entry.encode() in environ and any(command in cmdline for command in commands):
             pids.append(int(entry.name))
     return pids
+
+
+def standin_pids(models_dir: Path) -> list[int]:
+    """Stand-in processes (of this user) serving `models_dir`: to prove none is left running."""
+    return _pids(f"OLLAMA_MODELS={models_dir}", str(STANDIN).encode())
 
 
 class StandinOllama:
@@ -125,19 +130,7 @@ VLLM = STANDIN_DIR / "vllm"
 
 def vllm_pids(request_log: Path) -> list[int]:
     """Stand-in vllm processes (server and "engine core") started with this request log."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"STANDIN_VLLM_REQUEST_LOG={request_log}".encode() in environ and (
-                str(VLLM).encode() in cmdline or b"import signal, time" in cmdline):
-            pids.append(int(entry.name))
-    return pids
+    return _pids(f"STANDIN_VLLM_REQUEST_LOG={request_log}", str(VLLM).encode(), b"import signal, time")
 
 
 def vllm_trace(request_log: Path) -> dict[str, list[str]]:
