@@ -22,6 +22,25 @@ class Expected:
     reason: str  # a fragment of the one-line reason
 
 
+def _serialize(objs: list[bytes]) -> bytes:
+    """Numbered objects (1: the catalog) as a PDF file with its cross-reference table."""
+    out, offsets = bytearray(b"%PDF-1.7\n"), []
+    for number, obj in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def _scattered_glyphs(glyphs: int) -> bytes:
+    """A content stream of `glyphs` single characters, each at its own position."""
+    return b"BT /F1 1 Tf " + b"".join(b"1 0 0 1 %d %d Tm (x) Tj " % (i % 600, (i // 600) % 780)
+                                      for i in range(glyphs)) + b"ET"
+
+
 def raw_pdf(content: bytes | None) -> bytes:
     """A minimal hand-built PDF: one page drawing `content` (a content stream), or no pages (None)."""
     objs = [b"<< /Type /Catalog /Pages 2 0 R >>"]
@@ -34,22 +53,13 @@ def raw_pdf(content: bytes | None) -> bytes:
                  b"/Contents 4 0 R >>",
                  b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream",
                  b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out, offsets = bytearray(b"%PDF-1.7\n"), []
-    for number, obj in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
-    return bytes(out)
+    return _serialize(objs)
 
 
 def pathological_pdf(glyphs: int) -> bytes:
     """One page of `glyphs` single characters, each at its own position: small on disk, but text
     extraction takes seconds and hundreds of MB (400,000 glyphs: about 8 s and 700 MB here)."""
-    ops = b"".join(b"1 0 0 1 %d %d Tm (x) Tj " % (i % 600, (i // 600) % 780) for i in range(glyphs))
-    return raw_pdf(b"BT /F1 1 Tf " + ops + b"ET")
+    return raw_pdf(_scattered_glyphs(glyphs))
 
 
 def book_with_pathological_page(pages: int, bad_page: int, glyphs: int) -> bytes:
@@ -61,8 +71,7 @@ def book_with_pathological_page(pages: int, bad_page: int, glyphs: int) -> bytes
     kids = []
     for page in range(pages):
         if page == bad_page:
-            content = b"BT /F1 1 Tf " + b"".join(b"1 0 0 1 %d %d Tm (x) Tj " % (i % 600, (i // 600) % 780)
-                                                 for i in range(glyphs)) + b"ET"
+            content = _scattered_glyphs(glyphs)
         else:
             content = b"BT /F1 12 Tf 72 720 Td (Page %d of the book.) Tj ET" % (page + 1)
         packed = zlib.compress(content, 9)
@@ -71,15 +80,7 @@ def book_with_pathological_page(pages: int, bad_page: int, glyphs: int) -> bytes
                     b"/Contents %d 0 R >>" % len(objs))
         kids.append(len(objs))
     objs[1] = b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids) + b"] /Count %d >>" % pages
-    out, offsets = bytearray(b"%PDF-1.7\n"), []
-    for number, obj in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
-    return bytes(out)
+    return _serialize(objs)
 
 
 def _encrypted(user_password: str) -> bytes:
