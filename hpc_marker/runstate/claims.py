@@ -39,7 +39,7 @@ OLD_SUFFIX = ".old"  # where a taken-over lease goes
 FINISHED = 4102444800.0  # the mtime of a finished batch's lease: 2100-01-01
 BATCH_PREFIX = "b"
 SHARD_DOCUMENTS = 1000
-LEASES_PER_FOLDER = 1000
+LEASES_PER_FOLDER = SHARD_DOCUMENTS  # batches per lease folder (lease_shard)
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,11 @@ def batch_name(index: int) -> str:
 
 
 def lease_shard(name: str) -> str:
-    """The folder of a lease inside its group: batch b<k> in k // LEASES_PER_FOLDER, any other lease (a
-    merge: a document id) by its leading number the same way, else by a hash. No folder holds more than
-    a few thousand leases (and their taken-over `.old` files), however large a share."""
-    digits = name[len(BATCH_PREFIX):] if name.startswith(BATCH_PREFIX) else name.split(".", 1)[0]
-    if digits.isdigit():
-        return f"{int(digits) // LEASES_PER_FOLDER:04d}"
-    return f"h{zlib.crc32(name.encode()) % 1024:04d}"
+    """The folder of a lease inside its group, numbered as done markers are (shard_of): batch b<k> in
+    k // 1000, a merge (a document id) by its document. No folder holds more than a few thousand leases
+    (and their taken-over `.old` files), however large a share."""
+    batch = name[len(BATCH_PREFIX):]
+    return shard_of(batch if name.startswith(BATCH_PREFIX) and batch.isdigit() else name)
 
 
 def shard_of(item_id: str) -> str:
