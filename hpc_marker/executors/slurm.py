@@ -33,7 +33,7 @@ from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm import commands
 from hpc_marker.slurm.arrays import ArrayLayout, convert_roles, layout
 from hpc_marker.slurm.commands import SlurmError
-from hpc_marker.slurm.parse import base_ids, expand_queued_id, parse_time_limit
+from hpc_marker.slurm.parse import base_id, base_ids, expand_queued_id, parse_time_limit
 from hpc_marker.slurm.wedge import describe, find_wedge
 from hpc_marker.util.errors import UserError
 
@@ -214,9 +214,11 @@ class SlurmExecutor:
             return Observation(states, pending=pending)
         if not cancel_wedged:
             return Observation(states, describe(record.run_id, wedge, cancelled=False), pending=pending)
-        self._cancel_and_drain(list(wedge.queued))
-        return Observation(commands.job_states(ids), describe(record.run_id, wedge, cancelled=True),
-                           cancelled=list(wedge.queued))
+        self._cancel_and_drain(list(wedge.queued))  # raises unless every one of them has left the queue
+        gone = set(base_ids(list(wedge.queued)))  # sacct may call a job that never started PENDING a while longer
+        states = {jid: "CANCELLED" if state in {"PENDING", "UNKNOWN"} and base_id(jid) in gone else state
+                  for jid, state in commands.job_states(ids).items()}
+        return Observation(states, describe(record.run_id, wedge, cancelled=True), cancelled=list(wedge.queued))
 
     def active(self, record: RunRecord) -> list[str]:
         return commands.queued_jobs(live_job_ids(record))
