@@ -23,7 +23,7 @@ from hpc_marker.planning.scan import ScannedPdf
 MIN_SPLIT_PAGES = 16
 BATCH_PAGES = 32  # a batch: up to this many pages of consecutive items (a few minutes of work)
 BATCH_ITEMS = 64  # ... and at most this many items
-MIN_BATCHES = 8  # a task's share is cut into at least this many batches when it can be
+MIN_BATCHES = 4  # a task's share is cut into at least this many batches when it can be (thieves take its tail)
 
 
 @dataclass(frozen=True, slots=True)

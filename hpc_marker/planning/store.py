@@ -76,7 +76,8 @@ def _items(table: pa.Table) -> list[WorkItem]:
 
 def load_share(folder: Path, summary: ShareSummary) -> TaskPlan:
     """One task's items (one row group of items.parquet)."""
-    table = pq.ParquetFile(Path(folder) / ITEMS).read_row_group(summary.row_group)
+    with open(Path(folder) / ITEMS, "rb") as fh:  # one open (Arrow's own stats the path first)
+        table = pq.ParquetFile(fh).read_row_group(summary.row_group)
     return TaskPlan(index=summary.index, items=_items(table))
 
 

@@ -147,6 +147,18 @@ class ClaimBoard:
     def lease_path(self, group: str, name: str) -> Path:
         return self.root / "claims" / group / lease_shard(name) / name
 
+    def make_folder(self, group: str, name: str) -> None:
+        """Create the folder of the lease `name` (and its group's) if missing: one mkdir each."""
+        path = self.lease_path(group, name).parent
+        for folder in (path.parent, path):
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:  # no claims/ folder at all (a run folder made by hand)
+                path.mkdir(parents=True, exist_ok=True)
+                return
+
     def names(self, group: str, near: str) -> set[str]:
         """The leases that exist (held, finished, or given back) in the folder of `group` that holds the
         lease `near` (LEASES_PER_FOLDER consecutive batches): one listing."""

@@ -7,6 +7,7 @@ instead of failing on it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import asdict, dataclass, fields
@@ -127,7 +128,7 @@ def read_manifest_frame(folder: Path) -> tuple[pd.DataFrame, list[str]]:
     frames, torn = [], []
     for path in sorted(Path(folder).glob("task-*.jsonl")):
         try:
-            table = pajson.read_json(path)
+            table = pajson.read_json(io.BytesIO(path.read_bytes()))  # one open (Arrow's own stats the path first)
             frame = table.to_pandas()
         except pa.ArrowInvalid:  # a torn line (a task killed mid-write): the slow, forgiving way
             part = read_manifest(path)

@@ -63,8 +63,10 @@ def write_heartbeat(folder: Path, beat: Heartbeat) -> None:
     atomic_write(heartbeat_path(folder, beat.task), json.dumps(asdict(beat), separators=(",", ":")))
 
 
-def read_heartbeats(folder: Path, tasks: list[int] | None = None) -> dict[int, Heartbeat]:
-    """The last heartbeat of these tasks (default: every task's); tasks that never started have none."""
+def read_heartbeats(folder: Path, tasks: list[int] | None = None, skip: set[int] | frozenset[int] = frozenset()
+                    ) -> dict[int, Heartbeat]:
+    """The last heartbeat of these tasks (default: every task's, one listing), but those in `skip`; tasks that
+    never started have none."""
     if tasks is None:
         try:
             names = [n for n in os.listdir(folder) if n.startswith("task-") and n.endswith(".json")]
@@ -72,6 +74,9 @@ def read_heartbeats(folder: Path, tasks: list[int] | None = None) -> dict[int, H
             return {}
     else:
         names = [heartbeat_path(folder, task).name for task in tasks]
+    if skip:
+        skipped = {heartbeat_path(folder, task).name for task in skip}
+        names = [n for n in names if n not in skipped]
     beats = {}
     for name in names:
         try:

@@ -60,9 +60,11 @@ class StopRecord:
     def __init__(self, folder: Path, task: int, job_id: str, host: str) -> None:
         self.running = TaskStop(task, RUNNING, job_id=job_id, host=host, started=time.time())
         self.path = stop_path(folder, task)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            self.first_start = not os.pread(self._fd, 1, 0)  # no record of an earlier run of this task (requeued, resumed)
             os.pwrite(self._fd, _padded(self.running), 0)  # the space it will need at the end, taken now
+            os.ftruncate(self._fd, RECORD_BYTES)
             os.fsync(self._fd)
         except OSError:
             os.close(self._fd)

@@ -2,16 +2,18 @@
 
 A task claims its own share's batches in order (its cursor). Then, with stealing, it takes
 batches of other tasks' shares from their tails: the victim with the most pages not yet claimed
-by its owner, as a sample of at most SAMPLE heartbeats says (all of them in smaller runs), one
+by its owner, as a sample of at most SAMPLE heartbeats says (of tasks not known to have exited), one
 batch at a time; a victim whose heartbeat went stale is scanned again from its tail, which also
-finds its expired batches. Batches a dead task held in other shares are taken over from its last
+finds its expired batches. A task writes its heartbeat when it has claimed the last batch of its own
+share, so that thieves stop looking there. Batches a dead task held in other shares are taken over from its last
 heartbeat once their lease has expired. Nothing here looks at single items, and a task reads at
 most SAMPLE heartbeats per decision: the cost of choosing work is per batch, whatever the size of
 the run and the number of tasks.
 
 An idle task (nothing claimable) leaves unless a task it knows of died holding batches (it waits
 to take them over). The SWEEPERS lowest-numbered tasks are the exception: they stay while any
-task holds a batch, so that whoever dies last is taken over too.
+task holds a batch, so that whoever dies last is taken over too; they read again only the heartbeats
+of tasks not seen exiting since they started.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from hpc_marker.planning.store import ShareSummary, load_share
 from hpc_marker.runstate.claims import BATCH_PREFIX, ClaimBoard, Claimed, Lease, batch_name, lease_shard
 from hpc_marker.runstate.progress import EXITED, WAITING, WORKING, Heartbeat, read_heartbeats, write_heartbeat
 
-SAMPLE = 32  # heartbeats a task reads to choose a victim (all of them when there are fewer tasks)
+SAMPLE = 8  # heartbeats a thief reads to choose a victim: the richest of 8 random tasks (power of d choices)
 SWEEPERS = 4  # tasks 0..SWEEPERS-1 stay while any task holds a batch
 
 
@@ -51,7 +53,9 @@ class Batch:
 class Scheduler:
     def __init__(self, task: int, summaries: list[ShareSummary], own: TaskPlan, board: ClaimBoard,
                  plan_folder: Path, progress_folder: Path, *, steal: bool, lease_s: float,
-                 inflight: Callable[[], list[str]] = list, seed: int | None = None) -> None:
+                 inflight: Callable[[], list[str]] = list, seed: int | None = None, first_start: bool = False) -> None:
+        """`first_start`: no earlier run of this task wrote anything (its stop record says so), so there is no
+        earlier heartbeat to read, and its lease folder is made now."""
         self.task, self.board, self.steal, self.lease_s = task, board, steal, lease_s
         self.summaries = {s.index: s for s in summaries}
         self.plan_folder, self.progress_folder = plan_folder, progress_folder
@@ -61,14 +65,18 @@ class Scheduler:
         self.tail: dict[int, int] = {}  # per victim: the next batch to try from its tail
         self.rescanned: dict[int, float] = {}  # per dead victim: when its share was last scanned again
         self.random = random.Random(task if seed is None else seed)
-        previous = read_heartbeats(progress_folder, [task]).get(task)  # an earlier run of this task (requeued, resumed)
+        previous = None if first_start else read_heartbeats(progress_folder, [task]).get(task)  # an earlier run of it
         self.inherited = [name for name in (previous.held if previous else []) if _is_batch(name)]
+        if first_start and self.own:
+            board.make_folder(str(task), batch_name(0))  # its first start: two mkdirs, not a failed create and three
         self.inflight = inflight
         self.beat = Heartbeat(task=task, owner=board.owner)
         self.state = WORKING
         self.stolen = 0
         self._writing = threading.Lock()
         self._sampled: tuple[float, list[int], dict[int, Heartbeat]] | None = None
+        self.started = time.time()
+        self.gone: set[int] = set()  # tasks whose heartbeat said EXITED after this task started: not read again
 
     # ---- heartbeat -----------------------------------------------------------------------
 
@@ -90,12 +98,31 @@ class Scheduler:
         now = time.time()
         if self._sampled is not None and now - self._sampled[0] < max(1.0, self.lease_s / 8):
             return self._sampled[1], self._sampled[2]  # a recent read: the tail pointers know the rest
-        others = [share for share in self.summaries if share != self.task]
+        others = [share for share in self.summaries if share != self.task and share not in self.gone]
         if len(others) > SAMPLE:
             others = self.random.sample(others, SAMPLE)
-        beats = read_heartbeats(self.progress_folder, others)
+        beats = self._read(others)
         self._sampled = (now, others, beats)
         return others, beats
+
+    def _everyone(self) -> dict[int, Heartbeat]:
+        """Every other task's heartbeat but those known to have exited (a sweeper's look at the run); a sample
+        read just now (this same turn of the task's loop) is not read again."""
+        recent = self._sampled if self._sampled is not None and time.time() - self._sampled[0] < 1.0 else None
+        if recent is None:
+            return self._read()
+        return {**self._read(also_skip=set(recent[1])), **recent[2]}
+
+    def _read(self, tasks: list[int] | None = None, also_skip: set[int] | frozenset[int] = frozenset()
+              ) -> dict[int, Heartbeat]:
+        """These tasks' heartbeats (default: every task's not known to have exited); remembers who exited.
+        A task that exited during this task's life, giving nothing back, is not read again: it holds nothing.
+        (Only a job requeued by hand after it ended starts it again; what that one may then steal and die
+        holding is left to `resume`, and `status` says the run is incomplete.)"""
+        beats = read_heartbeats(self.progress_folder, tasks, skip=self.gone | also_skip | {self.task})
+        self.gone.update(task for task, beat in beats.items()
+                         if beat.state == EXITED and not beat.released and beat.updated >= self.started)
+        return beats
 
     # ---- choosing work -------------------------------------------------------------------
 
@@ -126,6 +153,8 @@ class Scheduler:
             self.cursor += 1
             claimed = self.board.claim(str(self.task), batch_name(index))
             if claimed is not None:
+                if self.cursor == len(self.own) and self.steal and len(self.summaries) > 1:
+                    self.write()  # its whole share is claimed: thieves skip it instead of listing its leases
                 return self._batch(self.task, index, claimed)
             self._inherit(index)
         return None
@@ -205,7 +234,7 @@ class Scheduler:
             return False  # only its own share, which is claimed or done
         now = time.time()
         sweeper = self.task < SWEEPERS
-        beats = read_heartbeats(self.progress_folder) if sweeper else self._sample()[1]
+        beats = self._everyone() if sweeper else self._sample()[1]
         holders = [b for b in beats.values() if b.task != self.task and b.state != EXITED and b.held]
         dead = [name for b in holders if not b.fresh(self.lease_s, now) for name in b.held if _is_batch(name)]
         if any(not self.board.finished(*name.split("/", 1)) for name in dead):

@@ -129,7 +129,7 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         except OSError as exc:  # a full disk from the start: nothing can be converted or recorded
             raise RuntimeError(f"task {task_index} cannot write to its run folder: {exc.strerror}") from None
         try:
-            result = _run_task(paths, record, task_index)
+            result = _run_task(paths, record, task_index, stops.first_start)
         except TaskStopped as stop:
             stops.stop(CANCELLED, f"cancelled (stopped by {stop})")
             raise SystemExit(128 + signal.SIGTERM) from None
@@ -153,7 +153,7 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         return result
 
 
-def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult:
+def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: bool = False) -> TaskResult:
     summaries = load_summary(paths.plan)
     own = load_share(paths.plan, summaries[task_index])
     log = lambda line: _log(task_index, line)  # noqa: E731
@@ -171,7 +171,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int) -> TaskResult
     board = ClaimBoard(paths.root, owner=f"{host}:{os.getpid()}:task-{task_index}", lease_s=record.lease_seconds)
     inflight: dict[str, tuple[WorkItem, Batch]] = {}
     scheduler = Scheduler(task_index, summaries, own, board, paths.plan, paths.progress, steal=record.steal,
-                          lease_s=record.lease_seconds, inflight=lambda: list(inflight))
+                          lease_s=record.lease_seconds, inflight=lambda: list(inflight), first_start=first_start)
     log(f"{len(own.items)} own items in {len(scheduler.own)} batches, stealing {'on' if record.steal else 'off'}; "
         f"{cpus} CPUs, {workers} workers x {threads} threads, CUDA_VISIBLE_DEVICES={context['gpu'] or '(none)'}")
     start = time.time()

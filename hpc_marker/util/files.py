@@ -1,8 +1,11 @@
-"""Atomic writes: a file appears whole under its final name, or not at all (and leaves no temp file)."""
+"""Files: atomic writes (a file appears whole under its final name, or not at all, and leaves no temp
+file), and a second name for a file at the cost of one metadata operation."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -33,3 +36,26 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int | None = None, fsyn
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` shows `source`'s content: a hard link (one metadata operation, no data copied), replacing
+    an older `target`; a copy where the filesystem has no hard links. FileNotFoundError when `source`
+    does not exist."""
+    try:
+        os.link(source, target)
+        return
+    except FileExistsError:
+        tmp = Path(target).with_name(f".{Path(target).name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            os.link(source, tmp)
+            os.replace(tmp, target)
+            return
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+                raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+            raise
+    shutil.copyfile(source, target)

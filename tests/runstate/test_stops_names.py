@@ -26,6 +26,15 @@ def test_a_stop_record_keeps_its_size_and_says_why(tmp_path):
     assert "\n" not in read.detail and stop.stopped is not None
 
 
+def test_a_stop_record_says_whether_an_earlier_run_of_its_task_left_one(tmp_path):
+    first = StopRecord(tmp_path, 3, job_id="7_3", host="n1")
+    assert first.first_start
+    first.stop("done")
+    again = StopRecord(tmp_path, 3, job_id="8_3", host="n2")  # requeued or resumed: the task's second start
+    assert not again.first_start
+    assert read_stops(tmp_path)[3].cause == RUNNING and (tmp_path / "stop-3.json").stat().st_size == RECORD_BYTES
+
+
 def test_long_names_get_a_shortened_side_file_that_stays_distinct():
     long_a, long_b = "a" * 250 + "x", "a" * 250 + "y"
     assert fit_name("short", META_SUFFIX) == "short_meta.json"

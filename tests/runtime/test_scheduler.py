@@ -1,4 +1,5 @@
-"""The scheduler of one task: batches its earlier run held are taken over, and only while unfinished."""
+"""The scheduler of one task: batches its earlier run held are taken over, and only while unfinished; what
+it reads of the others' heartbeats."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import time
 from hpc_marker.planning.plan import WorkItem, make_plan
 from hpc_marker.planning.store import load_share, load_summary, save_plan
 from hpc_marker.runstate.claims import FINISHED, ClaimBoard, batch_name
-from hpc_marker.runstate.progress import Heartbeat, write_heartbeat
-from hpc_marker.runtime.scheduler import Scheduler
+from hpc_marker.runstate.progress import EXITED, WAITING, Heartbeat, read_heartbeats, write_heartbeat
+from hpc_marker.runtime import scheduler as scheduler_module
+from hpc_marker.runtime.scheduler import SAMPLE, SWEEPERS, Scheduler
 
 LEASE_S = 60.0
 
@@ -106,3 +108,70 @@ def test_leases_live_in_folders_of_a_thousand_and_a_thief_walks_across_them(tmp_
     stolen = thief.next_batch()
     assert stolen is not None and stolen.label == f"1/{batch_name(LEASES_PER_FOLDER * 2 - 6)}"
     assert len({p.parent.name for p in (tmp_path / "claims" / "1").rglob("b*")}) == 2
+
+
+def _many(tmp_path, tasks: int, task: int, first_start: bool = False) -> Scheduler:
+    items = [WorkItem(item_id=f"{n:06d}", pdf=f"d{n}.pdf", page_start=0, page_stop=4, scan_status="ok",
+                      doc_id=f"{n:06d}") for n in range(8 * tasks)]
+    plan_folder = tmp_path / "plan"
+    if not plan_folder.exists():
+        save_plan(make_plan(items, tasks, split_pages=0), plan_folder)
+        (tmp_path / "progress").mkdir()
+    summaries = load_summary(plan_folder)
+    return Scheduler(task, summaries, load_share(plan_folder, summaries[task]),
+                     ClaimBoard(tmp_path, f"n:{task}:task-{task}", LEASE_S), plan_folder, tmp_path / "progress",
+                     steal=True, lease_s=LEASE_S, first_start=first_start)
+
+
+def _counting_reads(monkeypatch) -> list[int]:
+    """Every heartbeat file the scheduler opens, by task number."""
+    opened: list[int] = []
+    real = scheduler_module.read_heartbeats
+
+    def counting(folder, tasks=None, skip=frozenset()):
+        beats = real(folder, tasks, skip)
+        names = tasks if tasks is not None else [int(p.stem.split("-")[1]) for p in folder.glob("task-*.json")]
+        opened.extend(t for t in names if t not in skip)
+        return beats
+
+    monkeypatch.setattr(scheduler_module, "read_heartbeats", counting)
+    return opened
+
+
+def test_a_thief_reads_a_sample_of_heartbeats_and_a_sweeper_does_not_read_the_exited_again(tmp_path, monkeypatch):
+    tasks = 4 * SAMPLE
+    progress = tmp_path / "progress"
+    sweeper = _many(tmp_path, tasks, 0, first_start=True)
+    for other in range(1, tasks):  # everyone else has exited since task 0 started, but task 5, still waiting
+        write_heartbeat(progress, Heartbeat(task=other, owner=f"n:{other}:task-{other}",
+                                            state=WAITING if other == 5 else EXITED, cursor=8))
+    opened = _counting_reads(monkeypatch)
+    sweeper.cursor = len(sweeper.own)  # its own share is claimed
+    assert sweeper.next_batch() is None
+    assert len(opened) == SAMPLE  # the sample, not every task
+    assert 0 < SWEEPERS and not sweeper.should_wait()  # nobody holds a batch
+    assert sorted(opened[SAMPLE:]) == sorted(set(range(1, tasks)) - set(opened[:SAMPLE]))  # the rest, once
+    assert sweeper.gone == set(range(1, tasks)) - {5}
+    opened.clear()
+    sweeper._sampled = None
+    assert not sweeper.should_wait()
+    assert opened == [5]  # only the task not seen exiting is read again
+
+
+def test_a_task_that_claimed_its_last_own_batch_says_so_at_once(tmp_path):
+    task = _many(tmp_path, 2, 1, first_start=True)
+    assert (tmp_path / "claims" / "1" / "0000").is_dir()  # made at its first start, before any claim
+    while task.cursor < len(task.own):
+        assert task.next_batch() is not None
+    beat = read_heartbeats(tmp_path / "progress", [1])[1]
+    assert beat.cursor == len(task.own) and beat.remaining_pages == 0 and len(beat.held) == len(task.own)
+
+
+def test_an_earlier_exit_is_read_again(tmp_path):
+    """A task that exited before this one started (an earlier run of the run) may be running again now."""
+    progress = tmp_path / "progress"
+    old = _many(tmp_path, 2, 0)
+    write_heartbeat(progress, Heartbeat(task=1, owner="n:1:task-1", state=EXITED, cursor=8))
+    old.started = time.time() + 1
+    old.should_wait()
+    assert old.gone == set()
