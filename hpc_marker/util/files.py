@@ -17,7 +17,7 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int | None = None, fsyn
     storage before the rename (for files other processes rely on). A failed write (a full disk)
     removes the temporary file, so it keeps no space."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = _temporary(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)  # the umask applies
     try:
@@ -38,24 +38,31 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int | None = None, fsyn
     return path
 
 
+NO_HARD_LINKS = (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK)  # a filesystem that will not link
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """`target` shows `source`'s content: a hard link (one metadata operation, no data copied), replacing
     an older `target`; a copy where the filesystem has no hard links. FileNotFoundError when `source`
     does not exist."""
+    target = Path(target)
     try:
-        os.link(source, target)
-        return
-    except FileExistsError:
-        tmp = Path(target).with_name(f".{Path(target).name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
+            os.link(source, target)
+        except FileExistsError:  # linked before (collected again): the new name replaces it
+            tmp = _temporary(target)
             os.link(source, tmp)
-            os.replace(tmp, target)
-            return
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
                 raise
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+        if exc.errno not in NO_HARD_LINKS:
             raise
-    shutil.copyfile(source, target)
+        shutil.copyfile(source, target)
+
+
+def _temporary(path: Path) -> Path:
+    """A name beside `path` that no other process or thread uses, and listings skip (a leading dot)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
