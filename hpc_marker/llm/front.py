@@ -282,8 +282,7 @@ class Front:
                 self._count(task, failures=1, in_flight=-1)
                 return self._reply(h, 503, {"error": "hpcmarker front: no LLM server answers"})
             response: httpx.Response | None = None
-            for number, target in enumerate(targets, 1):
-                last = number == len(targets)
+            for number, target in enumerate(targets, 1):  # _another may append targets: the loop reaches them
                 request = self._client.build_request(
                     h.command, target.url + decision.upstream_path, content=body, timeout=timeout,
                     headers={"Content-Type": h.headers.get("Content-Type", "application/json"),
@@ -291,23 +290,22 @@ class Front:
                 try:
                     response = self._client.send(request, stream=True)
                 except httpx.TimeoutException as exc:
-                    if isinstance(exc, httpx.ConnectTimeout) and not last:
-                        self._failover(task, target, type(exc).__name__, number)
+                    if isinstance(exc, httpx.ConnectTimeout) and self._another(task, target, type(exc).__name__,
+                                                                               targets, number):
                         continue
                     outcome, settled = "timeout", True
                     self._count(task, timeouts=1, in_flight=-1)
                     return self._reply(h, 504, {"error": f"hpcmarker front: no answer within {self.timeout_s:g}s"})
                 except httpx.HTTPError as exc:
-                    if isinstance(exc, _GONE) and not last:
-                        self._failover(task, target, type(exc).__name__, number)
+                    if isinstance(exc, _GONE) and self._another(task, target, type(exc).__name__, targets, number):
                         continue
                     self.route.failed(target, type(exc).__name__)
                     outcome, settled = f"upstream unreachable ({type(exc).__name__})", True
                     self._count(task, failures=1, in_flight=-1)
                     return self._reply(h, 502, {"error": "hpcmarker front: the LLM server is not reachable"})
-                if response.status_code in self.route.failover_statuses and not last:
+                if response.status_code in self.route.failover_statuses and self._another(
+                        task, target, f"HTTP {response.status_code}", targets, number):
                     response.close()
-                    self._failover(task, target, f"HTTP {response.status_code}", number)
                     continue
                 break
             assert response is not None  # the loop either answered the client or got a response
@@ -331,11 +329,19 @@ class Front:
                 self.log(f"task {task} {h.command} {decision.upstream_path}: {outcome} "
                          f"after {time.monotonic() - started:.2f}s")
 
-    def _failover(self, task: str, target: Target, why: str, number: int) -> None:
+    def _another(self, task: str, target: Target, why: str, targets: list[Target], number: int) -> bool:
+        """`target` (the number-th tried) is gone: is there another? One not tried yet, else one the route
+        knows of now (a replica that came up since the request began), appended to `targets`. Counted as
+        the request's failover when there is one."""
         self.route.failed(target, why)
+        if number == len(targets):
+            targets.extend(t for t in self.route.targets(task) if t not in targets)
+        if number == len(targets):
+            return False
         if number == 1:  # a request counts once, however many targets it tried
             self._count(task, failovers=1)
         self.log(f"task {task}: {target.name or 'upstream'} stopped answering ({why}); trying the next")
+        return True
 
     def _relay(self, h: BaseHTTPRequestHandler, response: httpx.Response, task: str, deadline: float) -> str:
         """Pass the body on as it comes, one chunk held back: the counters are updated before the

@@ -9,7 +9,8 @@ its stats every PROBE_INTERVAL_S, so a replica that went away (its endpoint remo
 answering) stops getting requests within seconds, and one that comes up (late, or again) gets them.
 A request whose replica stopped answering before any byte came back (connection refused or cut, a
 502 from its front, a 403 from a replica that restarted with a new secret) is sent again to the
-next one by the relay and counted as a failover of its worker; so marker's calls in flight at a
+next one by the relay (or, when no other answers, to one that comes up within REAPPEAR_S) and
+counted as a failover of its worker; so marker's calls in flight at a
 replica's death are not lost, and the task's manifest line says which items had some moved.
 
     with task_relay(run_dir, replicas=2, task=3, server="vllm", model=m, timeout_s=t) as endpoint:
@@ -32,6 +33,7 @@ from hpc_marker.servers.managed import HOST
 
 PROBE_INTERVAL_S = 2.0
 PROBE_TIMEOUT_S = 2.0
+REAPPEAR_S = 4.0  # with no replica answering, a request waits this long for one to come (up), looking every 0.5 s
 
 
 class ReplicaRoute:
@@ -92,9 +94,13 @@ class ReplicaRoute:
     def targets(self, task: str) -> list[Target]:
         with self._lock:
             live = [(r, self._live[r]) for r in self._order() if r in self._live]
-        if not live:  # none known to answer: look again now rather than fail the request at once
+        deadline = time.monotonic() + REAPPEAR_S
+        while not live:  # none known to answer: look again (a replica starting, or another one) before failing
             found = self.probe()
             live = [(r, found[r]) for r in self._order() if r in found]
+            if live or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         return [Target(f"{e.url}/task/{task}", {"Authorization": f"Bearer {e.secret}"}, f"replica {r}") for r, e in live]
 
     def failed(self, target: Target, why: str) -> None:

@@ -24,28 +24,33 @@ from standin.harness import (
 )
 
 from hpc_marker.llm.client import Endpoint, probe_replica
+from hpc_marker.llm import replicas as replicas_module
 from hpc_marker.llm.replicas import PROBE_INTERVAL_S, task_relay
 from hpc_marker.llm.settings import LlmPaths, LlmSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_replicas(tmp_path: Path, settings: LlmSettings, count: int, **env: str) -> tuple[Path, list[subprocess.Popen]]:
+def start_replicas(tmp_path: Path, settings: LlmSettings, count: int, only: list[int] | None = None,
+                   **env: str) -> tuple[Path, list[subprocess.Popen]]:
+    """Replicas 0..count-1 (or those in `only`) of a run's service, each up and answering."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     LlmPaths(run_dir).save_settings(settings)
-    procs = []
-    for replica in range(count):
-        environ = dict(os.environ, PATH=path_with_standin(), STANDIN_VLLM_REQUEST_LOG=str(tmp_path / f"vllm-{replica}.log"),
-                       **env)
-        with open(tmp_path / f"service-{replica}.log", "wb") as out:
-            procs.append(subprocess.Popen([sys.executable, "-m", "hpc_marker.llm.service", str(run_dir), str(replica)],
-                                          cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT))
+    return run_dir, [start_replica(tmp_path, run_dir, replica, **env) for replica in (only or range(count))]
+
+
+def start_replica(tmp_path: Path, run_dir: Path, replica: int, **env: str) -> subprocess.Popen:
+    environ = dict(os.environ, PATH=path_with_standin(), STANDIN_VLLM_REQUEST_LOG=str(tmp_path / f"vllm-{replica}.log"),
+                   **env)
+    with open(tmp_path / f"service-{replica}.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "hpc_marker.llm.service", str(run_dir), str(replica)],
+                                cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
-    while not all(isinstance(probe_replica(run_dir, r, 2.0), Endpoint) for r in range(count)):
-        assert time.monotonic() < deadline, "the replicas did not come up"
+    while not isinstance(probe_replica(run_dir, replica, 2.0), Endpoint):
+        assert time.monotonic() < deadline, f"replica {replica} did not come up"
         time.sleep(0.2)
-    return run_dir, procs
+    return proc
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -104,6 +109,41 @@ def test_relay_prefers_its_replica_and_moves_requests_in_flight_when_it_dies(tmp
     while any(vllm_pids(log) for log in logs) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [vllm_pids(log) for log in logs] == [[], []]  # even the SIGKILLed job's vllm (parent death signal)
+
+
+@pytest.mark.slow
+def test_a_request_whose_only_live_replica_dies_goes_to_one_that_came_up_since(tmp_path, monkeypatch):
+    """Replica 0 comes up after the relay last looked (CI caught this: the request failed with a 502 and its
+    page was degraded); the relay looks again when the last replica it knew of dies under a request."""
+    monkeypatch.setattr(replicas_module, "PROBE_INTERVAL_S", 3600.0)  # no background look during the test
+    settings = LlmSettings(model="org/tiny", server="vllm", parallel=4, replicas=2, bind_host="127.0.0.1",
+                           load_timeout_s=20, metrics_interval_s=0.2)
+    run_dir, procs = start_replicas(tmp_path, settings, 2, only=[1], STANDIN_VLLM_SECONDS_PER_REQUEST="60")
+    lines: list[str] = []
+    try:
+        with task_relay(run_dir, replicas=2, task=1, server="vllm", model="org/tiny", timeout_s=60,
+                        log=lines.append) as relay:
+            assert any("replicas [1] answer" in line for line in lines), lines
+            client = relay.client("1.100", timeout_s=30)
+            replies: list[str] = []
+            thread = threading.Thread(target=lambda: replies.append(
+                client.chat("org/tiny", [{"role": "user", "content": "late page"}]).text))
+            thread.start()
+            deadline = time.monotonic() + 10
+            while not vllm_trace(tmp_path / "vllm-1.log")["begin"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            procs.append(start_replica(tmp_path, run_dir, 0, STANDIN_VLLM_SECONDS_PER_REQUEST="0.2"))  # the relay
+            # has not looked since: it knows replica 1 only
+            procs[0].send_signal(signal.SIGKILL)
+            thread.join(timeout=30)
+            assert replies == ["LATE PAGE"]
+            stats = relay.task_stats("1.100")
+            assert stats["failovers"] == 1 and stats["failures"] == 0
+            assert vllm_trace(tmp_path / "vllm-0.log")["end"]
+            client.close()
+    finally:
+        stop(procs)
 
 
 @pytest.mark.slow
