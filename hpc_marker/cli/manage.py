@@ -12,7 +12,9 @@ from rich.console import Console
 from hpc_marker.cli.group import InputError, run_paths
 from hpc_marker.engines import ENGINE_NAMES, EngineOptions
 from hpc_marker.engines.formats import OUTPUT_FORMATS
-from hpc_marker.runstate.documents import SELECTORS
+from hpc_marker.runstate.permissions import PERMISSIONS
+
+EXIT_NO_ROWS = 3  # export: the run has documents, but none was written (as status: finished, items failed)
 
 
 @click.command()
@@ -133,13 +135,25 @@ def resume(run, **options) -> None:
     _resume(run, retry_failed=False, options=options)
 
 
+def _selectors(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
+    """--select no-text,garbled as its selectors; a value that is none: one line, exit 2."""
+    from hpc_marker.submission.followup import parse_selectors
+    from hpc_marker.submission.request import LaunchError
+
+    try:
+        return None if value is None else parse_selectors(value)
+    except LaunchError as exc:
+        raise InputError(str(exc)) from None
+
+
 @click.command()
 @click.argument("run", required=False)
 @click.option("--include-poison", is_flag=True, help="Also retry items that already failed 3 times.")
-@click.option("--select", "selector", type=click.Choice(SELECTORS),
+@click.option("--select", "selector", metavar="SELECTOR[,...]", callback=_selectors,
               help="Convert these documents of RUN again as a new run (a follow-up of RUN) with the settings "
                    "given here, the others as RUN's: no-text (pages with an empty text layer), garbled (pages "
-                   "of a garbled text layer), partial (pages lost), failed (failed, timed out, incomplete).")
+                   "of a garbled text layer), partial (pages lost), failed (failed, timed out, incomplete); "
+                   "several comma-separated (no-text,garbled): the documents any of them picks.")
 @click.option("--min-share", type=float, show_default=True, metavar="SHARE",
               help="no-text/garbled: the share of a document's pages that must carry the flag (0: any page).")
 @click.option("--engine", type=click.Choice(ENGINE_NAMES), help="With --select: the follow-up run's engine.")
@@ -183,25 +197,30 @@ def retry(run, include_poison, selector, min_share, engine, force_ocr, languages
     _follow_up(run, selector, min_share, overrides, dry_run)
 
 
-def _follow_up(run: str | None, selector: str, min_share: float, overrides, dry_run: bool) -> None:
-    from hpc_marker.cli.run import ProgressPrinter, submit_prepared
+def _follow_up(run: str | None, selectors: tuple[str, ...], min_share: float, overrides, dry_run: bool) -> None:
+    from hpc_marker.cli.run import (
+        ProgressPrinter,
+        discarded_unless_submitted,
+        submit_prepared,
+    )
     from hpc_marker.submission.followup import prepare_followup
     from hpc_marker.submission.launch import submit_run
     from hpc_marker.submission.request import NothingToDo
 
     paths = run_paths(run)
     try:
-        follow = prepare_followup(paths, selector, min_share, overrides, create=not dry_run)
+        follow = prepare_followup(paths, selectors, min_share, overrides, create=not dry_run)
     except NothingToDo as exc:
         click.echo(str(exc))
         return
-    click.echo(f"run {paths.run_id}: {len(follow.selected)} documents selected by --select {selector}")
+    selected = f"run {paths.run_id}: {len(follow.selected)} documents selected by --select {','.join(selectors)}"
     if dry_run:
-        for pdf in follow.selected:
-            click.echo(f"  {pdf}")
+        click.echo("\n".join([selected, *(f"  {pdf}" for pdf in follow.selected)]))
         return
     prepared = follow.prepared
-    submit_prepared(prepared, lambda: submit_run(prepared, progress=ProgressPrinter()))
+    with discarded_unless_submitted(prepared):  # its folder is made: from here on, it is sent or it goes
+        click.echo(selected)
+        submit_prepared(prepared, lambda: submit_run(prepared, progress=ProgressPrinter()))
 
 
 @click.command()
@@ -267,20 +286,31 @@ def report(run) -> None:
 @click.option("--follow-ups/--no-follow-ups", default=None, show_default=True,
               help="Take each document's newest ok result from RUN's follow-up runs (retry --select) too.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous export in that folder.")
-def export(run, export_format, folder, include_failed, rows_per_shard, shard_size, follow_ups, overwrite) -> None:
-    """Write RUN's documents (default: the latest run) as one dataset: a row per document."""
+@click.option("--permissions", type=click.Choice(list(PERMISSIONS)),
+              help="Who may read the export (default: as the run's outputs, its submit --permissions).")
+def export(run, export_format, folder, include_failed, rows_per_shard, shard_size, follow_ups, overwrite,
+           permissions) -> None:
+    """Write RUN's documents as one dataset: a row per document. RUN defaults to the latest run; an --out
+    folder or the default stands for the first run of that run's follow-ups (retry --select), so the
+    folder's results are exported whole.
+
+    Exit code: 0 rows written; 3 no row, though the run has documents (none ok: --include-failed)."""
     from hpc_marker.export import export_run
+    from hpc_marker.runstate.index import resolve_run
     from hpc_marker.runtime.limits import parse_memory
 
     try:
         shard_bytes = parse_memory(shard_size)
     except ValueError as exc:
         raise InputError(f"--shard-size {exc}") from None
-    paths = run_paths(run)
+    paths = resolve_run(run, lineage=True)
     result = export_run(paths, folder, export_format, include_failed=include_failed, rows_per_shard=rows_per_shard,
-                        shard_bytes=shard_bytes, follow_ups=follow_ups, overwrite=overwrite)
+                        shard_bytes=shard_bytes, follow_ups=follow_ups, overwrite=overwrite,
+                        umask=None if permissions is None else PERMISSIONS[permissions])
     others = {status: n for status, n in result.by_status.items() if status != "ok"}
     click.echo(f"run {paths.run_id}: {result.rows} rows in {len(result.shards)} shards in {result.folder} "
                f"(manifest _export.json)" + (f"; not ok: {', '.join(f'{n} {s}' for s, n in sorted(others.items()))}"
                                              + ("" if include_failed else " (--include-failed adds them)")
                                              if others else ""))
+    if not result.rows:
+        raise SystemExit(EXIT_NO_ROWS)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -183,9 +184,26 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
             click.echo(note, err=True)
         click.echo(dry_run_text(prepared.scripts, (prepared.record.llm or {}).get("replicas", 1)), nl=False)
         return
-    if prepared.up_to_date:
-        click.echo(f"skipping {len(prepared.up_to_date)} PDFs whose outputs are up to date (--force redoes them)")
-    submit_prepared(prepared, lambda: submit_run(prepared, progress=ProgressPrinter()))
+    with discarded_unless_submitted(prepared):
+        if prepared.up_to_date:
+            click.echo(f"skipping {len(prepared.up_to_date)} PDFs whose outputs are up to date (--force redoes them)")
+        submit_prepared(prepared, lambda: submit_run(prepared, progress=ProgressPrinter()))
+
+
+@contextmanager
+def discarded_unless_submitted(prepared) -> Iterator[None]:
+    """The run folder `prepare_run` made goes again (with its entry in the user's runs and its hold on
+    --out) when the command dies before the run's jobs are recorded: the scheduler refused it, Ctrl-C, or
+    its stdout a closed pipe (a printed command pasted with a `|` in it). Nothing is left to resume."""
+    from hpc_marker.runstate.index import ran
+    from hpc_marker.submission.launch import discard_run
+
+    try:
+        yield
+    except BaseException:
+        if not ran(prepared.paths):
+            discard_run(prepared.paths, prepared.record)
+        raise
 
 
 def submit_prepared(prepared, submit: Callable) -> None:
@@ -236,6 +254,7 @@ def tell_verdict(paths, exit_code: int | None = None) -> None:
     line per cause of what is left, the flagged text layer, the next command; then exit with `status`'s
     code (or `exit_code`)."""
     from hpc_marker.manage.status import load_status
+    from hpc_marker.util.commands import ocr_command
 
     status = load_status(paths)
     record = paths.load_record()
@@ -257,8 +276,7 @@ def tell_verdict(paths, exit_code: int | None = None) -> None:
     if layer.get("empty_pages") or layer.get("garbled_pages"):
         click.echo(f"text layer: {layer['empty_pages']} empty pages in {layer['documents_with_empty_pages']} "
                    f"documents, {layer['garbled_pages']} garbled pages in {layer['documents_with_garbled_pages']} "
-                   f"documents; to OCR them: hpcmarker retry {record.run_id} --select no-text|garbled --engine marker "
-                   "--force-ocr")
+                   f"documents; to OCR them: {ocr_command(record.run_id, layer)}")
     if status.next:
         click.echo(f"next: {status.next}")
     code = status.exit_code if exit_code is None else exit_code

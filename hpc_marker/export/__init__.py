@@ -5,7 +5,9 @@ into shards of a bounded size written atomically (`shards`), and a manifest of t
 (`_export.json`: files, rows, bytes, sha256, the runs read) written last: an export is complete
 when its manifest is there. By default only `ok` and `partial` documents (a placeholder stands for each lost page, listed in
 `lost_pages`); `include_failed` adds every other one
-(text null, status and error said). Columns: docs/user-guide.md.
+(text null, status and error said). Columns: docs/user-guide.md. The shards and the manifest are as private
+as the run's outputs (its `--permissions`), unless the export is given other permissions. A run with
+nothing converted yet is refused (ExportError) before anything is written.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpc_marker.export.rows import build_row, documents, index_of, lineage
+from hpc_marker.export.rows import RunSource, build_row, documents, index_of, lineage
 from hpc_marker.export.shards import FORMATS, SCHEMA, Shard, ShardWriter, shard_list
+from hpc_marker.runstate.docindex import ManifestIndex
 from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.permissions import file_mode_mask
+from hpc_marker.util.commands import command_line
 from hpc_marker.util.errors import UserError
 from hpc_marker.util.files import atomic_write
 
@@ -55,17 +60,29 @@ def _prepare_folder(folder: Path, overwrite: bool) -> None:
 
 
 def export_run(paths: RunPaths, folder: Path, export_format: str, *, include_failed: bool = False,
-               rows_per_shard: int, shard_bytes: int, follow_ups: bool = True, overwrite: bool = False) -> ExportResult:
+               rows_per_shard: int, shard_bytes: int, follow_ups: bool = True, overwrite: bool = False,
+               umask: int | None = None) -> ExportResult:
     """Write the run's documents (with `follow_ups`: each document's newest ok result from the run
-    and its follow-up runs) to `folder` as shards, then the shard manifest."""
+    and its follow-up runs) to `folder` as shards, then the shard manifest, under `umask` (None: the run's,
+    what its --permissions gave its outputs)."""
     if export_format not in FORMATS:
         raise ExportError(f"--format {export_format!r}: choose from {', '.join(FORMATS)}")
     if rows_per_shard < 1 or shard_bytes < 1:
         raise ExportError("--rows-per-shard and --shard-size must be at least 1")
     sources = lineage(paths, follow_ups)
-    folder = Path(folder).resolve()
-    _prepare_folder(folder, overwrite)
     index = index_of(sources)
+    if not len(index.keys):
+        raise ExportError(f"run {paths.run_id}: nothing converted yet, so nothing to export "
+                          f"(see {command_line('status', paths.run_id)})")
+    with file_mode_mask(sources[0].record.umask if umask is None else umask):
+        return _write(paths, Path(folder).resolve(), export_format, sources, index, include_failed=include_failed,
+                      rows_per_shard=rows_per_shard, shard_bytes=shard_bytes, overwrite=overwrite)
+
+
+def _write(paths: RunPaths, folder: Path, export_format: str, sources: list[RunSource], index: ManifestIndex, *,
+           include_failed: bool, rows_per_shard: int, shard_bytes: int, overwrite: bool) -> ExportResult:
+    """The shards, then the manifest, into `folder` (made empty first)."""
+    _prepare_folder(folder, overwrite)
     writer = ShardWriter(folder, export_format, rows_per_shard, shard_bytes)
     result = ExportResult(folder=folder, shards=[], rows=0, torn_lines=index.torn)
     try:

@@ -38,6 +38,7 @@ from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import TaskStop, read_stops
 from hpc_marker.runstate.subitems import PARTIAL, fold_commits
 from hpc_marker.slurm.parse import index_ranges
+from hpc_marker.util.commands import ocr_command
 
 if TYPE_CHECKING:  # pandas loads only where commit logs are read: a collected run's status needs none
     import pandas as pd
@@ -375,10 +376,12 @@ def text_layer_line(status: RunStatus) -> str:
         return ""
     unit = "documents" if "documents_with_empty_pages" in layer else "items"
     return (f"\ntext layer: {layer['empty_pages']} empty pages in {layer[f'{unit}_with_empty_pages']} {unit}, "
-            f"{layer['garbled_pages']} garbled pages in {layer[f'{unit}_with_garbled_pages']} {unit}; to OCR them: "
-            f"hpcmarker retry {status.run_id} --select no-text|garbled --engine marker --force-ocr")
+            f"{layer['garbled_pages']} garbled pages in {layer[f'{unit}_with_garbled_pages']} {unit}")
 
 
 def verdict_lines(status: RunStatus) -> list[str]:
-    """One line per cause, then the next command: printed whole under the table, never wrapped into it."""
-    return [*status.reasons, *([f"next: {status.next}"] if status.next else [])]
+    """One line per cause, the OCR follow-up of a flagged text layer, then the next command: printed whole
+    under the table, never wrapped into it (rich wraps a caption at the table's width)."""
+    flagged = text_layer_line(status)
+    ocr = [f"to OCR the flagged documents: {ocr_command(status.run_id, status.text_layer)}"] if flagged else []
+    return [*status.reasons, *ocr, *([f"next: {status.next}"] if status.next else [])]

@@ -34,6 +34,7 @@ from hpc_marker.runstate.stops import (
 )
 from hpc_marker.slurm.parse import index_ranges, parse_time_limit
 from hpc_marker.slurm.pending import reason_word, stuck_reason
+from hpc_marker.util.commands import command_line
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
 PENDING, RUNNING_STATE, COLLECTING = "pending", "running", "collecting"
@@ -132,11 +133,11 @@ def next_command(run_id: str, reasons: list[Reason]) -> str:
     for reason in reasons:
         for flag, value in reason.options:
             options.setdefault(flag, value)
-    flags = "".join(f" {flag} {value}" for flag, value in options.items())
+    flags = [word for flag, value in options.items() for word in (flag, value)]
     if "cancel" in verbs:
-        return f"hpcmarker cancel {run_id} && hpcmarker resume {run_id}{flags}"
+        return f"{command_line('cancel', run_id)} && {command_line('resume', run_id, *flags)}"
     verb = "retry" if "retry" in verbs else "resume" if "resume" in verbs else "collect"
-    return f"hpcmarker {verb} {run_id}" + (flags if verb != "collect" else "")
+    return command_line(verb, run_id, *(flags if verb != "collect" else ()))
 
 
 def doubled_time(time_limit: str) -> str:
@@ -177,14 +178,14 @@ def task_cause(stop: TaskStop | None, task: TaskView) -> tuple[str, str] | None:
 def _fix(cause: str, facts: RunFacts, tasks: tuple[int, ...]) -> dict:
     """advice, verb and options for a cause."""
     first = tasks[0] if tasks else 0
-    logs = f"hpcmarker logs {facts.run_id} --task {first}"
+    logs = command_line("logs", facts.run_id, "--task", first)
     return {
         TIME_LIMIT: {"options": (("--time", doubled_time(facts.time_limit)),)},
         OUT_OF_MEMORY: {"options": (("--mem", doubled_memory(facts.mem)),)},
         STORAGE_FULL: {"advice": "free space", "verb": "retry"},
         ENGINE: {"advice": f"make the engine work in the jobs' environment (see `{logs}`, `hpcmarker doctor`)"},
         INFERENCE: {"advice": f"install vllm where the jobs run, or set the profile's inference_server (see `{logs}`)"},
-        LLM_SERVICE: {"advice": f"see `hpcmarker logs {facts.run_id} --service`"},
+        LLM_SERVICE: {"advice": f"see `{command_line('logs', facts.run_id, '--service')}`"},
         ERROR: {"advice": f"see `{logs}`"},
     }.get(cause, {})
 
@@ -242,7 +243,7 @@ def verdict(facts: RunFacts) -> Verdict:
     if state == FINISHED:
         failed = f", {facts.failed} failed" if facts.failed else ""
         partial = f", {facts.partial} partial (pages lost)" if facts.partial else ""
-        nxt = f"hpcmarker retry {facts.run_id}" if facts.failed or facts.partial else None
+        nxt = command_line("retry", facts.run_id) if facts.failed or facts.partial else None
         ok = facts.items - facts.failed - facts.partial
         return Verdict(state, f"finished: {ok} ok{partial}{failed} of {facts.items} items", (), nxt,
                        EXIT_FAILED_ITEMS if facts.failed or facts.partial else EXIT_OK)

@@ -29,6 +29,7 @@ from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import read_manifest_frame
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, summarize
+from hpc_marker.util.commands import command_line, ocr_command
 from hpc_marker.util.files import atomic_write
 
 REPORT_NAME = "report.html"
@@ -116,7 +117,7 @@ def run_totals(view: RunView) -> dict:
 def _duration(seconds: float | None) -> str:
     if seconds is not None and seconds < 60:
         return f"{seconds:.1f} s"
-    whole = int(round(seconds or 0))
+    whole = round(seconds or 0)
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
@@ -192,7 +193,7 @@ def table_sections(view: RunView, items: pd.DataFrame, limits: Limits) -> list[S
     lost = pd.DataFrame(view.summary.get("lost_pages") or [], columns=["pdf", "page", "status", "error"])
     if len(lost):
         note = (f"Pages that failed alone once their items were bisected; each document has a placeholder for "
-                f"them and the status partial. To try them again: hpcmarker retry {view.record.run_id}.")
+                f"them and the status partial. To try them again, run: {command_line('retry', view.record.run_id)}")
         sections.insert(1, Section("lost-pages", f"Lost pages ({len(lost):,})", note, tables=[("", Table.of(
             lost, "lost-pages-table", "No page was lost.", limits.table_rows, "summary.json has them all"))]))
     llm = view.llm
@@ -219,8 +220,7 @@ def text_layer_section(view: RunView, totals: dict, limits: Limits) -> Section:
     note = (f"{layer.get('documents_checked', 0):,} documents ({layer.get('pages_checked', 0):,} pages) checked: "
             f"{layer.get('empty_pages', 0):,} empty pages in {layer.get('documents_with_empty_pages', 0):,} documents, "
             f"{layer.get('garbled_pages', 0):,} garbled pages in {layer.get('documents_with_garbled_pages', 0):,} "
-            f"documents. To convert them again with OCR: hpcmarker retry {view.record.run_id} "
-            "--select no-text|garbled --engine marker --force-ocr.")
+            f"documents. To convert them again with OCR, run: {ocr_command(view.record.run_id, layer)}")
     table = Table.of(frames.flagged_frame(totals), "text-layer-table", "No page was flagged.", limits.table_rows,
                      "summary.json has them all")
     return Section("text-layer", "Text layer", note, tables=[("", table)])

@@ -55,32 +55,69 @@ def known_runs() -> list[RunPaths]:
     return [RunPaths(Path(line)) for line in lines if line and (Path(line) / "run.json").exists()]
 
 
+def _read(paths: RunPaths) -> dict:
+    """run.json as written; {} when it cannot be read."""
+    try:
+        data = json.loads(paths.record.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _ran(data: dict) -> bool:
+    """Whether a run record holds jobs: the run was given to its executor (a submission that died before,
+    or that the scheduler refused, holds none)."""
+    return bool(data.get("submitted") or any((data.get("jobs") or {}).values()))
+
+
+def ran(paths: RunPaths) -> bool:
+    """Whether the run's jobs were recorded, so it is a run of its --out and not a submission that died."""
+    return _ran(_read(paths))
+
+
 def runs_of_out(out: Path) -> list[RunPaths]:
-    """The runs in an --out folder, oldest first (by their record's creation time)."""
+    """The runs in an --out folder that were submitted, oldest first (by their record's creation time)."""
     folder = Path(out) / RUNS_SUBDIR
     found = []
     for run in folder.iterdir() if folder.is_dir() else []:
-        try:
-            found.append((json.loads((run / "run.json").read_text()).get("created", 0.0), RunPaths(run.resolve())))
-        except (OSError, ValueError):
-            continue
+        data = _read(RunPaths(run))
+        if _ran(data):
+            found.append((data.get("created", 0.0), RunPaths(run.resolve())))
     return [paths for _, paths in sorted(found, key=lambda pair: pair[0])]
 
 
-def resolve_run(name: str | None) -> RunPaths:
-    """A run folder path, an --out folder (the run active there, else its latest), a run id from the index,
-    or (None) the latest run."""
+def first_of_lineage(paths: RunPaths) -> RunPaths:
+    """The run that `paths` is a follow-up of (`retry --select`), and that one's, up to the first run;
+    `paths` itself when it is no follow-up."""
+    seen = {paths.run_id}
+    while (parent := (_read(paths).get("parent") or {}).get("run_id")) and parent not in seen:
+        above = RunPaths(paths.root.parent / parent)
+        if not above.record.exists():
+            break
+        seen.add(parent)
+        paths = above
+    return paths
+
+
+def latest_of_out(out: Path) -> RunPaths | None:
+    """The run active in an --out folder, else its latest; only runs whose jobs were recorded."""
+    current = holder(out)
+    if current is not None and ran(active := RunPaths((Path(out) / RUNS_SUBDIR / current.run_id).resolve())):
+        return active
+    runs = runs_of_out(out)
+    return runs[-1] if runs else None
+
+
+def resolve_run(name: str | None, *, lineage: bool = False) -> RunPaths:
+    """A run folder path, an --out folder (`latest_of_out`), a run id from the index, or (None) the latest
+    run. With `lineage`, an --out folder or None stands for the first run of that run's lineage (what
+    `export` reads, with its follow-ups)."""
     if name:
         candidate = Path(name)
         if (candidate / "run.json").exists():
             return RunPaths(candidate.resolve())
-        if (candidate / RUNS_SUBDIR).is_dir():
-            current = holder(candidate)
-            if current is not None and (candidate / RUNS_SUBDIR / current.run_id / "run.json").exists():
-                return RunPaths((candidate / RUNS_SUBDIR / current.run_id).resolve())
-            runs = runs_of_out(candidate)
-            if runs:
-                return runs[-1]
+        if (candidate / RUNS_SUBDIR).is_dir() and (latest := latest_of_out(candidate)) is not None:
+            return first_of_lineage(latest) if lineage else latest
         for paths in reversed(known_runs()):
             if paths.run_id == name:
                 return paths
@@ -88,4 +125,4 @@ def resolve_run(name: str | None) -> RunPaths:
     runs = known_runs()
     if not runs:
         raise RunNotFound("no runs yet: start one with `hpcmarker submit`")
-    return runs[-1]
+    return first_of_lineage(runs[-1]) if lineage else runs[-1]

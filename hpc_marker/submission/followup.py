@@ -1,4 +1,4 @@
-"""Follow-up runs: `hpcmarker retry RUN --select no-text|garbled|partial|failed [settings]`.
+"""Follow-up runs: `hpcmarker retry RUN --select SELECTOR[,SELECTOR...] [settings]`.
 
 The documents of RUN that the selector picks are converted again as a new run into the same `--out`,
 with the settings given (every other setting as RUN had it). Each document that converts replaces
@@ -13,9 +13,11 @@ usually a small share of RUN and is planned and balanced again, by pages, over t
 for; RUN's record, manifests and report stay what the first pass did; and RUN's claims and item
 attempts (poison counts) are left alone.
 
-Selectors (on RUN's newest record of each item, per document: runstate/documents.py):
+Selectors (on RUN's newest record of each item, per document: runstate/documents.py); several,
+comma-separated (`no-text,garbled`), select the documents that any of them picks:
   no-text   ok documents whose share of pages with an empty text layer is at least `min_share` (and > 0)
   garbled   the same for garbled pages
+  partial   documents with pages lost (bisected items)
   failed    documents that failed, timed out or are incomplete (not encrypted ones: a password is
             needed whatever the engine)
 
@@ -34,6 +36,7 @@ from hpc_marker.engines import EngineOptions
 from hpc_marker.executors import executor_for
 from hpc_marker.runstate.docindex import ManifestIndex
 from hpc_marker.runstate.documents import (
+    FLAGS,
     SELECTORS,
     DocumentState,
     document_state,
@@ -98,15 +101,25 @@ def is_selected(doc: DocumentState, selector: str, min_share: float) -> bool:
     return doc.status == "ok" and share > 0 and share >= min_share
 
 
-def select_documents(paths: RunPaths, selector: str, min_share: float) -> list[str]:
-    """The PDFs (relative to the run's --pdfs) of RUN that `selector` picks, sorted."""
-    if selector not in SELECTORS:
-        raise LaunchError(f"--select {selector!r}: choose from {', '.join(SELECTORS)}")
+def parse_selectors(text: str) -> tuple[str, ...]:
+    """`no-text,garbled` as ("no-text", "garbled"); LaunchError names a value that is no selector. Pure."""
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",")))
+    wrong = [name for name in names if name not in SELECTORS]
+    if wrong or not names:
+        raise LaunchError(f"--select {text!r}: {'no selector' if not names else repr(wrong[0])}; choose one or "
+                          f"more of {', '.join(SELECTORS)}, comma-separated (e.g. --select no-text,garbled)")
+    return names
+
+
+def select_documents(paths: RunPaths, selectors: tuple[str, ...], min_share: float) -> list[str]:
+    """The PDFs (relative to the run's --pdfs) of RUN that any of `selectors` picks, sorted."""
+    parse_selectors(",".join(selectors))
     if not 0 <= min_share <= 1:
         raise LaunchError(f"--min-share {min_share}: a share of pages from 0 to 1")
     index = ManifestIndex.build([paths.manifests])  # one document at a time: bounded memory at 10^6
     return sorted(pdf for pdf, by_run in index.by_document()
-                  if is_selected(document_state(latest_by_item(by_run[0]).values()), selector, min_share))
+                  if any(is_selected(document_state(latest_by_item(by_run[0]).values()), selector, min_share)
+                         for selector in selectors))
 
 
 def request_from_record(record: RunRecord) -> SubmitRequest:
@@ -117,27 +130,28 @@ def request_from_record(record: RunRecord) -> SubmitRequest:
         known = {f.name for f in fields(LlmRequest)}
         llm = LlmRequest(**{k: v for k, v in record.llm.items() if k in known})
     permissions = next((name for name, mask in PERMISSIONS.items() if mask == record.umask), None)
-    given: dict[str, Any] = dict(
-        gpus=record.gpus, engine=record.engine, engine_options=options, profile=record.profile,
-        workers_per_gpu=record.workers_per_gpu, executor=record.executor, steal=record.steal,
-        bisect=record.bisect,
-        lease_seconds=record.lease_seconds, item_timeout=record.item_timeout, partition=record.partition,
-        template=record.template, cpus_per_task=record.cpus_per_task, mem=record.mem, time_limit=record.time_limit,
-        split_pages=record.split_pages, worker_memory=record.worker_memory, max_running=record.max_running, llm=llm)
+    given: dict[str, Any] = {
+        "gpus": record.gpus, "engine": record.engine, "engine_options": options, "profile": record.profile,
+        "workers_per_gpu": record.workers_per_gpu, "executor": record.executor, "steal": record.steal,
+        "bisect": record.bisect, "lease_seconds": record.lease_seconds, "item_timeout": record.item_timeout,
+        "partition": record.partition, "template": record.template, "cpus_per_task": record.cpus_per_task,
+        "mem": record.mem, "time_limit": record.time_limit, "split_pages": record.split_pages,
+        "worker_memory": record.worker_memory, "max_running": record.max_running, "llm": llm}
     if permissions:
         given["permissions"] = permissions
     return SubmitRequest.with_defaults(record.pdfs_root, record.out_dir, **given)
 
 
-def followup_request(record: RunRecord, selected: list[str], selector: str, min_share: float,
+def followup_request(record: RunRecord, selected: list[str], selectors: tuple[str, ...], min_share: float,
                      overrides: RunOverrides) -> SubmitRequest:
     """The new run's request: RUN's settings with `overrides`, for just the selected PDFs."""
     request = overrides.apply(request_from_record(record))
-    parent = {"run_id": record.run_id, "select": selector, "min_share": min_share, "documents": len(selected)}
+    parent = {"run_id": record.run_id, "select": ",".join(selectors), "min_share": min_share,
+              "documents": len(selected)}
     return replace(request, only=tuple(selected), force=True, parent=parent)
 
 
-def prepare_followup(paths: RunPaths, selector: str, min_share: float, overrides: RunOverrides,
+def prepare_followup(paths: RunPaths, selectors: tuple[str, ...], min_share: float, overrides: RunOverrides,
                      create: bool = True) -> FollowUp:
     """Select RUN's documents and prepare their follow-up run (`submit_run` sends it); with
     `create` False nothing is written (a dry run)."""
@@ -146,9 +160,9 @@ def prepare_followup(paths: RunPaths, selector: str, min_share: float, overrides
     if active:
         raise LaunchError(f"run {record.run_id} still has jobs running or queued ({', '.join(active)}): "
                           "wait for them or `hpcmarker cancel` first")
-    selected = select_documents(paths, selector, min_share)
+    selected = select_documents(paths, selectors, min_share)
     if not selected:
-        raise NothingToDo(f"run {record.run_id}: no document selected by --select {selector}"
-                          + (f" --min-share {min_share:g}" if selector != "failed" else ""))
-    request = followup_request(record, selected, selector, min_share, overrides)
+        raise NothingToDo(f"run {record.run_id}: no document selected by --select {','.join(selectors)}"
+                          + (f" --min-share {min_share:g}" if set(selectors) & set(FLAGS) else ""))
+    request = followup_request(record, selected, selectors, min_share, overrides)
     return FollowUp(record.run_id, selected, prepare_run(request, create=create))

@@ -5,4 +5,5 @@
   processes.py  process trees (/proc): alive, descendants, terminate then kill; die with the parent
   errors.py     UserError: bad input, said in one line, exit code 2
   frames.py     isin: membership of strings in a frame column, by Arrow (fast at 10^6 rows)
+  commands.py   command_line: a command hpcmarker prints, shell-quoted so that it runs as printed; ocr_command
 """

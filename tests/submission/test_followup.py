@@ -16,9 +16,11 @@ from hpc_marker.submission.followup import (
     RunOverrides,
     followup_request,
     is_selected,
+    parse_selectors,
     request_from_record,
 )
 from hpc_marker.submission.launch import output_is_current
+from hpc_marker.submission.request import LaunchError
 
 
 def doc(status: str = "ok", pages: int = 10, empty: list[int] | None = None,
@@ -40,6 +42,14 @@ def test_selectors():
             if is_selected(doc(s), "failed", 0.1)] == ["failed", "timeout", "incomplete"]
 
 
+def test_select_takes_a_comma_separated_list():
+    assert parse_selectors("no-text,garbled") == ("no-text", "garbled")
+    assert parse_selectors(" failed , partial,failed") == ("failed", "partial")
+    for wrong in ("no-text|garbled", "", "no-text,,garbled", "ocr"):
+        with pytest.raises(LaunchError, match="choose one or more of no-text, garbled, partial, failed"):
+            parse_selectors(wrong)
+
+
 def _record(**changes) -> RunRecord:
     base = RunRecord(run_id="first", created=0, pdfs_root="/data/pdfs", out_dir="/data/md", engine="text",
                      engine_options=EngineOptions(paginate=False, output_format="json").to_json(), executor="local",
@@ -58,7 +68,7 @@ def test_a_follow_up_keeps_the_first_runs_settings_but_those_given():
         ("group", "30/page", "4G", 60.0)
     assert same.engine_options == EngineOptions(paginate=False, output_format="json")
     overrides = RunOverrides(engine="marker", force_ocr=True, output_format="markdown", run_id="ocr")
-    request = followup_request(record, ["b.pdf", "a.pdf"], "garbled", 0.1, overrides)
+    request = followup_request(record, ["b.pdf", "a.pdf"], ("garbled",), 0.1, overrides)
     assert request.engine == "marker" and request.run_id == "ocr" and request.worker_memory is None
     assert request.engine_options == EngineOptions(paginate=False, output_format="markdown", force_ocr=True)
     assert (request.only, request.force, request.gpus, request.partition) == (("b.pdf", "a.pdf"), True, 4, "cpu")
