@@ -154,7 +154,8 @@ def check_template(template: str | None = None, profile: str = "generic", partit
                 text = render_role(template, role, contexts[role])
             except TemplateError as exc:  # a template without a service role is fine until --llm
                 optional = role == "service" and not llm and "has no" in str(exc)
-                fix = f"add or fix {role}.sbatch.j2 (see hpc_marker/templates/generic)" + (" for --llm" if optional else "")
+                fix = (f"add or fix {role}.sbatch.j2 (the shipped one: hpcmarker templates show generic)"
+                       + (" for --llm" if optional else ""))
                 checks.append(Check(name, WARN if optional else FAIL, str(exc), fix))
                 continue
             path = Path(tmp) / f"{role}.sbatch"

@@ -43,8 +43,10 @@ def _shell_value(value: Any) -> str:
 
 
 def packaged_templates() -> Path:
-    """The templates shipped with hpcmarker (hpc_marker/templates, inside the wheel too)."""
-    return Path(str(resources.files("hpc_marker"))) / "templates"
+    """The templates shipped with hpcmarker: hpc_marker/templates inside an installed wheel (pyproject's
+    force-include puts them there), else the repository's own templates/ (a source tree, an editable install)."""
+    installed = Path(str(resources.files("hpc_marker"))) / "templates"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "templates"
 
 
 def template_search_path() -> list[Path]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "hpc_marker"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "hpc_marker"
+# The top level the project was specified with (benchmarks/ and examples/ may sit beside it).
+TOP_LEVEL = ("pyproject.toml", "README.md", "hpc_marker/", "templates/", "scripts/", "tests/", "docs/")
 
 # A module may import only from its own layer or lower ones (docs/architecture.md).
 LAYERS = {
@@ -141,3 +144,15 @@ def test_only_executors_ask_which_executor_a_run_has():
             if needle in text:
                 asking.append(f"{path.relative_to(PACKAGE)}: {needle}")
     assert not asking, asking
+
+
+def test_the_top_level_is_the_specified_one():
+    missing = [name for name in TOP_LEVEL if not (ROOT / name).exists() or (ROOT / name).is_dir() != name.endswith("/")]
+    assert not missing, f"missing at the top of the repository: {missing}"
+
+
+def test_sbatch_templates_live_once_at_the_top_where_admins_look():
+    shipped = [p.parent.name for p in (ROOT / "templates").glob("*/convert.sbatch.j2")]
+    assert {"generic", "apptainer"} <= set(shipped), shipped
+    copies = [str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.sbatch.j2")]
+    assert not copies, f"a second copy of the sbatch templates inside the package: {copies}"
