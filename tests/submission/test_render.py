@@ -31,6 +31,16 @@ def sample_contexts(run_dir: str | None = None, profile: str = "generic") -> dic
 
 
 SHIPPED_PROFILES = ["generic", "a100-account", "apptainer"]
+RERECORD = "HPCMARKER_UPDATE_SNAPSHOTS=1 .venv/bin/python -m pytest tests/submission/test_render.py"
+
+
+def check_snapshot(text: str, snapshot: Path, update: bool) -> None:
+    """`text` is the golden `snapshot`; a missing one fails (it is written only with `update`, on request)."""
+    if update:
+        snapshot.write_text(text)
+    assert snapshot.exists(), f"{snapshot.name}: no golden snapshot; record it with {RERECORD} and review it"
+    assert text == snapshot.read_text(), (
+        f"{snapshot.name}: rendering changed; if intended, re-record with {RERECORD} and review the diff")
 
 
 @pytest.mark.parametrize("profile", SHIPPED_PROFILES)
@@ -38,13 +48,19 @@ SHIPPED_PROFILES = ["generic", "a100-account", "apptainer"]
 def test_shipped_templates_match_snapshots(profile, role):
     contexts = admin_sample_contexts(profile)
     text = render_role(contexts["_template"], role, contexts[role])
-    snapshot = SNAPSHOTS / f"{profile}-{role}.sbatch"
-    if UPDATE or not snapshot.exists():
-        snapshot.write_text(text)
-    assert text == snapshot.read_text(), (
-        f"profile {profile}, role {role}: rendering changed; if intended, re-record with "
-        "HPCMARKER_UPDATE_SNAPSHOTS=1 pytest tests/submission/test_render.py and review the diff")
-    assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+    check_snapshot(text, SNAPSHOTS / f"{profile}-{role}.sbatch", UPDATE)
+    assert subprocess.run(["bash", "-n"], input=text, text=True, check=False).returncode == 0
+
+
+def test_a_missing_golden_snapshot_fails_and_is_not_written(tmp_path, monkeypatch):
+    golden = SNAPSHOTS / "generic-convert.sbatch"
+    monkeypatch.setitem(globals(), "SNAPSHOTS", tmp_path)
+    with pytest.raises(AssertionError, match="no golden snapshot"):
+        test_shipped_templates_match_snapshots("generic", "convert")
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setitem(globals(), "UPDATE", True)  # HPCMARKER_UPDATE_SNAPSHOTS=1 records it
+    test_shipped_templates_match_snapshots("generic", "convert")
+    assert (tmp_path / "generic-convert.sbatch").read_text() == golden.read_text()
 
 
 def test_every_shipped_template_is_used_by_a_shipped_profile():
