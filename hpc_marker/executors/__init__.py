@@ -1,7 +1,7 @@
 """executors: where a run's jobs run. One protocol, two implementations; nothing else asks which.
 
   base.py   the Executor protocol, RunJobs (what each role's job calls), Observation (job states)
-  slurm.py  sbatch of our rendered scripts through submitit; sacct/squeue states; scancel; wedged runs
+  slurm.py  sbatch of our rendered scripts (submitit: public API only); sacct/squeue states; scancel; wedged runs
   local.py  submitit's LocalExecutor on this machine: one process per task; waits for the run
 
 `executor_for(name)` turns a run's stored executor name into its executor; `choose_executor`

@@ -1,23 +1,22 @@
-"""The Slurm executor: our rendered sbatch scripts submitted through submitit; the run's jobs observed,
+"""The Slurm executor: our rendered sbatch scripts submitted with `sbatch`; the run's jobs observed,
 cancelled and stopped with Slurm's own commands.
 
-`TemplateSlurmExecutor` is submitit's SlurmExecutor with two changes: the script text is the one
-hpcmarker rendered from its templates (so `--dry-run` prints exactly what is sent), and dependencies
-travel on the `sbatch` command line, not in the script.
+Submitting is ours outright (`submit_script`): the script is the text hpcmarker rendered from its
+templates (so `--dry-run` prints exactly what is sent), dependencies travel on the `sbatch` command line,
+and each job's call is pickled where submitit's runner (the job's command) loads it. From submitit only
+its public API is used: `helpers.DelayedSubmission` for the pickled call and `SlurmJob(...).paths` for
+where its runner and logs put a job's files.
 """
 
 from __future__ import annotations
 
 import functools
-import shlex
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import submitit
-from submitit.core import core, utils
-from submitit.slurm.slurm import SlurmJob
+from submitit.helpers import DelayedSubmission
 
 from hpc_marker.executors.base import (
     JobsSeen,
@@ -39,6 +38,7 @@ from hpc_marker.util.errors import UserError
 
 QUEUE_DRAIN_TIMEOUT_S = 60.0
 COLLECT_TIME_MIN = 30
+MAX_NUM_TIMEOUT = 3  # what submitit's executor gives each call: requeues its runner allows after a time-out
 
 
 class ClusterRequestError(UserError):
@@ -54,64 +54,44 @@ def submitit_command(python: str, folder: Path) -> list[str]:
     return [python, "-u", "-m", "submitit.core._submit", str(folder)]
 
 
+def job_paths(folder: Path, job_id: str):  # -> submitit's JobPaths (its type is not public)
+    """Where submitit's runner looks for job `job_id`'s pickled call, and its logs (the public `Job.paths`)."""
+    return submitit.SlurmJob(folder=folder, job_id=job_id).paths
+
+
 def job_log_paths(folder: Path, array: bool) -> tuple[str, str]:
-    """stdout/stderr patterns as submitit expects them for a job (or array task) in `folder`."""
-    paths = utils.JobPaths(folder=folder)
-    out, err = str(paths.stdout), str(paths.stderr)
-    if array:
-        out, err = out.replace("%j", "%A_%a"), err.replace("%j", "%A_%a")
-    return out.replace("%t", "0"), err.replace("%t", "0")
+    """stdout/stderr patterns (sbatch's `%j`, or `%A_%a` for an array task) as submitit names a job's logs."""
+    paths = job_paths(folder, "%A_%a" if array else "%j")
+    return str(paths.stdout), str(paths.stderr)
 
 
-class TemplateSlurmExecutor(submitit.SlurmExecutor):
-    """Submits `script` (already rendered) as is; with `array_indices` as an array of those tasks."""
-
-    def __init__(self, folder: Path, script: str, *, array_indices: list[int] | None = None, timeout_min: int = 60,
-                 dependency: str | None = None) -> None:
-        super().__init__(folder=folder)
-        self.script = script
-        self.array_indices = array_indices or []
-        self.timeout_min = timeout_min
-        self.dependency = dependency
-
-    def _make_submission_file_text(self, command: str, uid: str) -> str:
-        return self.script
-
-    def _make_submission_command(self, submission_file_path: Path) -> list[str]:
-        argv = ["sbatch"]
-        if self.dependency:
-            argv.append(f"--dependency={self.dependency}")
-        return [*argv, str(submission_file_path)]
-
-    def _submit_command(self, command: str) -> core.Job[Any]:
-        try:
-            return super()._submit_command(command)
-        except utils.FailedJobError as exc:
-            argv = self._make_submission_command(Path("<script>"))
-            detail = str(exc).strip().splitlines()
-            raise SlurmError(f"{shlex.join(argv)} failed: {detail[-1] if detail else 'no message'}") from None
-
-    def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]) -> list[core.Job[Any]]:
-        if not self.array_indices:
-            return core.PicklingExecutor._internal_process_submissions(self, delayed_submissions)
-        if len(delayed_submissions) != len(self.array_indices):
-            raise ValueError(f"script declares {len(self.array_indices)} array tasks, got {len(delayed_submissions)}")
-        folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        pickles = []
-        for delayed in delayed_submissions:
-            path = folder / f"{uuid.uuid4().hex}.pkl"
-            delayed.set_timeout(self.timeout_min, self.max_num_timeout)
-            delayed.dump(path)
-            pickles.append(path)
-        first = self._submit_command(self._submitit_command_str)
-        jobs: list[core.Job[Any]] = [
-            SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{index}", tasks=[0])
-            for index in self.array_indices
-        ]
-        for job, path in zip(jobs, pickles):
-            job.paths.move_temporary_file(path, "submitted_pickle")
-        return jobs
+def submit_script(folder: Path, script: str, calls: list[DelayedSubmission], *, timeout_min: int,
+                  array_indices: list[int] | None = None, dependency: str | None = None) -> list[str]:
+    """`sbatch` the rendered `script` as is: one job, or an array of `array_indices` (one call per index).
+    Each call is pickled first, then placed where the runner of its job loads it; the script is kept as
+    `<id>_submission.sh`. The job ids ('123', or '123_4' per array task)."""
+    jobs = len(array_indices) if array_indices else 1
+    if len(calls) != jobs:
+        raise ValueError(f"{len(calls)} calls for {jobs} jobs")
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f".submitting-{uuid.uuid4().hex}"
+    pickles = [stem.with_name(f"{stem.name}-{n}.pkl") for n in range(len(calls))]
+    script_file = stem.with_name(f"{stem.name}.sh")
+    try:
+        for call, path in zip(calls, pickles):
+            call.set_timeout(timeout_min, MAX_NUM_TIMEOUT)
+            call.dump(path)
+        script_file.write_text(script)
+        job_id = commands.submit(script_file, dependency)
+    except BaseException:  # nothing queued: nothing of it left in the jobs folder
+        for path in (script_file, *pickles):
+            path.unlink(missing_ok=True)
+        raise
+    script_file.rename(job_paths(folder, job_id).submission_file)
+    ids = [f"{job_id}_{index}" for index in array_indices] if array_indices else [job_id]
+    for job, path in zip(ids, pickles):  # the runner waits a minute for its pickle
+        path.rename(job_paths(folder, job).submitted_pickle)
+    return ids
 
 
 class SlurmExecutor:
@@ -168,8 +148,9 @@ class SlurmExecutor:
             if "service" in scripts and jobs.service is not None:  # one job per LLM replica, each its own GPUs
                 ids["service"] = []
                 for replica in range(service_replicas(record)):
-                    ids["service"].append(TemplateSlurmExecutor(paths.jobs, scripts["service"], timeout_min=timeout_min)
-                                          .submit(jobs.service, str(paths.root), replica).job_id)
+                    ids["service"] += submit_script(paths.jobs, scripts["service"],
+                                                    [DelayedSubmission(jobs.service, str(paths.root), replica)],
+                                                    timeout_min=timeout_min)
                 if seen:
                     seen(dict(ids))  # tasks and `cancel` find the service jobs meanwhile
                 dependency = "?".join(f"after:{jid}" for jid in ids["service"])  # once any replica has started
@@ -189,16 +170,15 @@ class SlurmExecutor:
         `afterany` on all of them. `ids` gets each role's ids as they are queued."""
         ids["convert"] = []
         for role, array in zip(convert_roles(len(layout.arrays)), layout.arrays):
-            convert = TemplateSlurmExecutor(paths.jobs, scripts[role], dependency=dependency,
-                                            array_indices=list(array.indices), timeout_min=timeout_min)
-            tasks = convert.submit_array([functools.partial(jobs.convert, str(paths.root), i) for i in array.tasks])
-            ids["convert"] += [job.job_id for job in tasks]
+            calls = [DelayedSubmission(functools.partial(jobs.convert, str(paths.root), i)) for i in array.tasks]
+            ids["convert"] += submit_script(paths.jobs, scripts[role], calls, timeout_min=timeout_min,
+                                            array_indices=list(array.indices), dependency=dependency)
             if seen:
                 seen(dict(ids))  # `cancel` finds the arrays queued so far
         arrays = ":".join(base_ids(ids["convert"]))
-        collect = TemplateSlurmExecutor(paths.jobs, scripts["collect"], timeout_min=COLLECT_TIME_MIN,
-                                        dependency=f"afterany:{arrays}")
-        ids["collect"] = [collect.submit(jobs.collect, str(paths.root)).job_id]
+        collect = DelayedSubmission(jobs.collect, str(paths.root))
+        ids["collect"] = submit_script(paths.jobs, scripts["collect"], [collect], timeout_min=COLLECT_TIME_MIN,
+                                       dependency=f"afterany:{arrays}")
         return {role: ids[role] for role in ("convert", "collect")}
 
     def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,

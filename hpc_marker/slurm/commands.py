@@ -1,7 +1,7 @@
-"""Slurm commands as argv lists (never a shell): sinfo, sacct, squeue, scancel; read-only queries retried.
+"""Slurm commands as argv lists (never a shell): sbatch, sinfo, sacct, squeue, scancel; read-only queries retried.
 
-What they print is parsed by the pure functions of `parse.py`. Submitting goes through submitit
-(`hpc_marker.executors.slurm`).
+What they print is parsed by the pure functions of `parse.py`. What a job runs and where its call is
+pickled is `hpc_marker.executors.slurm`'s business; here a script file is only handed to `sbatch`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import shlex
 import shutil
 import subprocess
 import time
-
-from submitit.slurm.slurm import SlurmInfoWatcher
+from pathlib import Path
 
 from hpc_marker.slurm.arrays import ArrayLimits
 from hpc_marker.slurm.parse import (
@@ -22,13 +21,16 @@ from hpc_marker.slurm.parse import (
     fill_from_queue,
     limits_enforced,
     parse_config,
+    parse_sacct,
     parse_squeue,
+    parse_submitted,
     parse_user_limits,
 )
 from hpc_marker.util.errors import Refused
 
 QUERY_TIMEOUT_S = 30
 QUERY_RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # a busy slurmctld/slurmdbd often answers on the next try
+SUBMIT_TIMEOUT_S = 300  # sbatch retries a busy slurmctld itself; never retried here (it may have queued the job)
 ACCOUNTING_TIMEOUT_S = 10  # sacctmgr is asked once: where slurmdbd does not answer, no limit is read
 
 
@@ -115,8 +117,7 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     argv = ["sacct", "-o", "JobID,State,NodeList", "--parsable2"]
     for jid in bases:
         argv += ["-j", jid]
-    info = SlurmInfoWatcher().read_info(_run_with_retries(argv))
-    states = {jid: stats.get("State", "UNKNOWN").split(" ")[0] for jid, stats in info.items()}
+    states = parse_sacct(_run_with_retries(argv))
     if any(jid not in states for jid in job_ids if jid != "-"):  # slurmdbd learns of new jobs late
         states = fill_from_queue(states, [jid for jid in job_ids if jid != "-"], queue(job_ids))
     return states
@@ -150,6 +151,24 @@ def test_only(script: str) -> None:
         _run(["sbatch", "--test-only"], stdin=script)
     except SlurmError as exc:
         raise SlurmError(str(exc).removeprefix("sbatch --test-only: ").removeprefix("sbatch: error: ")) from None
+
+
+def sbatch_argv(script: Path, dependency: str | None = None) -> list[str]:
+    """The `sbatch` command that queues `script` (after `dependency`, a Slurm dependency expression)."""
+    return ["sbatch", *([f"--dependency={dependency}"] if dependency else []), str(script)]
+
+
+def submit(script: Path, dependency: str | None = None) -> str:
+    """Queue the script file; the job id Slurm gave it (an array's own id for an array script)."""
+    argv = sbatch_argv(script, dependency)
+    try:
+        out = _run(argv, timeout_s=SUBMIT_TIMEOUT_S)
+    except SlurmError as exc:  # the script file is a temporary name: say <script>
+        raise SlurmError(str(exc).replace(shlex.quote(str(script)), "<script>", 1)) from None
+    job_id = parse_submitted(out)
+    if job_id is None:
+        raise SlurmError(f"{shlex.join(argv[:-1])} <script>: no job id in its answer {out.strip()!r}")
+    return job_id
 
 
 def cancel_jobs(job_ids: list[str]) -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from submitit.slurm.slurm import read_job_id
-
 SQUEUE_FORMAT = "%i|%T|%r|%E"  # job id, state, reason, dependencies
 _DEPENDENCY = re.compile(r"(\w+):(\d+(?:_[\d*]+)?)(?:\+\d+)?\((\w+)\)")
+_ARRAY_RANGE = re.compile(r"(\d+)_\[([\d,-]+)(?:%\d+)?\]")  # '123_[0-2,5%2]', as sacct and squeue fold them
+_SUBMITTED = re.compile(r"^(?:Submitted batch job )?(\d+)(?:;\S*)?(?:\s|$)", re.MULTILINE)
 _TIME = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
 
 
@@ -26,15 +26,39 @@ def base_ids(job_ids: list[str]) -> list[str]:
 
 
 def expand_queued_id(job_id: str) -> list[str]:
-    """'123_[0-2,5%2]' -> ['123_0', '123_1', '123_2', '123_5'] (submitit's parser); any other id -> [id]."""
-    if "[" not in job_id:
+    """'123_[0-2,5%2]' -> ['123_0', '123_1', '123_2', '123_5']; any other id -> [id]."""
+    folded = _ARRAY_RANGE.fullmatch(job_id)
+    if folded is None:
         return [job_id]
     ids = []
-    for main, *span in read_job_id(job_id):
-        low = int(span[0])
-        high = int(span[1]) if len(span) > 1 else low
-        ids += [f"{main}_{i}" for i in range(low, high + 1)]
+    for span in folded.group(2).split(","):
+        low, _, high = span.partition("-")
+        ids += [f"{folded.group(1)}_{i}" for i in range(int(low), int(high or low) + 1)]
     return ids
+
+
+def parse_submitted(text: str) -> str | None:
+    """The job id in what `sbatch` answers ('Submitted batch job 123', or '123[;cluster]' with --parsable)."""
+    found = _SUBMITTED.search(text.strip())
+    return found.group(1) if found else None
+
+
+def parse_sacct(text: str) -> dict[str, str]:
+    """`sacct -o JobID,State,... --parsable2` -> {job id: state}: array tasks as '<id>_<i>' (a pending range
+    expanded), job steps ('123.batch') left out, 'CANCELLED by 0' as 'CANCELLED'."""
+    lines = text.splitlines()
+    if len(lines) < 2:
+        return {}
+    names = lines[0].split("|")
+    states: dict[str, str] = {}
+    for line in lines[1:]:
+        row = {name: value.strip() for name, value in zip(names, line.split("|"))}
+        job_id = row.get("JobID", "")
+        if not job_id or "." in job_id:
+            continue
+        for jid in expand_queued_id(job_id):
+            states[jid] = row.get("State", "UNKNOWN").split(" ")[0]
+    return states
 
 
 def array_spec(indices: list[int], throttle: int | None = None) -> str:

@@ -14,7 +14,6 @@ import pytest
 from inputs import raw_pdf
 from test_slurm import invoke, sacct_times, wait_for  # skips this module too where no cluster answers
 
-from hpc_marker.executors.slurm import TemplateSlurmExecutor
 from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
@@ -50,9 +49,8 @@ def test_1100_tasks_past_max_array_size_are_queued_watched_and_cancelled_as_one_
     scripts = split_dry_run(dry.output)
     assert list(scripts) == ["convert-0", "convert-1", "collect"]
     with pytest.MonkeyPatch.context() as patch:  # held: nothing of it runs on the shared cluster
-        submission = TemplateSlurmExecutor._make_submission_command
-        patch.setattr(TemplateSlurmExecutor, "_make_submission_command",
-                      lambda self, path: [(argv := submission(self, path))[0], "--hold", *argv[1:]])
+        submission = commands.sbatch_argv
+        patch.setattr(commands, "sbatch_argv", lambda *args: ["sbatch", "--hold", *submission(*args)[1:]])
         result = invoke(*args)
     assert result.exit_code == 0, result.output
     record = json.loads(resolve_run("big1100").record.read_text())

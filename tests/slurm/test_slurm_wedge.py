@@ -17,9 +17,9 @@ import faultkit
 import pytest
 from runkit import document, documents, invoke, manifest_records, plan_item_ids, read_record, wait_for
 
-from hpc_marker.executors.slurm import TemplateSlurmExecutor
 from hpc_marker.planning.scan import find_pdfs
 from hpc_marker.runstate.index import resolve_run
+from hpc_marker.slurm import commands
 from hpc_marker.slurm.parse import SQUEUE_FORMAT, QueuedJob, parse_squeue
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -42,13 +42,8 @@ def failed_job() -> str:
 def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, request):
     out = tmp_path / "out"
     with pytest.MonkeyPatch.context() as patch:  # the run's jobs are submitted held, so they cannot start yet
-        submission = TemplateSlurmExecutor._make_submission_command
-
-        def held(self, path):
-            argv = submission(self, path)
-            return [argv[0], "--hold", *argv[1:]]
-
-        patch.setattr(TemplateSlurmExecutor, "_make_submission_command", held)
+        submission = commands.sbatch_argv
+        patch.setattr(commands, "sbatch_argv", lambda *args: ["sbatch", "--hold", *submission(*args)[1:]])
         result = invoke("submit", "--pdfs", sample_pdfs, "--out", out, "--gpus", "2", "--engine", "text",
                         "--cpus-per-task", "1", "--time", "20", "--run-id", "wedged")
     assert result.exit_code == 0, result.output
