@@ -65,8 +65,13 @@ def cancel(run) -> None:
     from hpc_marker.slurm.parse import fold_job_ids
 
     paths = run_paths(run)
-    ids = cancel_run(paths)
-    click.echo(f"cancelled run {paths.run_id}: {', '.join(fold_job_ids(ids)) or 'no jobs'}")
+    done = cancel_run(paths)
+    if done.ended:
+        click.echo(f"cancelled run {paths.run_id}: {', '.join(fold_job_ids(done.ended))}")
+    else:
+        jobs = f" (jobs {', '.join(fold_job_ids(done.jobs))})" if done.jobs else ""
+        click.echo(f"run {paths.run_id} was already over: nothing of it was queued or running{jobs}; "
+                   "nothing cancelled")
 
 
 def resource_options(command):

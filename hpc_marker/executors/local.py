@@ -18,15 +18,31 @@ from pathlib import Path
 import submitit
 from submitit.core.utils import JobPaths
 
-from hpc_marker.executors.base import ROLES, JobsSeen, Observation, Progress, RunJobs, live_job_ids, service_replicas
+from hpc_marker.executors.base import (
+    ROLES,
+    JobsSeen,
+    Observation,
+    Progress,
+    RunJobs,
+    live_job_ids,
+    service_replicas,
+)
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm.arrays import ArrayLayout, single_array
 from hpc_marker.slurm.parse import parse_time_limit
 from hpc_marker.util.errors import Refused, UserError
-from hpc_marker.util.processes import process_runs, terminate_tree
+from hpc_marker.util.processes import (
+    process_runs,
+    process_tree,
+    processes_with_arg,
+    terminate_tree,
+    terminate_trees,
+)
 
 SERVICE_STOP_GRACE_S = 30.0  # the service stops its server (up to 10 s) and removes its secret before exiting
+STOP_GRACE_S = SERVICE_STOP_GRACE_S  # what a run's processes get to stop before SIGKILL (the service among them)
+END_ROUNDS = 3
 COLLECT_TIME_MIN = 30
 
 
@@ -61,19 +77,25 @@ def _job_problem(job: submitit.Job) -> str | None:
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Processes started here ignore SIGINT (an ignored signal stays ignored across exec): a Ctrl-C in the
-    terminal reaches the tasks, which install their own handler and stop cleanly, and not submitit's
-    controllers, which would each print a KeyboardInterrupt traceback."""
+def _sigint_held() -> Iterator[None]:
+    """While the run's processes are started: a SIGINT (Ctrl-C) is held, not lost, and acted on when the block
+    ends (KeyboardInterrupt there). It is blocked meanwhile, so the kernel keeps it pending, and every process
+    started here inherits the block across exec: the run's processes never act on a Ctrl-C themselves (no
+    KeyboardInterrupt traceback from submitit's controllers, no task left half-stopped); `submit` ends them."""
+    held: list[int] = []
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
     except ValueError:  # not the main thread: nothing to change
         yield
         return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending one runs the handler above now
         signal.signal(signal.SIGINT, previous)
+        if held:
+            raise KeyboardInterrupt
 
 
 def _local_pids(ids: list[str]) -> list[int]:
@@ -99,6 +121,46 @@ def _outcome(jobs: Path, job_id: str) -> str | None:
         return None
 
 
+def _started(ids: dict[str, list[str]], role: str, job: submitit.Job, seen: JobsSeen | None) -> None:
+    """Record a job the moment it starts, so that `cancel`, `status` and an interrupted submit find it."""
+    ids.setdefault(role, []).append(job.job_id)
+    if seen:
+        seen({name: list(values) for name, values in ids.items()})
+
+
+def _all_ids(ids: dict[str, list[str]]) -> list[str]:
+    return [job_id for values in ids.values() for job_id in values]
+
+
+def _cancelled(paths: RunPaths) -> bool:
+    """`hpcmarker cancel` marked the run (it marks before it ends the processes)."""
+    try:
+        return paths.load_record().cancelled is not None
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _run_processes(jobs: Path, ids: list[str]) -> list[int]:
+    """The run's processes alive now: its recorded jobs (submitit's controllers), and whatever submitit runs on
+    its jobs folder, recorded or not (a controller or task started as someone looked, one whose controller died)."""
+    recorded = [pid for pid in _local_pids(ids) if _running(pid, jobs)]
+    theirs = {p for pid in recorded for p in process_tree(pid)}  # a recorded controller's task is not news
+    return recorded + [pid for pid in processes_with_arg(str(jobs), also="submitit") if pid not in theirs]
+
+
+def _end_run(jobs: Path, ids: list[str]) -> list[int]:
+    """End every process of the run (each with its descendants) until none is left; the ids of those found.
+    A task told to stop gives its claims back and records why (it may take a moment to start listening)."""
+    ended: list[int] = []
+    for _ in range(END_ROUNDS):  # a controller may start its task while the others are ended
+        alive = _run_processes(jobs, ids)
+        if not alive:
+            break
+        ended += alive
+        terminate_trees(alive, grace_s=STOP_GRACE_S)
+    return list(dict.fromkeys(ended))
+
+
 class LocalExecutor:
     name = "local"
     waits = True
@@ -118,53 +180,63 @@ class LocalExecutor:
 
     def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], layout: ArrayLayout,
                jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
-        """Run the service (if any), the tasks of `layout` and then the collector here; returns their job ids."""
-        indices = layout.tasks
-        devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
-        timeout_min = parse_time_limit(record.time_limit) or 60
+        """Run the service (if any), the tasks of `layout` and then the collector here; returns their job ids.
+        Each job is recorded (`seen`) the moment it starts. A Ctrl-C at any moment, even while the jobs start,
+        ends every process of the run before KeyboardInterrupt goes on; a `cancel` meanwhile stops the starting."""
         ids: dict[str, list[str]] = {}
-        if record.llm and jobs.service is not None:  # the service first (each replica); the tasks wait for it
-            executor = submitit.LocalExecutor(folder=paths.jobs)
-            executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-            with _sigint_ignored():
-                ids["service"] = [executor.submit(jobs.service, str(paths.root), replica).job_id
-                                  for replica in range(service_replicas(record))]
-        tasks = []
-        for index in indices:
-            executor = submitit.LocalExecutor(folder=paths.jobs)
-            if devices:
-                executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1,
-                                           visible_gpus=[devices[index % len(devices)]])
-            else:
-                executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-            with _sigint_ignored():
-                tasks.append(executor.submit(jobs.convert, str(paths.root), index))
-        ids["convert"] = [job.job_id for job in tasks]
-        if seen:
-            seen(ids)  # so `hpcmarker cancel` can find the processes meanwhile
         try:
+            tasks = self._start(paths, record, layout, jobs, ids, seen)
             while not all(job.done() for job in tasks):
+                if _cancelled(paths):  # `hpcmarker cancel` may have missed a job that started as it looked
+                    _end_run(paths.jobs, _all_ids(ids))
                 if progress:
                     progress(paths)
                 time.sleep(1.0)
+            collector = submitit.LocalExecutor(folder=paths.jobs)
+            collector.update_parameters(timeout_min=COLLECT_TIME_MIN)
+            try:
+                with _sigint_held():
+                    job = collector.submit(jobs.collect, str(paths.root))
+                    _started(ids, "collect", job, seen)
+            except OSError as exc:  # submitit writes the job's pickle into the run folder first
+                raise LocalRunFailed(f"cannot start the collector: {exc.strerror}") from None
+            while not job.done():
+                time.sleep(0.5)
         except KeyboardInterrupt:
-            for pid in _local_pids(ids["convert"] + ids.get("service", [])):
-                terminate_tree(pid)
+            with _sigint_held():  # a second Ctrl-C must not cut the ending short
+                _end_run(paths.jobs, _all_ids(ids))
             raise
-        collector = submitit.LocalExecutor(folder=paths.jobs)
-        collector.update_parameters(timeout_min=COLLECT_TIME_MIN)
-        try:
-            with _sigint_ignored():
-                job = collector.submit(jobs.collect, str(paths.root))
-        except OSError as exc:  # submitit writes the job's pickle into the run folder first
-            raise LocalRunFailed(f"cannot start the collector: {exc.strerror}") from None
-        ids["collect"] = [job.job_id]
-        while not job.done():
-            time.sleep(0.5)
         problem = _job_problem(job)
         if problem:
             raise LocalRunFailed(f"the collector failed: {problem} (log: {job.paths.stdout})")
         return ids
+
+    @staticmethod
+    def _start(paths: RunPaths, record: RunRecord, layout: ArrayLayout, jobs: RunJobs, ids: dict[str, list[str]],
+               seen: JobsSeen | None) -> list[submitit.Job]:
+        """Start the service (each replica) and the tasks of `layout`, each recorded as it starts; a Ctrl-C
+        meanwhile is held until all are started (then KeyboardInterrupt); a run cancelled meanwhile starts no more."""
+        devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        timeout_min = parse_time_limit(record.time_limit) or 60
+        tasks: list[submitit.Job] = []
+        with _sigint_held():
+            if record.llm and jobs.service is not None:  # the service first (each replica); the tasks wait for it
+                for replica in range(service_replicas(record)):
+                    executor = submitit.LocalExecutor(folder=paths.jobs)
+                    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
+                    _started(ids, "service", executor.submit(jobs.service, str(paths.root), replica), seen)
+            for index in layout.tasks:
+                if _cancelled(paths):
+                    break
+                executor = submitit.LocalExecutor(folder=paths.jobs)
+                if devices:
+                    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1,
+                                               visible_gpus=[devices[index % len(devices)]])
+                else:
+                    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
+                tasks.append(executor.submit(jobs.convert, str(paths.root), index))
+                _started(ids, "convert", tasks[-1], seen)
+        return tasks
 
     def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
                 cancel_wedged: bool = False) -> Observation:
@@ -182,15 +254,12 @@ class LocalExecutor:
         return Observation(states)
 
     def active(self, record: RunRecord) -> list[str]:
-        jobs = _jobs_folder(record)
-        return [str(pid) for pid in _local_pids(live_job_ids(record)) if _running(pid, jobs)]
+        """The run's processes alive now: its recorded jobs, and any process submitit runs on its jobs folder."""
+        return [str(pid) for pid in _run_processes(_jobs_folder(record), live_job_ids(record))]
 
     def cancel(self, record: RunRecord) -> list[str]:
-        ids, jobs = live_job_ids(record), _jobs_folder(record)
-        for pid in _local_pids(ids):
-            if _running(pid, jobs):
-                terminate_tree(pid, grace_s=SERVICE_STOP_GRACE_S)
-        return ids
+        """End every process of the run (recorded or found on its jobs folder); the ids of those that were alive."""
+        return [str(pid) for pid in _end_run(_jobs_folder(record), live_job_ids(record))]
 
     def stop_service(self, record: RunRecord) -> list[str]:
         ids = record.jobs.get("service", [])
