@@ -20,9 +20,10 @@ from hpc_marker.runstate.documents import SELECTORS
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Refresh a live table until the run is over (Ctrl-C to leave).")
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes with --watch.")
-@click.option("--cancel-wedged/--no-cancel-wedged", default=True, show_default=True,
+@click.option("--fix/--no-fix", "--cancel-wedged/--no-cancel-wedged", "cancel_wedged", default=False,
               help="When a job of the run can never start (DependencyNeverSatisfied), cancel what the run "
-                   "left queued, so that `resume` can follow; --no-cancel-wedged only reports it.")
+                   "left queued, so that `resume` can follow (as `hpcmarker cancel RUN` does). Without it, "
+                   "status changes nothing: it reports the wedge and the command that fixes it.")
 def status(run, as_json, watch, interval, cancel_wedged) -> None:
     """Where RUN (default: the latest; a run id, its folder, or the --out folder) stands: per task state and
     progress, rate, ETA; why it stopped and what to do next.

@@ -41,7 +41,7 @@ def slurm_queue(monkeypatch):
 
 
 def test_cancel_of_a_slurm_run_already_over_says_so_and_changes_nothing(tmp_path, slurm_queue):
-    paths, (queued, scancelled) = _slurm_run(tmp_path), slurm_queue
+    paths, (_, scancelled) = _slurm_run(tmp_path), slurm_queue
     result = invoke("cancel", paths.root)
     assert result.exit_code == 0, result.output
     assert result.output == ("run r was already over: nothing of it was queued or running (jobs 7_[0,1], 8); "
