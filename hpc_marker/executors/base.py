@@ -38,6 +38,14 @@ class RunJobs:
     service: Callable[[str, int], Any] | None = None  # (run folder, replica); only for a run with an LLM service
 
 
+@dataclass(frozen=True)
+class Fit:
+    """What a request for `--gpus N` gets from an executor: at most `tasks` tasks, and why, when fewer."""
+
+    tasks: int
+    note: str | None = None  # one line for the user where the executor changed what was asked
+
+
 class SubmitFailed(Refused):
     """The scheduler refused the run's jobs; nothing of the run is left queued (one line)."""
 
@@ -59,6 +67,10 @@ class Executor(Protocol):
     def check_resources(self, partition: str | None, gpus: int) -> str | None:
         """Validate the request against this executor's resources; the partition to use.
         Raises a UserError subclass with a one-line reason."""
+
+    def fit(self, gpus: int, workers_per_gpu: int, engine: str) -> Fit:
+        """How many tasks `--gpus gpus` gets here (Slurm: as asked; local: what this machine's cores and GPUs
+        hold), with a one-line note where that differs. Asked before anything is planned."""
 
     def check_scripts(self, scripts: dict[str, str]) -> None:
         """Ask the scheduler whether it could ever run these rendered scripts (nothing is queued); raises a

@@ -1,18 +1,23 @@
 """The local executor: the same run on this machine through submitit's LocalExecutor (no Slurm).
 
-Each task is its own process with its own CUDA_VISIBLE_DEVICES (taken from the caller's
-CUDA_VISIBLE_DEVICES when set, else 0..N-1; empty with --gpus 0); the collector runs when the
-tasks are over. `submit` waits for the run, so one command gives Markdown.
+Each task is its own process. A run is fitted to this machine (`fit`): marker gets a GPU per task where
+there are GPUs (the caller's CUDA_VISIBLE_DEVICES, else those the driver lists), everything else runs on
+the CPU (CUDA_VISIBLE_DEVICES empty), each task pinned to its share of the cores, tasks × workers within
+them. The collector runs when the tasks are over. `submit` waits for the run, so one command gives
+Markdown; a Ctrl-C or a `cancel` at any moment ends every process of the run.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
@@ -20,6 +25,7 @@ from submitit.core.utils import JobPaths
 
 from hpc_marker.executors.base import (
     ROLES,
+    Fit,
     JobsSeen,
     Observation,
     Progress,
@@ -29,6 +35,7 @@ from hpc_marker.executors.base import (
 )
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runtime.sizing import LocalFit, fit_local, local_fit_note, visible_gpus
 from hpc_marker.slurm.arrays import ArrayLayout, single_array
 from hpc_marker.slurm.parse import parse_time_limit
 from hpc_marker.util.errors import Refused, UserError
@@ -40,6 +47,8 @@ from hpc_marker.util.processes import (
     terminate_trees,
 )
 
+CORES_ENV = "HPCMARKER_LOCAL_CORES"  # fit local runs as if this machine had N cores (tests: N tasks on 2 cores)
+GPU_QUERY_TIMEOUT_S = 30.0
 SERVICE_STOP_GRACE_S = 30.0  # the service stops its server (up to 10 s) and removes its secret before exiting
 STOP_GRACE_S = SERVICE_STOP_GRACE_S  # what a run's processes get to stop before SIGKILL (the service among them)
 END_ROUNDS = 3
@@ -47,23 +56,76 @@ COLLECT_TIME_MIN = 30
 
 
 class LocalDevicesError(UserError):
-    """CUDA_VISIBLE_DEVICES cannot be split over local tasks."""
+    """This machine's cores or GPUs, as the environment gives them, cannot be used for local tasks."""
 
 
 class LocalRunFailed(Refused):
     """The local collector could not finish (one line; the run folder keeps the details)."""
 
 
-def local_devices(gpus: int, visible: str | None) -> list[int]:
-    """Device index for each GPU slot: the caller's CUDA_VISIBLE_DEVICES, else 0..gpus-1."""
-    if gpus < 1:
-        return []
-    if visible:
+@dataclass(frozen=True)
+class Machine:
+    """What a local run may use here."""
+
+    cores: tuple[int, ...]  # the CPUs this process may run on (0..N-1 where HPCMARKER_LOCAL_CORES says N)
+    pinned: bool  # the cores are real ones: each task is pinned to its share of them
+    gpus: tuple[int, ...]  # device numbers
+
+
+def _machine_gpus(environ: Mapping[str, str]) -> list[int]:
+    """The GPUs local tasks may use: the caller's CUDA_VISIBLE_DEVICES where set (empty: none), else those
+    `nvidia-smi -L` lists, else those of /proc/driver/nvidia/gpus; none without a driver."""
+    listed = visible_gpus(environ)
+    if listed is not None:
         try:
-            return [int(x) for x in visible.split(",") if x.strip()]
+            return [int(x) for x in listed]
         except ValueError:
-            raise LocalDevicesError(f"CUDA_VISIBLE_DEVICES={visible!r}: local runs need device numbers") from None
-    return list(range(gpus))
+            raise LocalDevicesError(f"CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']!r}: local runs need "
+                                    "device numbers") from None
+    smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
+    if smi:
+        try:
+            done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=GPU_QUERY_TIMEOUT_S, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return []
+        return list(range(sum(line.startswith("GPU ") for line in done.stdout.splitlines()))) if not done.returncode \
+            else []
+    try:
+        return list(range(len(os.listdir("/proc/driver/nvidia/gpus"))))
+    except OSError:
+        return []
+
+
+def this_machine(environ: Mapping[str, str] | None = None) -> Machine:
+    """This machine's cores (this process's affinity, or HPCMARKER_LOCAL_CORES) and GPUs."""
+    environ = os.environ if environ is None else environ
+    cores, pinned = tuple(sorted(os.sched_getaffinity(0))), True
+    if pretend := environ.get(CORES_ENV, ""):
+        if not pretend.isdigit() or int(pretend) < 1:
+            raise LocalDevicesError(f"{CORES_ENV}={pretend!r}: a number of cores, at least 1")
+        cores, pinned = tuple(range(int(pretend))), False
+    return Machine(cores, pinned, tuple(_machine_gpus(environ)))
+
+
+def fit_machine(asked: int, workers_per_gpu: int, engine: str, machine: Machine) -> LocalFit:
+    return fit_local(asked, workers_per_gpu, engine, len(machine.cores), list(machine.gpus))
+
+
+@contextmanager
+def _pinned(machine: Machine, fit: LocalFit, slot: int) -> Iterator[None]:
+    """Processes started here run on task slot `slot`'s share of the cores (inherited across fork and exec),
+    so a task's auto workers and threads fit its share; unchanged where the cores are pretended."""
+    if not machine.pinned:
+        yield
+        return
+    share = fit.cores_per_task
+    first = slot % max(1, len(machine.cores) // share) * share
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, machine.cores[first:first + share])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
 
 
 def _job_problem(job: submitit.Job) -> str | None:
@@ -166,8 +228,15 @@ class LocalExecutor:
     waits = True
 
     def check_resources(self, partition: str | None, gpus: int) -> str | None:
-        local_devices(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        this_machine()
         return partition
+
+    def fit(self, gpus: int, workers_per_gpu: int, engine: str) -> Fit:
+        """No more tasks than this machine holds: marker a GPU each where there are GPUs, else (and the CPU
+        engines) a share of the cores each, tasks × workers within the cores; a note where that is fewer."""
+        machine = this_machine()
+        fitted = fit_machine(gpus, workers_per_gpu, engine, machine)
+        return Fit(fitted.tasks, local_fit_note(fitted, gpus, engine, len(machine.cores), list(machine.gpus)))
 
     def check_scripts(self, scripts: dict[str, str]) -> None:
         """Nothing to ask: the scripts are not used here (each task is a process of this machine)."""
@@ -216,7 +285,8 @@ class LocalExecutor:
                seen: JobsSeen | None) -> list[submitit.Job]:
         """Start the service (each replica) and the tasks of `layout`, each recorded as it starts; a Ctrl-C
         meanwhile is held until all are started (then KeyboardInterrupt); a run cancelled meanwhile starts no more."""
-        devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        machine = this_machine()
+        fitted = fit_machine(len(layout.tasks), record.workers_per_gpu, record.engine, machine)
         timeout_min = parse_time_limit(record.time_limit) or 60
         tasks: list[submitit.Job] = []
         with _sigint_held():
@@ -225,16 +295,17 @@ class LocalExecutor:
                     executor = submitit.LocalExecutor(folder=paths.jobs)
                     executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
                     _started(ids, "service", executor.submit(jobs.service, str(paths.root), replica), seen)
-            for index in layout.tasks:
+            for slot, index in enumerate(layout.tasks):
                 if _cancelled(paths):
                     break
                 executor = submitit.LocalExecutor(folder=paths.jobs)
-                if devices:
+                if fitted.gpus:  # a GPU each; otherwise CUDA_VISIBLE_DEVICES is empty: the CPU
                     executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1,
-                                               visible_gpus=[devices[index % len(devices)]])
+                                               visible_gpus=[fitted.gpus[slot % len(fitted.gpus)]])
                 else:
                     executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-                tasks.append(executor.submit(jobs.convert, str(paths.root), index))
+                with _pinned(machine, fitted, slot):
+                    tasks.append(executor.submit(jobs.convert, str(paths.root), index))
                 _started(ids, "convert", tasks[-1], seen)
         return tasks
 

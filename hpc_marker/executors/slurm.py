@@ -20,6 +20,7 @@ from submitit.core import core, utils
 from submitit.slurm.slurm import SlurmJob
 
 from hpc_marker.executors.base import (
+    Fit,
     JobsSeen,
     Observation,
     Progress,
@@ -133,6 +134,10 @@ class SlurmExecutor:
             raise ClusterRequestError(f"partition {chosen!r} has no GPUs (GRES {known.get(chosen) or 'none'}); "
                                       "choose another with --partition")
         return chosen
+
+    def fit(self, gpus: int, workers_per_gpu: int, engine: str) -> Fit:
+        """As asked: each task gets its own GPU from Slurm."""
+        return Fit(gpus)
 
     def check_scripts(self, scripts: dict[str, str]) -> None:
         """`sbatch --test-only` of each role's first script: a request no node or partition can ever run

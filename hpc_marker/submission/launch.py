@@ -90,6 +90,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     except InferenceConfigError as exc:
         raise LaunchError(str(exc)) from None
     partition = executor.check_resources(chosen["partition"], request.gpus)
+    fit = executor.fit(request.gpus, request.workers_per_gpu, request.engine)  # local: what this machine holds
     pdfs = request.pdfs.resolve()
     try:
         scanned = scan_pdfs(pdfs, request.scan_workers, cache=True, progress=request.progress, only=request.only)
@@ -103,7 +104,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     if not todo:
         raise NothingToDo(f"all {len(scanned)} PDFs already have outputs in {out} made from the same files with "
                           f"the same engine and options (--force redoes them)")
-    notes = []
+    notes = [fit.note] if fit.note else []
     if long := long_names([pdf.relpath for pdf in todo]):
         notes.append(f"note: {len(long)} PDF names are too long for `<name>{'_meta.json'}` (255 bytes); their "
                      f"metadata goes to a shortened name, e.g. {meta_file(Path(), document_stem(long[0])).name}")
@@ -114,12 +115,12 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         raise LaunchError(f"run {run_id} already exists at {paths.root}")
     items = work_items(todo)
     if request.plan_strategy == "static":
-        plan = static_chunks(items, max(1, request.gpus))
+        plan = static_chunks(items, max(1, fit.tasks))
     else:
-        plan = make_plan(items, max(1, request.gpus), split_pages=request.split_pages,
+        plan = make_plan(items, max(1, fit.tasks), split_pages=request.split_pages,
                          min_task_pages=request.min_task_pages)
-        if len(plan.tasks) < request.gpus:
-            notes.append(fewer_tasks_note(request.gpus, plan, len(todo), request.min_task_pages))
+        if len(plan.tasks) < fit.tasks:
+            notes.append(fewer_tasks_note(fit.tasks, plan, len(todo), request.min_task_pages))
     record = RunRecord(
         run_id=run_id, created=time.time(), pdfs_root=str(pdfs), out_dir=str(out), engine=request.engine,
         engine_options=request.engine_options.to_json(), executor=executor.name, tasks=len(plan.tasks),
