@@ -207,7 +207,8 @@ def _run_processes(jobs: Path, ids: list[str]) -> list[int]:
     its jobs folder, recorded or not (a controller or task started as someone looked, one whose controller died)."""
     recorded = [pid for pid in _local_pids(ids) if _running(pid, jobs)]
     theirs = {p for pid in recorded for p in process_tree(pid)}  # a recorded controller's task is not news
-    return recorded + [pid for pid in processes_with_arg(str(jobs), also="submitit") if pid not in theirs]
+    found = processes_with_arg(str(jobs.expanduser().absolute()), also="submitit")  # the folder as submitit has it
+    return recorded + [pid for pid in found if pid not in theirs]
 
 
 def _end_run(jobs: Path, ids: list[str]) -> list[int]:
