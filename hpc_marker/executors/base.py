@@ -25,6 +25,8 @@ def service_replicas(record: RunRecord) -> int:
 Progress = Callable[[RunPaths], None]  # called every second or so while a waiting executor runs
 JobsSeen = Callable[[dict[str, list[str]]], None]  # told the job ids as soon as jobs exist (before waiting)
 
+NO_JOB = "-"  # in RunRecord.jobs["convert"]: a task that has no job (yet)
+
 # The roles whose jobs a run has (RunRecord.jobs keys); any other key (history) is not a live job.
 ROLES = ("service", "convert", "collect")
 
@@ -105,7 +107,7 @@ class Executor(Protocol):
 
 def live_job_ids(record: RunRecord, roles: tuple[str, ...] = ROLES) -> list[str]:
     """The job ids of these roles (the current ones: a resumed task's newest job)."""
-    return [jid for role in roles for jid in record.jobs.get(role, [])]
+    return [jid for role in roles for jid in record.jobs.get(role, []) if jid != NO_JOB]
 
 
 def job_logs(paths: RunPaths, job_id: str) -> tuple[Path, Path]:
