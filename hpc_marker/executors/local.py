@@ -63,6 +63,10 @@ class LocalRunFailed(Refused):
     """The local collector could not finish (one line; the run folder keeps the details)."""
 
 
+class LocalCancelFailed(Refused):
+    """A process of the run outlived SIGKILL (one line naming it)."""
+
+
 @dataclass(frozen=True)
 class Machine:
     """What a local run may use here."""
@@ -330,8 +334,14 @@ class LocalExecutor:
         return [str(pid) for pid in _run_processes(_jobs_folder(record), live_job_ids(record))]
 
     def cancel(self, record: RunRecord) -> list[str]:
-        """End every process of the run (recorded or found on its jobs folder); the ids of those that were alive."""
-        return [str(pid) for pid in _end_run(_jobs_folder(record), live_job_ids(record))]
+        """End every process of the run (recorded or found on its jobs folder); the ids of those that were alive.
+        LocalCancelFailed where one outlives SIGKILL (a process stuck in the kernel)."""
+        jobs, ids = _jobs_folder(record), live_job_ids(record)
+        ended = _end_run(jobs, ids)
+        if left := _run_processes(jobs, ids):
+            raise LocalCancelFailed(f"processes {', '.join(map(str, left))} of run {record.run_id} are still alive "
+                                    f"after SIGKILL")
+        return [str(pid) for pid in ended]
 
     def stop_service(self, record: RunRecord) -> list[str]:
         ids = record.jobs.get("service", [])
