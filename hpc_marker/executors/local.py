@@ -149,6 +149,9 @@ def _sigint_held() -> Iterator[None]:
     started here inherits the block across exec: the run's processes never act on a Ctrl-C themselves (no
     KeyboardInterrupt traceback from submitit's controllers, no task left half-stopped); `submit` ends them."""
     held: list[int] = []
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started to ignore it (nohup, `&` in a script): so do they
+        yield
+        return
     try:
         previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
     except ValueError:  # not the main thread: nothing to change
