@@ -33,7 +33,8 @@ def traced_run(pdfs: Path, tasks: int, workdir: Path, extra: list[str]) -> dict:
     out = workdir / f"out-{tasks}"
     shutil.rmtree(out, ignore_errors=True)
     trace = workdir / f"trace-{tasks}.txt"
-    env = dict(os.environ, HPCMARKER_BENCH_SECONDS_PER_PAGE="0", HPCMARKER_STATE_DIR=str(workdir / "state"))
+    env = dict(os.environ, HPCMARKER_BENCH_SECONDS_PER_PAGE="0", HPCMARKER_STATE_DIR=str(workdir / "state"),
+               HPCMARKER_LOCAL_CORES=str(max(tasks, os.cpu_count() or 1)))  # --gpus N is N tasks, whatever the cores
     run_id = f"sys-{tasks}"
     argv = ["strace", "-f", "-qq", "-y", "-e", f"trace={TRACE}", "-o", str(trace), sys.executable, "-m",
             "hpc_marker", "submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", str(tasks), "--engine",

@@ -184,6 +184,9 @@ def isolated_state(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HPCMARKER_STATE_DIR", str(tmp_path_factory.mktemp("state")))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("XDG_CONFIG_HOME", _test_config_home(tmp_path_factory))
+    # Local runs are fitted to the machine's cores (executors/local.py); as if it had 64, so that a test's
+    # --gpus N is its N tasks on any machine. tests/cli/test_local_fit.py fits to real cores.
+    monkeypatch.setenv("HPCMARKER_LOCAL_CORES", "64")
 
 
 @pytest.fixture

@@ -22,9 +22,10 @@ EXIT_NO_ROWS = 3  # export: the run has documents, but none was written (as stat
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Refresh a live table until the run is over (Ctrl-C to leave).")
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes with --watch.")
-@click.option("--cancel-wedged/--no-cancel-wedged", default=True, show_default=True,
+@click.option("--fix/--no-fix", "--cancel-wedged/--no-cancel-wedged", "cancel_wedged", default=False,
               help="When a job of the run can never start (DependencyNeverSatisfied), cancel what the run "
-                   "left queued, so that `resume` can follow; --no-cancel-wedged only reports it.")
+                   "left queued, so that `resume` can follow (as `hpcmarker cancel RUN` does). Without it, "
+                   "status changes nothing: it reports the wedge and the command that fixes it.")
 def status(run, as_json, watch, interval, cancel_wedged) -> None:
     """Where RUN (default: the latest; a run id, its folder, or the --out folder) stands: per task state and
     progress, rate, ETA; why it stopped and what to do next.
@@ -67,8 +68,13 @@ def cancel(run) -> None:
     from hpc_marker.slurm.parse import fold_job_ids
 
     paths = run_paths(run)
-    ids = cancel_run(paths)
-    click.echo(f"cancelled run {paths.run_id}: {', '.join(fold_job_ids(ids)) or 'no jobs'}")
+    done = cancel_run(paths)
+    if done.ended:
+        click.echo(f"cancelled run {paths.run_id}: {', '.join(fold_job_ids(done.ended))}")
+    else:
+        jobs = f" (jobs {', '.join(fold_job_ids(done.jobs))})" if done.jobs else ""
+        click.echo(f"run {paths.run_id} was already over: nothing of it was queued or running{jobs}; "
+                   "nothing cancelled")
 
 
 def resource_options(command):

@@ -25,6 +25,8 @@ def service_replicas(record: RunRecord) -> int:
 Progress = Callable[[RunPaths], None]  # called every second or so while a waiting executor runs
 JobsSeen = Callable[[dict[str, list[str]]], None]  # told the job ids as soon as jobs exist (before waiting)
 
+NO_JOB = "-"  # in RunRecord.jobs["convert"]: a task that has no job (yet)
+
 # The roles whose jobs a run has (RunRecord.jobs keys); any other key (history) is not a live job.
 ROLES = ("service", "convert", "collect")
 
@@ -36,6 +38,14 @@ class RunJobs:
     convert: Callable[[str, int], Any]  # (run folder, task index)
     collect: Callable[[str], Any]  # (run folder)
     service: Callable[[str, int], Any] | None = None  # (run folder, replica); only for a run with an LLM service
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What a request for `--gpus N` gets from an executor: at most `tasks` tasks, and why, when fewer."""
+
+    tasks: int
+    note: str | None = None  # one line for the user where the executor changed what was asked
 
 
 class SubmitFailed(Refused):
@@ -59,6 +69,10 @@ class Executor(Protocol):
     def check_resources(self, partition: str | None, gpus: int) -> str | None:
         """Validate the request against this executor's resources; the partition to use.
         Raises a UserError subclass with a one-line reason."""
+
+    def fit(self, gpus: int, workers_per_gpu: int, engine: str) -> Fit:
+        """How many tasks `--gpus gpus` gets here (Slurm: as asked; local: what this machine's cores and GPUs
+        hold), with a one-line note where that differs. Asked before anything is planned."""
 
     def check_scripts(self, scripts: dict[str, str]) -> None:
         """Ask the scheduler whether it could ever run these rendered scripts (nothing is queued); raises a
@@ -93,7 +107,7 @@ class Executor(Protocol):
 
 def live_job_ids(record: RunRecord, roles: tuple[str, ...] = ROLES) -> list[str]:
     """The job ids of these roles (the current ones: a resumed task's newest job)."""
-    return [jid for role in roles for jid in record.jobs.get(role, [])]
+    return [jid for role in roles for jid in record.jobs.get(role, []) if jid != NO_JOB]
 
 
 def job_logs(paths: RunPaths, job_id: str) -> tuple[Path, Path]:

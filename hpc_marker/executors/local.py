@@ -1,53 +1,135 @@
 """The local executor: the same run on this machine through submitit's LocalExecutor (no Slurm).
 
-Each task is its own process with its own CUDA_VISIBLE_DEVICES (taken from the caller's
-CUDA_VISIBLE_DEVICES when set, else 0..N-1; empty with --gpus 0); the collector runs when the
-tasks are over. `submit` waits for the run, so one command gives Markdown.
+Each task is its own process. A run is fitted to this machine (`fit`): marker gets a GPU per task where
+there are GPUs (the caller's CUDA_VISIBLE_DEVICES, else those the driver lists), everything else runs on
+the CPU (CUDA_VISIBLE_DEVICES empty), each task pinned to its share of the cores, tasks × workers within
+them. The collector runs when the tasks are over. `submit` waits for the run, so one command gives
+Markdown; a Ctrl-C or a `cancel` at any moment ends every process of the run.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
 from submitit.core.utils import JobPaths
 
-from hpc_marker.executors.base import ROLES, JobsSeen, Observation, Progress, RunJobs, live_job_ids, service_replicas
+from hpc_marker.executors.base import (
+    ROLES,
+    Fit,
+    JobsSeen,
+    Observation,
+    Progress,
+    RunJobs,
+    live_job_ids,
+    service_replicas,
+)
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runtime.sizing import LocalFit, fit_local, local_fit_note, visible_gpus
 from hpc_marker.slurm.arrays import ArrayLayout, single_array
 from hpc_marker.slurm.parse import parse_time_limit
 from hpc_marker.util.errors import Refused, UserError
-from hpc_marker.util.processes import process_runs, terminate_tree
+from hpc_marker.util.processes import (
+    process_runs,
+    process_tree,
+    processes_with_arg,
+    terminate_tree,
+    terminate_trees,
+)
 
+CORES_ENV = "HPCMARKER_LOCAL_CORES"  # fit local runs as if this machine had N cores (tests: N tasks on 2 cores)
+GPU_QUERY_TIMEOUT_S = 30.0
 SERVICE_STOP_GRACE_S = 30.0  # the service stops its server (up to 10 s) and removes its secret before exiting
+STOP_GRACE_S = SERVICE_STOP_GRACE_S  # what a run's processes get to stop before SIGKILL (the service among them)
+END_ROUNDS = 3
 COLLECT_TIME_MIN = 30
 
 
 class LocalDevicesError(UserError):
-    """CUDA_VISIBLE_DEVICES cannot be split over local tasks."""
+    """This machine's cores or GPUs, as the environment gives them, cannot be used for local tasks."""
 
 
 class LocalRunFailed(Refused):
     """The local collector could not finish (one line; the run folder keeps the details)."""
 
 
-def local_devices(gpus: int, visible: str | None) -> list[int]:
-    """Device index for each GPU slot: the caller's CUDA_VISIBLE_DEVICES, else 0..gpus-1."""
-    if gpus < 1:
-        return []
-    if visible:
+class LocalCancelFailed(Refused):
+    """A process of the run outlived SIGKILL (one line naming it)."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a local run may use here."""
+
+    cores: tuple[int, ...]  # the CPUs this process may run on (0..N-1 where HPCMARKER_LOCAL_CORES says N)
+    pinned: bool  # the cores are real ones: each task is pinned to its share of them
+    gpus: tuple[int, ...]  # device numbers
+
+
+def _machine_gpus(environ: Mapping[str, str]) -> list[int]:
+    """The GPUs local tasks may use: the caller's CUDA_VISIBLE_DEVICES where set (empty: none), else those
+    `nvidia-smi -L` lists, else those of /proc/driver/nvidia/gpus; none without a driver."""
+    listed = visible_gpus(environ)
+    if listed is not None:
         try:
-            return [int(x) for x in visible.split(",") if x.strip()]
+            return [int(x) for x in listed]
         except ValueError:
-            raise LocalDevicesError(f"CUDA_VISIBLE_DEVICES={visible!r}: local runs need device numbers") from None
-    return list(range(gpus))
+            raise LocalDevicesError(f"CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']!r}: local runs need "
+                                    "device numbers") from None
+    smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
+    if smi:
+        try:
+            done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=GPU_QUERY_TIMEOUT_S, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return []
+        return list(range(sum(line.startswith("GPU ") for line in done.stdout.splitlines()))) if not done.returncode \
+            else []
+    try:
+        return list(range(len(os.listdir("/proc/driver/nvidia/gpus"))))
+    except OSError:
+        return []
+
+
+def this_machine(environ: Mapping[str, str] | None = None) -> Machine:
+    """This machine's cores (this process's affinity, or HPCMARKER_LOCAL_CORES) and GPUs."""
+    environ = os.environ if environ is None else environ
+    cores, pinned = tuple(sorted(os.sched_getaffinity(0))), True
+    if pretend := environ.get(CORES_ENV, ""):
+        if not pretend.isdigit() or int(pretend) < 1:
+            raise LocalDevicesError(f"{CORES_ENV}={pretend!r}: a number of cores, at least 1")
+        cores, pinned = tuple(range(int(pretend))), False
+    return Machine(cores, pinned, tuple(_machine_gpus(environ)))
+
+
+def fit_machine(asked: int, workers_per_gpu: int, engine: str, machine: Machine) -> LocalFit:
+    return fit_local(asked, workers_per_gpu, engine, len(machine.cores), list(machine.gpus))
+
+
+@contextmanager
+def _pinned(machine: Machine, fit: LocalFit, slot: int) -> Iterator[None]:
+    """Processes started here run on task slot `slot`'s share of the cores (inherited across fork and exec),
+    so a task's auto workers and threads fit its share; unchanged where the cores are pretended."""
+    if not machine.pinned:
+        yield
+        return
+    share = fit.cores_per_task
+    first = slot % max(1, len(machine.cores) // share) * share
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, machine.cores[first:first + share])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
 
 
 def _job_problem(job: submitit.Job) -> str | None:
@@ -61,19 +143,28 @@ def _job_problem(job: submitit.Job) -> str | None:
 
 
 @contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Processes started here ignore SIGINT (an ignored signal stays ignored across exec): a Ctrl-C in the
-    terminal reaches the tasks, which install their own handler and stop cleanly, and not submitit's
-    controllers, which would each print a KeyboardInterrupt traceback."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: nothing to change
+def _sigint_held() -> Iterator[None]:
+    """While the run's processes are started: a SIGINT (Ctrl-C) is held, not lost, and acted on when the block
+    ends (KeyboardInterrupt there). It is blocked meanwhile, so the kernel keeps it pending, and every process
+    started here inherits the block across exec: the run's processes never act on a Ctrl-C themselves (no
+    KeyboardInterrupt traceback from submitit's controllers, no task left half-stopped); `submit` ends them."""
+    held: list[int] = []
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started to ignore it (nohup, `&` in a script): so do they
         yield
         return
     try:
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    except ValueError:  # not the main thread: nothing to change
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
         yield
     finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending one runs the handler above now
         signal.signal(signal.SIGINT, previous)
+        if held:
+            raise KeyboardInterrupt
 
 
 def _local_pids(ids: list[str]) -> list[int]:
@@ -99,13 +190,61 @@ def _outcome(jobs: Path, job_id: str) -> str | None:
         return None
 
 
+def _started(ids: dict[str, list[str]], role: str, job: submitit.Job, seen: JobsSeen | None) -> None:
+    """Record a job the moment it starts, so that `cancel`, `status` and an interrupted submit find it."""
+    ids.setdefault(role, []).append(job.job_id)
+    if seen:
+        seen({name: list(values) for name, values in ids.items()})
+
+
+def _all_ids(ids: dict[str, list[str]]) -> list[str]:
+    return [job_id for values in ids.values() for job_id in values]
+
+
+def _cancelled(paths: RunPaths) -> bool:
+    """`hpcmarker cancel` marked the run (it marks before it ends the processes)."""
+    try:
+        return paths.load_record().cancelled is not None
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _run_processes(jobs: Path, ids: list[str]) -> list[int]:
+    """The run's processes alive now: its recorded jobs (submitit's controllers), and whatever submitit runs on
+    its jobs folder, recorded or not (a controller or task started as someone looked, one whose controller died)."""
+    recorded = [pid for pid in _local_pids(ids) if _running(pid, jobs)]
+    theirs = {p for pid in recorded for p in process_tree(pid)}  # a recorded controller's task is not news
+    found = processes_with_arg(str(jobs.expanduser().absolute()), also="submitit")  # the folder as submitit has it
+    return recorded + [pid for pid in found if pid not in theirs]
+
+
+def _end_run(jobs: Path, ids: list[str]) -> list[int]:
+    """End every process of the run (each with its descendants) until none is left; the ids of those found.
+    A task told to stop gives its claims back and records why (it may take a moment to start listening)."""
+    ended: list[int] = []
+    for _ in range(END_ROUNDS):  # a controller may start its task while the others are ended
+        alive = _run_processes(jobs, ids)
+        if not alive:
+            break
+        ended += alive
+        terminate_trees(alive, grace_s=STOP_GRACE_S)
+    return list(dict.fromkeys(ended))
+
+
 class LocalExecutor:
     name = "local"
     waits = True
 
     def check_resources(self, partition: str | None, gpus: int) -> str | None:
-        local_devices(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        this_machine()
         return partition
+
+    def fit(self, gpus: int, workers_per_gpu: int, engine: str) -> Fit:
+        """No more tasks than this machine holds: marker a GPU each where there are GPUs, else (and the CPU
+        engines) a share of the cores each, tasks × workers within the cores; a note where that is fewer."""
+        machine = this_machine()
+        fitted = fit_machine(gpus, workers_per_gpu, engine, machine)
+        return Fit(fitted.tasks, local_fit_note(fitted, gpus, engine, len(machine.cores), list(machine.gpus)))
 
     def check_scripts(self, scripts: dict[str, str]) -> None:
         """Nothing to ask: the scripts are not used here (each task is a process of this machine)."""
@@ -118,53 +257,65 @@ class LocalExecutor:
 
     def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], layout: ArrayLayout,
                jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
-        """Run the service (if any), the tasks of `layout` and then the collector here; returns their job ids."""
-        indices = layout.tasks
-        devices = local_devices(record.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
-        timeout_min = parse_time_limit(record.time_limit) or 60
+        """Run the service (if any), the tasks of `layout` and then the collector here; returns their job ids.
+        Each job is recorded (`seen`) the moment it starts. A Ctrl-C at any moment, even while the jobs start,
+        ends every process of the run before KeyboardInterrupt goes on; a `cancel` meanwhile stops the starting."""
         ids: dict[str, list[str]] = {}
-        if record.llm and jobs.service is not None:  # the service first (each replica); the tasks wait for it
-            executor = submitit.LocalExecutor(folder=paths.jobs)
-            executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-            with _sigint_ignored():
-                ids["service"] = [executor.submit(jobs.service, str(paths.root), replica).job_id
-                                  for replica in range(service_replicas(record))]
-        tasks = []
-        for index in indices:
-            executor = submitit.LocalExecutor(folder=paths.jobs)
-            if devices:
-                executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1,
-                                           visible_gpus=[devices[index % len(devices)]])
-            else:
-                executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-            with _sigint_ignored():
-                tasks.append(executor.submit(jobs.convert, str(paths.root), index))
-        ids["convert"] = [job.job_id for job in tasks]
-        if seen:
-            seen(ids)  # so `hpcmarker cancel` can find the processes meanwhile
         try:
+            tasks = self._start(paths, record, layout, jobs, ids, seen)
             while not all(job.done() for job in tasks):
+                if _cancelled(paths):  # `hpcmarker cancel` may have missed a job that started as it looked
+                    _end_run(paths.jobs, _all_ids(ids))
                 if progress:
                     progress(paths)
                 time.sleep(1.0)
+            collector = submitit.LocalExecutor(folder=paths.jobs)
+            collector.update_parameters(timeout_min=COLLECT_TIME_MIN)
+            try:
+                with _sigint_held():
+                    job = collector.submit(jobs.collect, str(paths.root))
+                    _started(ids, "collect", job, seen)
+            except OSError as exc:  # submitit writes the job's pickle into the run folder first
+                raise LocalRunFailed(f"cannot start the collector: {exc.strerror}") from None
+            while not job.done():
+                time.sleep(0.5)
         except KeyboardInterrupt:
-            for pid in _local_pids(ids["convert"] + ids.get("service", [])):
-                terminate_tree(pid)
+            with _sigint_held():  # a second Ctrl-C must not cut the ending short
+                _end_run(paths.jobs, _all_ids(ids))
             raise
-        collector = submitit.LocalExecutor(folder=paths.jobs)
-        collector.update_parameters(timeout_min=COLLECT_TIME_MIN)
-        try:
-            with _sigint_ignored():
-                job = collector.submit(jobs.collect, str(paths.root))
-        except OSError as exc:  # submitit writes the job's pickle into the run folder first
-            raise LocalRunFailed(f"cannot start the collector: {exc.strerror}") from None
-        ids["collect"] = [job.job_id]
-        while not job.done():
-            time.sleep(0.5)
         problem = _job_problem(job)
         if problem:
             raise LocalRunFailed(f"the collector failed: {problem} (log: {job.paths.stdout})")
         return ids
+
+    @staticmethod
+    def _start(paths: RunPaths, record: RunRecord, layout: ArrayLayout, jobs: RunJobs, ids: dict[str, list[str]],
+               seen: JobsSeen | None) -> list[submitit.Job]:
+        """Start the service (each replica) and the tasks of `layout`, each recorded as it starts; a Ctrl-C
+        meanwhile is held until all are started (then KeyboardInterrupt); a run cancelled meanwhile starts no more."""
+        machine = this_machine()
+        fitted = fit_machine(len(layout.tasks), record.workers_per_gpu, record.engine, machine)
+        timeout_min = parse_time_limit(record.time_limit) or 60
+        tasks: list[submitit.Job] = []
+        with _sigint_held():
+            if record.llm and jobs.service is not None:  # the service first (each replica); the tasks wait for it
+                for replica in range(service_replicas(record)):
+                    executor = submitit.LocalExecutor(folder=paths.jobs)
+                    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
+                    _started(ids, "service", executor.submit(jobs.service, str(paths.root), replica), seen)
+            for slot, index in enumerate(layout.tasks):
+                if _cancelled(paths):
+                    break
+                executor = submitit.LocalExecutor(folder=paths.jobs)
+                if fitted.gpus:  # a GPU each; otherwise CUDA_VISIBLE_DEVICES is empty: the CPU
+                    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1,
+                                               visible_gpus=[fitted.gpus[slot % len(fitted.gpus)]])
+                else:
+                    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
+                with _pinned(machine, fitted, slot):
+                    tasks.append(executor.submit(jobs.convert, str(paths.root), index))
+                _started(ids, "convert", tasks[-1], seen)
+        return tasks
 
     def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
                 cancel_wedged: bool = False) -> Observation:
@@ -182,15 +333,18 @@ class LocalExecutor:
         return Observation(states)
 
     def active(self, record: RunRecord) -> list[str]:
-        jobs = _jobs_folder(record)
-        return [str(pid) for pid in _local_pids(live_job_ids(record)) if _running(pid, jobs)]
+        """The run's processes alive now: its recorded jobs, and any process submitit runs on its jobs folder."""
+        return [str(pid) for pid in _run_processes(_jobs_folder(record), live_job_ids(record))]
 
     def cancel(self, record: RunRecord) -> list[str]:
-        ids, jobs = live_job_ids(record), _jobs_folder(record)
-        for pid in _local_pids(ids):
-            if _running(pid, jobs):
-                terminate_tree(pid, grace_s=SERVICE_STOP_GRACE_S)
-        return ids
+        """End every process of the run (recorded or found on its jobs folder); the ids of those that were alive.
+        LocalCancelFailed where one outlives SIGKILL (a process stuck in the kernel)."""
+        jobs, ids = _jobs_folder(record), live_job_ids(record)
+        ended = _end_run(jobs, ids)
+        if left := _run_processes(jobs, ids):
+            raise LocalCancelFailed(f"processes {', '.join(map(str, left))} of run {record.run_id} are still alive "
+                                    f"after SIGKILL")
+        return [str(pid) for pid in ended]
 
     def stop_service(self, record: RunRecord) -> list[str]:
         ids = record.jobs.get("service", [])

@@ -19,6 +19,7 @@ import submitit
 from submitit.helpers import DelayedSubmission
 
 from hpc_marker.executors.base import (
+    Fit,
     JobsSeen,
     Observation,
     Progress,
@@ -113,6 +114,10 @@ class SlurmExecutor:
             raise ClusterRequestError(f"partition {chosen!r} has no GPUs (GRES {known.get(chosen) or 'none'}); "
                                       "choose another with --partition")
         return chosen
+
+    def fit(self, gpus: int, workers_per_gpu: int, engine: str) -> Fit:
+        """As asked: each task gets its own GPU from Slurm."""
+        return Fit(gpus)
 
     def check_scripts(self, scripts: dict[str, str]) -> None:
         """`sbatch --test-only` of each role's first script: a request no node or partition can ever run

@@ -1,13 +1,25 @@
-"""Cancel: stop every job of a run, make sure none is left, mark the run cancelled, free its --out."""
+"""Cancel: stop every job of a run, make sure none is left, mark the run cancelled, free its --out.
+
+A run whose jobs are all over already is not marked (nothing was cancelled): `cancel` says it was over."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from hpc_marker.executors import executor_for
+from hpc_marker.executors.base import live_job_ids
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.outlock import release
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """What `cancel_run` did."""
+
+    ended: list[str]  # the jobs (local: processes) still queued or running when it looked, now ended
+    jobs: list[str]  # every job the run has (its current ones)
 
 
 def mark_cancelled(paths: RunPaths) -> None:
@@ -16,10 +28,14 @@ def mark_cancelled(paths: RunPaths) -> None:
     paths.save_record(record)
 
 
-def cancel_run(paths: RunPaths) -> list[str]:
-    """Cancel all jobs of the run; wait until none is queued or running; give its --out back. Returns the job ids."""
+def cancel_run(paths: RunPaths) -> Cancelled:
+    """Cancel all jobs of the run; wait until none is queued or running; give its --out back. A run with
+    nothing queued or running is left as it was (not marked cancelled): `ended` is empty."""
     record = paths.load_record()
-    ids = executor_for(record.executor).cancel(record)
-    mark_cancelled(paths)
+    executor = executor_for(record.executor)
+    active = executor.active(record)
+    if active:
+        mark_cancelled(paths)  # first: a local submit still starting the run's jobs sees it and starts no more
+        executor.cancel(record)
     release(Path(record.out_dir), record.run_id)
-    return ids
+    return Cancelled(ended=active, jobs=live_job_ids(record))

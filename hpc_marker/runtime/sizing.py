@@ -57,13 +57,19 @@ def derive_workers(engine: str, marker_major: int | None, cpus: int, gpu: GpuMem
     return min(by_memory, by_cpu, cap), f"marker 1.x: {memory_why}, {cpu_why}, cap {cap}"
 
 
-def visible_gpu(environ: Mapping[str, str]) -> str | None:
-    """The task's first visible GPU (index or UUID); '' when none is visible; None when unset. Pure."""
+def visible_gpus(environ: Mapping[str, str]) -> list[str] | None:
+    """The GPUs CUDA_VISIBLE_DEVICES lists (indices or UUIDs); [] when it hides them all; None when unset. Pure."""
     value = environ.get("CUDA_VISIBLE_DEVICES")
     if value is None:
         return None
-    first = value.split(",")[0].strip()
-    return "" if first in ("", "-1", "NoDevFiles") else first
+    listed = [x.strip() for x in value.split(",") if x.strip()]
+    return [] if not listed or listed[0] in ("-1", "NoDevFiles") else listed
+
+
+def visible_gpu(environ: Mapping[str, str]) -> str | None:
+    """The task's first visible GPU (index or UUID); '' when none is visible; None when unset. Pure."""
+    gpus = visible_gpus(environ)
+    return None if gpus is None else (gpus[0] if gpus else "")
 
 
 def parse_nvidia_smi(text: str, visible: str | None) -> GpuMemory | None:
@@ -122,3 +128,39 @@ def choose_workers(requested: int | None, engine: str, cpus: int, log: Callable[
     workers, why = derive_workers(engine, major, cpus, gpu, cap)
     log(f"workers per GPU: {workers} (auto: {why})")
     return workers
+
+
+@dataclass(frozen=True)
+class LocalFit:
+    """A local run fitted to this machine: how many tasks, each with which cores and GPU."""
+
+    tasks: int
+    cores_per_task: int
+    gpus: tuple[int, ...]  # the GPU of each task slot; empty: the tasks run on the CPU
+    workers: int | None  # per task, where known now (requested, or a CPU engine's auto); None: each task chooses
+
+
+def fit_local(asked: int, workers_per_gpu: int, engine: str, cores: int, gpus: list[int]) -> LocalFit:
+    """Tasks for `--gpus asked` on a machine of `cores` cores and `gpus` GPUs: marker gets a GPU per task where
+    there are GPUs; the CPU engines (and marker without a GPU) run on the CPU, one task per core at most
+    (marker: CPUS_PER_MARKER_WORKER); tasks × workers stay within the cores (an explicit count of workers per
+    task is honoured: fewer tasks). Each task gets an equal share of the cores. Pure."""
+    cores = max(1, cores)
+    per_task = (CPUS_PER_MARKER_WORKER if engine == "marker" else 1) * max(1, workers_per_gpu)
+    on_gpus = engine == "marker" and bool(gpus)
+    tasks = max(1, min([asked, cores // per_task] + ([len(gpus)] if on_gpus else [])))
+    share = max(1, cores // tasks)
+    workers = workers_per_gpu or (min(share, DEFAULT_CAP) if engine != "marker" else None)
+    return LocalFit(tasks, share, tuple(gpus[:tasks]) if on_gpus else (), workers)
+
+
+def local_fit_note(fit: LocalFit, asked: int, engine: str, cores: int, gpus: list[int]) -> str | None:
+    """The one line that says how a local run was fitted to the machine, where that is not what was asked
+    (fewer tasks, or marker on the CPU); None otherwise. Pure."""
+    if fit.tasks >= asked and (engine != "marker" or fit.gpus):
+        return None
+    found = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''} ({','.join(map(str, gpus))})" if gpus else "no GPU"
+    workers = f"{fit.workers} worker{'s' if fit.workers != 1 else ''}" if fit.workers else "auto workers"
+    where = "each on its own GPU" if fit.gpus else "on the CPU"
+    return (f"note: local run: {cores} cores, {found}: {fit.tasks} task{'s' if fit.tasks != 1 else ''} × {workers} "
+            f"{where} (asked --gpus {asked})")

@@ -5,7 +5,8 @@ When what a job waits on can no longer happen, Slurm keeps it pending with reaso
 DependencyNeverSatisfied (unless the cluster sets kill_invalid_depend), and the jobs after it
 wait on it in turn: nothing of the run will ever run again. `find_wedge` decides from the run's
 jobs, squeue's lines and sacct's states whether that is so and what is left to cancel;
-`describe` says it in one line. Both are pure: status.py asks Slurm, cancel.py cancels.
+`describe` says it in one line. Both are pure: status.py asks Slurm; `hpcmarker cancel` (or `status --fix`)
+cancels, plain `status` only reports.
 """
 
 from __future__ import annotations
@@ -74,5 +75,5 @@ def describe(run_id: str, wedge: Wedge, cancelled: bool) -> str:
     head = f"run {run_id} is wedged: {_and(wedge.stuck)} pending with {NEVER_SATISFIED}{cause}"
     if cancelled:
         return f"{head}; cancelled {_and(wedge.queued_labels)} — fix the cause, then: hpcmarker resume {run_id}"
-    return (f"{head}; still queued: {_and(wedge.queued_labels)} — fix the cause, then: "
+    return (f"{head}; still queued (status cancels nothing): {_and(wedge.queued_labels)} — fix the cause, then: "
             f"hpcmarker cancel {run_id} && hpcmarker resume {run_id}")

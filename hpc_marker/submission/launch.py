@@ -17,7 +17,7 @@ from pathlib import Path
 from hpc_marker.engines import check_engine, output_settings
 from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
-from hpc_marker.executors.base import Progress, SubmitFailed, live_job_ids
+from hpc_marker.executors.base import NO_JOB, Progress, SubmitFailed, live_job_ids
 from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
 from hpc_marker.planning.store import save_plan
@@ -90,6 +90,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     except InferenceConfigError as exc:
         raise LaunchError(str(exc)) from None
     partition = executor.check_resources(chosen["partition"], request.gpus)
+    fit = executor.fit(request.gpus, request.workers_per_gpu, request.engine)  # local: what this machine holds
     pdfs = request.pdfs.resolve()
     try:
         scanned = scan_pdfs(pdfs, request.scan_workers, cache=True, progress=request.progress, only=request.only)
@@ -114,12 +115,14 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         raise LaunchError(f"run {run_id} already exists at {paths.root}")
     items = work_items(todo)
     if request.plan_strategy == "static":
-        plan = static_chunks(items, max(1, request.gpus))
+        plan = static_chunks(items, max(1, fit.tasks))
     else:
-        plan = make_plan(items, max(1, request.gpus), split_pages=request.split_pages,
+        plan = make_plan(items, max(1, fit.tasks), split_pages=request.split_pages,
                          min_task_pages=request.min_task_pages)
-        if len(plan.tasks) < request.gpus:
-            notes.append(fewer_tasks_note(request.gpus, plan, len(todo), request.min_task_pages))
+    if request.plan_strategy != "static" and len(plan.tasks) < fit.tasks:  # the work, not the machine, bounds it
+        notes.append(fewer_tasks_note(request.gpus, plan, len(todo), request.min_task_pages))
+    elif fit.note:
+        notes.append(fit.note)
     record = RunRecord(
         run_id=run_id, created=time.time(), pdfs_root=str(pdfs), out_dir=str(out), engine=request.engine,
         engine_options=request.engine_options.to_json(), executor=executor.name, tasks=len(plan.tasks),
@@ -225,7 +228,8 @@ def record_jobs(paths: RunPaths, record: RunRecord, ids: dict[str, list[str]],
     jobs = {role: list(values) for role, values in record.jobs.items()}
     for role, new in ids.items():
         if role == "convert" and indices is not None and jobs.get("convert"):
-            for index, job_id in zip(indices, new):
+            for index, job_id in zip(indices, new):  # (ids come as each job starts: the list may be short yet)
+                jobs["convert"] += [NO_JOB] * (index + 1 - len(jobs["convert"]))
                 jobs["convert"][index] = job_id
         else:
             jobs[role] = list(new)

@@ -99,17 +99,47 @@ def _signal(pids: list[int], sig: int) -> None:
             pass
 
 
+def processes_with_arg(arg: str, also: str = "") -> list[int]:
+    """Live processes (readable: this user's) with `arg` as one of their arguments and `also` somewhere in
+    their command line: a run's processes found by what they run on (e.g. its jobs folder), whether or not
+    anyone recorded their ids."""
+    wanted, found = arg.encode(), []
+    for entry in _live_pids():
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in argv and also.encode() in b" ".join(argv) and process_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+TERM_RESEND_S = 0.5  # a process that ignored SIGTERM a moment ago (still installing its handler) gets it again
+
+
+def terminate_trees(pids: list[int], grace_s: float = 5.0) -> list[int]:
+    """SIGTERM each of `pids` and its descendants, again every TERM_RESEND_S (a process still starting may
+    ignore it for a moment, then handle it), then SIGKILL whatever is left after `grace_s`.
+    Returns the processes that had to be killed."""
+    trees = list(dict.fromkeys(p for pid in pids for p in process_tree(pid)))
+    deadline = time.monotonic() + grace_s
+    while True:
+        alive = [p for p in trees if process_alive(p)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        _signal(alive, signal.SIGTERM)
+        trees += [p for pid in alive for p in process_tree(pid) if p not in trees]  # children started meanwhile
+        wait_until = min(deadline, time.monotonic() + TERM_RESEND_S)
+        while time.monotonic() < wait_until and any(process_alive(p) for p in trees):
+            time.sleep(0.05)
+    _signal(alive, signal.SIGKILL)
+    return alive
+
+
 def terminate_tree(pid: int, grace_s: float = 5.0) -> list[int]:
     """SIGTERM `pid` and its descendants, then SIGKILL whatever is left after `grace_s`.
     Returns the processes that had to be killed."""
-    tree = process_tree(pid)
-    _signal(tree, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(process_alive(p) for p in tree):
-        time.sleep(0.1)
-    survivors = [p for p in tree if process_alive(p)]
-    _signal(survivors, signal.SIGKILL)
-    return survivors
+    return terminate_trees([pid], grace_s)
 
 
 def _prctl() -> Callable[..., int] | None:

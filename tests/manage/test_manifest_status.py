@@ -137,7 +137,8 @@ def test_wedge_found_named_and_everything_queued_listed():
         "run r1 is wedged: array 549 pending with DependencyNeverSatisfied (service 548 FAILED); "
         "cancelled array 549 and collector 550 — fix the cause, then: hpcmarker resume r1")
     assert describe("r1", wedge, cancelled=False).endswith(
-        "still queued: array 549 and collector 550 — fix the cause, then: hpcmarker cancel r1 && hpcmarker resume r1")
+        "still queued (status cancels nothing): array 549 and collector 550 — fix the cause, then: "
+        "hpcmarker cancel r1 && hpcmarker resume r1")
     # a job outside the run: its state comes from squeue's own words
     outside = find_wedge({"convert": ["549_0"], "collect": ["550"]}, parse_squeue(WEDGED_SQUEUE), {})
     assert outside.causes == ("job 548 FAILED",)
@@ -178,7 +179,7 @@ def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, mo
 
     monkeypatch.setattr(slurm, "cancel_jobs", scancel)
     only_report = load_status(paths, cancel_wedged=False)
-    assert only_report.state == "wedged" and "still queued: array 549 and collector 550" in only_report.wedged
+    assert only_report.state == "wedged" and "array 549 and collector 550" in only_report.wedged
     assert only_report.next == "hpcmarker cancel r && hpcmarker resume r" and only_report.exit_code == 4
     assert cancelled == [] and paths.load_record().cancelled is None
     assert watch_status(paths, 0.0).state == "wedged"  # --watch stops at a wedged run

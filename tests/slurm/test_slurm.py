@@ -123,6 +123,8 @@ def test_cancel_leaves_nothing_in_squeue_and_no_process(tmp_path):
     assert status["pending"] > 0 and status["exit_code"] == 4
     assert status["reasons"][0].startswith("1 task (0): cancelled") and status["next"] == "hpcmarker resume tocancel"
     assert invoke("status", "tocancel").exit_code == 4
+    again = invoke("cancel", "tocancel")  # nothing is left: it says so instead of naming jobs long gone
+    assert again.exit_code == 0 and again.output.startswith("run tocancel was already over: "), again.output
 
 
 @pytest.mark.parametrize("args, message", [

@@ -15,7 +15,15 @@ import time
 
 import faultkit
 import pytest
-from runkit import document, documents, invoke, manifest_records, plan_item_ids, read_record, wait_for
+from runkit import (
+    document,
+    documents,
+    invoke,
+    manifest_records,
+    plan_item_ids,
+    read_record,
+    wait_for,
+)
 
 from hpc_marker.planning.scan import find_pdfs
 from hpc_marker.runstate.index import resolve_run
@@ -38,7 +46,8 @@ def failed_job() -> str:
 
 
 @faultkit.recorded("wedged dependency", "array made to depend (afterok) on a failed job: pending forever with "
-                   "DependencyNeverSatisfied; `hpcmarker status` cancels it, then `hpcmarker resume RUN`")
+                   "DependencyNeverSatisfied; `hpcmarker status` reports it, `status --fix` cancels it, then "
+                   "`hpcmarker resume RUN`")
 def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, request):
     out = tmp_path / "out"
     with pytest.MonkeyPatch.context() as patch:  # the run's jobs are submitted held, so they cannot start yet
@@ -50,7 +59,7 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
     paths = resolve_run("wedged")
     record = read_record(paths)
     array, collector = record["jobs"]["convert"][0].split("_")[0], record["jobs"]["collect"][0]
-    request.addfinalizer(lambda: subprocess.run(["scancel", array, collector], capture_output=True))  # none left
+    request.addfinalizer(lambda: subprocess.run(["scancel", array, collector], capture_output=True, check=False))  # none left
     assert {j.reason for j in squeue_lines({array, collector})} == {"JobHeldUser"}
 
     failed = failed_job()
@@ -61,13 +70,20 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
         assert time.time() < deadline, f"the array never showed DependencyNeverSatisfied: {squeue_lines({array})}"
         time.sleep(1)
 
-    reported = invoke("status", "wedged", "--json", "--no-cancel-wedged")
+    reported = invoke("status", "wedged", "--json")  # status only reports: it changes nothing
     assert reported.exit_code == 4, reported.output  # wedged: a script waiting on status must not wait forever
     status = json.loads(reported.stdout)
-    assert status["state"] == "wedged" and "still queued" in status["wedged"]
+    assert status["state"] == "wedged" and "status cancels nothing" in status["wedged"]
+    assert status["next"] == "hpcmarker cancel wedged && hpcmarker resume wedged"
+    shown = invoke("status", "wedged")
+    assert shown.exit_code == 4 and (
+        f"run wedged is wedged: array {array} pending with DependencyNeverSatisfied (job {failed} FAILED); still "
+        f"queued (status cancels nothing): array {array} and collector {collector} — fix the cause, then: "
+        "hpcmarker cancel wedged && hpcmarker resume wedged") in shown.output.splitlines(), shown.output
     assert {j.base_id for j in squeue_lines({array, collector})} == {array, collector}  # only reported
+    assert json.loads(paths.record.read_text())["cancelled"] is None
 
-    settled = invoke("status", "wedged")
+    settled = invoke("status", "wedged", "--fix")
     assert settled.exit_code == 4, settled.output
     assert (f"run wedged is wedged: array {array} pending with DependencyNeverSatisfied (job {failed} FAILED); "
             f"cancelled array {array} and collector {collector} — fix the cause, then: hpcmarker resume wedged"
@@ -87,7 +103,7 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
     plan_ids = plan_item_ids(paths)
     records = manifest_records(paths)
     faultkit.note(inputs=len(pdfs), items=len(plan_ids), lost=len(set(plan_ids) - {r.item_id for r in records}),
-                  twice=len(records) - len({r.item_id for r in records}), healed_by="status, resume",
+                  twice=len(records) - len({r.item_id for r in records}), healed_by="status --fix, resume",
                   wrong_status=sum(r.status != "ok" for r in records))
     assert sorted(r.item_id for r in records) == plan_ids  # each item once
     assert sorted({r.pdf for r in records}) == pdfs and all(r.status == "ok" for r in records)

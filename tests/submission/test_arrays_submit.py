@@ -23,8 +23,8 @@ TOOLS = {
     "scontrol": 'echo "MaxArraySize            = ${FAKE_MAX_ARRAY_SIZE}"; '
                 'echo "AccountingStorageEnforce = ${FAKE_ENFORCE:-none}"',
     "sacctmgr": 'echo "$(id -un)|proj|proj|||${FAKE_MAX_SUBMIT:-}"',
-    "squeue": 'echo "$*" >> "$FAKE_LOG/squeue.log"',
-    "scancel": 'echo "$*" >> "$FAKE_LOG/scancel.log"',
+    "squeue": 'echo "$*" >> "$FAKE_LOG/squeue.log"; cat "$FAKE_LOG/queue" 2>/dev/null || true',  # as the test queues
+    "scancel": 'echo "$*" >> "$FAKE_LOG/scancel.log"; rm -f "$FAKE_LOG/queue"',
     "sacct": 'echo "JobID|State|NodeList"',
     "sbatch": '''if [ "$1" = "--test-only" ]; then cat > /dev/null; echo "--test-only" >> "$FAKE_LOG/test-only.log"
   if [ -n "${FAKE_TEST_ONLY_ERROR:-}" ]; then echo "$FAKE_TEST_ONLY_ERROR" >&2; exit 1; fi
@@ -102,9 +102,11 @@ def test_tasks_past_max_array_size_are_submitted_as_several_arrays_of_one_run(tm
         call = DelayedSubmission.load(paths.jobs / f"{job_id}_submitted.pkl").function
         assert call.args == (str(paths.root), task), job_id
 
+    (fake_slurm / "queue").write_text("".join(f"{job}|PENDING|Priority|(null)\n" for job in
+                                              ("101_[0-3]", "102_[0-3]", "103_[0-1]", "104")))
     cancelled = CliRunner().invoke(cli, ["cancel", "big"], catch_exceptions=False)
     assert cancelled.exit_code == 0, cancelled.output
-    assert cancelled.output.strip() == "cancelled run big: 101_[0-3], 102_[0-3], 103_[0,1], 104"
+    assert cancelled.output.strip() == "cancelled run big: 101_[0-3], 102_[0-3], 103_[0-1], 104"
     assert (fake_slurm / "scancel.log").read_text().split() == ["101", "102", "103", "104"]
 
 
