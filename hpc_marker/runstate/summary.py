@@ -18,7 +18,7 @@ from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, late
 from hpc_marker.runstate.subitems import PARTIAL, resolve_frame
 from hpc_marker.util.frames import isin
 
-ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts"]
+ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts", "out_name"]
 
 
 def plan_frames(plan: Plan) -> tuple[pd.DataFrame, list[ShareSummary]]:
