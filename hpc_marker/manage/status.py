@@ -35,9 +35,10 @@ from hpc_marker.runstate.progress import (
     read_heartbeats,
 )
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.stops import TaskStop, read_stops
+from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
 from hpc_marker.runstate.subitems import PARTIAL, fold_commits
 from hpc_marker.slurm.parse import index_ranges
+from hpc_marker.util.frames import IDLE_GAP_S, busy_seconds
 
 if TYPE_CHECKING:  # pandas loads only where commit logs are read: a collected run's status needs none
     import pandas as pd
@@ -80,6 +81,7 @@ class Progress:
     failed_over: int = 0  # items with LLM requests moved to another replica (counted only when asked)
     text_layer: dict = field(default_factory=dict)  # empty and garbled pages (summary.json's, or the commit logs')
     lost_pages: list[str] = field(default_factory=list)  # "book.pdf page 8: timeout" (or by document id before collection)
+    busy_seconds: float | None = None  # how long work was in flight (util/frames.busy_seconds; None: last - first)
 
 
 @dataclass
@@ -158,9 +160,9 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
             partial=done.partial))
     pages = sum(s.pages for s in shares)
     pages_done = sum(t.pages_done for t in tasks)
-    first, last = progress.first_started, progress.last_finished
     active = any(t.state in ACTIVE_STATES for t in tasks)
-    elapsed = ((now if active else (last or now)) - first) if first is not None else None
+    elapsed = working_seconds(progress, now, [s.started for s in (stops or {}).values() if s.cause == RUNNING]
+                              if active else None)
     rate = pages_done / elapsed if elapsed and pages_done else None
     remaining = pages - pages_done
     collect_ids = record.jobs.get("collect", [])
@@ -186,6 +188,21 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
         reasons=judged.lines(record.run_id), next=judged.next, exit_code=judged.exit_code)
 
 
+def working_seconds(progress: Progress, now: float, running: list[float] | None) -> float | None:
+    """How long the run has worked: its items' busy time (the idle gaps between submissions left out), and
+    while it runs (`running`: when its running tasks started, as their stop records say) the stretch since
+    its last item, or since its tasks started where they started after an idle gap (a retry's). Pure."""
+    first, last = progress.first_started, progress.last_finished
+    if first is None:
+        return None
+    last = last or first
+    busy = progress.busy_seconds if progress.busy_seconds is not None else last - first
+    if running is None:
+        return busy
+    since = min(running) if running and min(running) > last + IDLE_GAP_S else last
+    return busy + max(0.0, now - since)
+
+
 def summary_progress(summary: dict) -> Progress:
     """The progress summary.json records (its share counts, partial items and lost pages). Pure."""
     shares = {int(s["share"]): ShareCounts(s["ok"], s["failed"], s["pages_done"], s.get("degraded", 0),
@@ -194,7 +211,7 @@ def summary_progress(summary: dict) -> Progress:
     lost = [f"{p['pdf']} page {p['page']}: {p['status']}" for p in summary.get("lost_pages", [])]
     return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
                     summary.get("torn_manifest_lines", []), len(summary.get("llm_failover") or []),
-                    text_layer=summary.get("text_layer", {}), lost_pages=lost)
+                    text_layer=summary.get("text_layer", {}), lost_pages=lost, busy_seconds=summary.get("wall_seconds"))
 
 
 def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
@@ -207,10 +224,12 @@ def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
     commits = read_commits(paths.progress)
     latest = latest_commits(commits)
     moved = int(latest["flags"].str.contains(FAILED_OVER, regex=False).sum()) if failed_over and len(latest) else 0
+    worked = commits[commits["status"] != REOPENED]  # a retry's line that reopens an item: no work
     return Progress(share_counts(latest),
-                    float(commits["started"].min()) if len(commits) else None,
-                    float(commits["finished"].max()) if len(commits) else None,
-                    failed_over=moved, text_layer=commit_text_layer(latest), lost_pages=commit_lost_pages(latest))
+                    float(worked["started"].min()) if len(worked) else None,
+                    float(worked["finished"].max()) if len(worked) else None,
+                    failed_over=moved, text_layer=commit_text_layer(latest), lost_pages=commit_lost_pages(latest),
+                    busy_seconds=busy_seconds(worked["started"], worked["finished"]))
 
 
 def commit_lost_pages(latest: pd.DataFrame) -> list[str]:
