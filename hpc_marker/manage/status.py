@@ -21,6 +21,8 @@ from rich.table import Table
 from hpc_marker.executors import executor_for
 from hpc_marker.executors.base import Observation
 from hpc_marker.manage.cancel import mark_cancelled
+from hpc_marker.manage.failures import FailedDocument, failed_documents, failed_lines
+from hpc_marker.manage.followups import FollowUpRun, unfinished_follow_ups
 from hpc_marker.manage.verdict import ACTIVE_STATES, OVER_STATES, RunFacts, TaskView, verdict
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.store import ShareSummary, load_summary
@@ -38,7 +40,7 @@ from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
 from hpc_marker.runstate.subitems import PARTIAL, fold_commits
 from hpc_marker.slurm.parse import index_ranges
-from hpc_marker.util.frames import IDLE_GAP_S, busy_seconds
+from hpc_marker.util.frames import busy_seconds, working_seconds
 
 if TYPE_CHECKING:  # pandas loads only where commit logs are read: a collected run's status needs none
     import pandas as pd
@@ -113,6 +115,9 @@ class RunStatus:
     reasons: list[str] = field(default_factory=list)  # one line per distinct cause, with its count and fix
     next: str | None = None  # the exact next command, when there is one
     exit_code: int = 0  # what `status` exits with (verdict.py: 0, 3 failed items, 4 incomplete)
+    failed_documents: list[FailedDocument] = field(default_factory=list)  # the first few, with reasons (failures.py)
+    failed_documents_total: int = 0
+    follow_ups: list[FollowUpRun] = field(default_factory=list)  # the --out's unfinished follow-up runs (followups.py)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -161,8 +166,8 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
     pages = sum(s.pages for s in shares)
     pages_done = sum(t.pages_done for t in tasks)
     active = any(t.state in ACTIVE_STATES for t in tasks)
-    elapsed = working_seconds(progress, now, [s.started for s in (stops or {}).values() if s.cause == RUNNING]
-                              if active else None)
+    elapsed = working_seconds(progress.first_started, progress.last_finished, progress.busy_seconds, now,
+                              [s.started for s in (stops or {}).values() if s.cause == RUNNING] if active else None)
     rate = pages_done / elapsed if elapsed and pages_done else None
     remaining = pages - pages_done
     collect_ids = record.jobs.get("collect", [])
@@ -186,21 +191,6 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
         text_layer=dict(progress.text_layer),
         torn_manifest_lines=list(progress.torn_lines), wedged=seen.wedged, headline=judged.headline,
         reasons=judged.lines(record.run_id), next=judged.next, exit_code=judged.exit_code)
-
-
-def working_seconds(progress: Progress, now: float, running: list[float] | None) -> float | None:
-    """How long the run has worked: its items' busy time (the idle gaps between submissions left out), and
-    while it runs (`running`: when its running tasks started, as their stop records say) the stretch since
-    its last item, or since its tasks started where they started after an idle gap (a retry's). Pure."""
-    first, last = progress.first_started, progress.last_finished
-    if first is None:
-        return None
-    last = last or first
-    busy = progress.busy_seconds if progress.busy_seconds is not None else last - first
-    if running is None:
-        return busy
-    since = min(running) if running and min(running) > last + IDLE_GAP_S else last
-    return busy + max(0.0, now - since)
 
 
 def summary_progress(summary: dict) -> Progress:
@@ -265,7 +255,7 @@ def done_so_far(paths: RunPaths) -> DoneSoFar:
                      sum(s.pages for s in shares), sum(c.pages_done for c in counts))
 
 
-def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
+def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool = True) -> RunStatus:
     record = paths.load_record()
     shares = load_summary(paths.plan)
     progress = read_progress(paths, failed_over=bool(record.llm) and record.llm.get("replicas", 1) > 1)
@@ -295,6 +285,10 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
                           bound=throughput_bound(metrics, status.pages_done, status.pages_per_second,
                                                  whole_run=collected))
         status.failed_over = progress.failed_over
+    if status.failed:
+        status.failed_documents, status.failed_documents_total = failed_documents(paths)
+    if follow_ups:
+        status.follow_ups = unfinished_follow_ups(paths, record.out_dir, lambda other: load_status(other, False, False))
     return status
 
 
@@ -400,4 +394,5 @@ def text_layer_line(status: RunStatus) -> str:
 
 def verdict_lines(status: RunStatus) -> list[str]:
     """One line per cause, then the next command: printed whole under the table, never wrapped into it."""
-    return [*status.reasons, *([f"next: {status.next}"] if status.next else [])]
+    return [*failed_lines(status.failed_documents, status.failed_documents_total), *status.reasons,
+            *(run.line() for run in status.follow_ups), *([f"next: {status.next}"] if status.next else [])]

@@ -71,7 +71,7 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
     failed = failed.sort_values(["pdf", "page_start"], kind="stable")
     failures = pd.DataFrame({"item_id": failed["item_id"], "pdf": failed["pdf"],
                              "pages": _pages(failed["page_start"], failed["page_stop"]),
-                             "status": failed["status"], "error": failed["error"]})
+                             "status": failed["status"], "error": failed["error"], "task": failed["task"]})
     counts = final["status"].value_counts()
     share_of = pd.Series(np.repeat([s.index for s in shares], [s.items for s in shares]), index=planned.values)
     done = final[final["status"] != BISECTED]  # a bisected item whose halves are not all finished is not done

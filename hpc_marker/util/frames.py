@@ -58,3 +58,18 @@ def busy_seconds(started, finished, idle_gap_s: float = IDLE_GAP_S) -> float:
     reach = np.maximum.accumulate(ends)  # the latest end so far
     first = np.flatnonzero(np.concatenate([[True], starts[1:] - reach[:-1] > idle_gap_s]))  # each stretch's
     return float((np.maximum.reduceat(ends, first) - starts[first]).sum())
+
+
+def working_seconds(first: float | None, last: float | None, busy: float | None, now: float,
+                    running: list[float] | None) -> float | None:
+    """How long a run has worked, from its items' first start, last finish and busy time (`busy_seconds`;
+    None: last - first), and while it runs (`running`: when its running tasks started) the stretch since
+    its last item, or since its tasks started where that was after an idle gap (a retry's). Pure."""
+    if first is None:
+        return None
+    last = last or first
+    busy = busy if busy is not None else last - first
+    if running is None:
+        return busy
+    since = min(running) if running and min(running) > last + IDLE_GAP_S else last
+    return busy + max(0.0, now - since)
