@@ -27,20 +27,27 @@ NAME_BYTES = 250  # a renamed folder's name at most (255, less the longest exten
 
 def plain_name(relpath: str) -> str:
     """A PDF's document name (its path under --out, without extension) unless renamed: `a/b.pdf` -> `a/b`."""
+    leaf = relpath.rsplit("/", 1)[-1]
+    if relpath[-4:].lower() == ".pdf" and len(leaf) > 4:  # every scanned PDF: no pathlib (10^6 of them)
+        return relpath[:-4]
     return str(PurePosixPath(relpath).with_suffix(""))
 
 
 def caseless(name: str) -> str:
     """`name` as a case-insensitive, normalization-insensitive filesystem compares it."""
+    if name.isascii():
+        return name.lower()
     return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
 
 
-def _folders(names: Iterable[str]) -> set[str]:
-    """Every folder above these names (caseless), and the reserved ones."""
+def _folders(keys: Iterable[str]) -> set[str]:
+    """Every folder above these caseless names, and the reserved ones."""
     found = {caseless(folder) for folder in RESERVED}
-    for name in names:
-        parts = caseless(name).split("/")
-        found.update("/".join(parts[:end]) for end in range(1, len(parts)))
+    for key in keys:
+        end = key.rfind("/")
+        while end > 0 and key[:end] not in found:  # a folder seen before: so are those above it
+            found.add(key[:end])
+            end = key.rfind("/", 0, end)
     return found
 
 
@@ -60,18 +67,32 @@ def _cut(base: str, tag: str) -> str:
 
 
 def output_names(relpaths: Iterable[str]) -> dict[str, str]:
-    """For every PDF, its new document name, or "" where its plain name is kept. Deterministic: the
-    same set of PDFs gives the same names in any order."""
-    relpaths = sorted(set(relpaths))
-    plain = {rel: plain_name(rel) for rel in relpaths}
-    folders = _folders(plain.values())
+    """The PDFs that get a new document name, with that name (the others keep their plain names: look them
+    up with `.get(rel, "")`). Deterministic: the same set of PDFs gives the same names in any order.
+    A few CPU seconds per 10^6 PDFs."""
+    relpaths = list(dict.fromkeys(relpaths))
+    keys = [rel[:-4].lower() if rel.isascii() and rel[-4:].lower() == ".pdf" and len(rel) > 4 and rel[-5] != "/"
+            else caseless(plain_name(rel)) for rel in relpaths]  # the first: most names, fast
+    folders = _folders(keys)
+    seen: set[str] = set()
+    shared = set()  # keys of more than one PDF, or of a folder
+    for key in keys:
+        if key in seen or key in folders:
+            shared.add(key)
+        seen.add(key)
+    names: dict[str, str] = {}
+    if not shared:
+        return names
     groups: dict[str, list[str]] = {}
-    for rel in sorted(relpaths, key=lambda rel: (PurePosixPath(rel).suffix != ".pdf", rel)):
-        groups.setdefault(caseless(plain[rel]), []).append(rel)
-    names = dict.fromkeys(relpaths, "")
-    taken = folders | {key for key in groups if key not in folders}
-    renamed = sorted(rel for key, group in groups.items() for rel in (group if key in folders else group[1:]))
-    for rel in renamed:
+    for rel, key in zip(relpaths, keys):
+        if key in shared:
+            groups.setdefault(key, []).append(rel)
+    renamed = []
+    for key, group in groups.items():
+        group.sort(key=lambda rel: (not rel.endswith(".pdf"), rel))
+        renamed += group if key in folders else group[1:]
+    taken = folders | seen
+    for rel in sorted(renamed):
         name = next(name for name in _candidates(rel) if caseless(name) not in taken)
         taken.add(caseless(name))
         names[rel] = name

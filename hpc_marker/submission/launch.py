@@ -107,7 +107,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     if not todo:
         raise NothingToDo(f"all {len(scanned)} PDFs already have outputs in {out} made from the same files with "
                           f"the same engine and options (--force redoes them)")
-    notes = [note] if (note := renamed_note({pdf.relpath: names.get(pdf.relpath, "") for pdf in todo},
+    notes = [note] if (note := renamed_note({pdf.relpath: names[pdf.relpath] for pdf in todo if pdf.relpath in names},
                                             EXTENSIONS[request.engine_options.output_format])) else []
     if long := long_names([pdf.relpath for pdf in todo]):
         notes.append(f"note: {len(long)} PDF names are too long for `<name>{'_meta.json'}` (255 bytes); their "

@@ -23,8 +23,10 @@ def _casefolded(path: str) -> str:
 def test_names_that_collide_only_on_a_case_insensitive_filesystem_are_kept_apart():
     from hpc_marker.planning.outnames import output_names
 
-    names = output_names(["x.pdf", "x.PDF", "X.pdf", "sub.pdf", "sub/in.pdf", ".hpcmarker.pdf", "Caf\u00e9.pdf",
-                          "cafe\u0301.pdf", "a/b.pdf"])
+    pdfs = ["x.pdf", "x.PDF", "X.pdf", "sub.pdf", "sub/in.pdf", ".hpcmarker.pdf", "Caf\u00e9.pdf", "cafe\u0301.pdf",
+            "a/b.pdf"]
+    renamed = output_names(pdfs)
+    names = {pdf: renamed.get(pdf, "") for pdf in pdfs}
     assert names["a/b.pdf"] == "" and names["sub/in.pdf"] == "" and names["Caf\u00e9.pdf"] == ""  # unchanged
     assert names["X.pdf"] == ""  # first in sorted order of those ending in .pdf: keeps its name
     assert names["x.PDF"] == "x__PDF"
@@ -36,7 +38,8 @@ def test_names_that_collide_only_on_a_case_insensitive_filesystem_are_kept_apart
     folded = [_casefolded(name) for name in finals]
     assert len(set(folded)) == len(folded), finals
     assert not any(other.startswith(name + "/") for name in folded for other in folded)
-    assert output_names(list(reversed(names))) == names  # the order of discovery does not matter
+    assert output_names(list(reversed(pdfs))) == renamed  # the order of discovery does not matter
+    assert output_names([f"d{n}/p{n}.pdf" for n in range(100)]) == {}  # nothing shared: nothing renamed
 
 
 def _same_case_pdfs(folder: Path) -> dict[str, Path]:
