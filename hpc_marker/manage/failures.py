@@ -1,8 +1,9 @@
 """Failed documents: which documents of a run failed and why (the first few), for `status` and `logs`.
 
-From summary.json once the run is collected (its `failures`: the newest record of each failed item,
-by PDF and page), else from the task manifests, read only when the run has failed items. A document
-counts once, with its first failed item (a split PDF's part, a page range).
+From summary.json, once the run is collected (its `failures`: the newest record of each failed item,
+by PDF and page, with the task that tried it); the collector runs when a run's jobs are over, however
+they ended. Before that, nothing is listed: `status` reads no JSON manifest of a run (10^6 items), and
+its counts say how many failed so far. A document counts once, with its first failed item.
 """
 
 from __future__ import annotations
@@ -56,16 +57,7 @@ def _document(failure: dict) -> FailedDocument:
 
 
 def _failures(paths: RunPaths) -> list[dict]:
-    if paths.summary.exists():
-        summary = json.loads(paths.summary.read_text(encoding="utf-8"))
-        if "failures" in summary:
-            return summary["failures"]
-    from hpc_marker.planning.store import load_items_table, load_summary
-    from hpc_marker.runstate.manifest import read_manifest_frame
-    from hpc_marker.runstate.summary import ITEM_COLUMNS, summarize
-
-    records, torn = read_manifest_frame(paths.manifests)
-    if records.empty:
+    try:
+        return json.loads(paths.summary.read_text(encoding="utf-8")).get("failures") or []
+    except FileNotFoundError:  # not collected yet
         return []
-    items = load_items_table(paths.plan, columns=ITEM_COLUMNS).to_pandas()
-    return summarize(items, load_summary(paths.plan), records, torn)["failures"]
