@@ -35,13 +35,13 @@ def unfinished_follow_ups(paths: RunPaths, out: str | Path, state_of: Callable[[
     a run's status (state, headline, next)."""
     found = []
     for other in runs_of_out(Path(out)):
-        if other.root == paths.root.resolve() or _finished(other):
+        if other.root == paths.root.resolve():
             continue
         try:
             record = other.load_record()
         except (OSError, ValueError, TypeError):  # being written, or not a run's
             continue
-        if not record.parent:
+        if not record.parent or _finished(other):  # the record first: a large run's summary.json is not read
             continue
         status = state_of(other)
         if status.state != FINISHED:
