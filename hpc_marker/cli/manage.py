@@ -235,7 +235,8 @@ def _follow_up(run: str | None, selectors: tuple[str, ...], min_share: float, ov
 @click.option("--service", is_flag=True, help="The LLM service's logs.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing what the logs gain until the run's jobs are over.")
 def logs(run, task, service, follow) -> None:
-    """Print RUN's log (default: the latest run; the first task that stopped early, else the collector's)."""
+    """Print RUN's log (default: the latest run; the first task that stopped early, else the one that tried the
+    first failed document, else the collector's)."""
     from hpc_marker.manage import logs as run_logs
 
     paths = run_paths(run)

@@ -321,6 +321,7 @@ class ProgressPrinter:
               help="A progress bar on stderr while scanning (default: on a terminal, except with --format json).")
 def plan_command(pdfs, gpus, split_pages, fmt, scan_workers, min_task_pages, progress) -> None:
     """Print the plan (tasks, their work items and pages) without submitting."""
+    from hpc_marker.planning.outnames import output_names
     from hpc_marker.planning.plan import make_plan, work_items
     from hpc_marker.planning.scan import ScanError, scan_pdfs
     from hpc_marker.submission.launch import fewer_tasks_note
@@ -337,7 +338,8 @@ def plan_command(pdfs, gpus, split_pages, fmt, scan_workers, min_task_pages, pro
         scanned = scan_pdfs(pdfs, scan_workers, cache=True, progress=_show_progress(progress, machine=fmt == "json"))
     except ScanError as exc:
         raise InputError(f"--pdfs {exc}") from None
-    the_plan = make_plan(work_items(scanned), gpus, split_pages=split_pages, min_task_pages=min_task_pages)
+    items = work_items(scanned, output_names([pdf.relpath for pdf in scanned]))  # json: each renamed out_name
+    the_plan = make_plan(items, gpus, split_pages=split_pages, min_task_pages=min_task_pages)
     if len(the_plan.tasks) < gpus:
         click.echo(fewer_tasks_note(gpus, the_plan, len(scanned), min_task_pages), err=True)
     if fmt == "json":

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpc_marker.engines.base import EngineOptions
+from hpc_marker.planning.store import out_names
 from hpc_marker.runstate.docindex import ManifestIndex, document_hash
 from hpc_marker.runstate.documents import DocumentState, document_state
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import latest_by_item
-from hpc_marker.runstate.output import document_file, document_stem, meta_file
+from hpc_marker.runstate.output import document_file, document_stem, read_meta
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.util.text import one_line
 
@@ -38,6 +39,7 @@ class RunSource:
     rank: int
     paths: RunPaths
     record: RunRecord
+    out_names: dict[str, str] = field(default_factory=dict)  # its plan's renamed documents (planning/outnames.py)
 
     @property
     def output_format(self) -> str:
@@ -60,7 +62,7 @@ def lineage(paths: RunPaths, follow_ups: bool = True) -> list[RunSource]:
             if record.parent and record.parent.get("run_id") in family:
                 family.add(record.run_id)
                 runs.append((record.created, other, record))
-    return [RunSource(rank, p, r) for rank, (_, p, r) in enumerate(sorted(runs, key=lambda run: run[0]))]
+    return [RunSource(rank, p, r, out_names(p.plan)) for rank, (_, p, r) in enumerate(sorted(runs, key=lambda run: run[0]))]
 
 
 def document_id(relpath: str) -> str:
@@ -106,12 +108,13 @@ def _made_by(made: dict, source: RunSource, doc: DocumentState) -> tuple[str, st
 def build_row(source: RunSource, doc: DocumentState) -> dict[str, Any]:
     """The export row of one document; an ok one's text and metadata are read from its files."""
     record, output_format = source.record, source.output_format
-    path = document_file(Path(record.out_dir), doc.pdf, output_format)
+    out_name = source.out_names.get(doc.pdf, "")
+    path = document_file(Path(record.out_dir), doc.pdf, output_format, out_name)
     status, error, text, metadata = doc.status, doc.error, None, None
     if status in ("ok", "partial"):  # partial: a placeholder stands for each lost page
         try:
             text = path.read_text(encoding="utf-8")
-            meta = json.loads(meta_file(path.parent, document_stem(doc.pdf)).read_text(encoding="utf-8"))
+            meta = read_meta(path.parent, document_stem(doc.pdf, out_name), output_format)
         except (OSError, ValueError) as exc:
             status, error = "unreadable", f"cannot read the output: {one_line(exc, with_type=True)}"
         else:

@@ -7,6 +7,8 @@
   verdict.py  what a run's state means (pure): finished or incomplete, one line per cause, the next
               command, status's exit code
   logs.py     the log a user asks for (`hpcmarker logs`), found from the run's record
+  failures.py the first failed documents and their reasons (status, and which task's log `logs` shows)
+  followups.py  the --out's follow-up runs that are not finished (status names them)
 
 Jobs are asked about only through the run's executor (executors/).
 """

@@ -169,8 +169,9 @@ def merged_outputs(records: pd.DataFrame, items: pd.DataFrame, merged: set[str],
     if not moved.any():
         return records
     records = records.copy()
+    out_names = items.drop_duplicates("pdf").set_index("pdf")["out_name"] if "out_name" in items else {}
     records.loc[moved, "output"] = records.loc[moved, "pdf"].map(
-        lambda rel: str(document_file(out, rel, output_format)))
+        lambda rel: str(document_file(out, rel, output_format, out_names.get(rel, ""))))
     return records
 
 

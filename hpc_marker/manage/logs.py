@@ -3,8 +3,9 @@
   --task I    task I's job log (stdout, then stderr; the collector's copy in RUN/logs once the job's
               own file is gone) and its inference server's log, if it had one
   --service   the LLM service's job log(s) and the servers' logs in RUN/llm/
-  (neither)   the first task that stopped early, as its own stop record says; else the collector's log,
-              else task 0's
+  (neither)   the first task that stopped early, as its own stop record says; else the task that tried the
+              first failed document (its log has the item's line and reason: manage/failures.py); else
+              the collector's log, else task 0's
 
 `--follow` prints what the files gain until none of the run's jobs is queued or running.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from hpc_marker.executors import executor_for
 from hpc_marker.executors.base import job_logs
+from hpc_marker.manage.failures import failed_documents
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import DONE, RUNNING, read_stops
@@ -68,6 +70,9 @@ def default_logs(paths: RunPaths, record: RunRecord) -> list[LogFile]:
     stopped = sorted(task for task, stop in read_stops(paths.progress).items() if stop.cause not in (RUNNING, DONE))
     if stopped:
         return task_logs(paths, record, stopped[0])
+    failed, _ = failed_documents(paths, limit=1)
+    if failed and failed[0].task is not None and 0 <= failed[0].task < record.tasks:
+        return task_logs(paths, record, failed[0].task)
     collect = record.jobs.get("collect", [])
     if collect and job_logs(paths, collect[0])[0].exists():
         out, err = job_logs(paths, collect[0])

@@ -21,6 +21,8 @@ from rich.table import Table
 from hpc_marker.executors import executor_for
 from hpc_marker.executors.base import Observation
 from hpc_marker.manage.cancel import mark_cancelled
+from hpc_marker.manage.failures import FailedDocument, failed_documents, failed_lines
+from hpc_marker.manage.followups import FollowUpRun, unfinished_follow_ups
 from hpc_marker.manage.verdict import ACTIVE_STATES, OVER_STATES, RunFacts, TaskView, verdict
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.store import ShareSummary, load_summary
@@ -35,10 +37,11 @@ from hpc_marker.runstate.progress import (
     read_heartbeats,
 )
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.stops import TaskStop, read_stops
+from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
 from hpc_marker.runstate.subitems import PARTIAL, fold_commits
 from hpc_marker.slurm.parse import index_ranges
 from hpc_marker.util.commands import ocr_command
+from hpc_marker.util.frames import busy_seconds, working_seconds
 
 if TYPE_CHECKING:  # pandas loads only where commit logs are read: a collected run's status needs none
     import pandas as pd
@@ -81,6 +84,7 @@ class Progress:
     failed_over: int = 0  # items with LLM requests moved to another replica (counted only when asked)
     text_layer: dict = field(default_factory=dict)  # empty and garbled pages (summary.json's, or the commit logs')
     lost_pages: list[str] = field(default_factory=list)  # "book.pdf page 8: timeout" (or by document id before collection)
+    busy_seconds: float | None = None  # how long work was in flight (util/frames.busy_seconds; None: last - first)
 
 
 @dataclass
@@ -112,6 +116,9 @@ class RunStatus:
     reasons: list[str] = field(default_factory=list)  # one line per distinct cause, with its count and fix
     next: str | None = None  # the exact next command, when there is one
     exit_code: int = 0  # what `status` exits with (verdict.py: 0, 3 failed items, 4 incomplete)
+    failed_documents: list[FailedDocument] = field(default_factory=list)  # the first few, with reasons (failures.py)
+    failed_documents_total: int = 0
+    follow_ups: list[FollowUpRun] = field(default_factory=list)  # the --out's unfinished follow-up runs (followups.py)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -159,9 +166,9 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
             partial=done.partial))
     pages = sum(s.pages for s in shares)
     pages_done = sum(t.pages_done for t in tasks)
-    first, last = progress.first_started, progress.last_finished
     active = any(t.state in ACTIVE_STATES for t in tasks)
-    elapsed = ((now if active else (last or now)) - first) if first is not None else None
+    elapsed = working_seconds(progress.first_started, progress.last_finished, progress.busy_seconds, now,
+                              [s.started for s in (stops or {}).values() if s.cause == RUNNING] if active else None)
     rate = pages_done / elapsed if elapsed and pages_done else None
     remaining = pages - pages_done
     collect_ids = record.jobs.get("collect", [])
@@ -195,7 +202,7 @@ def summary_progress(summary: dict) -> Progress:
     lost = [f"{p['pdf']} page {p['page']}: {p['status']}" for p in summary.get("lost_pages", [])]
     return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
                     summary.get("torn_manifest_lines", []), len(summary.get("llm_failover") or []),
-                    text_layer=summary.get("text_layer", {}), lost_pages=lost)
+                    text_layer=summary.get("text_layer", {}), lost_pages=lost, busy_seconds=summary.get("wall_seconds"))
 
 
 def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
@@ -208,10 +215,12 @@ def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
     commits = read_commits(paths.progress)
     latest = latest_commits(commits)
     moved = int(latest["flags"].str.contains(FAILED_OVER, regex=False).sum()) if failed_over and len(latest) else 0
+    worked = commits[commits["status"] != REOPENED]  # a retry's line that reopens an item: no work
     return Progress(share_counts(latest),
-                    float(commits["started"].min()) if len(commits) else None,
-                    float(commits["finished"].max()) if len(commits) else None,
-                    failed_over=moved, text_layer=commit_text_layer(latest), lost_pages=commit_lost_pages(latest))
+                    float(worked["started"].min()) if len(worked) else None,
+                    float(worked["finished"].max()) if len(worked) else None,
+                    failed_over=moved, text_layer=commit_text_layer(latest), lost_pages=commit_lost_pages(latest),
+                    busy_seconds=busy_seconds(worked["started"], worked["finished"]))
 
 
 def commit_lost_pages(latest: pd.DataFrame) -> list[str]:
@@ -247,7 +256,7 @@ def done_so_far(paths: RunPaths) -> DoneSoFar:
                      sum(s.pages for s in shares), sum(c.pages_done for c in counts))
 
 
-def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
+def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool = True) -> RunStatus:
     record = paths.load_record()
     shares = load_summary(paths.plan)
     progress = read_progress(paths, failed_over=bool(record.llm) and record.llm.get("replicas", 1) > 1)
@@ -277,6 +286,10 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False) -> RunStatus:
                           bound=throughput_bound(metrics, status.pages_done, status.pages_per_second,
                                                  whole_run=collected))
         status.failed_over = progress.failed_over
+    if status.failed:
+        status.failed_documents, status.failed_documents_total = failed_documents(paths)
+    if follow_ups:
+        status.follow_ups = unfinished_follow_ups(paths, record.out_dir, lambda other: load_status(other, False, False))
     return status
 
 
@@ -380,8 +393,10 @@ def text_layer_line(status: RunStatus) -> str:
 
 
 def verdict_lines(status: RunStatus) -> list[str]:
-    """One line per cause, the OCR follow-up of a flagged text layer, then the next command: printed whole
-    under the table, never wrapped into it (rich wraps a caption at the table's width)."""
+    """The failed documents, one line per cause, the OCR follow-up of a flagged text layer, the --out's follow-up
+    runs that are not finished, then the next command: printed whole under the table, never wrapped into it (rich
+    wraps a caption at the table's width)."""
     flagged = text_layer_line(status)
     ocr = [f"to OCR the flagged documents: {ocr_command(status.run_id, status.text_layer)}"] if flagged else []
-    return [*status.reasons, *ocr, *([f"next: {status.next}"] if status.next else [])]
+    return [*failed_lines(status.failed_documents, status.failed_documents_total), *status.reasons, *ocr,
+            *(run.line() for run in status.follow_ups), *([f"next: {status.next}"] if status.next else [])]

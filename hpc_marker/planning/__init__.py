@@ -9,4 +9,5 @@
   plan.py  WorkItem, TaskPlan, Plan; splitting long PDFs into page ranges; balancing by pages (LPT);
            the order in which a task claims items (its own share, then stealing)
   bisect.py  the halves of a failing item (ids from their page ranges), down to the pages that fail
+  outnames.py  each PDF's document name under --out, unique on case-insensitive filesystems too
 """

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from hpc_marker.planning.scan import ScannedPdf
 
@@ -40,6 +40,7 @@ class WorkItem:
     part: int = 0
     parts: int = 1
     batch: int = 0  # the batch of its task's share it is claimed with
+    out_name: str = ""  # its document's name under --out where the PDF's own would collide (planning/outnames.py)
 
     @property
     def is_part(self) -> bool:
@@ -117,8 +118,9 @@ class Plan:
         )
 
 
-def work_items(scanned: list[ScannedPdf]) -> list[WorkItem]:
-    """One work item per PDF, ids in scan order."""
+def work_items(scanned: list[ScannedPdf], out_names: dict[str, str] | None = None) -> list[WorkItem]:
+    """One work item per PDF, ids in scan order; `out_names`: the renamed documents (planning/outnames.py)."""
+    out_names = out_names or {}
     return [
         WorkItem(
             item_id=f"{n:06d}",
@@ -126,7 +128,7 @@ def work_items(scanned: list[ScannedPdf]) -> list[WorkItem]:
             page_start=0,
             page_stop=pdf.pages,
             scan_error=pdf.error, scan_status=pdf.status,
-            doc_id=f"{n:06d}",
+            doc_id=f"{n:06d}", out_name=out_names.get(pdf.relpath, ""),
         )
         for n, pdf in enumerate(scanned)
     ]
@@ -152,7 +154,7 @@ def split_items(items: list[WorkItem], max_pages: int) -> list[WorkItem]:
         for k, start in enumerate(starts):
             out.append(WorkItem(item_id=part_id(doc_id, k), pdf=item.pdf, page_start=start,
                                 page_stop=min(start + size, item.page_stop), scan_status=item.scan_status,
-                                doc_id=doc_id, part=k, parts=len(starts)))
+                                doc_id=doc_id, part=k, parts=len(starts), out_name=item.out_name))
     return out
 
 
@@ -206,7 +208,7 @@ def _with_batch(item: WorkItem, batch: int) -> WorkItem:
     """`replace(item, batch=batch)`, three times faster (replace() inspects the fields on every call: 10 s of
     a 10^6-item plan). Every field in order: tests/planning check it against replace()."""
     return WorkItem(item.item_id, item.pdf, item.page_start, item.page_stop, item.scan_error, item.scan_status,
-                    item.doc_id, item.part, item.parts, batch)
+                    item.doc_id, item.part, item.parts, batch, item.out_name)
 
 
 def static_chunks(items: list[WorkItem], chunks: int) -> Plan:

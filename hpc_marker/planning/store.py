@@ -71,7 +71,8 @@ def load_summary(folder: Path) -> list[ShareSummary]:
 
 def _items(table: pa.Table) -> list[WorkItem]:
     columns = table.to_pydict()
-    return [WorkItem(**{name: columns[name][row] for name in _FIELDS}) for row in range(table.num_rows)]
+    present = [name for name in _FIELDS if name in columns]  # a plan written before a field was added lacks it
+    return [WorkItem(**{name: columns[name][row] for name in present}) for row in range(table.num_rows)]
 
 
 def load_share(folder: Path, summary: ShareSummary) -> TaskPlan:
@@ -94,5 +95,25 @@ def load_plan(folder: Path) -> Plan:
 
 
 def load_items_table(folder: Path, columns: list[str] | None = None) -> pa.Table:
-    """Every item as an Arrow table (columnar, for summaries of large runs)."""
-    return pq.read_table(Path(folder) / ITEMS, columns=columns)
+    """Every item as an Arrow table (columnar, for summaries of large runs); a column that a plan written
+    before it was added lacks comes as the field's default."""
+    path = Path(folder) / ITEMS
+    if columns is None:
+        return pq.read_table(path)
+    stored = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[name for name in columns if name in stored])
+    for name in (name for name in columns if name not in stored):
+        default = next(f.default for f in fields(WorkItem) if f.name == name)
+        table = table.append_column(SCHEMA.field(name), pa.array([default] * table.num_rows, SCHEMA.field(name).type))
+    return table.select(columns)
+
+
+def out_names(folder: Path) -> dict[str, str]:
+    """The plan's renamed documents: PDF -> its document's name under --out (planning/outnames.py); the
+    rest keep their plain names. Reads two columns (a few MB at 10^6 items); {} for a plan from before names
+    were recorded, or none (a run folder made by hand)."""
+    path = Path(folder) / ITEMS
+    if not path.is_file() or "out_name" not in pq.read_schema(path).names:
+        return {}
+    table = pq.read_table(path, columns=["pdf", "out_name"]).to_pydict()
+    return {pdf: name for pdf, name in zip(table["pdf"], table["out_name"]) if name}

@@ -134,7 +134,7 @@ def header(view: RunView, totals: dict) -> dict:
               f"{len(totals.get('missing', [])):,} missing of {totals.get('items', 0):,}"),
              ("documents", f"{totals.get('documents_ok', 0):,} ok", f"of {totals.get('documents', 0):,}"),
              ("pages", f"{totals.get('pages_ok', 0):,}", f"converted of {totals.get('pages', 0):,}"),
-             ("wall time", _duration(totals.get("wall_seconds")), "first start to last finish"),
+             ("wall time", _duration(totals.get("wall_seconds")), "working: idle gaps between submissions left out"),
              ("pages/s", f"{rate:.2f}" if rate else "-", "whole run"),
              ("text layer", f"{layer.get('empty_pages', 0):,} empty · {layer.get('garbled_pages', 0):,} garbled",
               f"pages of {layer.get('pages_checked', 0):,} checked"),

@@ -6,7 +6,8 @@
   permissions.py  who may read what a run writes (umask per --permissions; the run folder is private)
   claims.py       exactly-once work claims on shared filesystems (atomic link, leases, done markers)
   manifest.py     one JSON line per work item, appended whole; torn lines reported
-  output.py       the output layout; staging folders renamed into place; merging split PDFs' parts
+  output.py       the output layout; staging folders renamed into place (another format's files kept);
+                  merging split PDFs' parts
   finish.py       placing committed outputs and merging parts (tasks and collector alike); documents
                   put together around lost pages
   subitems.py     a bisected item's halves folded back (pure): leaves, lost pages, partial

@@ -15,8 +15,14 @@ from hpc_marker.planning.bisect import is_subitem, root_ids
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.output import (commit_staged, document_dir, document_stem, merge_documents, read_document,
-                                        write_document)
+from hpc_marker.runstate.output import (
+    commit_staged,
+    document_dir,
+    document_stem,
+    merge_documents,
+    read_document,
+    write_document,
+)
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.subitems import PARTIAL, fold, lost_reason, walk
 
@@ -25,13 +31,13 @@ def final_dir(paths: RunPaths, record: RunRecord, item: WorkItem) -> Path:
     """Where an item's output goes: the document folder, or its part folder for a split PDF or a sub-item."""
     if item.is_part or is_subitem(item.item_id):
         return paths.parts / item.doc_id / item.item_id
-    return document_dir(Path(record.out_dir), item.pdf)
+    return document_dir(Path(record.out_dir), item.pdf, item.out_name)
 
 
 def final_file(paths: RunPaths, record: RunRecord, item: WorkItem) -> Path:
     """The item's output file (Markdown, JSON or HTML, as the run renders) in its final_dir."""
     output_format = EngineOptions.from_json(record.engine_options).output_format
-    return final_dir(paths, record, item) / file_name(document_stem(item.pdf), output_format)
+    return final_dir(paths, record, item) / file_name(document_stem(item.pdf, item.out_name), output_format)
 
 
 def place_committed(staging: Path, final: Path) -> bool:
@@ -74,7 +80,7 @@ def merge_if_complete(paths: RunPaths, record: RunRecord, item: WorkItem, board:
         if board.is_done(merge_id(doc_id)):  # merged by the lease's previous holder
             return None
         options = EngineOptions.from_json(record.engine_options)
-        stem = document_stem(relpath)
+        stem = document_stem(relpath, item.out_name)
         pieces = []
         for leaf in leaves:
             if leaf.record.get("status") != "ok":
@@ -88,7 +94,7 @@ def merge_if_complete(paths: RunPaths, record: RunRecord, item: WorkItem, board:
         source = doc.metadata.get("hpcmarker_source")
         if isinstance(source, dict):  # the first piece's; the document covers every piece's pages
             source["pages"] = [leaves[0].page_start, leaves[-1].page_stop]
-        md = write_document(Path(record.out_dir), relpath, doc, staging_root=paths.staging)
+        md = write_document(Path(record.out_dir), relpath, doc, staging_root=paths.staging, out_name=item.out_name)
         folded = fold(leaves)
         marker = {"status": folded.status if folded.status == PARTIAL else "ok", "output": str(md),
                   "lost_pages": folded.lost_pages}

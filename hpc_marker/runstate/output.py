@@ -2,7 +2,11 @@
 
 A document lives at `OUT/<relative path without .pdf>/<stem>.<ext>` (`.md`, `.json` or `.html`:
 engines/formats.py) with `<stem>_meta.json` and the images the document references, so two PDFs
-with the same name in different folders never collide. Every document (and every part of a split
+with the same name in different folders never collide; where two names would collide all the same
+(`x.pdf` and `x.PDF`), the plan gives one of them another name (planning/outnames.py: `out_name`).
+A document converted again in another format replaces only its own: the folder keeps the other
+format's file and images, and that conversion's metadata as `<stem>_meta-<format>.json`
+(`read_meta` finds a format's). Every document (and every part of a split
 PDF) is first written whole into a staging folder, then renamed into its final place: a task killed
 at any instant never leaves a half-written document under a final name. Parts of a split PDF live under the run folder and
 become one document only when all of them are there (`merge_parts`).
@@ -19,21 +23,22 @@ import uuid
 from pathlib import Path, PurePosixPath
 
 from hpc_marker.engines.base import ConvertedDocument
-from hpc_marker.engines.formats import file_name, merge
+from hpc_marker.engines.formats import EXTENSIONS, OUTPUT_FORMATS, file_name, merge
+from hpc_marker.planning.outnames import plain_name
 
 
-def document_dir(out_root: Path, relpath: str) -> Path:
-    rel = PurePosixPath(relpath)
-    return Path(out_root).joinpath(*rel.with_suffix("").parts)
+def document_dir(out_root: Path, relpath: str, out_name: str = "") -> Path:
+    """The document folder of the PDF at `relpath` (`out_name`: the plan's name for it, where it has one)."""
+    return Path(out_root).joinpath(*PurePosixPath(out_name or plain_name(relpath)).parts)
 
 
-def document_stem(relpath: str) -> str:
-    return PurePosixPath(relpath).with_suffix("").name
+def document_stem(relpath: str, out_name: str = "") -> str:
+    return PurePosixPath(out_name or plain_name(relpath)).name
 
 
-def document_file(out_root: Path, relpath: str, output_format: str) -> Path:
+def document_file(out_root: Path, relpath: str, output_format: str, out_name: str = "") -> Path:
     """The document's own file (Markdown, JSON or HTML) for the PDF at `relpath`."""
-    return document_dir(out_root, relpath) / file_name(document_stem(relpath), output_format)
+    return document_dir(out_root, relpath, out_name) / file_name(document_stem(relpath, out_name), output_format)
 
 
 NAME_MAX = 255  # bytes in one file name (ext4, XFS, Lustre, GPFS, NFS)
@@ -51,9 +56,29 @@ def fit_name(stem: str, suffix: str, limit: int = NAME_MAX) -> str:
     return stem.encode()[:room].decode(errors="ignore") + mark + suffix
 
 
-def meta_file(folder: Path, stem: str) -> Path:
-    """The document's metadata file: `<stem>_meta.json`, shortened where that name would be too long."""
-    return Path(folder) / fit_name(stem, META_SUFFIX)
+def meta_file(folder: Path, stem: str, kept_format: str | None = None) -> Path:
+    """The document's metadata file: `<stem>_meta.json`, shortened where that name would be too long; with
+    `kept_format`, that of the conversion in that format kept beside a newer one in another format."""
+    return Path(folder) / fit_name(stem, f"_meta-{kept_format}.json" if kept_format else META_SUFFIX)
+
+
+def _meta_format(path: Path) -> str | None:
+    """The output format a metadata file says its document has (None: no file, or unreadable)."""
+    try:
+        source = json.loads(path.read_text(encoding="utf-8")).get("hpcmarker_source")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (source or {}).get("format", "markdown") if isinstance(source, (dict, type(None))) else None
+
+
+def read_meta(folder: Path, stem: str, output_format: str) -> dict:
+    """The metadata of the document in `output_format` in `folder`: the one kept beside a newer conversion in
+    another format, else the newest conversion's (whatever its format: its `hpcmarker_source` says).
+    OSError (FileNotFoundError where there is none) or ValueError when it cannot be read."""
+    kept = meta_file(folder, stem, output_format)
+    newest = meta_file(folder, stem)
+    chosen = kept if _meta_format(newest) != output_format and kept.is_file() else newest
+    return json.loads(chosen.read_text(encoding="utf-8"))
 
 
 def long_names(relpaths: list[str]) -> list[str]:
@@ -78,24 +103,54 @@ def stage_document(staging_root: Path, name: str, stem: str, doc: ConvertedDocum
 
 
 def commit_staged(staging: Path, final: Path) -> None:
-    """Rename a staged folder into its final place, replacing an older version. FileNotFoundError
-    when `staging` is gone (placed already), with nothing changed."""
+    """Rename a staged folder into its final place, replacing an older version (but its documents in other
+    formats: `keep_other_formats`). FileNotFoundError when `staging` is gone (placed already), with
+    nothing changed."""
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(staging, final)  # no older version (or an empty folder): one rename
     except OSError as exc:
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
             raise
+        if final.is_dir():
+            keep_other_formats(final, staging)
         old = final.parent / f".old-{uuid.uuid4().hex}"  # not the name: a long one would not fit
         os.replace(final, old)
         os.replace(staging, final)
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_document(out_root: Path, relpath: str, doc: ConvertedDocument, staging_root: Path | None = None) -> Path:
+def keep_other_formats(old: Path, new: Path) -> None:
+    """Before the staged document folder `new` replaces `old`: move into `new` what `old` holds of the
+    document in other formats (files of another extension than the new one's), their files, images and
+    metadata (as `<stem>_meta-<format>.json`), so that a run in another --output-format does not delete
+    them. A folder with no other format is replaced whole (no stale images). Idempotent: a crash
+    midway leaves the moved files in `new`, and placing it again moves the rest."""
+    stem = old.name
+    new_ext = next((ext for ext in set(EXTENSIONS.values()) if (new / f"{stem}.{ext}").is_file()), None)
+    if new_ext is None:  # not a document folder (a part of a split PDF): replaced whole
+        return
+    formats = {fmt: meta_file(old, stem, fmt) for fmt in OUTPUT_FORMATS if meta_file(old, stem, fmt).is_file()}
+    newest = _meta_format(meta_file(old, stem))
+    if newest is not None:
+        formats[newest] = meta_file(old, stem)
+    kept = {fmt: meta for fmt, meta in formats.items()
+            if EXTENSIONS[fmt] != new_ext and (old / file_name(stem, fmt)).is_file()}
+    if not kept:
+        return
+    dropped = {meta.name for meta in formats.values()} | {meta_file(old, stem).name}
+    for fmt, meta in kept.items():
+        os.replace(meta, meta_file(new, stem, fmt))
+    for path in old.iterdir():
+        if path.name not in dropped and path.is_file() and not (new / path.name).exists():
+            os.replace(path, new / path.name)
+
+
+def write_document(out_root: Path, relpath: str, doc: ConvertedDocument, staging_root: Path | None = None,
+                   out_name: str = "") -> Path:
     """Stage and commit `doc` as the document for `relpath`; returns the path of its file."""
-    final = document_dir(out_root, relpath)
-    stem = document_stem(relpath)
+    final = document_dir(out_root, relpath, out_name)
+    stem = document_stem(relpath, out_name)
     staging = stage_document(staging_root or final.parent, fit_name(f".{stem}", ".partial", NAME_MAX - 9), stem, doc)
     commit_staged(staging, final)
     return final / file_name(stem, doc.format)

@@ -16,9 +16,9 @@ from hpc_marker.planning.plan import Plan
 from hpc_marker.planning.store import ShareSummary
 from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, latest_frame
 from hpc_marker.runstate.subitems import PARTIAL, resolve_frame
-from hpc_marker.util.frames import isin
+from hpc_marker.util.frames import busy_seconds, isin
 
-ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts"]
+ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts", "out_name"]
 
 
 def plan_frames(plan: Plan) -> tuple[pd.DataFrame, list[ShareSummary]]:
@@ -45,19 +45,21 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
     final, leaves = resolve_frame(latest[isin(latest["item_id"], planned)], latest)  # bisected items folded
     ok, partial = final[final["status"] == "ok"], final[final["status"] == PARTIAL]
     failed = final[~final["status"].isin(["ok", PARTIAL])]
-    wall = float(records["finished"].max() - records["started"].min()) if len(records) else 0.0
+    wall = busy_seconds(records["started"], records["finished"])  # not the idle time between submissions
     pages_ok = int(final["pages_ok"].sum())
     per_task = records.assign(ok=records["status"] == "ok", split=records["status"] == BISECTED,
                               ok_pages=records["pages"].where(records["status"] == "ok", 0)).groupby("task")
     agg = per_task.agg(ok=("ok", "sum"), n=("ok", "size"), split=("split", "sum"), pages_ok=("ok_pages", "sum"),
                        busy=("seconds", "sum"), first=("started", "min"), last=("finished", "max"))
+    agg["wall"] = records.groupby("task")[["started", "finished"]].apply(
+        lambda own: busy_seconds(own["started"], own["finished"])) if len(records) else []
     for column, name in (("gpu", "gpu"), ("host", "hosts")):  # the distinct pairs first: a few per task
         pairs = records[["task", column]].drop_duplicates()
         agg[name] = pairs.groupby("task")[column].agg(lambda s: sorted(set(s))).reindex(agg.index)
     tasks = []
     for share in shares:
         row = agg.loc[share.index] if share.index in agg.index else None
-        t_wall = float(row["last"] - row["first"]) if row is not None else 0.0
+        t_wall = float(row["wall"]) if row is not None else 0.0
         t_pages = int(row["pages_ok"]) if row is not None else 0
         tasks.append({
             "task": share.index, "items": share.items, "planned_pages": share.pages,
@@ -69,7 +71,7 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
     failed = failed.sort_values(["pdf", "page_start"], kind="stable")
     failures = pd.DataFrame({"item_id": failed["item_id"], "pdf": failed["pdf"],
                              "pages": _pages(failed["page_start"], failed["page_stop"]),
-                             "status": failed["status"], "error": failed["error"]})
+                             "status": failed["status"], "error": failed["error"], "task": failed["task"]})
     counts = final["status"].value_counts()
     share_of = pd.Series(np.repeat([s.index for s in shares], [s.items for s in shares]), index=planned.values)
     done = final[final["status"] != BISECTED]  # a bisected item whose halves are not all finished is not done

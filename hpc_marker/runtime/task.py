@@ -275,7 +275,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
                     continue
                 pool.submit(item.item_id, convert_to_staging,
                             (str(Path(record.pdfs_root) / item.pdf), item.page_start, item.page_stop,
-                             str(paths.staging), item.item_id, document_stem(item.pdf)),
+                             str(paths.staging), item.item_id, document_stem(item.pdf, item.out_name)),
                             timeout_s=limit.for_pages(item.pages))
                 inflight[item.item_id] = (item, batch)
             if draining:

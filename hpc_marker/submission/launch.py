@@ -7,7 +7,6 @@ and prints the same scripts.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -15,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpc_marker.engines import check_engine, output_settings
+from hpc_marker.engines.formats import EXTENSIONS
 from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
 from hpc_marker.executors.base import NO_JOB, Progress, SubmitFailed, live_job_ids
+from hpc_marker.planning.outnames import output_names, renamed_note
 from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
-from hpc_marker.planning.store import save_plan
+from hpc_marker.planning.store import out_names, save_plan
 from hpc_marker.runstate.index import forget_run, register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.outlock import Holder, acquire, age, release
@@ -30,6 +31,7 @@ from hpc_marker.runstate.output import (
     document_stem,
     long_names,
     meta_file,
+    read_meta,
 )
 from hpc_marker.runstate.permissions import PERMISSIONS, private_files
 from hpc_marker.runstate.record import RunRecord, new_run_id
@@ -99,12 +101,15 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     out = request.out.resolve()
     check_out_dir(out, PERMISSIONS[request.permissions])
     wanted = output_settings(request.engine, request.engine_options, request.llm.record() if request.llm else None)
-    up_to_date = [] if request.force else [pdf.relpath for pdf in scanned if output_is_current(out, pdf, wanted)]
+    names = document_names(request, out, scanned)
+    up_to_date = [] if request.force else [pdf.relpath for pdf in scanned
+                                           if output_is_current(out, pdf, wanted, names.get(pdf.relpath, ""))]
     todo = [pdf for pdf in scanned if pdf.relpath not in set(up_to_date)]
     if not todo:
         raise NothingToDo(f"all {len(scanned)} PDFs already have outputs in {out} made from the same files with "
                           f"the same engine and options (--force redoes them)")
-    notes = []
+    notes = [note] if (note := renamed_note({pdf.relpath: names[pdf.relpath] for pdf in todo if pdf.relpath in names},
+                                            EXTENSIONS[request.engine_options.output_format])) else []
     if long := long_names([pdf.relpath for pdf in todo]):
         notes.append(f"note: {len(long)} PDF names are too long for `<name>{'_meta.json'}` (255 bytes); their "
                      f"metadata goes to a shortened name, e.g. {meta_file(Path(), document_stem(long[0])).name}")
@@ -113,7 +118,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     paths = RunPaths(out / RUNS_SUBDIR / run_id)
     if create and paths.root.exists():
         raise LaunchError(f"run {run_id} already exists at {paths.root}")
-    items = work_items(todo)
+    items = work_items(todo, names)
     if request.plan_strategy == "static":
         plan = static_chunks(items, max(1, fit.tasks))
     else:
@@ -201,17 +206,26 @@ def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
     llm_paths.save_settings(settings)
 
 
-def output_is_current(out: Path, pdf: ScannedPdf, wanted: dict) -> bool:
+def document_names(request: SubmitRequest, out: Path, scanned: list[ScannedPdf]) -> dict[str, str]:
+    """The renamed documents of this run (planning/outnames.py): from the whole scan, or for a follow-up run
+    (which scans only its selection) its parent's, so that it writes where its parent did."""
+    if request.parent:
+        parent = RunPaths(out / RUNS_SUBDIR / request.parent["run_id"])
+        return out_names(parent.plan)
+    return output_names([pdf.relpath for pdf in scanned])
+
+
+def output_is_current(out: Path, pdf: ScannedPdf, wanted: dict, out_name: str = "") -> bool:
     """The PDF's document exists, whole (no page lost: a partial document is converted again), and was
     made from this very file (size and mtime) with the settings `wanted` (engines.output_settings: the
     engine and its output-affecting options, the output format among them). A document that does not
     record its settings (written before they were recorded) is not current."""
-    meta = meta_file(document_dir(out, pdf.relpath), document_stem(pdf.relpath))
     output_format = wanted.get("output_format", "markdown")
-    if not document_file(out, pdf.relpath, output_format).is_file() or not meta.is_file():
+    if not document_file(out, pdf.relpath, output_format, out_name).is_file():
         return False
     try:
-        metadata = json.loads(meta.read_text(encoding="utf-8"))
+        metadata = read_meta(document_dir(out, pdf.relpath, out_name), document_stem(pdf.relpath, out_name),
+                             output_format)
         source = metadata.get("hpcmarker_source", {})
         stat = pdf.path.stat()
     except (OSError, ValueError, AttributeError):

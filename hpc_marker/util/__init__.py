@@ -4,6 +4,7 @@
   files.py      atomic_write: write a whole file under its final name or not at all
   processes.py  process trees (/proc): alive, descendants, terminate then kill; die with the parent
   errors.py     UserError: bad input, said in one line, exit code 2
-  frames.py     isin: membership of strings in a frame column, by Arrow (fast at 10^6 rows)
+  frames.py     isin: membership of strings in a frame column, by Arrow (fast at 10^6 rows); busy_seconds:
+                how long work was in flight (the idle gaps between a run's submissions left out)
   commands.py   command_line: a command hpcmarker prints, shell-quoted so that it runs as printed; ocr_command
 """

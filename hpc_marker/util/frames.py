@@ -39,3 +39,37 @@ def _strings(values: Iterable):
 
     array = pa.array(values if isinstance(values, (pd.Series, pd.Index)) else list(values), from_pandas=True)
     return array.cast(pa.large_string()) if len(array) else pa.array([], type=pa.large_string())
+
+
+IDLE_GAP_S = 60.0  # a stretch this long with no item in flight is idle (between a run's submissions), not work
+
+
+def busy_seconds(started, finished, idle_gap_s: float = IDLE_GAP_S) -> float:
+    """How long work was in flight: the length of the union of the intervals [started, finished], a gap of
+    at most `idle_gap_s` between them counted as work (claiming the next item, waiting for a lease), a
+    longer one not (the idle time between a run and its retry). Any order; 0.0 for none. Vectorized."""
+    import numpy as np
+
+    starts, ends = np.asarray(started, dtype=float), np.asarray(finished, dtype=float)
+    if not len(starts):
+        return 0.0
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], ends[order]
+    reach = np.maximum.accumulate(ends)  # the latest end so far
+    first = np.flatnonzero(np.concatenate([[True], starts[1:] - reach[:-1] > idle_gap_s]))  # each stretch's
+    return float((np.maximum.reduceat(ends, first) - starts[first]).sum())
+
+
+def working_seconds(first: float | None, last: float | None, busy: float | None, now: float,
+                    running: list[float] | None) -> float | None:
+    """How long a run has worked, from its items' first start, last finish and busy time (`busy_seconds`;
+    None: last - first), and while it runs (`running`: when its running tasks started) the stretch since
+    its last item, or since its tasks started where that was after an idle gap (a retry's). Pure."""
+    if first is None:
+        return None
+    last = last or first
+    busy = busy if busy is not None else last - first
+    if running is None:
+        return busy
+    since = min(running) if running and min(running) > last + IDLE_GAP_S else last
+    return busy + max(0.0, now - since)

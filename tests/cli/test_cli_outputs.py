@@ -46,7 +46,8 @@ def test_json_run_then_garbled_documents_again_then_export(tmp_path, sample_pdfs
                     "--run-id", "second")
     assert second.exit_code == 0, second.output
     redone = out / "zh" / "example-single"
-    assert sorted(p.name for p in redone.iterdir()) == ["example-single.md", "example-single_meta.json"]
+    assert sorted(p.name for p in redone.iterdir()) == ["example-single.json", "example-single.md",  # json kept
+                                                        "example-single_meta-json.json", "example-single_meta.json"]
     assert json.loads((resolve_run("second").record).read_text())["parent"]["run_id"] == "first"
 
     exported = invoke("export", "first", "--format", "parquet", "--to", str(tmp_path / "ds"))
