@@ -11,6 +11,7 @@ from runkit import FINISHED_WITH_FAILURES, invoke, run_local
 
 from hpc_marker.runstate.index import register_run
 from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.submission.launch import record_jobs
 from hpc_marker.submission.followup import RunOverrides, prepare_followup
 
 
@@ -48,7 +49,8 @@ def test_status_lists_the_failed_documents_and_logs_opens_the_log_that_explains_
 def test_status_of_an_out_folder_names_a_follow_up_run_that_is_not_finished(tmp_path):
     run, _ = _bad_run(tmp_path)
     out = tmp_path / "out"
-    follow = prepare_followup(run.paths, "failed", 0.0, RunOverrides(run_id="again"))  # its jobs never ran:
+    follow = prepare_followup(run.paths, ("failed",), 0.0, RunOverrides(run_id="again"))
+    record_jobs(follow.prepared.paths, follow.prepared.record, {"convert": ["999999"]})  # submitted; never ran:
     register_run(follow.prepared.paths)
     assert invoke("cancel", "again").exit_code == 0  # cancelled, its --out free
     later = tmp_path / "later"
