@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 
 from hpc_marker.cli.group import InputError, run_paths
+from hpc_marker.cli.types import COUNT, ITEM_TIMEOUT, MEMORY, TIME
 from hpc_marker.engines import ENGINE_NAMES, EngineOptions
 from hpc_marker.engines.formats import OUTPUT_FORMATS
 from hpc_marker.runstate.documents import SELECTORS
@@ -72,15 +73,15 @@ def cancel(run) -> None:
 def resource_options(command):
     """The resources `resume` and `retry` may change for what they resubmit (ResumeOverrides)."""
     for option in reversed([
-        click.option("--time", "time_limit", help="Time limit of the resubmitted tasks (e.g. 08:00:00)."),
-        click.option("--mem", help="Memory per resubmitted task, as sbatch --mem takes it."),
-        click.option("--cpus-per-task", type=int, help="CPUs per resubmitted task."),
-        click.option("--item-timeout", metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
+        click.option("--time", "time_limit", type=TIME, help="Time limit of the resubmitted tasks (e.g. 08:00:00)."),
+        click.option("--mem", type=MEMORY, help="Memory per resubmitted task, as sbatch --mem takes it."),
+        click.option("--cpus-per-task", type=COUNT, help="CPUs per resubmitted task."),
+        click.option("--item-timeout", type=ITEM_TIMEOUT, metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
                      help="Wall-clock limit per work item from now on."),
         click.option("--partition", help="Slurm partition for the resubmitted tasks."),
         click.option("--profile", help="Partition profile for the resubmitted tasks (its partition, GRES, "
                      "account, setup lines...; the options above win over it)."),
-        click.option("--gpus", type=int, help="At most this many tasks at once (those with the most "
+        click.option("--gpus", type=COUNT, help="At most this many tasks at once (those with the most "
                      "work left; the others' items are taken by stealing)."),
         click.option("--force-concurrent", is_flag=True, help="Even while another run of its --out is active."),
     ]):

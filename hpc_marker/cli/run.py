@@ -13,12 +13,21 @@ from rich.console import Console
 
 from hpc_marker.cli.group import InputError
 from hpc_marker.cli.llm import parse_option
+from hpc_marker.cli.types import (
+    BYTES,
+    COUNT,
+    ITEM_TIMEOUT,
+    MEMORY,
+    SECONDS,
+    TIME,
+    WORKERS,
+)
 from hpc_marker.engines import ENGINE_NAMES, EngineOptions
 from hpc_marker.engines.formats import OUTPUT_FORMATS
 from hpc_marker.executors import NAMES as EXECUTORS
 from hpc_marker.runstate.permissions import PERMISSIONS
 from hpc_marker.slurm.parse import base_id
-from hpc_marker.submission.request import STRATEGIES, LaunchError, parse_workers_per_gpu
+from hpc_marker.submission.request import STRATEGIES
 
 WILL_FAIL_LINES = 20  # unreadable PDFs named one per line at submit; the rest are counted (all are in the manifest)
 
@@ -36,20 +45,10 @@ def engine_options(force_ocr: bool, languages: str | None, marker_config: Path |
                          output_format=output_format, images=images)
 
 
-def _workers_per_gpu(_ctx, _param, value) -> int | None:
-    """auto (0: each task chooses, runtime/sizing.py) or a count of at least 1."""
-    if value is None:
-        return None
-    try:
-        return parse_workers_per_gpu(value)
-    except LaunchError:
-        raise click.BadParameter(f"{value!r}: use auto or a number of at least 1") from None
-
-
 @click.command()
 @click.option("--pdfs", required=True, type=click.Path(path_type=Path), help="Folder to scan for PDFs (recursively).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the Markdown (and the run folder).")
-@click.option("--gpus", type=int, show_default=True, help="GPUs = array tasks (at most one per work item).")
+@click.option("--gpus", type=COUNT, show_default=True, help="GPUs = array tasks (at most one per work item).")
 @click.option("--profile", show_default=True,
               help="Partition profile from the config (template, partition, GRES, account, setup lines...).")
 @click.option("--partition", help="Slurm partition (default: the profile's, else the cluster's default).")
@@ -57,11 +56,11 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
 @click.option("--engine", type=click.Choice(ENGINE_NAMES), show_default=True,
               help="marker; text (the text layer, no models); benchmark (a benchmark tool: text output "
                    "at a fixed cost per page, HPCMARKER_BENCH_SECONDS_PER_PAGE).")
-@click.option("--workers-per-gpu", show_default=True, metavar="auto|N", callback=_workers_per_gpu,
+@click.option("--workers-per-gpu", show_default=True, metavar="auto|N", type=WORKERS,
               help="Worker processes per task; auto: from the GPU's memory, the task's CPUs and the engine.")
-@click.option("--cpus-per-task", type=int, help="CPUs each array task asks for (default: the profile's, else 4).")
-@click.option("--mem", help="Memory per task, as sbatch --mem takes it (e.g. 32G; default: the profile's).")
-@click.option("--time", "time_limit", help="Time limit per task (default: the profile's, else 04:00:00).")
+@click.option("--cpus-per-task", type=COUNT, help="CPUs each array task asks for (default: the profile's, else 4).")
+@click.option("--mem", type=MEMORY, help="Memory per task, as sbatch --mem takes it (e.g. 32G; default: the profile's).")
+@click.option("--time", "time_limit", type=TIME, help="Time limit per task (default: the profile's, else 04:00:00).")
 @click.option("--force-ocr", is_flag=True, help="OCR every page (marker).")
 @click.option("--languages", help="Comma-separated languages for OCR (marker versions that take them).")
 @click.option("--marker-config", type=click.Path(path_type=Path), help="JSON file of extra marker settings.")
@@ -74,14 +73,14 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
 @click.option("--executor", type=click.Choice(["auto", *EXECUTORS]), show_default=True,
               help="auto: Slurm when sbatch is on PATH, else this machine.")
 @click.option("--run-id", help="Name the run (default: a timestamp).")
-@click.option("--split-pages", type=int, help="Split PDFs longer than this into page ranges "
+@click.option("--split-pages", type=COUNT, help="Split PDFs longer than this into page ranges "
               "(default: a quarter of total pages / GPUs, at least 16; 0: never split).")
 @click.option("--steal/--no-steal", default=None, show_default=True,
               help="Tasks that run out of work take over other tasks' unfinished items.")
 @click.option("--bisect/--no-bisect", default=None, show_default=True,
               help="A failing item of several pages is cut in halves, again and again, until its bad pages stand "
                    "alone: the rest converts and the document is `partial`, with a placeholder for each lost page.")
-@click.option("--lease-seconds", show_default=True, type=float,
+@click.option("--lease-seconds", show_default=True, type=SECONDS,
               help="A claimed item whose task stops renewing its claim this long is taken over.")
 @click.option("--plan-strategy", type=click.Choice(STRATEGIES), show_default=True,
               help="static: marker's chunk_convert sharding (files in listing order, no split, no "
@@ -92,42 +91,42 @@ def _workers_per_gpu(_ctx, _param, value) -> int | None:
               "clean Markdown).")
 @click.option("--llm-server", type=click.Choice(["ollama", "vllm"]),
               help="The LLM service's server (default: the profile's llm_server, else ollama).")
-@click.option("--llm-replicas", show_default=True, type=int,
+@click.option("--llm-replicas", show_default=True, type=COUNT,
               help="LLM service jobs, each with --llm-gpus GPUs; tasks spread over them and move to a live one "
                    "when theirs stops.")
-@click.option("--llm-gpus", show_default=True, type=int, help="GPUs per LLM service job (vLLM: tensor parallelism).")
-@click.option("--llm-cpus", show_default=True, type=int, help="CPUs per LLM service job.")
-@click.option("--llm-parallel", show_default=True, type=int,
+@click.option("--llm-gpus", show_default=True, type=COUNT, help="GPUs per LLM service job (vLLM: tensor parallelism).")
+@click.option("--llm-cpus", show_default=True, type=COUNT, help="CPUs per LLM service job.")
+@click.option("--llm-parallel", show_default=True, type=COUNT,
               help="Generations per replica at once: OLLAMA_NUM_PARALLEL, vLLM's --max-num-seqs "
                    "(choose with `hpcmarker llm bench`).")
-@click.option("--llm-ctx", type=int, help="Context size: num_ctx of a derived Ollama model (created once, reused); "
+@click.option("--llm-ctx", type=COUNT, help="Context size: num_ctx of a derived Ollama model (created once, reused); "
               "vLLM's --max-model-len.")
 @click.option("--llm-option", "llm_options", multiple=True, metavar="KEY=VALUE",
               help="Ollama: a model parameter (temperature=0); vLLM: a `vllm serve` flag (enforce-eager=true, "
                    "gpu-memory-utilization=0.9); repeatable.")
-@click.option("--llm-wait", show_default=True, type=float,
+@click.option("--llm-wait", show_default=True, type=SECONDS,
               help="Seconds a task waits for the LLM service before failing.")
 @click.option("--llm-bind", metavar="HOST", help="Address of the service's authenticating front "
               "(default: the service node's hostname address).")
-@click.option("--item-timeout", show_default=True, metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
+@click.option("--item-timeout", show_default=True, type=ITEM_TIMEOUT, metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
               help="Wall-clock limit per work item; past it only that item's worker is ended and the item is "
                    "recorded `timeout` (auto: 300 s + 60 s/page; a worker's first item also gets the engine's "
                    "model-loading allowance: marker 600 s, text 30 s).")
-@click.option("--worker-memory", metavar="SIZE", help="Address-space cap per worker (e.g. 8G) for CPU engines: "
+@click.option("--worker-memory", type=BYTES, metavar="SIZE", help="Address-space cap per worker (e.g. 8G) for CPU engines: "
               "an item that needs more fails alone (marker: use --mem).")
 @click.option("--permissions", type=click.Choice(list(PERMISSIONS)), show_default=True, help="Who may read the Markdown written (the run folder stays private).")
 @click.option("--inference-server", type=click.Choice(["auto", "off", "native", "apptainer", "singularity"]),
               help="marker 2.x's VLM server, one per task: native (`vllm serve` from the job's environment), "
                    "apptainer (in the profile's inference_image), off (SURYA_INFERENCE_URL or surya's own); "
                    "auto (default): the profile's inference_server, else native.")
-@click.option("--inference-startup-timeout", type=float, metavar="SECONDS", show_default=True,
+@click.option("--inference-startup-timeout", type=SECONDS, metavar="SECONDS", show_default=True,
               help="Seconds a task waits for its inference server to answer.")
-@click.option("--max-running", type=int, metavar="K", help="At most K tasks of the run at once (Slurm's --array "
+@click.option("--max-running", type=COUNT, metavar="K", help="At most K tasks of the run at once (Slurm's --array "
               "...%K; a run split into several arrays, past the cluster's MaxArraySize, shares K between them in "
               "proportion to their sizes). Default: no throttle.")
-@click.option("--scan-workers", type=int, metavar="N", show_default=True,
+@click.option("--scan-workers", type=COUNT, metavar="N", show_default=True,
               help="Processes counting pages while scanning, each at nice 10 (at most one per core).")
-@click.option("--min-task-pages", type=int, metavar="PAGES", show_default=True,
+@click.option("--min-task-pages", type=COUNT, metavar="PAGES", show_default=True,
               help="Each task gets at least this many pages: --gpus beyond what the PDFs can use is reduced "
                    "(with a note), so no task loads the models for a page or two.")
 @click.option("--force-concurrent", is_flag=True,
@@ -292,12 +291,12 @@ class ProgressPrinter:
 
 @click.command("plan")
 @click.option("--pdfs", required=True, type=click.Path(path_type=Path))
-@click.option("--gpus", default=1, show_default=True, type=int)
-@click.option("--split-pages", type=int, help="As for submit (default derived; 0: never split).")
+@click.option("--gpus", default=1, show_default=True, type=COUNT)
+@click.option("--split-pages", type=COUNT, help="As for submit (default derived; 0: never split).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--scan-workers", type=int, metavar="N", show_default=True,
+@click.option("--scan-workers", type=COUNT, metavar="N", show_default=True,
               help="Processes counting pages, each at nice 10 (at most one per core).")
-@click.option("--min-task-pages", type=int, metavar="PAGES", show_default=True,
+@click.option("--min-task-pages", type=COUNT, metavar="PAGES", show_default=True,
               help="As for submit: each task gets at least this many pages.")
 @click.option("--progress/--no-progress", default=None,
               help="A progress bar on stderr while scanning (default: on a terminal, except with --format json).")
@@ -307,14 +306,6 @@ def plan_command(pdfs, gpus, split_pages, fmt, scan_workers, min_task_pages, pro
     from hpc_marker.planning.scan import ScanError, scan_pdfs
     from hpc_marker.submission.launch import fewer_tasks_note
 
-    if gpus < 1:
-        raise InputError(f"--gpus {gpus}: must be at least 1")
-    if scan_workers is not None and scan_workers < 1:
-        raise InputError(f"--scan-workers {scan_workers}: must be at least 1")
-    if split_pages is not None and split_pages < 0:
-        raise InputError(f"--split-pages {split_pages}: must be 0 (never split) or a number of pages")
-    if min_task_pages < 1:
-        raise InputError(f"--min-task-pages {min_task_pages}: must be at least 1")
     try:
         scanned = scan_pdfs(pdfs, scan_workers, cache=True, progress=_show_progress(progress, machine=fmt == "json"))
     except ScanError as exc:
