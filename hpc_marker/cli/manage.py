@@ -145,7 +145,6 @@ def resume(run, **options) -> None:
               help="no-text/garbled: the share of a document's pages that must carry the flag (0: any page).")
 @click.option("--engine", type=click.Choice(ENGINE_NAMES), help="With --select: the follow-up run's engine.")
 @click.option("--force-ocr/--no-force-ocr", default=None, help="With --select: OCR every page (marker).")
-@click.option("--languages", help="With --select: comma-separated OCR languages (marker versions that take them).")
 @click.option("--marker-config", type=click.Path(path_type=Path), help="With --select: JSON file of marker settings.")
 @click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), help="With --select: the output format.")
 @click.option("--images/--no-images", default=None, help="With --select: extract images (marker).")
@@ -153,7 +152,7 @@ def resume(run, **options) -> None:
 @click.option("--run-id", help="With --select: name the follow-up run (default: a timestamp).")
 @click.option("--dry-run", is_flag=True, help="With --select: list the documents selected; submit nothing.")
 @resource_options
-def retry(run, include_poison, selector, min_share, engine, force_ocr, languages, marker_config, output_format,
+def retry(run, include_poison, selector, min_share, engine, force_ocr, marker_config, output_format,
           images, paginate, run_id, dry_run, **options) -> None:
     """Re-run RUN's failed items and lost pages (and whatever is unfinished); poison items keep their error.
     The resource options change the resources of what is resubmitted (a page that timed out: --item-timeout).
@@ -169,8 +168,7 @@ def retry(run, include_poison, selector, min_share, engine, force_ocr, languages
             extra = EngineOptions.load_extra_config(marker_config)
         except ValueError as exc:
             raise InputError(f"--marker-config {exc}") from None
-    langs = None if languages is None else tuple(x.strip() for x in languages.split(",") if x.strip())
-    overrides = RunOverrides(engine=engine, force_ocr=force_ocr, languages=langs, extra_config=extra,
+    overrides = RunOverrides(engine=engine, force_ocr=force_ocr, extra_config=extra,
                              output_format=output_format, images=images, paginate=paginate, run_id=run_id)
     if selector is None:
         if overrides.given() or dry_run:

@@ -32,16 +32,15 @@ from hpc_marker.submission.request import STRATEGIES
 WILL_FAIL_LINES = 20  # unreadable PDFs named one per line at submit; the rest are counted (all are in the manifest)
 
 
-def engine_options(force_ocr: bool, languages: str | None, marker_config: Path | None,
-                   paginate: bool, output_format: str, images: bool) -> EngineOptions:
+def engine_options(force_ocr: bool, marker_config: Path | None, paginate: bool, output_format: str,
+                   images: bool) -> EngineOptions:
     extra = {}
     if marker_config is not None:
         try:
             extra = EngineOptions.load_extra_config(marker_config)
         except ValueError as exc:
             raise InputError(f"--marker-config {exc}") from None
-    langs = tuple(x.strip() for x in (languages or "").split(",") if x.strip())
-    return EngineOptions(paginate=paginate, force_ocr=force_ocr, languages=langs, extra_config=extra,
+    return EngineOptions(paginate=paginate, force_ocr=force_ocr, extra_config=extra,
                          output_format=output_format, images=images)
 
 
@@ -62,7 +61,6 @@ def engine_options(force_ocr: bool, languages: str | None, marker_config: Path |
 @click.option("--mem", type=MEMORY, help="Memory per task, as sbatch --mem takes it (e.g. 32G; default: the profile's).")
 @click.option("--time", "time_limit", type=TIME, help="Time limit per task (default: the profile's, else 04:00:00).")
 @click.option("--force-ocr", is_flag=True, help="OCR every page (marker).")
-@click.option("--languages", help="Comma-separated languages for OCR (marker versions that take them).")
 @click.option("--marker-config", type=click.Path(path_type=Path), help="JSON file of extra marker settings.")
 @click.option("--paginate/--no-paginate", default=None, show_default=True, help="Page separators in the Markdown.")
 @click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), show_default=True,
@@ -139,7 +137,7 @@ def engine_options(force_ocr: bool, languages: str | None, marker_config: Path |
                    "with more than one worker, not where Slurm shares the GPU through gres/mps or MPS runs already.")
 @click.option("--dry-run", is_flag=True, help="Do everything but submit; print the sbatch scripts.")
 def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gpu, cpus_per_task, mem, time_limit,
-           force_ocr, languages, marker_config, paginate, output_format, images, executor, run_id, split_pages, steal,
+           force_ocr, marker_config, paginate, output_format, images, executor, run_id, split_pages, steal,
            bisect, lease_seconds, plan_strategy, force, llm_model, llm_server, llm_replicas, llm_gpus, llm_cpus,
            llm_parallel, llm_ctx, llm_options, llm_wait, llm_bind, item_timeout, worker_memory, permissions,
            inference_server, inference_startup_timeout, max_running, scan_workers, min_task_pages, force_concurrent,
@@ -163,7 +161,7 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         raise InputError("--llm-server, --llm-ctx and --llm-option need --llm MODEL")
     request = SubmitRequest(
         pdfs=pdfs, out=out, gpus=gpus, engine=engine,
-        engine_options=engine_options(force_ocr, languages, marker_config, paginate, output_format, images),
+        engine_options=engine_options(force_ocr, marker_config, paginate, output_format, images),
         profile=profile, partition=partition, template=template, workers_per_gpu=workers_per_gpu,
         cpus_per_task=cpus_per_task, mem=mem, time_limit=time_limit, executor=executor, run_id=run_id,
         split_pages=split_pages, steal=steal, bisect=bisect, lease_seconds=lease_seconds, plan_strategy=plan_strategy,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpc_marker.engines import check_engine, output_settings
+from hpc_marker.engines.base import same_settings
 from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
 from hpc_marker.executors.base import Progress, SubmitFailed, live_job_ids
@@ -214,7 +215,7 @@ def output_is_current(out: Path, pdf: ScannedPdf, wanted: dict) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return (source.get("size") == stat.st_size and source.get("mtime_ns") == stat.st_mtime_ns
-            and source.get("settings") == wanted and not metadata.get("lost_pages"))
+            and same_settings(source.get("settings"), wanted) and not metadata.get("lost_pages"))
 
 
 def record_jobs(paths: RunPaths, record: RunRecord, ids: dict[str, list[str]],

@@ -104,3 +104,18 @@ def test_a_bad_value_from_the_config_names_the_config(tmp_path, sample_pdfs, mon
 def test_no_arguments_still_print_the_help():
     result = invoke()
     assert "Usage:" in result.output and "submit" in result.output
+
+
+@pytest.mark.parametrize("command", ["submit", "retry"])
+def test_languages_is_gone_because_no_supported_marker_takes_it(command):
+    """marker-pdf 1.10 and 2.0 have no languages setting (it went in 1.7: surya detects the languages)."""
+    assert "--languages" not in invoke(command, "--help").output
+    _one_line_refusal(invoke(command, "--languages", "en"), "Error: No such option '--languages'")
+
+
+def test_an_old_run_record_with_languages_still_loads():
+    from hpc_marker.engines import EngineOptions
+
+    options = EngineOptions.from_json({"paginate": False, "languages": [], "output_format": "json"})
+    assert options == EngineOptions(paginate=False, output_format="json")
+    assert "languages" not in options.to_json()
