@@ -69,6 +69,18 @@ class HpcMarkerGroup(click.Group):
         except click.UsageError as exc:
             raise OneLineError(usage_line(exc), exc.exit_code) from None
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """In the order they were added (cli/__init__.py): a run's life, then the tools."""
+        return list(self.commands)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command with the whole first sentence of its help (click cuts it to the terminal with "...")."""
+        rows = [(name, command.get_short_help_str(limit=10**4)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 
 from hpc_marker.cli.group import InputError, run_paths
+from hpc_marker.cli.sections import SectionedCommand
 from hpc_marker.cli.types import COUNT, ITEM_TIMEOUT, MEMORY, TIME
 from hpc_marker.engines import ENGINE_NAMES, EngineOptions
 from hpc_marker.engines.formats import OUTPUT_FORMATS
@@ -70,6 +71,11 @@ def cancel(run) -> None:
     click.echo(f"cancelled run {paths.run_id}: {', '.join(fold_job_ids(ids)) or 'no jobs'}")
 
 
+RESOURCES = ("time_limit", "mem", "cpus_per_task", "item_timeout", "partition", "profile", "gpus", "force_concurrent")
+FOLLOW_UP = ("selector", "min_share", "engine", "force_ocr", "marker_config", "output_format", "images", "paginate",
+             "run_id", "dry_run")
+
+
 def resource_options(command):
     """The resources `resume` and `retry` may change for what they resubmit (ResumeOverrides)."""
     for option in reversed([
@@ -125,7 +131,7 @@ def _exit_with_local_verdict(paths) -> None:
         tell_verdict(paths)
 
 
-@click.command()
+@click.command(cls=SectionedCommand, sections={"Resources of the resubmitted tasks": RESOURCES, "Help": ("help",)})
 @click.argument("run", required=False)
 @resource_options
 def resume(run, **options) -> None:
@@ -134,7 +140,8 @@ def resume(run, **options) -> None:
     _resume(run, retry_failed=False, options=options)
 
 
-@click.command()
+@click.command(cls=SectionedCommand, sections={"Failed items": ("include_poison",), "Follow-up run": FOLLOW_UP,
+                                                "Resources (without --select)": RESOURCES, "Help": ("help",)})
 @click.argument("run", required=False)
 @click.option("--include-poison", is_flag=True, help="Also retry items that already failed 3 times.")
 @click.option("--select", "selector", type=click.Choice(SELECTORS),

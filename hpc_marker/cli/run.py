@@ -13,6 +13,7 @@ from rich.console import Console
 
 from hpc_marker.cli.group import InputError
 from hpc_marker.cli.llm import parse_option
+from hpc_marker.cli.sections import SectionedCommand
 from hpc_marker.cli.types import (
     BYTES,
     COUNT,
@@ -29,6 +30,28 @@ from hpc_marker.runstate.permissions import PERMISSIONS
 from hpc_marker.slurm.parse import base_id
 from hpc_marker.submission.request import STRATEGIES
 
+SUBMIT_SECTIONS = {  # --help's headings and the options under each (cli/sections.py)
+    "Input and output": ("pdfs", "out", "output_format", "images", "paginate", "force", "run_id", "permissions",
+                         "dry_run"),
+    "Resources": ("gpus", "profile", "partition", "template", "cpus_per_task", "mem", "time_limit", "executor"),
+    "Engine": ("engine", "workers_per_gpu", "force_ocr", "marker_config", "item_timeout", "worker_memory", "bisect",
+               "inference_server", "inference_startup_timeout", "mps"),
+    "LLM": ("llm_model", "llm_server", "llm_replicas", "llm_gpus", "llm_cpus", "llm_parallel", "llm_ctx",
+            "llm_options", "llm_wait", "llm_bind"),
+    "Scheduling": ("max_running", "split_pages", "min_task_pages", "steal", "lease_seconds", "plan_strategy",
+                   "force_concurrent"),
+    "Advanced": ("scan_workers", "progress", "help"),
+}
+SUBMIT_EXAMPLES = (  # each line runs as printed (tests/cli/test_help.py runs them)
+    "# every PDF under ~/pdfs on 8 GPUs of the cluster (Slurm), Markdown into ~/md:",
+    "hpcmarker submit --pdfs ~/pdfs --out ~/md --gpus 8",
+    "# here, without Slurm or a GPU: the PDFs' text layer, no models:",
+    "hpcmarker submit --pdfs ~/pdfs --out ~/md --engine text --executor local",
+    "# the sbatch scripts of a run of 12 hours and 64G a task; nothing is submitted:",
+    "hpcmarker submit --pdfs ~/pdfs --out ~/md --time 12:00:00 --mem 64G --dry-run",
+    "# JSON chunks for a RAG index, without images:",
+    "hpcmarker submit --pdfs ~/pdfs --out ~/rag --output-format chunks --no-images",
+)
 WILL_FAIL_LINES = 20  # unreadable PDFs named one per line at submit; the rest are counted (all are in the manifest)
 
 
@@ -44,7 +67,7 @@ def engine_options(force_ocr: bool, marker_config: Path | None, paginate: bool, 
                          output_format=output_format, images=images)
 
 
-@click.command()
+@click.command(cls=SectionedCommand, sections=SUBMIT_SECTIONS, examples=SUBMIT_EXAMPLES)
 @click.option("--pdfs", required=True, type=click.Path(path_type=Path), help="Folder to scan for PDFs (recursively).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the Markdown (and the run folder).")
 @click.option("--gpus", type=COUNT, show_default=True, help="GPUs = array tasks (at most one per work item).")
