@@ -15,6 +15,7 @@ from hpc_marker.cli.types import COUNT, ITEM_TIMEOUT, MEMORY, TIME
 from hpc_marker.engines import ENGINE_NAMES, EngineOptions
 from hpc_marker.engines.formats import OUTPUT_FORMATS
 from hpc_marker.runstate.documents import SELECTORS
+from hpc_marker.util.text import plural
 
 
 @click.command()
@@ -109,13 +110,13 @@ def _resume(run: str | None, retry_failed: bool, options: dict, include_poison: 
     except LocalRunFailed as exc:
         raise click.ClickException(f"run {paths.run_id}: {exc}") from None
     if retry_failed:
-        click.echo(f"reopened {result.reopened} failed items"
-                   + (f"; {len(result.poison)} poison items kept as failed (--include-poison retries them)"
+        click.echo(f"reopened {plural(result.reopened, 'failed item')}"
+                   + (f"; {plural(len(result.poison), 'poison item')} kept as failed (--include-poison retries them)"
                       if result.poison else ""))
     if not result.tasks:
         click.echo(f"run {paths.run_id}: nothing left to convert; collected")
         return
-    click.echo(f"run {paths.run_id}: {result.unfinished} unfinished items; resubmitted tasks "
+    click.echo(f"run {paths.run_id}: {plural(result.unfinished, 'unfinished item')}; resubmitted tasks "
                f"{index_ranges(result.tasks)} as {', '.join(fold_job_ids(result.jobs['convert']))}, "
                f"collector {', '.join(result.jobs['collect'])}")
     _exit_with_local_verdict(paths)
@@ -201,7 +202,7 @@ def _follow_up(run: str | None, selector: str, min_share: float, overrides, dry_
     except NothingToDo as exc:
         click.echo(str(exc))
         return
-    click.echo(f"run {paths.run_id}: {len(follow.selected)} documents selected by --select {selector}")
+    click.echo(f"run {paths.run_id}: {plural(len(follow.selected), 'document')} selected by --select {selector}")
     if dry_run:
         for pdf in follow.selected:
             click.echo(f"  {pdf}")
@@ -243,7 +244,7 @@ def collect(run) -> None:
     summary = collect_run(str(paths.root))
     click.echo(f"wrote {paths.manifest_csv} and {paths.summary}")
     if summary["torn_manifest_lines"]:
-        click.echo(f"{len(summary['torn_manifest_lines'])} torn manifest lines reported", err=True)
+        click.echo(f"{plural(len(summary['torn_manifest_lines']), 'torn manifest line')} reported", err=True)
 
 
 @click.command()
@@ -286,7 +287,8 @@ def export(run, export_format, folder, include_failed, rows_per_shard, shard_siz
     result = export_run(paths, folder, export_format, include_failed=include_failed, rows_per_shard=rows_per_shard,
                         shard_bytes=shard_bytes, follow_ups=follow_ups, overwrite=overwrite)
     others = {status: n for status, n in result.by_status.items() if status != "ok"}
-    click.echo(f"run {paths.run_id}: {result.rows} rows in {len(result.shards)} shards in {result.folder} "
+    click.echo(f"run {paths.run_id}: {plural(result.rows, 'row')} in {plural(len(result.shards), 'shard')} in "
+               f"{result.folder} "
                f"(manifest _export.json)" + (f"; not ok: {', '.join(f'{n} {s}' for s, n in sorted(others.items()))}"
                                              + ("" if include_failed else " (--include-failed adds them)")
                                              if others else ""))

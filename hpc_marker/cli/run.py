@@ -29,6 +29,7 @@ from hpc_marker.executors import NAMES as EXECUTORS
 from hpc_marker.runstate.permissions import PERMISSIONS
 from hpc_marker.slurm.parse import base_id
 from hpc_marker.submission.request import STRATEGIES
+from hpc_marker.util.text import plural
 
 SUBMIT_SECTIONS = {  # --help's headings and the options under each (cli/sections.py)
     "Input and output": ("pdfs", "out", "output_format", "images", "paginate", "force", "run_id", "permissions",
@@ -204,7 +205,8 @@ def submit(pdfs, out, gpus, profile, partition, template, engine, workers_per_gp
         click.echo(dry_run_text(prepared.scripts, (prepared.record.llm or {}).get("replicas", 1)), nl=False)
         return
     if prepared.up_to_date:
-        click.echo(f"skipping {len(prepared.up_to_date)} PDFs whose outputs are up to date (--force redoes them)")
+        click.echo(f"skipping {plural(len(prepared.up_to_date), 'PDF')} whose outputs are up to date "
+                   "(--force redoes them)")
     submit_prepared(prepared, lambda: submit_run(prepared, progress=ProgressPrinter()))
 
 
@@ -216,13 +218,14 @@ def submit_prepared(prepared, submit: Callable) -> None:
 
     plan, record = prepared.plan, prepared.record
     executor_used = executor_for(record.executor)
-    click.echo(f"run {record.run_id}: {len(prepared.scanned)} PDFs ({len(plan.items)} work items), "
-               f"{plan.total_pages} pages, {record.tasks} tasks ({record.executor}); run folder {prepared.paths.root}")
+    click.echo(f"run {record.run_id}: {plural(len(prepared.scanned), 'PDF')} ({plural(len(plan.items), 'work item')}), "
+               f"{plural(plan.total_pages, 'page')}, {plural(record.tasks, 'task')} ({record.executor}); "
+               f"run folder {prepared.paths.root}")
     unreadable = [pdf for pdf in prepared.scanned if pdf.error]
     for pdf in unreadable[:WILL_FAIL_LINES]:
         click.echo(f"  will fail: {pdf.relpath}: {pdf.error}", err=True)
     if len(unreadable) > WILL_FAIL_LINES:
-        click.echo(f"  ... and {len(unreadable) - WILL_FAIL_LINES} more PDFs that will fail (each is in the "
+        click.echo(f"  ... and {plural(len(unreadable) - WILL_FAIL_LINES, 'more PDF')} that will fail (each is in the "
                    f"manifest with its reason: hpcmarker status {record.run_id})", err=True)
     for note in prepared.notes:
         click.echo(note, err=True)
@@ -241,7 +244,7 @@ def submit_prepared(prepared, submit: Callable) -> None:
         arrays = list(dict.fromkeys(base_id(job_id) for job_id in record.jobs["convert"]))  # in submission order
         sizes = " + ".join(f"{len(array.tasks):,}" for array in prepared.layout.arrays)
         click.echo(f"submitted: {'array' if len(arrays) == 1 else 'arrays'} {', '.join(arrays)} "
-                   f"({record.tasks:,} tasks{f': {sizes}' if len(arrays) > 1 else ''}), "
+                   f"({plural(record.tasks, 'task')}{f': {sizes}' if len(arrays) > 1 else ''}), "
                    f"collector {record.jobs['collect'][0]}")
         click.echo(f"follow it with: hpcmarker status {record.run_id}")
         return
@@ -275,9 +278,11 @@ def tell_verdict(paths, exit_code: int | None = None) -> None:
     for line in status.reasons:
         click.echo(f"  {line}")
     if layer.get("empty_pages") or layer.get("garbled_pages"):
-        click.echo(f"text layer: {layer['empty_pages']} empty pages in {layer['documents_with_empty_pages']} "
-                   f"documents, {layer['garbled_pages']} garbled pages in {layer['documents_with_garbled_pages']} "
-                   f"documents; to OCR them: hpcmarker retry {record.run_id} --select no-text|garbled --engine marker "
+        click.echo(f"text layer: {plural(layer['empty_pages'], 'empty page')} in "
+                   f"{plural(layer['documents_with_empty_pages'], 'document')}, "
+                   f"{plural(layer['garbled_pages'], 'garbled page')} in "
+                   f"{plural(layer['documents_with_garbled_pages'], 'document')}; to OCR them: "
+                   f"hpcmarker retry {record.run_id} --select no-text|garbled --engine marker "
                    "--force-ocr")
     if status.next:
         click.echo(f"next: {status.next}")
@@ -307,7 +312,8 @@ class ProgressPrinter:
         from hpc_marker.manage.status import done_so_far
 
         done = done_so_far(paths)
-        click.echo(f"  {done.items_done}/{done.items} items, {done.pages_done}/{done.pages} pages", err=True)
+        click.echo(f"  {done.items_done}/{plural(done.items, 'item')}, {done.pages_done}/{plural(done.pages, 'page')}",
+                   err=True)
 
 
 @click.command("plan")
@@ -341,8 +347,9 @@ def plan_command(pdfs, gpus, split_pages, fmt, scan_workers, min_task_pages, pro
         return
     from rich.table import Table
 
-    table = Table(title=f"{len(scanned)} PDFs ({len(the_plan.items)} work items), {the_plan.total_pages} pages on "
-                        f"{len(the_plan.tasks)} tasks (busiest / ideal = {the_plan.imbalance():.3f})",
+    table = Table(title=f"{plural(len(scanned), 'PDF')} ({plural(len(the_plan.items), 'work item')}), "
+                        f"{plural(the_plan.total_pages, 'page')} on {plural(len(the_plan.tasks), 'task')} "
+                        f"(busiest / ideal = {the_plan.imbalance():.3f})",
                   title_justify="left")
     for column in ("task", "pdf", "pages", "range"):
         table.add_column(column, justify="right" if column in ("task", "pages") else "left")

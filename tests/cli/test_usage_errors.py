@@ -119,3 +119,22 @@ def test_an_old_run_record_with_languages_still_loads():
     options = EngineOptions.from_json({"paginate": False, "languages": [], "output_format": "json"})
     assert options == EngineOptions(paginate=False, output_format="json")
     assert "languages" not in options.to_json()
+
+
+def test_counts_of_one_are_singular(tmp_path, sample_pdfs):
+    """Issue 19: "1 tasks", "1 documents", "1 PDFs (1 work items)" said of one thing."""
+    one = tmp_path / "one"
+    one.mkdir()
+    pdf = next(sample_pdfs.rglob("*.pdf"))
+    (one / pdf.name).write_bytes(pdf.read_bytes())
+    plan = invoke("plan", "--pdfs", one, "--min-task-pages", "1")
+    assert plan.exit_code == 0 and "1 PDF (1 work item)" in plan.output, plan.output
+    run = invoke("submit", "--pdfs", one, "--out", tmp_path / "out", "--engine", "text", "--executor", "local",
+                 "--run-id", "one")
+    assert run.exit_code == 0, run.output
+    assert ": 1 PDF (1 work item), " in run.output and ", 1 task (local)" in run.output, run.output
+    assert "finished: 1 ok of 1 item;" in run.output, run.output
+    again = invoke("submit", "--pdfs", one, "--out", tmp_path / "out", "--engine", "text", "--executor", "local")
+    assert again.exit_code == 0 and "the PDF already has its outputs" in again.output, again.output
+    follow = invoke("retry", "one", "--select", "failed", "--dry-run")
+    assert "1 documents" not in follow.output and "1 items" not in follow.output, follow.output
