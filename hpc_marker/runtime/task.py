@@ -172,9 +172,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
     inflight: dict[str, tuple[WorkItem, Batch]] = {}
     scheduler = Scheduler(task_index, summaries, own, board, paths.plan, paths.progress, steal=record.steal,
                           lease_s=record.lease_seconds, inflight=lambda: list(inflight), first_start=first_start)
-    log(f"{plural(len(own.items), 'own item')} in {plural(len(scheduler.own), 'batch', 'batches')}, stealing "
-        f"{'on' if record.steal else 'off'}; {plural(cpus, 'CPU')}, {plural(workers, 'worker')} x "
-        f"{plural(threads, 'thread')}, CUDA_VISIBLE_DEVICES={context['gpu'] or '(none)'}")
+    log(f"{len(own.items)} own items in {len(scheduler.own)} batches, stealing {'on' if record.steal else 'off'}; "
+        f"{cpus} CPUs, {workers} workers x {threads} threads, CUDA_VISIBLE_DEVICES={context['gpu'] or '(none)'}")
     start = time.time()
     # USR2, or storage gone: finish what is in flight, take nothing new; (cause, one line) of each
     draining: list[tuple[str, str]] = []
@@ -328,8 +327,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
                         log("taking no more items: the output storage is full")
                         draining.append((STORAGE_FULL, finisher.storage_errors[-1]))
     except TaskStopped as stop:
-        log(f"stopped by {stop}: giving back {plural(len(board.held()), 'batch', 'batches')} "
-            f"({plural(len(inflight), 'item')} in flight)")
+        log(f"stopped by {stop}: giving back {len(board.held())} batches ({len(inflight)} items in flight)")
         pool.close(grace_s=5)
         board.release_all()
         raise
@@ -346,8 +344,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
                 finisher.storage_errors.append(f"storage full: cannot record the task's end: {exc.strerror}")
 
     if pool.replaced:
-        log(f"{plural(pool.replaced, 'worker')} {'was' if pool.replaced == 1 else 'were'} replaced (timed out, died or "
-            "ran out of memory)")
+        log(f"{plural(pool.replaced, 'worker')} replaced (timed out, died or ran out of memory)")
     counts = finisher.counts
     cause, reason = draining[0] if draining else (DONE, "")
     if finisher.storage_errors:
