@@ -60,17 +60,10 @@ def value_source(ctx: click.Context | None, param: click.Parameter) -> str:
     return ""
 
 
-class HpcMarkerGroup(click.Group):
-    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except click.exceptions.NoArgsIsHelpError:
-            raise
-        except click.UsageError as exc:
-            raise OneLineError(usage_line(exc), exc.exit_code) from None
+class ListedGroup(click.Group):
+    """A group whose help lists its commands in the order they were added, each with its whole first sentence."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        """In the order they were added (cli/__init__.py): a run's life, then the tools."""
         return list(self.commands)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -80,6 +73,16 @@ class HpcMarkerGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+class HpcMarkerGroup(ListedGroup):
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise OneLineError(usage_line(exc), exc.exit_code) from None
 
     def invoke(self, ctx: click.Context):
         try:

@@ -62,3 +62,9 @@ def test_top_level_help_gives_whole_descriptions():
     flat = " ".join(text.split())
     assert flat.startswith("submit Scan PDFS")  # a run's life first, not the alphabet
     assert "Scan PDFS, plan, and submit the conversion array and its collector." in flat
+
+
+@pytest.mark.parametrize("group", ["llm", "templates", "config"])
+def test_subgroup_help_gives_whole_descriptions(group):
+    text = invoke(group, "--help", terminal_width=80).output.split("Commands:", 1)[1]
+    assert "..." not in text and "\u2026" not in text, text
