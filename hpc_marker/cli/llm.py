@@ -1,6 +1,7 @@
 """The `hpcmarker llm` command group: bench, pull, create (login-node preparation) and serve (hidden).
 
-`llm` is a click.Group (ListedGroup: whole descriptions in its help); hpcmarker's main CLI adds it with `cli.add_command(llm)`.
+`llm` is a click.Group (ListedGroup: whole descriptions in its help); hpcmarker's main CLI adds it with
+`cli.add_command(llm)`.
 Errors are one line: exit 2 for bad input, 1 for a server that refused or cannot be reached.
 """
 

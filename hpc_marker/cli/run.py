@@ -82,7 +82,8 @@ def engine_options(force_ocr: bool, marker_config: Path | None, paginate: bool, 
 @click.option("--workers-per-gpu", show_default=True, metavar="auto|N", type=WORKERS,
               help="Worker processes per task; auto: from the GPU's memory, the task's CPUs and the engine.")
 @click.option("--cpus-per-task", type=COUNT, help="CPUs each array task asks for (default: the profile's, else 4).")
-@click.option("--mem", type=MEMORY, help="Memory per task, as sbatch --mem takes it (e.g. 32G; default: the profile's).")
+@click.option("--mem", type=MEMORY,
+              help="Memory per task, as sbatch --mem takes it (e.g. 32G; default: the profile's).")
 @click.option("--time", "time_limit", type=TIME, help="Time limit per task (default: the profile's, else 04:00:00).")
 @click.option("--force-ocr", is_flag=True, help="OCR every page (marker).")
 @click.option("--marker-config", type=click.Path(path_type=Path), help="JSON file of extra marker settings.")
@@ -134,7 +135,8 @@ def engine_options(force_ocr: bool, marker_config: Path | None, paginate: bool, 
               help="Wall-clock limit per work item; past it only that item's worker is ended and the item is "
                    "recorded `timeout` (auto: 300 s + 60 s/page; a worker's first item also gets the engine's "
                    "model-loading allowance: marker 600 s, text 30 s).")
-@click.option("--worker-memory", type=BYTES, metavar="SIZE", help="Address-space cap per worker (e.g. 8G) for CPU engines: "
+@click.option("--worker-memory", type=BYTES, metavar="SIZE",
+              help="Address-space cap per worker (e.g. 8G) for CPU engines: "
               "an item that needs more fails alone (marker: use --mem).")
 @click.option("--permissions", type=click.Choice(list(PERMISSIONS)), show_default=True, help="Who may read the Markdown written (the run folder stays private).")
 @click.option("--inference-server", type=click.Choice(["auto", "off", "native", "apptainer", "singularity"]),
