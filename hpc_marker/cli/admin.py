@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpc_marker.admin import doctor, prefetch
-from hpc_marker.cli.group import InputError
+from hpc_marker.cli.group import InputError, ListedGroup
 from hpc_marker.engines import ENGINE_NAMES
 
 
@@ -39,7 +39,7 @@ def _profile_for(template: str) -> str:
     return users[0] if users else default
 
 
-@click.group()
+@click.group(cls=ListedGroup)
 def templates() -> None:
     """sbatch templates: list, show, render and check them."""
 
@@ -114,7 +114,7 @@ def check(name: str, profile: str | None) -> None:
                + (" and sbatch --test-only" if shutil.which("sbatch") else ""))
 
 
-@click.group()
+@click.group(cls=ListedGroup)
 def config() -> None:
     """hpcmarker's configuration layers."""
 

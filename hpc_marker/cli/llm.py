@@ -1,6 +1,7 @@
 """The `hpcmarker llm` command group: bench, pull, create (login-node preparation) and serve (hidden).
 
-`llm` is a plain click.Group; hpcmarker's main CLI adds it with `cli.add_command(llm)`.
+`llm` is a click.Group (ListedGroup: whole descriptions in its help); hpcmarker's main CLI adds it with
+`cli.add_command(llm)`.
 Errors are one line: exit 2 for bad input, 1 for a server that refused or cannot be reached.
 """
 
@@ -11,7 +12,7 @@ import os
 
 import click
 
-from hpc_marker.cli.group import InputError
+from hpc_marker.cli.group import InputError, ListedGroup
 
 
 def _default_url(server: str = "ollama") -> str:
@@ -51,7 +52,7 @@ def _connection_hint(url: str) -> str:
     return f"cannot reach Ollama at {display_url(url)}: start `ollama serve` there or pass --url"
 
 
-llm = click.Group("llm", help="The run's LLM (Ollama or vLLM): measure it, prepare Ollama models on a login node.",
+llm = ListedGroup("llm", help="The run's LLM (Ollama or vLLM): measure it, prepare Ollama models on a login node.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 
 

@@ -10,9 +10,12 @@ import click
 from rich.console import Console
 
 from hpc_marker.cli.group import InputError, run_paths
+from hpc_marker.cli.sections import SectionedCommand
+from hpc_marker.cli.types import COUNT, ITEM_TIMEOUT, MEMORY, TIME
 from hpc_marker.engines import ENGINE_NAMES, EngineOptions
 from hpc_marker.engines.formats import OUTPUT_FORMATS
 from hpc_marker.runstate.permissions import PERMISSIONS
+from hpc_marker.util.text import plural
 
 EXIT_NO_ROWS = 3  # export: the run has documents, but none was written (as status: finished, items failed)
 
@@ -77,18 +80,23 @@ def cancel(run) -> None:
                    "nothing cancelled")
 
 
+RESOURCES = ("time_limit", "mem", "cpus_per_task", "item_timeout", "partition", "profile", "gpus", "force_concurrent")
+FOLLOW_UP = ("selector", "min_share", "engine", "force_ocr", "marker_config", "output_format", "images", "paginate",
+             "run_id", "dry_run")
+
+
 def resource_options(command):
     """The resources `resume` and `retry` may change for what they resubmit (ResumeOverrides)."""
     for option in reversed([
-        click.option("--time", "time_limit", help="Time limit of the resubmitted tasks (e.g. 08:00:00)."),
-        click.option("--mem", help="Memory per resubmitted task, as sbatch --mem takes it."),
-        click.option("--cpus-per-task", type=int, help="CPUs per resubmitted task."),
-        click.option("--item-timeout", metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
+        click.option("--time", "time_limit", type=TIME, help="Time limit of the resubmitted tasks (e.g. 08:00:00)."),
+        click.option("--mem", type=MEMORY, help="Memory per resubmitted task, as sbatch --mem takes it."),
+        click.option("--cpus-per-task", type=COUNT, help="CPUs per resubmitted task."),
+        click.option("--item-timeout", type=ITEM_TIMEOUT, metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
                      help="Wall-clock limit per work item from now on."),
         click.option("--partition", help="Slurm partition for the resubmitted tasks."),
         click.option("--profile", help="Partition profile for the resubmitted tasks (its partition, GRES, "
                      "account, setup lines...; the options above win over it)."),
-        click.option("--gpus", type=int, help="At most this many tasks at once (those with the most "
+        click.option("--gpus", type=COUNT, help="At most this many tasks at once (those with the most "
                      "work left; the others' items are taken by stealing)."),
         click.option("--force-concurrent", is_flag=True, help="Even while another run of its --out is active."),
     ]):
@@ -110,13 +118,13 @@ def _resume(run: str | None, retry_failed: bool, options: dict, include_poison: 
     except LocalRunFailed as exc:
         raise click.ClickException(f"run {paths.run_id}: {exc}") from None
     if retry_failed:
-        click.echo(f"reopened {result.reopened} failed items"
-                   + (f"; {len(result.poison)} poison items kept as failed (--include-poison retries them)"
+        click.echo(f"reopened {plural(result.reopened, 'failed item')}"
+                   + (f"; {plural(len(result.poison), 'poison item')} kept as failed (--include-poison retries them)"
                       if result.poison else ""))
     if not result.tasks:
         click.echo(f"run {paths.run_id}: nothing left to convert; collected")
         return
-    click.echo(f"run {paths.run_id}: {result.unfinished} unfinished items; resubmitted tasks "
+    click.echo(f"run {paths.run_id}: {plural(result.unfinished, 'unfinished item')}; resubmitted tasks "
                f"{index_ranges(result.tasks)} as {', '.join(fold_job_ids(result.jobs['convert']))}, "
                f"collector {', '.join(result.jobs['collect'])}")
     _exit_with_local_verdict(paths)
@@ -132,7 +140,7 @@ def _exit_with_local_verdict(paths) -> None:
         tell_verdict(paths)
 
 
-@click.command()
+@click.command(cls=SectionedCommand, sections={"Resources of the resubmitted tasks": RESOURCES, "Help": ("help",)})
 @click.argument("run", required=False)
 @resource_options
 def resume(run, **options) -> None:
@@ -152,7 +160,8 @@ def _selectors(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
         raise InputError(str(exc)) from None
 
 
-@click.command()
+@click.command(cls=SectionedCommand, sections={"Failed items": ("include_poison",), "Follow-up run": FOLLOW_UP,
+                                                "Resources (without --select)": RESOURCES, "Help": ("help",)})
 @click.argument("run", required=False)
 @click.option("--include-poison", is_flag=True, help="Also retry items that already failed 3 times.")
 @click.option("--select", "selector", metavar="SELECTOR[,...]", callback=_selectors,
@@ -164,7 +173,6 @@ def _selectors(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
               help="no-text/garbled: the share of a document's pages that must carry the flag (0: any page).")
 @click.option("--engine", type=click.Choice(ENGINE_NAMES), help="With --select: the follow-up run's engine.")
 @click.option("--force-ocr/--no-force-ocr", default=None, help="With --select: OCR every page (marker).")
-@click.option("--languages", help="With --select: comma-separated OCR languages (marker versions that take them).")
 @click.option("--marker-config", type=click.Path(path_type=Path), help="With --select: JSON file of marker settings.")
 @click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), help="With --select: the output format.")
 @click.option("--images/--no-images", default=None, help="With --select: extract images (marker).")
@@ -172,7 +180,7 @@ def _selectors(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
 @click.option("--run-id", help="With --select: name the follow-up run (default: a timestamp).")
 @click.option("--dry-run", is_flag=True, help="With --select: list the documents selected; submit nothing.")
 @resource_options
-def retry(run, include_poison, selector, min_share, engine, force_ocr, languages, marker_config, output_format,
+def retry(run, include_poison, selector, min_share, engine, force_ocr, marker_config, output_format,
           images, paginate, run_id, dry_run, **options) -> None:
     """Re-run RUN's failed items and lost pages (and whatever is unfinished); poison items keep their error.
     The resource options change the resources of what is resubmitted (a page that timed out: --item-timeout).
@@ -188,8 +196,7 @@ def retry(run, include_poison, selector, min_share, engine, force_ocr, languages
             extra = EngineOptions.load_extra_config(marker_config)
         except ValueError as exc:
             raise InputError(f"--marker-config {exc}") from None
-    langs = None if languages is None else tuple(x.strip() for x in languages.split(",") if x.strip())
-    overrides = RunOverrides(engine=engine, force_ocr=force_ocr, languages=langs, extra_config=extra,
+    overrides = RunOverrides(engine=engine, force_ocr=force_ocr, extra_config=extra,
                              output_format=output_format, images=images, paginate=paginate, run_id=run_id)
     if selector is None:
         if overrides.given() or dry_run:
@@ -219,7 +226,8 @@ def _follow_up(run: str | None, selectors: tuple[str, ...], min_share: float, ov
     except NothingToDo as exc:
         click.echo(str(exc))
         return
-    selected = f"run {paths.run_id}: {len(follow.selected)} documents selected by --select {','.join(selectors)}"
+    selected = (f"run {paths.run_id}: {plural(len(follow.selected), 'document')} selected by "
+                f"--select {','.join(selectors)}")
     if dry_run:
         click.echo("\n".join([selected, *(f"  {pdf}" for pdf in follow.selected)]))
         return
@@ -263,7 +271,7 @@ def collect(run) -> None:
     summary = collect_run(str(paths.root))
     click.echo(f"wrote {paths.manifest_csv} and {paths.summary}")
     if summary["torn_manifest_lines"]:
-        click.echo(f"{len(summary['torn_manifest_lines'])} torn manifest lines reported", err=True)
+        click.echo(f"{plural(len(summary['torn_manifest_lines']), 'torn manifest line')} reported", err=True)
 
 
 @click.command()
@@ -315,7 +323,8 @@ def export(run, export_format, folder, include_failed, rows_per_shard, shard_siz
                         shard_bytes=shard_bytes, follow_ups=follow_ups, overwrite=overwrite,
                         umask=None if permissions is None else PERMISSIONS[permissions])
     others = {status: n for status, n in result.by_status.items() if status != "ok"}
-    click.echo(f"run {paths.run_id}: {result.rows} rows in {len(result.shards)} shards in {result.folder} "
+    click.echo(f"run {paths.run_id}: {plural(result.rows, 'row')} in {plural(len(result.shards), 'shard')} in "
+               f"{result.folder} "
                f"(manifest _export.json)" + (f"; not ok: {', '.join(f'{n} {s}' for s, n in sorted(others.items()))}"
                                              + ("" if include_failed else " (--include-failed adds them)")
                                              if others else ""))

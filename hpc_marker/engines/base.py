@@ -38,7 +38,6 @@ class EngineOptions:
     force_ocr: bool = False
     output_format: str = "markdown"  # one of formats.OUTPUT_FORMATS (marker's renderers); old run records: markdown
     images: bool = True  # extract images (marker's disable_image_extraction when False)
-    languages: tuple[str, ...] = ()
     extra_config: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
     # The run's LLM service, set by the task at run time only (never stored: it holds the secret):
@@ -51,7 +50,6 @@ class EngineOptions:
             "force_ocr": self.force_ocr,
             "output_format": self.output_format,
             "images": self.images,
-            "languages": list(self.languages),
             "extra_config": self.extra_config,
             "threads": self.threads,
         }
@@ -66,7 +64,6 @@ class EngineOptions:
             force_ocr=bool(data.get("force_ocr", False)),
             output_format=str(data.get("output_format", "markdown")),
             images=bool(data.get("images", True)),
-            languages=tuple(data.get("languages", ())),
             extra_config=dict(data.get("extra_config", {})),
             threads=int(data.get("threads", 1)),
             llm=data.get("llm"),
@@ -97,6 +94,19 @@ def output_settings(engine: str, options: EngineOptions, llm: dict[str, Any] | N
     chosen = {key: value for key, value in options.to_json().items() if key not in RUNTIME_OPTIONS}
     refine = {key: llm.get(key) for key in LLM_OUTPUT_KEYS} if llm else None
     return json.loads(json.dumps({"engine": engine, **chosen, "llm": refine}, sort_keys=True))
+
+
+# Options no supported engine takes any more, at the value documents recorded before they went (output_settings)
+RETIRED_OPTIONS: dict[str, Any] = {"languages": []}  # marker-pdf 1.7 dropped it; hpcmarker's --languages went too
+
+
+def same_settings(recorded: Any, wanted: dict[str, Any]) -> bool:
+    """Whether a document's recorded output settings are `wanted` (output_settings), a retired option left at
+    its unset value aside. Pure."""
+    if not isinstance(recorded, dict):
+        return False
+    return {key: value for key, value in recorded.items()
+            if key not in RETIRED_OPTIONS or RETIRED_OPTIONS[key] != value} == wanted
 
 
 @dataclass

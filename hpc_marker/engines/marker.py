@@ -34,7 +34,6 @@ RESERVED = {
     "page_range": "hpcmarker sets it per work item",
     "paginate_output": "use the paginate option",
     "force_ocr": "use the force_ocr option",
-    "languages": "use the languages option",
     "output_dir": "engines never write files",
     "config_json": "pass the settings themselves",
     "debug": "engines never write files",
@@ -92,10 +91,6 @@ def marker_config_keys() -> tuple[set[str], dict[str, Any]]:
 def _validate(options: EngineOptions, version: str) -> None:
     check_output_format(options.output_format)
     attrs, cli = marker_config_keys()
-    if options.languages and "languages" not in attrs:
-        raise EngineUnavailable(
-            f"option 'languages' is not supported by marker-pdf {version} (surya detects languages itself); drop it"
-        )
     valid = attrs | set(cli)
     for key, value in options.extra_config.items():
         if key in RESERVED:
@@ -131,8 +126,6 @@ def cli_options(options: EngineOptions, pages: range | None = None) -> dict[str,
         "force_ocr": options.force_ocr,
         "disable_image_extraction": not options.images,
     }
-    if options.languages:
-        cli["languages"] = ",".join(options.languages)
     if pages is not None:
         cli["page_range"] = page_range_string(pages)
     if options.llm:  # the run's LLM service, through its authenticating front (or the task's relay)

@@ -35,8 +35,6 @@ class TextEngine:
             raise EngineUnavailable(f"engine 'text' needs pdftext ({exc})") from None
         if options.force_ocr:
             raise EngineUnavailable("engine 'text' reads the text layer only; --force-ocr needs --engine marker")
-        if options.languages:
-            raise EngineUnavailable("engine 'text' reads the text layer; --languages applies to OCR (--engine marker)")
         if options.extra_config:
             raise EngineUnavailable(
                 "engine 'text' takes no extra settings; --marker-config needs --engine marker"

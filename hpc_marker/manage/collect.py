@@ -55,6 +55,7 @@ from hpc_marker.runstate.summary import (
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.files import atomic_write, link_or_copy
 from hpc_marker.util.frames import isin
+from hpc_marker.util.text import plural
 
 _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
@@ -252,7 +253,8 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     for line in torn:
         print(f"[hpcmarker collect] warning: {line}", flush=True)
-    print(f"[hpcmarker collect] {summary['headline']}; {len(summary['missing'])} missing of {summary['items']} items",
+    print(f"[hpcmarker collect] {summary['headline']}; {len(summary['missing'])} missing of "
+          f"{plural(summary['items'], 'item')}",
           flush=True)
     for line in summary["reasons"]:
         print(f"[hpcmarker collect] {line}", flush=True)

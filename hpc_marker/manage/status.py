@@ -42,6 +42,7 @@ from hpc_marker.runstate.subitems import PARTIAL, fold_commits
 from hpc_marker.slurm.parse import index_ranges
 from hpc_marker.util.commands import ocr_command
 from hpc_marker.util.frames import busy_seconds, working_seconds
+from hpc_marker.util.text import plural
 
 if TYPE_CHECKING:  # pandas loads only where commit logs are read: a collected run's status needs none
     import pandas as pd
@@ -337,7 +338,7 @@ def _rows(tasks: list[TaskStatus]) -> list[tuple[str, str, str, int, int, int, i
     for state in sorted({t.state for t in tasks}):
         group = [t for t in tasks if t.state == state]
         indices = index_ranges([t.task for t in group])
-        rows.append(row(f"{len(group)} tasks: {indices if len(indices) <= 40 else indices[:37] + '...'}", "",
+        rows.append(row(f"{plural(len(group), 'task')}: {indices if len(indices) <= 40 else indices[:37] + '...'}", "",
                         state, group))
     return rows
 
@@ -353,11 +354,12 @@ def status_table(status: RunStatus) -> Table:
                       _bar(pages_done, pages))
     rate = f"{status.pages_per_second:.2f} pages/s" if status.pages_per_second else "- pages/s"
     partial = f"{status.partial} partial, " if status.partial else ""
-    table.caption = (f"{status.ok} ok, {partial}{status.failed} failed, {status.pending} pending of {status.items} items; "
-                     f"{status.pages_done}/{status.pages} pages; {rate}; elapsed {_duration(status.elapsed_seconds)}; "
+    table.caption = (f"{status.ok} ok, {partial}{status.failed} failed, {status.pending} pending of "
+                     f"{plural(status.items, 'item')}; {status.pages_done}/{plural(status.pages, 'page')}; {rate}; "
+                     f"elapsed {_duration(status.elapsed_seconds)}; "
                      f"ETA {_duration(status.eta_seconds)}; collector {status.collector}")
     if status.degraded:
-        table.caption += f"; {status.degraded} items with degraded LLM refinement"
+        table.caption += f"; {plural(status.degraded, 'item')} with degraded LLM refinement"
     table.caption += text_layer_line(status)
     if status.lost_pages:
         shown = status.lost_pages[:5] + ([f"... {len(status.lost_pages) - 5} more"] if len(status.lost_pages) > 5 else [])
@@ -375,7 +377,7 @@ def status_table(status: RunStatus) -> Table:
                 table.caption += (f"\n  replica {row['replica']} (job {row.get('job_id', '-')}, {row.get('state', '?')}): "
                                   f"{row['requests']} requests, {row['tokens_out_per_s']} tokens/s, "
                                   f"{row['failures']} failed, {row['timeouts']} timed out")
-            table.caption += f"\n  {status.failed_over} items had LLM requests moved to another replica"
+            table.caption += f"\n  {plural(status.failed_over, 'item')} had LLM requests moved to another replica"
         if llm.get("bound"):
             table.caption += f"\n{llm['bound']['why']}"
     table.caption_justify = "left"
@@ -388,8 +390,9 @@ def text_layer_line(status: RunStatus) -> str:
     if not (layer.get("empty_pages") or layer.get("garbled_pages")):
         return ""
     unit = "documents" if "documents_with_empty_pages" in layer else "items"
-    return (f"\ntext layer: {layer['empty_pages']} empty pages in {layer[f'{unit}_with_empty_pages']} {unit}, "
-            f"{layer['garbled_pages']} garbled pages in {layer[f'{unit}_with_garbled_pages']} {unit}")
+    return (f"\ntext layer: {plural(layer['empty_pages'], 'empty page')} in "
+            f"{plural(layer[f'{unit}_with_empty_pages'], unit[:-1])}, {plural(layer['garbled_pages'], 'garbled page')} "
+            f"in {plural(layer[f'{unit}_with_garbled_pages'], unit[:-1])}")
 
 
 def verdict_lines(status: RunStatus) -> list[str]:

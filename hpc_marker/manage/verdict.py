@@ -35,6 +35,7 @@ from hpc_marker.runstate.stops import (
 from hpc_marker.slurm.parse import index_ranges, parse_time_limit
 from hpc_marker.slurm.pending import reason_word, stuck_reason
 from hpc_marker.util.commands import command_line
+from hpc_marker.util.text import plural
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
 PENDING, RUNNING_STATE, COLLECTING = "pending", "running", "collecting"
@@ -105,7 +106,7 @@ class Reason:
         """'2 tasks (0,1): time limit near (USR2) — next: hpcmarker resume r1 --time 00:08:00'."""
         count = len(self.tasks) or len(self.jobs)
         noun = "task" if self.tasks else "job"
-        who = (f"{count} {noun}{'s' if count != 1 else ''} ({index_ranges(list(self.tasks))})" if self.tasks
+        who = (f"{plural(count, noun)} ({index_ranges(list(self.tasks))})" if self.tasks
                else f"{', '.join(self.jobs)}" if self.jobs else "the run")
         todo = self.command(run_id)
         fix = f"{self.advice}, then: {todo}" if self.advice and todo else (self.advice or (f"next: {todo}" if todo else ""))
@@ -245,7 +246,7 @@ def verdict(facts: RunFacts) -> Verdict:
         partial = f", {facts.partial} partial (pages lost)" if facts.partial else ""
         nxt = command_line("retry", facts.run_id) if facts.failed or facts.partial else None
         ok = facts.items - facts.failed - facts.partial
-        return Verdict(state, f"finished: {ok} ok{partial}{failed} of {facts.items} items", (), nxt,
+        return Verdict(state, f"finished: {ok} ok{partial}{failed} of {plural(facts.items, 'item')}", (), nxt,
                        EXIT_FAILED_ITEMS if facts.failed or facts.partial else EXIT_OK)
     if state == WEDGED:
         reasons.append(Reason(DEPENDENCY, "pending forever with DependencyNeverSatisfied: a job the run waits on "
@@ -254,7 +255,8 @@ def verdict(facts: RunFacts) -> Verdict:
         if facts.cancelled and not any(r.cause == CANCELLED for r in reasons) and facts.pending:
             reasons.append(Reason(CANCELLED, "the run was cancelled"))
         if facts.pending and not reasons:
-            reasons.append(Reason(LEFT, f"{facts.pending} items were left unconverted by tasks that ended"))
+            reasons.append(Reason(LEFT, f"{plural(facts.pending, 'item')} {'was' if facts.pending == 1 else 'were'} "
+                                        "left unconverted by tasks that ended"))
         if not facts.pending and not facts.collected:
             collector = f" (job {facts.collector})" if facts.collector != "-" else ""
             reasons.append(Reason(NOT_COLLECTED, f"every item is done, but the run was not collected{collector}",
@@ -262,7 +264,7 @@ def verdict(facts: RunFacts) -> Verdict:
     reasons = sorted(reasons, key=lambda r: CAUSE_ORDER.index(r.cause) if r.cause in CAUSE_ORDER else len(CAUSE_ORDER))
     causes = ", ".join(dict.fromkeys(r.cause.replace("_", " ") for r in reasons))
     if state in (INCOMPLETE, WEDGED):
-        left = f"{facts.pending} of {facts.items} items not converted" if facts.pending else "not collected"
+        left = f"{facts.pending} of {plural(facts.items, 'item')} not converted" if facts.pending else "not collected"
         return Verdict(state, f"{state}: {left}" + (f" ({causes})" if causes else ""), tuple(reasons),
                        next_command(facts.run_id, reasons) or None, EXIT_INCOMPLETE)
     stuck = [r for r in reasons if r.cause == STUCK]  # still queued, but waiting will not help: say what will

@@ -31,6 +31,7 @@ from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, summarize
 from hpc_marker.util.commands import command_line, ocr_command
 from hpc_marker.util.files import atomic_write
+from hpc_marker.util.text import plural
 
 REPORT_NAME = "report.html"
 TEMPLATE = "report.html.j2"
@@ -217,10 +218,13 @@ def table_sections(view: RunView, items: pd.DataFrame, limits: Limits) -> list[S
 def text_layer_section(view: RunView, totals: dict, limits: Limits) -> Section:
     """The documents whose text layer has empty or garbled pages, and how to send them to OCR."""
     layer = totals.get("text_layer") or {}
-    note = (f"{layer.get('documents_checked', 0):,} documents ({layer.get('pages_checked', 0):,} pages) checked: "
-            f"{layer.get('empty_pages', 0):,} empty pages in {layer.get('documents_with_empty_pages', 0):,} documents, "
-            f"{layer.get('garbled_pages', 0):,} garbled pages in {layer.get('documents_with_garbled_pages', 0):,} "
-            f"documents. To convert them again with OCR, run: {ocr_command(view.record.run_id, layer)}")
+    note = (f"{plural(layer.get('documents_checked', 0), 'document')} "
+            f"({plural(layer.get('pages_checked', 0), 'page')}) checked: "
+            f"{plural(layer.get('empty_pages', 0), 'empty page')} in "
+            f"{plural(layer.get('documents_with_empty_pages', 0), 'document')}, "
+            f"{plural(layer.get('garbled_pages', 0), 'garbled page')} in "
+            f"{plural(layer.get('documents_with_garbled_pages', 0), 'document')}. To convert them again with OCR, "
+            f"run: {ocr_command(view.record.run_id, layer)}")
     table = Table.of(frames.flagged_frame(totals), "text-layer-table", "No page was flagged.", limits.table_rows,
                      "summary.json has them all")
     return Section("text-layer", "Text layer", note, tables=[("", table)])

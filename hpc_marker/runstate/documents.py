@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from hpc_marker.planning.bisect import BISECTED, is_subitem
 from hpc_marker.runstate.manifest import ManifestRecord
 from hpc_marker.runstate.subitems import PARTIAL
+from hpc_marker.util.text import plural
 
 if TYPE_CHECKING:  # pandas loads where commit logs are read (status of a collected run needs none)
     import pandas as pd
@@ -70,7 +71,7 @@ def document_state(records: Iterable[ManifestRecord]) -> DocumentState:
     if status == "ok" and lost:
         converted = any(r.status == "ok" for r in items)
         status = PARTIAL if converted else lost[0].status
-        error = f"{sum(r.pages for r in lost)} pages lost: {lost[0].status}: {lost[0].error}"
+        error = f"{plural(sum(r.pages for r in lost), 'page')} lost: {lost[0].status}: {lost[0].error}"
     checked = [r for r in items if r.empty_pages is not None]
     return DocumentState(
         pdf=items[0].pdf, status=status, error=error, items=len(items), pages=sum(r.pages for r in items),

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK, doc_of, half_ids
+from hpc_marker.util.text import plural
 
 PARTIAL = "partial"  # a document (or planned item) whose pages converted except the lost ones
 
@@ -80,7 +81,8 @@ def fold(leaves: list[Node]) -> Folded:
     if not pages_ok:
         return Folded(first.get("status"), first.get("error"), 0, lost_pages)
     pages = ", ".join(str(p["page"] + 1) for p in lost_pages[:10]) + (" ..." if len(lost_pages) > 10 else "")
-    return Folded(PARTIAL, f"{len(lost_pages)} pages lost ({pages}): {first.get('status')}: {first.get('error')}",
+    return Folded(PARTIAL, f"{plural(len(lost_pages), 'page')} lost ({pages}): {first.get('status')}: "
+                           f"{first.get('error')}",
                   pages_ok, lost_pages)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from hpc_marker.engines import marker as marker_engine
+from hpc_marker.util.text import plural
 
 MARKER1_GB_PER_WORKER = 3.5  # users measured 2.5-3.4 GB per marker 1.x worker
 GPU_HEADROOM_GB = 1.0  # CUDA contexts, fragmentation
@@ -45,7 +46,8 @@ def derive_workers(engine: str, marker_major: int | None, cpus: int, gpu: GpuMem
     """(workers, why) for one task. marker_major None (unknown) is treated as 1.x. Pure."""
     cpus, cap = max(1, cpus), max(1, cap)
     if engine != "marker":
-        return min(cpus, cap), f"engine {engine} runs on CPUs only: one worker per CPU ({cpus} CPUs), cap {cap}"
+        return min(cpus, cap), (f"engine {engine} runs on CPUs only: one worker per CPU ({plural(cpus, 'CPU')}), "
+                                f"cap {cap}")
     by_cpu = max(1, cpus // CPUS_PER_MARKER_WORKER)
     cpu_why = f"{by_cpu} by CPUs ({cpus} CPUs, {CPUS_PER_MARKER_WORKER} per worker)"
     if (marker_major or 1) >= 2:

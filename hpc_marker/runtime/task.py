@@ -60,7 +60,7 @@ from hpc_marker.runtime.sizing import choose_workers
 from hpc_marker.runtime.threads import cap_threads, task_cpus, threads_per_worker
 from hpc_marker.runtime.worker import OutputUnwritable, convert_to_staging, init_worker
 from hpc_marker.runtime.workpool import DIED, OK, TIMEOUT, WorkerPool
-from hpc_marker.util.text import one_line
+from hpc_marker.util.text import one_line, plural
 
 MAX_ATTEMPTS_AFTER_CRASH = 2
 
@@ -79,7 +79,7 @@ class TaskResult:
         """The result as the task log says it."""
         stolen = f" ({self.stolen} of them from other tasks' shares)" if self.stolen else ""
         why = "" if self.stopped == DONE else f"; stopped early: {self.stopped.replace('_', ' ')}"
-        return (f"{self.ok + self.failed} items finished{stolen}: {self.ok} ok, {self.failed} failed, "
+        return (f"{plural(self.ok + self.failed, 'item')} finished{stolen}: {self.ok} ok, {self.failed} failed, "
                 f"in {self.seconds:.1f} s{why}")
 
 
@@ -344,7 +344,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
                 finisher.storage_errors.append(f"storage full: cannot record the task's end: {exc.strerror}")
 
     if pool.replaced:
-        log(f"{pool.replaced} workers were replaced (timed out, died or ran out of memory)")
+        log(f"{plural(pool.replaced, 'worker')} replaced (timed out, died or ran out of memory)")
     counts = finisher.counts
     cause, reason = draining[0] if draining else (DONE, "")
     if finisher.storage_errors:

@@ -13,6 +13,7 @@ _DEPENDENCY = re.compile(r"(\w+):(\d+(?:_[\d*]+)?)(?:\+\d+)?\((\w+)\)")
 _ARRAY_RANGE = re.compile(r"(\d+)_\[([\d,-]+)(?:%\d+)?\]")  # '123_[0-2,5%2]', as sacct and squeue fold them
 _SUBMITTED = re.compile(r"^(?:Submitted batch job )?(\d+)(?:;\S*)?(?:\s|$)", re.MULTILINE)
 _TIME = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
+_MEMORY = re.compile(r"(\d+)(?:([KMGT])B?)?")
 
 
 def base_id(job_id: str) -> str:
@@ -87,6 +88,13 @@ def parse_time_limit(text: str) -> int | None:
     else:  # M
         seconds = a * 60
     return max(1, -(-seconds // 60))
+
+
+def parse_memory_spec(text: str) -> tuple[int, str] | None:
+    """sbatch --mem's size (`32G`, `500M`, `2048` in megabytes, `16GB`, `0`: all of a node's memory) as
+    (number, unit); None when sbatch would refuse it (`lots`, `1.5G`)."""
+    match = _MEMORY.fullmatch(text.strip().upper())
+    return (int(match.group(1)), match.group(2) or "M") if match else None
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,6 @@ class RunOverrides:
 
     engine: str | None = None
     force_ocr: bool | None = None
-    languages: tuple[str, ...] | None = None
     extra_config: dict[str, Any] | None = None
     output_format: str | None = None
     images: bool | None = None
@@ -131,7 +130,8 @@ def request_from_record(record: RunRecord) -> SubmitRequest:
         llm = LlmRequest(**{k: v for k, v in record.llm.items() if k in known})
     permissions = next((name for name, mask in PERMISSIONS.items() if mask == record.umask), None)
     given: dict[str, Any] = {
-        "gpus": record.gpus, "engine": record.engine, "engine_options": options, "profile": record.profile,
+        "gpus": max(1, record.gpus),  # 0: a local run from before --gpus 0 was refused
+        "engine": record.engine, "engine_options": options, "profile": record.profile,
         "workers_per_gpu": record.workers_per_gpu, "executor": record.executor, "steal": record.steal,
         "bisect": record.bisect, "lease_seconds": record.lease_seconds, "item_timeout": record.item_timeout,
         "partition": record.partition, "template": record.template, "cpus_per_task": record.cpus_per_task,

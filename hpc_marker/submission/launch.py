@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpc_marker.engines import check_engine, output_settings
+from hpc_marker.engines.base import same_settings
 from hpc_marker.engines.formats import EXTENSIONS
 from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
@@ -49,6 +50,7 @@ from hpc_marker.submission.request import (
 )
 from hpc_marker.submission.scripts import other_jobs, render_scripts
 from hpc_marker.submission.templates import template_folder
+from hpc_marker.util.text import plural
 
 
 @dataclass
@@ -106,13 +108,15 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
                                            if output_is_current(out, pdf, wanted, names.get(pdf.relpath, ""))]
     todo = [pdf for pdf in scanned if pdf.relpath not in set(up_to_date)]
     if not todo:
-        raise NothingToDo(f"all {len(scanned)} PDFs already have outputs in {out} made from the same files with "
-                          f"the same engine and options (--force redoes them)")
+        which = "the PDF already has its" if len(scanned) == 1 else f"all {len(scanned):,} PDFs already have"
+        raise NothingToDo(f"{which} outputs in {out} made from the same files with the same engine and options "
+                          "(--force redoes them)")
     notes = [note] if (note := renamed_note({pdf.relpath: names[pdf.relpath] for pdf in todo if pdf.relpath in names},
                                             EXTENSIONS[request.engine_options.output_format])) else []
     if long := long_names([pdf.relpath for pdf in todo]):
-        notes.append(f"note: {len(long)} PDF names are too long for `<name>{'_meta.json'}` (255 bytes); their "
-                     f"metadata goes to a shortened name, e.g. {meta_file(Path(), document_stem(long[0])).name}")
+        notes.append(f"note: {plural(len(long), 'PDF name')} {'is' if len(long) == 1 else 'are'} too long for "
+                     f"`<name>{'_meta.json'}` (255 bytes); their metadata goes to a shortened name, "
+                     f"e.g. {meta_file(Path(), document_stem(long[0])).name}")
 
     run_id = request.run_id or new_run_id()
     paths = RunPaths(out / RUNS_SUBDIR / run_id)
@@ -161,9 +165,9 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
 def fewer_tasks_note(gpus: int, plan: Plan, pdfs: int, min_task_pages: int) -> str:
     """The one line that says why a run has fewer tasks than --gpus. Pure."""
     tasks = len(plan.tasks)
-    why = (f"{len(plan.items)} work items, one per task at most" if tasks == len(plan.items)
-           else f"{plan.total_pages:,} pages; each task gets at least {min_task_pages}: --min-task-pages")
-    return f"note: --gpus {gpus}: {tasks} task{'s' if tasks != 1 else ''} for {pdfs:,} PDFs ({why})"
+    why = (f"{plural(len(plan.items), 'work item')}, one per task at most" if tasks == len(plan.items)
+           else f"{plural(plan.total_pages, 'page')}; each task gets at least {min_task_pages}: --min-task-pages")
+    return f"note: --gpus {gpus}: {plural(tasks, 'task')} for {plural(pdfs, 'PDF')} ({why})"
 
 
 SUBMITTING_GRACE_S = 600.0  # a run that holds its --out but has no jobs yet is being submitted, for this long
@@ -231,7 +235,7 @@ def output_is_current(out: Path, pdf: ScannedPdf, wanted: dict, out_name: str = 
     except (OSError, ValueError, AttributeError):
         return False
     return (source.get("size") == stat.st_size and source.get("mtime_ns") == stat.st_mtime_ns
-            and source.get("settings") == wanted and not metadata.get("lost_pages"))
+            and same_settings(source.get("settings"), wanted) and not metadata.get("lost_pages"))
 
 
 def record_jobs(paths: RunPaths, record: RunRecord, ids: dict[str, list[str]],

@@ -16,8 +16,7 @@ from typing import Any
 from hpc_marker.executors.base import Executor
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runtime.limits import check_item_limits
-from hpc_marker.slurm.parse import parse_time_limit
-from hpc_marker.submission.request import LaunchError, profile_settings
+from hpc_marker.submission.request import LaunchError, check_bounds, profile_settings
 
 
 @dataclass(frozen=True)
@@ -42,15 +41,11 @@ def apply_overrides(record: RunRecord, overrides: ResumeOverrides, executor: Exe
     given = overrides.given()
     if not given:
         return record
-    if overrides.gpus is not None and overrides.gpus < 1:
-        raise LaunchError(f"--gpus {overrides.gpus}: must be at least 1")
+    check_bounds(gpus=overrides.gpus, cpus_per_task=overrides.cpus_per_task, time_limit=overrides.time_limit,
+                 mem=overrides.mem)
     if overrides.gpus is not None and not record.steal and overrides.gpus < record.tasks:
         raise LaunchError(f"--gpus {overrides.gpus}: run {record.run_id} does not steal (--no-steal), so each task "
                           "converts only its own share; resume it with its own number of tasks")
-    if overrides.cpus_per_task is not None and overrides.cpus_per_task < 1:
-        raise LaunchError(f"--cpus-per-task {overrides.cpus_per_task}: must be at least 1")
-    if overrides.time_limit is not None and parse_time_limit(overrides.time_limit) is None:
-        raise LaunchError(f"--time {overrides.time_limit!r}: use minutes, HH:MM:SS or D-HH:MM:SS")
     if overrides.item_timeout is not None:
         try:
             check_item_limits(overrides.item_timeout, record.worker_memory, record.engine)

@@ -18,7 +18,7 @@ from hpc_marker.config import ConfigError, load_config
 from hpc_marker.engines import EngineOptions
 from hpc_marker.runstate.permissions import PERMISSIONS, file_mode_mask
 from hpc_marker.runtime.limits import check_item_limits
-from hpc_marker.slurm.parse import parse_time_limit
+from hpc_marker.slurm.parse import parse_memory_spec, parse_time_limit
 from hpc_marker.util.errors import UserError
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -28,6 +28,39 @@ LLM_REQUEST_TIMEOUT_S = 600.0  # per LLM request, at the front
 RESERVED_VARIABLES = {"run_id", "run_dir", "comment", "partition", "setup", "command", "python", "job_folder",
                       "account", "qos", "constraint", "job_name", "tasks", "array", "gres", "cpus_per_task", "mem",
                       "time", "signal", "stdout", "stderr", "llm_gpus", "llm_server", "llm_replicas"}
+
+
+# The least value of each numeric option (by its name on the command line); the click types of cli/types.py
+# and the checks below read this one table, so submit, plan, resume, retry and library callers share it.
+LEAST = {"gpus": 1, "cpus-per-task": 1, "scan-workers": 1, "max-running": 1, "min-task-pages": 1, "split-pages": 0,
+         "llm-replicas": 1, "llm-gpus": 1, "llm-parallel": 1, "llm-cpus": 1, "llm-ctx": 1}
+POSITIVE = {"lease-seconds", "llm-wait", "inference-startup-timeout"}  # seconds, more than 0
+BEYOND_LEAST = {"split-pages": "must be 0 (never split) or a number of pages",
+                "lease-seconds": "must be positive (a claim not renewed for this long is taken over)"}
+
+
+def bound_problem(option: str, value: float) -> str | None:
+    """Why `value` is out of bounds for `option` (`0: must be at least 1`), or None. Pure."""
+    shown = f"{value:g}" if isinstance(value, float) else value
+    if option in LEAST and value < LEAST[option]:
+        return f"{shown}: {BEYOND_LEAST.get(option, f'must be at least {LEAST[option]}')}"
+    if option in POSITIVE and not value > 0:
+        return f"{shown}: {BEYOND_LEAST.get(option, 'must be positive')}"
+    return None
+
+
+def memory_problem(text: str) -> str | None:
+    """Why `text` is not a size sbatch --mem takes (`'lots': not a memory size ...`), or None. Pure."""
+    if parse_memory_spec(str(text)) is None:
+        return f"{text!r}: not a memory size (e.g. 32G, 500M, 1T; a plain number is megabytes)"
+    return None
+
+
+def time_problem(text: str) -> str | None:
+    """Why `text` is not a Slurm time limit, or None. Pure."""
+    if parse_time_limit(str(text)) is None:
+        return f"{text!r}: use minutes, HH:MM:SS or D-HH:MM:SS"
+    return None
 
 
 class LaunchError(UserError):
@@ -175,32 +208,37 @@ def resolve_llm(llm: LlmRequest, job: dict) -> LlmRequest:
     image = job.get("llm_image")
     if server == "vllm" and image and "://" not in image and not Path(image).is_file():
         raise LaunchError(f"llm_image {image}: no such file (the profile's Apptainer image with vllm)")
-    for name in ("replicas", "gpus", "parallel", "cpus"):
-        if getattr(llm, name) < 1:
-            raise LaunchError(f"--llm-{name} {getattr(llm, name)}: must be at least 1")
+    check_bounds(llm_replicas=llm.replicas, llm_gpus=llm.gpus, llm_parallel=llm.parallel, llm_cpus=llm.cpus,
+                 llm_ctx=llm.ctx, llm_wait=llm.wait_timeout_s)
     return replace(llm, server=server, image=image if server == "vllm" else None,
                    server_args=args if server == "vllm" else [])
 
 
+def check_bounds(**values: Any) -> None:
+    """LaunchError for the first value out of its option's bounds (LEAST, POSITIVE; `time_limit` and `mem` as
+    sbatch takes them); None values are unset. The command line's types refuse the same earlier."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        option = {"time_limit": "time"}.get(name, name).replace("_", "-")
+        if option == "time":
+            problem = time_problem(value)
+        else:
+            problem = memory_problem(value) if option == "mem" else bound_problem(option, value)
+        if problem:
+            raise LaunchError(f"--{option} {problem}")
+
+
 def check_request(request: SubmitRequest, chosen: dict) -> None:
-    """The request's own values (no files, no cluster): LaunchError with a one-line reason."""
+    """The request's own values and the profile's time and memory (no files, no cluster): LaunchError with a
+    one-line reason."""
     if request.workers_per_gpu < 0:
         raise LaunchError(f"--workers-per-gpu {request.workers_per_gpu}: must be at least 1 (or auto)")
-    if request.gpus < 0:
-        raise LaunchError(f"--gpus {request.gpus}: must not be negative")
-    if request.scan_workers < 1:
-        raise LaunchError(f"--scan-workers {request.scan_workers}: must be at least 1")
-    if request.max_running is not None and request.max_running < 1:
-        raise LaunchError(f"--max-running {request.max_running}: must be at least 1")
-    if request.split_pages is not None and request.split_pages < 0:
-        raise LaunchError(f"--split-pages {request.split_pages}: must be 0 (never split) or a number of pages")
-    if not request.lease_seconds > 0:
-        raise LaunchError(f"--lease-seconds {request.lease_seconds:g}: must be positive (a claim not renewed "
-                          "for this long is taken over)")
-    if request.min_task_pages < 1:
-        raise LaunchError(f"--min-task-pages {request.min_task_pages}: must be at least 1")
-    if parse_time_limit(str(chosen["time"])) is None:
-        raise LaunchError(f"--time {chosen['time']!r}: use minutes, HH:MM:SS or D-HH:MM:SS")
+    check_bounds(gpus=request.gpus, scan_workers=request.scan_workers, max_running=request.max_running,
+                 split_pages=request.split_pages, lease_seconds=request.lease_seconds,
+                 min_task_pages=request.min_task_pages, cpus_per_task=chosen["cpus_per_task"],
+                 time_limit=chosen["time"], mem=chosen["mem"],
+                 inference_startup_timeout=request.inference_startup_timeout)
     try:
         check_item_limits(request.item_timeout, request.worker_memory, request.engine)
     except ValueError as exc:

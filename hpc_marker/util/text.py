@@ -17,3 +17,9 @@ def one_line(what: BaseException | str, *, with_type: bool = False, empty: str |
     if first is None:
         return empty or name
     return f"{name}: {first}" if with_type else first
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 task`, `2 tasks`, `1,000 PDFs`: a count and its noun (`many`: the plural, where it is not noun + s).
+    Pure."""
+    return f"{count:,} {noun if count == 1 else many or noun + 's'}"

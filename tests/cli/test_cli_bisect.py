@@ -62,11 +62,11 @@ def test_one_pathological_page_is_lost_alone(book, tmp_path):
 
     for attempt in (2, 3):  # the same page fails again (same settings): only it is converted again
         again = invoke("retry", "book")
-        assert again.exit_code == FINISHED_WITH_FAILURES and "reopened 1 failed items" in again.output, again.output
+        assert again.exit_code == FINISHED_WITH_FAILURES and "reopened 1 failed item\n" in again.output, again.output
         summary = run.summary
         assert summary["documents_partial"] == 1 and summary["poison"] == [], attempt
     kept = invoke("retry", "book")  # the page failed 3 times: kept, and the document with it
-    assert "reopened 0 failed items; 1 poison items kept as failed" in kept.output, kept.output
+    assert "reopened 0 failed items; 1 poison item kept as failed" in kept.output, kept.output
     assert run.summary["poison"] == [] and run.summary["documents_partial"] == 1
     commits = (run.paths.progress / "task-0.log").read_text()
     assert commits.count("000000.r7-8\ttimeout") == 3 and commits.count("000000.r0-5\tok") == 1
@@ -76,7 +76,7 @@ def test_one_pathological_page_is_lost_alone(book, tmp_path):
 def test_whole_pdf_bisected_in_json_and_not_without_bisect(book, tmp_path):
     run = run_local(book, tmp_path / "out", "--item-timeout", TIGHT, "--split-pages", "0", "--output-format", "json",
                     expect=FINISHED_WITH_FAILURES)
-    assert "finished: 0 ok, 1 partial (pages lost) of 1 items; JSON in" in run.output
+    assert "finished: 0 ok, 1 partial (pages lost) of 1 item; JSON in" in run.output
     doc = json.loads((tmp_path / "out" / "book" / "book.json").read_text())
     pages = doc["children"]
     assert [p["id"] for p in pages] == [f"/page/{i}/Page/0" for i in range(20)]
@@ -85,7 +85,7 @@ def test_whole_pdf_bisected_in_json_and_not_without_bisect(book, tmp_path):
 
     whole = run_local(book, tmp_path / "out2", "--item-timeout", TIGHT, "--split-pages", "0", "--no-bisect",
                       expect=FINISHED_WITH_FAILURES)
-    assert "finished: 0 ok, 1 failed of 1 items (1 timeout)" in whole.output
+    assert "finished: 0 ok, 1 failed of 1 item (1 timeout)" in whole.output
     assert [r.status for r in whole.records] == ["timeout"]
     assert not (tmp_path / "out2" / "book" / "book.md").exists()
 
@@ -94,7 +94,7 @@ def test_a_page_out_of_memory_is_lost_alone(book, tmp_path):
     """The failure is an error this time (the worker's memory cap), not a timeout: bisected the same way."""
     run = run_local(book, tmp_path / "out", "--worker-memory", "300M", "--item-timeout", "off", "--split-pages", "0",
                     expect=FINISHED_WITH_FAILURES)
-    assert "finished: 0 ok, 1 partial (pages lost) of 1 items" in run.output, run.output
+    assert "finished: 0 ok, 1 partial (pages lost) of 1 item" in run.output, run.output
     lost = run.summary["lost_pages"]
     assert [(p["page"], p["status"]) for p in lost] == [(8, "failed")] and "out of memory" in lost[0]["error"]
     text = (tmp_path / "out" / "book" / "book.md").read_text()

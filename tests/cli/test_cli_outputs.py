@@ -23,7 +23,7 @@ def test_json_run_then_garbled_documents_again_then_export(tmp_path, sample_pdfs
     first = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(out), "--gpus", "2", "--engine", "text",
                    "--executor", "local", "--output-format", "json", "--split-pages", "2", "--run-id", "first")
     assert first.exit_code == 0, first.output
-    assert "3 garbled pages in 1 documents" in first.output and "; JSON in" in first.output
+    assert "3 garbled pages in 1 document" in first.output and "; JSON in" in first.output
     documents = sorted(p for p in out.rglob("*.json")
                        if ".hpcmarker" not in p.parts and not p.name.endswith("_meta.json"))
     assert len(documents) == 6 and not list(out.rglob("*.md"))

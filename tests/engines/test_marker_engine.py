@@ -173,15 +173,15 @@ def test_config_is_applied_by_marker_classes(marker_pkg, tmp_path):
 
 
 @pytest.mark.marker
-def test_languages_follow_installed_marker(marker_pkg):
+def test_the_installed_marker_takes_no_languages(marker_pkg):
+    """Why hpcmarker has no --languages (issue 19): marker-pdf 1.10 and 2.0 have no such setting (it went in 1.7:
+    surya detects the languages); in --marker-config it is an unknown key like any other."""
     from marker.config.crawler import crawler
 
-    options = EngineOptions(languages=("de", "en"))
-    if "languages" in crawler.attr_set:
-        engine_mod.MarkerEngine.check(options)
-    else:
-        with pytest.raises(EngineUnavailable, match=r"'languages'.*marker-pdf \d"):
-            engine_mod.MarkerEngine.check(options)
+    keys, cli = engine_mod.marker_config_keys()
+    assert "languages" not in crawler.attr_set and "languages" not in keys | set(cli)
+    with pytest.raises(EngineUnavailable, match=r"unknown marker setting 'languages' for marker-pdf \d"):
+        engine_mod.MarkerEngine.check(EngineOptions(extra_config={"languages": "de,en"}))
 
 
 @pytest.mark.marker

@@ -21,6 +21,7 @@ from hpc_marker.llm.settings import LlmPaths
 from hpc_marker.manage.status import read_progress
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.util.processes import process_tree
+from hpc_marker.util.text import plural
 
 MODEL = "org/tiny-instruct"
 
@@ -127,7 +128,7 @@ def test_killing_one_replica_mid_run_loses_nothing_and_marks_exactly_the_affecte
     summary = read_summary(paths)
     assert summary["ok"] == 6 and summary["llm"]["failures"] == 0 and len(summary["llm_failover"]) == len(marked)
     assert json.loads(invoke("status", "--json").output)["failed_over"] == len(marked)
-    assert f"{len(marked)} items had LLM requests moved to another replica" in invoke("status").output
+    assert f"{plural(len(marked), 'item')} had LLM requests moved to another replica" in invoke("status").output
     aside = paths.summary.rename(paths.summary.with_name("summary.aside"))
     try:
         assert read_progress(paths, failed_over=True).failed_over == len(marked)  # the commit logs, before collection
@@ -162,7 +163,7 @@ def test_failed_vllm_calls_mark_exactly_their_items_degraded_in_status_summary_a
     status = json.loads(invoke("status", "--json").output)
     assert status["degraded"] == len(affected) and status["llm"]["failures"] == failed
     text = invoke("status").output
-    assert f"{len(affected)} items with degraded LLM refinement" in text and f"{failed} failed" in text
+    assert f"{plural(len(affected), 'item')} with degraded LLM refinement" in text and f"{failed} failed" in text
     table = (paths.root / "report.html").read_text().split('<table id="degraded-table">')[1].split("</table>")[0]
     assert all(r.pdf in table for r in records if r.degraded)
     assert vllm_pids(Path(standin)) == []

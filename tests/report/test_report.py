@@ -112,7 +112,7 @@ def test_text_layer_section_lists_the_flagged_documents(run):
     text = run["report"].read_text(encoding="utf-8")
     cells = Page(text).cells["text-layer-table"]
     assert cells[:4] == ["zh/example-single.pdf", "3", "", "1-3"]  # pdf, pages checked, empty, garbled
-    assert "3 garbled pages in 1 documents" in text and "0 empty · 3 garbled" in text
+    assert "3 garbled pages in 1 document" in text and "0 empty · 3 garbled" in text
 
 
 def test_report_is_one_offline_file_with_every_run_string_escaped(run):

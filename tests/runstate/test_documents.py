@@ -58,7 +58,7 @@ def test_summary_and_status_count_flagged_pages_and_documents():
     status = RunStatus(run_id="r", run_dir="", executor="slurm", state="finished", items=3, ok=3, failed=0,
                        pending=0, pages=48, pages_done=48, elapsed_seconds=1.0, pages_per_second=48.0,
                        eta_seconds=None, collector="COMPLETED", text_layer=summary["text_layer"])
-    assert "1 empty pages in 1 documents, 3 garbled pages in 1 documents" in text_layer_line(status)
+    assert "1 empty page in 1 document, 3 garbled pages in 1 document" in text_layer_line(status)
     assert text_layer_line(RunStatus(**{**vars(status), "text_layer": {}})) == ""
 
 
@@ -73,7 +73,7 @@ def test_status_counts_flags_from_the_commit_logs_before_collection():
     status = RunStatus(run_id="r", run_dir="", executor="slurm", state="running", items=4, ok=3, failed=1, pending=0,
                        pages=4, pages_done=4, elapsed_seconds=1.0, pages_per_second=4.0, eta_seconds=None,
                        collector="PENDING", text_layer=layer)
-    assert "2 empty pages in 1 items, 1 garbled pages in 1 items" in text_layer_line(status)
+    assert "2 empty pages in 1 item, 1 garbled page in 1 item" in text_layer_line(status)
 
 
 def test_page_labels_count_like_people():

@@ -32,7 +32,7 @@ def test_walk_finds_the_leaves_in_page_order_and_what_is_not_finished():
     folded = fold(found.leaves)
     assert folded.status == PARTIAL and folded.pages_ok == 19
     assert folded.lost_pages == [{"page": 7, "status": "timeout", "error": "no result after 2 s"}]
-    assert "1 pages lost (8)" in folded.error
+    assert "1 page lost (8)" in folded.error
 
     unfinished = {k: v for k, v in TREE.items() if k != "000001.r8-10"}
     assert [n.item_id for n in walk("000001", 0, 20, unfinished.get).pending] == ["000001.r8-10"]

@@ -114,9 +114,9 @@ def test_cli_workers_per_gpu_takes_auto_or_a_count(tmp_path):
     from click.testing import CliRunner
 
     from hpc_marker.cli import cli
-    from hpc_marker.cli.run import _workers_per_gpu
+    from hpc_marker.cli.types import WORKERS
 
-    assert [_workers_per_gpu(None, None, v) for v in ("auto", "AUTO", "3", 2)] == [0, 0, 3, 2]  # 2: from a config
+    assert [WORKERS.convert(v, None, None) for v in ("auto", "AUTO", "3", 2)] == [0, 0, 3, 2]  # 2: from a config
     for bad in ("0", "zero", "-1"):
         result = CliRunner().invoke(cli, ["submit", "--pdfs", str(tmp_path), "--out", str(tmp_path / "o"),
                                           "--workers-per-gpu", bad])

@@ -384,7 +384,7 @@ def test_torn_last_line_of_a_task_manifest(inputs, control):
                          detail=f"{manifest.name} cut at byte {cut - last} of its last line (item {item}); "
                                 f"collect said: {result.output.strip().splitlines()[-1]}")
         assert result.exit_code == 0, result.output  # not fatal
-        assert "1 torn manifest lines reported" in result.output  # reported
+        assert "1 torn manifest line reported" in result.output  # reported
         line_number = data[:last].count(b"\n") + 1
         assert summary["torn_manifest_lines"] == [f"{manifest.name}:{line_number}: unreadable line (JSONDecodeError)"]
         assert summary["recovered_records"] == 1  # recovered from its done marker, not dropped

@@ -128,7 +128,7 @@ def test_cancel_leaves_nothing_in_squeue_and_no_process(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--gpus", "0"], "needs at least one GPU"),
+    (["--gpus", "0"], "--gpus 0: must be at least 1"),
     (["--partition", "nosuch"], "--partition nosuch: no such partition; partitions here:"),
 ])
 def test_bad_cluster_settings_exit_2_and_submit_nothing(tmp_path, args, message):

@@ -109,3 +109,21 @@ def test_output_is_current_looks_for_the_runs_format(tmp_path, fmt):
     partial = {"hpcmarker_source": source, "lost_pages": [{"page": 3, "reason": "timeout"}]}
     meta_file(target.parent, "a").write_text(json.dumps(partial))
     assert not output_is_current(out, pdf, settings(fmt))  # a partial document is converted again
+
+
+def test_an_output_recorded_with_the_retired_languages_option_is_still_current(tmp_path):
+    """--languages is gone (no supported marker takes it): documents whose settings still record
+    `languages: []` are not converted again for it."""
+    pdf_path = tmp_path / "pdfs" / "a.pdf"
+    pdf_path.parent.mkdir()
+    pdf_path.write_bytes(b"%PDF-1.4 tiny")
+    stat = pdf_path.stat()
+    out = tmp_path / "out"
+    target = document_file(out, "a.pdf", "markdown")
+    target.parent.mkdir(parents=True)
+    target.write_text("x")
+    wanted = output_settings("marker", EngineOptions())
+    for languages, current in (([], True), (["de"], False)):
+        source = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "settings": dict(wanted, languages=languages)}
+        meta_file(target.parent, "a").write_text(json.dumps({"hpcmarker_source": source}))
+        assert output_is_current(out, ScannedPdf("a.pdf", pdf_path, stat.st_size, 1), wanted) is current
