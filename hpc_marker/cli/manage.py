@@ -35,12 +35,8 @@ def status(run, as_json, watch, interval, cancel_wedged) -> None:
 
     Exit code: 0 while the run goes on, or finished with every item ok; 3 finished, but some items
     failed; 4 incomplete (items left, nothing running) or wedged; 130 when --watch is left with Ctrl-C."""
-    from hpc_marker.manage.status import (
-        load_status,
-        status_table,
-        verdict_lines,
-        watch_status,
-    )
+    from hpc_marker.manage.status import load_status
+    from hpc_marker.manage.statustable import status_table, verdict_lines, watch_status
 
     paths = run_paths(run)
     if watch and not as_json:

@@ -155,7 +155,8 @@ def test_no_wedge_while_dependencies_can_still_be_met():
 
 
 def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, monkeypatch):
-    from hpc_marker.manage.status import load_status, watch_status
+    from hpc_marker.manage.status import load_status
+    from hpc_marker.manage.statustable import watch_status
     from hpc_marker.runstate.layout import RunPaths
     from hpc_marker.slurm import commands as slurm
     from hpc_marker.slurm.parse import parse_squeue
@@ -236,7 +237,8 @@ def test_status_names_a_pending_reason_that_never_clears(tmp_path, monkeypatch):
 def test_status_table_of_a_thousand_tasks_has_a_row_per_state_and_the_worst_tasks():
     from rich.console import Console
 
-    from hpc_marker.manage.status import WORST_TASKS, RunStatus, TaskStatus, status_table
+    from hpc_marker.manage.status import RunStatus, TaskStatus
+    from hpc_marker.manage.statustable import WORST_TASKS, status_table
 
     states = ["COMPLETED"] * 900 + ["RUNNING"] * 80 + ["FAILED"] * 20
     tasks = [TaskStatus(task=i, job_id=f"7_{i}", state=state, items=10, ok=10 if state == "COMPLETED" else 4,

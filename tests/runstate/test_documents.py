@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pandas as pd
 
-from hpc_marker.manage.status import RunStatus, commit_text_layer, text_layer_line
+from hpc_marker.manage.status import RunStatus, commit_text_layer
+from hpc_marker.manage.statustable import text_layer_line
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
 from hpc_marker.runstate.documents import (
     document_state,
