@@ -61,12 +61,12 @@ def test_resume_of_another_run_of_a_busy_out_is_refused(tmp_path, sample_pdfs):
 
 
 def test_status_watch_left_with_ctrl_c_exits_130(tmp_path, sample_pdfs, monkeypatch):
-    from hpc_marker.manage import status
+    from hpc_marker.manage import statustable
 
     make_run(sample_pdfs, tmp_path / "out", run_id="watched")
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(status, "watch_status", interrupted)
+    monkeypatch.setattr(statustable, "watch_status", interrupted)
     assert invoke("status", "watched", "--watch").exit_code == 130
