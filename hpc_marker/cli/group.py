@@ -60,6 +60,9 @@ def value_source(ctx: click.Context | None, param: click.Parameter) -> str:
     return ""
 
 
+EXIT_INTERRUPTED = 130
+
+
 class ListedGroup(click.Group):
     """A group whose help lists its commands in the order they were added, each with its whole first sentence."""
 
@@ -93,6 +96,9 @@ class HpcMarkerGroup(ListedGroup):
             raise
         except click.UsageError as exc:
             raise OneLineError(usage_line(exc, ctx), exc.exit_code) from None
+        except KeyboardInterrupt:  # Ctrl-C: the shell's 128 + SIGINT, as every command that stops on it says
+            click.echo("interrupted", err=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 @click.group(cls=HpcMarkerGroup,

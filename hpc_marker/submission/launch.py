@@ -149,8 +149,19 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     scripts = render_scripts(paths, record, python=sys.executable, layout=layout)
     executor.check_scripts(scripts)  # a request the cluster can never run: refused now, not pending forever
     if create:
-        if not request.force_concurrent:
-            acquire(out, run_id, active_jobs_of(out))
+        _create_run_folder(paths, record, plan, scripts, llm, hold_out=not request.force_concurrent)
+    return PreparedRun(paths=paths, record=record, plan=plan, scanned=todo, scripts=scripts, layout=layout,
+                       up_to_date=up_to_date, notes=notes + ([layout.note] if layout.note else []))
+
+
+def _create_run_folder(paths: RunPaths, record: RunRecord, plan: Plan, scripts: dict[str, str],
+                       llm: LlmRequest | None, hold_out: bool) -> None:
+    """The run folder with its plan, record, LLM settings and scripts, holding --out (unless told not to).
+    Whatever stops it half-way (Ctrl-C, a full disk) leaves no folder and --out free."""
+    out = Path(record.out_dir)
+    if hold_out:
+        acquire(out, record.run_id, active_jobs_of(out))
+    try:
         paths.create()
         save_plan(plan, paths.plan)
         paths.save_record(record)
@@ -158,8 +169,9 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
             _write_llm_settings(paths, llm)
         for role, text in scripts.items():
             (paths.scripts / f"{role}.sbatch").write_text(text)
-    return PreparedRun(paths=paths, record=record, plan=plan, scanned=todo, scripts=scripts, layout=layout,
-                       up_to_date=up_to_date, notes=notes + ([layout.note] if layout.note else []))
+    except BaseException:
+        discard_run(paths, record)
+        raise
 
 
 def fewer_tasks_note(gpus: int, plan: Plan, pdfs: int, min_task_pages: int) -> str:

@@ -105,3 +105,24 @@ def test_cancel_while_tasks_start_ends_every_process_and_says_what_it_ended(tmp_
     status = invoke("status", run_id, "--json")
     assert status.exit_code == INCOMPLETE and json.loads(status.output)["state"] == "incomplete", status.output
     assert [s for s in read_stops(paths.progress).values() if s.cause == RUNNING] == []
+
+
+def test_ctrl_c_before_the_jobs_start_exits_130_and_leaves_no_run_and_a_free_out(tmp_path, sample_pdfs, monkeypatch):
+    """Between the run folder's creation and its jobs: exit 130 (not click's 'Aborted!', exit 1), no run folder,
+    and --out free for the next submit at once."""
+    from hpc_marker.submission import launch
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(launch, "save_plan", interrupted)  # while the run folder is being made
+    result = invoke("submit", "--pdfs", sample_pdfs, "--out", out, "--engine", "text", "--executor", "local",
+                    "--run-id", "cut")
+    assert result.exit_code == INTERRUPTED, result.output
+    assert "interrupted" in result.output and "Aborted" not in result.output
+    assert not (out / ".hpcmarker" / "runs" / "cut").exists()
+    monkeypatch.undo()
+    again = invoke("submit", "--pdfs", sample_pdfs, "--out", out, "--engine", "text", "--executor", "local",
+                   "--run-id", "next")
+    assert again.exit_code == 0, again.output
