@@ -20,10 +20,12 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from hpc_marker.engines.marker import PREFETCH_COMMAND
 from hpc_marker.runstate.stops import (
     CANCELLED,
     DONE,
     ENGINE,
+    ENGINE_CACHE,
     ERROR,
     INFERENCE,
     LLM_SERVICE,
@@ -52,7 +54,7 @@ JOB_STATE_CAUSES = {
     "PREEMPTED": (PREEMPTED, "preempted by another job (job PREEMPTED)"),
     "CANCELLED": (CANCELLED, "cancelled"),
 }
-CAUSE_ORDER = (ENGINE, INFERENCE, LLM_SERVICE, STORAGE_FULL, OUT_OF_MEMORY, TIME_LIMIT, NODE_FAILURE, PREEMPTED,
+CAUSE_ORDER = (ENGINE_CACHE, ENGINE, INFERENCE, LLM_SERVICE, STORAGE_FULL, OUT_OF_MEMORY, TIME_LIMIT, NODE_FAILURE, PREEMPTED,
                CANCELLED, ERROR, DEPENDENCY, STUCK, LEFT, NOT_COLLECTED)
 
 
@@ -96,6 +98,7 @@ class Reason:
     advice: str = ""  # what to do before the command, in words
     verb: str = "resume"  # resume, retry, collect, cancel (then resume); "" for no command
     options: tuple[tuple[str, str], ...] = ()  # options for the command: (flag, value)
+    first: str = ""  # a command that must run before it, in this shell (prefetch, then source its env.sh)
 
     def command(self, run_id: str) -> str:
         return next_command(run_id, [self])
@@ -128,6 +131,11 @@ def next_command(run_id: str, reasons: list[Reason]) -> str:
     verbs = {r.verb for r in reasons if r.verb}
     if not verbs:
         return ""
+    first = "".join(f"{command} && " for command in dict.fromkeys(r.first for r in reasons if r.first))
+    return first + _verb_command(run_id, reasons, verbs)
+
+
+def _verb_command(run_id: str, reasons: list[Reason], verbs: set[str]) -> str:
     options: dict[str, str] = {}
     for reason in reasons:
         for flag, value in reason.options:
@@ -183,6 +191,7 @@ def _fix(cause: str, facts: RunFacts, tasks: tuple[int, ...]) -> dict:
         OUT_OF_MEMORY: {"options": (("--mem", doubled_memory(facts.mem)),)},
         STORAGE_FULL: {"advice": "free space", "verb": "retry"},
         ENGINE: {"advice": f"make the engine work in the jobs' environment (see `{logs}`, `hpcmarker doctor`)"},
+        ENGINE_CACHE: {"first": PREFETCH_COMMAND},  # on the login node (internet), then resume
         INFERENCE: {"advice": f"install vllm where the jobs run, or set the profile's inference_server (see `{logs}`)"},
         LLM_SERVICE: {"advice": f"see `hpcmarker logs {facts.run_id} --service`"},
         ERROR: {"advice": f"see `{logs}`"},

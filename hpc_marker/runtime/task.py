@@ -28,8 +28,8 @@ from pathlib import Path
 
 import submitit
 
-from hpc_marker.engines import (EngineError, EngineOptions, EngineUnavailable, check_engine, engine_startup_seconds,
-                                output_settings)
+from hpc_marker.engines import (EngineCacheMissing, EngineError, EngineOptions, EngineUnavailable, check_engine,
+                                check_node, engine_startup_seconds, output_settings)
 from hpc_marker.planning.bisect import BISECTED, can_bisect, halves
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_share, load_summary
@@ -44,6 +44,7 @@ from hpc_marker.runstate.stops import (
     CANCELLED,
     DONE,
     ENGINE,
+    ENGINE_CACHE,
     ERROR,
     INFERENCE,
     LLM_SERVICE,
@@ -150,6 +151,8 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         if result.stopped == STORAGE_FULL:  # exit non-zero: the run is not complete, and the scheduler should say so
             raise RuntimeError(f"task {task_index} stopped early: {result.reason}; free space, then: "
                                f"hpcmarker retry {record.run_id}")
+        if result.stopped in (ENGINE, ENGINE_CACHE):
+            raise RuntimeError(f"task {task_index} stopped early: {result.reason}")
         return result
 
 
@@ -310,15 +313,20 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
                         queue.appendleft((item, batch))
                     else:
                         fail(item, batch, "failed", outcome.died_reason(), started)
+                elif isinstance(outcome.error, EngineUnavailable):  # the worker could not build the engine:
+                    cause = _engine_cause(record.engine, host, outcome.error)  # the task's cause, not the item's
+                    if not draining:
+                        log(f"giving up: {cause[1]}; {item.pdf} stays pending")
+                        draining.append(cause)
                 else:
                     error = outcome.error
                     if isinstance(error, MemoryError):
                         reason = f"out of memory (worker memory limit {record.worker_memory})"
-                    elif isinstance(error, (EngineError, EngineUnavailable)):
+                    elif isinstance(error, EngineError):
                         reason = str(error)
                     else:  # anything else is this item's failure, not the task's
                         reason = one_line(error, with_type=True)
-                    if isinstance(error, (OutputUnwritable, EngineUnavailable)) or reason.startswith("encrypted"):
+                    if isinstance(error, OutputUnwritable) or reason.startswith("encrypted"):
                         settle(item, batch, "failed", reason, started)  # not a page's failure: no bisection
                     else:
                         fail(item, batch, "failed", reason, started)
@@ -361,11 +369,20 @@ def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict,
     CannotStart says why not."""
     try:
         check_engine(record.engine, EngineOptions.from_json(options))
+        check_node(record.engine, EngineOptions.from_json(options))  # before any worker or server starts
     except EngineUnavailable as exc:
-        _log(task_index, f"giving up: engine {record.engine!r} cannot run here: {exc}")
-        raise CannotStart(ENGINE, f"engine {record.engine!r} cannot run on {host}: {exc}") from None
+        cause, reason = _engine_cause(record.engine, host, exc)
+        _log(task_index, f"giving up: {reason}")
+        raise CannotStart(cause, reason) from None
     if record.llm:
         options["llm"] = _llm_options(record, paths, task_index, workers, helpers)
+
+
+def _engine_cause(engine: str, host: str, exc: EngineUnavailable) -> tuple[str, str]:
+    """(stop cause, one line) for an engine that cannot start on this node: its caches (prefetch fills
+    them) or anything else. Pure."""
+    return ENGINE_CACHE if isinstance(exc, EngineCacheMissing) else ENGINE, \
+        f"engine {engine!r} cannot start on {host}: {one_line(exc)}"
 
 
 def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: int, helpers: ExitStack) -> dict:
