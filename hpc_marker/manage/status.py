@@ -80,6 +80,7 @@ class Progress:
     failed_over: int = 0  # items with LLM requests moved to another replica (counted only when asked)
     text_layer: dict = field(default_factory=dict)  # empty and garbled pages (summary.json's, or the commit logs')
     lost_pages: list[str] = field(default_factory=list)  # "book.pdf page 8: timeout" (or by document id before collection)
+    retry: dict | None = None  # summary.json's retry outlook (collect.retry_outlook); None before collection
 
 
 @dataclass
@@ -171,7 +172,7 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
         run_id=record.run_id, time_limit=record.time_limit, mem=record.mem, cancelled=record.cancelled is not None,
         tasks=tuple(TaskView(t.task, t.job_id, t.state, t.pending) for t in tasks), stops=stops or {},
         items=items, pending=pending, failed=failed, collected=collected, collector=collector,
-        partial=sum(t.partial for t in tasks),
+        partial=sum(t.partial for t in tasks), **(progress.retry or {}),
         pending_reasons=seen.pending, other_jobs=others, wedged=bool(seen.wedged) and not seen.cancelled))
     return RunStatus(
         run_id=record.run_id, run_dir="", executor=record.executor, state=judged.state,
@@ -194,7 +195,7 @@ def summary_progress(summary: dict) -> Progress:
     lost = [f"{p['pdf']} page {p['page']}: {p['status']}" for p in summary.get("lost_pages", [])]
     return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
                     summary.get("torn_manifest_lines", []), len(summary.get("llm_failover") or []),
-                    text_layer=summary.get("text_layer", {}), lost_pages=lost)
+                    text_layer=summary.get("text_layer", {}), lost_pages=lost, retry=summary.get("retry"))
 
 
 def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:

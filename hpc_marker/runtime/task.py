@@ -40,18 +40,8 @@ from hpc_marker.runstate.output import document_stem
 from hpc_marker.runstate.permissions import file_mode_mask
 from hpc_marker.runstate.progress import CommitLog
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.stops import (
-    CANCELLED,
-    DONE,
-    ENGINE,
-    ENGINE_CACHE,
-    ERROR,
-    INFERENCE,
-    LLM_SERVICE,
-    STORAGE_FULL,
-    TIME_LIMIT,
-    StopRecord,
-)
+from hpc_marker.runstate.stops import (CANCELLED, DONE, ENGINE, ENGINE_CACHE, ERROR, INFERENCE, LLM_SERVICE,
+                                       STORAGE_FULL, TIME_LIMIT, StopRecord)
 from hpc_marker.runtime.finishing import Finisher
 from hpc_marker.runtime.inference import InferenceServerFailed, InferenceSettings, task_inference_server
 from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
@@ -148,11 +138,9 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
             stops.stop(ERROR, one_line(exc, with_type=True))
             raise
         stops.stop(result.stopped, result.reason)
-        if result.stopped == STORAGE_FULL:  # exit non-zero: the run is not complete, and the scheduler should say so
-            raise RuntimeError(f"task {task_index} stopped early: {result.reason}; free space, then: "
-                               f"hpcmarker retry {record.run_id}")
-        if result.stopped in (ENGINE, ENGINE_CACHE):
-            raise RuntimeError(f"task {task_index} stopped early: {result.reason}")
+        if result.stopped in (STORAGE_FULL, ENGINE, ENGINE_CACHE):  # exit non-zero: the run is not complete
+            fix = f"; free space, then: hpcmarker retry {record.run_id}" if result.stopped == STORAGE_FULL else ""
+            raise RuntimeError(f"task {task_index} stopped early: {result.reason}{fix}")  # the scheduler says so too
         return result
 
 
@@ -313,11 +301,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
                         queue.appendleft((item, batch))
                     else:
                         fail(item, batch, "failed", outcome.died_reason(), started)
-                elif isinstance(outcome.error, EngineUnavailable):  # the worker could not build the engine:
-                    cause = _engine_cause(record.engine, host, outcome.error)  # the task's cause, not the item's
-                    if not draining:
-                        log(f"giving up: {cause[1]}; {item.pdf} stays pending")
-                        draining.append(cause)
+                elif isinstance(outcome.error, EngineUnavailable):  # no engine in that worker: the task stops
+                    draining.append(_engine_cause(record.engine, host, outcome.error))  # the item stays pending
                 else:
                     error = outcome.error
                     if isinstance(error, MemoryError):
@@ -368,21 +353,19 @@ def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict,
     """Before any item: the engine can run here, and the LLM service (if any) answers; `options` gains it.
     CannotStart says why not."""
     try:
-        check_engine(record.engine, EngineOptions.from_json(options))
-        check_node(record.engine, EngineOptions.from_json(options))  # before any worker or server starts
+        for check in (check_engine, check_node):  # check_node: caches, binaries; before any worker or server starts
+            check(record.engine, EngineOptions.from_json(options))
     except EngineUnavailable as exc:
-        cause, reason = _engine_cause(record.engine, host, exc)
-        _log(task_index, f"giving up: {reason}")
-        raise CannotStart(cause, reason) from None
+        _log(task_index, f"giving up: {(cause := _engine_cause(record.engine, host, exc))[1]}")
+        raise CannotStart(*cause) from None
     if record.llm:
         options["llm"] = _llm_options(record, paths, task_index, workers, helpers)
 
 
 def _engine_cause(engine: str, host: str, exc: EngineUnavailable) -> tuple[str, str]:
-    """(stop cause, one line) for an engine that cannot start on this node: its caches (prefetch fills
-    them) or anything else. Pure."""
-    return ENGINE_CACHE if isinstance(exc, EngineCacheMissing) else ENGINE, \
-        f"engine {engine!r} cannot start on {host}: {one_line(exc)}"
+    """(stop cause, one line) for an engine that cannot start here: its caches (prefetch), or anything else."""
+    cause = ENGINE_CACHE if isinstance(exc, EngineCacheMissing) else ENGINE
+    return cause, f"engine {engine!r} cannot start on {host}: {one_line(exc)}"
 
 
 def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: int, helpers: ExitStack) -> dict:

@@ -7,11 +7,12 @@ import pytest
 from inputs import EXAMPLES
 from runkit import invoke, manifest_records, run_local
 
-from hpc_marker.engines.benchmark import START_ERROR_VARIABLE
 from hpc_marker.runstate.progress import read_commits
-from hpc_marker.runstate.stops import ENGINE, ENGINE_CACHE, read_stops
+from hpc_marker.runstate.stops import read_stops
 
 INCOMPLETE = 4
+START_ERROR_VARIABLE = "HPCMARKER_BENCH_START_ERROR"  # engines/benchmark.py: every worker fails to build it
+ENGINE, ENGINE_CACHE = "engine", "engine_cache"  # the stop causes (runstate/stops.py)
 
 
 @pytest.mark.slow
