@@ -41,12 +41,13 @@ def check_engine(name: str, options: EngineOptions) -> None:
     _engine_class(name).check(options)
 
 
-def check_node(name: str, options: EngineOptions) -> None:
+def check_node(name: str, options: EngineOptions, server: bool = False) -> None:
     """Raise EngineCacheMissing or EngineUnavailable (one short line) when this node lacks what the
-    engine needs to start (its caches, the binaries it runs); engines that need nothing pass."""
+    engine needs to start (its caches, the binaries it runs); engines that need nothing pass. `server`:
+    the task starts the engine's inference server itself (runtime/inference.py)."""
     node_check = getattr(_engine_class(name), "check_node", None)
     if node_check is not None:
-        node_check(options)
+        node_check(options, server=server)
 
 
 def engine_startup_seconds(name: str) -> float:

@@ -126,9 +126,10 @@ class Engine(Protocol):
         """Cheap preflight: raise EngineUnavailable naming what is missing."""
 
     @classmethod
-    def check_node(cls, options: EngineOptions) -> None:
+    def check_node(cls, options: EngineOptions, server: bool = False) -> None:
         """What this node needs to start the engine (caches, binaries), checked by each task before any
-        worker starts; optional. Raise EngineCacheMissing or EngineUnavailable in one short line."""
+        worker starts (`server`: the task starts its inference server); optional. Raise EngineCacheMissing
+        or EngineUnavailable in one short line."""
 
     def __init__(self, options: EngineOptions) -> None: ...
 

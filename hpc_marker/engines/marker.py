@@ -258,8 +258,9 @@ def _vlm_pieces(s: Any) -> list[str]:
     return pieces
 
 
-def missing_cache_pieces() -> list[str]:
-    """What marker would download at first use and is not on this node (font, weights, servers)."""
+def missing_cache_pieces(server: bool = False) -> list[str]:
+    """What marker would download at first use and is not on this node (font, weights, servers); `server`:
+    hpcmarker's task starts the VLM server (runtime/inference.py): only its weights, in the HF cache."""
     version = _require_marker()
     from marker.settings import settings as marker_settings
     from surya.settings import settings as s
@@ -273,7 +274,10 @@ def missing_cache_pieces() -> list[str]:
     for checkpoint in dict.fromkeys(checkpoints):
         piece = _checkpoint_piece(checkpoint, s.MODEL_CACHE_DIR)
         missing += [piece] if piece else []
-    return missing if _series(version)[0] == 1 else missing + _vlm_pieces(s)
+    if _series(version)[0] == 1:
+        return missing
+    vlm = _checkpoint_piece(s.SURYA_MODEL_CHECKPOINT, s.MODEL_CACHE_DIR) if server else None
+    return missing + ([vlm] if vlm else []) if server else missing + _vlm_pieces(s)
 
 
 class MarkerEngine:
@@ -285,11 +289,12 @@ class MarkerEngine:
         _validate(options, _require_marker())
 
     @classmethod
-    def check_node(cls, options: EngineOptions) -> None:
-        """The font, weights and (2.x) inference pieces are on this node: EngineCacheMissing names
-        those missing (when prefetch can fetch any), else EngineUnavailable; never a download."""
+    def check_node(cls, options: EngineOptions, server: bool = False) -> None:
+        """The font, weights and (2.x) inference pieces are on this node (`server`: the task starts the VLM
+        server itself, which needs only its weights here): EngineCacheMissing names those missing (when
+        prefetch can fetch any), else EngineUnavailable; never a download."""
         version = _require_marker()
-        missing = missing_cache_pieces()
+        missing = missing_cache_pieces(server=server)
         if not missing:
             return
         text = f"marker-pdf {version} is missing {describe_missing(missing)}"

@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from hpc_marker.engines.base import EngineCacheMissing
 from hpc_marker.util.text import one_line
 
 # What a task says about itself (the first two are not problems).
@@ -40,6 +41,13 @@ class TaskStop:
     host: str = ""
     started: float = 0.0
     stopped: float | None = None
+
+
+def engine_stop(engine: str, host: str, exc: Exception) -> tuple[str, str]:
+    """(cause, one line) for an engine that cannot start on this node: its caches (`hpcmarker prefetch`
+    fills them) or anything else. Pure."""
+    cause = ENGINE_CACHE if isinstance(exc, EngineCacheMissing) else ENGINE
+    return cause, f"engine {engine!r} cannot start on {host}: {one_line(exc)}"
 
 
 def stop_path(folder: Path, task: int) -> Path:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import submitit
 
-from hpc_marker.engines import (EngineCacheMissing, EngineError, EngineOptions, EngineUnavailable, check_engine,
-                                check_node, engine_startup_seconds, output_settings)
+from hpc_marker.engines import (EngineError, EngineOptions, EngineUnavailable, check_engine, check_node,
+                                engine_startup_seconds, output_settings)
 from hpc_marker.planning.bisect import BISECTED, can_bisect, halves
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_share, load_summary
@@ -41,7 +41,7 @@ from hpc_marker.runstate.permissions import file_mode_mask
 from hpc_marker.runstate.progress import CommitLog
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import (CANCELLED, DONE, ENGINE, ENGINE_CACHE, ERROR, INFERENCE, LLM_SERVICE,
-                                       STORAGE_FULL, TIME_LIMIT, StopRecord)
+                                       STORAGE_FULL, TIME_LIMIT, StopRecord, engine_stop)
 from hpc_marker.runtime.finishing import Finisher
 from hpc_marker.runtime.inference import InferenceServerFailed, InferenceSettings, task_inference_server
 from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
@@ -302,7 +302,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
                     else:
                         fail(item, batch, "failed", outcome.died_reason(), started)
                 elif isinstance(outcome.error, EngineUnavailable):  # no engine in that worker: the task stops
-                    draining.append(_engine_cause(record.engine, host, outcome.error))  # the item stays pending
+                    draining.append(engine_stop(record.engine, host, outcome.error))  # the item stays pending
                 else:
                     error = outcome.error
                     if isinstance(error, MemoryError):
@@ -352,20 +352,15 @@ def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict,
              helpers: ExitStack) -> None:
     """Before any item: the engine can run here, and the LLM service (if any) answers; `options` gains it.
     CannotStart says why not."""
-    try:
-        for check in (check_engine, check_node):  # check_node: caches, binaries; before any worker or server starts
-            check(record.engine, EngineOptions.from_json(options))
+    engine_options, mode = EngineOptions.from_json(options), (record.inference or {}).get("mode", "off")
+    try:  # check_node: caches, binaries, before any worker or server starts (a server of its own: its weights only)
+        check_engine(record.engine, engine_options)
+        check_node(record.engine, engine_options, server=mode != "off" and not os.environ.get("SURYA_INFERENCE_URL"))
     except EngineUnavailable as exc:
-        _log(task_index, f"giving up: {(cause := _engine_cause(record.engine, host, exc))[1]}")
+        _log(task_index, f"giving up: {(cause := engine_stop(record.engine, host, exc))[1]}")
         raise CannotStart(*cause) from None
     if record.llm:
         options["llm"] = _llm_options(record, paths, task_index, workers, helpers)
-
-
-def _engine_cause(engine: str, host: str, exc: EngineUnavailable) -> tuple[str, str]:
-    """(stop cause, one line) for an engine that cannot start here: its caches (prefetch), or anything else."""
-    cause = ENGINE_CACHE if isinstance(exc, EngineCacheMissing) else ENGINE
-    return cause, f"engine {engine!r} cannot start on {host}: {one_line(exc)}"
 
 
 def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: int, helpers: ExitStack) -> dict:
