@@ -33,7 +33,11 @@ from hpc_marker.runstate.output import (
 )
 from hpc_marker.runstate.permissions import PERMISSIONS, private_files
 from hpc_marker.runstate.record import RunRecord, new_run_id
-from hpc_marker.runtime.inference import InferenceConfigError, server_preflight, settings_for_run
+from hpc_marker.runtime.inference import (
+    InferenceConfigError,
+    server_preflight,
+    settings_for_run,
+)
 from hpc_marker.runtime.mps import check_mode
 from hpc_marker.slurm.arrays import ArrayLayout
 from hpc_marker.submission.request import (
