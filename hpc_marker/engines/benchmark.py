@@ -35,7 +35,8 @@ class BenchmarkEngine(TextEngine):
     def __init__(self, options: EngineOptions) -> None:
         error = os.environ.get(START_ERROR_VARIABLE)
         if error:
-            raise (EngineCacheMissing if error.startswith("cache:") else EngineUnavailable)(error.removeprefix("cache:"))
+            unavailable = EngineCacheMissing if error.startswith("cache:") else EngineUnavailable
+            raise unavailable(error.removeprefix("cache:"))
         super().__init__(options)
 
     def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:

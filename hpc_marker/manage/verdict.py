@@ -56,8 +56,8 @@ JOB_STATE_CAUSES = {
     "PREEMPTED": (PREEMPTED, "preempted by another job (job PREEMPTED)"),
     "CANCELLED": (CANCELLED, "cancelled"),
 }
-CAUSE_ORDER = (ENGINE_CACHE, ENGINE, INFERENCE, LLM_SERVICE, STORAGE_FULL, OUT_OF_MEMORY, TIME_LIMIT, NODE_FAILURE, PREEMPTED,
-               CANCELLED, ERROR, DEPENDENCY, STUCK, LEFT, NOT_COLLECTED)
+CAUSE_ORDER = (ENGINE_CACHE, ENGINE, INFERENCE, LLM_SERVICE, STORAGE_FULL, OUT_OF_MEMORY, TIME_LIMIT, NODE_FAILURE,
+               PREEMPTED, CANCELLED, ERROR, DEPENDENCY, STUCK, LEFT, NOT_COLLECTED)
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ class RunFacts:
     wedged: bool = False  # a job pends forever on its dependencies, and is still queued
     partial: int = 0  # items converted but for lost pages (bisected): not ok either
     # Of the failed items and lost pages (None: not known, so `retry` is offered): how many `retry` would try
-    # again and could convert, how many the scan found unreadable (a retry fails them the same way), how many
-    # failed MAX_ATTEMPTS times (poison: `retry` leaves them).
+    # again and could convert, how many cannot be read as they are (the scan said so, or encrypted: a retry
+    # fails them the same way), how many failed MAX_ATTEMPTS times (poison: `retry` leaves them).
     retryable: int | None = None
     known_at_scan: int = 0
     poison: int = 0

@@ -3,10 +3,11 @@
 A task writes its record when it starts (cause `running`), padded to a fixed size, and overwrites
 it in place, at the same size, when it stops: `done` (nothing of its own left to take), or why it
 stopped early (time limit near, storage full, cancelled, its engine or its inference server or the
-LLM service unusable, its engine's caches missing on the node, an error). The file's space is taken when the task starts, so a full disk
-cannot keep the task from saying why it stopped. A task killed without a word (SIGKILL, out of
-memory, node lost, Slurm's own time limit) leaves `running`; `status` then takes the cause from
-the scheduler's job state. One small file per task: the run folder's cost per item is unchanged.
+LLM service unusable, its engine's caches missing on the node, an error). The file's space is
+taken when the task starts, so a full disk cannot keep the task from saying why it stopped. A task
+killed without a word (SIGKILL, out of memory, node lost, Slurm's own time limit) leaves `running`;
+`status` then takes the cause from the scheduler's job state. One small file per task: the run
+folder's cost per item is unchanged.
 """
 
 from __future__ import annotations

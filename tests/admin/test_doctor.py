@@ -112,7 +112,8 @@ def test_marker_install_import_and_cache_with_fakes(monkeypatch):
     assert imported.status == FAIL and imported.detail == (
         "import marker.models: RuntimeError: operator torchvision::nms does not exist")
 
-    monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda **_: ["font /x/f.ttf", "model s3://layout/1 (/m)"])
+    pieces = ["font /x/f.ttf", "model s3://layout/1 (/m)"]
+    monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda **_: pieces)
     cache = doctor.check_marker_cache()
     assert cache.status == FAIL and "font /x/f.ttf" in cache.detail and "hpcmarker prefetch --marker" in cache.fix
     node = ["llama-server binary (llamacpp backend; or set SURYA_INFERENCE_URL)"]

@@ -20,13 +20,13 @@ ENGINE, ENGINE_CACHE = "engine", "engine_cache"  # the stop causes (runstate/sto
                                           ("libcuda.so.1: cannot open shared object file", ENGINE)])
 def test_engine_that_cannot_start_stops_the_task_and_fails_no_item(tmp_path, monkeypatch, error, cause):
     monkeypatch.setenv(START_ERROR_VARIABLE, error)
-    run = run_local(EXAMPLES, tmp_path / "out", "--engine", "benchmark", "--gpus", "2", "--workers-per-gpu", "2",
-                    expect=INCOMPLETE)
+    run = run_local(EXAMPLES, tmp_path / "out", "--engine", "benchmark", "--gpus", "2", "--min-task-pages", "1",
+                    "--workers-per-gpu", "2", expect=INCOMPLETE)
     run_id = run.paths.root.name
     assert manifest_records(run.paths) == []  # nothing recorded as failed
     assert read_commits(run.paths.progress).empty  # nor counted toward poison
     stops = read_stops(run.paths.progress)
-    assert {s.cause for s in stops.values()} == {cause}, stops
+    assert len(stops) == 2 and {s.cause for s in stops.values()} == {cause}, stops  # each task, at its first item
     detail = stops[0].detail
     assert detail.startswith("engine 'benchmark' cannot start on ") and error.removeprefix("cache:") in detail
     assert len(detail) < 200

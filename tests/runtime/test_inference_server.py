@@ -392,7 +392,8 @@ def test_submit_refuses_when_the_jobs_cannot_start_the_server(sample_pdfs, tmp_p
         request = SubmitRequest.with_defaults(pdfs=sample_pdfs, out=tmp_path / "out", gpus=1, executor="local", **kw)
         return prepare_run(request, create=False).record
 
-    with pytest.raises(LaunchError, match=r"^--inference-server native: vllm is not on PATH on .*vllm==0\.20\.1") as info:
+    refused = r"^--inference-server native: vllm is not on PATH on .*vllm==0\.20\.1"
+    with pytest.raises(LaunchError, match=refused) as info:
         prepare(engine="marker")
     assert "\n" not in str(info.value)
     assert prepare(engine="marker", profile="module").inference["mode"] == "native"
