@@ -48,7 +48,7 @@ def engine_stop(engine: str, host: str, exc: Exception) -> tuple[str, str]:
     """(cause, one line) for an engine that cannot start on this node: its caches (`hpcmarker prefetch`
     fills them) or anything else. Pure."""
     cause = ENGINE_CACHE if isinstance(exc, EngineCacheMissing) else ENGINE
-    return cause, f"engine {engine!r} cannot start on {host}: {one_line(exc)}"
+    return cause, f"engine {engine!r} cannot run on {host}: {one_line(exc)}"
 
 
 def stop_path(folder: Path, task: int) -> Path:

@@ -28,7 +28,7 @@ def test_engine_that_cannot_start_stops_the_task_and_fails_no_item(tmp_path, mon
     stops = read_stops(run.paths.progress)
     assert len(stops) == 2 and {s.cause for s in stops.values()} == {cause}, stops  # each task, at its first item
     detail = stops[0].detail
-    assert detail.startswith("engine 'benchmark' cannot start on ") and error.removeprefix("cache:") in detail
+    assert detail.startswith("engine 'benchmark' cannot run on ") and error.removeprefix("cache:") in detail
     assert len(detail) < 200
     status = invoke("status", run_id)
     assert status.exit_code == INCOMPLETE, status.output
