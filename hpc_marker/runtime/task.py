@@ -357,8 +357,8 @@ def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict,
         check_engine(record.engine, engine_options)
         check_node(record.engine, engine_options, server=mode != "off" and not os.environ.get("SURYA_INFERENCE_URL"))
     except EngineUnavailable as exc:
-        _log(task_index, f"giving up: {(cause := engine_stop(record.engine, host, exc))[1]}")
-        raise CannotStart(*cause) from None
+        _log(task_index, f"giving up: engine {record.engine!r} cannot run here: {one_line(exc)}")
+        raise CannotStart(*engine_stop(record.engine, host, exc)) from None
     if record.llm:
         options["llm"] = _llm_options(record, paths, task_index, workers, helpers)
 
