@@ -23,5 +23,7 @@ for spec in "1.10.2|" "2.0.0|torchvision==0.28.0"; do
   echo "== marker-pdf $version"
   HPCMARKER_REQUIRE=marker "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/engines/test_marker_engine.py \
     || status=1  # marker-pdf must be there: its tests fail, not skip, without it
+  HPCMARKER_REQUIRE=marker "$venv/bin/python" -m pytest -q -p no:cacheprovider -m marker tests/admin/test_doctor.py \
+    || status=1  # doctor's marker checks against the real marker (no weights here)
 done
 exit $status

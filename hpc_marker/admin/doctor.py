@@ -1,7 +1,7 @@
 """Doctor: preflight checks of this node and cluster before a run, each with a fix when it fails.
 
 Owns: the `Check` result, one small function per check (Slurm and accounting, the partition's
-GPUs, a profile's template rendered for a sample run, marker's install, import and offline cache,
+GPUs, a profile's template rendered for a sample run, marker's install, import, inference server and cache,
 ollama and the LLM model, the output folder, thread caps), `run_checks` (everything, for
 `hpcmarker doctor`, whose command is in admin_cli.py) and `cheap_checks` (no scheduler, no
 marker import: what `submit` can afford). `templates check` uses the same template check. A
@@ -27,7 +27,8 @@ OK, WARN, FAIL = "ok", "warn", "fail"
 TIMEOUT_S = 15.0  # any one command doctor runs
 SAMPLE_RUN_ID = "20260101-000000-abcd"
 SAMPLE_RUNS = Path("/scratch/alice/md/.hpcmarker/runs")  # where the sample run's folder would be
-PREFETCH_FIX = "on a login node with internet: hpcmarker prefetch --marker --cache DIR; then `source DIR/env.sh`"
+PREFETCH_FIX = "on a login node with internet: {}"  # engines/cachepieces.py's PREFETCH_COMMAND
+SERVER_CHECK = "marker: inference server"
 
 
 @dataclass(frozen=True)
@@ -204,18 +205,39 @@ def check_marker_import() -> Check:
     return Check("marker: import", OK, f"import marker.models took {time.monotonic() - started:.1f}s")
 
 
-def check_marker_cache() -> Check:
-    """The font, weights and (2.x) inference pieces marker needs are on this node: no download at run time."""
+def check_marker_cache(server: bool = False) -> Check:
+    """The font, weights and (2.x) inference pieces marker needs are on this node: no download at run time.
+    `server`: the task starts marker 2.x's VLM server itself (only its weights are needed here)."""
+    from hpc_marker.engines.cachepieces import PREFETCH_COMMAND, is_cache_piece
     from hpc_marker.engines.marker import missing_cache_pieces
 
-    missing = missing_cache_pieces()
+    missing = missing_cache_pieces(server=server)
     if not missing:
         return Check("marker: cache", OK, "font and model weights present on this node")
-    node = [p for p in missing if p.split(" ", 1)[0] not in ("font", "model", "Hugging", "VLM", "GGUF")]
-    fix = PREFETCH_FIX + (f"; not a cache: {'; '.join(node)}" if node else "")
+    node = [p for p in missing if not is_cache_piece(p)]
+    fix = PREFETCH_FIX.format(PREFETCH_COMMAND) + (f"; not a cache: {'; '.join(node)}" if node else "")
     if len(node) == len(missing):
         fix = "; ".join(node)
     return Check("marker: cache", FAIL, f"missing: {'; '.join(missing)}", fix)
+
+
+def check_marker_server(profile: str) -> list[Check]:
+    """marker 2.x: the inference server's binary (vllm, apptainer/singularity) is where the profile's jobs look."""
+    from hpc_marker.config import ConfigError, load_config
+    from hpc_marker.engines.marker import marker_version
+    from hpc_marker.runtime import inference
+
+    try:
+        keys = {k: v for k, v in load_config().profile(profile).items() if k.startswith("inference_")}
+        settings = inference.settings_for_run(None, keys, "marker", marker_version())
+    except ConfigError:  # the template check names the unknown profile
+        return []
+    except inference.InferenceConfigError as exc:
+        return [Check(SERVER_CHECK, FAIL, str(exc), f"fix the inference_* settings of profile {profile}")]
+    mode, why = inference.effective_mode(settings, marker_version(), os.environ)
+    what, _, fix = (inference.server_preflight(settings, marker_version()) or "").partition(": ")
+    return [Check(SERVER_CHECK, FAIL, what, fix) if what else
+            Check(SERVER_CHECK, OK, f"none started: {why}" if mode == "off" else f"{mode} ({why}): its binary is here")]
 
 
 def check_ollama(required: bool) -> Check:
@@ -362,7 +384,9 @@ def run_checks(request: DoctorRequest) -> list[Check]:
         checks += _guard("marker", check_marker_install)
         if checks[-1].status == OK:
             checks += _guard("marker: import", check_marker_import)
-            checks += _guard("marker: cache", check_marker_cache)
+            checks += (server := _guard(SERVER_CHECK, lambda: check_marker_server(req.profile)))
+            starts = any(c.status == FAIL or not c.detail.startswith("none started") for c in server)
+            checks += _guard("marker: cache", lambda: check_marker_cache(server=starts))
     else:
         checks.append(Check("marker", OK, f"not needed (engine {req.engine})"))
     checks += _guard("ollama", lambda: check_ollama(bool(req.llm)))

@@ -1,7 +1,8 @@
 """Engines: what converts one work item (a PDF or a page range of it) to Markdown.
 
 `create_engine(name, options)` is the only way the rest of hpcmarker gets an engine;
-`check_engine(name, options)` is the cheap preflight `submit` runs before anything is submitted.
+`check_engine(name, options)` is the cheap preflight `submit` runs before anything is submitted;
+`check_node(name, options)` what each task checks before it starts a worker (caches, binaries).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from hpc_marker.engines.base import (
     ConvertedDocument,
     Engine,
+    EngineCacheMissing,
     EngineError,
     EngineOptions,
     EngineUnavailable,
@@ -39,6 +41,15 @@ def check_engine(name: str, options: EngineOptions) -> None:
     _engine_class(name).check(options)
 
 
+def check_node(name: str, options: EngineOptions, server: bool = False) -> None:
+    """Raise EngineCacheMissing or EngineUnavailable (one short line) when this node lacks what the
+    engine needs to start (its caches, the binaries it runs); engines that need nothing pass. `server`:
+    the task starts the engine's inference server itself (runtime/inference.py)."""
+    node_check = getattr(_engine_class(name), "check_node", None)
+    if node_check is not None:
+        node_check(options, server=server)
+
+
 def engine_startup_seconds(name: str) -> float:
     """Time a fresh worker may need to build the engine (load models) before its first item."""
     return float(getattr(_engine_class(name), "startup_seconds", 60.0))
@@ -53,10 +64,12 @@ __all__ = [
     "ENGINE_NAMES",
     "ConvertedDocument",
     "Engine",
+    "EngineCacheMissing",
     "EngineError",
     "EngineOptions",
     "EngineUnavailable",
     "check_engine",
+    "check_node",
     "create_engine",
     "engine_startup_seconds",
     "output_settings",

@@ -26,6 +26,11 @@ class EngineUnavailable(UserError):
     """The engine cannot run here (not installed, option not supported, caches missing)."""
 
 
+class EngineCacheMissing(EngineUnavailable):
+    """The engine is installed, but this node lacks files it would download at first use (fonts,
+    model weights): `hpcmarker prefetch` fetches them."""
+
+
 class EngineError(Exception):
     """Converting one work item failed; the message is a one-line reason for the manifest."""
 
@@ -129,6 +134,12 @@ class Engine(Protocol):
     @classmethod
     def check(cls, options: EngineOptions) -> None:
         """Cheap preflight: raise EngineUnavailable naming what is missing."""
+
+    @classmethod
+    def check_node(cls, options: EngineOptions, server: bool = False) -> None:
+        """What this node needs to start the engine (caches, binaries), checked by each task before any
+        worker starts (`server`: the task starts its inference server); optional. Raise EngineCacheMissing
+        or EngineUnavailable in one short line."""
 
     def __init__(self, options: EngineOptions) -> None: ...
 

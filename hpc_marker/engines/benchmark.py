@@ -4,7 +4,9 @@ It produces exactly the `text` engine's output and then costs a fixed time per p
 (HPCMARKER_BENCH_SECONDS_PER_PAGE, default 0.05 s), so scheduling, balancing and fault
 handling can be measured and tested with a known, model-free cost per page. With
 HPCMARKER_BENCH_NULL=1 it does not even open the PDF: one line per page of the item's range, for
-measuring the pipeline's own costs (claims, commits, outputs) at 10^5 items and more.
+measuring the pipeline's own costs (claims, commits, outputs) at 10^5 items and more. With
+HPCMARKER_BENCH_START_ERROR=TEXT every worker fails to build it (EngineUnavailable(TEXT); with
+`cache:TEXT`, EngineCacheMissing), as an engine whose models cannot load on the node does.
 """
 
 from __future__ import annotations
@@ -13,15 +15,29 @@ import os
 import time
 from pathlib import Path
 
-from hpc_marker.engines.base import ConvertedDocument, page_marker
+from hpc_marker.engines.base import (
+    ConvertedDocument,
+    EngineCacheMissing,
+    EngineOptions,
+    EngineUnavailable,
+    page_marker,
+)
 from hpc_marker.engines.text import TextEngine
 
 SECONDS_PER_PAGE_VARIABLE = "HPCMARKER_BENCH_SECONDS_PER_PAGE"
 NULL_VARIABLE = "HPCMARKER_BENCH_NULL"
+START_ERROR_VARIABLE = "HPCMARKER_BENCH_START_ERROR"
 
 
 class BenchmarkEngine(TextEngine):
     name = "benchmark"
+
+    def __init__(self, options: EngineOptions) -> None:
+        error = os.environ.get(START_ERROR_VARIABLE)
+        if error:
+            unavailable = EngineCacheMissing if error.startswith("cache:") else EngineUnavailable
+            raise unavailable(error.removeprefix("cache:"))
+        super().__init__(options)
 
     def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
         start = time.monotonic()

@@ -20,7 +20,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from hpc_marker.engines.base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable
+from hpc_marker.engines.base import (
+    ConvertedDocument,
+    EngineCacheMissing,
+    EngineError,
+    EngineOptions,
+    EngineUnavailable,
+)
+from hpc_marker.engines.cachepieces import describe_missing, is_cache_piece
 from hpc_marker.engines.formats import check_output_format, page_texts
 from hpc_marker.engines.textlayer import check_pages
 from hpc_marker.util.text import one_line
@@ -244,8 +251,9 @@ def _vlm_pieces(s: Any) -> list[str]:
     return pieces
 
 
-def missing_cache_pieces() -> list[str]:
-    """What marker would download at first use and is not on this node (font, weights, servers)."""
+def missing_cache_pieces(server: bool = False) -> list[str]:
+    """What marker would download at first use and is not on this node (font, weights, servers); `server`:
+    hpcmarker's task starts the VLM server (runtime/inference.py): only its weights, in the HF cache."""
     version = _require_marker()
     from marker.settings import settings as marker_settings
     from surya.settings import settings as s
@@ -259,7 +267,10 @@ def missing_cache_pieces() -> list[str]:
     for checkpoint in dict.fromkeys(checkpoints):
         piece = _checkpoint_piece(checkpoint, s.MODEL_CACHE_DIR)
         missing += [piece] if piece else []
-    return missing if _series(version)[0] == 1 else missing + _vlm_pieces(s)
+    if _series(version)[0] == 1:
+        return missing
+    vlm = _checkpoint_piece(s.SURYA_MODEL_CHECKPOINT, s.MODEL_CACHE_DIR) if server else None
+    return missing + ([vlm] if vlm else []) if server else missing + _vlm_pieces(s)
 
 
 class MarkerEngine:
@@ -270,15 +281,23 @@ class MarkerEngine:
     def check(cls, options: EngineOptions) -> None:
         _validate(options, _require_marker())
 
+    @classmethod
+    def check_node(cls, options: EngineOptions, server: bool = False) -> None:
+        """The font, weights and (2.x) inference pieces are on this node (`server`: the task starts the VLM
+        server itself, which needs only its weights here): EngineCacheMissing names those missing (when
+        prefetch can fetch any), else EngineUnavailable; never a download."""
+        version = _require_marker()
+        missing = missing_cache_pieces(server=server)
+        if not missing:
+            return
+        text = f"marker-pdf {version} is missing {describe_missing(missing)}"
+        raise (EngineCacheMissing if any(is_cache_piece(piece) for piece in missing) else EngineUnavailable)(text)
+
     def __init__(self, options: EngineOptions) -> None:
         self.options = options
         self.version = _require_marker()
         self.config = build_marker_config(options)
-        missing = missing_cache_pieces()
-        if missing:
-            raise EngineUnavailable(
-                f"marker-pdf {self.version} cache incomplete on this node, missing: {'; '.join(missing)}"
-            )
+        self.check_node(options)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # cache verified: never ask the hub (servers inherit it)
         import torch
         from marker.config.parser import ConfigParser

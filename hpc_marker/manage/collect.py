@@ -22,7 +22,7 @@ from submitit.core.utils import JobPaths
 
 from hpc_marker.engines.base import EngineOptions
 from hpc_marker.executors import executor_for
-from hpc_marker.manage.verdict import ACTIVE_STATES
+from hpc_marker.manage.verdict import ACTIVE_STATES, MAX_ATTEMPTS
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_items_table, load_summary
@@ -42,7 +42,7 @@ from hpc_marker.runstate.manifest import (
 from hpc_marker.runstate.outlock import release
 from hpc_marker.runstate.output import document_file
 from hpc_marker.runstate.permissions import file_mode_mask
-from hpc_marker.runstate.progress import failures_per_item, read_commits
+from hpc_marker.runstate.progress import REOPENED, failures_per_item, latest_commits, read_commits
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
 from hpc_marker.runstate.subitems import walk
@@ -58,7 +58,18 @@ from hpc_marker.util.frames import isin
 from hpc_marker.util.text import plural
 
 _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
-MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried
+
+
+def retry_outlook(commits: pd.DataFrame, known_at_scan: set[str]) -> dict:
+    """Of the items and pages whose latest commit is a failure: how many `retry` would try again and could
+    convert (`retryable`), how many cannot be read as they are (the scan said so, or encrypted: a retry
+    fails them the same way) and how many are poison (failed MAX_ATTEMPTS times). Pure."""
+    latest = latest_commits(commits)
+    failed = latest[~latest["status"].isin(["ok", BISECTED, REOPENED])]
+    unreadable = isin(failed.index, list(known_at_scan)) | (failed["status"] == "encrypted").to_numpy()
+    poison = ~unreadable & (failed.index.map(failures_per_item(commits)).fillna(0).to_numpy() >= MAX_ATTEMPTS)
+    return {"retryable": int((~unreadable & ~poison).sum()), "known_at_scan": int(unreadable.sum()),
+            "poison": int(poison.sum())}
 
 
 def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, records_status: pd.Series,
@@ -229,9 +240,12 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
                        paths.manifest_csv)
     summary = summarize(items, shares, records, torn)
     summary.update(document_counts(items, records, merged_docs))
-    failures = failures_per_item(read_commits(paths.progress))
+    commits = read_commits(paths.progress)
+    failures = failures_per_item(commits)
     summary["poison"] = [{"pdf": f["pdf"], "pages": f["pages"], "error": f["error"]} for f in summary["failures"]
                          if failures.get(f["item_id"], 0) >= MAX_ATTEMPTS]
+    plan = load_items_table(paths.plan, columns=["item_id", "scan_error"]).to_pandas()
+    summary["retry"] = retry_outlook(commits, set(plan.loc[plan["scan_error"].notna(), "item_id"]))
     summary.update(recovered_records=len(recovered), merged_by_collector=merged)
     if record.llm:
         from hpc_marker.llm.metrics import service_summary, throughput_bound

@@ -82,6 +82,7 @@ class Progress:
     text_layer: dict = field(default_factory=dict)  # empty and garbled pages (summary.json's, or the commit logs')
     lost_pages: list[str] = field(default_factory=list)  # "book.pdf page 8: timeout" (or by document id before collection)
     busy_seconds: float | None = None  # how long work was in flight (util/frames.busy_seconds; None: last - first)
+    retry: dict | None = None  # summary.json's retry outlook (collect.retry_outlook); None before collection
 
 
 @dataclass
@@ -176,7 +177,7 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
         run_id=record.run_id, time_limit=record.time_limit, mem=record.mem, cancelled=record.cancelled is not None,
         tasks=tuple(TaskView(t.task, t.job_id, t.state, t.pending) for t in tasks), stops=stops or {},
         items=items, pending=pending, failed=failed, collected=collected, collector=collector,
-        partial=sum(t.partial for t in tasks),
+        partial=sum(t.partial for t in tasks), **(progress.retry or {}),
         pending_reasons=seen.pending, other_jobs=others, wedged=bool(seen.wedged) and not seen.cancelled))
     return RunStatus(
         run_id=record.run_id, run_dir="", executor=record.executor, state=judged.state,
@@ -199,7 +200,8 @@ def summary_progress(summary: dict) -> Progress:
     lost = [f"{p['pdf']} page {p['page']}: {p['status']}" for p in summary.get("lost_pages", [])]
     return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
                     summary.get("torn_manifest_lines", []), len(summary.get("llm_failover") or []),
-                    text_layer=summary.get("text_layer", {}), lost_pages=lost, busy_seconds=summary.get("wall_seconds"))
+                    text_layer=summary.get("text_layer", {}), lost_pages=lost, busy_seconds=summary.get("wall_seconds"),
+                    retry=summary.get("retry"))
 
 
 def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:

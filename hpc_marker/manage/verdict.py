@@ -20,10 +20,12 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from hpc_marker.engines.cachepieces import PREFETCH_COMMAND
 from hpc_marker.runstate.stops import (
     CANCELLED,
     DONE,
     ENGINE,
+    ENGINE_CACHE,
     ERROR,
     INFERENCE,
     LLM_SERVICE,
@@ -42,9 +44,11 @@ PENDING, RUNNING_STATE, COLLECTING = "pending", "running", "collecting"
 FINISHED, INCOMPLETE, WEDGED = "finished", "incomplete", "wedged"
 OVER_STATES = (FINISHED, INCOMPLETE, WEDGED)
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_INCOMPLETE = 0, 3, 4
+MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried (but with --include-poison)
 # causes known only from the scheduler (the task could not say): job state -> (cause, what happened)
 OUT_OF_MEMORY, NODE_FAILURE, PREEMPTED, NOT_COLLECTED, STUCK, LEFT, DEPENDENCY = (
     "out_of_memory", "node_failure", "preempted", "not_collected", "stuck", "left", "dependency")
+UNRETRYABLE = "unretryable"  # finished, and no failed item could convert on another try as it is
 JOB_STATE_CAUSES = {
     "TIMEOUT": (TIME_LIMIT, "killed at its time limit (job TIMEOUT)"),
     "DEADLINE": (TIME_LIMIT, "killed at its deadline (job DEADLINE)"),
@@ -54,8 +58,8 @@ JOB_STATE_CAUSES = {
     "PREEMPTED": (PREEMPTED, "preempted by another job (job PREEMPTED)"),
     "CANCELLED": (CANCELLED, "cancelled"),
 }
-CAUSE_ORDER = (ENGINE, INFERENCE, LLM_SERVICE, STORAGE_FULL, OUT_OF_MEMORY, TIME_LIMIT, NODE_FAILURE, PREEMPTED,
-               CANCELLED, ERROR, DEPENDENCY, STUCK, LEFT, NOT_COLLECTED)
+CAUSE_ORDER = (ENGINE_CACHE, ENGINE, INFERENCE, LLM_SERVICE, STORAGE_FULL, OUT_OF_MEMORY, TIME_LIMIT, NODE_FAILURE,
+               PREEMPTED, CANCELLED, ERROR, DEPENDENCY, STUCK, LEFT, NOT_COLLECTED)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,12 @@ class RunFacts:
     other_jobs: Mapping[str, str] = field(default_factory=dict)  # service or collector job id -> its label
     wedged: bool = False  # a job pends forever on its dependencies, and is still queued
     partial: int = 0  # items converted but for lost pages (bisected): not ok either
+    # Of the failed items and lost pages (None: not known, so `retry` is offered): how many `retry` would try
+    # again and could convert, how many cannot be read as they are (the scan said so, or encrypted: a retry
+    # fails them the same way), how many failed MAX_ATTEMPTS times (poison: `retry` leaves them).
+    retryable: int | None = None
+    known_at_scan: int = 0
+    poison: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,7 @@ class Reason:
     advice: str = ""  # what to do before the command, in words
     verb: str = "resume"  # resume, retry, collect, cancel (then resume); "" for no command
     options: tuple[tuple[str, str], ...] = ()  # options for the command: (flag, value)
+    first: str = ""  # a command that must run before it, in this shell (prefetch, then source its env.sh)
 
     def command(self, run_id: str) -> str:
         return next_command(run_id, [self])
@@ -130,6 +141,11 @@ def next_command(run_id: str, reasons: list[Reason]) -> str:
     verbs = {r.verb for r in reasons if r.verb}
     if not verbs:
         return ""
+    first = "".join(f"{command} && " for command in dict.fromkeys(r.first for r in reasons if r.first))
+    return first + _verb_command(run_id, reasons, verbs)
+
+
+def _verb_command(run_id: str, reasons: list[Reason], verbs: set[str]) -> str:
     options: dict[str, str] = {}
     for reason in reasons:
         for flag, value in reason.options:
@@ -185,6 +201,7 @@ def _fix(cause: str, facts: RunFacts, tasks: tuple[int, ...]) -> dict:
         OUT_OF_MEMORY: {"options": (("--mem", doubled_memory(facts.mem)),)},
         STORAGE_FULL: {"advice": "free space", "verb": "retry"},
         ENGINE: {"advice": f"make the engine work in the jobs' environment (see `{logs}`, `hpcmarker doctor`)"},
+        ENGINE_CACHE: {"first": PREFETCH_COMMAND},  # on the login node (internet), then resume
         INFERENCE: {"advice": f"install vllm where the jobs run, or set the profile's inference_server (see `{logs}`)"},
         LLM_SERVICE: {"advice": f"see `{command_line('logs', facts.run_id, '--service')}`"},
         ERROR: {"advice": f"see `{logs}`"},
@@ -223,6 +240,21 @@ def pending_reasons(facts: RunFacts) -> list[Reason]:
     return reasons
 
 
+def unretryable(facts: RunFacts) -> tuple[Reason, ...]:
+    """Why `retry` is not offered for a finished run's failed items, when none could convert on another
+    try as it is: known unreadable from the scan, or poison. Pure."""
+    if facts.retryable != 0 or not (facts.failed or facts.partial):
+        return ()
+    parts = [f"{facts.known_at_scan} cannot be read as they are (not a PDF, empty, encrypted: their "
+             "manifest lines say which)"] if facts.known_at_scan else []
+    if facts.poison:
+        parts.append(f"{facts.poison} failed {MAX_ATTEMPTS} times and are not retried: `hpcmarker retry {facts.run_id} "
+                     "--include-poison` tries them once more (with other settings, e.g. --item-timeout or --mem)")
+    count = facts.failed + facts.partial
+    return (Reason(UNRETRYABLE, f"{count} failed items cannot be converted by `retry`: " + "; ".join(parts),
+                   verb=""),)
+
+
 def run_state(facts: RunFacts) -> str:
     """One word for the whole run. Pure."""
     states = [t.state for t in facts.tasks]
@@ -244,9 +276,10 @@ def verdict(facts: RunFacts) -> Verdict:
     if state == FINISHED:
         failed = f", {facts.failed} failed" if facts.failed else ""
         partial = f", {facts.partial} partial (pages lost)" if facts.partial else ""
-        nxt = command_line("retry", facts.run_id) if facts.failed or facts.partial else None
+        stuck = unretryable(facts)
+        nxt = command_line("retry", facts.run_id) if (facts.failed or facts.partial) and not stuck else None
         ok = facts.items - facts.failed - facts.partial
-        return Verdict(state, f"finished: {ok} ok{partial}{failed} of {plural(facts.items, 'item')}", (), nxt,
+        return Verdict(state, f"finished: {ok} ok{partial}{failed} of {plural(facts.items, 'item')}", stuck, nxt,
                        EXIT_FAILED_ITEMS if facts.failed or facts.partial else EXIT_OK)
     if state == WEDGED:
         reasons.append(Reason(DEPENDENCY, "pending forever with DependencyNeverSatisfied: a job the run waits on "

@@ -3,10 +3,11 @@
 A task writes its record when it starts (cause `running`), padded to a fixed size, and overwrites
 it in place, at the same size, when it stops: `done` (nothing of its own left to take), or why it
 stopped early (time limit near, storage full, cancelled, its engine or its inference server or the
-LLM service unusable, an error). The file's space is taken when the task starts, so a full disk
-cannot keep the task from saying why it stopped. A task killed without a word (SIGKILL, out of
-memory, node lost, Slurm's own time limit) leaves `running`; `status` then takes the cause from
-the scheduler's job state. One small file per task: the run folder's cost per item is unchanged.
+LLM service unusable, its engine's caches missing on the node, an error). The file's space is
+taken when the task starts, so a full disk cannot keep the task from saying why it stopped. A task
+killed without a word (SIGKILL, out of memory, node lost, Slurm's own time limit) leaves `running`;
+`status` then takes the cause from the scheduler's job state. One small file per task: the run
+folder's cost per item is unchanged.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from hpc_marker.engines.base import EngineCacheMissing
 from hpc_marker.util.text import one_line
 
 # What a task says about itself (the first two are not problems).
 RUNNING, DONE = "running", "done"
 TIME_LIMIT, STORAGE_FULL, CANCELLED = "time_limit", "storage_full", "cancelled"
 ENGINE, INFERENCE, LLM_SERVICE, ERROR = "engine", "inference", "llm_service", "error"
-CAUSES = (RUNNING, DONE, TIME_LIMIT, STORAGE_FULL, CANCELLED, ENGINE, INFERENCE, LLM_SERVICE, ERROR)
+ENGINE_CACHE = "engine_cache"  # the engine is installed, but its fonts or weights are not on the node
+CAUSES = (RUNNING, DONE, TIME_LIMIT, STORAGE_FULL, CANCELLED, ENGINE, ENGINE_CACHE, INFERENCE, LLM_SERVICE, ERROR)
 RECORD_BYTES = 2048  # the file's fixed size: room for a one-line detail of ~1,800 characters
 _DETAIL_CHARS = 1500
 
@@ -39,6 +42,13 @@ class TaskStop:
     host: str = ""
     started: float = 0.0
     stopped: float | None = None
+
+
+def engine_stop(engine: str, host: str, exc: Exception) -> tuple[str, str]:
+    """(cause, one line) for an engine that cannot start on this node: its caches (`hpcmarker prefetch`
+    fills them) or anything else. Pure."""
+    cause = ENGINE_CACHE if isinstance(exc, EngineCacheMissing) else ENGINE
+    return cause, f"engine {engine!r} cannot run on {host}: {one_line(exc)}"
 
 
 def stop_path(folder: Path, task: int) -> Path:

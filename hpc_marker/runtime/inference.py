@@ -34,6 +34,7 @@ import math
 import os
 import shlex
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -62,6 +63,9 @@ BASELINE_VRAM_GB, BASELINE_MAX_BATCHED_TOKENS, BASELINE_MAX_NUM_SEQS = 24, 8192,
 GPU_VRAM_GB = {"b300": 270, "b200": 180, "h200": 141, "h100": 80, "a100-80": 80, "a100": 40, "a100-40": 40,
                "l40s": 48, "a10": 24, "l4": 24, "5090": 32, "4090": 24, "3090": 24, "t4": 16}
 MM_PROCESSOR_KWARGS = {"min_pixels": 3136, "max_pixels": 6291456}
+# pip cannot install vllm beside marker-pdf 2.0 (surya-ocr 0.22 pins opencv-python-headless 4.11, vllm 0.20 wants
+# >= 4.13): it gets a venv of its own, at the version of surya's VLLM_DOCKER_IMAGE (docs/marker-versions.md).
+VLLM_INSTALL = "python -m venv ~/vllm && ~/vllm/bin/pip install vllm==0.20.1, then export PATH=~/vllm/bin:$PATH"
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
@@ -230,10 +234,31 @@ def effective_mode(settings: InferenceSettings, marker_version: str | None, envi
 
 def resolve_binary(name: str, which: Callable[[str], str | None] = shutil.which) -> str:
     """The executable for argv[0]; the container modes take either apptainer or singularity."""
-    hint = ("install vllm in the job's environment (the version of surya's VLLM_DOCKER_IMAGE), use "
-            "--inference-server apptainer with a vLLM image, or set SURYA_INFERENCE_URL to your own server"
-            if name == "vllm" else "load its module in the profile's setup lines")
+    hint = (f"install vllm where the jobs find it ({VLLM_INSTALL}), use --inference-server apptainer with a vLLM "
+            "image, or set SURYA_INFERENCE_URL to your own server" if name == "vllm"
+            else "load its module in the profile's setup lines")
     return resolve_executable(name, hint, which, error=InferenceServerFailed)
+
+
+def find_binary(name: str, environ: Mapping[str, str]) -> str | None:
+    """`name` on the jobs' PATH, else beside the jobs' Python (a venv's bin folder, not activated)."""
+    folders = [environ.get("PATH"), str(Path(sys.executable).parent)]
+    return shutil.which(name, path=os.pathsep.join(filter(None, folders)))
+
+
+def server_preflight(settings: InferenceSettings | None, marker_version: str | None,
+                     environ: Mapping[str, str] | None = None) -> str | None:
+    """At submit: why this environment (the jobs', when nothing changes it) cannot start the run's inference
+    server, in one line: vllm, or apptainer/singularity, not found; None when it can, or none is needed."""
+    environ = os.environ if environ is None else environ
+    mode = effective_mode(settings, marker_version, environ)[0] if settings is not None else "off"
+    if mode == "off":
+        return None
+    try:
+        resolve_binary("vllm" if mode == "native" else mode, lambda name: find_binary(name, environ))
+    except InferenceServerFailed as exc:
+        return str(exc)
+    return None
 
 
 def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str], log: Callable[[str], None]) -> float:
@@ -261,7 +286,7 @@ def task_inference_server(settings: InferenceSettings, log_path: Path, log: Call
     vlm = read_vlm_settings(vlm_environ)
     port = settings.port or free_port()
     argv = server_argv(settings, vlm, port, vllm_capacity(_gpu_vram_gb(vlm, environ, log)))
-    argv[0] = resolve_binary(argv[0], lambda name: shutil.which(name, path=environ.get("PATH")))
+    argv[0] = resolve_binary(argv[0], lambda name: find_binary(name, environ))
     url = f"http://{HOST}:{port}"
     server_env = dict(NO_PHONING_HOME, **environ)  # compute nodes: no phoning home, unless the user says
     server = ManagedServer(argv, Path(log_path), env=server_env, name="inference server",

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import submitit
 
-from hpc_marker.engines import (EngineError, EngineOptions, EngineUnavailable, check_engine, engine_startup_seconds,
-                                output_settings)
+from hpc_marker.engines import (EngineError, EngineOptions, EngineUnavailable, check_engine, check_node,
+                                engine_startup_seconds, output_settings)
 from hpc_marker.planning.bisect import BISECTED, can_bisect, halves
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_share, load_summary
@@ -40,17 +40,8 @@ from hpc_marker.runstate.output import document_stem
 from hpc_marker.runstate.permissions import file_mode_mask
 from hpc_marker.runstate.progress import CommitLog
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.stops import (
-    CANCELLED,
-    DONE,
-    ENGINE,
-    ERROR,
-    INFERENCE,
-    LLM_SERVICE,
-    STORAGE_FULL,
-    TIME_LIMIT,
-    StopRecord,
-)
+from hpc_marker.runstate.stops import (CANCELLED, DONE, ENGINE, ENGINE_CACHE, ERROR, INFERENCE, LLM_SERVICE,
+                                       STORAGE_FULL, TIME_LIMIT, StopRecord, engine_stop)
 from hpc_marker.runtime.finishing import Finisher
 from hpc_marker.runtime.inference import InferenceServerFailed, InferenceSettings, task_inference_server
 from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
@@ -147,9 +138,9 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
             stops.stop(ERROR, one_line(exc, with_type=True))
             raise
         stops.stop(result.stopped, result.reason)
-        if result.stopped == STORAGE_FULL:  # exit non-zero: the run is not complete, and the scheduler should say so
-            raise RuntimeError(f"task {task_index} stopped early: {result.reason}; free space, then: "
-                               f"hpcmarker retry {record.run_id}")
+        if result.stopped in (STORAGE_FULL, ENGINE, ENGINE_CACHE):  # exit non-zero: the run is not complete
+            fix = f"; free space, then: hpcmarker retry {record.run_id}" if result.stopped == STORAGE_FULL else ""
+            raise RuntimeError(f"task {task_index} stopped early: {result.reason}{fix}")  # the scheduler says so too
         return result
 
 
@@ -310,15 +301,17 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
                         queue.appendleft((item, batch))
                     else:
                         fail(item, batch, "failed", outcome.died_reason(), started)
+                elif isinstance(outcome.error, EngineUnavailable):  # no engine in that worker: the task stops
+                    draining.append(engine_stop(record.engine, host, outcome.error))  # the item stays pending
                 else:
                     error = outcome.error
                     if isinstance(error, MemoryError):
                         reason = f"out of memory (worker memory limit {record.worker_memory})"
-                    elif isinstance(error, (EngineError, EngineUnavailable)):
+                    elif isinstance(error, EngineError):
                         reason = str(error)
                     else:  # anything else is this item's failure, not the task's
                         reason = one_line(error, with_type=True)
-                    if isinstance(error, (OutputUnwritable, EngineUnavailable)) or reason.startswith("encrypted"):
+                    if isinstance(error, OutputUnwritable) or reason.startswith("encrypted"):
                         settle(item, batch, "failed", reason, started)  # not a page's failure: no bisection
                     else:
                         fail(item, batch, "failed", reason, started)
@@ -359,11 +352,13 @@ def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict,
              helpers: ExitStack) -> None:
     """Before any item: the engine can run here, and the LLM service (if any) answers; `options` gains it.
     CannotStart says why not."""
-    try:
-        check_engine(record.engine, EngineOptions.from_json(options))
+    engine_options, mode = EngineOptions.from_json(options), (record.inference or {}).get("mode", "off")
+    try:  # check_node: caches, binaries, before any worker or server starts (a server of its own: its weights only)
+        check_engine(record.engine, engine_options)
+        check_node(record.engine, engine_options, server=mode != "off" and not os.environ.get("SURYA_INFERENCE_URL"))
     except EngineUnavailable as exc:
-        _log(task_index, f"giving up: engine {record.engine!r} cannot run here: {exc}")
-        raise CannotStart(ENGINE, f"engine {record.engine!r} cannot run on {host}: {exc}") from None
+        _log(task_index, f"giving up: engine {record.engine!r} cannot run here: {one_line(exc)}")
+        raise CannotStart(*engine_stop(record.engine, host, exc)) from None
     if record.llm:
         options["llm"] = _llm_options(record, paths, task_index, workers, helpers)
 

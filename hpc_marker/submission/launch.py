@@ -36,7 +36,11 @@ from hpc_marker.runstate.output import (
 )
 from hpc_marker.runstate.permissions import PERMISSIONS, private_files
 from hpc_marker.runstate.record import RunRecord, new_run_id
-from hpc_marker.runtime.inference import InferenceConfigError, settings_for_run
+from hpc_marker.runtime.inference import (
+    InferenceConfigError,
+    server_preflight,
+    settings_for_run,
+)
 from hpc_marker.runtime.mps import check_mode
 from hpc_marker.slurm.arrays import ArrayLayout
 from hpc_marker.submission.request import (
@@ -93,6 +97,9 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
                                      request.inference_startup_timeout)
     except InferenceConfigError as exc:
         raise LaunchError(str(exc)) from None
+    missing = server_preflight(inference, marker_version())  # the jobs' Python and PATH are this shell's, unless
+    if missing and not job_settings["setup"] and chosen["template"] != "apptainer":  # the profile changes them
+        raise LaunchError(f"--inference-server {inference.mode}: {missing}")
     partition = executor.check_resources(chosen["partition"], request.gpus)
     fit = executor.fit(request.gpus, request.workers_per_gpu, request.engine)  # local: what this machine holds
     pdfs = request.pdfs.resolve()

@@ -112,13 +112,14 @@ def test_marker_install_import_and_cache_with_fakes(monkeypatch):
     assert imported.status == FAIL and imported.detail == (
         "import marker.models: RuntimeError: operator torchvision::nms does not exist")
 
-    monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda: ["font /x/f.ttf", "model s3://layout/1 (/m)"])
+    pieces = ["font /x/f.ttf", "model s3://layout/1 (/m)"]
+    monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda **_: pieces)
     cache = doctor.check_marker_cache()
     assert cache.status == FAIL and "font /x/f.ttf" in cache.detail and "hpcmarker prefetch --marker" in cache.fix
     node = ["llama-server binary (llamacpp backend; or set SURYA_INFERENCE_URL)"]
-    monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda: node)
+    monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda **_: node)
     assert doctor.check_marker_cache().fix == node[0]  # prefetch cannot help there
-    monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda: [])
+    monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda **_: [])
     assert doctor.check_marker_cache().status == OK
 
 
@@ -253,3 +254,38 @@ def test_whole_doctor_on_the_test_cluster(tmp_path):
     a100 = doctor.run_checks(DoctorRequest(profile="a100-account", engine="text"))  # the profile's partition
     assert next(c for c in a100 if c.name == "partition a100").status == FAIL
     assert "sbatch --test-only" in next(c for c in a100 if c.name == "template generic: convert").detail
+
+
+def test_marker_2_inference_server_binary_is_checked_where_the_jobs_look(tmp_path, monkeypatch):
+    """Issue 19: doctor said marker was ok where marker 2.x's default `vllm serve` could not start."""
+    monkeypatch.setattr(marker_engine, "marker_version", lambda: "2.0.0")
+    monkeypatch.delenv("SURYA_INFERENCE_URL", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    [missing] = doctor.check_marker_server("generic")
+    assert missing.status == FAIL and missing.detail.startswith("vllm is not on PATH")
+    assert "vllm==0.20.1" in missing.fix and "--inference-server apptainer" in missing.fix
+    standin = Path(__file__).resolve().parents[1] / "standin"
+    monkeypatch.setenv("PATH", f"{standin}:/usr/bin:/bin")
+    [found] = doctor.check_marker_server("generic")
+    assert found.status == OK and found.detail.startswith("native")
+    monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.10.2")
+    [old] = doctor.check_marker_server("generic")
+    assert old.status == OK and old.detail.startswith("none started")  # marker 1.x runs its models in the workers
+
+
+@pytest.mark.marker
+def test_marker_2_cache_check_with_the_tasks_own_server_names_no_llama_server(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    if not metadata.version("marker-pdf").startswith("2."):
+        pytest.skip("marker 1.x runs no inference server")
+    code = ("from hpc_marker.admin.doctor import check_marker_cache as c; import json; "
+            "print(json.dumps(c(server=True).__dict__))")
+    env = {**os.environ, "MODEL_CACHE_DIR": str(tmp_path / "models"), "HF_HOME": str(tmp_path / "hf"),
+           "FONT_PATH": str(tmp_path / "f.ttf")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parents[2],
+                         capture_output=True, text=True, timeout=60, check=False)
+    cache = json.loads(out.stdout.splitlines()[-1])
+    assert cache["status"] == FAIL and "surya-ocr-2" in cache["detail"]
+    assert "llama-server" not in cache["detail"] + cache["fix"] and "docker" not in cache["detail"]
+    assert "hpcmarker prefetch --marker && source ~/.cache/hpcmarker/env.sh" in cache["fix"]

@@ -137,3 +137,20 @@ def test_the_collector_counts_a_task_over_once_its_own_record_says_so():
     states = {"7_0": "RUNNING", "7_1": "COMPLETING", "7_2": "RUNNING", "7_3": "RUNNING", "7_4": "RUNNING"}
     assert settled_states(["7_0", "7_1", "7_2", "7_3", "7_4"], states, stops) == {"7_0": "COMPLETED",
                                                                                  "7_1": "COMPLETED"}
+
+
+def test_retry_is_never_offered_when_it_could_not_convert_anything():
+    """Issue 19: failed items known at scan time (not a PDF, empty, encrypted) or poison (failed 3 times) are
+    not offered to `retry`, which would do nothing or fail them again the same way."""
+    some = verdict(facts("COMPLETED", failed=3, retryable=1, known_at_scan=2))
+    assert some.next == "hpcmarker retry r1" and some.exit_code == EXIT_FAILED_ITEMS
+    known = verdict(facts("COMPLETED", failed=2, retryable=0, known_at_scan=2))
+    assert (known.state, known.exit_code, known.next) == ("finished", EXIT_FAILED_ITEMS, None)
+    assert known.lines("r1") == ["the run: 2 failed items cannot be converted by `retry`: 2 cannot be read as "
+                                 "they are (not a PDF, empty, encrypted: their manifest lines say which)"]
+    poison = verdict(facts("COMPLETED", failed=3, retryable=0, known_at_scan=1, poison=2))
+    assert poison.next is None
+    assert poison.lines("r1")[0].endswith(
+        "2 failed 3 times and are not retried: `hpcmarker retry r1 --include-poison` tries them once more "
+        "(with other settings, e.g. --item-timeout or --mem)")
+    assert verdict(facts("COMPLETED", failed=2)).next == "hpcmarker retry r1"  # unknown (older summaries): as before

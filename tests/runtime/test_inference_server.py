@@ -246,7 +246,7 @@ def test_wrong_served_model_is_an_error(env, tmp_path):
 
 def test_missing_vllm_is_one_line_and_starts_nothing(env, tmp_path):
     env["PATH"] = "/usr/bin:/bin"
-    with pytest.raises(InferenceServerFailed, match="vllm is not on PATH on .*: install vllm in the job's environment"):
+    with pytest.raises(InferenceServerFailed, match="vllm is not on PATH on .*: install vllm where the jobs find it"):
         with task_inference_server(native(), tmp_path / "i.log", log=lambda _: None, environ=env):
             pass
     assert not (tmp_path / "pids").exists()
@@ -350,6 +350,7 @@ def test_submit_records_the_inference_settings(sample_pdfs, tmp_path, monkeypatc
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-user-config"))
     monkeypatch.setattr(launch, "check_engine", lambda *_: None)  # marker-pdf is not installed in this venv
     monkeypatch.setattr(launch, "marker_version", lambda: "2.0.0")
+    monkeypatch.setenv("PATH", f"{STANDIN}{os.pathsep}{os.environ['PATH']}")  # vllm and apptainer are here
 
     def record(**kw):
         request = SubmitRequest.with_defaults(pdfs=sample_pdfs, out=tmp_path / "out", gpus=1, executor="local", **kw)
@@ -368,6 +369,44 @@ def test_submit_records_the_inference_settings(sample_pdfs, tmp_path, monkeypatc
         record(engine="text", workers_per_gpu=-1)
     monkeypatch.setattr(launch, "marker_version", lambda: "1.10.2")
     assert record(engine="marker", profile="sif").inference["mode"] == "off"
+
+
+def test_submit_refuses_when_the_jobs_cannot_start_the_server(sample_pdfs, tmp_path, monkeypatch):
+    """Issue 19: marker 2.x with its default native server, no vllm where the jobs look (their PATH, their
+    Python's bin folder): refused before anything is queued, in one line with the fix; a profile whose setup
+    lines change the jobs' environment (a module, a venv) is not second-guessed."""
+    from hpc_marker.submission import launch
+    from hpc_marker.submission.launch import prepare_run
+    from hpc_marker.submission.request import LaunchError, SubmitRequest
+
+    site = tmp_path / "site.toml"
+    site.write_text('[profiles.module]\ntemplate = "generic"\nsetup = ["module load vllm"]\n')
+    monkeypatch.setenv("HPCMARKER_SITE_CONFIG", str(site))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-user-config"))
+    monkeypatch.setattr(launch, "check_engine", lambda *_: None)  # marker-pdf is not installed in this venv
+    monkeypatch.setattr(launch, "marker_version", lambda: "2.0.0")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.delenv("SURYA_INFERENCE_URL", raising=False)
+
+    def prepare(**kw):
+        request = SubmitRequest.with_defaults(pdfs=sample_pdfs, out=tmp_path / "out", gpus=1, executor="local", **kw)
+        return prepare_run(request, create=False).record
+
+    refused = r"^--inference-server native: vllm is not on PATH on .*vllm==0\.20\.1"
+    with pytest.raises(LaunchError, match=refused) as info:
+        prepare(engine="marker")
+    assert "\n" not in str(info.value)
+    assert prepare(engine="marker", profile="module").inference["mode"] == "native"
+    assert prepare(engine="marker", inference_server="off").inference["mode"] == "off"
+    bin_dir = tmp_path / "venv-bin"  # vllm beside the jobs' Python (a venv not activated) is found too
+    bin_dir.mkdir()
+    (bin_dir / "vllm").write_text("#!/bin/sh\n")
+    (bin_dir / "vllm").chmod(0o755)
+    monkeypatch.setattr(inference.sys, "executable", str(bin_dir / "python"))
+    assert prepare(engine="marker").inference["mode"] == "native"
+    monkeypatch.setenv("SURYA_INFERENCE_URL", "http://gpu7:8000/v1")  # the user's own server: nothing to start
+    monkeypatch.setattr(inference.sys, "executable", "/usr/bin/python3")
+    assert prepare(engine="marker").inference["mode"] == "native"
 
 
 # --- the task runs its items inside the server's lifetime --------------------------------------
