@@ -13,30 +13,19 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpc_marker.admin.checks import FAIL, OK, WARN, Check, guard, run_command
 from hpc_marker.util.text import one_line
 
-OK, WARN, FAIL = "ok", "warn", "fail"
-TIMEOUT_S = 15.0  # any one command doctor runs
 SAMPLE_RUN_ID = "20260101-000000-abcd"
 SAMPLE_RUNS = Path("/scratch/alice/md/.hpcmarker/runs")  # where the sample run's folder would be
 PREFETCH_FIX = "on a login node with internet: {}"  # engines/cachepieces.py's PREFETCH_COMMAND
 SERVER_CHECK = "marker: inference server"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # ok, warn or fail
-    detail: str
-    fix: str = ""
 
 
 @dataclass
@@ -48,26 +37,6 @@ class DoctorRequest:
     engine: str = "marker"
     llm: str | None = None  # an Ollama model name
     min_free_gb: float = 10.0
-
-
-def _guard(name: str, check: Callable[[], Check | list[Check]]) -> list[Check]:
-    try:
-        result = check()
-    except Exception as exc:  # a check must never take the others down
-        return [Check(name, FAIL, f"the check itself failed: {one_line(exc, with_type=True, empty='no detail')}", "report this with the detail")]
-    return result if isinstance(result, list) else [result]
-
-
-def _run(argv: list[str], timeout_s: float = TIMEOUT_S) -> tuple[int, str]:
-    """(exit code, last non-empty output line); 127 when the program is missing, 124 on timeout."""
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except FileNotFoundError:
-        return 127, f"{argv[0]}: not found on PATH"
-    except subprocess.TimeoutExpired:
-        return 124, f"{argv[0]}: no answer within {timeout_s:g}s"
-    lines = [x.strip() for x in (done.stderr + "\n" + done.stdout).splitlines() if x.strip()]
-    return done.returncode, (lines[-1] if lines else "")
 
 
 def check_slurm() -> list[Check]:
@@ -82,7 +51,7 @@ def check_slurm() -> list[Check]:
         checks = [Check("slurm: sinfo", OK, f"{len(found)} partitions: {', '.join(sorted(found))}")]
     except slurm.SlurmError as exc:
         checks = [Check("slurm: sinfo", FAIL, str(exc), "check SLURM_CONF and that slurmctld is up (`scontrol ping`)")]
-    code, last = _run(["sacct", "--noheader", "-X", "--starttime", "now", "--format=JobID", "--parsable2"])
+    code, last = run_command(["sacct", "--noheader", "-X", "--starttime", "now", "--format=JobID", "--parsable2"])
     if code == 0:
         checks.append(Check("slurm: sacct", OK, "accounting answers"))
     else:
@@ -161,13 +130,13 @@ def check_template(template: str | None = None, profile: str = "generic", partit
                 continue
             path = Path(tmp) / f"{role}.sbatch"
             path.write_text(text.replace(str(SAMPLE_RUNS), tmp))  # logs into a folder that exists
-            code, last = _run(["bash", "-n", str(path)])
+            code, last = run_command(["bash", "-n", str(path)])
             if code != 0:
                 checks.append(Check(name, FAIL, f"bash -n: {last}", f"fix the shell syntax of {role}.sbatch.j2"))
             elif not sbatch:
                 checks.append(Check(name, OK, "renders; bash -n ok"))
             else:
-                code, last = _run(["sbatch", "--test-only", str(path)])
+                code, last = run_command(["sbatch", "--test-only", str(path)])
                 if code == 0:  # Slurm prints a start-time estimate (on stderr) and submits nothing
                     checks.append(Check(name, OK, "renders; bash -n ok; sbatch --test-only ok"))
                 else:
@@ -352,13 +321,13 @@ def _profile_partition(profile: str) -> str | None:
 def cheap_checks(request) -> list[Check]:
     """Checks in well under a second, with no scheduler call and no marker import (for `submit`)."""
     req = _request(request)
-    checks = _guard("template", lambda: check_template(req.template, req.profile, req.partition, llm=bool(req.llm)))
+    checks = guard("template", lambda: check_template(req.template, req.profile, req.partition, llm=bool(req.llm)))
     if req.engine == "marker":
-        checks += _guard("marker", check_marker_install)
+        checks += guard("marker", check_marker_install)
     if req.llm:
-        checks += _guard("ollama", lambda: check_ollama(True))
+        checks += guard("ollama", lambda: check_ollama(True))
     if req.out is not None:
-        checks += _guard("out", lambda: check_out(req.out, req.min_free_gb))
+        checks += guard("out", lambda: check_out(req.out, req.min_free_gb))
     return checks
 
 
@@ -367,7 +336,7 @@ def run_checks(request: DoctorRequest) -> list[Check]:
     from hpc_marker.slurm import commands as slurm
 
     req = _request(request)
-    checks = _guard("slurm", check_slurm)
+    checks = guard("slurm", check_slurm)
     reachable = any(c.name == "slurm: sinfo" and c.status == OK for c in checks)
     partition = req.partition or _profile_partition(req.profile)
     if reachable:
@@ -378,23 +347,23 @@ def run_checks(request: DoctorRequest) -> list[Check]:
         except slurm.SlurmError as exc:
             reachable = False
             checks.append(Check("partition", FAIL, str(exc), "check that slurmctld is up (`scontrol ping`)"))
-    checks += _guard("template", lambda: check_template(req.template, req.profile, partition, sbatch=reachable,
+    checks += guard("template", lambda: check_template(req.template, req.profile, partition, sbatch=reachable,
                                                         llm=bool(req.llm)))
     if req.engine == "marker":
-        checks += _guard("marker", check_marker_install)
+        checks += guard("marker", check_marker_install)
         if checks[-1].status == OK:
-            checks += _guard("marker: import", check_marker_import)
-            checks += (server := _guard(SERVER_CHECK, lambda: check_marker_server(req.profile)))
+            checks += guard("marker: import", check_marker_import)
+            checks += (server := guard(SERVER_CHECK, lambda: check_marker_server(req.profile)))
             starts = any(c.status == FAIL or not c.detail.startswith("none started") for c in server)
-            checks += _guard("marker: cache", lambda: check_marker_cache(server=starts))
+            checks += guard("marker: cache", lambda: check_marker_cache(server=starts))
     else:
         checks.append(Check("marker", OK, f"not needed (engine {req.engine})"))
-    checks += _guard("ollama", lambda: check_ollama(bool(req.llm)))
+    checks += guard("ollama", lambda: check_ollama(bool(req.llm)))
     if req.llm:
-        checks += _guard(f"llm {req.llm}", lambda: check_llm_model(req.llm))
+        checks += guard(f"llm {req.llm}", lambda: check_llm_model(req.llm))
     if req.out is not None:
-        checks += _guard("out", lambda: check_out(req.out, req.min_free_gb))
-    return checks + _guard("threads", check_threads)
+        checks += guard("out", lambda: check_out(req.out, req.min_free_gb))
+    return checks + guard("threads", check_threads)
 
 
 def failed(checks: list[Check]) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from runkit import invoke
 from standin.harness import StandinOllama, free_port, path_with_standin, seed_model
 
-from hpc_marker.admin import doctor
+from hpc_marker.admin import checks, doctor
 from hpc_marker.admin.doctor import FAIL, OK, WARN, Check, DoctorRequest
 from hpc_marker.engines import marker as marker_engine
 from hpc_marker.submission.request import SubmitRequest
@@ -195,7 +195,7 @@ def test_a_check_that_raises_becomes_a_failure(monkeypatch):
     def boom():
         raise ValueError("surprise\nsecond line")
 
-    [c] = doctor._guard("x", boom)
+    [c] = checks.guard("x", boom)
     assert c == Check("x", FAIL, "the check itself failed: ValueError: surprise", "report this with the detail")
 
 
