@@ -94,7 +94,8 @@ def test_report_has_every_section_and_the_failures(run):
     assert set(SECTIONS) | set(PLOTS) <= page.ids
     assert "llm" not in page.ids  # no LLM in this run: no section
     verdict = text.split('id="verdict"', 1)[1].split("</p>", 1)[0]  # the collector's verdict, at the top
-    assert "run finished: " in verdict and " failed of " in verdict and "next: <code>hpcmarker retry " in verdict
+    assert "run finished: " in verdict and " failed of " in verdict
+    assert "cannot be converted by `retry`" in verdict and "next:" not in verdict  # every failure is known at scan
     records = run["records"]
     failed = {r.pdf for r in records if r.status != "ok"}
     assert failed == {f"{IMG}.pdf", *(f"bad/{name}" for name in run["bad"])}
