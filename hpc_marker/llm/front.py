@@ -120,14 +120,14 @@ class Front:
         self.stop()
 
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._serve(ready, failure))
+        try:  # asyncio.run: at the end, the handlers of connections still open are cancelled and awaited
+            asyncio.run(self._serve(ready, failure))
         except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it
+            if ready.is_set():  # it was serving: nothing waits for the error
+                self.log(f"stopped serving: {type(exc).__name__}: {exc}")
             failure.append(exc)
         finally:
             ready.set()
-            loop.close()
 
     async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
