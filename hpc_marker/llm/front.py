@@ -30,9 +30,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -59,6 +59,16 @@ class _Dropped(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         kind = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else "error"
         self.log(f"connection error (dropped): {kind}")
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run(main), on uvloop where it is installed (Linux): the same asyncio, a faster loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 class Front:
@@ -120,8 +130,8 @@ class Front:
         self.stop()
 
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        try:  # asyncio.run: at the end, the handlers of connections still open are cancelled and awaited
-            asyncio.run(self._serve(ready, failure))
+        try:  # like asyncio.run: at the end, the handlers of connections still open are cancelled and awaited
+            _run_loop(self._serve(ready, failure))
         except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it
             if ready.is_set():  # it was serving: nothing waits for the error
                 self.log(f"stopped serving: {type(exc).__name__}: {exc}")

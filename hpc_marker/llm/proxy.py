@@ -171,10 +171,8 @@ class Proxy:
                 self.counters.count(task, in_flight=-1, **{answer.counter: 1})
                 return json_reply(answer.status, {"error": f"hpcmarker front: {answer.message}"})
             try:
-                reply = web.StreamResponse(status=answer.status, headers={
-                    "Server": SERVER, "Content-Type": answer.headers.get("Content-Type", "application/json")})
                 settled = True
-                outcome = await self._relay(request, reply, answer, task, started + self.timeout_s)
+                reply, outcome = await self._relay(request, answer, task, started + self.timeout_s)
                 return reply
             finally:
                 answer.release()
@@ -232,18 +230,23 @@ class Proxy:
         self.log(f"task {task}: {target.name or 'upstream'} stopped answering ({why}); trying the next")
         return True
 
-    async def _relay(self, request: web.BaseRequest, reply: web.StreamResponse, answer: aiohttp.ClientResponse,
-                     task: str, deadline: float) -> str:
-        """Pass the body on as it comes, one chunk held back: the counters are updated before the
-        client sees the end of the response (a task reads its stats right after)."""
-        status, usage, outcome, held = answer.status, Usage(), "ok", b""
+    async def _relay(self, request: web.BaseRequest, answer: aiohttp.ClientResponse, task: str,
+                     deadline: float) -> tuple[web.StreamResponse, str]:
+        """Pass the answer on: one of known length (not streamed) is read whole and sent in one write with
+        its length; a streamed one as it comes, one chunk held back. Either way the counters are updated
+        before the client sees the end of the response (a task reads its stats right after)."""
+        headers = {"Server": SERVER, "Content-Type": answer.headers.get("Content-Type", "application/json")}
+        whole = answer.content_length is not None
+        reply = (web.Response if whole else web.StreamResponse)(status=answer.status, headers=headers)
+        status, usage, outcome, held = answer.status, Usage(), "ok", []
         try:
-            await _start(reply, request)
+            if not whole:
+                await _start(reply, request)
             async for data in answer.content.iter_any():
                 usage.feed(data)
-                if held:
-                    await _write(reply, held)
-                held = data
+                if held and not whole:
+                    await _write(reply, held.pop())
+                held.append(data)
                 if time.monotonic() > deadline:
                     raise _Deadline
         except (asyncio.TimeoutError, _Deadline):
@@ -259,12 +262,16 @@ class Proxy:
                             client_errors=int(400 <= status < 500))
         if outcome != "ok":
             _cut(request)  # the client sees a cut response
-            return outcome
+            return reply, outcome
         try:
-            await _end(reply, held)  # the last chunk and the end in one write
+            if whole:
+                reply.body = b"".join(held)
+                await _start(reply, request)
+                held = []
+            await _end(reply, b"".join(held))  # the last chunk and the end in one write
         except _ClientLeft:
             _cut(request)
-            return "client went away"
+            return reply, "client went away"
         if failed or status >= 400:
-            return f"HTTP {status}" + (" (error in stream)" if usage.error and status < 400 else "")
-        return outcome
+            return reply, f"HTTP {status}" + (" (error in stream)" if usage.error and status < 400 else "")
+        return reply, outcome
