@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Fixed", "Front", "Route", "Target"]
 SHUTDOWN_S = 2.0  # at stop: how long requests in flight may still run before they are cut
+READ_BUFFER = 1 << 20  # per connection: a page image (about 1 MB) is read in a few steps, not in 64 KB ones
 
 
 class _Dropped(logging.Handler):
@@ -143,7 +144,7 @@ class Front:
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
         logger = logging.Logger("hpcmarker-front")  # noqa: LOG001 - not registered: its records go to the front's log only
         logger.addHandler(_Dropped(self.log))
-        runner = web.ServerRunner(web.Server(self._handle, access_log=None, logger=logger),
+        runner = web.ServerRunner(web.Server(self._handle, access_log=None, logger=logger, read_bufsize=READ_BUFFER),
                                   handle_signals=False, shutdown_timeout=SHUTDOWN_S)
         await runner.setup()
         session = self.proxy.open_session()
