@@ -178,6 +178,9 @@ class Front:
         if not 0 <= length <= MAX_BODY:
             return json_reply(413, {"error": "hpcmarker front: request body too large"}, close=True)
         try:
+            if length and request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # as aiohttp's router does (curl)
+                request.writer.output_size = 0
             body = await request.content.readexactly(length) if length else b""
         except (asyncio.IncompleteReadError, ConnectionError):
             return json_reply(400, {"error": "hpcmarker front: the request body was cut"}, close=True)

@@ -136,8 +136,8 @@ class Proxy:
         """The upstream client (in the front's event loop)."""
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=4.0),  # below uvicorn's 5 s (vLLM)
-            auto_decompress=False, trust_env=False, timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=min(10.0, self.timeout_s), sock_read=self.timeout_s))
+            auto_decompress=False, trust_env=False, timeout=aiohttp.ClientTimeout(  # connect: with the pool's wait
+                total=None, connect=self.timeout_s, sock_connect=min(10.0, self.timeout_s), sock_read=self.timeout_s))
         return self.session
 
     async def forward(self, request: web.BaseRequest, decision: Decision, body: bytes) -> web.StreamResponse:

@@ -262,3 +262,10 @@ def test_a_large_body_goes_through_whole(stack):
         sock.sendall(f"POST /{SECRET}/task/2/api/generate HTTP/1.1\r\nHost: x\r\n"
                      f"Content-Length: {(256 << 20) + 1}\r\n\r\n".encode())
         assert sock.recv(64).startswith(b"HTTP/1.1 413 ")
+    body = json.dumps({"model": "tiny:1b", "prompt": "go on", "stream": False}).encode()
+    with socket.create_connection(("127.0.0.1", front.port), timeout=10) as sock:  # curl asks before a large body
+        sock.sendall(f"POST /{SECRET}/task/2/api/generate HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
