@@ -176,6 +176,9 @@ class Proxy:
                 return reply
             finally:
                 answer.release()
+        except asyncio.CancelledError:
+            outcome = "cut: the front stopped"
+            raise
         finally:
             if not settled:
                 self.counters.count(task, in_flight=-1)

@@ -269,3 +269,31 @@ def test_a_large_body_goes_through_whole(stack):
         assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+def test_stop_cuts_the_requests_in_flight_at_once(stack):
+    """A stopping service cuts its requests in flight (a task's relay sends them to another replica) instead of
+    finishing them first: the Slurm failover test kills a replica under its requests."""
+    _, front, logs = stack(delay_per_token_s=1.0)
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(httpx.post(f"{front.url}/{SECRET}/task/1/api/generate", timeout=30,
+                                      json={"model": "tiny:1b", "prompt": "a b c", "stream": False}).status_code)
+        except httpx.HTTPError as exc:
+            outcome.append(type(exc).__name__)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while front.stats()["in_flight"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    started = time.monotonic()
+    front.stop()
+    assert time.monotonic() - started < 1.0
+    thread.join(timeout=10)
+    assert outcome == ["RemoteProtocolError"]  # the 3 s answer never came
+    assert front.stats()["tasks"]["1"]["in_flight"] == 0
+    assert any("cut: the front stopped" in line for line in logs)
