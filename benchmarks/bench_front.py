@@ -191,7 +191,8 @@ def run(args: argparse.Namespace, tmp: Path) -> list[dict]:
                 used = (cpu_s(standin) - before[0], (cpu_s(front) - before[1]) if front else 0.0)
                 done = max(result["requests"], 1)
                 rows.append({"scenario": scenario, "target": target, **result, "load": os.getloadavg()[0],
-                             "standin_cpu_ms": round(1e3 * used[0] / done, 3), "front_cpu_ms": round(1e3 * used[1] / done, 3)})
+                             "standin_cpu_ms": round(1e3 * used[0] / done, 3),
+                             "front_cpu_ms": round(1e3 * used[1] / done, 3)})
                 print(f"{scenario:5} {target:10} {result['rps']:8.1f} req/s  p50 {result['p50_us'] / 1e3:7.1f} ms  "
                       f"p99 {result['p99_us'] / 1e3:7.1f} ms  errors {result['errors']}  "
                       f"front CPU {rows[-1]['front_cpu_ms']:.2f} ms/request", flush=True)
@@ -220,9 +221,9 @@ def table(rows: list[dict], clients: int) -> str:
     lines.append("")
     for scenario in SCENARIOS:
         old, new = (next(r for r in rows if r["scenario"] == scenario and r["target"] == t) for t in TARGETS[1:])
-        lines.append(f"{scenario}: the new front serves {new['rps'] / max(old['rps'], 1e-9):.1f}x the old one's "
-                     f"requests/s at {clients} clients, for {old['front_cpu_ms'] / max(new['front_cpu_ms'], 1e-9):.1f}x "
-                     "less CPU per request")
+        speed, cpu = new["rps"] / max(old["rps"], 1e-9), old["front_cpu_ms"] / max(new["front_cpu_ms"], 1e-9)
+        lines.append(f"{scenario}: the new front serves {speed:.1f}x the old one's requests/s at {clients} clients, "
+                     f"for {cpu:.1f}x less CPU per request")
     return "\n".join(lines)
 
 

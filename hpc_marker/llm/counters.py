@@ -70,7 +70,8 @@ class Counters:
         now, stats = time.monotonic(), self.stats()
         interval = max(now - last_time, 1e-9)
         line = {"ts": round(time.time(), 3), "interval_s": round(interval, 3), "in_flight": stats["in_flight"],
-                "queued": stats["queued"], "capacity": stats["capacity"], "denied": stats["denied"], "tasks": stats["tasks"],
+                "queued": stats["queued"], "capacity": stats["capacity"], "denied": stats["denied"],
+                "tasks": stats["tasks"],
                 "tokens_out_per_s": round((stats["total"]["tokens_out"] - last["tokens_out"]) / interval, 2),
                 "tokens_in_per_s": round((stats["total"]["tokens_in"] - last["tokens_in"]) / interval, 2)}
         try:

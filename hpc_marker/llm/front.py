@@ -142,7 +142,7 @@ class Front:
 
     async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
-        logger = logging.Logger("hpcmarker-front")  # noqa: LOG001 - not registered: its records go to the front's log only
+        logger = logging.Logger("hpcmarker-front")  # noqa: LOG001 - unregistered: records go to the front's log only
         logger.addHandler(_Dropped(self.log))
         runner = web.ServerRunner(web.Server(self._handle, access_log=None, logger=logger, read_bufsize=READ_BUFFER),
                                   handle_signals=False, shutdown_timeout=SHUTDOWN_S)

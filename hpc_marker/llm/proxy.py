@@ -193,7 +193,8 @@ class Proxy:
         targets = await self.route.targets(task)
         if not targets:
             return _Refused(503, "no LLM server answers", "failures", "no upstream answers")
-        headers = {"Content-Type": request.headers.get("Content-Type", "application/json"), "Accept-Encoding": "identity"}
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/json"),
+                   "Accept-Encoding": "identity"}
         timeout = _Refused(504, f"no answer within {self.timeout_s:g}s", "timeouts", "timeout")
         for number, target in enumerate(targets, 1):  # _another may append targets: the loop reaches them
             assert self.session is not None

@@ -104,7 +104,8 @@ class ReplicaRoute:
             if live or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
-        return [Target(f"{e.url}/task/{task}", {"Authorization": f"Bearer {e.secret}"}, f"replica {r}") for r, e in live]
+        return [Target(f"{e.url}/task/{task}", {"Authorization": f"Bearer {e.secret}"}, f"replica {r}")
+                for r, e in live]
 
     def failed(self, target: Target, why: str) -> None:
         replica = int(target.name.rsplit(" ", 1)[-1])
