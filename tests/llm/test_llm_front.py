@@ -230,7 +230,9 @@ def test_clients_wait_at_the_gate_in_the_event_loop_and_those_who_leave_never_re
     async def clients() -> list[object]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             calls = [asyncio.create_task(call(session, 60)) for _ in range(100)]
+            deadline = time.monotonic() + 30
             while front.stats()["queued"] < 90:
+                assert time.monotonic() < deadline, front.stats()
                 await asyncio.sleep(0.02)
             calls += [asyncio.create_task(call(session, 0.5)) for _ in range(10)]  # last in the queue
             while not all(c.done() for c in calls):
