@@ -6,8 +6,10 @@
   rules.py     pure rules of the front: authorize(method, path, secret, allowlist, bearer), the allowlists
                per server, token counting
   gate.py      FairGate: the front's bound on generations at the server, the rest queued fairly across tasks
-  front.py     the authenticating reverse proxy: secret, allowlist, gate, timeouts, counters; a fixed upstream
-               or a Route with failover
+  front.py     the authenticating reverse proxy (an aiohttp server in a thread of its own): secret, allowlist,
+               stats; a fixed upstream or a Route with failover
+  proxy.py     the front's forwarding: the gate, failover across a Route's targets, timeouts, the streamed relay
+  counters.py  the front's counters per task, its stats and its metrics file
   service.py   serve_llm(run_dir, replica): what each service job runs
   client.py    ollama_client / openai_client (every client hpcmarker builds), chat_client; task side:
                wait_for_service (any replica), Endpoint

@@ -19,6 +19,7 @@ replica's death are not lost, and the task's manifest line says which items had 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
@@ -27,7 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hpc_marker.llm.client import Endpoint, ServiceUnavailable, read_endpoint
-from hpc_marker.llm.front import Front, Target
+from hpc_marker.llm.front import Front
+from hpc_marker.llm.proxy import Target
 from hpc_marker.llm.rules import ALLOWLISTS
 from hpc_marker.servers.managed import HOST
 
@@ -91,17 +93,19 @@ class ReplicaRoute:
         with self._lock:
             return [r for r in self._order() if r in self._live]
 
-    def targets(self, task: str) -> list[Target]:
+    async def targets(self, task: str) -> list[Target]:
+        """In the relay's event loop: a probe (blocking HTTP) runs in a worker thread."""
         with self._lock:
             live = [(r, self._live[r]) for r in self._order() if r in self._live]
         deadline = time.monotonic() + REAPPEAR_S
         while not live:  # none known to answer: look again (a replica starting, or another one) before failing
-            found = self.probe()
+            found = await asyncio.to_thread(self.probe)
             live = [(r, found[r]) for r in self._order() if r in found]
             if live or time.monotonic() > deadline:
                 break
-            time.sleep(0.5)
-        return [Target(f"{e.url}/task/{task}", {"Authorization": f"Bearer {e.secret}"}, f"replica {r}") for r, e in live]
+            await asyncio.sleep(0.5)
+        return [Target(f"{e.url}/task/{task}", {"Authorization": f"Bearer {e.secret}"}, f"replica {r}")
+                for r, e in live]
 
     def failed(self, target: Target, why: str) -> None:
         replica = int(target.name.rsplit(" ", 1)[-1])

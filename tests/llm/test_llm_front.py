@@ -1,12 +1,18 @@
 """The authenticating front: secret and allowlist (refused requests never reach Ollama), streaming,
-timeouts, failures and tokens counted per task, stats and metrics, nothing logs the secret."""
+timeouts, failures and tokens counted per task, stats and metrics, nothing logs the secret; many
+clients waiting at its gate in its event loop (not a thread each), large bodies."""
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import json
+import socket
 import threading
 import time
+from pathlib import Path
 
+import aiohttp
 import httpx
 import ollama
 import pytest
@@ -23,13 +29,13 @@ def stack(tmp_path):
     """Start a stand-in ollama (with knobs) and a front before it; both stopped after the test."""
     started = []
 
-    def start(front_timeout_s: float = 30.0, metrics_interval_s: float = 5.0, **knobs):
+    def start(front_timeout_s: float = 30.0, metrics_interval_s: float = 5.0, capacity: int | None = None, **knobs):
         standin = StandinOllama(tmp_path / f"s{len(started)}", **knobs).start()
         seed_model(standin.models, "tiny:1b")
         logs: list[str] = []
         front = Front(standin.url, SECRET, host="127.0.0.1", port=0, timeout_s=front_timeout_s,
                       metrics_path=tmp_path / "metrics.jsonl", metrics_interval_s=metrics_interval_s,
-                      log=logs.append).start()
+                      log=logs.append, capacity=capacity).start()
         started.append((standin, front))
         return standin, front, logs
 
@@ -191,3 +197,105 @@ def test_stats_endpoint_and_metrics_file_never_hold_the_secret(stack, tmp_path):
     assert any(line["tokens_out_per_s"] > 0 for line in lines)
     assert SECRET not in text
     assert logs and not any(SECRET in line for line in logs)
+
+
+def test_the_package_serves_no_http_with_http_server():
+    """Python documents http.server as not for production; the front was its last user in the package."""
+    package = Path(__file__).resolve().parents[2] / "hpc_marker"
+    users = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name == "http.server" or name.startswith("http.server.") for name in names):
+                users.append(str(path.relative_to(package)))
+    assert users == []
+
+
+def test_clients_wait_at_the_gate_in_the_event_loop_and_those_who_leave_never_reach_the_server(stack):
+    """110 clients, 2 slots: the front holds the others without a thread each (http.server had one per
+    connection); 10 clients that give up while queued are dropped, counted as abandoned, never sent."""
+    standin, front, _ = stack(capacity=2, delay_per_token_s=0.04, num_parallel=2)
+    url = f"{front.url}/{SECRET}/task/8/api/generate"
+    samples: list[tuple[int, int, int]] = []  # (queued, in flight at the server, threads in this process)
+
+    async def call(session: aiohttp.ClientSession, timeout_s: float) -> object:
+        try:
+            async with session.post(url, json={"model": "tiny:1b", "prompt": "x", "stream": False},
+                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                return resp.status, (await resp.json())["response"]
+        except asyncio.TimeoutError:
+            return "gave up"
+
+    async def clients() -> list[object]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            calls = [asyncio.create_task(call(session, 60)) for _ in range(100)]
+            deadline = time.monotonic() + 30
+            while front.stats()["queued"] < 90:
+                assert time.monotonic() < deadline, front.stats()
+                await asyncio.sleep(0.02)
+            calls += [asyncio.create_task(call(session, 0.5)) for _ in range(10)]  # last in the queue
+            while not all(c.done() for c in calls):
+                stats = front.stats()
+                samples.append((stats["queued"], stats["in_flight"], threading.active_count()))
+                await asyncio.sleep(0.05)
+            return [c.result() for c in calls]
+
+    results = asyncio.run(clients())
+    assert results[:100] == [(200, "X")] * 100 and results[100:] == ["gave up"] * 10
+    busy = [s for s in samples if s[0] >= 50]
+    assert busy and max(s[1] for s in samples) <= 2
+    assert max(s[2] for s in busy) < 40, busy  # not a thread per waiting client
+    counters = front.stats()["tasks"]["8"]
+    assert (counters["requests"], counters["abandoned"], counters["failures"]) == (110, 10, 0)
+    assert (counters["queued"], counters["in_flight"]) == (0, 0)
+    assert len(standin.requests()) == 100  # the ten who left never reached it
+
+
+def test_a_large_body_goes_through_whole(stack):
+    """marker sends page images inline: a 3 MB body is forwarded as it came (aiohttp's own limit is 1 MB)."""
+    _, front, _ = stack()
+    image = "QUFB" * (3 << 18)  # 3 MB of base64
+    resp = httpx.post(f"{front.url}/{SECRET}/task/2/api/generate", timeout=30,
+                      json={"model": "tiny:1b", "prompt": "see the page", "images": [image], "stream": False})
+    assert resp.status_code == 200 and resp.json()["response"] == "SEE THE PAGE"
+    assert front.stats()["tasks"]["2"]["tokens_in"] == 3
+    with socket.create_connection(("127.0.0.1", front.port), timeout=10) as sock:  # announces too much, sends nothing
+        sock.sendall(f"POST /{SECRET}/task/2/api/generate HTTP/1.1\r\nHost: x\r\n"
+                     f"Content-Length: {(256 << 20) + 1}\r\n\r\n".encode())
+        assert sock.recv(64).startswith(b"HTTP/1.1 413 ")
+    body = json.dumps({"model": "tiny:1b", "prompt": "go on", "stream": False}).encode()
+    with socket.create_connection(("127.0.0.1", front.port), timeout=10) as sock:  # curl asks before a large body
+        sock.sendall(f"POST /{SECRET}/task/2/api/generate HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+def test_stop_cuts_the_requests_in_flight_at_once(stack):
+    """A stopping service cuts its requests in flight (a task's relay sends them to another replica) instead of
+    finishing them first: the Slurm failover test kills a replica under its requests."""
+    _, front, logs = stack(delay_per_token_s=1.0)
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(httpx.post(f"{front.url}/{SECRET}/task/1/api/generate", timeout=30,
+                                      json={"model": "tiny:1b", "prompt": "a b c", "stream": False}).status_code)
+        except httpx.HTTPError as exc:
+            outcome.append(type(exc).__name__)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while front.stats()["in_flight"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    started = time.monotonic()
+    front.stop()
+    assert time.monotonic() - started < 1.0
+    thread.join(timeout=10)
+    assert outcome == ["RemoteProtocolError"]  # the 3 s answer never came
+    assert front.stats()["tasks"]["1"]["in_flight"] == 0
+    assert any("cut: the front stopped" in line for line in logs)
