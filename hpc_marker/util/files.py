@@ -51,12 +51,12 @@ def link_or_copy(source: Path, target: Path) -> None:
             os.link(source, target)
         except FileExistsError:  # linked before (collected again): the new name replaces it
             tmp = _temporary(target)
+            tmp.unlink(missing_ok=True)  # left by a process killed here before
             os.link(source, tmp)
             try:
                 os.replace(tmp, target)
-            except BaseException:
+            finally:  # rename() of two links to one file does nothing and leaves `tmp`
                 tmp.unlink(missing_ok=True)
-                raise
     except OSError as exc:
         if exc.errno not in NO_HARD_LINKS:
             raise

@@ -35,3 +35,15 @@ def test_without_hard_links_it_copies_and_a_missing_source_says_so(tmp_path, mon
     assert target.read_text() == "log\n" and not os.path.samefile(source, target)
     with pytest.raises(FileNotFoundError):
         link_or_copy(tmp_path / "never.out", tmp_path / "c.out")
+
+
+def test_linking_the_same_file_again_and_again_leaves_nothing_behind(tmp_path):
+    """A run collected twice (by its collector job, then by hand) links each task log again: rename() of two
+    links to one file does nothing, so the temporary name must go by other means, or the third time fails."""
+    source, target = tmp_path / "job.out", tmp_path / "logs" / "task-0.out"
+    target.parent.mkdir()
+    source.write_text("log\n")
+    for _ in range(3):
+        link_or_copy(source, target)
+    assert target.read_text() == "log\n" and os.path.samefile(source, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["task-0.out"]
