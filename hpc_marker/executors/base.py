@@ -70,7 +70,7 @@ class Executor(Protocol):
         """Validate the request against this executor's resources; the partition to use.
         Raises a UserError subclass with a one-line reason."""
 
-    def fit(self, gpus: int, workers_per_gpu: int, engine: str) -> Fit:
+    def fit(self, gpus: int, workers_per_gpu: int, engine: str, mps: str = "auto") -> Fit:
         """How many tasks `--gpus gpus` gets here (Slurm: as asked; local: what this machine's cores and GPUs
         hold), with a one-line note where that differs. Asked before anything is planned."""
 

@@ -111,8 +111,8 @@ def this_machine(environ: Mapping[str, str] | None = None) -> Machine:
     return Machine(cores, pinned, tuple(_machine_gpus(environ)))
 
 
-def fit_machine(asked: int, workers_per_gpu: int, engine: str, machine: Machine) -> LocalFit:
-    return fit_local(asked, workers_per_gpu, engine, len(machine.cores), list(machine.gpus))
+def fit_machine(asked: int, workers_per_gpu: int, engine: str, machine: Machine, mps: str = "auto") -> LocalFit:
+    return fit_local(asked, workers_per_gpu, engine, len(machine.cores), list(machine.gpus), mps)
 
 
 @contextmanager
@@ -239,11 +239,11 @@ class LocalExecutor:
         this_machine()
         return partition
 
-    def fit(self, gpus: int, workers_per_gpu: int, engine: str) -> Fit:
+    def fit(self, gpus: int, workers_per_gpu: int, engine: str, mps: str = "auto") -> Fit:
         """No more tasks than this machine holds: marker a GPU each where there are GPUs, else (and the CPU
         engines) a share of the cores each, tasks × workers within the cores; a note where that is fewer."""
         machine = this_machine()
-        fitted = fit_machine(gpus, workers_per_gpu, engine, machine)
+        fitted = fit_machine(gpus, workers_per_gpu, engine, machine, mps)
         return Fit(fitted.tasks, local_fit_note(fitted, gpus, engine, len(machine.cores), list(machine.gpus)))
 
     def check_scripts(self, scripts: dict[str, str]) -> None:
@@ -294,7 +294,7 @@ class LocalExecutor:
         """Start the service (each replica) and the tasks of `layout`, each recorded as it starts; a Ctrl-C
         meanwhile is held until all are started (then KeyboardInterrupt); a run cancelled meanwhile starts no more."""
         machine = this_machine()
-        fitted = fit_machine(len(layout.tasks), record.workers_per_gpu, record.engine, machine)
+        fitted = fit_machine(len(layout.tasks), record.workers_per_gpu, record.engine, machine, record.mps)
         timeout_min = parse_time_limit(record.time_limit) or 60
         tasks: list[submitit.Job] = []
         with _sigint_held():

@@ -115,7 +115,7 @@ class SlurmExecutor:
                                       "choose another with --partition")
         return chosen
 
-    def fit(self, gpus: int, workers_per_gpu: int, engine: str) -> Fit:
+    def fit(self, gpus: int, workers_per_gpu: int, engine: str, mps: str = "auto") -> Fit:
         """As asked: each task gets its own GPU from Slurm."""
         return Fit(gpus)
 

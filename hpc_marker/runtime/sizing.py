@@ -142,14 +142,16 @@ class LocalFit:
     workers: int | None  # per task, where known now (requested, or a CPU engine's auto); None: each task chooses
 
 
-def fit_local(asked: int, workers_per_gpu: int, engine: str, cores: int, gpus: list[int]) -> LocalFit:
+def fit_local(asked: int, workers_per_gpu: int, engine: str, cores: int, gpus: list[int], mps: str = "auto"
+              ) -> LocalFit:
     """Tasks for `--gpus asked` on a machine of `cores` cores and `gpus` GPUs: marker gets a GPU per task where
-    there are GPUs; the CPU engines (and marker without a GPU) run on the CPU, one task per core at most
+    there are GPUs, and so does any engine with `--mps on` (MPS daemons are asked for: GPU work); the CPU
+    engines (and marker without a GPU) run on the CPU, one task per core at most
     (marker: CPUS_PER_MARKER_WORKER); tasks × workers stay within the cores (an explicit count of workers per
     task is honoured: fewer tasks). Each task gets an equal share of the cores. Pure."""
     cores = max(1, cores)
     per_task = (CPUS_PER_MARKER_WORKER if engine == "marker" else 1) * max(1, workers_per_gpu)
-    on_gpus = engine == "marker" and bool(gpus)
+    on_gpus = (engine == "marker" or mps == "on") and bool(gpus)
     tasks = max(1, min([asked, cores // per_task] + ([len(gpus)] if on_gpus else [])))
     share = max(1, cores // tasks)
     workers = workers_per_gpu or (min(share, DEFAULT_CAP) if engine != "marker" else None)

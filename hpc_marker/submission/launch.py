@@ -101,7 +101,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     if missing and not job_settings["setup"] and chosen["template"] != "apptainer":  # the profile changes them
         raise LaunchError(f"--inference-server {inference.mode}: {missing}")
     partition = executor.check_resources(chosen["partition"], request.gpus)
-    fit = executor.fit(request.gpus, request.workers_per_gpu, request.engine)  # local: what this machine holds
+    fit = executor.fit(request.gpus, request.workers_per_gpu, request.engine, chosen["mps"])  # local: this machine
     pdfs = request.pdfs.resolve()
     try:
         scanned = scan_pdfs(pdfs, request.scan_workers, cache=True, progress=request.progress, only=request.only)

@@ -35,6 +35,8 @@ def test_fit_to_cores_and_gpus():
     explicit = fit_local(4, 2, "text", 4, [])  # --workers-per-gpu 2 is honoured: fewer tasks
     assert (explicit.tasks, explicit.workers) == (2, 2)
     assert fit_local(3, 8, "text", 2, []).tasks == 1  # never none
+    assert fit_local(2, 0, "text", 8, [0, 1]).gpus == ()  # the text engine needs no GPU...
+    assert fit_local(2, 0, "text", 8, [0, 1], mps="on").gpus == (0, 1)  # ...unless MPS is asked for: GPU work
 
 
 def _script(folder: Path, name: str, body: str) -> None:

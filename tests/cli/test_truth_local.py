@@ -70,7 +70,8 @@ def test_status_exit_codes_logs_and_the_out_folder_as_run(tmp_path, sample_pdfs)
     make_bad_pdfs(sample_pdfs / "bad")
     out = tmp_path / "out"
     run = run_local(sample_pdfs, out, "--gpus", "2", "--run-id", "mixed", expect=FINISHED_WITH_FAILURES)
-    assert "run mixed: finished: 6 ok, " in run.output and "next: hpcmarker retry mixed" in run.output
+    assert "run mixed: finished: 6 ok, " in run.output and "next: hpcmarker retry" not in run.output
+    assert "6 failed items cannot be converted by `retry`: 6 cannot be read as they are" in run.output  # scan knew
     assert not active_path(out).exists()  # the run gave its --out back
     for name in ("mixed", str(out), str(run.paths.root)):  # a run id, the --out folder, the run folder
         status = invoke("status", name, "--json")

@@ -58,8 +58,9 @@ def page_keys(pdf: Path, start: int, stop: int) -> set[str]:
 
 
 @pytest.mark.slow
-def test_two_vllm_replicas_serve_the_run_with_mps_per_task(tmp_path, sample_pdfs, standin):
-    result = invoke(*submit_args(sample_pdfs, tmp_path / "out", "--mps", "on"))
+def test_two_vllm_replicas_serve_the_run_with_mps_per_task(tmp_path, sample_pdfs, standin, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # the GPUs of this "node" (the stand-in MPS daemon's)
+    result = invoke(*submit_args(sample_pdfs, tmp_path / "out", "--mps", "on"))  # --mps on: GPU work, a GPU a task
     assert result.exit_code == 0, result.output
     paths = resolve_run(None)
     summary = read_summary(paths)
