@@ -170,11 +170,19 @@ def _test_config_home(tmp_path_factory) -> str:
     return str(config)
 
 
+# An idle task (runtime/scheduler.py) looks again every eighth of its lease, up to 15 s: the last tasks of a run
+# would wait that long after its last item. The tests' runs (local tasks and Slurm jobs alike, which get this
+# environment) look again every half second instead; tests/runtime/test_scheduler.py checks the default.
+IDLE_POLL_S = "0.5"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def test_user_config(tmp_path_factory):
-    """The tests' user config from the start, so that module-scoped fixtures (whole runs) use it too."""
+    """The tests' user config and idle poll from the start, so that module-scoped fixtures (whole runs) use
+    them too."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CONFIG_HOME", _test_config_home(tmp_path_factory))
+        patch.setenv("HPCMARKER_IDLE_POLL_S", IDLE_POLL_S)
         yield
 
 
