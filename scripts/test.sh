@@ -8,11 +8,13 @@
 #                                   It never reaches a Slurm cluster (SLURM_CONF is not set for it) unless
 #                                   HPCMARKER_REQUIRE names slurm or your -m asks for slurm.
 #
-# The editable install is refreshed when pyproject.toml changed since the last one (a fresh clone: always).
+# scripts/setup.sh (the editable install) runs when pyproject.toml or setup.sh changed since it last ran here,
+# or HPCMARKER_EXTRAS asks for more; always on a fresh clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp=.venv/.hpcmarker-setup
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ ! -x .venv/bin/python ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ] ||
+  [ -n "${HPCMARKER_EXTRAS:-}" ] || [ ! -x .venv/bin/python ]; then
   bash scripts/setup.sh >/dev/null
   touch "$stamp"
 fi
