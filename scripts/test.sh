@@ -1,11 +1,50 @@
 #!/usr/bin/env bash
-# Set up, then run the test suite. The Slurm tests run when a cluster answers: the local test
-# cluster (scripts/slurm-test-cluster.sh up, as root) is picked up automatically.
+# Set up, then run the test suite; the arguments go to pytest.
+#
+#   bash scripts/test.sh            everything that can run here. The Slurm tests run when a cluster answers:
+#                                   the local test cluster (scripts/slurm-test-cluster.sh up, as root) is
+#                                   picked up automatically (SLURM_CONF).
+#   bash scripts/test.sh --fast     the fast tier: -m "not slow and not slurm" (a later -m of yours wins).
+#                                   It never reaches a Slurm cluster (SLURM_CONF is not set for it) unless
+#                                   HPCMARKER_REQUIRE names slurm or your -m asks for slurm.
+#
+# scripts/setup.sh (the editable install) runs when pyproject.toml or setup.sh changed since it last ran here,
+# or HPCMARKER_EXTRAS asks for more; always on a fresh clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh >/dev/null
+stamp=.venv/.hpcmarker-setup
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ] ||
+  [ -n "${HPCMARKER_EXTRAS:-}" ] || [ ! -x .venv/bin/python ]; then
+  bash scripts/setup.sh >/dev/null
+  touch "$stamp"
+fi
+
+fast=0
+args=()
+asks_slurm=0  # HPCMARKER_REQUIRE names slurm (or all), or an -m of the caller's mentions it other than as "not slurm"
+require=${HPCMARKER_REQUIRE:-}
+case ",${require//[[:space:]]/}," in *,slurm,* | *,all,*) asks_slurm=1 ;; esac
+previous=""
+for arg in "$@"; do
+  if [ "$arg" = "--fast" ]; then
+    fast=1
+    continue
+  fi
+  expression=""
+  case "$previous" in -m) expression=$arg ;; esac
+  case "$arg" in -m?*) expression=${arg#-m} ;; esac
+  if [[ "$expression" == *slurm* && "$expression" != *"not slurm"* ]]; then
+    asks_slurm=1
+  fi
+  args+=("$arg")
+  previous=$arg
+done
+
 cluster_conf="${HPCMARKER_SLURM_DIR:-/var/tmp/hpcmarker-slurm}/slurm.conf"
-if [ -z "${SLURM_CONF:-}" ] && [ -f "$cluster_conf" ]; then
+if [ -z "${SLURM_CONF:-}" ] && [ -f "$cluster_conf" ] && { [ "$fast" = 0 ] || [ "$asks_slurm" = 1 ]; }; then
   export SLURM_CONF="$cluster_conf"
 fi
-exec .venv/bin/python -m pytest "$@"
+if [ "$fast" = 1 ]; then
+  exec .venv/bin/python -m pytest -m "not slow and not slurm" ${args[@]+"${args[@]}"}
+fi
+exec .venv/bin/python -m pytest ${args[@]+"${args[@]}"}

@@ -12,7 +12,9 @@ The gate: a test that needs a real part carries that part's marker (registered i
 Where its part is missing, a marked test is skipped, and the skip names what is missing. Where
 HPCMARKER_REQUIRE names the part (`HPCMARKER_REQUIRE=slurm,browser`, or `all`), it fails instead,
 so a CI machine that lost its cluster fails rather than passes with everything skipped.
-`slow` (the tests that take several seconds or more) is a plain marker: `pytest -m "not slow"`.
+`slow` (a test that takes more than 5 s) is a plain marker. The fast tier, `scripts/test.sh --fast`, is
+`-m "not slow and not slurm"`; the gate probes only the parts of the tests that are selected, so it does not
+reach a Slurm cluster (tests/test_gate.py).
 
 Helpers for driving runs are in runkit.py, the inputs in inputs.py; import them from there.
 """
@@ -170,11 +172,22 @@ def _test_config_home(tmp_path_factory) -> str:
     return str(config)
 
 
+# An idle task (runtime/scheduler.py) looks again every eighth of its lease, up to 15 s: the last tasks of a run
+# would wait that long after its last item. The tests' runs (local tasks and Slurm jobs alike, which get this
+# environment) look again every half second instead; tests/runtime/test_scheduler.py checks the default.
+# A local submit in this process looks at its jobs every 0.2 s, not every second.
+IDLE_POLL_S = "0.5"
+LOCAL_POLL_S = 0.2
+
+
 @pytest.fixture(scope="session", autouse=True)
 def test_user_config(tmp_path_factory):
-    """The tests' user config from the start, so that module-scoped fixtures (whole runs) use it too."""
+    """The tests' user config and idle poll from the start, so that module-scoped fixtures (whole runs) use
+    them too."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CONFIG_HOME", _test_config_home(tmp_path_factory))
+        patch.setenv("HPCMARKER_IDLE_POLL_S", IDLE_POLL_S)
+        patch.setattr("hpc_marker.executors.local.POLL_S", LOCAL_POLL_S)
         yield
 
 

@@ -124,5 +124,5 @@ def wait_for(run_id: str, states: set[str], timeout_s: float = 600) -> dict:
         status = json.loads(invoke("status", run_id, "--json").output)
         if status["state"] in states:
             return status
-        time.sleep(2)
+        time.sleep(1)
     raise AssertionError(f"run {run_id} not in {states} after {timeout_s}s: {status}")

@@ -38,8 +38,8 @@ def test_needs_nothing():
 '''
 
 
-def run_tiny(tmp_path: Path, require: str | None, path: list[Path]) -> tuple[int, dict[str, tuple[str, str]], str]:
-    """pytest on TINY with PATH = `path` only; returns its exit code, each test's outcome and message."""
+def run_tiny(tmp_path: Path, require: str | None, path: list[Path], *args: str) -> tuple[int, dict[str, tuple[str, str]], str]:
+    """pytest ARGS on TINY with PATH = `path` only; returns its exit code, each test's outcome and message."""
     (tmp_path / "test_tiny.py").write_text(TINY)
     junit = tmp_path / "junit.xml"
     env = {k: v for k, v in os.environ.items() if k != "HPCMARKER_REQUIRE"}
@@ -48,7 +48,7 @@ def run_tiny(tmp_path: Path, require: str | None, path: list[Path]) -> tuple[int
         env["HPCMARKER_REQUIRE"] = require
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "conftest",
                            "-c", str(TESTS.parent / "pyproject.toml"), "--rootdir", str(tmp_path),
-                           f"--junitxml={junit}", "test_tiny.py"],
+                           f"--junitxml={junit}", *args, "test_tiny.py"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     outcomes = {}
     if junit.exists():
@@ -87,6 +87,19 @@ def test_a_required_part_that_is_missing_fails_and_one_that_is_there_runs(tmp_pa
     assert kind == "error" and "browser is required (HPCMARKER_REQUIRE) but missing: none of chromium" in reason
     assert outcomes["test_needs_slurm"] == ("passed", "")
     assert outcomes["test_needs_nothing"] == ("passed", "")
+
+
+def test_a_part_whose_tests_are_deselected_is_not_probed(tmp_path):
+    """The fast tier (-m "not slow and not slurm") must not reach a Slurm cluster, even to ask if it is there."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("sinfo", "sacct"):
+        executable(bin_dir, name, f"echo {name} >> {tmp_path / 'probed'}")
+    code, outcomes, output = run_tiny(tmp_path, "slurm", [bin_dir], "-m", "not slurm")
+    assert code == 0 and "test_needs_slurm" not in outcomes, output
+    assert not (tmp_path / "probed").exists()
+    run_tiny(tmp_path, "slurm", [bin_dir], "-m", "slurm")
+    assert (tmp_path / "probed").exists()  # the probe this test watches for
 
 
 def test_the_switch_names_parts_or_all():

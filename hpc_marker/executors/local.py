@@ -53,6 +53,7 @@ SERVICE_STOP_GRACE_S = 30.0  # the service stops its server (up to 10 s) and rem
 STOP_GRACE_S = SERVICE_STOP_GRACE_S  # what a run's processes get to stop before SIGKILL (the service among them)
 END_ROUNDS = 3
 COLLECT_TIME_MIN = 30
+POLL_S = 1.0  # how often a waiting submit looks at its jobs (the collector: twice as often); tests look more often
 
 
 class LocalDevicesError(UserError):
@@ -268,7 +269,7 @@ class LocalExecutor:
                     _end_run(paths.jobs, _all_ids(ids))
                 if progress:
                     progress(paths)
-                time.sleep(1.0)
+                time.sleep(POLL_S)
             collector = submitit.LocalExecutor(folder=paths.jobs)
             collector.update_parameters(timeout_min=COLLECT_TIME_MIN)
             try:
@@ -278,7 +279,7 @@ class LocalExecutor:
             except OSError as exc:  # submitit writes the job's pickle into the run folder first
                 raise LocalRunFailed(f"cannot start the collector: {exc.strerror}") from None
             while not job.done():
-                time.sleep(0.5)
+                time.sleep(POLL_S / 2)
         except KeyboardInterrupt:
             with _sigint_held():  # a second Ctrl-C must not cut the ending short
                 _end_run(paths.jobs, _all_ids(ids))

@@ -18,6 +18,7 @@ of tasks not seen exiting since they started.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -32,6 +33,16 @@ from hpc_marker.runstate.progress import EXITED, WAITING, WORKING, Heartbeat, re
 
 SAMPLE = 8  # heartbeats a thief reads to choose a victim: the richest of 8 random tasks (power of d choices)
 SWEEPERS = 4  # tasks 0..SWEEPERS-1 stay while any task holds a batch
+IDLE_POLL_ENV = "HPCMARKER_IDLE_POLL_S"  # tests: look again this often (their small runs end sooner)
+
+
+def idle_poll_seconds(lease_s: float) -> float:
+    """How long an idle task waits before it looks again: an eighth of the lease, 1-15 s (reading heartbeats
+    costs little then, even in a run of thousands of tasks); HPCMARKER_IDLE_POLL_S, where set, instead."""
+    try:
+        return float(os.environ[IDLE_POLL_ENV])
+    except (KeyError, ValueError):
+        return max(1.0, min(15.0, lease_s / 8))
 
 
 @dataclass

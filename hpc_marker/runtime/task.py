@@ -46,7 +46,7 @@ from hpc_marker.runtime.finishing import Finisher
 from hpc_marker.runtime.inference import InferenceServerFailed, InferenceSettings, task_inference_server
 from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
 from hpc_marker.runtime.mps import task_mps
-from hpc_marker.runtime.scheduler import Batch, Scheduler
+from hpc_marker.runtime.scheduler import Batch, Scheduler, idle_poll_seconds
 from hpc_marker.runtime.sizing import choose_workers
 from hpc_marker.runtime.threads import cap_threads, task_cpus, threads_per_worker
 from hpc_marker.runtime.worker import OutputUnwritable, convert_to_staging, init_worker
@@ -193,7 +193,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
     crashes: dict[str, int] = {}
     queue: deque[tuple[WorkItem, Batch]] = deque()  # claimed, not yet given to a worker
     announced = False  # the log has said why no new items are taken
-    poll_s = max(1.0, min(15.0, record.lease_seconds / 8))
+    poll_s = idle_poll_seconds(record.lease_seconds)
 
     def settle(item: WorkItem, batch: Batch, status: str, error: str | None, started: float,
                staging: Path | None = None, degraded: str | None = None, flags: dict | None = None,

@@ -90,6 +90,7 @@ def test_whole_pdf_bisected_in_json_and_not_without_bisect(book, tmp_path):
     assert not (tmp_path / "out2" / "book" / "book.md").exists()
 
 
+@pytest.mark.slow
 def test_a_page_out_of_memory_is_lost_alone(book, tmp_path):
     """The failure is an error this time (the worker's memory cap), not a timeout: bisected the same way."""
     run = run_local(book, tmp_path / "out", "--worker-memory", "300M", "--item-timeout", "off", "--split-pages", "0",

@@ -96,6 +96,7 @@ def test_every_printed_command_runs_as_printed(finished):
         assert any(line.endswith(OCR_HINT) for line in text.splitlines()), text
 
 
+@pytest.mark.slow
 def test_the_printed_ocr_follow_up_selects_both_kinds(finished, monkeypatch):
     out, _run = finished
     monkeypatch.setattr("hpc_marker.submission.launch.check_engine", lambda *_: None)  # no marker here
@@ -122,6 +123,7 @@ def test_partial_selection_says_nothing_of_min_share(finished):
     assert "min-share" not in result.output, result.output
 
 
+@pytest.mark.slow
 def test_a_submission_killed_by_its_stdout_leaves_no_run_behind(finished):
     """The issue's paste: bash pipes the follow-up into a command that does not exist; hpcmarker dies
     writing to the closed pipe (exit 1). Nothing of it may remain: `status OUT` and `export OUT` still see
@@ -147,6 +149,7 @@ def test_a_run_folder_never_submitted_is_not_the_outs_latest(finished, tmp_path)
     assert resolve_run(str(out)).run_id == "first"
 
 
+@pytest.mark.slow
 def test_export_of_an_out_folder_takes_its_first_run_and_follow_ups(finished, tmp_path):
     out, _run = finished
     assert invoke("retry", "first", "--select", "no-text", "--engine", "benchmark", "--run-id", "ocr").exit_code == 0
@@ -159,6 +162,7 @@ def test_export_of_an_out_folder_takes_its_first_run_and_follow_ups(finished, tm
     assert latest.exit_code == 0 and "7 rows" in latest.output, latest.output
 
 
+@pytest.mark.slow
 def test_export_of_a_run_with_nothing_converted_is_not_a_silent_success(tmp_path):
     from runkit import make_run
 

@@ -108,6 +108,7 @@ def test_status_of_unknown_run_is_a_clear_error():
     assert result.exit_code == 2 and "no runs yet" in result.output
 
 
+@pytest.mark.slow
 def test_many_unreadable_pdfs_are_named_up_to_a_limit_then_counted(tmp_path):
     from hpc_marker.cli.run import WILL_FAIL_LINES
 

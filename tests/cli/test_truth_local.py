@@ -147,6 +147,7 @@ def test_nonsense_numbers_are_refused(tmp_path, sample_pdfs, args, message):
     assert not (tmp_path / "out" / ".hpcmarker").exists()
 
 
+@pytest.mark.slow
 def test_resume_takes_new_resources_and_refuses_bad_ones(tmp_path, sample_pdfs):
     prepared = make_run(sample_pdfs, tmp_path / "out", gpus=2, run_id="again")
     for args, message in ((["--time", "soon"], "--time 'soon'"), (["--gpus", "0"], "--gpus 0: must be at least 1"),

@@ -60,6 +60,7 @@ def stop_service(proc: subprocess.Popen) -> int:
     return proc.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_serve_llm_end_to_end_secret_kept_private_and_derived_model_reused(tmp_path):
     run_dir, models = make_run(tmp_path, model="tiny:1b", ctx=4096, options={"temperature": 0}, parallel=2)
     seed_model(models, "tiny:1b")

@@ -13,7 +13,7 @@ from hpc_marker.planning.store import load_share, load_summary, save_plan
 from hpc_marker.runstate.claims import FINISHED, ClaimBoard, batch_name
 from hpc_marker.runstate.progress import EXITED, WAITING, Heartbeat, read_heartbeats, write_heartbeat
 from hpc_marker.runtime import scheduler as scheduler_module
-from hpc_marker.runtime.scheduler import SAMPLE, SWEEPERS, Scheduler
+from hpc_marker.runtime.scheduler import IDLE_POLL_ENV, SAMPLE, SWEEPERS, Scheduler, idle_poll_seconds
 
 LEASE_S = 60.0
 
@@ -175,3 +175,14 @@ def test_an_earlier_exit_is_read_again(tmp_path):
     old.started = time.time() + 1
     old.should_wait()
     assert old.gone == set()
+
+
+def test_an_idle_task_looks_again_every_eighth_of_the_lease_unless_told(monkeypatch):
+    """1-15 s by default; HPCMARKER_IDLE_POLL_S (the tests' 0.5 s: tests/conftest.py) instead, where it is a
+    number. A sweeper waits for the last holder this long, so every run of several tasks ends up to it late."""
+    monkeypatch.delenv(IDLE_POLL_ENV, raising=False)
+    assert [idle_poll_seconds(lease) for lease in (120.0, 400.0, 8.0, 2.0)] == [15.0, 15.0, 1.0, 1.0]
+    monkeypatch.setenv(IDLE_POLL_ENV, "0.25")
+    assert idle_poll_seconds(120.0) == 0.25
+    monkeypatch.setenv(IDLE_POLL_ENV, "soon")
+    assert idle_poll_seconds(120.0) == 15.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+import pytest
 from inputs import book_with_pathological_page
 from runkit import invoke, make_run, manifest_records
 
@@ -20,6 +21,7 @@ def _bisected(item_id: str, start: int, stop: int) -> dict:
     return dict(asdict(record), share=0, staging=None)
 
 
+@pytest.mark.slow
 def test_takeover_converts_only_the_unfinished_halves(tmp_path):
     pdfs = tmp_path / "pdfs"
     pdfs.mkdir()

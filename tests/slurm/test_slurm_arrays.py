@@ -75,6 +75,7 @@ def test_1100_tasks_past_max_array_size_are_queued_watched_and_cancelled_as_one_
     assert wait_for("big1100", {"incomplete"}, timeout_s=60)["pending"] == 1100
 
 
+@pytest.mark.slow
 def test_a_run_in_two_arrays_converts_every_item_once_under_its_task_index(tmp_path, sample_pdfs, monkeypatch):
     monkeypatch.setattr(commands, "array_limits", lambda account, partition: ArrayLimits(max_array_size=3))
     result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "out"), "--gpus", "4",

@@ -22,7 +22,7 @@ from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
 from hpc_marker.runstate.output import document_file
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SLURM_ARGS = ["--gpus", "4", "--engine", "text", "--cpus-per-task", "1", "--time", "20"]
 SOME = ["zhlineskip/zhlineskip.pdf", "examples/example-single.pdf", "base/letter.pdf", "carlisle/ltxtable.pdf",
         "l3kernel/l3news08.pdf"]  # letter.pdf (24 pages) is split with --split-pages 8
