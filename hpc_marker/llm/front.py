@@ -32,7 +32,7 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -40,9 +40,6 @@ from hpc_marker.llm.counters import Counters
 from hpc_marker.llm.gate import FairGate
 from hpc_marker.llm.proxy import Fixed, Proxy, Route, Target, json_reply
 from hpc_marker.llm.rules import ALLOWED, MAX_BODY, authorize, bearer_token
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 __all__ = ["Fixed", "Front", "Route", "Target"]
 SHUTDOWN_S = 0.05  # at stop, requests in flight are cut (as http.server's were; a relay moves them); aiohttp: 0 = never
@@ -103,7 +100,7 @@ class Front:
     def stats(self) -> dict:
         return self.counters.stats()
 
-    def start(self) -> Self:
+    def start(self) -> Front:
         """Listen (OSError when the address cannot be had), then serve in a thread of its own."""
         ready, failure = threading.Event(), []
         self._thread = threading.Thread(target=self._run, args=(ready, failure), name="front", daemon=True)
@@ -124,7 +121,7 @@ class Front:
             self._thread.join(timeout=SHUTDOWN_S + 5)
         self.counters.stop()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Front:
         return self.start()
 
     def __exit__(self, *exc) -> None:
