@@ -358,7 +358,7 @@ def test_engine_converts_through_marker_converter(empty_caches, monkeypatch, tmp
     from marker.renderers.markdown import MarkdownOutput
     from PIL import Image
 
-    monkeypatch.setattr(engine_mod, "missing_cache_pieces", lambda: [])
+    monkeypatch.setattr(engine_mod, "missing_cache_pieces", lambda **_: [])
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # __init__ sets it (setdefault); keep it test-local
     (empty_caches / "fonts").mkdir()
     (empty_caches / "fonts" / "GoNotoCurrent-Regular.ttf").write_bytes(b"font")
