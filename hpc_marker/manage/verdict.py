@@ -15,7 +15,6 @@ Exit codes of `status` (and of a local `submit`): 0 finished with every item ok,
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from hpc_marker.runstate.stops import (
     TIME_LIMIT,
     TaskStop,
 )
-from hpc_marker.slurm.parse import index_ranges, parse_time_limit
+from hpc_marker.slurm.parse import index_ranges, parse_memory_spec, parse_time_limit
 from hpc_marker.slurm.pending import reason_word, stuck_reason
 from hpc_marker.util.commands import command_line
 from hpc_marker.util.text import plural
@@ -167,10 +166,8 @@ def doubled_time(time_limit: str) -> str:
 
 def doubled_memory(mem: str | None) -> str:
     """Twice sbatch's --mem ('16G' -> '32G'; default units are megabytes); 32G when the run set none. Pure."""
-    match = re.fullmatch(r"(\d+)([KMGT]?)B?", (mem or "").strip().upper())
-    if not match:
-        return "32G"
-    return f"{2 * int(match.group(1))}{match.group(2) or 'M'}"
+    size = parse_memory_spec(mem or "")
+    return f"{2 * size[0]}{size[1]}" if size else "32G"
 
 
 def task_cause(stop: TaskStop | None, task: TaskView) -> tuple[str, str] | None:
