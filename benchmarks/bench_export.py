@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,11 +75,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--formats", nargs="+", default=["parquet", "jsonl"])
     parser.add_argument("--text-bytes", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=None, help="where the synthetic runs go (default: a temp dir)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the synthetic runs in --work, and reuse those a previous --keep left there")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the synthetic runs in --work, and reuse those a previous --keep left there",
+    )
     args = parser.parse_args(argv)
-    work = Path(args.work) if args.keep and args.work else Path(tempfile.mkdtemp(prefix="hpcmarker-export-",
-                                                                                  dir=args.work))
+    work = (
+        Path(args.work)
+        if args.keep and args.work
+        else Path(tempfile.mkdtemp(prefix="hpcmarker-export-", dir=args.work))
+    )
     baseline = child("baseline")
     results = []
     print(f"baseline (imports only): {baseline['peak_mb']:.0f} MB")
@@ -95,15 +100,25 @@ def main(argv: list[str] | None = None) -> None:
             target = root / f"export-{export_format}"
             measured = child(str(paths.root), str(target), export_format)
             assert measured["rows"] == expected.ok, (measured, expected)
-            row = dict(documents=documents, manifest_lines=lines, format=export_format, rows=measured["rows"],
-                       shards=measured["shards"], seconds=round(measured["seconds"], 2),
-                       rows_per_second=round(measured["rows"] / measured["seconds"]),
-                       peak_mb=round(measured["peak_mb"], 1), output_mb=round(folder_mb(target), 1),
-                       generate_seconds=round(generated, 1))
+            row = dict(
+                documents=documents,
+                manifest_lines=lines,
+                format=export_format,
+                rows=measured["rows"],
+                shards=measured["shards"],
+                seconds=round(measured["seconds"], 2),
+                rows_per_second=round(measured["rows"] / measured["seconds"]),
+                peak_mb=round(measured["peak_mb"], 1),
+                output_mb=round(folder_mb(target), 1),
+                generate_seconds=round(generated, 1),
+            )
             results.append(row)
-            print(f"{documents:<10} {lines:<10} {export_format:<8} {row['rows']:<10} {row['shards']:<7} "
-                  f"{row['seconds']:<9} {row['rows_per_second']:<9} {row['peak_mb']:<8} {row['output_mb']:<10} "
-                  f"({generated:.0f})", flush=True)
+            print(
+                f"{documents:<10} {lines:<10} {export_format:<8} {row['rows']:<10} {row['shards']:<7} "
+                f"{row['seconds']:<9} {row['rows_per_second']:<9} {row['peak_mb']:<8} {row['output_mb']:<10} "
+                f"({generated:.0f})",
+                flush=True,
+            )
             shutil.rmtree(target)
         if not args.keep:
             shutil.rmtree(root)
@@ -115,9 +130,19 @@ def main(argv: list[str] | None = None) -> None:
 def write_docs(results: list[dict], baseline: dict, text_bytes: int) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    (ROOT / "docs" / "export-benchmark.json").write_text(json.dumps(
-        {"written": stamp, "machine": machine, "baseline_peak_mb": round(baseline["peak_mb"], 1),
-         "text_bytes": text_bytes, "results": results}, indent=1) + "\n")
+    (ROOT / "docs" / "export-benchmark.json").write_text(
+        json.dumps(
+            {
+                "written": stamp,
+                "machine": machine,
+                "baseline_peak_mb": round(baseline["peak_mb"], 1),
+                "text_bytes": text_bytes,
+                "results": results,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     lines = [
         "# Export benchmark",
         "",
@@ -133,8 +158,11 @@ def write_docs(results: list[dict], baseline: dict, text_bytes: int) -> None:
         "| documents | manifest lines | format | rows | shards | export s | rows/s | peak MB | output MB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['documents']:,} | {r['manifest_lines']:,} | {r['format']} | {r['rows']:,} | {r['shards']} | "
-              f"{r['seconds']} | {r['rows_per_second']:,} | {r['peak_mb']} | {r['output_mb']} |" for r in results]
+    lines += [
+        f"| {r['documents']:,} | {r['manifest_lines']:,} | {r['format']} | {r['rows']:,} | {r['shards']} | "
+        f"{r['seconds']} | {r['rows_per_second']:,} | {r['peak_mb']} | {r['output_mb']} |"
+        for r in results
+    ]
     (ROOT / "docs" / "export-benchmark.md").write_text("\n".join(lines) + "\n")
 
 

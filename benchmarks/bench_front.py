@@ -44,9 +44,13 @@ OLD_REF = "cc860a5"  # the last commit whose front ran on http.server
 PATH = "/v1/chat/completions"
 SCENARIOS = ("json", "sse", "1mb")
 TARGETS = ("direct", "old front", "new front")
-REPLY = {"id": "c", "object": "chat.completion", "model": "bench", "choices": [{"index": 0, "finish_reason": "stop",
-         "message": {"role": "assistant", "content": "a short answer"}}],
-         "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}
+REPLY = {
+    "id": "c",
+    "object": "chat.completion",
+    "model": "bench",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "a short answer"}}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+}
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -63,12 +67,15 @@ end
 
 # ---- the parts, each run as `bench_front.py --serve ROLE ...` in a process of its own -----------------
 
+
 def serve_standin(delay: float) -> None:
     from aiohttp import web
 
     reply = json.dumps(REPLY).encode()
-    events = [b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": f"w{i} "}}]}).encode() + b"\n\n"
-              for i in range(8)]
+    events = [
+        b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": f"w{i} "}}]}).encode() + b"\n\n"
+        for i in range(8)
+    ]
     events.append(b"data: " + json.dumps({"choices": [], "usage": REPLY["usage"]}).encode() + b"\n\ndata: [DONE]\n\n")
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -85,8 +92,15 @@ def serve_standin(delay: float) -> None:
 
     app = web.Application(client_max_size=64 << 20, handler_args={"read_bufsize": 1 << 20})
     app.router.add_post(PATH, chat)
-    web.run_app(app, host="127.0.0.1", port=int(os.environ["BENCH_PORT"]), print=None, access_log=None,
-                backlog=4096, handle_signals=True)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=int(os.environ["BENCH_PORT"]),
+        print=None,
+        access_log=None,
+        backlog=4096,
+        handle_signals=True,
+    )
 
 
 def serve_front(which: str, upstream: str, capacity: int) -> None:
@@ -97,8 +111,16 @@ def serve_front(which: str, upstream: str, capacity: int) -> None:
         from hpc_marker.llm.front import Front
     from hpc_marker.llm.rules import ALLOWED_VLLM
 
-    front = Front(upstream, SECRET, host="127.0.0.1", port=0, timeout_s=60, log=lambda line: None,
-                  allowed=ALLOWED_VLLM, capacity=capacity).start()
+    front = Front(
+        upstream,
+        SECRET,
+        host="127.0.0.1",
+        port=0,
+        timeout_s=60,
+        log=lambda line: None,
+        allowed=ALLOWED_VLLM,
+        capacity=capacity,
+    ).start()
     print(front.url, flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin
     front.stop()
@@ -107,8 +129,9 @@ def serve_front(which: str, upstream: str, capacity: int) -> None:
 def old_front_dir(ref: str, where: Path) -> Path:
     """The old front, its gate and its rules at `ref`, as modules of a folder of their own."""
     for name in ("front", "gate", "rules"):
-        text = subprocess.run(["git", "show", f"{ref}:hpc_marker/llm/{name}.py"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout
+        text = subprocess.run(
+            ["git", "show", f"{ref}:hpc_marker/llm/{name}.py"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout
         for other in ("gate", "rules"):
             text = text.replace(f"from hpc_marker.llm.{other} import", f"from old_{other} import")
         (where / f"old_{name}.py").write_text(text)
@@ -117,10 +140,17 @@ def old_front_dir(ref: str, where: Path) -> Path:
 
 # ---- the benchmark -----------------------------------------------------------------------------------------
 
+
 def start(role: list[str], env: dict[str, str] | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
     """Start a part; its URL (a front prints it; the stand-in's is its port, once it accepts)."""
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", *role], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", *role],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
     if port is None:
         return proc, proc.stdout.readline().strip()  # type: ignore[union-attr]
     import socket
@@ -141,7 +171,7 @@ def wrk(url: str, lua: Path, clients: int, seconds: int) -> dict:
     line = next((line for line in out.splitlines() if line.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(f"wrk printed no result: {out[-500:]}")
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
     result["rps"] = round(result["requests"] / (result["duration_us"] / 1e6), 1)
     return result
@@ -151,8 +181,11 @@ def bodies(tmp: Path) -> dict[str, Path]:
     message = {"model": "bench", "messages": [{"role": "user", "content": "convert this page"}]}
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * (1 << 20)}}  # ~1 MB
     found = {}
-    for name, body in (("json", message), ("sse", {"stream": True, **message}),  # the stand-in looks at the start
-                       ("1mb", {**message, "messages": [{"role": "user", "content": [image]}]})):
+    for name, body in (
+        ("json", message),
+        ("sse", {"stream": True, **message}),  # the stand-in looks at the start
+        ("1mb", {**message, "messages": [{"role": "user", "content": [image]}]}),
+    ):
         found[name] = tmp / f"{name}.json"
         found[name].write_text(json.dumps(body))
     return found
@@ -190,12 +223,22 @@ def run(args: argparse.Namespace, tmp: Path) -> list[dict]:
                 result = wrk(url, lua, args.clients, args.seconds)
                 used = (cpu_s(standin) - before[0], (cpu_s(front) - before[1]) if front else 0.0)
                 done = max(result["requests"], 1)
-                rows.append({"scenario": scenario, "target": target, **result, "load": os.getloadavg()[0],
-                             "standin_cpu_ms": round(1e3 * used[0] / done, 3),
-                             "front_cpu_ms": round(1e3 * used[1] / done, 3)})
-                print(f"{scenario:5} {target:10} {result['rps']:8.1f} req/s  p50 {result['p50_us'] / 1e3:7.1f} ms  "
-                      f"p99 {result['p99_us'] / 1e3:7.1f} ms  errors {result['errors']}  "
-                      f"front CPU {rows[-1]['front_cpu_ms']:.2f} ms/request", flush=True)
+                rows.append(
+                    {
+                        "scenario": scenario,
+                        "target": target,
+                        **result,
+                        "load": os.getloadavg()[0],
+                        "standin_cpu_ms": round(1e3 * used[0] / done, 3),
+                        "front_cpu_ms": round(1e3 * used[1] / done, 3),
+                    }
+                )
+                print(
+                    f"{scenario:5} {target:10} {result['rps']:8.1f} req/s  p50 {result['p50_us'] / 1e3:7.1f} ms  "
+                    f"p99 {result['p99_us'] / 1e3:7.1f} ms  errors {result['errors']}  "
+                    f"front CPU {rows[-1]['front_cpu_ms']:.2f} ms/request",
+                    flush=True,
+                )
         return rows
     finally:
         for proc in parts:
@@ -209,21 +252,27 @@ def run(args: argparse.Namespace, tmp: Path) -> list[dict]:
 
 
 def table(rows: list[dict], clients: int) -> str:
-    lines = ["| body | target | requests/s | p50 | p99 | errors | cost of the front | front's CPU per request |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| body | target | requests/s | p50 | p99 | errors | cost of the front | front's CPU per request |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in rows:
         direct = next(r for r in rows if r["scenario"] == row["scenario"] and r["target"] == "direct")
         front = row["target"] != "direct"
         cost = f"{100 * (1 - row['rps'] / max(direct['rps'], 1e-9)):.0f} %" if front else ""
         cpu = f"{row['front_cpu_ms']:.2f} ms" if front else ""
-        lines.append(f"| {row['scenario']} | {row['target']} | {row['rps']:,.0f} | {row['p50_us'] / 1e3:,.0f} ms | "
-                     f"{row['p99_us'] / 1e3:,.0f} ms | {row['errors']} | {cost} | {cpu} |")
+        lines.append(
+            f"| {row['scenario']} | {row['target']} | {row['rps']:,.0f} | {row['p50_us'] / 1e3:,.0f} ms | "
+            f"{row['p99_us'] / 1e3:,.0f} ms | {row['errors']} | {cost} | {cpu} |"
+        )
     lines.append("")
     for scenario in SCENARIOS:
         old, new = (next(r for r in rows if r["scenario"] == scenario and r["target"] == t) for t in TARGETS[1:])
         speed, cpu = new["rps"] / max(old["rps"], 1e-9), old["front_cpu_ms"] / max(new["front_cpu_ms"], 1e-9)
-        lines.append(f"{scenario}: the new front serves {speed:.1f}x the old one's requests/s at {clients} clients, "
-                     f"for {cpu:.1f}x less CPU per request")
+        lines.append(
+            f"{scenario}: the new front serves {speed:.1f}x the old one's requests/s at {clients} clients, "
+            f"for {cpu:.1f}x less CPU per request"
+        )
     return "\n".join(lines)
 
 
@@ -251,9 +300,11 @@ def main() -> int:
         rows = run(args, Path(tmp))
     import aiohttp
 
-    head = (f"{platform.node()}: {os.cpu_count()} CPUs, load average {before[0]:.1f} before, "
-            f"{os.getloadavg()[0]:.1f} after; Python {platform.python_version()}, aiohttp {aiohttp.__version__}; "
-            f"{args.clients} clients, {args.seconds} s per run, stand-in delay {args.delay:g} s")
+    head = (
+        f"{platform.node()}: {os.cpu_count()} CPUs, load average {before[0]:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after; Python {platform.python_version()}, aiohttp {aiohttp.__version__}; "
+        f"{args.clients} clients, {args.seconds} s per run, stand-in delay {args.delay:g} s"
+    )
     print("\n" + head + "\n\n" + table(rows, args.clients))
     if args.json:
         args.json.write_text(json.dumps({"machine": head, "rows": rows}, indent=1) + "\n")

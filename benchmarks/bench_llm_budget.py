@@ -47,8 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from hpc_marker.llm.budget import front_capacity, plan_budget  # noqa: E402
 from standin.harness import VLLM, free_port, vllm_trace  # noqa: E402
+
+from hpc_marker.llm.budget import front_capacity, plan_budget  # noqa: E402
 
 MODEL = "bench/model"
 TOKENS = 50  # completion tokens of every answer
@@ -97,8 +98,11 @@ def counting_service(counts: Counts):
 
     class Counted(OpenAIService):
         def get_client(self) -> openai.OpenAI:  # plain HTTP on loopback: no certificates to load (50 ms of CPU)
-            return openai.OpenAI(api_key=self.openai_api_key, base_url=self.openai_base_url,
-                                 http_client=httpx.Client(transport=Transport(verify=False), verify=False, trust_env=False))
+            return openai.OpenAI(
+                api_key=self.openai_api_key,
+                base_url=self.openai_base_url,
+                http_client=httpx.Client(transport=Transport(verify=False), verify=False, trust_env=False),
+            )
 
     return Counted
 
@@ -125,15 +129,36 @@ class Row:
 
 def start_stack(tmp: Path, capacity: int, seconds: float, gate: int | None, request_timeout_s: float):
     port, log = free_port(), tmp / f"requests-{time.monotonic_ns()}.log"
-    env = dict(os.environ, VLLM_API_KEY="bench-key", STANDIN_VLLM_SECONDS_PER_REQUEST=str(seconds),
-               STANDIN_VLLM_TOKENS_PER_REQUEST=str(TOKENS), STANDIN_VLLM_REQUEST_LOG=str(log))
-    vllm = subprocess.Popen([sys.executable, str(VLLM), "serve", MODEL, "--port", str(port), "--max-num-seqs",
-                             str(capacity)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        VLLM_API_KEY="bench-key",
+        STANDIN_VLLM_SECONDS_PER_REQUEST=str(seconds),
+        STANDIN_VLLM_TOKENS_PER_REQUEST=str(TOKENS),
+        STANDIN_VLLM_REQUEST_LOG=str(log),
+    )
+    vllm = subprocess.Popen(
+        [sys.executable, str(VLLM), "serve", MODEL, "--port", str(port), "--max-num-seqs", str(capacity)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     secret = secrets.token_urlsafe(24)
-    front = subprocess.Popen([sys.executable, "-c", FRONT, f"http://127.0.0.1:{port}", secret,
-                              "none" if gate is None else str(gate), str(request_timeout_s)],
-                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    front = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            FRONT,
+            f"http://127.0.0.1:{port}",
+            secret,
+            "none" if gate is None else str(gate),
+            str(request_timeout_s),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     url = front.stdout.readline().strip()
     deadline = time.monotonic() + 30
     while True:
@@ -157,8 +182,12 @@ def run_level(tmp: Path, capacity: int, tasks: int, setting: str, args) -> Row:
     scale = args.scale
     if setting == "hpcmarker budget":
         budget = plan_budget(capacity, 1, tasks, args.workers, 600.0)
-        client = {"max_concurrency": budget.max_concurrency, "timeout": float(budget.timeout_s),
-                  "max_retries": budget.max_retries, "retry_wait_time": 3.0}
+        client = {
+            "max_concurrency": budget.max_concurrency,
+            "timeout": float(budget.timeout_s),
+            "max_retries": budget.max_retries,
+            "retry_wait_time": 3.0,
+        }
     else:
         client = dict(MARKER_DEFAULTS)
     gate = None if setting == "marker defaults" else front_capacity(capacity)
@@ -177,9 +206,16 @@ def run_level(tmp: Path, capacity: int, tasks: int, setting: str, args) -> Row:
                 pass
 
     def worker(task: int, index: int) -> None:
-        service = service_class({"openai_base_url": f"{url}/task/{task}.{index}/v1", "openai_api_key": secret,
-                                 "openai_model": MODEL, "timeout": client["timeout"] / scale,
-                                 "max_retries": client["max_retries"], "retry_wait_time": client["retry_wait_time"] / scale})
+        service = service_class(
+            {
+                "openai_base_url": f"{url}/task/{task}.{index}/v1",
+                "openai_api_key": secret,
+                "openai_model": MODEL,
+                "timeout": client["timeout"] / scale,
+                "max_retries": client["max_retries"],
+                "retry_wait_time": client["retry_wait_time"] / scale,
+            }
+        )
         for _ in range(args.items):
             with ThreadPoolExecutor(max_workers=client["max_concurrency"]) as pool:
                 results = list(pool.map(lambda _: service("Fix this block.", None, None, Answer), range(args.calls)))
@@ -205,21 +241,37 @@ def run_level(tmp: Path, capacity: int, tasks: int, setting: str, args) -> Row:
     trace = vllm_trace(log)
     calls = tasks * args.workers * args.items * args.calls
     useful = calls - degraded.sent
-    return Row(capacity=capacity, tasks=tasks, setting=setting, max_concurrency=client["max_concurrency"],
-               timeout_s=client["timeout"], in_flight=tasks * args.workers * client["max_concurrency"], calls=calls,
-               degraded=degraded.sent, client_timeouts=counts.timeouts, requests_sent=counts.sent,
-               server_ran=len(trace["end"]), wasted=len(trace["end"]) - useful,
-               tokens_per_s=round(useful * TOKENS / (wall * scale), 1), wall_s=round(wall * scale, 1),
-               peak_queued=peak[0], peak_at_front=peak[1])
+    return Row(
+        capacity=capacity,
+        tasks=tasks,
+        setting=setting,
+        max_concurrency=client["max_concurrency"],
+        timeout_s=client["timeout"],
+        in_flight=tasks * args.workers * client["max_concurrency"],
+        calls=calls,
+        degraded=degraded.sent,
+        client_timeouts=counts.timeouts,
+        requests_sent=counts.sent,
+        server_ran=len(trace["end"]),
+        wasted=len(trace["end"]) - useful,
+        tokens_per_s=round(useful * TOKENS / (wall * scale), 1),
+        wall_s=round(wall * scale, 1),
+        peak_queued=peak[0],
+        peak_at_front=peak[1],
+    )
 
 
 def markdown(rows: list[Row], args) -> str:
-    head = ("| server slots | tasks | setting | per worker | client timeout | in flight (reached) | calls | "
-            "degraded | client timeouts | wasted at the server | tokens/s | wall s |\n" + "|---" * 12 + "|\n")
+    head = (
+        "| server slots | tasks | setting | per worker | client timeout | in flight (reached) | calls | "
+        "degraded | client timeouts | wasted at the server | tokens/s | wall s |\n" + "|---" * 12 + "|\n"
+    )
     return head + "".join(
         f"| {r.capacity} | {r.tasks} | {r.setting} | {r.max_concurrency} | {r.timeout_s:g} s | {r.in_flight} "
         f"({r.peak_at_front}) | {r.calls} | {r.degraded} | {r.client_timeouts} | {r.wasted} | {r.tokens_per_s:g} | "
-        f"{r.wall_s:g} |\n" for r in rows)
+        f"{r.wall_s:g} |\n"
+        for r in rows
+    )
 
 
 def main() -> None:
@@ -245,13 +297,19 @@ def main() -> None:
                     row = run_level(Path(tmp), capacity, tasks, setting, args)
                     print(json.dumps(asdict(row)), flush=True)
                     rows.append(row)
-    print(f"\nmachine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"{args.workers} workers per task, {args.items} item(s) per worker, {args.calls} LLM calls per item, "
-          f"{args.request_s:g} s per request, time scaled by 1/{args.scale:g}\n")
+    print(
+        f"\nmachine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"{args.workers} workers per task, {args.items} item(s) per worker, {args.calls} LLM calls per item, "
+        f"{args.request_s:g} s per request, time scaled by 1/{args.scale:g}\n"
+    )
     print(markdown(rows, args))
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {"args": {k: str(v) for k, v in vars(args).items()}, "rows": [asdict(r) for r in rows]}, indent=1
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

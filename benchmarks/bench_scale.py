@@ -36,8 +36,10 @@ SAMPLE_PDF = ROOT / "examples" / "pdfs" / "en" / "upref.pdf"
 def _python(code: str, env: dict | None = None, strace: Path | None = None) -> dict:
     """Run `code` in a fresh Python (optionally under strace); wall seconds and that process's own peak RSS
     (MB; RUSAGE_CHILDREN would give the largest of every child so far)."""
-    peak = "import atexit, resource, sys\natexit.register(lambda: print('PEAK_RSS_KB', " \
-           "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
+    peak = (
+        "import atexit, resource, sys\natexit.register(lambda: print('PEAK_RSS_KB', "
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
+    )
     argv = [sys.executable, "-c", peak + code]
     if strace is not None:
         argv = ["strace", "-f", "-qq", "-e", "trace=%file", "-o", str(strace), *argv]
@@ -63,12 +65,22 @@ def make_run(work: Path, items: int, tasks: int, *, pdfs: Path | None) -> Path:
         shutil.copy(SAMPLE_PDF, tiny / "one.pdf")
     out = work / f"out-{items}-{tasks}"
     shutil.rmtree(out, ignore_errors=True)
-    request = SubmitRequest.with_defaults(tiny, out, gpus=1, engine="benchmark", executor="local",
-                                          workers_per_gpu=1, run_id="scale")
+    request = SubmitRequest.with_defaults(
+        tiny, out, gpus=1, engine="benchmark", executor="local", workers_per_gpu=1, run_id="scale"
+    )
     prepared = prepare_run(request)
     pages = 2
-    plan_items = [WorkItem(item_id=f"{n:07d}", pdf=f"f{n // 1000:04d}/d{n:07d}.pdf", page_start=0, page_stop=pages,
-                           scan_status="ok", doc_id=f"{n:07d}") for n in range(items)]
+    plan_items = [
+        WorkItem(
+            item_id=f"{n:07d}",
+            pdf=f"f{n // 1000:04d}/d{n:07d}.pdf",
+            page_start=0,
+            page_stop=pages,
+            scan_status="ok",
+            doc_id=f"{n:07d}",
+        )
+        for n in range(items)
+    ]
     plan = make_plan(plan_items, tasks, split_pages=0)
     save_plan(plan, prepared.paths.plan)
     record = prepared.record
@@ -110,26 +122,32 @@ def syscalls(work: Path, items: int, tasks: int) -> dict:
     pdfs = hard_links(work, items)
     root = make_run(work, items, tasks, pdfs=pdfs)
     env = {"HPCMARKER_BENCH_NULL": "1", "HPCMARKER_BENCH_SECONDS_PER_PAGE": "0"}
-    code = ("import multiprocessing as mp, sys\n"
-            "from hpc_marker.runtime.task import run_task\n"
-            f"ps = [mp.get_context('spawn').Process(target=run_task, args=({str(root)!r}, i)) for i in range({tasks})]\n"
-            "[p.start() for p in ps]; [p.join() for p in ps]\n"
-            "sys.exit(max(p.exitcode for p in ps))\n")
+    code = (
+        "import multiprocessing as mp, sys\n"
+        "from hpc_marker.runtime.task import run_task\n"
+        f"ps = [mp.get_context('spawn').Process(target=run_task, args=({str(root)!r}, i)) for i in range({tasks})]\n"
+        "[p.start() for p in ps]; [p.join() for p in ps]\n"
+        "sys.exit(max(p.exitcode for p in ps))\n"
+    )
     trace = work / "trace.txt"
     run = _python(code, env, strace=trace)
     folders = count_paths(trace, root)
-    collected = _python(f"from hpc_marker.manage.collect import collect_run; collect_run({str(root)!r})",
-                        strace=trace)
+    collected = _python(f"from hpc_marker.manage.collect import collect_run; collect_run({str(root)!r})", strace=trace)
     folders += count_paths(trace, root)
     trace.unlink()
     summary = json.loads((root / "summary.json").read_text())
     assert summary["ok"] == items, summary["ok"]
     files = sum(len(f) for _, _, f in os.walk(root))
     total = sum(folders.values())
-    result = {"items": items, "tasks": tasks, "path_per_item": round(total / items, 3),
-              "by_folder_per_item": {k: round(v / items, 3) for k, v in folders.most_common(8)},
-              "files_in_run_folder_per_item": round(files / items, 3), "tasks_wall_s": run["wall_s"],
-              "collect_wall_s": collected["wall_s"]}
+    result = {
+        "items": items,
+        "tasks": tasks,
+        "path_per_item": round(total / items, 3),
+        "by_folder_per_item": {k: round(v / items, 3) for k, v in folders.most_common(8)},
+        "files_in_run_folder_per_item": round(files / items, 3),
+        "tasks_wall_s": run["wall_s"],
+        "collect_wall_s": collected["wall_s"],
+    }
     shutil.rmtree(root.parents[2], ignore_errors=True)
     return result
 
@@ -144,58 +162,88 @@ def synthetic_outputs(root: Path, tasks: int) -> None:
     for summary in load_summary(paths.plan):
         share = load_share(paths.plan, summary)
         clock = 1_760_000_000.0 + summary.index
-        with open(paths.task_manifest(summary.index), "w", encoding="utf-8") as manifest, \
-                open(paths.progress / f"task-{summary.index}.log", "w", encoding="utf-8") as log:
+        with (
+            open(paths.task_manifest(summary.index), "w", encoding="utf-8") as manifest,
+            open(paths.progress / f"task-{summary.index}.log", "w", encoding="utf-8") as log,
+        ):
             for n, item in enumerate(share.items):
                 status = "failed" if n % 997 == 0 else "ok"
                 started, clock = clock, clock + 0.5
-                record = ManifestRecord(item_id=item.item_id, pdf=item.pdf, page_start=item.page_start,
-                                        page_stop=item.page_stop, pages=item.pages, status=status,
-                                        error="synthetic failure" if status != "ok" else None, seconds=0.5,
-                                        engine="benchmark", host=f"node{summary.index % 16:02d}",
-                                        gpu=str(summary.index % 4), job_id=f"100_{summary.index}",
-                                        task=summary.index, output=f"/out/{item.pdf[:-4]}/x.md", started=started,
-                                        finished=clock)
+                record = ManifestRecord(
+                    item_id=item.item_id,
+                    pdf=item.pdf,
+                    page_start=item.page_start,
+                    page_stop=item.page_stop,
+                    pages=item.pages,
+                    status=status,
+                    error="synthetic failure" if status != "ok" else None,
+                    seconds=0.5,
+                    engine="benchmark",
+                    host=f"node{summary.index % 16:02d}",
+                    gpu=str(summary.index % 4),
+                    job_id=f"100_{summary.index}",
+                    task=summary.index,
+                    output=f"/out/{item.pdf[:-4]}/x.md",
+                    started=started,
+                    finished=clock,
+                )
                 manifest.write(record.to_line())
                 log.write(f"{item.item_id}\t{status}\t{item.pages}\t{summary.index}\t{started:.3f}\t{clock:.3f}\t\n")
 
 
 def login(work: Path, items: int, tasks: int) -> dict:
-    plan_code = ("import time, tracemalloc\n"
-                 "from hpc_marker.planning.plan import WorkItem, make_plan\n"
-                 "tracemalloc.start(); t = time.monotonic()\n"
-                 f"items = [WorkItem(item_id=f'{{n:07d}}', pdf=f'f{{n // 1000:04d}}/d{{n:07d}}.pdf', page_start=0, "
-                 f"page_stop=1 + n % 5, scan_status='ok', doc_id=f'{{n:07d}}') for n in range({items})]\n"
-                 f"plan = make_plan(items, {tasks})\n"
-                 "print(round(time.monotonic() - t, 2), round(tracemalloc.get_traced_memory()[1] / 2**20, 1))\n")
+    plan_code = (
+        "import time, tracemalloc\n"
+        "from hpc_marker.planning.plan import WorkItem, make_plan\n"
+        "tracemalloc.start(); t = time.monotonic()\n"
+        f"items = [WorkItem(item_id=f'{{n:07d}}', pdf=f'f{{n // 1000:04d}}/d{{n:07d}}.pdf', page_start=0, "
+        f"page_stop=1 + n % 5, scan_status='ok', doc_id=f'{{n:07d}}') for n in range({items})]\n"
+        f"plan = make_plan(items, {tasks})\n"
+        "print(round(time.monotonic() - t, 2), round(tracemalloc.get_traced_memory()[1] / 2**20, 1))\n"
+    )
     plan = _python(plan_code)
     plan_s, plan_mb = plan["stdout"].split()
     root = make_run(work, items, tasks, pdfs=None)
     plan_bytes = sum(p.stat().st_size for p in (root / "plan").iterdir())
-    share = _python("import tracemalloc, time\n"
-                    "from hpc_marker.planning.store import load_share, load_summary\n"
-                    f"folder = {str(root / 'plan')!r}\n"
-                    "tracemalloc.start(); t = time.monotonic()\n"
-                    "summaries = load_summary(folder); share = load_share(folder, summaries[0])\n"
-                    "print(round(time.monotonic() - t, 3), round(tracemalloc.get_traced_memory()[1] / 2**20, 1), "
-                    "len(share.items))\n")
+    share = _python(
+        "import tracemalloc, time\n"
+        "from hpc_marker.planning.store import load_share, load_summary\n"
+        f"folder = {str(root / 'plan')!r}\n"
+        "tracemalloc.start(); t = time.monotonic()\n"
+        "summaries = load_summary(folder); share = load_share(folder, summaries[0])\n"
+        "print(round(time.monotonic() - t, 3), round(tracemalloc.get_traced_memory()[1] / 2**20, 1), "
+        "len(share.items))\n"
+    )
     share_s, share_mb, share_items = share["stdout"].split()
     synthetic_outputs(root, tasks)
-    status_before = _python(f"from hpc_marker.manage.status import load_status; from pathlib import Path; from hpc_marker.runstate.layout import "
-                            f"RunPaths; s = load_status(RunPaths(Path({str(root)!r}))); print(s.ok, s.failed, s.pending)")
+    status_before = _python(
+        f"from hpc_marker.manage.status import load_status; from pathlib import Path; from hpc_marker.runstate.layout import "
+        f"RunPaths; s = load_status(RunPaths(Path({str(root)!r}))); print(s.ok, s.failed, s.pending)"
+    )
     collect = _python(f"from hpc_marker.manage.collect import collect_run; collect_run({str(root)!r})")
-    status_after = _python(f"from hpc_marker.manage.status import load_status; from pathlib import Path; from hpc_marker.runstate.layout import "
-                           f"RunPaths; s = load_status(RunPaths(Path({str(root)!r}))); print(s.ok, s.failed, s.pending)")
+    status_after = _python(
+        f"from hpc_marker.manage.status import load_status; from pathlib import Path; from hpc_marker.runstate.layout import "
+        f"RunPaths; s = load_status(RunPaths(Path({str(root)!r}))); print(s.ok, s.failed, s.pending)"
+    )
     summary = json.loads((root / "summary.json").read_text())
     assert summary["ok"] + summary["failed"] == items
-    result = {"items": items, "tasks": tasks, "plan_s": float(plan_s), "plan_peak_mb": float(plan_mb),
-              "plan_on_disk_mb": round(plan_bytes / 2**20, 1), "share_load_s": float(share_s),
-              "share_peak_mb": float(share_mb), "share_items": int(share_items),
-              "status_running_s": status_before["wall_s"], "status_running_rss_mb": status_before["peak_rss_mb"],
-              "collect_s": collect["wall_s"], "collect_rss_mb": collect["peak_rss_mb"],
-              "status_finished_s": status_after["wall_s"],
-              "report_mb": round((root / "report.html").stat().st_size / 2**20, 2),
-              "manifest_csv_mb": round((root / "manifest.csv").stat().st_size / 2**20, 1)}
+    result = {
+        "items": items,
+        "tasks": tasks,
+        "plan_s": float(plan_s),
+        "plan_peak_mb": float(plan_mb),
+        "plan_on_disk_mb": round(plan_bytes / 2**20, 1),
+        "share_load_s": float(share_s),
+        "share_peak_mb": float(share_mb),
+        "share_items": int(share_items),
+        "status_running_s": status_before["wall_s"],
+        "status_running_rss_mb": status_before["peak_rss_mb"],
+        "collect_s": collect["wall_s"],
+        "collect_rss_mb": collect["peak_rss_mb"],
+        "status_finished_s": status_after["wall_s"],
+        "report_mb": round((root / "report.html").stat().st_size / 2**20, 2),
+        "manifest_csv_mb": round((root / "manifest.csv").stat().st_size / 2**20, 1),
+    }
     shutil.rmtree(root.parents[2], ignore_errors=True)
     return result
 
@@ -214,8 +262,13 @@ def main() -> None:
         for tasks in args.tasks:
             load = os.getloadavg()[0]  # other work on the machine: wall times are upper bounds
             result = (syscalls if args.mode == "syscalls" else login)(args.work, items, tasks)
-            result = dict(result, mode=args.mode, machine=f"{os.cpu_count()} cores",
-                          load_before=round(load, 1), load_after=round(os.getloadavg()[0], 1))
+            result = dict(
+                result,
+                mode=args.mode,
+                machine=f"{os.cpu_count()} cores",
+                load_before=round(load, 1),
+                load_after=round(os.getloadavg()[0], 1),
+            )
             print(json.dumps(result), flush=True)
             if args.json:
                 with open(args.json, "a", encoding="utf-8") as fh:

@@ -67,7 +67,7 @@ def cut_pdfs(corpus: Path, count: int, target: Path) -> int:
         length = 1 + rounds % min(MAX_CUT_PAGES, pages)
         start = (rounds * 7) % max(1, pages - length + 1)
         writer = PdfWriter()
-        for page in reader.pages[start:start + length]:
+        for page in reader.pages[start : start + length]:
             writer.add_page(page)
         writer.add_metadata({"/Title": f"hpcmarker bench cut {number}"})
         buffer = io.BytesIO()
@@ -93,8 +93,13 @@ def linked_set(distinct: list[Path], count: int, target: Path, offset: int = 0) 
 def scan_once(folder: Path, cache_home: Path, cache: bool = True) -> dict:
     load = os.getloadavg()[0]  # the machine is shared: how busy it was when this scan began
     env = dict(os.environ, XDG_CACHE_HOME=str(cache_home), PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", _SCAN, str(folder), "cache" if cache else "none"], env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _SCAN, str(folder), "cache" if cache else "none"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return dict(json.loads(done.stdout), load=load)
 
 
@@ -110,8 +115,9 @@ def best(runs: list[dict]) -> dict:
     return dict(fastest, cpu_s=min(run["cpu_s"] for run in runs), repeats=len(runs))
 
 
-def bench_size(folder: Path, cache_home: Path, add: Callable[[], None], remove: Callable[[], None],
-               repeat: int) -> list[dict]:
+def bench_size(
+    folder: Path, cache_home: Path, add: Callable[[], None], remove: Callable[[], None], repeat: int
+) -> list[dict]:
     """no cache, first, again, 1% new: each the best of `repeat` runs from the same starting state."""
     warm(folder)
     cache = cache_home / "hpcmarker" / "scan"
@@ -140,42 +146,50 @@ def bench_size(folder: Path, cache_home: Path, add: Callable[[], None], remove: 
 
 
 def markdown(results: dict[int, list[dict]], distinct: int, distinct_mb: float, repeat: int) -> str:
-    lines = ["## Scan", "",
-             f"Measured by `benchmarks/bench_scan.py` on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} cores "
-             f"({platform.processor() or platform.machine()}, shared with other work), Python "
-             f"{platform.python_version()}, local disk, OS page cache warm (every PDF read once before the scans).",
-             "",
-             f"The PDFs are real: {distinct:,} distinct cuts of 1 to {MAX_CUT_PAGES} pages ({distinct_mb:,.0f} MB) "
-             "made with pypdf from the shared corpus (`../shared/corpus/pdfs`, 57 PDFs), each with its own title; "
-             "the larger set repeats them as hard links under other folders (each name is a PDF to the scan). "
-             f"{PER_FOLDER} PDFs a folder. `no cache`: the scan without the page-count cache, as every scan was "
-             "before it; `first`: an empty page-count cache (the scan, plus writing the cache); "
-             "`again`: nothing changed; "
-             "`1% new`: 1% more PDFs added, then scanned again. Each scan runs in a fresh process with "
-             "`submit`'s default `scan_workers` (4, at most one per core: here 2 processes at nice 10); each row is "
-             "the fastest of REPEAT runs from the same state, with the least CPU time seen. CPU is "
-             "user + system time of the scanning process and its workers; peak MB the scanning process's own "
-             "peak resident memory (VmHWM); load the machine's 1-minute load "
-             "average when the scan began (other engineers' work shares the cores: wall times vary with it, CPU "
-             "times much less).",
-             "",
-             "| PDFs | scan | PDFs new or changed | wall s | CPU s | CPU / wall | PDFs/s | cache file MB | peak MB "
-             "| load |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Scan",
+        "",
+        f"Measured by `benchmarks/bench_scan.py` on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}, shared with other work), Python "
+        f"{platform.python_version()}, local disk, OS page cache warm (every PDF read once before the scans).",
+        "",
+        f"The PDFs are real: {distinct:,} distinct cuts of 1 to {MAX_CUT_PAGES} pages ({distinct_mb:,.0f} MB) "
+        "made with pypdf from the shared corpus (`../shared/corpus/pdfs`, 57 PDFs), each with its own title; "
+        "the larger set repeats them as hard links under other folders (each name is a PDF to the scan). "
+        f"{PER_FOLDER} PDFs a folder. `no cache`: the scan without the page-count cache, as every scan was "
+        "before it; `first`: an empty page-count cache (the scan, plus writing the cache); "
+        "`again`: nothing changed; "
+        "`1% new`: 1% more PDFs added, then scanned again. Each scan runs in a fresh process with "
+        "`submit`'s default `scan_workers` (4, at most one per core: here 2 processes at nice 10); each row is "
+        "the fastest of REPEAT runs from the same state, with the least CPU time seen. CPU is "
+        "user + system time of the scanning process and its workers; peak MB the scanning process's own "
+        "peak resident memory (VmHWM); load the machine's 1-minute load "
+        "average when the scan began (other engineers' work shares the cores: wall times vary with it, CPU "
+        "times much less).",
+        "",
+        "| PDFs | scan | PDFs new or changed | wall s | CPU s | CPU / wall | PDFs/s | cache file MB | peak MB | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for size, rows in results.items():
-        for row, previous in zip(rows, [None, None, *rows[1:]]):
+        for row, previous in zip(rows, [None, None, *rows[1:]], strict=False):
             read = row["pdfs"] - (previous["pdfs"] if previous else 0)
-            lines.append(f"| {row['pdfs']:,} | {row['scan']} | {read:,} | {row['wall_s']:.2f} | {row['cpu_s']:.2f} | "
-                         f"{row['cpu_s'] / row['wall_s']:.2f} | {row['pdfs'] / row['wall_s']:,.0f} | "
-                         f"{row['cache_mb']:.2f} | {row['peak_mb']:.0f} | {row['load']:.1f} |")
-    lines += ["", "CPU seconds are the figure to compare: where the load is above the cores, wall time is mostly "
-              "waiting for a core (CPU / wall well below the workers' count). A second scan stats each PDF once "
-              "(size and mtime) and reads none whose path, size and mtime are unchanged; the cache is one gzipped "
-              "file per scanned folder in `~/.cache/hpcmarker/scan/`. On a parallel filesystem, the first scan "
-              "also pays one cold `open` and read per PDF and the walk one directory read per folder; the second "
-              "pays only the walk and one `stat` per PDF. Memory grows with the PDFs: about 1.1 KB a PDF at the "
-              "peak and 0.65 KB held after the scan (the list the plan is made from; `pathlib.Path` objects are "
-              "about half of it; measured with tracemalloc at 10^5).", ""]
+            lines.append(
+                f"| {row['pdfs']:,} | {row['scan']} | {read:,} | {row['wall_s']:.2f} | {row['cpu_s']:.2f} | "
+                f"{row['cpu_s'] / row['wall_s']:.2f} | {row['pdfs'] / row['wall_s']:,.0f} | "
+                f"{row['cache_mb']:.2f} | {row['peak_mb']:.0f} | {row['load']:.1f} |"
+            )
+    lines += [
+        "",
+        "CPU seconds are the figure to compare: where the load is above the cores, wall time is mostly "
+        "waiting for a core (CPU / wall well below the workers' count). A second scan stats each PDF once "
+        "(size and mtime) and reads none whose path, size and mtime are unchanged; the cache is one gzipped "
+        "file per scanned folder in `~/.cache/hpcmarker/scan/`. On a parallel filesystem, the first scan "
+        "also pays one cold `open` and read per PDF and the walk one directory read per folder; the second "
+        "pays only the walk and one `stat` per PDF. Memory grows with the PDFs: about 1.1 KB a PDF at the "
+        "peak and 0.65 KB held after the scan (the list the plan is made from; `pathlib.Path` objects are "
+        "about half of it; measured with tracemalloc at 10^5).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -212,11 +226,15 @@ def main() -> None:
         linked_set(distinct, size, folder)
         print(f"scanning {size:,} PDFs in {folder}", file=sys.stderr, flush=True)
         results[size] = bench_size(
-            folder, cache_home, lambda folder=folder, size=size: linked_set(distinct, size // 100, folder / "new",
-                                                                            offset=size),
-            lambda folder=folder: shutil.rmtree(folder / "new", ignore_errors=True), args.repeat)
-    write_section(markdown(results, len(distinct), distinct_mb, args.repeat).replace("REPEAT", str(args.repeat)),
-                  args.out)
+            folder,
+            cache_home,
+            lambda folder=folder, size=size: linked_set(distinct, size // 100, folder / "new", offset=size),
+            lambda folder=folder: shutil.rmtree(folder / "new", ignore_errors=True),
+            args.repeat,
+        )
+    write_section(
+        markdown(results, len(distinct), distinct_mb, args.repeat).replace("REPEAT", str(args.repeat)), args.out
+    )
     print(f"wrote the Scan section of {args.out}", file=sys.stderr)
 
 

@@ -33,12 +33,44 @@ def traced_run(pdfs: Path, tasks: int, workdir: Path, extra: list[str]) -> dict:
     out = workdir / f"out-{tasks}"
     shutil.rmtree(out, ignore_errors=True)
     trace = workdir / f"trace-{tasks}.txt"
-    env = dict(os.environ, HPCMARKER_BENCH_SECONDS_PER_PAGE="0", HPCMARKER_STATE_DIR=str(workdir / "state"),
-               HPCMARKER_LOCAL_CORES=str(max(tasks, os.cpu_count() or 1)))  # --gpus N is N tasks, whatever the cores
+    env = dict(
+        os.environ,
+        HPCMARKER_BENCH_SECONDS_PER_PAGE="0",
+        HPCMARKER_STATE_DIR=str(workdir / "state"),
+        HPCMARKER_LOCAL_CORES=str(max(tasks, os.cpu_count() or 1)),
+    )  # --gpus N is N tasks, whatever the cores
     run_id = f"sys-{tasks}"
-    argv = ["strace", "-f", "-qq", "-y", "-e", f"trace={TRACE}", "-o", str(trace), sys.executable, "-m",
-            "hpc_marker", "submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", str(tasks), "--engine",
-            "benchmark", "--executor", "local", "--workers-per-gpu", "1", "--min-task-pages", "1", "--run-id", run_id, *extra]
+    argv = [
+        "strace",
+        "-f",
+        "-qq",
+        "-y",
+        "-e",
+        f"trace={TRACE}",
+        "-o",
+        str(trace),
+        sys.executable,
+        "-m",
+        "hpc_marker",
+        "submit",
+        "--pdfs",
+        str(pdfs),
+        "--out",
+        str(out),
+        "--gpus",
+        str(tasks),
+        "--engine",
+        "benchmark",
+        "--executor",
+        "local",
+        "--workers-per-gpu",
+        "1",
+        "--min-task-pages",
+        "1",
+        "--run-id",
+        run_id,
+        *extra,
+    ]
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"run failed: {done.stderr[-2000:]}")
@@ -69,13 +101,19 @@ def traced_run(pdfs: Path, tasks: int, workdir: Path, extra: list[str]) -> dict:
     trace.unlink()
     files = sum(len(f) for _, _, f in os.walk(root))
     paths = sum(path_calls.values())
-    return {"tasks": tasks, "items": items, "ok": summary["ok"], "path_per_item": round(paths / items, 2),
-            "path_calls_per_item": {k: round(v / items, 2) for k, v in path_calls.most_common(10)},
-            "path_by_folder_per_item": {k: round(v / items, 2) for k, v in path_folders.most_common(10)},
-            "all_per_item": round(total / items, 2), "by_folder_per_item": {k: round(v / items, 2) for k, v in
-                                                                        by_folder.most_common()},
-            "by_call_per_item": {k: round(v / items, 2) for k, v in by_call.most_common(12)},
-            "files_in_run_folder": files, "files_per_item": round(files / items, 3)}
+    return {
+        "tasks": tasks,
+        "items": items,
+        "ok": summary["ok"],
+        "path_per_item": round(paths / items, 2),
+        "path_calls_per_item": {k: round(v / items, 2) for k, v in path_calls.most_common(10)},
+        "path_by_folder_per_item": {k: round(v / items, 2) for k, v in path_folders.most_common(10)},
+        "all_per_item": round(total / items, 2),
+        "by_folder_per_item": {k: round(v / items, 2) for k, v in by_folder.most_common()},
+        "by_call_per_item": {k: round(v / items, 2) for k, v in by_call.most_common(12)},
+        "files_in_run_folder": files,
+        "files_per_item": round(files / items, 3),
+    }
 
 
 def main() -> None:

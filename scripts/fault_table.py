@@ -13,10 +13,20 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-COLUMNS = [("fault", "fault"), ("how", "how injected"), ("inputs", "inputs tried"), ("items", "items"),
-           ("lost", "lost (must be 0)"), ("twice", "converted twice"), ("wrong_status", "wrong status"),
-           ("mismatches", "mismatched outputs"), ("half_written", "half-written files"),
-           ("healed_by", "healed by"), ("wall_s", "wall s"), ("passed", "passed")]
+COLUMNS = [
+    ("fault", "fault"),
+    ("how", "how injected"),
+    ("inputs", "inputs tried"),
+    ("items", "items"),
+    ("lost", "lost (must be 0)"),
+    ("twice", "converted twice"),
+    ("wrong_status", "wrong status"),
+    ("mismatches", "mismatched outputs"),
+    ("half_written", "half-written files"),
+    ("healed_by", "healed by"),
+    ("wall_s", "wall s"),
+    ("passed", "passed"),
+]
 NOT_FAULTS = ("none:",)  # the undisturbed control row
 
 
@@ -37,17 +47,25 @@ def machine() -> str:
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "?"
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "?")
-    return (f"{platform.node()}: {cpu}, {first_line('nproc')} cores, Linux {platform.release()}, "
-            f"Python {platform.python_version()}, {first_line('sinfo', '--version')}")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "?",
+    )
+    return (
+        f"{platform.node()}: {cpu}, {first_line('nproc')} cores, Linux {platform.release()}, "
+        f"Python {platform.python_version()}, {first_line('sinfo', '--version')}"
+    )
 
 
 def junit_outcomes(path: Path) -> list[tuple[str, str, float]]:
     outcomes = []
     for case in ET.parse(path).getroot().iter("testcase"):
         kinds = {child.tag for child in case}
-        outcome = ("failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed")
+        outcome = "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"
         name = f"{case.get('classname', '').replace('tests.', '')}::{case.get('name')}"
         outcomes.append((name, outcome, float(case.get("time", 0))))
     return outcomes

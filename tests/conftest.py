@@ -39,6 +39,7 @@ CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
 
 # ---- the gate ---------------------------------------------------------------------------------------
 
+
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[0] if lines else "no message"
@@ -97,7 +98,10 @@ def _corpus_missing() -> str | None:
 
 # part -> (what says why it is missing, or None when it is there; how to get it)
 PARTS = {
-    "slurm": (_slurm_missing, "bring up the test cluster: scripts/slurm-test-cluster.sh up (as root), export SLURM_CONF"),
+    "slurm": (
+        _slurm_missing,
+        "bring up the test cluster: scripts/slurm-test-cluster.sh up (as root), export SLURM_CONF",
+    ),
     "marker": (_marker_missing, 'pip install "hpc-marker[marker]"; see scripts/test-marker-versions.sh'),
     "browser": (_browser_missing, "apt-get install -y chromium"),
     "root": (_root_missing, "run the tests as root on a machine with cgroup v1"),
@@ -119,8 +123,9 @@ def required_parts(value: str | None) -> frozenset[str]:
         return frozenset(PARTS)
     unknown = names - set(PARTS)
     if unknown:
-        raise pytest.UsageError(f"{REQUIRE_ENV}={value}: no part named {', '.join(sorted(unknown))}; "
-                                f"parts: {', '.join(PARTS)} (or all)")
+        raise pytest.UsageError(
+            f"{REQUIRE_ENV}={value}: no part named {', '.join(sorted(unknown))}; parts: {', '.join(PARTS)} (or all)"
+        )
     return frozenset(names)
 
 
@@ -134,8 +139,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     required = sorted(config.stash[_REQUIRED])
-    return (f"{REQUIRE_ENV}={','.join(required)}: tests needing a missing {'/'.join(required)} fail"
-            if required else f"{REQUIRE_ENV} unset: tests needing a missing part skip")
+    return (
+        f"{REQUIRE_ENV}={','.join(required)}: tests needing a missing {'/'.join(required)} fail"
+        if required
+        else f"{REQUIRE_ENV} unset: tests needing a missing part skip"
+    )
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k: only the parts of the tests that will run are probed
@@ -146,8 +154,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         gone = [part for part in PARTS if item.get_closest_marker(part) and missing(part)]
         if must_have := [part for part in gone if part in required]:
-            item.stash[_FAILS] = "; ".join(f"{part} is required ({REQUIRE_ENV}) but missing: {missing(part)}"
-                                           for part in must_have)
+            item.stash[_FAILS] = "; ".join(
+                f"{part} is required ({REQUIRE_ENV}) but missing: {missing(part)}" for part in must_have
+            )
         elif gone:
             item.add_marker(pytest.mark.skip(reason="; ".join(f"{part} missing: {missing(part)}" for part in gone)))
 

@@ -40,8 +40,8 @@ from inputs import (
     make_owner_password_pdf,
     pathological_pdf,
 )
-from runkit import invoke  # noqa: F401 - the fault suite imports it from here
-from runkit import run_folder as run_paths  # noqa: F401 - the fault suite calls fk.run_paths(out, run_id)
+from runkit import invoke
+from runkit import run_folder as run_paths
 
 from hpc_marker.planning.store import load_plan
 
@@ -127,8 +127,23 @@ def output_files(out: Path) -> dict[str, bytes]:
 
 def reference_run(inputs: Inputs, out: Path) -> Inputs:
     """One undisturbed run with the `text` engine on this machine; its outputs become the reference."""
-    result = invoke("submit", "--pdfs", inputs.root, "--out", out, "--engine", "text", "--executor", "local",
-                    "--gpus", "4", "--item-timeout", ITEM_TIMEOUT, "--run-id", "reference")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        inputs.root,
+        "--out",
+        out,
+        "--engine",
+        "text",
+        "--executor",
+        "local",
+        "--gpus",
+        "4",
+        "--item-timeout",
+        ITEM_TIMEOUT,
+        "--run-id",
+        "reference",
+    )
     assert result.exit_code == (3 if inputs.bad else 0), result.output  # 3: finished, the bad inputs failed
     inputs.reference = output_files(out)
     counts = verify(out, run_paths(out, "reference"), inputs)
@@ -281,11 +296,13 @@ def _check_summary(paths, counts: Counts) -> None:
     if summary["missing"]:
         counts.problems.append(f"summary.json lists missing items: {summary['missing']}")
     if len(summary["torn_manifest_lines"]) != counts.torn_lines:
-        counts.problems.append(f"{counts.torn_lines} torn manifest lines, summary.json reports "
-                               f"{summary['torn_manifest_lines']}")
+        counts.problems.append(
+            f"{counts.torn_lines} torn manifest lines, summary.json reports {summary['torn_manifest_lines']}"
+        )
 
 
 # ---- Slurm and processes -------------------------------------------------------------------------
+
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(list(argv), capture_output=True, text=True, check=check)
@@ -336,7 +353,8 @@ def batch_step_alive(raw_job_id: str) -> bool:
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(
-                    f"slurmstepd: [{raw_job_id}.".encode()):
+                f"slurmstepd: [{raw_job_id}.".encode()
+            ):
                 return True
         except OSError:
             continue
@@ -355,8 +373,11 @@ def note(**values) -> None:
 
 
 def note_counts(counts: Counts, **values) -> None:
-    note(**{k: v for k, v in asdict(counts).items() if k not in ("problems", "per_input")},
-         problems=counts.problems[:10], **values)
+    note(
+        **{k: v for k, v in asdict(counts).items() if k not in ("problems", "per_input")},
+        problems=counts.problems[:10],
+        **values,
+    )
 
 
 @contextmanager

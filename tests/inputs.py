@@ -37,8 +37,11 @@ def _serialize(objs: list[bytes]) -> bytes:
 
 def _scattered_glyphs(glyphs: int) -> bytes:
     """A content stream of `glyphs` single characters, each at its own position."""
-    return b"BT /F1 1 Tf " + b"".join(b"1 0 0 1 %d %d Tm (x) Tj " % (i % 600, (i // 600) % 780)
-                                      for i in range(glyphs)) + b"ET"
+    return (
+        b"BT /F1 1 Tf "
+        + b"".join(b"1 0 0 1 %d %d Tm (x) Tj " % (i % 600, (i // 600) % 780) for i in range(glyphs))
+        + b"ET"
+    )
 
 
 def raw_pdf(content: bytes | None) -> bytes:
@@ -48,11 +51,13 @@ def raw_pdf(content: bytes | None) -> bytes:
         objs.append(b"<< /Type /Pages /Kids [] /Count 0 >>")
     else:
         packed = zlib.compress(content, 9)
-        objs += [b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-                 b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> "
-                 b"/Contents 4 0 R >>",
-                 b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream",
-                 b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+        objs += [
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> "
+            b"/Contents 4 0 R >>",
+            b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        ]
     return _serialize(objs)
 
 
@@ -76,8 +81,10 @@ def book_with_pathological_page(pages: int, bad_page: int, glyphs: int) -> bytes
             content = b"BT /F1 12 Tf 72 720 Td (Page %d of the book.) Tj ET" % (page + 1)
         packed = zlib.compress(content, 9)
         objs.append(b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(packed) + packed + b"\nendstream")
-        objs.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
-                    b"/Contents %d 0 R >>" % len(objs))
+        objs.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
+            b"/Contents %d 0 R >>" % len(objs)
+        )
         kids.append(len(objs))
     objs[1] = b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids) + b"] /Count %d >>" % pages
     return _serialize(objs)

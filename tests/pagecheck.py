@@ -35,7 +35,6 @@ PROBE = """<script>(() => {
 })();</script>"""
 
 
-
 class Page(HTMLParser):
     """Elements of a page: tags, attributes, ids, classes, the text of each table's cells, and which ids
     hold a plotly SVG (`main-svg`) or bars (`point`), and the text of plotly's hover box."""
@@ -129,12 +128,28 @@ def browse(chromium: str, report: Path, tmp: Path, *extra: str, inject: str = ""
     """Load the report (with the probe, and `inject` after it) headless with every host name
     unresolvable; returns the DOM after its scripts ran, the probe's findings, chromium's stderr."""
     probed = tmp / f"probed-{report.parent.name}.html"
-    probed.write_text(report.read_text(encoding="utf-8").replace("<head>", "<head>" + PROBE + inject, 1),
-                      encoding="utf-8")
-    done = subprocess.run([chromium, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
-                           "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
-                           "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp / 'profile'}",
-                           *extra, probed.as_uri()], capture_output=True, text=True, timeout=90)
+    probed.write_text(
+        report.read_text(encoding="utf-8").replace("<head>", "<head>" + PROBE + inject, 1), encoding="utf-8"
+    )
+    done = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            f"--user-data-dir={tmp / 'profile'}",
+            *extra,
+            probed.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     page = Page(done.stdout)
     marker = done.stdout.split('<pre id="__probe">', 1)
     if "--dump-dom" in extra:

@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 TESTS = Path(__file__).resolve().parent
-TINY = '''
+TINY = """
 import pytest
 
 
@@ -35,10 +35,12 @@ def test_needs_slurm():
 
 def test_needs_nothing():
     pass
-'''
+"""
 
 
-def run_tiny(tmp_path: Path, require: str | None, path: list[Path], *args: str) -> tuple[int, dict[str, tuple[str, str]], str]:
+def run_tiny(
+    tmp_path: Path, require: str | None, path: list[Path], *args: str
+) -> tuple[int, dict[str, tuple[str, str]], str]:
     """pytest ARGS on TINY with PATH = `path` only; returns its exit code, each test's outcome and message."""
     (tmp_path / "test_tiny.py").write_text(TINY)
     junit = tmp_path / "junit.xml"
@@ -46,15 +48,36 @@ def run_tiny(tmp_path: Path, require: str | None, path: list[Path], *args: str) 
     env.update(PATH=os.pathsep.join(map(str, path)), PYTHONPATH=str(TESTS))  # conftest imports its helpers
     if require is not None:
         env["HPCMARKER_REQUIRE"] = require
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "conftest",
-                           "-c", str(TESTS.parent / "pyproject.toml"), "--rootdir", str(tmp_path),
-                           f"--junitxml={junit}", *args, "test_tiny.py"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "conftest",
+            "-c",
+            str(TESTS.parent / "pyproject.toml"),
+            "--rootdir",
+            str(tmp_path),
+            f"--junitxml={junit}",
+            *args,
+            "test_tiny.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     outcomes = {}
     if junit.exists():
         for case in ET.parse(junit).getroot().iter("testcase"):
             verdict = next((child for child in case if child.tag in ("skipped", "failure", "error")), None)
-            outcomes[case.get("name")] = ("passed", "") if verdict is None else (verdict.tag, verdict.get("message", ""))
+            outcomes[case.get("name")] = (
+                ("passed", "") if verdict is None else (verdict.tag, verdict.get("message", ""))
+            )
     return done.returncode, outcomes, done.stdout + done.stderr
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = '''
+TINY = """
 import os
 import pathlib
 
@@ -35,7 +35,7 @@ def test_is_slow():
 
 def test_is_fast():
     seen("fast")
-'''
+"""
 
 
 def tier(tmp_path: Path, *args: str, require: str | None = None) -> dict[str, str]:
@@ -51,10 +51,26 @@ def tier(tmp_path: Path, *args: str, require: str | None = None) -> dict[str, st
     env.update(HPCMARKER_SLURM_DIR=str(cluster), TIERS_SEEN=str(seen))
     if require is not None:
         env["HPCMARKER_REQUIRE"] = require
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "test.sh"), *args, "-p", "no:cacheprovider",
-                           "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
-                           f"--junitxml={tmp_path / 'junit.xml'}", str(tmp_path / "test_tiny.py")],
-                          check=False, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "scripts" / "test.sh"),
+            *args,
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            "--rootdir",
+            str(tmp_path),
+            f"--junitxml={tmp_path / 'junit.xml'}",
+            str(tmp_path / "test_tiny.py"),
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert ET.parse(tmp_path / "junit.xml").getroot().find(".//failure") is None
     return {path.name: path.read_text() for path in seen.iterdir()}

@@ -21,13 +21,19 @@ class Check:
     fix: str = ""
 
 
-
 def guard(name: str, check: Callable[[], Check | list[Check]]) -> list[Check]:
     """`check()` as a list of checks; an unexpected error in it becomes one failed check."""
     try:
         result = check()
     except Exception as exc:  # a check must never take the others down
-        return [Check(name, FAIL, f"the check itself failed: {one_line(exc, with_type=True, empty='no detail')}", "report this with the detail")]
+        return [
+            Check(
+                name,
+                FAIL,
+                f"the check itself failed: {one_line(exc, with_type=True, empty='no detail')}",
+                "report this with the detail",
+            )
+        ]
     return result if isinstance(result, list) else [result]
 
 

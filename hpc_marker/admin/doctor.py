@@ -44,8 +44,14 @@ def check_slurm() -> list[Check]:
     from hpc_marker.slurm import commands as slurm
 
     if shutil.which("sinfo") is None:
-        return [Check("slurm", WARN, "sinfo is not on PATH: no Slurm here, `submit` runs on this machine",
-                      "run on a Slurm login node (or load the Slurm module) to use the cluster")]
+        return [
+            Check(
+                "slurm",
+                WARN,
+                "sinfo is not on PATH: no Slurm here, `submit` runs on this machine",
+                "run on a Slurm login node (or load the Slurm module) to use the cluster",
+            )
+        ]
     try:
         found = slurm.partitions()
         checks = [Check("slurm: sinfo", OK, f"{len(found)} partitions: {', '.join(sorted(found))}")]
@@ -55,8 +61,14 @@ def check_slurm() -> list[Check]:
     if code == 0:
         checks.append(Check("slurm: sacct", OK, "accounting answers"))
     else:
-        checks.append(Check("slurm: sacct", FAIL, f"sacct: {last or f'exit code {code}'}",
-                            "`hpcmarker status` needs Slurm accounting: ask the admins to enable slurmdbd"))
+        checks.append(
+            Check(
+                "slurm: sacct",
+                FAIL,
+                f"sacct: {last or f'exit code {code}'}",
+                "`hpcmarker status` needs Slurm accounting: ask the admins to enable slurmdbd",
+            )
+        )
     return checks
 
 
@@ -74,8 +86,9 @@ def check_partition(partition: str | None, known: dict[str, str], default: str |
     return Check(f"partition {name}", OK, f"GRES {known[name]}" + ("" if partition else " (the default partition)"))
 
 
-def sample_contexts(profile: str = "generic", *, partition: str | None = None, template: str | None = None,
-                    llm: bool = True) -> dict[str, dict]:
+def sample_contexts(
+    profile: str = "generic", *, partition: str | None = None, template: str | None = None, llm: bool = True
+) -> dict[str, dict]:
     """Every role's variables for a sample run (4 tasks, an LLM service) on `profile`, as `submit` builds them;
     `partition` and `template` override the profile's as submit's flags do; '_template' names the template.
     Raises LaunchError for an unknown profile."""
@@ -85,24 +98,62 @@ def sample_contexts(profile: str = "generic", *, partition: str | None = None, t
     from hpc_marker.submission.request import SubmitRequest, resolve_profile
     from hpc_marker.submission.scripts import script_contexts
 
-    request = SubmitRequest.with_defaults(Path("."), Path("."), gpus=4, profile=profile, partition=partition,
-                                          template=template)
+    request = SubmitRequest.with_defaults(
+        Path("."), Path("."), gpus=4, profile=profile, partition=partition, template=template
+    )
     chosen, job = resolve_profile(request)
-    llm_record = {"model": "qwen2.5:7b", "gpus": 1, "parallel": 4, "ctx": None, "options": {}, "wait_timeout_s": 900,
-                  "request_timeout_s": 600, "concurrency": 4, "cpus": 4, "mem": None} if llm else None
-    record = RunRecord(run_id=SAMPLE_RUN_ID, created=0.0, pdfs_root="/data/pdfs",
-                       out_dir=str(SAMPLE_RUNS.parent.parent), engine="marker", engine_options={}, executor="slurm",
-                       tasks=4, gpus=4, workers_per_gpu=1, cpus_per_task=chosen["cpus_per_task"],
-                       template=chosen["template"], partition=chosen["partition"] or "gpu", mem=chosen["mem"],
-                       time_limit=chosen["time"], steal=request.steal, lease_seconds=request.lease_seconds,
-                       item_timeout=request.item_timeout, umask=PERMISSIONS[request.permissions], llm=llm_record,
-                       profile=profile, job_settings=job)
+    llm_record = (
+        {
+            "model": "qwen2.5:7b",
+            "gpus": 1,
+            "parallel": 4,
+            "ctx": None,
+            "options": {},
+            "wait_timeout_s": 900,
+            "request_timeout_s": 600,
+            "concurrency": 4,
+            "cpus": 4,
+            "mem": None,
+        }
+        if llm
+        else None
+    )
+    record = RunRecord(
+        run_id=SAMPLE_RUN_ID,
+        created=0.0,
+        pdfs_root="/data/pdfs",
+        out_dir=str(SAMPLE_RUNS.parent.parent),
+        engine="marker",
+        engine_options={},
+        executor="slurm",
+        tasks=4,
+        gpus=4,
+        workers_per_gpu=1,
+        cpus_per_task=chosen["cpus_per_task"],
+        template=chosen["template"],
+        partition=chosen["partition"] or "gpu",
+        mem=chosen["mem"],
+        time_limit=chosen["time"],
+        steal=request.steal,
+        lease_seconds=request.lease_seconds,
+        item_timeout=request.item_timeout,
+        umask=PERMISSIONS[request.permissions],
+        llm=llm_record,
+        profile=profile,
+        job_settings=job,
+    )
     paths = RunPaths(SAMPLE_RUNS / SAMPLE_RUN_ID)
     return script_contexts(paths, record, python="/opt/venv/bin/python") | {"_template": chosen["template"]}
 
 
-def check_template(template: str | None = None, profile: str = "generic", partition: str | None = None, *,
-                   sbatch: bool = False, llm: bool = False) -> list[Check]:
+def check_template(
+    template: str | None = None,
+    profile: str = "generic",
+    partition: str | None = None,
+    *,
+    sbatch: bool = False,
+    llm: bool = False,
+) -> list[Check]:
     """Each role of `profile`'s template (or `template`) renders for a sample run, passes `bash -n`, and (with
     `sbatch`) `sbatch --test-only`. Checks named 'template T: role'; a missing service role only warns without `llm`."""
     from hpc_marker.submission.request import LaunchError
@@ -124,8 +175,9 @@ def check_template(template: str | None = None, profile: str = "generic", partit
                 text = render_role(template, role, contexts[role])
             except TemplateError as exc:  # a template without a service role is fine until --llm
                 optional = role == "service" and not llm and "has no" in str(exc)
-                fix = (f"add or fix {role}.sbatch.j2 (the shipped one: hpcmarker templates show generic)"
-                       + (" for --llm" if optional else ""))
+                fix = f"add or fix {role}.sbatch.j2 (the shipped one: hpcmarker templates show generic)" + (
+                    " for --llm" if optional else ""
+                )
                 checks.append(Check(name, WARN if optional else FAIL, str(exc), fix))
                 continue
             path = Path(tmp) / f"{role}.sbatch"
@@ -140,8 +192,14 @@ def check_template(template: str | None = None, profile: str = "generic", partit
                 if code == 0:  # Slurm prints a start-time estimate (on stderr) and submits nothing
                     checks.append(Check(name, OK, "renders; bash -n ok; sbatch --test-only ok"))
                 else:
-                    checks.append(Check(name, FAIL, f"sbatch --test-only: {last}",
-                                        "adjust the template's #SBATCH lines or choose another --partition"))
+                    checks.append(
+                        Check(
+                            name,
+                            FAIL,
+                            f"sbatch --test-only: {last}",
+                            "adjust the template's #SBATCH lines or choose another --partition",
+                        )
+                    )
     return checks
 
 
@@ -154,8 +212,12 @@ def check_marker_install() -> Check:
     if version is None:
         return Check("marker", FAIL, f"marker-pdf is not installed for {sys.executable}", INSTALL_HINT.split(": ")[-1])
     if _series(version) not in SUPPORTED:
-        return Check("marker", FAIL, f"marker-pdf {version} is not a supported version ({wanted})",
-                     f'pip install "marker-pdf=={wanted.split(", ")[-1].replace(".x", ".*")}"')
+        return Check(
+            "marker",
+            FAIL,
+            f"marker-pdf {version} is not a supported version ({wanted})",
+            f'pip install "marker-pdf=={wanted.split(", ")[-1].replace(".x", ".*")}"',
+        )
     return Check("marker", OK, f"marker-pdf {version} (supported: {wanted})")
 
 
@@ -169,8 +231,12 @@ def check_marker_import() -> Check:
     try:
         _import("marker.models")
     except Exception as exc:
-        return Check("marker: import", FAIL, f"import marker.models: {one_line(exc, with_type=True, empty='no detail')}",
-                     "reinstall torch and torchvision as a matching pair (docs/marker-versions.md, Installing)")
+        return Check(
+            "marker: import",
+            FAIL,
+            f"import marker.models: {one_line(exc, with_type=True, empty='no detail')}",
+            "reinstall torch and torchvision as a matching pair (docs/marker-versions.md, Installing)",
+        )
     return Check("marker: import", OK, f"import marker.models took {time.monotonic() - started:.1f}s")
 
 
@@ -205,8 +271,11 @@ def check_marker_server(profile: str) -> list[Check]:
         return [Check(SERVER_CHECK, FAIL, str(exc), f"fix the inference_* settings of profile {profile}")]
     mode, why = inference.effective_mode(settings, marker_version(), os.environ)
     what, _, fix = (inference.server_preflight(settings, marker_version()) or "").partition(": ")
-    return [Check(SERVER_CHECK, FAIL, what, fix) if what else
-            Check(SERVER_CHECK, OK, f"none started: {why}" if mode == "off" else f"{mode} ({why}): its binary is here")]
+    return [
+        Check(SERVER_CHECK, FAIL, what, fix)
+        if what
+        else Check(SERVER_CHECK, OK, f"none started: {why}" if mode == "off" else f"{mode} ({why}): its binary is here")
+    ]
 
 
 def check_ollama(required: bool) -> Check:
@@ -215,8 +284,12 @@ def check_ollama(required: bool) -> Check:
     try:
         return Check("ollama", OK, find_ollama())
     except OllamaError as exc:
-        return Check("ollama", FAIL if required else WARN, str(exc) + ("" if required else " (only --llm needs it)"),
-                     "install Ollama or load its module on the nodes the LLM service job runs on")
+        return Check(
+            "ollama",
+            FAIL if required else WARN,
+            str(exc) + ("" if required else " (only --llm needs it)"),
+            "install Ollama or load its module on the nodes the LLM service job runs on",
+        )
 
 
 def ollama_url(host: str | None = None) -> str:
@@ -240,8 +313,9 @@ def manifest_path(models_dir: Path, model: str) -> Path:
     return models_dir.joinpath("manifests", *parts, tag)
 
 
-def check_llm_model(model: str, host: str | None = None, models_dir: str | None = None,
-                    timeout_s: float = 2.0) -> Check:
+def check_llm_model(
+    model: str, host: str | None = None, models_dir: str | None = None, timeout_s: float = 2.0
+) -> Check:
     """MODEL is on the Ollama server at OLLAMA_HOST (when one answers) or its manifest is in OLLAMA_MODELS."""
     import httpx
     import ollama
@@ -283,8 +357,12 @@ def check_out(out: Path, min_free_gb: float = 10.0) -> Check:
     free_gb = shutil.disk_usage(base).free / 1e9
     where = "writable" if base == out else f"can be created (under {base})"
     if free_gb < min_free_gb:
-        return Check(f"out {out}", WARN, f"{where}; only {free_gb:.1f} GB free (< {min_free_gb:g} GB)",
-                     "free space or choose another --out (Markdown, images and logs land there)")
+        return Check(
+            f"out {out}",
+            WARN,
+            f"{where}; only {free_gb:.1f} GB free (< {min_free_gb:g} GB)",
+            "free space or choose another --out (Markdown, images and logs land there)",
+        )
     return Check(f"out {out}", OK, f"{where}; {free_gb:.0f} GB free")
 
 
@@ -295,8 +373,13 @@ def check_threads(env: dict[str, str] | None = None, cpus: int | None = None) ->
     if env.get("OMP_NUM_THREADS"):
         return Check("threads", OK, f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} ({cpus} CPUs)")
     if cpus > 16:
-        return Check("threads", WARN, f"OMP_NUM_THREADS unset on {cpus} CPUs: hpcmarker's tasks cap their threads, "
-                     "but marker run by hand starts a thread per CPU in every pool", "export OMP_NUM_THREADS=4")
+        return Check(
+            "threads",
+            WARN,
+            f"OMP_NUM_THREADS unset on {cpus} CPUs: hpcmarker's tasks cap their threads, "
+            "but marker run by hand starts a thread per CPU in every pool",
+            "export OMP_NUM_THREADS=4",
+        )
     return Check("threads", OK, f"OMP_NUM_THREADS unset; {cpus} CPUs")
 
 
@@ -305,8 +388,14 @@ def _request(request) -> DoctorRequest:
     if isinstance(request, DoctorRequest):
         return request
     llm = getattr(request, "llm", None)
-    return DoctorRequest(profile=request.profile, partition=request.partition, template=request.template,
-                         out=request.out, engine=request.engine, llm=getattr(llm, "model", llm))
+    return DoctorRequest(
+        profile=request.profile,
+        partition=request.partition,
+        template=request.template,
+        out=request.out,
+        engine=request.engine,
+        llm=getattr(llm, "model", llm),
+    )
 
 
 def _profile_partition(profile: str) -> str | None:
@@ -347,8 +436,9 @@ def run_checks(request: DoctorRequest) -> list[Check]:
         except slurm.SlurmError as exc:
             reachable = False
             checks.append(Check("partition", FAIL, str(exc), "check that slurmctld is up (`scontrol ping`)"))
-    checks += guard("template", lambda: check_template(req.template, req.profile, partition, sbatch=reachable,
-                                                        llm=bool(req.llm)))
+    checks += guard(
+        "template", lambda: check_template(req.template, req.profile, partition, sbatch=reachable, llm=bool(req.llm))
+    )
     if req.engine == "marker":
         checks += guard("marker", check_marker_install)
         if checks[-1].status == OK:

@@ -13,6 +13,7 @@ piece it cannot fetch, so an offline node fails in seconds, not after surya's re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -46,10 +47,15 @@ class CacheLayout:
     def marker_env(self) -> dict[str, str]:
         """The variables that move marker's font and surya's weights into the cache (and keep the hub offline)."""
         fonts, hf = self.root / "fonts", self.root / "huggingface"
-        return {"MODEL_CACHE_DIR": str(self.root / "models"), "FONT_DIR": str(fonts),
-                "FONT_PATH": str(fonts / os.environ.get("FONT_NAME", "GoNotoCurrent-Regular.ttf")),
-                "HF_HOME": str(hf), "HF_HUB_CACHE": str(hf / "hub"), "DOCKER_HF_CACHE_PATH": str(hf),
-                "HF_HUB_OFFLINE": "1"}
+        return {
+            "MODEL_CACHE_DIR": str(self.root / "models"),
+            "FONT_DIR": str(fonts),
+            "FONT_PATH": str(fonts / os.environ.get("FONT_NAME", "GoNotoCurrent-Regular.ttf")),
+            "HF_HOME": str(hf),
+            "HF_HUB_CACHE": str(hf / "hub"),
+            "DOCKER_HF_CACHE_PATH": str(hf),
+            "HF_HUB_OFFLINE": "1",
+        }
 
     def ollama_models(self) -> Path:
         """OLLAMA_MODELS when it is set (the folder you already use), else CACHE/ollama."""
@@ -83,8 +89,10 @@ def write_env_file(path: Path, values: dict[str, str]) -> list[str]:
     """Merge `values` into env.sh (earlier prefetches' variables stay); returns its export lines."""
     merged = read_env_file(path) | values
     lines = env_lines(merged)
-    header = [f"# written by `hpcmarker prefetch` on {socket.gethostname()}, {time.strftime('%Y-%m-%d %H:%M')}.",
-              "# `source` it before `hpcmarker submit` (sbatch passes your environment on) or in a template's setup."]
+    header = [
+        f"# written by `hpcmarker prefetch` on {socket.gethostname()}, {time.strftime('%Y-%m-%d %H:%M')}.",
+        "# `source` it before `hpcmarker submit` (sbatch passes your environment on) or in a template's setup.",
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(header + lines) + "\n")
@@ -95,17 +103,21 @@ def write_env_file(path: Path, values: dict[str, str]) -> list[str]:
 def _reason(exc: BaseException) -> str:
     """One short line for a download error: name resolution, refused, timed out, else the first line."""
     text = " ".join(str(exc).split())
-    for needle, meaning in (("Failed to resolve", "cannot resolve the host (no DNS / no internet here?)"),
-                            ("Name or service not known", "cannot resolve the host (no DNS / no internet here?)"),
-                            ("Connection refused", "connection refused"), ("timed out", "timed out"),
-                            ("Read timed out", "no data within the timeout")):
+    for needle, meaning in (
+        ("Failed to resolve", "cannot resolve the host (no DNS / no internet here?)"),
+        ("Name or service not known", "cannot resolve the host (no DNS / no internet here?)"),
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Read timed out", "no data within the timeout"),
+    ):
         if needle in text:
             return f"{type(exc).__name__}: {meaning}"
     return f"{type(exc).__name__}: {text[:200] or 'no detail'}"
 
 
-def prefetch_marker(cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto",
-                    echo: Callable[[str], None] = print) -> MarkerPrefetch:
+def prefetch_marker(
+    cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto", echo: Callable[[str], None] = print
+) -> MarkerPrefetch:
     """Fetch marker's font and weights into `cache` (see CacheLayout); raises PrefetchError at the first failure."""
     from hpc_marker.engines.marker import EngineUnavailable, _require_marker
 
@@ -115,14 +127,22 @@ def prefetch_marker(cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto",
         raise PrefetchError(str(exc)) from None
     layout = CacheLayout(cache.expanduser().resolve())
     layout.root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **layout.marker_env(), "HF_HUB_OFFLINE": "0", "TMPDIR": str(layout.root / ".tmp"),
-           "HF_HUB_DOWNLOAD_TIMEOUT": str(int(timeout_s)), "HF_HUB_ETAG_TIMEOUT": str(CONNECT_TIMEOUT_S)}
+    env = {
+        **os.environ,
+        **layout.marker_env(),
+        "HF_HUB_OFFLINE": "0",
+        "TMPDIR": str(layout.root / ".tmp"),
+        "HF_HUB_DOWNLOAD_TIMEOUT": str(int(timeout_s)),
+        "HF_HUB_ETAG_TIMEOUT": str(CONNECT_TIMEOUT_S),
+    }
     env.pop("TRANSFORMERS_OFFLINE", None)
     Path(env["TMPDIR"]).mkdir(exist_ok=True)
     log = layout.root / "prefetch.log"
     here = str(Path(__file__).resolve().parent.parent)  # the child imports this very hpc_marker
-    code = (f"import sys; p = {here!r}; sys.path[:0] = [] if p in sys.path else [p]; "
-            "from hpc_marker.admin.prefetch import _child_marker; sys.exit(_child_marker(float(sys.argv[1]), sys.argv[2]))")
+    code = (
+        f"import sys; p = {here!r}; sys.path[:0] = [] if p in sys.path else [p]; "
+        "from hpc_marker.admin.prefetch import _child_marker; sys.exit(_child_marker(float(sys.argv[1]), sys.argv[2]))"
+    )
     argv = [sys.executable, "-c", code, str(timeout_s), vlm]
     result, started, failure = MarkerPrefetch(), time.monotonic(), None
     with open(log, "ab") as err:
@@ -130,7 +150,7 @@ def prefetch_marker(cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto",
         for line in proc.stdout:
             if not line.startswith(_PROTOCOL):
                 continue
-            event = json.loads(line[len(_PROTOCOL):])
+            event = json.loads(line[len(_PROTOCOL) :])
             if event["event"] == "start":
                 echo(f"fetching {event['piece']} from {event['url']}")
             elif event["event"] == "done":
@@ -142,14 +162,14 @@ def prefetch_marker(cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto",
                 result.still_missing = event["pieces"]
         code = proc.wait()
     result.seconds = time.monotonic() - started
-    try:
+    with contextlib.suppress(OSError):
         Path(env["TMPDIR"]).rmdir()
-    except OSError:
-        pass
     if failure:
         rest = f"; not fetched either: {', '.join(failure['remaining'])}" if failure["remaining"] else ""
-        raise PrefetchError(f"could not fetch {failure['piece']} from {failure['url']} ({failure['error']}) after "
-                            f"{result.seconds:.1f}s{rest}; run prefetch where that address can be reached")
+        raise PrefetchError(
+            f"could not fetch {failure['piece']} from {failure['url']} ({failure['error']}) after "
+            f"{result.seconds:.1f}s{rest}; run prefetch where that address can be reached"
+        )
     if code != 0:
         from hpc_marker.servers.managed import log_tail
 
@@ -157,8 +177,9 @@ def prefetch_marker(cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto",
     return result
 
 
-def prefetch_llm(model: str, models_dir: Path, *, log: Path, timeout_s: float = 120.0,
-                 echo: Callable[[str], None] = print) -> None:
+def prefetch_llm(
+    model: str, models_dir: Path, *, log: Path, timeout_s: float = 120.0, echo: Callable[[str], None] = print
+) -> None:
     """Pull `model` into `models_dir` through a private `ollama serve` that uses that folder."""
     import httpx
     import ollama
@@ -190,6 +211,7 @@ def prefetch_llm(model: str, models_dir: Path, *, log: Path, timeout_s: float = 
 
 
 # ---- the child process: runs with the cache variables set before marker is imported ----
+
 
 def _emit(**event) -> None:
     print(_PROTOCOL + json.dumps(event), flush=True)
@@ -263,8 +285,14 @@ def marker_pieces(vlm: str = "auto") -> list[tuple[str, str, Callable[[], None]]
     major = _series(_require_marker())[0]
     pieces = [(f"font {ms.FONT_NAME}", f"{ms.ARTIFACT_URL}/{ms.FONT_NAME}", _font)]
     if major == 1:
-        checkpoints = [s.LAYOUT_MODEL_CHECKPOINT, s.RECOGNITION_MODEL_CHECKPOINT, s.FOUNDATION_MODEL_CHECKPOINT,
-                       s.TABLE_REC_MODEL_CHECKPOINT, s.DETECTOR_MODEL_CHECKPOINT, s.OCR_ERROR_MODEL_CHECKPOINT]
+        checkpoints = [
+            s.LAYOUT_MODEL_CHECKPOINT,
+            s.RECOGNITION_MODEL_CHECKPOINT,
+            s.FOUNDATION_MODEL_CHECKPOINT,
+            s.TABLE_REC_MODEL_CHECKPOINT,
+            s.DETECTOR_MODEL_CHECKPOINT,
+            s.OCR_ERROR_MODEL_CHECKPOINT,
+        ]
     else:
         checkpoints = [s.FAST_LAYOUT_MODEL_CHECKPOINT, s.FAST_ORDER_MODEL_CHECKPOINT, s.OCR_ERROR_MODEL_CHECKPOINT]
     for checkpoint in dict.fromkeys(checkpoints):
@@ -274,8 +302,13 @@ def marker_pieces(vlm: str = "auto") -> list[tuple[str, str, Callable[[], None]]
         elif not os.path.isdir(checkpoint):
             parts = checkpoint.removeprefix("hf://").split("/")
             repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
-            pieces.append((f"Hugging Face model {checkpoint.removeprefix('hf://')}", f"{constants.ENDPOINT}/{repo}",
-                           partial(_hub, repo, sub)))
+            pieces.append(
+                (
+                    f"Hugging Face model {checkpoint.removeprefix('hf://')}",
+                    f"{constants.ENDPOINT}/{repo}",
+                    partial(_hub, repo, sub),
+                )
+            )
     if major >= 2:
         if vlm == "auto":
             vlm = "none" if s.SURYA_INFERENCE_URL else (s.SURYA_INFERENCE_BACKEND or "both")
@@ -283,8 +316,9 @@ def marker_pieces(vlm: str = "auto") -> list[tuple[str, str, Callable[[], None]]
             repo = s.SURYA_MODEL_CHECKPOINT
             pieces.append((f"VLM weights {repo} (vllm)", f"{constants.ENDPOINT}/{repo}", partial(_hub, repo)))
         if vlm in ("llamacpp", "both") and not (s.SURYA_GGUF_LOCAL_MODEL_PATH and s.SURYA_GGUF_LOCAL_MMPROJ_PATH):
-            pieces.append((f"GGUF files {s.SURYA_GGUF_REPO} (llama.cpp)", f"{constants.ENDPOINT}/{s.SURYA_GGUF_REPO}",
-                           _gguf))
+            pieces.append(
+                (f"GGUF files {s.SURYA_GGUF_REPO} (llama.cpp)", f"{constants.ENDPOINT}/{s.SURYA_GGUF_REPO}", _gguf)
+            )
     return pieces
 
 
@@ -297,7 +331,7 @@ def _child_marker(timeout_s: float, vlm: str) -> int:
         try:
             fetch()
         except Exception as exc:
-            _emit(event="fail", piece=what, url=url, error=_reason(exc), remaining=[p[0] for p in pieces[i + 1:]])
+            _emit(event="fail", piece=what, url=url, error=_reason(exc), remaining=[p[0] for p in pieces[i + 1 :]])
             return 1
         _emit(event="done", piece=what, seconds=time.monotonic() - started)
     from hpc_marker.engines.marker import missing_cache_pieces

@@ -1,13 +1,13 @@
 """cli: the `hpcmarker` command line, click only; each command calls one function of the packages below.
 
-  group.py   the `hpcmarker` group: config defaults, errors as exit codes (UserError 2, Refused 1, a bug: traceback;
-             click's usage errors one line, exit 2); commands listed in a run's order, whole descriptions
-  types.py   click types of the options (bounds, memory sizes, time limits), shared by submit, plan, resume, retry
-  sections.py  help in sections, with examples (submit, resume, retry)
-  run.py     submit, plan
-  manage.py  status, logs, cancel, resume, retry, collect, report, export
-  admin.py   templates, config, doctor, prefetch
-  llm.py     llm bench, pull, create (and the hidden serve)
+group.py   the `hpcmarker` group: config defaults, errors as exit codes (UserError 2, Refused 1, a bug: traceback;
+           click's usage errors one line, exit 2); commands listed in a run's order, whole descriptions
+types.py   click types of the options (bounds, memory sizes, time limits), shared by submit, plan, resume, retry
+sections.py  help in sections, with examples (submit, resume, retry)
+run.py     submit, plan
+manage.py  status, logs, cancel, resume, retry, collect, report, export
+admin.py   templates, config, doctor, prefetch
+llm.py     llm bench, pull, create (and the hidden serve)
 """
 
 from __future__ import annotations
@@ -22,10 +22,23 @@ __all__ = ["cli", "main"]
 def _add_commands() -> None:
     from hpc_marker.cli import admin, llm, manage, run
 
-    for command in (run.submit, run.plan_command, manage.status, manage.logs, manage.cancel, manage.resume,
-                    manage.retry, manage.collect, manage.report, manage.export, llm.llm, admin.templates,
-                    admin.config, admin.doctor_command,
-                    admin.prefetch_command):
+    for command in (
+        run.submit,
+        run.plan_command,
+        manage.status,
+        manage.logs,
+        manage.cancel,
+        manage.resume,
+        manage.retry,
+        manage.collect,
+        manage.report,
+        manage.export,
+        llm.llm,
+        admin.templates,
+        admin.config,
+        admin.doctor_command,
+        admin.prefetch_command,
+    ):
         cli.add_command(command)
 
 

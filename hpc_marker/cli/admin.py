@@ -110,8 +110,10 @@ def check(name: str, profile: str | None) -> None:
         click.echo(f"FAIL {name}/{problem}")
     if problems:
         sys.exit(1)
-    click.echo(f"ok: template {name} renders every role, passes bash -n"
-               + (" and sbatch --test-only" if shutil.which("sbatch") else ""))
+    click.echo(
+        f"ok: template {name} renders every role, passes bash -n"
+        + (" and sbatch --test-only" if shutil.which("sbatch") else "")
+    )
 
 
 @click.group(cls=ListedGroup)
@@ -137,11 +139,15 @@ def show_config() -> None:
         console.print(table)
     profiles = Table("profile", "settings", "from", title="profiles", title_justify="left")
     for name, profile in sorted(cfg.profiles.items()):
-        profiles.add_row(name, ", ".join(f"{k}={v!r}" for k, v in sorted(profile.items())),
-                         cfg.source("profiles", name) or "-")
+        profiles.add_row(
+            name, ", ".join(f"{k}={v!r}" for k, v in sorted(profile.items())), cfg.source("profiles", name) or "-"
+        )
     console.print(profiles)
-    console.print("template search path: " + ", ".join(str(p) for p in cfg.template_path) + " (then packaged)"
-                  if cfg.template_path else "template search path: packaged templates only")
+    console.print(
+        "template search path: " + ", ".join(str(p) for p in cfg.template_path) + " (then packaged)"
+        if cfg.template_path
+        else "template search path: packaged templates only"
+    )
     console.print("layers read: " + ", ".join(f"{layer.name} {layer.path}" for layer in cfg.layers))
 
 
@@ -175,8 +181,15 @@ def checks_table(checks: list[doctor.Check]) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def doctor_command(profile, partition, template, out, engine, llm_model, min_free_gb, as_json) -> None:
     """Preflight checks: Slurm, partition, template, marker and its cache, ollama, --out. Exit 1 on a failure."""
-    request = doctor.DoctorRequest(profile=profile or _default_profile(), partition=partition, template=template,
-                                   out=out, engine=engine, llm=llm_model, min_free_gb=min_free_gb)
+    request = doctor.DoctorRequest(
+        profile=profile or _default_profile(),
+        partition=partition,
+        template=template,
+        out=out,
+        engine=engine,
+        llm=llm_model,
+        min_free_gb=min_free_gb,
+    )
     checks = doctor.run_checks(request)
     if as_json:
         click.echo(json.dumps({"ok": not doctor.failed(checks), "checks": [asdict(c) for c in checks]}, indent=1))
@@ -190,14 +203,34 @@ def doctor_command(profile, partition, template, out, engine, llm_model, min_fre
 
 @click.command("prefetch")
 @click.option("--marker", "with_marker", is_flag=True, help="marker's font and model weights.")
-@click.option("--llm", "llm_model", metavar="MODEL",
-              help="Pull this Ollama model (into $OLLAMA_MODELS when set, else CACHE/ollama).")
-@click.option("--cache", type=click.Path(path_type=Path), default=prefetch.DEFAULT_CACHE, show_default=True,
-              help="Cache folder, on a file system the compute nodes see.")
-@click.option("--vlm", type=click.Choice(prefetch.VLM_CHOICES), default="auto", show_default=True,
-              help="marker 2.x: weights of which inference backend (auto: SURYA_INFERENCE_BACKEND, else both).")
-@click.option("--timeout", "timeout_s", default=120.0, show_default=True, type=float,
-              help="Seconds a download may go without data before it fails.")
+@click.option(
+    "--llm",
+    "llm_model",
+    metavar="MODEL",
+    help="Pull this Ollama model (into $OLLAMA_MODELS when set, else CACHE/ollama).",
+)
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=prefetch.DEFAULT_CACHE,
+    show_default=True,
+    help="Cache folder, on a file system the compute nodes see.",
+)
+@click.option(
+    "--vlm",
+    type=click.Choice(prefetch.VLM_CHOICES),
+    default="auto",
+    show_default=True,
+    help="marker 2.x: weights of which inference backend (auto: SURYA_INFERENCE_BACKEND, else both).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=120.0,
+    show_default=True,
+    type=float,
+    help="Seconds a download may go without data before it fails.",
+)
 def prefetch_command(with_marker, llm_model, cache, vlm, timeout_s) -> None:
     """On a login node with internet: put what offline jobs need into CACHE and write CACHE/env.sh."""
     if not with_marker and not llm_model:
@@ -216,8 +249,9 @@ def prefetch_command(with_marker, llm_model, cache, vlm, timeout_s) -> None:
         if llm_model:
             models = layout.ollama_models()
             click.echo(f"pulling {llm_model} into {models}")
-            prefetch.prefetch_llm(llm_model, models, log=layout.root / "prefetch-ollama.log", timeout_s=timeout_s,
-                         echo=click.echo)
+            prefetch.prefetch_llm(
+                llm_model, models, log=layout.root / "prefetch-ollama.log", timeout_s=timeout_s, echo=click.echo
+            )
             values["OLLAMA_MODELS"] = str(models)
     except prefetch.PrefetchError as exc:
         raise click.ClickException(str(exc)) from None
@@ -225,4 +259,3 @@ def prefetch_command(with_marker, llm_model, cache, vlm, timeout_s) -> None:
     click.echo(f"wrote {layout.env_file}; jobs use the cache with:")
     for line in lines:
         click.echo(f"  {line}")
-

@@ -71,8 +71,11 @@ class ListedGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Each command with the whole first sentence of its help (click cuts it to the terminal with "...")."""
-        rows = [(name, command.get_short_help_str(limit=10**4)) for name in self.list_commands(ctx)
-                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        rows = [
+            (name, command.get_short_help_str(limit=10**4))
+            for name in self.list_commands(ctx)
+            if (command := self.get_command(ctx, name)) is not None and not command.hidden
+        ]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -101,8 +104,9 @@ class HpcMarkerGroup(ListedGroup):
             raise SystemExit(EXIT_INTERRUPTED) from None
 
 
-@click.group(cls=HpcMarkerGroup,
-             context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "HPCMARKER"})
+@click.group(
+    cls=HpcMarkerGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "HPCMARKER"}
+)
 @click.version_option(__version__, prog_name="hpcmarker")
 @click.pass_context
 def cli(ctx: click.Context) -> None:

@@ -21,8 +21,9 @@ def _default_url(server: str = "ollama") -> str:
     return os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
 
 
-URL_OPTION = click.option("--url", default=None,
-                          help="Ollama to talk to (default: $OLLAMA_HOST, else http://127.0.0.1:11434).")
+URL_OPTION = click.option(
+    "--url", default=None, help="Ollama to talk to (default: $OLLAMA_HOST, else http://127.0.0.1:11434)."
+)
 
 
 def _parallel_levels(text: str) -> list[int]:
@@ -52,19 +53,32 @@ def _connection_hint(url: str) -> str:
     return f"cannot reach Ollama at {display_url(url)}: start `ollama serve` there or pass --url"
 
 
-llm = ListedGroup("llm", help="The run's LLM (Ollama or vLLM): measure it, prepare Ollama models on a login node.",
-                  context_settings={"help_option_names": ["-h", "--help"]})
+llm = ListedGroup(
+    "llm",
+    help="The run's LLM (Ollama or vLLM): measure it, prepare Ollama models on a login node.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
 @llm.command("bench")
 @click.argument("model")
-@click.option("--server", type=click.Choice(["ollama", "vllm"]), default="ollama", show_default=True,
-              help="What serves MODEL: Ollama (its API) or vLLM (the OpenAI chat API).")
-@click.option("--url", default=None, help="The server (default: Ollama $OLLAMA_HOST, else http://127.0.0.1:11434; "
-              "vLLM $VLLM_URL, else http://127.0.0.1:8000).")
+@click.option(
+    "--server",
+    type=click.Choice(["ollama", "vllm"]),
+    default="ollama",
+    show_default=True,
+    help="What serves MODEL: Ollama (its API) or vLLM (the OpenAI chat API).",
+)
+@click.option(
+    "--url",
+    default=None,
+    help="The server (default: Ollama $OLLAMA_HOST, else http://127.0.0.1:11434; "
+    "vLLM $VLLM_URL, else http://127.0.0.1:8000).",
+)
 @click.option("--api-key", envvar="VLLM_API_KEY", help="vLLM's --api-key, if it has one (default: $VLLM_API_KEY).")
-@click.option("--start", is_flag=True, help="Start a local `ollama serve` / `vllm serve MODEL` for the bench "
-              "(and stop it after).")
+@click.option(
+    "--start", is_flag=True, help="Start a local `ollama serve` / `vllm serve MODEL` for the bench (and stop it after)."
+)
 @click.option("--gpus", default=1, show_default=True, type=int, help="vLLM with --start: tensor parallel GPUs.")
 @click.option("--parallel", "levels", default="1,2,4,8", show_default=True, help="Concurrencies to measure.")
 @click.option("--requests", default=16, show_default=True, type=int, help="Requests per concurrency.")
@@ -73,8 +87,21 @@ llm = ListedGroup("llm", help="The run's LLM (Ollama or vLLM): measure it, prepa
 @click.option("--timeout", "timeout_s", default=300.0, show_default=True, type=float, help="Per request, seconds.")
 @click.option("--models-dir", help="OLLAMA_MODELS for --start.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench(model, server, url, api_key, start, gpus, levels, requests, prompt_tokens, max_tokens, timeout_s,
-          models_dir, as_json) -> None:
+def bench(
+    model,
+    server,
+    url,
+    api_key,
+    start,
+    gpus,
+    levels,
+    requests,
+    prompt_tokens,
+    max_tokens,
+    timeout_s,
+    models_dir,
+    as_json,
+) -> None:
     """Tokens/s and latency of MODEL at each concurrency: choose --llm-parallel at the knee (*)."""
     from hpc_marker.llm.bench import (
         BenchError,
@@ -104,19 +131,31 @@ def bench(model, server, url, api_key, start, gpus, levels, requests, prompt_tok
             where = f"local ollama (OLLAMA_NUM_PARALLEL={max(parallel)})"
         else:
             target = url or _default_url(server)
-            rows, where = run_bench(target, model, parallel, *sizes, server=server, api_key=api_key), display_url(target)
+            rows, where = (
+                run_bench(target, model, parallel, *sizes, server=server, api_key=api_key),
+                display_url(target),
+            )
     except (BenchError, ServerFailed) as exc:
         raise click.ClickException(str(exc)) from None
     knee = suggest_parallel(rows)
     if as_json:
-        click.echo(json.dumps({"model": model, "server": where, "suggested_parallel": knee,
-                               "rows": [r.to_json() for r in rows]}, indent=1))
+        click.echo(
+            json.dumps(
+                {"model": model, "server": where, "suggested_parallel": knee, "rows": [r.to_json() for r in rows]},
+                indent=1,
+            )
+        )
         return
     from rich.console import Console
 
     console = Console()
-    console.print(bench_table(rows, f"{model} on {where}: {requests} requests per concurrency, "
-                                    f"~{prompt_tokens} prompt words, <= {max_tokens} tokens each"))
+    console.print(
+        bench_table(
+            rows,
+            f"{model} on {where}: {requests} requests per concurrency, "
+            f"~{prompt_tokens} prompt words, <= {max_tokens} tokens each",
+        )
+    )
     for row in rows:
         for error in row.errors:
             click.echo(f"  concurrency {row.concurrency}: {error}", err=True)

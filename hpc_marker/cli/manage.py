@@ -25,10 +25,15 @@ EXIT_NO_ROWS = 3  # export: the run has documents, but none was written (as stat
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Refresh a live table until the run is over (Ctrl-C to leave).")
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes with --watch.")
-@click.option("--fix/--no-fix", "--cancel-wedged/--no-cancel-wedged", "cancel_wedged", default=False,
-              help="When a job of the run can never start (DependencyNeverSatisfied), cancel what the run "
-                   "left queued, so that `resume` can follow (as `hpcmarker cancel RUN` does). Without it, "
-                   "status changes nothing: it reports the wedge and the command that fixes it.")
+@click.option(
+    "--fix/--no-fix",
+    "--cancel-wedged/--no-cancel-wedged",
+    "cancel_wedged",
+    default=False,
+    help="When a job of the run can never start (DependencyNeverSatisfied), cancel what the run "
+    "left queued, so that `resume` can follow (as `hpcmarker cancel RUN` does). Without it, "
+    "status changes nothing: it reports the wedge and the command that fixes it.",
+)
 def status(run, as_json, watch, interval, cancel_wedged) -> None:
     """Where RUN (default: the latest; a run id, its folder, or the --out folder) stands: per task state and
     progress, rate, ETA; why it stopped and what to do next.
@@ -72,30 +77,54 @@ def cancel(run) -> None:
         click.echo(f"cancelled run {paths.run_id}: {', '.join(fold_job_ids(done.ended))}")
     else:
         jobs = f" (jobs {', '.join(fold_job_ids(done.jobs))})" if done.jobs else ""
-        click.echo(f"run {paths.run_id} was already over: nothing of it was queued or running{jobs}; "
-                   "nothing cancelled")
+        click.echo(f"run {paths.run_id} was already over: nothing of it was queued or running{jobs}; nothing cancelled")
 
 
 RESOURCES = ("time_limit", "mem", "cpus_per_task", "item_timeout", "partition", "profile", "gpus", "force_concurrent")
-FOLLOW_UP = ("selector", "min_share", "engine", "force_ocr", "marker_config", "output_format", "images", "paginate",
-             "run_id", "dry_run")
+FOLLOW_UP = (
+    "selector",
+    "min_share",
+    "engine",
+    "force_ocr",
+    "marker_config",
+    "output_format",
+    "images",
+    "paginate",
+    "run_id",
+    "dry_run",
+)
 
 
 def resource_options(command):
     """The resources `resume` and `retry` may change for what they resubmit (ResumeOverrides)."""
-    for option in reversed([
-        click.option("--time", "time_limit", type=TIME, help="Time limit of the resubmitted tasks (e.g. 08:00:00)."),
-        click.option("--mem", type=MEMORY, help="Memory per resubmitted task, as sbatch --mem takes it."),
-        click.option("--cpus-per-task", type=COUNT, help="CPUs per resubmitted task."),
-        click.option("--item-timeout", type=ITEM_TIMEOUT, metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
-                     help="Wall-clock limit per work item from now on."),
-        click.option("--partition", help="Slurm partition for the resubmitted tasks."),
-        click.option("--profile", help="Partition profile for the resubmitted tasks (its partition, GRES, "
-                     "account, setup lines...; the options above win over it)."),
-        click.option("--gpus", type=COUNT, help="At most this many tasks at once (those with the most "
-                     "work left; the others' items are taken by stealing)."),
-        click.option("--force-concurrent", is_flag=True, help="Even while another run of its --out is active."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--time", "time_limit", type=TIME, help="Time limit of the resubmitted tasks (e.g. 08:00:00)."
+            ),
+            click.option("--mem", type=MEMORY, help="Memory per resubmitted task, as sbatch --mem takes it."),
+            click.option("--cpus-per-task", type=COUNT, help="CPUs per resubmitted task."),
+            click.option(
+                "--item-timeout",
+                type=ITEM_TIMEOUT,
+                metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
+                help="Wall-clock limit per work item from now on.",
+            ),
+            click.option("--partition", help="Slurm partition for the resubmitted tasks."),
+            click.option(
+                "--profile",
+                help="Partition profile for the resubmitted tasks (its partition, GRES, "
+                "account, setup lines...; the options above win over it).",
+            ),
+            click.option(
+                "--gpus",
+                type=COUNT,
+                help="At most this many tasks at once (those with the most "
+                "work left; the others' items are taken by stealing).",
+            ),
+            click.option("--force-concurrent", is_flag=True, help="Even while another run of its --out is active."),
+        ]
+    ):
         command = option(command)
     return command
 
@@ -109,20 +138,32 @@ def _resume(run: str | None, retry_failed: bool, options: dict, include_poison: 
     paths = run_paths(run)
     force_concurrent = options.pop("force_concurrent")
     try:
-        result = resume_run(paths, retry_failed=retry_failed, include_poison=include_poison,
-                            overrides=ResumeOverrides(**options), force_concurrent=force_concurrent)
+        result = resume_run(
+            paths,
+            retry_failed=retry_failed,
+            include_poison=include_poison,
+            overrides=ResumeOverrides(**options),
+            force_concurrent=force_concurrent,
+        )
     except LocalRunFailed as exc:
         raise click.ClickException(f"run {paths.run_id}: {exc}") from None
     if retry_failed:
-        click.echo(f"reopened {plural(result.reopened, 'failed item')}"
-                   + (f"; {plural(len(result.poison), 'poison item')} kept as failed (--include-poison retries them)"
-                      if result.poison else ""))
+        click.echo(
+            f"reopened {plural(result.reopened, 'failed item')}"
+            + (
+                f"; {plural(len(result.poison), 'poison item')} kept as failed (--include-poison retries them)"
+                if result.poison
+                else ""
+            )
+        )
     if not result.tasks:
         click.echo(f"run {paths.run_id}: nothing left to convert; collected")
         return
-    click.echo(f"run {paths.run_id}: {plural(result.unfinished, 'unfinished item')}; resubmitted tasks "
-               f"{index_ranges(result.tasks)} as {', '.join(fold_job_ids(result.jobs['convert']))}, "
-               f"collector {', '.join(result.jobs['collect'])}")
+    click.echo(
+        f"run {paths.run_id}: {plural(result.unfinished, 'unfinished item')}; resubmitted tasks "
+        f"{index_ranges(result.tasks)} as {', '.join(fold_job_ids(result.jobs['convert']))}, "
+        f"collector {', '.join(result.jobs['collect'])}"
+    )
     _exit_with_local_verdict(paths)
 
 
@@ -156,17 +197,34 @@ def _selectors(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
         raise InputError(str(exc)) from None
 
 
-@click.command(cls=SectionedCommand, sections={"Failed items": ("include_poison",), "Follow-up run": FOLLOW_UP,
-                                                "Resources (without --select)": RESOURCES, "Help": ("help",)})
+@click.command(
+    cls=SectionedCommand,
+    sections={
+        "Failed items": ("include_poison",),
+        "Follow-up run": FOLLOW_UP,
+        "Resources (without --select)": RESOURCES,
+        "Help": ("help",),
+    },
+)
 @click.argument("run", required=False)
 @click.option("--include-poison", is_flag=True, help="Also retry items that already failed 3 times.")
-@click.option("--select", "selector", metavar="SELECTOR[,...]", callback=_selectors,
-              help="Convert these documents of RUN again as a new run (a follow-up of RUN) with the settings "
-                   "given here, the others as RUN's: no-text (pages with an empty text layer), garbled (pages "
-                   "of a garbled text layer), partial (pages lost), failed (failed, timed out, incomplete); "
-                   "several comma-separated (no-text,garbled): the documents any of them picks.")
-@click.option("--min-share", type=float, show_default=True, metavar="SHARE",
-              help="no-text/garbled: the share of a document's pages that must carry the flag (0: any page).")
+@click.option(
+    "--select",
+    "selector",
+    metavar="SELECTOR[,...]",
+    callback=_selectors,
+    help="Convert these documents of RUN again as a new run (a follow-up of RUN) with the settings "
+    "given here, the others as RUN's: no-text (pages with an empty text layer), garbled (pages "
+    "of a garbled text layer), partial (pages lost), failed (failed, timed out, incomplete); "
+    "several comma-separated (no-text,garbled): the documents any of them picks.",
+)
+@click.option(
+    "--min-share",
+    type=float,
+    show_default=True,
+    metavar="SHARE",
+    help="no-text/garbled: the share of a document's pages that must carry the flag (0: any page).",
+)
 @click.option("--engine", type=click.Choice(ENGINE_NAMES), help="With --select: the follow-up run's engine.")
 @click.option("--force-ocr/--no-force-ocr", default=None, help="With --select: OCR every page (marker).")
 @click.option("--marker-config", type=click.Path(path_type=Path), help="With --select: JSON file of marker settings.")
@@ -176,8 +234,21 @@ def _selectors(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
 @click.option("--run-id", help="With --select: name the follow-up run (default: a timestamp).")
 @click.option("--dry-run", is_flag=True, help="With --select: list the documents selected; submit nothing.")
 @resource_options
-def retry(run, include_poison, selector, min_share, engine, force_ocr, marker_config, output_format,
-          images, paginate, run_id, dry_run, **options) -> None:
+def retry(
+    run,
+    include_poison,
+    selector,
+    min_share,
+    engine,
+    force_ocr,
+    marker_config,
+    output_format,
+    images,
+    paginate,
+    run_id,
+    dry_run,
+    **options,
+) -> None:
     """Re-run RUN's failed items and lost pages (and whatever is unfinished); poison items keep their error.
     The resource options change the resources of what is resubmitted (a page that timed out: --item-timeout).
 
@@ -192,17 +263,27 @@ def retry(run, include_poison, selector, min_share, engine, force_ocr, marker_co
             extra = EngineOptions.load_extra_config(marker_config)
         except ValueError as exc:
             raise InputError(f"--marker-config {exc}") from None
-    overrides = RunOverrides(engine=engine, force_ocr=force_ocr, extra_config=extra,
-                             output_format=output_format, images=images, paginate=paginate, run_id=run_id)
+    overrides = RunOverrides(
+        engine=engine,
+        force_ocr=force_ocr,
+        extra_config=extra,
+        output_format=output_format,
+        images=images,
+        paginate=paginate,
+        run_id=run_id,
+    )
     if selector is None:
         if overrides.given() or dry_run:
-            raise InputError("settings (--engine, --force-ocr, ...) and --dry-run apply to a follow-up run: "
-                             "add --select")
+            raise InputError(
+                "settings (--engine, --force-ocr, ...) and --dry-run apply to a follow-up run: add --select"
+            )
         _resume(run, retry_failed=True, options=options, include_poison=include_poison)
         return
     if any(value not in (None, False) for value in options.values()):
-        raise InputError("--time, --mem, --cpus-per-task, --item-timeout, --partition, --profile, --gpus and "
-                         "--force-concurrent apply to retry without --select (a follow-up run has RUN's resources)")
+        raise InputError(
+            "--time, --mem, --cpus-per-task, --item-timeout, --partition, --profile, --gpus and "
+            "--force-concurrent apply to retry without --select (a follow-up run has RUN's resources)"
+        )
     _follow_up(run, selector, min_share, overrides, dry_run)
 
 
@@ -222,8 +303,9 @@ def _follow_up(run: str | None, selectors: tuple[str, ...], min_share: float, ov
     except NothingToDo as exc:
         click.echo(str(exc))
         return
-    selected = (f"run {paths.run_id}: {plural(len(follow.selected), 'document')} selected by "
-                f"--select {','.join(selectors)}")
+    selected = (
+        f"run {paths.run_id}: {plural(len(follow.selected), 'document')} selected by --select {','.join(selectors)}"
+    )
     if dry_run:
         click.echo("\n".join([selected, *(f"  {pdf}" for pdf in follow.selected)]))
         return
@@ -245,6 +327,7 @@ def logs(run, task, service, follow) -> None:
 
     paths = run_paths(run)
     chosen = run_logs.choose_logs(paths, task, service)
+
     def write(text: str) -> None:
         click.echo(text, nl=False)
 
@@ -286,21 +369,43 @@ def report(run) -> None:
 
 @click.command()
 @click.argument("run", required=False)
-@click.option("--format", "export_format", type=click.Choice(["parquet", "jsonl"]), required=True,
-              help="parquet (pyarrow, zstd) or jsonl (one JSON object a line).")
-@click.option("--to", "folder", type=click.Path(path_type=Path), required=True,
-              help="Folder for the shards and their manifest (_export.json); created, must be empty.")
+@click.option(
+    "--format",
+    "export_format",
+    type=click.Choice(["parquet", "jsonl"]),
+    required=True,
+    help="parquet (pyarrow, zstd) or jsonl (one JSON object a line).",
+)
+@click.option(
+    "--to",
+    "folder",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder for the shards and their manifest (_export.json); created, must be empty.",
+)
 @click.option("--include-failed", is_flag=True, help="Also rows for documents that are not ok (text empty).")
 @click.option("--rows-per-shard", type=int, show_default=True, help="Close a shard at this many rows.")
-@click.option("--shard-size", show_default=True, metavar="SIZE",
-              help="Close a shard at this much text and metadata (e.g. 512M; before compression).")
-@click.option("--follow-ups/--no-follow-ups", default=None, show_default=True,
-              help="Take each document's newest ok result from RUN's follow-up runs (retry --select) too.")
+@click.option(
+    "--shard-size",
+    show_default=True,
+    metavar="SIZE",
+    help="Close a shard at this much text and metadata (e.g. 512M; before compression).",
+)
+@click.option(
+    "--follow-ups/--no-follow-ups",
+    default=None,
+    show_default=True,
+    help="Take each document's newest ok result from RUN's follow-up runs (retry --select) too.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a previous export in that folder.")
-@click.option("--permissions", type=click.Choice(list(PERMISSIONS)),
-              help="Who may read the export (default: as the run's outputs, its submit --permissions).")
-def export(run, export_format, folder, include_failed, rows_per_shard, shard_size, follow_ups, overwrite,
-           permissions) -> None:
+@click.option(
+    "--permissions",
+    type=click.Choice(list(PERMISSIONS)),
+    help="Who may read the export (default: as the run's outputs, its submit --permissions).",
+)
+def export(
+    run, export_format, folder, include_failed, rows_per_shard, shard_size, follow_ups, overwrite, permissions
+) -> None:
     """Write RUN's documents as one dataset: a row per document. RUN defaults to the latest run; an --out
     folder or the default stands for the first run of that run's follow-ups (retry --select), so the
     folder's results are exported whole.
@@ -315,14 +420,28 @@ def export(run, export_format, folder, include_failed, rows_per_shard, shard_siz
     except ValueError as exc:
         raise InputError(f"--shard-size {exc}") from None
     paths = resolve_run(run, lineage=True)
-    result = export_run(paths, folder, export_format, include_failed=include_failed, rows_per_shard=rows_per_shard,
-                        shard_bytes=shard_bytes, follow_ups=follow_ups, overwrite=overwrite,
-                        umask=None if permissions is None else PERMISSIONS[permissions])
+    result = export_run(
+        paths,
+        folder,
+        export_format,
+        include_failed=include_failed,
+        rows_per_shard=rows_per_shard,
+        shard_bytes=shard_bytes,
+        follow_ups=follow_ups,
+        overwrite=overwrite,
+        umask=None if permissions is None else PERMISSIONS[permissions],
+    )
     others = {status: n for status, n in result.by_status.items() if status != "ok"}
-    click.echo(f"run {paths.run_id}: {plural(result.rows, 'row')} in {plural(len(result.shards), 'shard')} in "
-               f"{result.folder} "
-               f"(manifest _export.json)" + (f"; not ok: {', '.join(f'{n} {s}' for s, n in sorted(others.items()))}"
-                                             + ("" if include_failed else " (--include-failed adds them)")
-                                             if others else ""))
+    click.echo(
+        f"run {paths.run_id}: {plural(result.rows, 'row')} in {plural(len(result.shards), 'shard')} in "
+        f"{result.folder} "
+        f"(manifest _export.json)"
+        + (
+            f"; not ok: {', '.join(f'{n} {s}' for s, n in sorted(others.items()))}"
+            + ("" if include_failed else " (--include-failed adds them)")
+            if others
+            else ""
+        )
+    )
     if not result.rows:
         raise SystemExit(EXIT_NO_ROWS)

@@ -18,8 +18,13 @@ COLUMN_MAX = 30  # click's: a longer option has its help on the next line
 
 
 class SectionedCommand(click.Command):
-    def __init__(self, *args: Any, sections: dict[str, tuple[str, ...]] | None = None,
-                 examples: tuple[str, ...] = (), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        sections: dict[str, tuple[str, ...]] | None = None,
+        examples: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.sections = dict(sections or {})
         self.examples = examples

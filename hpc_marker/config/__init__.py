@@ -24,12 +24,39 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SUBMIT_KEYS = {
-    "profile", "engine", "gpus", "partition", "template", "workers_per_gpu", "cpus_per_task", "mem", "time",
-    "split_pages", "steal", "bisect", "lease_seconds", "llm_gpus", "llm_parallel", "llm_replicas", "llm_cpus",
-    "llm_wait", "llm_server", "mps", "executor",
-    "item_timeout", "worker_memory", "permissions",
-    "inference_server", "inference_startup_timeout", "plan_strategy", "paginate", "max_running", "scan_workers",
-    "output_format", "images", "min_task_pages",
+    "profile",
+    "engine",
+    "gpus",
+    "partition",
+    "template",
+    "workers_per_gpu",
+    "cpus_per_task",
+    "mem",
+    "time",
+    "split_pages",
+    "steal",
+    "bisect",
+    "lease_seconds",
+    "llm_gpus",
+    "llm_parallel",
+    "llm_replicas",
+    "llm_cpus",
+    "llm_wait",
+    "llm_server",
+    "mps",
+    "executor",
+    "item_timeout",
+    "worker_memory",
+    "permissions",
+    "inference_server",
+    "inference_startup_timeout",
+    "plan_strategy",
+    "paginate",
+    "max_running",
+    "scan_workers",
+    "output_format",
+    "images",
+    "min_task_pages",
 }
 PLAN_KEYS = {"scan_workers", "min_task_pages"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
@@ -38,12 +65,34 @@ EXPORT_KEYS = {"rows_per_shard", "shard_size", "follow_ups"}  # `hpcmarker expor
 # config key -> the click parameter it sets, where they differ
 PARAMETER_NAMES = {"time": "time_limit"}
 PROFILE_KEYS = {
-    "template", "partition", "gres", "cpus_per_task", "mem", "time", "account", "qos", "constraint", "setup",
-    "llm_gres_type", "vars", "inference_server", "inference_image", "inference_args",
-    "llm_server", "llm_image", "llm_args", "mps",
+    "template",
+    "partition",
+    "gres",
+    "cpus_per_task",
+    "mem",
+    "time",
+    "account",
+    "qos",
+    "constraint",
+    "setup",
+    "llm_gres_type",
+    "vars",
+    "inference_server",
+    "inference_image",
+    "inference_args",
+    "llm_server",
+    "llm_image",
+    "llm_args",
+    "mps",
 }
-SECTIONS = {"submit": SUBMIT_KEYS, "job": JOB_KEYS, "retry": RETRY_KEYS, "export": EXPORT_KEYS, "templates": {"path"},
-            "profiles": None}
+SECTIONS = {
+    "submit": SUBMIT_KEYS,
+    "job": JOB_KEYS,
+    "retry": RETRY_KEYS,
+    "export": EXPORT_KEYS,
+    "templates": {"path"},
+    "profiles": None,
+}
 
 
 class ConfigError(UserError):
@@ -102,8 +151,12 @@ class Config:
 
     def default_map(self) -> dict[str, dict[str, Any]]:
         submit = self.submit_defaults()
-        return {"submit": submit, "plan": {key: submit[key] for key in PLAN_KEYS if key in submit},
-                "retry": self.merged("retry"), "export": self.merged("export")}
+        return {
+            "submit": submit,
+            "plan": {key: submit[key] for key in PLAN_KEYS if key in submit},
+            "retry": self.merged("retry"),
+            "export": self.merged("export"),
+        }
 
 
 def packaged_file() -> Path:
@@ -133,13 +186,17 @@ def validate(data: dict[str, Any], path: Path) -> None:
             for name, profile in value.items():
                 unknown = sorted(set(profile) - PROFILE_KEYS) if isinstance(profile, dict) else ["(not a table)"]
                 if unknown:
-                    raise ConfigError(f"{path}: profile {name!r}: unknown keys {', '.join(unknown)}; "
-                                      f"valid keys: {', '.join(sorted(PROFILE_KEYS))}")
+                    raise ConfigError(
+                        f"{path}: profile {name!r}: unknown keys {', '.join(unknown)}; "
+                        f"valid keys: {', '.join(sorted(PROFILE_KEYS))}"
+                    )
             continue
         unknown = sorted(set(value) - SECTIONS[section])
         if unknown:
-            raise ConfigError(f"{path}: [{section}] unknown keys {', '.join(unknown)}; "
-                              f"valid keys: {', '.join(sorted(SECTIONS[section]))}")
+            raise ConfigError(
+                f"{path}: [{section}] unknown keys {', '.join(unknown)}; "
+                f"valid keys: {', '.join(sorted(SECTIONS[section]))}"
+            )
 
 
 def read_layer(name: str, path: Path) -> Layer | None:
@@ -156,6 +213,8 @@ def read_layer(name: str, path: Path) -> Layer | None:
 
 
 def load_config() -> Config:
-    layers = [read_layer(name, path) for name, path in
-              (("packaged", packaged_file()), ("site", site_file()), ("user", user_file()))]
+    layers = [
+        read_layer(name, path)
+        for name, path in (("packaged", packaged_file()), ("site", site_file()), ("user", user_file()))
+    ]
     return Config([layer for layer in layers if layer is not None])

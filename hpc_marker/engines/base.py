@@ -110,8 +110,9 @@ def same_settings(recorded: Any, wanted: dict[str, Any]) -> bool:
     its unset value aside. Pure."""
     if not isinstance(recorded, dict):
         return False
-    return {key: value for key, value in recorded.items()
-            if key not in RETIRED_OPTIONS or RETIRED_OPTIONS[key] != value} == wanted
+    return {
+        key: value for key, value in recorded.items() if key not in RETIRED_OPTIONS or RETIRED_OPTIONS[key] != value
+    } == wanted
 
 
 @dataclass

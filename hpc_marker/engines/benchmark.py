@@ -42,8 +42,10 @@ class BenchmarkEngine(TextEngine):
     def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
         start = time.monotonic()
         if os.environ.get(NULL_VARIABLE) == "1" and pages is not None:
-            doc = ConvertedDocument(text="".join(page_marker(i) + f"page {i + 1}\n" for i in pages),
-                                    metadata={"page_stats": [{"page_id": i, "text_chars": 7} for i in pages]})
+            doc = ConvertedDocument(
+                text="".join(page_marker(i) + f"page {i + 1}\n" for i in pages),
+                metadata={"page_stats": [{"page_id": i, "text_chars": 7} for i in pages]},
+            )
         else:
             doc = super().convert(pdf, pages)
         cost = float(os.environ.get(SECONDS_PER_PAGE_VARIABLE, "0.05")) * len(doc.metadata["page_stats"])

@@ -43,6 +43,7 @@ def describe_missing(pieces: list[str]) -> str:
         if is_cache_piece(piece):
             kind, name = piece_label(piece)
             kinds.setdefault(kind, []).append(name)
-    files = [f"{kind}{'s' if len(names) > 1 else ''} {', '.join(dict.fromkeys(names))}"
-             for kind, names in kinds.items()]
+    files = [
+        f"{kind}{'s' if len(names) > 1 else ''} {', '.join(dict.fromkeys(names))}" for kind, names in kinds.items()
+    ]
     return "; ".join(files + [piece for piece in pieces if not is_cache_piece(piece)])

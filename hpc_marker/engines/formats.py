@@ -65,8 +65,17 @@ def page_block(page: int, markup: str, bbox: list[float] | None = None, **extra:
     """A Page block in marker's JSON shape (id, block_type, html, polygon, bbox, children, ...)."""
     box = list(bbox or [])
     polygon = [[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]] if len(box) == 4 else []
-    return {"id": f"/page/{page}/Page/0", "block_type": "Page", "html": markup, "polygon": polygon, "bbox": box,
-            "children": [], "section_hierarchy": {}, "images": {}, **extra}
+    return {
+        "id": f"/page/{page}/Page/0",
+        "block_type": "Page",
+        "html": markup,
+        "polygon": polygon,
+        "bbox": box,
+        "children": [],
+        "section_hierarchy": {},
+        "images": {},
+        **extra,
+    }
 
 
 def json_document(pages: list[dict]) -> str:
@@ -127,8 +136,16 @@ def lost_page(output_format: str, page: int, reason: str, paginate: bool) -> str
         return _html_page(f"<div class='page {LOST_CLASS}' data-page-id='{page}'>{shown}</div>" if paginate else shown)
     if output_format == "json":
         return json_document([page_block(page, shown, hpcmarker_lost=reason)])
-    block = {"id": f"/page/{page}/Text/0", "block_type": "Text", "html": shown, "page": page, "polygon": [],
-             "bbox": [], "section_hierarchy": {}, "images": {}}
+    block = {
+        "id": f"/page/{page}/Text/0",
+        "block_type": "Text",
+        "html": shown,
+        "page": page,
+        "polygon": [],
+        "bbox": [],
+        "section_hierarchy": {},
+        "images": {},
+    }
     info = {str(page): {"bbox": [], "polygon": [], "hpcmarker_lost": reason}}
     return json.dumps({"blocks": [block], "page_info": info}, indent=2, ensure_ascii=False)
 
@@ -136,8 +153,11 @@ def lost_page(output_format: str, page: int, reason: str, paginate: bool) -> str
 def lost_page_document(output_format: str, page: int, reason: str, paginate: bool) -> ConvertedDocument:
     """The placeholder part as a document: merge_documents joins it with the converted parts, and its
     metadata (`lost_pages`, a list) adds up with theirs."""
-    return ConvertedDocument(text=lost_page(output_format, page, reason, paginate), format=output_format,
-                             metadata={"lost_pages": [{"page": page, "reason": reason}]})
+    return ConvertedDocument(
+        text=lost_page(output_format, page, reason, paginate),
+        format=output_format,
+        metadata={"lost_pages": [{"page": page, "reason": reason}]},
+    )
 
 
 def page_texts(output_format: str, text: str, paginate: bool) -> list[tuple[int, str]] | None:

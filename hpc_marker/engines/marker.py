@@ -64,7 +64,7 @@ def marker_major(version: str | None) -> int | None:
 
 
 def _series(version: str) -> tuple[int, int]:
-    parts = (version.split(".") + ["0"])[:2]
+    parts = ([*version.split("."), "0"])[:2]
     return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
 
 
@@ -87,7 +87,9 @@ def marker_config_keys() -> tuple[set[str], dict[str, Any]]:
         from marker.config.crawler import crawler
         from marker.config.parser import ConfigParser
     except Exception as exc:
-        raise EngineUnavailable(f"marker-pdf {version} is installed but does not import: {one_line(exc, with_type=True, empty='no detail')}") from None
+        raise EngineUnavailable(
+            f"marker-pdf {version} is installed but does not import: {one_line(exc, with_type=True, empty='no detail')}"
+        ) from None
 
     def _target() -> None: ...
 
@@ -154,14 +156,21 @@ def llm_settings(options: EngineOptions) -> dict[str, Any]:
     llm = options.llm
     endpoint = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"], server=llm.get("server", "ollama"))
     if endpoint.server == "vllm":
-        settings = {"openai_base_url": endpoint.openai_base_url(llm.get("task")), "openai_model": llm["model"],
-                    "openai_api_key": endpoint.secret}
+        settings = {
+            "openai_base_url": endpoint.openai_base_url(llm.get("task")),
+            "openai_model": llm["model"],
+            "openai_api_key": endpoint.secret,
+        }
     else:
         settings = {"ollama_base_url": endpoint.base_url(llm.get("task")), "ollama_model": llm["model"]}
-    budget = {"max_concurrency": llm.get("max_concurrency"), "timeout": llm.get("timeout_s"),
-              "max_retries": llm.get("max_retries")}
-    settings.update({key: int(value) for key, value in budget.items()
-                     if value is not None and key not in options.extra_config})
+    budget = {
+        "max_concurrency": llm.get("max_concurrency"),
+        "timeout": llm.get("timeout_s"),
+        "max_retries": llm.get("max_retries"),
+    }
+    settings.update(
+        {key: int(value) for key, value in budget.items() if value is not None and key not in options.extra_config}
+    )
     return settings
 
 
@@ -260,8 +269,14 @@ def missing_cache_pieces(server: bool = False) -> list[str]:
 
     missing = [] if os.path.isfile(marker_settings.FONT_PATH) else [f"font {marker_settings.FONT_PATH}"]
     if _series(version)[0] == 1:
-        checkpoints = [s.LAYOUT_MODEL_CHECKPOINT, s.RECOGNITION_MODEL_CHECKPOINT, s.FOUNDATION_MODEL_CHECKPOINT,
-                       s.TABLE_REC_MODEL_CHECKPOINT, s.DETECTOR_MODEL_CHECKPOINT, s.OCR_ERROR_MODEL_CHECKPOINT]
+        checkpoints = [
+            s.LAYOUT_MODEL_CHECKPOINT,
+            s.RECOGNITION_MODEL_CHECKPOINT,
+            s.FOUNDATION_MODEL_CHECKPOINT,
+            s.TABLE_REC_MODEL_CHECKPOINT,
+            s.DETECTOR_MODEL_CHECKPOINT,
+            s.OCR_ERROR_MODEL_CHECKPOINT,
+        ]
     else:
         checkpoints = [s.FAST_LAYOUT_MODEL_CHECKPOINT, s.FAST_ORDER_MODEL_CHECKPOINT, s.OCR_ERROR_MODEL_CHECKPOINT]
     for checkpoint in dict.fromkeys(checkpoints):
@@ -315,7 +330,9 @@ class MarkerEngine:
                 llm_service=parser.get_llm_service(),
             )
         except Exception as exc:
-            raise EngineUnavailable(f"marker-pdf {self.version} failed to load: {one_line(exc, with_type=True, empty='no detail')}") from None
+            raise EngineUnavailable(
+                f"marker-pdf {self.version} failed to load: {one_line(exc, with_type=True, empty='no detail')}"
+            ) from None
 
     def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
         try:
@@ -332,7 +349,7 @@ class MarkerEngine:
         except Exception as exc:
             if type(exc).__name__ == "OutOfMemoryError":  # CUDA: this item only; free the cache for the next
                 _release_gpu_cache()
-            raise EngineError(one_line(exc, with_type=True, empty='no detail')) from None
+            raise EngineError(one_line(exc, with_type=True, empty="no detail")) from None
 
     def close(self) -> None:
         """marker 2.x: stop an inference server this process spawned (no-op on 1.x)."""

@@ -36,13 +36,13 @@ class TextEngine:
         if options.force_ocr:
             raise EngineUnavailable("engine 'text' reads the text layer only; --force-ocr needs --engine marker")
         if options.extra_config:
-            raise EngineUnavailable(
-                "engine 'text' takes no extra settings; --marker-config needs --engine marker"
-            )
+            raise EngineUnavailable("engine 'text' takes no extra settings; --marker-config needs --engine marker")
         check_output_format(options.output_format)
         if options.output_format not in FORMATS:
-            raise EngineUnavailable(f"engine 'text' writes markdown or json; --output-format "
-                                    f"{options.output_format} needs marker's layout (--engine marker)")
+            raise EngineUnavailable(
+                f"engine 'text' writes markdown or json; --output-format "
+                f"{options.output_format} needs marker's layout (--engine marker)"
+            )
 
     def __init__(self, options: EngineOptions) -> None:
         self.check(options)
@@ -60,16 +60,16 @@ class TextEngine:
         except MemoryError:  # the worker reports it and is replaced (workpool.py)
             raise
         except Exception as exc:  # pdfium raises many kinds; each becomes one manifest line
-            raise EngineError(one_line(exc, with_type=True, empty='no detail')) from None
+            raise EngineError(one_line(exc, with_type=True, empty="no detail")) from None
         if page_ids is None:
             page_ids = list(range(len(texts)))
-        text_layer = check_pages(zip(page_ids, texts))
+        text_layer = check_pages(zip(page_ids, texts, strict=False))
         llm_meta = None
         if self.options.llm:
             texts, llm_meta = self._refine(texts)
         metadata = {
             "engine": self.name,
-            "page_stats": [{"page_id": i, "text_chars": len(t)} for i, t in zip(page_ids, texts)],
+            "page_stats": [{"page_id": i, "text_chars": len(t)} for i, t in zip(page_ids, texts, strict=False)],
             "text_layer": text_layer,
         }
         if llm_meta is not None:
@@ -80,10 +80,11 @@ class TextEngine:
     def _render(self, pdf: Path, page_ids: list[int], texts: list[str]) -> str:
         if self.options.output_format == "json":
             boxes = _page_boxes(pdf, page_ids)
-            return json_document([page_block(i, _paragraphs(text), box)
-                                  for i, text, box in zip(page_ids, texts, boxes)])
+            return json_document(
+                [page_block(i, _paragraphs(text), box) for i, text, box in zip(page_ids, texts, boxes, strict=False)]
+            )
         if self.options.paginate:
-            return "".join(page_marker(i) + text for i, text in zip(page_ids, texts))
+            return "".join(page_marker(i) + text for i, text in zip(page_ids, texts, strict=False))
         return "\n\n".join(texts)
 
     def _refine(self, texts: list[str]) -> tuple[list[str], dict]:
@@ -91,12 +92,24 @@ class TextEngine:
         from hpc_marker.llm.refine import refine_pages
 
         llm = self.options.llm or {}
-        endpoint = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"], server=llm.get("server", "ollama"))
-        refined = refine_pages(texts, endpoint, model=llm["model"], task=llm.get("task"),
-                               concurrency=int(llm.get("max_concurrency", 4)), timeout_s=float(llm.get("timeout_s", 300)))
+        endpoint = Endpoint(
+            url=llm["url"], model=llm["model"], secret=llm["secret"], server=llm.get("server", "ollama")
+        )
+        refined = refine_pages(
+            texts,
+            endpoint,
+            model=llm["model"],
+            task=llm.get("task"),
+            concurrency=int(llm.get("max_concurrency", 4)),
+            timeout_s=float(llm.get("timeout_s", 300)),
+        )
         degraded = [r.reason for r in refined if r.degraded]
-        meta = {"refined_pages": len(refined) - len(degraded), "degraded_pages": len(degraded),
-                "tokens_in": sum(r.tokens_in for r in refined), "tokens_out": sum(r.tokens_out for r in refined)}
+        meta = {
+            "refined_pages": len(refined) - len(degraded),
+            "degraded_pages": len(degraded),
+            "tokens_in": sum(r.tokens_in for r in refined),
+            "tokens_out": sum(r.tokens_out for r in refined),
+        }
         if degraded:
             meta["degraded"] = f"{len(degraded)} of {len(refined)} pages kept their extracted text ({degraded[0]})"
         return [r.text for r in refined], meta

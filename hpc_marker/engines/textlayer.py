@@ -36,8 +36,13 @@ def check_page(page: int, text: str) -> dict:
     chars = len(_SPACE.sub("", text))
     bad = len(_BAD.findall(text))
     empty = chars < EMPTY_BELOW
-    return {"page": page, "chars": chars, "bad_chars": bad, "empty": empty,
-            "garbled": not empty and bad >= GARBLED_SHARE * chars}
+    return {
+        "page": page,
+        "chars": chars,
+        "bad_chars": bad,
+        "empty": empty,
+        "garbled": not empty and bad >= GARBLED_SHARE * chars,
+    }
 
 
 def check_pages(pages: Iterable[tuple[int, str]]) -> list[dict]:
@@ -48,5 +53,7 @@ def flagged_pages(entries: list[dict] | None) -> dict[str, list[int] | None]:
     """The manifest fields: 0-based indices of the empty and of the garbled pages (None: not checked)."""
     if entries is None:
         return {"empty_pages": None, "garbled_pages": None}
-    return {"empty_pages": [e["page"] for e in entries if e["empty"]],
-            "garbled_pages": [e["page"] for e in entries if e["garbled"]]}
+    return {
+        "empty_pages": [e["page"] for e in entries if e["empty"]],
+        "garbled_pages": [e["page"] for e in entries if e["garbled"]],
+    }

@@ -45,4 +45,4 @@ def executor_for(name: str) -> Executor:
     raise ValueError(f"unknown executor {name!r} in a run record")
 
 
-__all__ = ["Executor", "ExecutorUnavailable", "NAMES", "Observation", "RunJobs", "choose_executor", "executor_for"]
+__all__ = ["NAMES", "Executor", "ExecutorUnavailable", "Observation", "RunJobs", "choose_executor", "executor_for"]

@@ -22,6 +22,7 @@ def service_replicas(record: RunRecord) -> int:
     """How many service jobs (LLM replicas) the run has: 0 without an LLM."""
     return int(record.llm.get("replicas", 1)) if record.llm else 0
 
+
 Progress = Callable[[RunPaths], None]  # called every second or so while a waiting executor runs
 JobsSeen = Callable[[dict[str, list[str]]], None]  # told the job ids as soon as jobs exist (before waiting)
 
@@ -83,16 +84,25 @@ class Executor(Protocol):
         within the scheduler's limits and the run's --max-running. Raises a UserError subclass naming the
         limit a request cannot fit; asked before anything is created."""
 
-    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], layout: ArrayLayout,
-               jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
+    def submit(
+        self,
+        paths: RunPaths,
+        record: RunRecord,
+        scripts: dict[str, str],
+        layout: ArrayLayout,
+        jobs: RunJobs,
+        progress: Progress | None = None,
+        seen: JobsSeen | None = None,
+    ) -> dict[str, list[str]]:
         """Start the service (if any: one job per replica, record.llm["replicas"]), the tasks of `layout`,
         and the collector after them; role -> job ids (convert: one per task, in `layout.tasks` order).
         `scripts` has one convert script per array (slurm.arrays.convert_roles). `seen` is told the ids of
         the jobs started so far before anything is waited for. SubmitFailed when the scheduler refused
         (nothing of the run left queued)."""
 
-    def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
-                cancel_wedged: bool = False) -> Observation:
+    def observe(
+        self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool, cancel_wedged: bool = False
+    ) -> Observation:
         """The states of the run's jobs; a wedged run is described, and cancelled when asked."""
 
     def active(self, record: RunRecord) -> list[str]:

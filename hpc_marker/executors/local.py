@@ -85,16 +85,20 @@ def _machine_gpus(environ: Mapping[str, str]) -> list[int]:
         try:
             return [int(x) for x in listed]
         except ValueError:
-            raise LocalDevicesError(f"CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']!r}: local runs need "
-                                    "device numbers") from None
+            raise LocalDevicesError(
+                f"CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']!r}: local runs need device numbers"
+            ) from None
     smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
     if smi:
         try:
             done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=GPU_QUERY_TIMEOUT_S, check=False)
         except (OSError, subprocess.SubprocessError):
             return []
-        return list(range(sum(line.startswith("GPU ") for line in done.stdout.splitlines()))) if not done.returncode \
+        return (
+            list(range(sum(line.startswith("GPU ") for line in done.stdout.splitlines())))
+            if not done.returncode
             else []
+        )
     try:
         return list(range(len(os.listdir("/proc/driver/nvidia/gpus"))))
     except OSError:
@@ -126,7 +130,7 @@ def _pinned(machine: Machine, fit: LocalFit, slot: int) -> Iterator[None]:
     share = fit.cores_per_task
     first = slot % max(1, len(machine.cores) // share) * share
     previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, machine.cores[first:first + share])
+    os.sched_setaffinity(0, machine.cores[first : first + share])
     try:
         yield
     finally:
@@ -252,12 +256,26 @@ class LocalExecutor:
 
     def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
         """Every task at once, one process each: --gpus already bounds them here (--max-running is Slurm's)."""
-        note = (f"note: --max-running {record.max_running} applies to Slurm runs; here each of the {len(tasks)} "
-                "tasks runs at once (--gpus sets how many)") if record.max_running else None
+        note = (
+            (
+                f"note: --max-running {record.max_running} applies to Slurm runs; here each of the {len(tasks)} "
+                "tasks runs at once (--gpus sets how many)"
+            )
+            if record.max_running
+            else None
+        )
         return ArrayLayout(single_array(tasks).arrays, note)
 
-    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], layout: ArrayLayout,
-               jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
+    def submit(
+        self,
+        paths: RunPaths,
+        record: RunRecord,
+        scripts: dict[str, str],
+        layout: ArrayLayout,
+        jobs: RunJobs,
+        progress: Progress | None = None,
+        seen: JobsSeen | None = None,
+    ) -> dict[str, list[str]]:
         """Run the service (if any), the tasks of `layout` and then the collector here; returns their job ids.
         Each job is recorded (`seen`) the moment it starts. A Ctrl-C at any moment, even while the jobs start,
         ends every process of the run before KeyboardInterrupt goes on; a `cancel` meanwhile stops the starting."""
@@ -290,8 +308,14 @@ class LocalExecutor:
         return ids
 
     @staticmethod
-    def _start(paths: RunPaths, record: RunRecord, layout: ArrayLayout, jobs: RunJobs, ids: dict[str, list[str]],
-               seen: JobsSeen | None) -> list[submitit.Job]:
+    def _start(
+        paths: RunPaths,
+        record: RunRecord,
+        layout: ArrayLayout,
+        jobs: RunJobs,
+        ids: dict[str, list[str]],
+        seen: JobsSeen | None,
+    ) -> list[submitit.Job]:
         """Start the service (each replica) and the tasks of `layout`, each recorded as it starts; a Ctrl-C
         meanwhile is held until all are started (then KeyboardInterrupt); a run cancelled meanwhile starts no more."""
         machine = this_machine()
@@ -309,8 +333,9 @@ class LocalExecutor:
                     break
                 executor = submitit.LocalExecutor(folder=paths.jobs)
                 if fitted.gpus:  # a GPU each; otherwise CUDA_VISIBLE_DEVICES is empty: the CPU
-                    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1,
-                                               visible_gpus=[fitted.gpus[slot % len(fitted.gpus)]])
+                    executor.update_parameters(
+                        timeout_min=timeout_min, gpus_per_node=1, visible_gpus=[fitted.gpus[slot % len(fitted.gpus)]]
+                    )
                 else:
                     executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
                 with _pinned(machine, fitted, slot):
@@ -318,8 +343,9 @@ class LocalExecutor:
                 _started(ids, "convert", tasks[-1], seen)
         return tasks
 
-    def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
-                cancel_wedged: bool = False) -> Observation:
+    def observe(
+        self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool, cancel_wedged: bool = False
+    ) -> Observation:
         states = {}
         for role in ROLES:
             for index, job_id in enumerate(record.jobs.get(role, [])):
@@ -327,7 +353,7 @@ class LocalExecutor:
                     states[job_id] = "RUNNING"
                 elif (outcome := _outcome(paths.jobs, job_id)) is not None:
                     states[job_id] = "COMPLETED" if outcome == "success" else "FAILED"
-                elif role in ("collect", "service") and collected or role == "convert" and index in finished_tasks:
+                elif (role in ("collect", "service") and collected) or (role == "convert" and index in finished_tasks):
                     states[job_id] = "COMPLETED"
                 else:
                     states[job_id] = "CANCELLED" if record.cancelled else "FAILED"
@@ -343,8 +369,9 @@ class LocalExecutor:
         jobs, ids = _jobs_folder(record), live_job_ids(record)
         ended = _end_run(jobs, ids)
         if left := _run_processes(jobs, ids):
-            raise LocalCancelFailed(f"processes {', '.join(map(str, left))} of run {record.run_id} are still alive "
-                                    f"after SIGKILL")
+            raise LocalCancelFailed(
+                f"processes {', '.join(map(str, left))} of run {record.run_id} are still alive after SIGKILL"
+            )
         return [str(pid) for pid in ended]
 
     def stop_service(self, record: RunRecord) -> list[str]:
@@ -352,6 +379,9 @@ class LocalExecutor:
         for pid in _local_pids(ids):
             killed = terminate_tree(pid, grace_s=SERVICE_STOP_GRACE_S)
             if killed:
-                print(f"[hpcmarker] warning: LLM service processes {killed} ignored SIGTERM for "
-                      f"{SERVICE_STOP_GRACE_S:g}s and were killed", flush=True)
+                print(
+                    f"[hpcmarker] warning: LLM service processes {killed} ignored SIGTERM for "
+                    f"{SERVICE_STOP_GRACE_S:g}s and were killed",
+                    flush=True,
+                )
         return ids

@@ -66,8 +66,15 @@ def job_log_paths(folder: Path, array: bool) -> tuple[str, str]:
     return str(paths.stdout), str(paths.stderr)
 
 
-def submit_script(folder: Path, script: str, calls: list[DelayedSubmission], *, timeout_min: int,
-                  array_indices: list[int] | None = None, dependency: str | None = None) -> list[str]:
+def submit_script(
+    folder: Path,
+    script: str,
+    calls: list[DelayedSubmission],
+    *,
+    timeout_min: int,
+    array_indices: list[int] | None = None,
+    dependency: str | None = None,
+) -> list[str]:
     """`sbatch` the rendered `script` as is: one job, or an array of `array_indices` (one call per index).
     Each call is pickled first, then placed where the runner of its job loads it; the script is kept as
     `<id>_submission.sh`. The job ids ('123', or '123_4' per array task)."""
@@ -79,7 +86,7 @@ def submit_script(folder: Path, script: str, calls: list[DelayedSubmission], *, 
     pickles = [stem.with_name(f"{stem.name}-{n}.pkl") for n in range(len(calls))]
     script_file = stem.with_name(f"{stem.name}.sh")
     try:
-        for call, path in zip(calls, pickles):
+        for call, path in zip(calls, pickles, strict=False):
             call.set_timeout(timeout_min, MAX_NUM_TIMEOUT)
             call.dump(path)
         script_file.write_text(script)
@@ -90,7 +97,7 @@ def submit_script(folder: Path, script: str, calls: list[DelayedSubmission], *, 
         raise
     script_file.rename(job_paths(folder, job_id).submission_file)
     ids = [f"{job_id}_{index}" for index in array_indices] if array_indices else [job_id]
-    for job, path in zip(ids, pickles):  # the runner waits a minute for its pickle
+    for job, path in zip(ids, pickles, strict=False):  # the runner waits a minute for its pickle
         path.rename(job_paths(folder, job).submitted_pickle)
     return ids
 
@@ -108,11 +115,14 @@ class SlurmExecutor:
         except SlurmError as exc:
             raise ClusterRequestError(f"cannot reach Slurm: {exc}") from None
         if partition and partition not in known:
-            raise ClusterRequestError(f"--partition {partition}: no such partition; "
-                                      f"partitions here: {', '.join(sorted(known)) or '(none)'}")
+            raise ClusterRequestError(
+                f"--partition {partition}: no such partition; partitions here: {', '.join(sorted(known)) or '(none)'}"
+            )
         if chosen and "gpu" not in known.get(chosen, ""):
-            raise ClusterRequestError(f"partition {chosen!r} has no GPUs (GRES {known.get(chosen) or 'none'}); "
-                                      "choose another with --partition")
+            raise ClusterRequestError(
+                f"partition {chosen!r} has no GPUs (GRES {known.get(chosen) or 'none'}); "
+                "choose another with --partition"
+            )
         return chosen
 
     def fit(self, gpus: int, workers_per_gpu: int, engine: str, mps: str = "auto") -> Fit:
@@ -133,8 +143,10 @@ class SlurmExecutor:
             except SlurmError as exc:
                 if commands.unreachable(str(exc)):
                     raise
-                raise ClusterRequestError(f"Slurm would never run the {role} job: {exc}; ask for less "
-                                          "(--cpus-per-task, --mem, --time, GRES) or another --partition") from None
+                raise ClusterRequestError(
+                    f"Slurm would never run the {role} job: {exc}; ask for less "
+                    "(--cpus-per-task, --mem, --time, GRES) or another --partition"
+                ) from None
 
     def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
         try:
@@ -143,8 +155,16 @@ class SlurmExecutor:
             raise ClusterRequestError(f"cannot read the cluster's limits: {exc}") from None
         return layout(tasks, limits, record.max_running, other_jobs)
 
-    def submit(self, paths: RunPaths, record: RunRecord, scripts: dict[str, str], layout: ArrayLayout,
-               jobs: RunJobs, progress: Progress | None = None, seen: JobsSeen | None = None) -> dict[str, list[str]]:
+    def submit(
+        self,
+        paths: RunPaths,
+        record: RunRecord,
+        scripts: dict[str, str],
+        layout: ArrayLayout,
+        jobs: RunJobs,
+        progress: Progress | None = None,
+        seen: JobsSeen | None = None,
+    ) -> dict[str, list[str]]:
         """The service (if any), the arrays of `layout` after it, and the collector after every array."""
         timeout_min = parse_time_limit(record.time_limit) or 60
         ids: dict[str, list[str]] = {}
@@ -153,9 +173,12 @@ class SlurmExecutor:
             if "service" in scripts and jobs.service is not None:  # one job per LLM replica, each its own GPUs
                 ids["service"] = []
                 for replica in range(service_replicas(record)):
-                    ids["service"] += submit_script(paths.jobs, scripts["service"],
-                                                    [DelayedSubmission(jobs.service, str(paths.root), replica)],
-                                                    timeout_min=timeout_min)
+                    ids["service"] += submit_script(
+                        paths.jobs,
+                        scripts["service"],
+                        [DelayedSubmission(jobs.service, str(paths.root), replica)],
+                        timeout_min=timeout_min,
+                    )
                 if seen:
                     seen(dict(ids))  # tasks and `cancel` find the service jobs meanwhile
                 dependency = "?".join(f"after:{jid}" for jid in ids["service"])  # once any replica has started
@@ -168,26 +191,41 @@ class SlurmExecutor:
             raise SubmitFailed(f"{exc}{undone}") from None
 
     @staticmethod
-    def _submit_arrays(paths: RunPaths, scripts: dict[str, str], layout: ArrayLayout, jobs: RunJobs,
-                       dependency: str | None, timeout_min: int, ids: dict[str, list[str]],
-                       seen: JobsSeen | None) -> dict[str, list[str]]:
+    def _submit_arrays(
+        paths: RunPaths,
+        scripts: dict[str, str],
+        layout: ArrayLayout,
+        jobs: RunJobs,
+        dependency: str | None,
+        timeout_min: int,
+        ids: dict[str, list[str]],
+        seen: JobsSeen | None,
+    ) -> dict[str, list[str]]:
         """Each array of `layout` (its pickled calls carry the global task indices), then the collector
         `afterany` on all of them. `ids` gets each role's ids as they are queued."""
         ids["convert"] = []
-        for role, array in zip(convert_roles(len(layout.arrays)), layout.arrays):
+        for role, array in zip(convert_roles(len(layout.arrays)), layout.arrays, strict=False):
             calls = [DelayedSubmission(functools.partial(jobs.convert, str(paths.root), i)) for i in array.tasks]
-            ids["convert"] += submit_script(paths.jobs, scripts[role], calls, timeout_min=timeout_min,
-                                            array_indices=list(array.indices), dependency=dependency)
+            ids["convert"] += submit_script(
+                paths.jobs,
+                scripts[role],
+                calls,
+                timeout_min=timeout_min,
+                array_indices=list(array.indices),
+                dependency=dependency,
+            )
             if seen:
                 seen(dict(ids))  # `cancel` finds the arrays queued so far
         arrays = ":".join(base_ids(ids["convert"]))
         collect = DelayedSubmission(jobs.collect, str(paths.root))
-        ids["collect"] = submit_script(paths.jobs, scripts["collect"], [collect], timeout_min=COLLECT_TIME_MIN,
-                                       dependency=f"afterany:{arrays}")
+        ids["collect"] = submit_script(
+            paths.jobs, scripts["collect"], [collect], timeout_min=COLLECT_TIME_MIN, dependency=f"afterany:{arrays}"
+        )
         return {role: ids[role] for role in ("convert", "collect")}
 
-    def observe(self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool,
-                cancel_wedged: bool = False) -> Observation:
+    def observe(
+        self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool, cancel_wedged: bool = False
+    ) -> Observation:
         ids = live_job_ids(record)
         states = commands.job_states(ids)
         if not any(states.get(jid, "UNKNOWN") in {"PENDING", "UNKNOWN"} for jid in ids):
@@ -201,8 +239,10 @@ class SlurmExecutor:
             return Observation(states, describe(record.run_id, wedge, cancelled=False), pending=pending)
         self._cancel_and_drain(list(wedge.queued))  # raises unless every one of them has left the queue
         gone = set(base_ids(list(wedge.queued)))  # sacct may call a job that never started PENDING a while longer
-        states = {jid: "CANCELLED" if state in {"PENDING", "UNKNOWN"} and base_id(jid) in gone else state
-                  for jid, state in commands.job_states(ids).items()}
+        states = {
+            jid: "CANCELLED" if state in {"PENDING", "UNKNOWN"} and base_id(jid) in gone else state
+            for jid, state in commands.job_states(ids).items()
+        }
         return Observation(states, describe(record.run_id, wedge, cancelled=True), cancelled=list(wedge.queued))
 
     def active(self, record: RunRecord) -> list[str]:

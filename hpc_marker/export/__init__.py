@@ -53,15 +53,26 @@ def _prepare_folder(folder: Path, overwrite: bool) -> None:
         return
     ours = [p for p in present if p.name == MANIFEST or p.name.startswith(("part-", ".part-"))]
     if not overwrite or len(ours) != len(present):
-        raise ExportError(f"--to {folder} is not empty" + (" (--overwrite replaces a previous export there)"
-                                                          if len(ours) == len(present) else ""))
+        raise ExportError(
+            f"--to {folder} is not empty"
+            + (" (--overwrite replaces a previous export there)" if len(ours) == len(present) else "")
+        )
     for path in ours:
         path.unlink()
 
 
-def export_run(paths: RunPaths, folder: Path, export_format: str, *, include_failed: bool = False,
-               rows_per_shard: int, shard_bytes: int, follow_ups: bool = True, overwrite: bool = False,
-               umask: int | None = None) -> ExportResult:
+def export_run(
+    paths: RunPaths,
+    folder: Path,
+    export_format: str,
+    *,
+    include_failed: bool = False,
+    rows_per_shard: int,
+    shard_bytes: int,
+    follow_ups: bool = True,
+    overwrite: bool = False,
+    umask: int | None = None,
+) -> ExportResult:
     """Write the run's documents (with `follow_ups`: each document's newest ok result from the run
     and its follow-up runs) to `folder` as shards, then the shard manifest, under `umask` (None: the run's,
     what its --permissions gave its outputs)."""
@@ -72,15 +83,36 @@ def export_run(paths: RunPaths, folder: Path, export_format: str, *, include_fai
     sources = lineage(paths, follow_ups)
     index = index_of(sources)
     if not len(index.keys):
-        raise ExportError(f"run {paths.run_id}: nothing converted yet, so nothing to export "
-                          f"(see {command_line('status', paths.run_id)})")
+        raise ExportError(
+            f"run {paths.run_id}: nothing converted yet, so nothing to export "
+            f"(see {command_line('status', paths.run_id)})"
+        )
     with file_mode_mask(sources[0].record.umask if umask is None else umask):
-        return _write(paths, Path(folder).resolve(), export_format, sources, index, include_failed=include_failed,
-                      rows_per_shard=rows_per_shard, shard_bytes=shard_bytes, overwrite=overwrite)
+        return _write(
+            paths,
+            Path(folder).resolve(),
+            export_format,
+            sources,
+            index,
+            include_failed=include_failed,
+            rows_per_shard=rows_per_shard,
+            shard_bytes=shard_bytes,
+            overwrite=overwrite,
+        )
 
 
-def _write(paths: RunPaths, folder: Path, export_format: str, sources: list[RunSource], index: ManifestIndex, *,
-           include_failed: bool, rows_per_shard: int, shard_bytes: int, overwrite: bool) -> ExportResult:
+def _write(
+    paths: RunPaths,
+    folder: Path,
+    export_format: str,
+    sources: list[RunSource],
+    index: ManifestIndex,
+    *,
+    include_failed: bool,
+    rows_per_shard: int,
+    shard_bytes: int,
+    overwrite: bool,
+) -> ExportResult:
     """The shards, then the manifest, into `folder` (made empty first)."""
     _prepare_folder(folder, overwrite)
     writer = ShardWriter(folder, export_format, rows_per_shard, shard_bytes)
@@ -97,11 +129,24 @@ def _write(paths: RunPaths, folder: Path, export_format: str, sources: list[RunS
         writer.abort()
         raise
     manifest = {
-        "run_id": paths.run_id, "format": export_format, "include_failed": include_failed, "created": time.time(),
-        "runs": [{"run_id": s.record.run_id, "engine": s.record.engine, "output_format": s.output_format,
-                  "parent": (s.record.parent or {}).get("run_id")} for s in sources],
-        "rows": result.rows, "documents_by_status": result.by_status, "torn_manifest_lines": index.torn,
-        "columns": SCHEMA.names, "shards": shard_list(result.shards),
+        "run_id": paths.run_id,
+        "format": export_format,
+        "include_failed": include_failed,
+        "created": time.time(),
+        "runs": [
+            {
+                "run_id": s.record.run_id,
+                "engine": s.record.engine,
+                "output_format": s.output_format,
+                "parent": (s.record.parent or {}).get("run_id"),
+            }
+            for s in sources
+        ],
+        "rows": result.rows,
+        "documents_by_status": result.by_status,
+        "torn_manifest_lines": index.torn,
+        "columns": SCHEMA.names,
+        "shards": shard_list(result.shards),
     }
     atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", fsync=True)
     return result

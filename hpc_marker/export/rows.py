@@ -62,7 +62,9 @@ def lineage(paths: RunPaths, follow_ups: bool = True) -> list[RunSource]:
             if record.parent and record.parent.get("run_id") in family:
                 family.add(record.run_id)
                 runs.append((record.created, other, record))
-    return [RunSource(rank, p, r, out_names(p.plan)) for rank, (_, p, r) in enumerate(sorted(runs, key=lambda run: run[0]))]
+    return [
+        RunSource(rank, p, r, out_names(p.plan)) for rank, (_, p, r) in enumerate(sorted(runs, key=lambda run: run[0]))
+    ]
 
 
 def document_id(relpath: str) -> str:
@@ -96,12 +98,16 @@ def _made_by(made: dict, source: RunSource, doc: DocumentState) -> tuple[str, st
     """Whether the document on disk is this run's output ("ok"), another run's ("replaced": a later
     follow-up wrote it) or covers other pages ("incomplete": a part was never recorded)."""
     if made.get("engine", doc.engine) != doc.engine or made.get("format", "markdown") != source.output_format:
-        return "replaced", (f"the document on disk is {made.get('engine')}'s {made.get('format', 'markdown')}, "
-                            f"not run {source.record.run_id}'s ({doc.engine}, {source.output_format})")
+        return "replaced", (
+            f"the document on disk is {made.get('engine')}'s {made.get('format', 'markdown')}, "
+            f"not run {source.record.run_id}'s ({doc.engine}, {source.output_format})"
+        )
     pages = made.get("pages", [doc.page_start, doc.page_stop])
     if pages != [doc.page_start, doc.page_stop]:
-        return "incomplete", (f"the document on disk has pages {pages[0] + 1}-{pages[1]}, the run's records "
-                              f"{doc.page_start + 1}-{doc.page_stop}")
+        return "incomplete", (
+            f"the document on disk has pages {pages[0] + 1}-{pages[1]}, the run's records "
+            f"{doc.page_start + 1}-{doc.page_stop}"
+        )
     return "ok", None
 
 
@@ -128,11 +134,25 @@ def build_row(source: RunSource, doc: DocumentState) -> dict[str, Any]:
     if record.llm and status in ("ok", "partial"):
         llm = "degraded" if doc.degraded else "refined"
     return {
-        "id": document_id(doc.pdf), "path": doc.pdf, "text": text, "status": status, "error": error,
-        "format": output_format, "engine": doc.engine, "run_id": record.run_id,
-        "pages": doc.pages, "page_start": doc.page_start, "page_stop": doc.page_stop,
-        "llm": llm, "llm_degraded": doc.degraded if llm == "degraded" else None,
-        "empty_pages": doc.empty_pages, "garbled_pages": doc.garbled_pages, "lost_pages": doc.lost_pages,
-        "source": str(Path(record.pdfs_root) / doc.pdf), "output": str(path) if text is not None else None,
-        "metadata": metadata, "seconds": doc.seconds, "finished": doc.finished,
+        "id": document_id(doc.pdf),
+        "path": doc.pdf,
+        "text": text,
+        "status": status,
+        "error": error,
+        "format": output_format,
+        "engine": doc.engine,
+        "run_id": record.run_id,
+        "pages": doc.pages,
+        "page_start": doc.page_start,
+        "page_stop": doc.page_stop,
+        "llm": llm,
+        "llm_degraded": doc.degraded if llm == "degraded" else None,
+        "empty_pages": doc.empty_pages,
+        "garbled_pages": doc.garbled_pages,
+        "lost_pages": doc.lost_pages,
+        "source": str(Path(record.pdfs_root) / doc.pdf),
+        "output": str(path) if text is not None else None,
+        "metadata": metadata,
+        "seconds": doc.seconds,
+        "finished": doc.finished,
     }

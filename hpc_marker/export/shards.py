@@ -24,16 +24,31 @@ FORMATS = {"parquet": "parquet", "jsonl": "jsonl"}  # --format -> file extension
 ROW_GROUP_ROWS = 1000
 ROW_GROUP_BYTES = 64 << 20
 
-SCHEMA = pa.schema([
-    ("id", pa.string()), ("path", pa.string()), ("text", pa.large_string()), ("status", pa.string()),
-    ("error", pa.string()), ("format", pa.string()), ("engine", pa.string()), ("run_id", pa.string()),
-    ("pages", pa.int32()), ("page_start", pa.int32()), ("page_stop", pa.int32()),
-    ("llm", pa.string()), ("llm_degraded", pa.string()),
-    ("empty_pages", pa.list_(pa.int32())), ("garbled_pages", pa.list_(pa.int32())),
-    ("lost_pages", pa.list_(pa.int32())),
-    ("source", pa.string()), ("output", pa.string()), ("metadata", pa.large_string()),
-    ("seconds", pa.float64()), ("finished", pa.float64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("path", pa.string()),
+        ("text", pa.large_string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("format", pa.string()),
+        ("engine", pa.string()),
+        ("run_id", pa.string()),
+        ("pages", pa.int32()),
+        ("page_start", pa.int32()),
+        ("page_stop", pa.int32()),
+        ("llm", pa.string()),
+        ("llm_degraded", pa.string()),
+        ("empty_pages", pa.list_(pa.int32())),
+        ("garbled_pages", pa.list_(pa.int32())),
+        ("lost_pages", pa.list_(pa.int32())),
+        ("source", pa.string()),
+        ("output", pa.string()),
+        ("metadata", pa.large_string()),
+        ("seconds", pa.float64()),
+        ("finished", pa.float64()),
+    ]
+)
 
 
 @dataclass(frozen=True)

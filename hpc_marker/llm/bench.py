@@ -15,11 +15,11 @@ import secrets
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 
@@ -29,8 +29,38 @@ from hpc_marker.llm.settings import LlmSettings
 from hpc_marker.llm.vllm import start_vllm, wait_vllm
 from hpc_marker.servers.vllm import served_models
 
-WORDS = ("the cluster converts papers into markdown while every node keeps its own queue of pages and "
-         "each model answers in turn with careful attention to tables formulas headings and lists").split()
+WORDS = [
+    "the",
+    "cluster",
+    "converts",
+    "papers",
+    "into",
+    "markdown",
+    "while",
+    "every",
+    "node",
+    "keeps",
+    "its",
+    "own",
+    "queue",
+    "of",
+    "pages",
+    "and",
+    "each",
+    "model",
+    "answers",
+    "in",
+    "turn",
+    "with",
+    "careful",
+    "attention",
+    "to",
+    "tables",
+    "formulas",
+    "headings",
+    "and",
+    "lists",
+]
 
 
 class BenchError(Exception):
@@ -69,8 +99,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def run_level(client: OllamaChat | OpenAIChat, model: str, concurrency: int, requests: int, prompt_tokens: int,
-              max_tokens: int) -> BenchRow:
+def run_level(
+    client: OllamaChat | OpenAIChat, model: str, concurrency: int, requests: int, prompt_tokens: int, max_tokens: int
+) -> BenchRow:
     def one(index: int) -> tuple[float, int, int, str | None]:
         started = time.monotonic()
         try:
@@ -86,12 +117,20 @@ def run_level(client: OllamaChat | OpenAIChat, model: str, concurrency: int, req
     latencies = [r[0] for r in results if r[3] is None]
     errors = sorted({r[3] for r in results if r[3] is not None})
     tokens_out = sum(r[2] for r in results)
-    return BenchRow(concurrency=concurrency, requests=requests, ok=len(latencies), failed=requests - len(latencies),
-                    wall_s=round(wall, 3), tokens_in=sum(r[1] for r in results), tokens_out=tokens_out,
-                    tokens_per_s=round(tokens_out / wall, 2),
-                    latency_p50_s=round(statistics.median(latencies), 3) if latencies else 0.0,
-                    latency_p95_s=round(_percentile(latencies, 0.95), 3),
-                    latency_max_s=round(max(latencies, default=0.0), 3), errors=errors[:3])
+    return BenchRow(
+        concurrency=concurrency,
+        requests=requests,
+        ok=len(latencies),
+        failed=requests - len(latencies),
+        wall_s=round(wall, 3),
+        tokens_in=sum(r[1] for r in results),
+        tokens_out=tokens_out,
+        tokens_per_s=round(tokens_out / wall, 2),
+        latency_p50_s=round(statistics.median(latencies), 3) if latencies else 0.0,
+        latency_p95_s=round(_percentile(latencies, 0.95), 3),
+        latency_max_s=round(max(latencies, default=0.0), 3),
+        errors=errors[:3],
+    )
 
 
 def openai_base(url: str) -> str:
@@ -105,18 +144,30 @@ def _check_served(url: str, model: str, api_key: str | None) -> None:
     try:
         served = served_models(openai_base(url)[: -len("/v1")], headers)
     except httpx.HTTPStatusError as exc:
-        raise BenchError(f"{display_url(url)}/v1/models answered HTTP {exc.response.status_code}"
-                         + (" (give --api-key)" if exc.response.status_code == 401 else "")) from None
+        raise BenchError(
+            f"{display_url(url)}/v1/models answered HTTP {exc.response.status_code}"
+            + (" (give --api-key)" if exc.response.status_code == 401 else "")
+        ) from None
     except (httpx.HTTPError, ValueError) as exc:
-        raise BenchError(f"cannot reach vLLM at {display_url(url)} ({type(exc).__name__}): start `vllm serve` "
-                         "there, pass --url, or use --start") from None
+        raise BenchError(
+            f"cannot reach vLLM at {display_url(url)} ({type(exc).__name__}): start `vllm serve` "
+            "there, pass --url, or use --start"
+        ) from None
     if model not in served:
         raise BenchError(f"{model}: not served at {display_url(url)} (it serves {', '.join(served) or 'nothing'})")
 
 
-def run_bench(url: str, model: str, parallel: list[int], requests: int, prompt_tokens: int = 512,
-              max_tokens: int = 128, timeout_s: float = 300.0, server: str = "ollama",
-              api_key: str | None = None) -> list[BenchRow]:
+def run_bench(
+    url: str,
+    model: str,
+    parallel: list[int],
+    requests: int,
+    prompt_tokens: int = 512,
+    max_tokens: int = 128,
+    timeout_s: float = 300.0,
+    server: str = "ollama",
+    api_key: str | None = None,
+) -> list[BenchRow]:
     """One BenchRow per concurrency in `parallel`, after one warm-up request (Ollama: it loads the
     model, so its load time is not measured; vLLM: after checking it serves the model)."""
     if server == "vllm":
@@ -127,8 +178,10 @@ def run_bench(url: str, model: str, parallel: list[int], requests: int, prompt_t
             client.generate(model, "Hello", 1)
         except LlmCallFailed as exc:
             if "Connect" in exc.reason:
-                raise BenchError(f"cannot reach {'vLLM' if server == 'vllm' else 'Ollama'} at {display_url(url)}: "
-                                 "start the server there, pass --url, or use --start") from None
+                raise BenchError(
+                    f"cannot reach {'vLLM' if server == 'vllm' else 'Ollama'} at {display_url(url)}: "
+                    "start the server there, pass --url, or use --start"
+                ) from None
             raise BenchError(f"{model}: {exc.reason}") from None
         return [run_level(client, model, c, requests, prompt_tokens, max_tokens) for c in parallel]
     finally:
@@ -159,18 +212,34 @@ def bench_table(rows: list[BenchRow], title: str):
     knee = suggest_parallel(rows)
     for r in rows:
         mark = " *" if r.concurrency == knee else ""
-        table.add_row(f"{r.concurrency}{mark}", str(r.requests), str(r.ok), str(r.failed), str(r.tokens_out),
-                      f"{r.tokens_per_s:.1f}", f"{r.latency_p50_s:.2f}", f"{r.latency_p95_s:.2f}", f"{r.latency_max_s:.2f}")
+        table.add_row(
+            f"{r.concurrency}{mark}",
+            str(r.requests),
+            str(r.ok),
+            str(r.failed),
+            str(r.tokens_out),
+            f"{r.tokens_per_s:.1f}",
+            f"{r.latency_p50_s:.2f}",
+            f"{r.latency_p95_s:.2f}",
+            f"{r.latency_max_s:.2f}",
+        )
     return table
 
 
 @contextmanager
-def local_vllm(model: str, parallel: int, gpus: int = 1, load_timeout_s: float = 900.0,
-               extra: list[str] | None = None) -> Iterator[tuple[str, str]]:
+def local_vllm(
+    model: str, parallel: int, gpus: int = 1, load_timeout_s: float = 900.0, extra: list[str] | None = None
+) -> Iterator[tuple[str, str]]:
     """Start `vllm serve MODEL` (--max-num-seqs parallel) on a free loopback port for the bench; yields
     (its URL, its API key); stops it after."""
-    settings = LlmSettings(model=model, server="vllm", parallel=parallel, gpus=gpus, load_timeout_s=load_timeout_s,
-                           server_args=list(extra or []))
+    settings = LlmSettings(
+        model=model,
+        server="vllm",
+        parallel=parallel,
+        gpus=gpus,
+        load_timeout_s=load_timeout_s,
+        server_args=list(extra or []),
+    )
     key = secrets.token_urlsafe(16)
     with tempfile.TemporaryDirectory(prefix="hpcmarker-bench-") as tmp:
         server, url = start_vllm(settings, Path(tmp) / "vllm.log", key)
@@ -180,11 +249,19 @@ def local_vllm(model: str, parallel: int, gpus: int = 1, load_timeout_s: float =
 
 
 @contextmanager
-def local_ollama(parallel: int, models_dir: str | None = None, ready_timeout_s: float = 60.0,
-                 binary: str = "ollama") -> Iterator[str]:
+def local_ollama(
+    parallel: int, models_dir: str | None = None, ready_timeout_s: float = 60.0, binary: str = "ollama"
+) -> Iterator[str]:
     """Start `ollama serve` on a free loopback port for the bench; yields its URL, stops it after."""
-    with (tempfile.TemporaryDirectory(prefix="hpcmarker-bench-") as tmp,
-          start_ollama(Path(tmp) / "ollama.log", binary=binary, parallel=parallel, models_dir=models_dir,
-                       max_queue=max(512, 4 * parallel)) as process):  # stopped (grace 10 s) on leaving
+    with (
+        tempfile.TemporaryDirectory(prefix="hpcmarker-bench-") as tmp,
+        start_ollama(
+            Path(tmp) / "ollama.log",
+            binary=binary,
+            parallel=parallel,
+            models_dir=models_dir,
+            max_queue=max(512, 4 * parallel),
+        ) as process,
+    ):  # stopped (grace 10 s) on leaving
         process.wait_ready(ready_timeout_s)
         yield process.url

@@ -49,15 +49,24 @@ class Budget:
         return self.clients * self.max_concurrency
 
     def describe(self) -> str:
-        return (f"{self.clients} workers x {self.max_concurrency} requests in flight = {self.in_flight} for "
-                f"{self.capacity} server slots; client timeout {self.timeout_s}s, {self.max_retries} retry")
+        return (
+            f"{self.clients} workers x {self.max_concurrency} requests in flight = {self.in_flight} for "
+            f"{self.capacity} server slots; client timeout {self.timeout_s}s, {self.max_retries} retry"
+        )
 
     def to_json(self) -> dict:
         return dict(asdict(self), in_flight=self.in_flight)
 
 
-def plan_budget(parallel: int, replicas: int, tasks: int, workers: int, request_timeout_s: float,
-                per_worker: int | None = None, max_running: int | None = None) -> Budget:
+def plan_budget(
+    parallel: int,
+    replicas: int,
+    tasks: int,
+    workers: int,
+    request_timeout_s: float,
+    per_worker: int | None = None,
+    max_running: int | None = None,
+) -> Budget:
     """The budget of a run (`per_worker`: the user's own max_concurrency, kept as given; `max_running`:
     at most this many of its tasks run at once). Pure."""
     capacity = max(1, parallel) * max(1, replicas)
@@ -66,5 +75,6 @@ def plan_budget(parallel: int, replicas: int, tasks: int, workers: int, request_
         per_worker = min(MAX_PER_WORKER, max(1, math.ceil(FILL * capacity / clients)))
     rounds = math.ceil(clients * per_worker / capacity)
     timeout = math.ceil((rounds + 1) * request_timeout_s)
-    return Budget(capacity=capacity, clients=clients, max_concurrency=per_worker, timeout_s=timeout,
-                  max_retries=RETRIES)
+    return Budget(
+        capacity=capacity, clients=clients, max_concurrency=per_worker, timeout_s=timeout, max_retries=RETRIES
+    )

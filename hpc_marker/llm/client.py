@@ -30,11 +30,11 @@ from hpc_marker.servers.health import NotReady, WaitTimeout, http_ok, poll_until
 CONNECT_TIMEOUT_S = 10.0
 SERVICE_PROBE_S = 5.0  # one probe request while waiting for the service, at most
 
+
 def ollama_client(url: str, timeout_s: float, connect_s: float = CONNECT_TIMEOUT_S) -> ollama.Client:
     """An ollama.Client for `url` whose requests give up after timeout_s (connecting: after connect_s,
     never longer than timeout_s), never through a proxy (the servers are on the cluster's network)."""
-    return ollama.Client(host=url, timeout=httpx.Timeout(timeout_s, connect=min(connect_s, timeout_s)),
-                         trust_env=False)
+    return ollama.Client(host=url, timeout=httpx.Timeout(timeout_s, connect=min(connect_s, timeout_s)), trust_env=False)
 
 
 def _timeout(timeout_s: float, connect_s: float = CONNECT_TIMEOUT_S) -> httpx.Timeout:
@@ -44,8 +44,13 @@ def _timeout(timeout_s: float, connect_s: float = CONNECT_TIMEOUT_S) -> httpx.Ti
 def openai_client(base_url: str, api_key: str, timeout_s: float, max_retries: int = 0) -> openai.OpenAI:
     """An openai.OpenAI for an OpenAI-compatible server (vLLM, a front): bounded requests, no retries of
     its own unless asked (callers count every failure), never through a proxy."""
-    return openai.OpenAI(base_url=base_url, api_key=api_key, timeout=_timeout(timeout_s), max_retries=max_retries,
-                         http_client=httpx.Client(trust_env=False, timeout=_timeout(timeout_s)))
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        timeout=_timeout(timeout_s),
+        max_retries=max_retries,
+        http_client=httpx.Client(trust_env=False, timeout=_timeout(timeout_s)),
+    )
 
 
 class ServiceUnavailable(Exception):
@@ -73,15 +78,22 @@ class OllamaChat:
     def __init__(self, url: str, timeout_s: float) -> None:
         self.client, self.timeout_s = ollama_client(url, timeout_s), timeout_s
 
-    def chat(self, model: str, messages: list[dict], max_tokens: int | None = None,
-             options: dict[str, Any] | None = None) -> ChatReply:
+    def chat(
+        self, model: str, messages: list[dict], max_tokens: int | None = None, options: dict[str, Any] | None = None
+    ) -> ChatReply:
         opts = {"temperature": 0, **({"num_predict": max_tokens} if max_tokens else {}), **(options or {})}
         resp = self._call(lambda: self.client.chat(model=model, messages=messages, options=opts, stream=False))
         return ChatReply(resp.message.content or "", resp.prompt_eval_count or 0, resp.eval_count or 0)
 
     def generate(self, model: str, prompt: str, max_tokens: int, seed: int = 0) -> ChatReply:
-        resp = self._call(lambda: self.client.generate(model=model, prompt=prompt, stream=False, options={
-            "num_predict": max_tokens, "temperature": 0.7, "seed": seed}))
+        resp = self._call(
+            lambda: self.client.generate(
+                model=model,
+                prompt=prompt,
+                stream=False,
+                options={"num_predict": max_tokens, "temperature": 0.7, "seed": seed},
+            )
+        )
         return ChatReply(resp.response or "", resp.prompt_eval_count or 0, resp.eval_count or 0)
 
     def _call(self, request):
@@ -105,8 +117,9 @@ class OpenAIChat:
     def __init__(self, base_url: str, api_key: str, timeout_s: float) -> None:
         self.client, self.timeout_s = openai_client(base_url, api_key, timeout_s), timeout_s
 
-    def chat(self, model: str, messages: list[dict], max_tokens: int | None = None,
-             options: dict[str, Any] | None = None) -> ChatReply:
+    def chat(
+        self, model: str, messages: list[dict], max_tokens: int | None = None, options: dict[str, Any] | None = None
+    ) -> ChatReply:
         return self._call(model, messages, max_tokens, {"temperature": 0, **(options or {})})
 
     def generate(self, model: str, prompt: str, max_tokens: int, seed: int = 0) -> ChatReply:
@@ -118,8 +131,9 @@ class OpenAIChat:
         except openai.APITimeoutError:
             raise LlmCallFailed(f"timed out after {self.timeout_s:g}s", timed_out=True) from None
         except openai.APIStatusError as exc:
-            raise LlmCallFailed(f"HTTP {exc.status_code}: {str(exc.message)[:200]}",
-                                timed_out=exc.status_code == 504) from None
+            raise LlmCallFailed(
+                f"HTTP {exc.status_code}: {str(exc.message)[:200]}", timed_out=exc.status_code == 504
+            ) from None
         except openai.APIConnectionError as exc:
             raise LlmCallFailed(f"failed ({type(exc.__cause__ or exc).__name__})") from None
         usage = resp.usage
@@ -198,9 +212,14 @@ def read_endpoint(run_dir: str | Path, replica: int = 0) -> Endpoint | None:
         return None
     if not secret or not isinstance(data, dict) or not data.get("url"):
         return None
-    return Endpoint(url=str(data["url"]).rstrip("/"), model=str(data.get("model", "")), secret=secret,
-                    started=float(data.get("started") or 0.0), server=str(data.get("server") or "ollama"),
-                    replica=replica)
+    return Endpoint(
+        url=str(data["url"]).rstrip("/"),
+        model=str(data.get("model", "")),
+        secret=secret,
+        started=float(data.get("started") or 0.0),
+        server=str(data.get("server") or "ollama"),
+        replica=replica,
+    )
 
 
 def _service_job(run_dir: Path) -> str:
@@ -245,6 +264,5 @@ def wait_for_service(run_dir: str | Path, timeout_s: float = 600.0, poll_s: floa
         logs = ", ".join(str(p.root / "*.log") for p in LlmPaths(run_dir).all_replicas(1))
         raise ServiceUnavailable(
             f"the LLM service of run {run_dir.name}{_service_job(run_dir)} is not up after {timeout_s:g}s "
-            f"({timeout.last}); see its job log and {logs}") from None
-
-
+            f"({timeout.last}); see its job log and {logs}"
+        ) from None

@@ -20,8 +20,9 @@ from hpc_marker.llm.rules import TaskCounters
 
 
 class Counters:
-    def __init__(self, gate: FairGate, metrics_path: Path | None, metrics_interval_s: float,
-                 log: Callable[[str], None]) -> None:
+    def __init__(
+        self, gate: FairGate, metrics_path: Path | None, metrics_interval_s: float, log: Callable[[str], None]
+    ) -> None:
         self.gate, self.metrics_path, self.metrics_interval_s, self.log = gate, metrics_path, metrics_interval_s, log
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskCounters] = defaultdict(TaskCounters)
@@ -45,9 +46,16 @@ class Counters:
             tasks = {name: asdict(c) for name, c in sorted(self._tasks.items())}
             denied = self.denied
         total = {key: sum(t[key] for t in tasks.values()) for key in asdict(TaskCounters())}
-        return {"started": self.started, "uptime_s": round(time.time() - self.started, 3),
-                "in_flight": total["in_flight"], "queued": total["queued"], "capacity": self.gate.capacity,
-                "denied": denied, "tasks": tasks, "total": total}
+        return {
+            "started": self.started,
+            "uptime_s": round(time.time() - self.started, 3),
+            "in_flight": total["in_flight"],
+            "queued": total["queued"],
+            "capacity": self.gate.capacity,
+            "denied": denied,
+            "tasks": tasks,
+            "total": total,
+        }
 
     def start(self) -> None:
         """Append a metrics line every metrics_interval_s (and a last one at stop), when there is a file."""
@@ -69,11 +77,17 @@ class Counters:
     def _write_metrics(self, last_time: float, last: dict) -> tuple[float, dict]:
         now, stats = time.monotonic(), self.stats()
         interval = max(now - last_time, 1e-9)
-        line = {"ts": round(time.time(), 3), "interval_s": round(interval, 3), "in_flight": stats["in_flight"],
-                "queued": stats["queued"], "capacity": stats["capacity"], "denied": stats["denied"],
-                "tasks": stats["tasks"],
-                "tokens_out_per_s": round((stats["total"]["tokens_out"] - last["tokens_out"]) / interval, 2),
-                "tokens_in_per_s": round((stats["total"]["tokens_in"] - last["tokens_in"]) / interval, 2)}
+        line = {
+            "ts": round(time.time(), 3),
+            "interval_s": round(interval, 3),
+            "in_flight": stats["in_flight"],
+            "queued": stats["queued"],
+            "capacity": stats["capacity"],
+            "denied": stats["denied"],
+            "tasks": stats["tasks"],
+            "tokens_out_per_s": round((stats["total"]["tokens_out"] - last["tokens_out"]) / interval, 2),
+            "tokens_in_per_s": round((stats["total"]["tokens_in"] - last["tokens_in"]) / interval, 2),
+        }
         try:
             with open(self.metrics_path, "a", encoding="utf-8") as fh:  # type: ignore[arg-type]
                 fh.write(json.dumps(line) + "\n")

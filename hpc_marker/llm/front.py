@@ -73,11 +73,21 @@ class Front:
     """The proxy: `Front(upstream, secret, host, port, timeout_s, metrics_path).start()`, then `.stop()`.
     `upstream` is a URL or a Route; `capacity` (None: no gate) bounds generations at the server."""
 
-    def __init__(self, upstream: str | Route, secret: str, host: str = "127.0.0.1", port: int = 0,
-                 timeout_s: float = 600.0, metrics_path: str | Path | None = None,
-                 metrics_interval_s: float = 5.0, log: Callable[[str], None] | None = None, *,
-                 allowed: dict[str, frozenset[str]] = ALLOWED, capacity: int | None = None,
-                 upstream_headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str | Route,
+        secret: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        timeout_s: float = 600.0,
+        metrics_path: str | Path | None = None,
+        metrics_interval_s: float = 5.0,
+        log: Callable[[str], None] | None = None,
+        *,
+        allowed: dict[str, frozenset[str]] = ALLOWED,
+        capacity: int | None = None,
+        upstream_headers: dict[str, str] | None = None,
+    ) -> None:
         if not secret:
             raise ValueError("the front needs a secret")
         self.route: Route = Fixed(upstream, dict(upstream_headers or {})) if isinstance(upstream, str) else upstream
@@ -130,7 +140,7 @@ class Front:
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
         try:  # like asyncio.run: at the end, the handlers of connections still open are cancelled and awaited
             _run_loop(self._serve(ready, failure))
-        except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it
+        except BaseException as exc:
             if ready.is_set():  # it was serving: nothing waits for the error
                 self.log(f"stopped serving: {type(exc).__name__}: {exc}")
             failure.append(exc)
@@ -139,10 +149,13 @@ class Front:
 
     async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
-        logger = logging.Logger("hpcmarker-front")  # noqa: LOG001 - unregistered: records go to the front's log only
+        logger = logging.Logger("hpcmarker-front")
         logger.addHandler(_Dropped(self.log))
-        runner = web.ServerRunner(web.Server(self._handle, access_log=None, logger=logger, read_bufsize=READ_BUFFER),
-                                  handle_signals=False, shutdown_timeout=SHUTDOWN_S)
+        runner = web.ServerRunner(
+            web.Server(self._handle, access_log=None, logger=logger, read_bufsize=READ_BUFFER),
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_S,
+        )
         await runner.setup()
         session = self.proxy.open_session()
         try:
@@ -159,12 +172,19 @@ class Front:
             await session.close()
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        decision = authorize(request.method, request.raw_path, self._secret, self.allowed,
-                             bearer_token(request.headers.get("Authorization")))
+        decision = authorize(
+            request.method,
+            request.raw_path,
+            self._secret,
+            self.allowed,
+            bearer_token(request.headers.get("Authorization")),
+        )
         if decision.action == "deny":
             self.counters.deny()
-            self.log(f"refused {request.method} from {request.remote} (task {decision.task}): "
-                     f"{decision.status} {decision.reason}")
+            self.log(
+                f"refused {request.method} from {request.remote} (task {decision.task}): "
+                f"{decision.status} {decision.reason}"
+            )
             message = "forbidden" if decision.reason == "forbidden" else f"hpcmarker front: {decision.reason}"
             return json_reply(decision.status, {"error": message}, close=True)  # body left unread
         if decision.action == "stats":

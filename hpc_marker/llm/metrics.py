@@ -66,8 +66,15 @@ def summarize_metrics(lines: list[dict]) -> dict | None:
         "full_share": round(sum(map(_full, recent)) / len(recent), 2),
         "run_full_share": round(sum(map(_full, lines)) / len(lines), 2),
         "tasks": per_task,
-        "timeline": [{"ts": line["ts"], "in_flight": line.get("in_flight", 0), "queued": line.get("queued", 0),
-                      "tokens_out_per_s": line.get("tokens_out_per_s", 0.0)} for line in lines],
+        "timeline": [
+            {
+                "ts": line["ts"],
+                "in_flight": line.get("in_flight", 0),
+                "queued": line.get("queued", 0),
+                "tokens_out_per_s": line.get("tokens_out_per_s", 0.0),
+            }
+            for line in lines
+        ],
     }
 
 
@@ -80,8 +87,15 @@ def _merge_timelines(timelines: list[list[dict]]) -> list[dict]:
     merged = []
     for ts, index, point in events:
         latest[index] = point
-        merged.append({"ts": ts, **{key: round(sum(p.get(key, 0) for p in latest.values()), 2)
-                                    for key in ("in_flight", "queued", "tokens_out_per_s")}})
+        merged.append(
+            {
+                "ts": ts,
+                **{
+                    key: round(sum(p.get(key, 0) for p in latest.values()), 2)
+                    for key in ("in_flight", "queued", "tokens_out_per_s")
+                },
+            }
+        )
     return merged
 
 
@@ -99,10 +113,29 @@ def combine(summaries: dict[int, dict]) -> dict | None:
     totals = {key: sum(p[key] for p in parts) for key in COUNTERS}
     span = max(max(p["last_ts"] for p in parts) - min(p["first_ts"] for p in parts), 1e-9)
     timeline = _merge_timelines([p["timeline"] for p in parts])
-    rows = [{"replica": r, **{k: s[k] for k in ("requests", "failures", "timeouts", "abandoned", "failovers",
-                                                   "tokens_out", "tokens_out_per_s", "recent_tokens_out_per_s",
-                                                   "peak_in_flight", "peak_queued", "capacity", "full_share")}}
-            for r, s in sorted(summaries.items())]
+    rows = [
+        {
+            "replica": r,
+            **{
+                k: s[k]
+                for k in (
+                    "requests",
+                    "failures",
+                    "timeouts",
+                    "abandoned",
+                    "failovers",
+                    "tokens_out",
+                    "tokens_out_per_s",
+                    "recent_tokens_out_per_s",
+                    "peak_in_flight",
+                    "peak_queued",
+                    "capacity",
+                    "full_share",
+                )
+            },
+        }
+        for r, s in sorted(summaries.items())
+    ]
     return {
         **totals,
         "denied": sum(p["denied"] for p in parts),
@@ -122,12 +155,15 @@ def combine(summaries: dict[int, dict]) -> dict | None:
 
 def service_summary(run_dir: Path, replicas: int = 1) -> dict | None:
     """`combine` of every replica's metrics file of a run (None before any front wrote one)."""
-    found = {p.replica: summarize_metrics(read_metrics(p.metrics)) for p in LlmPaths(Path(run_dir)).all_replicas(replicas)}
+    found = {
+        p.replica: summarize_metrics(read_metrics(p.metrics)) for p in LlmPaths(Path(run_dir)).all_replicas(replicas)
+    }
     return combine({r: s for r, s in found.items() if s is not None})
 
 
-def throughput_bound(llm: dict | None, pages_done: int, pages_per_second: float | None,
-                     whole_run: bool = False) -> dict | None:
+def throughput_bound(
+    llm: dict | None, pages_done: int, pages_per_second: float | None, whole_run: bool = False
+) -> dict | None:
     """Which bound the run is on: `llm` when its servers were full (requests waiting at the fronts) in
     at least SATURATED of the recent window (`whole_run`: of the whole run, as the collector judges a
     finished run), else `conversion`; with the throughput model's numbers: tokens per page so far and
@@ -142,14 +178,26 @@ def throughput_bound(llm: dict | None, pages_done: int, pages_per_second: float 
         share, window = llm.get("full_share", 0.0), "the last minute"
     llm_pages = rate / tokens_per_page if tokens_per_page else None
     bound = "llm" if share >= SATURATED else "conversion"
-    numbers = (f"{rate:.1f} tokens/s / {tokens_per_page:.0f} tokens per page = {llm_pages:.2f} pages/s"
-               if llm_pages else f"{rate:.1f} tokens/s")
+    numbers = (
+        f"{rate:.1f} tokens/s / {tokens_per_page:.0f} tokens per page = {llm_pages:.2f} pages/s"
+        if llm_pages
+        else f"{rate:.1f} tokens/s"
+    )
     if bound == "llm":
-        why = (f"LLM-bound: its servers were full {share:.0%} of {window} ({numbers}); more replicas "
-               "(--llm-replicas), a larger --llm-parallel or a smaller model would speed this run up")
+        why = (
+            f"LLM-bound: its servers were full {share:.0%} of {window} ({numbers}); more replicas "
+            "(--llm-replicas), a larger --llm-parallel or a smaller model would speed this run up"
+        )
     else:
-        why = (f"conversion-bound: the LLM servers had free slots {1 - share:.0%} of {window} ({numbers}"
-               + (f", conversion {pages_per_second:.2f} pages/s" if pages_per_second else "")
-               + "); more GPUs for conversion would speed this run up")
-    return {"bound": bound, "full_share": share, "tokens_per_page": round(tokens_per_page, 1) if tokens_per_page else None,
-            "llm_pages_per_s": round(llm_pages, 3) if llm_pages else None, "why": why}
+        why = (
+            f"conversion-bound: the LLM servers had free slots {1 - share:.0%} of {window} ({numbers}"
+            + (f", conversion {pages_per_second:.2f} pages/s" if pages_per_second else "")
+            + "); more GPUs for conversion would speed this run up"
+        )
+    return {
+        "bound": bound,
+        "full_share": share,
+        "tokens_per_page": round(tokens_per_page, 1) if tokens_per_page else None,
+        "llm_pages_per_s": round(llm_pages, 3) if llm_pages else None,
+        "why": why,
+    }

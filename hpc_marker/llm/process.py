@@ -31,8 +31,10 @@ class OllamaError(ServerFailed):
 def find_ollama(name: str = "ollama") -> str:
     path = shutil.which(name)
     if path is None:
-        raise OllamaError(f"{name!r} is not on PATH on {socket.gethostname()}: install Ollama or load its module "
-                          "(e.g. in the template's setup lines)")
+        raise OllamaError(
+            f"{name!r} is not on PATH on {socket.gethostname()}: install Ollama or load its module "
+            "(e.g. in the template's setup lines)"
+        )
     return path
 
 
@@ -63,9 +65,16 @@ class OllamaProcess(ManagedServer):
         return self.wait_until_healthy(timeout_s, self._version, interval_s=READY_POLL_S)
 
 
-def start_ollama(log: Path, *, binary: str = "ollama", parallel: int = 1, keep_alive: str | None = None,
-                 models_dir: str | None = None, max_queue: int | None = None,
-                 port: int | None = None) -> OllamaProcess:
+def start_ollama(
+    log: Path,
+    *,
+    binary: str = "ollama",
+    parallel: int = 1,
+    keep_alive: str | None = None,
+    models_dir: str | None = None,
+    max_queue: int | None = None,
+    port: int | None = None,
+) -> OllamaProcess:
     """Start `ollama serve` on 127.0.0.1:port (a free one by default) with these OLLAMA_* settings."""
     exe = find_ollama(binary)
     port = port or free_port()
@@ -76,5 +85,6 @@ def start_ollama(log: Path, *, binary: str = "ollama", parallel: int = 1, keep_a
         env["OLLAMA_MODELS"] = str(models_dir)
     if max_queue is not None:
         env["OLLAMA_MAX_QUEUE"] = str(max_queue)
-    return OllamaProcess([exe, "serve"], Path(log), env=env, port=port,
-                         health_url=f"http://{HOST}:{port}/api/version").start()
+    return OllamaProcess(
+        [exe, "serve"], Path(log), env=env, port=port, health_url=f"http://{HOST}:{port}/api/version"
+    ).start()

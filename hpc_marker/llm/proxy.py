@@ -84,8 +84,13 @@ class _Refused:
 
 
 def json_reply(status: int, data: dict, close: bool = False) -> web.Response:
-    response = web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json",
-                            charset="utf-8", headers={"Server": SERVER})
+    response = web.Response(
+        status=status,
+        body=json.dumps(data).encode(),
+        content_type="application/json",
+        charset="utf-8",
+        headers={"Server": SERVER},
+    )
     if close:
         response.force_close()  # e.g. a refused request: its body is left unread
     return response
@@ -127,8 +132,9 @@ async def _end(response: web.StreamResponse, data: bytes) -> None:
 class Proxy:
     """Forwards for a front: its route, gate, counters, timeout and log; `session` is set in its loop."""
 
-    def __init__(self, route: Route, gate: FairGate, counters: Counters, timeout_s: float,
-                 log: Callable[[str], None]) -> None:
+    def __init__(
+        self, route: Route, gate: FairGate, counters: Counters, timeout_s: float, log: Callable[[str], None]
+    ) -> None:
         self.route, self.gate, self.counters, self.timeout_s, self.log = route, gate, counters, timeout_s, log
         self.session: aiohttp.ClientSession | None = None
 
@@ -136,8 +142,12 @@ class Proxy:
         """The upstream client (in the front's event loop)."""
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=512, keepalive_timeout=4.0),  # below uvicorn's 5 s (vLLM)
-            auto_decompress=False, trust_env=False, timeout=aiohttp.ClientTimeout(  # connect: with the pool's wait
-                total=None, connect=self.timeout_s, sock_connect=min(10.0, self.timeout_s), sock_read=self.timeout_s))
+            auto_decompress=False,
+            trust_env=False,
+            timeout=aiohttp.ClientTimeout(  # connect: with the pool's wait
+                total=None, connect=self.timeout_s, sock_connect=min(10.0, self.timeout_s), sock_read=self.timeout_s
+            ),
+        )
         return self.session
 
     async def forward(self, request: web.BaseRequest, decision: Decision, body: bytes) -> web.StreamResponse:
@@ -183,24 +193,33 @@ class Proxy:
             if not settled:
                 self.counters.count(task, in_flight=-1)
             if outcome != "ok":
-                self.log(f"task {task} {request.method} {decision.upstream_path}: {outcome} "
-                         f"after {time.monotonic() - started:.2f}s")
+                self.log(
+                    f"task {task} {request.method} {decision.upstream_path}: {outcome} "
+                    f"after {time.monotonic() - started:.2f}s"
+                )
 
-    async def _upstream(self, request: web.BaseRequest, decision: Decision,
-                        body: bytes) -> aiohttp.ClientResponse | _Refused:
+    async def _upstream(
+        self, request: web.BaseRequest, decision: Decision, body: bytes
+    ) -> aiohttp.ClientResponse | _Refused:
         """The first target's answer that is not a failover status, else why there is none."""
         task = decision.task
         targets = await self.route.targets(task)
         if not targets:
             return _Refused(503, "no LLM server answers", "failures", "no upstream answers")
-        headers = {"Content-Type": request.headers.get("Content-Type", "application/json"),
-                   "Accept-Encoding": "identity"}
+        headers = {
+            "Content-Type": request.headers.get("Content-Type", "application/json"),
+            "Accept-Encoding": "identity",
+        }
         timeout = _Refused(504, f"no answer within {self.timeout_s:g}s", "timeouts", "timeout")
         for number, target in enumerate(targets, 1):  # _another may append targets: the loop reaches them
             assert self.session is not None
             try:
-                response = await self.session.request(request.method, target.url + decision.upstream_path,
-                                                      data=body or None, headers={**headers, **target.headers})
+                response = await self.session.request(
+                    request.method,
+                    target.url + decision.upstream_path,
+                    data=body or None,
+                    headers={**headers, **target.headers},
+                )
             except aiohttp.ConnectionTimeoutError:
                 if await self._another(task, target, "ConnectionTimeoutError", targets, number):
                     continue
@@ -211,10 +230,12 @@ class Proxy:
                 if isinstance(exc, _GONE) and await self._another(task, target, type(exc).__name__, targets, number):
                     continue
                 self.route.failed(target, type(exc).__name__)
-                return _Refused(502, "the LLM server is not reachable", "failures",
-                                f"upstream unreachable ({type(exc).__name__})")
+                return _Refused(
+                    502, "the LLM server is not reachable", "failures", f"upstream unreachable ({type(exc).__name__})"
+                )
             if response.status in self.route.failover_statuses and await self._another(
-                    task, target, f"HTTP {response.status}", targets, number):
+                task, target, f"HTTP {response.status}", targets, number
+            ):
                 response.release()
                 continue
             return response
@@ -234,8 +255,9 @@ class Proxy:
         self.log(f"task {task}: {target.name or 'upstream'} stopped answering ({why}); trying the next")
         return True
 
-    async def _relay(self, request: web.BaseRequest, answer: aiohttp.ClientResponse, task: str,
-                     deadline: float) -> tuple[web.StreamResponse, str]:
+    async def _relay(
+        self, request: web.BaseRequest, answer: aiohttp.ClientResponse, task: str, deadline: float
+    ) -> tuple[web.StreamResponse, str]:
         """Pass the answer on: one of known length (not streamed) is read whole and sent in one write with
         its length; a streamed one as it comes, one chunk held back. Either way the counters are updated
         before the client sees the end of the response (a task reads its stats right after)."""
@@ -261,9 +283,15 @@ class Proxy:
             outcome = f"upstream broke off ({type(exc).__name__})"
         usage.finish()
         failed = status >= 500 or outcome.startswith("upstream") or (status < 400 and usage.error)
-        self.counters.count(task, tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, in_flight=-1,
-                            timeouts=int(outcome.startswith("timeout")), failures=int(failed),
-                            client_errors=int(400 <= status < 500))
+        self.counters.count(
+            task,
+            tokens_in=usage.tokens_in,
+            tokens_out=usage.tokens_out,
+            in_flight=-1,
+            timeouts=int(outcome.startswith("timeout")),
+            failures=int(failed),
+            client_errors=int(400 <= status < 500),
+        )
         if outcome != "ok":
             _cut(request)  # the client sees a cut response
             return reply, outcome

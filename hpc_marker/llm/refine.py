@@ -44,15 +44,17 @@ def _unfence(text: str) -> str:
     return stripped
 
 
-def _refine_one(client: OllamaChat | OpenAIChat, endpoint: Endpoint, model: str, text: str,
-                options: dict[str, Any]) -> PageRefinement:
+def _refine_one(
+    client: OllamaChat | OpenAIChat, endpoint: Endpoint, model: str, text: str, options: dict[str, Any]
+) -> PageRefinement:
     if not text.strip():
         return PageRefinement(text=text)
     started = time.monotonic()
 
     def degraded(reason: str) -> PageRefinement:
-        return PageRefinement(text=text, degraded=True, reason=endpoint.redact(reason),
-                              seconds=round(time.monotonic() - started, 3))
+        return PageRefinement(
+            text=text, degraded=True, reason=endpoint.redact(reason), seconds=round(time.monotonic() - started, 3)
+        )
 
     messages = [{"role": "system", "content": REFINE_SYSTEM_PROMPT}, {"role": "user", "content": text}]
     try:
@@ -66,13 +68,23 @@ def _refine_one(client: OllamaChat | OpenAIChat, endpoint: Endpoint, model: str,
         return degraded("LLM answered nothing; kept the extracted text")
     if source >= 200 and not 0.5 <= len(out) / source <= 2.0:
         return degraded(f"LLM answer has {len(out)} characters for {source} extracted; kept the extracted text")
-    return PageRefinement(text=out + ("\n" if text.endswith("\n") else ""), tokens_in=reply.tokens_in,
-                          tokens_out=reply.tokens_out, seconds=round(time.monotonic() - started, 3))
+    return PageRefinement(
+        text=out + ("\n" if text.endswith("\n") else ""),
+        tokens_in=reply.tokens_in,
+        tokens_out=reply.tokens_out,
+        seconds=round(time.monotonic() - started, 3),
+    )
 
 
-def refine_pages(texts: list[str], endpoint: Endpoint, model: str | None = None, task: int | str | None = None,
-                 concurrency: int = 4, timeout_s: float = 300.0,
-                 options: dict[str, Any] | None = None) -> list[PageRefinement]:
+def refine_pages(
+    texts: list[str],
+    endpoint: Endpoint,
+    model: str | None = None,
+    task: int | str | None = None,
+    concurrency: int = 4,
+    timeout_s: float = 300.0,
+    options: dict[str, Any] | None = None,
+) -> list[PageRefinement]:
     """Refine each page's extracted text into Markdown; one result per text, in order. Never raises
     for a page: a failed, timed-out or implausible page keeps its text with degraded=True and a reason."""
     if not texts:
@@ -80,7 +92,8 @@ def refine_pages(texts: list[str], endpoint: Endpoint, model: str | None = None,
     client = endpoint.client(task, timeout_s)
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(texts))), thread_name_prefix="refine") as pool:
-            return list(pool.map(lambda t: _refine_one(client, endpoint, model or endpoint.model, t, options or {}),
-                                 texts))
+            return list(
+                pool.map(lambda t: _refine_one(client, endpoint, model or endpoint.model, t, options or {}), texts)
+            )
     finally:
         client.close()

@@ -104,8 +104,9 @@ class ReplicaRoute:
             if live or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
-        return [Target(f"{e.url}/task/{task}", {"Authorization": f"Bearer {e.secret}"}, f"replica {r}")
-                for r, e in live]
+        return [
+            Target(f"{e.url}/task/{task}", {"Authorization": f"Bearer {e.secret}"}, f"replica {r}") for r, e in live
+        ]
 
     def failed(self, target: Target, why: str) -> None:
         replica = int(target.name.rsplit(" ", 1)[-1])
@@ -116,13 +117,27 @@ class ReplicaRoute:
 
 
 @contextmanager
-def task_relay(run_dir: str | Path, replicas: int, task: int, server: str, model: str, timeout_s: float,
-               log: Callable[[str], None] = print) -> Iterator[Endpoint]:
+def task_relay(
+    run_dir: str | Path,
+    replicas: int,
+    task: int,
+    server: str,
+    model: str,
+    timeout_s: float,
+    log: Callable[[str], None] = print,
+) -> Iterator[Endpoint]:
     """Start the task's relay to the run's replicas; yield the Endpoint its workers use; stop it after."""
     route = ReplicaRoute(Path(run_dir), replicas, task, log).start()
     secret = secrets.token_urlsafe(32)
-    front = Front(route, secret, host=HOST, port=0, timeout_s=timeout_s,
-                  allowed=ALLOWLISTS[server], log=lambda line: log(f"relay: {line}"))
+    front = Front(
+        route,
+        secret,
+        host=HOST,
+        port=0,
+        timeout_s=timeout_s,
+        allowed=ALLOWLISTS[server],
+        log=lambda line: log(f"relay: {line}"),
+    )
     try:
         front.start()
         log(f"LLM relay on {front.url}: replicas {route.live()} answer; this task's own is replica {route.preferred}")

@@ -60,8 +60,9 @@ def _same(given: str | None, secret: str) -> bool:
     return bool(secret) and given is not None and hmac.compare_digest(given.encode(), secret.encode())
 
 
-def authorize(method: str, raw_path: str, secret: str, allowed: dict[str, frozenset[str]] = ALLOWED,
-              bearer: str | None = None) -> Decision:
+def authorize(
+    method: str, raw_path: str, secret: str, allowed: dict[str, frozenset[str]] = ALLOWED, bearer: str | None = None
+) -> Decision:
     """The authorization decision for `method raw_path` with this bearer token. Pure."""
     path = raw_path.split("?", 1)[0].split("#", 1)[0]
     given, sep, rest = path[1:].partition("/") if path.startswith("/") else ("", "", "")
@@ -73,7 +74,7 @@ def authorize(method: str, raw_path: str, secret: str, allowed: dict[str, frozen
         return Decision("deny", 403, reason="forbidden")
     task = "-"
     if rest.startswith("/task/"):
-        task, _, tail = rest[len("/task/"):].partition("/")
+        task, _, tail = rest[len("/task/") :].partition("/")
         if not TASK_PATTERN.fullmatch(task):
             return Decision("deny", 403, reason="bad task name in path")
         rest = "/" + tail
@@ -81,8 +82,13 @@ def authorize(method: str, raw_path: str, secret: str, allowed: dict[str, frozen
         return Decision("stats", 200, task) if method == "GET" else Decision("deny", 405, task, reason="GET only")
     methods = allowed.get(rest)
     if methods is None:
-        return Decision("deny", 403, task, reason=f"{rest[:100]} is not served by this endpoint "
-                        "(conversion endpoints only; prepare models with `hpcmarker llm pull` on a login node)")
+        return Decision(
+            "deny",
+            403,
+            task,
+            reason=f"{rest[:100]} is not served by this endpoint "
+            "(conversion endpoints only; prepare models with `hpcmarker llm pull` on a login node)",
+        )
     if method not in methods:
         return Decision("deny", 405, task, reason=f"{rest} takes {'/'.join(sorted(methods))}")
     return Decision("forward", 200, task, rest)  # upstream path: a constant from the allowlist, never the raw path

@@ -16,6 +16,7 @@ grace period). Every step is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -99,7 +100,8 @@ def prepare_model(url: str, settings: LlmSettings) -> str:
             hint = f" with OLLAMA_MODELS={settings.models_dir}" if settings.models_dir else ""
             raise ServiceError(
                 f"model {settings.model} is not available on this node and cannot be pulled: run "
-                f"`hpcmarker llm pull {settings.model}` on a login node{hint} ({one_line(exc)})") from None
+                f"`hpcmarker llm pull {settings.model}` on a login node{hint} ({one_line(exc)})"
+            ) from None
         _log(f"pulled {settings.model}")
     name, params = settings.model, settings.parameters()
     if params:
@@ -110,20 +112,22 @@ def prepare_model(url: str, settings: LlmSettings) -> str:
             try:
                 client.create(model=name, from_=settings.model, parameters=params)
             except errors as exc:
-                raise ServiceError(f"cannot create {name} from {settings.model} with {params}: {one_line(exc)}") from None
+                raise ServiceError(
+                    f"cannot create {name} from {settings.model} with {params}: {one_line(exc)}"
+                ) from None
             _log(f"created derived model {name} ({settings.model} with {json.dumps(params, sort_keys=True)})")
     try:  # an empty prompt loads the model, so the first task does not wait for it
         client.generate(model=name, prompt="", keep_alive=_keep_alive(settings.keep_alive))
     except errors as exc:
-        raise ServiceError(f"model {name} cannot be loaded (within {settings.load_timeout_s:g}s): {one_line(exc)}") from None
+        raise ServiceError(
+            f"model {name} cannot be loaded (within {settings.load_timeout_s:g}s): {one_line(exc)}"
+        ) from None
     return name
 
 
 def _remove(path: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _start_server(settings: LlmSettings, paths: LlmPaths, started: list[ManagedServer]) -> tuple[str, dict, str, str]:
@@ -132,17 +136,24 @@ def _start_server(settings: LlmSettings, paths: LlmPaths, started: list[ManagedS
     log = paths.server_log(settings.server)
     if settings.server == "vllm":
         key = secrets.token_urlsafe(32)  # vLLM's own API key: only the front has it
-        _log(f"starting vllm serve {settings.model} ({' '.join(settings.vllm_flags())}) on a loopback port, "
-             f"up to {settings.load_timeout_s:g}s to load; log: {log}")
+        _log(
+            f"starting vllm serve {settings.model} ({' '.join(settings.vllm_flags())}) on a loopback port, "
+            f"up to {settings.load_timeout_s:g}s to load; log: {log}"
+        )
         process, url = start_vllm(settings, log, key)
         started.append(process)
         version = wait_vllm(process, url, settings, key)
         _log(f"vllm {version} serves {settings.model} on {url}")
         return url, {"Authorization": f"Bearer {key}"}, settings.model, version
     _log(f"starting ollama serve (parallel {settings.parallel}) on a loopback port; log: {log}")
-    ollama_serve = start_ollama(log, binary=settings.ollama, parallel=settings.parallel,
-                                keep_alive=settings.keep_alive, models_dir=settings.models_dir,
-                                max_queue=settings.max_queue)
+    ollama_serve = start_ollama(
+        log,
+        binary=settings.ollama,
+        parallel=settings.parallel,
+        keep_alive=settings.keep_alive,
+        models_dir=settings.models_dir,
+        max_queue=settings.max_queue,
+    )
     started.append(ollama_serve)
     version = ollama_serve.wait_ready(settings.ready_timeout_s)
     _log(f"ollama {version} answers on {ollama_serve.url}")
@@ -184,19 +195,40 @@ def serve_llm(run_dir: str, replica: int = 0, *, stop: threading.Event | None = 
         host = settings.bind_host or node_address()
         capacity = front_capacity(settings.parallel)
         try:
-            front = Front(upstream, secret, host=host, port=settings.port, timeout_s=settings.request_timeout_s,
-                          metrics_path=paths.metrics, metrics_interval_s=settings.metrics_interval_s,
-                          allowed=ALLOWLISTS[settings.server], capacity=capacity, upstream_headers=headers).start()
+            front = Front(
+                upstream,
+                secret,
+                host=host,
+                port=settings.port,
+                timeout_s=settings.request_timeout_s,
+                metrics_path=paths.metrics,
+                metrics_interval_s=settings.metrics_interval_s,
+                allowed=ALLOWLISTS[settings.server],
+                capacity=capacity,
+                upstream_headers=headers,
+            ).start()
         except OSError as exc:
-            raise ServiceError(f"the front cannot listen on {host}:{settings.port}: {exc.strerror or exc} "
-                               "(set bind_host/port in settings.json)") from None
+            raise ServiceError(
+                f"the front cannot listen on {host}:{settings.port}: {exc.strerror or exc} "
+                "(set bind_host/port in settings.json)"
+            ) from None
         url = front.url if host not in ("0.0.0.0", "::") else f"http://{node_address()}:{front.port}"
-        endpoint = {"url": url, "model": model, "server": settings.server, "replica": replica,
-                    "started": time.time(), "host": socket.gethostname(), "job_id": os.environ.get("SLURM_JOB_ID"),
-                    "server_version": version, "capacity": capacity}
+        endpoint = {
+            "url": url,
+            "model": model,
+            "server": settings.server,
+            "replica": replica,
+            "started": time.time(),
+            "host": socket.gethostname(),
+            "job_id": os.environ.get("SLURM_JOB_ID"),
+            "server_version": version,
+            "capacity": capacity,
+        }
         write_private(paths.endpoint, json.dumps(endpoint, indent=1) + "\n")
-        _log(f"replica {replica}: serving {model} at {url}, {capacity} generations at {settings.server} at once "
-             f"(the rest wait at the front); secret in {paths.secret}; endpoint {paths.endpoint}")
+        _log(
+            f"replica {replica}: serving {model} at {url}, {capacity} generations at {settings.server} at once "
+            f"(the rest wait at the front); secret in {paths.secret}; endpoint {paths.endpoint}"
+        )
         while not stop.wait(1.0):
             started[0].ensure_running("while serving")  # ServerFailed: the service fails with its log's tail
         _log("stop requested")

@@ -97,7 +97,9 @@ class LlmSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise SettingsError(f"settings.json: unknown keys {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+            raise SettingsError(
+                f"settings.json: unknown keys {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+            )
         if "model" not in data:
             raise SettingsError("settings.json: 'model' is required")
         try:
@@ -181,8 +183,9 @@ def normalize_model(name: str) -> str:
 
 def derived_model_name(base: str, parameters: dict[str, Any]) -> str:
     """`qwen2.5:7b` + {num_ctx: 8192} -> `qwen2.5-7b-hpcm-<8 hex>`; same inputs, same name. Pure."""
-    canonical = json.dumps({"from": normalize_model(base), "parameters": parameters}, sort_keys=True,
-                           separators=(",", ":"))
+    canonical = json.dumps(
+        {"from": normalize_model(base), "parameters": parameters}, sort_keys=True, separators=(",", ":")
+    )
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
     stem = base[: -len(":latest")] if base.endswith(":latest") else base
     slug = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._") or "model"

@@ -29,8 +29,10 @@ from hpc_marker.servers.vllm import (
     vllm_serve_argv,
 )
 
-HINT = ("install vllm in the job's environment (the profile's setup lines), or set llm_image in the profile "
-        "to an Apptainer image with vllm")
+HINT = (
+    "install vllm in the job's environment (the profile's setup lines), or set llm_image in the profile "
+    "to an Apptainer image with vllm"
+)
 
 
 class VllmError(ServerFailed):
@@ -44,18 +46,21 @@ def vllm_argv(settings: LlmSettings, port: int) -> list[str]:
     return in_container("apptainer" if settings.image else None, settings.image, serve)
 
 
-def start_vllm(settings: LlmSettings, log_path: Path, api_key: str,
-               environ: Mapping[str, str] | None = None) -> tuple[ManagedServer, str]:
+def start_vllm(
+    settings: LlmSettings, log_path: Path, api_key: str, environ: Mapping[str, str] | None = None
+) -> tuple[ManagedServer, str]:
     """Start `vllm serve` on a free loopback port; (the server, its URL). Wait for it with `wait_vllm`."""
     environ = dict(os.environ if environ is None else environ)
     port = free_port()
     argv = vllm_argv(settings, port)
-    argv[0] = resolve_executable(argv[0], HINT, lambda name: shutil.which(name, path=environ.get("PATH")),
-                                 error=VllmError)
+    argv[0] = resolve_executable(
+        argv[0], HINT, lambda name: shutil.which(name, path=environ.get("PATH")), error=VllmError
+    )
     env = dict(NO_PHONING_HOME, **environ, VLLM_API_KEY=api_key)
     url = f"http://{HOST}:{port}"
-    server = ManagedServer(argv, Path(log_path), env=env, name="vllm serve", health_url=f"{url}/health",
-                           error=VllmError, stop_grace_s=15.0).start()  # dies with the service, even on SIGKILL
+    server = ManagedServer(
+        argv, Path(log_path), env=env, name="vllm serve", health_url=f"{url}/health", error=VllmError, stop_grace_s=15.0
+    ).start()  # dies with the service, even on SIGKILL
     return server, url
 
 

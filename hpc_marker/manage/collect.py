@@ -68,12 +68,16 @@ def retry_outlook(commits: pd.DataFrame, known_at_scan: set[str]) -> dict:
     failed = latest[~latest["status"].isin(["ok", BISECTED, REOPENED])]
     unreadable = isin(failed.index, list(known_at_scan)) | (failed["status"] == "encrypted").to_numpy()
     poison = ~unreadable & (failed.index.map(failures_per_item(commits)).fillna(0).to_numpy() >= MAX_ATTEMPTS)
-    return {"retryable": int((~unreadable & ~poison).sum()), "known_at_scan": int(unreadable.sum()),
-            "poison": int(poison.sum())}
+    return {
+        "retryable": int((~unreadable & ~poison).sum()),
+        "known_at_scan": int(unreadable.sum()),
+        "poison": int(poison.sum()),
+    }
 
 
-def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, records_status: pd.Series,
-                     board: ClaimBoard) -> tuple[list[ManifestRecord], set[str], int]:
+def finish_leftovers(
+    paths: RunPaths, record: RunRecord, items: pd.DataFrame, records_status: pd.Series, board: ClaimBoard
+) -> tuple[list[ManifestRecord], set[str], int]:
     """Place committed outputs, merge complete split PDFs, recover records from done markers, remove
     orphaned staging folders. Only the items without a manifest line and the split PDFs are looked
     at one by one (and the bisected ones: their documents are put together here when their tasks could
@@ -94,8 +98,9 @@ def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, re
             recovered.append(ManifestRecord(**{k: v for k, v in done.items() if k in _RECORD_FIELDS}))
         except TypeError:  # a marker without a whole record: the item stays "missing" in the summary
             print(f"[hpcmarker collect] warning: done marker of {row.item_id} holds no manifest record", flush=True)
-    bisected = set(records_status.index[records_status == BISECTED]) | {r.item_id for r in recovered
-                                                                        if r.status == BISECTED}
+    bisected = set(records_status.index[records_status == BISECTED]) | {
+        r.item_id for r in recovered if r.status == BISECTED
+    }
     for row in items[isin(items["item_id"], bisected)].itertuples(index=False):  # halves never recorded
         found = walk(row.item_id, int(row.page_start), int(row.page_stop), board.done_record)
         for node in found.inner[1:] + found.leaves:
@@ -104,8 +109,10 @@ def finish_leftovers(paths: RunPaths, record: RunRecord, items: pd.DataFrame, re
                 try:
                     recovered.append(ManifestRecord(**{k: v for k, v in node.record.items() if k in _RECORD_FIELDS}))
                 except TypeError:  # not a whole record: the document stays unfinished in the summary
-                    print(f"[hpcmarker collect] warning: done marker of {node.item_id} holds no manifest record",
-                          flush=True)
+                    print(
+                        f"[hpcmarker collect] warning: done marker of {node.item_id} holds no manifest record",
+                        flush=True,
+                    )
     merged_docs, merged = set(), 0
     pieces = items[(items["parts"] > 1).to_numpy() | isin(items["item_id"], bisected)].sort_values(["doc_id", "part"])
     for doc_id, parts in pieces.groupby("doc_id", sort=False):
@@ -137,8 +144,7 @@ def write_manifest_csv(records: pd.DataFrame, path: Path) -> None:
     """manifest.csv: every record, by PDF and page, written atomically (Arrow's CSV writer). The
     flagged pages (lists) become space-separated 0-based indices, empty where not checked."""
     ordered = records.sort_values(["pdf", "page_start", "finished"], kind="stable")
-    ordered = ordered.assign(**{column: ordered[column].map(_page_list)
-                                for column in ("empty_pages", "garbled_pages")})
+    ordered = ordered.assign(**{column: ordered[column].map(_page_list) for column in ("empty_pages", "garbled_pages")})
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         pacsv.write_csv(pa.Table.from_pandas(ordered, preserve_index=False), tmp)
@@ -168,8 +174,9 @@ def gather_logs(paths: RunPaths, job_ids: list[str]) -> list[Path]:
     return gathered
 
 
-def merged_outputs(records: pd.DataFrame, items: pd.DataFrame, merged: set[str], out: Path,
-                   output_format: str = "markdown") -> pd.DataFrame:
+def merged_outputs(
+    records: pd.DataFrame, items: pd.DataFrame, merged: set[str], out: Path, output_format: str = "markdown"
+) -> pd.DataFrame:
     """The records with each part of a merged split PDF, and each converted half of a bisected item of a
     merged document, pointing at the merged document, not at its piece (deleted once merged). Pure."""
     parts = items.loc[(items["parts"] > 1) & items["doc_id"].isin(list(merged)), "item_id"]
@@ -183,16 +190,22 @@ def merged_outputs(records: pd.DataFrame, items: pd.DataFrame, merged: set[str],
     records = records.copy()
     out_names = items.drop_duplicates("pdf").set_index("pdf")["out_name"] if "out_name" in items else {}
     records.loc[moved, "output"] = records.loc[moved, "pdf"].map(
-        lambda rel: str(document_file(out, rel, output_format, out_names.get(rel, ""))))
+        lambda rel: str(document_file(out, rel, output_format, out_names.get(rel, "")))
+    )
     return records
 
 
 def settled_states(task_jobs: list[str], states: dict[str, str], stops: dict[int, TaskStop]) -> dict[str, str]:
     """Tasks the scheduler's accounting still shows active (it lags the jobs' end by a moment) but whose own
     record says they stopped: over (COMPLETED; their record gives any cause). Pure."""
-    return {job: "COMPLETED" for task, job in enumerate(task_jobs)
-            if states.get(job) in ACTIVE_STATES and (stop := stops.get(task)) is not None
-            and stop.cause != RUNNING and stop.job_id in ("", job)}
+    return {
+        job: "COMPLETED"
+        for task, job in enumerate(task_jobs)
+        if states.get(job) in ACTIVE_STATES
+        and (stop := stops.get(task)) is not None
+        and stop.cause != RUNNING
+        and stop.job_id in ("", job)
+    }
 
 
 def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> dict:
@@ -235,15 +248,25 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     recovered, merged_docs, merged = finish_leftovers(paths, record, items, recorded, board)
     if recovered:
         records = pd.concat([records, records_frame(recovered)], ignore_index=True)
-    write_manifest_csv(merged_outputs(records, items, merged_docs, Path(record.out_dir),
-                                      EngineOptions.from_json(record.engine_options).output_format),
-                       paths.manifest_csv)
+    write_manifest_csv(
+        merged_outputs(
+            records,
+            items,
+            merged_docs,
+            Path(record.out_dir),
+            EngineOptions.from_json(record.engine_options).output_format,
+        ),
+        paths.manifest_csv,
+    )
     summary = summarize(items, shares, records, torn)
     summary.update(document_counts(items, records, merged_docs))
     commits = read_commits(paths.progress)
     failures = failures_per_item(commits)
-    summary["poison"] = [{"pdf": f["pdf"], "pages": f["pages"], "error": f["error"]} for f in summary["failures"]
-                         if failures.get(f["item_id"], 0) >= MAX_ATTEMPTS]
+    summary["poison"] = [
+        {"pdf": f["pdf"], "pages": f["pages"], "error": f["error"]}
+        for f in summary["failures"]
+        if failures.get(f["item_id"], 0) >= MAX_ATTEMPTS
+    ]
     plan = load_items_table(paths.plan, columns=["item_id", "scan_error"]).to_pandas()
     summary["retry"] = retry_outlook(commits, set(plan.loc[plan["scan_error"].notna(), "item_id"]))
     summary.update(recovered_records=len(recovered), merged_by_collector=merged)
@@ -251,25 +274,34 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
         from hpc_marker.llm.metrics import service_summary, throughput_bound
 
         llm = service_summary(paths.root, record.llm.get("replicas", 1))
-        summary["llm"] = dict(llm or {}, model=record.llm["model"], server=record.llm.get("server", "ollama"),
-                              service_stopped=stopped)
+        summary["llm"] = dict(
+            llm or {}, model=record.llm["model"], server=record.llm.get("server", "ollama"), service_stopped=stopped
+        )
         bound = throughput_bound(llm, summary.get("pages_ok", 0), summary.get("pages_per_second"), whole_run=True)
         if bound:
             summary["llm"]["bound"] = bound
     latest = latest_frame(records)
     for key in ("degraded", "llm_failover"):  # items whose refinement was partial; whose requests moved replica
         marked = latest[latest[key].notna() & (latest[key] != "")]
-        summary[key] = [{"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": getattr(r, key)}
-                        for r in marked.itertuples(index=False)]
-    summary.update(run_id=record.run_id, engine=record.engine, collected=time.time(),
-                   logs=[p.name for p in gather_logs(paths, record.jobs.get("convert", []))])
+        summary[key] = [
+            {"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": getattr(r, key)}
+            for r in marked.itertuples(index=False)
+        ]
+    summary.update(
+        run_id=record.run_id,
+        engine=record.engine,
+        collected=time.time(),
+        logs=[p.name for p in gather_logs(paths, record.jobs.get("convert", []))],
+    )
     summary.update(judge(paths, record, shares, summary))
     atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     for line in torn:
         print(f"[hpcmarker collect] warning: {line}", flush=True)
-    print(f"[hpcmarker collect] {summary['headline']}; {len(summary['missing'])} missing of "
-          f"{plural(summary['items'], 'item')}",
-          flush=True)
+    print(
+        f"[hpcmarker collect] {summary['headline']}; {len(summary['missing'])} missing of "
+        f"{plural(summary['items'], 'item')}",
+        flush=True,
+    )
     for line in summary["reasons"]:
         print(f"[hpcmarker collect] {line}", flush=True)
     release(Path(record.out_dir), record.run_id)  # the run is over: its --out is free for the next one

@@ -43,17 +43,24 @@ def failed_lines(documents: list[FailedDocument], total: int) -> list[str]:
     """`status`'s lines for them (none when nothing failed). Pure."""
     if not total:
         return []
-    more = [(f"  ... and {total - len(documents)} more (summary.json and manifest.csv in the run folder list "
-              "every one)")] if total > len(documents) else []
+    more = (
+        [(f"  ... and {total - len(documents)} more (summary.json and manifest.csv in the run folder list every one)")]
+        if total > len(documents)
+        else []
+    )
     return [f"failed documents ({total}):", *(doc.line() for doc in documents), *more]
 
 
 def _document(failure: dict) -> FailedDocument:
     pages = failure.get("pages") or ""
     task = failure.get("task")
-    return FailedDocument(pdf=failure["pdf"], pages="" if pages.endswith("-0") else pages,
-                          status=failure.get("status") or "failed", error=failure.get("error") or "",
-                          task=None if task is None or math.isnan(task) else int(task))
+    return FailedDocument(
+        pdf=failure["pdf"],
+        pages="" if pages.endswith("-0") else pages,
+        status=failure.get("status") or "failed",
+        error=failure.get("error") or "",
+        task=None if task is None or math.isnan(task) else int(task),
+    )
 
 
 def _failures(paths: RunPaths) -> list[dict]:

@@ -29,8 +29,9 @@ class FollowUpRun:
         return f"follow-up run {self.run_id} of run {self.parent}: {self.headline}; {then}"
 
 
-def unfinished_follow_ups(paths: RunPaths, out: str | Path, state_of: Callable[[RunPaths], object]
-                          ) -> list[FollowUpRun]:
+def unfinished_follow_ups(
+    paths: RunPaths, out: str | Path, state_of: Callable[[RunPaths], object]
+) -> list[FollowUpRun]:
     """The runs of --out `out` but `paths` that are follow-ups and not finished, oldest first. `state_of` gives
     a run's status (state, headline, next)."""
     found = []
@@ -45,8 +46,15 @@ def unfinished_follow_ups(paths: RunPaths, out: str | Path, state_of: Callable[[
             continue
         status = state_of(other)
         if status.state != FINISHED:
-            found.append(FollowUpRun(record.run_id, str(record.parent.get("run_id")), status.state,
-                                     status.headline or status.state, status.next))
+            found.append(
+                FollowUpRun(
+                    record.run_id,
+                    str(record.parent.get("run_id")),
+                    status.state,
+                    status.headline or status.state,
+                    status.next,
+                )
+            )
     return found
 
 

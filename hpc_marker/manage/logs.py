@@ -47,8 +47,9 @@ def task_logs(paths: RunPaths, record: RunRecord, task: int) -> list[LogFile]:
         out, err = job_logs(paths, jobs[task])
         gathered = (paths.logs / f"task-{task}.out", paths.logs / f"task-{task}.err")
         for kind, own, copy in (("stdout", out, gathered[0]), ("stderr", err, gathered[1])):
-            files.append(LogFile(f"task {task} {kind} (job {jobs[task]})", own if own.exists() or not copy.exists()
-                                 else copy))
+            files.append(
+                LogFile(f"task {task} {kind} (job {jobs[task]})", own if own.exists() or not copy.exists() else copy)
+            )
     inference = paths.logs / f"inference-task-{task}.log"
     if inference.exists():
         files.append(LogFile(f"task {task} inference server", inference))
@@ -76,7 +77,10 @@ def default_logs(paths: RunPaths, record: RunRecord) -> list[LogFile]:
     collect = record.jobs.get("collect", [])
     if collect and job_logs(paths, collect[0])[0].exists():
         out, err = job_logs(paths, collect[0])
-        return [LogFile(f"collector stdout (job {collect[0]})", out), LogFile(f"collector stderr (job {collect[0]})", err)]
+        return [
+            LogFile(f"collector stdout (job {collect[0]})", out),
+            LogFile(f"collector stderr (job {collect[0]})", err),
+        ]
     return task_logs(paths, record, 0)
 
 

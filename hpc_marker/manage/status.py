@@ -16,7 +16,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-
 from hpc_marker.executors import executor_for
 from hpc_marker.executors.base import Observation
 from hpc_marker.manage.cancel import mark_cancelled
@@ -80,7 +79,9 @@ class Progress:
     torn_lines: list[str] = field(default_factory=list)
     failed_over: int = 0  # items with LLM requests moved to another replica (counted only when asked)
     text_layer: dict = field(default_factory=dict)  # empty and garbled pages (summary.json's, or the commit logs')
-    lost_pages: list[str] = field(default_factory=list)  # "book.pdf page 8: timeout" (or by document id before collection)
+    lost_pages: list[str] = field(
+        default_factory=list
+    )  # "book.pdf page 8: timeout" (or by document id before collection)
     busy_seconds: float | None = None  # how long work was in flight (util/frames.busy_seconds; None: last - first)
     retry: dict | None = None  # summary.json's retry outlook (collect.retry_outlook); None before collection
 
@@ -140,14 +141,24 @@ def share_counts(latest: pd.DataFrame) -> dict[int, ShareCounts]:
     pages = latest["pages"].to_numpy()[final]
     count = lambda weights: np.bincount(share, weights=weights).astype(int)  # noqa: E731
     ok_n, partial_n, all_n, pages_n, degraded_n = count(ok), count(partial), count(None), count(pages), count(degraded)
-    return {int(i): ShareCounts(int(ok_n[i]), int(all_n[i] - ok_n[i] - partial_n[i]), int(pages_n[i]),
-                                int(degraded_n[i]), int(partial_n[i]))
-            for i in np.flatnonzero(all_n)}
+    return {
+        int(i): ShareCounts(
+            int(ok_n[i]), int(all_n[i] - ok_n[i] - partial_n[i]), int(pages_n[i]), int(degraded_n[i]), int(partial_n[i])
+        )
+        for i in np.flatnonzero(all_n)
+    }
 
 
-def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress, seen: Observation | dict[str, str],
-              now: float, collected: bool = False, activities: dict[int, str] | None = None,
-              stops: dict[int, TaskStop] | None = None) -> RunStatus:
+def summarize(
+    record: RunRecord,
+    shares: list[ShareSummary],
+    progress: Progress,
+    seen: Observation | dict[str, str],
+    now: float,
+    collected: bool = False,
+    activities: dict[int, str] | None = None,
+    stops: dict[int, TaskStop] | None = None,
+) -> RunStatus:
     """The run's status from its plan, progress, the scheduler's view (an Observation, or just job
     states) and the tasks' stop records. Pure."""
     seen = seen if isinstance(seen, Observation) else Observation(dict(seen))
@@ -157,51 +168,104 @@ def summarize(record: RunRecord, shares: list[ShareSummary], progress: Progress,
     for share in shares:
         done = progress.shares.get(share.index, ShareCounts())
         job_id = task_ids[share.index] if share.index < len(task_ids) else "-"
-        tasks.append(TaskStatus(
-            task=share.index, job_id=job_id, state=states.get(job_id, "UNKNOWN"), items=share.items,
-            ok=done.ok, failed=done.failed, pending=max(0, share.items - done.ok - done.failed - done.partial),
-            pages=share.pages, pages_done=done.pages_done, activity=(activities or {}).get(share.index, "-"),
-            partial=done.partial))
+        tasks.append(
+            TaskStatus(
+                task=share.index,
+                job_id=job_id,
+                state=states.get(job_id, "UNKNOWN"),
+                items=share.items,
+                ok=done.ok,
+                failed=done.failed,
+                pending=max(0, share.items - done.ok - done.failed - done.partial),
+                pages=share.pages,
+                pages_done=done.pages_done,
+                activity=(activities or {}).get(share.index, "-"),
+                partial=done.partial,
+            )
+        )
     pages = sum(s.pages for s in shares)
     pages_done = sum(t.pages_done for t in tasks)
     active = any(t.state in ACTIVE_STATES for t in tasks)
-    elapsed = working_seconds(progress.first_started, progress.last_finished, progress.busy_seconds, now,
-                              [s.started for s in (stops or {}).values() if s.cause == RUNNING] if active else None)
+    elapsed = working_seconds(
+        progress.first_started,
+        progress.last_finished,
+        progress.busy_seconds,
+        now,
+        [s.started for s in (stops or {}).values() if s.cause == RUNNING] if active else None,
+    )
     rate = pages_done / elapsed if elapsed and pages_done else None
     remaining = pages - pages_done
     collect_ids = record.jobs.get("collect", [])
     collector = states.get(collect_ids[0], "UNKNOWN") if collect_ids else "-"
     items, failed, pending = sum(t.items for t in tasks), sum(t.failed for t in tasks), sum(t.pending for t in tasks)
     others = {job_id: f"{role} {job_id}" for role in ("service", "collect") for job_id in record.jobs.get(role, [])}
-    judged = verdict(RunFacts(
-        run_id=record.run_id, time_limit=record.time_limit, mem=record.mem, cancelled=record.cancelled is not None,
-        tasks=tuple(TaskView(t.task, t.job_id, t.state, t.pending) for t in tasks), stops=stops or {},
-        items=items, pending=pending, failed=failed, collected=collected, collector=collector,
-        partial=sum(t.partial for t in tasks), **(progress.retry or {}),
-        pending_reasons=seen.pending, other_jobs=others, wedged=bool(seen.wedged) and not seen.cancelled))
+    judged = verdict(
+        RunFacts(
+            run_id=record.run_id,
+            time_limit=record.time_limit,
+            mem=record.mem,
+            cancelled=record.cancelled is not None,
+            tasks=tuple(TaskView(t.task, t.job_id, t.state, t.pending) for t in tasks),
+            stops=stops or {},
+            items=items,
+            pending=pending,
+            failed=failed,
+            collected=collected,
+            collector=collector,
+            partial=sum(t.partial for t in tasks),
+            **(progress.retry or {}),
+            pending_reasons=seen.pending,
+            other_jobs=others,
+            wedged=bool(seen.wedged) and not seen.cancelled,
+        )
+    )
     return RunStatus(
-        run_id=record.run_id, run_dir="", executor=record.executor, state=judged.state,
-        items=items, ok=sum(t.ok for t in tasks), failed=failed, pending=pending, pages=pages, pages_done=pages_done,
+        run_id=record.run_id,
+        run_dir="",
+        executor=record.executor,
+        state=judged.state,
+        items=items,
+        ok=sum(t.ok for t in tasks),
+        failed=failed,
+        pending=pending,
+        pages=pages,
+        pages_done=pages_done,
         elapsed_seconds=round(elapsed, 1) if elapsed is not None else None,
         pages_per_second=round(rate, 2) if rate else None,
         eta_seconds=round(remaining / rate, 1) if rate and remaining > 0 and active else None,
-        collector=collector, degraded=sum(c.degraded for c in progress.shares.values()), tasks=tasks,
-        partial=sum(t.partial for t in tasks), lost_pages=list(progress.lost_pages),
+        collector=collector,
+        degraded=sum(c.degraded for c in progress.shares.values()),
+        tasks=tasks,
+        partial=sum(t.partial for t in tasks),
+        lost_pages=list(progress.lost_pages),
         text_layer=dict(progress.text_layer),
-        torn_manifest_lines=list(progress.torn_lines), wedged=seen.wedged, headline=judged.headline,
-        reasons=judged.lines(record.run_id), next=judged.next, exit_code=judged.exit_code)
+        torn_manifest_lines=list(progress.torn_lines),
+        wedged=seen.wedged,
+        headline=judged.headline,
+        reasons=judged.lines(record.run_id),
+        next=judged.next,
+        exit_code=judged.exit_code,
+    )
 
 
 def summary_progress(summary: dict) -> Progress:
     """The progress summary.json records (its share counts, partial items and lost pages). Pure."""
-    shares = {int(s["share"]): ShareCounts(s["ok"], s["failed"], s["pages_done"], s.get("degraded", 0),
-                                           s.get("partial", 0))
-              for s in summary["shares"]}
+    shares = {
+        int(s["share"]): ShareCounts(s["ok"], s["failed"], s["pages_done"], s.get("degraded", 0), s.get("partial", 0))
+        for s in summary["shares"]
+    }
     lost = [f"{p['pdf']} page {p['page']}: {p['status']}" for p in summary.get("lost_pages", [])]
-    return Progress(shares, summary.get("first_started"), summary.get("last_finished"),
-                    summary.get("torn_manifest_lines", []), len(summary.get("llm_failover") or []),
-                    text_layer=summary.get("text_layer", {}), lost_pages=lost, busy_seconds=summary.get("wall_seconds"),
-                    retry=summary.get("retry"))
+    return Progress(
+        shares,
+        summary.get("first_started"),
+        summary.get("last_finished"),
+        summary.get("torn_manifest_lines", []),
+        len(summary.get("llm_failover") or []),
+        text_layer=summary.get("text_layer", {}),
+        lost_pages=lost,
+        busy_seconds=summary.get("wall_seconds"),
+        retry=summary.get("retry"),
+    )
 
 
 def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
@@ -215,28 +279,38 @@ def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
     latest = latest_commits(commits)
     moved = int(latest["flags"].str.contains(FAILED_OVER, regex=False).sum()) if failed_over and len(latest) else 0
     worked = commits[commits["status"] != REOPENED]  # a retry's line that reopens an item: no work
-    return Progress(share_counts(latest),
-                    float(worked["started"].min()) if len(worked) else None,
-                    float(worked["finished"].max()) if len(worked) else None,
-                    failed_over=moved, text_layer=commit_text_layer(latest), lost_pages=commit_lost_pages(latest),
-                    busy_seconds=busy_seconds(worked["started"], worked["finished"]))
+    return Progress(
+        share_counts(latest),
+        float(worked["started"].min()) if len(worked) else None,
+        float(worked["finished"].max()) if len(worked) else None,
+        failed_over=moved,
+        text_layer=commit_text_layer(latest),
+        lost_pages=commit_lost_pages(latest),
+        busy_seconds=busy_seconds(worked["started"], worked["finished"]),
+    )
 
 
 def commit_lost_pages(latest: pd.DataFrame) -> list[str]:
     """The pages lost so far (sub-items that failed), by document id and 1-based pages. Pure."""
     lost = latest[latest.index.str.contains(SUB_MARK, regex=False) & ~latest["status"].isin(["ok", BISECTED, REOPENED])]
     found = lost.index.str.extract(r"^([^.]+)\.r(\d+)-(\d+)$")
-    return [f"document {doc} page{'s' if int(b) - int(a) > 1 else ''} {int(a) + 1}"
-            + (f"-{b}" if int(b) - int(a) > 1 else "") + f": {status}"
-            for (doc, a, b), status in zip(found.itertuples(index=False, name=None), lost["status"])]
+    return [
+        f"document {doc} page{'s' if int(b) - int(a) > 1 else ''} {int(a) + 1}"
+        + (f"-{b}" if int(b) - int(a) > 1 else "")
+        + f": {status}"
+        for (doc, a, b), status in zip(found.itertuples(index=False, name=None), lost["status"], strict=False)
+    ]
 
 
 def commit_text_layer(latest: pd.DataFrame) -> dict:
     """Pages flagged empty or garbled, and in how many items, from the latest commits' flags. Pure."""
     counts = token_counts(latest["flags"][latest["status"] == "ok"])
-    return {"empty_pages": int(counts["empty"].sum()), "items_with_empty_pages": int((counts["empty"] > 0).sum()),
-            "garbled_pages": int(counts["garbled"].sum()),
-            "items_with_garbled_pages": int((counts["garbled"] > 0).sum())}
+    return {
+        "empty_pages": int(counts["empty"].sum()),
+        "items_with_empty_pages": int((counts["empty"] > 0).sum()),
+        "garbled_pages": int(counts["garbled"].sum()),
+        "items_with_garbled_pages": int((counts["garbled"] > 0).sum()),
+    }
 
 
 @dataclass(frozen=True)
@@ -251,24 +325,39 @@ def done_so_far(paths: RunPaths) -> DoneSoFar:
     """How much of the run is finished (the plan's summary and the commit logs only: no job states)."""
     shares = load_summary(paths.plan)
     counts = read_progress(paths).shares.values()
-    return DoneSoFar(sum(s.items for s in shares), sum(c.ok + c.failed + c.partial for c in counts),
-                     sum(s.pages for s in shares), sum(c.pages_done for c in counts))
+    return DoneSoFar(
+        sum(s.items for s in shares),
+        sum(c.ok + c.failed + c.partial for c in counts),
+        sum(s.pages for s in shares),
+        sum(c.pages_done for c in counts),
+    )
 
 
 def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool = True) -> RunStatus:
     record = paths.load_record()
     shares = load_summary(paths.plan)
     progress = read_progress(paths, failed_over=bool(record.llm) and record.llm.get("replicas", 1) > 1)
-    finished = {s.index for s in shares
-                if (c := progress.shares.get(s.index)) is not None and c.ok + c.failed + c.partial >= s.items}
+    finished = {
+        s.index
+        for s in shares
+        if (c := progress.shares.get(s.index)) is not None and c.ok + c.failed + c.partial >= s.items
+    }
     collected = paths.summary.exists()
     seen = executor_for(record.executor).observe(paths, record, finished, collected, cancel_wedged=cancel_wedged)
     if seen.cancelled:
         mark_cancelled(paths)
         record = paths.load_record()
     activities = {task: beat.state for task, beat in read_heartbeats(paths.progress).items()}
-    status = summarize(record, shares, progress, seen, time.time(), collected=collected, activities=activities,
-                       stops=read_stops(paths.progress))
+    status = summarize(
+        record,
+        shares,
+        progress,
+        seen,
+        time.time(),
+        collected=collected,
+        activities=activities,
+        stops=read_stops(paths.progress),
+    )
     status.run_dir = str(paths.root)
     if record.llm:
         from hpc_marker.llm.metrics import service_summary, throughput_bound
@@ -280,10 +369,13 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool =
         for row in metrics.get("replicas", []):
             row["job_id"] = service_ids[row["replica"]] if row["replica"] < len(service_ids) else "-"
             row["state"] = states[row["replica"]] if row["replica"] < len(states) else "UNKNOWN"
-        status.llm = dict(metrics, model=record.llm["model"], server=record.llm.get("server", "ollama"),
-                          service=", ".join(dict.fromkeys(states)) if states else "-",
-                          bound=throughput_bound(metrics, status.pages_done, status.pages_per_second,
-                                                 whole_run=collected))
+        status.llm = dict(
+            metrics,
+            model=record.llm["model"],
+            server=record.llm.get("server", "ollama"),
+            service=", ".join(dict.fromkeys(states)) if states else "-",
+            bound=throughput_bound(metrics, status.pages_done, status.pages_per_second, whole_run=collected),
+        )
         status.failed_over = progress.failed_over
     if status.failed:
         status.failed_documents, status.failed_documents_total = failed_documents(paths)

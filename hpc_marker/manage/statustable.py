@@ -49,9 +49,18 @@ def _rows(tasks: list[TaskStatus]) -> list[tuple[str, str, str, int, int, int, i
     """The table's rows: one per task in runs of up to TABLE_TASKS tasks. Past that, the WORST_TASKS tasks
     with the most failed, then pending, items, then one row per state with its tasks' totals (their
     indices in the first column)."""
+
     def row(label: str, job: str, state: str, group: list[TaskStatus]):
-        return (label, job, state, sum(t.ok for t in group), sum(t.failed for t in group),
-                sum(t.pending for t in group), sum(t.pages_done for t in group), sum(t.pages for t in group))
+        return (
+            label,
+            job,
+            state,
+            sum(t.ok for t in group),
+            sum(t.failed for t in group),
+            sum(t.pending for t in group),
+            sum(t.pages_done for t in group),
+            sum(t.pages for t in group),
+        )
 
     if len(tasks) <= TABLE_TASKS:
         return [row(str(t.task), t.job_id, t.state, [t]) for t in tasks]
@@ -60,45 +69,61 @@ def _rows(tasks: list[TaskStatus]) -> list[tuple[str, str, str, int, int, int, i
     for state in sorted({t.state for t in tasks}):
         group = [t for t in tasks if t.state == state]
         indices = index_ranges([t.task for t in group])
-        rows.append(row(f"{plural(len(group), 'task')}: {indices if len(indices) <= 40 else indices[:37] + '...'}", "",
-                        state, group))
+        rows.append(
+            row(
+                f"{plural(len(group), 'task')}: {indices if len(indices) <= 40 else indices[:37] + '...'}",
+                "",
+                state,
+                group,
+            )
+        )
     return rows
 
 
 def status_table(status: RunStatus) -> Table:
     """The table of tasks under the run's headline (the reasons and the next command: `verdict_lines`)."""
-    table = Table(title=f"run {status.run_id} ({status.executor}): {status.headline or status.state}",
-                  title_justify="left")
+    table = Table(
+        title=f"run {status.run_id} ({status.executor}): {status.headline or status.state}", title_justify="left"
+    )
     for column in ("task", "job", "state", "done", "failed", "pending", "pages", "progress"):
         table.add_column(column, justify="right" if column not in ("job", "state", "progress") else "left")
     for label, job, state, ok, failed, pending, pages_done, pages in _rows(status.tasks):
-        table.add_row(label, job, state, str(ok), str(failed), str(pending), f"{pages_done}/{pages}",
-                      _bar(pages_done, pages))
+        table.add_row(
+            label, job, state, str(ok), str(failed), str(pending), f"{pages_done}/{pages}", _bar(pages_done, pages)
+        )
     rate = f"{status.pages_per_second:.2f} pages/s" if status.pages_per_second else "- pages/s"
     partial = f"{status.partial} partial, " if status.partial else ""
-    table.caption = (f"{status.ok} ok, {partial}{status.failed} failed, {status.pending} pending of "
-                     f"{plural(status.items, 'item')}; {status.pages_done}/{plural(status.pages, 'page')}; {rate}; "
-                     f"elapsed {_duration(status.elapsed_seconds)}; "
-                     f"ETA {_duration(status.eta_seconds)}; collector {status.collector}")
+    table.caption = (
+        f"{status.ok} ok, {partial}{status.failed} failed, {status.pending} pending of "
+        f"{plural(status.items, 'item')}; {status.pages_done}/{plural(status.pages, 'page')}; {rate}; "
+        f"elapsed {_duration(status.elapsed_seconds)}; "
+        f"ETA {_duration(status.eta_seconds)}; collector {status.collector}"
+    )
     if status.degraded:
         table.caption += f"; {plural(status.degraded, 'item')} with degraded LLM refinement"
     table.caption += text_layer_line(status)
     if status.lost_pages:
-        shown = status.lost_pages[:5] + ([f"... {len(status.lost_pages) - 5} more"] if len(status.lost_pages) > 5 else [])
+        shown = status.lost_pages[:5] + (
+            [f"... {len(status.lost_pages) - 5} more"] if len(status.lost_pages) > 5 else []
+        )
         table.caption += "\nlost pages (placeholders in their documents): " + "; ".join(shown)
     if status.llm:
         llm = status.llm
-        table.caption += (f"\nLLM {llm['model']} ({llm.get('server', 'ollama')}, service {llm['service']}): "
-                          f"{llm.get('requests', 0)} requests, "
-                          f"{llm.get('failures', 0)} failed, {llm.get('timeouts', 0)} timed out, "
-                          f"{llm.get('tokens_in', 0)} tokens in, {llm.get('tokens_out', 0)} out, "
-                          f"{llm.get('tokens_out_per_s', 0)} tokens/s (peak {llm.get('peak_tokens_out_per_s', 0)}), "
-                          f"peak {llm.get('peak_in_flight', 0)} at the servers, {llm.get('peak_queued', 0)} waiting")
+        table.caption += (
+            f"\nLLM {llm['model']} ({llm.get('server', 'ollama')}, service {llm['service']}): "
+            f"{llm.get('requests', 0)} requests, "
+            f"{llm.get('failures', 0)} failed, {llm.get('timeouts', 0)} timed out, "
+            f"{llm.get('tokens_in', 0)} tokens in, {llm.get('tokens_out', 0)} out, "
+            f"{llm.get('tokens_out_per_s', 0)} tokens/s (peak {llm.get('peak_tokens_out_per_s', 0)}), "
+            f"peak {llm.get('peak_in_flight', 0)} at the servers, {llm.get('peak_queued', 0)} waiting"
+        )
         if len(llm.get("replicas", [])) > 1 or status.failed_over:
             for row in llm.get("replicas", []):
-                table.caption += (f"\n  replica {row['replica']} (job {row.get('job_id', '-')}, {row.get('state', '?')}): "
-                                  f"{row['requests']} requests, {row['tokens_out_per_s']} tokens/s, "
-                                  f"{row['failures']} failed, {row['timeouts']} timed out")
+                table.caption += (
+                    f"\n  replica {row['replica']} (job {row.get('job_id', '-')}, {row.get('state', '?')}): "
+                    f"{row['requests']} requests, {row['tokens_out_per_s']} tokens/s, "
+                    f"{row['failures']} failed, {row['timeouts']} timed out"
+                )
             table.caption += f"\n  {plural(status.failed_over, 'item')} had LLM requests moved to another replica"
         if llm.get("bound"):
             table.caption += f"\n{llm['bound']['why']}"
@@ -112,9 +137,11 @@ def text_layer_line(status: RunStatus) -> str:
     if not (layer.get("empty_pages") or layer.get("garbled_pages")):
         return ""
     unit = "documents" if "documents_with_empty_pages" in layer else "items"
-    return (f"\ntext layer: {plural(layer['empty_pages'], 'empty page')} in "
-            f"{plural(layer[f'{unit}_with_empty_pages'], unit[:-1])}, {plural(layer['garbled_pages'], 'garbled page')} "
-            f"in {plural(layer[f'{unit}_with_garbled_pages'], unit[:-1])}")
+    return (
+        f"\ntext layer: {plural(layer['empty_pages'], 'empty page')} in "
+        f"{plural(layer[f'{unit}_with_empty_pages'], unit[:-1])}, {plural(layer['garbled_pages'], 'garbled page')} "
+        f"in {plural(layer[f'{unit}_with_garbled_pages'], unit[:-1])}"
+    )
 
 
 def verdict_lines(status: RunStatus) -> list[str]:
@@ -123,5 +150,10 @@ def verdict_lines(status: RunStatus) -> list[str]:
     wraps a caption at the table's width)."""
     flagged = text_layer_line(status)
     ocr = [f"to OCR the flagged documents: {ocr_command(status.run_id, status.text_layer)}"] if flagged else []
-    return [*failed_lines(status.failed_documents, status.failed_documents_total), *status.reasons, *ocr,
-            *(run.line() for run in status.follow_ups), *([f"next: {status.next}"] if status.next else [])]
+    return [
+        *failed_lines(status.failed_documents, status.failed_documents_total),
+        *status.reasons,
+        *ocr,
+        *(run.line() for run in status.follow_ups),
+        *([f"next: {status.next}"] if status.next else []),
+    ]

@@ -46,7 +46,14 @@ EXIT_OK, EXIT_FAILED_ITEMS, EXIT_INCOMPLETE = 0, 3, 4
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried (but with --include-poison)
 # causes known only from the scheduler (the task could not say): job state -> (cause, what happened)
 OUT_OF_MEMORY, NODE_FAILURE, PREEMPTED, NOT_COLLECTED, STUCK, LEFT, DEPENDENCY = (
-    "out_of_memory", "node_failure", "preempted", "not_collected", "stuck", "left", "dependency")
+    "out_of_memory",
+    "node_failure",
+    "preempted",
+    "not_collected",
+    "stuck",
+    "left",
+    "dependency",
+)
 UNRETRYABLE = "unretryable"  # finished, and no failed item could convert on another try as it is
 JOB_STATE_CAUSES = {
     "TIMEOUT": (TIME_LIMIT, "killed at its time limit (job TIMEOUT)"),
@@ -57,8 +64,23 @@ JOB_STATE_CAUSES = {
     "PREEMPTED": (PREEMPTED, "preempted by another job (job PREEMPTED)"),
     "CANCELLED": (CANCELLED, "cancelled"),
 }
-CAUSE_ORDER = (ENGINE_CACHE, ENGINE, INFERENCE, LLM_SERVICE, STORAGE_FULL, OUT_OF_MEMORY, TIME_LIMIT, NODE_FAILURE,
-               PREEMPTED, CANCELLED, ERROR, DEPENDENCY, STUCK, LEFT, NOT_COLLECTED)
+CAUSE_ORDER = (
+    ENGINE_CACHE,
+    ENGINE,
+    INFERENCE,
+    LLM_SERVICE,
+    STORAGE_FULL,
+    OUT_OF_MEMORY,
+    TIME_LIMIT,
+    NODE_FAILURE,
+    PREEMPTED,
+    CANCELLED,
+    ERROR,
+    DEPENDENCY,
+    STUCK,
+    LEFT,
+    NOT_COLLECTED,
+)
 
 
 @dataclass(frozen=True)
@@ -116,10 +138,19 @@ class Reason:
         """'2 tasks (0,1): time limit near (USR2) — next: hpcmarker resume r1 --time 00:08:00'."""
         count = len(self.tasks) or len(self.jobs)
         noun = "task" if self.tasks else "job"
-        who = (f"{plural(count, noun)} ({index_ranges(list(self.tasks))})" if self.tasks
-               else f"{', '.join(self.jobs)}" if self.jobs else "the run")
+        who = (
+            f"{plural(count, noun)} ({index_ranges(list(self.tasks))})"
+            if self.tasks
+            else f"{', '.join(self.jobs)}"
+            if self.jobs
+            else "the run"
+        )
         todo = self.command(run_id)
-        fix = f"{self.advice}, then: {todo}" if self.advice and todo else (self.advice or (f"next: {todo}" if todo else ""))
+        fix = (
+            f"{self.advice}, then: {todo}"
+            if self.advice and todo
+            else (self.advice or (f"next: {todo}" if todo else ""))
+        )
         return f"{who}: {self.what}" + (f" — {fix}" if fix else "")
 
 
@@ -179,7 +210,7 @@ def task_cause(stop: TaskStop | None, task: TaskView) -> tuple[str, str] | None:
         stop = None
     if stop is not None and stop.cause not in (RUNNING, DONE):
         return stop.cause, stop.detail or stop.cause.replace("_", " ")
-    if stop is not None and stop.cause == DONE or job_state in ACTIVE_STATES:
+    if (stop is not None and stop.cause == DONE) or job_state in ACTIVE_STATES:
         return None
     if job_state in JOB_STATE_CAUSES:
         cause, what = JOB_STATE_CAUSES[job_state]
@@ -231,9 +262,16 @@ def pending_reasons(facts: RunFacts) -> list[Reason]:
     for word, ids in grouped.items():
         tasks = tuple(sorted(task_of[j] for j in ids if j in task_of))
         others = tuple(facts.other_jobs.get(j, j) for j in ids if j not in task_of)
-        reasons.append(Reason(STUCK, f"pending with {word}: {stuck_reason(word)}", tasks=tasks, jobs=others,
-                              advice="ask for less (--cpus-per-task, --mem, --time) or another --partition",
-                              verb="cancel"))
+        reasons.append(
+            Reason(
+                STUCK,
+                f"pending with {word}: {stuck_reason(word)}",
+                tasks=tasks,
+                jobs=others,
+                advice="ask for less (--cpus-per-task, --mem, --time) or another --partition",
+                verb="cancel",
+            )
+        )
     return reasons
 
 
@@ -242,14 +280,21 @@ def unretryable(facts: RunFacts) -> tuple[Reason, ...]:
     try as it is: known unreadable from the scan, or poison. Pure."""
     if facts.retryable != 0 or not (facts.failed or facts.partial):
         return ()
-    parts = [f"{facts.known_at_scan} cannot be read as they are (not a PDF, empty, encrypted: their "
-             "manifest lines say which)"] if facts.known_at_scan else []
+    parts = (
+        [
+            f"{facts.known_at_scan} cannot be read as they are (not a PDF, empty, encrypted: their "
+            "manifest lines say which)"
+        ]
+        if facts.known_at_scan
+        else []
+    )
     if facts.poison:
-        parts.append(f"{facts.poison} failed {MAX_ATTEMPTS} times and are not retried: `hpcmarker retry {facts.run_id} "
-                     "--include-poison` tries them once more (with other settings, e.g. --item-timeout or --mem)")
+        parts.append(
+            f"{facts.poison} failed {MAX_ATTEMPTS} times and are not retried: `hpcmarker retry {facts.run_id} "
+            "--include-poison` tries them once more (with other settings, e.g. --item-timeout or --mem)"
+        )
     count = facts.failed + facts.partial
-    return (Reason(UNRETRYABLE, f"{count} failed items cannot be converted by `retry`: " + "; ".join(parts),
-                   verb=""),)
+    return (Reason(UNRETRYABLE, f"{count} failed items cannot be converted by `retry`: " + "; ".join(parts), verb=""),)
 
 
 def run_state(facts: RunFacts) -> str:
@@ -276,27 +321,54 @@ def verdict(facts: RunFacts) -> Verdict:
         stuck = unretryable(facts)
         nxt = command_line("retry", facts.run_id) if (facts.failed or facts.partial) and not stuck else None
         ok = facts.items - facts.failed - facts.partial
-        return Verdict(state, f"finished: {ok} ok{partial}{failed} of {plural(facts.items, 'item')}", stuck, nxt,
-                       EXIT_FAILED_ITEMS if facts.failed or facts.partial else EXIT_OK)
+        return Verdict(
+            state,
+            f"finished: {ok} ok{partial}{failed} of {plural(facts.items, 'item')}",
+            stuck,
+            nxt,
+            EXIT_FAILED_ITEMS if facts.failed or facts.partial else EXIT_OK,
+        )
     if state == WEDGED:
-        reasons.append(Reason(DEPENDENCY, "pending forever with DependencyNeverSatisfied: a job the run waits on "
-                                          "ended in a way that can never satisfy it", verb="cancel"))
+        reasons.append(
+            Reason(
+                DEPENDENCY,
+                "pending forever with DependencyNeverSatisfied: a job the run waits on "
+                "ended in a way that can never satisfy it",
+                verb="cancel",
+            )
+        )
     if state in (INCOMPLETE, WEDGED):
         if facts.cancelled and not any(r.cause == CANCELLED for r in reasons) and facts.pending:
             reasons.append(Reason(CANCELLED, "the run was cancelled"))
         if facts.pending and not reasons:
-            reasons.append(Reason(LEFT, f"{plural(facts.pending, 'item')} {'was' if facts.pending == 1 else 'were'} "
-                                        "left unconverted by tasks that ended"))
+            reasons.append(
+                Reason(
+                    LEFT,
+                    f"{plural(facts.pending, 'item')} {'was' if facts.pending == 1 else 'were'} "
+                    "left unconverted by tasks that ended",
+                )
+            )
         if not facts.pending and not facts.collected:
             collector = f" (job {facts.collector})" if facts.collector != "-" else ""
-            reasons.append(Reason(NOT_COLLECTED, f"every item is done, but the run was not collected{collector}",
-                                  verb="collect"))
+            reasons.append(
+                Reason(NOT_COLLECTED, f"every item is done, but the run was not collected{collector}", verb="collect")
+            )
     reasons = sorted(reasons, key=lambda r: CAUSE_ORDER.index(r.cause) if r.cause in CAUSE_ORDER else len(CAUSE_ORDER))
     causes = ", ".join(dict.fromkeys(r.cause.replace("_", " ") for r in reasons))
     if state in (INCOMPLETE, WEDGED):
         left = f"{facts.pending} of {plural(facts.items, 'item')} not converted" if facts.pending else "not collected"
-        return Verdict(state, f"{state}: {left}" + (f" ({causes})" if causes else ""), tuple(reasons),
-                       next_command(facts.run_id, reasons) or None, EXIT_INCOMPLETE)
+        return Verdict(
+            state,
+            f"{state}: {left}" + (f" ({causes})" if causes else ""),
+            tuple(reasons),
+            next_command(facts.run_id, reasons) or None,
+            EXIT_INCOMPLETE,
+        )
     stuck = [r for r in reasons if r.cause == STUCK]  # still queued, but waiting will not help: say what will
-    return Verdict(state, state + (f" ({causes})" if causes else ""), tuple(reasons),
-                   next_command(facts.run_id, stuck) or None, EXIT_OK)
+    return Verdict(
+        state,
+        state + (f" ({causes})" if causes else ""),
+        tuple(reasons),
+        next_command(facts.run_id, stuck) or None,
+        EXIT_OK,
+    )

@@ -37,8 +37,10 @@ def halves(item: WorkItem) -> list[WorkItem]:
     part and batch."""
     middle = item.page_start + item.pages // 2
     doc_id = item.doc_id or item.item_id
-    return [replace(item, item_id=subitem_id(doc_id, start, stop), page_start=start, page_stop=stop, doc_id=doc_id)
-            for start, stop in ((item.page_start, middle), (middle, item.page_stop))]
+    return [
+        replace(item, item_id=subitem_id(doc_id, start, stop), page_start=start, page_stop=stop, doc_id=doc_id)
+        for start, stop in ((item.page_start, middle), (middle, item.page_stop))
+    ]
 
 
 def half_ids(doc_id: str, page_start: int, page_stop: int) -> list[str]:
@@ -57,8 +59,9 @@ def root_ids(item: WorkItem) -> list[str]:
 
 def sub_item(item: WorkItem, item_id: str, page_start: int, page_stop: int) -> WorkItem:
     """A sub-item of `item`'s document (a node found by walking a bisected item)."""
-    return replace(item, item_id=item_id, page_start=page_start, page_stop=page_stop,
-                   doc_id=item.doc_id or item.item_id)
+    return replace(
+        item, item_id=item_id, page_start=page_start, page_stop=page_stop, doc_id=item.doc_id or item.item_id
+    )
 
 
 def doc_of(item_id: str) -> str:

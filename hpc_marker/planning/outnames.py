@@ -71,8 +71,12 @@ def output_names(relpaths: Iterable[str]) -> dict[str, str]:
     up with `.get(rel, "")`). Deterministic: the same set of PDFs gives the same names in any order.
     A few CPU seconds per 10^6 PDFs."""
     relpaths = list(dict.fromkeys(relpaths))
-    keys = [rel[:-4].lower() if rel.isascii() and rel[-4:].lower() == ".pdf" and len(rel) > 4 and rel[-5] != "/"
-            else caseless(plain_name(rel)) for rel in relpaths]  # the first: most names, fast
+    keys = [
+        rel[:-4].lower()
+        if rel.isascii() and rel[-4:].lower() == ".pdf" and len(rel) > 4 and rel[-5] != "/"
+        else caseless(plain_name(rel))
+        for rel in relpaths
+    ]  # the first: most names, fast
     folders = _folders(keys)
     seen: set[str] = set()
     shared = set()  # keys of more than one PDF, or of a folder
@@ -84,7 +88,7 @@ def output_names(relpaths: Iterable[str]) -> dict[str, str]:
     if not shared:
         return names
     groups: dict[str, list[str]] = {}
-    for rel, key in zip(relpaths, keys):
+    for rel, key in zip(relpaths, keys, strict=False):
         if key in shared:
             groups.setdefault(key, []).append(rel)
     renamed = []
@@ -106,5 +110,7 @@ def renamed_note(names: dict[str, str], ext: str, shown: int = 5) -> str | None:
         return None
     listed = ", ".join(f"{rel} -> {name}/{PurePosixPath(name).name}.{ext}" for rel, name in moved[:shown])
     more = f" and {len(moved) - shown} more" if len(moved) > shown else ""
-    return (f"note: {len(moved)} PDFs would share a document folder with another (names that differ only in "
-            f"case, or a folder of the same name), so each has its own: {listed}{more} (the manifest's output)")
+    return (
+        f"note: {len(moved)} PDFs would share a document folder with another (names that differ only in "
+        f"case, or a folder of the same name), so each has its own: {listed}{more} (the manifest's output)"
+    )

@@ -162,8 +162,14 @@ def listed_pdfs(root: Path, relpaths: Iterable[str]) -> list[tuple[str, str]]:
     return [(relpath, str(Path(root) / relpath)) for relpath in sorted(set(relpaths))]
 
 
-def scan_pdfs(root: Path, workers: int | None = None, *, cache: bool | Path = False,
-              progress: bool = False, only: Iterable[str] | None = None) -> list[ScannedPdf]:
+def scan_pdfs(
+    root: Path,
+    workers: int | None = None,
+    *,
+    cache: bool | Path = False,
+    progress: bool = False,
+    only: Iterable[str] | None = None,
+) -> list[ScannedPdf]:
     """Find and page-count every PDF under `root` (or only those named in `only`, relative to it).
     Raises ScanError when there are none.
 
@@ -183,8 +189,9 @@ def scan_pdfs(root: Path, workers: int | None = None, *, cache: bool | Path = Fa
             try:
                 stat = os.stat(path)
             except OSError as exc:
-                scanned[position] = ScannedPdf(relpath, Path(path), 0, 0, f"cannot read file ({exc.strerror})",
-                                               "failed")
+                scanned[position] = ScannedPdf(
+                    relpath, Path(path), 0, 0, f"cannot read file ({exc.strerror})", "failed"
+                )
                 continue
             hit = known.get(relpath, stat.st_size, stat.st_mtime_ns) if known else None
             if hit is None:

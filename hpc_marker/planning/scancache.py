@@ -77,14 +77,18 @@ class PageCountCache:
             data = json.loads(gzip.decompress(path.read_bytes()))
         except (OSError, ValueError, EOFError, zlib.error):  # none yet, unreadable, cut short: start afresh
             return cache
-        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("root") != resolved \
-                or data.get("counter") != _counter():
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != FORMAT
+            or data.get("root") != resolved
+            or data.get("counter") != _counter()
+        ):
             return cache
         columns = [data.get(name) for name in COLUMNS]
         if not all(isinstance(column, list) and len(column) == len(columns[0]) for column in columns):
             return cache
         relpaths, *values = columns
-        cache.entries = dict(zip(relpaths, zip(*values)))
+        cache.entries = dict(zip(relpaths, zip(*values, strict=False), strict=False))
         return cache
 
     def get(self, relpath: str, size: int, mtime_ns: int) -> tuple[int, str | None, str] | None:
@@ -99,9 +103,12 @@ class PageCountCache:
         An OSError (a full or read-only home) is the caller's: the scan itself is not affected."""
         kept = [c for c in found if not (c.error or "").startswith(UNCACHED_ERROR)]
         data = {"format": FORMAT, "root": self.root, "counter": _counter()}
-        data |= dict(zip(COLUMNS, (list(column) for column in zip(*kept)))) if kept else {name: [] for name in COLUMNS}
-        payload = gzip.compress(json.dumps(data, separators=(",", ":")).encode("ascii"),
-                                compresslevel=1, mtime=0)
+        data |= (
+            dict(zip(COLUMNS, (list(column) for column in zip(*kept, strict=False)), strict=False))
+            if kept
+            else {name: [] for name in COLUMNS}
+        )
+        payload = gzip.compress(json.dumps(data, separators=(",", ":")).encode("ascii"), compresslevel=1, mtime=0)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         atomic_write(self.path, payload, mode=0o600)
         self.entries = {c.relpath: tuple(c[1:]) for c in kept}

@@ -33,15 +33,24 @@ class ScanProgress:
 
     def __enter__(self) -> ScanProgress:
         if self.enabled:
-            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
-                                      MofNCompleteColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
-                                      TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True))
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=24),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[note]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
             self._progress.start()
             self._task = self._progress.add_task("finding PDFs", total=None, note="")  # the walk: no total yet
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         if self._progress is not None:
             self._flush()
             self._progress.stop()

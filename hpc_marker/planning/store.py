@@ -56,12 +56,23 @@ def save_plan(plan: Plan, folder: Path) -> None:
     with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
         for row_group, task in enumerate(plan.tasks):
             writer.write_table(_table(task.items), row_group_size=max(1, len(task.items)))
-            summaries.append({"index": task.index, "items": len(task.items), "pages": task.pages,
-                              "batch_pages": [sum(i.pages for i in b) for b in task.batches()],
-                              "row_group": row_group})
+            summaries.append(
+                {
+                    "index": task.index,
+                    "items": len(task.items),
+                    "pages": task.pages,
+                    "batch_pages": [sum(i.pages for i in b) for b in task.batches()],
+                    "row_group": row_group,
+                }
+            )
     tmp.replace(folder / ITEMS)
-    atomic_write(folder / TASKS, json.dumps({"total_pages": plan.total_pages, "items": len(plan.items),
-                                             "tasks": summaries}, separators=(",", ":")) + "\n")
+    atomic_write(
+        folder / TASKS,
+        json.dumps(
+            {"total_pages": plan.total_pages, "items": len(plan.items), "tasks": summaries}, separators=(",", ":")
+        )
+        + "\n",
+    )
 
 
 def load_summary(folder: Path) -> list[ShareSummary]:
@@ -89,7 +100,7 @@ def load_plan(folder: Path) -> Plan:
     items = _items(table)
     tasks, start = [], 0
     for summary in summaries:
-        tasks.append(TaskPlan(index=summary.index, items=items[start:start + summary.items]))
+        tasks.append(TaskPlan(index=summary.index, items=items[start : start + summary.items]))
         start += summary.items
     return Plan(tasks=tasks)
 
@@ -116,4 +127,4 @@ def out_names(folder: Path) -> dict[str, str]:
     if not path.is_file() or "out_name" not in pq.read_schema(path).names:
         return {}
     table = pq.read_table(path, columns=["pdf", "out_name"]).to_pydict()
-    return {pdf: name for pdf, name in zip(table["pdf"], table["out_name"]) if name}
+    return {pdf: name for pdf, name in zip(table["pdf"], table["out_name"], strict=False) if name}

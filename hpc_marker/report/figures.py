@@ -41,9 +41,15 @@ def figure_html(fig: go.Figure, div_id: str) -> Markup:
 
 def row_labels(places: pd.DataFrame) -> pd.Series:
     """'task 3 / node07 / GPU 1' per (task, host, gpu) row; 'task 3 / no item' for an idle task."""
-    return pd.Series([f"task {t} / {plotly_text(h or '-', limit=60)} / GPU {plotly_text(g or '-', limit=30)}"
-                      if pd.notna(h) or pd.notna(g) else f"task {t} / no item"
-                      for t, h, g in zip(places["task"], places["host"], places["gpu"])], index=places.index)
+    return pd.Series(
+        [
+            f"task {t} / {plotly_text(h or '-', limit=60)} / GPU {plotly_text(g or '-', limit=30)}"
+            if pd.notna(h) or pd.notna(g)
+            else f"task {t} / no item"
+            for t, h, g in zip(places["task"], places["host"], places["gpu"], strict=False)
+        ],
+        index=places.index,
+    )
 
 
 def task_labels(places: pd.DataFrame) -> dict[int, str]:
@@ -68,8 +74,10 @@ def _hover(frame: pd.DataFrame) -> list[str]:
     hover = []
     for r in frame.itertuples():
         pages = f"pages {r.page_start + 1}-{r.page_stop} ({r.pages})" if r.pages > 0 else "no pages"
-        text = (f"<b>{plotly_text(r.pdf)}</b><br>{pages} · {r.seconds:.2f} s · {r.state}<br>"
-                f"{r.start:%H:%M:%S} → {r.end:%H:%M:%S}")
+        text = (
+            f"<b>{plotly_text(r.pdf)}</b><br>{pages} · {r.seconds:.2f} s · {r.state}<br>"
+            f"{r.start:%H:%M:%S} → {r.end:%H:%M:%S}"
+        )
         for label, value in (("error", r.error), ("degraded", r.degraded)):
             text += f"<br>{label}: {plotly_text(value)}" if isinstance(value, str) and value else ""
         hover.append(text)
@@ -87,18 +95,36 @@ def timeline_figure(items: pd.DataFrame, places: pd.DataFrame) -> go.Figure:
     span = max(frame["end"].max() - frame["start"].min(), pd.Timedelta(seconds=1))
     frame["end"] = np.maximum(frame["end"], frame["start"] + span * 0.004)
     order = places["row"].tolist()
-    fig = px.timeline(frame, x_start="start", x_end="end", y="row", color="state", custom_data=["hover"],
-                      color_discrete_map=COLORS, category_orders={"row": order, "state": list(COLORS)},
-                      template="plotly_white")
-    fig.update_traces(hovertemplate="%{customdata[0]}<extra></extra>", marker_line_width=0.5,
-                      marker_line_color="white")
+    fig = px.timeline(
+        frame,
+        x_start="start",
+        x_end="end",
+        y="row",
+        color="state",
+        custom_data=["hover"],
+        color_discrete_map=COLORS,
+        category_orders={"row": order, "state": list(COLORS)},
+        template="plotly_white",
+    )
+    fig.update_traces(hovertemplate="%{customdata[0]}<extra></extra>", marker_line_width=0.5, marker_line_color="white")
     idle = places.loc[places["host"].isna() & places["gpu"].isna(), "row"].tolist()  # tasks with no record
     if idle:  # invisible points give idle tasks their (empty) row
-        fig.add_scatter(x=[frame["start"].min()] * len(idle), y=idle, mode="markers", marker_opacity=0,
-                        hoverinfo="skip", showlegend=False)
+        fig.add_scatter(
+            x=[frame["start"].min()] * len(idle),
+            y=idle,
+            mode="markers",
+            marker_opacity=0,
+            hoverinfo="skip",
+            showlegend=False,
+        )
     fig.update_yaxes(autorange="reversed", title=None, categoryorder="array", categoryarray=order)
-    fig.update_layout(height=_height(len(order)), legend_title_text="", xaxis_title="time (local)",
-                      margin=MARGIN, hoverlabel_align="left")
+    fig.update_layout(
+        height=_height(len(order)),
+        legend_title_text="",
+        xaxis_title="time (local)",
+        margin=MARGIN,
+        hoverlabel_align="left",
+    )
     return fig
 
 
@@ -107,29 +133,57 @@ def activity_figure(activity: pd.DataFrame, labels: dict[int, str]) -> go.Figure
     converted in each bucket (blank: idle), with a red ✕ where attempts failed, sized by how many."""
     width = activity.attrs["bucket_s"]
     tasks = list(dict.fromkeys(activity["task"]))
-    grid = {column: activity.pivot(index="task", columns="start", values=column).loc[tasks]
-            for column in ("pages_per_s", "pages", "ok", "degraded", "failed")}
+    grid = {
+        column: activity.pivot(index="task", columns="start", values=column).loc[tasks]
+        for column in ("pages_per_s", "pages", "ok", "degraded", "failed")
+    }
     times = local_times(grid["pages"].columns.to_numpy(float) + width / 2)
     rows = [labels.get(task, f"task {task}") for task in tasks]
     rate = grid["pages_per_s"].to_numpy(float)
-    fig = go.Figure(go.Heatmap(
-        x=times, y=rows, z=np.where(rate > 0, rate.round(3), np.nan), hoverongaps=False, ygap=1,
-        customdata=np.dstack([grid[c].to_numpy(float).round(1) for c in ("pages", "ok", "degraded", "failed")]),
-        colorscale=[[0, "#cdebd8"], [1, "#14532d"]], colorbar={"title": {"text": "pages/s"}, "thickness": 12},
-        hovertemplate=("%{y}<br>%{x|%H:%M:%S}: %{z:.2f} pages/s, %{customdata[0]:,.0f} pages<br>"
-                       "%{customdata[1]:,} ok · %{customdata[2]:,} degraded · %{customdata[3]:,} failed"
-                       "<extra></extra>")))
+    fig = go.Figure(
+        go.Heatmap(
+            x=times,
+            y=rows,
+            z=np.where(rate > 0, rate.round(3), np.nan),
+            hoverongaps=False,
+            ygap=1,
+            customdata=np.dstack([grid[c].to_numpy(float).round(1) for c in ("pages", "ok", "degraded", "failed")]),
+            colorscale=[[0, "#cdebd8"], [1, "#14532d"]],
+            colorbar={"title": {"text": "pages/s"}, "thickness": 12},
+            hovertemplate=(
+                "%{y}<br>%{x|%H:%M:%S}: %{z:.2f} pages/s, %{customdata[0]:,.0f} pages<br>"
+                "%{customdata[1]:,} ok · %{customdata[2]:,} degraded · %{customdata[3]:,} failed"
+                "<extra></extra>"
+            ),
+        )
+    )
     row, col = np.nonzero(grid["failed"].to_numpy() > 0)
     failed = grid["failed"].to_numpy()[row, col]
     if len(failed):
-        fig.add_scatter(x=times.iloc[col], y=[rows[k] for k in row], mode="markers", name="failed attempts",
-                        customdata=failed, marker={"symbol": "x", "color": COLORS["failed"], "line": {"width": 1, "color": "white"},
-                                                   "size": np.clip(7 + 2 * np.log2(failed), 7, 16)},
-                        hovertemplate="%{y}<br>%{x|%H:%M:%S}: %{customdata:,} failed<extra></extra>")
+        fig.add_scatter(
+            x=times.iloc[col],
+            y=[rows[k] for k in row],
+            mode="markers",
+            name="failed attempts",
+            customdata=failed,
+            marker={
+                "symbol": "x",
+                "color": COLORS["failed"],
+                "line": {"width": 1, "color": "white"},
+                "size": np.clip(7 + 2 * np.log2(failed), 7, 16),
+            },
+            hovertemplate="%{y}<br>%{x|%H:%M:%S}: %{customdata:,} failed<extra></extra>",
+        )
     fig.update_yaxes(autorange="reversed", title=None, categoryorder="array", categoryarray=rows)
-    fig.update_layout(template="plotly_white", height=_height(len(rows)), margin=MARGIN, hoverlabel_align="left",
-                      xaxis_title=f"time (local), {width:g} s buckets", showlegend=bool(len(failed)),
-                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"})
+    fig.update_layout(
+        template="plotly_white",
+        height=_height(len(rows)),
+        margin=MARGIN,
+        hoverlabel_align="left",
+        xaxis_title=f"time (local), {width:g} s buckets",
+        showlegend=bool(len(failed)),
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "xanchor": "left"},
+    )
     return fig
 
 
@@ -137,15 +191,38 @@ def throughput_figure(frame: pd.DataFrame, average: float | None) -> go.Figure:
     """Bars of pages/s per bucket, the run's average, and pages done (right axis)."""
     width = frame.attrs.get("bucket_s", 1)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_bar(x=frame["time"], y=frame["pages_per_s"].round(3), width=width * 1000, name="pages/s",
-                marker_color="#4c78a8", hovertemplate="%{x|%H:%M:%S}: %{y:.2f} pages/s<extra></extra>")
-    fig.add_scatter(x=frame["time"], y=frame["pages_done"].round(1), name="pages done", secondary_y=True,
-                    line={"color": "#222", "width": 2}, hovertemplate="%{y:,.0f} pages done<extra></extra>")
+    fig.add_bar(
+        x=frame["time"],
+        y=frame["pages_per_s"].round(3),
+        width=width * 1000,
+        name="pages/s",
+        marker_color="#4c78a8",
+        hovertemplate="%{x|%H:%M:%S}: %{y:.2f} pages/s<extra></extra>",
+    )
+    fig.add_scatter(
+        x=frame["time"],
+        y=frame["pages_done"].round(1),
+        name="pages done",
+        secondary_y=True,
+        line={"color": "#222", "width": 2},
+        hovertemplate="%{y:,.0f} pages done<extra></extra>",
+    )
     if average:
-        fig.add_hline(y=average, line_dash="dash", line_color="#d64545", annotation_text=f"average {average:.2f}",
-                      annotation_position="top left")
-    fig.update_layout(template="plotly_white", height=360, bargap=0.05, margin=MARGIN,
-                      legend={"orientation": "h", "y": 1.12}, xaxis_title=f"time (local), {width:g} s buckets")
+        fig.add_hline(
+            y=average,
+            line_dash="dash",
+            line_color="#d64545",
+            annotation_text=f"average {average:.2f}",
+            annotation_position="top left",
+        )
+    fig.update_layout(
+        template="plotly_white",
+        height=360,
+        bargap=0.05,
+        margin=MARGIN,
+        legend={"orientation": "h", "y": 1.12},
+        xaxis_title=f"time (local), {width:g} s buckets",
+    )
     fig.update_yaxes(title_text="pages/s", secondary_y=False)
     fig.update_yaxes(title_text="pages done", secondary_y=True, showgrid=False, rangemode="tozero", tickmode="auto")
     return fig
@@ -156,14 +233,36 @@ def llm_figure(timeline: pd.DataFrame) -> go.Figure | None:
     if timeline.empty:
         return None
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_scatter(x=timeline["time"], y=timeline["tokens_out_per_s"], name="tokens out/s", fill="tozeroy",
-                    line={"color": "#7b4fa0"}, hovertemplate="%{x|%H:%M:%S}: %{y:.1f} tokens/s<extra></extra>")
-    fig.add_scatter(x=timeline["time"], y=timeline["in_flight"], name="in-flight requests", secondary_y=True,
-                    line={"color": "#e69b23", "shape": "hv"}, hovertemplate="%{y} in flight<extra></extra>")
-    fig.update_layout(template="plotly_white", height=340, margin=MARGIN,
-                      legend={"orientation": "h", "y": 1.12}, xaxis_title="time (local)")
+    fig.add_scatter(
+        x=timeline["time"],
+        y=timeline["tokens_out_per_s"],
+        name="tokens out/s",
+        fill="tozeroy",
+        line={"color": "#7b4fa0"},
+        hovertemplate="%{x|%H:%M:%S}: %{y:.1f} tokens/s<extra></extra>",
+    )
+    fig.add_scatter(
+        x=timeline["time"],
+        y=timeline["in_flight"],
+        name="in-flight requests",
+        secondary_y=True,
+        line={"color": "#e69b23", "shape": "hv"},
+        hovertemplate="%{y} in flight<extra></extra>",
+    )
+    fig.update_layout(
+        template="plotly_white",
+        height=340,
+        margin=MARGIN,
+        legend={"orientation": "h", "y": 1.12},
+        xaxis_title="time (local)",
+    )
     fig.update_yaxes(title_text="tokens out/s", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title_text="in flight", secondary_y=True, showgrid=False, rangemode="tozero", tick0=0,
-                     dtick=max(1, math.ceil(timeline["in_flight"].max() / 6)))
+    fig.update_yaxes(
+        title_text="in flight",
+        secondary_y=True,
+        showgrid=False,
+        rangemode="tozero",
+        tick0=0,
+        dtick=max(1, math.ceil(timeline["in_flight"].max() / 6)),
+    )
     return fig
-

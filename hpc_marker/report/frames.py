@@ -24,8 +24,19 @@ from hpc_marker.util.frames import isin
 FIELDS = list(ManifestRecord.__dataclass_fields__)
 NICE_BUCKETS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 LLM_COUNTERS = ("requests", "failures", "timeouts", "client_errors", "tokens_in", "tokens_out")
-LLM_REPLICA_COLUMNS = ("replica", "requests", "failures", "timeouts", "abandoned", "failovers", "tokens_out",
-                       "tokens_out_per_s", "peak_in_flight", "peak_queued", "capacity")
+LLM_REPLICA_COLUMNS = (
+    "replica",
+    "requests",
+    "failures",
+    "timeouts",
+    "abandoned",
+    "failovers",
+    "tokens_out",
+    "tokens_out_per_s",
+    "peak_in_flight",
+    "peak_queued",
+    "capacity",
+)
 FAILURE_COLUMNS = ["pdf", "pages", "status", "error", "task", "host", "attempts"]
 SLOWEST_COLUMNS = ["pdf", "pages", "seconds", "seconds_per_page", "parts"]
 _CHUNK = 8192  # records per step when spreading pages over buckets: bounds the memory
@@ -75,9 +86,9 @@ def spread(started: np.ndarray, finished: np.ndarray, weights: np.ndarray, edges
     started = finished - duration
     total = np.zeros(len(edges) - 1)
     for lo in range(0, len(finished), _CHUNK):
-        s, f, d = started[lo:lo + _CHUNK, None], finished[lo:lo + _CHUNK, None], duration[lo:lo + _CHUNK, None]
+        s, f, d = started[lo : lo + _CHUNK, None], finished[lo : lo + _CHUNK, None], duration[lo : lo + _CHUNK, None]
         overlap = np.clip(np.minimum(f, edges[None, 1:]) - np.maximum(s, edges[None, :-1]), 0, None)
-        total += (overlap / d * weights[lo:lo + _CHUNK, None]).sum(axis=0)
+        total += (overlap / d * weights[lo : lo + _CHUNK, None]).sum(axis=0)
     return total
 
 
@@ -88,12 +99,15 @@ def throughput_frame(items: pd.DataFrame, buckets: int = 60) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame(columns=["time", "pages_per_s", "pages_done"])
     finished = ok["finished"].to_numpy(float)
-    first = min(float((finished - np.maximum(finished - ok["started"].to_numpy(float), 1e-6)).min()),
-                float(items["started"].min()))
+    first = min(
+        float((finished - np.maximum(finished - ok["started"].to_numpy(float), 1e-6)).min()),
+        float(items["started"].min()),
+    )
     edges, width = bucket_edges(first, float(items["finished"].max()), buckets)
     done = spread(ok["started"].to_numpy(float), finished, ok["pages"].to_numpy(float), edges)
-    frame = pd.DataFrame({"time": local_times(edges[:-1] + width / 2), "pages_per_s": done / width,
-                          "pages_done": done.cumsum()})
+    frame = pd.DataFrame(
+        {"time": local_times(edges[:-1] + width / 2), "pages_per_s": done / width, "pages_done": done.cumsum()}
+    )
     frame.attrs["bucket_s"] = width
     return frame
 
@@ -109,14 +123,25 @@ def activity_frame(items: pd.DataFrame, tasks: Sequence[int], buckets: int = 120
     pages = np.zeros((len(rows), n))
     ok = items[(items["status"] == "ok") & (items["pages"] > 0)]
     for task, mine in ok.groupby("task"):
-        pages[position[task]] = spread(mine["started"].to_numpy(float), mine["finished"].to_numpy(float),
-                                       mine["pages"].to_numpy(float), edges)
+        pages[position[task]] = spread(
+            mine["started"].to_numpy(float), mine["finished"].to_numpy(float), mine["pages"].to_numpy(float), edges
+        )
     cell = items["task"].map(position).to_numpy() * n + np.clip(
-        np.searchsorted(edges, items["finished"].to_numpy(float), side="right") - 1, 0, n - 1)
-    counts = {state: np.bincount(cell[(items["state"] == state).to_numpy()], minlength=len(rows) * n)
-              for state in ("ok", "degraded", "failed")}
-    frame = pd.DataFrame({"task": np.repeat(rows, n), "start": np.tile(edges[:-1], len(rows)),
-                          "pages": pages.ravel(), "pages_per_s": pages.ravel() / width, **counts})
+        np.searchsorted(edges, items["finished"].to_numpy(float), side="right") - 1, 0, n - 1
+    )
+    counts = {
+        state: np.bincount(cell[(items["state"] == state).to_numpy()], minlength=len(rows) * n)
+        for state in ("ok", "degraded", "failed")
+    }
+    frame = pd.DataFrame(
+        {
+            "task": np.repeat(rows, n),
+            "start": np.tile(edges[:-1], len(rows)),
+            "pages": pages.ravel(),
+            "pages_per_s": pages.ravel() / width,
+            **counts,
+        }
+    )
     frame.attrs["bucket_s"] = width
     return frame
 
@@ -126,11 +151,14 @@ def places_frame(items: pd.DataFrame, tasks: Sequence[int]) -> pd.DataFrame:
     a task with no record has one row with host and gpu None."""
     seen = items[["task", "host", "gpu"]].drop_duplicates()
     idle = pd.DataFrame({"task": sorted(set(tasks) - set(seen["task"])), "host": None, "gpu": None})
-    return pd.concat([seen, idle] if len(idle) else [seen], ignore_index=True) \
-        .sort_values(["task", "host", "gpu"], kind="stable", na_position="last", ignore_index=True)
+    return pd.concat([seen, idle] if len(idle) else [seen], ignore_index=True).sort_values(
+        ["task", "host", "gpu"], kind="stable", na_position="last", ignore_index=True
+    )
 
 
-def failures_frame(plan: Plan | pd.DataFrame, items: pd.DataFrame, missing: Sequence[str] | None = None) -> pd.DataFrame:
+def failures_frame(
+    plan: Plan | pd.DataFrame, items: pd.DataFrame, missing: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Every planned item whose latest attempt failed, with its attempts, and the items with no
     record at all (`missing`, by default those of the plan with none), sorted by PDF. `plan` is the
     plan, or the frame of its items (item_id, pdf, page_start, page_stop)."""
@@ -139,17 +167,33 @@ def failures_frame(plan: Plan | pd.DataFrame, items: pd.DataFrame, missing: Sequ
     failed = latest[~latest["status"].isin(["ok", BISECTED])]  # bisected: its lost pages have their own table
     failed = failed[isin(failed["item_id"], planned.index)]
     attempts = items.loc[isin(items["item_id"], failed["item_id"]), "item_id"].value_counts()
-    rows = pd.DataFrame({"pdf": failed["pdf"], "pages": page_labels(failed["page_start"], failed["page_stop"]),
-                         "status": failed["status"],
-                         "error": failed["error"].where(failed["error"].fillna("") != "", failed["status"]),
-                         "task": failed["task"], "host": failed["host"],
-                         "attempts": failed["item_id"].map(attempts).fillna(0).astype(int)}, columns=FAILURE_COLUMNS)
+    rows = pd.DataFrame(
+        {
+            "pdf": failed["pdf"],
+            "pages": page_labels(failed["page_start"], failed["page_stop"]),
+            "status": failed["status"],
+            "error": failed["error"].where(failed["error"].fillna("") != "", failed["status"]),
+            "task": failed["task"],
+            "host": failed["host"],
+            "attempts": failed["item_id"].map(attempts).fillna(0).astype(int),
+        },
+        columns=FAILURE_COLUMNS,
+    )
     if missing is None:
         missing = planned.index[~isin(planned.index, latest["item_id"])].tolist()
     gone = planned.loc[planned.index.intersection(list(missing))]
-    lost = pd.DataFrame({"pdf": gone["pdf"], "pages": page_labels(gone["page_start"], gone["page_stop"]),
-                         "status": "missing", "error": "no record: the item never finished", "task": "-",
-                         "host": "-", "attempts": 0}, columns=FAILURE_COLUMNS).reset_index(drop=True)
+    lost = pd.DataFrame(
+        {
+            "pdf": gone["pdf"],
+            "pages": page_labels(gone["page_start"], gone["page_stop"]),
+            "status": "missing",
+            "error": "no record: the item never finished",
+            "task": "-",
+            "host": "-",
+            "attempts": 0,
+        },
+        columns=FAILURE_COLUMNS,
+    ).reset_index(drop=True)
     frames = [frame for frame in (rows, lost) if len(frame)]
     if not frames:
         return pd.DataFrame(columns=FAILURE_COLUMNS)
@@ -161,8 +205,10 @@ def planned_frame(plan: Plan | pd.DataFrame) -> pd.DataFrame:
     if isinstance(plan, pd.DataFrame):
         frame = plan
     else:
-        frame = pd.DataFrame([(i.item_id, i.pdf, i.page_start, i.page_stop) for i in plan.items],
-                             columns=["item_id", "pdf", "page_start", "page_stop"])
+        frame = pd.DataFrame(
+            [(i.item_id, i.pdf, i.page_start, i.page_stop) for i in plan.items],
+            columns=["item_id", "pdf", "page_start", "page_stop"],
+        )
     return frame.set_index("item_id")[["pdf", "page_start", "page_stop"]]
 
 
@@ -172,8 +218,9 @@ def slowest_frame(items: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     ok = latest[latest["status"] == "ok"]
     if ok.empty:
         return pd.DataFrame(columns=SLOWEST_COLUMNS)
-    frame = ok.groupby("pdf", as_index=False, sort=False).agg(pages=("pages", "sum"), seconds=("seconds", "sum"),
-                                                              parts=("item_id", "count"))
+    frame = ok.groupby("pdf", as_index=False, sort=False).agg(
+        pages=("pages", "sum"), seconds=("seconds", "sum"), parts=("item_id", "count")
+    )
     frame = frame.nlargest(top, "seconds", keep="all")  # only these few are sorted, ties by name
     frame["seconds_per_page"] = frame["seconds"] / frame["pages"].clip(lower=1)
     frame = frame.sort_values(["seconds", "pdf"], ascending=[False, True]).head(top)
@@ -192,14 +239,21 @@ def llm_timeline_frame(llm: dict, points: int = 240) -> pd.DataFrame:
         bucket = np.clip(np.searchsorted(edges, lines["ts"].to_numpy(float), side="right") - 1, 0, len(edges) - 2)
         lines = lines.groupby(bucket).agg(in_flight=("in_flight", "max"), tokens_out_per_s=("tokens_out_per_s", "mean"))
         lines["ts"] = edges[lines.index] + width / 2
-    return pd.DataFrame({"time": local_times(lines["ts"]), "in_flight": lines["in_flight"].to_numpy(),
-                         "tokens_out_per_s": lines["tokens_out_per_s"].round(2).to_numpy()})
+    return pd.DataFrame(
+        {
+            "time": local_times(lines["ts"]),
+            "in_flight": lines["in_flight"].to_numpy(),
+            "tokens_out_per_s": lines["tokens_out_per_s"].round(2).to_numpy(),
+        }
+    )
 
 
 def llm_counts_frame(llm: dict) -> pd.DataFrame:
     """Requests, errors and tokens per task and in total."""
-    rows = [{"task": task, **{k: counters.get(k, 0) for k in LLM_COUNTERS}}
-            for task, counters in sorted((llm.get("tasks") or {}).items())]
+    rows = [
+        {"task": task, **{k: counters.get(k, 0) for k in LLM_COUNTERS}}
+        for task, counters in sorted((llm.get("tasks") or {}).items())
+    ]
     rows.append({"task": "all", **{k: llm.get(k, 0) for k in LLM_COUNTERS}})
     return pd.DataFrame(rows, columns=["task", *LLM_COUNTERS])
 

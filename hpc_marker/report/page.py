@@ -129,26 +129,45 @@ def _stamp(epoch: float) -> str:
 def header(view: RunView, totals: dict) -> dict:
     """The page's head: run id, settings, where it reads and writes, and the cards of totals."""
     record, rate, layer = view.record, totals.get("pages_per_second"), totals.get("text_layer") or {}
-    workers = (f"{record.workers_per_gpu} worker(s) per GPU" if record.workers_per_gpu
-               else "workers per GPU chosen by each task (its log says why)")
-    cards = [("items", f"{totals.get('ok', 0):,} ok · {totals.get('failed', 0):,} failed",
-              f"{len(totals.get('missing', [])):,} missing of {totals.get('items', 0):,}"),
-             ("documents", f"{totals.get('documents_ok', 0):,} ok", f"of {totals.get('documents', 0):,}"),
-             ("pages", f"{totals.get('pages_ok', 0):,}", f"converted of {totals.get('pages', 0):,}"),
-             ("wall time", _duration(totals.get("wall_seconds")), "working: idle gaps between submissions left out"),
-             ("pages/s", f"{rate:.2f}" if rate else "-", "whole run"),
-             ("text layer", f"{layer.get('empty_pages', 0):,} empty · {layer.get('garbled_pages', 0):,} garbled",
-              f"pages of {layer.get('pages_checked', 0):,} checked"),
-             ("tasks", f"{record.tasks}", f"{record.executor}, {workers}")]
+    workers = (
+        f"{record.workers_per_gpu} worker(s) per GPU"
+        if record.workers_per_gpu
+        else "workers per GPU chosen by each task (its log says why)"
+    )
+    cards = [
+        (
+            "items",
+            f"{totals.get('ok', 0):,} ok · {totals.get('failed', 0):,} failed",
+            f"{len(totals.get('missing', [])):,} missing of {totals.get('items', 0):,}",
+        ),
+        ("documents", f"{totals.get('documents_ok', 0):,} ok", f"of {totals.get('documents', 0):,}"),
+        ("pages", f"{totals.get('pages_ok', 0):,}", f"converted of {totals.get('pages', 0):,}"),
+        ("wall time", _duration(totals.get("wall_seconds")), "working: idle gaps between submissions left out"),
+        ("pages/s", f"{rate:.2f}" if rate else "-", "whole run"),
+        (
+            "text layer",
+            f"{layer.get('empty_pages', 0):,} empty · {layer.get('garbled_pages', 0):,} garbled",
+            f"pages of {layer.get('pages_checked', 0):,} checked",
+        ),
+        ("tasks", f"{record.tasks}", f"{record.executor}, {workers}"),
+    ]
     collected = view.summary.get("collected")
-    return {"run_id": record.run_id, "engine": record.engine, "created": _stamp(record.created),
-            "model": (record.llm or {}).get("model") or (view.llm or {}).get("model"),
-            "collected": f"collected {_stamp(collected)}" if collected
-            else "not collected yet: from the task manifests so far",
-            "pdfs": record.pdfs_root, "out": record.out_dir, "cards": cards,
-            # the collector's verdict (manage/verdict.py): the state, one line per cause, the next command
-            "state": view.summary.get("headline") or view.summary.get("state"),
-            "reasons": list(view.summary.get("reasons", [])), "next": view.summary.get("next")}
+    return {
+        "run_id": record.run_id,
+        "engine": record.engine,
+        "created": _stamp(record.created),
+        "model": (record.llm or {}).get("model") or (view.llm or {}).get("model"),
+        "collected": f"collected {_stamp(collected)}"
+        if collected
+        else "not collected yet: from the task manifests so far",
+        "pdfs": record.pdfs_root,
+        "out": record.out_dir,
+        "cards": cards,
+        # the collector's verdict (manage/verdict.py): the state, one line per cause, the next command
+        "state": view.summary.get("headline") or view.summary.get("state"),
+        "reasons": list(view.summary.get("reasons", [])),
+        "next": view.summary.get("next"),
+    }
 
 
 def attempts_file(view: RunView) -> str:
@@ -167,73 +186,161 @@ def timeline_sections(view: RunView, items: pd.DataFrame, totals: dict, limits: 
         plot = figures.timeline_figure(items, places)
     else:
         activity = frames.activity_frame(items, tasks, limits.activity_buckets)
-        note = (f"{len(items):,} attempts, too many to draw one by one (a bar each up to "
-                f"{limits.detail_records:,}): one row per task, its pages/s in each "
-                f"{activity.attrs['bucket_s']:g} s bucket (blank: idle), a red ✕ where attempts failed. "
-                f"Hover a cell for its pages and attempts; every attempt is in {attempts_file(view)}.")
+        note = (
+            f"{len(items):,} attempts, too many to draw one by one (a bar each up to "
+            f"{limits.detail_records:,}): one row per task, its pages/s in each "
+            f"{activity.attrs['bucket_s']:g} s bucket (blank: idle), a red ✕ where attempts failed. "
+            f"Hover a cell for its pages and attempts; every attempt is in {attempts_file(view)}."
+        )
         plot = figures.activity_figure(activity, figures.task_labels(places))
     flow = frames.throughput_frame(items, limits.throughput_buckets)
-    return [Section("timeline", "Tasks over time", note, figures.figure_html(plot, "timeline-plot")),
-            Section("throughput", "Pages per second", "Each item's pages spread over its duration.",
-                    figures.figure_html(figures.throughput_figure(flow, totals.get("pages_per_second")),
-                                        "throughput-plot") if not flow.empty else None,
-                    none="No pages converted yet.")]
+    return [
+        Section("timeline", "Tasks over time", note, figures.figure_html(plot, "timeline-plot")),
+        Section(
+            "throughput",
+            "Pages per second",
+            "Each item's pages spread over its duration.",
+            figures.figure_html(figures.throughput_figure(flow, totals.get("pages_per_second")), "throughput-plot")
+            if not flow.empty
+            else None,
+            none="No pages converted yet.",
+        ),
+    ]
 
 
 def table_sections(view: RunView, items: pd.DataFrame, limits: Limits) -> list[Section]:
     """Failures (the first `limits.table_rows`), the slowest PDFs, and the LLM service if there was one."""
-    where = (f"{attempts_file(view)} has every attempt, summary.json every missing item" if view.summary
-             else f"{attempts_file(view)} have every attempt")
+    where = (
+        f"{attempts_file(view)} has every attempt, summary.json every missing item"
+        if view.summary
+        else f"{attempts_file(view)} have every attempt"
+    )
     failures = frames.failures_frame(view.items, items, view.summary.get("missing"))
     sections = [
-        Section("failures", f"Failures ({len(failures):,})", tables=[("", Table.of(
-            failures, "failures-table", "No failures.", limits.table_rows, where))]),
-        Section("slowest", "Slowest PDFs", f"Top {limits.slowest} by conversion seconds (all parts together).",
-                tables=[("", Table.of(frames.slowest_frame(items, limits.slowest), "slowest-table",
-                                      "No PDF converted yet."))])]
+        Section(
+            "failures",
+            f"Failures ({len(failures):,})",
+            tables=[("", Table.of(failures, "failures-table", "No failures.", limits.table_rows, where))],
+        ),
+        Section(
+            "slowest",
+            "Slowest PDFs",
+            f"Top {limits.slowest} by conversion seconds (all parts together).",
+            tables=[
+                ("", Table.of(frames.slowest_frame(items, limits.slowest), "slowest-table", "No PDF converted yet."))
+            ],
+        ),
+    ]
     lost = pd.DataFrame(view.summary.get("lost_pages") or [], columns=["pdf", "page", "status", "error"])
     if len(lost):
-        note = (f"Pages that failed alone once their items were bisected; each document has a placeholder for "
-                f"them and the status partial. To try them again, run: {command_line('retry', view.record.run_id)}")
-        sections.insert(1, Section("lost-pages", f"Lost pages ({len(lost):,})", note, tables=[("", Table.of(
-            lost, "lost-pages-table", "No page was lost.", limits.table_rows, "summary.json has them all"))]))
+        note = (
+            f"Pages that failed alone once their items were bisected; each document has a placeholder for "
+            f"them and the status partial. To try them again, run: {command_line('retry', view.record.run_id)}"
+        )
+        sections.insert(
+            1,
+            Section(
+                "lost-pages",
+                f"Lost pages ({len(lost):,})",
+                note,
+                tables=[
+                    (
+                        "",
+                        Table.of(
+                            lost,
+                            "lost-pages-table",
+                            "No page was lost.",
+                            limits.table_rows,
+                            "summary.json has them all",
+                        ),
+                    )
+                ],
+            ),
+        )
     llm = view.llm
     if llm:
         fig = figures.llm_figure(frames.llm_timeline_frame(llm, limits.llm_points))
-        note = (f"{llm.get('tokens_out_per_s', 0)} tokens/s on average, peak {llm.get('peak_tokens_out_per_s', 0)}; "
-                f"peak {llm.get('peak_in_flight', 0)} in flight, {llm.get('peak_queued', 0)} waiting at the fronts; "
-                f"{llm.get('denied', 0)} denied (bad secret)." + (f" {llm['bound']['why']}." if llm.get("bound") else ""))
-        sections.append(Section("llm", "LLM service", note, figures.figure_html(fig, "llm-plot") if fig else None, [
-            ("", Table.of(frames.llm_counts_frame(llm), "llm-table", "")),
-            *([("Replicas", Table.of(frames.llm_replicas_frame(llm), "llm-replicas-table", ""))]
-              if llm.get("replicas") else []),
-            ("Items with degraded refinement", Table.of(frames.degraded_frame(view.summary), "degraded-table",
-                                                        "None.", limits.table_rows, "summary.json has them all")),
-            *([("Items whose LLM requests moved to another replica", Table.of(
-                frames.degraded_frame(view.summary, "llm_failover"), "failover-table", "None.", limits.table_rows,
-                "summary.json has them all"))] if view.summary.get("llm_failover") else [])]))
+        note = (
+            f"{llm.get('tokens_out_per_s', 0)} tokens/s on average, peak {llm.get('peak_tokens_out_per_s', 0)}; "
+            f"peak {llm.get('peak_in_flight', 0)} in flight, {llm.get('peak_queued', 0)} waiting at the fronts; "
+            f"{llm.get('denied', 0)} denied (bad secret)." + (f" {llm['bound']['why']}." if llm.get("bound") else "")
+        )
+        sections.append(
+            Section(
+                "llm",
+                "LLM service",
+                note,
+                figures.figure_html(fig, "llm-plot") if fig else None,
+                [
+                    ("", Table.of(frames.llm_counts_frame(llm), "llm-table", "")),
+                    *(
+                        [("Replicas", Table.of(frames.llm_replicas_frame(llm), "llm-replicas-table", ""))]
+                        if llm.get("replicas")
+                        else []
+                    ),
+                    (
+                        "Items with degraded refinement",
+                        Table.of(
+                            frames.degraded_frame(view.summary),
+                            "degraded-table",
+                            "None.",
+                            limits.table_rows,
+                            "summary.json has them all",
+                        ),
+                    ),
+                    *(
+                        [
+                            (
+                                "Items whose LLM requests moved to another replica",
+                                Table.of(
+                                    frames.degraded_frame(view.summary, "llm_failover"),
+                                    "failover-table",
+                                    "None.",
+                                    limits.table_rows,
+                                    "summary.json has them all",
+                                ),
+                            )
+                        ]
+                        if view.summary.get("llm_failover")
+                        else []
+                    ),
+                ],
+            )
+        )
     return sections
 
 
 def text_layer_section(view: RunView, totals: dict, limits: Limits) -> Section:
     """The documents whose text layer has empty or garbled pages, and how to send them to OCR."""
     layer = totals.get("text_layer") or {}
-    note = (f"{plural(layer.get('documents_checked', 0), 'document')} "
-            f"({plural(layer.get('pages_checked', 0), 'page')}) checked: "
-            f"{plural(layer.get('empty_pages', 0), 'empty page')} in "
-            f"{plural(layer.get('documents_with_empty_pages', 0), 'document')}, "
-            f"{plural(layer.get('garbled_pages', 0), 'garbled page')} in "
-            f"{plural(layer.get('documents_with_garbled_pages', 0), 'document')}. To convert them again with OCR, "
-            f"run: {ocr_command(view.record.run_id, layer)}")
-    table = Table.of(frames.flagged_frame(totals), "text-layer-table", "No page was flagged.", limits.table_rows,
-                     "summary.json has them all")
+    note = (
+        f"{plural(layer.get('documents_checked', 0), 'document')} "
+        f"({plural(layer.get('pages_checked', 0), 'page')}) checked: "
+        f"{plural(layer.get('empty_pages', 0), 'empty page')} in "
+        f"{plural(layer.get('documents_with_empty_pages', 0), 'document')}, "
+        f"{plural(layer.get('garbled_pages', 0), 'garbled page')} in "
+        f"{plural(layer.get('documents_with_garbled_pages', 0), 'document')}. To convert them again with OCR, "
+        f"run: {ocr_command(view.record.run_id, layer)}"
+    )
+    table = Table.of(
+        frames.flagged_frame(totals),
+        "text-layer-table",
+        "No page was flagged.",
+        limits.table_rows,
+        "summary.json has them all",
+    )
     return Section("text-layer", "Text layer", note, tables=[("", table)])
 
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.PackageLoader("hpc_marker.report", "templates"), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("hpc_marker.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def build_report(paths: RunPaths, limits: Limits = Limits(), view: RunView | None = None) -> str:
@@ -241,11 +348,22 @@ def build_report(paths: RunPaths, limits: Limits = Limits(), view: RunView | Non
     view = view or load_run(paths)
     totals = run_totals(view)
     items = frames.records_frame(view.records)
-    sections = [*timeline_sections(view, items, totals, limits), *table_sections(view, items, limits),
-                text_layer_section(view, totals, limits)]
-    return _environment().get_template(TEMPLATE).render(
-        head=header(view, totals), torn=view.torn, sections=sections,
-        plotly_js=Markup(get_plotlyjs()), generated=time.strftime("%Y-%m-%d %H:%M:%S"))
+    sections = [
+        *timeline_sections(view, items, totals, limits),
+        *table_sections(view, items, limits),
+        text_layer_section(view, totals, limits),
+    ]
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            head=header(view, totals),
+            torn=view.torn,
+            sections=sections,
+            plotly_js=Markup(get_plotlyjs()),
+            generated=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    )
 
 
 def write_report(run_dir: Path, limits: Limits = Limits(), view: RunView | None = None) -> Path:

@@ -1,17 +1,17 @@
 """runstate: the run folder and what is recorded in it; shared by the login node and every task.
 
-  layout.py       RunPaths: where everything of a run lives (OUT/.hpcmarker/runs/<run-id>/)
-  record.py       RunRecord (run.json): the run's settings and job ids
-  index.py        the user's run index: find a run by id, folder, or the latest
-  permissions.py  who may read what a run writes (umask per --permissions; the run folder is private)
-  claims.py       exactly-once work claims on shared filesystems (atomic link, leases, done markers)
-  manifest.py     one JSON line per work item, appended whole; torn lines reported
-  output.py       the output layout; staging folders renamed into place (another format's files kept);
-                  merging split PDFs' parts
-  finish.py       placing committed outputs and merging parts (tasks and collector alike); documents
-                  put together around lost pages
-  subitems.py     a bisected item's halves folded back (pure): leaves, lost pages, partial
-  summary.py      what the records add up to (pure): counts, pages, rates, documents
-  stops.py        each task's own record of why it stopped (progress/stop-<i>.json)
-  outlock.py      one active run per --out (OUT/.hpcmarker/active)
+layout.py       RunPaths: where everything of a run lives (OUT/.hpcmarker/runs/<run-id>/)
+record.py       RunRecord (run.json): the run's settings and job ids
+index.py        the user's run index: find a run by id, folder, or the latest
+permissions.py  who may read what a run writes (umask per --permissions; the run folder is private)
+claims.py       exactly-once work claims on shared filesystems (atomic link, leases, done markers)
+manifest.py     one JSON line per work item, appended whole; torn lines reported
+output.py       the output layout; staging folders renamed into place (another format's files kept);
+                merging split PDFs' parts
+finish.py       placing committed outputs and merging parts (tasks and collector alike); documents
+                put together around lost pages
+subitems.py     a bisected item's halves folded back (pure): leaves, lost pages, partial
+summary.py      what the records add up to (pure): counts, pages, rates, documents
+stops.py        each task's own record of why it stopped (progress/stop-<i>.json)
+outlock.py      one active run per --out (OUT/.hpcmarker/active)
 """

@@ -27,6 +27,7 @@ someone else holds or finished), a finish one utime: the same whatever the numbe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -87,7 +88,7 @@ def lease_shard(name: str) -> str:
     """The folder of a lease inside its group, numbered as done markers are (shard_of): batch b<k> in
     k // 1000, a merge (a document id) by its document. No folder holds more than a few thousand leases
     (and their taken-over `.old` files), however large a share."""
-    batch = name[len(BATCH_PREFIX):]
+    batch = name[len(BATCH_PREFIX) :]
     return shard_of(batch if name.startswith(BATCH_PREFIX) and batch.isdigit() else name)
 
 
@@ -182,10 +183,8 @@ class ClaimBoard:
 
     def reopen_finished(self, group: str, name: str) -> None:
         """A finished batch is open again (retry reopened one of its items): its next holder checks each item."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.utime(self.lease_path(group, name), (0, 0))
-        except FileNotFoundError:
-            pass
 
     def claim(self, group: str, name: str) -> Claimed | None:
         """Hold `name` (a batch, a merge): a new lease, or one whose holder let it expire or gave it

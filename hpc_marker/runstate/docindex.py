@@ -65,8 +65,14 @@ class ManifestIndex:
                             file_ids.append(len(files) - 1)
                             offsets.append(offset)
                         offset += len(line)
-        return cls(files, np.frombuffer(keys, np.uint64), np.frombuffer(ranks, np.uint16),
-                   np.frombuffer(file_ids, np.uint32), np.frombuffer(offsets, np.uint64), torn)
+        return cls(
+            files,
+            np.frombuffer(keys, np.uint64),
+            np.frombuffer(ranks, np.uint16),
+            np.frombuffer(file_ids, np.uint32),
+            np.frombuffer(offsets, np.uint64),
+            torn,
+        )
 
     def groups(self) -> Iterator[np.ndarray]:
         """The line numbers of each document key, in key order (lines in file order within one); each

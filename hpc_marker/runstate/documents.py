@@ -74,14 +74,22 @@ def document_state(records: Iterable[ManifestRecord]) -> DocumentState:
         error = f"{plural(sum(r.pages for r in lost), 'page')} lost: {lost[0].status}: {lost[0].error}"
     checked = [r for r in items if r.empty_pages is not None]
     return DocumentState(
-        pdf=items[0].pdf, status=status, error=error, items=len(items), pages=sum(r.pages for r in items),
-        page_start=items[0].page_start, page_stop=max(r.page_stop for r in items),
-        engine=items[0].engine, seconds=round(sum(r.seconds for r in items), 3),
-        finished=max(r.finished for r in items), degraded=next((r.degraded for r in items if r.degraded), None),
+        pdf=items[0].pdf,
+        status=status,
+        error=error,
+        items=len(items),
+        pages=sum(r.pages for r in items),
+        page_start=items[0].page_start,
+        page_stop=max(r.page_stop for r in items),
+        engine=items[0].engine,
+        seconds=round(sum(r.seconds for r in items), 3),
+        finished=max(r.finished for r in items),
+        degraded=next((r.degraded for r in items if r.degraded), None),
         checked_pages=sum(r.pages for r in checked),
         empty_pages=sorted(p for r in checked for p in r.empty_pages or []) if checked else None,
         garbled_pages=sorted(p for r in checked for p in r.garbled_pages or []) if checked else None,
-        lost_pages=[p for r in lost for p in range(r.page_start, r.page_stop)] or None)
+        lost_pages=[p for r in lost for p in range(r.page_start, r.page_stop)] or None,
+    )
 
 
 def flag_share(doc: DocumentState, selector: str) -> float:

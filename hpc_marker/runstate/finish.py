@@ -58,8 +58,13 @@ def assembles(item: WorkItem) -> bool:
     return item.is_part or is_subitem(item.item_id)
 
 
-def merge_if_complete(paths: RunPaths, record: RunRecord, item: WorkItem, board: ClaimBoard,
-                      ranges: list[tuple[str, int, int]] | None = None) -> Path | None:
+def merge_if_complete(
+    paths: RunPaths,
+    record: RunRecord,
+    item: WorkItem,
+    board: ClaimBoard,
+    ranges: list[tuple[str, int, int]] | None = None,
+) -> Path | None:
     """When every item of `item`'s document is finished (its parts, and the halves of bisected ones:
     runstate/subitems.py), put the document together (once: under its merge lease, committed by its
     own done marker): the converted pieces in page order, a placeholder for each lost page. `ranges`
@@ -84,8 +89,10 @@ def merge_if_complete(paths: RunPaths, record: RunRecord, item: WorkItem, board:
         pieces = []
         for leaf in leaves:
             if leaf.record.get("status") != "ok":
-                pieces += [lost_page_document(options.output_format, page, lost_reason(leaf.record), options.paginate)
-                           for page in range(leaf.page_start, leaf.page_stop)]
+                pieces += [
+                    lost_page_document(options.output_format, page, lost_reason(leaf.record), options.paginate)
+                    for page in range(leaf.page_start, leaf.page_stop)
+                ]
                 continue
             if leaf.record.get("staging"):  # committed by a task killed before its rename
                 place_committed(Path(leaf.record["staging"]), paths.parts / doc_id / leaf.item_id)
@@ -96,8 +103,11 @@ def merge_if_complete(paths: RunPaths, record: RunRecord, item: WorkItem, board:
             source["pages"] = [leaves[0].page_start, leaves[-1].page_stop]
         md = write_document(Path(record.out_dir), relpath, doc, staging_root=paths.staging, out_name=item.out_name)
         folded = fold(leaves)
-        marker = {"status": folded.status if folded.status == PARTIAL else "ok", "output": str(md),
-                  "lost_pages": folded.lost_pages}
+        marker = {
+            "status": folded.status if folded.status == PARTIAL else "ok",
+            "output": str(md),
+            "lost_pages": folded.lost_pages,
+        }
         if board.commit(merge_id(doc_id), marker) and not folded.lost_pages:  # partial: `retry` puts it together again
             shutil.rmtree(paths.parts / doc_id, ignore_errors=True)
         return md

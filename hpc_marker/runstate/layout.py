@@ -1,17 +1,17 @@
 """The run folder: `OUT/.hpcmarker/runs/<run-id>/`, and where everything of a run lives in it.
 
-  run.json     the RunRecord (settings and job ids)
-  plan/        the plan: items.parquet (one row group per task) and tasks.json (planning/store.py)
-  scripts/     the rendered sbatch scripts, exactly as submitted
-  jobs/        submitit's folder (pickles, per-job logs)
-  manifests/   task-<i>.jsonl, one JSON line per work item
-  claims/      who holds which batch (a folder per task) or merge (claims.py)
-  done/        one done marker per finished item, in shards of a thousand documents (claims.py)
-  progress/    each task's heartbeat and commit log (progress.py)
-  staging/     outputs being written, renamed into place when whole
-  parts/       finished parts of split PDFs, until they are merged into one document
-  logs/        task logs gathered by the collector
-  manifest.csv, summary.json   written by the collector
+run.json     the RunRecord (settings and job ids)
+plan/        the plan: items.parquet (one row group per task) and tasks.json (planning/store.py)
+scripts/     the rendered sbatch scripts, exactly as submitted
+jobs/        submitit's folder (pickles, per-job logs)
+manifests/   task-<i>.jsonl, one JSON line per work item
+claims/      who holds which batch (a folder per task) or merge (claims.py)
+done/        one done marker per finished item, in shards of a thousand documents (claims.py)
+progress/    each task's heartbeat and commit log (progress.py)
+staging/     outputs being written, renamed into place when whole
+parts/       finished parts of split PDFs, until they are merged into one document
+logs/        task logs gathered by the collector
+manifest.csv, summary.json   written by the collector
 """
 
 from __future__ import annotations
@@ -91,8 +91,19 @@ class RunPaths:
 
     def create(self) -> None:
         """Make the run folder tree, private to the user."""
-        for folder in (self.root, self.plan, self.scripts, self.jobs, self.manifests, self.claims, self.done,
-                       self.progress, self.staging, self.parts, self.logs):
+        for folder in (
+            self.root,
+            self.plan,
+            self.scripts,
+            self.jobs,
+            self.manifests,
+            self.claims,
+            self.done,
+            self.progress,
+            self.staging,
+            self.parts,
+            self.logs,
+        ):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             folder.chmod(0o700)  # mkdir's mode is filtered by the umask
 

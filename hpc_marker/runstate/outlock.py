@@ -74,8 +74,10 @@ def acquire(out: Path, run_id: str, still_active: Callable[[Holder], list[str]])
             return
         busy = still_active(current)
         if busy:
-            raise FolderBusy(f"--out {out}: run {current.run_id} is still active there ({', '.join(busy)}); wait for "
-                             f"it, or `hpcmarker cancel {current.run_id}`, or --force-concurrent to run both at once")
+            raise FolderBusy(
+                f"--out {out}: run {current.run_id} is still active there ({', '.join(busy)}); wait for "
+                f"it, or `hpcmarker cancel {current.run_id}`, or --force-concurrent to run both at once"
+            )
         stale = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex[:8]}")
         try:
             os.rename(path, stale)  # of two submitters replacing a stale holder, one wins here

@@ -93,7 +93,8 @@ def stage_document(staging_root: Path, name: str, stem: str, doc: ConvertedDocum
     try:
         (staging / file_name(stem, doc.format)).write_text(doc.text, encoding="utf-8")
         meta_file(staging, stem).write_text(
-            json.dumps(doc.metadata, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+            json.dumps(doc.metadata, indent=1, ensure_ascii=False, default=str), encoding="utf-8"
+        )
         for image_name, data in doc.images.items():
             (staging / PurePosixPath(image_name).name).write_bytes(data)
     except BaseException:
@@ -134,8 +135,11 @@ def keep_other_formats(old: Path, new: Path) -> None:
     newest = _meta_format(meta_file(old, stem))
     if newest is not None:
         formats[newest] = meta_file(old, stem)
-    kept = {fmt: meta for fmt, meta in formats.items()
-            if EXTENSIONS[fmt] != new_ext and (old / file_name(stem, fmt)).is_file()}
+    kept = {
+        fmt: meta
+        for fmt, meta in formats.items()
+        if EXTENSIONS[fmt] != new_ext and (old / file_name(stem, fmt)).is_file()
+    }
     if not kept:
         return
     dropped = {meta.name for meta in formats.values()} | {meta_file(old, stem).name}
@@ -146,8 +150,9 @@ def keep_other_formats(old: Path, new: Path) -> None:
             os.replace(path, new / path.name)
 
 
-def write_document(out_root: Path, relpath: str, doc: ConvertedDocument, staging_root: Path | None = None,
-                   out_name: str = "") -> Path:
+def write_document(
+    out_root: Path, relpath: str, doc: ConvertedDocument, staging_root: Path | None = None, out_name: str = ""
+) -> Path:
     """Stage and commit `doc` as the document for `relpath`; returns the path of its file."""
     final = document_dir(out_root, relpath, out_name)
     stem = document_stem(relpath, out_name)

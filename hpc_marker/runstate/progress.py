@@ -63,8 +63,9 @@ def write_heartbeat(folder: Path, beat: Heartbeat) -> None:
     atomic_write(heartbeat_path(folder, beat.task), json.dumps(asdict(beat), separators=(",", ":")))
 
 
-def read_heartbeats(folder: Path, tasks: list[int] | None = None, skip: set[int] | frozenset[int] = frozenset()
-                    ) -> dict[int, Heartbeat]:
+def read_heartbeats(
+    folder: Path, tasks: list[int] | None = None, skip: set[int] | frozenset[int] = frozenset()
+) -> dict[int, Heartbeat]:
     """The last heartbeat of these tasks (default: every task's, one listing), but those in `skip`; tasks that
     never started have none."""
     if tasks is None:
@@ -96,8 +97,9 @@ class CommitLog:
         self.path = Path(folder) / f"task-{task}.log"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
-    def append(self, item_id: str, status: str, pages: int, share: int, started: float, finished: float,
-               flags: str = "") -> None:
+    def append(
+        self, item_id: str, status: str, pages: int, share: int, started: float, finished: float, flags: str = ""
+    ) -> None:
         os.write(self._fd, f"{item_id}\t{status}\t{pages}\t{share}\t{started:.3f}\t{finished:.3f}\t{flags}\n".encode())
 
     def close(self) -> None:
@@ -112,9 +114,17 @@ def read_commits(folder: Path) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    schema = pa.schema([("item_id", pa.string()), ("status", pa.string()), ("pages", pa.int64()),
-                        ("share", pa.int64()), ("started", pa.float64()), ("finished", pa.float64()),
-                        ("flags", pa.string())])
+    schema = pa.schema(
+        [
+            ("item_id", pa.string()),
+            ("status", pa.string()),
+            ("pages", pa.int64()),
+            ("share", pa.int64()),
+            ("started", pa.float64()),
+            ("finished", pa.float64()),
+            ("flags", pa.string()),
+        ]
+    )
     tables = []
     try:
         names = sorted(n for n in os.listdir(folder) if n.startswith("task-") and n.endswith(".log"))
@@ -123,10 +133,14 @@ def read_commits(folder: Path) -> pd.DataFrame:
     for name in names:
         data = (Path(folder) / name).read_bytes()  # one open per log
         if data:
-            tables.append(pacsv.read_csv(
-                io.BytesIO(data), read_options=pacsv.ReadOptions(column_names=schema.names),
-                parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=lambda row: "skip"),
-                convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False)))
+            tables.append(
+                pacsv.read_csv(
+                    io.BytesIO(data),
+                    read_options=pacsv.ReadOptions(column_names=schema.names),
+                    parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=lambda row: "skip"),
+                    convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False),
+                )
+            )
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     return table.to_pandas()
 

@@ -46,7 +46,9 @@ class RunRecord:
     cancelled: float | None = None
     # A follow-up run (`retry RUN --select ...`): {"run_id", "select", "min_share", "documents"} of the run it redoes
     parent: dict[str, Any] | None = None
-    bisect: bool = True  # a failing item of several pages is cut in halves (planning/bisect.py); run.json of older runs lacks it
+    bisect: bool = (
+        True  # a failing item of several pages is cut in halves (planning/bisect.py); run.json of older runs lacks it
+    )
 
 
 def new_run_id(now: float | None = None) -> str:

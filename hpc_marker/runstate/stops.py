@@ -61,7 +61,7 @@ def _padded(stop: TaskStop) -> bytes:
         data = json.dumps(asdict(stop), ensure_ascii=False).encode()
         if len(data) < RECORD_BYTES or not stop.detail:
             return data + b" " * (RECORD_BYTES - 1 - len(data)) + b"\n"
-        stop = replace(stop, detail=stop.detail[:len(stop.detail) * 3 // 4] + "…")
+        stop = replace(stop, detail=stop.detail[: len(stop.detail) * 3 // 4] + "…")
 
 
 class StopRecord:
@@ -72,7 +72,9 @@ class StopRecord:
         self.path = stop_path(folder, task)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            self.first_start = not os.pread(self._fd, 1, 0)  # no record of an earlier run of this task (requeued, resumed)
+            self.first_start = not os.pread(
+                self._fd, 1, 0
+            )  # no record of an earlier run of this task (requeued, resumed)
             os.pwrite(self._fd, _padded(self.running), 0)  # the space it will need at the end, taken now
             os.ftruncate(self._fd, RECORD_BYTES)
             os.fsync(self._fd)
@@ -82,8 +84,15 @@ class StopRecord:
 
     def stop(self, cause: str, detail: str = "") -> TaskStop:
         """Say why the task stops (once; in place, at the same size, so a full disk cannot refuse it)."""
-        stop = TaskStop(self.running.task, cause, one_line(detail)[:_DETAIL_CHARS] if detail else "",
-                        self.running.job_id, self.running.host, self.running.started, time.time())
+        stop = TaskStop(
+            self.running.task,
+            cause,
+            one_line(detail)[:_DETAIL_CHARS] if detail else "",
+            self.running.job_id,
+            self.running.host,
+            self.running.started,
+            time.time(),
+        )
         if self._fd >= 0:
             try:
                 os.pwrite(self._fd, _padded(stop), 0)

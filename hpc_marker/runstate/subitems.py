@@ -73,17 +73,23 @@ def fold(leaves: list[Node]) -> Folded:
     """What the finished leaves of one planned item add up to (at least one leaf)."""
     lost = [leaf for leaf in leaves if leaf.record.get("status") != "ok"]
     pages_ok = sum(leaf.page_stop - leaf.page_start for leaf in leaves if leaf not in lost)
-    lost_pages = [{"page": page, "status": leaf.record.get("status"), "error": leaf.record.get("error")}
-                  for leaf in lost for page in range(leaf.page_start, leaf.page_stop)]
+    lost_pages = [
+        {"page": page, "status": leaf.record.get("status"), "error": leaf.record.get("error")}
+        for leaf in lost
+        for page in range(leaf.page_start, leaf.page_stop)
+    ]
     if not lost:
         return Folded("ok", None, pages_ok, [])
     first = lost[0].record
     if not pages_ok:
         return Folded(first.get("status"), first.get("error"), 0, lost_pages)
     pages = ", ".join(str(p["page"] + 1) for p in lost_pages[:10]) + (" ..." if len(lost_pages) > 10 else "")
-    return Folded(PARTIAL, f"{plural(len(lost_pages), 'page')} lost ({pages}): {first.get('status')}: "
-                           f"{first.get('error')}",
-                  pages_ok, lost_pages)
+    return Folded(
+        PARTIAL,
+        f"{plural(len(lost_pages), 'page')} lost ({pages}): {first.get('status')}: {first.get('error')}",
+        pages_ok,
+        lost_pages,
+    )
 
 
 def lost_reason(record: dict) -> str:
@@ -105,7 +111,7 @@ def resolve_frame(final, latest):
     if not len(bisected):
         return final, final
     nodes = pd.concat([final.loc[bisected], latest[latest["item_id"].str.contains(SUB_MARK, regex=False)]])
-    lookup = dict(zip(nodes["item_id"], nodes.to_dict("records")))
+    lookup = dict(zip(nodes["item_id"], nodes.to_dict("records"), strict=False))
     leaf_rows, lost = [], {}
     for index in bisected:
         row = final.loc[index]
@@ -119,8 +125,7 @@ def resolve_frame(final, latest):
         lost[index] = folded.lost_pages
         leaf_rows += [leaf.record for leaf in found.leaves]
     final["lost_pages"] = pd.Series(lost, dtype=object).reindex(final.index)
-    leaves = pd.concat([final.drop(index=bisected), pd.DataFrame(leaf_rows, columns=latest.columns)],
-                       ignore_index=True)
+    leaves = pd.concat([final.drop(index=bisected), pd.DataFrame(leaf_rows, columns=latest.columns)], ignore_index=True)
     return final, leaves
 
 

@@ -24,8 +24,10 @@ ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "
 def plan_frames(plan: Plan) -> tuple[pd.DataFrame, list[ShareSummary]]:
     """A plan in memory as the frames `summarize` takes (small runs, tests)."""
     rows = [{name: getattr(item, name) for name in ITEM_COLUMNS} for item in plan.items]
-    shares = [ShareSummary(index=t.index, items=len(t.items), pages=t.pages, batch_pages=[], row_group=t.index)
-              for t in plan.tasks]
+    shares = [
+        ShareSummary(index=t.index, items=len(t.items), pages=t.pages, batch_pages=[], row_group=t.index)
+        for t in plan.tasks
+    ]
     return pd.DataFrame(rows, columns=ITEM_COLUMNS), shares
 
 
@@ -47,12 +49,27 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
     failed = final[~final["status"].isin(["ok", PARTIAL])]
     wall = busy_seconds(records["started"], records["finished"])  # not the idle time between submissions
     pages_ok = int(final["pages_ok"].sum())
-    per_task = records.assign(ok=records["status"] == "ok", split=records["status"] == BISECTED,
-                              ok_pages=records["pages"].where(records["status"] == "ok", 0)).groupby("task")
-    agg = per_task.agg(ok=("ok", "sum"), n=("ok", "size"), split=("split", "sum"), pages_ok=("ok_pages", "sum"),
-                       busy=("seconds", "sum"), first=("started", "min"), last=("finished", "max"))
-    agg["wall"] = records.groupby("task")[["started", "finished"]].apply(
-        lambda own: busy_seconds(own["started"], own["finished"])) if len(records) else []
+    per_task = records.assign(
+        ok=records["status"] == "ok",
+        split=records["status"] == BISECTED,
+        ok_pages=records["pages"].where(records["status"] == "ok", 0),
+    ).groupby("task")
+    agg = per_task.agg(
+        ok=("ok", "sum"),
+        n=("ok", "size"),
+        split=("split", "sum"),
+        pages_ok=("ok_pages", "sum"),
+        busy=("seconds", "sum"),
+        first=("started", "min"),
+        last=("finished", "max"),
+    )
+    agg["wall"] = (
+        records.groupby("task")[["started", "finished"]].apply(
+            lambda own: busy_seconds(own["started"], own["finished"])
+        )
+        if len(records)
+        else []
+    )
     for column, name in (("gpu", "gpu"), ("host", "hosts")):  # the distinct pairs first: a few per task
         pairs = records[["task", column]].drop_duplicates()
         agg[name] = pairs.groupby("task")[column].agg(lambda s: sorted(set(s))).reindex(agg.index)
@@ -61,39 +78,81 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
         row = agg.loc[share.index] if share.index in agg.index else None
         t_wall = float(row["wall"]) if row is not None else 0.0
         t_pages = int(row["pages_ok"]) if row is not None else 0
-        tasks.append({
-            "task": share.index, "items": share.items, "planned_pages": share.pages,
-            "ok": int(row["ok"]) if row is not None else 0, "failed": int(row["n"] - row["ok"] - row["split"]) if row is not None else 0,
-            "pages_ok": t_pages, "busy_seconds": round(float(row["busy"]), 3) if row is not None else 0.0,
-            "wall_seconds": round(t_wall, 3), "pages_per_second": round(t_pages / t_wall, 3) if t_wall else None,
-            "gpu": list(row["gpu"]) if row is not None else [], "hosts": list(row["hosts"]) if row is not None else [],
-        })
+        tasks.append(
+            {
+                "task": share.index,
+                "items": share.items,
+                "planned_pages": share.pages,
+                "ok": int(row["ok"]) if row is not None else 0,
+                "failed": int(row["n"] - row["ok"] - row["split"]) if row is not None else 0,
+                "pages_ok": t_pages,
+                "busy_seconds": round(float(row["busy"]), 3) if row is not None else 0.0,
+                "wall_seconds": round(t_wall, 3),
+                "pages_per_second": round(t_pages / t_wall, 3) if t_wall else None,
+                "gpu": list(row["gpu"]) if row is not None else [],
+                "hosts": list(row["hosts"]) if row is not None else [],
+            }
+        )
     failed = failed.sort_values(["pdf", "page_start"], kind="stable")
-    failures = pd.DataFrame({"item_id": failed["item_id"], "pdf": failed["pdf"],
-                             "pages": _pages(failed["page_start"], failed["page_stop"]),
-                             "status": failed["status"], "error": failed["error"], "task": failed["task"]})
+    failures = pd.DataFrame(
+        {
+            "item_id": failed["item_id"],
+            "pdf": failed["pdf"],
+            "pages": _pages(failed["page_start"], failed["page_stop"]),
+            "status": failed["status"],
+            "error": failed["error"],
+            "task": failed["task"],
+        }
+    )
     counts = final["status"].value_counts()
     share_of = pd.Series(np.repeat([s.index for s in shares], [s.items for s in shares]), index=planned.values)
     done = final[final["status"] != BISECTED]  # a bisected item whose halves are not all finished is not done
-    per_share = done.assign(share=done["item_id"].map(share_of), ok=done["status"] == "ok",
-                            part=done["status"] == PARTIAL, bad=~done["status"].isin(["ok", PARTIAL]),
-                            deg=done["degraded"].fillna("").astype(str) != "")
-    grouped = per_share.groupby("share").agg(ok=("ok", "sum"), failed=("bad", "sum"), partial=("part", "sum"),
-                                             pages_done=("pages", "sum"), degraded=("deg", "sum"))
-    share_rows = [{"share": int(share), "ok": int(row.ok), "failed": int(row.failed), "partial": int(row.partial),
-                   "pages_done": int(row.pages_done), "degraded": int(row.degraded)}
-                  for share, row in grouped.iterrows()]
-    lost = [{"pdf": row.pdf, "page": int(page["page"]) + 1, "status": page["status"], "error": page["error"]}
-            for row in partial.sort_values(["pdf", "page_start"]).itertuples(index=False) for page in row.lost_pages]
+    per_share = done.assign(
+        share=done["item_id"].map(share_of),
+        ok=done["status"] == "ok",
+        part=done["status"] == PARTIAL,
+        bad=~done["status"].isin(["ok", PARTIAL]),
+        deg=done["degraded"].fillna("").astype(str) != "",
+    )
+    grouped = per_share.groupby("share").agg(
+        ok=("ok", "sum"),
+        failed=("bad", "sum"),
+        partial=("part", "sum"),
+        pages_done=("pages", "sum"),
+        degraded=("deg", "sum"),
+    )
+    share_rows = [
+        {
+            "share": int(share),
+            "ok": int(row.ok),
+            "failed": int(row.failed),
+            "partial": int(row.partial),
+            "pages_done": int(row.pages_done),
+            "degraded": int(row.degraded),
+        }
+        for share, row in grouped.iterrows()
+    ]
+    lost = [
+        {"pdf": row.pdf, "page": int(page["page"]) + 1, "status": page["status"], "error": page["error"]}
+        for row in partial.sort_values(["pdf", "page_start"]).itertuples(index=False)
+        for page in row.lost_pages
+    ]
     return {
-        "items": int(len(planned)), "ok": int(len(ok)), "failed": int(len(failed)), "partial": int(len(partial)),
+        "items": len(planned),
+        "ok": len(ok),
+        "failed": len(failed),
+        "partial": len(partial),
         "by_status": {status: int(counts.get(status, 0)) for status in (*STATUSES, PARTIAL)},
         "lost_pages": lost,
-        "missing": sorted(set(planned) - set(latest["item_id"])), "pages": int(sum(s.pages for s in shares)),
-        "pages_ok": pages_ok, "wall_seconds": round(wall, 3),
+        "missing": sorted(set(planned) - set(latest["item_id"])),
+        "pages": int(sum(s.pages for s in shares)),
+        "pages_ok": pages_ok,
+        "wall_seconds": round(wall, 3),
         "pages_per_second": round(pages_ok / wall, 3) if wall else None,
         "failures": failures.astype(object).where(failures.notna(), None).to_dict("records"),
-        "torn_manifest_lines": torn, "tasks": tasks, "shares": share_rows,
+        "torn_manifest_lines": torn,
+        "tasks": tasks,
+        "shares": share_rows,
         "first_started": float(records["started"].min()) if len(records) else None,
         "last_finished": float(records["finished"].max()) if len(records) else None,
         **text_layer_summary(leaves),
@@ -107,17 +166,33 @@ def document_counts(items: pd.DataFrame, records: pd.DataFrame, merged: set[str]
     final, _ = resolve_frame(latest[isin(latest["item_id"], items["item_id"])], latest)
     status = items["item_id"].map(final.set_index("item_id")["status"])
     finished = status.notna() & (status != BISECTED)
-    per_doc = pd.DataFrame({"doc": items["doc_id"].where(items["doc_id"] != "", items["item_id"]),
-                            "ok": status == "ok", "partial": status == PARTIAL,
-                            "failed": finished & ~status.isin(["ok", PARTIAL]),
-                            "split": (items["parts"] > 1) | (status == PARTIAL)})
-    per_doc = per_doc.assign(whole=per_doc["ok"] | per_doc["partial"]).groupby("doc").agg(
-        all_ok=("ok", "all"), all_whole=("whole", "all"), any_partial=("partial", "any"),
-        any_failed=("failed", "any"), split=("split", "any"))
+    per_doc = pd.DataFrame(
+        {
+            "doc": items["doc_id"].where(items["doc_id"] != "", items["item_id"]),
+            "ok": status == "ok",
+            "partial": status == PARTIAL,
+            "failed": finished & ~status.isin(["ok", PARTIAL]),
+            "split": (items["parts"] > 1) | (status == PARTIAL),
+        }
+    )
+    per_doc = (
+        per_doc.assign(whole=per_doc["ok"] | per_doc["partial"])
+        .groupby("doc")
+        .agg(
+            all_ok=("ok", "all"),
+            all_whole=("whole", "all"),
+            any_partial=("partial", "any"),
+            any_failed=("failed", "any"),
+            split=("split", "any"),
+        )
+    )
     assembled = ~per_doc["split"] | isin(per_doc.index, merged)
-    return {"documents": int(len(per_doc)), "documents_ok": int((per_doc["all_ok"] & assembled).sum()),
-            "documents_partial": int((per_doc["all_whole"] & per_doc["any_partial"] & assembled).sum()),
-            "documents_failed": int(per_doc["any_failed"].sum())}
+    return {
+        "documents": len(per_doc),
+        "documents_ok": int((per_doc["all_ok"] & assembled).sum()),
+        "documents_partial": int((per_doc["all_whole"] & per_doc["any_partial"] & assembled).sum()),
+        "documents_failed": int(per_doc["any_failed"].sum()),
+    }
 
 
 def summarize_records(plan: Plan, records: list[ManifestRecord], torn: list[str]) -> dict:
@@ -148,21 +223,40 @@ def text_layer_summary(final: pd.DataFrame) -> dict:
     flagged page, 1-based page labels, sorted by PDF)."""
     empty, garbled = _flagged(final["empty_pages"]), _flagged(final["garbled_pages"])
     checked = empty >= 0
-    per_doc = pd.DataFrame({"pdf": final["pdf"], "checked": checked, "pages": final["pages"].where(checked, 0),
-                            "empty": empty.clip(lower=0), "garbled": garbled.clip(lower=0)}).groupby("pdf").sum()
+    per_doc = (
+        pd.DataFrame(
+            {
+                "pdf": final["pdf"],
+                "checked": checked,
+                "pages": final["pages"].where(checked, 0),
+                "empty": empty.clip(lower=0),
+                "garbled": garbled.clip(lower=0),
+            }
+        )
+        .groupby("pdf")
+        .sum()
+    )
     per_doc = per_doc[per_doc["checked"] > 0]
     flagged = per_doc[(per_doc["empty"] > 0) | (per_doc["garbled"] > 0)]
     lists = final[final["pdf"].isin(flagged.index) & checked]
-    pages = {pdf: (page_label(p for pages in group["empty_pages"] for p in pages),
-                   page_label(p for pages in group["garbled_pages"] for p in pages))
-             for pdf, group in lists.groupby("pdf")}
+    pages = {
+        pdf: (
+            page_label(p for pages in group["empty_pages"] for p in pages),
+            page_label(p for pages in group["garbled_pages"] for p in pages),
+        )
+        for pdf, group in lists.groupby("pdf")
+    }
     return {
         "text_layer": {
-            "documents_checked": int(len(per_doc)), "pages_checked": int(per_doc["pages"].sum()),
-            "documents_with_empty_pages": int((per_doc["empty"] > 0).sum()), "empty_pages": int(per_doc["empty"].sum()),
+            "documents_checked": len(per_doc),
+            "pages_checked": int(per_doc["pages"].sum()),
+            "documents_with_empty_pages": int((per_doc["empty"] > 0).sum()),
+            "empty_pages": int(per_doc["empty"].sum()),
             "documents_with_garbled_pages": int((per_doc["garbled"] > 0).sum()),
             "garbled_pages": int(per_doc["garbled"].sum()),
         },
-        "flagged": [{"pdf": pdf, "pages": int(row.pages), "empty": pages[pdf][0], "garbled": pages[pdf][1]}
-                    for pdf, row in flagged.sort_index().iterrows()],
+        "flagged": [
+            {"pdf": pdf, "pages": int(row.pages), "empty": pages[pdf][0], "garbled": pages[pdf][1]}
+            for pdf, row in flagged.sort_index().iterrows()
+        ],
     }

@@ -45,25 +45,46 @@ class Finisher:
     counts: Counter = field(default_factory=Counter)
     storage_errors: list[str] = field(default_factory=list)
 
-    def finish(self, item: WorkItem, share: int, status: str, error: str | None, started: float,
-               staging: Path | None, degraded: str | None = None, flags: dict | None = None,
-               children: list[WorkItem] | None = None, llm_failover: str | None = None) -> bool:
+    def finish(
+        self,
+        item: WorkItem,
+        share: int,
+        status: str,
+        error: str | None,
+        started: float,
+        staging: Path | None,
+        degraded: str | None = None,
+        flags: dict | None = None,
+        children: list[WorkItem] | None = None,
+        llm_failover: str | None = None,
+    ) -> bool:
         """Commit `item` with its outcome; False when it was not committed here (another task finished
         it first, or the storage refused the record: then `storage_errors` says why). A bisected item
         (status BISECTED) records its `children`, the halves that take its pages over."""
         final = final_dir(self.paths, self.record, item)
         finished = time.time()
-        entry = ManifestRecord(item_id=item.item_id, pdf=item.pdf, page_start=item.page_start,
-                               page_stop=item.page_stop, pages=item.pages, status=status, error=error,
-                               seconds=round(finished - started, 3),
-                               output=str(final_file(self.paths, self.record, item)) if staging else None,
-                               started=started, finished=finished, degraded=degraded, llm_failover=llm_failover,
-                               **(flags or {}),
-                               **self.context)
+        entry = ManifestRecord(
+            item_id=item.item_id,
+            pdf=item.pdf,
+            page_start=item.page_start,
+            page_stop=item.page_stop,
+            pages=item.pages,
+            status=status,
+            error=error,
+            seconds=round(finished - started, 3),
+            output=str(final_file(self.paths, self.record, item)) if staging else None,
+            started=started,
+            finished=finished,
+            degraded=degraded,
+            llm_failover=llm_failover,
+            **(flags or {}),
+            **self.context,
+        )
         try:
             extra = {"children": [child.item_id for child in children]} if children else {}
-            committed = self.board.commit(item.item_id, dict(asdict(entry), staging=str(staging) if staging else None,
-                                                             share=share, **extra))
+            committed = self.board.commit(
+                item.item_id, dict(asdict(entry), staging=str(staging) if staging else None, share=share, **extra)
+            )
         except OSError as exc:  # the run folder cannot take the record (disk full, quota, storage gone)
             self.storage_errors.append(f"cannot record {item.pdf}: {exc.strerror}")
             self.log(f"{self.storage_errors[-1]}; taking no more items")
@@ -76,18 +97,27 @@ class Finisher:
         try:
             if staging:
                 place_committed(staging, final)
-            self.commits.append(item.item_id, status, item.pages, share, started, finished,
-                                (DEGRADED if degraded else "") + (FAILED_OVER if llm_failover else "")
-                                + text_layer_tokens(flags))
+            self.commits.append(
+                item.item_id,
+                status,
+                item.pages,
+                share,
+                started,
+                finished,
+                (DEGRADED if degraded else "") + (FAILED_OVER if llm_failover else "") + text_layer_tokens(flags),
+            )
             self.manifest.append(entry)
         except OSError as exc:  # committed: the collector places the output and recovers the record
             self.storage_errors.append(f"cannot place or record {item.pdf}: {exc.strerror}")
             self.log(f"{self.storage_errors[-1]}; it is committed, the collector finishes it; taking no more items")
         self.counts[status] += 1
         self.counts["stolen"] += share != self.context["task"]
-        self.log(f"{status:8} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
-                 + (f" -- {error}" if error else "") + (f" (LLM degraded: {degraded})" if degraded else "")
-                 + (f" (LLM: {llm_failover})" if llm_failover else ""))
+        self.log(
+            f"{status:8} {item.pdf} [{item.page_label()}] {finished - started:.2f}s"
+            + (f" -- {error}" if error else "")
+            + (f" (LLM degraded: {degraded})" if degraded else "")
+            + (f" (LLM: {llm_failover})" if llm_failover else "")
+        )
         if status != BISECTED and assembles(item):
             self.assemble(item)
         return True

@@ -60,8 +60,22 @@ DEFAULT_STARTUP_TIMEOUT_S = 900.0
 LOG_TAIL_LINES = 20
 # surya/inference/backends/vllm.py: server concurrency scaled from a 24 GB baseline by GPU memory.
 BASELINE_VRAM_GB, BASELINE_MAX_BATCHED_TOKENS, BASELINE_MAX_NUM_SEQS = 24, 8192, 32
-GPU_VRAM_GB = {"b300": 270, "b200": 180, "h200": 141, "h100": 80, "a100-80": 80, "a100": 40, "a100-40": 40,
-               "l40s": 48, "a10": 24, "l4": 24, "5090": 32, "4090": 24, "3090": 24, "t4": 16}
+GPU_VRAM_GB = {
+    "b300": 270,
+    "b200": 180,
+    "h200": 141,
+    "h100": 80,
+    "a100-80": 80,
+    "a100": 40,
+    "a100-40": 40,
+    "l40s": 48,
+    "a10": 24,
+    "l4": 24,
+    "5090": 32,
+    "4090": 24,
+    "3090": 24,
+    "t4": 16,
+}
 MM_PROCESSOR_KWARGS = {"min_pixels": 3136, "max_pixels": 6291456}
 # pip cannot install vllm beside marker-pdf 2.0 (surya-ocr 0.22 pins opencv-python-headless 4.11, vllm 0.20 wants
 # >= 4.13): it gets a venv of its own, at the version of surya's VLLM_DOCKER_IMAGE (docs/marker-versions.md).
@@ -103,16 +117,23 @@ class InferenceSettings:
         if self.mode not in MODES:
             raise InferenceConfigError(f"inference server {self.mode!r}: choose from {', '.join(CHOICES)}")
         if self.mode in CONTAINER_MODES and not self.image:
-            raise InferenceConfigError(f"inference server {self.mode!r} needs an image: set inference_image in "
-                                       "the profile (a .sif with vllm, e.g. built from vllm/vllm-openai)")
+            raise InferenceConfigError(
+                f"inference server {self.mode!r} needs an image: set inference_image in "
+                "the profile (a .sif with vllm, e.g. built from vllm/vllm-openai)"
+            )
         if self.image and "://" not in self.image and self.mode in CONTAINER_MODES and not Path(self.image).is_file():
             raise InferenceConfigError(f"inference_image {self.image}: no such file")
         if not self.startup_timeout_s > 0:
             raise InferenceConfigError(f"--inference-startup-timeout {self.startup_timeout_s:g}: must be positive")
 
 
-def settings_for_run(requested: str | None, profile: Mapping, engine: str, marker_version: str | None,
-                     startup_timeout_s: float | None = None) -> InferenceSettings | None:
+def settings_for_run(
+    requested: str | None,
+    profile: Mapping,
+    engine: str,
+    marker_version: str | None,
+    startup_timeout_s: float | None = None,
+) -> InferenceSettings | None:
     """The run's settings from the flag (None or auto: the profile's, else auto), the profile and the
     installed marker; None when the engine is not marker. auto: native for marker 2.x, else off. Pure."""
     if engine != "marker":
@@ -127,8 +148,12 @@ def settings_for_run(requested: str | None, profile: Mapping, engine: str, marke
     args = profile.get("inference_args") or []
     if isinstance(args, str):
         args = shlex.split(args)
-    settings = InferenceSettings(mode=chosen, image=profile.get("inference_image"), extra_args=tuple(map(str, args)),
-                                 startup_timeout_s=float(startup_timeout_s or DEFAULT_STARTUP_TIMEOUT_S))
+    settings = InferenceSettings(
+        mode=chosen,
+        image=profile.get("inference_image"),
+        extra_args=tuple(map(str, args)),
+        startup_timeout_s=float(startup_timeout_s or DEFAULT_STARTUP_TIMEOUT_S),
+    )
     settings.validate()
     return settings
 
@@ -151,21 +176,31 @@ class VlmSettings:
     def from_env(cls, environ: Mapping[str, str]) -> VlmSettings:
         """The same values from the environment alone (surya not importable here). Pure."""
         d, get, mtp = cls(), environ.get, environ.get("VLLM_ENABLE_MTP")
-        return cls(checkpoint=get("SURYA_MODEL_CHECKPOINT", d.checkpoint), dtype=get("VLLM_DTYPE", d.dtype),
-                   max_model_len=int(get("VLLM_MAX_MODEL_LEN", d.max_model_len)),
-                   gpu_memory_utilization=float(get("VLLM_GPU_MEMORY_UTILIZATION", d.gpu_memory_utilization)),
-                   enable_mtp=d.enable_mtp if mtp is None else mtp.strip().lower() in ("1", "true", "yes", "on"),
-                   mtp_tokens=int(get("VLLM_MTP_TOKENS", d.mtp_tokens)), extra_args=get("VLLM_EXTRA_ARGS") or None,
-                   gpu_type=get("VLLM_GPU_TYPE") or None,
-                   parallel=int(get("SURYA_INFERENCE_PARALLEL")) if get("SURYA_INFERENCE_PARALLEL") else None)
+        return cls(
+            checkpoint=get("SURYA_MODEL_CHECKPOINT", d.checkpoint),
+            dtype=get("VLLM_DTYPE", d.dtype),
+            max_model_len=int(get("VLLM_MAX_MODEL_LEN", d.max_model_len)),
+            gpu_memory_utilization=float(get("VLLM_GPU_MEMORY_UTILIZATION", d.gpu_memory_utilization)),
+            enable_mtp=d.enable_mtp if mtp is None else mtp.strip().lower() in ("1", "true", "yes", "on"),
+            mtp_tokens=int(get("VLLM_MTP_TOKENS", d.mtp_tokens)),
+            extra_args=get("VLLM_EXTRA_ARGS") or None,
+            gpu_type=get("VLLM_GPU_TYPE") or None,
+            parallel=int(get("SURYA_INFERENCE_PARALLEL")) if get("SURYA_INFERENCE_PARALLEL") else None,
+        )
 
     @classmethod
     def from_surya(cls, s, environ: Mapping[str, str]) -> VlmSettings:
-        return cls(checkpoint=s.SURYA_MODEL_CHECKPOINT, dtype=s.VLLM_DTYPE, max_model_len=s.VLLM_MAX_MODEL_LEN,
-                   gpu_memory_utilization=s.VLLM_GPU_MEMORY_UTILIZATION, enable_mtp=s.VLLM_ENABLE_MTP,
-                   mtp_tokens=s.VLLM_MTP_TOKENS, extra_args=s.VLLM_EXTRA_ARGS,
-                   gpu_type=s.VLLM_GPU_TYPE if environ.get("VLLM_GPU_TYPE") else None,
-                   parallel=s.SURYA_INFERENCE_PARALLEL)
+        return cls(
+            checkpoint=s.SURYA_MODEL_CHECKPOINT,
+            dtype=s.VLLM_DTYPE,
+            max_model_len=s.VLLM_MAX_MODEL_LEN,
+            gpu_memory_utilization=s.VLLM_GPU_MEMORY_UTILIZATION,
+            enable_mtp=s.VLLM_ENABLE_MTP,
+            mtp_tokens=s.VLLM_MTP_TOKENS,
+            extra_args=s.VLLM_EXTRA_ARGS,
+            gpu_type=s.VLLM_GPU_TYPE if environ.get("VLLM_GPU_TYPE") else None,
+            parallel=s.SURYA_INFERENCE_PARALLEL,
+        )
 
 
 def read_vlm_settings(environ: Mapping[str, str] | None = None) -> VlmSettings:
@@ -177,7 +212,9 @@ def read_vlm_settings(environ: Mapping[str, str] | None = None) -> VlmSettings:
         from surya.settings import settings as s
     except Exception:
         return VlmSettings.from_env(os.environ)
-    return VlmSettings.from_surya(s, os.environ) if hasattr(s, "VLLM_MAX_MODEL_LEN") else VlmSettings.from_env(os.environ)
+    return (
+        VlmSettings.from_surya(s, os.environ) if hasattr(s, "VLLM_MAX_MODEL_LEN") else VlmSettings.from_env(os.environ)
+    )
 
 
 def vllm_capacity(vram_gb: float) -> tuple[int, int]:
@@ -191,10 +228,22 @@ def server_argv(settings: InferenceSettings, vlm: VlmSettings, port: int, capaci
     """`vllm serve` with the arguments surya gives its docker container, bound to 127.0.0.1:port,
     inside `apptainer exec --nv IMAGE` for the container modes. argv[0] is a name, not a path. Pure."""
     tokens, seqs = capacity
-    flags = ["--no-enforce-eager", "--max-num-seqs", str(seqs), "--dtype", vlm.dtype, "--max-model-len",
-             str(vlm.max_model_len), "--max-num-batched-tokens", str(tokens), "--gpu-memory-utilization",
-             str(vlm.gpu_memory_utilization), "--enable-prefix-caching", "--mm-processor-kwargs",
-             json.dumps(MM_PROCESSOR_KWARGS)]
+    flags = [
+        "--no-enforce-eager",
+        "--max-num-seqs",
+        str(seqs),
+        "--dtype",
+        vlm.dtype,
+        "--max-model-len",
+        str(vlm.max_model_len),
+        "--max-num-batched-tokens",
+        str(tokens),
+        "--gpu-memory-utilization",
+        str(vlm.gpu_memory_utilization),
+        "--enable-prefix-caching",
+        "--mm-processor-kwargs",
+        json.dumps(MM_PROCESSOR_KWARGS),
+    ]
     if vlm.enable_mtp:
         flags += ["--speculative-config", json.dumps({"method": "mtp", "num_speculative_tokens": vlm.mtp_tokens})]
     flags += (vlm.extra_args or "").split() + list(settings.extra_args)
@@ -206,22 +255,30 @@ def server_max_num_seqs(argv: list[str]) -> int:
     return int(flag_value(argv, "--max-num-seqs") or BASELINE_MAX_NUM_SEQS)
 
 
-def client_env(url: str, max_num_seqs: int, workers: int, vlm: VlmSettings, environ: Mapping[str, str]) -> dict[str, str]:
+def client_env(
+    url: str, max_num_seqs: int, workers: int, vlm: VlmSettings, environ: Mapping[str, str]
+) -> dict[str, str]:
     """What the workers need to use this server: surya attaches to SURYA_INFERENCE_URL and spawns
     nothing; the vllm client; ~1.5x the server's concurrency in flight over all workers (as marker's
     own `marker` command budgets it), unless the user set SURYA_INFERENCE_PARALLEL; loopback never
     through a proxy. Pure."""
-    env = {"SURYA_INFERENCE_URL": f"{url}/v1", "SURYA_INFERENCE_BACKEND": "vllm", "SURYA_INFERENCE_AUTOSTART": "false",
-           "SURYA_INFERENCE_KEEP_ALIVE": "false"}
+    env = {
+        "SURYA_INFERENCE_URL": f"{url}/v1",
+        "SURYA_INFERENCE_BACKEND": "vllm",
+        "SURYA_INFERENCE_AUTOSTART": "false",
+        "SURYA_INFERENCE_KEEP_ALIVE": "false",
+    }
     if vlm.parallel is None:
         env["SURYA_INFERENCE_PARALLEL"] = str(max(1, math.ceil(max_num_seqs * 1.5 / max(1, workers))))
     if any(environ.get(name) for name in PROXY_VARIABLES):
         hosts = [x for name in ("no_proxy", "NO_PROXY") for x in environ.get(name, "").split(",") if x]
-        env["no_proxy"] = env["NO_PROXY"] = ",".join(dict.fromkeys(hosts + [HOST, "localhost"]))
+        env["no_proxy"] = env["NO_PROXY"] = ",".join(dict.fromkeys([*hosts, HOST, "localhost"]))
     return env
 
 
-def effective_mode(settings: InferenceSettings, marker_version: str | None, environ: Mapping[str, str]) -> tuple[str, str]:
+def effective_mode(
+    settings: InferenceSettings, marker_version: str | None, environ: Mapping[str, str]
+) -> tuple[str, str]:
     """(mode, why) at run time: off when marker is not 2.x here or the user points at a server. Pure."""
     if settings.mode == "off":
         return "off", "off in the run's settings"
@@ -234,9 +291,12 @@ def effective_mode(settings: InferenceSettings, marker_version: str | None, envi
 
 def resolve_binary(name: str, which: Callable[[str], str | None] = shutil.which) -> str:
     """The executable for argv[0]; the container modes take either apptainer or singularity."""
-    hint = (f"install vllm where the jobs find it ({VLLM_INSTALL}), use --inference-server apptainer with a vLLM "
-            "image, or set SURYA_INFERENCE_URL to your own server" if name == "vllm"
-            else "load its module in the profile's setup lines")
+    hint = (
+        f"install vllm where the jobs find it ({VLLM_INSTALL}), use --inference-server apptainer with a vLLM "
+        "image, or set SURYA_INFERENCE_URL to your own server"
+        if name == "vllm"
+        else "load its module in the profile's setup lines"
+    )
     return resolve_executable(name, hint, which, error=InferenceServerFailed)
 
 
@@ -246,8 +306,9 @@ def find_binary(name: str, environ: Mapping[str, str]) -> str | None:
     return shutil.which(name, path=os.pathsep.join(filter(None, folders)))
 
 
-def server_preflight(settings: InferenceSettings | None, marker_version: str | None,
-                     environ: Mapping[str, str] | None = None) -> str | None:
+def server_preflight(
+    settings: InferenceSettings | None, marker_version: str | None, environ: Mapping[str, str] | None = None
+) -> str | None:
     """At submit: why this environment (the jobs', when nothing changes it) cannot start the run's inference
     server, in one line: vllm, or apptainer/singularity, not found; None when it can, or none is needed."""
     environ = os.environ if environ is None else environ
@@ -274,8 +335,14 @@ def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str], log: Callable[[st
 
 
 @contextmanager
-def task_inference_server(settings: InferenceSettings, log_path: Path, log: Callable[[str], None] = print, *,
-                          workers: int = 1, environ: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
+def task_inference_server(
+    settings: InferenceSettings,
+    log_path: Path,
+    log: Callable[[str], None] = print,
+    *,
+    workers: int = 1,
+    environ: Mapping[str, str] | None = None,
+) -> Iterator[dict[str, str]]:
     """Start the task's server (unless off), yield the environment the workers need, stop it on exit."""
     vlm_environ, environ = environ, dict(os.environ if environ is None else environ)  # given: tests
     mode, why = effective_mode(settings, marker_engine.marker_version(), environ)
@@ -289,18 +356,29 @@ def task_inference_server(settings: InferenceSettings, log_path: Path, log: Call
     argv[0] = resolve_binary(argv[0], lambda name: find_binary(name, environ))
     url = f"http://{HOST}:{port}"
     server_env = dict(NO_PHONING_HOME, **environ)  # compute nodes: no phoning home, unless the user says
-    server = ManagedServer(argv, Path(log_path), env=server_env, name="inference server",
-                           health_url=f"{url}/health", tail_lines=LOG_TAIL_LINES, error=InferenceServerFailed,
-                           stop_grace_s=settings.stop_grace_s).start()  # dies with the task, even on SIGKILL
+    server = ManagedServer(
+        argv,
+        Path(log_path),
+        env=server_env,
+        name="inference server",
+        health_url=f"{url}/health",
+        tail_lines=LOG_TAIL_LINES,
+        error=InferenceServerFailed,
+        stop_grace_s=settings.stop_grace_s,
+    ).start()  # dies with the task, even on SIGKILL
     try:
-        log(f"inference server ({server.process_name}, {why}) starting on {url}, CUDA_VISIBLE_DEVICES="
-            f"{environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}, up to {settings.startup_timeout_s:g}s; log {log_path}")
+        log(
+            f"inference server ({server.process_name}, {why}) starting on {url}, CUDA_VISIBLE_DEVICES="
+            f"{environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}, up to {settings.startup_timeout_s:g}s; log {log_path}"
+        )
         started = time.monotonic()
         server.wait_until_healthy(settings.startup_timeout_s)
         check_served_model(server, url, vlm.checkpoint, why=" (surya's SURYA_MODEL_CHECKPOINT)")
         env = client_env(url, server_max_num_seqs(argv), workers, vlm, environ)
-        log(f"inference server ready after {time.monotonic() - started:.1f}s: {vlm.checkpoint} at {url}/v1, "
-            f"{env.get('SURYA_INFERENCE_PARALLEL', vlm.parallel)} requests in flight per worker x {workers} workers")
+        log(
+            f"inference server ready after {time.monotonic() - started:.1f}s: {vlm.checkpoint} at {url}/v1, "
+            f"{env.get('SURYA_INFERENCE_PARALLEL', vlm.parallel)} requests in flight per worker x {workers} workers"
+        )
         yield env
     finally:
         log(f"{server.label} {server.stop()}")

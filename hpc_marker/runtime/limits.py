@@ -74,8 +74,10 @@ def check_item_limits(item_timeout: str, worker_memory: str | None, engine: str)
         except ValueError as exc:
             raise ValueError(f"--worker-memory {exc}") from None
         if engine == "marker":
-            raise ValueError("--worker-memory caps address space, which CUDA reserves far beyond its use: "
-                             "for marker, limit the job's memory with --mem instead")
+            raise ValueError(
+                "--worker-memory caps address space, which CUDA reserves far beyond its use: "
+                "for marker, limit the job's memory with --mem instead"
+            )
 
 
 def cap_memory(limit_bytes: int | None) -> None:

@@ -118,8 +118,9 @@ def _daemons(pipe: Path) -> list[int]:
 def _stop(exe: str, env: dict[str, str], pipe: Path, log: Callable[[str], None]) -> None:
     """`quit` to the daemon; what still runs with this pipe folder is terminated."""
     try:
-        quit_run = subprocess.run([exe], input="quit\n", env=env, capture_output=True, text=True,
-                                  timeout=STOP_TIMEOUT_S, check=False)
+        quit_run = subprocess.run(
+            [exe], input="quit\n", env=env, capture_output=True, text=True, timeout=STOP_TIMEOUT_S, check=False
+        )
         answer = (quit_run.stderr or quit_run.stdout).strip()
         if quit_run.returncode != 0:
             log(f"MPS: quit answered {quit_run.returncode}: {answer[:200]}")
@@ -139,8 +140,15 @@ def _stop(exe: str, env: dict[str, str], pipe: Path, log: Callable[[str], None])
 
 
 @contextmanager
-def task_mps(mode: str, engine: str, workers: int, log: Callable[[str], None] = print, *,
-             environ: Mapping[str, str] | None = None, binary: str = CONTROL) -> Iterator[dict[str, str]]:
+def task_mps(
+    mode: str,
+    engine: str,
+    workers: int,
+    log: Callable[[str], None] = print,
+    *,
+    environ: Mapping[str, str] | None = None,
+    binary: str = CONTROL,
+) -> Iterator[dict[str, str]]:
     """Start this task's MPS daemon if `decide` says so; yield the environment the workers need ({}
     without one); stop the daemon and remove its folders on leaving, however the block ends."""
     environ = dict(os.environ if environ is None else environ)
@@ -184,8 +192,9 @@ def _start(exe: str, env: dict[str, str], pipe: Path, logs: Path) -> None:
     pipe.mkdir(mode=0o700)
     logs.mkdir(mode=0o700)
     try:
-        started = subprocess.run([exe, "-d"], env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S,
-                                 check=False)
+        started = subprocess.run(
+            [exe, "-d"], env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S, check=False
+        )
     except subprocess.TimeoutExpired:
         raise MpsFailed(f"{Path(exe).name} -d did not return within {START_TIMEOUT_S:g}s") from None
     if started.returncode != 0:
@@ -198,5 +207,6 @@ def _start(exe: str, env: dict[str, str], pipe: Path, logs: Path) -> None:
     try:  # workers that connect before the daemon listens would run without it
         poll_until(listening, START_TIMEOUT_S, interval_s=0.05)
     except WaitTimeout as timeout:
-        raise MpsFailed(f"the MPS control daemon did not open its pipe within {START_TIMEOUT_S:g}s "
-                        f"({timeout.last})") from None
+        raise MpsFailed(
+            f"the MPS control daemon did not open its pipe within {START_TIMEOUT_S:g}s ({timeout.last})"
+        ) from None

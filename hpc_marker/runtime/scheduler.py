@@ -62,9 +62,21 @@ class Batch:
 
 
 class Scheduler:
-    def __init__(self, task: int, summaries: list[ShareSummary], own: TaskPlan, board: ClaimBoard,
-                 plan_folder: Path, progress_folder: Path, *, steal: bool, lease_s: float,
-                 inflight: Callable[[], list[str]] = list, seed: int | None = None, first_start: bool = False) -> None:
+    def __init__(
+        self,
+        task: int,
+        summaries: list[ShareSummary],
+        own: TaskPlan,
+        board: ClaimBoard,
+        plan_folder: Path,
+        progress_folder: Path,
+        *,
+        steal: bool,
+        lease_s: float,
+        inflight: Callable[[], list[str]] = list,
+        seed: int | None = None,
+        first_start: bool = False,
+    ) -> None:
         """`first_start`: no earlier run of this task wrote anything (its stop record says so), so there is no
         earlier heartbeat to read, and its lease folder is made now."""
         self.task, self.board, self.steal, self.lease_s = task, board, steal, lease_s
@@ -97,7 +109,7 @@ class Scheduler:
             if state is not None:
                 self.state = state
             self.beat.state, self.beat.cursor = self.state, self.cursor
-            self.beat.remaining_pages = sum(item.pages for batch in self.own[self.cursor:] for item in batch)
+            self.beat.remaining_pages = sum(item.pages for batch in self.own[self.cursor :] for item in batch)
             self.beat.held = [f"{lease.group}/{lease.name}" for lease in self.board.held()]
             self.beat.released = list(self.board.released)
             self.beat.inflight = list(self.inflight())
@@ -124,15 +136,19 @@ class Scheduler:
             return self._read()
         return {**self._read(also_skip=set(recent[1])), **recent[2]}
 
-    def _read(self, tasks: list[int] | None = None, also_skip: set[int] | frozenset[int] = frozenset()
-              ) -> dict[int, Heartbeat]:
+    def _read(
+        self, tasks: list[int] | None = None, also_skip: set[int] | frozenset[int] = frozenset()
+    ) -> dict[int, Heartbeat]:
         """These tasks' heartbeats (default: every task's not known to have exited); remembers who exited.
         A task that exited during this task's life, giving nothing back, is not read again: it holds nothing.
         (Only a job requeued by hand after it ended starts it again; what that one may then steal and die
         holding is left to `resume`, and `status` says the run is incomplete.)"""
         beats = read_heartbeats(self.progress_folder, tasks, skip=self.gone | also_skip | {self.task})
-        self.gone.update(task for task, beat in beats.items()
-                         if beat.state == EXITED and not beat.released and beat.updated >= self.started)
+        self.gone.update(
+            task
+            for task, beat in beats.items()
+            if beat.state == EXITED and not beat.released and beat.updated >= self.started
+        )
         return beats
 
     # ---- choosing work -------------------------------------------------------------------
@@ -150,8 +166,14 @@ class Scheduler:
 
     def _batch(self, share: int, index: int, claimed: Claimed) -> Batch:
         items = self._share(share)[index]
-        return Batch(share=share, index=index, items=items, lease=claimed.lease, fresh=claimed.fresh,
-                     left={i.item_id for i in items})
+        return Batch(
+            share=share,
+            index=index,
+            items=items,
+            lease=claimed.lease,
+            fresh=claimed.fresh,
+            left={i.item_id for i in items},
+        )
 
     def _share(self, share: int) -> list[list[WorkItem]]:
         if share not in self.shares:
@@ -176,8 +198,13 @@ class Scheduler:
         heartbeat may not list the batch (own batches are written there every lease/4 only)."""
         name = f"{self.task}/{batch_name(index)}"
         holder = self.board.holder(str(self.task), batch_name(index))
-        if (name not in self.inherited and holder is not None and holder != self.board.owner
-                and holder.endswith(f":task-{self.task}") and not self.board.finished(str(self.task), batch_name(index))):
+        if (
+            name not in self.inherited
+            and holder is not None
+            and holder != self.board.owner
+            and holder.endswith(f":task-{self.task}")
+            and not self.board.finished(str(self.task), batch_name(index))
+        ):
             self.inherited.append(name)
 
     def _steal(self, sampled: list[int], beats: dict[int, Heartbeat]) -> Batch | None:
@@ -194,7 +221,7 @@ class Scheduler:
             cursor = beat.cursor if beat is not None and not dead else 0
             tail = self.tail.get(share, summary.batches - 1)
             if tail >= cursor:
-                left = sum(summary.batch_pages[cursor:tail + 1])
+                left = sum(summary.batch_pages[cursor : tail + 1])
                 if beat is not None and not dead:
                     left = min(left, beat.remaining_pages)
                 candidates.append((-left, share, cursor, dead))
@@ -231,7 +258,7 @@ class Scheduler:
             if claimed is not None:
                 if name in self.inherited:
                     self.inherited.remove(name)
-                return self._batch(int(group), int(batch[len(BATCH_PREFIX):]), claimed)
+                return self._batch(int(group), int(batch[len(BATCH_PREFIX) :]), claimed)
         return None
 
     # ---- idle ------------------------------------------------------------------------------

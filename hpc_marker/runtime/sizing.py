@@ -28,8 +28,7 @@ GPU_HEADROOM_GB = 1.0  # CUDA contexts, fragmentation
 CPUS_PER_MARKER_WORKER = 2  # pdftext, rendering and post-processing keep about two CPUs busy
 DEFAULT_CAP = 8
 QUERY = "--query-gpu=index,uuid,memory.total,memory.free"
-TORCH_PROBE = ("import json, torch\n"
-               "print(json.dumps(torch.cuda.mem_get_info(0) if torch.cuda.is_available() else None))")
+TORCH_PROBE = "import json, torch\nprint(json.dumps(torch.cuda.mem_get_info(0) if torch.cuda.is_available() else None))"
 
 
 @dataclass(frozen=True)
@@ -41,13 +40,15 @@ class GpuMemory:
         return f"{self.free_mb / 1024:.1f} of {self.total_mb / 1024:.1f} GB free"
 
 
-def derive_workers(engine: str, marker_major: int | None, cpus: int, gpu: GpuMemory | None,
-                   cap: int = DEFAULT_CAP) -> tuple[int, str]:
+def derive_workers(
+    engine: str, marker_major: int | None, cpus: int, gpu: GpuMemory | None, cap: int = DEFAULT_CAP
+) -> tuple[int, str]:
     """(workers, why) for one task. marker_major None (unknown) is treated as 1.x. Pure."""
     cpus, cap = max(1, cpus), max(1, cap)
     if engine != "marker":
-        return min(cpus, cap), (f"engine {engine} runs on CPUs only: one worker per CPU ({plural(cpus, 'CPU')}), "
-                                f"cap {cap}")
+        return min(cpus, cap), (
+            f"engine {engine} runs on CPUs only: one worker per CPU ({plural(cpus, 'CPU')}), cap {cap}"
+        )
     by_cpu = max(1, cpus // CPUS_PER_MARKER_WORKER)
     cpu_why = f"{by_cpu} by CPUs ({cpus} CPUs, {CPUS_PER_MARKER_WORKER} per worker)"
     if (marker_major or 1) >= 2:
@@ -95,8 +96,9 @@ def parse_nvidia_smi(text: str, visible: str | None) -> GpuMemory | None:
     return rows[0][2] if len(rows) == 1 else None  # device cgroups often renumber the one GPU a job sees
 
 
-def read_gpu_memory(environ: Mapping[str, str] | None = None, python: str = sys.executable,
-                    timeout_s: float = 60.0) -> GpuMemory | None:
+def read_gpu_memory(
+    environ: Mapping[str, str] | None = None, python: str = sys.executable, timeout_s: float = 60.0
+) -> GpuMemory | None:
     """The visible GPU's total and free memory, or None without a GPU (or an answer)."""
     environ = os.environ if environ is None else environ
     visible = visible_gpu(environ)
@@ -105,22 +107,35 @@ def read_gpu_memory(environ: Mapping[str, str] | None = None, python: str = sys.
     smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
     if smi:
         try:
-            out = subprocess.run([smi, QUERY, "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                                 timeout=timeout_s, env=dict(environ))
+            out = subprocess.run(
+                [smi, QUERY, "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=dict(environ),
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return parse_nvidia_smi(out.stdout, visible) if out.returncode == 0 else None
     try:  # torch sees only the visible GPUs, so device 0 is the task's
-        out = subprocess.run([python, "-c", TORCH_PROBE], capture_output=True, text=True, timeout=timeout_s,
-                             env=dict(environ))
+        out = subprocess.run(
+            [python, "-c", TORCH_PROBE], capture_output=True, text=True, timeout=timeout_s, env=dict(environ)
+        )
         free, total = json.loads(out.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, TypeError, IndexError):
         return None
     return GpuMemory(total_mb=total / 2**20, free_mb=free / 2**20)
 
 
-def choose_workers(requested: int | None, engine: str, cpus: int, log: Callable[[str], None], *,
-                   cap: int = DEFAULT_CAP, gpu_reader: Callable[[], GpuMemory | None] = read_gpu_memory) -> int:
+def choose_workers(
+    requested: int | None,
+    engine: str,
+    cpus: int,
+    log: Callable[[str], None],
+    *,
+    cap: int = DEFAULT_CAP,
+    gpu_reader: Callable[[], GpuMemory | None] = read_gpu_memory,
+) -> int:
     """`requested` when given (> 0), else derived for this engine, these CPUs and this GPU; logged."""
     if requested:
         log(f"workers per GPU: {requested} (requested)")
@@ -142,8 +157,9 @@ class LocalFit:
     workers: int | None  # per task, where known now (requested, or a CPU engine's auto); None: each task chooses
 
 
-def fit_local(asked: int, workers_per_gpu: int, engine: str, cores: int, gpus: list[int], mps: str = "auto"
-              ) -> LocalFit:
+def fit_local(
+    asked: int, workers_per_gpu: int, engine: str, cores: int, gpus: list[int], mps: str = "auto"
+) -> LocalFit:
     """Tasks for `--gpus asked` on a machine of `cores` cores and `gpus` GPUs: marker gets a GPU per task where
     there are GPUs, and so does any engine with `--mps on` (MPS daemons are asked for: GPU work); the CPU
     engines (and marker without a GPU) run on the CPU, one task per core at most
@@ -166,5 +182,7 @@ def local_fit_note(fit: LocalFit, asked: int, engine: str, cores: int, gpus: lis
     found = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''} ({','.join(map(str, gpus))})" if gpus else "no GPU"
     workers = f"{fit.workers} worker{'s' if fit.workers != 1 else ''}" if fit.workers else "auto workers"
     where = "each on its own GPU" if fit.gpus else "on the CPU"
-    return (f"note: local run: {cores} cores, {found}: {fit.tasks} task{'s' if fit.tasks != 1 else ''} × {workers} "
-            f"{where} (asked --gpus {asked})")
+    return (
+        f"note: local run: {cores} cores, {found}: {fit.tasks} task{'s' if fit.tasks != 1 else ''} × {workers} "
+        f"{where} (asked --gpus {asked})"
+    )

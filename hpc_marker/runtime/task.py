@@ -28,8 +28,15 @@ from pathlib import Path
 
 import submitit
 
-from hpc_marker.engines import (EngineError, EngineOptions, EngineUnavailable, check_engine, check_node,
-                                engine_startup_seconds, output_settings)
+from hpc_marker.engines import (
+    EngineError,
+    EngineOptions,
+    EngineUnavailable,
+    check_engine,
+    check_node,
+    engine_startup_seconds,
+    output_settings,
+)
 from hpc_marker.planning.bisect import BISECTED, can_bisect, halves
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.planning.store import load_share, load_summary
@@ -40,8 +47,19 @@ from hpc_marker.runstate.output import document_stem
 from hpc_marker.runstate.permissions import file_mode_mask
 from hpc_marker.runstate.progress import CommitLog
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.stops import (CANCELLED, DONE, ENGINE, ENGINE_CACHE, ERROR, INFERENCE, LLM_SERVICE,
-                                       STORAGE_FULL, TIME_LIMIT, StopRecord, engine_stop)
+from hpc_marker.runstate.stops import (
+    CANCELLED,
+    DONE,
+    ENGINE,
+    ENGINE_CACHE,
+    ERROR,
+    INFERENCE,
+    LLM_SERVICE,
+    STORAGE_FULL,
+    TIME_LIMIT,
+    StopRecord,
+    engine_stop,
+)
 from hpc_marker.runtime.finishing import Finisher
 from hpc_marker.runtime.inference import InferenceServerFailed, InferenceSettings, task_inference_server
 from hpc_marker.runtime.limits import parse_item_timeout, parse_memory
@@ -70,8 +88,10 @@ class TaskResult:
         """The result as the task log says it."""
         stolen = f" ({self.stolen} of them from other tasks' shares)" if self.stolen else ""
         why = "" if self.stopped == DONE else f"; stopped early: {self.stopped.replace('_', ' ')}"
-        return (f"{plural(self.ok + self.failed, 'item')} finished{stolen}: {self.ok} ok, {self.failed} failed, "
-                f"in {self.seconds:.1f} s{why}")
+        return (
+            f"{plural(self.ok + self.failed, 'item')} finished{stolen}: {self.ok} ok, {self.failed} failed, "
+            f"in {self.seconds:.1f} s{why}"
+        )
 
 
 STORAGE_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -132,8 +152,10 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
                 stops.stop(ERROR, one_line(exc, with_type=True))
                 raise
             stops.stop(STORAGE_FULL, f"storage full: {exc.strerror}")
-            raise RuntimeError(f"task {task_index} stopped early: storage full ({exc.strerror}); free space, then: "
-                               f"hpcmarker retry {record.run_id}") from None
+            raise RuntimeError(
+                f"task {task_index} stopped early: storage full ({exc.strerror}); free space, then: "
+                f"hpcmarker retry {record.run_id}"
+            ) from None
         except Exception as exc:  # a bug: recorded, and it keeps its traceback
             stops.stop(ERROR, one_line(exc, with_type=True))
             raise
@@ -153,18 +175,37 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
     workers = max(1, min(workers, max(len(own.items), 1)))
     threads = threads_per_worker(cpus, workers)
     cap_threads(threads)
-    options = dict(record.engine_options, threads=threads,  # what the workers get; the settings go in each output
-                   output_settings=output_settings(record.engine, EngineOptions.from_json(record.engine_options),
-                                                   record.llm))
+    options = dict(
+        record.engine_options,
+        threads=threads,  # what the workers get; the settings go in each output
+        output_settings=output_settings(record.engine, EngineOptions.from_json(record.engine_options), record.llm),
+    )
     host = socket.gethostname()
-    context = dict(engine=record.engine, host=host, gpu=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-                   job_id=current_job_id(), task=task_index)
+    context = dict(
+        engine=record.engine,
+        host=host,
+        gpu=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        job_id=current_job_id(),
+        task=task_index,
+    )
     board = ClaimBoard(paths.root, owner=f"{host}:{os.getpid()}:task-{task_index}", lease_s=record.lease_seconds)
     inflight: dict[str, tuple[WorkItem, Batch]] = {}
-    scheduler = Scheduler(task_index, summaries, own, board, paths.plan, paths.progress, steal=record.steal,
-                          lease_s=record.lease_seconds, inflight=lambda: list(inflight), first_start=first_start)
-    log(f"{len(own.items)} own items in {len(scheduler.own)} batches, stealing {'on' if record.steal else 'off'}; "
-        f"{cpus} CPUs, {workers} workers x {threads} threads, CUDA_VISIBLE_DEVICES={context['gpu'] or '(none)'}")
+    scheduler = Scheduler(
+        task_index,
+        summaries,
+        own,
+        board,
+        paths.plan,
+        paths.progress,
+        steal=record.steal,
+        lease_s=record.lease_seconds,
+        inflight=lambda: list(inflight),
+        first_start=first_start,
+    )
+    log(
+        f"{len(own.items)} own items in {len(scheduler.own)} batches, stealing {'on' if record.steal else 'off'}; "
+        f"{cpus} CPUs, {workers} workers x {threads} threads, CUDA_VISIBLE_DEVICES={context['gpu'] or '(none)'}"
+    )
     start = time.time()
     # USR2, or storage gone: finish what is in flight, take nothing new; (cause, one line) of each
     draining: list[tuple[str, str]] = []
@@ -183,23 +224,47 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
         server.close()
         raise
     limit = parse_item_timeout(record.item_timeout)
-    log(f"item time limit: {limit.describe()}" + (f", worker memory {record.worker_memory}"
-                                                  if record.worker_memory else ""))
+    log(
+        f"item time limit: {limit.describe()}"
+        + (f", worker memory {record.worker_memory}" if record.worker_memory else "")
+    )
     memory = parse_memory(record.worker_memory) if record.worker_memory else None
-    pool = WorkerPool(workers, initializer=init_worker, initargs=(record.engine, options, threads, memory),
-                      startup_allowance_s=engine_startup_seconds(record.engine))
-    finisher = Finisher(paths, record, board, ManifestWriter(paths.task_manifest(task_index)),
-                        CommitLog(paths.progress, task_index), context, log)
+    pool = WorkerPool(
+        workers,
+        initializer=init_worker,
+        initargs=(record.engine, options, threads, memory),
+        startup_allowance_s=engine_startup_seconds(record.engine),
+    )
+    finisher = Finisher(
+        paths,
+        record,
+        board,
+        ManifestWriter(paths.task_manifest(task_index)),
+        CommitLog(paths.progress, task_index),
+        context,
+        log,
+    )
     crashes: dict[str, int] = {}
     queue: deque[tuple[WorkItem, Batch]] = deque()  # claimed, not yet given to a worker
     announced = False  # the log has said why no new items are taken
     poll_s = idle_poll_seconds(record.lease_seconds)
 
-    def settle(item: WorkItem, batch: Batch, status: str, error: str | None, started: float,
-               staging: Path | None = None, degraded: str | None = None, flags: dict | None = None,
-               children: list[WorkItem] | None = None, llm_failover: str | None = None) -> None:
-        if finisher.finish(item, batch.share, status, error, started, staging, degraded, flags, children,
-                           llm_failover) and children:
+    def settle(
+        item: WorkItem,
+        batch: Batch,
+        status: str,
+        error: str | None,
+        started: float,
+        staging: Path | None = None,
+        degraded: str | None = None,
+        flags: dict | None = None,
+        children: list[WorkItem] | None = None,
+        llm_failover: str | None = None,
+    ) -> None:
+        if (
+            finisher.finish(item, batch.share, status, error, started, staging, degraded, flags, children, llm_failover)
+            and children
+        ):
             batch.left.update(child.item_id for child in children)
             queue.extendleft((child, batch) for child in reversed(children))
         if finisher.storage_errors and not draining:
@@ -245,9 +310,16 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
     try:
         os.environ.update(server.enter_context(task_mps(record.mps or "off", record.engine, workers, log=log)))
         try:
-            os.environ.update(server.enter_context(task_inference_server(
-                InferenceSettings.from_record(record.inference), paths.logs / f"inference-task-{task_index}.log",
-                log=log, workers=workers)))  # before any worker is spawned
+            os.environ.update(
+                server.enter_context(
+                    task_inference_server(
+                        InferenceSettings.from_record(record.inference),
+                        paths.logs / f"inference-task-{task_index}.log",
+                        log=log,
+                        workers=workers,
+                    )
+                )
+            )  # before any worker is spawned
         except InferenceServerFailed as exc:
             log(f"giving up: {exc}")
             raise CannotStart(INFERENCE, str(exc)) from None
@@ -264,10 +336,19 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
                 if item.scan_error:
                     settle(item, batch, item.scan_status, item.scan_error, time.time())
                     continue
-                pool.submit(item.item_id, convert_to_staging,
-                            (str(Path(record.pdfs_root) / item.pdf), item.page_start, item.page_stop,
-                             str(paths.staging), item.item_id, document_stem(item.pdf, item.out_name)),
-                            timeout_s=limit.for_pages(item.pages))
+                pool.submit(
+                    item.item_id,
+                    convert_to_staging,
+                    (
+                        str(Path(record.pdfs_root) / item.pdf),
+                        item.page_start,
+                        item.page_stop,
+                        str(paths.staging),
+                        item.item_id,
+                        document_stem(item.pdf, item.out_name),
+                    ),
+                    timeout_s=limit.for_pages(item.pages),
+                )
                 inflight[item.item_id] = (item, batch)
             if draining:
                 give_back_queued()
@@ -289,11 +370,16 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
                 started = time.time() - outcome.seconds
                 if outcome.kind == OK:
                     staging, degraded, llm_failover, flags = outcome.result
-                    settle(item, batch, "ok", None, started, Path(staging), degraded, flags,
-                           llm_failover=llm_failover)
+                    settle(item, batch, "ok", None, started, Path(staging), degraded, flags, llm_failover=llm_failover)
                 elif outcome.kind == TIMEOUT:
-                    fail(item, batch, "timeout", f"no result after {outcome.seconds:.0f} s (item limit "
-                           f"{limit.describe()}; --item-timeout): its worker was ended", started)
+                    fail(
+                        item,
+                        batch,
+                        "timeout",
+                        f"no result after {outcome.seconds:.0f} s (item limit "
+                        f"{limit.describe()}; --item-timeout): its worker was ended",
+                        started,
+                    )
                 elif outcome.kind == DIED:
                     crashes[item.item_id] = crashes.get(item.item_id, 0) + 1
                     log(f"worker died on {item.pdf} [{item.page_label()}]: {outcome.died_reason()}")
@@ -342,14 +428,22 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
     cause, reason = draining[0] if draining else (DONE, "")
     if finisher.storage_errors:
         cause, reason = STORAGE_FULL, finisher.storage_errors[0]
-    result = TaskResult(task=task_index, ok=counts["ok"], failed=sum(counts[s] for s in FAILURE_STATUSES),
-                        stolen=counts["stolen"], seconds=round(time.time() - start, 3), stopped=cause, reason=reason)
+    result = TaskResult(
+        task=task_index,
+        ok=counts["ok"],
+        failed=sum(counts[s] for s in FAILURE_STATUSES),
+        stolen=counts["stolen"],
+        seconds=round(time.time() - start, 3),
+        stopped=cause,
+        reason=reason,
+    )
     log(f"done: {result.sentence()}")
     return result
 
 
-def _prepare(record: RunRecord, paths: RunPaths, task_index: int, options: dict, host: str, workers: int,
-             helpers: ExitStack) -> None:
+def _prepare(
+    record: RunRecord, paths: RunPaths, task_index: int, options: dict, host: str, workers: int, helpers: ExitStack
+) -> None:
     """Before any item: the engine can run here, and the LLM service (if any) answers; `options` gains it.
     CannotStart says why not."""
     engine_options, mode = EngineOptions.from_json(options), (record.inference or {}).get("mode", "off")
@@ -372,23 +466,42 @@ def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: i
 
     llm, log = record.llm or {}, (lambda line: _log(task_index, line))
     replicas = int(llm.get("replicas", 1))
-    log(f"waiting up to {llm['wait_timeout_s']:g}s for the LLM service"
-        + (f" (any of {replicas} replicas)" if replicas > 1 else ""))
+    log(
+        f"waiting up to {llm['wait_timeout_s']:g}s for the LLM service"
+        + (f" (any of {replicas} replicas)" if replicas > 1 else "")
+    )
     try:
         endpoint = wait_for_service(paths.root, timeout_s=llm["wait_timeout_s"], replicas=replicas)
     except ServiceUnavailable as exc:
         log(f"giving up: {exc}")
         raise CannotStart(LLM_SERVICE, str(exc)) from None
     log(f"LLM service answers at {endpoint.url} ({endpoint.server} replica {endpoint.replica}, model {endpoint.model})")
-    budget = plan_budget(llm["parallel"], replicas, record.tasks, workers, llm["request_timeout_s"],
-                         per_worker=llm.get("concurrency"), max_running=record.max_running)
+    budget = plan_budget(
+        llm["parallel"],
+        replicas,
+        record.tasks,
+        workers,
+        llm["request_timeout_s"],
+        per_worker=llm.get("concurrency"),
+        max_running=record.max_running,
+    )
     log(f"LLM budget: {budget.describe()}")
     if replicas > 1:  # the relay's own limit must not cut a request that only waits at a replica's front
-        endpoint = helpers.enter_context(task_relay(paths.root, replicas, task_index, endpoint.server, endpoint.model,
-                                                    budget.timeout_s + 60, log=log))
-    return {"url": endpoint.url, "model": endpoint.model, "secret": endpoint.secret, "server": endpoint.server,
-            "task": str(task_index), "max_concurrency": budget.max_concurrency, "timeout_s": budget.timeout_s,
-            "max_retries": budget.max_retries}
+        endpoint = helpers.enter_context(
+            task_relay(
+                paths.root, replicas, task_index, endpoint.server, endpoint.model, budget.timeout_s + 60, log=log
+            )
+        )
+    return {
+        "url": endpoint.url,
+        "model": endpoint.model,
+        "secret": endpoint.secret,
+        "server": endpoint.server,
+        "task": str(task_index),
+        "max_concurrency": budget.max_concurrency,
+        "timeout_s": budget.timeout_s,
+        "max_retries": budget.max_retries,
+    }
 
 
 if __name__ == "__main__":  # debugging aid: python -m hpc_marker.runtime.task RUN_DIR INDEX

@@ -31,6 +31,7 @@ class OutputUnwritable(EngineError):
     def __str__(self) -> str:
         return str(self.args[0])
 
+
 _ENGINE = None
 _ENGINE_SPEC: tuple[str, dict] | None = None
 
@@ -65,11 +66,14 @@ def marker_llm_errors(metadata: dict) -> int:
     """LLM calls marker counted as failed in a document (each page's block_metadata.llm_error_count):
     marker turns a failed call into a log line and keeps its own output. Pure."""
     pages = metadata.get("page_stats") or []
-    return sum(int((page.get("block_metadata") or {}).get("llm_error_count") or 0) for page in pages
-               if isinstance(page, dict))
+    return sum(
+        int((page.get("block_metadata") or {}).get("llm_error_count") or 0) for page in pages if isinstance(page, dict)
+    )
 
 
-def llm_marks(metadata: dict, before: tuple[int, int] | None, after: tuple[int, int] | None) -> tuple[str | None, str | None]:
+def llm_marks(
+    metadata: dict, before: tuple[int, int] | None, after: tuple[int, int] | None
+) -> tuple[str | None, str | None]:
     """(why the item's refinement was degraded, which of its LLM calls moved to another replica), from
     the document's own metadata and its endpoint's counters before and after the item. Pure."""
     degraded = (metadata.get("llm") or {}).get("degraded")
@@ -83,8 +87,9 @@ def llm_marks(metadata: dict, before: tuple[int, int] | None, after: tuple[int, 
     return degraded, failover
 
 
-def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_root: str, name: str,
-                       stem: str) -> tuple[str, str | None, str | None, dict]:
+def convert_to_staging(
+    pdf_path: str, page_start: int, page_stop: int, staging_root: str, name: str, stem: str
+) -> tuple[str, str | None, str | None, dict]:
     """Convert pages [page_start, page_stop) of one PDF into a staging folder.
 
     Returns (staging folder, why the LLM refinement was degraded or None, which LLM requests moved to
@@ -94,12 +99,22 @@ def convert_to_staging(pdf_path: str, page_start: int, page_stop: int, staging_r
     doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
     degraded, failover = llm_marks(doc.metadata, before, _llm_counts())
     stat = Path(pdf_path).stat()
-    doc.metadata["hpcmarker_source"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "engine": _ENGINE.name,
-                                        "format": doc.format, "pages": [page_start, page_stop],
-                                        "settings": _ENGINE_SPEC[1].get("output_settings")}
+    doc.metadata["hpcmarker_source"] = {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "engine": _ENGINE.name,
+        "format": doc.format,
+        "pages": [page_start, page_stop],
+        "settings": _ENGINE_SPEC[1].get("output_settings"),
+    }
     try:
-        return str(stage_document(Path(staging_root), name, stem, doc)), degraded, failover, \
-            flagged_pages(doc.metadata.get("text_layer"))
+        return (
+            str(stage_document(Path(staging_root), name, stem, doc)),
+            degraded,
+            failover,
+            flagged_pages(doc.metadata.get("text_layer")),
+        )
     except OSError as exc:
-        raise OutputUnwritable(f"cannot write output: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else ""),
-                               exc.errno) from None
+        raise OutputUnwritable(
+            f"cannot write output: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else ""), exc.errno
+        ) from None

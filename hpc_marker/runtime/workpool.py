@@ -14,13 +14,15 @@ exits, so the next item gets a fresh process.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable
+from typing import Any
 
 OK, ERROR, DIED, TIMEOUT = "ok", "error", "died", "timeout"
 _READY = "ready"  # a worker's first message: its initializer (the engine's model loading) is over
@@ -51,7 +53,7 @@ def _worker_main(conn: Connection, initializer: Callable | None, initargs: tuple
     if initializer is not None:
         try:
             initializer(*initargs)
-        except BaseException as exc:  # noqa: BLE001 - every call then reports it, with its reason
+        except BaseException as exc:
             init_error = exc
     conn.send((_READY, None))
     while True:
@@ -70,7 +72,7 @@ def _worker_main(conn: Connection, initializer: Callable | None, initargs: tuple
         except MemoryError as exc:  # the heap may be in a bad state: report, then leave for a fresh worker
             conn.send((ERROR, exc))
             os._exit(3)
-        except BaseException as exc:  # noqa: BLE001 - every failure of the item goes back to the task
+        except BaseException as exc:
             reply = (ERROR, exc)
         try:
             conn.send(reply)
@@ -96,8 +98,14 @@ class _Slot:
 class WorkerPool:
     """`size` worker processes; `submit` gives an idle one a call, `wait` returns finished calls."""
 
-    def __init__(self, size: int, initializer: Callable | None = None, initargs: tuple = (),
-                 startup_allowance_s: float = 0.0, context: str = "spawn") -> None:
+    def __init__(
+        self,
+        size: int,
+        initializer: Callable | None = None,
+        initargs: tuple = (),
+        startup_allowance_s: float = 0.0,
+        context: str = "spawn",
+    ) -> None:
         self._ctx = multiprocessing.get_context(context)
         self._startup_allowance_s = startup_allowance_s  # added to a fresh worker's first deadline
         self._initializer, self._initargs = initializer, initargs
@@ -119,8 +127,9 @@ class WorkerPool:
 
     def _start(self) -> _Slot:
         parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=_worker_main, args=(child, self._initializer, self._initargs),
-                                    daemon=True, name="hpcmarker-worker")
+        process = self._ctx.Process(
+            target=_worker_main, args=(child, self._initializer, self._initargs), daemon=True, name="hpcmarker-worker"
+        )
         process.start()
         child.close()
         return _Slot(process=process, conn=parent)
@@ -170,8 +179,9 @@ class WorkerPool:
                     if slot.timeout_s:
                         slot.deadline = time.monotonic() + slot.timeout_s
                     continue
-                outcome = Outcome(slot.key, kind, result=value if kind == OK else None,
-                                  error=value if kind == ERROR else None)
+                outcome = Outcome(
+                    slot.key, kind, result=value if kind == OK else None, error=value if kind == ERROR else None
+                )
             if outcome is None and slot.process.sentinel in ready:
                 slot.process.join(timeout=5)
                 outcome = Outcome(slot.key, DIED, exitcode=slot.process.exitcode)
@@ -182,8 +192,7 @@ class WorkerPool:
                 continue
             outcome.seconds = round(now - slot.started, 3)
             slot.key, slot.deadline = None, None
-            if outcome.kind in (DIED, TIMEOUT) or isinstance(outcome.error, MemoryError) \
-                    or not slot.process.is_alive():
+            if outcome.kind in (DIED, TIMEOUT) or isinstance(outcome.error, MemoryError) or not slot.process.is_alive():
                 self._discard(slot)
                 self._slots[index] = None
                 self.replaced += 1
@@ -206,10 +215,8 @@ class WorkerPool:
             if slot.busy:
                 slot.process.terminate()
             else:
-                try:
+                with contextlib.suppress(OSError):
                     slot.conn.send(None)
-                except OSError:
-                    pass
         end = time.monotonic() + grace_s
         for slot in live:
             slot.process.join(timeout=max(0.0, end - time.monotonic()))

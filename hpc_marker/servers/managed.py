@@ -89,10 +89,16 @@ class ManagedServer:
         with open(self.log_path, "ab") as out:
             out.write(f"### hpcmarker: {shlex.join(self.argv)}\n".encode())
             out.flush()
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         env=None if self.env is None else dict(self.env), close_fds=True,
-                                         start_new_session=True,
-                                         preexec_fn=parent_death_signal())  # noqa: PLW1509 (only prctl runs in the child)
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=None if self.env is None else dict(self.env),
+                close_fds=True,
+                start_new_session=True,
+                preexec_fn=parent_death_signal(),
+            )
         return self
 
     @property
@@ -125,11 +131,13 @@ class ManagedServer:
             raise RuntimeError(f"{self.label} was never started")
         code = self.proc.poll()
         if code is not None:
-            raise self.error(f"{self.label} exited with code {code} {when}; "
-                             f"last lines of {self.log_path}: {self.last_lines()}")
+            raise self.error(
+                f"{self.label} exited with code {code} {when}; last lines of {self.log_path}: {self.last_lines()}"
+            )
 
-    def wait_until_healthy(self, timeout_s: float, check: Callable[[float], Any] | None = None, *,
-                           interval_s: float = 0.5) -> Any:
+    def wait_until_healthy(
+        self, timeout_s: float, check: Callable[[float], Any] | None = None, *, interval_s: float = 0.5
+    ) -> Any:
         """Poll `check(seconds_left)` (default: GET health_url answers 200; it returns the result or
         NotReady) until it passes, at most timeout_s, the process checked before every poll. Returns
         what the check returned (the default: the 200 reply)."""
@@ -146,8 +154,10 @@ class ManagedServer:
         try:
             return poll_until(probe, timeout_s, interval_s=interval_s)
         except WaitTimeout as timeout:
-            raise self.error(f"{self.label} did not answer on {where} within {timeout_s:g}s ({timeout.last}); "
-                             f"last lines of {self.log_path}: {self.last_lines()}") from None
+            raise self.error(
+                f"{self.label} did not answer on {where} within {timeout_s:g}s ({timeout.last}); "
+                f"last lines of {self.log_path}: {self.last_lines()}"
+            ) from None
 
     def stop(self, grace_s: float | None = None) -> str:
         """SIGTERM the process group, SIGKILL what is left after grace_s (default stop_grace_s), reap
@@ -194,4 +204,3 @@ class ManagedServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-

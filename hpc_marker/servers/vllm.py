@@ -24,8 +24,7 @@ NO_PHONING_HOME = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}  # compute n
 def vllm_serve_argv(model: str, port: int, served_name: str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """`vllm serve MODEL` on 127.0.0.1:port under `served_name`, then `extra` (later flags win in
     vllm's parser). argv[0] is a name, resolved with resolve_executable. Pure."""
-    return ["vllm", "serve", model, "--host", HOST, "--port", str(port), "--served-model-name", served_name,
-            *extra]
+    return ["vllm", "serve", model, "--host", HOST, "--port", str(port), "--served-model-name", served_name, *extra]
 
 
 def in_container(mode: str | None, image: str | None, argv: list[str]) -> list[str]:
@@ -35,8 +34,9 @@ def in_container(mode: str | None, image: str | None, argv: list[str]) -> list[s
     return [mode, "exec", "--nv", str(image), *argv]
 
 
-def resolve_executable(name: str, hint: str, which: Callable[[str], str | None] = shutil.which,
-                       error: type[ServerFailed] = ServerFailed) -> str:
+def resolve_executable(
+    name: str, hint: str, which: Callable[[str], str | None] = shutil.which, error: type[ServerFailed] = ServerFailed
+) -> str:
     """The path of argv[0]; a container mode takes apptainer or singularity, whichever is here.
     Raises `error` naming what is missing and `hint` (what to do)."""
     names = [name] + [m for m in CONTAINER_MODES if m != name] if name in CONTAINER_MODES else [name]
@@ -66,13 +66,15 @@ def served_models(url: str, headers: Mapping[str, str] | None = None, timeout_s:
     return [str(m.get("id")) for m in entries or [] if isinstance(m, dict)]
 
 
-def check_served_model(server: ManagedServer, url: str, model: str, why: str = "",
-                       headers: Mapping[str, str] | None = None) -> None:
+def check_served_model(
+    server: ManagedServer, url: str, model: str, why: str = "", headers: Mapping[str, str] | None = None
+) -> None:
     """The healthy `server` at `url` serves `model`, else server.error (one line, with its log's path)."""
     try:
         served = served_models(url, headers)
     except (httpx.HTTPError, ValueError) as exc:
-        raise server.error(f"{server.label} is healthy but {url}/v1/models failed "
-                           f"({type(exc).__name__}); log: {server.log_path}") from None
+        raise server.error(
+            f"{server.label} is healthy but {url}/v1/models failed ({type(exc).__name__}); log: {server.log_path}"
+        ) from None
     if model not in served:
         raise server.error(f"{server.label} serves {served}, not {model!r}{why}; log: {server.log_path}")

@@ -76,7 +76,7 @@ def share_throttle(total: int, sizes: list[int]) -> list[int]:
     Needs len(sizes) <= total < sum(sizes)."""
     whole = sum(sizes)
     exact = [total * size / whole for size in sizes]
-    shares = [min(size, max(1, int(x))) for x, size in zip(exact, sizes)]
+    shares = [min(size, max(1, int(x))) for x, size in zip(exact, sizes, strict=False)]
     while sum(shares) > total:  # the at-least-1 floor overshot: take from the most over-served
         shrink = min((i for i in range(len(sizes)) if shares[i] > 1), key=lambda i: (exact[i] - shares[i], i))
         shares[shrink] -= 1
@@ -97,9 +97,11 @@ def check_submit_limit(tasks: int, other_jobs: int, limits: ArrayLimits) -> None
         queued = f", and {limits.queued_jobs:,} of your jobs are already queued" if limits.queued_jobs else ""
         fit = free - other_jobs
         hint = f"at most {fit:,} tasks fit now (--gpus)" if fit > 0 else "wait for your queued jobs to finish"
-        raise ArrayLimitError(f"{tasks:,} tasks need {needed:,} jobs (each array task counts, and {other_jobs} more "
-                              f"for the collector and service), but MaxSubmitJobs is {limits.max_submit_jobs:,}"
-                              f"{queued}: {hint}")
+        raise ArrayLimitError(
+            f"{tasks:,} tasks need {needed:,} jobs (each array task counts, and {other_jobs} more "
+            f"for the collector and service), but MaxSubmitJobs is {limits.max_submit_jobs:,}"
+            f"{queued}: {hint}"
+        )
 
 
 def running_note(tasks: int, limits: ArrayLimits, max_running: int | None) -> str | None:
@@ -107,12 +109,15 @@ def running_note(tasks: int, limits: ArrayLimits, max_running: int | None) -> st
     wanted = min(tasks, max_running or tasks)
     if limits.max_jobs is None or limits.max_jobs >= wanted:
         return None
-    return (f"note: your MaxJobs is {limits.max_jobs:,}: at most that many of the run's {tasks:,} tasks run at once "
-            "(the others pend with AssocMaxJobsLimit)")
+    return (
+        f"note: your MaxJobs is {limits.max_jobs:,}: at most that many of the run's {tasks:,} tasks run at once "
+        "(the others pend with AssocMaxJobsLimit)"
+    )
 
 
-def split_arrays(tasks: list[int], limits: ArrayLimits, max_running: int | None = None,
-                 other_jobs: int = 1) -> list[TaskArray]:
+def split_arrays(
+    tasks: list[int], limits: ArrayLimits, max_running: int | None = None, other_jobs: int = 1
+) -> list[TaskArray]:
     """The arrays that run `tasks` (global indices, in order) within `limits`, throttled to `max_running`
     concurrent tasks in all; ArrayLimitError when no split fits."""
     if not tasks:
@@ -126,22 +131,24 @@ def split_arrays(tasks: list[int], limits: ArrayLimits, max_running: int | None 
     if len(tasks) <= size and max(tasks) < size:  # one array, Slurm's indices the task indices
         groups = [(tuple(tasks), tuple(tasks))]
     else:
-        chunks = [tuple(tasks[start:start + size]) for start in range(0, len(tasks), size)]
+        chunks = [tuple(tasks[start : start + size]) for start in range(0, len(tasks), size)]
         groups = [(chunk, tuple(range(len(chunk)))) for chunk in chunks]
     if max_running is None or max_running >= len(tasks):
         return [TaskArray(chunk, indices) for chunk, indices in groups]
     if max_running < len(groups):
         raise ArrayLimitError(
             f"--max-running {max_running}: {len(tasks):,} tasks need {len(groups)} arrays (MaxArraySize is {size:,}), "
-            f"each running at least one task at once: use --max-running {len(groups)} or more")
+            f"each running at least one task at once: use --max-running {len(groups)} or more"
+        )
     shares = share_throttle(max_running, [len(chunk) for chunk, _ in groups])
-    return [TaskArray(chunk, indices, share) for (chunk, indices), share in zip(groups, shares)]
+    return [TaskArray(chunk, indices, share) for (chunk, indices), share in zip(groups, shares, strict=False)]
 
 
 def layout(tasks: list[int], limits: ArrayLimits, max_running: int | None = None, other_jobs: int = 1) -> ArrayLayout:
     """`split_arrays`, with the note of `running_note`."""
-    return ArrayLayout(tuple(split_arrays(tasks, limits, max_running, other_jobs)),
-                       running_note(len(tasks), limits, max_running))
+    return ArrayLayout(
+        tuple(split_arrays(tasks, limits, max_running, other_jobs)), running_note(len(tasks), limits, max_running)
+    )
 
 
 def convert_roles(arrays: int) -> list[str]:

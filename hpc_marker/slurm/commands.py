@@ -84,8 +84,16 @@ def array_limits(account: str | None, partition: str | None) -> ArrayLimits:
     limits = ArrayLimits(max_array_size=int(size)) if size.isdigit() else ArrayLimits()
     if not limits_enforced(config.get("AccountingStorageEnforce", "")):
         return limits
-    argv = ["sacctmgr", "--noheader", "--parsable2", "show", "user", "withassoc", f"where user={getpass.getuser()}",
-            "format=User,DefaultAccount,Account,Partition,MaxJobs,MaxSubmitJobs"]
+    argv = [
+        "sacctmgr",
+        "--noheader",
+        "--parsable2",
+        "show",
+        "user",
+        "withassoc",
+        f"where user={getpass.getuser()}",
+        "format=User,DefaultAccount,Account,Partition,MaxJobs,MaxSubmitJobs",
+    ]
     try:
         max_jobs, max_submit = parse_user_limits(_run(argv, ACCOUNTING_TIMEOUT_S), account, partition)
         queued = 0
@@ -140,8 +148,16 @@ def queued_jobs(job_ids: list[str]) -> list[str]:
 
 def unreachable(message: str) -> bool:
     """Whether a failed command's message says Slurm could not be asked (not that it refused)."""
-    return any(words in message for words in ("Unable to contact", "no answer within", "not found on PATH",
-                                               "Socket timed out", "Connection refused"))
+    return any(
+        words in message
+        for words in (
+            "Unable to contact",
+            "no answer within",
+            "not found on PATH",
+            "Socket timed out",
+            "Connection refused",
+        )
+    )
 
 
 def test_only(script: str) -> None:

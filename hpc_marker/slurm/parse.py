@@ -53,7 +53,7 @@ def parse_sacct(text: str) -> dict[str, str]:
     names = lines[0].split("|")
     states: dict[str, str] = {}
     for line in lines[1:]:
-        row = {name: value.strip() for name, value in zip(names, line.split("|"))}
+        row = {name: value.strip() for name, value in zip(names, line.split("|"), strict=False)}
         job_id = row.get("JobID", "")
         if not job_id or "." in job_id:
             continue
@@ -170,8 +170,7 @@ def parse_user_limits(text: str, account: str | None, partition: str | None) -> 
         return None, None
     wanted = account or rows[0][1]
     mine = [row for row in rows if row[2] == wanted]
-    best = ([row for row in mine if partition and row[3] == partition] or [row for row in mine if not row[3]]
-            or mine)
+    best = [row for row in mine if partition and row[3] == partition] or [row for row in mine if not row[3]] or mine
     if not best:
         return None, None
     return _limit(best[0][4]), _limit(best[0][5])
@@ -189,7 +188,7 @@ def index_ranges(indices: list[int]) -> str:
         if stop - start >= 2:
             parts.append(f"{ordered[start]}-{ordered[stop]}")
         else:
-            parts += [str(i) for i in ordered[start:stop + 1]]
+            parts += [str(i) for i in ordered[start : stop + 1]]
         start = stop + 1
     return ",".join(parts)
 
@@ -201,5 +200,7 @@ def fold_job_ids(job_ids: list[str]) -> list[str]:
     for job_id in job_ids:
         base, _, index = job_id.partition("_")
         tasks.setdefault(base if index.isdigit() else job_id, []).extend([int(index)] if index.isdigit() else [])
-    return [f"{base}_[{index_ranges(indices)}]" if len(indices) > 1 else (f"{base}_{indices[0]}" if indices else base)
-            for base, indices in tasks.items()]
+    return [
+        f"{base}_[{index_ranges(indices)}]" if len(indices) > 1 else (f"{base}_{indices[0]}" if indices else base)
+        for base, indices in tasks.items()
+    ]

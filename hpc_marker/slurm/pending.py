@@ -10,7 +10,7 @@ from __future__ import annotations
 # squeue %r -> why it never clears, in the user's words
 NEVER_CLEARS = {
     "PartitionConfig": "the partition can never run this request (more CPUs, memory or GPUs per node "
-                       "than its nodes have, or a setting it does not allow)",
+    "than its nodes have, or a setting it does not allow)",
     "PartitionNodeLimit": "the request needs more nodes than the partition allows",
     "PartitionTimeLimit": "--time is longer than the partition's MaxTime",
     "BadConstraints": "no node has the features the request asks for (--constraint)",

@@ -60,9 +60,12 @@ def find_wedge(jobs: dict[str, list[str]], queue: list[QueuedJob], states: dict[
             causes.append(f"dependency {job.dependency}")
     order = {label: rank for rank, label in enumerate(ROLE_LABELS.values())}
     queued = sorted(mine, key=lambda job: (order.get(labels[job.base_id], len(order)), job.job_id))
-    return Wedge(stuck=_unique([f"{labels[job.base_id]} {job.base_id}" for job in stuck]), causes=_unique(causes),
-                 queued=_unique([job.job_id for job in queued]),
-                 queued_labels=_unique([f"{labels[job.base_id]} {job.base_id}" for job in queued]))
+    return Wedge(
+        stuck=_unique([f"{labels[job.base_id]} {job.base_id}" for job in stuck]),
+        causes=_unique(causes),
+        queued=_unique([job.job_id for job in queued]),
+        queued_labels=_unique([f"{labels[job.base_id]} {job.base_id}" for job in queued]),
+    )
 
 
 def _and(items: tuple[str, ...]) -> str:
@@ -75,5 +78,7 @@ def describe(run_id: str, wedge: Wedge, cancelled: bool) -> str:
     head = f"run {run_id} is wedged: {_and(wedge.stuck)} pending with {NEVER_SATISFIED}{cause}"
     if cancelled:
         return f"{head}; cancelled {_and(wedge.queued_labels)} — fix the cause, then: hpcmarker resume {run_id}"
-    return (f"{head}; still queued (status cancels nothing): {_and(wedge.queued_labels)} — fix the cause, then: "
-            f"hpcmarker cancel {run_id} && hpcmarker resume {run_id}")
+    return (
+        f"{head}; still queued (status cancels nothing): {_and(wedge.queued_labels)} — fix the cause, then: "
+        f"hpcmarker cancel {run_id} && hpcmarker resume {run_id}"
+    )

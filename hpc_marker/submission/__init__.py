@@ -1,10 +1,10 @@
 """submission: on the login node, from a request to a submitted run.
 
-  request.py    SubmitRequest and LlmRequest (defaults from the config), the profile they resolve
-                against, and the checks that refuse bad input before anything is created
-  templates.py  Jinja2 sbatch templates per role on a search path; every value shell-quoted
-  scripts.py    each role's template variables, the rendered scripts, `--dry-run`'s text
-  launch.py     scan → plan → run folder → scripts → the run's executor
-  resume.py     resubmit only the unfinished tasks of a run; retry failed (not poison) items
-  overrides.py  the resources resume and retry may change (--time, --mem, --gpus, ...), checked
+request.py    SubmitRequest and LlmRequest (defaults from the config), the profile they resolve
+              against, and the checks that refuse bad input before anything is created
+templates.py  Jinja2 sbatch templates per role on a search path; every value shell-quoted
+scripts.py    each role's template variables, the rendered scripts, `--dry-run`'s text
+launch.py     scan → plan → run folder → scripts → the run's executor
+resume.py     resubmit only the unfinished tasks of a run; retry failed (not poison) items
+overrides.py  the resources resume and retry may change (--time, --mem, --gpus, ...), checked
 """

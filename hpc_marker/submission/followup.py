@@ -105,8 +105,10 @@ def parse_selectors(text: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(name.strip() for name in text.split(",")))
     wrong = [name for name in names if name not in SELECTORS]
     if wrong or not names:
-        raise LaunchError(f"--select {text!r}: {'no selector' if not names else repr(wrong[0])}; choose one or "
-                          f"more of {', '.join(SELECTORS)}, comma-separated (e.g. --select no-text,garbled)")
+        raise LaunchError(
+            f"--select {text!r}: {'no selector' if not names else repr(wrong[0])}; choose one or "
+            f"more of {', '.join(SELECTORS)}, comma-separated (e.g. --select no-text,garbled)"
+        )
     return names
 
 
@@ -116,9 +118,14 @@ def select_documents(paths: RunPaths, selectors: tuple[str, ...], min_share: flo
     if not 0 <= min_share <= 1:
         raise LaunchError(f"--min-share {min_share}: a share of pages from 0 to 1")
     index = ManifestIndex.build([paths.manifests])  # one document at a time: bounded memory at 10^6
-    return sorted(pdf for pdf, by_run in index.by_document()
-                  if any(is_selected(document_state(latest_by_item(by_run[0]).values()), selector, min_share)
-                         for selector in selectors))
+    return sorted(
+        pdf
+        for pdf, by_run in index.by_document()
+        if any(
+            is_selected(document_state(latest_by_item(by_run[0]).values()), selector, min_share)
+            for selector in selectors
+        )
+    )
 
 
 def request_from_record(record: RunRecord) -> SubmitRequest:
@@ -131,38 +138,61 @@ def request_from_record(record: RunRecord) -> SubmitRequest:
     permissions = next((name for name, mask in PERMISSIONS.items() if mask == record.umask), None)
     given: dict[str, Any] = {
         "gpus": max(1, record.gpus),  # 0: a local run from before --gpus 0 was refused
-        "engine": record.engine, "engine_options": options, "profile": record.profile,
-        "workers_per_gpu": record.workers_per_gpu, "executor": record.executor, "steal": record.steal,
-        "bisect": record.bisect, "lease_seconds": record.lease_seconds, "item_timeout": record.item_timeout,
-        "partition": record.partition, "template": record.template, "cpus_per_task": record.cpus_per_task,
-        "mem": record.mem, "time_limit": record.time_limit, "split_pages": record.split_pages,
-        "worker_memory": record.worker_memory, "max_running": record.max_running, "llm": llm}
+        "engine": record.engine,
+        "engine_options": options,
+        "profile": record.profile,
+        "workers_per_gpu": record.workers_per_gpu,
+        "executor": record.executor,
+        "steal": record.steal,
+        "bisect": record.bisect,
+        "lease_seconds": record.lease_seconds,
+        "item_timeout": record.item_timeout,
+        "partition": record.partition,
+        "template": record.template,
+        "cpus_per_task": record.cpus_per_task,
+        "mem": record.mem,
+        "time_limit": record.time_limit,
+        "split_pages": record.split_pages,
+        "worker_memory": record.worker_memory,
+        "max_running": record.max_running,
+        "llm": llm,
+    }
     if permissions:
         given["permissions"] = permissions
     return SubmitRequest.with_defaults(record.pdfs_root, record.out_dir, **given)
 
 
-def followup_request(record: RunRecord, selected: list[str], selectors: tuple[str, ...], min_share: float,
-                     overrides: RunOverrides) -> SubmitRequest:
+def followup_request(
+    record: RunRecord, selected: list[str], selectors: tuple[str, ...], min_share: float, overrides: RunOverrides
+) -> SubmitRequest:
     """The new run's request: RUN's settings with `overrides`, for just the selected PDFs."""
     request = overrides.apply(request_from_record(record))
-    parent = {"run_id": record.run_id, "select": ",".join(selectors), "min_share": min_share,
-              "documents": len(selected)}
+    parent = {
+        "run_id": record.run_id,
+        "select": ",".join(selectors),
+        "min_share": min_share,
+        "documents": len(selected),
+    }
     return replace(request, only=tuple(selected), force=True, parent=parent)
 
 
-def prepare_followup(paths: RunPaths, selectors: tuple[str, ...], min_share: float, overrides: RunOverrides,
-                     create: bool = True) -> FollowUp:
+def prepare_followup(
+    paths: RunPaths, selectors: tuple[str, ...], min_share: float, overrides: RunOverrides, create: bool = True
+) -> FollowUp:
     """Select RUN's documents and prepare their follow-up run (`submit_run` sends it); with
     `create` False nothing is written (a dry run)."""
     record = paths.load_record()
     active = executor_for(record.executor).active(record)
     if active:
-        raise LaunchError(f"run {record.run_id} still has jobs running or queued ({', '.join(active)}): "
-                          "wait for them or `hpcmarker cancel` first")
+        raise LaunchError(
+            f"run {record.run_id} still has jobs running or queued ({', '.join(active)}): "
+            "wait for them or `hpcmarker cancel` first"
+        )
     selected = select_documents(paths, selectors, min_share)
     if not selected:
-        raise NothingToDo(f"run {record.run_id}: no document selected by --select {','.join(selectors)}"
-                          + (f" --min-share {min_share:g}" if set(selectors) & set(FLAGS) else ""))
+        raise NothingToDo(
+            f"run {record.run_id}: no document selected by --select {','.join(selectors)}"
+            + (f" --min-share {min_share:g}" if set(selectors) & set(FLAGS) else "")
+        )
     request = followup_request(record, selected, selectors, min_share, overrides)
     return FollowUp(record.run_id, selected, prepare_run(request, create=create))

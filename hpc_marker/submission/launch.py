@@ -93,8 +93,13 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     check_mode(chosen["mps"])
     llm: LlmRequest | None = chosen.get("llm")
     try:
-        inference = settings_for_run(request.inference_server, chosen["inference"], request.engine, marker_version(),
-                                     request.inference_startup_timeout)
+        inference = settings_for_run(
+            request.inference_server,
+            chosen["inference"],
+            request.engine,
+            marker_version(),
+            request.inference_startup_timeout,
+        )
     except InferenceConfigError as exc:
         raise LaunchError(str(exc)) from None
     missing = server_preflight(inference, marker_version())  # the jobs' Python and PATH are this shell's, unless
@@ -111,19 +116,33 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     check_out_dir(out, PERMISSIONS[request.permissions])
     wanted = output_settings(request.engine, request.engine_options, request.llm.record() if request.llm else None)
     names = document_names(request, out, scanned)
-    up_to_date = [] if request.force else [pdf.relpath for pdf in scanned
-                                           if output_is_current(out, pdf, wanted, names.get(pdf.relpath, ""))]
+    up_to_date = (
+        []
+        if request.force
+        else [pdf.relpath for pdf in scanned if output_is_current(out, pdf, wanted, names.get(pdf.relpath, ""))]
+    )
     todo = [pdf for pdf in scanned if pdf.relpath not in set(up_to_date)]
     if not todo:
         which = "the PDF already has its" if len(scanned) == 1 else f"all {len(scanned):,} PDFs already have"
-        raise NothingToDo(f"{which} outputs in {out} made from the same files with the same engine and options "
-                          "(--force redoes them)")
-    notes = [note] if (note := renamed_note({pdf.relpath: names[pdf.relpath] for pdf in todo if pdf.relpath in names},
-                                            EXTENSIONS[request.engine_options.output_format])) else []
+        raise NothingToDo(
+            f"{which} outputs in {out} made from the same files with the same engine and options (--force redoes them)"
+        )
+    notes = (
+        [note]
+        if (
+            note := renamed_note(
+                {pdf.relpath: names[pdf.relpath] for pdf in todo if pdf.relpath in names},
+                EXTENSIONS[request.engine_options.output_format],
+            )
+        )
+        else []
+    )
     if long := long_names([pdf.relpath for pdf in todo]):
-        notes.append(f"note: {plural(len(long), 'PDF name')} {'is' if len(long) == 1 else 'are'} too long for "
-                     f"`<name>{'_meta.json'}` (255 bytes); their metadata goes to a shortened name, "
-                     f"e.g. {meta_file(Path(), document_stem(long[0])).name}")
+        notes.append(
+            f"note: {plural(len(long), 'PDF name')} {'is' if len(long) == 1 else 'are'} too long for "
+            f"`<name>{'_meta.json'}` (255 bytes); their metadata goes to a shortened name, "
+            f"e.g. {meta_file(Path(), document_stem(long[0])).name}"
+        )
 
     run_id = request.run_id or new_run_id()
     paths = RunPaths(out / RUNS_SUBDIR / run_id)
@@ -133,36 +152,65 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     if request.plan_strategy == "static":
         plan = static_chunks(items, max(1, fit.tasks))
     else:
-        plan = make_plan(items, max(1, fit.tasks), split_pages=request.split_pages,
-                         min_task_pages=request.min_task_pages)
+        plan = make_plan(
+            items, max(1, fit.tasks), split_pages=request.split_pages, min_task_pages=request.min_task_pages
+        )
     if request.plan_strategy != "static" and len(plan.tasks) < fit.tasks:  # the work, not the machine, bounds it
         notes.append(fewer_tasks_note(request.gpus, plan, len(todo), request.min_task_pages))
     elif fit.note:
         notes.append(fit.note)
     record = RunRecord(
-        run_id=run_id, created=time.time(), pdfs_root=str(pdfs), out_dir=str(out), engine=request.engine,
-        engine_options=request.engine_options.to_json(), executor=executor.name, tasks=len(plan.tasks),
-        gpus=request.gpus, workers_per_gpu=request.workers_per_gpu, cpus_per_task=chosen["cpus_per_task"],
-        mem=chosen["mem"], template=chosen["template"], partition=partition, time_limit=chosen["time"],
-        profile=request.profile, job_settings=job_settings,
-        steal=request.steal and request.plan_strategy != "static", lease_seconds=request.lease_seconds,
-        split_pages=request.split_pages, llm=llm.record() if llm else None, mps=chosen["mps"],
-        item_timeout=request.item_timeout, worker_memory=request.worker_memory,
+        run_id=run_id,
+        created=time.time(),
+        pdfs_root=str(pdfs),
+        out_dir=str(out),
+        engine=request.engine,
+        engine_options=request.engine_options.to_json(),
+        executor=executor.name,
+        tasks=len(plan.tasks),
+        gpus=request.gpus,
+        workers_per_gpu=request.workers_per_gpu,
+        cpus_per_task=chosen["cpus_per_task"],
+        mem=chosen["mem"],
+        template=chosen["template"],
+        partition=partition,
+        time_limit=chosen["time"],
+        profile=request.profile,
+        job_settings=job_settings,
+        steal=request.steal and request.plan_strategy != "static",
+        lease_seconds=request.lease_seconds,
+        split_pages=request.split_pages,
+        llm=llm.record() if llm else None,
+        mps=chosen["mps"],
+        item_timeout=request.item_timeout,
+        worker_memory=request.worker_memory,
         umask=PERMISSIONS[request.permissions],
-        inference=inference.to_record() if inference else None, max_running=request.max_running,
-        parent=request.parent, bisect=request.bisect, items=len(plan.items),
+        inference=inference.to_record() if inference else None,
+        max_running=request.max_running,
+        parent=request.parent,
+        bisect=request.bisect,
+        items=len(plan.items),
     )
     layout = executor.task_arrays(record, list(range(record.tasks)), other_jobs(record))  # refused: nothing made
     scripts = render_scripts(paths, record, python=sys.executable, layout=layout)
     executor.check_scripts(scripts)  # a request the cluster can never run: refused now, not pending forever
     if create:
         _create_run_folder(paths, record, plan, scripts, llm, hold_out=not request.force_concurrent)
-    return PreparedRun(paths=paths, record=record, plan=plan, scanned=todo, scripts=scripts, layout=layout,
-                       up_to_date=up_to_date, notes=notes + ([layout.note] if layout.note else []))
+    return PreparedRun(
+        paths=paths,
+        record=record,
+        plan=plan,
+        scanned=todo,
+        scripts=scripts,
+        layout=layout,
+        up_to_date=up_to_date,
+        notes=notes + ([layout.note] if layout.note else []),
+    )
 
 
-def _create_run_folder(paths: RunPaths, record: RunRecord, plan: Plan, scripts: dict[str, str],
-                       llm: LlmRequest | None, hold_out: bool) -> None:
+def _create_run_folder(
+    paths: RunPaths, record: RunRecord, plan: Plan, scripts: dict[str, str], llm: LlmRequest | None, hold_out: bool
+) -> None:
     """The run folder with its plan, record, LLM settings and scripts, holding --out (unless told not to).
     Whatever stops it half-way (Ctrl-C, a full disk) leaves no folder and --out free."""
     out = Path(record.out_dir)
@@ -184,8 +232,11 @@ def _create_run_folder(paths: RunPaths, record: RunRecord, plan: Plan, scripts: 
 def fewer_tasks_note(gpus: int, plan: Plan, pdfs: int, min_task_pages: int) -> str:
     """The one line that says why a run has fewer tasks than --gpus. Pure."""
     tasks = len(plan.tasks)
-    why = (f"{plural(len(plan.items), 'work item')}, one per task at most" if tasks == len(plan.items)
-           else f"{plural(plan.total_pages, 'page')}; each task gets at least {min_task_pages}: --min-task-pages")
+    why = (
+        f"{plural(len(plan.items), 'work item')}, one per task at most"
+        if tasks == len(plan.items)
+        else f"{plural(plan.total_pages, 'page')}; each task gets at least {min_task_pages}: --min-task-pages"
+    )
     return f"note: --gpus {gpus}: {plural(tasks, 'task')} for {plural(pdfs, 'PDF')} ({why})"
 
 
@@ -194,6 +245,7 @@ SUBMITTING_GRACE_S = 600.0  # a run that holds its --out but has no jobs yet is 
 
 def active_jobs_of(out: Path):
     """For outlock.acquire: what the run holding `out` still has queued or running ([] when it is over)."""
+
     def still_active(current: Holder) -> list[str]:
         paths = RunPaths(out / RUNS_SUBDIR / current.run_id)
         try:
@@ -217,9 +269,19 @@ def discard_run(paths: RunPaths, record: RunRecord) -> None:
 def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
     from hpc_marker.llm.settings import LlmPaths, LlmSettings, SettingsError
 
-    settings = LlmSettings(model=llm.model, server=llm.server or "ollama", parallel=llm.parallel, replicas=llm.replicas,
-                           gpus=llm.gpus, ctx=llm.ctx, options=dict(llm.options), server_args=list(llm.server_args),
-                           image=llm.image, request_timeout_s=llm.request_timeout_s, bind_host=llm.bind_host)
+    settings = LlmSettings(
+        model=llm.model,
+        server=llm.server or "ollama",
+        parallel=llm.parallel,
+        replicas=llm.replicas,
+        gpus=llm.gpus,
+        ctx=llm.ctx,
+        options=dict(llm.options),
+        server_args=list(llm.server_args),
+        image=llm.image,
+        request_timeout_s=llm.request_timeout_s,
+        bind_host=llm.bind_host,
+    )
     try:
         settings.validate()
     except SettingsError as exc:
@@ -247,25 +309,33 @@ def output_is_current(out: Path, pdf: ScannedPdf, wanted: dict, out_name: str = 
     if not document_file(out, pdf.relpath, output_format, out_name).is_file():
         return False
     try:
-        metadata = read_meta(document_dir(out, pdf.relpath, out_name), document_stem(pdf.relpath, out_name),
-                             output_format)
+        metadata = read_meta(
+            document_dir(out, pdf.relpath, out_name), document_stem(pdf.relpath, out_name), output_format
+        )
         source = metadata.get("hpcmarker_source", {})
         stat = pdf.path.stat()
     except (OSError, ValueError, AttributeError):
         return False
-    return (source.get("size") == stat.st_size and source.get("mtime_ns") == stat.st_mtime_ns
-            and same_settings(source.get("settings"), wanted) and not metadata.get("lost_pages"))
+    return (
+        source.get("size") == stat.st_size
+        and source.get("mtime_ns") == stat.st_mtime_ns
+        and same_settings(source.get("settings"), wanted)
+        and not metadata.get("lost_pages")
+    )
 
 
-def record_jobs(paths: RunPaths, record: RunRecord, ids: dict[str, list[str]],
-                indices: list[int] | None = None) -> None:
+def record_jobs(
+    paths: RunPaths, record: RunRecord, ids: dict[str, list[str]], indices: list[int] | None = None
+) -> None:
     """Put the job ids of a (re)submission into the run record and save it. For a resubmission of
     the tasks `indices`, each replaces that task's job and the old ids join the history. Only the jobs
     change on disk: what others wrote meanwhile (`hpcmarker cancel` marking the run) is kept."""
     jobs = {role: list(values) for role, values in record.jobs.items()}
     for role, new in ids.items():
         if role == "convert" and indices is not None and jobs.get("convert"):
-            for index, job_id in zip(indices, new):  # (ids come as each job starts: the list may be short yet)
+            for index, job_id in zip(
+                indices, new, strict=False
+            ):  # (ids come as each job starts: the list may be short yet)
                 jobs["convert"] += [NO_JOB] * (index + 1 - len(jobs["convert"]))
                 jobs["convert"][index] = job_id
         else:
@@ -285,8 +355,15 @@ def submit_run(prepared: PreparedRun, progress: Progress | None = None) -> RunRe
     executor = executor_for(record.executor)
     register_run(paths)
     try:
-        ids = executor.submit(paths, record, prepared.scripts, prepared.layout, run_jobs(record),
-                              progress=progress, seen=lambda ids: record_jobs(paths, record, ids))
+        ids = executor.submit(
+            paths,
+            record,
+            prepared.scripts,
+            prepared.layout,
+            run_jobs(record),
+            progress=progress,
+            seen=lambda ids: record_jobs(paths, record, ids),
+        )
     except SubmitFailed:
         discard_run(paths, record)
         raise

@@ -41,11 +41,14 @@ def apply_overrides(record: RunRecord, overrides: ResumeOverrides, executor: Exe
     given = overrides.given()
     if not given:
         return record
-    check_bounds(gpus=overrides.gpus, cpus_per_task=overrides.cpus_per_task, time_limit=overrides.time_limit,
-                 mem=overrides.mem)
+    check_bounds(
+        gpus=overrides.gpus, cpus_per_task=overrides.cpus_per_task, time_limit=overrides.time_limit, mem=overrides.mem
+    )
     if overrides.gpus is not None and not record.steal and overrides.gpus < record.tasks:
-        raise LaunchError(f"--gpus {overrides.gpus}: run {record.run_id} does not steal (--no-steal), so each task "
-                          "converts only its own share; resume it with its own number of tasks")
+        raise LaunchError(
+            f"--gpus {overrides.gpus}: run {record.run_id} does not steal (--no-steal), so each task "
+            "converts only its own share; resume it with its own number of tasks"
+        )
     if overrides.item_timeout is not None:
         try:
             check_item_limits(overrides.item_timeout, record.worker_memory, record.engine)
@@ -53,22 +56,35 @@ def apply_overrides(record: RunRecord, overrides: ResumeOverrides, executor: Exe
             raise LaunchError(str(exc)) from None
     changed: dict[str, Any] = {}
     if overrides.profile is not None:
-        explicit = {"partition": overrides.partition, "template": None, "cpus_per_task": overrides.cpus_per_task,
-                    "mem": overrides.mem, "time": overrides.time_limit}
+        explicit = {
+            "partition": overrides.partition,
+            "template": None,
+            "cpus_per_task": overrides.cpus_per_task,
+            "mem": overrides.mem,
+            "time": overrides.time_limit,
+        }
         chosen, settings = profile_settings(overrides.profile, explicit)
-        changed.update(profile=overrides.profile, template=chosen["template"], partition=chosen["partition"],
-                       cpus_per_task=chosen["cpus_per_task"], mem=chosen["mem"], time_limit=str(chosen["time"]),
-                       job_settings=settings)
+        changed.update(
+            profile=overrides.profile,
+            template=chosen["template"],
+            partition=chosen["partition"],
+            cpus_per_task=chosen["cpus_per_task"],
+            mem=chosen["mem"],
+            time_limit=str(chosen["time"]),
+            job_settings=settings,
+        )
     else:
-        changed.update({key: value for key, value in given.items() if key in ("time_limit", "mem", "cpus_per_task",
-                                                                               "partition")})
+        changed.update(
+            {key: value for key, value in given.items() if key in ("time_limit", "mem", "cpus_per_task", "partition")}
+        )
     if overrides.item_timeout is not None:
         changed["item_timeout"] = overrides.item_timeout
     if overrides.gpus is not None:
         changed["gpus"] = overrides.gpus
     if "partition" in changed or "gpus" in changed:
-        changed["partition"] = executor.check_resources(changed.get("partition", record.partition),
-                                                        changed.get("gpus", record.gpus))
+        changed["partition"] = executor.check_resources(
+            changed.get("partition", record.partition), changed.get("gpus", record.gpus)
+        )
     return replace(record, **changed)
 
 

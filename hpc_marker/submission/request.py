@@ -25,18 +25,54 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STRATEGIES = ("pages", "static")  # static: marker's chunk_convert sharding (no split, no stealing), for comparison
 LLM_REQUEST_TIMEOUT_S = 600.0  # per LLM request, at the front
 # Template variables hpcmarker sets itself: a profile's `vars` must not shadow them.
-RESERVED_VARIABLES = {"run_id", "run_dir", "comment", "partition", "setup", "command", "python", "job_folder",
-                      "account", "qos", "constraint", "job_name", "tasks", "array", "gres", "cpus_per_task", "mem",
-                      "time", "signal", "stdout", "stderr", "llm_gpus", "llm_server", "llm_replicas"}
+RESERVED_VARIABLES = {
+    "run_id",
+    "run_dir",
+    "comment",
+    "partition",
+    "setup",
+    "command",
+    "python",
+    "job_folder",
+    "account",
+    "qos",
+    "constraint",
+    "job_name",
+    "tasks",
+    "array",
+    "gres",
+    "cpus_per_task",
+    "mem",
+    "time",
+    "signal",
+    "stdout",
+    "stderr",
+    "llm_gpus",
+    "llm_server",
+    "llm_replicas",
+}
 
 
 # The least value of each numeric option (by its name on the command line); the click types of cli/types.py
 # and the checks below read this one table, so submit, plan, resume, retry and library callers share it.
-LEAST = {"gpus": 1, "cpus-per-task": 1, "scan-workers": 1, "max-running": 1, "min-task-pages": 1, "split-pages": 0,
-         "llm-replicas": 1, "llm-gpus": 1, "llm-parallel": 1, "llm-cpus": 1, "llm-ctx": 1}
+LEAST = {
+    "gpus": 1,
+    "cpus-per-task": 1,
+    "scan-workers": 1,
+    "max-running": 1,
+    "min-task-pages": 1,
+    "split-pages": 0,
+    "llm-replicas": 1,
+    "llm-gpus": 1,
+    "llm-parallel": 1,
+    "llm-cpus": 1,
+    "llm-ctx": 1,
+}
 POSITIVE = {"lease-seconds", "llm-wait", "inference-startup-timeout"}  # seconds, more than 0
-BEYOND_LEAST = {"split-pages": "must be 0 (never split) or a number of pages",
-                "lease-seconds": "must be positive (a claim not renewed for this long is taken over)"}
+BEYOND_LEAST = {
+    "split-pages": "must be 0 (never split) or a number of pages",
+    "lease-seconds": "must be positive (a claim not renewed for this long is taken over)",
+}
 
 
 def bound_problem(option: str, value: float) -> str | None:
@@ -102,10 +138,20 @@ class LlmRequest:
     server_args: list[str] = field(default_factory=list)  # vLLM: the profile's llm_args
 
     def record(self) -> dict:
-        return {"model": self.model, "server": self.server or "ollama", "replicas": self.replicas, "gpus": self.gpus,
-                "parallel": self.parallel, "ctx": self.ctx, "options": self.options,
-                "wait_timeout_s": self.wait_timeout_s, "request_timeout_s": self.request_timeout_s,
-                "concurrency": self.concurrency, "cpus": self.cpus, "mem": self.mem}
+        return {
+            "model": self.model,
+            "server": self.server or "ollama",
+            "replicas": self.replicas,
+            "gpus": self.gpus,
+            "parallel": self.parallel,
+            "ctx": self.ctx,
+            "options": self.options,
+            "wait_timeout_s": self.wait_timeout_s,
+            "request_timeout_s": self.request_timeout_s,
+            "concurrency": self.concurrency,
+            "cpus": self.cpus,
+            "mem": self.mem,
+        }
 
 
 @dataclass
@@ -156,9 +202,11 @@ class SubmitRequest:
         values = {key: value for key, value in defaults.items() if key in known}
         values.update(given)
         if "engine_options" not in given:
-            values["engine_options"] = EngineOptions(paginate=bool(defaults["paginate"]),
-                                                     output_format=str(defaults["output_format"]),
-                                                     images=bool(defaults["images"]))
+            values["engine_options"] = EngineOptions(
+                paginate=bool(defaults["paginate"]),
+                output_format=str(defaults["output_format"]),
+                images=bool(defaults["images"]),
+            )
         if isinstance(values["workers_per_gpu"], str):  # "auto", as the config writes it
             values["workers_per_gpu"] = parse_workers_per_gpu(values["workers_per_gpu"])
         return cls(pdfs=Path(pdfs), out=Path(out), **values)
@@ -166,13 +214,19 @@ class SubmitRequest:
 
 def resolve_profile(request: SubmitRequest) -> tuple[dict, dict]:
     """(effective partition/template/cpus/mem/time and inference keys, job settings for the templates)."""
-    explicit = {"partition": request.partition, "template": request.template, "cpus_per_task": request.cpus_per_task,
-                "mem": request.mem, "time": request.time_limit}
+    explicit = {
+        "partition": request.partition,
+        "template": request.template,
+        "cpus_per_task": request.cpus_per_task,
+        "mem": request.mem,
+        "time": request.time_limit,
+    }
     return profile_settings(request.profile, explicit, request.mps, request.llm)
 
 
-def profile_settings(name: str, explicit: dict[str, Any], mps: str | None = None,
-                     llm: LlmRequest | None = None) -> tuple[dict, dict]:
+def profile_settings(
+    name: str, explicit: dict[str, Any], mps: str | None = None, llm: LlmRequest | None = None
+) -> tuple[dict, dict]:
     """Profile `name` with the `explicit` values (partition, template, cpus_per_task, mem, time; None: the
     profile's), `mps` and `llm` over it: (effective values, inference keys, MPS and the LLM request; job
     settings for the templates)."""
@@ -186,9 +240,15 @@ def profile_settings(name: str, explicit: dict[str, Any], mps: str | None = None
         raise LaunchError(f"profile {name!r}: vars {', '.join(clash)} shadow built-in template variables")
     job = dict(config.job_defaults(), **profile)  # the profile's keys, else the config's [job] ones
     chosen: dict[str, Any] = {key: value if value is not None else job.get(key) for key, value in explicit.items()}
-    settings = {"gres": job.get("gres"), "account": profile.get("account"), "qos": profile.get("qos"),
-                "constraint": profile.get("constraint"), "setup": list(profile.get("setup", [])),
-                "llm_gres_type": profile.get("llm_gres_type"), "vars": dict(profile.get("vars", {}))}
+    settings = {
+        "gres": job.get("gres"),
+        "account": profile.get("account"),
+        "qos": profile.get("qos"),
+        "constraint": profile.get("constraint"),
+        "setup": list(profile.get("setup", [])),
+        "llm_gres_type": profile.get("llm_gres_type"),
+        "vars": dict(profile.get("vars", {})),
+    }
     chosen["inference"] = {key: value for key, value in profile.items() if key.startswith("inference_")}
     chosen["mps"] = mps or job.get("mps") or "off"
     if llm is not None:
@@ -208,10 +268,17 @@ def resolve_llm(llm: LlmRequest, job: dict) -> LlmRequest:
     image = job.get("llm_image")
     if server == "vllm" and image and "://" not in image and not Path(image).is_file():
         raise LaunchError(f"llm_image {image}: no such file (the profile's Apptainer image with vllm)")
-    check_bounds(llm_replicas=llm.replicas, llm_gpus=llm.gpus, llm_parallel=llm.parallel, llm_cpus=llm.cpus,
-                 llm_ctx=llm.ctx, llm_wait=llm.wait_timeout_s)
-    return replace(llm, server=server, image=image if server == "vllm" else None,
-                   server_args=args if server == "vllm" else [])
+    check_bounds(
+        llm_replicas=llm.replicas,
+        llm_gpus=llm.gpus,
+        llm_parallel=llm.parallel,
+        llm_cpus=llm.cpus,
+        llm_ctx=llm.ctx,
+        llm_wait=llm.wait_timeout_s,
+    )
+    return replace(
+        llm, server=server, image=image if server == "vllm" else None, server_args=args if server == "vllm" else []
+    )
 
 
 def check_bounds(**values: Any) -> None:
@@ -234,11 +301,18 @@ def check_request(request: SubmitRequest, chosen: dict) -> None:
     one-line reason."""
     if request.workers_per_gpu < 0:
         raise LaunchError(f"--workers-per-gpu {request.workers_per_gpu}: must be at least 1 (or auto)")
-    check_bounds(gpus=request.gpus, scan_workers=request.scan_workers, max_running=request.max_running,
-                 split_pages=request.split_pages, lease_seconds=request.lease_seconds,
-                 min_task_pages=request.min_task_pages, cpus_per_task=chosen["cpus_per_task"],
-                 time_limit=chosen["time"], mem=chosen["mem"],
-                 inference_startup_timeout=request.inference_startup_timeout)
+    check_bounds(
+        gpus=request.gpus,
+        scan_workers=request.scan_workers,
+        max_running=request.max_running,
+        split_pages=request.split_pages,
+        lease_seconds=request.lease_seconds,
+        min_task_pages=request.min_task_pages,
+        cpus_per_task=chosen["cpus_per_task"],
+        time_limit=chosen["time"],
+        mem=chosen["mem"],
+        inference_startup_timeout=request.inference_startup_timeout,
+    )
     try:
         check_item_limits(request.item_timeout, request.worker_memory, request.engine)
     except ValueError as exc:

@@ -18,14 +18,14 @@ import pandas as pd
 
 from hpc_marker.executors import executor_for
 from hpc_marker.manage.collect import MAX_ATTEMPTS, collect_run
-from hpc_marker.planning.store import load_items_table, load_summary
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK, doc_of
+from hpc_marker.planning.store import load_items_table, load_summary
 from hpc_marker.runstate.claims import ClaimBoard, batch_name
 from hpc_marker.runstate.finish import merge_id
 from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.outlock import acquire, release
 from hpc_marker.runstate.permissions import private_files
 from hpc_marker.runstate.progress import REOPENED, append_reopened, failures_per_item, latest_commits, read_commits
-from hpc_marker.runstate.outlock import acquire, release
 from hpc_marker.runstate.subitems import PARTIAL, fold_commits
 from hpc_marker.submission.launch import active_jobs_of, record_jobs, run_jobs
 from hpc_marker.submission.overrides import ResumeOverrides, apply_overrides, busiest
@@ -72,8 +72,10 @@ def run_items(paths: RunPaths, board: ClaimBoard) -> RunItems:
     status = status.where(~status.isin([REOPENED, BISECTED]))  # a bisected item with halves to do is not finished
     failures = failures_per_item(commits)
     lost = subs[~subs["status"].isin(["ok", BISECTED])]
-    return RunItems(items.assign(status=status, failures=items["item_id"].map(failures).fillna(0).astype(int)),
-                    lost=lost.assign(failures=lost.index.map(failures).fillna(0).astype(int)))
+    return RunItems(
+        items.assign(status=status, failures=items["item_id"].map(failures).fillna(0).astype(int)),
+        lost=lost.assign(failures=lost.index.map(failures).fillna(0).astype(int)),
+    )
 
 
 def unfinished_by_task(run: RunItems) -> dict[int, int]:
@@ -82,7 +84,9 @@ def unfinished_by_task(run: RunItems) -> dict[int, int]:
     return {int(share): int(n) for share, n in counts.sort_index().items()}
 
 
-def reopen_failed(paths: RunPaths, run: RunItems, board: ClaimBoard, include_poison: bool = False) -> tuple[int, list[str]]:
+def reopen_failed(
+    paths: RunPaths, run: RunItems, board: ClaimBoard, include_poison: bool = False
+) -> tuple[int, list[str]]:
     """Reopen every failed item (not encrypted ones, not poison ones unless asked), and the batches
     holding them; returns (how many, the poison PDFs kept as failed)."""
     items = run.items
@@ -115,8 +119,13 @@ def reopen_failed(paths: RunPaths, run: RunItems, board: ClaimBoard, include_poi
 
 
 @private_files
-def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool = False,
-               overrides: ResumeOverrides | None = None, force_concurrent: bool = False) -> ResumeResult:
+def resume_run(
+    paths: RunPaths,
+    retry_failed: bool = False,
+    include_poison: bool = False,
+    overrides: ResumeOverrides | None = None,
+    force_concurrent: bool = False,
+) -> ResumeResult:
     """Submit the tasks of `paths`' run that have unfinished items (`retry_failed`: failed ones reopened
     first), with `overrides` (resources for the new jobs; checked, and by the cluster too, before the
     record changes). Takes the run's --out back; a run this waits for (local) gives it back at its end."""
@@ -124,8 +133,10 @@ def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool
     executor = executor_for(record.executor)
     active = executor.active(record)
     if active:
-        raise LaunchError(f"run {record.run_id} still has jobs running or queued ({', '.join(active)}): "
-                          "wait for them or `hpcmarker cancel` first")
+        raise LaunchError(
+            f"run {record.run_id} still has jobs running or queued ({', '.join(active)}): "
+            "wait for them or `hpcmarker cancel` first"
+        )
     record = apply_overrides(record, overrides or ResumeOverrides(), executor)
     board = ClaimBoard(paths.root, owner="resume", lease_s=record.lease_seconds)
     run = run_items(paths, board)
@@ -152,8 +163,14 @@ def resume_run(paths: RunPaths, retry_failed: bool = False, include_poison: bool
         (paths.scripts / f"{role}-resume-{stamp}.sbatch").write_text(text)
     history = list(record.jobs.get("history", []))
     try:
-        result.jobs = executor.submit(paths, record, scripts, layout, run_jobs(record),
-                                      seen=lambda ids: record_jobs(paths, record, ids, layout.tasks))
+        result.jobs = executor.submit(
+            paths,
+            record,
+            scripts,
+            layout,
+            run_jobs(record),
+            seen=lambda ids: record_jobs(paths, record, ids, layout.tasks),
+        )
     finally:
         if executor.waits:
             release(Path(record.out_dir), record.run_id)

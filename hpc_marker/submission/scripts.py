@@ -22,6 +22,8 @@ COLLECT_MEM_BASE_GB, COLLECT_MEM_PER_ITEM_KB = 1, 2  # measured: 1.6 GB peak for
 def collect_memory(items: int) -> str:
     """The collector's --mem: it holds the run's manifests as frames (about 1.6 KB an item at 10^6)."""
     return f"{max(2, COLLECT_MEM_BASE_GB + math.ceil(items * COLLECT_MEM_PER_ITEM_KB / 2**20))}G"
+
+
 # B: signals the batch shell, which execs Python; without B: Slurm signals only job steps (there are none)
 TIME_LIMIT_SIGNAL = "B:USR2@90"
 
@@ -36,8 +38,9 @@ def script_role(name: str) -> str:
     return name.split("-", 1)[0]
 
 
-def script_contexts(paths: RunPaths, record: RunRecord, python: str,
-                    layout: ArrayLayout | None = None) -> dict[str, dict]:
+def script_contexts(
+    paths: RunPaths, record: RunRecord, python: str, layout: ArrayLayout | None = None
+) -> dict[str, dict]:
     """The variables each script's template sees, by script name: service, one convert script per array of
     `layout` ('convert', or 'convert-0', 'convert-1', ...; default: one array of all the run's tasks), collect."""
     if layout is None:
@@ -46,33 +49,64 @@ def script_contexts(paths: RunPaths, record: RunRecord, python: str,
     single_out, single_err = job_log_paths(paths.jobs, array=False)
     command = Raw(shlex.join(submitit_command(python, paths.jobs)))
     job = record.job_settings
-    common = dict(job.get("vars", {}), run_id=record.run_id, run_dir=str(paths.root),
-                  comment=f"hpcmarker:{record.run_id}", partition=record.partition,
-                  setup=[Raw(line) for line in job.get("setup", [])], command=command, python=python,
-                  job_folder=str(paths.jobs), account=job.get("account"), qos=job.get("qos"),
-                  constraint=job.get("constraint"))
+    common = dict(
+        job.get("vars", {}),
+        run_id=record.run_id,
+        run_dir=str(paths.root),
+        comment=f"hpcmarker:{record.run_id}",
+        partition=record.partition,
+        setup=[Raw(line) for line in job.get("setup", [])],
+        command=command,
+        python=python,
+        job_folder=str(paths.jobs),
+        account=job.get("account"),
+        qos=job.get("qos"),
+        constraint=job.get("constraint"),
+    )
     contexts = {}
     if record.llm:
         gpu_type = f"{job['llm_gres_type']}:" if job.get("llm_gres_type") else ""
-        contexts["service"] = dict(common, job_name=f"hpcmarker-{record.run_id}-llm", llm_gpus=record.llm["gpus"],
-                                   llm_server=record.llm.get("server", "ollama"),
-                                   llm_replicas=record.llm.get("replicas", 1),
-                                   gres=f"gpu:{gpu_type}{record.llm['gpus']}", cpus_per_task=record.llm["cpus"],
-                                   mem=record.llm["mem"], time=record.time_limit, stdout=single_out,
-                                   stderr=single_err)
-    for name, array in zip(convert_roles(len(layout.arrays)), layout.arrays):
-        contexts[name] = dict(common, job_name=f"hpcmarker-{record.run_id}-convert", tasks=len(array.tasks),
-                              array=array.spec, gres=job.get("gres"), cpus_per_task=record.cpus_per_task,
-                              mem=record.mem, time=record.time_limit, signal=TIME_LIMIT_SIGNAL,
-                              stdout=convert_out, stderr=convert_err)
-    contexts["collect"] = dict(common, job_name=f"hpcmarker-{record.run_id}-collect", time=COLLECT_TIME,
-                               mem=collect_memory(record.items),
-                               stdout=single_out, stderr=single_err)
+        contexts["service"] = dict(
+            common,
+            job_name=f"hpcmarker-{record.run_id}-llm",
+            llm_gpus=record.llm["gpus"],
+            llm_server=record.llm.get("server", "ollama"),
+            llm_replicas=record.llm.get("replicas", 1),
+            gres=f"gpu:{gpu_type}{record.llm['gpus']}",
+            cpus_per_task=record.llm["cpus"],
+            mem=record.llm["mem"],
+            time=record.time_limit,
+            stdout=single_out,
+            stderr=single_err,
+        )
+    for name, array in zip(convert_roles(len(layout.arrays)), layout.arrays, strict=False):
+        contexts[name] = dict(
+            common,
+            job_name=f"hpcmarker-{record.run_id}-convert",
+            tasks=len(array.tasks),
+            array=array.spec,
+            gres=job.get("gres"),
+            cpus_per_task=record.cpus_per_task,
+            mem=record.mem,
+            time=record.time_limit,
+            signal=TIME_LIMIT_SIGNAL,
+            stdout=convert_out,
+            stderr=convert_err,
+        )
+    contexts["collect"] = dict(
+        common,
+        job_name=f"hpcmarker-{record.run_id}-collect",
+        time=COLLECT_TIME,
+        mem=collect_memory(record.items),
+        stdout=single_out,
+        stderr=single_err,
+    )
     return contexts
 
 
-def render_scripts(paths: RunPaths, record: RunRecord, python: str,
-                   layout: ArrayLayout | None = None) -> dict[str, str]:
+def render_scripts(
+    paths: RunPaths, record: RunRecord, python: str, layout: ArrayLayout | None = None
+) -> dict[str, str]:
     """Script name -> the sbatch script text of the run's template, in submission order (TemplateError, a
     UserError, when it cannot render)."""
     contexts = script_contexts(paths, record, python, layout)
@@ -84,13 +118,18 @@ def dry_run_text(scripts: dict[str, str], service_jobs: int = 1) -> str:
     The service script is sent once per LLM replica (`service_jobs`); the arrays start after any of them."""
     arrays = [name for name in scripts if script_role(name) == "convert"]
     after_arrays = ":".join(f"<{name} job id>" for name in arrays)
-    after_service = "?".join(f"after:<service {r} job id>" for r in range(service_jobs)) if service_jobs > 1 \
+    after_service = (
+        "?".join(f"after:<service {r} job id>" for r in range(service_jobs))
+        if service_jobs > 1
         else "after:<service job id>"
+    )
     parts = []
     for name, text in scripts.items():
         role = script_role(name)
-        dependency = {"convert": f"--dependency={after_service} " if "service" in scripts else "",
-                      "collect": f"--dependency=afterany:{after_arrays} "}.get(role, "")
+        dependency = {
+            "convert": f"--dependency={after_service} " if "service" in scripts else "",
+            "collect": f"--dependency=afterany:{after_arrays} ",
+        }.get(role, "")
         times = f", {service_jobs} times: one job per LLM replica" if role == "service" and service_jobs > 1 else ""
         parts.append(f"### hpcmarker dry-run: {name} (sent as: sbatch {dependency}{name}.sbatch{times})\n")
         parts.append(text)
@@ -101,6 +140,6 @@ def split_dry_run(text: str) -> dict[str, str]:
     """Inverse of dry_run_text: script name -> script text."""
     scripts: dict[str, str] = {}
     pieces = re.split(r"^### hpcmarker dry-run: ([\w-]+) \(.*\)\n", text, flags=re.M)
-    for role, body in zip(pieces[1::2], pieces[2::2]):
+    for role, body in zip(pieces[1::2], pieces[2::2], strict=False):
         scripts[role] = body
     return scripts

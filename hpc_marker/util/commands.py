@@ -18,5 +18,6 @@ def ocr_command(run_id: str, layer: dict) -> str:
     """The follow-up that converts again, with marker and OCR, the documents of run `run_id` whose text layer
     (`layer`: a summary's text_layer counts) has empty pages (no-text) or garbled pages (garbled). Pure."""
     selectors = [name for name, key in (("no-text", "empty_pages"), ("garbled", "garbled_pages")) if layer.get(key)]
-    return command_line("retry", run_id, "--select", ",".join(selectors or ("no-text", "garbled")),
-                        "--engine", "marker", "--force-ocr")
+    return command_line(
+        "retry", run_id, "--select", ",".join(selectors or ("no-text", "garbled")), "--engine", "marker", "--force-ocr"
+    )

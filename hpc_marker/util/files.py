@@ -26,7 +26,7 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int | None = None, fsyn
                 os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
             view = memoryview(payload)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if fsync:
                 os.fsync(fd)
         finally:

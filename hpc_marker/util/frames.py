@@ -60,8 +60,9 @@ def busy_seconds(started, finished, idle_gap_s: float = IDLE_GAP_S) -> float:
     return float((np.maximum.reduceat(ends, first) - starts[first]).sum())
 
 
-def working_seconds(first: float | None, last: float | None, busy: float | None, now: float,
-                    running: list[float] | None) -> float | None:
+def working_seconds(
+    first: float | None, last: float | None, busy: float | None, now: float, running: list[float] | None
+) -> float | None:
     """How long a run has worked, from its items' first start, last finish and busy time (`busy_seconds`;
     None: last - first), and while it runs (`running`: when its running tasks started) the stretch since
     its last item, or since its tasks started where that was after an idle gap (a retry's). Pure."""

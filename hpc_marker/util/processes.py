@@ -6,6 +6,7 @@ collector stopping a local service, servers started in their own process group.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -93,10 +94,8 @@ def processes_with_env(name: str, value: str, command_has: str = "") -> list[int
 
 def _signal(pids: list[int], sig: int) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def processes_with_arg(arg: str, also: str = "") -> list[int]:

@@ -70,7 +70,11 @@ def test_template_checks(tmp_path, monkeypatch):
     assert convert.status == FAIL and convert.detail.startswith("bash -n:") and "convert.sbatch.j2" in convert.fix
     write_template(tmp_path, "badvar", "#!/bin/bash\n#SBATCH --x={{ no_such_variable }}\n")
     convert = doctor.check_template("badvar")[1]
-    assert convert.status == FAIL and "'no_such_variable' is undefined" in convert.detail and "valid variables" in convert.detail
+    assert (
+        convert.status == FAIL
+        and "'no_such_variable' is undefined" in convert.detail
+        and "valid variables" in convert.detail
+    )
     write_template(tmp_path, "noservice", "#!/bin/bash\nexec {{ command }}\n", service=False)
     assert doctor.check_template("noservice")[0].status == WARN
     assert doctor.check_template("noservice", llm=True)[0].status == FAIL
@@ -89,7 +93,10 @@ def test_template_check_follows_the_profile(tmp_path, monkeypatch):
     assert broken[1].name == "template badsyntax: convert" and broken[1].status == FAIL
     assert [c.status for c in doctor.check_template("generic", "broken")] == [OK, OK, OK]  # --template wins
     contexts = doctor.sample_contexts("broken", partition="gpu")
-    assert contexts["convert"]["partition"] == "gpu" and doctor.sample_contexts("broken")["convert"]["partition"] == "debug"
+    assert (
+        contexts["convert"]["partition"] == "gpu"
+        and doctor.sample_contexts("broken")["convert"]["partition"] == "debug"
+    )
     [unknown] = doctor.check_template(profile="nope")
     assert (unknown.name, unknown.status) == ("profile nope", FAIL) and "profiles: " in unknown.detail
 
@@ -97,7 +104,7 @@ def test_template_check_follows_the_profile(tmp_path, monkeypatch):
 def test_marker_install_import_and_cache_with_fakes(monkeypatch):
     monkeypatch.setattr(marker_engine, "marker_version", lambda: None)
     missing = doctor.check_marker_install()
-    assert missing.status == FAIL and 'pip install "hpc-marker[marker]"' == missing.fix
+    assert missing.status == FAIL and missing.fix == 'pip install "hpc-marker[marker]"'
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.9.1")
     old = doctor.check_marker_install()
     assert old.status == FAIL and "1.9.1 is not a supported version (1.10.x, 2.0.x)" in old.detail
@@ -110,7 +117,8 @@ def test_marker_install_import_and_cache_with_fakes(monkeypatch):
     monkeypatch.setattr(doctor, "_import", broken)
     imported = doctor.check_marker_import()
     assert imported.status == FAIL and imported.detail == (
-        "import marker.models: RuntimeError: operator torchvision::nms does not exist")
+        "import marker.models: RuntimeError: operator torchvision::nms does not exist"
+    )
 
     pieces = ["font /x/f.ttf", "model s3://layout/1 (/m)"]
     monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda **_: pieces)
@@ -126,11 +134,19 @@ def test_marker_install_import_and_cache_with_fakes(monkeypatch):
 @pytest.mark.marker
 def test_marker_cache_real_marker_empty_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FONT_PATH", str(tmp_path / "fonts" / "f.ttf"))  # read at first import, in a fresh process
-    code = ("from hpc_marker.admin.doctor import check_marker_cache as c, check_marker_install as i; import json; "
-            "print(json.dumps([i().__dict__, c().__dict__]))")
+    code = (
+        "from hpc_marker.admin.doctor import check_marker_cache as c, check_marker_install as i; import json; "
+        "print(json.dumps([i().__dict__, c().__dict__]))"
+    )
     env = {**os.environ, "MODEL_CACHE_DIR": str(tmp_path / "models"), "HF_HOME": str(tmp_path / "hf")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parents[2],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     install, cache = json.loads(out.stdout.splitlines()[-1])
     assert install["status"] == OK
     assert cache["status"] == FAIL and f"font {tmp_path}/fonts/f.ttf" in cache["detail"]
@@ -211,8 +227,13 @@ def test_cheap_checks_take_a_submit_request_and_skip_the_scheduler(tmp_path, mon
     started = time.monotonic()
     checks = doctor.cheap_checks(request)
     assert time.monotonic() - started < 5
-    assert [c.name for c in checks] == ["template generic: service", "template generic: convert",
-                                        "template generic: collect", "marker", f"out {tmp_path / 'out'}"]
+    assert [c.name for c in checks] == [
+        "template generic: service",
+        "template generic: convert",
+        "template generic: collect",
+        "marker",
+        f"out {tmp_path / 'out'}",
+    ]
     assert not doctor.failed(checks)
 
 
@@ -279,12 +300,25 @@ def test_marker_2_cache_check_with_the_tasks_own_server_names_no_llama_server(tm
 
     if not metadata.version("marker-pdf").startswith("2."):
         pytest.skip("marker 1.x runs no inference server")
-    code = ("from hpc_marker.admin.doctor import check_marker_cache as c; import json; "
-            "print(json.dumps(c(server=True).__dict__))")
-    env = {**os.environ, "MODEL_CACHE_DIR": str(tmp_path / "models"), "HF_HOME": str(tmp_path / "hf"),
-           "FONT_PATH": str(tmp_path / "f.ttf")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parents[2],
-                         capture_output=True, text=True, timeout=60, check=False)
+    code = (
+        "from hpc_marker.admin.doctor import check_marker_cache as c; import json; "
+        "print(json.dumps(c(server=True).__dict__))"
+    )
+    env = {
+        **os.environ,
+        "MODEL_CACHE_DIR": str(tmp_path / "models"),
+        "HF_HOME": str(tmp_path / "hf"),
+        "FONT_PATH": str(tmp_path / "f.ttf"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     cache = json.loads(out.stdout.splitlines()[-1])
     assert cache["status"] == FAIL and "surya-ocr-2" in cache["detail"]
     assert "llama-server" not in cache["detail"] + cache["fix"] and "docker" not in cache["detail"]

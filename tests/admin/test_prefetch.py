@@ -33,8 +33,12 @@ def invoke(*args: str):
 
 
 def bash_value(env_sh: Path, name: str) -> str:
-    return subprocess.run(["bash", "-c", f'source {shlex.quote(str(env_sh))} && printf %s "${name}"'],
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["bash", "-c", f'source {shlex.quote(str(env_sh))} && printf %s "${name}"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def test_env_file_quotes_paths_and_merges(tmp_path):
@@ -49,8 +53,15 @@ def test_env_file_quotes_paths_and_merges(tmp_path):
     assert not (Path.cwd() / "pwned").exists() and not (tmp_path / "pwned").exists()
     assert read_env_file(env_sh) == {**layout.marker_env(), "OLLAMA_MODELS": odd + "/ollama"}
     assert f"export FONT_DIR={shlex.quote(odd + '/fonts')}" in lines
-    assert set(layout.marker_env()) == {"MODEL_CACHE_DIR", "FONT_DIR", "FONT_PATH", "HF_HOME", "HF_HUB_CACHE",
-                                        "DOCKER_HF_CACHE_PATH", "HF_HUB_OFFLINE"}
+    assert set(layout.marker_env()) == {
+        "MODEL_CACHE_DIR",
+        "FONT_DIR",
+        "FONT_PATH",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "DOCKER_HF_CACHE_PATH",
+        "HF_HUB_OFFLINE",
+    }
 
 
 def test_nothing_asked_is_a_usage_error():
@@ -143,12 +154,21 @@ def mirror():
 @pytest.fixture
 def marker_urls(monkeypatch):
     """Point every marker download somewhere: returns a setter (never the real internet in tests)."""
+
     def point(datalab: str, hub: str) -> None:
         monkeypatch.setenv("ARTIFACT_URL", f"{datalab}/artifacts")
         monkeypatch.setenv("S3_BASE_URL", datalab)
         monkeypatch.setenv("HF_ENDPOINT", hub)
-    for name in ("MODEL_CACHE_DIR", "FONT_PATH", "FONT_DIR", "HF_HOME", "HF_HUB_CACHE", "SURYA_INFERENCE_URL",
-                 "SURYA_INFERENCE_BACKEND"):
+
+    for name in (
+        "MODEL_CACHE_DIR",
+        "FONT_PATH",
+        "FONT_DIR",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "SURYA_INFERENCE_URL",
+        "SURYA_INFERENCE_BACKEND",
+    ):
         monkeypatch.delenv(name, raising=False)
     return point
 
@@ -158,8 +178,9 @@ def fail_fast(cache: Path, *args: str, limit_s: float = 30.0) -> tuple[str, floa
     code = "from hpc_marker.cli.admin import prefetch_command; prefetch_command(prog_name='hpcmarker prefetch')"
     argv = [sys.executable, "-c", code, "--marker", "--cache", str(cache), *args]
     started = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         output, _ = proc.communicate(timeout=limit_s)
     except subprocess.TimeoutExpired:
@@ -177,7 +198,9 @@ def test_marker_refused_fails_fast_and_names_the_piece(tmp_path, marker_urls):
     marker_urls(closed, closed)
     error, _ = fail_fast(tmp_path / "cache")
     assert error.startswith(f"Error: could not fetch font GoNotoCurrent-Regular.ttf from {closed}/artifacts/")
-    assert "connection refused" in error and "not fetched either: " in error and "model s3://ocr_error_detection" in error
+    assert (
+        "connection refused" in error and "not fetched either: " in error and "model s3://ocr_error_detection" in error
+    )
     assert not (tmp_path / "cache" / "fonts" / "GoNotoCurrent-Regular.ttf").exists()
     assert not (tmp_path / "cache" / "env.sh").exists()
 
@@ -222,9 +245,14 @@ def test_marker_from_a_mirror_then_doctor_accepts_the_cache(tmp_path, marker_url
     env_sh = cache / "env.sh"
     assert bash_value(env_sh, "MODEL_CACHE_DIR") == str(models) and bash_value(env_sh, "FONT_PATH") == str(font)
     code = "from hpc_marker.admin.doctor import check_marker_cache as c; print(c().status, c().detail)"
-    check = subprocess.run(["bash", "-c", f"source {shlex.quote(str(env_sh))} && {shlex.quote(sys.executable)} -c "
-                            f"{shlex.quote(code)}"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                           env={k: v for k, v in os.environ.items() if k not in ("ARTIFACT_URL", "S3_BASE_URL")})
+    check = subprocess.run(
+        ["bash", "-c", f"source {shlex.quote(str(env_sh))} && {shlex.quote(sys.executable)} -c {shlex.quote(code)}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k not in ("ARTIFACT_URL", "S3_BASE_URL")},
+    )
     assert check.stdout.startswith("ok "), check.stdout + check.stderr
     assert "/layout/2025_09_23/weights.bin" in Mirror.requests
     before = len(Mirror.requests)

@@ -53,8 +53,11 @@ def imported() -> dict[str, str]:
 
 def test_every_imported_package_is_declared():
     known = declared()
-    missing = [f"{module} ({where})" for module, where in sorted(imported().items())
-               if normalized(DISTRIBUTION.get(module, module)) not in known]
+    missing = [
+        f"{module} ({where})"
+        for module, where in sorted(imported().items())
+        if normalized(DISTRIBUTION.get(module, module)) not in known
+    ]
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
 
 

@@ -16,10 +16,22 @@ TOP_LEVEL = ("pyproject.toml", "README.md", "hpc_marker/", "templates/", "script
 # A module may import only from its own layer or lower ones (docs/architecture.md).
 LAYERS = {
     "util": 0,
-    "config": 1, "planning": 1, "runstate": 1, "slurm": 1, "llm": 1, "engines": 1, "servers": 1,
-    "executors": 2, "runtime": 2,
-    "submission": 3, "manage": 3, "admin": 3, "report": 3, "export": 3,
-    "cli": 4, "__main__": 5,
+    "config": 1,
+    "planning": 1,
+    "runstate": 1,
+    "slurm": 1,
+    "llm": 1,
+    "engines": 1,
+    "servers": 1,
+    "executors": 2,
+    "runtime": 2,
+    "submission": 3,
+    "manage": 3,
+    "admin": 3,
+    "report": 3,
+    "export": 3,
+    "cli": 4,
+    "__main__": 5,
 }
 MAX_LINES = 400
 MAX_TOP_LEVEL_MODULES = 8
@@ -59,8 +71,9 @@ def graph() -> dict[str, set[str]]:
     known = set(found)
     edges = {}
     for name, path in found.items():
-        edges[name] = {t for t in imports(name, path, known)
-                       if not name.startswith(t + ".") and not t.startswith(name + ".")}
+        edges[name] = {
+            t for t in imports(name, path, known) if not name.startswith(t + ".") and not t.startswith(name + ".")
+        }
     return edges
 
 
@@ -121,8 +134,11 @@ def test_no_import_cycles():
 
 
 def test_modules_are_small_and_the_top_level_is_nearly_empty():
-    big = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
-           if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    big = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert not big, f"modules over {MAX_LINES} lines: {big}"
     top = [p.name for p in PACKAGE.glob("*.py")]
     assert len(top) <= MAX_TOP_LEVEL_MODULES, top
@@ -140,7 +156,7 @@ def test_only_executors_ask_which_executor_a_run_has():
         if path.parent.name == "executors":
             continue
         text = path.read_text(encoding="utf-8")
-        for needle in ('executor == "slurm"', 'executor == "local"', "executor != ", '.executor == '):
+        for needle in ('executor == "slurm"', 'executor == "local"', "executor != ", ".executor == "):
             if needle in text:
                 asking.append(f"{path.relative_to(PACKAGE)}: {needle}")
     assert not asking, asking

@@ -22,8 +22,9 @@ TEMPLATES = ROOT / "templates"
 
 def shipped_files() -> list[str]:
     """The repository's template files, relative to templates/ (what the wheel must carry)."""
-    return sorted(str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(
+        str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,9 @@ def wheel(tmp_path_factory) -> Path:
     pytest.importorskip("hatchling", reason="hatchling (the build backend, in the test extra) builds the wheel")
     out = tmp_path_factory.mktemp("wheel")
     build = "import sys; from hatchling.build import build_wheel; print(build_wheel(sys.argv[1]))"
-    built = subprocess.run([sys.executable, "-c", build, str(out)], cwd=ROOT, capture_output=True, text=True,
-                           timeout=300, check=False)
+    built = subprocess.run(
+        [sys.executable, "-c", build, str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
     assert built.returncode == 0, built.stderr
     return out / built.stdout.strip().splitlines()[-1]
 
@@ -49,12 +51,23 @@ def test_an_installed_wheel_lists_and_renders_its_shipped_templates(wheel, tmp_p
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     env = {k: v for k, v in os.environ.items() if k not in {"HPCMARKER_TEMPLATE_PATH", "PYTHONPATH"}}
-    env |= {"PYTHONPATH": str(site), "COLUMNS": "400", "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            "HPCMARKER_SITE_CONFIG": str(tmp_path / "site-config")}
+    env |= {
+        "PYTHONPATH": str(site),
+        "COLUMNS": "400",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "HPCMARKER_SITE_CONFIG": str(tmp_path / "site-config"),
+    }
 
     def hpcmarker(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "hpc_marker", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "hpc_marker", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 

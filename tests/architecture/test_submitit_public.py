@@ -39,12 +39,15 @@ def private_uses(text: str, name: str) -> list[str]:
             if node.module not in PUBLIC_MODULES:
                 found.append(f"{where}: from {node.module} import ...")
         elif isinstance(node, ast.Import):
-            found += [f"{where}: import {a.name}" for a in node.names
-                      if a.name.split(".")[0] == "submitit" and a.name not in PUBLIC_MODULES]
+            found += [
+                f"{where}: import {a.name}"
+                for a in node.names
+                if a.name.split(".")[0] == "submitit" and a.name not in PUBLIC_MODULES
+            ]
         elif isinstance(node, ast.Attribute) and names:
             private = node.attr.startswith("_") and not node.attr.startswith("__")
             owner = node.value.id if isinstance(node.value, ast.Name) else ""
-            if private and owner not in {"self", "cls"} or owner == "submitit" and node.attr in INTERNALS:
+            if (private and owner not in {"self", "cls"}) or (owner == "submitit" and node.attr in INTERNALS):
                 found.append(f"{where}: {ast.unparse(node)}")
         elif isinstance(node, ast.ClassDef):
             bases = [ast.unparse(b) for b in node.bases]
@@ -65,13 +68,26 @@ def test_submitit_is_used_through_its_public_api_only():
 
 
 def test_the_check_sees_each_kind_of_private_use():
-    sample = ("import submitit\nfrom submitit.core import utils\n\n\n"
-              "class X(submitit.SlurmExecutor):\n    def f(self):\n        return self._ok\n\n\n"
-              "x = X()._submitit_command_str\ny = submitit.core.utils.JobPaths\nz = 'submitit.core.submission'\n")
+    sample = (
+        "import submitit\nfrom submitit.core import utils\n\n\n"
+        "class X(submitit.SlurmExecutor):\n    def f(self):\n        return self._ok\n\n\n"
+        "x = X()._submitit_command_str\ny = submitit.core.utils.JobPaths\nz = 'submitit.core.submission'\n"
+    )
     found = private_uses(sample, "sample.py")
-    assert sorted(f.split(": ", 1)[1] for f in found) == sorted([
-        "from submitit.core import ...", "class X(submitit.SlurmExecutor)", "X()._submitit_command_str",
-        "submitit.core", "'submitit.core.submission'"]), found
-    assert sorted(private_uses("import submitit\nfrom submitit.helpers import DelayedSubmission\n"
-                        "j = submitit.SlurmJob(folder='f', job_id='1').paths\ne = submitit.core._submit\n"
-                        "c = 'submitit.core._submit'\n", "ok.py")) == ["ok.py:4: submitit.core", "ok.py:4: submitit.core._submit"]
+    assert sorted(f.split(": ", 1)[1] for f in found) == sorted(
+        [
+            "from submitit.core import ...",
+            "class X(submitit.SlurmExecutor)",
+            "X()._submitit_command_str",
+            "submitit.core",
+            "'submitit.core.submission'",
+        ]
+    ), found
+    assert sorted(
+        private_uses(
+            "import submitit\nfrom submitit.helpers import DelayedSubmission\n"
+            "j = submitit.SlurmJob(folder='f', job_id='1').paths\ne = submitit.core._submit\n"
+            "c = 'submitit.core._submit'\n",
+            "ok.py",
+        )
+    ) == ["ok.py:4: submitit.core", "ok.py:4: submitit.core._submit"]

@@ -28,8 +28,15 @@ def book(tmp_path):
 @pytest.mark.slow
 def test_one_pathological_page_is_lost_alone(book, tmp_path):
     out = tmp_path / "out"
-    run = run_local(book, out, "--item-timeout", TIGHT, "--run-id", "book",  # 20 pages: two parts of 10
-                    expect=FINISHED_WITH_FAILURES)  # not every page converted
+    run = run_local(
+        book,
+        out,
+        "--item-timeout",
+        TIGHT,
+        "--run-id",
+        "book",  # 20 pages: two parts of 10
+        expect=FINISHED_WITH_FAILURES,
+    )  # not every page converted
     assert "finished: 1 ok, 1 partial (pages lost) of 2 items; Markdown in" in run.output
     assert "next: hpcmarker retry book" in run.output
     assert "lost page 8 of book.pdf: timeout" in run.output
@@ -45,8 +52,11 @@ def test_one_pathological_page_is_lost_alone(book, tmp_path):
     assert [(p["pdf"], p["page"], p["status"]) for p in summary["lost_pages"]] == [("book.pdf", 8, "timeout")]
     manifest = pd.read_csv(run.paths.manifest_csv, keep_default_na=False)
     assert manifest.loc[manifest["item_id"] == "000000.r7-8", "status"].tolist() == ["timeout"]
-    assert set(manifest.loc[manifest["status"] == "bisected", "item_id"]) == {"000000.p000", "000000.r5-10",
-                                                                             "000000.r7-10"}
+    assert set(manifest.loc[manifest["status"] == "bisected", "item_id"]) == {
+        "000000.p000",
+        "000000.r5-10",
+        "000000.r7-10",
+    }
     meta = json.loads((out / "book" / "book_meta.json").read_text())
     assert [p["page"] for p in meta["lost_pages"]] == [BAD]
     status = invoke("status", "book")
@@ -74,8 +84,17 @@ def test_one_pathological_page_is_lost_alone(book, tmp_path):
 
 @pytest.mark.slow
 def test_whole_pdf_bisected_in_json_and_not_without_bisect(book, tmp_path):
-    run = run_local(book, tmp_path / "out", "--item-timeout", TIGHT, "--split-pages", "0", "--output-format", "json",
-                    expect=FINISHED_WITH_FAILURES)
+    run = run_local(
+        book,
+        tmp_path / "out",
+        "--item-timeout",
+        TIGHT,
+        "--split-pages",
+        "0",
+        "--output-format",
+        "json",
+        expect=FINISHED_WITH_FAILURES,
+    )
     assert "finished: 0 ok, 1 partial (pages lost) of 1 item; JSON in" in run.output
     doc = json.loads((tmp_path / "out" / "book" / "book.json").read_text())
     pages = doc["children"]
@@ -83,8 +102,16 @@ def test_whole_pdf_bisected_in_json_and_not_without_bisect(book, tmp_path):
     assert [i for i, p in enumerate(pages) if "hpcmarker_lost" in p] == [BAD]
     assert "could not be converted" in pages[BAD]["html"] and "Page 9 of the book." in pages[8]["html"]
 
-    whole = run_local(book, tmp_path / "out2", "--item-timeout", TIGHT, "--split-pages", "0", "--no-bisect",
-                      expect=FINISHED_WITH_FAILURES)
+    whole = run_local(
+        book,
+        tmp_path / "out2",
+        "--item-timeout",
+        TIGHT,
+        "--split-pages",
+        "0",
+        "--no-bisect",
+        expect=FINISHED_WITH_FAILURES,
+    )
     assert "finished: 0 ok, 1 failed of 1 item (1 timeout)" in whole.output
     assert [r.status for r in whole.records] == ["timeout"]
     assert not (tmp_path / "out2" / "book" / "book.md").exists()
@@ -93,8 +120,17 @@ def test_whole_pdf_bisected_in_json_and_not_without_bisect(book, tmp_path):
 @pytest.mark.slow
 def test_a_page_out_of_memory_is_lost_alone(book, tmp_path):
     """The failure is an error this time (the worker's memory cap), not a timeout: bisected the same way."""
-    run = run_local(book, tmp_path / "out", "--worker-memory", "300M", "--item-timeout", "off", "--split-pages", "0",
-                    expect=FINISHED_WITH_FAILURES)
+    run = run_local(
+        book,
+        tmp_path / "out",
+        "--worker-memory",
+        "300M",
+        "--item-timeout",
+        "off",
+        "--split-pages",
+        "0",
+        expect=FINISHED_WITH_FAILURES,
+    )
     assert "finished: 0 ok, 1 partial (pages lost) of 1 item" in run.output, run.output
     lost = run.summary["lost_pages"]
     assert [(p["page"], p["status"]) for p in lost] == [(8, "failed")] and "out of memory" in lost[0]["error"]

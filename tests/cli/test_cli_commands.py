@@ -84,8 +84,12 @@ def finished(tmp_path):
 def test_every_printed_command_runs_as_printed(finished):
     out, run = finished
     notes = re.findall(r'<p class="note">(.*?)</p>', (run.paths.root / "report.html").read_text(), re.DOTALL)
-    texts = [run.output, invoke("status", "first").output, invoke("status", out).output,
-             html.unescape("\n".join(notes))]
+    texts = [
+        run.output,
+        invoke("status", "first").output,
+        invoke("status", out).output,
+        html.unescape("\n".join(notes)),
+    ]
     commands = [command for text in texts for command in printed_commands(text)]
     assert OCR_HINT in commands, commands
     assert "hpcmarker retry first" not in commands, commands  # broken.pdf is no PDF: known at scan, retry cannot help
@@ -102,8 +106,11 @@ def test_the_printed_ocr_follow_up_selects_both_kinds(finished, monkeypatch):
     monkeypatch.setattr("hpc_marker.submission.launch.check_engine", lambda *_: None)  # no marker here
     listed = invoke(*bash_words(OCR_HINT)[0][1:], "--dry-run")  # as printed, but submitting nothing
     assert listed.exit_code == 0, listed.output
-    assert listed.output.splitlines() == ["run first: 2 documents selected by --select no-text,garbled",
-                                          "  scan.pdf", "  zh/example-single.pdf"]
+    assert listed.output.splitlines() == [
+        "run first: 2 documents selected by --select no-text,garbled",
+        "  scan.pdf",
+        "  zh/example-single.pdf",
+    ]
     result = invoke("retry", "first", "--select", "no-text,garbled", "--engine", "benchmark", "--run-id", "second")
     assert result.exit_code == 0, result.output
     assert json.loads(run_folder(out, "second").record.read_text())["parent"]["select"] == "no-text,garbled"
@@ -129,8 +136,10 @@ def test_a_submission_killed_by_its_stdout_leaves_no_run_behind(finished):
     writing to the closed pipe (exit 1). Nothing of it may remain: `status OUT` and `export OUT` still see
     the finished run, and the next follow-up is not refused as if that one were still being submitted."""
     out, _run = finished
-    pasted = (f"{shlex.join([sys.executable, '-m', 'hpc_marker', 'retry', 'first', '--select', 'no-text'])}"
-              " | no-such-command-garbled --engine marker --force-ocr; exit ${PIPESTATUS[0]}")
+    pasted = (
+        f"{shlex.join([sys.executable, '-m', 'hpc_marker', 'retry', 'first', '--select', 'no-text'])}"
+        " | no-such-command-garbled --engine marker --force-ocr; exit ${PIPESTATUS[0]}"
+    )
     died = subprocess.run(["bash", "-c", pasted], check=False, capture_output=True, text=True, timeout=300)
     assert died.returncode == 1, died.stderr
     assert sorted(p.name for p in (out / RUNS_SUBDIR).iterdir()) == ["first"]

@@ -12,19 +12,28 @@ from runkit import FINISHED_WITH_FAILURES, invoke, run_local
 from hpc_marker.submission.scripts import split_dry_run
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--pdfs", "{tmp}/missing"], "no such folder"),
-    (["--pdfs", "{tmp}/empty"], "no PDF files found"),
-    (["--pdfs", "{pdfs}", "--template", "nope"], "unknown template 'nope'; available templates: apptainer, generic"),
-    (["--pdfs", "{pdfs}", "--out", "/proc/forbidden"], "cannot write there"),
-    (["--pdfs", "{pdfs}", "--engine", "text", "--force-ocr"], "--force-ocr needs --engine marker"),
-    (["--pdfs", "{pdfs}", "--time", "soon"], "--time 'soon'"),
-    (["--pdfs", "{pdfs}", "--run-id", "../escape"], "--run-id"),
-    (["--pdfs", "{pdfs}", "--marker-config", "{tmp}/missing.json"], "cannot read"),
-    (["--pdfs", "{pdfs}", "--item-timeout", "soonish"], "--item-timeout 'soonish': use auto, off"),
-    (["--pdfs", "{pdfs}", "--engine", "text", "--worker-memory", "lots"], "--worker-memory 'lots': use a size"),
-    (["--pdfs", "{pdfs}", "--engine", "marker", "--worker-memory", "8G"], "for marker, limit the job's memory with --mem"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--pdfs", "{tmp}/missing"], "no such folder"),
+        (["--pdfs", "{tmp}/empty"], "no PDF files found"),
+        (
+            ["--pdfs", "{pdfs}", "--template", "nope"],
+            "unknown template 'nope'; available templates: apptainer, generic",
+        ),
+        (["--pdfs", "{pdfs}", "--out", "/proc/forbidden"], "cannot write there"),
+        (["--pdfs", "{pdfs}", "--engine", "text", "--force-ocr"], "--force-ocr needs --engine marker"),
+        (["--pdfs", "{pdfs}", "--time", "soon"], "--time 'soon'"),
+        (["--pdfs", "{pdfs}", "--run-id", "../escape"], "--run-id"),
+        (["--pdfs", "{pdfs}", "--marker-config", "{tmp}/missing.json"], "cannot read"),
+        (["--pdfs", "{pdfs}", "--item-timeout", "soonish"], "--item-timeout 'soonish': use auto, off"),
+        (["--pdfs", "{pdfs}", "--engine", "text", "--worker-memory", "lots"], "--worker-memory 'lots': use a size"),
+        (
+            ["--pdfs", "{pdfs}", "--engine", "marker", "--worker-memory", "8G"],
+            "for marker, limit the job's memory with --mem",
+        ),
+    ],
+)
 def test_bad_input_is_a_one_line_error_with_exit_code_2(tmp_path, sample_pdfs, args, message):
     (tmp_path / "empty").mkdir()
     base = ["submit", "--out", str(tmp_path / "out"), "--engine", "text", "--executor", "local"]
@@ -40,8 +49,22 @@ def test_bad_input_is_a_one_line_error_with_exit_code_2(tmp_path, sample_pdfs, a
 @pytest.mark.slow
 def test_dry_run_prints_the_scripts_and_creates_nothing(tmp_path, sample_pdfs):
     out = tmp_path / "out"
-    result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(out), "--gpus", "3",
-                    "--engine", "text", "--executor", "local", "--run-id", "dry1", "--dry-run")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        str(sample_pdfs),
+        "--out",
+        str(out),
+        "--gpus",
+        "3",
+        "--engine",
+        "text",
+        "--executor",
+        "local",
+        "--run-id",
+        "dry1",
+        "--dry-run",
+    )
     assert result.exit_code == 0, result.output
     scripts = split_dry_run(result.output)
     assert set(scripts) == {"convert", "collect"}
@@ -79,7 +102,8 @@ def test_local_run_converts_good_pdfs_and_records_bad_ones(tmp_path, sample_pdfs
         assert md.read_text().startswith("\n\n{0}" + "-" * 48)
     assert (out / "en" / "6-7b" / "6-7b.md").read_text() == (out / "zh" / "6-7b" / "6-7b.md").read_text()
     assert (odd.relative_to(sample_pdfs) / "文档 copy").as_posix() in by_pdf[
-        (odd.relative_to(sample_pdfs) / "文档 copy.PDF").as_posix()].output
+        (odd.relative_to(sample_pdfs) / "文档 copy.PDF").as_posix()
+    ].output
     summary = run.summary
     assert summary["ok"] == 8 and summary["failed"] == len(expected_bad) and summary["missing"] == []
     assert {f["pdf"] for f in summary["failures"]} == {f"bad/{n}" for n in expected_bad}
@@ -117,11 +141,27 @@ def test_many_unreadable_pdfs_are_named_up_to_a_limit_then_counted(tmp_path):
     shutil.copy(EXAMPLES / "en" / "upref.pdf", pdfs / "good.pdf")
     for n in range(WILL_FAIL_LINES + 5):
         (pdfs / f"empty-{n:02d}.pdf").write_bytes(b"")
-    result = invoke("submit", "--pdfs", pdfs, "--out", tmp_path / "out", "--engine", "text", "--executor", "local",
-                    "--gpus", "1", "--run-id", "many-bad")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        pdfs,
+        "--out",
+        tmp_path / "out",
+        "--engine",
+        "text",
+        "--executor",
+        "local",
+        "--gpus",
+        "1",
+        "--run-id",
+        "many-bad",
+    )
     lines = result.output.splitlines()
     assert sum(line.startswith("  will fail: ") for line in lines) == WILL_FAIL_LINES
     assert "  ... and 5 more PDFs that will fail" in result.output
-    records = [json.loads(line) for path in (tmp_path / "out/.hpcmarker/runs/many-bad/manifests").glob("*.jsonl")
-               for line in path.read_text().splitlines()]
+    records = [
+        json.loads(line)
+        for path in (tmp_path / "out/.hpcmarker/runs/many-bad/manifests").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
     assert sorted(r["status"] for r in records).count("ok") == 1 and len(records) == WILL_FAIL_LINES + 6

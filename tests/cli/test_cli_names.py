@@ -23,8 +23,17 @@ def _casefolded(path: str) -> str:
 def test_names_that_collide_only_on_a_case_insensitive_filesystem_are_kept_apart():
     from hpc_marker.planning.outnames import output_names
 
-    pdfs = ["x.pdf", "x.PDF", "X.pdf", "sub.pdf", "sub/in.pdf", ".hpcmarker.pdf", "Caf\u00e9.pdf", "cafe\u0301.pdf",
-            "a/b.pdf"]
+    pdfs = [
+        "x.pdf",
+        "x.PDF",
+        "X.pdf",
+        "sub.pdf",
+        "sub/in.pdf",
+        ".hpcmarker.pdf",
+        "Caf\u00e9.pdf",
+        "cafe\u0301.pdf",
+        "a/b.pdf",
+    ]
     renamed = output_names(pdfs)
     names = {pdf: renamed.get(pdf, "") for pdf in pdfs}
     assert names["a/b.pdf"] == "" and names["sub/in.pdf"] == "" and names["Caf\u00e9.pdf"] == ""  # unchanged
@@ -44,9 +53,13 @@ def test_names_that_collide_only_on_a_case_insensitive_filesystem_are_kept_apart
 
 def _same_case_pdfs(folder: Path) -> dict[str, Path]:
     """x.pdf, x.PDF, X.pdf (three different PDFs), and sub.pdf beside sub/in.pdf."""
-    sources = {"x.pdf": EXAMPLES / "en" / "upref.pdf", "x.PDF": EXAMPLES / "zh" / "example-single.pdf",
-               "X.pdf": EXAMPLES / "zh" / "6-7b.pdf", "sub.pdf": EXAMPLES / "en" / "ltxtable.pdf",
-               "sub/in.pdf": EXAMPLES / "en" / "ltnews07.pdf"}
+    sources = {
+        "x.pdf": EXAMPLES / "en" / "upref.pdf",
+        "x.PDF": EXAMPLES / "zh" / "example-single.pdf",
+        "X.pdf": EXAMPLES / "zh" / "6-7b.pdf",
+        "sub.pdf": EXAMPLES / "en" / "ltxtable.pdf",
+        "sub/in.pdf": EXAMPLES / "en" / "ltnews07.pdf",
+    }
     (folder / "sub").mkdir(parents=True)
     for name, source in sources.items():
         shutil.copy(source, folder / name)
@@ -115,8 +128,19 @@ def test_another_output_format_on_the_same_out_keeps_the_first_formats_documents
         assert all(r["text"] == Path(r["output"]).read_text() for r in rows)
     # both formats are current now: a third run in either has nothing to do
     for fmt in ("markdown", "json"):
-        again = invoke("submit", "--pdfs", sample_pdfs, "--out", out, "--engine", "text", "--executor", "local",
-                       "--output-format", fmt)
+        again = invoke(
+            "submit",
+            "--pdfs",
+            sample_pdfs,
+            "--out",
+            out,
+            "--engine",
+            "text",
+            "--executor",
+            "local",
+            "--output-format",
+            fmt,
+        )
         assert again.exit_code == 0 and "already have outputs" in again.output, again.output
     run_local(sample_pdfs, out, "--run-id", "md2", "--force")  # markdown again: the JSON stays, once
     assert json.loads((upref / "upref.json").read_text())["block_type"] == "Document"

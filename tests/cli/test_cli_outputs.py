@@ -22,12 +22,30 @@ def invoke(*args: str):
 @pytest.mark.slow
 def test_json_run_then_garbled_documents_again_then_export(tmp_path, sample_pdfs):
     out = tmp_path / "out"
-    first = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(out), "--gpus", "2", "--engine", "text",
-                   "--executor", "local", "--output-format", "json", "--split-pages", "2", "--run-id", "first")
+    first = invoke(
+        "submit",
+        "--pdfs",
+        str(sample_pdfs),
+        "--out",
+        str(out),
+        "--gpus",
+        "2",
+        "--engine",
+        "text",
+        "--executor",
+        "local",
+        "--output-format",
+        "json",
+        "--split-pages",
+        "2",
+        "--run-id",
+        "first",
+    )
     assert first.exit_code == 0, first.output
     assert "3 garbled pages in 1 document" in first.output and "; JSON in" in first.output
-    documents = sorted(p for p in out.rglob("*.json")
-                       if ".hpcmarker" not in p.parts and not p.name.endswith("_meta.json"))
+    documents = sorted(
+        p for p in out.rglob("*.json") if ".hpcmarker" not in p.parts and not p.name.endswith("_meta.json")
+    )
     assert len(documents) == 6 and not list(out.rglob("*.md"))
     for path in documents:
         assert json.loads(path.read_text())["block_type"] == "Document"
@@ -44,12 +62,26 @@ def test_json_run_then_garbled_documents_again_then_export(tmp_path, sample_pdfs
     assert wrong.exit_code == 2 and "add --select" in wrong.output
     listed = invoke("retry", "first", "--select", "garbled", "--dry-run")
     assert listed.exit_code == 0 and listed.output.splitlines()[1:] == ["  zh/example-single.pdf"], listed.output
-    second = invoke("retry", "first", "--select", "garbled", "--engine", "benchmark", "--output-format", "markdown",
-                    "--run-id", "second")
+    second = invoke(
+        "retry",
+        "first",
+        "--select",
+        "garbled",
+        "--engine",
+        "benchmark",
+        "--output-format",
+        "markdown",
+        "--run-id",
+        "second",
+    )
     assert second.exit_code == 0, second.output
     redone = out / "zh" / "example-single"
-    assert sorted(p.name for p in redone.iterdir()) == ["example-single.json", "example-single.md",  # json kept
-                                                        "example-single_meta-json.json", "example-single_meta.json"]
+    assert sorted(p.name for p in redone.iterdir()) == [
+        "example-single.json",
+        "example-single.md",  # json kept
+        "example-single_meta-json.json",
+        "example-single_meta.json",
+    ]
     assert json.loads((resolve_run("second").record).read_text())["parent"]["run_id"] == "first"
 
     exported = invoke("export", "first", "--format", "parquet", "--to", str(tmp_path / "ds"))

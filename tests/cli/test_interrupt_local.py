@@ -28,10 +28,33 @@ TAG = "HPCMARKER_TEST_RUN_TAG"
 
 def _submit(pdfs: Path, out: Path, run_id: str, tag: str) -> subprocess.Popen:
     env = dict(os.environ, HPCMARKER_BENCH_SECONDS_PER_PAGE="1.0", **{TAG: tag})
-    return subprocess.Popen([sys.executable, "-m", "hpc_marker", "submit", "--pdfs", str(pdfs), "--out", str(out),
-                             "--engine", "benchmark", "--executor", "local", "--gpus", "2", "--split-pages", "0",
-                             "--run-id", run_id], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hpc_marker",
+            "submit",
+            "--pdfs",
+            str(pdfs),
+            "--out",
+            str(out),
+            "--engine",
+            "benchmark",
+            "--executor",
+            "local",
+            "--gpus",
+            "2",
+            "--split-pages",
+            "0",
+            "--run-id",
+            run_id,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _until(condition, timeout_s: float, what: str, poll_s: float = 0.02) -> None:
@@ -82,8 +105,9 @@ def test_ctrl_c_at_any_moment_ends_every_process_of_the_run_and_its_state_says_s
     assert state["ok"] + state["failed"] == converted < state["items"]
     assert [s for s in read_stops(paths.progress).values() if s.cause == RUNNING] == []
     cancel = invoke("cancel", run_id)  # afterwards, cancel tells the truth: nothing was left to cancel
-    assert cancel.exit_code == 0 and "already over" in cancel.output and "cancelled run" not in cancel.output, \
+    assert cancel.exit_code == 0 and "already over" in cancel.output and "cancelled run" not in cancel.output, (
         cancel.output
+    )
 
 
 @pytest.mark.slow
@@ -92,8 +116,11 @@ def test_cancel_while_tasks_start_ends_every_process_and_says_what_it_ended(tmp_
     paths = run_folder(out, run_id)
     submit = _submit(sample_pdfs, out, run_id, tag)
     try:
-        _until(lambda: paths.record.exists() and json.loads(paths.record.read_text() or "{}").get("jobs"), 120,
-               "no job was ever recorded")
+        _until(
+            lambda: paths.record.exists() and json.loads(paths.record.read_text() or "{}").get("jobs"),
+            120,
+            "no job was ever recorded",
+        )
         cancel = invoke("cancel", run_id)  # from another terminal, while the tasks start
         output, _ = submit.communicate(timeout=120)
     finally:
@@ -117,12 +144,14 @@ def test_ctrl_c_before_the_jobs_start_exits_130_and_leaves_no_run_and_a_free_out
 
     out = tmp_path / "out"
     monkeypatch.setattr(launch, "save_plan", interrupted)  # while the run folder is being made
-    result = invoke("submit", "--pdfs", sample_pdfs, "--out", out, "--engine", "text", "--executor", "local",
-                    "--run-id", "cut")
+    result = invoke(
+        "submit", "--pdfs", sample_pdfs, "--out", out, "--engine", "text", "--executor", "local", "--run-id", "cut"
+    )
     assert result.exit_code == INTERRUPTED, result.output
     assert "interrupted" in result.output and "Aborted" not in result.output
     assert not (out / ".hpcmarker" / "runs" / "cut").exists()
     monkeypatch.undo()
-    again = invoke("submit", "--pdfs", sample_pdfs, "--out", out, "--engine", "text", "--executor", "local",
-                   "--run-id", "next")
+    again = invoke(
+        "submit", "--pdfs", sample_pdfs, "--out", out, "--engine", "text", "--executor", "local", "--run-id", "next"
+    )
     assert again.exit_code == 0, again.output

@@ -21,13 +21,17 @@ from hpc_marker.runtime.sizing import fit_local, local_fit_note
 def test_fit_to_cores_and_gpus():
     no_gpu = fit_local(4, 0, "benchmark", 2, [])
     assert (no_gpu.tasks, no_gpu.cores_per_task, no_gpu.gpus, no_gpu.workers) == (2, 1, (), 1)
-    assert local_fit_note(no_gpu, 4, "benchmark", 2, []) == \
-        "note: local run: 2 cores, no GPU: 2 tasks × 1 worker on the CPU (asked --gpus 4)"
+    assert (
+        local_fit_note(no_gpu, 4, "benchmark", 2, [])
+        == "note: local run: 2 cores, no GPU: 2 tasks × 1 worker on the CPU (asked --gpus 4)"
+    )
     assert local_fit_note(fit_local(2, 0, "text", 2, []), 2, "text", 2, []) is None  # as asked: nothing to say
     marker = fit_local(4, 0, "marker", 16, [0, 1])  # a GPU each, the cores shared
     assert (marker.tasks, marker.cores_per_task, marker.gpus, marker.workers) == (2, 8, (0, 1), None)
-    assert local_fit_note(marker, 4, "marker", 16, [0, 1]) == \
-        "note: local run: 16 cores, 2 GPUs (0,1): 2 tasks × auto workers each on its own GPU (asked --gpus 4)"
+    assert (
+        local_fit_note(marker, 4, "marker", 16, [0, 1])
+        == "note: local run: 16 cores, 2 GPUs (0,1): 2 tasks × auto workers each on its own GPU (asked --gpus 4)"
+    )
     on_cpu = fit_local(4, 0, "marker", 6, [])  # marker without a GPU: two cores a worker
     assert (on_cpu.tasks, on_cpu.gpus) == (3, ())
     assert local_fit_note(on_cpu, 4, "marker", 6, []).endswith("3 tasks × auto workers on the CPU (asked --gpus 4)")
@@ -67,13 +71,37 @@ def test_gpus_4_on_2_cores_without_a_gpu_is_2_tasks_of_1_worker_on_the_cpu(tmp_p
     env = {k: v for k, v in os.environ.items() if k != "HPCMARKER_LOCAL_CORES"}
     env.update(CUDA_VISIBLE_DEVICES="", HPCMARKER_BENCH_SECONDS_PER_PAGE="0.05")
     two = sorted(os.sched_getaffinity(0))[:2]
-    done = subprocess.run([sys.executable, "-m", "hpc_marker", "submit", "--pdfs", str(sample_pdfs), "--out", str(out),
-                           "--engine", "benchmark", "--executor", "local", "--gpus", "4", "--min-task-pages", "1",
-                           "--run-id", "fit"], env=env, capture_output=True, text=True, timeout=300,
-                          preexec_fn=lambda: os.sched_setaffinity(0, two))  # a 2-core machine
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpc_marker",
+            "submit",
+            "--pdfs",
+            str(sample_pdfs),
+            "--out",
+            str(out),
+            "--engine",
+            "benchmark",
+            "--executor",
+            "local",
+            "--gpus",
+            "4",
+            "--min-task-pages",
+            "1",
+            "--run-id",
+            "fit",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.sched_setaffinity(0, two),
+    )  # a 2-core machine
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "note: local run: 2 cores, no GPU: 2 tasks × 1 worker on the CPU (asked --gpus 4)" \
-        in done.stderr.splitlines(), done.stderr
+    assert (
+        "note: local run: 2 cores, no GPU: 2 tasks × 1 worker on the CPU (asked --gpus 4)" in done.stderr.splitlines()
+    ), done.stderr
     paths = run_folder(out, "fit")
     assert read_record(paths)["tasks"] == 2 and len(read_record(paths)["jobs"]["convert"]) == 2
     logs = " ".join(p.read_text() for p in paths.jobs.glob("*_log.out"))

@@ -45,8 +45,9 @@ def test_a_task_that_cannot_start_its_engine_leaves_the_run_incomplete_with_the_
     result = invoke("resume", "noengine")
     assert result.exit_code == INCOMPLETE, result.output
     lines = result.output.splitlines()
-    assert any(line.startswith("run noengine: incomplete: 6 of 6 items not converted (engine); Markdown in ")
-               for line in lines), lines
+    assert any(
+        line.startswith("run noengine: incomplete: 6 of 6 items not converted (engine); Markdown in ") for line in lines
+    ), lines
     reason = next(line.strip() for line in lines if line.startswith("  2 tasks (0,1): engine 'marker' cannot run on"))
     assert "marker" in reason and "then: hpcmarker resume noengine" in reason
     assert "Traceback" not in result.output
@@ -81,8 +82,10 @@ def test_status_exit_codes_logs_and_the_out_folder_as_run(tmp_path, sample_pdfs)
     assert "items finished" in logs.output and "TaskResult(" not in logs.output  # a sentence, not a repr
     follow = invoke("logs", "mixed", "--task", "0", "--follow")  # the run is over: prints the log and ends
     assert follow.exit_code == 0 and "==> task 0 stdout" in follow.output and "items finished" in follow.output
-    for args, message in ((["--task", "7"], "--task 7: run mixed has tasks 0 to 1"),
-                          (["--service"], "run mixed has no LLM service")):
+    for args, message in (
+        (["--task", "7"], "--task 7: run mixed has tasks 0 to 1"),
+        (["--service"], "run mixed has no LLM service"),
+    ):
         wrong = invoke("logs", "mixed", *args)
         assert wrong.exit_code == 2 and message in wrong.output and len(wrong.output.splitlines()) == 1
 
@@ -109,7 +112,8 @@ def test_a_second_submit_on_an_active_out_is_refused_naming_the_run(tmp_path, sa
     assert second.exit_code == 2, second.output
     assert second.output.strip() == (
         f"Error: --out {out}: run first is still active there (being submitted); wait for it, or "
-        "`hpcmarker cancel first`, or --force-concurrent to run both at once")
+        "`hpcmarker cancel first`, or --force-concurrent to run both at once"
+    )
     assert [p.name for p in (out / ".hpcmarker" / "runs").iterdir()] == ["first"]  # nothing made
     # once the holder's jobs are over, the folder is taken over by the next run
     from hpc_marker.runstate.outlock import acquire
@@ -123,26 +127,60 @@ def test_a_second_submit_on_an_active_out_is_refused_naming_the_run(tmp_path, sa
 
 
 def test_gpus_far_above_the_work_is_reduced_with_a_note(tmp_path, sample_pdfs):
-    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text", "--executor",
-                    "local", "--gpus", "5000", "--min-task-pages", "4", "--split-pages", "0", "--dry-run")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        sample_pdfs,
+        "--out",
+        tmp_path / "out",
+        "--engine",
+        "text",
+        "--executor",
+        "local",
+        "--gpus",
+        "5000",
+        "--min-task-pages",
+        "4",
+        "--split-pages",
+        "0",
+        "--dry-run",
+    )
     assert result.exit_code == 0, result.output
-    assert "note: --gpus 5000: 2 tasks for 6 PDFs (11 pages; each task gets at least 4: --min-task-pages)" \
-        in result.output
+    assert (
+        "note: --gpus 5000: 2 tasks for 6 PDFs (11 pages; each task gets at least 4: --min-task-pages)" in result.output
+    )
     assert "#SBATCH --array=0-1\n" in result.output
-    many = invoke("plan", "--pdfs", sample_pdfs, "--gpus", "5000", "--min-task-pages", "1", "--split-pages", "0",
-                  "--format", "json")
-    assert many.exit_code == 0 and "note: --gpus 5000: 6 tasks for 6 PDFs (6 work items, one per task at most)" \
-        in many.output
+    many = invoke(
+        "plan",
+        "--pdfs",
+        sample_pdfs,
+        "--gpus",
+        "5000",
+        "--min-task-pages",
+        "1",
+        "--split-pages",
+        "0",
+        "--format",
+        "json",
+    )
+    assert (
+        many.exit_code == 0
+        and "note: --gpus 5000: 6 tasks for 6 PDFs (6 work items, one per task at most)" in many.output
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--split-pages", "-5"], "--split-pages -5: must be 0 (never split) or a number of pages"),
-    (["--lease-seconds", "0"], "--lease-seconds 0: must be positive"),
-    (["--min-task-pages", "0"], "--min-task-pages 0: must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--split-pages", "-5"], "--split-pages -5: must be 0 (never split) or a number of pages"),
+        (["--lease-seconds", "0"], "--lease-seconds 0: must be positive"),
+        (["--min-task-pages", "0"], "--min-task-pages 0: must be at least 1"),
+    ],
+)
 def test_nonsense_numbers_are_refused(tmp_path, sample_pdfs, args, message):
-    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text", "--executor",
-                    "local", *args)
+    result = invoke(
+        "submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text", "--executor", "local", *args
+    )
     assert result.exit_code == 2 and message in result.output and len(result.output.splitlines()) == 1
     assert not (tmp_path / "out" / ".hpcmarker").exists()
 
@@ -150,28 +188,71 @@ def test_nonsense_numbers_are_refused(tmp_path, sample_pdfs, args, message):
 @pytest.mark.slow
 def test_resume_takes_new_resources_and_refuses_bad_ones(tmp_path, sample_pdfs):
     prepared = make_run(sample_pdfs, tmp_path / "out", gpus=2, run_id="again")
-    for args, message in ((["--time", "soon"], "--time 'soon'"), (["--gpus", "0"], "--gpus 0: must be at least 1"),
-                          (["--cpus-per-task", "0"], "--cpus-per-task 0: must be at least 1"),
-                          (["--item-timeout", "never"], "--item-timeout 'never'")):
+    for args, message in (
+        (["--time", "soon"], "--time 'soon'"),
+        (["--gpus", "0"], "--gpus 0: must be at least 1"),
+        (["--cpus-per-task", "0"], "--cpus-per-task 0: must be at least 1"),
+        (["--item-timeout", "never"], "--item-timeout 'never'"),
+    ):
         result = invoke("resume", "again", *args)
         assert result.exit_code == 2 and message in result.output, result.output
     assert RunRecord(**json.loads(prepared.paths.record.read_text())).time_limit == prepared.record.time_limit
-    result = invoke("resume", "again", "--time", "3:00:00", "--mem", "8G", "--cpus-per-task", "1",
-                    "--item-timeout", "600", "--gpus", "1")
+    result = invoke(
+        "resume",
+        "again",
+        "--time",
+        "3:00:00",
+        "--mem",
+        "8G",
+        "--cpus-per-task",
+        "1",
+        "--item-timeout",
+        "600",
+        "--gpus",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     record = RunRecord(**json.loads(prepared.paths.record.read_text()))
-    assert (record.time_limit, record.mem, record.cpus_per_task, record.item_timeout, record.gpus) == \
-        ("3:00:00", "8G", 1, "600", 1)
+    assert (record.time_limit, record.mem, record.cpus_per_task, record.item_timeout, record.gpus) == (
+        "3:00:00",
+        "8G",
+        1,
+        "600",
+        1,
+    )
     assert "resubmitted tasks 0 as" in result.output  # --gpus 1: one task, which steals the other's share
     assert "finished: 6 ok of 6 items" in result.output
 
 
 def _submit_in_background(pdfs: Path, out: Path, run_id: str) -> subprocess.Popen:
     env = dict(os.environ, HPCMARKER_BENCH_SECONDS_PER_PAGE="1.5")
-    return subprocess.Popen([sys.executable, "-m", "hpc_marker", "submit", "--pdfs", str(pdfs), "--out", str(out),
-                             "--engine", "benchmark", "--executor", "local", "--gpus", "2", "--split-pages", "0",
-                             "--run-id", run_id], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hpc_marker",
+            "submit",
+            "--pdfs",
+            str(pdfs),
+            "--out",
+            str(out),
+            "--engine",
+            "benchmark",
+            "--executor",
+            "local",
+            "--gpus",
+            "2",
+            "--split-pages",
+            "0",
+            "--run-id",
+            run_id,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _wait_for_a_record(out: Path, run_id: str) -> None:
@@ -226,6 +307,7 @@ def test_a_name_too_long_for_its_side_file_is_flagged_and_converts(tmp_path, sam
     run = run_local(pdfs, out, "--gpus", "1", "--split-pages", "1")  # parts of a split PDF too
     assert "note: 2 PDF names are too long for `<name>_meta.json` (255 bytes)" in run.output
     assert (out / name[:-4] / f"{name[:-4]}.md").is_file()
-    again = invoke("submit", "--pdfs", pdfs, "--out", out, "--engine", "text", "--executor", "local",
-                   "--split-pages", "1")
+    again = invoke(
+        "submit", "--pdfs", pdfs, "--out", out, "--engine", "text", "--executor", "local", "--split-pages", "1"
+    )
     assert again.exit_code == 0 and "all 2 PDFs already have outputs" in again.output  # its metadata is found

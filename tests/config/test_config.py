@@ -27,8 +27,20 @@ def layers(tmp_path, monkeypatch):
 
 
 def tasks_of_dry_run(sample_pdfs, tmp_path, *args: str) -> int:
-    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "o", "--executor", "local", "--dry-run",
-                    "--min-task-pages", "1", *args, default_map=load_config().default_map())
+    result = invoke(
+        "submit",
+        "--pdfs",
+        sample_pdfs,
+        "--out",
+        tmp_path / "o",
+        "--executor",
+        "local",
+        "--dry-run",
+        "--min-task-pages",
+        "1",
+        *args,
+        default_map=load_config().default_map(),
+    )
     assert result.exit_code == 0, result.output
     return int(re.search(r"#SBATCH --array=0-(\d+)", result.output).group(1)) + 1
 
@@ -47,10 +59,24 @@ def test_each_layer_overrides_the_one_below(layers, sample_pdfs, tmp_path, monke
 
 def test_profile_values_fill_what_the_user_did_not_set(layers, sample_pdfs, tmp_path):
     site, _ = layers
-    site.write_text('[profiles.big]\ntemplate = "generic"\ngres = "gpu:h100:1"\ncpus_per_task = 16\n'
-                    'account = "proj 7"\nsetup = ["module load cuda"]\n')
-    args = ["submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "o"), "--executor", "local", "--dry-run",
-            "--engine", "text", "--profile", "big"]
+    site.write_text(
+        '[profiles.big]\ntemplate = "generic"\ngres = "gpu:h100:1"\ncpus_per_task = 16\n'
+        'account = "proj 7"\nsetup = ["module load cuda"]\n'
+    )
+    args = [
+        "submit",
+        "--pdfs",
+        str(sample_pdfs),
+        "--out",
+        str(tmp_path / "o"),
+        "--executor",
+        "local",
+        "--dry-run",
+        "--engine",
+        "text",
+        "--profile",
+        "big",
+    ]
     out = invoke(*args).output
     assert "#SBATCH --gres=gpu:h100:1\n" in out and "#SBATCH --cpus-per-task=16\n" in out
     assert "#SBATCH --account='proj 7'\n" in out and "\nmodule load cuda\n" in out
@@ -59,10 +85,9 @@ def test_profile_values_fill_what_the_user_did_not_set(layers, sample_pdfs, tmp_
 
 
 def test_unknown_keys_are_errors_naming_the_valid_ones(layers):
-    site, user = layers
+    _site, user = layers
     user.write_text("[submit]\ngpu = 2\n")
-    result = subprocess.run([sys.executable, "-m", "hpc_marker", "config", "show"], capture_output=True,
-                            text=True)
+    result = subprocess.run([sys.executable, "-m", "hpc_marker", "config", "show"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "unknown keys gpu; valid keys:" in result.stderr and "gpus" in result.stderr
     user.write_text('[profiles.x]\ntemplate = "generic"\naccunt = "a"\n')
@@ -81,16 +106,31 @@ def test_config_show_names_the_source_of_each_value(layers, monkeypatch):
 
 
 def test_unknown_profile_is_a_clear_error(layers, sample_pdfs, tmp_path):
-    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "o", "--executor", "local", "--engine", "text",
-                    "--profile", "nope")
-    assert result.exit_code == 2 and "unknown profile 'nope'; profiles: a100-account, apptainer, generic" in result.output
+    result = invoke(
+        "submit",
+        "--pdfs",
+        sample_pdfs,
+        "--out",
+        tmp_path / "o",
+        "--executor",
+        "local",
+        "--engine",
+        "text",
+        "--profile",
+        "nope",
+    )
+    assert (
+        result.exit_code == 2 and "unknown profile 'nope'; profiles: a100-account, apptainer, generic" in result.output
+    )
 
 
 def test_templates_check_rejects_unknown_variables_and_shell_errors(layers, tmp_path, monkeypatch):
     monkeypatch.setenv("HPCMARKER_CHECK_SBATCH", "0")
     folder = tmp_path / "tpl"
-    for name, body in {"typo": "#!/bin/bash\n#SBATCH --account={{ acount }}\nexec {{ command }}\n",
-                       "broken": "#!/bin/bash\nif [ -n {{ run_id }} ]; then\nexec {{ command }}\n"}.items():
+    for name, body in {
+        "typo": "#!/bin/bash\n#SBATCH --account={{ acount }}\nexec {{ command }}\n",
+        "broken": "#!/bin/bash\nif [ -n {{ run_id }} ]; then\nexec {{ command }}\n",
+    }.items():
         (folder / name).mkdir(parents=True)
         for role in ("service", "convert", "collect"):
             (folder / name / f"{role}.sbatch.j2").write_text(body)

@@ -18,6 +18,7 @@ def test_missing_pieces_are_named_by_kind_in_one_short_line():
     assert describe_missing(MARKER_2_EMPTY) == (
         "font GoNotoCurrent-Regular.ttf; models surya_layout2, surya_layout2/order, ocr_error_detection; "
         "GGUF files surya-2.gguf, surya-2-mmproj.gguf; "
-        "llama-server binary (llamacpp backend; or set SURYA_INFERENCE_URL)")
+        "llama-server binary (llamacpp backend; or set SURYA_INFERENCE_URL)"
+    )
     assert [is_cache_piece(p) for p in MARKER_2_EMPTY].count(False) == 1
     assert describe_missing(["model s3://layout/2025_09_23 (/m/layout/2025_09_23/manifest.json)"]) == "model layout"

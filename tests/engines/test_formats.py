@@ -97,7 +97,8 @@ def test_empty_and_garbled_thresholds():
     assert not check_page(0, "\t\n\r\x0b\x0c\x85\xa0 " * 50 + "a" * 20)["garbled"]  # whitespace is not bad
     assert check_pages([(3, ""), (4, "ok " * 10)]) == [
         {"page": 3, "chars": 0, "bad_chars": 0, "empty": True, "garbled": False},
-        {"page": 4, "chars": 20, "bad_chars": 0, "empty": False, "garbled": False}]
+        {"page": 4, "chars": 20, "bad_chars": 0, "empty": False, "garbled": False},
+    ]
     assert flagged_pages(None) == {"empty_pages": None, "garbled_pages": None}
 
 
@@ -110,23 +111,45 @@ def _parts(fmt: str) -> list[str]:
         pages = [page_marker(0) + "zero", page_marker(1) + "one", page_marker(3) + "three"]
         return [pages[0] + pages[1], lost_page(fmt, 2, "timeout", True), pages[2]]
     if fmt == "html":
+
         def page(i: int, text: str) -> str:
             return f"<div class='page' data-page-id='{i}'><p>{text}</p></div>"
+
         head, tail = "<!DOCTYPE html>\n<html><head><meta charset='utf-8'/></head><body>", "</body></html>\n"
-        return [head + page(0, "zero") + page(1, "one") + tail, lost_page(fmt, 2, "timeout", True),
-                head + page(3, "three") + tail]
+        return [
+            head + page(0, "zero") + page(1, "one") + tail,
+            lost_page(fmt, 2, "timeout", True),
+            head + page(3, "three") + tail,
+        ]
     if fmt == "json":
+
         def page(i: int, text: str) -> dict:
-            leaf = {"id": f"/page/{i}/Text/1", "block_type": "Text", "html": f"<p>{text}</p>", "polygon": [],
-                    "bbox": [], "children": None}
-            return {"id": f"/page/{i}/Page/0", "block_type": "Page", "html": "<content-ref src='x'>",
-                    "polygon": [], "bbox": [], "children": [leaf]}
+            leaf = {
+                "id": f"/page/{i}/Text/1",
+                "block_type": "Text",
+                "html": f"<p>{text}</p>",
+                "polygon": [],
+                "bbox": [],
+                "children": None,
+            }
+            return {
+                "id": f"/page/{i}/Page/0",
+                "block_type": "Page",
+                "html": "<content-ref src='x'>",
+                "polygon": [],
+                "bbox": [],
+                "children": [leaf],
+            }
+
         doc = lambda *pages: json.dumps({"children": list(pages), "block_type": "Document"}, indent=2)
         return [doc(page(0, "zero"), page(1, "one")), lost_page(fmt, 2, "timeout", True), doc(page(3, "three"))]
+
     def block(i: int, text: str) -> dict:
         return {"id": f"/page/{i}/Text/1", "block_type": "Text", "html": f"<p>{text}</p>", "page": 0}
-    doc = lambda pages: json.dumps({"blocks": [block(i, t) for i, t in pages],
-                                    "page_info": {str(i): {"bbox": [0, 0, 1, 1]} for i, _ in pages}})
+
+    doc = lambda pages: json.dumps(
+        {"blocks": [block(i, t) for i, t in pages], "page_info": {str(i): {"bbox": [0, 0, 1, 1]} for i, _ in pages}}
+    )
     return [doc([(0, "zero"), (1, "one")]), lost_page(fmt, 2, "timeout", True), doc([(3, "three")])]
 
 
@@ -158,11 +181,16 @@ def test_unpaginated_formats_keep_no_page_texts_but_show_the_lost_page(fmt):
 
 
 def test_merge_documents_unites_images_and_list_metadata_in_page_order():
-    first = ConvertedDocument(text=page_marker(0) + "a", images={"_page_0_Picture_1.jpeg": b"0"},
-                              metadata={"page_stats": [{"page_id": 0}], "text_layer": [{"page": 0}],
-                                        "engine": "marker"})
-    second = ConvertedDocument(text=page_marker(2) + "c", images={"_page_2_Picture_1.jpeg": b"2"},
-                               metadata={"page_stats": [{"page_id": 2}], "engine": "other"})
+    first = ConvertedDocument(
+        text=page_marker(0) + "a",
+        images={"_page_0_Picture_1.jpeg": b"0"},
+        metadata={"page_stats": [{"page_id": 0}], "text_layer": [{"page": 0}], "engine": "marker"},
+    )
+    second = ConvertedDocument(
+        text=page_marker(2) + "c",
+        images={"_page_2_Picture_1.jpeg": b"2"},
+        metadata={"page_stats": [{"page_id": 2}], "engine": "other"},
+    )
     merged = merge_documents([first, lost_page_document("markdown", 1, "failed: boom", True), second], True)
     assert merged.images == {"_page_0_Picture_1.jpeg": b"0", "_page_2_Picture_1.jpeg": b"2"}
     assert merged.metadata["page_stats"] == [{"page_id": 0}, {"page_id": 2}]
@@ -174,9 +202,12 @@ def test_merge_documents_unites_images_and_list_metadata_in_page_order():
 @pytest.mark.parametrize("fmt", OUTPUT_FORMATS)
 def test_staged_parts_read_back_and_merge_in_their_format(tmp_path: Path, fmt):
     parts = _parts(fmt)
-    folders = [stage_document(tmp_path, f"p{i}", "doc", ConvertedDocument(text=t, format=fmt,
-                                                                            images={f"_page_{i}_x.png": b"i"}))
-               for i, t in enumerate(parts)]
+    folders = [
+        stage_document(
+            tmp_path, f"p{i}", "doc", ConvertedDocument(text=t, format=fmt, images={f"_page_{i}_x.png": b"i"})
+        )
+        for i, t in enumerate(parts)
+    ]
     assert sorted(p.name for p in folders[0].iterdir()) == ["_page_0_x.png", file_name("doc", fmt), "doc_meta.json"]
     assert read_document(folders[1], "doc", fmt).text == parts[1]
     merged = merge_parts(folders, "doc", fmt, paginate=True)

@@ -104,7 +104,7 @@ def test_check_without_marker_gives_install_hint(monkeypatch):
     monkeypatch.setattr(engine_mod.metadata, "version", version)
     for name in ("marker", "marker.config", "marker.config.crawler", "surya"):
         monkeypatch.setitem(sys.modules, name, None)  # any import of marker now fails
-    hint = 'engine \'marker\' needs marker-pdf: pip install "hpc-marker[marker]"'
+    hint = "engine 'marker' needs marker-pdf: pip install \"hpc-marker[marker]\""
     for call in (
         lambda: check_engine("marker", EngineOptions()),
         lambda: create_engine("marker", EngineOptions(force_ocr=True)),
@@ -163,7 +163,9 @@ def test_config_is_applied_by_marker_classes(marker_pkg, tmp_path):
 
     pdf = make_pdf(tmp_path / "doc.pdf", pages=4)
     extra = {"extract_images": False, "MarkdownRenderer_page_separator": "=" * 10}
-    config = engine_mod.build_marker_config(EngineOptions(paginate=True, force_ocr=True, extra_config=extra), range(1, 3))
+    config = engine_mod.build_marker_config(
+        EngineOptions(paginate=True, force_ocr=True, extra_config=extra), range(1, 3)
+    )
     assert set(config) - {"output_format"} <= crawler.attr_set  # every key is one marker applies
     assert config["extract_images"] is False  # falsy values survive (1.10's CLI drops them)
     provider = PdfProvider(str(pdf), config)
@@ -207,7 +209,10 @@ def test_bad_extra_config_is_unavailable(marker_pkg, extra, named):
 
 @pytest.mark.marker
 def test_valid_extra_config_passes_and_follows_the_version(marker_pkg):
-    check_engine("marker", EngineOptions(extra_config={"extract_images": False, "MarkdownRenderer_html_tables_in_markdown": True}))
+    check_engine(
+        "marker",
+        EngineOptions(extra_config={"extract_images": False, "MarkdownRenderer_html_tables_in_markdown": True}),
+    )
     v1 = metadata.version("marker-pdf").startswith("1.")
     valid, gone = ("row_split_threshold", "ocr_full_page") if v1 else ("ocr_full_page", "row_split_threshold")
     check_engine("marker", EngineOptions(extra_config={valid: 0.5}))
@@ -247,8 +252,12 @@ def test_local_run_without_weights_stops_at_once_and_fails_no_item(tmp_path, mon
     from hpc_marker.runstate.progress import read_commits
     from hpc_marker.runstate.stops import ENGINE_CACHE, read_stops
 
-    for name, value in (("MODEL_CACHE_DIR", "models"), ("FONT_PATH", "fonts/GoNotoCurrent-Regular.ttf"),
-                        ("HF_HOME", "hf"), ("HF_HUB_CACHE", "hf/hub")):
+    for name, value in (
+        ("MODEL_CACHE_DIR", "models"),
+        ("FONT_PATH", "fonts/GoNotoCurrent-Regular.ttf"),
+        ("HF_HOME", "hf"),
+        ("HF_HUB_CACHE", "hf/hub"),
+    ):
         monkeypatch.setenv(name, str(tmp_path / "empty" / value))
     monkeypatch.setenv("SURYA_INFERENCE_BACKEND", "llamacpp")  # 2.x: no GPU here; 1.x ignores it
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -256,8 +265,19 @@ def test_local_run_without_weights_stops_at_once_and_fails_no_item(tmp_path, mon
     pdfs.mkdir()
     for i in range(3):
         make_pdf(pdfs / f"doc{i}.pdf", pages=2)
-    result = invoke("submit", "--pdfs", pdfs, "--out", tmp_path / "out", "--engine", "marker", "--inference-server",
-                    "off", "--executor", "local")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        pdfs,
+        "--out",
+        tmp_path / "out",
+        "--engine",
+        "marker",
+        "--inference-server",
+        "off",
+        "--executor",
+        "local",
+    )
     assert result.exit_code == 4, result.output
     paths = resolve_run(None)
     assert manifest_records(paths) == [] and read_commits(paths.progress).empty
@@ -287,9 +307,13 @@ def test_cache_env_vars_move_caches(marker_pkg, tmp_path):
         """
     )
     env = {
-        "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "FONT_PATH": str(tmp_path / "f" / "font.ttf"),
-        "MODEL_CACHE_DIR": str(tmp_path / "models"), "HF_HOME": str(tmp_path / "hf"),
-        "SURYA_INFERENCE_BACKEND": "llamacpp", "LLAMA_CPP_BINARY": str(tmp_path / "none"),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "FONT_PATH": str(tmp_path / "f" / "font.ttf"),
+        "MODEL_CACHE_DIR": str(tmp_path / "models"),
+        "HF_HOME": str(tmp_path / "hf"),
+        "SURYA_INFERENCE_BACKEND": "llamacpp",
+        "LLAMA_CPP_BINARY": str(tmp_path / "none"),
     }
     run = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -325,8 +349,14 @@ def test_complete_cache_is_accepted_and_a_hole_is_named(empty_caches, monkeypatc
         (empty_caches / "bin").mkdir()
         (empty_caches / "bin" / "llama-server").write_text("#!/bin/sh\n")
     else:
-        checkpoints = [s.LAYOUT_MODEL_CHECKPOINT, s.RECOGNITION_MODEL_CHECKPOINT, s.FOUNDATION_MODEL_CHECKPOINT,
-                       s.TABLE_REC_MODEL_CHECKPOINT, s.DETECTOR_MODEL_CHECKPOINT, s.OCR_ERROR_MODEL_CHECKPOINT]
+        checkpoints = [
+            s.LAYOUT_MODEL_CHECKPOINT,
+            s.RECOGNITION_MODEL_CHECKPOINT,
+            s.FOUNDATION_MODEL_CHECKPOINT,
+            s.TABLE_REC_MODEL_CHECKPOINT,
+            s.DETECTOR_MODEL_CHECKPOINT,
+            s.OCR_ERROR_MODEL_CHECKPOINT,
+        ]
     for checkpoint in checkpoints:
         local = empty_caches / "models" / checkpoint.removeprefix("s3://")
         local.mkdir(parents=True, exist_ok=True)
@@ -363,8 +393,16 @@ def test_engine_converts_through_marker_converter(empty_caches, monkeypatch, tmp
     (empty_caches / "fonts").mkdir()
     (empty_caches / "fonts" / "GoNotoCurrent-Regular.ttf").write_bytes(b"font")
     fake_models = dict.fromkeys(
-        ["layout_model", "recognition_model", "table_rec_model", "detection_model", "ocr_error_model",
-         "fast_layout_model", "inference_manager"], object()
+        [
+            "layout_model",
+            "recognition_model",
+            "table_rec_model",
+            "detection_model",
+            "ocr_error_model",
+            "fast_layout_model",
+            "inference_manager",
+        ],
+        object(),
     )
     monkeypatch.setattr(marker.models, "create_model_dict", lambda: dict(fake_models))
     threads = torch.get_num_threads()
@@ -381,8 +419,14 @@ def test_engine_converts_through_marker_converter(empty_caches, monkeypatch, tmp
     json.dumps(doc.metadata)
     assert engine.convert(pdf, None).text.count("hello marker") == 4
 
-    rendered = MarkdownOutput(markdown="![](_page_0_Picture_1.jpeg)", images={"_page_0_Picture_1.jpeg": Image.new("RGBA", (4, 4))}, metadata={})
-    assert engine_mod.document_from_rendered(rendered, EngineOptions()).images["_page_0_Picture_1.jpeg"][:2] == b"\xff\xd8"
+    rendered = MarkdownOutput(
+        markdown="![](_page_0_Picture_1.jpeg)",
+        images={"_page_0_Picture_1.jpeg": Image.new("RGBA", (4, 4))},
+        metadata={},
+    )
+    assert (
+        engine_mod.document_from_rendered(rendered, EngineOptions()).images["_page_0_Picture_1.jpeg"][:2] == b"\xff\xd8"
+    )
 
     def broken(fp):
         raise ValueError("cannot parse xref\nsecond line")
@@ -405,7 +449,7 @@ def test_inference_url_replaces_local_vlm(empty_caches, monkeypatch):
         pytest.skip("marker 1.x runs its models in-process")
 
     class Health(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):
             self.send_response(200 if self.path == "/health" else 404)
             self.end_headers()
 
@@ -465,14 +509,30 @@ def test_run_vllm_service_becomes_markers_openai_service_and_reaches_the_front(m
     secret, model, port, requests = "s3cr3t-" + "x" * 40, "org/tiny-instruct", free_port(), tmp_path / "requests.log"
     env = dict(os.environ, VLLM_API_KEY="upstream-key", STANDIN_VLLM_REQUEST_LOG=str(requests))
     vllm = start_vllm(port, model, env)
-    front = Front(f"http://127.0.0.1:{port}", secret, allowed=ALLOWED_VLLM, capacity=4, log=lambda line: None,
-                  upstream_headers={"Authorization": "Bearer upstream-key"}).start()
+    front = Front(
+        f"http://127.0.0.1:{port}",
+        secret,
+        allowed=ALLOWED_VLLM,
+        capacity=4,
+        log=lambda line: None,
+        upstream_headers={"Authorization": "Bearer upstream-key"},
+    ).start()
     try:
-        llm = {"url": front.url, "model": model, "secret": secret, "server": "vllm", "task": "2.4242",
-               "max_concurrency": 7, "timeout_s": 1234, "max_retries": 1}
+        llm = {
+            "url": front.url,
+            "model": model,
+            "secret": secret,
+            "server": "vllm",
+            "task": "2.4242",
+            "max_concurrency": 7,
+            "timeout_s": 1234,
+            "max_retries": 1,
+        }
         options = EngineOptions(llm=llm)
-        assert ConfigParser(engine_mod.cli_options(options, range(2))).get_llm_service() == \
-            "marker.services.openai.OpenAIService"
+        assert (
+            ConfigParser(engine_mod.cli_options(options, range(2))).get_llm_service()
+            == "marker.services.openai.OpenAIService"
+        )
         config = engine_mod.build_marker_config(options, range(2))
         assert config["use_llm"] is True and config["openai_model"] == model and config["openai_api_key"] == secret
         assert config["openai_base_url"] == f"{front.url}/task/2.4242/v1" and secret not in config["openai_base_url"]
@@ -489,7 +549,10 @@ def test_run_vllm_service_becomes_markers_openai_service_and_reaches_the_front(m
         assert LLMTableProcessor(service, config).max_concurrency == 7  # the budget reaches marker's processors
         wrong = OpenAIService({**config, "openai_api_key": "not-the-secret", "max_retries": 0})
         assert wrong("Fix this block.", None, None, Answer) == {}  # marker's silent failure; refused at the front
-        assert front.stats()["denied"] >= 1 and read_request_log(requests).count(f"POST /v1/chat/completions model={model}") == 1
+        assert (
+            front.stats()["denied"] >= 1
+            and read_request_log(requests).count(f"POST /v1/chat/completions model={model}") == 1
+        )
         mine = engine_mod.build_marker_config(EngineOptions(llm=llm, extra_config={"max_concurrency": 2}), range(1))
         assert mine["max_concurrency"] == 2 and mine["timeout"] == 1234  # --marker-config wins over the budget
         assert secret not in repr(options)
@@ -541,8 +604,14 @@ def test_vllm_serve_argv_is_suryas_docker_command(surya2, monkeypatch):
 
     def fake_attach(backend, expected_model_name, spawn_fn, health_url_for, openai_url_for, startup_timeout):
         spawn_fn(43210)
-        return SpawnedServer(base_url=openai_url_for(43210), health_url=health_url_for(43210),
-                                        model_name=expected_model_name, pid=None, backend=backend, spawned_by_us=True)
+        return SpawnedServer(
+            base_url=openai_url_for(43210),
+            health_url=health_url_for(43210),
+            model_name=expected_model_name,
+            pid=None,
+            backend=backend,
+            spawned_by_us=True,
+        )
 
     monkeypatch.setattr(surya2, "SURYA_INFERENCE_URL", None)
     monkeypatch.setattr(surya_vllm, "_resolve_docker_binary", lambda: "docker")
@@ -550,10 +619,14 @@ def test_vllm_serve_argv_is_suryas_docker_command(surya2, monkeypatch):
     monkeypatch.setattr(surya_vllm, "attach_or_spawn", fake_attach)
     surya_vllm.VllmBackend().start()
     docker = captured[0]
-    theirs = _options(docker[docker.index(surya2.VLLM_DOCKER_IMAGE) + 1:])
+    theirs = _options(docker[docker.index(surya2.VLLM_DOCKER_IMAGE) + 1 :])
     settings = inference.InferenceSettings(mode="native")
-    ours = inference.server_argv(settings, inference.VlmSettings.from_surya(surya2, {}), 43210,
-                                 inference.vllm_capacity(surya_vllm.GPU_VRAM_GB[surya2.VLLM_GPU_TYPE]))
+    ours = inference.server_argv(
+        settings,
+        inference.VlmSettings.from_surya(surya2, {}),
+        43210,
+        inference.vllm_capacity(surya_vllm.GPU_VRAM_GB[surya2.VLLM_GPU_TYPE]),
+    )
     assert ours[:3] == ["vllm", "serve", theirs.pop("--model")]
     mine = _options(ours[3:])
     assert (mine.pop("--host"), mine.pop("--port")) == ("127.0.0.1", "43210")
@@ -571,12 +644,16 @@ def test_surya_client_uses_the_task_server_and_spawns_nothing(surya2, tmp_path):
     tripwire = tmp_path / "docker-was-called"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "docker").write_text(f"#!/bin/sh\necho \"$@\" > {tripwire}\nexit 1\n")
+    (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$@" > {tripwire}\nexit 1\n')
     (bin_dir / "docker").chmod(0o755)
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("SURYA_", "VLLM_", "STANDIN_"))}
-    environ.update(PATH=f"{bin_dir}{os.pathsep}{REPO / 'tests' / 'standin'}{os.pathsep}{os.environ['PATH']}",
-                   HOME=str(tmp_path / "home"), VLLM_GPU_TYPE="a100", CUDA_VISIBLE_DEVICES="0",
-                   STANDIN_VLLM_REQUEST_LOG=str(tmp_path / "requests.log"))
+    environ.update(
+        PATH=f"{bin_dir}{os.pathsep}{REPO / 'tests' / 'standin'}{os.pathsep}{os.environ['PATH']}",
+        HOME=str(tmp_path / "home"),
+        VLLM_GPU_TYPE="a100",
+        CUDA_VISIBLE_DEVICES="0",
+        STANDIN_VLLM_REQUEST_LOG=str(tmp_path / "requests.log"),
+    )
     script = textwrap.dedent(
         """
         import json
@@ -594,17 +671,30 @@ def test_surya_client_uses_the_task_server_and_spawns_nothing(surya2, tmp_path):
         """
     )
     settings = InferenceSettings(mode="native", startup_timeout_s=30, stop_grace_s=5)
-    with task_inference_server(settings, tmp_path / "inference.log", log=lambda _: None, workers=2,
-                               environ=environ) as env:
-        run = subprocess.run([sys.executable, "-c", script], env=dict(environ, **env), cwd=REPO,
-                             capture_output=True, text=True, timeout=300)
+    with task_inference_server(
+        settings, tmp_path / "inference.log", log=lambda _: None, workers=2, environ=environ
+    ) as env:
+        run = subprocess.run(
+            [sys.executable, "-c", script],
+            env=dict(environ, **env),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         health = httpx.get(env["SURYA_INFERENCE_URL"].removesuffix("/v1") + "/health", trust_env=False)
         assert health.status_code == 200  # the worker's close and exit left the task's server alone
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert result == {"method": "vllm", "url": env["SURYA_INFERENCE_URL"], "spawned": False,
-                      "model": "datalab-to/surya-ocr-2", "parallel": int(env["SURYA_INFERENCE_PARALLEL"]),
-                      "raw": "<p>Stand-in OCR text.</p>", "error": False}
+    assert result == {
+        "method": "vllm",
+        "url": env["SURYA_INFERENCE_URL"],
+        "spawned": False,
+        "model": "datalab-to/surya-ocr-2",
+        "parallel": int(env["SURYA_INFERENCE_PARALLEL"]),
+        "raw": "<p>Stand-in OCR text.</p>",
+        "error": False,
+    }
     assert env["SURYA_INFERENCE_PARALLEL"] == "36"  # a100 (40 GB): max_num_seqs 48, x1.5 over 2 workers
     requests = (tmp_path / "requests.log").read_text()
     assert "POST /v1/chat/completions model=datalab-to/surya-ocr-2" in requests
@@ -623,7 +713,8 @@ def test_native_vllm_needs_only_the_weights_in_the_hf_cache(empty_caches, surya2
     (bin_dir / "vllm").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin:/bin")
     assert engine_mod._vlm_pieces(surya2) == [
-        f"Hugging Face model {surya2.SURYA_MODEL_CHECKPOINT} (HF cache {empty_caches / 'hf'})"]
+        f"Hugging Face model {surya2.SURYA_MODEL_CHECKPOINT} (HF cache {empty_caches / 'hf'})"
+    ]
     _fake_hub(empty_caches / "hf", surya2.SURYA_MODEL_CHECKPOINT, ["config.json", "model.safetensors"])
     assert engine_mod._vlm_pieces(surya2) == []
     monkeypatch.setenv("PATH", str(empty_caches / "nothing"))  # neither vllm nor docker

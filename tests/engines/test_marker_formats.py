@@ -25,8 +25,12 @@ from hpc_marker.engines.formats import (
 from hpc_marker.runstate.output import merge_documents
 
 pytestmark = pytest.mark.marker
-RENDERERS = {"markdown": "marker.renderers.markdown.MarkdownRenderer", "json": "marker.renderers.json.JSONRenderer",
-             "html": "marker.renderers.html.HTMLRenderer", "chunks": "marker.renderers.chunk.ChunkRenderer"}
+RENDERERS = {
+    "markdown": "marker.renderers.markdown.MarkdownRenderer",
+    "json": "marker.renderers.json.JSONRenderer",
+    "html": "marker.renderers.html.HTMLRenderer",
+    "chunks": "marker.renderers.chunk.ChunkRenderer",
+}
 
 
 @pytest.fixture

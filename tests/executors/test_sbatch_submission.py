@@ -42,17 +42,27 @@ def fake_sbatch(tmp_path, monkeypatch) -> Path:
 def test_an_array_is_queued_as_rendered_with_each_call_where_the_runner_loads_it(tmp_path, fake_sbatch):
     jobs = tmp_path / "jobs"
     calls = [DelayedSubmission(functools.partial(divmod, 100, task)) for task in (7, 9, 11)]
-    ids = submit_script(jobs, "#!/bin/bash\n#SBATCH --array=0-2\nexec true\n", calls, timeout_min=20,
-                        array_indices=[0, 1, 2], dependency="after:7")
+    ids = submit_script(
+        jobs,
+        "#!/bin/bash\n#SBATCH --array=0-2\nexec true\n",
+        calls,
+        timeout_min=20,
+        array_indices=[0, 1, 2],
+        dependency="after:7",
+    )
     assert ids == ["42_0", "42_1", "42_2"]
     assert (fake_sbatch / "argv").read_text().split()[0] == "--dependency=after:7"
     assert (fake_sbatch / "script").read_text() == (jobs / "42_submission.sh").read_text()
-    for job_id, task in zip(ids, (7, 9, 11)):  # what submitit's runner loads for this task, and runs
+    for job_id, task in zip(ids, (7, 9, 11), strict=False):  # what submitit's runner loads for this task, and runs
         pickle = submitit.SlurmJob(folder=jobs, job_id=job_id).paths.submitted_pickle
         assert pickle == jobs / f"{job_id}_submitted.pkl"
         assert DelayedSubmission.load(pickle).result() == divmod(100, task)
-    assert sorted(p.name for p in jobs.iterdir()) == ["42_0_submitted.pkl", "42_1_submitted.pkl",
-                                                      "42_2_submitted.pkl", "42_submission.sh"]
+    assert sorted(p.name for p in jobs.iterdir()) == [
+        "42_0_submitted.pkl",
+        "42_1_submitted.pkl",
+        "42_2_submitted.pkl",
+        "42_submission.sh",
+    ]
 
 
 def test_a_single_job_has_no_dependency_flag_and_its_own_pickle(tmp_path, fake_sbatch):
@@ -66,10 +76,12 @@ def test_a_single_job_has_no_dependency_flag_and_its_own_pickle(tmp_path, fake_s
 def test_a_refused_submission_says_why_and_leaves_nothing_behind(tmp_path, fake_sbatch, monkeypatch):
     monkeypatch.setenv("FAKE_REFUSE", "Batch job submission failed: Invalid account")
     with pytest.raises(SlurmError) as refused:
-        submit_script(tmp_path / "jobs", "#!/bin/bash\n", [DelayedSubmission(max, 1, 2)], timeout_min=5,
-                      dependency="afterany:5")
-    assert str(refused.value) == ("sbatch --dependency=afterany:5 <script>: "
-                                  "sbatch: error: Batch job submission failed: Invalid account")
+        submit_script(
+            tmp_path / "jobs", "#!/bin/bash\n", [DelayedSubmission(max, 1, 2)], timeout_min=5, dependency="afterany:5"
+        )
+    assert str(refused.value) == (
+        "sbatch --dependency=afterany:5 <script>: sbatch: error: Batch job submission failed: Invalid account"
+    )
     assert list((tmp_path / "jobs").iterdir()) == []
     monkeypatch.setenv("FAKE_REFUSE", "")
     (fake_sbatch / "argv").unlink()
@@ -92,9 +104,18 @@ def test_sbatch_answers_are_read_in_both_forms():
 
 
 def test_sacct_lines_fold_steps_and_expand_pending_ranges():
-    text = ("JobID|State|NodeList\n7|COMPLETED|n1\n7.batch|COMPLETED|n1\n8_[0-2,5%2]|PENDING|None assigned\n"
-            "8_3|RUNNING|n2\n9|CANCELLED by 0|n1\n")
-    assert parse_sacct(text) == {"7": "COMPLETED", "8_0": "PENDING", "8_1": "PENDING", "8_2": "PENDING",
-                                 "8_5": "PENDING", "8_3": "RUNNING", "9": "CANCELLED"}
+    text = (
+        "JobID|State|NodeList\n7|COMPLETED|n1\n7.batch|COMPLETED|n1\n8_[0-2,5%2]|PENDING|None assigned\n"
+        "8_3|RUNNING|n2\n9|CANCELLED by 0|n1\n"
+    )
+    assert parse_sacct(text) == {
+        "7": "COMPLETED",
+        "8_0": "PENDING",
+        "8_1": "PENDING",
+        "8_2": "PENDING",
+        "8_5": "PENDING",
+        "8_3": "RUNNING",
+        "9": "CANCELLED",
+    }
     assert parse_sacct("JobID|State|NodeList\n") == {}
     assert expand_queued_id("8_[4]") == ["8_4"] and expand_queued_id("8_[x]") == ["8_[x]"]

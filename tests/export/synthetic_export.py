@@ -42,29 +42,69 @@ def text_of(i: int, size: int) -> str:
     return (line * (size // len(line.encode("utf-8")) + 1))[: max(1, size - i % 97)]
 
 
-def record_of(i: int, item: str, start: int, stop: int, status: str, task: int, t: float,
-              garbled: bool, out: Path) -> ManifestRecord:
+def record_of(
+    i: int, item: str, start: int, stop: int, status: str, task: int, t: float, garbled: bool, out: Path
+) -> ManifestRecord:
     ok = status == "ok"
     return ManifestRecord(
-        item_id=item, pdf=relpath_of(i), page_start=start, page_stop=stop, pages=stop - start, status=status,
-        error=None if ok else f"synthetic failure of {i}", seconds=round(0.1 * (stop - start), 3), engine="text",
-        host=f"node{task // 4:02d}", gpu=str(task % 4), job_id=f"1000_{task}", task=task,
+        item_id=item,
+        pdf=relpath_of(i),
+        page_start=start,
+        page_stop=stop,
+        pages=stop - start,
+        status=status,
+        error=None if ok else f"synthetic failure of {i}",
+        seconds=round(0.1 * (stop - start), 3),
+        engine="text",
+        host=f"node{task // 4:02d}",
+        gpu=str(task % 4),
+        job_id=f"1000_{task}",
+        task=task,
         output=str(document_dir(out, relpath_of(i)) / f"{document_stem(relpath_of(i))}.md") if ok else None,
-        started=t, finished=t + 1.0, empty_pages=[] if ok else None,
-        garbled_pages=([start] if garbled and start == 0 else []) if ok else None)
+        started=t,
+        finished=t + 1.0,
+        empty_pages=[] if ok else None,
+        garbled_pages=([start] if garbled and start == 0 else []) if ok else None,
+    )
 
 
-def make_export_run(root: Path, documents: int, *, tasks: int = 16, text_bytes: int = 2000, split_every: int = 50,
-                    failed_every: int = 97, retried_every: int = 31, garbled_every: int = 23,
-                    run_id: str = "synthetic") -> tuple[RunPaths, Expected]:
+def make_export_run(
+    root: Path,
+    documents: int,
+    *,
+    tasks: int = 16,
+    text_bytes: int = 2000,
+    split_every: int = 50,
+    failed_every: int = 97,
+    retried_every: int = 31,
+    garbled_every: int = 23,
+    run_id: str = "synthetic",
+) -> tuple[RunPaths, Expected]:
     out = Path(root) / "out"
     paths = RunPaths(out / RUNS_SUBDIR / run_id)
     paths.create()
-    paths.save_record(RunRecord(
-        run_id=run_id, created=1_760_000_000.0, pdfs_root=str(Path(root) / "pdfs"), out_dir=str(out), engine="text",
-        engine_options={"output_format": "markdown", "paginate": True}, executor="slurm", tasks=tasks, gpus=tasks,
-        workers_per_gpu=1, cpus_per_task=1, template="generic", time_limit="04:00:00", steal=True,
-        lease_seconds=120.0, item_timeout="auto", umask=0o022, profile="generic"))
+    paths.save_record(
+        RunRecord(
+            run_id=run_id,
+            created=1_760_000_000.0,
+            pdfs_root=str(Path(root) / "pdfs"),
+            out_dir=str(out),
+            engine="text",
+            engine_options={"output_format": "markdown", "paginate": True},
+            executor="slurm",
+            tasks=tasks,
+            gpus=tasks,
+            workers_per_gpu=1,
+            cpus_per_task=1,
+            template="generic",
+            time_limit="04:00:00",
+            steal=True,
+            lease_seconds=120.0,
+            item_timeout="auto",
+            umask=0o022,
+            profile="generic",
+        )
+    )
     manifests = [paths.task_manifest(t).open("w", encoding="utf-8") for t in range(tasks)]
     ok = failed = split = garbled_docs = 0
     try:
@@ -83,8 +123,10 @@ def make_export_run(root: Path, documents: int, *, tasks: int = 16, text_bytes: 
                 task = (task + 1) % tasks
             else:
                 lines = []
-            lines += [record_of(i, item, start, stop, "failed" if is_failed else "ok", task, t + 2, garbled, out)
-                      for item, start, stop in parts]
+            lines += [
+                record_of(i, item, start, stop, "failed" if is_failed else "ok", task, t + 2, garbled, out)
+                for item, start, stop in parts
+            ]
             for line in lines:
                 manifests[line.task].write(json.dumps(asdict(line), ensure_ascii=False) + "\n")
             if is_failed:
@@ -95,8 +137,16 @@ def make_export_run(root: Path, documents: int, *, tasks: int = 16, text_bytes: 
             folder.mkdir(parents=True, exist_ok=True)
             stem = document_stem(relpath_of(i))
             (folder / f"{stem}.md").write_text(text_of(i, text_bytes), encoding="utf-8")
-            meta = {"engine": "text", "hpcmarker_source": {"size": 1000 + i, "mtime_ns": i, "engine": "text",
-                                                           "format": "markdown", "pages": [0, pages]}}
+            meta = {
+                "engine": "text",
+                "hpcmarker_source": {
+                    "size": 1000 + i,
+                    "mtime_ns": i,
+                    "engine": "text",
+                    "format": "markdown",
+                    "pages": [0, pages],
+                },
+            }
             (folder / f"{stem}_meta.json").write_text(json.dumps(meta), encoding="utf-8")
     finally:
         for fh in manifests:

@@ -30,8 +30,10 @@ def test_parquet_has_one_row_per_ok_document_with_its_text(tmp_path):
     paths, expected = make_export_run(tmp_path, 300)
     result = export_run(paths, tmp_path / "ds", "parquet", rows_per_shard=100_000, shard_bytes=BIG)
     frame = read_rows(tmp_path / "ds")
-    assert len(frame) == result.rows == expected.ok and result.by_status == {"ok": expected.ok,
-                                                                            "failed": expected.failed}
+    assert len(frame) == result.rows == expected.ok and result.by_status == {
+        "ok": expected.ok,
+        "failed": expected.failed,
+    }
     assert frame["id"].is_unique and list(frame["id"]) == sorted(frame["id"])
     for row in frame.itertuples():
         i = int(row.path.rsplit("-", 1)[1].removesuffix(".pdf"))
@@ -47,8 +49,7 @@ def test_parquet_has_one_row_per_ok_document_with_its_text(tmp_path):
 
 def test_include_failed_and_jsonl(tmp_path):
     paths, expected = make_export_run(tmp_path, 200)
-    result = export_run(paths, tmp_path / "ds", "jsonl", include_failed=True, rows_per_shard=100_000,
-                        shard_bytes=BIG)
+    result = export_run(paths, tmp_path / "ds", "jsonl", include_failed=True, rows_per_shard=100_000, shard_bytes=BIG)
     lines = [json.loads(line) for line in (tmp_path / "ds" / "part-00000.jsonl").read_text().splitlines()]
     assert len(lines) == result.rows == expected.documents
     failed = [row for row in lines if row["status"] != "ok"]
@@ -120,9 +121,16 @@ def _follow_up(tmp_path: Path, parent: RunPaths, run_id: str, created: float, fm
     record = parent.load_record()
     paths = RunPaths(tmp_path / "out" / RUNS_SUBDIR / run_id)
     paths.create()
-    paths.save_record(replace(record, run_id=run_id, created=created, engine="marker",
-                              engine_options={"output_format": fmt},
-                              parent={"run_id": record.run_id, "select": "garbled", "min_share": 0.1, "documents": 2}))
+    paths.save_record(
+        replace(
+            record,
+            run_id=run_id,
+            created=created,
+            engine="marker",
+            engine_options={"output_format": fmt},
+            parent={"run_id": record.run_id, "select": "garbled", "min_share": 0.1, "documents": 2},
+        )
+    )
     return paths
 
 
@@ -132,15 +140,17 @@ def test_follow_up_runs_give_each_document_its_newest_ok_result(tmp_path):
     second = _follow_up(tmp_path, paths, "second", 1_770_000_000.0)
     redone, failed_again, was_failed = 23, 46, 0  # garbled (ok) docs; doc 0 failed in the first run
     for i, status in ((redone, "ok"), (failed_again, "failed"), (was_failed, "ok")):
-        record = replace(record_of(i, f"{i:07d}", 0, pages_of(i), status, 0, 1_770_000_100.0, False, out),
-                         engine="marker")
+        record = replace(
+            record_of(i, f"{i:07d}", 0, pages_of(i), status, 0, 1_770_000_100.0, False, out), engine="marker"
+        )
         append_record(second.task_manifest(0), record)
         if status == "ok":  # the follow-up replaced the document on disk
             folder = document_dir(out, relpath_of(i))
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{document_stem(relpath_of(i))}.md").write_text(f"OCR of {i}")
-            (folder / f"{document_stem(relpath_of(i))}_meta.json").write_text(json.dumps(
-                {"hpcmarker_source": {"format": "markdown", "pages": [0, pages_of(i)], "engine": "marker"}}))
+            (folder / f"{document_stem(relpath_of(i))}_meta.json").write_text(
+                json.dumps({"hpcmarker_source": {"format": "markdown", "pages": [0, pages_of(i)], "engine": "marker"}})
+            )
     result = export_run(paths, tmp_path / "ds", "parquet", rows_per_shard=1000, shard_bytes=BIG)
     frame = read_rows(tmp_path / "ds").set_index("path")
     assert result.rows == expected.ok + 1  # doc 0 converted in the follow-up
@@ -148,20 +158,34 @@ def test_follow_up_runs_give_each_document_its_newest_ok_result(tmp_path):
     assert frame.loc[relpath_of(redone), ["engine", "run_id"]].tolist() == ["marker", "second"]
     assert frame.loc[relpath_of(failed_again), "run_id"] == "synthetic"  # its first result is still there
     assert frame.loc[relpath_of(was_failed), "run_id"] == "second"
-    alone = export_run(paths, tmp_path / "alone", "parquet", rows_per_shard=1000, shard_bytes=BIG, follow_ups=False,
-                       include_failed=True)
+    alone = export_run(
+        paths,
+        tmp_path / "alone",
+        "parquet",
+        rows_per_shard=1000,
+        shard_bytes=BIG,
+        follow_ups=False,
+        include_failed=True,
+    )
     assert alone.rows == expected.documents and alone.by_status["replaced"] == 1  # doc 23: marker's now
     # the first run's own row for a redone document: its file on disk is the follow-up's now (in json)
     json_run = _follow_up(tmp_path, paths, "third", 1_780_000_000.0, fmt="json")
-    append_record(json_run.task_manifest(0), replace(record_of(redone, f"{redone:07d}", 0, pages_of(redone), "ok", 0,
-                                                               1_780_000_100.0, False, out), engine="marker"))
+    append_record(
+        json_run.task_manifest(0),
+        replace(
+            record_of(redone, f"{redone:07d}", 0, pages_of(redone), "ok", 0, 1_780_000_100.0, False, out),
+            engine="marker",
+        ),
+    )
     folder = document_dir(out, relpath_of(redone))
     (folder / f"{document_stem(relpath_of(redone))}.md").unlink()
     (folder / f"{document_stem(relpath_of(redone))}.json").write_text('{"children": []}')
-    (folder / f"{document_stem(relpath_of(redone))}_meta.json").write_text(json.dumps(
-        {"hpcmarker_source": {"format": "json", "pages": [0, pages_of(redone)]}}))
-    only_first = export_run(paths, tmp_path / "first-only", "parquet", rows_per_shard=1000, shard_bytes=BIG,
-                            follow_ups=False)
+    (folder / f"{document_stem(relpath_of(redone))}_meta.json").write_text(
+        json.dumps({"hpcmarker_source": {"format": "json", "pages": [0, pages_of(redone)]}})
+    )
+    only_first = export_run(
+        paths, tmp_path / "first-only", "parquet", rows_per_shard=1000, shard_bytes=BIG, follow_ups=False
+    )
     assert only_first.by_status["unreadable"] == 1  # its Markdown is gone
     newest = read_rows(export_run(paths, tmp_path / "all", "parquet", rows_per_shard=1000, shard_bytes=BIG).folder)
     row = newest.set_index("path").loc[relpath_of(redone)]
@@ -174,6 +198,7 @@ def test_cli_export_reads_its_defaults_from_the_config(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["export", str(paths.root), "--format", "parquet", "--to", str(tmp_path / "ds")])
     assert result.exit_code == 0, result.output
     assert f"{expected.ok} rows in 3 shards" in result.output and f"{expected.failed} failed" in result.output
-    bad = CliRunner().invoke(cli, ["export", str(paths.root), "--format", "parquet", "--to", str(tmp_path / "x"),
-                                   "--shard-size", "lots"])
+    bad = CliRunner().invoke(
+        cli, ["export", str(paths.root), "--format", "parquet", "--to", str(tmp_path / "x"), "--shard-size", "lots"]
+    )
     assert bad.exit_code == 2 and "--shard-size 'lots'" in bad.output

@@ -17,8 +17,10 @@ from hpc_marker.runstate.permissions import PERMISSIONS
 
 def modes(folder: Path) -> dict[str, int]:
     """Permission bits of the folder ("") and of each file in it."""
-    return {"": stat.S_IMODE(folder.stat().st_mode),
-            **{path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}}
+    return {
+        "": stat.S_IMODE(folder.stat().st_mode),
+        **{path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()},
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -29,12 +31,15 @@ def open_umask():
     os.umask(previous)
 
 
-@pytest.mark.parametrize(("run_permissions", "asked", "folder_mode", "file_mode"), [
-    ("private", None, 0o700, 0o600),  # the default of submit
-    ("group", None, 0o750, 0o640),
-    ("world", None, 0o755, 0o644),
-    ("private", "group", 0o750, 0o640),  # export --permissions wins
-])
+@pytest.mark.parametrize(
+    ("run_permissions", "asked", "folder_mode", "file_mode"),
+    [
+        ("private", None, 0o700, 0o600),  # the default of submit
+        ("group", None, 0o750, 0o640),
+        ("world", None, 0o755, 0o644),
+        ("private", "group", 0o750, 0o640),  # export --permissions wins
+    ],
+)
 def test_an_export_follows_the_runs_permissions(tmp_path, run_permissions, asked, folder_mode, file_mode):
     paths, _expected = make_export_run(tmp_path, 30)
     paths.save_record(replace(paths.load_record(), umask=PERMISSIONS[run_permissions]))

@@ -36,8 +36,20 @@ def table_rows(output: str) -> list[list[str]]:
 
 
 def test_bench_prints_one_row_per_concurrency(standin):
-    result = invoke("bench", "tiny:1b", "--url", standin.url, "--parallel", "4,1,2", "--requests", "4",
-                    "--prompt-tokens", "30", "--max-tokens", "8")
+    result = invoke(
+        "bench",
+        "tiny:1b",
+        "--url",
+        standin.url,
+        "--parallel",
+        "4,1,2",
+        "--requests",
+        "4",
+        "--prompt-tokens",
+        "30",
+        "--max-tokens",
+        "8",
+    )
     assert result.exit_code == 0, result.output
     rows = table_rows(result.output)
     assert [r[0].rstrip(" *") for r in rows] == ["1", "2", "4"]
@@ -52,8 +64,20 @@ def test_bench_json_and_start_a_local_ollama(tmp_path, monkeypatch):
     models = tmp_path / "models"
     seed_model(models, "tiny:1b")
     monkeypatch.setenv("PATH", path_with_standin())
-    result = invoke("bench", "tiny:1b", "--start", "--models-dir", str(models), "--parallel", "1,2",
-                    "--requests", "3", "--max-tokens", "5", "--json")
+    result = invoke(
+        "bench",
+        "tiny:1b",
+        "--start",
+        "--models-dir",
+        str(models),
+        "--parallel",
+        "1,2",
+        "--requests",
+        "3",
+        "--max-tokens",
+        "5",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert [r["concurrency"] for r in data["rows"]] == [1, 2]
@@ -64,7 +88,10 @@ def test_bench_json_and_start_a_local_ollama(tmp_path, monkeypatch):
 def test_bench_errors_are_one_line():
     result = CliRunner().invoke(llm, ["bench", "m", "--url", f"http://127.0.0.1:{free_port()}/SECRETPATH"])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: cannot reach Ollama at http://127.0.0.1:") and "SECRETPATH" not in result.output
+    assert (
+        result.output.startswith("Error: cannot reach Ollama at http://127.0.0.1:")
+        and "SECRETPATH" not in result.output
+    )
     assert CliRunner().invoke(llm, ["bench", "m", "--parallel", "0,2"]).exit_code == 2
     assert CliRunner().invoke(llm, ["bench", "m", "--url", "http://x", "--start"]).exit_code == 2
 
@@ -81,8 +108,20 @@ def test_pull_and_create_prepare_models(standin, tmp_path):
     assert manifest(standin.models, "big:70b") is not None
     result = CliRunner().invoke(llm, ["pull", "absent:1b", "--url", standin.url])
     assert result.exit_code == 1 and "pull absent:1b: pull model manifest: file does not exist" in result.output
-    result = invoke("create", "big-8k", "--from", "big:70b", "--ctx", "8192", "--option", "temperature=0.2",
-                    "--option", 'stop=["END"]', "--url", standin.url)
+    result = invoke(
+        "create",
+        "big-8k",
+        "--from",
+        "big:70b",
+        "--ctx",
+        "8192",
+        "--option",
+        "temperature=0.2",
+        "--option",
+        'stop=["END"]',
+        "--url",
+        standin.url,
+    )
     assert result.exit_code == 0, result.output
     assert manifest(standin.models, "big-8k")["parameters"] == {"num_ctx": 8192, "temperature": 0.2, "stop": ["END"]}
     assert CliRunner().invoke(llm, ["create", "x", "--from", "big:70b", "--option", "novalue"]).exit_code == 2
@@ -91,9 +130,20 @@ def test_pull_and_create_prepare_models(standin, tmp_path):
 def test_pure_helpers():
     assert parse_option("temperature=0") == ("temperature", 0)
     assert parse_option("stop=###") == ("stop", "###")
-    row = dict(requests=8, ok=8, failed=0, wall_s=1.0, tokens_in=0, tokens_out=0, latency_p50_s=0.0,
-               latency_p95_s=0.0, latency_max_s=0.0)
-    rows = [BenchRow(concurrency=c, tokens_per_s=t, **row) for c, t in ((1, 100), (2, 190), (4, 350), (8, 370), (16, 372))]
+    row = dict(
+        requests=8,
+        ok=8,
+        failed=0,
+        wall_s=1.0,
+        tokens_in=0,
+        tokens_out=0,
+        latency_p50_s=0.0,
+        latency_p95_s=0.0,
+        latency_max_s=0.0,
+    )
+    rows = [
+        BenchRow(concurrency=c, tokens_per_s=t, **row) for c, t in ((1, 100), (2, 190), (4, 350), (8, 370), (16, 372))
+    ]
     assert suggest_parallel(rows) == 4
     rows[2].failed = 1
     assert suggest_parallel(rows) == 8
@@ -104,8 +154,20 @@ def test_pure_helpers():
 def test_bench_speaks_the_openai_api_to_vllm(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", path_with_standin())
     monkeypatch.setenv("STANDIN_VLLM_REQUEST_LOG", str(tmp_path / "requests.log"))
-    result = invoke("bench", "org/tiny", "--server", "vllm", "--start", "--parallel", "1,3", "--requests", "3",
-                    "--max-tokens", "5", "--json")
+    result = invoke(
+        "bench",
+        "org/tiny",
+        "--server",
+        "vllm",
+        "--start",
+        "--parallel",
+        "1,3",
+        "--requests",
+        "3",
+        "--max-tokens",
+        "5",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert [r["concurrency"] for r in data["rows"]] == [1, 3] and "--max-num-seqs 3" in data["server"]
@@ -118,8 +180,22 @@ def test_bench_speaks_the_openai_api_to_vllm(tmp_path, monkeypatch):
     server = start_vllm(port, "org/tiny", env, "--api-key", "k3y")
     try:
         url = f"http://127.0.0.1:{port}"
-        ok = invoke("bench", "org/tiny", "--server", "vllm", "--url", url, "--api-key", "k3y", "--parallel", "2",
-                    "--requests", "2", "--max-tokens", "4")
+        ok = invoke(
+            "bench",
+            "org/tiny",
+            "--server",
+            "vllm",
+            "--url",
+            url,
+            "--api-key",
+            "k3y",
+            "--parallel",
+            "2",
+            "--requests",
+            "2",
+            "--max-tokens",
+            "4",
+        )
         assert ok.exit_code == 0, ok.output
         assert [r[:5] for r in table_rows(ok.output)] == [["2 *", "2", "2", "0", "8"]]
         denied = CliRunner().invoke(llm, ["bench", "org/tiny", "--server", "vllm", "--url", url])

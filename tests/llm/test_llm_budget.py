@@ -61,7 +61,7 @@ def test_gate_serves_the_task_with_fewest_slots_first_and_drops_who_left():
     time.sleep(0.15)
     assert gate.queued == 5
     gate.release("a")
-    for thread in threads + [quitter]:
+    for thread in [*threads, quitter]:
         thread.join(timeout=5)
     # b and c (never served) before a's second and third; d never got a slot
     assert order == ["b", "c", "a", "a", "a"]
@@ -93,28 +93,62 @@ def test_gate_bounds_what_is_in_flight_and_none_lets_all_through():
 
 
 def test_the_secret_as_a_bearer_token_and_the_vllm_allowlist():
-    assert bearer_token(f"Bearer {SECRET}") == SECRET and bearer_token("Basic abc") is None and bearer_token(None) is None
+    assert (
+        bearer_token(f"Bearer {SECRET}") == SECRET and bearer_token("Basic abc") is None and bearer_token(None) is None
+    )
     ok = authorize("POST", "/task/4.77/v1/chat/completions", SECRET, ALLOWED_VLLM, bearer=SECRET)
     assert (ok.action, ok.task, ok.upstream_path) == ("forward", "4.77", "/v1/chat/completions")
     assert authorize("POST", "/v1/chat/completions", SECRET, ALLOWED_VLLM, bearer=SECRET[:-1]).status == 403
     assert authorize("POST", "/v1/chat/completions", SECRET, ALLOWED_VLLM, bearer=None).status == 403
     assert authorize("POST", "/v1/chat/completions", "", ALLOWED_VLLM, bearer="").status == 403
     assert authorize("GET", "/_hpcmarker/stats", SECRET, ALLOWED_VLLM, bearer=SECRET).action == "stats"
-    for path in ("/tokenize", "/detokenize", "/metrics", "/v1/load_lora_adapter", "/v1/embeddings", "/pooling",
-                 "/api/generate", "/api/pull", "/health", "/v1/chat/completions/../../tokenize"):
+    for path in (
+        "/tokenize",
+        "/detokenize",
+        "/metrics",
+        "/v1/load_lora_adapter",
+        "/v1/embeddings",
+        "/pooling",
+        "/api/generate",
+        "/api/pull",
+        "/health",
+        "/v1/chat/completions/../../tokenize",
+    ):
         assert authorize("POST", path, SECRET, ALLOWED_VLLM, bearer=SECRET).status in (403, 405), path
         assert authorize("POST", f"/{SECRET}{path}", SECRET, ALLOWED_VLLM).status in (403, 405), path
     assert authorize("GET", f"/{SECRET}/v1/models", SECRET, ALLOWED_VLLM).action == "forward"
 
 
 def test_vllm_flags_come_from_the_settings():
-    settings = LlmSettings(model="Qwen/Qwen2.5-7B-Instruct", server="vllm", parallel=64, gpus=2, ctx=8192,
-                           options={"enforce_eager": True, "gpu-memory-utilization": 0.85, "quantization": "fp8",
-                                    "trust-remote-code": False},
-                           server_args=["--max-num-seqs", "32"])
-    assert settings.vllm_flags() == ["--max-num-seqs", "64", "--tensor-parallel-size", "2", "--max-model-len", "8192",
-                                     "--enforce-eager", "--gpu-memory-utilization", "0.85", "--quantization", "fp8",
-                                     "--max-num-seqs", "32"]
+    settings = LlmSettings(
+        model="Qwen/Qwen2.5-7B-Instruct",
+        server="vllm",
+        parallel=64,
+        gpus=2,
+        ctx=8192,
+        options={
+            "enforce_eager": True,
+            "gpu-memory-utilization": 0.85,
+            "quantization": "fp8",
+            "trust-remote-code": False,
+        },
+        server_args=["--max-num-seqs", "32"],
+    )
+    assert settings.vllm_flags() == [
+        "--max-num-seqs",
+        "64",
+        "--tensor-parallel-size",
+        "2",
+        "--max-model-len",
+        "8192",
+        "--enforce-eager",
+        "--gpu-memory-utilization",
+        "0.85",
+        "--quantization",
+        "fp8",
+        "--max-num-seqs",
+        "32",
+    ]
     assert LlmSettings(model="m", server="vllm").vllm_flags() == ["--max-num-seqs", "1"]
 
 
@@ -127,11 +161,30 @@ def test_replica_files_keep_replica_zero_where_it_was(tmp_path):
 
 
 def _lines(start: float, count: int, per_line: int, capacity: int, queued: int, task: str) -> list[dict]:
-    return [{"ts": start + 5 * i, "interval_s": 5.0, "in_flight": capacity if queued else 1, "queued": queued,
-             "capacity": capacity, "denied": 0, "tokens_out_per_s": per_line / 5,
-             "tasks": {task: {"requests": i + 1, "failures": 0, "timeouts": 0, "client_errors": 0, "tokens_in": 0,
-                              "tokens_out": per_line * (i + 1), "failovers": 0, "abandoned": 0}}}
-            for i in range(count)]
+    return [
+        {
+            "ts": start + 5 * i,
+            "interval_s": 5.0,
+            "in_flight": capacity if queued else 1,
+            "queued": queued,
+            "capacity": capacity,
+            "denied": 0,
+            "tokens_out_per_s": per_line / 5,
+            "tasks": {
+                task: {
+                    "requests": i + 1,
+                    "failures": 0,
+                    "timeouts": 0,
+                    "client_errors": 0,
+                    "tokens_in": 0,
+                    "tokens_out": per_line * (i + 1),
+                    "failovers": 0,
+                    "abandoned": 0,
+                }
+            },
+        }
+        for i in range(count)
+    ]
 
 
 def test_replicas_add_up_and_the_bound_follows_the_queue():
@@ -151,8 +204,9 @@ def test_replicas_add_up_and_the_bound_follows_the_queue():
     assert calm["llm_pages_per_s"] == pytest.approx(20.0 / 12.0, abs=0.01)
     assert throughput_bound(None, 10, 1.0) is None and combine({}) is None
     full = _lines(1000.0, 12, 500, capacity=5, queued=3, task="0.11")
-    tail = [dict(full[-1], ts=full[-1]["ts"] + 5 * (k + 1), in_flight=1, queued=0, tokens_out_per_s=0.0)
-            for k in range(12)]  # the last tasks finishing: free slots, nothing new
+    tail = [
+        dict(full[-1], ts=full[-1]["ts"] + 5 * (k + 1), in_flight=1, queued=0, tokens_out_per_s=0.0) for k in range(12)
+    ]  # the last tasks finishing: free slots, nothing new
     ending = summarize_metrics(full + tail)
     assert ending["full_share"] == 0.0 and ending["run_full_share"] == 0.5
     assert throughput_bound(ending, 100, 1.0)["bound"] == "conversion"  # status: the last minute

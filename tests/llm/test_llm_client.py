@@ -13,8 +13,8 @@ import pytest
 from standin.harness import StandinOllama, free_port, seed_model
 
 from hpc_marker.llm.client import Endpoint, ServiceUnavailable, ollama_client, wait_for_service
-from hpc_marker.llm.refine import refine_pages
 from hpc_marker.llm.front import Front
+from hpc_marker.llm.refine import refine_pages
 from hpc_marker.llm.settings import LlmPaths, write_private
 
 SECRET = "client-test-secret-0123456789abcdefghijklmnop"
@@ -131,8 +131,9 @@ def test_refine_pages_degrades_when_nothing_answers():
 
 
 def test_every_ollama_client_is_built_by_ollama_client():
-    builders = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "hpc_marker").rglob("*.py")
-                      if "ollama.Client(" in p.read_text())
+    builders = sorted(
+        str(p.relative_to(ROOT)) for p in (ROOT / "hpc_marker").rglob("*.py") if "ollama.Client(" in p.read_text()
+    )
     assert builders == ["hpc_marker/llm/client.py"]
 
 

@@ -33,9 +33,17 @@ def stack(tmp_path):
         standin = StandinOllama(tmp_path / f"s{len(started)}", **knobs).start()
         seed_model(standin.models, "tiny:1b")
         logs: list[str] = []
-        front = Front(standin.url, SECRET, host="127.0.0.1", port=0, timeout_s=front_timeout_s,
-                      metrics_path=tmp_path / "metrics.jsonl", metrics_interval_s=metrics_interval_s,
-                      log=logs.append, capacity=capacity).start()
+        front = Front(
+            standin.url,
+            SECRET,
+            host="127.0.0.1",
+            port=0,
+            timeout_s=front_timeout_s,
+            metrics_path=tmp_path / "metrics.jsonl",
+            metrics_interval_s=metrics_interval_s,
+            log=logs.append,
+            capacity=capacity,
+        ).start()
         started.append((standin, front))
         return standin, front, logs
 
@@ -52,20 +60,46 @@ def test_authorize_decisions_are_pure_and_strict():
     assert (task.action, task.task, task.upstream_path) == ("forward", "12", "/api/chat")
     assert authorize("GET", f"/{SECRET}/_hpcmarker/stats", SECRET).action == "stats"
     assert authorize("GET", f"/{SECRET}/v1/models", SECRET).action == "forward"
-    for path in ("/api/generate", f"/{SECRET[:-1]}/api/generate", f"/{SECRET}x/api/generate", f"{SECRET}/api/tags",
-                 "//api/generate", f"/{SECRET.upper()}/api/generate", "/", ""):
+    for path in (
+        "/api/generate",
+        f"/{SECRET[:-1]}/api/generate",
+        f"/{SECRET}x/api/generate",
+        f"{SECRET}/api/tags",
+        "//api/generate",
+        f"/{SECRET.upper()}/api/generate",
+        "/",
+        "",
+    ):
         assert authorize("POST", path, SECRET).status == 403, path
     assert authorize("POST", f"/{SECRET}/api/generate", "").status == 403  # no secret configured: nothing passes
-    for path in ("/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/sha256:00",
-                 "/api/ps", "/", "/api/generate/../pull", "/api/%70ull", "/task/1/../api/pull", "/task//api/tags"):
+    for path in (
+        "/api/pull",
+        "/api/push",
+        "/api/create",
+        "/api/copy",
+        "/api/delete",
+        "/api/blobs/sha256:00",
+        "/api/ps",
+        "/",
+        "/api/generate/../pull",
+        "/api/%70ull",
+        "/task/1/../api/pull",
+        "/task//api/tags",
+    ):
         assert authorize("POST", f"/{SECRET}{path}", SECRET).status == 403, path
     assert authorize("GET", f"/{SECRET}/api/generate", SECRET).status == 405
 
 
 def test_missing_or_wrong_secret_is_refused_and_never_reaches_ollama(stack):
     standin, front, logs = stack()
-    wrong = ["/api/generate", "/nope/api/generate", f"/{SECRET[:-1]}/api/generate", f"/{SECRET}X/api/generate",
-             "/_hpcmarker/stats", f"/x/{SECRET}/api/generate"]
+    wrong = [
+        "/api/generate",
+        "/nope/api/generate",
+        f"/{SECRET[:-1]}/api/generate",
+        f"/{SECRET}X/api/generate",
+        "/_hpcmarker/stats",
+        f"/x/{SECRET}/api/generate",
+    ]
     for path in wrong:
         resp = httpx.post(front.url + path, json={"model": "tiny:1b", "prompt": "hi", "stream": False})
         assert resp.status_code == 403, path
@@ -80,10 +114,16 @@ def test_missing_or_wrong_secret_is_refused_and_never_reaches_ollama(stack):
 def test_model_management_is_refused_at_the_front(stack):
     standin, front, _ = stack()
     before = sorted(p.name for p in standin.models.iterdir())
-    calls = [("POST", "/api/pull", {"model": "evil"}), ("POST", "/api/push", {"model": "tiny:1b"}),
-             ("POST", "/api/create", {"model": "x", "from": "tiny:1b"}), ("POST", "/api/copy", {}),
-             ("DELETE", "/api/delete", {"model": "tiny:1b"}), ("POST", "/api/blobs/sha256:" + "0" * 64, {}),
-             ("POST", "/api/generate/../pull", {"model": "evil"}), ("POST", "/api/%70ull", {"model": "evil"})]
+    calls = [
+        ("POST", "/api/pull", {"model": "evil"}),
+        ("POST", "/api/push", {"model": "tiny:1b"}),
+        ("POST", "/api/create", {"model": "x", "from": "tiny:1b"}),
+        ("POST", "/api/copy", {}),
+        ("DELETE", "/api/delete", {"model": "tiny:1b"}),
+        ("POST", "/api/blobs/sha256:" + "0" * 64, {}),
+        ("POST", "/api/generate/../pull", {"model": "evil"}),
+        ("POST", "/api/%70ull", {"model": "evil"}),
+    ]
     for method, path, body in calls:
         for prefix in (f"/{SECRET}", f"/{SECRET}/task/3"):
             resp = httpx.request(method, front.url + prefix + path, json=body)
@@ -113,8 +153,12 @@ def test_streaming_passes_through_chunk_by_chunk(stack):
     prompt = " ".join(f"w{i}" for i in range(20))
     started = time.monotonic()
     arrivals = []
-    with httpx.stream("POST", f"{front.url}/{SECRET}/task/1/api/generate", timeout=30,
-                      json={"model": "tiny:1b", "prompt": prompt, "stream": True}) as resp:
+    with httpx.stream(
+        "POST",
+        f"{front.url}/{SECRET}/task/1/api/generate",
+        timeout=30,
+        json={"model": "tiny:1b", "prompt": prompt, "stream": True},
+    ) as resp:
         assert resp.status_code == 200
         for line in resp.iter_lines():
             if line:
@@ -129,13 +173,20 @@ def test_streaming_passes_through_chunk_by_chunk(stack):
 def test_timeout_answers_504_and_is_counted(stack):
     _, front, logs = stack(front_timeout_s=0.5, delay_per_token_s=0.2, num_parallel=4)
     started = time.monotonic()
-    resp = httpx.post(f"{front.url}/{SECRET}/task/7/api/generate", timeout=30,
-                      json={"model": "tiny:1b", "prompt": "a b c d e f g h i j", "stream": False})
+    resp = httpx.post(
+        f"{front.url}/{SECRET}/task/7/api/generate",
+        timeout=30,
+        json={"model": "tiny:1b", "prompt": "a b c d e f g h i j", "stream": False},
+    )
     assert resp.status_code == 504 and "0.5s" in resp.json()["error"]
     assert time.monotonic() - started < 1.5
     with pytest.raises(httpx.HTTPError):  # a stream past its deadline is cut
-        with httpx.stream("POST", f"{front.url}/{SECRET}/task/7/api/generate", timeout=30,
-                          json={"model": "tiny:1b", "prompt": "a b c d e f g h i j", "stream": True}) as stream:
+        with httpx.stream(
+            "POST",
+            f"{front.url}/{SECRET}/task/7/api/generate",
+            timeout=30,
+            json={"model": "tiny:1b", "prompt": "a b c d e f g h i j", "stream": True},
+        ) as stream:
             assert stream.status_code == 200
             for _ in stream.iter_lines():
                 pass
@@ -149,8 +200,11 @@ def test_busy_503_from_ollama_is_a_failure_of_that_task(stack):
     statuses: list[int] = []
 
     def call() -> None:
-        resp = httpx.post(f"{front.url}/{SECRET}/task/2/api/generate", timeout=30,
-                          json={"model": "tiny:1b", "prompt": "a b c d e", "stream": False})
+        resp = httpx.post(
+            f"{front.url}/{SECRET}/task/2/api/generate",
+            timeout=30,
+            json={"model": "tiny:1b", "prompt": "a b c d e", "stream": False},
+        )
         statuses.append(resp.status_code)
         if resp.status_code == 503:
             assert "server busy" in resp.json()["error"]
@@ -183,7 +237,9 @@ def test_injected_500_and_unreachable_ollama_are_failures(stack, tmp_path):
 def test_stats_endpoint_and_metrics_file_never_hold_the_secret(stack, tmp_path):
     _, front, logs = stack(metrics_interval_s=0.1)
     assert httpx.get(f"{front.url}/_hpcmarker/stats").status_code == 403
-    httpx.post(f"{front.url}/{SECRET}/task/4/api/generate", json={"model": "tiny:1b", "prompt": "a b c", "stream": False})
+    httpx.post(
+        f"{front.url}/{SECRET}/task/4/api/generate", json={"model": "tiny:1b", "prompt": "a b c", "stream": False}
+    )
     httpx.post(f"{front.url}/{SECRET}/api/pull", json={"model": "x"})
     stats = httpx.get(f"{front.url}/{SECRET}/task/4/_hpcmarker/stats").json()
     assert stats["tasks"]["4"]["tokens_out"] == 3 and stats["denied"] == 2 and stats["in_flight"] == 0
@@ -205,8 +261,11 @@ def test_the_package_serves_no_http_with_http_server():
     users = []
     for path in sorted(package.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             if any(name == "http.server" or name.startswith("http.server.") for name in names):
                 users.append(str(path.relative_to(package)))
     assert users == []
@@ -221,8 +280,11 @@ def test_clients_wait_at_the_gate_in_the_event_loop_and_those_who_leave_never_re
 
     async def call(session: aiohttp.ClientSession, timeout_s: float) -> object:
         try:
-            async with session.post(url, json={"model": "tiny:1b", "prompt": "x", "stream": False},
-                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            async with session.post(
+                url,
+                json={"model": "tiny:1b", "prompt": "x", "stream": False},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
                 return resp.status, (await resp.json())["response"]
         except asyncio.TimeoutError:
             return "gave up"
@@ -256,18 +318,25 @@ def test_a_large_body_goes_through_whole(stack):
     """marker sends page images inline: a 3 MB body is forwarded as it came (aiohttp's own limit is 1 MB)."""
     _, front, _ = stack()
     image = "QUFB" * (3 << 18)  # 3 MB of base64
-    resp = httpx.post(f"{front.url}/{SECRET}/task/2/api/generate", timeout=30,
-                      json={"model": "tiny:1b", "prompt": "see the page", "images": [image], "stream": False})
+    resp = httpx.post(
+        f"{front.url}/{SECRET}/task/2/api/generate",
+        timeout=30,
+        json={"model": "tiny:1b", "prompt": "see the page", "images": [image], "stream": False},
+    )
     assert resp.status_code == 200 and resp.json()["response"] == "SEE THE PAGE"
     assert front.stats()["tasks"]["2"]["tokens_in"] == 3
     with socket.create_connection(("127.0.0.1", front.port), timeout=10) as sock:  # announces too much, sends nothing
-        sock.sendall(f"POST /{SECRET}/task/2/api/generate HTTP/1.1\r\nHost: x\r\n"
-                     f"Content-Length: {(256 << 20) + 1}\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /{SECRET}/task/2/api/generate HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {(256 << 20) + 1}\r\n\r\n".encode()
+        )
         assert sock.recv(64).startswith(b"HTTP/1.1 413 ")
     body = json.dumps({"model": "tiny:1b", "prompt": "go on", "stream": False}).encode()
     with socket.create_connection(("127.0.0.1", front.port), timeout=10) as sock:  # curl asks before a large body
-        sock.sendall(f"POST /{SECRET}/task/2/api/generate HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /{SECRET}/task/2/api/generate HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
         assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
@@ -281,8 +350,13 @@ def test_stop_cuts_the_requests_in_flight_at_once(stack):
 
     def call() -> None:
         try:
-            outcome.append(httpx.post(f"{front.url}/{SECRET}/task/1/api/generate", timeout=30,
-                                      json={"model": "tiny:1b", "prompt": "a b c", "stream": False}).status_code)
+            outcome.append(
+                httpx.post(
+                    f"{front.url}/{SECRET}/task/1/api/generate",
+                    timeout=30,
+                    json={"model": "tiny:1b", "prompt": "a b c", "stream": False},
+                ).status_code
+            )
         except httpx.HTTPError as exc:
             outcome.append(type(exc).__name__)
 

@@ -29,8 +29,26 @@ def standin(tmp_path, monkeypatch):
 
 
 def run_with_llm(pdfs, out, *extra):
-    return invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--engine", "text", "--executor", "local",
-                  "--gpus", "2", "--llm", "tiny:1b", "--llm-bind", "127.0.0.1", "--llm-parallel", "2", *extra)
+    return invoke(
+        "submit",
+        "--pdfs",
+        str(pdfs),
+        "--out",
+        str(out),
+        "--engine",
+        "text",
+        "--executor",
+        "local",
+        "--gpus",
+        "2",
+        "--llm",
+        "tiny:1b",
+        "--llm-bind",
+        "127.0.0.1",
+        "--llm-parallel",
+        "2",
+        *extra,
+    )
 
 
 @pytest.mark.slow
@@ -86,6 +104,17 @@ def test_service_that_never_comes_up_fails_tasks_clearly_and_in_time(tmp_path, s
 
 
 def test_llm_options_need_a_model(tmp_path, sample_pdfs):
-    result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "o"), "--engine", "text",
-                    "--executor", "local", "--llm-ctx", "8192")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        str(sample_pdfs),
+        "--out",
+        str(tmp_path / "o"),
+        "--engine",
+        "text",
+        "--executor",
+        "local",
+        "--llm-ctx",
+        "8192",
+    )
     assert result.exit_code == 2 and "need --llm MODEL" in result.output

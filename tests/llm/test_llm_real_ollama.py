@@ -23,8 +23,12 @@ pytestmark = pytest.mark.skipif(REAL is None, reason="no real `ollama` binary on
 
 def test_real_ollama_behind_the_front(tmp_path):
     model = os.environ.get("HPCMARKER_TEST_OLLAMA_MODEL")
-    process = OllamaProcess.start(tmp_path / "ollama.log", binary=REAL, parallel=2,
-                                  models_dir=os.environ.get("OLLAMA_MODELS") if model else str(tmp_path / "models"))
+    process = OllamaProcess.start(
+        tmp_path / "ollama.log",
+        binary=REAL,
+        parallel=2,
+        models_dir=os.environ.get("OLLAMA_MODELS") if model else str(tmp_path / "models"),
+    )
     secret = secrets.token_urlsafe(32)
     try:
         assert process.wait_ready(60)
@@ -34,7 +38,8 @@ def test_real_ollama_behind_the_front(tmp_path):
             assert httpx.post(f"{front.url}/{secret}/api/pull", json={"model": "x"}).status_code == 403
             if model:
                 answer = ollama.Client(host=f"{front.url}/{secret}/task/0").generate(
-                    model=model, prompt="Say hello.", options={"num_predict": 16}, stream=False)
+                    model=model, prompt="Say hello.", options={"num_predict": 16}, stream=False
+                )
                 assert answer.eval_count and front.stats()["tasks"]["0"]["tokens_out"] == answer.eval_count
     finally:
         process.stop()

@@ -20,18 +20,29 @@ from hpc_marker.llm.service import serve_llm
 from hpc_marker.llm.settings import LlmPaths, LlmSettings
 
 REAL, MODEL = real_executable("vllm"), os.environ.get("HPCMARKER_TEST_VLLM_MODEL")
-pytestmark = pytest.mark.skipif(REAL is None or not MODEL,
-                                reason="no real `vllm` on PATH, or no HPCMARKER_TEST_VLLM_MODEL (the stand-in does not count)")
+pytestmark = pytest.mark.skipif(
+    REAL is None or not MODEL,
+    reason="no real `vllm` on PATH, or no HPCMARKER_TEST_VLLM_MODEL (the stand-in does not count)",
+)
 
 
 def test_real_vllm_behind_the_front(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     paths = LlmPaths(run_dir)
-    paths.save_settings(LlmSettings(model=MODEL, server="vllm", parallel=4, bind_host="127.0.0.1",
-                                    load_timeout_s=1800, options={"gpu-memory-utilization": 0.5}))
-    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
-                                                if Path(p).resolve() != STANDIN_DIR))
+    paths.save_settings(
+        LlmSettings(
+            model=MODEL,
+            server="vllm",
+            parallel=4,
+            bind_host="127.0.0.1",
+            load_timeout_s=1800,
+            options={"gpu-memory-utilization": 0.5},
+        )
+    )
+    monkeypatch.setenv(
+        "PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != STANDIN_DIR)
+    )
     thread, stop, errors = serve_in_thread(serve_llm, str(run_dir))
     try:
         endpoint = wait_for_service(run_dir, timeout_s=1800, poll_s=2)
@@ -40,8 +51,15 @@ def test_real_vllm_behind_the_front(tmp_path, monkeypatch):
         body = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
         assert httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60).status_code == 401
         assert httpx.post(f"{endpoint.url}/v1/chat/completions", json=body, timeout=60).status_code == 403
-        assert httpx.post(f"{endpoint.url}/tokenize", json={"model": MODEL, "prompt": "x"},
-                          headers={"Authorization": f"Bearer {secret}"}, timeout=60).status_code == 403
+        assert (
+            httpx.post(
+                f"{endpoint.url}/tokenize",
+                json={"model": MODEL, "prompt": "x"},
+                headers={"Authorization": f"Bearer {secret}"},
+                timeout=60,
+            ).status_code
+            == 403
+        )
         client = endpoint.client(task="0.1", timeout_s=300)
         reply = client.chat(MODEL, [{"role": "user", "content": "Say hello."}], max_tokens=16)
         client.close()

@@ -23,16 +23,17 @@ from standin.harness import (
     vllm_trace,
 )
 
-from hpc_marker.llm.client import Endpoint, probe_replica
 from hpc_marker.llm import replicas as replicas_module
+from hpc_marker.llm.client import Endpoint, probe_replica
 from hpc_marker.llm.replicas import PROBE_INTERVAL_S, task_relay
 from hpc_marker.llm.settings import LlmPaths, LlmSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_replicas(tmp_path: Path, settings: LlmSettings, count: int, only: list[int] | None = None,
-                   **env: str) -> tuple[Path, list[subprocess.Popen]]:
+def start_replicas(
+    tmp_path: Path, settings: LlmSettings, count: int, only: list[int] | None = None, **env: str
+) -> tuple[Path, list[subprocess.Popen]]:
     """Replicas 0..count-1 (or those in `only`) of a run's service, each up and answering."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -41,11 +42,17 @@ def start_replicas(tmp_path: Path, settings: LlmSettings, count: int, only: list
 
 
 def start_replica(tmp_path: Path, run_dir: Path, replica: int, **env: str) -> subprocess.Popen:
-    environ = dict(os.environ, PATH=path_with_standin(), STANDIN_VLLM_REQUEST_LOG=str(tmp_path / f"vllm-{replica}.log"),
-                   **env)
+    environ = dict(
+        os.environ, PATH=path_with_standin(), STANDIN_VLLM_REQUEST_LOG=str(tmp_path / f"vllm-{replica}.log"), **env
+    )
     with open(tmp_path / f"service-{replica}.log", "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "hpc_marker.llm.service", str(run_dir), str(replica)],
-                                cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpc_marker.llm.service", str(run_dir), str(replica)],
+            cwd=ROOT,
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 30
     while not isinstance(probe_replica(run_dir, replica, 2.0), Endpoint):
         assert time.monotonic() < deadline, f"replica {replica} did not come up"
@@ -62,14 +69,22 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 @pytest.mark.slow
 def test_relay_prefers_its_replica_and_moves_requests_in_flight_when_it_dies(tmp_path):
-    settings = LlmSettings(model="org/tiny", server="vllm", parallel=4, replicas=2, bind_host="127.0.0.1",
-                           load_timeout_s=20, metrics_interval_s=0.2)
+    settings = LlmSettings(
+        model="org/tiny",
+        server="vllm",
+        parallel=4,
+        replicas=2,
+        bind_host="127.0.0.1",
+        load_timeout_s=20,
+        metrics_interval_s=0.2,
+    )
     run_dir, procs = start_replicas(tmp_path, settings, 2, STANDIN_VLLM_SECONDS_PER_REQUEST="1.5")
     logs = [tmp_path / "vllm-0.log", tmp_path / "vllm-1.log"]
     lines: list[str] = []
     try:
-        with task_relay(run_dir, replicas=2, task=1, server="vllm", model="org/tiny", timeout_s=60,
-                        log=lines.append) as relay:
+        with task_relay(
+            run_dir, replicas=2, task=1, server="vllm", model="org/tiny", timeout_s=60, log=lines.append
+        ) as relay:
             assert relay.url.startswith("http://127.0.0.1:") and relay.server == "vllm"
             client = relay.client("1.100", timeout_s=30)
             assert client.chat("org/tiny", [{"role": "user", "content": "warm up"}]).text == "WARM UP"
@@ -116,18 +131,27 @@ def test_a_request_whose_only_live_replica_dies_goes_to_one_that_came_up_since(t
     """Replica 0 comes up after the relay last looked (CI caught this: the request failed with a 502 and its
     page was degraded); the relay looks again when the last replica it knew of dies under a request."""
     monkeypatch.setattr(replicas_module, "PROBE_INTERVAL_S", 3600.0)  # no background look during the test
-    settings = LlmSettings(model="org/tiny", server="vllm", parallel=4, replicas=2, bind_host="127.0.0.1",
-                           load_timeout_s=20, metrics_interval_s=0.2)
+    settings = LlmSettings(
+        model="org/tiny",
+        server="vllm",
+        parallel=4,
+        replicas=2,
+        bind_host="127.0.0.1",
+        load_timeout_s=20,
+        metrics_interval_s=0.2,
+    )
     run_dir, procs = start_replicas(tmp_path, settings, 2, only=[1], STANDIN_VLLM_SECONDS_PER_REQUEST="60")
     lines: list[str] = []
     try:
-        with task_relay(run_dir, replicas=2, task=1, server="vllm", model="org/tiny", timeout_s=60,
-                        log=lines.append) as relay:
+        with task_relay(
+            run_dir, replicas=2, task=1, server="vllm", model="org/tiny", timeout_s=60, log=lines.append
+        ) as relay:
             assert any("replicas [1] answer" in line for line in lines), lines
             client = relay.client("1.100", timeout_s=30)
             replies: list[str] = []
-            thread = threading.Thread(target=lambda: replies.append(
-                client.chat("org/tiny", [{"role": "user", "content": "late page"}]).text))
+            thread = threading.Thread(
+                target=lambda: replies.append(client.chat("org/tiny", [{"role": "user", "content": "late page"}]).text)
+            )
             thread.start()
             deadline = time.monotonic() + 10
             while not vllm_trace(tmp_path / "vllm-1.log")["begin"]:
@@ -151,12 +175,20 @@ def test_relay_to_ollama_replicas_keeps_the_secret_in_the_path(tmp_path, monkeyp
     models = tmp_path / "models"
     seed_model(models, "tiny:1b")
     monkeypatch.setenv("OLLAMA_MODELS", str(models))
-    settings = LlmSettings(model="tiny:1b", parallel=2, replicas=2, bind_host="127.0.0.1", ready_timeout_s=10,
-                           load_timeout_s=10, metrics_interval_s=0.2)
+    settings = LlmSettings(
+        model="tiny:1b",
+        parallel=2,
+        replicas=2,
+        bind_host="127.0.0.1",
+        ready_timeout_s=10,
+        load_timeout_s=10,
+        metrics_interval_s=0.2,
+    )
     run_dir, procs = start_replicas(tmp_path, settings, 2)
     try:
-        with task_relay(run_dir, replicas=2, task=0, server="ollama", model="tiny:1b", timeout_s=30,
-                        log=lambda line: None) as relay:
+        with task_relay(
+            run_dir, replicas=2, task=0, server="ollama", model="tiny:1b", timeout_s=30, log=lambda line: None
+        ) as relay:
             client = ollama.Client(host=relay.base_url("0.7"))  # what marker's OllamaService is given
             assert client.generate(model="tiny:1b", prompt="a b", stream=False).response == "A B"
             assert relay.task_stats("0.7")["tokens_out"] == 2

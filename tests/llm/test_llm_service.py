@@ -35,23 +35,38 @@ ROOT = Path(__file__).resolve().parents[2]
 def make_run(tmp_path: Path, **settings) -> tuple[Path, Path]:
     run_dir, models = tmp_path / "run", tmp_path / "models"
     run_dir.mkdir(exist_ok=True)
-    values = dict(bind_host="127.0.0.1", models_dir=str(models), ready_timeout_s=10, pull_timeout_s=10,
-                  load_timeout_s=10, metrics_interval_s=0.2)
+    values = dict(
+        bind_host="127.0.0.1",
+        models_dir=str(models),
+        ready_timeout_s=10,
+        pull_timeout_s=10,
+        load_timeout_s=10,
+        metrics_interval_s=0.2,
+    )
     values.update(settings)
     LlmPaths(run_dir).save_settings(LlmSettings(**values))
     return run_dir, models
 
 
 def service_env(tmp_path: Path, **knobs) -> dict[str, str]:
-    return dict(os.environ, PATH=path_with_standin(), STANDIN_OLLAMA_REQUEST_LOG=str(tmp_path / "requests.log"),
-                **knob_env(**knobs))
+    return dict(
+        os.environ,
+        PATH=path_with_standin(),
+        STANDIN_OLLAMA_REQUEST_LOG=str(tmp_path / "requests.log"),
+        **knob_env(**knobs),
+    )
 
 
 def start_service(run_dir: Path, env: dict, name: str) -> tuple[subprocess.Popen, Path]:
     log = run_dir.parent / f"{name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "hpc_marker.llm.service", str(run_dir)], cwd=ROOT,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpc_marker.llm.service", str(run_dir)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     return proc, log
 
 
@@ -91,8 +106,13 @@ def test_serve_llm_end_to_end_secret_kept_private_and_derived_model_reused(tmp_p
     assert standin_pids(models) == []  # ollama stopped with the service
     output = log.read_text()
     assert "created derived model " + expected in output
-    for text in (output, paths.server_log("ollama").read_text(), paths.metrics.read_text(), paths.settings.read_text(),
-                 (tmp_path / "requests.log").read_text()):
+    for text in (
+        output,
+        paths.server_log("ollama").read_text(),
+        paths.metrics.read_text(),
+        paths.settings.read_text(),
+        (tmp_path / "requests.log").read_text(),
+    ):
         assert secret not in text
     assert paths.metrics.read_text().strip()
 
@@ -110,13 +130,21 @@ def test_serve_llm_end_to_end_secret_kept_private_and_derived_model_reused(tmp_p
 def test_missing_model_that_cannot_be_pulled_fails_fast_and_clearly(tmp_path):
     run_dir, models = make_run(tmp_path, model="ghost:7b")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "hpc_marker.llm.service", str(run_dir)], cwd=ROOT, timeout=60,
-                          env=service_env(tmp_path), capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "hpc_marker.llm.service", str(run_dir)],
+        cwd=ROOT,
+        timeout=60,
+        env=service_env(tmp_path),
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1
     assert time.monotonic() - started < 15
     error = done.stderr.strip().splitlines()[-1]
-    assert error.startswith("hpcmarker llm: error: model ghost:7b is not available on this node and cannot be "
-                            "pulled: run `hpcmarker llm pull ghost:7b` on a login node")
+    assert error.startswith(
+        "hpcmarker llm: error: model ghost:7b is not available on this node and cannot be "
+        "pulled: run `hpcmarker llm pull ghost:7b` on a login node"
+    )
     assert "registry.ollama.ai" in error  # what pull said
     assert not LlmPaths(run_dir).endpoint.exists() and not LlmPaths(run_dir).secret.exists()
     assert standin_pids(models) == []
@@ -147,8 +175,11 @@ def test_ollama_that_never_answers_fails_within_the_ready_timeout(tmp_path, monk
     for key, value in service_env(tmp_path, never_ready=True).items():
         monkeypatch.setenv(key, value)
     started = time.monotonic()
-    with pytest.raises(ServiceError, match=r"did not answer on http://127\.0\.0\.1:\d+/api/version within 1s "
-                                           r"\(ConnectError\); last lines of .*NEVER_READY"):
+    with pytest.raises(
+        ServiceError,
+        match=r"did not answer on http://127\.0\.0\.1:\d+/api/version within 1s "
+        r"\(ConnectError\); last lines of .*NEVER_READY",
+    ):
         serve_llm(str(run_dir))
     assert time.monotonic() - started < 15  # 1 s wait + at most a 10 s terminate grace
     assert standin_pids(models) == []
@@ -175,7 +206,9 @@ def test_derived_model_name_is_deterministic():
     assert a != derived_model_name("qwen2.5:7b", {"num_ctx": 4096, "temperature": 0})
     assert a != derived_model_name("qwen2.5:14b", {"num_ctx": 8192, "temperature": 0})
     assert derived_model_name("llama3", {"num_ctx": 8192}) == derived_model_name("llama3:latest", {"num_ctx": 8192})
-    assert derived_model_name("hf.co/Org/Model-GGUF:Q4_K_M", {"num_ctx": 1}).startswith("hf.co-org-model-gguf-q4_k_m-hpcm-")
+    assert derived_model_name("hf.co/Org/Model-GGUF:Q4_K_M", {"num_ctx": 1}).startswith(
+        "hf.co-org-model-gguf-q4_k_m-hpcm-"
+    )
 
 
 def test_sigterm_while_waiting_for_ollama_stops_promptly(tmp_path):

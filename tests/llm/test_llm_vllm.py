@@ -28,7 +28,13 @@ MODEL = "org/tiny-instruct"
 def make_run(tmp_path: Path, **settings) -> Path:
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
-    values = {"model": MODEL, "server": "vllm", "bind_host": "127.0.0.1", "load_timeout_s": 20, "metrics_interval_s": 0.2}
+    values = {
+        "model": MODEL,
+        "server": "vllm",
+        "bind_host": "127.0.0.1",
+        "load_timeout_s": 20,
+        "metrics_interval_s": 0.2,
+    }
     LlmPaths(run_dir).save_settings(LlmSettings(**{**values, **settings}))
     return run_dir
 
@@ -40,26 +46,39 @@ def vllm_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def start_service(run_dir: Path, env: dict, replica: int = 0) -> tuple[subprocess.Popen, Path]:
     log = run_dir.parent / f"service-{replica}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "hpc_marker.llm.service", str(run_dir), str(replica)], cwd=ROOT,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpc_marker.llm.service", str(run_dir), str(replica)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     return proc, log
 
 
 def test_vllm_answers_only_through_the_front_and_only_with_the_secret(tmp_path):
-    run_dir = make_run(tmp_path, parallel=3, gpus=2, ctx=4096, options={"enforce-eager": True},
-                       server_args=["--seed", "7"])
+    run_dir = make_run(
+        tmp_path, parallel=3, gpus=2, ctx=4096, options={"enforce-eager": True}, server_args=["--seed", "7"]
+    )
     requests_log, paths = tmp_path / "requests.log", LlmPaths(run_dir)
     proc, log = start_service(run_dir, vllm_env(tmp_path))
     try:
         endpoint = wait_for_service(run_dir, timeout_s=20, poll_s=0.1)
         secret = paths.secret.read_text().strip()
         published = json.loads(paths.endpoint.read_text())
-        assert (endpoint.server, endpoint.model, published["server"], published["replica"]) == ("vllm", MODEL, "vllm", 0)
+        assert (endpoint.server, endpoint.model, published["server"], published["replica"]) == (
+            "vllm",
+            MODEL,
+            "vllm",
+            0,
+        )
         assert published["server_version"] == "0.0.0-standin" and published["capacity"] == 4
         argv = paths.server_log("vllm").read_text().splitlines()[0]
         port = int(argv.split("--port ")[1].split()[0])
-        assert argv.endswith(f"vllm serve {MODEL} --host 127.0.0.1 --port {port} --served-model-name {MODEL} "
-                             "--max-num-seqs 3 --tensor-parallel-size 2 --max-model-len 4096 --enforce-eager --seed 7")
+        assert argv.endswith(
+            f"vllm serve {MODEL} --host 127.0.0.1 --port {port} --served-model-name {MODEL} "
+            "--max-num-seqs 3 --tensor-parallel-size 2 --max-model-len 4096 --enforce-eager --seed 7"
+        )
         server_pid = vllm_pids(requests_log)[0]
         environ = Path(f"/proc/{server_pid}/environ").read_bytes().split(b"\0")
         key = next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"VLLM_API_KEY="))
@@ -72,16 +91,21 @@ def test_vllm_answers_only_through_the_front_and_only_with_the_secret(tmp_path):
         assert httpx.get(f"{vllm}/v1/models").status_code == 401
         seen = len(read_request_log(requests_log))
         # the front: no secret, a wrong one, or a route off the allowlist never reach vLLM
-        for call in (lambda: httpx.post(f"{endpoint.url}/v1/chat/completions", json=body),
-                     lambda: httpx.post(f"{endpoint.url}/v1/chat/completions", json=body,
-                                        headers={"Authorization": f"Bearer {secret[:-1]}"}),
-                     lambda: httpx.post(f"{endpoint.url}/{secret[:-1]}/v1/chat/completions", json=body),
-                     lambda: httpx.post(f"{endpoint.url}/v1/chat/completions", json=body,
-                                        headers={"Authorization": f"Bearer {key}"}),
-                     lambda: httpx.post(f"{endpoint.url}/tokenize", json={"prompt": "x"},
-                                        headers={"Authorization": f"Bearer {secret}"}),
-                     lambda: httpx.get(f"{endpoint.url}/{secret}/metrics"),
-                     lambda: httpx.post(f"{endpoint.url}/{secret}/api/generate", json={"model": MODEL})):
+        for call in (
+            lambda: httpx.post(f"{endpoint.url}/v1/chat/completions", json=body),
+            lambda: httpx.post(
+                f"{endpoint.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret[:-1]}"}
+            ),
+            lambda: httpx.post(f"{endpoint.url}/{secret[:-1]}/v1/chat/completions", json=body),
+            lambda: httpx.post(
+                f"{endpoint.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+            ),
+            lambda: httpx.post(
+                f"{endpoint.url}/tokenize", json={"prompt": "x"}, headers={"Authorization": f"Bearer {secret}"}
+            ),
+            lambda: httpx.get(f"{endpoint.url}/{secret}/metrics"),
+            lambda: httpx.post(f"{endpoint.url}/{secret}/api/generate", json={"model": MODEL}),
+        ):
             assert call().status_code == 403
         assert len(read_request_log(requests_log)) == seen
         # the OpenAI chat API with the secret as the API key, counted per task
@@ -122,11 +146,17 @@ def test_vllm_runs_in_the_profiles_image(tmp_path, monkeypatch):
 
 
 def test_vllm_failures_are_one_line_and_fast(tmp_path, monkeypatch):
-    run_dir, env = make_run(tmp_path, load_timeout_s=1), vllm_env(tmp_path, STANDIN_VLLM_EXIT_AT_STARTUP="CUDA out of memory")
+    run_dir, env = (
+        make_run(tmp_path, load_timeout_s=1),
+        vllm_env(tmp_path, STANDIN_VLLM_EXIT_AT_STARTUP="CUDA out of memory"),
+    )
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(ServiceError, match=r"vllm serve \(vllm pid \d+\) exited with code 1 before answering .*"
-                                           r"CUDA out of memory"):
+    with pytest.raises(
+        ServiceError,
+        match=r"vllm serve \(vllm pid \d+\) exited with code 1 before answering .*"
+        r"CUDA out of memory",
+    ):
         serve_llm(str(run_dir))
     monkeypatch.delenv("STANDIN_VLLM_EXIT_AT_STARTUP")
     monkeypatch.setenv("STANDIN_VLLM_NEVER_HEALTHY", "1")
@@ -138,8 +168,9 @@ def test_vllm_failures_are_one_line_and_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(ServiceError, match="'?vllm'? is not on PATH on .*llm_image"):
         serve_llm(str(run_dir))
-    LlmPaths(run_dir).save_settings(LlmSettings(model=MODEL, server="vllm", load_timeout_s=5,
-                                                server_args=["--served-model-name", "renamed"]))
+    LlmPaths(run_dir).save_settings(
+        LlmSettings(model=MODEL, server="vllm", load_timeout_s=5, server_args=["--served-model-name", "renamed"])
+    )
     monkeypatch.setenv("PATH", env["PATH"])
     monkeypatch.delenv("STANDIN_VLLM_NEVER_HEALTHY")
     with pytest.raises(ServiceError, match=rf"serves \['renamed'\], not '{MODEL}'"):

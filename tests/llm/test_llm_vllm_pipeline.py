@@ -35,9 +35,30 @@ def standin(tmp_path, monkeypatch):
 
 
 def submit_args(pdfs: Path, out: Path, *extra: str) -> list[str]:
-    return ["submit", "--pdfs", str(pdfs), "--out", str(out), "--engine", "text", "--executor", "local", "--gpus", "2",
-            "--llm", MODEL, "--llm-server", "vllm", "--llm-replicas", "2", "--llm-parallel", "2",
-            "--llm-bind", "127.0.0.1", *extra]
+    return [
+        "submit",
+        "--pdfs",
+        str(pdfs),
+        "--out",
+        str(out),
+        "--engine",
+        "text",
+        "--executor",
+        "local",
+        "--gpus",
+        "2",
+        "--llm",
+        MODEL,
+        "--llm-server",
+        "vllm",
+        "--llm-replicas",
+        "2",
+        "--llm-parallel",
+        "2",
+        "--llm-bind",
+        "127.0.0.1",
+        *extra,
+    ]
 
 
 def replica_logs(run_dir: Path, template: str) -> list[Path]:
@@ -91,11 +112,13 @@ def test_two_vllm_replicas_serve_the_run_with_mps_per_task(tmp_path, sample_pdfs
 
 @pytest.mark.slow
 def test_killing_one_replica_mid_run_loses_nothing_and_marks_exactly_the_affected_items(
-        tmp_path, sample_pdfs, standin, monkeypatch):
+    tmp_path, sample_pdfs, standin, monkeypatch
+):
     monkeypatch.setenv("STANDIN_VLLM_SECONDS_PER_REQUEST", "1.0")
     outcome: list = []
-    run = threading.Thread(target=lambda: outcome.append(invoke(*submit_args(sample_pdfs, tmp_path / "out",
-                                                                             "--workers-per-gpu", "2"))))
+    run = threading.Thread(
+        target=lambda: outcome.append(invoke(*submit_args(sample_pdfs, tmp_path / "out", "--workers-per-gpu", "2")))
+    )
     run.start()
     deadline = time.monotonic() + 120
     while True:  # until replica 1 runs requests
@@ -140,7 +163,8 @@ def test_killing_one_replica_mid_run_loses_nothing_and_marks_exactly_the_affecte
 
 @pytest.mark.slow
 def test_failed_vllm_calls_mark_exactly_their_items_degraded_in_status_summary_and_report(
-        tmp_path, sample_pdfs, standin, monkeypatch):
+    tmp_path, sample_pdfs, standin, monkeypatch
+):
     """The Ollama path's degraded accounting, with vLLM: each completion the server fails keeps its
     page's extracted text; the manifest marks exactly the items that had one; status, summary.json and
     the report count them, and each replica's failures add up to what the servers failed."""

@@ -15,11 +15,29 @@ from hpc_marker.runstate.record import RunRecord
 def _slurm_run(tmp_path) -> RunPaths:
     paths = RunPaths(tmp_path / "out" / ".hpcmarker" / "runs" / "r")
     paths.root.mkdir(parents=True)
-    paths.save_record(RunRecord(
-        run_id="r", created=0, pdfs_root="/p", out_dir=str(tmp_path / "out"), engine="text", engine_options={},
-        executor="slurm", tasks=2, gpus=2, workers_per_gpu=1, cpus_per_task=1, template="generic",
-        time_limit="1:00:00", steal=True, lease_seconds=120.0, item_timeout="auto", umask=0o077, profile="generic",
-        jobs={"convert": ["7_0", "7_1"], "collect": ["8"]}))
+    paths.save_record(
+        RunRecord(
+            run_id="r",
+            created=0,
+            pdfs_root="/p",
+            out_dir=str(tmp_path / "out"),
+            engine="text",
+            engine_options={},
+            executor="slurm",
+            tasks=2,
+            gpus=2,
+            workers_per_gpu=1,
+            cpus_per_task=1,
+            template="generic",
+            time_limit="1:00:00",
+            steal=True,
+            lease_seconds=120.0,
+            item_timeout="auto",
+            umask=0o077,
+            profile="generic",
+            jobs={"convert": ["7_0", "7_1"], "collect": ["8"]},
+        )
+    )
     return paths
 
 
@@ -44,8 +62,9 @@ def test_cancel_of_a_slurm_run_already_over_says_so_and_changes_nothing(tmp_path
     paths, (_, scancelled) = _slurm_run(tmp_path), slurm_queue
     result = invoke("cancel", paths.root)
     assert result.exit_code == 0, result.output
-    assert result.output == ("run r was already over: nothing of it was queued or running (jobs 7_[0,1], 8); "
-                             "nothing cancelled\n")
+    assert result.output == (
+        "run r was already over: nothing of it was queued or running (jobs 7_[0,1], 8); nothing cancelled\n"
+    )
     assert scancelled == [] and paths.load_record().cancelled is None  # not marked: nothing was cancelled
 
 

@@ -20,9 +20,24 @@ from hpc_marker.runstate.summary import plan_frames, summarize_records
 
 
 def record(item: str, status: str = "ok", task: int = 0, pages: int = 10, t: float = 100.0) -> ManifestRecord:
-    return ManifestRecord(item_id=item, pdf=f"{item}.pdf", page_start=0, page_stop=pages, pages=pages,
-                          status=status, error=None if status == "ok" else "boom", seconds=1.0, engine="text",
-                          host="n1", gpu="0", job_id="7_0", task=task, output=None, started=t, finished=t + 1)
+    return ManifestRecord(
+        item_id=item,
+        pdf=f"{item}.pdf",
+        page_start=0,
+        page_stop=pages,
+        pages=pages,
+        status=status,
+        error=None if status == "ok" else "boom",
+        seconds=1.0,
+        engine="text",
+        host="n1",
+        gpu="0",
+        job_id="7_0",
+        task=task,
+        output=None,
+        started=t,
+        finished=t + 1,
+    )
 
 
 def test_torn_last_line_is_reported_not_fatal(tmp_path):
@@ -36,29 +51,58 @@ def test_torn_last_line_is_reported_not_fatal(tmp_path):
 
 
 def _plan() -> Plan:
-    return Plan(tasks=[TaskPlan(0, [WorkItem("a", "a.pdf", 0, 10), WorkItem("b", "b.pdf", 0, 10)]),
-                       TaskPlan(1, [WorkItem("c", "c.pdf", 0, 30)])])
+    return Plan(
+        tasks=[
+            TaskPlan(0, [WorkItem("a", "a.pdf", 0, 10), WorkItem("b", "b.pdf", 0, 10)]),
+            TaskPlan(1, [WorkItem("c", "c.pdf", 0, 30)]),
+        ]
+    )
 
 
 def _record() -> RunRecord:
-    return RunRecord(run_id="r", created=0, pdfs_root="/p", out_dir="/o", engine="text", engine_options={},
-                     executor="slurm", tasks=2, gpus=2, workers_per_gpu=1, cpus_per_task=1, template="generic",
-                     time_limit="1:00:00", steal=True, lease_seconds=120.0, item_timeout="auto", umask=0o077,
-                     profile="generic", jobs={"convert": ["7_0", "7_1"], "collect": ["8"]})
+    return RunRecord(
+        run_id="r",
+        created=0,
+        pdfs_root="/p",
+        out_dir="/o",
+        engine="text",
+        engine_options={},
+        executor="slurm",
+        tasks=2,
+        gpus=2,
+        workers_per_gpu=1,
+        cpus_per_task=1,
+        template="generic",
+        time_limit="1:00:00",
+        steal=True,
+        lease_seconds=120.0,
+        item_timeout="auto",
+        umask=0o077,
+        profile="generic",
+        jobs={"convert": ["7_0", "7_1"], "collect": ["8"]},
+    )
 
 
 def _progress(commits: list[tuple[str, str, int, int, float]]) -> Progress:
     """Progress as the commit logs say it: (item, status, pages, share, started) per line, 1 s each."""
-    frame = pd.DataFrame([{"item_id": i, "status": s, "pages": p, "share": sh, "started": t, "finished": t + 1,
-                           "flags": ""} for i, s, p, sh, t in commits])
-    return Progress(share_counts(latest_commits(frame)), float(frame["started"].min()),
-                    float(frame["finished"].max()))
+    frame = pd.DataFrame(
+        [
+            {"item_id": i, "status": s, "pages": p, "share": sh, "started": t, "finished": t + 1, "flags": ""}
+            for i, s, p, sh, t in commits
+        ]
+    )
+    return Progress(share_counts(latest_commits(frame)), float(frame["started"].min()), float(frame["finished"].max()))
 
 
 def test_summarize_counts_rate_and_eta():
     shares = plan_frames(_plan())[1]
-    status = summarize(_record(), shares, _progress([("a", "ok", 10, 0, 100.0), ("b", "failed", 10, 0, 104.0)]),
-                       {"7_0": "COMPLETED", "7_1": "RUNNING", "8": "PENDING"}, now=110.0)
+    status = summarize(
+        _record(),
+        shares,
+        _progress([("a", "ok", 10, 0, 100.0), ("b", "failed", 10, 0, 104.0)]),
+        {"7_0": "COMPLETED", "7_1": "RUNNING", "8": "PENDING"},
+        now=110.0,
+    )
     assert (status.ok, status.failed, status.pending) == (1, 1, 1)
     assert status.pages_done == 20 and status.pages == 50
     assert status.elapsed_seconds == 10.0 and status.pages_per_second == 2.0
@@ -120,8 +164,10 @@ def test_squeue_lines_and_dependencies_parse():
     assert jobs[1] == QueuedJob("549_[0-3]", "PENDING", "DependencyNeverSatisfied", "afterok:548(failed)")
     assert jobs[1].base_id == "549" and jobs[2].dependency == "" and len(jobs) == 3
     assert parse_dependency("afterok:548(failed)?after:122+5(unfulfilled),afterany:549_*(unfulfilled)") == [
-        Dependency("afterok", "548", "failed"), Dependency("after", "122", "unfulfilled"),
-        Dependency("afterany", "549_*", "unfulfilled")]
+        Dependency("afterok", "548", "failed"),
+        Dependency("after", "122", "unfulfilled"),
+        Dependency("afterany", "549_*", "unfulfilled"),
+    ]
     assert parse_dependency("") == []
 
 
@@ -135,10 +181,12 @@ def test_wedge_found_named_and_everything_queued_listed():
     assert wedge.queued == ("549_[0-3]", "550")  # not the stranger's 560
     assert describe("r1", wedge, cancelled=True) == (
         "run r1 is wedged: array 549 pending with DependencyNeverSatisfied (service 548 FAILED); "
-        "cancelled array 549 and collector 550 — fix the cause, then: hpcmarker resume r1")
+        "cancelled array 549 and collector 550 — fix the cause, then: hpcmarker resume r1"
+    )
     assert describe("r1", wedge, cancelled=False).endswith(
         "still queued (status cancels nothing): array 549 and collector 550 — fix the cause, then: "
-        "hpcmarker cancel r1 && hpcmarker resume r1")
+        "hpcmarker cancel r1 && hpcmarker resume r1"
+    )
     # a job outside the run: its state comes from squeue's own words
     outside = find_wedge({"convert": ["549_0"], "collect": ["550"]}, parse_squeue(WEDGED_SQUEUE), {})
     assert outside.causes == ("job 548 FAILED",)
@@ -148,8 +196,9 @@ def test_no_wedge_while_dependencies_can_still_be_met():
     from hpc_marker.slurm.parse import parse_squeue
     from hpc_marker.slurm.wedge import find_wedge
 
-    waiting = ("550|PENDING|Dependency|afterany:549_*(unfulfilled)\n"
-               "549_[0-3]|PENDING|Dependency|after:548(unfulfilled)\n")
+    waiting = (
+        "550|PENDING|Dependency|afterany:549_*(unfulfilled)\n549_[0-3]|PENDING|Dependency|after:548(unfulfilled)\n"
+    )
     assert find_wedge(WEDGED_JOBS, parse_squeue(waiting), {}) is None
     assert find_wedge({"convert": ["777_0"]}, parse_squeue(WEDGED_SQUEUE), {}) is None  # another run's wedge
 
@@ -169,8 +218,15 @@ def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, mo
     paths.save_record(record)
     queue = [WEDGED_SQUEUE]
     cancelled = []
-    monkeypatch.setattr(slurm, "job_states", lambda ids: {"549_0": "PENDING", "549_1": "PENDING", "550": "PENDING"}
-                        if queue[0] else {"549_0": "CANCELLED", "549_1": "CANCELLED", "550": "CANCELLED"})
+    monkeypatch.setattr(
+        slurm,
+        "job_states",
+        lambda ids: (
+            {"549_0": "PENDING", "549_1": "PENDING", "550": "PENDING"}
+            if queue[0]
+            else {"549_0": "CANCELLED", "549_1": "CANCELLED", "550": "CANCELLED"}
+        ),
+    )
     monkeypatch.setattr(slurm, "queue", lambda ids: parse_squeue(queue[0]))
     monkeypatch.setattr(slurm, "queued_jobs", lambda ids: [j.job_id for j in slurm.queue(ids)])
 
@@ -198,14 +254,24 @@ def test_jobs_sacct_does_not_know_yet_take_squeues_state():
 
     assert expand_queued_id("772_[0-2,5%2]") == ["772_0", "772_1", "772_2", "772_5"]
     assert expand_queued_id("772_3") == ["772_3"] and expand_queued_id("773") == ["773"]
-    queued = [QueuedJob("772_[1-3]", "PENDING", "Resources"), QueuedJob("772_0", "RUNNING", "None"),
-              QueuedJob("773", "PENDING", "Dependency")]
+    queued = [
+        QueuedJob("772_[1-3]", "PENDING", "Resources"),
+        QueuedJob("772_0", "RUNNING", "None"),
+        QueuedJob("773", "PENDING", "Dependency"),
+    ]
     ids = ["772_0", "772_1", "772_2", "772_3", "773", "771"]
     states = fill_from_queue({"771": "COMPLETED", "772_0": "RUNNING"}, ids, queued)
-    assert states == {"771": "COMPLETED", "772_0": "RUNNING", "772_1": "PENDING", "772_2": "PENDING",
-                      "772_3": "PENDING", "773": "PENDING"}
+    assert states == {
+        "771": "COMPLETED",
+        "772_0": "RUNNING",
+        "772_1": "PENDING",
+        "772_2": "PENDING",
+        "772_3": "PENDING",
+        "773": "PENDING",
+    }
     assert fill_from_queue({"772_0": "COMPLETED"}, ["772_0"], [QueuedJob("772_0", "RUNNING", "None")]) == {
-        "772_0": "COMPLETED"}  # sacct wins where it knows the job
+        "772_0": "COMPLETED"
+    }  # sacct wins where it knows the job
 
 
 def test_status_names_a_pending_reason_that_never_clears(tmp_path, monkeypatch):
@@ -223,14 +289,22 @@ def test_status_names_a_pending_reason_that_never_clears(tmp_path, monkeypatch):
     record.jobs = {"convert": ["549_0", "549_1"], "collect": ["550"]}
     paths.save_record(record)
     monkeypatch.setattr(slurm, "job_states", lambda ids: {job: "PENDING" for job in ids})
-    monkeypatch.setattr(slurm, "queue", lambda ids: parse_squeue(
-        "549_[0-1]|PENDING|PartitionConfig|(null)\n550|PENDING|Dependency|afterany:549_*(unfulfilled)\n"))
+    monkeypatch.setattr(
+        slurm,
+        "queue",
+        lambda ids: parse_squeue(
+            "549_[0-1]|PENDING|PartitionConfig|(null)\n550|PENDING|Dependency|afterany:549_*(unfulfilled)\n"
+        ),
+    )
     status = load_status(paths)
     assert status.state == "pending" and status.exit_code == 0
     assert status.reasons == [
-        ("2 tasks (0,1): pending with PartitionConfig: the partition can never run this request (more CPUs, memory "
-         "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
-         "--mem, --time) or another --partition, then: hpcmarker cancel r && hpcmarker resume r")]
+        (
+            "2 tasks (0,1): pending with PartitionConfig: the partition can never run this request (more CPUs, memory "
+            "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
+            "--mem, --time) or another --partition, then: hpcmarker cancel r && hpcmarker resume r"
+        )
+    ]
     assert status.next == "hpcmarker cancel r && hpcmarker resume r"
 
 
@@ -241,14 +315,37 @@ def test_status_table_of_a_thousand_tasks_has_a_row_per_state_and_the_worst_task
     from hpc_marker.manage.statustable import WORST_TASKS, status_table
 
     states = ["COMPLETED"] * 900 + ["RUNNING"] * 80 + ["FAILED"] * 20
-    tasks = [TaskStatus(task=i, job_id=f"7_{i}", state=state, items=10, ok=10 if state == "COMPLETED" else 4,
-                        failed=i % 7 if state == "FAILED" else 0,
-                        pending=0 if state == "COMPLETED" else 6 - (i % 7 if state == "FAILED" else 0),
-                        pages=30, pages_done=30 if state == "COMPLETED" else 12) for i, state in enumerate(states)]
-    status = RunStatus(run_id="big", run_dir="/x", executor="slurm", state="running", items=10_000,
-                       ok=sum(t.ok for t in tasks), failed=sum(t.failed for t in tasks),
-                       pending=sum(t.pending for t in tasks), pages=30_000, pages_done=0, elapsed_seconds=60,
-                       pages_per_second=None, eta_seconds=None, collector="PENDING", tasks=tasks)
+    tasks = [
+        TaskStatus(
+            task=i,
+            job_id=f"7_{i}",
+            state=state,
+            items=10,
+            ok=10 if state == "COMPLETED" else 4,
+            failed=i % 7 if state == "FAILED" else 0,
+            pending=0 if state == "COMPLETED" else 6 - (i % 7 if state == "FAILED" else 0),
+            pages=30,
+            pages_done=30 if state == "COMPLETED" else 12,
+        )
+        for i, state in enumerate(states)
+    ]
+    status = RunStatus(
+        run_id="big",
+        run_dir="/x",
+        executor="slurm",
+        state="running",
+        items=10_000,
+        ok=sum(t.ok for t in tasks),
+        failed=sum(t.failed for t in tasks),
+        pending=sum(t.pending for t in tasks),
+        pages=30_000,
+        pages_done=0,
+        elapsed_seconds=60,
+        pages_per_second=None,
+        eta_seconds=None,
+        collector="PENDING",
+        tasks=tasks,
+    )
     table = status_table(status)
     assert table.row_count == WORST_TASKS + 3
     console = Console(width=200, record=True)
@@ -262,14 +359,24 @@ def test_status_table_of_a_thousand_tasks_has_a_row_per_state_and_the_worst_task
 
 
 def test_bisected_item_is_pending_until_its_pages_are_finished_then_partial():
-    lines = [("a", "bisected", 10, 0, 1.0), ("a.r0-5", "ok", 5, 0, 2.0), ("a.r5-10", "bisected", 5, 0, 3.0),
-             ("a.r5-7", "ok", 2, 0, 4.0), ("a.r7-10", "bisected", 3, 0, 5.0), ("a.r7-8", "timeout", 1, 0, 6.0)]
+    lines = [
+        ("a", "bisected", 10, 0, 1.0),
+        ("a.r0-5", "ok", 5, 0, 2.0),
+        ("a.r5-10", "bisected", 5, 0, 3.0),
+        ("a.r5-7", "ok", 2, 0, 4.0),
+        ("a.r7-10", "bisected", 3, 0, 5.0),
+        ("a.r7-8", "timeout", 1, 0, 6.0),
+    ]
     going = _progress(lines)
     assert going.shares == {}  # pages 9-10 not finished: the item is pending
     done = _progress([*lines, ("a.r8-10", "ok", 2, 0, 7.0), ("b", "ok", 10, 0, 8.0)])
     assert done.shares == {0: ShareCounts(ok=1, failed=0, pages_done=20, partial=1)}
-    frame = pd.DataFrame([{"item_id": i, "status": s, "pages": p, "share": sh, "started": t, "finished": t,
-                           "flags": ""} for i, s, p, sh, t in lines])
+    frame = pd.DataFrame(
+        [
+            {"item_id": i, "status": s, "pages": p, "share": sh, "started": t, "finished": t, "flags": ""}
+            for i, s, p, sh, t in lines
+        ]
+    )
     assert commit_lost_pages(latest_commits(frame)) == ["document a page 8: timeout"]
     status = summarize(_record(), plan_frames(_plan())[1], done, {}, now=10.0)
     assert (status.ok, status.partial, status.failed, status.pending) == (1, 1, 0, 1)

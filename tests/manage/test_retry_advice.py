@@ -33,8 +33,16 @@ def test_an_item_that_keeps_timing_out_is_offered_to_retry_until_it_is_poison(tm
     pdfs.mkdir()
     shutil.copy(EXAMPLES / "en" / "upref.pdf", pdfs / "slow.pdf")
     monkeypatch.setenv(SECONDS_PER_PAGE_VARIABLE, "30")
-    run = run_local(pdfs, tmp_path / "out", "--engine", "benchmark", "--item-timeout", "1", "--no-bisect",
-                    expect=FINISHED_WITH_FAILURES)
+    run = run_local(
+        pdfs,
+        tmp_path / "out",
+        "--engine",
+        "benchmark",
+        "--item-timeout",
+        "1",
+        "--no-bisect",
+        expect=FINISHED_WITH_FAILURES,
+    )
     run_id, output = run.paths.root.name, run.output
     for _attempt in (2, 3):  # failed once, then twice: another try could still convert it
         assert f"next: hpcmarker retry {run_id}" in output, output

@@ -11,16 +11,25 @@ from runkit import FINISHED_WITH_FAILURES, invoke, run_local
 
 from hpc_marker.runstate.index import register_run
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.submission.launch import record_jobs
 from hpc_marker.submission.followup import RunOverrides, prepare_followup
+from hpc_marker.submission.launch import record_jobs
 
 
 def _bad_run(tmp_path):
     pdfs = tmp_path / "pdfs"
     shutil.copytree(EXAMPLES / "en", pdfs / "en")
     bad = make_bad_pdfs(pdfs / "bad")
-    run = run_local(pdfs, tmp_path / "out", "--gpus", "2", "--min-task-pages", "1", "--run-id", "first",
-                    expect=FINISHED_WITH_FAILURES)
+    run = run_local(
+        pdfs,
+        tmp_path / "out",
+        "--gpus",
+        "2",
+        "--min-task-pages",
+        "1",
+        "--run-id",
+        "first",
+        expect=FINISHED_WITH_FAILURES,
+    )
     return run, bad
 
 
@@ -65,6 +74,7 @@ def test_status_of_an_out_folder_names_a_follow_up_run_that_is_not_finished(tmp_
         assert command == "hpcmarker resume again", lines[0]
     follow_ups = json.loads(invoke("status", str(out), "--json").output)["follow_ups"]
     assert [(f["run_id"], f["parent"], f["state"], f["next"]) for f in follow_ups] == [
-        ("again", "first", "incomplete", "hpcmarker resume again")]
+        ("again", "first", "incomplete", "hpcmarker resume again")
+    ]
     assert "follow-up run" not in invoke("status", "again").output  # itself: its own status says it all
     assert RunPaths(out / ".hpcmarker" / "runs" / "again").record.exists()

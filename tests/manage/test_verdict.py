@@ -22,11 +22,30 @@ from hpc_marker.manage.verdict import (
 from hpc_marker.runstate.stops import TaskStop
 
 
-def facts(*states: str, pending: int = 0, failed: int = 0, collected: bool = True, collector: str = "COMPLETED",
-          stops: dict | None = None, **more) -> RunFacts:
+def facts(
+    *states: str,
+    pending: int = 0,
+    failed: int = 0,
+    collected: bool = True,
+    collector: str = "COMPLETED",
+    stops: dict | None = None,
+    **more,
+) -> RunFacts:
     tasks = tuple(TaskView(i, f"7_{i}", state, pending if i == 0 else 0) for i, state in enumerate(states))
-    return RunFacts(run_id="r1", time_limit="00:30:00", mem="16G", cancelled=False, tasks=tasks, stops=stops or {},
-                    items=64, pending=pending, failed=failed, collected=collected, collector=collector, **more)
+    return RunFacts(
+        run_id="r1",
+        time_limit="00:30:00",
+        mem="16G",
+        cancelled=False,
+        tasks=tasks,
+        stops=stops or {},
+        items=64,
+        pending=pending,
+        failed=failed,
+        collected=collected,
+        collector=collector,
+        **more,
+    )
 
 
 def stop(task: int, cause: str, detail: str = "", job: str | None = None) -> TaskStop:
@@ -45,9 +64,17 @@ def test_state_words():
 
 
 def test_a_time_limited_run_is_incomplete_with_the_reason_and_a_longer_time():
-    judged = verdict(facts("COMPLETED", "COMPLETED", pending=48,
-                           stops={0: stop(0, "time_limit", "time limit near (USR2)"),
-                                  1: stop(1, "time_limit", "time limit near (USR2)")}))
+    judged = verdict(
+        facts(
+            "COMPLETED",
+            "COMPLETED",
+            pending=48,
+            stops={
+                0: stop(0, "time_limit", "time limit near (USR2)"),
+                1: stop(1, "time_limit", "time limit near (USR2)"),
+            },
+        )
+    )
     assert judged.state == "incomplete" and judged.exit_code == EXIT_INCOMPLETE
     assert judged.headline == "incomplete: 48 of 64 items not converted (time limit)"
     assert judged.lines("r1") == ["2 tasks (0,1): time limit near (USR2) — next: hpcmarker resume r1 --time 01:00:00"]
@@ -60,7 +87,8 @@ def test_causes_the_task_could_not_record_come_from_the_job_state():
     assert judged.lines("r1") == [
         "1 task (1): killed: out of memory (job OUT_OF_MEMORY) — next: hpcmarker resume r1 --mem 32G",
         "1 task (0): killed at its time limit (job TIMEOUT) — next: hpcmarker resume r1 --time 01:00:00",
-        "1 task (2): its node failed (job NODE_FAIL) — next: hpcmarker resume r1"]
+        "1 task (2): its node failed (job NODE_FAIL) — next: hpcmarker resume r1",
+    ]
     assert judged.next == "hpcmarker resume r1 --mem 32G --time 01:00:00"  # every cause's options in one command
     assert task_cause(None, TaskView(0, "7_0", "FAILED"))[0] == "error"  # died before its record
     assert task_cause(None, TaskView(0, "7_0", "CANCELLED")) == ("cancelled", "cancelled before it started")
@@ -78,10 +106,15 @@ def test_one_line_per_distinct_cause_with_its_count_and_fix():
     stops[3] = stop(3, "storage_full", "storage full: cannot write output: No space left on device")
     judged = verdict(facts("FAILED", "FAILED", "FAILED", "FAILED", pending=20, stops=stops))
     assert judged.lines("r1") == [
-        ("3 tasks (0-2): engine 'marker' cannot run on n1: vllm is not on PATH — make the engine work in the jobs' "
-         "environment (see `hpcmarker logs r1 --task 0`, `hpcmarker doctor`), then: hpcmarker resume r1"),
-        ("1 task (3): storage full: cannot write output: No space left on device — free space, then: "
-         "hpcmarker retry r1")]
+        (
+            "3 tasks (0-2): engine 'marker' cannot run on n1: vllm is not on PATH — make the engine work in the jobs' "
+            "environment (see `hpcmarker logs r1 --task 0`, `hpcmarker doctor`), then: hpcmarker resume r1"
+        ),
+        (
+            "1 task (3): storage full: cannot write output: No space left on device — free space, then: "
+            "hpcmarker retry r1"
+        ),
+    ]
     assert judged.next == "hpcmarker retry r1"  # retry also reopens what the full disk failed
     assert judged.headline == "incomplete: 20 of 64 items not converted (engine, storage full)"
 
@@ -93,35 +126,50 @@ def test_finished_runs_exit_0_or_3_and_a_run_not_collected_says_collect():
     assert failed.headline == "finished: 62 ok, 2 failed of 64 items"
     uncollected = verdict(facts("COMPLETED", collected=False, collector="FAILED"))
     assert uncollected.state == "incomplete" and uncollected.next == "hpcmarker collect r1"
-    assert uncollected.lines("r1") == [("the run: every item is done, but the run was not collected (job FAILED) "
-                                        "— next: hpcmarker collect r1")]
+    assert uncollected.lines("r1") == [
+        ("the run: every item is done, but the run was not collected (job FAILED) — next: hpcmarker collect r1")
+    ]
     assert verdict(facts("RUNNING", pending=5, collected=False, collector="PENDING")).exit_code == EXIT_OK
 
 
 def test_a_cancelled_run_says_so_even_when_its_tasks_left_no_record():
-    judged = verdict(replace(facts("CANCELLED", "CANCELLED", pending=30, collected=False, collector="CANCELLED"),
-                             cancelled=True))
+    judged = verdict(
+        replace(facts("CANCELLED", "CANCELLED", pending=30, collected=False, collector="CANCELLED"), cancelled=True)
+    )
     assert judged.lines("r1") == ["2 tasks (0,1): cancelled before it started — next: hpcmarker resume r1"]
     assert judged.exit_code == EXIT_INCOMPLETE
 
 
 def test_pending_reasons_that_never_clear_are_named_with_what_to_do():
-    judged = verdict(facts("PENDING", "PENDING", pending=64, collected=False, collector="PENDING",
-                           pending_reasons={"7_0": "PartitionConfig", "7_1": "PartitionConfig", "8": "Dependency"},
-                           other_jobs={"8": "collect 8"}))
+    judged = verdict(
+        facts(
+            "PENDING",
+            "PENDING",
+            pending=64,
+            collected=False,
+            collector="PENDING",
+            pending_reasons={"7_0": "PartitionConfig", "7_1": "PartitionConfig", "8": "Dependency"},
+            other_jobs={"8": "collect 8"},
+        )
+    )
     assert judged.state == "pending"
     assert judged.lines("r1") == [
-        ("2 tasks (0,1): pending with PartitionConfig: the partition can never run this request (more CPUs, memory "
-         "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
-         "--mem, --time) or another --partition, then: hpcmarker cancel r1 && hpcmarker resume r1")]
+        (
+            "2 tasks (0,1): pending with PartitionConfig: the partition can never run this request (more CPUs, memory "
+            "or GPUs per node than its nodes have, or a setting it does not allow) — ask for less (--cpus-per-task, "
+            "--mem, --time) or another --partition, then: hpcmarker cancel r1 && hpcmarker resume r1"
+        )
+    ]
     assert judged.next == "hpcmarker cancel r1 && hpcmarker resume r1" and judged.exit_code == EXIT_OK  # still queued
-    waiting = verdict(facts("PENDING", pending=64, collected=False, collector="PENDING",
-                            pending_reasons={"7_0": "Resources"}))
+    waiting = verdict(
+        facts("PENDING", pending=64, collected=False, collector="PENDING", pending_reasons={"7_0": "Resources"})
+    )
     assert waiting.reasons == ()  # waits for GPUs: that clears
 
 
-@pytest.mark.parametrize("given, doubled", [("1", "00:02:00"), ("04:00:00", "08:00:00"), ("1-00:00:00", "2-00:00:00"),
-                                            ("90", "03:00:00")])
+@pytest.mark.parametrize(
+    "given, doubled", [("1", "00:02:00"), ("04:00:00", "08:00:00"), ("1-00:00:00", "2-00:00:00"), ("90", "03:00:00")]
+)
 def test_doubled_time(given, doubled):
     assert doubled_time(given) == doubled
 
@@ -135,8 +183,10 @@ def test_the_collector_counts_a_task_over_once_its_own_record_says_so():
 
     stops = {0: stop(0, "done"), 1: stop(1, "time_limit"), 2: stop(2, "running"), 3: stop(3, "done", job="5_3")}
     states = {"7_0": "RUNNING", "7_1": "COMPLETING", "7_2": "RUNNING", "7_3": "RUNNING", "7_4": "RUNNING"}
-    assert settled_states(["7_0", "7_1", "7_2", "7_3", "7_4"], states, stops) == {"7_0": "COMPLETED",
-                                                                                 "7_1": "COMPLETED"}
+    assert settled_states(["7_0", "7_1", "7_2", "7_3", "7_4"], states, stops) == {
+        "7_0": "COMPLETED",
+        "7_1": "COMPLETED",
+    }
 
 
 def test_retry_is_never_offered_when_it_could_not_convert_anything():
@@ -146,11 +196,14 @@ def test_retry_is_never_offered_when_it_could_not_convert_anything():
     assert some.next == "hpcmarker retry r1" and some.exit_code == EXIT_FAILED_ITEMS
     known = verdict(facts("COMPLETED", failed=2, retryable=0, known_at_scan=2))
     assert (known.state, known.exit_code, known.next) == ("finished", EXIT_FAILED_ITEMS, None)
-    assert known.lines("r1") == ["the run: 2 failed items cannot be converted by `retry`: 2 cannot be read as "
-                                 "they are (not a PDF, empty, encrypted: their manifest lines say which)"]
+    assert known.lines("r1") == [
+        "the run: 2 failed items cannot be converted by `retry`: 2 cannot be read as "
+        "they are (not a PDF, empty, encrypted: their manifest lines say which)"
+    ]
     poison = verdict(facts("COMPLETED", failed=3, retryable=0, known_at_scan=1, poison=2))
     assert poison.next is None
     assert poison.lines("r1")[0].endswith(
         "2 failed 3 times and are not retried: `hpcmarker retry r1 --include-poison` tries them once more "
-        "(with other settings, e.g. --item-timeout or --mem)")
+        "(with other settings, e.g. --item-timeout or --mem)"
+    )
     assert verdict(facts("COMPLETED", failed=2)).next == "hpcmarker retry r1"  # unknown (older summaries): as before

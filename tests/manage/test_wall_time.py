@@ -17,21 +17,46 @@ RETRY_AT = 1600.0  # the retry's task started 25 minutes after the first submiss
 
 
 def _plan() -> Plan:
-    return Plan(tasks=[TaskPlan(0, [WorkItem("a", "a.pdf", 0, 10), WorkItem("b", "b.pdf", 0, 10)]),
-                       TaskPlan(1, [WorkItem("c", "c.pdf", 0, 30)])])
+    return Plan(
+        tasks=[
+            TaskPlan(0, [WorkItem("a", "a.pdf", 0, 10), WorkItem("b", "b.pdf", 0, 10)]),
+            TaskPlan(1, [WorkItem("c", "c.pdf", 0, 30)]),
+        ]
+    )
 
 
 def _attempts() -> list[tuple[str, str, int, int, float, float]]:
     """(item, status, pages, task, started, finished): a first submission of 5 s, c failing, then c retried."""
-    return [("a", "ok", 10, 0, 100.0, 101.0), ("b", "ok", 10, 0, 100.5, 104.0), ("c", "failed", 30, 1, 100.0, 105.0),
-            ("c", "ok", 30, 1, RETRY_AT, RETRY_AT + 10)]
+    return [
+        ("a", "ok", 10, 0, 100.0, 101.0),
+        ("b", "ok", 10, 0, 100.5, 104.0),
+        ("c", "failed", 30, 1, 100.0, 105.0),
+        ("c", "ok", 30, 1, RETRY_AT, RETRY_AT + 10),
+    ]
 
 
 def _record() -> RunRecord:
-    return RunRecord(run_id="r", created=0, pdfs_root="/p", out_dir="/o", engine="text", engine_options={},
-                     executor="slurm", tasks=2, gpus=2, workers_per_gpu=1, cpus_per_task=1, template="generic",
-                     time_limit="1:00:00", steal=True, lease_seconds=120.0, item_timeout="auto", umask=0o077,
-                     profile="generic", jobs={"convert": ["7_0", "7_1"], "collect": ["8"]})
+    return RunRecord(
+        run_id="r",
+        created=0,
+        pdfs_root="/p",
+        out_dir="/o",
+        engine="text",
+        engine_options={},
+        executor="slurm",
+        tasks=2,
+        gpus=2,
+        workers_per_gpu=1,
+        cpus_per_task=1,
+        template="generic",
+        time_limit="1:00:00",
+        steal=True,
+        lease_seconds=120.0,
+        item_timeout="auto",
+        umask=0o077,
+        profile="generic",
+        jobs={"convert": ["7_0", "7_1"], "collect": ["8"]},
+    )
 
 
 def test_busy_time_is_the_union_of_the_work_without_the_long_idle_gaps():
@@ -43,17 +68,40 @@ def test_busy_time_is_the_union_of_the_work_without_the_long_idle_gaps():
 
 
 def test_summary_of_a_retried_run_counts_the_time_it_worked():
-    records = [ManifestRecord(item_id=i, pdf=f"{i}.pdf", page_start=0, page_stop=p, pages=p, status=s,
-                              error=None if s == "ok" else "boom", seconds=f - t, engine="text", host="n1", gpu="0",
-                              job_id=f"7_{task}", task=task, output=None, started=t, finished=f)
-               for i, s, p, task, t, f in _attempts()]
+    records = [
+        ManifestRecord(
+            item_id=i,
+            pdf=f"{i}.pdf",
+            page_start=0,
+            page_stop=p,
+            pages=p,
+            status=s,
+            error=None if s == "ok" else "boom",
+            seconds=f - t,
+            engine="text",
+            host="n1",
+            gpu="0",
+            job_id=f"7_{task}",
+            task=task,
+            output=None,
+            started=t,
+            finished=f,
+        )
+        for i, s, p, task, t, f in _attempts()
+    ]
     summary = summarize_records(_plan(), records, [])
     assert summary["wall_seconds"] == 15.0 and summary["pages_per_second"] == round(50 / 15, 3)  # not 1,510 s
     assert [t["wall_seconds"] for t in summary["tasks"]] == [4.0, 15.0]
     assert summary_progress(summary).busy_seconds == 15.0
     shares = plan_frames(_plan())[1]
-    status = summarize(_record(), shares, summary_progress(summary), {"7_0": "COMPLETED", "7_1": "COMPLETED"},
-                       now=RETRY_AT + 3600, collected=True)
+    status = summarize(
+        _record(),
+        shares,
+        summary_progress(summary),
+        {"7_0": "COMPLETED", "7_1": "COMPLETED"},
+        now=RETRY_AT + 3600,
+        collected=True,
+    )
     assert status.elapsed_seconds == 15.0 and status.pages_per_second == round(50 / 15, 2)
 
 
@@ -73,6 +121,7 @@ def test_status_before_collection_leaves_the_idle_gap_out_too(tmp_path):
     logs[task].append(item, status, pages, task, started, finished)
     working = summarize(_record(), shares, read_progress(paths), running, now=RETRY_AT + 20, stops=stops)
     assert working.elapsed_seconds == 5.0 + 20.0  # its work so far, and the stretch since its last item
-    over = summarize(_record(), shares, read_progress(paths), {"7_0": "COMPLETED", "7_1": "COMPLETED"},
-                     now=RETRY_AT + 3600)
+    over = summarize(
+        _record(), shares, read_progress(paths), {"7_0": "COMPLETED", "7_1": "COMPLETED"}, now=RETRY_AT + 3600
+    )
     assert over.elapsed_seconds == 15.0 and over.pages_per_second == round(50 / 15, 2)

@@ -96,9 +96,13 @@ def test_an_unusable_cache_is_ignored_and_rewritten(sample_pdfs, reads, monkeypa
 
 def test_a_read_error_of_this_machine_is_not_remembered_a_bad_pdf_is(tmp_path):
     cache = PageCountCache.load(tmp_path / "pdfs", home=tmp_path / "cache")
-    cache.save([Counted("a.pdf", 10, 1, 0, "cannot read file (Permission denied)", "failed"),
-                Counted("b.pdf", 10, 1, 0, "not a readable PDF (bad xref)", "failed"),
-                Counted("c.pdf", 10, 1, 3, None, "ok")])
+    cache.save(
+        [
+            Counted("a.pdf", 10, 1, 0, "cannot read file (Permission denied)", "failed"),
+            Counted("b.pdf", 10, 1, 0, "not a readable PDF (bad xref)", "failed"),
+            Counted("c.pdf", 10, 1, 3, None, "ok"),
+        ]
+    )
     again = PageCountCache.load(tmp_path / "pdfs", home=tmp_path / "cache")
     assert again.get("a.pdf", 10, 1) is None
     assert again.get("b.pdf", 10, 1) == (0, "not a readable PDF (bad xref)", "failed")
@@ -108,7 +112,7 @@ def test_a_read_error_of_this_machine_is_not_remembered_a_bad_pdf_is(tmp_path):
 def test_hostile_file_names_survive_the_cache(tmp_path, reads):
     folder = tmp_path / "pdfs"
     folder.mkdir()
-    names = [b"caf\xc3\xa9 \xe4\xb8\xad.pdf", b"not-utf8-\xff\xfe.pdf", b"quote\"and\\back.pdf"]
+    names = [b"caf\xc3\xa9 \xe4\xb8\xad.pdf", b"not-utf8-\xff\xfe.pdf", b'quote"and\\back.pdf']
     for name in names:
         with open(os.path.join(os.fsencode(folder), name), "wb") as fh:
             fh.write(raw_pdf(b"BT ET"))

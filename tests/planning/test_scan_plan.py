@@ -18,8 +18,14 @@ def test_scan_finds_pdfs_in_any_case_recursively_and_counts_pages(sample_pdfs):
     (sample_pdfs / "notes.txt").write_text("not a pdf")
     scanned = scan_pdfs(sample_pdfs)
     by_path = {s.relpath: s for s in scanned}
-    assert set(by_path) == {"en/UPREF.PDF", "en/ltxtable.pdf", "en/ltnews07.pdf", "zh/example-single.pdf",
-                            "zh/upzhkinsoku-doc.pdf", "zh/6-7b.pdf"}
+    assert set(by_path) == {
+        "en/UPREF.PDF",
+        "en/ltxtable.pdf",
+        "en/ltnews07.pdf",
+        "zh/example-single.pdf",
+        "zh/upzhkinsoku-doc.pdf",
+        "zh/6-7b.pdf",
+    }
     assert by_path["en/UPREF.PDF"].pages == 2
     assert by_path["zh/example-single.pdf"].pages == 3
     assert all(s.error is None for s in scanned)
@@ -104,6 +110,10 @@ def test_a_work_item_with_its_batch_keeps_every_other_field():
 
     from hpc_marker.planning.plan import WorkItem, _with_batch
 
-    item = WorkItem(**{f.name: f"{f.name}-v" if f.type in ("str", "str | None") else 3 + i
-                       for i, f in enumerate(dataclasses.fields(WorkItem))})
+    item = WorkItem(
+        **{
+            f.name: f"{f.name}-v" if f.type in ("str", "str | None") else 3 + i
+            for i, f in enumerate(dataclasses.fields(WorkItem))
+        }
+    )
     assert _with_batch(item, 99) == dataclasses.replace(item, batch=99), "a WorkItem field is missing in _with_batch"

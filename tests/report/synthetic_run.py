@@ -52,9 +52,19 @@ class Expected:
     idle_task: int
 
 
-def make_run(root: Path, *, records: int = 200_000, tasks: int = 64, hours: float = 10.0, seed: int = 0,
-             retried_share: float = 0.02, failed_share: float = 0.01, degraded_share: float = 0.01,
-             missing: int = 50, long_strings: bool = False) -> Expected:
+def make_run(
+    root: Path,
+    *,
+    records: int = 200_000,
+    tasks: int = 64,
+    hours: float = 10.0,
+    seed: int = 0,
+    retried_share: float = 0.02,
+    failed_share: float = 0.01,
+    degraded_share: float = 0.01,
+    missing: int = 50,
+    long_strings: bool = False,
+) -> Expected:
     """Write a run folder at `root` (not collected) with `records` manifest records; with
     `long_strings`, PDF paths, errors and degraded reasons of about 400 characters each."""
     pad = "a-rather-deeply-nested-folder/" * 12 if long_strings else ""
@@ -70,17 +80,42 @@ def make_run(root: Path, *, records: int = 200_000, tasks: int = 64, hours: floa
     failed[retry], failed[0] = False, True  # item 0: the hostile name, failed for good
     degraded = ~failed & (rng.random(n_items) < degraded_share)
     degraded[recorded:] = False
-    items = [WorkItem(item_id=f"{i:07d}", pdf=HOSTILE_PDF if i == 0 else f"{pad}dir{i % 97:02d}/paper-{i:07d}.pdf",
-                      page_start=0, page_stop=int(pages[i]), scan_status="ok", doc_id=f"{i:07d}")
-             for i in range(n_items)]
+    items = [
+        WorkItem(
+            item_id=f"{i:07d}",
+            pdf=HOSTILE_PDF if i == 0 else f"{pad}dir{i % 97:02d}/paper-{i:07d}.pdf",
+            page_start=0,
+            page_stop=int(pages[i]),
+            scan_status="ok",
+            doc_id=f"{i:07d}",
+        )
+        for i in range(n_items)
+    ]
     paths = RunPaths(Path(root))
     paths.create()
     created = 1_760_000_000.0
-    paths.save_record(RunRecord(run_id=paths.run_id, created=created, pdfs_root="/data/papers",
-                                out_dir="/scratch/papers-md", engine="marker", engine_options={}, executor="slurm",
-                                tasks=tasks, gpus=tasks, workers_per_gpu=2, cpus_per_task=8, template="default",
-                                time_limit="04:00:00", steal=True, lease_seconds=120.0, item_timeout="auto",
-                                umask=0o077, profile="generic"))
+    paths.save_record(
+        RunRecord(
+            run_id=paths.run_id,
+            created=created,
+            pdfs_root="/data/papers",
+            out_dir="/scratch/papers-md",
+            engine="marker",
+            engine_options={},
+            executor="slurm",
+            tasks=tasks,
+            gpus=tasks,
+            workers_per_gpu=2,
+            cpus_per_task=8,
+            template="default",
+            time_limit="04:00:00",
+            steal=True,
+            lease_seconds=120.0,
+            item_timeout="auto",
+            umask=0o077,
+            profile="generic",
+        )
+    )
     save_plan(Plan(tasks=[TaskPlan(index=t, items=items[t::tasks]) for t in range(tasks)]), paths.plan)
     # Who does what: items round-robin over all tasks but the last (idle: its share was stolen);
     # a retried item fails first (a third of its time), then its ok attempt comes after every first
@@ -96,29 +131,61 @@ def make_run(root: Path, *, records: int = 200_000, tasks: int = 64, hours: floa
     order = np.lexsort((np.arange(records), task))
     frame = pd.DataFrame({"i": item[order], "task": task[order], "took": took[order], "kind": kind[order]})
     offset = created + 60 + rng.uniform(0, 300, size=tasks)  # tasks start within 5 minutes
-    frame["started"] = offset[frame["task"]] + frame.groupby("task")["took"].cumsum() - frame["took"] \
+    frame["started"] = (
+        offset[frame["task"]]
+        + frame.groupby("task")["took"].cumsum()
+        - frame["took"]
         + 0.05 * frame.groupby("task").cumcount()
+    )
     statuses = np.array(["failed", "timeout", "encrypted", "failed", "ok"])
     status = statuses[frame["kind"]]
-    records_frame = pd.DataFrame({
-        "item_id": [items[i].item_id for i in frame["i"]], "pdf": [items[i].pdf for i in frame["i"]],
-        "page_start": 0, "page_stop": pages[frame["i"]], "pages": pages[frame["i"]], "status": status,
-        "error": [None if k == 4 else "worker crashed (exit -9)" + tail if k == 3
-                  else f"{statuses[k]}: synthetic <error> #{i}{tail}" for i, k in zip(frame["i"], frame["kind"])],
-        "seconds": frame["took"], "engine": "marker",
-        "host": np.where(frame["task"] < 4, HOSTILE_HOST, [f"node{t // 4:02d}" for t in frame["task"]]),
-        "gpu": (frame["task"] % 4).astype(str), "job_id": [f"1000_{t}" for t in frame["task"]], "task": frame["task"],
-        "output": [f"/scratch/papers-md/{i}" if k == 4 else None for i, k in zip(frame["i"], frame["kind"])],
-        "started": frame["started"].round(3), "finished": (frame["started"] + frame["took"]).round(3),
-        "degraded": np.where((frame["kind"] == 4) & degraded[frame["i"]], "LLM timed out twice" + tail, None)},
-        columns=FIELDS)
+    records_frame = pd.DataFrame(
+        {
+            "item_id": [items[i].item_id for i in frame["i"]],
+            "pdf": [items[i].pdf for i in frame["i"]],
+            "page_start": 0,
+            "page_stop": pages[frame["i"]],
+            "pages": pages[frame["i"]],
+            "status": status,
+            "error": [
+                None
+                if k == 4
+                else "worker crashed (exit -9)" + tail
+                if k == 3
+                else f"{statuses[k]}: synthetic <error> #{i}{tail}"
+                for i, k in zip(frame["i"], frame["kind"], strict=False)
+            ],
+            "seconds": frame["took"],
+            "engine": "marker",
+            "host": np.where(frame["task"] < 4, HOSTILE_HOST, [f"node{t // 4:02d}" for t in frame["task"]]),
+            "gpu": (frame["task"] % 4).astype(str),
+            "job_id": [f"1000_{t}" for t in frame["task"]],
+            "task": frame["task"],
+            "output": [
+                f"/scratch/papers-md/{i}" if k == 4 else None for i, k in zip(frame["i"], frame["kind"], strict=False)
+            ],
+            "started": frame["started"].round(3),
+            "finished": (frame["started"] + frame["took"]).round(3),
+            "degraded": np.where((frame["kind"] == 4) & degraded[frame["i"]], "LLM timed out twice" + tail, None),
+        },
+        columns=FIELDS,
+    )
     for index, lines in records_frame.groupby("task"):
-        lines.to_json(paths.task_manifest(int(index)), orient="records", lines=True, force_ascii=False,
-                      double_precision=3)
+        lines.to_json(
+            paths.task_manifest(int(index)), orient="records", lines=True, force_ascii=False, double_precision=3
+        )
     ok = ~failed[:recorded]
-    return Expected(records=records, tasks=tasks, items=n_items, ok=int(ok.sum()), failed=int(failed.sum()),
-                    missing=missing, pages_ok=int(pages[:recorded][ok].sum()), degraded=int(degraded.sum()),
-                    idle_task=tasks - 1)
+    return Expected(
+        records=records,
+        tasks=tasks,
+        items=n_items,
+        ok=int(ok.sum()),
+        failed=int(failed.sum()),
+        missing=missing,
+        pages_ok=int(pages[:recorded][ok].sum()),
+        degraded=int(degraded.sum()),
+        idle_task=tasks - 1,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,8 +211,11 @@ def main(argv: list[str] | None = None) -> None:
         report = page.write_report(root)
         took = time.perf_counter() - began_all
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{records:>7}  {args.tasks:>5}  {report.stat().st_size / 1e6:>9.2f}  {took:>8.1f}  "
-              f"({read - began:>9.1f}  {totals - read:>8.1f})  {peak:>7.0f}", flush=True)
+        print(
+            f"{records:>7}  {args.tasks:>5}  {report.stat().st_size / 1e6:>9.2f}  {took:>8.1f}  "
+            f"({read - began:>9.1f}  {totals - read:>8.1f})  {peak:>7.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -64,8 +64,23 @@ def run(tmp_path_factory):
     shutil.copy(EXAMPLES / "en" / "ltnews07.pdf", pdfs / MARKUP)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HPCMARKER_STATE_DIR", str(tmp / "state"))
-        result = CliRunner().invoke(cli, ["submit", "--pdfs", str(pdfs), "--out", str(tmp / "out"), "--engine",
-                                          "text", "--executor", "local", "--gpus", "2"], catch_exceptions=False)
+        result = CliRunner().invoke(
+            cli,
+            [
+                "submit",
+                "--pdfs",
+                str(pdfs),
+                "--out",
+                str(tmp / "out"),
+                "--engine",
+                "text",
+                "--executor",
+                "local",
+                "--gpus",
+                "2",
+            ],
+            catch_exceptions=False,
+        )
         assert result.exit_code == 3, result.output  # finished, with the bad PDFs failed
         paths = resolve_run(None)
     report = write_report(paths.root)
@@ -73,18 +88,38 @@ def run(tmp_path_factory):
     shutil.copytree(paths.root, llm_root)
     summary = json.loads((llm_root / "summary.json").read_text())
     t0 = summary["collected"] - 60
-    lines = [{"ts": t0 + 5 * i, "interval_s": 5.0, "in_flight": i % 4, "denied": 1, "tokens_out_per_s": 10.0 * i,
-              "tasks": {"0.111": {"requests": 3 * i, "failures": 1, "timeouts": 2, "tokens_out": 50 * i},
-                        "1.222": {"requests": 2 * i, "client_errors": 1, "tokens_out": 40 * i}}} for i in range(1, 13)]
+    lines = [
+        {
+            "ts": t0 + 5 * i,
+            "interval_s": 5.0,
+            "in_flight": i % 4,
+            "denied": 1,
+            "tokens_out_per_s": 10.0 * i,
+            "tasks": {
+                "0.111": {"requests": 3 * i, "failures": 1, "timeouts": 2, "tokens_out": 50 * i},
+                "1.222": {"requests": 2 * i, "client_errors": 1, "tokens_out": 40 * i},
+            },
+        }
+        for i in range(1, 13)
+    ]
     summary["llm"] = dict(summarize_metrics(lines), model="qwen-test", service_stopped=[])
     summary["degraded"] = [{"pdf": f"{IMG}.pdf", "pages": "1-2", "reason": "LLM timed out <b>twice</b>"}]
-    summary.update(headline="incomplete: 3 of 9 items not converted (time limit)", next="hpcmarker resume r --time 1:00:00",
-                   reasons=["2 tasks (0,1): time limit <near> — next: hpcmarker resume r --time 1:00:00"])
+    summary.update(
+        headline="incomplete: 3 of 9 items not converted (time limit)",
+        next="hpcmarker resume r --time 1:00:00",
+        reasons=["2 tasks (0,1): time limit <near> — next: hpcmarker resume r --time 1:00:00"],
+    )
     (llm_root / "summary.json").write_text(json.dumps(summary))
     cut_root = tmp / "cut-run"  # the large-run layout, forced: a heatmap per task and bucket, tables cut
     shutil.copytree(paths.root, cut_root)
-    return {"paths": paths, "report": report, "bad": sorted(bad), "records": read_manifests(paths.manifests).records,
-            "llm_report": write_report(llm_root), "cut_report": write_report(cut_root, CUT)}
+    return {
+        "paths": paths,
+        "report": report,
+        "bad": sorted(bad),
+        "records": read_manifests(paths.manifests).records,
+        "llm_report": write_report(llm_root),
+        "cut_report": write_report(cut_root, CUT),
+    }
 
 
 def test_report_has_every_section_and_the_failures(run):
@@ -180,8 +215,10 @@ def test_aggregated_timeline_and_cut_tables(run):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_report_renders_in_a_real_browser(run, tmp_path, chromium):
-    for report, plots, hover, shown in ((run["report"], PLOTS, HOVER_IMG, (f"{IMG}.pdf", "not a readable PDF")),
-                                        (run["llm_report"], (*PLOTS, "llm-plot"), HOVER_MARKUP, (MARKUP,))):
+    for report, plots, hover, shown in (
+        (run["report"], PLOTS, HOVER_IMG, (f"{IMG}.pdf", "not a readable PDF")),
+        (run["llm_report"], (*PLOTS, "llm-plot"), HOVER_MARKUP, (MARKUP,)),
+    ):
         page = rendered(chromium, report, tmp_path, plots, hover)
         assert "hm" not in page.classes  # no heatmap: a bar per record
         assert page.points.get("timeline-plot", 0) >= len(run["records"])  # a bar per record
@@ -191,8 +228,13 @@ def test_report_renders_in_a_real_browser(run, tmp_path, chromium):
     assert "hm" in page.classes and page.points.get("timeline-plot", 0) >= 1  # the heatmap drawn, a failure mark
     assert re.search(r"task \d+ / .*\n.*: \d+ failed", page.hover), page.hover
     # the checks can fail: an error thrown by the page is seen
-    _, probe, stderr = browse(chromium, run["report"], tmp_path, "--dump-dom",
-                              inject="<script>setTimeout(() => { throw new Error('self-test'); }, 0)</script>")
+    _, probe, stderr = browse(
+        chromium,
+        run["report"],
+        tmp_path,
+        "--dump-dom",
+        inject="<script>setTimeout(() => { throw new Error('self-test'); }, 0)</script>",
+    )
     assert any("self-test" in e for e in probe["errors"]) and uncaught(stderr)
     shot = tmp_path / "report.png"
     browse(chromium, run["llm_report"], tmp_path, f"--screenshot={shot}", "--window-size=1400,2600")

@@ -104,14 +104,19 @@ def test_split_pdf_gives_the_same_markdown_as_whole(tmp_path):
         whole = (tmp_path / "whole" / name / f"{name}.md").read_bytes()
         assert (tmp_path / "split" / name / f"{name}.md").read_bytes() == whole
     assert not any(run.parts.iterdir())  # no part survives as an output
-    outputs = sorted(p.relative_to(tmp_path / "split").as_posix() for p in (tmp_path / "split").rglob("*")
-                     if p.is_file() and ".hpcmarker" not in p.parts)
+    outputs = sorted(
+        p.relative_to(tmp_path / "split").as_posix()
+        for p in (tmp_path / "split").rglob("*")
+        if p.is_file() and ".hpcmarker" not in p.parts
+    )
     assert outputs == ["big/big.md", "big/big_meta.json", "small/small.md", "small/small_meta.json"]
     summary = json.loads(run.summary.read_text())
     assert summary["documents"] == summary["documents_ok"] == 2
     rows = list(csv.DictReader(run.manifest_csv.open()))  # each part's output: the merged document, not its part
     assert len(rows) > 2 and all((tmp_path / "split" / row["output"]).is_file() for row in rows), rows
-    assert {row["output"] for row in rows} == {str(tmp_path / "split" / name / f"{name}.md") for name in ("big", "small")}
+    assert {row["output"] for row in rows} == {
+        str(tmp_path / "split" / name / f"{name}.md") for name in ("big", "small")
+    }
 
 
 @pytest.mark.slow
@@ -122,9 +127,24 @@ def test_resume_submits_only_what_is_not_done(tmp_path, sample_pdfs):
     # one item was already finished by an earlier attempt, killed before it wrote its manifest line
     board = ClaimBoard(prepared.paths.root, owner="earlier", lease_s=60)
     first = prepared.plan.tasks[0].items[0]
-    record = ManifestRecord(item_id=first.item_id, pdf=first.pdf, page_start=0, page_stop=first.pages,
-                            pages=first.pages, status="ok", error=None, seconds=1.0, engine="text", host="h",
-                            gpu="0", job_id="1_0", task=0, output="x.md", started=1.0, finished=2.0)
+    record = ManifestRecord(
+        item_id=first.item_id,
+        pdf=first.pdf,
+        page_start=0,
+        page_stop=first.pages,
+        pages=first.pages,
+        status="ok",
+        error=None,
+        seconds=1.0,
+        engine="text",
+        host="h",
+        gpu="0",
+        job_id="1_0",
+        task=0,
+        output="x.md",
+        started=1.0,
+        finished=2.0,
+    )
     assert board.commit(first.item_id, asdict(record))
     result = invoke("resume")
     assert result.exit_code == 0, result.output
@@ -155,12 +175,14 @@ def test_retry_reopens_failed_items_until_they_are_poison(tmp_path, sample_pdfs)
 @pytest.mark.slow
 def test_resubmit_skips_up_to_date_outputs(tmp_path, sample_pdfs):
     run_local(sample_pdfs, tmp_path / "out", "--gpus", "2")
-    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text",
-                    "--executor", "local")
+    result = invoke(
+        "submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text", "--executor", "local"
+    )
     assert result.exit_code == 0 and "all 6 PDFs already have outputs" in result.output
     os.utime(sample_pdfs / "en" / "upref.pdf", None)  # touched: no longer up to date
-    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text",
-                    "--executor", "local")
+    result = invoke(
+        "submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text", "--executor", "local"
+    )
     assert "skipping 5 PDFs" in result.output and "run " in result.output
     records = manifest_records(resolve_run(None))
     assert [r.pdf for r in records] == ["en/upref.pdf"]

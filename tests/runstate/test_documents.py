@@ -19,13 +19,36 @@ from hpc_marker.runstate.manifest import ManifestRecord, latest_by_item
 from hpc_marker.runstate.summary import page_label, summarize_records
 
 
-def rec(item: str, pdf: str, start: int, stop: int, status: str = "ok", t: float = 1.0,
-        empty: list[int] | None = None, garbled: list[int] | None = None) -> ManifestRecord:
-    return ManifestRecord(item_id=item, pdf=pdf, page_start=start, page_stop=stop, pages=stop - start, status=status,
-                          error=None if status == "ok" else f"{status} here", seconds=2.0, engine="text", host="n",
-                          gpu="0", job_id="1_0", task=0, output=None, started=t, finished=t + 1,
-                          empty_pages=empty if empty is not None or garbled is None else [],
-                          garbled_pages=garbled if garbled is not None or empty is None else [])
+def rec(
+    item: str,
+    pdf: str,
+    start: int,
+    stop: int,
+    status: str = "ok",
+    t: float = 1.0,
+    empty: list[int] | None = None,
+    garbled: list[int] | None = None,
+) -> ManifestRecord:
+    return ManifestRecord(
+        item_id=item,
+        pdf=pdf,
+        page_start=start,
+        page_stop=stop,
+        pages=stop - start,
+        status=status,
+        error=None if status == "ok" else f"{status} here",
+        seconds=2.0,
+        engine="text",
+        host="n",
+        gpu="0",
+        job_id="1_0",
+        task=0,
+        output=None,
+        started=t,
+        finished=t + 1,
+        empty_pages=empty if empty is not None or garbled is None else [],
+        garbled_pages=garbled if garbled is not None or empty is None else [],
+    )
 
 
 def test_split_document_is_ok_only_when_its_items_cover_it():
@@ -48,32 +71,73 @@ def test_unchecked_items_leave_flags_unknown_and_a_retry_wins():
 
 
 def test_summary_and_status_count_flagged_pages_and_documents():
-    records = [rec("000", "a.pdf", 0, 3, garbled=[0, 1, 2]), rec("001", "b.pdf", 0, 40, empty=[3]),
-               rec("002", "c.pdf", 0, 5, empty=[], garbled=[])]
+    records = [
+        rec("000", "a.pdf", 0, 3, garbled=[0, 1, 2]),
+        rec("001", "b.pdf", 0, 40, empty=[3]),
+        rec("002", "c.pdf", 0, 5, empty=[], garbled=[]),
+    ]
     plan = Plan(tasks=[TaskPlan(0, [WorkItem(r.item_id, r.pdf, 0, r.page_stop) for r in records])])
     summary = summarize_records(plan, records, [])
-    assert summary["text_layer"] == {"documents_checked": 3, "pages_checked": 48, "documents_with_empty_pages": 1,
-                                     "empty_pages": 1, "documents_with_garbled_pages": 1, "garbled_pages": 3}
-    assert summary["flagged"] == [{"pdf": "a.pdf", "pages": 3, "empty": "", "garbled": "1-3"},
-                                  {"pdf": "b.pdf", "pages": 40, "empty": "4", "garbled": ""}]
-    status = RunStatus(run_id="r", run_dir="", executor="slurm", state="finished", items=3, ok=3, failed=0,
-                       pending=0, pages=48, pages_done=48, elapsed_seconds=1.0, pages_per_second=48.0,
-                       eta_seconds=None, collector="COMPLETED", text_layer=summary["text_layer"])
+    assert summary["text_layer"] == {
+        "documents_checked": 3,
+        "pages_checked": 48,
+        "documents_with_empty_pages": 1,
+        "empty_pages": 1,
+        "documents_with_garbled_pages": 1,
+        "garbled_pages": 3,
+    }
+    assert summary["flagged"] == [
+        {"pdf": "a.pdf", "pages": 3, "empty": "", "garbled": "1-3"},
+        {"pdf": "b.pdf", "pages": 40, "empty": "4", "garbled": ""},
+    ]
+    status = RunStatus(
+        run_id="r",
+        run_dir="",
+        executor="slurm",
+        state="finished",
+        items=3,
+        ok=3,
+        failed=0,
+        pending=0,
+        pages=48,
+        pages_done=48,
+        elapsed_seconds=1.0,
+        pages_per_second=48.0,
+        eta_seconds=None,
+        collector="COMPLETED",
+        text_layer=summary["text_layer"],
+    )
     assert "1 empty page in 1 document, 3 garbled pages in 1 document" in text_layer_line(status)
     assert text_layer_line(RunStatus(**{**vars(status), "text_layer": {}})) == ""
 
 
 def test_status_counts_flags_from_the_commit_logs_before_collection():
-    flags = [text_layer_tokens(r) for r in ({"empty_pages": [1, 2], "garbled_pages": []}, None,
-                                            {"empty_pages": [], "garbled_pages": [0]})]
+    flags = [
+        text_layer_tokens(r)
+        for r in ({"empty_pages": [1, 2], "garbled_pages": []}, None, {"empty_pages": [], "garbled_pages": [0]})
+    ]
     assert flags == ["e2", "", "g1"]
     latest = pd.DataFrame({"status": ["ok", "ok", "ok", "failed"], "flags": ["d" + flags[0], flags[1], flags[2], "e9"]})
     assert token_counts(latest["flags"])["empty"].tolist() == [2, 0, 0, 9]
     layer = commit_text_layer(latest)
     assert layer == {"empty_pages": 2, "items_with_empty_pages": 1, "garbled_pages": 1, "items_with_garbled_pages": 1}
-    status = RunStatus(run_id="r", run_dir="", executor="slurm", state="running", items=4, ok=3, failed=1, pending=0,
-                       pages=4, pages_done=4, elapsed_seconds=1.0, pages_per_second=4.0, eta_seconds=None,
-                       collector="PENDING", text_layer=layer)
+    status = RunStatus(
+        run_id="r",
+        run_dir="",
+        executor="slurm",
+        state="running",
+        items=4,
+        ok=3,
+        failed=1,
+        pending=0,
+        pages=4,
+        pages_done=4,
+        elapsed_seconds=1.0,
+        pages_per_second=4.0,
+        eta_seconds=None,
+        collector="PENDING",
+        text_layer=layer,
+    )
     assert "2 empty pages in 1 item, 1 garbled page in 1 item" in text_layer_line(status)
 
 

@@ -16,12 +16,25 @@ ENGINE, ENGINE_CACHE = "engine", "engine_cache"  # the stop causes (runstate/sto
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("error, cause", [("cache:font GoNoto.ttf, model layout", ENGINE_CACHE),
-                                          ("libcuda.so.1: cannot open shared object file", ENGINE)])
+@pytest.mark.parametrize(
+    "error, cause",
+    [("cache:font GoNoto.ttf, model layout", ENGINE_CACHE), ("libcuda.so.1: cannot open shared object file", ENGINE)],
+)
 def test_engine_that_cannot_start_stops_the_task_and_fails_no_item(tmp_path, monkeypatch, error, cause):
     monkeypatch.setenv(START_ERROR_VARIABLE, error)
-    run = run_local(EXAMPLES, tmp_path / "out", "--engine", "benchmark", "--gpus", "2", "--min-task-pages", "1",
-                    "--workers-per-gpu", "2", expect=INCOMPLETE)
+    run = run_local(
+        EXAMPLES,
+        tmp_path / "out",
+        "--engine",
+        "benchmark",
+        "--gpus",
+        "2",
+        "--min-task-pages",
+        "1",
+        "--workers-per-gpu",
+        "2",
+        expect=INCOMPLETE,
+    )
     run_id = run.paths.root.name
     assert manifest_records(run.paths) == []  # nothing recorded as failed
     assert read_commits(run.paths.progress).empty  # nor counted toward poison
@@ -35,8 +48,10 @@ def test_engine_that_cannot_start_stops_the_task_and_fails_no_item(tmp_path, mon
     assert "6 of 6 items not converted" in status.output
     assert "failed" not in status.output.split("items not converted")[0]
     if cause == ENGINE_CACHE:
-        assert (f"next: hpcmarker prefetch --marker && source ~/.cache/hpcmarker/env.sh && hpcmarker resume {run_id}"
-                in " ".join(status.output.split()))
+        assert (
+            f"next: hpcmarker prefetch --marker && source ~/.cache/hpcmarker/env.sh && hpcmarker resume {run_id}"
+            in " ".join(status.output.split())
+        )
     else:
         assert f"next: hpcmarker resume {run_id}" in status.output
         assert "retry" not in status.output

@@ -3,6 +3,7 @@ commands (tests/standin/) on PATH: start, health wait, environment, failures, st
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -39,9 +40,13 @@ def env(tmp_path, monkeypatch):
     """An environment with the stand-ins first on PATH, a GPU and marker 2.x; no server of the user's."""
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "2.0.0")
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("SURYA_", "VLLM_", "STANDIN_"))}
-    environ.update(PATH=f"{STANDIN}{os.pathsep}{os.environ['PATH']}", CUDA_VISIBLE_DEVICES="3",
-                   VLLM_GPU_TYPE="h100", STANDIN_VLLM_PID_FILE=str(tmp_path / "pids"),
-                   STANDIN_VLLM_REQUEST_LOG=str(tmp_path / "requests.log"))
+    environ.update(
+        PATH=f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
+        CUDA_VISIBLE_DEVICES="3",
+        VLLM_GPU_TYPE="h100",
+        STANDIN_VLLM_PID_FILE=str(tmp_path / "pids"),
+        STANDIN_VLLM_REQUEST_LOG=str(tmp_path / "requests.log"),
+    )
     return environ
 
 
@@ -64,16 +69,19 @@ def server_pids(tmp_path: Path) -> list[int]:
 # --- pure: settings, argv, environment --------------------------------------------------------
 
 
-@pytest.mark.parametrize(("flag", "profile", "engine", "version", "mode"), [
-    (None, {}, "marker", "2.0.0", "native"),
-    ("auto", {}, "marker", "2.0.0", "native"),
-    (None, {}, "marker", "1.10.2", "off"),
-    ("native", {}, "marker", "1.10.2", "off"),  # marker 1.x runs its models in the workers
-    ("off", {"inference_server": "native"}, "marker", "2.0.0", "off"),
-    (None, {"inference_server": "off"}, "marker", "2.0.0", "off"),
-    ("auto", {"inference_server": "off"}, "marker", "2.0.0", "off"),  # auto: the profile's, else native
-    ("native", {"inference_server": "off"}, "marker", "2.0.0", "native"),  # the flag beats the profile
-])
+@pytest.mark.parametrize(
+    ("flag", "profile", "engine", "version", "mode"),
+    [
+        (None, {}, "marker", "2.0.0", "native"),
+        ("auto", {}, "marker", "2.0.0", "native"),
+        (None, {}, "marker", "1.10.2", "off"),
+        ("native", {}, "marker", "1.10.2", "off"),  # marker 1.x runs its models in the workers
+        ("off", {"inference_server": "native"}, "marker", "2.0.0", "off"),
+        (None, {"inference_server": "off"}, "marker", "2.0.0", "off"),
+        ("auto", {"inference_server": "off"}, "marker", "2.0.0", "off"),  # auto: the profile's, else native
+        ("native", {"inference_server": "off"}, "marker", "2.0.0", "native"),  # the flag beats the profile
+    ],
+)
 def test_mode_comes_from_flag_profile_and_marker(flag, profile, engine, version, mode):
     assert inference.settings_for_run(flag, profile, engine, version).mode == mode
 
@@ -82,10 +90,23 @@ def test_settings_for_run_other_engines_and_errors(tmp_path):
     assert inference.settings_for_run("native", {}, "text", "2.0.0") is None
     image = tmp_path / "vllm.sif"
     image.write_bytes(b"sif")
-    got = inference.settings_for_run(None, {"inference_server": "apptainer", "inference_image": str(image),
-                                            "inference_args": "--enforce-eager --max-num-seqs 16"}, "marker", "2.0.0", 60)
+    got = inference.settings_for_run(
+        None,
+        {
+            "inference_server": "apptainer",
+            "inference_image": str(image),
+            "inference_args": "--enforce-eager --max-num-seqs 16",
+        },
+        "marker",
+        "2.0.0",
+        60,
+    )
     assert (got.mode, got.image, got.extra_args, got.startup_timeout_s) == (
-        "apptainer", str(image), ("--enforce-eager", "--max-num-seqs", "16"), 60.0)
+        "apptainer",
+        str(image),
+        ("--enforce-eager", "--max-num-seqs", "16"),
+        60.0,
+    )
     assert InferenceSettings.from_record(json.loads(json.dumps(got.to_record()))) == got
     assert InferenceSettings.from_record(None).mode == "off"
     for flag, profile, message in [
@@ -97,16 +118,28 @@ def test_settings_for_run_other_engines_and_errors(tmp_path):
             inference.settings_for_run(flag, profile, "marker", "2.0.0")
     with pytest.raises(InferenceConfigError, match="must be positive"):
         inference.settings_for_run("native", {}, "marker", "2.0.0", -1)
-    assert inference.settings_for_run("apptainer", {"inference_image": "docker://vllm/vllm-openai:v0.20.1"},
-                                      "marker", "2.0.0").image.startswith("docker://")  # a URI is not a file
+    assert inference.settings_for_run(
+        "apptainer", {"inference_image": "docker://vllm/vllm-openai:v0.20.1"}, "marker", "2.0.0"
+    ).image.startswith("docker://")  # a URI is not a file
 
 
 def test_argv_is_what_surya_gives_its_container():
     vlm = VlmSettings(extra_args="--max-num-seqs 12 --trust-remote-code")
     argv = inference.server_argv(native(extra_args=("--enforce-eager",)), vlm, 41234, inference.vllm_capacity(80))
-    assert argv[:11] == ["vllm", "serve", "datalab-to/surya-ocr-2", "--host", "127.0.0.1", "--port", "41234",
-                         "--served-model-name", "datalab-to/surya-ocr-2", "--no-enforce-eager", "--max-num-seqs"]
-    pairs = dict(zip(argv[:-4], argv[1:-4]))  # consecutive pairs, before the extra args
+    assert argv[:11] == [
+        "vllm",
+        "serve",
+        "datalab-to/surya-ocr-2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "41234",
+        "--served-model-name",
+        "datalab-to/surya-ocr-2",
+        "--no-enforce-eager",
+        "--max-num-seqs",
+    ]
+    pairs = dict(itertools.pairwise(argv[:-4]))  # consecutive pairs, before the extra args
     assert pairs["--max-num-seqs"] == "104" and pairs["--max-num-batched-tokens"] == "16384"
     assert pairs["--dtype"] == "bfloat16" and pairs["--max-model-len"] == "18000"
     assert pairs["--gpu-memory-utilization"] == "0.85"
@@ -123,7 +156,7 @@ def test_apptainer_argv_wraps_the_same_serve_command():
     serve = inference.server_argv(native(), vlm, 5000, capacity)
     for mode in ("apptainer", "singularity"):
         argv = inference.server_argv(InferenceSettings(mode=mode, image="/c/vllm.sif"), vlm, 5000, capacity)
-        assert argv == [mode, "exec", "--nv", "/c/vllm.sif"] + serve
+        assert argv == [mode, "exec", "--nv", "/c/vllm.sif", *serve]
     assert inference.resolve_binary("singularity", {"apptainer": "/opt/bin/apptainer"}.get) == "/opt/bin/apptainer"
     with pytest.raises(InferenceServerFailed, match="apptainer or singularity is not on PATH"):
         inference.resolve_binary("apptainer", lambda name: None)
@@ -138,9 +171,13 @@ def test_capacity_follows_surya_table():
 def test_client_env_sizes_concurrency_and_bypasses_proxies():
     vlm = VlmSettings()
     env = inference.client_env("http://127.0.0.1:5000", 104, 4, vlm, {})
-    assert env == {"SURYA_INFERENCE_URL": "http://127.0.0.1:5000/v1", "SURYA_INFERENCE_BACKEND": "vllm",
-                   "SURYA_INFERENCE_AUTOSTART": "false", "SURYA_INFERENCE_KEEP_ALIVE": "false",
-                   "SURYA_INFERENCE_PARALLEL": "39"}  # ceil(104 * 1.5 / 4), like marker's own CLI
+    assert env == {
+        "SURYA_INFERENCE_URL": "http://127.0.0.1:5000/v1",
+        "SURYA_INFERENCE_BACKEND": "vllm",
+        "SURYA_INFERENCE_AUTOSTART": "false",
+        "SURYA_INFERENCE_KEEP_ALIVE": "false",
+        "SURYA_INFERENCE_PARALLEL": "39",
+    }  # ceil(104 * 1.5 / 4), like marker's own CLI
     assert inference.client_env("u", 8, 100, vlm, {})["SURYA_INFERENCE_PARALLEL"] == "1"
     assert "SURYA_INFERENCE_PARALLEL" not in inference.client_env("u", 8, 1, VlmSettings(parallel=5), {})
     proxied = inference.client_env("u", 8, 1, vlm, {"https_proxy": "http://proxy:3128", "no_proxy": "corp,localhost"})
@@ -155,10 +192,23 @@ def test_effective_mode_turns_off_for_marker1_and_a_users_server():
 
 
 def test_vlm_settings_from_env():
-    vlm = VlmSettings.from_env({"SURYA_MODEL_CHECKPOINT": "/models/surya", "VLLM_DTYPE": "float16",
-                                "VLLM_ENABLE_MTP": "false", "VLLM_EXTRA_ARGS": "--x 1", "SURYA_INFERENCE_PARALLEL": "6"})
+    vlm = VlmSettings.from_env(
+        {
+            "SURYA_MODEL_CHECKPOINT": "/models/surya",
+            "VLLM_DTYPE": "float16",
+            "VLLM_ENABLE_MTP": "false",
+            "VLLM_EXTRA_ARGS": "--x 1",
+            "SURYA_INFERENCE_PARALLEL": "6",
+        }
+    )
     assert (vlm.checkpoint, vlm.dtype, vlm.enable_mtp, vlm.extra_args, vlm.parallel, vlm.gpu_type) == (
-        "/models/surya", "float16", False, "--x 1", 6, None)
+        "/models/surya",
+        "float16",
+        False,
+        "--x 1",
+        6,
+        None,
+    )
     assert VlmSettings.from_env({}) == VlmSettings()
 
 
@@ -176,8 +226,11 @@ def test_healthy_start_yields_env_and_stop_ends_the_process_group(env, tmp_path)
         assert got["SURYA_INFERENCE_PARALLEL"] == "39"  # VLLM_GPU_TYPE=h100: max_num_seqs 104
         models = httpx.get(f"{url}/models", trust_env=False).json()
         assert [m["id"] for m in models["data"]] == ["datalab-to/surya-ocr-2"]
-        reply = httpx.post(f"{url}/chat/completions", trust_env=False, json={
-            "model": "datalab-to/surya-ocr-2", "messages": [{"role": "user", "content": "hi"}]}).json()
+        reply = httpx.post(
+            f"{url}/chat/completions",
+            trust_env=False,
+            json={"model": "datalab-to/surya-ocr-2", "messages": [{"role": "user", "content": "hi"}]},
+        ).json()
         assert reply["choices"][0]["message"]["content"]
     assert not alive(server) and not alive(child)
     assert group_members(server) == []
@@ -257,8 +310,9 @@ def test_off_starts_nothing(env, tmp_path, monkeypatch):
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.10.2")
     with task_inference_server(native(), tmp_path / "i.log", log=lines.append, environ=env) as got:
         assert got == {}
-    with task_inference_server(InferenceSettings.from_record(None), tmp_path / "i.log", log=lines.append,
-                               environ=env) as got:
+    with task_inference_server(
+        InferenceSettings.from_record(None), tmp_path / "i.log", log=lines.append, environ=env
+    ) as got:
         assert got == {}
     assert not (tmp_path / "pids").exists() and not (tmp_path / "i.log").exists()
     assert lines[0] == "inference server: none started (marker-pdf 1.10.2 runs its models in the workers)"
@@ -308,8 +362,13 @@ SIGTERM_TASK = textwrap.dedent("""
 
 
 def test_sigterm_to_the_task_stops_the_server(env, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_TASK, str(tmp_path)], env=dict(env, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_TASK, str(tmp_path)],
+        env=dict(env, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (tmp_path / "env.json").exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -344,8 +403,10 @@ def test_submit_records_the_inference_settings(sample_pdfs, tmp_path, monkeypatc
     image = tmp_path / "vllm.sif"
     image.write_bytes(b"sif")
     site = tmp_path / "site.toml"
-    site.write_text(f'[profiles.sif]\ntemplate = "generic"\ninference_server = "apptainer"\n'
-                    f'inference_image = "{image}"\ninference_args = ["--enforce-eager"]\n')
+    site.write_text(
+        f'[profiles.sif]\ntemplate = "generic"\ninference_server = "apptainer"\n'
+        f'inference_image = "{image}"\ninference_args = ["--enforce-eager"]\n'
+    )
     monkeypatch.setenv("HPCMARKER_SITE_CONFIG", str(site))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-user-config"))
     monkeypatch.setattr(launch, "check_engine", lambda *_: None)  # marker-pdf is not installed in this venv
@@ -357,8 +418,14 @@ def test_submit_records_the_inference_settings(sample_pdfs, tmp_path, monkeypatc
         return prepare_run(request, create=False).record
 
     got = record(engine="marker", profile="sif", inference_startup_timeout=120)
-    assert got.inference == {"mode": "apptainer", "image": str(image), "extra_args": ["--enforce-eager"],
-                             "startup_timeout_s": 120.0, "port": 0, "stop_grace_s": 15.0}
+    assert got.inference == {
+        "mode": "apptainer",
+        "image": str(image),
+        "extra_args": ["--enforce-eager"],
+        "startup_timeout_s": 120.0,
+        "port": 0,
+        "stop_grace_s": 15.0,
+    }
     assert got.workers_per_gpu == 0  # auto: each task chooses
     assert record(engine="marker", profile="sif", inference_server="native").inference["mode"] == "native"
     assert record(engine="marker").inference["mode"] == "native"  # generic profile, marker 2.x: auto
@@ -412,8 +479,15 @@ def test_submit_refuses_when_the_jobs_cannot_start_the_server(sample_pdfs, tmp_p
 # --- the task runs its items inside the server's lifetime --------------------------------------
 
 
-CLIENT_KEYS = ("SURYA_INFERENCE_URL", "SURYA_INFERENCE_BACKEND", "SURYA_INFERENCE_AUTOSTART",
-               "SURYA_INFERENCE_PARALLEL", "SURYA_INFERENCE_KEEP_ALIVE", "no_proxy", "NO_PROXY")
+CLIENT_KEYS = (
+    "SURYA_INFERENCE_URL",
+    "SURYA_INFERENCE_BACKEND",
+    "SURYA_INFERENCE_AUTOSTART",
+    "SURYA_INFERENCE_PARALLEL",
+    "SURYA_INFERENCE_KEEP_ALIVE",
+    "no_proxy",
+    "NO_PROXY",
+)
 
 
 def _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env):
@@ -426,8 +500,11 @@ def _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env):
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    prepared = prepare_run(SubmitRequest.with_defaults(pdfs=sample_pdfs, out=tmp_path / "out", gpus=1, engine="text",
-                                         executor="local", workers_per_gpu=1))
+    prepared = prepare_run(
+        SubmitRequest.with_defaults(
+            pdfs=sample_pdfs, out=tmp_path / "out", gpus=1, engine="text", executor="local", workers_per_gpu=1
+        )
+    )
     record = prepared.record
     record.inference = native(startup_timeout_s=15).to_record()
     prepared.paths.save_record(record)

@@ -43,7 +43,7 @@ def test_a_memory_hungry_pdf_fails_alone_under_a_worker_cap(tmp_path):
     pdfs = tmp_path / "pdfs"
     shutil.copytree(EXAMPLES, pdfs)
     (pdfs / "hog.pdf").write_bytes(pathological_pdf(1_200_000))  # about 2 GB to extract
-    result, paths, records = _submit(pdfs, tmp_path / "out", "--worker-memory", "1G")
+    _result, _paths, records = _submit(pdfs, tmp_path / "out", "--worker-memory", "1G")
     hog = records.pop("hog.pdf")
     assert hog.status == "failed"
     # Python's MemoryError, or PDFium's C++ allocator aborting the worker (tried twice): either way one line
@@ -62,10 +62,27 @@ def test_the_kernels_oom_killer_ends_one_worker_not_the_run(tmp_path):
         pdfs = tmp_path / "pdfs"
         shutil.copytree(EXAMPLES, pdfs)
         (pdfs / "hog.pdf").write_bytes(pathological_pdf(1_200_000))
-        env = dict(os.environ, HPCMARKER_STATE_DIR=str(tmp_path / "state"), PATH=os.path.dirname(sys.executable)
-                   + os.pathsep + os.environ["PATH"])
-        argv = [str(Path(sys.executable).parent / "hpcmarker"), "submit", "--pdfs", str(pdfs), "--out", str(tmp_path / "out"),
-                "--engine", "text", "--executor", "local", "--gpus", "1", "--workers-per-gpu", "2"]
+        env = dict(
+            os.environ,
+            HPCMARKER_STATE_DIR=str(tmp_path / "state"),
+            PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+        )
+        argv = [
+            str(Path(sys.executable).parent / "hpcmarker"),
+            "submit",
+            "--pdfs",
+            str(pdfs),
+            "--out",
+            str(tmp_path / "out"),
+            "--engine",
+            "text",
+            "--executor",
+            "local",
+            "--gpus",
+            "1",
+            "--workers-per-gpu",
+            "2",
+        ]
         joined = lambda: (group / "cgroup.procs").write_text(str(os.getpid()))  # noqa: E731 - runs in the child
         result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, preexec_fn=joined)
         assert result.returncode == FINISHED_WITH_FAILURES, result.stdout + result.stderr  # hog.pdf failed alone

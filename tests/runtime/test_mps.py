@@ -30,8 +30,15 @@ def job_tmp():
 
 @pytest.fixture
 def environ(tmp_path, job_tmp) -> dict[str, str]:
-    return dict(os.environ, PATH=path_with_standin(), TMPDIR=str(job_tmp), CUDA_VISIBLE_DEVICES="1",
-                SLURM_JOB_ID="77", SLURM_ARRAY_TASK_ID="3", CUDA_MPS_PIPE_DIRECTORY=str(tmp_path / "no-daemon"))
+    return dict(
+        os.environ,
+        PATH=path_with_standin(),
+        TMPDIR=str(job_tmp),
+        CUDA_VISIBLE_DEVICES="1",
+        SLURM_JOB_ID="77",
+        SLURM_ARRAY_TASK_ID="3",
+        CUDA_MPS_PIPE_DIRECTORY=str(tmp_path / "no-daemon"),
+    )
 
 
 def daemons(pipe: str) -> list[int]:
@@ -46,8 +53,11 @@ def test_decide_follows_the_engine_the_workers_and_what_already_shares_the_gpu(t
     assert "does not run models" in decide("auto", "text", None, 4, {**GPU, **none}).why
     assert decide("on", "text", None, 1, {**GPU, **none}).start  # on: whenever there is a GPU
     assert not decide("on", "marker", 1, 4, none).start and not decide("off", "marker", 1, 4, {**GPU, **none}).start
-    for shared in ({"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "50"}, {"SLURM_JOB_GRES": "gpu:0,mps:50"},
-                   {"SLURM_TRES_PER_TASK": "gres/mps:25"}):
+    for shared in (
+        {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "50"},
+        {"SLURM_JOB_GRES": "gpu:0,mps:50"},
+        {"SLURM_TRES_PER_TASK": "gres/mps:25"},
+    ):
         decision = decide("on", "marker", 1, 4, {**GPU, **none, **shared})
         assert not decision.start and "gres/mps" in decision.why
     (tmp_path / "control").touch()  # a daemon already listens on this pipe folder
@@ -64,7 +74,7 @@ def test_a_task_starts_its_own_daemon_and_stops_it_after(environ, job_tmp, tmp_p
         assert oct(pipe.stat().st_mode & 0o777) == "0o700" and oct(pipe.parent.stat().st_mode & 0o777) == "0o700"
         assert len(daemons(str(pipe))) == 1
         assert "CUDA_VISIBLE_DEVICES=1" in (logs / "control.log").read_text()  # the task's GPU only
-        control_log = (logs / "control.log")
+        control_log = logs / "control.log"
         started = control_log.read_text()
     assert daemons(str(pipe)) == [] and not pipe.parent.exists()
     assert "start daemon" in started
@@ -98,8 +108,10 @@ def test_missing_or_failing_daemon_skips_under_auto_and_fails_under_on(environ, 
     with task_mps("auto", "marker", 2, lines.append, environ=bare) as env:
         assert env == {}
     assert "not on PATH" in lines[-1]
-    with pytest.raises(MpsFailed, match="--mps on: nvidia-cuda-mps-control is not on PATH"), \
-            task_mps("on", "marker", 2, lines.append, environ=bare):
+    with (
+        pytest.raises(MpsFailed, match="--mps on: nvidia-cuda-mps-control is not on PATH"),
+        task_mps("on", "marker", 2, lines.append, environ=bare),
+    ):
         pass
     broken = {**environ, "STANDIN_MPS_FAIL_START": "MPS is not supported on this GPU"}
     with task_mps("auto", "marker", 2, lines.append, environ=broken) as env:

@@ -19,16 +19,26 @@ LEASE_S = 60.0
 
 
 def _scheduler(tmp_path, owner: str, steal: bool = True) -> Scheduler:
-    items = [WorkItem(item_id=f"{n:06d}", pdf=f"d{n}.pdf", page_start=0, page_stop=40, scan_status="ok",
-                      doc_id=f"{n:06d}") for n in range(16)]
+    items = [
+        WorkItem(item_id=f"{n:06d}", pdf=f"d{n}.pdf", page_start=0, page_stop=40, scan_status="ok", doc_id=f"{n:06d}")
+        for n in range(16)
+    ]
     plan_folder = tmp_path / "plan"
     if not plan_folder.exists():
         save_plan(make_plan(items, 2, split_pages=0), plan_folder)
     summaries = load_summary(plan_folder)
     (tmp_path / "progress").mkdir(exist_ok=True)
     board = ClaimBoard(tmp_path, owner=owner, lease_s=LEASE_S)
-    return Scheduler(0, summaries, load_share(plan_folder, summaries[0]), board, plan_folder, tmp_path / "progress",
-                     steal=steal, lease_s=LEASE_S)
+    return Scheduler(
+        0,
+        summaries,
+        load_share(plan_folder, summaries[0]),
+        board,
+        plan_folder,
+        tmp_path / "progress",
+        steal=steal,
+        lease_s=LEASE_S,
+    )
 
 
 def _held_by_earlier_run(tmp_path, index: int, age_s: float) -> None:
@@ -88,8 +98,10 @@ def test_leases_live_in_folders_of_a_thousand_and_a_thief_walks_across_them(tmp_
 
     assert lease_shard(batch_name(999)) != lease_shard(batch_name(LEASES_PER_FOLDER)) == lease_shard(batch_name(1999))
     assert lease_shard("000123") == lease_shard("000999") != lease_shard("001000")  # merges: by document number
-    items = [WorkItem(item_id=f"{n:06d}", pdf=f"d{n}.pdf", page_start=0, page_stop=1, scan_status="ok",
-                      doc_id=f"{n:06d}") for n in range(2 * 2 * LEASES_PER_FOLDER + 40)]
+    items = [
+        WorkItem(item_id=f"{n:06d}", pdf=f"d{n}.pdf", page_start=0, page_stop=1, scan_status="ok", doc_id=f"{n:06d}")
+        for n in range(2 * 2 * LEASES_PER_FOLDER + 40)
+    ]
     plan_folder = tmp_path / "plan"
     plan = make_plan(items, 2, split_pages=0)
     for task in plan.tasks:  # one item a batch: each share has over 2,000 batches
@@ -98,8 +110,16 @@ def test_leases_live_in_folders_of_a_thousand_and_a_thief_walks_across_them(tmp_
     (tmp_path / "progress").mkdir()
     summaries = load_summary(plan_folder)
     assert summaries[1].batches > 2 * LEASES_PER_FOLDER
-    thief = Scheduler(0, summaries, load_share(plan_folder, summaries[0]), ClaimBoard(tmp_path, "n:1:task-0", LEASE_S),
-                      plan_folder, tmp_path / "progress", steal=True, lease_s=LEASE_S)
+    thief = Scheduler(
+        0,
+        summaries,
+        load_share(plan_folder, summaries[0]),
+        ClaimBoard(tmp_path, "n:1:task-0", LEASE_S),
+        plan_folder,
+        tmp_path / "progress",
+        steal=True,
+        lease_s=LEASE_S,
+    )
     thief.cursor = len(thief.own)  # its own share is done
     last = summaries[1].batches - 1
     owner = ClaimBoard(tmp_path, "n:2:task-1", LEASE_S)
@@ -111,16 +131,26 @@ def test_leases_live_in_folders_of_a_thousand_and_a_thief_walks_across_them(tmp_
 
 
 def _many(tmp_path, tasks: int, task: int, first_start: bool = False) -> Scheduler:
-    items = [WorkItem(item_id=f"{n:06d}", pdf=f"d{n}.pdf", page_start=0, page_stop=4, scan_status="ok",
-                      doc_id=f"{n:06d}") for n in range(8 * tasks)]
+    items = [
+        WorkItem(item_id=f"{n:06d}", pdf=f"d{n}.pdf", page_start=0, page_stop=4, scan_status="ok", doc_id=f"{n:06d}")
+        for n in range(8 * tasks)
+    ]
     plan_folder = tmp_path / "plan"
     if not plan_folder.exists():
         save_plan(make_plan(items, tasks, split_pages=0), plan_folder)
         (tmp_path / "progress").mkdir()
     summaries = load_summary(plan_folder)
-    return Scheduler(task, summaries, load_share(plan_folder, summaries[task]),
-                     ClaimBoard(tmp_path, f"n:{task}:task-{task}", LEASE_S), plan_folder, tmp_path / "progress",
-                     steal=True, lease_s=LEASE_S, first_start=first_start)
+    return Scheduler(
+        task,
+        summaries,
+        load_share(plan_folder, summaries[task]),
+        ClaimBoard(tmp_path, f"n:{task}:task-{task}", LEASE_S),
+        plan_folder,
+        tmp_path / "progress",
+        steal=True,
+        lease_s=LEASE_S,
+        first_start=first_start,
+    )
 
 
 def _counting_reads(monkeypatch) -> list[int]:
@@ -143,13 +173,15 @@ def test_a_thief_reads_a_sample_of_heartbeats_and_a_sweeper_does_not_read_the_ex
     progress = tmp_path / "progress"
     sweeper = _many(tmp_path, tasks, 0, first_start=True)
     for other in range(1, tasks):  # everyone else has exited since task 0 started, but task 5, still waiting
-        write_heartbeat(progress, Heartbeat(task=other, owner=f"n:{other}:task-{other}",
-                                            state=WAITING if other == 5 else EXITED, cursor=8))
+        write_heartbeat(
+            progress,
+            Heartbeat(task=other, owner=f"n:{other}:task-{other}", state=WAITING if other == 5 else EXITED, cursor=8),
+        )
     opened = _counting_reads(monkeypatch)
     sweeper.cursor = len(sweeper.own)  # its own share is claimed
     assert sweeper.next_batch() is None
     assert len(opened) == SAMPLE  # the sample, not every task
-    assert 0 < SWEEPERS and not sweeper.should_wait()  # nobody holds a batch
+    assert SWEEPERS > 0 and not sweeper.should_wait()  # nobody holds a batch
     assert sorted(opened[SAMPLE:]) == sorted(set(range(1, tasks)) - set(opened[:SAMPLE]))  # the rest, once
     assert sweeper.gone == set(range(1, tasks)) - {5}
     opened.clear()

@@ -15,18 +15,21 @@ from hpc_marker.runtime.sizing import GpuMemory, choose_workers, derive_workers,
 GB = 1024.0
 
 
-@pytest.mark.parametrize(("engine", "major", "cpus", "gpu", "workers", "binding"), [
-    ("text", None, 6, None, 6, "one worker per CPU"),
-    ("benchmark", None, 32, None, 8, "cap 8"),
-    ("marker", 2, 8, None, 4, "thin clients of the inference server: 4 by CPUs (8 CPUs, 2 per worker)"),
-    ("marker", 2, 1, GpuMemory(80 * GB, 1 * GB), 1, "1 by CPUs"),  # GPU memory is the server's
-    ("marker", 2, 64, None, 8, "cap 8"),
-    ("marker", 1, 16, GpuMemory(24 * GB, 24 * GB), 6, "6 by GPU memory (24.0 of 24.0 GB free, 3.5 GB per worker)"),
-    ("marker", 1, 8, GpuMemory(80 * GB, 78 * GB), 4, "4 by CPUs"),
-    ("marker", 1, 16, GpuMemory(16 * GB, 3 * GB), 1, "1 by GPU memory"),  # at least one
-    ("marker", 1, 6, None, 3, "GPU memory unknown"),
-    ("marker", None, 16, GpuMemory(40 * GB, 40 * GB), 8, "11 by GPU memory"),  # unknown version: 1.x rules
-])
+@pytest.mark.parametrize(
+    ("engine", "major", "cpus", "gpu", "workers", "binding"),
+    [
+        ("text", None, 6, None, 6, "one worker per CPU"),
+        ("benchmark", None, 32, None, 8, "cap 8"),
+        ("marker", 2, 8, None, 4, "thin clients of the inference server: 4 by CPUs (8 CPUs, 2 per worker)"),
+        ("marker", 2, 1, GpuMemory(80 * GB, 1 * GB), 1, "1 by CPUs"),  # GPU memory is the server's
+        ("marker", 2, 64, None, 8, "cap 8"),
+        ("marker", 1, 16, GpuMemory(24 * GB, 24 * GB), 6, "6 by GPU memory (24.0 of 24.0 GB free, 3.5 GB per worker)"),
+        ("marker", 1, 8, GpuMemory(80 * GB, 78 * GB), 4, "4 by CPUs"),
+        ("marker", 1, 16, GpuMemory(16 * GB, 3 * GB), 1, "1 by GPU memory"),  # at least one
+        ("marker", 1, 6, None, 3, "GPU memory unknown"),
+        ("marker", None, 16, GpuMemory(40 * GB, 40 * GB), 8, "11 by GPU memory"),  # unknown version: 1.x rules
+    ],
+)
 def test_derive_workers(engine, major, cpus, gpu, workers, binding):
     got, why = derive_workers(engine, major, cpus, gpu)
     assert got == workers and binding in why
@@ -37,8 +40,7 @@ def test_derive_workers_cap():
     assert derive_workers("text", None, 0, None, cap=0)[0] == 1
 
 
-ROWS = ("0, GPU-aaaa-1111, 81559, 81000\n"
-        "1, GPU-bbbb-2222, 81559, 40000\n")
+ROWS = "0, GPU-aaaa-1111, 81559, 81000\n1, GPU-bbbb-2222, 81559, 40000\n"
 
 
 def test_parse_nvidia_smi_picks_the_visible_gpu():
@@ -73,8 +75,10 @@ def test_reader_asks_nvidia_smi_for_the_visible_gpu(tmp_path):
     _script(tmp_path / "bin", "nvidia-smi", f'echo "$@" > {args}\nprintf "{rows}"')
     environ = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "1"}
     assert read_gpu_memory(environ) == GpuMemory(81559, 40000)
-    assert args.read_text().split() == ["--query-gpu=index,uuid,memory.total,memory.free",
-                                        "--format=csv,noheader,nounits"]
+    assert args.read_text().split() == [
+        "--query-gpu=index,uuid,memory.total,memory.free",
+        "--format=csv,noheader,nounits",
+    ]
     args.unlink()
     assert read_gpu_memory(dict(environ, CUDA_VISIBLE_DEVICES="")) is None and not args.exists()  # no GPU: no call
     _script(tmp_path / "bin", "nvidia-smi", 'echo "NVIDIA-SMI has failed" >&2\nexit 9')
@@ -99,8 +103,10 @@ def test_choose_workers_logs_one_line(monkeypatch):
 
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.10.2")
     assert choose_workers(0, "marker", 16, lines.append, gpu_reader=lambda: GpuMemory(24 * GB, 12 * GB)) == 3
-    assert lines[-1] == ("workers per GPU: 3 (auto: marker 1.x: 3 by GPU memory (12.0 of 24.0 GB free, 3.5 GB per "
-                         "worker), 8 by CPUs (16 CPUs, 2 per worker), cap 8)")
+    assert lines[-1] == (
+        "workers per GPU: 3 (auto: marker 1.x: 3 by GPU memory (12.0 of 24.0 GB free, 3.5 GB per "
+        "worker), 8 by CPUs (16 CPUs, 2 per worker), cap 8)"
+    )
 
     def no_reading():
         raise AssertionError("marker 2.x does not size by GPU memory")
@@ -118,6 +124,7 @@ def test_cli_workers_per_gpu_takes_auto_or_a_count(tmp_path):
 
     assert [WORKERS.convert(v, None, None) for v in ("auto", "AUTO", "3", 2)] == [0, 0, 3, 2]  # 2: from a config
     for bad in ("0", "zero", "-1"):
-        result = CliRunner().invoke(cli, ["submit", "--pdfs", str(tmp_path), "--out", str(tmp_path / "o"),
-                                          "--workers-per-gpu", bad])
+        result = CliRunner().invoke(
+            cli, ["submit", "--pdfs", str(tmp_path), "--out", str(tmp_path / "o"), "--workers-per-gpu", bad]
+        )
         assert result.exit_code == 2 and "use auto or a number of at least 1" in result.output

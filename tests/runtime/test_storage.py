@@ -18,8 +18,11 @@ from hpc_marker.runstate.manifest import latest_by_item
 
 
 def _modes(root: Path) -> dict[str, int]:
-    return {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in root.rglob("*")
-            if ".hpcmarker" not in p.parts}
+    return {
+        p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode)
+        for p in root.rglob("*")
+        if ".hpcmarker" not in p.parts
+    }
 
 
 @pytest.mark.slow
@@ -86,8 +89,9 @@ def test_disk_full_fails_items_with_the_reason_and_damages_nothing(tmp_path, sma
     assert "Traceback" not in run.output and "(None)" not in run.output
     assert run.result.exit_code == 4, run.output  # incomplete, not "done"
     assert f"run {paths.run_id}: incomplete: " in run.output and "(storage full)" in run.output, run.output
-    assert "1 task (0): storage full" in run.output and f"free space, then: hpcmarker retry {paths.run_id}" \
-        in run.output
+    assert (
+        "1 task (0): storage full" in run.output and f"free space, then: hpcmarker retry {paths.run_id}" in run.output
+    )
     assert f"next: hpcmarker retry {paths.run_id}" in run.output
     first = {p.relative_to(out).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*.md")}
     assert 0 < len(first) < len(expected)  # some fitted, some did not
@@ -95,8 +99,10 @@ def test_disk_full_fails_items_with_the_reason_and_damages_nothing(tmp_path, sma
         assert data == expected[name]  # what was written before the disk filled is whole
     records = manifest_records(paths)
     full = [r for r in records if r.status != "ok"]
-    faultkit.note(wrong_status=sum("No space left on device" not in (r.error or "") for r in full),
-                  detail=f"{len(first)} of {len(expected)} documents fitted; {len(full)} items failed: disk full")
+    faultkit.note(
+        wrong_status=sum("No space left on device" not in (r.error or "") for r in full),
+        detail=f"{len(first)} of {len(expected)} documents fitted; {len(full)} items failed: disk full",
+    )
     assert all("No space left on device" in (r.error or "") for r in full), [r.error for r in full]
     task_log = "".join(p.read_text() for p in paths.jobs.glob("*_log.*"))
     assert "output storage is full" in task_log or "cannot record" in task_log
@@ -107,11 +113,15 @@ def test_disk_full_fails_items_with_the_reason_and_damages_nothing(tmp_path, sma
     records = manifest_records(paths)
     latest = latest_by_item(records)
     final = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.md")}
-    faultkit.note(inputs=len(rows[10:30]), items=len(latest), healed_by="retry",
-                  lost=sum(r.status != "ok" for r in latest.values()) + len(set(expected) - set(final)),
-                  twice=sum(sum(r.status == "ok" and r.item_id == i for r in records) > 1 for i in latest),
-                  mismatches=sum(final[n] != d for n, d in expected.items() if n in final),
-                  half_written=len(set(final) - set(expected)))
+    faultkit.note(
+        inputs=len(rows[10:30]),
+        items=len(latest),
+        healed_by="retry",
+        lost=sum(r.status != "ok" for r in latest.values()) + len(set(expected) - set(final)),
+        twice=sum(sum(r.status == "ok" and r.item_id == i for r in records) > 1 for i in latest),
+        mismatches=sum(final[n] != d for n, d in expected.items() if n in final),
+        half_written=len(set(final) - set(expected)),
+    )
     assert {r.status for r in latest.values()} == {"ok"} and len(latest) == len(expected)
     assert all(sum(r.status == "ok" and r.item_id == i for r in records) == 1 for i in latest)  # once each
     assert final == expected

@@ -118,8 +118,10 @@ def test_close_ends_busy_workers():
             os.kill(pid, 0)
 
 
-@pytest.mark.parametrize("text, pages, seconds", [("auto", 10, 900.0), ("90", 10, 90.0), ("5/page", 2, 310.0),
-                                                   ("2+0.5/page", 4, 4.0), ("off", 10, None)])
+@pytest.mark.parametrize(
+    "text, pages, seconds",
+    [("auto", 10, 900.0), ("90", 10, 90.0), ("5/page", 2, 310.0), ("2+0.5/page", 4, 4.0), ("off", 10, None)],
+)
 def test_item_timeout_forms(text, pages, seconds):
     assert parse_item_timeout(text).for_pages(pages) == seconds
 

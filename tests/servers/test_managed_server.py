@@ -54,9 +54,13 @@ class Stopped(BaseException):
 
 def http_server(tmp_path: Path, **kw) -> ManagedServer:
     port = free_port()
-    return ManagedServer([PY, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
-                         tmp_path / "logs" / "server.log", name="test server",
-                         health_url=f"http://127.0.0.1:{port}/", **kw)
+    return ManagedServer(
+        [PY, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        tmp_path / "logs" / "server.log",
+        name="test server",
+        health_url=f"http://127.0.0.1:{port}/",
+        **kw,
+    )
 
 
 def child_pid(server: ManagedServer, timeout_s: float = 10.0) -> int:
@@ -100,24 +104,34 @@ def test_env_and_log_output(tmp_path):
 
 def test_a_process_that_exits_fails_at_once_with_its_code_and_log_tail(tmp_path):
     code = "import sys; print('loading', flush=True); sys.exit('ValueError: no memory for the cache blocks')"
-    server = ManagedServer([PY, "-c", code], tmp_path / "s.log", name="crasher", error=Failed,
-                           health_url=f"http://127.0.0.1:{free_port()}/health")
+    server = ManagedServer(
+        [PY, "-c", code],
+        tmp_path / "s.log",
+        name="crasher",
+        error=Failed,
+        health_url=f"http://127.0.0.1:{free_port()}/health",
+    )
     started = time.monotonic()
     with pytest.raises(Failed) as info, server:
         server.wait_until_healthy(60)
     assert time.monotonic() - started < 10  # not the 60 s timeout
     message = str(info.value)
-    assert message.startswith(f"crasher ({Path(PY).name} pid {server.pid}) exited with code 1 before answering "
-                              f"{server.health_url}; last lines of {server.log_path}: ")
+    assert message.startswith(
+        f"crasher ({Path(PY).name} pid {server.pid}) exited with code 1 before answering "
+        f"{server.health_url}; last lines of {server.log_path}: "
+    )
     assert message.endswith("loading | ValueError: no memory for the cache blocks") and "\n" not in message
 
 
 def test_no_answer_fails_at_the_timeout_naming_url_last_problem_and_log(tmp_path):
-    server = ManagedServer(SLEEP, tmp_path / "s.log", health_url=f"http://127.0.0.1:{free_port()}/health",
-                           tail_lines=1, error=Failed)
+    server = ManagedServer(
+        SLEEP, tmp_path / "s.log", health_url=f"http://127.0.0.1:{free_port()}/health", tail_lines=1, error=Failed
+    )
     started = time.monotonic()
-    expected = (r"^server \(python[\d.]* pid \d+\) did not answer on http://127\.0\.0\.1:\d+/health within 1s "
-                r"\(ConnectError\); last lines of .*s\.log: ### hpcmarker: .*sleep\(600\)'$")
+    expected = (
+        r"^server \(python[\d.]* pid \d+\) did not answer on http://127\.0\.0\.1:\d+/health within 1s "
+        r"\(ConnectError\); last lines of .*s\.log: ### hpcmarker: .*sleep\(600\)'$"
+    )
     with pytest.raises(Failed, match=expected), server:
         server.wait_until_healthy(1)
     assert 1 <= time.monotonic() - started < 8
@@ -126,8 +140,12 @@ def test_no_answer_fails_at_the_timeout_naming_url_last_problem_and_log(tmp_path
 
 def test_an_http_error_status_is_the_last_problem(tmp_path):
     port = free_port()
-    with ManagedServer([PY, "-c", ANSWER_503, str(port)], tmp_path / "s.log", error=Failed,
-                       health_url=f"http://127.0.0.1:{port}/health") as server:
+    with ManagedServer(
+        [PY, "-c", ANSWER_503, str(port)],
+        tmp_path / "s.log",
+        error=Failed,
+        health_url=f"http://127.0.0.1:{port}/health",
+    ) as server:
         with pytest.raises(Failed, match=r"within 1.5s \(HTTP 503\)"):
             server.wait_until_healthy(1.5, interval_s=0.1)
         assert server.alive()  # a timeout does not stop it: its owner does
@@ -210,8 +228,12 @@ PARENT = textwrap.dedent("""
 
 
 def test_the_server_dies_when_its_parent_is_sigkilled(tmp_path):
-    parent = subprocess.Popen([PY, "-c", PARENT, str(tmp_path / "s.log")], stdout=subprocess.PIPE, text=True,
-                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    parent = subprocess.Popen(
+        [PY, "-c", PARENT, str(tmp_path / "s.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     pid = None
     try:
         pid = int(parent.stdout.readline())

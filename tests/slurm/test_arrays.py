@@ -64,15 +64,21 @@ def test_throttle_shares_sum_to_k_and_stay_within_each_array(sizes):
     for total in range(len(sizes), sum(sizes)):
         shares = share_throttle(total, sizes)
         assert sum(shares) == total, (total, shares)
-        assert all(1 <= share <= size for share, size in zip(shares, sizes)), (total, shares)
+        assert all(1 <= share <= size for share, size in zip(shares, sizes, strict=False)), (total, shares)
         exact = [total * size / sum(sizes) for size in sizes]
-        assert all(abs(share - x) < 1 + 1e-9 or share == 1 for share, x in zip(shares, exact)), (total, shares)
+        assert all(abs(share - x) < 1 + 1e-9 or share == 1 for share, x in zip(shares, exact, strict=False)), (
+            total,
+            shares,
+        )
 
 
 def test_more_jobs_than_max_submit_jobs_is_refused_naming_the_limit():
     limits = ArrayLimits(max_array_size=1001, max_submit_jobs=1000)
-    with pytest.raises(ArrayLimitError, match=r"1,100 tasks need 1,101 jobs .* MaxSubmitJobs is 1,000: "
-                                              r"at most 999 tasks fit now"):
+    with pytest.raises(
+        ArrayLimitError,
+        match=r"1,100 tasks need 1,101 jobs .* MaxSubmitJobs is 1,000: "
+        r"at most 999 tasks fit now",
+    ):
         split_arrays(list(range(1100)), limits, other_jobs=1)
     assert len(split_arrays(list(range(999)), limits, other_jobs=1)) == 1  # 999 tasks + collector fit
     busy = ArrayLimits(max_submit_jobs=1000, queued_jobs=998)
@@ -88,8 +94,10 @@ def test_max_jobs_below_the_run_gets_a_note():
 
 
 def test_limits_are_read_from_slurms_own_output():
-    config = parse_config("Configuration data as of 2024-01-01T00:00:00\nMaxArraySize            = 1001\n"
-                          "AccountingStorageEnforce = associations,limits\nSLURM_VERSION           = 22.05.8\n")
+    config = parse_config(
+        "Configuration data as of 2024-01-01T00:00:00\nMaxArraySize            = 1001\n"
+        "AccountingStorageEnforce = associations,limits\nSLURM_VERSION           = 22.05.8\n"
+    )
     assert config["MaxArraySize"] == "1001" and limits_enforced(config["AccountingStorageEnforce"])
     assert not limits_enforced("none") and not limits_enforced("associations") and limits_enforced("safe")
     rows = "ann|proj|proj|||\nann|proj|other||10|\nann|proj|proj|gpu|8|500\n"
@@ -101,15 +109,18 @@ def test_limits_are_read_from_slurms_own_output():
 
 def test_a_wedge_over_several_arrays_is_one_run():
     jobs = {"service": ["548"], "convert": ["549_0", "549_1", "550_0"], "collect": ["551"]}
-    squeue = ("549_[0-1]|PENDING|DependencyNeverSatisfied|after:548(failed)\n"
-              "550_[0]|PENDING|DependencyNeverSatisfied|after:548(failed)\n"
-              "551|PENDING|Dependency|afterany:549_*(unfulfilled),afterany:550_*(unfulfilled)\n")
+    squeue = (
+        "549_[0-1]|PENDING|DependencyNeverSatisfied|after:548(failed)\n"
+        "550_[0]|PENDING|DependencyNeverSatisfied|after:548(failed)\n"
+        "551|PENDING|Dependency|afterany:549_*(unfulfilled),afterany:550_*(unfulfilled)\n"
+    )
     wedge = find_wedge(jobs, parse_squeue(squeue), {"548": "FAILED"})
     assert wedge.stuck == ("array 549", "array 550") and wedge.causes == ("service 548 FAILED",)
     assert wedge.queued == ("549_[0-1]", "550_[0]", "551")
     assert describe("r1", wedge, cancelled=True).startswith(
         "run r1 is wedged: array 549 and array 550 pending with DependencyNeverSatisfied (service 548 FAILED); "
-        "cancelled array 549, array 550 and collector 551")
+        "cancelled array 549, array 550 and collector 551"
+    )
 
 
 def test_every_task_is_in_exactly_one_array():

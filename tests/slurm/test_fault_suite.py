@@ -57,9 +57,27 @@ def rng_for(name: str) -> random.Random:
 
 def submit(inputs: fk.Inputs, out: Path, name: str) -> Run:
     run = Run(out, f"fault-{name}-{secrets.token_hex(2)}")
-    result = invoke("submit", "--pdfs", inputs.root, "--out", out, "--engine", "benchmark", "--gpus", "4",
-                    "--cpus-per-task", "1", "--time", "20", "--item-timeout", fk.ITEM_TIMEOUT,
-                    "--lease-seconds", LEASE_S, "--run-id", run.run_id)
+    result = invoke(
+        "submit",
+        "--pdfs",
+        inputs.root,
+        "--out",
+        out,
+        "--engine",
+        "benchmark",
+        "--gpus",
+        "4",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "20",
+        "--item-timeout",
+        fk.ITEM_TIMEOUT,
+        "--lease-seconds",
+        LEASE_S,
+        "--run-id",
+        run.run_id,
+    )
     assert result.exit_code == 0, result.output
     run.array = run.jobs["convert"][0].split("_")[0]
     return run
@@ -100,8 +118,9 @@ def status(run: Run) -> dict:
     items, 4 incomplete or wedged)."""
     result = invoke("status", run.paths.root, "--json")
     now = json.loads(result.stdout)
-    expected = (4 if now["state"] in ("incomplete", "wedged") else 3 if now["state"] == "finished" and now["failed"]
-                else 0)
+    expected = (
+        4 if now["state"] in ("incomplete", "wedged") else 3 if now["state"] == "finished" and now["failed"] else 0
+    )
     assert result.exit_code == expected, result.output
     return now
 
@@ -178,10 +197,17 @@ PER_INPUT = [
     ("corpus", "none: the whole shared corpus, undisturbed", "57 PDFs, English and Chinese, 1-516 pages"),
     ("bad", "bad PDFs", "inputs.make_bad_pdfs: empty, not a PDF, truncated, header only, zero pages, encrypted"),
     ("owner-only", "owner-password-only PDF", "inputs.make_owner_password_pdf: opens without a password"),
-    ("hostile", "hostile names", "inputs.make_hostile_names: shell metacharacters, newline, CJK, same names, "
-                                 "a folder symlink, a symlink loop, a second name for one file"),
-    ("slow", "pathological slow PDF", f"inputs.pathological_pdf(400_000) (about 8 s) under --item-timeout "
-                                      f"{fk.ITEM_TIMEOUT}: must be `timeout`"),
+    (
+        "hostile",
+        "hostile names",
+        "inputs.make_hostile_names: shell metacharacters, newline, CJK, same names, "
+        "a folder symlink, a symlink loop, a second name for one file",
+    ),
+    (
+        "slow",
+        "pathological slow PDF",
+        f"inputs.pathological_pdf(400_000) (about 8 s) under --item-timeout {fk.ITEM_TIMEOUT}: must be `timeout`",
+    ),
 ]
 
 
@@ -225,19 +251,26 @@ def test_sigkill_of_tasks_at_random_moments(inputs, tmp_path, mode):
     """Two tasks at two moments: the others take their items over after the lease. Every task at one
     moment: nobody is left to take over, the collector runs, and the user resumes."""
     rng = rng_for(f"sigkill-{mode}")
-    with fk.scenario(f"SIGKILL of {mode}", "kill -9 of every process of a live array task (found by SLURM_ARRAY_* "
-                     "in /proc/*/environ); " + ("two tasks at two seeded moments" if mode == "two tasks" else
-                                                "all four tasks at one seeded moment")):
+    with fk.scenario(
+        f"SIGKILL of {mode}",
+        "kill -9 of every process of a live array task (found by SLURM_ARRAY_* "
+        "in /proc/*/environ); "
+        + ("two tasks at two seeded moments" if mode == "two tasks" else "all four tasks at one seeded moment"),
+    ):
         run = submit(inputs, tmp_path / "out", "kill")
         started, kills = wait_started(run, 1 if mode == "two tasks" else 4), []
         for moment in sorted(rng.uniform(0, WINDOW_S) for _ in range(2 if mode == "two tasks" else 1)):
             time.sleep(max(0.0, started + moment - time.time()))
             live = live_tasks(run, exclude=[k[0] for k in kills])
-            for task in ([rng.choice(live)] if mode == "two tasks" and live else live):
+            for task in [rng.choice(live)] if mode == "two tasks" and live else live:
                 kills.append((task, round(moment, 1), fk.kill9(task_pids(run, task))))
         steps = heal(run)
-        counts = checked(run, inputs, healed_by=steps or "nothing",
-                         detail="; ".join(f"task {t} at {m}s ({n} processes)" for t, m, n in kills))
+        counts = checked(
+            run,
+            inputs,
+            healed_by=steps or "nothing",
+            detail="; ".join(f"task {t} at {m}s ({n} processes)" for t, m, n in kills),
+        )
         assert len(kills) == (2 if mode == "two tasks" else 4) and all(n for *_, n in kills), kills  # they landed
         assert mode == "two tasks" or steps[0] == "resume", steps  # no task was left to take over
         assert counts.clean, counts.problems
@@ -245,11 +278,16 @@ def test_sigkill_of_tasks_at_random_moments(inputs, tmp_path, mode):
 
 def test_usr2_and_sigterm_before_the_time_limit(inputs, tmp_path):
     rng = rng_for("signals")
-    with fk.scenario("SIGTERM / USR2 before a time limit", "scancel --batch --signal=USR2 (what --signal=USR2@90 "
-                     "sends) to one live task, --signal=TERM (the time limit) to another, at seeded moments"):
+    with fk.scenario(
+        "SIGTERM / USR2 before a time limit",
+        "scancel --batch --signal=USR2 (what --signal=USR2@90 "
+        "sends) to one live task, --signal=TERM (the time limit) to another, at seeded moments",
+    ):
         run = submit(inputs, tmp_path / "out", "signals")
         started, sent = wait_started(run), []
-        for moment, name in zip(sorted(rng.uniform(0, WINDOW_S) for _ in range(2)), rng.sample(["USR2", "TERM"], 2)):
+        for moment, name in zip(
+            sorted(rng.uniform(0, WINDOW_S) for _ in range(2)), rng.sample(["USR2", "TERM"], 2), strict=False
+        ):
             time.sleep(max(0.0, started + moment - time.time()))
             live = live_tasks(run, exclude=[s[1] for s in sent])
             if live:
@@ -258,18 +296,27 @@ def test_usr2_and_sigterm_before_the_time_limit(inputs, tmp_path):
                 sent.append((name, task, round(moment, 1), done.returncode == 0))
         steps = heal(run)
         logs = {t: (run.paths.jobs / f"{run.array}_{t}_0_log.out").read_text() for _, t, *_ in sent}
-        counts = checked(run, inputs, healed_by=steps or "nothing",
-                         detail="; ".join(f"{n} to task {t} at {m}s (its log: "
-                                          f"{'stopped' if 'stopped by SIGTERM' in logs[t] else 'drained/finished'})"
-                                          for n, t, m, _ in sent))
+        counts = checked(
+            run,
+            inputs,
+            healed_by=steps or "nothing",
+            detail="; ".join(
+                f"{n} to task {t} at {m}s (its log: "
+                f"{'stopped' if 'stopped by SIGTERM' in logs[t] else 'drained/finished'})"
+                for n, t, m, _ in sent
+            ),
+        )
         assert len(sent) == 2 and all(ok for *_, ok in sent), sent
         assert counts.clean, counts.problems
 
 
 def test_preemption_with_requeue(inputs, tmp_path):
     rng = rng_for("requeue")
-    with fk.scenario("preemption with requeue", "scontrol requeue of two live array tasks at a seeded moment "
-                     "(Slurm's 121 s requeue hold cut short: scontrol update StartTime=now after 0-3 s)"):
+    with fk.scenario(
+        "preemption with requeue",
+        "scontrol requeue of two live array tasks at a seeded moment "
+        "(Slurm's 121 s requeue hold cut short: scontrol update StartTime=now after 0-3 s)",
+    ):
         run = submit(inputs, tmp_path / "out", "requeue")
         started = wait_started(run)
         moment = rng.uniform(1, WINDOW_S)
@@ -280,8 +327,12 @@ def test_preemption_with_requeue(inputs, tmp_path):
         release_requeued(run, requeued, rng)
         steps = heal(run)
         states = {t: fk.sacct_states(f"{run.array}_{t}") for t in requeued}
-        counts = checked(run, inputs, healed_by=steps or "nothing (the requeued tasks ran again)",
-                         detail=f"at {moment:.1f}s requeued tasks {requeued}; sacct: {states}")
+        counts = checked(
+            run,
+            inputs,
+            healed_by=steps or "nothing (the requeued tasks ran again)",
+            detail=f"at {moment:.1f}s requeued tasks {requeued}; sacct: {states}",
+        )
         assert requeued and all("REQUEUED" in s for s in states.values()), states
         assert steps == [], steps  # Slurm runs the requeued tasks again: nothing for the user to do
         assert counts.clean, counts.problems
@@ -305,10 +356,15 @@ def test_node_failure(inputs, tmp_path, request, monkeypatch, requeue):
     rng = rng_for(f"node-{requeue}")
     if not requeue:
         monkeypatch.setenv("SBATCH_NO_REQUEUE", "1")
-    with fk.scenario(f"node failure ({'requeued' if requeue else 'not requeueable'})",
-                     f"scontrol update nodename={NODE} state=down at a seeded moment, then state=resume; "
-                     + ("Slurm requeues the tasks and starts them again after its 121 s requeue hold" if requeue else
-                        "jobs submitted with SBATCH_NO_REQUEUE=1, so they are not requeued")):
+    with fk.scenario(
+        f"node failure ({'requeued' if requeue else 'not requeueable'})",
+        f"scontrol update nodename={NODE} state=down at a seeded moment, then state=resume; "
+        + (
+            "Slurm requeues the tasks and starts them again after its 121 s requeue hold"
+            if requeue
+            else "jobs submitted with SBATCH_NO_REQUEUE=1, so they are not requeued"
+        ),
+    ):
         run = submit(inputs, tmp_path / "out", "node")
         started = wait_started(run)
         deadline = time.time() + 120  # the node is shared: take no one else's jobs down with ours
@@ -328,9 +384,13 @@ def test_node_failure(inputs, tmp_path, request, monkeypatch, requeue):
         resume_node()  # the requeued tasks start when Slurm's requeue hold ends (121 s): cutting it short
         steps = heal(run)  # here makes slurmd refuse them ("Job already running") and drain the node
         states = {t: fk.sacct_states(f"{run.array}_{t}") for t in live}
-        counts = checked(run, inputs, healed_by=steps or "nothing (Slurm ran the tasks again)",
-                         detail=f"down at {moment:.1f}s with tasks {live} running; node then {node_state!r}; "
-                                f"tasks' processes alive after 30 s: {survivors}; sacct: {states}")
+        counts = checked(
+            run,
+            inputs,
+            healed_by=steps or "nothing (Slurm ran the tasks again)",
+            detail=f"down at {moment:.1f}s with tasks {live} running; node then {node_state!r}; "
+            f"tasks' processes alive after 30 s: {survivors}; sacct: {states}",
+        )
         assert live and all("NODE_FAIL" in s for s in states.values()), states
         assert steps == ([] if requeue else ["resume"]), steps
         assert survivors == []
@@ -341,8 +401,10 @@ def test_node_failure(inputs, tmp_path, request, monkeypatch, requeue):
 @pytest.mark.parametrize("how", ["kill -9", "scancel"])
 def test_collector_dies_then_collect_by_hand(inputs, tmp_path, how):
     rng = rng_for(f"collector-{how}")
-    with fk.scenario(f"collector dies ({how})", f"{how} of the collector job a seeded 0-0.4 s after its "
-                     "process appears, then `hpcmarker collect RUN`"):
+    with fk.scenario(
+        f"collector dies ({how})",
+        f"{how} of the collector job a seeded 0-0.4 s after its process appears, then `hpcmarker collect RUN`",
+    ):
         run = submit(inputs, tmp_path / "out", "collector")
         collector = run.jobs["collect"][0]
         deadline = time.time() + 300
@@ -360,9 +422,12 @@ def test_collector_dies_then_collect_by_hand(inputs, tmp_path, how):
         had_summary = run.paths.summary.exists()
         result = invoke("collect", run.paths.root)
         assert result.exit_code == 0, result.output
-        counts = checked(run, inputs, healed_by="collect",
-                         detail=f"after {delay:.2f}s; collector ended {ended}; summary.json already there: "
-                                f"{had_summary}")
+        counts = checked(
+            run,
+            inputs,
+            healed_by="collect",
+            detail=f"after {delay:.2f}s; collector ended {ended}; summary.json already there: {had_summary}",
+        )
         assert ended and "COMPLETED" not in ended, ended  # it really died
         assert counts.clean, counts.problems
 
@@ -370,8 +435,10 @@ def test_collector_dies_then_collect_by_hand(inputs, tmp_path, how):
 def test_torn_last_line_of_a_task_manifest(inputs, control):
     run, _, _ = control
     rng = rng_for("torn")
-    with fk.scenario("torn last manifest line", "a task manifest truncated inside its last line after the run "
-                     "(seeded cut), then `hpcmarker collect RUN`"):
+    with fk.scenario(
+        "torn last manifest line",
+        "a task manifest truncated inside its last line after the run (seeded cut), then `hpcmarker collect RUN`",
+    ):
         manifest = rng.choice(sorted(run.paths.manifests.glob("task-*.jsonl")))
         data = manifest.read_bytes()
         last = data.rstrip(b"\n").rfind(b"\n") + 1
@@ -380,9 +447,13 @@ def test_torn_last_line_of_a_task_manifest(inputs, control):
         manifest.write_bytes(data[:cut])
         result = invoke("collect", run.paths.root)
         summary = json.loads(run.paths.summary.read_text())
-        counts = checked(run, inputs, healed_by="collect",
-                         detail=f"{manifest.name} cut at byte {cut - last} of its last line (item {item}); "
-                                f"collect said: {result.output.strip().splitlines()[-1]}")
+        counts = checked(
+            run,
+            inputs,
+            healed_by="collect",
+            detail=f"{manifest.name} cut at byte {cut - last} of its last line (item {item}); "
+            f"collect said: {result.output.strip().splitlines()[-1]}",
+        )
         assert result.exit_code == 0, result.output  # not fatal
         assert "1 torn manifest line reported" in result.output  # reported
         line_number = data[:last].count(b"\n") + 1

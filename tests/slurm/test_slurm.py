@@ -30,8 +30,23 @@ def processes_of_job(array_id: str) -> list[int]:
 @pytest.mark.browser  # the collector's report is checked in a real browser
 def test_corpus_converts_on_4_gpus_exactly_once(tmp_path, chromium):
     out = tmp_path / "out"
-    args = ["submit", "--pdfs", CORPUS, "--out", out, "--gpus", "4", "--engine", "text",
-            "--cpus-per-task", "1", "--time", "20", "--run-id", "corpus4"]
+    args = [
+        "submit",
+        "--pdfs",
+        CORPUS,
+        "--out",
+        out,
+        "--gpus",
+        "4",
+        "--engine",
+        "text",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "20",
+        "--run-id",
+        "corpus4",
+    ]
     dry = invoke(*args, "--dry-run")
     assert dry.exit_code == 0, dry.output
     result = invoke(*args)
@@ -63,7 +78,9 @@ def test_corpus_converts_on_4_gpus_exactly_once(tmp_path, chromium):
     for r in records:
         gpu_by_task.setdefault(r.task, set()).add(r.gpu)
     assert all(len(g) == 1 for g in gpu_by_task.values()) and len(gpu_by_task) >= 2
-    logged = {i: re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", (paths.logs / f"task-{i}.out").read_text()) for i in range(4)}
+    logged = {
+        i: re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", (paths.logs / f"task-{i}.out").read_text()) for i in range(4)
+    }
     assert all(len(g) == 1 for g in logged.values()) and len({g[0] for g in logged.values()}) == 4, logged
     assert all(gpu_by_task[t] == {logged[t][0]} for t in gpu_by_task), (gpu_by_task, logged)
 
@@ -75,7 +92,8 @@ def test_corpus_converts_on_4_gpus_exactly_once(tmp_path, chromium):
     assert summary["documents_ok"] == summary["documents"] == len(pdfs) and summary["missing"] == []
     assert summary["ok"] == len(plan_ids)
     assert sorted(p.name for p in paths.logs.iterdir()) == sorted(
-        f"task-{i}.{s}" for i in range(4) for s in ("out", "err"))
+        f"task-{i}.{s}" for i in range(4) for s in ("out", "err")
+    )
 
     assert status["ok"] == len(plan_ids) and status["pending"] == 0
     assert {t["state"] for t in status["tasks"]} == {"COMPLETED"}
@@ -94,8 +112,23 @@ def test_cancel_leaves_nothing_in_squeue_and_no_process(tmp_path):
     pdfs = tmp_path / "pdfs"
     for copy in range(3):  # about 45 s of work for one task: cancel lands well inside it
         shutil.copytree(CORPUS, pdfs / f"copy{copy}")
-    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--gpus", "1", "--engine", "text",
-                    "--cpus-per-task", "1", "--time", "20", "--run-id", "tocancel")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        pdfs,
+        "--out",
+        out,
+        "--gpus",
+        "1",
+        "--engine",
+        "text",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "20",
+        "--run-id",
+        "tocancel",
+    )
     assert result.exit_code == 0, result.output
     paths = resolve_run("tocancel")
     record = read_record(paths)
@@ -127,10 +160,13 @@ def test_cancel_leaves_nothing_in_squeue_and_no_process(tmp_path):
     assert again.exit_code == 0 and again.output.startswith("run tocancel was already over: "), again.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--gpus", "0"], "--gpus 0: must be at least 1"),
-    (["--partition", "nosuch"], "--partition nosuch: no such partition; partitions here:"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gpus", "0"], "--gpus 0: must be at least 1"),
+        (["--partition", "nosuch"], "--partition nosuch: no such partition; partitions here:"),
+    ],
+)
 def test_bad_cluster_settings_exit_2_and_submit_nothing(tmp_path, args, message):
     before = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout
     result = invoke("submit", "--pdfs", CORPUS, "--out", tmp_path / "o", "--engine", "text", *args)

@@ -26,8 +26,9 @@ pytestmark = pytest.mark.slurm
 
 def queued_tasks(base_ids: set[str]) -> dict[str, int]:
     """Array id -> how many of its tasks squeue lists (--array: one line each)."""
-    out = subprocess.run(["squeue", "--me", "--array", "-h", "-o", "%i"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["squeue", "--me", "--array", "-h", "-o", "%i"], capture_output=True, text=True, check=True
+    ).stdout
     counts: dict[str, int] = {}
     for job_id in out.split():
         base = job_id.split("_")[0]
@@ -42,8 +43,23 @@ def test_1100_tasks_past_max_array_size_are_queued_watched_and_cancelled_as_one_
     pdfs.mkdir()
     for i in range(1100):
         (pdfs / f"p{i:04d}.pdf").write_bytes(raw_pdf(b"BT /F1 12 Tf 72 700 Td (item %d) Tj ET" % i))
-    args = ["submit", "--pdfs", str(pdfs), "--out", str(tmp_path / "out"), "--gpus", "1100", "--engine", "text",
-            "--cpus-per-task", "1", "--time", "5", "--run-id", "big1100"]
+    args = [
+        "submit",
+        "--pdfs",
+        str(pdfs),
+        "--out",
+        str(tmp_path / "out"),
+        "--gpus",
+        "1100",
+        "--engine",
+        "text",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "5",
+        "--run-id",
+        "big1100",
+    ]
     dry = invoke(*args, "--dry-run")
     assert dry.exit_code == 0, dry.output
     scripts = split_dry_run(dry.output)
@@ -63,7 +79,9 @@ def test_1100_tasks_past_max_array_size_are_queued_watched_and_cancelled_as_one_
     assert queued_tasks(set(arrays)) == {arrays[0]: 1001, arrays[1]: 99}
     jobs = resolve_run("big1100").jobs
     assert [(jobs / f"{array}_submission.sh").read_text() for array in arrays] == [
-        scripts["convert-0"], scripts["convert-1"]]
+        scripts["convert-0"],
+        scripts["convert-1"],
+    ]
     status = json.loads(invoke("status", "big1100", "--json").output)
     assert status["state"] == "pending" and status["items"] == 1100 and status["pending"] == 1100
     assert len(status["tasks"]) == 1100 and {t["state"] for t in status["tasks"]} == {"PENDING"}
@@ -78,15 +96,34 @@ def test_1100_tasks_past_max_array_size_are_queued_watched_and_cancelled_as_one_
 @pytest.mark.slow
 def test_a_run_in_two_arrays_converts_every_item_once_under_its_task_index(tmp_path, sample_pdfs, monkeypatch):
     monkeypatch.setattr(commands, "array_limits", lambda account, partition: ArrayLimits(max_array_size=3))
-    result = invoke("submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "out"), "--gpus", "4",
-                    "--engine", "text", "--cpus-per-task", "1", "--time", "10", "--run-id", "twoarrays")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        str(sample_pdfs),
+        "--out",
+        str(tmp_path / "out"),
+        "--gpus",
+        "4",
+        "--engine",
+        "text",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "10",
+        "--run-id",
+        "twoarrays",
+    )
     assert result.exit_code == 0, result.output
     paths = resolve_run("twoarrays")
     record = json.loads(paths.record.read_text())
     status = wait_for("twoarrays", {"finished"}, timeout_s=300)
     convert = record["jobs"]["convert"]
     assert len({job_id.split("_")[0] for job_id in convert}) == 2 and [j.split("_")[1] for j in convert] == [
-        "0", "1", "2", "0"]
+        "0",
+        "1",
+        "2",
+        "0",
+    ]
     records = read_manifests(paths.manifests).records
     plan = load_plan(paths.plan)
     assert sorted(r.item_id for r in records) == sorted(i.item_id for i in plan.items)
@@ -94,5 +131,6 @@ def test_a_run_in_two_arrays_converts_every_item_once_under_its_task_index(tmp_p
     times = sacct_times(convert + record["jobs"]["collect"])
     assert all(times[t][1] <= times[record["jobs"]["collect"][0]][0] for t in convert), times
     assert status["ok"] == len(records) and {t["state"] for t in status["tasks"]} == {"COMPLETED"}
-    assert sorted(p.name for p in paths.logs.iterdir()) == sorted(f"task-{i}.{s}" for i in range(4)
-                                                                  for s in ("out", "err"))
+    assert sorted(p.name for p in paths.logs.iterdir()) == sorted(
+        f"task-{i}.{s}" for i in range(4) for s in ("out", "err")
+    )

@@ -26,9 +26,20 @@ from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.progress import read_heartbeats
 
 pytestmark = [pytest.mark.slurm, pytest.mark.corpus, pytest.mark.slow]
-SMALL_PDFS = ["amscls/amsdtx.pdf", "amsmath/amsxtra.pdf", "base/lgc2.pdf", "graphics/color.pdf", "tools/enumerate.pdf",
-              "hyperref/backref.pdf", "l3kernel/l3news08.pdf", "carlisle/ltxtable.pdf", "amscls/amsmidx.pdf",
-              "base/ltnews17.pdf", "l3kernel/l3news12.pdf", "fduthesis/fduthesis-en.pdf"]
+SMALL_PDFS = [
+    "amscls/amsdtx.pdf",
+    "amsmath/amsxtra.pdf",
+    "base/lgc2.pdf",
+    "graphics/color.pdf",
+    "tools/enumerate.pdf",
+    "hyperref/backref.pdf",
+    "l3kernel/l3news08.pdf",
+    "carlisle/ltxtable.pdf",
+    "amscls/amsmidx.pdf",
+    "base/ltnews17.pdf",
+    "l3kernel/l3news12.pdf",
+    "fduthesis/fduthesis-en.pdf",
+]
 
 
 @pytest.fixture
@@ -59,9 +70,27 @@ def assert_each_item_once(paths) -> list:
 def test_killed_task_item_is_taken_over_after_its_lease(tmp_path, pdfs, monkeypatch):
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.15")
     out = tmp_path / "out"
-    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--gpus", "2", "--engine", "benchmark",
-                    "--cpus-per-task", "1", "--time", "20", "--split-pages", "0", "--lease-seconds", "6",
-                    "--run-id", "kill9")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        pdfs,
+        "--out",
+        out,
+        "--gpus",
+        "2",
+        "--engine",
+        "benchmark",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "20",
+        "--split-pages",
+        "0",
+        "--lease-seconds",
+        "6",
+        "--run-id",
+        "kill9",
+    )
     assert result.exit_code == 0, result.output
     paths = resolve_run("kill9")
     board = ClaimBoard(paths.root, owner="test", lease_s=6)
@@ -89,8 +118,26 @@ def test_killed_task_item_is_taken_over_after_its_lease(tmp_path, pdfs, monkeypa
 def test_cancel_half_the_array_then_resume(tmp_path, pdfs, monkeypatch):
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.1")
     out = tmp_path / "out"
-    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--gpus", "4", "--engine", "benchmark",
-                    "--cpus-per-task", "1", "--time", "20", "--split-pages", "0", "--no-steal", "--run-id", "half")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        pdfs,
+        "--out",
+        out,
+        "--gpus",
+        "4",
+        "--engine",
+        "benchmark",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "20",
+        "--split-pages",
+        "0",
+        "--no-steal",
+        "--run-id",
+        "half",
+    )
     assert result.exit_code == 0, result.output
     paths = resolve_run("half")
     record = read_record(paths)
@@ -122,8 +169,25 @@ def test_time_limit_warning_drains_a_task_and_the_rest_is_taken_over(tmp_path, p
     takes nothing new and ends; the other task steals what it left."""
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.1")
     out = tmp_path / "out"
-    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--gpus", "2", "--engine", "benchmark",
-                    "--cpus-per-task", "1", "--time", "20", "--split-pages", "0", "--run-id", "usr2")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        pdfs,
+        "--out",
+        out,
+        "--gpus",
+        "2",
+        "--engine",
+        "benchmark",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "20",
+        "--split-pages",
+        "0",
+        "--run-id",
+        "usr2",
+    )
     assert result.exit_code == 0, result.output
     paths = resolve_run("usr2")
     record = read_record(paths)
@@ -136,9 +200,12 @@ def test_time_limit_warning_drains_a_task_and_the_rest_is_taken_over(tmp_path, p
     wait_for("usr2", {"finished"}, timeout_s=300)
     records = assert_each_item_once(paths)
     by_task_0 = [r for r in records if r.task == 0]
-    assert all(r.started < signalled_at for r in by_task_0), [(r.item_id, r.started - signalled_at, r.seconds) for r in by_task_0]  # nothing new after the signal
-    assert any(r.task == 1 and r.item_id in {i.item_id for i in load_plan(paths.plan).tasks[0].items}
-               for r in records)  # task 1 took over task 0's share
+    assert all(r.started < signalled_at for r in by_task_0), [
+        (r.item_id, r.started - signalled_at, r.seconds) for r in by_task_0
+    ]  # nothing new after the signal
+    assert any(
+        r.task == 1 and r.item_id in {i.item_id for i in load_plan(paths.plan).tasks[0].items} for r in records
+    )  # task 1 took over task 0's share
     assert_outputs_match_text_engine(pdfs, out)
     status = json.loads(invoke("status", "usr2", "--json").output)
     assert status["tasks"][0]["state"] == "COMPLETED"  # drained, not killed
@@ -151,9 +218,27 @@ def test_slurms_own_time_limit_warning_reaches_the_task(tmp_path, pdfs, monkeypa
     steps, and a task that runs in the batch shell never hears it.)"""
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.5")  # about 15 s per PDF here: far past 2 min
     out = tmp_path / "out"
-    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--gpus", "1", "--engine", "benchmark",
-                    "--cpus-per-task", "1", "--workers-per-gpu", "1", "--time", "2", "--split-pages", "0",
-                    "--run-id", "limit")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        pdfs,
+        "--out",
+        out,
+        "--gpus",
+        "1",
+        "--engine",
+        "benchmark",
+        "--cpus-per-task",
+        "1",
+        "--workers-per-gpu",
+        "1",
+        "--time",
+        "2",
+        "--split-pages",
+        "0",
+        "--run-id",
+        "limit",
+    )
     assert result.exit_code == 0, result.output
     paths = resolve_run("limit")
     status = wait_for("limit", {"incomplete", "finished"}, timeout_s=400)

@@ -18,8 +18,26 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def submit(pdfs, out, run_id, *extra):
-    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--gpus", "2", "--cpus-per-task", "1",
-                    "--time", "20", "--llm", "tiny:1b", "--llm-bind", "127.0.0.1", "--run-id", run_id, *extra)
+    result = invoke(
+        "submit",
+        "--pdfs",
+        pdfs,
+        "--out",
+        out,
+        "--gpus",
+        "2",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "20",
+        "--llm",
+        "tiny:1b",
+        "--llm-bind",
+        "127.0.0.1",
+        "--run-id",
+        run_id,
+        *extra,
+    )
     assert result.exit_code == 0, result.output
     paths = resolve_run(run_id)
     return paths, read_record(paths)
@@ -33,8 +51,9 @@ def wait_for_endpoint(paths, timeout_s=60):
     return json.loads((paths.root / "llm" / "endpoint.json").read_text())
 
 
-def test_service_serves_the_array_only_with_the_secret_and_stops_after(tmp_path, sample_pdfs, standin_models,
-                                                                        monkeypatch):
+def test_service_serves_the_array_only_with_the_secret_and_stops_after(
+    tmp_path, sample_pdfs, standin_models, monkeypatch
+):
     monkeypatch.setenv("STANDIN_OLLAMA_DELAY_PER_TOKEN_S", "0.01")  # keep the service up long enough to probe
     paths, record = submit(sample_pdfs, tmp_path / "out", "llm1", "--engine", "text")
     service_id = record["jobs"]["service"][0]
@@ -78,7 +97,9 @@ def test_service_that_never_comes_up_fails_tasks_within_the_timeout(tmp_path, sa
     assert "is not up after 5s" in log
     times = sacct_times(record["jobs"]["convert"])
     for start, end in times.values():
-        took = time.mktime(time.strptime(end, "%Y-%m-%dT%H:%M:%S")) - time.mktime(time.strptime(start, "%Y-%m-%dT%H:%M:%S"))
+        took = time.mktime(time.strptime(end, "%Y-%m-%dT%H:%M:%S")) - time.mktime(
+            time.strptime(start, "%Y-%m-%dT%H:%M:%S")
+        )
         assert took < 30
     assert standin_pids(standin_models) == []
 

@@ -24,8 +24,13 @@ from hpc_marker.runstate.output import document_file
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SLURM_ARGS = ["--gpus", "4", "--engine", "text", "--cpus-per-task", "1", "--time", "20"]
-SOME = ["zhlineskip/zhlineskip.pdf", "examples/example-single.pdf", "base/letter.pdf", "carlisle/ltxtable.pdf",
-        "l3kernel/l3news08.pdf"]  # letter.pdf (24 pages) is split with --split-pages 8
+SOME = [
+    "zhlineskip/zhlineskip.pdf",
+    "examples/example-single.pdf",
+    "base/letter.pdf",
+    "carlisle/ltxtable.pdf",
+    "l3kernel/l3news08.pdf",
+]  # letter.pdf (24 pages) is split with --split-pages 8
 
 
 def submit(pdfs: Path, out: Path, run_id: str, *args: str) -> dict:
@@ -61,8 +66,12 @@ def test_export_of_a_finished_run_and_the_garbled_sample_sent_to_a_follow_up(tmp
     flagged = {f["pdf"]: f for f in summary["flagged"]}
     assert flagged["zh/example-single.pdf"]["garbled"] == "1-3"  # every page of the shipped sample
     assert flagged["examples/example-single.pdf"]["garbled"] == "1-3"  # the same file in the corpus
-    assert flagged["zhlineskip/zhlineskip.pdf"] == {"pdf": "zhlineskip/zhlineskip.pdf", "pages": 8, "empty": "",
-                                                    "garbled": "3"}
+    assert flagged["zhlineskip/zhlineskip.pdf"] == {
+        "pdf": "zhlineskip/zhlineskip.pdf",
+        "pages": 8,
+        "empty": "",
+        "garbled": "3",
+    }
     assert len(flagged) == 3
 
     result = invoke("export", "corpusmd", "--format", "parquet", "--to", str(tmp_path / "ds"))
@@ -83,7 +92,10 @@ def test_export_of_a_finished_run_and_the_garbled_sample_sent_to_a_follow_up(tmp
     rows = {r["path"]: r for r in map(json.loads, (tmp_path / "ds2" / "part-00000.jsonl").read_text().splitlines())}
     assert len(rows) == len(frame)
     assert {p for p, r in rows.items() if r["run_id"] == "ocrpass"} == {
-        "zh/example-single.pdf", "examples/example-single.pdf", "zhlineskip/zhlineskip.pdf"}
+        "zh/example-single.pdf",
+        "examples/example-single.pdf",
+        "zhlineskip/zhlineskip.pdf",
+    }
     assert json.loads(rows["zh/example-single.pdf"]["text"])["block_type"] == "Document"
 
 

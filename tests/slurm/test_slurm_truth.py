@@ -22,18 +22,32 @@ def my_queue(run_id: str) -> list[str]:
 
 
 def test_a_request_no_node_can_hold_is_refused_at_submit(tmp_path, sample_pdfs):
-    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", "--engine", "text",
-                    "--cpus-per-task", "64", "--run-id", "toobig")
+    result = invoke(
+        "submit",
+        "--pdfs",
+        sample_pdfs,
+        "--out",
+        tmp_path / "out",
+        "--engine",
+        "text",
+        "--cpus-per-task",
+        "64",
+        "--run-id",
+        "toobig",
+    )
     assert result.exit_code == 2, result.output
-    assert result.output.startswith("Error: Slurm would never run the convert job: ") and \
-        "ask for less (--cpus-per-task, --mem, --time, GRES) or another --partition" in result.output, result.output
+    assert (
+        result.output.startswith("Error: Slurm would never run the convert job: ")
+        and "ask for less (--cpus-per-task, --mem, --time, GRES) or another --partition" in result.output
+    ), result.output
     assert len(result.output.strip().splitlines()) == 1
     assert my_queue("toobig") == [] and not (tmp_path / "out" / ".hpcmarker").exists()
 
 
 def test_a_task_that_cannot_start_its_engine_is_named_with_the_fix(tmp_path, sample_pdfs):
-    prepared = make_run(sample_pdfs, tmp_path / "out", executor="slurm", gpus=2, run_id="noengine",
-                        cpus_per_task=1, time_limit="5")
+    prepared = make_run(
+        sample_pdfs, tmp_path / "out", executor="slurm", gpus=2, run_id="noengine", cpus_per_task=1, time_limit="5"
+    )
     data = json.loads(prepared.paths.record.read_text())
     data["engine"] = "marker"  # submitted where marker-pdf is installed; the nodes' environment lacks it
     prepared.paths.record.write_text(json.dumps(data))
@@ -44,8 +58,9 @@ def test_a_task_that_cannot_start_its_engine_is_named_with_the_fix(tmp_path, sam
     assert len(status["reasons"]) == 1, status["reasons"]
     reason = status["reasons"][0]
     assert reason.startswith("2 tasks (0,1): engine 'marker' cannot run on ") and "marker-pdf" in reason
-    assert reason.endswith("(see `hpcmarker logs noengine --task 0`, `hpcmarker doctor`), then: "
-                           "hpcmarker resume noengine")
+    assert reason.endswith(
+        "(see `hpcmarker logs noengine --task 0`, `hpcmarker doctor`), then: hpcmarker resume noengine"
+    )
     summary = json.loads(prepared.paths.summary.read_text())  # the collector's summary says the same
     assert summary["state"] == "incomplete" and summary["reasons"] == [reason]
     logs = invoke("logs", "noengine", "--task", "1")

@@ -35,9 +35,34 @@ def standin(tmp_path, monkeypatch):
 
 def submit(pdfs: Path, out: Path, *extra: str):
     run_id = f"vllm-{secrets.token_hex(3)}"
-    result = invoke("submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", "2", "--cpus-per-task", "1",
-                    "--time", "20", "--engine", "text", "--llm", MODEL, "--llm-server", "vllm", "--llm-replicas", "2",
-                    "--llm-cpus", "1", "--llm-parallel", "2", "--run-id", run_id, *extra)
+    result = invoke(
+        "submit",
+        "--pdfs",
+        str(pdfs),
+        "--out",
+        str(out),
+        "--gpus",
+        "2",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "20",
+        "--engine",
+        "text",
+        "--llm",
+        MODEL,
+        "--llm-server",
+        "vllm",
+        "--llm-replicas",
+        "2",
+        "--llm-cpus",
+        "1",
+        "--llm-parallel",
+        "2",
+        "--run-id",
+        run_id,
+        *extra,
+    )
     assert result.exit_code == 0, result.output
     paths = resolve_run(run_id)
     return run_id, paths, read_record(paths)
@@ -71,7 +96,7 @@ def listeners(pids: set[int]) -> set[tuple[str, int]]:
         fields = line.split()
         if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
             address, port = fields[1].split(":")
-            found.add((".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)), int(port, 16)))
+            found.add((".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)), int(port, 16)))
     return found
 
 
@@ -92,12 +117,19 @@ def answers_a_model_request(host: str, port: int) -> list[str]:
     """What a listener gives a model request without a secret (empty: nothing)."""
     answered = []
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "prompt": "hi"}
-    for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
-                         ("GET", "/api/tags"), ("POST", "/api/generate"), ("POST", "/api/chat")):
+    for method, path in (
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("GET", "/api/tags"),
+        ("POST", "/api/generate"),
+        ("POST", "/api/chat"),
+    ):
         for headers in ({}, {"Authorization": "Bearer not-the-secret"}):
             try:
-                reply = httpx.request(method, f"http://{host}:{port}{path}", json=body, headers=headers, timeout=5,
-                                      trust_env=False)
+                reply = httpx.request(
+                    method, f"http://{host}:{port}{path}", json=body, headers=headers, timeout=5, trust_env=False
+                )
             except httpx.HTTPError:
                 continue
             if reply.status_code < 400:
@@ -124,8 +156,9 @@ def nothing_left(record: dict, template: str) -> None:
     assert left == []
 
 
-def test_two_vllm_replicas_serve_the_run_and_nothing_answers_without_the_secret(tmp_path, sample_pdfs, standin,
-                                                                                  monkeypatch):
+def test_two_vllm_replicas_serve_the_run_and_nothing_answers_without_the_secret(
+    tmp_path, sample_pdfs, standin, monkeypatch
+):
     monkeypatch.setenv("STANDIN_VLLM_SECONDS_PER_REQUEST", "0.5")  # keep the run up long enough to probe it
     run_id, paths, record = submit(sample_pdfs, tmp_path / "out")
     assert len(record["jobs"]["service"]) == 2
@@ -151,8 +184,9 @@ def test_two_vllm_replicas_serve_the_run_and_nothing_answers_without_the_secret(
         assert not LlmPaths(paths.root, replica).secret.exists()
 
 
-def test_a_replica_killed_mid_run_loses_no_pdf_and_marks_exactly_the_affected_items(tmp_path, sample_pdfs, standin,
-                                                                                  monkeypatch):
+def test_a_replica_killed_mid_run_loses_no_pdf_and_marks_exactly_the_affected_items(
+    tmp_path, sample_pdfs, standin, monkeypatch
+):
     monkeypatch.setenv("STANDIN_VLLM_SECONDS_PER_REQUEST", "1.0")
     run_id, paths, record = submit(sample_pdfs, tmp_path / "out", "--workers-per-gpu", "2")
     deadline = time.time() + 300

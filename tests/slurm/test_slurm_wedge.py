@@ -34,32 +34,66 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def squeue_lines(ids: set[str]) -> list[QueuedJob]:
-    out = subprocess.run(["squeue", "--me", "-h", f"--format={SQUEUE_FORMAT}"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["squeue", "--me", "-h", f"--format={SQUEUE_FORMAT}"], capture_output=True, text=True, check=True
+    ).stdout
     return [job for job in parse_squeue(out) if job.base_id in ids]
 
 
 def failed_job() -> str:
-    done = subprocess.run(["sbatch", "--parsable", "--partition=debug", "--time=1", "--job-name=hpcmarker-test-fails",
-                           "--output=/dev/null", "--wrap", "false"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--partition=debug",
+            "--time=1",
+            "--job-name=hpcmarker-test-fails",
+            "--output=/dev/null",
+            "--wrap",
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.strip().split(";")[0]
 
 
-@faultkit.recorded("wedged dependency", "array made to depend (afterok) on a failed job: pending forever with "
-                   "DependencyNeverSatisfied; `hpcmarker status` reports it, `status --fix` cancels it, then "
-                   "`hpcmarker resume RUN`")
+@faultkit.recorded(
+    "wedged dependency",
+    "array made to depend (afterok) on a failed job: pending forever with "
+    "DependencyNeverSatisfied; `hpcmarker status` reports it, `status --fix` cancels it, then "
+    "`hpcmarker resume RUN`",
+)
 def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, request):
     out = tmp_path / "out"
     with pytest.MonkeyPatch.context() as patch:  # the run's jobs are submitted held, so they cannot start yet
         submission = commands.sbatch_argv
         patch.setattr(commands, "sbatch_argv", lambda *args: ["sbatch", "--hold", *submission(*args)[1:]])
-        result = invoke("submit", "--pdfs", sample_pdfs, "--out", out, "--gpus", "2", "--engine", "text",
-                        "--cpus-per-task", "1", "--time", "20", "--run-id", "wedged")
+        result = invoke(
+            "submit",
+            "--pdfs",
+            sample_pdfs,
+            "--out",
+            out,
+            "--gpus",
+            "2",
+            "--engine",
+            "text",
+            "--cpus-per-task",
+            "1",
+            "--time",
+            "20",
+            "--run-id",
+            "wedged",
+        )
     assert result.exit_code == 0, result.output
     paths = resolve_run("wedged")
     record = read_record(paths)
     array, collector = record["jobs"]["convert"][0].split("_")[0], record["jobs"]["collect"][0]
-    request.addfinalizer(lambda: subprocess.run(["scancel", array, collector], capture_output=True, check=False))  # none left
+    request.addfinalizer(
+        lambda: subprocess.run(["scancel", array, collector], capture_output=True, check=False)
+    )  # none left
     assert {j.reason for j in squeue_lines({array, collector})} == {"JobHeldUser"}
 
     failed = failed_job()
@@ -76,18 +110,24 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
     assert status["state"] == "wedged" and "status cancels nothing" in status["wedged"]
     assert status["next"] == "hpcmarker cancel wedged && hpcmarker resume wedged"
     shown = invoke("status", "wedged")
-    assert shown.exit_code == 4 and (
-        f"run wedged is wedged: array {array} pending with DependencyNeverSatisfied (job {failed} FAILED); still "
-        f"queued (status cancels nothing): array {array} and collector {collector} — fix the cause, then: "
-        "hpcmarker cancel wedged && hpcmarker resume wedged") in shown.output.splitlines(), shown.output
+    assert (
+        shown.exit_code == 4
+        and (
+            f"run wedged is wedged: array {array} pending with DependencyNeverSatisfied (job {failed} FAILED); still "
+            f"queued (status cancels nothing): array {array} and collector {collector} — fix the cause, then: "
+            "hpcmarker cancel wedged && hpcmarker resume wedged"
+        )
+        in shown.output.splitlines()
+    ), shown.output
     assert {j.base_id for j in squeue_lines({array, collector})} == {array, collector}  # only reported
     assert json.loads(paths.record.read_text())["cancelled"] is None
 
     settled = invoke("status", "wedged", "--fix")
     assert settled.exit_code == 4, settled.output
-    assert (f"run wedged is wedged: array {array} pending with DependencyNeverSatisfied (job {failed} FAILED); "
-            f"cancelled array {array} and collector {collector} — fix the cause, then: hpcmarker resume wedged"
-            ) in settled.output.splitlines()
+    assert (
+        f"run wedged is wedged: array {array} pending with DependencyNeverSatisfied (job {failed} FAILED); "
+        f"cancelled array {array} and collector {collector} — fix the cause, then: hpcmarker resume wedged"
+    ) in settled.output.splitlines()
     assert squeue_lines({array, collector}) == []
     assert json.loads(paths.record.read_text())["cancelled"] is not None
     assert wait_for("wedged", {"incomplete"}, timeout_s=60)["wedged"] is None  # once sacct has caught up
@@ -102,9 +142,14 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
     pdfs = sorted(rel for rel, _ in find_pdfs(sample_pdfs))
     plan_ids = plan_item_ids(paths)
     records = manifest_records(paths)
-    faultkit.note(inputs=len(pdfs), items=len(plan_ids), lost=len(set(plan_ids) - {r.item_id for r in records}),
-                  twice=len(records) - len({r.item_id for r in records}), healed_by="status --fix, resume",
-                  wrong_status=sum(r.status != "ok" for r in records))
+    faultkit.note(
+        inputs=len(pdfs),
+        items=len(plan_ids),
+        lost=len(set(plan_ids) - {r.item_id for r in records}),
+        twice=len(records) - len({r.item_id for r in records}),
+        healed_by="status --fix, resume",
+        wrong_status=sum(r.status != "ok" for r in records),
+    )
     assert sorted(r.item_id for r in records) == plan_ids  # each item once
     assert sorted({r.pdf for r in records}) == pdfs and all(r.status == "ok" for r in records)
     assert len(documents(out)) == len(pdfs)

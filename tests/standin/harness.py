@@ -20,9 +20,14 @@ import httpx
 
 STANDIN_DIR = Path(__file__).resolve().parent
 STANDIN = STANDIN_DIR / "ollama"
-KNOBS = {"delay_per_token_s": "STANDIN_OLLAMA_DELAY_PER_TOKEN_S", "fail_every": "STANDIN_OLLAMA_FAIL_EVERY",
-         "never_ready": "STANDIN_OLLAMA_NEVER_READY", "registry": "STANDIN_OLLAMA_REGISTRY",
-         "num_parallel": "OLLAMA_NUM_PARALLEL", "max_queue": "OLLAMA_MAX_QUEUE"}
+KNOBS = {
+    "delay_per_token_s": "STANDIN_OLLAMA_DELAY_PER_TOKEN_S",
+    "fail_every": "STANDIN_OLLAMA_FAIL_EVERY",
+    "never_ready": "STANDIN_OLLAMA_NEVER_READY",
+    "registry": "STANDIN_OLLAMA_REGISTRY",
+    "num_parallel": "OLLAMA_NUM_PARALLEL",
+    "max_queue": "OLLAMA_MAX_QUEUE",
+}
 
 
 def free_port() -> int:
@@ -91,8 +96,13 @@ class StandinOllama:
         self.models.mkdir(parents=True, exist_ok=True)
         self.request_log = root / "standin-requests.log"
         self.port = free_port()
-        self.env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{self.port}", OLLAMA_MODELS=str(self.models),
-                        STANDIN_OLLAMA_REQUEST_LOG=str(self.request_log), **knob_env(**knobs))
+        self.env = dict(
+            os.environ,
+            OLLAMA_HOST=f"127.0.0.1:{self.port}",
+            OLLAMA_MODELS=str(self.models),
+            STANDIN_OLLAMA_REQUEST_LOG=str(self.request_log),
+            **knob_env(**knobs),
+        )
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -100,8 +110,9 @@ class StandinOllama:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> StandinOllama:
-        self.proc = subprocess.Popen([str(STANDIN), "serve"], env=self.env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [str(STANDIN), "serve"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -152,8 +163,9 @@ def real_executable(name: str) -> str | None:
     """A real `name` on PATH (never the stand-in of tests/standin), else None: what the real-server tests run."""
     import shutil
 
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
-                           if p and Path(p).resolve() != STANDIN_DIR)
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != STANDIN_DIR
+    )
     found = shutil.which(name, path=path)
     if found is None:
         return None
@@ -165,8 +177,12 @@ def real_executable(name: str) -> str | None:
 
 def start_vllm(port: int, model: str, env: dict[str, str], *extra: str, timeout_s: float = 20.0) -> subprocess.Popen:
     """The stand-in vllm on 127.0.0.1:port, once its /health answers."""
-    proc = subprocess.Popen([str(VLLM), "serve", model, "--port", str(port), *extra], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(VLLM), "serve", model, "--port", str(port), *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -189,7 +205,7 @@ def serve_in_thread(serve, *args) -> tuple:
     def run() -> None:
         try:
             serve(*args, stop=stop)
-        except BaseException as exc:  # noqa: BLE001 - the test reports it
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=run)

@@ -21,7 +21,7 @@ from hpc_marker.submission.scripts import split_dry_run
 TOOLS = {
     "sinfo": 'case "$*" in *"%P|%G"*) echo "gpu*|gpu:4" ;; *) echo "gpu*" ;; esac',
     "scontrol": 'echo "MaxArraySize            = ${FAKE_MAX_ARRAY_SIZE}"; '
-                'echo "AccountingStorageEnforce = ${FAKE_ENFORCE:-none}"',
+    'echo "AccountingStorageEnforce = ${FAKE_ENFORCE:-none}"',
     "sacctmgr": 'echo "$(id -un)|proj|proj|||${FAKE_MAX_SUBMIT:-}"',
     "squeue": 'echo "$*" >> "$FAKE_LOG/squeue.log"; cat "$FAKE_LOG/queue" 2>/dev/null || true',  # as the test queues
     "scancel": 'echo "$*" >> "$FAKE_LOG/scancel.log"; rm -f "$FAKE_LOG/queue"',
@@ -62,9 +62,26 @@ def ten_pdfs(tmp_path) -> Path:
 
 
 def submit(pdfs: Path, out: Path, *extra: str):
-    return CliRunner().invoke(cli, ["submit", "--pdfs", str(pdfs), "--out", str(out), "--gpus", "10",
-                                    "--engine", "text", "--executor", "slurm", "--run-id", "big", *extra],
-                              catch_exceptions=False)
+    return CliRunner().invoke(
+        cli,
+        [
+            "submit",
+            "--pdfs",
+            str(pdfs),
+            "--out",
+            str(out),
+            "--gpus",
+            "10",
+            "--engine",
+            "text",
+            "--executor",
+            "slurm",
+            "--run-id",
+            "big",
+            *extra,
+        ],
+        catch_exceptions=False,
+    )
 
 
 def sbatch_calls(log: Path) -> list[tuple[str, str]]:
@@ -80,9 +97,14 @@ def test_tasks_past_max_array_size_are_submitted_as_several_arrays_of_one_run(tm
     scripts = split_dry_run(dry.output)
     assert list(scripts) == ["convert-0", "convert-1", "convert-2", "collect"]
     assert [next(line for line in scripts[name].splitlines() if "--array" in line) for name in list(scripts)[:3]] == [
-        "#SBATCH --array=0-3%2", "#SBATCH --array=0-3%2", "#SBATCH --array=0-1%1"]  # K=5 shared 2+2+1
-    assert "sbatch --dependency=afterany:<convert-0 job id>:<convert-1 job id>:<convert-2 job id> collect.sbatch" \
+        "#SBATCH --array=0-3%2",
+        "#SBATCH --array=0-3%2",
+        "#SBATCH --array=0-1%1",
+    ]  # K=5 shared 2+2+1
+    assert (
+        "sbatch --dependency=afterany:<convert-0 job id>:<convert-1 job id>:<convert-2 job id> collect.sbatch"
         in dry.output
+    )
     assert not (out / ".hpcmarker").exists() and sbatch_calls(fake_slurm) == []
 
     result = submit(ten_pdfs, out, "--max-running", "5")
@@ -94,16 +116,27 @@ def test_tasks_past_max_array_size_are_submitted_as_several_arrays_of_one_run(tm
     paths = resolve_run("big")
     assert sorted(p.name for p in paths.scripts.iterdir()) == sorted(f"{name}.sbatch" for name in scripts)
     record = json.loads(paths.record.read_text())
-    assert record["jobs"]["convert"] == ["101_0", "101_1", "101_2", "101_3", "102_0", "102_1", "102_2", "102_3",
-                                         "103_0", "103_1"]
+    assert record["jobs"]["convert"] == [
+        "101_0",
+        "101_1",
+        "101_2",
+        "101_3",
+        "102_0",
+        "102_1",
+        "102_2",
+        "102_3",
+        "103_0",
+        "103_1",
+    ]
     assert record["jobs"]["collect"] == ["104"] and record["max_running"] == 5
     # each array task's pickled call carries its global task index
     for task, job_id in enumerate(record["jobs"]["convert"]):
         call = DelayedSubmission.load(paths.jobs / f"{job_id}_submitted.pkl").function
         assert call.args == (str(paths.root), task), job_id
 
-    (fake_slurm / "queue").write_text("".join(f"{job}|PENDING|Priority|(null)\n" for job in
-                                              ("101_[0-3]", "102_[0-3]", "103_[0-1]", "104")))
+    (fake_slurm / "queue").write_text(
+        "".join(f"{job}|PENDING|Priority|(null)\n" for job in ("101_[0-3]", "102_[0-3]", "103_[0-1]", "104"))
+    )
     cancelled = CliRunner().invoke(cli, ["cancel", "big"], catch_exceptions=False)
     assert cancelled.exit_code == 0, cancelled.output
     assert cancelled.output.strip() == "cancelled run big: 101_[0-3], 102_[0-3], 103_[0-1], 104"
@@ -125,16 +158,27 @@ def test_resume_resubmits_the_unfinished_tasks_as_arrays_within_the_limit(tmp_pa
         assert call.args[1] == task
 
 
-@pytest.mark.parametrize("env, args, message", [
-    ({"FAKE_ENFORCE": "associations,limits", "FAKE_MAX_SUBMIT": "10"}, [],
-     "10 tasks need 11 jobs (each array task counts, and 1 more for the collector and service), "
-     "but MaxSubmitJobs is 10: at most 9 tasks fit now (--gpus)"),
-    ({}, ["--max-running", "2"], "--max-running 2: 10 tasks need 3 arrays (MaxArraySize is 4), each running at "
-                                 "least one task at once: use --max-running 3 or more"),
-    ({}, ["--max-running", "0"], "--max-running 0: must be at least 1"),
-])
-def test_a_request_no_limit_fits_is_refused_before_anything_is_created(tmp_path, fake_slurm, ten_pdfs, monkeypatch,
-                                                                       env, args, message):
+@pytest.mark.parametrize(
+    "env, args, message",
+    [
+        (
+            {"FAKE_ENFORCE": "associations,limits", "FAKE_MAX_SUBMIT": "10"},
+            [],
+            "10 tasks need 11 jobs (each array task counts, and 1 more for the collector and service), "
+            "but MaxSubmitJobs is 10: at most 9 tasks fit now (--gpus)",
+        ),
+        (
+            {},
+            ["--max-running", "2"],
+            "--max-running 2: 10 tasks need 3 arrays (MaxArraySize is 4), each running at "
+            "least one task at once: use --max-running 3 or more",
+        ),
+        ({}, ["--max-running", "0"], "--max-running 0: must be at least 1"),
+    ],
+)
+def test_a_request_no_limit_fits_is_refused_before_anything_is_created(
+    tmp_path, fake_slurm, ten_pdfs, monkeypatch, env, args, message
+):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for dry in ([], ["--dry-run"]):
@@ -144,8 +188,9 @@ def test_a_request_no_limit_fits_is_refused_before_anything_is_created(tmp_path,
     assert not (tmp_path / "out" / ".hpcmarker").exists() and sbatch_calls(fake_slurm) == []
 
 
-def test_association_limits_are_not_applied_where_the_cluster_does_not_enforce_them(tmp_path, fake_slurm, ten_pdfs,
-                                                                                    monkeypatch):
+def test_association_limits_are_not_applied_where_the_cluster_does_not_enforce_them(
+    tmp_path, fake_slurm, ten_pdfs, monkeypatch
+):
     monkeypatch.setenv("FAKE_MAX_SUBMIT", "10")  # FAKE_ENFORCE unset: AccountingStorageEnforce = none
     assert submit(ten_pdfs, tmp_path / "out", "--dry-run").exit_code == 0
 
@@ -164,15 +209,19 @@ def test_a_half_submitted_run_is_taken_back(tmp_path, fake_slurm, ten_pdfs, monk
     assert status.exit_code == 2 and "no runs yet" in status.output
 
 
-def test_a_request_slurm_could_never_run_is_refused_before_anything_is_made(tmp_path, fake_slurm, ten_pdfs,
-                                                                              monkeypatch):
-    monkeypatch.setenv("FAKE_TEST_ONLY_ERROR", "sbatch: error: Batch job submission failed: Requested node "
-                                               "configuration is not available")
+def test_a_request_slurm_could_never_run_is_refused_before_anything_is_made(
+    tmp_path, fake_slurm, ten_pdfs, monkeypatch
+):
+    monkeypatch.setenv(
+        "FAKE_TEST_ONLY_ERROR",
+        "sbatch: error: Batch job submission failed: Requested node configuration is not available",
+    )
     result = submit(ten_pdfs, tmp_path / "out", "--cpus-per-task", "64")
     assert result.exit_code == 2, result.output
     assert result.output.strip() == (
         "Error: Slurm would never run the convert job: Batch job submission failed: Requested node configuration is "
-        "not available; ask for less (--cpus-per-task, --mem, --time, GRES) or another --partition")
+        "not available; ask for less (--cpus-per-task, --mem, --time, GRES) or another --partition"
+    )
     assert sbatch_calls(fake_slurm) == []  # nothing queued
     assert not (tmp_path / "out" / ".hpcmarker").exists()  # nothing created
 

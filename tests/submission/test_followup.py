@@ -23,13 +23,26 @@ from hpc_marker.submission.launch import output_is_current
 from hpc_marker.submission.request import LaunchError
 
 
-def doc(status: str = "ok", pages: int = 10, empty: list[int] | None = None,
-        garbled: list[int] | None = None) -> DocumentState:
+def doc(
+    status: str = "ok", pages: int = 10, empty: list[int] | None = None, garbled: list[int] | None = None
+) -> DocumentState:
     checked = empty is not None or garbled is not None
-    return DocumentState(pdf="a.pdf", status=status, error=None, items=1, pages=pages, page_start=0, page_stop=pages,
-                         engine="text", seconds=1.0, finished=1.0, degraded=None,
-                         checked_pages=pages if checked else 0, empty_pages=empty if checked else None,
-                         garbled_pages=garbled if checked else None)
+    return DocumentState(
+        pdf="a.pdf",
+        status=status,
+        error=None,
+        items=1,
+        pages=pages,
+        page_start=0,
+        page_stop=pages,
+        engine="text",
+        seconds=1.0,
+        finished=1.0,
+        degraded=None,
+        checked_pages=pages if checked else 0,
+        empty_pages=empty if checked else None,
+        garbled_pages=garbled if checked else None,
+    )
 
 
 def test_selectors():
@@ -38,8 +51,9 @@ def test_selectors():
     assert not is_selected(doc(empty=[], garbled=[]), "no-text", 0.0)  # nothing flagged: never selected
     assert not is_selected(doc(), "garbled", 0.0)  # not checked
     assert not is_selected(doc("failed", garbled=[1]), "garbled", 0.0)  # not ok: that is --select failed
-    assert [s for s in ("ok", "failed", "timeout", "encrypted", "incomplete")
-            if is_selected(doc(s), "failed", 0.1)] == ["failed", "timeout", "incomplete"]
+    assert [
+        s for s in ("ok", "failed", "timeout", "encrypted", "incomplete") if is_selected(doc(s), "failed", 0.1)
+    ] == ["failed", "timeout", "incomplete"]
 
 
 def test_select_takes_a_comma_separated_list():
@@ -51,21 +65,50 @@ def test_select_takes_a_comma_separated_list():
 
 
 def _record(**changes) -> RunRecord:
-    base = RunRecord(run_id="first", created=0, pdfs_root="/data/pdfs", out_dir="/data/md", engine="text",
-                     engine_options=EngineOptions(paginate=False, output_format="json").to_json(), executor="local",
-                     tasks=4, gpus=4, workers_per_gpu=0, cpus_per_task=2, template="generic", time_limit="01:00:00",
-                     steal=True, lease_seconds=60.0, item_timeout="30/page", umask=0o027, profile="generic",
-                     partition="cpu", mem="8G", worker_memory="4G", llm=None)
+    base = RunRecord(
+        run_id="first",
+        created=0,
+        pdfs_root="/data/pdfs",
+        out_dir="/data/md",
+        engine="text",
+        engine_options=EngineOptions(paginate=False, output_format="json").to_json(),
+        executor="local",
+        tasks=4,
+        gpus=4,
+        workers_per_gpu=0,
+        cpus_per_task=2,
+        template="generic",
+        time_limit="01:00:00",
+        steal=True,
+        lease_seconds=60.0,
+        item_timeout="30/page",
+        umask=0o027,
+        profile="generic",
+        partition="cpu",
+        mem="8G",
+        worker_memory="4G",
+        llm=None,
+    )
     return replace(base, **changes)
 
 
 def test_a_follow_up_keeps_the_first_runs_settings_but_those_given():
     record = _record()
     same = request_from_record(record)
-    assert (same.engine, same.gpus, same.partition, same.mem, same.time_limit, same.cpus_per_task) == \
-        ("text", 4, "cpu", "8G", "01:00:00", 2)
-    assert (same.permissions, same.item_timeout, same.worker_memory, same.lease_seconds) == \
-        ("group", "30/page", "4G", 60.0)
+    assert (same.engine, same.gpus, same.partition, same.mem, same.time_limit, same.cpus_per_task) == (
+        "text",
+        4,
+        "cpu",
+        "8G",
+        "01:00:00",
+        2,
+    )
+    assert (same.permissions, same.item_timeout, same.worker_memory, same.lease_seconds) == (
+        "group",
+        "30/page",
+        "4G",
+        60.0,
+    )
     assert same.engine_options == EngineOptions(paginate=False, output_format="json")
     overrides = RunOverrides(engine="marker", force_ocr=True, output_format="markdown", run_id="ocr")
     request = followup_request(record, ["b.pdf", "a.pdf"], ("garbled",), 0.1, overrides)

@@ -33,13 +33,27 @@ exec /opt/venv/bin/python -u -m submitit.core._submit {RUN}/jobs
 
 
 def context(run_dir: str = RUN, **changes) -> dict:
-    values = dict(run_id="20260101-000000-abcd", run_dir=run_dir, job_name="hpcmarker-20260101-000000-abcd-service",
-                  comment="hpcmarker:20260101-000000-abcd", partition="gpu", account=None, qos=None,
-                  constraint=None, llm_gpus=2, llm_server="vllm", llm_replicas=3, gres="gpu:2",
-                  cpus_per_task=8, mem="64G", time="04:30:00", stdout=f"{run_dir}/jobs/%j_0_log.out",
-                  stderr=f"{run_dir}/jobs/%j_0_log.err", setup=[Raw("module load ollama")],
-                  command=Raw(shlex.join(["/opt/venv/bin/python", "-u", "-m", "submitit.core._submit",
-                                          f"{run_dir}/jobs"])))
+    values = dict(
+        run_id="20260101-000000-abcd",
+        run_dir=run_dir,
+        job_name="hpcmarker-20260101-000000-abcd-service",
+        comment="hpcmarker:20260101-000000-abcd",
+        partition="gpu",
+        account=None,
+        qos=None,
+        constraint=None,
+        llm_gpus=2,
+        llm_server="vllm",
+        llm_replicas=3,
+        gres="gpu:2",
+        cpus_per_task=8,
+        mem="64G",
+        time="04:30:00",
+        stdout=f"{run_dir}/jobs/%j_0_log.out",
+        stderr=f"{run_dir}/jobs/%j_0_log.err",
+        setup=[Raw("module load ollama")],
+        command=Raw(shlex.join(["/opt/venv/bin/python", "-u", "-m", "submitit.core._submit", f"{run_dir}/jobs"])),
+    )
     values.update(changes)
     return values
 

@@ -36,8 +36,13 @@ def test_no_overrides_leave_the_record_as_it_is(record):
 def test_a_profile_brings_its_settings_and_explicit_options_win(record):
     cluster = Cluster()
     changed = apply_overrides(record, ResumeOverrides(profile="a100-account", time_limit="2:00:00"), cluster)
-    assert (changed.profile, changed.partition, changed.cpus_per_task, changed.mem, changed.time_limit) == \
-        ("a100-account", "a100", 8, "64G", "2:00:00")
+    assert (changed.profile, changed.partition, changed.cpus_per_task, changed.mem, changed.time_limit) == (
+        "a100-account",
+        "a100",
+        8,
+        "64G",
+        "2:00:00",
+    )
     assert changed.job_settings["gres"] == "gpu:a100:1" and changed.job_settings["account"] == "CHANGE-ME"
     assert cluster.asked == [("a100", record.gpus)]  # the partition is checked as submit checks it
     assert record.partition != "a100"  # the record itself is not changed

@@ -21,11 +21,29 @@ UPDATE = os.environ.get("HPCMARKER_UPDATE_SNAPSHOTS") == "1"
 def sample_contexts(run_dir: str | None = None, profile: str = "generic") -> dict:
     contexts = admin_sample_contexts(profile)
     if run_dir is not None:  # the same run in another folder
-        record = RunRecord(run_id="r1", created=0.0, pdfs_root="/data/pdfs", out_dir="/o", engine="text",
-                           engine_options={}, executor="slurm", tasks=4, gpus=4, workers_per_gpu=1, cpus_per_task=4,
-                           template="generic", partition="gpu", mem="32G", time_limit="04:00:00", steal=True,
-                           lease_seconds=120.0, item_timeout="auto", umask=0o077, profile="generic",
-                           job_settings={"gres": "gpu:1"})
+        record = RunRecord(
+            run_id="r1",
+            created=0.0,
+            pdfs_root="/data/pdfs",
+            out_dir="/o",
+            engine="text",
+            engine_options={},
+            executor="slurm",
+            tasks=4,
+            gpus=4,
+            workers_per_gpu=1,
+            cpus_per_task=4,
+            template="generic",
+            partition="gpu",
+            mem="32G",
+            time_limit="04:00:00",
+            steal=True,
+            lease_seconds=120.0,
+            item_timeout="auto",
+            umask=0o077,
+            profile="generic",
+            job_settings={"gres": "gpu:1"},
+        )
         contexts = script_contexts(RunPaths(Path(run_dir)), record, python="/opt/venv/bin/python")
     return contexts
 
@@ -40,7 +58,8 @@ def check_snapshot(text: str, snapshot: Path, update: bool) -> None:
         snapshot.write_text(text)
     assert snapshot.exists(), f"{snapshot.name}: no golden snapshot; record it with {RERECORD} and review it"
     assert text == snapshot.read_text(), (
-        f"{snapshot.name}: rendering changed; if intended, re-record with {RERECORD} and review the diff")
+        f"{snapshot.name}: rendering changed; if intended, re-record with {RERECORD} and review the diff"
+    )
 
 
 @pytest.mark.parametrize("profile", SHIPPED_PROFILES)
@@ -73,8 +92,9 @@ def test_hostile_paths_are_quoted_and_nothing_runs(tmp_path):
     text = render_role("generic", "convert", sample_contexts(str(evil))["convert"])
     # run the script's shell text with every external command replaced by a harmless echo
     script = text.replace("#!/bin/bash", "#!/bin/bash\nset -u\nfunction srun { :; }")
-    done = subprocess.run(["bash", "-c", script.replace("/opt/venv/bin/python", "echo")],
-                          cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run(
+        ["bash", "-c", script.replace("/opt/venv/bin/python", "echo")], cwd=tmp_path, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert not list(tmp_path.glob("PWNED*"))
     assert str(evil) in done.stdout  # the path arrived intact, as one argument
@@ -99,5 +119,6 @@ def test_the_collector_asks_for_memory_by_the_run_size():
 
     assert collect_memory(57) == "2G" and collect_memory(1_000_000) == "3G" and collect_memory(5_000_000) == "11G"
     contexts = sample_contexts("/runs/r1")
-    assert contexts["collect"]["mem"] == "2G" and "#SBATCH --mem=2G" in render_role("generic", "collect",
-                                                                                  contexts["collect"])
+    assert contexts["collect"]["mem"] == "2G" and "#SBATCH --mem=2G" in render_role(
+        "generic", "collect", contexts["collect"]
+    )

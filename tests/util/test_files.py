@@ -20,7 +20,10 @@ def test_a_link_shares_the_file_and_replaces_an_older_one(tmp_path):
     other.write_text("second\n")
     link_or_copy(other, target)
     assert target.read_text() == "second\n" and sorted(p.name for p in tmp_path.iterdir()) == [
-        "7_0_0_log.out", "8_0_0_log.out", "task-0.out"]  # no temporary name left
+        "7_0_0_log.out",
+        "8_0_0_log.out",
+        "task-0.out",
+    ]  # no temporary name left
 
 
 def test_without_hard_links_it_copies_and_a_missing_source_says_so(tmp_path, monkeypatch):

@@ -8,12 +8,14 @@ import sys
 
 from hpc_marker.util.processes import process_alive, processes_with_arg, terminate_trees
 
-LATE_HANDLER = ("import signal, sys, time\n"
-                "signal.signal(signal.SIGTERM, signal.SIG_IGN)  # still starting: SIGTERM is lost\n"
-                "print('ready', flush=True)\n"
-                "time.sleep(1.0)\n"
-                "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))  # now it listens, and stops cleanly\n"
-                "time.sleep(60)\n")
+LATE_HANDLER = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)  # still starting: SIGTERM is lost\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(1.0)\n"
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))  # now it listens, and stops cleanly\n"
+    "time.sleep(60)\n"
+)
 
 
 def test_a_process_that_ignored_sigterm_while_starting_is_told_again_and_stops_cleanly():
