@@ -2,7 +2,7 @@
 
 group.py   the `hpcmarker` group: config defaults, errors as exit codes (UserError 2, Refused 1, a bug: traceback;
            click's usage errors one line, exit 2); commands listed in a run's order, whole descriptions
-types.py   click types of the options (bounds, memory sizes, time limits), shared by submit, plan, resume, retry
+submitopts.py  the click options of submit, resume and retry, made from the option schema (config/options.py)
 sections.py  help in sections, with examples (submit, resume, retry)
 run.py     submit, plan
 manage.py  status, logs, cancel, resume, retry, collect, report, export

@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from hpc_marker import __version__
-from hpc_marker.cli.types import BadValue
+from hpc_marker.config.types import BadValue
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.util.errors import Refused, UserError

@@ -11,9 +11,9 @@ from rich.console import Console
 
 from hpc_marker.cli.group import InputError, run_paths
 from hpc_marker.cli.sections import SectionedCommand
-from hpc_marker.cli.types import COUNT, ITEM_TIMEOUT, MEMORY, TIME
-from hpc_marker.engines import ENGINE_NAMES, EngineOptions
-from hpc_marker.engines.formats import OUTPUT_FORMATS
+from hpc_marker.cli.submitopts import schema_options, sections
+from hpc_marker.config.options import options_of
+from hpc_marker.engines import EngineOptions
 from hpc_marker.runstate.permissions import PERMISSIONS
 from hpc_marker.util.text import plural
 
@@ -80,53 +80,7 @@ def cancel(run) -> None:
         click.echo(f"run {paths.run_id} was already over: nothing of it was queued or running{jobs}; nothing cancelled")
 
 
-RESOURCES = ("time_limit", "mem", "cpus_per_task", "item_timeout", "partition", "profile", "gpus", "force_concurrent")
-FOLLOW_UP = (
-    "selector",
-    "min_share",
-    "engine",
-    "force_ocr",
-    "marker_config",
-    "output_format",
-    "images",
-    "paginate",
-    "run_id",
-    "dry_run",
-)
-
-
-def resource_options(command):
-    """The resources `resume` and `retry` may change for what they resubmit (ResumeOverrides)."""
-    for option in reversed(
-        [
-            click.option(
-                "--time", "time_limit", type=TIME, help="Time limit of the resubmitted tasks (e.g. 08:00:00)."
-            ),
-            click.option("--mem", type=MEMORY, help="Memory per resubmitted task, as sbatch --mem takes it."),
-            click.option("--cpus-per-task", type=COUNT, help="CPUs per resubmitted task."),
-            click.option(
-                "--item-timeout",
-                type=ITEM_TIMEOUT,
-                metavar="auto|off|SECONDS|[BASE+]SECONDS/page",
-                help="Wall-clock limit per work item from now on.",
-            ),
-            click.option("--partition", help="Slurm partition for the resubmitted tasks."),
-            click.option(
-                "--profile",
-                help="Partition profile for the resubmitted tasks (its partition, GRES, "
-                "account, setup lines...; the options above win over it).",
-            ),
-            click.option(
-                "--gpus",
-                type=COUNT,
-                help="At most this many tasks at once (those with the most "
-                "work left; the others' items are taken by stealing).",
-            ),
-            click.option("--force-concurrent", is_flag=True, help="Even while another run of its --out is active."),
-        ]
-    ):
-        command = option(command)
-    return command
+RESOURCES = tuple(option.name for option, use in options_of("resume"))  # what resume and retry may change
 
 
 def _resume(run: str | None, retry_failed: bool, options: dict, include_poison: bool = False) -> None:
@@ -177,9 +131,9 @@ def _exit_with_local_verdict(paths) -> None:
         tell_verdict(paths)
 
 
-@click.command(cls=SectionedCommand, sections={"Resources of the resubmitted tasks": RESOURCES, "Help": ("help",)})
+@click.command(cls=SectionedCommand, sections=sections("resume"))
 @click.argument("run", required=False)
-@resource_options
+@schema_options("resume")
 def resume(run, **options) -> None:
     """Submit only what RUN (default: the latest) has not finished; nothing done is redone. The options
     change the resources of what is resubmitted (a run that hit its time limit: --time)."""
@@ -199,12 +153,7 @@ def _selectors(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
 
 @click.command(
     cls=SectionedCommand,
-    sections={
-        "Failed items": ("include_poison",),
-        "Follow-up run": FOLLOW_UP,
-        "Resources (without --select)": RESOURCES,
-        "Help": ("help",),
-    },
+    sections=sections("retry", {"Failed items": ("include_poison",), "Follow-up run": ("selector", "min_share")}),
 )
 @click.argument("run", required=False)
 @click.option("--include-poison", is_flag=True, help="Also retry items that already failed 3 times.")
@@ -225,30 +174,8 @@ def _selectors(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
     metavar="SHARE",
     help="no-text/garbled: the share of a document's pages that must carry the flag (0: any page).",
 )
-@click.option("--engine", type=click.Choice(ENGINE_NAMES), help="With --select: the follow-up run's engine.")
-@click.option("--force-ocr/--no-force-ocr", default=None, help="With --select: OCR every page (marker).")
-@click.option("--marker-config", type=click.Path(path_type=Path), help="With --select: JSON file of marker settings.")
-@click.option("--output-format", type=click.Choice(OUTPUT_FORMATS), help="With --select: the output format.")
-@click.option("--images/--no-images", default=None, help="With --select: extract images (marker).")
-@click.option("--paginate/--no-paginate", default=None, help="With --select: page separators.")
-@click.option("--run-id", help="With --select: name the follow-up run (default: a timestamp).")
-@click.option("--dry-run", is_flag=True, help="With --select: list the documents selected; submit nothing.")
-@resource_options
-def retry(
-    run,
-    include_poison,
-    selector,
-    min_share,
-    engine,
-    force_ocr,
-    marker_config,
-    output_format,
-    images,
-    paginate,
-    run_id,
-    dry_run,
-    **options,
-) -> None:
+@schema_options("retry")
+def retry(run, include_poison, selector, min_share, marker_config, dry_run, **options) -> None:
     """Re-run RUN's failed items and lost pages (and whatever is unfinished); poison items keep their error.
     The resource options change the resources of what is resubmitted (a page that timed out: --item-timeout).
 
@@ -257,29 +184,22 @@ def retry(
     workflow. `hpcmarker export RUN` then takes each document's newest ok result."""
     from hpc_marker.submission.followup import RunOverrides
 
+    resources = {name: options.pop(name) for name in RESOURCES}
     extra = None
     if marker_config is not None:
         try:
             extra = EngineOptions.load_extra_config(marker_config)
         except ValueError as exc:
             raise InputError(f"--marker-config {exc}") from None
-    overrides = RunOverrides(
-        engine=engine,
-        force_ocr=force_ocr,
-        extra_config=extra,
-        output_format=output_format,
-        images=images,
-        paginate=paginate,
-        run_id=run_id,
-    )
+    overrides = RunOverrides(extra_config=extra, **options)
     if selector is None:
         if overrides.given() or dry_run:
             raise InputError(
                 "settings (--engine, --force-ocr, ...) and --dry-run apply to a follow-up run: add --select"
             )
-        _resume(run, retry_failed=True, options=options, include_poison=include_poison)
+        _resume(run, retry_failed=True, options=resources, include_poison=include_poison)
         return
-    if any(value not in (None, False) for value in options.values()):
+    if any(value not in (None, False) for value in resources.values()):
         raise InputError(
             "--time, --mem, --cpus-per-task, --item-timeout, --partition, --profile, --gpus and "
             "--force-concurrent apply to retry without --select (a follow-up run has RUN's resources)"

@@ -1,11 +1,16 @@
-"""Config: hpcmarker's settings in layers, resolved in one place.
+"""Config: hpcmarker's settings in layers, resolved in one place, and the options they set.
 
 Layers, lowest first: the packaged defaults (defaults.toml beside this file), the site file
 ($HPCMARKER_SITE_CONFIG: a file, or a folder holding config.toml; else /etc/hpcmarker/config.toml),
 the user's file ($XDG_CONFIG_HOME/hpcmarker/config.toml). `[submit]` values become the defaults of
 `hpcmarker submit` options (click's default_map), under HPCMARKER_SUBMIT_<OPTION> variables and
-command-line flags; `[retry]` and `[export]` those of `hpcmarker retry` and `hpcmarker export`. Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors
-that name the valid ones.
+command-line flags; `[retry]` and `[export]` those of `hpcmarker retry` and `hpcmarker export`.
+Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors that name the valid ones.
+
+__init__.py   the layers, their sections and keys, profiles
+options.py    the option schema: each submit (resume, retry) option once; the [submit] keys come from it
+types.py      the options' click types: parsing and bounds, shared by the command line and library callers
+defaults.toml the packaged defaults: the one source of every default
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_marker.config.options import PARAMETER_NAMES, SUBMIT_KEYS
 from hpc_marker.util.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -23,47 +29,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SUBMIT_KEYS = {
-    "profile",
-    "engine",
-    "gpus",
-    "partition",
-    "template",
-    "workers_per_gpu",
-    "cpus_per_task",
-    "mem",
-    "time",
-    "split_pages",
-    "steal",
-    "bisect",
-    "lease_seconds",
-    "llm_gpus",
-    "llm_parallel",
-    "llm_replicas",
-    "llm_cpus",
-    "llm_wait",
-    "llm_server",
-    "mps",
-    "executor",
-    "item_timeout",
-    "worker_memory",
-    "permissions",
-    "inference_server",
-    "inference_startup_timeout",
-    "plan_strategy",
-    "paginate",
-    "max_running",
-    "scan_workers",
-    "output_format",
-    "images",
-    "min_task_pages",
-}
 PLAN_KEYS = {"scan_workers", "min_task_pages"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
 RETRY_KEYS = {"min_share"}  # `hpcmarker retry` options
 EXPORT_KEYS = {"rows_per_shard", "shard_size", "follow_ups"}  # `hpcmarker export` options
-# config key -> the click parameter it sets, where they differ
-PARAMETER_NAMES = {"time": "time_limit"}
 PROFILE_KEYS = {
     "template",
     "partition",

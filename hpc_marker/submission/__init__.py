@@ -5,6 +5,7 @@ request.py    SubmitRequest and LlmRequest (defaults from the config), the profi
 templates.py  Jinja2 sbatch templates per role on a search path; every value shell-quoted
 scripts.py    each role's template variables, the rendered scripts, `--dry-run`'s text
 launch.py     scan → plan → run folder → scripts → the run's executor
+outputs.py    which PDFs a run converts (outputs not current) and its documents' names
 resume.py     resubmit only the unfinished tasks of a run; retry failed (not poison) items
 overrides.py  the resources resume and retry may change (--time, --mem, --gpus, ...), checked
 """

@@ -12,41 +12,32 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from hpc_marker.engines import check_engine, output_settings
-from hpc_marker.engines.base import same_settings
-from hpc_marker.engines.formats import EXTENSIONS
+from hpc_marker.engines import check_engine
 from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
-from hpc_marker.executors.base import NO_JOB, Progress, SubmitFailed, live_job_ids
-from hpc_marker.planning.outnames import output_names, renamed_note
-from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
+from hpc_marker.executors.base import NO_JOB, Executor, Fit, Progress, SubmitFailed, live_job_ids
+from hpc_marker.planning.plan import Plan, WorkItem, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
-from hpc_marker.planning.store import out_names, save_plan
+from hpc_marker.planning.store import save_plan
 from hpc_marker.runstate.index import forget_run, register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.outlock import Holder, acquire, age, release
-from hpc_marker.runstate.output import (
-    document_dir,
-    document_file,
-    document_stem,
-    long_names,
-    meta_file,
-    read_meta,
-)
 from hpc_marker.runstate.permissions import PERMISSIONS, private_files
 from hpc_marker.runstate.record import RunRecord, new_run_id
 from hpc_marker.runtime.inference import (
     InferenceConfigError,
+    InferenceSettings,
     server_preflight,
     settings_for_run,
 )
 from hpc_marker.runtime.mps import check_mode
 from hpc_marker.slurm.arrays import ArrayLayout
+from hpc_marker.submission.outputs import document_names, name_notes, outputs_to_make
 from hpc_marker.submission.request import (
     LaunchError,
     LlmRequest,
-    NothingToDo,
     SubmitRequest,
     check_out_dir,
     check_request,
@@ -82,16 +73,66 @@ def run_jobs(record: RunRecord) -> RunJobs:
     return RunJobs(convert=run_task, collect=collect_run, service=service)
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A request checked and resolved before anything is scanned: its executor, the profile's values over the
+    config's (`chosen`: partition, template, cpus_per_task, mem, time, inference keys, mps, llm), the job
+    settings for the templates, marker 2.x's inference server, the partition and how many tasks fit."""
+
+    executor: Executor
+    chosen: dict[str, Any]
+    job_settings: dict[str, Any]
+    inference: InferenceSettings | None
+    partition: str | None
+    fit: Fit
+
+
 @private_files
 def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     """Scan, plan, create the run folder (if `create`) and render its scripts."""
+    resolved = resolve_request(request)
+    pdfs, out = request.pdfs.resolve(), request.out.resolve()
+    try:
+        scanned = scan_pdfs(pdfs, request.scan_workers, cache=True, progress=request.progress, only=request.only)
+    except ScanError as exc:
+        raise LaunchError(f"--pdfs {exc}") from None
+    check_out_dir(out, PERMISSIONS[request.permissions])
+    names = document_names(request, out, scanned)
+    up_to_date, todo = outputs_to_make(request, out, scanned, names)
+    notes = name_notes(request, todo, names)
+    run_id = request.run_id or new_run_id()
+    paths = RunPaths(out / RUNS_SUBDIR / run_id)
+    if create and paths.root.exists():
+        raise LaunchError(f"run {run_id} already exists at {paths.root}")
+    plan = plan_run(request, work_items(todo, names), resolved.fit, len(todo), notes)
+    record = run_record(request, resolved, run_id=run_id, pdfs=pdfs, out=out, plan=plan)
+    executor = resolved.executor
+    layout = executor.task_arrays(record, list(range(record.tasks)), other_jobs(record))  # refused: nothing made
+    scripts = render_scripts(paths, record, python=sys.executable, layout=layout)
+    executor.check_scripts(scripts)  # a request the cluster can never run: refused now, not pending forever
+    if create:
+        llm = resolved.chosen.get("llm")
+        _create_run_folder(paths, record, plan, scripts, llm, hold_out=not request.force_concurrent)
+    return PreparedRun(
+        paths=paths,
+        record=record,
+        plan=plan,
+        scanned=todo,
+        scripts=scripts,
+        layout=layout,
+        up_to_date=up_to_date,
+        notes=notes + ([layout.note] if layout.note else []),
+    )
+
+
+def resolve_request(request: SubmitRequest) -> Resolved:
+    """The request checked (LaunchError, one line) and resolved against its profile, engine and executor."""
     executor = executor_for(choose_executor(request.executor))
     chosen, job_settings = resolve_profile(request)
     check_request(request, chosen)
     template_folder(chosen["template"])
     check_engine(request.engine, request.engine_options)
     check_mode(chosen["mps"])
-    llm: LlmRequest | None = chosen.get("llm")
     try:
         inference = settings_for_run(
             request.inference_server,
@@ -107,76 +148,46 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         raise LaunchError(f"--inference-server {inference.mode}: {missing}")
     partition = executor.check_resources(chosen["partition"], request.gpus)
     fit = executor.fit(request.gpus, request.workers_per_gpu, request.engine, chosen["mps"])  # local: this machine
-    pdfs = request.pdfs.resolve()
-    try:
-        scanned = scan_pdfs(pdfs, request.scan_workers, cache=True, progress=request.progress, only=request.only)
-    except ScanError as exc:
-        raise LaunchError(f"--pdfs {exc}") from None
-    out = request.out.resolve()
-    check_out_dir(out, PERMISSIONS[request.permissions])
-    wanted = output_settings(request.engine, request.engine_options, request.llm.record() if request.llm else None)
-    names = document_names(request, out, scanned)
-    up_to_date = (
-        []
-        if request.force
-        else [pdf.relpath for pdf in scanned if output_is_current(out, pdf, wanted, names.get(pdf.relpath, ""))]
-    )
-    todo = [pdf for pdf in scanned if pdf.relpath not in set(up_to_date)]
-    if not todo:
-        which = "the PDF already has its" if len(scanned) == 1 else f"all {len(scanned):,} PDFs already have"
-        raise NothingToDo(
-            f"{which} outputs in {out} made from the same files with the same engine and options (--force redoes them)"
-        )
-    notes = (
-        [note]
-        if (
-            note := renamed_note(
-                {pdf.relpath: names[pdf.relpath] for pdf in todo if pdf.relpath in names},
-                EXTENSIONS[request.engine_options.output_format],
-            )
-        )
-        else []
-    )
-    if long := long_names([pdf.relpath for pdf in todo]):
-        notes.append(
-            f"note: {plural(len(long), 'PDF name')} {'is' if len(long) == 1 else 'are'} too long for "
-            f"`<name>{'_meta.json'}` (255 bytes); their metadata goes to a shortened name, "
-            f"e.g. {meta_file(Path(), document_stem(long[0])).name}"
-        )
+    return Resolved(executor, chosen, job_settings, inference, partition, fit)
 
-    run_id = request.run_id or new_run_id()
-    paths = RunPaths(out / RUNS_SUBDIR / run_id)
-    if create and paths.root.exists():
-        raise LaunchError(f"run {run_id} already exists at {paths.root}")
-    items = work_items(todo, names)
+
+def plan_run(request: SubmitRequest, items: list[WorkItem], fit: Fit, pdfs: int, notes: list[str]) -> Plan:
+    """The run's plan for the tasks that fit; a note (into `notes`) when it has fewer tasks than --gpus."""
+    tasks = max(1, fit.tasks)
     if request.plan_strategy == "static":
-        plan = static_chunks(items, max(1, fit.tasks))
+        plan = static_chunks(items, tasks)
     else:
-        plan = make_plan(
-            items, max(1, fit.tasks), split_pages=request.split_pages, min_task_pages=request.min_task_pages
-        )
+        plan = make_plan(items, tasks, split_pages=request.split_pages, min_task_pages=request.min_task_pages)
     if request.plan_strategy != "static" and len(plan.tasks) < fit.tasks:  # the work, not the machine, bounds it
-        notes.append(fewer_tasks_note(request.gpus, plan, len(todo), request.min_task_pages))
+        notes.append(fewer_tasks_note(request.gpus, plan, pdfs, request.min_task_pages))
     elif fit.note:
         notes.append(fit.note)
-    record = RunRecord(
+    return plan
+
+
+def run_record(
+    request: SubmitRequest, resolved: Resolved, *, run_id: str, pdfs: Path, out: Path, plan: Plan
+) -> RunRecord:
+    """The run record of a request: the one place a run's record is made from what was asked."""
+    chosen, llm, inference = resolved.chosen, resolved.chosen.get("llm"), resolved.inference
+    return RunRecord(
         run_id=run_id,
         created=time.time(),
         pdfs_root=str(pdfs),
         out_dir=str(out),
         engine=request.engine,
         engine_options=request.engine_options.to_json(),
-        executor=executor.name,
+        executor=resolved.executor.name,
         tasks=len(plan.tasks),
         gpus=request.gpus,
         workers_per_gpu=request.workers_per_gpu,
         cpus_per_task=chosen["cpus_per_task"],
         mem=chosen["mem"],
         template=chosen["template"],
-        partition=partition,
+        partition=resolved.partition,
         time_limit=chosen["time"],
         profile=request.profile,
-        job_settings=job_settings,
+        job_settings=resolved.job_settings,
         steal=request.steal and request.plan_strategy != "static",
         lease_seconds=request.lease_seconds,
         split_pages=request.split_pages,
@@ -190,21 +201,6 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         parent=request.parent,
         bisect=request.bisect,
         items=len(plan.items),
-    )
-    layout = executor.task_arrays(record, list(range(record.tasks)), other_jobs(record))  # refused: nothing made
-    scripts = render_scripts(paths, record, python=sys.executable, layout=layout)
-    executor.check_scripts(scripts)  # a request the cluster can never run: refused now, not pending forever
-    if create:
-        _create_run_folder(paths, record, plan, scripts, llm, hold_out=not request.force_concurrent)
-    return PreparedRun(
-        paths=paths,
-        record=record,
-        plan=plan,
-        scanned=todo,
-        scripts=scripts,
-        layout=layout,
-        up_to_date=up_to_date,
-        notes=notes + ([layout.note] if layout.note else []),
     )
 
 
@@ -289,39 +285,6 @@ def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
     llm_paths = LlmPaths(paths.root)
     llm_paths.create()
     llm_paths.save_settings(settings)
-
-
-def document_names(request: SubmitRequest, out: Path, scanned: list[ScannedPdf]) -> dict[str, str]:
-    """The renamed documents of this run (planning/outnames.py): from the whole scan, or for a follow-up run
-    (which scans only its selection) its parent's, so that it writes where its parent did."""
-    if request.parent:
-        parent = RunPaths(out / RUNS_SUBDIR / request.parent["run_id"])
-        return out_names(parent.plan)
-    return output_names([pdf.relpath for pdf in scanned])
-
-
-def output_is_current(out: Path, pdf: ScannedPdf, wanted: dict, out_name: str = "") -> bool:
-    """The PDF's document exists, whole (no page lost: a partial document is converted again), and was
-    made from this very file (size and mtime) with the settings `wanted` (engines.output_settings: the
-    engine and its output-affecting options, the output format among them). A document that does not
-    record its settings (written before they were recorded) is not current."""
-    output_format = wanted.get("output_format", "markdown")
-    if not document_file(out, pdf.relpath, output_format, out_name).is_file():
-        return False
-    try:
-        metadata = read_meta(
-            document_dir(out, pdf.relpath, out_name), document_stem(pdf.relpath, out_name), output_format
-        )
-        source = metadata.get("hpcmarker_source", {})
-        stat = pdf.path.stat()
-    except (OSError, ValueError, AttributeError):
-        return False
-    return (
-        source.get("size") == stat.st_size
-        and source.get("mtime_ns") == stat.st_mtime_ns
-        and same_settings(source.get("settings"), wanted)
-        and not metadata.get("lost_pages")
-    )
 
 
 def record_jobs(

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from hpc_marker.config import ConfigError, load_config
+from hpc_marker.config.options import STRATEGIES, by_field, check_values
+from hpc_marker.config.types import parse_workers_per_gpu
 from hpc_marker.engines import EngineOptions
 from hpc_marker.runstate.permissions import PERMISSIONS, file_mode_mask
 from hpc_marker.runtime.limits import check_item_limits
-from hpc_marker.slurm.parse import parse_memory_spec, parse_time_limit
 from hpc_marker.util.errors import UserError
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-STRATEGIES = ("pages", "static")  # static: marker's chunk_convert sharding (no split, no stealing), for comparison
 LLM_REQUEST_TIMEOUT_S = 600.0  # per LLM request, at the front
 # Template variables hpcmarker sets itself: a profile's `vars` must not shadow them.
 RESERVED_VARIABLES = {
@@ -53,68 +53,12 @@ RESERVED_VARIABLES = {
 }
 
 
-# The least value of each numeric option (by its name on the command line); the click types of cli/types.py
-# and the checks below read this one table, so submit, plan, resume, retry and library callers share it.
-LEAST = {
-    "gpus": 1,
-    "cpus-per-task": 1,
-    "scan-workers": 1,
-    "max-running": 1,
-    "min-task-pages": 1,
-    "split-pages": 0,
-    "llm-replicas": 1,
-    "llm-gpus": 1,
-    "llm-parallel": 1,
-    "llm-cpus": 1,
-    "llm-ctx": 1,
-}
-POSITIVE = {"lease-seconds", "llm-wait", "inference-startup-timeout"}  # seconds, more than 0
-BEYOND_LEAST = {
-    "split-pages": "must be 0 (never split) or a number of pages",
-    "lease-seconds": "must be positive (a claim not renewed for this long is taken over)",
-}
-
-
-def bound_problem(option: str, value: float) -> str | None:
-    """Why `value` is out of bounds for `option` (`0: must be at least 1`), or None. Pure."""
-    shown = f"{value:g}" if isinstance(value, float) else value
-    if option in LEAST and value < LEAST[option]:
-        return f"{shown}: {BEYOND_LEAST.get(option, f'must be at least {LEAST[option]}')}"
-    if option in POSITIVE and not value > 0:
-        return f"{shown}: {BEYOND_LEAST.get(option, 'must be positive')}"
-    return None
-
-
-def memory_problem(text: str) -> str | None:
-    """Why `text` is not a size sbatch --mem takes (`'lots': not a memory size ...`), or None. Pure."""
-    if parse_memory_spec(str(text)) is None:
-        return f"{text!r}: not a memory size (e.g. 32G, 500M, 1T; a plain number is megabytes)"
-    return None
-
-
-def time_problem(text: str) -> str | None:
-    """Why `text` is not a Slurm time limit, or None. Pure."""
-    if parse_time_limit(str(text)) is None:
-        return f"{text!r}: use minutes, HH:MM:SS or D-HH:MM:SS"
-    return None
-
-
 class LaunchError(UserError):
     """Bad input or an unusable cluster setting: nothing was submitted."""
 
 
 class NothingToDo(Exception):
     """Every PDF already has an up-to-date output (not an error: nothing to submit)."""
-
-
-def parse_workers_per_gpu(value: Any) -> int:
-    """`auto` -> 0 (each task chooses, runtime/sizing.py), else a count of at least 1."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        return 0
-    if not text.isdigit() or int(text) < 1:
-        raise LaunchError(f"--workers-per-gpu {value!r}: use auto or a number of at least 1")
-    return int(text)
 
 
 @dataclass
@@ -208,8 +152,31 @@ class SubmitRequest:
                 images=bool(defaults["images"]),
             )
         if isinstance(values["workers_per_gpu"], str):  # "auto", as the config writes it
-            values["workers_per_gpu"] = parse_workers_per_gpu(values["workers_per_gpu"])
+            try:
+                values["workers_per_gpu"] = parse_workers_per_gpu(values["workers_per_gpu"])
+            except ValueError as exc:
+                raise LaunchError(f"--workers-per-gpu {exc}") from None
         return cls(pdfs=Path(pdfs), out=Path(out), **values)
+
+    @classmethod
+    def from_options(cls, values: dict[str, Any]) -> SubmitRequest:
+        """The request of `hpcmarker submit`'s values (by parameter name: config/options.py says which field each
+        fills; --llm-option's already a dict when --llm is given); LaunchError for what the options refuse together."""
+        parts = by_field(values)
+        llm = None
+        if parts["llm"]["model"]:
+            llm = LlmRequest(**parts["llm"])
+        elif parts["llm"]["options"] or parts["llm"]["ctx"] or parts["llm"]["server"]:
+            raise LaunchError("--llm-server, --llm-ctx and --llm-option need --llm MODEL")
+        engine = parts["engine_options"]
+        if engine["extra_config"] is None:
+            engine["extra_config"] = {}
+        else:
+            try:
+                engine["extra_config"] = EngineOptions.load_extra_config(engine["extra_config"])
+            except ValueError as exc:
+                raise LaunchError(f"--marker-config {exc}") from None
+        return cls(**parts[""], engine_options=EngineOptions(**engine), llm=llm)
 
 
 def resolve_profile(request: SubmitRequest) -> tuple[dict, dict]:
@@ -282,18 +249,11 @@ def resolve_llm(llm: LlmRequest, job: dict) -> LlmRequest:
 
 
 def check_bounds(**values: Any) -> None:
-    """LaunchError for the first value out of its option's bounds (LEAST, POSITIVE; `time_limit` and `mem` as
-    sbatch takes them); None values are unset. The command line's types refuse the same earlier."""
-    for name, value in values.items():
-        if value is None:
-            continue
-        option = {"time_limit": "time"}.get(name, name).replace("_", "-")
-        if option == "time":
-            problem = time_problem(value)
-        else:
-            problem = memory_problem(value) if option == "mem" else bound_problem(option, value)
-        if problem:
-            raise LaunchError(f"--{option} {problem}")
+    """LaunchError for the first value (by option name) out of its option's bounds, through the option's click
+    type (config/options.check_values): the command line refuses the same earlier. None values are unset."""
+    problem = check_values(**values)
+    if problem:
+        raise LaunchError(problem)
 
 
 def check_request(request: SubmitRequest, chosen: dict) -> None:

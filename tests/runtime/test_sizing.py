@@ -120,7 +120,7 @@ def test_cli_workers_per_gpu_takes_auto_or_a_count(tmp_path):
     from click.testing import CliRunner
 
     from hpc_marker.cli import cli
-    from hpc_marker.cli.types import WORKERS
+    from hpc_marker.config.types import WORKERS
 
     assert [WORKERS.convert(v, None, None) for v in ("auto", "AUTO", "3", 2)] == [0, 0, 3, 2]  # 2: from a config
     for bad in ("0", "zero", "-1"):

@@ -19,7 +19,7 @@ from hpc_marker.submission.followup import (
     parse_selectors,
     request_from_record,
 )
-from hpc_marker.submission.launch import output_is_current
+from hpc_marker.submission.outputs import output_is_current
 from hpc_marker.submission.request import LaunchError
 
 
