@@ -16,7 +16,7 @@ from hpc_marker.cli.group import InputError
 from hpc_marker.cli.llm import parse_option
 from hpc_marker.cli.sections import SectionedCommand
 from hpc_marker.cli.submitopts import schema_options, sections
-from hpc_marker.config.types import COUNT
+from hpc_marker.config.types import COUNT, PAGES
 from hpc_marker.engines import EngineOptions
 from hpc_marker.slurm.parse import base_id
 from hpc_marker.util.text import plural
@@ -211,7 +211,7 @@ class ProgressPrinter:
 @click.command("plan")
 @click.option("--pdfs", required=True, type=click.Path(path_type=Path))
 @click.option("--gpus", default=1, show_default=True, type=COUNT)
-@click.option("--split-pages", type=COUNT, help="As for submit (default derived; 0: never split).")
+@click.option("--split-pages", type=PAGES, help="As for submit (default derived; 0: never split).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
     "--scan-workers",

@@ -133,3 +133,9 @@ def test_a_value_out_of_bounds_is_one_line_from_the_flag_the_config_and_a_librar
     with pytest.raises(LaunchError) as refused:
         check_bounds(**{name: value})
     assert str(refused.value).startswith(f"{flag} {shown}: {why}")
+
+
+def test_plan_shares_the_bounds_of_split_pages(sample_pdfs):
+    assert invoke("plan", "--pdfs", sample_pdfs, "--split-pages", "0").exit_code == 0  # 0: never split
+    refused = invoke("plan", "--pdfs", sample_pdfs, "--split-pages", "-1")
+    assert refused.exit_code == 2 and refused.output.startswith("Error: --split-pages -1: must be 0 (never split)")
