@@ -2,8 +2,9 @@
 
 An `Option` says its flag, click type (config/types.py: the bounds are the type's), help and --help group, its
 config key in [submit] (its default is defaults.toml's: the one source of defaults) and the `SubmitRequest` field it
-fills (`llm.gpus`: a field of its LlmRequest, `engine_options.paginate`: of its EngineOptions); where it has no key,
-no default or no field, `why` says why. `Use`s put an option on `resume` or `retry` with the help it has there.
+fills (`llm.gpus`: a field of its LlmRequest, `engine_options.paginate`: of its EngineOptions) and the RunRecord
+field it ends in (submission/launch.run_record writes it); where it has no key, no default or no field, `why` says
+why. `Use`s put an option on `resume` or `retry` with the help it has there.
 From this table: the click options of the three commands (cli/submitopts.py), the [submit] keys the config accepts
 (SUBMIT_KEYS), the request's values (`by_field`) and the bound checks of library callers (`check_values`).
 Tests (tests/config/test_options.py) check it against SubmitRequest, defaults.toml and the commands.
@@ -67,6 +68,7 @@ class Option:
     metavar: str | None = None
     config: str | None = ""  # its [submit] key ("": the name); None: not in the config (why says why)
     field: str | None = ""  # its SubmitRequest field ("": the name; "llm.x", "engine_options.x"); None: none
+    record: str | None = ""  # the RunRecord field it ends in ("": its request field's first part); None: none
     why: str = ""  # why it has no config key, no default in defaults.toml, or no field
     is_flag: bool = False
     multiple: bool = False
@@ -83,8 +85,10 @@ class Option:
         return self.name if self.field == "" else self.field
 
     @property
-    def pair(self) -> bool:
-        return "/" in self.flag
+    def record_field(self) -> str | None:
+        if self.record != "" or self.request_field is None:
+            return self.record or None
+        return self.request_field.split(".")[0]
 
     def use(self, command: str) -> Use | None:
         """How the option reads on `command` (submit: its own), or None where `command` does not take it."""
@@ -98,9 +102,11 @@ UNSET = "unset by default: "
 
 OPTIONS: tuple[Option, ...] = (
     Option("pdfs", "--pdfs", "input_output", "Folder to scan for PDFs (recursively).", PATH, required=True,
-           config=None, why="each run names its PDFs"),
+           config=None, why="each run names its PDFs",
+           record="pdfs_root"),
     Option("out", "--out", "input_output", "Folder for the Markdown (and the run folder).", PATH, required=True,
-           config=None, why="each run names its output folder"),
+           config=None, why="each run names its output folder",
+           record="out_dir"),
     Option("gpus", "--gpus", "resources", "GPUs = array tasks (at most one per work item).", COUNT,
            show_default=True, also=(Use(RESUMED, "At most this many tasks at once (those with the most work left; "
                                     "the others' items are taken by stealing)."),)),
@@ -163,9 +169,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("lease_seconds", "--lease-seconds", "scheduling",
            "A claimed item whose task stops renewing its claim this long is taken over.", LEASE, show_default=True),
     Option("plan_strategy", "--plan-strategy", "scheduling", "static: marker's chunk_convert sharding (files in "
-           "listing order, no split, no stealing), for comparison.", click.Choice(STRATEGIES), show_default=True),
+           "listing order, no split, no stealing), for comparison.", click.Choice(STRATEGIES), show_default=True,
+           record=None, why="not recorded: the plan is (saved beside the record)"),
     Option("force", "--force", "input_output", "Also convert PDFs whose outputs are complete and up to date.",
-           is_flag=True, config=None, why="redoes one run's outputs, not a default"),
+           is_flag=True, config=None, why="redoes one run's outputs, not a default",
+           record=None),
     Option("llm_model", "--llm", "llm", "Refine with this model (an Ollama name; for vLLM a Hugging Face id or a "
            "path), served by the run's LLM service (marker: --use_llm; text: each page rewritten as clean Markdown).",
            metavar="MODEL", field="llm.model", config=None, why="a run asks for an LLM by naming its model"),
@@ -199,30 +207,37 @@ OPTIONS: tuple[Option, ...] = (
            why=UNSET + "no cap"),
     Option("permissions", "--permissions", "input_output",
            "Who may read the Markdown written (the run folder stays private).", click.Choice(list(PERMISSIONS)),
-           show_default=True),
+           show_default=True,
+           record="umask"),
     Option("inference_server", "--inference-server", "engine", "marker 2.x's VLM server, one per task: native "
            "(`vllm serve` from the job's environment), apptainer (in the profile's inference_image), off "
            "(SURYA_INFERENCE_URL or surya's own); auto (default): the profile's inference_server, else native.",
-           click.Choice(INFERENCE_SERVERS), why=UNSET + "the profile's"),
+           click.Choice(INFERENCE_SERVERS), why=UNSET + "the profile's",
+           record="inference"),
     Option("inference_startup_timeout", "--inference-startup-timeout", "engine",
            "Seconds a task waits for its inference server to answer.", SECONDS, metavar="SECONDS",
-           show_default=True),
+           show_default=True,
+           record="inference"),
     Option("max_running", "--max-running", "scheduling", "At most K tasks of the run at once (Slurm's --array "
            "...%K; a run split into several arrays, past the cluster's MaxArraySize, shares K between them in "
            "proportion to their sizes). Default: no throttle.", COUNT, metavar="K", why=UNSET + "no throttle"),
     Option("scan_workers", "--scan-workers", "advanced",
            "Processes counting pages while scanning, each at nice 10 (at most one per core).", COUNT, metavar="N",
-           show_default=True),
+           show_default=True,
+           record=None, why="not recorded: it only scans, on the login node"),
     Option("min_task_pages", "--min-task-pages", "scheduling", "Each task gets at least this many pages: --gpus "
            "beyond what the PDFs can use is reduced (with a note), so no task loads the models for a page or two.",
-           COUNT, metavar="PAGES", show_default=True),
+           COUNT, metavar="PAGES", show_default=True,
+           record=None, why="not recorded: the plan is (saved beside the record)"),
     Option("force_concurrent", "--force-concurrent", "scheduling",
            "Start even while another run of this --out is still active (both write into it).", is_flag=True,
            config=None, why="for one run that must overlap another",
-           also=(Use(RESUMED, "Even while another run of its --out is active."),)),
+           also=(Use(RESUMED, "Even while another run of its --out is active."),),
+           record=None),
     Option("progress", "--progress/--no-progress", "advanced", "A progress bar with an ETA on stderr while scanning "
            "(default: when stderr is a terminal, except with --dry-run).", config=None,
-           why="decided by the terminal (cli/run.py)"),
+           why="decided by the terminal (cli/run.py)",
+           record=None),
     Option("mps", "--mps", "engine", "NVIDIA MPS for the workers sharing a task's GPU; auto (default: the profile's "
            "mps): marker 1.x with more than one worker, not where Slurm shares the GPU through gres/mps or MPS runs "
            "already.", click.Choice(MPS_MODES), why=UNSET + "the profile's, then [job]'s"),

@@ -58,6 +58,17 @@ def test_every_request_field_is_an_option_or_says_why():
         assert names - filled[part] == NOT_OPTIONS[cls], f"{cls.__name__}: fields without an option"
 
 
+def test_every_option_ends_in_a_record_field_or_says_why():
+    from hpc_marker.runstate.record import RunRecord
+
+    names = {f.name for f in fields(RunRecord)}
+    for option in OPTIONS:
+        if option.record_field is None:
+            assert option.why, f"{option.name}: not recorded, and no why"
+        else:
+            assert option.record_field in names, f"{option.name}: RunRecord has no {option.record_field}"
+
+
 def test_every_config_key_has_a_default_or_says_why():
     packaged = tomllib.loads(packaged_file().read_text(encoding="utf-8"))["submit"]
     assert set(packaged) <= SUBMIT_KEYS
