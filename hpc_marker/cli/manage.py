@@ -200,9 +200,10 @@ def retry(run, include_poison, selector, min_share, marker_config, dry_run, **op
         _resume(run, retry_failed=True, options=resources, include_poison=include_poison)
         return
     if any(value not in (None, False) for value in resources.values()):
+        flags = [option.flag for option, _ in options_of("resume")]
         raise InputError(
-            "--time, --mem, --cpus-per-task, --item-timeout, --partition, --profile, --gpus and "
-            "--force-concurrent apply to retry without --select (a follow-up run has RUN's resources)"
+            f"{', '.join(flags[:-1])} and {flags[-1]} apply to retry without --select (a follow-up run has RUN's "
+            "resources)"
         )
     _follow_up(run, selector, min_share, overrides, dry_run)
 

@@ -150,3 +150,13 @@ def test_plan_shares_the_bounds_of_split_pages(sample_pdfs):
     assert invoke("plan", "--pdfs", sample_pdfs, "--split-pages", "0").exit_code == 0  # 0: never split
     refused = invoke("plan", "--pdfs", sample_pdfs, "--split-pages", "-1")
     assert refused.exit_code == 2 and refused.output.startswith("Error: --split-pages -1: must be 0 (never split)")
+
+
+def test_retry_with_select_names_every_resource_option_it_refuses(tmp_path, sample_pdfs):
+    from runkit import make_run
+
+    make_run(sample_pdfs, tmp_path / "out", run_id="first")
+    result = invoke("retry", "first", "--select", "failed", "--gpus", "2")
+    assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
+    named = set(result.output.split(" apply to ")[0].replace(",", " ").split())
+    assert {option.flag for option, _ in options_of("resume")} <= named, result.output
