@@ -80,7 +80,8 @@ def cancel(run) -> None:
         click.echo(f"run {paths.run_id} was already over: nothing of it was queued or running{jobs}; nothing cancelled")
 
 
-RESOURCES = tuple(option.name for option, use in options_of("resume"))  # what resume and retry may change
+# What retry without --select may change of the resubmitted tasks (resume: all of its options).
+RETRY_RESOURCES = tuple(option for option, use in options_of("retry") if use.group == "resources")
 
 
 def _resume(run: str | None, retry_failed: bool, options: dict, include_poison: bool = False) -> None:
@@ -184,7 +185,7 @@ def retry(run, include_poison, selector, min_share, marker_config, dry_run, **op
     workflow. `hpcmarker export RUN` then takes each document's newest ok result."""
     from hpc_marker.submission.followup import RunOverrides
 
-    resources = {name: options.pop(name) for name in RESOURCES}
+    resources = {option.name: options.pop(option.name) for option in RETRY_RESOURCES}
     extra = None
     if marker_config is not None:
         try:
@@ -200,7 +201,7 @@ def retry(run, include_poison, selector, min_share, marker_config, dry_run, **op
         _resume(run, retry_failed=True, options=resources, include_poison=include_poison)
         return
     if any(value not in (None, False) for value in resources.values()):
-        flags = [option.flag for option, _ in options_of("resume")]
+        flags = [option.flag for option in RETRY_RESOURCES]
         raise InputError(
             f"{', '.join(flags[:-1])} and {flags[-1]} apply to retry without --select (a follow-up run has RUN's "
             "resources)"

@@ -69,7 +69,7 @@ class Option:
     config: str | None = ""  # its [submit] key ("": the name); None: not in the config (why says why)
     field: str | None = ""  # its SubmitRequest field ("": the name; "llm.x", "engine_options.x"); None: none
     record: str | None = ""  # the RunRecord field it ends in ("": its request field's first part); None: none
-    why: str = ""  # why it has no config key, no default in defaults.toml, or no field
+    why: str = ""  # why it has no config key, no default in defaults.toml, no field or no record field
     is_flag: bool = False
     multiple: bool = False
     required: bool = False
