@@ -4,8 +4,8 @@ Layers, lowest first: the packaged defaults (defaults.toml beside this file), th
 ($HPCMARKER_SITE_CONFIG: a file, or a folder holding config.toml; else /etc/hpcmarker/config.toml),
 the user's file ($XDG_CONFIG_HOME/hpcmarker/config.toml). `[submit]` values become the defaults of
 `hpcmarker submit` options (click's default_map), under HPCMARKER_SUBMIT_<OPTION> variables and
-command-line flags; `[retry]` and `[export]` those of `hpcmarker retry` and `hpcmarker export`. Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors
-that name the valid ones.
+command-line flags; `[retry]` and `[export]` those of `hpcmarker retry` and `hpcmarker export`.
+Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors that name the valid ones.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 `--item-timeout` is `auto` (BASE + PER_PAGE x pages), a number of seconds per item, `N/page`
 (N seconds per page plus BASE), `B+N/page`, or `off`. A worker's first item also gets the
-engine's startup allowance (engines.engine_startup_seconds): the engine loads its models then. `--worker-memory` caps each worker's address space (RLIMIT_AS), for
-CPU engines: CUDA reserves far more address space than it uses, so GPU engines rely on the job's
-memory limit (`--mem`) and the kernel's out-of-memory killer, which ends one worker, not the task.
+engine's startup allowance (engines.engine_startup_seconds): the engine loads its models then.
+`--worker-memory` caps each worker's address space (RLIMIT_AS), for CPU engines: CUDA reserves far
+more address space than it uses, so GPU engines rely on the job's memory limit (`--mem`) and the
+kernel's out-of-memory killer, which ends one worker, not the task.
 """
 
 from __future__ import annotations
