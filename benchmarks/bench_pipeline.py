@@ -227,7 +227,8 @@ def write_report(results: dict, docs: Path) -> None:
         "",
         "## End to end (`--engine text`, whole corpus)",
         "",
-        "| executor | tasks | wall s (submit to summary) | conversion s | ok | failed | pages | pages/s end to end | per-task wall s |",
+        "| executor | tasks | wall s (submit to summary) | conversion s | ok | failed | pages "
+        "| pages/s end to end | per-task wall s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["end_to_end"]:

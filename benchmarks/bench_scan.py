@@ -170,7 +170,7 @@ def markdown(results: dict[int, list[dict]], distinct: int, distinct_mb: float, 
         "| PDFs | scan | PDFs new or changed | wall s | CPU s | CPU / wall | PDFs/s | cache file MB | peak MB | load |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for size, rows in results.items():
+    for rows in results.values():
         for row, previous in zip(rows, [None, None, *rows[1:]], strict=False):
             read = row["pdfs"] - (previous["pdfs"] if previous else 0)
             lines.append(

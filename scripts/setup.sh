@@ -9,4 +9,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install --quiet -e ".[${HPCMARKER_EXTRAS:-test}]" 2>&1 | grep -v "^WARNING: Location" || true
+touch .venv/.hpcmarker-setup  # scripts/test.sh sets up again only when pyproject.toml or this file is newer
 .venv/bin/hpcmarker --version

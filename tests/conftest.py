@@ -8,6 +8,7 @@ The gate: a test that needs a real part carries that part's marker (registered i
   browser  a headless Chromium on PATH
   root     root, able to mount a tmpfs and make a cgroup v1 memory group
   corpus   the shared corpus at ../shared/corpus
+  ruff     ruff importable in this Python (the lint gate, tests/architecture/test_lint.py)
 
 Where its part is missing, a marked test is skipped, and the skip names what is missing. Where
 HPCMARKER_REQUIRE names the part (`HPCMARKER_REQUIRE=slurm,browser`, or `all`), it fails instead,
@@ -96,6 +97,10 @@ def _corpus_missing() -> str | None:
     return None if CORPUS.is_dir() else f"no shared corpus at {CORPUS}"
 
 
+def _ruff_missing() -> str | None:
+    return None if importlib.util.find_spec("ruff") else "ruff is not installed in this Python"
+
+
 # part -> (what says why it is missing, or None when it is there; how to get it)
 PARTS = {
     "slurm": (
@@ -106,6 +111,7 @@ PARTS = {
     "browser": (_browser_missing, "apt-get install -y chromium"),
     "root": (_root_missing, "run the tests as root on a machine with cgroup v1"),
     "corpus": (_corpus_missing, "the corpus is shared by the project, beside the repository"),
+    "ruff": (_ruff_missing, 'pip install -e ".[test]"; scripts/setup.sh does'),
 }
 
 

@@ -219,6 +219,21 @@ def verify(out_dir: Path, paths, inputs: Inputs) -> Counts:
     else:
         counts.problems.append("no manifest.csv: the run was never collected")
     task_records, counts.torn_lines = _task_manifests(paths.manifests)
+    _check_items(planned, rows, task_records, mark, problem)
+    by_pdf: dict[str, list[dict]] = {}
+    for row in rows:
+        by_pdf.setdefault(row["pdf"], []).append(row)
+    for pdf in sorted(set(by_pdf) - set(inputs.all)):  # e.g. the second name of one file
+        problem(None, "twice", f"manifest lines for {pdf!r}, which is not an input of its own")
+    for rel in inputs.all:
+        _check_input(rel, by_pdf.get(rel, []), planned, inputs, problem)
+    _check_files(out_dir, inputs, problem)
+    _check_summary(paths, counts)
+    return counts
+
+
+def _check_items(planned: dict[str, dict], rows: list[dict], task_records: list[dict], mark, problem) -> None:
+    """Each planned item has exactly one line in manifest.csv, and each task-manifest line made it there."""
     in_csv = Counter(row["item_id"] for row in rows)
     for record in task_records:
         if record["item_id"] not in in_csv:
@@ -232,32 +247,26 @@ def verify(out_dir: Path, paths, inputs: Inputs) -> Counts:
             problem(item["pdf"], "twice", f"item {item_id} has {in_csv[item_id]} manifest lines")
     for item_id in sorted(set(in_csv) - set(planned)):
         problem(None, "twice", f"manifest line for an item not in the plan: {item_id}")
-    by_pdf: dict[str, list[dict]] = {}
-    for row in rows:
-        by_pdf.setdefault(row["pdf"], []).append(row)
-    for pdf in sorted(set(by_pdf) - set(inputs.all)):  # e.g. the second name of one file
-        problem(None, "twice", f"manifest lines for {pdf!r}, which is not an input of its own")
-    for rel in inputs.all:
-        mine = by_pdf.get(rel, [])
-        if not mine:
-            if not any(item["pdf"] == rel for item in planned.values()):
-                problem(rel, "lost", "no manifest line and not in the plan")
-            continue
-        if rel in inputs.bad:
-            expected = inputs.bad[rel]
-            for row in mine:
-                if row["status"] != expected.status or expected.reason not in (row["error"] or ""):
-                    problem(rel, "wrong_status", f"{row['status']} ({row['error']}), expected {expected.status}")
-            continue
-        if any(row["status"] != "ok" for row in mine):
-            problem(rel, "wrong_status", f"statuses {sorted({r['status'] for r in mine})}, expected ok")
-        ranges = sorted({(int(r["page_start"]), int(r["page_stop"])) for r in mine if r["status"] == "ok"})
-        covered = [p for start, stop in ranges for p in range(start, stop)]
-        if covered != list(range(inputs.good[rel])):
-            problem(rel, "lost", f"ok page ranges {ranges} do not cover its {inputs.good[rel]} pages once")
-    _check_files(out_dir, inputs, problem)
-    _check_summary(paths, counts)
-    return counts
+
+
+def _check_input(rel: str, mine: list[dict], planned: dict[str, dict], inputs: Inputs, problem) -> None:
+    """One input's manifest lines: a bad file has its expected status; a good one all its pages ok, once."""
+    if not mine:
+        if not any(item["pdf"] == rel for item in planned.values()):
+            problem(rel, "lost", "no manifest line and not in the plan")
+        return
+    if rel in inputs.bad:
+        expected = inputs.bad[rel]
+        for row in mine:
+            if row["status"] != expected.status or expected.reason not in (row["error"] or ""):
+                problem(rel, "wrong_status", f"{row['status']} ({row['error']}), expected {expected.status}")
+        return
+    if any(row["status"] != "ok" for row in mine):
+        problem(rel, "wrong_status", f"statuses {sorted({r['status'] for r in mine})}, expected ok")
+    ranges = sorted({(int(r["page_start"]), int(r["page_stop"])) for r in mine if r["status"] == "ok"})
+    covered = [p for start, stop in ranges for p in range(start, stop)]
+    if covered != list(range(inputs.good[rel])):
+        problem(rel, "lost", f"ok page ranges {ranges} do not cover its {inputs.good[rel]} pages once")
 
 
 def _owner(name: str, inputs: Inputs) -> str | None:

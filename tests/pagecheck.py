@@ -23,7 +23,8 @@ PROBE = """<script>(() => {
   const probe = {errors: [], alerts: 0};
   const note = (m) => probe.errors.push(String(m).slice(0, 300));
   addEventListener("error", (e) => note(e.message ? "uncaught: " + e.message
-      : "failed to load: <" + (e.target && e.target.tagName) + "> " + ((e.target && (e.target.src || e.target.href)) || "")), true);
+      : "failed to load: <" + (e.target && e.target.tagName) + "> "
+        + ((e.target && (e.target.src || e.target.href)) || "")), true);
   addEventListener("unhandledrejection", (e) => note("unhandled rejection: " + e.reason));
   const error = console.error.bind(console);
   console.error = (...a) => { note("console.error: " + a.join(" ")); error(...a); };

@@ -131,7 +131,7 @@ def test_the_switch_names_parts_or_all():
     assert required_parts(None) == required_parts("") == frozenset()
     assert required_parts(" slurm, browser ,") == {"slurm", "browser"}
     assert required_parts("all") == required_parts("marker,all") == set(PARTS)
-    assert set(PARTS) == {"slurm", "marker", "browser", "root", "corpus"}
+    assert set(PARTS) == {"slurm", "marker", "browser", "root", "corpus", "ruff"}
     ini = tomllib.loads((TESTS.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert {line.split(":")[0] for line in ini["markers"]} == {*PARTS, "slow"}  # each registered (--strict-markers)
     with pytest.raises(pytest.UsageError, match="HPCMARKER_REQUIRE=slurm,chrome: no part named chrome; parts: slurm,"):

@@ -5,7 +5,9 @@ group.py   the `hpcmarker` group: config defaults, errors as exit codes (UserErr
 submitopts.py  the click options of submit, resume and retry, made from the option schema (config/options.py)
 sections.py  help in sections, with examples (submit, resume, retry)
 run.py     submit, plan
-manage.py  status, logs, cancel, resume, retry, collect, report, export
+watch.py   status, logs
+manage.py  cancel, resume, retry
+outputs.py collect, report, export
 admin.py   templates, config, doctor, prefetch
 llm.py     llm bench, pull, create (and the hidden serve)
 """
@@ -20,19 +22,19 @@ __all__ = ["cli", "main"]
 
 
 def _add_commands() -> None:
-    from hpc_marker.cli import admin, llm, manage, run
+    from hpc_marker.cli import admin, llm, manage, outputs, run, watch
 
     for command in (
         run.submit,
         run.plan_command,
-        manage.status,
-        manage.logs,
+        watch.status,
+        watch.logs,
         manage.cancel,
         manage.resume,
         manage.retry,
-        manage.collect,
-        manage.report,
-        manage.export,
+        outputs.collect,
+        outputs.report,
+        outputs.export,
         llm.llm,
         admin.templates,
         admin.config,

@@ -1,7 +1,7 @@
 """Commands for checking a setup: `templates list|show|render|check`, `config show` and `doctor`.
 
-The checks themselves live in doctor.py (`templates check` and `doctor` share its template check);
-this module turns them into commands, tables and exit codes.
+The checks themselves live in admin/doctor.py (`templates check` and `doctor` share its template check)
+and admin/checks.py; this module turns them into commands, tables and exit codes.
 """
 
 from __future__ import annotations

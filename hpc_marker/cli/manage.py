@@ -1,67 +1,17 @@
-"""After submission: `status`, `cancel`, `resume`, `retry` (and follow-up runs), `collect`, `report` and
-`export` of a run."""
+"""Changing a run after submission: `cancel`, `resume`, `retry` (and follow-up runs of `retry --select`).
+
+(`status` and `logs` are cli/watch.py; `collect`, `report` and `export` cli/outputs.py.)"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
-from rich.console import Console
 
 from hpc_marker.cli.group import InputError, run_paths
 from hpc_marker.cli.sections import SectionedCommand
 from hpc_marker.cli.submitopts import schema_options, sections
 from hpc_marker.config.options import options_of
 from hpc_marker.engines import EngineOptions
-from hpc_marker.runstate.permissions import PERMISSIONS
 from hpc_marker.util.text import plural
-
-EXIT_NO_ROWS = 3  # export: the run has documents, but none was written (as status: finished, items failed)
-
-
-@click.command()
-@click.argument("run", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--watch", is_flag=True, help="Refresh a live table until the run is over (Ctrl-C to leave).")
-@click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes with --watch.")
-@click.option(
-    "--fix/--no-fix",
-    "--cancel-wedged/--no-cancel-wedged",
-    "cancel_wedged",
-    default=False,
-    help="When a job of the run can never start (DependencyNeverSatisfied), cancel what the run "
-    "left queued, so that `resume` can follow (as `hpcmarker cancel RUN` does). Without it, "
-    "status changes nothing: it reports the wedge and the command that fixes it.",
-)
-def status(run, as_json, watch, interval, cancel_wedged) -> None:
-    """Where RUN (default: the latest; a run id, its folder, or the --out folder) stands: per task state and
-    progress, rate, ETA; why it stopped and what to do next.
-
-    Exit code: 0 while the run goes on, or finished with every item ok; 3 finished, but some items
-    failed; 4 incomplete (items left, nothing running) or wedged; 130 when --watch is left with Ctrl-C."""
-    from hpc_marker.manage.status import load_status
-    from hpc_marker.manage.statustable import status_table, verdict_lines, watch_status
-
-    paths = run_paths(run)
-    if watch and not as_json:
-        try:
-            result = watch_status(paths, interval, cancel_wedged)
-        except KeyboardInterrupt:
-            raise SystemExit(130) from None
-    else:
-        result = load_status(paths, cancel_wedged)
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=1))
-    else:
-        if not watch:  # --watch left its last table on the screen
-            Console().print(status_table(result))
-        for line in verdict_lines(result):
-            click.echo(line)
-    if result.wedged:
-        click.echo(result.wedged, err=as_json)
-    if result.exit_code:
-        raise SystemExit(result.exit_code)
 
 
 @click.command()
@@ -235,135 +185,3 @@ def _follow_up(run: str | None, selectors: tuple[str, ...], min_share: float, ov
     with discarded_unless_submitted(prepared):  # its folder is made: from here on, it is sent or it goes
         click.echo(selected)
         submit_prepared(prepared, lambda: submit_run(prepared, progress=ProgressPrinter()))
-
-
-@click.command()
-@click.argument("run", required=False)
-@click.option("--task", type=int, metavar="I", help="Task I's log (and its inference server's).")
-@click.option("--service", is_flag=True, help="The LLM service's logs.")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing what the logs gain until the run's jobs are over.")
-def logs(run, task, service, follow) -> None:
-    """Print RUN's log (default: the latest run; the first task that stopped early, else the one that tried the
-    first failed document, else the collector's)."""
-    from hpc_marker.manage import logs as run_logs
-
-    paths = run_paths(run)
-    chosen = run_logs.choose_logs(paths, task, service)
-
-    def write(text: str) -> None:
-        click.echo(text, nl=False)
-
-    if not follow:
-        run_logs.show(chosen, write)
-        return
-    try:
-        run_logs.follow(paths, chosen, write)
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-
-
-@click.command()
-@click.argument("run", required=False)
-def collect(run) -> None:
-    """Merge RUN's manifests and logs by hand (the collector job does the same)."""
-    from hpc_marker.manage.collect import collect_run
-
-    paths = run_paths(run)
-    summary = collect_run(str(paths.root))
-    click.echo(f"wrote {paths.manifest_csv} and {paths.summary}")
-    if summary["torn_manifest_lines"]:
-        click.echo(f"{plural(len(summary['torn_manifest_lines']), 'torn manifest line')} reported", err=True)
-
-
-@click.command()
-@click.argument("run", required=False)
-def report(run) -> None:
-    """Write RUN/report.html (default: the latest run): tasks over time, pages/s, failures, slowest PDFs, LLM."""
-    from hpc_marker.report.page import write_report
-
-    paths = run_paths(run)
-    try:
-        path = write_report(paths.root)
-    except (OSError, json.JSONDecodeError) as exc:  # a full disk; a summary.json cut short
-        raise click.ClickException(f"cannot write the report of run {paths.run_id}: {exc}") from None
-    click.echo(str(path))
-
-
-@click.command()
-@click.argument("run", required=False)
-@click.option(
-    "--format",
-    "export_format",
-    type=click.Choice(["parquet", "jsonl"]),
-    required=True,
-    help="parquet (pyarrow, zstd) or jsonl (one JSON object a line).",
-)
-@click.option(
-    "--to",
-    "folder",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Folder for the shards and their manifest (_export.json); created, must be empty.",
-)
-@click.option("--include-failed", is_flag=True, help="Also rows for documents that are not ok (text empty).")
-@click.option("--rows-per-shard", type=int, show_default=True, help="Close a shard at this many rows.")
-@click.option(
-    "--shard-size",
-    show_default=True,
-    metavar="SIZE",
-    help="Close a shard at this much text and metadata (e.g. 512M; before compression).",
-)
-@click.option(
-    "--follow-ups/--no-follow-ups",
-    default=None,
-    show_default=True,
-    help="Take each document's newest ok result from RUN's follow-up runs (retry --select) too.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace a previous export in that folder.")
-@click.option(
-    "--permissions",
-    type=click.Choice(list(PERMISSIONS)),
-    help="Who may read the export (default: as the run's outputs, its submit --permissions).",
-)
-def export(
-    run, export_format, folder, include_failed, rows_per_shard, shard_size, follow_ups, overwrite, permissions
-) -> None:
-    """Write RUN's documents as one dataset: a row per document. RUN defaults to the latest run; an --out
-    folder or the default stands for the first run of that run's follow-ups (retry --select), so the
-    folder's results are exported whole.
-
-    Exit code: 0 rows written; 3 no row, though the run has documents (none ok: --include-failed)."""
-    from hpc_marker.export import export_run
-    from hpc_marker.runstate.index import resolve_run
-    from hpc_marker.runtime.limits import parse_memory
-
-    try:
-        shard_bytes = parse_memory(shard_size)
-    except ValueError as exc:
-        raise InputError(f"--shard-size {exc}") from None
-    paths = resolve_run(run, lineage=True)
-    result = export_run(
-        paths,
-        folder,
-        export_format,
-        include_failed=include_failed,
-        rows_per_shard=rows_per_shard,
-        shard_bytes=shard_bytes,
-        follow_ups=follow_ups,
-        overwrite=overwrite,
-        umask=None if permissions is None else PERMISSIONS[permissions],
-    )
-    others = {status: n for status, n in result.by_status.items() if status != "ok"}
-    click.echo(
-        f"run {paths.run_id}: {plural(result.rows, 'row')} in {plural(len(result.shards), 'shard')} in "
-        f"{result.folder} "
-        f"(manifest _export.json)"
-        + (
-            f"; not ok: {', '.join(f'{n} {s}' for s, n in sorted(others.items()))}"
-            + ("" if include_failed else " (--include-failed adds them)")
-            if others
-            else ""
-        )
-    )
-    if not result.rows:
-        raise SystemExit(EXIT_NO_ROWS)

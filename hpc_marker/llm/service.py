@@ -160,6 +160,65 @@ def _start_server(settings: LlmSettings, paths: LlmPaths, started: list[ManagedS
     return ollama_serve.url, {}, prepare_model(ollama_serve.url, settings), version
 
 
+def _start_front(settings: LlmSettings, paths: LlmPaths, upstream: str, headers: dict) -> Front:
+    """Write a fresh secret and start the authenticating front before the server at `upstream`."""
+    secret = secrets.token_urlsafe(32)
+    write_private(paths.secret, secret + "\n")
+    host = settings.bind_host or node_address()
+    try:
+        front = Front(
+            upstream,
+            secret,
+            host=host,
+            port=settings.port,
+            timeout_s=settings.request_timeout_s,
+            metrics_path=paths.metrics,
+            metrics_interval_s=settings.metrics_interval_s,
+            allowed=ALLOWLISTS[settings.server],
+            capacity=front_capacity(settings.parallel),
+            upstream_headers=headers,
+        ).start()
+    except OSError as exc:
+        raise ServiceError(
+            f"the front cannot listen on {host}:{settings.port}: {exc.strerror or exc} "
+            "(set bind_host/port in settings.json)"
+        ) from None
+    return front
+
+
+def _publish(settings: LlmSettings, paths: LlmPaths, front: Front, model: str, version: str) -> None:
+    """Write the replica's endpoint file (never the secret): the tasks find the service through it."""
+    url = front.url if front.host not in ("0.0.0.0", "::") else f"http://{node_address()}:{front.port}"
+    capacity = front_capacity(settings.parallel)
+    endpoint = {
+        "url": url,
+        "model": model,
+        "server": settings.server,
+        "replica": paths.replica,
+        "started": time.time(),
+        "host": socket.gethostname(),
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "server_version": version,
+        "capacity": capacity,
+    }
+    write_private(paths.endpoint, json.dumps(endpoint, indent=1) + "\n")
+    _log(
+        f"replica {paths.replica}: serving {model} at {url}, {capacity} generations at {settings.server} at once "
+        f"(the rest wait at the front); secret in {paths.secret}; endpoint {paths.endpoint}"
+    )
+
+
+def _clean_up(paths: LlmPaths, front: Front | None, started: list[ManagedServer]) -> None:
+    """Endpoint and secret removed, the front stopped, the server stopped (killed after its grace)."""
+    _remove(paths.endpoint)
+    _remove(paths.secret)
+    if front is not None:
+        front.stop()
+    for process in started:
+        how = process.stop(grace_s=process.stop_grace_s)
+        _log(f"{process.name} {how} (exit code {process.returncode})")
+
+
 def serve_llm(run_dir: str, replica: int = 0, *, stop: threading.Event | None = None) -> None:
     """Run replica `replica` of the run's LLM service until SIGTERM/SIGINT (or `stop` is set). Raises ServiceError."""
     paths = LlmPaths(Path(run_dir), replica)
@@ -190,45 +249,8 @@ def serve_llm(run_dir: str, replica: int = 0, *, stop: threading.Event | None = 
     front: Front | None = None
     try:
         upstream, headers, model, version = _start_server(settings, paths, started)
-        secret = secrets.token_urlsafe(32)
-        write_private(paths.secret, secret + "\n")
-        host = settings.bind_host or node_address()
-        capacity = front_capacity(settings.parallel)
-        try:
-            front = Front(
-                upstream,
-                secret,
-                host=host,
-                port=settings.port,
-                timeout_s=settings.request_timeout_s,
-                metrics_path=paths.metrics,
-                metrics_interval_s=settings.metrics_interval_s,
-                allowed=ALLOWLISTS[settings.server],
-                capacity=capacity,
-                upstream_headers=headers,
-            ).start()
-        except OSError as exc:
-            raise ServiceError(
-                f"the front cannot listen on {host}:{settings.port}: {exc.strerror or exc} "
-                "(set bind_host/port in settings.json)"
-            ) from None
-        url = front.url if host not in ("0.0.0.0", "::") else f"http://{node_address()}:{front.port}"
-        endpoint = {
-            "url": url,
-            "model": model,
-            "server": settings.server,
-            "replica": replica,
-            "started": time.time(),
-            "host": socket.gethostname(),
-            "job_id": os.environ.get("SLURM_JOB_ID"),
-            "server_version": version,
-            "capacity": capacity,
-        }
-        write_private(paths.endpoint, json.dumps(endpoint, indent=1) + "\n")
-        _log(
-            f"replica {replica}: serving {model} at {url}, {capacity} generations at {settings.server} at once "
-            f"(the rest wait at the front); secret in {paths.secret}; endpoint {paths.endpoint}"
-        )
+        front = _start_front(settings, paths, upstream, headers)
+        _publish(settings, paths, front, model, version)
         while not stop.wait(1.0):
             started[0].ensure_running("while serving")  # ServerFailed: the service fails with its log's tail
         _log("stop requested")
@@ -239,13 +261,7 @@ def serve_llm(run_dir: str, replica: int = 0, *, stop: threading.Event | None = 
     finally:
         for sig in previous:
             signal.signal(sig, quiet)  # a second signal must not interrupt the cleanup
-        _remove(paths.endpoint)
-        _remove(paths.secret)
-        if front is not None:
-            front.stop()
-        for process in started:
-            how = process.stop(grace_s=process.stop_grace_s)
-            _log(f"{process.name} {how} (exit code {process.returncode})")
+        _clean_up(paths, front, started)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -81,7 +81,8 @@ def finish_leftovers(
     """Place committed outputs, merge complete split PDFs, recover records from done markers, remove
     orphaned staging folders. Only the items without a manifest line and the split PDFs are looked
     at one by one (and the bisected ones: their documents are put together here when their tasks could
-    not). `records_status`: the latest manifest status of each recorded item, by item id. Returns (recovered records, merged document ids, documents merged here)."""
+    not). `records_status`: the latest manifest status of each recorded item, by item id. Returns
+    (recovered records, merged document ids, documents merged here)."""
     recovered: list[ManifestRecord] = []
     referenced: set[str] = set()
     unrecorded = items[~isin(items["item_id"], records_status.index)]
@@ -213,7 +214,7 @@ def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> di
     the next command. The scheduler is asked for the tasks' states; where it does not answer, the tasks' own
     stop records still say why they stopped."""
     from hpc_marker.executors.base import Observation
-    from hpc_marker.manage.status import summarize, summary_progress
+    from hpc_marker.manage.status import status_of, summary_progress
 
     progress = summary_progress(summary)
     finished = {s.index for s in shares if (c := progress.shares.get(s.index)) and c.ok + c.failed >= s.items}
@@ -226,7 +227,7 @@ def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> di
     seen.states = {job: state for job, state in seen.states.items() if job not in mine}
     stops = read_stops(paths.progress)
     seen.states.update(settled_states(record.jobs.get("convert", []), seen.states, stops))
-    status = summarize(record, shares, progress, seen, time.time(), collected=True, stops=stops)
+    status = status_of(record, shares, progress, seen, time.time(), collected=True, stops=stops)
     return {"state": status.state, "headline": status.headline, "reasons": status.reasons, "next": status.next}
 
 

@@ -3,7 +3,7 @@
 Counts come per share (the items planned for each task, whoever converted them): from the
 collector's summary.json once the run is collected, else from the tasks' compact commit logs
 (runstate/progress.py), never from the JSON manifests, so a run of 10^6 items answers in a second
-or two. `summarize` is pure (record, shares, counts, job states, stop records, now) -> RunStatus,
+or two. `status_of` is pure (record, shares, counts, job states, stop records, now) -> RunStatus,
 its state and reasons decided by verdict.py; `load_status` gathers those inputs, and notices a
 wedged run (a job pending forever with DependencyNeverSatisfied), cancelling what it left queued
 when asked; manage/statustable.py draws them.
@@ -21,10 +21,10 @@ from hpc_marker.executors.base import Observation
 from hpc_marker.manage.cancel import mark_cancelled
 from hpc_marker.manage.failures import FailedDocument, failed_documents
 from hpc_marker.manage.followups import FollowUpRun, unfinished_follow_ups
-from hpc_marker.manage.verdict import ACTIVE_STATES, RunFacts, TaskView, verdict
-from hpc_marker.planning.bisect import BISECTED, SUB_MARK
+from hpc_marker.manage.verdict import ACTIVE_STATES, RunFacts, TaskView, Verdict, verdict
+from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.store import ShareSummary, load_summary
-from hpc_marker.runstate.documents import token_counts
+from hpc_marker.runstate.documents import commit_text_layer
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.progress import (
     DEGRADED,
@@ -36,7 +36,7 @@ from hpc_marker.runstate.progress import (
 )
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
-from hpc_marker.runstate.subitems import PARTIAL, fold_commits
+from hpc_marker.runstate.subitems import PARTIAL, commit_lost_pages, fold_commits
 from hpc_marker.util.frames import busy_seconds, working_seconds
 
 if TYPE_CHECKING:  # pandas loads only where commit logs are read: a collected run's status needs none
@@ -149,7 +149,7 @@ def share_counts(latest: pd.DataFrame) -> dict[int, ShareCounts]:
     }
 
 
-def summarize(
+def status_of(
     record: RunRecord,
     shares: list[ShareSummary],
     progress: Progress,
@@ -163,26 +163,7 @@ def summarize(
     states) and the tasks' stop records. Pure."""
     seen = seen if isinstance(seen, Observation) else Observation(dict(seen))
     states = seen.states
-    task_ids = record.jobs.get("convert", [])
-    tasks = []
-    for share in shares:
-        done = progress.shares.get(share.index, ShareCounts())
-        job_id = task_ids[share.index] if share.index < len(task_ids) else "-"
-        tasks.append(
-            TaskStatus(
-                task=share.index,
-                job_id=job_id,
-                state=states.get(job_id, "UNKNOWN"),
-                items=share.items,
-                ok=done.ok,
-                failed=done.failed,
-                pending=max(0, share.items - done.ok - done.failed - done.partial),
-                pages=share.pages,
-                pages_done=done.pages_done,
-                activity=(activities or {}).get(share.index, "-"),
-                partial=done.partial,
-            )
-        )
+    tasks = task_statuses(record, shares, progress, states, activities or {})
     pages = sum(s.pages for s in shares)
     pages_done = sum(t.pages_done for t in tasks)
     active = any(t.state in ACTIVE_STATES for t in tasks)
@@ -198,27 +179,7 @@ def summarize(
     collect_ids = record.jobs.get("collect", [])
     collector = states.get(collect_ids[0], "UNKNOWN") if collect_ids else "-"
     items, failed, pending = sum(t.items for t in tasks), sum(t.failed for t in tasks), sum(t.pending for t in tasks)
-    others = {job_id: f"{role} {job_id}" for role in ("service", "collect") for job_id in record.jobs.get(role, [])}
-    judged = verdict(
-        RunFacts(
-            run_id=record.run_id,
-            time_limit=record.time_limit,
-            mem=record.mem,
-            cancelled=record.cancelled is not None,
-            tasks=tuple(TaskView(t.task, t.job_id, t.state, t.pending) for t in tasks),
-            stops=stops or {},
-            items=items,
-            pending=pending,
-            failed=failed,
-            collected=collected,
-            collector=collector,
-            partial=sum(t.partial for t in tasks),
-            **(progress.retry or {}),
-            pending_reasons=seen.pending,
-            other_jobs=others,
-            wedged=bool(seen.wedged) and not seen.cancelled,
-        )
-    )
+    judged = _judge(record, tasks, progress, seen, stops or {}, collected, collector)
     return RunStatus(
         run_id=record.run_id,
         run_dir="",
@@ -245,6 +206,70 @@ def summarize(
         reasons=judged.lines(record.run_id),
         next=judged.next,
         exit_code=judged.exit_code,
+    )
+
+
+def task_statuses(
+    record: RunRecord,
+    shares: list[ShareSummary],
+    progress: Progress,
+    states: dict[str, str],
+    activities: dict[int, str],
+) -> list[TaskStatus]:
+    """One TaskStatus per planned task: its job and the job's state, and what is finished of its share. Pure."""
+    task_ids = record.jobs.get("convert", [])
+    tasks = []
+    for share in shares:
+        done = progress.shares.get(share.index, ShareCounts())
+        job_id = task_ids[share.index] if share.index < len(task_ids) else "-"
+        tasks.append(
+            TaskStatus(
+                task=share.index,
+                job_id=job_id,
+                state=states.get(job_id, "UNKNOWN"),
+                items=share.items,
+                ok=done.ok,
+                failed=done.failed,
+                pending=max(0, share.items - done.ok - done.failed - done.partial),
+                pages=share.pages,
+                pages_done=done.pages_done,
+                activity=activities.get(share.index, "-"),
+                partial=done.partial,
+            )
+        )
+    return tasks
+
+
+def _judge(
+    record: RunRecord,
+    tasks: list[TaskStatus],
+    progress: Progress,
+    seen: Observation,
+    stops: dict[int, TaskStop],
+    collected: bool,
+    collector: str,
+) -> Verdict:
+    """The run's state, headline, reasons and next command (verdict.py) from the facts gathered here."""
+    others = {job_id: f"{role} {job_id}" for role in ("service", "collect") for job_id in record.jobs.get(role, [])}
+    return verdict(
+        RunFacts(
+            run_id=record.run_id,
+            time_limit=record.time_limit,
+            mem=record.mem,
+            cancelled=record.cancelled is not None,
+            tasks=tuple(TaskView(t.task, t.job_id, t.state, t.pending) for t in tasks),
+            stops=stops,
+            items=sum(t.items for t in tasks),
+            pending=sum(t.pending for t in tasks),
+            failed=sum(t.failed for t in tasks),
+            collected=collected,
+            collector=collector,
+            partial=sum(t.partial for t in tasks),
+            **(progress.retry or {}),
+            pending_reasons=seen.pending,
+            other_jobs=others,
+            wedged=bool(seen.wedged) and not seen.cancelled,
+        )
     )
 
 
@@ -290,29 +315,6 @@ def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
     )
 
 
-def commit_lost_pages(latest: pd.DataFrame) -> list[str]:
-    """The pages lost so far (sub-items that failed), by document id and 1-based pages. Pure."""
-    lost = latest[latest.index.str.contains(SUB_MARK, regex=False) & ~latest["status"].isin(["ok", BISECTED, REOPENED])]
-    found = lost.index.str.extract(r"^([^.]+)\.r(\d+)-(\d+)$")
-    return [
-        f"document {doc} page{'s' if int(b) - int(a) > 1 else ''} {int(a) + 1}"
-        + (f"-{b}" if int(b) - int(a) > 1 else "")
-        + f": {status}"
-        for (doc, a, b), status in zip(found.itertuples(index=False, name=None), lost["status"], strict=False)
-    ]
-
-
-def commit_text_layer(latest: pd.DataFrame) -> dict:
-    """Pages flagged empty or garbled, and in how many items, from the latest commits' flags. Pure."""
-    counts = token_counts(latest["flags"][latest["status"] == "ok"])
-    return {
-        "empty_pages": int(counts["empty"].sum()),
-        "items_with_empty_pages": int((counts["empty"] > 0).sum()),
-        "garbled_pages": int(counts["garbled"].sum()),
-        "items_with_garbled_pages": int((counts["garbled"] > 0).sum()),
-    }
-
-
 @dataclass(frozen=True)
 class DoneSoFar:
     items: int
@@ -348,7 +350,7 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool =
         mark_cancelled(paths)
         record = paths.load_record()
     activities = {task: beat.state for task, beat in read_heartbeats(paths.progress).items()}
-    status = summarize(
+    status = status_of(
         record,
         shares,
         progress,

@@ -13,6 +13,7 @@ stderr when asked (`progress`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -208,8 +209,7 @@ def scan_pdfs(
             scanned[position] = ScannedPdf(relpath, Path(path), size, pages, error, status, mtime_ns)
     result = [pdf for pdf in scanned if pdf is not None]
     if known is not None and (todo or hits != len(known.entries)):  # else the cache holds just these already
-        try:
+        # a full or read-only cache folder: the next scan reads the PDFs again, nothing worse
+        with contextlib.suppress(OSError):
             known.save([Counted(p.relpath, p.bytes, p.mtime_ns, p.pages, p.error, p.status) for p in result])
-        except OSError:  # a full or read-only cache folder: the next scan reads the PDFs again, nothing worse
-            pass
     return result

@@ -209,105 +209,73 @@ def timeline_sections(view: RunView, items: pd.DataFrame, totals: dict, limits: 
 
 
 def table_sections(view: RunView, items: pd.DataFrame, limits: Limits) -> list[Section]:
-    """Failures (the first `limits.table_rows`), the slowest PDFs, and the LLM service if there was one."""
+    """Failures (the first `limits.table_rows`), the lost pages, the slowest PDFs, and the LLM service if
+    there was one."""
     where = (
         f"{attempts_file(view)} has every attempt, summary.json every missing item"
         if view.summary
         else f"{attempts_file(view)} have every attempt"
     )
     failures = frames.failures_frame(view.items, items, view.summary.get("missing"))
+    slowest = Table.of(frames.slowest_frame(items, limits.slowest), "slowest-table", "No PDF converted yet.")
     sections = [
         Section(
             "failures",
             f"Failures ({len(failures):,})",
             tables=[("", Table.of(failures, "failures-table", "No failures.", limits.table_rows, where))],
         ),
+        lost_pages_section(view, limits),
         Section(
             "slowest",
             "Slowest PDFs",
             f"Top {limits.slowest} by conversion seconds (all parts together).",
-            tables=[
-                ("", Table.of(frames.slowest_frame(items, limits.slowest), "slowest-table", "No PDF converted yet."))
-            ],
+            tables=[("", slowest)],
         ),
+        llm_section(view, limits),
     ]
+    return [section for section in sections if section is not None]
+
+
+def _summary_table(frame: pd.DataFrame, table_id: str, empty: str, limits: Limits) -> Table:
+    """A long table of the page, cut at `limits.table_rows`: summary.json has all its rows."""
+    return Table.of(frame, table_id, empty, limits.table_rows, "summary.json has them all")
+
+
+def lost_pages_section(view: RunView, limits: Limits) -> Section | None:
+    """The pages lost in bisected items (summary.json's), and how to try them again; None when none was."""
     lost = pd.DataFrame(view.summary.get("lost_pages") or [], columns=["pdf", "page", "status", "error"])
-    if len(lost):
-        note = (
-            f"Pages that failed alone once their items were bisected; each document has a placeholder for "
-            f"them and the status partial. To try them again, run: {command_line('retry', view.record.run_id)}"
-        )
-        sections.insert(
-            1,
-            Section(
-                "lost-pages",
-                f"Lost pages ({len(lost):,})",
-                note,
-                tables=[
-                    (
-                        "",
-                        Table.of(
-                            lost,
-                            "lost-pages-table",
-                            "No page was lost.",
-                            limits.table_rows,
-                            "summary.json has them all",
-                        ),
-                    )
-                ],
-            ),
-        )
+    if not len(lost):
+        return None
+    note = (
+        f"Pages that failed alone once their items were bisected; each document has a placeholder for "
+        f"them and the status partial. To try them again, run: {command_line('retry', view.record.run_id)}"
+    )
+    table = _summary_table(lost, "lost-pages-table", "No page was lost.", limits)
+    return Section("lost-pages", f"Lost pages ({len(lost):,})", note, tables=[("", table)])
+
+
+def llm_section(view: RunView, limits: Limits) -> Section | None:
+    """The LLM service: tokens/s and requests in flight over time, its counters, replicas, and the items
+    whose refinement was degraded or failed over; None when the run had no LLM."""
     llm = view.llm
-    if llm:
-        fig = figures.llm_figure(frames.llm_timeline_frame(llm, limits.llm_points))
-        note = (
-            f"{llm.get('tokens_out_per_s', 0)} tokens/s on average, peak {llm.get('peak_tokens_out_per_s', 0)}; "
-            f"peak {llm.get('peak_in_flight', 0)} in flight, {llm.get('peak_queued', 0)} waiting at the fronts; "
-            f"{llm.get('denied', 0)} denied (bad secret)." + (f" {llm['bound']['why']}." if llm.get("bound") else "")
-        )
-        sections.append(
-            Section(
-                "llm",
-                "LLM service",
-                note,
-                figures.figure_html(fig, "llm-plot") if fig else None,
-                [
-                    ("", Table.of(frames.llm_counts_frame(llm), "llm-table", "")),
-                    *(
-                        [("Replicas", Table.of(frames.llm_replicas_frame(llm), "llm-replicas-table", ""))]
-                        if llm.get("replicas")
-                        else []
-                    ),
-                    (
-                        "Items with degraded refinement",
-                        Table.of(
-                            frames.degraded_frame(view.summary),
-                            "degraded-table",
-                            "None.",
-                            limits.table_rows,
-                            "summary.json has them all",
-                        ),
-                    ),
-                    *(
-                        [
-                            (
-                                "Items whose LLM requests moved to another replica",
-                                Table.of(
-                                    frames.degraded_frame(view.summary, "llm_failover"),
-                                    "failover-table",
-                                    "None.",
-                                    limits.table_rows,
-                                    "summary.json has them all",
-                                ),
-                            )
-                        ]
-                        if view.summary.get("llm_failover")
-                        else []
-                    ),
-                ],
-            )
-        )
-    return sections
+    if not llm:
+        return None
+    fig = figures.llm_figure(frames.llm_timeline_frame(llm, limits.llm_points))
+    note = (
+        f"{llm.get('tokens_out_per_s', 0)} tokens/s on average, peak {llm.get('peak_tokens_out_per_s', 0)}; "
+        f"peak {llm.get('peak_in_flight', 0)} in flight, {llm.get('peak_queued', 0)} waiting at the fronts; "
+        f"{llm.get('denied', 0)} denied (bad secret)." + (f" {llm['bound']['why']}." if llm.get("bound") else "")
+    )
+    tables = [("", Table.of(frames.llm_counts_frame(llm), "llm-table", ""))]
+    if llm.get("replicas"):
+        tables.append(("Replicas", Table.of(frames.llm_replicas_frame(llm), "llm-replicas-table", "")))
+    degraded = _summary_table(frames.degraded_frame(view.summary), "degraded-table", "None.", limits)
+    tables.append(("Items with degraded refinement", degraded))
+    if view.summary.get("llm_failover"):
+        moved = frames.degraded_frame(view.summary, "llm_failover")
+        heading = "Items whose LLM requests moved to another replica"
+        tables.append((heading, _summary_table(moved, "failover-table", "None.", limits)))
+    return Section("llm", "LLM service", note, figures.figure_html(fig, "llm-plot") if fig else None, tables)
 
 
 def text_layer_section(view: RunView, totals: dict, limits: Limits) -> Section:
@@ -322,13 +290,7 @@ def text_layer_section(view: RunView, totals: dict, limits: Limits) -> Section:
         f"{plural(layer.get('documents_with_garbled_pages', 0), 'document')}. To convert them again with OCR, "
         f"run: {ocr_command(view.record.run_id, layer)}"
     )
-    table = Table.of(
-        frames.flagged_frame(totals),
-        "text-layer-table",
-        "No page was flagged.",
-        limits.table_rows,
-        "summary.json has them all",
-    )
+    table = _summary_table(frames.flagged_frame(totals), "text-layer-table", "No page was flagged.", limits)
     return Section("text-layer", "Text layer", note, tables=[("", table)])
 
 

@@ -200,10 +200,8 @@ class ClaimBoard:
                 mtime = 0.0  # renamed away by a taker just now: try once more
             if mtime >= FINISHED or time.time() - mtime < self.lease_s:
                 return None
-            try:  # expired or given back: only one taker's rename succeeds
+            with contextlib.suppress(FileNotFoundError):  # expired or given back: only one taker's rename succeeds
                 os.replace(path, path.with_name(name + OLD_SUFFIX))
-            except FileNotFoundError:
-                pass
             inode = create_exclusive(path, content)
             if inode is None:
                 return None

@@ -5,7 +5,8 @@ status (`ok` only when every item is ok and the items cover its pages from page 
 else the first failed item's status, or `incomplete`), pages, engine, LLM refinement and the
 text-layer flags of all its items; `flag_share` is the share of a document's checked pages that
 carry a flag (what `retry --select no-text|garbled` uses). `text_layer_tokens` and `token_counts`
-write and read the flags in a task's commit log (runstate/progress.py), for `status` before collection.
+write and read the flags in a task's commit log (runstate/progress.py), and `commit_text_layer` adds
+them up, for `status` before collection.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ SELECTORS = ("no-text", "garbled", "partial", "failed")  # what `retry --select`
 @dataclass(frozen=True)
 class DocumentState:
     pdf: str
-    status: str  # ok; partial (pages lost: bisected items); the first failed item's status (failed, timeout, encrypted); incomplete
+    # ok; partial (pages lost: bisected items); the first failed item's status (failed, timeout, encrypted);
+    # incomplete
+    status: str
     error: str | None
     items: int
     pages: int
@@ -117,3 +120,14 @@ def token_counts(flags: pd.Series) -> pd.DataFrame:
         mine = found[found[0] == token]
         counts.loc[mine.index.get_level_values(0), column] = mine[1].astype(int).to_numpy()
     return counts
+
+
+def commit_text_layer(latest: pd.DataFrame) -> dict:
+    """Pages flagged empty or garbled, and in how many items, from the latest commits' flags. Pure."""
+    counts = token_counts(latest["flags"][latest["status"] == "ok"])
+    return {
+        "empty_pages": int(counts["empty"].sum()),
+        "items_with_empty_pages": int((counts["empty"] > 0).sum()),
+        "garbled_pages": int(counts["garbled"].sum()),
+        "items_with_garbled_pages": int((counts["garbled"] > 0).sum()),
+    }

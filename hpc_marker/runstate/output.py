@@ -8,8 +8,8 @@ A document converted again in another format replaces only its own: the folder k
 format's file and images, and that conversion's metadata as `<stem>_meta-<format>.json`
 (`read_meta` finds a format's). Every document (and every part of a split
 PDF) is first written whole into a staging folder, then renamed into its final place: a task killed
-at any instant never leaves a half-written document under a final name. Parts of a split PDF live under the run folder and
-become one document only when all of them are there (`merge_parts`).
+at any instant never leaves a half-written document under a final name. Parts of a split PDF live
+under the run folder and become one document only when all of them are there (`merge_parts`).
 """
 
 from __future__ import annotations

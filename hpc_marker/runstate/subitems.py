@@ -6,16 +6,22 @@ follows the halves from a planned item through a lookup (done markers for a task
 collector, commit-log statuses for resume, manifest records for the summary) and returns the
 leaves in page order and the nodes not finished yet. `fold` turns the leaves into the document's
 view of that item: `ok` when every page converted, `partial` when some did, else the first leaf's
-failure, and the lost pages with their reasons.
+failure, and the lost pages with their reasons. `fold_commits` and `commit_lost_pages` do the same
+from commit-log lines alone (for `status` before collection).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK, doc_of, half_ids
+from hpc_marker.runstate.progress import REOPENED
 from hpc_marker.util.text import plural
+
+if TYPE_CHECKING:  # pandas loads only where frames are folded
+    import pandas as pd
 
 PARTIAL = "partial"  # a document (or planned item) whose pages converted except the lost ones
 
@@ -134,7 +140,8 @@ def fold_commits(latest):
     with bisected items folded, from commit-log lines alone (no page ranges): a document's bisected
     items are finished once its leaves' pages add up to theirs; then each is `partial` when a leaf of
     the document was lost, else `ok`; until then it stays BISECTED (not finished). Column `lost` (when
-    anything was bisected): pages lost in the item's document. Pure; beyond one vectorized pass, the cost is per bisected item."""
+    anything was bisected): pages lost in the item's document. Pure; beyond one vectorized pass, the
+    cost is per bisected item."""
     sub = latest.index.str.contains(SUB_MARK, regex=False)
     if not sub.any() and not (latest["status"] == BISECTED).any():
         return latest  # nothing was bisected: every line is a planned item's
@@ -155,3 +162,15 @@ def fold_commits(latest):
     planned.loc[bisected.index, "status"] = status
     planned.loc[bisected.index, "lost"] = lost_here
     return planned
+
+
+def commit_lost_pages(latest: pd.DataFrame) -> list[str]:
+    """The pages lost so far (sub-items that failed), by document id and 1-based pages. Pure."""
+    lost = latest[latest.index.str.contains(SUB_MARK, regex=False) & ~latest["status"].isin(["ok", BISECTED, REOPENED])]
+    found = lost.index.str.extract(r"^([^.]+)\.r(\d+)-(\d+)$")
+    return [
+        f"document {doc} page{'s' if int(b) - int(a) > 1 else ''} {int(a) + 1}"
+        + (f"-{b}" if int(b) - int(a) > 1 else "")
+        + f": {status}"
+        for (doc, a, b), status in zip(found.itertuples(index=False, name=None), lost["status"], strict=False)
+    ]

@@ -49,6 +49,32 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
     failed = final[~final["status"].isin(["ok", PARTIAL])]
     wall = busy_seconds(records["started"], records["finished"])  # not the idle time between submissions
     pages_ok = int(final["pages_ok"].sum())
+    counts = final["status"].value_counts()
+    return {
+        "items": len(planned),
+        "ok": len(ok),
+        "failed": len(failed),
+        "partial": len(partial),
+        "by_status": {status: int(counts.get(status, 0)) for status in (*STATUSES, PARTIAL)},
+        "lost_pages": _lost_pages(partial),
+        "missing": sorted(set(planned) - set(latest["item_id"])),
+        "pages": int(sum(s.pages for s in shares)),
+        "pages_ok": pages_ok,
+        "wall_seconds": round(wall, 3),
+        "pages_per_second": round(pages_ok / wall, 3) if wall else None,
+        "failures": _failures(failed),
+        "torn_manifest_lines": torn,
+        "tasks": _task_rows(records, shares),
+        "shares": _share_rows(final, shares, planned),
+        "first_started": float(records["started"].min()) if len(records) else None,
+        "last_finished": float(records["finished"].max()) if len(records) else None,
+        **text_layer_summary(leaves),
+    }
+
+
+def _per_task(records: pd.DataFrame) -> pd.DataFrame:
+    """Per task, over every record: items ok, records, items split, pages ok, busy and wall seconds, the
+    GPUs and hosts it ran on."""
     per_task = records.assign(
         ok=records["status"] == "ok",
         split=records["status"] == BISECTED,
@@ -73,6 +99,12 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
     for column, name in (("gpu", "gpu"), ("host", "hosts")):  # the distinct pairs first: a few per task
         pairs = records[["task", column]].drop_duplicates()
         agg[name] = pairs.groupby("task")[column].agg(lambda s: sorted(set(s))).reindex(agg.index)
+    return agg
+
+
+def _task_rows(records: pd.DataFrame, shares: list[ShareSummary]) -> list[dict]:
+    """summary.json's `tasks`: one entry per planned task (share), zeros for a task without records."""
+    agg = _per_task(records)
     tasks = []
     for share in shares:
         row = agg.loc[share.index] if share.index in agg.index else None
@@ -93,6 +125,11 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
                 "hosts": list(row["hosts"]) if row is not None else [],
             }
         )
+    return tasks
+
+
+def _failures(failed: pd.DataFrame) -> list[dict]:
+    """summary.json's `failures`: the failed items (latest records) by PDF and first page."""
     failed = failed.sort_values(["pdf", "page_start"], kind="stable")
     failures = pd.DataFrame(
         {
@@ -104,7 +141,11 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
             "task": failed["task"],
         }
     )
-    counts = final["status"].value_counts()
+    return failures.astype(object).where(failures.notna(), None).to_dict("records")
+
+
+def _share_rows(final: pd.DataFrame, shares: list[ShareSummary], planned: pd.Series) -> list[dict]:
+    """summary.json's `shares`: per planned share, its finished items by outcome and their pages."""
     share_of = pd.Series(np.repeat([s.index for s in shares], [s.items for s in shares]), index=planned.values)
     done = final[final["status"] != BISECTED]  # a bisected item whose halves are not all finished is not done
     per_share = done.assign(
@@ -121,7 +162,7 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
         pages_done=("pages", "sum"),
         degraded=("deg", "sum"),
     )
-    share_rows = [
+    return [
         {
             "share": int(share),
             "ok": int(row.ok),
@@ -132,31 +173,15 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
         }
         for share, row in grouped.iterrows()
     ]
-    lost = [
+
+
+def _lost_pages(partial: pd.DataFrame) -> list[dict]:
+    """summary.json's `lost_pages`: each page lost in a partial document, 1-based, by PDF."""
+    return [
         {"pdf": row.pdf, "page": int(page["page"]) + 1, "status": page["status"], "error": page["error"]}
         for row in partial.sort_values(["pdf", "page_start"]).itertuples(index=False)
         for page in row.lost_pages
     ]
-    return {
-        "items": len(planned),
-        "ok": len(ok),
-        "failed": len(failed),
-        "partial": len(partial),
-        "by_status": {status: int(counts.get(status, 0)) for status in (*STATUSES, PARTIAL)},
-        "lost_pages": lost,
-        "missing": sorted(set(planned) - set(latest["item_id"])),
-        "pages": int(sum(s.pages for s in shares)),
-        "pages_ok": pages_ok,
-        "wall_seconds": round(wall, 3),
-        "pages_per_second": round(pages_ok / wall, 3) if wall else None,
-        "failures": failures.astype(object).where(failures.notna(), None).to_dict("records"),
-        "torn_manifest_lines": torn,
-        "tasks": tasks,
-        "shares": share_rows,
-        "first_started": float(records["started"].min()) if len(records) else None,
-        "last_finished": float(records["finished"].max()) if len(records) else None,
-        **text_layer_summary(leaves),
-    }
 
 
 def document_counts(items: pd.DataFrame, records: pd.DataFrame, merged: set[str]) -> dict:

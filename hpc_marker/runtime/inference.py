@@ -55,7 +55,7 @@ from hpc_marker.servers.vllm import (
 )
 
 MODES = ("off", "native", "apptainer", "singularity")
-CHOICES = ("auto",) + MODES  # what --inference-server takes
+CHOICES = ("auto", *MODES)  # what --inference-server takes
 DEFAULT_STARTUP_TIMEOUT_S = 900.0
 LOG_TAIL_LINES = 20
 # surya/inference/backends/vllm.py: server concurrency scaled from a 24 GB baseline by GPU memory.

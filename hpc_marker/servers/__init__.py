@@ -11,6 +11,6 @@
 
 Users: marker 2.x's per-task `vllm serve` (runtime/inference.py), the Ollama or vLLM server of a
 run's LLM service and of `llm bench --start` (llm/process.py, llm/vllm.py), Ollama for `prefetch
---llm`. ManagedServer knows nothing of any of them: argv, env, log, health URL or check, stop. Depends only on util/ (and httpx); nothing is imported here, so importing the package
-does no work.
+--llm`. ManagedServer knows nothing of any of them: argv, env, log, health URL or check, stop.
+Depends only on util/ (and httpx); nothing is imported here, so importing the package does no work.
 """

@@ -2,10 +2,10 @@
 
 A template is a folder `<name>/` holding one `<role>.sbatch.j2` per role (service, convert, collect)
 found on the template search path: the folders in `HPCMARKER_TEMPLATE_PATH` (colon-separated),
-then those named in the user's and the site's config, then the packaged ones; the first match wins. Every `{{ value }}` is shell-quoted by the
-environment itself (a path with spaces, quotes, `$()` or backticks cannot run anything);
-only values wrapped in `Raw` (admin-written setup lines, the job command) go in verbatim.
-Unknown variables are errors that list the valid ones.
+then those named in the user's and the site's config, then the packaged ones; the first match wins.
+Every `{{ value }}` is shell-quoted by the environment itself (a path with spaces, quotes, `$()` or
+backticks cannot run anything); only values wrapped in `Raw` (admin-written setup lines, the job
+command) go in verbatim. Unknown variables are errors that list the valid ones.
 """
 
 from __future__ import annotations

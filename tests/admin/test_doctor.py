@@ -15,7 +15,8 @@ from runkit import invoke
 from standin.harness import StandinOllama, free_port, path_with_standin, seed_model
 
 from hpc_marker.admin import checks, doctor
-from hpc_marker.admin.doctor import FAIL, OK, WARN, Check, DoctorRequest
+from hpc_marker.admin.checks import FAIL, OK, WARN, Check
+from hpc_marker.admin.doctor import DoctorRequest
 from hpc_marker.engines import marker as marker_engine
 from hpc_marker.submission.request import SubmitRequest
 
@@ -28,27 +29,27 @@ def shim(bin_dir: Path, name: str, script: str) -> None:
 
 def test_partition_must_exist_and_have_gpus():
     known = {"gpu": "gpu:4", "cpu": "(null)"}
-    assert doctor.check_partition("gpu", known, "cpu").status == OK
-    nope = doctor.check_partition("nope", known, "gpu")
+    assert checks.check_partition("gpu", known, "cpu").status == OK
+    nope = checks.check_partition("nope", known, "gpu")
     assert nope.status == FAIL and "cpu, gpu" in nope.detail and nope.fix == "pass --partition gpu"
-    cpu = doctor.check_partition(None, known, "cpu")
+    cpu = checks.check_partition(None, known, "cpu")
     assert (cpu.name, cpu.status) == ("partition cpu", FAIL) and "no GPUs" in cpu.detail
-    assert doctor.check_partition(None, {"cpu": "(null)"}, None).fix == "no partition here has GPUs in its GRES"
+    assert checks.check_partition(None, {"cpu": "(null)"}, None).fix == "no partition here has GPUs in its GRES"
 
 
 def test_slurm_missing_answering_and_broken(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     shim(bin_dir, "bash", 'exec /bin/bash "$@"')
     monkeypatch.setenv("PATH", str(bin_dir))
-    [none] = doctor.check_slurm()
+    [none] = checks.check_slurm()
     assert none.status == WARN and "no Slurm here" in none.detail
     shim(bin_dir, "sinfo", 'echo "gpu*|gpu:2"')
     shim(bin_dir, "sacct", 'echo "sacct: error: Slurm accounting storage is disabled" >&2; exit 1')
-    sinfo, sacct = doctor.check_slurm()
+    sinfo, sacct = checks.check_slurm()
     assert (sinfo.status, sacct.status) == (OK, FAIL)
     assert "accounting storage is disabled" in sacct.detail and "slurmdbd" in sacct.fix
     shim(bin_dir, "sinfo", 'echo "slurm_load_partitions: Unable to contact slurm controller" >&2; exit 1')
-    sinfo, _ = doctor.check_slurm()
+    sinfo, _ = checks.check_slurm()
     assert sinfo.status == FAIL and "Unable to contact" in sinfo.detail and "scontrol ping" in sinfo.fix
 
 
@@ -103,39 +104,39 @@ def test_template_check_follows_the_profile(tmp_path, monkeypatch):
 
 def test_marker_install_import_and_cache_with_fakes(monkeypatch):
     monkeypatch.setattr(marker_engine, "marker_version", lambda: None)
-    missing = doctor.check_marker_install()
+    missing = checks.check_marker_install()
     assert missing.status == FAIL and missing.fix == 'pip install "hpc-marker[marker]"'
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.9.1")
-    old = doctor.check_marker_install()
+    old = checks.check_marker_install()
     assert old.status == FAIL and "1.9.1 is not a supported version (1.10.x, 2.0.x)" in old.detail
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "2.0.0")
-    assert doctor.check_marker_install().status == OK
+    assert checks.check_marker_install().status == OK
 
     def broken(name):
         raise RuntimeError("operator torchvision::nms does not exist\nmore")
 
-    monkeypatch.setattr(doctor, "_import", broken)
-    imported = doctor.check_marker_import()
+    monkeypatch.setattr(checks, "_import", broken)
+    imported = checks.check_marker_import()
     assert imported.status == FAIL and imported.detail == (
         "import marker.models: RuntimeError: operator torchvision::nms does not exist"
     )
 
     pieces = ["font /x/f.ttf", "model s3://layout/1 (/m)"]
     monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda **_: pieces)
-    cache = doctor.check_marker_cache()
+    cache = checks.check_marker_cache()
     assert cache.status == FAIL and "font /x/f.ttf" in cache.detail and "hpcmarker prefetch --marker" in cache.fix
     node = ["llama-server binary (llamacpp backend; or set SURYA_INFERENCE_URL)"]
     monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda **_: node)
-    assert doctor.check_marker_cache().fix == node[0]  # prefetch cannot help there
+    assert checks.check_marker_cache().fix == node[0]  # prefetch cannot help there
     monkeypatch.setattr(marker_engine, "missing_cache_pieces", lambda **_: [])
-    assert doctor.check_marker_cache().status == OK
+    assert checks.check_marker_cache().status == OK
 
 
 @pytest.mark.marker
 def test_marker_cache_real_marker_empty_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FONT_PATH", str(tmp_path / "fonts" / "f.ttf"))  # read at first import, in a fresh process
     code = (
-        "from hpc_marker.admin.doctor import check_marker_cache as c, check_marker_install as i; import json; "
+        "from hpc_marker.admin.checks import check_marker_cache as c, check_marker_install as i; import json; "
         "print(json.dumps([i().__dict__, c().__dict__]))"
     )
     env = {**os.environ, "MODEL_CACHE_DIR": str(tmp_path / "models"), "HF_HOME": str(tmp_path / "hf")}
@@ -155,56 +156,56 @@ def test_marker_cache_real_marker_empty_cache(tmp_path, monkeypatch):
 
 def test_ollama_binary(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", path_with_standin(str(tmp_path)))
-    assert doctor.check_ollama(True).status == OK
+    assert checks.check_ollama(True).status == OK
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert doctor.check_ollama(False).status == WARN
-    required = doctor.check_ollama(True)
+    assert checks.check_ollama(False).status == WARN
+    required = checks.check_ollama(True)
     assert required.status == FAIL and "not on PATH" in required.detail
 
 
 def test_ollama_url_and_manifest_path(tmp_path):
-    assert doctor.ollama_url("0.0.0.0:11500") == "http://127.0.0.1:11500"
-    assert doctor.ollama_url("https://llm.example.org") == "https://llm.example.org:11434"
-    assert doctor.ollama_url("gpu01") == "http://gpu01:11434"
-    assert doctor.manifest_path(tmp_path, "qwen2.5:7b") == tmp_path / "manifests/registry.ollama.ai/library/qwen2.5/7b"
-    assert doctor.manifest_path(tmp_path, "me/m") == tmp_path / "manifests/registry.ollama.ai/me/m/latest"
-    assert doctor.manifest_path(tmp_path, "hf.co/org/m:q4") == tmp_path / "manifests/hf.co/org/m/q4"
+    assert checks.ollama_url("0.0.0.0:11500") == "http://127.0.0.1:11500"
+    assert checks.ollama_url("https://llm.example.org") == "https://llm.example.org:11434"
+    assert checks.ollama_url("gpu01") == "http://gpu01:11434"
+    assert checks.manifest_path(tmp_path, "qwen2.5:7b") == tmp_path / "manifests/registry.ollama.ai/library/qwen2.5/7b"
+    assert checks.manifest_path(tmp_path, "me/m") == tmp_path / "manifests/registry.ollama.ai/me/m/latest"
+    assert checks.manifest_path(tmp_path, "hf.co/org/m:q4") == tmp_path / "manifests/hf.co/org/m/q4"
 
 
 def test_llm_model_on_server_or_in_models_dir(tmp_path):
     server = StandinOllama(tmp_path / "standin").start()
     try:
         seed_model(server.models, "tiny:1b")
-        assert doctor.check_llm_model("tiny:1b", host=server.url, models_dir=str(tmp_path / "empty")).status == OK
-        absent = doctor.check_llm_model("other:2b", host=server.url, models_dir=str(tmp_path / "empty"))
+        assert checks.check_llm_model("tiny:1b", host=server.url, models_dir=str(tmp_path / "empty")).status == OK
+        absent = checks.check_llm_model("other:2b", host=server.url, models_dir=str(tmp_path / "empty"))
         assert absent.status == FAIL and f"not on the Ollama at {server.url}" in absent.detail
         assert "hpcmarker prefetch --llm other:2b" in absent.fix
     finally:
         server.stop()
     closed = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
-    nothing = doctor.check_llm_model("tiny:1b", host=closed, models_dir=str(tmp_path / "models"))
+    nothing = checks.check_llm_model("tiny:1b", host=closed, models_dir=str(tmp_path / "models"))
     assert nothing.status == FAIL and "no Ollama answers" in nothing.detail and time.monotonic() - started < 5
-    manifest = doctor.manifest_path(tmp_path / "models", "tiny:1b")
+    manifest = checks.manifest_path(tmp_path / "models", "tiny:1b")
     manifest.parent.mkdir(parents=True)
     manifest.write_text("{}")
-    found = doctor.check_llm_model("tiny:1b", host=closed, models_dir=str(tmp_path / "models"))
+    found = checks.check_llm_model("tiny:1b", host=closed, models_dir=str(tmp_path / "models"))
     assert found.status == OK and "blobs not verified" in found.detail
 
 
 def test_out_folder(tmp_path):
-    assert doctor.check_out(tmp_path).status == OK
-    assert "can be created" in doctor.check_out(tmp_path / "a" / "b").detail
+    assert checks.check_out(tmp_path).status == OK
+    assert "can be created" in checks.check_out(tmp_path / "a" / "b").detail
     (tmp_path / "file").write_text("x")
-    assert doctor.check_out(tmp_path / "file" / "sub").status == FAIL
-    low = doctor.check_out(tmp_path, min_free_gb=1e9)
+    assert checks.check_out(tmp_path / "file" / "sub").status == FAIL
+    low = checks.check_out(tmp_path, min_free_gb=1e9)
     assert low.status == WARN and "GB free" in low.detail
 
 
 def test_threads():
-    assert doctor.check_threads({"OMP_NUM_THREADS": "4"}, 64).status == OK
-    assert doctor.check_threads({}, 64).status == WARN
-    assert doctor.check_threads({}, 8).status == OK
+    assert checks.check_threads({"OMP_NUM_THREADS": "4"}, 64).status == OK
+    assert checks.check_threads({}, 64).status == WARN
+    assert checks.check_threads({}, 8).status == OK
 
 
 def test_a_check_that_raises_becomes_a_failure(monkeypatch):
@@ -282,15 +283,15 @@ def test_marker_2_inference_server_binary_is_checked_where_the_jobs_look(tmp_pat
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "2.0.0")
     monkeypatch.delenv("SURYA_INFERENCE_URL", raising=False)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    [missing] = doctor.check_marker_server("generic")
+    [missing] = checks.check_marker_server("generic")
     assert missing.status == FAIL and missing.detail.startswith("vllm is not on PATH")
     assert "vllm==0.20.1" in missing.fix and "--inference-server apptainer" in missing.fix
     standin = Path(__file__).resolve().parents[1] / "standin"
     monkeypatch.setenv("PATH", f"{standin}:/usr/bin:/bin")
-    [found] = doctor.check_marker_server("generic")
+    [found] = checks.check_marker_server("generic")
     assert found.status == OK and found.detail.startswith("native")
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.10.2")
-    [old] = doctor.check_marker_server("generic")
+    [old] = checks.check_marker_server("generic")
     assert old.status == OK and old.detail.startswith("none started")  # marker 1.x runs its models in the workers
 
 
@@ -301,7 +302,7 @@ def test_marker_2_cache_check_with_the_tasks_own_server_names_no_llama_server(tm
     if not metadata.version("marker-pdf").startswith("2."):
         pytest.skip("marker 1.x runs no inference server")
     code = (
-        "from hpc_marker.admin.doctor import check_marker_cache as c; import json; "
+        "from hpc_marker.admin.checks import check_marker_cache as c; import json; "
         "print(json.dumps(c(server=True).__dict__))"
     )
     env = {

@@ -16,6 +16,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -129,7 +130,7 @@ def test_marker_not_installed(tmp_path):
 class Mirror(BaseHTTPRequestHandler):
     """datalab's artifact and S3 URLs, locally: every manifest lists one file; every file is a few bytes."""
 
-    requests: list[str] = []
+    requests: ClassVar[list[str]] = []
 
     def do_GET(self):
         Mirror.requests.append(self.path)
@@ -244,7 +245,7 @@ def test_marker_from_a_mirror_then_doctor_accepts_the_cache(tmp_path, marker_url
     assert (models / "layout" / "2025_09_23" / "weights.bin").is_file()
     env_sh = cache / "env.sh"
     assert bash_value(env_sh, "MODEL_CACHE_DIR") == str(models) and bash_value(env_sh, "FONT_PATH") == str(font)
-    code = "from hpc_marker.admin.doctor import check_marker_cache as c; print(c().status, c().detail)"
+    code = "from hpc_marker.admin.checks import check_marker_cache as c; print(c().status, c().detail)"
     check = subprocess.run(
         ["bash", "-c", f"source {shlex.quote(str(env_sh))} && {shlex.quote(sys.executable)} -c {shlex.quote(code)}"],
         cwd=ROOT,

@@ -75,7 +75,7 @@ def test_gpus_0_is_refused_for_a_local_run_at_the_request_level(tmp_path, sample
     request = SubmitRequest.with_defaults(sample_pdfs, tmp_path / "out", gpus=0, engine="text", executor="local")
     from hpc_marker.submission.launch import prepare_run
 
-    with pytest.raises(LaunchError, match="^--gpus 0: must be at least 1"):
+    with pytest.raises(LaunchError, match=r"^--gpus 0: must be at least 1"):
         prepare_run(request, create=False)
 
 

@@ -141,15 +141,19 @@ def _parts(fmt: str) -> list[str]:
                 "children": [leaf],
             }
 
-        doc = lambda *pages: json.dumps({"children": list(pages), "block_type": "Document"}, indent=2)
+        def doc(*pages):
+            return json.dumps({"children": list(pages), "block_type": "Document"}, indent=2)
+
         return [doc(page(0, "zero"), page(1, "one")), lost_page(fmt, 2, "timeout", True), doc(page(3, "three"))]
 
     def block(i: int, text: str) -> dict:
         return {"id": f"/page/{i}/Text/1", "block_type": "Text", "html": f"<p>{text}</p>", "page": 0}
 
-    doc = lambda pages: json.dumps(
-        {"blocks": [block(i, t) for i, t in pages], "page_info": {str(i): {"bbox": [0, 0, 1, 1]} for i, _ in pages}}
-    )
+    def doc(pages):
+        return json.dumps(
+            {"blocks": [block(i, t) for i, t in pages], "page_info": {str(i): {"bbox": [0, 0, 1, 1]} for i, _ in pages}}
+        )
+
     return [doc([(0, "zero"), (1, "one")]), lost_page(fmt, 2, "timeout", True), doc([(3, "three")])]
 
 

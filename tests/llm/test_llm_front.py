@@ -180,16 +180,18 @@ def test_timeout_answers_504_and_is_counted(stack):
     )
     assert resp.status_code == 504 and "0.5s" in resp.json()["error"]
     assert time.monotonic() - started < 1.5
-    with pytest.raises(httpx.HTTPError):  # a stream past its deadline is cut
-        with httpx.stream(
+    with (
+        pytest.raises(httpx.HTTPError),  # a stream past its deadline is cut
+        httpx.stream(
             "POST",
             f"{front.url}/{SECRET}/task/7/api/generate",
             timeout=30,
             json={"model": "tiny:1b", "prompt": "a b c d e f g h i j", "stream": True},
-        ) as stream:
-            assert stream.status_code == 200
-            for _ in stream.iter_lines():
-                pass
+        ) as stream,
+    ):
+        assert stream.status_code == 200
+        for _ in stream.iter_lines():
+            pass
     counters = front.stats()["tasks"]["7"]
     assert counters["timeouts"] == 2 and counters["requests"] == 2 and counters["in_flight"] == 0
     assert any("timeout" in line for line in logs)

@@ -191,7 +191,7 @@ def test_no_ollama_on_path_and_bad_settings_are_one_line_errors(tmp_path, monkey
     with pytest.raises(ServiceError, match="'ollama' is not on PATH"):
         serve_llm(str(run_dir))
     LlmPaths(run_dir).settings.write_text(json.dumps({"model": "m", "paralel": 2}))
-    with pytest.raises(ServiceError, match="unknown keys paralel; valid keys: .*parallel"):
+    with pytest.raises(ServiceError, match=r"unknown keys paralel; valid keys: .*parallel"):
         serve_llm(str(run_dir))
     with pytest.raises(ServiceError, match="no LLM settings"):
         serve_llm(str(tmp_path / "elsewhere"))

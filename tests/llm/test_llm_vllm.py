@@ -166,7 +166,7 @@ def test_vllm_failures_are_one_line_and_fast(tmp_path, monkeypatch):
     assert time.monotonic() - started < 20
     assert vllm_pids(tmp_path / "requests.log") == []
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(ServiceError, match="'?vllm'? is not on PATH on .*llm_image"):
+    with pytest.raises(ServiceError, match=r"'?vllm'? is not on PATH on .*llm_image"):
         serve_llm(str(run_dir))
     LlmPaths(run_dir).save_settings(
         LlmSettings(model=MODEL, server="vllm", load_timeout_s=5, server_args=["--served-model-name", "renamed"])

@@ -7,15 +7,15 @@ import pandas as pd
 from hpc_marker.manage.status import (
     Progress,
     ShareCounts,
-    commit_lost_pages,
     share_counts,
-    summarize,
+    status_of,
 )
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
 from hpc_marker.planning.store import save_plan
 from hpc_marker.runstate.manifest import ManifestRecord, append_record, read_manifest
 from hpc_marker.runstate.progress import latest_commits
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.subitems import commit_lost_pages
 from hpc_marker.runstate.summary import plan_frames, summarize_records
 
 
@@ -94,9 +94,9 @@ def _progress(commits: list[tuple[str, str, int, int, float]]) -> Progress:
     return Progress(share_counts(latest_commits(frame)), float(frame["started"].min()), float(frame["finished"].max()))
 
 
-def test_summarize_counts_rate_and_eta():
+def test_status_of_counts_rate_and_eta():
     shares = plan_frames(_plan())[1]
-    status = summarize(
+    status = status_of(
         _record(),
         shares,
         _progress([("a", "ok", 10, 0, 100.0), ("b", "failed", 10, 0, 104.0)]),
@@ -378,5 +378,5 @@ def test_bisected_item_is_pending_until_its_pages_are_finished_then_partial():
         ]
     )
     assert commit_lost_pages(latest_commits(frame)) == ["document a page 8: timeout"]
-    status = summarize(_record(), plan_frames(_plan())[1], done, {}, now=10.0)
+    status = status_of(_record(), plan_frames(_plan())[1], done, {}, now=10.0)
     assert (status.ok, status.partial, status.failed, status.pending) == (1, 1, 0, 1)

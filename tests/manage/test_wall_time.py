@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from hpc_marker.manage.status import read_progress, summarize, summary_progress
+from hpc_marker.manage.status import read_progress, status_of, summary_progress
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord
@@ -94,7 +94,7 @@ def test_summary_of_a_retried_run_counts_the_time_it_worked():
     assert [t["wall_seconds"] for t in summary["tasks"]] == [4.0, 15.0]
     assert summary_progress(summary).busy_seconds == 15.0
     shares = plan_frames(_plan())[1]
-    status = summarize(
+    status = status_of(
         _record(),
         shares,
         summary_progress(summary),
@@ -115,13 +115,13 @@ def test_status_before_collection_leaves_the_idle_gap_out_too(tmp_path):
     shares = plan_frames(_plan())[1]
     running = {"7_0": "COMPLETED", "7_1": "RUNNING"}
     stops = {0: TaskStop(0, DONE, started=99.0, stopped=105.0), 1: TaskStop(1, RUNNING, started=RETRY_AT)}
-    loading = summarize(_record(), shares, read_progress(paths), running, now=RETRY_AT + 5, stops=stops)
+    loading = status_of(_record(), shares, read_progress(paths), running, now=RETRY_AT + 5, stops=stops)
     assert loading.elapsed_seconds == 5.0 + 5.0 and loading.pages_per_second == 2.0  # the retry's task starting
     item, status, pages, task, started, finished = _attempts()[3]
     logs[task].append(item, status, pages, task, started, finished)
-    working = summarize(_record(), shares, read_progress(paths), running, now=RETRY_AT + 20, stops=stops)
+    working = status_of(_record(), shares, read_progress(paths), running, now=RETRY_AT + 20, stops=stops)
     assert working.elapsed_seconds == 5.0 + 20.0  # its work so far, and the stretch since its last item
-    over = summarize(
+    over = status_of(
         _record(), shares, read_progress(paths), {"7_0": "COMPLETED", "7_1": "COMPLETED"}, now=RETRY_AT + 3600
     )
     assert over.elapsed_seconds == 15.0 and over.pages_per_second == round(50 / 15, 2)

@@ -160,7 +160,7 @@ def test_resume_submits_only_what_is_not_done(tmp_path, sample_pdfs):
 def test_retry_reopens_failed_items_until_they_are_poison(tmp_path, sample_pdfs):
     make_bad_pdfs(sample_pdfs / "bad")
     run = run_local(sample_pdfs, tmp_path / "out", "--gpus", "2", expect=FINISHED_WITH_FAILURES)
-    for attempt in (1, 2):
+    for _ in range(2):
         result = invoke("retry")
         assert result.exit_code == FINISHED_WITH_FAILURES, result.output  # the bad PDFs fail again
         assert "reopened 5 failed items" in result.output

@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import pandas as pd
 
-from hpc_marker.manage.status import RunStatus, commit_text_layer
+from hpc_marker.manage.status import RunStatus
 from hpc_marker.manage.statustable import text_layer_line
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
 from hpc_marker.runstate.documents import (
+    commit_text_layer,
     document_state,
     flag_share,
     text_layer_tokens,

@@ -244,9 +244,11 @@ def test_crash_at_startup_fails_fast_with_the_log_tail(env, tmp_path):
     env["STANDIN_VLLM_EXIT_AT_STARTUP"] = "ValueError: No available memory for the cache blocks."
     log_path = tmp_path / "inference.log"
     started = time.monotonic()
-    with pytest.raises(InferenceServerFailed) as info:
-        with task_inference_server(native(startup_timeout_s=60), log_path, log=lambda _: None, environ=env):
-            pytest.fail("the block must not run")
+    with (
+        pytest.raises(InferenceServerFailed) as info,
+        task_inference_server(native(startup_timeout_s=60), log_path, log=lambda _: None, environ=env),
+    ):
+        pytest.fail("the block must not run")
     assert time.monotonic() - started < 10
     message = str(info.value)
     assert "exited with code 1" in message and "No available memory for the cache blocks" in message
@@ -256,9 +258,11 @@ def test_crash_at_startup_fails_fast_with_the_log_tail(env, tmp_path):
 def test_never_healthy_fails_at_the_startup_timeout_and_leaves_nothing(env, tmp_path):
     env["STANDIN_VLLM_NEVER_HEALTHY"] = "1"
     started = time.monotonic()
-    with pytest.raises(InferenceServerFailed, match=r"did not answer .*/health within 2s \(HTTP 503\)"):
-        with task_inference_server(native(startup_timeout_s=2), tmp_path / "i.log", log=lambda _: None, environ=env):
-            pass
+    with (
+        pytest.raises(InferenceServerFailed, match=r"did not answer .*/health within 2s \(HTTP 503\)"),
+        task_inference_server(native(startup_timeout_s=2), tmp_path / "i.log", log=lambda _: None, environ=env),
+    ):
+        pass
     assert 2 <= time.monotonic() - started < 12
     server, child = server_pids(tmp_path)
     assert not alive(server) and not alive(child)
@@ -282,26 +286,32 @@ def test_server_ignoring_sigterm_is_killed_after_the_grace(env, tmp_path):
 
 
 def test_exception_in_the_block_stops_the_server_and_propagates(env, tmp_path):
-    with pytest.raises(Stopped):
-        with task_inference_server(native(), tmp_path / "i.log", log=lambda _: None, environ=env):
-            server, child = server_pids(tmp_path)
-            raise Stopped("SIGTERM")
+    with (
+        pytest.raises(Stopped),
+        task_inference_server(native(), tmp_path / "i.log", log=lambda _: None, environ=env),
+    ):
+        server, child = server_pids(tmp_path)
+        raise Stopped("SIGTERM")
     assert not alive(server) and not alive(child)
 
 
 def test_wrong_served_model_is_an_error(env, tmp_path):
     settings = native(extra_args=("--served-model-name", "someone/else"))
-    with pytest.raises(InferenceServerFailed, match=r"serves \['someone/else'\], not 'datalab-to/surya-ocr-2'"):
-        with task_inference_server(settings, tmp_path / "i.log", log=lambda _: None, environ=env):
-            pass
+    with (
+        pytest.raises(InferenceServerFailed, match=r"serves \['someone/else'\], not 'datalab-to/surya-ocr-2'"),
+        task_inference_server(settings, tmp_path / "i.log", log=lambda _: None, environ=env),
+    ):
+        pass
     assert not any(alive(pid) for pid in server_pids(tmp_path))
 
 
 def test_missing_vllm_is_one_line_and_starts_nothing(env, tmp_path):
     env["PATH"] = "/usr/bin:/bin"
-    with pytest.raises(InferenceServerFailed, match="vllm is not on PATH on .*: install vllm where the jobs find it"):
-        with task_inference_server(native(), tmp_path / "i.log", log=lambda _: None, environ=env):
-            pass
+    with (
+        pytest.raises(InferenceServerFailed, match=r"vllm is not on PATH on .*: install vllm where the jobs find it"),
+        task_inference_server(native(), tmp_path / "i.log", log=lambda _: None, environ=env),
+    ):
+        pass
     assert not (tmp_path / "pids").exists()
 
 
@@ -330,9 +340,11 @@ def test_apptainer_mode_runs_vllm_in_the_image(env, tmp_path):
     argv = json.loads((tmp_path / "apptainer.log").read_text().splitlines()[0])
     assert argv[1:6] == ["exec", "--nv", str(image), "vllm", "serve"]
     image.unlink()  # a missing image: apptainer's own error comes back
-    with pytest.raises(InferenceServerFailed, match="could not open image"):
-        with task_inference_server(settings, tmp_path / "i.log", log=lambda _: None, environ=env):
-            pass
+    with (
+        pytest.raises(InferenceServerFailed, match="could not open image"),
+        task_inference_server(settings, tmp_path / "i.log", log=lambda _: None, environ=env),
+    ):
+        pass
 
 
 SIGTERM_TASK = textwrap.dedent("""

@@ -67,7 +67,8 @@ def read_request_log(path: Path) -> list[str]:
 
 
 def _pids(env_entry: str, *commands: bytes) -> list[int]:
-    """Processes (of this user) whose environment holds `env_entry` and whose command line contains one of `commands`."""
+    """Processes (of this user) whose environment holds `env_entry` and whose command line contains one of
+    `commands`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -105,12 +105,12 @@ def test_unknown_variable_is_an_error_listing_valid_ones(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "convert.sbatch.j2").write_text("#!/bin/bash\n#SBATCH --account={{ acount }}\n")
     monkeypatch.setenv("HPCMARKER_TEMPLATE_PATH", str(tmp_path))
-    with pytest.raises(TemplateError, match="'acount' is undefined; valid variables: .*cpus_per_task"):
+    with pytest.raises(TemplateError, match=r"'acount' is undefined; valid variables: .*cpus_per_task"):
         render_role("custom", "convert", sample_contexts()["convert"])
 
 
 def test_unknown_template_lists_available():
-    with pytest.raises(TemplateError, match="unknown template 'nope'; available templates: .*generic"):
+    with pytest.raises(TemplateError, match=r"unknown template 'nope'; available templates: .*generic"):
         render_role("nope", "convert", {})
 
 
