@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc_marker.engines.base import EngineOptions
 from hpc_marker.planning.store import out_names
 from hpc_marker.runstate.docindex import ManifestIndex, document_hash
 from hpc_marker.runstate.documents import DocumentState, document_state
@@ -43,7 +42,7 @@ class RunSource:
 
     @property
     def output_format(self) -> str:
-        return EngineOptions.from_json(self.record.engine_options).output_format
+        return self.record.engine_options.output_format
 
 
 def lineage(paths: RunPaths, follow_ups: bool = True) -> list[RunSource]:

@@ -130,16 +130,15 @@ def select_documents(paths: RunPaths, selectors: tuple[str, ...], min_share: flo
 
 def request_from_record(record: RunRecord) -> SubmitRequest:
     """A request for the same settings as `record` (and the config's defaults for what it does not hold)."""
-    options = EngineOptions.from_json({k: v for k, v in record.engine_options.items() if k != "llm"})
     llm = None
     if record.llm:
         known = {f.name for f in fields(LlmRequest)}
-        llm = LlmRequest(**{k: v for k, v in record.llm.items() if k in known})
+        llm = LlmRequest(**{k: v for k, v in record.llm.to_json().items() if k in known})
     permissions = next((name for name, mask in PERMISSIONS.items() if mask == record.umask), None)
     given: dict[str, Any] = {
         "gpus": max(1, record.gpus),  # 0: a local run from before --gpus 0 was refused
         "engine": record.engine,
-        "engine_options": options,
+        "engine_options": record.engine_options,
         "profile": record.profile,
         "workers_per_gpu": record.workers_per_gpu,
         "executor": record.executor,
