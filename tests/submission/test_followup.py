@@ -71,7 +71,7 @@ def _record(**changes) -> RunRecord:
         pdfs_root="/data/pdfs",
         out_dir="/data/md",
         engine="text",
-        engine_options=EngineOptions(paginate=False, output_format="json").to_json(),
+        engine_options=EngineOptions(paginate=False, output_format="json"),
         executor="local",
         tasks=4,
         gpus=4,
