@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hpc_marker.util.errors import UserError
 
 if TYPE_CHECKING:
+    from hpc_marker.llm.client import LlmAccess
     from hpc_marker.llm.settings import LlmRecord
 
 # marker's paginated Markdown puts this between pages: "\n\n{<page index>}" + 48 dashes + "\n\n".
@@ -48,12 +49,12 @@ class EngineOptions:
     images: bool = True  # extract images (marker's disable_image_extraction when False)
     extra_config: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
-    # The run's LLM service, set by the task at run time only (never stored: it holds the secret):
-    # {"url", "model", "secret", "server", "task", "max_concurrency", "timeout_s", "max_retries"}.
-    llm: dict[str, Any] | None = field(default=None, repr=False)
+    # The run's LLM service, set by the task at run time only (never stored: it holds the secret)
+    llm: LlmAccess | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        data = {
+        """The options as the run record keeps them (without `llm`: that is never stored)."""
+        return {
             "paginate": self.paginate,
             "force_ocr": self.force_ocr,
             "output_format": self.output_format,
@@ -61,12 +62,10 @@ class EngineOptions:
             "extra_config": self.extra_config,
             "threads": self.threads,
         }
-        if self.llm is not None:
-            data["llm"] = self.llm
-        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EngineOptions:
+        """From the run record's form, or from what a task hands its workers (with `llm`, an LlmAccess)."""
         return cls(
             paginate=bool(data.get("paginate", True)),
             force_ocr=bool(data.get("force_ocr", False)),

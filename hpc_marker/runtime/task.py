@@ -25,6 +25,7 @@ from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import submitit
 
@@ -69,6 +70,9 @@ from hpc_marker.runtime.threads import cap_threads, task_cpus, threads_per_worke
 from hpc_marker.runtime.worker import OutputUnwritable, convert_to_staging, init_worker
 from hpc_marker.runtime.workpool import DIED, OK, TIMEOUT, WorkerPool
 from hpc_marker.util.text import one_line, plural
+
+if TYPE_CHECKING:
+    from hpc_marker.llm.client import LlmAccess
 
 MAX_ATTEMPTS_AFTER_CRASH = 2
 
@@ -456,11 +460,11 @@ def _prepare(
         options["llm"] = _llm_options(record, paths, task_index, workers, helpers)
 
 
-def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: int, helpers: ExitStack) -> dict:
+def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: int, helpers: ExitStack) -> LlmAccess:
     """Wait for a replica of the LLM service; with several, start the task's relay to them (failover);
     the workers' LLM settings, with the run's concurrency budget."""
     from hpc_marker.llm.budget import plan_budget
-    from hpc_marker.llm.client import ServiceUnavailable, wait_for_service
+    from hpc_marker.llm.client import LlmAccess, ServiceUnavailable, wait_for_service
     from hpc_marker.llm.replicas import task_relay
 
     llm, log = record.llm, (lambda line: _log(task_index, line))
@@ -492,16 +496,13 @@ def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: i
                 paths.root, replicas, task_index, endpoint.server, endpoint.model, budget.timeout_s + 60, log=log
             )
         )
-    return {
-        "url": endpoint.url,
-        "model": endpoint.model,
-        "secret": endpoint.secret,
-        "server": endpoint.server,
-        "task": str(task_index),
-        "max_concurrency": budget.max_concurrency,
-        "timeout_s": budget.timeout_s,
-        "max_retries": budget.max_retries,
-    }
+    return LlmAccess(
+        endpoint,
+        task=str(task_index),
+        max_concurrency=budget.max_concurrency,
+        timeout_s=budget.timeout_s,
+        max_retries=budget.max_retries,
+    )
 
 
 if __name__ == "__main__":  # debugging aid: python -m hpc_marker.runtime.task RUN_DIR INDEX
