@@ -58,7 +58,7 @@ def lineage(paths: RunPaths, follow_ups: bool = True) -> list[RunSource]:
                 others.append((other.load_record(), other))
         family = {first.run_id}
         for record, other in sorted(others, key=lambda pair: pair[0].created):
-            if record.parent and record.parent.get("run_id") in family:
+            if record.parent and record.parent.run_id in family:
                 family.add(record.run_id)
                 runs.append((record.created, other, record))
     return [

@@ -2,7 +2,8 @@
 
 run.json is written and read in one place each (RunRecord.to_json, RunRecord.from_json). Its parts are typed:
 engine options (engines/base.EngineOptions), the LLM service (llm/settings.LlmRecord), marker 2.x's per-task
-inference server (servers/vllm.InferenceSettings) and the profile's job settings (JobSettings, here).
+inference server (servers/vllm.InferenceSettings), the profile's job settings and a follow-up's parent run
+(JobSettings, ParentRun: here).
 
 Versions: 1, the records written before run.json carried a version (no `version` key; a record may lack a
 field added later, which then takes its default); 2, the same shape with `"version": 2` first. A record
@@ -44,6 +45,23 @@ class JobSettings:
         return dict(asdict(self), setup=list(self.setup))
 
 
+@dataclass(frozen=True)
+class ParentRun:
+    """What a follow-up run (`retry RUN --select ...`) redoes: the run, the selection, how many documents."""
+
+    run_id: str
+    select: str  # the selectors, comma-separated
+    min_share: float
+    documents: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ParentRun:
+        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class RunRecord:
     """Everything about a run that later commands need, stored as run.json. Only `jobs`, `submitted` and
@@ -80,8 +98,7 @@ class RunRecord:
     jobs: dict[str, list[str]] = field(default_factory=dict)  # role -> job ids
     submitted: float | None = None
     cancelled: float | None = None
-    # A follow-up run (`retry RUN --select ...`): {"run_id", "select", "min_share", "documents"} of the run it redoes
-    parent: dict[str, Any] | None = None
+    parent: ParentRun | None = None  # of a follow-up run: the run it redoes documents of
     bisect: bool = True  # a failing item of several pages is cut in halves (planning/bisect.py); older runs lack it
 
     def to_json(self) -> dict[str, Any]:
@@ -110,6 +127,8 @@ class RunRecord:
         if values.get("inference") is not None:
             values["inference"] = InferenceSettings.from_json(values["inference"])
         values["job_settings"] = JobSettings.from_json(values.get("job_settings") or {})
+        if values.get("parent") is not None:
+            values["parent"] = ParentRun.from_json(values["parent"])
         return cls(**values)
 
 

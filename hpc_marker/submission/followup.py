@@ -45,7 +45,7 @@ from hpc_marker.runstate.documents import (
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import latest_by_item
 from hpc_marker.runstate.permissions import PERMISSIONS
-from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.record import ParentRun, RunRecord
 from hpc_marker.submission.launch import PreparedRun, prepare_run
 from hpc_marker.submission.request import (
     LaunchError,
@@ -166,12 +166,7 @@ def followup_request(
 ) -> SubmitRequest:
     """The new run's request: RUN's settings with `overrides`, for just the selected PDFs."""
     request = overrides.apply(request_from_record(record))
-    parent = {
-        "run_id": record.run_id,
-        "select": ",".join(selectors),
-        "min_share": min_share,
-        "documents": len(selected),
-    }
+    parent = ParentRun(run_id=record.run_id, select=",".join(selectors), min_share=min_share, documents=len(selected))
     return replace(request, only=tuple(selected), force=True, parent=parent)
 
 

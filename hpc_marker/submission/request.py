@@ -18,7 +18,7 @@ from hpc_marker.config import ConfigError, load_config
 from hpc_marker.engines import EngineOptions
 from hpc_marker.llm.settings import LlmRecord
 from hpc_marker.runstate.permissions import PERMISSIONS, file_mode_mask
-from hpc_marker.runstate.record import JobSettings
+from hpc_marker.runstate.record import JobSettings, ParentRun
 from hpc_marker.runtime.limits import check_item_limits
 from hpc_marker.slurm.parse import parse_memory_spec, parse_time_limit
 from hpc_marker.util.errors import UserError
@@ -195,7 +195,7 @@ class SubmitRequest:
     progress: bool = False  # a progress bar while scanning (the command line: on a terminal, or asked)
     llm: LlmRequest | None = None
     only: tuple[str, ...] | None = None  # convert just these PDFs (relative to pdfs); None: every PDF there
-    parent: dict | None = None  # a follow-up run (followup.py): the run it redoes documents of, and why
+    parent: ParentRun | None = None  # a follow-up run (followup.py): the run it redoes documents of, and why
 
     @classmethod
     def with_defaults(cls, pdfs: Path, out: Path, **given: Any) -> SubmitRequest:

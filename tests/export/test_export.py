@@ -19,6 +19,7 @@ from hpc_marker.export import MANIFEST, SCHEMA, ExportError, export_run, rows
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.manifest import append_record
 from hpc_marker.runstate.output import document_dir, document_stem
+from hpc_marker.runstate.record import ParentRun
 
 BIG = 1 << 40
 
@@ -129,7 +130,7 @@ def _follow_up(tmp_path: Path, parent: RunPaths, run_id: str, created: float, fm
             created=created,
             engine="marker",
             engine_options=EngineOptions(output_format=fmt),
-            parent={"run_id": record.run_id, "select": "garbled", "min_share": 0.1, "documents": 2},
+            parent=ParentRun(run_id=record.run_id, select="garbled", min_share=0.1, documents=2),
         )
     )
     return paths

@@ -16,7 +16,7 @@ from hpc_marker.engines import output_settings
 from hpc_marker.engines.base import EngineOptions
 from hpc_marker.llm.settings import LlmRecord
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.record import RECORD_VERSION, JobSettings, RunRecord
+from hpc_marker.runstate.record import RECORD_VERSION, JobSettings, ParentRun, RunRecord
 from hpc_marker.servers.vllm import InferenceSettings
 from hpc_marker.submission.scripts import script_contexts
 
@@ -64,7 +64,7 @@ def test_a_version_1_record_reads_with_the_same_typed_values():
         3,
         2,
     )
-    assert record.parent == {"run_id": "20251231-000000-0000", "select": "garbled", "min_share": 0.1, "documents": 2}
+    assert record.parent == ParentRun(run_id="20251231-000000-0000", select="garbled", min_share=0.1, documents=2)
     # What readers derive from it is what they derived from the dicts (values computed at d6baaf1)
     assert output_settings(record.engine, record.engine_options, record.llm) == {
         "engine": "marker",
