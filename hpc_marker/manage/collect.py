@@ -273,9 +273,7 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
         from hpc_marker.llm.metrics import service_summary, throughput_bound
 
         llm = service_summary(paths.root, record.llm.replicas)
-        summary["llm"] = dict(
-            llm or {}, model=record.llm.model, server=record.llm.server, service_stopped=stopped
-        )
+        summary["llm"] = dict(llm or {}, model=record.llm.model, server=record.llm.server, service_stopped=stopped)
         bound = throughput_bound(llm, summary.get("pages_ok", 0), summary.get("pages_per_second"), whole_run=True)
         if bound:
             summary["llm"]["bound"] = bound
