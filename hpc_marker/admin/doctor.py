@@ -55,6 +55,8 @@ def sample_contexts(
     """Every role's variables for a sample run (4 tasks, an LLM service) on `profile`, as `submit` builds them;
     `partition` and `template` override the profile's as submit's flags do; '_template' names the template.
     Raises LaunchError for an unknown profile."""
+    from hpc_marker.engines.base import EngineOptions
+    from hpc_marker.llm.settings import LlmRecord
     from hpc_marker.runstate.layout import RunPaths
     from hpc_marker.runstate.permissions import PERMISSIONS
     from hpc_marker.runstate.record import RunRecord
@@ -66,18 +68,15 @@ def sample_contexts(
     )
     chosen, job = resolve_profile(request)
     llm_record = (
-        {
-            "model": "qwen2.5:7b",
-            "gpus": 1,
-            "parallel": 4,
-            "ctx": None,
-            "options": {},
-            "wait_timeout_s": 900,
-            "request_timeout_s": 600,
-            "concurrency": 4,
-            "cpus": 4,
-            "mem": None,
-        }
+        LlmRecord(
+            model="qwen2.5:7b",
+            gpus=1,
+            parallel=4,
+            wait_timeout_s=900,
+            request_timeout_s=600,
+            concurrency=4,
+            cpus=4,
+        )
         if llm
         else None
     )
@@ -87,7 +86,7 @@ def sample_contexts(
         pdfs_root="/data/pdfs",
         out_dir=str(SAMPLE_RUNS.parent.parent),
         engine="marker",
-        engine_options={},
+        engine_options=EngineOptions(),
         executor="slurm",
         tasks=4,
         gpus=4,

@@ -17,7 +17,6 @@ from hpc_marker.cli.llm import parse_option
 from hpc_marker.cli.sections import SectionedCommand
 from hpc_marker.cli.submitopts import schema_options, sections
 from hpc_marker.config.types import COUNT, PAGES
-from hpc_marker.engines import EngineOptions
 from hpc_marker.slurm.parse import base_id
 from hpc_marker.util.text import plural
 
@@ -60,7 +59,7 @@ def submit(**options) -> None:
     if dry_run:
         for note in prepared.notes:
             click.echo(note, err=True)
-        click.echo(dry_run_text(prepared.scripts, (prepared.record.llm or {}).get("replicas", 1)), nl=False)
+        click.echo(dry_run_text(prepared.scripts, prepared.record.llm.replicas if prepared.record.llm else 1), nl=False)
         return
     with discarded_unless_submitted(prepared):
         if prepared.up_to_date:
@@ -159,7 +158,7 @@ def tell_verdict(paths, exit_code: int | None = None) -> None:
         for page in summary.get("lost_pages", []):
             click.echo(f"  lost page {page['page']} of {page['pdf']}: {page['status']}: {page['error']}", err=True)
         layer = summary.get("text_layer") or {}
-    output_format = EngineOptions.from_json(record.engine_options).output_format
+    output_format = record.engine_options.output_format
     click.echo(
         f"run {status.run_id}: {status.headline}{f' ({kinds})' if kinds else ''}; "
         f"{FORMAT_NAMES.get(output_format, output_format)} in {record.out_dir}"

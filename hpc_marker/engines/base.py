@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hpc_marker.util.errors import UserError
+
+if TYPE_CHECKING:
+    from hpc_marker.llm.client import LlmAccess
+    from hpc_marker.llm.settings import LlmRecord
 
 # marker's paginated Markdown puts this between pages: "\n\n{<page index>}" + 48 dashes + "\n\n".
 PAGE_SEPARATOR = "-" * 48
@@ -45,12 +49,12 @@ class EngineOptions:
     images: bool = True  # extract images (marker's disable_image_extraction when False)
     extra_config: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
-    # The run's LLM service, set by the task at run time only (never stored: it holds the secret):
-    # {"url", "model", "secret", "server", "task", "max_concurrency", "timeout_s", "max_retries"}.
-    llm: dict[str, Any] | None = field(default=None, repr=False)
+    # The run's LLM service, set by the task at run time only (never stored: it holds the secret)
+    llm: LlmAccess | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        data = {
+        """The options as the run record keeps them (without `llm`: that is never stored)."""
+        return {
             "paginate": self.paginate,
             "force_ocr": self.force_ocr,
             "output_format": self.output_format,
@@ -58,12 +62,10 @@ class EngineOptions:
             "extra_config": self.extra_config,
             "threads": self.threads,
         }
-        if self.llm is not None:
-            data["llm"] = self.llm
-        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EngineOptions:
+        """From the run record's form, or from what a task hands its workers (with `llm`, an LlmAccess)."""
         return cls(
             paginate=bool(data.get("paginate", True)),
             force_ocr=bool(data.get("force_ocr", False)),
@@ -89,15 +91,15 @@ class EngineOptions:
 
 
 RUNTIME_OPTIONS = ("threads", "llm")  # how a task runs, not what it writes
-LLM_OUTPUT_KEYS = ("model", "ctx", "options")  # of the run's LLM settings (RunRecord.llm): what refines the text
+LLM_OUTPUT_KEYS = ("model", "ctx", "options")  # of the run's LLM service (LlmRecord): what refines the text
 
 
-def output_settings(engine: str, options: EngineOptions, llm: dict[str, Any] | None = None) -> dict[str, Any]:
+def output_settings(engine: str, options: EngineOptions, llm: LlmRecord | None = None) -> dict[str, Any]:
     """What decides a document's content: the engine, its output-affecting options, and the LLM that
     refines it (model and parameters, not where it runs). Each document's metadata records them; an
     output is up to date only for the same settings. JSON-normalized, so records compare equal. Pure."""
     chosen = {key: value for key, value in options.to_json().items() if key not in RUNTIME_OPTIONS}
-    refine = {key: llm.get(key) for key in LLM_OUTPUT_KEYS} if llm else None
+    refine = {key: getattr(llm, key) for key in LLM_OUTPUT_KEYS} if llm else None
     return json.loads(json.dumps({"engine": engine, **chosen, "llm": refine}, sort_keys=True))
 
 

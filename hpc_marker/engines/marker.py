@@ -139,7 +139,7 @@ def cli_options(options: EngineOptions, pages: range | None = None) -> dict[str,
         cli["page_range"] = page_range_string(pages)
     if options.llm:  # the run's LLM service, through its authenticating front (or the task's relay)
         cli["use_llm"] = True
-        cli["llm_service"] = LLM_SERVICES[options.llm.get("server", "ollama")]
+        cli["llm_service"] = LLM_SERVICES[options.llm.endpoint.server]
     cli.update(options.extra_config)
     return cli
 
@@ -151,23 +151,17 @@ def llm_settings(options: EngineOptions) -> dict[str, Any]:
     unless --marker-config sets them."""
     if not options.llm:
         return {}
-    from hpc_marker.llm.client import Endpoint
-
     llm = options.llm
-    endpoint = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"], server=llm.get("server", "ollama"))
+    endpoint = llm.endpoint
     if endpoint.server == "vllm":
         settings = {
-            "openai_base_url": endpoint.openai_base_url(llm.get("task")),
-            "openai_model": llm["model"],
+            "openai_base_url": endpoint.openai_base_url(llm.task),
+            "openai_model": endpoint.model,
             "openai_api_key": endpoint.secret,
         }
     else:
-        settings = {"ollama_base_url": endpoint.base_url(llm.get("task")), "ollama_model": llm["model"]}
-    budget = {
-        "max_concurrency": llm.get("max_concurrency"),
-        "timeout": llm.get("timeout_s"),
-        "max_retries": llm.get("max_retries"),
-    }
+        settings = {"ollama_base_url": endpoint.base_url(llm.task), "ollama_model": endpoint.model}
+    budget = {"max_concurrency": llm.max_concurrency, "timeout": llm.timeout_s, "max_retries": llm.max_retries}
     settings.update(
         {key: int(value) for key, value in budget.items() if value is not None and key not in options.extra_config}
     )

@@ -88,20 +88,17 @@ class TextEngine:
         return "\n\n".join(texts)
 
     def _refine(self, texts: list[str]) -> tuple[list[str], dict]:
-        from hpc_marker.llm.client import Endpoint
         from hpc_marker.llm.refine import refine_pages
 
-        llm = self.options.llm or {}
-        endpoint = Endpoint(
-            url=llm["url"], model=llm["model"], secret=llm["secret"], server=llm.get("server", "ollama")
-        )
+        llm = self.options.llm
+        assert llm is not None  # convert refines only with the run's LLM service
         refined = refine_pages(
             texts,
-            endpoint,
-            model=llm["model"],
-            task=llm.get("task"),
-            concurrency=int(llm.get("max_concurrency", 4)),
-            timeout_s=float(llm.get("timeout_s", 300)),
+            llm.endpoint,
+            model=llm.endpoint.model,
+            task=llm.task,
+            concurrency=4 if llm.max_concurrency is None else llm.max_concurrency,
+            timeout_s=300.0 if llm.timeout_s is None else llm.timeout_s,
         )
         degraded = [r.reason for r in refined if r.degraded]
         meta = {

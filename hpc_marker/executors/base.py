@@ -20,7 +20,7 @@ from hpc_marker.util.errors import Refused
 
 def service_replicas(record: RunRecord) -> int:
     """How many service jobs (LLM replicas) the run has: 0 without an LLM."""
-    return int(record.llm.get("replicas", 1)) if record.llm else 0
+    return record.llm.replicas if record.llm else 0
 
 
 Progress = Callable[[RunPaths], None]  # called every second or so while a waiting executor runs
@@ -94,7 +94,7 @@ class Executor(Protocol):
         progress: Progress | None = None,
         seen: JobsSeen | None = None,
     ) -> dict[str, list[str]]:
-        """Start the service (if any: one job per replica, record.llm["replicas"]), the tasks of `layout`,
+        """Start the service (if any: one job per replica, record.llm.replicas), the tasks of `layout`,
         and the collector after them; role -> job ids (convert: one per task, in `layout.tasks` order).
         `scripts` has one convert script per array (slurm.arrays.convert_roles). `seen` is told the ids of
         the jobs started so far before anything is waited for. SubmitFailed when the scheduler refused

@@ -150,7 +150,7 @@ class SlurmExecutor:
 
     def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
         try:
-            limits = commands.array_limits(record.job_settings.get("account"), record.partition)
+            limits = commands.array_limits(record.job_settings.account, record.partition)
         except SlurmError as exc:
             raise ClusterRequestError(f"cannot read the cluster's limits: {exc}") from None
         return layout(tasks, limits, record.max_running, other_jobs)

@@ -138,7 +138,7 @@ def _write(
                 "run_id": s.record.run_id,
                 "engine": s.record.engine,
                 "output_format": s.output_format,
-                "parent": (s.record.parent or {}).get("run_id"),
+                "parent": s.record.parent.run_id if s.record.parent else None,
             }
             for s in sources
         ],

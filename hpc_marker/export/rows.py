@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc_marker.engines.base import EngineOptions
 from hpc_marker.planning.store import out_names
 from hpc_marker.runstate.docindex import ManifestIndex, document_hash
 from hpc_marker.runstate.documents import DocumentState, document_state
@@ -43,7 +42,7 @@ class RunSource:
 
     @property
     def output_format(self) -> str:
-        return EngineOptions.from_json(self.record.engine_options).output_format
+        return self.record.engine_options.output_format
 
 
 def lineage(paths: RunPaths, follow_ups: bool = True) -> list[RunSource]:
@@ -59,7 +58,7 @@ def lineage(paths: RunPaths, follow_ups: bool = True) -> list[RunSource]:
                 others.append((other.load_record(), other))
         family = {first.run_id}
         for record, other in sorted(others, key=lambda pair: pair[0].created):
-            if record.parent and record.parent.get("run_id") in family:
+            if record.parent and record.parent.run_id in family:
                 family.add(record.run_id)
                 runs.append((record.created, other, record))
     return [

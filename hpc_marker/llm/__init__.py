@@ -1,6 +1,7 @@
 """LLM service: an Ollama or vLLM server run as the "service" job(s) of a run, behind an authenticating front.
 
-  settings.py  RUN/llm/ layout (per replica), settings.json (LlmSettings, vLLM flags), the derived model's name
+  settings.py  RUN/llm/ layout (per replica), settings.json (LlmSettings, vLLM flags), the derived model's name;
+               LlmRecord, the service as the run record keeps it (RunRecord.llm)
   process.py   the local `ollama serve`: find it, start it (a servers.ManagedServer), wait until it answers
   vllm.py      the service's `vllm serve` (servers/vllm.py's command line, its own API key), a ManagedServer
   rules.py     pure rules of the front: authorize(method, path, secret, allowlist, bearer), the allowlists

@@ -15,7 +15,7 @@ the URL, so keep it out of logs: `Endpoint.redact`); `openai_base_url(task)` is 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,23 @@ class Endpoint:
         from hpc_marker.llm.rules import TaskCounters
 
         return {**vars(TaskCounters()), **self.stats(timeout_s)["tasks"].get(str(task), {})}
+
+
+@dataclass(frozen=True)
+class LlmAccess:
+    """What a worker needs to use the run's LLM service (EngineOptions.llm, set by its task, never stored): the
+    endpoint (a replica's front, or the task's relay), the task path its requests count under, and the run's
+    concurrency budget (llm/budget.py). The secret is the endpoint's, kept out of repr()."""
+
+    endpoint: Endpoint
+    task: str | None = None  # "<task>" from the task; "<task>.<pid>" in each worker
+    max_concurrency: int | None = None
+    timeout_s: float | None = None
+    max_retries: int | None = None
+
+    def for_worker(self, pid: int) -> LlmAccess:
+        """The same access under the worker's own task path, so that failures count per item."""
+        return replace(self, task=f"{self.task}.{pid}")
 
 
 def read_endpoint(run_dir: str | Path, replica: int = 0) -> Endpoint | None:

@@ -1,4 +1,6 @@
-"""LLM settings and files: the RUN/llm/ folder, settings.json, the derived model name, private writes.
+"""LLM settings and files: the RUN/llm/ folder, settings.json, the derived model name, private writes; the
+run's LLM service as the run record keeps it (LlmRecord, RunRecord.llm: what the tasks, the scripts and the
+reports read).
 
 RUN/llm/ holds:
   settings.json   LlmSettings, written at submit time, read by every replica of the service
@@ -26,6 +28,33 @@ SERVERS = ("ollama", "vllm")
 
 class SettingsError(Exception):
     """settings.json is missing or malformed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlmRecord:
+    """The run's LLM service as run.json keeps it (RunRecord.llm): what the service's jobs get, how a task waits
+    for it and shares it. The service job's own settings are LlmSettings (RUN/llm/settings.json)."""
+
+    model: str
+    server: str = "ollama"  # one of SERVERS (older runs: ollama)
+    replicas: int = 1  # service jobs, each with its own server and front (older runs: one)
+    gpus: int  # per replica
+    parallel: int  # generations per replica at once
+    ctx: int | None = None  # what refines the text, with model and options (engines.output_settings)
+    options: dict[str, Any] = field(default_factory=dict)
+    wait_timeout_s: float  # how long a task waits for the service before failing
+    request_timeout_s: float  # per request through the front
+    concurrency: int | None = None  # LLM requests in flight per worker; None: the run's budget (llm/budget.py)
+    cpus: int  # per replica
+    mem: str | None = None  # per replica (None: the cluster's default)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LlmRecord:
+        """From run.json; keys it does not know are left out (TypeError when one it needs is missing)."""
+        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass

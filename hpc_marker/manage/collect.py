@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from submitit.core.utils import JobPaths
 
-from hpc_marker.engines.base import EngineOptions
 from hpc_marker.executors import executor_for
 from hpc_marker.manage.verdict import ACTIVE_STATES, MAX_ATTEMPTS
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
@@ -255,7 +254,7 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
             items,
             merged_docs,
             Path(record.out_dir),
-            EngineOptions.from_json(record.engine_options).output_format,
+            record.engine_options.output_format,
         ),
         paths.manifest_csv,
     )
@@ -274,10 +273,8 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     if record.llm:
         from hpc_marker.llm.metrics import service_summary, throughput_bound
 
-        llm = service_summary(paths.root, record.llm.get("replicas", 1))
-        summary["llm"] = dict(
-            llm or {}, model=record.llm["model"], server=record.llm.get("server", "ollama"), service_stopped=stopped
-        )
+        llm = service_summary(paths.root, record.llm.replicas)
+        summary["llm"] = dict(llm or {}, model=record.llm.model, server=record.llm.server, service_stopped=stopped)
         bound = throughput_bound(llm, summary.get("pages_ok", 0), summary.get("pages_per_second"), whole_run=True)
         if bound:
             summary["llm"]["bound"] = bound

@@ -49,7 +49,7 @@ def unfinished_follow_ups(
             found.append(
                 FollowUpRun(
                     record.run_id,
-                    str(record.parent.get("run_id")),
+                    record.parent.run_id,
                     status.state,
                     status.headline or status.state,
                     status.next,

@@ -338,7 +338,7 @@ def done_so_far(paths: RunPaths) -> DoneSoFar:
 def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool = True) -> RunStatus:
     record = paths.load_record()
     shares = load_summary(paths.plan)
-    progress = read_progress(paths, failed_over=bool(record.llm) and record.llm.get("replicas", 1) > 1)
+    progress = read_progress(paths, failed_over=bool(record.llm) and record.llm.replicas > 1)
     finished = {
         s.index
         for s in shares
@@ -365,7 +365,7 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool =
         from hpc_marker.llm.metrics import service_summary, throughput_bound
 
         service_ids = record.jobs.get("service", [])
-        metrics = service_summary(paths.root, record.llm.get("replicas", 1)) or {}
+        metrics = service_summary(paths.root, record.llm.replicas) or {}
         metrics.pop("timeline", None)
         states = [seen.states.get(jid, "UNKNOWN") for jid in service_ids]
         for row in metrics.get("replicas", []):
@@ -373,8 +373,8 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool =
             row["state"] = states[row["replica"]] if row["replica"] < len(states) else "UNKNOWN"
         status.llm = dict(
             metrics,
-            model=record.llm["model"],
-            server=record.llm.get("server", "ollama"),
+            model=record.llm.model,
+            server=record.llm.server,
             service=", ".join(dict.fromkeys(states)) if states else "-",
             bound=throughput_bound(metrics, status.pages_done, status.pages_per_second, whole_run=collected),
         )

@@ -99,7 +99,7 @@ def load_run(paths: RunPaths) -> RunView:
     summary = json.loads(paths.summary.read_text(encoding="utf-8")) if paths.summary.exists() else {}
     llm = summary.get("llm")
     if llm is None and record.llm:  # not collected yet: straight from the fronts' metrics
-        llm = service_summary(paths.root, record.llm.get("replicas", 1))
+        llm = service_summary(paths.root, record.llm.replicas)
     records, torn = read_manifest_frame(paths.manifests)
     items = load_items_table(paths.plan, columns=ITEM_COLUMNS).to_pandas()
     return RunView(paths, record, items, load_summary(paths.plan), records, torn, summary, llm)
@@ -156,7 +156,7 @@ def header(view: RunView, totals: dict) -> dict:
         "run_id": record.run_id,
         "engine": record.engine,
         "created": _stamp(record.created),
-        "model": (record.llm or {}).get("model") or (view.llm or {}).get("model"),
+        "model": (record.llm.model if record.llm else None) or (view.llm or {}).get("model"),
         "collected": f"collected {_stamp(collected)}"
         if collected
         else "not collected yet: from the task manifests so far",

@@ -1,7 +1,7 @@
 """runstate: the run folder and what is recorded in it; shared by the login node and every task.
 
 layout.py       RunPaths: where everything of a run lives (OUT/.hpcmarker/runs/<run-id>/)
-record.py       RunRecord (run.json): the run's settings and job ids
+record.py       RunRecord (run.json): the run's settings (typed parts, JobSettings) and job ids; its version
 index.py        the user's run index: find a run by id, folder, or the latest
 permissions.py  who may read what a run writes (umask per --permissions; the run folder is private)
 claims.py       exactly-once work claims on shared filesystems (atomic link, leases, done markers)

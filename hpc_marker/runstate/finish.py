@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hpc_marker.engines.base import EngineOptions
 from hpc_marker.engines.formats import file_name, lost_page_document
 from hpc_marker.planning.bisect import is_subitem, root_ids
 from hpc_marker.planning.plan import WorkItem
@@ -36,7 +35,7 @@ def final_dir(paths: RunPaths, record: RunRecord, item: WorkItem) -> Path:
 
 def final_file(paths: RunPaths, record: RunRecord, item: WorkItem) -> Path:
     """The item's output file (Markdown, JSON or HTML, as the run renders) in its final_dir."""
-    output_format = EngineOptions.from_json(record.engine_options).output_format
+    output_format = record.engine_options.output_format
     return final_dir(paths, record, item) / file_name(document_stem(item.pdf, item.out_name), output_format)
 
 
@@ -84,7 +83,7 @@ def merge_if_complete(
     try:
         if board.is_done(merge_id(doc_id)):  # merged by the lease's previous holder
             return None
-        options = EngineOptions.from_json(record.engine_options)
+        options = record.engine_options
         stem = document_stem(relpath, item.out_name)
         pieces = []
         for leaf in leaves:

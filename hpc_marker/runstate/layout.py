@@ -17,7 +17,7 @@ manifest.csv, summary.json   written by the collector
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from hpc_marker.runstate.record import RunRecord
@@ -108,7 +108,7 @@ class RunPaths:
             folder.chmod(0o700)  # mkdir's mode is filtered by the umask
 
     def load_record(self) -> RunRecord:
-        return RunRecord(**json.loads(self.record.read_text()))
+        return RunRecord.from_json(json.loads(self.record.read_text()))
 
     def save_record(self, record: RunRecord) -> None:
-        atomic_write(self.record, json.dumps(asdict(record), indent=1) + "\n")
+        atomic_write(self.record, json.dumps(record.to_json(), indent=1) + "\n")

@@ -5,17 +5,18 @@ marker 2.x runs surya's VLM in an OpenAI-compatible server, which surya starts w
 server itself: `vllm serve` from the job's environment ("native") or inside an Apptainer/Singularity
 image ("apptainer"), on 127.0.0.1 and a free port, with the task's CUDA_VISIBLE_DEVICES, in its own
 process group. The workers then attach to it through SURYA_INFERENCE_URL, as surya documents, and
-never spawn a server of their own. Owns: the settings (from the run record), the argv (pure, the
-arguments surya gives its docker container), the check of the served model and the client
-environment. The process itself is a servers.ManagedServer: its own process group that dies with
-the task, the bounded startup wait that watches the process, stopping the whole group.
+never spawn a server of their own. Owns: the settings for a run (from the profile and the installed
+marker; their type, InferenceSettings, is servers/vllm.py's), the argv (pure, the arguments surya gives its
+docker container), the check of the served model and the client environment. The process itself is a
+servers.ManagedServer: its own process group that dies with the task, the bounded startup wait that
+watches the process, stopping the whole group.
 
 The task uses it like this (the worker pool is created inside the block, so spawned workers inherit
 the environment; `workers` sizes surya's request concurrency to the server):
 
     from hpc_marker.runtime.inference import InferenceSettings, task_inference_server
 
-    with task_inference_server(InferenceSettings.from_record(record.inference),
+    with task_inference_server(record.inference or InferenceSettings(),
                                paths.logs / f"inference-task-{task_index}.log",
                                log=lambda line: _log(task_index, line), workers=workers) as env:
         os.environ.update(env)
@@ -38,15 +39,18 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from hpc_marker.engines import marker as marker_engine
 from hpc_marker.runtime.sizing import read_gpu_memory
 from hpc_marker.servers.managed import HOST, ManagedServer, ServerFailed, free_port
 from hpc_marker.servers.vllm import (
-    CONTAINER_MODES,
+    CHOICES,
+    DEFAULT_STARTUP_TIMEOUT_S,
     NO_PHONING_HOME,
+    InferenceConfigError,
+    InferenceSettings,
     check_served_model,
     flag_value,
     in_container,
@@ -54,9 +58,6 @@ from hpc_marker.servers.vllm import (
     vllm_serve_argv,
 )
 
-MODES = ("off", "native", "apptainer", "singularity")
-CHOICES = ("auto", *MODES)  # what --inference-server takes
-DEFAULT_STARTUP_TIMEOUT_S = 900.0
 LOG_TAIL_LINES = 20
 # surya/inference/backends/vllm.py: server concurrency scaled from a 24 GB baseline by GPU memory.
 BASELINE_VRAM_GB, BASELINE_MAX_BATCHED_TOKENS, BASELINE_MAX_NUM_SEQS = 24, 8192, 32
@@ -83,48 +84,8 @@ VLLM_INSTALL = "python -m venv ~/vllm && ~/vllm/bin/pip install vllm==0.20.1, th
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
-class InferenceConfigError(ValueError):
-    """Unusable inference settings (bad mode, no image, bad timeout): one line, found at submit."""
-
-
 class InferenceServerFailed(ServerFailed):
     """The server is missing, exited, or did not answer in time; one line with its log's tail and path."""
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    """How a task gets its inference server; stored on the RunRecord as `inference`."""
-
-    mode: str = "off"  # off | native | apptainer | singularity
-    image: str | None = None  # the .sif (or docker:// URI) for the container modes
-    extra_args: tuple[str, ...] = ()  # appended to `vllm serve` (after surya's, so they win)
-    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
-    port: int = 0  # 0: a free port
-    stop_grace_s: float = 15.0  # SIGTERM, then SIGKILL after this long
-
-    @classmethod
-    def from_record(cls, data: Mapping | None) -> InferenceSettings:
-        if not data:
-            return cls()
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["extra_args"] = tuple(known.get("extra_args") or ())
-        return cls(**known)
-
-    def to_record(self) -> dict:
-        return dict(asdict(self), extra_args=list(self.extra_args))
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise InferenceConfigError(f"inference server {self.mode!r}: choose from {', '.join(CHOICES)}")
-        if self.mode in CONTAINER_MODES and not self.image:
-            raise InferenceConfigError(
-                f"inference server {self.mode!r} needs an image: set inference_image in "
-                "the profile (a .sif with vllm, e.g. built from vllm/vllm-openai)"
-            )
-        if self.image and "://" not in self.image and self.mode in CONTAINER_MODES and not Path(self.image).is_file():
-            raise InferenceConfigError(f"inference_image {self.image}: no such file")
-        if not self.startup_timeout_s > 0:
-            raise InferenceConfigError(f"--inference-startup-timeout {self.startup_timeout_s:g}: must be positive")
 
 
 def settings_for_run(

@@ -25,12 +25,12 @@ from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import submitit
 
 from hpc_marker.engines import (
     EngineError,
-    EngineOptions,
     EngineUnavailable,
     check_engine,
     check_node,
@@ -70,6 +70,9 @@ from hpc_marker.runtime.threads import cap_threads, task_cpus, threads_per_worke
 from hpc_marker.runtime.worker import OutputUnwritable, convert_to_staging, init_worker
 from hpc_marker.runtime.workpool import DIED, OK, TIMEOUT, WorkerPool
 from hpc_marker.util.text import one_line, plural
+
+if TYPE_CHECKING:
+    from hpc_marker.llm.client import LlmAccess
 
 MAX_ATTEMPTS_AFTER_CRASH = 2
 
@@ -176,9 +179,9 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
     threads = threads_per_worker(cpus, workers)
     cap_threads(threads)
     options = dict(
-        record.engine_options,
+        record.engine_options.to_json(),
         threads=threads,  # what the workers get; the settings go in each output
-        output_settings=output_settings(record.engine, EngineOptions.from_json(record.engine_options), record.llm),
+        output_settings=output_settings(record.engine, record.engine_options, record.llm),
     )
     host = socket.gethostname()
     context = dict(
@@ -313,7 +316,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
             os.environ.update(
                 server.enter_context(
                     task_inference_server(
-                        InferenceSettings.from_record(record.inference),
+                        record.inference or InferenceSettings(),
                         paths.logs / f"inference-task-{task_index}.log",
                         log=log,
                         workers=workers,
@@ -446,7 +449,7 @@ def _prepare(
 ) -> None:
     """Before any item: the engine can run here, and the LLM service (if any) answers; `options` gains it.
     CannotStart says why not."""
-    engine_options, mode = EngineOptions.from_json(options), (record.inference or {}).get("mode", "off")
+    engine_options, mode = record.engine_options, record.inference.mode if record.inference else "off"
     try:  # check_node: caches, binaries, before any worker or server starts (a server of its own: its weights only)
         check_engine(record.engine, engine_options)
         check_node(record.engine, engine_options, server=mode != "off" and not os.environ.get("SURYA_INFERENCE_URL"))
@@ -457,32 +460,33 @@ def _prepare(
         options["llm"] = _llm_options(record, paths, task_index, workers, helpers)
 
 
-def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: int, helpers: ExitStack) -> dict:
+def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: int, helpers: ExitStack) -> LlmAccess:
     """Wait for a replica of the LLM service; with several, start the task's relay to them (failover);
     the workers' LLM settings, with the run's concurrency budget."""
     from hpc_marker.llm.budget import plan_budget
-    from hpc_marker.llm.client import ServiceUnavailable, wait_for_service
+    from hpc_marker.llm.client import LlmAccess, ServiceUnavailable, wait_for_service
     from hpc_marker.llm.replicas import task_relay
 
-    llm, log = record.llm or {}, (lambda line: _log(task_index, line))
-    replicas = int(llm.get("replicas", 1))
+    llm, log = record.llm, (lambda line: _log(task_index, line))
+    assert llm is not None  # _prepare asks only for a run with an LLM service
+    replicas = llm.replicas
     log(
-        f"waiting up to {llm['wait_timeout_s']:g}s for the LLM service"
+        f"waiting up to {llm.wait_timeout_s:g}s for the LLM service"
         + (f" (any of {replicas} replicas)" if replicas > 1 else "")
     )
     try:
-        endpoint = wait_for_service(paths.root, timeout_s=llm["wait_timeout_s"], replicas=replicas)
+        endpoint = wait_for_service(paths.root, timeout_s=llm.wait_timeout_s, replicas=replicas)
     except ServiceUnavailable as exc:
         log(f"giving up: {exc}")
         raise CannotStart(LLM_SERVICE, str(exc)) from None
     log(f"LLM service answers at {endpoint.url} ({endpoint.server} replica {endpoint.replica}, model {endpoint.model})")
     budget = plan_budget(
-        llm["parallel"],
+        llm.parallel,
         replicas,
         record.tasks,
         workers,
-        llm["request_timeout_s"],
-        per_worker=llm.get("concurrency"),
+        llm.request_timeout_s,
+        per_worker=llm.concurrency,
         max_running=record.max_running,
     )
     log(f"LLM budget: {budget.describe()}")
@@ -492,16 +496,13 @@ def _llm_options(record: RunRecord, paths: RunPaths, task_index: int, workers: i
                 paths.root, replicas, task_index, endpoint.server, endpoint.model, budget.timeout_s + 60, log=log
             )
         )
-    return {
-        "url": endpoint.url,
-        "model": endpoint.model,
-        "secret": endpoint.secret,
-        "server": endpoint.server,
-        "task": str(task_index),
-        "max_concurrency": budget.max_concurrency,
-        "timeout_s": budget.timeout_s,
-        "max_retries": budget.max_retries,
-    }
+    return LlmAccess(
+        endpoint,
+        task=str(task_index),
+        max_concurrency=budget.max_concurrency,
+        timeout_s=budget.timeout_s,
+        max_retries=budget.max_retries,
+    )
 
 
 if __name__ == "__main__":  # debugging aid: python -m hpc_marker.runtime.task RUN_DIR INDEX

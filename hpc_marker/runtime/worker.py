@@ -42,7 +42,7 @@ def init_worker(engine_name: str, options: dict, threads: int, memory_bytes: int
     cap_threads(threads)
     cap_memory(memory_bytes)
     if options.get("llm"):  # each worker has its own path at the LLM front, so failures count per item
-        options = dict(options, llm=dict(options["llm"], task=f"{options['llm']['task']}.{os.getpid()}"))
+        options = dict(options, llm=options["llm"].for_worker(os.getpid()))
     _ENGINE_SPEC = (engine_name, options)
     _ENGINE = create_engine(engine_name, EngineOptions.from_json(options))  # models load now, before any item
 
@@ -53,10 +53,10 @@ def _llm_counts() -> tuple[int, int] | None:
     llm = _ENGINE_SPEC[1].get("llm") if _ENGINE_SPEC else None
     if not llm:
         return None
-    from hpc_marker.llm.client import Endpoint, ServiceUnavailable
+    from hpc_marker.llm.client import ServiceUnavailable
 
     try:
-        stats = Endpoint(url=llm["url"], model=llm["model"], secret=llm["secret"]).task_stats(llm["task"])
+        stats = llm.endpoint.task_stats(llm.task)
     except ServiceUnavailable:
         return None
     return stats["failures"] + stats["timeouts"], stats["failovers"]

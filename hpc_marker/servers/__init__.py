@@ -7,7 +7,8 @@
   health.py   `poll_until`, the bounded wait every "until it answers" loop uses (a local server's
               health, a run's remote LLM service), and `http_ok`, one HTTP probe
   vllm.py     how a `vllm serve` is started: its command line, the Apptainer/Singularity wrapping, the
-              executable lookup, the check that it serves the model asked for
+              executable lookup, the check that it serves the model asked for; InferenceSettings (marker
+              2.x's per-task server, as the run record keeps it)
 
 Users: marker 2.x's per-task `vllm serve` (runtime/inference.py), the Ollama or vLLM server of a
 run's LLM service and of `llm bench --start` (llm/process.py, llm/vllm.py), Ollama for `prefetch

@@ -1,5 +1,6 @@
 """How hpcmarker starts a `vllm serve`: the command line, the container around it, the executable,
-and the check that a healthy server serves the model asked for.
+and the check that a healthy server serves the model asked for; InferenceSettings, how a task of marker 2.x
+gets its per-task server (kept on the run record as `inference`).
 
 Shared by the two vLLM servers hpcmarker runs: marker 2.x's per-task VLM server
 (runtime/inference.py) and a run's LLM service with `--llm-server vllm` (llm/vllm.py). Each adds
@@ -12,6 +13,9 @@ from __future__ import annotations
 import shutil
 import socket
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -19,6 +23,50 @@ from hpc_marker.servers.managed import HOST, ManagedServer, ServerFailed
 
 CONTAINER_MODES = ("apptainer", "singularity")  # interchangeable: either executable runs either mode
 NO_PHONING_HOME = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}  # compute nodes: no usage reports
+MODES = ("off", "native", *CONTAINER_MODES)  # of marker 2.x's per-task inference server
+CHOICES = ("auto", *MODES)  # what --inference-server takes
+DEFAULT_STARTUP_TIMEOUT_S = 900.0
+
+
+class InferenceConfigError(ValueError):
+    """Unusable inference settings (bad mode, no image, bad timeout): one line, found at submit."""
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a task gets its inference server (runtime/inference.py); the run record keeps it as `inference`."""
+
+    mode: str = "off"  # off | native | apptainer | singularity
+    image: str | None = None  # the .sif (or docker:// URI) for the container modes
+    extra_args: tuple[str, ...] = ()  # appended to `vllm serve` (after surya's, so they win)
+    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
+    port: int = 0  # 0: a free port
+    stop_grace_s: float = 15.0  # SIGTERM, then SIGKILL after this long
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> InferenceSettings:
+        """From run.json (None or {}: off); keys it does not know are left out."""
+        if not data:
+            return cls()
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["extra_args"] = tuple(known.get("extra_args") or ())
+        return cls(**known)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(asdict(self), extra_args=list(self.extra_args))
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise InferenceConfigError(f"inference server {self.mode!r}: choose from {', '.join(CHOICES)}")
+        if self.mode in CONTAINER_MODES and not self.image:
+            raise InferenceConfigError(
+                f"inference server {self.mode!r} needs an image: set inference_image in "
+                "the profile (a .sif with vllm, e.g. built from vllm/vllm-openai)"
+            )
+        if self.image and "://" not in self.image and self.mode in CONTAINER_MODES and not Path(self.image).is_file():
+            raise InferenceConfigError(f"inference_image {self.image}: no such file")
+        if not self.startup_timeout_s > 0:
+            raise InferenceConfigError(f"--inference-startup-timeout {self.startup_timeout_s:g}: must be positive")
 
 
 def vllm_serve_argv(model: str, port: int, served_name: str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:

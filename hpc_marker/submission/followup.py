@@ -45,7 +45,7 @@ from hpc_marker.runstate.documents import (
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import latest_by_item
 from hpc_marker.runstate.permissions import PERMISSIONS
-from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.record import ParentRun, RunRecord
 from hpc_marker.submission.launch import PreparedRun, prepare_run
 from hpc_marker.submission.request import (
     LaunchError,
@@ -130,16 +130,15 @@ def select_documents(paths: RunPaths, selectors: tuple[str, ...], min_share: flo
 
 def request_from_record(record: RunRecord) -> SubmitRequest:
     """A request for the same settings as `record` (and the config's defaults for what it does not hold)."""
-    options = EngineOptions.from_json({k: v for k, v in record.engine_options.items() if k != "llm"})
     llm = None
     if record.llm:
         known = {f.name for f in fields(LlmRequest)}
-        llm = LlmRequest(**{k: v for k, v in record.llm.items() if k in known})
+        llm = LlmRequest(**{k: v for k, v in record.llm.to_json().items() if k in known})
     permissions = next((name for name, mask in PERMISSIONS.items() if mask == record.umask), None)
     given: dict[str, Any] = {
         "gpus": max(1, record.gpus),  # 0: a local run from before --gpus 0 was refused
         "engine": record.engine,
-        "engine_options": options,
+        "engine_options": record.engine_options,
         "profile": record.profile,
         "workers_per_gpu": record.workers_per_gpu,
         "executor": record.executor,
@@ -167,12 +166,7 @@ def followup_request(
 ) -> SubmitRequest:
     """The new run's request: RUN's settings with `overrides`, for just the selected PDFs."""
     request = overrides.apply(request_from_record(record))
-    parent = {
-        "run_id": record.run_id,
-        "select": ",".join(selectors),
-        "min_share": min_share,
-        "documents": len(selected),
-    }
+    parent = ParentRun(run_id=record.run_id, select=",".join(selectors), min_share=min_share, documents=len(selected))
     return replace(request, only=tuple(selected), force=True, parent=parent)
 
 

@@ -144,7 +144,7 @@ def resolve_request(request: SubmitRequest) -> Resolved:
     except InferenceConfigError as exc:
         raise LaunchError(str(exc)) from None
     missing = server_preflight(inference, marker_version())  # the jobs' Python and PATH are this shell's, unless
-    if missing and not job_settings["setup"] and chosen["template"] != "apptainer":  # the profile changes them
+    if missing and not job_settings.setup and chosen["template"] != "apptainer":  # the profile changes them
         raise LaunchError(f"--inference-server {inference.mode}: {missing}")
     partition = executor.check_resources(chosen["partition"], request.gpus)
     fit = executor.fit(request.gpus, request.workers_per_gpu, request.engine, chosen["mps"])  # local: this machine
@@ -176,7 +176,7 @@ def run_record(
         pdfs_root=str(pdfs),
         out_dir=str(out),
         engine=request.engine,
-        engine_options=request.engine_options.to_json(),
+        engine_options=request.engine_options,
         executor=resolved.executor.name,
         tasks=len(plan.tasks),
         gpus=request.gpus,
@@ -196,7 +196,7 @@ def run_record(
         item_timeout=request.item_timeout,
         worker_memory=request.worker_memory,
         umask=PERMISSIONS[request.permissions],
-        inference=inference.to_record() if inference else None,
+        inference=inference,
         max_running=request.max_running,
         parent=request.parent,
         bisect=request.bisect,

@@ -60,7 +60,7 @@ def document_names(request: SubmitRequest, out: Path, scanned: list[ScannedPdf])
     """The renamed documents of this run (planning/outnames.py): from the whole scan, or for a follow-up run
     (which scans only its selection) its parent's, so that it writes where its parent did."""
     if request.parent:
-        parent = RunPaths(out / RUNS_SUBDIR / request.parent["run_id"])
+        parent = RunPaths(out / RUNS_SUBDIR / request.parent.run_id)
         return out_names(parent.plan)
     return output_names([pdf.relpath for pdf in scanned])
 

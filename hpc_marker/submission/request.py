@@ -18,7 +18,9 @@ from hpc_marker.config import ConfigError, load_config
 from hpc_marker.config.options import STRATEGIES, by_field, check_values
 from hpc_marker.config.types import parse_workers_per_gpu
 from hpc_marker.engines import EngineOptions
+from hpc_marker.llm.settings import LlmRecord
 from hpc_marker.runstate.permissions import PERMISSIONS, file_mode_mask
+from hpc_marker.runstate.record import JobSettings, ParentRun
 from hpc_marker.runtime.limits import check_item_limits
 from hpc_marker.util.errors import UserError
 
@@ -81,21 +83,22 @@ class LlmRequest:
     image: str | None = None  # vLLM: the profile's llm_image
     server_args: list[str] = field(default_factory=list)  # vLLM: the profile's llm_args
 
-    def record(self) -> dict:
-        return {
-            "model": self.model,
-            "server": self.server or "ollama",
-            "replicas": self.replicas,
-            "gpus": self.gpus,
-            "parallel": self.parallel,
-            "ctx": self.ctx,
-            "options": self.options,
-            "wait_timeout_s": self.wait_timeout_s,
-            "request_timeout_s": self.request_timeout_s,
-            "concurrency": self.concurrency,
-            "cpus": self.cpus,
-            "mem": self.mem,
-        }
+    def record(self) -> LlmRecord:
+        """What the run record keeps of it (RunRecord.llm)."""
+        return LlmRecord(
+            model=self.model,
+            server=self.server or "ollama",
+            replicas=self.replicas,
+            gpus=self.gpus,
+            parallel=self.parallel,
+            ctx=self.ctx,
+            options=dict(self.options),
+            wait_timeout_s=self.wait_timeout_s,
+            request_timeout_s=self.request_timeout_s,
+            concurrency=self.concurrency,
+            cpus=self.cpus,
+            mem=self.mem,
+        )
 
 
 @dataclass
@@ -136,7 +139,7 @@ class SubmitRequest:
     progress: bool = False  # a progress bar while scanning (the command line: on a terminal, or asked)
     llm: LlmRequest | None = None
     only: tuple[str, ...] | None = None  # convert just these PDFs (relative to pdfs); None: every PDF there
-    parent: dict | None = None  # a follow-up run (followup.py): the run it redoes documents of, and why
+    parent: ParentRun | None = None  # a follow-up run (followup.py): the run it redoes documents of, and why
 
     @classmethod
     def with_defaults(cls, pdfs: Path, out: Path, **given: Any) -> SubmitRequest:
@@ -179,7 +182,7 @@ class SubmitRequest:
         return cls(**parts[""], engine_options=EngineOptions(**engine), llm=llm)
 
 
-def resolve_profile(request: SubmitRequest) -> tuple[dict, dict]:
+def resolve_profile(request: SubmitRequest) -> tuple[dict, JobSettings]:
     """(effective partition/template/cpus/mem/time and inference keys, job settings for the templates)."""
     explicit = {
         "partition": request.partition,
@@ -193,7 +196,7 @@ def resolve_profile(request: SubmitRequest) -> tuple[dict, dict]:
 
 def profile_settings(
     name: str, explicit: dict[str, Any], mps: str | None = None, llm: LlmRequest | None = None
-) -> tuple[dict, dict]:
+) -> tuple[dict, JobSettings]:
     """Profile `name` with the `explicit` values (partition, template, cpus_per_task, mem, time; None: the
     profile's), `mps` and `llm` over it: (effective values, inference keys, MPS and the LLM request; job
     settings for the templates)."""
@@ -207,15 +210,15 @@ def profile_settings(
         raise LaunchError(f"profile {name!r}: vars {', '.join(clash)} shadow built-in template variables")
     job = dict(config.job_defaults(), **profile)  # the profile's keys, else the config's [job] ones
     chosen: dict[str, Any] = {key: value if value is not None else job.get(key) for key, value in explicit.items()}
-    settings = {
-        "gres": job.get("gres"),
-        "account": profile.get("account"),
-        "qos": profile.get("qos"),
-        "constraint": profile.get("constraint"),
-        "setup": list(profile.get("setup", [])),
-        "llm_gres_type": profile.get("llm_gres_type"),
-        "vars": dict(profile.get("vars", {})),
-    }
+    settings = JobSettings(
+        gres=job.get("gres"),
+        account=profile.get("account"),
+        qos=profile.get("qos"),
+        constraint=profile.get("constraint"),
+        setup=tuple(profile.get("setup", [])),
+        llm_gres_type=profile.get("llm_gres_type"),
+        vars=dict(profile.get("vars", {})),
+    )
     chosen["inference"] = {key: value for key, value in profile.items() if key.startswith("inference_")}
     chosen["mps"] = mps or job.get("mps") or "off"
     if llm is not None:

@@ -30,7 +30,7 @@ TIME_LIMIT_SIGNAL = "B:USR2@90"
 
 def other_jobs(record: RunRecord) -> int:
     """The run's jobs besides its arrays' tasks: the collector, and the LLM service's replicas when it has one."""
-    return 1 + (int(record.llm.get("replicas", 1)) if record.llm else 0)
+    return 1 + (record.llm.replicas if record.llm else 0)
 
 
 def script_role(name: str) -> str:
@@ -50,31 +50,31 @@ def script_contexts(
     command = Raw(shlex.join(submitit_command(python, paths.jobs)))
     job = record.job_settings
     common = dict(
-        job.get("vars", {}),
+        job.vars,
         run_id=record.run_id,
         run_dir=str(paths.root),
         comment=f"hpcmarker:{record.run_id}",
         partition=record.partition,
-        setup=[Raw(line) for line in job.get("setup", [])],
+        setup=[Raw(line) for line in job.setup],
         command=command,
         python=python,
         job_folder=str(paths.jobs),
-        account=job.get("account"),
-        qos=job.get("qos"),
-        constraint=job.get("constraint"),
+        account=job.account,
+        qos=job.qos,
+        constraint=job.constraint,
     )
     contexts = {}
-    if record.llm:
-        gpu_type = f"{job['llm_gres_type']}:" if job.get("llm_gres_type") else ""
+    if llm := record.llm:
+        gpu_type = f"{job.llm_gres_type}:" if job.llm_gres_type else ""
         contexts["service"] = dict(
             common,
             job_name=f"hpcmarker-{record.run_id}-llm",
-            llm_gpus=record.llm["gpus"],
-            llm_server=record.llm.get("server", "ollama"),
-            llm_replicas=record.llm.get("replicas", 1),
-            gres=f"gpu:{gpu_type}{record.llm['gpus']}",
-            cpus_per_task=record.llm["cpus"],
-            mem=record.llm["mem"],
+            llm_gpus=llm.gpus,
+            llm_server=llm.server,
+            llm_replicas=llm.replicas,
+            gres=f"gpu:{gpu_type}{llm.gpus}",
+            cpus_per_task=llm.cpus,
+            mem=llm.mem,
             time=record.time_limit,
             stdout=single_out,
             stderr=single_err,
@@ -85,7 +85,7 @@ def script_contexts(
             job_name=f"hpcmarker-{record.run_id}-convert",
             tasks=len(array.tasks),
             array=array.spec,
-            gres=job.get("gres"),
+            gres=job.gres,
             cpus_per_task=record.cpus_per_task,
             mem=record.mem,
             time=record.time_limit,

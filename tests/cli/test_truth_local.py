@@ -196,7 +196,7 @@ def test_resume_takes_new_resources_and_refuses_bad_ones(tmp_path, sample_pdfs):
     ):
         result = invoke("resume", "again", *args)
         assert result.exit_code == 2 and message in result.output, result.output
-    assert RunRecord(**json.loads(prepared.paths.record.read_text())).time_limit == prepared.record.time_limit
+    assert RunRecord.from_json(json.loads(prepared.paths.record.read_text())).time_limit == prepared.record.time_limit
     result = invoke(
         "resume",
         "again",
@@ -212,7 +212,7 @@ def test_resume_takes_new_resources_and_refuses_bad_ones(tmp_path, sample_pdfs):
         "1",
     )
     assert result.exit_code == 0, result.output
-    record = RunRecord(**json.loads(prepared.paths.record.read_text()))
+    record = RunRecord.from_json(json.loads(prepared.paths.record.read_text()))
     assert (record.time_limit, record.mem, record.cpus_per_task, record.item_timeout, record.gpus) == (
         "3:00:00",
         "8G",

@@ -21,6 +21,7 @@ from hpc_marker.engines import check_engine, create_engine
 from hpc_marker.engines import marker as engine_mod
 from hpc_marker.engines.base import EngineCacheMissing, EngineError, EngineOptions, EngineUnavailable, page_marker
 from hpc_marker.engines.cachepieces import PREFETCH_COMMAND
+from hpc_marker.llm.client import Endpoint, LlmAccess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -475,8 +476,8 @@ def test_run_llm_service_becomes_markers_ollama_service(marker_pkg):
     authenticating front (secret and per-worker task path in the base URL) and the run's model."""
     from marker.config.parser import ConfigParser
 
-    llm = {"url": "http://node7:40123", "model": "qwen2.5:7b-hpcm-1a2b3c4d", "secret": "s3cr3t", "task": "2.4242"}
-    options = EngineOptions(llm=llm)
+    endpoint = Endpoint(url="http://node7:40123", model="qwen2.5:7b-hpcm-1a2b3c4d", secret="s3cr3t")
+    options = EngineOptions(llm=LlmAccess(endpoint, task="2.4242"))
     cli = engine_mod.cli_options(options, range(0, 2))
     parser = ConfigParser(cli)
     assert parser.get_llm_service() == "marker.services.ollama.OllamaService"
@@ -518,16 +519,8 @@ def test_run_vllm_service_becomes_markers_openai_service_and_reaches_the_front(m
         upstream_headers={"Authorization": "Bearer upstream-key"},
     ).start()
     try:
-        llm = {
-            "url": front.url,
-            "model": model,
-            "secret": secret,
-            "server": "vllm",
-            "task": "2.4242",
-            "max_concurrency": 7,
-            "timeout_s": 1234,
-            "max_retries": 1,
-        }
+        endpoint = Endpoint(url=front.url, model=model, secret=secret, server="vllm")
+        llm = LlmAccess(endpoint, task="2.4242", max_concurrency=7, timeout_s=1234, max_retries=1)
         options = EngineOptions(llm=llm)
         assert (
             ConfigParser(engine_mod.cli_options(options, range(2))).get_llm_service()

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hpc_marker.engines.base import EngineOptions
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord
 from hpc_marker.runstate.output import document_dir, document_stem
@@ -90,7 +91,7 @@ def make_export_run(
             pdfs_root=str(Path(root) / "pdfs"),
             out_dir=str(out),
             engine="text",
-            engine_options={"output_format": "markdown", "paginate": True},
+            engine_options=EngineOptions(output_format="markdown", paginate=True),
             executor="slurm",
             tasks=tasks,
             gpus=tasks,

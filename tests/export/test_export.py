@@ -14,10 +14,12 @@ from click.testing import CliRunner
 from synthetic_export import make_export_run, pages_of, record_of, relpath_of, text_of
 
 from hpc_marker.cli import cli
+from hpc_marker.engines.base import EngineOptions
 from hpc_marker.export import MANIFEST, SCHEMA, ExportError, export_run, rows
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.manifest import append_record
 from hpc_marker.runstate.output import document_dir, document_stem
+from hpc_marker.runstate.record import ParentRun
 
 BIG = 1 << 40
 
@@ -127,8 +129,8 @@ def _follow_up(tmp_path: Path, parent: RunPaths, run_id: str, created: float, fm
             run_id=run_id,
             created=created,
             engine="marker",
-            engine_options={"output_format": fmt},
-            parent={"run_id": record.run_id, "select": "garbled", "min_share": 0.1, "documents": 2},
+            engine_options=EngineOptions(output_format=fmt),
+            parent=ParentRun(run_id=record.run_id, select="garbled", min_share=0.1, documents=2),
         )
     )
     return paths

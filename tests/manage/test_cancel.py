@@ -8,6 +8,7 @@ import json
 import pytest
 from runkit import invoke, run_local
 
+from hpc_marker.engines.base import EngineOptions
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 
@@ -22,7 +23,7 @@ def _slurm_run(tmp_path) -> RunPaths:
             pdfs_root="/p",
             out_dir=str(tmp_path / "out"),
             engine="text",
-            engine_options={},
+            engine_options=EngineOptions(),
             executor="slurm",
             tasks=2,
             gpus=2,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from hpc_marker.engines.base import EngineOptions
 from hpc_marker.manage.status import (
     Progress,
     ShareCounts,
@@ -66,7 +67,7 @@ def _record() -> RunRecord:
         pdfs_root="/p",
         out_dir="/o",
         engine="text",
-        engine_options={},
+        engine_options=EngineOptions(),
         executor="slurm",
         tasks=2,
         gpus=2,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from hpc_marker.engines.base import EngineOptions
 from hpc_marker.manage.status import read_progress, status_of, summary_progress
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
 from hpc_marker.runstate.layout import RunPaths
@@ -42,7 +43,7 @@ def _record() -> RunRecord:
         pdfs_root="/p",
         out_dir="/o",
         engine="text",
-        engine_options={},
+        engine_options=EngineOptions(),
         executor="slurm",
         tasks=2,
         gpus=2,

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpc_marker.engines.base import EngineOptions
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
 from hpc_marker.planning.store import save_plan
 from hpc_marker.runstate.layout import RunPaths
@@ -101,7 +102,7 @@ def make_run(
             pdfs_root="/data/papers",
             out_dir="/scratch/papers-md",
             engine="marker",
-            engine_options={},
+            engine_options=EngineOptions(),
             executor="slurm",
             tasks=tasks,
             gpus=tasks,

@@ -107,8 +107,8 @@ def test_settings_for_run_other_engines_and_errors(tmp_path):
         ("--enforce-eager", "--max-num-seqs", "16"),
         60.0,
     )
-    assert InferenceSettings.from_record(json.loads(json.dumps(got.to_record()))) == got
-    assert InferenceSettings.from_record(None).mode == "off"
+    assert InferenceSettings.from_json(json.loads(json.dumps(got.to_json()))) == got
+    assert InferenceSettings.from_json(None).mode == "off"
     for flag, profile, message in [
         ("apptainer", {}, "needs an image"),
         ("singularity", {"inference_image": str(tmp_path / "none.sif")}, "none.sif: no such file"),
@@ -320,9 +320,7 @@ def test_off_starts_nothing(env, tmp_path, monkeypatch):
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.10.2")
     with task_inference_server(native(), tmp_path / "i.log", log=lines.append, environ=env) as got:
         assert got == {}
-    with task_inference_server(
-        InferenceSettings.from_record(None), tmp_path / "i.log", log=lines.append, environ=env
-    ) as got:
+    with task_inference_server(InferenceSettings(), tmp_path / "i.log", log=lines.append, environ=env) as got:
         assert got == {}
     assert not (tmp_path / "pids").exists() and not (tmp_path / "i.log").exists()
     assert lines[0] == "inference server: none started (marker-pdf 1.10.2 runs its models in the workers)"
@@ -430,24 +428,19 @@ def test_submit_records_the_inference_settings(sample_pdfs, tmp_path, monkeypatc
         return prepare_run(request, create=False).record
 
     got = record(engine="marker", profile="sif", inference_startup_timeout=120)
-    assert got.inference == {
-        "mode": "apptainer",
-        "image": str(image),
-        "extra_args": ["--enforce-eager"],
-        "startup_timeout_s": 120.0,
-        "port": 0,
-        "stop_grace_s": 15.0,
-    }
+    assert got.inference == InferenceSettings(
+        mode="apptainer", image=str(image), extra_args=("--enforce-eager",), startup_timeout_s=120.0
+    )
     assert got.workers_per_gpu == 0  # auto: each task chooses
-    assert record(engine="marker", profile="sif", inference_server="native").inference["mode"] == "native"
-    assert record(engine="marker").inference["mode"] == "native"  # generic profile, marker 2.x: auto
+    assert record(engine="marker", profile="sif", inference_server="native").inference.mode == "native"
+    assert record(engine="marker").inference.mode == "native"  # generic profile, marker 2.x: auto
     assert record(engine="text", profile="sif").inference is None
     with pytest.raises(LaunchError, match="inference server 'apptainer' needs an image"):
         record(engine="marker", inference_server="apptainer")
     with pytest.raises(LaunchError, match="--workers-per-gpu -1: must be at least 1"):
         record(engine="text", workers_per_gpu=-1)
     monkeypatch.setattr(launch, "marker_version", lambda: "1.10.2")
-    assert record(engine="marker", profile="sif").inference["mode"] == "off"
+    assert record(engine="marker", profile="sif").inference.mode == "off"
 
 
 def test_submit_refuses_when_the_jobs_cannot_start_the_server(sample_pdfs, tmp_path, monkeypatch):
@@ -475,17 +468,17 @@ def test_submit_refuses_when_the_jobs_cannot_start_the_server(sample_pdfs, tmp_p
     with pytest.raises(LaunchError, match=refused) as info:
         prepare(engine="marker")
     assert "\n" not in str(info.value)
-    assert prepare(engine="marker", profile="module").inference["mode"] == "native"
-    assert prepare(engine="marker", inference_server="off").inference["mode"] == "off"
+    assert prepare(engine="marker", profile="module").inference.mode == "native"
+    assert prepare(engine="marker", inference_server="off").inference.mode == "off"
     bin_dir = tmp_path / "venv-bin"  # vllm beside the jobs' Python (a venv not activated) is found too
     bin_dir.mkdir()
     (bin_dir / "vllm").write_text("#!/bin/sh\n")
     (bin_dir / "vllm").chmod(0o755)
     monkeypatch.setattr(inference.sys, "executable", str(bin_dir / "python"))
-    assert prepare(engine="marker").inference["mode"] == "native"
+    assert prepare(engine="marker").inference.mode == "native"
     monkeypatch.setenv("SURYA_INFERENCE_URL", "http://gpu7:8000/v1")  # the user's own server: nothing to start
     monkeypatch.setattr(inference.sys, "executable", "/usr/bin/python3")
-    assert prepare(engine="marker").inference["mode"] == "native"
+    assert prepare(engine="marker").inference.mode == "native"
 
 
 # --- the task runs its items inside the server's lifetime --------------------------------------
@@ -518,7 +511,7 @@ def _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env):
         )
     )
     record = prepared.record
-    record.inference = native(startup_timeout_s=15).to_record()
+    record.inference = native(startup_timeout_s=15)
     prepared.paths.save_record(record)
     return prepared.paths
 

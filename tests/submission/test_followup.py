@@ -11,7 +11,7 @@ from hpc_marker.engines import EngineOptions, output_settings
 from hpc_marker.planning.scan import ScannedPdf
 from hpc_marker.runstate.documents import DocumentState
 from hpc_marker.runstate.output import document_file, meta_file
-from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.record import ParentRun, RunRecord
 from hpc_marker.submission.followup import (
     RunOverrides,
     followup_request,
@@ -71,7 +71,7 @@ def _record(**changes) -> RunRecord:
         pdfs_root="/data/pdfs",
         out_dir="/data/md",
         engine="text",
-        engine_options=EngineOptions(paginate=False, output_format="json").to_json(),
+        engine_options=EngineOptions(paginate=False, output_format="json"),
         executor="local",
         tasks=4,
         gpus=4,
@@ -115,7 +115,7 @@ def test_a_follow_up_keeps_the_first_runs_settings_but_those_given():
     assert request.engine == "marker" and request.run_id == "ocr" and request.worker_memory is None
     assert request.engine_options == EngineOptions(paginate=False, output_format="markdown", force_ocr=True)
     assert (request.only, request.force, request.gpus, request.partition) == (("b.pdf", "a.pdf"), True, 4, "cpu")
-    assert request.parent == {"run_id": "first", "select": "garbled", "min_share": 0.1, "documents": 2}
+    assert request.parent == ParentRun(run_id="first", select="garbled", min_share=0.1, documents=2)
     kept = RunOverrides(output_format="markdown").apply(same)
     assert kept.worker_memory == "4G" and kept.engine == "text"  # the same engine keeps its memory cap
 

@@ -43,7 +43,7 @@ def test_a_profile_brings_its_settings_and_explicit_options_win(record):
         "64G",
         "2:00:00",
     )
-    assert changed.job_settings["gres"] == "gpu:a100:1" and changed.job_settings["account"] == "CHANGE-ME"
+    assert changed.job_settings.gres == "gpu:a100:1" and changed.job_settings.account == "CHANGE-ME"
     assert cluster.asked == [("a100", record.gpus)]  # the partition is checked as submit checks it
     assert record.partition != "a100"  # the record itself is not changed
 

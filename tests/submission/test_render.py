@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from hpc_marker.cli.admin import sample_contexts as admin_sample_contexts
+from hpc_marker.engines.base import EngineOptions
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.record import JobSettings, RunRecord
 from hpc_marker.submission.scripts import script_contexts
 from hpc_marker.submission.templates import ROLES, TemplateError, available_templates, render_role
 
@@ -27,7 +28,7 @@ def sample_contexts(run_dir: str | None = None, profile: str = "generic") -> dic
             pdfs_root="/data/pdfs",
             out_dir="/o",
             engine="text",
-            engine_options={},
+            engine_options=EngineOptions(),
             executor="slurm",
             tasks=4,
             gpus=4,
@@ -42,7 +43,7 @@ def sample_contexts(run_dir: str | None = None, profile: str = "generic") -> dic
             item_timeout="auto",
             umask=0o077,
             profile="generic",
-            job_settings={"gres": "gpu:1"},
+            job_settings=JobSettings(gres="gpu:1"),
         )
         contexts = script_contexts(RunPaths(Path(run_dir)), record, python="/opt/venv/bin/python")
     return contexts
