@@ -5,7 +5,8 @@ Layers, lowest first: the packaged defaults (defaults.toml beside this file), th
 the user's file ($XDG_CONFIG_HOME/hpcmarker/config.toml). `[submit]` values become the defaults of
 `hpcmarker submit` options (click's default_map), under HPCMARKER_SUBMIT_<OPTION> variables and
 command-line flags; `[retry]` and `[export]` those of `hpcmarker retry` and `hpcmarker export`; `[quality]`
-the output flags' thresholds (hpc_marker/quality), fixed in each run's record when it is submitted. Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors
+the output flags' thresholds (hpc_marker/quality), fixed in each run's record when it is submitted.
+Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors
 that name the valid ones.
 """
 
