@@ -23,6 +23,7 @@ from hpc_marker.cli.types import (
     SECONDS,
     TIME,
     WORKERS,
+    Number,
 )
 from hpc_marker.engines import ENGINE_NAMES, EngineOptions
 from hpc_marker.engines.formats import OUTPUT_FORMATS
@@ -52,6 +53,7 @@ SUBMIT_SECTIONS = {  # --help's headings and the options under each (cli/section
         "marker_config",
         "item_timeout",
         "worker_memory",
+        "max_output_mb_per_page",
         "bisect",
         "inference_server",
         "inference_startup_timeout",
@@ -304,6 +306,13 @@ def engine_options(
     "(with a note), so no task loads the models for a page or two.",
 )
 @click.option(
+    "--max-output-mb-per-page",
+    type=Number(float),
+    metavar="MB",
+    show_default=True,
+    help="A document's output past this many MB of text per page is kept but flagged oversize (docs/quality.md).",
+)
+@click.option(
     "--force-concurrent",
     is_flag=True,
     help="Start even while another run of this --out is still active (both write into it).",
@@ -364,6 +373,7 @@ def submit(
     max_running,
     scan_workers,
     min_task_pages,
+    max_output_mb_per_page,
     force_concurrent,
     progress,
     mps,
@@ -426,6 +436,7 @@ def submit(
         max_running=max_running,
         scan_workers=scan_workers,
         min_task_pages=min_task_pages,
+        max_output_mb_per_page=max_output_mb_per_page,
         force_concurrent=force_concurrent,
         progress=_show_progress(progress, machine=dry_run),
         mps=mps,

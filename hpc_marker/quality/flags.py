@@ -22,7 +22,8 @@ document with the whole layer:
 
 The thresholds are `Thresholds` (defaults.toml's [quality], chosen from the measurements in docs/quality.md).
 `check_output` returns an `OutputCheck`: the flags (each with its 0-based pages, none for the whole document)
-and the statistics they were judged on; `OutputCheck.field()` is the manifest's `output_flags` value.
+and the statistics they were judged on; `OutputCheck.field()` is the manifest's `output_flags` value
+(`parse_field` reads it back, `merge_fields` joins a split document's, `commit_tokens` is its commit-log form).
 """
 
 from __future__ import annotations
@@ -124,6 +125,32 @@ def page_runs(pages: Iterable[int]) -> str:
 def flag_names(field: str | None) -> tuple[str, ...]:
     """The flag names of a manifest `output_flags` value ("" or None: none). Pure."""
     return tuple(token.split(":", 1)[0] for token in (field or "").split())
+
+
+FLAG_TOKENS = {REPETITION: "R", OVERSIZE: "O", WIDE_TABLE: "W", EMPTY_OUTPUT: "E", LOST_SCRIPT: "L"}  # commit log
+
+
+def parse_field(field: str | None) -> tuple[Flag, ...]:
+    """The flags of a manifest `output_flags` value (Flag.token's), in FLAG_NAMES order. Pure."""
+    found: dict[str, set[int]] = {}
+    for token in (field or "").split():
+        name, _, runs = token.partition(":")
+        pages = found.setdefault(name, set())
+        for run in filter(None, runs.split(",")):
+            first, _, last = run.partition("-")
+            pages.update(range(int(first) - 1, int(last or first)))
+    return tuple(Flag(name, tuple(sorted(found[name]))) for name in FLAG_NAMES if name in found)
+
+
+def merge_fields(fields: Iterable[str | None]) -> str | None:
+    """One `output_flags` value for a document from its items' (a split PDF's parts); None: none judged."""
+    given = [field for field in fields if field is not None]
+    return " ".join(flag.token() for flag in parse_field(" ".join(given))) if given else None
+
+
+def commit_tokens(field: str | None) -> str:
+    """The commit log's letters of an item's output flags (`RW`: repetition and wide-table). Pure."""
+    return "".join(FLAG_TOKENS[name] for name in flag_names(field) if name in FLAG_TOKENS)
 
 
 # --- scripts -------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ class RunRecord:
     items: int = 0  # work items in the plan (the collector's memory is sized from it)
     llm: dict[str, Any] | None = None  # the LLM service: model, gpus, parallel, ctx, options, timeouts
     inference: dict[str, Any] | None = None  # marker 2.x's per-task server (runtime/inference.InferenceSettings)
+    quality: dict[str, Any] | None = None  # the output flags' thresholds (quality/flags.Thresholds); None: config's
     mps: str | None = None  # NVIDIA MPS for the workers: auto, on, off (runtime/mps.py); None: off (older runs)
     # From the profile, for the templates: gres, account, qos, constraint, setup lines, llm_gres_type, vars.
     job_settings: dict[str, Any] = field(default_factory=dict)

@@ -178,6 +178,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
     options = dict(
         record.engine_options,
         threads=threads,  # what the workers get; the settings go in each output
+        quality=record.quality,  # the output flags' thresholds (quality/document.py)
         output_settings=output_settings(record.engine, EngineOptions.from_json(record.engine_options), record.llm),
     )
     host = socket.gethostname()

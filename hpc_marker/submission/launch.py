@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hpc_marker.engines import check_engine, output_settings
@@ -23,6 +23,7 @@ from hpc_marker.planning.outnames import output_names, renamed_note
 from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
 from hpc_marker.planning.store import out_names, save_plan
+from hpc_marker.quality.document import thresholds
 from hpc_marker.runstate.index import forget_run, register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.outlock import Holder, acquire, age, release
@@ -182,6 +183,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
         split_pages=request.split_pages,
         llm=llm.record() if llm else None,
         mps=chosen["mps"],
+        quality=asdict(thresholds({"max_output_mb_per_page": request.max_output_mb_per_page})),
         item_timeout=request.item_timeout,
         worker_memory=request.worker_memory,
         umask=PERMISSIONS[request.permissions],
