@@ -28,6 +28,7 @@ and the statistics they were judged on; `OutputCheck.field()` is the manifest's 
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -172,6 +173,7 @@ _WORD = re.compile(f"[{_CJK_CHAR}]|[^\\W_{_CJK_CHAR}]+")  # a CJK character, or 
 _SPACE = re.compile(r"\s+")
 _MD_TABLE_LINE = re.compile(r"^[ \t]*\|.*$", re.MULTILINE)
 _HTML_CELL = re.compile(r"<(/?)(table|tr|td|th)\b", re.IGNORECASE)
+_PAGE_ID = re.compile(r"^/page/(\d+)")
 _HTML_TABLE = re.compile(r"<table\b.*?</table>", re.IGNORECASE | re.DOTALL)
 
 
@@ -240,6 +242,11 @@ def table_shape(text: str) -> tuple[int, int]:
 # --- the document ---------------------------------------------------------------------------------------
 
 
+def _page_index(block_id: str) -> int | None:
+    match = _PAGE_ID.match(block_id or "")
+    return int(match.group(1)) if match else None
+
+
 def _chars(text: str) -> int:
     return len(_SPACE.sub("", text))
 
@@ -281,9 +288,29 @@ def _page_flags(stats: PageStats, output: str, layer: str | None, pages: int, li
     return raised
 
 
+def _markup(block: dict) -> str:
+    """A JSON block's HTML: its leaves', a table whole (its cells are its children)."""
+    children = block.get("children")
+    if children and block.get("block_type") != "Table":
+        return "\n".join(_markup(child) for child in children)
+    return block.get("html") or ""
+
+
 def _raw_pages(output_format: str, text: str, paginate: bool) -> list[tuple[int, str]] | None:
-    """Each page's own output text with its markup (Markdown keeps its tables there), where it can be cut."""
-    return page_texts(output_format, text, paginate) if output_format == "markdown" else None
+    """Each page's own output with its markup (tables as tables), where the format can be cut in pages:
+    Markdown's pieces, JSON's and chunks' HTML of the blocks of each page (HTML: None, judged whole)."""
+    if output_format == "markdown":
+        return page_texts(output_format, text, paginate)
+    if output_format not in ("json", "chunks"):
+        return None
+    doc = json.loads(text)
+    blocks = doc.get("children") if output_format == "json" else doc.get("blocks")
+    found: dict[int, list[str]] = {}
+    for block in blocks or []:
+        page = _page_index(block.get("id", ""))
+        if page is not None:
+            found.setdefault(page, []).append(_markup(block) if output_format == "json" else block.get("html") or "")
+    return [(page, "\n".join(parts)) for page, parts in found.items()]
 
 
 def check_output(
