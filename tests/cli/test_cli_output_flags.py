@@ -1,6 +1,6 @@
 """Output flags through a whole local run (issue 23, items 1 and 4): a PDF whose text repeats one sentence is
-flagged `repetition` in the manifest, manifest.csv, summary.json, `status` (before and after collection) and
-the export, every document past `--max-output-mb-per-page` is kept and flagged `oversize`, and
+flagged `repetition` in the manifest, manifest.csv, summary.json, the report, `status` (before and after
+collection) and the export, every document past `--max-output-mb-per-page` is kept and flagged `oversize`, and
 `retry --select repetition` picks just the looping one."""
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def test_a_looping_document_is_flagged_everywhere_and_retry_selects_it(tmp_path)
         {"pdf": "loop.pdf", "flags": "repetition:1"},
         {"pdf": "news.pdf", "flags": "oversize:1"},
     ]
+
+    report = invoke("report", "first")
+    assert report.exit_code == 0, report.output
+    page = (run.paths.root / "report.html").read_text()
+    assert "repetition in 1 document, oversize in 1 document" in page and "repetition:1" in page
 
     shown = invoke("status", "first")
     assert "output flags: repetition in 1 document, oversize in 1 document" in shown.output, shown.output
