@@ -33,6 +33,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from itertools import islice
 from typing import Any
 
 from hpc_marker.engines.formats import html_text, page_texts
@@ -45,6 +46,7 @@ REPETITION, OVERSIZE, WIDE_TABLE, EMPTY_OUTPUT, LOST_SCRIPT = (
     "lost-script",
 )
 FLAG_NAMES = (REPETITION, OVERSIZE, WIDE_TABLE, EMPTY_OUTPUT, LOST_SCRIPT)
+WORDS_JUDGED = 5_000  # repetition reads a page's first words: a page holds up to about 1,300, a loop shows early
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ SCRIPTS = {
     "Thai": "\u0e00-\u0e7f",
 }
 _SCRIPT_RES = {name: re.compile(f"[{chars}]") for name, chars in SCRIPTS.items()}
+_ANY_SCRIPT = re.compile(f"[{''.join(SCRIPTS.values())}]")
 _LETTER = re.compile(r"[^\W\d_]")
 _CJK_CHAR = SCRIPTS["CJK"] + SCRIPTS["Hangul"]
 _WORD = re.compile(f"[{_CJK_CHAR}]|[^\\W_{_CJK_CHAR}]+")  # a CJK character, or a run of letters and digits
@@ -179,18 +182,20 @@ _HTML_TABLE = re.compile(r"<table\b.*?</table>", re.IGNORECASE | re.DOTALL)
 
 def script_counts(text: str) -> tuple[int, dict[str, int]]:
     """(letters, letters of each script of SCRIPTS that has any). Pure."""
-    return len(_LETTER.findall(text)), {
-        name: n for name, pattern in _SCRIPT_RES.items() if (n := len(pattern.findall(text)))
+    return _LETTER.subn("", text)[1], {
+        name: n for name, pattern in _SCRIPT_RES.items() if (n := pattern.subn("", text)[1])
     }
 
 
 def lost_scripts(layer: str, output: str, limits: Thresholds) -> list[str]:
     """The scripts the text layer writes (enough letters, enough of the page's) that the output lost."""
+    if not _ANY_SCRIPT.search(layer):  # most pages: Latin only, one scan
+        return []
     letters, in_layer = script_counts(layer)
     lost = []
     for name, count in in_layer.items():
         if count >= limits.lost_script_min_chars and count >= limits.lost_script_min_share * letters:
-            kept = len(_SCRIPT_RES[name].findall(output))
+            kept = _SCRIPT_RES[name].subn("", output)[1]
             if kept < limits.lost_script_kept_share * count:
                 lost.append(name)
     return lost
@@ -199,14 +204,16 @@ def lost_scripts(layer: str, output: str, limits: Thresholds) -> list[str]:
 # --- repetition and tables ------------------------------------------------------------------------------
 
 
-def repetition_share(text: str, limits: Thresholds) -> tuple[int, float]:
+def repetition_share(text: str, limits: Thresholds, pages: int = 1) -> tuple[int, float]:
     """(words, the share of n-grams occurring at least repetition_min_count times); 0.0 on short pages.
-    Markdown table rows and HTML tables are left out (a table's cells repeat by nature), and HTML tags."""
-    words = _WORD.findall(_MD_TABLE_LINE.sub(" ", html_text(_HTML_TABLE.sub(" ", text))))
+    Markdown table rows and HTML tables are left out (a table's cells repeat by nature), and HTML tags; the
+    first WORDS_JUDGED words of each of its `pages` count (a runaway page costs no more than a long one)."""
+    clean = _MD_TABLE_LINE.sub(" ", html_text(_HTML_TABLE.sub(" ", text)))
+    words = [match.group() for match in islice(_WORD.finditer(clean), WORDS_JUDGED * pages)]
     n = limits.repetition_ngram
     if len(words) < max(limits.repetition_min_words, n):
         return len(words), 0.0
-    grams = [hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)]
+    grams = list(zip(*(words[i:] for i in range(n)), strict=False))  # the n-grams: the shortest slice ends them
     counts = Counter(grams)
     repeated = sum(1 for g in grams if counts[g] >= limits.repetition_min_count)
     return len(words), repeated / len(grams)
@@ -248,11 +255,11 @@ def _page_index(block_id: str) -> int | None:
 
 
 def _chars(text: str) -> int:
-    return len(_SPACE.sub("", text))
+    return len("".join(text.split()))
 
 
-def _page_stats(page: int | None, raw: str, layer: str | None, limits: Thresholds) -> PageStats:
-    words, share = repetition_share(raw, limits)
+def _page_stats(page: int | None, raw: str, layer: str | None, limits: Thresholds, pages: int = 1) -> PageStats:
+    words, share = repetition_share(raw, limits, pages)
     columns, cells = table_shape(raw)
     return PageStats(
         page=page,
@@ -269,7 +276,7 @@ def _page_flags(stats: PageStats, output: str, layer: str | None, pages: int, li
     """The flags of one page (or of the whole document over `pages` pages)."""
     raised = []
     if stats.repetition >= limits.repetition_share and (
-        layer is None or repetition_share(layer, limits)[1] < limits.repetition_share  # judged only when needed
+        layer is None or repetition_share(layer, limits, pages)[1] < limits.repetition_share  # only when needed
     ):
         raised.append(REPETITION)
     per_page = stats.output_bytes / pages
@@ -280,8 +287,8 @@ def _page_flags(stats: PageStats, output: str, layer: str | None, pages: int, li
         raised.append(OVERSIZE)
     if stats.columns > limits.wide_table_columns or stats.cells > limits.wide_table_cells:
         raised.append(WIDE_TABLE)
-    if layer is not None:
-        if _chars(layer) >= limits.empty_layer_chars * pages and _chars(output) < limits.empty_output_below:
+    if layer:
+        if _chars(output) < limits.empty_output_below and _chars(layer) >= limits.empty_layer_chars * pages:
             raised.append(EMPTY_OUTPUT)
         if lost_scripts(layer, output, limits):
             raised.append(LOST_SCRIPT)
@@ -338,7 +345,7 @@ def check_output(
     output_bytes = len(text.encode("utf-8"))
     if found is None:  # no page boundaries: the document as a whole
         layer_all = "\n".join(layer.values()) if layer is not None else None
-        stats.append(_page_stats(None, text, layer_all, limits))
+        stats.append(_page_stats(None, text, layer_all, limits, pages))
         plain = html_text(text) if output_format == "html" else text
         whole.update(_page_flags(stats[-1], plain, layer_all, pages, limits))
     else:  # the tables a page split cannot see (JSON, HTML), and the document's own size
