@@ -2,8 +2,8 @@
 
 `output_fields(doc, pdf, pages, settings)` gives the manifest's `output_flags` for one work item (flags.py
 judges; `settings` is the run record's `quality`, the thresholds fixed at submission; `thresholds` resolves
-them from the config). The text layer it compares with is the PDF's own, read with pdfium (about a
-millisecond a page), except where the output *is* the text layer (the text and benchmark engines without
+them from the config). The text layer it compares with is the PDF's own, read with pdfium (about 12 ms a
+page), except where the output *is* the text layer (the text and benchmark engines without
 LLM refinement: nothing to compare).
 """
 
