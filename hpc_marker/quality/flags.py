@@ -342,7 +342,8 @@ def check_output(
         stats.append(page_stats)
         for name in _page_flags(page_stats, output, layer_text, 1, limits):
             raised.setdefault(name, []).append(page)
-    output_bytes = len(text.encode("utf-8"))
+    embeds = output_format in ("json", "chunks")  # their blocks' HTML counts, not the images they embed
+    output_bytes = sum(len(part.encode("utf-8")) for part in raw.values()) if embeds else len(text.encode("utf-8"))
     if found is None:  # no page boundaries: the document as a whole
         layer_all = "\n".join(layer.values()) if layer is not None else None
         stats.append(_page_stats(None, text, layer_all, limits, pages))

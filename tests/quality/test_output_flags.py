@@ -141,6 +141,11 @@ def test_thresholds_refuse_what_is_no_number(bad):
         thresholds(bad)
 
 
+def test_images_embedded_in_json_count_for_no_size():
+    block = page_block(0, f"<p>{natural_page(0)}</p>", [0, 0, 612, 792], images={"fig.jpeg": "A" * 3_000_000})
+    assert flags_of(json_document([block]), 1, output_format="json") == ""  # 3 MB of image, 1 KB of text
+
+
 def test_json_pages_are_judged_on_their_text_not_their_markup():
     blocks = [page_block(i, f"<p>{natural_page(i)}</p>", [0, 0, 612, 792]) for i in range(3)]
     text = json_document(blocks)
