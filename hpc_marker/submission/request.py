@@ -68,7 +68,7 @@ LEAST = {
     "llm-cpus": 1,
     "llm-ctx": 1,
 }
-POSITIVE = {"lease-seconds", "llm-wait", "inference-startup-timeout", "max-output-mb-per-page"}  # seconds, more than 0
+POSITIVE = {"lease-seconds", "llm-wait", "inference-startup-timeout", "max-output-mb-per-page"}  # more than 0
 BEYOND_LEAST = {
     "split-pages": "must be 0 (never split) or a number of pages",
     "lease-seconds": "must be positive (a claim not renewed for this long is taken over)",
