@@ -4,7 +4,8 @@ Layers, lowest first: the packaged defaults (defaults.toml beside this file), th
 ($HPCMARKER_SITE_CONFIG: a file, or a folder holding config.toml; else /etc/hpcmarker/config.toml),
 the user's file ($XDG_CONFIG_HOME/hpcmarker/config.toml). `[submit]` values become the defaults of
 `hpcmarker submit` options (click's default_map), under HPCMARKER_SUBMIT_<OPTION> variables and
-command-line flags; `[retry]` and `[export]` those of `hpcmarker retry` and `hpcmarker export`.
+command-line flags; `[retry]` and `[export]` those of `hpcmarker retry` and `hpcmarker export`; `[quality]`
+the output flags' thresholds (hpc_marker/quality), fixed in each run's record when it is submitted.
 Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors that name the valid ones.
 
 __init__.py   the layers, their sections and keys, profiles
@@ -33,6 +34,21 @@ PLAN_KEYS = {"scan_workers", "min_task_pages"}  # [submit] keys that `hpcmarker 
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
 RETRY_KEYS = {"min_share"}  # `hpcmarker retry` options
 EXPORT_KEYS = {"rows_per_shard", "shard_size", "follow_ups"}  # `hpcmarker export` options
+QUALITY_KEYS = {  # output flags' thresholds (hpc_marker/quality/flags.py)
+    "repetition_ngram",
+    "repetition_min_count",
+    "repetition_min_words",
+    "repetition_share",
+    "oversize_ratio",
+    "oversize_floor_kb",
+    "wide_table_columns",
+    "wide_table_cells",
+    "empty_layer_chars",
+    "empty_output_below",
+    "lost_script_min_chars",
+    "lost_script_min_share",
+    "lost_script_kept_share",
+}
 PROFILE_KEYS = {
     "template",
     "partition",
@@ -59,6 +75,7 @@ SECTIONS = {
     "job": JOB_KEYS,
     "retry": RETRY_KEYS,
     "export": EXPORT_KEYS,
+    "quality": QUALITY_KEYS,
     "templates": {"path"},
     "profiles": None,
 }

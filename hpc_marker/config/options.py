@@ -29,6 +29,7 @@ from hpc_marker.config.types import (
     TIME,
     WORKERS,
     BadValue,
+    Number,
 )
 from hpc_marker.engines import ENGINE_NAMES
 from hpc_marker.engines.formats import OUTPUT_FORMATS
@@ -205,6 +206,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("worker_memory", "--worker-memory", "engine", "Address-space cap per worker (e.g. 8G) for CPU engines: "
            "an item that needs more fails alone (marker: use --mem).", BYTES, metavar="SIZE",
            why=UNSET + "no cap"),
+    Option("max_output_mb_per_page", "--max-output-mb-per-page", "engine", "A document's output past this many MB "
+           "of text per page is kept but flagged oversize (docs/quality.md).", Number(float, positive=True),
+           metavar="MB", show_default=True, record="quality"),
     Option("permissions", "--permissions", "input_output",
            "Who may read the Markdown written (the run folder stays private).", click.Choice(list(PERMISSIONS)),
            show_default=True,

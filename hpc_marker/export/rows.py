@@ -149,6 +149,7 @@ def build_row(source: RunSource, doc: DocumentState) -> dict[str, Any]:
         "empty_pages": doc.empty_pages,
         "garbled_pages": doc.garbled_pages,
         "lost_pages": doc.lost_pages,
+        "output_flags": doc.output_flags,
         "source": str(Path(record.pdfs_root) / doc.pdf),
         "output": str(path) if text is not None else None,
         "metadata": metadata,

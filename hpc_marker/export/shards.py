@@ -42,6 +42,7 @@ SCHEMA = pa.schema(
         ("empty_pages", pa.list_(pa.int32())),
         ("garbled_pages", pa.list_(pa.int32())),
         ("lost_pages", pa.list_(pa.int32())),
+        ("output_flags", pa.string()),
         ("source", pa.string()),
         ("output", pa.string()),
         ("metadata", pa.large_string()),

@@ -24,7 +24,7 @@ from hpc_marker.manage.followups import FollowUpRun, unfinished_follow_ups
 from hpc_marker.manage.verdict import ACTIVE_STATES, RunFacts, TaskView, Verdict, verdict
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.store import ShareSummary, load_summary
-from hpc_marker.runstate.documents import commit_text_layer
+from hpc_marker.runstate.documents import commit_text_layer, output_flag_counts
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.progress import (
     DEGRADED,
@@ -83,6 +83,7 @@ class Progress:
         default_factory=list
     )  # "book.pdf page 8: timeout" (or by document id before collection)
     busy_seconds: float | None = None  # how long work was in flight (util/frames.busy_seconds; None: last - first)
+    output_flags: dict = field(default_factory=dict)  # {"unit": documents|items, "counts": {flag: n}} (quality/)
     retry: dict | None = None  # summary.json's retry outlook (collect.retry_outlook); None before collection
 
 
@@ -107,6 +108,7 @@ class RunStatus:
     partial: int = 0  # items converted but for lost pages (bisected)
     lost_pages: list[str] = field(default_factory=list)
     text_layer: dict = field(default_factory=dict)  # pages flagged empty or garbled, and in how many documents/items
+    output_flags: dict = field(default_factory=dict)  # documents (items before collection) with each output flag
     llm: dict | None = None  # service state, requests, tokens/s, failures
     tasks: list[TaskStatus] = field(default_factory=list)
     torn_manifest_lines: list[str] = field(default_factory=list)
@@ -200,6 +202,7 @@ def status_of(
         partial=sum(t.partial for t in tasks),
         lost_pages=list(progress.lost_pages),
         text_layer=dict(progress.text_layer),
+        output_flags=dict(progress.output_flags),
         torn_manifest_lines=list(progress.torn_lines),
         wedged=seen.wedged,
         headline=judged.headline,
@@ -289,6 +292,7 @@ def summary_progress(summary: dict) -> Progress:
         text_layer=summary.get("text_layer", {}),
         lost_pages=lost,
         busy_seconds=summary.get("wall_seconds"),
+        output_flags={"unit": "documents", "counts": summary.get("output_flags", {})},
         retry=summary.get("retry"),
     )
 
@@ -312,6 +316,7 @@ def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
         text_layer=commit_text_layer(latest),
         lost_pages=commit_lost_pages(latest),
         busy_seconds=busy_seconds(worked["started"], worked["finished"]),
+        output_flags={"unit": "items", "counts": output_flag_counts(latest["flags"][latest["status"] == "ok"])},
     )
 
 

@@ -13,7 +13,7 @@ from hpc_marker.manage.status import RunStatus, TaskStatus, load_status
 from hpc_marker.manage.verdict import OVER_STATES
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.slurm.parse import index_ranges
-from hpc_marker.util.commands import ocr_command
+from hpc_marker.util.commands import command_line, ocr_command
 from hpc_marker.util.text import plural
 
 TABLE_TASKS = 64  # past this many tasks, the table has a row per state (and the worst tasks), not per task
@@ -101,7 +101,7 @@ def status_table(status: RunStatus) -> Table:
     )
     if status.degraded:
         table.caption += f"; {plural(status.degraded, 'item')} with degraded LLM refinement"
-    table.caption += text_layer_line(status)
+    table.caption += text_layer_line(status) + output_flags_line(status)
     if status.lost_pages:
         shown = status.lost_pages[:5] + (
             [f"... {len(status.lost_pages) - 5} more"] if len(status.lost_pages) > 5 else []
@@ -144,16 +144,27 @@ def text_layer_line(status: RunStatus) -> str:
     )
 
 
+def output_flags_line(status: RunStatus) -> str:
+    """The caption's line on output flags (quality/: in documents once collected, in work items before), or ""."""
+    counts, unit = status.output_flags.get("counts") or {}, status.output_flags.get("unit", "documents")
+    if not counts:
+        return ""
+    return "\noutput flags: " + ", ".join(f"{name} in {plural(n, unit[:-1])}" for name, n in counts.items())
+
+
 def verdict_lines(status: RunStatus) -> list[str]:
     """The failed documents, one line per cause, the OCR follow-up of a flagged text layer, the --out's follow-up
     runs that are not finished, then the next command: printed whole under the table, never wrapped into it (rich
     wraps a caption at the table's width)."""
     flagged = text_layer_line(status)
     ocr = [f"to OCR the flagged documents: {ocr_command(status.run_id, status.text_layer)}"] if flagged else []
+    output = status.output_flags.get("counts") or {}
+    redo = command_line("retry", status.run_id, "--select", ",".join(output)) if output else ""
     return [
         *failed_lines(status.failed_documents, status.failed_documents_total),
         *status.reasons,
         *ocr,
+        *([f"to convert the documents with output flags again (add other settings): {redo}"] if redo else []),
         *(run.line() for run in status.follow_ups),
         *([f"next: {status.next}"] if status.next else []),
     ]

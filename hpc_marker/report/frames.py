@@ -270,6 +270,11 @@ def degraded_frame(summary: dict, key: str = "degraded") -> pd.DataFrame:
     return pd.DataFrame(summary.get(key) or [], columns=["pdf", "pages", "reason"])
 
 
+def output_flagged_frame(totals: dict) -> pd.DataFrame:
+    """The documents whose output carries an output flag (summary's "output_flagged": the first 100), 1-based pages."""
+    return pd.DataFrame(totals.get("output_flagged") or [], columns=["pdf", "flags"])
+
+
 def flagged_frame(totals: dict) -> pd.DataFrame:
     """The documents with a page whose text layer is empty or garbled (summary's "flagged"), 1-based pages."""
     return pd.DataFrame(totals.get("flagged") or [], columns=["pdf", "pages", "empty", "garbled"])

@@ -294,6 +294,18 @@ def text_layer_section(view: RunView, totals: dict, limits: Limits) -> Section:
     return Section("text-layer", "Text layer", note, tables=[("", table)])
 
 
+def output_flags_section(view: RunView, totals: dict, limits: Limits) -> Section:
+    """The documents whose output carries an output flag (quality/), and the follow-up that redoes them."""
+    counts = totals.get("output_flags") or {}
+    note = ", ".join(f"{name} in {plural(n, 'document')}" for name, n in counts.items()) or "No output was flagged"
+    if counts:
+        redo = command_line("retry", view.record.run_id, "--select", ",".join(counts))
+        note += f". To convert them again (add the settings to change), run: {redo}"
+    where = "summary.json lists the first 100, the manifest's output_flags all"
+    table = Table.of(frames.output_flagged_frame(totals), "output-flags-table", "", limits.table_rows, where)
+    return Section("output-flags", "Output flags", note + ".", tables=[("", table)] if counts else [])
+
+
 @functools.cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
@@ -314,6 +326,7 @@ def build_report(paths: RunPaths, limits: Limits = Limits(), view: RunView | Non
         *timeline_sections(view, items, totals, limits),
         *table_sections(view, items, limits),
         text_layer_section(view, totals, limits),
+        output_flags_section(view, totals, limits),
     ]
     return (
         _environment()

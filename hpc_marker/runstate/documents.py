@@ -3,10 +3,10 @@
 `document_state` folds the newest record of each item of one PDF into one `DocumentState`: its
 status (`ok` only when every item is ok and the items cover its pages from page 0 without a gap;
 else the first failed item's status, or `incomplete`), pages, engine, LLM refinement and the
-text-layer flags of all its items; `flag_share` is the share of a document's checked pages that
-carry a flag (what `retry --select no-text|garbled` uses). `text_layer_tokens` and `token_counts`
-write and read the flags in a task's commit log (runstate/progress.py), and `commit_text_layer` adds
-them up, for `status` before collection.
+text-layer flags and output flags (quality/) of all its items; `flag_share` is the share of a document's
+checked pages that carry a flag (what `retry --select no-text|garbled` uses). `text_layer_tokens` writes the
+flags in a task's commit log (runstate/progress.py), `token_counts` and `output_flag_counts` read them, and
+`commit_text_layer` adds the text-layer ones up, for `status` before collection.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from hpc_marker.planning.bisect import BISECTED, is_subitem
+from hpc_marker.quality.flags import FLAG_NAMES, FLAG_TOKENS, commit_tokens, merge_fields
 from hpc_marker.runstate.manifest import ManifestRecord
 from hpc_marker.runstate.subitems import PARTIAL
 from hpc_marker.util.text import plural
@@ -25,7 +26,8 @@ if TYPE_CHECKING:  # pandas loads where commit logs are read (status of a collec
     import pandas as pd
 
 FLAGS = {"no-text": "empty_pages", "garbled": "garbled_pages"}  # selector -> the manifest field
-SELECTORS = ("no-text", "garbled", "partial", "failed")  # what `retry --select` picks (submission/followup.py)
+# what `retry --select` picks (submission/followup.py); the output flags (quality/flags.py) pick by name
+SELECTORS = ("no-text", "garbled", "partial", "failed", *FLAG_NAMES)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class DocumentState:
     empty_pages: list[int] | None  # None: no item was checked
     garbled_pages: list[int] | None
     lost_pages: list[int] | None = None  # 0-based pages that could not be converted (a partial document)
+    output_flags: str | None = None  # its items' output flags, joined (quality/flags.merge_fields); None: unjudged
 
 
 def _gap(records: list[ManifestRecord]) -> str | None:
@@ -92,6 +95,7 @@ def document_state(records: Iterable[ManifestRecord]) -> DocumentState:
         empty_pages=sorted(p for r in checked for p in r.empty_pages or []) if checked else None,
         garbled_pages=sorted(p for r in checked for p in r.garbled_pages or []) if checked else None,
         lost_pages=[p for r in lost for p in range(r.page_start, r.page_stop)] or None,
+        output_flags=merge_fields(r.output_flags for r in items if r.status == "ok"),
     )
 
 
@@ -105,9 +109,17 @@ _TOKEN = re.compile(r"([eg])(\d+)")  # in a commit log's flags: e<n> / g<n>, the
 
 
 def text_layer_tokens(flags: dict | None) -> str:
-    """The commit log's text-layer flags of an item: `e3g1` (3 empty, 1 garbled pages); "" for none."""
+    """The commit log's flags of an item: `e3g1` (3 empty, 1 garbled pages of its text layer), then its output
+    flags' letters (quality/flags.FLAG_TOKENS: `e3RW`); "" for none."""
     counts = {"e": len((flags or {}).get("empty_pages") or []), "g": len((flags or {}).get("garbled_pages") or [])}
-    return "".join(f"{token}{n}" for token, n in counts.items() if n)
+    return "".join(f"{token}{n}" for token, n in counts.items() if n) + commit_tokens((flags or {}).get("output_flags"))
+
+
+def output_flag_counts(flags: pd.Series) -> dict[str, int]:
+    """How many commits carry each output flag, from the commit log's flags (text_layer_tokens); only the
+    flags some commit carries. Pure."""
+    counts = {name: int(flags.str.contains(token, regex=False).sum()) for name, token in FLAG_TOKENS.items()}
+    return {name: n for name, n in counts.items() if n}
 
 
 def token_counts(flags: pd.Series) -> pd.DataFrame:

@@ -47,6 +47,9 @@ class ManifestRecord:
     # None where nothing was checked (a failed item, marker's unpaginated Markdown or HTML).
     empty_pages: list[int] | None = None
     garbled_pages: list[int] | None = None
+    # Output flags (quality/flags.py): `repetition:3,5-7 wide-table` (1-based pages; a bare name: the whole
+    # item); "" when none was raised, None where nothing was judged (a failed item, an older run).
+    output_flags: str | None = None
 
     def to_line(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False) + "\n"

@@ -2,8 +2,8 @@
 
 run.json is written and read in one place each (RunRecord.to_json, RunRecord.from_json). Its parts are typed:
 engine options (engines/base.EngineOptions), the LLM service (llm/settings.LlmRecord), marker 2.x's per-task
-inference server (servers/vllm.InferenceSettings), the profile's job settings and a follow-up's parent run
-(JobSettings, ParentRun: here).
+inference server (servers/vllm.InferenceSettings), the output flags' thresholds (quality/flags.Thresholds), the
+profile's job settings and a follow-up's parent run (JobSettings, ParentRun: here).
 
 Versions: 1, the records written before run.json carried a version (no `version` key; a record may lack a
 field added later, which then takes its default); 2, the same shape with `"version": 2` first. A record
@@ -19,6 +19,7 @@ from typing import Any
 
 from hpc_marker.engines.base import EngineOptions
 from hpc_marker.llm.settings import LlmRecord
+from hpc_marker.quality.flags import Thresholds
 from hpc_marker.servers.vllm import InferenceSettings
 
 RECORD_VERSION = 2  # of run.json; records without one are version 1
@@ -93,6 +94,7 @@ class RunRecord:
     items: int = 0  # work items in the plan (the collector's memory is sized from it)
     llm: LlmRecord | None = None  # the LLM service: model, gpus, parallel, ctx, options, timeouts
     inference: InferenceSettings | None = None  # marker 2.x's per-task server; None: not marker
+    quality: Thresholds | None = None  # the output flags' thresholds fixed at submission; None: the config's
     mps: str | None = None  # NVIDIA MPS for the workers: auto, on, off (runtime/mps.py); None: off (older runs)
     job_settings: JobSettings = field(default_factory=JobSettings)
     jobs: dict[str, list[str]] = field(default_factory=dict)  # role -> job ids
@@ -127,6 +129,8 @@ class RunRecord:
         if values.get("inference") is not None:
             values["inference"] = InferenceSettings.from_json(values["inference"])
         values["job_settings"] = JobSettings.from_json(values.get("job_settings") or {})
+        if values.get("quality") is not None:
+            values["quality"] = Thresholds.from_mapping(values["quality"])
         if values.get("parent") is not None:
             values["parent"] = ParentRun.from_json(values["parent"])
         return cls(**values)

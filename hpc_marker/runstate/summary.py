@@ -2,8 +2,8 @@
 
 Everything here works on frames (one row per planned item, one row per manifest record), so a
 run of 10^6 items is summarized in seconds: `summarize` counts items, statuses, pages and rates, and
-the text-layer flags (`text_layer_summary`); `document_counts` counts documents (a split PDF is one
-document once its parts are merged).
+the text-layer flags (`text_layer_summary`) and the output flags (`output_flag_summary`); `document_counts`
+counts documents (a split PDF is one document once its parts are merged).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pandas as pd
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.plan import Plan
 from hpc_marker.planning.store import ShareSummary
+from hpc_marker.quality.flags import FLAG_NAMES, merge_fields
 from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, latest_frame
 from hpc_marker.runstate.subitems import PARTIAL, resolve_frame
 from hpc_marker.util.frames import busy_seconds, isin
@@ -69,6 +70,7 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
         "first_started": float(records["started"].min()) if len(records) else None,
         "last_finished": float(records["finished"].max()) if len(records) else None,
         **text_layer_summary(leaves),
+        **output_flag_summary(leaves),
     }
 
 
@@ -284,4 +286,26 @@ def text_layer_summary(final: pd.DataFrame) -> dict:
             {"pdf": pdf, "pages": int(row.pages), "empty": pages[pdf][0], "garbled": pages[pdf][1]}
             for pdf, row in flagged.sort_index().iterrows()
         ],
+    }
+
+
+FLAGGED_LISTED = 100  # summary.json names at most this many documents with output flags (all are in the manifest)
+
+
+def output_flag_summary(final: pd.DataFrame) -> dict:
+    """Over the latest record of each item (columns pdf, output_flags): `output_flags`, how many documents carry
+    each output flag (quality/flags.py; only the flags some document carries), and `output_flagged`, the first
+    FLAGGED_LISTED of those documents by PDF with their flags (1-based pages)."""
+    values = final["output_flags"].where(final["output_flags"].notna(), "").astype(str)
+    counts = {}
+    for name in FLAG_NAMES:
+        documents = final.loc[values.str.contains(rf"(?:^| ){name}(?::|\s|$)", regex=True), "pdf"].nunique()
+        if documents:
+            counts[name] = int(documents)
+    flagged = final[values != ""].sort_values(["pdf", "page_start"])
+    listed = sorted(flagged["pdf"].unique())[:FLAGGED_LISTED]
+    groups = flagged[flagged["pdf"].isin(listed)].groupby("pdf")["output_flags"]
+    return {
+        "output_flags": counts,
+        "output_flagged": [{"pdf": pdf, "flags": merge_fields(group)} for pdf, group in groups],
     }

@@ -181,6 +181,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
     options = dict(
         record.engine_options.to_json(),
         threads=threads,  # what the workers get; the settings go in each output
+        quality=record.quality.to_json() if record.quality else None,  # the output flags' thresholds (quality/)
         output_settings=output_settings(record.engine, record.engine_options, record.llm),
     )
     host = socket.gethostname()

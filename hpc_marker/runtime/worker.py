@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hpc_marker.engines import EngineError, EngineOptions, create_engine
 from hpc_marker.engines.textlayer import flagged_pages
+from hpc_marker.quality.document import output_fields
 from hpc_marker.runstate.output import stage_document
 from hpc_marker.runtime.limits import cap_memory
 from hpc_marker.runtime.threads import cap_threads
@@ -93,7 +94,8 @@ def convert_to_staging(
     """Convert pages [page_start, page_stop) of one PDF into a staging folder.
 
     Returns (staging folder, why the LLM refinement was degraded or None, which LLM requests moved to
-    another replica or None, the manifest's text-layer fields: the empty and the garbled pages)."""
+    another replica or None, the manifest's flags: the empty and the garbled pages of the text layer, and the
+    output flags, quality/)."""
     assert _ENGINE is not None, "init_worker was not called (or could not build the engine)"
     before = _llm_counts()
     doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
@@ -107,13 +109,11 @@ def convert_to_staging(
         "pages": [page_start, page_stop],
         "settings": _ENGINE_SPEC[1].get("output_settings"),
     }
+    pages, options = range(page_start, page_stop), _ENGINE_SPEC[1]
+    flags = flagged_pages(doc.metadata.get("text_layer"))
+    flags.update(output_fields(doc, Path(pdf_path), pages, options.get("quality"), options.get("paginate", True)))
     try:
-        return (
-            str(stage_document(Path(staging_root), name, stem, doc)),
-            degraded,
-            failover,
-            flagged_pages(doc.metadata.get("text_layer")),
-        )
+        return (str(stage_document(Path(staging_root), name, stem, doc)), degraded, failover, flags)
     except OSError as exc:
         raise OutputUnwritable(
             f"cannot write output: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else ""), exc.errno

@@ -20,6 +20,8 @@ comma-separated (`no-text,garbled`), select the documents that any of them picks
   partial   documents with pages lost (bisected items)
   failed    documents that failed, timed out or are incomplete (not encrypted ones: a password is
             needed whatever the engine)
+  repetition, oversize, wide-table, empty-output, lost-script
+            converted documents whose output carries that output flag (quality/flags.py)
 
 Settings: `RunOverrides`; a field left None keeps RUN's value. A field named like an EngineOptions
 field sets the engine options, any other the SubmitRequest field of the same name, so the resource
@@ -34,6 +36,7 @@ from typing import Any
 
 from hpc_marker.engines import EngineOptions
 from hpc_marker.executors import executor_for
+from hpc_marker.quality.flags import FLAG_NAMES, flag_names
 from hpc_marker.runstate.docindex import ManifestIndex
 from hpc_marker.runstate.documents import (
     FLAGS,
@@ -96,6 +99,8 @@ def is_selected(doc: DocumentState, selector: str, min_share: float) -> bool:
         return doc.status in RETRIED_STATUSES
     if selector == "partial":
         return doc.status == "partial"
+    if selector in FLAG_NAMES:
+        return doc.status in ("ok", "partial") and selector in flag_names(doc.output_flags)
     share = flag_share(doc, selector)
     return doc.status == "ok" and share > 0 and share >= min_share
 
@@ -154,6 +159,7 @@ def request_from_record(record: RunRecord) -> SubmitRequest:
         "split_pages": record.split_pages,
         "worker_memory": record.worker_memory,
         "max_running": record.max_running,
+        "max_output_mb_per_page": (record.quality or {}).get("max_output_mb_per_page"),
         "llm": llm,
     }
     if permissions:

@@ -21,6 +21,7 @@ from hpc_marker.executors.base import NO_JOB, Executor, Fit, Progress, SubmitFai
 from hpc_marker.planning.plan import Plan, WorkItem, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
 from hpc_marker.planning.store import save_plan
+from hpc_marker.quality.document import thresholds
 from hpc_marker.runstate.index import forget_run, register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.outlock import Holder, acquire, age, release
@@ -193,6 +194,7 @@ def run_record(
         split_pages=request.split_pages,
         llm=llm.record() if llm else None,
         mps=chosen["mps"],
+        quality=thresholds({"max_output_mb_per_page": request.max_output_mb_per_page}),
         item_timeout=request.item_timeout,
         worker_memory=request.worker_memory,
         umask=PERMISSIONS[request.permissions],

@@ -133,6 +133,7 @@ class SubmitRequest:
     inference_server: str | None = None  # marker 2.x's per-task server; None or auto: the profile's, else native
     mps: str | None = None  # auto, on, off; None: the profile's, else the config's [job] one
     max_running: int | None = None  # at most this many tasks at once (Slurm's %K); None: no throttle
+    max_output_mb_per_page: float | None = None  # output flagged oversize past it (quality/); None: the config's
     run_id: str | None = None
     force: bool = False  # convert PDFs whose outputs are already complete and up to date
     force_concurrent: bool = False  # start even while another run of this --out is active
@@ -275,6 +276,7 @@ def check_request(request: SubmitRequest, chosen: dict) -> None:
         time_limit=chosen["time"],
         mem=chosen["mem"],
         inference_startup_timeout=request.inference_startup_timeout,
+        max_output_mb_per_page=request.max_output_mb_per_page,
     )
     try:
         check_item_limits(request.item_timeout, request.worker_memory, request.engine)

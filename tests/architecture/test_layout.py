@@ -23,6 +23,7 @@ LAYERS = {
     "llm": 1,
     "engines": 1,
     "servers": 1,
+    "quality": 1,
     "executors": 2,
     "runtime": 2,
     "submission": 3,
