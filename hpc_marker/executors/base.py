@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import submitit
+
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm.arrays import ArrayLayout
@@ -122,7 +124,11 @@ def live_job_ids(record: RunRecord, roles: tuple[str, ...] = ROLES) -> list[str]
 
 def job_logs(paths: RunPaths, job_id: str) -> tuple[Path, Path]:
     """(stdout, stderr) of one of the run's jobs: submitit's files in RUN/jobs, for either executor."""
-    from submitit.core.utils import JobPaths
-
-    job = JobPaths(folder=paths.jobs, job_id=job_id, task_id=0)
+    job = job_paths(paths.jobs, job_id)
     return job.stdout, job.stderr
+
+
+def job_paths(folder: Path, job_id: str):  # -> submitit's JobPaths (its type is not public)
+    """Where submitit's runner looks for job `job_id`'s pickled call, its result and its logs, for either
+    executor (the public `Job.paths`; a job id of either kind, `123`, `123_4` or a local pid)."""
+    return submitit.SlurmJob(folder=folder, job_id=job_id).paths
