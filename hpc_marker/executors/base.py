@@ -25,7 +25,7 @@ def service_replicas(record: RunRecord) -> int:
     return int(record.llm.get("replicas", 1)) if record.llm else 0
 
 
-Progress = Callable[[RunPaths], None]  # called every second or so while a waiting executor runs
+WaitHook = Callable[[RunPaths], None]  # called every second or so while a waiting executor runs
 JobsSeen = Callable[[dict[str, list[str]]], None]  # told the job ids as soon as jobs exist (before waiting)
 
 NO_JOB = "-"  # in RunRecord.jobs["convert"]: a task that has no job (yet)
@@ -93,7 +93,7 @@ class Executor(Protocol):
         scripts: dict[str, str],
         layout: ArrayLayout,
         jobs: RunJobs,
-        progress: Progress | None = None,
+        progress: WaitHook | None = None,
         seen: JobsSeen | None = None,
     ) -> dict[str, list[str]]:
         """Start the service (if any: one job per replica, record.llm["replicas"]), the tasks of `layout`,

@@ -27,8 +27,8 @@ from hpc_marker.executors.base import (
     Fit,
     JobsSeen,
     Observation,
-    Progress,
     RunJobs,
+    WaitHook,
     job_paths,
     live_job_ids,
     service_replicas,
@@ -273,7 +273,7 @@ class LocalExecutor:
         scripts: dict[str, str],
         layout: ArrayLayout,
         jobs: RunJobs,
-        progress: Progress | None = None,
+        progress: WaitHook | None = None,
         seen: JobsSeen | None = None,
     ) -> dict[str, list[str]]:
         """Run the service (if any), the tasks of `layout` and then the collector here; returns their job ids.

@@ -21,9 +21,9 @@ from hpc_marker.executors.base import (
     Fit,
     JobsSeen,
     Observation,
-    Progress,
     RunJobs,
     SubmitFailed,
+    WaitHook,
     job_paths,
     live_job_ids,
     service_replicas,
@@ -157,7 +157,7 @@ class SlurmExecutor:
         scripts: dict[str, str],
         layout: ArrayLayout,
         jobs: RunJobs,
-        progress: Progress | None = None,
+        progress: WaitHook | None = None,
         seen: JobsSeen | None = None,
     ) -> dict[str, list[str]]:
         """The service (if any), the arrays of `layout` after it, and the collector after every array."""

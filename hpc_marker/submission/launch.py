@@ -18,7 +18,7 @@ from hpc_marker.engines.base import same_settings
 from hpc_marker.engines.formats import EXTENSIONS
 from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
-from hpc_marker.executors.base import NO_JOB, Progress, SubmitFailed, live_job_ids
+from hpc_marker.executors.base import NO_JOB, SubmitFailed, WaitHook, live_job_ids
 from hpc_marker.planning.outnames import output_names, renamed_note
 from hpc_marker.planning.plan import Plan, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
@@ -348,7 +348,7 @@ def record_jobs(
 
 
 @private_files
-def submit_run(prepared: PreparedRun, progress: Progress | None = None) -> RunRecord:
+def submit_run(prepared: PreparedRun, progress: WaitHook | None = None) -> RunRecord:
     """Send the prepared run to its executor and record the job ids. A submission the scheduler refused
     leaves nothing behind (SubmitFailed); a run that this call waits for gives its --out back when it ends."""
     record, paths = prepared.record, prepared.paths
