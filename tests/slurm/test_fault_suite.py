@@ -94,7 +94,7 @@ def wait_quiet(run: Run, timeout_s: float = 300) -> None:
     deadline = time.time() + timeout_s
     while queued(run):
         assert time.time() < deadline, f"run {run.run_id} still queued after {timeout_s}s: {queued(run)}"
-        time.sleep(1)
+        time.sleep(0.5)
 
 
 def task_pids(run: Run, task: int) -> list[int]:
