@@ -94,8 +94,8 @@ def _finished_once(tmp_path_factory):
 
 @pytest.fixture
 def finished_shared(_finished_once):
-    """`finished`, one run for the module's tests that only read it (no follow-up, no new run folder), in
-    this test's run index."""
+    """`finished`, one run for the module's tests that leave it as it is (no follow-up run; at most a run
+    folder never submitted, which no command takes for the --out's latest), in this test's run index."""
     register_run(_finished_once[1].paths)
     return _finished_once
 
@@ -169,11 +169,11 @@ def test_a_submission_killed_by_its_stdout_leaves_no_run_behind(finished):
     assert again.exit_code == 0, again.output
 
 
-def test_a_run_folder_never_submitted_is_not_the_outs_latest(finished, tmp_path):
+def test_a_run_folder_never_submitted_is_not_the_outs_latest(finished_shared):
     from runkit import make_run
 
-    out, _run = finished
-    make_run(tmp_path / "pdfs", out, register=False, force=True, run_id="never")  # created, never given jobs
+    out, _run = finished_shared
+    make_run(out.parent / "pdfs", out, register=False, force=True, run_id="never")  # created, never given jobs
     assert resolve_run(str(out)).run_id == "first"
 
 
