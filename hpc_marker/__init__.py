@@ -2,7 +2,8 @@
 
 The subpackages are the pipeline's seams, and dependencies flow one way (docs/architecture.md):
 cli → submission, manage, admin, report → executors, runtime → runstate, planning, slurm, llm,
-engines, servers, config → util.
+engines, servers, config → util. export (a run's documents as one dataset) sits beside manage.
+__main__.py makes `python -m hpc_marker` the `hpcmarker` command.
 """
 
 __version__ = "0.1.0"

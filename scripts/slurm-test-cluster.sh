@@ -304,7 +304,10 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$MUNGE_SOCKET
+# cred_expire: a job credential's lifetime, and so how long a requeued job waits before it may start again
+# (cred_expire + 1 s; 121 s by default). 30 s, as Slurm's own test suite uses: the fault suite's node failure
+# waits for it (tests/slurm/test_fault_suite.py).
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=30
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/slurmd-%n
 SlurmctldPidFile=$RUN/slurmctld.pid

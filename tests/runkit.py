@@ -117,6 +117,9 @@ def make_run(pdfs: Path, out: Path, *, register: bool = True, **request):
     return prepared
 
 
+WAIT_POLL_S = 0.5  # status is cheap next to a run (sacct, squeue, the commit logs); a run is seen done sooner
+
+
 def wait_for(run_id: str, states: set[str], timeout_s: float = 600) -> dict:
     """`hpcmarker status RUN --json`, polled until the run's state is one of `states`."""
     deadline, status = time.time() + timeout_s, None
@@ -124,5 +127,5 @@ def wait_for(run_id: str, states: set[str], timeout_s: float = 600) -> dict:
         status = json.loads(invoke("status", run_id, "--json").output)
         if status["state"] in states:
             return status
-        time.sleep(1)
+        time.sleep(WAIT_POLL_S)
     raise AssertionError(f"run {run_id} not in {states} after {timeout_s}s: {status}")

@@ -3,6 +3,14 @@
 `create_engine(name, options)` is the only way the rest of hpcmarker gets an engine;
 `check_engine(name, options)` is the cheap preflight `submit` runs before anything is submitted;
 `check_node(name, options)` what each task checks before it starts a worker (caches, binaries).
+
+  base.py         the engine contract: EngineOptions in, one ConvertedDocument out; the engine errors
+  marker.py       the `marker` engine: marker-pdf's Python API in-process (marker 1.10.x and 2.0.x)
+  text.py         the `text` engine: the PDF's own text layer through pdftext; no models, no GPU
+  benchmark.py    the `benchmark` engine: the text engine's output at a fixed cost per page
+  formats.py      output formats: what a document is in each of marker's renderers, how its pieces join
+  textlayer.py    per-page text-layer flags: empty, garbled (pure)
+  cachepieces.py  marker's missing cache pieces in words: what prefetch fetches, what a node must have (pure)
 """
 
 from __future__ import annotations

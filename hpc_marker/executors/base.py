@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import submitit
+
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm.arrays import ArrayLayout
@@ -23,7 +25,7 @@ def service_replicas(record: RunRecord) -> int:
     return record.llm.replicas if record.llm else 0
 
 
-Progress = Callable[[RunPaths], None]  # called every second or so while a waiting executor runs
+WaitHook = Callable[[RunPaths], None]  # called every second or so while a waiting executor runs
 JobsSeen = Callable[[dict[str, list[str]]], None]  # told the job ids as soon as jobs exist (before waiting)
 
 NO_JOB = "-"  # in RunRecord.jobs["convert"]: a task that has no job (yet)
@@ -91,7 +93,7 @@ class Executor(Protocol):
         scripts: dict[str, str],
         layout: ArrayLayout,
         jobs: RunJobs,
-        progress: Progress | None = None,
+        progress: WaitHook | None = None,
         seen: JobsSeen | None = None,
     ) -> dict[str, list[str]]:
         """Start the service (if any: one job per replica, record.llm.replicas), the tasks of `layout`,
@@ -122,7 +124,11 @@ def live_job_ids(record: RunRecord, roles: tuple[str, ...] = ROLES) -> list[str]
 
 def job_logs(paths: RunPaths, job_id: str) -> tuple[Path, Path]:
     """(stdout, stderr) of one of the run's jobs: submitit's files in RUN/jobs, for either executor."""
-    from submitit.core.utils import JobPaths
-
-    job = JobPaths(folder=paths.jobs, job_id=job_id, task_id=0)
+    job = job_paths(paths.jobs, job_id)
     return job.stdout, job.stderr
+
+
+def job_paths(folder: Path, job_id: str):  # -> submitit's JobPaths (its type is not public)
+    """Where submitit's runner looks for job `job_id`'s pickled call, its result and its logs, for either
+    executor (the public `Job.paths`; a job id of either kind, `123`, `123_4` or a local pid)."""
+    return submitit.SlurmJob(folder=folder, job_id=job_id).paths

@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
-from submitit.core.utils import JobPaths
 
 from hpc_marker.executors.base import (
     ROLES,
     Fit,
     JobsSeen,
     Observation,
-    Progress,
     RunJobs,
+    WaitHook,
+    job_paths,
     live_job_ids,
     service_replicas,
 )
@@ -189,7 +189,7 @@ def _outcome(jobs: Path, job_id: str) -> str | None:
     """How a finished local job ended, from submitit's result file: "success", "error", or None (no result:
     killed, or stopped by a signal)."""
     try:
-        with open(JobPaths(folder=jobs, job_id=job_id, task_id=0).result_pickle, "rb") as fh:
+        with open(job_paths(jobs, job_id).result_pickle, "rb") as fh:
             return pickle.load(fh)[0]
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, TypeError):
         return None
@@ -273,7 +273,7 @@ class LocalExecutor:
         scripts: dict[str, str],
         layout: ArrayLayout,
         jobs: RunJobs,
-        progress: Progress | None = None,
+        progress: WaitHook | None = None,
         seen: JobsSeen | None = None,
     ) -> dict[str, list[str]]:
         """Run the service (if any), the tasks of `layout` and then the collector here; returns their job ids.

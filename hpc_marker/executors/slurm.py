@@ -15,16 +15,16 @@ import time
 import uuid
 from pathlib import Path
 
-import submitit
 from submitit.helpers import DelayedSubmission
 
 from hpc_marker.executors.base import (
     Fit,
     JobsSeen,
     Observation,
-    Progress,
     RunJobs,
     SubmitFailed,
+    WaitHook,
+    job_paths,
     live_job_ids,
     service_replicas,
 )
@@ -53,11 +53,6 @@ class CancelError(SlurmError):
 def submitit_command(python: str, folder: Path) -> list[str]:
     """The command a job runs: submitit's runner on the pickled call in `folder`."""
     return [python, "-u", "-m", "submitit.core._submit", str(folder)]
-
-
-def job_paths(folder: Path, job_id: str):  # -> submitit's JobPaths (its type is not public)
-    """Where submitit's runner looks for job `job_id`'s pickled call, and its logs (the public `Job.paths`)."""
-    return submitit.SlurmJob(folder=folder, job_id=job_id).paths
 
 
 def job_log_paths(folder: Path, array: bool) -> tuple[str, str]:
@@ -162,7 +157,7 @@ class SlurmExecutor:
         scripts: dict[str, str],
         layout: ArrayLayout,
         jobs: RunJobs,
-        progress: Progress | None = None,
+        progress: WaitHook | None = None,
         seen: JobsSeen | None = None,
     ) -> dict[str, list[str]]:
         """The service (if any), the arrays of `layout` after it, and the collector after every array."""

@@ -1,11 +1,11 @@
 """Export: a run's documents as one dataset, `hpcmarker export RUN --format parquet|jsonl --to DIR`.
 
-One row per document (a split PDF is one row), streamed (`rows`: bounded memory at any run size)
-into shards of a bounded size written atomically (`shards`), and a manifest of the shards
+One row per document (a split PDF is one row), streamed (rows.py: bounded memory at any run size)
+into shards of a bounded size written atomically (shards.py), and a manifest of the shards
 (`_export.json`: files, rows, bytes, sha256, the runs read) written last: an export is complete
 when its manifest is there. By default only `ok` and `partial` documents (a placeholder stands for
-each lost page, listed in `lost_pages`); `include_failed` adds every other one
-(text null, status and error said). Columns: docs/user-guide.md. The shards and the manifest are as private
+each lost page, listed in `lost_pages`); `include_failed` adds every other one (text null, status and
+error said). Columns: docs/user-guide.md. The shards and the manifest are as private
 as the run's outputs (its `--permissions`), unless the export is given other permissions. A run with
 nothing converted yet is refused (ExportError) before anything is written.
 """

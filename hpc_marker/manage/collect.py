@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from submitit.core.utils import JobPaths
 
 from hpc_marker.executors import executor_for
+from hpc_marker.executors.base import job_logs
 from hpc_marker.manage.verdict import ACTIVE_STATES, MAX_ATTEMPTS
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.plan import WorkItem
@@ -163,8 +163,7 @@ def gather_logs(paths: RunPaths, job_ids: list[str]) -> list[Path]:
     metadata operation each, where a copy took six), a copy where links cannot be made."""
     gathered = []
     for index, job_id in enumerate(job_ids):
-        job_paths = JobPaths(folder=paths.jobs, job_id=job_id, task_id=0)
-        for source, suffix in ((job_paths.stdout, "out"), (job_paths.stderr, "err")):
+        for source, suffix in zip(job_logs(paths, job_id), ("out", "err"), strict=True):
             target = paths.logs / f"task-{index}.{suffix}"
             try:
                 link_or_copy(source, target)

@@ -70,7 +70,7 @@ class ShareCounts:
 
 
 @dataclass(frozen=True)
-class Progress:
+class RunProgress:
     """What the run has done so far, from summary.json or the commit logs."""
 
     shares: dict[int, ShareCounts]
@@ -154,7 +154,7 @@ def share_counts(latest: pd.DataFrame) -> dict[int, ShareCounts]:
 def status_of(
     record: RunRecord,
     shares: list[ShareSummary],
-    progress: Progress,
+    progress: RunProgress,
     seen: Observation | dict[str, str],
     now: float,
     collected: bool = False,
@@ -215,7 +215,7 @@ def status_of(
 def task_statuses(
     record: RunRecord,
     shares: list[ShareSummary],
-    progress: Progress,
+    progress: RunProgress,
     states: dict[str, str],
     activities: dict[int, str],
 ) -> list[TaskStatus]:
@@ -246,7 +246,7 @@ def task_statuses(
 def _judge(
     record: RunRecord,
     tasks: list[TaskStatus],
-    progress: Progress,
+    progress: RunProgress,
     seen: Observation,
     stops: dict[int, TaskStop],
     collected: bool,
@@ -276,14 +276,14 @@ def _judge(
     )
 
 
-def summary_progress(summary: dict) -> Progress:
+def summary_progress(summary: dict) -> RunProgress:
     """The progress summary.json records (its share counts, partial items and lost pages). Pure."""
     shares = {
         int(s["share"]): ShareCounts(s["ok"], s["failed"], s["pages_done"], s.get("degraded", 0), s.get("partial", 0))
         for s in summary["shares"]
     }
     lost = [f"{p['pdf']} page {p['page']}: {p['status']}" for p in summary.get("lost_pages", [])]
-    return Progress(
+    return RunProgress(
         shares,
         summary.get("first_started"),
         summary.get("last_finished"),
@@ -297,7 +297,7 @@ def summary_progress(summary: dict) -> Progress:
     )
 
 
-def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
+def read_progress(paths: RunPaths, failed_over: bool = False) -> RunProgress:
     """The run's progress: summary.json's once collected (it has the share counts), else the commit logs.
     `failed_over`: also count the items whose LLM requests moved to another replica (runs with replicas)."""
     if paths.summary.exists():
@@ -308,7 +308,7 @@ def read_progress(paths: RunPaths, failed_over: bool = False) -> Progress:
     latest = latest_commits(commits)
     moved = int(latest["flags"].str.contains(FAILED_OVER, regex=False).sum()) if failed_over and len(latest) else 0
     worked = commits[commits["status"] != REOPENED]  # a retry's line that reopens an item: no work
-    return Progress(
+    return RunProgress(
         share_counts(latest),
         float(worked["started"].min()) if len(worked) else None,
         float(worked["finished"].max()) if len(worked) else None,

@@ -10,4 +10,5 @@
            the order in which a task claims items (its own share, then stealing)
   bisect.py  the halves of a failing item (ids from their page ranges), down to the pages that fail
   outnames.py  each PDF's document name under --out, unique on case-insensitive filesystems too
+  store.py  the plan on disk (PLAN/items.parquet, one row group per task), read in pieces
 """

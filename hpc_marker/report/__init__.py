@@ -6,9 +6,9 @@ slowest PDFs, and the LLM service's tokens/s, queue and errors when the run had 
 from the run folder only (run.json, plan.json, the task manifests, summary.json once collected)
 and stays under about 10 MB whatever the run's size.
 
-- `frames`: pure pandas frames from manifest records, the plan, summary.json and LLM metrics;
-- `figures`: plotly figures from those frames (strings from the run escaped for plotly's markup);
-- `page`: reads the folder, renders `templates/report.html.j2` (Jinja2, autoescaped; plotly.js
+- frames.py: pure pandas frames from manifest records, the plan, summary.json and LLM metrics;
+- figures.py: plotly figures from those frames (strings from the run escaped for plotly's markup);
+- page.py: reads the folder, renders `templates/report.html.j2` (Jinja2, autoescaped; plotly.js
   inlined once, so the page opens offline) and writes it atomically.
 """
 

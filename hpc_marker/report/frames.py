@@ -18,7 +18,7 @@ import pandas as pd
 
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.plan import Plan
-from hpc_marker.runstate.manifest import ManifestRecord
+from hpc_marker.runstate.manifest import ManifestRecord, latest_frame
 from hpc_marker.util.frames import isin
 
 FIELDS = list(ManifestRecord.__dataclass_fields__)
@@ -64,12 +64,6 @@ def records_frame(records: Sequence[ManifestRecord] | pd.DataFrame) -> pd.DataFr
     degraded = frame["degraded"].map(lambda v: isinstance(v, str) and bool(v)).astype(bool)
     frame["state"] = np.where(frame["status"] != "ok", "failed", np.where(degraded, "degraded", "ok"))
     return frame
-
-
-def latest_frame(items: pd.DataFrame) -> pd.DataFrame:
-    """The newest attempt of each item (the one that finished last; on a tie, the later record),
-    as `manifest.latest_by_item` decides."""
-    return items.sort_values("finished", kind="stable").drop_duplicates("item_id", keep="last")
 
 
 def bucket_edges(first: float, last: float, buckets: int) -> tuple[np.ndarray, float]:

@@ -5,7 +5,10 @@ record.py       RunRecord (run.json): the run's settings (typed parts, JobSettin
 index.py        the user's run index: find a run by id, folder, or the latest
 permissions.py  who may read what a run writes (umask per --permissions; the run folder is private)
 claims.py       exactly-once work claims on shared filesystems (atomic link, leases, done markers)
-manifest.py     one JSON line per work item, appended whole; torn lines reported
+manifest.py     one JSON line per work item, appended whole; torn lines reported; the latest record per item
+progress.py     per task: its heartbeat (progress/task-<i>.json) and its commit log (one short line per item)
+documents.py    a run's manifest records seen per PDF (a split PDF is one document of several items; pure)
+docindex.py     the manifest lines of one or more runs, read back one document at a time (bounded memory)
 output.py       the output layout; staging folders renamed into place (another format's files kept);
                 merging split PDFs' parts
 finish.py       placing committed outputs and merging parts (tasks and collector alike); documents

@@ -144,13 +144,18 @@ def read_manifest_frame(folder: Path) -> tuple[pd.DataFrame, list[str]]:
     return frame, torn
 
 
+# "The latest record of each item" has this one home, for manifests, commit logs (runstate/progress.py) and
+# the report's frames alike: a retried item's newest attempt wins, the one that finished last, on a tie the
+# record read later.
+
+
 def latest_frame(records: pd.DataFrame) -> pd.DataFrame:
-    """The last record of each item (a retried item's newest attempt wins). Pure."""
+    """The last record of each item (a frame with `item_id` and `finished`), sorted by `finished`. Pure."""
     return last_per_key(records, "item_id", "finished")
 
 
 def latest_by_item(records: list[ManifestRecord]) -> dict[str, ManifestRecord]:
-    """The last record of each item (a retried item's newest attempt wins)."""
+    """The last record of each item, by item id: `latest_frame` for a list of records."""
     latest: dict[str, ManifestRecord] = {}
     for record in sorted(records, key=lambda r: r.finished):
         latest[record.item_id] = record

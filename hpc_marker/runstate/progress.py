@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpc_marker.planning.bisect import BISECTED
+from hpc_marker.runstate.manifest import latest_frame
 from hpc_marker.util.files import atomic_write
-from hpc_marker.util.frames import last_per_key
 
 if TYPE_CHECKING:  # pandas and pyarrow load only where logs are read (never in a task)
     import pandas as pd
@@ -146,10 +146,10 @@ def read_commits(folder: Path) -> pd.DataFrame:
 
 
 def latest_commits(commits: pd.DataFrame) -> pd.DataFrame:
-    """The last commit of each item (a retried item's newest attempt wins), indexed by item_id. Pure."""
+    """The last commit of each item (manifest.latest_frame), indexed by item_id. Pure."""
     if commits.empty or not (commits["status"] == REOPENED).any():
         return commits.set_index("item_id")  # each item is committed once until a retry reopens it
-    return last_per_key(commits, "item_id", "finished").set_index("item_id")
+    return latest_frame(commits).set_index("item_id")
 
 
 def failures_per_item(commits: pd.DataFrame) -> pd.Series:

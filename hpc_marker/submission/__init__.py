@@ -7,5 +7,6 @@ scripts.py    each role's template variables, the rendered scripts, `--dry-run`'
 launch.py     scan → plan → run folder → scripts → the run's executor
 outputs.py    which PDFs a run converts (outputs not current) and its documents' names
 resume.py     resubmit only the unfinished tasks of a run; retry failed (not poison) items
+followup.py   follow-up runs (`hpcmarker retry RUN --select ...`): chosen documents again, into the same --out
 overrides.py  the resources resume and retry may change (--time, --mem, --gpus, ...), checked
 """

@@ -17,7 +17,7 @@ from typing import Any
 from hpc_marker.engines import check_engine
 from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
-from hpc_marker.executors.base import NO_JOB, Executor, Fit, Progress, SubmitFailed, live_job_ids
+from hpc_marker.executors.base import NO_JOB, Executor, Fit, SubmitFailed, WaitHook, live_job_ids
 from hpc_marker.planning.plan import Plan, WorkItem, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
 from hpc_marker.planning.store import save_plan
@@ -313,7 +313,7 @@ def record_jobs(
 
 
 @private_files
-def submit_run(prepared: PreparedRun, progress: Progress | None = None) -> RunRecord:
+def submit_run(prepared: PreparedRun, progress: WaitHook | None = None) -> RunRecord:
     """Send the prepared run to its executor and record the job ids. A submission the scheduler refused
     leaves nothing behind (SubmitFailed); a run that this call waits for gives its --out back when it ends."""
     record, paths = prepared.record, prepared.paths

@@ -1,4 +1,4 @@
-"""Process trees on Linux (/proc): is a process alive, its descendants, end a tree, die with the parent.
+"""Process trees (psutil): is a process alive, its descendants, end a tree, die with the parent (Linux).
 
 Used wherever hpcmarker ends processes it started: a local run's tasks, a cancelled local run, the
 collector stopping a local service, servers started in their own process group.
@@ -11,68 +11,54 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
+
+import psutil
 
 PR_SET_PDEATHSIG = 1
-
-
-def _stat_fields(pid: int | str) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after "(comm)": state, ppid, pgrp, ...; None when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
 
 
 def process_alive(pid: int) -> bool:
     """`pid` exists and is not a zombie."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        pass
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
+    except psutil.AccessDenied:  # another user's process: it exists
+        return True
 
 
 def process_runs(pid: int, marker: str) -> bool:
     """`pid` is alive and its command line holds `marker` (a pid reused by another program does not count)."""
-    if not process_alive(pid):
-        return False
     try:
-        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and marker in " ".join(process.cmdline())
+    except psutil.Error:
         return False
 
 
-def _live_pids() -> list[str]:
-    return [entry for entry in os.listdir("/proc") if entry.isdigit()]
+def _live(*attrs: str) -> Iterator[psutil.Process]:
+    """Every process not a zombie, with `attrs` read into `.info` (None where they cannot be read)."""
+    for process in psutil.process_iter(["status", *attrs]):
+        if process.info["status"] not in (None, psutil.STATUS_ZOMBIE):
+            yield process
 
 
 def process_tree(pid: int) -> list[int]:
     """`pid` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in _live_pids():
-        fields = _stat_fields(entry)
-        if fields is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    tree, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        tree.append(current)
-        frontier.extend(children.get(current, []))
-    return tree
+    try:
+        return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    except psutil.Error:
+        return [pid]
 
 
 def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of the process group `pgid`."""
     members = []
-    for entry in _live_pids():
-        fields = _stat_fields(entry)
-        if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry))
+    for process in _live():
+        with contextlib.suppress(OSError):
+            if os.getpgid(process.pid) == pgid:
+                members.append(process.pid)
     return members
 
 
@@ -80,16 +66,11 @@ def processes_with_env(name: str, value: str, command_has: str = "") -> list[int
     """Live processes (readable: this user's) whose environment has `name=value` and whose command line
     contains `command_has`: how a daemon that detached itself is found again (e.g. an MPS control
     daemon by its pipe folder)."""
-    wanted, found = f"{name}={value}".encode(), []
-    for entry in _live_pids():
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-            command = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if wanted in environ and command_has.encode() in command and process_alive(int(entry)):
-            found.append(int(entry))
-    return found
+    return [
+        process.pid
+        for process in _live("environ", "cmdline")
+        if (process.info["environ"] or {}).get(name) == value and command_has in " ".join(process.info["cmdline"] or [])
+    ]
 
 
 def _signal(pids: list[int], sig: int) -> None:
@@ -102,15 +83,11 @@ def processes_with_arg(arg: str, also: str = "") -> list[int]:
     """Live processes (readable: this user's) with `arg` as one of their arguments and `also` somewhere in
     their command line: a run's processes found by what they run on (e.g. its jobs folder), whether or not
     anyone recorded their ids."""
-    wanted, found = arg.encode(), []
-    for entry in _live_pids():
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if wanted in argv and also.encode() in b" ".join(argv) and process_alive(int(entry)):
-            found.append(int(entry))
-    return found
+    return [
+        process.pid
+        for process in _live("cmdline")
+        if arg in (process.info["cmdline"] or []) and also in " ".join(process.info["cmdline"] or [])
+    ]
 
 
 TERM_RESEND_S = 0.5  # a process that ignored SIGTERM a moment ago (still installing its handler) gets it again

@@ -21,7 +21,7 @@ from inputs import EXAMPLES, raw_pdf
 from runkit import invoke, run_folder, run_local
 
 from hpc_marker.cli import cli
-from hpc_marker.runstate.index import resolve_run
+from hpc_marker.runstate.index import register_run, resolve_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR
 
 OCR_HINT = "hpcmarker retry first --select no-text,garbled --engine marker --force-ocr"
@@ -75,14 +75,33 @@ def two_pass_inputs(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def finished(tmp_path):
-    """A local text run, finished with a failed item and flagged pages."""
+    """A local text run, finished with a failed item and flagged pages: the test's own, to change."""
     out = tmp_path / "out"
     run = run_local(two_pass_inputs(tmp_path), out, "--run-id", "first", expect=3)
     return out, run
 
 
-def test_every_printed_command_runs_as_printed(finished):
-    out, run = finished
+@pytest.fixture(scope="module")
+def _finished_once(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("finished")
+    with pytest.MonkeyPatch.context() as patch:  # as isolated_state (conftest.py) does for each test
+        patch.setenv("HPCMARKER_STATE_DIR", str(tmp / "state"))
+        patch.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
+        patch.setenv("HPCMARKER_LOCAL_CORES", "64")
+        out = tmp / "out"
+        return out, run_local(two_pass_inputs(tmp), out, "--run-id", "first", expect=3)
+
+
+@pytest.fixture
+def finished_shared(_finished_once):
+    """`finished`, one run for the module's tests that leave it as it is (no follow-up run; at most a run
+    folder never submitted, which no command takes for the --out's latest), in this test's run index."""
+    register_run(_finished_once[1].paths)
+    return _finished_once
+
+
+def test_every_printed_command_runs_as_printed(finished_shared):
+    out, run = finished_shared
     notes = re.findall(r'<p class="note">(.*?)</p>', (run.paths.root / "report.html").read_text(), re.DOTALL)
     texts = [
         run.output,
@@ -118,13 +137,13 @@ def test_the_printed_ocr_follow_up_selects_both_kinds(finished, monkeypatch):
 
 
 @pytest.mark.parametrize("value", ["bogus", "no-text|garbled", "no-text,,bogus"])
-def test_a_bad_select_is_one_line_and_exit_2(finished, value):
+def test_a_bad_select_is_one_line_and_exit_2(finished_shared, value):
     result = invoke("retry", "first", "--select", value)
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "--select" in result.output and "no-text, garbled, partial, failed" in result.output
 
 
-def test_partial_selection_says_nothing_of_min_share(finished):
+def test_partial_selection_says_nothing_of_min_share(finished_shared):
     result = invoke("retry", "first", "--select", "partial")
     assert result.exit_code == 0 and "no document selected by --select partial" in result.output
     assert "min-share" not in result.output, result.output
@@ -150,11 +169,11 @@ def test_a_submission_killed_by_its_stdout_leaves_no_run_behind(finished):
     assert again.exit_code == 0, again.output
 
 
-def test_a_run_folder_never_submitted_is_not_the_outs_latest(finished, tmp_path):
+def test_a_run_folder_never_submitted_is_not_the_outs_latest(finished_shared):
     from runkit import make_run
 
-    out, _run = finished
-    make_run(tmp_path / "pdfs", out, register=False, force=True, run_id="never")  # created, never given jobs
+    out, _run = finished_shared
+    make_run(out.parent / "pdfs", out, register=False, force=True, run_id="never")  # created, never given jobs
     assert resolve_run(str(out)).run_id == "first"
 
 

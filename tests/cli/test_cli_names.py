@@ -66,6 +66,7 @@ def _same_case_pdfs(folder: Path) -> dict[str, Path]:
     return sources
 
 
+@pytest.mark.slow  # more than 5 s: whole local runs
 def test_pdfs_named_alike_each_get_their_own_document_and_follow_ups_reuse_the_names(tmp_path):
     pdfs, out = tmp_path / "pdfs", tmp_path / "out"
     sources = _same_case_pdfs(pdfs)
@@ -108,6 +109,7 @@ def test_pdfs_named_alike_each_get_their_own_document_and_follow_ups_reuse_the_n
     assert json.loads((out / "x__PDF" / "x__PDF_meta.json").read_text())["hpcmarker_source"]["engine"] == "text"
 
 
+@pytest.mark.slow  # more than 5 s: whole local runs
 def test_another_output_format_on_the_same_out_keeps_the_first_formats_documents(tmp_path, sample_pdfs):
     out = tmp_path / "out"
     run_local(sample_pdfs, out, "--run-id", "md")

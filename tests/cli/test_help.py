@@ -36,6 +36,7 @@ def _examples(text: str) -> list[list[str]]:
     return [shlex.split(line) for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
+@pytest.mark.slow  # more than 5 s: the local example is a whole run
 def test_submit_examples_run_as_printed(tmp_path, sample_pdfs, monkeypatch):
     from hpc_marker.submission import launch
 

@@ -134,6 +134,7 @@ def test_cancel_while_tasks_start_ends_every_process_and_says_what_it_ended(tmp_
     assert [s for s in read_stops(paths.progress).values() if s.cause == RUNNING] == []
 
 
+@pytest.mark.slow  # more than 5 s: whole local runs
 def test_ctrl_c_before_the_jobs_start_exits_130_and_leaves_no_run_and_a_free_out(tmp_path, sample_pdfs, monkeypatch):
     """Between the run folder's creation and its jobs: exit 130 (not click's 'Aborted!', exit 1), no run folder,
     and --out free for the next submit at once."""

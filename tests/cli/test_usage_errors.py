@@ -163,6 +163,7 @@ def test_an_old_run_record_with_languages_still_loads():
     assert "languages" not in options.to_json()
 
 
+@pytest.mark.slow  # more than 5 s: whole local runs
 def test_counts_of_one_are_singular(tmp_path, sample_pdfs):
     """Issue 19: "1 tasks", "1 documents", "1 PDFs (1 work items)" said of one thing."""
     one = tmp_path / "one"

@@ -6,7 +6,7 @@ import pandas as pd
 
 from hpc_marker.engines.base import EngineOptions
 from hpc_marker.manage.status import (
-    Progress,
+    RunProgress,
     ShareCounts,
     share_counts,
     status_of,
@@ -84,15 +84,17 @@ def _record() -> RunRecord:
     )
 
 
-def _progress(commits: list[tuple[str, str, int, int, float]]) -> Progress:
-    """Progress as the commit logs say it: (item, status, pages, share, started) per line, 1 s each."""
+def _progress(commits: list[tuple[str, str, int, int, float]]) -> RunProgress:
+    """The run's progress as the commit logs say it: (item, status, pages, share, started) per line, 1 s each."""
     frame = pd.DataFrame(
         [
             {"item_id": i, "status": s, "pages": p, "share": sh, "started": t, "finished": t + 1, "flags": ""}
             for i, s, p, sh, t in commits
         ]
     )
-    return Progress(share_counts(latest_commits(frame)), float(frame["started"].min()), float(frame["finished"].max()))
+    return RunProgress(
+        share_counts(latest_commits(frame)), float(frame["started"].min()), float(frame["finished"].max())
+    )
 
 
 def test_status_of_counts_rate_and_eta():

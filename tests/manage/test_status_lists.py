@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from inputs import EXAMPLES, make_bad_pdfs
 from runkit import FINISHED_WITH_FAILURES, invoke, run_local
 
@@ -13,6 +14,8 @@ from hpc_marker.runstate.index import register_run
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.submission.followup import RunOverrides, prepare_followup
 from hpc_marker.submission.launch import record_jobs
+
+pytestmark = pytest.mark.slow  # more than 5 s each: whole local runs
 
 
 def _bad_run(tmp_path):

@@ -34,6 +34,7 @@ SECONDS_PER_PAGE = "0.02"  # about 13 s of conversion per run on 4 tasks: the wi
 WINDOW_S = 12.0
 LEASE_S = "8"
 NODE = "vm"
+REQUEUE_HOLD = "31 s"  # a requeued job's BeginTime: cred_expire + 1 s (scripts/slurm-test-cluster.sh: 30 s)
 
 
 @dataclass
@@ -93,7 +94,7 @@ def wait_quiet(run: Run, timeout_s: float = 300) -> None:
     deadline = time.time() + timeout_s
     while queued(run):
         assert time.time() < deadline, f"run {run.run_id} still queued after {timeout_s}s: {queued(run)}"
-        time.sleep(1)
+        time.sleep(0.5)
 
 
 def task_pids(run: Run, task: int) -> list[int]:
@@ -153,7 +154,7 @@ def checked(run: Run, inputs: fk.Inputs, **notes) -> fk.Counts:
 
 
 def release_requeued(run: Run, tasks: list[int], rng: random.Random, timeout_s: float = 60) -> None:
-    """A requeued job waits 121 s (BeginTime) before it may start again; start it 0-3 s after it is pending
+    """A requeued job waits REQUEUE_HOLD (BeginTime) before it may start again; start it 0-3 s after it is pending
     with its old batch step gone instead. Safe after `scontrol requeue` (the job completes, then pends);
     not after a node failure (slurmd still knows the job, refuses it and the node drains: test_node_failure)."""
     for task in tasks:
@@ -315,7 +316,7 @@ def test_preemption_with_requeue(inputs, tmp_path):
     with fk.scenario(
         "preemption with requeue",
         "scontrol requeue of two live array tasks at a seeded moment "
-        "(Slurm's 121 s requeue hold cut short: scontrol update StartTime=now after 0-3 s)",
+        f"(Slurm's {REQUEUE_HOLD} requeue hold cut short: scontrol update StartTime=now after 0-3 s)",
     ):
         run = submit(inputs, tmp_path / "out", "requeue")
         started = wait_started(run)
@@ -360,7 +361,7 @@ def test_node_failure(inputs, tmp_path, request, monkeypatch, requeue):
         f"node failure ({'requeued' if requeue else 'not requeueable'})",
         f"scontrol update nodename={NODE} state=down at a seeded moment, then state=resume; "
         + (
-            "Slurm requeues the tasks and starts them again after its 121 s requeue hold"
+            f"Slurm requeues the tasks and starts them again after its {REQUEUE_HOLD} requeue hold"
             if requeue
             else "jobs submitted with SBATCH_NO_REQUEUE=1, so they are not requeued"
         ),
@@ -381,7 +382,7 @@ def test_node_failure(inputs, tmp_path, request, monkeypatch, requeue):
             time.sleep(0.2)
         survivors = [t for t in range(4) if task_pids(run, t)]
         node_state = fk.sh("sinfo", "-h", "-n", NODE, "-o", "%T").stdout.strip()
-        resume_node()  # the requeued tasks start when Slurm's requeue hold ends (121 s): cutting it short
+        resume_node()  # the requeued tasks start when Slurm's requeue hold ends (REQUEUE_HOLD): cutting it short
         steps = heal(run)  # here makes slurmd refuse them ("Job already running") and drain the node
         states = {t: fk.sacct_states(f"{run.array}_{t}") for t in live}
         counts = checked(
