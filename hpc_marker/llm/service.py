@@ -49,7 +49,7 @@ from hpc_marker.servers.managed import ManagedServer, ServerFailed
 from hpc_marker.util.logs import configure
 from hpc_marker.util.text import one_line
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("hpc_marker.llm.service")  # not __name__: run as `python -m`, this module is __main__
 
 
 class ServiceError(Exception):
