@@ -246,6 +246,10 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     board = ClaimBoard(paths.root, owner=f"collector:{os.getpid()}", lease_s=record.lease_seconds)
     recorded = latest_frame(records).set_index("item_id")["status"]
     recovered, merged_docs, merged = finish_leftovers(paths, record, items, recorded, board)
+    logger.debug(
+        f"run {record.run_id}: {len(records)} manifest lines, {len(torn)} torn; {len(recovered)} records recovered "
+        f"from done markers, {merged} documents merged here"
+    )
     if recovered:
         records = pd.concat([records, records_frame(recovered)], ignore_index=True)
     write_manifest_csv(
