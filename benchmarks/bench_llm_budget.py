@@ -61,7 +61,7 @@ from hpc_marker.llm.front import Front
 from hpc_marker.llm.rules import ALLOWED_VLLM
 capacity = None if sys.argv[3] == "none" else int(sys.argv[3])
 front = Front(sys.argv[1], sys.argv[2], allowed=ALLOWED_VLLM, capacity=capacity, timeout_s=float(sys.argv[4]),
-              upstream_headers={"Authorization": "Bearer bench-key"}, log=lambda line: None).start()
+              upstream_headers={"Authorization": "Bearer bench-key"}).start()
 print(front.url, flush=True)
 sys.stdin.read()
 front.stop()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -215,6 +216,22 @@ def isolated_state(tmp_path_factory, monkeypatch):
     # Local runs are fitted to the machine's cores (executors/local.py); as if it had 64, so that a test's
     # --gpus N is its N tasks on any machine. tests/cli/test_local_fit.py fits to real cores.
     monkeypatch.setenv("HPCMARKER_LOCAL_CORES", "64")
+
+
+@pytest.fixture(autouse=True)
+def restored_logging():
+    """What a test's `hpcmarker` invocation (util/logs.configure) did to the hpc_marker logger is undone after it."""
+    root = logging.getLogger("hpc_marker")
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture
+def log_lines(caplog):
+    """The messages hpc_marker's loggers wrote at INFO and above so far in this test: `log_lines()`."""
+    caplog.set_level(logging.INFO, logger="hpc_marker")
+    return lambda: [r.getMessage() for r in caplog.records if r.name.startswith("hpc_marker")]
 
 
 @pytest.fixture

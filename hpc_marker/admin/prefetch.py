@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shlex
 import socket
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+logger = logging.getLogger(__name__)
 ENV_FILE = "env.sh"
 CONNECT_TIMEOUT_S = 10
 DEFAULT_CACHE = Path("~/.cache/hpcmarker")
@@ -115,10 +117,9 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:200] or 'no detail'}"
 
 
-def prefetch_marker(
-    cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto", echo: Callable[[str], None] = print
-) -> MarkerPrefetch:
-    """Fetch marker's font and weights into `cache` (see CacheLayout); raises PrefetchError at the first failure."""
+def prefetch_marker(cache: Path, *, timeout_s: float = 120.0, vlm: str = "auto") -> MarkerPrefetch:
+    """Fetch marker's font and weights into `cache` (see CacheLayout), each piece logged as it comes; raises
+    PrefetchError at the first failure."""
     from hpc_marker.engines.marker import EngineUnavailable, _require_marker
 
     try:
@@ -152,10 +153,10 @@ def prefetch_marker(
                 continue
             event = json.loads(line[len(_PROTOCOL) :])
             if event["event"] == "start":
-                echo(f"fetching {event['piece']} from {event['url']}")
+                logger.info(f"fetching {event['piece']} from {event['url']}")
             elif event["event"] == "done":
                 result.fetched.append(event["piece"])
-                echo(f"  ok ({event['seconds']:.1f}s)")
+                logger.info(f"  ok ({event['seconds']:.1f}s)")
             elif event["event"] == "fail":
                 failure = event
             elif event["event"] == "missing":
@@ -177,10 +178,9 @@ def prefetch_marker(
     return result
 
 
-def prefetch_llm(
-    model: str, models_dir: Path, *, log: Path, timeout_s: float = 120.0, echo: Callable[[str], None] = print
-) -> None:
-    """Pull `model` into `models_dir` through a private `ollama serve` that uses that folder."""
+def prefetch_llm(model: str, models_dir: Path, *, log: Path, timeout_s: float = 120.0) -> None:
+    """Pull `model` into `models_dir` through a private `ollama serve` that uses that folder (`log`: its log);
+    the pull's steps logged."""
     import httpx
     import ollama
 
@@ -194,13 +194,13 @@ def prefetch_llm(
             process.wait_ready(30.0)
             client = ollama_client(process.url, timeout_s, connect_s=CONNECT_TIMEOUT_S)
             if normalize_model(model) in {normalize_model(m.model) for m in client.list().models if m.model}:
-                echo(f"  {model} is already in {models_dir} (`ollama pull` it there to update)")
+                logger.info(f"  {model} is already in {models_dir} (`ollama pull` it there to update)")
                 return
             last: tuple[str, int] = ("", -1)
             for part in client.pull(model, stream=True):  # like `hpcmarker llm pull`: a line per status and 10 %
                 step = 10 * part.completed // part.total if part.total and part.completed is not None else -1
                 if part.status and (part.status, step) != last:
-                    echo(f"  {part.status} {10 * step}%" if step >= 0 else f"  {part.status}")
+                    logger.info(f"  {part.status} {10 * step}%" if step >= 0 else f"  {part.status}")
                 last = (part.status or "", step)
     except OllamaError as exc:
         raise PrefetchError(str(exc)) from None

@@ -241,7 +241,7 @@ def prefetch_command(with_marker, llm_model, cache, vlm, timeout_s) -> None:
     values: dict[str, str] = {}
     try:
         if with_marker:
-            result = prefetch.prefetch_marker(layout.root, timeout_s=timeout_s, vlm=vlm, echo=click.echo)
+            result = prefetch.prefetch_marker(layout.root, timeout_s=timeout_s, vlm=vlm)
             click.echo(f"marker: {len(result.fetched)} pieces in {layout.root} ({result.seconds:.0f}s)")
             for piece in result.still_missing:
                 click.echo(f"  still needed on the compute nodes (no cache holds it): {piece}", err=True)
@@ -249,9 +249,7 @@ def prefetch_command(with_marker, llm_model, cache, vlm, timeout_s) -> None:
         if llm_model:
             models = layout.ollama_models()
             click.echo(f"pulling {llm_model} into {models}")
-            prefetch.prefetch_llm(
-                llm_model, models, log=layout.root / "prefetch-ollama.log", timeout_s=timeout_s, echo=click.echo
-            )
+            prefetch.prefetch_llm(llm_model, models, log=layout.root / "prefetch-ollama.log", timeout_s=timeout_s)
             values["OLLAMA_MODELS"] = str(models)
     except prefetch.PrefetchError as exc:
         raise click.ClickException(str(exc)) from None

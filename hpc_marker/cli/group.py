@@ -3,7 +3,9 @@
 A `UserError` (bad input) becomes `Error: <one line>` and exit code 2, a `Refused` (the cluster or a
 server said no) the same with exit code 1; nothing else is caught, so a bug keeps its traceback. What click
 itself refuses (a bad value, an unknown option, a missing argument) is one such line too, exit code 2.
-Every option can also come from an HPCMARKER_<COMMAND>_<OPTION> variable.
+Every option can also come from an HPCMARKER_<COMMAND>_<OPTION> variable. `-v/--verbose` and
+`-q/--quiet` (before the command: `hpcmarker -q submit ...`) set how much the diagnostics on stderr say
+(util/logs.configure); what a command prints for its user does not change.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from hpc_marker.config.types import BadValue
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.util.errors import Refused, UserError
+from hpc_marker.util.logs import configure
 
 
 class InputError(click.ClickException):
@@ -61,6 +64,7 @@ def value_source(ctx: click.Context | None, param: click.Parameter) -> str:
 
 
 EXIT_INTERRUPTED = 130
+VERBOSITY = "hpcmarker.verbosity"  # in ctx.meta: -v minus -q, for a command that configures logging again (llm serve)
 
 
 class ListedGroup(click.Group):
@@ -108,11 +112,15 @@ class HpcMarkerGroup(ListedGroup):
     cls=HpcMarkerGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "HPCMARKER"}
 )
 @click.version_option(__version__, prog_name="hpcmarker")
+@click.option("-v", "--verbose", count=True, help="More diagnostics on stderr (-v: debug).")
+@click.option("-q", "--quiet", count=True, help="Fewer diagnostics on stderr: warnings and errors only.")
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
     """Convert folders of PDFs to Markdown on a Slurm GPU cluster (or locally, without Slurm)."""
     from hpc_marker.config import load_config
 
+    ctx.meta[VERBOSITY] = verbose - quiet
+    configure(verbose - quiet)
     if ctx.default_map is None:  # the config's defaults, under HPCMARKER_* variables and flags
         ctx.default_map = load_config().default_map()
 

@@ -12,7 +12,8 @@ import os
 
 import click
 
-from hpc_marker.cli.group import InputError, ListedGroup
+from hpc_marker.cli.group import VERBOSITY, InputError, ListedGroup
+from hpc_marker.util.logs import configure
 
 
 def _default_url(server: str = "ollama") -> str:
@@ -222,10 +223,12 @@ def create(name, base, ctx, options, url) -> None:
 @llm.command("serve", hidden=True)
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--replica", default=0, show_default=True, type=int, help="Which replica of the service this is.")
-def serve(run_dir, replica) -> None:
+@click.pass_context
+def serve(ctx: click.Context, run_dir, replica) -> None:
     """Run RUN_DIR's LLM service until SIGTERM (what each service job runs)."""
     from hpc_marker.llm.service import ServiceError, serve_llm
 
+    configure(ctx.meta.get(VERBOSITY, 0), job=f"llm {replica}")  # a service's log: timestamped lines on stdout
     try:
         serve_llm(run_dir, replica)
     except ServiceError as exc:

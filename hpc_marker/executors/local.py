@@ -9,6 +9,7 @@ Markdown; a Ctrl-C or a `cancel` at any moment ends every process of the run.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import shutil
@@ -47,6 +48,7 @@ from hpc_marker.util.processes import (
     terminate_trees,
 )
 
+logger = logging.getLogger(__name__)
 CORES_ENV = "HPCMARKER_LOCAL_CORES"  # fit local runs as if this machine had N cores (tests: N tasks on 2 cores)
 GPU_QUERY_TIMEOUT_S = 30.0
 SERVICE_STOP_GRACE_S = 30.0  # the service stops its server (up to 10 s) and removes its secret before exiting
@@ -379,9 +381,7 @@ class LocalExecutor:
         for pid in _local_pids(ids):
             killed = terminate_tree(pid, grace_s=SERVICE_STOP_GRACE_S)
             if killed:
-                print(
-                    f"[hpcmarker] warning: LLM service processes {killed} ignored SIGTERM for "
-                    f"{SERVICE_STOP_GRACE_S:g}s and were killed",
-                    flush=True,
+                logger.warning(
+                    f"LLM service processes {killed} ignored SIGTERM for {SERVICE_STOP_GRACE_S:g}s and were killed"
                 )
         return ids

@@ -8,22 +8,22 @@ Counted from the front's event loop, read from any thread (a test, the metrics t
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from hpc_marker.llm.gate import FairGate
 from hpc_marker.llm.rules import TaskCounters
 
+logger = logging.getLogger(__name__)
+
 
 class Counters:
-    def __init__(
-        self, gate: FairGate, metrics_path: Path | None, metrics_interval_s: float, log: Callable[[str], None]
-    ) -> None:
-        self.gate, self.metrics_path, self.metrics_interval_s, self.log = gate, metrics_path, metrics_interval_s, log
+    def __init__(self, gate: FairGate, metrics_path: Path | None, metrics_interval_s: float) -> None:
+        self.gate, self.metrics_path, self.metrics_interval_s = gate, metrics_path, metrics_interval_s
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskCounters] = defaultdict(TaskCounters)
         self.denied = 0
@@ -92,5 +92,5 @@ class Counters:
             with open(self.metrics_path, "a", encoding="utf-8") as fh:  # type: ignore[arg-type]
                 fh.write(json.dumps(line) + "\n")
         except OSError as exc:
-            self.log(f"cannot write metrics: {exc.strerror}")
+            logger.warning(f"cannot write metrics: {exc.strerror}")
         return now, stats["total"]

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +50,13 @@ class _Dropped(logging.Handler):
     """aiohttp's own error log (a malformed request, a handler error) as one line without details: its
     messages may quote a request line, which may hold the secret."""
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, proxy: Proxy) -> None:
         super().__init__(logging.WARNING)
-        self.log = log
+        self.proxy = proxy
 
     def emit(self, record: logging.LogRecord) -> None:
         kind = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else "error"
-        self.log(f"connection error (dropped): {kind}")
+        self.proxy.say(logging.WARNING, f"connection error (dropped): {kind}")
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -71,7 +71,8 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
 
 class Front:
     """The proxy: `Front(upstream, secret, host, port, timeout_s, metrics_path).start()`, then `.stop()`.
-    `upstream` is a URL or a Route; `capacity` (None: no gate) bounds generations at the server."""
+    `upstream` is a URL or a Route; `capacity` (None: no gate) bounds generations at the server; `name` starts
+    its log lines (llm/proxy.py's logger; "relay" in a task)."""
 
     def __init__(
         self,
@@ -82,8 +83,8 @@ class Front:
         timeout_s: float = 600.0,
         metrics_path: str | Path | None = None,
         metrics_interval_s: float = 5.0,
-        log: Callable[[str], None] | None = None,
         *,
+        name: str = "front",
         allowed: dict[str, frozenset[str]] = ALLOWED,
         capacity: int | None = None,
         upstream_headers: dict[str, str] | None = None,
@@ -94,10 +95,8 @@ class Front:
         self.allowed, self.gate = allowed, FairGate(capacity)
         self._secret = secret
         self.host, self.port, self.timeout_s = host, port, timeout_s
-        sink = log or (lambda message: print(f"[hpcmarker llm front] {message}", flush=True))
-        self.log: Callable[[str], None] = lambda message: sink(message.replace(secret, "<secret>"))
-        self.counters = Counters(self.gate, Path(metrics_path) if metrics_path else None, metrics_interval_s, self.log)
-        self.proxy = Proxy(self.route, self.gate, self.counters, timeout_s, self.log)
+        self.counters = Counters(self.gate, Path(metrics_path) if metrics_path else None, metrics_interval_s)
+        self.proxy = Proxy(self.route, self.gate, self.counters, timeout_s, name=name, secret=secret)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -142,17 +141,17 @@ class Front:
             _run_loop(self._serve(ready, failure))
         except BaseException as exc:
             if ready.is_set():  # it was serving: nothing waits for the error
-                self.log(f"stopped serving: {type(exc).__name__}: {exc}")
+                self.proxy.say(logging.ERROR, f"stopped serving: {type(exc).__name__}: {exc}")
             failure.append(exc)
         finally:
             ready.set()
 
     async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
         self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
-        logger = logging.Logger("hpcmarker-front")
-        logger.addHandler(_Dropped(self.log))
+        dropped = logging.Logger("hpcmarker-front")  # aiohttp's, kept out of the logging tree
+        dropped.addHandler(_Dropped(self.proxy))
         runner = web.ServerRunner(
-            web.Server(self._handle, access_log=None, logger=logger, read_bufsize=READ_BUFFER),
+            web.Server(self._handle, access_log=None, logger=dropped, read_bufsize=READ_BUFFER),
             handle_signals=False,
             shutdown_timeout=SHUTDOWN_S,
         )
@@ -181,9 +180,10 @@ class Front:
         )
         if decision.action == "deny":
             self.counters.deny()
-            self.log(
+            self.proxy.say(
+                logging.WARNING,
                 f"refused {request.method} from {request.remote} (task {decision.task}): "
-                f"{decision.status} {decision.reason}"
+                f"{decision.status} {decision.reason}",
             )
             message = "forbidden" if decision.reason == "forbidden" else f"hpcmarker front: {decision.reason}"
             return json_reply(decision.status, {"error": message}, close=True)  # body left unread

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +26,7 @@ from hpc_marker.llm.counters import Counters
 from hpc_marker.llm.gate import FairGate
 from hpc_marker.llm.rules import GENERATION, Decision, Usage
 
+logger = logging.getLogger(__name__)
 SERVER = "hpcmarker-front"  # the Server header of every answer
 # the upstream is gone (not merely slow): worth another replica, if there is one
 _GONE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
@@ -130,13 +131,19 @@ async def _end(response: web.StreamResponse, data: bytes) -> None:
 
 
 class Proxy:
-    """Forwards for a front: its route, gate, counters, timeout and log; `session` is set in its loop."""
+    """Forwards for a front: its route, gate, counters and timeout; `session` is set in its loop. Its log lines
+    start with the front's `name` and never hold the `secret`."""
 
     def __init__(
-        self, route: Route, gate: FairGate, counters: Counters, timeout_s: float, log: Callable[[str], None]
+        self, route: Route, gate: FairGate, counters: Counters, timeout_s: float, *, name: str, secret: str
     ) -> None:
-        self.route, self.gate, self.counters, self.timeout_s, self.log = route, gate, counters, timeout_s, log
+        self.route, self.gate, self.counters, self.timeout_s = route, gate, counters, timeout_s
+        self.name, self._secret = name, secret
         self.session: aiohttp.ClientSession | None = None
+
+    def say(self, level: int, message: str) -> None:
+        """Log `name: message`, the secret replaced by <secret>."""
+        logger.log(level, f"{self.name}: {message}".replace(self._secret, "<secret>"))
 
     def open_session(self) -> aiohttp.ClientSession:
         """The upstream client (in the front's event loop)."""
@@ -162,7 +169,9 @@ class Proxy:
                 self.counters.count(task, queued=-1)
             if not admitted:
                 self.counters.count(task, requests=1, abandoned=1)
-                self.log(f"task {task} {request.method} {decision.upstream_path}: the client left while queued")
+                self.say(
+                    logging.INFO, f"task {task} {request.method} {decision.upstream_path}: the client left while queued"
+                )
                 return json_reply(499, {"error": "hpcmarker front: the client left"}, close=True)  # nobody reads it
         try:
             return await self._send(request, decision, body)
@@ -193,9 +202,10 @@ class Proxy:
             if not settled:
                 self.counters.count(task, in_flight=-1)
             if outcome != "ok":
-                self.log(
+                self.say(
+                    logging.WARNING,
                     f"task {task} {request.method} {decision.upstream_path}: {outcome} "
-                    f"after {time.monotonic() - started:.2f}s"
+                    f"after {time.monotonic() - started:.2f}s",
                 )
 
     async def _upstream(
@@ -252,7 +262,9 @@ class Proxy:
             return False
         if number == 1:  # a request counts once, however many targets it tried
             self.counters.count(task, failovers=1)
-        self.log(f"task {task}: {target.name or 'upstream'} stopped answering ({why}); trying the next")
+        self.say(
+            logging.WARNING, f"task {task}: {target.name or 'upstream'} stopped answering ({why}); trying the next"
+        )
         return True
 
     async def _relay(

@@ -20,10 +20,11 @@ replica's death are not lost, and the task's manifest line says which items had 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from hpc_marker.llm.proxy import Target
 from hpc_marker.llm.rules import ALLOWLISTS
 from hpc_marker.servers.managed import HOST
 
+logger = logging.getLogger(__name__)
 PROBE_INTERVAL_S = 2.0
 PROBE_TIMEOUT_S = 2.0
 REAPPEAR_S = 4.0  # with no replica answering, a request waits this long for one to come (up), looking every 0.5 s
@@ -43,8 +45,8 @@ class ReplicaRoute:
 
     failover_statuses = frozenset({403, 502})
 
-    def __init__(self, run_dir: Path, replicas: int, preferred: int, log: Callable[[str], None] = print) -> None:
-        self.run_dir, self.count, self.log = Path(run_dir), max(1, replicas), log
+    def __init__(self, run_dir: Path, replicas: int, preferred: int) -> None:
+        self.run_dir, self.count = Path(run_dir), max(1, replicas)
         self.preferred = preferred % self.count
         self._lock = threading.Lock()
         self._live: dict[int, Endpoint] = {}
@@ -69,9 +71,9 @@ class ReplicaRoute:
         with self._lock:
             before, self._live = set(self._live), live
         for replica in sorted(set(live) - before):
-            self.log(f"LLM replica {replica} answers at {live[replica].url}")
+            logger.info(f"LLM replica {replica} answers at {live[replica].url}")
         for replica in sorted(before - set(live)):
-            self.log(f"LLM replica {replica} no longer answers: its requests go to the others")
+            logger.warning(f"LLM replica {replica} no longer answers: its requests go to the others")
         return live
 
     def _loop(self) -> None:
@@ -113,7 +115,7 @@ class ReplicaRoute:
         with self._lock:
             gone = self._live.pop(replica, None)
         if gone is not None:
-            self.log(f"LLM replica {replica} stopped answering ({why}): its requests go to the others")
+            logger.warning(f"LLM replica {replica} stopped answering ({why}): its requests go to the others")
 
 
 @contextmanager
@@ -124,10 +126,11 @@ def task_relay(
     server: str,
     model: str,
     timeout_s: float,
-    log: Callable[[str], None] = print,
+    *,
+    log: object = None,  # removed when task.py stops passing it (ignored: this module's logger says it)
 ) -> Iterator[Endpoint]:
     """Start the task's relay to the run's replicas; yield the Endpoint its workers use; stop it after."""
-    route = ReplicaRoute(Path(run_dir), replicas, task, log).start()
+    route = ReplicaRoute(Path(run_dir), replicas, task).start()
     secret = secrets.token_urlsafe(32)
     front = Front(
         route,
@@ -136,11 +139,13 @@ def task_relay(
         port=0,
         timeout_s=timeout_s,
         allowed=ALLOWLISTS[server],
-        log=lambda line: log(f"relay: {line}"),
+        name="relay",
     )
     try:
         front.start()
-        log(f"LLM relay on {front.url}: replicas {route.live()} answer; this task's own is replica {route.preferred}")
+        logger.info(
+            f"LLM relay on {front.url}: replicas {route.live()} answer; this task's own is replica {route.preferred}"
+        )
         yield Endpoint(url=front.url, model=model, secret=secret, started=time.time(), server=server)
     finally:
         front.stop()

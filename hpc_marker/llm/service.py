@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import signal
@@ -45,7 +46,10 @@ from hpc_marker.llm.settings import (
 )
 from hpc_marker.llm.vllm import start_vllm, wait_vllm
 from hpc_marker.servers.managed import ManagedServer, ServerFailed
+from hpc_marker.util.logs import configure
 from hpc_marker.util.text import one_line
+
+logger = logging.getLogger("hpc_marker.llm.service")  # not __name__: run as `python -m`, this module is __main__
 
 
 class ServiceError(Exception):
@@ -54,10 +58,6 @@ class ServiceError(Exception):
 
 class ServiceStopped(BaseException):
     """SIGTERM or SIGINT: stop serving, clean up, exit normally."""
-
-
-def _log(message: str) -> None:
-    print(f"[hpcmarker llm] {time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
 def node_address() -> str:
@@ -93,7 +93,9 @@ def prepare_model(url: str, settings: LlmSettings) -> str:
         raise ServiceError(f"cannot list the models of ollama: {one_line(exc)}") from None
     if normalize_model(settings.model) not in installed:
         where = f" (OLLAMA_MODELS={settings.models_dir})" if settings.models_dir else ""
-        _log(f"model {settings.model} is not on this node{where}: pulling it (at most {settings.pull_timeout_s:g}s)")
+        logger.info(
+            f"model {settings.model} is not on this node{where}: pulling it (at most {settings.pull_timeout_s:g}s)"
+        )
         try:
             ollama_client(url, settings.pull_timeout_s).pull(settings.model)
         except errors as exc:
@@ -102,12 +104,12 @@ def prepare_model(url: str, settings: LlmSettings) -> str:
                 f"model {settings.model} is not available on this node and cannot be pulled: run "
                 f"`hpcmarker llm pull {settings.model}` on a login node{hint} ({one_line(exc)})"
             ) from None
-        _log(f"pulled {settings.model}")
+        logger.info(f"pulled {settings.model}")
     name, params = settings.model, settings.parameters()
     if params:
         name = derived_model_name(settings.model, params)
         if normalize_model(name) in installed:
-            _log(f"reusing derived model {name} ({settings.model} with {json.dumps(params, sort_keys=True)})")
+            logger.info(f"reusing derived model {name} ({settings.model} with {json.dumps(params, sort_keys=True)})")
         else:
             try:
                 client.create(model=name, from_=settings.model, parameters=params)
@@ -115,7 +117,7 @@ def prepare_model(url: str, settings: LlmSettings) -> str:
                 raise ServiceError(
                     f"cannot create {name} from {settings.model} with {params}: {one_line(exc)}"
                 ) from None
-            _log(f"created derived model {name} ({settings.model} with {json.dumps(params, sort_keys=True)})")
+            logger.info(f"created derived model {name} ({settings.model} with {json.dumps(params, sort_keys=True)})")
     try:  # an empty prompt loads the model, so the first task does not wait for it
         client.generate(model=name, prompt="", keep_alive=_keep_alive(settings.keep_alive))
     except errors as exc:
@@ -136,16 +138,16 @@ def _start_server(settings: LlmSettings, paths: LlmPaths, started: list[ManagedS
     log = paths.server_log(settings.server)
     if settings.server == "vllm":
         key = secrets.token_urlsafe(32)  # vLLM's own API key: only the front has it
-        _log(
+        logger.info(
             f"starting vllm serve {settings.model} ({' '.join(settings.vllm_flags())}) on a loopback port, "
             f"up to {settings.load_timeout_s:g}s to load; log: {log}"
         )
         process, url = start_vllm(settings, log, key)
         started.append(process)
         version = wait_vllm(process, url, settings, key)
-        _log(f"vllm {version} serves {settings.model} on {url}")
+        logger.info(f"vllm {version} serves {settings.model} on {url}")
         return url, {"Authorization": f"Bearer {key}"}, settings.model, version
-    _log(f"starting ollama serve (parallel {settings.parallel}) on a loopback port; log: {log}")
+    logger.info(f"starting ollama serve (parallel {settings.parallel}) on a loopback port; log: {log}")
     ollama_serve = start_ollama(
         log,
         binary=settings.ollama,
@@ -156,7 +158,7 @@ def _start_server(settings: LlmSettings, paths: LlmPaths, started: list[ManagedS
     )
     started.append(ollama_serve)
     version = ollama_serve.wait_ready(settings.ready_timeout_s)
-    _log(f"ollama {version} answers on {ollama_serve.url}")
+    logger.info(f"ollama {version} answers on {ollama_serve.url}")
     return ollama_serve.url, {}, prepare_model(ollama_serve.url, settings), version
 
 
@@ -202,7 +204,7 @@ def _publish(settings: LlmSettings, paths: LlmPaths, front: Front, model: str, v
         "capacity": capacity,
     }
     write_private(paths.endpoint, json.dumps(endpoint, indent=1) + "\n")
-    _log(
+    logger.info(
         f"replica {paths.replica}: serving {model} at {url}, {capacity} generations at {settings.server} at once "
         f"(the rest wait at the front); secret in {paths.secret}; endpoint {paths.endpoint}"
     )
@@ -216,7 +218,7 @@ def _clean_up(paths: LlmPaths, front: Front | None, started: list[ManagedServer]
         front.stop()
     for process in started:
         how = process.stop(grace_s=process.stop_grace_s)
-        _log(f"{process.name} {how} (exit code {process.returncode})")
+        logger.info(f"{process.name} {how} (exit code {process.returncode})")
 
 
 def serve_llm(run_dir: str, replica: int = 0, *, stop: threading.Event | None = None) -> None:
@@ -253,9 +255,9 @@ def serve_llm(run_dir: str, replica: int = 0, *, stop: threading.Event | None = 
         _publish(settings, paths, front, model, version)
         while not stop.wait(1.0):
             started[0].ensure_running("while serving")  # ServerFailed: the service fails with its log's tail
-        _log("stop requested")
+        logger.info("stop requested")
     except ServiceStopped as stopped:
-        _log(f"stopped by {stopped}")
+        logger.info(f"stopped by {stopped}")
     except ServerFailed as exc:
         raise ServiceError(str(exc)) from None
     finally:
@@ -271,8 +273,10 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (2, 3) or (len(argv) == 3 and not argv[2].isdigit()):
         print("usage: python -m hpc_marker.llm.service RUN_DIR [REPLICA]", file=sys.stderr)
         return 2
+    replica = int(argv[2]) if len(argv) == 3 else 0
+    configure(0, job=f"llm {replica}")
     try:
-        serve_llm(argv[1], int(argv[2]) if len(argv) == 3 else 0)
+        serve_llm(argv[1], replica)
     except ServiceError as exc:
         print(f"hpcmarker llm: error: {exc}", file=sys.stderr, flush=True)
         return 1

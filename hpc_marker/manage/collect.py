@@ -10,6 +10,7 @@ Torn manifest lines and items with no record are reported, not fatal.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -56,6 +57,8 @@ from hpc_marker.util.files import atomic_write, link_or_copy
 from hpc_marker.util.frames import isin
 from hpc_marker.util.text import plural
 
+logger = logging.getLogger(__name__)
+
 _RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 
 
@@ -97,7 +100,7 @@ def finish_leftovers(
         try:
             recovered.append(ManifestRecord(**{k: v for k, v in done.items() if k in _RECORD_FIELDS}))
         except TypeError:  # a marker without a whole record: the item stays "missing" in the summary
-            print(f"[hpcmarker collect] warning: done marker of {row.item_id} holds no manifest record", flush=True)
+            logger.warning(f"done marker of {row.item_id} holds no manifest record")
     bisected = set(records_status.index[records_status == BISECTED]) | {
         r.item_id for r in recovered if r.status == BISECTED
     }
@@ -109,10 +112,7 @@ def finish_leftovers(
                 try:
                     recovered.append(ManifestRecord(**{k: v for k, v in node.record.items() if k in _RECORD_FIELDS}))
                 except TypeError:  # not a whole record: the document stays unfinished in the summary
-                    print(
-                        f"[hpcmarker collect] warning: done marker of {node.item_id} holds no manifest record",
-                        flush=True,
-                    )
+                    logger.warning(f"done marker of {node.item_id} holds no manifest record")
     merged_docs, merged = set(), 0
     pieces = items[(items["parts"] > 1).to_numpy() | isin(items["item_id"], bisected)].sort_values(["doc_id", "part"])
     for doc_id, parts in pieces.groupby("doc_id", sort=False):
@@ -136,7 +136,7 @@ def stop_service(record: RunRecord) -> list[str]:
     try:
         return executor_for(record.executor).stop_service(record)
     except Refused as exc:  # the scheduler did not answer: say so, collect anyway
-        print(f"[hpcmarker collect] warning: could not stop the LLM service: {exc}", flush=True)
+        logger.warning(f"could not stop the LLM service: {exc}")
         return []
 
 
@@ -219,7 +219,7 @@ def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> di
     try:
         seen = executor_for(record.executor).observe(paths, record, finished, collected=True)
     except Refused as exc:
-        print(f"[hpcmarker collect] warning: no job states: {exc}", flush=True)
+        logger.warning(f"no job states: {exc}")
         seen = Observation({})
     mine = set(record.jobs.get("collect", []))  # this job: it is running now, and done when this is read
     seen.states = {job: state for job, state in seen.states.items() if job not in mine}
@@ -245,6 +245,10 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     board = ClaimBoard(paths.root, owner=f"collector:{os.getpid()}", lease_s=record.lease_seconds)
     recorded = latest_frame(records).set_index("item_id")["status"]
     recovered, merged_docs, merged = finish_leftovers(paths, record, items, recorded, board)
+    logger.debug(
+        f"run {record.run_id}: {len(records)} manifest lines, {len(torn)} torn; {len(recovered)} records recovered "
+        f"from done markers, {merged} documents merged here"
+    )
     if recovered:
         records = pd.concat([records, records_frame(recovered)], ignore_index=True)
     write_manifest_csv(
@@ -293,20 +297,16 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     summary.update(judge(paths, record, shares, summary))
     atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     for line in torn:
-        print(f"[hpcmarker collect] warning: {line}", flush=True)
-    print(
-        f"[hpcmarker collect] {summary['headline']}; {len(summary['missing'])} missing of "
-        f"{plural(summary['items'], 'item')}",
-        flush=True,
-    )
+        logger.warning(line)
+    logger.info(f"{summary['headline']}; {len(summary['missing'])} missing of {plural(summary['items'], 'item')}")
     for line in summary["reasons"]:
-        print(f"[hpcmarker collect] {line}", flush=True)
+        logger.info(line)
     release(Path(record.out_dir), record.run_id)  # the run is over: its --out is free for the next one
     try:
         from hpc_marker.report.page import RunView, write_report
 
         view = RunView(paths, record, items, shares, records, torn, summary, summary.get("llm"))
-        print(f"[hpcmarker collect] report: {write_report(paths.root, view=view)}", flush=True)
+        logger.info(f"report: {write_report(paths.root, view=view)}")
     except Exception as exc:  # the report is only a view: never fail the collector over it
-        print(f"[hpcmarker collect] warning: no report: {type(exc).__name__}: {exc}", flush=True)
+        logger.warning(f"no report: {type(exc).__name__}: {exc}")
     return summary

@@ -18,7 +18,7 @@ the environment; `workers` sizes surya's request concurrency to the server):
 
     with task_inference_server(record.inference or InferenceSettings(),
                                paths.logs / f"inference-task-{task_index}.log",
-                               log=lambda line: _log(task_index, line), workers=workers) as env:
+                               workers=workers) as env:
         os.environ.update(env)
         ...  # the worker pool and the claim loop
 
@@ -31,6 +31,7 @@ end, exception, or TaskStopped on SIGTERM) the process group gets SIGTERM, then 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shlex
@@ -58,6 +59,7 @@ from hpc_marker.servers.vllm import (
     vllm_serve_argv,
 )
 
+logger = logging.getLogger(__name__)
 LOG_TAIL_LINES = 20
 # surya/inference/backends/vllm.py: server concurrency scaled from a 24 GB baseline by GPU memory.
 BASELINE_VRAM_GB, BASELINE_MAX_BATCHED_TOKENS, BASELINE_MAX_NUM_SEQS = 24, 8192, 32
@@ -283,14 +285,16 @@ def server_preflight(
     return None
 
 
-def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str], log: Callable[[str], None]) -> float:
+def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str]) -> float:
     if vlm.gpu_type:
         if vlm.gpu_type not in GPU_VRAM_GB:
             raise InferenceServerFailed(f"VLLM_GPU_TYPE {vlm.gpu_type!r} is unknown; known: {', '.join(GPU_VRAM_GB)}")
         return GPU_VRAM_GB[vlm.gpu_type]
     memory = read_gpu_memory(environ)
     if memory is None:
-        log(f"inference server: GPU memory unknown here, sized for {BASELINE_VRAM_GB} GB (set VLLM_GPU_TYPE)")
+        logger.warning(
+            f"inference server: GPU memory unknown here, sized for {BASELINE_VRAM_GB} GB (set VLLM_GPU_TYPE)"
+        )
         return BASELINE_VRAM_GB
     return memory.total_mb / 1024
 
@@ -299,21 +303,21 @@ def _gpu_vram_gb(vlm: VlmSettings, environ: Mapping[str, str], log: Callable[[st
 def task_inference_server(
     settings: InferenceSettings,
     log_path: Path,
-    log: Callable[[str], None] = print,
     *,
     workers: int = 1,
     environ: Mapping[str, str] | None = None,
+    log: object = None,  # removed when task.py stops passing it (ignored: this module's logger says it)
 ) -> Iterator[dict[str, str]]:
     """Start the task's server (unless off), yield the environment the workers need, stop it on exit."""
     vlm_environ, environ = environ, dict(os.environ if environ is None else environ)  # given: tests
     mode, why = effective_mode(settings, marker_engine.marker_version(), environ)
     if mode == "off":
-        log(f"inference server: none started ({why})")
+        logger.info(f"inference server: none started ({why})")
         yield {}
         return
     vlm = read_vlm_settings(vlm_environ)
     port = settings.port or free_port()
-    argv = server_argv(settings, vlm, port, vllm_capacity(_gpu_vram_gb(vlm, environ, log)))
+    argv = server_argv(settings, vlm, port, vllm_capacity(_gpu_vram_gb(vlm, environ)))
     argv[0] = resolve_binary(argv[0], lambda name: find_binary(name, environ))
     url = f"http://{HOST}:{port}"
     server_env = dict(NO_PHONING_HOME, **environ)  # compute nodes: no phoning home, unless the user says
@@ -328,7 +332,7 @@ def task_inference_server(
         stop_grace_s=settings.stop_grace_s,
     ).start()  # dies with the task, even on SIGKILL
     try:
-        log(
+        logger.info(
             f"inference server ({server.process_name}, {why}) starting on {url}, CUDA_VISIBLE_DEVICES="
             f"{environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}, up to {settings.startup_timeout_s:g}s; log {log_path}"
         )
@@ -336,10 +340,10 @@ def task_inference_server(
         server.wait_until_healthy(settings.startup_timeout_s)
         check_served_model(server, url, vlm.checkpoint, why=" (surya's SURYA_MODEL_CHECKPOINT)")
         env = client_env(url, server_max_num_seqs(argv), workers, vlm, environ)
-        log(
+        logger.info(
             f"inference server ready after {time.monotonic() - started:.1f}s: {vlm.checkpoint} at {url}/v1, "
             f"{env.get('SURYA_INFERENCE_PARALLEL', vlm.parallel)} requests in flight per worker x {workers} workers"
         )
         yield env
     finally:
-        log(f"{server.label} {server.stop()}")
+        logger.info(f"{server.label} {server.stop()}")

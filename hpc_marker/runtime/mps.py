@@ -16,18 +16,19 @@ here the task does it, for its own GPU only:
   its control pipe, then SIGTERM/SIGKILL to whatever still runs with that pipe folder, then the
   folder is removed. (A task killed by SIGKILL cannot stop it; Slurm's cgroup ends it with the job.)
 
-    with task_mps(record.mps, record.engine, workers, log) as env:
+    with task_mps(record.mps, record.engine, workers) as env:
         os.environ.update(env)
         ...  # the worker pool
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from hpc_marker.servers.health import NotReady, WaitTimeout, poll_until
 from hpc_marker.util.errors import UserError
 from hpc_marker.util.processes import processes_with_env, terminate_tree
 
+logger = logging.getLogger(__name__)
 MODES = ("auto", "on", "off")
 CONTROL = "nvidia-cuda-mps-control"
 DEFAULT_PIPE_DIRECTORY = "/tmp/nvidia-mps"
@@ -115,7 +117,7 @@ def _daemons(pipe: Path) -> list[int]:
     return processes_with_env("CUDA_MPS_PIPE_DIRECTORY", str(pipe), command_has="nvidia-cuda-mps")
 
 
-def _stop(exe: str, env: dict[str, str], pipe: Path, log: Callable[[str], None]) -> None:
+def _stop(exe: str, env: dict[str, str], pipe: Path) -> None:
     """`quit` to the daemon; what still runs with this pipe folder is terminated."""
     try:
         quit_run = subprocess.run(
@@ -123,9 +125,9 @@ def _stop(exe: str, env: dict[str, str], pipe: Path, log: Callable[[str], None])
         )
         answer = (quit_run.stderr or quit_run.stdout).strip()
         if quit_run.returncode != 0:
-            log(f"MPS: quit answered {quit_run.returncode}: {answer[:200]}")
+            logger.warning(f"MPS: quit answered {quit_run.returncode}: {answer[:200]}")
     except subprocess.TimeoutExpired:
-        log(f"MPS: quit got no answer within {STOP_TIMEOUT_S:g}s")
+        logger.warning(f"MPS: quit got no answer within {STOP_TIMEOUT_S:g}s")
 
     def gone(_left: float) -> bool | NotReady:
         return True if not _daemons(pipe) else NotReady("still running")
@@ -134,7 +136,7 @@ def _stop(exe: str, env: dict[str, str], pipe: Path, log: Callable[[str], None])
         poll_until(gone, STOP_TIMEOUT_S, interval_s=0.1)
     except WaitTimeout:
         left = _daemons(pipe)
-        log(f"MPS: daemon {left} still runs {STOP_TIMEOUT_S:g}s after quit: terminating it")
+        logger.warning(f"MPS: daemon {left} still runs {STOP_TIMEOUT_S:g}s after quit: terminating it")
         for pid in left:
             terminate_tree(pid, grace_s=5.0)
 
@@ -144,10 +146,10 @@ def task_mps(
     mode: str,
     engine: str,
     workers: int,
-    log: Callable[[str], None] = print,
     *,
     environ: Mapping[str, str] | None = None,
     binary: str = CONTROL,
+    log: object = None,  # removed when task.py stops passing it (ignored: this module's logger says it)
 ) -> Iterator[dict[str, str]]:
     """Start this task's MPS daemon if `decide` says so; yield the environment the workers need ({}
     without one); stop the daemon and remove its folders on leaving, however the block ends."""
@@ -159,7 +161,7 @@ def task_mps(
             raise MpsFailed(f"--mps on: {binary} is not on PATH (load the CUDA module in the profile's setup lines)")
         decision = Decision(False, f"{binary} is not on PATH")
     if not decision.start:
-        log(f"MPS: not started: {decision.why}")
+        logger.info(f"MPS: not started: {decision.why}")
         yield {}
         return
     assert exe is not None
@@ -171,20 +173,20 @@ def task_mps(
         _start(exe, env, pipe, logs)
     except MpsFailed as exc:
         if _daemons(pipe):  # started, but not as it should: do not leave it behind
-            _stop(exe, env, pipe, log)
+            _stop(exe, env, pipe)
         shutil.rmtree(base, ignore_errors=True)
         if mode == "on":
             raise
-        log(f"MPS: not started: {exc}")
+        logger.warning(f"MPS: not started: {exc}")
         yield {}
         return
-    log(f"MPS: control daemon started for {decision.why}; pipe folder {pipe}, logs {logs}")
+    logger.info(f"MPS: control daemon started for {decision.why}; pipe folder {pipe}, logs {logs}")
     try:
         yield own
     finally:
-        _stop(exe, env, pipe, log)
+        _stop(exe, env, pipe)
         shutil.rmtree(base, ignore_errors=True)
-        log("MPS: control daemon stopped")
+        logger.info("MPS: control daemon stopped")
 
 
 def _start(exe: str, env: dict[str, str], pipe: Path, logs: Path) -> None:

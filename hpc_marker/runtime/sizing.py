@@ -6,12 +6,13 @@ them; the text and benchmark engines run on CPUs only), reading the visible GPU'
 (nvidia-smi, else torch in a short-lived subprocess so the task itself never holds a CUDA context),
 and `choose_workers`, which the task calls once and which logs its choice and reasons in one line:
 
-    workers = choose_workers(record.workers_per_gpu or None, record.engine, cpus, log=lambda line: _log(i, line))
+    workers = choose_workers(record.workers_per_gpu or None, record.engine, cpus)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 
 from hpc_marker.engines import marker as marker_engine
 from hpc_marker.util.text import plural
+
+logger = logging.getLogger(__name__)
 
 MARKER1_GB_PER_WORKER = 3.5  # users measured 2.5-3.4 GB per marker 1.x worker
 GPU_HEADROOM_GB = 1.0  # CUDA contexts, fragmentation
@@ -131,19 +134,19 @@ def choose_workers(
     requested: int | None,
     engine: str,
     cpus: int,
-    log: Callable[[str], None],
     *,
     cap: int = DEFAULT_CAP,
     gpu_reader: Callable[[], GpuMemory | None] = read_gpu_memory,
+    log: object = None,  # removed when task.py stops passing it (ignored: the choice goes to this module's logger)
 ) -> int:
     """`requested` when given (> 0), else derived for this engine, these CPUs and this GPU; logged."""
     if requested:
-        log(f"workers per GPU: {requested} (requested)")
+        logger.info("workers per GPU: %d (requested)", requested)
         return requested
     major = marker_engine.marker_major(marker_engine.marker_version()) if engine == "marker" else None
     gpu = gpu_reader() if engine == "marker" and (major or 1) < 2 else None
     workers, why = derive_workers(engine, major, cpus, gpu, cap)
-    log(f"workers per GPU: {workers} (auto: {why})")
+    logger.info("workers per GPU: %d (auto: %s)", workers, why)
     return workers
 
 

@@ -46,6 +46,7 @@ from hpc_marker.submission.request import (
 )
 from hpc_marker.submission.scripts import other_jobs, render_scripts
 from hpc_marker.submission.templates import template_folder
+from hpc_marker.util.logs import JobEntry
 from hpc_marker.util.text import plural
 
 
@@ -70,8 +71,8 @@ def run_jobs(record: RunRecord) -> RunJobs:
     if record.llm:
         from hpc_marker.llm.service import serve_llm
 
-        service = serve_llm
-    return RunJobs(convert=run_task, collect=collect_run, service=service)
+        service = JobEntry(serve_llm, "llm")
+    return RunJobs(convert=JobEntry(run_task, "task"), collect=JobEntry(collect_run, "collect"), service=service)
 
 
 @dataclass(frozen=True)

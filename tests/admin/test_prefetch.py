@@ -30,7 +30,10 @@ HAS_MARKER = importlib.util.find_spec("marker") is not None
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(prefetch_command, list(args), catch_exceptions=False)
+    """`hpcmarker prefetch ARGS` through the group, which sets up the diagnostics (the progress lines)."""
+    from hpc_marker.cli import cli
+
+    return CliRunner().invoke(cli, ["prefetch", *args], catch_exceptions=False)
 
 
 def bash_value(env_sh: Path, name: str) -> str:

@@ -515,7 +515,6 @@ def test_run_vllm_service_becomes_markers_openai_service_and_reaches_the_front(m
         secret,
         allowed=ALLOWED_VLLM,
         capacity=4,
-        log=lambda line: None,
         upstream_headers={"Authorization": "Bearer upstream-key"},
     ).start()
     try:
@@ -664,9 +663,7 @@ def test_surya_client_uses_the_task_server_and_spawns_nothing(surya2, tmp_path):
         """
     )
     settings = InferenceSettings(mode="native", startup_timeout_s=30, stop_grace_s=5)
-    with task_inference_server(
-        settings, tmp_path / "inference.log", log=lambda _: None, workers=2, environ=environ
-    ) as env:
+    with task_inference_server(settings, tmp_path / "inference.log", workers=2, environ=environ) as env:
         run = subprocess.run(
             [sys.executable, "-c", script],
             env=dict(environ, **env),

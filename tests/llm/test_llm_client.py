@@ -29,7 +29,7 @@ def endpoint_for(tmp_path):
     def start(front_timeout_s: float = 30.0, **knobs) -> tuple[Endpoint, Front]:
         standin = StandinOllama(tmp_path / f"s{len(started)}", **knobs).start()
         seed_model(standin.models, "tiny:1b")
-        front = Front(standin.url, SECRET, timeout_s=front_timeout_s, log=lambda message: None).start()
+        front = Front(standin.url, SECRET, timeout_s=front_timeout_s).start()
         started.append((standin, front))
         return Endpoint(url=front.url, model="tiny:1b", secret=SECRET), front
 

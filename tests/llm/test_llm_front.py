@@ -24,15 +24,27 @@ from hpc_marker.llm.rules import authorize
 SECRET = "s3cr3t-Token_abcdefghijklmnopqrstuvwxyz012345"
 
 
+class _Logged:
+    """The front's log lines so far (read when iterated: a live view of log_lines)."""
+
+    def __init__(self, read) -> None:
+        self.read = read
+
+    def __iter__(self):
+        return iter(self.read())
+
+    def __bool__(self) -> bool:
+        return bool(self.read())
+
+
 @pytest.fixture
-def stack(tmp_path):
+def stack(tmp_path, log_lines):
     """Start a stand-in ollama (with knobs) and a front before it; both stopped after the test."""
     started = []
 
     def start(front_timeout_s: float = 30.0, metrics_interval_s: float = 5.0, capacity: int | None = None, **knobs):
         standin = StandinOllama(tmp_path / f"s{len(started)}", **knobs).start()
         seed_model(standin.models, "tiny:1b")
-        logs: list[str] = []
         front = Front(
             standin.url,
             SECRET,
@@ -41,11 +53,10 @@ def stack(tmp_path):
             timeout_s=front_timeout_s,
             metrics_path=tmp_path / "metrics.jsonl",
             metrics_interval_s=metrics_interval_s,
-            log=logs.append,
             capacity=capacity,
         ).start()
         started.append((standin, front))
-        return standin, front, logs
+        return standin, front, _Logged(log_lines)
 
     yield start
     for standin, front in started:
@@ -230,7 +241,7 @@ def test_injected_500_and_unreachable_ollama_are_failures(stack, tmp_path):
         client.generate(model="tiny:1b", prompt="b", stream=False)
     assert failed.value.status_code == 500
     assert front.stats()["tasks"]["5"]["failures"] == 1
-    with Front(f"http://127.0.0.1:{free_port()}", SECRET, timeout_s=5, log=lambda m: None) as dead:
+    with Front(f"http://127.0.0.1:{free_port()}", SECRET, timeout_s=5) as dead:
         resp = httpx.post(f"{dead.url}/{SECRET}/task/0/api/generate", json={"model": "m", "prompt": "p"})
         assert resp.status_code == 502
         assert dead.stats()["tasks"]["0"]["failures"] == 1

@@ -32,7 +32,7 @@ def test_real_ollama_behind_the_front(tmp_path):
     secret = secrets.token_urlsafe(32)
     try:
         assert process.wait_ready(60)
-        with Front(process.url, secret, timeout_s=600, log=lambda message: None) as front:
+        with Front(process.url, secret, timeout_s=600) as front:
             assert httpx.get(f"{front.url}/{secret}/api/version").status_code == 200
             assert httpx.get(f"{front.url}/api/version").status_code == 403
             assert httpx.post(f"{front.url}/{secret}/api/pull", json={"model": "x"}).status_code == 403

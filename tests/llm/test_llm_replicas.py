@@ -68,7 +68,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 @pytest.mark.slow
-def test_relay_prefers_its_replica_and_moves_requests_in_flight_when_it_dies(tmp_path):
+def test_relay_prefers_its_replica_and_moves_requests_in_flight_when_it_dies(tmp_path, log_lines):
     settings = LlmSettings(
         model="org/tiny",
         server="vllm",
@@ -80,11 +80,8 @@ def test_relay_prefers_its_replica_and_moves_requests_in_flight_when_it_dies(tmp
     )
     run_dir, procs = start_replicas(tmp_path, settings, 2, STANDIN_VLLM_SECONDS_PER_REQUEST="1.5")
     logs = [tmp_path / "vllm-0.log", tmp_path / "vllm-1.log"]
-    lines: list[str] = []
     try:
-        with task_relay(
-            run_dir, replicas=2, task=1, server="vllm", model="org/tiny", timeout_s=60, log=lines.append
-        ) as relay:
+        with task_relay(run_dir, replicas=2, task=1, server="vllm", model="org/tiny", timeout_s=60) as relay:
             assert relay.url.startswith("http://127.0.0.1:") and relay.server == "vllm"
             client = relay.client("1.100", timeout_s=30)
             assert client.chat("org/tiny", [{"role": "user", "content": "warm up"}]).text == "WARM UP"
@@ -117,7 +114,7 @@ def test_relay_prefers_its_replica_and_moves_requests_in_flight_when_it_dies(tmp
             assert relay.task_stats("1.100")["failovers"] == 3  # no new failover: replica 1 is known to be gone
             assert len(read_request_log(logs[1])) == seen1
             client.close()
-        assert any("replica 1 stopped answering" in line for line in lines), lines
+        assert any("replica 1 stopped answering" in line for line in log_lines()), log_lines()
     finally:
         stop(procs)
     deadline = time.monotonic() + 10
@@ -127,7 +124,7 @@ def test_relay_prefers_its_replica_and_moves_requests_in_flight_when_it_dies(tmp
 
 
 @pytest.mark.slow
-def test_a_request_whose_only_live_replica_dies_goes_to_one_that_came_up_since(tmp_path, monkeypatch):
+def test_a_request_whose_only_live_replica_dies_goes_to_one_that_came_up_since(tmp_path, monkeypatch, log_lines):
     """Replica 0 comes up after the relay last looked (CI caught this: the request failed with a 502 and its
     page was degraded); the relay looks again when the last replica it knew of dies under a request."""
     monkeypatch.setattr(replicas_module, "PROBE_INTERVAL_S", 3600.0)  # no background look during the test
@@ -141,12 +138,9 @@ def test_a_request_whose_only_live_replica_dies_goes_to_one_that_came_up_since(t
         metrics_interval_s=0.2,
     )
     run_dir, procs = start_replicas(tmp_path, settings, 2, only=[1], STANDIN_VLLM_SECONDS_PER_REQUEST="60")
-    lines: list[str] = []
     try:
-        with task_relay(
-            run_dir, replicas=2, task=1, server="vllm", model="org/tiny", timeout_s=60, log=lines.append
-        ) as relay:
-            assert any("replicas [1] answer" in line for line in lines), lines
+        with task_relay(run_dir, replicas=2, task=1, server="vllm", model="org/tiny", timeout_s=60) as relay:
+            assert any("replicas [1] answer" in line for line in log_lines()), log_lines()
             client = relay.client("1.100", timeout_s=30)
             replies: list[str] = []
             thread = threading.Thread(
@@ -186,9 +180,7 @@ def test_relay_to_ollama_replicas_keeps_the_secret_in_the_path(tmp_path, monkeyp
     )
     run_dir, procs = start_replicas(tmp_path, settings, 2)
     try:
-        with task_relay(
-            run_dir, replicas=2, task=0, server="ollama", model="tiny:1b", timeout_s=30, log=lambda line: None
-        ) as relay:
+        with task_relay(run_dir, replicas=2, task=0, server="ollama", model="tiny:1b", timeout_s=30) as relay:
             client = ollama.Client(host=relay.base_url("0.7"))  # what marker's OllamaService is given
             assert client.generate(model="tiny:1b", prompt="a b", stream=False).response == "A B"
             assert relay.task_stats("0.7")["tokens_out"] == 2

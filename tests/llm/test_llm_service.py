@@ -223,7 +223,8 @@ def test_sigterm_while_waiting_for_ollama_stops_promptly(tmp_path):
     assert stop_service(proc) == 0
     assert time.monotonic() - started < 12  # not the 60 s ready timeout
     text = log.read_text()
-    assert re.search(r"\d\d:\d\d:\d\d stopped by SIGTERM$", text, re.M), text  # the service's own line
+    # the service's own line, with its date, time, level and job (util/logs.configure)
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO llm 0: stopped by SIGTERM$", text, re.M), text
     assert re.search(r"ollama serve stopped by SIGTERM in [\d.]+s \(exit code -15\)$", text, re.M), text
     assert standin_pids(models) == []
 

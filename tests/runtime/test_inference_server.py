@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -215,10 +216,9 @@ def test_vlm_settings_from_env():
 # --- the server's lifecycle, with the stand-in -----------------------------------------------
 
 
-def test_healthy_start_yields_env_and_stop_ends_the_process_group(env, tmp_path):
-    lines: list[str] = []
+def test_healthy_start_yields_env_and_stop_ends_the_process_group(env, tmp_path, log_lines):
     log_path = tmp_path / "logs" / "inference-task-0.log"
-    with task_inference_server(native(), log_path, log=lines.append, workers=4, environ=env) as got:
+    with task_inference_server(native(), log_path, workers=4, environ=env) as got:
         server, child = server_pids(tmp_path)
         assert alive(server) and alive(child) and os.getpgid(child) == server  # its own group, led by the server
         url = got["SURYA_INFERENCE_URL"]
@@ -236,8 +236,8 @@ def test_healthy_start_yields_env_and_stop_ends_the_process_group(env, tmp_path)
     assert group_members(server) == []
     text = log_path.read_text()
     assert "CUDA_VISIBLE_DEVICES=3" in text and "--port" in text  # the task's GPU; our argv heads the log
-    assert any("ready after" in line for line in lines)
-    assert "stopped by SIGTERM" in lines[-1]
+    assert any("ready after" in line for line in log_lines())
+    assert "stopped by SIGTERM" in log_lines()[-1]
 
 
 def test_crash_at_startup_fails_fast_with_the_log_tail(env, tmp_path):
@@ -246,7 +246,7 @@ def test_crash_at_startup_fails_fast_with_the_log_tail(env, tmp_path):
     started = time.monotonic()
     with (
         pytest.raises(InferenceServerFailed) as info,
-        task_inference_server(native(startup_timeout_s=60), log_path, log=lambda _: None, environ=env),
+        task_inference_server(native(startup_timeout_s=60), log_path, environ=env),
     ):
         pytest.fail("the block must not run")
     assert time.monotonic() - started < 10
@@ -260,7 +260,7 @@ def test_never_healthy_fails_at_the_startup_timeout_and_leaves_nothing(env, tmp_
     started = time.monotonic()
     with (
         pytest.raises(InferenceServerFailed, match=r"did not answer .*/health within 2s \(HTTP 503\)"),
-        task_inference_server(native(startup_timeout_s=2), tmp_path / "i.log", log=lambda _: None, environ=env),
+        task_inference_server(native(startup_timeout_s=2), tmp_path / "i.log", environ=env),
     ):
         pass
     assert 2 <= time.monotonic() - started < 12
@@ -271,24 +271,23 @@ def test_never_healthy_fails_at_the_startup_timeout_and_leaves_nothing(env, tmp_
 def test_slow_start_is_waited_for(env, tmp_path):
     env["STANDIN_VLLM_STARTUP_DELAY_S"] = "1.5"
     started = time.monotonic()
-    with task_inference_server(native(), tmp_path / "i.log", log=lambda _: None, environ=env) as got:
+    with task_inference_server(native(), tmp_path / "i.log", environ=env) as got:
         assert time.monotonic() - started >= 1.5
         assert httpx.get(got["SURYA_INFERENCE_URL"].removesuffix("/v1") + "/health", trust_env=False).status_code == 200
 
 
-def test_server_ignoring_sigterm_is_killed_after_the_grace(env, tmp_path):
+def test_server_ignoring_sigterm_is_killed_after_the_grace(env, tmp_path, log_lines):
     env["STANDIN_VLLM_IGNORE_SIGTERM"] = "1"
-    lines: list[str] = []
-    with task_inference_server(native(stop_grace_s=1), tmp_path / "i.log", log=lines.append, environ=env):
+    with task_inference_server(native(stop_grace_s=1), tmp_path / "i.log", environ=env):
         server, child = server_pids(tmp_path)
     assert not alive(server) and not alive(child)
-    assert "killed (SIGKILL) after 1s" in lines[-1]
+    assert "killed (SIGKILL) after 1s" in log_lines()[-1]
 
 
 def test_exception_in_the_block_stops_the_server_and_propagates(env, tmp_path):
     with (
         pytest.raises(Stopped),
-        task_inference_server(native(), tmp_path / "i.log", log=lambda _: None, environ=env),
+        task_inference_server(native(), tmp_path / "i.log", environ=env),
     ):
         server, child = server_pids(tmp_path)
         raise Stopped("SIGTERM")
@@ -299,7 +298,7 @@ def test_wrong_served_model_is_an_error(env, tmp_path):
     settings = native(extra_args=("--served-model-name", "someone/else"))
     with (
         pytest.raises(InferenceServerFailed, match=r"serves \['someone/else'\], not 'datalab-to/surya-ocr-2'"),
-        task_inference_server(settings, tmp_path / "i.log", log=lambda _: None, environ=env),
+        task_inference_server(settings, tmp_path / "i.log", environ=env),
     ):
         pass
     assert not any(alive(pid) for pid in server_pids(tmp_path))
@@ -309,21 +308,20 @@ def test_missing_vllm_is_one_line_and_starts_nothing(env, tmp_path):
     env["PATH"] = "/usr/bin:/bin"
     with (
         pytest.raises(InferenceServerFailed, match=r"vllm is not on PATH on .*: install vllm where the jobs find it"),
-        task_inference_server(native(), tmp_path / "i.log", log=lambda _: None, environ=env),
+        task_inference_server(native(), tmp_path / "i.log", environ=env),
     ):
         pass
     assert not (tmp_path / "pids").exists()
 
 
-def test_off_starts_nothing(env, tmp_path, monkeypatch):
-    lines: list[str] = []
+def test_off_starts_nothing(env, tmp_path, monkeypatch, log_lines):
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.10.2")
-    with task_inference_server(native(), tmp_path / "i.log", log=lines.append, environ=env) as got:
+    with task_inference_server(native(), tmp_path / "i.log", environ=env) as got:
         assert got == {}
-    with task_inference_server(InferenceSettings(), tmp_path / "i.log", log=lines.append, environ=env) as got:
+    with task_inference_server(InferenceSettings(), tmp_path / "i.log", environ=env) as got:
         assert got == {}
     assert not (tmp_path / "pids").exists() and not (tmp_path / "i.log").exists()
-    assert lines[0] == "inference server: none started (marker-pdf 1.10.2 runs its models in the workers)"
+    assert log_lines()[0] == "inference server: none started (marker-pdf 1.10.2 runs its models in the workers)"
 
 
 def test_apptainer_mode_runs_vllm_in_the_image(env, tmp_path):
@@ -331,7 +329,7 @@ def test_apptainer_mode_runs_vllm_in_the_image(env, tmp_path):
     image.write_bytes(b"sif")
     env["STANDIN_APPTAINER_LOG"] = str(tmp_path / "apptainer.log")
     settings = InferenceSettings(mode="apptainer", image=str(image), startup_timeout_s=20, stop_grace_s=5)
-    with task_inference_server(settings, tmp_path / "i.log", log=lambda _: None, environ=env) as got:
+    with task_inference_server(settings, tmp_path / "i.log", environ=env) as got:
         server, child = server_pids(tmp_path)
         assert httpx.get(got["SURYA_INFERENCE_URL"] + "/models", trust_env=False).status_code == 200
     assert not alive(server) and not alive(child)
@@ -340,7 +338,7 @@ def test_apptainer_mode_runs_vllm_in_the_image(env, tmp_path):
     image.unlink()  # a missing image: apptainer's own error comes back
     with (
         pytest.raises(InferenceServerFailed, match="could not open image"),
-        task_inference_server(settings, tmp_path / "i.log", log=lambda _: None, environ=env),
+        task_inference_server(settings, tmp_path / "i.log", environ=env),
     ):
         pass
 
@@ -350,7 +348,9 @@ SIGTERM_TASK = textwrap.dedent("""
     from pathlib import Path
     from hpc_marker.engines import marker
     from hpc_marker.runtime.inference import InferenceSettings, task_inference_server
+    from hpc_marker.util.logs import configure
     marker.marker_version = lambda: "2.0.0"
+    configure(0, job="task 0")
 
     class TaskStopped(BaseException):
         pass
@@ -363,7 +363,7 @@ SIGTERM_TASK = textwrap.dedent("""
     out = Path(sys.argv[1])
     try:
         with task_inference_server(InferenceSettings(mode="native", startup_timeout_s=20, stop_grace_s=5),
-                                   out / "i.log", log=print) as env:
+                                   out / "i.log") as env:
             (out / "env.json").write_text(json.dumps(env))
             time.sleep(60)
     except TaskStopped:
@@ -519,8 +519,10 @@ def _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env):
 def test_a_task_converts_inside_its_servers_lifetime(sample_pdfs, tmp_path, monkeypatch, env, capsys):
     from hpc_marker.runstate.manifest import read_manifests
     from hpc_marker.runtime.task import run_task
+    from hpc_marker.util.logs import configure
 
     paths = _text_run_with_server(sample_pdfs, tmp_path, monkeypatch, env)
+    configure(0, job="task 0")  # as the task's job does: its log lines on stdout, in order
     result = run_task(str(paths.root), 0)
     out = capsys.readouterr().out
     assert result.ok == len(list(sample_pdfs.rglob("*.pdf")))
@@ -529,7 +531,7 @@ def test_a_task_converts_inside_its_servers_lifetime(sample_pdfs, tmp_path, monk
     assert os.environ["SURYA_INFERENCE_URL"].startswith("http://127.0.0.1:")  # what the workers inherited
     lines = out.splitlines()
     ready = next(i for i, line in enumerate(lines) if "ready after" in line)
-    first_item = next(i for i, line in enumerate(lines) if line.split("] ", 1)[-1].split()[1:2] == ["ok"])
+    first_item = next(i for i, line in enumerate(lines) if re.search(r"(\] [\d:]+|task 0:) ok\s", line))
     stopped = next(i for i, line in enumerate(lines) if "stopped by SIGTERM" in line)
     assert ready < first_item < stopped, out
     assert {r.status for r in read_manifests(paths.manifests).records} == {"ok"}

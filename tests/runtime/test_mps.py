@@ -65,9 +65,8 @@ def test_decide_follows_the_engine_the_workers_and_what_already_shares_the_gpu(t
     assert not running.start and "already runs" in running.why
 
 
-def test_a_task_starts_its_own_daemon_and_stops_it_after(environ, job_tmp, tmp_path):
-    lines: list[str] = []
-    with task_mps("auto", "marker", 3, lines.append, environ=environ) as env:
+def test_a_task_starts_its_own_daemon_and_stops_it_after(environ, job_tmp, tmp_path, log_lines):
+    with task_mps("auto", "marker", 3, environ=environ) as env:
         pipe, logs = Path(env["CUDA_MPS_PIPE_DIRECTORY"]), Path(env["CUDA_MPS_LOG_DIRECTORY"])
         assert pipe.parent.parent == job_tmp and pipe.parent.name.startswith("hpcm-mps-77-3-")
         assert (pipe / "control").exists() and len(str(pipe / "control")) < 108
@@ -78,48 +77,49 @@ def test_a_task_starts_its_own_daemon_and_stops_it_after(environ, job_tmp, tmp_p
         started = control_log.read_text()
     assert daemons(str(pipe)) == [] and not pipe.parent.exists()
     assert "start daemon" in started
-    assert any("control daemon started" in line for line in lines) and lines[-1] == "MPS: control daemon stopped"
+    assert (
+        any("control daemon started" in line for line in log_lines())
+        and log_lines()[-1] == "MPS: control daemon stopped"
+    )
     deep = tmp_path / ("a-long-job-temporary-folder-" * 3)  # its socket paths would not fit: /tmp instead
     deep.mkdir()
-    with task_mps("auto", "marker", 3, lines.append, environ={**environ, "TMPDIR": str(deep)}) as env:
+    with task_mps("auto", "marker", 3, environ={**environ, "TMPDIR": str(deep)}) as env:
         assert Path(env["CUDA_MPS_PIPE_DIRECTORY"]).parent.parent == Path("/tmp")
     assert daemons(env["CUDA_MPS_PIPE_DIRECTORY"]) == []
 
 
-def test_the_daemon_is_stopped_however_the_block_ends(environ, monkeypatch):
+def test_the_daemon_is_stopped_however_the_block_ends(environ, monkeypatch, log_lines):
     class Stopped(BaseException):  # like the task's TaskStopped on SIGTERM
         pass
 
     for error in (RuntimeError("engine failed"), Stopped("SIGTERM")):
-        with pytest.raises(type(error)), task_mps("on", "text", 1, lambda line: None, environ=environ) as env:
+        with pytest.raises(type(error)), task_mps("on", "text", 1, environ=environ) as env:
             pipe = env["CUDA_MPS_PIPE_DIRECTORY"]
             raise error
         assert daemons(pipe) == []
     monkeypatch.setattr(mps, "STOP_TIMEOUT_S", 1.0)
-    lines: list[str] = []
-    with task_mps("on", "text", 1, lines.append, environ={**environ, "STANDIN_MPS_IGNORE_QUIT": "1"}) as env:
+    with task_mps("on", "text", 1, environ={**environ, "STANDIN_MPS_IGNORE_QUIT": "1"}) as env:
         pipe = env["CUDA_MPS_PIPE_DIRECTORY"]
-    assert daemons(pipe) == [] and any("still runs" in line for line in lines)
+    assert daemons(pipe) == [] and any("still runs" in line for line in log_lines())
 
 
-def test_missing_or_failing_daemon_skips_under_auto_and_fails_under_on(environ, job_tmp, tmp_path):
-    lines: list[str] = []
+def test_missing_or_failing_daemon_skips_under_auto_and_fails_under_on(environ, job_tmp, tmp_path, log_lines):
     bare = {**environ, "PATH": str(tmp_path / "empty")}
-    with task_mps("auto", "marker", 2, lines.append, environ=bare) as env:
+    with task_mps("auto", "marker", 2, environ=bare) as env:
         assert env == {}
-    assert "not on PATH" in lines[-1]
+    assert "not on PATH" in log_lines()[-1]
     with (
         pytest.raises(MpsFailed, match="--mps on: nvidia-cuda-mps-control is not on PATH"),
-        task_mps("on", "marker", 2, lines.append, environ=bare),
+        task_mps("on", "marker", 2, environ=bare),
     ):
         pass
     broken = {**environ, "STANDIN_MPS_FAIL_START": "MPS is not supported on this GPU"}
-    with task_mps("auto", "marker", 2, lines.append, environ=broken) as env:
+    with task_mps("auto", "marker", 2, environ=broken) as env:
         assert env == {}
-    assert "-d failed: MPS is not supported on this GPU" in lines[-1]
-    with pytest.raises(MpsFailed, match="not supported"), task_mps("on", "marker", 2, lines.append, environ=broken):
+    assert "-d failed: MPS is not supported on this GPU" in log_lines()[-1]
+    with pytest.raises(MpsFailed, match="not supported"), task_mps("on", "marker", 2, environ=broken):
         pass
     assert not list(job_tmp.iterdir())  # nothing left in the job's temporary space
-    with task_mps("off", "marker", 4, lines.append, environ=environ) as env:
+    with task_mps("off", "marker", 4, environ=environ) as env:
         assert env == {}
-    assert lines[-1] == "MPS: not started: off (--mps off)"
+    assert log_lines()[-1] == "MPS: not started: off (--mps off)"

@@ -94,16 +94,15 @@ def test_reader_falls_back_to_a_torch_probe_without_nvidia_smi(tmp_path):
     assert read_gpu_memory(environ, python=str(tmp_path / "no-such-python")) is None
 
 
-def test_choose_workers_logs_one_line(monkeypatch):
-    lines: list[str] = []
-    assert choose_workers(3, "marker", 8, lines.append) == 3
-    assert lines[-1] == "workers per GPU: 3 (requested)"
-    assert choose_workers(None, "text", 5, lines.append) == 5
-    assert lines[-1].startswith("workers per GPU: 5 (auto: engine text runs on CPUs only")
+def test_choose_workers_logs_one_line(monkeypatch, log_lines):
+    assert choose_workers(3, "marker", 8) == 3
+    assert log_lines()[-1] == "workers per GPU: 3 (requested)"
+    assert choose_workers(None, "text", 5) == 5
+    assert log_lines()[-1].startswith("workers per GPU: 5 (auto: engine text runs on CPUs only")
 
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "1.10.2")
-    assert choose_workers(0, "marker", 16, lines.append, gpu_reader=lambda: GpuMemory(24 * GB, 12 * GB)) == 3
-    assert lines[-1] == (
+    assert choose_workers(0, "marker", 16, gpu_reader=lambda: GpuMemory(24 * GB, 12 * GB)) == 3
+    assert log_lines()[-1] == (
         "workers per GPU: 3 (auto: marker 1.x: 3 by GPU memory (12.0 of 24.0 GB free, 3.5 GB per "
         "worker), 8 by CPUs (16 CPUs, 2 per worker), cap 8)"
     )
@@ -112,8 +111,8 @@ def test_choose_workers_logs_one_line(monkeypatch):
         raise AssertionError("marker 2.x does not size by GPU memory")
 
     monkeypatch.setattr(marker_engine, "marker_version", lambda: "2.0.0")
-    assert choose_workers(None, "marker", 16, lines.append, gpu_reader=no_reading) == 8
-    assert "thin clients" in lines[-1] and "\n" not in lines[-1]
+    assert choose_workers(None, "marker", 16, gpu_reader=no_reading) == 8
+    assert "thin clients" in log_lines()[-1] and "\n" not in log_lines()[-1]
 
 
 def test_cli_workers_per_gpu_takes_auto_or_a_count(tmp_path):
