@@ -177,8 +177,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 # The tests' own user config (never the real user's): the few sample pages are planned on as many tasks as a
 # test asks for (the packaged min_task_pages would give most small runs a single task). Tests of the default
-# itself, or of the config layers, point XDG_CONFIG_HOME elsewhere.
-TEST_USER_CONFIG = "[submit]\nmin_task_pages = 1\n"
+# itself, or of the config layers, point XDG_CONFIG_HOME elsewhere. Runs do not continue by themselves
+# (max_rounds = 1): the tests of stops see the round that stopped; tests of continuation pass --max-rounds.
+TEST_USER_CONFIG = "[submit]\nmin_task_pages = 1\nmax_rounds = 1\n"
 
 
 def _test_config_home(tmp_path_factory) -> str:

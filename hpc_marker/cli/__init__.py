@@ -6,7 +6,7 @@ submitopts.py  the click options of submit, resume and retry, made from the opti
 sections.py  help in sections, with examples (submit, resume, retry)
 run.py     submit, plan
 watch.py   status, logs
-manage.py  cancel, resume, retry
+manage.py  cancel, resume, retry, continue (the collector's next round)
 outputs.py collect, report, export
 admin.py   templates, config, doctor, prefetch
 llm.py     llm bench, pull, create (and the hidden serve)
@@ -32,6 +32,7 @@ def _add_commands() -> None:
         manage.cancel,
         manage.resume,
         manage.retry,
+        manage.continue_command,
         outputs.collect,
         outputs.report,
         outputs.export,

@@ -1,8 +1,11 @@
-"""Changing a run after submission: `cancel`, `resume`, `retry` (and follow-up runs of `retry --select`).
+"""Changing a run after submission: `cancel`, `resume`, `retry` (and follow-up runs of `retry --select`), and
+`continue`, the collector's next round (hidden).
 
 (`status` and `logs` are cli/watch.py; `collect`, `report` and `export` cli/outputs.py.)"""
 
 from __future__ import annotations
+
+import signal
 
 import click
 
@@ -28,6 +31,25 @@ def cancel(run) -> None:
     else:
         jobs = f" (jobs {', '.join(fold_job_ids(done.jobs))})" if done.jobs else ""
         click.echo(f"run {paths.run_id} was already over: nothing of it was queued or running{jobs}; nothing cancelled")
+
+
+@click.command("continue", hidden=True)
+@click.argument("run")
+def continue_command(run) -> None:
+    """Submit RUN's next round (the collector job runs this: docs/user-guide.md, rounds)."""
+    from hpc_marker.slurm.parse import fold_job_ids, index_ranges
+    from hpc_marker.submission.resume import continue_run
+
+    # `cancel` ends the collector with SIGTERM: this finishes its submission, sees the run's cancel mark and
+    # cancels what it queued itself (Slurm's SIGKILL follows after KillWait, 30 s by default)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    paths = run_paths(run)
+    result = continue_run(paths)
+    if result.tasks:
+        click.echo(
+            f"run {paths.run_id}: round {len(paths.load_record().rounds)}: tasks {index_ranges(result.tasks)} as "
+            f"{', '.join(fold_job_ids(result.jobs['convert']))}, collector {', '.join(result.jobs['collect'])}"
+        )
 
 
 # What retry without --select may change of the resubmitted tasks (resume: all of its options).

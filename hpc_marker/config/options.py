@@ -233,6 +233,10 @@ OPTIONS: tuple[Option, ...] = (
            "beyond what the PDFs can use is reduced (with a note), so no task loads the models for a page or two.",
            COUNT, metavar="PAGES", show_default=True,
            record=None, why="not recorded: the plan is (saved beside the record)"),
+    Option("max_rounds", "--max-rounds", "scheduling", "Rounds of arrays a Slurm run may submit itself: when a "
+           "round's tasks stop at the time limit, are preempted or lose their node with work left, the collector "
+           "submits the next round (docs/user-guide.md). 1 turns continuation off.", COUNT, metavar="N",
+           show_default=True),
     Option("force_concurrent", "--force-concurrent", "scheduling",
            "Start even while another run of this --out is still active (both write into it).", is_flag=True,
            config=None, why="for one run that must overlap another",

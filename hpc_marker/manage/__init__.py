@@ -1,7 +1,7 @@
 """manage: a run after submission, asked from the login node (or by the run's own collector job).
 
   collect.py  merge the task manifests into manifest.csv and summary.json, finish what killed tasks
-              left, gather logs, stop the run's service, write the report
+              left, gather logs, stop the run's service, write the report; the collector job continues the run
   status.py   where a run stands: per task states and progress, totals, rate, ETA (pure `status_of`)
   statustable.py  status drawn for a person: the task table, its caption, the lines under it, --watch
   cancel.py   cancel every job of a run, mark it cancelled, free its --out
@@ -10,6 +10,7 @@
   logs.py     the log a user asks for (`hpcmarker logs`), found from the run's record
   failures.py the first failed documents and their reasons (status, and which task's log `logs` shows)
   followups.py  the --out's follow-up runs that are not finished (status names them)
+  rounds.py   whether a run submits its next round itself (pure `next_round`), the rounds in run.json
 
 Jobs are asked about only through the run's executor (executors/).
 """

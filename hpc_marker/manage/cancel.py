@@ -5,13 +5,14 @@ A run whose jobs are all over already is not marked (nothing was cancelled): `ca
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hpc_marker.executors import executor_for
 from hpc_marker.executors.base import live_job_ids
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.outlock import release
+from hpc_marker.runstate.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,21 @@ def mark_cancelled(paths: RunPaths) -> None:
     paths.save_record(record)
 
 
+def cancel_later_jobs(paths: RunPaths, record: RunRecord, rounds: int = 5) -> RunRecord:
+    """Cancel the jobs recorded after `record` was read (a next round the collector was submitting when the
+    run was marked: it checks the mark, but may have queued jobs just before), until no new ones appear."""
+    executor = executor_for(record.executor)
+    for _ in range(rounds):
+        stored = paths.load_record()
+        seen = set(live_job_ids(record))
+        later = [job for job in live_job_ids(stored) if job not in seen]
+        if not later:
+            return stored
+        executor.cancel(replace(stored, jobs={"convert": later}))
+        record = stored
+    return record
+
+
 def cancel_run(paths: RunPaths) -> Cancelled:
     """Cancel all jobs of the run; wait until none is queued or running; give its --out back. A run with
     nothing queued or running is left as it was (not marked cancelled): `ended` is empty."""
@@ -35,7 +51,8 @@ def cancel_run(paths: RunPaths) -> Cancelled:
     executor = executor_for(record.executor)
     active = executor.active(record)
     if active:
-        mark_cancelled(paths)  # first: a local submit still starting the run's jobs sees it and starts no more
+        mark_cancelled(paths)  # first: a local submit, or a collector submitting the next round, sees it
         executor.cancel(record)
+        record = cancel_later_jobs(paths, record)
     release(Path(record.out_dir), record.run_id)
     return Cancelled(ended=active, jobs=live_job_ids(record))

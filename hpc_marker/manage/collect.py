@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import pyarrow.csv as pacsv
 
 from hpc_marker.executors import executor_for
 from hpc_marker.executors.base import job_logs
+from hpc_marker.manage.rounds import close_round, next_round
 from hpc_marker.manage.verdict import ACTIVE_STATES, MAX_ATTEMPTS
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.plan import WorkItem
@@ -52,10 +55,11 @@ from hpc_marker.runstate.summary import (
     records_frame,
     summarize,
 )
+from hpc_marker.util.commands import command_line
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.files import atomic_write, link_or_copy
 from hpc_marker.util.frames import isin
-from hpc_marker.util.text import plural
+from hpc_marker.util.text import one_line, plural
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +230,13 @@ def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> di
     stops = read_stops(paths.progress)
     seen.states.update(settled_states(record.jobs.get("convert", []), seen.states, stops))
     status = status_of(record, shares, progress, seen, time.time(), collected=True, stops=stops)
-    return {"state": status.state, "headline": status.headline, "reasons": status.reasons, "next": status.next}
+    return {
+        "state": status.state,
+        "headline": status.headline,
+        "reasons": status.reasons,
+        "next": status.next,
+        "causes": status.causes,
+    }
 
 
 def collect_run(run_dir: str) -> dict:
@@ -235,6 +245,35 @@ def collect_run(run_dir: str) -> dict:
     record = paths.load_record()
     with file_mode_mask(record.umask):  # merged documents get the run's permissions
         return _collect(paths, record)
+
+
+def collect_job(run_dir: str) -> dict:
+    """The collector job: collect the round, then submit the run's next round where it continues
+    (manage/rounds.py) through `hpcmarker continue RUN`, a command of its own: what it cannot do (a cluster that
+    forbids sbatch on compute nodes) ends the run incomplete with a one-line reason and the `resume` command."""
+    summary = collect_run(run_dir)
+    paths = RunPaths(Path(run_dir))
+    record = paths.load_record()
+    done = sum(s["ok"] + s["failed"] + s.get("partial", 0) for s in summary["shares"])
+    stops, waits = read_stops(paths.progress), executor_for(record.executor).waits
+    decision = next_round(record, summary["state"], summary["causes"], stops, done, waits)
+    rounds = close_round(paths, summary["state"], summary["causes"], done, decision.why)
+    notes = [decision.why] if decision.why else []
+    summary.update(rounds=[one.to_json() for one in rounds], reasons=summary["reasons"] + notes)
+    atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    if decision.go:
+        argv = [sys.executable, "-m", "hpc_marker", "continue", str(paths.root)]
+        done_run = subprocess.run(argv, capture_output=True, text=True, check=False)
+        said = one_line(done_run.stderr.strip().splitlines()[-1] if done_run.stderr.strip() else "")
+        if done_run.returncode != 0:
+            why = f"round {len(rounds) + 1} not submitted: {said or 'exit ' + str(done_run.returncode)}"
+            logger.warning(f"{why}; next: {command_line('resume', record.run_id)}")
+            close_round(paths, summary["state"], summary["causes"], done, why)
+            summary.update(reasons=[*summary["reasons"], why])
+            atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+        else:
+            logger.info(done_run.stdout.strip())
+    return summary
 
 
 def _collect(paths: RunPaths, record: RunRecord) -> dict:

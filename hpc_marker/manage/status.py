@@ -21,6 +21,7 @@ from hpc_marker.executors.base import Observation
 from hpc_marker.manage.cancel import mark_cancelled
 from hpc_marker.manage.failures import FailedDocument, failed_documents
 from hpc_marker.manage.followups import FollowUpRun, unfinished_follow_ups
+from hpc_marker.manage.rounds import round_count, task_rounds
 from hpc_marker.manage.verdict import ACTIVE_STATES, RunFacts, TaskView, Verdict, verdict
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.store import ShareSummary, load_summary
@@ -56,6 +57,7 @@ class TaskStatus:
     pages_done: int
     activity: str = "-"  # from the task's heartbeat: working, waiting, exited (or - before it started)
     partial: int = 0  # items whose pages all finished, some lost
+    round: int = 1  # the last round that ran the task (manage/rounds.py)
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ class RunStatus:
     headline: str = ""  # the state in one line, with counts and causes (verdict.py)
     reasons: list[str] = field(default_factory=list)  # one line per distinct cause, with its count and fix
     next: str | None = None  # the exact next command, when there is one
+    causes: dict[str, list[int]] = field(default_factory=dict)  # why tasks stopped early: cause -> tasks
+    rounds: int = 1  # rounds of arrays submitted (manage/rounds.py)
     exit_code: int = 0  # what `status` exits with (verdict.py: 0, 3 failed items, 4 incomplete)
     failed_documents: list[FailedDocument] = field(default_factory=list)  # the first few, with reasons (failures.py)
     failed_documents_total: int = 0
@@ -208,6 +212,8 @@ def status_of(
         headline=judged.headline,
         reasons=judged.lines(record.run_id),
         next=judged.next,
+        causes={r.cause: list(r.tasks) for r in judged.reasons if r.tasks},
+        rounds=round_count(record),
         exit_code=judged.exit_code,
     )
 
@@ -220,7 +226,7 @@ def task_statuses(
     activities: dict[int, str],
 ) -> list[TaskStatus]:
     """One TaskStatus per planned task: its job and the job's state, and what is finished of its share. Pure."""
-    task_ids = record.jobs.get("convert", [])
+    task_ids, rounds = record.jobs.get("convert", []), task_rounds(record)
     tasks = []
     for share in shares:
         done = progress.shares.get(share.index, ShareCounts())
@@ -238,6 +244,7 @@ def task_statuses(
                 pages_done=done.pages_done,
                 activity=activities.get(share.index, "-"),
                 partial=done.partial,
+                round=rounds.get(share.index, 1),
             )
         )
     return tasks
@@ -366,6 +373,7 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool =
         stops=read_stops(paths.progress),
     )
     status.run_dir = str(paths.root)
+    status.reasons += [one.note for one in record.rounds[-1:] if one.note and status.state != "finished"]
     if record.llm:
         from hpc_marker.llm.metrics import service_summary, throughput_bound
 

@@ -98,6 +98,7 @@ def status_table(status: RunStatus) -> Table:
         f"{plural(status.items, 'item')}; {status.pages_done}/{plural(status.pages, 'page')}; {rate}; "
         f"elapsed {_duration(status.elapsed_seconds)}; "
         f"ETA {_duration(status.eta_seconds)}; collector {status.collector}"
+        + (f"; round {status.rounds}" if status.rounds > 1 else "")
     )
     if status.degraded:
         table.caption += f"; {plural(status.degraded, 'item')} with degraded LLM refinement"

@@ -63,10 +63,33 @@ class ParentRun:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Round:
+    """One round of the run's conversion arrays: its tasks, who submitted it (`submit`, `resume`, or the collector
+    continuing the run), and, once its collector ran, how many items had a final status then and why it ended
+    (`finished`, or the causes of its stopped tasks)."""
+
+    number: int  # 1 for the first submission
+    submitted: float
+    tasks: tuple[int, ...]
+    by: str = "submit"  # submit, resume, retry, continue
+    done_items: int | None = None  # items with a final status when the round was collected
+    ended: str = ""  # finished, or the causes that stopped it ("time limit, preempted"); "" while it runs
+    note: str = ""  # why the run did not continue after it (--max-rounds reached, no progress, an incurable cause)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Round:
+        known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
+        return cls(**dict(known, tasks=tuple(known.get("tasks") or ())))
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(asdict(self), tasks=list(self.tasks))
+
+
 @dataclass
 class RunRecord:
-    """Everything about a run that later commands need, stored as run.json. Only `jobs`, `submitted` and
-    `cancelled` change after the run is prepared (and the settings `resume` overrides, through a copy)."""
+    """Everything about a run that later commands need, stored as run.json. Only `jobs`, `submitted`,
+    `cancelled` and `rounds` change after the run is prepared (and the settings `resume` overrides, through a copy)."""
 
     run_id: str
     created: float
@@ -102,6 +125,8 @@ class RunRecord:
     cancelled: float | None = None
     parent: ParentRun | None = None  # of a follow-up run: the run it redoes documents of
     bisect: bool = True  # a failing item of several pages is cut in halves (planning/bisect.py); older runs lack it
+    max_rounds: int = 1  # rounds of arrays the run may submit itself (--max-rounds); older runs: 1, no continuation
+    rounds: list[Round] = field(default_factory=list)  # the rounds so far (older runs: none recorded, one ran)
 
     def to_json(self) -> dict[str, Any]:
         """run.json's content: the version, then every field (the typed parts as plain JSON)."""
@@ -109,6 +134,7 @@ class RunRecord:
         for name in (f.name for f in fields(self)):
             value = getattr(self, name)
             data[name] = value.to_json() if hasattr(value, "to_json") else value
+        data["rounds"] = [r.to_json() for r in self.rounds]
         return data
 
     @classmethod
@@ -133,6 +159,7 @@ class RunRecord:
             values["quality"] = Thresholds.from_mapping(values["quality"])
         if values.get("parent") is not None:
             values["parent"] = ParentRun.from_json(values["parent"])
+        values["rounds"] = [Round.from_json(r) for r in values.get("rounds") or ()]
         return cls(**values)
 
 

@@ -18,6 +18,7 @@ from hpc_marker.engines import check_engine
 from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
 from hpc_marker.executors.base import NO_JOB, Executor, Fit, SubmitFailed, WaitHook, live_job_ids
+from hpc_marker.manage.rounds import new_round
 from hpc_marker.planning.plan import Plan, WorkItem, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
 from hpc_marker.planning.store import save_plan
@@ -64,7 +65,7 @@ class PreparedRun:
 
 def run_jobs(record: RunRecord) -> RunJobs:
     """What each role's job of this run calls."""
-    from hpc_marker.manage.collect import collect_run
+    from hpc_marker.manage.collect import collect_job
     from hpc_marker.runtime.task import run_task
 
     service = None
@@ -72,7 +73,7 @@ def run_jobs(record: RunRecord) -> RunJobs:
         from hpc_marker.llm.service import serve_llm
 
         service = JobEntry(serve_llm, "llm")
-    return RunJobs(convert=JobEntry(run_task, "task"), collect=JobEntry(collect_run, "collect"), service=service)
+    return RunJobs(convert=JobEntry(run_task, "task"), collect=JobEntry(collect_job, "collect"), service=service)
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ def run_record(
         parent=request.parent,
         bisect=request.bisect,
         items=len(plan.items),
+        max_rounds=request.max_rounds,
     )
 
 
@@ -309,6 +311,7 @@ def record_jobs(
     record.jobs = jobs
     stored = paths.load_record()
     stored.jobs, stored.submitted = jobs, record.submitted or stored.submitted
+    stored.rounds = stored.rounds or record.rounds  # the rounds on disk: a collector may have closed one
     record.cancelled = stored.cancelled
     paths.save_record(stored)
 
@@ -320,6 +323,7 @@ def submit_run(prepared: PreparedRun, progress: WaitHook | None = None) -> RunRe
     record, paths = prepared.record, prepared.paths
     executor = executor_for(record.executor)
     register_run(paths)
+    record.rounds = [new_round(record, list(range(record.tasks)), "submit")]  # saved with the first job ids
     try:
         ids = executor.submit(
             paths,

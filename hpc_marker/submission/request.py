@@ -122,6 +122,7 @@ class SubmitRequest:
     inference_startup_timeout: float
     scan_workers: int  # processes counting pages on the login node (at a low priority)
     min_task_pages: int  # each task gets at least this many pages: fewer tasks than --gpus when the work is small
+    max_rounds: int  # rounds of arrays the run may submit itself (continuation); 1: none
     # Unset (None): the profile's value, then the config's [job] value, or derived
     partition: str | None = None
     template: str | None = None
@@ -272,6 +273,7 @@ def check_request(request: SubmitRequest, chosen: dict) -> None:
         split_pages=request.split_pages,
         lease_seconds=request.lease_seconds,
         min_task_pages=request.min_task_pages,
+        max_rounds=request.max_rounds,
         cpus_per_task=chosen["cpus_per_task"],
         time_limit=chosen["time"],
         mem=chosen["mem"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import pandas as pd
 
 from hpc_marker.executors import executor_for
 from hpc_marker.manage.collect import MAX_ATTEMPTS, collect_run
+from hpc_marker.manage.rounds import CONTINUE, new_round
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK, doc_of
 from hpc_marker.planning.store import load_items_table, load_summary
 from hpc_marker.runstate.claims import ClaimBoard, batch_name
@@ -26,6 +27,7 @@ from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.outlock import acquire, release
 from hpc_marker.runstate.permissions import private_files
 from hpc_marker.runstate.progress import REOPENED, append_reopened, failures_per_item, latest_commits, read_commits
+from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.subitems import PARTIAL, fold_commits
 from hpc_marker.submission.launch import active_jobs_of, record_jobs, run_jobs
 from hpc_marker.submission.overrides import ResumeOverrides, apply_overrides, busiest
@@ -125,13 +127,17 @@ def resume_run(
     include_poison: bool = False,
     overrides: ResumeOverrides | None = None,
     force_concurrent: bool = False,
+    by: str = "resume",
 ) -> ResumeResult:
     """Submit the tasks of `paths`' run that have unfinished items (`retry_failed`: failed ones reopened
     first), with `overrides` (resources for the new jobs; checked, and by the cluster too, before the
-    record changes). Takes the run's --out back; a run this waits for (local) gives it back at its end."""
+    record changes), as the run's next round (`by`: resume, retry, or continue: the collector's, which
+    does not count itself as active and submits nothing once the run is cancelled). Takes the run's --out
+    back; a run this waits for (local) gives it back at its end."""
     record = paths.load_record()
     executor = executor_for(record.executor)
-    active = executor.active(record)
+    continuing = by == CONTINUE  # the collector: itself, and the service it stopped, are not the run's active jobs
+    active = executor.active(replace(record, jobs={"convert": record.jobs["convert"]}) if continuing else record)
     if active:
         raise LaunchError(
             f"run {record.run_id} still has jobs running or queued ({', '.join(active)}): "
@@ -146,34 +152,50 @@ def resume_run(
     pending = unfinished_by_task(run)
     result.unfinished = sum(pending.values())
     result.tasks = busiest(pending, (overrides or ResumeOverrides()).gpus)
-    if not pending:
+    if not pending and not continuing:
         collect_run(str(paths.root))
-        return result
-    layout = executor.task_arrays(record, result.tasks, other_jobs(record))  # refused: nothing changed
+    if pending:
+        result.jobs = _resubmit(paths, record, result.tasks, by, force_concurrent)
+    return result
+
+
+def _resubmit(paths: RunPaths, record: RunRecord, tasks: list[int], by: str, force_concurrent: bool) -> dict:
+    """The arrays of `tasks` and a collector, as the run's next round; returns the job ids by role."""
+    executor = executor_for(record.executor)
+    layout = executor.task_arrays(record, tasks, other_jobs(record))  # refused: nothing changed
     scripts = render_scripts(paths, record, python=sys.executable, layout=layout)
     executor.check_scripts(scripts)  # the new resources: refused now, not pending forever
     if not force_concurrent:
         acquire(Path(record.out_dir), record.run_id, active_jobs_of(Path(record.out_dir)))
+    if by == CONTINUE and paths.load_record().cancelled is not None:  # the mark, right before submitting
+        release(Path(record.out_dir), record.run_id)
+        raise LaunchError(f"run {record.run_id} was cancelled: no next round")
     if paths.summary.exists():  # the run is open again
         paths.summary.rename(paths.root / f"summary-{int(time.time())}.json")
-    record.cancelled = None  # it runs again: an earlier cancel is history
+    if by != CONTINUE:
+        record.cancelled = None  # it runs again: an earlier cancel is history
+    record.rounds = [*paths.load_record().rounds, new_round(record, tasks, by)]
     paths.save_record(record)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for role, text in scripts.items():
-        (paths.scripts / f"{role}-resume-{stamp}.sbatch").write_text(text)
+        (paths.scripts / f"{role}-{by}-{stamp}.sbatch").write_text(text)
     history = list(record.jobs.get("history", []))
     try:
-        result.jobs = executor.submit(
-            paths,
-            record,
-            scripts,
-            layout,
-            run_jobs(record),
-            seen=lambda ids: record_jobs(paths, record, ids, layout.tasks),
+        jobs = executor.submit(
+            paths, record, scripts, layout, run_jobs(record), seen=lambda ids: record_jobs(paths, record, ids, tasks)
         )
     finally:
         if executor.waits:
             release(Path(record.out_dir), record.run_id)
-    record.jobs["history"] = history + result.jobs["convert"] + result.jobs["collect"]
-    record_jobs(paths, record, result.jobs, layout.tasks)
-    return result
+    record.jobs["history"] = history + jobs["convert"] + jobs["collect"]
+    record_jobs(paths, record, jobs, layout.tasks)
+    if by == CONTINUE and paths.load_record().cancelled is not None:  # cancelled while it submitted: undo
+        executor.cancel(replace(record, jobs={role: jobs[role] for role in ("convert", "collect")}))
+        raise LaunchError(f"run {record.run_id} was cancelled while its next round was submitted: cancelled it")
+    return jobs
+
+
+def continue_run(paths: RunPaths) -> ResumeResult:
+    """The collector's next round (`hpcmarker continue RUN`): the same resubmission as `resume`, sized the
+    same way, with the run's own settings."""
+    return resume_run(paths, by=CONTINUE)
