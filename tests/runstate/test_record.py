@@ -16,7 +16,7 @@ from hpc_marker.engines import output_settings
 from hpc_marker.engines.base import EngineOptions
 from hpc_marker.llm.settings import LlmRecord
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.record import RECORD_VERSION, JobSettings, ParentRun, RunRecord
+from hpc_marker.runstate.record import RECORD_VERSION, JobSettings, ParentRun, Round, RunRecord
 from hpc_marker.servers.vllm import InferenceSettings
 from hpc_marker.submission.scripts import script_contexts
 
@@ -80,8 +80,25 @@ def test_a_version_1_record_reads_with_the_same_typed_values():
 
 
 def test_version_2_is_version_1_with_a_version():
-    assert RunRecord.from_json(V1).to_json() == {"version": RECORD_VERSION, **V1}
+    written = RunRecord.from_json(V1).to_json()
+    # fields added since (with their defaults): the output flags' thresholds, rounds (manage/rounds.py)
+    assert {key: written.pop(key) for key in ("quality", "max_rounds", "rounds")} == {
+        "quality": None,
+        "max_rounds": 1,
+        "rounds": [],
+    }
+    assert written == {"version": RECORD_VERSION, **V1}
     assert next(iter(RunRecord.from_json(V1).to_json())) == "version" and RECORD_VERSION == 2
+
+
+def test_rounds_round_trip(tmp_path):
+    paths = RunPaths(tmp_path / "run")
+    paths.root.mkdir(parents=True)
+    record = RunRecord.from_json(V1)
+    record.max_rounds = 4
+    record.rounds = [Round(1, 1.0, (0, 1), "submit", 3, "time limit"), Round(2, 2.0, (1,), "continue")]
+    paths.save_record(record)
+    assert paths.load_record().rounds == record.rounds and paths.load_record().max_rounds == 4
 
 
 def test_run_json_round_trips(tmp_path):
