@@ -21,6 +21,7 @@ from hpc_marker.manage.verdict import INCOMPLETE, LEFT, NODE_FAILURE, PREEMPTED
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import Round, RunRecord
 from hpc_marker.runstate.stops import CANCELLED, ERROR, TIME_LIMIT, TaskStop
+from hpc_marker.util.text import plural
 
 # Causes that another round cures by itself. ERROR only where the task never said it (killed without a word):
 # an error the task reported itself comes back the same way.
@@ -99,3 +100,14 @@ def close_round(paths: RunPaths, state: str, causes: Mapping[str, list[int]], do
     record.rounds = rounds
     paths.save_record(record)
     return rounds
+
+
+def round_lines(record: RunRecord) -> list[str]:
+    """From round 2 on, one line per round: who submitted it, its tasks, what ended it. Pure."""
+    if len(record.rounds) < 2:
+        return []
+    return [
+        f"round {r.number} ({r.by}, {plural(len(r.tasks), 'task')}): {r.ended or 'running'}"
+        + (f"; {r.note}" if r.note else "")
+        for r in record.rounds
+    ]

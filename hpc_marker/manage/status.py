@@ -21,7 +21,7 @@ from hpc_marker.executors.base import Observation
 from hpc_marker.manage.cancel import mark_cancelled
 from hpc_marker.manage.failures import FailedDocument, failed_documents
 from hpc_marker.manage.followups import FollowUpRun, unfinished_follow_ups
-from hpc_marker.manage.rounds import round_count, task_rounds
+from hpc_marker.manage.rounds import round_count, round_lines, task_rounds
 from hpc_marker.manage.verdict import ACTIVE_STATES, RunFacts, TaskView, Verdict, verdict
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.store import ShareSummary, load_summary
@@ -81,9 +81,7 @@ class RunProgress:
     torn_lines: list[str] = field(default_factory=list)
     failed_over: int = 0  # items with LLM requests moved to another replica (counted only when asked)
     text_layer: dict = field(default_factory=dict)  # empty and garbled pages (summary.json's, or the commit logs')
-    lost_pages: list[str] = field(
-        default_factory=list
-    )  # "book.pdf page 8: timeout" (or by document id before collection)
+    lost_pages: list[str] = field(default_factory=list)  # "book.pdf page 8: timeout" (by document id before collection)
     busy_seconds: float | None = None  # how long work was in flight (util/frames.busy_seconds; None: last - first)
     output_flags: dict = field(default_factory=dict)  # {"unit": documents|items, "counts": {flag: n}} (quality/)
     retry: dict | None = None  # summary.json's retry outlook (collect.retry_outlook); None before collection
@@ -120,6 +118,7 @@ class RunStatus:
     next: str | None = None  # the exact next command, when there is one
     causes: dict[str, list[int]] = field(default_factory=dict)  # why tasks stopped early: cause -> tasks
     rounds: int = 1  # rounds of arrays submitted (manage/rounds.py)
+    round_lines: list[str] = field(default_factory=list)  # from round 2 on: each round and what ended it
     exit_code: int = 0  # what `status` exits with (verdict.py: 0, 3 failed items, 4 incomplete)
     failed_documents: list[FailedDocument] = field(default_factory=list)  # the first few, with reasons (failures.py)
     failed_documents_total: int = 0
@@ -373,6 +372,7 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool =
         stops=read_stops(paths.progress),
     )
     status.run_dir = str(paths.root)
+    status.round_lines = round_lines(record)
     status.reasons += [one.note for one in record.rounds[-1:] if one.note and status.state != "finished"]
     if record.llm:
         from hpc_marker.llm.metrics import service_summary, throughput_bound

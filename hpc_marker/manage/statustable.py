@@ -163,6 +163,7 @@ def verdict_lines(status: RunStatus) -> list[str]:
     redo = command_line("retry", status.run_id, "--select", ",".join(output)) if output else ""
     return [
         *failed_lines(status.failed_documents, status.failed_documents_total),
+        *status.round_lines,
         *status.reasons,
         *ocr,
         *([f"to convert the documents with output flags again (add other settings): {redo}"] if redo else []),

@@ -151,6 +151,9 @@ def header(view: RunView, totals: dict) -> dict:
         ),
         ("tasks", f"{record.tasks}", f"{record.executor}, {workers}"),
     ]
+    if len(record.rounds) > 1:  # the run continued itself, or was resumed (manage/rounds.py)
+        ended = "; ".join(f"{r.number} ({r.by}): {r.ended or 'this collection'}" for r in record.rounds)
+        cards.append(("rounds", f"{len(record.rounds)}", ended))
     collected = view.summary.get("collected")
     return {
         "run_id": record.run_id,

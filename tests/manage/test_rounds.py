@@ -9,7 +9,7 @@ import pytest
 from test_cancel import _slurm_run, slurm_queue  # noqa: F401 (a fixture)
 
 from hpc_marker.manage.cancel import cancel_run
-from hpc_marker.manage.rounds import close_round, new_round, next_round, task_rounds
+from hpc_marker.manage.rounds import close_round, new_round, next_round, round_lines, task_rounds
 from hpc_marker.manage.verdict import FINISHED, INCOMPLETE, NODE_FAILURE, OUT_OF_MEMORY, PREEMPTED
 from hpc_marker.runstate.record import Round
 from hpc_marker.runstate.stops import ENGINE, ERROR, RUNNING, STORAGE_FULL, TIME_LIMIT, TaskStop
@@ -80,3 +80,15 @@ def test_cancel_also_cancels_the_jobs_recorded_after_its_mark(tmp_path, slurm_qu
     monkeypatch.setattr(SlurmExecutor, "cancel", cancel_while_the_collector_records)
     assert cancel_run(paths).ended == ["8"]
     assert scancelled[0] == ["7_0", "7_1", "8"] and sorted(scancelled[1]) == ["10", "9_0", "9_1"]
+
+
+def test_status_lines_name_each_round_and_what_ended_it(tmp_path):
+    rounds = [
+        Round(1, 1.0, (0, 1), done_items=3, ended="time limit"),
+        Round(2, 2.0, (1,), "continue", 4, "engine", "not continued: another round cannot cure engine"),
+    ]
+    assert round_lines(_record(tmp_path, rounds=rounds[:1])) == []  # one round: nothing to say
+    assert round_lines(_record(tmp_path, rounds=rounds)) == [
+        "round 1 (submit, 2 tasks): time limit",
+        "round 2 (continue, 1 task): engine; not continued: another round cannot cure engine",
+    ]
