@@ -2,8 +2,8 @@
 a run whose engine cannot start ends after one round, `cancel` at a round boundary leaves nothing queued.
 
 The benchmark engine at a fixed cost per page; --time 3 with the template's --signal=B:USR2@90 gives each task a
-window of 30 to 90 s per round (Slurm sends the signal up to a minute early), so two tasks with ~90 s of work each
-need at least two rounds.
+window of 30 to 90 s per round (Slurm sends the signal up to a minute early), so two tasks with ~105 s of work each
+(86 pages at 2.5 s) need at least two rounds: the work is about 3 times the tasks' window per round.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def submit(pdfs: Path, out: Path, run_id: str, *extra) -> None:  # noqa: F811
 
 
 def test_a_run_longer_than_its_time_limit_finishes_by_itself(tmp_path, pdfs, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.5")  # ~180 s of work: ~90 s per task
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "2.5")  # 86 pages: ~215 s of work, ~105 s per task
     submit(pdfs, tmp_path / "out", "rounds", "--gpus", "2", "--time", "3", "--max-rounds", "6")
     status = wait_for("rounds", {"finished", "incomplete"}, timeout_s=900)
     assert status["state"] == "finished" and status["exit_code"] == 0, status
@@ -74,8 +74,8 @@ def test_an_engine_that_cannot_start_ends_the_run_after_one_round(tmp_path, samp
 
 
 def test_cancel_at_a_round_boundary_leaves_nothing_queued_and_no_later_round(tmp_path, pdfs, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.5")
-    submit(pdfs, tmp_path / "out", "cutround", "--gpus", "1", "--time", "2", "--max-rounds", "6")
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "2.5")
+    submit(pdfs, tmp_path / "out", "cutround", "--gpus", "1", "--time", "3", "--max-rounds", "6")
     paths = resolve_run("cutround")
     deadline = time.time() + 300
     while len(read_record(paths)["rounds"]) < 2:  # the collector of round 1 is submitting round 2
