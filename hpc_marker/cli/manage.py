@@ -42,9 +42,12 @@ def continue_command(run) -> None:
 
     # `cancel` ends the collector with SIGTERM: this finishes its submission, sees the run's cancel mark and
     # cancels what it queued itself (Slurm's SIGKILL follows after KillWait, 30 s by default)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     paths = run_paths(run)
-    result = continue_run(paths)
+    try:
+        result = continue_run(paths)
+    finally:
+        signal.signal(signal.SIGTERM, before)
     if result.tasks:
         click.echo(
             f"run {paths.run_id}: round {len(paths.load_record().rounds)}: tasks {index_ranges(result.tasks)} as "

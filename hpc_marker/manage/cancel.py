@@ -24,6 +24,8 @@ class Cancelled:
 
 
 def mark_cancelled(paths: RunPaths) -> None:
+    """The mark file first (a file of its own: no rewrite of run.json can lose it), then run.json's `cancelled`."""
+    paths.cancel_mark.touch()
     record = paths.load_record()
     record.cancelled = time.time()
     paths.save_record(record)
@@ -54,5 +56,7 @@ def cancel_run(paths: RunPaths) -> Cancelled:
         mark_cancelled(paths)  # first: a local submit, or a collector submitting the next round, sees it
         executor.cancel(record)
         record = cancel_later_jobs(paths, record)
+        if record.cancelled is None:  # a collector recording its jobs meanwhile rewrote run.json without it
+            mark_cancelled(paths)
     release(Path(record.out_dir), record.run_id)
     return Cancelled(ended=active, jobs=live_job_ids(record))

@@ -256,7 +256,7 @@ def collect_job(run_dir: str) -> dict:
     record = paths.load_record()
     done = sum(s["ok"] + s["failed"] + s.get("partial", 0) for s in summary["shares"])
     stops, waits = read_stops(paths.progress), executor_for(record.executor).waits
-    decision = next_round(record, summary["state"], summary["causes"], stops, done, waits)
+    decision = next_round(record, summary["state"], summary["causes"], stops, done, waits, paths.cancel_mark.exists())
     rounds = close_round(paths, summary["state"], summary["causes"], done, decision.why)
     notes = [decision.why] if decision.why else []
     summary.update(rounds=[one.to_json() for one in rounds], reasons=summary["reasons"] + notes)

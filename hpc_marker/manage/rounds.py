@@ -65,15 +65,16 @@ def next_round(
     stops: Mapping[int, TaskStop],
     done: int,
     waits: bool = False,
+    cancelled: bool = False,
 ) -> Decision:
     """Whether the run submits its next round, from its collected state, the causes of its tasks' stops (cause
     -> tasks), their stop records and how many items have a final status now. `waits`: the run's executor
-    waits for its jobs (local: no time limit, one round). Pure."""
+    waits for its jobs (local: no time limit, one round); `cancelled`: the run folder has `cancel`'s mark. Pure."""
     rounds = round_count(record)
     before = (record.rounds[-2].done_items or 0) if len(record.rounds) > 1 else 0
     if waits or state != INCOMPLETE or record.max_rounds <= 1:
         return Decision(False)
-    if record.cancelled is not None:
+    if record.cancelled is not None or cancelled:
         return Decision(False, "not continued: the run was cancelled")
     cause = incurable(causes, stops)
     if cause is not None:

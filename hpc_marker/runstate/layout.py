@@ -12,6 +12,7 @@ staging/     outputs being written, renamed into place when whole
 parts/       finished parts of split PDFs, until they are merged into one document
 logs/        task logs gathered by the collector
 manifest.csv, summary.json   written by the collector
+cancelled    `cancel`'s mark: no new round starts while it is there (manage/rounds.py); `resume` removes it
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class RunPaths:
     @property
     def summary(self) -> Path:
         return self.root / "summary.json"
+
+    @property
+    def cancel_mark(self) -> Path:
+        return self.root / "cancelled"
 
     def task_manifest(self, index: int) -> Path:
         return self.manifests / f"task-{index}.jsonl"

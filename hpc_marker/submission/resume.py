@@ -167,13 +167,14 @@ def _resubmit(paths: RunPaths, record: RunRecord, tasks: list[int], by: str, for
     executor.check_scripts(scripts)  # the new resources: refused now, not pending forever
     if not force_concurrent:
         acquire(Path(record.out_dir), record.run_id, active_jobs_of(Path(record.out_dir)))
-    if by == CONTINUE and paths.load_record().cancelled is not None:  # the mark, right before submitting
+    if by == CONTINUE and paths.cancel_mark.exists():  # the mark, right before submitting
         release(Path(record.out_dir), record.run_id)
         raise LaunchError(f"run {record.run_id} was cancelled: no next round")
     if paths.summary.exists():  # the run is open again
         paths.summary.rename(paths.root / f"summary-{int(time.time())}.json")
     if by != CONTINUE:
         record.cancelled = None  # it runs again: an earlier cancel is history
+        paths.cancel_mark.unlink(missing_ok=True)
     record.rounds = [*paths.load_record().rounds, new_round(record, tasks, by)]
     paths.save_record(record)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -189,7 +190,7 @@ def _resubmit(paths: RunPaths, record: RunRecord, tasks: list[int], by: str, for
             release(Path(record.out_dir), record.run_id)
     record.jobs["history"] = history + jobs["convert"] + jobs["collect"]
     record_jobs(paths, record, jobs, layout.tasks)
-    if by == CONTINUE and paths.load_record().cancelled is not None:  # cancelled while it submitted: undo
+    if by == CONTINUE and paths.cancel_mark.exists():  # cancelled while it submitted: undo
         executor.cancel(replace(record, jobs={role: jobs[role] for role in ("convert", "collect")}))
         raise LaunchError(f"run {record.run_id} was cancelled while its next round was submitted: cancelled it")
     return jobs

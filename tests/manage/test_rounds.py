@@ -80,6 +80,7 @@ def test_cancel_also_cancels_the_jobs_recorded_after_its_mark(tmp_path, slurm_qu
     monkeypatch.setattr(SlurmExecutor, "cancel", cancel_while_the_collector_records)
     assert cancel_run(paths).ended == ["8"]
     assert scancelled[0] == ["7_0", "7_1", "8"] and sorted(scancelled[1]) == ["10", "9_0", "9_1"]
+    assert paths.cancel_mark.exists() and paths.load_record().cancelled is not None
 
 
 def test_status_lines_name_each_round_and_what_ended_it(tmp_path):
