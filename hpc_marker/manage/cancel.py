@@ -32,18 +32,17 @@ def mark_cancelled(paths: RunPaths) -> None:
 
 
 def cancel_later_jobs(paths: RunPaths, record: RunRecord, rounds: int = 5) -> RunRecord:
-    """Cancel the jobs recorded after `record` was read (a next round the collector was submitting when the
-    run was marked: it checks the mark, but may have queued jobs just before), until no new ones appear."""
+    """Cancel what is still queued of the run after `record`'s jobs were: jobs recorded after the mark (a next
+    round its collector was submitting: it checks the mark, but may have queued them just before) and that
+    collector itself, whose id a next round's replaced (it is in the history now). Until none is left."""
     executor = executor_for(record.executor)
     for _ in range(rounds):
         stored = paths.load_record()
-        seen = set(live_job_ids(record))
-        later = [job for job in live_job_ids(stored) if job not in seen]
-        if not later:
+        every = list(dict.fromkeys(live_job_ids(stored) + ([] if executor.waits else stored.jobs.get("history", []))))
+        if not executor.active(replace(stored, jobs={"convert": every})):
             return stored
-        executor.cancel(replace(stored, jobs={"convert": later}))
-        record = stored
-    return record
+        executor.cancel(replace(stored, jobs={"convert": every}))
+    return paths.load_record()
 
 
 def cancel_run(paths: RunPaths) -> Cancelled:
