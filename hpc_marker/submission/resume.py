@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hpc_marker.executors import executor_for
+from hpc_marker.executors.base import live_job_ids
 from hpc_marker.manage.collect import MAX_ATTEMPTS, collect_run
 from hpc_marker.manage.rounds import CONTINUE, new_round
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK, doc_of
@@ -180,7 +181,7 @@ def _resubmit(paths: RunPaths, record: RunRecord, tasks: list[int], by: str, for
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for role, text in scripts.items():
         (paths.scripts / f"{role}-{by}-{stamp}.sbatch").write_text(text)
-    history = list(record.jobs.get("history", []))
+    history = list(dict.fromkeys([*record.jobs.get("history", []), *live_job_ids(record)]))  # every job it had
     try:
         jobs = executor.submit(
             paths, record, scripts, layout, run_jobs(record), seen=lambda ids: record_jobs(paths, record, ids, tasks)
