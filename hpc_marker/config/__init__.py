@@ -68,6 +68,7 @@ PROFILE_KEYS = {
     "llm_server",
     "llm_image",
     "llm_args",
+    "gpu_hour_price",
     "mps",
 }
 SECTIONS = {

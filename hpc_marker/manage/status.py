@@ -120,9 +120,11 @@ class RunStatus:
     failed_documents: list[FailedDocument] = field(default_factory=list)  # the first few, with reasons (failures.py)
     failed_documents_total: int = 0
     follow_ups: list[FollowUpRun] = field(default_factory=list)  # the --out's unfinished follow-up runs (followups.py)
+    cost: dict = field(default_factory=dict)  # GPU-hours and cost (accounting.py): top-level keys of the JSON
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        return {**data, **data.pop("cost")}
 
 
 def share_counts(latest: pd.DataFrame) -> dict[int, ShareCounts]:
