@@ -30,7 +30,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PLAN_KEYS = {"scan_workers", "min_task_pages"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
+PLAN_KEYS = {"scan_workers", "min_task_pages"}
+# [submit] keys that `hpcmarker estimate` shares (cli/estimate.py SHARED)
+ESTIMATE_KEYS = {"gpus", "engine", "output_format", "force_ocr", "images", "llm_model", "profile", "min_task_pages"}
+ESTIMATE_KEYS |= {"scan_workers"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
 RETRY_KEYS = {"min_share"}  # `hpcmarker retry` options
 EXPORT_KEYS = {"rows_per_shard", "shard_size", "follow_ups"}  # `hpcmarker export` options
@@ -141,6 +144,7 @@ class Config:
         return {
             "submit": submit,
             "plan": {key: submit[key] for key in PLAN_KEYS if key in submit},
+            "estimate": {key: submit[key] for key in ESTIMATE_KEYS if key in submit},
             "retry": self.merged("retry"),
             "export": self.merged("export"),
         }

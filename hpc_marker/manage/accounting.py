@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import DONE, RUNNING, TaskStop
+from hpc_marker.util.errors import Refused
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -240,7 +241,11 @@ def run_accounting(paths: RunPaths, record: RunRecord, pages: int, documents: in
     from hpc_marker.runstate.stops import read_stops
 
     now = time.time()
-    clocks = executor_for(record.executor).clocks(paths, record)
+    try:
+        clocks = executor_for(record.executor).clocks(paths, record)
+    except Refused as exc:  # the scheduler's accounting did not answer: the tasks' own clocks stand for it
+        logger.warning(f"no scheduler accounting ({exc}); GPU time from the tasks' own clocks")
+        clocks = {}
     stops, commits = read_stops(paths.progress), commits_by_task(paths.progress)
     beats = read_heartbeats(paths.progress)
     accounts = []
@@ -261,14 +266,9 @@ def run_accounting(paths: RunPaths, record: RunRecord, pages: int, documents: in
 
 def profile_price(record: RunRecord) -> float | None:
     """The run's profile's `gpu_hour_price`, if it sets one (and the profile is still configured)."""
-    from hpc_marker.config import load_config
-    from hpc_marker.util.errors import UserError
+    from hpc_marker.planning.rates import configured_price
 
-    try:
-        price = load_config().profile(record.profile).get("gpu_hour_price")
-    except UserError:
-        return None
-    return float(price) if price is not None else None
+    return configured_price(record.profile)
 
 
 def account_status(paths: RunPaths, status, price: float | None = None) -> dict:
@@ -280,3 +280,25 @@ def account_status(paths: RunPaths, status, price: float | None = None) -> dict:
 
         documents = json.loads(paths.summary.read_text(encoding="utf-8")).get("documents_ok", documents)
     return run_accounting(paths, paths.load_record(), status.pages_done, documents, price)
+
+
+def collected_accounting(paths: RunPaths, record: RunRecord, summary: dict) -> dict:
+    """summary.json's accounting (the collector's one call), and the run's rate recorded for `estimate`
+    (planning/rates.py) when it converted pages."""
+    from hpc_marker.planning.rates import Rate, rate_key, record_rate
+
+    totals = run_accounting(paths, record, summary.get("pages_ok", 0), summary.get("documents_ok", 0))
+    gpu_seconds = totals["gpu_hours"] * 3600
+    if summary.get("pages_ok") and gpu_seconds > 0:
+        key = rate_key(record.engine, record.engine_options.to_json(), record.llm.model if record.llm else None)
+        sample = Rate(
+            key,
+            summary["pages_ok"],
+            gpu_seconds,
+            totals["gpu_time"]["startup"] * 3600,
+            totals["gpu_time"]["idle"] * 3600,
+            len(totals["gpu_tasks"]),
+        )
+        rate = record_rate(sample)
+        logger.info(f"rate recorded for estimate: {rate.pages_per_gpu_second:.3g} pages/GPU-second ({key})")
+    return totals

@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 
 from hpc_marker.executors import executor_for
 from hpc_marker.executors.base import job_logs
+from hpc_marker.manage.accounting import collected_accounting
 from hpc_marker.manage.verdict import ACTIVE_STATES, MAX_ATTEMPTS
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.plan import WorkItem
@@ -295,6 +296,7 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
         logs=[p.name for p in gather_logs(paths, record.jobs.get("convert", []))],
     )
     summary.update(judge(paths, record, shares, summary))
+    summary.update(collected_accounting(paths, record, summary))  # GPU-hours and cost; the rate for `estimate`
     atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     for line in torn:
         logger.warning(line)

@@ -10,5 +10,7 @@
            the order in which a task claims items (its own share, then stealing)
   bisect.py  the halves of a failing item (ids from their page ranges), down to the pages that fail
   outnames.py  each PDF's document name under --out, unique on case-insensitive filesystems too
+  rates.py  conversion rates measured by finished runs (the user's cache folder), and what they predict
+            for a folder (`estimate`: wall time, GPU-hours, the fewest GPUs for a deadline; pure but the file)
   store.py  the plan on disk (PLAN/items.parquet, one row group per task), read in pieces
 """
