@@ -67,6 +67,7 @@ class TaskAccount:
     job_id: str
     source: str
     gpus: int
+    start: float
     queue_wait: float
     elapsed: float
     startup: float
@@ -101,10 +102,16 @@ def account_task(clock: TaskClock) -> TaskAccount:
         clock.job_id,
         clock.source,
         clock.gpus,
+        clock.start,
         queue_wait,
         elapsed,
         **{k: round(v, 3) for k, v in parts.items()},
     )
+
+
+def _wall(accounts: list[TaskAccount]) -> float | None:
+    """First task start to last task end (what `estimate` predicts as its wall_seconds)."""
+    return round(max(a.start + a.elapsed for a in accounts) - min(a.start for a in accounts), 1) if accounts else None
 
 
 def _per_gpu_hour(count: int, gpu_hours: float) -> float | None:
@@ -136,6 +143,7 @@ def run_totals(
         "cost_per_million_pages": round(cost / pages * 1e6, 2) if cost is not None and pages else None,
         "gpu_time": {name: round(hours, 4) for name, hours in parts.items()},
         "queue_wait_hours": round(sum(a.queue_wait for a in accounts) / 3600, 4),
+        "allocation_wall_seconds": _wall(accounts),
         "gpu_accounting_source": " and ".join(sources) if sources else None,
     }
 
