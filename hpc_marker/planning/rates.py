@@ -6,7 +6,7 @@ engine and the options that change the output (format, OCR, images, the LLM mode
 The file is `rates.json` in the user's cache folder (planning/scancache.cache_home); samples of one key add up,
 so a rate rests on every run recorded under it (`pages` says on how many pages). `predict` and `smallest_gpus`
 are pure: wall time (first task start to last task end, without queue wait) = start-up + the share's pages at
-the working rate; GPU-hours = GPUs × wall time.
+the working rate, stretched by the recorded runs' idle tail; GPU-hours = GPUs × wall time.
 """
 
 from __future__ import annotations
@@ -54,6 +54,13 @@ class Rate:
         """Pages per GPU-second of work (allocation less start-up and the idle tail)."""
         working = self.gpu_seconds - self.startup_gpu_seconds - self.idle_gpu_seconds
         return self.pages / working if working > 0 else 0.0
+
+    @property
+    def tail_factor(self) -> float:
+        """How much longer than its share at the working rate the run's last task took: the idle tail of the
+        others (1.0: none)."""
+        working = self.gpu_seconds - self.startup_gpu_seconds - self.idle_gpu_seconds
+        return (working + self.idle_gpu_seconds) / working if working > 0 else 1.0
 
     @property
     def startup_seconds(self) -> float:
@@ -126,7 +133,7 @@ class Prediction:
 def predict(rate: Rate, pages: int, gpus: int, price: float | None = None) -> Prediction:
     """Wall time and GPU-hours of `pages` on `gpus` tasks at `rate`. Pure."""
     speed = rate.pages_per_gpu_second
-    wall = rate.startup_seconds + (pages / gpus / speed if speed else math.inf)
+    wall = rate.startup_seconds + (pages / gpus / speed * rate.tail_factor if speed else math.inf)
     gpu_hours = gpus * wall / 3600
     return Prediction(
         pages,

@@ -16,7 +16,7 @@ KEY = rate_key("benchmark", {"output_format": "markdown"})
 
 
 def test_a_prediction_is_start_up_plus_the_share_at_the_working_rate():
-    rate = Rate(KEY, pages=1000, gpu_seconds=140.0, startup_gpu_seconds=20.0, idle_gpu_seconds=20.0, tasks=2)
+    rate = Rate(KEY, pages=1000, gpu_seconds=120.0, startup_gpu_seconds=20.0, idle_gpu_seconds=0.0, tasks=2)
     assert rate.pages_per_gpu_second == 10.0 and rate.startup_seconds == 10.0
     guess = predict(rate, pages=4000, gpus=4, price=3.0)
     assert guess.wall_seconds == 110.0  # 10 s start-up + 1000 pages at 10 pages/s
@@ -24,6 +24,8 @@ def test_a_prediction_is_start_up_plus_the_share_at_the_working_rate():
     assert smallest_gpus(rate, 4000, deadline_s=110.0) == 4
     assert smallest_gpus(rate, 4000, deadline_s=111.0) == 4 and smallest_gpus(rate, 4000, deadline_s=109.0) == 5
     assert smallest_gpus(rate, 4000, deadline_s=10.0) is None  # start-up alone takes that long
+    tail = Rate(KEY, pages=1000, gpu_seconds=140.0, startup_gpu_seconds=20.0, idle_gpu_seconds=20.0, tasks=2)
+    assert tail.tail_factor == 1.2 and predict(tail, 4000, 4).wall_seconds == 130.0  # the last task's share, later
 
 
 def test_the_rate_key_changes_with_what_changes_the_output():
