@@ -13,7 +13,7 @@ from collections.abc import Callable
 import click
 
 from hpc_marker.config.options import BY_NAME
-from hpc_marker.config.types import DURATION, PRICE, parse_duration
+from hpc_marker.config.types import COUNT, DURATION, PRICE, parse_duration
 
 SHARED = (  # submit's options that estimate takes (config/__init__.py ESTIMATE_KEYS: their [submit] defaults)
     "pdfs",
@@ -26,6 +26,7 @@ SHARED = (  # submit's options that estimate takes (config/__init__.py ESTIMATE_
     "profile",
     "min_task_pages",
     "scan_workers",
+    "executor",
 )
 
 
@@ -48,8 +49,14 @@ def shared_options(function: Callable) -> Callable:
 @click.option(
     "--price", type=PRICE, metavar="P", help="What one GPU-hour costs (default: the profile's gpu_hour_price)."
 )
+@click.option(
+    "--calibrate",
+    type=COUNT,
+    metavar="K",
+    help="First convert K of the folder's PDFs as a short run on one GPU (made the same way), to measure the rate.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def estimate_command(deadline, price, as_json, **options) -> None:
+def estimate_command(deadline, price, calibrate, as_json, **options) -> None:
     """Predict a run of PDFS: wall time (first task start to last task end, without queue wait), GPU-hours,
     cost and pages, at the rate earlier finished runs made the same way measured (kept in the user's cache
     folder by their collectors). Without such a rate it says so, and the command that gets one."""
@@ -70,7 +77,7 @@ def estimate_command(deadline, price, as_json, **options) -> None:
         deadline_s=parse_duration(deadline) if deadline else None,
         min_task_pages=options["min_task_pages"] or 1,
     )
-    result = estimate(request, options["scan_workers"])
+    result = estimate(request, options["scan_workers"], calibrate=calibrate, executor=options["executor"] or "auto")
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
         return

@@ -33,7 +33,7 @@ else:  # pragma: no cover
 PLAN_KEYS = {"scan_workers", "min_task_pages"}
 # [submit] keys that `hpcmarker estimate` shares (cli/estimate.py SHARED)
 ESTIMATE_KEYS = {"gpus", "engine", "output_format", "force_ocr", "images", "llm_model", "profile", "min_task_pages"}
-ESTIMATE_KEYS |= {"scan_workers"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
+ESTIMATE_KEYS |= {"scan_workers", "executor"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
 RETRY_KEYS = {"min_share"}  # `hpcmarker retry` options
 EXPORT_KEYS = {"rows_per_shard", "shard_size", "follow_ups"}  # `hpcmarker export` options

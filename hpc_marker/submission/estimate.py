@@ -130,13 +130,58 @@ def no_rate_hint(request: EstimateRequest) -> str:
     )
 
 
-def estimate(request: EstimateRequest, scan_workers: int | None = None, progress: bool = False) -> Estimate:
-    """Scan the folder (page-count cache) and predict its run at the rate recorded for its key."""
+def estimate(
+    request: EstimateRequest,
+    scan_workers: int | None = None,
+    progress: bool = False,
+    calibrate: int | None = None,
+    executor: str = "auto",
+) -> Estimate:
+    """Scan the folder (page-count cache) and predict its run at the rate recorded for its key; with `calibrate`
+    K, first convert K of its PDFs as a short run (`calibration_run`), whose collector records the rate."""
     from hpc_marker.planning.scan import scan_pdfs
 
     scanned = scan_pdfs(request.pdfs, scan_workers, cache=True, progress=progress)
+    readable = sorted(pdf.relpath for pdf in scanned if not pdf.error)
+    if calibrate:
+        calibration_run(request, readable[:: max(1, len(readable) // calibrate)][:calibrate], executor)
     pages = sum(pdf.pages for pdf in scanned if not pdf.error)
     return estimate_pages(request, len(scanned), pages)
+
+
+CALIBRATION_POLL_S = 2.0
+
+
+def calibration_run(request: EstimateRequest, sample: list[str], executor: str) -> None:
+    """Convert `sample` (PDFs of the folder, spread through it) on one GPU, made as the request asks, into a
+    folder of the user's cache, and wait until its collector has recorded the rate (a local run waits itself;
+    a Slurm run is watched until none of its jobs is left)."""
+    import time
+
+    from hpc_marker.engines.base import EngineOptions
+    from hpc_marker.executors import executor_for
+    from hpc_marker.planning.scancache import cache_home
+    from hpc_marker.submission.launch import prepare_run, submit_run
+    from hpc_marker.submission.request import LaunchError, SubmitRequest
+
+    if request.llm_model:
+        raise LaunchError("--calibrate: not with --llm (its service's start-up would be the sample's rate)")
+    run_id = f"calibration-{time.strftime('%Y%m%d-%H%M%S')}"
+    submit = SubmitRequest.with_defaults(
+        pdfs=request.pdfs,
+        out=cache_home() / "calibration" / run_id,
+        engine=request.engine,
+        gpus=1,
+        executor=executor,
+        run_id=run_id,
+        only=tuple(sample),
+        engine_options=EngineOptions.from_json(request.engine_options),
+    )
+    record = submit_run(prepare_run(submit))
+    logger.info(f"calibration run {run_id}: {plural(len(sample), 'PDF')} ({record.executor})")
+    jobs = executor_for(record.executor)
+    while not jobs.waits and jobs.active(record):
+        time.sleep(CALIBRATION_POLL_S)
 
 
 def estimate_pages(request: EstimateRequest, documents: int, pages: int) -> Estimate:

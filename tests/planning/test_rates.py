@@ -103,3 +103,13 @@ def test_a_bad_deadline_is_one_line_exit_2(sample_pdfs):
     result = invoke("estimate", "--pdfs", sample_pdfs, "--deadline", "soon")
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "--deadline" in result.output and "12h" in result.output
+
+
+def test_calibrate_converts_a_sample_here_and_measures_the_rate(sample_pdfs, monkeypatch):
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.05")
+    args = ("estimate", "--pdfs", sample_pdfs, "--engine", "benchmark", "--gpus", "2", "--json")
+    result = invoke(*args, "--calibrate", "3", "--executor", "local")
+    assert result.exit_code == 0, result.output
+    guess = json.loads(result.output[result.output.index("{") :])
+    assert guess["rate_source"].startswith("1 earlier run (") and guess["gpu_hours"] > 0 and guess["pages"] == 11
+    assert json.loads(invoke(*args).output)["rate_source"] == guess["rate_source"]  # kept for the next estimate

@@ -81,3 +81,12 @@ def test_gpu_hours_are_slurms_and_estimate_predicts_the_next_run(tmp_path, sampl
     )
     assert guess["gpu_hours"] == pytest.approx(second["gpu_hours"], rel=0.30)
     assert guess["wall_seconds"] == pytest.approx(second["allocation_wall_seconds"], rel=0.30)
+
+
+def test_calibrate_on_slurm_measures_the_rate(sample_pdfs, monkeypatch):
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.05")
+    args = ("estimate", "--pdfs", sample_pdfs, "--engine", "benchmark", "--gpus", "2", "--json")
+    result = invoke(*args, "--calibrate", "2")
+    assert result.exit_code == 0, result.output
+    guess = json.loads(result.output[result.output.index("{") :])
+    assert guess["rate_source"].startswith("1 earlier run (") and guess["gpu_hours"] > 0
