@@ -139,9 +139,13 @@ def estimate(
 ) -> Estimate:
     """Scan the folder (page-count cache) and predict its run at the rate recorded for its key; with `calibrate`
     K, first convert K of its PDFs as a short run (`calibration_run`), whose collector records the rate."""
-    from hpc_marker.planning.scan import scan_pdfs
+    from hpc_marker.planning.scan import ScanError, scan_pdfs
+    from hpc_marker.submission.request import LaunchError
 
-    scanned = scan_pdfs(request.pdfs, scan_workers, cache=True, progress=progress)
+    try:
+        scanned = scan_pdfs(request.pdfs, scan_workers, cache=True, progress=progress)
+    except ScanError as exc:
+        raise LaunchError(f"--pdfs {exc}") from None
     readable = sorted(pdf.relpath for pdf in scanned if not pdf.error)
     if calibrate:
         calibration_run(request, readable[:: max(1, len(readable) // calibrate)][:calibrate], executor)

@@ -113,3 +113,10 @@ def test_calibrate_converts_a_sample_here_and_measures_the_rate(sample_pdfs, mon
     guess = json.loads(result.output[result.output.index("{") :])
     assert guess["rate_source"].startswith("1 earlier run (") and guess["gpu_hours"] > 0 and guess["pages"] == 11
     assert json.loads(invoke(*args).output)["rate_source"] == guess["rate_source"]  # kept for the next estimate
+
+
+def test_a_folder_without_pdfs_is_one_line_exit_2(tmp_path):
+    result = invoke("estimate", "--pdfs", tmp_path)
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"Error: --pdfs {tmp_path}: no PDF files found (looked for *.pdf in any case, recursively)"
+    ]
