@@ -47,9 +47,9 @@ MAX_ATTEMPTS_AFTER_CRASH = 2
 
 
 class State(Enum):
-    RUNNING = "running"
-    DRAINING = "draining"
-    STOPPING = "stopping"
+    RUNNING = "running"  # claims batches, gives their items to idle workers
+    DRAINING = "draining"  # takes nothing new; the items in flight finish
+    STOPPING = "stopping"  # SIGTERM or SIGINT: workers ended, every batch given back
 
 
 @dataclass
@@ -62,6 +62,7 @@ class Phase:
     reason: str = ""
 
     def drain(self, cause: str, reason: str) -> None:
+        """Take no new items, for `cause` (unless the task drains or stops already)."""
         if self.state is State.RUNNING:
             self.state, self.cause, self.reason = State.DRAINING, cause, reason
 
