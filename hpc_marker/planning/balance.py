@@ -94,15 +94,18 @@ def batch_numbers(
     starts = ends - counts
     total = np.concatenate([[0], np.cumsum(costs)])
     limit = np.maximum(1, np.minimum(batch_pages, -(-(total[ends] - total[starts]) // min_batches)))
-    rows = np.arange(len(costs))
-    fits = np.searchsorted(total[1:], total[:-1] + np.repeat(limit, counts), side="right")
-    following = np.maximum(rows + 1, np.minimum(np.minimum(fits, rows + batch_items), np.repeat(ends, counts)))
+    following = np.searchsorted(total[1:], total[:-1] + np.repeat(limit, counts), side="right")
+    del total
+    rows = np.arange(1, len(costs) + 1)  # each row's next
+    np.minimum(following, rows + (batch_items - 1), out=following)
+    np.minimum(following, np.repeat(ends, counts), out=following)
+    np.maximum(following, rows, out=following)
+    del rows
     first = np.zeros(len(costs), dtype=np.int64)
-    following = following.tolist()
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=False):
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=False):  # one step a batch
         row = start
         while row < end:
             first[row] = 1
-            row = following[row]
-    opened = np.cumsum(first)
+            row = int(following[row])
+    opened = np.cumsum(first, out=first)
     return opened - np.repeat(opened[np.minimum(starts, max(len(costs) - 1, 0))], counts) if len(costs) else first

@@ -195,20 +195,23 @@ def work_items(scanned: Sequence[ScannedPdf], out_names: dict[str, str] | None =
     """One work item per PDF, ids in scan order; `out_names`: the renamed documents (planning/outnames.py)."""
     count, out_names = len(scanned), out_names or {}
     ids = _ids(np.arange(count), 6)
-    relpaths = [pdf.relpath for pdf in scanned]
     zeros = pa.array(np.zeros(count, dtype=np.int32))
+
+    def column(values) -> pa.Array:  # no list of 10^6 in between
+        return pa.array(values, pa.string(), size=count)
+
     columns = {
         "item_id": ids,
-        "pdf": pa.array(relpaths, pa.string()),
+        "pdf": column(pdf.relpath for pdf in scanned),
         "page_start": zeros,
         "page_stop": pa.array(np.fromiter((pdf.pages for pdf in scanned), np.int32, count)),
-        "scan_error": pa.array([pdf.error for pdf in scanned], pa.string()),
-        "scan_status": pa.array([pdf.status for pdf in scanned], pa.string()),
+        "scan_error": column(pdf.error for pdf in scanned),
+        "scan_status": column(pdf.status for pdf in scanned),
         "doc_id": ids,
         "part": zeros,
         "parts": pa.array(np.ones(count, dtype=np.int32)),
         "batch": zeros,
-        "out_name": pa.array([out_names.get(rel, "") for rel in relpaths] if out_names else [""] * count, pa.string()),
+        "out_name": column(out_names.get(pdf.relpath, "") for pdf in scanned) if out_names else column([""] * count),
     }
     return ItemRows(pa.table(columns, schema=SCHEMA))
 
@@ -220,10 +223,10 @@ def default_split_pages(total_pages: int, tasks: int) -> int:
 def split_items(items: Sequence[WorkItem], max_pages: int) -> ItemRows:
     """PDFs longer than `max_pages` become equal page-range parts (0 = never split)."""
     rows = ItemRows.of(items)
+    if max_pages <= 0 or not (rows.pages > max_pages).any():
+        return rows
     starts, stops = rows.column("page_start").astype(np.int64), rows.column("page_stop").astype(np.int64)
     source, new_starts, new_stops, part, parts, split = split_ranges(starts, stops, max_pages)
-    if not split.any():
-        return rows
     table = rows.table.take(pa.array(source))
     mask = pa.array(split)
     doc = pc.if_else(pc.equal(table["doc_id"], ""), table["item_id"], table["doc_id"])
@@ -270,9 +273,12 @@ def make_plan(
     longest_first = np.lexsort((rank, -costs))
     task = np.empty(len(rows), dtype=np.int64)
     task[longest_first] = lpt_tasks(costs[longest_first], n_tasks)
-    in_plan = np.lexsort((rank, task))  # task by task, each share by item id
+    del longest_first, costs  # 10^6 items: every array freed early keeps the peak down
+    in_plan = pa.array(np.lexsort((rank, task)))  # task by task, each share by item id
     counts = np.bincount(task, minlength=n_tasks)
-    return Plan.of_rows(_with_batches(ItemRows(rows.table.take(pa.array(in_plan))), counts), counts)
+    del rank, task
+    rows = ItemRows(rows.table.take(in_plan))
+    return Plan.of_rows(_with_batches(rows, counts), counts)
 
 
 def _with_batches(rows: ItemRows, counts: np.ndarray, **limits: int) -> ItemRows:
