@@ -20,6 +20,10 @@ manifests and commit logs are written as N tasks would have written them.
 balanced, batched plan (`make_plan(work_items(...))`): wall seconds and the memory it adds to its input
 (peak RSS less the RSS before it began, so Arrow's allocations count too), then `save_plan`. With `--before
 TREE`, the same in another checkout (today's code), run from that tree, in the same run.
+
+`collect`: the collector alone on the synthetic finished run of `login` (issue 24): wall seconds and peak
+RSS of its process; with `--before TREE`, first in that checkout, then here, on the same run folder, and
+whether both wrote the same manifest.csv and summary.json (its `collected` time aside).
 """
 
 from __future__ import annotations
@@ -296,22 +300,45 @@ def plan(work: Path, items: int, tasks: int, before: Path | None = None) -> dict
     return result
 
 
+def collect(work: Path, items: int, tasks: int, before: Path | None = None) -> dict:
+    """The collector of a synthetic finished run of `items` items over `tasks` tasks, here and (`before`)
+    in another tree, on the same run folder (the collector may run again: `hpcmarker collect`)."""
+    root = make_run(work, items, tasks, pdfs=None)
+    synthetic_outputs(root, tasks)
+    result: dict = {"items": items, "tasks": tasks}
+    written = {}
+    for label, tree in (("before", before), ("after", ROOT)):
+        if tree is None:
+            continue
+        run = _python(f"from hpc_marker.manage.collect import collect_run; collect_run({str(root)!r})", tree=tree)
+        summary = json.loads((root / "summary.json").read_text())
+        summary.pop("collected")
+        written[label] = ((root / "manifest.csv").read_bytes(), summary)
+        result[label] = {"collect_s": run["wall_s"], "collect_rss_mb": run["peak_rss_mb"], "tree": str(tree)}
+    if len(written) == 2:
+        result["same_manifest_csv"] = written["before"][0] == written["after"][0]
+        result["same_summary"] = written["before"][1] == written["after"][1]
+    result["manifest_csv_mb"] = round((root / "manifest.csv").stat().st_size / 2**20, 1)
+    shutil.rmtree(root.parents[2], ignore_errors=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["syscalls", "login", "plan"])
+    parser.add_argument("mode", choices=["syscalls", "login", "plan", "collect"])
     parser.add_argument("--items", type=int, nargs="+", default=[10_000])
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/hpcm-scale"))
     parser.add_argument("--json", type=Path, help="append each result as a JSON line")
-    parser.add_argument("--before", type=Path, help="plan: also measure this checkout (today's code)")
+    parser.add_argument("--before", type=Path, help="plan, collect: also measure this checkout (today's code)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HPCMARKER_STATE_DIR", tempfile.mkdtemp(prefix="hpcm-scale-state-"))
     for items in args.items:
         for tasks in args.tasks:
             load = os.getloadavg()[0]  # other work on the machine: wall times are upper bounds
-            if args.mode == "plan":
-                result = plan(args.work, items, tasks, args.before)
+            if args.mode in ("plan", "collect"):
+                result = (plan if args.mode == "plan" else collect)(args.work, items, tasks, args.before)
             else:
                 result = (syscalls if args.mode == "syscalls" else login)(args.work, items, tasks)
             result = dict(
