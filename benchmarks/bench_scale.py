@@ -228,13 +228,15 @@ def login(work: Path, items: int, tasks: int) -> dict:
     share_s, share_mb, share_items = share["stdout"].split()
     synthetic_outputs(root, tasks)
     status_before = _python(
-        f"from hpc_marker.manage.status import load_status; from pathlib import Path; from hpc_marker.runstate.layout import "
-        f"RunPaths; s = load_status(RunPaths(Path({str(root)!r}))); print(s.ok, s.failed, s.pending)"
+        "from hpc_marker.manage.status import load_status; from pathlib import Path; "
+        f"from hpc_marker.runstate.layout import RunPaths; s = load_status(RunPaths(Path({str(root)!r}))); "
+        "print(s.ok, s.failed, s.pending)"
     )
     collect = _python(f"from hpc_marker.manage.collect import collect_run; collect_run({str(root)!r})")
     status_after = _python(
-        f"from hpc_marker.manage.status import load_status; from pathlib import Path; from hpc_marker.runstate.layout import "
-        f"RunPaths; s = load_status(RunPaths(Path({str(root)!r}))); print(s.ok, s.failed, s.pending)"
+        "from hpc_marker.manage.status import load_status; from pathlib import Path; "
+        f"from hpc_marker.runstate.layout import RunPaths; s = load_status(RunPaths(Path({str(root)!r}))); "
+        "print(s.ok, s.failed, s.pending)"
     )
     summary = json.loads((root / "summary.json").read_text())
     assert summary["ok"] + summary["failed"] == items

@@ -81,7 +81,8 @@ def finish_leftovers(
     """Place committed outputs, merge complete split PDFs, recover records from done markers, remove
     orphaned staging folders. Only the items without a manifest line and the split PDFs are looked
     at one by one (and the bisected ones: their documents are put together here when their tasks could
-    not). `records_status`: the latest manifest status of each recorded item, by item id. Returns (recovered records, merged document ids, documents merged here)."""
+    not). `records_status`: the latest manifest status of each recorded item, by item id. Returns (recovered
+    records, merged document ids, documents merged here)."""
     recovered: list[ManifestRecord] = []
     referenced: set[str] = set()
     unrecorded = items[~isin(items["item_id"], records_status.index)]
