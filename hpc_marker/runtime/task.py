@@ -205,4 +205,4 @@ def _prepared(record: RunRecord, paths: RunPaths, setup: TaskSetup, helpers: Exi
 
 
 if __name__ == "__main__":  # debugging aid: python -m hpc_marker.runtime.task RUN_DIR INDEX
-    print(run_task(sys.argv[1], int(sys.argv[2])))
+    logger.warning("%s", run_task(sys.argv[1], int(sys.argv[2])).sentence())
