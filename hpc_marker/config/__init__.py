@@ -8,7 +8,7 @@ command-line flags; `[retry]` and `[export]` those of `hpcmarker retry` and `hpc
 the output flags' thresholds (hpc_marker/quality), fixed in each run's record when it is submitted.
 Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors that name the valid ones.
 
-__init__.py   the layers, their sections and keys, profiles
+(this file)   the layers, their sections and keys, profiles
 options.py    the option schema: each submit (resume, retry) option once; the [submit] keys come from it
 types.py      the options' click types: parsing and bounds, shared by the command line and library callers
 defaults.toml the packaged defaults: the one source of every default

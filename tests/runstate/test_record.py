@@ -80,7 +80,11 @@ def test_a_version_1_record_reads_with_the_same_typed_values():
 
 
 def test_version_2_is_version_1_with_a_version():
-    assert RunRecord.from_json(V1).to_json() == {"version": RECORD_VERSION, **V1}
+    assert RunRecord.from_json(V1).to_json() == {
+        "version": RECORD_VERSION,
+        "quality": None,
+        **V1,
+    }  # quality: added since
     assert next(iter(RunRecord.from_json(V1).to_json())) == "version" and RECORD_VERSION == 2
 
 
