@@ -179,7 +179,7 @@ def _hours(hours: float) -> str:
 
 def cost_lines(totals: dict) -> list[str]:
     """The human status's line of GPU-hours (and its advice), from `run_totals`' dict. Pure."""
-    if totals.get("gpu_hours") is None:
+    if totals.get("gpu_hours") is None or not totals.get("gpu_accounting_source"):  # no task has started
         return []
     line = f"GPU: {_hours(totals['gpu_hours'])} GPU-hours ({totals['gpu_accounting_source']})"
     if totals["gpu_efficiency"] is not None:

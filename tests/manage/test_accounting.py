@@ -82,6 +82,7 @@ def test_run_totals_are_gpu_hours_of_the_tasks_and_their_parts():
     shown = cost_lines({**totals, "gpu_advice": lines})
     assert shown[0].startswith("GPU: 2.00 GPU-hours (sacct), 38% converting, 4,500 pages/GPU-hour")
     assert shown[1:] == [f"advice: {line}" for line in lines]
+    assert cost_lines(run_totals([], 0, 0)) == []  # no task has started: no line
 
 
 def test_llm_wait_past_a_fifth_advises_more_replicas():
