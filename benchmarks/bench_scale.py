@@ -3,6 +3,7 @@ node's side stays, from 10^3 to 10^6 work items.
 
     python benchmarks/bench_scale.py syscalls --items 10000 --tasks 1 4 16 64 [--json F]
     python benchmarks/bench_scale.py login --items 1000000 --tasks 64 [--json F]
+    python benchmarks/bench_scale.py plan --items 1000000 --tasks 64 [--before /work/main] [--json F]
 
 `syscalls`: real task processes (runtime.task.run_task, one worker each) over N items, then the
 collector, all under `strace -f`; every syscall with a path argument inside the run folder counts
@@ -14,6 +15,15 @@ opening the PDF), since real conversion is not what is measured.
 `login`: synthetic items (no PDF is read): the plan's time and memory, one task's share in
 memory, a finished run's `collect` and `status` times and memory, and the report's size. The
 manifests and commit logs are written as N tasks would have written them.
+
+`plan`: the plan alone (issue 24), from the scan's result (N synthetic ScannedPdf, 1-5 pages) to the
+balanced, batched plan (`make_plan(work_items(...))`): wall seconds and the memory it adds to its input
+(peak RSS less the RSS before it began, so Arrow's allocations count too), then `save_plan`. With `--before
+TREE`, the same in another checkout (today's code), run from that tree, in the same run.
+
+`collect`: the collector alone on the synthetic finished run of `login` (issue 24): wall seconds and peak
+RSS of its process; with `--before TREE`, first in that checkout, then here, on the same run folder, and
+whether both wrote the same manifest.csv and summary.json (its `collected` time aside).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_PDF = ROOT / "examples" / "pdfs" / "en" / "upref.pdf"
 
 
-def _python(code: str, env: dict | None = None, strace: Path | None = None) -> dict:
+def _python(code: str, env: dict | None = None, strace: Path | None = None, tree: Path = ROOT) -> dict:
     """Run `code` in a fresh Python (optionally under strace); wall seconds and that process's own peak RSS
     (MB; RUSAGE_CHILDREN would give the largest of every child so far)."""
     peak = (
@@ -44,7 +54,8 @@ def _python(code: str, env: dict | None = None, strace: Path | None = None) -> d
     if strace is not None:
         argv = ["strace", "-f", "-qq", "-e", "trace=%file", "-o", str(strace), *argv]
     started = time.monotonic()
-    done = subprocess.run(argv, env=dict(os.environ, **(env or {})), capture_output=True, text=True, cwd=ROOT)
+    env = dict(os.environ, **(env or {}), **({"PYTHONPATH": str(tree)} if tree != ROOT else {}))
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=tree)
     wall = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"failed:\n{done.stderr[-3000:]}")
@@ -250,20 +261,88 @@ def login(work: Path, items: int, tasks: int) -> dict:
     return result
 
 
+PLAN_CODE = """
+import os, resource, tempfile, time
+from pathlib import Path
+from hpc_marker.planning.plan import make_plan, work_items
+from hpc_marker.planning.scan import ScannedPdf
+from hpc_marker.planning.store import save_plan
+where = Path('.')
+scanned = [ScannedPdf(f'f{n // 1000:04d}/d{n:07d}.pdf', where, 1000, 1 + n % 5) for n in range(ITEMS)]
+rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+before = rss(); started = time.monotonic()
+plan = make_plan(work_items(scanned), TASKS)
+planned = time.monotonic() - started
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+saved = -1.0
+if SAVE:
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.monotonic(); save_plan(plan, Path(folder)); saved = time.monotonic() - started
+print(round(planned, 2), round(peak - before, 1), round(before, 1), round(saved, 2), len(plan.tasks))
+"""
+
+
+def plan(work: Path, items: int, tasks: int, before: Path | None = None) -> dict:
+    """The plan of `items` synthetic scanned PDFs over `tasks` tasks, here and (`before`) in another tree."""
+    result: dict = {"items": items, "tasks": tasks}
+    for label, tree in (("before", before), ("after", ROOT)):
+        if tree is None:
+            continue
+        code = PLAN_CODE.replace("ITEMS", str(items)).replace("TASKS", str(tasks))
+        run = _python(code.replace("SAVE", str(label == "after")), tree=tree)  # today's save: minutes at 10^6
+        plan_s, added_mb, input_mb, save_s, count = run["stdout"].split()
+        result[label] = {
+            "plan_s": float(plan_s),
+            "plan_added_rss_mb": float(added_mb),
+            "input_rss_mb": float(input_mb),
+            "save_s": float(save_s) if float(save_s) >= 0 else None,
+            "tasks": int(count),
+            "tree": str(tree),
+        }
+    return result
+
+
+def collect(work: Path, items: int, tasks: int, before: Path | None = None) -> dict:
+    """The collector of a synthetic finished run of `items` items over `tasks` tasks, here and (`before`)
+    in another tree, on the same run folder (the collector may run again: `hpcmarker collect`)."""
+    root = make_run(work, items, tasks, pdfs=None)
+    synthetic_outputs(root, tasks)
+    result: dict = {"items": items, "tasks": tasks}
+    written = {}
+    for label, tree in (("before", before), ("after", ROOT)):
+        if tree is None:
+            continue
+        run = _python(f"from hpc_marker.manage.collect import collect_run; collect_run({str(root)!r})", tree=tree)
+        summary = json.loads((root / "summary.json").read_text())
+        summary.pop("collected")
+        written[label] = ((root / "manifest.csv").read_bytes(), summary)
+        result[label] = {"collect_s": run["wall_s"], "collect_rss_mb": run["peak_rss_mb"], "tree": str(tree)}
+    if len(written) == 2:
+        result["same_manifest_csv"] = written["before"][0] == written["after"][0]
+        result["same_summary"] = written["before"][1] == written["after"][1]
+    result["manifest_csv_mb"] = round((root / "manifest.csv").stat().st_size / 2**20, 1)
+    shutil.rmtree(root.parents[2], ignore_errors=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["syscalls", "login"])
+    parser.add_argument("mode", choices=["syscalls", "login", "plan", "collect"])
     parser.add_argument("--items", type=int, nargs="+", default=[10_000])
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/hpcm-scale"))
     parser.add_argument("--json", type=Path, help="append each result as a JSON line")
+    parser.add_argument("--before", type=Path, help="plan, collect: also measure this checkout (today's code)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HPCMARKER_STATE_DIR", tempfile.mkdtemp(prefix="hpcm-scale-state-"))
     for items in args.items:
         for tasks in args.tasks:
             load = os.getloadavg()[0]  # other work on the machine: wall times are upper bounds
-            result = (syscalls if args.mode == "syscalls" else login)(args.work, items, tasks)
+            if args.mode in ("plan", "collect"):
+                result = (plan if args.mode == "plan" else collect)(args.work, items, tasks, args.before)
+            else:
+                result = (syscalls if args.mode == "syscalls" else login)(args.work, items, tasks)
             result = dict(
                 result,
                 mode=args.mode,

@@ -4,6 +4,9 @@
 #   bash scripts/test.sh            everything that can run here. The Slurm tests run when a cluster answers:
 #                                   the local test cluster (scripts/slurm-test-cluster.sh up, as root) is
 #                                   picked up automatically (SLURM_CONF).
+#   bash scripts/test.sh --split    everything, as two pytest processes at once: the Slurm tests (-m slurm), which
+#                                   mostly wait on the scheduler, beside all the others; each has its own log and
+#                                   temporary folder, printed when it ends; fails when either does (CI uses it).
 #   bash scripts/test.sh --fast     the fast tier: -m "not slow and not slurm" (a later -m of yours wins).
 #                                   It never reaches a Slurm cluster (SLURM_CONF is not set for it) unless
 #                                   HPCMARKER_REQUIRE names slurm or your -m asks for slurm.
@@ -20,6 +23,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
 fi
 
 fast=0
+split=0
 args=()
 asks_slurm=0  # HPCMARKER_REQUIRE names slurm (or all), or an -m of the caller's mentions it other than as "not slurm"
 require=${HPCMARKER_REQUIRE:-}
@@ -28,6 +32,10 @@ previous=""
 for arg in "$@"; do
   if [ "$arg" = "--fast" ]; then
     fast=1
+    continue
+  fi
+  if [ "$arg" = "--split" ]; then
+    split=1
     continue
   fi
   expression=""
@@ -46,5 +54,21 @@ if [ -z "${SLURM_CONF:-}" ] && [ -f "$cluster_conf" ] && { [ "$fast" = 0 ] || [ 
 fi
 if [ "$fast" = 1 ]; then
   exec .venv/bin/python -m pytest -m "not slow and not slurm" ${args[@]+"${args[@]}"}
+fi
+if [ "$split" = 1 ]; then
+  logs=$(mktemp -d)
+  .venv/bin/python -m pytest -m slurm --basetemp="$logs/tmp-slurm" ${args[@]+"${args[@]}"} >"$logs/slurm.log" 2>&1 &
+  slurm_pid=$!
+  .venv/bin/python -m pytest -m "not slurm" --basetemp="$logs/tmp-rest" ${args[@]+"${args[@]}"} >"$logs/rest.log" 2>&1 &
+  rest_pid=$!
+  status=0
+  wait "$rest_pid" || status=$?
+  echo "=== the tests without Slurm (-m 'not slurm') ==="
+  cat "$logs/rest.log"
+  wait "$slurm_pid" || status=$((status ? status : $?))
+  echo "=== the Slurm tests (-m slurm) ==="
+  cat "$logs/slurm.log"
+  rm -rf "$logs"
+  exit "$status"
 fi
 exec .venv/bin/python -m pytest ${args[@]+"${args[@]}"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-SECTIONS = ("summary", "timeline", "throughput", "failures", "slowest", "text-layer")
+SECTIONS = ("summary", "timeline", "throughput", "failures", "slowest", "text-layer", "gpu")
 PLOTS = ("timeline-plot", "throughput-plot")
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 # First thing in <head>: records uncaught errors, failed loads, console.error and alert() calls,

@@ -5,6 +5,7 @@ group.py   the `hpcmarker` group: config defaults, errors as exit codes (UserErr
 submitopts.py  the click options of submit, resume and retry, made from the option schema (config/options.py)
 sections.py  help in sections, with examples (submit, resume, retry)
 run.py     submit, plan
+estimate.py  estimate (wall time, GPU-hours, cost of a folder's run, before submitting)
 watch.py   status, logs
 manage.py  cancel, resume, retry, continue (the collector's next round)
 outputs.py collect, report, export
@@ -22,11 +23,12 @@ __all__ = ["cli", "main"]
 
 
 def _add_commands() -> None:
-    from hpc_marker.cli import admin, llm, manage, outputs, run, watch
+    from hpc_marker.cli import admin, estimate, llm, manage, outputs, run, watch
 
     for command in (
         run.submit,
         run.plan_command,
+        estimate.estimate_command,
         watch.status,
         watch.logs,
         manage.cancel,

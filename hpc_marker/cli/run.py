@@ -109,6 +109,10 @@ def submit_prepared(prepared, submit: Callable) -> None:
         )
     for note in prepared.notes:
         click.echo(note, err=True)
+    from hpc_marker.submission.estimate import submit_line
+
+    if (line := submit_line(record, len(prepared.scanned), plan.total_pages)) is not None:
+        click.echo(line)
     try:
         record = submit()
     except KeyboardInterrupt:  # the tasks were stopped (they gave their claims back): the run is incomplete

@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 
 from hpc_marker.cli.group import run_paths
+from hpc_marker.config.types import PRICE
 
 
 @click.command()
@@ -24,12 +25,20 @@ from hpc_marker.cli.group import run_paths
     "left queued, so that `resume` can follow (as `hpcmarker cancel RUN` does). Without it, "
     "status changes nothing: it reports the wedge and the command that fixes it.",
 )
-def status(run, as_json, watch, interval, cancel_wedged) -> None:
+@click.option(
+    "--price",
+    type=PRICE,
+    metavar="P",
+    help="What one GPU-hour costs (default: the run's "
+    "profile's gpu_hour_price): the run's cost and its cost per 10^6 pages.",
+)
+def status(run, as_json, watch, interval, cancel_wedged, price) -> None:
     """Where RUN (default: the latest; a run id, its folder, or the --out folder) stands: per task state and
     progress, rate, ETA; why it stopped and what to do next.
 
     Exit code: 0 while the run goes on, or finished with every item ok; 3 finished, but some items
     failed; 4 incomplete (items left, nothing running) or wedged; 130 when --watch is left with Ctrl-C."""
+    from hpc_marker.manage.accounting import account_status, cost_lines
     from hpc_marker.manage.status import load_status
     from hpc_marker.manage.statustable import status_table, verdict_lines, watch_status
 
@@ -41,12 +50,13 @@ def status(run, as_json, watch, interval, cancel_wedged) -> None:
             raise SystemExit(130) from None
     else:
         result = load_status(paths, cancel_wedged)
+    result.cost = account_status(paths, result, price)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
     else:
         if not watch:  # --watch left its last table on the screen
             Console().print(status_table(result))
-        for line in verdict_lines(result):
+        for line in [*cost_lines(result.cost), *verdict_lines(result)]:
             click.echo(line)
     if result.wedged:
         click.echo(result.wedged, err=as_json)

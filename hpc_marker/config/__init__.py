@@ -8,7 +8,7 @@ command-line flags; `[retry]` and `[export]` those of `hpcmarker retry` and `hpc
 the output flags' thresholds (hpc_marker/quality), fixed in each run's record when it is submitted.
 Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors that name the valid ones.
 
-__init__.py   the layers, their sections and keys, profiles
+(this file)   the layers, their sections and keys, profiles
 options.py    the option schema: each submit (resume, retry) option once; the [submit] keys come from it
 types.py      the options' click types: parsing and bounds, shared by the command line and library callers
 defaults.toml the packaged defaults: the one source of every default
@@ -30,7 +30,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PLAN_KEYS = {"scan_workers", "min_task_pages"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
+PLAN_KEYS = {"scan_workers", "min_task_pages"}
+# [submit] keys that `hpcmarker estimate` shares (cli/estimate.py SHARED)
+ESTIMATE_KEYS = {"gpus", "engine", "output_format", "force_ocr", "images", "llm_model", "profile", "min_task_pages"}
+ESTIMATE_KEYS |= {"scan_workers", "executor"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
 RETRY_KEYS = {"min_share"}  # `hpcmarker retry` options
 EXPORT_KEYS = {"rows_per_shard", "shard_size", "follow_ups"}  # `hpcmarker export` options
@@ -68,6 +71,7 @@ PROFILE_KEYS = {
     "llm_server",
     "llm_image",
     "llm_args",
+    "gpu_hour_price",
     "mps",
 }
 SECTIONS = {
@@ -140,6 +144,7 @@ class Config:
         return {
             "submit": submit,
             "plan": {key: submit[key] for key in PLAN_KEYS if key in submit},
+            "estimate": {key: submit[key] for key in ESTIMATE_KEYS if key in submit},
             "retry": self.merged("retry"),
             "export": self.merged("export"),
         }

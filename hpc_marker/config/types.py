@@ -146,6 +146,33 @@ class TimeLimit(_Text):
         return text
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a duration: 12h, 90m, 2d, 3600 (seconds), or a Slurm time (HH:MM:SS, D-HH:MM:SS)."""
+    found = _DURATION.fullmatch(text.strip().lower())
+    if found:
+        seconds = float(found.group(1)) * _DURATION_UNITS[found.group(2)]
+    elif ":" in text and (minutes := parse_time_limit(text)) is not None:
+        seconds = minutes * 60.0
+    else:
+        raise ValueError(f"{text!r}: use 12h, 90m, 2d, seconds, or HH:MM:SS")
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: must be longer than 0")
+    return seconds
+
+
+class Duration(_Text):
+    """A duration (parse_duration): --deadline."""
+
+    name = "duration"
+
+    def parse(self, text: str) -> object:
+        return parse_duration(text)
+
+
 class ItemTimeoutType(_Text):
     """--item-timeout: auto, off, SECONDS, SECONDS/page or BASE+SECONDS/page."""
 
@@ -179,6 +206,8 @@ class WorkersPerGpu(_Checked):
 COUNT = Number(int, least=1)
 PAGES = Number(int, least=0, beyond="must be 0 (never split) or a number of pages")  # --split-pages
 SECONDS = Number(float, positive=True)
+PRICE = Number(float, least=0.0, beyond="must be 0 or more (a price per GPU-hour)")
+DURATION = Duration()
 LEASE = Number(float, positive=True, beyond="must be positive (a claim not renewed for this long is taken over)")
 MEMORY = MemorySize()
 TIME = TimeLimit()

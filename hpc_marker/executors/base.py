@@ -17,6 +17,7 @@ import submitit
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm.arrays import ArrayLayout
+from hpc_marker.slurm.parse import JobClock
 from hpc_marker.util.errors import Refused
 
 
@@ -106,6 +107,11 @@ class Executor(Protocol):
         self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool, cancel_wedged: bool = False
     ) -> Observation:
         """The states of the run's jobs; a wedged run is described, and cancelled when asked."""
+
+    def clocks(self, paths: RunPaths, record: RunRecord) -> dict[str, JobClock]:
+        """The scheduler's clock of the run's conversion and service jobs (job id -> JobClock), asked once
+        (finished jobs' kept in the run folder); {} where the scheduler keeps none (the tasks' own clocks
+        then stand for it: manage/accounting.py)."""
 
     def active(self, record: RunRecord) -> list[str]:
         """The run's jobs that are still queued or running."""

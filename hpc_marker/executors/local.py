@@ -38,7 +38,7 @@ from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runtime.sizing import LocalFit, fit_local, local_fit_note, visible_gpus
 from hpc_marker.slurm.arrays import ArrayLayout, single_array
-from hpc_marker.slurm.parse import parse_time_limit
+from hpc_marker.slurm.parse import JobClock, parse_time_limit
 from hpc_marker.util.errors import Refused, UserError
 from hpc_marker.util.processes import (
     process_runs,
@@ -360,6 +360,9 @@ class LocalExecutor:
                 else:
                     states[job_id] = "CANCELLED" if record.cancelled else "FAILED"
         return Observation(states)
+
+    def clocks(self, paths: RunPaths, record: RunRecord) -> dict[str, JobClock]:
+        return {}  # no scheduler's accounting here: each task's own clock (its stop record) stands for it
 
     def active(self, record: RunRecord) -> list[str]:
         """The run's processes alive now: its recorded jobs, and any process submitit runs on its jobs folder."""

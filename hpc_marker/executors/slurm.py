@@ -10,9 +10,12 @@ where its runner and logs put a job's files.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 from submitit.helpers import DelayedSubmission
@@ -33,11 +36,13 @@ from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm import commands
 from hpc_marker.slurm.arrays import ArrayLayout, convert_roles, layout
 from hpc_marker.slurm.commands import SlurmError
-from hpc_marker.slurm.parse import base_id, base_ids, expand_queued_id, parse_time_limit
+from hpc_marker.slurm.parse import JobClock, base_id, base_ids, expand_queued_id, parse_time_limit
 from hpc_marker.slurm.wedge import describe, find_wedge
 from hpc_marker.util.errors import UserError
+from hpc_marker.util.files import atomic_write
 
 QUEUE_DRAIN_TIMEOUT_S = 60.0
+CLOCKS_FILE = "sacct-clocks.json"  # in the run folder: the finished jobs' sacct clocks (accounting)
 COLLECT_TIME_MIN = 30
 MAX_NUM_TIMEOUT = 3  # what submitit's executor gives each call: requeues its runner allows after a time-out
 
@@ -239,6 +244,22 @@ class SlurmExecutor:
             for jid, state in commands.job_states(ids).items()
         }
         return Observation(states, describe(record.run_id, wedge, cancelled=True), cancelled=list(wedge.queued))
+
+    def clocks(self, paths: RunPaths, record: RunRecord) -> dict[str, JobClock]:
+        ids = live_job_ids(record, ("convert", "service"))
+        cache = paths.root / CLOCKS_FILE
+        try:
+            kept = {jid: JobClock(**row) for jid, row in json.loads(cache.read_text(encoding="utf-8")).items()}
+        except (OSError, ValueError, TypeError):
+            kept = {}
+        asked = [jid for jid in ids if jid not in kept]
+        fresh = commands.job_clocks(asked) if asked else {}
+        done = {jid: clock for jid, clock in fresh.items() if clock.finished}
+        if done:
+            kept.update(done)
+            with contextlib.suppress(OSError):  # only a cache: a read-only run folder asks sacct again next time
+                atomic_write(cache, json.dumps({jid: asdict(clock) for jid, clock in kept.items()}))
+        return {**kept, **fresh}
 
     def active(self, record: RunRecord) -> list[str]:
         return commands.queued_jobs(live_job_ids(record))

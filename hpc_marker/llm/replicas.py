@@ -126,8 +126,6 @@ def task_relay(
     server: str,
     model: str,
     timeout_s: float,
-    *,
-    log: object = None,  # removed when task.py stops passing it (ignored: this module's logger says it)
 ) -> Iterator[Endpoint]:
     """Start the task's relay to the run's replicas; yield the Endpoint its workers use; stop it after."""
     route = ReplicaRoute(Path(run_dir), replicas, task).start()

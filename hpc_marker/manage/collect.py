@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 
 from hpc_marker.executors import executor_for
 from hpc_marker.executors.base import job_logs
+from hpc_marker.manage.accounting import collected_accounting
 from hpc_marker.manage.rounds import close_round, next_round
 from hpc_marker.manage.verdict import ACTIVE_STATES, MAX_ATTEMPTS
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
@@ -87,8 +88,8 @@ def finish_leftovers(
     """Place committed outputs, merge complete split PDFs, recover records from done markers, remove
     orphaned staging folders. Only the items without a manifest line and the split PDFs are looked
     at one by one (and the bisected ones: their documents are put together here when their tasks could
-    not). `records_status`: the latest manifest status of each recorded item, by item id. Returns
-    (recovered records, merged document ids, documents merged here)."""
+    not). `records_status`: the latest manifest status of each recorded item, by item id. Returns (recovered
+    records, merged document ids, documents merged here)."""
     recovered: list[ManifestRecord] = []
     referenced: set[str] = set()
     unrecorded = items[~isin(items["item_id"], records_status.index)]
@@ -239,6 +240,46 @@ def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> di
     }
 
 
+def _outlook(paths: RunPaths, failures: list[dict]) -> dict:
+    """summary.json's `poison` and `retry`, from the commit logs (read here and let go: at 10^6 items every
+    frame the collector still holds when it writes the report counts)."""
+    commits = read_commits(paths.progress)
+    failed = failures_per_item(commits)
+    poison = [
+        {"pdf": f["pdf"], "pages": f["pages"], "error": f["error"]}
+        for f in failures
+        if failed.get(f["item_id"], 0) >= MAX_ATTEMPTS
+    ]
+    plan = load_items_table(paths.plan, columns=["item_id", "scan_error"]).to_pandas()
+    return {"poison": poison, "retry": retry_outlook(commits, set(plan.loc[plan["scan_error"].notna(), "item_id"]))}
+
+
+def _llm_summary(paths: RunPaths, record: RunRecord, summary: dict, stopped: list[str]) -> dict:
+    from hpc_marker.llm.metrics import service_summary, throughput_bound
+
+    assert record.llm is not None  # asked only for a run with an LLM service
+    llm = service_summary(paths.root, record.llm.replicas)
+    found = dict(llm or {}, model=record.llm.model, server=record.llm.server, service_stopped=stopped)
+    bound = throughput_bound(llm, summary.get("pages_ok", 0), summary.get("pages_per_second"), whole_run=True)
+    if bound:
+        found["bound"] = bound
+    return found
+
+
+def _marked(records: pd.DataFrame) -> dict:
+    """Items whose refinement was partial (`degraded`), whose LLM requests moved replica (`llm_failover`), from
+    each item's latest record (a sorted copy of every record, let go on return)."""
+    latest = latest_frame(records)
+    found = {}
+    for key in ("degraded", "llm_failover"):
+        marked = latest[latest[key].notna() & (latest[key] != "")]
+        found[key] = [
+            {"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": getattr(r, key)}
+            for r in marked.itertuples(index=False)
+        ]
+    return found
+
+
 def collect_run(run_dir: str) -> dict:
     """Merge manifests, write manifest.csv and summary.json, gather logs; returns the summary."""
     paths = RunPaths(Path(run_dir))
@@ -302,31 +343,10 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     )
     summary = summarize(items, shares, records, torn)
     summary.update(document_counts(items, records, merged_docs))
-    commits = read_commits(paths.progress)
-    failures = failures_per_item(commits)
-    summary["poison"] = [
-        {"pdf": f["pdf"], "pages": f["pages"], "error": f["error"]}
-        for f in summary["failures"]
-        if failures.get(f["item_id"], 0) >= MAX_ATTEMPTS
-    ]
-    plan = load_items_table(paths.plan, columns=["item_id", "scan_error"]).to_pandas()
-    summary["retry"] = retry_outlook(commits, set(plan.loc[plan["scan_error"].notna(), "item_id"]))
-    summary.update(recovered_records=len(recovered), merged_by_collector=merged)
+    summary.update(_outlook(paths, summary["failures"]), recovered_records=len(recovered), merged_by_collector=merged)
     if record.llm:
-        from hpc_marker.llm.metrics import service_summary, throughput_bound
-
-        llm = service_summary(paths.root, record.llm.replicas)
-        summary["llm"] = dict(llm or {}, model=record.llm.model, server=record.llm.server, service_stopped=stopped)
-        bound = throughput_bound(llm, summary.get("pages_ok", 0), summary.get("pages_per_second"), whole_run=True)
-        if bound:
-            summary["llm"]["bound"] = bound
-    latest = latest_frame(records)
-    for key in ("degraded", "llm_failover"):  # items whose refinement was partial; whose requests moved replica
-        marked = latest[latest[key].notna() & (latest[key] != "")]
-        summary[key] = [
-            {"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": getattr(r, key)}
-            for r in marked.itertuples(index=False)
-        ]
+        summary["llm"] = _llm_summary(paths, record, summary, stopped)
+    summary.update(_marked(records))
     summary.update(
         run_id=record.run_id,
         engine=record.engine,
@@ -334,6 +354,7 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
         logs=[p.name for p in gather_logs(paths, record.jobs.get("convert", []))],
     )
     summary.update(judge(paths, record, shares, summary))
+    summary.update(collected_accounting(paths, record, summary))  # GPU-hours and cost; the rate for `estimate`
     atomic_write(paths.summary, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     for line in torn:
         logger.warning(line)

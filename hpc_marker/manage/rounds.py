@@ -112,3 +112,8 @@ def round_lines(record: RunRecord) -> list[str]:
         + (f"; {r.note}" if r.note else "")
         for r in record.rounds
     ]
+
+
+def last_note(record: RunRecord, state: str) -> list[str]:
+    """Why a run that is not finished did not continue after its last round (its note), as a reason line. Pure."""
+    return [one.note for one in record.rounds[-1:] if one.note and state != "finished"]

@@ -21,7 +21,7 @@ from hpc_marker.executors.base import Observation
 from hpc_marker.manage.cancel import mark_cancelled
 from hpc_marker.manage.failures import FailedDocument, failed_documents
 from hpc_marker.manage.followups import FollowUpRun, unfinished_follow_ups
-from hpc_marker.manage.rounds import round_count, round_lines, task_rounds
+from hpc_marker.manage.rounds import last_note, round_count, round_lines, task_rounds
 from hpc_marker.manage.verdict import ACTIVE_STATES, RunFacts, TaskView, Verdict, verdict
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.store import ShareSummary, load_summary
@@ -123,9 +123,11 @@ class RunStatus:
     failed_documents: list[FailedDocument] = field(default_factory=list)  # the first few, with reasons (failures.py)
     failed_documents_total: int = 0
     follow_ups: list[FollowUpRun] = field(default_factory=list)  # the --out's unfinished follow-up runs (followups.py)
+    cost: dict = field(default_factory=dict)  # GPU-hours and cost (accounting.py): top-level keys of the JSON
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        return {**data, **data.pop("cost")}
 
 
 def share_counts(latest: pd.DataFrame) -> dict[int, ShareCounts]:
@@ -372,8 +374,7 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool =
         stops=read_stops(paths.progress),
     )
     status.run_dir = str(paths.root)
-    status.round_lines = round_lines(record)
-    status.reasons += [one.note for one in record.rounds[-1:] if one.note and status.state != "finished"]
+    status.round_lines, status.reasons = round_lines(record), status.reasons + last_note(record, status.state)
     if record.llm:
         from hpc_marker.llm.metrics import service_summary, throughput_bound
 

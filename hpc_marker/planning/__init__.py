@@ -6,9 +6,14 @@
   scancache.py     the page-count cache: one file per scanned folder in the user's cache folder, keyed by
                    path, size and mtime
   scanprogress.py  the scan's progress bar (rich, stderr)
-  plan.py  WorkItem, TaskPlan, Plan; splitting long PDFs into page ranges; balancing by pages (LPT);
-           the order in which a task claims items (its own share, then stealing)
+  plan.py  WorkItem, TaskPlan, Plan, ItemRows (work items as Arrow columns); splitting long PDFs into
+           page ranges; balancing by pages (LPT); the order in which a task claims items (its own share,
+           then stealing)
+  balance.py  the plan's arithmetic on numpy arrays: page ranges of parts, LPT, batches (10^6 items in
+              seconds)
   bisect.py  the halves of a failing item (ids from their page ranges), down to the pages that fail
   outnames.py  each PDF's document name under --out, unique on case-insensitive filesystems too
+  rates.py  conversion rates measured by finished runs (the user's cache folder), and what they predict
+            for a folder (`estimate`: wall time, GPU-hours, the fewest GPUs for a deadline; pure but the file)
   store.py  the plan on disk (PLAN/items.parquet, one row group per task), read in pieces
 """

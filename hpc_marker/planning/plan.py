@@ -10,20 +10,29 @@ A task claims its work a batch at a time (runstate/claims.py): consecutive items
 worth up to BATCH_PAGES pages (fewer when the share is small, so that every task has at least
 MIN_BATCHES batches to steal from), one item at least. Claiming costs the same per batch
 whatever the number of tasks.
+
+Made for 10^6 items on a login node: the items are kept as Arrow columns (`ItemRows`, a sequence of
+WorkItem that makes each record only when it is read) and the arithmetic is numpy's (balance.py).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hpc_marker.planning.balance import batch_numbers, lpt_tasks, split_ranges
 from hpc_marker.planning.scan import ScannedPdf
 
 MIN_SPLIT_PAGES = 16
 BATCH_PAGES = 32  # a batch: up to this many pages of consecutive items (a few minutes of work)
 BATCH_ITEMS = 64  # ... and at most this many items
 MIN_BATCHES = 4  # a task's share is cut into at least this many batches when it can be (thieves take its tail)
+_CHUNK = 65_536  # rows made into WorkItems at a time when ItemRows are read
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +71,70 @@ class WorkItem:
         return max(self.pages, 1)
 
 
+FIELDS = [f.name for f in fields(WorkItem)]
+_INTS = {"page_start", "page_stop", "part", "parts", "batch"}
+SCHEMA = pa.schema([(name, pa.int32() if name in _INTS else pa.string()) for name in FIELDS])
+
+
+class ItemRows(Sequence[WorkItem]):
+    """Work items held as Arrow columns (SCHEMA): a WorkItem is made only when one is read, so a plan of
+    10^6 items takes tens of MB, not hundreds. Equal to any sequence of the same WorkItems."""
+
+    __slots__ = ("table",)
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    @classmethod
+    def of(cls, items: Sequence[WorkItem]) -> ItemRows:
+        if isinstance(items, ItemRows):
+            return items
+        columns = {name: [getattr(item, name) for item in items] for name in FIELDS}
+        return cls(pa.table(columns, schema=SCHEMA))
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            return ItemRows(self.table.slice(start, max(0, stop - start))) if step == 1 else list(self)[key]
+        row = key + len(self) if key < 0 else key
+        if not 0 <= row < len(self):
+            raise IndexError(key)
+        return next(iter(ItemRows(self.table.slice(row, 1))))
+
+    def __iter__(self) -> Iterator[WorkItem]:
+        for chunk in self.table.to_batches(max_chunksize=_CHUNK):
+            columns = chunk.to_pydict()
+            yield from (WorkItem(*row) for row in zip(*(columns[name] for name in FIELDS), strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ItemRows):
+            return self.table.equals(other.table)
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"ItemRows({len(self)} items)"
+
+    def column(self, name: str) -> np.ndarray:
+        return self.table.column(name).to_numpy()
+
+    @property
+    def pages(self) -> np.ndarray:
+        return self.column("page_stop").astype(np.int64) - self.column("page_start")
+
+
 @dataclass
 class TaskPlan:
     index: int
-    items: list[WorkItem] = field(default_factory=list)
+    items: Sequence[WorkItem] = field(default_factory=list)
 
     @property
     def pages(self) -> int:
+        if isinstance(self.items, ItemRows):
+            return int(self.items.pages.sum())
         return sum(item.pages for item in self.items)
 
     def batches(self) -> list[list[WorkItem]]:
@@ -82,9 +148,19 @@ class TaskPlan:
 @dataclass
 class Plan:
     tasks: list[TaskPlan]
+    rows: ItemRows | None = field(default=None, compare=False, repr=False)  # every task's items, in task order
+
+    @classmethod
+    def of_rows(cls, rows: ItemRows, counts: Sequence[int]) -> Plan:
+        """The plan whose task i has the next counts[i] of `rows`."""
+        ends = np.cumsum(counts).tolist()
+        starts = [0, *ends[:-1]]
+        return cls(tasks=[TaskPlan(i, rows[a:b]) for i, (a, b) in enumerate(zip(starts, ends, strict=True))], rows=rows)
 
     @property
-    def items(self) -> list[WorkItem]:
+    def items(self) -> Sequence[WorkItem]:
+        if self.rows is not None:
+            return self.rows
         return [item for task in self.tasks for item in task.items]
 
     def share(self, index: int) -> TaskPlan:
@@ -110,56 +186,62 @@ class Plan:
         return cls(tasks=[TaskPlan(index=t["index"], items=[WorkItem(**i) for i in t["items"]]) for t in data["tasks"]])
 
 
-def work_items(scanned: list[ScannedPdf], out_names: dict[str, str] | None = None) -> list[WorkItem]:
+def _ids(numbers: np.ndarray, width: int) -> pa.Array:
+    """f"{n:0{width}d}" of each number, as one Arrow column."""
+    return pc.utf8_lpad(pa.array(numbers, pa.int64()).cast(pa.string()), width=width, padding="0")
+
+
+def work_items(scanned: Sequence[ScannedPdf], out_names: dict[str, str] | None = None) -> ItemRows:
     """One work item per PDF, ids in scan order; `out_names`: the renamed documents (planning/outnames.py)."""
-    out_names = out_names or {}
-    return [
-        WorkItem(
-            item_id=f"{n:06d}",
-            pdf=pdf.relpath,
-            page_start=0,
-            page_stop=pdf.pages,
-            scan_error=pdf.error,
-            scan_status=pdf.status,
-            doc_id=f"{n:06d}",
-            out_name=out_names.get(pdf.relpath, ""),
-        )
-        for n, pdf in enumerate(scanned)
-    ]
+    count, out_names = len(scanned), out_names or {}
+    ids = _ids(np.arange(count), 6)
+    zeros = pa.array(np.zeros(count, dtype=np.int32))
+
+    def column(values) -> pa.Array:  # no list of 10^6 in between
+        return pa.array(values, pa.string(), size=count)
+
+    columns = {
+        "item_id": ids,
+        "pdf": column(pdf.relpath for pdf in scanned),
+        "page_start": zeros,
+        "page_stop": pa.array(np.fromiter((pdf.pages for pdf in scanned), np.int32, count)),
+        "scan_error": column(pdf.error for pdf in scanned),
+        "scan_status": column(pdf.status for pdf in scanned),
+        "doc_id": ids,
+        "part": zeros,
+        "parts": pa.array(np.ones(count, dtype=np.int32)),
+        "batch": zeros,
+        "out_name": column(out_names.get(pdf.relpath, "") for pdf in scanned) if out_names else column([""] * count),
+    }
+    return ItemRows(pa.table(columns, schema=SCHEMA))
 
 
 def default_split_pages(total_pages: int, tasks: int) -> int:
     return max(MIN_SPLIT_PAGES, math.ceil(total_pages / max(1, tasks) / 4))
 
 
-def split_items(items: list[WorkItem], max_pages: int) -> list[WorkItem]:
+def split_items(items: Sequence[WorkItem], max_pages: int) -> ItemRows:
     """PDFs longer than `max_pages` become equal page-range parts (0 = never split)."""
-    if max_pages <= 0:
-        return list(items)
-    out: list[WorkItem] = []
-    for item in items:
-        if item.pages <= max_pages:
-            out.append(item)
-            continue
-        doc_id = item.doc_id or item.item_id
-        n = math.ceil(item.pages / max_pages)
-        size = math.ceil(item.pages / n)
-        starts = list(range(item.page_start, item.page_stop, size))
-        for k, start in enumerate(starts):
-            out.append(
-                WorkItem(
-                    item_id=part_id(doc_id, k),
-                    pdf=item.pdf,
-                    page_start=start,
-                    page_stop=min(start + size, item.page_stop),
-                    scan_status=item.scan_status,
-                    doc_id=doc_id,
-                    part=k,
-                    parts=len(starts),
-                    out_name=item.out_name,
-                )
-            )
-    return out
+    rows = ItemRows.of(items)
+    if max_pages <= 0 or not (rows.pages > max_pages).any():
+        return rows
+    starts, stops = rows.column("page_start").astype(np.int64), rows.column("page_stop").astype(np.int64)
+    source, new_starts, new_stops, part, parts, split = split_ranges(starts, stops, max_pages)
+    table = rows.table.take(pa.array(source))
+    mask = pa.array(split)
+    doc = pc.if_else(pc.equal(table["doc_id"], ""), table["item_id"], table["doc_id"])
+    split_id = pc.binary_join_element_wise(doc, ".p", _ids(part, 3), "")
+    values = {
+        "item_id": pc.if_else(mask, split_id, table["item_id"]),
+        "page_start": pa.array(new_starts, pa.int32()),
+        "page_stop": pa.array(new_stops, pa.int32()),
+        "scan_error": pc.if_else(mask, pa.scalar(None, pa.string()), table["scan_error"]),
+        "doc_id": pc.if_else(mask, doc, table["doc_id"]),
+        "part": pc.if_else(mask, pa.array(part, pa.int32()), table["part"]),
+        "parts": pc.if_else(mask, pa.array(parts, pa.int32()), table["parts"]),
+        "batch": pc.if_else(mask, pa.scalar(0, pa.int32()), table["batch"]),
+    }
+    return ItemRows(pa.table({name: values.get(name, table[name]) for name in FIELDS}, schema=SCHEMA))
 
 
 def task_count(total_pages: int, max_tasks: int, min_task_pages: int = 1) -> int:
@@ -168,75 +250,67 @@ def task_count(total_pages: int, max_tasks: int, min_task_pages: int = 1) -> int
     return max(1, min(max_tasks, total_pages // max(1, min_task_pages)))
 
 
-def make_plan(items: list[WorkItem], max_tasks: int, split_pages: int | None = None, min_task_pages: int = 1) -> Plan:
+def _costs(rows: ItemRows) -> np.ndarray:
+    return np.maximum(rows.pages, 1)
+
+
+def make_plan(
+    items: Sequence[WorkItem], max_tasks: int, split_pages: int | None = None, min_task_pages: int = 1
+) -> Plan:
     """Split large PDFs (threshold: `split_pages`, default derived; 0 = never) and balance the
     items over at most `max_tasks` tasks: never more tasks than items, nor than give each task
     `min_task_pages` pages."""
     if max_tasks < 1:
         raise ValueError("a plan needs at least one task")
-    total = sum(item.pages for item in items)
+    rows = ItemRows.of(items)
+    total = int(rows.pages.sum())
     max_tasks = task_count(total, max_tasks, min_task_pages)
-    items = split_items(items, default_split_pages(total, max_tasks) if split_pages is None else split_pages)
-    n_tasks = min(max_tasks, len(items)) or 1
-    tasks = [TaskPlan(index=i) for i in range(n_tasks)]
-    heap = [(0, i) for i in range(n_tasks)]
-    for cost, _, item in sorted(((item.cost, item.item_id, item) for item in items), key=lambda c: (-c[0], c[1])):
-        load, index = heapq.heappop(heap)
-        tasks[index].items.append(item)
-        heapq.heappush(heap, (load + cost, index))
-    for task in tasks:
-        task.items = assign_batches(sorted(task.items, key=lambda it: it.item_id))
-    return Plan(tasks=tasks)
+    rows = split_items(rows, default_split_pages(total, max_tasks) if split_pages is None else split_pages)
+    n_tasks = min(max_tasks, len(rows)) or 1
+    rank = np.empty(len(rows), dtype=np.int64)
+    rank[pc.sort_indices(rows.table["item_id"]).to_numpy()] = np.arange(len(rows))  # a stable sort
+    costs = _costs(rows)
+    longest_first = np.lexsort((rank, -costs))
+    task = np.empty(len(rows), dtype=np.int64)
+    task[longest_first] = lpt_tasks(costs[longest_first], n_tasks)
+    del longest_first, costs  # 10^6 items: every array freed early keeps the peak down
+    in_plan = pa.array(np.lexsort((rank, task)))  # task by task, each share by item id
+    counts = np.bincount(task, minlength=n_tasks)
+    del rank, task
+    rows = ItemRows(rows.table.take(in_plan))
+    return Plan.of_rows(_with_batches(rows, counts), counts)
+
+
+def _with_batches(rows: ItemRows, counts: np.ndarray, **limits: int) -> ItemRows:
+    """`rows` (task by task, `counts` per task) with each item's batch (assign_batches)."""
+    limits = {"batch_pages": BATCH_PAGES, "batch_items": BATCH_ITEMS, "min_batches": MIN_BATCHES, **limits}
+    batches = batch_numbers(_costs(rows), np.asarray(counts, dtype=np.int64), **limits)
+    where = FIELDS.index("batch")
+    return ItemRows(rows.table.set_column(where, SCHEMA.field(where), pa.array(batches, pa.int32())))
 
 
 def assign_batches(
-    items: list[WorkItem],
+    items: Sequence[WorkItem],
     batch_pages: int = BATCH_PAGES,
     batch_items: int = BATCH_ITEMS,
     min_batches: int = MIN_BATCHES,
-) -> list[WorkItem]:
+) -> ItemRows:
     """The same items, each with its batch number: consecutive items up to `batch_pages` pages and
     `batch_items` items (one item at least), smaller when the share would otherwise have fewer than
     `min_batches` batches."""
-    total = sum(item.cost for item in items)
-    limit = max(1, min(batch_pages, math.ceil(total / min_batches)))
-    out: list[WorkItem] = []
-    batch = pages = count = 0
-    for item in items:
-        cost = item.cost
-        if count and (pages + cost > limit or count >= batch_items):
-            batch, pages, count = batch + 1, 0, 0
-        out.append(item if item.batch == batch else _with_batch(item, batch))
-        pages, count = pages + cost, count + 1
-    return out
+    limits = {"batch_pages": batch_pages, "batch_items": batch_items, "min_batches": min_batches}
+    return _with_batches(ItemRows.of(items), np.array([len(items)]), **limits)
 
 
-def _with_batch(item: WorkItem, batch: int) -> WorkItem:
-    """`replace(item, batch=batch)`, three times faster (replace() inspects the fields on every call: 10 s of
-    a 10^6-item plan). Every field in order: tests/planning check it against replace()."""
-    return WorkItem(
-        item.item_id,
-        item.pdf,
-        item.page_start,
-        item.page_stop,
-        item.scan_error,
-        item.scan_status,
-        item.doc_id,
-        item.part,
-        item.parts,
-        batch,
-        item.out_name,
-    )
-
-
-def static_chunks(items: list[WorkItem], chunks: int) -> Plan:
+def static_chunks(items: Sequence[WorkItem], chunks: int) -> Plan:
     """marker's own chunk_convert sharding: ceil(files/chunks) files per chunk in listing order.
 
     Kept for benchmarks, as the baseline hpcmarker is measured against.
     """
-    size = -(-len(items) // chunks)
-    tasks = [TaskPlan(index=i, items=assign_batches(items[i * size : (i + 1) * size])) for i in range(chunks)]
-    return Plan(tasks=[t for t in tasks if t.items])
+    rows = ItemRows.of(items)
+    size = -(-len(rows) // chunks)
+    counts = [count for i in range(chunks) if (count := max(0, min(size, len(rows) - i * size)))]
+    return Plan.of_rows(_with_batches(rows, np.array(counts, dtype=np.int64)), counts)
 
 
 def items_by_document(plan: Plan) -> dict[str, list[WorkItem]]:

@@ -14,17 +14,16 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
+from hpc_marker.planning.plan import FIELDS, SCHEMA, ItemRows, Plan, TaskPlan, WorkItem
 from hpc_marker.util.files import atomic_write
 
 ITEMS = "items.parquet"
 TASKS = "tasks.json"
-_FIELDS = [f.name for f in fields(WorkItem)]
-_INTS = {"page_start", "page_stop", "part", "parts", "batch"}
-SCHEMA = pa.schema([(name, pa.int32() if name in _INTS else pa.string()) for name in _FIELDS])
+_FIELDS = FIELDS
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,10 @@ class ShareSummary:
         return len(self.batch_pages)
 
 
-def _table(items: list[WorkItem]) -> pa.Table:
-    columns = {name: [getattr(item, name) for item in items] for name in _FIELDS}
-    return pa.table(columns, schema=SCHEMA)
+def _batch_pages(rows: ItemRows) -> list[int]:
+    """Pages of each batch of a share, in claim order (TaskPlan.batches, without making the items)."""
+    keys, which = np.unique(rows.column("batch"), return_inverse=True)
+    return np.bincount(which, weights=rows.pages, minlength=len(keys)).astype(np.int64).tolist()
 
 
 def save_plan(plan: Plan, folder: Path) -> None:
@@ -55,13 +55,14 @@ def save_plan(plan: Plan, folder: Path) -> None:
     summaries = []
     with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
         for row_group, task in enumerate(plan.tasks):
-            writer.write_table(_table(task.items), row_group_size=max(1, len(task.items)))
+            rows = ItemRows.of(task.items)
+            writer.write_table(rows.table, row_group_size=max(1, len(rows)))
             summaries.append(
                 {
                     "index": task.index,
-                    "items": len(task.items),
-                    "pages": task.pages,
-                    "batch_pages": [sum(i.pages for i in b) for b in task.batches()],
+                    "items": len(rows),
+                    "pages": int(rows.pages.sum()),
+                    "batch_pages": _batch_pages(rows),
                     "row_group": row_group,
                 }
             )
@@ -69,7 +70,12 @@ def save_plan(plan: Plan, folder: Path) -> None:
     atomic_write(
         folder / TASKS,
         json.dumps(
-            {"total_pages": plan.total_pages, "items": len(plan.items), "tasks": summaries}, separators=(",", ":")
+            {
+                "total_pages": sum(t["pages"] for t in summaries),
+                "items": sum(t["items"] for t in summaries),
+                "tasks": summaries,
+            },
+            separators=(",", ":"),
         )
         + "\n",
     )
@@ -94,15 +100,9 @@ def load_share(folder: Path, summary: ShareSummary) -> TaskPlan:
 
 
 def load_plan(folder: Path) -> Plan:
-    """The whole plan (the collector, the report, resume: tasks never need it)."""
-    table = pq.read_table(Path(folder) / ITEMS)
-    summaries = load_summary(folder)
-    items = _items(table)
-    tasks, start = [], 0
-    for summary in summaries:
-        tasks.append(TaskPlan(index=summary.index, items=items[start : start + summary.items]))
-        start += summary.items
-    return Plan(tasks=tasks)
+    """The whole plan (the collector, the report, resume: tasks never need it), its items as Arrow columns."""
+    rows = ItemRows(load_items_table(folder, columns=_FIELDS).cast(SCHEMA))
+    return Plan.of_rows(rows, [summary.items for summary in load_summary(folder)])
 
 
 def load_items_table(folder: Path, columns: list[str] | None = None) -> pa.Table:

@@ -2,7 +2,8 @@
 
 This package owns the run report: a header of totals, a timeline of every task on its GPU (a bar
 per work item, or per task and time bucket for large runs), pages/s over time, the failures, the
-slowest PDFs, and the LLM service's tokens/s, queue and errors when the run had one. It is built
+slowest PDFs, where the GPU-hours went (per task, with manage/accounting.py's advice), and the LLM
+service's tokens/s, queue and errors when the run had one. It is built
 from the run folder only (run.json, plan.json, the task manifests, summary.json once collected)
 and stays under about 10 MB whatever the run's size.
 

@@ -266,3 +266,36 @@ def llm_figure(timeline: pd.DataFrame) -> go.Figure | None:
         dtick=max(1, math.ceil(timeline["in_flight"].max() / 6)),
     )
     return fig
+
+
+GPU_PARTS = {  # manage/accounting.py's parts of a task's GPU time, as the figure names and colours them
+    "startup": ("start-up", "#f58518"),
+    "converting": ("converting", "#4c78a8"),
+    "llm_wait": ("LLM wait", "#b279a2"),
+    "draining": ("draining", "#9d9d9d"),
+    "idle": ("idle", "#d64545"),
+}
+
+
+def gpu_time_figure(tasks: pd.DataFrame) -> go.Figure:
+    """Stacked bars of each row's GPU-hours by part (columns: label and GPU_PARTS' keys, in GPU-hours)."""
+    fig = go.Figure()
+    for column, (name, color) in GPU_PARTS.items():
+        fig.add_bar(
+            y=tasks["label"],
+            x=tasks[column].round(5),
+            orientation="h",
+            name=name,
+            marker_color=color,
+            hovertemplate=f"%{{y}}: %{{x:.4g}} GPU-hours {name}<extra></extra>",
+        )
+    fig.update_layout(
+        template="plotly_white",
+        barmode="stack",
+        height=_height(len(tasks)),
+        margin=MARGIN,
+        legend={"orientation": "h", "y": 1.12},
+        xaxis_title="GPU-hours",
+        yaxis={"autorange": "reversed", "type": "category"},
+    )
+    return fig

@@ -272,3 +272,17 @@ def output_flagged_frame(totals: dict) -> pd.DataFrame:
 def flagged_frame(totals: dict) -> pd.DataFrame:
     """The documents with a page whose text layer is empty or garbled (summary's "flagged"), 1-based pages."""
     return pd.DataFrame(totals.get("flagged") or [], columns=["pdf", "pages", "empty", "garbled"])
+
+
+GPU_PARTS = ("startup", "converting", "llm_wait", "draining", "idle")  # manage/accounting.py's COMPONENTS
+
+
+def gpu_time_frame(summary: dict, rows: int) -> pd.DataFrame:
+    """GPU-hours by part: a row per task (summary.json's gpu_tasks, in seconds × GPUs), or past `rows` tasks one
+    row for the run (its gpu_time)."""
+    tasks = summary.get("gpu_tasks") or []
+    if len(tasks) <= rows:
+        frame = pd.DataFrame(tasks, columns=["task", "gpus", *GPU_PARTS])
+        hours = frame[list(GPU_PARTS)].mul(frame["gpus"], axis=0) / 3600
+        return hours.assign(label=[f"task {t}" for t in frame["task"]])
+    return pd.DataFrame([{**summary.get("gpu_time", {}), "label": f"all {len(tasks):,} tasks"}])

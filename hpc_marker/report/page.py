@@ -309,6 +309,27 @@ def output_flags_section(view: RunView, totals: dict, limits: Limits) -> Section
     return Section("output-flags", "Output flags", note + ".", tables=[("", table)] if counts else [])
 
 
+GPU_ROWS = 200  # tasks drawn one bar each in the GPU-hours figure; past it, one bar for the run
+
+
+def gpu_section(totals: dict) -> Section:
+    """Where the GPU-hours went (manage/accounting.py, in summary.json): per task, start-up, converting, LLM
+    wait, draining and idle; the run's figures and advice in the note."""
+    if totals.get("gpu_hours") is None:
+        return Section("gpu", "GPU-hours", none="Counted when the run is collected (`hpcmarker status` meanwhile).")
+    note = f"{totals['gpu_hours']:.4g} GPU-hours ({totals.get('gpu_accounting_source')})"
+    if totals.get("gpu_efficiency") is not None:
+        note += f", {totals['gpu_efficiency']:.0%} of it converting"
+    if totals.get("pages_per_gpu_hour") is not None:
+        note += f", {totals['pages_per_gpu_hour']:,.0f} pages per GPU-hour"
+    if totals.get("cost") is not None:
+        note += f"; cost {totals['cost']:,.2f}"
+    advice = totals.get("gpu_advice") or []
+    note = " ".join([note + ".", *(f"Advice: {line}." for line in advice)])
+    plot = figures.figure_html(figures.gpu_time_figure(frames.gpu_time_frame(totals, GPU_ROWS)), "gpu-plot")
+    return Section("gpu", "GPU-hours", note, plot)
+
+
 @functools.cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
@@ -330,6 +351,7 @@ def build_report(paths: RunPaths, limits: Limits = Limits(), view: RunView | Non
         *table_sections(view, items, limits),
         text_layer_section(view, totals, limits),
         output_flags_section(view, totals, limits),
+        gpu_section(totals),
     ]
     return (
         _environment()

@@ -108,13 +108,10 @@ class CommitLog:
             self._fd = -1
 
 
-def read_commits(folder: Path) -> pd.DataFrame:
-    """Every commit line of every task (columns LOG_COLUMNS), in no particular order; a torn last
-    line is skipped. Arrow's CSV reader: under a second for 10^6 lines."""
+def _log_schema():
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
-    schema = pa.schema(
+    return pa.schema(
         [
             ("item_id", pa.string()),
             ("status", pa.string()),
@@ -125,7 +122,13 @@ def read_commits(folder: Path) -> pd.DataFrame:
             ("flags", pa.string()),
         ]
     )
-    tables = []
+
+
+def _read_logs(folder: Path):
+    """(file name, Arrow table) of each non-empty commit log in `folder`, a torn last line skipped."""
+    import pyarrow.csv as pacsv
+
+    schema = _log_schema()
     try:
         names = sorted(n for n in os.listdir(folder) if n.startswith("task-") and n.endswith(".log"))
     except FileNotFoundError:
@@ -133,16 +136,35 @@ def read_commits(folder: Path) -> pd.DataFrame:
     for name in names:
         data = (Path(folder) / name).read_bytes()  # one open per log
         if data:
-            tables.append(
+            yield (
+                name,
                 pacsv.read_csv(
                     io.BytesIO(data),
                     read_options=pacsv.ReadOptions(column_names=schema.names),
                     parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=lambda row: "skip"),
                     convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False),
-                )
+                ),
             )
-    table = pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def read_commits(folder: Path) -> pd.DataFrame:
+    """Every commit line of every task (columns LOG_COLUMNS), in no particular order; a torn last
+    line is skipped. Arrow's CSV reader: under a second for 10^6 lines."""
+    import pyarrow as pa
+
+    tables = [table for _, table in _read_logs(folder)]
+    table = pa.concat_tables(tables) if tables else _log_schema().empty_table()
     return table.to_pandas()
+
+
+def commits_by_task(folder: Path) -> dict[int, pd.DataFrame]:
+    """Each task's own commit lines (what it converted, whatever share an item was of), by task index."""
+    found = {}
+    for name, table in _read_logs(folder):
+        index = name.removeprefix("task-").removesuffix(".log")
+        if index.isdigit():
+            found[int(index)] = table.to_pandas()
+    return found
 
 
 def latest_commits(commits: pd.DataFrame) -> pd.DataFrame:

@@ -1,8 +1,10 @@
 """runtime: what runs inside one array task (one GPU).
 
-task.py       the task: claim → convert → commit → place → manifest line; stealing; signals
-scheduler.py  which batch a task works on next (its share, then stealing), whether an idle task waits or leaves
-finishing.py  finishing one item: commit it exactly once, put its output in place, record it, merge split PDFs
+task.py       the task's entry point (run_task): signals, its stop record and result
+startup.py    before the first item: workers and threads, the engine and LLM checks, the task's servers
+taskloop.py   the loop: claim → convert → commit, item by item, in its states (running, draining, stopping)
+commits.py    one item committed exactly once: its output placed, its commit-log and manifest lines
+scheduler.py  which batch next: the task's own share, stealing, batches of tasks that died
 mps.py        NVIDIA MPS for a task's workers (several processes on one GPU without time-slicing)
 workpool.py   the task's worker processes, any one killable alone (timeouts, crashes, memory)
 worker.py     a worker: its engine built once, items converted into staging folders

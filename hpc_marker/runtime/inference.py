@@ -306,7 +306,6 @@ def task_inference_server(
     *,
     workers: int = 1,
     environ: Mapping[str, str] | None = None,
-    log: object = None,  # removed when task.py stops passing it (ignored: this module's logger says it)
 ) -> Iterator[dict[str, str]]:
     """Start the task's server (unless off), yield the environment the workers need, stop it on exit."""
     vlm_environ, environ = environ, dict(os.environ if environ is None else environ)  # given: tests

@@ -149,7 +149,6 @@ def task_mps(
     *,
     environ: Mapping[str, str] | None = None,
     binary: str = CONTROL,
-    log: object = None,  # removed when task.py stops passing it (ignored: this module's logger says it)
 ) -> Iterator[dict[str, str]]:
     """Start this task's MPS daemon if `decide` says so; yield the environment the workers need ({}
     without one); stop the daemon and remove its folders on leaving, however the block ends."""

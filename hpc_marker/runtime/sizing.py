@@ -137,7 +137,6 @@ def choose_workers(
     *,
     cap: int = DEFAULT_CAP,
     gpu_reader: Callable[[], GpuMemory | None] = read_gpu_memory,
-    log: object = None,  # removed when task.py stops passing it (ignored: the choice goes to this module's logger)
 ) -> int:
     """`requested` when given (> 0), else derived for this engine, these CPUs and this GPU; logged."""
     if requested:

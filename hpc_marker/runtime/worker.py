@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpc_marker.engines import EngineError, EngineOptions, create_engine
@@ -19,7 +20,17 @@ from hpc_marker.runtime.limits import cap_memory
 from hpc_marker.runtime.threads import cap_threads
 from hpc_marker.util.processes import die_with_parent
 
-_STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT)
+STORAGE_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # the disk or the quota is full
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A worker's result for one item: where its output was staged, and the marks its records carry."""
+
+    staging: str  # the staging folder (runstate/output.py), renamed into place once the item is committed
+    degraded: str | None = None  # why the LLM refinement was degraded, if it was
+    llm_failover: str | None = None  # which of its LLM requests moved to another replica, if any did
+    flags: dict = field(default_factory=dict)  # the manifest's text-layer fields: the empty and the garbled pages
 
 
 class OutputUnwritable(EngineError):
@@ -27,7 +38,7 @@ class OutputUnwritable(EngineError):
 
     def __init__(self, message: str, errno_value: int | None = None) -> None:
         super().__init__(message, errno_value)
-        self.storage_full = errno_value in _STORAGE_FULL
+        self.storage_full = errno_value in STORAGE_FULL_ERRNOS
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -90,12 +101,10 @@ def llm_marks(
 
 def convert_to_staging(
     pdf_path: str, page_start: int, page_stop: int, staging_root: str, name: str, stem: str
-) -> tuple[str, str | None, str | None, dict]:
-    """Convert pages [page_start, page_stop) of one PDF into a staging folder.
-
-    Returns (staging folder, why the LLM refinement was degraded or None, which LLM requests moved to
-    another replica or None, the manifest's flags: the empty and the garbled pages of the text layer, and the
-    output flags, quality/)."""
+) -> Converted:
+    """Convert pages [page_start, page_stop) of one PDF into a staging folder: the folder, why the LLM refinement
+    was degraded, which LLM requests moved to another replica, and the manifest's flags (the text layer's empty
+    and garbled pages, and the output flags, quality/)."""
     assert _ENGINE is not None, "init_worker was not called (or could not build the engine)"
     before = _llm_counts()
     doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
@@ -113,7 +122,7 @@ def convert_to_staging(
     flags = flagged_pages(doc.metadata.get("text_layer"))
     flags.update(output_fields(doc, Path(pdf_path), pages, options.get("quality"), options.get("paginate", True)))
     try:
-        return (str(stage_document(Path(staging_root), name, stem, doc)), degraded, failover, flags)
+        return Converted(str(stage_document(Path(staging_root), name, stem, doc)), degraded, failover, flags)
     except OSError as exc:
         raise OutputUnwritable(
             f"cannot write output: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else ""), exc.errno

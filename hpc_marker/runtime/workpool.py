@@ -28,7 +28,7 @@ OK, ERROR, DIED, TIMEOUT = "ok", "error", "died", "timeout"
 _READY = "ready"  # a worker's first message: its initializer (the engine's model loading) is over
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     """What became of one submitted call."""
 
@@ -37,7 +37,7 @@ class Outcome:
     result: Any = None  # OK: the return value
     error: BaseException | None = None  # ERROR: the exception raised in the worker
     exitcode: int | None = None  # DIED: the worker's exit code (negative: killed by that signal)
-    seconds: float = 0.0
+    seconds: float = 0.0  # from its submission to its end
 
     def died_reason(self) -> str:
         """One line on how the worker ended, for the manifest."""
@@ -168,29 +168,9 @@ class WorkerPool:
         for index, slot in enumerate(self._slots):
             if slot is None or not slot.busy:
                 continue
-            outcome = None
-            while outcome is None and slot.conn.poll():
-                try:
-                    kind, value = slot.conn.recv()
-                except (EOFError, OSError):
-                    break  # died before answering: the sentinel tells
-                if kind == _READY:
-                    slot.ready = True
-                    if slot.timeout_s:
-                        slot.deadline = time.monotonic() + slot.timeout_s
-                    continue
-                outcome = Outcome(
-                    slot.key, kind, result=value if kind == OK else None, error=value if kind == ERROR else None
-                )
-            if outcome is None and slot.process.sentinel in ready:
-                slot.process.join(timeout=5)
-                outcome = Outcome(slot.key, DIED, exitcode=slot.process.exitcode)
-            if outcome is None and slot.deadline is not None and now >= slot.deadline:
-                self._kill(slot)
-                outcome = Outcome(slot.key, TIMEOUT)
+            outcome = self._ended(slot, ready, now)
             if outcome is None:
                 continue
-            outcome.seconds = round(now - slot.started, 3)
             slot.key, slot.deadline = None, None
             if outcome.kind in (DIED, TIMEOUT) or isinstance(outcome.error, MemoryError) or not slot.process.is_alive():
                 self._discard(slot)
@@ -198,6 +178,29 @@ class WorkerPool:
                 self.replaced += 1
             outcomes.append(outcome)
         return outcomes
+
+    def _ended(self, slot: _Slot, ready: set, now: float) -> Outcome | None:
+        """How `slot`'s call ended (its answer, its worker's death, its deadline passed); None while it runs."""
+        seconds = round(now - slot.started, 3)
+        while slot.conn.poll():
+            try:
+                kind, value = slot.conn.recv()
+            except (EOFError, OSError):
+                break  # died before answering: the sentinel tells
+            if kind == _READY:
+                slot.ready = True
+                if slot.timeout_s:
+                    slot.deadline = time.monotonic() + slot.timeout_s
+                continue
+            result, error = (value, None) if kind == OK else (None, value)
+            return Outcome(slot.key, kind, result=result, error=error, seconds=seconds)
+        if slot.process.sentinel in ready:
+            slot.process.join(timeout=5)
+            return Outcome(slot.key, DIED, exitcode=slot.process.exitcode, seconds=seconds)
+        if slot.deadline is not None and now >= slot.deadline:
+            self._kill(slot)
+            return Outcome(slot.key, TIMEOUT, seconds=seconds)
+        return None
 
     def _kill(self, slot: _Slot) -> None:
         if slot.process.is_alive():

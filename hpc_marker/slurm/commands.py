@@ -15,13 +15,16 @@ from pathlib import Path
 
 from hpc_marker.slurm.arrays import ArrayLimits
 from hpc_marker.slurm.parse import (
+    CLOCK_FIELDS,
     SQUEUE_FORMAT,
+    JobClock,
     QueuedJob,
     base_ids,
     fill_from_queue,
     limits_enforced,
     parse_config,
     parse_sacct,
+    parse_sacct_clocks,
     parse_squeue,
     parse_submitted,
     parse_user_limits,
@@ -129,6 +132,18 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     if any(jid not in states for jid in job_ids if jid != "-"):  # slurmdbd learns of new jobs late
         states = fill_from_queue(states, [jid for jid in job_ids if jid != "-"], queue(job_ids))
     return states
+
+
+def job_clocks(job_ids: list[str]) -> dict[str, JobClock]:
+    """Each job's (and array task's) clock from sacct: submit, start, end, ElapsedRaw, GPUs; one query (retried)."""
+    bases = base_ids([jid for jid in job_ids if jid != "-"])
+    if not bases:
+        return {}
+    argv = ["sacct", "-X", "-o", CLOCK_FIELDS, "--parsable2"]
+    for jid in bases:
+        argv += ["-j", jid]
+    wanted = set(job_ids)
+    return {jid: clock for jid, clock in parse_sacct_clocks(_run_with_retries(argv)).items() if jid in wanted}
 
 
 def queue(job_ids: list[str]) -> list[QueuedJob]:

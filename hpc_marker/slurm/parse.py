@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 SQUEUE_FORMAT = "%i|%T|%r|%E"  # job id, state, reason, dependencies
 _DEPENDENCY = re.compile(r"(\w+):(\d+(?:_[\d*]+)?)(?:\+\d+)?\((\w+)\)")
@@ -204,3 +205,63 @@ def fold_job_ids(job_ids: list[str]) -> list[str]:
         f"{base}_[{index_ranges(indices)}]" if len(indices) > 1 else (f"{base}_{indices[0]}" if indices else base)
         for base, indices in tasks.items()
     ]
+
+
+CLOCK_FIELDS = "JobID,Submit,Start,End,ElapsedRaw,AllocTRES,State"  # sacct -X: one line per job or array task
+_GPU_TRES = re.compile(r"gres/gpu:[^=,]+=(\d+)")  # typed: gres/gpu:a100=2
+
+
+@dataclass(frozen=True)
+class JobClock:
+    """A job's clock as Slurm accounts it (sacct): epoch seconds; `end` None while it runs."""
+
+    job_id: str
+    submit: float | None
+    start: float | None
+    end: float | None
+    elapsed: int  # ElapsedRaw: seconds it held its allocation (so far)
+    gpus: int  # AllocTRES gres/gpu (0: none)
+    state: str
+
+    @property
+    def finished(self) -> bool:
+        return self.end is not None and self.state not in ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED")
+
+
+def _epoch(text: str) -> float | None:
+    """sacct's local time ('2026-12-06T08:43:36') in epoch seconds; None for Unknown, None or empty."""
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def allocated_gpus(tres: str) -> int:
+    """The GPUs of an AllocTRES ('billing=1,cpu=1,gres/gpu=1,node=1'): the untyped count, else the typed ones."""
+    untyped = re.search(r"gres/gpu=(\d+)", tres)
+    return int(untyped.group(1)) if untyped else sum(int(n) for n in _GPU_TRES.findall(tres))
+
+
+def parse_sacct_clocks(text: str) -> dict[str, JobClock]:
+    """`sacct -X -o CLOCK_FIELDS --parsable2` -> {job id: JobClock}; pending ranges and job steps left out."""
+    lines = text.splitlines()
+    if len(lines) < 2:
+        return {}
+    names = lines[0].split("|")
+    clocks: dict[str, JobClock] = {}
+    for line in lines[1:]:
+        row = {name: value.strip() for name, value in zip(names, line.split("|"), strict=False)}
+        job_id = row.get("JobID", "")
+        if not job_id or "." in job_id or "[" in job_id:
+            continue
+        elapsed = row.get("ElapsedRaw", "")
+        clocks[job_id] = JobClock(
+            job_id,
+            _epoch(row.get("Submit", "")),
+            _epoch(row.get("Start", "")),
+            _epoch(row.get("End", "")),
+            int(elapsed) if elapsed.isdigit() else 0,
+            allocated_gpus(row.get("AllocTRES", "")),
+            row.get("State", "UNKNOWN").split(" ")[0],
+        )
+    return clocks

@@ -159,7 +159,7 @@ def request_from_record(record: RunRecord) -> SubmitRequest:
         "split_pages": record.split_pages,
         "worker_memory": record.worker_memory,
         "max_running": record.max_running,
-        "max_output_mb_per_page": (record.quality or {}).get("max_output_mb_per_page"),
+        "max_output_mb_per_page": record.quality.max_output_mb_per_page if record.quality else None,
         "llm": llm,
     }
     if permissions:

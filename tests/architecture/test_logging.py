@@ -13,14 +13,9 @@ PRINTER_NAMES = {"log", "say", "emit", "echo"}
 
 # The task loop is being rewritten (issue 20, item 1) and converts these two to logging itself: the lead
 # removes this set after the merge, and the test then holds for them too.
-UNTIL_TASK_LOOP_MERGE = {"hpc_marker/runtime/task.py", "hpc_marker/runtime/finishing.py"}
+UNTIL_TASK_LOOP_MERGE: set[str] = set()
 # `log=` keywords still accepted (and ignored) because task.py passes them: removed with the set above.
-COMPAT_LOG_KEYWORDS = {
-    ("hpc_marker/runtime/sizing.py", "choose_workers"),
-    ("hpc_marker/runtime/mps.py", "task_mps"),
-    ("hpc_marker/runtime/inference.py", "task_inference_server"),
-    ("hpc_marker/llm/replicas.py", "task_relay"),
-}
+COMPAT_LOG_KEYWORDS: set[tuple[str, str]] = set()
 # print( is a command's own output or a protocol here, not a diagnostic
 PRINTS = {
     ("hpc_marker/llm/service.py", "main"),  # `python -m hpc_marker.llm.service`: its usage and error lines
@@ -66,16 +61,6 @@ def test_no_function_takes_a_callable_to_print_with():
         if (parameters := printer_parameters(function)) and (where, function.name) not in COMPAT_LOG_KEYWORDS
     ]
     assert not found, "log through a module logger (logging.getLogger(__name__)), not a callable:\n" + "\n".join(found)
-
-
-def test_compat_log_keywords_are_ignored_placeholders():
-    """The `log=` keywords kept for task.py take `object` and default to None: nothing calls them."""
-    trees = dict(modules())
-    for where, name in COMPAT_LOG_KEYWORDS:
-        function = next(f for f in functions(trees[where]) if f.name == name)
-        assert printer_parameters(function) == ["log: object"], (where, name)
-        calls = [n for n in ast.walk(function) if isinstance(n, ast.Call) and ast.unparse(n.func) == "log"]
-        assert not calls, (where, name)
 
 
 def test_no_print_but_a_commands_own_output():

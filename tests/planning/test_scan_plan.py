@@ -105,10 +105,10 @@ def test_plan_of_corpus_beats_static_chunking():
     assert make_plan(items, 4, split_pages=0).imbalance() > 1.3  # unsplit: 516 of 1495 pages in one PDF
 
 
-def test_a_work_item_with_its_batch_keeps_every_other_field():
+def test_item_rows_keep_every_field_of_a_work_item():
     import dataclasses
 
-    from hpc_marker.planning.plan import WorkItem, _with_batch
+    from hpc_marker.planning.plan import ItemRows
 
     item = WorkItem(
         **{
@@ -116,4 +116,6 @@ def test_a_work_item_with_its_batch_keeps_every_other_field():
             for i, f in enumerate(dataclasses.fields(WorkItem))
         }
     )
-    assert _with_batch(item, 99) == dataclasses.replace(item, batch=99), "a WorkItem field is missing in _with_batch"
+    rows = ItemRows.of([item, dataclasses.replace(item, scan_error=None)])
+    assert list(rows) == [item, dataclasses.replace(item, scan_error=None)], "a WorkItem field is lost in ItemRows"
+    assert rows[-1] == rows[1:][0] == dataclasses.replace(item, scan_error=None) and rows == list(rows)

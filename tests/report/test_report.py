@@ -128,6 +128,9 @@ def test_report_has_every_section_and_the_failures(run):
     assert run["report"] == run["paths"].root / "report.html"
     assert set(SECTIONS) | set(PLOTS) <= page.ids
     assert "llm" not in page.ids  # no LLM in this run: no section
+    gpu = plot_data(text, "gpu-plot")  # where the GPU-hours went: a stacked bar per task, a trace per part
+    assert [trace["name"] for trace in gpu] == ["start-up", "converting", "LLM wait", "draining", "idle"]
+    assert "GPU-hours (local clock)" in text.split('id="gpu"', 1)[1]
     verdict = text.split('id="verdict"', 1)[1].split("</p>", 1)[0]  # the collector's verdict, at the top
     assert "run finished: " in verdict and " failed of " in verdict
     assert "cannot be converted by `retry`" in verdict and "next:" not in verdict  # every failure is known at scan
@@ -216,7 +219,7 @@ def test_aggregated_timeline_and_cut_tables(run):
 @pytest.mark.slow
 def test_report_renders_in_a_real_browser(run, tmp_path, chromium):
     for report, plots, hover, shown in (
-        (run["report"], PLOTS, HOVER_IMG, (f"{IMG}.pdf", "not a readable PDF")),
+        (run["report"], (*PLOTS, "gpu-plot"), HOVER_IMG, (f"{IMG}.pdf", "not a readable PDF")),
         (run["llm_report"], (*PLOTS, "llm-plot"), HOVER_MARKUP, (MARKUP,)),
     ):
         page = rendered(chromium, report, tmp_path, plots, hover)

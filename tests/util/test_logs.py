@@ -15,9 +15,6 @@ JOB_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) (task \d+|collect|llm \d+): "
 )
 SUBMITIT = "submitit "  # submitit's own lines, in its own format
-# runtime/task.py and finishing.py still print with this prefix while the task loop is rewritten (issue 20,
-# item 1): the lead removes it after the merge, and then every line of a task's log is a logging line.
-TASK_LOOP_PRINTS = "[hpcmarker task "
 
 
 def _job(role: str, *index: int) -> str:
@@ -55,7 +52,7 @@ def test_a_local_runs_job_logs_carry_timestamps(sample_pdfs, tmp_path):
     assert not JOB_LINE.search(run.result.stdout)  # the command's own output is as it was
     task = [line for line in (run.paths.logs / "task-0.out").read_text().splitlines() if line]
     ours = [line for line in task if not line.startswith(SUBMITIT)]
-    assert all(JOB_LINE.match(line) or line.startswith(TASK_LOOP_PRINTS) for line in ours), task
+    assert all(JOB_LINE.match(line) for line in ours), task
     assert any(JOB_LINE.match(line) and "task 0: workers per GPU" in line for line in ours), task
     collector_id = read_record(run.paths)["jobs"]["collect"][0]
     collector = next(run.paths.jobs.glob(f"{collector_id}_*log.out")).read_text().splitlines()

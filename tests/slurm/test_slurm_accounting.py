@@ -1,0 +1,92 @@
+"""A run's GPU-hours on the real Slurm (issue 22): what hpcmarker accounts equals Slurm's ElapsedRaw × gres/gpu
+over the run's conversion jobs, its parts add up, and after one benchmark run `estimate` predicts another
+folder's run (GPU-hours and wall time within 30 %)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from runkit import invoke, read_record, run_folder, wait_for
+
+from hpc_marker.slurm.parse import allocated_gpus
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SECONDS_PER_PAGE = "0.5"  # the benchmark engine's cost per page: conversion, not start-up, dominates a task
+
+
+def copies(source: Path, folder: Path, times: int) -> Path:
+    """`times` copies of the sample PDFs in `folder` (a folder of 6 × times PDFs, 11 × times pages)."""
+    for n in range(times):
+        shutil.copytree(source, folder / f"copy{n}")
+    return folder
+
+
+def slurm_gpu_seconds(job_ids: list[str]) -> float:
+    """Σ ElapsedRaw × AllocTRES gres/gpu over these jobs, as sacct says."""
+    argv = ["sacct", "-X", "-n", "-P", "-o", "JobID,ElapsedRaw,AllocTRES"]
+    for base in sorted({jid.split("_")[0] for jid in job_ids}):
+        argv += ["-j", base]
+    rows = [line.split("|") for line in subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()]
+    return sum(int(elapsed) * allocated_gpus(tres) for jid, elapsed, tres in rows if jid in set(job_ids))
+
+
+def run_benchmark(pdfs: Path, out: Path, run_id: str) -> dict:
+    result = invoke(
+        "submit",
+        "--pdfs",
+        pdfs,
+        "--out",
+        out,
+        "--engine",
+        "benchmark",
+        "--gpus",
+        "2",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "10",
+        "--run-id",
+        run_id,
+    )
+    assert result.exit_code == 0, result.output
+    status = wait_for(run_id, {"finished", "incomplete"}, timeout_s=500)
+    assert status["state"] == "finished", status
+    return json.loads(invoke("status", run_id, "--json").output)
+
+
+def test_gpu_hours_are_slurms_and_estimate_predicts_the_next_run(tmp_path, sample_pdfs, monkeypatch):
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", SECONDS_PER_PAGE)
+    first = run_benchmark(copies(sample_pdfs, tmp_path / "a", 2), tmp_path / "out-a", "cost1")
+    paths = run_folder(tmp_path / "out-a", "cost1")
+    slurm = slurm_gpu_seconds(read_record(paths)["jobs"]["convert"]) / 3600
+    assert first["gpu_accounting_source"] == "sacct"
+    assert first["gpu_hours"] == pytest.approx(slurm, rel=0.10), (first["gpu_hours"], slurm)
+    assert sum(first["gpu_time"].values()) == pytest.approx(first["gpu_hours"], rel=0.01, abs=1e-4)
+    summary = json.loads(paths.summary.read_text())
+    assert summary["gpu_hours"] == pytest.approx(slurm, rel=0.10) and summary["pages_per_gpu_hour"] > 0
+    assert (paths.root / "sacct-clocks.json").exists()  # finished jobs' clocks kept: sacct is not asked again
+
+    other = copies(sample_pdfs, tmp_path / "b", 3)
+    guess = json.loads(invoke("estimate", "--pdfs", other, "--engine", "benchmark", "--gpus", "2", "--json").output)
+    assert guess["rate_source"] == "1 earlier run (22 pages)" and guess["pages"] == 33
+    second = run_benchmark(other, tmp_path / "out-b", "cost2")
+    print(
+        f"estimate vs run: wall {guess['wall_seconds']} s vs {second['allocation_wall_seconds']} s; "
+        f"GPU-hours {guess['gpu_hours']} vs {second['gpu_hours']}"
+    )
+    assert guess["gpu_hours"] == pytest.approx(second["gpu_hours"], rel=0.30)
+    assert guess["wall_seconds"] == pytest.approx(second["allocation_wall_seconds"], rel=0.30)
+
+
+def test_calibrate_on_slurm_measures_the_rate(sample_pdfs, monkeypatch):
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.05")
+    args = ("estimate", "--pdfs", sample_pdfs, "--engine", "benchmark", "--gpus", "2", "--json")
+    result = invoke(*args, "--calibrate", "2")
+    assert result.exit_code == 0, result.output
+    guess = json.loads(result.output[result.output.index("{") :])
+    assert guess["rate_source"].startswith("1 earlier run (") and guess["gpu_hours"] > 0
