@@ -135,15 +135,15 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def job_clocks(job_ids: list[str]) -> dict[str, JobClock]:
-    """Each job's (and array task's) clock from sacct: submit, start, end, ElapsedRaw, GPUs; one query (retried)."""
+    """Each job's (and array task's) clock from sacct: submit, start, end, ElapsedRaw, GPUs; one query (one try)."""
     bases = base_ids([jid for jid in job_ids if jid != "-"])
     if not bases:
         return {}
     argv = ["sacct", "-X", "-o", CLOCK_FIELDS, "--parsable2"]
     for jid in bases:
         argv += ["-j", jid]
-    wanted = set(job_ids)
-    return {jid: clock for jid, clock in parse_sacct_clocks(_run_with_retries(argv)).items() if jid in wanted}
+    wanted = set(job_ids)  # one try: the states were just asked with retries; without it status says so and goes on
+    return {jid: clock for jid, clock in parse_sacct_clocks(_run(argv)).items() if jid in wanted}
 
 
 def queue(job_ids: list[str]) -> list[QueuedJob]:

@@ -121,6 +121,7 @@ def test_a_task_takes_the_schedulers_clock_else_its_own():
     assert task_clock(0, "3_0", None, None, commits, T0) is None
 
 
+@pytest.mark.slow  # a whole local run
 def test_a_local_run_is_accounted_from_its_tasks_own_clocks(tmp_path, sample_pdfs):
     run = run_local(sample_pdfs, tmp_path / "out", "--gpus", "2")
     status = json.loads(invoke("status", "--json", "--price", "3").output)

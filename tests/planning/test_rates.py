@@ -66,6 +66,7 @@ def test_without_a_rate_estimate_says_so_and_how_to_get_one(tmp_path, sample_pdf
     assert argv[:2] == ["hpcmarker", "submit"] and argv[argv.index("--engine") + 1] == "benchmark"
 
 
+@pytest.mark.slow  # a whole local run
 def test_after_a_run_estimate_predicts_from_its_rate(tmp_path, sample_pdfs, monkeypatch):
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.05")
     run = run_local(sample_pdfs, tmp_path / "out", "--engine", "benchmark", "--gpus", "1")
@@ -105,6 +106,7 @@ def test_a_bad_deadline_is_one_line_exit_2(sample_pdfs):
     assert "--deadline" in result.output and "12h" in result.output
 
 
+@pytest.mark.slow  # a whole local run
 def test_calibrate_converts_a_sample_here_and_measures_the_rate(sample_pdfs, monkeypatch):
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.05")
     args = ("estimate", "--pdfs", sample_pdfs, "--engine", "benchmark", "--gpus", "2", "--json")
