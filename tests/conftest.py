@@ -203,6 +203,9 @@ def test_user_config(tmp_path_factory):
     them too."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CONFIG_HOME", _test_config_home(tmp_path_factory))
+        # never the user's caches and run index, also in module-scoped runs (set up before isolated_state)
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("session-cache")))
+        patch.setenv("HPCMARKER_STATE_DIR", str(tmp_path_factory.mktemp("session-state")))
         patch.setenv("HPCMARKER_IDLE_POLL_S", IDLE_POLL_S)
         patch.setattr("hpc_marker.executors.local.POLL_S", LOCAL_POLL_S)
         yield

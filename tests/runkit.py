@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,13 @@ def invoke(*args, **kwargs) -> Result:
 
     kwargs.setdefault("catch_exceptions", False)
     return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
+
+
+def as_from_a_terminal() -> None:
+    """preexec_fn of a command a test interrupts as a terminal's Ctrl-C would: SIGINT at its default, as a shell
+    in a terminal leaves it. A test run started in the background of a script (no job control: `pytest &`, as
+    scripts/test.sh --split does) inherits SIGINT ignored, and the command would never see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_folder(out: Path, run_id: str) -> RunPaths:

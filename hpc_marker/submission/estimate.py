@@ -79,8 +79,14 @@ class Estimate:
             return f"estimate: no rate yet for {self.key}; {no_rate_hint(self.request)}"
         p = self.prediction
         cost = f", cost {p.cost:,.2f}" if p.cost is not None else ""
+        fewer = (
+            f" (of --gpus {self.request.gpus}: a task per document at most, each with "
+            f"--min-task-pages {self.request.min_task_pages} or more)"
+            if self.tasks < self.request.gpus
+            else ""
+        )
         return (
-            f"estimate: {plural(self.pages, 'page')} on {plural(self.tasks, 'GPU')}: {duration(p.wall_seconds)} "
+            f"estimate: {plural(self.pages, 'page')} on {plural(self.tasks, 'GPU')}{fewer}: {duration(p.wall_seconds)} "
             f"without queue wait, {hours(p.gpu_hours)} GPU-hours{cost} (rate {p.rate_pages_per_gpu_second:.3g} "
             f"pages/GPU-second from {self.source})"
         )

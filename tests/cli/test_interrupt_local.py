@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from runkit import invoke, manifest_records, run_folder
+from runkit import as_from_a_terminal, invoke, manifest_records, run_folder
 
 from hpc_marker.runstate.stops import RUNNING, read_stops
 from hpc_marker.util.processes import processes_with_env
@@ -54,6 +54,7 @@ def _submit(pdfs: Path, out: Path, run_id: str, tag: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=as_from_a_terminal,
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 from inputs import make_bad_pdfs
 from runkit import (
     FINISHED_WITH_FAILURES,
+    as_from_a_terminal,
     documents,
     invoke,
     make_run,
@@ -252,6 +253,7 @@ def _submit_in_background(pdfs: Path, out: Path, run_id: str) -> subprocess.Pope
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=as_from_a_terminal,
     )
 
 
