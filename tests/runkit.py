@@ -11,7 +11,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,23 @@ def as_from_a_terminal() -> None:
     in a terminal leaves it. A test run started in the background of a script (no job control: `pytest &`, as
     scripts/test.sh --split does) inherits SIGINT ignored, and the command would never see the Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def submit_from_a_terminal(pdfs: Path, out: Path, run_id: str, seconds_per_page: float, **env: str) -> subprocess.Popen:
+    """`hpcmarker submit` of a local benchmark-engine run of 2 tasks (a PDF an item), started as from a terminal:
+    its own session (os.killpg(pid, SIGINT) is a terminal's Ctrl-C), SIGINT at its default; output in .stdout."""
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "hpc_marker", "submit", "--pdfs", str(pdfs), "--out", str(out)),
+            *("--engine", "benchmark", "--executor", "local", "--gpus", "2", "--split-pages", "0", "--run-id", run_id),
+        ],
+        env=dict(os.environ, HPCMARKER_BENCH_SECONDS_PER_PAGE=str(seconds_per_page), **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=as_from_a_terminal,
+    )
 
 
 def run_folder(out: Path, run_id: str) -> RunPaths:

@@ -11,13 +11,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from runkit import as_from_a_terminal, invoke, manifest_records, run_folder
+from runkit import invoke, manifest_records, run_folder, submit_from_a_terminal
 
 from hpc_marker.runstate.stops import RUNNING, read_stops
 from hpc_marker.util.processes import processes_with_env
@@ -27,35 +26,7 @@ TAG = "HPCMARKER_TEST_RUN_TAG"
 
 
 def _submit(pdfs: Path, out: Path, run_id: str, tag: str) -> subprocess.Popen:
-    env = dict(os.environ, HPCMARKER_BENCH_SECONDS_PER_PAGE="1.0", **{TAG: tag})
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hpc_marker",
-            "submit",
-            "--pdfs",
-            str(pdfs),
-            "--out",
-            str(out),
-            "--engine",
-            "benchmark",
-            "--executor",
-            "local",
-            "--gpus",
-            "2",
-            "--split-pages",
-            "0",
-            "--run-id",
-            run_id,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=as_from_a_terminal,
-    )
+    return submit_from_a_terminal(pdfs, out, run_id, 1.0, **{TAG: tag})
 
 
 def _until(condition, timeout_s: float, what: str, poll_s: float = 0.02) -> None:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import pytest
 from inputs import make_bad_pdfs
 from runkit import (
     FINISHED_WITH_FAILURES,
-    as_from_a_terminal,
     documents,
     invoke,
     make_run,
@@ -24,6 +22,7 @@ from runkit import (
     read_summary,
     run_folder,
     run_local,
+    submit_from_a_terminal,
 )
 
 from hpc_marker.runstate.outlock import active_path, holder
@@ -226,35 +225,7 @@ def test_resume_takes_new_resources_and_refuses_bad_ones(tmp_path, sample_pdfs):
 
 
 def _submit_in_background(pdfs: Path, out: Path, run_id: str) -> subprocess.Popen:
-    env = dict(os.environ, HPCMARKER_BENCH_SECONDS_PER_PAGE="1.5")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hpc_marker",
-            "submit",
-            "--pdfs",
-            str(pdfs),
-            "--out",
-            str(out),
-            "--engine",
-            "benchmark",
-            "--executor",
-            "local",
-            "--gpus",
-            "2",
-            "--split-pages",
-            "0",
-            "--run-id",
-            run_id,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=as_from_a_terminal,
-    )
+    return submit_from_a_terminal(pdfs, out, run_id, 1.5)
 
 
 def _wait_for_a_record(out: Path, run_id: str) -> None:
