@@ -7,7 +7,8 @@
 #   bash scripts/test.sh --split    everything, as two pytest processes at once: the Slurm tests (-m slurm), which
 #                                   mostly wait on the scheduler, beside all the others; each has its own log and
 #                                   temporary folder, printed when it ends; fails when either does (CI uses it).
-#   bash scripts/test.sh --fast     the fast tier: -m "not slow and not slurm" (a later -m of yours wins).
+#   bash scripts/test.sh --fast     the fast tier: -m "not slow and not slurm" (a later -m of yours wins), on
+#                                   pytest-xdist workers (as many as cores, at most 4; -n 0 of yours: one process).
 #                                   It never reaches a Slurm cluster (SLURM_CONF is not set for it) unless
 #                                   HPCMARKER_REQUIRE names slurm or your -m asks for slurm.
 #
@@ -53,7 +54,14 @@ if [ -z "${SLURM_CONF:-}" ] && [ -f "$cluster_conf" ] && { [ "$fast" = 0 ] || [ 
   export SLURM_CONF="$cluster_conf"
 fi
 if [ "$fast" = 1 ]; then
-  exec .venv/bin/python -m pytest -m "not slow and not slurm" ${args[@]+"${args[@]}"}
+  # its tests mostly wait on the processes they start: pytest-xdist (the test extras) runs them on up to 4 workers
+  workers=$(nproc 2>/dev/null || echo 2)
+  [ "$workers" -gt 4 ] && workers=4
+  parallel=()
+  if .venv/bin/python -c "import xdist" 2>/dev/null; then
+    parallel=(-n "$workers")
+  fi
+  exec .venv/bin/python -m pytest -m "not slow and not slurm" ${parallel[@]+"${parallel[@]}"} ${args[@]+"${args[@]}"}
 fi
 if [ "$split" = 1 ]; then
   logs=$(mktemp -d)
