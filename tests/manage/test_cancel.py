@@ -4,41 +4,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from runkit import invoke, run_local
+from test_manifest_status import _record
 
-from hpc_marker.engines.base import EngineOptions
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.record import RunRecord
 
 
 def _slurm_run(tmp_path) -> RunPaths:
     paths = RunPaths(tmp_path / "out" / ".hpcmarker" / "runs" / "r")
     paths.root.mkdir(parents=True)
-    paths.save_record(
-        RunRecord(
-            run_id="r",
-            created=0,
-            pdfs_root="/p",
-            out_dir=str(tmp_path / "out"),
-            engine="text",
-            engine_options=EngineOptions(),
-            executor="slurm",
-            tasks=2,
-            gpus=2,
-            workers_per_gpu=1,
-            cpus_per_task=1,
-            template="generic",
-            time_limit="1:00:00",
-            steal=True,
-            lease_seconds=120.0,
-            item_timeout="auto",
-            umask=0o077,
-            profile="generic",
-            jobs={"convert": ["7_0", "7_1"], "collect": ["8"]},
-        )
-    )
+    paths.save_record(replace(_record(), out_dir=str(tmp_path / "out")))
     return paths
 
 

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from hpc_marker.engines.base import EngineOptions
+from test_manifest_status import _record
+
 from hpc_marker.manage.status import read_progress, status_of, summary_progress
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord
 from hpc_marker.runstate.progress import REOPEN_LOG, CommitLog
-from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import DONE, RUNNING, TaskStop
 from hpc_marker.runstate.summary import plan_frames, summarize_records
 from hpc_marker.util.frames import busy_seconds
@@ -34,30 +34,6 @@ def _attempts() -> list[tuple[str, str, int, int, float, float]]:
         ("c", "failed", 30, 1, 100.0, 105.0),
         ("c", "ok", 30, 1, RETRY_AT, RETRY_AT + 10),
     ]
-
-
-def _record() -> RunRecord:
-    return RunRecord(
-        run_id="r",
-        created=0,
-        pdfs_root="/p",
-        out_dir="/o",
-        engine="text",
-        engine_options=EngineOptions(),
-        executor="slurm",
-        tasks=2,
-        gpus=2,
-        workers_per_gpu=1,
-        cpus_per_task=1,
-        template="generic",
-        time_limit="1:00:00",
-        steal=True,
-        lease_seconds=120.0,
-        item_timeout="auto",
-        umask=0o077,
-        profile="generic",
-        jobs={"convert": ["7_0", "7_1"], "collect": ["8"]},
-    )
 
 
 def test_busy_time_is_the_union_of_the_work_without_the_long_idle_gaps():
