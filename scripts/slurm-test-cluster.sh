@@ -25,7 +25,8 @@
 # the real cores, via SlurmdParameters=config_overrides) and Gres=gpu:4 backed
 # by fake character devices /dev/hpcmarker-fakegpu0..3 (copies of /dev/null,
 # major 1 minor 3); each --gres=gpu:1 job gets its own CUDA_VISIBLE_DEVICES.
-# Partitions `gpu` (default) and `debug` share the node; no time limits.
+# Partitions `gpu` (default), `debug`, `scavenger` (preemptible) and `urgent` (preempts scavenger)
+# share the node; no time limits.
 # Accounting through slurmdbd + MariaDB so `sacct -j ID` works for finished
 # jobs (slurmdbd has no -f option: it reads dirname($SLURM_CONF)/slurmdbd.conf).
 #
@@ -332,6 +333,7 @@ SchedulerParameters=bf_interval=1,sched_interval=2,sched_min_interval=100000,bat
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SlurmdParameters=config_overrides
+SlurmctldParameters=preempt_send_user_signal
 ReturnToService=2
 SlurmctldTimeout=60
 SlurmdTimeout=120
@@ -352,8 +354,15 @@ AccountingStorageTRES=gres/gpu
 
 GresTypes=gpu
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE CPUs=$NCPUS RealMemory=$real_mem Gres=gpu:$NGPUS State=UNKNOWN
-PartitionName=gpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
-PartitionName=debug Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
+# Preemption (issue 21): a job in \`urgent\` requeues jobs in \`scavenger\` that hold what it needs;
+# they get their --signal at once (SlurmctldParameters=preempt_send_user_signal) and GraceTime seconds to drain. Jobs in \`gpu\`
+# and \`debug\` are never preempted.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=gpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP PreemptMode=OFF
+PartitionName=debug Nodes=$NODE Default=NO MaxTime=INFINITE State=UP PreemptMode=OFF
+PartitionName=scavenger Nodes=$NODE Default=NO MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=30
+PartitionName=urgent Nodes=$NODE Default=NO MaxTime=INFINITE State=UP PriorityTier=10
 EOF
 
     put_file "$DIR/gres.conf" 644 slurm <<EOF
