@@ -4,8 +4,9 @@
 #   bash scripts/test.sh            everything that can run here. The Slurm tests run when a cluster answers:
 #                                   the local test cluster (scripts/slurm-test-cluster.sh up, as root) is
 #                                   picked up automatically (SLURM_CONF).
-#   bash scripts/test.sh --split    everything, as two pytest processes at once: the Slurm tests (-m slurm), which
-#                                   mostly wait on the scheduler, beside all the others; each has its own log and
+#   bash scripts/test.sh --split    everything, as two pytest runs at once: the Slurm tests (-m slurm, one process),
+#                                   which mostly wait on the scheduler, beside all the others (on pytest-xdist
+#                                   workers, as --fast); each has its own log and
 #                                   temporary folder, printed when it ends; fails when either does (CI uses it).
 #   bash scripts/test.sh --fast     the fast tier: -m "not slow and not slurm" (a later -m of yours wins), on
 #                                   pytest-xdist workers (as many as cores, at most 4; -n 0 of yours: one process).
@@ -53,14 +54,16 @@ cluster_conf="${HPCMARKER_SLURM_DIR:-/var/tmp/hpcmarker-slurm}/slurm.conf"
 if [ -z "${SLURM_CONF:-}" ] && [ -f "$cluster_conf" ] && { [ "$fast" = 0 ] || [ "$asks_slurm" = 1 ]; }; then
   export SLURM_CONF="$cluster_conf"
 fi
+# The tests without Slurm mostly wait on the processes they start: pytest-xdist (the test extras) runs them on as
+# many workers as cores, at most 4 (an -n of the caller's, later on the command line, wins). The Slurm tests stay in
+# one process: some of them take the whole test cluster (a node failure, all 4 GPUs).
+parallel=()
+workers=$(nproc 2>/dev/null || echo 2)
+[ "$workers" -gt 4 ] && workers=4
+if .venv/bin/python -c "import xdist" 2>/dev/null; then
+  parallel=(-n "$workers")
+fi
 if [ "$fast" = 1 ]; then
-  # its tests mostly wait on the processes they start: pytest-xdist (the test extras) runs them on up to 4 workers
-  workers=$(nproc 2>/dev/null || echo 2)
-  [ "$workers" -gt 4 ] && workers=4
-  parallel=()
-  if .venv/bin/python -c "import xdist" 2>/dev/null; then
-    parallel=(-n "$workers")
-  fi
   exec .venv/bin/python -m pytest -m "not slow and not slurm" ${parallel[@]+"${parallel[@]}"} ${args[@]+"${args[@]}"}
 fi
 if [ "$split" = 1 ]; then
@@ -73,7 +76,8 @@ signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.execv(sys.executable, [sys.executable, "-m", "pytest", *sys.argv[1:]])')
   "${pytest_with_sigint[@]}" -m slurm --basetemp="$logs/tmp-slurm" ${args[@]+"${args[@]}"} >"$logs/slurm.log" 2>&1 &
   slurm_pid=$!
-  "${pytest_with_sigint[@]}" -m "not slurm" --basetemp="$logs/tmp-rest" ${args[@]+"${args[@]}"} >"$logs/rest.log" 2>&1 &
+  "${pytest_with_sigint[@]}" -m "not slurm" ${parallel[@]+"${parallel[@]}"} --basetemp="$logs/tmp-rest" \
+    ${args[@]+"${args[@]}"} >"$logs/rest.log" 2>&1 &
   rest_pid=$!
   # each one's exit code; 5 (no test selected: a -k of yours picked only the other half) counts as passed
   rest=0 slurm=0
