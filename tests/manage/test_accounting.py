@@ -228,3 +228,18 @@ def test_every_job_of_a_task_counts_and_status_asks_sacct_once(tmp_path, monkeyp
     again = json.loads(invoke("status", paths.root, "--json").output)
     assert asked[1:] == [["10", "9"]]  # 5_0 and 5_1 are kept in the run folder
     assert again["gpu_hours"] == first["gpu_hours"]
+
+
+def test_the_reports_bar_of_a_task_sums_its_jobs():
+    from hpc_marker.report.frames import gpu_time_frame
+
+    zero = dict.fromkeys(COMPONENTS, 0.0)
+    jobs = [
+        {**zero, "task": 0, "gpus": 1, "startup": 3600.0},  # its first job, requeued
+        {**zero, "task": 1, "gpus": 1, "converting": 3600.0},
+        {**zero, "task": 0, "gpus": 2, "startup": 900.0, "converting": 900.0},  # its next, on 2 GPUs
+    ]
+    frame = gpu_time_frame({"gpu_tasks": jobs}, rows=200)
+    assert frame["label"].tolist() == ["task 0", "task 1"]
+    assert frame["startup"].tolist() == [1.5, 0.0] and frame["converting"].tolist() == [0.5, 1.0]
+    assert gpu_time_frame({"gpu_tasks": jobs, "gpu_time": {}}, rows=1)["label"].tolist() == ["all 2 tasks"]
