@@ -108,7 +108,7 @@ class TextEngine:
             "degraded_pages": len(degraded),
             "tokens_in": sum(r.tokens_in for r in refined),
             "tokens_out": sum(r.tokens_out for r in refined),
-            "seconds": round(time.monotonic() - started, 3),  # the worker waited on the LLM (accounting's llm_wait)
+            "seconds": round(time.monotonic() - started, 3),  # LLM wait: the worker moves it to the commit log
         }
         if degraded:
             meta["degraded"] = f"{len(degraded)} of {len(refined)} pages kept their extracted text ({degraded[0]})"
