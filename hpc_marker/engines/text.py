@@ -13,6 +13,7 @@ budget gives each worker; a page whose refinement fails keeps its extracted text
 from __future__ import annotations
 
 import html
+import time
 from pathlib import Path
 
 from hpc_marker.engines.base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable, page_marker
@@ -92,6 +93,7 @@ class TextEngine:
 
         llm = self.options.llm
         assert llm is not None  # convert refines only with the run's LLM service
+        started = time.monotonic()
         refined = refine_pages(
             texts,
             llm.endpoint,
@@ -106,6 +108,7 @@ class TextEngine:
             "degraded_pages": len(degraded),
             "tokens_in": sum(r.tokens_in for r in refined),
             "tokens_out": sum(r.tokens_out for r in refined),
+            "seconds": round(time.monotonic() - started, 3),  # LLM wait: the worker moves it to the commit log
         }
         if degraded:
             meta["degraded"] = f"{len(degraded)} of {len(refined)} pages kept their extracted text ({degraded[0]})"

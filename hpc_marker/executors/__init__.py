@@ -1,8 +1,9 @@
 """executors: where a run's jobs run. One protocol, two implementations; nothing else asks which.
 
-  base.py   the Executor protocol, RunJobs (what each role's job calls), Observation (job states), job_paths
-            (a job's files in RUN/jobs, through submitit's public Job.paths)
-  slurm.py  sbatch of our rendered scripts (submitit: public API only); sacct/squeue states; scancel; wedged runs
+  base.py   the Executor protocol, RunJobs (what each role's job calls), Observation (job states, and clocks),
+            job_paths (a job's files in RUN/jobs, through submitit's public Job.paths), each task's jobs
+  slurm.py  sbatch of our rendered scripts (submitit: public API only); sacct/squeue states and clocks (one
+            sacct query); scancel; wedged runs
   local.py  submitit's LocalExecutor on this machine: one process per task; waits for the run
 
 `executor_for(name)` turns a run's stored executor name into its executor; `choose_executor`

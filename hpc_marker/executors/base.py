@@ -33,6 +33,7 @@ NO_JOB = "-"  # in RunRecord.jobs["convert"]: a task that has no job (yet)
 
 # The roles whose jobs a run has (RunRecord.jobs keys); any other key (history) is not a live job.
 ROLES = ("service", "convert", "collect")
+REPLACED = "replaced"  # RunRecord.jobs key: '<task>:<job id>' of each convert job a resubmission replaced
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Observation:
     wedged: str | None = None  # one line when a job of the run can never start
     cancelled: list[str] = field(default_factory=list)  # jobs cancelled because the run was wedged
     pending: dict[str, str] = field(default_factory=dict)  # pending job id -> why it pends (squeue's %r)
+    clocks: dict[str, tuple[JobClock, ...]] | None = None  # what `clocks` answers, asked in the same query (or None)
 
 
 class Executor(Protocol):
@@ -108,10 +110,11 @@ class Executor(Protocol):
     ) -> Observation:
         """The states of the run's jobs; a wedged run is described, and cancelled when asked."""
 
-    def clocks(self, paths: RunPaths, record: RunRecord) -> dict[str, JobClock]:
-        """The scheduler's clock of the run's conversion and service jobs (job id -> JobClock), asked once
-        (finished jobs' kept in the run folder); {} where the scheduler keeps none (the tasks' own clocks
-        then stand for it: manage/accounting.py)."""
+    def clocks(self, paths: RunPaths, record: RunRecord) -> dict[str, tuple[JobClock, ...]]:
+        """The scheduler's clock of every allocation (a requeued job ran more than once) of the run's conversion
+        jobs, the ones resubmissions replaced too (`task_jobs`), and its service jobs: job id -> JobClocks, oldest
+        first; asked once (finished jobs' kept in the run folder); `observe` answers them in its own query. {}
+        where the scheduler keeps none (the tasks' own clocks then stand for it: manage/accounting.py)."""
 
     def active(self, record: RunRecord) -> list[str]:
         """The run's jobs that are still queued or running."""
@@ -126,6 +129,24 @@ class Executor(Protocol):
 def live_job_ids(record: RunRecord, roles: tuple[str, ...] = ROLES) -> list[str]:
     """The job ids of these roles (the current ones: a resumed task's newest job)."""
     return [jid for role in roles for jid in record.jobs.get(role, []) if jid != NO_JOB]
+
+
+def task_jobs(record: RunRecord) -> dict[int, list[str]]:
+    """Each task's convert jobs, oldest first: those resubmissions replaced (REPLACED), then its current one."""
+    jobs: dict[int, list[str]] = {}
+    for entry in record.jobs.get(REPLACED, []):
+        task, _, job_id = entry.partition(":")
+        jobs.setdefault(int(task), []).append(job_id)
+    for task, job_id in enumerate(record.jobs.get("convert", [])):
+        if job_id != NO_JOB:
+            jobs.setdefault(task, []).append(job_id)
+    return jobs
+
+
+def accounted_job_ids(record: RunRecord) -> list[str]:
+    """The jobs whose GPU time a run's accounting counts: every task's convert jobs (`task_jobs`) and the service."""
+    every = [jid for jobs in task_jobs(record).values() for jid in jobs]
+    return list(dict.fromkeys([*every, *live_job_ids(record, ("service",))]))
 
 
 def job_logs(paths: RunPaths, job_id: str) -> tuple[Path, Path]:

@@ -361,7 +361,7 @@ class LocalExecutor:
                     states[job_id] = "CANCELLED" if record.cancelled else "FAILED"
         return Observation(states)
 
-    def clocks(self, paths: RunPaths, record: RunRecord) -> dict[str, JobClock]:
+    def clocks(self, paths: RunPaths, record: RunRecord) -> dict[str, tuple[JobClock, ...]]:
         return {}  # no scheduler's accounting here: each task's own clock (its stop record) stands for it
 
     def active(self, record: RunRecord) -> list[str]:

@@ -27,6 +27,7 @@ from hpc_marker.executors.base import (
     RunJobs,
     SubmitFailed,
     WaitHook,
+    accounted_job_ids,
     job_paths,
     live_job_ids,
     service_replicas,
@@ -43,6 +44,7 @@ from hpc_marker.util.files import atomic_write
 
 QUEUE_DRAIN_TIMEOUT_S = 60.0
 CLOCKS_FILE = "sacct-clocks.json"  # in the run folder: the finished jobs' sacct clocks (accounting)
+Clocks = dict[str, tuple[JobClock, ...]]
 COLLECT_TIME_MIN = 30
 MAX_NUM_TIMEOUT = 3  # what submitit's executor gives each call: requeues its runner allows after a time-out
 
@@ -227,16 +229,16 @@ class SlurmExecutor:
         self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool, cancel_wedged: bool = False
     ) -> Observation:
         ids = live_job_ids(record)
-        states = commands.job_states(ids)
+        states, clocks = self._ask(paths, record, ids)  # the one sacct query: states, and clocks for accounting
         if not any(states.get(jid, "UNKNOWN") in {"PENDING", "UNKNOWN"} for jid in ids):
-            return Observation(states)  # only a pending job can wait forever (sacct may not know a new one yet)
+            return Observation(states, clocks=clocks)  # only a pending job can wait forever (sacct may not know it)
         queued = commands.queue(ids)
         pending = {jid: job.reason for job in queued if job.state == "PENDING" for jid in expand_queued_id(job.job_id)}
         wedge = find_wedge(record.jobs, queued, states)
         if wedge is None:
-            return Observation(states, pending=pending)
+            return Observation(states, pending=pending, clocks=clocks)
         if not cancel_wedged:
-            return Observation(states, describe(record.run_id, wedge, cancelled=False), pending=pending)
+            return Observation(states, describe(record.run_id, wedge, cancelled=False), pending=pending, clocks=clocks)
         self._cancel_and_drain(list(wedge.queued))  # raises unless every one of them has left the queue
         gone = set(base_ids(list(wedge.queued)))  # sacct may call a job that never started PENDING a while longer
         states = {
@@ -245,21 +247,31 @@ class SlurmExecutor:
         }
         return Observation(states, describe(record.run_id, wedge, cancelled=True), cancelled=list(wedge.queued))
 
-    def clocks(self, paths: RunPaths, record: RunRecord) -> dict[str, JobClock]:
-        ids = live_job_ids(record, ("convert", "service"))
+    def clocks(self, paths: RunPaths, record: RunRecord) -> Clocks:
+        return self._ask(paths, record, [])[1]
+
+    @staticmethod
+    def _ask(paths: RunPaths, record: RunRecord, ids: list[str]) -> tuple[dict[str, str], Clocks]:
+        """One sacct query: the states of `ids`, and the clocks of the jobs accounting counts but those whose
+        (finished) clocks the run folder keeps."""
         cache = paths.root / CLOCKS_FILE
         try:
-            kept = {jid: JobClock(**row) for jid, row in json.loads(cache.read_text(encoding="utf-8")).items()}
-        except (OSError, ValueError, TypeError):
+            rows = json.loads(cache.read_text(encoding="utf-8"))
+            kept = {
+                jid: tuple(JobClock(**run) for run in (runs if isinstance(runs, list) else [runs]))
+                for jid, runs in rows.items()
+            }
+        except (OSError, ValueError, TypeError, AttributeError):
             kept = {}
-        asked = [jid for jid in ids if jid not in kept]
-        fresh = commands.job_clocks(asked) if asked else {}
-        done = {jid: clock for jid, clock in fresh.items() if clock.finished}
+        accounted = accounted_job_ids(record)
+        states, fresh = commands.job_accounting(ids, [jid for jid in accounted if jid not in kept and jid not in ids])
+        fresh = {jid: runs for jid, runs in fresh.items() if jid in accounted}
+        done = {jid: runs for jid, runs in fresh.items() if runs[-1].finished and jid not in kept}
         if done:
             kept.update(done)
             with contextlib.suppress(OSError):  # only a cache: a read-only run folder asks sacct again next time
-                atomic_write(cache, json.dumps({jid: asdict(clock) for jid, clock in kept.items()}))
-        return {**kept, **fresh}
+                atomic_write(cache, json.dumps({jid: [asdict(run) for run in runs] for jid, runs in kept.items()}))
+        return states, {**kept, **fresh}
 
     def active(self, record: RunRecord) -> list[str]:
         return commands.queued_jobs(live_job_ids(record))

@@ -213,6 +213,7 @@ class LlmAccess:
     max_concurrency: int | None = None
     timeout_s: float | None = None
     max_retries: int | None = None
+    waited_s: float = 0.0  # how long its task waited for the service to answer (manage/accounting.py's llm_wait)
 
     def for_worker(self, pid: int) -> LlmAccess:
         """The same access under the worker's own task path, so that failures count per item."""

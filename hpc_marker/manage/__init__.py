@@ -9,8 +9,8 @@
               command, status's exit code
   logs.py     the log a user asks for (`hpcmarker logs`), found from the run's record
   failures.py the first failed documents and their reasons (status, and which task's log `logs` shows)
-  accounting.py  where the run's GPU-hours went (per task: start-up, converting, LLM wait, draining, idle),
-              from the scheduler's clock (sacct) or the tasks' own; gpu_hours, efficiency, cost, advice
+  accounting.py  where the run's GPU-hours went (per job of each task: start-up, converting, LLM wait, draining,
+              idle), from the scheduler's clock (sacct) or the tasks' own; gpu_hours, efficiency, cost, advice
   followups.py  the --out's follow-up runs that are not finished (status names them)
   rounds.py   whether a run submits its next round itself (pure `next_round`), the rounds in run.json
 

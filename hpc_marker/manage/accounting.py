@@ -1,19 +1,22 @@
 """Accounting: where a run's GPU-hours went, per conversion task and in total, and what they cost.
 
-Each conversion task's current job holds its allocation for `elapsed × GPUs` (the quantity Slurm accounts:
-ElapsedRaw × AllocTRES gres/gpu). That time is cut into, adding up to it exactly:
+Each job a conversion task ran as (its current one, the ones `resume` and next rounds replaced, and each time
+Slurm requeued one: `sacct -D`) held an allocation for `elapsed × GPUs` (the quantity Slurm accounts: ElapsedRaw
+× AllocTRES gres/gpu); each is accounted (a row of `gpu_tasks`). That time is cut into, adding up to it exactly:
 
-  startup     job start → its first item started (environment, models, inference server)
+  startup     job start → its first item started (environment, models, inference server), less the LLM wait
   converting  items in flight (the union of its items' intervals), less the LLM wait
-  llm_wait    waiting on the LLM service, where it is recorded (0 where not)
+  llm_wait    waiting on the LLM service: for it to answer at start (the task's stop record), and within items
+              (each commit line's seconds its worker waited on the LLM, as a share of the items' time)
   draining    the gaps between its items (claiming, placing outputs), and the tail of a task that stopped
-              early (time limit, cancelled, an error)
+              early (time limit, cancelled, an error, requeued)
   idle        its share done, nothing left to steal, still holding the GPU: last commit → job end
 
 Queue wait (submit → start) is no GPU time and is reported apart. The scheduler's clock comes from the run's
-executor (`Executor.clocks`: sacct, once per call, finished jobs kept in the run folder); where it keeps none
-(the local executor) the task's own clock stands for it (its stop record, else its heartbeat): elapsed × 1
-GPU, said as the source `local clock`. `account_tasks` and `run_totals` are pure; `run_accounting` gathers.
+executor (the same sacct query that `status` asks the states with: `Observation.clocks`; finished jobs kept in
+the run folder); where it keeps none (the local executor) the task's own clock stands for it (its stop record,
+else its heartbeat; its current job only): elapsed × 1 GPU, said as the source `local clock`. `account_task`,
+`task_clocks` and `run_totals` are pure; `run_accounting` gathers.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.stops import DONE, RUNNING, TaskStop
+from hpc_marker.runstate.stops import DONE, LLM_SERVICE, RUNNING, TaskStop
 from hpc_marker.util.errors import Refused
 
 if TYPE_CHECKING:
@@ -55,8 +58,9 @@ class TaskClock:
     first_started: float | None = None  # its first item's start (None: it converted nothing)
     last_finished: float | None = None
     busy: float = 0.0  # seconds with an item in flight
-    llm_wait: float = 0.0
-    stopped_early: bool = False  # time limit, cancelled, an error: its tail is draining, not idle
+    llm_wait: float = 0.0  # of `busy`: waiting on the LLM service
+    stopped_early: bool = False  # time limit, cancelled, an error, requeued: its tail is draining, not idle
+    service_wait: float = 0.0  # before its first item: waiting for the LLM service to answer
 
 
 @dataclass(frozen=True)
@@ -83,14 +87,20 @@ def account_task(clock: TaskClock) -> TaskAccount:
     queue_wait = max(0.0, clock.start - clock.submit) if clock.submit is not None else 0.0
     parts = dict.fromkeys(COMPONENTS, 0.0)
     if clock.first_started is None:  # nothing converted (yet): all of it went to starting up
-        parts["startup"] = elapsed
+        parts["llm_wait"] = min(clock.service_wait, elapsed)
+        parts["startup"] = elapsed - parts["llm_wait"]
     else:
         first = min(max(clock.first_started, clock.start), clock.end)
         last = min(max(clock.last_finished or first, first), clock.end)
         busy = min(clock.busy, last - first)
-        llm = min(clock.llm_wait, busy)
+        llm, waited = min(clock.llm_wait, busy), min(clock.service_wait, first - clock.start)
         tail = clock.end - last
-        parts.update(startup=first - clock.start, converting=busy - llm, llm_wait=llm, draining=last - first - busy)
+        parts.update(
+            startup=first - clock.start - waited,
+            converting=busy - llm,
+            llm_wait=llm + waited,
+            draining=last - first - busy,
+        )
         if clock.running:
             parts["converting"] += tail  # items in flight since its last commit
         elif clock.stopped_early:
@@ -195,6 +205,30 @@ def cost_lines(totals: dict) -> list[str]:
     return [line, *(f"advice: {text}" for text in totals.get("gpu_advice", []))]
 
 
+def _item_times(commits: pd.DataFrame | None, start: float, end: float, running: bool) -> dict:
+    """TaskClock's item fields from the task's commit lines of one allocation (items it started in it): first
+    start, last finish, the time an item was in flight, and the share of that spent waiting on the LLM. Pure."""
+    if commits is None or not len(commits):
+        return {}
+    from hpc_marker.runstate.progress import REOPENED
+    from hpc_marker.util.frames import busy_seconds
+
+    own = commits[(commits["status"] != REOPENED) & (commits["started"] >= start - 1.0)]
+    if not running:
+        own = own[own["started"] <= end]
+    if not len(own):
+        return {}
+    busy = busy_seconds(own["started"], own["finished"], idle_gap_s=0.0)
+    spans = float((own["finished"] - own["started"]).sum())
+    waited = float(own["llm_s"].sum()) if "llm_s" in own else 0.0  # summed over its workers, as are the spans
+    return dict(
+        first_started=float(own["started"].min()),
+        last_finished=float(own["finished"].max()),
+        busy=busy,
+        llm_wait=busy * min(1.0, waited / spans) if spans > 0 else 0.0,
+    )
+
+
 def task_clock(
     task: int,
     job_id: str,
@@ -203,30 +237,28 @@ def task_clock(
     commits: pd.DataFrame | None,
     now: float,
     heartbeat: float | None = None,
+    over: bool = False,
 ) -> TaskClock | None:
-    """One task's clocks: the scheduler's where it has one for the job, else the task's own (its stop record;
-    its heartbeat's time while it says `running`); None for a task that has not started. Pure."""
+    """One allocation's clocks: the scheduler's where it has one (`over`: an earlier run of a requeued job),
+    else the task's own (its stop record; its heartbeat's time while it says `running`); None for a task that
+    has not started. The stop record counts where it was written in this allocation. Pure."""
     if scheduler is not None and scheduler.start is not None:
-        running = not scheduler.finished
-        start, end, gpus, source = scheduler.start, scheduler.end if not running else now, scheduler.gpus or 1, SACCT
+        running = not over and not scheduler.finished
+        end = (scheduler.end or scheduler.start + scheduler.elapsed) if not running else now
+        start, gpus, source = scheduler.start, scheduler.gpus or 1, SACCT
+        if stop is not None and not start - 1.0 <= stop.started <= end:
+            stop = None  # another allocation's record
     elif stop is not None:
         running = stop.cause == RUNNING
         start, end, gpus, source = stop.started, stop.stopped or heartbeat or now, 1, LOCAL
     else:
         return None
     end = max(start, end or now)
-    work = {}
-    if commits is not None and len(commits):
-        from hpc_marker.runstate.progress import REOPENED
-        from hpc_marker.util.frames import busy_seconds
-
-        own = commits[(commits["status"] != REOPENED) & (commits["started"] >= start - 1.0)]  # this job's items
-        if len(own):
-            work = dict(
-                first_started=float(own["started"].min()),
-                last_finished=float(own["finished"].max()),
-                busy=busy_seconds(own["started"], own["finished"], idle_gap_s=0.0),
-            )
+    if stop is not None:
+        early = stop.cause not in (RUNNING, DONE)
+        waited = end - start if stop.cause == LLM_SERVICE else stop.llm_wait  # gave up waiting: all of it
+    else:
+        early, waited = scheduler is not None and not running and scheduler.state != "COMPLETED", 0.0
     return TaskClock(
         task,
         job_id,
@@ -236,35 +268,67 @@ def task_clock(
         source,
         running=running,
         submit=scheduler.submit if scheduler is not None else None,
-        stopped_early=stop is not None and stop.cause not in (RUNNING, DONE),
-        **work,
+        stopped_early=early,
+        service_wait=waited,
+        **_item_times(commits, start, end, running),
     )
 
 
-def run_accounting(paths: RunPaths, record: RunRecord, pages: int, documents: int, price: float | None = None) -> dict:
-    """The run's GPU accounting (`run_totals`, its advice and its tasks' accounts), from the executor's clocks
-    (one scheduler query at most), the tasks' stop records, heartbeats and commit logs."""
+def task_clocks(
+    task: int,
+    jobs: list[str],
+    clocks: dict[str, tuple[JobClock, ...]],
+    stop: TaskStop | None,
+    commits: pd.DataFrame | None,
+    now: float,
+    heartbeat: float | None = None,
+) -> list[TaskClock]:
+    """Every allocation of the task's jobs (oldest first) that started, by the scheduler's clocks; where it has
+    none for any of them, the task's own clock of its current job. Pure."""
+    runs = [(jid, run) for jid in jobs for run in clocks.get(jid, ()) if run.start is not None]
+    if not runs:
+        own = task_clock(task, jobs[-1], None, stop, commits, now, heartbeat) if jobs else None
+        return [own] if own is not None else []
+    last = len(runs) - 1
+    return [
+        clock
+        for n, (jid, run) in enumerate(runs)
+        if (clock := task_clock(task, jid, run, stop, commits, now, heartbeat, over=n < last)) is not None
+    ]
+
+
+def run_accounting(
+    paths: RunPaths,
+    record: RunRecord,
+    pages: int,
+    documents: int,
+    price: float | None = None,
+    clocks: dict[str, tuple[JobClock, ...]] | None = None,
+) -> dict:
+    """The run's GPU accounting (`run_totals`, its advice and each allocation's account), from the executor's
+    clocks (`clocks`, where `status` asked them with the states; else one scheduler query at most), the tasks'
+    stop records, heartbeats and commit logs."""
     from hpc_marker.executors import executor_for
+    from hpc_marker.executors.base import task_jobs
     from hpc_marker.runstate.progress import commits_by_task, read_heartbeats
     from hpc_marker.runstate.stops import read_stops
 
     now = time.time()
-    try:
-        clocks = executor_for(record.executor).clocks(paths, record)
-    except Refused as exc:  # the scheduler's accounting did not answer: the tasks' own clocks stand for it
-        logger.warning(f"no scheduler accounting ({exc}); GPU time from the tasks' own clocks")
-        clocks = {}
+    if clocks is None:
+        try:
+            clocks = executor_for(record.executor).clocks(paths, record)
+        except Refused as exc:  # the scheduler's accounting did not answer: the tasks' own clocks stand for it
+            logger.warning(f"no scheduler accounting ({exc}); GPU time from the tasks' own clocks")
+            clocks = {}
     stops, commits = read_stops(paths.progress), commits_by_task(paths.progress)
     beats = read_heartbeats(paths.progress)
     accounts = []
-    for task, job_id in enumerate(record.jobs.get("convert", [])):
+    for task, jobs in sorted(task_jobs(record).items()):
         beat = beats.get(task)
-        clock = task_clock(
-            task, job_id, clocks.get(job_id), stops.get(task), commits.get(task), now, beat.updated if beat else None
-        )
-        if clock is not None:
+        updated = beat.updated if beat else None
+        for clock in task_clocks(task, jobs, clocks, stops.get(task), commits.get(task), now, updated):
             accounts.append(account_task(clock))
-    service = [clocks[jid] for jid in record.jobs.get("service", []) if jid in clocks]
+    service = [run for jid in record.jobs.get("service", []) for run in clocks.get(jid, ())]
     llm_seconds = sum(c.elapsed * c.gpus for c in service) if service else (0.0 if not record.llm else None)
     totals = run_totals(accounts, pages, documents, llm_seconds, price if price is not None else profile_price(record))
     totals["gpu_advice"] = advice(totals)
@@ -287,7 +351,7 @@ def account_status(paths: RunPaths, status, price: float | None = None) -> dict:
         import json
 
         documents = json.loads(paths.summary.read_text(encoding="utf-8")).get("documents_ok", documents)
-    return run_accounting(paths, paths.load_record(), status.pages_done, documents, price)
+    return run_accounting(paths, paths.load_record(), status.pages_done, documents, price, status.clocks)
 
 
 def collected_accounting(paths: RunPaths, record: RunRecord, summary: dict) -> dict:
@@ -305,7 +369,7 @@ def collected_accounting(paths: RunPaths, record: RunRecord, summary: dict) -> d
             gpu_seconds,
             totals["gpu_time"]["startup"] * 3600,
             totals["gpu_time"]["idle"] * 3600,
-            len(totals["gpu_tasks"]),
+            len({row["task"] for row in totals["gpu_tasks"]}),
         )
         rate = record_rate(sample)
         logger.info(f"rate recorded for estimate: {rate.pages_per_gpu_second:.3g} pages/GPU-second ({key})")

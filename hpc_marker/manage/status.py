@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from hpc_marker.executors import executor_for
@@ -27,14 +27,7 @@ from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.store import ShareSummary, load_summary
 from hpc_marker.runstate.documents import commit_text_layer, output_flag_counts
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.progress import (
-    DEGRADED,
-    FAILED_OVER,
-    REOPENED,
-    latest_commits,
-    read_commits,
-    read_heartbeats,
-)
+from hpc_marker.runstate.progress import DEGRADED, FAILED_OVER, REOPENED, latest_commits, read_commits, read_heartbeats
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
 from hpc_marker.runstate.subitems import PARTIAL, commit_lost_pages, fold_commits
@@ -124,9 +117,11 @@ class RunStatus:
     failed_documents_total: int = 0
     follow_ups: list[FollowUpRun] = field(default_factory=list)  # the --out's unfinished follow-up runs (followups.py)
     cost: dict = field(default_factory=dict)  # GPU-hours and cost (accounting.py): top-level keys of the JSON
+    clocks: dict | None = None  # the scheduler's clocks (Observation.clocks), asked with the states: for accounting
 
     def to_json(self) -> dict:
-        data = asdict(self)
+        data = asdict(replace(self, clocks=None))
+        data.pop("clocks")
         return {**data, **data.pop("cost")}
 
 
@@ -373,7 +368,7 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool =
         activities=activities,
         stops=read_stops(paths.progress),
     )
-    status.run_dir = str(paths.root)
+    status.run_dir, status.clocks = str(paths.root), seen.clocks
     status.round_lines, status.reasons = round_lines(record), status.reasons + last_note(record, status.state)
     if record.llm:
         from hpc_marker.llm.metrics import service_summary, throughput_bound

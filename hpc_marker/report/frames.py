@@ -278,11 +278,12 @@ GPU_PARTS = ("startup", "converting", "llm_wait", "draining", "idle")  # manage/
 
 
 def gpu_time_frame(summary: dict, rows: int) -> pd.DataFrame:
-    """GPU-hours by part: a row per task (summary.json's gpu_tasks, in seconds × GPUs), or past `rows` tasks one
-    row for the run (its gpu_time)."""
-    tasks = summary.get("gpu_tasks") or []
-    if len(tasks) <= rows:
-        frame = pd.DataFrame(tasks, columns=["task", "gpus", *GPU_PARTS])
-        hours = frame[list(GPU_PARTS)].mul(frame["gpus"], axis=0) / 3600
-        return hours.assign(label=[f"task {t}" for t in frame["task"]])
-    return pd.DataFrame([{**summary.get("gpu_time", {}), "label": f"all {len(tasks):,} tasks"}])
+    """GPU-hours by part: a row per task (summary.json's gpu_tasks, a row per job of a task, in seconds × GPUs;
+    a requeued or resumed task's jobs summed), or past `rows` tasks one row for the run (its gpu_time)."""
+    jobs = summary.get("gpu_tasks") or []
+    tasks = len({job["task"] for job in jobs})
+    if tasks <= rows:
+        frame = pd.DataFrame(jobs, columns=["task", "gpus", *GPU_PARTS])
+        hours = frame[list(GPU_PARTS)].mul(frame["gpus"], axis=0).div(3600).groupby(frame["task"]).sum()
+        return hours.reset_index(drop=True).assign(label=[f"task {t}" for t in hours.index])
+    return pd.DataFrame([{**summary.get("gpu_time", {}), "label": f"all {tasks:,} tasks"}])

@@ -4,7 +4,8 @@
                           waiting, exited), its cursor in its own share, the pages it has not
                           claimed yet, the batches it holds, the items in flight. Thieves read
                           these to choose a victim; `status` to say what every task is doing.
-  progress/task-<i>.log   one short line per committed item (item, status, pages, share, times, flags),
+  progress/task-<i>.log   one short line per committed item (item, status, pages, share, times, flags, the
+                          seconds its worker waited on the LLM service; logs from before that column read as 0),
                           appended on a descriptor the task keeps open. `status`, `resume` and
                           `retry` read these (a few tens of bytes per item) instead of the JSON
                           manifests, so they stay fast at 10^6 items.
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # pandas and pyarrow load only where logs are read (never in 
     import pandas as pd
 
 WORKING, WAITING, EXITED = "working", "waiting", "exited"
-LOG_COLUMNS = ("item_id", "status", "pages", "share", "started", "finished", "flags")
+LOG_COLUMNS = ("item_id", "status", "pages", "share", "started", "finished", "flags", "llm_s")
 DEGRADED = "d"  # flags: the item's LLM refinement was degraded
 FAILED_OVER = "f"  # flags: some of the item's LLM requests moved to another replica
 REOPENED = "reopened"  # a status line `retry` writes: the item is open again (pending), not finished
@@ -98,9 +99,18 @@ class CommitLog:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def append(
-        self, item_id: str, status: str, pages: int, share: int, started: float, finished: float, flags: str = ""
+        self,
+        item_id: str,
+        status: str,
+        pages: int,
+        share: int,
+        started: float,
+        finished: float,
+        flags: str = "",
+        llm_s: float = 0.0,
     ) -> None:
-        os.write(self._fd, f"{item_id}\t{status}\t{pages}\t{share}\t{started:.3f}\t{finished:.3f}\t{flags}\n".encode())
+        line = f"{item_id}\t{status}\t{pages}\t{share}\t{started:.3f}\t{finished:.3f}\t{flags}\t{llm_s:.3f}\n"
+        os.write(self._fd, line.encode())
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -120,14 +130,44 @@ def _log_schema():
             ("started", pa.float64()),
             ("finished", pa.float64()),
             ("flags", pa.string()),
+            ("llm_s", pa.float64()),
         ]
     )
 
 
-def _read_logs(folder: Path):
-    """(file name, Arrow table) of each non-empty commit log in `folder`, a torn last line skipped."""
+def _read_log(data: bytes, schema):
+    """One commit log's lines as an Arrow table (a torn last line skipped). Lines from before the llm_s column
+    (one field fewer) are read with the schema they were written with, their llm_s 0."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    def read(width: int, skipped: list[int]):
+        def skip(row) -> str:
+            skipped.append(row.actual_columns)
+            return "skip"
+
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=schema.names[:width]),
+            parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(
+                column_types={f.name: f.type for f in schema}, strings_can_be_null=False
+            ),
+        )
+        return table if width == len(schema) else table.append_column(schema.field(width), pa.array([0.0] * len(table)))
+
+    full, older = len(schema), len(schema) - 1
+    first = data.split(b"\n", 1)[0]
+    widths = (older, full) if first.count(b"\t") + 1 == older else (full, older)
+    skipped: list[int] = []
+    tables = [read(widths[0], skipped)]
+    if widths[1] in skipped:  # a log written by both (an older run's task resumed): its other lines too
+        tables.append(read(widths[1], []))
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def _read_logs(folder: Path):
+    """(file name, Arrow table) of each non-empty commit log in `folder`, a torn last line skipped."""
     schema = _log_schema()
     try:
         names = sorted(n for n in os.listdir(folder) if n.startswith("task-") and n.endswith(".log"))
@@ -136,15 +176,7 @@ def _read_logs(folder: Path):
     for name in names:
         data = (Path(folder) / name).read_bytes()  # one open per log
         if data:
-            yield (
-                name,
-                pacsv.read_csv(
-                    io.BytesIO(data),
-                    read_options=pacsv.ReadOptions(column_names=schema.names),
-                    parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=lambda row: "skip"),
-                    convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False),
-                ),
-            )
+            yield name, _read_log(data, schema)
 
 
 def read_commits(folder: Path) -> pd.DataFrame:
@@ -184,4 +216,6 @@ def append_reopened(folder: Path, rows: list[tuple[str, int, int]]) -> None:
     """Say in the commit logs that these (item_id, pages, share) are open again (retry)."""
     now = time.time()
     with open(Path(folder) / REOPEN_LOG, "a", encoding="utf-8") as fh:
-        fh.writelines(f"{item}\t{REOPENED}\t{pages}\t{share}\t{now:.3f}\t{now:.3f}\t\n" for item, pages, share in rows)
+        fh.writelines(
+            f"{item}\t{REOPENED}\t{pages}\t{share}\t{now:.3f}\t{now:.3f}\t\t0\n" for item, pages, share in rows
+        )

@@ -42,6 +42,7 @@ class TaskStop:
     host: str = ""
     started: float = 0.0
     stopped: float | None = None
+    llm_wait: float = 0.0  # seconds it waited for the LLM service to answer before its first item (accounting)
 
 
 def engine_stop(engine: str, host: str, exc: Exception) -> tuple[str, str]:
@@ -69,6 +70,7 @@ class StopRecord:
 
     def __init__(self, folder: Path, task: int, job_id: str, host: str) -> None:
         self.running = TaskStop(task, RUNNING, job_id=job_id, host=host, started=time.time())
+        self.llm_wait = 0.0  # the task sets it once its LLM service answers; its stop says it
         self.path = stop_path(folder, task)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -92,6 +94,7 @@ class StopRecord:
             self.running.host,
             self.running.started,
             time.time(),
+            round(self.llm_wait, 3),
         )
         if self._fd >= 0:
             try:

@@ -82,7 +82,14 @@ class Finisher:
             if staging:
                 place_committed(staging, final_dir(self.paths, self.record, item))
             self.commits.append(
-                item.item_id, result.status, item.pages, share, result.started, finished, self._marks(result)
+                item.item_id,
+                result.status,
+                item.pages,
+                share,
+                result.started,
+                finished,
+                self._marks(result),
+                result.converted.llm_seconds if result.converted else 0.0,
             )
             self.manifest.append(entry)
         except OSError as exc:  # committed: the collector places the output and recovers the record

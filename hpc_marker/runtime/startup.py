@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -140,6 +141,7 @@ def _llm_options(record: RunRecord, paths: RunPaths, setup: TaskSetup, helpers: 
         llm.wait_timeout_s,
         f" (any of {replicas} replicas)" if replicas > 1 else "",
     )
+    started = time.monotonic()
     try:
         endpoint = wait_for_service(paths.root, timeout_s=llm.wait_timeout_s, replicas=replicas)
     except ServiceUnavailable as exc:
@@ -179,6 +181,7 @@ def _llm_options(record: RunRecord, paths: RunPaths, setup: TaskSetup, helpers: 
         max_concurrency=budget.max_concurrency,
         timeout_s=budget.timeout_s,
         max_retries=budget.max_retries,
+        waited_s=round(time.monotonic() - started, 3),
     )
 
 

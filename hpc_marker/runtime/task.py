@@ -119,7 +119,7 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         except OSError as exc:  # a full disk from the start: nothing can be converted or recorded
             raise RuntimeError(f"task {task_index} cannot write to its run folder: {exc.strerror}") from None
         try:
-            result = _run_task(paths, record, task_index, stops.first_start)
+            result = _run_task(paths, record, task_index, stops)
         except TaskStopped as stop:
             stops.stop(CANCELLED, f"cancelled (stopped by {stop})")
             raise SystemExit(128 + signal.SIGTERM) from None
@@ -145,7 +145,7 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         return result
 
 
-def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: bool = False) -> TaskResult:
+def _run_task(paths: RunPaths, record: RunRecord, task_index: int, stops: StopRecord) -> TaskResult:
     setup = TaskSetup.for_task(paths, record, task_index)
     board = ClaimBoard(paths.root, owner=f"{setup.host}:{os.getpid()}:task-{task_index}", lease_s=record.lease_seconds)
     scheduler = Scheduler(
@@ -157,7 +157,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
         paths.progress,
         steal=record.steal,
         lease_s=record.lease_seconds,
-        first_start=first_start,
+        first_start=stops.first_start,
     )
     logger.info(setup.describe(len(scheduler.own), record.steal))
     start = time.time()
@@ -165,6 +165,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
     _catch_signals(phase)
     helpers = ExitStack()  # this task's helpers (LLM relay, MPS, marker 2.x's server), stopped however it ends
     options = _prepared(record, paths, setup, helpers)
+    stops.llm_wait = options["llm"].waited_s if options.get("llm") else 0.0  # GPU time spent on it: accounting
     loop = TaskLoop(paths, record, setup, board, scheduler, phase, options)
     try:
         start_servers(record, paths, setup, helpers)  # before any worker is spawned

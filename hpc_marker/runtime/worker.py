@@ -31,6 +31,7 @@ class Converted:
     degraded: str | None = None  # why the LLM refinement was degraded, if it was
     llm_failover: str | None = None  # which of its LLM requests moved to another replica, if any did
     flags: dict = field(default_factory=dict)  # the manifest's text-layer fields: the empty and the garbled pages
+    llm_seconds: float = 0.0  # how long the worker waited on the LLM service for it (the engine's refinement)
 
 
 class OutputUnwritable(EngineError):
@@ -109,6 +110,7 @@ def convert_to_staging(
     before = _llm_counts()
     doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
     degraded, failover = llm_marks(doc.metadata, before, _llm_counts())
+    waited = float((doc.metadata.get("llm") or {}).pop("seconds", 0.0))  # a clock, not part of the output's metadata
     stat = Path(pdf_path).stat()
     doc.metadata["hpcmarker_source"] = {
         "size": stat.st_size,
@@ -122,7 +124,7 @@ def convert_to_staging(
     flags = flagged_pages(doc.metadata.get("text_layer"))
     flags.update(output_fields(doc, Path(pdf_path), pages, options.get("quality"), options.get("paginate", True)))
     try:
-        return Converted(str(stage_document(Path(staging_root), name, stem, doc)), degraded, failover, flags)
+        return Converted(str(stage_document(Path(staging_root), name, stem, doc)), degraded, failover, flags, waited)
     except OSError as exc:
         raise OutputUnwritable(
             f"cannot write output: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else ""), exc.errno

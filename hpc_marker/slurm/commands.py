@@ -134,16 +134,26 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     return states
 
 
-def job_clocks(job_ids: list[str]) -> dict[str, JobClock]:
-    """Each job's (and array task's) clock from sacct: submit, start, end, ElapsedRaw, GPUs; one query (one try)."""
-    bases = base_ids([jid for jid in job_ids if jid != "-"])
+def job_accounting(
+    job_ids: list[str], earlier: list[str] | None = None
+) -> tuple[dict[str, str], dict[str, tuple[JobClock, ...]]]:
+    """One sacct query (retried) for the state of each of `job_ids` (squeue's for those sacct does not know yet)
+    and the clock of every allocation of them and of `earlier` (jobs whose state nobody asks: a task's jobs that
+    a resubmission replaced): `sacct -X -D`, a requeued job once per time it ran."""
+    live = [jid for jid in job_ids if jid != "-"]
+    bases = base_ids([*live, *(earlier or [])])
     if not bases:
-        return {}
-    argv = ["sacct", "-X", "-o", CLOCK_FIELDS, "--parsable2"]
+        return {}, {}
+    argv = ["sacct", "-X", "-D", "-o", CLOCK_FIELDS, "--parsable2"]
     for jid in bases:
         argv += ["-j", jid]
-    wanted = set(job_ids)  # one try: the states were just asked with retries; without it status says so and goes on
-    return {jid: clock for jid, clock in parse_sacct_clocks(_run(argv)).items() if jid in wanted}
+    text = _run_with_retries(argv)
+    clocks = parse_sacct_clocks(text)
+    states = parse_sacct(text) | {jid: runs[-1].state for jid, runs in clocks.items()}  # a requeued job's newest
+    if any(jid not in states for jid in live):  # slurmdbd learns of new jobs late
+        states = fill_from_queue(states, live, queue(live))
+    wanted = {*live, *(earlier or [])}
+    return states, {jid: runs for jid, runs in clocks.items() if jid in wanted}
 
 
 def queue(job_ids: list[str]) -> list[QueuedJob]:

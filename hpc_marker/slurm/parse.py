@@ -47,7 +47,8 @@ def parse_submitted(text: str) -> str | None:
 
 def parse_sacct(text: str) -> dict[str, str]:
     """`sacct -o JobID,State,... --parsable2` -> {job id: state}: array tasks as '<id>_<i>' (a pending range
-    expanded), job steps ('123.batch') left out, 'CANCELLED by 0' as 'CANCELLED'."""
+    expanded), job steps ('123.batch') left out, 'CANCELLED by 0' as 'CANCELLED'; with -D (a requeued job once
+    per time it ran, oldest first) its last line's."""
     lines = text.splitlines()
     if len(lines) < 2:
         return {}
@@ -242,26 +243,29 @@ def allocated_gpus(tres: str) -> int:
     return int(untyped.group(1)) if untyped else sum(int(n) for n in _GPU_TRES.findall(tres))
 
 
-def parse_sacct_clocks(text: str) -> dict[str, JobClock]:
-    """`sacct -X -o CLOCK_FIELDS --parsable2` -> {job id: JobClock}; pending ranges and job steps left out."""
+def parse_sacct_clocks(text: str) -> dict[str, tuple[JobClock, ...]]:
+    """`sacct -X -D -o CLOCK_FIELDS --parsable2` -> {job id: each of its allocations' JobClock, oldest first}
+    (a requeued job once per time it ran); pending ranges and job steps left out."""
     lines = text.splitlines()
     if len(lines) < 2:
         return {}
     names = lines[0].split("|")
-    clocks: dict[str, JobClock] = {}
+    clocks: dict[str, list[JobClock]] = {}
     for line in lines[1:]:
         row = {name: value.strip() for name, value in zip(names, line.split("|"), strict=False)}
         job_id = row.get("JobID", "")
         if not job_id or "." in job_id or "[" in job_id:
             continue
         elapsed = row.get("ElapsedRaw", "")
-        clocks[job_id] = JobClock(
-            job_id,
-            _epoch(row.get("Submit", "")),
-            _epoch(row.get("Start", "")),
-            _epoch(row.get("End", "")),
-            int(elapsed) if elapsed.isdigit() else 0,
-            allocated_gpus(row.get("AllocTRES", "")),
-            row.get("State", "UNKNOWN").split(" ")[0],
+        clocks.setdefault(job_id, []).append(
+            JobClock(
+                job_id,
+                _epoch(row.get("Submit", "")),
+                _epoch(row.get("Start", "")),
+                _epoch(row.get("End", "")),
+                int(elapsed) if elapsed.isdigit() else 0,
+                allocated_gpus(row.get("AllocTRES", "")),
+                row.get("State", "UNKNOWN").split(" ")[0],
+            )
         )
-    return clocks
+    return {jid: tuple(sorted(runs, key=lambda c: c.submit or 0.0)) for jid, runs in clocks.items()}

@@ -17,7 +17,7 @@ from typing import Any
 from hpc_marker.engines import check_engine
 from hpc_marker.engines.marker import marker_version
 from hpc_marker.executors import RunJobs, choose_executor, executor_for
-from hpc_marker.executors.base import NO_JOB, Executor, Fit, SubmitFailed, WaitHook, live_job_ids
+from hpc_marker.executors.base import NO_JOB, REPLACED, Executor, Fit, SubmitFailed, WaitHook, live_job_ids
 from hpc_marker.manage.rounds import new_round
 from hpc_marker.planning.plan import Plan, WorkItem, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
@@ -296,7 +296,7 @@ def record_jobs(
     paths: RunPaths, record: RunRecord, ids: dict[str, list[str]], indices: list[int] | None = None
 ) -> None:
     """Put the job ids of a (re)submission into the run record and save it. For a resubmission of
-    the tasks `indices`, each replaces that task's job and the old ids join the history. Only the jobs
+    the tasks `indices`, each replaces that task's job (kept as REPLACED, for accounting). Only the jobs
     change on disk: what others wrote meanwhile (`hpcmarker cancel` marking the run) is kept."""
     jobs = {role: list(values) for role, values in record.jobs.items()}
     for role, new in ids.items():
@@ -305,6 +305,8 @@ def record_jobs(
                 indices, new, strict=False
             ):  # (ids come as each job starts: the list may be short yet)
                 jobs["convert"] += [NO_JOB] * (index + 1 - len(jobs["convert"]))
+                if jobs["convert"][index] not in (NO_JOB, job_id):
+                    jobs.setdefault(REPLACED, []).append(f"{index}:{jobs['convert'][index]}")
                 jobs["convert"][index] = job_id
         else:
             jobs[role] = list(new)

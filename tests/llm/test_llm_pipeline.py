@@ -11,6 +11,7 @@ from standin.harness import seed_model, standin_pids
 from hpc_marker.cli import cli
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
+from hpc_marker.runstate.progress import read_commits
 
 
 def invoke(*args: str):
@@ -70,6 +71,11 @@ def test_text_engine_refined_by_the_run_service(tmp_path, sample_pdfs, standin):
     assert secret is None  # removed when the service stopped
     status = json.loads(invoke("status", "--json").output)
     assert status["llm"]["requests"] == summary["llm"]["requests"] and status["degraded"] == 0
+    # the time the tasks waited on the service (to come up, and on each refinement) is accounted as LLM wait
+    assert (read_commits(paths.progress)["llm_s"] > 0).sum() == 6  # each item's worker waited on its refinement
+    waits = [(row["llm_wait"], row["startup"]) for row in status["gpu_tasks"]]
+    assert len(waits) == 2 and all(llm > 0 for llm, _ in waits), waits
+    assert sum(status["gpu_time"].values()) == pytest.approx(status["gpu_hours"], abs=1e-3)
 
 
 @pytest.mark.slow

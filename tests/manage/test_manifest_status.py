@@ -230,6 +230,7 @@ def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, mo
             else {"549_0": "CANCELLED", "549_1": "CANCELLED", "550": "CANCELLED"}
         ),
     )
+    monkeypatch.setattr(slurm, "job_accounting", lambda ids, earlier=None: (slurm.job_states(ids), {}))  # one sacct
     monkeypatch.setattr(slurm, "queue", lambda ids: parse_squeue(queue[0]))
     monkeypatch.setattr(slurm, "queued_jobs", lambda ids: [j.job_id for j in slurm.queue(ids)])
 
@@ -292,6 +293,7 @@ def test_status_names_a_pending_reason_that_never_clears(tmp_path, monkeypatch):
     record.jobs = {"convert": ["549_0", "549_1"], "collect": ["550"]}
     paths.save_record(record)
     monkeypatch.setattr(slurm, "job_states", lambda ids: {job: "PENDING" for job in ids})
+    monkeypatch.setattr(slurm, "job_accounting", lambda ids, earlier=None: (slurm.job_states(ids), {}))  # one sacct
     monkeypatch.setattr(
         slurm,
         "queue",

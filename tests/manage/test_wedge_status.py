@@ -33,6 +33,7 @@ def _wedged_run(tmp_path, monkeypatch) -> tuple[RunPaths, list[str]]:
             else {"549_0": "CANCELLED", "549_1": "CANCELLED", "550": "CANCELLED"}
         ),
     )
+    monkeypatch.setattr(slurm, "job_accounting", lambda ids, earlier=None: (slurm.job_states(ids), {}))  # one sacct
     monkeypatch.setattr(slurm, "queue", lambda ids: parse_squeue(queue[0]))
     monkeypatch.setattr(
         slurm,

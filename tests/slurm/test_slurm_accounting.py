@@ -1,14 +1,16 @@
 """A run's GPU-hours on the real Slurm (issue 22): what hpcmarker accounts equals Slurm's ElapsedRaw × gres/gpu
-over the run's conversion jobs, its parts add up, and after one benchmark run `estimate` predicts another
-folder's run (GPU-hours and wall time within 30 %)."""
+over the run's conversion jobs (every time each ran: a requeued task counts twice), its parts add up, and after
+one benchmark run `estimate` predicts another folder's run (GPU-hours and wall time within 30 %)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+import faultkit as fk
 import pytest
 from runkit import invoke, read_record, run_folder, wait_for
 
@@ -27,15 +29,15 @@ def copies(source: Path, folder: Path, times: int) -> Path:
 
 
 def slurm_gpu_seconds(job_ids: list[str]) -> float:
-    """Σ ElapsedRaw × AllocTRES gres/gpu over these jobs, as sacct says."""
-    argv = ["sacct", "-X", "-n", "-P", "-o", "JobID,ElapsedRaw,AllocTRES"]
+    """Σ ElapsedRaw × AllocTRES gres/gpu over these jobs, every time each ran (-D), as sacct says."""
+    argv = ["sacct", "-X", "-D", "-n", "-P", "-o", "JobID,ElapsedRaw,AllocTRES"]
     for base in sorted({jid.split("_")[0] for jid in job_ids}):
         argv += ["-j", base]
     rows = [line.split("|") for line in subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()]
     return sum(int(elapsed) * allocated_gpus(tres) for jid, elapsed, tres in rows if jid in set(job_ids))
 
 
-def run_benchmark(pdfs: Path, out: Path, run_id: str) -> dict:
+def run_benchmark(pdfs: Path, out: Path, run_id: str, while_running=None) -> dict:
     result = invoke(
         "submit",
         "--pdfs",
@@ -54,6 +56,8 @@ def run_benchmark(pdfs: Path, out: Path, run_id: str) -> dict:
         run_id,
     )
     assert result.exit_code == 0, result.output
+    if while_running:
+        while_running(run_folder(out, run_id))
     status = wait_for(run_id, {"finished", "incomplete"}, timeout_s=500)
     assert status["state"] == "finished", status
     return json.loads(invoke("status", run_id, "--json").output)
@@ -90,3 +94,31 @@ def test_calibrate_on_slurm_measures_the_rate(sample_pdfs, monkeypatch):
     assert result.exit_code == 0, result.output
     guess = json.loads(result.output[result.output.index("{") :])
     assert guess["rate_source"].startswith("1 earlier run (") and guess["gpu_hours"] > 0
+
+
+def requeue_task_0(paths) -> None:
+    """`scontrol requeue` task 0's job once it has converted something, and start it again as soon as it pends
+    with its old step gone (instead of after the cluster's requeue hold)."""
+    job, deadline = read_record(paths)["jobs"]["convert"][0], time.time() + 120
+    while not any(paths.progress.glob("task-0.log")) or not (paths.progress / "task-0.log").read_text():
+        assert time.time() < deadline, "task 0 converted nothing in 120 s"
+        time.sleep(0.3)
+    fk.sh("scontrol", "requeue", job)
+    while True:
+        state = fk.sh("squeue", "-h", "-j", job, "-o", "%T %A", check=False).stdout.split()
+        if not state or (state[0] == "PENDING" and not fk.batch_step_alive(state[1])):
+            break
+        assert time.time() < deadline, f"{job} not pending with its old step gone: {state}"
+        time.sleep(0.3)
+    fk.sh("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
+
+
+def test_a_requeued_task_counts_every_time_it_ran(tmp_path, sample_pdfs, monkeypatch):
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", SECONDS_PER_PAGE)
+    status = run_benchmark(copies(sample_pdfs, tmp_path / "a", 3), tmp_path / "out", "requeued", requeue_task_0)
+    jobs = read_record(run_folder(tmp_path / "out", "requeued"))["jobs"]["convert"]
+    assert "REQUEUED" in fk.sacct_states(jobs[0])
+    assert [row["job_id"] for row in status["gpu_tasks"]].count(jobs[0]) == 2  # both of its runs
+    slurm = slurm_gpu_seconds(jobs) / 3600
+    assert status["gpu_hours"] == pytest.approx(slurm, rel=0.10), (status["gpu_hours"], slurm)
+    assert sum(status["gpu_time"].values()) == pytest.approx(status["gpu_hours"], rel=0.01, abs=1e-4)
