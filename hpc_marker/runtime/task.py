@@ -6,11 +6,13 @@ batches from their tails, and batches of tasks that died), converts their items,
 exactly once (runstate/claims.py), and renames the output into place (commits.py). A PDF that
 fails is recorded and the task goes on. An item past its time limit (limits.py) ends only its own
 worker and is recorded `timeout`; a worker that dies (a crash, the out-of-memory killer) is
-replaced and its item tried once more (taskloop.py). SIGTERM (scancel, preemption) or SIGINT (Ctrl-C)
-stops the task at once and gives its batches back. USR2 (time limit near) or a full output disk lets
-the items in flight finish, takes no new ones and gives the rest of the batches back; after a full
-disk the task exits non-zero. Whatever ends it, the task says why in its stop record (runstate/stops.py):
-done, time limit, storage full, cancelled, its engine, inference server or LLM service unusable.
+replaced and its item tried once more (taskloop.py). SIGTERM (scancel, the kill after a preemption) or
+SIGINT (Ctrl-C) stops the task at once and gives its batches back. USR2 (time limit near, or Slurm
+preempting the job) or a full output disk lets the items in flight finish, takes no new ones and gives
+the rest of the batches back; after a full disk the task exits non-zero; a preempted task on a preemptible
+profile then waits for Slurm's kill, so that Slurm requeues it (preempt.py). Whatever ends it, the task says
+why in its stop record (runstate/stops.py): done, time limit, preempted, storage full, cancelled, its engine,
+inference server or LLM service unusable.
 
 `run_task(run_dir, task_index)` is the entry point the jobs call (sbatch through submitit, the local executor).
 """
@@ -39,14 +41,17 @@ from hpc_marker.runstate.stops import (
     ENGINE,
     ENGINE_CACHE,
     ERROR,
+    PREEMPTED,
     STORAGE_FULL,
     TIME_LIMIT,
     StopRecord,
 )
+from hpc_marker.runtime.preempt import USR2_REASON, await_kill, preempted, preemption_reason, waits_for_requeue
 from hpc_marker.runtime.scheduler import Scheduler
 from hpc_marker.runtime.startup import CannotStart, TaskSetup, current_job_id, prepare, start_servers
 from hpc_marker.runtime.taskloop import Phase, TaskLoop
 from hpc_marker.runtime.worker import STORAGE_FULL_ERRNOS
+from hpc_marker.slurm.parse import Preemption
 from hpc_marker.util.logs import configure
 from hpc_marker.util.text import one_line, plural
 
@@ -62,6 +67,7 @@ class TaskResult:
     seconds: float
     stopped: str = DONE  # why it stopped (runstate/stops.py)
     reason: str = ""  # in one line, when it stopped early
+    preemption: Preemption | None = None  # Slurm's word, when its USR2 came from a preemption (preempt.py)
 
     def sentence(self) -> str:
         """The result as the task log says it."""
@@ -89,7 +95,7 @@ def _catch_signals(phase: Phase) -> None:
     # Ours from the start: submitit's own USR2 handler would requeue the job (or fail it) instead.
     signal.signal(signal.SIGTERM, _raise_stopped)  # submitit bypasses SIGTERM; a cancelled task must stop
     signal.signal(signal.SIGINT, _raise_stopped)  # Ctrl-C on a local run reaches every task
-    signal.signal(signal.SIGUSR2, lambda *_: phase.drain(TIME_LIMIT, "time limit near (USR2)"))
+    signal.signal(signal.SIGUSR2, lambda *_: phase.drain(TIME_LIMIT, USR2_REASON))
 
 
 @contextmanager
@@ -142,7 +148,17 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         if result.stopped in (STORAGE_FULL, ENGINE, ENGINE_CACHE):  # exit non-zero: the run is not complete
             fix = f"; free space, then: hpcmarker retry {record.run_id}" if result.stopped == STORAGE_FULL else ""
             raise RuntimeError(f"task {task_index} stopped early: {result.reason}{fix}")  # the scheduler says so too
+        if result.preemption is not None and waits_for_requeue(result.preemption, record.job_settings.preemptible):
+            _stay_for_requeue(result.preemption)
         return result
+
+
+def _stay_for_requeue(found: Preemption) -> None:
+    """A drained preempted task stays until Slurm kills it at the end of its grace, which requeues the job."""
+    try:
+        await_kill(found)
+    except TaskStopped:  # the kill: the job is requeued (PreemptMode=REQUEUE); its stop record is written already
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: bool = False) -> TaskResult:
@@ -178,6 +194,9 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
         logger.info("%s replaced (timed out, died or ran out of memory)", plural(loop.pool.replaced, "worker"))
     counts = loop.finisher.counts
     cause, reason = loop.stopped()
+    found = preempted() if cause == TIME_LIMIT else None  # USR2: the time limit near, or a preemption
+    if found is not None:
+        cause, reason = PREEMPTED, preemption_reason(found)
     result = TaskResult(
         task=task_index,
         ok=counts["ok"],
@@ -186,6 +205,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
         seconds=round(time.time() - start, 3),
         stopped=cause,
         reason=reason,
+        preemption=found,
     )
     logger.info("done: %s", result.sentence())
     return result
