@@ -82,6 +82,8 @@ class TaskResult:
 class TaskStopped(BaseException):
     """SIGTERM (scancel, preemption, a local cancel) or SIGINT (Ctrl-C): stop now, give the claims back."""
 
+    preemption: Preemption | None = None  # killed at the end of a preemption's grace while it drained
+
 
 def _raise_stopped(signum: int, _frame) -> None:
     # One-shot: Slurm signals every process of the job and a local controller forwards its own signal,
@@ -127,7 +129,11 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         try:
             result = _run_task(paths, record, task_index, stops.first_start)
         except TaskStopped as stop:
-            stops.stop(CANCELLED, f"cancelled (stopped by {stop})")
+            if stop.preemption is not None:
+                grace = "killed at the end of its grace before its items in flight finished"
+                stops.stop(PREEMPTED, f"{preemption_reason(stop.preemption)}; {grace}")
+            else:
+                stops.stop(CANCELLED, f"cancelled (stopped by {stop})")
             raise SystemExit(128 + signal.SIGTERM) from None
         except CannotStart as exc:
             stops.stop(exc.cause, str(exc))
@@ -187,6 +193,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
         loop.run()
     except TaskStopped as stop:
         loop.stop(str(stop))
+        stop.preemption = preempted() if phase.cause == TIME_LIMIT else None  # still draining on a preemption's USR2
         raise
     finally:
         loop.close(helpers)

@@ -165,3 +165,26 @@ def test_a_preempted_task_elsewhere_exits_once_drained_and_a_time_limit_usr2_sta
     _signal_once_committed(again, (signal.SIGUSR2, 0))
     result = run_task(str(again.root), 0)
     assert (result.stopped, result.reason) == ("time_limit", "time limit near (USR2)")
+
+
+@pytest.mark.slow
+def test_a_preempted_task_killed_while_it_drains_still_says_it_was_preempted(
+    sample_pdfs, tmp_path, monkeypatch, signals
+):
+    paths = _benchmark_run(sample_pdfs, tmp_path, monkeypatch, preemptible=True)
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "3")  # its item in flight outlasts the grace
+    now = time.time()
+    monkeypatch.setenv("SLURM_JOB_ID", "2328")
+    monkeypatch.setattr(preempt, "preemption", lambda job: Preemption(now, now + 1, True))
+
+    def grace_too_short() -> None:
+        time.sleep(4)  # working on its first item by now
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=grace_too_short, daemon=True).start()
+    with pytest.raises(SystemExit):
+        run_task(str(paths.root), 0)
+    stop = read_stops(paths.progress)[0]
+    assert stop.cause == "preempted" and stop.detail.endswith("before its items in flight finished"), stop
