@@ -124,10 +124,19 @@ def read_stops(folder: Path) -> dict[int, TaskStop]:
         return {}
     stops = {}
     for name in names:
-        try:
-            data = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
-            stop = TaskStop(**data)
-        except (OSError, ValueError, TypeError):
-            continue
-        stops[stop.task] = stop
+        stop = _read(Path(folder) / name)
+        if stop is not None:
+            stops[stop.task] = stop
     return stops
+
+
+def read_stop(folder: Path, task: int) -> TaskStop | None:
+    """Task `task`'s record (None: none, or torn)."""
+    return _read(stop_path(folder, task))
+
+
+def _read(path: Path) -> TaskStop | None:
+    try:
+        return TaskStop(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None

@@ -45,6 +45,7 @@ from hpc_marker.runstate.stops import (
     STORAGE_FULL,
     TIME_LIMIT,
     StopRecord,
+    read_stop,
 )
 from hpc_marker.runtime.preempt import USR2_REASON, await_kill, preempted, preemption_reason, waits_for_requeue
 from hpc_marker.runtime.scheduler import Scheduler
@@ -122,6 +123,9 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
     with _task_log(task_index), file_mode_mask(record.umask):  # outputs are private unless the run asked otherwise
+        earlier = read_stop(paths.progress, task_index)  # its record from before a requeue or a resume
+        if earlier is not None and earlier.cause == PREEMPTED:
+            logger.info("started again after a preemption: %s", earlier.detail)
         try:
             stops = StopRecord(paths.progress, task_index, current_job_id(), socket.gethostname())
         except OSError as exc:  # a full disk from the start: nothing can be converted or recorded

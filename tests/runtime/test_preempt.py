@@ -5,6 +5,7 @@ Slurm is stood in for where the task asks it (`scontrol show job`); tests/slurm/
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -13,6 +14,7 @@ from dataclasses import replace
 
 import pytest
 
+from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.claims import ClaimBoard, batch_name
 from hpc_marker.runstate.manifest import read_manifests
 from hpc_marker.runstate.stops import read_stops
@@ -116,8 +118,6 @@ def _signal_once_committed(paths, *signals_and_gaps) -> threading.Thread:
 
 
 def _nothing_held(paths) -> bool:
-    from hpc_marker.planning.store import load_plan
-
     board = ClaimBoard(paths.root, owner="check", lease_s=60)
     plan = load_plan(paths.plan)
     open_batches = [
@@ -126,12 +126,14 @@ def _nothing_held(paths) -> bool:
         for batch in task.batches()
         if not all(board.is_done(item.item_id) for item in batch)
     ]
-    return bool(open_batches) and all(board.claim(str(share), batch_name(index)) for share, index in open_batches)
+    free = bool(open_batches) and all(board.claim(str(share), batch_name(index)) for share, index in open_batches)
+    board.release_all()
+    return free
 
 
 @pytest.mark.slow
-def test_a_preempted_task_on_a_preemptible_profile_drains_records_it_and_stays_until_the_kill(
-    sample_pdfs, tmp_path, monkeypatch, signals
+def test_a_preempted_task_on_a_preemptible_profile_drains_records_it_stays_until_the_kill_and_comes_back(
+    sample_pdfs, tmp_path, monkeypatch, signals, caplog
 ):
     paths = _benchmark_run(sample_pdfs, tmp_path, monkeypatch, preemptible=True)
     now = time.time()
@@ -146,6 +148,13 @@ def test_a_preempted_task_on_a_preemptible_profile_drains_records_it_and_stays_u
     stop = read_stops(paths.progress)[0]
     assert stop.cause == "preempted" and "preempted by a job of higher priority" in stop.detail, stop
     assert _nothing_held(paths)  # drained: what it did not finish is free for its requeued self (or anyone)
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0")
+    with caplog.at_level(logging.INFO, logger="hpc_marker"):
+        again = run_task(str(paths.root), 0)  # Slurm's requeue: the same task runs again
+    assert "started again after a preemption: preempted by a job of higher priority" in caplog.text
+    assert again.stopped == "done" and again.ok > 0  # it took its own share back and finished it
+    records = read_manifests(paths.manifests).records
+    assert sorted(r.item_id for r in records) == sorted(i.item_id for i in load_plan(paths.plan).items)  # each once
 
 
 @pytest.mark.slow
