@@ -4,7 +4,9 @@ Slurm sends a convert job its --signal (B:USR2@90, submission/scripts.py) 90 s b
 partition that preempts with SlurmctldParameters=preempt_send_user_signal, at once when a job of a higher
 priority preempts it, GraceTime seconds before the kill. The task drains the same way for both (taskloop.py:
 the items in flight finish, its batches are given back); once drained it asks Slurm which one it was: only a
-preempted job has a PreemptTime (`scontrol show job`). Where Slurm cannot be asked, USR2 means the time limit.
+preempted job has a PreemptTime (`scontrol show job`). It asks only when the USR2 came well before the time-limit
+warning could have (`early`: thousands of tasks near their limit ask nothing); where Slurm cannot be asked, or a
+preemption comes within minutes of the time limit, USR2 means the time limit.
 
 A preempted task on a profile marked `preemptible = true` (the run's JobSettings) whose job Slurm may requeue
 (sbatch --requeue) then stays, idle, until Slurm kills it at the end of the grace: with PreemptMode=REQUEUE the
@@ -21,12 +23,27 @@ import time
 from collections.abc import Callable
 
 from hpc_marker.slurm.commands import SlurmError, preemption
-from hpc_marker.slurm.parse import Preemption
+from hpc_marker.slurm.parse import Preemption, parse_time_limit
 
 logger = logging.getLogger(__name__)
 
 USR2_REASON = "time limit near (USR2)"  # what a drain on USR2 says until Slurm says it was a preemption
+SIGNAL_LEAD_S = 90  # the convert jobs' --signal=B:USR2@90 (submission/scripts.py): USR2 this long before the limit
+SIGNAL_EARLY_S = 120  # Slurm sends it up to a minute early (it looks every 30-60 s); and the task starts late
 KILL_MARGIN_S = 120.0  # after the job's EndTime (the end of its grace): KillWait and a busy slurmctld
+
+
+def early(started: float, time_limit: str, now: float) -> bool:
+    """Whether a USR2 at `now` came well before the time-limit warning of a task that started at `started` with
+    Slurm's --time `time_limit`, so that it may be a preemption (an unreadable limit: it may). Pure."""
+    minutes = parse_time_limit(time_limit)
+    return minutes is None or now < started + minutes * 60 - SIGNAL_LEAD_S - SIGNAL_EARLY_S
+
+
+def usr2_preemption(started: float, time_limit: str) -> Preemption | None:
+    """For a task that drained on USR2: Slurm's word that it is being preempted, asked only when the USR2 was
+    `early`; None: the time limit is near."""
+    return preempted() if early(started, time_limit, time.time()) else None
 
 
 def preempted(environ: dict[str, str] | None = None) -> Preemption | None:

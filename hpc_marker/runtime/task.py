@@ -47,7 +47,13 @@ from hpc_marker.runstate.stops import (
     StopRecord,
     read_stop,
 )
-from hpc_marker.runtime.preempt import USR2_REASON, await_kill, preempted, preemption_reason, waits_for_requeue
+from hpc_marker.runtime.preempt import (
+    USR2_REASON,
+    await_kill,
+    preemption_reason,
+    usr2_preemption,
+    waits_for_requeue,
+)
 from hpc_marker.runtime.scheduler import Scheduler
 from hpc_marker.runtime.startup import CannotStart, TaskSetup, current_job_id, prepare, start_servers
 from hpc_marker.runtime.taskloop import Phase, TaskLoop
@@ -197,7 +203,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
         loop.run()
     except TaskStopped as stop:
         loop.stop(str(stop))
-        stop.preemption = preempted() if phase.cause == TIME_LIMIT else None  # still draining on a preemption's USR2
+        if phase.cause == TIME_LIMIT:  # still draining on a USR2: a preemption's grace may have ended
+            stop.preemption = usr2_preemption(start, record.time_limit)
         raise
     finally:
         loop.close(helpers)
@@ -205,7 +212,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, first_start: 
         logger.info("%s replaced (timed out, died or ran out of memory)", plural(loop.pool.replaced, "worker"))
     counts = loop.finisher.counts
     cause, reason = loop.stopped()
-    found = preempted() if cause == TIME_LIMIT else None  # USR2: the time limit near, or a preemption
+    found = usr2_preemption(start, record.time_limit) if cause == TIME_LIMIT else None  # or the time limit near
     if found is not None:
         cause, reason = PREEMPTED, preemption_reason(found)
     result = TaskResult(

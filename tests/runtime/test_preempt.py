@@ -59,6 +59,17 @@ def test_a_usr2_is_a_preemption_only_where_slurm_says_so(monkeypatch):
     assert preempt.preempted({"SLURM_JOB_ID": "2328"}) is None  # cannot ask: USR2 means the time limit, as before
 
 
+def test_slurm_is_asked_only_for_a_usr2_well_before_the_time_limit_warning(monkeypatch):
+    assert preempt.early(0, "10", now=100)  # 10 minutes: the warning comes 90 s before, up to a minute early
+    assert not preempt.early(0, "10", now=400) and not preempt.early(0, "00:10:00", now=599)
+    assert preempt.early(0, "not a time", now=10**9)  # a limit it cannot read: Slurm is asked
+    asked = []
+    monkeypatch.setenv("SLURM_JOB_ID", "2328")
+    monkeypatch.setattr(preempt, "preemption", lambda job: asked.append(job) or parse_preemption(PREEMPTED))
+    assert preempt.usr2_preemption(time.time() - 500, "10") is None and asked == []  # the warning: nothing asked
+    assert preempt.usr2_preemption(time.time() - 60, "10") is not None and asked == ["2328"]
+
+
 def test_only_a_requeueable_job_on_a_preemptible_profile_waits_for_the_kill():
     found = parse_preemption(PREEMPTED)
     assert preempt.waits_for_requeue(found, preemptible=True)
