@@ -73,6 +73,7 @@ PROFILE_KEYS = {
     "llm_args",
     "gpu_hour_price",
     "mps",
+    "preemptible",
 }
 SECTIONS = {
     "submit": SUBMIT_KEYS,
@@ -181,6 +182,8 @@ def validate(data: dict[str, Any], path: Path) -> None:
                         f"{path}: profile {name!r}: unknown keys {', '.join(unknown)}; "
                         f"valid keys: {', '.join(sorted(PROFILE_KEYS))}"
                     )
+                if not isinstance(profile.get("preemptible", False), bool):
+                    raise ConfigError(f"{path}: profile {name!r}: preemptible must be true or false")
             continue
         unknown = sorted(set(value) - SECTIONS[section])
         if unknown:

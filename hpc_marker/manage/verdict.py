@@ -28,6 +28,7 @@ from hpc_marker.runstate.stops import (
     ERROR,
     INFERENCE,
     LLM_SERVICE,
+    PREEMPTED,
     RUNNING,
     STORAGE_FULL,
     TIME_LIMIT,
@@ -45,10 +46,9 @@ OVER_STATES = (FINISHED, INCOMPLETE, WEDGED)
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_INCOMPLETE = 0, 3, 4
 MAX_ATTEMPTS = 3  # an item that failed this many times is poison: reported, not retried (but with --include-poison)
 # causes known only from the scheduler (the task could not say): job state -> (cause, what happened)
-OUT_OF_MEMORY, NODE_FAILURE, PREEMPTED, NOT_COLLECTED, STUCK, LEFT, DEPENDENCY = (
+OUT_OF_MEMORY, NODE_FAILURE, NOT_COLLECTED, STUCK, LEFT, DEPENDENCY = (
     "out_of_memory",
     "node_failure",
-    "preempted",
     "not_collected",
     "stuck",
     "left",

@@ -36,6 +36,7 @@ class JobSettings:
     setup: tuple[str, ...] = ()  # shell lines run before the job: module loads, environment activation
     llm_gres_type: str | None = None  # the GRES type of the LLM service's GPUs
     vars: dict[str, Any] = field(default_factory=dict)  # more template variables
+    preemptible: bool = False  # the partition preempts its jobs: a preempted task waits for Slurm's requeue
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobSettings:

@@ -2,7 +2,7 @@
 
 A task writes its record when it starts (cause `running`), padded to a fixed size, and overwrites
 it in place, at the same size, when it stops: `done` (nothing of its own left to take), or why it
-stopped early (time limit near, storage full, cancelled, its engine or its inference server or the
+stopped early (time limit near, preempted, storage full, cancelled, its engine or its inference server or the
 LLM service unusable, its engine's caches missing on the node, an error). The file's space is
 taken when the task starts, so a full disk cannot keep the task from saying why it stopped. A task
 killed without a word (SIGKILL, out of memory, node lost, Slurm's own time limit) leaves `running`;
@@ -26,7 +26,20 @@ RUNNING, DONE = "running", "done"
 TIME_LIMIT, STORAGE_FULL, CANCELLED = "time_limit", "storage_full", "cancelled"
 ENGINE, INFERENCE, LLM_SERVICE, ERROR = "engine", "inference", "llm_service", "error"
 ENGINE_CACHE = "engine_cache"  # the engine is installed, but its fonts or weights are not on the node
-CAUSES = (RUNNING, DONE, TIME_LIMIT, STORAGE_FULL, CANCELLED, ENGINE, ENGINE_CACHE, INFERENCE, LLM_SERVICE, ERROR)
+PREEMPTED = "preempted"  # its USR2 came from Slurm preempting the job, not from its time limit (runtime/preempt.py)
+CAUSES = (
+    RUNNING,
+    DONE,
+    TIME_LIMIT,
+    PREEMPTED,
+    STORAGE_FULL,
+    CANCELLED,
+    ENGINE,
+    ENGINE_CACHE,
+    INFERENCE,
+    LLM_SERVICE,
+    ERROR,
+)
 RECORD_BYTES = 2048  # the file's fixed size: room for a one-line detail of ~1,800 characters
 _DETAIL_CHARS = 1500
 
@@ -114,10 +127,19 @@ def read_stops(folder: Path) -> dict[int, TaskStop]:
         return {}
     stops = {}
     for name in names:
-        try:
-            data = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
-            stop = TaskStop(**data)
-        except (OSError, ValueError, TypeError):
-            continue
-        stops[stop.task] = stop
+        stop = _read(Path(folder) / name)
+        if stop is not None:
+            stops[stop.task] = stop
     return stops
+
+
+def read_stop(folder: Path, task: int) -> TaskStop | None:
+    """Task `task`'s record (None: none, or torn)."""
+    return _read(stop_path(folder, task))
+
+
+def _read(path: Path) -> TaskStop | None:
+    try:
+        return TaskStop(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None

@@ -1,6 +1,7 @@
 """runtime: what runs inside one array task (one GPU).
 
 task.py       the task's entry point (run_task): signals, its stop record and result
+preempt.py    a USR2 that is a preemption (asked of Slurm), and a preempted task's wait for Slurm's requeue
 startup.py    before the first item: workers and threads, the engine and LLM checks, the task's servers
 taskloop.py   the loop: claim → convert → commit, item by item, in its states (running, draining, stopping)
 commits.py    one item committed exactly once: its output placed, its commit-log and manifest lines

@@ -6,11 +6,13 @@ batches from their tails, and batches of tasks that died), converts their items,
 exactly once (runstate/claims.py), and renames the output into place (commits.py). A PDF that
 fails is recorded and the task goes on. An item past its time limit (limits.py) ends only its own
 worker and is recorded `timeout`; a worker that dies (a crash, the out-of-memory killer) is
-replaced and its item tried once more (taskloop.py). SIGTERM (scancel, preemption) or SIGINT (Ctrl-C)
-stops the task at once and gives its batches back. USR2 (time limit near) or a full output disk lets
-the items in flight finish, takes no new ones and gives the rest of the batches back; after a full
-disk the task exits non-zero. Whatever ends it, the task says why in its stop record (runstate/stops.py):
-done, time limit, storage full, cancelled, its engine, inference server or LLM service unusable.
+replaced and its item tried once more (taskloop.py). SIGTERM (scancel, the kill after a preemption) or
+SIGINT (Ctrl-C) stops the task at once and gives its batches back. USR2 (time limit near, or Slurm
+preempting the job) or a full output disk lets the items in flight finish, takes no new ones and gives
+the rest of the batches back; after a full disk the task exits non-zero; a preempted task on a preemptible
+profile then waits for Slurm's kill, so that Slurm requeues it (preempt.py). Whatever ends it, the task says
+why in its stop record (runstate/stops.py): done, time limit, preempted, storage full, cancelled, its engine,
+inference server or LLM service unusable.
 
 `run_task(run_dir, task_index)` is the entry point the jobs call (sbatch through submitit, the local executor).
 """
@@ -39,14 +41,24 @@ from hpc_marker.runstate.stops import (
     ENGINE,
     ENGINE_CACHE,
     ERROR,
+    PREEMPTED,
     STORAGE_FULL,
     TIME_LIMIT,
     StopRecord,
+    read_stop,
+)
+from hpc_marker.runtime.preempt import (
+    USR2_REASON,
+    await_kill,
+    preemption_reason,
+    usr2_preemption,
+    waits_for_requeue,
 )
 from hpc_marker.runtime.scheduler import Scheduler
 from hpc_marker.runtime.startup import CannotStart, TaskSetup, current_job_id, prepare, start_servers
 from hpc_marker.runtime.taskloop import Phase, TaskLoop
 from hpc_marker.runtime.worker import STORAGE_FULL_ERRNOS
+from hpc_marker.slurm.parse import Preemption
 from hpc_marker.util.logs import configure
 from hpc_marker.util.text import one_line, plural
 
@@ -62,6 +74,7 @@ class TaskResult:
     seconds: float
     stopped: str = DONE  # why it stopped (runstate/stops.py)
     reason: str = ""  # in one line, when it stopped early
+    preemption: Preemption | None = None  # Slurm's word, when its USR2 came from a preemption (preempt.py)
 
     def sentence(self) -> str:
         """The result as the task log says it."""
@@ -76,6 +89,8 @@ class TaskResult:
 class TaskStopped(BaseException):
     """SIGTERM (scancel, preemption, a local cancel) or SIGINT (Ctrl-C): stop now, give the claims back."""
 
+    preemption: Preemption | None = None  # killed at the end of a preemption's grace while it drained
+
 
 def _raise_stopped(signum: int, _frame) -> None:
     # One-shot: Slurm signals every process of the job and a local controller forwards its own signal,
@@ -89,7 +104,7 @@ def _catch_signals(phase: Phase) -> None:
     # Ours from the start: submitit's own USR2 handler would requeue the job (or fail it) instead.
     signal.signal(signal.SIGTERM, _raise_stopped)  # submitit bypasses SIGTERM; a cancelled task must stop
     signal.signal(signal.SIGINT, _raise_stopped)  # Ctrl-C on a local run reaches every task
-    signal.signal(signal.SIGUSR2, lambda *_: phase.drain(TIME_LIMIT, "time limit near (USR2)"))
+    signal.signal(signal.SIGUSR2, lambda *_: phase.drain(TIME_LIMIT, USR2_REASON))
 
 
 @contextmanager
@@ -114,6 +129,9 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
     with _task_log(task_index), file_mode_mask(record.umask):  # outputs are private unless the run asked otherwise
+        earlier = read_stop(paths.progress, task_index)  # its record from before a requeue or a resume
+        if earlier is not None and earlier.cause == PREEMPTED:
+            logger.info("started again after a preemption: %s", earlier.detail)
         try:
             stops = StopRecord(paths.progress, task_index, current_job_id(), socket.gethostname())
         except OSError as exc:  # a full disk from the start: nothing can be converted or recorded
@@ -121,7 +139,11 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         try:
             result = _run_task(paths, record, task_index, stops)
         except TaskStopped as stop:
-            stops.stop(CANCELLED, f"cancelled (stopped by {stop})")
+            if stop.preemption is not None:
+                grace = "killed at the end of its grace before its items in flight finished"
+                stops.stop(PREEMPTED, f"{preemption_reason(stop.preemption)}; {grace}")
+            else:
+                stops.stop(CANCELLED, f"cancelled (stopped by {stop})")
             raise SystemExit(128 + signal.SIGTERM) from None
         except CannotStart as exc:
             stops.stop(exc.cause, str(exc))
@@ -142,7 +164,17 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         if result.stopped in (STORAGE_FULL, ENGINE, ENGINE_CACHE):  # exit non-zero: the run is not complete
             fix = f"; free space, then: hpcmarker retry {record.run_id}" if result.stopped == STORAGE_FULL else ""
             raise RuntimeError(f"task {task_index} stopped early: {result.reason}{fix}")  # the scheduler says so too
+        if result.preemption is not None and waits_for_requeue(result.preemption, record.job_settings.preemptible):
+            _stay_for_requeue(result.preemption)
         return result
+
+
+def _stay_for_requeue(found: Preemption) -> None:
+    """A drained preempted task stays until Slurm kills it at the end of its grace, which requeues the job."""
+    try:
+        await_kill(found)
+    except TaskStopped:  # the kill: the job is requeued (PreemptMode=REQUEUE); its stop record is written already
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 def _run_task(paths: RunPaths, record: RunRecord, task_index: int, stops: StopRecord) -> TaskResult:
@@ -172,6 +204,8 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, stops: StopRe
         loop.run()
     except TaskStopped as stop:
         loop.stop(str(stop))
+        if phase.cause == TIME_LIMIT:  # still draining on a USR2: a preemption's grace may have ended
+            stop.preemption = usr2_preemption(start, record.time_limit)
         raise
     finally:
         loop.close(helpers)
@@ -179,6 +213,9 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, stops: StopRe
         logger.info("%s replaced (timed out, died or ran out of memory)", plural(loop.pool.replaced, "worker"))
     counts = loop.finisher.counts
     cause, reason = loop.stopped()
+    found = usr2_preemption(start, record.time_limit) if cause == TIME_LIMIT else None  # or the time limit near
+    if found is not None:
+        cause, reason = PREEMPTED, preemption_reason(found)
     result = TaskResult(
         task=task_index,
         ok=counts["ok"],
@@ -187,6 +224,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, stops: StopRe
         seconds=round(time.time() - start, 3),
         stopped=cause,
         reason=reason,
+        preemption=found,
     )
     logger.info("done: %s", result.sentence())
     return result

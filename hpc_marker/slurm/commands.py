@@ -18,11 +18,13 @@ from hpc_marker.slurm.parse import (
     CLOCK_FIELDS,
     SQUEUE_FORMAT,
     JobClock,
+    Preemption,
     QueuedJob,
     base_ids,
     fill_from_queue,
     limits_enforced,
     parse_config,
+    parse_preemption,
     parse_sacct,
     parse_sacct_clocks,
     parse_squeue,
@@ -35,6 +37,7 @@ QUERY_TIMEOUT_S = 30
 QUERY_RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # a busy slurmctld/slurmdbd often answers on the next try
 SUBMIT_TIMEOUT_S = 300  # sbatch retries a busy slurmctld itself; never retried here (it may have queued the job)
 ACCOUNTING_TIMEOUT_S = 10  # sacctmgr is asked once: where slurmdbd does not answer, no limit is read
+PREEMPTION_TIMEOUT_S = 10  # a task that got its --signal asks once: a preempted one has only GraceTime seconds
 
 
 class SlurmError(Refused):
@@ -154,6 +157,11 @@ def job_accounting(
         states = fill_from_queue(states, live, queue(live))
     wanted = {*live, *(earlier or [])}
     return states, {jid: runs for jid, runs in clocks.items() if jid in wanted}
+
+
+def preemption(job_id: str) -> Preemption:
+    """Whether Slurm is preempting job `job_id` (this job: SLURM_JOB_ID), from `scontrol -o show job` (one try)."""
+    return parse_preemption(_run(["scontrol", "-o", "show", "job", job_id], timeout_s=PREEMPTION_TIMEOUT_S))
 
 
 def queue(job_ids: list[str]) -> list[QueuedJob]:

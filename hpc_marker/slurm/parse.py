@@ -269,3 +269,23 @@ def parse_sacct_clocks(text: str) -> dict[str, tuple[JobClock, ...]]:
             )
         )
     return {jid: tuple(sorted(runs, key=lambda c: c.submit or 0.0)) for jid, runs in clocks.items()}
+
+
+_FIELD = re.compile(r"(?:^|\s)(\w+)=(\S*)")
+
+
+@dataclass(frozen=True)
+class Preemption:
+    """What `scontrol -o show job` says of a running job that got its --signal: whether Slurm is preempting it."""
+
+    preempted_at: float | None  # PreemptTime: when Slurm began to preempt it (None: it is not being preempted)
+    ends_at: float | None  # EndTime: once preempted, PreemptTime + the partition's GraceTime
+    requeue: bool  # Requeue=1 (sbatch --requeue): with PreemptMode=REQUEUE, Slurm queues it again after the kill
+
+
+def parse_preemption(text: str) -> Preemption:
+    """`scontrol -o show job ID` (one line of Key=Value) -> Preemption. Pure."""
+    fields = dict(_FIELD.findall(text))
+    return Preemption(
+        _epoch(fields.get("PreemptTime", "")), _epoch(fields.get("EndTime", "")), fields.get("Requeue") == "1"
+    )

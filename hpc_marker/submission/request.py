@@ -220,6 +220,7 @@ def profile_settings(
         setup=tuple(profile.get("setup", [])),
         llm_gres_type=profile.get("llm_gres_type"),
         vars=dict(profile.get("vars", {})),
+        preemptible=bool(profile.get("preemptible", False)),
     )
     chosen["inference"] = {key: value for key, value in profile.items() if key.startswith("inference_")}
     chosen["mps"] = mps or job.get("mps") or "off"

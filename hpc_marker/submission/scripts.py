@@ -12,6 +12,7 @@ import shlex
 from hpc_marker.executors.slurm import job_log_paths, submitit_command
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runtime.preempt import SIGNAL_LEAD_S
 from hpc_marker.slurm.arrays import ArrayLayout, convert_roles, single_array
 from hpc_marker.submission.templates import Raw, render_role
 
@@ -25,7 +26,7 @@ def collect_memory(items: int) -> str:
 
 
 # B: signals the batch shell, which execs Python; without B: Slurm signals only job steps (there are none)
-TIME_LIMIT_SIGNAL = "B:USR2@90"
+TIME_LIMIT_SIGNAL = f"B:USR2@{SIGNAL_LEAD_S}"  # also what a preempted job gets at once (runtime/preempt.py)
 
 
 def other_jobs(record: RunRecord) -> int:

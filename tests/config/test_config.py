@@ -95,6 +95,23 @@ def test_unknown_keys_are_errors_naming_the_valid_ones(layers):
         load_config()
 
 
+def test_a_profile_marks_its_partition_preemptible_in_the_runs_record(layers, sample_pdfs, tmp_path):
+    from hpc_marker.submission.launch import prepare_run
+    from hpc_marker.submission.request import SubmitRequest
+
+    site, _ = layers
+    site.write_text('[profiles.scavenger]\ntemplate = "generic"\npartition = "scavenger"\npreemptible = true\n')
+    for profile, preemptible in (("scavenger", True), ("generic", False)):
+        request = SubmitRequest.with_defaults(
+            pdfs=sample_pdfs, out=tmp_path / profile, engine="text", executor="local", profile=profile
+        )
+        assert prepare_run(request).paths.load_record().job_settings.preemptible is preemptible
+    site.write_text('[profiles.scavenger]\ntemplate = "generic"\npreemptible = "yes"\n')
+    result = subprocess.run([sys.executable, "-m", "hpc_marker", "config", "show"], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().endswith(f"{site}: profile 'scavenger': preemptible must be true or false")
+
+
 def test_config_show_names_the_source_of_each_value(layers, monkeypatch):
     site, user = layers
     site.write_text('[submit]\nengine = "text"\n')

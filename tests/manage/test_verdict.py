@@ -207,3 +207,18 @@ def test_retry_is_never_offered_when_it_could_not_convert_anything():
         "(with other settings, e.g. --item-timeout or --mem)"
     )
     assert verdict(facts("COMPLETED", failed=2)).next == "hpcmarker retry r1"  # unknown (older summaries): as before
+
+
+def test_a_task_that_says_it_was_preempted_is_named_while_slurm_requeues_it_and_after():
+    said = {0: stop(0, "preempted", "preempted by a job of higher priority at 11:04:22 (USR2 from Slurm, not …)")}
+    requeued = verdict(facts("PENDING", "RUNNING", collector="PENDING", collected=False, stops=said))
+    assert requeued.state == "running" and requeued.headline == "running (preempted)"
+    assert requeued.lines("r1") == [
+        "1 task (0): preempted by a job of higher priority at 11:04:22 (USR2 from Slurm, not …) — next: "
+        "hpcmarker resume r1"
+    ]
+    not_requeued = verdict(facts("COMPLETED", "COMPLETED", pending=5, stops=said))  # exited in its grace
+    assert not_requeued.headline == "incomplete: 5 of 64 items not converted (preempted)"
+    assert not_requeued.next == "hpcmarker resume r1"
+    again = verdict(facts("RUNNING", "RUNNING", collector="PENDING", collected=False, stops={0: stop(0, "running")}))
+    assert again.reasons == ()  # running again under its job: the record of its earlier life is overwritten
