@@ -65,3 +65,20 @@ def test_grow_adds_tasks_on_another_partition_and_the_run_finishes_once(tmp_path
     assert my_queue("grown") == []
     again = invoke("grow", "grown", "--gpus", "1")
     assert again.exit_code == 2 and "not running any more" in again.output, again.output
+
+
+def test_cancel_stops_the_grown_tasks_too(tmp_path, pdfs, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "2")
+    submit(pdfs, tmp_path / "out", "growcut", "--gpus", "1", "--time", "30")
+    paths = resolve_run("growcut")
+    deadline = time.time() + 300
+    while not read_heartbeats(paths.progress):
+        assert time.time() < deadline, "the run never started"
+        time.sleep(1)
+    assert invoke("grow", "growcut", "--gpus", "1", "--partition", "debug").exit_code == 0
+    grown = read_record(paths)["jobs"]["convert"][1]
+    cancelled = invoke("cancel", "growcut")
+    assert cancelled.exit_code == 0 and grown.split("_")[0] in cancelled.output, cancelled.output
+    assert my_queue("growcut") == []
+    status = wait_for("growcut", {"incomplete"}, timeout_s=120)
+    assert len(status["tasks"]) == 2 and status["tasks"][1]["grown"] and status["grown"] == 1, status
