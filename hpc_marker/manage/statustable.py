@@ -89,7 +89,14 @@ def status_table(status: RunStatus) -> Table:
         table.add_column(column, justify="right" if column not in ("job", "state", "progress") else "left")
     for label, job, state, ok, failed, pending, pages_done, pages in _rows(status.tasks):
         table.add_row(
-            label, job, state, str(ok), str(failed), str(pending), f"{pages_done}/{pages}", _bar(pages_done, pages)
+            label,
+            job,
+            state,
+            str(ok),
+            str(failed),
+            str(pending),
+            f"{pages_done}/{pages}",
+            _bar(pages_done, pages) if pages else "-",
         )
     rate = f"{status.pages_per_second:.2f} pages/s" if status.pages_per_second else "- pages/s"
     partial = f"{status.partial} partial, " if status.partial else ""
