@@ -2,12 +2,12 @@
 
 group.py   the `hpcmarker` group: config defaults, errors as exit codes (UserError 2, Refused 1, a bug: traceback;
            click's usage errors one line, exit 2); commands listed in a run's order, whole descriptions
-submitopts.py  the click options of submit, resume and retry, made from the option schema (config/options.py)
+submitopts.py  the click options of submit, resume, retry and grow, made from the option schema (config/options.py)
 sections.py  help in sections, with examples (submit, resume, retry)
 run.py     submit, plan
 estimate.py  estimate (wall time, GPU-hours, cost of a folder's run, before submitting)
 watch.py   status, logs
-manage.py  cancel, resume, retry, continue (the collector's next round)
+manage.py  cancel, resume, retry, grow, continue (the collector's next round)
 outputs.py collect, report, export
 admin.py   templates, config, doctor, prefetch
 llm.py     llm bench, pull, create (and the hidden serve)
@@ -34,6 +34,7 @@ def _add_commands() -> None:
         manage.cancel,
         manage.resume,
         manage.retry,
+        manage.grow,
         manage.continue_command,
         outputs.collect,
         outputs.report,

@@ -1,5 +1,5 @@
-"""Changing a run after submission: `cancel`, `resume`, `retry` (and follow-up runs of `retry --select`), and
-`continue`, the collector's next round (hidden).
+"""Changing a run after submission: `cancel`, `resume`, `retry` (and follow-up runs of `retry --select`), `grow`
+(tasks added to a running run), and `continue`, the collector's next round (hidden).
 
 (`status` and `logs` are cli/watch.py; `collect`, `report` and `export` cli/outputs.py.)"""
 
@@ -114,6 +114,26 @@ def resume(run, **options) -> None:
     """Submit only what RUN (default: the latest) has not finished; nothing done is redone. The options
     change the resources of what is resubmitted (a run that hit its time limit: --time)."""
     _resume(run, retry_failed=False, options=options)
+
+
+@click.command(cls=SectionedCommand, sections=sections("grow"))
+@click.argument("run")
+@schema_options("grow")
+def grow(run, gpus, **options) -> None:
+    """Add --gpus K tasks to RUN while it runs, on any partition or profile: they take their items from the
+    run's tasks (stealing), and the run's collector waits for them too. Refused once RUN is not running."""
+    from hpc_marker.slurm.parse import fold_job_ids, index_ranges
+    from hpc_marker.submission.grow import grow_run
+    from hpc_marker.submission.overrides import ResumeOverrides
+
+    if gpus is None:
+        raise click.UsageError("Missing option '--gpus'.")
+    paths = run_paths(run)
+    grown = grow_run(paths, gpus, ResumeOverrides(**options))
+    click.echo(
+        f"run {paths.run_id}: round {grown.round} grew by tasks {index_ranges(list(grown.tasks))} as "
+        f"{', '.join(fold_job_ids(list(grown.jobs)))}; its collector waits for them too"
+    )
 
 
 def _selectors(_ctx, _param, value: str | None) -> tuple[str, ...] | None:

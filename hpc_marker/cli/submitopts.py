@@ -1,8 +1,8 @@
-"""The click options of `submit`, `resume` and `retry`, made from the option schema (config/options.py).
+"""The click options of `submit`, `resume`, `retry` and `grow`, made from the option schema (config/options.py).
 
 `schema_options(command)` applies the options the schema gives `command`, each under its --help heading
 (HEADINGS: the command's title for each group) with the help it has there; `sections(command)` is the heading
-list for SectionedCommand. On `resume` and `retry` nothing has a default: None keeps the run's value.
+list for SectionedCommand. On `resume`, `retry` and `grow` nothing has a default: None keeps the run's value.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ HEADINGS = {
         "advanced": "Advanced",
     },
     "resume": {"resources": "Resources of the resubmitted tasks"},
+    "grow": {"resources": "Resources of the new tasks"},
     "retry": {"follow_up": "Follow-up run", "resources": "Resources (without --select)"},
 }
 HELP_UNDER = {"submit": "advanced"}  # the group --help itself is listed under (else its own "Help" heading)

@@ -49,7 +49,8 @@ PATH = click.Path(path_type=Path)
 
 @dataclass(frozen=True)
 class Use:
-    """The option on other commands (`resume`, `retry`), with the help it has there; None values keep the run's."""
+    """The option on other commands (`resume`, `retry`, `grow`), with the help it has there; None values keep the
+    run's."""
 
     commands: tuple[str, ...]
     help: str
@@ -99,6 +100,7 @@ class Option:
 
 
 RESUMED = ("resume", "retry")
+GROWN = ("grow",)  # `hpcmarker grow`: the new tasks' resources
 UNSET = "unset by default: "
 
 OPTIONS: tuple[Option, ...] = (
@@ -110,14 +112,19 @@ OPTIONS: tuple[Option, ...] = (
            record="out_dir"),
     Option("gpus", "--gpus", "resources", "GPUs = array tasks (at most one per work item).", COUNT,
            show_default=True, also=(Use(RESUMED, "At most this many tasks at once (those with the most work left; "
-                                    "the others' items are taken by stealing)."),)),
+                                    "the others' items are taken by stealing)."),
+                                Use(GROWN, "Tasks to add, a GPU each (required); they take their items by "
+                                    "stealing from the run's tasks."))),
     Option("profile", "--profile", "resources",
            "Partition profile from the config (template, partition, GRES, account, setup lines...).",
            show_default=True, also=(Use(RESUMED, "Partition profile for the resubmitted tasks (its partition, GRES, "
-                                    "account, setup lines...; the other options here win over it)."),)),
+                                    "account, setup lines...; the other options here win over it)."),
+                                Use(GROWN, "Partition profile for the new tasks (default: the run's settings; "
+                                    "the other options here win over it)."))),
     Option("partition", "--partition", "resources",
            "Slurm partition (default: the profile's, else the cluster's default).", why=UNSET + "the profile's",
-           also=(Use(RESUMED, "Slurm partition for the resubmitted tasks."),)),
+           also=(Use(RESUMED, "Slurm partition for the resubmitted tasks."),
+                 Use(GROWN, "Slurm partition for the new tasks (any: several may serve one run)."))),
     Option("template", "--template", "resources",
            "sbatch template (default: the profile's; see `hpcmarker templates list`).", why=UNSET + "the profile's"),
     Option("engine", "--engine", "engine", "marker; text (the text layer, no models); benchmark (a benchmark tool: "
@@ -128,13 +135,15 @@ OPTIONS: tuple[Option, ...] = (
            metavar="auto|N", show_default=True),
     Option("cpus_per_task", "--cpus-per-task", "resources",
            "CPUs each array task asks for (default: the profile's, else 4).", COUNT, why=UNSET + "the profile's",
-           also=(Use(RESUMED, "CPUs per resubmitted task."),)),
+           also=(Use(RESUMED, "CPUs per resubmitted task."), Use(GROWN, "CPUs per new task."))),
     Option("mem", "--mem", "resources",
            "Memory per task, as sbatch --mem takes it (e.g. 32G; default: the profile's).", MEMORY,
-           why=UNSET + "the profile's", also=(Use(RESUMED, "Memory per resubmitted task, as sbatch --mem takes it."),)),
+           why=UNSET + "the profile's", also=(Use(RESUMED, "Memory per resubmitted task, as sbatch --mem takes it."),
+                                               Use(GROWN, "Memory per new task, as sbatch --mem takes it."))),
     Option("time_limit", "--time", "resources", "Time limit per task (default: the profile's, else 04:00:00).", TIME,
            config="time", why=UNSET + "the profile's",
-           also=(Use(RESUMED, "Time limit of the resubmitted tasks (e.g. 08:00:00)."),)),
+           also=(Use(RESUMED, "Time limit of the resubmitted tasks (e.g. 08:00:00)."),
+                 Use(GROWN, "Time limit of the new tasks (default: the run's)."))),
     Option("force_ocr", "--force-ocr", "engine", "OCR every page (marker).", is_flag=True,
            field="engine_options.force_ocr", config=None, why="a choice for some PDFs, not a default",
            also=(Use(("retry",), "With --select: OCR every page (marker).", "follow_up",

@@ -18,7 +18,7 @@ from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm.arrays import ArrayLayout
 from hpc_marker.slurm.parse import JobClock
-from hpc_marker.util.errors import Refused
+from hpc_marker.util.errors import Refused, UserError
 
 
 def service_replicas(record: RunRecord) -> int:
@@ -55,6 +55,10 @@ class Fit:
 
 class SubmitFailed(Refused):
     """The scheduler refused the run's jobs; nothing of the run is left queued (one line)."""
+
+
+class GrowRefused(UserError):
+    """`hpcmarker grow` on a run whose round is over (its tasks ended, its collector started): one line."""
 
 
 @dataclass
@@ -104,6 +108,19 @@ class Executor(Protocol):
         `scripts` has one convert script per array (slurm.arrays.convert_roles). `seen` is told the ids of
         the jobs started so far before anything is waited for. SubmitFailed when the scheduler refused
         (nothing of the run left queued)."""
+
+    def grow(
+        self,
+        paths: RunPaths,
+        record: RunRecord,
+        scripts: dict[str, str],
+        layout: ArrayLayout,
+        jobs: RunJobs,
+        seen: JobsSeen | None = None,
+    ) -> list[str]:
+        """Add the tasks of `layout` to the run's running round (`hpcmarker grow`): no collector of their own,
+        the round's collector waits for them too; their job ids (`seen` is told them as they are queued). Does
+        not wait for them. GrowRefused when the round is over (its collector started): nothing left queued."""
 
     def observe(
         self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool, cancel_wedged: bool = False

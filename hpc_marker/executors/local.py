@@ -9,16 +9,15 @@ Markdown; a Ctrl-C or a `cancel` at any moment ends every process of the run.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pickle
-import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import submitit
@@ -26,6 +25,7 @@ import submitit
 from hpc_marker.executors.base import (
     ROLES,
     Fit,
+    GrowRefused,
     JobsSeen,
     Observation,
     RunJobs,
@@ -34,12 +34,13 @@ from hpc_marker.executors.base import (
     live_job_ids,
     service_replicas,
 )
+from hpc_marker.executors.machine import fit_machine, pinned, this_machine
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runtime.sizing import LocalFit, fit_local, local_fit_note, visible_gpus
+from hpc_marker.runtime.sizing import local_fit_note
 from hpc_marker.slurm.arrays import ArrayLayout, single_array
 from hpc_marker.slurm.parse import JobClock, parse_time_limit
-from hpc_marker.util.errors import Refused, UserError
+from hpc_marker.util.errors import Refused
 from hpc_marker.util.processes import (
     process_runs,
     process_tree,
@@ -49,17 +50,12 @@ from hpc_marker.util.processes import (
 )
 
 logger = logging.getLogger(__name__)
-CORES_ENV = "HPCMARKER_LOCAL_CORES"  # fit local runs as if this machine had N cores (tests: N tasks on 2 cores)
-GPU_QUERY_TIMEOUT_S = 30.0
 SERVICE_STOP_GRACE_S = 30.0  # the service stops its server (up to 10 s) and removes its secret before exiting
 STOP_GRACE_S = SERVICE_STOP_GRACE_S  # what a run's processes get to stop before SIGKILL (the service among them)
 END_ROUNDS = 3
 COLLECT_TIME_MIN = 30
+GROW_LOCK = "grow.lock"  # in the run folder (executors/local.py: `grow` and the waiting submit take turns)
 POLL_S = 1.0  # how often a waiting submit looks at its jobs (the collector: twice as often); tests look more often
-
-
-class LocalDevicesError(UserError):
-    """This machine's cores or GPUs, as the environment gives them, cannot be used for local tasks."""
 
 
 class LocalRunFailed(Refused):
@@ -68,75 +64,6 @@ class LocalRunFailed(Refused):
 
 class LocalCancelFailed(Refused):
     """A process of the run outlived SIGKILL (one line naming it)."""
-
-
-@dataclass(frozen=True)
-class Machine:
-    """What a local run may use here."""
-
-    cores: tuple[int, ...]  # the CPUs this process may run on (0..N-1 where HPCMARKER_LOCAL_CORES says N)
-    pinned: bool  # the cores are real ones: each task is pinned to its share of them
-    gpus: tuple[int, ...]  # device numbers
-
-
-def _machine_gpus(environ: Mapping[str, str]) -> list[int]:
-    """The GPUs local tasks may use: the caller's CUDA_VISIBLE_DEVICES where set (empty: none), else those
-    `nvidia-smi -L` lists, else those of /proc/driver/nvidia/gpus; none without a driver."""
-    listed = visible_gpus(environ)
-    if listed is not None:
-        try:
-            return [int(x) for x in listed]
-        except ValueError:
-            raise LocalDevicesError(
-                f"CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']!r}: local runs need device numbers"
-            ) from None
-    smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
-    if smi:
-        try:
-            done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=GPU_QUERY_TIMEOUT_S, check=False)
-        except (OSError, subprocess.SubprocessError):
-            return []
-        return (
-            list(range(sum(line.startswith("GPU ") for line in done.stdout.splitlines())))
-            if not done.returncode
-            else []
-        )
-    try:
-        return list(range(len(os.listdir("/proc/driver/nvidia/gpus"))))
-    except OSError:
-        return []
-
-
-def this_machine(environ: Mapping[str, str] | None = None) -> Machine:
-    """This machine's cores (this process's affinity, or HPCMARKER_LOCAL_CORES) and GPUs."""
-    environ = os.environ if environ is None else environ
-    cores, pinned = tuple(sorted(os.sched_getaffinity(0))), True
-    if pretend := environ.get(CORES_ENV, ""):
-        if not pretend.isdigit() or int(pretend) < 1:
-            raise LocalDevicesError(f"{CORES_ENV}={pretend!r}: a number of cores, at least 1")
-        cores, pinned = tuple(range(int(pretend))), False
-    return Machine(cores, pinned, tuple(_machine_gpus(environ)))
-
-
-def fit_machine(asked: int, workers_per_gpu: int, engine: str, machine: Machine, mps: str = "auto") -> LocalFit:
-    return fit_local(asked, workers_per_gpu, engine, len(machine.cores), list(machine.gpus), mps)
-
-
-@contextmanager
-def _pinned(machine: Machine, fit: LocalFit, slot: int) -> Iterator[None]:
-    """Processes started here run on task slot `slot`'s share of the cores (inherited across fork and exec),
-    so a task's auto workers and threads fit its share; unchanged where the cores are pretended."""
-    if not machine.pinned:
-        yield
-        return
-    share = fit.cores_per_task
-    first = slot % max(1, len(machine.cores) // share) * share
-    previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, machine.cores[first : first + share])
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, previous)
 
 
 def _job_problem(job: submitit.Job) -> str | None:
@@ -202,6 +129,30 @@ def _started(ids: dict[str, list[str]], role: str, job: submitit.Job, seen: Jobs
     ids.setdefault(role, []).append(job.job_id)
     if seen:
         seen({name: list(values) for name, values in ids.items()})
+
+
+def _grow_lock(paths: RunPaths) -> int:
+    """Hold the run's grow lock (RUN/grow.lock): a `grow` starting tasks and the waiting `submit` deciding that
+    the round is over take turns. Its descriptor, for `_unlock`."""
+    fd = os.open(paths.root / GROW_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    """Let the grow lock go (closing its descriptor); None, for `lock = _unlock(lock)`."""
+    if fd is not None:
+        os.close(fd)
+
+
+def _grown_alive(paths: RunPaths, ids: dict[str, list[str]]) -> bool:
+    """A task `grow` added to the round (recorded, not one of `ids`) is still running."""
+    try:
+        recorded = paths.load_record().jobs.get("convert", [])
+    except (OSError, ValueError, TypeError):
+        return False
+    ours = set(ids.get("convert", []))
+    return any(_running(pid, paths.jobs) for pid in _local_pids([jid for jid in recorded if jid not in ours]))
 
 
 def _all_ids(ids: dict[str, list[str]]) -> list[str]:
@@ -284,12 +235,18 @@ class LocalExecutor:
         ids: dict[str, list[str]] = {}
         try:
             tasks = self._start(paths, record, layout, jobs, ids, seen)
-            while not all(job.done() for job in tasks):
-                if _cancelled(paths):  # `hpcmarker cancel` may have missed a job that started as it looked
-                    _end_run(paths.jobs, _all_ids(ids))
-                if progress:
-                    progress(paths)
-                time.sleep(POLL_S)
+            lock = None  # held from the moment every task (grown ones too) is over until the collector is recorded
+            while lock is None:
+                if all(job.done() for job in tasks):
+                    lock = _grow_lock(paths)
+                    if _grown_alive(paths, ids):
+                        lock = _unlock(lock)  # a `grow` added tasks meanwhile: wait for them too
+                if lock is None:
+                    if _cancelled(paths):  # `hpcmarker cancel` may have missed a job that started as it looked
+                        _end_run(paths.jobs, _all_ids(ids))
+                    if progress:
+                        progress(paths)
+                    time.sleep(POLL_S)
             collector = submitit.LocalExecutor(folder=paths.jobs)
             collector.update_parameters(timeout_min=COLLECT_TIME_MIN)
             try:
@@ -298,6 +255,8 @@ class LocalExecutor:
                     _started(ids, "collect", job, seen)
             except OSError as exc:  # submitit writes the job's pickle into the run folder first
                 raise LocalRunFailed(f"cannot start the collector: {exc.strerror}") from None
+            finally:
+                _unlock(lock)
             while not job.done():
                 time.sleep(POLL_S / 2)
         except KeyboardInterrupt:
@@ -308,6 +267,27 @@ class LocalExecutor:
         if problem:
             raise LocalRunFailed(f"the collector failed: {problem} (log: {job.paths.stdout})")
         return ids
+
+    def grow(
+        self,
+        paths: RunPaths,
+        record: RunRecord,
+        scripts: dict[str, str],
+        layout: ArrayLayout,
+        jobs: RunJobs,
+        seen: JobsSeen | None = None,
+    ) -> list[str]:
+        """Start the tasks of `layout` while a task of the round still runs; the `submit` waiting for the round
+        waits for them too before it starts the collector (both under the run's grow lock)."""
+        lock = _grow_lock(paths)
+        try:
+            if not any(_running(pid, paths.jobs) for pid in _local_pids(record.jobs.get("convert", []))):
+                raise GrowRefused(f"run {record.run_id} is not running any more: none of its tasks is running")
+            ids: dict[str, list[str]] = {}
+            self._start(paths, record, layout, replace(jobs, service=None), ids, seen)
+        finally:
+            _unlock(lock)
+        return ids.get("convert", [])
 
     @staticmethod
     def _start(
@@ -340,7 +320,7 @@ class LocalExecutor:
                     )
                 else:
                     executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-                with _pinned(machine, fitted, slot):
+                with pinned(machine, fitted, slot):
                     tasks.append(executor.submit(jobs.convert, str(paths.root), index))
                 _started(ids, "convert", tasks[-1], seen)
         return tasks

@@ -22,6 +22,7 @@ from submitit.helpers import DelayedSubmission
 
 from hpc_marker.executors.base import (
     Fit,
+    GrowRefused,
     JobsSeen,
     Observation,
     RunJobs,
@@ -37,7 +38,14 @@ from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm import commands
 from hpc_marker.slurm.arrays import ArrayLayout, convert_roles, layout
 from hpc_marker.slurm.commands import SlurmError
-from hpc_marker.slurm.parse import JobClock, base_id, base_ids, expand_queued_id, parse_time_limit
+from hpc_marker.slurm.parse import (
+    JobClock,
+    base_id,
+    base_ids,
+    expand_queued_id,
+    parse_dependency,
+    parse_time_limit,
+)
 from hpc_marker.slurm.wedge import describe, find_wedge
 from hpc_marker.util.errors import UserError
 from hpc_marker.util.files import atomic_write
@@ -102,6 +110,37 @@ def submit_script(
     for job, path in zip(ids, pickles, strict=False):  # the runner waits a minute for its pickle
         path.rename(job_paths(folder, job).submitted_pickle)
     return ids
+
+
+def _undone(queued: list[str]) -> str:
+    """What a failed submission says of the jobs it cancelled again."""
+    return f"; cancelled what it had queued ({', '.join(base_ids(queued))})" if queued else ""
+
+
+def _queue_tasks(
+    paths: RunPaths,
+    scripts: dict[str, str],
+    layout: ArrayLayout,
+    jobs: RunJobs,
+    dependency: str | None,
+    timeout_min: int,
+    ids: dict[str, list[str]],
+    seen: JobsSeen | None,
+) -> None:
+    """Each array of `layout`; `ids["convert"]` gets their ids as they are queued."""
+    ids["convert"] = []
+    for role, array in zip(convert_roles(len(layout.arrays)), layout.arrays, strict=False):
+        calls = [DelayedSubmission(functools.partial(jobs.convert, str(paths.root), i)) for i in array.tasks]
+        ids["convert"] += submit_script(
+            paths.jobs,
+            scripts[role],
+            calls,
+            timeout_min=timeout_min,
+            array_indices=list(array.indices),
+            dependency=dependency,
+        )
+        if seen:
+            seen(dict(ids))  # `cancel` finds the arrays queued so far
 
 
 class SlurmExecutor:
@@ -189,8 +228,7 @@ class SlurmExecutor:
             queued = [jid for role_ids in ids.values() for jid in role_ids]
             if queued:
                 commands.cancel_jobs(queued)
-            undone = f"; cancelled what it had queued ({', '.join(base_ids(queued))})" if queued else ""
-            raise SubmitFailed(f"{exc}{undone}") from None
+            raise SubmitFailed(f"{exc}{_undone(queued)}") from None
 
     @staticmethod
     def _submit_arrays(
@@ -205,25 +243,54 @@ class SlurmExecutor:
     ) -> dict[str, list[str]]:
         """Each array of `layout` (its pickled calls carry the global task indices), then the collector
         `afterany` on all of them. `ids` gets each role's ids as they are queued."""
-        ids["convert"] = []
-        for role, array in zip(convert_roles(len(layout.arrays)), layout.arrays, strict=False):
-            calls = [DelayedSubmission(functools.partial(jobs.convert, str(paths.root), i)) for i in array.tasks]
-            ids["convert"] += submit_script(
-                paths.jobs,
-                scripts[role],
-                calls,
-                timeout_min=timeout_min,
-                array_indices=list(array.indices),
-                dependency=dependency,
-            )
-            if seen:
-                seen(dict(ids))  # `cancel` finds the arrays queued so far
+        _queue_tasks(paths, scripts, layout, jobs, dependency, timeout_min, ids, seen)
         arrays = ":".join(base_ids(ids["convert"]))
         collect = DelayedSubmission(jobs.collect, str(paths.root))
         ids["collect"] = submit_script(
             paths.jobs, scripts["collect"], [collect], timeout_min=COLLECT_TIME_MIN, dependency=f"afterany:{arrays}"
         )
         return {role: ids[role] for role in ("convert", "collect")}
+
+    def grow(
+        self,
+        paths: RunPaths,
+        record: RunRecord,
+        scripts: dict[str, str],
+        layout: ArrayLayout,
+        jobs: RunJobs,
+        seen: JobsSeen | None = None,
+    ) -> list[str]:
+        """The arrays of `layout` (no dependency: the service, if any, runs already; the tasks wait for it), then
+        the round's pending collector `afterany` on them too (`scontrol update`, with what it still waits for)."""
+        collector = record.jobs.get("collect", [])
+        waiting = [
+            dep.job_id.split("_")[0]
+            for job in commands.queue(collector)
+            if job.state == "PENDING"
+            for dep in parse_dependency(job.dependency)
+            if dep.state != "fulfilled"
+        ]
+        if not waiting:
+            raise GrowRefused(
+                f"run {record.run_id} is not running any more: its collector {', '.join(collector) or '(none)'} "
+                "waits for no task"
+            )
+        ids: dict[str, list[str]] = {}
+        try:
+            _queue_tasks(paths, scripts, layout, jobs, None, parse_time_limit(record.time_limit) or 60, ids, seen)
+        except SlurmError as exc:
+            commands.cancel_jobs(ids["convert"])
+            raise SubmitFailed(f"{exc}{_undone(ids['convert'])}") from None
+        after = ":".join(dict.fromkeys(waiting + base_ids(ids["convert"])))
+        try:
+            commands.update_dependency(collector[0], f"afterany:{after}")
+        except SlurmError as exc:  # it started meanwhile: the round is over
+            commands.cancel_jobs(ids["convert"])
+            raise GrowRefused(
+                f"run {record.run_id} is not running any more: its collector {collector[0]} would not wait "
+                f"({exc}){_undone(ids['convert'])}"
+            ) from None
+        return ids["convert"]
 
     def observe(
         self, paths: RunPaths, record: RunRecord, finished_tasks: set[int], collected: bool, cancel_wedged: bool = False

@@ -40,8 +40,9 @@ class LogFile:
 
 def task_logs(paths: RunPaths, record: RunRecord, task: int) -> list[LogFile]:
     jobs = record.jobs.get("convert", [])
-    if not 0 <= task < record.tasks:
-        raise NoSuchLog(f"--task {task}: run {record.run_id} has tasks 0 to {record.tasks - 1}")
+    count = max(record.tasks, len(jobs))  # with the tasks `hpcmarker grow` added
+    if not 0 <= task < count:
+        raise NoSuchLog(f"--task {task}: run {record.run_id} has tasks 0 to {count - 1}")
     files = []
     if task < len(jobs):
         out, err = job_logs(paths, jobs[task])

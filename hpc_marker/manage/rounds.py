@@ -44,8 +44,13 @@ def task_rounds(record: RunRecord) -> dict[int, int]:
     """Task index -> the last round that ran it (tasks of no recorded round: round 1). Pure."""
     found: dict[int, int] = {}
     for one in record.rounds:
-        found.update(dict.fromkeys(one.tasks, one.number))
+        found.update(dict.fromkeys((*one.tasks, *one.grown), one.number))
     return found
+
+
+def grown_tasks(record: RunRecord) -> list[int]:
+    """The tasks `hpcmarker grow` added to the run, in every round. Pure."""
+    return [task for one in record.rounds for task in one.grown]
 
 
 def incurable(causes: Mapping[str, list[int]], stops: Mapping[int, TaskStop]) -> str | None:
@@ -104,11 +109,14 @@ def close_round(paths: RunPaths, state: str, causes: Mapping[str, list[int]], do
 
 
 def round_lines(record: RunRecord) -> list[str]:
-    """From round 2 on, one line per round: who submitted it, its tasks, what ended it. Pure."""
-    if len(record.rounds) < 2:
+    """From round 2 on (or once the run grew), one line per round: who submitted it, its tasks (and those `grow`
+    added), what ended it. Pure."""
+    if len(record.rounds) < 2 and not grown_tasks(record):
         return []
     return [
-        f"round {r.number} ({r.by}, {plural(len(r.tasks), 'task')}): {r.ended or 'running'}"
+        f"round {r.number} ({r.by}, {plural(len(r.tasks), 'task')}"
+        + (f" + {len(r.grown)} grown" if r.grown else "")
+        + f"): {r.ended or 'running'}"
         + (f"; {r.note}" if r.note else "")
         for r in record.rounds
     ]

@@ -21,7 +21,7 @@ from hpc_marker.executors.base import Observation
 from hpc_marker.manage.cancel import mark_cancelled
 from hpc_marker.manage.failures import FailedDocument, failed_documents
 from hpc_marker.manage.followups import FollowUpRun, unfinished_follow_ups
-from hpc_marker.manage.rounds import last_note, round_count, round_lines, task_rounds
+from hpc_marker.manage.rounds import grown_tasks, last_note, round_count, round_lines, task_rounds
 from hpc_marker.manage.verdict import ACTIVE_STATES, RunFacts, TaskView, Verdict, verdict
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.store import ShareSummary, load_summary
@@ -51,6 +51,7 @@ class TaskStatus:
     activity: str = "-"  # from the task's heartbeat: working, waiting, exited (or - before it started)
     partial: int = 0  # items whose pages all finished, some lost
     round: int = 1  # the last round that ran the task (manage/rounds.py)
+    grown: bool = False  # added by `hpcmarker grow`: no share of its own (what it converts counts in the shares')
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class RunStatus:
     next: str | None = None  # the exact next command, when there is one
     causes: dict[str, list[int]] = field(default_factory=dict)  # why tasks stopped early: cause -> tasks
     rounds: int = 1  # rounds of arrays submitted (manage/rounds.py)
+    grown: int = 0  # tasks `hpcmarker grow` added (each TaskStatus says whether it grew)
     round_lines: list[str] = field(default_factory=list)  # from round 2 on: each round and what ended it
     exit_code: int = 0  # what `status` exits with (verdict.py: 0, 3 failed items, 4 incomplete)
     failed_documents: list[FailedDocument] = field(default_factory=list)  # the first few, with reasons (failures.py)
@@ -210,6 +212,7 @@ def status_of(
         next=judged.next,
         causes={r.cause: list(r.tasks) for r in judged.reasons if r.tasks},
         rounds=round_count(record),
+        grown=sum(t.grown for t in tasks),
         exit_code=judged.exit_code,
     )
 
@@ -221,7 +224,7 @@ def task_statuses(
     states: dict[str, str],
     activities: dict[int, str],
 ) -> list[TaskStatus]:
-    """One TaskStatus per planned task: its job and the job's state, and what is finished of its share. Pure."""
+    """One TaskStatus per planned task (its job and state, what is finished of its share), then per grown one. Pure."""
     task_ids, rounds = record.jobs.get("convert", []), task_rounds(record)
     tasks = []
     for share in shares:
@@ -243,6 +246,10 @@ def task_statuses(
                 round=rounds.get(share.index, 1),
             )
         )
+    for index in grown_tasks(record):
+        job_id = task_ids[index] if index < len(task_ids) else "-"
+        state, activity = states.get(job_id, "UNKNOWN"), activities.get(index, "-")
+        tasks.append(TaskStatus(index, job_id, state, 0, 0, 0, 0, 0, 0, activity, round=rounds[index], grown=True))
     return tasks
 
 

@@ -63,7 +63,7 @@ def _rows(tasks: list[TaskStatus]) -> list[tuple[str, str, str, int, int, int, i
         )
 
     if len(tasks) <= TABLE_TASKS:
-        return [row(str(t.task), t.job_id, t.state, [t]) for t in tasks]
+        return [row(f"{t.task} (grown)" if t.grown else str(t.task), t.job_id, t.state, [t]) for t in tasks]
     worst = sorted((t for t in tasks if t.failed or t.pending), key=lambda t: (-t.failed, -t.pending, t.task))
     rows = [row(str(t.task), t.job_id, t.state, [t]) for t in worst[:WORST_TASKS]]
     for state in sorted({t.state for t in tasks}):
@@ -89,7 +89,14 @@ def status_table(status: RunStatus) -> Table:
         table.add_column(column, justify="right" if column not in ("job", "state", "progress") else "left")
     for label, job, state, ok, failed, pending, pages_done, pages in _rows(status.tasks):
         table.add_row(
-            label, job, state, str(ok), str(failed), str(pending), f"{pages_done}/{pages}", _bar(pages_done, pages)
+            label,
+            job,
+            state,
+            str(ok),
+            str(failed),
+            str(pending),
+            f"{pages_done}/{pages}",
+            _bar(pages_done, pages) if pages else "-",
         )
     rate = f"{status.pages_per_second:.2f} pages/s" if status.pages_per_second else "- pages/s"
     partial = f"{status.partial} partial, " if status.partial else ""
@@ -99,6 +106,7 @@ def status_table(status: RunStatus) -> Table:
         f"elapsed {_duration(status.elapsed_seconds)}; "
         f"ETA {_duration(status.eta_seconds)}; collector {status.collector}"
         + (f"; round {status.rounds}" if status.rounds > 1 else "")
+        + (f"; {plural(status.grown, 'task')} grown" if status.grown else "")
     )
     if status.degraded:
         table.caption += f"; {plural(status.degraded, 'item')} with degraded LLM refinement"

@@ -129,6 +129,7 @@ def _stamp(epoch: float) -> str:
 def header(view: RunView, totals: dict) -> dict:
     """The page's head: run id, settings, where it reads and writes, and the cards of totals."""
     record, rate, layer = view.record, totals.get("pages_per_second"), totals.get("text_layer") or {}
+    grown = [task for one in record.rounds for task in one.grown]  # tasks `hpcmarker grow` added
     workers = (
         f"{record.workers_per_gpu} worker(s) per GPU"
         if record.workers_per_gpu
@@ -149,10 +150,13 @@ def header(view: RunView, totals: dict) -> dict:
             f"{layer.get('empty_pages', 0):,} empty · {layer.get('garbled_pages', 0):,} garbled",
             f"pages of {layer.get('pages_checked', 0):,} checked",
         ),
-        ("tasks", f"{record.tasks}", f"{record.executor}, {workers}"),
+        ("tasks", f"{record.tasks}" + (f" + {len(grown)} grown" if grown else ""), f"{record.executor}, {workers}"),
     ]
     if len(record.rounds) > 1:  # the run continued itself, or was resumed (manage/rounds.py)
-        ended = "; ".join(f"{r.number} ({r.by}): {r.ended or 'this collection'}" for r in record.rounds)
+        ended = "; ".join(
+            f"{r.number} ({r.by}{f', {len(r.grown)} grown' if r.grown else ''}): {r.ended or 'this collection'}"
+            for r in record.rounds
+        )
         cards.append(("rounds", f"{len(record.rounds)}", ended))
     collected = view.summary.get("collected")
     return {

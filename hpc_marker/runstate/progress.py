@@ -4,6 +4,8 @@
                           waiting, exited), its cursor in its own share, the pages it has not
                           claimed yet, the batches it holds, the items in flight. Thieves read
                           these to choose a victim; `status` to say what every task is doing.
+  progress/grown.txt      the tasks `hpcmarker grow` added to the run, one index a line: thieves read their
+                          heartbeats too (they have no share, but may hold batches of others').
   progress/task-<i>.log   one short line per committed item (item, status, pages, share, times, flags, the
                           seconds its worker waited on the LLM service; logs from before that column read as 0),
                           appended on a descriptor the task keeps open. `status`, `resume` and
@@ -36,6 +38,7 @@ DEGRADED = "d"  # flags: the item's LLM refinement was degraded
 FAILED_OVER = "f"  # flags: some of the item's LLM requests moved to another replica
 REOPENED = "reopened"  # a status line `retry` writes: the item is open again (pending), not finished
 REOPEN_LOG = "task-reopened.log"  # where `retry` writes those lines
+GROWN_FILE = "grown.txt"  # the tasks `hpcmarker grow` added, one index a line
 
 
 @dataclass
@@ -62,6 +65,19 @@ def heartbeat_path(folder: Path, task: int) -> Path:
 def write_heartbeat(folder: Path, beat: Heartbeat) -> None:
     beat.updated = time.time()
     atomic_write(heartbeat_path(folder, beat.task), json.dumps(asdict(beat), separators=(",", ":")))
+
+
+def read_grown(folder: Path) -> list[int]:
+    """The tasks `hpcmarker grow` added to the run (none: [])."""
+    try:
+        return [int(line) for line in (Path(folder) / GROWN_FILE).read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def add_grown(folder: Path, tasks: list[int]) -> None:
+    """Record tasks `hpcmarker grow` adds (before they start, so that every task may read their heartbeats)."""
+    atomic_write(Path(folder) / GROWN_FILE, "".join(f"{task}\n" for task in dict.fromkeys(read_grown(folder) + tasks)))
 
 
 def read_heartbeats(

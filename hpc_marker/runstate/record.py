@@ -68,7 +68,7 @@ class ParentRun:
 class Round:
     """One round of the run's conversion arrays: its tasks, who submitted it (`submit`, `resume`, or the collector
     continuing the run), and, once its collector ran, how many items had a final status then and why it ended
-    (`finished`, or the causes of its stopped tasks)."""
+    (`finished`, or the causes of its stopped tasks), and the tasks `grow` added to it."""
 
     number: int  # 1 for the first submission
     submitted: float
@@ -77,14 +77,15 @@ class Round:
     done_items: int | None = None  # items with a final status when the round was collected
     ended: str = ""  # finished, or the causes that stopped it ("time limit, preempted"); "" while it runs
     note: str = ""  # why the run did not continue after it (--max-rounds reached, no progress, an incurable cause)
+    grown: tuple[int, ...] = ()  # tasks `hpcmarker grow` added to the round (no share of their own: they steal)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Round:
         known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
-        return cls(**dict(known, tasks=tuple(known.get("tasks") or ())))
+        return cls(**dict(known, tasks=tuple(known.get("tasks") or ()), grown=tuple(known.get("grown") or ())))
 
     def to_json(self) -> dict[str, Any]:
-        return dict(asdict(self), tasks=list(self.tasks))
+        return dict(asdict(self), tasks=list(self.tasks), grown=list(self.grown))
 
 
 @dataclass

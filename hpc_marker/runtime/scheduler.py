@@ -13,7 +13,8 @@ the run and the number of tasks.
 An idle task (nothing claimable) leaves unless a task it knows of died holding batches (it waits
 to take them over). The SWEEPERS lowest-numbered tasks are the exception: they stay while any
 task holds a batch, so that whoever dies last is taken over too; they read again only the heartbeats
-of tasks not seen exiting since they started.
+of tasks not seen exiting since they started. A task `hpcmarker grow` added has no share: it only steals
+and takes over, and the others read its heartbeat too (progress/grown.txt lists such tasks).
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ from pathlib import Path
 from hpc_marker.planning.plan import TaskPlan, WorkItem
 from hpc_marker.planning.store import ShareSummary, load_share
 from hpc_marker.runstate.claims import BATCH_PREFIX, ClaimBoard, Claimed, Lease, batch_name, lease_shard
-from hpc_marker.runstate.progress import EXITED, WAITING, WORKING, Heartbeat, read_heartbeats, write_heartbeat
+from hpc_marker.runstate.progress import (
+    EXITED,
+    WAITING,
+    WORKING,
+    Heartbeat,
+    read_grown,
+    read_heartbeats,
+    write_heartbeat,
+)
 
 SAMPLE = 8  # heartbeats a thief reads to choose a victim: the richest of 8 random tasks (power of d choices)
 SWEEPERS = 4  # tasks 0..SWEEPERS-1 stay while any task holds a batch
@@ -121,7 +130,8 @@ class Scheduler:
         now = time.time()
         if self._sampled is not None and now - self._sampled[0] < max(1.0, self.lease_s / 8):
             return self._sampled[1], self._sampled[2]  # a recent read: the tail pointers know the rest
-        others = [share for share in self.summaries if share != self.task and share not in self.gone]
+        peers = [*self.summaries, *read_grown(self.progress_folder)]  # grown tasks: no share, but may hold batches
+        others = [task for task in dict.fromkeys(peers) if task != self.task and task not in self.gone]
         if len(others) > SAMPLE:
             others = self.random.sample(others, SAMPLE)
         beats = self._read(others)
@@ -212,7 +222,7 @@ class Scheduler:
         says which of its batches nobody has claimed yet; a dead victim's expired leases count too."""
         now = time.time()
         candidates = []
-        for share in sampled:
+        for share in (task for task in sampled if task in self.summaries):  # a grown task has no share
             summary, beat = self.summaries[share], beats.get(share)
             dead = beat is not None and beat.state != EXITED and not beat.fresh(self.lease_s, now)
             if dead and now - self.rescanned.get(share, 0.0) > self.lease_s / 2:

@@ -1,10 +1,11 @@
 """Task start: what a task decides and checks before its first item.
 
-`TaskSetup.for_task`: the task's share of the plan, its CPUs, workers and threads (sizing.py, threads.py),
-the workers' engine options and the context each of its records carries. `prepare`: the engine can run on
-this node and the LLM service (if the run has one) answers; the workers' options gain its settings (and
-the task's relay, with several replicas). `start_servers`: the task's MPS daemon and marker 2.x's
-inference server, before any worker is spawned. `CannotStart` says why a task cannot convert anything here.
+`TaskSetup.for_task`: the task's share of the plan (none for a task `hpcmarker grow` added), its CPUs, workers
+and threads (sizing.py, threads.py), the workers' engine options and the context each of its records carries.
+`prepare`: the engine can run on this node and the LLM service (if the run has one) answers; the workers'
+options gain its settings (and the task's relay, with several replicas). `start_servers`: the task's MPS
+daemon and marker 2.x's inference server, before any worker is spawned. `CannotStart` says why a task cannot
+convert anything here.
 """
 
 from __future__ import annotations
@@ -80,10 +81,11 @@ class TaskSetup:
     def for_task(cls, paths: RunPaths, record: RunRecord, index: int) -> TaskSetup:
         """Task `index`'s share, workers and threads (its threads are capped now, before any engine loads)."""
         summaries = load_summary(paths.plan)
-        own = load_share(paths.plan, summaries[index])
+        grown = index >= len(summaries)  # added by `hpcmarker grow`: no share, it steals its items
+        own = TaskPlan(index) if grown else load_share(paths.plan, summaries[index])
         cpus = task_cpus()
         workers = choose_workers(record.workers_per_gpu or None, record.engine, cpus)  # 0: auto
-        workers = max(1, min(workers, max(len(own.items), 1)))
+        workers = max(1, min(workers, max(record.items if grown else len(own.items), 1)))
         threads = threads_per_worker(cpus, workers)
         cap_threads(threads)
         options = dict(

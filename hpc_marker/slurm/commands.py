@@ -220,6 +220,11 @@ def submit(script: Path, dependency: str | None = None) -> str:
     return job_id
 
 
+def update_dependency(job_id: str, dependency: str) -> None:
+    """Make a pending job wait for `dependency` instead (`scontrol update`); SlurmError once it has started."""
+    _run(["scontrol", "update", f"JobId={job_id}", f"Dependency={dependency}"])
+
+
 def cancel_jobs(job_ids: list[str]) -> None:
     bases = base_ids(job_ids)
     if bases:

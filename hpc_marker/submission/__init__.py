@@ -9,5 +9,6 @@ outputs.py    which PDFs a run converts (outputs not current) and its documents'
 estimate.py   `hpcmarker estimate`: a folder's pages at a recorded rate (wall time, GPU-hours, cost); submit's line
 resume.py     resubmit only the unfinished tasks of a run; retry failed (not poison) items
 followup.py   follow-up runs (`hpcmarker retry RUN --select ...`): chosen documents again, into the same --out
-overrides.py  the resources resume and retry may change (--time, --mem, --gpus, ...), checked
+overrides.py  the resources resume, retry and grow may change (--time, --mem, --gpus, ...), checked
+grow.py       `hpcmarker grow`: tasks added to a running run (no share: they steal), its collector waiting for them
 """

@@ -297,7 +297,9 @@ def record_jobs(
 ) -> None:
     """Put the job ids of a (re)submission into the run record and save it. For a resubmission of
     the tasks `indices`, each replaces that task's job (kept as REPLACED, for accounting). Only the jobs
-    change on disk: what others wrote meanwhile (`hpcmarker cancel` marking the run) is kept."""
+    change on disk: what others wrote meanwhile (`hpcmarker cancel` marking the run, tasks `hpcmarker grow` added
+    past this record's) is kept."""
+    stored = paths.load_record()
     jobs = {role: list(values) for role, values in record.jobs.items()}
     for role, new in ids.items():
         if role == "convert" and indices is not None and jobs.get("convert"):
@@ -310,12 +312,22 @@ def record_jobs(
                 jobs["convert"][index] = job_id
         else:
             jobs[role] = list(new)
+    _keep_grown(jobs, stored.jobs.get("convert", []), record.tasks)
     record.jobs = jobs
-    stored = paths.load_record()
     stored.jobs, stored.submitted = jobs, record.submitted or stored.submitted
     stored.rounds = stored.rounds or record.rounds  # the rounds on disk: a collector may have closed one
     record.cancelled = stored.cancelled
     paths.save_record(stored)
+
+
+def _keep_grown(jobs: dict[str, list[str]], on_disk: list[str], planned: int) -> None:
+    """Into `jobs`, the job ids on disk of tasks `hpcmarker grow` added (past the `planned` tasks) that `jobs`
+    lacks: they were added after the record being saved was read."""
+    for index in range(planned, len(on_disk)):
+        convert = jobs.setdefault("convert", [])
+        convert += [NO_JOB] * (index + 1 - len(convert))
+        if convert[index] == NO_JOB:
+            convert[index] = on_disk[index]
 
 
 @private_files

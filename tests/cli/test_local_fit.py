@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from runkit import read_record, run_folder
 
-from hpc_marker.executors.local import LocalDevicesError, this_machine
+from hpc_marker.executors.machine import LocalDevicesError, this_machine
 from hpc_marker.runtime.sizing import fit_local, local_fit_note
 
 

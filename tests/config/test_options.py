@@ -38,7 +38,7 @@ def _options(command: str) -> dict[str, click.Option]:
     return {param.name: param for param in found if isinstance(param, click.Option) and param.name != "help"}
 
 
-@pytest.mark.parametrize("command", ["submit", "resume", "retry"])
+@pytest.mark.parametrize("command", ["submit", "resume", "retry", "grow"])
 def test_every_option_of_the_command_comes_from_the_schema(command):
     declared = set(_options(command)) - (RETRY_OWN if command == "retry" else set())
     assert declared == {option.name for option, _ in options_of(command)}
@@ -99,6 +99,7 @@ def _headings(text: str) -> list[str]:
     [
         ("submit", ["Input and output", "Resources", "Engine", "LLM", "Scheduling", "Advanced", "Examples"]),
         ("resume", ["Resources of the resubmitted tasks", "Help"]),
+        ("grow", ["Resources of the new tasks", "Help"]),
         ("retry", ["Failed items", "Follow-up run", "Resources (without --select)", "Help"]),
     ],
 )

@@ -385,3 +385,22 @@ def test_bisected_item_is_pending_until_its_pages_are_finished_then_partial():
     assert commit_lost_pages(latest_commits(frame)) == ["document a page 8: timeout"]
     status = status_of(_record(), plan_frames(_plan())[1], done, {}, now=10.0)
     assert (status.ok, status.partial, status.failed, status.pending) == (1, 1, 0, 1)
+
+
+def test_a_grown_task_is_a_task_of_the_run_its_state_counts():
+    """A task `hpcmarker grow` added (round 1's `grown`, its job after the planned ones) is listed, marked grown,
+    with its round; while it runs, the run is running (not collecting), though every share is done."""
+    from dataclasses import replace
+
+    from hpc_marker.runstate.record import Round
+
+    record = replace(
+        _record(), jobs={"convert": ["7_0", "7_1", "9_2"], "collect": ["8"]}, rounds=[Round(1, 0.0, (0, 1), grown=(2,))]
+    )
+    done = _progress([("a", "ok", 10, 0, 100.0), ("b", "ok", 10, 0, 101.0), ("c", "ok", 30, 1, 102.0)])
+    states = {"7_0": "COMPLETED", "7_1": "COMPLETED", "9_2": "RUNNING", "8": "PENDING"}
+    status = status_of(record, plan_frames(_plan())[1], done, states, now=110.0)
+    assert status.state == "running" and status.grown == 1 and status.pending == 0
+    assert [(t.task, t.job_id, t.state, t.grown, t.round) for t in status.tasks][2] == (2, "9_2", "RUNNING", True, 1)
+    over = status_of(record, plan_frames(_plan())[1], done, dict(states, **{"9_2": "COMPLETED"}), now=110.0)
+    assert over.state == "collecting"

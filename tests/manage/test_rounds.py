@@ -95,3 +95,9 @@ def test_status_lines_name_each_round_and_what_ended_it(tmp_path):
         "round 1 (submit, 2 tasks): time limit",
         "round 2 (continue, 1 task): engine; not continued: another round cannot cure engine",
     ]
+
+
+def test_a_round_that_grew_is_said_even_when_it_is_the_only_one(tmp_path):
+    record = _record(tmp_path, rounds=[Round(1, 1.0, (0, 1), grown=(2, 3))])
+    assert round_lines(record) == ["round 1 (submit, 2 tasks + 2 grown): running"]
+    assert task_rounds(record) == {0: 1, 1: 1, 2: 1, 3: 1}

@@ -98,7 +98,7 @@ def test_rounds_round_trip(tmp_path):
     paths.root.mkdir(parents=True)
     record = RunRecord.from_json(V1)
     record.max_rounds = 4
-    record.rounds = [Round(1, 1.0, (0, 1), "submit", 3, "time limit"), Round(2, 2.0, (1,), "continue")]
+    record.rounds = [Round(1, 1.0, (0, 1), "submit", 3, "time limit"), Round(2, 2.0, (1,), "continue", grown=(2,))]
     paths.save_record(record)
     assert paths.load_record().rounds == record.rounds and paths.load_record().max_rounds == 4
 

@@ -218,3 +218,30 @@ def test_an_idle_task_looks_again_every_eighth_of_the_lease_unless_told(monkeypa
     assert idle_poll_seconds(120.0) == 0.25
     monkeypatch.setenv(IDLE_POLL_ENV, "soon")
     assert idle_poll_seconds(120.0) == 15.0
+
+
+def test_a_grown_task_steals_and_one_that_dies_holding_a_batch_is_taken_over(tmp_path):
+    """A task `hpcmarker grow` added has no share: it steals. Listed in progress/grown.txt, its heartbeat is read
+    by the others, so a batch it died holding, in a share whose owner has passed it, is taken over (not left
+    for the next round)."""
+    from hpc_marker.planning.plan import TaskPlan
+    from hpc_marker.runstate.progress import add_grown, heartbeat_path
+
+    first, second = _many(tmp_path, 2, 0), _many(tmp_path, 2, 1)
+    assert first.next_batch() is not None
+    first.write()  # share 0 has less left than share 1 now
+    summaries = load_summary(tmp_path / "plan")
+    board = ClaimBoard(tmp_path, "n:2:task-2", LEASE_S)
+    grown = Scheduler(2, summaries, TaskPlan(2), board, tmp_path / "plan", tmp_path / "progress", steal=True,
+                      lease_s=LEASE_S, first_start=True)  # fmt: skip
+    add_grown(tmp_path / "progress", [2])
+    batch = grown.next_batch()
+    assert batch is not None and batch.share == 1 and grown.stolen == 1 and not grown.own
+    assert batch.label not in _drain(second)  # its owner passes it (and steals the rest of share 0)
+    beat = json.loads(heartbeat_path(tmp_path / "progress", 2).read_text())  # the grown task dies: stale heartbeat
+    assert beat["held"] == [batch.label]
+    heartbeat_path(tmp_path / "progress", 2).write_text(json.dumps(dict(beat, updated=time.time() - 2 * LEASE_S)))
+    lease = ClaimBoard(tmp_path, "reader", LEASE_S).lease_path("1", batch_name(batch.index))
+    os.utime(lease, (time.time() - 2 * LEASE_S,) * 2)  # ... and its lease expires
+    second._sampled = None  # its next look reads the heartbeats again (as it does every lease/8)
+    assert _drain(second) == [batch.label]
