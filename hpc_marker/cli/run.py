@@ -202,7 +202,7 @@ class ProgressPrinter:
         if time.time() - self.last < self.every_s:
             return
         self.last = time.time()
-        from hpc_marker.manage.status import done_so_far
+        from hpc_marker.manage.tally import done_so_far
 
         done = done_so_far(paths)
         click.echo(

@@ -3,6 +3,7 @@
   collect.py  merge the task manifests into manifest.csv and summary.json, finish what killed tasks
               left, gather logs, stop the run's service, write the report; the collector job continues the run
   status.py   where a run stands: per task states and progress, totals, rate, ETA (pure `status_of`)
+  tally.py    how much is finished per share: from summary.json once collected, else the commit logs
   statustable.py  status drawn for a person: the task table, its caption, the lines under it, --watch
   cancel.py   cancel every job of a run, mark it cancelled, free its --out
   verdict.py  what a run's state means (pure): finished or incomplete, one line per cause, the next

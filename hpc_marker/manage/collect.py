@@ -217,7 +217,8 @@ def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> di
     the next command. The scheduler is asked for the tasks' states; where it does not answer, the tasks' own
     stop records still say why they stopped."""
     from hpc_marker.executors.base import Observation
-    from hpc_marker.manage.status import status_of, summary_progress
+    from hpc_marker.manage.status import status_of
+    from hpc_marker.manage.tally import summary_progress
 
     progress = summary_progress(summary)
     finished = {s.index for s in shares if (c := progress.shares.get(s.index)) and c.ok + c.failed >= s.items}

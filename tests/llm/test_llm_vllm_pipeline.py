@@ -18,7 +18,7 @@ from runkit import invoke, manifest_records, read_summary
 from standin.harness import path_with_standin, vllm_pids, vllm_trace
 
 from hpc_marker.llm.settings import LlmPaths
-from hpc_marker.manage.status import read_progress
+from hpc_marker.manage.tally import read_progress
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.util.processes import process_tree
 from hpc_marker.util.text import plural

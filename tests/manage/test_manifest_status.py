@@ -5,12 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from hpc_marker.engines.base import EngineOptions
-from hpc_marker.manage.status import (
-    RunProgress,
-    ShareCounts,
-    share_counts,
-    status_of,
-)
+from hpc_marker.manage.status import status_of
+from hpc_marker.manage.tally import RunProgress, ShareCounts, share_counts
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
 from hpc_marker.planning.store import save_plan
 from hpc_marker.runstate.manifest import ManifestRecord, append_record, read_manifest

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from test_manifest_status import _record
 
-from hpc_marker.manage.status import read_progress, status_of, summary_progress
+from hpc_marker.manage.status import status_of
+from hpc_marker.manage.tally import read_progress, summary_progress
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord
