@@ -93,9 +93,10 @@ def submit_prepared(prepared, submit: Callable) -> None:
 
     plan, record = prepared.plan, prepared.record
     executor_used = executor_for(record.executor)
+    ocr = f" ({sum(i.pages for i in plan.items if i.ocr):,} to OCR)" if record.engine_options.ocr_auto else ""
     click.echo(
         f"run {record.run_id}: {plural(len(prepared.scanned), 'PDF')} ({plural(len(plan.items), 'work item')}), "
-        f"{plural(plan.total_pages, 'page')}, {plural(record.tasks, 'task')} ({record.executor}); "
+        f"{plural(plan.total_pages, 'page')}{ocr}, {plural(record.tasks, 'task')} ({record.executor}); "
         f"run folder {prepared.paths.root}"
     )
     unreadable = [pdf for pdf in prepared.scanned if pdf.error]
