@@ -145,3 +145,12 @@ def test_force_ocr_refuses_another_value_in_one_line_and_reads_the_old_booleans(
     assert OCR.convert("true", None, None) == "all" and OCR.convert("0", None, None) == "none"  # a config's boolean
     retry = {p.name: p for p in cli.commands["retry"].params}["force_ocr"]
     assert retry.is_flag and retry.secondary_opts == ["--no-force-ocr"]  # retry RUN --force-ocr: every page
+
+
+@pytest.mark.parametrize(("args", "asked"), [(["--force-ocr"], "--force-ocr"), (["--force-ocr", "auto"], "auto")])
+def test_estimate_takes_the_flag_and_auto_and_asks_for_a_rate_made_the_same_way(sample_pdfs, args, asked):
+    result = CliRunner().invoke(cli, ["estimate", "--pdfs", str(sample_pdfs), "--engine", "marker", *args])
+    assert result.exit_code == 0, result.output
+    key, command = result.output.split("its run records one: ")
+    assert f"ocr={'auto' if asked == 'auto' else True}" in key
+    assert command.strip().endswith("--force-ocr" if asked == "--force-ocr" else "--force-ocr auto")
