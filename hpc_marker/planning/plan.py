@@ -204,7 +204,8 @@ class Plan:
 
     def to_json(self) -> dict:
         """Each task with its items; `ocr` on each item and `ocr_pages` on each task where --force-ocr auto decided."""
-        routed = any(item.ocr is not None for item in self.items)
+        rows = self.rows
+        routed = rows.table["ocr"].null_count < len(rows) if rows else any(i.ocr is not None for i in self.items)
 
         def task(t: TaskPlan) -> dict:
             items = [{k: v for k, v in asdict(i).items() if k != "ocr" or routed} for i in t.items]

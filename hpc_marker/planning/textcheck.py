@@ -39,10 +39,21 @@ class OcrRouting:
 
     @classmethod
     def from_config(cls) -> OcrRouting:
-        from hpc_marker.config import load_config
+        """The config's [ocr]; ConfigError (one line) for a value out of its bounds."""
+        from hpc_marker.config import ConfigError, load_config
 
         values: dict[str, Any] = load_config().merged("ocr")
-        return cls(int(values["sample_pages"]), float(values["share"]), float(values["page_weight"]))
+        try:
+            routing = cls(int(values["sample_pages"]), float(values["share"]), float(values["page_weight"]))
+        except (TypeError, ValueError):
+            routing = None
+        if routing is None or routing.sample_pages < 1 or not 0 < routing.share <= 1 or routing.page_weight <= 0:
+            shown = ", ".join(f"{key} = {values[key]!r}" for key in ("sample_pages", "share", "page_weight"))
+            raise ConfigError(
+                f"[ocr] {shown}: sample_pages must be a whole number of at least 1, share from 0 (not included) "
+                "to 1, page_weight more than 0"
+            )
+        return routing
 
     def needs_ocr(self, sample: TextSample | None) -> bool:
         """Whether a PDF with this sample gets OCR (no sample, an unreadable PDF: no)."""

@@ -154,3 +154,13 @@ def test_estimate_takes_the_flag_and_auto_and_asks_for_a_rate_made_the_same_way(
     key, command = result.output.split("its run records one: ")
     assert f"ocr={'auto' if asked == 'auto' else True}" in key
     assert command.strip().endswith("--force-ocr" if asked == "--force-ocr" else "--force-ocr auto")
+
+
+def test_an_ocr_setting_out_of_bounds_is_one_line_naming_it(mixed_pdfs, tmp_path, monkeypatch):
+    site = tmp_path / "site.toml"
+    site.write_text("[ocr]\nshare = 2.0\n")
+    monkeypatch.setenv("HPCMARKER_SITE_CONFIG", str(site))
+    result = CliRunner().invoke(cli, ["plan", "--pdfs", str(mixed_pdfs), "--force-ocr", "auto"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "[ocr]" in result.output and "share = 2.0" in result.output
+    assert CliRunner().invoke(cli, ["plan", "--pdfs", str(mixed_pdfs)]).exit_code == 0  # without auto: not read
