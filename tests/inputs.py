@@ -90,6 +90,27 @@ def book_with_pathological_page(pages: int, bad_page: int, glyphs: int) -> bytes
     return _serialize(objs)
 
 
+def scanned_pdf(pages: int) -> bytes:
+    """`pages` pages that are each one grey image and no text, as a scanner makes them: no text layer at all."""
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]
+    image = b"\x80\x40\x40\x80"  # 2x2 grey pixels
+    objs.append(
+        b"<< /Type /XObject /Subtype /Image /Width 2 /Height 2 /ColorSpace /DeviceGray /BitsPerComponent 8 "
+        b"/Length %d >>\nstream\n" % len(image) + image + b"\nendstream"
+    )
+    kids = []
+    for _ in range(pages):
+        content = b"q 612 0 0 792 0 0 cm /Im1 Do Q"
+        objs.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
+        objs.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /XObject << /Im1 3 0 R >> >> "
+            b"/Contents %d 0 R >>" % len(objs)
+        )
+        kids.append(len(objs))
+    objs[1] = b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids) + b"] /Count %d >>" % pages
+    return _serialize(objs)
+
+
 def _encrypted(user_password: str) -> bytes:
     from io import BytesIO
 

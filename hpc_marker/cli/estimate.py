@@ -14,6 +14,7 @@ import click
 
 from hpc_marker.config.options import BY_NAME
 from hpc_marker.config.types import COUNT, DURATION, PRICE, parse_duration
+from hpc_marker.engines.base import EngineOptions
 
 SHARED = (  # submit's options that estimate takes (config/__init__.py ESTIMATE_KEYS: their [submit] defaults)
     "pdfs",
@@ -37,6 +38,8 @@ def shared_options(function: Callable) -> Callable:
         kwargs = {"type": option.type, "metavar": option.metavar, "help": option.help, "required": option.required}
         if option.is_flag:
             kwargs = {"is_flag": True, "help": option.help}
+        elif option.flag_value is not None:  # --force-ocr alone, or --force-ocr auto
+            kwargs.update(is_flag=False, flag_value=option.flag_value, default=None)
         elif "/" in option.flag:
             kwargs = {"default": None, "help": option.help}
         function = click.option(option.flag, option.name, **kwargs)(function)
@@ -69,7 +72,7 @@ def estimate_command(deadline, price, calibrate, as_json, **options) -> None:
         engine=options["engine"],
         engine_options={
             "output_format": options["output_format"],
-            "force_ocr": bool(options["force_ocr"]),
+            **EngineOptions.ocr_fields(options["force_ocr"]),
             "images": True if options["images"] is None else options["images"],
         },
         llm_model=options["llm_model"],

@@ -16,7 +16,7 @@ from hpc_marker.cli.group import InputError
 from hpc_marker.cli.llm import parse_option
 from hpc_marker.cli.sections import SectionedCommand
 from hpc_marker.cli.submitopts import schema_options, sections
-from hpc_marker.config.types import COUNT, PAGES
+from hpc_marker.config.types import COUNT, OCR, PAGES
 from hpc_marker.slurm.parse import base_id
 from hpc_marker.util.text import plural
 
@@ -93,9 +93,10 @@ def submit_prepared(prepared, submit: Callable) -> None:
 
     plan, record = prepared.plan, prepared.record
     executor_used = executor_for(record.executor)
+    ocr = f" ({sum(i.pages for i in plan.items if i.ocr):,} to OCR)" if record.engine_options.ocr_auto else ""
     click.echo(
         f"run {record.run_id}: {plural(len(prepared.scanned), 'PDF')} ({plural(len(plan.items), 'work item')}), "
-        f"{plural(plan.total_pages, 'page')}, {plural(record.tasks, 'task')} ({record.executor}); "
+        f"{plural(plan.total_pages, 'page')}{ocr}, {plural(record.tasks, 'task')} ({record.executor}); "
         f"run folder {prepared.paths.root}"
     )
     unreadable = [pdf for pdf in prepared.scanned if pdf.error]
@@ -142,9 +143,10 @@ FORMAT_NAMES = {"markdown": "Markdown", "json": "JSON", "html": "HTML", "chunks"
 
 def tell_verdict(paths, exit_code: int | None = None) -> None:
     """The end of a run this command waited for: its state and counts, each failed item and lost page, one
-    line per cause of what is left, the flagged text layer, the next command; then exit with `status`'s
-    code (or `exit_code`)."""
+    line per cause of what is left, --force-ocr auto's routing, the flagged text layer, the next command; then
+    exit with `status`'s code (or `exit_code`)."""
     from hpc_marker.manage.status import load_status
+    from hpc_marker.runstate.summary import routing_line
     from hpc_marker.util.commands import ocr_command
 
     status = load_status(paths)
@@ -169,6 +171,8 @@ def tell_verdict(paths, exit_code: int | None = None) -> None:
     )
     for line in status.reasons:
         click.echo(f"  {line}")
+    if layer.get("routed"):
+        click.echo(routing_line(layer["routed"]))
     if layer.get("empty_pages") or layer.get("garbled_pages"):
         click.echo(
             f"text layer: {plural(layer['empty_pages'], 'empty page')} in "
@@ -231,23 +235,40 @@ class ProgressPrinter:
     help="As for submit: each task gets at least this many pages.",
 )
 @click.option(
+    "--force-ocr",
+    type=OCR,
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    help="As for submit; auto: each item says whether its document gets OCR, and those pages weigh more.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="A progress bar on stderr while scanning (default: on a terminal, except with --format json).",
 )
-def plan_command(pdfs, gpus, split_pages, fmt, scan_workers, min_task_pages, progress) -> None:
+def plan_command(pdfs, gpus, split_pages, fmt, scan_workers, min_task_pages, force_ocr, progress) -> None:
     """Print the plan (tasks, their work items and pages) without submitting."""
     from hpc_marker.planning.outnames import output_names
     from hpc_marker.planning.plan import make_plan, work_items
     from hpc_marker.planning.scan import ScanError, scan_pdfs
+    from hpc_marker.planning.textcheck import OcrRouting
     from hpc_marker.submission.launch import fewer_tasks_note
 
+    routing = OcrRouting.from_config() if force_ocr == "auto" else None
     try:
-        scanned = scan_pdfs(pdfs, scan_workers, cache=True, progress=_show_progress(progress, machine=fmt == "json"))
+        scanned = scan_pdfs(
+            pdfs,
+            scan_workers,
+            cache=True,
+            progress=_show_progress(progress, machine=fmt == "json"),
+            sample_pages=routing.sample_pages if routing else 0,
+        )
     except ScanError as exc:
         raise InputError(f"--pdfs {exc}") from None
-    items = work_items(scanned, output_names([pdf.relpath for pdf in scanned]))  # json: each renamed out_name
-    the_plan = make_plan(items, gpus, split_pages=split_pages, min_task_pages=min_task_pages)
+    items = work_items(scanned, output_names([pdf.relpath for pdf in scanned]), routing)  # json: each out_name
+    weight = routing.page_weight if routing else 1.0
+    the_plan = make_plan(items, gpus, split_pages=split_pages, min_task_pages=min_task_pages, page_weight=weight)
     if len(the_plan.tasks) < gpus:
         click.echo(fewer_tasks_note(gpus, the_plan, len(scanned), min_task_pages), err=True)
     if fmt == "json":
@@ -255,18 +276,29 @@ def plan_command(pdfs, gpus, split_pages, fmt, scan_workers, min_task_pages, pro
         data.update(pdfs=str(pdfs.resolve()), gpus=gpus, imbalance=round(the_plan.imbalance(), 4))
         click.echo(json.dumps(data, indent=1, ensure_ascii=False))
         return
+    Console().print(_plan_table(the_plan, len(scanned), routed=routing is not None))
+
+
+def _plan_table(the_plan, pdfs: int, routed: bool):
+    """`plan`'s table: per task, its items (with `ocr` under --force-ocr auto) and its pages."""
     from rich.table import Table
 
+    ocr_pages = sum(item.pages for item in the_plan.items if item.ocr)
     table = Table(
-        title=f"{plural(len(scanned), 'PDF')} ({plural(len(the_plan.items), 'work item')}), "
-        f"{plural(the_plan.total_pages, 'page')} on {plural(len(the_plan.tasks), 'task')} "
-        f"(busiest / ideal = {the_plan.imbalance():.3f})",
+        title=f"{plural(pdfs, 'PDF')} ({plural(len(the_plan.items), 'work item')}), "
+        f"{plural(the_plan.total_pages, 'page')}{f' ({ocr_pages:,} to OCR)' if routed else ''} on "
+        f"{plural(len(the_plan.tasks), 'task')} (busiest / ideal = {the_plan.imbalance():.3f}"
+        f"{f', OCR pages weigh {the_plan.page_weight:g}' if routed else ''})",
         title_justify="left",
     )
-    for column in ("task", "pdf", "pages", "range"):
+    columns = ("task", "pdf", "pages", "range", *(("ocr",) if routed else ()))
+    for column in columns:
         table.add_column(column, justify="right" if column in ("task", "pages") else "left")
     for task in the_plan.tasks:
         for item in task.items:
-            table.add_row(str(task.index), item.pdf, str(item.pages), item.page_label())
-        table.add_row(str(task.index), "[bold]total", f"[bold]{task.pages}", "", end_section=True)
-    Console().print(table)
+            ocr = ("yes" if item.ocr else "no",) if routed else ()
+            table.add_row(str(task.index), item.pdf, str(item.pages), item.page_label(), *ocr)
+        table.add_row(
+            str(task.index), "[bold]total", f"[bold]{task.pages}", "", *([""] if routed else []), end_section=True
+        )
+    return table

@@ -52,7 +52,7 @@ def click_option(option: Option, use: Use, command: str) -> Callable:
         "cls": SectionedOption,
         "section": HEADINGS[command][use.group],
         "help": use.help,
-        "type": option.type,
+        "type": None if "/" in flag else option.type,  # a pair is a boolean (retry's --force-ocr/--no-force-ocr)
         "metavar": option.metavar,
         "required": option.required,
         "multiple": option.multiple,
@@ -62,6 +62,8 @@ def click_option(option: Option, use: Use, command: str) -> Callable:
         kwargs["default"] = None  # unset: the config's default (submit), the run's value (resume, retry)
     elif option.is_flag:
         kwargs["is_flag"] = True
+    elif option.flag_value is not None:  # `--force-ocr` alone, or `--force-ocr auto`
+        kwargs.update(is_flag=False, flag_value=option.flag_value, default=None)
     return click.option(flag, option.name, **kwargs)
 
 

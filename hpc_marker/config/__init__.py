@@ -5,7 +5,8 @@ Layers, lowest first: the packaged defaults (defaults.toml beside this file), th
 the user's file ($XDG_CONFIG_HOME/hpcmarker/config.toml). `[submit]` values become the defaults of
 `hpcmarker submit` options (click's default_map), under HPCMARKER_SUBMIT_<OPTION> variables and
 command-line flags; `[retry]` and `[export]` those of `hpcmarker retry` and `hpcmarker export`; `[quality]`
-the output flags' thresholds (hpc_marker/quality), fixed in each run's record when it is submitted.
+the output flags' thresholds (hpc_marker/quality), fixed in each run's record when it is submitted; `[ocr]`
+how `--force-ocr auto` decides and weighs (planning/textcheck.py).
 Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors that name the valid ones.
 
 (this file)   the layers, their sections and keys, profiles
@@ -36,6 +37,7 @@ ESTIMATE_KEYS = {"gpus", "engine", "output_format", "force_ocr", "images", "llm_
 ESTIMATE_KEYS |= {"scan_workers", "executor"}  # [submit] keys that `hpcmarker plan` shares (it scans and plans too)
 JOB_KEYS = {"template", "gres", "cpus_per_task", "mem", "time", "llm_server", "mps"}
 RETRY_KEYS = {"min_share"}  # `hpcmarker retry` options
+OCR_KEYS = {"sample_pages", "share", "page_weight"}  # `--force-ocr auto` (planning/textcheck.py)
 EXPORT_KEYS = {"rows_per_shard", "shard_size", "follow_ups"}  # `hpcmarker export` options
 QUALITY_KEYS = {  # output flags' thresholds (hpc_marker/quality/flags.py)
     "repetition_ngram",
@@ -81,6 +83,7 @@ SECTIONS = {
     "retry": RETRY_KEYS,
     "export": EXPORT_KEYS,
     "quality": QUALITY_KEYS,
+    "ocr": OCR_KEYS,
     "templates": {"path"},
     "profiles": None,
 }

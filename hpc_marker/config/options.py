@@ -24,6 +24,7 @@ from hpc_marker.config.types import (
     ITEM_TIMEOUT,
     LEASE,
     MEMORY,
+    OCR,
     PAGES,
     SECONDS,
     TIME,
@@ -73,6 +74,7 @@ class Option:
     record: str | None = ""  # the RunRecord field it ends in ("": its request field's first part); None: none
     why: str = ""  # why it has no config key, no default in defaults.toml, no field or no record field
     is_flag: bool = False
+    flag_value: str | None = None  # an option whose value may be left out: this is the value then (--force-ocr)
     multiple: bool = False
     required: bool = False
     show_default: bool = False
@@ -144,7 +146,9 @@ OPTIONS: tuple[Option, ...] = (
            config="time", why=UNSET + "the profile's",
            also=(Use(RESUMED, "Time limit of the resubmitted tasks (e.g. 08:00:00)."),
                  Use(GROWN, "Time limit of the new tasks (default: the run's)."))),
-    Option("force_ocr", "--force-ocr", "engine", "OCR every page (marker).", is_flag=True,
+    Option("force_ocr", "--force-ocr", "engine", "OCR every page (marker); `--force-ocr auto`: only the documents "
+           "whose text layer is missing or garbled, judged from a few pages at scan time; the others are read from "
+           "their text layer (docs/user-guide.md).", OCR, flag_value="all",
            field="engine_options.force_ocr", config=None, why="a choice for some PDFs, not a default",
            also=(Use(("retry",), "With --select: OCR every page (marker).", "follow_up",
                      "--force-ocr/--no-force-ocr"),)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import click
 
@@ -203,6 +203,33 @@ class WorkersPerGpu(_Checked):
             self.fail(str(exc), param, ctx)
 
 
+class OcrMode(_Checked):
+    """--force-ocr's value: `all` (the bare flag: every page), `auto` (each document as its text layer says,
+    planning/textcheck.py) or `none`; a config file's or variable's boolean (true: all, false: none) still reads."""
+
+    name = "ocr"
+    CHOICES = ("auto", "all", "none")
+    _BOOLEANS: ClassVar[dict[str, str]] = {
+        "true": "all",
+        "1": "all",
+        "yes": "all",
+        "on": "all",
+        "false": "none",
+        "0": "none",
+        "no": "none",
+    }
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip().lower()
+        mode = self._BOOLEANS.get(text, text)
+        if mode not in self.CHOICES:
+            self.fail(f"{value!r}: use auto or all (or the flag alone: all)", param, ctx)
+        return mode
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[auto|all]"
+
+
 COUNT = Number(int, least=1)
 PAGES = Number(int, least=0, beyond="must be 0 (never split) or a number of pages")  # --split-pages
 SECONDS = Number(float, positive=True)
@@ -214,3 +241,4 @@ TIME = TimeLimit()
 ITEM_TIMEOUT = ItemTimeoutType()
 BYTES = ByteSize()
 WORKERS = WorkersPerGpu()
+OCR = OcrMode()

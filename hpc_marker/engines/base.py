@@ -44,7 +44,8 @@ class EngineOptions:
     """What the user chose for conversion; every engine reads the fields it understands."""
 
     paginate: bool = True
-    force_ocr: bool = False
+    force_ocr: bool = False  # OCR every page (--force-ocr, --force-ocr all)
+    ocr_auto: bool = False  # --force-ocr auto: each document's work items say whether it gets OCR (`ocr`)
     output_format: str = "markdown"  # one of formats.OUTPUT_FORMATS (marker's renderers); old run records: markdown
     images: bool = True  # extract images (marker's disable_image_extraction when False)
     extra_config: dict[str, Any] = field(default_factory=dict)
@@ -53,15 +54,22 @@ class EngineOptions:
     llm: LlmAccess | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        """The options as the run record keeps them (without `llm`: that is never stored)."""
+        """The options as the run record keeps them (without `llm`: that is never stored; `ocr_auto` only when
+        set, so the settings documents recorded before it existed still compare equal)."""
         return {
             "paginate": self.paginate,
             "force_ocr": self.force_ocr,
+            **({"ocr_auto": True} if self.ocr_auto else {}),
             "output_format": self.output_format,
             "images": self.images,
             "extra_config": self.extra_config,
             "threads": self.threads,
         }
+
+    @staticmethod
+    def ocr_fields(mode: str | bool | None) -> dict[str, bool]:
+        """--force-ocr's value (auto, all, none; True/False from a library caller) as the fields it sets. Pure."""
+        return {"force_ocr": mode is True or mode == "all", "ocr_auto": mode == "auto"}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EngineOptions:
@@ -69,6 +77,7 @@ class EngineOptions:
         return cls(
             paginate=bool(data.get("paginate", True)),
             force_ocr=bool(data.get("force_ocr", False)),
+            ocr_auto=bool(data.get("ocr_auto", False)),
             output_format=str(data.get("output_format", "markdown")),
             images=bool(data.get("images", True)),
             extra_config=dict(data.get("extra_config", {})),
@@ -146,5 +155,6 @@ class Engine(Protocol):
 
     def __init__(self, options: EngineOptions) -> None: ...
 
-    def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
-        """Convert `pages` (0-based page indices; None = whole PDF) of `pdf`; raise EngineError."""
+    def convert(self, pdf: Path, pages: range | None, ocr: bool | None = None) -> ConvertedDocument:
+        """Convert `pages` (0-based page indices; None = whole PDF) of `pdf`; raise EngineError. `ocr`: the item's
+        decision under --force-ocr auto (None: the run's options alone decide)."""

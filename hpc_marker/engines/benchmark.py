@@ -6,7 +6,9 @@ handling can be measured and tested with a known, model-free cost per page. With
 HPCMARKER_BENCH_NULL=1 it does not even open the PDF: one line per page of the item's range, for
 measuring the pipeline's own costs (claims, commits, outputs) at 10^5 items and more. With
 HPCMARKER_BENCH_START_ERROR=TEXT every worker fails to build it (EngineUnavailable(TEXT); with
-`cache:TEXT`, EngineCacheMissing), as an engine whose models cannot load on the node does.
+`cache:TEXT`, EngineCacheMissing), as an engine whose models cannot load on the node does. An item that
+`--force-ocr auto` sends to OCR costs HPCMARKER_BENCH_OCR_FACTOR times as much a page (default 1: the same),
+to stand in for OCR's cost when measuring how the plan weighs those pages.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from hpc_marker.engines.text import TextEngine
 SECONDS_PER_PAGE_VARIABLE = "HPCMARKER_BENCH_SECONDS_PER_PAGE"
 NULL_VARIABLE = "HPCMARKER_BENCH_NULL"
 START_ERROR_VARIABLE = "HPCMARKER_BENCH_START_ERROR"
+OCR_FACTOR_VARIABLE = "HPCMARKER_BENCH_OCR_FACTOR"
 
 
 class BenchmarkEngine(TextEngine):
@@ -39,7 +42,7 @@ class BenchmarkEngine(TextEngine):
             raise unavailable(error.removeprefix("cache:"))
         super().__init__(options)
 
-    def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
+    def convert(self, pdf: Path, pages: range | None, ocr: bool | None = None) -> ConvertedDocument:
         start = time.monotonic()
         if os.environ.get(NULL_VARIABLE) == "1" and pages is not None:
             doc = ConvertedDocument(
@@ -49,6 +52,7 @@ class BenchmarkEngine(TextEngine):
         else:
             doc = super().convert(pdf, pages)
         cost = float(os.environ.get(SECONDS_PER_PAGE_VARIABLE, "0.05")) * len(doc.metadata["page_stats"])
+        cost *= float(os.environ.get(OCR_FACTOR_VARIABLE, "1")) if ocr else 1.0
         time.sleep(max(0.0, cost - (time.monotonic() - start)))
         doc.metadata["engine"] = self.name
         return doc

@@ -328,8 +328,9 @@ class MarkerEngine:
                 f"marker-pdf {self.version} failed to load: {one_line(exc, with_type=True, empty='no detail')}"
             ) from None
 
-    def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
+    def convert(self, pdf: Path, pages: range | None, ocr: bool | None = None) -> ConvertedDocument:
         try:
+            self._route(ocr)
             if pages is None:
                 self.converter.config.pop("page_range", None)
             else:
@@ -344,6 +345,17 @@ class MarkerEngine:
             if type(exc).__name__ == "OutOfMemoryError":  # CUDA: this item only; free the cache for the next
                 _release_gpu_cache()
             raise EngineError(one_line(exc, with_type=True, empty="no detail")) from None
+
+    def _route(self, ocr: bool | None) -> None:
+        """--force-ocr auto's decision for this item: force_ocr, and for the others disable_ocr only where
+        --marker-config asks for it, in the config marker's provider and builders read per document, and on the
+        processors that hold disable_ocr themselves (tables, equations)."""
+        if ocr is not None:
+            disable = not ocr and bool(self.options.extra_config.get("disable_ocr", False))
+            self.converter.config.update(force_ocr=ocr, disable_ocr=disable)
+            for processor in getattr(self.converter, "processor_list", None) or []:
+                if hasattr(processor, "disable_ocr"):
+                    processor.disable_ocr = disable
 
     def close(self) -> None:
         """marker 2.x: stop an inference server this process spawned (no-op on 1.x)."""

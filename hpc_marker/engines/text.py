@@ -34,7 +34,7 @@ class TextEngine:
             import pdftext.extraction  # noqa: F401
         except ImportError as exc:  # pragma: no cover - a base dependency
             raise EngineUnavailable(f"engine 'text' needs pdftext ({exc})") from None
-        if options.force_ocr:
+        if options.force_ocr:  # (--force-ocr auto is accepted: the items carry their decision, for the plan's sake)
             raise EngineUnavailable("engine 'text' reads the text layer only; --force-ocr needs --engine marker")
         if options.extra_config:
             raise EngineUnavailable("engine 'text' takes no extra settings; --marker-config needs --engine marker")
@@ -49,7 +49,9 @@ class TextEngine:
         self.check(options)
         self.options = options
 
-    def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
+    def convert(self, pdf: Path, pages: range | None, ocr: bool | None = None) -> ConvertedDocument:
+        """The text layer of `pages`; `ocr` (--force-ocr auto's decision) is carried, not acted on: this engine
+        has no OCR (the worker records it in the document's metadata)."""
         from pdftext.extraction import paginated_plain_text_output
         from pdftext.schema import PdfPasswordError
 

@@ -12,6 +12,7 @@ from hpc_marker.manage.failures import failed_lines
 from hpc_marker.manage.status import RunStatus, TaskStatus, load_status
 from hpc_marker.manage.verdict import OVER_STATES
 from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.summary import routing_line
 from hpc_marker.slurm.parse import index_ranges
 from hpc_marker.util.commands import command_line, ocr_command
 from hpc_marker.util.text import plural
@@ -143,10 +144,11 @@ def status_table(status: RunStatus) -> Table:
 def text_layer_line(status: RunStatus) -> str:
     """The caption's line on flagged pages (in documents once collected, in work items before), or ""."""
     layer = status.text_layer
+    routed = f"\n{routing_line(layer['routed'])}" if layer.get("routed") else ""  # --force-ocr auto, once collected
     if not (layer.get("empty_pages") or layer.get("garbled_pages")):
-        return ""
+        return routed
     unit = "documents" if "documents_with_empty_pages" in layer else "items"
-    return (
+    return routed + (
         f"\ntext layer: {plural(layer['empty_pages'], 'empty page')} in "
         f"{plural(layer[f'{unit}_with_empty_pages'], unit[:-1])}, {plural(layer['garbled_pages'], 'garbled page')} "
         f"in {plural(layer[f'{unit}_with_garbled_pages'], unit[:-1])}"
@@ -165,7 +167,8 @@ def verdict_lines(status: RunStatus) -> list[str]:
     """The failed documents, one line per cause, the OCR follow-up of a flagged text layer, the --out's follow-up
     runs that are not finished, then the next command: printed whole under the table, never wrapped into it (rich
     wraps a caption at the table's width)."""
-    flagged = text_layer_line(status)
+    layer = status.text_layer
+    flagged = layer.get("empty_pages") or layer.get("garbled_pages")
     ocr = [f"to OCR the flagged documents: {ocr_command(status.run_id, status.text_layer)}"] if flagged else []
     output = status.output_flags.get("counts") or {}
     redo = command_line("retry", status.run_id, "--select", ",".join(output)) if output else ""

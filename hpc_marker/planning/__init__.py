@@ -4,11 +4,12 @@
   scan.py          what counts as a PDF, page counts (pypdfium2, low-priority processes), a one-line
                    reason for an unreadable one
   scancache.py     the page-count cache: one file per scanned folder in the user's cache folder, keyed by
-                   path, size and mtime
+                   path, size and mtime (with each PDF's text-layer sample, for --force-ocr auto)
+  textcheck.py     --force-ocr auto: a few pages' text layer read at scan time, and whether a PDF gets OCR
   scanprogress.py  the scan's progress bar (rich, stderr)
   plan.py  WorkItem, TaskPlan, Plan, ItemRows (work items as Arrow columns); splitting long PDFs into
-           page ranges; balancing by pages (LPT); the order in which a task claims items (its own share,
-           then stealing)
+           page ranges; balancing by pages (LPT; pages that go to OCR weigh more); the order in which a
+           task claims items (its own share, then stealing)
   balance.py  the plan's arithmetic on numpy arrays: page ranges of parts, LPT, batches (10^6 items in
               seconds)
   bisect.py  the halves of a failing item (ids from their page ranges), down to the pages that fail

@@ -17,12 +17,14 @@ import numpy as np
 _LOOP = 256  # runs of equal cost up to this long are placed one by one (cheaper than _equal_costs)
 
 
-def split_ranges(starts: np.ndarray, stops: np.ndarray, max_pages: int) -> tuple[np.ndarray, ...]:
-    """Each range longer than `max_pages` as equal parts (the last shorter): (source row of each part,
-    its start, its stop, its part number, its source's number of parts, whether its source was split)."""
+def split_ranges(starts: np.ndarray, stops: np.ndarray, max_pages: int | np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each range longer than `max_pages` (one for all, or one per range; 0: never) as equal parts (the last
+    shorter): (source row of each part, its start, its stop, its part number, its source's number of parts,
+    whether its source was split)."""
     pages = stops - starts
-    big = pages > max_pages if max_pages > 0 else np.zeros(len(pages), dtype=bool)
-    n = np.maximum(1, -(-pages // max(max_pages, 1)))
+    limit = np.asarray(max_pages, dtype=np.int64)
+    big = (pages > limit) & (limit > 0)
+    n = np.maximum(1, -(-pages // np.maximum(limit, 1)))
     size = np.maximum(1, -(-pages // n))
     parts = np.where(big, -(-pages // size), 1)
     source = np.repeat(np.arange(len(pages)), parts)

@@ -13,6 +13,10 @@ whatever the number of tasks.
 
 Made for 10^6 items on a login node: the items are kept as Arrow columns (`ItemRows`, a sequence of
 WorkItem that makes each record only when it is read) and the arithmetic is numpy's (balance.py).
+
+With `--force-ocr auto` each item carries its document's decision (`ocr`, planning/textcheck.py) and a page
+that goes to OCR weighs `page_weight` pages ([ocr] in the config): tasks get equal expected work, and a PDF
+that goes to OCR is split at fewer pages. Without it (`ocr` None everywhere) every weight is the page count.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import pyarrow.compute as pc
 
 from hpc_marker.planning.balance import batch_numbers, lpt_tasks, split_ranges
 from hpc_marker.planning.scan import ScannedPdf
+from hpc_marker.planning.textcheck import OcrRouting
 
 MIN_SPLIT_PAGES = 16
 BATCH_PAGES = 32  # a batch: up to this many pages of consecutive items (a few minutes of work)
@@ -50,6 +55,7 @@ class WorkItem:
     parts: int = 1
     batch: int = 0  # the batch of its task's share it is claimed with
     out_name: str = ""  # its document's name under --out where the PDF's own would collide (planning/outnames.py)
+    ocr: bool | None = None  # --force-ocr auto: whether its document gets OCR (textcheck.py); None: the run's setting
 
     @property
     def is_part(self) -> bool:
@@ -73,7 +79,8 @@ class WorkItem:
 
 FIELDS = [f.name for f in fields(WorkItem)]
 _INTS = {"page_start", "page_stop", "part", "parts", "batch"}
-SCHEMA = pa.schema([(name, pa.int32() if name in _INTS else pa.string()) for name in FIELDS])
+_TYPES = {"ocr": pa.bool_()}
+SCHEMA = pa.schema([(name, pa.int32() if name in _INTS else _TYPES.get(name, pa.string())) for name in FIELDS])
 
 
 class ItemRows(Sequence[WorkItem]):
@@ -125,6 +132,16 @@ class ItemRows(Sequence[WorkItem]):
     def pages(self) -> np.ndarray:
         return self.column("page_stop").astype(np.int64) - self.column("page_start")
 
+    def ocr(self) -> np.ndarray | None:
+        """Where an item goes to OCR by --force-ocr auto (a boolean per item); None when none does."""
+        marked = pc.fill_null(self.table.column("ocr"), False).to_numpy(zero_copy_only=False)
+        return marked if marked.any() else None
+
+    def weighted_pages(self, page_weight: float) -> float:
+        """Pages, those that go to OCR counted `page_weight` times (--force-ocr auto)."""
+        pages, ocr = self.pages, self.ocr()
+        return float(pages.sum() + (page_weight - 1) * pages[ocr].sum()) if ocr is not None else float(pages.sum())
+
 
 @dataclass
 class TaskPlan:
@@ -136,6 +153,12 @@ class TaskPlan:
         if isinstance(self.items, ItemRows):
             return int(self.items.pages.sum())
         return sum(item.pages for item in self.items)
+
+    def weighted_pages(self, page_weight: float) -> float:
+        """Pages, those that go to OCR counted `page_weight` times."""
+        if isinstance(self.items, ItemRows):
+            return self.items.weighted_pages(page_weight)
+        return float(sum(item.pages * (page_weight if item.ocr else 1) for item in self.items))
 
     def batches(self) -> list[list[WorkItem]]:
         """The share's items grouped by batch, in claim order."""
@@ -149,13 +172,15 @@ class TaskPlan:
 class Plan:
     tasks: list[TaskPlan]
     rows: ItemRows | None = field(default=None, compare=False, repr=False)  # every task's items, in task order
+    page_weight: float = field(default=1.0, compare=False)  # what a page that goes to OCR weighs (--force-ocr auto)
 
     @classmethod
-    def of_rows(cls, rows: ItemRows, counts: Sequence[int]) -> Plan:
+    def of_rows(cls, rows: ItemRows, counts: Sequence[int], page_weight: float = 1.0) -> Plan:
         """The plan whose task i has the next counts[i] of `rows`."""
         ends = np.cumsum(counts).tolist()
         starts = [0, *ends[:-1]]
-        return cls(tasks=[TaskPlan(i, rows[a:b]) for i, (a, b) in enumerate(zip(starts, ends, strict=True))], rows=rows)
+        tasks = [TaskPlan(i, rows[a:b]) for i, (a, b) in enumerate(zip(starts, ends, strict=True))]
+        return cls(tasks=tasks, rows=rows, page_weight=page_weight)
 
     @property
     def items(self) -> Sequence[WorkItem]:
@@ -171,14 +196,26 @@ class Plan:
         return sum(task.pages for task in self.tasks)
 
     def imbalance(self, gpus: int | None = None) -> float:
-        """Busiest task's pages over the ideal share total/gpus (default: one GPU per task); 1.0 is perfect."""
-        ideal = self.total_pages / (gpus or len(self.tasks)) if self.tasks else 0
-        return max(t.pages for t in self.tasks) / ideal if ideal else 1.0
+        """Busiest task's pages over the ideal share total/gpus (default: one GPU per task); 1.0 is perfect.
+        Pages that go to OCR count `page_weight` times."""
+        loads = [t.weighted_pages(self.page_weight) if self.page_weight != 1 else t.pages for t in self.tasks]
+        ideal = sum(loads) / (gpus or len(self.tasks)) if self.tasks else 0
+        return max(loads) / ideal if ideal else 1.0
 
     def to_json(self) -> dict:
+        """Each task with its items; `ocr` on each item and `ocr_pages` on each task where --force-ocr auto decided."""
+        rows = self.rows
+        routed = rows.table["ocr"].null_count < len(rows) if rows else any(i.ocr is not None for i in self.items)
+
+        def task(t: TaskPlan) -> dict:
+            items = [{k: v for k, v in asdict(i).items() if k != "ocr" or routed} for i in t.items]
+            ocr_pages = {"ocr_pages": sum(i.pages for i in t.items if i.ocr)} if routed else {}
+            return {"index": t.index, "pages": t.pages, **ocr_pages, "items": items}
+
         return {
             "total_pages": self.total_pages,
-            "tasks": [{"index": t.index, "pages": t.pages, "items": [asdict(i) for i in t.items]} for t in self.tasks],
+            **({"ocr_page_weight": self.page_weight} if routed else {}),
+            "tasks": [task(t) for t in self.tasks],
         }
 
     @classmethod
@@ -191,8 +228,11 @@ def _ids(numbers: np.ndarray, width: int) -> pa.Array:
     return pc.utf8_lpad(pa.array(numbers, pa.int64()).cast(pa.string()), width=width, padding="0")
 
 
-def work_items(scanned: Sequence[ScannedPdf], out_names: dict[str, str] | None = None) -> ItemRows:
-    """One work item per PDF, ids in scan order; `out_names`: the renamed documents (planning/outnames.py)."""
+def work_items(
+    scanned: Sequence[ScannedPdf], out_names: dict[str, str] | None = None, routing: OcrRouting | None = None
+) -> ItemRows:
+    """One work item per PDF, ids in scan order; `out_names`: the renamed documents (planning/outnames.py);
+    `routing` (--force-ocr auto): each PDF's OCR decision from its text-layer sample."""
     count, out_names = len(scanned), out_names or {}
     ids = _ids(np.arange(count), 6)
     zeros = pa.array(np.zeros(count, dtype=np.int32))
@@ -212,6 +252,7 @@ def work_items(scanned: Sequence[ScannedPdf], out_names: dict[str, str] | None =
         "parts": pa.array(np.ones(count, dtype=np.int32)),
         "batch": zeros,
         "out_name": column(out_names.get(pdf.relpath, "") for pdf in scanned) if out_names else column([""] * count),
+        "ocr": pa.array([routing.needs_ocr(pdf.text) for pdf in scanned] if routing else [None] * count, pa.bool_()),
     }
     return ItemRows(pa.table(columns, schema=SCHEMA))
 
@@ -220,13 +261,16 @@ def default_split_pages(total_pages: int, tasks: int) -> int:
     return max(MIN_SPLIT_PAGES, math.ceil(total_pages / max(1, tasks) / 4))
 
 
-def split_items(items: Sequence[WorkItem], max_pages: int) -> ItemRows:
-    """PDFs longer than `max_pages` become equal page-range parts (0 = never split)."""
+def split_items(items: Sequence[WorkItem], max_pages: int, page_weight: float = 1.0) -> ItemRows:
+    """PDFs longer than `max_pages` become equal page-range parts (0 = never split); one that goes to OCR
+    (--force-ocr auto) longer than `max_pages` / `page_weight`."""
     rows = ItemRows.of(items)
-    if max_pages <= 0 or not (rows.pages > max_pages).any():
+    ocr = rows.ocr() if max_pages > 0 and page_weight != 1 else None
+    limit = max_pages if ocr is None else np.where(ocr, max(1, int(max_pages / page_weight)), max_pages)
+    if max_pages <= 0 or not (rows.pages > limit).any():
         return rows
     starts, stops = rows.column("page_start").astype(np.int64), rows.column("page_stop").astype(np.int64)
-    source, new_starts, new_stops, part, parts, split = split_ranges(starts, stops, max_pages)
+    source, new_starts, new_stops, part, parts, split = split_ranges(starts, stops, limit)
     table = rows.table.take(pa.array(source))
     mask = pa.array(split)
     doc = pc.if_else(pc.equal(table["doc_id"], ""), table["item_id"], table["doc_id"])
@@ -250,26 +294,35 @@ def task_count(total_pages: int, max_tasks: int, min_task_pages: int = 1) -> int
     return max(1, min(max_tasks, total_pages // max(1, min_task_pages)))
 
 
-def _costs(rows: ItemRows) -> np.ndarray:
-    return np.maximum(rows.pages, 1)
+def _costs(rows: ItemRows, page_weight: float = 1.0) -> np.ndarray:
+    """Planning weights: pages (1 for an unreadable PDF), those that go to OCR `page_weight` times (rounded up)."""
+    costs = np.maximum(rows.pages, 1)
+    ocr = rows.ocr() if page_weight != 1 else None
+    return costs if ocr is None else np.where(ocr, np.ceil(costs * page_weight).astype(np.int64), costs)
 
 
 def make_plan(
-    items: Sequence[WorkItem], max_tasks: int, split_pages: int | None = None, min_task_pages: int = 1
+    items: Sequence[WorkItem],
+    max_tasks: int,
+    split_pages: int | None = None,
+    min_task_pages: int = 1,
+    page_weight: float = 1.0,
 ) -> Plan:
     """Split large PDFs (threshold: `split_pages`, default derived; 0 = never) and balance the
     items over at most `max_tasks` tasks: never more tasks than items, nor than give each task
-    `min_task_pages` pages."""
+    `min_task_pages` pages. Pages that go to OCR (--force-ocr auto) weigh `page_weight` pages."""
     if max_tasks < 1:
         raise ValueError("a plan needs at least one task")
     rows = ItemRows.of(items)
     total = int(rows.pages.sum())
     max_tasks = task_count(total, max_tasks, min_task_pages)
-    rows = split_items(rows, default_split_pages(total, max_tasks) if split_pages is None else split_pages)
+    weighted = math.ceil(rows.weighted_pages(page_weight)) if page_weight != 1 else total
+    threshold = default_split_pages(weighted, max_tasks) if split_pages is None else split_pages
+    rows = split_items(rows, threshold, page_weight)
     n_tasks = min(max_tasks, len(rows)) or 1
     rank = np.empty(len(rows), dtype=np.int64)
     rank[pc.sort_indices(rows.table["item_id"]).to_numpy()] = np.arange(len(rows))  # a stable sort
-    costs = _costs(rows)
+    costs = _costs(rows, page_weight)
     longest_first = np.lexsort((rank, -costs))
     task = np.empty(len(rows), dtype=np.int64)
     task[longest_first] = lpt_tasks(costs[longest_first], n_tasks)
@@ -278,13 +331,13 @@ def make_plan(
     counts = np.bincount(task, minlength=n_tasks)
     del rank, task
     rows = ItemRows(rows.table.take(in_plan))
-    return Plan.of_rows(_with_batches(rows, counts), counts)
+    return Plan.of_rows(_with_batches(rows, counts, page_weight), counts, page_weight)
 
 
-def _with_batches(rows: ItemRows, counts: np.ndarray, **limits: int) -> ItemRows:
+def _with_batches(rows: ItemRows, counts: np.ndarray, page_weight: float = 1.0, **limits: int) -> ItemRows:
     """`rows` (task by task, `counts` per task) with each item's batch (assign_batches)."""
     limits = {"batch_pages": BATCH_PAGES, "batch_items": BATCH_ITEMS, "min_batches": MIN_BATCHES, **limits}
-    batches = batch_numbers(_costs(rows), np.asarray(counts, dtype=np.int64), **limits)
+    batches = batch_numbers(_costs(rows, page_weight), np.asarray(counts, dtype=np.int64), **limits)
     where = FIELDS.index("batch")
     return ItemRows(rows.table.set_column(where, SCHEMA.field(where), pa.array(batches, pa.int32())))
 

@@ -30,9 +30,10 @@ def rate_key(engine: str, engine_options: dict[str, Any], llm_model: str | None 
     the output (or its cost). Pure."""
     extra = engine_options.get("extra_config") or {}
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8] if extra else "-"
+    ocr = "auto" if engine_options.get("ocr_auto") else bool(engine_options.get("force_ocr"))  # --force-ocr [auto]
     return (
         f"{engine} format={engine_options.get('output_format', 'markdown')} "
-        f"ocr={bool(engine_options.get('force_ocr'))} images={bool(engine_options.get('images', True))} "
+        f"ocr={ocr} images={bool(engine_options.get('images', True))} "
         f"llm={llm_model or '-'} extra={digest}"
     )
 

@@ -8,7 +8,8 @@ Made for a login node and 10^6 PDFs: the walk costs one directory read per folde
 name); each PDF is stat'ed once, and its page count is taken from the page-count cache
 (scancache.py) when its path, size and mtime are unchanged. The rest are counted by at most
 `workers` processes at a low priority (nice SCAN_NICENESS), with a progress bar and an ETA on
-stderr when asked (`progress`).
+stderr when asked (`progress`). For `--force-ocr auto` (`sample_pages`), a few pages of each PDF have their
+text layer checked too (textcheck.py), cached with the page count.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from hpc_marker.planning.scancache import Counted, PageCountCache
 from hpc_marker.planning.scanprogress import ScanProgress
+from hpc_marker.planning.textcheck import TextSample, read_sample
 from hpc_marker.util.text import one_line
 
 # Below this many files to count, a process pool costs more than it saves.
@@ -45,6 +48,7 @@ class ScannedPdf:
     error: str | None = None
     status: str = "ok"  # the manifest status it will get when unreadable: "failed" or "encrypted"
     mtime_ns: int = 0  # as stat'ed by the scan (0 when it could not be)
+    text: TextSample | None = None  # its text layer's sample (--force-ocr auto: textcheck.py); None: not read
 
 
 def _walk(root: Path) -> Iterator[tuple[str, str, str]]:
@@ -141,18 +145,32 @@ def _lower_priority() -> None:
     os.nice(SCAN_NICENESS)
 
 
-def _count_all(paths: list[str], workers: int, advance: Callable[[], None]) -> Iterator[tuple[int, str | None, str]]:
-    """count_pages of each path, in order: here, or in `workers` low-priority processes."""
+def _read(path: str, sample_pages: int = 0) -> tuple[int, str | None, str, TextSample | None]:
+    """count_pages, and with `sample_pages` the text layer's sample of a readable PDF."""
+    pages, error, status = count_pages(path)
+    return pages, error, status, read_sample(path, sample_pages) if sample_pages and pages else None
+
+
+def _count_all(
+    paths: list[str], workers: int, advance: Callable[[], None], sample_pages: int = 0
+) -> Iterator[tuple[int, str | None, str, TextSample | None]]:
+    """_read of each path, in order: here, or in `workers` low-priority processes."""
+    read = partial(_read, sample_pages=sample_pages)
     if workers <= 1 or len(paths) < _POOL_THRESHOLD:
         for path in paths:
-            counted = count_pages(path)
+            counted = read(path)
             advance()  # before the yield: the consumer may stop at the last one
             yield counted
         return
     with ProcessPoolExecutor(max_workers=workers, initializer=_lower_priority) as pool:
-        for counted in pool.map(count_pages, paths, chunksize=16):
+        for counted in pool.map(read, paths, chunksize=16):
             advance()
             yield counted
+
+
+def _sampled_enough(pages: int, text: TextSample | None, sample_pages: int) -> bool:
+    """Whether a cached readable PDF's sample holds the pages a sample of `sample_pages` would read."""
+    return text is not None and text.sampled >= min(sample_pages, pages)
 
 
 def listed_pdfs(root: Path, relpaths: Iterable[str]) -> list[tuple[str, str]]:
@@ -170,9 +188,11 @@ def scan_pdfs(
     cache: bool | Path = False,
     progress: bool = False,
     only: Iterable[str] | None = None,
+    sample_pages: int = 0,
 ) -> list[ScannedPdf]:
     """Find and page-count every PDF under `root` (or only those named in `only`, relative to it).
-    Raises ScanError when there are none.
+    Raises ScanError when there are none. `sample_pages`: also check the text layer of this many pages of each
+    (`--force-ocr auto`); a PDF cached without such a sample is read again.
 
     `workers`: processes counting pages at a low priority, at most one per core (None or 1: this process).
     `cache`: use the page-count cache (True: in the user's cache folder; a Path: in that folder), so that
@@ -195,21 +215,24 @@ def scan_pdfs(
                 )
                 continue
             hit = known.get(relpath, stat.st_size, stat.st_mtime_ns) if known else None
+            text = known.text_sample(relpath) if known and hit else None
+            if hit is not None and sample_pages and hit[1] is None and not _sampled_enough(hit[0], text, sample_pages):
+                hit = None  # counted before --force-ocr auto asked for its text layer: read again
             if hit is None:
                 todo.append((position, stat.st_size, stat.st_mtime_ns))
             else:
-                scanned[position] = ScannedPdf(relpath, Path(path), stat.st_size, *hit, mtime_ns=stat.st_mtime_ns)
+                scanned[position] = ScannedPdf(relpath, Path(path), stat.st_size, *hit, stat.st_mtime_ns, text)
                 hits += 1
             shown.checked()
         shown.counting(len(todo), cached=hits)
         processes = min(workers or 1, os.cpu_count() or 1)
-        counts = _count_all([pairs[position][1] for position, _, _ in todo], processes, shown.counted)
-        for (position, size, mtime_ns), (pages, error, status) in zip(todo, counts, strict=True):
+        counts = _count_all([pairs[position][1] for position, _, _ in todo], processes, shown.counted, sample_pages)
+        for (position, size, mtime_ns), (pages, error, status, text) in zip(todo, counts, strict=True):
             relpath, path = pairs[position]
-            scanned[position] = ScannedPdf(relpath, Path(path), size, pages, error, status, mtime_ns)
+            scanned[position] = ScannedPdf(relpath, Path(path), size, pages, error, status, mtime_ns, text)
     result = [pdf for pdf in scanned if pdf is not None]
     if known is not None and (todo or hits != len(known.entries)):  # else the cache holds just these already
         # a full or read-only cache folder: the next scan reads the PDFs again, nothing worse
         with contextlib.suppress(OSError):
-            known.save([Counted(p.relpath, p.bytes, p.mtime_ns, p.pages, p.error, p.status) for p in result])
+            known.save([Counted(p.relpath, p.bytes, p.mtime_ns, p.pages, p.error, p.status, p.text) for p in result])
     return result

@@ -7,7 +7,9 @@ and rewritten atomically (util/files.atomic_write): no database, nothing on the 
 file is columnar gzipped JSON (any file name survives, as ASCII escapes), private to the user (0600: file
 names can say a lot). A file written by another pypdfium2 version, for another folder, or unreadable is
 ignored, as if empty. A PDF that failed for a reason of this machine's (`cannot read file`: permissions,
-I/O) is not remembered.
+I/O) is not remembered. The column `text` (added for `--force-ocr auto`: each PDF's text-layer sample,
+[sampled, empty, garbled] or null, planning/textcheck.py) is optional: a file without it (written before it was
+added) loads with no samples, and code that predates it ignores it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NamedTuple
 
+from hpc_marker.planning.textcheck import TextSample
 from hpc_marker.util.files import atomic_write
 
 FORMAT = 1
 COLUMNS = ("relpath", "size", "mtime_ns", "pages", "error", "status")
+OPTIONAL = ("text",)  # columns a file may lack: null for every PDF then
 UNCACHED_ERROR = "cannot read file"  # a reason of this machine's, not of the PDF: asked again next time
 
 
@@ -38,6 +42,7 @@ class Counted(NamedTuple):
     pages: int
     error: str | None
     status: str
+    text: TextSample | None = None  # the text-layer sample (--force-ocr auto), when one was read
 
 
 def cache_home() -> Path:
@@ -62,11 +67,11 @@ def _counter() -> str:
 
 @dataclass
 class PageCountCache:
-    """relpath -> (size, mtime_ns, pages, error, status), for one scanned folder."""
+    """relpath -> (size, mtime_ns, pages, error, status, text), for one scanned folder."""
 
     path: Path
     root: str
-    entries: dict[str, tuple[int, int, int, str | None, str]] = field(default_factory=dict)
+    entries: dict[str, tuple] = field(default_factory=dict)
 
     @classmethod
     def load(cls, root: Path, home: Path | None = None) -> PageCountCache:
@@ -85,6 +90,7 @@ class PageCountCache:
         ):
             return cache
         columns = [data.get(name) for name in COLUMNS]
+        columns += [data.get(name, [None] * len(columns[0] or ())) for name in OPTIONAL]
         if not all(isinstance(column, list) and len(column) == len(columns[0]) for column in columns):
             return cache
         relpaths, *values = columns
@@ -98,15 +104,20 @@ class PageCountCache:
             return None
         return entry[2], entry[3], entry[4]
 
+    def text_sample(self, relpath: str) -> TextSample | None:
+        """The text-layer sample of a PDF `get` found, if one was read (--force-ocr auto)."""
+        text = self.entries[relpath][5]
+        return TextSample(*text) if isinstance(text, list | tuple) else None
+
     def save(self, found: list[Counted]) -> None:
         """Replace the folder's cache by what this scan found (PDFs gone from the folder drop out).
         An OSError (a full or read-only home) is the caller's: the scan itself is not affected."""
         kept = [c for c in found if not (c.error or "").startswith(UNCACHED_ERROR)]
         data = {"format": FORMAT, "root": self.root, "counter": _counter()}
         data |= (
-            dict(zip(COLUMNS, (list(column) for column in zip(*kept, strict=False)), strict=False))
+            dict(zip(COLUMNS + OPTIONAL, (list(column) for column in zip(*kept, strict=False)), strict=False))
             if kept
-            else {name: [] for name in COLUMNS}
+            else {name: [] for name in COLUMNS + OPTIONAL}
         )
         payload = gzip.compress(json.dumps(data, separators=(",", ":")).encode("ascii"), compresslevel=1, mtime=0)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -28,7 +28,7 @@ from hpc_marker.runstate.finish import merged_documents
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import read_manifest_frame
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, summarize
+from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, routing_line, summarize
 from hpc_marker.util.commands import command_line, ocr_command
 from hpc_marker.util.files import atomic_write
 from hpc_marker.util.text import plural
@@ -297,6 +297,8 @@ def text_layer_section(view: RunView, totals: dict, limits: Limits) -> Section:
         f"{plural(layer.get('documents_with_garbled_pages', 0), 'document')}. To convert them again with OCR, "
         f"run: {ocr_command(view.record.run_id, layer)}"
     )
+    if layer.get("routed"):
+        note = f"{routing_line(layer['routed'])}. {note}"
     table = _summary_table(frames.flagged_frame(totals), "text-layer-table", "No page was flagged.", limits)
     return Section("text-layer", "Text layer", note, tables=[("", table)])
 

@@ -2,7 +2,8 @@
 
 Everything here works on frames (one row per planned item, one row per manifest record), so a
 run of 10^6 items is summarized in seconds: `summarize` counts items, statuses, pages and rates, and
-the text-layer flags (`text_layer_summary`) and the output flags (`output_flag_summary`); `document_counts`
+the text-layer flags (`text_layer_summary`, with `--force-ocr auto`'s routing: `ocr_routing`) and the output flags
+(`output_flag_summary`); `document_counts`
 counts documents (a split PDF is one document once its parts are merged).
 """
 
@@ -18,8 +19,9 @@ from hpc_marker.quality.flags import FLAG_NAMES, merge_fields
 from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, latest_frame
 from hpc_marker.runstate.subitems import PARTIAL, resolve_frame
 from hpc_marker.util.frames import busy_seconds, isin
+from hpc_marker.util.text import plural
 
-ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts", "out_name"]
+ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts", "out_name", "ocr"]
 
 
 def plan_frames(plan: Plan) -> tuple[pd.DataFrame, list[ShareSummary]]:
@@ -51,6 +53,9 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
     wall = busy_seconds(records["started"], records["finished"])  # not the idle time between submissions
     pages_ok = int(final["pages_ok"].sum())
     counts = final["status"].value_counts()
+    layer = text_layer_summary(leaves)
+    if routed := ocr_routing(items, final):
+        layer["text_layer"]["routed"] = routed
     return {
         "items": len(planned),
         "ok": len(ok),
@@ -69,7 +74,7 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
         "shares": _share_rows(final, shares, planned),
         "first_started": float(records["started"].min()) if len(records) else None,
         "last_finished": float(records["finished"].max()) if len(records) else None,
-        **text_layer_summary(leaves),
+        **layer,
         **output_flag_summary(leaves),
     }
 
@@ -287,6 +292,37 @@ def text_layer_summary(final: pd.DataFrame) -> dict:
             for pdf, row in flagged.sort_index().iterrows()
         ],
     }
+
+
+def ocr_routing(items: pd.DataFrame, final: pd.DataFrame) -> dict:
+    """`--force-ocr auto`'s routing (planned items with an `ocr` decision; `final`: the latest record of each):
+    {"ocr": {documents, pages, pages_ok}, "text": {...}}, the documents sent to OCR and those read from their text
+    layer; {} for a run without it."""
+    if "ocr" not in items or not items["ocr"].notna().any():
+        return {}
+    ocr = items["ocr"].where(items["ocr"].notna(), False).astype(bool)
+    pages = items["page_stop"] - items["page_start"]
+    done = items["item_id"].map(final.set_index("item_id")["pages_ok"]).fillna(0)
+    return {
+        route: {
+            "documents": int(items.loc[chosen, "pdf"].nunique()),
+            "pages": int(pages[chosen].sum()),
+            "pages_ok": int(done[chosen].sum()),
+        }
+        for route, chosen in (("ocr", ocr), ("text", ~ocr))
+    }
+
+
+def routing_line(routed: dict | None) -> str:
+    """`ocr_routing` in one line ("" without it): how many pages went each way."""
+    if not routed:
+        return ""
+    ocr, text = routed["ocr"], routed["text"]
+    return (
+        f"--force-ocr auto: {plural(ocr['documents'], 'document')} ({plural(ocr['pages'], 'page')}) routed to OCR, "
+        f"{plural(text['documents'], 'document')} ({plural(text['pages'], 'page')}) to their text layer; "
+        f"{ocr['pages_ok']:,} and {text['pages_ok']:,} pages converted"
+    )
 
 
 FLAGGED_LISTED = 100  # summary.json names at most this many documents with output flags (all are in the manifest)

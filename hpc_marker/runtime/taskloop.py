@@ -164,6 +164,7 @@ class TaskLoop:
                     str(self.paths.staging),
                     item.item_id,
                     document_stem(item.pdf, item.out_name),
+                    item.ocr,
                 ),
                 timeout_s=self.limit.for_pages(item.pages),
             )

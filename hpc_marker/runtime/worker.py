@@ -101,14 +101,15 @@ def llm_marks(
 
 
 def convert_to_staging(
-    pdf_path: str, page_start: int, page_stop: int, staging_root: str, name: str, stem: str
+    pdf_path: str, page_start: int, page_stop: int, staging_root: str, name: str, stem: str, ocr: bool | None = None
 ) -> Converted:
     """Convert pages [page_start, page_stop) of one PDF into a staging folder: the folder, why the LLM refinement
     was degraded, which LLM requests moved to another replica, and the manifest's flags (the text layer's empty
-    and garbled pages, and the output flags, quality/)."""
+    and garbled pages, and the output flags, quality/). `ocr`: the item's decision under --force-ocr auto."""
     assert _ENGINE is not None, "init_worker was not called (or could not build the engine)"
     before = _llm_counts()
-    doc = _ENGINE.convert(Path(pdf_path), range(page_start, page_stop))
+    pages = range(page_start, page_stop)
+    doc = _ENGINE.convert(Path(pdf_path), pages, ocr=ocr)
     degraded, failover = llm_marks(doc.metadata, before, _llm_counts())
     waited = float((doc.metadata.get("llm") or {}).pop("seconds", 0.0))  # a clock, not part of the output's metadata
     stat = Path(pdf_path).stat()
@@ -119,8 +120,9 @@ def convert_to_staging(
         "format": doc.format,
         "pages": [page_start, page_stop],
         "settings": _ENGINE_SPEC[1].get("output_settings"),
+        **({"ocr": ocr} if ocr is not None else {}),  # --force-ocr auto: whether this document went to OCR
     }
-    pages, options = range(page_start, page_stop), _ENGINE_SPEC[1]
+    options = _ENGINE_SPEC[1]
     flags = flagged_pages(doc.metadata.get("text_layer"))
     flags.update(output_fields(doc, Path(pdf_path), pages, options.get("quality"), options.get("paginate", True)))
     try:

@@ -124,7 +124,7 @@ def no_rate_hint(request: EstimateRequest) -> str:
     argv = ["submit", "--pdfs", "SAMPLE", "--out", "OUT", "--gpus", "1", "--engine", request.engine]
     argv += ["--output-format", str(options.get("output_format", "markdown"))]
     argv += [
-        *(["--force-ocr"] if options.get("force_ocr") else []),
+        *(["--force-ocr", "auto"] if options.get("ocr_auto") else ["--force-ocr"] if options.get("force_ocr") else []),
         *([] if options.get("images", True) else ["--no-images"]),
     ]
     argv += ["--llm", request.llm_model] if request.llm_model else []

@@ -79,6 +79,8 @@ class RunOverrides:
         """`request` with these settings: engine option fields into its engine_options, the rest by name."""
         engine_fields = {f.name for f in fields(EngineOptions)}
         given = self.given()
+        if "force_ocr" in given:  # retry's --force-ocr/--no-force-ocr: every page, or none; not the run's auto
+            given["ocr_auto"] = False
         options = replace(request.engine_options, **{k: v for k, v in given.items() if k in engine_fields})
         changed = {k: v for k, v in given.items() if k not in engine_fields}
         if changed.get("engine", request.engine) != request.engine:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from hpc_marker.manage.rounds import new_round
 from hpc_marker.planning.plan import Plan, WorkItem, make_plan, static_chunks, work_items
 from hpc_marker.planning.scan import ScanError, ScannedPdf, scan_pdfs
 from hpc_marker.planning.store import save_plan
+from hpc_marker.planning.textcheck import OcrRouting
 from hpc_marker.quality.document import thresholds
 from hpc_marker.runstate.index import forget_run, register_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
@@ -95,8 +97,16 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     """Scan, plan, create the run folder (if `create`) and render its scripts."""
     resolved = resolve_request(request)
     pdfs, out = request.pdfs.resolve(), request.out.resolve()
+    routing = OcrRouting.from_config() if request.engine_options.ocr_auto else None  # --force-ocr auto
     try:
-        scanned = scan_pdfs(pdfs, request.scan_workers, cache=True, progress=request.progress, only=request.only)
+        scanned = scan_pdfs(
+            pdfs,
+            request.scan_workers,
+            cache=True,
+            progress=request.progress,
+            only=request.only,
+            sample_pages=routing.sample_pages if routing else 0,
+        )
     except ScanError as exc:
         raise LaunchError(f"--pdfs {exc}") from None
     check_out_dir(out, PERMISSIONS[request.permissions])
@@ -107,7 +117,7 @@ def prepare_run(request: SubmitRequest, *, create: bool = True) -> PreparedRun:
     paths = RunPaths(out / RUNS_SUBDIR / run_id)
     if create and paths.root.exists():
         raise LaunchError(f"run {run_id} already exists at {paths.root}")
-    plan = plan_run(request, work_items(todo, names), resolved.fit, len(todo), notes)
+    plan = plan_run(request, work_items(todo, names, routing), resolved.fit, len(todo), notes, routing)
     record = run_record(request, resolved, run_id=run_id, pdfs=pdfs, out=out, plan=plan)
     executor = resolved.executor
     layout = executor.task_arrays(record, list(range(record.tasks)), other_jobs(record))  # refused: nothing made
@@ -154,13 +164,22 @@ def resolve_request(request: SubmitRequest) -> Resolved:
     return Resolved(executor, chosen, job_settings, inference, partition, fit)
 
 
-def plan_run(request: SubmitRequest, items: list[WorkItem], fit: Fit, pdfs: int, notes: list[str]) -> Plan:
-    """The run's plan for the tasks that fit; a note (into `notes`) when it has fewer tasks than --gpus."""
+def plan_run(
+    request: SubmitRequest,
+    items: Sequence[WorkItem],
+    fit: Fit,
+    pdfs: int,
+    notes: list[str],
+    routing: OcrRouting | None = None,
+) -> Plan:
+    """The run's plan for the tasks that fit (`routing`: --force-ocr auto's page weight); a note (into `notes`)
+    when it has fewer tasks than --gpus."""
     tasks = max(1, fit.tasks)
     if request.plan_strategy == "static":
         plan = static_chunks(items, tasks)
     else:
-        plan = make_plan(items, tasks, split_pages=request.split_pages, min_task_pages=request.min_task_pages)
+        weight = routing.page_weight if routing else 1.0
+        plan = make_plan(items, tasks, request.split_pages, request.min_task_pages, page_weight=weight)
     if request.plan_strategy != "static" and len(plan.tasks) < fit.tasks:  # the work, not the machine, bounds it
         notes.append(fewer_tasks_note(request.gpus, plan, pdfs, request.min_task_pages))
     elif fit.note:

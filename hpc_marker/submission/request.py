@@ -174,6 +174,7 @@ class SubmitRequest:
         elif parts["llm"]["options"] or parts["llm"]["ctx"] or parts["llm"]["server"]:
             raise LaunchError("--llm-server, --llm-ctx and --llm-option need --llm MODEL")
         engine = parts["engine_options"]
+        engine.update(EngineOptions.ocr_fields(engine.get("force_ocr")))  # --force-ocr [auto|all]
         if engine["extra_config"] is None:
             engine["extra_config"] = {}
         else:

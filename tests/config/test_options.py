@@ -28,7 +28,7 @@ RETRY_OWN = {"include_poison", "selector", "min_share"}  # what retry redoes, no
 NOT_OPTIONS = {
     SubmitRequest: {"engine_options", "llm", "only", "parent"},  # made of the options' parts; follow-up runs' own
     LlmRequest: {"request_timeout_s", "concurrency", "mem", "image", "server_args"},  # the profile's or derived
-    EngineOptions: {"threads", "llm"},  # set by each task at run time
+    EngineOptions: {"threads", "llm", "ocr_auto"},  # set by each task at run time; ocr_auto by --force-ocr auto
 }
 PARTS = {"": SubmitRequest, "llm": LlmRequest, "engine_options": EngineOptions}
 

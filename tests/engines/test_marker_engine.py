@@ -176,6 +176,41 @@ def test_config_is_applied_by_marker_classes(marker_pkg, tmp_path):
     assert renderer.extract_images is False
 
 
+class _NoModels(dict):
+    """An artifact dict that hands every builder and processor None for its model (none is called here)."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> None:
+        return None
+
+
+@pytest.mark.marker
+@pytest.mark.parametrize("extra", [{}, {"disable_ocr": True}], ids=["plain", "disable_ocr"])
+def test_force_ocr_auto_sets_each_items_decision_where_marker_reads_it(marker_pkg, tmp_path, monkeypatch, extra):
+    """--force-ocr auto: an item that goes to OCR gets force_ocr (and never disable_ocr); any other gets neither,
+    or disable_ocr where --marker-config asks for it, in what marker's provider, builders and processors read."""
+    import marker.converters
+    from marker.builders.line import LineBuilder
+    from marker.converters.pdf import PdfConverter
+    from marker.providers.pdf import PdfProvider
+
+    monkeypatch.setattr(marker.converters, "download_font", lambda: None)
+    options = EngineOptions(ocr_auto=True, extra_config=extra)
+    engine = object.__new__(engine_mod.MarkerEngine)  # its converter without models (no weights here)
+    engine.options = options
+    engine.converter = PdfConverter(artifact_dict=_NoModels(), config=engine_mod.build_marker_config(options))
+    pdf = make_pdf(tmp_path / "doc.pdf", pages=2)
+    for ocr in (True, False, True):
+        engine._route(ocr)
+        disabled = not ocr and bool(extra)
+        assert PdfProvider(str(pdf), engine.converter.config).force_ocr is ocr
+        assert engine.converter.resolve_dependencies(LineBuilder).disable_ocr is disabled
+        holders = [p for p in engine.converter.processor_list if hasattr(p, "disable_ocr")]  # tables (2.x: equations)
+        assert holders and all(p.disable_ocr is disabled for p in holders)
+
+
 @pytest.mark.marker
 def test_the_installed_marker_takes_no_languages(marker_pkg):
     """Why hpcmarker has no --languages (issue 19): marker-pdf 1.10 and 2.0 have no such setting (it went in 1.7:

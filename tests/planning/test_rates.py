@@ -33,12 +33,13 @@ def test_the_rate_key_changes_with_what_changes_the_output():
         rate_key("marker", {"output_format": "markdown"}),
         rate_key("marker", {"output_format": "json"}),
         rate_key("marker", {"force_ocr": True}),
+        rate_key("marker", {"ocr_auto": True}),  # --force-ocr auto: a mix of both, a rate of its own
         rate_key("marker", {"images": False}),
         rate_key("marker", {}, llm_model="llama3"),
         rate_key("marker", {"extra_config": {"a": 1}}),
         rate_key("text", {}),
     }
-    assert len(keys) == 7
+    assert len(keys) == 8
 
 
 def test_samples_of_a_key_add_up_in_the_users_cache(tmp_path):

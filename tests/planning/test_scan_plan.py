@@ -112,7 +112,7 @@ def test_item_rows_keep_every_field_of_a_work_item():
 
     item = WorkItem(
         **{
-            f.name: f"{f.name}-v" if f.type in ("str", "str | None") else 3 + i
+            f.name: f"{f.name}-v" if f.type in ("str", "str | None") else True if f.type == "bool | None" else 3 + i
             for i, f in enumerate(dataclasses.fields(WorkItem))
         }
     )
