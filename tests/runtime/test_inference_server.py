@@ -279,8 +279,10 @@ def test_slow_start_is_waited_for(env, tmp_path):
 
 
 def test_tasks_starting_together_compile_one_at_a_time(env, tmp_path, log_lines):
-    """Two tasks' servers of one configuration and one compile cache: the second starts once the first answers."""
-    env["STANDIN_VLLM_STARTUP_DELAY_S"] = "1.5"
+    """Two tasks' servers of one configuration and one compile cache: the second starts once the first answers, so
+    the stand-in's compile (1.5 s into the cache folder) runs once, alone."""
+    env["STANDIN_VLLM_COMPILE_S"] = "1.5"
+    env["STANDIN_VLLM_STARTUP_DELAY_S"] = "1"
     env["VLLM_CACHE_ROOT"] = str(tmp_path / "vllm-cache")
     ready: dict[int, float] = {}
 
@@ -297,8 +299,11 @@ def test_tasks_starting_together_compile_one_at_a_time(env, tmp_path, log_lines)
     lines = log_lines()
     assert sum("holding its lock for this first start" in line for line in lines) == 1, lines
     assert sum("filled for this server" in line for line in lines) == 1, lines
-    assert len(ready) == 2 and max(ready.values()) - started >= 3.0  # one start after the other: 1.5 s each
+    assert len(ready) == 2 and max(ready.values()) - started >= 3.5  # one after the other: 2.5 s, then 1 s
     assert not (tmp_path / "vllm-cache" / LOCK_NAME).exists()
+    compiled = tmp_path / "vllm-cache" / "standin-compile"
+    assert sorted(p.name for p in compiled.iterdir()) == ["compiled"]  # no CORRUPT mark: never two at once
+    assert len((compiled / "compiled").read_text().split()) == 1
 
 
 def test_a_compile_lock_held_too_long_fails_the_start_in_one_line(env, tmp_path):
