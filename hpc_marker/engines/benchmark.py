@@ -6,14 +6,19 @@ handling can be measured and tested with a known, model-free cost per page. With
 HPCMARKER_BENCH_NULL=1 it does not even open the PDF: one line per page of the item's range, for
 measuring the pipeline's own costs (claims, commits, outputs) at 10^5 items and more. With
 HPCMARKER_BENCH_START_ERROR=TEXT every worker fails to build it (EngineUnavailable(TEXT); with
-`cache:TEXT`, EngineCacheMissing), as an engine whose models cannot load on the node does.
+`cache:TEXT`, EngineCacheMissing), as an engine whose models cannot load on the node does. With
+HPCMARKER_BENCH_WORKLOAD=FILE (a Python file with `load()` and `work(pages)`) each worker runs `load()` once, as
+a model load, and `work(pages)` on every item, after the fixed cost: real per-page work standing in for marker's
+models (benchmarks/gpu_workload.py, used by benchmarks/gpu_check.sh).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
+from types import ModuleType
 
 from hpc_marker.engines.base import (
     ConvertedDocument,
@@ -27,6 +32,18 @@ from hpc_marker.engines.text import TextEngine
 SECONDS_PER_PAGE_VARIABLE = "HPCMARKER_BENCH_SECONDS_PER_PAGE"
 NULL_VARIABLE = "HPCMARKER_BENCH_NULL"
 START_ERROR_VARIABLE = "HPCMARKER_BENCH_START_ERROR"
+WORKLOAD_VARIABLE = "HPCMARKER_BENCH_WORKLOAD"
+
+
+def load_workload(path: str) -> ModuleType:
+    """The workload file's module, its `load()` run (EngineUnavailable when it cannot be loaded)."""
+    spec = importlib.util.spec_from_file_location("hpcmarker_bench_workload", path)
+    if spec is None or spec.loader is None or not Path(path).is_file():
+        raise EngineUnavailable(f"{WORKLOAD_VARIABLE}={path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.load()
+    return module
 
 
 class BenchmarkEngine(TextEngine):
@@ -38,6 +55,13 @@ class BenchmarkEngine(TextEngine):
             unavailable = EngineCacheMissing if error.startswith("cache:") else EngineUnavailable
             raise unavailable(error.removeprefix("cache:"))
         super().__init__(options)
+        workload = os.environ.get(WORKLOAD_VARIABLE)
+        self.workload = load_workload(workload) if workload else None
+
+    @classmethod
+    def uses_gpu(cls) -> bool:
+        """With a workload (benchmarks/gpu_workload.py does CUDA work): a local run gives each task a GPU."""
+        return bool(os.environ.get(WORKLOAD_VARIABLE))
 
     def convert(self, pdf: Path, pages: range | None) -> ConvertedDocument:
         start = time.monotonic()
@@ -50,5 +74,7 @@ class BenchmarkEngine(TextEngine):
             doc = super().convert(pdf, pages)
         cost = float(os.environ.get(SECONDS_PER_PAGE_VARIABLE, "0.05")) * len(doc.metadata["page_stats"])
         time.sleep(max(0.0, cost - (time.monotonic() - start)))
+        if self.workload is not None:
+            self.workload.work(len(doc.metadata["page_stats"]))
         doc.metadata["engine"] = self.name
         return doc
