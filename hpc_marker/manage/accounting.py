@@ -283,11 +283,20 @@ def account_status(paths: RunPaths, status, price: float | None = None) -> dict:
     """`run_accounting` for `status` (a manage.status.RunStatus): pages done, and documents done (summary.json's
     once collected, else the items finished ok or partial)."""
     documents = status.ok + status.partial
+    record = paths.load_record()
     if paths.summary.exists():
         import json
 
-        documents = json.loads(paths.summary.read_text(encoding="utf-8")).get("documents_ok", documents)
-    return run_accounting(paths, paths.load_record(), status.pages_done, documents, price)
+        summary = json.loads(paths.summary.read_text(encoding="utf-8"))
+        documents = summary.get("documents_ok", documents)
+        if isinstance(summary.get("gpu_tasks"), list):  # collected: the tasks' accounts as the collector made them
+            accounts = [TaskAccount(**account) for account in summary["gpu_tasks"]]  # no per-task file read
+            llm = summary["llm_gpu_hours"] * 3600 if summary.get("llm_gpu_hours") is not None else None
+            totals = run_totals(
+                accounts, status.pages_done, documents, llm, price if price is not None else profile_price(record)
+            )
+            return dict(totals, gpu_advice=advice(totals), gpu_tasks=summary["gpu_tasks"])
+    return run_accounting(paths, record, status.pages_done, documents, price)
 
 
 def collected_accounting(paths: RunPaths, record: RunRecord, summary: dict) -> dict:
