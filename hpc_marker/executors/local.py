@@ -57,6 +57,7 @@ STOP_GRACE_S = SERVICE_STOP_GRACE_S  # what a run's processes get to stop before
 END_ROUNDS = 3
 COLLECT_TIME_MIN = 30
 POLL_S = 1.0  # how often a waiting submit looks at its jobs (the collector: twice as often); tests look more often
+CANCEL_CHECK_S = 5.0  # how often it looks for a `cancel` mark that cancel's own scan may have raced
 
 
 class LocalDevicesError(UserError):
@@ -211,11 +212,8 @@ def _all_ids(ids: dict[str, list[str]]) -> list[str]:
 
 
 def _cancelled(paths: RunPaths) -> bool:
-    """`hpcmarker cancel` marked the run (it marks before it ends the processes)."""
-    try:
-        return paths.load_record().cancelled is not None
-    except (OSError, ValueError, TypeError):
-        return False
+    """`hpcmarker cancel` marked the run (its mark file comes first, before it ends the processes): one stat."""
+    return paths.cancel_mark.exists()
 
 
 def _run_processes(jobs: Path, ids: list[str]) -> list[int]:
@@ -286,9 +284,12 @@ class LocalExecutor:
         ids: dict[str, list[str]] = {}
         try:
             tasks = self._start(paths, record, layout, jobs, ids, seen)
+            looked = 0.0
             while not all(job.done() for job in tasks):
-                if _cancelled(paths):  # `hpcmarker cancel` may have missed a job that started as it looked
-                    _end_run(paths.jobs, _all_ids(ids))
+                if time.monotonic() - looked >= CANCEL_CHECK_S:  # not every poll: a stat each time
+                    looked = time.monotonic()
+                    if _cancelled(paths):  # `hpcmarker cancel` may have missed a job that started as it looked
+                        _end_run(paths.jobs, _all_ids(ids))
                 if progress:
                     progress(paths)
                 time.sleep(POLL_S)
@@ -332,19 +333,22 @@ class LocalExecutor:
                     executor = submitit.LocalExecutor(folder=paths.jobs)
                     executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
                     _started(ids, "service", executor.submit(jobs.service, str(paths.root), replica), seen)
-            for slot, index in enumerate(layout.tasks):
-                if _cancelled(paths):
-                    break
-                executor = submitit.LocalExecutor(folder=paths.jobs)
-                if fitted.gpus:  # a GPU each; otherwise CUDA_VISIBLE_DEVICES is empty: the CPU
-                    executor.update_parameters(
-                        timeout_min=timeout_min, gpus_per_node=1, visible_gpus=[fitted.gpus[slot % len(fitted.gpus)]]
-                    )
-                else:
-                    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-                with _pinned(machine, fitted, slot):
-                    tasks.append(executor.submit(jobs.convert, str(paths.root), index))
-                _started(ids, "convert", tasks[-1], seen)
+            executor = submitit.LocalExecutor(folder=paths.jobs)  # one for every task: its folder made once
+            try:
+                for slot, index in enumerate(layout.tasks):
+                    if _cancelled(paths):
+                        break
+                    if fitted.gpus:  # a GPU each; otherwise CUDA_VISIBLE_DEVICES is empty: the CPU
+                        gpu = fitted.gpus[slot % len(fitted.gpus)]
+                        executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1, visible_gpus=[gpu])
+                    else:
+                        executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0, visible_gpus=[])
+                    with _pinned(machine, fitted, slot):
+                        tasks.append(executor.submit(jobs.convert, str(paths.root), index))
+                    _started(ids, "convert", tasks[-1], None)
+            finally:  # the tasks recorded once, when all have started (Ctrl-C is held until then)
+                if seen and tasks:
+                    seen({name: list(values) for name, values in ids.items()})
         return tasks
 
     def observe(

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from hpc_marker.manage.settled import Settled
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import DONE, RUNNING, TaskStop
@@ -241,9 +242,17 @@ def task_clock(
     )
 
 
-def run_accounting(paths: RunPaths, record: RunRecord, pages: int, documents: int, price: float | None = None) -> dict:
+def run_accounting(
+    paths: RunPaths,
+    record: RunRecord,
+    pages: int,
+    documents: int,
+    price: float | None = None,
+    settled: Settled | None = None,
+) -> dict:
     """The run's GPU accounting (`run_totals`, its advice and its tasks' accounts), from the executor's clocks
-    (one scheduler query at most), the tasks' stop records, heartbeats and commit logs."""
+    (one scheduler query at most), the tasks' stop records, heartbeats (`settled`'s, where the collector read them
+    already) and commit logs."""
     from hpc_marker.executors import executor_for
     from hpc_marker.runstate.progress import commits_by_task, read_heartbeats
     from hpc_marker.runstate.stops import read_stops
@@ -254,14 +263,15 @@ def run_accounting(paths: RunPaths, record: RunRecord, pages: int, documents: in
     except Refused as exc:  # the scheduler's accounting did not answer: the tasks' own clocks stand for it
         logger.warning(f"no scheduler accounting ({exc}); GPU time from the tasks' own clocks")
         clocks = {}
-    stops, commits = read_stops(paths.progress), commits_by_task(paths.progress)
-    beats = read_heartbeats(paths.progress)
+    if settled is not None:
+        stops, updated = settled.stops, settled.updated
+    else:
+        stops = read_stops(paths.progress)
+        updated = {task: beat.updated for task, beat in read_heartbeats(paths.progress).items()}
+    commits = commits_by_task(paths.progress)
     accounts = []
     for task, job_id in enumerate(record.jobs.get("convert", [])):
-        beat = beats.get(task)
-        clock = task_clock(
-            task, job_id, clocks.get(job_id), stops.get(task), commits.get(task), now, beat.updated if beat else None
-        )
+        clock = task_clock(task, job_id, clocks.get(job_id), stops.get(task), commits.get(task), now, updated.get(task))
         if clock is not None:
             accounts.append(account_task(clock))
     service = [clocks[jid] for jid in record.jobs.get("service", []) if jid in clocks]
@@ -304,7 +314,8 @@ def collected_accounting(paths: RunPaths, record: RunRecord, summary: dict) -> d
     (planning/rates.py) when it converted pages."""
     from hpc_marker.planning.rates import Rate, rate_key, record_rate
 
-    totals = run_accounting(paths, record, summary.get("pages_ok", 0), summary.get("documents_ok", 0))
+    pages, documents = summary.get("pages_ok", 0), summary.get("documents_ok", 0)
+    totals = run_accounting(paths, record, pages, documents, settled=Settled.from_summary(summary))
     gpu_seconds = totals["gpu_hours"] * 3600
     if summary.get("pages_ok") and gpu_seconds > 0:
         key = rate_key(record.engine, record.engine_options.to_json(), record.llm.model if record.llm else None)

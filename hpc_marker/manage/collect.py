@@ -232,8 +232,13 @@ def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> di
     stops, convert = read_stops(paths.progress), record.jobs.get("convert", [])
     seen.states.update(settled_states(convert, seen.states, stops))
     status = status_of(record, shares, progress, seen, time.time(), collected=True, stops=stops)
-    activities = {task: beat.state for task, beat in read_heartbeats(paths.progress).items()}
-    settled = Settled({job: seen.states[job] for job in convert if job in seen.states}, stops, activities)
+    beats = read_heartbeats(paths.progress)
+    settled = Settled(
+        {job: seen.states[job] for job in convert if job in seen.states},
+        stops,
+        {task: beat.state for task, beat in beats.items()},
+        {task: beat.updated for task, beat in beats.items()},
+    )
     return {
         "state": status.state,
         "headline": status.headline,
