@@ -27,6 +27,7 @@ from hpc_marker.config.types import (
     OCR,
     PAGES,
     SECONDS,
+    START_JITTER,
     TIME,
     WORKERS,
     BadValue,
@@ -235,6 +236,10 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds a task waits for its inference server to answer.", SECONDS, metavar="SECONDS",
            show_default=True,
            record="inference"),
+    Option("start_jitter", "--start-jitter", "scheduling", "Each task waits a random delay below this many seconds "
+           "(fixed per task) before it loads its engine and starts its servers, so that many tasks starting at once do "
+           "not read the model weights in the same second. auto: 0.05 s per task, at most 60 s; 0: none.",
+           START_JITTER, metavar="auto|SECONDS", show_default=True),
     Option("max_running", "--max-running", "scheduling", "At most K tasks of the run at once (Slurm's --array "
            "...%K; a run split into several arrays, past the cluster's MaxArraySize, shares K between them in "
            "proportion to their sizes). Default: no throttle.", COUNT, metavar="K", why=UNSET + "no throttle"),

@@ -66,6 +66,25 @@ def parse_memory(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 
 
+JITTER_PER_TASK_S = 0.05  # --start-jitter auto: this much per task of the run, at most JITTER_MAX_S
+JITTER_MAX_S = 60.0
+
+
+def parse_start_jitter(value: Any, tasks: int) -> float:
+    """Seconds of --start-jitter for a run of `tasks` tasks: `auto` (JITTER_PER_TASK_S per task, at most
+    JITTER_MAX_S), else a number of seconds (0: none); ValueError otherwise. Pure."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return min(JITTER_MAX_S, JITTER_PER_TASK_S * max(tasks, 0))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{value!r}: use auto or a number of seconds (0: none)")
+    return seconds
+
+
 def parse_workers_per_gpu(value: Any) -> int:
     """`auto` -> 0 (each task chooses, runtime/sizing.py), else a count of at least 1; ValueError otherwise."""
     text = str(value).strip().lower()
@@ -182,6 +201,15 @@ class ItemTimeoutType(_Text):
         return parse_item_timeout(text)
 
 
+class StartJitter(_Text):
+    """--start-jitter: auto or seconds (0: none)."""
+
+    name = "start_jitter"
+
+    def parse(self, text: str) -> object:
+        return parse_start_jitter(text, 1)
+
+
 class ByteSize(_Text):
     """A size in bytes with an optional K/M/G/T (--worker-memory)."""
 
@@ -240,5 +268,6 @@ MEMORY = MemorySize()
 TIME = TimeLimit()
 ITEM_TIMEOUT = ItemTimeoutType()
 BYTES = ByteSize()
+START_JITTER = StartJitter()
 WORKERS = WorkersPerGpu()
 OCR = OcrMode()

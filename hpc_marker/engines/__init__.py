@@ -58,6 +58,13 @@ def check_node(name: str, options: EngineOptions, server: bool = False) -> None:
         node_check(options, server=server)
 
 
+def engine_uses_gpu(name: str) -> bool:
+    """Whether the engine's workers do GPU work, so that a local run gives each task a GPU: marker, and an engine
+    whose class says so at this moment (`uses_gpu()`: the benchmark engine with a GPU workload)."""
+    uses = getattr(_engine_class(name), "uses_gpu", None)
+    return name == "marker" or bool(uses is not None and uses())
+
+
 def engine_startup_seconds(name: str) -> float:
     """Time a fresh worker may need to build the engine (load models) before its first item."""
     return float(getattr(_engine_class(name), "startup_seconds", 60.0))

@@ -56,6 +56,7 @@ END_ROUNDS = 3
 COLLECT_TIME_MIN = 30
 GROW_LOCK = "grow.lock"  # in the run folder (executors/local.py: `grow` and the waiting submit take turns)
 POLL_S = 1.0  # how often a waiting submit looks at its jobs (the collector: twice as often); tests look more often
+CANCEL_CHECK_S = 5.0  # how often it looks for a `cancel` mark that cancel's own scan may have raced
 
 
 class LocalRunFailed(Refused):
@@ -160,11 +161,8 @@ def _all_ids(ids: dict[str, list[str]]) -> list[str]:
 
 
 def _cancelled(paths: RunPaths) -> bool:
-    """`hpcmarker cancel` marked the run (it marks before it ends the processes)."""
-    try:
-        return paths.load_record().cancelled is not None
-    except (OSError, ValueError, TypeError):
-        return False
+    """`hpcmarker cancel` marked the run (its mark file comes first, before it ends the processes): one stat."""
+    return paths.cancel_mark.exists()
 
 
 def _run_processes(jobs: Path, ids: list[str]) -> list[int]:
@@ -236,14 +234,17 @@ class LocalExecutor:
         try:
             tasks = self._start(paths, record, layout, jobs, ids, seen)
             lock = None  # held from the moment every task (grown ones too) is over until the collector is recorded
+            looked = 0.0
             while lock is None:
                 if all(job.done() for job in tasks):
                     lock = _grow_lock(paths)
                     if _grown_alive(paths, ids):
                         lock = _unlock(lock)  # a `grow` added tasks meanwhile: wait for them too
                 if lock is None:
-                    if _cancelled(paths):  # `hpcmarker cancel` may have missed a job that started as it looked
-                        _end_run(paths.jobs, _all_ids(ids))
+                    if time.monotonic() - looked >= CANCEL_CHECK_S:  # not every poll: a stat each time
+                        looked = time.monotonic()
+                        if _cancelled(paths):  # `hpcmarker cancel` may have missed a job that started as it looked
+                            _end_run(paths.jobs, _all_ids(ids))
                     if progress:
                         progress(paths)
                     time.sleep(POLL_S)
@@ -310,19 +311,22 @@ class LocalExecutor:
                     executor = submitit.LocalExecutor(folder=paths.jobs)
                     executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
                     _started(ids, "service", executor.submit(jobs.service, str(paths.root), replica), seen)
-            for slot, index in enumerate(layout.tasks):
-                if _cancelled(paths):
-                    break
-                executor = submitit.LocalExecutor(folder=paths.jobs)
-                if fitted.gpus:  # a GPU each; otherwise CUDA_VISIBLE_DEVICES is empty: the CPU
-                    executor.update_parameters(
-                        timeout_min=timeout_min, gpus_per_node=1, visible_gpus=[fitted.gpus[slot % len(fitted.gpus)]]
-                    )
-                else:
-                    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-                with pinned(machine, fitted, slot):
-                    tasks.append(executor.submit(jobs.convert, str(paths.root), index))
-                _started(ids, "convert", tasks[-1], seen)
+            executor = submitit.LocalExecutor(folder=paths.jobs)  # one for every task: its folder made once
+            try:
+                for slot, index in enumerate(layout.tasks):
+                    if _cancelled(paths):
+                        break
+                    if fitted.gpus:  # a GPU each; otherwise CUDA_VISIBLE_DEVICES is empty: the CPU
+                        gpu = fitted.gpus[slot % len(fitted.gpus)]
+                        executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1, visible_gpus=[gpu])
+                    else:
+                        executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0, visible_gpus=[])
+                    with pinned(machine, fitted, slot):
+                        tasks.append(executor.submit(jobs.convert, str(paths.root), index))
+                    _started(ids, "convert", tasks[-1], None)
+            finally:  # the tasks recorded once, when all have started (Ctrl-C is held until then)
+                if seen and tasks:
+                    seen({name: list(values) for name, values in ids.items()})
         return tasks
 
     def observe(

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from hpc_marker.engines import engine_uses_gpu
 from hpc_marker.runtime.sizing import LocalFit, fit_local, visible_gpus
 from hpc_marker.util.errors import UserError
 
@@ -71,7 +72,8 @@ def this_machine(environ: Mapping[str, str] | None = None) -> Machine:
 
 
 def fit_machine(asked: int, workers_per_gpu: int, engine: str, machine: Machine, mps: str = "auto") -> LocalFit:
-    return fit_local(asked, workers_per_gpu, engine, len(machine.cores), list(machine.gpus), mps)
+    cores, gpus = len(machine.cores), list(machine.gpus)
+    return fit_local(asked, workers_per_gpu, engine, cores, gpus, mps, gpu_work=engine_uses_gpu(engine))
 
 
 @contextmanager

@@ -14,6 +14,8 @@
               idle), from the scheduler's clock (sacct) or the tasks' own; gpu_hours, efficiency, cost, advice
   followups.py  the --out's follow-up runs that are not finished (status names them)
   rounds.py   whether a run submits its next round itself (pure `next_round`), the rounds in run.json
+  settled.py  what a collected run's tasks left (final job states, stop records, heartbeat states), kept in
+              summary.json so that `status` of a collected run reads no per-task file (pure)
 
 Jobs are asked about only through the run's executor (executors/).
 """

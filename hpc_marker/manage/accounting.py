@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from hpc_marker.manage.settled import Settled
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import DONE, LLM_SERVICE, RUNNING, TaskStop
@@ -304,10 +305,11 @@ def run_accounting(
     documents: int,
     price: float | None = None,
     clocks: dict[str, tuple[JobClock, ...]] | None = None,
+    settled: Settled | None = None,
 ) -> dict:
     """The run's GPU accounting (`run_totals`, its advice and each allocation's account), from the executor's
     clocks (`clocks`, where `status` asked them with the states; else one scheduler query at most), the tasks'
-    stop records, heartbeats and commit logs."""
+    stop records, heartbeats (`settled`'s, where the collector read them already) and commit logs."""
     from hpc_marker.executors import executor_for
     from hpc_marker.executors.base import task_jobs
     from hpc_marker.runstate.progress import commits_by_task, read_heartbeats
@@ -320,13 +322,15 @@ def run_accounting(
         except Refused as exc:  # the scheduler's accounting did not answer: the tasks' own clocks stand for it
             logger.warning(f"no scheduler accounting ({exc}); GPU time from the tasks' own clocks")
             clocks = {}
-    stops, commits = read_stops(paths.progress), commits_by_task(paths.progress)
-    beats = read_heartbeats(paths.progress)
+    if settled is not None:
+        stops, updated = settled.stops, settled.updated
+    else:
+        stops = read_stops(paths.progress)
+        updated = {task: beat.updated for task, beat in read_heartbeats(paths.progress).items()}
+    commits = commits_by_task(paths.progress)
     accounts = []
     for task, jobs in sorted(task_jobs(record).items()):
-        beat = beats.get(task)
-        updated = beat.updated if beat else None
-        for clock in task_clocks(task, jobs, clocks, stops.get(task), commits.get(task), now, updated):
+        for clock in task_clocks(task, jobs, clocks, stops.get(task), commits.get(task), now, updated.get(task)):
             accounts.append(account_task(clock))
     service = [run for jid in record.jobs.get("service", []) for run in clocks.get(jid, ())]
     llm_seconds = sum(c.elapsed * c.gpus for c in service) if service else (0.0 if not record.llm else None)
@@ -347,11 +351,20 @@ def account_status(paths: RunPaths, status, price: float | None = None) -> dict:
     """`run_accounting` for `status` (a manage.status.RunStatus): pages done, and documents done (summary.json's
     once collected, else the items finished ok or partial)."""
     documents = status.ok + status.partial
+    record = paths.load_record()
     if paths.summary.exists():
         import json
 
-        documents = json.loads(paths.summary.read_text(encoding="utf-8")).get("documents_ok", documents)
-    return run_accounting(paths, paths.load_record(), status.pages_done, documents, price, status.clocks)
+        summary = json.loads(paths.summary.read_text(encoding="utf-8"))
+        documents = summary.get("documents_ok", documents)
+        if isinstance(summary.get("gpu_tasks"), list):  # collected: the tasks' accounts as the collector made them
+            accounts = [TaskAccount(**account) for account in summary["gpu_tasks"]]  # no per-task file read
+            llm = summary["llm_gpu_hours"] * 3600 if summary.get("llm_gpu_hours") is not None else None
+            totals = run_totals(
+                accounts, status.pages_done, documents, llm, price if price is not None else profile_price(record)
+            )
+            return dict(totals, gpu_advice=advice(totals), gpu_tasks=summary["gpu_tasks"])
+    return run_accounting(paths, record, status.pages_done, documents, price, status.clocks)
 
 
 def collected_accounting(paths: RunPaths, record: RunRecord, summary: dict) -> dict:
@@ -359,7 +372,8 @@ def collected_accounting(paths: RunPaths, record: RunRecord, summary: dict) -> d
     (planning/rates.py) when it converted pages."""
     from hpc_marker.planning.rates import Rate, rate_key, record_rate
 
-    totals = run_accounting(paths, record, summary.get("pages_ok", 0), summary.get("documents_ok", 0))
+    pages, documents = summary.get("pages_ok", 0), summary.get("documents_ok", 0)
+    totals = run_accounting(paths, record, pages, documents, settled=Settled.from_summary(summary))
     gpu_seconds = totals["gpu_hours"] * 3600
     if summary.get("pages_ok") and gpu_seconds > 0:
         key = rate_key(record.engine, record.engine_options.to_json(), record.llm.model if record.llm else None)

@@ -26,6 +26,7 @@ from hpc_marker.executors import executor_for
 from hpc_marker.executors.base import job_logs
 from hpc_marker.manage.accounting import collected_accounting
 from hpc_marker.manage.rounds import close_round, next_round
+from hpc_marker.manage.settled import Settled
 from hpc_marker.manage.verdict import ACTIVE_STATES, MAX_ATTEMPTS
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.plan import WorkItem
@@ -46,7 +47,7 @@ from hpc_marker.runstate.manifest import (
 from hpc_marker.runstate.outlock import release
 from hpc_marker.runstate.output import document_file
 from hpc_marker.runstate.permissions import file_mode_mask
-from hpc_marker.runstate.progress import REOPENED, failures_per_item, latest_commits, read_commits
+from hpc_marker.runstate.progress import REOPENED, failures_per_item, latest_commits, read_commits, read_heartbeats
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
 from hpc_marker.runstate.subitems import walk
@@ -229,15 +230,23 @@ def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> di
         seen = Observation({})
     mine = set(record.jobs.get("collect", []))  # this job: it is running now, and done when this is read
     seen.states = {job: state for job, state in seen.states.items() if job not in mine}
-    stops = read_stops(paths.progress)
-    seen.states.update(settled_states(record.jobs.get("convert", []), seen.states, stops))
+    stops, convert = read_stops(paths.progress), record.jobs.get("convert", [])
+    seen.states.update(settled_states(convert, seen.states, stops))
     status = status_of(record, shares, progress, seen, time.time(), collected=True, stops=stops)
+    beats = read_heartbeats(paths.progress)
+    settled = Settled(
+        {job: seen.states[job] for job in convert if job in seen.states},
+        stops,
+        {task: beat.state for task, beat in beats.items()},
+        {task: beat.updated for task, beat in beats.items()},
+    )
     return {
         "state": status.state,
         "headline": status.headline,
         "reasons": status.reasons,
         "next": status.next,
         "causes": status.causes,
+        "settled": settled.to_json(),  # what `status` of the collected run reads instead of the tasks' files
     }
 
 
@@ -297,7 +306,9 @@ def collect_job(run_dir: str) -> dict:
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
     done = sum(s["ok"] + s["failed"] + s.get("partial", 0) for s in summary["shares"])
-    stops, waits = read_stops(paths.progress), executor_for(record.executor).waits
+    settled = Settled.from_summary(summary)  # the stop records judge() read: not read again
+    stops = settled.stops if settled is not None else read_stops(paths.progress)
+    waits = executor_for(record.executor).waits
     decision = next_round(record, summary["state"], summary["causes"], stops, done, waits, paths.cancel_mark.exists())
     rounds = close_round(paths, summary["state"], summary["causes"], done, decision.why)
     notes = [decision.why] if decision.why else []

@@ -11,9 +11,9 @@ when asked; manage/statustable.py draws them.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from hpc_marker.executors import executor_for
 from hpc_marker.executors.base import Observation
@@ -21,6 +21,7 @@ from hpc_marker.manage.cancel import mark_cancelled
 from hpc_marker.manage.failures import FailedDocument, failed_documents
 from hpc_marker.manage.followups import FollowUpRun, unfinished_follow_ups
 from hpc_marker.manage.rounds import grown_tasks, last_note, round_count, round_lines, task_rounds
+from hpc_marker.manage.settled import Settled
 from hpc_marker.manage.tally import RunProgress, ShareCounts, read_progress
 from hpc_marker.manage.verdict import ACTIVE_STATES, RunFacts, TaskView, Verdict, verdict
 from hpc_marker.planning.store import ShareSummary, load_summary
@@ -29,9 +30,6 @@ from hpc_marker.runstate.progress import read_heartbeats
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
 from hpc_marker.util.frames import working_seconds
-
-if TYPE_CHECKING:  # pandas loads only where commit logs are read: a collected run's status needs none
-    pass
 
 
 @dataclass
@@ -240,20 +238,20 @@ def load_status(paths: RunPaths, cancel_wedged: bool = False, follow_ups: bool =
         if (c := progress.shares.get(s.index)) is not None and c.ok + c.failed + c.partial >= s.items
     }
     collected = paths.summary.exists()
-    seen = executor_for(record.executor).observe(paths, record, finished, collected, cancel_wedged=cancel_wedged)
+    settled = Settled.from_summary(json.loads(paths.summary.read_text(encoding="utf-8"))) if collected else None
+    asked = record if settled is None else replace(record, jobs={**record.jobs, "convert": []})  # settled: not asked
+    seen = executor_for(record.executor).observe(paths, asked, finished, collected, cancel_wedged=cancel_wedged)
     if seen.cancelled:
         mark_cancelled(paths)
         record = paths.load_record()
-    activities = {task: beat.state for task, beat in read_heartbeats(paths.progress).items()}
+    if settled is not None:  # a collected run: no per-task file is read (manage/settled.py)
+        seen.states.update(settled.job_states)
+        activities, stops = settled.activities, settled.stops
+    else:
+        activities = {task: beat.state for task, beat in read_heartbeats(paths.progress).items()}
+        stops = read_stops(paths.progress)
     status = status_of(
-        record,
-        shares,
-        progress,
-        seen,
-        time.time(),
-        collected=collected,
-        activities=activities,
-        stops=read_stops(paths.progress),
+        record, shares, progress, seen, time.time(), collected=collected, activities=activities, stops=stops
     )
     status.run_dir, status.clocks = str(paths.root), seen.clocks
     status.round_lines, status.reasons = round_lines(record), status.reasons + last_note(record, status.state)

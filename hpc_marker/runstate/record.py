@@ -128,6 +128,7 @@ class RunRecord:
     parent: ParentRun | None = None  # of a follow-up run: the run it redoes documents of
     bisect: bool = True  # a failing item of several pages is cut in halves (planning/bisect.py); older runs lack it
     max_rounds: int = 1  # rounds of arrays the run may submit itself (--max-rounds); older runs: 1, no continuation
+    start_jitter: str = "0"  # auto or seconds (--start-jitter; config/types.parse_start_jitter); older runs: none
     rounds: list[Round] = field(default_factory=list)  # the rounds so far (older runs: none recorded, one ran)
 
     def to_json(self) -> dict[str, Any]:

@@ -9,7 +9,8 @@ never spawn a server of their own. Owns: the settings for a run (from the profil
 marker; their type, InferenceSettings, is servers/vllm.py's), the argv (pure, the arguments surya gives its
 docker container), the check of the served model and the client environment. The process itself is a
 servers.ManagedServer: its own process group that dies with the task, the bounded startup wait that
-watches the process, stopping the whole group.
+watches the process, stopping the whole group. Its first start with a configuration holds the lock of vLLM's
+compile cache folder (servers/compilecache.py), so that tasks starting together do not compile into it at once.
 
 The task uses it like this (the worker pool is created inside the block, so spawned workers inherit
 the environment; `workers` sizes surya's request concurrency to the server):
@@ -45,6 +46,7 @@ from pathlib import Path
 
 from hpc_marker.engines import marker as marker_engine
 from hpc_marker.runtime.sizing import read_gpu_memory
+from hpc_marker.servers.compilecache import compile_cache_dir, compile_key, first_compile
 from hpc_marker.servers.managed import HOST, ManagedServer, ServerFailed, free_port
 from hpc_marker.servers.vllm import (
     CHOICES,
@@ -58,6 +60,7 @@ from hpc_marker.servers.vllm import (
     resolve_executable,
     vllm_serve_argv,
 )
+from hpc_marker.util.locks import LockTimeout
 
 logger = logging.getLogger(__name__)
 LOG_TAIL_LINES = 20
@@ -316,28 +319,36 @@ def task_inference_server(
         return
     vlm = read_vlm_settings(vlm_environ)
     port = settings.port or free_port()
-    argv = server_argv(settings, vlm, port, vllm_capacity(_gpu_vram_gb(vlm, environ)))
+    vram_gb = _gpu_vram_gb(vlm, environ)
+    argv = server_argv(settings, vlm, port, vllm_capacity(vram_gb))
     argv[0] = resolve_binary(argv[0], lambda name: find_binary(name, environ))
     url = f"http://{HOST}:{port}"
     server_env = dict(NO_PHONING_HOME, **environ)  # compute nodes: no phoning home, unless the user says
-    server = ManagedServer(
-        argv,
-        Path(log_path),
-        env=server_env,
-        name="inference server",
-        health_url=f"{url}/health",
-        tail_lines=LOG_TAIL_LINES,
-        error=InferenceServerFailed,
-        stop_grace_s=settings.stop_grace_s,
-    ).start()  # dies with the task, even on SIGKILL
+    started = time.monotonic()
+    with _compile_lock(argv, f"{vram_gb:.0f}GB", server_env, settings.startup_timeout_s) as compiled:
+        server = ManagedServer(
+            argv,
+            Path(log_path),
+            env=server_env,
+            name="inference server",
+            health_url=f"{url}/health",
+            tail_lines=LOG_TAIL_LINES,
+            error=InferenceServerFailed,
+            stop_grace_s=settings.stop_grace_s,
+        ).start()  # dies with the task, even on SIGKILL
+        try:
+            logger.info(
+                f"inference server ({server.process_name}, {why}) starting on {url}, CUDA_VISIBLE_DEVICES="
+                f"{environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}, up to {settings.startup_timeout_s:g}s; "
+                f"log {log_path}"
+            )
+            server.wait_until_healthy(settings.startup_timeout_s)
+            check_served_model(server, url, vlm.checkpoint, why=" (surya's SURYA_MODEL_CHECKPOINT)")
+            compiled()  # its compile cache is filled: other tasks start without the lock
+        except BaseException:
+            logger.info(f"{server.label} {server.stop()}")
+            raise
     try:
-        logger.info(
-            f"inference server ({server.process_name}, {why}) starting on {url}, CUDA_VISIBLE_DEVICES="
-            f"{environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}, up to {settings.startup_timeout_s:g}s; log {log_path}"
-        )
-        started = time.monotonic()
-        server.wait_until_healthy(settings.startup_timeout_s)
-        check_served_model(server, url, vlm.checkpoint, why=" (surya's SURYA_MODEL_CHECKPOINT)")
         env = client_env(url, server_max_num_seqs(argv), workers, vlm, environ)
         logger.info(
             f"inference server ready after {time.monotonic() - started:.1f}s: {vlm.checkpoint} at {url}/v1, "
@@ -346,3 +357,14 @@ def task_inference_server(
         yield env
     finally:
         logger.info(f"{server.label} {server.stop()}")
+
+
+@contextmanager
+def _compile_lock(argv: list[str], gpu: str, environ: Mapping[str, str], timeout_s: float) -> Iterator[Callable]:
+    """servers/compilecache.first_compile around the server's first start; InferenceServerFailed when another
+    task holds the cache folder's lock past `timeout_s`."""
+    try:
+        with first_compile(compile_cache_dir(environ), compile_key(argv, gpu), timeout_s=timeout_s) as compiled:
+            yield compiled
+    except LockTimeout as exc:
+        raise InferenceServerFailed(f"inference server not started: {exc}") from None

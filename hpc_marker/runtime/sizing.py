@@ -160,16 +160,24 @@ class LocalFit:
 
 
 def fit_local(
-    asked: int, workers_per_gpu: int, engine: str, cores: int, gpus: list[int], mps: str = "auto"
+    asked: int,
+    workers_per_gpu: int,
+    engine: str,
+    cores: int,
+    gpus: list[int],
+    mps: str = "auto",
+    gpu_work: bool | None = None,
 ) -> LocalFit:
-    """Tasks for `--gpus asked` on a machine of `cores` cores and `gpus` GPUs: marker gets a GPU per task where
-    there are GPUs, and so does any engine with `--mps on` (MPS daemons are asked for: GPU work); the CPU
+    """Tasks for `--gpus asked` on a machine of `cores` cores and `gpus` GPUs: marker (or any engine whose
+    `gpu_work` is true: engines.engine_uses_gpu) gets a GPU per task where there are GPUs, and so does any engine with
+    `--mps on` (MPS daemons are asked for: GPU work); the CPU
     engines (and marker without a GPU) run on the CPU, one task per core at most
     (marker: CPUS_PER_MARKER_WORKER); tasks × workers stay within the cores (an explicit count of workers per
     task is honoured: fewer tasks). Each task gets an equal share of the cores. Pure."""
     cores = max(1, cores)
     per_task = (CPUS_PER_MARKER_WORKER if engine == "marker" else 1) * max(1, workers_per_gpu)
-    on_gpus = (engine == "marker" or mps == "on") and bool(gpus)
+    gpu_work = engine == "marker" if gpu_work is None else gpu_work
+    on_gpus = (gpu_work or mps == "on") and bool(gpus)
     tasks = max(1, min([asked, cores // per_task] + ([len(gpus)] if on_gpus else [])))
     share = max(1, cores // tasks)
     workers = workers_per_gpu or (min(share, DEFAULT_CAP) if engine != "marker" else None)

@@ -3,15 +3,17 @@
 `TaskSetup.for_task`: the task's share of the plan (none for a task `hpcmarker grow` added), its CPUs, workers
 and threads (sizing.py, threads.py), the workers' engine options and the context each of its records carries.
 `prepare`: the engine can run on this node and the LLM service (if the run has one) answers; the workers'
-options gain its settings (and the task's relay, with several replicas). `start_servers`: the task's MPS
-daemon and marker 2.x's inference server, before any worker is spawned. `CannotStart` says why a task cannot
-convert anything here.
+options gain its settings (and the task's relay, with several replicas). `start_servers`: after the task's
+start-up jitter (`jitter_delay`: a delay below --start-jitter, fixed per task, so that many tasks starting at once
+do not load their weights in the same second), the task's MPS daemon and marker 2.x's inference server, before any
+worker is spawned. `CannotStart` says why a task cannot convert anything here.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import time
 from contextlib import ExitStack
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import submitit
 
+from hpc_marker.config.types import parse_start_jitter
 from hpc_marker.engines import (
     EngineUnavailable,
     check_engine,
@@ -187,9 +190,29 @@ def _llm_options(record: RunRecord, paths: RunPaths, setup: TaskSetup, helpers: 
     )
 
 
+def jitter_delay(run_id: str, index: int, jitter_s: float) -> float:
+    """Task `index`'s start-up delay in [0, jitter_s): random, but the same whenever that task of that run starts
+    (seeded by both), so a task's log and a rerun agree. Pure."""
+    return random.Random(f"{run_id}/task-{index}").random() * jitter_s if jitter_s > 0 else 0.0
+
+
+def wait_start_jitter(record: RunRecord, index: int) -> float:
+    """Sleep this task's start-up delay (--start-jitter, resolved for the run's task count); the seconds slept."""
+    jitter_s = parse_start_jitter(record.start_jitter, record.tasks)
+    delay = jitter_delay(record.run_id, index, jitter_s)
+    if delay > 0:
+        logger.info(
+            "start-up jitter: waiting %.1f s (--start-jitter %s: below %g s)", delay, record.start_jitter, jitter_s
+        )
+        time.sleep(delay)
+    return delay
+
+
 def start_servers(record: RunRecord, paths: RunPaths, setup: TaskSetup, helpers: ExitStack) -> None:
-    """The task's MPS daemon and marker 2.x's inference server (each where the run asks for it), on `helpers`,
-    their settings in this process's environment (the workers inherit it). CannotStart: no server."""
+    """After the task's start-up jitter, the task's MPS daemon and marker 2.x's inference server (each where the run
+    asks for it), on `helpers`, their settings in this process's environment (the workers inherit it). CannotStart:
+    no server."""
+    wait_start_jitter(record, setup.index)
     os.environ.update(helpers.enter_context(task_mps(record.mps or "off", record.engine, setup.workers)))
     try:
         server = task_inference_server(

@@ -9,6 +9,9 @@
   vllm.py     how a `vllm serve` is started: its command line, the Apptainer/Singularity wrapping, the
               executable lookup, the check that it serves the model asked for; InferenceSettings (marker
               2.x's per-task server, as the run record keeps it)
+  compilecache.py  first_compile: a vLLM configuration's first start under the lock of its compile cache
+              folder (util/locks.py), so that tasks starting together do not compile into it at once; the marker
+              of a filled cache lets later starts skip the lock
 
 Users: marker 2.x's per-task `vllm serve` (runtime/inference.py), the Ollama or vLLM server of a
 run's LLM service and of `llm bench --start` (llm/process.py, llm/vllm.py), Ollama for `prefetch

@@ -153,6 +153,7 @@ def request_from_record(record: RunRecord) -> SubmitRequest:
         "bisect": record.bisect,
         "lease_seconds": record.lease_seconds,
         "item_timeout": record.item_timeout,
+        "start_jitter": record.start_jitter,
         "partition": record.partition,
         "template": record.template,
         "cpus_per_task": record.cpus_per_task,

@@ -225,6 +225,7 @@ def run_record(
         bisect=request.bisect,
         items=len(plan.items),
         max_rounds=request.max_rounds,
+        start_jitter=str(request.start_jitter),
     )
 
 

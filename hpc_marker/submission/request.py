@@ -123,6 +123,7 @@ class SubmitRequest:
     scan_workers: int  # processes counting pages on the login node (at a low priority)
     min_task_pages: int  # each task gets at least this many pages: fewer tasks than --gpus when the work is small
     max_rounds: int  # rounds of arrays the run may submit itself (continuation); 1: none
+    start_jitter: str  # auto or seconds: each task's start-up delay is below it (config/types.parse_start_jitter)
     # Unset (None): the profile's value, then the config's [job] value, or derived
     partition: str | None = None
     template: str | None = None
@@ -276,6 +277,7 @@ def check_request(request: SubmitRequest, chosen: dict) -> None:
         lease_seconds=request.lease_seconds,
         min_task_pages=request.min_task_pages,
         max_rounds=request.max_rounds,
+        start_jitter=request.start_jitter,
         cpus_per_task=chosen["cpus_per_task"],
         time_limit=chosen["time"],
         mem=chosen["mem"],

@@ -8,6 +8,8 @@ errors.py     UserError: bad input, said in one line, exit code 2
 frames.py     isin: membership of strings in a frame column, by Arrow (fast at 10^6 rows); busy_seconds:
               how long work was in flight (the idle gaps between a run's submissions left out)
 commands.py   command_line: a command hpcmarker prints, shell-quoted so that it runs as printed; ocr_command
+locks.py      FileLock: a lock file on a shared filesystem (exclusive create; holder host/pid/time; renewed while
+              held; a stale one taken over); read_holder
 logs.py       configure: the one place logging is set up (the CLI's -v/-q on stderr; a job's timestamped lines on
               stdout); JobEntry: a job's callable with its logging (what the executors run)
 """

@@ -81,12 +81,13 @@ def test_a_version_1_record_reads_with_the_same_typed_values():
 
 def test_version_2_is_version_1_with_a_version():
     written = RunRecord.from_json(V1).to_json()
-    # fields added since (with their defaults): the output flags' thresholds, rounds (manage/rounds.py), whether the
-    # profile's partition preempts (runtime/preempt.py)
-    assert {key: written.pop(key) for key in ("quality", "max_rounds", "rounds")} == {
+    # fields added since (with their defaults): the output flags' thresholds, rounds (manage/rounds.py), the
+    # start-up jitter (none for older runs); whether the profile's partition preempts (runtime/preempt.py)
+    assert {key: written.pop(key) for key in ("quality", "max_rounds", "rounds", "start_jitter")} == {
         "quality": None,
         "max_rounds": 1,
         "rounds": [],
+        "start_jitter": "0",
     }
     assert written["job_settings"].pop("preemptible") is False
     assert written == {"version": RECORD_VERSION, **V1}

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from hpc_marker.runtime.inference import (
     VlmSettings,
     task_inference_server,
 )
+from hpc_marker.servers.compilecache import LOCK_NAME
 from hpc_marker.util.processes import group_members
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -274,6 +276,47 @@ def test_slow_start_is_waited_for(env, tmp_path):
     with task_inference_server(native(), tmp_path / "i.log", environ=env) as got:
         assert time.monotonic() - started >= 1.5
         assert httpx.get(got["SURYA_INFERENCE_URL"].removesuffix("/v1") + "/health", trust_env=False).status_code == 200
+
+
+def test_tasks_starting_together_compile_one_at_a_time(env, tmp_path, log_lines):
+    """Two tasks' servers of one configuration and one compile cache: the second starts once the first answers, so
+    the stand-in's compile (1.5 s into the cache folder) runs once, alone."""
+    env["STANDIN_VLLM_COMPILE_S"] = "1.5"
+    env["STANDIN_VLLM_STARTUP_DELAY_S"] = "1"
+    env["VLLM_CACHE_ROOT"] = str(tmp_path / "vllm-cache")
+    ready: dict[int, float] = {}
+
+    def task(index: int) -> None:
+        with task_inference_server(native(), tmp_path / f"inference-{index}.log", environ=env):
+            ready[index] = time.monotonic()
+
+    started = time.monotonic()
+    tasks = [threading.Thread(target=task, args=(index,)) for index in range(2)]
+    for thread in tasks:
+        thread.start()
+    for thread in tasks:
+        thread.join(60)
+    lines = log_lines()
+    assert sum("holding its lock for this first start" in line for line in lines) == 1, lines
+    assert sum("filled for this server" in line for line in lines) == 1, lines
+    assert len(ready) == 2 and max(ready.values()) - started >= 3.5  # one after the other: 2.5 s, then 1 s
+    assert not (tmp_path / "vllm-cache" / LOCK_NAME).exists()
+    compiled = tmp_path / "vllm-cache" / "standin-compile"
+    assert sorted(p.name for p in compiled.iterdir()) == ["compiled"]  # no CORRUPT mark: never two at once
+    assert len((compiled / "compiled").read_text().split()) == 1
+
+
+def test_a_compile_lock_held_too_long_fails_the_start_in_one_line(env, tmp_path):
+    cache = tmp_path / "vllm-cache"
+    cache.mkdir()
+    env["VLLM_CACHE_ROOT"] = str(cache)
+    (cache / LOCK_NAME).write_text(json.dumps({"host": "gpu-node-7", "pid": 1, "since": time.time(), "token": "t"}))
+    refused = r"^inference server not started: compile cache lock \S+ still held by gpu-node-7 pid 1 for \d+ s"
+    server = task_inference_server(native(startup_timeout_s=0.5), tmp_path / "i.log", environ=env)
+    with pytest.raises(InferenceServerFailed, match=refused) as info, server:
+        pass
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "pids").exists()  # no server was started
 
 
 def test_server_ignoring_sigterm_is_killed_after_the_grace(env, tmp_path, log_lines):
