@@ -27,6 +27,8 @@ KNOBS = {
     "registry": "STANDIN_OLLAMA_REGISTRY",
     "num_parallel": "OLLAMA_NUM_PARALLEL",
     "max_queue": "OLLAMA_MAX_QUEUE",
+    "reject_schema": "STANDIN_OLLAMA_REJECT_SCHEMA",
+    "thinking": "STANDIN_OLLAMA_THINKING",
 }
 
 
