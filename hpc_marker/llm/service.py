@@ -209,6 +209,7 @@ def _check(settings: LlmSettings, paths: LlmPaths, front: Front, model: str, ver
     if not result.ok:
         unfit = {"reason": result.line, "model": model, "server": settings.server, "replica": paths.replica}
         write_private(paths.unfit, json.dumps({**unfit, "job_id": os.environ.get("SLURM_JOB_ID")}) + "\n")
+        logger.error(f"capability check failed: {result.line}")
         raise ServiceError(result.line)
     if front.stats()["total"]["answers_moved"] > moved:
         return (

@@ -67,7 +67,7 @@ def test_a_server_that_rejects_the_json_schema_ends_the_run_at_once(tmp_path, sa
     assert all(seconds(start, end) < 60 for start, end in times.values()), times  # not --llm-wait's 600 s
     record = read_record(resolve_run(run_id))
     assert len(record["rounds"]) == 1 and "cannot cure llm unfit" in record["rounds"][0]["note"]  # no next round
-    assert "hpcmarker llm: error: ollama 0.0.0-standin on " in invoke("logs", run_id, "--service").output
+    assert "capability check failed: ollama 0.0.0-standin on " in invoke("logs", run_id, "--service").output
     assert standin_pids(standin_models) == []
 
 
