@@ -52,6 +52,7 @@ class LlmRecord:
     concurrency: int | None = None  # LLM requests in flight per worker; None: the run's budget (llm/budget.py)
     cpus: int  # per replica
     mem: str | None = None  # per replica (None: the cluster's default)
+    check: str = "auto"  # --llm-check: the service's capability check (llm/check.py); older runs: auto
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LlmRecord:

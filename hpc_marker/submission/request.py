@@ -99,6 +99,7 @@ class LlmRequest:
             concurrency=self.concurrency,
             cpus=self.cpus,
             mem=self.mem,
+            check=self.check,
         )
 
 

@@ -233,3 +233,24 @@ def test_the_check_sends_what_markers_own_llm_services_send():
         ours_path, ours = marker_request(server_kind, "m")
         assert path.endswith(ours_path)
         assert _without_images(body) == _without_images(ours)
+
+
+@pytest.mark.parametrize(
+    ("engine", "choice", "kind"),
+    [
+        ("marker", "auto", "marker"),
+        ("text", "auto", "chat"),
+        ("benchmark", "auto", "chat"),
+        ("text", "marker", "marker"),
+        ("marker", "off", "off"),
+    ],
+)
+def test_the_run_asks_its_service_for_the_check_its_engine_needs(tmp_path, engine, choice, kind):
+    from hpc_marker.runstate.layout import RunPaths
+    from hpc_marker.submission.launch import _write_llm_settings
+    from hpc_marker.submission.request import LlmRequest
+
+    llm = LlmRequest(model="m", gpus=1, parallel=1, wait_timeout_s=1, cpus=1, check=choice)
+    _write_llm_settings(RunPaths(tmp_path), llm, engine)
+    assert LlmPaths(tmp_path).load_settings().check == kind
+    assert llm.record().check == choice  # run.json keeps the choice (a follow-up run asks the same)
