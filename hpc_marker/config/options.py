@@ -35,7 +35,7 @@ from hpc_marker.config.types import (
 )
 from hpc_marker.engines import ENGINE_NAMES
 from hpc_marker.engines.formats import OUTPUT_FORMATS
-from hpc_marker.llm.settings import SERVERS
+from hpc_marker.llm.settings import CHECKS, SERVERS
 from hpc_marker.runstate.permissions import PERMISSIONS
 
 # The groups of submit's --help, in order (each command names its headings for them: cli/submitopts.py).
@@ -209,6 +209,10 @@ OPTIONS: tuple[Option, ...] = (
            field="llm.options", config=None, why="each model has its own"),
     Option("llm_wait", "--llm-wait", "llm", "Seconds a task waits for the LLM service before failing.", SECONDS,
            show_default=True, field="llm.wait_timeout_s"),
+    Option("llm_check", "--llm-check", "llm", "Before any task uses it, the LLM service sends one request as the "
+           "engine does (marker: a JSON schema and an image; text: a chat); a server or model that cannot answer "
+           "stops the run at once with what to change (auto: by engine).", click.Choice(("auto", *CHECKS)),
+           show_default=True, field="llm.check"),
     Option("llm_bind", "--llm-bind", "llm",
            "Address of the service's authenticating front (default: the service node's hostname address).",
            metavar="HOST", field="llm.bind_host", config=None, why="an address of one run's service node"),

@@ -10,8 +10,11 @@
   front.py     the authenticating reverse proxy (an aiohttp server in a thread of its own): secret, allowlist,
                stats; a fixed upstream or a Route with failover
   proxy.py     the front's forwarding: the gate, failover across a Route's targets, timeouts, the streamed relay
+  reasoning.py a reasoning model's answer left in thinking/reasoning_content moved into the content (pure; the front)
   counters.py  the front's counters per task, its stats and its metrics file
   service.py   serve_llm(run_dir, replica): what each service job runs
+  check.py     the service's capability check: one request as marker (or the text engine) sends it, through the
+               replica's front, before any task depends on it; a one-line reason when the server or model fails it
   client.py    ollama_client / openai_client (every client hpcmarker builds), chat_client; task side:
                wait_for_service (any replica), Endpoint
   replicas.py  ReplicaRoute and task_relay: a task's requests go to its own replica, or the next live one

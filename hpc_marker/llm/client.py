@@ -7,7 +7,8 @@ pull/create`, the refinement): bounded connect and requests, never through a pro
 LlmCallFailed with a one-line reason), for the refinement and `llm bench`.
 `wait_for_service(run_dir, timeout_s, replicas)` waits (bounded, servers.health.poll_until) until a
 replica's endpoint file is published and its front answers an authenticated probe, and returns its
-Endpoint. `Endpoint.base_url(task)` is what marker's `ollama_base_url` takes (the secret is inside
+Endpoint; a replica's `unfit.json` (its capability check failed: llm/check.py) ends the wait at once
+(ServiceUnfit). `Endpoint.base_url(task)` is what marker's `ollama_base_url` takes (the secret is inside
 the URL, so keep it out of logs: `Endpoint.redact`); `openai_base_url(task)` is marker's
 `openai_base_url`, the secret going as the API key (a header, never in a URL).
 """
@@ -55,6 +56,11 @@ def openai_client(base_url: str, api_key: str, timeout_s: float, max_retries: in
 
 class ServiceUnavailable(Exception):
     """The run's LLM service did not come up in time (one-line message)."""
+
+
+class ServiceUnfit(Exception):
+    """The run's LLM server or model cannot answer the run's requests (its capability check, llm/check.py): the
+    replica's one-line reason, naming the model, the server and what to change."""
 
 
 class LlmCallFailed(Exception):
@@ -240,6 +246,21 @@ def read_endpoint(run_dir: str | Path, replica: int = 0) -> Endpoint | None:
     )
 
 
+def read_unfit(run_dir: str | Path, replica: int = 0) -> str | None:
+    """The reason in a replica's `unfit.json` (its capability check failed), or None."""
+    try:
+        data = json.loads(LlmPaths(Path(run_dir), replica).unfit.read_text())
+    except (OSError, ValueError):
+        return None
+    return str(data.get("reason") or "the LLM service's capability check failed") if isinstance(data, dict) else None
+
+
+def forget_unfit(run_dir: str | Path, replicas: int) -> None:
+    """Remove the replicas' `unfit.json` of an earlier round (before a resubmission starts the service again)."""
+    for paths in LlmPaths(Path(run_dir)).all_replicas(replicas):
+        paths.unfit.unlink(missing_ok=True)
+
+
 def _service_job(run_dir: Path) -> str:
     try:
         jobs = json.loads((run_dir / "run.json").read_text()).get("jobs", {})
@@ -264,12 +285,16 @@ def probe_replica(run_dir: Path, replica: int, seconds_left: float) -> Endpoint 
 
 def wait_for_service(run_dir: str | Path, timeout_s: float = 600.0, poll_s: float = 1.0, replicas: int = 1) -> Endpoint:
     """Wait until a replica of the run's LLM service answers (the first one that does); raises
-    ServiceUnavailable after timeout_s."""
+    ServiceUnavailable after timeout_s, ServiceUnfit at once when a replica found that the server or model
+    cannot answer the run's requests (every replica serves the same model the same way)."""
     run_dir = Path(run_dir)
 
     def probe(seconds_left: float) -> Endpoint | NotReady:
         seen = []
         for replica in range(max(1, replicas)):
+            unfit = read_unfit(run_dir, replica)
+            if unfit is not None:
+                raise ServiceUnfit(unfit)
             found = probe_replica(run_dir, replica, seconds_left)
             if isinstance(found, Endpoint):
                 return found

@@ -14,7 +14,17 @@ from pathlib import Path
 
 from hpc_marker.llm.settings import LlmPaths
 
-COUNTERS = ("requests", "failures", "timeouts", "client_errors", "tokens_in", "tokens_out", "failovers", "abandoned")
+COUNTERS = (
+    "requests",
+    "failures",
+    "timeouts",
+    "client_errors",
+    "tokens_in",
+    "tokens_out",
+    "failovers",
+    "abandoned",
+    "answers_moved",  # a reasoning model's answers the front moved into the content (llm/reasoning.py)
+)
 RECENT_LINES = 12  # the window `throughput_bound` looks at: a minute at the default 5 s interval
 SATURATED = 0.5  # the LLM is the bound when its servers were full at least this share of the window
 

@@ -7,7 +7,9 @@ gone before answering (connection refused or cut, a connect timeout, or an answe
 `failover_statuses`) makes the request go to the next one, counted once as a failover; when it was
 the last known, the route is asked again (a replica that came up since). The answer streams back as
 it comes (aiohttp writes the chunked encoding), one chunk held back so the counters are updated
-before the client sees the end; a stream past the request's deadline, or broken upstream, is cut.
+before the client sees the end; a stream past the request's deadline, or broken upstream, is cut. A generation's
+answer that is not streamed (JSON) is read whole, and a reasoning model's answer left in `thinking` or
+`reasoning_content` with its content empty is moved into the content (llm/reasoning.py), counted per task.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aiohttp import web
 
 from hpc_marker.llm.counters import Counters
 from hpc_marker.llm.gate import FairGate
+from hpc_marker.llm.reasoning import moved_answer
 from hpc_marker.llm.rules import GENERATION, Decision, Usage
 
 logger = logging.getLogger(__name__)
@@ -191,7 +194,8 @@ class Proxy:
                 return json_reply(answer.status, {"error": f"hpcmarker front: {answer.message}"})
             try:
                 settled = True
-                reply, outcome = await self._relay(request, answer, task, started + self.timeout_s)
+                generation = decision.upstream_path in GENERATION
+                reply, outcome = await self._relay(request, answer, task, started + self.timeout_s, generation)
                 return reply
             finally:
                 answer.release()
@@ -268,13 +272,15 @@ class Proxy:
         return True
 
     async def _relay(
-        self, request: web.BaseRequest, answer: aiohttp.ClientResponse, task: str, deadline: float
+        self, request: web.BaseRequest, answer: aiohttp.ClientResponse, task: str, deadline: float, generation: bool
     ) -> tuple[web.StreamResponse, str]:
-        """Pass the answer on: one of known length (not streamed) is read whole and sent in one write with
-        its length; a streamed one as it comes, one chunk held back. Either way the counters are updated
-        before the client sees the end of the response (a task reads its stats right after)."""
+        """Pass the answer on: one of known length or a generation's JSON answer (not streamed) is read whole
+        and sent in one write with its length (a reasoning model's answer moved into its content); a streamed
+        one as it comes, one chunk held back. Either way the counters are updated before the client sees the
+        end of the response (a task reads its stats right after)."""
         headers = {"Server": SERVER, "Content-Type": answer.headers.get("Content-Type", "application/json")}
-        whole = answer.content_length is not None
+        answer_json = generation and answer.status == 200 and headers["Content-Type"].startswith("application/json")
+        whole = answer.content_length is not None or answer_json
         reply = (web.Response if whole else web.StreamResponse)(status=answer.status, headers=headers)
         status, usage, outcome, held = answer.status, Usage(), "ok", []
         try:
@@ -295,6 +301,9 @@ class Proxy:
             outcome = f"upstream broke off ({type(exc).__name__})"
         usage.finish()
         failed = status >= 500 or outcome.startswith("upstream") or (status < 400 and usage.error)
+        moved = moved_answer(b"".join(held)) if answer_json and outcome == "ok" else None
+        if moved is not None:
+            held = [moved]
         self.counters.count(
             task,
             tokens_in=usage.tokens_in,
@@ -303,6 +312,7 @@ class Proxy:
             timeouts=int(outcome.startswith("timeout")),
             failures=int(failed),
             client_errors=int(400 <= status < 500),
+            answers_moved=int(moved is not None),
         )
         if outcome != "ok":
             _cut(request)  # the client sees a cut response

@@ -104,6 +104,7 @@ class TaskCounters:
     tokens_out: int = 0
     failovers: int = 0  # a task's relay: requests moved to another replica after theirs stopped answering
     abandoned: int = 0  # the client gave up (timed out) while its request waited at the front
+    answers_moved: int = 0  # a reasoning model's answer moved from thinking/reasoning_content into the content
     in_flight: int = 0  # gauge: at the server
     queued: int = 0  # gauge: waiting at the front for a free slot
 

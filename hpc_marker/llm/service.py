@@ -8,10 +8,12 @@ It reads RUN/llm/settings.json and starts the server on a free loopback port:
   model and serves it.
 Then it writes a fresh secret to the replica's `secret` file (0600), starts the authenticating front
 on the node's address (its FairGate lets a few more generations than the server's slots through,
-the rest wait there) and publishes the replica's endpoint file (url, model, server, replica:
-never the secret). It serves until SIGTERM/SIGINT (or until the server dies), and cleans up:
-endpoint and secret removed, front stopped, the server's process group terminated (killed after a
-grace period). Every step is bounded.
+the rest wait there), sends one request as the run's engine sends it through that front (llm/check.py:
+a server or model that cannot answer it writes the replica's `unfit.json` with the one-line reason, which
+ends the tasks waiting for the service at once, and the service fails) and publishes the replica's
+endpoint file (url, model, server, replica: never the secret). It serves until SIGTERM/SIGINT (or
+until the server dies), and cleans up: endpoint and secret removed, front stopped, the server's
+process group terminated (killed after a grace period). Every step is bounded.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import httpx
 import ollama
 
 from hpc_marker.llm.budget import front_capacity
-from hpc_marker.llm.client import ollama_client
+from hpc_marker.llm.check import check_service
+from hpc_marker.llm.client import Endpoint, ollama_client
 from hpc_marker.llm.front import Front
 from hpc_marker.llm.process import start_ollama
 from hpc_marker.llm.rules import ALLOWLISTS
@@ -188,6 +191,33 @@ def _start_front(settings: LlmSettings, paths: LlmPaths, upstream: str, headers:
     return front
 
 
+def _check(settings: LlmSettings, paths: LlmPaths, front: Front, model: str, version: str) -> str:
+    """The capability check through the replica's own front (llm/check.py): how it answered, in one line. A
+    server or model that cannot answer: the reason goes to `unfit.json` (the waiting tasks stop at once) and
+    ServiceError."""
+    host = "127.0.0.1" if front.host in ("0.0.0.0", "::") else front.host
+    url = f"http://[{host}]:{front.port}" if ":" in host else f"http://{host}:{front.port}"
+    endpoint = Endpoint(url, model, paths.secret.read_text().strip(), server=settings.server)
+    moved = front.stats()["total"]["answers_moved"]
+    result = check_service(
+        settings.check,
+        endpoint,
+        f"{settings.server} {version} on {socket.gethostname()}",
+        settings.request_timeout_s,
+        str(paths.server_log(settings.server)),
+    )
+    if not result.ok:
+        unfit = {"reason": result.line, "model": model, "server": settings.server, "replica": paths.replica}
+        write_private(paths.unfit, json.dumps({**unfit, "job_id": os.environ.get("SLURM_JOB_ID")}) + "\n")
+        logger.error(f"capability check failed: {result.line}")
+        raise ServiceError(result.line)
+    if front.stats()["total"]["answers_moved"] > moved:
+        return (
+            f"{result.line} (a reasoning model: its answers arrive in thinking/reasoning_content; the front moves them)"
+        )
+    return result.line
+
+
 def _publish(settings: LlmSettings, paths: LlmPaths, front: Front, model: str, version: str) -> None:
     """Write the replica's endpoint file (never the secret): the tasks find the service through it."""
     url = front.url if front.host not in ("0.0.0.0", "::") else f"http://{node_address()}:{front.port}"
@@ -229,7 +259,7 @@ def serve_llm(run_dir: str, replica: int = 0, *, stop: threading.Event | None = 
     except SettingsError as exc:
         raise ServiceError(str(exc)) from None
     paths.create()
-    for stale in (paths.endpoint, paths.secret):  # left by a service that was killed
+    for stale in (paths.endpoint, paths.secret, paths.unfit):  # left by a service that was killed, or an earlier round
         _remove(stale)
     stop = stop or threading.Event()
 
@@ -252,6 +282,7 @@ def serve_llm(run_dir: str, replica: int = 0, *, stop: threading.Event | None = 
     try:
         upstream, headers, model, version = _start_server(settings, paths, started)
         front = _start_front(settings, paths, upstream, headers)
+        logger.info(f"capability check: {_check(settings, paths, front, model, version)}")
         _publish(settings, paths, front, model, version)
         while not stop.wait(1.0):
             started[0].ensure_running("while serving")  # ServerFailed: the service fails with its log's tail

@@ -9,6 +9,8 @@ RUN/llm/ holds:
                   listens (no secret)
   metrics.jsonl   one JSON line every few seconds from its front (per-task counters, queue, tokens/s)
   ollama.log      stdout and stderr of `ollama serve` (vllm.log: of `vllm serve`)
+  unfit.json      {"reason", "model", "server", ...}: the capability check (llm/check.py) found that the
+                  server or model cannot answer the run's requests; tasks waiting for the service stop at once
 Replica 0 uses these names; replica r > 0 the same names with `-r` (endpoint-1.json, secret-1, ...).
 """
 
@@ -24,6 +26,9 @@ from typing import Any
 from hpc_marker.util.files import atomic_write
 
 SERVERS = ("ollama", "vllm")
+# The capability check a replica makes before it publishes its endpoint (llm/check.py): marker's constrained
+# request (a JSON schema and a page image), the `text` engine's plain chat, or none. `--llm-check auto`: by engine.
+CHECKS = ("marker", "chat", "off")
 
 
 class SettingsError(Exception):
@@ -47,6 +52,7 @@ class LlmRecord:
     concurrency: int | None = None  # LLM requests in flight per worker; None: the run's budget (llm/budget.py)
     cpus: int  # per replica
     mem: str | None = None  # per replica (None: the cluster's default)
+    check: str = "auto"  # --llm-check: the service's capability check (llm/check.py); older runs: auto
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LlmRecord:
@@ -82,12 +88,15 @@ class LlmSettings:
     metrics_interval_s: float = 5.0
     ollama: str = "ollama"  # the binary, looked up on PATH
     vllm: str = "vllm"  # the binary, looked up on PATH (or in the image)
+    check: str = "off"  # one of CHECKS (older runs' settings.json: none); submit writes the run's
 
     def validate(self) -> None:
         if not self.model or not isinstance(self.model, str):
             raise SettingsError("settings.json: 'model' must name a model, e.g. qwen2.5:7b")
         if self.server not in SERVERS:
             raise SettingsError(f"settings.json: server {self.server!r}: choose from {', '.join(SERVERS)}")
+        if self.check not in CHECKS:
+            raise SettingsError(f"settings.json: check {self.check!r}: choose from {', '.join(CHECKS)}")
         for name in ("parallel", "replicas", "gpus"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise SettingsError(f"settings.json: {name} {getattr(self, name)!r}: must be at least 1")
@@ -167,6 +176,10 @@ class LlmPaths:
     @property
     def endpoint(self) -> Path:
         return self._own("endpoint", ".json")
+
+    @property
+    def unfit(self) -> Path:
+        return self._own("unfit", ".json")
 
     @property
     def metrics(self) -> Path:

@@ -28,6 +28,7 @@ from hpc_marker.runstate.stops import (
     ERROR,
     INFERENCE,
     LLM_SERVICE,
+    LLM_UNFIT,
     PREEMPTED,
     RUNNING,
     STORAGE_FULL,
@@ -68,6 +69,7 @@ CAUSE_ORDER = (
     ENGINE_CACHE,
     ENGINE,
     INFERENCE,
+    LLM_UNFIT,
     LLM_SERVICE,
     STORAGE_FULL,
     OUT_OF_MEMORY,
@@ -232,6 +234,7 @@ def _fix(cause: str, facts: RunFacts, tasks: tuple[int, ...]) -> dict:
         ENGINE_CACHE: {"first": PREFETCH_COMMAND},  # on the login node (internet), then resume
         INFERENCE: {"advice": f"install vllm where the jobs run, or set the profile's inference_server (see `{logs}`)"},
         LLM_SERVICE: {"advice": f"see `{command_line('logs', facts.run_id, '--service')}`"},
+        LLM_UNFIT: {"advice": "change what it names, then submit again (resume keeps the run's model)", "verb": ""},
         ERROR: {"advice": f"see `{logs}`"},
     }.get(cause, {})
 

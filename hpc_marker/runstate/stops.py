@@ -3,7 +3,8 @@
 A task writes its record when it starts (cause `running`), padded to a fixed size, and overwrites
 it in place, at the same size, when it stops: `done` (nothing of its own left to take), or why it
 stopped early (time limit near, preempted, storage full, cancelled, its engine or its inference server or the
-LLM service unusable, its engine's caches missing on the node, an error). The file's space is
+LLM service unusable, the LLM service's server or model unable to answer the run's requests, its engine's
+caches missing on the node, an error). The file's space is
 taken when the task starts, so a full disk cannot keep the task from saying why it stopped. A task
 killed without a word (SIGKILL, out of memory, node lost, Slurm's own time limit) leaves `running`;
 `status` then takes the cause from the scheduler's job state. One small file per task: the run
@@ -27,6 +28,7 @@ TIME_LIMIT, STORAGE_FULL, CANCELLED = "time_limit", "storage_full", "cancelled"
 ENGINE, INFERENCE, LLM_SERVICE, ERROR = "engine", "inference", "llm_service", "error"
 ENGINE_CACHE = "engine_cache"  # the engine is installed, but its fonts or weights are not on the node
 PREEMPTED = "preempted"  # its USR2 came from Slurm preempting the job, not from its time limit (runtime/preempt.py)
+LLM_UNFIT = "llm_unfit"  # the LLM service answers, but its server or model cannot answer the run's requests
 CAUSES = (
     RUNNING,
     DONE,
@@ -38,6 +40,7 @@ CAUSES = (
     ENGINE_CACHE,
     INFERENCE,
     LLM_SERVICE,
+    LLM_UNFIT,
     ERROR,
 )
 RECORD_BYTES = 2048  # the file's fixed size: room for a one-line detail of ~1,800 characters

@@ -33,7 +33,7 @@ from hpc_marker.planning.plan import TaskPlan
 from hpc_marker.planning.store import ShareSummary, load_share, load_summary
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.stops import INFERENCE, LLM_SERVICE, engine_stop
+from hpc_marker.runstate.stops import INFERENCE, LLM_SERVICE, LLM_UNFIT, engine_stop
 from hpc_marker.runtime.inference import InferenceServerFailed, InferenceSettings, task_inference_server
 from hpc_marker.runtime.mps import task_mps
 from hpc_marker.runtime.sizing import choose_workers
@@ -135,7 +135,7 @@ def _llm_options(record: RunRecord, paths: RunPaths, setup: TaskSetup, helpers: 
     """Wait for a replica of the LLM service; with several, start the task's relay to them (failover);
     the workers' LLM settings, with the run's concurrency budget."""
     from hpc_marker.llm.budget import plan_budget
-    from hpc_marker.llm.client import LlmAccess, ServiceUnavailable, wait_for_service
+    from hpc_marker.llm.client import LlmAccess, ServiceUnavailable, ServiceUnfit, wait_for_service
     from hpc_marker.llm.replicas import task_relay
 
     llm = record.llm
@@ -152,6 +152,9 @@ def _llm_options(record: RunRecord, paths: RunPaths, setup: TaskSetup, helpers: 
     except ServiceUnavailable as exc:
         logger.error("giving up: %s", exc)
         raise CannotStart(LLM_SERVICE, str(exc)) from None
+    except ServiceUnfit as exc:  # the service's capability check failed: no other round can cure it (manage/rounds)
+        logger.error("giving up: %s", exc)
+        raise CannotStart(LLM_UNFIT, str(exc)) from None
     logger.info(
         "LLM service answers at %s (%s replica %s, model %s)",
         endpoint.url,

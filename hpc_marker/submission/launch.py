@@ -242,7 +242,7 @@ def _create_run_folder(
         save_plan(plan, paths.plan)
         paths.save_record(record)
         if llm:
-            _write_llm_settings(paths, llm)
+            _write_llm_settings(paths, llm, record.engine)
         for role, text in scripts.items():
             (paths.scripts / f"{role}.sbatch").write_text(text)
     except BaseException:
@@ -287,9 +287,10 @@ def discard_run(paths: RunPaths, record: RunRecord) -> None:
     shutil.rmtree(paths.root, ignore_errors=True)
 
 
-def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
+def _write_llm_settings(paths: RunPaths, llm: LlmRequest, engine: str) -> None:
     from hpc_marker.llm.settings import LlmPaths, LlmSettings, SettingsError
 
+    check = llm.check if llm.check != "auto" else "marker" if engine == "marker" else "chat"  # what the engine sends
     settings = LlmSettings(
         model=llm.model,
         server=llm.server or "ollama",
@@ -302,6 +303,7 @@ def _write_llm_settings(paths: RunPaths, llm: LlmRequest) -> None:
         image=llm.image,
         request_timeout_s=llm.request_timeout_s,
         bind_host=llm.bind_host,
+        check=check,
     )
     try:
         settings.validate()

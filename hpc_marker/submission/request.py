@@ -82,6 +82,7 @@ class LlmRequest:
     mem: str | None = None
     image: str | None = None  # vLLM: the profile's llm_image
     server_args: list[str] = field(default_factory=list)  # vLLM: the profile's llm_args
+    check: str = "auto"  # the service's capability check (llm/check.py): auto (by engine), marker, chat, off
 
     def record(self) -> LlmRecord:
         """What the run record keeps of it (RunRecord.llm)."""
@@ -98,6 +99,7 @@ class LlmRequest:
             concurrency=self.concurrency,
             cpus=self.cpus,
             mem=self.mem,
+            check=self.check,
         )
 
 

@@ -178,6 +178,10 @@ def _resubmit(paths: RunPaths, record: RunRecord, tasks: list[int], by: str, for
         paths.cancel_mark.unlink(missing_ok=True)
     record.rounds = [*paths.load_record().rounds, new_round(record, tasks, by)]
     paths.save_record(record)
+    if record.llm:  # the service starts again: an earlier round's failed capability check must not stop its tasks
+        from hpc_marker.llm.client import forget_unfit
+
+        forget_unfit(paths.root, record.llm.replicas)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for role, text in scripts.items():
         (paths.scripts / f"{role}-{by}-{stamp}.sbatch").write_text(text)

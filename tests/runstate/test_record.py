@@ -90,6 +90,7 @@ def test_version_2_is_version_1_with_a_version():
         "start_jitter": "0",
     }
     assert written["job_settings"].pop("preemptible") is False
+    assert written["llm"].pop("check") == "auto"  # --llm-check (llm/check.py): by engine
     assert written == {"version": RECORD_VERSION, **V1}
     assert next(iter(RunRecord.from_json(V1).to_json())) == "version" and RECORD_VERSION == 2
 

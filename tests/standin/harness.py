@@ -27,6 +27,8 @@ KNOBS = {
     "registry": "STANDIN_OLLAMA_REGISTRY",
     "num_parallel": "OLLAMA_NUM_PARALLEL",
     "max_queue": "OLLAMA_MAX_QUEUE",
+    "reject_schema": "STANDIN_OLLAMA_REJECT_SCHEMA",
+    "thinking": "STANDIN_OLLAMA_THINKING",
 }
 
 
@@ -145,17 +147,29 @@ def vllm_pids(request_log: Path) -> list[int]:
     return _pids(f"STANDIN_VLLM_REQUEST_LOG={request_log}", str(VLLM).encode(), b"import signal, time")
 
 
+def _check_keys() -> set[str]:
+    """The stand-in vllm's keys of the service's capability check requests (llm/check.py: chat, marker)."""
+    import hashlib
+
+    from hpc_marker.llm.check import CHAT_TEXT, PROMPT
+
+    return {hashlib.sha256(text.encode()).hexdigest()[:12] for text in (CHAT_TEXT, PROMPT)}
+
+
 def vllm_trace(request_log: Path) -> dict[str, list[str]]:
     """The stand-in vllm's completions by outcome: {"begin": [key...], "end": [...], "abort": [...], "fail": [...]},
-    where begin lists the content keys (sha256[:12] of the last message) and end/abort/fail the keys they closed."""
+    where begin lists the content keys (sha256[:12] of the last message) and end/abort/fail the keys they closed;
+    without the service's capability check (the tasks' requests only)."""
     keys: dict[str, str] = {}
+    skip = _check_keys()
     out: dict[str, list[str]] = {"begin": [], "end": [], "abort": [], "fail": []}
     for line in read_request_log(request_log):
         word, *rest = line.split()
         if word == "begin":
             keys[rest[0]] = rest[1]
-            out["begin"].append(rest[1])
-        elif word in ("end", "abort", "fail") and rest:
+            if rest[1] not in skip:
+                out["begin"].append(rest[1])
+        elif word in ("end", "abort", "fail") and rest and keys.get(rest[0], "?") not in skip:
             out[word].append(keys.get(rest[0], "?"))
     return out
 
