@@ -23,7 +23,8 @@ for spec in "1.10.2|" "2.0.0|torchvision==0.28.0"; do
   echo "== marker-pdf $version"
   HPCMARKER_REQUIRE=marker "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/engines/test_marker_engine.py \
     || status=1  # marker-pdf must be there: its tests fail, not skip, without it
-  HPCMARKER_REQUIRE=marker "$venv/bin/python" -m pytest -q -p no:cacheprovider -m marker tests/admin/test_doctor.py \
-    || status=1  # doctor's marker checks against the real marker (no weights here)
+  HPCMARKER_REQUIRE=marker "$venv/bin/python" -m pytest -q -p no:cacheprovider -m marker tests/admin \
+    tests/engines/test_marker_formats.py tests/llm/test_llm_check.py \
+    || status=1  # every other test that needs the real marker (no weights here): doctor, prefetch, formats, LLM check
 done
 exit $status
