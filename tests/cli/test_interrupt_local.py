@@ -36,6 +36,11 @@ def _until(condition, timeout_s: float, what: str, poll_s: float = 0.02) -> None
         time.sleep(poll_s)
 
 
+def _has_jobs(paths) -> bool:
+    """The run's record names a job (read whole: it is replaced atomically)."""
+    return paths.record.exists() and bool(json.loads(paths.record.read_text() or "{}").get("jobs"))
+
+
 def _left(tag: str) -> list[str]:
     """The run's processes still alive (its tag in their environment), with their command lines."""
     left = []
@@ -54,7 +59,8 @@ def test_ctrl_c_at_any_moment_ends_every_process_of_the_run_and_its_state_says_s
     paths = run_folder(out, run_id)
     submit = _submit(sample_pdfs, out, run_id, tag)
     try:
-        _until(paths.record.exists, 120, "the run was never created")  # moments count from the run's creation
+        # moments count from the first job recorded (a Ctrl-C before that leaves no run at all: the test below)
+        _until(lambda: _has_jobs(paths), 120, "no job was ever recorded")
         if moment == "mid-run":
             _until(lambda: paths.manifests.exists() and manifest_records(paths), 120, "nothing converted", 0.2)
         else:
@@ -88,11 +94,7 @@ def test_cancel_while_tasks_start_ends_every_process_and_says_what_it_ended(tmp_
     paths = run_folder(out, run_id)
     submit = _submit(sample_pdfs, out, run_id, tag)
     try:
-        _until(
-            lambda: paths.record.exists() and json.loads(paths.record.read_text() or "{}").get("jobs"),
-            120,
-            "no job was ever recorded",
-        )
+        _until(lambda: _has_jobs(paths), 120, "no job was ever recorded")
         cancel = invoke("cancel", run_id)  # from another terminal, while the tasks start
         output, _ = submit.communicate(timeout=120)
     finally:
