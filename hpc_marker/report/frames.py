@@ -208,14 +208,25 @@ def planned_frame(plan: Plan | pd.DataFrame) -> pd.DataFrame:
 
 def slowest_frame(items: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     """The `top` PDFs that took longest (all their ok parts together), with seconds per page."""
+    return slowest_of(slowest_candidates(items, top), top)
+
+
+def slowest_candidates(items: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """The PDFs that may be among the `top` slowest (ties kept): per PDF, its latest ok records' pages,
+    seconds and parts. Those of disjoint sets of PDFs put together give `slowest_of` the same answer."""
     latest = latest_frame(items)
     ok = latest[latest["status"] == "ok"]
-    if ok.empty:
-        return pd.DataFrame(columns=SLOWEST_COLUMNS)
     frame = ok.groupby("pdf", as_index=False, sort=False).agg(
         pages=("pages", "sum"), seconds=("seconds", "sum"), parts=("item_id", "count")
     )
-    frame = frame.nlargest(top, "seconds", keep="all")  # only these few are sorted, ties by name
+    return frame.nlargest(top, "seconds", keep="all")  # only these few are sorted, ties by name
+
+
+def slowest_of(candidates: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """The `top` of `slowest_candidates` (of one or several sets of PDFs), with seconds per page."""
+    if candidates.empty:
+        return pd.DataFrame(columns=SLOWEST_COLUMNS)
+    frame = candidates.nlargest(top, "seconds", keep="all")
     frame["seconds_per_page"] = frame["seconds"] / frame["pages"].clip(lower=1)
     frame = frame.sort_values(["seconds", "pdf"], ascending=[False, True]).head(top)
     return frame.round({"seconds": 2, "seconds_per_page": 3})[SLOWEST_COLUMNS].reset_index(drop=True)

@@ -19,6 +19,7 @@ from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, late
 from hpc_marker.runstate.subitems import PARTIAL, resolve_frame
 from hpc_marker.util.frames import busy_seconds, isin
 
+SHARE = "share"  # an item's planned share, a column the summary adds to the plan's items where they lack it
 ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts", "out_name"]
 
 
@@ -43,13 +44,20 @@ def _pages(start: pd.Series, stop: pd.Series) -> pd.Series:
 def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataFrame, torn: list[str]) -> dict:
     """The summary.json content: totals over the latest record of each planned item, per-task figures
     over every record."""
+    if SHARE not in items:
+        items = items.assign(**{SHARE: np.repeat([s.index for s in shares], [s.items for s in shares])})
+    return add_up([item_totals(items, records)], records, shares, torn)
+
+
+def item_totals(items: pd.DataFrame, records: pd.DataFrame) -> dict:
+    """What `summarize` counts per planned item, over these items (with their SHARE) and every record of them
+    (and of their halves): a part that `add_up` adds to the others. Whole for any set of items that holds every
+    item of their PDFs (the collector's buckets, runstate/buckets.py)."""
     planned = items["item_id"]
     latest = latest_frame(records)
     final, leaves = resolve_frame(latest[isin(latest["item_id"], planned)], latest)  # bisected items folded
     ok, partial = final[final["status"] == "ok"], final[final["status"] == PARTIAL]
     failed = final[~final["status"].isin(["ok", PARTIAL])]
-    wall = busy_seconds(records["started"], records["finished"])  # not the idle time between submissions
-    pages_ok = int(final["pages_ok"].sum())
     counts = final["status"].value_counts()
     return {
         "items": len(planned),
@@ -58,19 +66,45 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
         "partial": len(partial),
         "by_status": {status: int(counts.get(status, 0)) for status in (*STATUSES, PARTIAL)},
         "lost_pages": _lost_pages(partial),
-        "missing": sorted(set(planned) - set(latest["item_id"])),
+        "missing": list(set(planned) - set(latest["item_id"])),
+        "pages_ok": int(final["pages_ok"].sum()),
+        "failures": _failures(failed),
+        "shares": _share_rows(final, items),
+        **text_layer_summary(leaves),
+        **output_flag_summary(leaves),
+    }
+
+
+def add_up(parts: list[dict], records: pd.DataFrame, shares: list[ShareSummary], torn: list[str]) -> dict:
+    """The summary.json content from the `item_totals` of disjoint sets of PDFs, in PDF order, and every record
+    (columns task, status, pages, seconds, started, finished, gpu, host are enough)."""
+    first = parts[0]
+    wall = busy_seconds(records["started"], records["finished"])  # not the idle time between submissions
+    pages_ok = sum(p["pages_ok"] for p in parts)
+    layer = {key: sum(p["text_layer"][key] for p in parts) for key in first["text_layer"]}
+    flags = {name: n for name in FLAG_NAMES if (n := sum(p["output_flags"].get(name, 0) for p in parts))}
+    return {
+        "items": sum(p["items"] for p in parts),
+        "ok": sum(p["ok"] for p in parts),
+        "failed": sum(p["failed"] for p in parts),
+        "partial": sum(p["partial"] for p in parts),
+        "by_status": {status: sum(p["by_status"][status] for p in parts) for status in first["by_status"]},
+        "lost_pages": [row for p in parts for row in p["lost_pages"]],
+        "missing": sorted(item for p in parts for item in p["missing"]),
         "pages": int(sum(s.pages for s in shares)),
         "pages_ok": pages_ok,
         "wall_seconds": round(wall, 3),
         "pages_per_second": round(pages_ok / wall, 3) if wall else None,
-        "failures": _failures(failed),
+        "failures": [row for p in parts for row in p["failures"]],
         "torn_manifest_lines": torn,
         "tasks": _task_rows(records, shares),
-        "shares": _share_rows(final, shares, planned),
+        "shares": _merge_shares(p["shares"] for p in parts),
         "first_started": float(records["started"].min()) if len(records) else None,
         "last_finished": float(records["finished"].max()) if len(records) else None,
-        **text_layer_summary(leaves),
-        **output_flag_summary(leaves),
+        "text_layer": layer,
+        "flagged": [row for p in parts for row in p["flagged"]],
+        "output_flags": flags,
+        "output_flagged": [row for p in parts for row in p["output_flagged"]][:FLAGGED_LISTED],
     }
 
 
@@ -146,9 +180,9 @@ def _failures(failed: pd.DataFrame) -> list[dict]:
     return failures.astype(object).where(failures.notna(), None).to_dict("records")
 
 
-def _share_rows(final: pd.DataFrame, shares: list[ShareSummary], planned: pd.Series) -> list[dict]:
-    """summary.json's `shares`: per planned share, its finished items by outcome and their pages."""
-    share_of = pd.Series(np.repeat([s.index for s in shares], [s.items for s in shares]), index=planned.values)
+def _share_rows(final: pd.DataFrame, items: pd.DataFrame) -> list[dict]:
+    """summary.json's `shares`: per planned share (the items' SHARE), its finished items by outcome and pages."""
+    share_of = pd.Series(items[SHARE].to_numpy(), index=items["item_id"].values)
     done = final[final["status"] != BISECTED]  # a bisected item whose halves are not all finished is not done
     per_share = done.assign(
         share=done["item_id"].map(share_of),
@@ -175,6 +209,18 @@ def _share_rows(final: pd.DataFrame, shares: list[ShareSummary], planned: pd.Ser
         }
         for share, row in grouped.iterrows()
     ]
+
+
+def _merge_shares(parts) -> list[dict]:
+    """`_share_rows` of several sets of items as one list: the rows of a share added up, by share."""
+    merged: dict[int, dict] = {}
+    for rows in parts:
+        for row in rows:
+            if row["share"] in merged:
+                merged[row["share"]] = {k: v if k == "share" else merged[row["share"]][k] + v for k, v in row.items()}
+            else:
+                merged[row["share"]] = row
+    return [merged[share] for share in sorted(merged)]
 
 
 def _lost_pages(partial: pd.DataFrame) -> list[dict]:
