@@ -30,7 +30,7 @@ from hpc_marker.manage.verdict import ACTIVE_STATES, MAX_ATTEMPTS
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.store import load_items_table, load_summary
 from hpc_marker.report.frames import slowest_of
-from hpc_marker.runstate.buckets import open_buckets
+from hpc_marker.runstate.buckets import open_buckets, returning_pool
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.outlock import release
@@ -167,6 +167,7 @@ def collect_run(run_dir: str) -> dict:
     """Merge manifests, write manifest.csv and summary.json, gather logs; returns the summary."""
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
+    returning_pool()  # before the frames are read
     with file_mode_mask(record.umask):  # merged documents get the run's permissions
         return _collect(paths, record)
 

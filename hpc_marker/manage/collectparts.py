@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.report.frames import failures_frame, slowest_candidates
-from hpc_marker.runstate.buckets import LIGHT, SEQ, Buckets, record_schema
+from hpc_marker.runstate.buckets import SEQ, Buckets, light_columns, record_schema
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.finish import final_dir, merge_id, merge_if_complete, place_committed
 from hpc_marker.runstate.layout import RunPaths
@@ -72,7 +72,7 @@ class ManifestCsv:
         """Append these records, by PDF and page; the flagged pages (lists) become space-separated 0-based
         indices, empty where not checked."""
         ordered = records.sort_values(["pdf", "page_start", "finished"], kind="stable")
-        pages = {column: ordered[column].map(_page_list) for column in ("empty_pages", "garbled_pages")}
+        pages = {column: _page_lists(ordered[column]) for column in ("empty_pages", "garbled_pages")}
         ordered = ordered.assign(**pages)[COLUMNS]
         self._writer.write_table(pa.Table.from_pandas(ordered, schema=self.schema, preserve_index=False))
 
@@ -84,8 +84,12 @@ class ManifestCsv:
             self.tmp.unlink(missing_ok=True)
 
 
-def _page_list(pages) -> str | None:
-    return "" if pages is None or isinstance(pages, float) else " ".join(str(int(p)) for p in pages)
+def _page_lists(column: pd.Series) -> pd.Series:
+    """Each list of pages as its space-separated indices, "" where there is none (None, NaN)."""
+    listed = column.notna().to_numpy(bool)
+    joined = np.full(len(column), "", dtype=object)
+    joined[listed] = [" ".join(str(int(p)) for p in pages) for pages in column[listed]]
+    return pd.Series(joined, index=column.index)
 
 
 def collect_ranges(paths: RunPaths, record: RunRecord, buckets: Buckets, board: ClaimBoard, whole_up_to: int):
@@ -104,9 +108,8 @@ def collect_ranges(paths: RunPaths, record: RunRecord, buckets: Buckets, board: 
                 extra = records_frame(recovered).assign(**{SEQ: np.arange(next_seq, next_seq + len(recovered))})
                 next_seq += len(recovered)
                 records = pd.concat([records, extra], ignore_index=True)
-                buckets.light.append(
-                    pa.Table.from_pandas(extra[LIGHT], schema=record_schema_light(), preserve_index=False)
-                )
+                recovered_table = pa.Table.from_pandas(extra[COLUMNS], schema=record_schema(), preserve_index=False)
+                buckets.light.append(light_columns(recovered_table))
             out, output_format = Path(record.out_dir), record.engine_options.output_format
             csv.write(merged_outputs(records, items, merged_docs, out, output_format))
             _add_range(found, items, records, merged_docs)
@@ -190,29 +193,24 @@ def merged_outputs(
     return records
 
 
-def record_schema_light() -> pa.Schema:
-    schema = record_schema()
-    return pa.schema([schema.field(name) for name in LIGHT])
-
-
 def _add_range(found: Collected, items: pd.DataFrame, records: pd.DataFrame, merged_docs: set[str]) -> None:
-    part = item_totals(items, records)
-    found.parts.append(part)
-    for key, value in document_counts(items, records, merged_docs).items():
-        found.documents[key] = found.documents.get(key, 0) + value
     latest = latest_frame(records)
+    part = item_totals(items, records, latest)
+    found.parts.append(part)
+    for key, value in document_counts(items, records, merged_docs, latest).items():
+        found.documents[key] = found.documents.get(key, 0) + value
     for key in MARKS:
         found.marked.append(
             latest.loc[
                 latest[key].notna() & (latest[key] != ""), ["pdf", "page_start", "page_stop", key, "finished", SEQ]
             ].assign(mark=key)
         )
-    failures = failures_frame(items[["item_id", "pdf", "page_start", "page_stop"]], records, part["missing"])
+    failures = failures_frame(items[["item_id", "pdf", "page_start", "page_stop"]], records, part["missing"], latest)
     found.failure_count += len(failures)
     shown = sum(len(f) for f in found.failures)
     if shown < ROWS_KEPT:
         found.failures.append(failures.head(ROWS_KEPT - shown))
-    found.slowest.append(slowest_candidates(records, SLOWEST_KEPT))
+    found.slowest.append(slowest_candidates(records, SLOWEST_KEPT, latest))
 
 
 ROWS_KEPT = 1000  # failures kept for the report (it shows the first 100 and counts them all)
@@ -244,8 +242,10 @@ def light_frame(buckets: Buckets, found: Collected) -> pd.DataFrame:
         )
     table = pa.concat_tables(buckets.light)
     buckets.light.clear()
-    light = table.to_pandas(strings_to_categorical=True)
+    light = table.to_pandas()
     del table
+    for name in ("status", "host", "gpu", "degraded"):  # categories in order, as the strings sort
+        light[name] = light[name].cat.reorder_categories(sorted(light[name].cat.categories))
     marks = light["degraded"].cat
     flagged = np.array([isinstance(v, str) and bool(v) for v in marks.categories] + [False])
     degraded = flagged[marks.codes.to_numpy()]  # code -1 (no reason): the last, False

@@ -151,13 +151,17 @@ def places_frame(items: pd.DataFrame, tasks: Sequence[int]) -> pd.DataFrame:
 
 
 def failures_frame(
-    plan: Plan | pd.DataFrame, items: pd.DataFrame, missing: Sequence[str] | None = None
+    plan: Plan | pd.DataFrame,
+    items: pd.DataFrame,
+    missing: Sequence[str] | None = None,
+    latest: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Every planned item whose latest attempt failed, with its attempts, and the items with no
     record at all (`missing`, by default those of the plan with none), sorted by PDF. `plan` is the
-    plan, or the frame of its items (item_id, pdf, page_start, page_stop)."""
+    plan, or the frame of its items (item_id, pdf, page_start, page_stop); `latest`: latest_frame(items), where
+    the caller has it."""
     planned = planned_frame(plan)
-    latest = latest_frame(items)
+    latest = latest_frame(items) if latest is None else latest
     failed = latest[~latest["status"].isin(["ok", BISECTED])]  # bisected: its lost pages have their own table
     failed = failed[isin(failed["item_id"], planned.index)]
     attempts = items.loc[isin(items["item_id"], failed["item_id"]), "item_id"].value_counts()
@@ -211,10 +215,10 @@ def slowest_frame(items: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     return slowest_of(slowest_candidates(items, top), top)
 
 
-def slowest_candidates(items: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+def slowest_candidates(items: pd.DataFrame, top: int = 10, latest: pd.DataFrame | None = None) -> pd.DataFrame:
     """The PDFs that may be among the `top` slowest (ties kept): per PDF, its latest ok records' pages,
     seconds and parts. Those of disjoint sets of PDFs put together give `slowest_of` the same answer."""
-    latest = latest_frame(items)
+    latest = latest_frame(items) if latest is None else latest
     ok = latest[latest["status"] == "ok"]
     frame = ok.groupby("pdf", as_index=False, sort=False).agg(
         pages=("pages", "sum"), seconds=("seconds", "sum"), parts=("item_id", "count")

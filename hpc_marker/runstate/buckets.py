@@ -49,6 +49,15 @@ def record_schema() -> pa.Schema:
     return pa.schema([(name, _TYPES[kinds[name]]) for name in COLUMNS])
 
 
+def returning_pool() -> None:
+    """Make Arrow allocate from its jemalloc pool, where this pyarrow has one: it gives freed memory back to the
+    system, where the default (mimalloc) keeps it, so the ranges read one after the other do not pile up."""
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        logger.debug("no jemalloc pool in this pyarrow: Arrow's default pool")
+
+
 def bucket_bounds(pdfs: pa.ChunkedArray | pa.Array, per_bucket: int = BUCKET_ITEMS) -> np.ndarray:
     """The PDF names that start buckets 1..K-1 over these planned items' PDFs (K: one per `per_bucket`)."""
     buckets = max(1, math.ceil(len(pdfs) / per_bucket))
@@ -81,11 +90,11 @@ class Spill:
     def add(self, table: pa.Table, buckets: np.ndarray) -> None:
         order = np.argsort(buckets, kind="stable")
         ids, starts = np.unique(buckets[order], return_index=True)
-        ends = [*starts[1:], len(order)]
-        for bucket, lo, hi in zip(ids.tolist(), starts.tolist(), ends, strict=True):
+        ordered = table.take(order)  # one take; each bucket's rows a slice of it
+        for bucket, lo, hi in zip(ids.tolist(), starts.tolist(), [*starts[1:].tolist(), len(order)], strict=True):
             if bucket not in self._writers:
                 self._writers[bucket] = ipc.new_stream(self.path(bucket), self.schema)
-            self._writers[bucket].write_table(table.take(order[lo:hi]))
+            self._writers[bucket].write_table(ordered.slice(lo, hi - lo))
 
     def close(self) -> None:
         for writer in self._writers.values():
@@ -152,9 +161,22 @@ def open_buckets(plan: Path, manifests: Path, shares: list[ShareSummary], column
         table = table.append_column(SEQ, pa.array(np.arange(seq, seq + len(table)), pa.int64()))
         seq += len(table)
         records.add(table, bucket_of(table.column("pdf"), bounds))
-        light.append(table.select(LIGHT))
+        light.append(light_columns(table))
     records.close()
     return Buckets(items, records, light, torn, seq, tmp)
+
+
+def light_columns(table: pa.Table) -> pa.Table:
+    """The LIGHT columns of these records, small: strings dictionary-encoded, task and pages as int32."""
+    columns = {}
+    for name in LIGHT:
+        column = table.column(name)
+        if pa.types.is_string(column.type):
+            column = pc.dictionary_encode(column)
+        elif name in ("task", "pages"):
+            column = column.cast(pa.int32())
+        columns[name] = column
+    return pa.table(columns)
 
 
 def _item_schema(items_file: pq.ParquetFile, columns: list[str]) -> pa.Schema:

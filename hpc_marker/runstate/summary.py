@@ -17,7 +17,7 @@ from hpc_marker.planning.store import ShareSummary
 from hpc_marker.quality.flags import FLAG_NAMES, merge_fields
 from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, latest_frame
 from hpc_marker.runstate.subitems import PARTIAL, resolve_frame
-from hpc_marker.util.frames import busy_seconds, isin
+from hpc_marker.util.frames import busy_seconds, isin, positions
 
 SHARE = "share"  # an item's planned share, a column the summary adds to the plan's items where they lack it
 ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts", "out_name"]
@@ -49,12 +49,13 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
     return add_up([item_totals(items, records)], records, shares, torn)
 
 
-def item_totals(items: pd.DataFrame, records: pd.DataFrame) -> dict:
+def item_totals(items: pd.DataFrame, records: pd.DataFrame, latest: pd.DataFrame | None = None) -> dict:
     """What `summarize` counts per planned item, over these items (with their SHARE) and every record of them
     (and of their halves): a part that `add_up` adds to the others. Whole for any set of items that holds every
-    item of their PDFs (the collector's buckets, runstate/buckets.py)."""
+    item of their PDFs (the collector's buckets, runstate/buckets.py). `latest`: latest_frame(records), where
+    the caller has it."""
     planned = items["item_id"]
-    latest = latest_frame(records)
+    latest = latest_frame(records) if latest is None else latest
     final, leaves = resolve_frame(latest[isin(latest["item_id"], planned)], latest)  # bisected items folded
     ok, partial = final[final["status"] == "ok"], final[final["status"] == PARTIAL]
     failed = final[~final["status"].isin(["ok", PARTIAL])]
@@ -66,7 +67,7 @@ def item_totals(items: pd.DataFrame, records: pd.DataFrame) -> dict:
         "partial": len(partial),
         "by_status": {status: int(counts.get(status, 0)) for status in (*STATUSES, PARTIAL)},
         "lost_pages": _lost_pages(partial),
-        "missing": list(set(planned) - set(latest["item_id"])),
+        "missing": planned[~isin(planned, latest["item_id"])].tolist(),
         "pages_ok": int(final["pages_ok"].sum()),
         "failures": _failures(failed),
         "shares": _share_rows(final, items),
@@ -182,10 +183,9 @@ def _failures(failed: pd.DataFrame) -> list[dict]:
 
 def _share_rows(final: pd.DataFrame, items: pd.DataFrame) -> list[dict]:
     """summary.json's `shares`: per planned share (the items' SHARE), its finished items by outcome and pages."""
-    share_of = pd.Series(items[SHARE].to_numpy(), index=items["item_id"].values)
     done = final[final["status"] != BISECTED]  # a bisected item whose halves are not all finished is not done
     per_share = done.assign(
-        share=done["item_id"].map(share_of),
+        share=items[SHARE].to_numpy()[positions(done["item_id"], items["item_id"])],  # each is a planned item
         ok=done["status"] == "ok",
         part=done["status"] == PARTIAL,
         bad=~done["status"].isin(["ok", PARTIAL]),
@@ -232,12 +232,15 @@ def _lost_pages(partial: pd.DataFrame) -> list[dict]:
     ]
 
 
-def document_counts(items: pd.DataFrame, records: pd.DataFrame, merged: set[str]) -> dict:
+def document_counts(
+    items: pd.DataFrame, records: pd.DataFrame, merged: set[str], latest: pd.DataFrame | None = None
+) -> dict:
     """Documents in all, ok (every part ok, and merged when split: `merged` holds those doc ids), partial
     (every page finished, some lost, put together), failed (an item failed whole)."""
-    latest = latest_frame(records)
+    latest = latest_frame(records) if latest is None else latest
     final, _ = resolve_frame(latest[isin(latest["item_id"], items["item_id"])], latest)
-    status = items["item_id"].map(final.set_index("item_id")["status"])
+    found = positions(items["item_id"], final["item_id"])
+    status = pd.Series(np.where(found >= 0, final["status"].to_numpy(object)[found], None), index=items.index)
     finished = status.notna() & (status != BISECTED)
     per_doc = pd.DataFrame(
         {
@@ -343,12 +346,13 @@ def output_flag_summary(final: pd.DataFrame) -> dict:
     each output flag (quality/flags.py; only the flags some document carries), and `output_flagged`, the first
     FLAGGED_LISTED of those documents by PDF with their flags (1-based pages)."""
     values = final["output_flags"].where(final["output_flags"].notna(), "").astype(str)
-    counts = {}
+    raised = values != ""
+    counts, searched, pdfs = {}, values[raised], final.loc[raised, "pdf"]  # only the records with a flag
     for name in FLAG_NAMES:
-        documents = final.loc[values.str.contains(rf"(?:^| ){name}(?::|\s|$)", regex=True), "pdf"].nunique()
+        documents = pdfs[searched.str.contains(rf"(?:^| ){name}(?::|\s|$)", regex=True).to_numpy(bool)].nunique()
         if documents:
             counts[name] = int(documents)
-    flagged = final[values != ""].sort_values(["pdf", "page_start"])
+    flagged = final[raised].sort_values(["pdf", "page_start"])
     listed = sorted(flagged["pdf"].unique())[:FLAGGED_LISTED]
     groups = flagged[flagged["pdf"].isin(listed)].groupby("pdf")["output_flags"]
     return {
