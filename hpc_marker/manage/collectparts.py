@@ -242,8 +242,11 @@ def light_frame(buckets: Buckets, found: Collected) -> pd.DataFrame:
         )
     table = pa.concat_tables(buckets.light)
     buckets.light.clear()
-    light = table.to_pandas()
-    del table
+    columns = {}
+    for name in table.column_names:  # a column at a time, each let go once converted
+        columns[name] = table.column(name).to_pandas()
+        table = table.drop_columns([name])
+    light = pd.DataFrame(columns, copy=False)
     for name in ("status", "host", "gpu", "degraded"):  # categories in order, as the strings sort
         light[name] = light[name].cat.reorder_categories(sorted(light[name].cat.categories))
     marks = light["degraded"].cat
@@ -251,4 +254,4 @@ def light_frame(buckets: Buckets, found: Collected) -> pd.DataFrame:
     degraded = flagged[marks.codes.to_numpy()]  # code -1 (no reason): the last, False
     codes = np.where((light["status"] != "ok").to_numpy(), 2, np.where(degraded, 1, 0))
     light["state"] = pd.Categorical.from_codes(codes, ["ok", "degraded", "failed"])
-    return light
+    return light.drop(columns="degraded")  # the report's `state` says it

@@ -89,7 +89,7 @@ def spread(started: np.ndarray, finished: np.ndarray, weights: np.ndarray, edges
 def throughput_frame(items: pd.DataFrame, buckets: int = 60) -> pd.DataFrame:
     """Pages/s per time bucket over the whole run, each ok record's pages spread over its duration,
     and pages done so far; attrs["bucket_s"] is the bucket width."""
-    ok = items[(items["status"] == "ok") & (items["pages"] > 0)]
+    ok = items.loc[(items["status"] == "ok") & (items["pages"] > 0), ["started", "finished", "pages"]]
     if ok.empty:
         return pd.DataFrame(columns=["time", "pages_per_s", "pages_done"])
     finished = ok["finished"].to_numpy(float)
@@ -115,7 +115,7 @@ def activity_frame(items: pd.DataFrame, tasks: Sequence[int], buckets: int = 120
     edges, width = bucket_edges(float(items["started"].min()), float(items["finished"].max()), buckets)
     n, position = len(edges) - 1, {task: k for k, task in enumerate(rows)}
     pages = np.zeros((len(rows), n))
-    ok = items[(items["status"] == "ok") & (items["pages"] > 0)]
+    ok = items.loc[(items["status"] == "ok") & (items["pages"] > 0), ["task", "started", "finished", "pages"]]
     for task, mine in ok.groupby("task"):
         pages[position[task]] = spread(
             mine["started"].to_numpy(float), mine["finished"].to_numpy(float), mine["pages"].to_numpy(float), edges
@@ -216,14 +216,15 @@ def slowest_frame(items: pd.DataFrame, top: int = 10) -> pd.DataFrame:
 
 
 def slowest_candidates(items: pd.DataFrame, top: int = 10, latest: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The PDFs that may be among the `top` slowest (ties kept): per PDF, its latest ok records' pages,
-    seconds and parts. Those of disjoint sets of PDFs put together give `slowest_of` the same answer."""
+    """The `top` slowest PDFs in the order `slowest_of` puts them: per PDF, its latest ok records' pages, seconds
+    and parts. Those of disjoint sets of PDFs put together give `slowest_of` the same answer."""
     latest = latest_frame(items) if latest is None else latest
     ok = latest[latest["status"] == "ok"]
     frame = ok.groupby("pdf", as_index=False, sort=False).agg(
         pages=("pages", "sum"), seconds=("seconds", "sum"), parts=("item_id", "count")
     )
-    return frame.nlargest(top, "seconds", keep="all")  # only these few are sorted, ties by name
+    frame = frame.nlargest(top, "seconds", keep="all")  # only these few are sorted, ties by name
+    return frame.sort_values(["seconds", "pdf"], ascending=[False, True]).head(top)
 
 
 def slowest_of(candidates: pd.DataFrame, top: int = 10) -> pd.DataFrame:

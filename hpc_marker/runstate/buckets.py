@@ -35,7 +35,8 @@ from hpc_marker.runstate.summary import SHARE
 logger = logging.getLogger(__name__)
 
 BUCKET_ITEMS = 20_000  # planned items per bucket: what the collector holds as frames at once
-BLOCK_BYTES = 8 * 2**20  # manifest bytes parsed at once (whole lines)
+SAMPLE_EVERY = 16  # of the plan's PDFs, those read to choose where the buckets start
+BLOCK_BYTES = 2 * 2**20  # manifest bytes parsed at once (whole lines)
 SEQ = "seq"  # a record's place in the order the manifests were read
 LIGHT = ["task", "status", "pages", "seconds", "started", "finished", "host", "gpu", "degraded"]
 _TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "list": pa.list_(pa.int64())}
@@ -58,12 +59,19 @@ def returning_pool() -> None:
         logger.debug("no jemalloc pool in this pyarrow: Arrow's default pool")
 
 
-def bucket_bounds(pdfs: pa.ChunkedArray | pa.Array, per_bucket: int = BUCKET_ITEMS) -> np.ndarray:
-    """The PDF names that start buckets 1..K-1 over these planned items' PDFs (K: one per `per_bucket`)."""
-    buckets = max(1, math.ceil(len(pdfs) / per_bucket))
+def bucket_bounds(items_file: pq.ParquetFile) -> np.ndarray:
+    """The PDF names that start buckets 1..K-1 (K: one per BUCKET_ITEMS planned items), cut at quantiles of
+    a sample of the plan's PDFs (SAMPLE_EVERY-th of each batch): about BUCKET_ITEMS items each."""
+    buckets = max(1, math.ceil(items_file.metadata.num_rows / BUCKET_ITEMS))
     if buckets == 1:
         return np.array([], dtype=object)
-    ordered = pc.take(pdfs, pc.sort_indices(pdfs))
+    sample = pa.concat_arrays(
+        [
+            batch.column("pdf").take(np.arange(0, len(batch), SAMPLE_EVERY))
+            for batch in items_file.iter_batches(columns=["pdf"])
+        ]
+    )
+    ordered = pc.take(sample, pc.sort_indices(sample))
     cuts = [ordered[len(ordered) * k // buckets].as_py() for k in range(1, buckets)]
     return np.array(sorted(set(cuts)), dtype=object)
 
@@ -140,7 +148,7 @@ def open_buckets(plan: Path, manifests: Path, shares: list[ShareSummary], column
     """Split the plan's items (`columns` of them) and the manifests of `manifests` into PDF ranges of about
     BUCKET_ITEMS items, spilled under a temporary folder in `where`."""
     items_file = pq.ParquetFile(Path(plan) / ITEMS)
-    bounds = bucket_bounds(items_file.read(columns=["pdf"]).column("pdf"))
+    bounds = bucket_bounds(items_file)
     tmp = tempfile.TemporaryDirectory(prefix=".collect-", dir=where)
     folder = Path(tmp.name)
     item_schema = _item_schema(items_file, columns)
@@ -215,11 +223,11 @@ def _record_blocks(folder: Path, schema: pa.Schema, torn: list[str]) -> Iterator
                 yield table.select(schema.names).cast(schema)
 
 
-def _blocks(path: Path, size: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
-    """(number of its first line, bytes) of whole-line blocks of about `size` bytes; the last may lack its \\n."""
+def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(number of its first line, bytes) of whole-line blocks of about BLOCK_BYTES; the last may lack its \\n."""
     line, rest = 1, b""
     with open(path, "rb") as fh:
-        while data := fh.read(size):
+        while data := fh.read(BLOCK_BYTES):
             data = rest + data
             cut = data.rfind(b"\n") + 1
             block, rest = data[:cut], data[cut:]

@@ -112,11 +112,15 @@ def add_up(parts: list[dict], records: pd.DataFrame, shares: list[ShareSummary],
 def _per_task(records: pd.DataFrame) -> pd.DataFrame:
     """Per task, over every record: items ok, records, items split, pages ok, busy and wall seconds, the
     GPUs and hosts it ran on."""
-    per_task = records.assign(
-        ok=records["status"] == "ok",
-        split=records["status"] == BISECTED,
-        ok_pages=records["pages"].where(records["status"] == "ok", 0),
-    ).groupby("task")
+    per_task = (
+        records[["task", "status", "pages", "seconds", "started", "finished"]]
+        .assign(
+            ok=records["status"] == "ok",
+            split=records["status"] == BISECTED,
+            ok_pages=records["pages"].where(records["status"] == "ok", 0),
+        )
+        .groupby("task")
+    )
     agg = per_task.agg(
         ok=("ok", "sum"),
         n=("ok", "size"),
