@@ -244,7 +244,8 @@ def document_counts(
     latest = latest_frame(records) if latest is None else latest
     final, _ = resolve_frame(latest[isin(latest["item_id"], items["item_id"])], latest)
     found = positions(items["item_id"], final["item_id"])
-    status = pd.Series(np.where(found >= 0, final["status"].to_numpy(object)[found], None), index=items.index)
+    status = pd.Series(np.full(len(items), None, dtype=object), index=items.index)
+    status[found >= 0] = final["status"].to_numpy(object)[found[found >= 0]]
     finished = status.notna() & (status != BISECTED)
     per_doc = pd.DataFrame(
         {
