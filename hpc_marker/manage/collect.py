@@ -246,7 +246,10 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
         from hpc_marker.report.page import Limits, RunView, write_report
 
         failures = pd.concat(found.failures, ignore_index=True)
-        slowest = slowest_of(pd.concat(found.slowest, ignore_index=True), Limits().slowest)
+        candidates = [frame for frame in found.slowest if len(frame)]  # a range with no PDF converted has none
+        slowest = slowest_of(
+            pd.concat(candidates, ignore_index=True) if candidates else pd.DataFrame(), Limits().slowest
+        )
         nothing = pd.DataFrame(columns=ITEM_COLUMNS)  # the report takes the failures and slowest PDFs found above
         view = RunView(
             paths,

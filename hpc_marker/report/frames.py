@@ -220,6 +220,8 @@ def slowest_candidates(items: pd.DataFrame, top: int = 10, latest: pd.DataFrame 
     and parts. Those of disjoint sets of PDFs put together give `slowest_of` the same answer."""
     latest = latest_frame(items) if latest is None else latest
     ok = latest[latest["status"] == "ok"]
+    if ok.empty:
+        return pd.DataFrame(columns=["pdf", "pages", "seconds", "parts"])
     frame = ok.groupby("pdf", as_index=False, sort=False).agg(
         pages=("pages", "sum"), seconds=("seconds", "sum"), parts=("item_id", "count")
     )

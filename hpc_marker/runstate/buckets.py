@@ -121,7 +121,7 @@ class Spill:
 @dataclass
 class Buckets:
     """A run's items and records split into `count` PDF ranges (`open_buckets`); `light`: every record's LIGHT
-    columns (strings as categories), `torn`: the unreadable manifest lines, `records`: how many were read."""
+    columns (light_columns), `torn`: the unreadable manifest lines, `total`: how many records were read."""
 
     items: Spill
     records: Spill
