@@ -23,7 +23,7 @@ TREE`, the same in another checkout (today's code), run from that tree, in the s
 
 `collect`: the collector alone on the synthetic finished run of `login` (issue 24): wall seconds and peak
 RSS of its process; with `--before TREE`, first in that checkout, then here, on the same run folder, and
-whether both wrote the same manifest.csv and summary.json (its `collected` time aside).
+whether both wrote the same manifest.csv, summary.json and report.html (the times they were made aside).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def _python(code: str, env: dict | None = None, strace: Path | None = None, tree
     peak = (
         "import atexit, resource, sys\natexit.register(lambda: print('PEAK_RSS_KB', "
         "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
+        "atexit.register(lambda: print('CPU_S', sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), file=sys.stderr))\n"
     )
     argv = [sys.executable, "-c", peak + code]
     if strace is not None:
@@ -60,7 +62,13 @@ def _python(code: str, env: dict | None = None, strace: Path | None = None, tree
     if done.returncode != 0:
         raise SystemExit(f"failed:\n{done.stderr[-3000:]}")
     kb = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KB ")]
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(kb[-1] / 1024, 1) if kb else None, "stdout": done.stdout}
+    cpu = [float(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("CPU_S ")]
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu[-1], 2) if cpu else None,  # user + system: what the load on the machine moves least
+        "peak_rss_mb": round(kb[-1] / 1024, 1) if kb else None,
+        "stdout": done.stdout,
+    }
 
 
 def make_run(work: Path, items: int, tasks: int, *, pdfs: Path | None) -> Path:
@@ -315,11 +323,18 @@ def collect(work: Path, items: int, tasks: int, before: Path | None = None) -> d
         run = _python(f"from hpc_marker.manage.collect import collect_run; collect_run({str(root)!r})", tree=tree)
         summary = json.loads((root / "summary.json").read_text())
         summary.pop("collected")
-        written[label] = ((root / "manifest.csv").read_bytes(), summary)
-        result[label] = {"collect_s": run["wall_s"], "collect_rss_mb": run["peak_rss_mb"], "tree": str(tree)}
+        report = re.sub(r"(generated|collected) [0-9][^<·]*", "", (root / "report.html").read_text(encoding="utf-8"))
+        written[label] = ((root / "manifest.csv").read_bytes(), summary, report)
+        result[label] = {
+            "collect_s": run["wall_s"],
+            "collect_cpu_s": run["cpu_s"],
+            "collect_rss_mb": run["peak_rss_mb"],
+            "tree": str(tree),
+        }
     if len(written) == 2:
         result["same_manifest_csv"] = written["before"][0] == written["after"][0]
         result["same_summary"] = written["before"][1] == written["after"][1]
+        result["same_report"] = written["before"][2] == written["after"][2]  # but the times it was made
     result["manifest_csv_mb"] = round((root / "manifest.csv").stat().st_size / 2**20, 1)
     shutil.rmtree(root.parents[2], ignore_errors=True)
     return result

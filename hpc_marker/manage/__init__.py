@@ -2,6 +2,8 @@
 
   collect.py  merge the task manifests into manifest.csv and summary.json, finish what killed tasks
               left, gather logs, stop the run's service, write the report; the collector job continues the run
+  collectparts.py  the collector's one pass over the run, a PDF range at a time: leftovers finished,
+              manifest.csv's rows, the summary's and the report's parts of each range
   status.py   where a run stands: per task states and progress, totals, rate, ETA (pure `status_of`)
   tally.py    how much is finished per share: from summary.json once collected, else the commit logs
   statustable.py  status drawn for a person: the task table, its caption, the lines under it, --watch

@@ -19,44 +19,33 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
+import pyarrow.compute as pc
 
 from hpc_marker.executors import executor_for
 from hpc_marker.executors.base import job_logs
 from hpc_marker.manage.accounting import collected_accounting
+from hpc_marker.manage.collectparts import collect_ranges, light_frame, marked
 from hpc_marker.manage.rounds import close_round, next_round
 from hpc_marker.manage.settled import Settled
 from hpc_marker.manage.verdict import ACTIVE_STATES, MAX_ATTEMPTS
-from hpc_marker.planning.bisect import BISECTED, SUB_MARK
-from hpc_marker.planning.plan import WorkItem
+from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.store import load_items_table, load_summary
+from hpc_marker.report.frames import slowest_of
+from hpc_marker.runstate.buckets import open_buckets, returning_pool
 from hpc_marker.runstate.claims import ClaimBoard
-from hpc_marker.runstate.finish import (
-    final_dir,
-    merge_id,
-    merge_if_complete,
-    place_committed,
-)
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.manifest import (
-    ManifestRecord,
-    latest_frame,
-    read_manifest_frame,
-)
 from hpc_marker.runstate.outlock import release
-from hpc_marker.runstate.output import document_file
 from hpc_marker.runstate.permissions import file_mode_mask
-from hpc_marker.runstate.progress import REOPENED, failures_per_item, latest_commits, read_commits, read_heartbeats
+from hpc_marker.runstate.progress import (
+    REOPENED,
+    failed_commits,
+    failures_per_item,
+    latest_commits,
+    read_heartbeats,
+)
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import RUNNING, TaskStop, read_stops
-from hpc_marker.runstate.subitems import walk
-from hpc_marker.runstate.summary import (
-    ITEM_COLUMNS,
-    document_counts,
-    records_frame,
-    summarize,
-)
+from hpc_marker.runstate.summary import ITEM_COLUMNS, add_up
 from hpc_marker.util.commands import command_line
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.files import atomic_write, link_or_copy
@@ -65,14 +54,13 @@ from hpc_marker.util.text import one_line, plural
 
 logger = logging.getLogger(__name__)
 
-_RECORD_FIELDS = set(ManifestRecord.__dataclass_fields__)
 
-
-def retry_outlook(commits: pd.DataFrame, known_at_scan: set[str]) -> dict:
+def retry_outlook(commits: pd.DataFrame, known_at_scan: set[str], reopened: bool | None = None) -> dict:
     """Of the items and pages whose latest commit is a failure: how many `retry` would try again and could
     convert (`retryable`), how many cannot be read as they are (the scan said so, or encrypted: a retry
-    fails them the same way) and how many are poison (failed MAX_ATTEMPTS times). Pure."""
-    latest = latest_commits(commits)
+    fails them the same way) and how many are poison (failed MAX_ATTEMPTS times). `commits`: every line of
+    the items that failed (`reopened`: whether a line of any item reopened it). Pure."""
+    latest = latest_commits(commits, reopened)
     failed = latest[~latest["status"].isin(["ok", BISECTED, REOPENED])]
     unreadable = isin(failed.index, list(known_at_scan)) | (failed["status"] == "encrypted").to_numpy()
     poison = ~unreadable & (failed.index.map(failures_per_item(commits)).fillna(0).to_numpy() >= MAX_ATTEMPTS)
@@ -83,58 +71,12 @@ def retry_outlook(commits: pd.DataFrame, known_at_scan: set[str]) -> dict:
     }
 
 
-def finish_leftovers(
-    paths: RunPaths, record: RunRecord, items: pd.DataFrame, records_status: pd.Series, board: ClaimBoard
-) -> tuple[list[ManifestRecord], set[str], int]:
-    """Place committed outputs, merge complete split PDFs, recover records from done markers, remove
-    orphaned staging folders. Only the items without a manifest line and the split PDFs are looked
-    at one by one (and the bisected ones: their documents are put together here when their tasks could
-    not). `records_status`: the latest manifest status of each recorded item, by item id. Returns (recovered
-    records, merged document ids, documents merged here)."""
-    recovered: list[ManifestRecord] = []
-    referenced: set[str] = set()
-    unrecorded = items[~isin(items["item_id"], records_status.index)]
-    for row in unrecorded.itertuples(index=False):
-        done = board.done_record(row.item_id)
-        if not done or done.get("status") == "unknown":
-            continue
-        if done.get("staging"):
-            referenced.add(Path(done["staging"]).name)
-            if done.get("status") == "ok":
-                item = WorkItem(**{k: getattr(row, k) for k in ITEM_COLUMNS if k in WorkItem.__slots__})
-                place_committed(Path(done["staging"]), final_dir(paths, record, item))
-        try:
-            recovered.append(ManifestRecord(**{k: v for k, v in done.items() if k in _RECORD_FIELDS}))
-        except TypeError:  # a marker without a whole record: the item stays "missing" in the summary
-            logger.warning(f"done marker of {row.item_id} holds no manifest record")
-    bisected = set(records_status.index[records_status == BISECTED]) | {
-        r.item_id for r in recovered if r.status == BISECTED
-    }
-    for row in items[isin(items["item_id"], bisected)].itertuples(index=False):  # halves never recorded
-        found = walk(row.item_id, int(row.page_start), int(row.page_stop), board.done_record)
-        for node in found.inner[1:] + found.leaves:
-            if node.item_id not in records_status.index:
-                referenced.add(Path(node.record.get("staging") or "-").name)
-                try:
-                    recovered.append(ManifestRecord(**{k: v for k, v in node.record.items() if k in _RECORD_FIELDS}))
-                except TypeError:  # not a whole record: the document stays unfinished in the summary
-                    logger.warning(f"done marker of {node.item_id} holds no manifest record")
-    merged_docs, merged = set(), 0
-    pieces = items[(items["parts"] > 1).to_numpy() | isin(items["item_id"], bisected)].sort_values(["doc_id", "part"])
-    for doc_id, parts in pieces.groupby("doc_id", sort=False):
-        first = parts.iloc[0]
-        item = WorkItem(**{k: first[k] for k in ITEM_COLUMNS if k in WorkItem.__slots__})
-        ranges = list(parts[["item_id", "page_start", "page_stop"]].itertuples(index=False, name=None))
-        if board.is_done(merge_id(doc_id)):
-            merged_docs.add(doc_id)
-        elif merge_if_complete(paths, record, item, board, ranges):
-            merged_docs.add(doc_id)
-            merged += 1
+def sweep_staging(paths: RunPaths, record: RunRecord, referenced: set[str]) -> None:
+    """Remove the staging folders nobody will commit: older than two leases and named by no done marker."""
     horizon = time.time() - 2 * record.lease_seconds
     for leftover in paths.staging.iterdir() if paths.staging.exists() else []:
         if leftover.name not in referenced and leftover.stat().st_mtime < horizon:
             shutil.rmtree(leftover, ignore_errors=True)
-    return recovered, merged_docs, merged
 
 
 def stop_service(record: RunRecord) -> list[str]:
@@ -144,24 +86,6 @@ def stop_service(record: RunRecord) -> list[str]:
     except Refused as exc:  # the scheduler did not answer: say so, collect anyway
         logger.warning(f"could not stop the LLM service: {exc}")
         return []
-
-
-def write_manifest_csv(records: pd.DataFrame, path: Path) -> None:
-    """manifest.csv: every record, by PDF and page, written atomically (Arrow's CSV writer). The
-    flagged pages (lists) become space-separated 0-based indices, empty where not checked."""
-    ordered = records.sort_values(["pdf", "page_start", "finished"], kind="stable")
-    ordered = ordered.assign(**{column: ordered[column].map(_page_list) for column in ("empty_pages", "garbled_pages")})
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        pacsv.write_csv(pa.Table.from_pandas(ordered, preserve_index=False), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _page_list(pages) -> str:
-    return "" if pages is None or isinstance(pages, float) else " ".join(str(int(p)) for p in pages)
 
 
 def gather_logs(paths: RunPaths, job_ids: list[str]) -> list[Path]:
@@ -177,27 +101,6 @@ def gather_logs(paths: RunPaths, job_ids: list[str]) -> list[Path]:
                 continue
             gathered.append(target)
     return gathered
-
-
-def merged_outputs(
-    records: pd.DataFrame, items: pd.DataFrame, merged: set[str], out: Path, output_format: str = "markdown"
-) -> pd.DataFrame:
-    """The records with each part of a merged split PDF, and each converted half of a bisected item of a
-    merged document, pointing at the merged document, not at its piece (deleted once merged). Pure."""
-    parts = items.loc[(items["parts"] > 1) & items["doc_id"].isin(list(merged)), "item_id"]
-    moved = records["item_id"].isin(parts)
-    halves = records["item_id"].str.contains(SUB_MARK, regex=False)
-    if halves.any():
-        moved |= halves & records["item_id"].str.split(".", n=1).str[0].isin(list(merged))
-    moved &= records["output"].notna()
-    if not moved.any():
-        return records
-    records = records.copy()
-    out_names = items.drop_duplicates("pdf").set_index("pdf")["out_name"] if "out_name" in items else {}
-    records.loc[moved, "output"] = records.loc[moved, "pdf"].map(
-        lambda rel: str(document_file(out, rel, output_format, out_names.get(rel, "")))
-    )
-    return records
 
 
 def settled_states(task_jobs: list[str], states: dict[str, str], stops: dict[int, TaskStop]) -> dict[str, str]:
@@ -251,17 +154,17 @@ def judge(paths: RunPaths, record: RunRecord, shares: list, summary: dict) -> di
 
 
 def _outlook(paths: RunPaths, failures: list[dict]) -> dict:
-    """summary.json's `poison` and `retry`, from the commit logs (read here and let go: at 10^6 items every
-    frame the collector still holds when it writes the report counts)."""
-    commits = read_commits(paths.progress)
+    """summary.json's `poison` and `retry`, from the commit lines of the items that ever failed."""
+    commits, reopened = failed_commits(paths.progress)
     failed = failures_per_item(commits)
     poison = [
         {"pdf": f["pdf"], "pages": f["pages"], "error": f["error"]}
         for f in failures
         if failed.get(f["item_id"], 0) >= MAX_ATTEMPTS
     ]
-    plan = load_items_table(paths.plan, columns=["item_id", "scan_error"]).to_pandas()
-    return {"poison": poison, "retry": retry_outlook(commits, set(plan.loc[plan["scan_error"].notna(), "item_id"]))}
+    plan = load_items_table(paths.plan, columns=["item_id", "scan_error"])
+    known = plan.filter(pc.is_valid(plan["scan_error"]))["item_id"].to_pylist()
+    return {"poison": poison, "retry": retry_outlook(commits, set(known), reopened)}
 
 
 def _llm_summary(paths: RunPaths, record: RunRecord, summary: dict, stopped: list[str]) -> dict:
@@ -276,24 +179,11 @@ def _llm_summary(paths: RunPaths, record: RunRecord, summary: dict, stopped: lis
     return found
 
 
-def _marked(records: pd.DataFrame) -> dict:
-    """Items whose refinement was partial (`degraded`), whose LLM requests moved replica (`llm_failover`), from
-    each item's latest record (a sorted copy of every record, let go on return)."""
-    latest = latest_frame(records)
-    found = {}
-    for key in ("degraded", "llm_failover"):
-        marked = latest[latest[key].notna() & (latest[key] != "")]
-        found[key] = [
-            {"pdf": r.pdf, "pages": f"{r.page_start + 1}-{r.page_stop}", "reason": getattr(r, key)}
-            for r in marked.itertuples(index=False)
-        ]
-    return found
-
-
 def collect_run(run_dir: str) -> dict:
     """Merge manifests, write manifest.csv and summary.json, gather logs; returns the summary."""
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
+    returning_pool()  # before the frames are read
     with file_mode_mask(record.umask):  # merged documents get the run's permissions
         return _collect(paths, record)
 
@@ -332,33 +222,29 @@ def collect_job(run_dir: str) -> dict:
 def _collect(paths: RunPaths, record: RunRecord) -> dict:
     stopped = stop_service(record)
     shares = load_summary(paths.plan)
-    items = load_items_table(paths.plan, columns=ITEM_COLUMNS).to_pandas()
-    records, torn = read_manifest_frame(paths.manifests)
     board = ClaimBoard(paths.root, owner=f"collector:{os.getpid()}", lease_s=record.lease_seconds)
-    recorded = latest_frame(records).set_index("item_id")["status"]
-    recovered, merged_docs, merged = finish_leftovers(paths, record, items, recorded, board)
+    from hpc_marker.report.page import Limits  # the report draws a bar per record up to its limit
+
+    buckets = open_buckets(paths.plan, paths.manifests, shares, ITEM_COLUMNS, paths.root)
+    try:
+        found = collect_ranges(paths, record, buckets, board, whole_up_to=Limits().detail_records)
+        records = light_frame(buckets, found)
+    finally:
+        buckets.close()
+    sweep_staging(paths, record, found.referenced)
+    torn = buckets.torn
     logger.debug(
-        f"run {record.run_id}: {len(records)} manifest lines, {len(torn)} torn; {len(recovered)} records recovered "
-        f"from done markers, {merged} documents merged here"
+        f"run {record.run_id}: {buckets.total} manifest lines, {len(torn)} torn; {found.recovered} records "
+        f"recovered from done markers, {found.merged} documents merged here; {buckets.count} PDF ranges"
     )
-    if recovered:
-        records = pd.concat([records, records_frame(recovered)], ignore_index=True)
-    write_manifest_csv(
-        merged_outputs(
-            records,
-            items,
-            merged_docs,
-            Path(record.out_dir),
-            record.engine_options.output_format,
-        ),
-        paths.manifest_csv,
+    summary = add_up(found.parts, records, shares, torn)
+    summary.update(found.documents)
+    summary.update(
+        _outlook(paths, summary["failures"]), recovered_records=found.recovered, merged_by_collector=found.merged
     )
-    summary = summarize(items, shares, records, torn)
-    summary.update(document_counts(items, records, merged_docs))
-    summary.update(_outlook(paths, summary["failures"]), recovered_records=len(recovered), merged_by_collector=merged)
     if record.llm:
         summary["llm"] = _llm_summary(paths, record, summary, stopped)
-    summary.update(_marked(records))
+    summary.update(marked(found))
     summary.update(
         run_id=record.run_id,
         engine=record.engine,
@@ -375,9 +261,27 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
         logger.info(line)
     release(Path(record.out_dir), record.run_id)  # the run is over: its --out is free for the next one
     try:
-        from hpc_marker.report.page import RunView, write_report
+        from hpc_marker.report.page import Limits, RunView, write_report
 
-        view = RunView(paths, record, items, shares, records, torn, summary, summary.get("llm"))
+        failures = pd.concat(found.failures, ignore_index=True)
+        candidates = [frame for frame in found.slowest if len(frame)]  # a range with no PDF converted has none
+        slowest = slowest_of(
+            pd.concat(candidates, ignore_index=True) if candidates else pd.DataFrame(), Limits().slowest
+        )
+        nothing = pd.DataFrame(columns=ITEM_COLUMNS)  # the report takes the failures and slowest PDFs found above
+        view = RunView(
+            paths,
+            record,
+            nothing,
+            shares,
+            records,
+            torn,
+            summary,
+            summary.get("llm"),
+            failures,
+            found.failure_count,
+            slowest,
+        )
         logger.info(f"report: {write_report(paths.root, view=view)}")
     except Exception as exc:  # the report is only a view: never fail the collector over it
         logger.warning(f"no report: {type(exc).__name__}: {exc}")

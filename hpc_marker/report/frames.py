@@ -89,7 +89,7 @@ def spread(started: np.ndarray, finished: np.ndarray, weights: np.ndarray, edges
 def throughput_frame(items: pd.DataFrame, buckets: int = 60) -> pd.DataFrame:
     """Pages/s per time bucket over the whole run, each ok record's pages spread over its duration,
     and pages done so far; attrs["bucket_s"] is the bucket width."""
-    ok = items[(items["status"] == "ok") & (items["pages"] > 0)]
+    ok = items.loc[(items["status"] == "ok") & (items["pages"] > 0), ["started", "finished", "pages"]]
     if ok.empty:
         return pd.DataFrame(columns=["time", "pages_per_s", "pages_done"])
     finished = ok["finished"].to_numpy(float)
@@ -115,7 +115,7 @@ def activity_frame(items: pd.DataFrame, tasks: Sequence[int], buckets: int = 120
     edges, width = bucket_edges(float(items["started"].min()), float(items["finished"].max()), buckets)
     n, position = len(edges) - 1, {task: k for k, task in enumerate(rows)}
     pages = np.zeros((len(rows), n))
-    ok = items[(items["status"] == "ok") & (items["pages"] > 0)]
+    ok = items.loc[(items["status"] == "ok") & (items["pages"] > 0), ["task", "started", "finished", "pages"]]
     for task, mine in ok.groupby("task"):
         pages[position[task]] = spread(
             mine["started"].to_numpy(float), mine["finished"].to_numpy(float), mine["pages"].to_numpy(float), edges
@@ -151,13 +151,17 @@ def places_frame(items: pd.DataFrame, tasks: Sequence[int]) -> pd.DataFrame:
 
 
 def failures_frame(
-    plan: Plan | pd.DataFrame, items: pd.DataFrame, missing: Sequence[str] | None = None
+    plan: Plan | pd.DataFrame,
+    items: pd.DataFrame,
+    missing: Sequence[str] | None = None,
+    latest: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Every planned item whose latest attempt failed, with its attempts, and the items with no
     record at all (`missing`, by default those of the plan with none), sorted by PDF. `plan` is the
-    plan, or the frame of its items (item_id, pdf, page_start, page_stop)."""
+    plan, or the frame of its items (item_id, pdf, page_start, page_stop); `latest`: latest_frame(items), where
+    the caller has it."""
     planned = planned_frame(plan)
-    latest = latest_frame(items)
+    latest = latest_frame(items) if latest is None else latest
     failed = latest[~latest["status"].isin(["ok", BISECTED])]  # bisected: its lost pages have their own table
     failed = failed[isin(failed["item_id"], planned.index)]
     attempts = items.loc[isin(items["item_id"], failed["item_id"]), "item_id"].value_counts()
@@ -208,14 +212,28 @@ def planned_frame(plan: Plan | pd.DataFrame) -> pd.DataFrame:
 
 def slowest_frame(items: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     """The `top` PDFs that took longest (all their ok parts together), with seconds per page."""
-    latest = latest_frame(items)
+    return slowest_of(slowest_candidates(items, top), top)
+
+
+def slowest_candidates(items: pd.DataFrame, top: int = 10, latest: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The `top` slowest PDFs in the order `slowest_of` puts them: per PDF, its latest ok records' pages, seconds
+    and parts. Those of disjoint sets of PDFs put together give `slowest_of` the same answer."""
+    latest = latest_frame(items) if latest is None else latest
     ok = latest[latest["status"] == "ok"]
     if ok.empty:
-        return pd.DataFrame(columns=SLOWEST_COLUMNS)
+        return pd.DataFrame(columns=["pdf", "pages", "seconds", "parts"])
     frame = ok.groupby("pdf", as_index=False, sort=False).agg(
         pages=("pages", "sum"), seconds=("seconds", "sum"), parts=("item_id", "count")
     )
     frame = frame.nlargest(top, "seconds", keep="all")  # only these few are sorted, ties by name
+    return frame.sort_values(["seconds", "pdf"], ascending=[False, True]).head(top)
+
+
+def slowest_of(candidates: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """The `top` of `slowest_candidates` (of one or several sets of PDFs), with seconds per page."""
+    if candidates.empty:
+        return pd.DataFrame(columns=SLOWEST_COLUMNS)
+    frame = candidates.nlargest(top, "seconds", keep="all")
     frame["seconds_per_page"] = frame["seconds"] / frame["pages"].clip(lower=1)
     frame = frame.sort_values(["seconds", "pdf"], ascending=[False, True]).head(top)
     return frame.round({"seconds": 2, "seconds_per_page": 3})[SLOWEST_COLUMNS].reset_index(drop=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -61,6 +61,11 @@ class RunView:
     torn: list[str]  # unreadable manifest lines
     summary: dict  # summary.json, {} before the collector ran
     llm: dict | None  # summary.json's "llm", or straight from the front's metrics before collection
+    # What the collector works out a PDF range at a time (manage/collectparts.py), so that it never holds every
+    # record whole: then `records` holds only the columns the timeline needs, with `state`, and `items` none.
+    failures: pd.DataFrame | None = None  # the first rows of frames.failures_frame
+    failure_count: int = 0  # all its rows
+    slowest: pd.DataFrame | None = None  # frames.slowest_frame
 
 
 @dataclass(frozen=True)
@@ -223,13 +228,19 @@ def table_sections(view: RunView, items: pd.DataFrame, limits: Limits) -> list[S
         if view.summary
         else f"{attempts_file(view)} have every attempt"
     )
-    failures = frames.failures_frame(view.items, items, view.summary.get("missing"))
-    slowest = Table.of(frames.slowest_frame(items, limits.slowest), "slowest-table", "No PDF converted yet.")
+    if view.failures is None:
+        failures = frames.failures_frame(view.items, items, view.summary.get("missing"))
+        count = len(failures)
+    else:
+        failures, count = view.failures, view.failure_count
+    listed = Table.of(failures, "failures-table", "No failures.", limits.table_rows, where)
+    slowest_rows = frames.slowest_frame(items, limits.slowest) if view.slowest is None else view.slowest
+    slowest = Table.of(slowest_rows, "slowest-table", "No PDF converted yet.")
     sections = [
         Section(
             "failures",
-            f"Failures ({len(failures):,})",
-            tables=[("", Table.of(failures, "failures-table", "No failures.", limits.table_rows, where))],
+            f"Failures ({count:,})",
+            tables=[("", replace(listed, more=count - len(listed.rows)))],
         ),
         lost_pages_section(view, limits),
         Section(
@@ -351,7 +362,7 @@ def build_report(paths: RunPaths, limits: Limits = Limits(), view: RunView | Non
     """The report page for a run folder (read from it, unless the caller has `view`), as one HTML string."""
     view = view or load_run(paths)
     totals = run_totals(view)
-    items = frames.records_frame(view.records)
+    items = view.records if "state" in view.records else frames.records_frame(view.records)
     sections = [
         *timeline_sections(view, items, totals, limits),
         *table_sections(view, items, limits),

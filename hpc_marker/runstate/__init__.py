@@ -14,7 +14,9 @@ output.py       the output layout; staging folders renamed into place (another f
 finish.py       placing committed outputs and merging parts (tasks and collector alike); documents
                 put together around lost pages
 subitems.py     a bisected item's halves folded back (pure): leaves, lost pages, partial
-summary.py      what the records add up to (pure): counts, pages, rates, documents
+summary.py      what the records add up to (pure): counts, pages, rates, documents; per item set, added up
+buckets.py      a run's items and manifest records split by PDF range into spill files (the collector's
+                bounded memory), manifests read in blocks of lines
 stops.py        each task's own record of why it stopped (progress/stop-<i>.json)
 outlock.py      one active run per --out (OUT/.hpcmarker/active)
 """

@@ -91,19 +91,24 @@ class ManifestRead:
 
 
 def read_manifest(path: Path) -> ManifestRead:
+    if not path.exists():
+        return ManifestRead([], [])
+    return parse_manifest(path.name, path.read_bytes())
+
+
+def parse_manifest(name: str, data: bytes, first_line: int = 1) -> ManifestRead:
+    """The records of manifest lines (`data`, from line `first_line` of the file `name`), torn ones reported."""
     records: list[ManifestRecord] = []
     torn: list[str] = []
-    if not path.exists():
-        return ManifestRead(records, torn)
-    raw = path.read_bytes().decode("utf-8", errors="replace")
-    for number, line in enumerate(raw.splitlines(), start=1):
+    raw = data.decode("utf-8", errors="replace")
+    for number, line in enumerate(raw.splitlines(), start=first_line):
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-            records.append(ManifestRecord(**{k: v for k, v in data.items() if k in _FIELDS}))
+            found = json.loads(line)
+            records.append(ManifestRecord(**{k: v for k, v in found.items() if k in _FIELDS}))
         except (json.JSONDecodeError, TypeError) as exc:
-            torn.append(f"{path.name}:{number}: unreadable line ({type(exc).__name__})")
+            torn.append(f"{name}:{number}: unreadable line ({type(exc).__name__})")
     return ManifestRead(records, torn)
 
 

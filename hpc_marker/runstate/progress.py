@@ -215,9 +215,41 @@ def commits_by_task(folder: Path) -> dict[int, pd.DataFrame]:
     return found
 
 
-def latest_commits(commits: pd.DataFrame) -> pd.DataFrame:
-    """The last commit of each item (manifest.latest_frame), indexed by item_id. Pure."""
-    if commits.empty or not (commits["status"] == REOPENED).any():
+def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
+    """Every commit line (item_id, status, finished) of the items that failed at least once (what
+    `failures_per_item` and the collector's retry outlook look at), and whether any line of any item reopened
+    it. The logs are read a block at a time, their other lines held as three Arrow columns, not as frames."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    schema, kept = _log_schema(), ["item_id", "status", "finished"]
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.startswith("task-") and n.endswith(".log"))
+    except FileNotFoundError:
+        names = []
+    tables = [schema.empty_table().select(kept)]
+    for name in names:
+        with pacsv.open_csv(
+            Path(folder) / name,
+            read_options=pacsv.ReadOptions(column_names=schema.names, block_size=8 * 2**20),
+            parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=lambda row: "skip"),
+            convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False, include_columns=kept),
+        ) as reader:
+            tables += [pa.Table.from_batches([batch]) for batch in reader]
+    lines = pa.concat_tables(tables)
+    failed = pc.invert(pc.is_in(lines["status"], value_set=pa.array(["ok", REOPENED, BISECTED])))
+    ids = pc.unique(pc.filter(lines["item_id"], failed))
+    reopened = pc.any(pc.equal(lines["status"], REOPENED)).as_py() or False
+    return lines.filter(pc.is_in(lines["item_id"], value_set=ids)).to_pandas(), reopened
+
+
+def latest_commits(commits: pd.DataFrame, reopened: bool | None = None) -> pd.DataFrame:
+    """The last commit of each item (manifest.latest_frame), indexed by item_id; `reopened`: whether any item
+    was reopened, where `commits` are not every line (default: whether one of theirs says so). Pure."""
+    if reopened is None:
+        reopened = not commits.empty and bool((commits["status"] == REOPENED).any())
+    if commits.empty or not reopened:
         return commits.set_index("item_id")  # each item is committed once until a retry reopens it
     return latest_frame(commits).set_index("item_id")
 

@@ -18,9 +18,10 @@ from hpc_marker.planning.store import ShareSummary
 from hpc_marker.quality.flags import FLAG_NAMES, merge_fields
 from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, latest_frame
 from hpc_marker.runstate.subitems import PARTIAL, resolve_frame
-from hpc_marker.util.frames import busy_seconds, isin
+from hpc_marker.util.frames import busy_seconds, isin, positions
 from hpc_marker.util.text import plural
 
+SHARE = "share"  # an item's planned share, a column the summary adds to the plan's items where they lack it
 ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts", "out_name", "ocr"]
 
 
@@ -45,17 +46,22 @@ def _pages(start: pd.Series, stop: pd.Series) -> pd.Series:
 def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataFrame, torn: list[str]) -> dict:
     """The summary.json content: totals over the latest record of each planned item, per-task figures
     over every record."""
+    if SHARE not in items:
+        items = items.assign(**{SHARE: np.repeat([s.index for s in shares], [s.items for s in shares])})
+    return add_up([item_totals(items, records)], records, shares, torn)
+
+
+def item_totals(items: pd.DataFrame, records: pd.DataFrame, latest: pd.DataFrame | None = None) -> dict:
+    """What `summarize` counts per planned item, over these items (with their SHARE) and every record of them
+    (and of their halves): a part that `add_up` adds to the others. Whole for any set of items that holds every
+    item of their PDFs (the collector's buckets, runstate/buckets.py). `latest`: latest_frame(records), where
+    the caller has it."""
     planned = items["item_id"]
-    latest = latest_frame(records)
+    latest = latest_frame(records) if latest is None else latest
     final, leaves = resolve_frame(latest[isin(latest["item_id"], planned)], latest)  # bisected items folded
     ok, partial = final[final["status"] == "ok"], final[final["status"] == PARTIAL]
     failed = final[~final["status"].isin(["ok", PARTIAL])]
-    wall = busy_seconds(records["started"], records["finished"])  # not the idle time between submissions
-    pages_ok = int(final["pages_ok"].sum())
     counts = final["status"].value_counts()
-    layer = text_layer_summary(leaves)
-    if routed := ocr_routing(items, final):
-        layer["text_layer"]["routed"] = routed
     return {
         "items": len(planned),
         "ok": len(ok),
@@ -63,30 +69,65 @@ def summarize(items: pd.DataFrame, shares: list[ShareSummary], records: pd.DataF
         "partial": len(partial),
         "by_status": {status: int(counts.get(status, 0)) for status in (*STATUSES, PARTIAL)},
         "lost_pages": _lost_pages(partial),
-        "missing": sorted(set(planned) - set(latest["item_id"])),
+        "missing": planned[~isin(planned, latest["item_id"])].tolist(),
+        "pages_ok": int(final["pages_ok"].sum()),
+        "failures": _failures(failed),
+        "shares": _share_rows(final, items),
+        "routed": ocr_routing(items, final),
+        **text_layer_summary(leaves),
+        **output_flag_summary(leaves),
+    }
+
+
+def add_up(parts: list[dict], records: pd.DataFrame, shares: list[ShareSummary], torn: list[str]) -> dict:
+    """The summary.json content from the `item_totals` of disjoint sets of PDFs, in PDF order, and every record
+    (columns task, status, pages, seconds, started, finished, gpu, host are enough)."""
+    first = parts[0]
+    wall = busy_seconds(records["started"], records["finished"])  # not the idle time between submissions
+    pages_ok = sum(p["pages_ok"] for p in parts)
+    layer = {key: sum(p["text_layer"][key] for p in parts) for key in first["text_layer"]}
+    if routed := [p["routed"] for p in parts if p["routed"]]:  # --force-ocr auto: pages each way, over the parts
+        layer["routed"] = {
+            route: {key: sum(r[route][key] for r in routed) for key in routed[0][route]} for route in routed[0]
+        }
+    flags = {name: n for name in FLAG_NAMES if (n := sum(p["output_flags"].get(name, 0) for p in parts))}
+    return {
+        "items": sum(p["items"] for p in parts),
+        "ok": sum(p["ok"] for p in parts),
+        "failed": sum(p["failed"] for p in parts),
+        "partial": sum(p["partial"] for p in parts),
+        "by_status": {status: sum(p["by_status"][status] for p in parts) for status in first["by_status"]},
+        "lost_pages": [row for p in parts for row in p["lost_pages"]],
+        "missing": sorted(item for p in parts for item in p["missing"]),
         "pages": int(sum(s.pages for s in shares)),
         "pages_ok": pages_ok,
         "wall_seconds": round(wall, 3),
         "pages_per_second": round(pages_ok / wall, 3) if wall else None,
-        "failures": _failures(failed),
+        "failures": [row for p in parts for row in p["failures"]],
         "torn_manifest_lines": torn,
         "tasks": _task_rows(records, shares),
-        "shares": _share_rows(final, shares, planned),
+        "shares": _merge_shares(p["shares"] for p in parts),
         "first_started": float(records["started"].min()) if len(records) else None,
         "last_finished": float(records["finished"].max()) if len(records) else None,
-        **layer,
-        **output_flag_summary(leaves),
+        "text_layer": layer,
+        "flagged": [row for p in parts for row in p["flagged"]],
+        "output_flags": flags,
+        "output_flagged": [row for p in parts for row in p["output_flagged"]][:FLAGGED_LISTED],
     }
 
 
 def _per_task(records: pd.DataFrame) -> pd.DataFrame:
     """Per task, over every record: items ok, records, items split, pages ok, busy and wall seconds, the
     GPUs and hosts it ran on."""
-    per_task = records.assign(
-        ok=records["status"] == "ok",
-        split=records["status"] == BISECTED,
-        ok_pages=records["pages"].where(records["status"] == "ok", 0),
-    ).groupby("task")
+    per_task = (
+        records[["task", "status", "pages", "seconds", "started", "finished"]]
+        .assign(
+            ok=records["status"] == "ok",
+            split=records["status"] == BISECTED,
+            ok_pages=records["pages"].where(records["status"] == "ok", 0),
+        )
+        .groupby("task")
+    )
     agg = per_task.agg(
         ok=("ok", "sum"),
         n=("ok", "size"),
@@ -151,12 +192,11 @@ def _failures(failed: pd.DataFrame) -> list[dict]:
     return failures.astype(object).where(failures.notna(), None).to_dict("records")
 
 
-def _share_rows(final: pd.DataFrame, shares: list[ShareSummary], planned: pd.Series) -> list[dict]:
-    """summary.json's `shares`: per planned share, its finished items by outcome and their pages."""
-    share_of = pd.Series(np.repeat([s.index for s in shares], [s.items for s in shares]), index=planned.values)
+def _share_rows(final: pd.DataFrame, items: pd.DataFrame) -> list[dict]:
+    """summary.json's `shares`: per planned share (the items' SHARE), its finished items by outcome and pages."""
     done = final[final["status"] != BISECTED]  # a bisected item whose halves are not all finished is not done
     per_share = done.assign(
-        share=done["item_id"].map(share_of),
+        share=items[SHARE].to_numpy()[positions(done["item_id"], items["item_id"])],  # each is a planned item
         ok=done["status"] == "ok",
         part=done["status"] == PARTIAL,
         bad=~done["status"].isin(["ok", PARTIAL]),
@@ -182,6 +222,18 @@ def _share_rows(final: pd.DataFrame, shares: list[ShareSummary], planned: pd.Ser
     ]
 
 
+def _merge_shares(parts) -> list[dict]:
+    """`_share_rows` of several sets of items as one list: the rows of a share added up, by share."""
+    merged: dict[int, dict] = {}
+    for rows in parts:
+        for row in rows:
+            if row["share"] in merged:
+                merged[row["share"]] = {k: v if k == "share" else merged[row["share"]][k] + v for k, v in row.items()}
+            else:
+                merged[row["share"]] = row
+    return [merged[share] for share in sorted(merged)]
+
+
 def _lost_pages(partial: pd.DataFrame) -> list[dict]:
     """summary.json's `lost_pages`: each page lost in a partial document, 1-based, by PDF."""
     return [
@@ -191,12 +243,16 @@ def _lost_pages(partial: pd.DataFrame) -> list[dict]:
     ]
 
 
-def document_counts(items: pd.DataFrame, records: pd.DataFrame, merged: set[str]) -> dict:
+def document_counts(
+    items: pd.DataFrame, records: pd.DataFrame, merged: set[str], latest: pd.DataFrame | None = None
+) -> dict:
     """Documents in all, ok (every part ok, and merged when split: `merged` holds those doc ids), partial
     (every page finished, some lost, put together), failed (an item failed whole)."""
-    latest = latest_frame(records)
+    latest = latest_frame(records) if latest is None else latest
     final, _ = resolve_frame(latest[isin(latest["item_id"], items["item_id"])], latest)
-    status = items["item_id"].map(final.set_index("item_id")["status"])
+    found = positions(items["item_id"], final["item_id"])
+    status = pd.Series(np.full(len(items), None, dtype=object), index=items.index)
+    status[found >= 0] = final["status"].to_numpy(object)[found[found >= 0]]
     finished = status.notna() & (status != BISECTED)
     per_doc = pd.DataFrame(
         {
@@ -333,12 +389,13 @@ def output_flag_summary(final: pd.DataFrame) -> dict:
     each output flag (quality/flags.py; only the flags some document carries), and `output_flagged`, the first
     FLAGGED_LISTED of those documents by PDF with their flags (1-based pages)."""
     values = final["output_flags"].where(final["output_flags"].notna(), "").astype(str)
-    counts = {}
+    raised = values != ""
+    counts, searched, pdfs = {}, values[raised], final.loc[raised, "pdf"]  # only the records with a flag
     for name in FLAG_NAMES:
-        documents = final.loc[values.str.contains(rf"(?:^| ){name}(?::|\s|$)", regex=True), "pdf"].nunique()
+        documents = pdfs[searched.str.contains(rf"(?:^| ){name}(?::|\s|$)", regex=True).to_numpy(bool)].nunique()
         if documents:
             counts[name] = int(documents)
-    flagged = final[values != ""].sort_values(["pdf", "page_start"])
+    flagged = final[raised].sort_values(["pdf", "page_start"])
     listed = sorted(flagged["pdf"].unique())[:FLAGGED_LISTED]
     groups = flagged[flagged["pdf"].isin(listed)].groupby("pdf")["output_flags"]
     return {

@@ -19,6 +19,15 @@ def isin(column: pd.Series | pd.Index, values: Iterable) -> np.ndarray:
     return found.to_numpy(zero_copy_only=False).astype(bool)
 
 
+def positions(column: pd.Series | pd.Index, values: Iterable) -> np.ndarray:
+    """Where each string of `column` first is in `values`, -1 where it is not (Arrow's index_in; pandas' map by
+    a frame's index makes a Python object of each value)."""
+    import pyarrow.compute as pc
+
+    found = pc.index_in(_strings(column), value_set=_strings(values))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(int)
+
+
 def all_distinct(column: pd.Series | pd.Index) -> bool:
     """No string occurs twice in `column` (Arrow's hash count; several times faster than pandas' duplicated)."""
     import pyarrow.compute as pc
