@@ -146,7 +146,7 @@ def tell_verdict(paths, exit_code: int | None = None) -> None:
     line per cause of what is left, --force-ocr auto's routing, the flagged text layer, the next command; then
     exit with `status`'s code (or `exit_code`)."""
     from hpc_marker.manage.status import load_status
-    from hpc_marker.runstate.summary import routing_line
+    from hpc_marker.runstate.documents import routing_line
     from hpc_marker.util.commands import ocr_command
 
     status = load_status(paths)

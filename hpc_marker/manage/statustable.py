@@ -11,8 +11,8 @@ from rich.table import Table
 from hpc_marker.manage.failures import failed_lines
 from hpc_marker.manage.status import RunStatus, TaskStatus, load_status
 from hpc_marker.manage.verdict import OVER_STATES
+from hpc_marker.runstate.documents import routing_line
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.summary import routing_line
 from hpc_marker.slurm.parse import index_ranges
 from hpc_marker.util.commands import command_line, ocr_command
 from hpc_marker.util.text import plural

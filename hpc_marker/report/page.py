@@ -24,11 +24,12 @@ from hpc_marker.llm.metrics import service_summary
 from hpc_marker.planning.store import ShareSummary, load_items_table, load_summary
 from hpc_marker.report import figures, frames
 from hpc_marker.runstate.claims import ClaimBoard
+from hpc_marker.runstate.documents import routing_line
 from hpc_marker.runstate.finish import merged_documents
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.manifest import read_manifest_frame
 from hpc_marker.runstate.record import RunRecord
-from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, routing_line, summarize
+from hpc_marker.runstate.summary import ITEM_COLUMNS, document_counts, summarize
 from hpc_marker.util.commands import command_line, ocr_command
 from hpc_marker.util.files import atomic_write
 from hpc_marker.util.text import plural

@@ -6,7 +6,8 @@ else the first failed item's status, or `incomplete`), pages, engine, LLM refine
 text-layer flags and output flags (quality/) of all its items; `flag_share` is the share of a document's
 checked pages that carry a flag (what `retry --select no-text|garbled` uses). `text_layer_tokens` writes the
 flags in a task's commit log (runstate/progress.py), `token_counts` and `output_flag_counts` read them, and
-`commit_text_layer` adds the text-layer ones up, for `status` before collection.
+`commit_text_layer` adds the text-layer ones up, for `status` before collection. `ocr_routing` counts the
+documents and pages `--force-ocr auto` sent each way, `routing_line` says it in one line.
 """
 
 from __future__ import annotations
@@ -143,3 +144,34 @@ def commit_text_layer(latest: pd.DataFrame) -> dict:
         "garbled_pages": int(counts["garbled"].sum()),
         "items_with_garbled_pages": int((counts["garbled"] > 0).sum()),
     }
+
+
+def ocr_routing(items: pd.DataFrame, final: pd.DataFrame) -> dict:
+    """`--force-ocr auto`'s routing (planned items with an `ocr` decision; `final`: the latest record of each):
+    {"ocr": {documents, pages, pages_ok}, "text": {...}}, the documents sent to OCR and those read from their text
+    layer; {} for a run without it."""
+    if "ocr" not in items or not items["ocr"].notna().any():
+        return {}
+    ocr = items["ocr"].where(items["ocr"].notna(), False).astype(bool)
+    pages = items["page_stop"] - items["page_start"]
+    done = items["item_id"].map(final.set_index("item_id")["pages_ok"]).fillna(0)
+    return {
+        route: {
+            "documents": int(items.loc[chosen, "pdf"].nunique()),
+            "pages": int(pages[chosen].sum()),
+            "pages_ok": int(done[chosen].sum()),
+        }
+        for route, chosen in (("ocr", ocr), ("text", ~ocr))
+    }
+
+
+def routing_line(routed: dict | None) -> str:
+    """`ocr_routing` in one line ("" without it): how many pages went each way."""
+    if not routed:
+        return ""
+    ocr, text = routed["ocr"], routed["text"]
+    return (
+        f"--force-ocr auto: {plural(ocr['documents'], 'document')} ({plural(ocr['pages'], 'page')}) routed to OCR, "
+        f"{plural(text['documents'], 'document')} ({plural(text['pages'], 'page')}) to their text layer; "
+        f"{ocr['pages_ok']:,} and {text['pages_ok']:,} pages converted"
+    )

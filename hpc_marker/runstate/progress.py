@@ -228,15 +228,29 @@ def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
         names = sorted(n for n in os.listdir(folder) if n.startswith("task-") and n.endswith(".log"))
     except FileNotFoundError:
         names = []
-    tables = [schema.empty_table().select(kept)]
-    for name in names:
+
+    def read(path: Path, width: int, skipped: list[int]) -> list:
+        def skip(row) -> str:
+            skipped.append(row.actual_columns)
+            return "skip"
+
         with pacsv.open_csv(
-            Path(folder) / name,
-            read_options=pacsv.ReadOptions(column_names=schema.names, block_size=8 * 2**20),
-            parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=lambda row: "skip"),
-            convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False, include_columns=kept),
+            path,
+            read_options=pacsv.ReadOptions(column_names=schema.names[:width], block_size=8 * 2**20),
+            parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(
+                column_types={f.name: f.type for f in schema}, strings_can_be_null=False, include_columns=kept
+            ),
         ) as reader:
-            tables += [pa.Table.from_batches([batch]) for batch in reader]
+            return [pa.Table.from_batches([batch]) for batch in reader]
+
+    tables = [schema.empty_table().select(kept)]
+    full, older = len(schema), len(schema) - 1  # lines from before the llm_s column: one field fewer (_read_log)
+    for name in names:
+        skipped: list[int] = []
+        tables += read(Path(folder) / name, full, skipped)
+        if older in skipped:  # an older log, or one written by both
+            tables += read(Path(folder) / name, older, [])
     lines = pa.concat_tables(tables)
     failed = pc.invert(pc.is_in(lines["status"], value_set=pa.array(["ok", REOPENED, BISECTED])))
     ids = pc.unique(pc.filter(lines["item_id"], failed))

@@ -16,10 +16,10 @@ from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.plan import Plan
 from hpc_marker.planning.store import ShareSummary
 from hpc_marker.quality.flags import FLAG_NAMES, merge_fields
+from hpc_marker.runstate.documents import ocr_routing
 from hpc_marker.runstate.manifest import COLUMNS, STATUSES, ManifestRecord, latest_frame
 from hpc_marker.runstate.subitems import PARTIAL, resolve_frame
 from hpc_marker.util.frames import busy_seconds, isin, positions
-from hpc_marker.util.text import plural
 
 SHARE = "share"  # an item's planned share, a column the summary adds to the plan's items where they lack it
 ITEM_COLUMNS = ["item_id", "pdf", "page_start", "page_stop", "doc_id", "part", "parts", "out_name", "ocr"]
@@ -348,37 +348,6 @@ def text_layer_summary(final: pd.DataFrame) -> dict:
             for pdf, row in flagged.sort_index().iterrows()
         ],
     }
-
-
-def ocr_routing(items: pd.DataFrame, final: pd.DataFrame) -> dict:
-    """`--force-ocr auto`'s routing (planned items with an `ocr` decision; `final`: the latest record of each):
-    {"ocr": {documents, pages, pages_ok}, "text": {...}}, the documents sent to OCR and those read from their text
-    layer; {} for a run without it."""
-    if "ocr" not in items or not items["ocr"].notna().any():
-        return {}
-    ocr = items["ocr"].where(items["ocr"].notna(), False).astype(bool)
-    pages = items["page_stop"] - items["page_start"]
-    done = items["item_id"].map(final.set_index("item_id")["pages_ok"]).fillna(0)
-    return {
-        route: {
-            "documents": int(items.loc[chosen, "pdf"].nunique()),
-            "pages": int(pages[chosen].sum()),
-            "pages_ok": int(done[chosen].sum()),
-        }
-        for route, chosen in (("ocr", ocr), ("text", ~ocr))
-    }
-
-
-def routing_line(routed: dict | None) -> str:
-    """`ocr_routing` in one line ("" without it): how many pages went each way."""
-    if not routed:
-        return ""
-    ocr, text = routed["ocr"], routed["text"]
-    return (
-        f"--force-ocr auto: {plural(ocr['documents'], 'document')} ({plural(ocr['pages'], 'page')}) routed to OCR, "
-        f"{plural(text['documents'], 'document')} ({plural(text['pages'], 'page')}) to their text layer; "
-        f"{ocr['pages_ok']:,} and {text['pages_ok']:,} pages converted"
-    )
 
 
 FLAGGED_LISTED = 100  # summary.json names at most this many documents with output flags (all are in the manifest)
