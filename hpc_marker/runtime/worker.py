@@ -112,6 +112,8 @@ def convert_to_staging(
     doc = _ENGINE.convert(Path(pdf_path), pages, ocr=ocr)
     degraded, failover = llm_marks(doc.metadata, before, _llm_counts())
     waited = float((doc.metadata.get("llm") or {}).pop("seconds", 0.0))  # a clock, not part of the output's metadata
+    if doc.metadata.get("llm") == {}:  # the marker engine's: its LLM wait alone
+        del doc.metadata["llm"]
     stat = Path(pdf_path).stat()
     doc.metadata["hpcmarker_source"] = {
         "size": stat.st_size,
