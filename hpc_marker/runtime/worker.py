@@ -31,7 +31,7 @@ class Converted:
     degraded: str | None = None  # why the LLM refinement was degraded, if it was
     llm_failover: str | None = None  # which of its LLM requests moved to another replica, if any did
     flags: dict = field(default_factory=dict)  # the manifest's text-layer fields: the empty and the garbled pages
-    llm_seconds: float = 0.0  # how long the worker waited on the LLM service for it (the engine's refinement)
+    llm_seconds: float = 0.0  # how long the worker waited on the LLM service for it (the engine's LLM calls)
 
 
 class OutputUnwritable(EngineError):
