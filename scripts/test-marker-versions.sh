@@ -24,7 +24,7 @@ for spec in "1.10.2|" "2.0.0|torchvision==0.28.0"; do
   HPCMARKER_REQUIRE=marker "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/engines/test_marker_engine.py \
     || status=1  # marker-pdf must be there: its tests fail, not skip, without it
   HPCMARKER_REQUIRE=marker "$venv/bin/python" -m pytest -q -p no:cacheprovider -m marker tests/admin \
-    tests/engines/test_marker_formats.py tests/llm/test_llm_check.py \
-    || status=1  # every other test that needs the real marker (no weights here): doctor, prefetch, formats, LLM check
+    tests/engines/test_marker_formats.py tests/engines/test_marker_llm_wait.py tests/llm/test_llm_check.py \
+    || status=1  # every other test that needs the real marker (no weights here): doctor, prefetch, formats, LLM wait and check
 done
 exit $status

@@ -8,6 +8,8 @@
   marker.py       the `marker` engine: marker-pdf's Python API in-process (marker 1.10.x and 2.0.x)
   text.py         the `text` engine: the PDF's own text layer through pdftext; no models, no GPU
   benchmark.py    the `benchmark` engine: the text engine's output at a fixed cost per page
+  llmtiming.py    a document's LLM wait: the union of its LLM calls' intervals (both engines' clock)
+  markerservices.py  marker's own LLM service classes with that clock (imports marker; marker loads it by path)
   formats.py      output formats: what a document is in each of marker's renderers, how its pieces join
   textlayer.py    per-page text-layer flags: empty, garbled (pure)
   cachepieces.py  marker's missing cache pieces in words: what prefetch fetches, what a node must have (pure)

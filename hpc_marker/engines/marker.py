@@ -29,6 +29,7 @@ from hpc_marker.engines.base import (
 )
 from hpc_marker.engines.cachepieces import describe_missing, is_cache_piece
 from hpc_marker.engines.formats import check_output_format, page_texts
+from hpc_marker.engines.llmtiming import service_clock
 from hpc_marker.engines.textlayer import check_pages
 from hpc_marker.util.text import one_line
 
@@ -45,8 +46,9 @@ RESERVED = {
     "config_json": "pass the settings themselves",
     "debug": "engines never write files",
 }
-# marker's own service class for each LLM server of a run (--llm-server)
-LLM_SERVICES = {"ollama": "marker.services.ollama.OllamaService", "vllm": "marker.services.openai.OpenAIService"}
+# marker's own service class for each LLM server of a run (--llm-server), with a clock (markerservices.py)
+_TIMED = "hpc_marker.engines.markerservices.Timed"
+LLM_SERVICES = {"ollama": _TIMED + "OllamaService", "vllm": _TIMED + "OpenAIService"}
 
 
 def marker_version() -> str | None:
@@ -337,8 +339,11 @@ class MarkerEngine:
                 from marker.util import parse_range_str
 
                 self.converter.config["page_range"] = parse_range_str(page_range_string(pages))
+            clock = service_clock(getattr(self.converter, "llm_service", None))
+            if clock:
+                clock.take()  # a failed document's calls are not this one's
             rendered = self.converter(str(pdf))
-            return document_from_rendered(rendered, self.options)
+            return document_from_rendered(rendered, self.options, clock.take() if clock else None)
         except (EngineError, MemoryError):  # MemoryError: the worker reports it and is replaced
             raise
         except Exception as exc:
@@ -371,10 +376,11 @@ def _release_gpu_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def document_from_rendered(rendered: Any, options: EngineOptions) -> ConvertedDocument:
+def document_from_rendered(rendered: Any, options: EngineOptions, llm_wait: float | None = None) -> ConvertedDocument:
     """marker's rendered output (Markdown, JSON, HTML or chunks) -> ConvertedDocument: the text and
-    images marker's own save_output would write (images encoded the same way), its metadata, and
-    the text-layer flags of each page of the output where the format keeps page boundaries."""
+    images marker's own save_output would write (images encoded the same way), its metadata, the
+    text-layer flags of each page of the output where the format keeps page boundaries, and `llm_wait`
+    (seconds marker's LLM calls were in flight) where the text engine puts it (metadata llm.seconds)."""
     from marker.output import convert_if_not_rgb, text_from_rendered
     from marker.settings import settings
 
@@ -388,4 +394,6 @@ def document_from_rendered(rendered: Any, options: EngineOptions) -> ConvertedDo
     pages = page_texts(options.output_format, text, options.paginate)
     if pages is not None:
         meta["text_layer"] = check_pages(pages)
+    if llm_wait is not None:  # the worker moves it to the commit log
+        meta["llm"] = {"seconds": round(llm_wait, 3)}
     return ConvertedDocument(text=text, format=options.output_format, images=encoded, metadata=meta)

@@ -13,11 +13,11 @@ budget gives each worker; a page whose refinement fails keeps its extracted text
 from __future__ import annotations
 
 import html
-import time
 from pathlib import Path
 
 from hpc_marker.engines.base import ConvertedDocument, EngineError, EngineOptions, EngineUnavailable, page_marker
 from hpc_marker.engines.formats import check_output_format, json_document, page_block
+from hpc_marker.engines.llmtiming import LlmClock
 from hpc_marker.engines.textlayer import check_pages
 from hpc_marker.util.text import one_line
 
@@ -95,22 +95,23 @@ class TextEngine:
 
         llm = self.options.llm
         assert llm is not None  # convert refines only with the run's LLM service
-        started = time.monotonic()
-        refined = refine_pages(
-            texts,
-            llm.endpoint,
-            model=llm.endpoint.model,
-            task=llm.task,
-            concurrency=4 if llm.max_concurrency is None else llm.max_concurrency,
-            timeout_s=300.0 if llm.timeout_s is None else llm.timeout_s,
-        )
+        clock = LlmClock()
+        with clock.timed():  # the refinement is its LLM calls: their union is the whole of it
+            refined = refine_pages(
+                texts,
+                llm.endpoint,
+                model=llm.endpoint.model,
+                task=llm.task,
+                concurrency=4 if llm.max_concurrency is None else llm.max_concurrency,
+                timeout_s=300.0 if llm.timeout_s is None else llm.timeout_s,
+            )
         degraded = [r.reason for r in refined if r.degraded]
         meta = {
             "refined_pages": len(refined) - len(degraded),
             "degraded_pages": len(degraded),
             "tokens_in": sum(r.tokens_in for r in refined),
             "tokens_out": sum(r.tokens_out for r in refined),
-            "seconds": round(time.monotonic() - started, 3),  # LLM wait: the worker moves it to the commit log
+            "seconds": round(clock.take(), 3),  # LLM wait: the worker moves it to the commit log
         }
         if degraded:
             meta["degraded"] = f"{len(degraded)} of {len(refined)} pages kept their extracted text ({degraded[0]})"

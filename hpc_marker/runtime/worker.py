@@ -31,7 +31,7 @@ class Converted:
     degraded: str | None = None  # why the LLM refinement was degraded, if it was
     llm_failover: str | None = None  # which of its LLM requests moved to another replica, if any did
     flags: dict = field(default_factory=dict)  # the manifest's text-layer fields: the empty and the garbled pages
-    llm_seconds: float = 0.0  # how long the worker waited on the LLM service for it (the engine's refinement)
+    llm_seconds: float = 0.0  # how long the worker waited on the LLM service for it (the engine's LLM calls)
 
 
 class OutputUnwritable(EngineError):
@@ -112,6 +112,8 @@ def convert_to_staging(
     doc = _ENGINE.convert(Path(pdf_path), pages, ocr=ocr)
     degraded, failover = llm_marks(doc.metadata, before, _llm_counts())
     waited = float((doc.metadata.get("llm") or {}).pop("seconds", 0.0))  # a clock, not part of the output's metadata
+    if doc.metadata.get("llm") == {}:  # the marker engine's: its LLM wait alone
+        del doc.metadata["llm"]
     stat = Path(pdf_path).stat()
     doc.metadata["hpcmarker_source"] = {
         "size": stat.st_size,

@@ -515,7 +515,7 @@ def test_run_llm_service_becomes_markers_ollama_service(marker_pkg):
     options = EngineOptions(llm=LlmAccess(endpoint, task="2.4242"))
     cli = engine_mod.cli_options(options, range(0, 2))
     parser = ConfigParser(cli)
-    assert parser.get_llm_service() == "marker.services.ollama.OllamaService"
+    assert parser.get_llm_service() == "hpc_marker.engines.markerservices.TimedOllamaService"  # marker's, timed
     config = engine_mod.build_marker_config(options, range(0, 2))
     assert config["use_llm"] is True
     assert config["ollama_base_url"] == "http://node7:40123/s3cr3t/task/2.4242"
@@ -558,7 +558,7 @@ def test_run_vllm_service_becomes_markers_openai_service_and_reaches_the_front(m
         options = EngineOptions(llm=llm)
         assert (
             ConfigParser(engine_mod.cli_options(options, range(2))).get_llm_service()
-            == "marker.services.openai.OpenAIService"
+            == "hpc_marker.engines.markerservices.TimedOpenAIService"  # marker's own class, timed
         )
         config = engine_mod.build_marker_config(options, range(2))
         assert config["use_llm"] is True and config["openai_model"] == model and config["openai_api_key"] == secret

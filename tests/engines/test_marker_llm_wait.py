@@ -1,0 +1,144 @@
+"""The marker engine's LLM wait at marker-pdf's real boundary (marker 1.10.x and 2.0.x, no weights): marker's own
+LLM service classes, resolved by marker's converter from the class path the engine configures, time each call
+(engines/markerservices.py); the document's wait is the union of its calls, as the worker hands it to the commit
+log. The LLM is a local HTTP server that answers each request after DELAY seconds."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+from test_marker_engine import _NoModels, build_text_document, make_pdf
+
+from hpc_marker.engines import marker as engine_mod
+from hpc_marker.engines.base import EngineOptions
+from hpc_marker.llm.client import Endpoint, LlmAccess
+from hpc_marker.runtime import worker
+
+DELAY, GAP = 0.6, 1.5  # each answer's delay; the pause between the burst of calls and the last one
+
+
+class _SlowLlm(BaseHTTPRequestHandler):
+    """Ollama's /api/generate or an OpenAI chat completion, after DELAY; records each request (path, body)."""
+
+    seen: ClassVar[list] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _SlowLlm.seen.append((self.path, body))
+        time.sleep(DELAY)
+        text = json.dumps({"corrected_markdown": "x"})
+        if self.path.endswith("/api/generate"):
+            out = {"response": text, "prompt_eval_count": 1, "eval_count": 1}
+        else:
+            out = {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        data = json.dumps(out).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def slow_llm():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowLlm)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _SlowLlm.seen.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _engine(url: str, server: str, monkeypatch):
+    """A MarkerEngine whose converter is marker's own PdfConverter, built as the engine builds it (its LLM service
+    from the class path marker's ConfigParser gives), but without models (no weights here)."""
+    import marker.converters
+    from marker.config.parser import ConfigParser
+    from marker.converters.pdf import PdfConverter
+
+    monkeypatch.setattr(marker.converters, "download_font", lambda: None)
+    endpoint = Endpoint(url=url, model="m", secret="s3cr3t", server=server)
+    options = EngineOptions(llm=LlmAccess(endpoint, task="1.7", max_retries=0))
+    engine = object.__new__(engine_mod.MarkerEngine)
+    engine.options = options
+    engine.converter = PdfConverter(
+        artifact_dict=_NoModels(),
+        config=engine_mod.build_marker_config(options),
+        processor_list=None,
+        llm_service=ConfigParser(engine_mod.cli_options(options)).get_llm_service(),
+    )
+    return engine
+
+
+@pytest.mark.marker
+@pytest.mark.parametrize("server", ["ollama", "vllm"])
+def test_markers_llm_calls_are_the_documents_llm_wait(slow_llm, server, monkeypatch, tmp_path):
+    """Three calls at once (as marker's LLM processors make them from their thread pool), a pause, one more: the
+    document's LLM wait is two answers' time (the union), not four (the sum), and not the pause; it reaches the
+    worker's result (the commit log's llm_s) and leaves the output's metadata. The requests are marker's own."""
+    from marker.processors.llm.llm_table import LLMTableProcessor
+    from marker.services.ollama import OllamaService
+    from marker.services.openai import OpenAIService
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        corrected_markdown: str
+
+    engine = _engine(slow_llm, server, monkeypatch)
+    service = engine.converter.llm_service
+    own = {"ollama": OllamaService, "vllm": OpenAIService}[server]
+    assert isinstance(service, own) and type(service) is not own  # marker's class, with the clock
+    assert LLMTableProcessor(service, engine.converter.config).llm_service is service
+    assert own(engine.converter.config)("Fix.", None, None, Answer) == {"corrected_markdown": "x"}
+
+    def build_document(filepath):  # marker's document, and its LLM processors' calls
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            answers = list(pool.map(lambda _: service("Fix.", None, None, Answer), range(3)))
+        time.sleep(GAP)
+        answers.append(service("Fix.", None, None, Answer))
+        assert answers == [{"corrected_markdown": "x"}] * 4
+        return build_text_document(filepath, engine.converter.config)
+
+    service("Fix.", None, None, Answer)  # a call before the document (a failed one's): not its wait
+    monkeypatch.setattr(engine.converter, "build_document", build_document)
+    monkeypatch.setattr(worker, "_ENGINE", engine)
+    monkeypatch.setattr(worker, "_ENGINE_SPEC", ("marker", {"output_settings": None}))
+    pdf = make_pdf(tmp_path / "doc.pdf", pages=2)
+    result = worker.convert_to_staging(str(pdf), 0, 2, str(tmp_path / "staging"), "doc.md", "doc")
+    assert 2 * DELAY <= result.llm_seconds < 2 * DELAY + 1.1, result.llm_seconds  # summed: 4 x; the pause: + 1.5
+    bodies = [body for _path, body in _SlowLlm.seen]
+    assert len(bodies) == 6 and all(body == bodies[0] for body in bodies)  # the same request as marker's own class
+    staged = next((tmp_path / "staging").rglob("*.json"))
+    assert "llm" not in json.loads(staged.read_text()) and "Page 1 hello marker" in result_text(tmp_path)
+
+
+def result_text(tmp_path) -> str:
+    return "".join(path.read_text() for path in (tmp_path / "staging").rglob("*.md"))
+
+
+@pytest.mark.marker
+def test_the_timed_services_check_their_settings_like_markers():
+    """marker checks a service's required settings by its class's own annotations: the timed OpenAIService
+    refuses a missing API key as marker's own does."""
+    from marker.services.openai import OpenAIService
+
+    from hpc_marker.engines.markerservices import TimedOpenAIService
+
+    for cls in (OpenAIService, TimedOpenAIService):
+        with pytest.raises(AssertionError, match="openai_api_key"):
+            cls({"openai_base_url": "http://127.0.0.1:9/v1"})
