@@ -14,7 +14,7 @@ import pytest
 from hpc_marker.engines import engine_uses_gpu
 from hpc_marker.engines.base import EngineOptions
 from hpc_marker.engines.benchmark import NULL_VARIABLE, SECONDS_PER_PAGE_VARIABLE, WORKLOAD_VARIABLE, BenchmarkEngine
-from hpc_marker.executors.local import Machine, fit_machine
+from hpc_marker.executors.machine import Machine, fit_machine
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
