@@ -247,6 +247,8 @@ def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     tables = [schema.empty_table().select(kept)]
     full, older = len(schema), len(schema) - 1  # lines from before the llm_s column: one field fewer (_read_log)
     for name in names:
+        if not os.path.getsize(Path(folder) / name):  # a task that committed nothing (Arrow: "Empty CSV file")
+            continue
         skipped: list[int] = []
         tables += read(Path(folder) / name, full, skipped)
         if older in skipped:  # an older log, or one written by both

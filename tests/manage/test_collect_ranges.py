@@ -99,6 +99,7 @@ def test_failed_commits_give_the_outlook_every_line_gives(tmp_path):
         "task-reopened.log": [f"e\t{REOPENED}\t1\t1\t9.0\t9.0\t"],
         "task-2.log": ["e\tfailed\t1\t1\t10.0\t11.0\t", "b\tfailed\t2\t0\t12.0\t13.0\t", "f\tok\t1"],  # torn: skipped
     }
+    (tmp_path / "task-3.log").write_bytes(b"")  # a task that committed nothing
     for name, rows in lines.items():
         (tmp_path / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
     every = read_commits(tmp_path)
