@@ -145,6 +145,14 @@ def make_run(pdfs: Path, out: Path, *, register: bool = True, **request):
     return prepared
 
 
+ROUNDED_HOURS = 0.5e-4  # status's GPU-hour figures are each rounded to 4 decimals (manage/accounting.run_totals)
+
+
+def rounding_of(parts: dict) -> float:
+    """How far the rounded GPU-time parts may sum from the rounded total: half a unit of the 4th decimal each."""
+    return ROUNDED_HOURS * (len(parts) + 1)
+
+
 WAIT_POLL_S = 0.5  # status is cheap next to a run (sacct, squeue, the commit logs); a run is seen done sooner
 
 

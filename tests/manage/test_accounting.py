@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
-from runkit import invoke, run_local
+from runkit import invoke, rounding_of, run_local
 
 from hpc_marker.manage.accounting import (
     COMPONENTS,
@@ -222,7 +222,7 @@ def test_every_job_of_a_task_counts_and_status_asks_sacct_once(tmp_path, monkeyp
     rows = [(row["task"], row["job_id"], row["elapsed"], row["gpus"]) for row in first["gpu_tasks"]]
     assert rows == [(0, "5_0", 100, 1), (0, "9_0", 60, 1), (1, "5_1", 100, 1), (1, "9_1", 30, 1), (1, "9_1", 60, 2)]
     assert first["gpu_hours"] == pytest.approx((100 + 60 + 100 + 30 + 120) / 3600, abs=1e-4)
-    assert sum(first["gpu_time"].values()) == pytest.approx(first["gpu_hours"], abs=1e-4)
+    assert sum(first["gpu_time"].values()) == pytest.approx(first["gpu_hours"], abs=rounding_of(first["gpu_time"]))
     requeued = next(row for row in first["gpu_tasks"] if row["job_id"] == "9_1")
     assert (requeued["startup"], requeued["converting"], requeued["draining"], requeued["idle"]) == (5, 10, 15, 0)
     again = json.loads(invoke("status", paths.root, "--json").output)
