@@ -140,7 +140,7 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
             result = _run_task(paths, record, task_index, stops)
         except TaskStopped as stop:
             if stop.preemption is not None:
-                grace = "killed at the end of its grace before its items in flight finished"
+                grace = "killed at the end of its grace before it had drained"
                 stops.stop(PREEMPTED, f"{preemption_reason(stop.preemption)}; {grace}")
             else:
                 stops.stop(CANCELLED, f"cancelled (stopped by {stop})")
@@ -200,15 +200,18 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, stops: StopRe
     stops.llm_wait = options["llm"].waited_s if options.get("llm") else 0.0  # GPU time spent on it: accounting
     loop = TaskLoop(paths, record, setup, board, scheduler, phase, options)
     try:
-        start_servers(record, paths, setup, helpers)  # before any worker is spawned
-        loop.run()
+        try:
+            start_servers(record, paths, setup, helpers)  # before any worker is spawned
+            loop.run()
+        except TaskStopped as stop:
+            loop.stop(str(stop))
+            raise
+        finally:
+            loop.close(helpers)  # a kill may come while the workers are ended, too
     except TaskStopped as stop:
-        loop.stop(str(stop))
-        if phase.cause == TIME_LIMIT:  # still draining on a USR2: a preemption's grace may have ended
+        if phase.cause == TIME_LIMIT:  # killed after a USR2: a preemption's grace may have ended
             stop.preemption = usr2_preemption(start, record.time_limit)
         raise
-    finally:
-        loop.close(helpers)
     if loop.pool.replaced:
         logger.info("%s replaced (timed out, died or ran out of memory)", plural(loop.pool.replaced, "worker"))
     counts = loop.finisher.counts

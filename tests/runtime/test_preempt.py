@@ -196,15 +196,36 @@ def test_a_preempted_task_killed_while_it_drains_still_says_it_was_preempted(
     now = time.time()
     monkeypatch.setenv("SLURM_JOB_ID", "2328")
     monkeypatch.setattr(preempt, "preemption", lambda job: Preemption(now, now + 1, True))
-
-    def grace_too_short() -> None:
-        time.sleep(4)  # working on its first item by now
-        os.kill(os.getpid(), signal.SIGUSR2)
-        time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=grace_too_short, daemon=True).start()
+    # 1 s into its second item: USR2, then the kill 0.3 s later, long before that item ends
+    _signal_once_committed(paths, (signal.SIGUSR2, 1.0), (signal.SIGTERM, 0.3))
     with pytest.raises(SystemExit):
         run_task(str(paths.root), 0)
     stop = read_stops(paths.progress)[0]
-    assert stop.cause == "preempted" and stop.detail.endswith("before its items in flight finished"), stop
+    assert stop.cause == "preempted" and stop.detail.endswith("before it had drained"), stop
+
+
+@pytest.mark.slow
+def test_a_kill_while_the_drained_task_ends_its_workers_is_still_a_preemption(
+    sample_pdfs, tmp_path, monkeypatch, signals
+):
+    """The kill at the end of the grace can land while the drained task ends its workers (CI saw it): the stop
+    record must still say `preempted`, not `cancelled`."""
+    from hpc_marker.runtime import taskloop
+
+    paths = _benchmark_run(sample_pdfs, tmp_path, monkeypatch, preemptible=True)
+    now = time.time()
+    monkeypatch.setenv("SLURM_JOB_ID", "2328")
+    monkeypatch.setattr(preempt, "preemption", lambda job: Preemption(now, now + 1, True))
+    closing = taskloop.TaskLoop.close
+
+    def killed_while_closing(self, helpers):
+        os.kill(os.getpid(), signal.SIGTERM)  # Slurm's kill, as the workers are being ended
+        closing(self, helpers)
+
+    monkeypatch.setattr(taskloop.TaskLoop, "close", killed_while_closing)
+    _signal_once_committed(paths, (signal.SIGUSR2, 0))
+    with pytest.raises(SystemExit):
+        run_task(str(paths.root), 0)
+    stop = read_stops(paths.progress)[0]
+    assert stop.cause == "preempted" and stop.detail.endswith("before it had drained"), stop
+    assert _nothing_held(paths)
