@@ -8,6 +8,10 @@
 #                                   which mostly wait on the scheduler, beside all the others (on pytest-xdist
 #                                   workers, as --fast); each has its own log and
 #                                   temporary folder, printed when it ends; fails when either does (CI uses it).
+#                                   Where HPCMARKER_SLURM_CONFS lists several test clusters' slurm.conf (colon-
+#                                   separated; scripts/slurm-test-cluster.sh with HPCMARKER_SLURM_INSTANCE=2 ...),
+#                                   the Slurm tests run on one xdist worker per cluster, a test file at a time
+#                                   (tests/conftest.py points each worker at its own cluster).
 #   bash scripts/test.sh --fast     the fast tier: -m "not slow and not slurm" (a later -m of yours wins), on
 #                                   pytest-xdist workers (as many as cores, at most 4; -n 0 of yours: one process).
 #                                   It never reaches a Slurm cluster (SLURM_CONF is not set for it) unless
@@ -74,7 +78,14 @@ if [ "$split" = 1 ]; then
   pytest_with_sigint=(.venv/bin/python -c 'import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.execv(sys.executable, [sys.executable, "-m", "pytest", *sys.argv[1:]])')
-  "${pytest_with_sigint[@]}" -m slurm --basetemp="$logs/tmp-slurm" ${args[@]+"${args[@]}"} >"$logs/slurm.log" 2>&1 &
+  clusters=()
+  IFS=: read -r -a clusters <<<"${HPCMARKER_SLURM_CONFS:-}"
+  per_cluster=()
+  if [ "${#clusters[@]}" -gt 1 ] && [ ${#parallel[@]} -gt 0 ]; then
+    per_cluster=(-n "${#clusters[@]}" --dist loadfile)
+  fi
+  "${pytest_with_sigint[@]}" -m slurm ${per_cluster[@]+"${per_cluster[@]}"} --basetemp="$logs/tmp-slurm" \
+    ${args[@]+"${args[@]}"} >"$logs/slurm.log" 2>&1 &
   slurm_pid=$!
   "${pytest_with_sigint[@]}" -m "not slurm" ${parallel[@]+"${parallel[@]}"} --basetemp="$logs/tmp-rest" \
     ${args[@]+"${args[@]}"} >"$logs/rest.log" 2>&1 &

@@ -17,6 +17,10 @@ so a CI machine that lost its cluster fails rather than passes with everything s
 `-m "not slow and not slurm"`; the gate probes only the parts of the tests that are selected, so it does not
 reach a Slurm cluster (tests/test_gate.py).
 
+Several test clusters (scripts/slurm-test-cluster.sh, HPCMARKER_SLURM_INSTANCE): where HPCMARKER_SLURM_CONFS lists
+their slurm.conf files (colon-separated), pytest-xdist worker gwN points SLURM_CONF at the Nth (modulo their count),
+so the Slurm tests of two workers never share a cluster (`scripts/test.sh --split` runs them so).
+
 Helpers for driving runs are in runkit.py, the inputs in inputs.py; import them from there.
 """
 
@@ -35,6 +39,7 @@ import pytest
 from inputs import CORPUS, EXAMPLES, make_bad_pdfs  # noqa: F401 - tests/report/test_report.py imports the last two from here
 
 REQUIRE_ENV = "HPCMARKER_REQUIRE"
+CONFS_ENV = "HPCMARKER_SLURM_CONFS"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
 
@@ -140,8 +145,18 @@ _REQUIRED = pytest.StashKey[frozenset]()  # on the config: the parts HPCMARKER_R
 _FAILS = pytest.StashKey[str]()  # on a test: why it fails (a required part is missing)
 
 
+def cluster_of_worker(confs: str | None, worker: str | None) -> str | None:
+    """The slurm.conf an xdist worker (`gw3`) uses among `confs` (HPCMARKER_SLURM_CONFS); None: SLURM_CONF as it is."""
+    listed = [conf for conf in (confs or "").split(":") if conf]
+    if not listed or not worker or not worker.startswith("gw"):
+        return None
+    return listed[int(worker[2:]) % len(listed)]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_REQUIRED] = required_parts(os.environ.get(REQUIRE_ENV))  # a typo stops the run here
+    if conf := cluster_of_worker(os.environ.get(CONFS_ENV), os.environ.get("PYTEST_XDIST_WORKER")):
+        os.environ["SLURM_CONF"] = conf  # before any test (or the gate's probe) asks Slurm anything
 
 
 def pytest_report_header(config: pytest.Config) -> str:

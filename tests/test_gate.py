@@ -136,3 +136,16 @@ def test_the_switch_names_parts_or_all():
     assert {line.split(":")[0] for line in ini["markers"]} == {*PARTS, "slow"}  # each registered (--strict-markers)
     with pytest.raises(pytest.UsageError, match="HPCMARKER_REQUIRE=slurm,chrome: no part named chrome; parts: slurm,"):
         required_parts("slurm,chrome")
+
+
+def test_each_xdist_worker_takes_a_cluster_of_its_own():
+    from conftest import cluster_of_worker
+
+    confs = "/c/one/slurm.conf:/c/two/slurm.conf"
+    assert [cluster_of_worker(confs, w) for w in ("gw0", "gw1", "gw2")] == [
+        "/c/one/slurm.conf",
+        "/c/two/slurm.conf",
+        "/c/one/slurm.conf",
+    ]
+    assert cluster_of_worker(confs, None) is None  # not under xdist: SLURM_CONF as it is
+    assert cluster_of_worker("", "gw0") is None

@@ -90,3 +90,37 @@ def test_the_cluster_is_there_when_slurm_is_asked_for_and_for_everything(tmp_pat
     assert tier(tmp_path, "--fast", "-m", "slurm") == {"slurm": conf}
     assert tier(tmp_path, "--fast", require=" browser, slurm") == {"fast": conf}
     assert tier(tmp_path) == {"fast": conf, "slow": conf, "slurm": conf}
+
+
+SLURM_FILE = """
+import os
+import pathlib
+import time
+
+import pytest
+
+
+@pytest.mark.slurm
+def test_needs_slurm():
+    time.sleep(2)  # both workers are started by now: each file goes to one of them
+    pathlib.Path(os.environ["TIERS_SEEN"], pathlib.Path(__file__).stem).write_text(os.environ["PYTEST_XDIST_WORKER"])
+"""
+
+
+@pytest.mark.slow
+def test_split_runs_the_slurm_test_files_on_one_worker_per_cluster(tmp_path):
+    """With two test clusters in HPCMARKER_SLURM_CONFS, `--split` runs the Slurm tests on two xdist workers, a file
+    at a time: the two files, two workers (conftest.cluster_of_worker gives each worker its cluster: test_gate.py)."""
+    pytest.importorskip("xdist")
+    confs = [str(tmp_path / name / "slurm.conf") for name in ("one", "two")]
+    for name in ("a", "b"):
+        (tmp_path / f"test_{name}.py").write_text(SLURM_FILE)
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("SLURM_CONF", "HPCMARKER_REQUIRE")}
+    env.update(HPCMARKER_SLURM_CONFS=":".join(confs), TIERS_SEEN=str(seen), HPCMARKER_SLURM_DIR=str(tmp_path))
+    argv = ["bash", str(ROOT / "scripts" / "test.sh"), "--split", "-p", "no:cacheprovider"]
+    argv += ["-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path), str(tmp_path)]
+    done = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(path.read_text() for path in seen.iterdir()) == ["gw0", "gw1"], done.stdout
