@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hpc_marker.admin import doctor, prefetch
@@ -123,21 +124,19 @@ def config() -> None:
 
 @config.command("show")
 def show_config() -> None:
-    """The effective submit, retry and export defaults and profiles, and where each value comes from."""
-    from hpc_marker.config import load_config
+    """Every section's effective values ([submit], [job], [retry], [export], [quality], [ocr]), the profiles and
+    the template path, and where each value comes from: a config layer's file or an HPCMARKER_* variable."""
+    from hpc_marker.config import SHOWN, load_config, packaged_file, site_file, user_file
 
     cfg = load_config()
     console = Console()
-    for command in ("submit", "retry", "export"):
-        table = Table("setting", "value", "from", title=f"{command} defaults", title_justify="left")
-        for key, value in sorted(cfg.merged(command).items()):
-            env = f"HPCMARKER_{command.upper()}_{key.upper()}"
-            if env in os.environ:
-                table.add_row(key, os.environ[env], f"environment ({env})")
-            else:
-                table.add_row(key, repr(value), cfg.source(command, key) or "-")
+    for section in SHOWN:
+        table = Table("setting", "value", "from", title=escape(f"[{section}]"), title_justify="left")
+        for setting in cfg.settings(section):
+            shown = setting.value if setting.source.startswith("environment") else repr(setting.value)
+            table.add_row(setting.key, shown, setting.source)
         console.print(table)
-    profiles = Table("profile", "settings", "from", title="profiles", title_justify="left")
+    profiles = Table("profile", "settings", "from", title=escape("[profiles]"), title_justify="left")
     for name, profile in sorted(cfg.profiles.items()):
         profiles.add_row(
             name, ", ".join(f"{k}={v!r}" for k, v in sorted(profile.items())), cfg.source("profiles", name) or "-"
@@ -148,7 +147,13 @@ def show_config() -> None:
         if cfg.template_path
         else "template search path: packaged templates only"
     )
-    console.print("layers read: " + ", ".join(f"{layer.name} {layer.path}" for layer in cfg.layers))
+    read = {layer.name for layer in cfg.layers}
+    looked = (("packaged", packaged_file()), ("site", site_file()), ("user", user_file()))
+    console.print(
+        "layers, lowest first: "
+        + ", ".join(f"{name} {path}" + ("" if name in read else " (none there)") for name, path in looked)
+        + escape("; then HPCMARKER_<COMMAND>_<OPTION> variables ([submit], [retry], [export]) and the command line")
+    )
 
 
 def _default_profile() -> str:

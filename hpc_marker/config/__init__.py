@@ -9,7 +9,7 @@ the output flags' thresholds (hpc_marker/quality), fixed in each run's record wh
 how `--force-ocr auto` decides and weighs (planning/textcheck.py).
 Profiles (`[profiles.NAME]`) describe partitions. Unknown keys are errors that name the valid ones.
 
-(this file)   the layers, their sections and keys, profiles
+(this file)   the layers, their sections and keys, profiles; each value's source (`Config.settings`: `config show`)
 options.py    the option schema: each submit (resume, retry) option once; the [submit] keys come from it
 types.py      the options' click types: parsing and bounds, shared by the command line and library callers
 defaults.toml the packaged defaults: the one source of every default
@@ -89,6 +89,28 @@ SECTIONS = {
 }
 
 
+OPTION_SECTIONS = ("submit", "retry", "export")  # sections whose keys are that command's option defaults
+SHOWN = ("submit", "job", "retry", "export", "quality", "ocr")  # `config show`'s tables, in this order
+
+
+def environment_variable(section: str, key: str) -> str | None:
+    """The HPCMARKER_<COMMAND>_<OPTION> variable that overrides `key` of `section` (click's auto_envvar_prefix,
+    by the option's parameter name), or None: only the option sections' keys have one. Pure."""
+    if section not in OPTION_SECTIONS:
+        return None
+    name = PARAMETER_NAMES.get(key, key) if section == "submit" else key
+    return f"HPCMARKER_{section.upper()}_{name.upper()}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One effective value of a section and where it comes from (a layer and its file, or a variable)."""
+
+    key: str
+    value: Any
+    source: str
+
+
 class ConfigError(UserError):
     """A config file is unreadable or has unknown keys; the message names the file."""
 
@@ -117,6 +139,19 @@ class Config:
             if key in layer.data.get(section, {}):
                 found = f"{layer.name} ({layer.path})"
         return found
+
+    def settings(self, section: str, environ: dict[str, str] | None = None) -> list[Setting]:
+        """`section`'s effective values, by key, each with its source: the highest layer that sets it, or its
+        HPCMARKER_<COMMAND>_<OPTION> variable where that is set (the variable's text, as click reads it)."""
+        environ = dict(os.environ) if environ is None else environ
+        found = {
+            key: Setting(key, value, self.source(section, key) or "-") for key, value in self.merged(section).items()
+        }
+        for key in SECTIONS[section] or ():
+            variable = environment_variable(section, key)
+            if variable and variable in environ:
+                found[key] = Setting(key, environ[variable], f"environment ({variable})")
+        return [found[key] for key in sorted(found)]
 
     @property
     def profiles(self) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@
 
   base.py         the engine contract: EngineOptions in, one ConvertedDocument out; the engine errors
   marker.py       the `marker` engine: marker-pdf's Python API in-process (marker 1.10.x and 2.0.x)
+  markeroptions.py  marker's CLI options and LLM service settings from EngineOptions (pure; no marker import)
   text.py         the `text` engine: the PDF's own text layer through pdftext; no models, no GPU
   benchmark.py    the `benchmark` engine: the text engine's output at a fixed cost per page
   llmtiming.py    a document's LLM wait: the union of its LLM calls' intervals (both engines' clock)

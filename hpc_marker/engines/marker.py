@@ -1,10 +1,10 @@
 """The `marker` engine: marker-pdf's Python API in-process, for marker 1.10.x and 2.0.x.
 
 Owns: mapping EngineOptions onto marker's own config (through marker's ConfigParser, the
-way `marker_single` does), validating every key against the installed marker's config
-keys, the offline-cache preflight (`missing_cache_pieces`), loading models once per
-worker and turning one rendered document into a ConvertedDocument. marker is imported
-lazily, so hpc_marker imports without it. Version notes: docs/marker-versions.md.
+way `marker_single` does, from the options markeroptions.py builds), validating every key
+against the installed marker's config keys, the offline-cache preflight (`missing_cache_pieces`),
+loading models once per worker and turning one rendered document into a ConvertedDocument.
+marker is imported lazily, so hpc_marker imports without it. Version notes: docs/marker-versions.md.
 """
 
 from __future__ import annotations
@@ -30,25 +30,12 @@ from hpc_marker.engines.base import (
 from hpc_marker.engines.cachepieces import describe_missing, is_cache_piece
 from hpc_marker.engines.formats import check_output_format, page_texts
 from hpc_marker.engines.llmtiming import service_clock
+from hpc_marker.engines.markeroptions import RESERVED, cli_options, llm_settings, page_range_string
 from hpc_marker.engines.textlayer import check_pages
 from hpc_marker.util.text import one_line
 
 INSTALL_HINT = "engine 'marker' needs marker-pdf: pip install \"hpc-marker[marker]\""
 SUPPORTED = ((1, 10), (2, 0))  # (major, minor) series this module was written against
-# Keys hpcmarker sets itself (from EngineOptions or per work item) or that write files.
-RESERVED = {
-    "output_format": "use the output_format option (--output-format)",
-    "disable_image_extraction": "use the images option (--images/--no-images)",
-    "page_range": "hpcmarker sets it per work item",
-    "paginate_output": "use the paginate option",
-    "force_ocr": "use the force_ocr option",
-    "output_dir": "engines never write files",
-    "config_json": "pass the settings themselves",
-    "debug": "engines never write files",
-}
-# marker's own service class for each LLM server of a run (--llm-server), with a clock (markerservices.py)
-_TIMED = "hpc_marker.engines.markerservices.Timed"
-LLM_SERVICES = {"ollama": _TIMED + "OllamaService", "vllm": _TIMED + "OpenAIService"}
 
 
 def marker_version() -> str | None:
@@ -118,56 +105,6 @@ def _validate(options: EngineOptions, version: str) -> None:
             raise EngineUnavailable(
                 f"marker setting {key!r}={value!r} is not valid for marker-pdf {version}; valid: {', '.join(choices)}"
             )
-
-
-def page_range_string(pages: range) -> str:
-    """Our 0-based `range` in marker's `--page_range` syntax ("0,5-10,20"; 0-based, ends inclusive)."""
-    if len(pages) == 0:
-        raise EngineError("empty page range")
-    if pages.step == 1:
-        return str(pages[0]) if len(pages) == 1 else f"{pages[0]}-{pages[-1]}"
-    return ",".join(str(i) for i in pages)
-
-
-def cli_options(options: EngineOptions, pages: range | None = None) -> dict[str, Any]:
-    """The kwargs marker's click CLI would hand to ConfigParser for these options."""
-    cli: dict[str, Any] = {
-        "output_format": options.output_format,
-        "paginate_output": options.paginate,
-        "force_ocr": options.force_ocr,
-        "disable_image_extraction": not options.images,
-    }
-    if pages is not None:
-        cli["page_range"] = page_range_string(pages)
-    if options.llm:  # the run's LLM service, through its authenticating front (or the task's relay)
-        cli["use_llm"] = True
-        cli["llm_service"] = LLM_SERVICES[options.llm.endpoint.server]
-    cli.update(options.extra_config)
-    return cli
-
-
-def llm_settings(options: EngineOptions) -> dict[str, Any]:
-    """marker's LLM service settings for the run's service: OllamaService (base URL with the secret and
-    the worker's task path) or OpenAIService for vLLM (base URL with the task path, the secret as the
-    API key); and the run's concurrency budget (llm/budget.py): max_concurrency, timeout, max_retries,
-    unless --marker-config sets them."""
-    if not options.llm:
-        return {}
-    llm = options.llm
-    endpoint = llm.endpoint
-    if endpoint.server == "vllm":
-        settings = {
-            "openai_base_url": endpoint.openai_base_url(llm.task),
-            "openai_model": endpoint.model,
-            "openai_api_key": endpoint.secret,
-        }
-    else:
-        settings = {"ollama_base_url": endpoint.base_url(llm.task), "ollama_model": endpoint.model}
-    budget = {"max_concurrency": llm.max_concurrency, "timeout": llm.timeout_s, "max_retries": llm.max_retries}
-    settings.update(
-        {key: int(value) for key, value in budget.items() if value is not None and key not in options.extra_config}
-    )
-    return settings
 
 
 def build_marker_config(options: EngineOptions, pages: range | None = None) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Each task is its own process. A run is fitted to this machine (`fit`): marker gets a GPU per task where
 there are GPUs (the caller's CUDA_VISIBLE_DEVICES, else those the driver lists), everything else runs on
 the CPU (CUDA_VISIBLE_DEVICES empty), each task pinned to its share of the cores, tasks × workers within
-them. The collector runs when the tasks are over. `submit` waits for the run, so one command gives
+them; a task `grow` adds takes a GPU no running task holds (refused in one line where none is free). The
+collector runs when the tasks are over. `submit` waits for the run, so one command gives
 Markdown; a Ctrl-C or a `cancel` at any moment ends every process of the run.
 """
 
@@ -34,7 +35,7 @@ from hpc_marker.executors.base import (
     live_job_ids,
     service_replicas,
 )
-from hpc_marker.executors.machine import fit_machine, pinned, this_machine
+from hpc_marker.executors.machine import Machine, fit_machine, gpus_for_grown, held_gpus, pinned, this_machine
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runtime.sizing import local_fit_note
@@ -104,6 +105,18 @@ def _sigint_held() -> Iterator[None]:
 
 def _local_pids(ids: list[str]) -> list[int]:
     return [int(jid) for jid in ids if jid.isdigit()]
+
+
+def _grown_machine(jobs: Path, record: RunRecord, tasks: int) -> Machine | None:
+    """This machine as `tasks` more tasks of `record`'s run may use it while its tasks run: the GPUs none of
+    them holds (None: none runs, nothing held). GrowRefused where the run's tasks use GPUs and too few are free."""
+    running = [pid for pid in _local_pids(record.jobs.get("convert", [])) if _running(pid, jobs)]
+    if not running:
+        return None
+    machine = gpus_for_grown(this_machine(), held_gpus(running), tasks, record.engine, record.mps or "off")
+    if isinstance(machine, str):
+        raise GrowRefused(f"run {record.run_id} cannot grow by {tasks} here: {machine}")
+    return machine
 
 
 def _jobs_folder(record: RunRecord) -> Path:
@@ -206,7 +219,9 @@ class LocalExecutor:
         """Nothing to ask: the scripts are not used here (each task is a process of this machine)."""
 
     def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
-        """Every task at once, one process each: --gpus already bounds them here (--max-running is Slurm's)."""
+        """Every task at once, one process each: --gpus already bounds them here (--max-running is Slurm's).
+        Tasks added while the run's tasks run (`grow`): GrowRefused where this machine has no free GPU for each."""
+        _grown_machine(_jobs_folder(record), record, len(tasks))
         note = (
             (
                 f"note: --max-running {record.max_running} applies to Slurm runs; here each of the {len(tasks)} "
@@ -284,8 +299,9 @@ class LocalExecutor:
         try:
             if not any(_running(pid, paths.jobs) for pid in _local_pids(record.jobs.get("convert", []))):
                 raise GrowRefused(f"run {record.run_id} is not running any more: none of its tasks is running")
+            machine = _grown_machine(paths.jobs, record, len(layout.tasks))  # again: a `grow` beside may have won
             ids: dict[str, list[str]] = {}
-            self._start(paths, record, layout, replace(jobs, service=None), ids, seen)
+            self._start(paths, record, layout, replace(jobs, service=None), ids, seen, machine)
         finally:
             _unlock(lock)
         return ids.get("convert", [])
@@ -298,10 +314,12 @@ class LocalExecutor:
         jobs: RunJobs,
         ids: dict[str, list[str]],
         seen: JobsSeen | None,
+        machine: Machine | None = None,
     ) -> list[submitit.Job]:
-        """Start the service (each replica) and the tasks of `layout`, each recorded as it starts; a Ctrl-C
-        meanwhile is held until all are started (then KeyboardInterrupt); a run cancelled meanwhile starts no more."""
-        machine = this_machine()
+        """Start the service (each replica) and the tasks of `layout` on `machine` (default: all of this one), each
+        recorded as it starts; a Ctrl-C meanwhile is held until all are started (then KeyboardInterrupt); a run
+        cancelled meanwhile starts no more."""
+        machine = machine or this_machine()
         fitted = fit_machine(len(layout.tasks), record.workers_per_gpu, record.engine, machine, record.mps)
         timeout_min = parse_time_limit(record.time_limit) or 60
         tasks: list[submitit.Job] = []

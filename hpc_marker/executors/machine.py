@@ -1,6 +1,7 @@
 """This machine, as a local run sees it: its cores (this process's affinity, or HPCMARKER_LOCAL_CORES) and GPUs
 (CUDA_VISIBLE_DEVICES, nvidia-smi, the driver), how many tasks fit it (runtime/sizing.fit_local), and each
-task's share of the cores. (From local.py, which starts the processes.)"""
+task's share of the cores, and the GPUs a running task holds (`held_gpus`: what a grown task may not take).
+(From local.py, which starts the processes.)"""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hpc_marker.engines import engine_uses_gpu
 from hpc_marker.runtime.sizing import LocalFit, fit_local, visible_gpus
 from hpc_marker.util.errors import UserError
+from hpc_marker.util.processes import process_environ
 
 CORES_ENV = "HPCMARKER_LOCAL_CORES"  # fit local runs as if this machine had N cores (tests: N tasks on 2 cores)
 GPU_QUERY_TIMEOUT_S = 30.0
@@ -91,3 +93,26 @@ def pinned(machine: Machine, fit: LocalFit, slot: int) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, previous)
+
+
+def held_gpus(pids: list[int]) -> set[int]:
+    """The GPUs these running task processes hold: the devices of the CUDA_VISIBLE_DEVICES each was started with
+    (submitit's local controller gets its task's GPU so; empty: the CPU)."""
+    held: set[int] = set()
+    for pid in pids:
+        held.update(int(x) for x in process_environ(pid).get("CUDA_VISIBLE_DEVICES", "").split(",") if x.isdigit())
+    return held
+
+
+def gpus_for_grown(machine: Machine, held: set[int], tasks: int, engine: str, mps: str) -> Machine | str:
+    """The machine as `tasks` grown tasks may use it: its GPUs that no running task holds (`held`); where the
+    run's tasks get GPUs (fit_local: GPU work, or --mps on) and fewer than `tasks` are free, why not (one line:
+    a local task never shares a GPU)."""
+    free = tuple(gpu for gpu in machine.gpus if gpu not in held)
+    if (engine_uses_gpu(engine) or mps == "on") and machine.gpus and len(free) < tasks:
+        listed = ",".join(map(str, free)) or "none"
+        return (
+            f"{len(free)} of this machine's GPUs ({','.join(map(str, machine.gpus))}) free for {tasks} new "
+            f"task{'s' if tasks != 1 else ''} (free: {listed}; a local task takes a GPU no running task holds)"
+        )
+    return replace(machine, gpus=free)

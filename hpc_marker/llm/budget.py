@@ -18,6 +18,12 @@ two vLLM replicas that run 256 each, which then idle.
                                                  so a client never gives up on a request that is
                                                  only queued; the front answers 504 for a stuck one
     retries       = 1                            a timeout under the budget means something broke
+
+Tasks `hpcmarker grow` adds (grown_budget): the plan's tasks that started before the growth keep their share
+until they end (marker's workers are built with it), so a grown task's workers take what those leave of
+FILL x capacity, at least 1 each (the same rounding as above: in flight stays below FILL x capacity + all
+clients); its timeout counts every request in flight. A task of the plan that starts after the growth
+counts the round's grown tasks among the clients (a smaller share).
 """
 
 from __future__ import annotations
@@ -43,14 +49,16 @@ class Budget:
     max_concurrency: int  # requests in flight per worker: marker's max_concurrency, the text engine's pages
     timeout_s: int  # client-side, per request (marker's `timeout`)
     max_retries: int  # marker's `max_retries`
+    others_in_flight: int = 0  # a grown task's: what the other tasks may hold beside its own workers' requests
 
     @property
     def in_flight(self) -> int:
-        return self.clients * self.max_concurrency
+        return self.others_in_flight + self.clients * self.max_concurrency
 
     def describe(self) -> str:
+        others = f"{self.others_in_flight} of the other tasks + " if self.others_in_flight else ""
         return (
-            f"{self.clients} workers x {self.max_concurrency} requests in flight = {self.in_flight} for "
+            f"{others}{self.clients} workers x {self.max_concurrency} requests in flight = {self.in_flight} for "
             f"{self.capacity} server slots; client timeout {self.timeout_s}s, {self.max_retries} retry"
         )
 
@@ -66,15 +74,53 @@ def plan_budget(
     request_timeout_s: float,
     per_worker: int | None = None,
     max_running: int | None = None,
+    grown: int = 0,
 ) -> Budget:
-    """The budget of a run (`per_worker`: the user's own max_concurrency, kept as given; `max_running`:
-    at most this many of its tasks run at once). Pure."""
+    """The budget of a task of the plan (`per_worker`: the user's own max_concurrency, kept as given;
+    `max_running`: at most this many of its tasks run at once; `grown`: tasks `grow` added to the round
+    before this task started, each with as many workers). Pure."""
     capacity = max(1, parallel) * max(1, replicas)
-    clients = max(1, min(tasks, max_running or tasks)) * max(1, workers)
+    clients = (max(1, min(tasks, max_running or tasks)) + max(0, grown)) * max(1, workers)
     if per_worker is None:
         per_worker = min(MAX_PER_WORKER, max(1, math.ceil(FILL * capacity / clients)))
-    rounds = math.ceil(clients * per_worker / capacity)
-    timeout = math.ceil((rounds + 1) * request_timeout_s)
     return Budget(
-        capacity=capacity, clients=clients, max_concurrency=per_worker, timeout_s=timeout, max_retries=RETRIES
+        capacity=capacity,
+        clients=clients,
+        max_concurrency=per_worker,
+        timeout_s=_timeout(clients * per_worker, capacity, request_timeout_s),
+        max_retries=RETRIES,
     )
+
+
+def grown_budget(
+    parallel: int,
+    replicas: int,
+    tasks: int,
+    grown: int,
+    workers: int,
+    request_timeout_s: float,
+    per_worker: int | None = None,
+    max_running: int | None = None,
+) -> Budget:
+    """The budget of a task `grow` added (`grown`: the grown tasks, this one included): the plan's `tasks` may
+    hold the share they took without the grown ones until they end; this task's workers share what that
+    leaves of FILL x capacity among the grown tasks' workers, at least 1 each. Pure."""
+    plan = plan_budget(parallel, replicas, tasks, workers, request_timeout_s, per_worker, max_running)
+    clients = max(1, workers)
+    if per_worker is None:
+        left = FILL * plan.capacity - plan.in_flight
+        per_worker = min(MAX_PER_WORKER, max(1, math.floor(left / (max(1, grown) * clients))))
+    others = plan.in_flight + (max(1, grown) - 1) * clients * per_worker  # the other grown tasks: alike
+    return Budget(
+        capacity=plan.capacity,
+        clients=clients,
+        max_concurrency=per_worker,
+        timeout_s=_timeout(others + clients * per_worker, plan.capacity, request_timeout_s),
+        max_retries=RETRIES,
+        others_in_flight=others,
+    )
+
+
+def _timeout(in_flight: int, capacity: int, request_timeout_s: float) -> int:
+    """A request's client timeout: the turns it may wait at a front with `in_flight` requests, then its own."""
+    return math.ceil((math.ceil(in_flight / capacity) + 1) * request_timeout_s)

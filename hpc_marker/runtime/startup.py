@@ -3,7 +3,8 @@
 `TaskSetup.for_task`: the task's share of the plan (none for a task `hpcmarker grow` added), its CPUs, workers
 and threads (sizing.py, threads.py), the workers' engine options and the context each of its records carries.
 `prepare`: the engine can run on this node and the LLM service (if the run has one) answers; the workers'
-options gain its settings (and the task's relay, with several replicas). `start_servers`: after the task's
+options gain its settings (and the task's relay, with several replicas) and the task's share of the LLM budget
+(`task_budget`: a grown task's counts the tasks that exist as it starts). `start_servers`: after the task's
 start-up jitter (`jitter_delay`: a delay below --start-jitter, fixed per task, so that many tasks starting at once
 do not load their weights in the same second), the task's MPS daemon and marker 2.x's inference server, before any
 worker is spawned. `CannotStart` says why a task cannot convert anything here.
@@ -32,6 +33,7 @@ from hpc_marker.engines import (
 from hpc_marker.planning.plan import TaskPlan
 from hpc_marker.planning.store import ShareSummary, load_share, load_summary
 from hpc_marker.runstate.layout import RunPaths
+from hpc_marker.runstate.progress import read_grown
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runstate.stops import INFERENCE, LLM_SERVICE, LLM_UNFIT, engine_stop
 from hpc_marker.runtime.inference import InferenceServerFailed, InferenceSettings, task_inference_server
@@ -41,6 +43,7 @@ from hpc_marker.runtime.threads import cap_threads, task_cpus, threads_per_worke
 from hpc_marker.util.text import one_line
 
 if TYPE_CHECKING:
+    from hpc_marker.llm.budget import Budget
     from hpc_marker.llm.client import LlmAccess
 
 logger = logging.getLogger(__name__)
@@ -134,7 +137,6 @@ def prepare(record: RunRecord, paths: RunPaths, setup: TaskSetup, helpers: ExitS
 def _llm_options(record: RunRecord, paths: RunPaths, setup: TaskSetup, helpers: ExitStack) -> LlmAccess:
     """Wait for a replica of the LLM service; with several, start the task's relay to them (failover);
     the workers' LLM settings, with the run's concurrency budget."""
-    from hpc_marker.llm.budget import plan_budget
     from hpc_marker.llm.client import LlmAccess, ServiceUnavailable, ServiceUnfit, wait_for_service
     from hpc_marker.llm.replicas import task_relay
 
@@ -162,15 +164,7 @@ def _llm_options(record: RunRecord, paths: RunPaths, setup: TaskSetup, helpers: 
         endpoint.replica,
         endpoint.model,
     )
-    budget = plan_budget(
-        llm.parallel,
-        replicas,
-        record.tasks,
-        setup.workers,
-        llm.request_timeout_s,
-        per_worker=llm.concurrency,
-        max_running=record.max_running,
-    )
+    budget = task_budget(record, paths, setup)
     logger.info("LLM budget: %s", budget.describe())
     if replicas > 1:  # the relay's own limit must not cut a request that only waits at a replica's front
         endpoint = helpers.enter_context(
@@ -191,6 +185,23 @@ def _llm_options(record: RunRecord, paths: RunPaths, setup: TaskSetup, helpers: 
         max_retries=budget.max_retries,
         waited_s=round(time.monotonic() - started, 3),
     )
+
+
+def task_budget(record: RunRecord, paths: RunPaths, setup: TaskSetup) -> Budget:
+    """This task's share of the run's LLM concurrency budget (llm/budget.py), from the tasks that exist as it
+    starts: a task `grow` added takes what the plan's tasks leave (every task in progress/grown.txt counts); a
+    task of the plan counts the grown tasks of the round as run.json lists them."""
+    from hpc_marker.llm.budget import grown_budget, plan_budget
+
+    llm = record.llm
+    assert llm is not None
+    shape = (llm.parallel, llm.replicas)
+    limits = dict(per_worker=llm.concurrency, max_running=record.max_running)
+    if setup.index >= len(setup.summaries):  # grown: no share of the plan
+        grown = len(set(read_grown(paths.progress)) | {setup.index})
+        return grown_budget(*shape, record.tasks, grown, setup.workers, llm.request_timeout_s, **limits)
+    grown = len(record.rounds[-1].grown) if record.rounds else 0
+    return plan_budget(*shape, record.tasks, setup.workers, llm.request_timeout_s, grown=grown, **limits)
 
 
 def jitter_delay(run_id: str, index: int, jitter_s: float) -> float:

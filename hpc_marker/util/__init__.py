@@ -3,7 +3,7 @@
 text.py       one_line: an exception (or any text) as one line for a manifest, a log or an error;
               plural: a count and its noun ("1 task", "2 tasks")
 files.py      atomic_write: write a whole file under its final name or not at all
-processes.py  process trees (psutil): alive, descendants, terminate then kill; die with the parent
+processes.py  process trees (psutil): alive, descendants, environment, terminate then kill; die with the parent
 errors.py     UserError: bad input, said in one line, exit code 2
 frames.py     isin: membership of strings in a frame column, by Arrow (fast at 10^6 rows); busy_seconds:
               how long work was in flight (the idle gaps between a run's submissions left out)

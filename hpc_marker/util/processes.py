@@ -44,6 +44,14 @@ def _live(*attrs: str) -> Iterator[psutil.Process]:
             yield process
 
 
+def process_environ(pid: int) -> dict[str, str]:
+    """`pid`'s environment as it started ({} where it is gone or not readable: another user's)."""
+    try:
+        return psutil.Process(pid).environ()
+    except psutil.Error:
+        return {}
+
+
 def process_tree(pid: int) -> list[int]:
     """`pid` and all its descendants."""
     try:

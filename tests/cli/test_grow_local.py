@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,22 +15,23 @@ from collections import Counter
 
 import pytest
 
-from hpc_marker.runstate.progress import commits_by_task, read_heartbeats
+from hpc_marker.executors.machine import Machine, gpus_for_grown, held_gpus
+from hpc_marker.runstate.progress import commits_by_task, read_grown, read_heartbeats
 from tests.runkit import as_from_a_terminal, invoke, manifest_records, plan_item_ids, run_folder, run_local
 
 BENCH = {"HPCMARKER_BENCH_SECONDS_PER_PAGE": "3"}  # 11 pages, 2 tasks: about 18 s; the new task starts meanwhile
 
 
-def _submit(pdfs, out, run_id: str) -> subprocess.Popen:
+def _submit(pdfs, out, run_id: str, env: dict[str, str] = BENCH) -> subprocess.Popen:
     """A local benchmark run of 2 tasks of one worker each (a task holds one batch at a time: work is left to
-    steal), waited for by its `submit` in the background."""
+    steal), waited for by its `submit` in the background (`env`: more of its environment)."""
     return subprocess.Popen(
         [
             *(sys.executable, "-m", "hpc_marker", "submit", "--pdfs", str(pdfs), "--out", str(out), "--run-id", run_id),
             *("--engine", "benchmark", "--executor", "local", "--gpus", "2", "--workers-per-gpu", "1"),
             *("--split-pages", "0"),
         ],
-        env=dict(os.environ, **BENCH),
+        env=dict(os.environ, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -85,3 +87,59 @@ def test_grow_refuses_a_finished_run_in_one_line(tmp_path, sample_pdfs):
     assert not (run.paths.progress / "grown.txt").exists()  # nothing changed
     missing = invoke("grow", run.paths.run_id)
     assert missing.exit_code == 2 and "--gpus" in missing.output
+
+
+def test_grown_tasks_get_the_gpus_no_running_task_holds_or_a_one_line_refusal():
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES="1"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sleeper.stdout.readline() == "up\n"  # started (its environment is its own now)
+        assert held_gpus([sleeper.pid]) == {1}  # what it was started with
+    finally:
+        sleeper.kill()
+        sleeper.communicate()
+    assert held_gpus([sleeper.pid]) == set()  # gone: holds nothing
+    machine = Machine(cores=tuple(range(8)), pinned=False, gpus=(0, 1, 2))
+    assert gpus_for_grown(machine, {0, 1}, 1, "marker", "off") == Machine(machine.cores, False, (2,))
+    assert gpus_for_grown(machine, {0, 1, 2}, 1, "marker", "off") == (
+        "0 of this machine's GPUs (0,1,2) free for 1 new task (free: none; a local task takes a GPU no running "
+        "task holds)"
+    )
+    assert "1 of this machine's GPUs (0,1,2) free for 2 new tasks (free: 1;" in gpus_for_grown(
+        machine, {0, 2}, 2, "marker", "auto"
+    )
+    assert gpus_for_grown(machine, {0, 1, 2}, 3, "text", "off") == Machine(machine.cores, False, ())  # the CPU
+
+
+@pytest.mark.slow
+def test_a_grown_local_task_sees_a_gpu_of_its_own_and_a_full_machine_refuses_grow(tmp_path, sample_pdfs):
+    workload = tmp_path / "workload.py"  # GPU work as far as the local executor sees it (engine_uses_gpu)
+    workload.write_text("def load():\n    pass\n\n\ndef work(pages):\n    pass\n")
+    gpus = dict(BENCH, CUDA_VISIBLE_DEVICES="0,1,2", HPCMARKER_BENCH_WORKLOAD=str(workload))  # 3 GPUs, as if
+    submit = _submit(sample_pdfs, tmp_path / "out", "gpus", env=gpus)
+    paths = run_folder(tmp_path / "out", "gpus")
+    try:
+        deadline = time.time() + 120
+        while len(read_heartbeats(paths.progress)) < 2:
+            assert time.time() < deadline and submit.poll() is None, "the run never started"
+            time.sleep(0.2)
+        grown = invoke("grow", "gpus", "--gpus", "1", env=gpus)
+        assert grown.exit_code == 0, grown.output
+        full = invoke("grow", "gpus", "--gpus", "1", env=gpus)  # tasks 0-2 hold GPUs 0-2
+        output, _ = submit.communicate(timeout=300)
+    finally:
+        if submit.poll() is None:
+            os.killpg(submit.pid, signal.SIGKILL)
+    assert submit.returncode == 0, output
+    assert full.exit_code == 2 and full.output.strip().splitlines() == [
+        "Error: run gpus cannot grow by 1 here: 0 of this machine's GPUs (0,1,2) free for 1 new task (free: none; "
+        "a local task takes a GPU no running task holds)"
+    ], full.output
+    assert read_grown(paths.progress) == [2]  # the refused grow changed nothing
+    logs = " ".join(p.read_text() for p in paths.jobs.glob("*_log.out"))
+    seen = re.findall(r"own items in \d+ batches.*CUDA_VISIBLE_DEVICES=(\S+)", logs)
+    assert sorted(seen) == ["0", "1", "2"], logs  # the grown task: GPU 2, not task 0's GPU 0

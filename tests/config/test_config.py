@@ -122,6 +122,25 @@ def test_config_show_names_the_source_of_each_value(layers, monkeypatch):
     assert re.search(r"workers_per_gpu .*2 .*environment", out) and re.search(r"profile .*'generic' .*packaged", out)
 
 
+def test_config_show_lists_every_section_with_its_source_and_the_layers_looked_at(layers, monkeypatch):
+    site, user = layers
+    site.write_text("[job]\ncpus_per_task = 12\n[ocr]\npage_weight = 4.5\n")
+    user.write_text('[quality]\nwide_table_columns = 80\n[export]\nshard_size = "1G"\n')
+    monkeypatch.setenv("HPCMARKER_SUBMIT_TIME_LIMIT", "2:00:00")  # --time: [submit] time, by its option's name
+    monkeypatch.setenv("HPCMARKER_RETRY_MIN_SHARE", "0.3")
+    monkeypatch.setenv("COLUMNS", "400")  # rich's width: one line a row
+    out = invoke("config", "show").output
+    titles = [line.strip() for line in out.splitlines() if line.strip().startswith("[")]
+    assert titles == ["[submit]", "[job]", "[retry]", "[export]", "[quality]", "[ocr]", "[profiles]"], out
+    assert re.search(r"cpus_per_task +│ 12 +│ site \(", out) and re.search(r"page_weight +│ 4\.5 +│ site", out)
+    assert re.search(r"wide_table_columns +│ 80 +│ user", out) and re.search(r"shard_size +│ '1G' +│ user", out)
+    assert re.search(r"sample_pages +│ 4 +│ packaged", out) and re.search(r"follow_ups +│ True +│ packaged", out)
+    assert re.search(r"time +│ 2:00:00 +│ environment \(HPCMARKER_SUBMIT_TIME_LIMIT\)", out), out
+    assert re.search(r"min_share +│ 0\.3 +│ environment \(HPCMARKER_RETRY_MIN_SHARE\)", out), out
+    assert f"site {site}, user {user}; then HPCMARKER_<COMMAND>_<OPTION> variables ([submit], [retry]," in out
+    assert "(none there)" not in out
+
+
 def test_unknown_profile_is_a_clear_error(layers, sample_pdfs, tmp_path):
     result = invoke(
         "submit",

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hpc_marker.llm.budget import front_capacity, plan_budget
+from hpc_marker.llm.budget import FILL, front_capacity, grown_budget, plan_budget
 from hpc_marker.llm.gate import FairGate
 from hpc_marker.llm.metrics import combine, summarize_metrics, throughput_bound
 from hpc_marker.llm.rules import ALLOWED_VLLM, authorize, bearer_token
@@ -34,6 +34,46 @@ def test_budget_fills_the_servers_twice_over_and_never_times_out_a_queued_reques
     throttled = plan_budget(parallel=4, replicas=1, tasks=64, workers=4, request_timeout_s=600, max_running=1)
     assert (throttled.clients, throttled.max_concurrency) == (4, 2)  # --max-running 1: one task's workers at once
     assert [front_capacity(p) for p in (1, 4, 8, 64)] == [2, 5, 9, 72]
+
+
+@pytest.mark.parametrize(
+    ("parallel", "replicas", "tasks", "grown", "workers", "max_running"),
+    [
+        (4, 1, 4, 4, 2, None),
+        (16, 1, 4, 12, 4, None),
+        (256, 2, 4, 4, 4, None),
+        (4, 1, 64, 8, 4, 8),
+        (8, 2, 2, 1, 1, None),
+    ],
+)
+def test_grown_tasks_stay_within_the_budget_beside_the_plans_tasks(
+    parallel, replicas, tasks, grown, workers, max_running
+):
+    # the plan's tasks started before the growth keep their share; the grown ones take what is left, at least 1
+    plan = plan_budget(parallel, replicas, tasks, workers, 600, max_running=max_running)
+    mine = grown_budget(parallel, replicas, tasks, grown, workers, 600, max_running=max_running)
+    total = plan.in_flight + grown * workers * mine.max_concurrency
+    assert mine.in_flight == total  # what this grown task's timeout counts: every request in flight
+    clients = plan.clients + grown * workers
+    assert total < FILL * plan.capacity + clients  # the docs' rounding: ceil, and at least 1 per worker
+    assert mine.timeout_s == (-(-total // plan.capacity) + 1) * 600
+    # a task of the plan that starts after the growth counts the grown tasks: a smaller share, never larger
+    later = plan_budget(parallel, replicas, tasks, workers, 600, max_running=max_running, grown=grown)
+    assert later.clients == clients and later.max_concurrency <= plan.max_concurrency
+    assert "of the other tasks + " in mine.describe()
+
+
+def test_a_grown_task_shares_what_a_user_capped_plan_leaves_and_keeps_a_users_own_setting():
+    # the plan's 2 tasks x 1 worker at 64 slots take 64 each (MAX_PER_WORKER): 128 of 128; nothing left
+    assert grown_budget(64, 1, 2, 2, 1, 600).max_concurrency == 1
+    # 1 task x 2 workers capped at 64 each of 256: 128 left for 3 grown tasks of 2 workers: 21 each
+    assert grown_budget(128, 1, 1, 3, 2, 600).max_concurrency == 21
+    # 4 tasks x 4 workers x 2 fill 32 of 16 slots twice over; 12 grown tasks taking the plan's 2 each (as before)
+    # would send 128 at once, above 32 + one per worker (96); they take 1 each: 80
+    assert plan_budget(16, 1, 4, 4, 600).max_concurrency == 2
+    assert grown_budget(16, 1, 4, 12, 4, 600).in_flight == 32 + 12 * 4 * 1
+    kept = grown_budget(4, 1, 4, 4, 2, 600, per_worker=3)  # --llm-concurrency: as given, for every task
+    assert kept.max_concurrency == 3 and kept.in_flight == 4 * 2 * 3 + 4 * 2 * 3
 
 
 def test_gate_serves_the_task_with_fewest_slots_first_and_drops_who_left():
