@@ -125,7 +125,8 @@ def config() -> None:
 @config.command("show")
 def show_config() -> None:
     """Every section's effective values ([submit], [job], [retry], [export], [quality], [ocr]), the profiles and
-    the template path, and where each value comes from: a config layer's file or an HPCMARKER_* variable."""
+    the template path, and where each value comes from: a config layer (its file on the last line) or an
+    HPCMARKER_* variable."""
     from hpc_marker.config import SHOWN, load_config, packaged_file, site_file, user_file
 
     cfg = load_config()

@@ -133,11 +133,11 @@ class Config:
         return out
 
     def source(self, section: str, key: str) -> str | None:
-        """The layer a value comes from (the highest that sets it)."""
+        """The name of the layer a value comes from (the highest that sets it: packaged, site, user)."""
         found = None
         for layer in self.layers:
             if key in layer.data.get(section, {}):
-                found = f"{layer.name} ({layer.path})"
+                found = layer.name
         return found
 
     def settings(self, section: str, environ: dict[str, str] | None = None) -> list[Setting]:

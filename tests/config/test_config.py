@@ -132,7 +132,7 @@ def test_config_show_lists_every_section_with_its_source_and_the_layers_looked_a
     out = invoke("config", "show").output
     titles = [line.strip() for line in out.splitlines() if line.strip().startswith("[")]
     assert titles == ["[submit]", "[job]", "[retry]", "[export]", "[quality]", "[ocr]", "[profiles]"], out
-    assert re.search(r"cpus_per_task +│ 12 +│ site \(", out) and re.search(r"page_weight +│ 4\.5 +│ site", out)
+    assert re.search(r"cpus_per_task +│ 12 +│ site +│", out) and re.search(r"page_weight +│ 4\.5 +│ site", out)
     assert re.search(r"wide_table_columns +│ 80 +│ user", out) and re.search(r"shard_size +│ '1G' +│ user", out)
     assert re.search(r"sample_pages +│ 4 +│ packaged", out) and re.search(r"follow_ups +│ True +│ packaged", out)
     assert re.search(r"time +│ 2:00:00 +│ environment \(HPCMARKER_SUBMIT_TIME_LIMIT\)", out), out
