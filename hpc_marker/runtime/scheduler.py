@@ -99,6 +99,7 @@ class Scheduler:
         self.random = random.Random(task if seed is None else seed)
         previous = None if first_start else read_heartbeats(progress_folder, [task]).get(task)  # an earlier run of it
         self.inherited = [name for name in (previous.held if previous else []) if _is_batch(name)]
+        self.first_start = first_start  # nobody but this run of the task can hold a lease as this task
         if first_start and self.own:
             board.make_folder(str(task), batch_name(0))  # its first start: two mkdirs, not a failed create and three
         self.inflight = inflight
@@ -205,7 +206,10 @@ class Scheduler:
     def _inherit(self, index: int) -> None:
         """An own batch someone holds: if that is this task's earlier run (killed, then requeued or
         resumed before its lease expired), this task takes it over once the lease expires. Its
-        heartbeat may not list the batch (own batches are written there every lease/4 only)."""
+        heartbeat may not list the batch (own batches are written there every lease/4 only). On a first start there
+        is no earlier run: the holder is a thief, and its lease is not read."""
+        if self.first_start:
+            return
         name = f"{self.task}/{batch_name(index)}"
         holder = self.board.holder(str(self.task), batch_name(index))
         if (
