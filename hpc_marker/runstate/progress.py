@@ -218,7 +218,8 @@ def commits_by_task(folder: Path) -> dict[int, pd.DataFrame]:
 def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     """Every commit line (item_id, status, finished) of the items that failed at least once (what
     `failures_per_item` and the collector's retry outlook look at), and whether any line of any item reopened
-    it. The logs are read a block at a time, their other lines held as three Arrow columns, not as frames."""
+    it. The logs are read a block at a time, their other lines held as three Arrow columns, not as frames; each
+    log is opened once (no stat by path: Arrow's reader of a path stats it first)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
@@ -229,13 +230,14 @@ def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     except FileNotFoundError:
         names = []
 
-    def read(path: Path, width: int, skipped: list[int]) -> list:
+    def read(log, width: int, skipped: list[int]) -> list:
         def skip(row) -> str:
             skipped.append(row.actual_columns)
             return "skip"
 
+        log.seek(0)
         with pacsv.open_csv(
-            path,
+            log,
             read_options=pacsv.ReadOptions(column_names=schema.names[:width], block_size=8 * 2**20),
             parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=skip),
             convert_options=pacsv.ConvertOptions(
@@ -247,12 +249,13 @@ def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     tables = [schema.empty_table().select(kept)]
     full, older = len(schema), len(schema) - 1  # lines from before the llm_s column: one field fewer (_read_log)
     for name in names:
-        if not os.path.getsize(Path(folder) / name):  # a task that committed nothing (Arrow: "Empty CSV file")
-            continue
-        skipped: list[int] = []
-        tables += read(Path(folder) / name, full, skipped)
-        if older in skipped:  # an older log, or one written by both
-            tables += read(Path(folder) / name, older, [])
+        with pa.OSFile(str(Path(folder) / name)) as log:  # one open per log; its size from the descriptor
+            if not log.size():  # a task that committed nothing (Arrow: "Empty CSV file")
+                continue
+            skipped: list[int] = []
+            tables += read(log, full, skipped)
+            if older in skipped:  # an older log, or one written by both
+                tables += read(log, older, [])
     lines = pa.concat_tables(tables)
     failed = pc.invert(pc.is_in(lines["status"], value_set=pa.array(["ok", REOPENED, BISECTED])))
     ids = pc.unique(pc.filter(lines["item_id"], failed))
