@@ -80,18 +80,24 @@ def add_grown(folder: Path, tasks: list[int]) -> None:
     atomic_write(Path(folder) / GROWN_FILE, "".join(f"{task}\n" for task in dict.fromkeys(read_grown(folder) + tasks)))
 
 
+def heartbeat_tasks(folder: Path) -> list[int]:
+    """The tasks that have a heartbeat in `folder` (one listing)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    found = (
+        n.removeprefix("task-").removesuffix(".json") for n in names if n.startswith("task-") and n.endswith(".json")
+    )
+    return [int(task) for task in found if task.isdigit()]
+
+
 def read_heartbeats(
     folder: Path, tasks: list[int] | None = None, skip: set[int] | frozenset[int] = frozenset()
 ) -> dict[int, Heartbeat]:
     """The last heartbeat of these tasks (default: every task's, one listing), but those in `skip`; tasks that
     never started have none."""
-    if tasks is None:
-        try:
-            names = [n for n in os.listdir(folder) if n.startswith("task-") and n.endswith(".json")]
-        except FileNotFoundError:
-            return {}
-    else:
-        names = [heartbeat_path(folder, task).name for task in tasks]
+    names = [heartbeat_path(folder, task).name for task in (heartbeat_tasks(folder) if tasks is None else tasks)]
     if skip:
         skipped = {heartbeat_path(folder, task).name for task in skip}
         names = [n for n in names if n not in skipped]
