@@ -225,7 +225,7 @@ def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     """Every commit line (item_id, status, finished) of the items that failed at least once (what
     `failures_per_item` and the collector's retry outlook look at), and whether any line of any item reopened
     it. The logs are read a block at a time, their other lines held as three Arrow columns, not as frames; each
-    log is opened once (no stat by path: Arrow's reader of a path stats it first)."""
+    log is opened once, by Python (no stat by path: Arrow's file of a path stats it first)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
@@ -255,8 +255,8 @@ def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     tables = [schema.empty_table().select(kept)]
     full, older = len(schema), len(schema) - 1  # lines from before the llm_s column: one field fewer (_read_log)
     for name in names:
-        with pa.OSFile(str(Path(folder) / name)) as log:  # one open per log; its size from the descriptor
-            if not log.size():  # a task that committed nothing (Arrow: "Empty CSV file")
+        with open(Path(folder) / name, "rb") as log:  # one open per log (Arrow's own stats the path first)
+            if not os.fstat(log.fileno()).st_size:  # a task that committed nothing (Arrow: "Empty CSV file")
                 continue
             skipped: list[int] = []
             tables += read(log, full, skipped)
