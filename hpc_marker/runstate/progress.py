@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.runstate.manifest import latest_frame
@@ -236,14 +236,14 @@ def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     except FileNotFoundError:
         names = []
 
-    def read(log, width: int, skipped: list[int]) -> list:
+    def read(fh: BinaryIO, width: int, skipped: list[int]) -> list:
         def skip(row) -> str:
             skipped.append(row.actual_columns)
             return "skip"
 
-        log.seek(0)
+        fh.seek(0)
         with pacsv.open_csv(
-            log,
+            fh,
             read_options=pacsv.ReadOptions(column_names=schema.names[:width], block_size=8 * 2**20),
             parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=skip),
             convert_options=pacsv.ConvertOptions(
@@ -255,13 +255,13 @@ def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     tables = [schema.empty_table().select(kept)]
     full, older = len(schema), len(schema) - 1  # lines from before the llm_s column: one field fewer (_read_log)
     for name in names:
-        with open(Path(folder) / name, "rb") as log:  # one open per log (Arrow's own stats the path first)
-            if not os.fstat(log.fileno()).st_size:  # a task that committed nothing (Arrow: "Empty CSV file")
+        with open(Path(folder) / name, "rb") as fh:  # one open per log (Arrow's own stats the path first)
+            if not os.fstat(fh.fileno()).st_size:  # a task that committed nothing (Arrow: "Empty CSV file")
                 continue
             skipped: list[int] = []
-            tables += read(log, full, skipped)
+            tables += read(fh, full, skipped)
             if older in skipped:  # an older log, or one written by both
-                tables += read(log, older, [])
+                tables += read(fh, older, [])
     lines = pa.concat_tables(tables)
     failed = pc.invert(pc.is_in(lines["status"], value_set=pa.array(["ok", REOPENED, BISECTED])))
     ids = pc.unique(pc.filter(lines["item_id"], failed))
