@@ -58,6 +58,7 @@ COLLECT_TIME_MIN = 30
 GROW_LOCK = "grow.lock"  # in the run folder (executors/local.py: `grow` and the waiting submit take turns)
 POLL_S = 1.0  # how often a waiting submit looks at its jobs (the collector: twice as often); tests look more often
 CANCEL_CHECK_S = 5.0  # how often it looks for a `cancel` mark that cancel's own scan may have raced
+START_CANCEL_CHECK_S = 1.0  # ... and while it starts the tasks (not once per task: a stat each)
 
 
 class LocalRunFailed(Refused):
@@ -178,6 +179,23 @@ def _cancelled(paths: RunPaths) -> bool:
     return paths.cancel_mark.exists()
 
 
+class _CancelWatch:
+    """Looks for the run's `cancel` mark (`_cancelled`: one stat) at most every `every_s` seconds, the first
+    time at once."""
+
+    def __init__(self, paths: RunPaths, every_s: float) -> None:
+        self.paths, self.every_s = paths, every_s
+        self.looked: float | None = None
+
+    def seen(self) -> bool:
+        """The mark is there (False also when it is not time to look again)."""
+        now = time.monotonic()
+        if self.looked is not None and now - self.looked < self.every_s:
+            return False
+        self.looked = now
+        return _cancelled(self.paths)
+
+
 def _run_processes(jobs: Path, ids: list[str]) -> list[int]:
     """The run's processes alive now: its recorded jobs (submitit's controllers), and whatever submitit runs on
     its jobs folder, recorded or not (a controller or task started as someone looked, one whose controller died)."""
@@ -249,17 +267,15 @@ class LocalExecutor:
         try:
             tasks = self._start(paths, record, layout, jobs, ids, seen)
             lock = None  # held from the moment every task (grown ones too) is over until the collector is recorded
-            looked = 0.0
+            cancel = _CancelWatch(paths, CANCEL_CHECK_S)  # not every poll: a stat each time
             while lock is None:
                 if all(job.done() for job in tasks):
                     lock = _grow_lock(paths)
                     if _grown_alive(paths, ids):
                         lock = _unlock(lock)  # a `grow` added tasks meanwhile: wait for them too
                 if lock is None:
-                    if time.monotonic() - looked >= CANCEL_CHECK_S:  # not every poll: a stat each time
-                        looked = time.monotonic()
-                        if _cancelled(paths):  # `hpcmarker cancel` may have missed a job that started as it looked
-                            _end_run(paths.jobs, _all_ids(ids))
+                    if cancel.seen():  # `hpcmarker cancel` may have missed a job that started as it looked
+                        _end_run(paths.jobs, _all_ids(ids))
                     if progress:
                         progress(paths)
                     time.sleep(POLL_S)
@@ -330,9 +346,10 @@ class LocalExecutor:
                     executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
                     _started(ids, "service", executor.submit(jobs.service, str(paths.root), replica), seen)
             executor = submitit.LocalExecutor(folder=paths.jobs)  # one for every task: its folder made once
+            cancel = _CancelWatch(paths, START_CANCEL_CHECK_S)  # a task started after a cancel ends in the wait
             try:
                 for slot, index in enumerate(layout.tasks):
-                    if _cancelled(paths):
+                    if cancel.seen():
                         break
                     if fitted.gpus:  # a GPU each; otherwise CUDA_VISIBLE_DEVICES is empty: the CPU
                         gpu = fitted.gpus[slot % len(fitted.gpus)]

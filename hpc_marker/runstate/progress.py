@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.runstate.manifest import latest_frame
@@ -80,18 +80,24 @@ def add_grown(folder: Path, tasks: list[int]) -> None:
     atomic_write(Path(folder) / GROWN_FILE, "".join(f"{task}\n" for task in dict.fromkeys(read_grown(folder) + tasks)))
 
 
+def heartbeat_tasks(folder: Path) -> list[int]:
+    """The tasks that have a heartbeat in `folder` (one listing)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    found = (
+        n.removeprefix("task-").removesuffix(".json") for n in names if n.startswith("task-") and n.endswith(".json")
+    )
+    return [int(task) for task in found if task.isdigit()]
+
+
 def read_heartbeats(
     folder: Path, tasks: list[int] | None = None, skip: set[int] | frozenset[int] = frozenset()
 ) -> dict[int, Heartbeat]:
     """The last heartbeat of these tasks (default: every task's, one listing), but those in `skip`; tasks that
     never started have none."""
-    if tasks is None:
-        try:
-            names = [n for n in os.listdir(folder) if n.startswith("task-") and n.endswith(".json")]
-        except FileNotFoundError:
-            return {}
-    else:
-        names = [heartbeat_path(folder, task).name for task in tasks]
+    names = [heartbeat_path(folder, task).name for task in (heartbeat_tasks(folder) if tasks is None else tasks)]
     if skip:
         skipped = {heartbeat_path(folder, task).name for task in skip}
         names = [n for n in names if n not in skipped]
@@ -218,7 +224,8 @@ def commits_by_task(folder: Path) -> dict[int, pd.DataFrame]:
 def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     """Every commit line (item_id, status, finished) of the items that failed at least once (what
     `failures_per_item` and the collector's retry outlook look at), and whether any line of any item reopened
-    it. The logs are read a block at a time, their other lines held as three Arrow columns, not as frames."""
+    it. The logs are read a block at a time, their other lines held as three Arrow columns, not as frames; each
+    log is opened once, by Python (no stat by path: Arrow's file of a path stats it first)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
@@ -229,13 +236,14 @@ def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     except FileNotFoundError:
         names = []
 
-    def read(path: Path, width: int, skipped: list[int]) -> list:
+    def read(fh: BinaryIO, width: int, skipped: list[int]) -> list:
         def skip(row) -> str:
             skipped.append(row.actual_columns)
             return "skip"
 
+        fh.seek(0)
         with pacsv.open_csv(
-            path,
+            fh,
             read_options=pacsv.ReadOptions(column_names=schema.names[:width], block_size=8 * 2**20),
             parse_options=pacsv.ParseOptions(delimiter="\t", invalid_row_handler=skip),
             convert_options=pacsv.ConvertOptions(
@@ -247,12 +255,13 @@ def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     tables = [schema.empty_table().select(kept)]
     full, older = len(schema), len(schema) - 1  # lines from before the llm_s column: one field fewer (_read_log)
     for name in names:
-        if not os.path.getsize(Path(folder) / name):  # a task that committed nothing (Arrow: "Empty CSV file")
-            continue
-        skipped: list[int] = []
-        tables += read(Path(folder) / name, full, skipped)
-        if older in skipped:  # an older log, or one written by both
-            tables += read(Path(folder) / name, older, [])
+        with open(Path(folder) / name, "rb") as fh:  # one open per log (Arrow's own stats the path first)
+            if not os.fstat(fh.fileno()).st_size:  # a task that committed nothing (Arrow: "Empty CSV file")
+                continue
+            skipped: list[int] = []
+            tables += read(fh, full, skipped)
+            if older in skipped:  # an older log, or one written by both
+                tables += read(fh, older, [])
     lines = pa.concat_tables(tables)
     failed = pc.invert(pc.is_in(lines["status"], value_set=pa.array(["ok", REOPENED, BISECTED])))
     ids = pc.unique(pc.filter(lines["item_id"], failed))

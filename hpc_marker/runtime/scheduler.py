@@ -13,8 +13,9 @@ the run and the number of tasks.
 An idle task (nothing claimable) leaves unless a task it knows of died holding batches (it waits
 to take them over). The SWEEPERS lowest-numbered tasks are the exception: they stay while any
 task holds a batch, so that whoever dies last is taken over too; they read again only the heartbeats
-of tasks not seen exiting since they started. A task `hpcmarker grow` added has no share: it only steals
-and takes over, and the others read its heartbeat too (progress/grown.txt lists such tasks).
+of tasks not seen exiting since they started, and only until one says a task holds a batch (the sample
+read in the same turn first). A task `hpcmarker grow` added has no share: it only steals and takes over,
+and the others read its heartbeat too (progress/grown.txt lists such tasks).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from hpc_marker.runstate.progress import (
     WAITING,
     WORKING,
     Heartbeat,
+    heartbeat_tasks,
     read_grown,
     read_heartbeats,
     write_heartbeat,
@@ -99,6 +101,7 @@ class Scheduler:
         self.random = random.Random(task if seed is None else seed)
         previous = None if first_start else read_heartbeats(progress_folder, [task]).get(task)  # an earlier run of it
         self.inherited = [name for name in (previous.held if previous else []) if _is_batch(name)]
+        self.first_start = first_start  # nobody but this run of the task can hold a lease as this task
         if first_start and self.own:
             board.make_folder(str(task), batch_name(0))  # its first start: two mkdirs, not a failed create and three
         self.inflight = inflight
@@ -138,13 +141,17 @@ class Scheduler:
         self._sampled = (now, others, beats)
         return others, beats
 
-    def _everyone(self) -> dict[int, Heartbeat]:
-        """Every other task's heartbeat but those known to have exited (a sweeper's look at the run); a sample
-        read just now (this same turn of the task's loop) is not read again."""
+    def _everyone(self) -> Iterator[Heartbeat]:
+        """Every other task's heartbeat but those known to have exited (a sweeper's look at the run), one at a
+        time, so that the look can stop at the first that decides: a sample read just now (this same turn of the
+        task's loop) first, not read again, then the others, read as they are needed."""
         recent = self._sampled if self._sampled is not None and time.time() - self._sampled[0] < 1.0 else None
-        if recent is None:
-            return self._read()
-        return {**self._read(also_skip=set(recent[1])), **recent[2]}
+        sampled = set(recent[1]) if recent is not None else set()
+        if recent is not None:
+            yield from recent[2].values()
+        for task in heartbeat_tasks(self.progress_folder):  # one listing: grown tasks too
+            if task not in sampled and task not in self.gone and task != self.task:
+                yield from self._read([task]).values()
 
     def _read(
         self, tasks: list[int] | None = None, also_skip: set[int] | frozenset[int] = frozenset()
@@ -205,7 +212,10 @@ class Scheduler:
     def _inherit(self, index: int) -> None:
         """An own batch someone holds: if that is this task's earlier run (killed, then requeued or
         resumed before its lease expired), this task takes it over once the lease expires. Its
-        heartbeat may not list the batch (own batches are written there every lease/4 only)."""
+        heartbeat may not list the batch (own batches are written there every lease/4 only). On a first start there
+        is no earlier run: the holder is a thief, and its lease is not read."""
+        if self.first_start:
+            return
         name = f"{self.task}/{batch_name(index)}"
         holder = self.board.holder(str(self.task), batch_name(index))
         if (
@@ -282,12 +292,16 @@ class Scheduler:
             return False  # only its own share, which is claimed or done
         now = time.time()
         sweeper = self.task < SWEEPERS
-        beats = self._everyone() if sweeper else self._sample()[1]
-        holders = [b for b in beats.values() if b.task != self.task and b.state != EXITED and b.held]
-        dead = [name for b in holders if not b.fresh(self.lease_s, now) for name in b.held if _is_batch(name)]
-        if any(not self.board.finished(*name.split("/", 1)) for name in dead):
-            return True  # a dead task's unfinished batches: take them over once their lease expires
-        return sweeper and any(b.fresh(self.lease_s, now) for b in holders)
+        beats = self._everyone() if sweeper else self._sample()[1].values()
+        for beat in beats:  # the first holder that decides ends the look (a sweeper reads no more heartbeats)
+            if beat.task == self.task or beat.state == EXITED or not beat.held:
+                continue
+            if beat.fresh(self.lease_s, now):
+                if sweeper:
+                    return True  # a sweeper stays while any task holds a batch
+            elif any(not self.board.finished(*name.split("/", 1)) for name in beat.held if _is_batch(name)):
+                return True  # a dead task's unfinished batches: take them over once their lease expires
+        return False
 
     def idle(self) -> None:
         if self.state != WAITING:

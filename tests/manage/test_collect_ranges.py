@@ -5,6 +5,7 @@ summary.json and the report are the same whatever the ranges, and the summary is
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -107,3 +108,19 @@ def test_failed_commits_give_the_outlook_every_line_gives(tmp_path):
     assert reopened and set(commits["item_id"]) == {"b", "c", "d", "e"}
     assert failures_per_item(commits).to_dict() == failures_per_item(every).to_dict()
     assert retry_outlook(commits, {"d"}, reopened) == retry_outlook(every, {"d"})
+
+
+def test_failed_commits_open_each_log_once_and_stat_none_by_path(tmp_path, monkeypatch):
+    """The collector's look at the failures opens each commit log once: Arrow's reader of a path stats it before
+    opening it, and a size by path is one more stat (three operations a log, two of them gone)."""
+    import pyarrow.csv as pacsv
+
+    (tmp_path / "task-0.log").write_text("a\tok\t1\t0\t1.0\t2.0\t\t0.0\nb\tfailed\t2\t0\t2.0\t3.0\t\t0.0\n")
+    (tmp_path / "task-1.log").write_text("c\tfailed\t1\t1\t5.0\t6.0\t\n")  # from before the llm_s column
+    (tmp_path / "task-2.log").write_bytes(b"")
+    given, real = [], pacsv.open_csv
+    monkeypatch.setattr(pacsv, "open_csv", lambda source, **kw: given.append(source) or real(source, **kw))
+    monkeypatch.setattr(os.path, "getsize", lambda path: pytest.fail(f"stat of {path}"))
+    commits, reopened = failed_commits(tmp_path)
+    assert sorted(commits["item_id"]) == ["b", "c"] and not reopened
+    assert given and not any(isinstance(source, (str, os.PathLike)) for source in given)

@@ -190,6 +190,29 @@ def test_a_thief_reads_a_sample_of_heartbeats_and_a_sweeper_does_not_read_the_ex
     assert opened == [5]  # only the task not seen exiting is read again
 
 
+def test_a_sweeper_reads_heartbeats_only_until_one_says_a_task_holds_a_batch(tmp_path, monkeypatch):
+    """Whether a sweeper stays is decided by the first live holder (or dead holder of an unfinished batch) it
+    finds: the sample it read in the same turn first, then one heartbeat at a time, not every task's."""
+    tasks = 4 * SAMPLE
+    progress = tmp_path / "progress"
+    sweeper = _many(tmp_path, tasks, 0, first_start=True)
+    for other in range(1, tasks):  # everyone else still works on a batch of its own share
+        write_heartbeat(
+            progress, Heartbeat(task=other, owner=f"n:{other}:task-{other}", cursor=8, held=[f"{other}/b00003"])
+        )
+    opened = _counting_reads(monkeypatch)
+    sweeper.cursor = len(sweeper.own)
+    assert sweeper.next_batch() is None and len(opened) == SAMPLE
+    assert sweeper.should_wait() and len(opened) == SAMPLE  # the sample decided: nothing more is read
+    opened.clear()
+    sweeper._sampled = None  # a later turn, the sample not read again
+    assert sweeper.should_wait() and len(opened) == 1
+    for other in range(1, tasks):  # ... and once all have exited, every one of them is read (once)
+        write_heartbeat(progress, Heartbeat(task=other, owner=f"n:{other}:task-{other}", state=EXITED, cursor=8))
+    opened.clear()
+    assert not sweeper.should_wait() and sorted(opened) == list(range(1, tasks))
+
+
 def test_a_task_that_claimed_its_last_own_batch_says_so_at_once(tmp_path):
     task = _many(tmp_path, 2, 1, first_start=True)
     assert (tmp_path / "claims" / "1" / "0000").is_dir()  # made at its first start, before any claim
@@ -245,3 +268,22 @@ def test_a_grown_task_steals_and_one_that_dies_holding_a_batch_is_taken_over(tmp
     os.utime(lease, (time.time() - 2 * LEASE_S,) * 2)  # ... and its lease expires
     second._sampled = None  # its next look reads the heartbeats again (as it does every lease/8)
     assert _drain(second) == [batch.label]
+
+
+def test_on_a_first_start_an_own_batch_a_thief_holds_is_passed_without_reading_its_lease(tmp_path, monkeypatch):
+    """No earlier run of the task exists (its stop record says so): whoever holds its batch is a thief, so the
+    lease's holder is not read (one operation less for each own batch stolen before the owner reached it)."""
+    task = _many(tmp_path, 2, 0, first_start=True)
+    thief = ClaimBoard(tmp_path, "n:1:task-1", LEASE_S)
+    last = len(task.own) - 1
+    assert thief.claim("0", batch_name(last)) is not None
+    read = []
+    monkeypatch.setattr(task.board, "holder", lambda group, name: read.append(name))
+    labels = []
+    while task.cursor < len(task.own):
+        batch = task.next_batch()
+        if batch is not None:
+            labels.append(batch.label)
+    own = [label for label in labels if label.startswith("0/")]  # (it may steal from share 1 after its own)
+    assert f"0/{batch_name(last)}" not in own and len(own) == last
+    assert read == [] and task.inherited == []
