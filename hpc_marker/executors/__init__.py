@@ -5,6 +5,7 @@
   slurm.py  sbatch of our rendered scripts (submitit: public API only); sacct/squeue states and clocks (one
             sacct query); scancel; wedged runs
   local.py  submitit's LocalExecutor on this machine: one process per task; waits for the run (and tasks `grow` adds)
+  localprocs.py  a local run's processes (found by its jobs folder, ended together), the grow lock, grown GPUs
   machine.py  this machine for local runs: its cores and GPUs, how many tasks fit, each task's share of the cores,
               the GPUs running tasks hold (a grown task takes a free one)
 

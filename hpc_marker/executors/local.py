@@ -10,9 +10,7 @@ Markdown; a Ctrl-C or a `cancel` at any moment ends every process of the run.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import pickle
 import signal
 import time
@@ -35,7 +33,18 @@ from hpc_marker.executors.base import (
     live_job_ids,
     service_replicas,
 )
-from hpc_marker.executors.machine import Machine, fit_machine, gpus_for_grown, held_gpus, pinned, this_machine
+from hpc_marker.executors.localprocs import (
+    SERVICE_STOP_GRACE_S,
+    end_run,
+    grow_lock,
+    grown_alive,
+    grown_machine,
+    job_running,
+    local_pids,
+    run_processes,
+    unlock,
+)
+from hpc_marker.executors.machine import Machine, fit_machine, pinned, this_machine
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runtime.sizing import local_fit_note
@@ -43,19 +52,11 @@ from hpc_marker.slurm.arrays import ArrayLayout, single_array
 from hpc_marker.slurm.parse import JobClock, parse_time_limit
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.processes import (
-    process_runs,
-    process_tree,
-    processes_with_arg,
     terminate_tree,
-    terminate_trees,
 )
 
 logger = logging.getLogger(__name__)
-SERVICE_STOP_GRACE_S = 30.0  # the service stops its server (up to 10 s) and removes its secret before exiting
-STOP_GRACE_S = SERVICE_STOP_GRACE_S  # what a run's processes get to stop before SIGKILL (the service among them)
-END_ROUNDS = 3
 COLLECT_TIME_MIN = 30
-GROW_LOCK = "grow.lock"  # in the run folder (executors/local.py: `grow` and the waiting submit take turns)
 POLL_S = 1.0  # how often a waiting submit looks at its jobs (the collector: twice as often); tests look more often
 CANCEL_CHECK_S = 5.0  # how often it looks for a `cancel` mark that cancel's own scan may have raced
 START_CANCEL_CHECK_S = 1.0  # ... and while it starts the tasks (not once per task: a stat each)
@@ -104,29 +105,8 @@ def _sigint_held() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-def _local_pids(ids: list[str]) -> list[int]:
-    return [int(jid) for jid in ids if jid.isdigit()]
-
-
-def _grown_machine(jobs: Path, record: RunRecord, tasks: int) -> Machine | None:
-    """This machine as `tasks` more tasks of `record`'s run may use it while its tasks run: the GPUs none of
-    them holds (None: none runs, nothing held). GrowRefused where the run's tasks use GPUs and too few are free."""
-    running = [pid for pid in _local_pids(record.jobs.get("convert", [])) if _running(pid, jobs)]
-    if not running:
-        return None
-    machine = gpus_for_grown(this_machine(), held_gpus(running), tasks, record.engine, record.mps or "off")
-    if isinstance(machine, str):
-        raise GrowRefused(f"run {record.run_id} cannot grow by {tasks} here: {machine}")
-    return machine
-
-
 def _jobs_folder(record: RunRecord) -> Path:
     return RunPaths(Path(record.out_dir) / RUNS_SUBDIR / record.run_id).jobs
-
-
-def _running(pid: int, jobs: Path) -> bool:
-    """A job of this run is running as `pid`: submitit's controller, started on the run's jobs folder."""
-    return process_runs(pid, str(jobs))
 
 
 def _outcome(jobs: Path, job_id: str) -> str | None:
@@ -144,30 +124,6 @@ def _started(ids: dict[str, list[str]], role: str, job: submitit.Job, seen: Jobs
     ids.setdefault(role, []).append(job.job_id)
     if seen:
         seen({name: list(values) for name, values in ids.items()})
-
-
-def _grow_lock(paths: RunPaths) -> int:
-    """Hold the run's grow lock (RUN/grow.lock): a `grow` starting tasks and the waiting `submit` deciding that
-    the round is over take turns. Its descriptor, for `_unlock`."""
-    fd = os.open(paths.root / GROW_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
-
-
-def _unlock(fd: int | None) -> None:
-    """Let the grow lock go (closing its descriptor); None, for `lock = _unlock(lock)`."""
-    if fd is not None:
-        os.close(fd)
-
-
-def _grown_alive(paths: RunPaths, ids: dict[str, list[str]]) -> bool:
-    """A task `grow` added to the round (recorded, not one of `ids`) is still running."""
-    try:
-        recorded = paths.load_record().jobs.get("convert", [])
-    except (OSError, ValueError, TypeError):
-        return False
-    ours = set(ids.get("convert", []))
-    return any(_running(pid, paths.jobs) for pid in _local_pids([jid for jid in recorded if jid not in ours]))
 
 
 def _all_ids(ids: dict[str, list[str]]) -> list[str]:
@@ -196,28 +152,6 @@ class _CancelWatch:
         return _cancelled(self.paths)
 
 
-def _run_processes(jobs: Path, ids: list[str]) -> list[int]:
-    """The run's processes alive now: its recorded jobs (submitit's controllers), and whatever submitit runs on
-    its jobs folder, recorded or not (a controller or task started as someone looked, one whose controller died)."""
-    recorded = [pid for pid in _local_pids(ids) if _running(pid, jobs)]
-    theirs = {p for pid in recorded for p in process_tree(pid)}  # a recorded controller's task is not news
-    found = processes_with_arg(str(jobs.expanduser().absolute()), also="submitit")  # the folder as submitit has it
-    return recorded + [pid for pid in found if pid not in theirs]
-
-
-def _end_run(jobs: Path, ids: list[str]) -> list[int]:
-    """End every process of the run (each with its descendants) until none is left; the ids of those found.
-    A task told to stop gives its claims back and records why (it may take a moment to start listening)."""
-    ended: list[int] = []
-    for _ in range(END_ROUNDS):  # a controller may start its task while the others are ended
-        alive = _run_processes(jobs, ids)
-        if not alive:
-            break
-        ended += alive
-        terminate_trees(alive, grace_s=STOP_GRACE_S)
-    return list(dict.fromkeys(ended))
-
-
 class LocalExecutor:
     name = "local"
     waits = True
@@ -239,7 +173,7 @@ class LocalExecutor:
     def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
         """Every task at once, one process each: --gpus already bounds them here (--max-running is Slurm's).
         Tasks added while the run's tasks run (`grow`): GrowRefused where this machine has no free GPU for each."""
-        _grown_machine(_jobs_folder(record), record, len(tasks))
+        grown_machine(_jobs_folder(record), record, len(tasks))
         note = (
             (
                 f"note: --max-running {record.max_running} applies to Slurm runs; here each of the {len(tasks)} "
@@ -270,12 +204,12 @@ class LocalExecutor:
             cancel = _CancelWatch(paths, CANCEL_CHECK_S)  # not every poll: a stat each time
             while lock is None:
                 if all(job.done() for job in tasks):
-                    lock = _grow_lock(paths)
-                    if _grown_alive(paths, ids):
-                        lock = _unlock(lock)  # a `grow` added tasks meanwhile: wait for them too
+                    lock = grow_lock(paths)
+                    if grown_alive(paths, ids):
+                        lock = unlock(lock)  # a `grow` added tasks meanwhile: wait for them too
                 if lock is None:
                     if cancel.seen():  # `hpcmarker cancel` may have missed a job that started as it looked
-                        _end_run(paths.jobs, _all_ids(ids))
+                        end_run(paths.jobs, _all_ids(ids))
                     if progress:
                         progress(paths)
                     time.sleep(POLL_S)
@@ -288,12 +222,12 @@ class LocalExecutor:
             except OSError as exc:  # submitit writes the job's pickle into the run folder first
                 raise LocalRunFailed(f"cannot start the collector: {exc.strerror}") from None
             finally:
-                _unlock(lock)
+                unlock(lock)
             while not job.done():
                 time.sleep(POLL_S / 2)
         except KeyboardInterrupt:
             with _sigint_held():  # a second Ctrl-C must not cut the ending short
-                _end_run(paths.jobs, _all_ids(ids))
+                end_run(paths.jobs, _all_ids(ids))
             raise
         problem = _job_problem(job)
         if problem:
@@ -311,15 +245,15 @@ class LocalExecutor:
     ) -> list[str]:
         """Start the tasks of `layout` while a task of the round still runs; the `submit` waiting for the round
         waits for them too before it starts the collector (both under the run's grow lock)."""
-        lock = _grow_lock(paths)
+        lock = grow_lock(paths)
         try:
-            if not any(_running(pid, paths.jobs) for pid in _local_pids(record.jobs.get("convert", []))):
+            if not any(job_running(pid, paths.jobs) for pid in local_pids(record.jobs.get("convert", []))):
                 raise GrowRefused(f"run {record.run_id} is not running any more: none of its tasks is running")
-            machine = _grown_machine(paths.jobs, record, len(layout.tasks))  # again: a `grow` beside may have won
+            machine = grown_machine(paths.jobs, record, len(layout.tasks))  # again: a `grow` beside may have won
             ids: dict[str, list[str]] = {}
             self._start(paths, record, layout, replace(jobs, service=None), ids, seen, machine)
         finally:
-            _unlock(lock)
+            unlock(lock)
         return ids.get("convert", [])
 
     @staticmethod
@@ -370,7 +304,7 @@ class LocalExecutor:
         states = {}
         for role in ROLES:
             for index, job_id in enumerate(record.jobs.get(role, [])):
-                if job_id.isdigit() and _running(int(job_id), paths.jobs):
+                if job_id.isdigit() and job_running(int(job_id), paths.jobs):
                     states[job_id] = "RUNNING"
                 elif (outcome := _outcome(paths.jobs, job_id)) is not None:
                     states[job_id] = "COMPLETED" if outcome == "success" else "FAILED"
@@ -385,14 +319,14 @@ class LocalExecutor:
 
     def active(self, record: RunRecord) -> list[str]:
         """The run's processes alive now: its recorded jobs, and any process submitit runs on its jobs folder."""
-        return [str(pid) for pid in _run_processes(_jobs_folder(record), live_job_ids(record))]
+        return [str(pid) for pid in run_processes(_jobs_folder(record), live_job_ids(record))]
 
     def cancel(self, record: RunRecord) -> list[str]:
         """End every process of the run (recorded or found on its jobs folder); the ids of those that were alive.
         LocalCancelFailed where one outlives SIGKILL (a process stuck in the kernel)."""
         jobs, ids = _jobs_folder(record), live_job_ids(record)
-        ended = _end_run(jobs, ids)
-        if left := _run_processes(jobs, ids):
+        ended = end_run(jobs, ids)
+        if left := run_processes(jobs, ids):
             raise LocalCancelFailed(
                 f"processes {', '.join(map(str, left))} of run {record.run_id} are still alive after SIGKILL"
             )
@@ -400,7 +334,7 @@ class LocalExecutor:
 
     def stop_service(self, record: RunRecord) -> list[str]:
         ids = record.jobs.get("service", [])
-        for pid in _local_pids(ids):
+        for pid in local_pids(ids):
             killed = terminate_tree(pid, grace_s=SERVICE_STOP_GRACE_S)
             if killed:
                 logger.warning(
