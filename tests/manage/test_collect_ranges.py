@@ -5,9 +5,13 @@ summary.json and the report are the same whatever the ranges, and the summary is
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +111,25 @@ def test_failed_commits_give_the_outlook_every_line_gives(tmp_path):
     assert reopened and set(commits["item_id"]) == {"b", "c", "d", "e"}
     assert failures_per_item(commits).to_dict() == failures_per_item(every).to_dict()
     assert retry_outlook(commits, {"d"}, reopened) == retry_outlook(every, {"d"})
+
+
+def test_a_killed_collectors_spill_folder_is_removed_by_the_next(run, tmp_path):
+    """A collector killed mid-pass leaves its spill folder in the run folder: the next collector removes it (its
+    process, of this host, is gone), not a live collector's, nor one of another host still young."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    dead = copy / f"{buckets.SPILL_PREFIX}{int(gone.stdout)}@{host}-k1ll3d"
+    live = copy / f"{buckets.SPILL_PREFIX}{os.getpid()}@{host}-al1ve"
+    elsewhere = copy / f"{buckets.SPILL_PREFIX}{int(gone.stdout)}@other-{host}-n0de"
+    for folder in (dead, live, elsewhere):
+        folder.mkdir()
+        (folder / "records-0.arrows").write_bytes(b"spilled")
+    collect_run(str(copy))
+    assert not dead.exists()
+    assert live.exists() and elsewhere.exists()
+    assert sorted(p.name for p in copy.glob(f"{buckets.SPILL_PREFIX}*")) == sorted([live.name, elsewhere.name])
+    old = time.time() - buckets.SPILL_STALE_S - 60
+    os.utime(elsewhere, (old, old))
+    assert buckets.sweep_spills(copy) == [elsewhere] and not elsewhere.exists()
