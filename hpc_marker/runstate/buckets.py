@@ -58,12 +58,37 @@ def record_schema() -> pa.Schema:
 
 
 def returning_pool() -> None:
-    """Make Arrow allocate from its jemalloc pool, where this pyarrow has one: it gives freed memory back to the
-    system, where the default (mimalloc) keeps it, so the ranges read one after the other do not pile up."""
+    """Make Arrow allocate from its jemalloc pool, where this pyarrow has one, with freed pages given back to the
+    system at once (decay 0; jemalloc waits 1 s by default): the default pool (mimalloc) keeps them, so the ranges
+    read one after the other would pile up."""
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
     except NotImplementedError:  # a pyarrow built without jemalloc
         logger.debug("no jemalloc pool in this pyarrow: Arrow's default pool")
+
+
+def give_back() -> None:
+    """Hand what the allocators keep of freed memory back to the system: Arrow's pool's and glibc malloc's (numpy's
+    and pandas' arrays; it keeps freed blocks below its mmap threshold in its arenas). Between the collector's
+    ranges, so that one range's freed frames are not still resident while the next is read."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
+    """glibc, where this Python runs on it (malloc_trim is glibc's); None elsewhere (musl, macOS)."""
+    import ctypes
+
+    try:
+        process = ctypes.CDLL(None)  # the symbols the process has loaded, the C library's among them
+    except OSError:
+        return None
+    return process if hasattr(process, "malloc_trim") else None
+
+
+_LIBC = _glibc()
 
 
 def bucket_bounds(items_file: pq.ParquetFile) -> np.ndarray:
@@ -143,6 +168,7 @@ class Buckets:
 
     def bucket(self, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Bucket k's planned items (plan order, with SHARE) and manifest records (read order, with SEQ)."""
+        give_back()  # the previous range's frames
         return self.items.read(k), self.records.read(k)
 
     def close(self) -> None:
