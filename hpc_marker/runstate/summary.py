@@ -135,19 +135,21 @@ def _per_task(records: pd.DataFrame) -> pd.DataFrame:
     )
     agg["wall"] = _busy_per_task(records) if len(records) else []
     for column, name in (("gpu", "gpu"), ("host", "hosts")):  # the distinct pairs first: a few per task
-        pairs = records[["task", column]].drop_duplicates()
-        agg[name] = pairs.groupby("task")[column].agg(lambda s: sorted(set(s))).reindex(agg.index)
+        pairs = records.groupby(["task", column], observed=True, dropna=False, sort=False).size().index
+        values = pd.Series(pairs.get_level_values(1), index=pairs.get_level_values(0))  # by group codes, no copy
+        agg[name] = values.groupby(level=0).agg(lambda s: sorted(set(s))).reindex(agg.index)
     return agg
 
 
 def _busy_per_task(records: pd.DataFrame) -> list[float]:
     """busy_seconds of each task's records, by task (the groups of groupby("task"), sorted, none for no task),
     from the start and end arrays split by task (a stable sort: each task's in record order), no frame per task."""
-    known = records["task"].notna().to_numpy(bool)
-    task = records["task"].to_numpy()[known]
-    order = np.argsort(task, kind="stable")
-    started, finished = (records[c].to_numpy(float)[known][order] for c in ("started", "finished"))
-    cuts = np.flatnonzero(np.diff(task[order])) + 1
+    task = records["task"].to_numpy()
+    order = np.flatnonzero(records["task"].notna().to_numpy(bool))  # groupby leaves out records of no task
+    order = order[np.argsort(task[order], kind="stable")]
+    task = task[order]
+    started, finished = (records[c].to_numpy(float)[order] for c in ("started", "finished"))
+    cuts = np.flatnonzero(np.diff(task)) + 1
     return [busy_seconds(s, f) for s, f in zip(np.split(started, cuts), np.split(finished, cuts), strict=True)]
 
 
