@@ -19,7 +19,7 @@ __all__ = ["Limits", "build_report", "write_report"]
 
 def __getattr__(name: str):
     """page.py's names, imported when first asked for: importing frames.py alone (the collector's ranges) does not
-    load plotly and Jinja2, about 25 MB, until the page is drawn."""
+    load plotly and Jinja2, about 10 MB, until the page is drawn."""
     if name in __all__:
         from hpc_marker.report import page
 

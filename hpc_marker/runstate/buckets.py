@@ -58,13 +58,12 @@ def record_schema() -> pa.Schema:
 
 
 def returning_pool() -> None:
-    """Make Arrow allocate from its jemalloc pool, where this pyarrow has one, with freed pages given back to the
-    system at once (decay 0; jemalloc waits 1 s by default): the default pool (mimalloc) keeps them, so the ranges
-    read one after the other would pile up. At 10^6 items: ~40 MB less peak for about the same CPU time (more
-    system time faulting pages in again, less user time)."""
+    """Make Arrow allocate from its jemalloc pool, where this pyarrow has one: it gives freed memory back to the
+    system, where the default (mimalloc) keeps it, so the ranges read one after the other do not pile up. Its decay
+    stays at 1 s: at 0 (every free given back at once) the collector peaked ~45 MB lower at 10^6 items but took
+    7-10 s more CPU (docs/scale.md)."""
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
-        pa.jemalloc_set_decay_ms(0)
     except NotImplementedError:  # a pyarrow built without jemalloc
         logger.debug("no jemalloc pool in this pyarrow: Arrow's default pool")
 

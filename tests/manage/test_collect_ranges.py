@@ -133,3 +133,15 @@ def test_a_killed_collectors_spill_folder_is_removed_by_the_next(run, tmp_path):
     old = time.time() - buckets.SPILL_STALE_S - 60
     os.utime(elsewhere, (old, old))
     assert buckets.sweep_spills(copy) == [elsewhere] and not elsewhere.exists()
+
+
+def test_the_collector_loads_plotly_only_to_draw_the_report():
+    """Importing the collector (it reads the report's frames) leaves plotly and Jinja2 out until the page is drawn:
+    ~10 MB less held through the ranges."""
+    code = (
+        "import sys\nimport hpc_marker.manage.collect\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'plotly', 'jinja2'}))\n"
+        "from hpc_marker.report import write_report\nprint('plotly' in sys.modules, callable(write_report))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["[]", "True True"]
