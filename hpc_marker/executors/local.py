@@ -173,7 +173,8 @@ class LocalExecutor:
     def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
         """Every task at once, one process each: --gpus already bounds them here (--max-running is Slurm's).
         Tasks added while the run's tasks run (`grow`): GrowRefused where this machine has no free GPU for each."""
-        grown_machine(_jobs_folder(record), record, len(tasks))
+        if record.jobs.get("convert"):  # a new run's or a resume's tasks: none of the run's tasks is running
+            grown_machine(_jobs_folder(record), record, len(tasks))
         note = (
             (
                 f"note: --max-running {record.max_running} applies to Slurm runs; here each of the {len(tasks)} "
