@@ -46,10 +46,11 @@ SAMPLE_PDF = ROOT / "examples" / "pdfs" / "en" / "upref.pdf"
 
 def _python(code: str, env: dict | None = None, strace: Path | None = None, tree: Path = ROOT) -> dict:
     """Run `code` in a fresh Python (optionally under strace); wall seconds and that process's own peak RSS
-    (MB; RUSAGE_CHILDREN would give the largest of every child so far)."""
-    peak = (
-        "import atexit, resource, sys\natexit.register(lambda: print('PEAK_RSS_KB', "
-        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
+    (MB, its VmHWM; RUSAGE_CHILDREN would give the largest of every child so far)."""
+    peak = (  # VmHWM, not ru_maxrss: Linux carries the parent's peak (this process's: 0.7 GB at 10^6 items) into
+        # the ru_maxrss of a child it spawns, across exec; VmHWM is the child's own address space's
+        "import atexit, resource, sys\natexit.register(lambda: print('PEAK_RSS_KB', next(int(line.split()[1]) "
+        "for line in open('/proc/self/status') if line.startswith('VmHWM:')), file=sys.stderr))\n"
         "atexit.register(lambda: print('CPU_S', sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), file=sys.stderr))\n"
     )
     argv = [sys.executable, "-c", peak + code]
@@ -176,15 +177,14 @@ def synthetic_outputs(root: Path, tasks: int) -> None:
     from hpc_marker.planning.store import load_share, load_summary
     from hpc_marker.runstate.layout import RunPaths
     from hpc_marker.runstate.manifest import ManifestRecord
+    from hpc_marker.runstate.progress import CommitLog
 
     paths = RunPaths(root)
     for summary in load_summary(paths.plan):
         share = load_share(paths.plan, summary)
         clock = 1_760_000_000.0 + summary.index
-        with (
-            open(paths.task_manifest(summary.index), "w", encoding="utf-8") as manifest,
-            open(paths.progress / f"task-{summary.index}.log", "w", encoding="utf-8") as log,
-        ):
+        log = CommitLog(paths.progress, summary.index)  # the lines a task writes (all their fields)
+        with open(paths.task_manifest(summary.index), "w", encoding="utf-8") as manifest:
             for n, item in enumerate(share.items):
                 status = "failed" if n % 997 == 0 else "ok"
                 started, clock = clock, clock + 0.5
@@ -207,7 +207,8 @@ def synthetic_outputs(root: Path, tasks: int) -> None:
                     finished=clock,
                 )
                 manifest.write(record.to_line())
-                log.write(f"{item.item_id}\t{status}\t{item.pages}\t{summary.index}\t{started:.3f}\t{clock:.3f}\t\n")
+                log.append(item.item_id, status, item.pages, summary.index, started, clock)
+        log.close()
 
 
 def login(work: Path, items: int, tasks: int) -> dict:

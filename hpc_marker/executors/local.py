@@ -59,7 +59,6 @@ logger = logging.getLogger(__name__)
 COLLECT_TIME_MIN = 30
 POLL_S = 1.0  # how often a waiting submit looks at its jobs (the collector: twice as often); tests look more often
 CANCEL_CHECK_S = 5.0  # how often it looks for a `cancel` mark that cancel's own scan may have raced
-START_CANCEL_CHECK_S = 1.0  # ... and while it starts the tasks (not once per task: a stat each)
 
 
 class LocalRunFailed(Refused):
@@ -173,7 +172,8 @@ class LocalExecutor:
     def task_arrays(self, record: RunRecord, tasks: list[int], other_jobs: int) -> ArrayLayout:
         """Every task at once, one process each: --gpus already bounds them here (--max-running is Slurm's).
         Tasks added while the run's tasks run (`grow`): GrowRefused where this machine has no free GPU for each."""
-        grown_machine(_jobs_folder(record), record, len(tasks))
+        if record.jobs.get("convert"):  # a new run's or a resume's tasks: none of the run's tasks is running
+            grown_machine(_jobs_folder(record), record, len(tasks))
         note = (
             (
                 f"note: --max-running {record.max_running} applies to Slurm runs; here each of the {len(tasks)} "
@@ -280,10 +280,9 @@ class LocalExecutor:
                     executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
                     _started(ids, "service", executor.submit(jobs.service, str(paths.root), replica), seen)
             executor = submitit.LocalExecutor(folder=paths.jobs)  # one for every task: its folder made once
-            cancel = _CancelWatch(paths, START_CANCEL_CHECK_S)  # a task started after a cancel ends in the wait
             try:
                 for slot, index in enumerate(layout.tasks):
-                    if cancel.seen():
+                    if _cancelled(paths):  # before each: a task started after `cancel` looked would outlive it
                         break
                     if fitted.gpus:  # a GPU each; otherwise CUDA_VISIBLE_DEVICES is empty: the CPU
                         gpu = fitted.gpus[slot % len(fitted.gpus)]

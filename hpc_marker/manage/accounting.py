@@ -327,7 +327,7 @@ def run_accounting(
     else:
         stops = read_stops(paths.progress)
         updated = {task: beat.updated for task, beat in read_heartbeats(paths.progress).items()}
-    commits = commits_by_task(paths.progress)
+    commits = commits_by_task(paths.progress, ["status", "started", "finished", "llm_s"])  # what _item_times reads
     accounts = []
     for task, jobs in sorted(task_jobs(record).items()):
         for clock in task_clocks(task, jobs, clocks, stops.get(task), commits.get(task), now, updated.get(task)):

@@ -31,7 +31,7 @@ from hpc_marker.manage.verdict import ACTIVE_STATES, MAX_ATTEMPTS
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.store import load_items_table, load_summary
 from hpc_marker.report.frames import slowest_of
-from hpc_marker.runstate.buckets import open_buckets, returning_pool
+from hpc_marker.runstate.buckets import give_back, open_buckets, returning_pool
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.outlock import release
@@ -231,6 +231,7 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
         records = light_frame(buckets, found)
     finally:
         buckets.close()
+    give_back()  # the last range's frames and the light columns' Arrow copies
     sweep_staging(paths, record, found.referenced)
     torn = buckets.torn
     logger.debug(
@@ -260,6 +261,7 @@ def _collect(paths: RunPaths, record: RunRecord) -> dict:
     for line in summary["reasons"]:
         logger.info(line)
     release(Path(record.out_dir), record.run_id)  # the run is over: its --out is free for the next one
+    give_back()  # what the summary's steps freed, before the report draws
     try:
         from hpc_marker.report.page import Limits, RunView, write_report
 

@@ -10,9 +10,18 @@ and stays under about 10 MB whatever the run's size.
 - frames.py: pure pandas frames from manifest records, the plan, summary.json and LLM metrics;
 - figures.py: plotly figures from those frames (strings from the run escaped for plotly's markup);
 - page.py: reads the folder, renders `templates/report.html.j2` (Jinja2, autoescaped; plotly.js
-  inlined once, so the page opens offline) and writes it atomically.
+  inlined once, so the page opens offline) and writes it atomically; imported when first used (plotly is
+  loaded only to draw).
 """
 
-from hpc_marker.report.page import Limits, build_report, write_report
-
 __all__ = ["Limits", "build_report", "write_report"]
+
+
+def __getattr__(name: str):
+    """page.py's names, imported when first asked for: importing frames.py alone (the collector's ranges) does not
+    load plotly and Jinja2, about 10 MB, until the page is drawn."""
+    if name in __all__:
+        from hpc_marker.report import page
+
+        return getattr(page, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

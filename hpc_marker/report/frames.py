@@ -86,19 +86,21 @@ def spread(started: np.ndarray, finished: np.ndarray, weights: np.ndarray, edges
     return total
 
 
+def _ok_pages(items: pd.DataFrame) -> np.ndarray:
+    """Which records are ok with pages: those whose pages the timeline spreads over their duration."""
+    return ((items["status"] == "ok") & (items["pages"] > 0)).to_numpy(bool)
+
+
 def throughput_frame(items: pd.DataFrame, buckets: int = 60) -> pd.DataFrame:
     """Pages/s per time bucket over the whole run, each ok record's pages spread over its duration,
     and pages done so far; attrs["bucket_s"] is the bucket width."""
-    ok = items.loc[(items["status"] == "ok") & (items["pages"] > 0), ["started", "finished", "pages"]]
-    if ok.empty:
+    ok = _ok_pages(items)
+    if not ok.any():
         return pd.DataFrame(columns=["time", "pages_per_s", "pages_done"])
-    finished = ok["finished"].to_numpy(float)
-    first = min(
-        float((finished - np.maximum(finished - ok["started"].to_numpy(float), 1e-6)).min()),
-        float(items["started"].min()),
-    )
+    started, finished = items["started"].to_numpy(float)[ok], items["finished"].to_numpy(float)[ok]
+    first = min(float((finished - np.maximum(finished - started, 1e-6)).min()), float(items["started"].min()))
     edges, width = bucket_edges(first, float(items["finished"].max()), buckets)
-    done = spread(ok["started"].to_numpy(float), finished, ok["pages"].to_numpy(float), edges)
+    done = spread(started, finished, items["pages"].to_numpy(float)[ok], edges)
     frame = pd.DataFrame(
         {"time": local_times(edges[:-1] + width / 2), "pages_per_s": done / width, "pages_done": done.cumsum()}
     )
@@ -115,13 +117,14 @@ def activity_frame(items: pd.DataFrame, tasks: Sequence[int], buckets: int = 120
     edges, width = bucket_edges(float(items["started"].min()), float(items["finished"].max()), buckets)
     n, position = len(edges) - 1, {task: k for k, task in enumerate(rows)}
     pages = np.zeros((len(rows), n))
-    ok = items.loc[(items["status"] == "ok") & (items["pages"] > 0), ["task", "started", "finished", "pages"]]
-    for task, mine in ok.groupby("task"):
-        pages[position[task]] = spread(
-            mine["started"].to_numpy(float), mine["finished"].to_numpy(float), mine["pages"].to_numpy(float), edges
-        )
-    cell = items["task"].map(position).to_numpy() * n + np.clip(
-        np.searchsorted(edges, items["finished"].to_numpy(float), side="right") - 1, 0, n - 1
+    task = items["task"].to_numpy()
+    ok = np.flatnonzero(_ok_pages(items))
+    ok = ok[np.argsort(task[ok], kind="stable")]  # by task, each task's in record order: its groupby group
+    started, finished, weights = (items[c].to_numpy(float) for c in ("started", "finished", "pages"))
+    for group in np.split(ok, np.flatnonzero(np.diff(task[ok])) + 1) if len(ok) else []:
+        pages[position[task[group[0]]]] = spread(started[group], finished[group], weights[group], edges)
+    cell = np.searchsorted(np.asarray(rows), task) * n + np.clip(  # rows: every task, sorted
+        np.searchsorted(edges, finished, side="right") - 1, 0, n - 1
     )
     counts = {
         state: np.bincount(cell[(items["state"] == state).to_numpy()], minlength=len(rows) * n)

@@ -15,7 +15,11 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,12 +35,15 @@ import pyarrow.parquet as pq
 from hpc_marker.planning.store import ITEMS, ShareSummary
 from hpc_marker.runstate.manifest import COLUMNS, ManifestRecord, parse_manifest
 from hpc_marker.runstate.summary import SHARE
+from hpc_marker.util.processes import process_alive
 
 logger = logging.getLogger(__name__)
 
 BUCKET_ITEMS = 20_000  # planned items per bucket: what the collector holds as frames at once
 SAMPLE_EVERY = 16  # of the plan's PDFs, those read to choose where the buckets start
 BLOCK_BYTES = 2 * 2**20  # manifest bytes parsed at once (whole lines)
+SPILL_PREFIX = ".collect-"  # the spill folder: .collect-<pid>@<host>-<random>, in the run folder
+SPILL_STALE_S = 24 * 3600  # a spill folder this old is stale whoever made it (a collector on another node)
 SEQ = "seq"  # a record's place in the order the manifests were read
 LIGHT = ["task", "status", "pages", "seconds", "started", "finished", "host", "gpu", "degraded"]
 _TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "list": pa.list_(pa.int64())}
@@ -52,11 +59,36 @@ def record_schema() -> pa.Schema:
 
 def returning_pool() -> None:
     """Make Arrow allocate from its jemalloc pool, where this pyarrow has one: it gives freed memory back to the
-    system, where the default (mimalloc) keeps it, so the ranges read one after the other do not pile up."""
+    system, where the default (mimalloc) keeps it, so the ranges read one after the other do not pile up. Its decay
+    stays at 1 s: at 0 (every free given back at once) the collector peaked ~45 MB lower at 10^6 items but took
+    7-10 s more CPU (docs/scale.md)."""
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
     except NotImplementedError:  # a pyarrow built without jemalloc
         logger.debug("no jemalloc pool in this pyarrow: Arrow's default pool")
+
+
+def give_back() -> None:
+    """Hand what the allocators keep of freed memory back to the system: Arrow's pool's and glibc malloc's (numpy's
+    and pandas' arrays; it keeps freed blocks below its mmap threshold in its arenas). Between the collector's
+    ranges, so that one range's freed frames are not still resident while the next is read."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
+    """glibc, where this Python runs on it (malloc_trim is glibc's); None elsewhere (musl, macOS)."""
+    import ctypes
+
+    try:
+        process = ctypes.CDLL(None)  # the symbols the process has loaded, the C library's among them
+    except OSError:
+        return None
+    return process if hasattr(process, "malloc_trim") else None
+
+
+_LIBC = _glibc()
 
 
 def bucket_bounds(items_file: pq.ParquetFile) -> np.ndarray:
@@ -136,6 +168,7 @@ class Buckets:
 
     def bucket(self, k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Bucket k's planned items (plan order, with SHARE) and manifest records (read order, with SEQ)."""
+        give_back()  # the previous range's frames
         return self.items.read(k), self.records.read(k)
 
     def close(self) -> None:
@@ -149,7 +182,8 @@ def open_buckets(plan: Path, manifests: Path, shares: list[ShareSummary], column
     BUCKET_ITEMS items, spilled under a temporary folder in `where`."""
     items_file = pq.ParquetFile(Path(plan) / ITEMS)
     bounds = bucket_bounds(items_file)
-    tmp = tempfile.TemporaryDirectory(prefix=".collect-", dir=where)
+    sweep_spills(where)
+    tmp = tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}@{socket.gethostname()}-", dir=where)
     folder = Path(tmp.name)
     item_schema = _item_schema(items_file, columns)
     items = Spill(folder, item_schema.with_metadata({"name": "items"}), len(bounds) + 1)
@@ -172,6 +206,32 @@ def open_buckets(plan: Path, manifests: Path, shares: list[ShareSummary], column
         light.append(light_columns(table))
     records.close()
     return Buckets(items, records, light, torn, seq, tmp)
+
+
+def spill_stale(name: str, modified: float, now: float) -> bool:
+    """Whether the spill folder `name` (modified at `modified`) is a dead collector's: its process, of this host,
+    is gone, or it is older than SPILL_STALE_S (another host's, or of a name without its owner). Pure but for the
+    process lookup."""
+    owner, _, rest = name.removeprefix(SPILL_PREFIX).partition("@")
+    host = rest.rpartition("-")[0]
+    if owner.isdigit() and host == socket.gethostname() and not process_alive(int(owner)):
+        return True
+    return now - modified > SPILL_STALE_S
+
+
+def sweep_spills(where: Path) -> list[Path]:
+    """Remove the spill folders that killed collectors left in `where` (a live collector's stays); returns them."""
+    swept, now = [], time.time()
+    for folder in Path(where).glob(f"{SPILL_PREFIX}*"):
+        try:
+            stale = folder.is_dir() and spill_stale(folder.name, folder.stat().st_mtime, now)
+        except FileNotFoundError:  # its collector has just removed it
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            logger.info(f"removed {folder.name}: the spill folder of a collector that is gone")
+            swept.append(folder)
+    return swept
 
 
 def light_columns(table: pa.Table) -> pa.Table:

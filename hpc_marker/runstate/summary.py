@@ -119,16 +119,12 @@ def add_up(parts: list[dict], records: pd.DataFrame, shares: list[ShareSummary],
 def _per_task(records: pd.DataFrame) -> pd.DataFrame:
     """Per task, over every record: items ok, records, items split, pages ok, busy and wall seconds, the
     GPUs and hosts it ran on."""
-    per_task = (
-        records[["task", "status", "pages", "seconds", "started", "finished"]]
-        .assign(
-            ok=records["status"] == "ok",
-            split=records["status"] == BISECTED,
-            ok_pages=records["pages"].where(records["status"] == "ok", 0),
-        )
-        .groupby("task")
-    )
-    agg = per_task.agg(
+    ok, split = (records["status"] == "ok").to_numpy(bool), (records["status"] == BISECTED).to_numpy(bool)
+    columns = {"task": records["task"], "ok": ok, "split": split, "ok_pages": records["pages"].where(ok, 0)}
+    lean = pd.DataFrame(
+        {**columns, **{name: records[name] for name in ("seconds", "started", "finished")}}, index=records.index
+    )  # only what is added up: not a copy of every column of every record
+    agg = lean.groupby("task").agg(
         ok=("ok", "sum"),
         n=("ok", "size"),
         split=("split", "sum"),
@@ -137,17 +133,24 @@ def _per_task(records: pd.DataFrame) -> pd.DataFrame:
         first=("started", "min"),
         last=("finished", "max"),
     )
-    agg["wall"] = (
-        records.groupby("task")[["started", "finished"]].apply(
-            lambda own: busy_seconds(own["started"], own["finished"])
-        )
-        if len(records)
-        else []
-    )
+    agg["wall"] = _busy_per_task(records) if len(records) else []
     for column, name in (("gpu", "gpu"), ("host", "hosts")):  # the distinct pairs first: a few per task
-        pairs = records[["task", column]].drop_duplicates()
-        agg[name] = pairs.groupby("task")[column].agg(lambda s: sorted(set(s))).reindex(agg.index)
+        pairs = records.groupby(["task", column], observed=True, dropna=False, sort=False).size().index
+        values = pd.Series(pairs.get_level_values(1), index=pairs.get_level_values(0))  # by group codes, no copy
+        agg[name] = values.groupby(level=0).agg(lambda s: sorted(set(s))).reindex(agg.index)
     return agg
+
+
+def _busy_per_task(records: pd.DataFrame) -> list[float]:
+    """busy_seconds of each task's records, by task (the groups of groupby("task"), sorted, none for no task),
+    from the start and end arrays split by task (a stable sort: each task's in record order), no frame per task."""
+    task = records["task"].to_numpy()
+    order = np.flatnonzero(records["task"].notna().to_numpy(bool))  # groupby leaves out records of no task
+    order = order[np.argsort(task[order], kind="stable")]
+    task = task[order]
+    started, finished = (records[c].to_numpy(float)[order] for c in ("started", "finished"))
+    cuts = np.flatnonzero(np.diff(task)) + 1
+    return [busy_seconds(s, f) for s, f in zip(np.split(started, cuts), np.split(finished, cuts), strict=True)]
 
 
 def _task_rows(records: pd.DataFrame, shares: list[ShareSummary]) -> list[dict]:

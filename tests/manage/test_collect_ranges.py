@@ -8,7 +8,10 @@ import json
 import os
 import re
 import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,37 @@ def test_failed_commits_open_each_log_once_and_stat_none_by_path(tmp_path, monke
     commits, reopened = failed_commits(tmp_path)
     assert sorted(commits["item_id"]) == ["b", "c"] and not reopened
     assert given and not any(isinstance(source, (str, os.PathLike)) for source in given)
+
+
+def test_a_killed_collectors_spill_folder_is_removed_by_the_next(run, tmp_path):
+    """A collector killed mid-pass leaves its spill folder in the run folder: the next collector removes it (its
+    process, of this host, is gone), not a live collector's, nor one of another host still young."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    dead = copy / f"{buckets.SPILL_PREFIX}{int(gone.stdout)}@{host}-k1ll3d"
+    live = copy / f"{buckets.SPILL_PREFIX}{os.getpid()}@{host}-al1ve"
+    elsewhere = copy / f"{buckets.SPILL_PREFIX}{int(gone.stdout)}@other-{host}-n0de"
+    for folder in (dead, live, elsewhere):
+        folder.mkdir()
+        (folder / "records-0.arrows").write_bytes(b"spilled")
+    collect_run(str(copy))
+    assert not dead.exists()
+    assert live.exists() and elsewhere.exists()
+    assert sorted(p.name for p in copy.glob(f"{buckets.SPILL_PREFIX}*")) == sorted([live.name, elsewhere.name])
+    old = time.time() - buckets.SPILL_STALE_S - 60
+    os.utime(elsewhere, (old, old))
+    assert buckets.sweep_spills(copy) == [elsewhere] and not elsewhere.exists()
+
+
+def test_the_collector_loads_plotly_only_to_draw_the_report():
+    """Importing the collector (it reads the report's frames) leaves plotly and Jinja2 out until the page is drawn:
+    ~10 MB less held through the ranges."""
+    code = (
+        "import sys\nimport hpc_marker.manage.collect\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'plotly', 'jinja2'}))\n"
+        "from hpc_marker.report import write_report\nprint('plotly' in sys.modules, callable(write_report))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["[]", "True True"]

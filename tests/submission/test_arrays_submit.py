@@ -231,7 +231,7 @@ def test_a_local_run_says_that_max_running_is_for_slurm():
 
     from hpc_marker.executors.local import LocalExecutor
 
-    layout = LocalExecutor().task_arrays(SimpleNamespace(max_running=3), [0, 1, 2, 3], other_jobs=1)
+    layout = LocalExecutor().task_arrays(SimpleNamespace(max_running=3, jobs={}), [0, 1, 2, 3], other_jobs=1)
     assert [a.tasks for a in layout.arrays] == [(0, 1, 2, 3)] and layout.arrays[0].throttle is None
     assert layout.note.startswith("note: --max-running 3 applies to Slurm runs")
-    assert LocalExecutor().task_arrays(SimpleNamespace(max_running=None), [0], other_jobs=1).note is None
+    assert LocalExecutor().task_arrays(SimpleNamespace(max_running=None, jobs={}), [0], other_jobs=1).note is None

@@ -118,8 +118,8 @@ def test_unknown_template_lists_available():
 def test_the_collector_asks_for_memory_by_the_run_size():
     from hpc_marker.submission.scripts import collect_memory
 
-    assert collect_memory(57) == "2G" and collect_memory(1_000_000) == "2G" and collect_memory(5_000_000) == "5G"
-    assert collect_memory(10_000_000) == "8G"  # it was 21G when the collector held the whole manifest frame
+    assert collect_memory(57) == "2G" and collect_memory(1_000_000) == "2G" and collect_memory(5_000_000) == "3G"
+    assert collect_memory(10_000_000) == "6G"  # it was 21G when the collector held the whole manifest frame
     contexts = sample_contexts("/runs/r1")
     assert contexts["collect"]["mem"] == "2G" and "#SBATCH --mem=2G" in render_role(
         "generic", "collect", contexts["collect"]
