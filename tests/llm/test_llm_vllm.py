@@ -146,10 +146,9 @@ def test_vllm_runs_in_the_profiles_image(tmp_path, monkeypatch):
 
 
 def test_vllm_failures_are_one_line_and_fast(tmp_path, monkeypatch):
-    run_dir, env = (
-        make_run(tmp_path, load_timeout_s=1),
-        vllm_env(tmp_path, STANDIN_VLLM_EXIT_AT_STARTUP="CUDA out of memory"),
-    )
+    # the server that exits at start-up gets the usual 20 s to load: with 1 s, a stand-in still starting on a loaded
+    # machine (CI) was told "did not answer" before its exit was seen
+    run_dir, env = make_run(tmp_path), vllm_env(tmp_path, STANDIN_VLLM_EXIT_AT_STARTUP="CUDA out of memory")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(
@@ -160,6 +159,7 @@ def test_vllm_failures_are_one_line_and_fast(tmp_path, monkeypatch):
         serve_llm(str(run_dir))
     monkeypatch.delenv("STANDIN_VLLM_EXIT_AT_STARTUP")
     monkeypatch.setenv("STANDIN_VLLM_NEVER_HEALTHY", "1")
+    make_run(tmp_path, load_timeout_s=1)
     started = time.monotonic()
     with pytest.raises(ServiceError, match=r"did not answer on http://127\.0\.0\.1:\d+/health within 1s"):
         serve_llm(str(run_dir))
