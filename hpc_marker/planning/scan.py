@@ -23,7 +23,6 @@ from functools import partial
 from pathlib import Path
 
 from hpc_marker.planning.scancache import Counted, PageCountCache
-from hpc_marker.planning.scanprogress import ScanProgress
 from hpc_marker.planning.textcheck import TextSample, read_sample
 from hpc_marker.util.text import one_line
 
@@ -197,6 +196,8 @@ def scan_pdfs(
     `workers`: processes counting pages at a low priority, at most one per core (None or 1: this process).
     `cache`: use the page-count cache (True: in the user's cache folder; a Path: in that folder), so that
     only PDFs whose path, size or mtime changed are read. `progress`: a progress bar with an ETA on stderr."""
+    from hpc_marker.planning.scanprogress import ScanProgress  # rich: only where a scan runs, not in every task
+
     with ScanProgress(enabled=progress) as shown:
         pairs = _find(root, found=shown.found) if only is None else listed_pdfs(root, only)
         if not pairs:

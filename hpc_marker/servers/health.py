@@ -13,9 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
+
 
 T = TypeVar("T")
 PROBE_TIMEOUT_S = 2.0  # one probe's request, at most
@@ -56,6 +58,8 @@ def poll_until(probe: Callable[[float], T | NotReady], timeout_s: float, *, inte
 def http_ok(url: str, seconds_left: float, *, most_s: float = PROBE_TIMEOUT_S) -> httpx.Response | NotReady:
     """GET `url` (never through a proxy), within the seconds left and at most `most_s`: the reply when it
     is 200, else NotReady("HTTP 503", status=503) or NotReady("ConnectError") while nothing answers."""
+    import httpx  # here: every task imports this module (its health waits), most never probe HTTP
+
     try:
         reply = httpx.get(url, timeout=min(most_s, max(MIN_PROBE_TIMEOUT_S, seconds_left)), trust_env=False)
     except httpx.HTTPError as exc:  # connection refused while it starts, a read timeout

@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from hpc_marker.servers.managed import HOST, ManagedServer, ServerFailed
 
 CONTAINER_MODES = ("apptainer", "singularity")  # interchangeable: either executable runs either mode
@@ -107,6 +105,8 @@ def flag_value(args: list[str], flag: str) -> str | None:
 def served_models(url: str, headers: Mapping[str, str] | None = None, timeout_s: float = 5.0) -> list[str]:
     """The model ids an OpenAI-compatible server at `url` lists on /v1/models (loopback: no proxy).
     Raises httpx.HTTPError or ValueError."""
+    import httpx  # here: a task imports this module for its settings (the run record), and httpx costs 0.1 s
+
     reply = httpx.get(f"{url}/v1/models", headers=dict(headers or {}), timeout=timeout_s, trust_env=False)
     reply.raise_for_status()
     data = reply.json()
@@ -118,6 +118,8 @@ def check_served_model(
     server: ManagedServer, url: str, model: str, why: str = "", headers: Mapping[str, str] | None = None
 ) -> None:
     """The healthy `server` at `url` serves `model`, else server.error (one line, with its log's path)."""
+    import httpx
+
     try:
         served = served_models(url, headers)
     except (httpx.HTTPError, ValueError) as exc:
