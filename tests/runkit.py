@@ -21,10 +21,12 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
+from hpc_marker.engines import EngineOptions
 from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.index import register_run, resolve_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, read_manifests
+from hpc_marker.runstate.record import RunRecord
 
 
 def invoke(*args, **kwargs) -> Result:
@@ -59,6 +61,31 @@ def submit_from_a_terminal(pdfs: Path, out: Path, run_id: str, seconds_per_page:
         start_new_session=True,
         preexec_fn=as_from_a_terminal,
     )
+
+
+def bare_record(**fields) -> RunRecord:
+    """A run record for a test that needs one without a run: a 2-task text run on Slurm; `fields` override."""
+    values = dict(
+        run_id="r",
+        created=0.0,
+        pdfs_root="/p",
+        out_dir="/o",
+        engine="text",
+        engine_options=EngineOptions(),
+        executor="slurm",
+        tasks=2,
+        gpus=2,
+        workers_per_gpu=1,
+        cpus_per_task=1,
+        template="generic",
+        time_limit="1:00:00",
+        steal=True,
+        lease_seconds=120.0,
+        item_timeout="auto",
+        umask=0o077,
+        profile="generic",
+    )
+    return RunRecord(**{**values, **fields})
 
 
 def run_folder(out: Path, run_id: str) -> RunPaths:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pandas as pd
+from runkit import bare_record
 
-from hpc_marker.engines.base import EngineOptions
 from hpc_marker.manage.status import status_of
 from hpc_marker.manage.tally import RunProgress, ShareCounts, share_counts
 from hpc_marker.planning.plan import Plan, TaskPlan, WorkItem
@@ -57,27 +57,7 @@ def _plan() -> Plan:
 
 
 def _record() -> RunRecord:
-    return RunRecord(
-        run_id="r",
-        created=0,
-        pdfs_root="/p",
-        out_dir="/o",
-        engine="text",
-        engine_options=EngineOptions(),
-        executor="slurm",
-        tasks=2,
-        gpus=2,
-        workers_per_gpu=1,
-        cpus_per_task=1,
-        template="generic",
-        time_limit="1:00:00",
-        steal=True,
-        lease_seconds=120.0,
-        item_timeout="auto",
-        umask=0o077,
-        profile="generic",
-        jobs={"convert": ["7_0", "7_1"], "collect": ["8"]},
-    )
+    return bare_record(jobs={"convert": ["7_0", "7_1"], "collect": ["8"]})
 
 
 def _progress(commits: list[tuple[str, str, int, int, float]]) -> RunProgress:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from hpc_marker.engines import EngineOptions
+from runkit import bare_record
+
 from hpc_marker.llm.budget import FILL
 from hpc_marker.llm.settings import LlmRecord
 from hpc_marker.runstate.layout import RunPaths
@@ -15,27 +16,8 @@ from hpc_marker.runtime.startup import task_budget
 
 def _record(grown: tuple[int, ...]) -> RunRecord:
     llm = LlmRecord(model="m", gpus=1, parallel=16, wait_timeout_s=5, request_timeout_s=600, cpus=1)
-    return RunRecord(
-        run_id="r",
-        created=0,
-        pdfs_root="/p",
-        out_dir="/o",
-        engine="text",
-        engine_options=EngineOptions(),
-        executor="slurm",
-        tasks=4,
-        gpus=4,
-        workers_per_gpu=4,
-        cpus_per_task=4,
-        template="generic",
-        time_limit="1:00:00",
-        steal=True,
-        lease_seconds=120.0,
-        item_timeout="auto",
-        umask=0o077,
-        profile="generic",
-        llm=llm,
-        rounds=[Round(1, 0, (0, 1, 2, 3), grown=grown)],
+    return bare_record(
+        tasks=4, gpus=4, workers_per_gpu=4, cpus_per_task=4, llm=llm, rounds=[Round(1, 0, (0, 1, 2, 3), grown=grown)]
     )
 
 

@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from runkit import bare_record
 
 from hpc_marker.cli.admin import sample_contexts as admin_sample_contexts
-from hpc_marker.engines.base import EngineOptions
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.record import JobSettings, RunRecord
+from hpc_marker.runstate.record import JobSettings
 from hpc_marker.submission.scripts import script_contexts
 from hpc_marker.submission.templates import ROLES, TemplateError, available_templates, render_role
 
@@ -22,27 +22,15 @@ UPDATE = os.environ.get("HPCMARKER_UPDATE_SNAPSHOTS") == "1"
 def sample_contexts(run_dir: str | None = None, profile: str = "generic") -> dict:
     contexts = admin_sample_contexts(profile)
     if run_dir is not None:  # the same run in another folder
-        record = RunRecord(
+        record = bare_record(
             run_id="r1",
-            created=0.0,
             pdfs_root="/data/pdfs",
-            out_dir="/o",
-            engine="text",
-            engine_options=EngineOptions(),
-            executor="slurm",
             tasks=4,
             gpus=4,
-            workers_per_gpu=1,
             cpus_per_task=4,
-            template="generic",
             partition="gpu",
             mem="32G",
             time_limit="04:00:00",
-            steal=True,
-            lease_seconds=120.0,
-            item_timeout="auto",
-            umask=0o077,
-            profile="generic",
             job_settings=JobSettings(gres="gpu:1"),
         )
         contexts = script_contexts(RunPaths(Path(run_dir)), record, python="/opt/venv/bin/python")
