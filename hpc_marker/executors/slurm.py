@@ -154,7 +154,10 @@ class SlurmExecutor:
             known = commands.partitions()
             chosen = partition or commands.default_partition()
         except SlurmError as exc:
-            raise ClusterRequestError(f"cannot reach Slurm: {exc}") from None
+            raise ClusterRequestError(
+                f"cannot reach Slurm: {exc} (sbatch is on PATH; to run on this machine instead: --executor local, "
+                "or HPCMARKER_SUBMIT_EXECUTOR=local)"
+            ) from None
         if partition and partition not in known:
             raise ClusterRequestError(
                 f"--partition {partition}: no such partition; partitions here: {', '.join(sorted(known)) or '(none)'}"
