@@ -177,7 +177,9 @@ def test_streaming_passes_through_chunk_by_chunk(stack):
     assert len(arrivals) == 21 and arrivals[-1][1]["done"] is True
     total = arrivals[-1][0]
     assert total >= 0.9  # 20 tokens x 0.05 s
-    assert arrivals[0][0] < 0.4 * total, "the first token must arrive long before the last: not buffered"
+    # the lines arrive spread over the generation (buffered, they would come together at the end); the spread, not
+    # the first line's time, which a loaded machine (CI) delays by the connection and the front's start
+    assert total - arrivals[0][0] >= 0.5, "the first token must arrive long before the last: not buffered"
     assert front.stats()["tasks"]["1"]["tokens_out"] == 20
 
 
