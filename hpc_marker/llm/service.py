@@ -18,7 +18,6 @@ process group terminated (killed after a grace period). Every step is bounded.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -130,11 +129,6 @@ def prepare_model(url: str, settings: LlmSettings) -> str:
     return name
 
 
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
 def _start_server(settings: LlmSettings, paths: LlmPaths, started: list[ManagedServer]) -> tuple[str, dict, str, str]:
     """Start the settings' server and make its model servable: (URL, headers for it, model, version).
     The process is appended to `started` at once, so the caller stops it whatever happens next."""
@@ -242,8 +236,7 @@ def _publish(settings: LlmSettings, paths: LlmPaths, front: Front, model: str, v
 
 def _clean_up(paths: LlmPaths, front: Front | None, started: list[ManagedServer]) -> None:
     """Endpoint and secret removed, the front stopped, the server stopped (killed after its grace)."""
-    _remove(paths.endpoint)
-    _remove(paths.secret)
+    paths.withdraw()
     if front is not None:
         front.stop()
     for process in started:
@@ -259,8 +252,8 @@ def serve_llm(run_dir: str, replica: int = 0, *, stop: threading.Event | None = 
     except SettingsError as exc:
         raise ServiceError(str(exc)) from None
     paths.create()
-    for stale in (paths.endpoint, paths.secret, paths.unfit):  # left by a service that was killed, or an earlier round
-        _remove(stale)
+    paths.withdraw()  # left by a service that was killed, or an earlier round
+    paths.unfit.unlink(missing_ok=True)
     stop = stop or threading.Event()
 
     def on_signal(signum: int, _frame) -> None:

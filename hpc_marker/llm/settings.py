@@ -192,6 +192,12 @@ class LlmPaths:
     def all_replicas(self, count: int) -> list[LlmPaths]:
         return [LlmPaths(self.run_dir, replica) for replica in range(max(1, count))]
 
+    def withdraw(self) -> None:
+        """The endpoint and the secret removed: the replica serves no more. The service does it as it stops;
+        whoever stops it does it again, for a service killed before its own cleanup ran."""
+        for path in (self.endpoint, self.secret):
+            path.unlink(missing_ok=True)
+
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.root.chmod(0o700)

@@ -22,7 +22,8 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from hpc_marker.executors import executor_for
-from hpc_marker.executors.base import job_logs
+from hpc_marker.executors.base import job_logs, service_replicas
+from hpc_marker.llm.settings import LlmPaths
 from hpc_marker.manage.accounting import collected_accounting
 from hpc_marker.manage.collectparts import collect_ranges, light_frame, marked
 from hpc_marker.manage.rounds import close_round, next_round
@@ -79,13 +80,17 @@ def sweep_staging(paths: RunPaths, record: RunRecord, referenced: set[str]) -> N
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def stop_service(record: RunRecord) -> list[str]:
-    """The array is over: stop the run's LLM service so no GPU is held idle."""
+def stop_service(paths: RunPaths, record: RunRecord) -> list[str]:
+    """The array is over: stop the run's LLM service so no GPU is held idle, and withdraw each replica's
+    endpoint and secret (a replica killed before its own cleanup leaves them in the run folder)."""
     try:
-        return executor_for(record.executor).stop_service(record)
+        stopped = executor_for(record.executor).stop_service(record)
     except Refused as exc:  # the scheduler did not answer: say so, collect anyway
         logger.warning(f"could not stop the LLM service: {exc}")
         return []
+    for replica in LlmPaths(paths.root).all_replicas(service_replicas(record)) if stopped else []:
+        replica.withdraw()
+    return stopped
 
 
 def gather_logs(paths: RunPaths, job_ids: list[str]) -> list[Path]:
@@ -220,7 +225,7 @@ def collect_job(run_dir: str) -> dict:
 
 
 def _collect(paths: RunPaths, record: RunRecord) -> dict:
-    stopped = stop_service(record)
+    stopped = stop_service(paths, record)
     shares = load_summary(paths.plan)
     board = ClaimBoard(paths.root, owner=f"collector:{os.getpid()}", lease_s=record.lease_seconds)
     from hpc_marker.report.page import Limits  # the report draws a bar per record up to its limit
