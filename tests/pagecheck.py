@@ -165,9 +165,13 @@ def uncaught(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
 
 
-def rendered(chromium: str, report: Path, tmp: Path, plots: tuple[str, ...], inject: str = "") -> Page:
-    """The report's DOM once its scripts ran: no error, no alert, every section, every plot drawn."""
-    page, probe, stderr = browse(chromium, report, tmp, "--dump-dom", inject=inject)
+def rendered(
+    chromium: str, report: Path, tmp: Path, plots: tuple[str, ...], inject: str = "", screenshot: Path | None = None
+) -> Page:
+    """The report's DOM once its scripts ran: no error, no alert, every section, every plot drawn; with
+    `screenshot`, the page drawn there too by the same browser (1400x2600), to look at."""
+    shot = (f"--screenshot={screenshot}", "--window-size=1400,2600") if screenshot else ()
+    page, probe, stderr = browse(chromium, report, tmp, "--dump-dom", *shot, inject=inject)
     assert probe == {"errors": [], "alerts": 0}, probe
     assert not uncaught(stderr), uncaught(stderr)
     assert set(SECTIONS) <= page.ids

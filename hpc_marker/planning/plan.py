@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from hpc_marker.planning.balance import batch_numbers, lpt_tasks, split_ranges
 from hpc_marker.planning.scan import ScannedPdf
@@ -134,6 +133,8 @@ class ItemRows(Sequence[WorkItem]):
 
     def ocr(self) -> np.ndarray | None:
         """Where an item goes to OCR by --force-ocr auto (a boolean per item); None when none does."""
+        import pyarrow.compute as pc  # here, not at the top: a task loads its share without it
+
         marked = pc.fill_null(self.table.column("ocr"), False).to_numpy(zero_copy_only=False)
         return marked if marked.any() else None
 
@@ -225,6 +226,8 @@ class Plan:
 
 def _ids(numbers: np.ndarray, width: int) -> pa.Array:
     """f"{n:0{width}d}" of each number, as one Arrow column."""
+    import pyarrow.compute as pc  # here, not at the top: a task loads its share without it
+
     return pc.utf8_lpad(pa.array(numbers, pa.int64()).cast(pa.string()), width=width, padding="0")
 
 
@@ -264,6 +267,8 @@ def default_split_pages(total_pages: int, tasks: int) -> int:
 def split_items(items: Sequence[WorkItem], max_pages: int, page_weight: float = 1.0) -> ItemRows:
     """PDFs longer than `max_pages` become equal page-range parts (0 = never split); one that goes to OCR
     (--force-ocr auto) longer than `max_pages` / `page_weight`."""
+    import pyarrow.compute as pc  # here, not at the top: a task loads its share without it
+
     rows = ItemRows.of(items)
     ocr = rows.ocr() if max_pages > 0 and page_weight != 1 else None
     limit = max_pages if ocr is None else np.where(ocr, max(1, int(max_pages / page_weight)), max_pages)
@@ -311,6 +316,8 @@ def make_plan(
     """Split large PDFs (threshold: `split_pages`, default derived; 0 = never) and balance the
     items over at most `max_tasks` tasks: never more tasks than items, nor than give each task
     `min_task_pages` pages. Pages that go to OCR (--force-ocr auto) weigh `page_weight` pages."""
+    import pyarrow.compute as pc  # here, not at the top: a task loads its share without it
+
     if max_tasks < 1:
         raise ValueError("a plan needs at least one task")
     rows = ItemRows.of(items)

@@ -6,7 +6,7 @@ too; the LLM timeline is bucketed. Times are measured by synthetic_run.py, not h
 from __future__ import annotations
 
 import pytest
-from pagecheck import PLOTS, SECTIONS, array, browse, check_page, plot_data, rendered
+from pagecheck import PLOTS, SECTIONS, array, check_page, plot_data, rendered
 from synthetic_run import HOSTILE_HOST, HOSTILE_PDF, make_run
 
 from hpc_marker.report import write_report
@@ -75,8 +75,9 @@ def test_large_run_report_is_bounded_and_adds_up(large):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_large_run_report_renders_in_a_real_browser(large, tmp_path, chromium):
-    page = rendered(chromium, large["report"], tmp_path, PLOTS)
+    shot = (
+        tmp_path / "large.png"
+    )  # drawn by the browser that checks the page; look at it: pytest --basetemp=DIR keeps it
+    page = rendered(chromium, large["report"], tmp_path, PLOTS, screenshot=shot)
     assert "hm" in page.classes  # the heatmap drawn
-    shot = tmp_path / "large.png"
-    browse(chromium, large["report"], tmp_path, f"--screenshot={shot}", "--window-size=1400,2600")
-    assert shot.stat().st_size > 50_000  # look at it: pytest --basetemp=DIR keeps it
+    assert shot.stat().st_size > 50_000

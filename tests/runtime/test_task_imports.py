@@ -1,0 +1,35 @@
+"""What a task imports before its workers start: every task (and every process that loads a share of the plan) pays
+for each library it imports, hundreds of times a test run and once per array task on a cluster; the ones only the
+workers or the planner use stay out (docs/ci.md, "Where the CPU goes")."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from runkit import make_run
+
+LEFT_OUT = ("pdftext", "pydantic_settings", "pyarrow.compute")  # the text engine's workers; make_plan's columns
+
+TASK = """import sys
+from pathlib import Path
+import hpc_marker.runtime.task
+from hpc_marker.engines import EngineOptions, check_engine
+from hpc_marker.planning.store import load_share, load_summary
+check_engine("text", EngineOptions())  # what a task checks before it starts its workers
+plan = Path(sys.argv[1])
+batches = load_share(plan, load_summary(plan)[0]).batches()
+print(sum(len(batch) for batch in batches))
+print(" ".join(sorted(name for name in sys.modules if name.startswith(("pdftext", "pydantic", "pyarrow")))))
+"""
+
+
+def test_a_task_checks_the_text_engine_and_loads_its_share_without_the_workers_libraries(tmp_path, sample_pdfs):
+    prepared = make_run(sample_pdfs, tmp_path / "out", gpus=1)
+    done = subprocess.run(
+        [sys.executable, "-c", TASK, str(prepared.paths.plan)], capture_output=True, text=True, check=True
+    )
+    items, modules = done.stdout.splitlines()
+    assert int(items) == len(prepared.plan.items)  # the share was read
+    assert "pyarrow.parquet" in modules.split()
+    assert not [name for name in modules.split() if name.startswith(LEFT_OUT)], modules
