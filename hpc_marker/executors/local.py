@@ -81,7 +81,9 @@ def _job_problem(paths: RunPaths, job: subprocess.Popen) -> str | None:
     except OSError:
         lines = []
     said = [line for line in lines if line]
-    return said[-1] if said else f"exit code {job.returncode}"
+    if said:
+        return said[-1]
+    return f"killed by {signal.Signals(-job.returncode).name}" if job.returncode < 0 else f"exit code {job.returncode}"
 
 
 @contextmanager
