@@ -49,6 +49,7 @@ from hpc_marker.executors.localprocs import (
 from hpc_marker.executors.machine import Machine, fit_machine, pinned, this_machine
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.stops import DONE, read_stop
 from hpc_marker.runtime.sizing import local_fit_note
 from hpc_marker.slurm.arrays import ArrayLayout, single_array
 from hpc_marker.slurm.parse import JobClock, parse_time_limit
@@ -120,6 +121,13 @@ def _started(ids: dict[str, list[str]], role: str, job: subprocess.Popen, seen: 
     ids.setdefault(role, []).append(str(job.pid))
     if seen:
         seen({name: list(values) for name, values in ids.items()})
+
+
+def _said_done(paths: RunPaths, task: int, job_id: str) -> bool:
+    """Task `task`'s own stop record says that its job `job_id` ended done (no result file: this is how a local
+    job nobody waits for any more tells that it completed; one read, only for a task whose share is not done)."""
+    stop = read_stop(paths.progress, task)
+    return stop is not None and stop.job_id == job_id and stop.cause == DONE
 
 
 def _all_ids(ids: dict[str, list[str]]) -> list[str]:
@@ -299,7 +307,11 @@ class LocalExecutor:
             for index, job_id in enumerate(record.jobs.get(role, [])):
                 if job_id.isdigit() and job_running(int(job_id), paths.jobs):
                     states[job_id] = "RUNNING"
-                elif (role in ("collect", "service") and collected) or (role == "convert" and index in finished_tasks):
+                elif role == "convert" and index in finished_tasks:
+                    states[job_id] = "COMPLETED"  # its share is done: its exit file is not read
+                elif role == "convert" and _said_done(paths, index, job_id):
+                    states[job_id] = "COMPLETED"  # it ended as it should (a grown task has no share to finish)
+                elif role in ("collect", "service") and collected:
                     states[job_id] = "COMPLETED"
                 else:
                     states[job_id] = "CANCELLED" if record.cancelled else "FAILED"
