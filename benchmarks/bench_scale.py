@@ -7,7 +7,7 @@ node's side stays, from 10^3 to 10^6 work items.
 
 `syscalls`: real task processes (runtime.task.run_task, one worker each) over N items, then the
 collector, all under `strace -f`; every syscall with a path argument inside the run folder counts
-(the metric of benchmarks/runfolder_syscalls.py, without submitit's own job files). The items
+(the metric of benchmarks/runfolder_syscalls.py, without the job runner's files). The items
 are real: N hard links to one small real PDF (so outputs do not collide), converted by the
 `benchmark` engine in its null mode (HPCMARKER_BENCH_NULL=1: it writes one line per page without
 opening the PDF), since real conversion is not what is measured.

@@ -201,14 +201,17 @@ class ProgressPrinter:
 
     def __init__(self, every_s: float = 30.0) -> None:
         self.every_s, self.last = every_s, time.time()
+        self.logs: dict = {}  # the commit logs, each opened once for every look (closed when the process ends)
 
     def __call__(self, paths) -> None:
         if time.time() - self.last < self.every_s:
             return
         self.last = time.time()
         from hpc_marker.manage.tally import done_so_far
+        from hpc_marker.runstate.progress import logs_kept_open
 
-        done = done_so_far(paths)
+        with logs_kept_open(self.logs):
+            done = done_so_far(paths)
         click.echo(
             f"  {done.items_done}/{plural(done.items, 'item')}, {done.pages_done}/{plural(done.pages, 'page')}",
             err=True,

@@ -1,11 +1,12 @@
 """executors: where a run's jobs run. One protocol, two implementations; nothing else asks which.
 
   base.py   the Executor protocol, RunJobs (what each role's job calls), Observation (job states, and clocks),
-            job_paths (a job's files in RUN/jobs, through submitit's public Job.paths), each task's jobs
-  slurm.py  sbatch of our rendered scripts (submitit: public API only); sacct/squeue states and clocks (one
-            sacct query); scancel; wedged runs
-  local.py  submitit's LocalExecutor on this machine: one process per task; waits for the run (and tasks `grow` adds)
-  localprocs.py  a local run's processes (found by its jobs folder, ended together), the grow lock, grown GPUs
+            job_logs (a job's two logs in RUN/jobs), each task's jobs
+  slurm.py  sbatch of our rendered scripts, one pickled call per sbatch (util/jobrun.py runs it); sacct/squeue
+            states and clocks (one sacct query); scancel; wedged runs
+  local.py  this machine: one job runner process per task; waits for the run (and tasks `grow` adds)
+  localprocs.py  a local run's processes (started on one call file each start, found by its jobs folder, ended
+                 together), the grow lock, grown GPUs
   machine.py  this machine for local runs: its cores and GPUs, how many tasks fit, each task's share of the cores,
               the GPUs running tasks hold (a grown task takes a free one)
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import submitit
-
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.slurm.arrays import ArrayLayout
 from hpc_marker.slurm.parse import JobClock
 from hpc_marker.util.errors import Refused, UserError
+from hpc_marker.util.jobrun import job_logs as logs_of
 
 
 def service_replicas(record: RunRecord) -> int:
@@ -38,7 +37,7 @@ REPLACED = "replaced"  # RunRecord.jobs key: '<task>:<job id>' of each convert j
 
 @dataclass(frozen=True)
 class RunJobs:
-    """What each role's job calls: built by submission, run by the executor (pickled by submitit)."""
+    """What each role's job calls: built by submission, pickled by the executor for the job runner (util/jobrun.py)."""
 
     convert: Callable[[str, int], Any]  # (run folder, task index)
     collect: Callable[[str], Any]  # (run folder)
@@ -167,12 +166,6 @@ def accounted_job_ids(record: RunRecord) -> list[str]:
 
 
 def job_logs(paths: RunPaths, job_id: str) -> tuple[Path, Path]:
-    """(stdout, stderr) of one of the run's jobs: submitit's files in RUN/jobs, for either executor."""
-    job = job_paths(paths.jobs, job_id)
-    return job.stdout, job.stderr
-
-
-def job_paths(folder: Path, job_id: str):  # -> submitit's JobPaths (its type is not public)
-    """Where submitit's runner looks for job `job_id`'s pickled call, its result and its logs, for either
-    executor (the public `Job.paths`; a job id of either kind, `123`, `123_4` or a local pid)."""
-    return submitit.SlurmJob(folder=folder, job_id=job_id).paths
+    """(stdout, stderr) of one of the run's jobs in RUN/jobs, for either executor (`<id>_0_log.out/.err`, the names
+    submitit gave them: older run folders read the same)."""
+    return logs_of(paths.jobs, job_id)

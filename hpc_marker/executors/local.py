@@ -1,7 +1,9 @@
-"""The local executor: the same run on this machine through submitit's LocalExecutor (no Slurm).
+"""The local executor: the same run on this machine (no Slurm).
 
-Each task is its own process. A run is fitted to this machine (`fit`): marker gets a GPU per task where
-there are GPUs (the caller's CUDA_VISIBLE_DEVICES, else those the driver lists), everything else runs on
+Each task is its own process: our job runner (util/jobrun.py) on one call file for all the tasks started together,
+in a session of its own, writing its own logs (executors/localprocs.py: start_job); the waiting `submit` reads
+the jobs' exit codes (no result files). A run is fitted to this machine (`fit`): marker gets a GPU per task where there
+are GPUs (the caller's CUDA_VISIBLE_DEVICES, else those the driver lists), everything else runs on
 the CPU (CUDA_VISIBLE_DEVICES empty), each task pinned to its share of the cores, tasks × workers within
 them; a task `grow` adds takes a GPU no running task holds (refused in one line where none is free). The
 collector runs when the tasks are over. `submit` waits for the run, so one command gives
@@ -11,15 +13,13 @@ Markdown; a Ctrl-C or a `cancel` at any moment ends every process of the run.
 from __future__ import annotations
 
 import logging
-import pickle
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-
-import submitit
 
 from hpc_marker.executors.base import (
     ROLES,
@@ -29,7 +29,7 @@ from hpc_marker.executors.base import (
     Observation,
     RunJobs,
     WaitHook,
-    job_paths,
+    job_logs,
     live_job_ids,
     service_replicas,
 )
@@ -40,17 +40,21 @@ from hpc_marker.executors.localprocs import (
     grown_alive,
     grown_machine,
     job_running,
+    local_call,
     local_pids,
     run_processes,
+    start_job,
     unlock,
 )
 from hpc_marker.executors.machine import Machine, fit_machine, pinned, this_machine
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.record import RunRecord
+from hpc_marker.runstate.stops import DONE, read_stop
 from hpc_marker.runtime.sizing import local_fit_note
 from hpc_marker.slurm.arrays import ArrayLayout, single_array
 from hpc_marker.slurm.parse import JobClock, parse_time_limit
 from hpc_marker.util.errors import Refused
+from hpc_marker.util.jobrun import JobCall
 from hpc_marker.util.processes import (
     terminate_tree,
 )
@@ -69,14 +73,18 @@ class LocalCancelFailed(Refused):
     """A process of the run outlived SIGKILL (one line naming it)."""
 
 
-def _job_problem(job: submitit.Job) -> str | None:
-    """The last line of a finished local job's error, or None when it succeeded."""
+def _job_problem(paths: RunPaths, job: subprocess.Popen) -> str | None:
+    """None when a finished local job succeeded (exit 0), else the last line of its stderr (its traceback's)."""
+    if job.returncode == 0:
+        return None
     try:
-        job.result()
-    except Exception as exc:  # submitit wraps the job's own exception, or says it left no result
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("-")]
-        return lines[-1] if lines else type(exc).__name__
-    return None
+        lines = [line.strip() for line in job_logs(paths, str(job.pid))[1].read_text(errors="replace").splitlines()]
+    except OSError:
+        lines = []
+    said = [line for line in lines if line]
+    if said:
+        return said[-1]
+    return f"killed by {signal.Signals(-job.returncode).name}" if job.returncode < 0 else f"exit code {job.returncode}"
 
 
 @contextmanager
@@ -84,7 +92,7 @@ def _sigint_held() -> Iterator[None]:
     """While the run's processes are started: a SIGINT (Ctrl-C) is held, not lost, and acted on when the block
     ends (KeyboardInterrupt there). It is blocked meanwhile, so the kernel keeps it pending, and every process
     started here inherits the block across exec: the run's processes never act on a Ctrl-C themselves (no
-    KeyboardInterrupt traceback from submitit's controllers, no task left half-stopped); `submit` ends them."""
+    KeyboardInterrupt traceback from a job, no task left half-stopped); `submit` ends them."""
     held: list[int] = []
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started to ignore it (nohup, `&` in a script): so do they
         yield
@@ -108,21 +116,18 @@ def _jobs_folder(record: RunRecord) -> Path:
     return RunPaths(Path(record.out_dir) / RUNS_SUBDIR / record.run_id).jobs
 
 
-def _outcome(jobs: Path, job_id: str) -> str | None:
-    """How a finished local job ended, from submitit's result file: "success", "error", or None (no result:
-    killed, or stopped by a signal)."""
-    try:
-        with open(job_paths(jobs, job_id).result_pickle, "rb") as fh:
-            return pickle.load(fh)[0]
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, TypeError):
-        return None
-
-
-def _started(ids: dict[str, list[str]], role: str, job: submitit.Job, seen: JobsSeen | None) -> None:
+def _started(ids: dict[str, list[str]], role: str, job: subprocess.Popen, seen: JobsSeen | None) -> None:
     """Record a job the moment it starts, so that `cancel`, `status` and an interrupted submit find it."""
-    ids.setdefault(role, []).append(job.job_id)
+    ids.setdefault(role, []).append(str(job.pid))
     if seen:
         seen({name: list(values) for name, values in ids.items()})
+
+
+def _said_done(paths: RunPaths, task: int, job_id: str) -> bool:
+    """Task `task`'s own stop record says that its job `job_id` ended done (no result file: this is how a local
+    job nobody waits for any more tells that it completed; one read, only for a task whose share is not done)."""
+    stop = read_stop(paths.progress, task)
+    return stop is not None and stop.job_id == job_id and stop.cause == DONE
 
 
 def _all_ids(ids: dict[str, list[str]]) -> list[str]:
@@ -203,7 +208,7 @@ class LocalExecutor:
             lock = None  # held from the moment every task (grown ones too) is over until the collector is recorded
             cancel = _CancelWatch(paths, CANCEL_CHECK_S)  # not every poll: a stat each time
             while lock is None:
-                if all(job.done() for job in tasks):
+                if all(job.poll() is not None for job in tasks):
                     lock = grow_lock(paths)
                     if grown_alive(paths, ids):
                         lock = unlock(lock)  # a `grow` added tasks meanwhile: wait for them too
@@ -213,25 +218,24 @@ class LocalExecutor:
                     if progress:
                         progress(paths)
                     time.sleep(POLL_S)
-            collector = submitit.LocalExecutor(folder=paths.jobs)
-            collector.update_parameters(timeout_min=COLLECT_TIME_MIN)
             try:
                 with _sigint_held():
-                    job = collector.submit(jobs.collect, str(paths.root))
+                    call = local_call(paths.jobs, "collect", JobCall(jobs.collect, (str(paths.root),)))
+                    job = start_job(paths.jobs, call, None, COLLECT_TIME_MIN * 60, "")
                     _started(ids, "collect", job, seen)
-            except OSError as exc:  # submitit writes the job's pickle into the run folder first
+            except OSError as exc:  # its call is written into the run folder first
                 raise LocalRunFailed(f"cannot start the collector: {exc.strerror}") from None
             finally:
                 unlock(lock)
-            while not job.done():
+            while job.poll() is None:
                 time.sleep(POLL_S / 2)
         except KeyboardInterrupt:
             with _sigint_held():  # a second Ctrl-C must not cut the ending short
                 end_run(paths.jobs, _all_ids(ids))
             raise
-        problem = _job_problem(job)
+        problem = _job_problem(paths, job)
         if problem:
-            raise LocalRunFailed(f"the collector failed: {problem} (log: {job.paths.stdout})")
+            raise LocalRunFailed(f"the collector failed: {problem} (log: {job_logs(paths, str(job.pid))[1]})")
         return ids
 
     def grow(
@@ -265,32 +269,30 @@ class LocalExecutor:
         ids: dict[str, list[str]],
         seen: JobsSeen | None,
         machine: Machine | None = None,
-    ) -> list[submitit.Job]:
+    ) -> list[subprocess.Popen]:
         """Start the service (each replica) and the tasks of `layout` on `machine` (default: all of this one), each
         recorded as it starts; a Ctrl-C meanwhile is held until all are started (then KeyboardInterrupt); a run
         cancelled meanwhile starts no more."""
         machine = machine or this_machine()
         fitted = fit_machine(len(layout.tasks), record.workers_per_gpu, record.engine, machine, record.mps)
-        timeout_min = parse_time_limit(record.time_limit) or 60
-        tasks: list[submitit.Job] = []
+        limit_s = (parse_time_limit(record.time_limit) or 60) * 60
+        tasks: list[subprocess.Popen] = []
+        root = (str(paths.root),)
         with _sigint_held():
             if record.llm and jobs.service is not None:  # the service first (each replica); the tasks wait for it
-                for replica in range(service_replicas(record)):
-                    executor = submitit.LocalExecutor(folder=paths.jobs)
-                    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0)
-                    _started(ids, "service", executor.submit(jobs.service, str(paths.root), replica), seen)
-            executor = submitit.LocalExecutor(folder=paths.jobs)  # one for every task: its folder made once
+                replicas = range(service_replicas(record))
+                call = local_call(paths.jobs, "service", JobCall(jobs.service, root, {r: r for r in replicas}))
+                for replica in replicas:
+                    _started(ids, "service", start_job(paths.jobs, call, replica, limit_s, ""), seen)
+            call = local_call(paths.jobs, "convert", JobCall(jobs.convert, root, {i: i for i in layout.tasks}))
             try:
                 for slot, index in enumerate(layout.tasks):
                     if _cancelled(paths):  # before each: a task started after `cancel` looked would outlive it
                         break
-                    if fitted.gpus:  # a GPU each; otherwise CUDA_VISIBLE_DEVICES is empty: the CPU
-                        gpu = fitted.gpus[slot % len(fitted.gpus)]
-                        executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1, visible_gpus=[gpu])
-                    else:
-                        executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0, visible_gpus=[])
+                    # a GPU each; otherwise CUDA_VISIBLE_DEVICES is empty: the CPU
+                    gpus = str(fitted.gpus[slot % len(fitted.gpus)]) if fitted.gpus else ""
                     with pinned(machine, fitted, slot):
-                        tasks.append(executor.submit(jobs.convert, str(paths.root), index))
+                        tasks.append(start_job(paths.jobs, call, index, limit_s, gpus))
                     _started(ids, "convert", tasks[-1], None)
             finally:  # the tasks recorded once, when all have started (Ctrl-C is held until then)
                 if seen and tasks:
@@ -305,9 +307,11 @@ class LocalExecutor:
             for index, job_id in enumerate(record.jobs.get(role, [])):
                 if job_id.isdigit() and job_running(int(job_id), paths.jobs):
                     states[job_id] = "RUNNING"
-                elif (outcome := _outcome(paths.jobs, job_id)) is not None:
-                    states[job_id] = "COMPLETED" if outcome == "success" else "FAILED"
-                elif (role in ("collect", "service") and collected) or (role == "convert" and index in finished_tasks):
+                elif role == "convert" and index in finished_tasks:
+                    states[job_id] = "COMPLETED"  # its share is done: its exit file is not read
+                elif role == "convert" and _said_done(paths, index, job_id):
+                    states[job_id] = "COMPLETED"  # it ended as it should (a grown task has no share to finish)
+                elif role in ("collect", "service") and collected:
                     states[job_id] = "COMPLETED"
                 else:
                     states[job_id] = "CANCELLED" if record.cancelled else "FAILED"
@@ -317,7 +321,7 @@ class LocalExecutor:
         return {}  # no scheduler's accounting here: each task's own clock (its stop record) stands for it
 
     def active(self, record: RunRecord) -> list[str]:
-        """The run's processes alive now: its recorded jobs, and any process submitit runs on its jobs folder."""
+        """The run's processes alive now: its recorded jobs, and any job runner on its jobs folder."""
         return [str(pid) for pid in run_processes(_jobs_folder(record), live_job_ids(record))]
 
     def cancel(self, record: RunRecord) -> list[str]:

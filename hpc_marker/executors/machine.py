@@ -97,7 +97,7 @@ def pinned(machine: Machine, fit: LocalFit, slot: int) -> Iterator[None]:
 
 def held_gpus(pids: list[int]) -> set[int]:
     """The GPUs these running task processes hold: the devices of the CUDA_VISIBLE_DEVICES each was started with
-    (submitit's local controller gets its task's GPU so; empty: the CPU)."""
+    (each local job is started with its task's GPU so: executors/localprocs.start_job; empty: the CPU)."""
     held: set[int] = set()
     for pid in pids:
         held.update(int(x) for x in process_environ(pid).get("CUDA_VISIBLE_DEVICES", "").split(",") if x.isdigit())

@@ -3,22 +3,18 @@ cancelled and stopped with Slurm's own commands.
 
 Submitting is ours outright (`submit_script`): the script is the text hpcmarker rendered from its
 templates (so `--dry-run` prints exactly what is sent), dependencies travel on the `sbatch` command line,
-and each job's call is pickled where submitit's runner (the job's command) loads it. From submitit only
-its public API is used: `helpers.DelayedSubmission` for the pickled call and `SlurmJob(...).paths` for
-where its runner and logs put a job's files.
+and each sbatch's call (one per array, per service replica, for the collector) is pickled where our job runner
+(util/jobrun.py, the job's command) loads it: `RUN/jobs/<job id>.call`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-
-from submitit.helpers import DelayedSubmission
 
 from hpc_marker.executors.base import (
     Fit,
@@ -29,7 +25,6 @@ from hpc_marker.executors.base import (
     SubmitFailed,
     WaitHook,
     accounted_job_ids,
-    job_paths,
     live_job_ids,
     service_replicas,
 )
@@ -44,17 +39,15 @@ from hpc_marker.slurm.parse import (
     base_ids,
     expand_queued_id,
     parse_dependency,
-    parse_time_limit,
 )
 from hpc_marker.slurm.wedge import describe, find_wedge
 from hpc_marker.util.errors import UserError
 from hpc_marker.util.files import atomic_write
+from hpc_marker.util.jobrun import CALL_SUFFIX, JobCall, job_logs, runner_command, write_call
 
 QUEUE_DRAIN_TIMEOUT_S = 60.0
 CLOCKS_FILE = "sacct-clocks.json"  # in the run folder: the finished jobs' sacct clocks (accounting)
 Clocks = dict[str, tuple[JobClock, ...]]
-COLLECT_TIME_MIN = 30
-MAX_NUM_TIMEOUT = 3  # what submitit's executor gives each call: requeues its runner allows after a time-out
 
 
 class ClusterRequestError(UserError):
@@ -65,51 +58,46 @@ class CancelError(SlurmError):
     """Some job of the run is still there after cancelling."""
 
 
-def submitit_command(python: str, folder: Path) -> list[str]:
-    """The command a job runs: submitit's runner on the pickled call in `folder`."""
-    return [python, "-u", "-m", "submitit.core._submit", str(folder)]
+def job_command(python: str, folder: Path) -> list[str]:
+    """The command every job runs: our runner on the run's jobs folder (it loads `<job id>.call` there)."""
+    return runner_command(python, folder)
 
 
 def job_log_paths(folder: Path, array: bool) -> tuple[str, str]:
-    """stdout/stderr patterns (sbatch's `%j`, or `%A_%a` for an array task) as submitit names a job's logs."""
-    paths = job_paths(folder, "%A_%a" if array else "%j")
-    return str(paths.stdout), str(paths.stderr)
+    """stdout/stderr patterns (sbatch's `%j`, or `%A_%a` for an array task) as a job's logs are named."""
+    out, err = job_logs(folder, "%A_%a" if array else "%j")
+    return str(out), str(err)
 
 
 def submit_script(
     folder: Path,
     script: str,
-    calls: list[DelayedSubmission],
+    call: JobCall,
     *,
-    timeout_min: int,
-    array_indices: list[int] | None = None,
+    array: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
     dependency: str | None = None,
 ) -> list[str]:
-    """`sbatch` the rendered `script` as is: one job, or an array of `array_indices` (one call per index).
-    Each call is pickled first, then placed where the runner of its job loads it; the script is kept as
-    `<id>_submission.sh`. The job ids ('123', or '123_4' per array task)."""
-    jobs = len(array_indices) if array_indices else 1
-    if len(calls) != jobs:
-        raise ValueError(f"{len(calls)} calls for {jobs} jobs")
+    """`sbatch` the rendered `script` as is: one job, or an array (`array`: its Slurm indices, and the task index
+    each appends to `call`). The call is pickled first and renamed to `<job id>.call` once sbatch has answered,
+    where the runner of every job of it loads it (one file per sbatch, not per array task); the script is kept
+    as `<job id>_submission.sh`. The job ids ('123', or '123_4' per array task)."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f".submitting-{uuid.uuid4().hex}"
-    pickles = [stem.with_name(f"{stem.name}-{n}.pkl") for n in range(len(calls))]
-    script_file = stem.with_name(f"{stem.name}.sh")
+    call_file, script_file = stem.with_name(f"{stem.name}{CALL_SUFFIX}"), stem.with_name(f"{stem.name}.sh")
+    if array is not None:
+        indices, tasks = array
+        call = JobCall(call.function, call.args, dict(zip(indices, tasks, strict=True)))
     try:
-        for call, path in zip(calls, pickles, strict=False):
-            call.set_timeout(timeout_min, MAX_NUM_TIMEOUT)
-            call.dump(path)
+        write_call(call_file, call)
         script_file.write_text(script)
         job_id = commands.submit(script_file, dependency)
     except BaseException:  # nothing queued: nothing of it left in the jobs folder
-        for path in (script_file, *pickles):
+        for path in (script_file, call_file):
             path.unlink(missing_ok=True)
         raise
-    script_file.rename(job_paths(folder, job_id).submission_file)
-    ids = [f"{job_id}_{index}" for index in array_indices] if array_indices else [job_id]
-    for job, path in zip(ids, pickles, strict=False):  # the runner waits a minute for its pickle
-        path.rename(job_paths(folder, job).submitted_pickle)
-    return ids
+    script_file.rename(folder / f"{job_id}_submission.sh")
+    call_file.rename(folder / f"{job_id}{CALL_SUFFIX}")  # its jobs wait a minute for it
+    return [f"{job_id}_{index}" for index in array[0]] if array is not None else [job_id]
 
 
 def _undone(queued: list[str]) -> str:
@@ -123,20 +111,18 @@ def _queue_tasks(
     layout: ArrayLayout,
     jobs: RunJobs,
     dependency: str | None,
-    timeout_min: int,
     ids: dict[str, list[str]],
     seen: JobsSeen | None,
 ) -> None:
-    """Each array of `layout`; `ids["convert"]` gets their ids as they are queued."""
+    """Each array of `layout` (one call each: its tasks' global indices by Slurm index); `ids["convert"]` gets
+    their ids as they are queued."""
     ids["convert"] = []
     for role, array in zip(convert_roles(len(layout.arrays)), layout.arrays, strict=False):
-        calls = [DelayedSubmission(functools.partial(jobs.convert, str(paths.root), i)) for i in array.tasks]
         ids["convert"] += submit_script(
             paths.jobs,
             scripts[role],
-            calls,
-            timeout_min=timeout_min,
-            array_indices=list(array.indices),
+            JobCall(jobs.convert, (str(paths.root),)),
+            array=(array.indices, array.tasks),
             dependency=dependency,
         )
         if seen:
@@ -210,7 +196,6 @@ class SlurmExecutor:
         seen: JobsSeen | None = None,
     ) -> dict[str, list[str]]:
         """The service (if any), the arrays of `layout` after it, and the collector after every array."""
-        timeout_min = parse_time_limit(record.time_limit) or 60
         ids: dict[str, list[str]] = {}
         dependency = None
         try:  # never leave part of a run queued: on a refusal, cancel what this submission queued
@@ -218,15 +203,12 @@ class SlurmExecutor:
                 ids["service"] = []
                 for replica in range(service_replicas(record)):
                     ids["service"] += submit_script(
-                        paths.jobs,
-                        scripts["service"],
-                        [DelayedSubmission(jobs.service, str(paths.root), replica)],
-                        timeout_min=timeout_min,
+                        paths.jobs, scripts["service"], JobCall(jobs.service, (str(paths.root), replica))
                     )
                 if seen:
                     seen(dict(ids))  # tasks and `cancel` find the service jobs meanwhile
                 dependency = "?".join(f"after:{jid}" for jid in ids["service"])  # once any replica has started
-            return ids | self._submit_arrays(paths, scripts, layout, jobs, dependency, timeout_min, ids, seen)
+            return ids | self._submit_arrays(paths, scripts, layout, jobs, dependency, ids, seen)
         except SlurmError as exc:
             queued = [jid for role_ids in ids.values() for jid in role_ids]
             if queued:
@@ -240,18 +222,15 @@ class SlurmExecutor:
         layout: ArrayLayout,
         jobs: RunJobs,
         dependency: str | None,
-        timeout_min: int,
         ids: dict[str, list[str]],
         seen: JobsSeen | None,
     ) -> dict[str, list[str]]:
-        """Each array of `layout` (its pickled calls carry the global task indices), then the collector
+        """Each array of `layout` (its pickled call carries the global task indices), then the collector
         `afterany` on all of them. `ids` gets each role's ids as they are queued."""
-        _queue_tasks(paths, scripts, layout, jobs, dependency, timeout_min, ids, seen)
+        _queue_tasks(paths, scripts, layout, jobs, dependency, ids, seen)
         arrays = ":".join(base_ids(ids["convert"]))
-        collect = DelayedSubmission(jobs.collect, str(paths.root))
-        ids["collect"] = submit_script(
-            paths.jobs, scripts["collect"], [collect], timeout_min=COLLECT_TIME_MIN, dependency=f"afterany:{arrays}"
-        )
+        collect = JobCall(jobs.collect, (str(paths.root),))
+        ids["collect"] = submit_script(paths.jobs, scripts["collect"], collect, dependency=f"afterany:{arrays}")
         return {role: ids[role] for role in ("convert", "collect")}
 
     def grow(
@@ -280,7 +259,7 @@ class SlurmExecutor:
             )
         ids: dict[str, list[str]] = {}
         try:
-            _queue_tasks(paths, scripts, layout, jobs, None, parse_time_limit(record.time_limit) or 60, ids, seen)
+            _queue_tasks(paths, scripts, layout, jobs, None, ids, seen)
         except SlurmError as exc:
             commands.cancel_jobs(ids["convert"])
             raise SubmitFailed(f"{exc}{_undone(ids['convert'])}") from None

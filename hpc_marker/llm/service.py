@@ -257,8 +257,8 @@ def serve_llm(run_dir: str, replica: int = 0, *, stop: threading.Event | None = 
     stop = stop or threading.Event()
 
     def on_signal(signum: int, _frame) -> None:
-        # One-shot: scancel (and a local cancel) signal every process of the job, and submitit's local
-        # controller forwards its own SIGTERM too, so a second one often follows at once; raising again
+        # One-shot: scancel (and a local cancel) signal every process of the job (a local cancel the whole
+        # process tree), so a second one often follows at once; raising again
         # would abort the cleanup below (secret left behind, front still up).
         if stop.is_set():
             return

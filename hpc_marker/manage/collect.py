@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow.compute as pc
@@ -39,9 +40,11 @@ from hpc_marker.runstate.outlock import release
 from hpc_marker.runstate.permissions import file_mode_mask
 from hpc_marker.runstate.progress import (
     REOPENED,
+    close_logs,
     failed_commits,
     failures_per_item,
     latest_commits,
+    logs_kept_open,
     read_heartbeats,
 )
 from hpc_marker.runstate.record import RunRecord
@@ -189,8 +192,12 @@ def collect_run(run_dir: str) -> dict:
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
     returning_pool()  # before the frames are read
-    with file_mode_mask(record.umask):  # merged documents get the run's permissions
-        return _collect(paths, record)
+    kept: dict[Path, BinaryIO] = {}
+    try:  # merged documents get the run's permissions; each commit log opened once for every pass over them
+        with file_mode_mask(record.umask), logs_kept_open(kept):
+            return _collect(paths, record)
+    finally:
+        close_logs(kept)
 
 
 def collect_job(run_dir: str) -> dict:

@@ -3,7 +3,7 @@
 run.json     the RunRecord (settings and job ids)
 plan/        the plan: items.parquet (one row group per task) and tasks.json (planning/store.py)
 scripts/     the rendered sbatch scripts, exactly as submitted
-jobs/        submitit's folder (pickles, per-job logs)
+jobs/        the jobs' calls (one per sbatch or local start: util/jobrun.py), per-job logs
 manifests/   task-<i>.jsonl, one JSON line per work item
 claims/      who holds which batch (a folder per task) or merge (claims.py)
 done/        one done marker per finished item, in shards of a thousand documents (claims.py)

@@ -21,6 +21,8 @@ import io
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -188,6 +190,43 @@ def _read_log(data: bytes, schema):
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
+_kept: dict[Path, BinaryIO] | None = None  # while `logs_kept_open` is active: the commit logs opened so far
+
+
+@contextmanager
+def logs_kept_open(kept: dict[Path, BinaryIO]) -> Iterator[None]:
+    """While active, each commit log read is opened once and kept in `kept` (by path), and read again through
+    that open file: a process that reads the logs again and again (a waiting `submit`'s progress line, the
+    collector's passes) pays one metadata operation per log, not one per read. The logs are append-only, so the
+    open file sees every line. The caller closes the files (`close_logs`) when it no longer reads them."""
+    global _kept
+    outer, _kept = _kept, kept
+    try:
+        yield
+    finally:
+        _kept = outer
+
+
+def close_logs(kept: dict[Path, BinaryIO]) -> None:
+    for fh in kept.values():
+        fh.close()
+    kept.clear()
+
+
+@contextmanager
+def _log_file(path: Path) -> Iterator[BinaryIO]:
+    """Commit log `path` open for reading from its start: kept open where `logs_kept_open` is active."""
+    if _kept is None:
+        with open(path, "rb") as fh:
+            yield fh
+        return
+    fh = _kept.get(path)
+    if fh is None:
+        fh = _kept[path] = open(path, "rb")  # noqa: SIM115 (kept open on purpose: closed by close_logs)
+    fh.seek(0)
+    yield fh
+
+
 def _read_logs(folder: Path):
     """(file name, Arrow table) of each non-empty commit log in `folder`, a torn last line skipped."""
     schema = _log_schema()
@@ -196,7 +235,8 @@ def _read_logs(folder: Path):
     except FileNotFoundError:
         names = []
     for name in names:
-        data = (Path(folder) / name).read_bytes()  # one open per log
+        with _log_file(Path(folder) / name) as fh:  # one open per log (or none: kept open)
+            data = fh.read()
         if data:
             yield name, _read_log(data, schema)
 
@@ -256,7 +296,7 @@ def failed_commits(folder: Path) -> tuple[pd.DataFrame, bool]:
     tables = [schema.empty_table().select(kept)]
     full, older = len(schema), len(schema) - 1  # lines from before the llm_s column: one field fewer (_read_log)
     for name in names:
-        with open(Path(folder) / name, "rb") as fh:  # one open per log (Arrow's own stats the path first)
+        with _log_file(Path(folder) / name) as fh:  # one open per log (Arrow's own stats the path first)
             if not os.fstat(fh.fileno()).st_size:  # a task that committed nothing (Arrow: "Empty CSV file")
                 continue
             skipped: list[int] = []

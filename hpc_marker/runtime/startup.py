@@ -21,8 +21,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import submitit
-
 from hpc_marker.config.types import parse_start_jitter
 from hpc_marker.engines import (
     EngineUnavailable,
@@ -40,6 +38,7 @@ from hpc_marker.runtime.inference import InferenceServerFailed, InferenceSetting
 from hpc_marker.runtime.mps import task_mps
 from hpc_marker.runtime.sizing import choose_workers
 from hpc_marker.runtime.threads import cap_threads, task_cpus, threads_per_worker
+from hpc_marker.util.jobrun import job_id
 from hpc_marker.util.text import one_line
 
 if TYPE_CHECKING:
@@ -58,12 +57,9 @@ class CannotStart(Exception):
 
 
 def current_job_id() -> str:
-    """This job's id as the scheduler knows it ('123_4' for an array task), from submitit's own job
-    environment; `local-<pid>` when not started by submitit (a task run by hand)."""
-    try:
-        return submitit.JobEnvironment().job_id
-    except RuntimeError:
-        return f"local-{os.getpid()}"
+    """This job's id as the scheduler knows it ('123_4' for an array task; a local job's pid), as the job runner
+    (util/jobrun.py) set it, else from Slurm's environment; `local-<pid>` outside any job (a task run by hand)."""
+    return job_id() or f"local-{os.getpid()}"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ profile then waits for Slurm's kill, so that Slurm requeues it (preempt.py). Wha
 why in its stop record (runstate/stops.py): done, time limit, preempted, storage full, cancelled, its engine,
 inference server or LLM service unusable.
 
-`run_task(run_dir, task_index)` is the entry point the jobs call (sbatch through submitit, the local executor).
+`run_task(run_dir, task_index)` is the entry point the jobs call (through the job runner, util/jobrun.py, on Slurm
+and locally).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class TaskStopped(BaseException):
 
 
 def _raise_stopped(signum: int, _frame) -> None:
-    # One-shot: Slurm signals every process of the job and a local controller forwards its own signal,
+    # One-shot: Slurm signals every process of the job (a local cancel the whole process tree),
     # so a second SIGTERM (or a SIGINT after it) often follows; it must not interrupt the release of the claims.
     for stopping in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stopping, signal.SIG_IGN)
@@ -101,8 +102,8 @@ def _raise_stopped(signum: int, _frame) -> None:
 
 
 def _catch_signals(phase: Phase) -> None:
-    # Ours from the start: submitit's own USR2 handler would requeue the job (or fail it) instead.
-    signal.signal(signal.SIGTERM, _raise_stopped)  # submitit bypasses SIGTERM; a cancelled task must stop
+    # The job runner (util/jobrun.py) installs no handler: these are the job's only ones.
+    signal.signal(signal.SIGTERM, _raise_stopped)  # a cancelled task must stop
     signal.signal(signal.SIGINT, _raise_stopped)  # Ctrl-C on a local run reaches every task
     signal.signal(signal.SIGUSR2, lambda *_: phase.drain(TIME_LIMIT, USR2_REASON))
 
@@ -125,7 +126,7 @@ def _task_log(task_index: int) -> Iterator[None]:
 
 
 def run_task(run_dir: str, task_index: int) -> TaskResult:
-    """Entry point of one array task (called through submitit, or directly)."""
+    """Entry point of one array task (called through the job runner, or directly)."""
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
     with _task_log(task_index), file_mode_mask(record.umask):  # outputs are private unless the run asked otherwise

@@ -21,7 +21,7 @@ THREAD_VARIABLES = (
 
 def task_cpus() -> int:
     """CPUs this task may use: Slurm's allocation, else this process's affinity."""
-    for name in ("SLURM_CPUS_PER_TASK", "SUBMITIT_CPUS"):
+    for name in ("SLURM_CPUS_PER_TASK",):
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 0:
             return int(value)

@@ -9,7 +9,7 @@ import math
 import re
 import shlex
 
-from hpc_marker.executors.slurm import job_log_paths, submitit_command
+from hpc_marker.executors.slurm import job_command, job_log_paths
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.record import RunRecord
 from hpc_marker.runtime.preempt import SIGNAL_LEAD_S
@@ -51,7 +51,7 @@ def script_contexts(
         layout = single_array(list(range(record.tasks)), record.max_running)
     convert_out, convert_err = job_log_paths(paths.jobs, array=True)
     single_out, single_err = job_log_paths(paths.jobs, array=False)
-    command = Raw(shlex.join(submitit_command(python, paths.jobs)))
+    command = Raw(shlex.join(job_command(python, paths.jobs)))
     job = record.job_settings
     common = dict(
         job.vars,

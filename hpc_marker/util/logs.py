@@ -10,7 +10,7 @@ diagnostic: the CLI writes it with click/rich, as before.
 - `configure(verbosity, job="task 3")`: a job (task, LLM service, collector): to stdout, the job's log,
   each line with its time and level: `2026-12-06 08:10:00 INFO task 3: message`.
 - `JobEntry(run, role)`: what an executor runs for a job: configures the job's logging, then calls `run`
-  (picklable: submitit sends it to the job).
+  (picklable: the executors pickle it into the job's call, util/jobrun.py).
 
 Only the `hpc_marker` logger gets the handler (other libraries keep Python's default: warnings to stderr);
 calling `configure` again replaces the handler it installed, so one process may configure many times

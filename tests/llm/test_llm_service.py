@@ -231,8 +231,8 @@ def test_sigterm_while_waiting_for_ollama_stops_promptly(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_sigterm_right_after_the_first_does_not_abort_the_cleanup(tmp_path):
-    """scancel signals every process of the job and submitit's local controller forwards its own
-    SIGTERM, so two often arrive together: the service must still remove its secret and exit.
+    """scancel signals every process of the job and a local cancel ends the whole process tree
+    (each process its SIGTERM), so two often arrive together: the service must still remove its secret and exit.
     (This checks the behaviour; the exact race that once left the secret behind showed up only inside
     a full local run, where test_llm_pipeline's secret check covers it.)"""
     run_dir, models = make_run(tmp_path, model="tiny:1b")

@@ -101,7 +101,7 @@ def listeners(pids: set[int]) -> set[tuple[str, int]]:
 
 
 def run_processes(paths) -> set[int]:
-    """The run's job processes (submitit's runner on the run's jobs folder) and what they started."""
+    """The run's job processes (the job runner on the run's jobs folder) and what they started."""
     roots = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from inputs import raw_pdf
-from submitit.core.utils import DelayedSubmission
 
 from hpc_marker.cli import cli
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.submission.scripts import split_dry_run
+from hpc_marker.util.jobrun import load_call
 
 TOOLS = {
     "sinfo": 'case "$*" in *"%P|%G"*) echo "gpu*|gpu:4" ;; *) echo "gpu*" ;; esac',
@@ -129,11 +129,12 @@ def test_tasks_past_max_array_size_are_submitted_as_several_arrays_of_one_run(tm
         "103_1",
     ]
     assert record["jobs"]["collect"] == ["104"] and record["max_running"] == 5
-    # each array task's pickled call carries its global task index
+    # each array task's index in its array's one pickled call is its global task index
     for task, job_id in enumerate(record["jobs"]["convert"]):
-        call = DelayedSubmission.load(paths.jobs / f"{job_id}_submitted.pkl").function
-        assert call.args == (str(paths.root), task), job_id
-
+        array, index = job_id.split("_")
+        call = load_call(paths.jobs / f"{array}.call")
+        assert (*call.args, call.tasks[int(index)]) == (str(paths.root), task), job_id
+    assert len(list(paths.jobs.glob("*.call"))) == 4  # three arrays and the collector
     (fake_slurm / "queue").write_text(
         "".join(f"{job}|PENDING|Priority|(null)\n" for job in ("101_[0-3]", "102_[0-3]", "103_[0-1]", "104"))
     )
@@ -154,8 +155,8 @@ def test_resume_resubmits_the_unfinished_tasks_as_arrays_within_the_limit(tmp_pa
     record = json.loads(resolve_run("big").record.read_text())
     assert record["jobs"]["convert"][0] == "105_0" and record["jobs"]["convert"][9] == "107_1"
     for task, job_id in enumerate(record["jobs"]["convert"]):
-        call = DelayedSubmission.load(resolve_run("big").jobs / f"{job_id}_submitted.pkl").function
-        assert call.args[1] == task
+        array, index = job_id.split("_")
+        assert load_call(resolve_run("big").jobs / f"{array}.call").tasks[int(index)] == task
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ EXPECTED = f"""#!/bin/bash
 module load ollama
 
 export SUBMITIT_EXECUTOR=slurm
-exec /opt/venv/bin/python -u -m submitit.core._submit {RUN}/jobs
+exec /opt/venv/bin/python -u -m hpc_marker.util.jobrun {RUN}/jobs
 """
 
 
@@ -52,7 +52,7 @@ def context(run_dir: str = RUN, **changes) -> dict:
         stdout=f"{run_dir}/jobs/%j_0_log.out",
         stderr=f"{run_dir}/jobs/%j_0_log.err",
         setup=[Raw("module load ollama")],
-        command=Raw(shlex.join(["/opt/venv/bin/python", "-u", "-m", "submitit.core._submit", f"{run_dir}/jobs"])),
+        command=Raw(shlex.join(["/opt/venv/bin/python", "-u", "-m", "hpc_marker.util.jobrun", f"{run_dir}/jobs"])),
     )
     values.update(changes)
     return values
