@@ -7,8 +7,8 @@ local start, loaded and run by `python -u -m hpc_marker.util.jobrun JOBS [--call
   Slurm writes the logs (the script's --output/--error) and enforces the time limit.
 - Locally (`--call NAME`): the call is `JOBS/NAME`, `--index N` picks `tasks[N]`; the job id is this process's pid,
   its logs `JOBS/<pid>_0_log.out/.err` (opened here, first thing); `--limit S` is the job's time limit: USR2
-  LOCAL_SIGNAL_LEAD_S before it, SIGTERM at it and SIGKILL to the job's process group KILL_WAIT_S after (what
-  submitit's local controller did, so local runs keep their time limit).
+  LOCAL_SIGNAL_LEAD_S before it (array tasks only, as on Slurm), SIGTERM at it and SIGKILL to the job's process
+  group KILL_WAIT_S after (what submitit's local controller did, so local runs keep their time limit).
 The job's id goes to HPCMARKER_JOB_ID (`job_id`). Exit 0 when the call returns; otherwise Python's traceback on
 stderr and a non-zero exit. No result file: the exit code (Slurm's job state, a local `submit`'s wait) says it.
 Nothing is imported here beyond the standard library until the call is loaded.
@@ -106,11 +106,12 @@ def _own_logs(jobs: Path) -> None:
         os.close(log)
 
 
-def _arm_limit(limit_s: int) -> None:
-    """Slurm's time limit, locally: USR2 ahead of it, SIGTERM at it, SIGKILL to the whole job after KILL_WAIT_S."""
+def _arm_limit(limit_s: int, warn: bool) -> None:
+    """Slurm's time limit, locally: USR2 ahead of it (`warn`: an array task, the only job whose script asks
+    Slurm for --signal), SIGTERM at it, SIGKILL to the whole job after KILL_WAIT_S."""
     me = os.getpid()
     steps = (
-        (max(0, limit_s - LOCAL_SIGNAL_LEAD_S), lambda: os.kill(me, signal.SIGUSR2)),
+        *([(max(0, limit_s - LOCAL_SIGNAL_LEAD_S), lambda: os.kill(me, signal.SIGUSR2))] if warn else []),
         (limit_s, lambda: os.kill(me, signal.SIGTERM)),
         (limit_s + KILL_WAIT_S, lambda: os.killpg(os.getpgid(me), signal.SIGKILL)),
     )
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         _own_logs(args.jobs)
         os.environ[JOB_ID_ENV] = str(os.getpid())
         if args.limit:
-            _arm_limit(args.limit)
+            _arm_limit(args.limit, warn=args.index is not None)
         path, index = args.jobs / args.call, args.index
     else:
         environ = os.environ

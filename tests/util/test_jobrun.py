@@ -63,13 +63,20 @@ def test_a_local_job_is_its_pid_and_writes_its_own_two_logs(tmp_path):
     assert out.read_text() == f"job={runner.pid}\n" and err.read_text() == "oops\n"
 
 
-def test_a_local_job_gets_usr2_ahead_of_its_time_limit(tmp_path):
+def test_a_local_task_gets_usr2_ahead_of_its_time_limit(tmp_path):
     """Its time limit, as Slurm would give it: USR2 30 s before (here at once: a 2 s limit), then SIGTERM."""
-    write_call(tmp_path / "local.call", JobCall(time.sleep, (30,)))
+    write_call(tmp_path / "local.call", JobCall(time.sleep, (), tasks={0: 30}))
     start = time.monotonic()
-    runner = subprocess.Popen(runner_command(sys.executable, tmp_path, *local_args("local.call", None, 2)))
+    runner = subprocess.Popen(runner_command(sys.executable, tmp_path, *local_args("local.call", 0, 2)))
     assert runner.wait(timeout=30) == -signal.SIGUSR2  # nothing caught it: its default action ends the job
     assert time.monotonic() - start < 20
+
+
+def test_a_local_service_or_collector_gets_no_usr2_only_sigterm_at_its_limit(tmp_path):
+    """Only array tasks ask Slurm for --signal: a service (which stops on SIGTERM) is not killed by USR2 early."""
+    write_call(tmp_path / "local.call", JobCall(time.sleep, (30,)))
+    runner = subprocess.Popen(runner_command(sys.executable, tmp_path, *local_args("local.call", None, 2)))
+    assert runner.wait(timeout=30) == -signal.SIGTERM
 
 
 def test_job_id_reads_the_runners_first_then_slurms():
