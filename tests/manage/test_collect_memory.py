@@ -8,15 +8,19 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
 from hpc_marker.manage.collectparts import collect_ranges
-from hpc_marker.planning.store import load_summary
+from hpc_marker.planning.store import load_items_table, load_summary
 from hpc_marker.runstate import buckets
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.layout import RunPaths
-from hpc_marker.runstate.summary import ITEM_COLUMNS
+from hpc_marker.runstate.light import LIGHT, LightColumns
+from hpc_marker.runstate.manifest import read_manifest_frame
+from hpc_marker.runstate.summary import ITEM_COLUMNS, summarize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
 from synthetic_run import make_run
@@ -57,3 +61,77 @@ def test_the_slowest_pdfs_kept_from_a_range_hold_their_own_strings_not_the_range
     for frame in found.slowest:
         names = pa.array(frame["pdf"])  # the column's own Arrow array (no copy), buffers counted whole
         assert names.get_total_buffer_size() <= 64 * len(frame) + 128
+
+
+def _arrow_light(tables: list[pa.Table]) -> pd.DataFrame:
+    """The light frame as the collector made it before (Arrow dictionary columns, converted at the end): the
+    oracle."""
+    import pyarrow.compute as pc
+
+    blocks = []
+    for table in tables:
+        columns = {}
+        for name in LIGHT:
+            column = table.column(name)
+            columns[name] = pc.dictionary_encode(column) if pa.types.is_string(column.type) else column
+            if name in ("task", "pages"):
+                columns[name] = column.cast(pa.int32())
+        blocks.append(pa.table(columns))
+    light = pa.concat_tables(blocks).to_pandas()
+    for name in ("status", "host", "gpu", "degraded"):
+        light[name] = light[name].cat.reorder_categories(sorted(light[name].cat.categories))
+    flagged = np.array([isinstance(v, str) and bool(v) for v in light["degraded"].cat.categories] + [False])
+    degraded = flagged[light["degraded"].cat.codes.to_numpy()]
+    codes = np.where((light["status"] != "ok").to_numpy(), 2, np.where(degraded, 1, 0))
+    light["state"] = pd.Categorical.from_codes(codes, ["ok", "degraded", "failed"])
+    return light.drop(columns="degraded")
+
+
+@pytest.mark.parametrize("nulls", [False, True])
+def test_light_columns_are_the_frame_the_arrow_columns_gave(nulls):
+    """Blocks of records added one by one (more than 127 hosts: the codes outgrow a byte; nulls in every kind of
+    column) give the frame the Arrow dictionary columns converted at the end gave, value for value and type."""
+    rng = np.random.default_rng(1)
+    light, tables = LightColumns(), []
+    for block in range(40):
+        n = int(rng.integers(1, 400))
+        rows = {
+            "task": rng.integers(0, 9, n),
+            "status": rng.choice(["ok", "failed", "bisected", "timeout"], n),
+            "pages": rng.integers(0, 30, n),
+            "seconds": rng.random(n) * 10,
+            "started": 1e9 + rng.random(n) * 100,
+            "finished": 1e9 + 100 + rng.random(n) * 100,
+            "host": [f"node{block * 5 + int(k)}" for k in rng.integers(0, 5, n)],  # 200 hosts in all
+            "gpu": rng.choice(["0", "1", "2,3"], n),
+            "degraded": rng.choice(["", "llm timeout", "partial"], n),
+        }
+        table = pa.table(rows)
+        if nulls:
+            masked = {name: pa.array(list(values), mask=rng.random(n) < 0.1) for name, values in rows.items()}
+            table = pa.table(masked)
+        tables.append(table)
+        light.add(table)
+    assert len(light) == sum(len(t) for t in tables)
+    pd.testing.assert_frame_equal(light.frame(), _arrow_light(tables))
+
+
+def test_the_per_task_figures_are_a_groupbys(run):
+    """summary.json's `tasks`, counted from the task codes, are what a groupby of every record gives; records of
+    no task are left out, a missing page count counts none."""
+    paths = RunPaths(run)
+    records, torn = read_manifest_frame(paths.manifests)
+    records["task"] = records["task"].astype(float)
+    records.loc[records.index[::50], "task"] = np.nan
+    records.loc[records.index[1::70], "pages"] = np.nan
+    items = load_items_table(paths.plan, columns=ITEM_COLUMNS).to_pandas()
+    tasks = summarize(items, load_summary(paths.plan), records, torn)["tasks"]
+    grouped = records.groupby("task")
+    assert len(tasks) == 8 and records["task"].isna().any()
+    for row in tasks:
+        group = grouped.get_group(row["task"]) if row["task"] in grouped.groups else records.iloc[:0]
+        ok = group["status"] == "ok"
+        assert row["ok"] == ok.sum() and row["failed"] == len(group) - ok.sum() - (group["status"] == "bisected").sum()
+        assert row["pages_ok"] == group.loc[ok, "pages"].sum()
+        assert row["busy_seconds"] == round(float(group["seconds"].sum()), 3)
+        assert row["gpu"] == sorted(set(group["gpu"])) and row["hosts"] == sorted(set(group["host"]))
