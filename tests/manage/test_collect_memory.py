@@ -15,12 +15,14 @@ import pytest
 
 from hpc_marker.manage.collectparts import collect_ranges
 from hpc_marker.planning.store import load_items_table, load_summary
+from hpc_marker.report import frames
 from hpc_marker.runstate import buckets
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.light import LIGHT, LightColumns
 from hpc_marker.runstate.manifest import read_manifest_frame
 from hpc_marker.runstate.summary import ITEM_COLUMNS, summarize
+from hpc_marker.util.frames import distinct_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
 from synthetic_run import make_run
@@ -135,3 +137,41 @@ def test_the_per_task_figures_are_a_groupbys(run):
         assert row["pages_ok"] == group.loc[ok, "pages"].sum()
         assert row["busy_seconds"] == round(float(group["seconds"].sum()), 3)
         assert row["gpu"] == sorted(set(group["gpu"])) and row["hosts"] == sorted(set(group["host"]))
+
+
+def _spread_whole_chunks(started, finished, weights, edges) -> np.ndarray:
+    """report.frames.spread as it was: every chunk of records by every bucket at once (the oracle)."""
+    duration = np.maximum(finished - started, 1e-6)
+    started, total = finished - duration, np.zeros(len(edges) - 1)
+    for lo in range(0, len(finished), frames._CHUNK):
+        s, f = started[lo : lo + frames._CHUNK, None], finished[lo : lo + frames._CHUNK, None]
+        overlap = np.clip(np.minimum(f, edges[None, 1:]) - np.maximum(s, edges[None, :-1]), 0, None)
+        total += (overlap / duration[lo : lo + frames._CHUNK, None] * weights[lo : lo + frames._CHUNK, None]).sum(0)
+    return total
+
+
+@pytest.mark.parametrize("buckets", [1, 2, 33, 65, 121])
+def test_spread_a_block_of_buckets_at_a_time_is_bit_for_bit_the_whole(buckets):
+    """The timeline's pages per bucket, spread in blocks of 32 buckets with integer pages, equal the sums over
+    every bucket at once with float pages to the last bit: the report's figures stay byte for byte."""
+    rng = np.random.default_rng(buckets)
+    for n in (1, frames._CHUNK + 1, 3 * frames._CHUNK + 7):
+        started = 1e9 + rng.random(n) * 1000
+        finished = started + rng.random(n) * 50 * (rng.random(n) > 0.1)  # some take no time
+        pages = rng.integers(1, 40, n).astype(np.int32)
+        edges = np.linspace(1e9, 1e9 + 1050, buckets + 1)
+        expected = _spread_whole_chunks(started, finished, pages.astype(float), edges)
+        assert np.array_equal(frames.spread(started, finished, pages, edges), expected)
+
+
+def test_distinct_rows_a_chunk_at_a_time_are_drop_duplicates():
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "task": rng.integers(0, 20, 50_000).astype(np.int32),
+            "host": pd.Categorical(rng.choice(["a", "b", None], 50_000)),
+            "gpu": rng.choice(["0", "1"], 50_000),
+        }
+    )
+    expected = frame[["task", "host", "gpu"]].drop_duplicates()
+    pd.testing.assert_frame_equal(distinct_rows(frame, ["task", "host", "gpu"], chunk=999), expected)
