@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 from hpc_marker.planning.bisect import BISECTED, SUB_MARK
 from hpc_marker.planning.plan import WorkItem
 from hpc_marker.report.frames import failures_frame, slowest_candidates
-from hpc_marker.runstate.buckets import SEQ, Buckets, light_columns, record_schema
+from hpc_marker.runstate.buckets import SEQ, Buckets, record_schema
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.finish import final_dir, merge_id, merge_if_complete, place_committed
 from hpc_marker.runstate.layout import RunPaths
@@ -109,7 +109,7 @@ def collect_ranges(paths: RunPaths, record: RunRecord, buckets: Buckets, board: 
                 next_seq += len(recovered)
                 records = pd.concat([records, extra], ignore_index=True)
                 recovered_table = pa.Table.from_pandas(extra[COLUMNS], schema=record_schema(), preserve_index=False)
-                buckets.light.append(light_columns(recovered_table))
+                buckets.light.add(recovered_table)
             out, output_format = Path(record.out_dir), record.engine_options.output_format
             csv.write(merged_outputs(records, items, merged_docs, out, output_format))
             _add_range(found, items, records, merged_docs)
@@ -210,7 +210,15 @@ def _add_range(found: Collected, items: pd.DataFrame, records: pd.DataFrame, mer
     shown = sum(len(f) for f in found.failures)
     if shown < ROWS_KEPT:
         found.failures.append(failures.head(ROWS_KEPT - shown))
-    found.slowest.append(slowest_candidates(records, SLOWEST_KEPT, latest))
+    found.slowest.append(detached(slowest_candidates(records, SLOWEST_KEPT, latest)))
+
+
+def detached(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its Arrow-backed string columns copied into buffers of their own: a few rows kept from a range
+    (its slowest PDFs: a slice of the range's grouped names) must not keep the whole range's strings alive (at
+    10^6 items 0.5 MB a range, 25 MB over the run). Small frames only: each value goes through Python."""
+    strings = [name for name, dtype in frame.dtypes.items() if isinstance(dtype, pd.StringDtype)]
+    return frame.assign(**{name: pd.array(frame[name].tolist(), dtype=frame[name].dtype) for name in strings})
 
 
 ROWS_KEPT = 1000  # failures kept for the report (it shows the first 100 and counts them all)
@@ -240,18 +248,4 @@ def light_frame(buckets: Buckets, found: Collected) -> pd.DataFrame:
             .drop(columns=SEQ)
             .reset_index(drop=True)
         )
-    table = pa.concat_tables(buckets.light)
-    buckets.light.clear()
-    columns = {}
-    for name in table.column_names:  # a column at a time, each let go once converted
-        columns[name] = table.column(name).to_pandas()
-        table = table.drop_columns([name])
-    light = pd.DataFrame(columns, copy=False)
-    for name in ("status", "host", "gpu", "degraded"):  # categories in order, as the strings sort
-        light[name] = light[name].cat.reorder_categories(sorted(light[name].cat.categories))
-    marks = light["degraded"].cat
-    flagged = np.array([isinstance(v, str) and bool(v) for v in marks.categories] + [False])
-    degraded = flagged[marks.codes.to_numpy()]  # code -1 (no reason): the last, False
-    codes = np.where((light["status"] != "ok").to_numpy(), 2, np.where(degraded, 1, 0))
-    light["state"] = pd.Categorical.from_codes(codes, ["ok", "degraded", "failed"])
-    return light.drop(columns="degraded")  # the report's `state` says it
+    return buckets.light.frame()

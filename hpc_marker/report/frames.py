@@ -9,6 +9,7 @@ linear in the records, or sorts them once.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -19,7 +20,7 @@ import pandas as pd
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.plan import Plan
 from hpc_marker.runstate.manifest import ManifestRecord, latest_frame
-from hpc_marker.util.frames import isin
+from hpc_marker.util.frames import distinct_rows, isin
 
 FIELDS = list(ManifestRecord.__dataclass_fields__)
 NICE_BUCKETS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
@@ -75,15 +76,30 @@ def bucket_edges(first: float, last: float, buckets: int) -> tuple[np.ndarray, f
 
 def spread(started: np.ndarray, finished: np.ndarray, weights: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Each weight spread evenly over its record's [started, finished], summed per bucket of `edges`.
-    Linear in the records, in chunks, so memory stays bounded."""
-    duration = np.maximum(finished - started, 1e-6)
-    started = finished - duration
+    Linear in the records, in chunks of records and of buckets, so memory stays bounded (each bucket's sum is
+    added up over the records in the same order whatever the buckets beside it)."""
     total = np.zeros(len(edges) - 1)
     for lo in range(0, len(finished), _CHUNK):
-        s, f, d = started[lo : lo + _CHUNK, None], finished[lo : lo + _CHUNK, None], duration[lo : lo + _CHUNK, None]
-        overlap = np.clip(np.minimum(f, edges[None, 1:]) - np.maximum(s, edges[None, :-1]), 0, None)
-        total += (overlap / d * weights[lo : lo + _CHUNK, None]).sum(axis=0)
+        f = finished[lo : lo + _CHUNK, None]
+        d = np.maximum(f - started[lo : lo + _CHUNK, None], 1e-6)
+        s, w = f - d, weights[lo : lo + _CHUNK, None]
+        for a, b in _bucket_slices(len(total)):
+            overlap = np.minimum(f, edges[None, a + 1 : b + 1])  # in place from here
+            overlap -= np.maximum(s, edges[None, a:b])
+            np.clip(overlap, 0, None, out=overlap)
+            overlap /= d
+            overlap *= w
+            total[a:b] += overlap.sum(axis=0)
     return total
+
+
+def _bucket_slices(count: int, width: int = 32) -> list[tuple[int, int]]:
+    """[a, b) slices of `count` buckets, `width` wide, none a single bucket where there are more (numpy sums a
+    one-column block pairwise, other blocks row by row: a single bucket would be added up in another order)."""
+    cuts = [*range(0, count, width), count]
+    if len(cuts) > 2 and cuts[-1] - cuts[-2] == 1:
+        del cuts[-2]
+    return list(itertools.pairwise(cuts))
 
 
 def _ok_pages(items: pd.DataFrame) -> np.ndarray:
@@ -98,9 +114,12 @@ def throughput_frame(items: pd.DataFrame, buckets: int = 60) -> pd.DataFrame:
     if not ok.any():
         return pd.DataFrame(columns=["time", "pages_per_s", "pages_done"])
     started, finished = items["started"].to_numpy(float)[ok], items["finished"].to_numpy(float)[ok]
-    first = min(float((finished - np.maximum(finished - started, 1e-6)).min()), float(items["started"].min()))
+    lead = np.subtract(finished, started)  # in place from here: one array of every ok record, not three
+    np.subtract(finished, np.maximum(lead, 1e-6, out=lead), out=lead)  # each start as spread() takes it
+    first = min(float(lead.min()), float(items["started"].min()))
+    del lead
     edges, width = bucket_edges(first, float(items["finished"].max()), buckets)
-    done = spread(started, finished, items["pages"].to_numpy(float)[ok], edges)
+    done = spread(started, finished, items["pages"].to_numpy()[ok], edges)  # pages as they are: no float copy
     frame = pd.DataFrame(
         {"time": local_times(edges[:-1] + width / 2), "pages_per_s": done / width, "pages_done": done.cumsum()}
     )
@@ -113,23 +132,18 @@ def activity_frame(items: pd.DataFrame, tasks: Sequence[int], buckets: int = 120
     (task, bucket) with the ok pages spread over the bucket (`pages`, `pages_per_s`) and the records
     that finished in it by state (`ok`, `degraded`, `failed`). `tasks` are the rows (idle ones too);
     attrs["bucket_s"] is the bucket width. Size: tasks x buckets, whatever the records."""
-    rows = sorted(set(tasks) | set(items["task"].unique().tolist()))
+    rows = sorted(set(tasks) | set(np.unique(items["task"].to_numpy()).tolist()))  # pandas' unique: a 10^6 table
     edges, width = bucket_edges(float(items["started"].min()), float(items["finished"].max()), buckets)
     n, position = len(edges) - 1, {task: k for k, task in enumerate(rows)}
     pages = np.zeros((len(rows), n))
     task = items["task"].to_numpy()
-    ok = np.flatnonzero(_ok_pages(items))
+    ok = np.flatnonzero(_ok_pages(items)).astype(np.int32 if len(items) < 2**31 else np.int64)  # half the bytes
     ok = ok[np.argsort(task[ok], kind="stable")]  # by task, each task's in record order: its groupby group
-    started, finished, weights = (items[c].to_numpy(float) for c in ("started", "finished", "pages"))
+    started, finished = (items[c].to_numpy(float) for c in ("started", "finished"))
+    weights = items["pages"].to_numpy()  # as they are: spread takes them per record, no float copy of every one
     for group in np.split(ok, np.flatnonzero(np.diff(task[ok])) + 1) if len(ok) else []:
         pages[position[task[group[0]]]] = spread(started[group], finished[group], weights[group], edges)
-    cell = np.searchsorted(np.asarray(rows), task) * n + np.clip(  # rows: every task, sorted
-        np.searchsorted(edges, finished, side="right") - 1, 0, n - 1
-    )
-    counts = {
-        state: np.bincount(cell[(items["state"] == state).to_numpy()], minlength=len(rows) * n)
-        for state in ("ok", "degraded", "failed")
-    }
+    counts = _finished_per_cell(items, task, finished, np.asarray(rows), edges)
     frame = pd.DataFrame(
         {
             "task": np.repeat(rows, n),
@@ -143,10 +157,28 @@ def activity_frame(items: pd.DataFrame, tasks: Sequence[int], buckets: int = 120
     return frame
 
 
+def _finished_per_cell(
+    items: pd.DataFrame, task: np.ndarray, finished: np.ndarray, rows: np.ndarray, edges: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per state (ok, degraded, failed), the records that finished in each (task row, time bucket) cell, counted
+    a block of records at a time (the cell of every record at once took four 8-byte arrays of 10^6)."""
+    n = len(edges) - 1
+    states = {state: (items["state"] == state).to_numpy() for state in ("ok", "degraded", "failed")}
+    counts = {state: np.zeros(len(rows) * n, dtype=np.intp) for state in states}
+    for lo in range(0, len(task), 8 * _CHUNK):
+        block = slice(lo, lo + 8 * _CHUNK)
+        cell = np.searchsorted(rows, task[block]) * n + np.clip(  # rows: every task, sorted
+            np.searchsorted(edges, finished[block], side="right") - 1, 0, n - 1
+        )
+        for state, chosen in states.items():
+            counts[state] += np.bincount(cell[chosen[block]], minlength=len(rows) * n)
+    return counts
+
+
 def places_frame(items: pd.DataFrame, tasks: Sequence[int]) -> pd.DataFrame:
     """Where each task ran: one row per (task, host, gpu) it recorded items on, in task order;
     a task with no record has one row with host and gpu None."""
-    seen = items[["task", "host", "gpu"]].drop_duplicates()
+    seen = distinct_rows(items, ["task", "host", "gpu"])
     idle = pd.DataFrame({"task": sorted(set(tasks) - set(seen["task"])), "host": None, "gpu": None})
     return pd.concat([seen, idle] if len(idle) else [seen], ignore_index=True).sort_values(
         ["task", "host", "gpu"], kind="stable", na_position="last", ignore_index=True

@@ -17,6 +17,7 @@ subitems.py     a bisected item's halves folded back (pure): leaves, lost pages,
 summary.py      what the records add up to (pure): counts, pages, rates, documents; per item set, added up
 buckets.py      a run's items and manifest records split by PDF range into spill files (the collector's
                 bounded memory), manifests read in blocks of lines
+light.py        the few columns of every record the collector adds up over the run, as small numpy arrays
 stops.py        each task's own record of why it stopped (progress/stop-<i>.json)
 outlock.py      one active run per --out (OUT/.hpcmarker/active)
 """

@@ -6,8 +6,8 @@ is worked out per item or per document (the latest record, folded halves, merged
 and the buckets come in PDF order: per-bucket rows sorted by PDF, put end to end, are sorted over the run.
 Manifests are read in blocks of whole lines (BLOCK_BYTES), never a file at once; each record keeps its place in
 the order they were read (`seq`), the tie-break of "the latest record" (runstate/manifest.py) across buckets.
-What the summary adds up over every record (per task, over time) comes from `light`, a few numeric and
-categorical columns of every record.
+What the summary adds up over every record (per task, over time) comes from `light`, a few small columns of
+every record (runstate/light.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from hpc_marker.planning.store import ITEMS, ShareSummary
+from hpc_marker.runstate.light import LightColumns
 from hpc_marker.runstate.manifest import COLUMNS, ManifestRecord, parse_manifest
 from hpc_marker.runstate.summary import SHARE
 from hpc_marker.util.processes import process_alive
@@ -45,7 +46,6 @@ BLOCK_BYTES = 2 * 2**20  # manifest bytes parsed at once (whole lines)
 SPILL_PREFIX = ".collect-"  # the spill folder: .collect-<pid>@<host>-<random>, in the run folder
 SPILL_STALE_S = 24 * 3600  # a spill folder this old is stale whoever made it (a collector on another node)
 SEQ = "seq"  # a record's place in the order the manifests were read
-LIGHT = ["task", "status", "pages", "seconds", "started", "finished", "host", "gpu", "degraded"]
 _TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "list": pa.list_(pa.int64())}
 
 
@@ -152,12 +152,12 @@ class Spill:
 
 @dataclass
 class Buckets:
-    """A run's items and records split into `count` PDF ranges (`open_buckets`); `light`: every record's LIGHT
-    columns (light_columns), `torn`: the unreadable manifest lines, `total`: how many records were read."""
+    """A run's items and records split into `count` PDF ranges (`open_buckets`); `light`: every record's light
+    columns, `torn`: the unreadable manifest lines, `total`: how many records were read."""
 
     items: Spill
     records: Spill
-    light: list[pa.Table]
+    light: LightColumns
     torn: list[str]
     total: int
     tmp: tempfile.TemporaryDirectory
@@ -198,12 +198,12 @@ def open_buckets(plan: Path, manifests: Path, shares: list[ShareSummary], column
     items.close()
     schema = record_schema()
     records = Spill(folder, schema.append(pa.field(SEQ, pa.int64())).with_metadata({"name": "records"}), items.count)
-    light, torn, seq = [], [], 0
+    light, torn, seq = LightColumns(), [], 0
     for table in _record_blocks(Path(manifests), schema, torn):
         table = table.append_column(SEQ, pa.array(np.arange(seq, seq + len(table)), pa.int64()))
         seq += len(table)
         records.add(table, bucket_of(table.column("pdf"), bounds))
-        light.append(light_columns(table))
+        light.add(table)
     records.close()
     return Buckets(items, records, light, torn, seq, tmp)
 
@@ -232,19 +232,6 @@ def sweep_spills(where: Path) -> list[Path]:
             logger.info(f"removed {folder.name}: the spill folder of a collector that is gone")
             swept.append(folder)
     return swept
-
-
-def light_columns(table: pa.Table) -> pa.Table:
-    """The LIGHT columns of these records, small: strings dictionary-encoded, task and pages as int32."""
-    columns = {}
-    for name in LIGHT:
-        column = table.column(name)
-        if pa.types.is_string(column.type):
-            column = pc.dictionary_encode(column)
-        elif name in ("task", "pages"):
-            column = column.cast(pa.int32())
-        columns[name] = column
-    return pa.table(columns)
 
 
 def _item_schema(items_file: pq.ParquetFile, columns: list[str]) -> pa.Schema:

@@ -17,14 +17,14 @@ from hpc_marker.slurm.arrays import ArrayLayout, convert_roles, single_array
 from hpc_marker.submission.templates import Raw, render_role
 
 COLLECT_TIME = "00:30:00"
-# measured: 0.46-0.73 GB peak at 10^6 items, ~0.2 GB of it imports (docs/scale.md), as if it all grew with the
+# measured: 0.33-0.34 GB peak at 10^6 items, ~0.17 GB of it imports (docs/scale.md), as if it all grew with the
 # items; at least 2G, as before
-COLLECT_MEM_BASE_GB, COLLECT_MEM_PER_ITEM_KB = 0.5, 0.5
+COLLECT_MEM_BASE_GB, COLLECT_MEM_PER_ITEM_KB = 0.5, 0.35
 
 
 def collect_memory(items: int) -> str:
     """The collector's --mem: it reads the run a PDF range at a time and keeps a few columns of each record
-    (0.22-0.26 KB an item at 10^6 beyond its 165 MB of imports, docs/scale.md; twice that asked, for the margin)."""
+    (0.16-0.17 KB an item at 10^6 beyond its 168 MB of imports, docs/scale.md; twice that asked, for the margin)."""
     return f"{max(2, math.ceil(COLLECT_MEM_BASE_GB + items * COLLECT_MEM_PER_ITEM_KB / 2**20))}G"
 
 

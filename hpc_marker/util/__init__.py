@@ -5,8 +5,9 @@ text.py       one_line: an exception (or any text) as one line for a manifest, a
 files.py      atomic_write: write a whole file under its final name or not at all
 processes.py  process trees (psutil): alive, descendants, environment, terminate then kill; die with the parent
 errors.py     UserError: bad input, said in one line, exit code 2
-frames.py     isin: membership of strings in a frame column, by Arrow (fast at 10^6 rows); busy_seconds:
-              how long work was in flight (the idle gaps between a run's submissions left out)
+frames.py     isin: membership of strings in a frame column, by Arrow (fast at 10^6 rows); distinct_rows: a
+              frame's distinct rows a chunk at a time; busy_seconds: how long work was in flight (the idle gaps
+              between a run's submissions left out)
 commands.py   command_line: a command hpcmarker prints, shell-quoted so that it runs as printed; ocr_command
 locks.py      FileLock: a lock file on a shared filesystem (exclusive create; holder host/pid/time; renewed while
               held; a stale one taken over); read_holder

@@ -107,7 +107,7 @@ def test_the_collector_asks_for_memory_by_the_run_size():
     from hpc_marker.submission.scripts import collect_memory
 
     assert collect_memory(57) == "2G" and collect_memory(1_000_000) == "2G" and collect_memory(5_000_000) == "3G"
-    assert collect_memory(10_000_000) == "6G"  # it was 21G when the collector held the whole manifest frame
+    assert collect_memory(10_000_000) == "4G"  # 21G when the collector held the whole manifest frame, then 6G
     contexts = sample_contexts("/runs/r1")
     assert contexts["collect"]["mem"] == "2G" and "#SBATCH --mem=2G" in render_role(
         "generic", "collect", contexts["collect"]
