@@ -141,10 +141,20 @@ def old_front_dir(ref: str, where: Path) -> Path:
 # ---- the benchmark -----------------------------------------------------------------------------------------
 
 
+PINS: dict[str, set[int]] = {}  # --pin: the CPUs each kind of part may run on ("front", "load": stand-in and wrk)
+
+
+def pinned(kind: str) -> list[str]:
+    """The argv prefix that keeps a part on its CPUs (--pin), or nothing."""
+    cpus = PINS.get(kind)
+    return ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+
+
 def start(role: list[str], env: dict[str, str] | None = None, port: int | None = None) -> tuple[subprocess.Popen, str]:
     """Start a part; its URL (a front prints it; the stand-in's is its port, once it accepts)."""
+    kind = "load" if role[0] == "standin" else "front"
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", *role],
+        [*pinned(kind), sys.executable, __file__, "--serve", *role],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -166,7 +176,7 @@ def start(role: list[str], env: dict[str, str] | None = None, port: int | None =
 
 
 def wrk(url: str, lua: Path, clients: int, seconds: int) -> dict:
-    argv = ["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "-s", str(lua), url]
+    argv = [*pinned("load"), "wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "-s", str(lua), url]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False).stdout
     line = next((line for line in out.splitlines() if line.startswith("RESULT ")), None)
     if line is None:
@@ -276,6 +286,15 @@ def table(rows: list[dict], clients: int) -> str:
     return "\n".join(lines)
 
 
+def _cpus(text: str) -> set[int]:
+    """A taskset-style CPU list ("0", "0,2", "1-3") as a set."""
+    found: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        found.update(range(int(low), int(high or low) + 1))
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)  # a part, started by the benchmark itself
@@ -284,7 +303,16 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=0.5, help="the stand-in's time per request, seconds")
     parser.add_argument("--old-ref", default=OLD_REF, help="the git commit whose front is the old one")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--pin",
+        metavar="FRONT_CPUS:LOAD_CPUS",
+        help="run the fronts on FRONT_CPUS and the stand-in and wrk on LOAD_CPUS (taskset lists, e.g. 1:0): the "
+        "front on cores of its own, as on a GPU node, so its cost is not CPU taken from the stand-in",
+    )
     args = parser.parse_args()
+    if args.pin:
+        front_cpus, _, load_cpus = args.pin.partition(":")
+        PINS.update(front=_cpus(front_cpus), load=_cpus(load_cpus))
     if args.serve:
         role, *rest = args.serve
         if role == "standin":
@@ -304,6 +332,11 @@ def main() -> int:
         f"{platform.node()}: {os.cpu_count()} CPUs, load average {before[0]:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after; Python {platform.python_version()}, aiohttp {aiohttp.__version__}; "
         f"{args.clients} clients, {args.seconds} s per run, stand-in delay {args.delay:g} s"
+        + (
+            f"; fronts on CPUs {args.pin.split(':')[0]}, stand-in and wrk on {args.pin.split(':')[1]}"
+            if args.pin
+            else ""
+        )
     )
     print("\n" + head + "\n\n" + table(rows, args.clients))
     if args.json:
