@@ -6,6 +6,7 @@
 - `run_folder`, `manifest_records`, `read_summary`, `read_record`, `plan_item_ids`, `document`, `documents`:
   where a run's files are, and what they say.
 - `wait_for`: poll `hpcmarker status RUN --json` until the run reaches a state (Slurm runs).
+- `wait_until`: poll any check until it holds, failing with a message after a timeout.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from click.testing import CliRunner, Result
 
@@ -27,6 +30,8 @@ from hpc_marker.runstate.index import register_run, resolve_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, read_manifests
 from hpc_marker.runstate.record import RunRecord
+
+T = TypeVar("T")
 
 
 def invoke(*args, **kwargs) -> Result:
@@ -192,3 +197,13 @@ def wait_for(run_id: str, states: set[str], timeout_s: float = 600) -> dict:
             return status
         time.sleep(WAIT_POLL_S)
     raise AssertionError(f"run {run_id} not in {states} after {timeout_s}s: {status}")
+
+
+def wait_until(check: Callable[[], T], timeout_s: float, failure: str, poll_s: float = 0.1) -> T:
+    """Call `check` every `poll_s` until it returns something true, and return that; after `timeout_s`, fail
+    the test with `failure`."""
+    deadline = time.time() + timeout_s
+    while not (value := check()):
+        assert time.time() < deadline, failure
+        time.sleep(poll_s)
+    return value
