@@ -1,6 +1,7 @@
 """Shared helpers for tests that drive `hpcmarker` and read what a run left behind (one copy of each).
 
 - `invoke`: `hpcmarker ARGS...` in this process (click's CliRunner); a bug's exception propagates.
+- `LOCAL_TEXT`: submit's options for a run of the text engine on this machine.
 - `run_local`: a whole local run with the `text` engine, asserted to succeed unless told otherwise.
 - `make_run`: a run folder prepared (scanned, planned, scripts rendered) and registered, not started.
 - `run_folder`, `manifest_records`, `read_summary`, `read_record`, `plan_item_ids`, `document`, `documents`:
@@ -151,6 +152,7 @@ class LocalRun:
         return read_summary(self.paths)
 
 
+LOCAL_TEXT = ("--engine", "text", "--executor", "local")  # submit's options for a run of the text engine here
 FINISHED_WITH_FAILURES = 3  # the exit code of a finished run some of whose items failed (manage/verdict.py)
 
 
@@ -158,7 +160,7 @@ def run_local(pdfs: Path, out: Path, *extra, check: bool = True, expect: int = 0
     """`hpcmarker submit --pdfs PDFS --out OUT --engine text --executor local EXTRA...`, run to the end
     here; with `check`, asserts it exited `expect` (0: every item ok; FINISHED_WITH_FAILURES where the
     test's inputs are meant to fail). `extra` may override the engine (a later flag wins)."""
-    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--engine", "text", "--executor", "local", *extra)
+    result = invoke("submit", "--pdfs", pdfs, "--out", out, *LOCAL_TEXT, *extra)
     if check:
         assert result.exit_code == expect, result.output
     return LocalRun(result, resolve_run(None))
