@@ -6,6 +6,7 @@
 - `make_run`: a run folder prepared (scanned, planned, scripts rendered) and registered, not started.
 - `run_folder`, `manifest_records`, `read_summary`, `read_record`, `plan_item_ids`, `document`, `documents`:
   where a run's files are, and what they say.
+- `manifest_record`: a manifest line, for a test that writes its own.
 - `wait_for`: poll `hpcmarker status RUN --json` until the run reaches a state (Slurm runs).
 - `wait_until`: poll any check until it holds, failing with a message after a timeout.
 """
@@ -92,6 +93,18 @@ def bare_record(**fields) -> RunRecord:
         profile="generic",
     )
     return RunRecord(**{**values, **fields})
+
+
+def manifest_record(item_id: str, **fields) -> ManifestRecord:
+    """A manifest line for a test that writes its own: ITEM_ID (of ITEM_ID.pdf, page 0 to 1) ok, converted by the
+    text engine in 1 s, from t=1 to 2, by task 0 (job 1_0) on host n, GPU 0; `fields` override, and `pages` is
+    page_stop - page_start unless given."""
+    values = dict(item_id=item_id, pdf=f"{item_id}.pdf", page_start=0, page_stop=1, status="ok", error=None)
+    values |= dict(seconds=1.0, engine="text", host="n", gpu="0", job_id="1_0", task=0, output=None)
+    values |= dict(started=1.0, finished=2.0)
+    values |= fields
+    values.setdefault("pages", values["page_stop"] - values["page_start"])
+    return ManifestRecord(**values)
 
 
 def run_folder(out: Path, run_id: str) -> RunPaths:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from runkit import bare_record
+from runkit import bare_record, manifest_record
 
 from hpc_marker.manage.status import status_of
 from hpc_marker.manage.tally import RunProgress, ShareCounts, share_counts
@@ -17,23 +17,10 @@ from hpc_marker.runstate.summary import plan_frames, summarize_records
 
 
 def record(item: str, status: str = "ok", task: int = 0, pages: int = 10, t: float = 100.0) -> ManifestRecord:
-    return ManifestRecord(
-        item_id=item,
-        pdf=f"{item}.pdf",
-        page_start=0,
-        page_stop=pages,
-        pages=pages,
-        status=status,
-        error=None if status == "ok" else "boom",
-        seconds=1.0,
-        engine="text",
-        host="n1",
-        gpu="0",
-        job_id="7_0",
-        task=task,
-        output=None,
-        started=t,
-        finished=t + 1,
+    error = None if status == "ok" else "boom"
+    times = {"started": t, "finished": t + 1}
+    return manifest_record(
+        item, page_stop=pages, status=status, error=error, host="n1", job_id="7_0", task=task, **times
     )
 
 
