@@ -40,7 +40,7 @@ from inputs import (
     make_owner_password_pdf,
     pathological_pdf,
 )
-from runkit import invoke
+from runkit import LOCAL_TEXT, invoke
 from runkit import run_folder as run_paths
 
 from hpc_marker.planning.store import load_plan
@@ -133,10 +133,7 @@ def reference_run(inputs: Inputs, out: Path) -> Inputs:
         inputs.root,
         "--out",
         out,
-        "--engine",
-        "text",
-        "--executor",
-        "local",
+        *LOCAL_TEXT,
         "--gpus",
         "4",
         "--item-timeout",

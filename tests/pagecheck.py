@@ -117,6 +117,15 @@ def plot_data(text: str, div_id: str) -> list[dict]:
     return json.JSONDecoder().raw_decode(text, call.end())[0]
 
 
+def plot_layout(text: str, div_id: str) -> dict:
+    """The layout of a plot, read back from the page's `Plotly.newPlot("div_id", [...], {...}, ...)` call."""
+    call = re.search(rf'Plotly\.newPlot\(\s*"{div_id}",\s*', text)
+    assert call, f"no plot {div_id}"
+    decoder = json.JSONDecoder()
+    _, end = decoder.raw_decode(text, call.end())
+    return decoder.raw_decode(text, re.compile(r",\s*").match(text, end).end())[0]
+
+
 def array(value) -> np.ndarray:
     """A plotly array: a list, or a typed array ({"dtype", "bdata" in base64, "shape"})."""
     if isinstance(value, dict):

@@ -1,11 +1,14 @@
 """Shared helpers for tests that drive `hpcmarker` and read what a run left behind (one copy of each).
 
 - `invoke`: `hpcmarker ARGS...` in this process (click's CliRunner); a bug's exception propagates.
+- `LOCAL_TEXT`: submit's options for a run of the text engine on this machine.
 - `run_local`: a whole local run with the `text` engine, asserted to succeed unless told otherwise.
 - `make_run`: a run folder prepared (scanned, planned, scripts rendered) and registered, not started.
 - `run_folder`, `manifest_records`, `read_summary`, `read_record`, `plan_item_ids`, `document`, `documents`:
   where a run's files are, and what they say.
+- `manifest_record`: a manifest line, for a test that writes its own.
 - `wait_for`: poll `hpcmarker status RUN --json` until the run reaches a state (Slurm runs).
+- `wait_until`: poll any check until it holds, failing with a message after a timeout.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from click.testing import CliRunner, Result
 
@@ -27,6 +32,8 @@ from hpc_marker.runstate.index import register_run, resolve_run
 from hpc_marker.runstate.layout import RUNS_SUBDIR, RunPaths
 from hpc_marker.runstate.manifest import ManifestRecord, read_manifests
 from hpc_marker.runstate.record import RunRecord
+
+T = TypeVar("T")
 
 
 def invoke(*args, **kwargs) -> Result:
@@ -88,6 +95,18 @@ def bare_record(**fields) -> RunRecord:
     return RunRecord(**{**values, **fields})
 
 
+def manifest_record(item_id: str, **fields) -> ManifestRecord:
+    """A manifest line for a test that writes its own: ITEM_ID (of ITEM_ID.pdf, page 0 to 1) ok, converted by the
+    text engine in 1 s, from t=1 to 2, by task 0 (job 1_0) on host n, GPU 0; `fields` override, and `pages` is
+    page_stop - page_start unless given."""
+    values = dict(item_id=item_id, pdf=f"{item_id}.pdf", page_start=0, page_stop=1, status="ok", error=None)
+    values |= dict(seconds=1.0, engine="text", host="n", gpu="0", job_id="1_0", task=0, output=None)
+    values |= dict(started=1.0, finished=2.0)
+    values |= fields
+    values.setdefault("pages", values["page_stop"] - values["page_start"])
+    return ManifestRecord(**values)
+
+
 def run_folder(out: Path, run_id: str) -> RunPaths:
     """The folder of run `run_id` under OUT."""
     return RunPaths(Path(out) / RUNS_SUBDIR / run_id)
@@ -146,6 +165,7 @@ class LocalRun:
         return read_summary(self.paths)
 
 
+LOCAL_TEXT = ("--engine", "text", "--executor", "local")  # submit's options for a run of the text engine here
 FINISHED_WITH_FAILURES = 3  # the exit code of a finished run some of whose items failed (manage/verdict.py)
 
 
@@ -153,7 +173,7 @@ def run_local(pdfs: Path, out: Path, *extra, check: bool = True, expect: int = 0
     """`hpcmarker submit --pdfs PDFS --out OUT --engine text --executor local EXTRA...`, run to the end
     here; with `check`, asserts it exited `expect` (0: every item ok; FINISHED_WITH_FAILURES where the
     test's inputs are meant to fail). `extra` may override the engine (a later flag wins)."""
-    result = invoke("submit", "--pdfs", pdfs, "--out", out, "--engine", "text", "--executor", "local", *extra)
+    result = invoke("submit", "--pdfs", pdfs, "--out", out, *LOCAL_TEXT, *extra)
     if check:
         assert result.exit_code == expect, result.output
     return LocalRun(result, resolve_run(None))
@@ -192,3 +212,13 @@ def wait_for(run_id: str, states: set[str], timeout_s: float = 600) -> dict:
             return status
         time.sleep(WAIT_POLL_S)
     raise AssertionError(f"run {run_id} not in {states} after {timeout_s}s: {status}")
+
+
+def wait_until(check: Callable[[], T], timeout_s: float, failure: str, poll_s: float = 0.1) -> T:
+    """Call `check` every `poll_s` until it returns something true, and return that; after `timeout_s`, fail
+    the test with `failure`."""
+    deadline = time.time() + timeout_s
+    while not (value := check()):
+        assert time.time() < deadline, failure
+        time.sleep(poll_s)
+    return value

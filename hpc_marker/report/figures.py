@@ -8,6 +8,7 @@ escaped by its Jinja2 template.
 
 from __future__ import annotations
 
+import functools
 import math
 import textwrap
 
@@ -24,6 +25,12 @@ from hpc_marker.report.frames import local_times
 COLORS = {"ok": "#2e9d5b", "degraded": "#e69b23", "failed": "#d64545"}
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 MARGIN = {"l": 10, "r": 10, "t": 30, "b": 40}
+# Every figure's look. Plotly copies and validates a named template on every figure it is set on (~25 ms each),
+# so the figures are built on plotly's empty template ("none", BLANK) and figure_html writes TEMPLATE, built once
+# per process, into each figure's JSON: the page is the same, byte for byte. Plotly express would take the colours
+# it is not given from the template it is built on: every colour here is given (COLORS).
+TEMPLATE = "plotly_white"
+BLANK = {"template": "none"}
 
 
 def plotly_text(value: object, width: int = 90, limit: int = 300) -> str:
@@ -36,7 +43,17 @@ def plotly_text(value: object, width: int = 90, limit: int = 300) -> str:
 
 def figure_html(fig: go.Figure, div_id: str) -> Markup:
     """The figure as a <div> and the script that draws it; plotly.js itself is in the page once."""
-    return Markup(pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG))
+    spec = fig.to_plotly_json()
+    spec["layout"]["template"] = _template_json()
+    html = pio.to_html(spec, validate=False, full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG)
+    return Markup(html)
+
+
+@functools.cache
+def _template_json() -> dict:
+    """TEMPLATE as plotly writes it into a figure (validated, which orders its keys): built once per process;
+    pio.to_html does not change it."""
+    return go.Layout(template=TEMPLATE).template.to_plotly_json()
 
 
 def row_labels(places: pd.DataFrame) -> pd.Series:
@@ -104,7 +121,7 @@ def timeline_figure(items: pd.DataFrame, places: pd.DataFrame) -> go.Figure:
         custom_data=["hover"],
         color_discrete_map=COLORS,
         category_orders={"row": order, "state": list(COLORS)},
-        template="plotly_white",
+        template=BLANK["template"],
     )
     fig.update_traces(hovertemplate="%{customdata[0]}<extra></extra>", marker_line_width=0.5, marker_line_color="white")
     idle = places.loc[places["host"].isna() & places["gpu"].isna(), "row"].tolist()  # tasks with no record
@@ -141,7 +158,8 @@ def activity_figure(activity: pd.DataFrame, labels: dict[int, str]) -> go.Figure
     rows = [labels.get(task, f"task {task}") for task in tasks]
     rate = grid["pages_per_s"].to_numpy(float)
     fig = go.Figure(
-        go.Heatmap(
+        layout=BLANK,
+        data=go.Heatmap(
             x=times,
             y=rows,
             z=np.where(rate > 0, rate.round(3), np.nan),
@@ -155,7 +173,7 @@ def activity_figure(activity: pd.DataFrame, labels: dict[int, str]) -> go.Figure
                 "%{customdata[1]:,} ok · %{customdata[2]:,} degraded · %{customdata[3]:,} failed"
                 "<extra></extra>"
             ),
-        )
+        ),
     )
     row, col = np.nonzero(grid["failed"].to_numpy() > 0)
     failed = grid["failed"].to_numpy()[row, col]
@@ -176,7 +194,6 @@ def activity_figure(activity: pd.DataFrame, labels: dict[int, str]) -> go.Figure
         )
     fig.update_yaxes(autorange="reversed", title=None, categoryorder="array", categoryarray=rows)
     fig.update_layout(
-        template="plotly_white",
         height=_height(len(rows)),
         margin=MARGIN,
         hoverlabel_align="left",
@@ -190,7 +207,7 @@ def activity_figure(activity: pd.DataFrame, labels: dict[int, str]) -> go.Figure
 def throughput_figure(frame: pd.DataFrame, average: float | None) -> go.Figure:
     """Bars of pages/s per bucket, the run's average, and pages done (right axis)."""
     width = frame.attrs.get("bucket_s", 1)
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig = make_subplots(specs=[[{"secondary_y": True}]], figure=go.Figure(layout=BLANK))
     fig.add_bar(
         x=frame["time"],
         y=frame["pages_per_s"].round(3),
@@ -216,7 +233,6 @@ def throughput_figure(frame: pd.DataFrame, average: float | None) -> go.Figure:
             annotation_position="top left",
         )
     fig.update_layout(
-        template="plotly_white",
         height=360,
         bargap=0.05,
         margin=MARGIN,
@@ -232,7 +248,7 @@ def llm_figure(timeline: pd.DataFrame) -> go.Figure | None:
     """The LLM front's tokens/s and in-flight requests over time; None without a timeline."""
     if timeline.empty:
         return None
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig = make_subplots(specs=[[{"secondary_y": True}]], figure=go.Figure(layout=BLANK))
     fig.add_scatter(
         x=timeline["time"],
         y=timeline["tokens_out_per_s"],
@@ -250,7 +266,6 @@ def llm_figure(timeline: pd.DataFrame) -> go.Figure | None:
         hovertemplate="%{y} in flight<extra></extra>",
     )
     fig.update_layout(
-        template="plotly_white",
         height=340,
         margin=MARGIN,
         legend={"orientation": "h", "y": 1.12},
@@ -279,7 +294,7 @@ GPU_PARTS = {  # manage/accounting.py's parts of a task's GPU time, as the figur
 
 def gpu_time_figure(tasks: pd.DataFrame) -> go.Figure:
     """Stacked bars of each row's GPU-hours by part (columns: label and GPU_PARTS' keys, in GPU-hours)."""
-    fig = go.Figure()
+    fig = go.Figure(layout=BLANK)
     for column, (name, color) in GPU_PARTS.items():
         fig.add_bar(
             y=tasks["label"],
@@ -290,7 +305,6 @@ def gpu_time_figure(tasks: pd.DataFrame) -> go.Figure:
             hovertemplate=f"%{{y}}: %{{x:.4g}} GPU-hours {name}<extra></extra>",
         )
     fig.update_layout(
-        template="plotly_white",
         barmode="stack",
         height=_height(len(tasks)),
         margin=MARGIN,

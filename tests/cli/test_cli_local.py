@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 from inputs import EXAMPLES, make_bad_pdfs
-from runkit import FINISHED_WITH_FAILURES, invoke, run_local
+from runkit import FINISHED_WITH_FAILURES, LOCAL_TEXT, invoke, run_local
 
 from hpc_marker.submission.scripts import split_dry_run
 
@@ -57,10 +57,7 @@ def test_dry_run_prints_the_scripts_and_creates_nothing(tmp_path, sample_pdfs):
         str(out),
         "--gpus",
         "3",
-        "--engine",
-        "text",
-        "--executor",
-        "local",
+        *LOCAL_TEXT,
         "--run-id",
         "dry1",
         "--dry-run",
@@ -142,19 +139,7 @@ def test_many_unreadable_pdfs_are_named_up_to_a_limit_then_counted(tmp_path):
     for n in range(WILL_FAIL_LINES + 5):
         (pdfs / f"empty-{n:02d}.pdf").write_bytes(b"")
     result = invoke(
-        "submit",
-        "--pdfs",
-        pdfs,
-        "--out",
-        tmp_path / "out",
-        "--engine",
-        "text",
-        "--executor",
-        "local",
-        "--gpus",
-        "1",
-        "--run-id",
-        "many-bad",
+        "submit", "--pdfs", pdfs, "--out", tmp_path / "out", *LOCAL_TEXT, "--gpus", "1", "--run-id", "many-bad"
     )
     lines = result.output.splitlines()
     assert sum(line.startswith("  will fail: ") for line in lines) == WILL_FAIL_LINES

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from inputs import EXAMPLES
-from runkit import invoke, manifest_records, read_summary, run_folder, run_local
+from runkit import LOCAL_TEXT, invoke, manifest_records, read_summary, run_folder, run_local
 
 
 def _casefolded(path: str) -> str:
@@ -130,19 +130,7 @@ def test_another_output_format_on_the_same_out_keeps_the_first_formats_documents
         assert all(r["text"] == Path(r["output"]).read_text() for r in rows)
     # both formats are current now: a third run in either has nothing to do
     for fmt in ("markdown", "json"):
-        again = invoke(
-            "submit",
-            "--pdfs",
-            sample_pdfs,
-            "--out",
-            out,
-            "--engine",
-            "text",
-            "--executor",
-            "local",
-            "--output-format",
-            fmt,
-        )
+        again = invoke("submit", "--pdfs", sample_pdfs, "--out", out, *LOCAL_TEXT, "--output-format", fmt)
         assert again.exit_code == 0 and "already have outputs" in again.output, again.output
     run_local(sample_pdfs, out, "--run-id", "md2", "--force")  # markdown again: the JSON stays, once
     assert json.loads((upref / "upref.json").read_text())["block_type"] == "Document"

@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
+from runkit import LOCAL_TEXT, invoke
 
-from hpc_marker.cli import cli
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.mark.slow
@@ -30,10 +25,7 @@ def test_json_run_then_garbled_documents_again_then_export(tmp_path, sample_pdfs
         str(out),
         "--gpus",
         "2",
-        "--engine",
-        "text",
-        "--executor",
-        "local",
+        *LOCAL_TEXT,
         "--output-format",
         "json",
         "--split-pages",

@@ -15,6 +15,7 @@ import pytest
 from inputs import make_bad_pdfs
 from runkit import (
     FINISHED_WITH_FAILURES,
+    LOCAL_TEXT,
     documents,
     invoke,
     make_run,
@@ -133,10 +134,7 @@ def test_gpus_far_above_the_work_is_reduced_with_a_note(tmp_path, sample_pdfs):
         sample_pdfs,
         "--out",
         tmp_path / "out",
-        "--engine",
-        "text",
-        "--executor",
-        "local",
+        *LOCAL_TEXT,
         "--gpus",
         "5000",
         "--min-task-pages",

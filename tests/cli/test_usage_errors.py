@@ -4,7 +4,7 @@ retry; every usage error click finds (a bad value, an unknown option, a missing 
 from __future__ import annotations
 
 import pytest
-from runkit import invoke, make_run
+from runkit import LOCAL_TEXT, invoke, make_run
 
 from hpc_marker.submission.request import LaunchError, SubmitRequest
 
@@ -34,19 +34,7 @@ def _one_line_refusal(result, message: str) -> None:
     ],
 )
 def test_bad_values_are_refused_in_one_line_for_a_local_run(tmp_path, sample_pdfs, args, message):
-    result = invoke(
-        "submit",
-        "--pdfs",
-        sample_pdfs,
-        "--out",
-        tmp_path / "out",
-        "--engine",
-        "text",
-        "--executor",
-        "local",
-        "--dry-run",
-        *args,
-    )
+    result = invoke("submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", *LOCAL_TEXT, "--dry-run", *args)
     _one_line_refusal(result, message)
     assert not (tmp_path / "out").exists()
 
@@ -54,18 +42,7 @@ def test_bad_values_are_refused_in_one_line_for_a_local_run(tmp_path, sample_pdf
 @pytest.mark.parametrize("value", ["32G", "500M", "1T", "2048", "8g", "16GB", "0"])
 def test_memory_sizes_sbatch_takes_are_accepted(tmp_path, sample_pdfs, value):
     result = invoke(
-        "submit",
-        "--pdfs",
-        sample_pdfs,
-        "--out",
-        tmp_path / "out",
-        "--engine",
-        "text",
-        "--executor",
-        "local",
-        "--dry-run",
-        "--mem",
-        value,
+        "submit", "--pdfs", sample_pdfs, "--out", tmp_path / "out", *LOCAL_TEXT, "--dry-run", "--mem", value
     )
     assert result.exit_code == 0, result.output
     assert f"#SBATCH --mem={value}\n" in result.output

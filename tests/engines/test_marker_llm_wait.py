@@ -6,13 +6,11 @@ log. The LLM is a local HTTP server that answers each request after DELAY second
 from __future__ import annotations
 
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import pytest
+from standin.answering import answering_llm
 from test_marker_engine import _NoModels, build_text_document, make_pdf
 
 from hpc_marker.engines import marker as engine_mod
@@ -26,45 +24,11 @@ from hpc_marker.runtime import worker
 DELAY, GAP, SLACK = 2.0, 4.0, 3.5
 
 
-class _SlowLlm(BaseHTTPRequestHandler):
-    """Ollama's /api/generate or an OpenAI chat completion, after DELAY; records each request (path, body)."""
-
-    seen: ClassVar[list] = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _SlowLlm.seen.append((self.path, body))
-        time.sleep(DELAY)
-        text = json.dumps({"corrected_markdown": "x"})
-        if self.path.endswith("/api/generate"):
-            out = {"response": text, "prompt_eval_count": 1, "eval_count": 1}
-        else:
-            out = {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "m",
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }
-        data = json.dumps(out).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 @pytest.fixture
 def slow_llm():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowLlm)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _SlowLlm.seen.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    """marker's LLM, answering each request after DELAY: its URL, and the requests it got."""
+    with answering_llm({"corrected_markdown": "x"}, delay_s=DELAY) as (url, seen):
+        yield url, seen
 
 
 def _engine(url: str, server: str, monkeypatch):
@@ -102,7 +66,8 @@ def test_markers_llm_calls_are_the_documents_llm_wait(slow_llm, server, monkeypa
     class Answer(BaseModel):
         corrected_markdown: str
 
-    engine = _engine(slow_llm, server, monkeypatch)
+    url, seen = slow_llm
+    engine = _engine(url, server, monkeypatch)
     service = engine.converter.llm_service
     own = {"ollama": OllamaService, "vllm": OpenAIService}[server]
     assert isinstance(service, own) and type(service) is not own  # marker's class, with the clock
@@ -124,7 +89,7 @@ def test_markers_llm_calls_are_the_documents_llm_wait(slow_llm, server, monkeypa
     pdf = make_pdf(tmp_path / "doc.pdf", pages=2)
     result = worker.convert_to_staging(str(pdf), 0, 2, str(tmp_path / "staging"), "doc.md", "doc")
     assert 2 * DELAY <= result.llm_seconds < 2 * DELAY + SLACK, result.llm_seconds  # summed: 4 x; the pause: + GAP
-    bodies = [body for _path, body in _SlowLlm.seen]
+    bodies = [body for _path, body in seen]
     assert len(bodies) == 6 and all(body == bodies[0] for body in bodies)  # the same request as marker's own class
     staged = next((tmp_path / "staging").rglob("*.json"))
     assert "llm" not in json.loads(staged.read_text()) and "Page 1 hello marker" in result_text(tmp_path)

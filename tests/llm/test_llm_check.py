@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import pytest
+from standin.answering import answering_llm
 from standin.harness import path_with_standin, seed_model, serve_in_thread
 
 from hpc_marker.llm.check import IMAGE_WEBP, PROMPT, answer_problem, marker_request
@@ -166,36 +164,6 @@ def test_the_text_engines_check_is_a_chat_that_a_schema_rejecting_server_passes(
 # ---- marker's own services ------------------------------------------------------------------------------
 
 
-class _Capture(BaseHTTPRequestHandler):
-    seen: ClassVar[list] = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _Capture.seen.append((self.path, body))
-        text = json.dumps({"markdown": "x"})
-        if self.path.endswith("/api/generate"):
-            out = {"response": text, "prompt_eval_count": 1, "eval_count": 1}
-        else:
-            message = {"role": "assistant", "content": text}
-            out = {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "m",
-                "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }
-        data = json.dumps(out).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 def _without_images(body: dict) -> dict:
     body = json.loads(json.dumps(body))
     if "images" in body:
@@ -219,17 +187,11 @@ def test_the_check_sends_what_markers_own_llm_services_send():
 
     image = Image.open(__import__("io").BytesIO(base64.b64decode(IMAGE_WEBP)))
     assert image.format == "WEBP"
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Capture)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        _Capture.seen.clear()
+    with answering_llm({"markdown": "x"}) as (url, seen):
         OllamaService({"ollama_base_url": url, "ollama_model": "m"})(PROMPT, image, None, HandwritingSchema)
         key = {"openai_base_url": url + "/v1", "openai_model": "m", "openai_api_key": "k"}
         OpenAIService(key)(PROMPT, image, None, HandwritingSchema)
-    finally:
-        server.shutdown()
-    for (path, body), server_kind in zip(_Capture.seen, ("ollama", "vllm"), strict=True):
+    for (path, body), server_kind in zip(seen, ("ollama", "vllm"), strict=True):
         ours_path, ours = marker_request(server_kind, "m")
         assert path.endswith(ours_path)
         assert _without_images(body) == _without_images(ours)

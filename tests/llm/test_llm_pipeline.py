@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
+from runkit import LOCAL_TEXT, invoke
 from standin.harness import seed_model, standin_pids
 
-from hpc_marker.cli import cli
 from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.manifest import read_manifests
 from hpc_marker.runstate.progress import read_commits
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.fixture
@@ -30,26 +25,8 @@ def standin(tmp_path, monkeypatch):
 
 
 def run_with_llm(pdfs, out, *extra):
-    return invoke(
-        "submit",
-        "--pdfs",
-        str(pdfs),
-        "--out",
-        str(out),
-        "--engine",
-        "text",
-        "--executor",
-        "local",
-        "--gpus",
-        "2",
-        "--llm",
-        "tiny:1b",
-        "--llm-bind",
-        "127.0.0.1",
-        "--llm-parallel",
-        "2",
-        *extra,
-    )
+    llm = ("--llm", "tiny:1b", "--llm-bind", "127.0.0.1", "--llm-parallel", "2")
+    return invoke("submit", "--pdfs", pdfs, "--out", out, *LOCAL_TEXT, "--gpus", "2", *llm, *extra)
 
 
 @pytest.mark.slow
@@ -111,16 +88,6 @@ def test_service_that_never_comes_up_fails_tasks_clearly_and_in_time(tmp_path, s
 
 def test_llm_options_need_a_model(tmp_path, sample_pdfs):
     result = invoke(
-        "submit",
-        "--pdfs",
-        str(sample_pdfs),
-        "--out",
-        str(tmp_path / "o"),
-        "--engine",
-        "text",
-        "--executor",
-        "local",
-        "--llm-ctx",
-        "8192",
+        "submit", "--pdfs", str(sample_pdfs), "--out", str(tmp_path / "o"), *LOCAL_TEXT, "--llm-ctx", "8192"
     )
     assert result.exit_code == 2 and "need --llm MODEL" in result.output

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runkit import invoke, manifest_records, read_summary
+from runkit import LOCAL_TEXT, invoke, manifest_records, read_summary
 from standin.harness import path_with_standin, vllm_pids, vllm_trace
 
 from hpc_marker.llm.settings import LlmPaths
@@ -35,30 +35,9 @@ def standin(tmp_path, monkeypatch):
 
 
 def submit_args(pdfs: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "submit",
-        "--pdfs",
-        str(pdfs),
-        "--out",
-        str(out),
-        "--engine",
-        "text",
-        "--executor",
-        "local",
-        "--gpus",
-        "2",
-        "--llm",
-        MODEL,
-        "--llm-server",
-        "vllm",
-        "--llm-replicas",
-        "2",
-        "--llm-parallel",
-        "2",
-        "--llm-bind",
-        "127.0.0.1",
-        *extra,
-    ]
+    server = ("--llm", MODEL, "--llm-server", "vllm", "--llm-replicas", "2")
+    llm = (*server, "--llm-parallel", "2", "--llm-bind", "127.0.0.1")
+    return ["submit", "--pdfs", str(pdfs), "--out", str(out), *LOCAL_TEXT, "--gpus", "2", *llm, *extra]
 
 
 def replica_logs(run_dir: Path, template: str) -> list[Path]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from runkit import bare_record
+from runkit import bare_record, manifest_record
 
 from hpc_marker.manage.status import status_of
 from hpc_marker.manage.tally import RunProgress, ShareCounts, share_counts
@@ -17,23 +17,10 @@ from hpc_marker.runstate.summary import plan_frames, summarize_records
 
 
 def record(item: str, status: str = "ok", task: int = 0, pages: int = 10, t: float = 100.0) -> ManifestRecord:
-    return ManifestRecord(
-        item_id=item,
-        pdf=f"{item}.pdf",
-        page_start=0,
-        page_stop=pages,
-        pages=pages,
-        status=status,
-        error=None if status == "ok" else "boom",
-        seconds=1.0,
-        engine="text",
-        host="n1",
-        gpu="0",
-        job_id="7_0",
-        task=task,
-        output=None,
-        started=t,
-        finished=t + 1,
+    error = None if status == "ok" else "boom"
+    times = {"started": t, "finished": t + 1}
+    return manifest_record(
+        item, page_stop=pages, status=status, error=error, host="n1", job_id="7_0", task=task, **times
     )
 
 
@@ -131,6 +118,45 @@ WEDGED_SQUEUE = """\
 WEDGED_JOBS = {"service": ["548"], "convert": ["549_0", "549_1", "549_2", "549_3"], "collect": ["550"]}
 
 
+def wedged_run(out, monkeypatch) -> tuple:
+    """A run in OUT whose array pends with DependencyNeverSatisfied on the Slurm the test fakes (WEDGED_SQUEUE):
+    its RunPaths, and the list the faked scancel records the job ids it cancels in."""
+    from hpc_marker.runstate.layout import RunPaths
+    from hpc_marker.slurm import commands as slurm
+    from hpc_marker.slurm.parse import parse_squeue
+
+    paths = RunPaths(out / ".hpcmarker" / "runs" / "r")
+    paths.root.mkdir(parents=True)
+    save_plan(_plan(), paths.plan)
+    record = _record()
+    record.jobs, record.out_dir = {"convert": ["549_0", "549_1"], "collect": ["550"]}, str(out)
+    paths.save_record(record)
+    queue, cancelled = [WEDGED_SQUEUE], []
+    monkeypatch.setattr(
+        slurm,
+        "job_states",
+        lambda ids: (
+            {"549_0": "PENDING", "549_1": "PENDING", "550": "PENDING"}
+            if queue[0]
+            else {"549_0": "CANCELLED", "549_1": "CANCELLED", "550": "CANCELLED"}
+        ),
+    )
+    monkeypatch.setattr(slurm, "job_accounting", lambda ids, earlier=None: (slurm.job_states(ids), {}))  # one sacct
+    monkeypatch.setattr(slurm, "queue", lambda ids: parse_squeue(queue[0]))
+    monkeypatch.setattr(
+        slurm,
+        "queued_jobs",
+        lambda ids: [j.job_id for j in slurm.queue(ids) if j.base_id in {i.split("_")[0] for i in ids}],
+    )
+
+    def scancel(ids):
+        cancelled.extend(ids)
+        queue[0] = ""
+
+    monkeypatch.setattr(slurm, "cancel_jobs", scancel)
+    return paths, cancelled
+
+
 def test_squeue_lines_and_dependencies_parse():
     from hpc_marker.slurm.parse import (
         Dependency,
@@ -185,36 +211,8 @@ def test_no_wedge_while_dependencies_can_still_be_met():
 def test_status_of_a_wedged_run_reports_and_cancels_only_when_asked(tmp_path, monkeypatch):
     from hpc_marker.manage.status import load_status
     from hpc_marker.manage.statustable import watch_status
-    from hpc_marker.runstate.layout import RunPaths
-    from hpc_marker.slurm import commands as slurm
-    from hpc_marker.slurm.parse import parse_squeue
 
-    paths = RunPaths(tmp_path / "r")
-    paths.root.mkdir()
-    save_plan(_plan(), paths.plan)
-    record = _record()
-    record.jobs = {"convert": ["549_0", "549_1"], "collect": ["550"]}
-    paths.save_record(record)
-    queue = [WEDGED_SQUEUE]
-    cancelled = []
-    monkeypatch.setattr(
-        slurm,
-        "job_states",
-        lambda ids: (
-            {"549_0": "PENDING", "549_1": "PENDING", "550": "PENDING"}
-            if queue[0]
-            else {"549_0": "CANCELLED", "549_1": "CANCELLED", "550": "CANCELLED"}
-        ),
-    )
-    monkeypatch.setattr(slurm, "job_accounting", lambda ids, earlier=None: (slurm.job_states(ids), {}))  # one sacct
-    monkeypatch.setattr(slurm, "queue", lambda ids: parse_squeue(queue[0]))
-    monkeypatch.setattr(slurm, "queued_jobs", lambda ids: [j.job_id for j in slurm.queue(ids)])
-
-    def scancel(ids):
-        cancelled.extend(ids)
-        queue[0] = ""
-
-    monkeypatch.setattr(slurm, "cancel_jobs", scancel)
+    paths, cancelled = wedged_run(tmp_path / "out", monkeypatch)
     only_report = load_status(paths, cancel_wedged=False)
     assert only_report.state == "wedged" and "array 549 and collector 550" in only_report.wedged
     assert only_report.next == "hpcmarker cancel r && hpcmarker resume r" and only_report.exit_code == 4

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 
 import pytest
 from click.testing import CliRunner
 from inputs import CORPUS, scanned_pdf
+from test_scan_cache import reads  # noqa: F401 (a fixture: the PDFs whose pages the scan counts)
 
 from hpc_marker.cli import cli
 from hpc_marker.config.types import OCR
 from hpc_marker.engines.base import EngineOptions
-from hpc_marker.planning import scan
 from hpc_marker.planning.plan import WorkItem, make_plan, split_items, work_items
 from hpc_marker.planning.scan import scan_pdfs
 from hpc_marker.planning.scancache import cache_file
@@ -56,21 +55,7 @@ def test_a_share_of_the_sampled_pages_decides():
     assert not ROUTING.needs_ocr(None) and not ROUTING.needs_ocr(TextSample(0, 0, 0))
 
 
-@pytest.fixture
-def reads(monkeypatch) -> list[str]:
-    """The PDFs the scan opens (in this process)."""
-    seen: list[str] = []
-    real = scan.count_pages
-
-    def counting(path):
-        seen.append(os.path.basename(path))
-        return real(path)
-
-    monkeypatch.setattr(scan, "count_pages", counting)
-    return seen
-
-
-def test_the_sample_is_cached_with_the_page_count_and_an_older_cache_still_reads(mixed_pdfs, reads):
+def test_the_sample_is_cached_with_the_page_count_and_an_older_cache_still_reads(mixed_pdfs, reads):  # noqa: F811
     first = {s.relpath: s.pages for s in scan_pdfs(mixed_pdfs, cache=True)}  # no sample asked
     assert len(reads) == 7
     reads.clear()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pandas as pd
+from runkit import manifest_record
 
 from hpc_marker.manage.status import RunStatus
 from hpc_marker.manage.statustable import output_flags_line, verdict_lines
@@ -18,27 +19,10 @@ from hpc_marker.submission.followup import is_selected, parse_selectors
 
 
 def rec(item: str, pdf: str, start: int, stop: int, flags: str | None, status: str = "ok") -> ManifestRecord:
-    return ManifestRecord(
-        item_id=item,
-        pdf=pdf,
-        page_start=start,
-        page_stop=stop,
-        pages=stop - start,
-        status=status,
-        error=None if status == "ok" else "failed here",
-        seconds=1.0,
-        engine="marker",
-        host="n",
-        gpu="0",
-        job_id="1_0",
-        task=0,
-        output=None,
-        started=1.0,
-        finished=2.0,
-        empty_pages=[],
-        garbled_pages=[],
-        output_flags=flags if status == "ok" else None,
-    )
+    ok = status == "ok"
+    checked = {"engine": "marker", "empty_pages": [], "garbled_pages": [], "output_flags": flags if ok else None}
+    error = None if ok else "failed here"
+    return manifest_record(item, pdf=pdf, page_start=start, page_stop=stop, status=status, error=error, **checked)
 
 
 RECORDS = [

@@ -10,10 +10,11 @@ import re
 import shutil
 
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 from click.testing import CliRunner
 from conftest import EXAMPLES, make_bad_pdfs
-from pagecheck import PLOTS, SECTIONS, Page, browse, check_page, plot_data, rendered, uncaught
+from pagecheck import PLOTS, SECTIONS, Page, browse, check_page, plot_data, plot_layout, rendered, uncaught
 
 from hpc_marker.cli import cli
 from hpc_marker.llm.metrics import summarize_metrics
@@ -173,6 +174,14 @@ def test_llm_section_when_the_summary_has_one(run):
     verdict = text.split('id="verdict"', 1)[1].split("</p>", 1)[0]  # an incomplete run says why, escaped
     assert "run incomplete: 3 of 9 items not converted (time limit)" in verdict
     assert "2 tasks (0,1): time limit &lt;near&gt;" in verdict and "hpcmarker resume r --time 1:00:00" in verdict
+
+
+def test_every_plot_is_drawn_with_plotlys_white_template(run):
+    white = go.Layout(template="plotly_white").template.to_plotly_json()  # as plotly writes it into a figure
+    for report, plots in (("report", (*PLOTS, "gpu-plot")), ("llm_report", ("llm-plot",)), ("cut_report", PLOTS)):
+        text = run[report].read_text(encoding="utf-8")
+        for plot in plots:
+            assert plot_layout(text, plot)["template"] == white, (report, plot)
 
 
 def test_pure_builders(run):

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 from inputs import CORPUS, EXAMPLES, make_bad_pdfs
-from runkit import FINISHED_WITH_FAILURES, invoke, make_run, manifest_records, run_local
+from runkit import FINISHED_WITH_FAILURES, invoke, make_run, manifest_record, manifest_records, run_local
 
 from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.claims import ClaimBoard, batch_name
 from hpc_marker.runstate.index import resolve_run
-from hpc_marker.runstate.manifest import ManifestRecord
 
 
 def _race(folder: str, worker: int, items: int, out: multiprocessing.Queue) -> None:
@@ -127,24 +126,7 @@ def test_resume_submits_only_what_is_not_done(tmp_path, sample_pdfs):
     # one item was already finished by an earlier attempt, killed before it wrote its manifest line
     board = ClaimBoard(prepared.paths.root, owner="earlier", lease_s=60)
     first = prepared.plan.tasks[0].items[0]
-    record = ManifestRecord(
-        item_id=first.item_id,
-        pdf=first.pdf,
-        page_start=0,
-        page_stop=first.pages,
-        pages=first.pages,
-        status="ok",
-        error=None,
-        seconds=1.0,
-        engine="text",
-        host="h",
-        gpu="0",
-        job_id="1_0",
-        task=0,
-        output="x.md",
-        started=1.0,
-        finished=2.0,
-    )
+    record = manifest_record(first.item_id, pdf=first.pdf, page_stop=first.pages, host="h", output="x.md")
     assert board.commit(first.item_id, asdict(record))
     result = invoke("resume")
     assert result.exit_code == 0, result.output

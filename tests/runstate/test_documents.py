@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pandas as pd
+from runkit import manifest_record
 
 from hpc_marker.manage.status import RunStatus
 from hpc_marker.manage.statustable import text_layer_line
@@ -30,21 +31,14 @@ def rec(
     empty: list[int] | None = None,
     garbled: list[int] | None = None,
 ) -> ManifestRecord:
-    return ManifestRecord(
-        item_id=item,
+    return manifest_record(
+        item,
         pdf=pdf,
         page_start=start,
         page_stop=stop,
-        pages=stop - start,
         status=status,
         error=None if status == "ok" else f"{status} here",
         seconds=2.0,
-        engine="text",
-        host="n",
-        gpu="0",
-        job_id="1_0",
-        task=0,
-        output=None,
         started=t,
         finished=t + 1,
         empty_pages=empty if empty is not None or garbled is None else [],

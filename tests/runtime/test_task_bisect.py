@@ -8,30 +8,15 @@ from dataclasses import asdict
 
 import pytest
 from inputs import book_with_pathological_page
-from runkit import invoke, make_run, manifest_records
+from runkit import invoke, make_run, manifest_record, manifest_records
 
 from hpc_marker.runstate.claims import ClaimBoard, batch_name
-from hpc_marker.runstate.manifest import ManifestRecord
 
 
 def _bisected(item_id: str, start: int, stop: int) -> dict:
-    record = ManifestRecord(
-        item_id=item_id,
-        pdf="book.pdf",
-        page_start=start,
-        page_stop=stop,
-        pages=stop - start,
-        status="bisected",
-        error="timeout: no result after 3 s",
-        seconds=3.0,
-        engine="text",
-        host="h",
-        gpu="0",
-        job_id="1_0",
-        task=0,
-        output=None,
-        started=1.0,
-        finished=2.0,
+    error = "timeout: no result after 3 s"
+    record = manifest_record(
+        item_id, pdf="book.pdf", page_start=start, page_stop=stop, status="bisected", error=error, seconds=3.0, host="h"
     )
     return dict(asdict(record), share=0, staging=None)
 

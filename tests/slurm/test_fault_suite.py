@@ -24,7 +24,9 @@ from pathlib import Path
 
 import faultkit as fk
 import pytest
+import slurmkit
 from faultkit import invoke
+from slurmkit import run_options
 
 # the real cluster and the whole corpus, for about half an hour, with the cluster's node down for a while
 # (test_node_failure); scripts/fault-suite.sh runs it and records its numbers
@@ -58,28 +60,8 @@ def rng_for(name: str) -> random.Random:
 
 def submit(inputs: fk.Inputs, out: Path, name: str) -> Run:
     run = Run(out, f"fault-{name}-{secrets.token_hex(2)}")
-    result = invoke(
-        "submit",
-        "--pdfs",
-        inputs.root,
-        "--out",
-        out,
-        "--engine",
-        "benchmark",
-        "--gpus",
-        "4",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "20",
-        "--item-timeout",
-        fk.ITEM_TIMEOUT,
-        "--lease-seconds",
-        LEASE_S,
-        "--run-id",
-        run.run_id,
-    )
-    assert result.exit_code == 0, result.output
+    options = ("--item-timeout", fk.ITEM_TIMEOUT, "--lease-seconds", LEASE_S)
+    slurmkit.submit(inputs.root, out, run.run_id, *run_options(4, "benchmark"), *options)
     run.array = run.jobs["convert"][0].split("_")[0]
     return run
 

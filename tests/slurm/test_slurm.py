@@ -13,7 +13,18 @@ import time
 import pytest
 from faultkit import pids_with, sacct_times
 from inputs import CORPUS
-from runkit import document, documents, invoke, manifest_records, plan_item_ids, read_record, read_summary, wait_for
+from runkit import (
+    document,
+    documents,
+    invoke,
+    manifest_records,
+    plan_item_ids,
+    read_record,
+    read_summary,
+    wait_for,
+    wait_until,
+)
+from slurmkit import run_options, submit
 
 from hpc_marker.planning.scan import find_pdfs
 from hpc_marker.runstate.index import resolve_run
@@ -30,23 +41,7 @@ def processes_of_job(array_id: str) -> list[int]:
 @pytest.mark.browser  # the collector's report is checked in a real browser
 def test_corpus_converts_on_4_gpus_exactly_once(tmp_path, chromium):
     out = tmp_path / "out"
-    args = [
-        "submit",
-        "--pdfs",
-        CORPUS,
-        "--out",
-        out,
-        "--gpus",
-        "4",
-        "--engine",
-        "text",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "20",
-        "--run-id",
-        "corpus4",
-    ]
+    args = ["submit", "--pdfs", CORPUS, "--out", out, *run_options(4), "--run-id", "corpus4"]
     dry = invoke(*args, "--dry-run")
     assert dry.exit_code == 0, dry.output
     result = invoke(*args)
@@ -112,31 +107,9 @@ def test_cancel_leaves_nothing_in_squeue_and_no_process(tmp_path):
     pdfs = tmp_path / "pdfs"
     for copy in range(3):  # about 45 s of work for one task: cancel lands well inside it
         shutil.copytree(CORPUS, pdfs / f"copy{copy}")
-    result = invoke(
-        "submit",
-        "--pdfs",
-        pdfs,
-        "--out",
-        out,
-        "--gpus",
-        "1",
-        "--engine",
-        "text",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "20",
-        "--run-id",
-        "tocancel",
-    )
-    assert result.exit_code == 0, result.output
-    paths = resolve_run("tocancel")
-    record = read_record(paths)
+    paths, record = submit(pdfs, out, "tocancel", *run_options(1))
     array_id = record["jobs"]["convert"][0].split("_")[0]
-    deadline = time.time() + 120
-    while not manifest_records(paths):  # converting, with most of the corpus to go
-        assert time.time() < deadline, "the task never started converting"
-        time.sleep(0.2)
+    wait_until(lambda: manifest_records(paths), 120, "the task never started converting", 0.2)  # most still to go
     assert processes_of_job(array_id)
     cancelled_at = time.time()
     result = invoke("cancel", "tocancel")

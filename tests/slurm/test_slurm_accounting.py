@@ -13,6 +13,7 @@ from pathlib import Path
 import faultkit as fk
 import pytest
 from runkit import invoke, read_record, rounding_of, run_folder, wait_for
+from slurmkit import run_options, submit
 
 from hpc_marker.slurm.parse import allocated_gpus
 
@@ -42,24 +43,7 @@ def slurm_gpu_seconds(job_ids: list[str]) -> float:
 
 
 def run_benchmark(pdfs: Path, out: Path, run_id: str, while_running=None) -> dict:
-    result = invoke(
-        "submit",
-        "--pdfs",
-        pdfs,
-        "--out",
-        out,
-        "--engine",
-        "benchmark",
-        "--gpus",
-        "2",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "10",
-        "--run-id",
-        run_id,
-    )
-    assert result.exit_code == 0, result.output
+    submit(pdfs, out, run_id, *run_options(2, "benchmark", time=10))
     if while_running:
         while_running(run_folder(out, run_id))
     status = wait_for(run_id, {"finished", "incomplete"}, timeout_s=500)

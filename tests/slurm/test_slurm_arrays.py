@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 from inputs import raw_pdf
+from slurmkit import run_options, submit
 from test_slurm import invoke, sacct_times, wait_for  # skips this module too where no cluster answers
 
 from hpc_marker.planning.store import load_plan
@@ -49,14 +50,7 @@ def test_1100_tasks_past_max_array_size_are_queued_watched_and_cancelled_as_one_
         str(pdfs),
         "--out",
         str(tmp_path / "out"),
-        "--gpus",
-        "1100",
-        "--engine",
-        "text",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "5",
+        *run_options(1100, time=5),
         "--run-id",
         "big1100",
     ]
@@ -96,26 +90,7 @@ def test_1100_tasks_past_max_array_size_are_queued_watched_and_cancelled_as_one_
 @pytest.mark.slow
 def test_a_run_in_two_arrays_converts_every_item_once_under_its_task_index(tmp_path, sample_pdfs, monkeypatch):
     monkeypatch.setattr(commands, "array_limits", lambda account, partition: ArrayLimits(max_array_size=3))
-    result = invoke(
-        "submit",
-        "--pdfs",
-        str(sample_pdfs),
-        "--out",
-        str(tmp_path / "out"),
-        "--gpus",
-        "4",
-        "--engine",
-        "text",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "10",
-        "--run-id",
-        "twoarrays",
-    )
-    assert result.exit_code == 0, result.output
-    paths = resolve_run("twoarrays")
-    record = json.loads(paths.record.read_text())
+    paths, record = submit(sample_pdfs, tmp_path / "out", "twoarrays", *run_options(4, time=10))
     status = wait_for("twoarrays", {"finished"}, timeout_s=300)
     convert = record["jobs"]["convert"]
     assert len({job_id.split("_")[0] for job_id in convert}) == 2 and [j.split("_")[1] for j in convert] == [

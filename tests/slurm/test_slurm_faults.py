@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from inputs import CORPUS
-from runkit import document, documents, invoke, manifest_records, plan_item_ids, read_record, wait_for
+from runkit import document, documents, invoke, manifest_records, plan_item_ids, read_record, wait_for, wait_until
+from slurmkit import run_options, submit
 
 from hpc_marker.engines import EngineOptions
 from hpc_marker.engines.text import TextEngine
 from hpc_marker.planning.store import load_plan
 from hpc_marker.runstate.claims import ClaimBoard
-from hpc_marker.runstate.index import resolve_run
 from hpc_marker.runstate.progress import read_heartbeats
 
 pytestmark = [pytest.mark.slurm, pytest.mark.corpus, pytest.mark.slow]
@@ -70,29 +70,7 @@ def assert_each_item_once(paths) -> list:
 def test_killed_task_item_is_taken_over_after_its_lease(tmp_path, pdfs, monkeypatch):
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.15")
     out = tmp_path / "out"
-    result = invoke(
-        "submit",
-        "--pdfs",
-        pdfs,
-        "--out",
-        out,
-        "--gpus",
-        "2",
-        "--engine",
-        "benchmark",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "20",
-        "--split-pages",
-        "0",
-        "--lease-seconds",
-        "6",
-        "--run-id",
-        "kill9",
-    )
-    assert result.exit_code == 0, result.output
-    paths = resolve_run("kill9")
+    paths, _ = submit(pdfs, out, "kill9", *run_options(2, "benchmark"), "--split-pages", "0", "--lease-seconds", "6")
     board = ClaimBoard(paths.root, owner="test", lease_s=6)
     pages = {i.item_id: i.pages for i in load_plan(paths.plan).items}
     victim, pid, deadline = None, None, time.time() + 120
@@ -118,33 +96,8 @@ def test_killed_task_item_is_taken_over_after_its_lease(tmp_path, pdfs, monkeypa
 def test_cancel_half_the_array_then_resume(tmp_path, pdfs, monkeypatch):
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.1")
     out = tmp_path / "out"
-    result = invoke(
-        "submit",
-        "--pdfs",
-        pdfs,
-        "--out",
-        out,
-        "--gpus",
-        "4",
-        "--engine",
-        "benchmark",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "20",
-        "--split-pages",
-        "0",
-        "--no-steal",
-        "--run-id",
-        "half",
-    )
-    assert result.exit_code == 0, result.output
-    paths = resolve_run("half")
-    record = read_record(paths)
-    deadline = time.time() + 120
-    while len(manifest_records(paths)) < 2:
-        assert time.time() < deadline, "the array never got going"
-        time.sleep(0.1)
+    paths, record = submit(pdfs, out, "half", *run_options(4, "benchmark"), "--split-pages", "0", "--no-steal")
+    wait_until(lambda: len(manifest_records(paths)) >= 2, 120, "the array never got going")
     subprocess.run(["scancel", *record["jobs"]["convert"][:2]], check=True)
     first = wait_for("half", {"incomplete"}, timeout_s=300)
     assert first["pending"] > 0  # the cancelled tasks left work behind
@@ -169,32 +122,8 @@ def test_time_limit_warning_drains_a_task_and_the_rest_is_taken_over(tmp_path, p
     takes nothing new and ends; the other task steals what it left."""
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.1")
     out = tmp_path / "out"
-    result = invoke(
-        "submit",
-        "--pdfs",
-        pdfs,
-        "--out",
-        out,
-        "--gpus",
-        "2",
-        "--engine",
-        "benchmark",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "20",
-        "--split-pages",
-        "0",
-        "--run-id",
-        "usr2",
-    )
-    assert result.exit_code == 0, result.output
-    paths = resolve_run("usr2")
-    record = read_record(paths)
-    deadline = time.time() + 120
-    while not [r for r in manifest_records(paths) if r.task == 0]:
-        assert time.time() < deadline, "task 0 never got going"
-        time.sleep(0.1)
+    paths, record = submit(pdfs, out, "usr2", *run_options(2, "benchmark"), "--split-pages", "0")
+    wait_until(lambda: [r for r in manifest_records(paths) if r.task == 0], 120, "task 0 never got going")
     subprocess.run(["scancel", "--signal=USR2", "--batch", record["jobs"]["convert"][0]], check=True)
     signalled_at = time.time() + 0.5  # slurmd delivers it a moment after scancel returns
     wait_for("usr2", {"finished"}, timeout_s=300)
@@ -218,29 +147,8 @@ def test_slurms_own_time_limit_warning_reaches_the_task(tmp_path, pdfs, monkeypa
     steps, and a task that runs in the batch shell never hears it.)"""
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.5")  # about 15 s per PDF here: far past 2 min
     out = tmp_path / "out"
-    result = invoke(
-        "submit",
-        "--pdfs",
-        pdfs,
-        "--out",
-        out,
-        "--gpus",
-        "1",
-        "--engine",
-        "benchmark",
-        "--cpus-per-task",
-        "1",
-        "--workers-per-gpu",
-        "1",
-        "--time",
-        "2",
-        "--split-pages",
-        "0",
-        "--run-id",
-        "limit",
-    )
-    assert result.exit_code == 0, result.output
-    paths = resolve_run("limit")
+    options = (*run_options(1, "benchmark", time=2), "--workers-per-gpu", "1", "--split-pages", "0")
+    paths, _ = submit(pdfs, out, "limit", *options)
     status = wait_for("limit", {"incomplete", "finished"}, timeout_s=400)
     assert status["tasks"][0]["state"] == "COMPLETED", status  # drained and left before the limit
     assert status["state"] == "incomplete" and status["exit_code"] == 4  # not "finished" with items left

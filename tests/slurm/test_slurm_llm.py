@@ -8,46 +8,25 @@ import time
 
 import httpx
 import pytest
+import slurmkit
 from faultkit import sacct_times
-from runkit import invoke, manifest_records, read_record, read_summary, wait_for
+from runkit import invoke, manifest_records, read_summary, wait_for, wait_until
+from slurmkit import run_options
 from standin.harness import standin_pids
-
-from hpc_marker.runstate.index import resolve_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def submit(pdfs, out, run_id, *extra):
-    result = invoke(
-        "submit",
-        "--pdfs",
-        pdfs,
-        "--out",
-        out,
-        "--gpus",
-        "2",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "20",
-        "--llm",
-        "tiny:1b",
-        "--llm-bind",
-        "127.0.0.1",
-        "--run-id",
-        run_id,
-        *extra,
+    return slurmkit.submit(
+        pdfs, out, run_id, *run_options(2, None), "--llm", "tiny:1b", "--llm-bind", "127.0.0.1", *extra
     )
-    assert result.exit_code == 0, result.output
-    paths = resolve_run(run_id)
-    return paths, read_record(paths)
 
 
 def wait_for_endpoint(paths, timeout_s=60):
-    deadline = time.time() + timeout_s
-    while not (paths.root / "llm" / "endpoint.json").exists():
-        assert time.time() < deadline, "the service never published its endpoint"
-        time.sleep(0.2)
+    wait_until(
+        (paths.root / "llm" / "endpoint.json").exists, timeout_s, "the service never published its endpoint", 0.2
+    )
     return json.loads((paths.root / "llm" / "endpoint.json").read_text())
 
 

@@ -9,8 +9,10 @@ import secrets
 import time
 
 import pytest
+import slurmkit
 from faultkit import sacct_times
 from runkit import invoke, manifest_records, read_record, read_summary, wait_for
+from slurmkit import run_options
 from standin.harness import path_with_standin, standin_pids
 
 from hpc_marker.llm.settings import LlmPaths
@@ -21,32 +23,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 def submit(pdfs, out, *extra: str) -> tuple[str, dict]:
     run_id = f"check-{secrets.token_hex(3)}"
-    result = invoke(
-        "submit",
-        "--pdfs",
-        str(pdfs),
-        "--out",
-        str(out),
-        "--gpus",
-        "2",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "20",
-        "--engine",
-        "text",
-        "--llm-bind",
-        "127.0.0.1",
-        "--llm-cpus",
-        "1",
-        "--llm-check",
-        "marker",  # marker's constrained request, though the text engine refines with a plain chat
-        "--run-id",
-        run_id,
-        *extra,
-    )
-    assert result.exit_code == 0, result.output
-    return run_id, read_record(resolve_run(run_id))
+    options = ("--llm-bind", "127.0.0.1", "--llm-cpus", "1")
+    # marker's constrained request, though the text engine refines with a plain chat
+    _, record = slurmkit.submit(pdfs, out, run_id, *run_options(2), *options, "--llm-check", "marker", *extra)
+    return run_id, record
 
 
 def seconds(start: str, end: str) -> float:

@@ -21,11 +21,10 @@ from pathlib import Path
 import faultkit as fk
 import pytest
 from conftest import TEST_USER_CONFIG
-from runkit import invoke, manifest_records, read_record
+from runkit import invoke, manifest_records, wait_until
+from slurmkit import submit
 from test_slurm_faults import SMALL_PDFS, assert_each_item_once, pdfs  # noqa: F401 (a fixture)
 from test_slurm_truth import my_queue
-
-from hpc_marker.runstate.index import resolve_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.corpus, pytest.mark.slow]
 GPUS = 4  # the test cluster's node (gres/gpu=4)
@@ -63,35 +62,11 @@ def test_a_preempted_run_drains_is_requeued_and_finishes_by_itself(tmp_path, pdf
     config = Path(os.environ["XDG_CONFIG_HOME"]) / "hpcmarker" / "config.toml"
     config.write_text(TEST_USER_CONFIG + PROFILE)
     monkeypatch.setenv("HPCMARKER_BENCH_SECONDS_PER_PAGE", "0.5")
-    result = invoke(
-        "submit",
-        "--pdfs",
-        pdfs,
-        "--out",
-        tmp_path / "out",
-        "--engine",
-        "benchmark",
-        "--profile",
-        "scavenger",
-        "--gpus",
-        "2",
-        "--workers-per-gpu",
-        "1",
-        "--split-pages",
-        "0",
-        "--time",
-        "10",
-        "--run-id",
-        "preempt",
-    )
-    assert result.exit_code == 0, result.output
-    paths = resolve_run("preempt")
-    record = read_record(paths)
+    options = ("--engine", "benchmark", "--profile", "scavenger", "--gpus", "2", "--workers-per-gpu", "1")
+    paths, record = submit(pdfs, tmp_path / "out", "preempt", *options, "--split-pages", "0", "--time", "10")
     assert record["partition"] == "scavenger" and record["job_settings"]["preemptible"] is True
-    deadline = time.time() + 300  # the shared test cluster's GPUs may be busy with other tests' jobs first
-    while {r.task for r in manifest_records(paths)} != {0, 1}:  # both tasks have committed
-        assert time.time() < deadline, "the tasks never got going"
-        time.sleep(0.2)
+    # both tasks have committed (the shared test cluster's GPUs may be busy with other tests' jobs first)
+    wait_until(lambda: {r.task for r in manifest_records(paths)} == {0, 1}, 300, "the tasks never got going", 0.2)
     urgent = ""
     try:
         wanted = GPUS - gpus_held_by_others("preempt")

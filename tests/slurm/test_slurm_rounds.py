@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import slurmkit
 from runkit import invoke, manifest_records, plan_item_ids, read_record, wait_for
 from test_slurm_faults import SMALL_PDFS, pdfs  # noqa: F401 (a fixture)
 from test_slurm_truth import my_queue
@@ -22,26 +23,12 @@ from hpc_marker.runstate.index import resolve_run
 pytestmark = [pytest.mark.slurm, pytest.mark.corpus, pytest.mark.slow]
 
 
+BENCHMARK = ("--engine", "benchmark", "--cpus-per-task", "1", "--workers-per-gpu", "1", "--split-pages", "0")
+
+
 def submit(pdfs: Path, out: Path, run_id: str, *extra) -> None:  # noqa: F811
-    result = invoke(
-        "submit",
-        "--pdfs",
-        pdfs,
-        "--out",
-        out,
-        "--engine",
-        "benchmark",
-        "--cpus-per-task",
-        "1",
-        "--workers-per-gpu",
-        "1",
-        "--split-pages",
-        "0",
-        "--run-id",
-        run_id,
-        *extra,
-    )
-    assert result.exit_code == 0, result.output
+    """A run of the benchmark engine, one worker per task, a PDF per item."""
+    slurmkit.submit(pdfs, out, run_id, *BENCHMARK, *extra)
 
 
 def test_a_run_longer_than_its_time_limit_finishes_by_itself(tmp_path, pdfs, monkeypatch):  # noqa: F811

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runkit import invoke, manifest_records, read_record, read_summary, wait_for
+import slurmkit
+from runkit import invoke, manifest_records, read_summary, wait_for
+from slurmkit import run_options
 from standin.harness import path_with_standin, vllm_pids, vllm_trace
 
 from hpc_marker.llm.settings import LlmPaths
-from hpc_marker.runstate.index import resolve_run
 from hpc_marker.util.processes import process_tree
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -35,37 +36,8 @@ def standin(tmp_path, monkeypatch):
 
 def submit(pdfs: Path, out: Path, *extra: str):
     run_id = f"vllm-{secrets.token_hex(3)}"
-    result = invoke(
-        "submit",
-        "--pdfs",
-        str(pdfs),
-        "--out",
-        str(out),
-        "--gpus",
-        "2",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "20",
-        "--engine",
-        "text",
-        "--llm",
-        MODEL,
-        "--llm-server",
-        "vllm",
-        "--llm-replicas",
-        "2",
-        "--llm-cpus",
-        "1",
-        "--llm-parallel",
-        "2",
-        "--run-id",
-        run_id,
-        *extra,
-    )
-    assert result.exit_code == 0, result.output
-    paths = resolve_run(run_id)
-    return run_id, paths, read_record(paths)
+    options = ("--llm", MODEL, "--llm-server", "vllm", "--llm-replicas", "2", "--llm-cpus", "1", "--llm-parallel", "2")
+    return run_id, *slurmkit.submit(pdfs, out, run_id, *run_options(2), *options, *extra)
 
 
 def replica_logs(paths, template: str) -> list[Path] | None:

@@ -21,12 +21,11 @@ from runkit import (
     invoke,
     manifest_records,
     plan_item_ids,
-    read_record,
     wait_for,
 )
+from slurmkit import run_options, submit
 
 from hpc_marker.planning.scan import find_pdfs
-from hpc_marker.runstate.index import resolve_run
 from hpc_marker.slurm import commands
 from hpc_marker.slurm.parse import SQUEUE_FORMAT, QueuedJob, parse_squeue
 
@@ -70,26 +69,7 @@ def test_wedged_run_is_reported_cancelled_and_resumed(tmp_path, sample_pdfs, req
     with pytest.MonkeyPatch.context() as patch:  # the run's jobs are submitted held, so they cannot start yet
         submission = commands.sbatch_argv
         patch.setattr(commands, "sbatch_argv", lambda *args: ["sbatch", "--hold", *submission(*args)[1:]])
-        result = invoke(
-            "submit",
-            "--pdfs",
-            sample_pdfs,
-            "--out",
-            out,
-            "--gpus",
-            "2",
-            "--engine",
-            "text",
-            "--cpus-per-task",
-            "1",
-            "--time",
-            "20",
-            "--run-id",
-            "wedged",
-        )
-    assert result.exit_code == 0, result.output
-    paths = resolve_run("wedged")
-    record = read_record(paths)
+        paths, record = submit(sample_pdfs, out, "wedged", *run_options(2))
     array, collector = record["jobs"]["convert"][0].split("_")[0], record["jobs"]["collect"][0]
     request.addfinalizer(
         lambda: subprocess.run(["scancel", array, collector], capture_output=True, check=False)

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 import pytest
+from runkit import bare_record
 
 from hpc_marker.engines import EngineOptions, output_settings
 from hpc_marker.planning.scan import ScannedPdf
@@ -65,25 +66,21 @@ def test_select_takes_a_comma_separated_list():
 
 
 def _record(**changes) -> RunRecord:
-    base = RunRecord(
+    base = bare_record(
         run_id="first",
         created=0,
         pdfs_root="/data/pdfs",
         out_dir="/data/md",
-        engine="text",
         engine_options=EngineOptions(paginate=False, output_format="json"),
         executor="local",
         tasks=4,
         gpus=4,
         workers_per_gpu=0,
         cpus_per_task=2,
-        template="generic",
         time_limit="01:00:00",
-        steal=True,
         lease_seconds=60.0,
         item_timeout="30/page",
         umask=0o027,
-        profile="generic",
         partition="cpu",
         mem="8G",
         worker_memory="4G",
