@@ -220,7 +220,7 @@ def test_sigterm_while_waiting_for_ollama_stops_promptly(tmp_path):
         time.sleep(0.05)
     time.sleep(0.3)
     started = time.monotonic()
-    assert stop_service(proc) == 0
+    assert stop_service(proc) == 0, log.read_text()  # the log says why, should it have ended another way first
     assert time.monotonic() - started < 12  # not the 60 s ready timeout
     text = log.read_text()
     # the service's own line, with its date, time, level and job (util/logs.configure)
