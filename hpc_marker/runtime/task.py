@@ -93,18 +93,47 @@ class TaskStopped(BaseException):
     preemption: Preemption | None = None  # killed at the end of a preemption's grace while it drained
 
 
-def _raise_stopped(signum: int, _frame) -> None:
-    # One-shot: Slurm signals every process of the job (a local cancel the whole process tree),
-    # so a second SIGTERM (or a SIGINT after it) often follows; it must not interrupt the release of the claims.
-    for stopping in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stopping, signal.SIG_IGN)
-    raise TaskStopped(signal.Signals(signum).name)
+class _StopSignals:
+    """The task's SIGTERM (scancel, a local cancel, the kill after a preemption) and SIGINT (Ctrl-C on a local run)
+    handler, installed before its stop record says `running`: from then on either raises TaskStopped, so a task
+    stopped while it starts says `cancelled`, never `running` (which means killed without a word). While the
+    record is written (`holding`) the signal is kept and raised by `release`. One-shot: Slurm signals every
+    process of the job (a local cancel the whole process tree), so a second SIGTERM (or a SIGINT after it) often
+    follows; it must not interrupt the release of the claims. The job runner (util/jobrun.py) installs no
+    handler: these are the job's only ones."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.holding, self.pending = True, ""
+        for stopping in self.SIGNALS:
+            signal.signal(stopping, self)
+
+    def __call__(self, signum: int, _frame) -> None:
+        for stopping in self.SIGNALS:
+            signal.signal(stopping, signal.SIG_IGN)
+        if self.holding:
+            self.pending = signal.Signals(signum).name
+            return
+        raise TaskStopped(signal.Signals(signum).name)
+
+    def release(self) -> None:
+        """Stop holding: a signal that came meanwhile is raised now."""
+        self.holding = False
+        if self.pending:
+            raise TaskStopped(self.pending)
 
 
-def _catch_signals(phase: Phase) -> None:
-    # The job runner (util/jobrun.py) installs no handler: these are the job's only ones.
-    signal.signal(signal.SIGTERM, _raise_stopped)  # a cancelled task must stop
-    signal.signal(signal.SIGINT, _raise_stopped)  # Ctrl-C on a local run reaches every task
+def _open_record(paths: RunPaths, task_index: int) -> tuple[StopRecord, _StopSignals]:
+    """The task's stop record, saying `running`, with the handler that will make it say `cancelled` holding."""
+    handler = _StopSignals()
+    try:
+        return StopRecord(paths.progress, task_index, current_job_id(), socket.gethostname()), handler
+    except OSError as exc:  # a full disk from the start: nothing can be converted or recorded
+        raise RuntimeError(f"task {task_index} cannot write to its run folder: {exc.strerror}") from None
+
+
+def _catch_usr2(phase: Phase) -> None:
     signal.signal(signal.SIGUSR2, lambda *_: phase.drain(TIME_LIMIT, USR2_REASON))
 
 
@@ -133,11 +162,9 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
         earlier = read_stop(paths.progress, task_index)  # its record from before a requeue or a resume
         if earlier is not None and earlier.cause == PREEMPTED:
             logger.info("started again after a preemption: %s", earlier.detail)
+        stops, stopping = _open_record(paths, task_index)
         try:
-            stops = StopRecord(paths.progress, task_index, current_job_id(), socket.gethostname())
-        except OSError as exc:  # a full disk from the start: nothing can be converted or recorded
-            raise RuntimeError(f"task {task_index} cannot write to its run folder: {exc.strerror}") from None
-        try:
+            stopping.release()  # a cancel that came while the record was written is raised here
             result = _run_task(paths, record, task_index, stops)
         except TaskStopped as stop:
             if stop.preemption is not None:
@@ -195,7 +222,7 @@ def _run_task(paths: RunPaths, record: RunRecord, task_index: int, stops: StopRe
     logger.info(setup.describe(len(scheduler.own), record.steal))
     start = time.time()
     phase = Phase()  # USR2 drains the task from now on, even while it waits for its LLM service
-    _catch_signals(phase)
+    _catch_usr2(phase)
     helpers = ExitStack()  # this task's helpers (LLM relay, MPS, marker 2.x's server), stopped however it ends
     options = _prepared(record, paths, setup, helpers)
     stops.llm_wait = options["llm"].waited_s if options.get("llm") else 0.0  # GPU time spent on it: accounting
