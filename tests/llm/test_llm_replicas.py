@@ -14,6 +14,7 @@ from pathlib import Path
 
 import ollama
 import pytest
+from runkit import wait_until
 from standin.harness import (
     path_with_standin,
     read_request_log,
@@ -85,7 +86,9 @@ def test_relay_prefers_its_replica_and_moves_requests_in_flight_when_it_dies(tmp
             assert relay.url.startswith("http://127.0.0.1:") and relay.server == "vllm"
             client = relay.client("1.100", timeout_s=30)
             assert client.chat("org/tiny", [{"role": "user", "content": "warm up"}]).text == "WARM UP"
-            assert vllm_trace(logs[1])["end"] and not vllm_trace(logs[0])["begin"]  # task 1: replica 1
+            # the stand-in logs "end" once its reply is sent: the client may read the reply first
+            wait_until(lambda: vllm_trace(logs[1])["end"], 30, "replica 1 never logged its answer")
+            assert not vllm_trace(logs[0])["begin"]  # task 1: replica 1
             replies: list[str] = []
 
             def ask(words: str) -> None:
@@ -104,6 +107,7 @@ def test_relay_prefers_its_replica_and_moves_requests_in_flight_when_it_dies(tmp
             assert sorted(replies) == ["PAGE 0 TEXT", "PAGE 1 TEXT", "PAGE 2 TEXT"]
             stats = relay.task_stats("1.100")
             assert stats["failovers"] == 3 and stats["failures"] == 0 and stats["requests"] == 4
+            wait_until(lambda: len(vllm_trace(logs[0])["end"]) == 3, 30, "replica 0 did not log the three answers")
             trace0, trace1 = vllm_trace(logs[0]), vllm_trace(logs[1])
             assert len(trace1["begin"]) == 4 and len(trace1["end"]) == 1  # three cut off by the kill...
             assert sorted(set(trace1["begin"]) - set(trace1["end"])) == sorted(trace0["end"])  # ...done at replica 0

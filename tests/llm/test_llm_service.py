@@ -39,9 +39,10 @@ def make_run(tmp_path: Path, **settings) -> tuple[Path, Path]:
     values = dict(
         bind_host="127.0.0.1",
         models_dir=str(models),
-        ready_timeout_s=10,
-        pull_timeout_s=10,
-        load_timeout_s=10,
+        # generous, so a loaded machine never meets them; a test of a timeout sets its own
+        ready_timeout_s=60,
+        pull_timeout_s=60,
+        load_timeout_s=60,
         metrics_interval_s=0.2,
     )
     values.update(settings)
@@ -86,7 +87,7 @@ def test_serve_llm_end_to_end_secret_kept_private_and_derived_model_reused(tmp_p
 
     proc, log = start_service(run_dir, env, "first")
     try:
-        endpoint = wait_for_service(run_dir, timeout_s=20, poll_s=0.1)
+        endpoint = wait_for_service(run_dir, timeout_s=90, poll_s=0.1)
         secret = paths.secret.read_text().strip()
         assert len(secret) >= 32
         assert paths.secret.stat().st_mode & 0o777 == 0o600
@@ -120,7 +121,7 @@ def test_serve_llm_end_to_end_secret_kept_private_and_derived_model_reused(tmp_p
     creates_before = read_request_log(tmp_path / "requests.log").count("POST /api/create")
     proc, log = start_service(run_dir, env, "second")
     try:
-        again = wait_for_service(run_dir, timeout_s=20, poll_s=0.1)
+        again = wait_for_service(run_dir, timeout_s=90, poll_s=0.1)
         assert again.model == expected and again.secret != secret  # a fresh secret per start
     finally:
         assert stop_service(proc) == 0
@@ -129,18 +130,18 @@ def test_serve_llm_end_to_end_secret_kept_private_and_derived_model_reused(tmp_p
 
 
 def test_missing_model_that_cannot_be_pulled_fails_fast_and_clearly(tmp_path):
-    run_dir, models = make_run(tmp_path, model="ghost:7b")
+    run_dir, models = make_run(tmp_path, model="ghost:7b", pull_timeout_s=120, load_timeout_s=120)
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "hpc_marker.llm.service", str(run_dir)],
         cwd=ROOT,
-        timeout=60,
+        timeout=240,
         env=service_env(tmp_path),
         capture_output=True,
         text=True,
     )
     assert done.returncode == 1
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 60  # it did not wait out the 120 s it may give a pull
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith(
         "hpcmarker llm: error: model ghost:7b is not available on this node and cannot be "
@@ -159,7 +160,7 @@ def test_missing_model_is_pulled_when_the_registry_has_it(tmp_path, monkeypatch)
         monkeypatch.setenv(key, value)
     thread, stop, errors = serve_in_thread(serve_llm, str(run_dir))
     try:
-        endpoint = wait_for_service(run_dir, timeout_s=20, poll_s=0.1)
+        endpoint = wait_for_service(run_dir, timeout_s=90, poll_s=0.1)
         assert endpoint.model == "small:2b"  # no ctx/options: the model as is
         assert manifest(models, "small:2b") is not None
     finally:
@@ -182,7 +183,7 @@ def test_ollama_that_never_answers_fails_within_the_ready_timeout(tmp_path, monk
         r"\(ConnectError\); last lines of .*NEVER_READY",
     ):
         serve_llm(str(run_dir))
-    assert time.monotonic() - started < 15  # 1 s wait + at most a 10 s terminate grace
+    assert time.monotonic() - started < 30  # 1 s wait + at most a 10 s terminate grace, on a loaded machine
     assert standin_pids(models) == []
 
 
@@ -213,7 +214,7 @@ def test_derived_model_name_is_deterministic():
 
 
 def test_sigterm_while_waiting_for_ollama_stops_promptly(tmp_path):
-    run_dir, models = make_run(tmp_path, model="tiny:1b", ready_timeout_s=60)
+    run_dir, models = make_run(tmp_path, model="tiny:1b", ready_timeout_s=120)
     seed_model(models, "tiny:1b")
     proc, log = start_service(run_dir, service_env(tmp_path, never_ready=True), "startup")
     # Its SIGTERM handler is in place before this line; on a loaded machine its start-up alone may take 10 s and
@@ -222,7 +223,7 @@ def test_sigterm_while_waiting_for_ollama_stops_promptly(tmp_path):
     time.sleep(0.3)
     started = time.monotonic()
     assert stop_service(proc) == 0, log.read_text()  # the log says why, should it have ended another way first
-    assert time.monotonic() - started < 12  # not the 60 s ready timeout
+    assert time.monotonic() - started < 40  # not the 120 s ready timeout
     text = log.read_text()
     # the service's own line, with its date, time, level and job (util/logs.configure)
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO llm 0: stopped by SIGTERM$", text, re.M), text
@@ -241,7 +242,7 @@ def test_a_second_sigterm_right_after_the_first_does_not_abort_the_cleanup(tmp_p
     paths = LlmPaths(run_dir)
     for attempt, gap_s in enumerate((0.002, 0.005, 0.01, 0.02, 0.05)):  # the second lands during the cleanup
         proc, log = start_service(run_dir, service_env(tmp_path), f"double-{attempt}")
-        wait_for_service(run_dir, timeout_s=20, poll_s=0.1)
+        wait_for_service(run_dir, timeout_s=90, poll_s=0.1)
         proc.send_signal(signal.SIGTERM)
         time.sleep(gap_s)
         proc.send_signal(signal.SIGTERM)
