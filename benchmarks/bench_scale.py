@@ -311,6 +311,24 @@ def plan(work: Path, items: int, tasks: int, before: Path | None = None) -> dict
     return result
 
 
+def _job_environment(tree: Path) -> dict:
+    """What a job of `tree`'s (util/jobrun.py) and its CLI set before pyarrow is imported, where it sets anything:
+    the collector is measured as it runs."""
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json; from hpc_marker.util.memory import arrow_pool_environment as a; "
+            "e = {}; a(e); print(json.dumps(e))",
+        ],
+        env=dict(os.environ, PYTHONPATH=str(tree)),
+        capture_output=True,
+        text=True,
+        cwd=tree,
+    )
+    return json.loads(found.stdout) if found.returncode == 0 else {}  # a tree without util/memory.py: nothing
+
+
 def collect(work: Path, items: int, tasks: int, before: Path | None = None) -> dict:
     """The collector of a synthetic finished run of `items` items over `tasks` tasks, here and (`before`)
     in another tree, on the same run folder (the collector may run again: `hpcmarker collect`)."""
@@ -321,7 +339,8 @@ def collect(work: Path, items: int, tasks: int, before: Path | None = None) -> d
     for label, tree in (("before", before), ("after", ROOT)):
         if tree is None:
             continue
-        run = _python(f"from hpc_marker.manage.collect import collect_run; collect_run({str(root)!r})", tree=tree)
+        code = f"from hpc_marker.manage.collect import collect_run; collect_run({str(root)!r})"
+        run = _python(code, env=_job_environment(tree), tree=tree)
         summary = json.loads((root / "summary.json").read_text())
         summary.pop("collected")
         report = re.sub(r"(generated|collected) [0-9][^<·]*", "", (root / "report.html").read_text(encoding="utf-8"))

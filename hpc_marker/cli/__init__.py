@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 
 from hpc_marker.cli.group import cli
+from hpc_marker.util.memory import arrow_pool_environment
 
 __all__ = ["cli", "main"]
 
@@ -52,6 +53,7 @@ _add_commands()
 
 
 def main() -> None:
+    arrow_pool_environment()  # before a command imports pyarrow (util/memory.py)
     cli(prog_name="hpcmarker")
 
 

@@ -33,7 +33,7 @@ from hpc_marker.manage.verdict import ACTIVE_STATES, MAX_ATTEMPTS
 from hpc_marker.planning.bisect import BISECTED
 from hpc_marker.planning.store import load_items_table, load_summary
 from hpc_marker.report.frames import slowest_of
-from hpc_marker.runstate.buckets import give_back, open_buckets, returning_pool
+from hpc_marker.runstate.buckets import open_buckets
 from hpc_marker.runstate.claims import ClaimBoard
 from hpc_marker.runstate.layout import RunPaths
 from hpc_marker.runstate.outlock import release
@@ -54,6 +54,7 @@ from hpc_marker.util.commands import command_line
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.files import atomic_write, link_or_copy
 from hpc_marker.util.frames import isin
+from hpc_marker.util.memory import give_back, returning_allocators
 from hpc_marker.util.text import one_line, plural
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def collect_run(run_dir: str) -> dict:
     """Merge manifests, write manifest.csv and summary.json, gather logs; returns the summary."""
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
-    returning_pool()  # before the frames are read
+    returning_allocators()  # before the frames are read
     kept: dict[Path, BinaryIO] = {}
     try:  # merged documents get the run's permissions; each commit log opened once for every pass over them
         with file_mode_mask(record.umask), logs_kept_open(kept):

@@ -36,6 +36,7 @@ from hpc_marker.planning.store import ITEMS, ShareSummary
 from hpc_marker.runstate.light import LightColumns
 from hpc_marker.runstate.manifest import COLUMNS, ManifestRecord, parse_manifest
 from hpc_marker.runstate.summary import SHARE
+from hpc_marker.util.memory import give_back
 from hpc_marker.util.processes import process_alive
 
 logger = logging.getLogger(__name__)
@@ -55,40 +56,6 @@ def record_schema() -> pa.Schema:
         name: str(kind).split("|")[0].strip().split("[")[0] for name, kind in ManifestRecord.__annotations__.items()
     }
     return pa.schema([(name, _TYPES[kinds[name]]) for name in COLUMNS])
-
-
-def returning_pool() -> None:
-    """Make Arrow allocate from its jemalloc pool, where this pyarrow has one: it gives freed memory back to the
-    system, where the default (mimalloc) keeps it, so the ranges read one after the other do not pile up. Its decay
-    stays at 1 s: at 0 (every free given back at once) the collector peaked ~45 MB lower at 10^6 items but took
-    7-10 s more CPU (docs/scale.md)."""
-    try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:  # a pyarrow built without jemalloc
-        logger.debug("no jemalloc pool in this pyarrow: Arrow's default pool")
-
-
-def give_back() -> None:
-    """Hand what the allocators keep of freed memory back to the system: Arrow's pool's and glibc malloc's (numpy's
-    and pandas' arrays; it keeps freed blocks below its mmap threshold in its arenas). Between the collector's
-    ranges, so that one range's freed frames are not still resident while the next is read."""
-    pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _glibc():
-    """glibc, where this Python runs on it (malloc_trim is glibc's); None elsewhere (musl, macOS)."""
-    import ctypes
-
-    try:
-        process = ctypes.CDLL(None)  # the symbols the process has loaded, the C library's among them
-    except OSError:
-        return None
-    return process if hasattr(process, "malloc_trim") else None
-
-
-_LIBC = _glibc()
 
 
 def bucket_bounds(items_file: pq.ParquetFile) -> np.ndarray:

@@ -13,6 +13,8 @@ locks.py      FileLock: a lock file on a shared filesystem (exclusive create; ho
               held; a stale one taken over); read_holder
 logs.py       configure: the one place logging is set up (the CLI's -v/-q on stderr; a job's timestamped lines on
               stdout); JobEntry: a job's callable with its logging (what the executors run)
+memory.py     allocators that hand freed memory back (Arrow's jemalloc pool, asked for before pyarrow is imported;
+              glibc's mmap threshold fixed); give_back: what they keep of freed memory, handed back
 jobrun.py     the job runner every job runs (`python -u -m hpc_marker.util.jobrun JOBS`): loads its one pickled
               JobCall (per sbatch or local start), runs it; a job's id (`job_id`) and log names (`job_logs`)
 """

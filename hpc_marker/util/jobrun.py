@@ -11,7 +11,8 @@ local start, loaded and run by `python -u -m hpc_marker.util.jobrun JOBS [--call
   group KILL_WAIT_S after (what submitit's local controller did, so local runs keep their time limit).
 The job's id goes to HPCMARKER_JOB_ID (`job_id`). Exit 0 when the call returns; otherwise Python's traceback on
 stderr and a non-zero exit. No result file: the exit code (Slurm's job state, a local `submit`'s wait) says it.
-Nothing is imported here beyond the standard library until the call is loaded.
+Nothing is imported here beyond the standard library (and util/memory.py, which asks for Arrow's jemalloc pool
+before pyarrow is imported) until the call is loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hpc_marker.util.memory import arrow_pool_environment
 
 RUNNER_MODULE = "hpc_marker.util.jobrun"
 JOB_ID_ENV = "HPCMARKER_JOB_ID"
@@ -132,6 +135,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
+    arrow_pool_environment()  # before the call loads (and imports pyarrow)
     if args.call:  # a local start: this process is the job
         _own_logs(args.jobs)
         os.environ[JOB_ID_ENV] = str(os.getpid())
