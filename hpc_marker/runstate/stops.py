@@ -90,9 +90,9 @@ class StopRecord:
         self.path = stop_path(folder, task)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            self.first_start = not os.pread(
-                self._fd, 1, 0
-            )  # no record of an earlier run of this task (requeued, resumed)
+            before = os.pread(self._fd, RECORD_BYTES, 0)  # the record of an earlier run (requeued, resumed), read here
+            self.first_start = not before  # no earlier run of this task
+            self.earlier = _parsed(before) if before else None  # None too where it is torn
             os.pwrite(self._fd, _padded(self.running), 0)  # the space it will need at the end, taken now
             os.ftruncate(self._fd, RECORD_BYTES)
             os.fsync(self._fd)
@@ -143,6 +143,13 @@ def read_stop(folder: Path, task: int) -> TaskStop | None:
 
 def _read(path: Path) -> TaskStop | None:
     try:
-        return TaskStop(**json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
+        return _parsed(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _parsed(data: bytes) -> TaskStop | None:
+    try:
+        return TaskStop(**json.loads(data.decode("utf-8")))
+    except (ValueError, TypeError):
         return None

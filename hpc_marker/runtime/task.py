@@ -46,7 +46,6 @@ from hpc_marker.runstate.stops import (
     STORAGE_FULL,
     TIME_LIMIT,
     StopRecord,
-    read_stop,
 )
 from hpc_marker.runtime.preempt import (
     USR2_REASON,
@@ -159,10 +158,10 @@ def run_task(run_dir: str, task_index: int) -> TaskResult:
     paths = RunPaths(Path(run_dir))
     record = paths.load_record()
     with _task_log(task_index), file_mode_mask(record.umask):  # outputs are private unless the run asked otherwise
-        earlier = read_stop(paths.progress, task_index)  # its record from before a requeue or a resume
+        stops, stopping = _open_record(paths, task_index)
+        earlier = stops.earlier  # its record from before a requeue or a resume
         if earlier is not None and earlier.cause == PREEMPTED:
             logger.info("started again after a preemption: %s", earlier.detail)
-        stops, stopping = _open_record(paths, task_index)
         try:
             stopping.release()  # a cancel that came while the record was written is raised here
             result = _run_task(paths, record, task_index, stops)
