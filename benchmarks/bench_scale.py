@@ -329,21 +329,39 @@ def _job_environment(tree: Path) -> dict:
     return json.loads(found.stdout) if found.returncode == 0 else {}  # a tree without util/memory.py: nothing
 
 
+def _fresh_copy(root: Path, label: str) -> Path:
+    """A copy of the finished run folder `root` (its whole --out), with its record pointing at the copy: each
+    tree collects a run nobody has collected yet (a second collect of the same folder finds less to do)."""
+    from hpc_marker.runstate.layout import RunPaths
+
+    out = root.parents[2]
+    copy = out.with_name(f"{out.name}-{label}")
+    shutil.rmtree(copy, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(out), str(copy)], check=True)
+    paths = RunPaths(copy / root.relative_to(out))
+    record = paths.load_record()
+    record.out_dir = str(copy)
+    paths.save_record(record)
+    return paths.root
+
+
 def collect(work: Path, items: int, tasks: int, before: Path | None = None) -> dict:
     """The collector of a synthetic finished run of `items` items over `tasks` tasks, here and (`before`)
-    in another tree, on the same run folder (the collector may run again: `hpcmarker collect`)."""
-    root = make_run(work, items, tasks, pdfs=None)
-    synthetic_outputs(root, tasks)
+    in another tree, each on its own copy of the run folder, collected for the first time."""
+    pristine = make_run(work, items, tasks, pdfs=None)
+    synthetic_outputs(pristine, tasks)
     result: dict = {"items": items, "tasks": tasks}
     written = {}
     for label, tree in (("before", before), ("after", ROOT)):
         if tree is None:
             continue
+        root = _fresh_copy(pristine, label)
         code = f"from hpc_marker.manage.collect import collect_run; collect_run({str(root)!r})"
         run = _python(code, env=_job_environment(tree), tree=tree)
         summary = json.loads((root / "summary.json").read_text())
         summary.pop("collected")
         report = re.sub(r"(generated|collected) [0-9][^<·]*", "", (root / "report.html").read_text(encoding="utf-8"))
+        report = report.replace(str(root.parents[2]), str(pristine.parents[2]))  # the copy's --out, as the run's
         written[label] = ((root / "manifest.csv").read_bytes(), summary, report)
         result[label] = {
             "collect_s": run["wall_s"],
@@ -351,12 +369,13 @@ def collect(work: Path, items: int, tasks: int, before: Path | None = None) -> d
             "collect_rss_mb": run["peak_rss_mb"],
             "tree": str(tree),
         }
+        result["manifest_csv_mb"] = round((root / "manifest.csv").stat().st_size / 2**20, 1)
+        shutil.rmtree(root.parents[2], ignore_errors=True)
     if len(written) == 2:
         result["same_manifest_csv"] = written["before"][0] == written["after"][0]
         result["same_summary"] = written["before"][1] == written["after"][1]
         result["same_report"] = written["before"][2] == written["after"][2]  # but the times it was made
-    result["manifest_csv_mb"] = round((root / "manifest.csv").stat().st_size / 2**20, 1)
-    shutil.rmtree(root.parents[2], ignore_errors=True)
+    shutil.rmtree(pristine.parents[2], ignore_errors=True)
     return result
 
 
