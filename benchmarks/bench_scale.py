@@ -312,14 +312,13 @@ def plan(work: Path, items: int, tasks: int, before: Path | None = None) -> dict
 
 
 def _job_environment(tree: Path) -> dict:
-    """What a job of `tree`'s (util/jobrun.py) and its CLI set before pyarrow is imported, where it sets anything:
-    the collector is measured as it runs."""
+    """What `tree`'s collector job (its call's environment, set by util/jobrun.py) and its CLI set before pyarrow is
+    imported, where they set anything: the collector is measured as it runs."""
     found = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import json; from hpc_marker.util.memory import arrow_pool_environment as a; "
-            "e = {}; a(e); print(json.dumps(e))",
+            "import json; from hpc_marker.util.memory import arrow_pool_environment as a; print(json.dumps(a()))",
         ],
         env=dict(os.environ, PYTHONPATH=str(tree)),
         capture_output=True,

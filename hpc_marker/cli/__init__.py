@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 
 from hpc_marker.cli.group import cli
-from hpc_marker.util.memory import arrow_pool_environment
+from hpc_marker.util.memory import ask_arrow_pool
 
 __all__ = ["cli", "main"]
 
@@ -53,7 +53,7 @@ _add_commands()
 
 
 def main() -> None:
-    arrow_pool_environment()  # before a command imports pyarrow (util/memory.py)
+    ask_arrow_pool()  # before a command imports pyarrow (util/memory.py)
     cli(prog_name="hpcmarker")
 
 

@@ -55,6 +55,7 @@ from hpc_marker.slurm.arrays import ArrayLayout, single_array
 from hpc_marker.slurm.parse import JobClock, parse_time_limit
 from hpc_marker.util.errors import Refused
 from hpc_marker.util.jobrun import JobCall
+from hpc_marker.util.memory import arrow_pool_environment
 from hpc_marker.util.processes import (
     terminate_tree,
 )
@@ -220,7 +221,8 @@ class LocalExecutor:
                     time.sleep(POLL_S)
             try:
                 with _sigint_held():
-                    call = local_call(paths.jobs, "collect", JobCall(jobs.collect, (str(paths.root),)))
+                    collect = JobCall(jobs.collect, (str(paths.root),), environ=arrow_pool_environment())
+                    call = local_call(paths.jobs, "collect", collect)
                     job = start_job(paths.jobs, call, None, COLLECT_TIME_MIN * 60, "")
                     _started(ids, "collect", job, seen)
             except OSError as exc:  # its call is written into the run folder first

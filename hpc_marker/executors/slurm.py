@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from hpc_marker.executors.base import (
@@ -44,6 +44,7 @@ from hpc_marker.slurm.wedge import describe, find_wedge
 from hpc_marker.util.errors import UserError
 from hpc_marker.util.files import atomic_write
 from hpc_marker.util.jobrun import CALL_SUFFIX, JobCall, job_logs, runner_command, write_call
+from hpc_marker.util.memory import arrow_pool_environment
 
 QUEUE_DRAIN_TIMEOUT_S = 60.0
 CLOCKS_FILE = "sacct-clocks.json"  # in the run folder: the finished jobs' sacct clocks (accounting)
@@ -86,7 +87,7 @@ def submit_script(
     call_file, script_file = stem.with_name(f"{stem.name}{CALL_SUFFIX}"), stem.with_name(f"{stem.name}.sh")
     if array is not None:
         indices, tasks = array
-        call = JobCall(call.function, call.args, dict(zip(indices, tasks, strict=True)))
+        call = replace(call, tasks=dict(zip(indices, tasks, strict=True)))
     try:
         write_call(call_file, call)
         script_file.write_text(script)
@@ -229,7 +230,7 @@ class SlurmExecutor:
         `afterany` on all of them. `ids` gets each role's ids as they are queued."""
         _queue_tasks(paths, scripts, layout, jobs, dependency, ids, seen)
         arrays = ":".join(base_ids(ids["convert"]))
-        collect = JobCall(jobs.collect, (str(paths.root),))
+        collect = JobCall(jobs.collect, (str(paths.root),), environ=arrow_pool_environment())
         ids["collect"] = submit_script(paths.jobs, scripts["collect"], collect, dependency=f"afterany:{arrays}")
         return {role: ids[role] for role in ("convert", "collect")}
 

@@ -11,8 +11,8 @@ local start, loaded and run by `python -u -m hpc_marker.util.jobrun JOBS [--call
   group KILL_WAIT_S after (what submitit's local controller did, so local runs keep their time limit).
 The job's id goes to HPCMARKER_JOB_ID (`job_id`). Exit 0 when the call returns; otherwise Python's traceback on
 stderr and a non-zero exit. No result file: the exit code (Slurm's job state, a local `submit`'s wait) says it.
-Nothing is imported here beyond the standard library (and util/memory.py, which asks for Arrow's jemalloc pool
-before pyarrow is imported) until the call is loaded.
+Nothing is imported here beyond the standard library until the call is loaded; the call's environment (JobCall.environ:
+the collector's asks for Arrow's jemalloc pool, util/memory.py) is set before.
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from hpc_marker.util.memory import arrow_pool_environment
 
 RUNNER_MODULE = "hpc_marker.util.jobrun"
 JOB_ID_ENV = "HPCMARKER_JOB_ID"
@@ -46,6 +44,7 @@ class JobCall:
     function: Callable[..., Any]
     args: tuple[Any, ...]
     tasks: Mapping[int, int] | None = None  # array index -> the index appended to args (None: nothing appended)
+    environ: Mapping[str, str] | None = None  # set (where not set already) before the function's module is imported
 
 
 def job_logs(jobs: Path, job_id: str) -> tuple[Path, Path]:
@@ -67,14 +66,27 @@ def local_args(call: str, index: int | None, limit_s: int | None) -> list[str]:
 
 
 def write_call(path: Path, call: JobCall) -> None:
-    """Pickle `call` to `path` (stdlib pickle: functions by reference; one create)."""
+    """Pickle `call` to `path` (stdlib pickle: functions by reference; one create): its environment, then the call
+    itself pickled again, so that the environment can be set before loading the call imports the function's module
+    (and what that imports: pyarrow reads ARROW_DEFAULT_MEMORY_POOL once, when it is imported)."""
     with open(path, "wb") as fh:
-        pickle.dump(call, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(
+            (dict(call.environ or {}), pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)),
+            fh,
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
 
 
-def load_call(path: Path) -> JobCall:
+def load_call(path: Path, environ: MutableMapping[str, str] | None = None) -> JobCall:
+    """The call in `path`; its environment goes into `environ` (where not set there already) first."""
     with open(path, "rb") as fh:
-        call = pickle.load(fh)
+        loaded = pickle.load(fh)
+    if isinstance(loaded, JobCall):  # written before calls carried an environment (a job queued across an upgrade)
+        return loaded
+    wanted, payload = loaded
+    for key, value in wanted.items():
+        (os.environ if environ is None else environ).setdefault(key, value)
+    call = pickle.loads(payload)
     if not isinstance(call, JobCall):
         raise TypeError(f"{path}: not a job call ({type(call).__name__})")
     return call
@@ -135,7 +147,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    arrow_pool_environment()  # before the call loads (and imports pyarrow)
     if args.call:  # a local start: this process is the job
         _own_logs(args.jobs)
         os.environ[JOB_ID_ENV] = str(os.getpid())

@@ -1,11 +1,12 @@
 """memory: allocators that hand freed memory back to the system, for processes that hold a run's records a part at a
 time (the collector at 10^6 items: docs/scale.md).
 
-- `arrow_pool_environment`: Arrow's C++ default pool is chosen from ARROW_DEFAULT_MEMORY_POOL once, when pyarrow
-  is imported. Its default, mimalloc, keeps what it frees (a 1 GB region that stays 15-20 MB resident in the
-  collector), and `pyarrow.set_memory_pool` reaches only the allocations made through Python, not those Arrow's
-  C++ code makes with its own default. So every job (util/jobrun.py) and the CLI (cli/__init__.py) ask for
-  jemalloc before anything imports pyarrow, unless the environment names a pool already.
+- `arrow_pool_environment`, `ask_arrow_pool`: Arrow's C++ default pool is chosen from ARROW_DEFAULT_MEMORY_POOL
+  once, when pyarrow is imported. Its default, mimalloc, keeps what it frees (a 1 GB region that stays 15-20 MB
+  resident in the collector), and `pyarrow.set_memory_pool` reaches only the allocations made through Python, not
+  those Arrow's C++ code makes with its own default. So the collector's job (its JobCall's environment, set by the
+  job runner before the call loads) and the CLI (cli/__init__.py) ask for jemalloc before anything imports
+  pyarrow, unless the environment names a pool already. The tasks keep Arrow's default: they hold no records.
 - `returning_allocators`: the same for the Python side (pyarrow's pool, where the environment came too late) and
   glibc's mmap threshold fixed at MMAP_THRESHOLD_BYTES: glibc raises it to the largest block freed so far (up to
   32 MB), after which a column of 10^6 records (1-8 MB) comes from its heap and stays resident once freed.
@@ -28,9 +29,17 @@ MMAP_THRESHOLD_BYTES = 4 * 2**20  # blocks from this size up are mapped on their
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
-def arrow_pool_environment(environ: MutableMapping[str, str] | None = None) -> None:
-    """Ask for Arrow's jemalloc pool in this process and its children (before pyarrow is imported to count)."""
-    (os.environ if environ is None else environ).setdefault(ARROW_POOL_ENV, ARROW_POOL)
+def arrow_pool_environment() -> dict[str, str]:
+    """The environment that asks for Arrow's jemalloc pool, for a process about to import pyarrow (the collector's
+    job: JobCall.environ)."""
+    return {ARROW_POOL_ENV: ARROW_POOL}
+
+
+def ask_arrow_pool(environ: MutableMapping[str, str] | None = None) -> None:
+    """Ask for Arrow's jemalloc pool in this process and its children (before pyarrow is imported, to count), unless
+    the environment names a pool already."""
+    for key, value in arrow_pool_environment().items():
+        (os.environ if environ is None else environ).setdefault(key, value)
 
 
 @functools.cache

@@ -135,6 +135,12 @@ def test_tasks_past_max_array_size_are_submitted_as_several_arrays_of_one_run(tm
         call = load_call(paths.jobs / f"{array}.call")
         assert (*call.args, call.tasks[int(index)]) == (str(paths.root), task), job_id
     assert len(list(paths.jobs.glob("*.call"))) == 4  # three arrays and the collector
+    # the collector's runner asks for Arrow's jemalloc pool before its call loads (util/memory.py); a task's does not
+    asked: dict[str, str] = {}
+    assert load_call(paths.jobs / "104.call", asked).function.role == "collect"
+    assert asked == {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
+    asked.clear()
+    assert load_call(paths.jobs / "101.call", asked).environ is None and asked == {}
     (fake_slurm / "queue").write_text(
         "".join(f"{job}|PENDING|Priority|(null)\n" for job in ("101_[0-3]", "102_[0-3]", "103_[0-1]", "104"))
     )

@@ -84,3 +84,14 @@ def test_job_id_reads_the_runners_first_then_slurms():
     assert job_id({"SLURM_ARRAY_JOB_ID": "4", "SLURM_ARRAY_TASK_ID": "2", "SLURM_JOB_ID": "6"}) == "4_2"
     assert job_id({"SLURM_JOB_ID": "5"}) == "5"
     assert job_id({}) is None
+
+
+def test_a_call_file_written_before_calls_carried_an_environment_still_runs(tmp_path):
+    """A job queued by an earlier hpcmarker, started after an upgrade: its call file is the JobCall pickled alone."""
+    import pickle
+
+    with open(tmp_path / "old", "wb") as fh:
+        pickle.dump(JobCall(print, ("old",)), fh)
+    done = _run(tmp_path, "--call", "old")
+    assert done.returncode == 0, done.stderr
+    assert next(tmp_path.glob("*_0_log.out")).read_text() == "old\n"

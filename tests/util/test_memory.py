@@ -1,5 +1,6 @@
-"""Allocators that hand freed memory back (util/memory.py): every job asks for Arrow's jemalloc pool before the
-call it runs imports pyarrow (Arrow reads the choice once, then), unless its environment names a pool already."""
+"""Allocators that hand freed memory back (util/memory.py): the collector's job asks for Arrow's jemalloc pool before
+the call it runs imports pyarrow (Arrow reads the choice once, then), unless its environment names a pool already;
+a job whose call asks for nothing (a task) keeps Arrow's default."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import pyarrow as pa
 import pytest
 
 from hpc_marker.util.jobrun import JobCall, runner_command, write_call
-from hpc_marker.util.memory import ARROW_POOL_ENV, arrow_pool_environment, give_back, returning_allocators
+from hpc_marker.util.memory import (
+    ARROW_POOL_ENV,
+    arrow_pool_environment,
+    ask_arrow_pool,
+    give_back,
+    returning_allocators,
+)
 
 _BACKEND = "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
 
@@ -26,26 +33,31 @@ def _has_jemalloc() -> bool:
 
 def test_the_pool_asked_for_is_a_default_only():
     environ: dict[str, str] = {}
-    arrow_pool_environment(environ)
-    assert environ == {ARROW_POOL_ENV: "jemalloc"}
+    ask_arrow_pool(environ)
+    assert environ == {ARROW_POOL_ENV: "jemalloc"} == arrow_pool_environment()
     environ = {ARROW_POOL_ENV: "system"}
-    arrow_pool_environment(environ)
+    ask_arrow_pool(environ)
     assert environ == {ARROW_POOL_ENV: "system"}
 
 
 @pytest.mark.skipif(not _has_jemalloc(), reason="this pyarrow was built without jemalloc")
-@pytest.mark.parametrize(("given", "expected"), [(None, "jemalloc"), ("system", "system")])
-def test_a_jobs_arrow_allocates_from_jemalloc_unless_told_otherwise(tmp_path, given, expected):
-    write_call(tmp_path / "one", JobCall(exec, (_BACKEND,)))
+@pytest.mark.parametrize(
+    ("asks", "given", "expected"),
+    [(True, None, "jemalloc"), (True, "system", "system"), (False, None, None)],
+)
+def test_a_job_whose_call_asks_for_jemalloc_allocates_from_it_unless_told_otherwise(tmp_path, asks, given, expected):
+    write_call(tmp_path / "one", JobCall(exec, (_BACKEND,), environ=arrow_pool_environment() if asks else None))
     env = {k: v for k, v in os.environ.items() if k != ARROW_POOL_ENV and not k.startswith("SLURM_")}
+    if expected is None:  # a call that asks for nothing: Arrow's own default, as a bare Python gets it
+        bare = subprocess.run([sys.executable, "-c", _BACKEND], env=env, capture_output=True, text=True, timeout=120)
+        expected = bare.stdout.strip()
     done = subprocess.run(
         runner_command(sys.executable, tmp_path, "--call", "one"),
         env=env | ({ARROW_POOL_ENV: given} if given else {}),
         timeout=120,
     )
     assert done.returncode == 0
-    out = next(tmp_path.glob("*_0_log.out")).read_text()
-    assert out == f"{expected}\n"
+    assert next(tmp_path.glob("*_0_log.out")).read_text() == f"{expected}\n"
 
 
 def test_the_collectors_allocators_can_be_set_and_trimmed_in_any_order():
