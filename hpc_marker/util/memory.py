@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 ARROW_POOL = "jemalloc"  # gives freed memory back to the system after its decay (1 s)
 MMAP_THRESHOLD_BYTES = 4 * 2**20  # blocks from this size up are mapped on their own, and unmapped when freed
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 def arrow_pool_environment() -> dict[str, str]:
@@ -65,6 +65,9 @@ def returning_allocators() -> None:
     libc = _glibc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        # a fixed mmap threshold also stops glibc raising its trim threshold with it (to twice the mmap threshold):
+        # set as glibc would, so that the heap is not shrunk and grown again at every free (give_back trims it)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD_BYTES)
 
 
 def give_back() -> None:
