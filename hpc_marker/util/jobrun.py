@@ -84,8 +84,9 @@ def load_call(path: Path, environ: MutableMapping[str, str] | None = None) -> Jo
     if isinstance(loaded, JobCall):  # written before calls carried an environment (a job queued across an upgrade)
         return loaded
     wanted, payload = loaded
+    target = os.environ if environ is None else environ
     for key, value in wanted.items():
-        (os.environ if environ is None else environ).setdefault(key, value)
+        target.setdefault(key, value)
     call = pickle.loads(payload)
     if not isinstance(call, JobCall):
         raise TypeError(f"{path}: not a job call ({type(call).__name__})")

@@ -38,8 +38,9 @@ def arrow_pool_environment() -> dict[str, str]:
 def ask_arrow_pool(environ: MutableMapping[str, str] | None = None) -> None:
     """Ask for Arrow's jemalloc pool in this process and its children (before pyarrow is imported, to count), unless
     the environment names a pool already."""
+    target = os.environ if environ is None else environ
     for key, value in arrow_pool_environment().items():
-        (os.environ if environ is None else environ).setdefault(key, value)
+        target.setdefault(key, value)
 
 
 @functools.cache
