@@ -18,7 +18,6 @@ from __future__ import annotations
 import sys
 
 from hpc_marker.cli.group import cli
-from hpc_marker.util.memory import ask_arrow_pool
 
 __all__ = ["cli", "main"]
 
@@ -53,7 +52,6 @@ _add_commands()
 
 
 def main() -> None:
-    ask_arrow_pool()  # before a command imports pyarrow (util/memory.py)
     cli(prog_name="hpcmarker")
 
 

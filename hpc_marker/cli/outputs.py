@@ -10,6 +10,7 @@ import click
 
 from hpc_marker.cli.group import InputError, run_paths
 from hpc_marker.runstate.permissions import PERMISSIONS
+from hpc_marker.util.memory import ask_arrow_pool
 from hpc_marker.util.text import plural
 
 EXIT_NO_ROWS = 3  # export: the run has documents, but none was written (as status: finished, items failed)
@@ -19,6 +20,7 @@ EXIT_NO_ROWS = 3  # export: the run has documents, but none was written (as stat
 @click.argument("run", required=False)
 def collect(run) -> None:
     """Merge RUN's manifests and logs by hand (the collector job does the same)."""
+    ask_arrow_pool()  # as the collector job's call does, before pyarrow is imported (util/memory.py)
     from hpc_marker.manage.collect import collect_run
 
     paths = run_paths(run)

@@ -5,8 +5,9 @@ time (the collector at 10^6 items: docs/scale.md).
   once, when pyarrow is imported. Its default, mimalloc, keeps what it frees (a 1 GB region that stays 15-20 MB
   resident in the collector), and `pyarrow.set_memory_pool` reaches only the allocations made through Python, not
   those Arrow's C++ code makes with its own default. So the collector's job (its JobCall's environment, set by the
-  job runner before the call loads) and the CLI (cli/__init__.py) ask for jemalloc before anything imports
-  pyarrow, unless the environment names a pool already. The tasks keep Arrow's default: they hold no records.
+  job runner before the call loads) and `hpcmarker collect` (cli/outputs.py) ask for jemalloc before anything
+  imports pyarrow, unless the environment names a pool already. Nothing else does: the tasks (which a local
+  `submit` starts with its own environment) keep Arrow's default, as they hold no records.
 - `returning_allocators`: the same for the Python side (pyarrow's pool, where the environment came too late) and
   glibc's mmap threshold fixed at MMAP_THRESHOLD_BYTES: glibc raises it to the largest block freed so far (up to
   32 MB), after which a column of 10^6 records (1-8 MB) comes from its heap and stays resident once freed.

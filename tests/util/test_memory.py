@@ -66,3 +66,32 @@ def test_the_collectors_allocators_can_be_set_and_trimmed_in_any_order():
     give_back()
     if _has_jemalloc():
         assert pa.default_memory_pool().backend_name == "jemalloc"
+
+
+@pytest.mark.skipif(not _has_jemalloc(), reason="this pyarrow was built without jemalloc")
+def test_hpcmarker_collect_asks_for_jemalloc_and_other_commands_do_not(tmp_path):
+    """`hpcmarker collect` collects in its own process, as the collector job does; no other command asks (a local
+    `submit`'s tasks inherit its environment, and they keep Arrow's default)."""
+    collector = (  # the collector, stood in for without importing pyarrow first: the pool it then gets
+        "import sys, types\n"
+        "def collect_run(root):\n"
+        "    import pyarrow as pa\n"
+        "    print('POOL', pa.default_memory_pool().backend_name)\n"
+        "    sys.exit(0)\n"
+        "sys.modules['hpc_marker.manage.collect'] = types.SimpleNamespace(collect_run=collect_run)\n"
+    )
+    command = "import os, sys\nfrom hpc_marker.cli import main\nsys.argv = ['hpcmarker', *sys.argv[1:]]\n"
+    after = "try:\n    main()\nfinally:\n    print('ENV', os.environ.get('ARROW_DEFAULT_MEMORY_POOL'))\n"
+    env = {k: v for k, v in os.environ.items() if k != ARROW_POOL_ENV}
+    run = tmp_path / "out" / ".hpcmarker" / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    for argv, expected in ((["collect", str(run)], "POOL jemalloc"), (["--version"], "ENV None")):
+        done = subprocess.run(
+            [sys.executable, "-c", collector + command + after, *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert expected in done.stdout, done.stdout + done.stderr
