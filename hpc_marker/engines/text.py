@@ -49,6 +49,9 @@ class TextEngine:
     def __init__(self, options: EngineOptions) -> None:
         self.check(options)
         self.options = options
+        # built by a worker's initializer: pdftext's import (0.25 CPU s) is paid here, within the startup allowance,
+        # not by the worker's first item under its --item-timeout (nor by the first item after every timeout)
+        importlib.import_module("pdftext.extraction")
 
     def convert(self, pdf: Path, pages: range | None, ocr: bool | None = None) -> ConvertedDocument:
         """The text layer of `pages`; `ocr` (--force-ocr auto's decision) is carried, not acted on: this engine

@@ -33,3 +33,21 @@ def test_a_task_checks_the_text_engine_and_loads_its_share_without_the_workers_l
     assert int(items) == len(prepared.plan.items)  # the share was read
     assert "pyarrow.parquet" in modules.split()
     assert not [name for name in modules.split() if name.startswith(LEFT_OUT)], modules
+
+
+WORKER = """import sys, tempfile
+from hpc_marker.runtime.worker import convert_to_staging, init_worker
+init_worker("text", {"output_format": "markdown"}, 1)  # what a fresh worker runs within its startup allowance
+loaded = set(sys.modules)
+convert_to_staging(sys.argv[1], 0, 1, tempfile.mkdtemp(), "000000.p000", "doc")
+print(" ".join(sorted(set(sys.modules) - loaded)))
+"""
+
+
+def test_a_workers_first_item_imports_nothing_its_clock_is_the_items_own(sample_pdfs):
+    """A fresh worker (the first, or the one that replaces a worker ended at a timeout) loads its engine's libraries
+    in its initializer, under the startup allowance: its first item's --item-timeout clock pays no import (pdftext's
+    cost 0.25 CPU s, a tenth of a 2 s limit, more on a loaded node)."""
+    pdf = next(iter(sorted(sample_pdfs.rglob("*.pdf"))))
+    done = subprocess.run([sys.executable, "-c", WORKER, str(pdf)], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [], done.stdout
