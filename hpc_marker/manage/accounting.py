@@ -5,11 +5,12 @@ Slurm requeued one: `sacct -D`) held an allocation for `elapsed × GPUs` (the qu
 × AllocTRES gres/gpu); each is accounted (a row of `gpu_tasks`). That time is cut into, adding up to it exactly:
 
   startup     job start → its first item started (environment, models, inference server), less the LLM wait
+              (an item starts once its worker has loaded: runtime/workpool.py)
   converting  items in flight (the union of its items' intervals), less the LLM wait
   llm_wait    waiting on the LLM service: for it to answer at start (the task's stop record), and within items
               (each commit line's seconds its worker waited on the LLM, as a share of the items' time)
-  draining    the gaps between its items (claiming, placing outputs), and the tail of a task that stopped
-              early (time limit, cancelled, an error, requeued)
+  draining    the gaps between its items (claiming, placing outputs, a replaced worker's load), and the tail of a
+              task that stopped early (time limit, cancelled, an error, requeued)
   idle        its share done, nothing left to steal, still holding the GPU: last commit → job end
 
 Queue wait (submit → start) is no GPU time and is reported apart. The scheduler's clock comes from the run's

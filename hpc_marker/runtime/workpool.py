@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 OK, ERROR, DIED, TIMEOUT = "ok", "error", "died", "timeout"
-_READY = "ready"  # a worker's first message: its initializer (the engine's model loading) is over
+_READY = "ready"  # a worker's first message, with the time.monotonic() at which its initializer (the model load) ended
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Outcome:
     result: Any = None  # OK: the return value
     error: BaseException | None = None  # ERROR: the exception raised in the worker
     exitcode: int | None = None  # DIED: the worker's exit code (negative: killed by that signal)
-    seconds: float = 0.0  # from its submission to its end
+    seconds: float = 0.0  # the call's own time: from its submission (or its fresh worker's readiness) to its end
 
     def died_reason(self) -> str:
         """One line on how the worker ended, for the manifest."""
@@ -55,7 +55,7 @@ def _worker_main(conn: Connection, initializer: Callable | None, initargs: tuple
             initializer(*initargs)
         except BaseException as exc:
             init_error = exc
-    conn.send((_READY, None))
+    conn.send((_READY, time.monotonic()))  # CLOCK_MONOTONIC: one clock for every process of the node
     while True:
         try:
             message = conn.recv()
@@ -80,12 +80,16 @@ def _worker_main(conn: Connection, initializer: Callable | None, initargs: tuple
             conn.send((ERROR, RuntimeError(f"{type(exc).__name__}: {exc}")))
 
 
+def _since(started: float, now: float) -> float:
+    return round(max(0.0, now - started), 3)
+
+
 @dataclass
 class _Slot:
     process: multiprocessing.process.BaseProcess
     conn: Connection
     key: Any = None
-    started: float = 0.0
+    started: float = 0.0  # the call's clock: its submission, or its fresh worker's readiness if that came later
     deadline: float | None = None
     timeout_s: float | None = None
     ready: bool = False  # its initializer is over
@@ -181,25 +185,24 @@ class WorkerPool:
 
     def _ended(self, slot: _Slot, ready: set, now: float) -> Outcome | None:
         """How `slot`'s call ended (its answer, its worker's death, its deadline passed); None while it runs."""
-        seconds = round(now - slot.started, 3)
         while slot.conn.poll():
             try:
                 kind, value = slot.conn.recv()
             except (EOFError, OSError):
                 break  # died before answering: the sentinel tells
-            if kind == _READY:
-                slot.ready = True
+            if kind == _READY:  # the model load is the task's start-up, not the item's: its clock starts now
+                slot.ready, slot.started = True, max(slot.started, value)
                 if slot.timeout_s:
-                    slot.deadline = time.monotonic() + slot.timeout_s
+                    slot.deadline = slot.started + slot.timeout_s
                 continue
             result, error = (value, None) if kind == OK else (None, value)
-            return Outcome(slot.key, kind, result=result, error=error, seconds=seconds)
+            return Outcome(slot.key, kind, result=result, error=error, seconds=_since(slot.started, now))
         if slot.process.sentinel in ready:
             slot.process.join(timeout=5)
-            return Outcome(slot.key, DIED, exitcode=slot.process.exitcode, seconds=seconds)
+            return Outcome(slot.key, DIED, exitcode=slot.process.exitcode, seconds=_since(slot.started, now))
         if slot.deadline is not None and now >= slot.deadline:
             self._kill(slot)
-            return Outcome(slot.key, TIMEOUT, seconds=seconds)
+            return Outcome(slot.key, TIMEOUT, seconds=_since(slot.started, now))
         return None
 
     def _kill(self, slot: _Slot) -> None:

@@ -8,8 +8,9 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
-from runkit import invoke, rounding_of, run_local
+from runkit import ROUNDED_HOURS, invoke, rounding_of, run_local
 
+from hpc_marker.engines.benchmark import SECONDS_PER_PAGE_VARIABLE, WORKLOAD_VARIABLE
 from hpc_marker.manage.accounting import (
     COMPONENTS,
     LOCAL,
@@ -139,6 +140,23 @@ def test_a_local_run_is_accounted_from_its_tasks_own_clocks(tmp_path, sample_pdf
     assert run.summary["gpu_accounting_source"] == "local clock" and run.summary["gpu_hours"] > 0
     shown = invoke("status").output
     assert "GPU-hours (local clock)" in shown
+
+
+LOAD_S = 3.0
+
+
+@pytest.mark.slow  # a whole local run
+def test_a_workers_model_load_is_start_up_not_its_first_items_time(tmp_path, sample_pdfs, monkeypatch):
+    """A worker that loads its models for 3 s: that is the task's start-up, so the estimate's rate (pages per
+    working GPU-second) and start-up are measured apart; no item's time includes it."""
+    workload = tmp_path / "workload.py"
+    workload.write_text(f"import time\ndef load():\n    time.sleep({LOAD_S})\ndef work(pages):\n    pass\n")
+    monkeypatch.setenv(WORKLOAD_VARIABLE, str(workload))
+    monkeypatch.setenv(SECONDS_PER_PAGE_VARIABLE, "0")
+    run = run_local(sample_pdfs, tmp_path / "out", "--engine", "benchmark", "--gpus", "1", "--workers-per-gpu", "1")
+    assert run.records and all(r.seconds < LOAD_S for r in run.records), [r.seconds for r in run.records]
+    gpu_time = json.loads(invoke("status", "--json").output)["gpu_time"]
+    assert gpu_time["startup"] * 3600 >= LOAD_S - ROUNDED_HOURS * 3600, gpu_time
 
 
 def test_llm_wait_is_the_items_share_waiting_and_the_wait_for_the_service():
