@@ -47,7 +47,7 @@ print(" ".join(sorted(set(sys.modules) - loaded)))
 def test_a_workers_first_item_imports_nothing_its_clock_is_the_items_own(sample_pdfs):
     """A fresh worker (the first, or the one that replaces a worker ended at a timeout) loads its engine's libraries
     in its initializer, under the startup allowance: its first item's --item-timeout clock pays no import (pdftext's
-    cost 0.25 CPU s, a tenth of a 2 s limit, more on a loaded node)."""
+    cost 0.25 CPU s, an eighth of a 2 s limit, more on a loaded node)."""
     pdf = next(iter(sorted(sample_pdfs.rglob("*.pdf"))))
     done = subprocess.run([sys.executable, "-c", WORKER, str(pdf)], capture_output=True, text=True, check=True)
     assert done.stdout.split() == [], done.stdout
